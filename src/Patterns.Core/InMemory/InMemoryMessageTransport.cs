@@ -1,0 +1,241 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Patterns.Messaging;
+using Patterns.Transport;
+
+namespace Patterns.InMemory;
+
+internal sealed class InMemoryMessageTransport : MessageTransport
+{
+    private const int MaxRouteCacheEntries = 10_000;
+
+    private readonly ConcurrentDictionary<string, InMemoryQueue> _queues = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, InMemoryQueue[]> _routes = new(StringComparer.Ordinal);
+    private readonly List<(string Pattern, InMemoryQueue Queue)> _bindings = [];
+    private readonly Lock _gate = new();
+    private readonly InMemoryTransportOptions _options;
+    private volatile bool _disposed;
+
+    public InMemoryMessageTransport(InMemoryTransportOptions options, TimeProvider timeProvider, ILogger logger)
+    {
+        _options = options;
+        TimeProvider = timeProvider;
+        Logger = logger;
+    }
+
+    public override string SystemName => "patterns.inmemory";
+
+    public override bool IsInProcess => true;
+
+    public override int MaxPayloadBytes => _options.MaxPayloadBytes;
+
+    internal TimeProvider TimeProvider { get; }
+
+    internal ILogger Logger { get; }
+
+    public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(queue);
+        ArgumentNullException.ThrowIfNull(settings);
+        ThrowIfDisposed();
+        GetOrCreateQueue(queue, settings.Capacity, settings.FullMode, settings.DeadLetterCapacity);
+        return default;
+    }
+
+    public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(queue);
+        ThrowIfDisposed();
+        ValidateOutgoing(queue, envelope);
+        if (!_queues.TryGetValue(queue, out var target))
+        {
+            throw new InvalidOperationException(
+                $"Queue '{queue}' does not exist. Declare it (AddMessageQueue(q => q.AddQueue(\"{queue}\"))) or subscribe a consumer to it before sending.");
+        }
+
+        return target.EnqueueAsync(envelope, cancellationToken);
+    }
+
+    public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(topic);
+        ThrowIfDisposed();
+        ValidateOutgoing(topic, envelope);
+        var targets = Route(topic);
+        switch (targets.Length)
+        {
+            case 0:
+                return new ValueTask<bool>(false);
+            case 1:
+                var single = targets[0].EnqueueAsync(envelope, cancellationToken);
+                return single.IsCompletedSuccessfully ? new ValueTask<bool>(true) : AwaitOne(single);
+            default:
+                return PublishToManyAsync(targets, envelope, cancellationToken);
+        }
+
+        static async ValueTask<bool> AwaitOne(ValueTask pending)
+        {
+            await pending.ConfigureAwait(false);
+            return true;
+        }
+    }
+
+    public override ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(handler);
+        ArgumentOutOfRangeException.ThrowIfLessThan(request.Concurrency, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(request.Capacity, 1);
+        ThrowIfDisposed();
+
+        InMemoryQueue queue;
+        if (request.Address.Kind == AddressKind.Topic)
+        {
+            if (TopicPattern.Validate(request.Address.Name, allowWildcards: true) is { } problem)
+            {
+                throw new ArgumentException(problem, nameof(request));
+            }
+
+            queue = GetOrCreateQueue(request.QueueName, request.Capacity, request.FullMode, request.DeadLetterCapacity);
+            Bind(request.Address.Name, queue);
+        }
+        else
+        {
+            queue = GetOrCreateQueue(request.QueueName, request.Capacity, request.FullMode, request.DeadLetterCapacity);
+        }
+
+        var subscription = new InMemorySubscription(this, queue, request, handler);
+        queue.Attach(subscription);
+        subscription.Start();
+        return new ValueTask<TransportSubscription>(subscription);
+    }
+
+    public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        return new(GetExistingQueue(queue).PeekDeadLetters(maxCount));
+    }
+
+    public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxCount);
+        ThrowIfDisposed();
+        return GetExistingQueue(queue).ReplayDeadLettersAsync(maxCount, cancellationToken);
+    }
+
+    public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) =>
+        new(GetExistingQueue(queue).PurgeDeadLetters());
+
+    public override ValueTask DisposeAsync()
+    {
+        if (_disposed)
+        {
+            return default;
+        }
+
+        _disposed = true;
+        foreach (var queue in _queues.Values)
+        {
+            queue.Close();
+        }
+
+        return default;
+    }
+
+    internal void OnLastConsumerDetached(InMemoryQueue queue)
+    {
+        // A subscription group with no consumer left stops receiving publications, so a full buffer
+        // nobody reads can never block publishers. Point-to-point queues keep buffering (back-pressure).
+        lock (_gate)
+        {
+            if (_bindings.RemoveAll(b => ReferenceEquals(b.Queue, queue)) > 0)
+            {
+                _routes.Clear();
+            }
+        }
+    }
+
+    private static async ValueTask<bool> PublishToManyAsync(InMemoryQueue[] targets, Envelope envelope, CancellationToken cancellationToken)
+    {
+        foreach (var target in targets)
+        {
+            await target.EnqueueAsync(envelope, cancellationToken).ConfigureAwait(false);
+        }
+
+        return true;
+    }
+
+    private InMemoryQueue[] Route(string topic)
+    {
+        if (_routes.TryGetValue(topic, out var cached))
+        {
+            return cached;
+        }
+
+        if (TopicPattern.Validate(topic, allowWildcards: false) is { } problem)
+        {
+            throw new ArgumentException(problem, nameof(topic));
+        }
+
+        lock (_gate)
+        {
+            var matches = new List<InMemoryQueue>();
+            foreach (var (pattern, queue) in _bindings)
+            {
+                if (TopicPattern.IsMatch(pattern, topic) && !matches.Contains(queue))
+                {
+                    matches.Add(queue);
+                }
+            }
+
+            var result = matches.ToArray();
+            if (_routes.Count >= MaxRouteCacheEntries)
+            {
+                _routes.Clear();
+            }
+
+            _routes[topic] = result;
+            return result;
+        }
+    }
+
+    private void Bind(string pattern, InMemoryQueue queue)
+    {
+        lock (_gate)
+        {
+            foreach (var (existingPattern, existingQueue) in _bindings)
+            {
+                if (ReferenceEquals(existingQueue, queue))
+                {
+                    if (!string.Equals(existingPattern, pattern, StringComparison.Ordinal))
+                    {
+                        throw new InvalidOperationException(
+                            $"Consumer group '{queue.Name}' already subscribes to topic '{existingPattern}', so it cannot also subscribe to '{pattern}'. Give the subscription its own consumer group.");
+                    }
+
+                    return;
+                }
+            }
+
+            _bindings.Add((pattern, queue));
+            _routes.Clear();
+        }
+    }
+
+    private InMemoryQueue GetOrCreateQueue(string name, int capacity, QueueFullMode fullMode, int deadLetterCapacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(deadLetterCapacity, 0);
+        return _queues.GetOrAdd(name, static (n, s) => new InMemoryQueue(n, s.capacity, s.fullMode, s.deadLetterCapacity, s.transport), (capacity, fullMode, deadLetterCapacity, transport: this));
+    }
+
+    private InMemoryQueue GetExistingQueue(string queue)
+    {
+        ArgumentNullException.ThrowIfNull(queue);
+        return _queues.TryGetValue(queue, out var q)
+            ? q
+            : throw new InvalidOperationException($"Queue '{queue}' does not exist, so it has no dead-letter queue.");
+    }
+
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+}

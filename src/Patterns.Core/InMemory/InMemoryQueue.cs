@@ -1,0 +1,420 @@
+using System.Globalization;
+using System.Threading.Channels;
+using Patterns.Messaging;
+using Patterns.Telemetry;
+using Patterns.Transport;
+
+namespace Patterns.InMemory;
+
+/// <summary>
+/// One queue (a point-to-point queue, or one subscription group's copy of a topic). Messages are routed,
+/// as they are sent, to one bounded lane per consumer worker: by partition key when there is one (so a
+/// key's messages stay in order on one worker), otherwise to the next lane with space. No dispatcher
+/// thread sits in between, so a message costs one channel write and one read.
+/// </summary>
+internal sealed class InMemoryQueue
+{
+    private readonly InMemoryMessageTransport _transport;
+    private readonly Lock _gate = new();
+    private readonly LinkedList<DeadLetterMessage> _deadLetters = new();
+    private readonly List<InMemorySubscription> _subscriptions = [];
+    private volatile Lane[] _lanes;
+    private int _roundRobin;
+    private volatile bool _closed;
+
+    public InMemoryQueue(string name, int capacity, QueueFullMode fullMode, int deadLetterCapacity, InMemoryMessageTransport transport)
+    {
+        Name = name;
+        Capacity = capacity;
+        FullMode = fullMode;
+        DeadLetterCapacity = deadLetterCapacity;
+        _transport = transport;
+        _lanes = [new Lane(capacity, owner: null)];
+    }
+
+    public string Name { get; }
+
+    public int Capacity { get; }
+
+    public QueueFullMode FullMode { get; }
+
+    public int DeadLetterCapacity { get; }
+
+    public ValueTask EnqueueAsync(Envelope envelope, CancellationToken cancellationToken)
+    {
+        var lanes = _lanes;
+        Lane lane;
+        if (lanes.Length == 1)
+        {
+            lane = lanes[0];
+            if (lane.Writer.TryWrite(envelope))
+            {
+                return default;
+            }
+        }
+        else if (envelope.PartitionKey is { } key)
+        {
+            lane = lanes[(int)((uint)key.GetHashCode() % (uint)lanes.Length)];
+            if (lane.Writer.TryWrite(envelope))
+            {
+                return default;
+            }
+        }
+        else
+        {
+            var start = (int)((uint)Interlocked.Increment(ref _roundRobin) % (uint)lanes.Length);
+            for (var i = 0; i < lanes.Length; i++)
+            {
+                var candidate = lanes[(start + i) % lanes.Length];
+                if (candidate.Writer.TryWrite(envelope))
+                {
+                    return default;
+                }
+            }
+
+            lane = lanes[start];
+        }
+
+        return EnqueueSlowAsync(envelope, lane, lanes, cancellationToken);
+    }
+
+    private async ValueTask EnqueueSlowAsync(Envelope envelope, Lane lane, Lane[] lanes, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            if (_closed)
+            {
+                throw new ObjectDisposedException(nameof(InMemoryTransport), $"The in-memory transport is stopped; queue '{Name}' accepts no more messages.");
+            }
+
+            if (!ReferenceEquals(lanes, _lanes))
+            {
+                // Consumers attached or detached since this send started: route again.
+                await EnqueueAsync(envelope, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            if (FullMode == QueueFullMode.Reject)
+            {
+                if (lane.Writer.TryWrite(envelope))
+                {
+                    return;
+                }
+
+                if (ReferenceEquals(lanes, _lanes) && !lane.IsCompleted)
+                {
+                    throw new QueueFullException(Name, Capacity);
+                }
+
+                continue;
+            }
+
+            try
+            {
+                await lane.Writer.WriteAsync(envelope, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (ChannelClosedException)
+            {
+                // The lane's consumer detached while we waited; the loop routes again.
+                await Task.Yield();
+            }
+        }
+    }
+
+    public void Attach(InMemorySubscription subscription)
+    {
+        lock (_gate)
+        {
+            if (_closed)
+            {
+                throw new ObjectDisposedException(nameof(InMemoryTransport));
+            }
+
+            var current = _lanes;
+            var workers = subscription.Request.Concurrency;
+            var totalWorkers = workers;
+            foreach (var s in _subscriptions)
+            {
+                totalWorkers += s.Request.Concurrency;
+            }
+
+            var laneCapacity = Math.Max(1, (Capacity + totalWorkers - 1) / totalWorkers);
+            var newLanes = new Lane[workers];
+            var next = new List<Lane>(current.Length + workers);
+            for (var i = 0; i < workers; i++)
+            {
+                // Messages buffered while nobody consumed stay in order: the first worker adopts that lane.
+                if (i == 0 && current.Length == 1 && current[0].Owner is null)
+                {
+                    current[0].Owner = subscription;
+                    newLanes[0] = current[0];
+                }
+                else
+                {
+                    newLanes[i] = new Lane(laneCapacity, subscription);
+                }
+            }
+
+            foreach (var lane in current)
+            {
+                if (lane.Owner is not null && !ReferenceEquals(lane.Owner, subscription))
+                {
+                    next.Add(lane);
+                }
+            }
+
+            next.AddRange(newLanes);
+            _subscriptions.Add(subscription);
+            subscription.Lanes = newLanes;
+            _lanes = [.. next];
+        }
+    }
+
+    public void Detach(InMemorySubscription subscription)
+    {
+        bool last;
+        lock (_gate)
+        {
+            if (!_subscriptions.Remove(subscription))
+            {
+                return;
+            }
+
+            var remaining = _lanes.Where(l => !ReferenceEquals(l.Owner, subscription)).ToArray();
+            last = remaining.Length == 0;
+            _lanes = last ? [new Lane(Capacity, owner: null)] : remaining;
+            foreach (var lane in subscription.Lanes)
+            {
+                lane.Complete();
+            }
+        }
+
+        if (last)
+        {
+            _transport.OnLastConsumerDetached(this);
+        }
+    }
+
+    public void Close()
+    {
+        lock (_gate)
+        {
+            _closed = true;
+            foreach (var lane in _lanes)
+            {
+                lane.Complete();
+            }
+
+            var dropped = 0;
+            foreach (var lane in _lanes)
+            {
+                if (lane.Owner is null)
+                {
+                    while (lane.Reader.TryRead(out _))
+                    {
+                        dropped++;
+                    }
+                }
+            }
+
+            if (dropped > 0)
+            {
+                RecordDropped(dropped);
+            }
+        }
+    }
+
+    public void Retry(Envelope envelope, TimeSpan delay)
+    {
+        var redelivery = envelope with { DeliveryCount = envelope.DeliveryCount + 1 };
+        if (delay <= TimeSpan.Zero)
+        {
+            _ = RedeliverAsync(redelivery);
+            return;
+        }
+
+        var state = new DelayedRedelivery(this, redelivery);
+        state.Timer = _transport.TimeProvider.CreateTimer(static s => ((DelayedRedelivery)s!).Fire(), state, delay, Timeout.InfiniteTimeSpan);
+    }
+
+    public void DeadLetter(Envelope envelope, in Settlement settlement)
+    {
+        var now = _transport.TimeProvider.GetUtcNow();
+        var exception = settlement.Exception;
+        var reason = settlement.Reason ?? exception?.Message ?? "dead-lettered";
+        var headers = new List<KeyValuePair<string, string>>(6)
+        {
+            new(EnvelopeHeaders.DeadLetterReason, reason),
+            new(EnvelopeHeaders.DeadLetterSource, Name),
+            new(EnvelopeHeaders.DeadLetteredAt, now.ToString("O", CultureInfo.InvariantCulture)),
+        };
+        if (exception is not null)
+        {
+            headers.Add(new(EnvelopeHeaders.ExceptionType, exception.GetType().FullName ?? exception.GetType().Name));
+            headers.Add(new(EnvelopeHeaders.ExceptionMessage, exception.Message));
+            if (exception.StackTrace is { } stack)
+            {
+                headers.Add(new(EnvelopeHeaders.ExceptionStackTrace, stack));
+            }
+        }
+
+        var message = new DeadLetterMessage(
+            envelope.WithHeaders(headers),
+            Name,
+            reason,
+            exception?.GetType().FullName,
+            exception?.Message,
+            now);
+
+        var evicted = 0;
+        lock (_gate)
+        {
+            _deadLetters.AddLast(message);
+            while (_deadLetters.Count > DeadLetterCapacity)
+            {
+                _deadLetters.RemoveFirst();
+                evicted++;
+            }
+        }
+
+        PatternsTelemetry.DeadLettered.Add(1, PatternsTelemetry.Tags(_transport.SystemName, Name));
+        InMemoryLog.DeadLettered(_transport.Logger, envelope.MessageId, Name, reason, exception);
+        if (evicted > 0)
+        {
+            InMemoryLog.DeadLetterEvicted(_transport.Logger, evicted, Name, DeadLetterCapacity);
+            PatternsTelemetry.Dropped.Add(evicted, PatternsTelemetry.Tags(_transport.SystemName, Name));
+        }
+    }
+
+    public IReadOnlyList<DeadLetterMessage> PeekDeadLetters(int maxCount)
+    {
+        lock (_gate)
+        {
+            return _deadLetters.Take(maxCount).ToArray();
+        }
+    }
+
+    public int PurgeDeadLetters()
+    {
+        lock (_gate)
+        {
+            var count = _deadLetters.Count;
+            _deadLetters.Clear();
+            return count;
+        }
+    }
+
+    public async ValueTask<int> ReplayDeadLettersAsync(int maxCount, CancellationToken cancellationToken)
+    {
+        var replayed = 0;
+        while (replayed < maxCount)
+        {
+            DeadLetterMessage? next;
+            lock (_gate)
+            {
+                next = _deadLetters.First?.Value;
+                if (next is null)
+                {
+                    break;
+                }
+
+                _deadLetters.RemoveFirst();
+            }
+
+            var envelope = StripDeadLetterHeaders(next.Envelope) with { DeliveryCount = 0 };
+            try
+            {
+                await EnqueueAsync(envelope, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                lock (_gate)
+                {
+                    _deadLetters.AddFirst(next);
+                }
+
+                throw;
+            }
+
+            replayed++;
+        }
+
+        return replayed;
+    }
+
+    internal void RecordDropped(int count)
+    {
+        PatternsTelemetry.Dropped.Add(count, PatternsTelemetry.Tags(_transport.SystemName, Name));
+        InMemoryLog.MessagesDropped(_transport.Logger, count, Name);
+    }
+
+    private static Envelope StripDeadLetterHeaders(Envelope envelope)
+    {
+        if (envelope.Headers is null)
+        {
+            return envelope;
+        }
+
+        var kept = envelope.Headers
+            .Where(h => !h.Key.StartsWith("patterns-dead-letter", StringComparison.Ordinal)
+                && !h.Key.StartsWith("patterns-exception", StringComparison.Ordinal)
+                && h.Key != EnvelopeHeaders.DeadLetteredAt)
+            .ToDictionary(h => h.Key, h => h.Value, StringComparer.Ordinal);
+        return envelope with { Headers = kept.Count == 0 ? null : kept };
+    }
+
+    private async Task RedeliverAsync(Envelope envelope)
+    {
+        try
+        {
+            await EnqueueAsync(envelope, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            RecordDropped(1);
+        }
+    }
+
+    private sealed class DelayedRedelivery(InMemoryQueue queue, Envelope envelope)
+    {
+        public ITimer? Timer { get; set; }
+
+        public void Fire()
+        {
+            Timer?.Dispose();
+            _ = queue.RedeliverAsync(envelope);
+        }
+    }
+}
+
+/// <summary>A bounded channel read by exactly one worker.</summary>
+internal sealed class Lane
+{
+    private readonly Channel<Envelope> _channel;
+
+    public Lane(int capacity, InMemorySubscription? owner)
+    {
+        _channel = Channel.CreateBounded<Envelope>(new BoundedChannelOptions(capacity)
+        {
+            SingleReader = true,
+            SingleWriter = false,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        Owner = owner;
+    }
+
+    public InMemorySubscription? Owner { get; set; }
+
+    public ChannelWriter<Envelope> Writer => _channel.Writer;
+
+    public ChannelReader<Envelope> Reader => _channel.Reader;
+
+    public bool IsCompleted { get; private set; }
+
+    public void Complete()
+    {
+        IsCompleted = true;
+        _channel.Writer.TryComplete();
+    }
+}

@@ -1,0 +1,126 @@
+using System.Diagnostics.CodeAnalysis;
+
+namespace Patterns.Messaging;
+
+/// <summary>
+/// The unit every transport carries: a message body plus the identity, correlation, routing and
+/// trace information that travels with it.
+/// </summary>
+/// <remarks>
+/// <para>
+/// <see cref="Envelope"/> is a value type so that the in-process path allocates nothing per message
+/// beyond the message object itself. In-process transports pass <see cref="Body"/> by reference and
+/// never serialize it; transports that cross a process boundary carry <see cref="Payload"/> (the
+/// serialized body) and <see cref="MessageType"/> instead, and the receiving side turns them back into a
+/// body through the configured <see cref="Serialization.IMessageSerializer"/>.
+/// </para>
+/// <para>
+/// Envelopes are immutable; use a <c>with</c> expression to derive a changed copy. A body published to
+/// several subscriptions in-process is shared by reference, so message types should be immutable too.
+/// </para>
+/// </remarks>
+public readonly struct Envelope
+{
+    /// <summary>Gets the unique id of this message.</summary>
+    /// <value>Set by the sender; <see cref="Guid.Empty"/> only on a default envelope.</value>
+    public Guid MessageId { get; init; }
+
+    /// <summary>Gets the id that ties this message to the conversation it belongs to.</summary>
+    /// <value><see langword="null"/> unless the sender set one; request-response sets it to the request's id.</value>
+    public Guid? CorrelationId { get; init; }
+
+    /// <summary>Gets the id of the message whose handling caused this message to be sent.</summary>
+    /// <value><see langword="null"/> when the message was not sent from inside a handler.</value>
+    public Guid? CausationId { get; init; }
+
+    /// <summary>Gets the logical message-type name (see <see cref="MessageTypeRegistry"/>).</summary>
+    /// <value>The registered name of the body's type; required when only <see cref="Payload"/> is present.</value>
+    public string? MessageType { get; init; }
+
+    /// <summary>Gets the message body when it travels by reference (in-process).</summary>
+    /// <value><see langword="null"/> when the body travels serialized in <see cref="Payload"/>.</value>
+    public object? Body { get; init; }
+
+    /// <summary>Gets the serialized body, for transports that cross a process boundary.</summary>
+    /// <value>Empty when the body travels by reference in <see cref="Body"/>.</value>
+    public ReadOnlyMemory<byte> Payload { get; init; }
+
+    /// <summary>Gets the media type of <see cref="Payload"/>.</summary>
+    /// <value>For example <c>application/json</c>; <see langword="null"/> for in-process bodies.</value>
+    public string? ContentType { get; init; }
+
+    /// <summary>Gets the time the message was first sent, read from the sender's <see cref="TimeProvider"/>.</summary>
+    public DateTimeOffset SentAt { get; init; }
+
+    /// <summary>Gets the W3C <c>traceparent</c> of the span that sent the message.</summary>
+    /// <value><see langword="null"/> when nobody was tracing.</value>
+    public string? TraceParent { get; init; }
+
+    /// <summary>Gets the W3C <c>tracestate</c> that accompanies <see cref="TraceParent"/>.</summary>
+    public string? TraceState { get; init; }
+
+    /// <summary>Gets the application and transport headers.</summary>
+    /// <value><see langword="null"/> when there are none (no dictionary is allocated).</value>
+    public IReadOnlyDictionary<string, string>? Headers { get; init; }
+
+    /// <summary>Gets the key that orders messages: messages with the same key are handled in the order they were sent within one consumer group.</summary>
+    /// <value><see langword="null"/> for messages without ordering requirements.</value>
+    public string? PartitionKey { get; init; }
+
+    /// <summary>Gets the address a response should be sent to (request-response).</summary>
+    public string? ReplyTo { get; init; }
+
+    /// <summary>Gets how many times this message has been delivered before, counting transport redeliveries.</summary>
+    /// <value>0 on first delivery.</value>
+    public int DeliveryCount { get; init; }
+
+    /// <summary>Gets a value indicating whether this is a default (empty) envelope.</summary>
+    public bool IsEmpty => MessageId == Guid.Empty && Body is null && Payload.IsEmpty;
+
+    /// <summary>Gets the value of a header.</summary>
+    /// <param name="name">The header name.</param>
+    /// <param name="value">The value, when the header is present.</param>
+    /// <returns><see langword="true"/> when the header is present.</returns>
+    public bool TryGetHeader(string name, [NotNullWhen(true)] out string? value)
+    {
+        if (Headers is { } headers && headers.TryGetValue(name, out value))
+        {
+            return true;
+        }
+
+        value = null;
+        return false;
+    }
+
+    /// <summary>Returns a copy of this envelope with one header added or replaced.</summary>
+    /// <param name="name">The header name.</param>
+    /// <param name="value">The header value.</param>
+    /// <returns>The new envelope; this one is unchanged.</returns>
+    public Envelope WithHeader(string name, string value)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(value);
+        var copy = Headers is null
+            ? new Dictionary<string, string>(StringComparer.Ordinal)
+            : new Dictionary<string, string>(Headers, StringComparer.Ordinal);
+        copy[name] = value;
+        return this with { Headers = copy };
+    }
+
+    /// <summary>Returns a copy of this envelope with several headers added or replaced.</summary>
+    /// <param name="headers">The headers to set.</param>
+    /// <returns>The new envelope; this one is unchanged.</returns>
+    public Envelope WithHeaders(IEnumerable<KeyValuePair<string, string>> headers)
+    {
+        ArgumentNullException.ThrowIfNull(headers);
+        var copy = Headers is null
+            ? new Dictionary<string, string>(StringComparer.Ordinal)
+            : new Dictionary<string, string>(Headers, StringComparer.Ordinal);
+        foreach (var (key, value) in headers)
+        {
+            copy[key] = value;
+        }
+
+        return this with { Headers = copy };
+    }
+}

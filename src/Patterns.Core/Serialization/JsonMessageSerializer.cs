@@ -1,0 +1,99 @@
+using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
+
+namespace Patterns.Serialization;
+
+/// <summary>
+/// The default <see cref="IMessageSerializer"/>, on System.Text.Json.
+/// </summary>
+/// <remarks>
+/// Give it a source-generated <see cref="JsonSerializerContext"/> (or options whose
+/// <see cref="JsonSerializerOptions.TypeInfoResolver"/> is one) and it never uses reflection, which is what
+/// trimmed and Native AOT applications need. Without a resolver it falls back to the reflection-based
+/// resolver when the application allows reflection-based serialization.
+/// </remarks>
+public sealed class JsonMessageSerializer : IMessageSerializer
+{
+    private readonly JsonSerializerOptions _options;
+
+    /// <summary>Initializes a new instance of the <see cref="JsonMessageSerializer"/> class with web defaults.</summary>
+    public JsonMessageSerializer()
+        : this(new JsonSerializerOptions(JsonSerializerDefaults.Web))
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="JsonMessageSerializer"/> class from a source-generated context.</summary>
+    /// <param name="context">The context that knows every message type.</param>
+    public JsonMessageSerializer(JsonSerializerContext context)
+        : this(new JsonSerializerOptions(JsonSerializerDefaults.Web) { TypeInfoResolver = (context ?? throw new ArgumentNullException(nameof(context))) })
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="JsonMessageSerializer"/> class.</summary>
+    /// <param name="options">The options; they are made read-only.</param>
+    public JsonMessageSerializer(JsonSerializerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.TypeInfoResolver is null && !options.IsReadOnly)
+        {
+            options.TypeInfoResolver = ReflectionResolver();
+        }
+
+        options.MakeReadOnly();
+        _options = options;
+    }
+
+    /// <inheritdoc />
+    public string ContentType => "application/json";
+
+    /// <inheritdoc />
+    public void Serialize(IBufferWriter<byte> writer, object value, Type type)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        ArgumentNullException.ThrowIfNull(value);
+        ArgumentNullException.ThrowIfNull(type);
+        using var json = new Utf8JsonWriter(writer);
+        JsonSerializer.Serialize(json, value, GetTypeInfo(type));
+    }
+
+    /// <inheritdoc />
+    public object Deserialize(ReadOnlyMemory<byte> payload, Type type)
+    {
+        ArgumentNullException.ThrowIfNull(type);
+        JsonTypeInfo info = GetTypeInfo(type);
+        object? value;
+        try
+        {
+            value = JsonSerializer.Deserialize(payload.Span, info);
+        }
+        catch (JsonException ex)
+        {
+            throw new MessageDeserializationException(
+                $"The payload ({payload.Length} bytes) is not valid JSON for message type '{type.FullName}': {ex.Message}", ex);
+        }
+
+        return value ?? throw new MessageDeserializationException(
+            $"The payload ({payload.Length} bytes) is JSON null, which is not a valid '{type.FullName}' message.");
+    }
+
+    private JsonTypeInfo GetTypeInfo(Type type)
+    {
+        try
+        {
+            return _options.GetTypeInfo(type);
+        }
+        catch (NotSupportedException ex)
+        {
+            throw new MessageDeserializationException(
+                $"The JSON serializer has no metadata for message type '{type.FullName}'. Add it to your JsonSerializerContext with [JsonSerializable(typeof({type.Name}))].", ex);
+        }
+    }
+
+    [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "Only used when the application keeps reflection-based serialization enabled; trimmed and AOT apps pass a JsonSerializerContext.")]
+    [UnconditionalSuppressMessage("AOT", "IL3050", Justification = "Only used when the application keeps reflection-based serialization enabled; trimmed and AOT apps pass a JsonSerializerContext.")]
+    private static IJsonTypeInfoResolver? ReflectionResolver() =>
+        JsonSerializer.IsReflectionEnabledByDefault ? new DefaultJsonTypeInfoResolver() : null;
+}

@@ -1,0 +1,63 @@
+namespace Patterns.Transport;
+
+/// <summary>What a consumer decided about one delivery.</summary>
+public enum SettlementKind
+{
+    /// <summary>Handled; the transport forgets the message.</summary>
+    Ack,
+
+    /// <summary>Not handled yet; the transport delivers it again after <see cref="Settlement.Delay"/>.</summary>
+    Retry,
+
+    /// <summary>Will never be handled; the transport moves it to the dead-letter queue with the reason.</summary>
+    DeadLetter,
+}
+
+/// <summary>
+/// The outcome of handling one delivery, returned by a <see cref="DeliveryHandler"/> and carried out by the transport.
+/// </summary>
+public readonly struct Settlement
+{
+    private Settlement(SettlementKind kind, TimeSpan delay, string? reason, Exception? exception)
+    {
+        Kind = kind;
+        Delay = delay;
+        Reason = reason;
+        Exception = exception;
+    }
+
+    /// <summary>Gets an acknowledgement.</summary>
+    public static Settlement Ack => default;
+
+    /// <summary>Gets what to do with the message.</summary>
+    public SettlementKind Kind { get; }
+
+    /// <summary>Gets how long to wait before redelivery (<see cref="SettlementKind.Retry"/> only).</summary>
+    public TimeSpan Delay { get; }
+
+    /// <summary>Gets why the message is retried or dead-lettered.</summary>
+    public string? Reason { get; }
+
+    /// <summary>Gets the exception that caused the retry or dead-letter, if any.</summary>
+    public Exception? Exception { get; }
+
+    /// <summary>Asks the transport to deliver the message again.</summary>
+    /// <param name="delay">How long to wait first; <see cref="TimeSpan.Zero"/> for at once.</param>
+    /// <param name="exception">The failure that caused the retry.</param>
+    /// <returns>The settlement.</returns>
+    public static Settlement Retry(TimeSpan delay, Exception? exception = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
+        return new(SettlementKind.Retry, delay, exception?.Message, exception);
+    }
+
+    /// <summary>Asks the transport to move the message to its dead-letter queue.</summary>
+    /// <param name="reason">Why; recorded on the dead-lettered envelope.</param>
+    /// <param name="exception">The failure, recorded on the dead-lettered envelope.</param>
+    /// <returns>The settlement.</returns>
+    public static Settlement DeadLetter(string reason, Exception? exception = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        return new(SettlementKind.DeadLetter, TimeSpan.Zero, reason, exception);
+    }
+}

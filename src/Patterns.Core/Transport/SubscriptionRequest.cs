@@ -1,0 +1,33 @@
+namespace Patterns.Transport;
+
+/// <summary>Everything a transport needs to start consuming for one consumer group.</summary>
+public sealed record SubscriptionRequest
+{
+    /// <summary>Gets the queue, or the topic pattern, to consume from.</summary>
+    public required TransportAddress Address { get; init; }
+
+    /// <summary>
+    /// Gets the consumer group. Consumers in one group compete for messages; for a topic, each group
+    /// receives its own copy of every message. The group also names the group's queue and dead-letter queue.
+    /// </summary>
+    public required string ConsumerGroup { get; init; }
+
+    /// <summary>Gets how many messages this subscription handles at once.</summary>
+    /// <value>Default 1.</value>
+    public int Concurrency { get; init; } = 1;
+
+    /// <summary>Gets how many messages may be buffered (or prefetched) for this subscription.</summary>
+    /// <value>Default 1024.</value>
+    public int Capacity { get; init; } = 1024;
+
+    /// <summary>Gets what a publish does when this subscription's buffer is full.</summary>
+    /// <value>Default <see cref="QueueFullMode.Wait"/>.</value>
+    public QueueFullMode FullMode { get; init; } = QueueFullMode.Wait;
+
+    /// <summary>Gets the capacity of the group's dead-letter queue, where the transport bounds it.</summary>
+    /// <value>Default 10,000.</value>
+    public int DeadLetterCapacity { get; init; } = 10_000;
+
+    /// <summary>Gets the name of the queue that holds this group's messages.</summary>
+    public string QueueName => Address.Kind == AddressKind.Queue ? Address.Name : ConsumerGroup;
+}

@@ -1,0 +1,82 @@
+namespace Patterns.Transport;
+
+/// <summary>Thrown when a send finds the destination full and its full mode is <see cref="QueueFullMode.Reject"/>.</summary>
+public sealed class QueueFullException : Exception
+{
+    /// <summary>Initializes a new instance of the <see cref="QueueFullException"/> class.</summary>
+    public QueueFullException()
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="QueueFullException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    public QueueFullException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="QueueFullException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    /// <param name="innerException">The cause.</param>
+    public QueueFullException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="QueueFullException"/> class.</summary>
+    /// <param name="queue">The queue that is full.</param>
+    /// <param name="capacity">Its capacity.</param>
+    public QueueFullException(string queue, int capacity)
+        : base($"Queue '{queue}' is full (capacity {capacity}) and rejects new messages.")
+    {
+        Queue = queue;
+        Capacity = capacity;
+    }
+
+    /// <summary>Gets the queue that is full.</summary>
+    public string? Queue { get; }
+
+    /// <summary>Gets the queue's capacity.</summary>
+    public int Capacity { get; }
+}
+
+/// <summary>Thrown when a message's payload is larger than the transport accepts.</summary>
+public sealed class MessageTooLargeException : Exception
+{
+    /// <summary>Initializes a new instance of the <see cref="MessageTooLargeException"/> class.</summary>
+    public MessageTooLargeException()
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="MessageTooLargeException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    public MessageTooLargeException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="MessageTooLargeException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    /// <param name="innerException">The cause.</param>
+    public MessageTooLargeException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="MessageTooLargeException"/> class.</summary>
+    /// <param name="destination">Where the message was going.</param>
+    /// <param name="size">The payload size in bytes.</param>
+    /// <param name="limit">The transport's limit in bytes.</param>
+    public MessageTooLargeException(string destination, long size, long limit)
+        : base($"The message to '{destination}' has a {size}-byte payload, larger than the transport's limit of {limit} bytes.")
+    {
+        Size = size;
+        Limit = limit;
+    }
+
+    /// <summary>Gets the payload size in bytes.</summary>
+    public long Size { get; }
+
+    /// <summary>Gets the limit in bytes.</summary>
+    public long Limit { get; }
+}

@@ -1,0 +1,27 @@
+namespace Patterns.Transport;
+
+/// <summary>A running consumer group on a <see cref="MessageTransport"/>.</summary>
+public abstract class TransportSubscription : IAsyncDisposable
+{
+    /// <summary>Gets what this subscription consumes.</summary>
+    public abstract SubscriptionRequest Request { get; }
+
+    /// <summary>
+    /// Stops taking new messages and drains: messages already handed to this subscription are handled
+    /// until <paramref name="drainDeadline"/> is cancelled, after which running handlers are cancelled and
+    /// what is left is given back to the transport (brokers) or dropped and logged (in-process).
+    /// </summary>
+    /// <param name="drainDeadline">Cancelled when draining must end.</param>
+    /// <returns>A task that completes when every handler has returned.</returns>
+    public abstract Task StopAsync(CancellationToken drainDeadline);
+
+    /// <summary>Stops without draining.</summary>
+    /// <returns>A task that completes when every handler has returned.</returns>
+    public virtual async ValueTask DisposeAsync()
+    {
+        using var cts = new CancellationTokenSource();
+        await cts.CancelAsync().ConfigureAwait(false);
+        await StopAsync(cts.Token).ConfigureAwait(false);
+        GC.SuppressFinalize(this);
+    }
+}
