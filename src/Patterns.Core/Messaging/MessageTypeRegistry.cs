@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Reflection;
 
 namespace Patterns.Messaging;
 
@@ -69,6 +68,5 @@ public sealed class MessageTypeRegistry
         return _types.TryGetValue(name, out type);
     }
 
-    private static string DefaultName(Type type) =>
-        type.GetCustomAttribute<MessageNameAttribute>()?.Name ?? type.FullName ?? type.Name;
+    private static string DefaultName(Type type) => MessageTypeNames.Default(type);
 }

@@ -1,0 +1,186 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Patterns.Messaging;
+using Patterns.PubSub;
+using Patterns.Queues;
+using Patterns.Telemetry;
+using Patterns.Transport;
+
+namespace Patterns.Hosting;
+
+/// <summary>The sending side of pub/sub and queues, and the dead-letter queue API, on the configured transport.</summary>
+internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
+{
+    private readonly MessageTransport _transport;
+    private readonly MessageTypeRegistry _registry;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+
+    public MessageBus(MessageTransport transport, MessageTypeRegistry registry, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    {
+        _transport = transport;
+        _registry = registry;
+        _timeProvider = timeProvider;
+        _logger = loggerFactory.CreateLogger<MessageBus>();
+    }
+
+    internal MessageTransport Transport => _transport;
+
+    internal MessageTypeRegistry Registry => _registry;
+
+    internal TimeProvider TimeProvider => _timeProvider;
+
+    public ValueTask PublishAsync<TMessage>(TMessage message, CancellationToken cancellationToken = default)
+        where TMessage : notnull =>
+        PublishCoreAsync(null, message, default, cancellationToken);
+
+    public ValueTask PublishAsync<TMessage>(string topic, TMessage message, CancellationToken cancellationToken = default)
+        where TMessage : notnull
+    {
+        ArgumentNullException.ThrowIfNull(topic);
+        return PublishCoreAsync(topic, message, default, cancellationToken);
+    }
+
+    public ValueTask PublishAsync<TMessage>(string? topic, TMessage message, MessageOptions options, CancellationToken cancellationToken = default)
+        where TMessage : notnull =>
+        PublishCoreAsync(topic, message, options, cancellationToken);
+
+    public ValueTask SendAsync<TMessage>(string queue, TMessage message, CancellationToken cancellationToken = default)
+        where TMessage : notnull =>
+        SendAsync(queue, message, default, cancellationToken);
+
+    public ValueTask SendAsync<TMessage>(string queue, TMessage message, MessageOptions options, CancellationToken cancellationToken = default)
+        where TMessage : notnull
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(queue);
+        var envelope = CreateEnvelope(message, options);
+        var activity = PatternsTelemetry.StartSend(_transport.SystemName, "send", queue, ref envelope);
+        ValueTask pending;
+        try
+        {
+            pending = _transport.SendAsync(queue, envelope, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw;
+        }
+
+        if (pending.IsCompletedSuccessfully)
+        {
+            OnSent(queue, activity);
+            return default;
+        }
+
+        return AwaitSendAsync(pending, queue, activity);
+    }
+
+    internal ValueTask PublishCoreAsync<TMessage>(string? topic, TMessage message, in MessageOptions options, CancellationToken cancellationToken)
+    {
+        var envelope = CreateEnvelope(message, options);
+        topic ??= envelope.MessageType!;
+        var activity = PatternsTelemetry.StartSend(_transport.SystemName, "publish", topic, ref envelope);
+        ValueTask<bool> pending;
+        try
+        {
+            pending = _transport.PublishAsync(topic, envelope, cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw;
+        }
+
+        if (pending.IsCompletedSuccessfully)
+        {
+            OnPublished(topic, pending.Result, activity);
+            return default;
+        }
+
+        return AwaitPublishAsync(pending, topic, activity);
+    }
+
+    public ValueTask<IReadOnlyList<DeadLetterMessage>> PeekAsync(string queue, int maxCount = 100, CancellationToken cancellationToken = default) =>
+        _transport.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
+
+    public ValueTask<int> ReplayAsync(string queue, int maxCount = int.MaxValue, CancellationToken cancellationToken = default) =>
+        _transport.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
+
+    public ValueTask<int> PurgeAsync(string queue, CancellationToken cancellationToken = default) =>
+        _transport.PurgeDeadLettersAsync(queue, cancellationToken);
+
+    private Envelope CreateEnvelope<TMessage>(TMessage message, in MessageOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        return new Envelope
+        {
+            MessageId = options.MessageId ?? MessageIds.Next(),
+            CorrelationId = options.CorrelationId,
+            CausationId = options.CausationId,
+            MessageType = _registry.GetName(message.GetType()),
+            Body = message,
+            SentAt = _timeProvider.GetUtcNow(),
+            PartitionKey = options.PartitionKey,
+            Headers = options.Headers,
+        };
+    }
+
+    private async ValueTask AwaitSendAsync(ValueTask pending, string queue, Activity? activity)
+    {
+        try
+        {
+            await pending.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw;
+        }
+
+        OnSent(queue, activity);
+    }
+
+    private async ValueTask AwaitPublishAsync(ValueTask<bool> pending, string topic, Activity? activity)
+    {
+        bool routed;
+        try
+        {
+            routed = await pending.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw;
+        }
+
+        OnPublished(topic, routed, activity);
+    }
+
+    private void OnSent(string destination, Activity? activity)
+    {
+        if (PatternsTelemetry.Sent.Enabled)
+        {
+            PatternsTelemetry.Sent.Add(1, PatternsTelemetry.Tags(_transport.SystemName, destination));
+        }
+
+        activity?.Dispose();
+    }
+
+    private void OnPublished(string topic, bool routed, Activity? activity)
+    {
+        OnSent(topic, activity);
+        if (!routed)
+        {
+            if (PatternsTelemetry.Unrouted.Enabled)
+            {
+                PatternsTelemetry.Unrouted.Add(1, PatternsTelemetry.Tags(_transport.SystemName, topic));
+            }
+
+            HostingLog.Unrouted(_logger, topic);
+        }
+    }
+}

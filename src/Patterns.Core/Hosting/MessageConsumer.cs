@@ -1,0 +1,278 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+using Microsoft.Extensions.Logging;
+using Patterns.Messaging;
+using Patterns.Serialization;
+using Patterns.Telemetry;
+using Patterns.Transport;
+using Polly;
+
+namespace Patterns.Hosting;
+
+/// <summary>
+/// Turns a transport delivery into a call of the user's handler: materializes the body, runs the
+/// resilience pipeline, and decides the settlement (ack, redeliver, dead-letter). Never throws.
+/// </summary>
+internal sealed class MessageConsumer<TMessage>
+{
+    private readonly MessageHandlerInvoker<TMessage> _invoker;
+    private readonly ConsumerIdentity _identity;
+    private readonly ConsumerOptions _options;
+    private readonly ResiliencePipeline? _pipeline;
+    private readonly bool _retryOnly;
+    private readonly IMessageSerializer _serializer;
+    private readonly ILogger _logger;
+    private readonly string _system;
+
+    public MessageConsumer(
+        MessageHandlerInvoker<TMessage> invoker,
+        ConsumerIdentity identity,
+        ConsumerOptions options,
+        ResiliencePipeline? pipeline,
+        IMessageSerializer serializer,
+        ILogger logger)
+    {
+        _invoker = invoker;
+        _identity = identity;
+        _options = options;
+        _pipeline = pipeline;
+        _serializer = serializer;
+        _logger = logger;
+        _system = identity.Bus.Transport.SystemName;
+
+        // With only a retry strategy, the first attempt runs outside Polly (no cost on success) and a
+        // failure is replayed into the retry pipeline as its first outcome, so Polly still decides every
+        // retry, delay and backoff. Breakers, timeouts and limits must see every attempt, so they go in full.
+        _retryOnly = pipeline is not null && options.Retry is not null && options.CircuitBreaker is null
+            && options.AttemptTimeout is null && options.MaxConcurrentCalls is null && options.ConfigurePipeline is null;
+    }
+
+    public ValueTask<Settlement> HandleAsync(Envelope envelope, CancellationToken cancellationToken)
+    {
+        if (!TryGetMessage(envelope, out var message, out var rejection))
+        {
+            return new ValueTask<Settlement>(rejection);
+        }
+
+        if ((_pipeline is null || _retryOnly) && !PatternsTelemetry.Source.HasListeners() && !PatternsTelemetry.ProcessDuration.Enabled)
+        {
+            ValueTask pending;
+            try
+            {
+                pending = _invoker.InvokeAsync(message, envelope, _identity, cancellationToken);
+            }
+            catch (Exception ex)
+            {
+                return ContinueAfterFailureAsync(message, envelope, ExceptionDispatchInfo.Capture(ex), null, cancellationToken);
+            }
+
+            if (pending.IsCompletedSuccessfully)
+            {
+                OnConsumed();
+                return new ValueTask<Settlement>(Settlement.Ack);
+            }
+
+            return AwaitFirstAttemptAsync(pending, message, envelope, cancellationToken);
+        }
+
+        return HandleInstrumentedAsync(message, envelope, cancellationToken);
+    }
+
+    private async ValueTask<Settlement> AwaitFirstAttemptAsync(ValueTask pending, TMessage message, Envelope envelope, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await pending.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            return await ContinueAfterFailureAsync(message, envelope, ExceptionDispatchInfo.Capture(ex), null, cancellationToken).ConfigureAwait(false);
+        }
+
+        OnConsumed();
+        return Settlement.Ack;
+    }
+
+    private async ValueTask<Settlement> HandleInstrumentedAsync(TMessage message, Envelope envelope, CancellationToken cancellationToken)
+    {
+        using var activity = PatternsTelemetry.StartProcess(_system, _identity.Source, _identity.ConsumerGroup, envelope);
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            if (_pipeline is null)
+            {
+                await _invoker.InvokeAsync(message, envelope, _identity, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await _pipeline.ExecuteAsync(
+                    static (state, ct) => state.Invoker.InvokeAsync(state.Message, state.Envelope, state.Identity, ct),
+                    (Invoker: _invoker, Message: message, Envelope: envelope, Identity: _identity),
+                    cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            return OnFailed(envelope, ex, cancellationToken);
+        }
+        finally
+        {
+            if (PatternsTelemetry.ProcessDuration.Enabled)
+            {
+                PatternsTelemetry.ProcessDuration.Record(
+                    Stopwatch.GetElapsedTime(started).TotalSeconds,
+                    PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup));
+            }
+        }
+
+        OnConsumed();
+        return Settlement.Ack;
+    }
+
+    private async ValueTask<Settlement> ContinueAfterFailureAsync(
+        TMessage message, Envelope envelope, ExceptionDispatchInfo firstFailure, Activity? activity, CancellationToken cancellationToken)
+    {
+        if (_pipeline is null || cancellationToken.IsCancellationRequested)
+        {
+            return OnFailed(envelope, firstFailure.SourceException, cancellationToken);
+        }
+
+        // Replays the failed first attempt into Polly, then lets it run the retries.
+        var state = new RetryState(_invoker, message, envelope, _identity, firstFailure);
+        try
+        {
+            await _pipeline.ExecuteAsync(
+                static (s, ct) =>
+                {
+                    if (s.FirstFailure is { } failure)
+                    {
+                        s.FirstFailure = null;
+                        failure.Throw();
+                    }
+
+                    return s.Invoker.InvokeAsync(s.Message, s.Envelope, s.Identity, ct);
+                },
+                state,
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            return OnFailed(envelope, ex, cancellationToken);
+        }
+
+        OnConsumed();
+        return Settlement.Ack;
+    }
+
+    private Settlement OnFailed(in Envelope envelope, Exception exception, CancellationToken cancellationToken)
+    {
+        var tags = PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup);
+        PatternsTelemetry.Failed.Add(1, tags);
+        if (exception is OperationCanceledException && cancellationToken.IsCancellationRequested)
+        {
+            // Cancelled because the consumer is stopping: hand it back so it is delivered again
+            // (a broker redelivers it; in-process it is counted as dropped).
+            return Settlement.Retry(TimeSpan.Zero, exception);
+        }
+
+        if (envelope.DeliveryCount < _options.MaxRedeliveries)
+        {
+            HostingLog.HandlerFailed(_logger, exception, _invoker.HandlerName, envelope.MessageId, _identity.Source, envelope.DeliveryCount, "redelivered");
+            PatternsTelemetry.Retried.Add(1, tags);
+            return Settlement.Retry(_options.RedeliveryDelay, exception);
+        }
+
+        HostingLog.HandlerFailed(_logger, exception, _invoker.HandlerName, envelope.MessageId, _identity.Source, envelope.DeliveryCount, "dead-lettered");
+        return Settlement.DeadLetter(
+            $"Handler {_invoker.HandlerName} failed on delivery {envelope.DeliveryCount + 1} with {exception.GetType().FullName}: {exception.Message}",
+            exception);
+    }
+
+    private void OnConsumed()
+    {
+        if (PatternsTelemetry.Consumed.Enabled)
+        {
+            PatternsTelemetry.Consumed.Add(1, PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup));
+        }
+    }
+
+    private bool TryGetMessage(in Envelope envelope, out TMessage message, out Settlement rejection)
+    {
+        rejection = default;
+        if (envelope.Body is TMessage typed)
+        {
+            message = typed;
+            return true;
+        }
+
+        message = default!;
+        string reason;
+        if (envelope.Body is { } other)
+        {
+            reason = $"Consumer group '{_identity.ConsumerGroup}' handles '{typeof(TMessage).FullName}' but received a body of type '{other.GetType().FullName}'.";
+        }
+        else if (envelope.Payload.IsEmpty)
+        {
+            reason = "The message has neither a body nor a payload.";
+        }
+        else
+        {
+            var type = typeof(TMessage);
+            if (envelope.MessageType is { } name)
+            {
+                if (!_identity.Bus.Registry.TryGetType(name, out var registered))
+                {
+                    reason = $"Unknown message type '{name}': no type is registered under that name (consumer group '{_identity.ConsumerGroup}' handles '{typeof(TMessage).FullName}').";
+                    return Reject(envelope, reason, out rejection);
+                }
+
+                if (!typeof(TMessage).IsAssignableFrom(registered))
+                {
+                    reason = $"Message type '{name}' ({registered.FullName}) is not a '{typeof(TMessage).FullName}', which consumer group '{_identity.ConsumerGroup}' handles.";
+                    return Reject(envelope, reason, out rejection);
+                }
+
+                type = registered;
+            }
+
+            try
+            {
+                message = (TMessage)_serializer.Deserialize(envelope.Payload, type);
+                return true;
+            }
+            catch (Exception ex) when (ex is MessageDeserializationException or InvalidCastException or NotSupportedException)
+            {
+                reason = $"Malformed payload: {ex.Message}";
+                HostingLog.Rejected(_logger, envelope.MessageId, _identity.Source, reason);
+                PatternsTelemetry.Failed.Add(1, PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup));
+                rejection = Settlement.DeadLetter(reason, ex);
+                return false;
+            }
+        }
+
+        return Reject(envelope, reason, out rejection);
+    }
+
+    private bool Reject(in Envelope envelope, string reason, out Settlement rejection)
+    {
+        HostingLog.Rejected(_logger, envelope.MessageId, _identity.Source, reason);
+        PatternsTelemetry.Failed.Add(1, PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup));
+        rejection = Settlement.DeadLetter(reason);
+        return false;
+    }
+
+    private sealed class RetryState(MessageHandlerInvoker<TMessage> invoker, TMessage message, Envelope envelope, ConsumerIdentity identity, ExceptionDispatchInfo firstFailure)
+    {
+        public MessageHandlerInvoker<TMessage> Invoker { get; } = invoker;
+
+        public TMessage Message { get; } = message;
+
+        public Envelope Envelope { get; } = envelope;
+
+        public ConsumerIdentity Identity { get; } = identity;
+
+        public ExceptionDispatchInfo? FirstFailure { get; set; } = firstFailure;
+    }
+}

@@ -1,0 +1,123 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Patterns.RequestResponse;
+using Patterns.Serialization;
+using Patterns.Transport;
+
+namespace Patterns.Hosting;
+
+/// <summary>Starts every registered consumer with the host and drains them, within a deadline, when it stops.</summary>
+internal sealed class MessagingHostedService : IHostedService
+{
+    private readonly MessagingTopology _topology;
+    private readonly IServiceProvider _services;
+    private readonly MessageBus _bus;
+    private readonly RequestClient _requestClient;
+    private readonly IMessageSerializer _serializer;
+    private readonly PatternsOptions _options;
+    private readonly RequestResponseOptions _requestOptions;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly List<TransportSubscription> _subscriptions = [];
+
+    public MessagingHostedService(
+        IOptions<MessagingTopology> topology,
+        IServiceProvider services,
+        MessageBus bus,
+        RequestClient requestClient,
+        IMessageSerializer serializer,
+        IOptions<PatternsOptions> options,
+        IOptions<RequestResponseOptions> requestOptions,
+        ILoggerFactory loggerFactory)
+    {
+        _topology = topology.Value;
+        _services = services;
+        _bus = bus;
+        _requestClient = requestClient;
+        _serializer = serializer;
+        _options = options.Value;
+        _requestOptions = requestOptions.Value;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<MessagingHostedService>();
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        var transport = _bus.Transport;
+        foreach (var queue in _topology.Queues)
+        {
+            await transport.DeclareQueueAsync(queue.Name, new QueueSettings
+            {
+                Capacity = queue.Options.Capacity,
+                FullMode = queue.Options.FullMode,
+                DeadLetterCapacity = queue.Options.DeadLetterCapacity,
+            }, cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            foreach (var registration in _topology.Consumers)
+            {
+                _bus.Registry.GetName(registration.MessageType);
+                var group = registration.ConsumerGroup;
+                var logger = _loggerFactory.CreateLogger("Patterns.Consumers." + group);
+                var handler = registration.CreateHandler(new ConsumerFactoryContext(_services, _bus, _serializer, logger, registration.Address, group));
+                var request = new SubscriptionRequest
+                {
+                    Address = new TransportAddress(registration.Kind, registration.Address),
+                    ConsumerGroup = group,
+                    Concurrency = registration.Options.Concurrency,
+                    Capacity = registration.Options.Capacity,
+                    FullMode = registration.Options.FullMode,
+                    DeadLetterCapacity = registration.Options.DeadLetterCapacity,
+                };
+                _subscriptions.Add(await transport.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
+            }
+
+            if (!(transport.IsInProcess && _requestOptions.PreferInProcessDispatch))
+            {
+                foreach (var entry in _requestClient.Entries)
+                {
+                    var queue = _requestOptions.RequestQueuePrefix + _bus.Registry.GetName(entry.RequestType);
+                    var logger = _loggerFactory.CreateLogger("Patterns.Requests." + entry.HandlerName);
+                    var request = new SubscriptionRequest
+                    {
+                        Address = TransportAddress.Queue(queue),
+                        ConsumerGroup = queue,
+                        Concurrency = _requestOptions.TransportConcurrency,
+                    };
+                    _subscriptions.Add(await transport.SubscribeAsync(request, entry.CreateResponder(_bus, _serializer, logger), cancellationToken).ConfigureAwait(false));
+                }
+            }
+        }
+        catch
+        {
+            await StopSubscriptionsAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+            throw;
+        }
+
+        HostingLog.Started(_logger, _subscriptions.Count, transport.SystemName);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        HostingLog.Draining(_logger, _subscriptions.Count, _options.ShutdownTimeout);
+        using var deadline = new CancellationTokenSource(_options.ShutdownTimeout, _bus.TimeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+        await StopSubscriptionsAsync(linked.Token).ConfigureAwait(false);
+        await _requestClient.StopAsync(linked.Token).ConfigureAwait(false);
+    }
+
+    private async Task StopSubscriptionsAsync(CancellationToken deadline)
+    {
+        var stopping = new Task[_subscriptions.Count];
+        for (var i = 0; i < stopping.Length; i++)
+        {
+            stopping[i] = _subscriptions[i].StopAsync(deadline);
+        }
+
+        await Task.WhenAll(stopping).ConfigureAwait(false);
+        _subscriptions.Clear();
+    }
+}

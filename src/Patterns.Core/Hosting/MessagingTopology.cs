@@ -1,0 +1,77 @@
+using Microsoft.Extensions.Logging;
+using Patterns.Messaging;
+using Patterns.Queues;
+using Patterns.RequestResponse;
+using Patterns.Resilience;
+using Patterns.Serialization;
+using Patterns.Transport;
+
+namespace Patterns.Hosting;
+
+/// <summary>Everything registered through the pattern builders; validated at start and run by <see cref="MessagingHostedService"/>.</summary>
+internal sealed class MessagingTopology
+{
+    public List<QueueRegistration> Queues { get; } = [];
+
+    public List<ConsumerRegistration> Consumers { get; } = [];
+
+    public List<RequestHandlerRegistration> RequestHandlers { get; } = [];
+}
+
+internal sealed record QueueRegistration(string Name, QueueOptions Options);
+
+internal sealed class ConsumerRegistration
+{
+    public required AddressKind Kind { get; init; }
+
+    public required string Address { get; init; }
+
+    public required Type MessageType { get; init; }
+
+    public required string HandlerName { get; init; }
+
+    public required ConsumerOptions Options { get; init; }
+
+    /// <summary>Builds the delivery handler once the host's services exist.</summary>
+    public required Func<ConsumerFactoryContext, DeliveryHandler> CreateHandler { get; init; }
+
+    public string ConsumerGroup => Options.ConsumerGroup ?? (Kind == AddressKind.Queue ? Address : $"{Address}:{HandlerName}");
+
+    public string Describe() => $"{(Kind == AddressKind.Queue ? "queue consumer" : "subscription")} '{ConsumerGroup}' ({HandlerName} on {(Kind == AddressKind.Queue ? "queue" : "topic")} '{Address}')";
+
+    public static ConsumerRegistration Create<TMessage>(
+        AddressKind kind, string? address, string handlerName, ConsumerOptions options, Func<IServiceProvider, MessageHandlerInvoker<TMessage>> invokerFactory)
+    {
+        return new ConsumerRegistration
+        {
+            Kind = kind,
+            Address = address ?? string.Empty,
+            MessageType = typeof(TMessage),
+            HandlerName = handlerName,
+            Options = options,
+            CreateHandler = context =>
+            {
+                var identity = new ConsumerIdentity(context.Source, context.ConsumerGroup, context.Services, context.Bus);
+                var pipeline = PipelineFactory.Create(options, context.Bus.TimeProvider);
+                var consumer = new MessageConsumer<TMessage>(invokerFactory(context.Services), identity, options, pipeline, context.Serializer, context.Logger);
+                return consumer.HandleAsync;
+            },
+        };
+    }
+}
+
+internal sealed record ConsumerFactoryContext(
+    IServiceProvider Services, MessageBus Bus, IMessageSerializer Serializer, ILogger Logger, string Source, string ConsumerGroup);
+
+internal sealed class RequestHandlerRegistration
+{
+    public required Type RequestType { get; init; }
+
+    public required Type ResponseType { get; init; }
+
+    public required string HandlerName { get; init; }
+
+    public required RequestHandlerOptions Options { get; init; }
+
+    public required Func<IServiceProvider, TimeProvider, RequestHandlerEntry> CreateEntry { get; init; }
+}

@@ -1,0 +1,437 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Patterns.Hosting;
+using Patterns.Messaging;
+using Patterns.Serialization;
+using Patterns.Telemetry;
+using Patterns.Transport;
+
+namespace Patterns.RequestResponse;
+
+/// <summary>
+/// The request client. In-process it calls the handler directly: a synchronous handler costs one
+/// virtual call and nothing on the heap (the timeout token comes from a per-thread cache and its timer
+/// is only armed if the handler goes asynchronous). Over other transports requests travel as messages.
+/// </summary>
+internal sealed class RequestClient : IRequestClient, IAsyncDisposable
+{
+    private static int s_nextSlot = -1;
+
+    [ThreadStatic]
+    private static CancellationTokenSource? t_timeoutSource;
+
+    private readonly Dictionary<(Type, Type), RequestHandlerEntry> _entries;
+    private readonly MessageBus _bus;
+    private readonly IMessageSerializer _serializer;
+    private readonly ILogger _logger;
+    private readonly RequestResponseOptions _options;
+    private readonly TimeProvider _timeProvider;
+    private readonly bool _inline;
+    private readonly Lock _gate = new();
+    private readonly ConcurrentDictionary<Guid, PendingReply> _pending = new();
+    private readonly SemaphoreSlim _replyGate = new(1, 1);
+    private object?[] _slots = new object?[8];
+    private string? _replyQueue;
+    private TransportSubscription? _replySubscription;
+
+    public RequestClient(
+        IOptions<MessagingTopology> topology,
+        IServiceProvider services,
+        MessageBus bus,
+        IMessageSerializer serializer,
+        IOptions<RequestResponseOptions> options,
+        ILoggerFactory loggerFactory)
+    {
+        _bus = bus;
+        _serializer = serializer;
+        _logger = loggerFactory.CreateLogger<RequestClient>();
+        _options = options.Value;
+        _timeProvider = bus.TimeProvider;
+        _inline = bus.Transport.IsInProcess && _options.PreferInProcessDispatch;
+        _entries = [];
+        foreach (var registration in topology.Value.RequestHandlers)
+        {
+            _entries[(registration.RequestType, registration.ResponseType)] = registration.CreateEntry(services, _timeProvider);
+            bus.Registry.GetName(registration.RequestType);
+            bus.Registry.GetName(registration.ResponseType);
+        }
+    }
+
+    internal IEnumerable<RequestHandlerEntry> Entries => _entries.Values;
+
+    public ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, CancellationToken cancellationToken = default)
+        where TRequest : notnull =>
+        SendAsync<TRequest, TResponse>(request, _options.DefaultTimeout, cancellationToken);
+
+    public ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken = default)
+        where TRequest : notnull
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (timeout <= TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "A request timeout must be positive or Timeout.InfiniteTimeSpan.");
+        }
+
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<TResponse>(cancellationToken);
+        }
+
+        if (!_inline)
+        {
+            return SendOverTransportAsync<TRequest, TResponse>(request, timeout, cancellationToken);
+        }
+
+        var entry = GetEntry<TRequest, TResponse>();
+        if (entry.Pipeline is not null || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
+        {
+            return SendInlineInstrumentedAsync(entry, request, timeout, cancellationToken);
+        }
+
+        var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : RentTimeoutSource();
+        ValueTask<TResponse> pending;
+        try
+        {
+            pending = entry.InvokeAsync(request, timeoutSource?.Token ?? cancellationToken);
+        }
+        catch (Exception ex)
+        {
+            return ValueTask.FromException<TResponse>(Remote(entry, ex));
+        }
+
+        if (pending.IsCompletedSuccessfully)
+        {
+            return pending;
+        }
+
+        if (timeoutSource is not null && ReferenceEquals(timeoutSource, t_timeoutSource))
+        {
+            t_timeoutSource = null; // the handler went asynchronous and keeps this token
+        }
+
+        return AwaitInlineAsync(entry, pending, timeoutSource, timeout, cancellationToken);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_replySubscription is { } subscription)
+        {
+            await subscription.DisposeAsync().ConfigureAwait(false);
+        }
+
+        foreach (var pending in _pending.Values)
+        {
+            pending.Fail(new ObjectDisposedException(nameof(IRequestClient), "The request client stopped before the response arrived."));
+        }
+
+        _replyGate.Dispose();
+    }
+
+    internal async Task StopAsync(CancellationToken drainDeadline)
+    {
+        if (_replySubscription is { } subscription)
+        {
+            await subscription.StopAsync(drainDeadline).ConfigureAwait(false);
+        }
+    }
+
+    private RequestHandlerEntry<TRequest, TResponse> GetEntry<TRequest, TResponse>()
+    {
+        var slot = Slot<TRequest, TResponse>.Index;
+        var slots = _slots;
+        if ((uint)slot < (uint)slots.Length && slots[slot] is RequestHandlerEntry<TRequest, TResponse> cached)
+        {
+            return cached;
+        }
+
+        if (!_entries.TryGetValue((typeof(TRequest), typeof(TResponse)), out var found)
+            || found is not RequestHandlerEntry<TRequest, TResponse> entry)
+        {
+            throw new HandlerNotFoundException(typeof(TRequest), typeof(TResponse));
+        }
+
+        lock (_gate)
+        {
+            var current = _slots;
+            if (slot >= current.Length)
+            {
+                Array.Resize(ref current, Math.Max(slot + 1, current.Length * 2));
+            }
+            else
+            {
+                current = (object?[])current.Clone();
+            }
+
+            current[slot] = entry;
+            _slots = current;
+        }
+
+        return entry;
+    }
+
+    private CancellationTokenSource RentTimeoutSource()
+    {
+        if (!ReferenceEquals(_timeProvider, TimeProvider.System))
+        {
+            return new CancellationTokenSource();
+        }
+
+        return t_timeoutSource ??= new CancellationTokenSource();
+    }
+
+    private async ValueTask<TResponse> AwaitInlineAsync<TRequest, TResponse>(
+        RequestHandlerEntry<TRequest, TResponse> entry, ValueTask<TResponse> pending, CancellationTokenSource? timeoutSource, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        ITimer? timer = null;
+        CancellationTokenRegistration registration = default;
+        if (timeoutSource is not null)
+        {
+            if (ReferenceEquals(_timeProvider, TimeProvider.System))
+            {
+                timeoutSource.CancelAfter(timeout);
+            }
+            else
+            {
+                timer = _timeProvider.CreateTimer(static s => ((CancellationTokenSource)s!).Cancel(), timeoutSource, timeout, Timeout.InfiniteTimeSpan);
+            }
+
+            if (cancellationToken.CanBeCanceled)
+            {
+                registration = cancellationToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), timeoutSource);
+            }
+        }
+
+        try
+        {
+            return await pending.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (OperationCanceledException ex) when (timeoutSource?.IsCancellationRequested == true)
+        {
+            throw new RequestTimeoutException(_bus.Registry.GetName(typeof(TRequest)), timeout) { Source = ex.Source };
+        }
+        catch (Exception ex)
+        {
+            throw Remote(entry, ex);
+        }
+        finally
+        {
+            await registration.DisposeAsync().ConfigureAwait(false);
+            if (timer is not null)
+            {
+                await timer.DisposeAsync().ConfigureAwait(false);
+            }
+
+            if (timeoutSource is not null)
+            {
+                if (ReferenceEquals(_timeProvider, TimeProvider.System) && t_timeoutSource is null && timeoutSource.TryReset())
+                {
+                    t_timeoutSource = timeoutSource;
+                }
+                else
+                {
+                    timeoutSource.Dispose();
+                }
+            }
+        }
+    }
+
+    private async ValueTask<TResponse> SendInlineInstrumentedAsync<TRequest, TResponse>(
+        RequestHandlerEntry<TRequest, TResponse> entry, TRequest request, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        var name = _bus.Registry.GetName(typeof(TRequest));
+        var envelope = new Envelope { MessageId = MessageIds.Next(), MessageType = name, Body = request };
+        using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
+        var started = Stopwatch.GetTimestamp();
+        using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
+        using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
+        try
+        {
+            return await entry.InvokeResilientAsync(request, linked?.Token ?? cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (OperationCanceledException) when (timeoutSource?.IsCancellationRequested == true)
+        {
+            var timedOut = new RequestTimeoutException(name, timeout);
+            PatternsTelemetry.RecordError(activity, timedOut);
+            throw timedOut;
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            throw Remote(entry, ex);
+        }
+        finally
+        {
+            if (PatternsTelemetry.OperationDuration.Enabled)
+            {
+                PatternsTelemetry.OperationDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, PatternsTelemetry.Tags(_bus.Transport.SystemName, name));
+            }
+        }
+    }
+
+    private RequestFailedException Remote(RequestHandlerEntry entry, Exception exception) =>
+        exception as RequestFailedException
+        ?? new RequestFailedException(_bus.Registry.GetName(entry.RequestType), exception.GetType().FullName ?? exception.GetType().Name, exception.Message, exception);
+
+    private async ValueTask<TResponse> SendOverTransportAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken)
+        where TRequest : notnull
+    {
+        var replyTo = await EnsureReplyQueueAsync(cancellationToken).ConfigureAwait(false);
+        var name = _bus.Registry.GetName(request.GetType());
+        var id = MessageIds.Next();
+        var envelope = new Envelope
+        {
+            MessageId = id,
+            CorrelationId = id,
+            MessageType = name,
+            Body = request,
+            SentAt = _timeProvider.GetUtcNow(),
+            ReplyTo = replyTo,
+        };
+        var pending = new PendingReply<TResponse>(_serializer, name);
+        _pending[id] = pending;
+        using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
+        using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
+        using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
+        var token = linked?.Token ?? cancellationToken;
+        try
+        {
+            try
+            {
+                await _bus.Transport.SendAsync(_options.RequestQueuePrefix + name, envelope, token).ConfigureAwait(false);
+            }
+            catch (InvalidOperationException ex) when (ex is not HandlerNotFoundException && ex.Message.Contains("does not exist", StringComparison.Ordinal))
+            {
+                throw new HandlerNotFoundException(
+                    $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);
+            }
+
+            using (token.UnsafeRegister(static s => ((PendingReply)s!).Cancel(), pending))
+            {
+                return await pending.Task.ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (OperationCanceledException) when (timeoutSource?.IsCancellationRequested == true)
+        {
+            var timedOut = new RequestTimeoutException(name, timeout);
+            PatternsTelemetry.RecordError(activity, timedOut);
+            throw timedOut;
+        }
+        finally
+        {
+            _pending.TryRemove(id, out _);
+        }
+    }
+
+    private async ValueTask<string> EnsureReplyQueueAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _replyQueue) is { } ready)
+        {
+            return ready;
+        }
+
+        await _replyGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_replyQueue is { } existing)
+            {
+                return existing;
+            }
+
+            var queue = $"replies.{Environment.MachineName}.{Guid.NewGuid():N}";
+            _replySubscription = await _bus.Transport.SubscribeAsync(
+                new SubscriptionRequest
+                {
+                    Address = TransportAddress.Queue(queue),
+                    ConsumerGroup = queue,
+                    Concurrency = 1,
+                },
+                OnReply,
+                cancellationToken).ConfigureAwait(false);
+            Volatile.Write(ref _replyQueue, queue);
+            return queue;
+        }
+        finally
+        {
+            _replyGate.Release();
+        }
+    }
+
+    private ValueTask<Settlement> OnReply(Envelope envelope, CancellationToken cancellationToken)
+    {
+        if (envelope.CorrelationId is { } correlation && _pending.TryRemove(correlation, out var pending))
+        {
+            pending.Complete(envelope);
+        }
+        else
+        {
+            HostingLog.LateReply(_logger, envelope.CorrelationId);
+        }
+
+        return new ValueTask<Settlement>(Settlement.Ack);
+    }
+
+    private static class Slot<TRequest, TResponse>
+    {
+        public static readonly int Index = Interlocked.Increment(ref s_nextSlot);
+    }
+
+    private abstract class PendingReply
+    {
+        public abstract void Complete(in Envelope envelope);
+
+        public abstract void Fail(Exception exception);
+
+        public abstract void Cancel();
+    }
+
+    private sealed class PendingReply<TResponse>(IMessageSerializer serializer, string requestName) : PendingReply
+    {
+        private readonly TaskCompletionSource<TResponse> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<TResponse> Task => _completion.Task;
+
+        public override void Complete(in Envelope envelope)
+        {
+            if (envelope.TryGetHeader(EnvelopeHeaders.ResponseError, out _))
+            {
+                envelope.TryGetHeader(EnvelopeHeaders.ExceptionType, out var type);
+                envelope.TryGetHeader(EnvelopeHeaders.ExceptionMessage, out var message);
+                _completion.TrySetException(new RequestFailedException(requestName, type ?? "unknown", message ?? string.Empty, null));
+                return;
+            }
+
+            try
+            {
+                var response = envelope.Body is TResponse typed
+                    ? typed
+                    : envelope.Body is null && envelope.Payload.Span.SequenceEqual("{}"u8) && envelope.MessageType is null
+                        ? default!
+                        : (TResponse)serializer.Deserialize(envelope.Payload, typeof(TResponse));
+                _completion.TrySetResult(response);
+            }
+            catch (Exception ex)
+            {
+                _completion.TrySetException(new RequestFailedException(
+                    requestName, ex.GetType().FullName ?? ex.GetType().Name, $"The response could not be read as '{typeof(TResponse).FullName}': {ex.Message}", ex));
+            }
+        }
+
+        public override void Fail(Exception exception) => _completion.TrySetException(exception);
+
+        public override void Cancel() => _completion.TrySetCanceled();
+    }
+}

@@ -1,0 +1,75 @@
+using Microsoft.Extensions.Logging;
+using Patterns.Hosting;
+using Patterns.Messaging;
+using Patterns.Serialization;
+using Patterns.Transport;
+
+namespace Patterns.RequestResponse;
+
+/// <summary>Answers requests that travel over a transport: calls the handler and sends the response (or the error) to the reply address.</summary>
+internal sealed class RequestResponder<TRequest, TResponse>(
+    RequestHandlerEntry<TRequest, TResponse> entry, MessageBus bus, IMessageSerializer serializer, ILogger logger)
+{
+    internal static readonly ReadOnlyMemory<byte> EmptyJsonObject = "{}"u8.ToArray();
+
+    public async ValueTask<Settlement> HandleAsync(Envelope envelope, CancellationToken cancellationToken)
+    {
+        if (envelope.ReplyTo is not { Length: > 0 } replyTo)
+        {
+            return Settlement.DeadLetter($"Request {envelope.MessageId} of type '{envelope.MessageType}' has no ReplyTo address, so it cannot be answered.");
+        }
+
+        Envelope reply;
+        try
+        {
+            var request = envelope.Body is TRequest typed
+                ? typed
+                : envelope.Payload.IsEmpty
+                    ? throw new MessageDeserializationException($"The request has no body of type '{typeof(TRequest).FullName}'.")
+                    : (TRequest)serializer.Deserialize(envelope.Payload, typeof(TRequest));
+            var response = await entry.InvokeResilientAsync(request, cancellationToken).ConfigureAwait(false);
+            reply = new Envelope
+            {
+                MessageId = MessageIds.Next(),
+                CorrelationId = envelope.MessageId,
+                CausationId = envelope.MessageId,
+                MessageType = response is null ? null : bus.Registry.GetName(response.GetType()),
+                Body = response,
+                Payload = response is null ? EmptyJsonObject : default,
+                SentAt = bus.TimeProvider.GetUtcNow(),
+                TraceParent = envelope.TraceParent,
+                TraceState = envelope.TraceState,
+            };
+        }
+        catch (Exception ex)
+        {
+            reply = new Envelope
+            {
+                MessageId = MessageIds.Next(),
+                CorrelationId = envelope.MessageId,
+                CausationId = envelope.MessageId,
+                Payload = EmptyJsonObject,
+                ContentType = "application/json",
+                SentAt = bus.TimeProvider.GetUtcNow(),
+                Headers = new Dictionary<string, string>(StringComparer.Ordinal)
+                {
+                    [EnvelopeHeaders.ResponseError] = "true",
+                    [EnvelopeHeaders.ExceptionType] = ex.GetType().FullName ?? ex.GetType().Name,
+                    [EnvelopeHeaders.ExceptionMessage] = ex.Message,
+                },
+            };
+        }
+
+        try
+        {
+            await bus.Transport.SendAsync(replyTo, reply, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // The caller is gone (or its reply queue is): its own timeout reports the failure.
+            HostingLog.ReplyFailed(logger, ex, envelope.MessageId, replyTo);
+        }
+
+        return Settlement.Ack;
+    }
+}
