@@ -10,13 +10,12 @@ namespace Patterns.Hosting;
 /// <summary>Starts every registered consumer with the host and drains them, within a deadline, when it stops.</summary>
 internal sealed class MessagingHostedService : IHostedService
 {
-    private readonly MessagingTopology _topology;
+    private readonly IOptions<MessagingTopology> _topology;
     private readonly IServiceProvider _services;
     private readonly MessageBus _bus;
     private readonly RequestClient _requestClient;
     private readonly IMessageSerializer _serializer;
-    private readonly PatternsOptions _options;
-    private readonly RequestResponseOptions _requestOptions;
+    private readonly IOptions<PatternsOptions> _options;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly List<TransportSubscription> _subscriptions = [];
@@ -28,16 +27,14 @@ internal sealed class MessagingHostedService : IHostedService
         RequestClient requestClient,
         IMessageSerializer serializer,
         IOptions<PatternsOptions> options,
-        IOptions<RequestResponseOptions> requestOptions,
         ILoggerFactory loggerFactory)
     {
-        _topology = topology.Value;
+        _topology = topology;
         _services = services;
         _bus = bus;
         _requestClient = requestClient;
         _serializer = serializer;
-        _options = options.Value;
-        _requestOptions = requestOptions.Value;
+        _options = options;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<MessagingHostedService>();
     }
@@ -45,7 +42,9 @@ internal sealed class MessagingHostedService : IHostedService
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         var transport = _bus.Transport;
-        foreach (var queue in _topology.Queues)
+        var topology = _topology.Value;
+        var requestOptions = _requestClient.Options;
+        foreach (var queue in topology.Queues)
         {
             await transport.DeclareQueueAsync(queue.Name, new QueueSettings
             {
@@ -57,7 +56,7 @@ internal sealed class MessagingHostedService : IHostedService
 
         try
         {
-            foreach (var registration in _topology.Consumers)
+            foreach (var registration in topology.Consumers)
             {
                 _bus.Registry.GetName(registration.MessageType);
                 var group = registration.ConsumerGroup;
@@ -75,17 +74,17 @@ internal sealed class MessagingHostedService : IHostedService
                 _subscriptions.Add(await transport.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
             }
 
-            if (!(transport.IsInProcess && _requestOptions.PreferInProcessDispatch))
+            if (!(transport.IsInProcess && requestOptions.PreferInProcessDispatch))
             {
                 foreach (var entry in _requestClient.Entries)
                 {
-                    var queue = _requestOptions.RequestQueuePrefix + _bus.Registry.GetName(entry.RequestType);
+                    var queue = requestOptions.RequestQueuePrefix + _bus.Registry.GetName(entry.RequestType);
                     var logger = _loggerFactory.CreateLogger("Patterns.Requests." + entry.HandlerName);
                     var request = new SubscriptionRequest
                     {
                         Address = TransportAddress.Queue(queue),
                         ConsumerGroup = queue,
-                        Concurrency = _requestOptions.TransportConcurrency,
+                        Concurrency = requestOptions.TransportConcurrency,
                     };
                     _subscriptions.Add(await transport.SubscribeAsync(request, entry.CreateResponder(_bus, _serializer, logger), cancellationToken).ConfigureAwait(false));
                 }
@@ -102,8 +101,9 @@ internal sealed class MessagingHostedService : IHostedService
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        HostingLog.Draining(_logger, _subscriptions.Count, _options.ShutdownTimeout);
-        using var deadline = new CancellationTokenSource(_options.ShutdownTimeout, _bus.TimeProvider);
+        var timeout = _options.Value.ShutdownTimeout;
+        HostingLog.Draining(_logger, _subscriptions.Count, timeout);
+        using var deadline = new CancellationTokenSource(timeout, _bus.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         await StopSubscriptionsAsync(linked.Token).ConfigureAwait(false);
         await _requestClient.StopAsync(linked.Token).ConfigureAwait(false);

@@ -56,8 +56,7 @@ public static class PatternsServiceCollectionExtensions
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<InMemoryTransportOptions>, InMemoryTransportOptionsValidator>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, MessagingHostedService>(static sp => new MessagingHostedService(
                 sp.GetRequiredService<IOptions<MessagingTopology>>(), sp, sp.GetRequiredService<MessageBus>(), sp.GetRequiredService<RequestClient>(),
-                sp.GetRequiredService<IMessageSerializer>(), sp.GetRequiredService<IOptions<PatternsOptions>>(),
-                sp.GetRequiredService<IOptions<RequestResponseOptions>>(), LoggerFactory(sp))));
+                sp.GetRequiredService<IMessageSerializer>(), sp.GetRequiredService<IOptions<PatternsOptions>>(), LoggerFactory(sp))));
         }
 
         configure?.Invoke(builder);

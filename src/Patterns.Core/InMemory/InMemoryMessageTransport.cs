@@ -5,7 +5,7 @@ using Patterns.Transport;
 
 namespace Patterns.InMemory;
 
-internal sealed class InMemoryMessageTransport : MessageTransport
+internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
 {
     private const int MaxRouteCacheEntries = 10_000;
 
@@ -128,9 +128,15 @@ internal sealed class InMemoryMessageTransport : MessageTransport
 
     public override ValueTask DisposeAsync()
     {
+        Dispose();
+        return default;
+    }
+
+    public void Dispose()
+    {
         if (_disposed)
         {
-            return default;
+            return;
         }
 
         _disposed = true;
@@ -138,8 +144,6 @@ internal sealed class InMemoryMessageTransport : MessageTransport
         {
             queue.Close();
         }
-
-        return default;
     }
 
     internal void OnLastConsumerDetached(InMemoryQueue queue)

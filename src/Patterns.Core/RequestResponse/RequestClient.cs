@@ -15,20 +15,24 @@ namespace Patterns.RequestResponse;
 /// virtual call and nothing on the heap (the timeout token comes from a per-thread cache and its timer
 /// is only armed if the handler goes asynchronous). Over other transports requests travel as messages.
 /// </summary>
-internal sealed class RequestClient : IRequestClient, IAsyncDisposable
+internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposable
 {
     private static int s_nextSlot = -1;
 
     [ThreadStatic]
     private static CancellationTokenSource? t_timeoutSource;
 
-    private readonly Dictionary<(Type, Type), RequestHandlerEntry> _entries;
+    private readonly IOptions<MessagingTopology> _topology;
+    private readonly IOptions<RequestResponseOptions> _optionsSource;
+    private readonly IServiceProvider _services;
     private readonly MessageBus _bus;
     private readonly IMessageSerializer _serializer;
     private readonly ILogger _logger;
-    private readonly RequestResponseOptions _options;
     private readonly TimeProvider _timeProvider;
-    private readonly bool _inline;
+    private Dictionary<(Type, Type), RequestHandlerEntry> _entries = [];
+    private RequestResponseOptions _options = new();
+    private bool _inline;
+    private volatile bool _initialized;
     private readonly Lock _gate = new();
     private readonly ConcurrentDictionary<Guid, PendingReply> _pending = new();
     private readonly SemaphoreSlim _replyGate = new(1, 1);
@@ -44,31 +48,76 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable
         IOptions<RequestResponseOptions> options,
         ILoggerFactory loggerFactory)
     {
+        _topology = topology;
+        _optionsSource = options;
+        _services = services;
         _bus = bus;
         _serializer = serializer;
         _logger = loggerFactory.CreateLogger<RequestClient>();
-        _options = options.Value;
         _timeProvider = bus.TimeProvider;
-        _inline = bus.Transport.IsInProcess && _options.PreferInProcessDispatch;
-        _entries = [];
-        foreach (var registration in topology.Value.RequestHandlers)
+    }
+
+    internal IEnumerable<RequestHandlerEntry> Entries
+    {
+        get
         {
-            _entries[(registration.RequestType, registration.ResponseType)] = registration.CreateEntry(services, _timeProvider);
-            bus.Registry.GetName(registration.RequestType);
-            bus.Registry.GetName(registration.ResponseType);
+            EnsureInitialized();
+            return _entries.Values;
         }
     }
 
-    internal IEnumerable<RequestHandlerEntry> Entries => _entries.Values;
+    internal RequestResponseOptions Options
+    {
+        get
+        {
+            EnsureInitialized();
+            return _options;
+        }
+    }
+
+    /// <summary>Reads options and builds handler entries on first use, so that invalid options surface through start-up validation rather than a constructor.</summary>
+    private void EnsureInitialized()
+    {
+        if (_initialized)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            if (_initialized)
+            {
+                return;
+            }
+
+            var options = _optionsSource.Value;
+            var entries = new Dictionary<(Type, Type), RequestHandlerEntry>();
+            foreach (var registration in _topology.Value.RequestHandlers)
+            {
+                entries[(registration.RequestType, registration.ResponseType)] = registration.CreateEntry(_services, _timeProvider);
+                _bus.Registry.GetName(registration.RequestType);
+                _bus.Registry.GetName(registration.ResponseType);
+            }
+
+            _options = options;
+            _entries = entries;
+            _inline = _bus.Transport.IsInProcess && options.PreferInProcessDispatch;
+            _initialized = true;
+        }
+    }
 
     public ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, CancellationToken cancellationToken = default)
-        where TRequest : notnull =>
-        SendAsync<TRequest, TResponse>(request, _options.DefaultTimeout, cancellationToken);
+        where TRequest : notnull
+    {
+        EnsureInitialized();
+        return SendAsync<TRequest, TResponse>(request, _options.DefaultTimeout, cancellationToken);
+    }
 
     public ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken = default)
         where TRequest : notnull
     {
         ArgumentNullException.ThrowIfNull(request);
+        EnsureInitialized();
         if (timeout <= TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
         {
             throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "A request timeout must be positive or Timeout.InfiniteTimeSpan.");
@@ -121,6 +170,16 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable
             await subscription.DisposeAsync().ConfigureAwait(false);
         }
 
+        foreach (var pending in _pending.Values)
+        {
+            pending.Fail(new ObjectDisposedException(nameof(IRequestClient), "The request client stopped before the response arrived."));
+        }
+
+        _replyGate.Dispose();
+    }
+
+    public void Dispose()
+    {
         foreach (var pending in _pending.Values)
         {
             pending.Fail(new ObjectDisposedException(nameof(IRequestClient), "The request client stopped before the response arrived."));

@@ -1,0 +1,150 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Patterns.RequestResponse;
+using Patterns.Testing;
+
+namespace Patterns.Core.Tests.RequestResponse;
+
+public sealed record GetQuote(string Symbol);
+
+public sealed record Quote(string Symbol, decimal Price);
+
+public sealed class GetQuoteHandler : IRequestHandler<GetQuote, Quote>
+{
+    public ValueTask<Quote> HandleAsync(GetQuote request, CancellationToken cancellationToken) =>
+        request.Symbol == "BAD"
+            ? throw new ArgumentException($"Unknown symbol {request.Symbol}")
+            : new(new Quote(request.Symbol, 42m));
+}
+
+public sealed record Slow(int Id);
+
+public abstract class RequestClientTestsBase
+{
+    protected abstract bool InProcess { get; }
+
+    [Fact]
+    public async Task SendAsync_RegisteredHandler_ReturnsResponse()
+    {
+        using var host = await StartAsync(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>());
+
+        var quote = await Client(host).SendAsync<GetQuote, Quote>(new GetQuote("MSFT"));
+
+        quote.Should().Be(new Quote("MSFT", 42m));
+    }
+
+    [Fact]
+    public async Task SendAsync_HandlerThrows_CallerGetsRemoteErrorTypeAndMessage()
+    {
+        using var host = await StartAsync(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>());
+
+        var act = async () => await Client(host).SendAsync<GetQuote, Quote>(new GetQuote("BAD"));
+
+        var failure = (await act.Should().ThrowAsync<RequestFailedException>()).Which;
+        failure.RemoteErrorType.Should().Be(typeof(ArgumentException).FullName);
+        failure.RemoteMessage.Should().Be("Unknown symbol BAD");
+        failure.RequestType.Should().Be(typeof(GetQuote).FullName);
+        failure.Message.Should().Contain("System.ArgumentException: Unknown symbol BAD");
+    }
+
+    [Fact]
+    public async Task SendAsync_NoHandler_FailsFastNamingTheRequestType()
+    {
+        using var host = await StartAsync(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>());
+
+        var act = async () => await Client(host).SendAsync<Slow, Quote>(new Slow(1));
+
+        (await act.Should().ThrowAsync<HandlerNotFoundException>()).Which.Message.Should().Contain(typeof(Slow).FullName!);
+    }
+
+    [Fact]
+    public async Task SendAsync_HandlerTooSlow_TimesOutOnVirtualTimeAndCancelsHandler()
+    {
+        var time = new ManualTimeProvider();
+        var handlerCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(r => r.AddHandler<Slow, Quote>(async (request, ct) =>
+        {
+            using var registration = ct.Register(() => handlerCancelled.TrySetResult());
+            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+            return new Quote("never", 0);
+        }), time);
+
+        var pending = Client(host).SendAsync<Slow, Quote>(new Slow(1), TimeSpan.FromSeconds(5)).AsTask();
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        pending.IsCompleted.Should().BeFalse();
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        var timeout = (await pending.Invoking(p => p).Should().ThrowAsync<RequestTimeoutException>()).Which;
+        timeout.Timeout.Should().Be(TimeSpan.FromSeconds(5));
+        timeout.Message.Should().Contain(typeof(Slow).FullName!).And.Contain("00:00:05");
+        if (InProcess)
+        {
+            await handlerCancelled.Task.WaitAsync(TestHost.Wait);
+        }
+    }
+
+    [Fact]
+    public async Task SendAsync_CallerCancels_ThrowsOperationCanceled()
+    {
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(r => r.AddHandler<Slow, Quote>(async (request, ct) =>
+        {
+            started.TrySetResult();
+            await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+            return new Quote("never", 0);
+        }));
+        using var cts = new CancellationTokenSource();
+
+        var pending = Client(host).SendAsync<Slow, Quote>(new Slow(1), cts.Token).AsTask();
+        await started.Task.WaitAsync(TestHost.Wait);
+        await cts.CancelAsync();
+
+        await pending.Invoking(p => p).Should().ThrowAsync<OperationCanceledException>();
+    }
+
+    [Fact]
+    public async Task SendAsync_ManyConcurrentCallers_EachGetsOwnResponse()
+    {
+        using var host = await StartAsync(r => r.AddHandler<Slow, Quote>(async (request, ct) =>
+        {
+            await Task.Yield();
+            return new Quote(request.Id.ToString(), request.Id);
+        }));
+        var client = Client(host);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 500).Select(i => client.SendAsync<Slow, Quote>(new Slow(i)).AsTask()));
+
+        responses.Select(r => (int)r.Price).Should().Equal(Enumerable.Range(0, 500));
+    }
+
+    private static IRequestClient Client(IHost host) => host.Services.GetRequiredService<IRequestClient>();
+
+    private Task<IHost> StartAsync(Action<RequestResponseBuilder> configure, ManualTimeProvider? time = null) =>
+        TestHost.StartAsync(b => b.AddRequestResponse(r =>
+        {
+            configure(r);
+            r.Configure(o => o.PreferInProcessDispatch = InProcess);
+        }), time);
+}
+
+public sealed class InProcessRequestClientTests : RequestClientTestsBase
+{
+    protected override bool InProcess => true;
+
+    [Fact]
+    public async Task SendAsync_SynchronousHandler_CompletesSynchronously()
+    {
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>(lifetime: ServiceLifetime.Singleton)));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+
+        var pending = client.SendAsync<GetQuote, Quote>(new GetQuote("A"));
+
+        pending.IsCompletedSuccessfully.Should().BeTrue("a synchronous handler is called inline, with no thread hop");
+        (await pending).Price.Should().Be(42m);
+    }
+}
+
+public sealed class OverTransportRequestClientTests : RequestClientTestsBase
+{
+    protected override bool InProcess => false;
+}

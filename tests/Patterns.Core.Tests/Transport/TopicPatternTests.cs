@@ -1,0 +1,33 @@
+using Patterns.Transport;
+
+namespace Patterns.Core.Tests.Transport;
+
+public sealed class TopicPatternTests
+{
+    [Theory]
+    [InlineData("orders.placed", "orders.placed", true)]
+    [InlineData("orders.*", "orders.placed", true)]
+    [InlineData("orders.*", "orders.eu.placed", false)]
+    [InlineData("orders.*", "orders", false)]
+    [InlineData("orders.#", "orders", true)]
+    [InlineData("orders.#", "orders.eu.placed", true)]
+    [InlineData("#.placed", "orders.eu.placed", true)]
+    [InlineData("#", "anything.at.all", true)]
+    [InlineData("*.placed", "orders.shipped", false)]
+    [InlineData("orders.#.placed", "orders.placed", true)]
+    [InlineData("orders.#.placed", "orders.eu.de.placed", true)]
+    [InlineData("orders.placed", "orders.Placed", false)]
+    public void IsMatch_MatchesAmqpTopicSemantics(string pattern, string topic, bool expected) =>
+        TopicPattern.IsMatch(pattern, topic).Should().Be(expected);
+
+    [Theory]
+    [InlineData("", "must not be empty")]
+    [InlineData("a..b", "empty segment")]
+    [InlineData("a.b*", "must stand alone")]
+    public void Validate_BadPattern_SaysWhatIsWrong(string pattern, string problem) =>
+        TopicPattern.Validate(pattern, allowWildcards: true).Should().Contain(problem);
+
+    [Fact]
+    public void Validate_WildcardInPublishTopic_IsRejected() =>
+        TopicPattern.Validate("orders.*", allowWildcards: false).Should().Contain("only allowed in subscriptions");
+}
