@@ -25,6 +25,6 @@ internal static partial class HostingLog
     [LoggerMessage(EventId = 1007, Level = LogLevel.Debug, Message = "A response with correlation id {CorrelationId} arrived after its request completed or timed out; it is dropped.")]
     public static partial void LateReply(ILogger logger, Guid? correlationId);
 
-    [LoggerMessage(EventId = 1008, Level = LogLevel.Debug, Message = "Handler {Handler} attempt {Attempt} failed on message {MessageId}; retrying in {Delay}.")]
-    public static partial void Retrying(ILogger logger, Exception? exception, string handler, int attempt, Guid messageId, TimeSpan delay);
+    [LoggerMessage(EventId = 1008, Level = LogLevel.Debug, Message = "Handler {Handler} attempt {Attempt} failed; retrying in {Delay}.")]
+    public static partial void Retrying(ILogger logger, Exception? exception, string handler, int attempt, TimeSpan delay);
 }

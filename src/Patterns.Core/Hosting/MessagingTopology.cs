@@ -52,7 +52,12 @@ internal sealed class ConsumerRegistration
             CreateHandler = context =>
             {
                 var identity = new ConsumerIdentity(context.Source, context.ConsumerGroup, context.Services, context.Bus);
-                var pipeline = PipelineFactory.Create(options, context.Bus.TimeProvider);
+                var tags = Telemetry.PatternsTelemetry.Tags(context.Bus.Transport.SystemName, context.Source, context.ConsumerGroup);
+                var pipeline = PipelineFactory.Create(options, context.Bus.TimeProvider, args =>
+                {
+                    Telemetry.PatternsTelemetry.Retried.Add(1, tags);
+                    HostingLog.Retrying(context.Logger, args.Outcome.Exception, handlerName, args.AttemptNumber + 1, args.RetryDelay);
+                });
                 var consumer = new MessageConsumer<TMessage>(invokerFactory(context.Services), identity, options, pipeline, context.Serializer, context.Logger);
                 return consumer.HandleAsync;
             },

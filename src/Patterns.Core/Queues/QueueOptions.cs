@@ -6,8 +6,12 @@ namespace Patterns.Queues;
 /// <summary>Options of one point-to-point queue.</summary>
 public sealed class QueueOptions
 {
-    /// <summary>Gets or sets how many messages the queue holds.</summary>
-    /// <value>Default 1024.</value>
+    /// <summary>Gets or sets how many messages the queue buffers before senders wait (or are rejected).</summary>
+    /// <value>
+    /// Default 1024. On the in-memory transport the buffer is split into one lane per consumer worker of
+    /// ⌈Capacity ÷ workers⌉ each; messages buffered while no consumer was attached stay in the first worker's lane,
+    /// so the bound is at most twice <see cref="Capacity"/>.
+    /// </value>
     [Range(1, 10_000_000)]
     public int Capacity { get; set; } = 1024;
 

@@ -152,14 +152,11 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
         if (pending.IsCompletedSuccessfully)
         {
+            ReturnTimeoutSource(timeoutSource);
             return pending;
         }
 
-        if (timeoutSource is not null && ReferenceEquals(timeoutSource, t_timeoutSource))
-        {
-            t_timeoutSource = null; // the handler went asynchronous and keeps this token
-        }
-
+        // The handler went asynchronous and keeps this token: AwaitInlineAsync arms and then recycles it.
         return AwaitInlineAsync(entry, pending, timeoutSource, timeout, cancellationToken);
     }
 
@@ -230,14 +227,28 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         return entry;
     }
 
+    /// <summary>
+    /// Takes this thread's cached source (so a handler that sends a nested request gets its own), or a new one.
+    /// Its timer is not armed: a handler that completes synchronously never needs it.
+    /// </summary>
     private CancellationTokenSource RentTimeoutSource()
     {
-        if (!ReferenceEquals(_timeProvider, TimeProvider.System))
+        var source = t_timeoutSource;
+        if (source is null || !ReferenceEquals(_timeProvider, TimeProvider.System))
         {
             return new CancellationTokenSource();
         }
 
-        return t_timeoutSource ??= new CancellationTokenSource();
+        t_timeoutSource = null;
+        return source;
+    }
+
+    private void ReturnTimeoutSource(CancellationTokenSource? source)
+    {
+        if (source is not null && ReferenceEquals(_timeProvider, TimeProvider.System) && !source.IsCancellationRequested)
+        {
+            t_timeoutSource = source;
+        }
     }
 
     private async ValueTask<TResponse> AwaitInlineAsync<TRequest, TResponse>(
@@ -288,9 +299,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
             if (timeoutSource is not null)
             {
-                if (ReferenceEquals(_timeProvider, TimeProvider.System) && t_timeoutSource is null && timeoutSource.TryReset())
+                if (timeoutSource.TryReset())
                 {
-                    t_timeoutSource = timeoutSource;
+                    ReturnTimeoutSource(timeoutSource);
                 }
                 else
                 {

@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using Polly;
+using Polly.Retry;
 using Polly.Timeout;
 
 namespace Patterns.Resilience;
@@ -8,7 +9,7 @@ internal static class PipelineFactory
 {
     /// <summary>Builds the pipeline, or returns <see langword="null"/> when nothing is configured (the fast path).</summary>
     [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "AddStrategy validates the options by data annotations; the concurrency-limit options type declares none.")]
-    public static ResiliencePipeline? Create(HandlerResilienceOptions options, TimeProvider timeProvider)
+    public static ResiliencePipeline? Create(HandlerResilienceOptions options, TimeProvider timeProvider, Action<OnRetryArguments<object>>? onRetry = null)
     {
         if (!options.HasStrategies)
         {
@@ -23,7 +24,7 @@ internal static class PipelineFactory
 
         if (options.Retry is { } retry)
         {
-            builder.AddRetry(retry);
+            builder.AddRetry(onRetry is null ? retry : WithRetryHook(retry, onRetry));
         }
 
         if (options.CircuitBreaker is { } breaker)
@@ -38,6 +39,29 @@ internal static class PipelineFactory
 
         options.ConfigurePipeline?.Invoke(builder);
         return builder.Build();
+    }
+
+    /// <summary>A copy of the user's retry options whose OnRetry also reports to Patterns (telemetry, logs); the user's options are not changed.</summary>
+    private static RetryStrategyOptions WithRetryHook(RetryStrategyOptions retry, Action<OnRetryArguments<object>> onRetry)
+    {
+        var userHook = retry.OnRetry;
+        return new RetryStrategyOptions
+        {
+            Name = retry.Name,
+            MaxRetryAttempts = retry.MaxRetryAttempts,
+            BackoffType = retry.BackoffType,
+            UseJitter = retry.UseJitter,
+            Delay = retry.Delay,
+            MaxDelay = retry.MaxDelay,
+            ShouldHandle = retry.ShouldHandle,
+            DelayGenerator = retry.DelayGenerator,
+            Randomizer = retry.Randomizer,
+            OnRetry = args =>
+            {
+                onRetry(args);
+                return userHook is null ? default : userHook(args);
+            },
+        };
     }
 
     private sealed class ConcurrencyLimitStrategyOptions : ResilienceStrategyOptions

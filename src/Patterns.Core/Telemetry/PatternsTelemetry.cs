@@ -19,7 +19,7 @@ internal static class PatternsTelemetry
         "messaging.client.sent.messages", "{message}", "Messages sent or published.");
 
     public static readonly Counter<long> Consumed = Meter.CreateCounter<long>(
-        "messaging.client.consumed.messages", "{message}", "Messages delivered to a handler.");
+        "messaging.client.consumed.messages", "{message}", "Messages handled successfully by a consumer.");
 
     public static readonly Histogram<double> ProcessDuration = Meter.CreateHistogram<double>(
         "messaging.process.duration", "s", "Time spent handling one message, including in-process retries.");
@@ -28,10 +28,10 @@ internal static class PatternsTelemetry
         "messaging.client.operation.duration", "s", "Time a request-response call took, end to end.");
 
     public static readonly Counter<long> Failed = Meter.CreateCounter<long>(
-        "patterns.messages.failed", "{message}", "Handler attempts that threw.");
+        "patterns.messages.failed", "{message}", "Deliveries that failed after in-process retries, and messages rejected as malformed or of an unknown type.");
 
     public static readonly Counter<long> Retried = Meter.CreateCounter<long>(
-        "patterns.messages.retried", "{message}", "Messages handed back to the transport for redelivery.");
+        "patterns.messages.retried", "{message}", "In-process retry attempts and messages handed back to the transport for redelivery.");
 
     public static readonly Counter<long> DeadLettered = Meter.CreateCounter<long>(
         "patterns.messages.dead_lettered", "{message}", "Messages moved to a dead-letter queue.");
