@@ -214,7 +214,7 @@ public sealed class PubSubTests
         await transport.PublishAsync("orders.raw", new Envelope { MessageId = Guid.NewGuid(), MessageType = "orders.placed", Payload = "{\"orderId\":\"ok\",\"amount\":5}"u8.ToArray() });
         await host.Harness().WaitForDeliveriesAsync(3).WaitAsync(TestHost.Wait);
 
-        var dead = await dlq.PeekAsync("raw");
+        var dead = await DeadLetters.WaitForAsync(dlq, "raw", 2);
         dead.Should().HaveCount(2);
         dead[0].Reason.Should().StartWith("Malformed payload").And.Contain("OrderPlaced");
         dead[1].Reason.Should().Contain("Unknown message type 'no.such.type'");

@@ -116,7 +116,7 @@ public sealed class MessageQueueTests
         await harness.WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
         attempts[1].Should().Be(4, "one attempt plus three retries");
         attempts[2].Should().Be(1, "the loop keeps going after a poison message");
-        var dead = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync("work");
+        var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "work", 1);
         dead.Should().ContainSingle();
         dead[0].ExceptionType.Should().Be(typeof(InvalidOperationException).FullName);
         dead[0].ExceptionMessage.Should().Be("job 1 is poison");
@@ -139,14 +139,16 @@ public sealed class MessageQueueTests
         await host.Services.GetRequiredService<IQueueSender>().SendAsync("redeliver", new Job(1));
         await harness.WaitForDeliveriesAsync(1).WaitAsync(TestHost.Wait);
         deliveries.Should().Equal(0);
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
         time.Advance(TimeSpan.FromMinutes(1));
         await harness.WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
         time.Advance(TimeSpan.FromMinutes(1));
         await harness.WaitForDeliveriesAsync(3).WaitAsync(TestHost.Wait);
 
         deliveries.Should().Equal(0, 1, 2);
         harness.Deliveries.Select(d => d.Outcome).Should().Equal(SettlementKind.Retry, SettlementKind.Retry, SettlementKind.DeadLetter);
-        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync("redeliver")).Should().ContainSingle()
+        (await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "redeliver", 1)).Should().ContainSingle()
             .Which.Reason.Should().Contain("delivery 3");
     }
 
@@ -169,6 +171,7 @@ public sealed class MessageQueueTests
         var dlq = host.Services.GetRequiredService<IDeadLetterQueue>();
         await host.Services.GetRequiredService<IQueueSender>().SendAsync("replay", new Job(5));
         await harness.WaitForDeliveriesAsync(1).WaitAsync(TestHost.Wait);
+        await DeadLetters.WaitForAsync(dlq, "replay", 1);
 
         Volatile.Write(ref fail, false);
         (await dlq.ReplayAsync("replay")).Should().Be(1);

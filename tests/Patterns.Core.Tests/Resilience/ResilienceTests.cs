@@ -24,7 +24,7 @@ public sealed class ResilienceTests
         time.Advance(TimeSpan.FromSeconds(2));
         await host.Harness().WaitForDeliveriesAsync(1).WaitAsync(TestHost.Wait);
 
-        var dead = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync("slow");
+        var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "slow", 1);
         dead.Should().ContainSingle().Which.ExceptionType.Should().Be("Polly.Timeout.TimeoutRejectedException");
     }
 
