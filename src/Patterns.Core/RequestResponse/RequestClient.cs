@@ -330,9 +330,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         }
         catch (OperationCanceledException) when (timeoutSource?.IsCancellationRequested == true)
         {
-            var timedOut = new RequestTimeoutException(name, timeout);
-            PatternsTelemetry.RecordError(activity, timedOut);
-            throw timedOut;
+            throw TimedOut(name, timeout, activity);
         }
         catch (Exception ex)
         {
@@ -346,6 +344,13 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
                 PatternsTelemetry.OperationDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds, PatternsTelemetry.Tags(_bus.Transport.SystemName, name));
             }
         }
+    }
+
+    private static RequestTimeoutException TimedOut(string requestName, TimeSpan timeout, Activity? activity)
+    {
+        var timedOut = new RequestTimeoutException(requestName, timeout);
+        PatternsTelemetry.RecordError(activity, timedOut);
+        return timedOut;
     }
 
     private RequestFailedException Remote(RequestHandlerEntry entry, Exception exception) =>
@@ -396,9 +401,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         }
         catch (OperationCanceledException) when (timeoutSource?.IsCancellationRequested == true)
         {
-            var timedOut = new RequestTimeoutException(name, timeout);
-            PatternsTelemetry.RecordError(activity, timedOut);
-            throw timedOut;
+            throw TimedOut(name, timeout, activity);
         }
         finally
         {
