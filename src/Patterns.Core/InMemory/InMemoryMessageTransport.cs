@@ -10,7 +10,8 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
     private const int MaxRouteCacheEntries = 10_000;
 
     private readonly ConcurrentDictionary<string, InMemoryQueue> _queues = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, InMemoryQueue[]> _routes = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TopicRoute> _routes = new(StringComparer.Ordinal);
+    private volatile TopicRoute? _lastRoute;
     private readonly List<(string Pattern, InMemoryQueue Queue)> _bindings = [];
     private readonly Lock _gate = new();
     private readonly InMemoryTransportOptions _options;
@@ -154,7 +155,7 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         {
             if (_bindings.RemoveAll(b => ReferenceEquals(b.Queue, queue)) > 0)
             {
-                _routes.Clear();
+                ClearRoutes();
             }
         }
     }
@@ -171,9 +172,16 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
 
     private InMemoryQueue[] Route(string topic)
     {
+        // Publishers usually reuse one topic string: compare references before hashing.
+        if (_lastRoute is { } last && ReferenceEquals(last.Topic, topic))
+        {
+            return last.Queues;
+        }
+
         if (_routes.TryGetValue(topic, out var cached))
         {
-            return cached;
+            _lastRoute = cached;
+            return cached.Queues;
         }
 
         if (TopicPattern.Validate(topic, allowWildcards: false) is { } problem)
@@ -192,15 +200,21 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
                 }
             }
 
-            var result = matches.ToArray();
+            var route = new TopicRoute(topic, [.. matches]);
             if (_routes.Count >= MaxRouteCacheEntries)
             {
                 _routes.Clear();
             }
 
-            _routes[topic] = result;
-            return result;
+            _routes[topic] = route;
+            return route.Queues;
         }
+    }
+
+    private void ClearRoutes()
+    {
+        _routes.Clear();
+        _lastRoute = null;
     }
 
     private void Bind(string pattern, InMemoryQueue queue)
@@ -222,7 +236,7 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
             }
 
             _bindings.Add((pattern, queue));
-            _routes.Clear();
+            ClearRoutes();
         }
     }
 
@@ -242,4 +256,6 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+
+    private sealed record TopicRoute(string Topic, InMemoryQueue[] Queues);
 }

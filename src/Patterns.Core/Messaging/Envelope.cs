@@ -21,17 +21,45 @@ namespace Patterns.Messaging;
 /// </remarks>
 public readonly struct Envelope
 {
+    // The fields every message uses stay inline; the rest live in a side object that is allocated only when
+    // one of them is set. That keeps the struct at 64 bytes, so the in-process path copies little and
+    // allocates nothing per message.
+    private readonly EnvelopeExtra? _extra;
+    private readonly long _sentAtUtcTicks;
+
     /// <summary>Gets the unique id of this message.</summary>
     /// <value>Set by the sender; <see cref="Guid.Empty"/> only on a default envelope.</value>
     public Guid MessageId { get; init; }
 
     /// <summary>Gets the id that ties this message to the conversation it belongs to.</summary>
     /// <value><see langword="null"/> unless the sender set one; request-response sets it to the request's id.</value>
-    public Guid? CorrelationId { get; init; }
+    public Guid? CorrelationId
+    {
+        get => _extra?.CorrelationId;
+        init
+        {
+            if (value is not null || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.CorrelationId = value;
+            }
+        }
+    }
 
     /// <summary>Gets the id of the message whose handling caused this message to be sent.</summary>
     /// <value><see langword="null"/> when the message was not sent from inside a handler.</value>
-    public Guid? CausationId { get; init; }
+    public Guid? CausationId
+    {
+        get => _extra?.CausationId;
+        init
+        {
+            if (value is not null || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.CausationId = value;
+            }
+        }
+    }
 
     /// <summary>Gets the logical message-type name (see <see cref="MessageTypeRegistry"/>).</summary>
     /// <value>The registered name of the body's type; required when only <see cref="Payload"/> is present.</value>
@@ -43,32 +71,102 @@ public readonly struct Envelope
 
     /// <summary>Gets the serialized body, for transports that cross a process boundary.</summary>
     /// <value>Empty when the body travels by reference in <see cref="Body"/>.</value>
-    public ReadOnlyMemory<byte> Payload { get; init; }
+    public ReadOnlyMemory<byte> Payload
+    {
+        get => _extra?.Payload ?? default;
+        init
+        {
+            if (!value.IsEmpty || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.Payload = value;
+            }
+        }
+    }
 
     /// <summary>Gets the media type of <see cref="Payload"/>.</summary>
     /// <value>For example <c>application/json</c>; <see langword="null"/> for in-process bodies.</value>
-    public string? ContentType { get; init; }
+    public string? ContentType
+    {
+        get => _extra?.ContentType;
+        init
+        {
+            if (value is not null || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.ContentType = value;
+            }
+        }
+    }
 
-    /// <summary>Gets the time the message was first sent, read from the sender's <see cref="TimeProvider"/>.</summary>
-    public DateTimeOffset SentAt { get; init; }
+    /// <summary>Gets the time the message was first sent, read from the sender's <see cref="TimeProvider"/>; kept in UTC.</summary>
+    public DateTimeOffset SentAt
+    {
+        get => _sentAtUtcTicks == 0 ? default : new DateTimeOffset(_sentAtUtcTicks, TimeSpan.Zero);
+        init => _sentAtUtcTicks = value.UtcTicks;
+    }
 
     /// <summary>Gets the W3C <c>traceparent</c> of the span that sent the message.</summary>
     /// <value><see langword="null"/> when nobody was tracing.</value>
-    public string? TraceParent { get; init; }
+    public string? TraceParent
+    {
+        get => _extra?.TraceParent;
+        init
+        {
+            if (value is not null || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.TraceParent = value;
+            }
+        }
+    }
 
     /// <summary>Gets the W3C <c>tracestate</c> that accompanies <see cref="TraceParent"/>.</summary>
-    public string? TraceState { get; init; }
+    public string? TraceState
+    {
+        get => _extra?.TraceState;
+        init
+        {
+            if (value is not null || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.TraceState = value;
+            }
+        }
+    }
 
     /// <summary>Gets the application and transport headers.</summary>
     /// <value><see langword="null"/> when there are none (no dictionary is allocated).</value>
-    public IReadOnlyDictionary<string, string>? Headers { get; init; }
+    public IReadOnlyDictionary<string, string>? Headers
+    {
+        get => _extra?.Headers;
+        init
+        {
+            if (value is not null || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.Headers = value;
+            }
+        }
+    }
 
     /// <summary>Gets the key that orders messages: messages with the same key are handled in the order they were sent within one consumer group.</summary>
     /// <value><see langword="null"/> for messages without ordering requirements.</value>
     public string? PartitionKey { get; init; }
 
     /// <summary>Gets the address a response should be sent to (request-response).</summary>
-    public string? ReplyTo { get; init; }
+    public string? ReplyTo
+    {
+        get => _extra?.ReplyTo;
+        init
+        {
+            if (value is not null || _extra is not null)
+            {
+                _extra = EnvelopeExtra.CopyOf(_extra);
+                _extra.ReplyTo = value;
+            }
+        }
+    }
 
     /// <summary>Gets how many times this message has been delivered before, counting transport redeliveries.</summary>
     /// <value>0 on first delivery.</value>
@@ -123,4 +221,43 @@ public readonly struct Envelope
 
         return this with { Headers = copy };
     }
+
+    /// <summary>Sets both trace fields with one copy of the side object.</summary>
+    internal Envelope WithTrace(string? traceParent, string? traceState)
+    {
+        var extra = EnvelopeExtra.CopyOf(_extra);
+        extra.TraceParent = traceParent;
+        extra.TraceState = traceState;
+        return new Envelope(this, extra);
+    }
+
+    private Envelope(in Envelope source, EnvelopeExtra extra)
+    {
+        this = source;
+        _extra = extra;
+    }
+}
+
+/// <summary>The rarely used envelope fields, allocated only when one of them is set.</summary>
+internal sealed class EnvelopeExtra
+{
+    public static EnvelopeExtra CopyOf(EnvelopeExtra? extra) => extra is null ? new EnvelopeExtra() : extra.Clone();
+
+    public Guid? CorrelationId { get; set; }
+
+    public Guid? CausationId { get; set; }
+
+    public ReadOnlyMemory<byte> Payload { get; set; }
+
+    public string? ContentType { get; set; }
+
+    public string? TraceParent { get; set; }
+
+    public string? TraceState { get; set; }
+
+    public IReadOnlyDictionary<string, string>? Headers { get; set; }
+
+    public string? ReplyTo { get; set; }
+
+    public EnvelopeExtra Clone() => (EnvelopeExtra)MemberwiseClone();
 }

@@ -9,7 +9,8 @@ namespace Patterns.Messaging;
 /// <remarks>Thread-safe. Every type with a registered handler or subscription is registered at start-up.</remarks>
 public sealed class MessageTypeRegistry
 {
-    private readonly ConcurrentDictionary<Type, string> _names = new();
+    private readonly ConcurrentDictionary<Type, NameEntry> _names = new();
+    private volatile NameEntry? _last;
     private readonly ConcurrentDictionary<string, Type> _types = new(StringComparer.Ordinal);
 
     /// <summary>Gets the logical name of <typeparamref name="T"/>, registering it on first use.</summary>
@@ -24,9 +25,15 @@ public sealed class MessageTypeRegistry
     public string GetName(Type type)
     {
         ArgumentNullException.ThrowIfNull(type);
-        if (_names.TryGetValue(type, out var name))
+        if (_last is { } last && last.Type == type)
         {
-            return name;
+            return last.Name;
+        }
+
+        if (_names.TryGetValue(type, out var entry))
+        {
+            _last = entry;
+            return entry.Name;
         }
 
         return Register(type, DefaultName(type));
@@ -48,7 +55,7 @@ public sealed class MessageTypeRegistry
                 $"Message name '{name}' is already registered for type '{existingType.FullName}', so it cannot also name '{type.FullName}'. Give one of them a distinct [MessageName].");
         }
 
-        var existingName = _names.GetOrAdd(type, name);
+        var existingName = _names.GetOrAdd(type, static (t, n) => new NameEntry(t, n), name).Name;
         if (!string.Equals(existingName, name, StringComparison.Ordinal))
         {
             throw new InvalidOperationException(
@@ -69,4 +76,6 @@ public sealed class MessageTypeRegistry
     }
 
     private static string DefaultName(Type type) => MessageTypeNames.Default(type);
+
+    private sealed record NameEntry(Type Type, string Name);
 }

@@ -68,7 +68,7 @@ internal static class PatternsTelemetry
             }
         }
 
-        envelope = envelope with { TraceParent = activity.Id, TraceState = activity.TraceStateString };
+        envelope = envelope.WithTrace(activity.Id, activity.TraceStateString);
         return activity;
     }
 
