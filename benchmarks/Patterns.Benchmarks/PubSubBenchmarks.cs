@@ -1,0 +1,162 @@
+using System.Threading.Channels;
+using BenchmarkDotNet.Attributes;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Patterns.PubSub;
+
+namespace Patterns.Benchmarks;
+
+/// <summary>
+/// Publish one message to one in-process subscriber and wait until it is handled. One operation is one
+/// message published and handled: each invocation publishes a batch and waits for the whole batch.
+/// The message is a small class allocated per publish, so every row allocates at least that (24 B).
+/// </summary>
+[Config(typeof(BenchmarkConfig))]
+public class PubSubBenchmarks
+{
+    /// <summary>Messages per invocation for the channel and Patterns.</summary>
+    public const int Messages = 100_000;
+
+    /// <summary>Messages per invocation for MassTransit, which is much slower.</summary>
+    public const int MassTransitMessages = 10_000;
+
+    private const string Topic = "ping";
+
+    private readonly BatchSignal _signal = new();
+
+    private Channel<Ping>? _channel;
+    private Task? _channelReader;
+
+    private ServiceProvider? _patternsServices;
+    private IPublisher? _publisher;
+
+    private ServiceProvider? _massTransitServices;
+    private IBus? _bus;
+    private BatchSignal? _massTransitSignal;
+
+    [GlobalSetup(Target = nameof(ChannelRaw))]
+    public void SetupChannel()
+    {
+        _channel = Channel.CreateBounded<Ping>(new BoundedChannelOptions(1024)
+        {
+            SingleReader = true,
+            SingleWriter = false,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+        var reader = _channel.Reader;
+        var signal = _signal;
+        _channelReader = Task.Run(async () =>
+        {
+            while (await reader.WaitToReadAsync())
+            {
+                while (reader.TryRead(out _))
+                {
+                    signal.Signal();
+                }
+            }
+        });
+    }
+
+    [GlobalCleanup(Target = nameof(ChannelRaw))]
+    public async Task CleanupChannel()
+    {
+        _channel?.Writer.TryComplete();
+        if (_channelReader is not null)
+        {
+            await _channelReader;
+        }
+    }
+
+    [GlobalSetup(Target = nameof(Patterns))]
+    public async Task SetupPatterns()
+    {
+        var signal = _signal;
+        var services = new ServiceCollection();
+        services.AddPubSub(ps => ps.Subscribe<Ping>(
+            (message, context, cancellationToken) =>
+            {
+                signal.Signal();
+                return ValueTask.CompletedTask;
+            },
+            topic: Topic,
+            configure: o => o.ConsumerGroup = "bench"));
+        _patternsServices = services.BuildServiceProvider();
+        await Hosting.StartAsync(_patternsServices);
+        _publisher = _patternsServices.GetRequiredService<IPublisher>();
+    }
+
+    [GlobalCleanup(Target = nameof(Patterns))]
+    public Task CleanupPatterns() => Hosting.StopAndDisposeAsync(_patternsServices);
+
+    [GlobalSetup(Target = nameof(MassTransitInMemory))]
+    public async Task SetupMassTransit()
+    {
+        var services = new ServiceCollection();
+        services.AddLogging(); // MassTransit's hosted service and health checks need ILogger<T>; no providers, so nothing is written.
+        services.AddSingleton<BatchSignal>();
+        services.AddMassTransit(x =>
+        {
+            x.AddConsumer<PingConsumer>();
+            x.UsingInMemory((context, cfg) => cfg.ConfigureEndpoints(context));
+        });
+        _massTransitServices = services.BuildServiceProvider();
+        await Hosting.StartAsync(_massTransitServices);
+        _bus = _massTransitServices.GetRequiredService<IBus>();
+        _massTransitSignal = _massTransitServices.GetRequiredService<BatchSignal>();
+    }
+
+    [GlobalCleanup(Target = nameof(MassTransitInMemory))]
+    public Task CleanupMassTransit() => Hosting.StopAndDisposeAsync(_massTransitServices);
+
+    /// <summary>The floor: a bounded channel (capacity 1024) with one reader task counting messages.</summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
+    public async Task ChannelRaw()
+    {
+        var done = _signal.Reset(Messages);
+        var writer = _channel!.Writer;
+        for (var i = 0; i < Messages; i++)
+        {
+            await writer.WriteAsync(new Ping(i));
+        }
+
+        await done;
+    }
+
+    /// <summary>Patterns pub/sub on the in-memory transport, one delegate subscriber.</summary>
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public async Task Patterns()
+    {
+        var done = _signal.Reset(Messages);
+        var publisher = _publisher!;
+        for (var i = 0; i < Messages; i++)
+        {
+            await publisher.PublishAsync(Topic, new Ping(i));
+        }
+
+        await done;
+    }
+
+    /// <summary>MassTransit's in-memory bus, one consumer.</summary>
+    [Benchmark(OperationsPerInvoke = MassTransitMessages)]
+    public async Task MassTransitInMemory()
+    {
+        var done = _massTransitSignal!.Reset(MassTransitMessages);
+        var bus = _bus!;
+        for (var i = 0; i < MassTransitMessages; i++)
+        {
+            await bus.Publish(new Ping(i));
+        }
+
+        await done;
+    }
+}
+
+/// <summary>The MassTransit consumer of <see cref="Ping"/>: counts it.</summary>
+public sealed class PingConsumer(BatchSignal signal) : IConsumer<Ping>
+{
+    public Task Consume(ConsumeContext<Ping> context)
+    {
+        signal.Signal();
+        return Task.CompletedTask;
+    }
+}
