@@ -15,12 +15,14 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     private readonly MessageTypeRegistry _registry;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
+    private readonly bool _systemClock;
 
     public MessageBus(MessageTransport transport, MessageTypeRegistry registry, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
         _transport = transport;
         _registry = registry;
         _timeProvider = timeProvider;
+        _systemClock = ReferenceEquals(timeProvider, TimeProvider.System);
         _logger = loggerFactory.CreateLogger<MessageBus>();
     }
 
@@ -121,7 +123,7 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
             CausationId = options.CausationId,
             MessageType = _registry.GetName(message.GetType()),
             Body = message,
-            SentAt = _timeProvider.GetUtcNow(),
+            SentAt = _systemClock ? CoarseUtcClock.UtcNow : _timeProvider.GetUtcNow(),
             PartitionKey = options.PartitionKey,
             Headers = options.Headers,
         };

@@ -100,6 +100,11 @@ public readonly struct Envelope
     }
 
     /// <summary>Gets the time the message was first sent, read from the sender's <see cref="TimeProvider"/>; kept in UTC.</summary>
+    /// <remarks>
+    /// With the system clock, senders read a coarse clock (the millisecond tick count added to a wall-clock reading
+    /// refreshed every second), so the value has a resolution of a few milliseconds; a custom
+    /// <see cref="TimeProvider"/> is read as is.
+    /// </remarks>
     public DateTimeOffset SentAt
     {
         get => _sentAtUtcTicks == 0 ? default : new DateTimeOffset(_sentAtUtcTicks, TimeSpan.Zero);

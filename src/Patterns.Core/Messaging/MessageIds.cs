@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 
 namespace Patterns.Messaging;
@@ -28,9 +29,10 @@ internal static class MessageIds
             while (t_prefix == 0);
         }
 
-        Span<byte> bytes = stackalloc byte[16];
-        BinaryPrimitives.WriteUInt64LittleEndian(bytes, t_prefix);
-        BinaryPrimitives.WriteUInt64LittleEndian(bytes[8..], ++t_counter);
-        return new Guid(bytes);
+        Guid id = default;
+        ref var halves = ref Unsafe.As<Guid, ulong>(ref id);
+        halves = t_prefix;
+        Unsafe.Add(ref halves, 1) = ++t_counter;
+        return id;
     }
 }
