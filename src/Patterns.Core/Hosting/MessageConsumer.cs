@@ -63,7 +63,7 @@ internal sealed class MessageConsumer<TMessage>
             }
             catch (Exception ex)
             {
-                return ContinueAfterFailureAsync(message, envelope, ExceptionDispatchInfo.Capture(ex), null, cancellationToken);
+                return ContinueAfterFailureAsync(message, envelope, ExceptionDispatchInfo.Capture(ex), cancellationToken);
             }
 
             if (pending.IsCompletedSuccessfully)
@@ -86,7 +86,7 @@ internal sealed class MessageConsumer<TMessage>
         }
         catch (Exception ex)
         {
-            return await ContinueAfterFailureAsync(message, envelope, ExceptionDispatchInfo.Capture(ex), null, cancellationToken).ConfigureAwait(false);
+            return await ContinueAfterFailureAsync(message, envelope, ExceptionDispatchInfo.Capture(ex), cancellationToken).ConfigureAwait(false);
         }
 
         OnConsumed();
@@ -131,7 +131,7 @@ internal sealed class MessageConsumer<TMessage>
     }
 
     private async ValueTask<Settlement> ContinueAfterFailureAsync(
-        TMessage message, Envelope envelope, ExceptionDispatchInfo firstFailure, Activity? activity, CancellationToken cancellationToken)
+        TMessage message, Envelope envelope, ExceptionDispatchInfo firstFailure, CancellationToken cancellationToken)
     {
         if (_pipeline is null || cancellationToken.IsCancellationRequested)
         {
@@ -158,7 +158,6 @@ internal sealed class MessageConsumer<TMessage>
         }
         catch (Exception ex)
         {
-            PatternsTelemetry.RecordError(activity, ex);
             return OnFailed(envelope, ex, cancellationToken);
         }
 

@@ -105,7 +105,7 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
             queue = GetOrCreateQueue(request.QueueName, request.Capacity, request.FullMode, request.DeadLetterCapacity);
         }
 
-        var subscription = new InMemorySubscription(this, queue, request, handler);
+        var subscription = new InMemorySubscription(queue, request, handler);
         queue.Attach(subscription);
         subscription.Start();
         return new ValueTask<TransportSubscription>(subscription);

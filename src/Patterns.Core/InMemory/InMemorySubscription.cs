@@ -5,7 +5,6 @@ namespace Patterns.InMemory;
 
 internal sealed class InMemorySubscription : TransportSubscription
 {
-    private readonly InMemoryMessageTransport _transport;
     private readonly InMemoryQueue _queue;
     private readonly DeliveryHandler _handler;
     private readonly CancellationTokenSource _hardStop = new();
@@ -13,9 +12,8 @@ internal sealed class InMemorySubscription : TransportSubscription
     private int _dropped;
     private int _stopped;
 
-    public InMemorySubscription(InMemoryMessageTransport transport, InMemoryQueue queue, SubscriptionRequest request, DeliveryHandler handler)
+    public InMemorySubscription(InMemoryQueue queue, SubscriptionRequest request, DeliveryHandler handler)
     {
-        _transport = transport;
         _queue = queue;
         Request = request;
         _handler = handler;

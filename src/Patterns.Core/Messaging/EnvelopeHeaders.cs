@@ -23,7 +23,4 @@ public static class EnvelopeHeaders
 
     /// <summary>Marks a response envelope as carrying a remote error rather than a result.</summary>
     public const string ResponseError = "patterns-response-error";
-
-    /// <summary>The topic a message was published to.</summary>
-    public const string Topic = "patterns-topic";
 }
