@@ -56,6 +56,13 @@ internal sealed class NotificationListener : IAsyncDisposable
     /// <summary>Records that events up to <paramref name="position"/> are committed and wakes every waiter.</summary>
     public void Publish(long position)
     {
+        Observe(position);
+        Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
+    }
+
+    /// <summary>Records that events up to <paramref name="position"/> are committed, without waking anyone.</summary>
+    public void Observe(long position)
+    {
         var known = Volatile.Read(ref _knownHead);
         while (position > known)
         {
@@ -67,8 +74,6 @@ internal sealed class NotificationListener : IAsyncDisposable
 
             known = seen;
         }
-
-        Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
     }
 
     /// <summary>Starts the listening connection on first use; a no-op when notifications are off or it runs already.</summary>

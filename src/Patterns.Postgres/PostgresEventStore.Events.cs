@@ -18,7 +18,7 @@ public sealed partial class PostgresEventStore
     /// One round trip without inline projections. The expected-version check, the idempotency check (a unique index on
     /// stream and event id) and the insert run in one transaction; a retried append that finds its events already
     /// stored returns the original result. With <paramref name="inlineProjection"/>, the projection runs in the same
-    /// transaction, while the append holds the position lock, so keep it short.
+    /// transaction, while the append holds the position lock (other appends wait), so keep it short.
     /// </remarks>
     public async ValueTask<AppendResult> AppendAsync(
         string streamId,
@@ -237,7 +237,10 @@ public sealed partial class PostgresEventStore
     }
 
     /// <inheritdoc />
-    /// <remarks>Every committed position is readable without a gap below it, because positions commit in order.</remarks>
+    /// <remarks>
+    /// The last position given to a committed event (including events hard-deleted since). Every position up to it is
+    /// readable without a gap below it, because positions commit in order.
+    /// </remarks>
     public async ValueTask<long> GetHeadPositionAsync(CancellationToken cancellationToken = default)
     {
         var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
@@ -254,7 +257,7 @@ public sealed partial class PostgresEventStore
     /// <inheritdoc />
     /// <remarks>
     /// A stream that never existed is recorded as deleted, so its id cannot be used afterwards. A hard delete also
-    /// removes the stream's snapshot. Deleted positions are holes in the global log.
+    /// removes the stream's snapshot. Hard-deleted positions are holes in the global log and are never reused.
     /// </remarks>
     public async ValueTask DeleteStreamAsync(
         string streamId,
@@ -318,8 +321,16 @@ public sealed partial class PostgresEventStore
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         _listener.EnsureStarted();
         var signal = _listener.NextSignal;
-        if (_listener.KnownHead > afterPosition && await AnyAfterAsync(afterPosition, cancellationToken).ConfigureAwait(false))
+        if (_listener.KnownHead > afterPosition)
         {
+            return;
+        }
+
+        // Appends by other processes before this store listened, or while notifications are off, show in the head.
+        var head = await GetHeadPositionAsync(cancellationToken).ConfigureAwait(false);
+        if (head > afterPosition)
+        {
+            _listener.Observe(head);
             return;
         }
 
@@ -548,19 +559,5 @@ public sealed partial class PostgresEventStore
         }
 
         throw new DuplicateEventException(streamId, ids.First(stored.ContainsKey));
-    }
-
-    private async ValueTask<bool> AnyAfterAsync(long afterPosition, CancellationToken cancellationToken)
-    {
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.AnyAfter, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Bigint(afterPosition));
-                return (bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
-            }
-        }
     }
 }

@@ -19,10 +19,11 @@ namespace Patterns.Postgres;
 /// the commit to the same transaction.
 /// </para>
 /// <para>
-/// Global positions are taken under a transaction-scoped advisory lock that is held until the append commits, so
-/// positions become visible strictly in increasing order: <see cref="ReadAllAsync"/> never returns an event while an
-/// event with a lower position can still commit. Positions are increasing but not necessarily contiguous (an append
-/// that rolls back leaves a hole that no event will ever fill). See docs/stores/postgres.md.
+/// Global positions come from a one-row counter that each append updates after its checks; the row lock is held
+/// until the append commits, so positions become visible strictly in increasing order: <see cref="ReadAllAsync"/>
+/// never returns an event while an event with a lower position can still commit. Concurrent appends therefore
+/// commit one at a time (each holds the lock for its insert and commit). A rolled-back append restores the
+/// counter, so positions are contiguous; only a hard delete leaves holes. See docs/stores/postgres.md.
 /// </para>
 /// <para>
 /// The schema is created on first use, or by <see cref="MigrateAsync"/>. Thread-safe; share one instance per

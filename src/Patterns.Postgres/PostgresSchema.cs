@@ -26,9 +26,8 @@ internal sealed class PostgresSchema
         Name = schema;
         var s = $"\"{schema}\"";
         Channel = schema + "_events";
-        AppendLockKey = StableKey("patterns:append:" + schema);
         MigrationLockKey = StableKey("patterns:migrate:" + schema);
-        Migrations = BuildMigrations(s, AppendLockKey);
+        Migrations = BuildMigrations(s);
 
         Append = $"SELECT new_version, first_position FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
         FindEventIds = $"SELECT event_id, version, position FROM {s}.events WHERE stream_id = $1 AND event_id = ANY($2)";
@@ -42,8 +41,7 @@ internal sealed class PostgresSchema
         ReadAllByType = $"SELECT {Columns} FROM {s}.events WHERE position > $1 AND event_type = ANY($3) ORDER BY position LIMIT $2";
         ReadAllByPrefix = $"SELECT {Columns} FROM {s}.events WHERE position > $1 AND starts_with(stream_id, $4) ORDER BY position LIMIT $2";
         ReadAllByTypeAndPrefix = $"SELECT {Columns} FROM {s}.events WHERE position > $1 AND event_type = ANY($3) AND starts_with(stream_id, $4) ORDER BY position LIMIT $2";
-        HeadPosition = $"SELECT coalesce(max(position), 0) FROM {s}.events";
-        AnyAfter = $"SELECT EXISTS (SELECT 1 FROM {s}.events WHERE position > $1)";
+        HeadPosition = $"SELECT position FROM {s}.log_head";
         Delete = $"SELECT {s}.delete_stream($1, $2, $3)";
         Truncate = $"""
             WITH existing AS (SELECT deleted FROM {s}.streams WHERE stream_id = $1),
@@ -94,9 +92,6 @@ internal sealed class PostgresSchema
     /// <summary>The LISTEN/NOTIFY channel appends notify on.</summary>
     public string Channel { get; }
 
-    /// <summary>The transaction-scoped advisory lock key that orders position assignment (see docs/stores/postgres.md).</summary>
-    public long AppendLockKey { get; }
-
     /// <summary>The transaction-scoped advisory lock key that serializes migrations of this schema.</summary>
     public long MigrationLockKey { get; }
 
@@ -122,8 +117,6 @@ internal sealed class PostgresSchema
     public string ReadAllByTypeAndPrefix { get; }
 
     public string HeadPosition { get; }
-
-    public string AnyAfter { get; }
 
     public string Delete { get; }
 
@@ -174,11 +167,15 @@ internal sealed class PostgresSchema
         return unchecked((long)hash);
     }
 
-    private static (int, string)[] BuildMigrations(string s, long appendLockKey)
+    private static (int, string)[] BuildMigrations(string s)
     {
-        var lockKey = appendLockKey.ToString(CultureInfo.InvariantCulture);
         var v1 = $$"""
-            CREATE SEQUENCE {{s}}.event_position AS bigint NO CYCLE;
+            -- The last position given to an event. Appends update this one row, and its row lock (held until the
+            -- append commits) is what orders positions; a rolled-back append restores it, so positions have no holes.
+            CREATE TABLE {{s}}.log_head (
+                id boolean PRIMARY KEY DEFAULT true CHECK (id),
+                position bigint NOT NULL);
+            INSERT INTO {{s}}.log_head (position) VALUES (0);
 
             CREATE TABLE {{s}}.streams (
                 stream_id text COLLATE "C" PRIMARY KEY,
@@ -262,13 +259,9 @@ internal sealed class PostgresSchema
                     RAISE EXCEPTION USING ERRCODE = 'PT409', MESSAGE = 'wrong expected version, actual ' || v_version;
                 END IF;
 
-                -- Positions are taken under a lock held until this transaction commits, so positions become
+                -- Positions are taken under a row lock held until this transaction commits, so positions become
                 -- visible in increasing order and a reader never skips a lower position that commits later.
-                PERFORM pg_advisory_xact_lock({{lockKey}});
-                first_position := nextval('{{s}}.event_position');
-                IF v_count > 1 THEN
-                    PERFORM setval('{{s}}.event_position', first_position + v_count - 1);
-                END IF;
+                UPDATE {{s}}.log_head SET position = position + v_count RETURNING position - v_count + 1 INTO first_position;
 
                 INSERT INTO {{s}}.events (position, stream_id, version, event_id, event_type, data, metadata,
                                           correlation_id, causation_id, created_at)

@@ -4,7 +4,7 @@ namespace Patterns.Postgres.Tests;
 
 public sealed class MigrationTests : PostgresTestBase
 {
-    private static readonly string[] Tables = ["checkpoints", "documents", "events", "inbox", "schema_migrations", "snapshots", "streams"];
+    private static readonly string[] Tables = ["checkpoints", "documents", "events", "inbox", "log_head", "schema_migrations", "snapshots", "streams"];
 
     [Fact]
     public async Task MigrateAsync_FromEightStoresAtOnceAndAgain_CreatesTheSchemaOnce()

@@ -78,21 +78,36 @@ public sealed class NotificationTests : PostgresTestBase
     }
 
     [Fact]
-    public async Task WaitForEventsAsync_HardDeletedTail_WaitsInsteadOfSpinning()
+    public async Task WaitForEventsAsync_AtTheHeadAfterAHardDeletedTail_WaitsInsteadOfSpinning()
     {
         var time = new ManualTimeProvider();
         var store = CreateSut(o => { o.PollInterval = Poll; o.Notifications = false; }, time);
-        var kept = await store.AppendAsync("kept", ExpectedVersion.NoStream, [TestEvents.One()]);
-        await store.AppendAsync("gone", ExpectedVersion.NoStream, TestEvents.Many(3));
+        await store.AppendAsync("kept", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var deleted = await store.AppendAsync("gone", ExpectedVersion.NoStream, TestEvents.Many(3));
         await store.DeleteStreamAsync("gone", ExpectedVersion.Any, StreamDeleteMode.Hard);
 
-        // The store has seen positions past kept.LastPosition, but none of them is readable any more.
-        var wait = store.WaitForEventsAsync(kept.LastPosition, CancellationToken.None).AsTask();
+        var head = await store.GetHeadPositionAsync();
+        head.Should().Be(deleted.LastPosition, "hard-deleted positions are never given out again");
+        var wait = store.WaitForEventsAsync(head, CancellationToken.None).AsTask();
         await time.WaitForPendingTimersAsync(1).WaitAsync(PostgresDatabase.Wait);
         wait.IsCompleted.Should().BeFalse();
 
         time.Advance(Poll);
         await wait.WaitAsync(PostgresDatabase.Wait);
+        (await store.AppendAsync("next", ExpectedVersion.NoStream, [TestEvents.One()])).FirstPosition.Should().Be(head + 1);
+    }
+
+    [Fact]
+    public async Task WaitForEventsAsync_HeadAlreadyPastThePositionInAnotherInstance_ReturnsAtOnce()
+    {
+        var writer = CreateSut();
+        await writer.AppendAsync("s", ExpectedVersion.NoStream, TestEvents.Many(2));
+        var time = new ManualTimeProvider();
+        var reader = CreateSut(o => { o.PollInterval = Poll; o.Notifications = false; }, time);
+
+        await reader.WaitForEventsAsync(1, CancellationToken.None).AsTask().WaitAsync(PostgresDatabase.Wait);
+
+        time.PendingTimers.Should().Be(0);
     }
 
     [Fact]
