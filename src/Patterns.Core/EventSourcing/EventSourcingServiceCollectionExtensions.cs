@@ -1,5 +1,4 @@
 using Patterns.EventSourcing;
-using Patterns.EventSourcing.InMemory;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -20,7 +19,6 @@ public static class EventSourcingServiceCollectionExtensions
         if (!services.Any(static d => d.ServiceType == typeof(EventSourcingMarker)))
         {
             services.AddSingleton<EventSourcingMarker>();
-            services.AddOptions<InMemoryEventStorageOptions>().ValidateOnStart();
             builder.UseInMemory();
             builder.AddCoreServices();
         }
