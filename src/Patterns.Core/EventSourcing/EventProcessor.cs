@@ -84,77 +84,43 @@ internal sealed class EventProcessor : IDisposable
         }
     }
 
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public Task StartAsync(CancellationToken cancellationToken) => ControlAsync(static (p, _) =>
     {
-        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            StartLocked();
-        }
-        finally
-        {
-            _control.Release();
-        }
-    }
+        p.StartLocked();
+        return Task.CompletedTask;
+    }, cancellationToken);
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StopAsync(CancellationToken cancellationToken) => ControlAsync(static (p, ct) => p.StopLockedAsync(ct), cancellationToken);
+
+    public Task RestartAsync(CancellationToken cancellationToken) => ControlAsync(static async (p, ct) =>
     {
-        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            await StopLockedAsync(cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            _control.Release();
-        }
-    }
+        await p.StopLockedAsync(ct).ConfigureAwait(false);
+        p.StartLocked();
+    }, cancellationToken);
 
-    public async Task RestartAsync(CancellationToken cancellationToken)
+    public Task RebuildAsync(CancellationToken cancellationToken) => ControlAsync(static async (p, ct) =>
     {
-        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        var wasRunning = p._loop is not null;
+        await p.StopLockedAsync(ct).ConfigureAwait(false);
+        var collections = (p._options as ProjectionOptions)?.Collections ?? [];
+        EventSourcingLog.Rebuilding(p._logger, p.Name, collections.Count == 0 ? "none" : string.Join(", ", collections));
+        foreach (var collection in collections)
         {
-            await StopLockedAsync(cancellationToken).ConfigureAwait(false);
-            StartLocked();
+            await p._services.Documents.ClearAsync(collection, ct).ConfigureAwait(false);
         }
-        finally
-        {
-            _control.Release();
-        }
-    }
 
-    public async Task RebuildAsync(CancellationToken cancellationToken)
-    {
-        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
+        await p._services.Checkpoints.SaveAsync(p.Name, 0, ct).ConfigureAwait(false);
+        lock (p._gate)
         {
-            var wasRunning = _loop is not null;
-            await StopLockedAsync(cancellationToken).ConfigureAwait(false);
-            var collections = (_options as ProjectionOptions)?.Collections ?? [];
-            EventSourcingLog.Rebuilding(_logger, Name, collections.Count == 0 ? "none" : string.Join(", ", collections));
-            foreach (var collection in collections)
-            {
-                await _services.Documents.ClearAsync(collection, cancellationToken).ConfigureAwait(false);
-            }
-
-            await _services.Checkpoints.SaveAsync(Name, 0, cancellationToken).ConfigureAwait(false);
-            lock (_gate)
-            {
-                _checkpoint = 0;
-                _processed = 0;
-            }
-
-            if (wasRunning)
-            {
-                StartLocked();
-            }
+            p._checkpoint = 0;
+            p._processed = 0;
         }
-        finally
+
+        if (wasRunning)
         {
-            _control.Release();
+            p.StartLocked();
         }
-    }
+    }, cancellationToken);
 
     public void Dispose()
     {
@@ -182,6 +148,20 @@ internal sealed class EventProcessor : IDisposable
         }
     }
 
+    /// <summary>Runs one lifecycle change at a time (start, stop, restart, rebuild).</summary>
+    private async Task ControlAsync(Func<EventProcessor, CancellationToken, Task> change, CancellationToken cancellationToken)
+    {
+        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await change(this, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
     private void StartLocked()
     {
         if (_loop is { IsCompleted: false })
@@ -202,21 +182,20 @@ internal sealed class EventProcessor : IDisposable
 
     private async Task StopLockedAsync(CancellationToken cancellationToken)
     {
-        if (_loop is null)
+        if (_loop is not { } loop || _stopping is not { } stopping)
         {
             return;
         }
 
-        await _stopping!.CancelAsync().ConfigureAwait(false);
+        _loop = null;
+        _stopping = null;
+        await stopping.CancelAsync().ConfigureAwait(false);
         try
         {
-            await _loop.WaitAsync(cancellationToken).ConfigureAwait(false);
+            await loop.WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         finally
         {
-            _stopping.Dispose();
-            _stopping = null;
-            _loop = null;
             lock (_gate)
             {
                 if (_state != SubscriptionState.Faulted)
@@ -225,6 +204,9 @@ internal sealed class EventProcessor : IDisposable
                 }
             }
         }
+
+        // Only once the loop has ended: a loop abandoned at a deadline may still observe the token.
+        stopping.Dispose();
     }
 
     private async Task RunAsync(CancellationToken stopping)

@@ -88,7 +88,7 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"{what}: StreamPrefix must not be blank.");
             }
 
-            AddFailures(errors, what, new AggregateOptionsDataValidator().Validate(null, aggregate.Options));
+            TopologyValidator.AddFailures(errors, what, new AggregateOptionsDataValidator().Validate(null, aggregate.Options));
         }
 
         var names = new Dictionary<string, ProcessorRegistration>(StringComparer.Ordinal);
@@ -104,7 +104,7 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"{what}: the name is also used by {names[processor.Name].Describe()}; subscription and projection names are checkpoint names and must be unique.");
             }
 
-            AddFailures(errors, what, processor.Options switch
+            TopologyValidator.AddFailures(errors, what, processor.Options switch
             {
                 SubscriptionOptions subscription => new SubscriptionOptionsDataValidator().Validate(null, subscription),
                 ProjectionOptions projection => new ProjectionOptionsDataValidator().Validate(null, projection),
@@ -232,16 +232,5 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
         }
 
         return false;
-    }
-
-    private static void AddFailures(List<string> errors, string what, ValidateOptionsResult result)
-    {
-        if (result.Failed)
-        {
-            foreach (var failure in result.Failures ?? [])
-            {
-                errors.Add($"{what}: {failure}");
-            }
-        }
     }
 }
