@@ -92,6 +92,26 @@ public sealed class EventStoreTests
     }
 
     [Fact]
+    public async Task AppendAsync_WithATraceListener_RecordsAnAppendSpan()
+    {
+        using var host = await EventSourcingHost.StartAsync(_ => { });
+        var spans = new System.Collections.Concurrent.ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == PatternsDiagnostics.ActivitySourceName,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+
+        await host.Store().AppendAsync("span-stream", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(1m)]);
+
+        var append = spans.Where(a => a.OperationName == "eventstore.append" && (string?)a.GetTagItem("patterns.eventstore.stream") == "span-stream").Should().ContainSingle().Subject;
+        append.GetTagItem("patterns.eventstore.event_count").Should().Be(2);
+        append.Status.Should().Be(System.Diagnostics.ActivityStatusCode.Unset);
+    }
+
+    [Fact]
     public async Task ReadAsync_UnregisteredStoredType_ThrowsNamingTheTypeAndPosition()
     {
         using var host = await EventSourcingHost.StartAsync(_ => { });

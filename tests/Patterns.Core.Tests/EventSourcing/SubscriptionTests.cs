@@ -258,7 +258,7 @@ public sealed class SubscriptionTests
             if (e.Version == 2)
             {
                 entered.TrySetResult();
-                await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                await new TaskCompletionSource().Task.WaitAsync(ct);
             }
         }, o => o.Retry = null));
         await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
@@ -291,6 +291,25 @@ public sealed class SubscriptionTests
             .And.Contain(f => f.Contains("'bad'") && f.Contains("cannot be combined with StreamPrefix"))
             .And.Contain(f => f.Contains("'bad'") && f.Contains("AttemptTimeout"))
             .And.Contain(f => f.Contains("empty name"));
+    }
+
+    [Fact]
+    public async Task Subscription_SixteenConcurrentWriters_EveryEventHandledOnceInPositionOrder()
+    {
+        var recorder = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("tail", (e, ct) => recorder.RecordAsync(e, ct), o => o.BatchSize = 7));
+        var store = host.Store();
+
+        await Task.WhenAll(Enumerable.Range(0, 16).Select(w => Task.Run(async () =>
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                await store.AppendAsync($"account-{w}", ExpectedVersion.Any, [new Deposited(i), new Deposited(-i)]);
+            }
+        }))).WaitAsync(TestHost.Wait);
+        await host.Subscriptions().WaitForPositionAsync("tail", 16 * 50 * 2).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 1600).Select(i => (long)i));
     }
 
     [Fact]
