@@ -95,26 +95,38 @@ internal sealed class NotificationListener : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        Task? loop;
+        if (TryStop() is { } loop)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+            await loop.ConfigureAwait(false);
+            _stopping.Dispose();
+            _signal.TrySetResult();
+        }
+    }
+
+    /// <summary>Stops the listening loop without waiting for it to end (synchronous disposal).</summary>
+    public void Stop()
+    {
+        if (TryStop() is not null)
+        {
+            _stopping.Cancel();
+            _signal.TrySetResult();
+        }
+    }
+
+    /// <summary>Marks the listener stopped; returns the loop to wait for (a completed task when none ran), or null when already stopped.</summary>
+    private Task? TryStop()
+    {
         lock (_gate)
         {
             if (_stopped)
             {
-                return;
+                return null;
             }
 
             _stopped = true;
-            loop = _loop;
+            return _loop ?? Task.CompletedTask;
         }
-
-        await _stopping.CancelAsync().ConfigureAwait(false);
-        if (loop is not null)
-        {
-            await loop.ConfigureAwait(false);
-        }
-
-        _stopping.Dispose();
-        _signal.TrySetResult();
     }
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -30,7 +30,7 @@ namespace Patterns.Postgres;
 /// database and schema in a process. Dispose it to close the listening connection (and the data source it built).
 /// </para>
 /// </remarks>
-public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IAsyncDisposable
+public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
@@ -51,6 +51,12 @@ public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage
     /// <param name="logger">Logs migrations and listener failures; none when null.</param>
     /// <exception cref="ArgumentException">The options are invalid (every problem is listed), or the connection string cannot be parsed.</exception>
     public PostgresEventStore(PostgresEventStoreOptions options, ILogger<PostgresEventStore>? logger = null)
+        : this(options, null, logger)
+    {
+    }
+
+    /// <summary>Initializes a new instance with the application's clock as the fallback when the options name none.</summary>
+    internal PostgresEventStore(PostgresEventStoreOptions options, TimeProvider? defaultTimeProvider, ILogger? logger)
     {
         ArgumentNullException.ThrowIfNull(options);
         var validation = new PostgresEventStoreOptionsValidator().Validate(null, options);
@@ -66,8 +72,8 @@ public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage
         _pollInterval = options.PollInterval;
         _notifications = options.Notifications;
         _autoCreateSchema = options.AutoCreateSchema;
-        _timeProvider = options.TimeProvider ?? TimeProvider.System;
-        _logger = logger ?? (ILogger)NullLogger.Instance;
+        _timeProvider = options.TimeProvider ?? defaultTimeProvider ?? TimeProvider.System;
+        _logger = logger ?? NullLogger.Instance;
         _listener = new NotificationListener(_dataSource, _schema.Channel, _notifications, _timeProvider, _pollInterval, _logger);
     }
 
@@ -131,6 +137,21 @@ public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage
         if (_ownsDataSource)
         {
             await _dataSource.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Closes the listening connection (without waiting for its loop to end), and the data source when the store built it.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        _listener.Stop();
+        if (_ownsDataSource)
+        {
+            _dataSource.Dispose();
         }
     }
 
