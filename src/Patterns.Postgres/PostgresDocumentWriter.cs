@@ -1,5 +1,4 @@
 using Npgsql;
-using NpgsqlTypes;
 using Patterns.Storage;
 
 namespace Patterns.Postgres;
@@ -44,7 +43,7 @@ internal sealed class PostgresDocumentWriter : IDocumentWriter
         {
             command.Parameters.Add(Parameters.Text(collection));
             command.Parameters.Add(Parameters.Text(id));
-            command.Parameters.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = document, NpgsqlDbType = NpgsqlDbType.Bytea });
+            command.Parameters.Add(Parameters.Bytes(document));
             command.Parameters.Add(Parameters.Timestamp(_timeProvider.GetUtcNow()));
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }

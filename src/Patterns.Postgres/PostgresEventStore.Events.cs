@@ -241,18 +241,8 @@ public sealed partial class PostgresEventStore
     /// The last position given to a committed event (including events hard-deleted since). Every position up to it is
     /// readable without a gap below it, because positions commit in order.
     /// </remarks>
-    public async ValueTask<long> GetHeadPositionAsync(CancellationToken cancellationToken = default)
-    {
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.HeadPosition, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
-            }
-        }
-    }
+    public async ValueTask<long> GetHeadPositionAsync(CancellationToken cancellationToken = default) =>
+        (long)(await ScalarAsync(_schema.HeadPosition, cancellationToken).ConfigureAwait(false))!;
 
     /// <inheritdoc />
     /// <remarks>
@@ -266,24 +256,14 @@ public sealed partial class PostgresEventStore
         CancellationToken cancellationToken = default)
     {
         Guard.Text(streamId, nameof(streamId));
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
+        try
         {
-            var command = new NpgsqlCommand(_schema.Delete, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Text(streamId));
-                command.Parameters.Add(Parameters.Bigint(expectedVersion.Value));
-                command.Parameters.Add(Parameters.Boolean(mode == StreamDeleteMode.Hard));
-                try
-                {
-                    await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-                }
-                catch (PostgresException ex) when (ex.SqlState == PostgresSchema.WrongExpectedVersionState)
-                {
-                    throw new WrongExpectedVersionException(streamId, expectedVersion, ActualVersion(ex));
-                }
-            }
+            await NonQueryAsync(
+                _schema.Delete, cancellationToken, Parameters.Text(streamId), Parameters.Bigint(expectedVersion.Value), Parameters.Boolean(mode == StreamDeleteMode.Hard)).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresSchema.WrongExpectedVersionState)
+        {
+            throw new WrongExpectedVersionException(streamId, expectedVersion, ActualVersion(ex));
         }
     }
 
@@ -293,19 +273,9 @@ public sealed partial class PostgresEventStore
     {
         Guard.Text(streamId, nameof(streamId));
         ArgumentOutOfRangeException.ThrowIfNegative(beforeVersion);
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
+        if (await ScalarAsync(_schema.Truncate, cancellationToken, Parameters.Text(streamId), Parameters.Bigint(beforeVersion)).ConfigureAwait(false) is true)
         {
-            var command = new NpgsqlCommand(_schema.Truncate, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Text(streamId));
-                command.Parameters.Add(Parameters.Bigint(beforeVersion));
-                if (await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is true)
-                {
-                    throw new StreamDeletedException(streamId);
-                }
-            }
+            throw new StreamDeletedException(streamId);
         }
     }
 

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using Npgsql;
-using NpgsqlTypes;
 using Patterns.Storage;
 
 namespace Patterns.Postgres;
@@ -11,16 +10,7 @@ public sealed partial class PostgresEventStore
     async ValueTask<long?> ICheckpointStore.LoadAsync(string name, CancellationToken cancellationToken)
     {
         Guard.Text(name, nameof(name));
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.LoadCheckpoint, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Text(name));
-                return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long position ? position : null;
-            }
-        }
+        return await ScalarAsync(_schema.LoadCheckpoint, cancellationToken, Parameters.Text(name)).ConfigureAwait(false) is long position ? position : null;
     }
 
     /// <inheritdoc />
@@ -28,18 +18,7 @@ public sealed partial class PostgresEventStore
     {
         Guard.Text(name, nameof(name));
         ArgumentOutOfRangeException.ThrowIfNegative(position);
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.SaveCheckpoint, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Text(name));
-                command.Parameters.Add(Parameters.Bigint(position));
-                command.Parameters.Add(Parameters.Timestamp(_timeProvider.GetUtcNow()));
-                await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
+        await NonQueryAsync(_schema.SaveCheckpoint, cancellationToken, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(_timeProvider.GetUtcNow())).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -74,21 +53,15 @@ public sealed partial class PostgresEventStore
         Guard.Text(snapshot.StreamId, nameof(snapshot));
         Guard.Text(snapshot.SnapshotType, nameof(snapshot));
         ArgumentOutOfRangeException.ThrowIfNegative(snapshot.Version, nameof(snapshot));
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.SaveSnapshot, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Text(snapshot.StreamId));
-                command.Parameters.Add(Parameters.Bigint(snapshot.Version));
-                command.Parameters.Add(Parameters.Text(snapshot.SnapshotType));
-                command.Parameters.Add(Parameters.Integer(snapshot.SchemaVersion));
-                command.Parameters.Add(new NpgsqlParameter<ReadOnlyMemory<byte>> { TypedValue = snapshot.Data, NpgsqlDbType = NpgsqlDbType.Bytea });
-                command.Parameters.Add(Parameters.Timestamp(snapshot.Timestamp));
-                await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
+        await NonQueryAsync(
+            _schema.SaveSnapshot,
+            cancellationToken,
+            Parameters.Text(snapshot.StreamId),
+            Parameters.Bigint(snapshot.Version),
+            Parameters.Text(snapshot.SnapshotType),
+            Parameters.Integer(snapshot.SchemaVersion),
+            Parameters.Bytes(snapshot.Data),
+            Parameters.Timestamp(snapshot.Timestamp)).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -167,11 +140,7 @@ public sealed partial class PostgresEventStore
     public async ValueTask ClearAsync(string collection, CancellationToken cancellationToken = default)
     {
         Guard.Text(collection, nameof(collection));
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            await ExecuteAsync(connection, null, _schema.ClearDocuments, Parameters.Text(collection), cancellationToken).ConfigureAwait(false);
-        }
+        await NonQueryAsync(_schema.ClearDocuments, cancellationToken, Parameters.Text(collection)).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -179,17 +148,7 @@ public sealed partial class PostgresEventStore
     {
         Guard.Text(consumer, nameof(consumer));
         Guard.Text(messageId, nameof(messageId));
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.InboxContains, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Text(consumer));
-                command.Parameters.Add(Parameters.Text(messageId));
-                return (bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
-            }
-        }
+        return (bool)(await ScalarAsync(_schema.InboxContains, cancellationToken, Parameters.Text(consumer), Parameters.Text(messageId)).ConfigureAwait(false))!;
     }
 
     /// <inheritdoc />
@@ -198,34 +157,14 @@ public sealed partial class PostgresEventStore
     {
         Guard.Text(consumer, nameof(consumer));
         Guard.Text(messageId, nameof(messageId));
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.InboxMark, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Text(consumer));
-                command.Parameters.Add(Parameters.Text(messageId));
-                command.Parameters.Add(Parameters.Timestamp(_timeProvider.GetUtcNow()));
-                return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
-            }
-        }
+        var marked = await NonQueryAsync(
+            _schema.InboxMark, cancellationToken, Parameters.Text(consumer), Parameters.Text(messageId), Parameters.Timestamp(_timeProvider.GetUtcNow())).ConfigureAwait(false);
+        return marked == 1;
     }
 
     /// <inheritdoc />
-    public async ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default)
-    {
-        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using (connection.ConfigureAwait(false))
-        {
-            var command = new NpgsqlCommand(_schema.InboxPrune, connection);
-            await using (command.ConfigureAwait(false))
-            {
-                command.Parameters.Add(Parameters.Timestamp(olderThan));
-                return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-            }
-        }
-    }
+    public async ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default) =>
+        await NonQueryAsync(_schema.InboxPrune, cancellationToken, Parameters.Timestamp(olderThan)).ConfigureAwait(false);
 
     // Rows are buffered whole (no sequential access), so reading columns synchronously does not block.
     private static StoredSnapshot ReadSnapshot(NpgsqlDataReader reader, string streamId) =>

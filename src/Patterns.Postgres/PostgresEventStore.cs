@@ -155,6 +155,36 @@ public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage
         }
     }
 
+    /// <summary>Runs one statement on a pooled connection and returns its first column of the first row.</summary>
+    private async ValueTask<object?> ScalarAsync(string sql, CancellationToken cancellationToken, params NpgsqlParameter[] parameters)
+    {
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var command = new NpgsqlCommand(sql, connection);
+            await using (command.ConfigureAwait(false))
+            {
+                command.Parameters.AddRange(parameters);
+                return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Runs one statement on a pooled connection and returns the number of rows it changed.</summary>
+    private async ValueTask<int> NonQueryAsync(string sql, CancellationToken cancellationToken, params NpgsqlParameter[] parameters)
+    {
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var command = new NpgsqlCommand(sql, connection);
+            await using (command.ConfigureAwait(false))
+            {
+                command.Parameters.AddRange(parameters);
+                return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
     private static async ValueTask ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql, NpgsqlParameter? parameter, CancellationToken cancellationToken)
     {
         var command = new NpgsqlCommand(sql, connection, transaction);
