@@ -18,11 +18,12 @@ internal static class Guard
         Text(id, nameof(id));
     }
 
-    public static void OptionalText(string? value, string what)
+    /// <summary>Refuses an event field holding U+0000; the message is built only on failure.</summary>
+    public static void EventText(string? value, string field, Guid eventId)
     {
         if (value is not null && value.Contains('\0', StringComparison.Ordinal))
         {
-            throw new ArgumentException($"{what} contains a NUL character (U+0000), which PostgreSQL text cannot store.", "events");
+            throw new ArgumentException($"The {field} of event {eventId} contains a NUL character (U+0000), which PostgreSQL text cannot store.", "events");
         }
     }
 }

@@ -336,9 +336,9 @@ public sealed partial class PostgresEventStore
                 throw new ArgumentException($"Event {e.EventId} appended to stream '{streamId}' has no event type.", nameof(events));
             }
 
-            Guard.OptionalText(e.EventType, $"The event type of event {e.EventId}");
-            Guard.OptionalText(e.CorrelationId, $"The correlation id of event {e.EventId}");
-            Guard.OptionalText(e.CausationId, $"The causation id of event {e.EventId}");
+            Guard.EventText(e.EventType, "event type", e.EventId);
+            Guard.EventText(e.CorrelationId, "correlation id", e.EventId);
+            Guard.EventText(e.CausationId, "causation id", e.EventId);
             if (ids is not null && !ids.Add(e.EventId))
             {
                 throw new ArgumentException($"Event id {e.EventId} appears more than once in one append to stream '{streamId}'.", nameof(events));
