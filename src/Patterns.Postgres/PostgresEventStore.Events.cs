@@ -15,12 +15,20 @@ public sealed partial class PostgresEventStore
 
     /// <inheritdoc />
     /// <remarks>
+    /// <para>
     /// One round trip without inline projections. The expected-version check, the idempotency check (a unique index on
     /// stream and event id) and the insert run in one transaction; a retried append that finds its events already
-    /// stored returns the original result. With <paramref name="inlineProjection"/>, the projection runs in the same
-    /// transaction, while the append holds the position lock (other appends wait), so keep it short.
+    /// stored returns the original result.
+    /// </para>
+    /// <para>
+    /// Appends without inline projections that arrive while another is running are committed together in one
+    /// transaction (group commit), each with its own outcome: one append's conflict never fails another. Cancelling
+    /// such an append takes effect only while it waits for its group. With <paramref name="inlineProjection"/>, the
+    /// append runs alone, and the projection runs in its transaction while it holds the position lock (other appends
+    /// wait), so keep it short.
+    /// </para>
     /// </remarks>
-    public async ValueTask<AppendResult> AppendAsync(
+    public ValueTask<AppendResult> AppendAsync(
         string streamId,
         ExpectedVersion expectedVersion,
         IReadOnlyList<SerializedEvent> events,
@@ -28,6 +36,19 @@ public sealed partial class PostgresEventStore
         CancellationToken cancellationToken = default)
     {
         ValidateAppend(streamId, events);
+        return inlineProjection is null
+            ? AppendGroupedAsync(streamId, expectedVersion, events, cancellationToken)
+            : AppendOneAsync(streamId, expectedVersion, events, inlineProjection, cancellationToken);
+    }
+
+    /// <summary>Appends one batch in a transaction of its own, mapping the function's errors to the SPI's exceptions.</summary>
+    private async ValueTask<AppendResult> AppendOneAsync(
+        string streamId,
+        ExpectedVersion expectedVersion,
+        IReadOnlyList<SerializedEvent> events,
+        InlineProjection? inlineProjection,
+        CancellationToken cancellationToken)
+    {
         var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using (connection.ConfigureAwait(false))
         {
@@ -432,23 +453,10 @@ public sealed partial class PostgresEventStore
         CancellationToken cancellationToken)
     {
         var count = events.Count;
-        var ids = new Guid[count];
-        var types = new string[count];
-        var data = new byte[count][];
-        var metadata = new byte[]?[count];
-        var correlationIds = new string?[count];
-        var causationIds = new string?[count];
-        var timestamps = new DateTime[count];
+        var columns = new EventColumns(count);
         for (var i = 0; i < count; i++)
         {
-            var e = events[i];
-            ids[i] = e.EventId;
-            types[i] = e.EventType;
-            data[i] = AsArray(e.Data);
-            metadata[i] = e.Metadata.IsEmpty ? null : AsArray(e.Metadata);
-            correlationIds[i] = e.CorrelationId;
-            causationIds[i] = e.CausationId;
-            timestamps[i] = e.Timestamp.UtcDateTime;
+            columns.Set(i, events[i]);
         }
 
         var command = new NpgsqlCommand(_schema.Append, connection, transaction);
@@ -457,14 +465,8 @@ public sealed partial class PostgresEventStore
             var parameters = command.Parameters;
             parameters.Add(Parameters.Text(streamId));
             parameters.Add(Parameters.Bigint(expectedVersion.Value));
-            parameters.Add(Parameters.Array(ids, NpgsqlDbType.Uuid));
-            parameters.Add(Parameters.Array(types, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(data, NpgsqlDbType.Bytea));
-            parameters.Add(Parameters.Array(metadata, NpgsqlDbType.Bytea));
-            parameters.Add(Parameters.Array(correlationIds, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(causationIds, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(timestamps, NpgsqlDbType.TimestampTz));
-            parameters.Add(new NpgsqlParameter<string?> { TypedValue = _notifications ? _schema.Channel : null, NpgsqlDbType = NpgsqlDbType.Text });
+            columns.AddTo(parameters);
+            parameters.Add(Channel());
             var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             await using (reader.ConfigureAwait(false))
             {

@@ -30,6 +30,7 @@ internal sealed class PostgresSchema
         Migrations = BuildMigrations(s);
 
         Append = $"SELECT new_version, first_position FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        AppendGroup = $"SELECT status, new_version, first_position FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         FindEventIds = $"SELECT event_id, version, position FROM {s}.events WHERE stream_id = $1 AND event_id = ANY($2)";
         StreamState = $"SELECT version, deleted, truncated_before FROM {s}.streams WHERE stream_id = $1";
         const string Columns = "event_id, stream_id, version, position, event_type, data, created_at, correlation_id, causation_id, metadata";
@@ -99,6 +100,8 @@ internal sealed class PostgresSchema
     public IReadOnlyList<(int Version, string Sql)> Migrations { get; }
 
     public string Append { get; }
+
+    public string AppendGroup { get; }
 
     public string FindEventIds { get; }
 
@@ -275,6 +278,109 @@ internal sealed class PostgresSchema
                 IF p_channel IS NOT NULL THEN
                     PERFORM pg_notify(p_channel, (first_position + v_count - 1)::text);
                 END IF;
+            END
+            $fn$;
+
+            -- Appends several batches in one transaction (group commit). The batches come sorted by stream id, so
+            -- concurrent groups lock stream rows in one order, and every stream row is locked before log_head, as in
+            -- append_events. Batch i holds p_counts[i] events of the flattened event arrays. Returns one row per batch,
+            -- in input order: status 0 appended (new_version, first_position), 1 wrong expected version (new_version
+            -- is the actual version), 2 deleted stream, 3 an event id is already in the stream (or earlier in this
+            -- group). Nothing is stored for a batch that does not get status 0.
+            CREATE FUNCTION {{s}}.append_group(
+                p_stream_ids text[], p_expected bigint[], p_counts integer[], p_event_ids uuid[], p_event_types text[],
+                p_data bytea[], p_metadata bytea[], p_correlation_ids text[], p_causation_ids text[],
+                p_created_at timestamptz[], p_channel text)
+            RETURNS TABLE (status integer, new_version bigint, first_position bigint)
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                n integer := cardinality(p_stream_ids);
+                v_status integer[] := array_fill(0, ARRAY[n]);
+                v_version bigint[] := array_fill(0::bigint, ARRAY[n]);
+                v_first bigint[] := array_fill(0::bigint, ARRAY[n]);
+                v_start integer[] := array_fill(0, ARRAY[n]);
+                v_stream text;
+                v_current bigint;
+                v_deleted boolean;
+                v_exists boolean;
+                v_ids uuid[];
+                v_batch uuid[];
+                v_offset integer := 1;
+                v_total integer := 0;
+                v_position bigint;
+                i integer;
+            BEGIN
+                FOR i IN 1 .. n LOOP
+                    IF v_stream IS DISTINCT FROM p_stream_ids[i] THEN
+                        v_stream := p_stream_ids[i];
+                        v_ids := ARRAY[]::uuid[];
+                        SELECT s.version, s.deleted INTO v_current, v_deleted
+                          FROM {{s}}.streams s WHERE s.stream_id = v_stream FOR UPDATE;
+                        v_exists := FOUND;
+                        IF NOT v_exists THEN
+                            v_current := 0;
+                            v_deleted := false;
+                        END IF;
+                    END IF;
+
+                    v_start[i] := v_offset;
+                    v_batch := p_event_ids[v_offset : v_offset + p_counts[i] - 1];
+                    v_offset := v_offset + p_counts[i];
+
+                    IF NOT v_exists AND p_expected[i] IN (-1, 0) THEN
+                        -- Create the stream row (and lock it); another transaction may have created it meanwhile.
+                        INSERT INTO {{s}}.streams (stream_id, version) VALUES (v_stream, 0) ON CONFLICT (stream_id) DO NOTHING;
+                        IF NOT FOUND THEN
+                            SELECT s.version, s.deleted INTO v_current, v_deleted
+                              FROM {{s}}.streams s WHERE s.stream_id = v_stream FOR UPDATE;
+                        END IF;
+                        v_exists := true;
+                    END IF;
+
+                    IF v_deleted THEN
+                        v_status[i] := 2;
+                    ELSIF (p_expected[i] = -2 AND v_current = 0) OR (p_expected[i] >= 0 AND p_expected[i] <> v_current) THEN
+                        v_status[i] := 1;
+                        v_version[i] := v_current;
+                    ELSIF v_batch && v_ids
+                          OR (v_current > 0 AND EXISTS (SELECT 1 FROM {{s}}.events e WHERE e.stream_id = v_stream AND e.event_id = ANY (v_batch))) THEN
+                        v_status[i] := 3;
+                    ELSE
+                        v_version[i] := v_current + p_counts[i];
+                        v_current := v_version[i];
+                        v_ids := v_ids || v_batch;
+                        v_total := v_total + p_counts[i];
+                    END IF;
+                END LOOP;
+
+                IF v_total > 0 THEN
+                    -- The position lock, taken after every stream row lock; held until commit, as in append_events.
+                    UPDATE {{s}}.log_head SET position = position + v_total RETURNING position - v_total + 1 INTO v_position;
+                    FOR i IN 1 .. n LOOP
+                        IF v_status[i] = 0 THEN
+                            v_first[i] := v_position;
+                            INSERT INTO {{s}}.events (position, stream_id, version, event_id, event_type, data, metadata,
+                                                      correlation_id, causation_id, created_at)
+                            SELECT v_position + u.ord - 1, p_stream_ids[i], v_version[i] - p_counts[i] + u.ord, u.event_id,
+                                   u.event_type, u.data, u.metadata, u.correlation_id, u.causation_id, u.created_at
+                              FROM unnest(p_event_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_event_types[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_data[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_metadata[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_correlation_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_causation_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_created_at[v_start[i] : v_start[i] + p_counts[i] - 1])
+                                   WITH ORDINALITY AS u(event_id, event_type, data, metadata, correlation_id, causation_id, created_at, ord);
+                            UPDATE {{s}}.streams SET version = v_version[i] WHERE stream_id = p_stream_ids[i];
+                            v_position := v_position + p_counts[i];
+                        END IF;
+                    END LOOP;
+                    IF p_channel IS NOT NULL THEN
+                        PERFORM pg_notify(p_channel, (v_position - 1)::text);
+                    END IF;
+                END IF;
+
+                RETURN QUERY SELECT u.s, u.v, u.f FROM unnest(v_status, v_version, v_first) WITH ORDINALITY AS u(s, v, f, ord) ORDER BY u.ord;
             END
             $fn$;
 
