@@ -21,9 +21,10 @@ namespace Patterns.Postgres;
 /// <para>
 /// Global positions come from a one-row counter that each append updates after its checks; the row lock is held
 /// until the append commits, so positions become visible strictly in increasing order: <see cref="ReadAllAsync"/>
-/// never returns an event while an event with a lower position can still commit. Concurrent appends therefore
-/// commit one at a time (each holds the lock for its insert and commit). A rolled-back append restores the
-/// counter, so positions are contiguous; only a hard delete leaves holes. See docs/stores/postgres.md.
+/// never returns an event while an event with a lower position can still commit. Transactions that append therefore
+/// commit one at a time, and appends made concurrently through one store instance share a transaction (group
+/// commit). A rolled-back append restores the counter, so positions are contiguous; only a hard delete leaves
+/// holes. See docs/stores/postgres.md.
 /// </para>
 /// <para>
 /// The schema is created on first use, or by <see cref="MigrateAsync"/>. Thread-safe; share one instance per
