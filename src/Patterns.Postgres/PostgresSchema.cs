@@ -239,6 +239,7 @@ internal sealed class PostgresSchema
                 v_count integer := cardinality(p_event_ids);
                 v_version bigint;
                 v_deleted boolean;
+                v_created boolean := false;
             BEGIN
                 SELECT s.version, s.deleted INTO v_version, v_deleted
                   FROM {{s}}.streams s WHERE s.stream_id = p_stream_id FOR UPDATE;
@@ -246,10 +247,12 @@ internal sealed class PostgresSchema
                     IF p_expected > 0 OR p_expected = -2 THEN
                         RAISE EXCEPTION USING ERRCODE = 'PT409', MESSAGE = 'wrong expected version, actual 0';
                     END IF;
-                    INSERT INTO {{s}}.streams (stream_id, version) VALUES (p_stream_id, 0) ON CONFLICT (stream_id) DO NOTHING;
+                    -- A new stream's row is written once, with its final version; it rolls back with the append.
+                    INSERT INTO {{s}}.streams (stream_id, version) VALUES (p_stream_id, v_count) ON CONFLICT (stream_id) DO NOTHING;
                     IF FOUND THEN
                         v_version := 0;
                         v_deleted := false;
+                        v_created := true;
                     ELSE
                         SELECT s.version, s.deleted INTO v_version, v_deleted
                           FROM {{s}}.streams s WHERE s.stream_id = p_stream_id FOR UPDATE;
@@ -274,7 +277,9 @@ internal sealed class PostgresSchema
                        WITH ORDINALITY AS u(event_id, event_type, data, metadata, correlation_id, causation_id, created_at, ord);
 
                 new_version := v_version + v_count;
-                UPDATE {{s}}.streams SET version = new_version WHERE stream_id = p_stream_id;
+                IF NOT v_created THEN
+                    UPDATE {{s}}.streams SET version = new_version WHERE stream_id = p_stream_id;
+                END IF;
                 IF p_channel IS NOT NULL THEN
                     PERFORM pg_notify(p_channel, (first_position + v_count - 1)::text);
                 END IF;
