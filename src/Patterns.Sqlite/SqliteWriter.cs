@@ -1,0 +1,504 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using System.Threading.Channels;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging;
+using Patterns.Storage;
+
+namespace Patterns.Sqlite;
+
+/// <summary>
+/// The store's only writer: one connection and one loop fed by a bounded queue. Each turn it takes every write queued
+/// so far (up to the per-commit limits), runs them in one IMMEDIATE transaction, each under its own savepoint so that a
+/// failing write is rolled back alone, commits once (one WAL sync), and then completes every caller: group commit.
+/// </summary>
+/// <remarks>
+/// Positions come from the <c>log</c> row read after <c>BEGIN IMMEDIATE</c>, that is, under SQLite's write lock, so they
+/// are assigned in commit order even when another process writes to the same file; a reader sees a transaction whole
+/// or not at all (WAL snapshots), so the log it reads has no gap that a later commit could fill.
+/// </remarks>
+internal sealed class SqliteWriter : IAsyncDisposable
+{
+    /// <summary>Rows per multi-row INSERT, largest first; an append is split greedily into these chunks.</summary>
+    private static readonly int[] ChunkSizes = [32, 8, 1];
+
+    private readonly SqliteConnection _connection;
+    private readonly SqliteSql _sql;
+    private readonly Channel<WriteOperation> _queue;
+    private readonly int _maxWrites;
+    private readonly int _maxEvents;
+    private readonly Action<long> _committed;
+    private readonly ILogger _logger;
+    private readonly Task _loop;
+
+    private readonly SqliteCommand _begin;
+    private readonly SqliteCommand _commit;
+    private readonly SqliteCommand _rollback;
+    private readonly SqliteCommand _savepoint;
+    private readonly SqliteCommand _release;
+    private readonly SqliteCommand _rollbackTo;
+    private readonly SqliteCommand _selectHead;
+    private readonly SqliteCommand _updateHead;
+    private readonly SqliteCommand _selectStream;
+    private readonly SqliteCommand _upsertStream;
+    private readonly SqliteCommand _findEvent;
+    private readonly SqliteCommand?[] _inserts = new SqliteCommand?[ChunkSizes.Length];
+    private readonly Dictionary<string, SqliteCommand> _other = new(StringComparer.Ordinal);
+
+    private long _commits;
+    private long _writes;
+
+    private SqliteWriter(SqliteConnection connection, SqliteSql sql, SqliteEventStoreOptions options, long head, Action<long> committed, ILogger logger)
+    {
+        _connection = connection;
+        _sql = sql;
+        _maxWrites = options.MaxWritesPerCommit;
+        _maxEvents = options.MaxEventsPerCommit;
+        _committed = committed;
+        _logger = logger;
+        Head = head;
+        _queue = Channel.CreateBounded<WriteOperation>(new BoundedChannelOptions(options.WriteQueueCapacity)
+        {
+            SingleReader = true,
+            SingleWriter = false,
+            FullMode = BoundedChannelFullMode.Wait,
+        });
+
+        _begin = SqliteRows.Command(connection, "BEGIN IMMEDIATE");
+        _commit = SqliteRows.Command(connection, "COMMIT");
+        _rollback = SqliteRows.Command(connection, "ROLLBACK");
+        _savepoint = SqliteRows.Command(connection, "SAVEPOINT write");
+        _release = SqliteRows.Command(connection, "RELEASE write");
+        _rollbackTo = SqliteRows.Command(connection, "ROLLBACK TO write");
+        _selectHead = SqliteRows.Command(connection, sql.SelectHead);
+        _updateHead = SqliteRows.Command(connection, sql.UpdateHead, "@head");
+        _selectStream = SqliteRows.Command(connection, sql.SelectStream, "@stream");
+        _upsertStream = SqliteRows.Command(connection, sql.UpsertStreamVersion, "@stream", "@version");
+        _findEvent = SqliteRows.Command(connection, sql.FindEvent, "@id", "@stream");
+        _loop = Task.Run(RunAsync);
+    }
+
+    /// <summary>Gets or sets the head position inside the open transaction; appends advance it.</summary>
+    public long Head { get; set; }
+
+    /// <summary>Gets the number of transactions committed by the loop.</summary>
+    public long Commits => Interlocked.Read(ref _commits);
+
+    /// <summary>Gets the number of writes committed by the loop.</summary>
+    public long Writes => Interlocked.Read(ref _writes);
+
+    /// <summary>Opens the writer's connection in WAL mode with synchronous=FULL, creates the schema and starts the loop.</summary>
+    public static SqliteWriter Open(string connectionString, SqliteSql sql, SqliteEventStoreOptions options, Action<long> committed, ILogger logger)
+    {
+        var connection = SqliteDatabase.OpenConnection(connectionString, options);
+        try
+        {
+            SqliteDatabase.EnableWal(connection);
+            SqliteRows.Execute(connection, "PRAGMA synchronous = FULL");
+            SqliteDatabase.Migrate(connection, sql);
+            using var head = SqliteRows.Command(connection, sql.SelectHead);
+            return new SqliteWriter(connection, sql, options, Convert.ToInt64(head.ExecuteScalar(), CultureInfo.InvariantCulture), committed, logger);
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Queues a write; the returned task completes when it has committed (or failed).</summary>
+    public ValueTask<T> EnqueueAsync<T>(WriteOperation<T> operation)
+    {
+        if (_queue.Writer.TryWrite(operation))
+        {
+            return operation.Task;
+        }
+
+        return EnqueueSlowAsync(operation);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _loop.ConfigureAwait(false);
+        foreach (var command in _other.Values)
+        {
+            command.Dispose();
+        }
+
+        foreach (var command in _inserts)
+        {
+            command?.Dispose();
+        }
+
+        foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _rollbackTo, _selectHead, _updateHead, _selectStream, _upsertStream, _findEvent })
+        {
+            command.Dispose();
+        }
+
+        await _connection.DisposeAsync().ConfigureAwait(false);
+    }
+
+    // ---- used by operations, inside the open transaction ----
+
+    /// <summary>Reads a stream's row: version, deletion mode (0 none, 1 soft, 2 hard) and truncation.</summary>
+    public StreamRow GetStream(string streamId)
+    {
+        _selectStream.Parameters[0].Value = streamId;
+        using var reader = _selectStream.ExecuteReader();
+        return reader.Read() ? new StreamRow(reader.GetInt64(0), reader.GetInt32(1), reader.GetInt64(2)) : default;
+    }
+
+    /// <summary>
+    /// Looks up the append's event ids in the stream. Returns the original result when all of them are stored, in order,
+    /// with consecutive versions, at a place the expected version allows (an exact retry); null when none is stored.
+    /// </summary>
+    /// <exception cref="DuplicateEventException">Some ids are stored, but this is not an exact retry.</exception>
+    public AppendResult? FindRetry(string streamId, ExpectedVersion expected, IReadOnlyList<SerializedEvent> events)
+    {
+        _findEvent.Parameters[1].Value = streamId;
+        long firstVersion = 0, firstPosition = 0, lastPosition = 0;
+        var found = 0;
+        Guid? duplicate = null;
+        for (var i = 0; i < events.Count; i++)
+        {
+            _findEvent.Parameters[0].Value = events[i].EventId;
+            using var reader = _findEvent.ExecuteReader();
+            if (!reader.Read())
+            {
+                continue;
+            }
+
+            duplicate ??= events[i].EventId;
+            var version = reader.GetInt64(0);
+            var position = reader.GetInt64(1);
+            if (found == 0)
+            {
+                firstVersion = version;
+                firstPosition = position;
+            }
+
+            if (found != i || version != firstVersion + i)
+            {
+                throw new DuplicateEventException(streamId, duplicate.Value);
+            }
+
+            lastPosition = position;
+            found++;
+        }
+
+        if (found == 0)
+        {
+            return null;
+        }
+
+        if (found != events.Count || !expected.IsSatisfiedBy(firstVersion - 1))
+        {
+            throw new DuplicateEventException(streamId, duplicate!.Value);
+        }
+
+        return new AppendResult(streamId, firstVersion + found - 1, firstPosition, lastPosition);
+    }
+
+    /// <summary>Inserts events with consecutive versions and positions, in multi-row chunks.</summary>
+    public void InsertEvents(string streamId, long firstVersion, long firstPosition, IReadOnlyList<SerializedEvent> events)
+    {
+        var index = 0;
+        for (var c = 0; c < ChunkSizes.Length; c++)
+        {
+            var rows = ChunkSizes[c];
+            while (events.Count - index >= rows)
+            {
+                var command = _inserts[c] ??= CreateInsert(rows);
+                var parameters = command.Parameters;
+                for (var r = 0; r < rows; r++)
+                {
+                    var e = events[index + r];
+                    var p = r * 10;
+                    parameters[p].Value = firstPosition + index + r;
+                    parameters[p + 1].Value = streamId;
+                    parameters[p + 2].Value = firstVersion + index + r;
+                    parameters[p + 3].Value = e.EventId;
+                    parameters[p + 4].Value = e.EventType;
+                    parameters[p + 5].Value = SqliteRows.Array(e.Data);
+                    parameters[p + 6].Value = SqliteRows.OptionalBlob(e.Metadata);
+                    parameters[p + 7].Value = SqliteRows.OptionalText(e.CorrelationId);
+                    parameters[p + 8].Value = SqliteRows.OptionalText(e.CausationId);
+                    parameters[p + 9].Value = e.Timestamp.UtcTicks;
+                }
+
+                command.ExecuteNonQuery();
+                index += rows;
+            }
+        }
+    }
+
+    /// <summary>Sets a stream's version, creating its row on the first append.</summary>
+    public void SetStreamVersion(string streamId, long version)
+    {
+        _upsertStream.Parameters[0].Value = streamId;
+        _upsertStream.Parameters[1].Value = version;
+        _upsertStream.ExecuteNonQuery();
+    }
+
+    /// <summary>Runs one of the store's other statements, prepared once, with its parameters set in order.</summary>
+    public SqliteCommand Prepared(string sql, params ReadOnlySpan<string> parameters)
+    {
+        if (!_other.TryGetValue(sql, out var command))
+        {
+            command = SqliteRows.Command(_connection, sql, parameters);
+            _other.Add(sql, command);
+        }
+
+        return command;
+    }
+
+    public byte[]? GetDocument(string collection, string id)
+    {
+        var command = Prepared(_sql.SelectDocument, "@collection", "@id");
+        command.Parameters[0].Value = collection;
+        command.Parameters[1].Value = id;
+        return command.ExecuteScalar() as byte[];
+    }
+
+    public void UpsertDocument(string collection, string id, ReadOnlyMemory<byte> document)
+    {
+        var command = Prepared(_sql.UpsertDocument, "@collection", "@id", "@data");
+        command.Parameters[0].Value = collection;
+        command.Parameters[1].Value = id;
+        command.Parameters[2].Value = SqliteRows.Array(document);
+        command.ExecuteNonQuery();
+    }
+
+    public bool DeleteDocument(string collection, string id)
+    {
+        var command = Prepared(_sql.DeleteDocument, "@collection", "@id");
+        command.Parameters[0].Value = collection;
+        command.Parameters[1].Value = id;
+        return command.ExecuteNonQuery() > 0;
+    }
+
+    /// <summary>Reads an integer pragma of the writer's connection.</summary>
+    public long Pragma(string name)
+    {
+        using var command = _connection.CreateCommand();
+        command.CommandText = "PRAGMA " + name;
+        return Convert.ToInt64(command.ExecuteScalar(), CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>Creates missing tables inside the open transaction and checks the schema version.</summary>
+    public bool CreateSchema(SqliteSql sql)
+    {
+        SqliteDatabase.CreateSchema(_connection, sql);
+        return true;
+    }
+
+    /// <summary>Marks a stream deleted (soft or hard); a hard delete also removes its events. The row stays, so the id is never reused.</summary>
+    public bool DeleteStream(string streamId, ExpectedVersion expected, StreamDeleteMode mode, SqliteSql sql)
+    {
+        var row = GetStream(streamId);
+        if (!expected.IsSatisfiedBy(row.Version))
+        {
+            throw new WrongExpectedVersionException(streamId, expected, row.Version);
+        }
+
+        var mark = Prepared(sql.MarkStreamDeleted, "@stream", "@version", "@deleted");
+        mark.Parameters[0].Value = streamId;
+        mark.Parameters[1].Value = row.Version;
+        mark.Parameters[2].Value = mode == StreamDeleteMode.Hard ? 2 : 1;
+        mark.ExecuteNonQuery();
+        if (mode == StreamDeleteMode.Hard)
+        {
+            var delete = Prepared(sql.DeleteStreamEvents, "@stream");
+            delete.Parameters[0].Value = streamId;
+            delete.ExecuteNonQuery();
+        }
+
+        return true;
+    }
+
+    /// <summary>Raises a stream's truncation point (never lowers it); a stream that does not exist is left alone.</summary>
+    public bool TruncateStream(string streamId, long beforeVersion, SqliteSql sql)
+    {
+        if (GetStream(streamId).Deleted != 0)
+        {
+            throw new StreamDeletedException(streamId);
+        }
+
+        var command = Prepared(sql.TruncateStream, "@stream", "@before");
+        command.Parameters[0].Value = streamId;
+        command.Parameters[1].Value = beforeVersion;
+        return command.ExecuteNonQuery() > 0;
+    }
+
+    // ---- the loop ----
+
+    private async ValueTask<T> EnqueueSlowAsync<T>(WriteOperation<T> operation)
+    {
+        try
+        {
+            await _queue.Writer.WriteAsync(operation, operation.CancellationToken).ConfigureAwait(false);
+        }
+        catch (ChannelClosedException)
+        {
+            throw new ObjectDisposedException(nameof(SqliteEventStore), "The SQLite event store was disposed.");
+        }
+
+        return await operation.Task.ConfigureAwait(false);
+    }
+
+    private async Task RunAsync()
+    {
+        var reader = _queue.Reader;
+        var batch = new List<WriteOperation>(Math.Min(_maxWrites, 1024));
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            var events = 0;
+            while (batch.Count < _maxWrites && events < _maxEvents && reader.TryRead(out var operation))
+            {
+                if (operation.CancellationToken.IsCancellationRequested)
+                {
+                    operation.Fail(new OperationCanceledException(operation.CancellationToken));
+                    continue;
+                }
+
+                batch.Add(operation);
+                events += operation.EventCount;
+            }
+
+            if (batch.Count > 0)
+            {
+                await CommitAsync(batch).ConfigureAwait(false);
+                batch.Clear();
+            }
+        }
+    }
+
+    [SuppressMessage("Performance", "CA1849", Justification = "Microsoft.Data.Sqlite has no asynchronous I/O; its async methods run synchronously and only add allocations.")]
+    private async ValueTask CommitAsync(List<WriteOperation> batch)
+    {
+        var startHead = 0L;
+        try
+        {
+            _begin.ExecuteNonQuery();
+            startHead = Head = Convert.ToInt64(_selectHead.ExecuteScalar(), CultureInfo.InvariantCulture);
+            var savepoints = batch.Count > 1;
+            foreach (var operation in batch)
+            {
+                var before = Head;
+                if (savepoints)
+                {
+                    _savepoint.ExecuteNonQuery();
+                }
+
+                try
+                {
+                    await operation.ExecuteAsync(this).ConfigureAwait(false);
+                    if (savepoints)
+                    {
+                        _release.ExecuteNonQuery();
+                    }
+                }
+                catch (Exception ex) when (ex is not SqliteException || savepoints)
+                {
+                    // The write fails alone: undo it to its savepoint (a lone write: to the start of the transaction,
+                    // which then commits nothing) and carry on with the others.
+                    operation.Error = ex;
+                    Head = before;
+                    if (savepoints)
+                    {
+                        _rollbackTo.ExecuteNonQuery();
+                        _release.ExecuteNonQuery();
+                    }
+                }
+            }
+
+            if (Head != startHead)
+            {
+                _updateHead.Parameters[0].Value = Head;
+                _updateHead.ExecuteNonQuery();
+            }
+
+            if (batch.Count == 1 && batch[0].Error is not null)
+            {
+                _rollback.ExecuteNonQuery();
+            }
+            else
+            {
+                _commit.ExecuteNonQuery();
+            }
+        }
+        catch (Exception ex)
+        {
+            // The transaction as a whole failed (BEGIN timed out on another process's lock, the disk is full, an I/O
+            // error): nothing of it is stored, so every write in it fails.
+            SqliteLog.CommitFailed(_logger, ex, batch.Count);
+            TryRollback();
+            Head = startHead;
+            foreach (var operation in batch)
+            {
+                operation.Fail(operation.Error ?? ex);
+            }
+
+            return;
+        }
+
+        Interlocked.Increment(ref _commits);
+        Interlocked.Add(ref _writes, batch.Count);
+        if (Head != startHead)
+        {
+            _committed(Head);
+        }
+
+        foreach (var operation in batch)
+        {
+            if (operation.Error is { } error)
+            {
+                operation.Fail(error);
+            }
+            else
+            {
+                operation.Complete();
+            }
+        }
+    }
+
+    private void TryRollback()
+    {
+        try
+        {
+            if (!_connection.IsAutocommit())
+            {
+                _rollback.ExecuteNonQuery();
+            }
+        }
+        catch (SqliteException ex)
+        {
+            SqliteLog.RollbackFailed(_logger, ex);
+        }
+    }
+
+    private SqliteCommand CreateInsert(int rows)
+    {
+        var names = new string[rows * 10];
+        for (var r = 0; r < rows; r++)
+        {
+            var i = r.ToString(CultureInfo.InvariantCulture);
+            names[r * 10] = "@p" + i;
+            names[(r * 10) + 1] = "@s" + i;
+            names[(r * 10) + 2] = "@v" + i;
+            names[(r * 10) + 3] = "@i" + i;
+            names[(r * 10) + 4] = "@t" + i;
+            names[(r * 10) + 5] = "@d" + i;
+            names[(r * 10) + 6] = "@m" + i;
+            names[(r * 10) + 7] = "@c" + i;
+            names[(r * 10) + 8] = "@k" + i;
+            names[(r * 10) + 9] = "@ts" + i;
+        }
+
+        return SqliteRows.Command(_connection, _sql.InsertEvents(rows), names);
+    }
+}
+
+/// <summary>A stream's row: version, deletion mode (0 none, 1 soft, 2 hard) and the version below which events are hidden.</summary>
+internal readonly record struct StreamRow(long Version, int Deleted, long TruncatedBefore);
