@@ -369,7 +369,15 @@ internal sealed class SqliteWriter : IAsyncDisposable
             if (batch.Count > 0)
             {
                 await CommitAsync(batch).ConfigureAwait(false);
+                var completed = batch.Count;
                 batch.Clear();
+                if (completed > 1)
+                {
+                    // The callers just completed were queued to this thread's pool queue: let them run (and queue
+                    // their next writes) before draining, so that they share the next commit instead of trickling
+                    // into a small one. A lone appender does not pay this hop.
+                    await Task.Yield();
+                }
             }
         }
     }
