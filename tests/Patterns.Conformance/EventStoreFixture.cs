@@ -77,7 +77,57 @@ public sealed class EventStoreFixture : IAsyncDisposable
         return new EventStoreFixture(store, store, store, store, store as IInboxStore, dispose);
     }
 
+    /// <summary>Gets the parts as one object implementing every store interface except the inbox, for <c>EventSourcingBuilder.UseStorage</c>.</summary>
+    /// <returns>The store object.</returns>
+    public EventStoreFixtureStorage AsSingleStore() => new(this);
+
     /// <inheritdoc />
     public ValueTask DisposeAsync() =>
         Interlocked.Exchange(ref _disposed, 1) == 0 && _dispose is not null ? _dispose() : default;
+}
+
+/// <summary>A fixture's parts as one store object (what <c>UseStorage</c> takes); it owns nothing, so a container's disposal leaves the fixture alone.</summary>
+public sealed class EventStoreFixtureStorage(EventStoreFixture fixture) : IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage
+{
+    public EventStorageCapabilities Capabilities => fixture.Events.Capabilities;
+
+    public ValueTask<AppendResult> AppendAsync(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, InlineProjection? inlineProjection = null, CancellationToken cancellationToken = default) =>
+        fixture.Events.AppendAsync(streamId, expectedVersion, events, inlineProjection, cancellationToken);
+
+    public IAsyncEnumerable<StoredEvent> ReadStreamAsync(string streamId, ReadDirection direction = ReadDirection.Forward, long? fromVersion = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default) =>
+        fixture.Events.ReadStreamAsync(streamId, direction, fromVersion, maxCount, cancellationToken);
+
+    public IAsyncEnumerable<StoredEvent> ReadAllAsync(long afterPosition = 0, EventFilter? filter = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default) =>
+        fixture.Events.ReadAllAsync(afterPosition, filter, maxCount, cancellationToken);
+
+    public ValueTask<StreamState> GetStreamStateAsync(string streamId, CancellationToken cancellationToken = default) => fixture.Events.GetStreamStateAsync(streamId, cancellationToken);
+
+    public ValueTask<long> GetHeadPositionAsync(CancellationToken cancellationToken = default) => fixture.Events.GetHeadPositionAsync(cancellationToken);
+
+    public ValueTask DeleteStreamAsync(string streamId, ExpectedVersion expectedVersion, StreamDeleteMode mode = StreamDeleteMode.Soft, CancellationToken cancellationToken = default) =>
+        fixture.Events.DeleteStreamAsync(streamId, expectedVersion, mode, cancellationToken);
+
+    public ValueTask TruncateStreamAsync(string streamId, long beforeVersion, CancellationToken cancellationToken = default) =>
+        fixture.Events.TruncateStreamAsync(streamId, beforeVersion, cancellationToken);
+
+    public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken) => fixture.Events.WaitForEventsAsync(afterPosition, cancellationToken);
+
+    public ValueTask<long?> LoadAsync(string name, CancellationToken cancellationToken = default) => fixture.Checkpoints.LoadAsync(name, cancellationToken);
+
+    public ValueTask SaveAsync(string name, long position, CancellationToken cancellationToken = default) => fixture.Checkpoints.SaveAsync(name, position, cancellationToken);
+
+    ValueTask<StoredSnapshot?> ISnapshotStorage.LoadAsync(string streamId, CancellationToken cancellationToken) => fixture.Snapshots.LoadAsync(streamId, cancellationToken);
+
+    public ValueTask SaveAsync(StoredSnapshot snapshot, CancellationToken cancellationToken = default) => fixture.Snapshots.SaveAsync(snapshot, cancellationToken);
+
+    public ValueTask<byte[]?> GetAsync(string collection, string id, CancellationToken cancellationToken = default) => fixture.Documents.GetAsync(collection, id, cancellationToken);
+
+    public ValueTask UpsertAsync(string collection, string id, ReadOnlyMemory<byte> document, CancellationToken cancellationToken = default) =>
+        fixture.Documents.UpsertAsync(collection, id, document, cancellationToken);
+
+    public ValueTask<bool> DeleteAsync(string collection, string id, CancellationToken cancellationToken = default) => fixture.Documents.DeleteAsync(collection, id, cancellationToken);
+
+    public IAsyncEnumerable<KeyValuePair<string, byte[]>> ListAsync(string collection, CancellationToken cancellationToken = default) => fixture.Documents.ListAsync(collection, cancellationToken);
+
+    public ValueTask ClearAsync(string collection, CancellationToken cancellationToken = default) => fixture.Documents.ClearAsync(collection, cancellationToken);
 }

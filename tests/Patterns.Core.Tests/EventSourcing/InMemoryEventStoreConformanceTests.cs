@@ -18,14 +18,5 @@ public sealed class InMemoryEventStoreConformanceTests : EventStoreConformanceTe
 
     protected override Task<EventStoreFixture> ReopenAsync(string name) => Task.FromResult(Fixture(_stores[name]));
 
-    public override async ValueTask DisposeAsync()
-    {
-        await base.DisposeAsync();
-        foreach (var store in _stores.Values)
-        {
-            store.Dispose();
-        }
-    }
-
-    private static EventStoreFixture Fixture(InMemoryEventStorage store) => EventStoreFixture.From(store, static () => default);
+    private static EventStoreFixture Fixture(InMemoryEventStorage store) => EventStoreFixture.From(store);
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Patterns.Storage;
 
@@ -18,10 +19,12 @@ namespace Patterns.EventSourcing.InMemory;
 /// <para>
 /// Reads copy a page of <see cref="InMemoryEventStorageOptions.PageSize"/> items under the lock and yield it
 /// outside, so a slow reader never blocks writers. The store copies event data and documents on the way in
-/// and documents on the way out, so callers may reuse their buffers. Thread-safe.
+/// and documents on the way out, so callers may reuse their buffers. Thread-safe. It holds nothing to
+/// dispose, so one instance may outlive a host (tests use that to restart a host on the same data).
 /// </para>
 /// </remarks>
-public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage, IInboxStore, IDisposable
+[SuppressMessage("Design", "CA1001", Justification = "The SemaphoreSlim never allocates a wait handle (AvailableWaitHandle is not used), so there is nothing to release; the store stays usable as long as anyone holds it, across hosts.")]
+public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage, IInboxStore
 {
     private readonly SemaphoreSlim _writer = new(1, 1);
     private readonly Lock _gate = new();
@@ -484,9 +487,6 @@ public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISna
 
         return new ValueTask<long>(removed);
     }
-
-    /// <inheritdoc />
-    public void Dispose() => _writer.Dispose();
 
     private static void ValidateAppend(string streamId, IReadOnlyList<SerializedEvent> events)
     {

@@ -1,0 +1,201 @@
+using Microsoft.Extensions.Logging;
+using Patterns.Messaging;
+using Patterns.Serialization;
+using Patterns.Storage;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>How to create and evolve one aggregate's state: no reflection, so it works trimmed and with Native AOT.</summary>
+internal sealed record AggregateDefinition<TState>(Func<TState> Create, Func<TState, object, TState> Apply, AggregateOptions Options)
+    where TState : class
+{
+    public string StreamPrefix { get; } = Options.StreamPrefix ?? DefaultPrefix();
+
+    public string SnapshotType { get; } = MessageTypeNames.Default(typeof(TState));
+
+    private static string DefaultPrefix()
+    {
+        var named = (MessageNameAttribute?)Attribute.GetCustomAttribute(typeof(TState), typeof(MessageNameAttribute), inherit: false);
+        return (named?.Name ?? typeof(TState).Name) + "-";
+    }
+}
+
+internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
+    where TState : class
+{
+    private readonly AggregateDefinition<TState> _definition;
+    private readonly IEventStore _store;
+    private readonly ISnapshotStorage _snapshots;
+    private readonly IMessageSerializer _serializer;
+    private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
+
+    public AggregateRepository(AggregateDefinition<TState> definition, IEventStore store, ISnapshotStorage snapshots, IMessageSerializer serializer, TimeProvider timeProvider, ILogger logger)
+    {
+        _definition = definition;
+        _store = store;
+        _snapshots = snapshots;
+        _serializer = serializer;
+        _timeProvider = timeProvider;
+        _logger = logger;
+    }
+
+    private int SnapshotEvery => _definition.Options.SnapshotEvery;
+
+    public string GetStreamId(string id)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(id);
+        return _definition.StreamPrefix + id;
+    }
+
+    public ValueTask<LoadedAggregate<TState>> LoadAsync(string id, CancellationToken cancellationToken = default) =>
+        LoadCoreAsync(id, long.MaxValue, null, saveSnapshot: true, cancellationToken);
+
+    public ValueTask<LoadedAggregate<TState>> LoadAsync(string id, long version, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(version);
+        return LoadCoreAsync(id, version, null, saveSnapshot: false, cancellationToken);
+    }
+
+    public ValueTask<LoadedAggregate<TState>> LoadAsOfAsync(string id, DateTimeOffset pointInTime, CancellationToken cancellationToken = default) =>
+        LoadCoreAsync(id, long.MaxValue, pointInTime, saveSnapshot: false, cancellationToken);
+
+    public async ValueTask<LoadedAggregate<TState>> SaveAsync(LoadedAggregate<TState> aggregate, IEnumerable<object> events, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(aggregate);
+        ArgumentNullException.ThrowIfNull(events);
+        var data = events.Select(EventStoreExtensions.ToEventData).ToArray();
+        if (data.Length == 0)
+        {
+            return aggregate;
+        }
+
+        var result = await _store.AppendAsync(aggregate.StreamId, ExpectedVersion.Exact(aggregate.Version), data, cancellationToken).ConfigureAwait(false);
+        var state = aggregate.State;
+        foreach (var e in data)
+        {
+            state = _definition.Apply(state, e.Data);
+        }
+
+        if (SnapshotEvery > 0 && result.Version / SnapshotEvery > aggregate.Version / SnapshotEvery)
+        {
+            await TrySaveSnapshotAsync(aggregate.StreamId, state, result.Version, cancellationToken).ConfigureAwait(false);
+        }
+
+        return new LoadedAggregate<TState>(aggregate.Id, aggregate.StreamId, state, result.Version, aggregate.SnapshotVersion);
+    }
+
+    public async ValueTask<LoadedAggregate<TState>> ExecuteAsync(string id, Func<TState, IEnumerable<object>> decide, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(decide);
+        for (var attempt = 0; ; attempt++)
+        {
+            var loaded = await LoadAsync(id, cancellationToken).ConfigureAwait(false);
+            var events = decide(loaded.State)?.ToList() ?? [];
+            if (events.Count == 0)
+            {
+                return loaded;
+            }
+
+            try
+            {
+                return await SaveAsync(loaded, events, cancellationToken).ConfigureAwait(false);
+            }
+            catch (WrongExpectedVersionException) when (attempt < _definition.Options.ConflictRetries)
+            {
+                EventSourcingLog.AggregateConflict(_logger, loaded.StreamId, attempt + 1);
+            }
+        }
+    }
+
+    private async ValueTask<LoadedAggregate<TState>> LoadCoreAsync(string id, long maxVersion, DateTimeOffset? until, bool saveSnapshot, CancellationToken cancellationToken)
+    {
+        var streamId = GetStreamId(id);
+        var state = _definition.Create();
+        long version = 0;
+        long? snapshotVersion = null;
+
+        // A point-in-time load replays from the first event: a snapshot says nothing about when its events happened.
+        if (SnapshotEvery > 0 && until is null
+            && await LoadSnapshotAsync(streamId, maxVersion, cancellationToken).ConfigureAwait(false) is { } snapshot)
+        {
+            (state, version) = snapshot;
+            snapshotVersion = version;
+        }
+
+        if (version < maxVersion)
+        {
+            var remaining = maxVersion == long.MaxValue ? long.MaxValue : maxVersion - version;
+            await foreach (var e in _store.ReadStreamAsync(streamId, ReadDirection.Forward, version + 1, remaining, cancellationToken).ConfigureAwait(false))
+            {
+                if (until is { } limit && e.Timestamp > limit)
+                {
+                    break;
+                }
+
+                state = _definition.Apply(state, e.Data);
+                version = e.Version;
+            }
+        }
+
+        if (saveSnapshot && SnapshotEvery > 0 && version - (snapshotVersion ?? 0) >= SnapshotEvery)
+        {
+            await TrySaveSnapshotAsync(streamId, state, version, cancellationToken).ConfigureAwait(false);
+        }
+
+        return new LoadedAggregate<TState>(id, streamId, state, version, snapshotVersion);
+    }
+
+    private async ValueTask<(TState State, long Version)?> LoadSnapshotAsync(string streamId, long maxVersion, CancellationToken cancellationToken)
+    {
+        var snapshot = await _snapshots.LoadAsync(streamId, cancellationToken).ConfigureAwait(false);
+        if (snapshot is null)
+        {
+            return null;
+        }
+
+        string? reason = null;
+        if (!string.Equals(snapshot.SnapshotType, _definition.SnapshotType, StringComparison.Ordinal))
+        {
+            reason = $"it holds '{snapshot.SnapshotType}', not '{_definition.SnapshotType}'.";
+        }
+        else if (snapshot.SchemaVersion != _definition.Options.SnapshotSchemaVersion)
+        {
+            reason = $"its schema version is {snapshot.SchemaVersion}, and the aggregate's is now {_definition.Options.SnapshotSchemaVersion}.";
+        }
+        else if (snapshot.Version > maxVersion)
+        {
+            reason = $"it is newer than the requested version {maxVersion}.";
+        }
+
+        if (reason is null)
+        {
+            try
+            {
+                return ((TState)_serializer.Deserialize(snapshot.Data, typeof(TState)), snapshot.Version);
+            }
+            catch (Exception ex) when (ex is MessageDeserializationException or InvalidCastException or NotSupportedException)
+            {
+                reason = $"it cannot be deserialized: {ex.Message}";
+            }
+        }
+
+        EventSourcingLog.SnapshotIgnored(_logger, streamId, snapshot.Version, reason);
+        return null;
+    }
+
+    private async ValueTask TrySaveSnapshotAsync(string streamId, TState state, long version, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var data = _serializer.SerializeToMemory(state, typeof(TState));
+            await _snapshots.SaveAsync(
+                new StoredSnapshot(streamId, version, _definition.SnapshotType, _definition.Options.SnapshotSchemaVersion, data, _timeProvider.GetUtcNow()),
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            EventSourcingLog.SnapshotFailed(_logger, ex, streamId, version);
+        }
+    }
+}

@@ -1,0 +1,494 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Patterns.Resilience;
+using Patterns.Serialization;
+using Patterns.Storage;
+using Patterns.Telemetry;
+using Polly;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>The stores and services every subscription runtime shares.</summary>
+internal sealed record EventProcessorServices(
+    IEventStorage Storage,
+    ICheckpointStore Checkpoints,
+    IDocumentStorage Documents,
+    EventTypeMap Types,
+    IMessageSerializer Serializer,
+    TimeProvider TimeProvider,
+    EventSourcingOptions Options,
+    ILoggerFactory LoggerFactory);
+
+/// <summary>
+/// Runs one subscription or async projection: catches up from its checkpoint, then waits for new events
+/// (<see cref="IEventStorage.WaitForEventsAsync"/>); handles each event through its resilience pipeline and
+/// never moves its checkpoint past an event it did not handle.
+/// </summary>
+internal sealed class EventProcessor : IDisposable
+{
+    private readonly ProcessorRegistration _registration;
+    private readonly EventProcessorOptions _options;
+    private readonly EventProcessorServices _services;
+    private readonly EventProcessorHandler _handler;
+    private readonly ResiliencePipeline? _pipeline;
+    private readonly EventFilter? _filter;
+    private readonly string? _streamId;
+    private readonly ProjectionContext _context;
+    private readonly ILogger _logger;
+    private readonly TagList _tags;
+    private readonly SemaphoreSlim _control = new(1, 1);
+    private readonly Lock _gate = new();
+    private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
+    private CancellationTokenSource? _stopping;
+    private Task? _loop;
+    private SubscriptionState _state = SubscriptionState.Stopped;
+    private long _checkpoint;
+    private long _processed;
+    private long _current;
+    private SubscriptionFaultedException? _error;
+
+    public EventProcessor(ProcessorRegistration registration, EventProcessorServices services, EventProcessorHandler handler)
+    {
+        _registration = registration;
+        _options = registration.Options;
+        _services = services;
+        _handler = handler;
+        _streamId = registration.StreamId;
+        _logger = services.LoggerFactory.CreateLogger("Patterns.EventSourcing.Subscriptions." + registration.Name);
+        _tags = EventSourcingTelemetry.Tags(registration.Name);
+        var filter = services.Types.CreateFilter(_options.EventTypes, _options.StreamPrefix);
+        _filter = filter.IsAll ? null : filter;
+        _context = new ProjectionContext(registration.Name, services.Documents, services.Serializer, isInline: false);
+        _pipeline = PipelineFactory.Create(_options, services.TimeProvider, args =>
+        {
+            EventSourcingTelemetry.Retried.Add(1, _tags);
+            EventSourcingLog.Retrying(_logger, args.Outcome.Exception, Name, args.AttemptNumber + 1, Volatile.Read(ref _current), args.RetryDelay);
+        });
+    }
+
+    public string Name => _registration.Name;
+
+    public ProcessorRegistration Registration => _registration;
+
+    public SubscriptionStatus Status
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new SubscriptionStatus(Name, _state, _checkpoint, _processed, _error);
+            }
+        }
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            StartLocked();
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await StopLockedAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    public async Task RestartAsync(CancellationToken cancellationToken)
+    {
+        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await StopLockedAsync(cancellationToken).ConfigureAwait(false);
+            StartLocked();
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    public async Task RebuildAsync(CancellationToken cancellationToken)
+    {
+        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var wasRunning = _loop is not null;
+            await StopLockedAsync(cancellationToken).ConfigureAwait(false);
+            var collections = (_options as ProjectionOptions)?.Collections ?? [];
+            EventSourcingLog.Rebuilding(_logger, Name, collections.Count == 0 ? "none" : string.Join(", ", collections));
+            foreach (var collection in collections)
+            {
+                await _services.Documents.ClearAsync(collection, cancellationToken).ConfigureAwait(false);
+            }
+
+            await _services.Checkpoints.SaveAsync(Name, 0, cancellationToken).ConfigureAwait(false);
+            lock (_gate)
+            {
+                _checkpoint = 0;
+                _processed = 0;
+            }
+
+            if (wasRunning)
+            {
+                StartLocked();
+            }
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    public void Dispose()
+    {
+        _stopping?.Dispose();
+        _control.Dispose();
+    }
+
+    public Task WaitForPositionAsync(long position, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (_error is not null)
+            {
+                return Task.FromException(_error);
+            }
+
+            if (_processed >= position)
+            {
+                return Task.CompletedTask;
+            }
+
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((position, signal));
+            return signal.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    private void StartLocked()
+    {
+        if (_loop is { IsCompleted: false })
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            _error = null;
+            _state = SubscriptionState.CatchingUp;
+        }
+
+        _stopping = new CancellationTokenSource();
+        var token = _stopping.Token;
+        _loop = Task.Run(() => RunAsync(token), CancellationToken.None);
+    }
+
+    private async Task StopLockedAsync(CancellationToken cancellationToken)
+    {
+        if (_loop is null)
+        {
+            return;
+        }
+
+        await _stopping!.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _loop.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _stopping.Dispose();
+            _stopping = null;
+            _loop = null;
+            lock (_gate)
+            {
+                if (_state != SubscriptionState.Faulted)
+                {
+                    _state = SubscriptionState.Stopped;
+                }
+            }
+        }
+    }
+
+    private async Task RunAsync(CancellationToken stopping)
+    {
+        var dirty = false;
+        long cursor = 0;
+        try
+        {
+            cursor = await LoadStartAsync(stopping).ConfigureAwait(false);
+            EventSourcingLog.SubscriptionStarted(_logger, Name, cursor);
+            var sinceCheckpoint = 0;
+            while (true)
+            {
+                stopping.ThrowIfCancellationRequested();
+                var head = await _services.Storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
+                var read = 0;
+                await foreach (var stored in ReadBatch(cursor, stopping).ConfigureAwait(false))
+                {
+                    read++;
+                    Volatile.Write(ref _current, stored.Position);
+                    if ((_streamId is null || _filter is null || _filter.Matches(stored.StreamId, stored.EventType))
+                        && !await HandleAsync(stored, stopping).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+
+                    cursor = _streamId is null ? stored.Position : stored.Version;
+                    dirty = true;
+                    Progress(cursor, stored.Position, SubscriptionState.CatchingUp);
+                    if (++sinceCheckpoint >= _options.CheckpointInterval)
+                    {
+                        await _services.Checkpoints.SaveAsync(Name, cursor, stopping).ConfigureAwait(false);
+                        dirty = false;
+                        sinceCheckpoint = 0;
+                    }
+                }
+
+                if (read < _options.BatchSize)
+                {
+                    // Every selected event at or below the head was committed when the read began, so a
+                    // whole-log subscription has seen all of them and may checkpoint the head itself.
+                    if (_streamId is null && head > cursor)
+                    {
+                        cursor = head;
+                        dirty = true;
+                    }
+
+                    if (dirty)
+                    {
+                        await _services.Checkpoints.SaveAsync(Name, cursor, stopping).ConfigureAwait(false);
+                        dirty = false;
+                        sinceCheckpoint = 0;
+                    }
+
+                    Progress(cursor, head, SubscriptionState.Live);
+                    EventSourcingLog.CaughtUp(_logger, Name, head);
+                    await _services.Storage.WaitForEventsAsync(Math.Max(head, Volatile.Read(ref _current)), stopping).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex)
+        {
+            EventSourcingLog.StoreFailed(_logger, ex, Name);
+            Fault(new SubscriptionFaultedException(Name, 0, null, 0, ex));
+        }
+        finally
+        {
+            if (dirty)
+            {
+                await SaveFinalCheckpointAsync(cursor).ConfigureAwait(false);
+            }
+
+            EventSourcingLog.SubscriptionStopped(_logger, Name, cursor);
+        }
+    }
+
+    private async Task<long> LoadStartAsync(CancellationToken stopping)
+    {
+        var checkpoint = await _services.Checkpoints.LoadAsync(Name, stopping).ConfigureAwait(false);
+        long cursor;
+        long processed = 0;
+        if (checkpoint is { } saved)
+        {
+            cursor = saved;
+        }
+        else if (_options.StartFrom == SubscriptionStartPosition.End)
+        {
+            processed = await _services.Storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
+            cursor = _streamId is null ? processed : (await _services.Storage.GetStreamStateAsync(_streamId, stopping).ConfigureAwait(false)).Version;
+        }
+        else
+        {
+            cursor = 0;
+        }
+
+        if (_streamId is null)
+        {
+            processed = cursor;
+        }
+
+        Progress(cursor, processed, SubscriptionState.CatchingUp);
+        return cursor;
+    }
+
+    private IAsyncEnumerable<StoredEvent> ReadBatch(long cursor, CancellationToken stopping) =>
+        _streamId is null
+            ? _services.Storage.ReadAllAsync(cursor, _filter, _options.BatchSize, stopping)
+            : _services.Storage.ReadStreamAsync(_streamId, ReadDirection.Forward, cursor + 1, _options.BatchSize, stopping);
+
+    /// <summary>Handles one event; false when the subscription faulted on it.</summary>
+    private async ValueTask<bool> HandleAsync(StoredEvent stored, CancellationToken stopping)
+    {
+        RecordedEvent recorded;
+        try
+        {
+            recorded = _services.Types.Deserialize(stored);
+        }
+        catch (Exception ex) when (ex is UnknownEventTypeException or MessageDeserializationException)
+        {
+            return await OnFailedAsync(stored, ex, stopping).ConfigureAwait(false);
+        }
+
+        using var activity = EventSourcingTelemetry.StartHandle(Name, recorded);
+        try
+        {
+            if (_pipeline is null)
+            {
+                await _handler(recorded, _context, stopping).ConfigureAwait(false);
+            }
+            else
+            {
+                await _pipeline.ExecuteAsync(
+                    static (state, ct) => state.Handler(state.Event, state.Context, ct),
+                    (Handler: _handler, Event: recorded, Context: _context),
+                    stopping).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            return await OnFailedAsync(stored, ex, stopping).ConfigureAwait(false);
+        }
+
+        EventSourcingTelemetry.Handled.Add(1, _tags);
+        return true;
+    }
+
+    private async ValueTask<bool> OnFailedAsync(StoredEvent stored, Exception exception, CancellationToken stopping)
+    {
+        EventSourcingTelemetry.Failed.Add(1, _tags);
+        if (_options.OnFailure == SubscriptionFailureMode.Park)
+        {
+            EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+            var parked = new ParkedEvent(
+                Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
+                $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
+            await _services.Documents.UpsertAsync(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked), stopping).ConfigureAwait(false);
+            EventSourcingTelemetry.Parked.Add(1, _tags);
+            return true;
+        }
+
+        EventSourcingLog.Faulted(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, exception));
+        return false;
+    }
+
+    private void Progress(long checkpoint, long processed, SubscriptionState state)
+    {
+        List<TaskCompletionSource>? ready = null;
+        lock (_gate)
+        {
+            _checkpoint = checkpoint;
+            _state = state;
+            if (processed > _processed)
+            {
+                _processed = processed;
+                for (var i = _waiters.Count - 1; i >= 0; i--)
+                {
+                    if (_waiters[i].Position <= processed)
+                    {
+                        (ready ??= []).Add(_waiters[i].Signal);
+                        _waiters.RemoveAt(i);
+                    }
+                }
+            }
+        }
+
+        ready?.ForEach(static s => s.TrySetResult());
+    }
+
+    private void Fault(SubscriptionFaultedException error)
+    {
+        List<TaskCompletionSource> waiters;
+        lock (_gate)
+        {
+            _error = error;
+            _state = SubscriptionState.Faulted;
+            waiters = [.. _waiters.Select(w => w.Signal)];
+            _waiters.Clear();
+        }
+
+        waiters.ForEach(w => w.TrySetException(error));
+    }
+
+    private async Task SaveFinalCheckpointAsync(long cursor)
+    {
+        try
+        {
+            await _services.Checkpoints.SaveAsync(Name, cursor, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            EventSourcingLog.CheckpointFailed(_logger, ex, Name, cursor);
+        }
+    }
+}
+
+/// <summary>Parked events as documents: a flat JSON object written and read without reflection.</summary>
+internal static class ParkedEvents
+{
+    public static string Id(string subscription, long position) =>
+        string.Create(CultureInfo.InvariantCulture, $"{subscription}/{position:D19}");
+
+    public static string Prefix(string subscription) => subscription + "/";
+
+    public static ReadOnlyMemory<byte> Write(ParkedEvent parked)
+    {
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("subscription", parked.Subscription);
+            writer.WriteString("eventId", parked.EventId);
+            writer.WriteString("streamId", parked.StreamId);
+            writer.WriteNumber("version", parked.Version);
+            writer.WriteNumber("position", parked.Position);
+            writer.WriteString("eventType", parked.EventType);
+            writer.WriteString("error", parked.Error);
+            writer.WriteString("parkedAt", parked.ParkedAt);
+            writer.WriteEndObject();
+        }
+
+        return buffer.WrittenMemory;
+    }
+
+    public static ParkedEvent Read(byte[] document)
+    {
+        using var json = JsonDocument.Parse(document);
+        var root = json.RootElement;
+        return new ParkedEvent(
+            root.GetProperty("subscription").GetString()!,
+            root.GetProperty("eventId").GetGuid(),
+            root.GetProperty("streamId").GetString()!,
+            root.GetProperty("version").GetInt64(),
+            root.GetProperty("position").GetInt64(),
+            root.GetProperty("eventType").GetString()!,
+            root.GetProperty("error").GetString()!,
+            root.GetProperty("parkedAt").GetDateTimeOffset());
+    }
+}

@@ -1,0 +1,128 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Patterns.Hosting;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>Owns every subscription and projection runtime; <see cref="IEventSubscriptions"/> for the application.</summary>
+internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
+{
+    private readonly Dictionary<string, EventProcessor> _processors = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (InlineProjector.Entry Entry, ProjectionOptions Options)> _inline = new(StringComparer.Ordinal);
+    private readonly EventProcessorServices _services;
+    private readonly ILogger _logger;
+
+    public SubscriptionManager(EventSourcingTopology topology, IServiceProvider serviceProvider, InlineProjector inline, EventProcessorServices services)
+    {
+        _services = services;
+        _logger = services.LoggerFactory.CreateLogger<SubscriptionManager>();
+        foreach (var registration in topology.Processors)
+        {
+            if (registration.IsInline)
+            {
+                _inline[registration.Name] = (inline.Entries.First(e => e.Name == registration.Name), (ProjectionOptions)registration.Options);
+            }
+            else
+            {
+                _processors[registration.Name] = new EventProcessor(registration, services, registration.CreateHandler(serviceProvider));
+            }
+        }
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var processor in _processors.Values)
+        {
+            await processor.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) =>
+        Task.WhenAll(_processors.Values.Select(p => p.StopAsync(cancellationToken)));
+
+    public void Dispose()
+    {
+        foreach (var processor in _processors.Values)
+        {
+            processor.Dispose();
+        }
+    }
+
+    public IReadOnlyList<SubscriptionStatus> GetStatuses() =>
+        [.. _processors.Values.Select(p => p.Status).Concat(_inline.Keys.Select(InlineStatus)).OrderBy(s => s.Name, StringComparer.Ordinal)];
+
+    public SubscriptionStatus GetStatus(string name) =>
+        _inline.ContainsKey(Known(name)) ? InlineStatus(name) : _processors[name].Status;
+
+    public Task WaitForPositionAsync(string name, long position, CancellationToken cancellationToken = default) =>
+        _inline.ContainsKey(Known(name)) ? Task.CompletedTask : _processors[name].WaitForPositionAsync(position, cancellationToken);
+
+    public Task RestartAsync(string name, CancellationToken cancellationToken = default) =>
+        _inline.ContainsKey(Known(name)) ? Task.CompletedTask : _processors[name].RestartAsync(cancellationToken);
+
+    public Task RebuildAsync(string name, CancellationToken cancellationToken = default) =>
+        _inline.TryGetValue(Known(name), out var inline) ? RebuildInlineAsync(name, inline.Entry, inline.Options, cancellationToken) : _processors[name].RebuildAsync(cancellationToken);
+
+    public async IAsyncEnumerable<ParkedEvent> GetParkedEventsAsync(string name, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var prefix = ParkedEvents.Prefix(Known(name));
+        await foreach (var (id, document) in _services.Documents.ListAsync(_services.Options.ParkedEventsCollection, cancellationToken).ConfigureAwait(false))
+        {
+            if (id.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                yield return ParkedEvents.Read(document);
+            }
+        }
+    }
+
+    private static SubscriptionStatus InlineStatus(string name) => new(name, SubscriptionState.Inline, 0, long.MaxValue, null);
+
+    private async Task RebuildInlineAsync(string name, InlineProjector.Entry entry, ProjectionOptions options, CancellationToken cancellationToken)
+    {
+        EventSourcingLog.Rebuilding(_logger, name, options.Collections.Count == 0 ? "none" : string.Join(", ", options.Collections));
+        foreach (var collection in options.Collections)
+        {
+            await _services.Documents.ClearAsync(collection, cancellationToken).ConfigureAwait(false);
+        }
+
+        var context = new ProjectionContext(name, _services.Documents, _services.Serializer, isInline: false);
+        var filter = _services.Types.CreateFilter(options.EventTypes, options.StreamPrefix);
+        await foreach (var stored in _services.Storage.ReadAllAsync(0, filter.IsAll ? null : filter, long.MaxValue, cancellationToken).ConfigureAwait(false))
+        {
+            await InlineProjector.ProjectAsync(entry, _services.Types.Deserialize(stored), context, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private string Known(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (!_processors.ContainsKey(name) && !_inline.ContainsKey(name))
+        {
+            throw new ArgumentException($"No subscription or projection is named '{name}'.", nameof(name));
+        }
+
+        return name;
+    }
+}
+
+/// <summary>Starts every subscription and async projection with the host, and stops them (saving checkpoints) when it stops.</summary>
+internal sealed class EventSourcingHostedService(SubscriptionManager manager, IOptions<PatternsOptions> options, TimeProvider timeProvider) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken) => manager.StartAsync(cancellationToken);
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        using var deadline = new CancellationTokenSource(options.Value.ShutdownTimeout, timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+        try
+        {
+            await manager.StopAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (linked.IsCancellationRequested)
+        {
+            // A handler that ignores cancellation is abandoned at the deadline; its checkpoint stays where it was.
+        }
+    }
+}

@@ -1,0 +1,306 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using Patterns.EventSourcing;
+using Patterns.EventSourcing.InMemory;
+using Patterns.Storage;
+using Patterns.Testing;
+using Polly;
+using Polly.Retry;
+
+namespace Patterns.Core.Tests.EventSourcing;
+
+public sealed class ScopedCountingHandler(Recorder recorder) : IEventHandler
+{
+    private static int s_instances;
+
+    public static int Instances => Volatile.Read(ref s_instances);
+
+    public int Id { get; } = Interlocked.Increment(ref s_instances);
+
+    public ValueTask HandleAsync(RecordedEvent @event, CancellationToken cancellationToken) => recorder.RecordAsync(@event, cancellationToken);
+}
+
+public sealed class SubscriptionTests
+{
+    private static RetryStrategyOptions NoDelayRetries(int attempts) => new()
+    {
+        MaxRetryAttempts = attempts,
+        Delay = TimeSpan.Zero,
+        BackoffType = DelayBackoffType.Constant,
+        UseJitter = false,
+    };
+
+    [Fact]
+    public async Task Subscription_HistoryThenLive_SeesEveryEventOnceInOrder()
+    {
+        var storage = new InMemoryEventStorage();
+        var recorder = new Recorder();
+        using (var writer = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage)))
+        {
+            await writer.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(1m), new Deposited(2m)]);
+        }
+
+        using var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("audit", (e, ct) => recorder.RecordAsync(e, ct)));
+        await recorder.WaitForCountAsync(3);
+        await host.Store().AppendAsync("account-2", ExpectedVersion.NoStream, [new AccountOpened("bob"), new Deposited(5m)]);
+        var last = await host.Store().AppendAsync("account-1", ExpectedVersion.Exact(3), new Withdrawn(1m));
+        await host.Subscriptions().WaitForPositionAsync("audit", last.LastPosition).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Select(e => e.Position).Should().Equal(1, 2, 3, 4, 5, 6);
+        recorder.Events[5].Data.Should().Be(new Withdrawn(1m));
+        var status = host.Subscriptions().GetStatus("audit");
+        status.Checkpoint.Should().Be(6);
+        status.ProcessedPosition.Should().Be(6);
+        status.State.Should().BeOneOf(SubscriptionState.CatchingUp, SubscriptionState.Live);
+        status.Error.Should().BeNull();
+    }
+
+    [Fact]
+    public async Task Subscription_RestartedHost_ResumesFromTheDurableCheckpoint()
+    {
+        var storage = new InMemoryEventStorage();
+        var first = new Recorder();
+        using (var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("mailer", (e, ct) => first.RecordAsync(e, ct), o => o.CheckpointInterval = 1000)))
+        {
+            var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(1m), new Deposited(2m)]);
+            await host.Subscriptions().WaitForPositionAsync("mailer", result.LastPosition).WaitAsync(TestHost.Wait);
+            await host.StopAsync();
+        }
+
+        (await ((ICheckpointStore)storage).LoadAsync("mailer")).Should().Be(3);
+        await storage.AppendAsync("account-1", ExpectedVersion.Exact(3), [new SerializedEvent(Guid.NewGuid(), "bank.deposited", "{\"amount\":4}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+
+        var second = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("mailer", (e, ct) => second.RecordAsync(e, ct)));
+        await restarted.Subscriptions().WaitForPositionAsync("mailer", 4).WaitAsync(TestHost.Wait);
+
+        first.Events.Should().HaveCount(3);
+        second.Events.Select(e => e.Data).Should().Equal(new Deposited(4m));
+    }
+
+    [Fact]
+    public async Task Subscription_HandlerKeepsFailing_RetriedThenFaultedWithoutMovingPastTheEvent()
+    {
+        var storage = new InMemoryEventStorage();
+        var attempts = 0;
+        var broken = true;
+        var handled = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("billing", (e, ct) =>
+        {
+            if (e.Data is Withdrawn && Volatile.Read(ref broken))
+            {
+                Interlocked.Increment(ref attempts);
+                throw new InvalidOperationException("billing is down");
+            }
+
+            return handled.RecordAsync(e, ct);
+        }, o => { o.Retry = NoDelayRetries(2); o.CheckpointInterval = 1; }));
+        var store = host.Store();
+        await store.AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(5m), new Withdrawn(2m), new Deposited(1m)]);
+
+        var wait = () => host.Subscriptions().WaitForPositionAsync("billing", 4).WaitAsync(TestHost.Wait);
+
+        var thrown = await wait.Should().ThrowAsync<SubscriptionFaultedException>();
+        thrown.Which.Subscription.Should().Be("billing");
+        thrown.Which.Position.Should().Be(3);
+        thrown.Which.StreamId.Should().Be("account-1");
+        thrown.Which.Version.Should().Be(3);
+        thrown.Which.InnerException.Should().BeOfType<InvalidOperationException>().Which.Message.Should().Be("billing is down");
+        thrown.Which.Message.Should().Contain("billing").And.Contain("position 3").And.Contain("billing is down");
+        attempts.Should().Be(3, "one attempt and two retries");
+        handled.Events.Select(e => e.Position).Should().Equal(1, 2);
+        var status = host.Subscriptions().GetStatus("billing");
+        status.State.Should().Be(SubscriptionState.Faulted);
+        status.Checkpoint.Should().Be(2, "the checkpoint never moves past an event that was not handled");
+        status.Error.Should().BeSameAs(thrown.Which);
+        (await ((ICheckpointStore)storage).LoadAsync("billing")).Should().Be(2);
+
+        Volatile.Write(ref broken, false);
+        await host.Subscriptions().RestartAsync("billing");
+        await host.Subscriptions().WaitForPositionAsync("billing", 4).WaitAsync(TestHost.Wait);
+        handled.Events.Select(e => e.Position).Should().Equal(1, 2, 3, 4);
+    }
+
+    [Fact]
+    public async Task Subscription_RetryDelay_WaitsOnTheTimeProvider()
+    {
+        var time = new ManualTimeProvider();
+        var attempts = 0;
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("flaky", (e, _) =>
+            Interlocked.Increment(ref attempts) == 1 ? throw new TimeoutException("first attempt times out") : ValueTask.CompletedTask,
+            o => o.Retry = new RetryStrategyOptions { MaxRetryAttempts = 1, Delay = TimeSpan.FromSeconds(10), BackoffType = DelayBackoffType.Constant, UseJitter = false }), time);
+        var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, new AccountOpened("ada"));
+
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        Volatile.Read(ref attempts).Should().Be(1);
+        time.Advance(TimeSpan.FromSeconds(10));
+        await host.Subscriptions().WaitForPositionAsync("flaky", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        attempts.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task Subscription_ParkMode_RecordsTheEventAndGoesOn()
+    {
+        var time = new ManualTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var handled = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("notifier", (e, ct) =>
+            e.Data is Withdrawn ? throw new ArgumentException("no template for withdrawals") : handled.RecordAsync(e, ct),
+            o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = NoDelayRetries(1); }), time);
+        var withdrawal = new EventData(new Withdrawn(3m));
+        var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new EventData(new AccountOpened("ada")), withdrawal, new EventData(new Deposited(1m))]);
+
+        await host.Subscriptions().WaitForPositionAsync("notifier", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        handled.Events.Select(e => e.Position).Should().Equal(1, 3);
+        var parked = await host.Subscriptions().GetParkedEventsAsync("notifier").CollectAsync();
+        parked.Should().ContainSingle().Which.Should().Be(new ParkedEvent(
+            "notifier", withdrawal.EventId, "account-1", 2, 2, "bank.withdrawn",
+            "System.ArgumentException: no template for withdrawals", time.GetUtcNow()));
+        host.Subscriptions().GetStatus("notifier").State.Should().NotBe(SubscriptionState.Faulted);
+    }
+
+    [Fact]
+    public async Task Subscription_UnknownEventTypeInTheLog_FaultsNamingIt()
+    {
+        var storage = new InMemoryEventStorage();
+        await storage.AppendAsync("x-1", ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "nobody.knows", "{}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+        using var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("all", (_, _) => ValueTask.CompletedTask));
+
+        var wait = () => host.Subscriptions().WaitForPositionAsync("all", 1).WaitAsync(TestHost.Wait);
+
+        (await wait.Should().ThrowAsync<SubscriptionFaultedException>()).Which.InnerException.Should().BeOfType<UnknownEventTypeException>()
+            .Which.EventType.Should().Be("nobody.knows");
+    }
+
+    [Fact]
+    public async Task Subscription_OneStream_SeesOnlyThatStreamAndCheckpointsItsVersion()
+    {
+        var recorder = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("one", (e, ct) => recorder.RecordAsync(e, ct), o =>
+        {
+            o.StreamId = "account-2";
+            o.EventTypes.Add(typeof(Deposited));
+        }));
+        var store = host.Store();
+        await store.AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(1m)]);
+        await store.AppendAsync("account-2", ExpectedVersion.NoStream, [new AccountOpened("bob"), new Deposited(2m)]);
+        await store.AppendAsync("account-10", ExpectedVersion.NoStream, [new AccountOpened("eve"), new Deposited(3m)]);
+        var last = await store.AppendAsync("account-2", ExpectedVersion.Exact(2), new Deposited(4m));
+
+        await host.Subscriptions().WaitForPositionAsync("one", last.LastPosition).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Select(e => e.Data).Should().Equal(new Deposited(2m), new Deposited(4m));
+        host.Subscriptions().GetStatus("one").Checkpoint.Should().Be(3, "a one-stream subscription checkpoints the stream version");
+    }
+
+    [Fact]
+    public async Task Subscription_FilteredByTypeAndPrefix_SeesOnlyMatchingEvents()
+    {
+        var recorder = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es
+            .AddEvent<OrderPlacedEvent>().AddEvent<OrderShippedEvent>()
+            .AddSubscription("orders", (e, ct) => recorder.RecordAsync(e, ct), o => { o.EventTypes.Add(typeof(IOrderEvent)); o.StreamPrefix = "order-"; }));
+        var store = host.Store();
+        await store.AppendAsync("order-1", ExpectedVersion.NoStream, [new OrderPlacedEvent("1", 1m), new OrderShippedEvent("1")]);
+        await store.AppendAsync("account-1", ExpectedVersion.NoStream, new AccountOpened("ada"));
+        await store.AppendAsync("archive-order-2", ExpectedVersion.NoStream, new OrderPlacedEvent("2", 2m));
+        var last = await store.AppendAsync("order-3", ExpectedVersion.NoStream, new OrderPlacedEvent("3", 3m));
+
+        await host.Subscriptions().WaitForPositionAsync("orders", last.LastPosition).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Select(e => e.StreamId).Should().Equal("order-1", "order-1", "order-3");
+        host.Subscriptions().GetStatus("orders").Checkpoint.Should().Be(5);
+    }
+
+    [Fact]
+    public async Task Subscription_StartFromEnd_SkipsHistory()
+    {
+        var storage = new InMemoryEventStorage();
+        await storage.AppendAsync("old-1", ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "bank.opened", "{\"owner\":\"old\"}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+        var recorder = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("live", (e, ct) => recorder.RecordAsync(e, ct), o => o.StartFrom = SubscriptionStartPosition.End));
+        await host.Subscriptions().WaitForPositionAsync("live", 1).WaitAsync(TestHost.Wait);
+
+        var result = await host.Store().AppendAsync("new-1", ExpectedVersion.NoStream, new AccountOpened("new"));
+        await host.Subscriptions().WaitForPositionAsync("live", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Select(e => e.Data).Should().Equal(new AccountOpened("new"));
+    }
+
+    [Fact]
+    public async Task Subscription_HandlerType_ResolvedFromANewScopePerEvent()
+    {
+        var recorder = new Recorder();
+        var before = ScopedCountingHandler.Instances;
+        using var host = await TestHost.StartAsync(b =>
+        {
+            b.Services.AddSingleton(recorder);
+            b.Services.AddScoped(sp => new ScopedCountingHandler(sp.GetRequiredService<Recorder>()));
+            b.AddEventSourcing(es => es.AddEvent<AccountOpened>().AddSubscription<ScopedCountingHandler>("scoped"));
+        }, new ManualTimeProvider(), harness: false);
+        var result = await host.Services.GetRequiredService<IEventStore>().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new AccountOpened("b")]);
+
+        await host.Services.GetRequiredService<IEventSubscriptions>().WaitForPositionAsync("scoped", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Should().HaveCount(2);
+        (ScopedCountingHandler.Instances - before).Should().BeGreaterThanOrEqualTo(2);
+    }
+
+    [Fact]
+    public async Task Subscription_HostStopsWhileHandling_CheckpointStaysBeforeTheUnfinishedEvent()
+    {
+        var storage = new InMemoryEventStorage();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("slow", async (e, ct) =>
+        {
+            if (e.Version == 2)
+            {
+                entered.TrySetResult();
+                await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+            }
+        }, o => o.Retry = null));
+        await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
+        await entered.Task.WaitAsync(TestHost.Wait);
+
+        await host.StopAsync();
+        host.Dispose();
+
+        (await ((ICheckpointStore)storage).LoadAsync("slow")).Should().Be(1);
+        var recorder = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("slow", (e, ct) => recorder.RecordAsync(e, ct)));
+        await restarted.Subscriptions().WaitForPositionAsync("slow", 3).WaitAsync(TestHost.Wait);
+        recorder.Events.Select(e => e.Version).Should().Equal(2, 3);
+    }
+
+    [Fact]
+    public async Task Start_InvalidSubscriptions_FailsListingEveryProblem()
+    {
+        using var host = TestHost.Build(b => b.AddEventSourcing(es => es
+            .AddSubscription("dup", (_, _) => ValueTask.CompletedTask)
+            .AddProjection("dup", (_, _, _) => ValueTask.CompletedTask)
+            .AddSubscription("bad", (_, _) => ValueTask.CompletedTask, o => { o.BatchSize = 0; o.StreamId = "s"; o.StreamPrefix = "p"; o.AttemptTimeout = TimeSpan.Zero; })
+            .AddSubscription(" ", (_, _) => ValueTask.CompletedTask)), harness: false);
+
+        var act = () => host.StartAsync();
+
+        var thrown = await act.Should().ThrowAsync<OptionsValidationException>();
+        thrown.Which.Failures.Should().Contain(f => f.Contains("'dup'") && f.Contains("must be unique"))
+            .And.Contain(f => f.Contains("'bad'") && f.Contains("BatchSize"))
+            .And.Contain(f => f.Contains("'bad'") && f.Contains("cannot be combined with StreamPrefix"))
+            .And.Contain(f => f.Contains("'bad'") && f.Contains("AttemptTimeout"))
+            .And.Contain(f => f.Contains("empty name"));
+    }
+
+    [Fact]
+    public async Task GetStatus_UnknownName_ThrowsArgumentException()
+    {
+        using var host = await EventSourcingHost.StartAsync(_ => { });
+
+        var act = () => host.Subscriptions().GetStatus("nope");
+
+        act.Should().Throw<ArgumentException>().WithMessage("*'nope'*");
+        host.Subscriptions().GetStatuses().Should().BeEmpty();
+    }
+}

@@ -1,0 +1,111 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using Patterns.EventSourcing;
+using Patterns.Messaging;
+using Patterns.Serialization;
+using Patterns.Storage;
+
+namespace Patterns.Core.Tests.EventSourcing;
+
+[MessageName("payments.received")]
+public sealed record PaymentReceivedV1(int AmountCents);
+
+[MessageName("payments.received.v2")]
+public sealed record PaymentReceivedV2(decimal Amount);
+
+[MessageName("payments.received.v3")]
+public sealed record PaymentReceivedV3(decimal Amount, string Currency);
+
+public sealed class UpcastingTests
+{
+    private static void Upcasters(EventSourcingBuilder es) => es
+        .AddUpcaster<PaymentReceivedV1, PaymentReceivedV2>(v1 => new PaymentReceivedV2(v1.AmountCents / 100m))
+        .AddUpcaster<PaymentReceivedV2, PaymentReceivedV3>(v2 => new PaymentReceivedV3(v2.Amount, "EUR"));
+
+    [Fact]
+    public async Task Read_V1AndV2Stored_EveryEventReadAsV3()
+    {
+        using var host = await EventSourcingHost.StartAsync(Upcasters);
+        var store = host.Store();
+        await store.AppendAsync("payments-1", ExpectedVersion.NoStream, [new PaymentReceivedV1(1250), new PaymentReceivedV2(3m), new PaymentReceivedV3(4m, "USD")]);
+
+        var events = await store.ReadStreamAsync("payments-1").CollectAsync();
+        var all = await store.ReadAllAsync().CollectAsync();
+
+        events.Select(e => e.Data).Should().Equal(new PaymentReceivedV3(12.5m, "EUR"), new PaymentReceivedV3(3m, "EUR"), new PaymentReceivedV3(4m, "USD"));
+        events.Select(e => e.EventType).Should().OnlyContain(t => t == "payments.received.v3");
+        events.Select(e => e.StoredEventType).Should().Equal("payments.received", "payments.received.v2", "payments.received.v3");
+        all.Select(e => e.Data).Should().Equal(events.Select(e => e.Data));
+    }
+
+    [Fact]
+    public async Task Read_ByteLevelUpcasterFromARetiredType_FeedsTheTypedChain()
+    {
+        using var host = await EventSourcingHost.StartAsync(es =>
+        {
+            Upcasters(es);
+            es.AddUpcaster("legacy.credit", "payments.received", bytes =>
+            {
+                var node = JsonNode.Parse(bytes.Span)!;
+                return Encoding.UTF8.GetBytes(new JsonObject { ["amountCents"] = node["cents"]!.GetValue<int>() }.ToJsonString());
+            });
+        });
+        var store = host.Store();
+        await store.Storage.AppendAsync("payments-1", ExpectedVersion.NoStream, [new SerializedEvent(Guid.NewGuid(), "legacy.credit", "{\"cents\":700}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+
+        var e = (await store.ReadStreamAsync("payments-1").CollectAsync()).Single();
+
+        e.Data.Should().Be(new PaymentReceivedV3(7m, "EUR"));
+        e.StoredEventType.Should().Be("legacy.credit");
+    }
+
+    [Fact]
+    public async Task CreateFilter_NewestType_AlsoSelectsOlderNamesThatUpcastToIt()
+    {
+        using var host = await EventSourcingHost.StartAsync(Upcasters);
+        var store = host.Store();
+        await store.AppendAsync("payments-1", ExpectedVersion.NoStream, [new PaymentReceivedV1(100), new Deposited(1m), new PaymentReceivedV2(2m)]);
+
+        var filter = store.CreateFilter(typeof(PaymentReceivedV3));
+        var events = await store.ReadAllAsync(0, filter).CollectAsync();
+
+        filter.EventTypes.Should().BeEquivalentTo(["payments.received", "payments.received.v2", "payments.received.v3"]);
+        events.Select(e => e.Data).Should().Equal(new PaymentReceivedV3(1m, "EUR"), new PaymentReceivedV3(2m, "EUR"));
+    }
+
+    [Fact]
+    public async Task Read_UpcasterThrows_ErrorNamesTheUpcasterAndTheEvent()
+    {
+        using var host = await EventSourcingHost.StartAsync(es => es.AddUpcaster<PaymentReceivedV1, PaymentReceivedV2>(_ => throw new FormatException("bad cents")));
+        var store = host.Store();
+        await store.AppendAsync("payments-1", ExpectedVersion.NoStream, new PaymentReceivedV1(1));
+
+        var act = async () => await store.ReadStreamAsync("payments-1").CollectAsync();
+
+        (await act.Should().ThrowAsync<MessageDeserializationException>()).Which.Message
+            .Should().Contain(typeof(PaymentReceivedV1).FullName).And.Contain("position 1").And.Contain("bad cents");
+    }
+
+    [Fact]
+    public async Task Start_UpcasterCycleAndDuplicates_FailsListingEveryProblem()
+    {
+        using var host = EventSourcingHostBuild(es => es
+            .AddUpcaster<PaymentReceivedV1, PaymentReceivedV2>(v => new PaymentReceivedV2(v.AmountCents))
+            .AddUpcaster<PaymentReceivedV2, PaymentReceivedV1>(v => new PaymentReceivedV1((int)v.Amount))
+            .AddUpcaster("a", "b", b => b)
+            .AddUpcaster("a", "c", b => b)
+            .AddEvent<Deposited>("payments.received"));
+
+        var act = () => host.StartAsync();
+
+        var thrown = await act.Should().ThrowAsync<OptionsValidationException>();
+        thrown.Which.Failures.Should().Contain(f => f.Contains("form a cycle"))
+            .And.Contain(f => f.Contains("'a' has more than one upcaster"))
+            .And.Contain(f => f.Contains("payments.received"));
+    }
+
+    internal static IHost EventSourcingHostBuild(Action<EventSourcingBuilder> configure) =>
+        TestHost.Build(b => b.AddEventSourcing(configure), harness: false);
+}
