@@ -54,6 +54,11 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
     /// <param name="loggerFactory">Logs opening and failed commits; null logs nothing.</param>
     /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
     public SqliteEventStore(SqliteEventStoreOptions options, ILoggerFactory? loggerFactory = null)
+        : this(options, TimeProvider.System, loggerFactory)
+    {
+    }
+
+    private SqliteEventStore(SqliteEventStoreOptions options, TimeProvider defaultTime, ILoggerFactory? loggerFactory)
     {
         ArgumentNullException.ThrowIfNull(options);
         SqliteEventStoreOptionsValidator.ThrowIfInvalid(options);
@@ -67,7 +72,7 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
             MaxEventsPerCommit = options.MaxEventsPerCommit,
             WriteQueueCapacity = options.WriteQueueCapacity,
             PollInterval = options.PollInterval,
-            TimeProvider = options.TimeProvider ?? TimeProvider.System,
+            TimeProvider = options.TimeProvider ?? defaultTime,
         };
         _time = _options.TimeProvider;
         _sql = new SqliteSql(_options.TablePrefix);
@@ -83,6 +88,10 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
         : this(new SqliteEventStoreOptions { ConnectionString = connectionString })
     {
     }
+
+    /// <summary>Creates a store that falls back to the application's clock when the options name none (the host builder path).</summary>
+    internal static SqliteEventStore Create(SqliteEventStoreOptions options, TimeProvider defaultTime, ILoggerFactory? loggerFactory) =>
+        new(options, defaultTime, loggerFactory);
 
     /// <summary>Gets what this store supports: hard deletes, inline projections in the append's transaction, and durability.</summary>
     public EventStorageCapabilities Capabilities =>

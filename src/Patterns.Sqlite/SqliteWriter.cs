@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.Threading.Channels;
@@ -29,7 +30,10 @@ internal sealed class SqliteWriter : IAsyncDisposable
     private readonly int _maxEvents;
     private readonly Action<long> _committed;
     private readonly ILogger _logger;
-    private readonly Task _loop;
+    private readonly List<WriteOperation> _batch = [];
+    private int _busy;
+    private int _lastGroup;
+    private TaskCompletionSource? _disposing;
 
     private readonly SqliteCommand _begin;
     private readonly SqliteCommand _commit;
@@ -59,7 +63,7 @@ internal sealed class SqliteWriter : IAsyncDisposable
         Head = head;
         _queue = Channel.CreateBounded<WriteOperation>(new BoundedChannelOptions(options.WriteQueueCapacity)
         {
-            SingleReader = true,
+            SingleReader = false,
             SingleWriter = false,
             FullMode = BoundedChannelFullMode.Wait,
         });
@@ -75,7 +79,6 @@ internal sealed class SqliteWriter : IAsyncDisposable
         _selectStream = SqliteRows.Command(connection, sql.SelectStream, "@stream");
         _upsertStream = SqliteRows.Command(connection, sql.UpsertStreamVersion, "@stream", "@version");
         _findEvent = SqliteRows.Command(connection, sql.FindEvent, "@id", "@stream");
-        _loop = Task.Run(RunAsync);
     }
 
     /// <summary>Gets or sets the head position inside the open transaction; appends advance it.</summary>
@@ -106,21 +109,38 @@ internal sealed class SqliteWriter : IAsyncDisposable
         }
     }
 
-    /// <summary>Queues a write; the returned task completes when it has committed (or failed).</summary>
+    /// <summary>
+    /// Queues a write; the returned task completes when it has committed (or failed). When no commit is in progress the
+    /// calling thread runs it at once (no thread hop for a lone writer); otherwise the write waits for the next group.
+    /// </summary>
     public ValueTask<T> EnqueueAsync<T>(WriteOperation<T> operation)
     {
-        if (_queue.Writer.TryWrite(operation))
+        if (!_queue.Writer.TryWrite(operation))
         {
-            return operation.Task;
+            return EnqueueSlowAsync(operation);
         }
 
-        return EnqueueSlowAsync(operation);
+        TryLead();
+        return operation.Task;
     }
 
+    /// <summary>Commits what is still queued, then closes the connection.</summary>
     public async ValueTask DisposeAsync()
     {
         _queue.Writer.TryComplete();
-        await _loop.ConfigureAwait(false);
+        var disposing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Volatile.Write(ref _disposing, disposing);
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            // The writer in charge hands its role over when its commit is done (see Release).
+            await disposing.Task.ConfigureAwait(false);
+        }
+
+        while (_queue.Reader.Count > 0)
+        {
+            await CommitNextAsync().ConfigureAwait(false);
+        }
+
         foreach (var command in _other.Values)
         {
             command.Dispose();
@@ -344,48 +364,126 @@ internal sealed class SqliteWriter : IAsyncDisposable
             throw new ObjectDisposedException(nameof(SqliteEventStore), "The SQLite event store was disposed.");
         }
 
+        TryLead();
         return await operation.Task.ConfigureAwait(false);
     }
 
+    /// <summary>Becomes the writer if nobody is, and commits the queued writes on this thread.</summary>
+    private void TryLead()
+    {
+        if (Interlocked.CompareExchange(ref _busy, 1, 0) != 0)
+        {
+            return; // the writer in charge will take this write into its next group
+        }
+
+        var commit = CommitNextAsync();
+        if (commit.IsCompleted)
+        {
+            Continue();
+        }
+        else
+        {
+            _ = ContinueAfterAsync(commit);
+        }
+    }
+
+    private async Task ContinueAfterAsync(ValueTask commit)
+    {
+        await commit.ConfigureAwait(false);
+        Continue();
+    }
+
+    /// <summary>After a group: hand the writes queued meanwhile to a background loop, or give up the writer role.</summary>
+    private void Continue()
+    {
+        // After a group of several writes, their callers are about to queue their next ones: keep the role (in the
+        // background loop) for one more look instead of letting the first of them commit alone.
+        if ((_queue.Reader.Count > 0 || _lastGroup > 1) && Volatile.Read(ref _disposing) is null)
+        {
+            _ = RunAsync();
+            return;
+        }
+
+        Release();
+    }
+
+    /// <summary>Commits group after group while writes keep arriving, off the callers' threads.</summary>
     private async Task RunAsync()
     {
-        var reader = _queue.Reader;
-        var batch = new List<WriteOperation>(Math.Min(_maxWrites, 1024));
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        // Off the caller's thread. The callers just completed were queued to this thread's pool queue: they run (and
+        // queue their next writes) before this continues, so they share the next commit instead of trickling in.
+        await Task.Yield();
+        while (true)
         {
-            var events = 0;
-            while (batch.Count < _maxWrites && events < _maxEvents && reader.TryRead(out var operation))
+            await CommitNextAsync().ConfigureAwait(false);
+            if (_lastGroup > 1)
             {
-                if (operation.CancellationToken.IsCancellationRequested)
-                {
-                    operation.Fail(new OperationCanceledException(operation.CancellationToken));
-                    continue;
-                }
-
-                batch.Add(operation);
-                events += operation.EventCount;
+                await Task.Yield();
             }
 
-            if (batch.Count > 0)
+            if (_queue.Reader.Count == 0 || Volatile.Read(ref _disposing) is not null)
             {
-                await CommitAsync(batch).ConfigureAwait(false);
-                var completed = batch.Count;
-                batch.Clear();
-                if (completed > 1)
-                {
-                    // The callers just completed were queued to this thread's pool queue: let them run (and queue
-                    // their next writes) before draining, so that they share the next commit instead of trickling
-                    // into a small one. A lone appender does not pay this hop.
-                    await Task.Yield();
-                }
+                break;
             }
         }
+
+        Release();
+    }
+
+    /// <summary>Gives up the writer role (to a pending dispose, if any), and takes it back if a write slipped in meanwhile.</summary>
+    private void Release()
+    {
+        if (Volatile.Read(ref _disposing) is { } disposing)
+        {
+            disposing.TrySetResult(); // the role passes to DisposeAsync
+            return;
+        }
+
+        Volatile.Write(ref _busy, 0);
+        if (Volatile.Read(ref _disposing) is { } late)
+        {
+            if (Interlocked.CompareExchange(ref _busy, 1, 0) == 0)
+            {
+                late.TrySetResult();
+            }
+
+            return;
+        }
+
+        if (_queue.Reader.Count > 0 && Interlocked.CompareExchange(ref _busy, 1, 0) == 0)
+        {
+            _ = RunAsync();
+        }
+    }
+
+    /// <summary>Takes the queued writes (up to the per-commit limits) and commits them as one group. Never throws.</summary>
+    private ValueTask CommitNextAsync()
+    {
+        var reader = _queue.Reader;
+        var batch = _batch;
+        batch.Clear();
+        var events = 0;
+        while (batch.Count < _maxWrites && events < _maxEvents && reader.TryRead(out var operation))
+        {
+            if (operation.CancellationToken.IsCancellationRequested)
+            {
+                operation.Fail(new OperationCanceledException(operation.CancellationToken));
+                continue;
+            }
+
+            batch.Add(operation);
+            events += operation.EventCount;
+        }
+
+        _lastGroup = batch.Count;
+        return batch.Count == 0 ? ValueTask.CompletedTask : CommitAsync(batch);
     }
 
     [SuppressMessage("Performance", "CA1849", Justification = "Microsoft.Data.Sqlite has no asynchronous I/O; its async methods run synchronously and only add allocations.")]
     private async ValueTask CommitAsync(List<WriteOperation> batch)
     {
         var startHead = 0L;
+        var started = SqliteDiagnostics.CommitDuration.Enabled ? Stopwatch.GetTimestamp() : 0;
         try
         {
             _begin.ExecuteNonQuery();
@@ -448,11 +546,19 @@ internal sealed class SqliteWriter : IAsyncDisposable
                 operation.Fail(operation.Error ?? ex);
             }
 
+            batch.Clear();
             return;
         }
 
         Interlocked.Increment(ref _commits);
         Interlocked.Add(ref _writes, batch.Count);
+        SqliteDiagnostics.Commits.Add(1);
+        SqliteDiagnostics.CommitWrites.Record(batch.Count);
+        if (started != 0)
+        {
+            SqliteDiagnostics.CommitDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+        }
+
         if (Head != startHead)
         {
             _committed(Head);
@@ -469,6 +575,8 @@ internal sealed class SqliteWriter : IAsyncDisposable
                 operation.Complete();
             }
         }
+
+        batch.Clear();
     }
 
     private void TryRollback()

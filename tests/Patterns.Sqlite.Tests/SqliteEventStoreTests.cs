@@ -1,5 +1,6 @@
 using System.Text;
 using Microsoft.Data.Sqlite;
+using Patterns.Conformance;
 using Patterns.Storage;
 using Patterns.Testing;
 
@@ -38,6 +39,45 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Metrics_GroupCommit_RecordsWritesPerCommitAndCommitDuration()
+    {
+        var writes = new System.Collections.Concurrent.ConcurrentBag<int>();
+        var durations = new System.Collections.Concurrent.ConcurrentBag<double>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == SqliteDiagnostics.MeterName)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<int>((instrument, value, _, _) =>
+        {
+            if (instrument.Name == "patterns.sqlite.commit.writes")
+            {
+                writes.Add(value);
+            }
+        });
+        listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
+        {
+            if (instrument.Name == "patterns.sqlite.commit.duration")
+            {
+                durations.Add(value);
+            }
+        });
+        listener.Start();
+        var store = _db.Open();
+        var (blocker, release) = await StartBlockingAppendAsync(store);
+
+        var queued = Enumerable.Range(0, 15).Select(i => store.AppendAsync($"q-{i}", ExpectedVersion.NoStream, [NewEvent()], null, Timeout).AsTask()).ToArray();
+        release.SetResult();
+        await Task.WhenAll(queued.Append(blocker)).WaitAsync(TempDatabase.Wait, Timeout);
+
+        writes.Should().Contain(15, "the 15 queued appends were committed as one group");
+        durations.Should().NotBeEmpty().And.OnlyContain(d => d > 0);
+    }
+
+    [Fact]
     public async Task AppendAsync_SixteenConcurrentAppenders_CommitFewerTransactionsThanAppends()
     {
         const int writers = 16;
@@ -46,13 +86,17 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         await store.MigrateAsync(Timeout);
         var before = store.CommitCount;
 
-        await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
+        // One thread per appender, so that they are concurrent however busy the thread pool is (a lone appender commits
+        // on its own thread, so tasks that the pool happened to run one after another would never overlap).
+        using var start = new Barrier(writers);
+        await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Factory.StartNew(() =>
         {
+            start.SignalAndWait(TempDatabase.Wait, Timeout);
             for (var i = 0; i < perWriter; i++)
             {
-                await store.AppendAsync($"writer-{w}", ExpectedVersion.Exact(i), [NewEvent()], null, Timeout);
+                store.AppendAsync($"writer-{w}", ExpectedVersion.Exact(i), [NewEvent()], null, Timeout).AsTask().Wait(Timeout);
             }
-        }, Timeout))).WaitAsync(TempDatabase.Wait, Timeout);
+        }, Timeout, TaskCreationOptions.LongRunning, TaskScheduler.Default))).WaitAsync(TempDatabase.Wait, Timeout);
 
         var commits = store.CommitCount - before;
         commits.Should().BeLessThan(writers * perWriter, "appends queued while a commit syncs share the next transaction");
@@ -138,6 +182,28 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         using var command = connection.CreateCommand();
         command.CommandText = "PRAGMA journal_mode";
         (command.ExecuteScalar() as string).Should().Be("wal");
+    }
+
+    [Fact]
+    public async Task Crash_WriterKilledMidLoad_FilePassesIntegrityCheckAndRecoversToTheLastCommit()
+    {
+        var host = Path.Combine(AppContext.BaseDirectory, "Patterns.Sqlite.CrashHost.dll");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { ArgumentList = { host, _db.File(), "16" } };
+
+        var run = await CrashHarness.RunAndKillAsync(start, 200, Timeout);
+
+        File.Exists(_db.File() + "-wal").Should().BeTrue("the killed writer never checkpointed or closed the log");
+        Query("PRAGMA integrity_check").Should().Be("ok");
+        var store = _db.Open();
+        var log = await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout));
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, log.Count).Select(i => (long)i));
+        (await store.GetHeadPositionAsync(Timeout)).Should().Be(log.Count, "the head row commits with the events it counts");
+        var ids = log.Select(e => e.EventId).ToHashSet();
+        run.Acknowledged.SelectMany(a => a.EventIds).Should().OnlyContain(id => ids.Contains(id));
+        foreach (var stream in log.GroupBy(e => e.StreamId))
+        {
+            (await store.GetStreamStateAsync(stream.Key, Timeout)).Version.Should().Be(stream.Count(), "the stream row commits with its events");
+        }
     }
 
     [Fact]
@@ -407,13 +473,15 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         return (blocker, release);
     }
 
-    private long Scalar(string sql)
+    private long Scalar(string sql) => Convert.ToInt64(Query(sql));
+
+    private object? Query(string sql)
     {
         using var connection = new SqliteConnection($"Data Source={_db.File()};Pooling=False");
         connection.Open();
         using var command = connection.CreateCommand();
         command.CommandText = sql;
-        return Convert.ToInt64(command.ExecuteScalar());
+        return command.ExecuteScalar();
     }
 
     private void Execute(string sql)
