@@ -487,94 +487,132 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
         }
     }
 
-    private async IAsyncEnumerable<StoredEvent> ReadStreamCoreAsync(
-        string streamId, ReadDirection direction, long? fromVersion, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private IAsyncEnumerable<StoredEvent> ReadStreamCoreAsync(
+        string streamId, ReadDirection direction, long? fromVersion, long maxCount, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        var page = new List<StoredEvent>();
-        var remaining = maxCount;
+        var forward = direction == ReadDirection.Forward;
         long floor = 0, next = 0;
         var first = true;
-        while (remaining > 0)
+        return PagesAsync<StoredEvent>(maxCount, (session, limit, page) =>
         {
-            var limit = (int)Math.Min(remaining, _options.PageSize);
-            page.Clear();
-            Writer();
-            var session = _readers.Rent();
-            try
+            if (first)
             {
-                if (first)
+                first = false;
+                var row = SelectStream(session, streamId);
+                if (row.Deleted != 0)
                 {
-                    var row = SelectStream(session, streamId);
-                    if (row.Deleted != 0)
-                    {
-                        throw new StreamDeletedException(streamId);
-                    }
-
-                    if (row.Version == 0)
-                    {
-                        yield break;
-                    }
-
-                    floor = Math.Max(1, row.TruncatedBefore);
-                    next = direction == ReadDirection.Forward ? Math.Max(fromVersion ?? 1, floor) : Math.Min(fromVersion ?? row.Version, row.Version);
-                    first = false;
+                    throw new StreamDeletedException(streamId);
                 }
 
-                if (direction == ReadDirection.Forward)
+                if (row.Version == 0)
                 {
-                    var command = session.Command(_sql.ReadStreamForward, "@stream", "@from", "@limit");
-                    command.Parameters[0].Value = streamId;
-                    command.Parameters[1].Value = next;
-                    command.Parameters[2].Value = limit;
-                    ReadPage(command, streamId, page);
+                    return;
                 }
-                else
-                {
-                    if (next < floor)
-                    {
-                        yield break;
-                    }
 
-                    var command = session.Command(_sql.ReadStreamBackward, "@stream", "@from", "@floor", "@limit");
-                    command.Parameters[0].Value = streamId;
-                    command.Parameters[1].Value = next;
-                    command.Parameters[2].Value = floor;
-                    command.Parameters[3].Value = limit;
-                    ReadPage(command, streamId, page);
-                }
+                floor = Math.Max(1, row.TruncatedBefore);
+                next = forward ? Math.Max(fromVersion ?? 1, floor) : Math.Min(fromVersion ?? row.Version, row.Version);
             }
-            finally
+
+            if (forward)
             {
-                _readers.Return(session);
+                var command = session.Command(_sql.ReadStreamForward, "@stream", "@from", "@limit");
+                command.Parameters[0].Value = streamId;
+                command.Parameters[1].Value = next;
+                command.Parameters[2].Value = limit;
+                ReadPage(command, streamId, page);
             }
-
-            foreach (var e in page)
+            else if (next >= floor)
             {
-                yield return e;
+                var command = session.Command(_sql.ReadStreamBackward, "@stream", "@from", "@floor", "@limit");
+                command.Parameters[0].Value = streamId;
+                command.Parameters[1].Value = next;
+                command.Parameters[2].Value = floor;
+                command.Parameters[3].Value = limit;
+                ReadPage(command, streamId, page);
             }
 
-            if (page.Count < limit)
+            if (page.Count > 0)
             {
-                yield break;
+                next = forward ? page[^1].Version + 1 : page[^1].Version - 1;
             }
-
-            remaining -= page.Count;
-            next = direction == ReadDirection.Forward ? page[^1].Version + 1 : page[^1].Version - 1;
-            cancellationToken.ThrowIfCancellationRequested();
-            await Task.Yield();
-        }
+        }, cancellationToken);
     }
 
-    private async IAsyncEnumerable<StoredEvent> ReadAllCoreAsync(long afterPosition, EventFilter? filter, long maxCount, [EnumeratorCancellation] CancellationToken cancellationToken)
+    private IAsyncEnumerable<StoredEvent> ReadAllCoreAsync(long afterPosition, EventFilter? filter, long maxCount, CancellationToken cancellationToken)
     {
-        cancellationToken.ThrowIfCancellationRequested();
-        var page = new List<StoredEvent>();
-        var remaining = maxCount;
         var after = afterPosition;
         var types = filter?.EventTypes is { Count: > 0 } t ? t.ToArray() : [];
         var prefix = filter?.StreamPrefix is { } p ? Encoding.UTF8.GetBytes(p) : null;
         var filteredSql = filter is null ? null : _sql.ReadAllFiltered(types.Length, prefix is not null);
+        return PagesAsync<StoredEvent>(maxCount, (session, limit, page) =>
+        {
+            if (filteredSql is null)
+            {
+                var command = session.Command(_sql.ReadAll, "@after", "@limit");
+                command.Parameters[0].Value = after;
+                command.Parameters[1].Value = limit;
+                ReadPage(command, null, page);
+            }
+            else
+            {
+                using var command = session.OneOff(filteredSql);
+                command.Parameters.AddWithValue("@after", after);
+                command.Parameters.AddWithValue("@limit", limit);
+                for (var i = 0; i < types.Length; i++)
+                {
+                    command.Parameters.AddWithValue("@type" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), types[i]);
+                }
+
+                if (prefix is not null)
+                {
+                    command.Parameters.AddWithValue("@prefix", prefix);
+                }
+
+                ReadPage(command, null, page);
+            }
+
+            if (page.Count > 0)
+            {
+                after = page[^1].Position;
+            }
+        }, cancellationToken);
+    }
+
+    private IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, CancellationToken cancellationToken)
+    {
+        string? after = null;
+        return PagesAsync<KeyValuePair<string, byte[]>>(long.MaxValue, (session, limit, page) =>
+        {
+            var command = after is null
+                ? session.Command(_sql.ListDocumentsFirst, "@collection", "@limit")
+                : session.Command(_sql.ListDocuments, "@collection", "@limit", "@after");
+            command.Parameters[0].Value = collection;
+            command.Parameters[1].Value = limit;
+            if (after is not null)
+            {
+                command.Parameters[2].Value = after;
+            }
+
+            ReadDocuments(command, page);
+            if (page.Count > 0)
+            {
+                after = page[^1].Key;
+            }
+        }, cancellationToken);
+    }
+
+    /// <summary>
+    /// Pages through a query: each page is fetched on a pooled connection (a fresh snapshot, held only while the page
+    /// is read), then yielded; a short page ends the read. Memory is bounded by one page.
+    /// </summary>
+    /// <param name="maxCount">The most items to return.</param>
+    /// <param name="fetch">Reads at most <c>limit</c> items after the previous page into the list, and moves its own cursor.</param>
+    /// <param name="cancellationToken">Checked between pages.</param>
+    private async IAsyncEnumerable<T> PagesAsync<T>(long maxCount, Action<ReadSession, int, List<T>> fetch, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var page = new List<T>();
+        var remaining = maxCount;
         while (remaining > 0)
         {
             var limit = (int)Math.Min(remaining, _options.PageSize);
@@ -583,39 +621,16 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
             var session = _readers.Rent();
             try
             {
-                if (filteredSql is null)
-                {
-                    var command = session.Command(_sql.ReadAll, "@after", "@limit");
-                    command.Parameters[0].Value = after;
-                    command.Parameters[1].Value = limit;
-                    ReadPage(command, null, page);
-                }
-                else
-                {
-                    using var command = session.OneOff(filteredSql);
-                    command.Parameters.AddWithValue("@after", after);
-                    command.Parameters.AddWithValue("@limit", limit);
-                    for (var i = 0; i < types.Length; i++)
-                    {
-                        command.Parameters.AddWithValue("@type" + i.ToString(System.Globalization.CultureInfo.InvariantCulture), types[i]);
-                    }
-
-                    if (prefix is not null)
-                    {
-                        command.Parameters.AddWithValue("@prefix", prefix);
-                    }
-
-                    ReadPage(command, null, page);
-                }
+                fetch(session, limit, page);
             }
             finally
             {
                 _readers.Return(session);
             }
 
-            foreach (var e in page)
+            foreach (var item in page)
             {
-                yield return e;
+                yield return item;
             }
 
             if (page.Count < limit)
@@ -624,52 +639,6 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
             }
 
             remaining -= page.Count;
-            after = page[^1].Position;
-            cancellationToken.ThrowIfCancellationRequested();
-            await Task.Yield();
-        }
-    }
-
-    private async IAsyncEnumerable<KeyValuePair<string, byte[]>> ListDocumentsAsync(string collection, [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        cancellationToken.ThrowIfCancellationRequested();
-        var page = new List<KeyValuePair<string, byte[]>>();
-        string? after = null;
-        while (true)
-        {
-            page.Clear();
-            Writer();
-            var session = _readers.Rent();
-            try
-            {
-                var command = after is null
-                    ? session.Command(_sql.ListDocumentsFirst, "@collection", "@limit")
-                    : session.Command(_sql.ListDocuments, "@collection", "@limit", "@after");
-                command.Parameters[0].Value = collection;
-                command.Parameters[1].Value = _options.PageSize;
-                if (after is not null)
-                {
-                    command.Parameters[2].Value = after;
-                }
-
-                ReadDocuments(command, page);
-            }
-            finally
-            {
-                _readers.Return(session);
-            }
-
-            foreach (var document in page)
-            {
-                yield return document;
-            }
-
-            if (page.Count < _options.PageSize)
-            {
-                yield break;
-            }
-
-            after = page[^1].Key;
             cancellationToken.ThrowIfCancellationRequested();
             await Task.Yield();
         }
