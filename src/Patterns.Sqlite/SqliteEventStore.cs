@@ -19,10 +19,11 @@ namespace Patterns.Sqlite;
 /// honours the sync.
 /// </para>
 /// <para>
-/// <b>Group commit.</b> Every write (appends, deletes, checkpoints, documents, inbox marks) goes through one writer: a
-/// loop on its own connection fed by a bounded queue. Writes queued while a commit is being synced share the next
-/// transaction and its one sync; each runs under its own savepoint, so a write that fails (a version conflict, a
-/// throwing inline projection) is rolled back alone and fails alone.
+/// <b>Group commit.</b> Every write (appends, deletes, checkpoints, documents, inbox marks) goes through one writer
+/// connection fed by a bounded queue. A write that finds the writer idle commits at once on the caller's thread; writes
+/// queued while a commit is being synced share the next transaction and its one sync. Each runs under its own
+/// savepoint, so a write that fails (a version conflict, a throwing inline projection) is rolled back alone and fails
+/// alone. An inline projection runs on the writer: it must not call the store.
 /// </para>
 /// <para>
 /// <b>Ordering.</b> Positions are taken under SQLite's write lock in commit order, and readers (separate connections,

@@ -88,11 +88,12 @@ internal static class SqliteConnectionStrings
             ? new SqliteConnectionStringBuilder(value)
             : new SqliteConnectionStringBuilder { DataSource = value };
 
-    /// <summary>The connection string of the store's own connections: no driver pooling (the store keeps its connections open), the busy timeout applied.</summary>
+    /// <summary>The connection string of the store's own connections: no driver pooling (the store keeps its connections open), a private cache, the busy timeout applied.</summary>
     public static string ForStore(SqliteEventStoreOptions options)
     {
         var builder = Parse(options.ConnectionString);
         builder.Pooling = false;
+        builder.Cache = SqliteCacheMode.Private; // a shared cache would make readers and the writer lock each other out
         builder.DefaultTimeout = Math.Max(1, (int)Math.Ceiling(options.BusyTimeout.TotalSeconds));
         return builder.ToString();
     }

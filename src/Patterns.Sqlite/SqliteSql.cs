@@ -3,10 +3,10 @@ namespace Patterns.Sqlite;
 /// <summary>The schema and every statement the store runs, with the table prefix applied.</summary>
 /// <remarks>
 /// Tables: <c>events</c> (the global log; <c>position</c> is the rowid), <c>streams</c> (version, deletion and truncation
-/// of each stream), <c>log</c> (one row: the head position), <c>snapshots</c>, <c>checkpoints</c>, <c>documents</c>,
-/// <c>inbox</c> and <c>schema</c> (one row: the schema version). Positions are assigned by the writer from the <c>log</c>
-/// row inside the write transaction, so they follow commit order even with several writing processes, and are never
-/// reused after a hard delete.
+/// of each stream), <c>log</c> (one row: the highest position, kept across hard deletes), <c>snapshots</c>, <c>checkpoints</c>, <c>documents</c>,
+/// <c>inbox</c> and <c>schema</c> (one row: the schema version). Positions are assigned by the writer after the highest
+/// one given so far, inside the write transaction, so they follow commit order even with several writing processes;
+/// the <c>log</c> row remembers the highest position when a hard delete removes it, so positions are never reused.
 /// </remarks>
 internal sealed class SqliteSql
 {
@@ -74,8 +74,10 @@ internal sealed class SqliteSql
         SelectSchemaVersion = $"SELECT version FROM {schema} WHERE id = 1";
         SchemaTableExists = $"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{schema}'";
 
-        SelectHead = $"SELECT head FROM {log} WHERE id = 1";
-        UpdateHead = $"UPDATE {log} SET head = @head WHERE id = 1";
+        // The head is the highest position in the log, or higher when a hard delete removed the top of the log: the
+        // log row then keeps the highest position ever given, so that positions are never reused.
+        SelectHead = $"SELECT max(coalesce((SELECT max(position) FROM {events}), 0), (SELECT head FROM {log} WHERE id = 1))";
+        KeepHead = $"UPDATE {log} SET head = max(head, coalesce((SELECT max(position) FROM {events}), 0)) WHERE id = 1";
 
         SelectStream = $"SELECT version, deleted, truncated_before FROM {streams} WHERE stream_id = @stream";
         UpsertStreamVersion = $"INSERT INTO {streams} (stream_id, version) VALUES (@stream, @version) ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version";
@@ -124,7 +126,7 @@ internal sealed class SqliteSql
 
     public string SelectHead { get; }
 
-    public string UpdateHead { get; }
+    public string KeepHead { get; }
 
     public string SelectStream { get; }
 

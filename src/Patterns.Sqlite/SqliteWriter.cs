@@ -9,9 +9,11 @@ using Patterns.Storage;
 namespace Patterns.Sqlite;
 
 /// <summary>
-/// The store's only writer: one connection and one loop fed by a bounded queue. Each turn it takes every write queued
-/// so far (up to the per-commit limits), runs them in one IMMEDIATE transaction, each under its own savepoint so that a
-/// failing write is rolled back alone, commits once (one WAL sync), and then completes every caller: group commit.
+/// The store's only writer: one connection fed by a bounded queue, used by one thread at a time. A caller that finds it
+/// idle becomes the writer and commits on its own thread; writes queued meanwhile are committed by a background loop
+/// that runs while they keep coming. Each group takes every write queued so far (up to the per-commit limits), runs
+/// them in one IMMEDIATE transaction, each under its own savepoint so that a failing write is rolled back alone,
+/// commits once (one WAL sync), and then completes every caller: group commit.
 /// </summary>
 /// <remarks>
 /// Positions come from the <c>log</c> row read after <c>BEGIN IMMEDIATE</c>, that is, under SQLite's write lock, so they
@@ -42,7 +44,6 @@ internal sealed class SqliteWriter : IAsyncDisposable
     private readonly SqliteCommand _release;
     private readonly SqliteCommand _rollbackTo;
     private readonly SqliteCommand _selectHead;
-    private readonly SqliteCommand _updateHead;
     private readonly SqliteCommand _selectStream;
     private readonly SqliteCommand _upsertStream;
     private readonly SqliteCommand _findEvent;
@@ -75,7 +76,6 @@ internal sealed class SqliteWriter : IAsyncDisposable
         _release = SqliteRows.Command(connection, "RELEASE write");
         _rollbackTo = SqliteRows.Command(connection, "ROLLBACK TO write");
         _selectHead = SqliteRows.Command(connection, sql.SelectHead);
-        _updateHead = SqliteRows.Command(connection, sql.UpdateHead, "@head");
         _selectStream = SqliteRows.Command(connection, sql.SelectStream, "@stream");
         _upsertStream = SqliteRows.Command(connection, sql.UpsertStreamVersion, "@stream", "@version");
         _findEvent = SqliteRows.Command(connection, sql.FindEvent, "@id", "@stream");
@@ -151,7 +151,7 @@ internal sealed class SqliteWriter : IAsyncDisposable
             command?.Dispose();
         }
 
-        foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _rollbackTo, _selectHead, _updateHead, _selectStream, _upsertStream, _findEvent })
+        foreach (var command in new[] { _begin, _commit, _rollback, _savepoint, _release, _rollbackTo, _selectHead, _selectStream, _upsertStream, _findEvent })
         {
             command.Dispose();
         }
@@ -329,6 +329,7 @@ internal sealed class SqliteWriter : IAsyncDisposable
         mark.ExecuteNonQuery();
         if (mode == StreamDeleteMode.Hard)
         {
+            Prepared(sql.KeepHead).ExecuteNonQuery(); // the deleted events may hold the highest positions
             var delete = Prepared(sql.DeleteStreamEvents, "@stream");
             delete.Parameters[0].Value = streamId;
             delete.ExecuteNonQuery();
@@ -517,12 +518,6 @@ internal sealed class SqliteWriter : IAsyncDisposable
                         _release.ExecuteNonQuery();
                     }
                 }
-            }
-
-            if (Head != startHead)
-            {
-                _updateHead.Parameters[0].Value = Head;
-                _updateHead.ExecuteNonQuery();
             }
 
             if (batch.Count == 1 && batch[0].Error is not null)

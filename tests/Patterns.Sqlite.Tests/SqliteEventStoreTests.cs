@@ -197,7 +197,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         var store = _db.Open();
         var log = await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout));
         log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, log.Count).Select(i => (long)i));
-        (await store.GetHeadPositionAsync(Timeout)).Should().Be(log.Count, "the head row commits with the events it counts");
+        (await store.GetHeadPositionAsync(Timeout)).Should().Be(log.Count, "the head is the highest committed position");
         var ids = log.Select(e => e.EventId).ToHashSet();
         run.Acknowledged.SelectMany(a => a.EventIds).Should().OnlyContain(id => ids.Contains(id));
         foreach (var stream in log.GroupBy(e => e.StreamId))
@@ -236,6 +236,22 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         Scalar("SELECT count(*) FROM patterns_events WHERE stream_id = 'doomed'").Should().Be(0);
         Scalar("SELECT count(*) FROM patterns_events").Should().Be(2);
         Scalar("SELECT deleted FROM patterns_streams WHERE stream_id = 'doomed'").Should().Be(2);
+    }
+
+    [Fact]
+    public async Task DeleteStream_HardDeleteOfTheTopOfTheLog_PositionsAreNeverReusedEvenAfterReopening()
+    {
+        var store = _db.Open();
+        await store.AppendAsync("a", ExpectedVersion.NoStream, NewEvents(2), null, Timeout);
+        await store.AppendAsync("top", ExpectedVersion.NoStream, NewEvents(3), null, Timeout);
+
+        await store.DeleteStreamAsync("top", ExpectedVersion.Any, StreamDeleteMode.Hard, Timeout);
+        await store.DisposeAsync();
+        var reopened = _db.Open();
+
+        (await reopened.GetHeadPositionAsync(Timeout)).Should().Be(5);
+        (await reopened.AppendAsync("b", ExpectedVersion.NoStream, [NewEvent()], null, Timeout)).FirstPosition.Should().Be(6);
+        (await ToListAsync(reopened.ReadAllAsync(0, null, long.MaxValue, Timeout))).Select(e => e.Position).Should().Equal(1, 2, 6);
     }
 
     [Fact]
