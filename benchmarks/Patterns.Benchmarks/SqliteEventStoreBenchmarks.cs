@@ -74,7 +74,7 @@ public class SqliteEventStoreBenchmarks
         {
             var connection = new SqliteConnection($"Data Source={file};Pooling=False");
             connection.Open();
-            Execute(connection, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 30000;");
+            Execute(connection, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA busy_timeout = 30000;");
             if (i == 0)
             {
                 Execute(connection, RawSchema);

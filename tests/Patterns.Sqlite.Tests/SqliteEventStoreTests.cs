@@ -225,6 +225,20 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task AppendAsync_Rows_StoreIdsAsSixteenByteBlobsAndEmptyOptionalsAsNull()
+    {
+        var store = _db.Open();
+        var e = NewEvent();
+
+        await store.AppendAsync("a", ExpectedVersion.NoStream, [e], null, Timeout);
+
+        Query("SELECT typeof(event_id) || ':' || length(event_id) FROM patterns_events").Should().Be("blob:16");
+        Query("SELECT hex(event_id) FROM patterns_events").Should().Be(Convert.ToHexString(e.EventId.ToByteArray()));
+        Query("SELECT typeof(metadata) || typeof(correlation_id) || typeof(causation_id) FROM patterns_events").Should().Be("nullnullnull");
+        Scalar("SELECT timestamp FROM patterns_events").Should().Be(e.Timestamp.UtcTicks);
+    }
+
+    [Fact]
     public async Task DeleteStream_Hard_RemovesTheRowsFromTheFile()
     {
         var store = _db.Open();
