@@ -50,19 +50,16 @@ internal static class SqliteRows
         var version = reader.GetInt64(2);
         var id = reader.GetGuid(3);
         var type = reader.GetString(4);
-        var data = reader.IsDBNull(5) ? [] : (byte[])reader.GetValue(5);
+        var data = (byte[])reader.GetValue(5); // NOT NULL; an empty body reads as an empty array
         var timestamp = new DateTimeOffset(reader.GetInt64(9), TimeSpan.Zero);
         var stored = new StoredEvent(id, stream, version, position, type, data, timestamp);
-        var metadataNull = reader.IsDBNull(6);
-        var correlationNull = reader.IsDBNull(7);
-        var causationNull = reader.IsDBNull(8);
-        return metadataNull && correlationNull && causationNull
+        return reader.GetInt64(10) == 0
             ? stored
             : stored with
             {
-                Metadata = metadataNull ? default : (byte[])reader.GetValue(6),
-                CorrelationId = correlationNull ? null : reader.GetString(7),
-                CausationId = causationNull ? null : reader.GetString(8),
+                Metadata = reader.IsDBNull(6) ? default : (byte[])reader.GetValue(6),
+                CorrelationId = reader.IsDBNull(7) ? null : reader.GetString(7),
+                CausationId = reader.IsDBNull(8) ? null : reader.GetString(8),
             };
     }
 }

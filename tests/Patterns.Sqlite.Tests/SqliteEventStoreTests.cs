@@ -239,6 +239,25 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ReadStreamAsync_EmptyBodyAndPartlySetOptionals_RoundTrip()
+    {
+        var store = _db.Open();
+        var empty = NewEvent() with { Data = ReadOnlyMemory<byte>.Empty };
+        var causedOnly = NewEvent() with { CausationId = "cause-7" };
+        var sliced = NewEvent() with { Data = new byte[] { 9, 1, 2, 3, 9 }.AsMemory(1, 3), Metadata = new byte[] { 0, 5, 0 }.AsMemory(1, 1) };
+
+        await store.AppendAsync("a", ExpectedVersion.NoStream, [empty, causedOnly, sliced], null, Timeout);
+        var read = await ToListAsync(store.ReadStreamAsync("a", ReadDirection.Forward, null, long.MaxValue, Timeout));
+
+        read[0].Data.Length.Should().Be(0);
+        read[1].CausationId.Should().Be("cause-7");
+        read[1].CorrelationId.Should().BeNull();
+        read[1].Metadata.IsEmpty.Should().BeTrue();
+        read[2].Data.ToArray().Should().Equal(1, 2, 3);
+        read[2].Metadata.ToArray().Should().Equal(5);
+    }
+
+    [Fact]
     public async Task DeleteStream_Hard_RemovesTheRowsFromTheFile()
     {
         var store = _db.Open();
