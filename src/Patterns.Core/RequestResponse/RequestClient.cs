@@ -360,8 +360,22 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     private async ValueTask<TResponse> SendOverTransportAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken)
         where TRequest : notnull
     {
-        var replyTo = await EnsureReplyQueueAsync(cancellationToken).ConfigureAwait(false);
         var name = _bus.Registry.GetName(request.GetType());
+
+        // The timeout covers everything, including setting up the reply queue and waiting for a lost connection.
+        using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
+        using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
+        var token = linked?.Token ?? cancellationToken;
+        string replyTo;
+        try
+        {
+            replyTo = await EnsureReplyQueueAsync(token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && timeoutSource?.IsCancellationRequested == true)
+        {
+            throw TimedOut(name, timeout, null);
+        }
+
         var id = MessageIds.Next();
         var envelope = new Envelope
         {
@@ -375,9 +389,6 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         var pending = new PendingReply<TResponse>(_serializer, name);
         _pending[id] = pending;
         using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
-        using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
-        using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
-        var token = linked?.Token ?? cancellationToken;
         try
         {
             try
@@ -402,6 +413,11 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         catch (OperationCanceledException) when (timeoutSource?.IsCancellationRequested == true)
         {
             throw TimedOut(name, timeout, activity);
+        }
+        catch (Exception ex) when (activity is not null)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            throw;
         }
         finally
         {
@@ -431,6 +447,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
                     Address = TransportAddress.Queue(queue),
                     ConsumerGroup = queue,
                     Concurrency = 1,
+                    Temporary = true,
+                    ConnectionLost = OnReplyConnectionLost,
                 },
                 OnReply,
                 cancellationToken).ConfigureAwait(false);
@@ -440,6 +458,19 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         finally
         {
             _replyGate.Release();
+        }
+    }
+
+    /// <summary>The reply queue went away with the connection: responses to requests in flight can no longer arrive, so they fail now rather than at their timeout.</summary>
+    private void OnReplyConnectionLost(Exception reason)
+    {
+        foreach (var (correlation, pending) in _pending)
+        {
+            if (_pending.TryRemove(correlation, out _))
+            {
+                pending.Fail(new TransportUnavailableException(
+                    $"The connection to the transport was lost before the response to request '{pending.RequestName}' arrived: {reason.Message}", reason));
+            }
         }
     }
 
@@ -464,6 +495,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
     private abstract class PendingReply
     {
+        public abstract string RequestName { get; }
+
         public abstract void Complete(in Envelope envelope);
 
         public abstract void Fail(Exception exception);
@@ -476,6 +509,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         private readonly TaskCompletionSource<TResponse> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public Task<TResponse> Task => _completion.Task;
+
+        public override string RequestName => requestName;
 
         public override void Complete(in Envelope envelope)
         {
