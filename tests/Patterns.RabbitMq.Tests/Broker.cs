@@ -31,15 +31,22 @@ internal static class Broker
     /// <summary>Options for a test: a name prefix of its own, so tests never share queues and can run in parallel.</summary>
     public static RabbitMqTransportOptions Options(string test, Action<RabbitMqTransportOptions>? configure = null)
     {
-        var options = new RabbitMqTransportOptions
-        {
-            Uri = Uri,
-            NamePrefix = $"test.{test}.{Guid.NewGuid():N}"[..(test.Length + 14)] + ".",
-            NetworkRecoveryInterval = TimeSpan.FromMilliseconds(500),
-            ReconnectTimeout = TimeSpan.FromSeconds(60),
-        };
+        var options = new RabbitMqTransportOptions();
+        Apply(options, Prefix(test));
         configure?.Invoke(options);
         return options;
+    }
+
+    /// <summary>A name prefix unique to one test.</summary>
+    public static string Prefix(string test) => $"test.{test}.{Guid.NewGuid():N}"[..(test.Length + 14)] + ".";
+
+    /// <summary>Points options at the test broker with the given prefix and quick reconnects.</summary>
+    public static void Apply(RabbitMqTransportOptions options, string prefix)
+    {
+        options.Uri = Uri;
+        options.NamePrefix = prefix;
+        options.NetworkRecoveryInterval = TimeSpan.FromMilliseconds(500);
+        options.ReconnectTimeout = TimeSpan.FromSeconds(60);
     }
 
     public static MessageTransport Create(RabbitMqTransportOptions options, IInboxStore? inbox = null) =>
@@ -64,12 +71,7 @@ internal static class Broker
             await using var channel = await connection.CreateChannelAsync();
             if (isExchange)
             {
-                // The shared topic exchange stays; every other exchange belongs to one test.
-                if (!name.EndsWith(".dlx", StringComparison.Ordinal))
-                {
-                    continue;
-                }
-
+                // Every name carries the test's own prefix, the topic exchange's too.
                 await channel.ExchangeDeleteAsync(name);
             }
             else
