@@ -21,6 +21,7 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
     private readonly Lock _gate = new();
     private IConnection? _connection;
     private TaskCompletionSource _open = NewSignal();
+    private volatile bool _usable;
     private string _lastFailure = "not connected yet";
     private volatile bool _disposed;
 
@@ -43,16 +44,7 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
     public string Endpoint { get; }
 
     /// <summary>Gets a value indicating whether the connection is open and not recovering.</summary>
-    public bool IsUsable
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _connection is { IsOpen: true } && _open.Task.IsCompleted;
-            }
-        }
-    }
+    public bool IsUsable => _usable && Volatile.Read(ref _connection) is { IsOpen: true };
 
     public static string Describe(Uri uri) => $"{uri.Scheme}://{uri.Host}:{(uri.IsDefaultPort ? (uri.Scheme == "amqps" ? 5671 : 5672) : uri.Port)}{uri.AbsolutePath}";
 
@@ -123,6 +115,7 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
         {
             connection = _connection;
             _connection = null;
+            _usable = false;
             _open.TrySetException(new ObjectDisposedException(nameof(RabbitMqConnection), "The RabbitMQ transport is stopped."));
         }
 
@@ -168,6 +161,7 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
                     {
                         _connection = connection;
                         _open.TrySetResult();
+                        _usable = true;
                     }
 
                     RabbitMqLog.Connected(_logger, Endpoint, Purpose);
@@ -204,6 +198,7 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
         _lastFailure = $"{args.ReplyCode} {args.ReplyText}".Trim();
         lock (_gate)
         {
+            _usable = false;
             if (_open.Task.IsCompleted)
             {
                 _open = NewSignal();
@@ -220,6 +215,7 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
         lock (_gate)
         {
             _open.TrySetResult();
+            _usable = true;
         }
 
         RabbitMqLog.ConnectionRecovered(_logger, Purpose, Endpoint);

@@ -8,9 +8,10 @@ using RabbitMQ.Client.Events;
 namespace Patterns.RabbitMq;
 
 /// <summary>
-/// One consumer group's consumer on its own channel. The client library hands deliveries over one at a time;
-/// they are routed to one lane per worker (by partition key, so a key's messages are handled in order, otherwise
-/// to the least busy lane), and each worker acknowledges a message only after its handler has settled it.
+/// One consumer group's consumer on its own channel. The client library hands deliveries over one at a time.
+/// With a concurrency of one they are handled right there, in order; otherwise they are routed to one lane per
+/// worker (by partition key, so a key's messages are handled in order, otherwise to the least busy lane). A
+/// message is acknowledged only after its handler has settled it.
 /// </summary>
 internal sealed class RabbitMqSubscription : TransportSubscription
 {
@@ -20,6 +21,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     private readonly string _logical;
     private readonly string _queue;
     private readonly ushort _prefetch;
+    private readonly bool _inline;
     private readonly Channel<Delivery>[] _lanes;
     private readonly Task[] _workers;
     private readonly CancellationTokenSource _hardStop = new();
@@ -28,6 +30,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     private Consumer? _consumer;
     private int _generation;
     private int _roundRobin;
+    private Task _inlineCurrent = Task.CompletedTask;
     private volatile bool _stopping;
     private Task? _resubscribing;
     private Task? _stopped;
@@ -42,7 +45,8 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         _queue = transport.Topology.Queue(_logical);
         var prefetch = Math.Max(request.Concurrency, Math.Min(transport.Options.PrefetchCount, request.Capacity));
         _prefetch = (ushort)Math.Min(prefetch, ushort.MaxValue);
-        _lanes = new Channel<Delivery>[request.Concurrency];
+        _inline = request.Concurrency == 1;
+        _lanes = new Channel<Delivery>[_inline ? 0 : request.Concurrency];
         for (var i = 0; i < _lanes.Length; i++)
         {
             // The prefetch bounds what the broker hands over, so the lanes need no bound of their own. (A single-reader
@@ -134,6 +138,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
 
         await Task.WhenAll(_workers.Where(w => w is not null)).ConfigureAwait(false);
+        await Volatile.Read(ref _inlineCurrent).ConfigureAwait(false);
         if (_resubscribing is { } resubscribing)
         {
             await resubscribing.ConfigureAwait(false);
@@ -194,7 +199,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
     }
 
-    private void OnDelivery(Consumer consumer, ulong deliveryTag, bool redelivered, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
+    private Task OnDelivery(Consumer consumer, ulong deliveryTag, bool redelivered, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
     {
         // The body's memory belongs to the client library and is reused after this call returns.
         var copy = body.ToArray();
@@ -210,16 +215,24 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             delivery = new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), default, $"its properties could not be read: {ex.Message}", null) { RawBody = copy };
         }
 
+        if (_inline)
+        {
+            // One at a time, in the order the broker sent them: the client waits for this task before the next delivery.
+            var processing = RunOneAsync(delivery);
+            Volatile.Write(ref _inlineCurrent, processing);
+            return processing;
+        }
+
         // When the lanes are closed (stopping) the delivery stays unacknowledged and the broker takes it back.
         _ = PickLane(delivery.Envelope.PartitionKey).Writer.TryWrite(delivery);
+        return Task.CompletedTask;
     }
 
     private Task OnDeliveryAsync(Consumer consumer, ulong deliveryTag, bool redelivered, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
     {
         try
         {
-            OnDelivery(consumer, deliveryTag, redelivered, properties, body);
-            return Task.CompletedTask;
+            return OnDelivery(consumer, deliveryTag, redelivered, properties, body);
         }
         catch (Exception ex)
         {
@@ -265,17 +278,17 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         {
             while (reader.TryRead(out var delivery))
             {
-                // After the deadline, or when the delivery came on a channel that has since closed, the message is
-                // left alone: the broker delivers it again.
-                if (_hardStop.IsCancellationRequested || delivery.Generation != Volatile.Read(ref _generation))
-                {
-                    continue;
-                }
-
-                await ProcessAsync(delivery).ConfigureAwait(false);
+                await RunOneAsync(delivery).ConfigureAwait(false);
             }
         }
     }
+
+    private Task RunOneAsync(Delivery delivery) =>
+        // After the deadline, or when the delivery came on a channel that has since closed, the message is left
+        // alone: the broker delivers it again.
+        _hardStop.IsCancellationRequested || delivery.Generation != Volatile.Read(ref _generation)
+            ? Task.CompletedTask
+            : ProcessAsync(delivery);
 
     private async Task ProcessAsync(Delivery delivery)
     {
