@@ -98,7 +98,7 @@ public class RabbitMqRequestBenchmarks
     public async Task CleanupMassTransit()
     {
         await Hosting.StopAndDisposeAsync(_massTransitServices);
-        await RabbitMqBench.DeleteAsync([_massTransitQueue], [_massTransitQueue]);
+        await RabbitMqBench.DeleteAsync([_massTransitQueue], [_massTransitQueue, "Patterns.Benchmarks:Req"]);
     }
 
     /// <summary>The baseline: RabbitMQ.Client 7.1.2 directly, with an exclusive reply queue and correlation ids by hand.</summary>

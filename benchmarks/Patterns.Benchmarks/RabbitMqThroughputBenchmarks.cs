@@ -138,7 +138,7 @@ public class RabbitMqThroughputBenchmarks
     public async Task CleanupMassTransit()
     {
         await Hosting.StopAndDisposeAsync(_massTransitServices);
-        await RabbitMqBench.DeleteAsync([_massTransitQueue], [_massTransitQueue]);
+        await RabbitMqBench.DeleteAsync([_massTransitQueue], [_massTransitQueue, "Patterns.Benchmarks:Tick"]);
     }
 
     /// <summary>The baseline: RabbitMQ.Client 7.1.2 directly, a topic exchange bound to a durable queue, JSON by hand.</summary>
