@@ -35,9 +35,6 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
         Endpoint = Describe(options.Uri!);
     }
 
-    /// <summary>Raised when the connection is lost (not when it is closed on purpose).</summary>
-    public event Action<Exception>? Lost;
-
     public string Purpose { get; }
 
     /// <summary>Gets the broker address without credentials, for messages.</summary>
@@ -103,6 +100,21 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
             or System.Threading.Channels.ChannelClosedException or TimeoutException
         || (exception is OperationInterruptedException interrupted && !IsChannelError(interrupted.ShutdownReason));
 
+    /// <summary>Gets a value indicating whether connecting failed because the broker refused the credentials or the virtual host.</summary>
+    private static bool IsRefused(Exception exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is AuthenticationFailureException
+                || (e is OperationInterruptedException { ShutdownReason.ReplyCode: 403 or 530 }))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     /// <summary>Gets a value indicating whether a shutdown was the broker refusing one operation (the channel closes; the connection stays).</summary>
     public static bool IsChannelError(ShutdownEventArgs? reason) =>
         reason is { Initiator: ShutdownInitiator.Peer, ReplyCode: 403 or 404 or 405 or 406 };
@@ -167,6 +179,11 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
                     RabbitMqLog.Connected(_logger, Endpoint, Purpose);
                     return connection;
                 }
+                catch (Exception ex) when (IsRefused(ex))
+                {
+                    // Wrong credentials or virtual host: trying again will not help.
+                    throw new TransportUnavailableException($"RabbitMQ at {Endpoint} refused the connection: {ex.InnerException?.Message ?? ex.Message}", ex);
+                }
                 catch (Exception ex) when (!cancellationToken.IsCancellationRequested && (IsConnectivity(ex) || ex is OperationCanceledException))
                 {
                     _lastFailure = ex.InnerException?.Message ?? ex.Message;
@@ -206,7 +223,6 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
         }
 
         RabbitMqLog.ConnectionLost(_logger, Purpose, Endpoint, _lastFailure);
-        Lost?.Invoke(new TransportUnavailableException($"The connection to RabbitMQ at {Endpoint} was lost ({_lastFailure})."));
         return Task.CompletedTask;
     }
 

@@ -172,6 +172,22 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Connect_WrongPassword_FailsAtOnceSayingTheBrokerRefused()
+    {
+        await Broker.RequireAsync();
+        var uri = new UriBuilder(Broker.Uri) { UserName = "guest", Password = "wrong-password" }.Uri;
+        var transport = await CreateSutAsync(o =>
+        {
+            o.Uri = uri;
+            o.ReconnectTimeout = TimeSpan.FromMinutes(10);
+        });
+
+        var act = async () => await transport.DeclareQueueAsync("never", new QueueSettings()).AsTask().WaitAsync(RabbitHost.Wait);
+
+        (await act.Should().ThrowAsync<TransportUnavailableException>()).Which.Message.Should().Contain("refused");
+    }
+
+    [Fact]
     public void Create_InvalidOptions_ThrowsListingEveryProblem()
     {
         var options = new RabbitMqTransportOptions { Uri = new Uri("http://localhost/"), NamePrefix = "amq.x", PublisherChannels = 0 };
