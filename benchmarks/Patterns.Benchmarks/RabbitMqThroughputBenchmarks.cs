@@ -20,7 +20,7 @@ namespace Patterns.Benchmarks;
 public class RabbitMqThroughputBenchmarks
 {
     /// <summary>Messages per invocation.</summary>
-    public const int Messages = 20_000;
+    public const int Messages = 100_000;
 
     private readonly BatchSignal _signal = new();
 

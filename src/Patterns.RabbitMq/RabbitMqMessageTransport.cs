@@ -17,7 +17,11 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     private const int MaxHeaderTextLength = 4096;
     private static readonly TimeSpan MaxFullQueueBackoff = TimeSpan.FromMilliseconds(500);
 
+    private const int MaxValidTopicEntries = 10_000;
+
     private readonly ConcurrentDictionary<RabbitMqSubscription, bool> _subscriptions = new();
+    private readonly ConcurrentDictionary<string, bool> _validTopics = new(StringComparer.Ordinal);
+    private volatile string? _lastValidTopic;
     private readonly IMessageSerializer _serializer;
     private volatile bool _topicExchangeReady;
     private volatile bool _disposed;
@@ -85,10 +89,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         ArgumentNullException.ThrowIfNull(topic);
         ThrowIfDisposed();
         ValidateOutgoing(topic, envelope);
-        if (TopicPattern.Validate(topic, allowWildcards: false) is { } problem)
-        {
-            throw new ArgumentException(problem, nameof(topic));
-        }
+        ValidateTopic(topic);
 
         using var body = Serialize(topic, envelope);
         var properties = AmqpEnvelope.ToProperties(envelope, body.ContentType, Options.PersistentMessages);
@@ -462,6 +463,29 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         }
 
         return new OutgoingBody(writer.WrittenMemory, envelope.ContentType ?? _serializer.ContentType, writer);
+    }
+
+    /// <summary>Checks a topic once; publishers usually reuse a few topic strings, so the answer is remembered.</summary>
+    private void ValidateTopic(string topic)
+    {
+        if (ReferenceEquals(topic, _lastValidTopic) || _validTopics.ContainsKey(topic))
+        {
+            _lastValidTopic = topic;
+            return;
+        }
+
+        if (TopicPattern.Validate(topic, allowWildcards: false) is { } problem)
+        {
+            throw new ArgumentException(problem, nameof(topic));
+        }
+
+        if (_validTopics.Count >= MaxValidTopicEntries)
+        {
+            _validTopics.Clear();
+        }
+
+        _validTopics[topic] = true;
+        _lastValidTopic = topic;
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
