@@ -391,18 +391,32 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
         try
         {
-            try
-            {
-                await _bus.Transport.SendAsync(_options.RequestQueuePrefix + name, envelope, token).ConfigureAwait(false);
-            }
-            catch (InvalidOperationException ex) when (ex is not HandlerNotFoundException && ex.Message.Contains("does not exist", StringComparison.Ordinal))
-            {
-                throw new HandlerNotFoundException(
-                    $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);
-            }
-
             using (token.UnsafeRegister(static s => ((PendingReply)s!).Cancel(), pending))
             {
+                ValueTask sending;
+                try
+                {
+                    sending = _bus.Transport.SendAsync(_options.RequestQueuePrefix + name, envelope, token);
+                }
+                catch (Exception ex)
+                {
+                    sending = ValueTask.FromException(ex);
+                }
+
+                if (!sending.IsCompletedSuccessfully)
+                {
+                    // A broker may confirm the request only after writing it to disk, by which time the response
+                    // can be back: whichever comes first ends the wait. A response proves the request arrived.
+                    var sendTask = sending.AsTask();
+                    if (await Task.WhenAny(sendTask, pending.Task).ConfigureAwait(false) != sendTask && pending.Task.IsCompletedSuccessfully)
+                    {
+                        _ = sendTask.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                        return await pending.Task.ConfigureAwait(false);
+                    }
+
+                    await WhenSentAsync(sendTask, name).ConfigureAwait(false);
+                }
+
                 return await pending.Task.ConfigureAwait(false);
             }
         }
@@ -422,6 +436,19 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         finally
         {
             _pending.TryRemove(id, out _);
+        }
+    }
+
+    private async Task WhenSentAsync(Task sending, string name)
+    {
+        try
+        {
+            await sending.ConfigureAwait(false);
+        }
+        catch (InvalidOperationException ex) when (ex is not HandlerNotFoundException && ex.Message.Contains("does not exist", StringComparison.Ordinal))
+        {
+            throw new HandlerNotFoundException(
+                $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);
         }
     }
 
