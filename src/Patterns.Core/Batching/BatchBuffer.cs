@@ -62,6 +62,22 @@ internal sealed class BatchBuffer<T>
         Size += size;
     }
 
+    /// <summary>Appends without growing; <see langword="false"/> when the array is full (the caller takes the slow path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public bool TryAppend(T item)
+    {
+        var items = Items;
+        var count = Count;
+        if ((uint)count >= (uint)items.Length)
+        {
+            return false;
+        }
+
+        items[count] = item;
+        Count = count + 1;
+        return true;
+    }
+
     public void MarkFailed(int index, Exception exception)
     {
         var failures = Failures;

@@ -36,6 +36,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
     private readonly int _workers;
     private readonly bool _workerPerKey;
     private readonly bool _tracked;
+    private readonly bool _simple;
     private readonly BatchKeyIndex<T>? _keys;
     private readonly string _name;
     private readonly Channel<BatchBuffer<T>>[] _channels;
@@ -70,6 +71,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
         _workers = options.HandlerConcurrency;
         _keys = keys;
         _tracked = tracked;
+        _simple = keys is null && !tracked && !_hasMaxSize;
         _name = name;
         Time = timeProvider;
         Logger = logger;
@@ -115,7 +117,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
 
     public sealed override Task Completion => _completion;
 
-    internal Lock Gate { get; } = new();
+    internal SpinGate Gate { get; } = new();
 
     internal int Workers => _workerPerKey ? _workers : 1;
 
@@ -127,8 +129,32 @@ internal abstract class BatchEngine<T> : Batcher<T>
 
     protected CancellationToken StopToken => _stop.Token;
 
-    public sealed override ValueTask<bool> AddAsync(T item, CancellationToken cancellationToken = default) =>
-        AddCoreAsync(item, SizeOf(item), default, null, cancellationToken);
+    public sealed override ValueTask<bool> AddAsync(T item, CancellationToken cancellationToken = default)
+    {
+        if (_simple)
+        {
+            // The common case inline: no key, no size, room in the open batch and in the batcher.
+            var gate = Gate;
+            gate.Enter();
+            var open = _open;
+            if (open is not null && _buffered < _capacity && !_completing && open.TryAppend(item))
+            {
+                _buffered++;
+                if (open.Count >= _maxCount)
+                {
+                    HandOffLocked(open);
+                    _open = null;
+                }
+
+                gate.Exit();
+                return new ValueTask<bool>(true);
+            }
+
+            gate.Exit();
+        }
+
+        return AddCoreAsync(item, SizeOf(item), default, null, cancellationToken);
+    }
 
     public sealed override bool TryAdd(T item)
     {
@@ -138,7 +164,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
             return _keys.TryAdd(this, item, size, default, null);
         }
 
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             if (CheckLocked() != AddStatus.Added)
             {
@@ -148,12 +175,17 @@ internal abstract class BatchEngine<T> : Batcher<T>
             AppendLocked(ref _open, null, 0, item, size, default, null);
             return true;
         }
+        finally
+        {
+            Gate.Exit();
+        }
     }
 
     public sealed override Task FlushAsync(CancellationToken cancellationToken = default)
     {
         TaskCompletionSource signal;
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             HandOffAllOpenLocked();
             var target = _handedOff;
@@ -165,6 +197,10 @@ internal abstract class BatchEngine<T> : Batcher<T>
             signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             (_flushWaiters ??= []).Add((target, signal));
         }
+        finally
+        {
+            Gate.Exit();
+        }
 
         return signal.Task.WaitAsync(cancellationToken);
     }
@@ -172,7 +208,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
     public sealed override Task CompleteAsync(CancellationToken drainDeadline = default)
     {
         TaskCompletionSource? waiting = null;
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             if (!_completing)
             {
@@ -190,6 +227,10 @@ internal abstract class BatchEngine<T> : Batcher<T>
                 waiting = _spaceSignal;
                 _spaceSignal = null;
             }
+        }
+        finally
+        {
+            Gate.Exit();
         }
 
         // Producers waiting for space wake up, find the batcher completed and throw.
@@ -214,7 +255,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
 
         AddStatus status;
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             status = CheckLocked();
             if (status == AddStatus.Added)
@@ -222,6 +264,10 @@ internal abstract class BatchEngine<T> : Batcher<T>
                 AppendLocked(ref _open, null, 0, item, size, envelope, ticket);
                 return new ValueTask<bool>(true);
             }
+        }
+        finally
+        {
+            Gate.Exit();
         }
 
         if (status == AddStatus.Completed)
@@ -292,7 +338,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
     internal ValueTask WaitForSpaceAsync(CancellationToken cancellationToken)
     {
         Task signal;
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             if (_completing)
             {
@@ -305,6 +352,10 @@ internal abstract class BatchEngine<T> : Batcher<T>
             }
 
             signal = (_spaceSignal ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+        }
+        finally
+        {
+            Gate.Exit();
         }
 
         return new ValueTask(cancellationToken.CanBeCanceled ? signal.WaitAsync(cancellationToken) : signal);
@@ -340,7 +391,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
         while (true)
         {
             await WaitForSpaceAsync(cancellationToken).ConfigureAwait(false);
-            lock (Gate)
+            Gate.Enter();
+            try
             {
                 var status = CheckLocked();
                 if (status == AddStatus.Added)
@@ -353,6 +405,10 @@ internal abstract class BatchEngine<T> : Batcher<T>
                 {
                     ThrowCompleted();
                 }
+            }
+            finally
+            {
+                Gate.Exit();
             }
         }
     }
@@ -416,7 +472,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
 
     private void OnAgeTimer()
     {
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             _timerDue = long.MaxValue;
             if (_completing)
@@ -448,6 +505,10 @@ internal abstract class BatchEngine<T> : Batcher<T>
             {
                 ArmLocked(next, now);
             }
+        }
+        finally
+        {
+            Gate.Exit();
         }
     }
 
@@ -580,7 +641,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
         TaskCompletionSource? space;
         List<TaskCompletionSource>? flushed = null;
         var drop = false;
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             _buffered -= count;
             _inFlight--;
@@ -620,6 +682,10 @@ internal abstract class BatchEngine<T> : Batcher<T>
                 }
             }
         }
+        finally
+        {
+            Gate.Exit();
+        }
 
         space?.TrySetResult();
         flushed?.ForEach(static s => s.TrySetResult());
@@ -631,22 +697,32 @@ internal abstract class BatchEngine<T> : Batcher<T>
 
     private BatchBuffer<T> RentRetryBuffer()
     {
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             return _pool.Count > 0 ? _pool.Pop() : new BatchBuffer<T>();
+        }
+        finally
+        {
+            Gate.Exit();
         }
     }
 
     private void ReturnRetryBuffer(BatchBuffer<T> buffer)
     {
         buffer.Reset();
-        lock (Gate)
+        Gate.Enter();
+        try
         {
             if (_pool.Count < _poolLimit)
             {
                 _pool.Push(buffer);
                 return;
             }
+        }
+        finally
+        {
+            Gate.Exit();
         }
 
         buffer.ReturnArrays();

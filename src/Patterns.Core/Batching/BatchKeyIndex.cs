@@ -27,7 +27,8 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
     {
         var key = keySelector(item);
         AddStatus status;
-        lock (engine.Gate)
+        engine.Gate.Enter();
+        try
         {
             status = engine.CheckLocked();
             if (status == AddStatus.Added)
@@ -35,6 +36,10 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
                 AppendLocked(engine, key, item, size, envelope, ticket);
                 return new ValueTask<bool>(true);
             }
+        }
+        finally
+        {
+            engine.Gate.Exit();
         }
 
         if (status == AddStatus.Completed)
@@ -50,7 +55,8 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
     public override bool TryAdd(BatchEngine<T> engine, T item, long size, in Envelope envelope, object? ticket)
     {
         var key = keySelector(item);
-        lock (engine.Gate)
+        engine.Gate.Enter();
+        try
         {
             if (engine.CheckLocked() != AddStatus.Added)
             {
@@ -59,6 +65,10 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
 
             AppendLocked(engine, key, item, size, envelope, ticket);
             return true;
+        }
+        finally
+        {
+            engine.Gate.Exit();
         }
     }
 
@@ -119,7 +129,8 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
         while (true)
         {
             await engine.WaitForSpaceAsync(cancellationToken).ConfigureAwait(false);
-            lock (engine.Gate)
+            engine.Gate.Enter();
+            try
             {
                 var status = engine.CheckLocked();
                 if (status == AddStatus.Added)
@@ -132,6 +143,10 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
                 {
                     engine.ThrowCompleted();
                 }
+            }
+            finally
+            {
+                engine.Gate.Exit();
             }
         }
     }
