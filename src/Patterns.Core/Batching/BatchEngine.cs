@@ -58,6 +58,9 @@ internal abstract class BatchEngine<T> : Batcher<T>
     private long _handedOff;
     private long _lowestIncomplete = 1;
     private bool _completing;
+    private bool _draining;
+    private bool _drainFlushScheduled;
+    private CancellationTokenRegistration _drainRegistration;
 
     protected BatchEngine(BatchOptions options, BatchKeyIndex<T>? keys, bool tracked, TimeProvider timeProvider, ILogger logger, string name, string system)
     {
@@ -107,6 +110,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
 
         _completion = Task.WhenAll(tasks);
+        _completion.ContinueWith(static (_, s) => ((BatchEngine<T>)s!)._drainRegistration.Dispose(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
     }
 
     public sealed override string Name => _name;
@@ -241,6 +245,26 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
 
         return drainDeadline.CanBeCanceled ? WaitWithDeadlineAsync(drainDeadline) : _completion;
+    }
+
+    /// <summary>
+    /// Transport consumers, while their subscription drains on shutdown: every batch that opens is flushed as soon as
+    /// the thread pool gets to it (the deliveries still to come may never fill it), and handlers see a cancelled
+    /// token once <paramref name="drainDeadline"/> passes.
+    /// </summary>
+    internal void BeginDrain(CancellationToken drainDeadline)
+    {
+        _drainRegistration = drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), _stop);
+        Gate.Enter();
+        try
+        {
+            _draining = true;
+            ScheduleDrainFlushLocked();
+        }
+        finally
+        {
+            Gate.Exit();
+        }
     }
 
     /// <summary>The item's size for <see cref="BatchOptions.MaxSize"/>.</summary>
@@ -426,6 +450,11 @@ internal abstract class BatchEngine<T> : Batcher<T>
         var buffer = _pool.Count > 0 ? _pool.Pop() : new BatchBuffer<T>();
         buffer.Key = key;
         buffer.Worker = worker;
+        if (_draining)
+        {
+            ScheduleDrainFlushLocked();
+        }
+
         if (_hasMaxAge)
         {
             var now = Time.GetTimestamp();
@@ -437,6 +466,29 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
 
         return buffer;
+    }
+
+    private void ScheduleDrainFlushLocked()
+    {
+        if (!_drainFlushScheduled && !_completing)
+        {
+            _drainFlushScheduled = true;
+            ThreadPool.UnsafeQueueUserWorkItem(static engine => engine.DrainFlush(), this, preferLocal: false);
+        }
+    }
+
+    private void DrainFlush()
+    {
+        Gate.Enter();
+        try
+        {
+            _drainFlushScheduled = false;
+            HandOffAllOpenLocked();
+        }
+        finally
+        {
+            Gate.Exit();
+        }
     }
 
     private void HandOffAllOpenLocked()
