@@ -20,6 +20,9 @@ internal abstract class Driver(RunContext run)
 
     protected bool TickPending => Volatile.Read(ref _tick) != 0;
 
+    /// <summary>Gets a value indicating whether the driver reports itself when its source is attached (<see cref="RunContext.Started"/>); others are attached at once.</summary>
+    public virtual bool ReportsStart => false;
+
     public void UseTimers() => UsesTimers = true;
 
     /// <summary>Thread-safe: asks for a tick to be delivered to the stages.</summary>

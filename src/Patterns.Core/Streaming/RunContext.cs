@@ -15,8 +15,9 @@ internal sealed class RunContext : IDisposable
     private readonly Dictionary<object, object> _shared = [];
     private ExceptionDispatchInfo? _failure;
 
-    public RunContext(string name, StreamOptions options, TimeProvider time, ILogger logger, IReadOnlyDictionary<string, object>? restored, CancellationToken stop, CancellationToken abort)
+    public RunContext(string name, StreamOptions options, TimeProvider time, ILogger logger, IReadOnlyDictionary<string, object>? restored, CancellationToken stop, CancellationToken abort, TaskCompletionSource? started = null)
     {
+        Started = started;
         Name = name;
         Options = options;
         Time = time;
@@ -28,6 +29,9 @@ internal sealed class RunContext : IDisposable
     }
 
     public string Name { get; }
+
+    /// <summary>Completed once the source is attached (a transport source has subscribed), so the host can start after it.</summary>
+    public TaskCompletionSource? Started { get; }
 
     public StreamOptions Options { get; }
 

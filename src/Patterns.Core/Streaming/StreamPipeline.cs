@@ -29,14 +29,35 @@ public sealed class StreamPipeline
     /// <param name="cancellationToken">Stops the pipeline gracefully.</param>
     /// <returns>A task that completes when the pipeline has ended; it fails with the exception of a stage whose policy is <see cref="FailurePolicy.Stop"/>.</returns>
     public Task RunAsync(CancellationToken cancellationToken = default) =>
-        RunCoreAsync(null, null, null, null, cancellationToken, CancellationToken.None);
+        RunHostedAsync(null, null, null, null, null, cancellationToken, CancellationToken.None);
 
-    /// <summary>Runs with defaults from the host for what the options leave open.</summary>
-    internal async Task RunCoreAsync(
+    /// <summary>Runs with defaults from the host for what the options leave open; <paramref name="started"/> completes once the source is attached.</summary>
+    internal async Task RunHostedAsync(
         string? defaultName,
         TimeProvider? defaultTime,
         ILoggerFactory? defaultLoggers,
         IStreamSnapshotStore? defaultStore,
+        TaskCompletionSource? started,
+        CancellationToken stop,
+        CancellationToken abort)
+    {
+        try
+        {
+            await RunCoreAsync(defaultName, defaultTime, defaultLoggers, defaultStore, started, stop, abort).ConfigureAwait(false);
+        }
+        finally
+        {
+            // A pipeline that ended (or failed) before its source was attached must not hold the host's start.
+            started?.TrySetResult();
+        }
+    }
+
+    private async Task RunCoreAsync(
+        string? defaultName,
+        TimeProvider? defaultTime,
+        ILoggerFactory? defaultLoggers,
+        IStreamSnapshotStore? defaultStore,
+        TaskCompletionSource? started,
         CancellationToken stop,
         CancellationToken abort)
     {
@@ -51,10 +72,15 @@ public sealed class StreamPipeline
             StreamingLog.Restored(logger, name, restored.Count);
         }
 
-        using var run = new RunContext(name, Options, time, logger, restored, stop, abort);
+        using var run = new RunContext(name, Options, time, logger, restored, stop, abort, started);
         try
         {
             var driver = _build(run);
+            if (!driver.ReportsStart)
+            {
+                started?.TrySetResult();
+            }
+
             await driver.RunAsync().ConfigureAwait(false);
         }
         catch (Exception ex)

@@ -19,32 +19,37 @@ internal sealed class StreamingHostedService(
     private readonly List<Task> _running = [];
     private readonly ILogger _logger = loggerFactory.CreateLogger<StreamingHostedService>();
 
-    public Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
         var store = services.GetService<IStreamSnapshotStore>();
         var pipelines = topology.Value.Pipelines.Select(p => (p.Name, Pipeline: p.Factory(services))).ToList();
+        var started = new List<Task>(pipelines.Count);
         foreach (var (name, pipeline) in pipelines)
         {
-            _running.Add(Task.Run(async () =>
-            {
-                try
+            var attached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            started.Add(attached.Task);
+            _running.Add(Task.Run(
+                async () =>
                 {
-                    await pipeline.RunCoreAsync(name, timeProvider, loggerFactory, store, _stop.Token, _abort.Token).ConfigureAwait(false);
-                }
+                    try
+                    {
+                        await pipeline.RunHostedAsync(name, timeProvider, loggerFactory, store, attached, _stop.Token, _abort.Token).ConfigureAwait(false);
+                    }
 #pragma warning disable CA1031 // A failed pipeline is logged (by the pipeline) and ends; it must not take the host down.
-                catch (Exception)
+                    catch (Exception)
 #pragma warning restore CA1031
-                {
-                }
-            }, CancellationToken.None));
+                    {
+                    }
+                },
+                CancellationToken.None));
         }
 
+        // Transport sources subscribe before the host counts as started, so nothing published after start is missed.
+        await Task.WhenAll(started).WaitAsync(cancellationToken).ConfigureAwait(false);
         if (_running.Count > 0)
         {
             StreamingLog.PipelinesStarted(_logger, _running.Count);
         }
-
-        return Task.CompletedTask;
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)

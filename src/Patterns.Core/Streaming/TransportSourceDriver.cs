@@ -38,6 +38,8 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         _group = group;
     }
 
+    public override bool ReportsStart => true;
+
     protected override bool EndedByStop => _stopped;
 
     public override async Task RunAsync()
@@ -75,6 +77,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 }
             },
             Run.AbortToken).ConfigureAwait(false);
+        Run.Started?.TrySetResult();
 
         var stopping = Task.CompletedTask;
         using (Run.StopToken.Register(() => stopping = StopAsync(subscription)))
