@@ -121,7 +121,7 @@ public sealed class BatcherTests
             new BatchOptions { MaxCount = 5, Capacity = 10, MaxAge = Timeout.InfiniteTimeSpan },
             onBatchAsync: async _ =>
             {
-                InterlockedMax(ref maxSeen, sut!.Count);
+                Eventually.RecordMax(ref maxSeen, sut!.Count);
                 await gate.WaitAsync();
             });
 
@@ -130,12 +130,12 @@ public sealed class BatcherTests
             for (var i = 0; i < 100; i++)
             {
                 await batcher.AddAsync(i);
-                InterlockedMax(ref maxSeen, batcher.Count);
+                Eventually.RecordMax(ref maxSeen, batcher.Count);
             }
         });
 
         // Two full batches fill the capacity; the producer must wait for the first slow batch.
-        await WaitAsync(() => batcher.Count == 10);
+        await Eventually.HoldsAsync(() => batcher.Count == 10);
         producer.IsCompleted.Should().BeFalse("the batcher is full and the handler has not finished a batch");
         for (var i = 0; i < 20; i++)
         {
@@ -451,24 +451,6 @@ public sealed class BatcherTests
         BackoffType = DelayBackoffType.Constant,
         UseJitter = false,
     };
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int current;
-        while (value > (current = Volatile.Read(ref target)) && Interlocked.CompareExchange(ref target, value, current) != current)
-        {
-        }
-    }
-
-    private static async Task WaitAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + TestHost.Wait;
-        while (!condition())
-        {
-            DateTime.UtcNow.Should().BeBefore(deadline, "the condition should hold in time");
-            await Task.Yield();
-        }
-    }
 
     private Batcher<int> CreateSut(
         BatchOptions options,

@@ -39,7 +39,7 @@ public sealed class DataStreamTests
                 async (i, _) =>
                 {
                     var now = Interlocked.Increment(ref running);
-                    InterlockedMax(ref maxRunning, now);
+                    Eventually.RecordMax(ref maxRunning, now);
                     await Task.Yield();
                     if (i % 7 == 0)
                     {
@@ -235,7 +235,7 @@ public sealed class DataStreamTests
             {
                 await source.Writer.WriteAsync(i);
                 var outstanding = Interlocked.Increment(ref produced) - Volatile.Read(ref consumed);
-                InterlockedMax(ref maxOutstanding, outstanding);
+                Eventually.RecordMax(ref maxOutstanding, outstanding);
             }
 
             source.Writer.Complete();
@@ -243,7 +243,7 @@ public sealed class DataStreamTests
 
         // With the sink stopped, the producer fills every buffer and then must wait.
         var bound = sourceCapacity + (3 * options.BufferCapacity) + options.BufferCapacity + 3 + 1 + 1;
-        await WaitUntilAsync(() => Volatile.Read(ref produced) >= sourceCapacity + options.BufferCapacity);
+        await Eventually.HoldsAsync(() => Volatile.Read(ref produced) >= sourceCapacity + options.BufferCapacity);
         producer.IsCompleted.Should().BeFalse("the sink is stopped, so the pipeline holds back the producer");
         gate.Release(200);
         await producer.WaitAsync(TestHost.Wait);
@@ -290,24 +290,6 @@ public sealed class DataStreamTests
         {
             await Task.Yield();
             yield return i;
-        }
-    }
-
-    private static void InterlockedMax(ref int target, int value)
-    {
-        int current;
-        while (value > (current = Volatile.Read(ref target)) && Interlocked.CompareExchange(ref target, value, current) != current)
-        {
-        }
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + TestHost.Wait;
-        while (!condition())
-        {
-            DateTime.UtcNow.Should().BeBefore(deadline);
-            await Task.Yield();
         }
     }
 

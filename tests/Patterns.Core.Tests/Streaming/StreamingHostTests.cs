@@ -89,7 +89,7 @@ public sealed class StreamingHostTests
                 await sender.SendAsync("clicks", click);
             }
 
-            await WaitUntilAsync(() => Volatile.Read(ref seen) == 3);
+            await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 3);
             await first.StopAsync();
         }
 
@@ -101,7 +101,7 @@ public sealed class StreamingHostTests
             var sender = second.Services.GetRequiredService<IQueueSender>();
             await sender.SendAsync("clicks", C("a", 14));
             await sender.SendAsync("clicks", C("a", 25));
-            await WaitUntilAsync(() => counts.Count == 2);
+            await Eventually.HoldsAsync(() => counts.Count == 2);
             await second.StopAsync();
         }
 
@@ -145,7 +145,7 @@ public sealed class StreamingHostTests
 
         var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "mixed", 1);
         dead[0].Reason.Should().Contain("received a body of type").And.Contain(nameof(Job));
-        await WaitUntilAsync(() => clicks.Count == 1);
+        await Eventually.HoldsAsync(() => clicks.Count == 1);
     }
 
     [Fact]
@@ -158,15 +158,5 @@ public sealed class StreamingHostTests
         var act = () => host.StartAsync();
 
         (await act.Should().ThrowAsync<OptionsValidationException>()).Which.Failures.Should().ContainSingle(f => f.Contains("'same' is registered twice"));
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + TestHost.Wait;
-        while (!condition())
-        {
-            DateTime.UtcNow.Should().BeBefore(deadline);
-            await Task.Yield();
-        }
     }
 }

@@ -219,7 +219,7 @@ public sealed class WindowTests
         await input.Writer.WriteAsync(C("a", 0));
         await input.Writer.WriteAsync(C("a", 0));
         await input.Writer.WriteAsync(C("b", 0));
-        await WaitUntilAsync(() => Volatile.Read(ref seen) == 3);
+        await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 3);
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
 
         time.Advance(TimeSpan.FromSeconds(9));
@@ -259,7 +259,7 @@ public sealed class WindowTests
                 await input.Writer.WriteAsync(click);
             }
 
-            await WaitUntilAsync(() => Volatile.Read(ref seen) == 5);
+            await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 5);
             await stop.CancelAsync();
             await first.WaitAsync(TestHost.Wait);
         }
@@ -308,16 +308,6 @@ public sealed class WindowTests
 
         partitioned.Should().BeEquivalentTo(single);
         single.Sum(r => r.Item4).Should().Be(input.Length);
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow + TestHost.Wait;
-        while (!condition())
-        {
-            DateTime.UtcNow.Should().BeBefore(deadline);
-            await Task.Yield();
-        }
     }
 
     private StreamOptions Options(TimeProvider? time = null) => new()
