@@ -123,11 +123,19 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
             snapshotVersion = version;
         }
 
+        var read = false;
         if (version < maxVersion)
         {
             var remaining = maxVersion == long.MaxValue ? long.MaxValue : maxVersion - version;
             await foreach (var e in _store.ReadStreamAsync(streamId, ReadDirection.Forward, version + 1, remaining, cancellationToken).ConfigureAwait(false))
             {
+                read = true;
+                if (e.Version != version + 1)
+                {
+                    // A truncation hid the events in between: replaying without them would build a wrong state.
+                    throw Truncated(streamId, version, e.Version);
+                }
+
                 if (until is { } limit && e.Timestamp > limit)
                 {
                     break;
@@ -138,6 +146,22 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
             }
         }
 
+        if (!read)
+        {
+            // Nothing came back: the stream may be deleted (a read is skipped when a snapshot already reaches the
+            // version asked for) or truncated past every event the load still needs.
+            var stream = await _store.GetStreamStateAsync(streamId, cancellationToken).ConfigureAwait(false);
+            if (stream.IsDeleted)
+            {
+                throw new StreamDeletedException(streamId);
+            }
+
+            if (version < maxVersion && stream.Version > version && stream.TruncatedBefore > version + 1)
+            {
+                throw Truncated(streamId, version, stream.TruncatedBefore);
+            }
+        }
+
         if (saveSnapshot && SnapshotEvery > 0 && version - (snapshotVersion ?? 0) >= SnapshotEvery)
         {
             await TrySaveSnapshotAsync(streamId, state, version, cancellationToken).ConfigureAwait(false);
@@ -145,6 +169,11 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
 
         return new LoadedAggregate<TState>(id, streamId, state, version, snapshotVersion);
     }
+
+    private static InvalidOperationException Truncated(string streamId, long loadedVersion, long firstReadable) => new(string.Create(
+        System.Globalization.CultureInfo.InvariantCulture,
+        $"Stream '{streamId}' is truncated: its events before version {firstReadable} are no longer read, so the aggregate cannot be rebuilt past version {loadedVersion}. " +
+        $"It needs a usable snapshot at version {firstReadable - 1} or later (a snapshot is not used when its type or schema version differs, when it is newer than the version asked for, or by a point-in-time load)."));
 
     private async ValueTask<(TState State, long Version)?> LoadSnapshotAsync(string streamId, long maxVersion, CancellationToken cancellationToken)
     {
