@@ -39,8 +39,8 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
         }
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) =>
-        Task.WhenAll(_processors.Values.Select(p => p.StopAsync(cancellationToken)));
+    public Task StopAsync(CancellationToken drainDeadline, CancellationToken abandonAfter) =>
+        Task.WhenAll(_processors.Values.Select(p => p.StopAsync(drainDeadline, abandonAfter)));
 
     public void Dispose()
     {
@@ -107,7 +107,10 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
     }
 }
 
-/// <summary>Starts every subscription and async projection with the host, and stops them (saving checkpoints) when it stops.</summary>
+/// <summary>
+/// Starts every subscription and async projection with the host, and stops them (saving checkpoints) when it stops:
+/// each finishes the event in hand until <see cref="PatternsOptions.ShutdownTimeout"/>, then its handler is cancelled.
+/// </summary>
 internal sealed class EventSourcingHostedService(SubscriptionManager manager, IOptions<PatternsOptions> options, TimeProvider timeProvider) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken) => manager.StartAsync(cancellationToken);
@@ -115,14 +118,16 @@ internal sealed class EventSourcingHostedService(SubscriptionManager manager, IO
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         using var deadline = new CancellationTokenSource(options.Value.ShutdownTimeout, timeProvider);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+        using var drain = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         try
         {
-            await manager.StopAsync(linked.Token).ConfigureAwait(false);
+            // Past the drain deadline a cancelled handler still gets to end (and its loop to save the checkpoint);
+            // only the host's own shutdown token abandons a handler that ignores cancellation.
+            await manager.StopAsync(drain.Token, cancellationToken).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (linked.IsCancellationRequested)
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // A handler that ignores cancellation is abandoned at the deadline; its checkpoint stays where it was.
+            // A handler that ignores cancellation is abandoned; its checkpoint stays before its event.
         }
     }
 }

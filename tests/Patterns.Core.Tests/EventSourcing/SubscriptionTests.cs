@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Patterns.EventSourcing;
 using Patterns.EventSourcing.InMemory;
@@ -249,9 +250,10 @@ public sealed class SubscriptionTests
     }
 
     [Fact]
-    public async Task Subscription_HostStopsWhileHandling_CheckpointStaysBeforeTheUnfinishedEvent()
+    public async Task Subscription_HostStopsWhileHandling_HandlerCancelledAtTheDeadlineAndCheckpointStaysBeforeItsEvent()
     {
         var storage = new InMemoryEventStorage();
+        var time = new ManualTimeProvider();
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("slow", async (e, ct) =>
         {
@@ -260,11 +262,14 @@ public sealed class SubscriptionTests
                 entered.TrySetResult();
                 await new TaskCompletionSource().Task.WaitAsync(ct);
             }
-        }, o => o.Retry = null));
+        }, o => o.Retry = null), time);
         await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
         await entered.Task.WaitAsync(TestHost.Wait);
 
-        await host.StopAsync();
+        var stopping = host.StopAsync();
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        time.Advance(TimeSpan.FromSeconds(30));
+        await stopping.WaitAsync(TestHost.Wait);
         host.Dispose();
 
         (await ((ICheckpointStore)storage).LoadAsync("slow")).Should().Be(1);
@@ -321,5 +326,157 @@ public sealed class SubscriptionTests
 
         act.Should().Throw<ArgumentException>().WithMessage("*'nope'*");
         host.Subscriptions().GetStatuses().Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Subscription_HostStopsWhileHandling_EventInHandFinishesBeforeTheDeadline()
+    {
+        var storage = new InMemoryEventStorage();
+        var logs = new LogCapture();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var first = new Recorder();
+        var host = await TestHost.StartAsync(b =>
+        {
+            b.Logging.AddProvider(logs).SetMinimumLevel(LogLevel.Debug);
+            b.AddEventSourcing(es => es.UseStorage(_ => storage).AddEvent<AccountOpened>().AddEvent<Deposited>().AddSubscription("mailer", async (e, ct) =>
+            {
+                if (e.Version == 2)
+                {
+                    ct.Register(() => cancelled.TrySetResult());
+                    entered.TrySetResult();
+                    await release.Task.WaitAsync(ct);
+                }
+
+                await first.RecordAsync(e, ct);
+            }, o => o.Retry = null));
+        }, new ManualTimeProvider(), harness: false);
+        await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
+        await entered.Task.WaitAsync(TestHost.Wait);
+
+        var stopping = host.StopAsync();
+        await Task.WhenAny(logs.WaitForAsync(4015), cancelled.Task).WaitAsync(TestHost.Wait);
+        release.SetResult();
+        await stopping.WaitAsync(TestHost.Wait);
+        host.Dispose();
+
+        first.Events.Select(e => e.Version).Should().StartWith([1, 2], "the host drains the event in hand instead of cancelling it");
+        var checkpoint = await ((ICheckpointStore)storage).LoadAsync("mailer");
+        checkpoint.Should().Be(first.Events[^1].Position, "the checkpoint covers every event that was finished");
+        var second = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("mailer", (e, ct) => second.RecordAsync(e, ct)));
+        await restarted.Subscriptions().WaitForPositionAsync("mailer", 3).WaitAsync(TestHost.Wait);
+        first.Events.Concat(second.Events).Select(e => e.Version).Should().Equal(1, 2, 3);
+    }
+
+    [Fact]
+    public async Task Subscription_ParkModeHandlerFailsBecauseTheHostStopped_EventIsNotParkedAndIsDeliveredAgain()
+    {
+        var storage = new InMemoryEventStorage();
+        var time = new ManualTimeProvider();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("webhook", async (e, ct) =>
+        {
+            if (e.Version == 2)
+            {
+                entered.TrySetResult();
+                try
+                {
+                    await new TaskCompletionSource().Task.WaitAsync(ct);
+                }
+                catch (OperationCanceledException ex)
+                {
+                    // A client library that reports cancellation as its own error.
+                    throw new InvalidOperationException("The webhook call was aborted.", ex);
+                }
+            }
+        }, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }), time);
+        await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
+        await entered.Task.WaitAsync(TestHost.Wait);
+
+        var stopping = host.StopAsync();
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        time.Advance(TimeSpan.FromSeconds(30));
+        await stopping.WaitAsync(TestHost.Wait);
+        (await host.Subscriptions().GetParkedEventsAsync("webhook").CollectAsync()).Should().BeEmpty("being stopped is not a failure of the event");
+        host.Dispose();
+
+        (await ((ICheckpointStore)storage).LoadAsync("webhook")).Should().Be(1);
+        var recorder = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("webhook", (e, ct) => recorder.RecordAsync(e, ct)));
+        await restarted.Subscriptions().WaitForPositionAsync("webhook", 3).WaitAsync(TestHost.Wait);
+        recorder.Events.Select(e => e.Version).Should().Equal(2, 3);
+    }
+
+    [Fact]
+    public async Task Subscription_StartFromEnd_RestartResumesWhereItFirstStartedNotAtTheNewEnd()
+    {
+        var storage = new InMemoryEventStorage();
+        await storage.AppendAsync("old-1", ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "bank.opened", "{\"owner\":\"old\"}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+        using (var first = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("live", (_, _) => ValueTask.CompletedTask, o => o.StartFrom = SubscriptionStartPosition.End)))
+        {
+            await first.Subscriptions().WaitForPositionAsync("live", 1).WaitAsync(TestHost.Wait);
+            await first.StopAsync();
+        }
+
+        // Appended while the application is down.
+        await storage.AppendAsync("new-1", ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "bank.opened", "{\"owner\":\"new\"}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+        var recorder = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("live", (e, ct) => recorder.RecordAsync(e, ct), o => o.StartFrom = SubscriptionStartPosition.End));
+        await restarted.Subscriptions().WaitForPositionAsync("live", 2).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Select(e => e.Data).Should().Equal(new AccountOpened("new"));
+    }
+
+    [Fact]
+    public async Task Subscription_RestartedAfterARunWasAbandoned_NewRunWaitsForItInsteadOfHandlingSideBySide()
+    {
+        var storage = new InMemoryEventStorage();
+        var time = new ManualTimeProvider();
+        var logs = new LogCapture();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var enteredAgain = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releaseStuck = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var calls = new Recorder();
+        var secondCalls = 0;
+        using var host = await TestHost.StartAsync(b =>
+        {
+            b.Logging.AddProvider(logs);
+            b.AddEventSourcing(es => es.UseStorage(_ => storage).AddEvent<AccountOpened>().AddEvent<Deposited>().AddSubscription("stubborn", async (e, _) =>
+            {
+                await calls.RecordAsync(e);
+                if (e.Version == 2)
+                {
+                    if (!entered.TrySetResult())
+                    {
+                        Interlocked.Increment(ref secondCalls);
+                        enteredAgain.TrySetResult();
+                        return;
+                    }
+
+                    // Ignores cancellation: the only way to end it is to release it.
+                    await releaseStuck.Task;
+                }
+            }, o => o.Retry = null));
+        }, time, harness: false);
+        var subscriptions = host.Services.GetRequiredService<IEventSubscriptions>();
+        await host.Services.GetRequiredService<IEventStore>().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
+        await entered.Task.WaitAsync(TestHost.Wait);
+
+        using (var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5), time))
+        {
+            var restart = subscriptions.RestartAsync("stubborn", deadline.Token);
+            time.Advance(TimeSpan.FromSeconds(5));
+            await FluentActions.Awaiting(() => restart.WaitAsync(TestHost.Wait)).Should().ThrowAsync<OperationCanceledException>();
+        }
+
+        await subscriptions.RestartAsync("stubborn").WaitAsync(TestHost.Wait);
+        await Task.WhenAny(logs.WaitForAsync(4014), enteredAgain.Task).WaitAsync(TestHost.Wait);
+        releaseStuck.SetResult();
+        await subscriptions.WaitForPositionAsync("stubborn", 3).WaitAsync(TestHost.Wait);
+
+        Volatile.Read(ref secondCalls).Should().Be(0, "the new run starts only after the abandoned one ended and saved its checkpoint");
+        calls.Events.Select(e => e.Version).Should().Equal(1, 2, 3);
     }
 }
