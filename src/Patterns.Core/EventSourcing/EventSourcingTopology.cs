@@ -20,7 +20,7 @@ internal sealed class EventSourcingTopology
 
 internal sealed record EventRegistration(Type Type, string? Name);
 
-internal sealed record TypedUpcasterRegistration(Type From, Type To, Func<object, object> Convert);
+internal sealed record TypedUpcasterRegistration(Type From, Type To, Func<object, object?> Convert);
 
 internal sealed record RawUpcasterRegistration(string From, string To, Func<ReadOnlyMemory<byte>, ReadOnlyMemory<byte>> Convert);
 

@@ -89,6 +89,48 @@ public sealed class UpcastingTests
     }
 
     [Fact]
+    public async Task Read_UpcasterReturnsNull_ErrorNamesTheUpcasterAndTheEvent()
+    {
+        using var host = await EventSourcingHost.StartAsync(es => es.AddUpcaster<PaymentReceivedV1, PaymentReceivedV2>(_ => null!));
+        var store = host.Store();
+        await store.AppendAsync("payments-1", ExpectedVersion.NoStream, new PaymentReceivedV1(1));
+
+        var act = async () => await store.ReadStreamAsync("payments-1").CollectAsync();
+
+        (await act.Should().ThrowAsync<MessageDeserializationException>()).Which.Message
+            .Should().Contain(typeof(PaymentReceivedV1).FullName).And.Contain("returned null").And.Contain("position 1").And.Contain("'payments-1'");
+    }
+
+    [Fact]
+    public async Task Read_ByteLevelUpcasterLeadsToAnUnregisteredName_ErrorNamesTheMissingLinkAndTheStoredName()
+    {
+        using var host = await EventSourcingHost.StartAsync(es => es.AddUpcaster("legacy.credit", "payments.recieved", bytes => bytes));
+        var store = host.Store();
+        await store.Storage.AppendAsync("payments-1", ExpectedVersion.NoStream, [new SerializedEvent(Guid.NewGuid(), "legacy.credit", "{}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+
+        var act = async () => await store.ReadStreamAsync("payments-1").CollectAsync();
+
+        var thrown = (await act.Should().ThrowAsync<UnknownEventTypeException>()).Which;
+        thrown.EventType.Should().Be("payments.recieved");
+        thrown.StoredEventType.Should().Be("legacy.credit");
+        thrown.Message.Should().Contain("stored as 'legacy.credit'").And.Contain("lead to 'payments.recieved'").And.Contain("missing a link");
+    }
+
+    [Fact]
+    public async Task Read_CorruptMetadata_ErrorNamesTheEvent()
+    {
+        using var host = await EventSourcingHost.StartAsync(_ => { });
+        var store = host.Store();
+        await store.Storage.AppendAsync("account-1", ExpectedVersion.NoStream,
+            [new SerializedEvent(Guid.NewGuid(), "bank.deposited", "{\"amount\":1}"u8.ToArray(), DateTimeOffset.UnixEpoch) { Metadata = "{not json"u8.ToArray() }]);
+
+        var act = async () => await store.ReadStreamAsync("account-1").CollectAsync();
+
+        (await act.Should().ThrowAsync<MessageDeserializationException>()).Which.Message
+            .Should().Contain("metadata").And.Contain("position 1").And.Contain("'account-1'");
+    }
+
+    [Fact]
     public async Task Start_UpcasterCycleAndDuplicates_FailsListingEveryProblem()
     {
         using var host = EventSourcingHostBuild(es => es
