@@ -70,9 +70,11 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
         var prefix = ParkedEvents.Prefix(Known(name));
         await foreach (var (id, document) in _services.Documents.ListAsync(_services.Options.ParkedEventsCollection, cancellationToken).ConfigureAwait(false))
         {
-            if (id.StartsWith(prefix, StringComparison.Ordinal))
+            // The prefix alone would also match a subscription whose name extends this one ("a" and "a/b").
+            if (id.StartsWith(prefix, StringComparison.Ordinal) && ParkedEvents.Read(document) is { } parked
+                && string.Equals(parked.Subscription, name, StringComparison.Ordinal))
             {
-                yield return ParkedEvents.Read(document);
+                yield return parked;
             }
         }
     }

@@ -163,6 +163,23 @@ public sealed class SubscriptionTests
     }
 
     [Fact]
+    public async Task GetParkedEvents_NameThatPrefixesAnother_ListsOnlyItsOwn()
+    {
+        using var host = await EventSourcingHost.StartAsync(es => es
+            .AddSubscription("alerts", (e, _) => e.Data is Withdrawn ? throw new InvalidOperationException("alerts") : ValueTask.CompletedTask, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; })
+            .AddSubscription("alerts/sms", (e, _) => e.Data is Deposited ? throw new InvalidOperationException("sms") : ValueTask.CompletedTask, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }));
+        var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(5m), new Withdrawn(1m)]);
+        await host.Subscriptions().WaitForPositionAsync("alerts", result.LastPosition).WaitAsync(TestHost.Wait);
+        await host.Subscriptions().WaitForPositionAsync("alerts/sms", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        var alerts = await host.Subscriptions().GetParkedEventsAsync("alerts").CollectAsync();
+        var sms = await host.Subscriptions().GetParkedEventsAsync("alerts/sms").CollectAsync();
+
+        alerts.Should().ContainSingle().Which.Should().Match<ParkedEvent>(p => p.Subscription == "alerts" && p.Position == 3);
+        sms.Should().ContainSingle().Which.Should().Match<ParkedEvent>(p => p.Subscription == "alerts/sms" && p.Position == 2);
+    }
+
+    [Fact]
     public async Task Subscription_UnknownEventTypeInTheLog_FaultsNamingIt()
     {
         var storage = new InMemoryEventStorage();
