@@ -39,6 +39,12 @@ internal sealed class EventStore : IEventStore
         for (var i = 0; i < serialized.Length; i++)
         {
             var data = events[i] ?? throw new ArgumentException($"The events appended to stream '{streamId}' contain null.", nameof(events));
+            if (data.EventId == Guid.Empty)
+            {
+                // An empty id would make every later event with an empty id look like a retry of this one, and be dropped.
+                throw new ArgumentException($"Event {i} appended to stream '{streamId}' ({data.Data.GetType().Name}) has an empty EventId; leave it unset for a new unique id, or derive it from the command for idempotent retries.", nameof(events));
+            }
+
             serialized[i] = _types.Serialize(data, timestamp);
         }
 
