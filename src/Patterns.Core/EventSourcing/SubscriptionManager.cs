@@ -20,6 +20,17 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
         _logger = services.LoggerFactory.CreateLogger<SubscriptionManager>();
         foreach (var registration in topology.Processors)
         {
+            try
+            {
+                // Fails the start when the event types select nothing: inline projections match by CLR type at
+                // append time, but their rebuild reads the log by name, so they are held to the same rule.
+                services.Types.CreateFilter(registration.Options.EventTypes, registration.Options.StreamPrefix);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new InvalidOperationException($"The {registration.Describe()} cannot start: {ex.Message}", ex);
+            }
+
             if (registration.IsInline)
             {
                 _inline[registration.Name] = (inline.Entries.First(e => e.Name == registration.Name), (ProjectionOptions)registration.Options);

@@ -158,4 +158,20 @@ public sealed class ProjectionTests
 
         ledger.Should().ContainSingle().Which.Should().Be(new KeyValuePair<string, decimal>("account-1", 3m));
     }
+
+    [Theory]
+    [InlineData(ProjectionMode.Inline)]
+    [InlineData(ProjectionMode.Async)]
+    public async Task Start_EventTypesMatchingNoRegisteredEvent_FailsNamingTheProjection(ProjectionMode mode)
+    {
+        using var host = TestHost.Build(b => b.AddEventSourcing(es => es.AddEvent<Deposited>()
+            .AddProjection("audit-trail", (_, _, _) => ValueTask.CompletedTask, o => { o.Mode = mode; o.EventTypes.Add(typeof(IUnregisteredEvent)); })), harness: false);
+
+        var act = () => host.StartAsync();
+
+        (await act.Should().ThrowAsync<InvalidOperationException>()).Which.Message
+            .Should().Contain("projection 'audit-trail'").And.Contain(typeof(IUnregisteredEvent).FullName);
+    }
 }
+
+public interface IUnregisteredEvent;
