@@ -79,7 +79,7 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
 
         if (SnapshotEvery > 0 && result.Version / SnapshotEvery > aggregate.Version / SnapshotEvery)
         {
-            await TrySaveSnapshotAsync(aggregate.StreamId, state, result.Version, cancellationToken).ConfigureAwait(false);
+            await TrySaveSnapshotAsync(aggregate.StreamId, state, result.Version, afterAppend: true, cancellationToken).ConfigureAwait(false);
         }
 
         return new LoadedAggregate<TState>(aggregate.Id, aggregate.StreamId, state, result.Version, aggregate.SnapshotVersion);
@@ -164,7 +164,7 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
 
         if (saveSnapshot && SnapshotEvery > 0 && version - (snapshotVersion ?? 0) >= SnapshotEvery)
         {
-            await TrySaveSnapshotAsync(streamId, state, version, cancellationToken).ConfigureAwait(false);
+            await TrySaveSnapshotAsync(streamId, state, version, afterAppend: false, cancellationToken).ConfigureAwait(false);
         }
 
         return new LoadedAggregate<TState>(id, streamId, state, version, snapshotVersion);
@@ -213,7 +213,8 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
         return null;
     }
 
-    private async ValueTask TrySaveSnapshotAsync(string streamId, TState state, long version, CancellationToken cancellationToken)
+    /// <summary>Saves a snapshot; a failure is logged and never fails the caller (nor, after an append, does a cancellation: the events are committed).</summary>
+    private async ValueTask TrySaveSnapshotAsync(string streamId, TState state, long version, bool afterAppend, CancellationToken cancellationToken)
     {
         try
         {
@@ -222,8 +223,10 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
                 new StoredSnapshot(streamId, version, _definition.SnapshotType, _definition.Options.SnapshotSchemaVersion, data, _timeProvider.GetUtcNow()),
                 cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception ex) when (afterAppend || ex is not OperationCanceledException)
         {
+            // After an append, throwing would tell the caller that committed events failed, and a retry would
+            // decide and append again; the next load saves the snapshot instead.
             EventSourcingLog.SnapshotFailed(_logger, ex, streamId, version);
         }
     }

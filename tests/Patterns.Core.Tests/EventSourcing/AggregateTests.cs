@@ -269,4 +269,34 @@ public sealed class AggregateTests
         (await atSnapshot.Should().ThrowAsync<StreamDeletedException>()).Which.StreamId.Should().Be("BankAccount-1");
         await latest.Should().ThrowAsync<StreamDeletedException>();
     }
+
+    [Fact]
+    public async Task SaveAsync_CancelledWhileSavingTheSnapshot_ReturnsTheCommittedAppend()
+    {
+        var storage = new InMemoryEventStorage();
+        using var cancel = new CancellationTokenSource();
+        var fixture = new Patterns.Conformance.EventStoreFixture(storage, storage, new CancelledDuringSave(storage, cancel), storage, storage);
+        using var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => fixture.AsSingleStore()).AddAggregate<BankAccount>(o => o.SnapshotEvery = 2));
+        var accounts = Accounts(host);
+
+        var saved = await accounts.ExecuteAsync("1", _ => [new AccountOpened("ada"), new Deposited(5m)], cancel.Token);
+
+        cancel.IsCancellationRequested.Should().BeTrue("the token was cancelled while the snapshot was being saved");
+        saved.Version.Should().Be(2, "the events were committed, so the call reports them instead of a failure that invites a second append");
+        (await host.Store().GetStreamStateAsync("BankAccount-1")).Version.Should().Be(2);
+        (await ((ISnapshotStorage)storage).LoadAsync("BankAccount-1")).Should().BeNull();
+        (await accounts.LoadAsync("1")).State.Balance.Should().Be(5m);
+    }
+
+    private sealed class CancelledDuringSave(ISnapshotStorage inner, CancellationTokenSource cancel) : ISnapshotStorage
+    {
+        public ValueTask<StoredSnapshot?> LoadAsync(string streamId, CancellationToken cancellationToken = default) => inner.LoadAsync(streamId, cancellationToken);
+
+        public ValueTask SaveAsync(StoredSnapshot snapshot, CancellationToken cancellationToken = default)
+        {
+            cancel.Cancel();
+            cancellationToken.ThrowIfCancellationRequested();
+            return inner.SaveAsync(snapshot, cancellationToken);
+        }
+    }
 }
