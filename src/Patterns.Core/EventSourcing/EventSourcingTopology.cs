@@ -214,6 +214,25 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"The upcasters starting at '{start}' form a cycle.");
             }
         }
+
+        // Byte-level upcasters run first, so a typed upcaster from the type stored under the same name would never run.
+        var explicitNames = new Dictionary<Type, string>();
+        foreach (var e in options.Events)
+        {
+            if (e.Name is not null)
+            {
+                explicitNames.TryAdd(e.Type, e.Name);
+            }
+        }
+
+        foreach (var upcaster in options.TypedUpcasters)
+        {
+            var name = explicitNames.GetValueOrDefault(upcaster.From) ?? MessageTypeNames.Default(upcaster.From);
+            if (raw.TryGetValue(name, out var rawTo))
+            {
+                errors.Add($"Event type name '{name}' has a byte-level upcaster (to '{rawTo}') and a typed upcaster from '{upcaster.From.FullName}' (to '{upcaster.To.FullName}'); byte-level upcasters run first, so the typed one would never run. Keep one of them.");
+            }
+        }
     }
 
     private static bool HasCycle<T>(T start, Dictionary<T, T> next)

@@ -148,6 +148,19 @@ public sealed class UpcastingTests
             .And.Contain(f => f.Contains("payments.received"));
     }
 
+    [Fact]
+    public async Task Start_ByteLevelAndTypedUpcasterFromTheSameName_FailsNamingBoth()
+    {
+        using var host = EventSourcingHostBuild(es => es
+            .AddUpcaster<PaymentReceivedV1, PaymentReceivedV2>(v => new PaymentReceivedV2(v.AmountCents))
+            .AddUpcaster("payments.received", "payments.received.v3", b => b));
+
+        var act = () => host.StartAsync();
+
+        (await act.Should().ThrowAsync<OptionsValidationException>()).Which.Failures.Should().Contain(f =>
+            f.Contains("'payments.received'") && f.Contains("to 'payments.received.v3'") && f.Contains(typeof(PaymentReceivedV1).FullName!) && f.Contains("never run"));
+    }
+
     internal static IHost EventSourcingHostBuild(Action<EventSourcingBuilder> configure) =>
         TestHost.Build(b => b.AddEventSourcing(configure), harness: false);
 }
