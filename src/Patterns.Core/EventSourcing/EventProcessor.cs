@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Patterns.Resilience;
@@ -112,6 +113,18 @@ internal sealed class EventProcessor : IDisposable
         foreach (var collection in collections)
         {
             await p._services.Documents.ClearAsync(collection, ct).ConfigureAwait(false);
+        }
+
+        // The replay handles every event again: what was parked before is handled, or parked again, anew.
+        var parked = new List<string>();
+        await foreach (var (id, _) in ParkedEvents.ListAsync(p._services, p.Name, ct).ConfigureAwait(false))
+        {
+            parked.Add(id);
+        }
+
+        foreach (var id in parked)
+        {
+            await p._services.Documents.DeleteAsync(p._services.Options.ParkedEventsCollection, id, ct).ConfigureAwait(false);
         }
 
         await p._services.Checkpoints.SaveAsync(p.Name, 0, ct).ConfigureAwait(false);
@@ -503,7 +516,21 @@ internal static class ParkedEvents
     public static string Id(string subscription, long position) =>
         string.Create(CultureInfo.InvariantCulture, $"{subscription}/{position:D19}");
 
-    public static string Prefix(string subscription) => subscription + "/";
+    /// <summary>Lists one subscription's parked events in position order, with their document ids.</summary>
+    public static async IAsyncEnumerable<(string Id, ParkedEvent Parked)> ListAsync(
+        EventProcessorServices services, string subscription, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var prefix = subscription + "/";
+        await foreach (var (id, document) in services.Documents.ListAsync(services.Options.ParkedEventsCollection, cancellationToken).ConfigureAwait(false))
+        {
+            // The prefix alone would also match a subscription whose name extends this one ("a" and "a/b").
+            if (id.StartsWith(prefix, StringComparison.Ordinal) && Read(document) is { } parked
+                && string.Equals(parked.Subscription, subscription, StringComparison.Ordinal))
+            {
+                yield return (id, parked);
+            }
+        }
+    }
 
     public static ReadOnlyMemory<byte> Write(ParkedEvent parked)
     {

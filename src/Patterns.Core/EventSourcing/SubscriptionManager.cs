@@ -78,15 +78,9 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
 
     public async IAsyncEnumerable<ParkedEvent> GetParkedEventsAsync(string name, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var prefix = ParkedEvents.Prefix(Known(name));
-        await foreach (var (id, document) in _services.Documents.ListAsync(_services.Options.ParkedEventsCollection, cancellationToken).ConfigureAwait(false))
+        await foreach (var (_, parked) in ParkedEvents.ListAsync(_services, Known(name), cancellationToken).ConfigureAwait(false))
         {
-            // The prefix alone would also match a subscription whose name extends this one ("a" and "a/b").
-            if (id.StartsWith(prefix, StringComparison.Ordinal) && ParkedEvents.Read(document) is { } parked
-                && string.Equals(parked.Subscription, name, StringComparison.Ordinal))
-            {
-                yield return parked;
-            }
+            yield return parked;
         }
     }
 
