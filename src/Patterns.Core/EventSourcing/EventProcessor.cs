@@ -140,6 +140,29 @@ internal sealed class EventProcessor : IDisposable
         }
     }, cancellationToken);
 
+    public async Task<int> ReplayParkedAsync(CancellationToken cancellationToken)
+    {
+        var handled = 0;
+        await ControlAsync(async (p, ct) =>
+        {
+            // A faulted subscription stays faulted (RestartAsync resumes it); a running one resumes after the replay.
+            var wasRunning = p._loop is { IsCompleted: false };
+            await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
+            try
+            {
+                handled = await p.ReplayParkedLockedAsync(ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                if (wasRunning)
+                {
+                    p.StartLocked();
+                }
+            }
+        }, cancellationToken).ConfigureAwait(false);
+        return handled;
+    }
+
     public void Dispose()
     {
         // The container may dispose the manager once per service it is registered as.
@@ -394,6 +417,27 @@ internal sealed class EventProcessor : IDisposable
     /// <summary>Handles one event; false when the subscription faulted on it.</summary>
     private async ValueTask<bool> HandleAsync(StoredEvent stored, CancellationToken aborting)
     {
+        if (await TryHandleAsync(stored, aborting).ConfigureAwait(false) is not { } failure)
+        {
+            return true;
+        }
+
+        EventSourcingTelemetry.Failed.Add(1, _tags);
+        if (_options.OnFailure == SubscriptionFailureMode.Park)
+        {
+            await ParkAsync(stored, failure, aborting).ConfigureAwait(false);
+            return true;
+        }
+
+        EventSourcingLog.Faulted(_logger, failure, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, failure));
+        return false;
+    }
+
+    /// <summary>Reads and handles one event through the pipeline; returns why it failed, or null when it was handled.</summary>
+    /// <exception cref="OperationCanceledException"><paramref name="aborting"/> cut the handler off.</exception>
+    private async ValueTask<Exception?> TryHandleAsync(StoredEvent stored, CancellationToken aborting)
+    {
         RecordedEvent recorded;
         try
         {
@@ -401,7 +445,7 @@ internal sealed class EventProcessor : IDisposable
         }
         catch (Exception ex) when (ex is UnknownEventTypeException or MessageDeserializationException)
         {
-            return await OnFailedAsync(stored, ex, aborting).ConfigureAwait(false);
+            return ex;
         }
 
         using var activity = EventSourcingTelemetry.StartHandle(Name, recorded);
@@ -433,30 +477,63 @@ internal sealed class EventProcessor : IDisposable
         catch (Exception ex)
         {
             PatternsTelemetry.RecordError(activity, ex);
-            return await OnFailedAsync(stored, ex, aborting).ConfigureAwait(false);
+            return ex;
         }
 
         EventSourcingTelemetry.Handled.Add(1, _tags);
-        return true;
+        return null;
     }
 
-    private async ValueTask<bool> OnFailedAsync(StoredEvent stored, Exception exception, CancellationToken aborting)
+    private async ValueTask ParkAsync(StoredEvent stored, Exception exception, CancellationToken cancellationToken)
     {
-        EventSourcingTelemetry.Failed.Add(1, _tags);
-        if (_options.OnFailure == SubscriptionFailureMode.Park)
+        EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        var parked = new ParkedEvent(
+            Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
+            $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
+        await _services.Documents.UpsertAsync(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked), cancellationToken).ConfigureAwait(false);
+        EventSourcingTelemetry.Parked.Add(1, _tags);
+    }
+
+    /// <summary>Hands the parked events to the handler again while the loop is stopped; returns how many were handled.</summary>
+    private async Task<int> ReplayParkedLockedAsync(CancellationToken cancellationToken)
+    {
+        // Parked events are few; listing them first keeps the deletes below out of the paged listing.
+        var entries = new List<(string Id, ParkedEvent Parked)>();
+        await foreach (var entry in ParkedEvents.ListAsync(_services, Name, cancellationToken).ConfigureAwait(false))
         {
-            EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
-            var parked = new ParkedEvent(
-                Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
-                $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
-            await _services.Documents.UpsertAsync(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked), aborting).ConfigureAwait(false);
-            EventSourcingTelemetry.Parked.Add(1, _tags);
-            return true;
+            entries.Add(entry);
         }
 
-        EventSourcingLog.Faulted(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
-        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, exception));
-        return false;
+        var handled = 0;
+        var collection = _services.Options.ParkedEventsCollection;
+        foreach (var (id, parked) in entries)
+        {
+            StoredEvent? stored = null;
+            await foreach (var e in _services.Storage.ReadAllAsync(parked.Position - 1, null, 1, cancellationToken).ConfigureAwait(false))
+            {
+                stored = e;
+            }
+
+            if (stored is null || stored.Position != parked.Position || stored.EventId != parked.EventId)
+            {
+                // The event is gone from the log (its stream was hard-deleted): there is nothing left to handle.
+                await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            if (await TryHandleAsync(stored, cancellationToken).ConfigureAwait(false) is { } failure)
+            {
+                EventSourcingTelemetry.Failed.Add(1, _tags);
+                await ParkAsync(stored, failure, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
+            handled++;
+        }
+
+        EventSourcingLog.ReplayedParked(_logger, Name, handled, entries.Count - handled);
+        return handled;
     }
 
     private void Progress(long checkpoint, long processed, SubscriptionState state)

@@ -48,4 +48,7 @@ internal static partial class EventSourcingLog
 
     [LoggerMessage(EventId = 4015, Level = LogLevel.Debug, Message = "Subscription '{Subscription}' is stopping: it reads no more events and finishes the one in hand until the stop deadline.")]
     public static partial void Stopping(ILogger logger, string subscription);
+
+    [LoggerMessage(EventId = 4016, Level = LogLevel.Information, Message = "Subscription '{Subscription}' replayed its parked events: {Handled} handled, {Failed} parked again.")]
+    public static partial void ReplayedParked(ILogger logger, string subscription, int handled, int failed);
 }

@@ -76,6 +76,9 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
     public Task RebuildAsync(string name, CancellationToken cancellationToken = default) =>
         _inline.TryGetValue(Known(name), out var inline) ? RebuildInlineAsync(name, inline.Entry, inline.Options, cancellationToken) : _processors[name].RebuildAsync(cancellationToken);
 
+    public Task<int> ReplayParkedEventsAsync(string name, CancellationToken cancellationToken = default) =>
+        _inline.ContainsKey(Known(name)) ? Task.FromResult(0) : _processors[name].ReplayParkedAsync(cancellationToken);
+
     public async IAsyncEnumerable<ParkedEvent> GetParkedEventsAsync(string name, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await foreach (var (_, parked) in ParkedEvents.ListAsync(_services, Known(name), cancellationToken).ConfigureAwait(false))

@@ -163,6 +163,40 @@ public sealed class SubscriptionTests
     }
 
     [Fact]
+    public async Task ReplayParkedEvents_AfterAFix_HandlesThemRemovesTheHandledAndKeepsRunning()
+    {
+        var time = new ManualTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var fixedTemplates = false;
+        var handled = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("notifier", (e, ct) => e.Data switch
+        {
+            Withdrawn when !Volatile.Read(ref fixedTemplates) => throw new ArgumentException("no template for withdrawals"),
+            AccountClosed => throw new ArgumentException("no template for closures"),
+            _ => handled.RecordAsync(e, ct),
+        }, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }), time);
+        var subscriptions = host.Subscriptions();
+        var first = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Withdrawn(3m), new AccountClosed("moved")]);
+        await subscriptions.WaitForPositionAsync("notifier", first.LastPosition).WaitAsync(TestHost.Wait);
+        (await subscriptions.GetParkedEventsAsync("notifier").CollectAsync()).Select(p => p.Position).Should().Equal(2, 3);
+
+        Volatile.Write(ref fixedTemplates, true);
+        time.Advance(TimeSpan.FromHours(1));
+        var replayed = await subscriptions.ReplayParkedEventsAsync("notifier").WaitAsync(TestHost.Wait);
+
+        replayed.Should().Be(1);
+        handled.Events.Select(e => e.Position).Should().Equal(1, 2);
+        var stillParked = (await subscriptions.GetParkedEventsAsync("notifier").CollectAsync()).Should().ContainSingle().Subject;
+        stillParked.Position.Should().Be(3);
+        stillParked.Error.Should().Be("System.ArgumentException: no template for closures");
+        stillParked.ParkedAt.Should().Be(time.GetUtcNow(), "the record shows the latest failure");
+        var next = await host.Store().AppendAsync("account-2", ExpectedVersion.NoStream, new AccountOpened("bob"));
+        await subscriptions.WaitForPositionAsync("notifier", next.LastPosition).WaitAsync(TestHost.Wait);
+        handled.Events.Select(e => e.Position).Should().Equal(1, 2, 4);
+        (await subscriptions.ReplayParkedEventsAsync("notifier").WaitAsync(TestHost.Wait)).Should().Be(0);
+        await FluentActions.Awaiting(() => subscriptions.ReplayParkedEventsAsync("nope")).Should().ThrowAsync<ArgumentException>().WithMessage("*'nope'*");
+    }
+
+    [Fact]
     public async Task GetParkedEvents_NameThatPrefixesAnother_ListsOnlyItsOwn()
     {
         using var host = await EventSourcingHost.StartAsync(es => es
