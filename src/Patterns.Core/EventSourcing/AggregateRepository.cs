@@ -25,15 +25,17 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
 {
     private readonly AggregateDefinition<TState> _definition;
     private readonly IEventStore _store;
+    private readonly EventTypeMap _types;
     private readonly ISnapshotStorage _snapshots;
     private readonly IMessageSerializer _serializer;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
 
-    public AggregateRepository(AggregateDefinition<TState> definition, IEventStore store, ISnapshotStorage snapshots, IMessageSerializer serializer, TimeProvider timeProvider, ILogger logger)
+    public AggregateRepository(AggregateDefinition<TState> definition, IEventStore store, EventTypeMap types, ISnapshotStorage snapshots, IMessageSerializer serializer, TimeProvider timeProvider, ILogger logger)
     {
         _definition = definition;
         _store = store;
+        _types = types;
         _snapshots = snapshots;
         _serializer = serializer;
         _timeProvider = timeProvider;
@@ -71,10 +73,13 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
         }
 
         var result = await _store.AppendAsync(aggregate.StreamId, ExpectedVersion.Exact(aggregate.Version), data, cancellationToken).ConfigureAwait(false);
+        // The new events are applied as a load would apply them: upcast, so the state does not depend on whether it was reloaded.
         var state = aggregate.State;
-        foreach (var e in data)
+        for (var i = 0; i < data.Length; i++)
         {
-            state = _definition.Apply(state, e.Data);
+            var e = data[i];
+            var stored = new StoredEvent(e.EventId, aggregate.StreamId, aggregate.Version + i + 1, result.FirstPosition + i, string.Empty, default, default);
+            state = _definition.Apply(state, _types.UpcastTyped(e.Data, stored));
         }
 
         if (SnapshotEvery > 0 && result.Version / SnapshotEvery > aggregate.Version / SnapshotEvery)

@@ -185,7 +185,8 @@ internal sealed class EventTypeMap
         return type;
     }
 
-    private object UpcastTyped(object data, StoredEvent stored)
+    /// <summary>Applies the typed upcasters to an event (for example one just appended, which never went through a read).</summary>
+    public object UpcastTyped(object data, StoredEvent stored)
     {
         for (var hops = 0; _typed.TryGetValue(data.GetType(), out var typed); hops++)
         {

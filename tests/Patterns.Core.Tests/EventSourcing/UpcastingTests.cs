@@ -1,5 +1,7 @@
+using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using Patterns.EventSourcing;
@@ -73,6 +75,47 @@ public sealed class UpcastingTests
 
         filter.EventTypes.Should().BeEquivalentTo(["payments.received", "payments.received.v2", "payments.received.v3"]);
         events.Select(e => e.Data).Should().Equal(new PaymentReceivedV3(1m, "EUR"), new PaymentReceivedV3(2m, "EUR"));
+    }
+
+    [Fact]
+    public async Task InlineProjection_OldEventTypeAppended_SeesTheUpcastEventAsItsRebuildDoes()
+    {
+        var seen = new ConcurrentQueue<(string EventType, object Data)>();
+        using var host = await EventSourcingHost.StartAsync(es =>
+        {
+            Upcasters(es);
+            es.AddProjection("payments", (e, _, _) =>
+            {
+                seen.Enqueue((e.EventType, e.Data));
+                return ValueTask.CompletedTask;
+            }, o => { o.Mode = ProjectionMode.Inline; o.EventTypes.Add(typeof(PaymentReceivedV3)); });
+        });
+
+        // Code that still emits the old shape, while the projection is written against the newest one.
+        await host.Store().AppendAsync("payments-1", ExpectedVersion.NoStream, [new PaymentReceivedV1(250), new PaymentReceivedV3(1m, "USD")]);
+        var live = seen.ToArray();
+        seen.Clear();
+        await host.Subscriptions().RebuildAsync("payments");
+
+        live.Should().Equal(("payments.received.v3", new PaymentReceivedV3(2.5m, "EUR")), ("payments.received.v3", new PaymentReceivedV3(1m, "USD")));
+        seen.Should().Equal(live, "a rebuild from the log must see what the live projection saw");
+    }
+
+    [Fact]
+    public async Task SaveAsync_OldEventType_StateAfterTheSaveEqualsTheStateAfterAReload()
+    {
+        using var host = await EventSourcingHost.StartAsync(es =>
+        {
+            Upcasters(es);
+            es.AddAggregate(() => new List<object>(), (events, e) => [.. events, e], o => o.StreamPrefix = "payments-");
+        });
+        var payments = host.Services.GetRequiredService<IAggregateRepository<List<object>>>();
+
+        var saved = await payments.ExecuteAsync("1", _ => [new PaymentReceivedV1(250)]);
+        var reloaded = await payments.LoadAsync("1");
+
+        saved.State.Should().Equal(new PaymentReceivedV3(2.5m, "EUR"));
+        reloaded.State.Should().Equal(saved.State);
     }
 
     [Fact]
