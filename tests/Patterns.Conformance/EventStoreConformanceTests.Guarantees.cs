@@ -106,4 +106,19 @@ public abstract partial class EventStoreConformanceTests
         (await ReadStream(store, "account-1")).Should().HaveCount(7);
         ShouldBeGapFreeFromOne(await ReadAll(store));
     }
+
+    [Fact]
+    public async Task Append_EventIdStoredInAnotherStream_IsStoredAsADifferentEvent()
+    {
+        // Idempotency is per stream: an id says "this append again" only within the stream that holds it.
+        var store = await OpenAsync();
+        var shared = NewEvent();
+        await store.Events.AppendAsync("account-1", ExpectedVersion.NoStream, [shared], null, Timeout);
+
+        var other = await store.Events.AppendAsync("account-2", ExpectedVersion.NoStream, [shared], null, Timeout);
+
+        other.Should().Be(new AppendResult("account-2", 1, 2, 2));
+        (await ReadStream(store, "account-2")).Select(e => e.EventId).Should().Equal(shared.EventId);
+        (await ReadAll(store)).Select(e => (e.StreamId, e.EventId)).Should().Equal(("account-1", shared.EventId), ("account-2", shared.EventId));
+    }
 }
