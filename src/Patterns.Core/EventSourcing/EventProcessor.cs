@@ -358,8 +358,9 @@ internal sealed class EventProcessor : IDisposable
                 }
             }
         }
-        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        catch (Exception) when (stopping.IsCancellationRequested)
         {
+            // Stopping. A store may report a cancelled read or wait as its own exception: that is no fault either.
         }
         catch (Exception ex)
         {

@@ -530,4 +530,37 @@ public sealed class SubscriptionTests
         Volatile.Read(ref secondCalls).Should().Be(0, "the new run starts only after the abandoned one ended and saved its checkpoint");
         calls.Events.Select(e => e.Version).Should().Equal(1, 2, 3);
     }
+
+    [Fact]
+    public async Task Subscription_StoreReportsTheStopsCancellationAsItsOwnError_StopsWithoutAFault()
+    {
+        var storage = new InMemoryEventStorage();
+        var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var events = new DelegatingEventStorage(storage)
+        {
+            // A driver that turns a cancelled wait into its own exception type.
+            OnWaitForEvents = async (after, ct) =>
+            {
+                waiting.TrySetResult();
+                try
+                {
+                    await storage.WaitForEventsAsync(after, ct);
+                }
+                catch (OperationCanceledException ex)
+                {
+                    throw new InvalidOperationException("The connection was closed while waiting for a notification.", ex);
+                }
+            },
+        };
+        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
+        var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => fixture.AsSingleStore()).AddSubscription("audit", (_, _) => ValueTask.CompletedTask));
+        await waiting.Task.WaitAsync(TestHost.Wait);
+
+        await host.StopAsync().WaitAsync(TestHost.Wait);
+
+        var status = host.Subscriptions().GetStatus("audit");
+        status.State.Should().Be(SubscriptionState.Stopped);
+        status.Error.Should().BeNull();
+        host.Dispose();
+    }
 }
