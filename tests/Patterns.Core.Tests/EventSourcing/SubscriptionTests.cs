@@ -197,6 +197,26 @@ public sealed class SubscriptionTests
     }
 
     [Fact]
+    public async Task ReplayParkedEvents_EventHardDeletedSinceItWasParked_DropsTheRecord()
+    {
+        var calls = 0;
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("notifier", (e, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return e.Data is Withdrawn ? throw new ArgumentException("no template") : ValueTask.CompletedTask;
+        }, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }));
+        var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Withdrawn(1m)]);
+        await host.Subscriptions().WaitForPositionAsync("notifier", result.LastPosition).WaitAsync(TestHost.Wait);
+        await host.Store().DeleteStreamAsync("account-1", ExpectedVersion.Any, StreamDeleteMode.Hard);
+
+        var replayed = await host.Subscriptions().ReplayParkedEventsAsync("notifier").WaitAsync(TestHost.Wait);
+
+        replayed.Should().Be(0);
+        Volatile.Read(ref calls).Should().Be(2, "nothing is left to hand to the handler");
+        (await host.Subscriptions().GetParkedEventsAsync("notifier").CollectAsync()).Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task GetParkedEvents_NameThatPrefixesAnother_ListsOnlyItsOwn()
     {
         using var host = await EventSourcingHost.StartAsync(es => es
