@@ -63,6 +63,7 @@ public sealed class DataStreamTests
         var gates = Enumerable.Range(0, 3).Select(_ => new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously)).ToArray();
         var results = new ConcurrentQueue<int>();
         var started = new CountdownEvent(3);
+        var firstEmitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
 
         var run = DataStream.From(new[] { 0, 1, 2 })
             .SelectAsync(
@@ -73,16 +74,23 @@ public sealed class DataStreamTests
                 },
                 maxParallelism: 3,
                 ordered: false)
-            .To(results.Enqueue)
+            .To(value =>
+            {
+                results.Enqueue(value);
+                firstEmitted.TrySetResult();
+            })
             .RunAsync();
         started.Wait(TestHost.Wait).Should().BeTrue();
         gates[2].SetResult(2);
+
+        // Only 2 has completed: it is emitted while 0 and 1 are still running.
+        await firstEmitted.Task.WaitAsync(TestHost.Wait);
         gates[0].SetResult(0);
         gates[1].SetResult(1);
         await run.WaitAsync(TestHost.Wait);
 
         results.Should().HaveCount(3).And.BeEquivalentTo([0, 1, 2]);
-        results.Should().NotEqual([0, 1, 2], "results are emitted as they complete, and 2 completed first");
+        results.First().Should().Be(2, "results are emitted as they complete, and 2 completed first");
     }
 
     [Fact]
