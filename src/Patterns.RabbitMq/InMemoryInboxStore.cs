@@ -1,46 +1,72 @@
+using Patterns.Storage;
+
 namespace Patterns.RabbitMq;
 
-/// <summary>The default inbox: a bounded set of message ids per consumer group that forgets the oldest first. It lives as long as the process.</summary>
-internal sealed class InMemoryInboxStore(int capacity) : IInboxStore
+/// <summary>
+/// The default inbox when no <see cref="IInboxStore"/> is registered: a bounded set of message ids per consumer that
+/// forgets the oldest first. It lives as long as the process.
+/// </summary>
+internal sealed class InMemoryInboxStore(int capacity, TimeProvider timeProvider) : IInboxStore
 {
-    private readonly Dictionary<string, Group> _groups = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Consumer> _consumers = new(StringComparer.Ordinal);
     private readonly Lock _gate = new();
 
-    public ValueTask<bool> HasHandledAsync(string consumerGroup, Guid messageId, CancellationToken cancellationToken = default)
+    public ValueTask<bool> ContainsAsync(string consumer, string messageId, CancellationToken cancellationToken = default)
     {
         lock (_gate)
         {
-            return new(_groups.TryGetValue(consumerGroup, out var group) && group.Ids.Contains(messageId));
+            return new(_consumers.TryGetValue(consumer, out var entries) && entries.Ids.ContainsKey(messageId));
         }
     }
 
-    public ValueTask MarkHandledAsync(string consumerGroup, Guid messageId, CancellationToken cancellationToken = default)
+    public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default)
     {
         lock (_gate)
         {
-            if (!_groups.TryGetValue(consumerGroup, out var group))
+            if (!_consumers.TryGetValue(consumer, out var entries))
             {
-                group = new Group();
-                _groups.Add(consumerGroup, group);
+                entries = new Consumer();
+                _consumers.Add(consumer, entries);
             }
 
-            if (group.Ids.Add(messageId))
+            if (!entries.Ids.TryAdd(messageId, timeProvider.GetUtcNow()))
             {
-                group.Order.Enqueue(messageId);
-                while (group.Order.Count > capacity)
+                return new(false);
+            }
+
+            entries.Order.Enqueue(messageId);
+            while (entries.Order.Count > capacity)
+            {
+                entries.Ids.Remove(entries.Order.Dequeue());
+            }
+
+            return new(true);
+        }
+    }
+
+    public ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default)
+    {
+        long removed = 0;
+        lock (_gate)
+        {
+            foreach (var entries in _consumers.Values)
+            {
+                // Ids are marked in time order, so the old ones are at the front.
+                while (entries.Order.TryPeek(out var oldest) && entries.Ids[oldest] < olderThan)
                 {
-                    group.Ids.Remove(group.Order.Dequeue());
+                    entries.Ids.Remove(entries.Order.Dequeue());
+                    removed++;
                 }
             }
         }
 
-        return default;
+        return new(removed);
     }
 
-    private sealed class Group
+    private sealed class Consumer
     {
-        public HashSet<Guid> Ids { get; } = [];
+        public Dictionary<string, DateTimeOffset> Ids { get; } = new(StringComparer.Ordinal);
 
-        public Queue<Guid> Order { get; } = new();
+        public Queue<string> Order { get; } = new();
     }
 }

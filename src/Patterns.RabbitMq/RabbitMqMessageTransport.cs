@@ -4,6 +4,7 @@ using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
 using Patterns.Serialization;
+using Patterns.Storage;
 using Patterns.Telemetry;
 using Patterns.Transport;
 using RabbitMQ.Client;
@@ -37,7 +38,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         ConsumeConnection = new RabbitMqConnection(factory, options, "consume", timeProvider, Logger);
         Publisher = new RabbitMqPublisher(PublishConnection, options, timeProvider);
         Topology = new RabbitMqTopology(options, Logger);
-        Inbox = options.Deduplicate ? inbox ?? new InMemoryInboxStore(options.InboxCapacity) : null;
+        Inbox = options.Deduplicate ? inbox ?? new InMemoryInboxStore(options.InboxCapacity, timeProvider) : null;
     }
 
     public override string SystemName => "rabbitmq";

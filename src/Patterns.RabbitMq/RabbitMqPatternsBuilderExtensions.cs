@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using Patterns.Hosting;
 using Patterns.RabbitMq;
 using Patterns.Serialization;
+using Patterns.Storage;
 
 namespace Microsoft.Extensions.DependencyInjection;
 

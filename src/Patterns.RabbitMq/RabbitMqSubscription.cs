@@ -1,5 +1,6 @@
 using System.Threading.Channels;
 using Patterns.Messaging;
+using Patterns.Storage;
 using Patterns.Telemetry;
 using Patterns.Transport;
 using RabbitMQ.Client;
@@ -306,7 +307,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         {
             try
             {
-                if (await inbox.HasHandledAsync(Request.ConsumerGroup, envelope.MessageId, _hardStop.Token).ConfigureAwait(false))
+                if (await inbox.ContainsAsync(Request.ConsumerGroup, envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false))
                 {
                     RabbitMqLog.Duplicate(_transport.Logger, envelope.MessageId, Request.ConsumerGroup);
                     await AckAsync(delivery).ConfigureAwait(false);
@@ -346,7 +347,8 @@ internal sealed class RabbitMqSubscription : TransportSubscription
                 case SettlementKind.Ack:
                     if (_inbox is { } inbox)
                     {
-                        await inbox.MarkHandledAsync(Request.ConsumerGroup, delivery.Envelope.MessageId, _hardStop.Token).ConfigureAwait(false);
+                        // False means another delivery of the same message got there first; either way it is handled.
+                        _ = await inbox.TryMarkHandledAsync(Request.ConsumerGroup, delivery.Envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false);
                     }
 
                     await AckAsync(delivery).ConfigureAwait(false);

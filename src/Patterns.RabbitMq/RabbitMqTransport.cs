@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Patterns.Serialization;
+using Patterns.Storage;
 using Patterns.Transport;
 
 namespace Patterns.RabbitMq;

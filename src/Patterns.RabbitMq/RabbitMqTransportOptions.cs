@@ -105,8 +105,9 @@ public sealed class RabbitMqTransportOptions
     /// de-duplication), for effectively-once handling on top of the broker's at-least-once delivery.
     /// </summary>
     /// <value>
-    /// Default <see langword="false"/>. The ids are kept in the <see cref="IInboxStore"/> registered in the container, or
-    /// else in a bounded in-memory set of <see cref="InboxCapacity"/> ids (which does not survive a restart).
+    /// Default <see langword="false"/>. The ids are kept in the <see cref="Storage.IInboxStore"/> registered in the container
+    /// (a durable store, when the event store's storage provides one), or else in a bounded in-memory set of
+    /// <see cref="InboxCapacity"/> ids (which does not survive a restart).
     /// </value>
     public bool Deduplicate { get; set; }
 

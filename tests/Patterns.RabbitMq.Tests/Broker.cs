@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Patterns.Storage;
 using Patterns.Transport;
 using RabbitMQ.Client;
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
 using Patterns.Messaging;
+using Patterns.Storage;
 using Patterns.Transport;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
@@ -51,7 +52,7 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
         var handled = new Collector<Guid>();
         await transport.SubscribeAsync(Queue("dedup-store"), (e, _) => { handled.Add(e.MessageId); return new(Settlement.Ack); });
         var message = Message(1);
-        inbox.Handled[("dedup-store", message.MessageId)] = true;
+        inbox.Handled[("dedup-store", message.MessageId.ToString())] = true;
 
         await transport.SendAsync("dedup-store", message);
         var other = Message(2);
@@ -59,7 +60,7 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
         await handled.WaitForAsync(1);
 
         handled.Items.Should().Equal(other.MessageId);
-        inbox.Handled.Keys.Should().Contain(("dedup-store", other.MessageId));
+        inbox.Handled.Keys.Should().Contain(("dedup-store", other.MessageId.ToString()));
     }
 
     [Fact]
@@ -308,15 +309,14 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
 
     private sealed class RecordingInbox : IInboxStore
     {
-        public ConcurrentDictionary<(string, Guid), bool> Handled { get; } = new();
+        public ConcurrentDictionary<(string, string), bool> Handled { get; } = new();
 
-        public ValueTask<bool> HasHandledAsync(string consumerGroup, Guid messageId, CancellationToken cancellationToken = default) =>
-            new(Handled.ContainsKey((consumerGroup, messageId)));
+        public ValueTask<bool> ContainsAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
+            new(Handled.ContainsKey((consumer, messageId)));
 
-        public ValueTask MarkHandledAsync(string consumerGroup, Guid messageId, CancellationToken cancellationToken = default)
-        {
-            Handled[(consumerGroup, messageId)] = true;
-            return default;
-        }
+        public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
+            new(Handled.TryAdd((consumer, messageId), true));
+
+        public ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default) => new(0L);
     }
 }

@@ -99,7 +99,7 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 
-    private static void ValidateResilience(List<string> errors, string what, HandlerResilienceOptions options)
+    internal static void ValidateResilience(List<string> errors, string what, HandlerResilienceOptions options)
     {
         if (options.AttemptTimeout is { } timeout && timeout <= TimeSpan.Zero)
         {
@@ -122,7 +122,7 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
         }
     }
 
-    private static void AddFailures(List<string> errors, string what, ValidateOptionsResult result)
+    internal static void AddFailures(List<string> errors, string what, ValidateOptionsResult result)
     {
         if (result.Failed)
         {

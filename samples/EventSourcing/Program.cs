@@ -1,0 +1,101 @@
+// EventSourcing sample: a bank-account aggregate, an inline and an async projection, and a subscription.
+using EventSourcingSample;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Patterns.EventSourcing;
+
+var builder = Host.CreateApplicationBuilder(args);
+builder.Logging.SetMinimumLevel(LogLevel.Warning);
+
+var alerts = new List<string>();
+builder.AddEventSourcing(es =>
+{
+    // The store. In memory, nothing survives the process; to keep the events in a file across runs, reference
+    // Patterns.Sqlite and replace this line with: es.UseSqlite("Data Source=bank.db");
+    es.UseInMemory();
+
+    es.AddEvent<AccountOpened>().AddEvent<MoneyDeposited>().AddEvent<MoneyWithdrawn>();
+    es.AddAggregate<BankAccount>(o =>
+    {
+        o.StreamPrefix = "account-";
+        o.SnapshotEvery = 5;
+    });
+
+    // Inline: written in the same transaction as the events.
+    es.AddDocumentProjection<AccountSummary>("account-summaries", "account-summaries", e => e.StreamId, AccountSummary.Apply,
+        o => o.Mode = ProjectionMode.Inline);
+
+    // Async: driven by a subscription with a durable checkpoint.
+    es.AddProjection<DailyTotalsProjection>("daily-totals", o => o.Collections.Add(DailyTotalsProjection.Collection));
+
+    // A subscription to one event type, for side effects (an e-mail, a message to another service...).
+    es.AddSubscription("large-withdrawals", (e, _) =>
+    {
+        if (e.Data is MoneyWithdrawn { Amount: >= 500m } withdrawal)
+        {
+            lock (alerts)
+            {
+                alerts.Add($"{e.StreamId} withdrew {withdrawal.Amount:0.00} ({withdrawal.Reference})");
+            }
+        }
+
+        return ValueTask.CompletedTask;
+    }, o => o.EventTypes.Add(typeof(MoneyWithdrawn)));
+});
+
+using var host = builder.Build();
+await host.StartAsync();
+
+var accounts = host.Services.GetRequiredService<IAggregateRepository<BankAccount>>();
+var readModels = host.Services.GetRequiredService<IReadModels>();
+var subscriptions = host.Services.GetRequiredService<IEventSubscriptions>();
+var store = host.Services.GetRequiredService<IEventStore>();
+
+// Commands: load the aggregate, decide, append with the loaded version (retried on a concurrent append).
+await accounts.ExecuteAsync("ada", a => a.Open("Ada Lovelace"));
+await accounts.ExecuteAsync("ada", a => a.Deposit(1_000m, "salary"));
+await accounts.ExecuteAsync("ada", a => a.Withdraw(250m, "rent"));
+await accounts.ExecuteAsync("bob", a => a.Open("Bob Babbage"));
+await accounts.ExecuteAsync("bob", a => a.Deposit(80m, "gift"));
+try
+{
+    await accounts.ExecuteAsync("bob", a => a.Withdraw(a.Balance + 500m, "bike"));
+}
+catch (InvalidOperationException ex)
+{
+    Console.WriteLine($"rejected          bob: {ex.Message}");
+}
+
+var last = await accounts.ExecuteAsync("ada", a => a.Withdraw(600m, "car"));
+Console.WriteLine($"aggregate         {last.StreamId} at version {last.Version}, balance {last.State.Balance:0.00}");
+
+// The inline read model is already up to date.
+await foreach (var (id, summary) in readModels.ListAsync<AccountSummary>("account-summaries"))
+{
+    Console.WriteLine($"inline read model {id}: {summary.Owner}, balance {summary.Balance:0.00}, {summary.Transactions} transactions");
+}
+
+// The async one catches up: wait for the position of the last append.
+var head = await store.GetHeadPositionAsync();
+await subscriptions.WaitForPositionAsync("daily-totals", head);
+await subscriptions.WaitForPositionAsync("large-withdrawals", head);
+await foreach (var (day, totals) in readModels.ListAsync<DailyTotals>(DailyTotalsProjection.Collection))
+{
+    Console.WriteLine($"async read model  {day}: deposited {totals.Deposited:0.00}, withdrawn {totals.Withdrawn:0.00}");
+}
+
+lock (alerts)
+{
+    alerts.ForEach(alert => Console.WriteLine($"subscription      large withdrawal: {alert}"));
+}
+
+// History: the state as of an earlier version, and the stream itself.
+var before = await accounts.LoadAsync("ada", version: 2);
+Console.WriteLine($"as of version 2   ada's balance was {before.State.Balance:0.00}");
+await foreach (var e in store.ReadStreamAsync(accounts.GetStreamId("ada")))
+{
+    Console.WriteLine($"stream            #{e.Version} (position {e.Position}) {e.EventType}: {e.Data}");
+}
+
+await host.StopAsync();

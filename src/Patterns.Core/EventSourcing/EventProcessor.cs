@@ -1,0 +1,647 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Patterns.Resilience;
+using Patterns.Serialization;
+using Patterns.Storage;
+using Patterns.Telemetry;
+using Polly;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>The stores and services every subscription runtime shares.</summary>
+internal sealed record EventProcessorServices(
+    IEventStorage Storage,
+    ICheckpointStore Checkpoints,
+    IDocumentStorage Documents,
+    EventTypeMap Types,
+    IMessageSerializer Serializer,
+    TimeProvider TimeProvider,
+    EventSourcingOptions Options,
+    ILoggerFactory LoggerFactory);
+
+/// <summary>
+/// Runs one subscription or async projection: catches up from its checkpoint, then waits for new events
+/// (<see cref="IEventStorage.WaitForEventsAsync"/>); handles each event through its resilience pipeline and
+/// never moves its checkpoint past an event it did not handle.
+/// </summary>
+internal sealed class EventProcessor : IDisposable
+{
+    private readonly ProcessorRegistration _registration;
+    private readonly EventProcessorOptions _options;
+    private readonly EventProcessorServices _services;
+    private readonly EventProcessorHandler _handler;
+    private readonly ResiliencePipeline? _pipeline;
+    private readonly EventFilter? _filter;
+    private readonly string? _streamId;
+    private readonly ProjectionContext _context;
+    private readonly ILogger _logger;
+    private readonly TagList _tags;
+    private readonly SemaphoreSlim _control = new(1, 1);
+    private readonly Lock _gate = new();
+    private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
+    private CancellationTokenSource? _stopping;
+    private CancellationTokenSource? _aborting;
+    private Task? _loop;
+    private Task? _abandoned;
+    private SubscriptionState _state = SubscriptionState.Stopped;
+    private long _checkpoint;
+    private long _processed;
+    private long _current;
+    private SubscriptionFaultedException? _error;
+    private int _disposed;
+
+    public EventProcessor(ProcessorRegistration registration, EventProcessorServices services, EventProcessorHandler handler)
+    {
+        _registration = registration;
+        _options = registration.Options;
+        _services = services;
+        _handler = handler;
+        _streamId = registration.StreamId;
+        _logger = services.LoggerFactory.CreateLogger("Patterns.EventSourcing.Subscriptions." + registration.Name);
+        _tags = EventSourcingTelemetry.Tags(registration.Name);
+        var filter = services.Types.CreateFilter(_options.EventTypes, _options.StreamPrefix);
+        _filter = filter.IsAll ? null : filter;
+        _context = new ProjectionContext(registration.Name, services.Documents, services.Serializer, isInline: false);
+        _pipeline = PipelineFactory.Create(_options, services.TimeProvider, args =>
+        {
+            EventSourcingTelemetry.Retried.Add(1, _tags);
+            EventSourcingLog.Retrying(_logger, args.Outcome.Exception, Name, args.AttemptNumber + 1, Volatile.Read(ref _current), args.RetryDelay);
+        });
+    }
+
+    public string Name => _registration.Name;
+
+    public ProcessorRegistration Registration => _registration;
+
+    public SubscriptionStatus Status
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return new SubscriptionStatus(Name, _state, _checkpoint, _processed, _error);
+            }
+        }
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken) => ControlAsync(static (p, _) =>
+    {
+        p.StartLocked();
+        return Task.CompletedTask;
+    }, cancellationToken);
+
+    /// <summary>Stops the loop, letting the event in hand finish until <paramref name="drainDeadline"/>, and waiting for the loop until <paramref name="abandonAfter"/>.</summary>
+    public Task StopAsync(CancellationToken drainDeadline, CancellationToken abandonAfter) =>
+        ControlAsync((p, ct) => p.StopLockedAsync(drainDeadline, ct), abandonAfter);
+
+    public Task RestartAsync(CancellationToken cancellationToken) => ControlAsync(static async (p, ct) =>
+    {
+        await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
+        p.StartLocked();
+    }, cancellationToken);
+
+    public Task RebuildAsync(CancellationToken cancellationToken) => ControlAsync(static async (p, ct) =>
+    {
+        var wasRunning = p._loop is not null;
+        await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
+        var collections = (p._options as ProjectionOptions)?.Collections ?? [];
+        EventSourcingLog.Rebuilding(p._logger, p.Name, collections.Count == 0 ? "none" : string.Join(", ", collections));
+        foreach (var collection in collections)
+        {
+            await p._services.Documents.ClearAsync(collection, ct).ConfigureAwait(false);
+        }
+
+        // The replay handles every event again: what was parked before is handled, or parked again, anew.
+        var parked = new List<string>();
+        await foreach (var (id, _) in ParkedEvents.ListAsync(p._services, p.Name, ct).ConfigureAwait(false))
+        {
+            parked.Add(id);
+        }
+
+        foreach (var id in parked)
+        {
+            await p._services.Documents.DeleteAsync(p._services.Options.ParkedEventsCollection, id, ct).ConfigureAwait(false);
+        }
+
+        await p._services.Checkpoints.SaveAsync(p.Name, 0, ct).ConfigureAwait(false);
+        lock (p._gate)
+        {
+            p._checkpoint = 0;
+            p._processed = 0;
+        }
+
+        if (wasRunning)
+        {
+            p.StartLocked();
+        }
+    }, cancellationToken);
+
+    public async Task<int> ReplayParkedAsync(CancellationToken cancellationToken)
+    {
+        var handled = 0;
+        await ControlAsync(async (p, ct) =>
+        {
+            // A faulted subscription stays faulted (RestartAsync resumes it); a running one resumes after the replay.
+            var wasRunning = p._loop is { IsCompleted: false };
+            await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
+            try
+            {
+                handled = await p.ReplayParkedLockedAsync(ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                if (wasRunning)
+                {
+                    p.StartLocked();
+                }
+            }
+        }, cancellationToken).ConfigureAwait(false);
+        return handled;
+    }
+
+    public void Dispose()
+    {
+        // The container may dispose the manager once per service it is registered as.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        // Disposed without a stop (the host was not stopped): end the loop instead of leaving it on disposed services.
+        _stopping?.Cancel();
+        _aborting?.Cancel();
+        if (_loop is null or { IsCompleted: true })
+        {
+            _stopping?.Dispose();
+            _aborting?.Dispose();
+        }
+
+        _control.Dispose();
+    }
+
+    public Task WaitForPositionAsync(long position, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (_error is not null)
+            {
+                return Task.FromException(_error);
+            }
+
+            if (_processed >= position)
+            {
+                return Task.CompletedTask;
+            }
+
+            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((position, signal));
+            return signal.Task.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Runs one lifecycle change at a time (start, stop, restart, rebuild).</summary>
+    private async Task ControlAsync(Func<EventProcessor, CancellationToken, Task> change, CancellationToken cancellationToken)
+    {
+        await _control.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await change(this, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _control.Release();
+        }
+    }
+
+    private void StartLocked()
+    {
+        if (_loop is { IsCompleted: false })
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            _error = null;
+            _state = SubscriptionState.CatchingUp;
+        }
+
+        _stopping = new CancellationTokenSource();
+        _aborting = new CancellationTokenSource();
+        var stopping = _stopping.Token;
+        var aborting = _aborting.Token;
+
+        // A run abandoned at a stop deadline may still be inside its handler: the new run waits for it to end, so
+        // that two runs never handle events (or save checkpoints) side by side.
+        var previous = _abandoned;
+        _abandoned = null;
+        _loop = Task.Run(() => RunAsync(previous, stopping, aborting), CancellationToken.None);
+    }
+
+    /// <summary>
+    /// Stops the loop: it reads nothing more and finishes the event in hand (draining). When
+    /// <paramref name="drainDeadline"/> fires, the handler's token is cancelled; when <paramref name="abandonAfter"/>
+    /// fires, a loop that still has not ended (its handler ignores cancellation) is abandoned.
+    /// </summary>
+    private async Task StopLockedAsync(CancellationToken drainDeadline, CancellationToken abandonAfter)
+    {
+        if (_loop is not { } loop || _stopping is not { } stopping || _aborting is not { } aborting)
+        {
+            return;
+        }
+
+        _loop = null;
+        _stopping = null;
+        _aborting = null;
+        await stopping.CancelAsync().ConfigureAwait(false);
+        EventSourcingLog.Stopping(_logger, Name);
+        try
+        {
+            using (drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), aborting))
+            {
+                await loop.WaitAsync(abandonAfter).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (abandonAfter.IsCancellationRequested)
+        {
+            _abandoned = loop;
+            throw;
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                if (_state != SubscriptionState.Faulted)
+                {
+                    _state = SubscriptionState.Stopped;
+                }
+            }
+        }
+
+        // Only once the loop has ended: a loop abandoned at a deadline may still observe the tokens.
+        stopping.Dispose();
+        aborting.Dispose();
+    }
+
+    /// <summary>
+    /// The loop. <paramref name="stopping"/> ends reads and waits, and is checked between events;
+    /// <paramref name="aborting"/> (cancelled at the stop deadline, after <paramref name="stopping"/>) is what the handler
+    /// and the writes that record its outcome see, so an event in hand is finished rather than cut off.
+    /// </summary>
+    private async Task RunAsync(Task? previous, CancellationToken stopping, CancellationToken aborting)
+    {
+        var dirty = false;
+        long cursor = 0;
+        try
+        {
+            if (previous is { IsCompleted: false })
+            {
+                EventSourcingLog.WaitingForAbandonedRun(_logger, Name);
+                await previous.WaitAsync(stopping).ConfigureAwait(false);
+            }
+
+            cursor = await LoadStartAsync(stopping).ConfigureAwait(false);
+            EventSourcingLog.SubscriptionStarted(_logger, Name, cursor);
+            var sinceCheckpoint = 0;
+            while (true)
+            {
+                stopping.ThrowIfCancellationRequested();
+                var head = await _services.Storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
+                var read = 0;
+                await foreach (var stored in ReadBatch(cursor, stopping).ConfigureAwait(false))
+                {
+                    // Stopping: the event in hand was finished; the next one is left for the next run.
+                    stopping.ThrowIfCancellationRequested();
+                    read++;
+                    Volatile.Write(ref _current, stored.Position);
+                    if ((_streamId is null || _filter is null || _filter.Matches(stored.StreamId, stored.EventType))
+                        && !await HandleAsync(stored, aborting).ConfigureAwait(false))
+                    {
+                        return;
+                    }
+
+                    cursor = _streamId is null ? stored.Position : stored.Version;
+                    dirty = true;
+                    Progress(cursor, stored.Position, SubscriptionState.CatchingUp);
+                    if (++sinceCheckpoint >= _options.CheckpointInterval)
+                    {
+                        await _services.Checkpoints.SaveAsync(Name, cursor, aborting).ConfigureAwait(false);
+                        dirty = false;
+                        sinceCheckpoint = 0;
+                    }
+                }
+
+                if (read < _options.BatchSize)
+                {
+                    // Every selected event at or below the head was committed when the read began, so a
+                    // whole-log subscription has seen all of them and may checkpoint the head itself.
+                    if (_streamId is null && head > cursor)
+                    {
+                        cursor = head;
+                        dirty = true;
+                    }
+
+                    if (dirty)
+                    {
+                        await _services.Checkpoints.SaveAsync(Name, cursor, aborting).ConfigureAwait(false);
+                        dirty = false;
+                        sinceCheckpoint = 0;
+                    }
+
+                    Progress(cursor, head, SubscriptionState.Live);
+                    EventSourcingLog.CaughtUp(_logger, Name, head);
+                    await _services.Storage.WaitForEventsAsync(Math.Max(head, Volatile.Read(ref _current)), stopping).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception) when (stopping.IsCancellationRequested)
+        {
+            // Stopping. A store may report a cancelled read or wait as its own exception: that is no fault either.
+        }
+        catch (Exception ex)
+        {
+            EventSourcingLog.StoreFailed(_logger, ex, Name);
+            Fault(new SubscriptionFaultedException(Name, 0, null, 0, ex));
+        }
+        finally
+        {
+            if (dirty)
+            {
+                await SaveFinalCheckpointAsync(cursor).ConfigureAwait(false);
+            }
+
+            EventSourcingLog.SubscriptionStopped(_logger, Name, cursor);
+        }
+    }
+
+    private async Task<long> LoadStartAsync(CancellationToken stopping)
+    {
+        var checkpoint = await _services.Checkpoints.LoadAsync(Name, stopping).ConfigureAwait(false);
+        long cursor;
+        long processed = 0;
+        if (checkpoint is { } saved)
+        {
+            cursor = saved;
+        }
+        else if (_options.StartFrom == SubscriptionStartPosition.End)
+        {
+            processed = await _services.Storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
+            cursor = _streamId is null ? processed : (await _services.Storage.GetStreamStateAsync(_streamId, stopping).ConfigureAwait(false)).Version;
+
+            // The end is where the subscription begins, once: a restart resumes here rather than at a later end,
+            // which would skip what was appended while the application was down.
+            await _services.Checkpoints.SaveAsync(Name, cursor, stopping).ConfigureAwait(false);
+        }
+        else
+        {
+            cursor = 0;
+        }
+
+        if (_streamId is null)
+        {
+            processed = cursor;
+        }
+
+        Progress(cursor, processed, SubscriptionState.CatchingUp);
+        return cursor;
+    }
+
+    private IAsyncEnumerable<StoredEvent> ReadBatch(long cursor, CancellationToken stopping) =>
+        _streamId is null
+            ? _services.Storage.ReadAllAsync(cursor, _filter, _options.BatchSize, stopping)
+            : _services.Storage.ReadStreamAsync(_streamId, ReadDirection.Forward, cursor + 1, _options.BatchSize, stopping);
+
+    /// <summary>Handles one event; false when the subscription faulted on it.</summary>
+    private async ValueTask<bool> HandleAsync(StoredEvent stored, CancellationToken aborting)
+    {
+        if (await TryHandleAsync(stored, aborting).ConfigureAwait(false) is not { } failure)
+        {
+            return true;
+        }
+
+        EventSourcingTelemetry.Failed.Add(1, _tags);
+        if (_options.OnFailure == SubscriptionFailureMode.Park)
+        {
+            await ParkAsync(stored, failure, aborting).ConfigureAwait(false);
+            return true;
+        }
+
+        EventSourcingLog.Faulted(_logger, failure, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, failure));
+        return false;
+    }
+
+    /// <summary>Reads and handles one event through the pipeline; returns why it failed, or null when it was handled.</summary>
+    /// <exception cref="OperationCanceledException"><paramref name="aborting"/> cut the handler off.</exception>
+    private async ValueTask<Exception?> TryHandleAsync(StoredEvent stored, CancellationToken aborting)
+    {
+        RecordedEvent recorded;
+        try
+        {
+            recorded = _services.Types.Deserialize(stored);
+        }
+        catch (Exception ex) when (ex is UnknownEventTypeException or MessageDeserializationException)
+        {
+            return ex;
+        }
+
+        using var activity = EventSourcingTelemetry.StartHandle(Name, recorded);
+        try
+        {
+            if (_pipeline is null)
+            {
+                await _handler(recorded, _context, aborting).ConfigureAwait(false);
+            }
+            else
+            {
+                await _pipeline.ExecuteAsync(
+                    static (state, ct) => state.Handler(state.Event, state.Context, ct),
+                    (Handler: _handler, Event: recorded, Context: _context),
+                    aborting).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (aborting.IsCancellationRequested)
+        {
+            throw;
+        }
+        catch (Exception ex) when (aborting.IsCancellationRequested)
+        {
+            // The handler failed because it was cut off at the stop deadline (for example it wrapped the cancellation
+            // in its own exception). That says nothing about the event: it is neither parked nor a fault, and the
+            // next run delivers it again.
+            throw new OperationCanceledException($"Subscription '{Name}' was stopped while handling the event at position {stored.Position}.", ex, aborting);
+        }
+        catch (Exception ex)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            return ex;
+        }
+
+        EventSourcingTelemetry.Handled.Add(1, _tags);
+        return null;
+    }
+
+    private async ValueTask ParkAsync(StoredEvent stored, Exception exception, CancellationToken cancellationToken)
+    {
+        EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        var parked = new ParkedEvent(
+            Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
+            $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
+        await _services.Documents.UpsertAsync(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked), cancellationToken).ConfigureAwait(false);
+        EventSourcingTelemetry.Parked.Add(1, _tags);
+    }
+
+    /// <summary>Hands the parked events to the handler again while the loop is stopped; returns how many were handled.</summary>
+    private async Task<int> ReplayParkedLockedAsync(CancellationToken cancellationToken)
+    {
+        // Parked events are few; listing them first keeps the deletes below out of the paged listing.
+        var entries = new List<(string Id, ParkedEvent Parked)>();
+        await foreach (var entry in ParkedEvents.ListAsync(_services, Name, cancellationToken).ConfigureAwait(false))
+        {
+            entries.Add(entry);
+        }
+
+        var handled = 0;
+        var collection = _services.Options.ParkedEventsCollection;
+        foreach (var (id, parked) in entries)
+        {
+            StoredEvent? stored = null;
+            await foreach (var e in _services.Storage.ReadAllAsync(parked.Position - 1, null, 1, cancellationToken).ConfigureAwait(false))
+            {
+                stored = e;
+            }
+
+            if (stored is null || stored.Position != parked.Position || stored.EventId != parked.EventId)
+            {
+                // The event is gone from the log (its stream was hard-deleted): there is nothing left to handle.
+                await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            if (await TryHandleAsync(stored, cancellationToken).ConfigureAwait(false) is { } failure)
+            {
+                EventSourcingTelemetry.Failed.Add(1, _tags);
+                await ParkAsync(stored, failure, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
+            handled++;
+        }
+
+        EventSourcingLog.ReplayedParked(_logger, Name, handled, entries.Count - handled);
+        return handled;
+    }
+
+    private void Progress(long checkpoint, long processed, SubscriptionState state)
+    {
+        List<TaskCompletionSource>? ready = null;
+        lock (_gate)
+        {
+            _checkpoint = checkpoint;
+            _state = state;
+            if (processed > _processed)
+            {
+                _processed = processed;
+                for (var i = _waiters.Count - 1; i >= 0; i--)
+                {
+                    if (_waiters[i].Position <= processed)
+                    {
+                        (ready ??= []).Add(_waiters[i].Signal);
+                        _waiters.RemoveAt(i);
+                    }
+                }
+            }
+        }
+
+        ready?.ForEach(static s => s.TrySetResult());
+    }
+
+    private void Fault(SubscriptionFaultedException error)
+    {
+        List<TaskCompletionSource> waiters;
+        lock (_gate)
+        {
+            _error = error;
+            _state = SubscriptionState.Faulted;
+            waiters = [.. _waiters.Select(w => w.Signal)];
+            _waiters.Clear();
+        }
+
+        waiters.ForEach(w => w.TrySetException(error));
+    }
+
+    private async Task SaveFinalCheckpointAsync(long cursor)
+    {
+        try
+        {
+            await _services.Checkpoints.SaveAsync(Name, cursor, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            EventSourcingLog.CheckpointFailed(_logger, ex, Name, cursor);
+        }
+    }
+}
+
+/// <summary>Parked events as documents: a flat JSON object written and read without reflection.</summary>
+internal static class ParkedEvents
+{
+    public static string Id(string subscription, long position) =>
+        string.Create(CultureInfo.InvariantCulture, $"{subscription}/{position:D19}");
+
+    /// <summary>Lists one subscription's parked events in position order, with their document ids.</summary>
+    public static async IAsyncEnumerable<(string Id, ParkedEvent Parked)> ListAsync(
+        EventProcessorServices services, string subscription, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var prefix = subscription + "/";
+        await foreach (var (id, document) in services.Documents.ListAsync(services.Options.ParkedEventsCollection, cancellationToken).ConfigureAwait(false))
+        {
+            // The prefix alone would also match a subscription whose name extends this one ("a" and "a/b").
+            if (id.StartsWith(prefix, StringComparison.Ordinal) && Read(document) is { } parked
+                && string.Equals(parked.Subscription, subscription, StringComparison.Ordinal))
+            {
+                yield return (id, parked);
+            }
+        }
+    }
+
+    public static ReadOnlyMemory<byte> Write(ParkedEvent parked)
+    {
+        var buffer = new ArrayBufferWriter<byte>(256);
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            writer.WriteStartObject();
+            writer.WriteString("subscription", parked.Subscription);
+            writer.WriteString("eventId", parked.EventId);
+            writer.WriteString("streamId", parked.StreamId);
+            writer.WriteNumber("version", parked.Version);
+            writer.WriteNumber("position", parked.Position);
+            writer.WriteString("eventType", parked.EventType);
+            writer.WriteString("error", parked.Error);
+            writer.WriteString("parkedAt", parked.ParkedAt);
+            writer.WriteEndObject();
+        }
+
+        return buffer.WrittenMemory;
+    }
+
+    public static ParkedEvent Read(byte[] document)
+    {
+        using var json = JsonDocument.Parse(document);
+        var root = json.RootElement;
+        return new ParkedEvent(
+            root.GetProperty("subscription").GetString()!,
+            root.GetProperty("eventId").GetGuid(),
+            root.GetProperty("streamId").GetString()!,
+            root.GetProperty("version").GetInt64(),
+            root.GetProperty("position").GetInt64(),
+            root.GetProperty("eventType").GetString()!,
+            root.GetProperty("error").GetString()!,
+            root.GetProperty("parkedAt").GetDateTimeOffset());
+    }
+}

@@ -1,0 +1,102 @@
+using System.ComponentModel.DataAnnotations;
+using Patterns.Resilience;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>What a subscription or async projection does with an event its handler still fails on after the retries.</summary>
+public enum SubscriptionFailureMode
+{
+    /// <summary>Stop the subscription with a clear error (logged, and surfaced as <see cref="SubscriptionState.Faulted"/>); the checkpoint stays before the failed event.</summary>
+    Stop,
+
+    /// <summary>Record the event as parked (see <see cref="IEventSubscriptions.GetParkedEventsAsync"/>) and go on with the next one.</summary>
+    Park,
+}
+
+/// <summary>Where a subscription with no checkpoint starts.</summary>
+public enum SubscriptionStartPosition
+{
+    /// <summary>At the first event: catch up on history, then go live.</summary>
+    Beginning,
+
+    /// <summary>At the current end: only events appended from now on.</summary>
+    End,
+}
+
+/// <summary>Options shared by subscriptions and projections: which events, how failures are retried and handled, how often the checkpoint is saved.</summary>
+public abstract class EventProcessorOptions : HandlerResilienceOptions
+{
+    /// <summary>Initializes a new instance of the <see cref="EventProcessorOptions"/> class with the defaults.</summary>
+    protected EventProcessorOptions()
+    {
+        Retry = PipelineFactory.DefaultRetry();
+    }
+
+    /// <summary>Gets the event types to handle (a base type or interface selects every event type assignable to it, including older types that upcast to one).</summary>
+    /// <value>Empty: every event.</value>
+    public IList<Type> EventTypes { get; } = [];
+
+    /// <summary>Gets or sets the stream-id prefix of the events to handle (ordinal).</summary>
+    /// <value>Default <see langword="null"/>: every stream.</value>
+    public string? StreamPrefix { get; set; }
+
+    /// <summary>Gets or sets what happens to an event whose handler still fails after the retries.</summary>
+    /// <value>Default <see cref="SubscriptionFailureMode.Stop"/>.</value>
+    public SubscriptionFailureMode OnFailure { get; set; } = SubscriptionFailureMode.Stop;
+
+    /// <summary>Gets or sets how many events one read fetches.</summary>
+    /// <value>Default 256.</value>
+    [Range(1, 100_000)]
+    public int BatchSize { get; set; } = 256;
+
+    /// <summary>
+    /// Gets or sets after how many handled events the checkpoint is saved. It is also saved whenever the
+    /// subscription catches up and when it stops, so after a crash at most this many events are handled again.
+    /// </summary>
+    /// <value>Default 100.</value>
+    [Range(1, int.MaxValue)]
+    public int CheckpointInterval { get; set; } = 100;
+
+    /// <summary>Gets or sets where a subscription without a checkpoint starts.</summary>
+    /// <value>Default <see cref="SubscriptionStartPosition.Beginning"/>.</value>
+    public SubscriptionStartPosition StartFrom { get; set; } = SubscriptionStartPosition.Beginning;
+}
+
+/// <summary>Options of one subscription.</summary>
+public sealed class SubscriptionOptions : EventProcessorOptions
+{
+    /// <summary>Gets or sets the one stream to subscribe to; its checkpoint is then the stream version.</summary>
+    /// <value>Default <see langword="null"/>: the whole log (filtered by <see cref="EventProcessorOptions.EventTypes"/> and <see cref="EventProcessorOptions.StreamPrefix"/>).</value>
+    public string? StreamId { get; set; }
+}
+
+/// <summary>How a projection is run.</summary>
+public enum ProjectionMode
+{
+    /// <summary>By a subscription with a checkpoint, after the append: eventually consistent, at-least-once.</summary>
+    Async,
+
+    /// <summary>Inside each append through <see cref="IEventStore"/>, in the same transaction where the store supports it; a failure fails the append.</summary>
+    Inline,
+}
+
+/// <summary>Options of one projection.</summary>
+public sealed class ProjectionOptions : EventProcessorOptions
+{
+    /// <summary>Gets or sets how the projection runs.</summary>
+    /// <value>Default <see cref="ProjectionMode.Async"/>.</value>
+    public ProjectionMode Mode { get; set; } = ProjectionMode.Async;
+
+    /// <summary>Gets the document collections the projection writes; a rebuild clears them before replaying the log.</summary>
+    /// <value>Empty, unless the projection was registered with a collection.</value>
+    public IList<string> Collections { get; } = [];
+}
+
+/// <summary>Options shared by every event-sourcing feature.</summary>
+public sealed class EventSourcingOptions
+{
+    /// <summary>Gets or sets the document collection parked events are recorded in.</summary>
+    /// <value>Default <c>patterns.parked-events</c>.</value>
+    [Required]
+    public string ParkedEventsCollection { get; set; } = "patterns.parked-events";
+}

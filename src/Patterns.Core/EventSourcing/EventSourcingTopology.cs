@@ -1,0 +1,255 @@
+using Microsoft.Extensions.Options;
+using Patterns.Hosting;
+using Patterns.Messaging;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>Everything registered on <see cref="EventSourcingBuilder"/>; validated at start.</summary>
+internal sealed class EventSourcingTopology
+{
+    public List<EventRegistration> Events { get; } = [];
+
+    public List<TypedUpcasterRegistration> TypedUpcasters { get; } = [];
+
+    public List<RawUpcasterRegistration> RawUpcasters { get; } = [];
+
+    public List<AggregateRegistration> Aggregates { get; } = [];
+
+    public List<ProcessorRegistration> Processors { get; } = [];
+}
+
+internal sealed record EventRegistration(Type Type, string? Name);
+
+internal sealed record TypedUpcasterRegistration(Type From, Type To, Func<object, object?> Convert);
+
+internal sealed record RawUpcasterRegistration(string From, string To, Func<ReadOnlyMemory<byte>, ReadOnlyMemory<byte>> Convert);
+
+internal sealed record AggregateRegistration(Type StateType, AggregateOptions Options);
+
+/// <summary>Projects or handles one event; subscriptions ignore the context.</summary>
+internal delegate ValueTask EventProcessorHandler(RecordedEvent @event, ProjectionContext context, CancellationToken cancellationToken);
+
+/// <summary>A subscription or projection.</summary>
+internal sealed class ProcessorRegistration
+{
+    public required string Name { get; init; }
+
+    public required string HandlerName { get; init; }
+
+    public required EventProcessorOptions Options { get; init; }
+
+    /// <summary>Creates the handler once the host's services exist.</summary>
+    public required Func<IServiceProvider, EventProcessorHandler> CreateHandler { get; init; }
+
+    public bool IsProjection => Options is ProjectionOptions;
+
+    public bool IsInline => Options is ProjectionOptions { Mode: ProjectionMode.Inline };
+
+    public string? StreamId => (Options as SubscriptionOptions)?.StreamId;
+
+    public string Describe() => $"{(IsProjection ? "projection" : "subscription")} '{Name}' ({HandlerName})";
+}
+
+[OptionsValidator]
+internal sealed partial class AggregateOptionsDataValidator : IValidateOptions<AggregateOptions>;
+
+[OptionsValidator]
+internal sealed partial class SubscriptionOptionsDataValidator : IValidateOptions<SubscriptionOptions>;
+
+[OptionsValidator]
+internal sealed partial class ProjectionOptionsDataValidator : IValidateOptions<ProjectionOptions>;
+
+[OptionsValidator]
+internal sealed partial class EventSourcingOptionsValidator : IValidateOptions<EventSourcingOptions>;
+
+[OptionsValidator]
+internal sealed partial class InMemoryEventStorageOptionsValidator : IValidateOptions<InMemory.InMemoryEventStorageOptions>;
+
+/// <summary>Checks every event-sourcing registration at host start and reports every problem at once.</summary>
+internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSourcingTopology>
+{
+    public ValidateOptionsResult Validate(string? name, EventSourcingTopology options)
+    {
+        var errors = new List<string>();
+        ValidateEventNames(errors, options);
+        ValidateUpcasters(errors, options);
+
+        var aggregates = new HashSet<Type>();
+        foreach (var aggregate in options.Aggregates)
+        {
+            var what = $"Aggregate '{aggregate.StateType.FullName}'";
+            if (!aggregates.Add(aggregate.StateType))
+            {
+                errors.Add($"{what} is registered more than once.");
+            }
+
+            if (aggregate.Options.StreamPrefix is { } prefix && string.IsNullOrWhiteSpace(prefix))
+            {
+                errors.Add($"{what}: StreamPrefix must not be blank.");
+            }
+
+            TopologyValidator.AddFailures(errors, what, new AggregateOptionsDataValidator().Validate(null, aggregate.Options));
+        }
+
+        var names = new Dictionary<string, ProcessorRegistration>(StringComparer.Ordinal);
+        foreach (var processor in options.Processors)
+        {
+            var what = processor.Describe();
+            if (string.IsNullOrWhiteSpace(processor.Name))
+            {
+                errors.Add($"A {(processor.IsProjection ? "projection" : "subscription")} ({processor.HandlerName}) has an empty name.");
+            }
+            else if (!names.TryAdd(processor.Name, processor))
+            {
+                errors.Add($"{what}: the name is also used by {names[processor.Name].Describe()}; subscription and projection names are checkpoint names and must be unique.");
+            }
+
+            TopologyValidator.AddFailures(errors, what, processor.Options switch
+            {
+                SubscriptionOptions subscription => new SubscriptionOptionsDataValidator().Validate(null, subscription),
+                ProjectionOptions projection => new ProjectionOptionsDataValidator().Validate(null, projection),
+                _ => ValidateOptionsResult.Success,
+            });
+            if (processor.Options.StreamPrefix is { } prefix && prefix.Length == 0)
+            {
+                errors.Add($"{what}: StreamPrefix must not be empty (use null for every stream).");
+            }
+
+            if (processor.Options.EventTypes.Any(t => t is null))
+            {
+                errors.Add($"{what}: EventTypes contains null.");
+            }
+
+            if (processor.StreamId is { } stream && (string.IsNullOrWhiteSpace(stream) || processor.Options.StreamPrefix is not null))
+            {
+                errors.Add($"{what}: StreamId must not be blank, and cannot be combined with StreamPrefix.");
+            }
+
+            if (processor.Options is ProjectionOptions projectionOptions && projectionOptions.Collections.Any(string.IsNullOrWhiteSpace))
+            {
+                errors.Add($"{what}: Collections contains a blank name.");
+            }
+
+            TopologyValidator.ValidateResilience(errors, what, processor.Options);
+        }
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static void ValidateEventNames(List<string> errors, EventSourcingTopology options)
+    {
+        // Registers into a scratch registry to find clashes now rather than on first use.
+        var registry = new MessageTypeRegistry();
+        var types = options.Events.Select(e => (e.Type, e.Name))
+            .Concat(options.TypedUpcasters.SelectMany(u => new[] { (u.From, (string?)null), (u.To, (string?)null) }));
+        foreach (var (type, explicitName) in types)
+        {
+            var eventName = explicitName ?? MessageTypeNames.Default(type);
+            if (explicitName is not null && string.IsNullOrWhiteSpace(explicitName))
+            {
+                errors.Add($"Event type '{type.FullName}' has a blank name.");
+                continue;
+            }
+
+            try
+            {
+                if (explicitName is null && registry.TryGetType(eventName, out var known) && known == type)
+                {
+                    continue;
+                }
+
+                registry.Register(type, eventName);
+            }
+            catch (InvalidOperationException ex)
+            {
+                errors.Add(ex.Message);
+            }
+        }
+    }
+
+    private static void ValidateUpcasters(List<string> errors, EventSourcingTopology options)
+    {
+        var typed = new Dictionary<Type, Type>();
+        foreach (var upcaster in options.TypedUpcasters)
+        {
+            if (upcaster.From == upcaster.To)
+            {
+                errors.Add($"The upcaster from '{upcaster.From.FullName}' goes to the same type.");
+            }
+            else if (!typed.TryAdd(upcaster.From, upcaster.To))
+            {
+                errors.Add($"Event type '{upcaster.From.FullName}' has more than one upcaster (to '{typed[upcaster.From].FullName}' and to '{upcaster.To.FullName}').");
+            }
+        }
+
+        foreach (var start in typed.Keys)
+        {
+            if (HasCycle(start, typed))
+            {
+                errors.Add($"The upcasters starting at '{start.FullName}' form a cycle.");
+            }
+        }
+
+        var raw = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var upcaster in options.RawUpcasters)
+        {
+            if (string.IsNullOrWhiteSpace(upcaster.From) || string.IsNullOrWhiteSpace(upcaster.To))
+            {
+                errors.Add("An upcaster has a blank event type name.");
+            }
+            else if (string.Equals(upcaster.From, upcaster.To, StringComparison.Ordinal))
+            {
+                errors.Add($"The upcaster from '{upcaster.From}' goes to the same type name.");
+            }
+            else if (!raw.TryAdd(upcaster.From, upcaster.To))
+            {
+                errors.Add($"Event type name '{upcaster.From}' has more than one upcaster (to '{raw[upcaster.From]}' and to '{upcaster.To}').");
+            }
+        }
+
+        foreach (var start in raw.Keys)
+        {
+            if (HasCycle(start, raw))
+            {
+                errors.Add($"The upcasters starting at '{start}' form a cycle.");
+            }
+        }
+
+        // Byte-level upcasters run first, so a typed upcaster from the type stored under the same name would never run.
+        var explicitNames = new Dictionary<Type, string>();
+        foreach (var e in options.Events)
+        {
+            if (e.Name is not null)
+            {
+                explicitNames.TryAdd(e.Type, e.Name);
+            }
+        }
+
+        foreach (var upcaster in options.TypedUpcasters)
+        {
+            var name = explicitNames.GetValueOrDefault(upcaster.From) ?? MessageTypeNames.Default(upcaster.From);
+            if (raw.TryGetValue(name, out var rawTo))
+            {
+                errors.Add($"Event type name '{name}' has a byte-level upcaster (to '{rawTo}') and a typed upcaster from '{upcaster.From.FullName}' (to '{upcaster.To.FullName}'); byte-level upcasters run first, so the typed one would never run. Keep one of them.");
+            }
+        }
+    }
+
+    private static bool HasCycle<T>(T start, Dictionary<T, T> next)
+        where T : notnull
+    {
+        var seen = new HashSet<T> { start };
+        var current = start;
+        while (next.TryGetValue(current, out var following))
+        {
+            if (!seen.Add(following))
+            {
+                return true;
+            }
+
+            current = following;
+        }
+
+        return false;
+    }
+}

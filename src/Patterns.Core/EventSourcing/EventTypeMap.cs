@@ -1,0 +1,220 @@
+using System.Collections.Concurrent;
+using Patterns.Messaging;
+using Patterns.Serialization;
+using Patterns.Storage;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>
+/// The event type registry: maps event types to stored names (through the shared <see cref="MessageTypeRegistry"/>,
+/// so <see cref="MessageNameAttribute"/> names events too), serializes events, and applies upcasting chains at
+/// read time: first byte-level upcasters by stored name, then typed upcasters by CLR type.
+/// </summary>
+internal sealed class EventTypeMap
+{
+    private const int MaxChainLength = 64;
+
+    private readonly MessageTypeRegistry _registry;
+    private readonly IMessageSerializer _serializer;
+    private readonly Dictionary<Type, TypedUpcasterRegistration> _typed = [];
+    private readonly Dictionary<string, RawUpcasterRegistration> _raw = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, bool> _knownNames = new(StringComparer.Ordinal);
+
+    public EventTypeMap(MessageTypeRegistry registry, IMessageSerializer serializer, EventSourcingTopology topology)
+    {
+        _registry = registry;
+        _serializer = serializer;
+        foreach (var registration in topology.Events)
+        {
+            _knownNames.TryAdd(registry.Register(registration.Type, registration.Name ?? MessageTypeNames.Default(registration.Type)), true);
+        }
+
+        foreach (var upcaster in topology.TypedUpcasters)
+        {
+            _typed[upcaster.From] = upcaster;
+            _knownNames.TryAdd(GetName(upcaster.From), true);
+            _knownNames.TryAdd(GetName(upcaster.To), true);
+        }
+
+        foreach (var upcaster in topology.RawUpcasters)
+        {
+            _raw[upcaster.From] = upcaster;
+            _knownNames.TryAdd(upcaster.From, true);
+        }
+    }
+
+    public IMessageSerializer Serializer => _serializer;
+
+    public string GetName(Type type)
+    {
+        var name = _registry.GetName(type);
+        _knownNames.TryAdd(name, true);
+        return name;
+    }
+
+    public SerializedEvent Serialize(EventData data, DateTimeOffset timestamp)
+    {
+        var type = data.Data.GetType();
+        return new SerializedEvent(data.EventId, GetName(type), _serializer.SerializeToMemory(data.Data, type), timestamp)
+        {
+            CorrelationId = data.CorrelationId,
+            CausationId = data.CausationId,
+            Metadata = EventHeaders.Write(data.Headers),
+        };
+    }
+
+    /// <summary>Turns a stored event into a typed one: byte-level upcasts, deserialization, typed upcasts.</summary>
+    public RecordedEvent Deserialize(StoredEvent stored)
+    {
+        var name = stored.EventType;
+        var payload = stored.Data;
+        for (var hops = 0; _raw.TryGetValue(name, out var raw); hops++)
+        {
+            ThrowIfTooLong(hops, stored);
+            try
+            {
+                payload = raw.Convert(payload);
+            }
+            catch (Exception ex) when (ex is not MessageDeserializationException)
+            {
+                throw new MessageDeserializationException(
+                    $"The upcaster from '{raw.From}' to '{raw.To}' failed on the event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}): {ex.Message}", ex);
+            }
+
+            name = raw.To;
+        }
+
+        if (!_registry.TryGetType(name, out var type))
+        {
+            throw new UnknownEventTypeException(name, stored.EventType, stored.StreamId, stored.Version, stored.Position);
+        }
+
+        object data;
+        try
+        {
+            data = _serializer.Deserialize(payload, type);
+        }
+        catch (MessageDeserializationException ex)
+        {
+            throw new MessageDeserializationException(
+                $"The event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}, type '{name}') could not be deserialized: {ex.Message}", ex);
+        }
+
+        data = UpcastTyped(data, stored);
+        try
+        {
+            return ToRecorded(stored, data, GetName(data.GetType()));
+        }
+        catch (MessageDeserializationException ex)
+        {
+            throw new MessageDeserializationException(
+                $"The metadata of the event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}) could not be read: {ex.Message}", ex);
+        }
+    }
+
+    public static RecordedEvent ToRecorded(StoredEvent stored, object data, string eventType) => new()
+    {
+        EventId = stored.EventId,
+        StreamId = stored.StreamId,
+        Version = stored.Version,
+        Position = stored.Position,
+        EventType = eventType,
+        StoredEventType = stored.EventType,
+        Data = data,
+        Timestamp = stored.Timestamp,
+        CorrelationId = stored.CorrelationId,
+        CausationId = stored.CausationId,
+        Headers = EventHeaders.Read(stored.Metadata),
+    };
+
+    /// <summary>Selects the stored names whose events end up, after upcasting, as one of <paramref name="types"/>.</summary>
+    public EventFilter CreateFilter(IEnumerable<Type> types, string? streamPrefix)
+    {
+        ArgumentNullException.ThrowIfNull(types);
+        var wanted = types.ToArray();
+        if (wanted.Length == 0)
+        {
+            return streamPrefix is null ? EventFilter.All : new EventFilter { StreamPrefix = streamPrefix };
+        }
+
+        foreach (var type in wanted)
+        {
+            ArgumentNullException.ThrowIfNull(type, nameof(types));
+            if (!type.IsAbstract && !type.IsInterface)
+            {
+                GetName(type);
+            }
+        }
+
+        var names = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var name in _knownNames.Keys)
+        {
+            if (FinalType(name) is { } final && Array.Exists(wanted, w => w.IsAssignableFrom(final)))
+            {
+                names.Add(name);
+            }
+        }
+
+        if (names.Count == 0)
+        {
+            throw new InvalidOperationException(
+                $"No registered event type is, or upcasts to, any of {string.Join(", ", wanted.Select(t => $"'{t.FullName}'"))}. Register the event types with AddEvent<T>() first.");
+        }
+
+        return new EventFilter { EventTypes = names, StreamPrefix = streamPrefix };
+    }
+
+    /// <summary>Gets the CLR type an event stored under <paramref name="name"/> is read as, or null when it cannot be read.</summary>
+    public Type? FinalType(string name)
+    {
+        for (var hops = 0; _raw.TryGetValue(name, out var raw) && hops < MaxChainLength; hops++)
+        {
+            name = raw.To;
+        }
+
+        if (!_registry.TryGetType(name, out var type))
+        {
+            return null;
+        }
+
+        for (var hops = 0; _typed.TryGetValue(type, out var typed) && hops < MaxChainLength; hops++)
+        {
+            type = typed.To;
+        }
+
+        return type;
+    }
+
+    /// <summary>Applies the typed upcasters to an event (for example one just appended, which never went through a read).</summary>
+    public object UpcastTyped(object data, StoredEvent stored)
+    {
+        for (var hops = 0; _typed.TryGetValue(data.GetType(), out var typed); hops++)
+        {
+            ThrowIfTooLong(hops, stored);
+            object? next;
+            try
+            {
+                next = typed.Convert(data);
+            }
+            catch (Exception ex)
+            {
+                throw new MessageDeserializationException(
+                    $"The upcaster from '{typed.From.FullName}' to '{typed.To.FullName}' failed on the event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}): {ex.Message}", ex);
+            }
+
+            data = next ?? throw new MessageDeserializationException(
+                $"The upcaster from '{typed.From.FullName}' to '{typed.To.FullName}' returned null for the event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}); an upcaster must return the new event.");
+        }
+
+        return data;
+    }
+
+    private static void ThrowIfTooLong(int hops, StoredEvent stored)
+    {
+        if (hops >= MaxChainLength)
+        {
+            throw new MessageDeserializationException(
+                $"The upcasting chain of the event at position {stored.Position} (stream '{stored.StreamId}') is longer than {MaxChainLength} steps; upcasters must not form a cycle.");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Patterns.Hosting;
+
+namespace Patterns.EventSourcing;
+
+/// <summary>Owns every subscription and projection runtime; <see cref="IEventSubscriptions"/> for the application.</summary>
+internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
+{
+    private readonly Dictionary<string, EventProcessor> _processors = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (InlineProjector.Entry Entry, ProjectionOptions Options)> _inline = new(StringComparer.Ordinal);
+    private readonly EventProcessorServices _services;
+    private readonly ILogger _logger;
+
+    public SubscriptionManager(EventSourcingTopology topology, IServiceProvider serviceProvider, InlineProjector inline, EventProcessorServices services)
+    {
+        _services = services;
+        _logger = services.LoggerFactory.CreateLogger<SubscriptionManager>();
+        foreach (var registration in topology.Processors)
+        {
+            try
+            {
+                // Fails the start when the event types select nothing: inline projections match by CLR type at
+                // append time, but their rebuild reads the log by name, so they are held to the same rule.
+                services.Types.CreateFilter(registration.Options.EventTypes, registration.Options.StreamPrefix);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new InvalidOperationException($"The {registration.Describe()} cannot start: {ex.Message}", ex);
+            }
+
+            if (registration.IsInline)
+            {
+                _inline[registration.Name] = (inline.Entries.First(e => e.Name == registration.Name), (ProjectionOptions)registration.Options);
+            }
+            else
+            {
+                _processors[registration.Name] = new EventProcessor(registration, services, registration.CreateHandler(serviceProvider));
+            }
+        }
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        foreach (var processor in _processors.Values)
+        {
+            await processor.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public Task StopAsync(CancellationToken drainDeadline, CancellationToken abandonAfter) =>
+        Task.WhenAll(_processors.Values.Select(p => p.StopAsync(drainDeadline, abandonAfter)));
+
+    public void Dispose()
+    {
+        foreach (var processor in _processors.Values)
+        {
+            processor.Dispose();
+        }
+    }
+
+    public IReadOnlyList<SubscriptionStatus> GetStatuses() =>
+        [.. _processors.Values.Select(p => p.Status).Concat(_inline.Keys.Select(InlineStatus)).OrderBy(s => s.Name, StringComparer.Ordinal)];
+
+    public SubscriptionStatus GetStatus(string name) =>
+        _inline.ContainsKey(Known(name)) ? InlineStatus(name) : _processors[name].Status;
+
+    public Task WaitForPositionAsync(string name, long position, CancellationToken cancellationToken = default) =>
+        _inline.ContainsKey(Known(name)) ? Task.CompletedTask : _processors[name].WaitForPositionAsync(position, cancellationToken);
+
+    public Task RestartAsync(string name, CancellationToken cancellationToken = default) =>
+        _inline.ContainsKey(Known(name)) ? Task.CompletedTask : _processors[name].RestartAsync(cancellationToken);
+
+    public Task RebuildAsync(string name, CancellationToken cancellationToken = default) =>
+        _inline.TryGetValue(Known(name), out var inline) ? RebuildInlineAsync(name, inline.Entry, inline.Options, cancellationToken) : _processors[name].RebuildAsync(cancellationToken);
+
+    public Task<int> ReplayParkedEventsAsync(string name, CancellationToken cancellationToken = default) =>
+        _inline.ContainsKey(Known(name)) ? Task.FromResult(0) : _processors[name].ReplayParkedAsync(cancellationToken);
+
+    public async IAsyncEnumerable<ParkedEvent> GetParkedEventsAsync(string name, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (var (_, parked) in ParkedEvents.ListAsync(_services, Known(name), cancellationToken).ConfigureAwait(false))
+        {
+            yield return parked;
+        }
+    }
+
+    private static SubscriptionStatus InlineStatus(string name) => new(name, SubscriptionState.Inline, 0, long.MaxValue, null);
+
+    private async Task RebuildInlineAsync(string name, InlineProjector.Entry entry, ProjectionOptions options, CancellationToken cancellationToken)
+    {
+        EventSourcingLog.Rebuilding(_logger, name, options.Collections.Count == 0 ? "none" : string.Join(", ", options.Collections));
+        foreach (var collection in options.Collections)
+        {
+            await _services.Documents.ClearAsync(collection, cancellationToken).ConfigureAwait(false);
+        }
+
+        var context = new ProjectionContext(name, _services.Documents, _services.Serializer, isInline: false);
+        var filter = _services.Types.CreateFilter(options.EventTypes, options.StreamPrefix);
+        await foreach (var stored in _services.Storage.ReadAllAsync(0, filter.IsAll ? null : filter, long.MaxValue, cancellationToken).ConfigureAwait(false))
+        {
+            await InlineProjector.ProjectAsync(entry, _services.Types.Deserialize(stored), context, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private string Known(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (!_processors.ContainsKey(name) && !_inline.ContainsKey(name))
+        {
+            throw new ArgumentException($"No subscription or projection is named '{name}'.", nameof(name));
+        }
+
+        return name;
+    }
+}
+
+/// <summary>
+/// Starts every subscription and async projection with the host, and stops them (saving checkpoints) when it stops:
+/// each finishes the event in hand until <see cref="PatternsOptions.ShutdownTimeout"/>, then its handler is cancelled.
+/// </summary>
+internal sealed class EventSourcingHostedService(SubscriptionManager manager, IOptions<PatternsOptions> options, TimeProvider timeProvider) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken) => manager.StartAsync(cancellationToken);
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        using var deadline = new CancellationTokenSource(options.Value.ShutdownTimeout, timeProvider);
+        using var drain = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+        try
+        {
+            // Past the drain deadline a cancelled handler still gets to end (and its loop to save the checkpoint);
+            // only the host's own shutdown token abandons a handler that ignores cancellation.
+            await manager.StopAsync(drain.Token, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // A handler that ignores cancellation is abandoned; its checkpoint stays before its event.
+        }
+    }
+}

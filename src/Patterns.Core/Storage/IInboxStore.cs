@@ -1,0 +1,28 @@
+namespace Patterns.Storage;
+
+/// <summary>
+/// Remembers which message ids a consumer has handled, so a redelivered message can be skipped
+/// (effectively-once handling on an at-least-once transport).
+/// </summary>
+public interface IInboxStore
+{
+    /// <summary>Gets whether a consumer has already handled a message.</summary>
+    /// <param name="consumer">The consumer (for example the queue or subscription name).</param>
+    /// <param name="messageId">The message id.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>Whether the message was marked handled.</returns>
+    ValueTask<bool> ContainsAsync(string consumer, string messageId, CancellationToken cancellationToken = default);
+
+    /// <summary>Marks a message handled by a consumer.</summary>
+    /// <param name="consumer">The consumer.</param>
+    /// <param name="messageId">The message id.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>False when it was already marked (another delivery won the race); true otherwise.</returns>
+    ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default);
+
+    /// <summary>Forgets entries marked before a point in time, to bound the store's size.</summary>
+    /// <param name="olderThan">Entries marked before this are removed.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>How many entries were removed.</returns>
+    ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default);
+}
