@@ -3,6 +3,7 @@ using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using Patterns.Batching;
 using Patterns.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
@@ -124,6 +125,39 @@ public sealed class RabbitMqHostingTests
         {
             group.Select(h => h.Number).Should().BeInAscendingOrder($"messages with partition key {group.Key} are handled in send order");
         }
+    }
+
+    [Fact]
+    public async Task BatchConsumer_OfAQueueOnTheBroker_GetsFullBatchesAndEveryMessageOnce()
+    {
+        var batches = new Collector<int[]>();
+        await using var host = await RabbitHost.StartAsync("batch", b =>
+        {
+            b.AddMessageQueue(q => q.AddQueue("batched"));
+            b.AddBatching(bb => bb.AddBatchHandler<WorkItem>(
+                TransportAddress.Queue("batched"),
+                (batch, _) =>
+                {
+                    batches.Add([.. batch.ToArray().Select(w => w.Number)]);
+                    return default;
+                },
+                o =>
+                {
+                    o.ConsumerGroup = "batched";
+                    o.MaxCount = 10;
+                    o.MaxAge = TimeSpan.FromSeconds(30);
+                }));
+        });
+        var sender = host.Get<IQueueSender>();
+
+        for (var i = 0; i < 30; i++)
+        {
+            await sender.SendAsync("batched", new WorkItem(i));
+        }
+
+        await batches.WaitForAsync(3);
+        batches.Items.Should().HaveCount(3).And.OnlyContain(b => b.Length == 10);
+        batches.Items.SelectMany(b => b).Should().BeEquivalentTo(Enumerable.Range(0, 30));
     }
 
     [Fact]
