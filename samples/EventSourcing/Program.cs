@@ -60,7 +60,7 @@ await accounts.ExecuteAsync("bob", a => a.Open("Bob Babbage"));
 await accounts.ExecuteAsync("bob", a => a.Deposit(80m, "gift"));
 try
 {
-    await accounts.ExecuteAsync("bob", a => a.Withdraw(500m, "bike"));
+    await accounts.ExecuteAsync("bob", a => a.Withdraw(a.Balance + 500m, "bike"));
 }
 catch (InvalidOperationException ex)
 {

@@ -1,7 +1,5 @@
 using System.ComponentModel.DataAnnotations;
 using Patterns.Resilience;
-using Polly;
-using Polly.Retry;
 
 namespace Patterns.EventSourcing;
 
@@ -31,13 +29,7 @@ public abstract class EventProcessorOptions : HandlerResilienceOptions
     /// <summary>Initializes a new instance of the <see cref="EventProcessorOptions"/> class with the defaults.</summary>
     protected EventProcessorOptions()
     {
-        Retry = new RetryStrategyOptions
-        {
-            MaxRetryAttempts = 3,
-            Delay = TimeSpan.FromMilliseconds(200),
-            BackoffType = DelayBackoffType.Exponential,
-            UseJitter = true,
-        };
+        Retry = PipelineFactory.DefaultRetry();
     }
 
     /// <summary>Gets the event types to handle (a base type or interface selects every event type assignable to it, including older types that upcast to one).</summary>

@@ -20,7 +20,7 @@ internal sealed class EventSourcingTopology
 
 internal sealed record EventRegistration(Type Type, string? Name);
 
-internal sealed record TypedUpcasterRegistration(Type From, Type To, Func<object, object> Convert);
+internal sealed record TypedUpcasterRegistration(Type From, Type To, Func<object, object?> Convert);
 
 internal sealed record RawUpcasterRegistration(string From, string To, Func<ReadOnlyMemory<byte>, ReadOnlyMemory<byte>> Convert);
 
@@ -88,7 +88,7 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"{what}: StreamPrefix must not be blank.");
             }
 
-            AddFailures(errors, what, new AggregateOptionsDataValidator().Validate(null, aggregate.Options));
+            TopologyValidator.AddFailures(errors, what, new AggregateOptionsDataValidator().Validate(null, aggregate.Options));
         }
 
         var names = new Dictionary<string, ProcessorRegistration>(StringComparer.Ordinal);
@@ -104,7 +104,7 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"{what}: the name is also used by {names[processor.Name].Describe()}; subscription and projection names are checkpoint names and must be unique.");
             }
 
-            AddFailures(errors, what, processor.Options switch
+            TopologyValidator.AddFailures(errors, what, processor.Options switch
             {
                 SubscriptionOptions subscription => new SubscriptionOptionsDataValidator().Validate(null, subscription),
                 ProjectionOptions projection => new ProjectionOptionsDataValidator().Validate(null, projection),
@@ -214,6 +214,25 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"The upcasters starting at '{start}' form a cycle.");
             }
         }
+
+        // Byte-level upcasters run first, so a typed upcaster from the type stored under the same name would never run.
+        var explicitNames = new Dictionary<Type, string>();
+        foreach (var e in options.Events)
+        {
+            if (e.Name is not null)
+            {
+                explicitNames.TryAdd(e.Type, e.Name);
+            }
+        }
+
+        foreach (var upcaster in options.TypedUpcasters)
+        {
+            var name = explicitNames.GetValueOrDefault(upcaster.From) ?? MessageTypeNames.Default(upcaster.From);
+            if (raw.TryGetValue(name, out var rawTo))
+            {
+                errors.Add($"Event type name '{name}' has a byte-level upcaster (to '{rawTo}') and a typed upcaster from '{upcaster.From.FullName}' (to '{upcaster.To.FullName}'); byte-level upcasters run first, so the typed one would never run. Keep one of them.");
+            }
+        }
     }
 
     private static bool HasCycle<T>(T start, Dictionary<T, T> next)
@@ -232,16 +251,5 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
         }
 
         return false;
-    }
-
-    private static void AddFailures(List<string> errors, string what, ValidateOptionsResult result)
-    {
-        if (result.Failed)
-        {
-            foreach (var failure in result.Failures ?? [])
-            {
-                errors.Add($"{what}: {failure}");
-            }
-        }
     }
 }

@@ -122,7 +122,7 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
         }
     }
 
-    private static void AddFailures(List<string> errors, string what, ValidateOptionsResult result)
+    internal static void AddFailures(List<string> errors, string what, ValidateOptionsResult result)
     {
         if (result.Failed)
         {

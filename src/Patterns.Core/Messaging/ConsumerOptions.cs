@@ -1,8 +1,6 @@
 using System.ComponentModel.DataAnnotations;
 using Patterns.Resilience;
 using Patterns.Transport;
-using Polly;
-using Polly.Retry;
 
 namespace Patterns.Messaging;
 
@@ -12,13 +10,7 @@ public sealed class ConsumerOptions : HandlerResilienceOptions
     /// <summary>Initializes a new instance of the <see cref="ConsumerOptions"/> class with the defaults.</summary>
     public ConsumerOptions()
     {
-        Retry = new RetryStrategyOptions
-        {
-            MaxRetryAttempts = 3,
-            Delay = TimeSpan.FromMilliseconds(200),
-            BackoffType = DelayBackoffType.Exponential,
-            UseJitter = true,
-        };
+        Retry = PipelineFactory.DefaultRetry();
     }
 
     /// <summary>

@@ -7,6 +7,15 @@ namespace Patterns.Resilience;
 
 internal static class PipelineFactory
 {
+    /// <summary>The retry every consumer and subscription starts with: 3 retries, exponential backoff from 200 ms, with jitter.</summary>
+    public static RetryStrategyOptions DefaultRetry() => new()
+    {
+        MaxRetryAttempts = 3,
+        Delay = TimeSpan.FromMilliseconds(200),
+        BackoffType = DelayBackoffType.Exponential,
+        UseJitter = true,
+    };
+
     /// <summary>Builds the pipeline, or returns <see langword="null"/> when nothing is configured (the fast path).</summary>
     [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "AddStrategy validates the options by data annotations; the concurrency-limit options type declares none.")]
     public static ResiliencePipeline? Create(HandlerResilienceOptions options, TimeProvider timeProvider, Action<OnRetryArguments<object>>? onRetry = null)

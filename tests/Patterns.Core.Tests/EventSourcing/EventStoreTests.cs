@@ -53,6 +53,21 @@ public sealed class EventStoreTests
     }
 
     [Fact]
+    public async Task AppendAsync_EmptyEventId_ThrowsInsteadOfTreatingLaterEventsAsRetries()
+    {
+        using var host = await EventSourcingHost.StartAsync(_ => { });
+        var store = host.Store();
+        await store.AppendAsync("account-1", ExpectedVersion.Any, new Deposited(1m));
+
+        var first = async () => await store.AppendAsync("account-1", ExpectedVersion.Any, [new EventData(new Deposited(2m)) { EventId = Guid.Empty }]);
+        var second = async () => await store.AppendAsync("account-1", ExpectedVersion.Any, [new EventData(new Deposited(3m)) { EventId = Guid.Empty }]);
+
+        (await first.Should().ThrowAsync<ArgumentException>()).WithMessage("*'account-1'*empty EventId*");
+        await second.Should().ThrowAsync<ArgumentException>();
+        (await store.ReadStreamAsync("account-1").CollectAsync()).Select(e => e.Data).Should().Equal(new Deposited(1m));
+    }
+
+    [Fact]
     public async Task AppendAsync_SameEventDataRetried_IsIdempotent()
     {
         using var host = await EventSourcingHost.StartAsync(_ => { });
@@ -89,6 +104,26 @@ public sealed class EventStoreTests
         var thrown = await act.Should().ThrowAsync<WrongExpectedVersionException>();
         thrown.Which.Actual.Should().Be(1);
         Interlocked.Read(ref conflicts).Should().BeGreaterThanOrEqualTo(1);
+    }
+
+    [Fact]
+    public async Task AppendAsync_WithATraceListener_RecordsAnAppendSpan()
+    {
+        using var host = await EventSourcingHost.StartAsync(_ => { });
+        var spans = new System.Collections.Concurrent.ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == PatternsDiagnostics.ActivitySourceName,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+
+        await host.Store().AppendAsync("span-stream", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(1m)]);
+
+        var append = spans.Where(a => a.OperationName == "eventstore.append" && (string?)a.GetTagItem("patterns.eventstore.stream") == "span-stream").Should().ContainSingle().Subject;
+        append.GetTagItem("patterns.eventstore.event_count").Should().Be(2);
+        append.Status.Should().Be(System.Diagnostics.ActivityStatusCode.Unset);
     }
 
     [Fact]
