@@ -1,0 +1,411 @@
+using System.Globalization;
+
+namespace Patterns.Postgres;
+
+/// <summary>The store's DDL, versioned migrations and the SQL text of every statement, for one schema.</summary>
+/// <remarks>
+/// The schema name is validated against <see cref="PostgresEventStoreOptions.SchemaPattern"/> before it gets here,
+/// so it is safe to splice into SQL as a quoted identifier.
+/// </remarks>
+internal sealed class PostgresSchema
+{
+    /// <summary>The error code the append and delete functions raise when the expected version does not hold; the message ends with the actual version.</summary>
+    public const string WrongExpectedVersionState = "PT409";
+
+    /// <summary>The error code the append function raises for a deleted stream.</summary>
+    public const string StreamDeletedState = "PT410";
+
+    /// <summary>The unique constraint that makes event ids unique within a stream.</summary>
+    public const string EventIdConstraint = "events_stream_event_id";
+
+    /// <summary>The unique constraint on (stream, version).</summary>
+    public const string StreamVersionConstraint = "events_stream_version";
+
+    public PostgresSchema(string schema)
+    {
+        Name = schema;
+        var s = $"\"{schema}\"";
+        Channel = schema + "_events";
+        MigrationLockKey = StableKey("patterns:migrate:" + schema);
+        Migrations = BuildMigrations(s);
+
+        Append = $"SELECT new_version, first_position FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        AppendGroup = $"SELECT status, new_version, first_position FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        FindEventIds = $"SELECT event_id, version, position FROM {s}.events WHERE stream_id = $1 AND event_id = ANY($2)";
+        StreamState = $"SELECT version, deleted, truncated_before FROM {s}.streams WHERE stream_id = $1";
+        const string Columns = "event_id, stream_id, version, position, event_type, data, created_at, correlation_id, causation_id, metadata";
+        const string Truncation = "(SELECT truncated_before FROM {0}.streams WHERE stream_id = $1)";
+        var truncation = string.Format(CultureInfo.InvariantCulture, Truncation, s);
+        ReadStreamForward = $"SELECT {Columns} FROM {s}.events WHERE stream_id = $1 AND version >= greatest($2, {truncation}) ORDER BY version LIMIT $3";
+        ReadStreamBackward = $"SELECT {Columns} FROM {s}.events WHERE stream_id = $1 AND version <= $2 AND version >= coalesce({truncation}, 0) ORDER BY version DESC LIMIT $3";
+        ReadAll = $"SELECT {Columns} FROM {s}.events WHERE position > $1 ORDER BY position LIMIT $2";
+        ReadAllByType = $"SELECT {Columns} FROM {s}.events WHERE position > $1 AND event_type = ANY($3) ORDER BY position LIMIT $2";
+        ReadAllByPrefix = $"SELECT {Columns} FROM {s}.events WHERE position > $1 AND starts_with(stream_id, $4) ORDER BY position LIMIT $2";
+        ReadAllByTypeAndPrefix = $"SELECT {Columns} FROM {s}.events WHERE position > $1 AND event_type = ANY($3) AND starts_with(stream_id, $4) ORDER BY position LIMIT $2";
+        HeadPosition = $"SELECT position FROM {s}.log_head";
+        Delete = $"SELECT {s}.delete_stream($1, $2, $3)";
+        Truncate = $"""
+            WITH existing AS (SELECT deleted FROM {s}.streams WHERE stream_id = $1),
+                 updated AS (UPDATE {s}.streams SET truncated_before = greatest(truncated_before, $2)
+                             WHERE stream_id = $1 AND NOT deleted RETURNING 1)
+            SELECT (SELECT deleted FROM existing)
+            """;
+
+        LoadCheckpoint = $"SELECT position FROM {s}.checkpoints WHERE name = $1";
+        SaveCheckpoint = $"""
+            INSERT INTO {s}.checkpoints (name, position, updated_at) VALUES ($1, $2, $3)
+            ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+            """;
+
+        LoadSnapshot = $"SELECT version, snapshot_type, schema_version, data, created_at FROM {s}.snapshots WHERE stream_id = $1";
+        SaveSnapshot = $"""
+            INSERT INTO {s}.snapshots AS t (stream_id, version, snapshot_type, schema_version, data, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, snapshot_type = excluded.snapshot_type,
+                schema_version = excluded.schema_version, data = excluded.data, created_at = excluded.created_at
+            WHERE t.version <= excluded.version
+            """;
+
+        GetDocument = $"SELECT data FROM {s}.documents WHERE collection = $1 AND id = $2";
+        UpsertDocument = $"""
+            INSERT INTO {s}.documents (collection, id, data, updated_at) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
+            """;
+        DeleteDocument = $"DELETE FROM {s}.documents WHERE collection = $1 AND id = $2";
+        ListDocuments = $"SELECT id, data FROM {s}.documents WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3";
+        ClearDocuments = $"DELETE FROM {s}.documents WHERE collection = $1";
+
+        InboxContains = $"SELECT EXISTS (SELECT 1 FROM {s}.inbox WHERE consumer = $1 AND message_id = $2)";
+        InboxMark = $"INSERT INTO {s}.inbox (consumer, message_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+        InboxPrune = $"DELETE FROM {s}.inbox WHERE handled_at < $1";
+
+        CreateSchema = $"""
+            CREATE SCHEMA IF NOT EXISTS {s};
+            CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now());
+            """;
+        AppliedVersion = $"SELECT coalesce(max(version), 0) FROM {s}.schema_migrations";
+        RecordMigration = $"INSERT INTO {s}.schema_migrations (version) VALUES ($1)";
+    }
+
+    public string Name { get; }
+
+    /// <summary>The LISTEN/NOTIFY channel appends notify on.</summary>
+    public string Channel { get; }
+
+    /// <summary>The transaction-scoped advisory lock key that serializes migrations of this schema.</summary>
+    public long MigrationLockKey { get; }
+
+    /// <summary>The migrations, in order: version and SQL. Each runs once, in the migration transaction.</summary>
+    public IReadOnlyList<(int Version, string Sql)> Migrations { get; }
+
+    public string Append { get; }
+
+    public string AppendGroup { get; }
+
+    public string FindEventIds { get; }
+
+    public string StreamState { get; }
+
+    public string ReadStreamForward { get; }
+
+    public string ReadStreamBackward { get; }
+
+    public string ReadAll { get; }
+
+    public string ReadAllByType { get; }
+
+    public string ReadAllByPrefix { get; }
+
+    public string ReadAllByTypeAndPrefix { get; }
+
+    public string HeadPosition { get; }
+
+    public string Delete { get; }
+
+    public string Truncate { get; }
+
+    public string LoadCheckpoint { get; }
+
+    public string SaveCheckpoint { get; }
+
+    public string LoadSnapshot { get; }
+
+    public string SaveSnapshot { get; }
+
+    public string GetDocument { get; }
+
+    public string UpsertDocument { get; }
+
+    public string DeleteDocument { get; }
+
+    public string ListDocuments { get; }
+
+    public string ClearDocuments { get; }
+
+    public string InboxContains { get; }
+
+    public string InboxMark { get; }
+
+    public string InboxPrune { get; }
+
+    public string CreateSchema { get; }
+
+    public string AppliedVersion { get; }
+
+    public string RecordMigration { get; }
+
+    /// <summary>The version the code expects; a schema at a lower version is migrated.</summary>
+    public int LatestVersion => Migrations[^1].Version;
+
+    /// <summary>FNV-1a, 64 bits: a key that is the same in every process and every .NET version.</summary>
+    internal static long StableKey(string text)
+    {
+        var hash = 14695981039346656037UL;
+        foreach (var c in text)
+        {
+            hash = (hash ^ c) * 1099511628211UL;
+        }
+
+        return unchecked((long)hash);
+    }
+
+    private static (int, string)[] BuildMigrations(string s)
+    {
+        var v1 = $$"""
+            -- The last position given to an event. Appends update this one row, and its row lock (held until the
+            -- append commits) is what orders positions; a rolled-back append restores it, so positions have no holes.
+            CREATE TABLE {{s}}.log_head (
+                id boolean PRIMARY KEY DEFAULT true CHECK (id),
+                position bigint NOT NULL);
+            INSERT INTO {{s}}.log_head (position) VALUES (0);
+
+            CREATE TABLE {{s}}.streams (
+                stream_id text COLLATE "C" PRIMARY KEY,
+                version bigint NOT NULL,
+                truncated_before bigint NOT NULL DEFAULT 0,
+                deleted boolean NOT NULL DEFAULT false);
+
+            CREATE TABLE {{s}}.events (
+                position bigint PRIMARY KEY,
+                stream_id text COLLATE "C" NOT NULL,
+                version bigint NOT NULL,
+                event_id uuid NOT NULL,
+                event_type text NOT NULL,
+                data bytea NOT NULL,
+                metadata bytea,
+                correlation_id text,
+                causation_id text,
+                created_at timestamptz NOT NULL,
+                CONSTRAINT {{StreamVersionConstraint}} UNIQUE (stream_id, version),
+                CONSTRAINT {{EventIdConstraint}} UNIQUE (stream_id, event_id));
+
+            CREATE TABLE {{s}}.snapshots (
+                stream_id text COLLATE "C" PRIMARY KEY,
+                version bigint NOT NULL,
+                snapshot_type text NOT NULL,
+                schema_version integer NOT NULL,
+                data bytea NOT NULL,
+                created_at timestamptz NOT NULL);
+
+            CREATE TABLE {{s}}.checkpoints (
+                name text COLLATE "C" PRIMARY KEY,
+                position bigint NOT NULL,
+                updated_at timestamptz NOT NULL);
+
+            CREATE TABLE {{s}}.documents (
+                collection text COLLATE "C" NOT NULL,
+                id text COLLATE "C" NOT NULL,
+                data bytea NOT NULL,
+                updated_at timestamptz NOT NULL,
+                PRIMARY KEY (collection, id));
+
+            CREATE TABLE {{s}}.inbox (
+                consumer text COLLATE "C" NOT NULL,
+                message_id text COLLATE "C" NOT NULL,
+                handled_at timestamptz NOT NULL,
+                PRIMARY KEY (consumer, message_id));
+            CREATE INDEX inbox_handled_at ON {{s}}.inbox (handled_at);
+
+            -- Appends one batch of events. Raises PT409 (wrong expected version; the message ends with the actual
+            -- version) or PT410 (deleted stream); a reused event id violates events_stream_event_id. p_expected is
+            -- ExpectedVersion.Value: -1 any, -2 stream exists, otherwise the exact version (0 = no stream).
+            CREATE FUNCTION {{s}}.append_events(
+                p_stream_id text, p_expected bigint, p_event_ids uuid[], p_event_types text[], p_data bytea[],
+                p_metadata bytea[], p_correlation_ids text[], p_causation_ids text[], p_created_at timestamptz[],
+                p_channel text, OUT new_version bigint, OUT first_position bigint)
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                v_count integer := cardinality(p_event_ids);
+                v_version bigint;
+                v_deleted boolean;
+            BEGIN
+                SELECT s.version, s.deleted INTO v_version, v_deleted
+                  FROM {{s}}.streams s WHERE s.stream_id = p_stream_id FOR UPDATE;
+                IF NOT FOUND THEN
+                    IF p_expected > 0 OR p_expected = -2 THEN
+                        RAISE EXCEPTION USING ERRCODE = 'PT409', MESSAGE = 'wrong expected version, actual 0';
+                    END IF;
+                    INSERT INTO {{s}}.streams (stream_id, version) VALUES (p_stream_id, 0) ON CONFLICT (stream_id) DO NOTHING;
+                    IF FOUND THEN
+                        v_version := 0;
+                        v_deleted := false;
+                    ELSE
+                        SELECT s.version, s.deleted INTO v_version, v_deleted
+                          FROM {{s}}.streams s WHERE s.stream_id = p_stream_id FOR UPDATE;
+                    END IF;
+                END IF;
+                IF v_deleted THEN
+                    RAISE EXCEPTION USING ERRCODE = 'PT410', MESSAGE = 'stream deleted';
+                END IF;
+                IF (p_expected = -2 AND v_version = 0) OR (p_expected >= 0 AND p_expected <> v_version) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'PT409', MESSAGE = 'wrong expected version, actual ' || v_version;
+                END IF;
+
+                -- Positions are taken under a row lock held until this transaction commits, so positions become
+                -- visible in increasing order and a reader never skips a lower position that commits later.
+                UPDATE {{s}}.log_head SET position = position + v_count RETURNING position - v_count + 1 INTO first_position;
+
+                INSERT INTO {{s}}.events (position, stream_id, version, event_id, event_type, data, metadata,
+                                          correlation_id, causation_id, created_at)
+                SELECT first_position + u.ord - 1, p_stream_id, v_version + u.ord, u.event_id, u.event_type, u.data,
+                       u.metadata, u.correlation_id, u.causation_id, u.created_at
+                  FROM unnest(p_event_ids, p_event_types, p_data, p_metadata, p_correlation_ids, p_causation_ids, p_created_at)
+                       WITH ORDINALITY AS u(event_id, event_type, data, metadata, correlation_id, causation_id, created_at, ord);
+
+                new_version := v_version + v_count;
+                UPDATE {{s}}.streams SET version = new_version WHERE stream_id = p_stream_id;
+                IF p_channel IS NOT NULL THEN
+                    PERFORM pg_notify(p_channel, (first_position + v_count - 1)::text);
+                END IF;
+            END
+            $fn$;
+
+            -- Appends several batches in one transaction (group commit). The batches come sorted by stream id, so
+            -- concurrent groups lock stream rows in one order, and every stream row is locked before log_head, as in
+            -- append_events. Batch i holds p_counts[i] events of the flattened event arrays. Returns one row per batch,
+            -- in input order: status 0 appended (new_version, first_position), 1 wrong expected version (new_version
+            -- is the actual version), 2 deleted stream, 3 an event id is already in the stream (or earlier in this
+            -- group). Nothing is stored for a batch that does not get status 0.
+            CREATE FUNCTION {{s}}.append_group(
+                p_stream_ids text[], p_expected bigint[], p_counts integer[], p_event_ids uuid[], p_event_types text[],
+                p_data bytea[], p_metadata bytea[], p_correlation_ids text[], p_causation_ids text[],
+                p_created_at timestamptz[], p_channel text)
+            RETURNS TABLE (status integer, new_version bigint, first_position bigint)
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                n integer := cardinality(p_stream_ids);
+                v_status integer[] := array_fill(0, ARRAY[n]);
+                v_version bigint[] := array_fill(0::bigint, ARRAY[n]);
+                v_first bigint[] := array_fill(0::bigint, ARRAY[n]);
+                v_start integer[] := array_fill(0, ARRAY[n]);
+                v_stream text;
+                v_current bigint;
+                v_deleted boolean;
+                v_exists boolean;
+                v_ids uuid[];
+                v_batch uuid[];
+                v_offset integer := 1;
+                v_total integer := 0;
+                v_position bigint;
+                i integer;
+            BEGIN
+                FOR i IN 1 .. n LOOP
+                    IF v_stream IS DISTINCT FROM p_stream_ids[i] THEN
+                        v_stream := p_stream_ids[i];
+                        v_ids := ARRAY[]::uuid[];
+                        SELECT s.version, s.deleted INTO v_current, v_deleted
+                          FROM {{s}}.streams s WHERE s.stream_id = v_stream FOR UPDATE;
+                        v_exists := FOUND;
+                        IF NOT v_exists THEN
+                            v_current := 0;
+                            v_deleted := false;
+                        END IF;
+                    END IF;
+
+                    v_start[i] := v_offset;
+                    v_batch := p_event_ids[v_offset : v_offset + p_counts[i] - 1];
+                    v_offset := v_offset + p_counts[i];
+
+                    IF NOT v_exists AND p_expected[i] IN (-1, 0) THEN
+                        -- Create the stream row (and lock it); another transaction may have created it meanwhile.
+                        INSERT INTO {{s}}.streams (stream_id, version) VALUES (v_stream, 0) ON CONFLICT (stream_id) DO NOTHING;
+                        IF NOT FOUND THEN
+                            SELECT s.version, s.deleted INTO v_current, v_deleted
+                              FROM {{s}}.streams s WHERE s.stream_id = v_stream FOR UPDATE;
+                        END IF;
+                        v_exists := true;
+                    END IF;
+
+                    IF v_deleted THEN
+                        v_status[i] := 2;
+                    ELSIF (p_expected[i] = -2 AND v_current = 0) OR (p_expected[i] >= 0 AND p_expected[i] <> v_current) THEN
+                        v_status[i] := 1;
+                        v_version[i] := v_current;
+                    ELSIF v_batch && v_ids
+                          OR (v_current > 0 AND EXISTS (SELECT 1 FROM {{s}}.events e WHERE e.stream_id = v_stream AND e.event_id = ANY (v_batch))) THEN
+                        v_status[i] := 3;
+                    ELSE
+                        v_version[i] := v_current + p_counts[i];
+                        v_current := v_version[i];
+                        v_ids := v_ids || v_batch;
+                        v_total := v_total + p_counts[i];
+                    END IF;
+                END LOOP;
+
+                IF v_total > 0 THEN
+                    -- The position lock, taken after every stream row lock; held until commit, as in append_events.
+                    UPDATE {{s}}.log_head SET position = position + v_total RETURNING position - v_total + 1 INTO v_position;
+                    FOR i IN 1 .. n LOOP
+                        IF v_status[i] = 0 THEN
+                            v_first[i] := v_position;
+                            INSERT INTO {{s}}.events (position, stream_id, version, event_id, event_type, data, metadata,
+                                                      correlation_id, causation_id, created_at)
+                            SELECT v_position + u.ord - 1, p_stream_ids[i], v_version[i] - p_counts[i] + u.ord, u.event_id,
+                                   u.event_type, u.data, u.metadata, u.correlation_id, u.causation_id, u.created_at
+                              FROM unnest(p_event_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_event_types[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_data[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_metadata[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_correlation_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_causation_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_created_at[v_start[i] : v_start[i] + p_counts[i] - 1])
+                                   WITH ORDINALITY AS u(event_id, event_type, data, metadata, correlation_id, causation_id, created_at, ord);
+                            UPDATE {{s}}.streams SET version = v_version[i] WHERE stream_id = p_stream_ids[i];
+                            v_position := v_position + p_counts[i];
+                        END IF;
+                    END LOOP;
+                    IF p_channel IS NOT NULL THEN
+                        PERFORM pg_notify(p_channel, (v_position - 1)::text);
+                    END IF;
+                END IF;
+
+                RETURN QUERY SELECT u.s, u.v, u.f FROM unnest(v_status, v_version, v_first) WITH ORDINALITY AS u(s, v, f, ord) ORDER BY u.ord;
+            END
+            $fn$;
+
+            -- Marks a stream deleted (a tombstone row when it never existed); p_hard also removes its events and snapshot.
+            CREATE FUNCTION {{s}}.delete_stream(p_stream_id text, p_expected bigint, p_hard boolean)
+            RETURNS void LANGUAGE plpgsql AS $fn$
+            DECLARE
+                v_version bigint;
+            BEGIN
+                SELECT s.version INTO v_version FROM {{s}}.streams s WHERE s.stream_id = p_stream_id FOR UPDATE;
+                IF NOT FOUND THEN
+                    INSERT INTO {{s}}.streams (stream_id, version) VALUES (p_stream_id, 0) ON CONFLICT (stream_id) DO NOTHING;
+                    SELECT s.version INTO v_version FROM {{s}}.streams s WHERE s.stream_id = p_stream_id FOR UPDATE;
+                END IF;
+                IF (p_expected = -2 AND v_version = 0) OR (p_expected >= 0 AND p_expected <> v_version) THEN
+                    RAISE EXCEPTION USING ERRCODE = 'PT409', MESSAGE = 'wrong expected version, actual ' || v_version;
+                END IF;
+                UPDATE {{s}}.streams SET deleted = true WHERE stream_id = p_stream_id;
+                IF p_hard THEN
+                    DELETE FROM {{s}}.events WHERE stream_id = p_stream_id;
+                    DELETE FROM {{s}}.snapshots WHERE stream_id = p_stream_id;
+                END IF;
+            END
+            $fn$;
+            """;
+        return [(1, v1)];
+    }
+}

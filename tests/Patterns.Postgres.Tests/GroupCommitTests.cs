@@ -1,0 +1,131 @@
+using Npgsql;
+using Patterns.Storage;
+
+namespace Patterns.Postgres.Tests;
+
+/// <summary>
+/// Group commit: appends that arrive while another append runs are committed together, each with the outcome it
+/// would have had alone. The tests hold the running append on a row lock taken by a second connection, so the
+/// queue is known before the group runs.
+/// </summary>
+public sealed class GroupCommitTests : PostgresTestBase
+{
+    [Fact]
+    public async Task AppendAsync_QueuedBehindARunningAppend_CommitsAsOneGroupWithEachOutcomeItsOwn()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var existing = TestEvents.Many(2);
+        var original = await store.AppendAsync("existing", ExpectedVersion.NoStream, existing);
+        await store.AppendAsync("deleted", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.DeleteStreamAsync("deleted", ExpectedVersion.Any);
+        var head = await store.GetHeadPositionAsync();
+
+        await using var blocking = await HoldStreamRowAsync("blocker");
+        var leader = store.AppendAsync("blocker", ExpectedVersion.Any, [TestEvents.One()]).AsTask();
+        var alphaFirst = TestEvents.One();
+        var zeta = store.AppendAsync("zeta", ExpectedVersion.NoStream, TestEvents.Many(2)).AsTask();
+        var alpha1 = store.AppendAsync("alpha", ExpectedVersion.NoStream, [alphaFirst]).AsTask();
+        var alpha2 = store.AppendAsync("alpha", ExpectedVersion.Exact(1), [TestEvents.One()]).AsTask();
+        var wrongVersion = store.AppendAsync("existing", ExpectedVersion.Exact(5), [TestEvents.One()]).AsTask();
+        var deleted = store.AppendAsync("deleted", ExpectedVersion.Any, [TestEvents.One()]).AsTask();
+        var retry = store.AppendAsync("existing", ExpectedVersion.NoStream, existing).AsTask();
+        var duplicate = store.AppendAsync("existing", ExpectedVersion.Any, [TestEvents.One(), existing[1]]).AsTask();
+        var retryInGroup = store.AppendAsync("alpha", ExpectedVersion.Any, [alphaFirst]).AsTask();
+        using var cancel = new CancellationTokenSource();
+        var cancelled = store.AppendAsync("omega", ExpectedVersion.Any, [TestEvents.One()], cancellationToken: cancel.Token).AsTask();
+
+        store.QueuedAppends.Should().Be(9, "every append after the running one waits for the next group");
+        await cancel.CancelAsync();
+        store.QueuedAppends.Should().Be(8, "a cancelled append leaves the queue before its group runs");
+        await blocking.CommitAsync();
+
+        (await leader.WaitAsync(PostgresDatabase.Wait)).FirstPosition.Should().Be(head + 1);
+        var zetaResult = await zeta.WaitAsync(PostgresDatabase.Wait);
+        var alpha1Result = await alpha1.WaitAsync(PostgresDatabase.Wait);
+        var alpha2Result = await alpha2.WaitAsync(PostgresDatabase.Wait);
+        alpha1Result.Version.Should().Be(1);
+        alpha2Result.Version.Should().Be(2);
+        zetaResult.Version.Should().Be(2);
+        (await wrongVersion.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<WrongExpectedVersionException>()).Which.Actual.Should().Be(2);
+        await deleted.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<StreamDeletedException>();
+        (await retry.WaitAsync(PostgresDatabase.Wait)).Should().Be(original);
+        (await duplicate.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<DuplicateEventException>()).Which.EventId.Should().Be(existing[1].EventId);
+        (await retryInGroup.WaitAsync(PostgresDatabase.Wait)).Should().Be(alpha1Result, "an exact retry of an append earlier in the same group returns that append's result");
+        await cancelled.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<OperationCanceledException>();
+
+        store.Groups.Should().Be(1);
+        var log = await store.ReadAllAsync(head).ToListAsync();
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 5).Select(i => head + i), "one group adds a contiguous run of positions");
+        log.Select(e => e.StreamId).Should().Equal("blocker", "alpha", "alpha", "zeta", "zeta");
+        (await store.GetStreamStateAsync("omega")).Version.Should().Be(0);
+        (await store.GetStreamStateAsync("existing")).Version.Should().Be(2);
+        (await store.GetHeadPositionAsync()).Should().Be(head + 5);
+    }
+
+    [Fact]
+    public async Task AppendAsync_GroupFailsAsAWhole_EachAppendRunsAloneWithItsOwnOutcome()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+
+        // Incompressible and longer than a b-tree index entry may be: PostgreSQL refuses the row.
+        var hugeId = string.Concat(Enumerable.Range(0, 400).Select(_ => Guid.NewGuid().ToString("N")));
+        await using var blocking = await HoldStreamRowAsync("blocker");
+        var leader = store.AppendAsync("blocker", ExpectedVersion.Any, [TestEvents.One()]).AsTask();
+        var good = store.AppendAsync("good", ExpectedVersion.NoStream, [TestEvents.One()]).AsTask();
+        var bad = store.AppendAsync(hugeId, ExpectedVersion.NoStream, [TestEvents.One()]).AsTask();
+        var alsoGood = store.AppendAsync("good", ExpectedVersion.Exact(1), [TestEvents.One()]).AsTask();
+        store.QueuedAppends.Should().Be(3);
+        await blocking.CommitAsync();
+
+        await leader.WaitAsync(PostgresDatabase.Wait);
+        (await good.WaitAsync(PostgresDatabase.Wait)).Version.Should().Be(1);
+        (await alsoGood.WaitAsync(PostgresDatabase.Wait)).Version.Should().Be(2);
+        (await bad.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<PostgresException>()).Which.SqlState.Should().Be(PostgresErrorCodes.ProgramLimitExceeded);
+        store.Groups.Should().Be(0, "the group failed and its appends ran one by one");
+        (await store.ReadAllAsync().ToListAsync()).Select(e => e.Position).Should().Equal(1, 2, 3, 4);
+    }
+
+    [Fact]
+    public async Task AppendAsync_SixteenConcurrentWriters_ShareCommits()
+    {
+        var store = CreateSut();
+        await store.MigrateAsync();
+
+        await Task.WhenAll(Enumerable.Range(0, 16).Select(w => Task.Run(async () =>
+        {
+            for (var i = 0; i < 20; i++)
+            {
+                await store.AppendAsync($"w{w}", ExpectedVersion.Exact(i), [TestEvents.One()]);
+            }
+        }))).WaitAsync(PostgresDatabase.Wait);
+
+        store.Groups.Should().BeGreaterThan(0, "sixteen writers cannot all find the store idle");
+        var log = await store.ReadAllAsync().ToListAsync();
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 320).Select(i => (long)i));
+        log.GroupBy(e => e.StreamId).Should().OnlyContain(s => s.Select(e => e.Version).SequenceEqual(Enumerable.Range(1, 20).Select(v => (long)v)));
+    }
+
+    /// <summary>Locks a stream's row from another connection, so an append to it waits until the transaction ends.</summary>
+    private async Task<RowLock> HoldStreamRowAsync(string streamId)
+    {
+        var connection = await DataSource.OpenConnectionAsync();
+        var transaction = await connection.BeginTransactionAsync();
+        await using var command = new NpgsqlCommand($"SELECT 1 FROM \"{SchemaName}\".streams WHERE stream_id = $1 FOR UPDATE", connection, transaction);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = streamId });
+        (await command.ExecuteScalarAsync()).Should().Be(1);
+        return new RowLock(connection, transaction);
+    }
+
+    private sealed class RowLock(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
+    {
+        public Task CommitAsync() => transaction.CommitAsync();
+
+        public async ValueTask DisposeAsync()
+        {
+            await transaction.DisposeAsync();
+            await connection.DisposeAsync();
+        }
+    }
+}

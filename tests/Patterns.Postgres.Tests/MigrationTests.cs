@@ -1,0 +1,67 @@
+using Patterns.Storage;
+
+namespace Patterns.Postgres.Tests;
+
+public sealed class MigrationTests : PostgresTestBase
+{
+    private static readonly string[] Tables = ["checkpoints", "documents", "events", "inbox", "log_head", "schema_migrations", "snapshots", "streams"];
+
+    [Fact]
+    public async Task MigrateAsync_FromEightStoresAtOnceAndAgain_CreatesTheSchemaOnce()
+    {
+        var stores = Enumerable.Range(0, 8).Select(_ => CreateSut(o => o.AutoCreateSchema = false)).ToArray();
+        using var start = new SemaphoreSlim(0);
+        var migrations = stores.Select(store => Task.Run(async () =>
+        {
+            await start.WaitAsync();
+            await store.MigrateAsync();
+        })).ToArray();
+        start.Release(stores.Length);
+
+        await Task.WhenAll(migrations).WaitAsync(PostgresDatabase.Wait);
+        await stores[0].MigrateAsync();
+
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(1);
+        var tables = await PostgresDatabase.ScalarAsync<string[]>(
+            $"SELECT array_agg(table_name::text ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '{SchemaName}'");
+        tables.Should().Equal(Tables);
+        (await stores[7].AppendAsync("s", ExpectedVersion.NoStream, [TestEvents.One()])).Version.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task FirstUse_ManyCallsAtOnce_CreateTheSchemaOnce()
+    {
+        var store = CreateSut();
+
+        var appends = Enumerable.Range(0, 8).Select(i => Task.Run(() => store.AppendAsync($"s{i}", ExpectedVersion.NoStream, [TestEvents.One()]).AsTask()));
+
+        (await Task.WhenAll(appends).WaitAsync(PostgresDatabase.Wait)).Should().HaveCount(8);
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(1);
+    }
+
+    [Fact]
+    public async Task AutoCreateSchemaOff_SchemaMissing_ThrowsNamingTheFix()
+    {
+        var store = CreateSut(o => o.AutoCreateSchema = false);
+
+        var act = () => store.AppendAsync("s", ExpectedVersion.Any, [TestEvents.One()]).AsTask();
+
+        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage($"*schema '{SchemaName}'*does not exist*MigrateAsync*");
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM information_schema.schemata WHERE schema_name = '{SchemaName}'")).Should().Be(0);
+
+        await store.MigrateAsync();
+        (await store.AppendAsync("s", ExpectedVersion.Any, [TestEvents.One()])).Version.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task AutoCreateSchemaOff_SchemaOutOfDate_ThrowsNamingBothVersions()
+    {
+        await CreateSut().MigrateAsync();
+        await PostgresDatabase.ScalarAsync<int>($"WITH d AS (DELETE FROM \"{SchemaName}\".schema_migrations RETURNING 1) SELECT count(*)::int FROM d");
+        var store = CreateSut(o => o.AutoCreateSchema = false);
+
+        var act = () => store.GetHeadPositionAsync().AsTask();
+
+        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 0*needs 1*");
+    }
+}
