@@ -30,6 +30,15 @@ public sealed class BatchSignal
         }
     }
 
+    /// <summary>Records <paramref name="count"/> handled items at once (a batch).</summary>
+    public void Signal(int count)
+    {
+        if (Interlocked.Add(ref _remaining, -count) == 0)
+        {
+            _done.TrySetResult();
+        }
+    }
+
     private static TaskCompletionSource NewSource() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
 

@@ -11,9 +11,9 @@ builder.Logging.SetMinimumLevel(LogLevel.Warning);
 var alerts = new List<string>();
 builder.AddEventSourcing(es =>
 {
-    // The store. In memory, nothing survives the process; to keep the events in a file across runs, reference
-    // Patterns.Sqlite and replace this line with: es.UseSqlite("Data Source=bank.db");
-    es.UseInMemory();
+    // The store: a SQLite file next to the executable (Patterns.Sqlite), so the accounts are still there when the
+    // sample runs again. es.UseInMemory() keeps everything in memory instead: nothing survives the process.
+    es.UseSqlite(Path.Combine(AppContext.BaseDirectory, "bank.db"));
 
     es.AddEvent<AccountOpened>().AddEvent<MoneyDeposited>().AddEvent<MoneyWithdrawn>();
     es.AddAggregate<BankAccount>(o =>

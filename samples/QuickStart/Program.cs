@@ -1,4 +1,5 @@
-// QuickStart: request-response, pub/sub and a work queue in one console host, on the in-memory transport.
+// QuickStart: request-response, pub/sub and a work queue in one console host, on the in-memory transport
+// (or on RabbitMQ: dotnet run --project samples/QuickStart -- --RabbitMq amqp://guest:guest@localhost:5672/).
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -12,8 +13,17 @@ var builder = Host.CreateApplicationBuilder(args);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 builder.Services.AddSingleton<Progress>();
 
-// One transport for every pattern. Swap this line for another transport to leave the process.
-builder.AddPatterns(p => p.UseInMemory());
+// One transport for every pattern. Swap this line for another transport to leave the process, for example
+// builder.AddPatterns(p => p.UseRabbitMq("amqp://guest:guest@localhost:5672/")); here the RabbitMq setting
+// (--RabbitMq on the command line, or the environment variable) makes that switch.
+if (builder.Configuration["RabbitMq"] is { Length: > 0 } rabbitMq)
+{
+    builder.AddPatterns(p => p.UseRabbitMq(rabbitMq));
+}
+else
+{
+    builder.AddPatterns(p => p.UseInMemory());
+}
 
 builder.AddRequestResponse(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>());
 builder.AddPubSub(ps => ps
@@ -31,7 +41,7 @@ var publisher = host.Services.GetRequiredService<IPublisher>();
 var emails = host.Services.GetRequiredService<IQueueSender>();
 var progress = host.Services.GetRequiredService<Progress>();
 
-// Request-response: the handler runs in-process and answers directly.
+// Request-response: in memory the handler is called directly; on RabbitMQ the request goes through the broker.
 var quote = await client.SendAsync<GetQuote, Quote>(new GetQuote("PATTERNS"));
 Console.WriteLine($"request-response  GetQuote(PATTERNS) -> {quote.Price:0.00} {quote.Currency}");
 

@@ -25,15 +25,17 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
 {
     private readonly AggregateDefinition<TState> _definition;
     private readonly IEventStore _store;
+    private readonly EventTypeMap _types;
     private readonly ISnapshotStorage _snapshots;
     private readonly IMessageSerializer _serializer;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
 
-    public AggregateRepository(AggregateDefinition<TState> definition, IEventStore store, ISnapshotStorage snapshots, IMessageSerializer serializer, TimeProvider timeProvider, ILogger logger)
+    public AggregateRepository(AggregateDefinition<TState> definition, IEventStore store, EventTypeMap types, ISnapshotStorage snapshots, IMessageSerializer serializer, TimeProvider timeProvider, ILogger logger)
     {
         _definition = definition;
         _store = store;
+        _types = types;
         _snapshots = snapshots;
         _serializer = serializer;
         _timeProvider = timeProvider;
@@ -71,15 +73,18 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
         }
 
         var result = await _store.AppendAsync(aggregate.StreamId, ExpectedVersion.Exact(aggregate.Version), data, cancellationToken).ConfigureAwait(false);
+        // The new events are applied as a load would apply them: upcast, so the state does not depend on whether it was reloaded.
         var state = aggregate.State;
-        foreach (var e in data)
+        for (var i = 0; i < data.Length; i++)
         {
-            state = _definition.Apply(state, e.Data);
+            var e = data[i];
+            var stored = new StoredEvent(e.EventId, aggregate.StreamId, aggregate.Version + i + 1, result.FirstPosition + i, string.Empty, default, default);
+            state = _definition.Apply(state, _types.UpcastTyped(e.Data, stored));
         }
 
         if (SnapshotEvery > 0 && result.Version / SnapshotEvery > aggregate.Version / SnapshotEvery)
         {
-            await TrySaveSnapshotAsync(aggregate.StreamId, state, result.Version, cancellationToken).ConfigureAwait(false);
+            await TrySaveSnapshotAsync(aggregate.StreamId, state, result.Version, afterAppend: true, cancellationToken).ConfigureAwait(false);
         }
 
         return new LoadedAggregate<TState>(aggregate.Id, aggregate.StreamId, state, result.Version, aggregate.SnapshotVersion);
@@ -123,11 +128,19 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
             snapshotVersion = version;
         }
 
+        var read = false;
         if (version < maxVersion)
         {
             var remaining = maxVersion == long.MaxValue ? long.MaxValue : maxVersion - version;
             await foreach (var e in _store.ReadStreamAsync(streamId, ReadDirection.Forward, version + 1, remaining, cancellationToken).ConfigureAwait(false))
             {
+                read = true;
+                if (e.Version != version + 1)
+                {
+                    // A truncation hid the events in between: replaying without them would build a wrong state.
+                    throw Truncated(streamId, version, e.Version);
+                }
+
                 if (until is { } limit && e.Timestamp > limit)
                 {
                     break;
@@ -138,13 +151,34 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
             }
         }
 
+        if (!read)
+        {
+            // Nothing came back: the stream may be deleted (a read is skipped when a snapshot already reaches the
+            // version asked for) or truncated past every event the load still needs.
+            var stream = await _store.GetStreamStateAsync(streamId, cancellationToken).ConfigureAwait(false);
+            if (stream.IsDeleted)
+            {
+                throw new StreamDeletedException(streamId);
+            }
+
+            if (version < maxVersion && stream.Version > version && stream.TruncatedBefore > version + 1)
+            {
+                throw Truncated(streamId, version, stream.TruncatedBefore);
+            }
+        }
+
         if (saveSnapshot && SnapshotEvery > 0 && version - (snapshotVersion ?? 0) >= SnapshotEvery)
         {
-            await TrySaveSnapshotAsync(streamId, state, version, cancellationToken).ConfigureAwait(false);
+            await TrySaveSnapshotAsync(streamId, state, version, afterAppend: false, cancellationToken).ConfigureAwait(false);
         }
 
         return new LoadedAggregate<TState>(id, streamId, state, version, snapshotVersion);
     }
+
+    private static InvalidOperationException Truncated(string streamId, long loadedVersion, long firstReadable) => new(string.Create(
+        System.Globalization.CultureInfo.InvariantCulture,
+        $"Stream '{streamId}' is truncated: its events before version {firstReadable} are no longer read, so the aggregate cannot be rebuilt past version {loadedVersion}. " +
+        $"It needs a usable snapshot at version {firstReadable - 1} or later (a snapshot is not used when its type or schema version differs, when it is newer than the version asked for, or by a point-in-time load)."));
 
     private async ValueTask<(TState State, long Version)?> LoadSnapshotAsync(string streamId, long maxVersion, CancellationToken cancellationToken)
     {
@@ -184,7 +218,8 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
         return null;
     }
 
-    private async ValueTask TrySaveSnapshotAsync(string streamId, TState state, long version, CancellationToken cancellationToken)
+    /// <summary>Saves a snapshot; a failure is logged and never fails the caller (nor, after an append, does a cancellation: the events are committed).</summary>
+    private async ValueTask TrySaveSnapshotAsync(string streamId, TState state, long version, bool afterAppend, CancellationToken cancellationToken)
     {
         try
         {
@@ -193,8 +228,10 @@ internal sealed class AggregateRepository<TState> : IAggregateRepository<TState>
                 new StoredSnapshot(streamId, version, _definition.SnapshotType, _definition.Options.SnapshotSchemaVersion, data, _timeProvider.GetUtcNow()),
                 cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is not OperationCanceledException)
+        catch (Exception ex) when (afterAppend || ex is not OperationCanceledException)
         {
+            // After an append, throwing would tell the caller that committed events failed, and a retry would
+            // decide and append again; the next load saves the snapshot instead.
             EventSourcingLog.SnapshotFailed(_logger, ex, streamId, version);
         }
     }

@@ -96,6 +96,7 @@ public interface IAggregateRepository<TState>
     /// <param name="cancellationToken">Cancels the load.</param>
     /// <returns>The state and version; version 0 and the initial state when it has no events.</returns>
     /// <exception cref="StreamDeletedException">The aggregate's stream was deleted.</exception>
+    /// <exception cref="InvalidOperationException">The stream is truncated past the events the load needs (no usable snapshot covers them).</exception>
     ValueTask<LoadedAggregate<TState>> LoadAsync(string id, CancellationToken cancellationToken = default);
 
     /// <summary>Loads an aggregate's state as of a version (events up to and including it).</summary>
@@ -103,6 +104,8 @@ public interface IAggregateRepository<TState>
     /// <param name="version">The last version to apply.</param>
     /// <param name="cancellationToken">Cancels the load.</param>
     /// <returns>The state and the version it reflects.</returns>
+    /// <exception cref="StreamDeletedException">The aggregate's stream was deleted.</exception>
+    /// <exception cref="InvalidOperationException">The stream is truncated past the events the load needs (no usable snapshot covers them).</exception>
     ValueTask<LoadedAggregate<TState>> LoadAsync(string id, long version, CancellationToken cancellationToken = default);
 
     /// <summary>Loads an aggregate's state as of a point in time (events appended at or before it), replaying from the first event.</summary>
@@ -110,6 +113,8 @@ public interface IAggregateRepository<TState>
     /// <param name="pointInTime">The last event timestamp to apply.</param>
     /// <param name="cancellationToken">Cancels the load.</param>
     /// <returns>The state and the version it reflects.</returns>
+    /// <exception cref="StreamDeletedException">The aggregate's stream was deleted.</exception>
+    /// <exception cref="InvalidOperationException">The stream is truncated (a point-in-time load needs every event from the first).</exception>
     ValueTask<LoadedAggregate<TState>> LoadAsOfAsync(string id, DateTimeOffset pointInTime, CancellationToken cancellationToken = default);
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Patterns.Resilience;
@@ -43,12 +44,15 @@ internal sealed class EventProcessor : IDisposable
     private readonly Lock _gate = new();
     private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
     private CancellationTokenSource? _stopping;
+    private CancellationTokenSource? _aborting;
     private Task? _loop;
+    private Task? _abandoned;
     private SubscriptionState _state = SubscriptionState.Stopped;
     private long _checkpoint;
     private long _processed;
     private long _current;
     private SubscriptionFaultedException? _error;
+    private int _disposed;
 
     public EventProcessor(ProcessorRegistration registration, EventProcessorServices services, EventProcessorHandler handler)
     {
@@ -90,23 +94,37 @@ internal sealed class EventProcessor : IDisposable
         return Task.CompletedTask;
     }, cancellationToken);
 
-    public Task StopAsync(CancellationToken cancellationToken) => ControlAsync(static (p, ct) => p.StopLockedAsync(ct), cancellationToken);
+    /// <summary>Stops the loop, letting the event in hand finish until <paramref name="drainDeadline"/>, and waiting for the loop until <paramref name="abandonAfter"/>.</summary>
+    public Task StopAsync(CancellationToken drainDeadline, CancellationToken abandonAfter) =>
+        ControlAsync((p, ct) => p.StopLockedAsync(drainDeadline, ct), abandonAfter);
 
     public Task RestartAsync(CancellationToken cancellationToken) => ControlAsync(static async (p, ct) =>
     {
-        await p.StopLockedAsync(ct).ConfigureAwait(false);
+        await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
         p.StartLocked();
     }, cancellationToken);
 
     public Task RebuildAsync(CancellationToken cancellationToken) => ControlAsync(static async (p, ct) =>
     {
         var wasRunning = p._loop is not null;
-        await p.StopLockedAsync(ct).ConfigureAwait(false);
+        await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
         var collections = (p._options as ProjectionOptions)?.Collections ?? [];
         EventSourcingLog.Rebuilding(p._logger, p.Name, collections.Count == 0 ? "none" : string.Join(", ", collections));
         foreach (var collection in collections)
         {
             await p._services.Documents.ClearAsync(collection, ct).ConfigureAwait(false);
+        }
+
+        // The replay handles every event again: what was parked before is handled, or parked again, anew.
+        var parked = new List<string>();
+        await foreach (var (id, _) in ParkedEvents.ListAsync(p._services, p.Name, ct).ConfigureAwait(false))
+        {
+            parked.Add(id);
+        }
+
+        foreach (var id in parked)
+        {
+            await p._services.Documents.DeleteAsync(p._services.Options.ParkedEventsCollection, id, ct).ConfigureAwait(false);
         }
 
         await p._services.Checkpoints.SaveAsync(p.Name, 0, ct).ConfigureAwait(false);
@@ -122,9 +140,46 @@ internal sealed class EventProcessor : IDisposable
         }
     }, cancellationToken);
 
+    public async Task<int> ReplayParkedAsync(CancellationToken cancellationToken)
+    {
+        var handled = 0;
+        await ControlAsync(async (p, ct) =>
+        {
+            // A faulted subscription stays faulted (RestartAsync resumes it); a running one resumes after the replay.
+            var wasRunning = p._loop is { IsCompleted: false };
+            await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
+            try
+            {
+                handled = await p.ReplayParkedLockedAsync(ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                if (wasRunning)
+                {
+                    p.StartLocked();
+                }
+            }
+        }, cancellationToken).ConfigureAwait(false);
+        return handled;
+    }
+
     public void Dispose()
     {
-        _stopping?.Dispose();
+        // The container may dispose the manager once per service it is registered as.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        // Disposed without a stop (the host was not stopped): end the loop instead of leaving it on disposed services.
+        _stopping?.Cancel();
+        _aborting?.Cancel();
+        if (_loop is null or { IsCompleted: true })
+        {
+            _stopping?.Dispose();
+            _aborting?.Dispose();
+        }
+
         _control.Dispose();
     }
 
@@ -176,23 +231,45 @@ internal sealed class EventProcessor : IDisposable
         }
 
         _stopping = new CancellationTokenSource();
-        var token = _stopping.Token;
-        _loop = Task.Run(() => RunAsync(token), CancellationToken.None);
+        _aborting = new CancellationTokenSource();
+        var stopping = _stopping.Token;
+        var aborting = _aborting.Token;
+
+        // A run abandoned at a stop deadline may still be inside its handler: the new run waits for it to end, so
+        // that two runs never handle events (or save checkpoints) side by side.
+        var previous = _abandoned;
+        _abandoned = null;
+        _loop = Task.Run(() => RunAsync(previous, stopping, aborting), CancellationToken.None);
     }
 
-    private async Task StopLockedAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Stops the loop: it reads nothing more and finishes the event in hand (draining). When
+    /// <paramref name="drainDeadline"/> fires, the handler's token is cancelled; when <paramref name="abandonAfter"/>
+    /// fires, a loop that still has not ended (its handler ignores cancellation) is abandoned.
+    /// </summary>
+    private async Task StopLockedAsync(CancellationToken drainDeadline, CancellationToken abandonAfter)
     {
-        if (_loop is not { } loop || _stopping is not { } stopping)
+        if (_loop is not { } loop || _stopping is not { } stopping || _aborting is not { } aborting)
         {
             return;
         }
 
         _loop = null;
         _stopping = null;
+        _aborting = null;
         await stopping.CancelAsync().ConfigureAwait(false);
+        EventSourcingLog.Stopping(_logger, Name);
         try
         {
-            await loop.WaitAsync(cancellationToken).ConfigureAwait(false);
+            using (drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), aborting))
+            {
+                await loop.WaitAsync(abandonAfter).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (abandonAfter.IsCancellationRequested)
+        {
+            _abandoned = loop;
+            throw;
         }
         finally
         {
@@ -205,16 +282,28 @@ internal sealed class EventProcessor : IDisposable
             }
         }
 
-        // Only once the loop has ended: a loop abandoned at a deadline may still observe the token.
+        // Only once the loop has ended: a loop abandoned at a deadline may still observe the tokens.
         stopping.Dispose();
+        aborting.Dispose();
     }
 
-    private async Task RunAsync(CancellationToken stopping)
+    /// <summary>
+    /// The loop. <paramref name="stopping"/> ends reads and waits, and is checked between events;
+    /// <paramref name="aborting"/> (cancelled at the stop deadline, after <paramref name="stopping"/>) is what the handler
+    /// and the writes that record its outcome see, so an event in hand is finished rather than cut off.
+    /// </summary>
+    private async Task RunAsync(Task? previous, CancellationToken stopping, CancellationToken aborting)
     {
         var dirty = false;
         long cursor = 0;
         try
         {
+            if (previous is { IsCompleted: false })
+            {
+                EventSourcingLog.WaitingForAbandonedRun(_logger, Name);
+                await previous.WaitAsync(stopping).ConfigureAwait(false);
+            }
+
             cursor = await LoadStartAsync(stopping).ConfigureAwait(false);
             EventSourcingLog.SubscriptionStarted(_logger, Name, cursor);
             var sinceCheckpoint = 0;
@@ -225,10 +314,12 @@ internal sealed class EventProcessor : IDisposable
                 var read = 0;
                 await foreach (var stored in ReadBatch(cursor, stopping).ConfigureAwait(false))
                 {
+                    // Stopping: the event in hand was finished; the next one is left for the next run.
+                    stopping.ThrowIfCancellationRequested();
                     read++;
                     Volatile.Write(ref _current, stored.Position);
                     if ((_streamId is null || _filter is null || _filter.Matches(stored.StreamId, stored.EventType))
-                        && !await HandleAsync(stored, stopping).ConfigureAwait(false))
+                        && !await HandleAsync(stored, aborting).ConfigureAwait(false))
                     {
                         return;
                     }
@@ -238,7 +329,7 @@ internal sealed class EventProcessor : IDisposable
                     Progress(cursor, stored.Position, SubscriptionState.CatchingUp);
                     if (++sinceCheckpoint >= _options.CheckpointInterval)
                     {
-                        await _services.Checkpoints.SaveAsync(Name, cursor, stopping).ConfigureAwait(false);
+                        await _services.Checkpoints.SaveAsync(Name, cursor, aborting).ConfigureAwait(false);
                         dirty = false;
                         sinceCheckpoint = 0;
                     }
@@ -256,7 +347,7 @@ internal sealed class EventProcessor : IDisposable
 
                     if (dirty)
                     {
-                        await _services.Checkpoints.SaveAsync(Name, cursor, stopping).ConfigureAwait(false);
+                        await _services.Checkpoints.SaveAsync(Name, cursor, aborting).ConfigureAwait(false);
                         dirty = false;
                         sinceCheckpoint = 0;
                     }
@@ -267,8 +358,9 @@ internal sealed class EventProcessor : IDisposable
                 }
             }
         }
-        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        catch (Exception) when (stopping.IsCancellationRequested)
         {
+            // Stopping. A store may report a cancelled read or wait as its own exception: that is no fault either.
         }
         catch (Exception ex)
         {
@@ -299,6 +391,10 @@ internal sealed class EventProcessor : IDisposable
         {
             processed = await _services.Storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
             cursor = _streamId is null ? processed : (await _services.Storage.GetStreamStateAsync(_streamId, stopping).ConfigureAwait(false)).Version;
+
+            // The end is where the subscription begins, once: a restart resumes here rather than at a later end,
+            // which would skip what was appended while the application was down.
+            await _services.Checkpoints.SaveAsync(Name, cursor, stopping).ConfigureAwait(false);
         }
         else
         {
@@ -320,7 +416,28 @@ internal sealed class EventProcessor : IDisposable
             : _services.Storage.ReadStreamAsync(_streamId, ReadDirection.Forward, cursor + 1, _options.BatchSize, stopping);
 
     /// <summary>Handles one event; false when the subscription faulted on it.</summary>
-    private async ValueTask<bool> HandleAsync(StoredEvent stored, CancellationToken stopping)
+    private async ValueTask<bool> HandleAsync(StoredEvent stored, CancellationToken aborting)
+    {
+        if (await TryHandleAsync(stored, aborting).ConfigureAwait(false) is not { } failure)
+        {
+            return true;
+        }
+
+        EventSourcingTelemetry.Failed.Add(1, _tags);
+        if (_options.OnFailure == SubscriptionFailureMode.Park)
+        {
+            await ParkAsync(stored, failure, aborting).ConfigureAwait(false);
+            return true;
+        }
+
+        EventSourcingLog.Faulted(_logger, failure, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, failure));
+        return false;
+    }
+
+    /// <summary>Reads and handles one event through the pipeline; returns why it failed, or null when it was handled.</summary>
+    /// <exception cref="OperationCanceledException"><paramref name="aborting"/> cut the handler off.</exception>
+    private async ValueTask<Exception?> TryHandleAsync(StoredEvent stored, CancellationToken aborting)
     {
         RecordedEvent recorded;
         try
@@ -329,7 +446,7 @@ internal sealed class EventProcessor : IDisposable
         }
         catch (Exception ex) when (ex is UnknownEventTypeException or MessageDeserializationException)
         {
-            return await OnFailedAsync(stored, ex, stopping).ConfigureAwait(false);
+            return ex;
         }
 
         using var activity = EventSourcingTelemetry.StartHandle(Name, recorded);
@@ -337,47 +454,87 @@ internal sealed class EventProcessor : IDisposable
         {
             if (_pipeline is null)
             {
-                await _handler(recorded, _context, stopping).ConfigureAwait(false);
+                await _handler(recorded, _context, aborting).ConfigureAwait(false);
             }
             else
             {
                 await _pipeline.ExecuteAsync(
                     static (state, ct) => state.Handler(state.Event, state.Context, ct),
                     (Handler: _handler, Event: recorded, Context: _context),
-                    stopping).ConfigureAwait(false);
+                    aborting).ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        catch (OperationCanceledException) when (aborting.IsCancellationRequested)
         {
             throw;
+        }
+        catch (Exception ex) when (aborting.IsCancellationRequested)
+        {
+            // The handler failed because it was cut off at the stop deadline (for example it wrapped the cancellation
+            // in its own exception). That says nothing about the event: it is neither parked nor a fault, and the
+            // next run delivers it again.
+            throw new OperationCanceledException($"Subscription '{Name}' was stopped while handling the event at position {stored.Position}.", ex, aborting);
         }
         catch (Exception ex)
         {
             PatternsTelemetry.RecordError(activity, ex);
-            return await OnFailedAsync(stored, ex, stopping).ConfigureAwait(false);
+            return ex;
         }
 
         EventSourcingTelemetry.Handled.Add(1, _tags);
-        return true;
+        return null;
     }
 
-    private async ValueTask<bool> OnFailedAsync(StoredEvent stored, Exception exception, CancellationToken stopping)
+    private async ValueTask ParkAsync(StoredEvent stored, Exception exception, CancellationToken cancellationToken)
     {
-        EventSourcingTelemetry.Failed.Add(1, _tags);
-        if (_options.OnFailure == SubscriptionFailureMode.Park)
+        EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        var parked = new ParkedEvent(
+            Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
+            $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
+        await _services.Documents.UpsertAsync(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked), cancellationToken).ConfigureAwait(false);
+        EventSourcingTelemetry.Parked.Add(1, _tags);
+    }
+
+    /// <summary>Hands the parked events to the handler again while the loop is stopped; returns how many were handled.</summary>
+    private async Task<int> ReplayParkedLockedAsync(CancellationToken cancellationToken)
+    {
+        // Parked events are few; listing them first keeps the deletes below out of the paged listing.
+        var entries = new List<(string Id, ParkedEvent Parked)>();
+        await foreach (var entry in ParkedEvents.ListAsync(_services, Name, cancellationToken).ConfigureAwait(false))
         {
-            EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
-            var parked = new ParkedEvent(
-                Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
-                $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
-            await _services.Documents.UpsertAsync(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked), stopping).ConfigureAwait(false);
-            EventSourcingTelemetry.Parked.Add(1, _tags);
-            return true;
+            entries.Add(entry);
         }
 
-        EventSourcingLog.Faulted(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
-        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, exception));
-        return false;
+        var handled = 0;
+        var collection = _services.Options.ParkedEventsCollection;
+        foreach (var (id, parked) in entries)
+        {
+            StoredEvent? stored = null;
+            await foreach (var e in _services.Storage.ReadAllAsync(parked.Position - 1, null, 1, cancellationToken).ConfigureAwait(false))
+            {
+                stored = e;
+            }
+
+            if (stored is null || stored.Position != parked.Position || stored.EventId != parked.EventId)
+            {
+                // The event is gone from the log (its stream was hard-deleted): there is nothing left to handle.
+                await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            if (await TryHandleAsync(stored, cancellationToken).ConfigureAwait(false) is { } failure)
+            {
+                EventSourcingTelemetry.Failed.Add(1, _tags);
+                await ParkAsync(stored, failure, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
+            handled++;
+        }
+
+        EventSourcingLog.ReplayedParked(_logger, Name, handled, entries.Count - handled);
+        return handled;
     }
 
     private void Progress(long checkpoint, long processed, SubscriptionState state)
@@ -437,7 +594,21 @@ internal static class ParkedEvents
     public static string Id(string subscription, long position) =>
         string.Create(CultureInfo.InvariantCulture, $"{subscription}/{position:D19}");
 
-    public static string Prefix(string subscription) => subscription + "/";
+    /// <summary>Lists one subscription's parked events in position order, with their document ids.</summary>
+    public static async IAsyncEnumerable<(string Id, ParkedEvent Parked)> ListAsync(
+        EventProcessorServices services, string subscription, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var prefix = subscription + "/";
+        await foreach (var (id, document) in services.Documents.ListAsync(services.Options.ParkedEventsCollection, cancellationToken).ConfigureAwait(false))
+        {
+            // The prefix alone would also match a subscription whose name extends this one ("a" and "a/b").
+            if (id.StartsWith(prefix, StringComparison.Ordinal) && Read(document) is { } parked
+                && string.Equals(parked.Subscription, subscription, StringComparison.Ordinal))
+            {
+                yield return (id, parked);
+            }
+        }
+    }
 
     public static ReadOnlyMemory<byte> Write(ParkedEvent parked)
     {

@@ -105,6 +105,7 @@ public sealed partial class EventSourcingBuilder
         Services.TryAddSingleton<IAggregateRepository<TState>>(sp => new AggregateRepository<TState>(
             new AggregateDefinition<TState>(create, apply, options),
             sp.GetRequiredService<IEventStore>(),
+            sp.GetRequiredService<EventTypeMap>(),
             sp.GetRequiredService<ISnapshotStorage>(),
             sp.GetRequiredService<IMessageSerializer>(),
             sp.GetRequiredService<TimeProvider>(),

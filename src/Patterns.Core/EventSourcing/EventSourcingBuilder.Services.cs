@@ -28,7 +28,8 @@ public sealed partial class EventSourcingBuilder
             [.. sp.GetRequiredService<IOptions<EventSourcingTopology>>().Value.Processors
                 .Where(static p => p.IsInline)
                 .Select(p => new InlineProjector.Entry(p.Name, p.CreateHandler(sp), [.. p.Options.EventTypes], p.Options.StreamPrefix))],
-            sp.GetRequiredService<IMessageSerializer>()));
+            sp.GetRequiredService<IMessageSerializer>(),
+            sp.GetRequiredService<EventTypeMap>()));
         Services.TryAddSingleton<IEventStore>(static sp =>
         {
             var inline = sp.GetRequiredService<InlineProjector>();

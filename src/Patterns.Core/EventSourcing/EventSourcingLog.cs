@@ -42,4 +42,13 @@ internal static partial class EventSourcingLog
 
     [LoggerMessage(EventId = 4013, Level = LogLevel.Warning, Message = "Could not save the checkpoint of subscription '{Subscription}' at {Checkpoint} while stopping; it resumes from its previous checkpoint.")]
     public static partial void CheckpointFailed(ILogger logger, Exception exception, string subscription, long checkpoint);
+
+    [LoggerMessage(EventId = 4014, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' waits for its previous run, abandoned at a stop deadline while its handler ignored cancellation, to end before it starts again.")]
+    public static partial void WaitingForAbandonedRun(ILogger logger, string subscription);
+
+    [LoggerMessage(EventId = 4015, Level = LogLevel.Debug, Message = "Subscription '{Subscription}' is stopping: it reads no more events and finishes the one in hand until the stop deadline.")]
+    public static partial void Stopping(ILogger logger, string subscription);
+
+    [LoggerMessage(EventId = 4016, Level = LogLevel.Information, Message = "Subscription '{Subscription}' replayed its parked events: {Handled} handled, {Failed} parked again.")]
+    public static partial void ReplayedParked(ILogger logger, string subscription, int handled, int failed);
 }

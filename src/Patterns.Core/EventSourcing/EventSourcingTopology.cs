@@ -20,7 +20,7 @@ internal sealed class EventSourcingTopology
 
 internal sealed record EventRegistration(Type Type, string? Name);
 
-internal sealed record TypedUpcasterRegistration(Type From, Type To, Func<object, object> Convert);
+internal sealed record TypedUpcasterRegistration(Type From, Type To, Func<object, object?> Convert);
 
 internal sealed record RawUpcasterRegistration(string From, string To, Func<ReadOnlyMemory<byte>, ReadOnlyMemory<byte>> Convert);
 
@@ -212,6 +212,25 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
             if (HasCycle(start, raw))
             {
                 errors.Add($"The upcasters starting at '{start}' form a cycle.");
+            }
+        }
+
+        // Byte-level upcasters run first, so a typed upcaster from the type stored under the same name would never run.
+        var explicitNames = new Dictionary<Type, string>();
+        foreach (var e in options.Events)
+        {
+            if (e.Name is not null)
+            {
+                explicitNames.TryAdd(e.Type, e.Name);
+            }
+        }
+
+        foreach (var upcaster in options.TypedUpcasters)
+        {
+            var name = explicitNames.GetValueOrDefault(upcaster.From) ?? MessageTypeNames.Default(upcaster.From);
+            if (raw.TryGetValue(name, out var rawTo))
+            {
+                errors.Add($"Event type name '{name}' has a byte-level upcaster (to '{rawTo}') and a typed upcaster from '{upcaster.From.FullName}' (to '{upcaster.To.FullName}'); byte-level upcasters run first, so the typed one would never run. Keep one of them.");
             }
         }
     }

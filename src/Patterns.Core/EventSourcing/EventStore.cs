@@ -39,6 +39,12 @@ internal sealed class EventStore : IEventStore
         for (var i = 0; i < serialized.Length; i++)
         {
             var data = events[i] ?? throw new ArgumentException($"The events appended to stream '{streamId}' contain null.", nameof(events));
+            if (data.EventId == Guid.Empty)
+            {
+                // An empty id would make every later event with an empty id look like a retry of this one, and be dropped.
+                throw new ArgumentException($"Event {i} appended to stream '{streamId}' ({data.Data.GetType().Name}) has an empty EventId; leave it unset for a new unique id, or derive it from the command for idempotent retries.", nameof(events));
+            }
+
             serialized[i] = _types.Serialize(data, timestamp);
         }
 
@@ -122,8 +128,11 @@ internal sealed class EventStore : IEventStore
     public EventFilter CreateFilter(IEnumerable<Type> eventTypes, string? streamPrefix = null) => _types.CreateFilter(eventTypes, streamPrefix);
 }
 
-/// <summary>Runs the inline projections inside an append, on the typed events the caller passed (nothing is deserialized).</summary>
-internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entries, Serialization.IMessageSerializer serializer)
+/// <summary>
+/// Runs the inline projections inside an append, on the typed events the caller passed (nothing is deserialized), upcast
+/// as a read would upcast them, so a projection sees the same events live as when it is rebuilt from the log.
+/// </summary>
+internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entries, Serialization.IMessageSerializer serializer, EventTypeMap types)
 {
     public IReadOnlyList<Entry> Entries => entries;
 
@@ -143,7 +152,8 @@ internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entri
         var recorded = new RecordedEvent[stored.Count];
         for (var i = 0; i < recorded.Length; i++)
         {
-            recorded[i] = EventTypeMap.ToRecorded(stored[i], events[i].Data, stored[i].EventType);
+            var data = types.UpcastTyped(events[i].Data, stored[i]);
+            recorded[i] = EventTypeMap.ToRecorded(stored[i], data, ReferenceEquals(data, events[i].Data) ? stored[i].EventType : types.GetName(data.GetType()));
         }
 
         foreach (var entry in entries)

@@ -86,7 +86,7 @@ internal sealed class EventTypeMap
 
         if (!_registry.TryGetType(name, out var type))
         {
-            throw new UnknownEventTypeException(name, stored.StreamId, stored.Version, stored.Position);
+            throw new UnknownEventTypeException(name, stored.EventType, stored.StreamId, stored.Version, stored.Position);
         }
 
         object data;
@@ -101,7 +101,15 @@ internal sealed class EventTypeMap
         }
 
         data = UpcastTyped(data, stored);
-        return ToRecorded(stored, data, GetName(data.GetType()));
+        try
+        {
+            return ToRecorded(stored, data, GetName(data.GetType()));
+        }
+        catch (MessageDeserializationException ex)
+        {
+            throw new MessageDeserializationException(
+                $"The metadata of the event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}) could not be read: {ex.Message}", ex);
+        }
     }
 
     public static RecordedEvent ToRecorded(StoredEvent stored, object data, string eventType) => new()
@@ -177,20 +185,25 @@ internal sealed class EventTypeMap
         return type;
     }
 
-    private object UpcastTyped(object data, StoredEvent stored)
+    /// <summary>Applies the typed upcasters to an event (for example one just appended, which never went through a read).</summary>
+    public object UpcastTyped(object data, StoredEvent stored)
     {
         for (var hops = 0; _typed.TryGetValue(data.GetType(), out var typed); hops++)
         {
             ThrowIfTooLong(hops, stored);
+            object? next;
             try
             {
-                data = typed.Convert(data);
+                next = typed.Convert(data);
             }
             catch (Exception ex)
             {
                 throw new MessageDeserializationException(
                     $"The upcaster from '{typed.From.FullName}' to '{typed.To.FullName}' failed on the event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}): {ex.Message}", ex);
             }
+
+            data = next ?? throw new MessageDeserializationException(
+                $"The upcaster from '{typed.From.FullName}' to '{typed.To.FullName}' returned null for the event at position {stored.Position} (stream '{stored.StreamId}', version {stored.Version}); an upcaster must return the new event.");
         }
 
         return data;

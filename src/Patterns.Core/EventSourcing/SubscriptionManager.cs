@@ -20,6 +20,17 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
         _logger = services.LoggerFactory.CreateLogger<SubscriptionManager>();
         foreach (var registration in topology.Processors)
         {
+            try
+            {
+                // Fails the start when the event types select nothing: inline projections match by CLR type at
+                // append time, but their rebuild reads the log by name, so they are held to the same rule.
+                services.Types.CreateFilter(registration.Options.EventTypes, registration.Options.StreamPrefix);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new InvalidOperationException($"The {registration.Describe()} cannot start: {ex.Message}", ex);
+            }
+
             if (registration.IsInline)
             {
                 _inline[registration.Name] = (inline.Entries.First(e => e.Name == registration.Name), (ProjectionOptions)registration.Options);
@@ -39,8 +50,8 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
         }
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) =>
-        Task.WhenAll(_processors.Values.Select(p => p.StopAsync(cancellationToken)));
+    public Task StopAsync(CancellationToken drainDeadline, CancellationToken abandonAfter) =>
+        Task.WhenAll(_processors.Values.Select(p => p.StopAsync(drainDeadline, abandonAfter)));
 
     public void Dispose()
     {
@@ -65,15 +76,14 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
     public Task RebuildAsync(string name, CancellationToken cancellationToken = default) =>
         _inline.TryGetValue(Known(name), out var inline) ? RebuildInlineAsync(name, inline.Entry, inline.Options, cancellationToken) : _processors[name].RebuildAsync(cancellationToken);
 
+    public Task<int> ReplayParkedEventsAsync(string name, CancellationToken cancellationToken = default) =>
+        _inline.ContainsKey(Known(name)) ? Task.FromResult(0) : _processors[name].ReplayParkedAsync(cancellationToken);
+
     public async IAsyncEnumerable<ParkedEvent> GetParkedEventsAsync(string name, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var prefix = ParkedEvents.Prefix(Known(name));
-        await foreach (var (id, document) in _services.Documents.ListAsync(_services.Options.ParkedEventsCollection, cancellationToken).ConfigureAwait(false))
+        await foreach (var (_, parked) in ParkedEvents.ListAsync(_services, Known(name), cancellationToken).ConfigureAwait(false))
         {
-            if (id.StartsWith(prefix, StringComparison.Ordinal))
-            {
-                yield return ParkedEvents.Read(document);
-            }
+            yield return parked;
         }
     }
 
@@ -107,7 +117,10 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
     }
 }
 
-/// <summary>Starts every subscription and async projection with the host, and stops them (saving checkpoints) when it stops.</summary>
+/// <summary>
+/// Starts every subscription and async projection with the host, and stops them (saving checkpoints) when it stops:
+/// each finishes the event in hand until <see cref="PatternsOptions.ShutdownTimeout"/>, then its handler is cancelled.
+/// </summary>
 internal sealed class EventSourcingHostedService(SubscriptionManager manager, IOptions<PatternsOptions> options, TimeProvider timeProvider) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken) => manager.StartAsync(cancellationToken);
@@ -115,14 +128,16 @@ internal sealed class EventSourcingHostedService(SubscriptionManager manager, IO
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         using var deadline = new CancellationTokenSource(options.Value.ShutdownTimeout, timeProvider);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+        using var drain = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         try
         {
-            await manager.StopAsync(linked.Token).ConfigureAwait(false);
+            // Past the drain deadline a cancelled handler still gets to end (and its loop to save the checkpoint);
+            // only the host's own shutdown token abandons a handler that ignores cancellation.
+            await manager.StopAsync(drain.Token, cancellationToken).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (linked.IsCancellationRequested)
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // A handler that ignores cancellation is abandoned at the deadline; its checkpoint stays where it was.
+            // A handler that ignores cancellation is abandoned; its checkpoint stays before its event.
         }
     }
 }

@@ -137,4 +137,16 @@ public interface IEventSubscriptions
     /// <param name="cancellationToken">Cancels the read.</param>
     /// <returns>The parked events.</returns>
     IAsyncEnumerable<ParkedEvent> GetParkedEventsAsync(string name, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Hands a subscription's parked events to its handler again, in position order, for example once what made them
+    /// fail is fixed. The subscription stops first (finishing the event in hand) and restarts afterwards, so the handler
+    /// never runs twice at once. An event that is handled leaves the parked list; one that fails again (after the
+    /// retries) stays parked with its new error.
+    /// </summary>
+    /// <param name="name">The subscription's or projection's name.</param>
+    /// <param name="cancellationToken">Cancels the replay (the stop waits for the event in hand until then); events not reached stay parked.</param>
+    /// <returns>How many parked events were handled and removed.</returns>
+    /// <exception cref="ArgumentException">No subscription or projection has that name.</exception>
+    Task<int> ReplayParkedEventsAsync(string name, CancellationToken cancellationToken = default);
 }

@@ -197,70 +197,8 @@ internal sealed class MessageConsumer<TMessage>
         }
     }
 
-    private bool TryGetMessage(in Envelope envelope, out TMessage message, out Settlement rejection)
-    {
-        rejection = default;
-        if (envelope.Body is TMessage typed)
-        {
-            message = typed;
-            return true;
-        }
-
-        message = default!;
-        string reason;
-        if (envelope.Body is { } other)
-        {
-            reason = $"Consumer group '{_identity.ConsumerGroup}' handles '{typeof(TMessage).FullName}' but received a body of type '{other.GetType().FullName}'.";
-        }
-        else if (envelope.Payload.IsEmpty)
-        {
-            reason = "The message has neither a body nor a payload.";
-        }
-        else
-        {
-            var type = typeof(TMessage);
-            if (envelope.MessageType is { } name)
-            {
-                if (!_identity.Bus.Registry.TryGetType(name, out var registered))
-                {
-                    reason = $"Unknown message type '{name}': no type is registered under that name (consumer group '{_identity.ConsumerGroup}' handles '{typeof(TMessage).FullName}').";
-                    return Reject(envelope, reason, out rejection);
-                }
-
-                if (!typeof(TMessage).IsAssignableFrom(registered))
-                {
-                    reason = $"Message type '{name}' ({registered.FullName}) is not a '{typeof(TMessage).FullName}', which consumer group '{_identity.ConsumerGroup}' handles.";
-                    return Reject(envelope, reason, out rejection);
-                }
-
-                type = registered;
-            }
-
-            try
-            {
-                message = (TMessage)_serializer.Deserialize(envelope.Payload, type);
-                return true;
-            }
-            catch (Exception ex) when (ex is MessageDeserializationException or InvalidCastException or NotSupportedException)
-            {
-                reason = $"Malformed payload: {ex.Message}";
-                HostingLog.Rejected(_logger, envelope.MessageId, _identity.Source, reason);
-                PatternsTelemetry.Failed.Add(1, PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup));
-                rejection = Settlement.DeadLetter(reason, ex);
-                return false;
-            }
-        }
-
-        return Reject(envelope, reason, out rejection);
-    }
-
-    private bool Reject(in Envelope envelope, string reason, out Settlement rejection)
-    {
-        HostingLog.Rejected(_logger, envelope.MessageId, _identity.Source, reason);
-        PatternsTelemetry.Failed.Add(1, PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup));
-        rejection = Settlement.DeadLetter(reason);
-        return false;
-    }
+    private bool TryGetMessage(in Envelope envelope, out TMessage message, out Settlement rejection) =>
+        MessageMaterializer.TryGet(envelope, _identity.Bus.Registry, _serializer, _logger, _system, _identity.Source, _identity.ConsumerGroup, out message, out rejection);
 
     private sealed class RetryState(MessageHandlerInvoker<TMessage> invoker, TMessage message, Envelope envelope, ConsumerIdentity identity, ExceptionDispatchInfo firstFailure)
     {

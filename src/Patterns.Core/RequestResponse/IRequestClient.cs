@@ -17,6 +17,7 @@ public interface IRequestClient
     /// <exception cref="HandlerNotFoundException">No handler is registered for <typeparamref name="TRequest"/>.</exception>
     /// <exception cref="RequestFailedException">The handler threw; carries the remote error type and message.</exception>
     /// <exception cref="RequestTimeoutException">No response arrived within the timeout.</exception>
+    /// <exception cref="Transport.TransportUnavailableException">The transport lost its connection before the response arrived, or could not reach its broker in time.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, CancellationToken cancellationToken = default)
         where TRequest : notnull;
@@ -31,6 +32,7 @@ public interface IRequestClient
     /// <exception cref="HandlerNotFoundException">No handler is registered for <typeparamref name="TRequest"/>.</exception>
     /// <exception cref="RequestFailedException">The handler threw; carries the remote error type and message.</exception>
     /// <exception cref="RequestTimeoutException">No response arrived within <paramref name="timeout"/>.</exception>
+    /// <exception cref="Transport.TransportUnavailableException">The transport lost its connection before the response arrived, or could not reach its broker in time.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled.</exception>
     ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken = default)
         where TRequest : notnull;

@@ -360,8 +360,22 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     private async ValueTask<TResponse> SendOverTransportAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken)
         where TRequest : notnull
     {
-        var replyTo = await EnsureReplyQueueAsync(cancellationToken).ConfigureAwait(false);
         var name = _bus.Registry.GetName(request.GetType());
+
+        // The timeout covers everything, including setting up the reply queue and waiting for a lost connection.
+        using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
+        using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
+        var token = linked?.Token ?? cancellationToken;
+        string replyTo;
+        try
+        {
+            replyTo = await EnsureReplyQueueAsync(token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && timeoutSource?.IsCancellationRequested == true)
+        {
+            throw TimedOut(name, timeout, null);
+        }
+
         var id = MessageIds.Next();
         var envelope = new Envelope
         {
@@ -375,23 +389,34 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         var pending = new PendingReply<TResponse>(_serializer, name);
         _pending[id] = pending;
         using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
-        using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
-        using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
-        var token = linked?.Token ?? cancellationToken;
         try
         {
-            try
-            {
-                await _bus.Transport.SendAsync(_options.RequestQueuePrefix + name, envelope, token).ConfigureAwait(false);
-            }
-            catch (InvalidOperationException ex) when (ex is not HandlerNotFoundException && ex.Message.Contains("does not exist", StringComparison.Ordinal))
-            {
-                throw new HandlerNotFoundException(
-                    $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);
-            }
-
             using (token.UnsafeRegister(static s => ((PendingReply)s!).Cancel(), pending))
             {
+                ValueTask sending;
+                try
+                {
+                    sending = _bus.Transport.SendAsync(_options.RequestQueuePrefix + name, envelope, token);
+                }
+                catch (Exception ex)
+                {
+                    sending = ValueTask.FromException(ex);
+                }
+
+                if (!sending.IsCompletedSuccessfully)
+                {
+                    // A broker may confirm the request only after writing it to disk, by which time the response
+                    // can be back: whichever comes first ends the wait. A response proves the request arrived.
+                    var sendTask = sending.AsTask();
+                    if (await Task.WhenAny(sendTask, pending.Task).ConfigureAwait(false) != sendTask && pending.Task.IsCompletedSuccessfully)
+                    {
+                        _ = sendTask.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                        return await pending.Task.ConfigureAwait(false);
+                    }
+
+                    await WhenSentAsync(sendTask, name).ConfigureAwait(false);
+                }
+
                 return await pending.Task.ConfigureAwait(false);
             }
         }
@@ -403,9 +428,27 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         {
             throw TimedOut(name, timeout, activity);
         }
+        catch (Exception ex) when (activity is not null)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            throw;
+        }
         finally
         {
             _pending.TryRemove(id, out _);
+        }
+    }
+
+    private async Task WhenSentAsync(Task sending, string name)
+    {
+        try
+        {
+            await sending.ConfigureAwait(false);
+        }
+        catch (InvalidOperationException ex) when (ex is not HandlerNotFoundException && ex.Message.Contains("does not exist", StringComparison.Ordinal))
+        {
+            throw new HandlerNotFoundException(
+                $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);
         }
     }
 
@@ -431,6 +474,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
                     Address = TransportAddress.Queue(queue),
                     ConsumerGroup = queue,
                     Concurrency = 1,
+                    Temporary = true,
+                    ConnectionLost = OnReplyConnectionLost,
                 },
                 OnReply,
                 cancellationToken).ConfigureAwait(false);
@@ -440,6 +485,19 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         finally
         {
             _replyGate.Release();
+        }
+    }
+
+    /// <summary>The reply queue went away with the connection: responses to requests in flight can no longer arrive, so they fail now rather than at their timeout.</summary>
+    private void OnReplyConnectionLost(Exception reason)
+    {
+        foreach (var (correlation, pending) in _pending)
+        {
+            if (_pending.TryRemove(correlation, out _))
+            {
+                pending.Fail(new TransportUnavailableException(
+                    $"The connection to the transport was lost before the response to request '{pending.RequestName}' arrived: {reason.Message}", reason));
+            }
         }
     }
 
@@ -464,6 +522,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
     private abstract class PendingReply
     {
+        public abstract string RequestName { get; }
+
         public abstract void Complete(in Envelope envelope);
 
         public abstract void Fail(Exception exception);
@@ -476,6 +536,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         private readonly TaskCompletionSource<TResponse> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public Task<TResponse> Task => _completion.Task;
+
+        public override string RequestName => requestName;
 
         public override void Complete(in Envelope envelope)
         {

@@ -45,6 +45,7 @@ public abstract class MessageTransport : IAsyncDisposable
     /// <exception cref="QueueFullException">The queue is full and rejects new messages.</exception>
     /// <exception cref="MessageTooLargeException">The payload is larger than <see cref="MaxPayloadBytes"/>.</exception>
     /// <exception cref="ArgumentException">The envelope has no message id, or neither a body nor a payload.</exception>
+    /// <exception cref="TransportUnavailableException">The transport could not reach its broker in time.</exception>
     public abstract ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default);
 
     /// <summary>Publishes a message to a topic; every subscription whose pattern matches receives it.</summary>
@@ -54,6 +55,7 @@ public abstract class MessageTransport : IAsyncDisposable
     /// <returns><see langword="true"/> when at least one subscription received the message; <see langword="false"/> when nobody subscribes (a no-op).</returns>
     /// <exception cref="QueueFullException">A subscription's buffer is full and rejects new messages.</exception>
     /// <exception cref="MessageTooLargeException">The payload is larger than <see cref="MaxPayloadBytes"/>.</exception>
+    /// <exception cref="TransportUnavailableException">The transport could not reach its broker in time.</exception>
     public abstract ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default);
 
     /// <summary>Starts consuming for one consumer group.</summary>

@@ -28,6 +28,24 @@ public sealed record SubscriptionRequest
     /// <value>Default 10,000.</value>
     public int DeadLetterCapacity { get; init; } = 10_000;
 
+    /// <summary>
+    /// Gets a value indicating whether the group's queue belongs to this subscription alone and lives only as long
+    /// as it (a reply queue, for example). A broker declares such a queue exclusive and non-durable, without a
+    /// dead-letter queue, and deletes it, with any messages in it, when the subscription stops or the connection
+    /// under it drops. In-process transports may ignore it.
+    /// </summary>
+    /// <value>Default <see langword="false"/>.</value>
+    public bool Temporary { get; init; }
+
+    /// <summary>
+    /// Gets a callback the transport invokes when it loses the connection under this subscription. Deliveries stop
+    /// until the connection is back; messages already delivered but not yet settled are delivered again (durable
+    /// queues) or lost (<see cref="Temporary"/> queues). The argument says what happened. The callback must not
+    /// throw or block. In-process transports never call it.
+    /// </summary>
+    /// <value>Default <see langword="null"/>: nobody is told.</value>
+    public Action<Exception>? ConnectionLost { get; init; }
+
     /// <summary>Gets the name of the queue that holds this group's messages.</summary>
     public string QueueName => Address.Kind == AddressKind.Queue ? Address.Name : ConsumerGroup;
 }

@@ -80,3 +80,30 @@ public sealed class MessageTooLargeException : Exception
     /// <summary>Gets the limit in bytes.</summary>
     public long Limit { get; }
 }
+
+/// <summary>
+/// Thrown when a transport cannot reach its broker or server, or lost the connection while an operation
+/// (a send, or a request waiting for its response) was in flight.
+/// </summary>
+public sealed class TransportUnavailableException : Exception
+{
+    /// <summary>Initializes a new instance of the <see cref="TransportUnavailableException"/> class.</summary>
+    public TransportUnavailableException()
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="TransportUnavailableException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    public TransportUnavailableException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="TransportUnavailableException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    /// <param name="innerException">The cause.</param>
+    public TransportUnavailableException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}

@@ -201,4 +201,102 @@ public sealed class AggregateTests
             .And.Contain(f => f.Contains("StreamPrefix must not be blank"))
             .And.Contain(f => f.Contains("registered more than once"));
     }
+
+    [Fact]
+    public async Task Load_TruncatedStreamWithoutAUsableSnapshot_ThrowsInsteadOfSkippingTheHiddenEvents()
+    {
+        var storage = new InMemoryEventStorage();
+        var time = new ManualTimeProvider(new DateTimeOffset(2025, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        using (var before = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddAggregate<BankAccount>(o => o.SnapshotEvery = 4), time))
+        {
+            await Accounts(before).ExecuteAsync("1", _ => [new AccountOpened("ada"), new Deposited(5m), new Deposited(6m), new Deposited(7m)]);
+            await Accounts(before).ExecuteAsync("1", _ => [new Deposited(8m)]);
+            await before.Store().TruncateStreamAsync("BankAccount-1", 5);
+
+            var fromSnapshot = await Accounts(before).LoadAsync("1");
+            fromSnapshot.SnapshotVersion.Should().Be(4, "the snapshot reaches the truncation, so the load can use it");
+            fromSnapshot.State.Balance.Should().Be(26m);
+            await before.StopAsync();
+        }
+
+        // The aggregate's shape changed, so the snapshot at version 4 is ignored and the load would replay from version 1.
+        using var after = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddAggregate<BankAccount>(o => { o.SnapshotEvery = 4; o.SnapshotSchemaVersion = 2; }), time);
+        var accounts = Accounts(after);
+
+        var latest = async () => await accounts.LoadAsync("1");
+        var asOfVersion = async () => await accounts.LoadAsync("1", 2);
+        var asOfTime = async () => await accounts.LoadAsOfAsync("1", time.GetUtcNow());
+        var execute = async () => await accounts.ExecuteAsync("1", a => a.Withdraw(1m));
+
+        (await latest.Should().ThrowAsync<InvalidOperationException>())
+            .WithMessage("Stream 'BankAccount-1' is truncated: its events before version 5 are no longer read*snapshot at version 4 or later*");
+        await asOfVersion.Should().ThrowAsync<InvalidOperationException>().WithMessage("*truncated*");
+        await asOfTime.Should().ThrowAsync<InvalidOperationException>().WithMessage("*truncated*");
+        await execute.Should().ThrowAsync<InvalidOperationException>().WithMessage("*truncated*");
+        (await after.Store().GetStreamStateAsync("BankAccount-1")).Version.Should().Be(5, "nothing was appended on a wrongly rebuilt state");
+    }
+
+    [Fact]
+    public async Task Load_EveryEventTruncatedAway_ThrowsInsteadOfReturningAnEmptyAggregate()
+    {
+        using var host = await EventSourcingHost.StartAsync(es => es.AddAggregate<BankAccount>());
+        var accounts = Accounts(host);
+        await accounts.ExecuteAsync("1", _ => [new AccountOpened("ada"), new Deposited(5m)]);
+        await host.Store().TruncateStreamAsync("BankAccount-1", 10);
+
+        var latest = async () => await accounts.LoadAsync("1");
+        var asOfVersion = async () => await accounts.LoadAsync("1", 1);
+
+        await latest.Should().ThrowAsync<InvalidOperationException>().WithMessage("*'BankAccount-1' is truncated*");
+        await asOfVersion.Should().ThrowAsync<InvalidOperationException>().WithMessage("*truncated*");
+        (await accounts.LoadAsync("1", 0)).Version.Should().Be(0, "version 0 needs no event");
+        (await accounts.LoadAsync("2")).Exists.Should().BeFalse("a stream that never existed still loads as a new aggregate");
+    }
+
+    [Fact]
+    public async Task Load_DeletedStreamWhoseSnapshotReachesTheVersionAsked_ThrowsStreamDeleted()
+    {
+        var storage = new InMemoryEventStorage();
+        using var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddAggregate<BankAccount>(o => o.SnapshotEvery = 2));
+        var accounts = Accounts(host);
+        await accounts.ExecuteAsync("1", _ => [new AccountOpened("ada"), new Deposited(5m)]);
+        (await ((ISnapshotStorage)storage).LoadAsync("BankAccount-1"))!.Version.Should().Be(2);
+        await host.Store().DeleteStreamAsync("BankAccount-1", ExpectedVersion.Exact(2));
+
+        var atSnapshot = async () => await accounts.LoadAsync("1", 2);
+        var latest = async () => await accounts.LoadAsync("1");
+
+        (await atSnapshot.Should().ThrowAsync<StreamDeletedException>()).Which.StreamId.Should().Be("BankAccount-1");
+        await latest.Should().ThrowAsync<StreamDeletedException>();
+    }
+
+    [Fact]
+    public async Task SaveAsync_CancelledWhileSavingTheSnapshot_ReturnsTheCommittedAppend()
+    {
+        var storage = new InMemoryEventStorage();
+        using var cancel = new CancellationTokenSource();
+        var fixture = new Patterns.Conformance.EventStoreFixture(storage, storage, new CancelledDuringSave(storage, cancel), storage, storage);
+        using var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => fixture.AsSingleStore()).AddAggregate<BankAccount>(o => o.SnapshotEvery = 2));
+        var accounts = Accounts(host);
+
+        var saved = await accounts.ExecuteAsync("1", _ => [new AccountOpened("ada"), new Deposited(5m)], cancel.Token);
+
+        cancel.IsCancellationRequested.Should().BeTrue("the token was cancelled while the snapshot was being saved");
+        saved.Version.Should().Be(2, "the events were committed, so the call reports them instead of a failure that invites a second append");
+        (await host.Store().GetStreamStateAsync("BankAccount-1")).Version.Should().Be(2);
+        (await ((ISnapshotStorage)storage).LoadAsync("BankAccount-1")).Should().BeNull();
+        (await accounts.LoadAsync("1")).State.Balance.Should().Be(5m);
+    }
+
+    private sealed class CancelledDuringSave(ISnapshotStorage inner, CancellationTokenSource cancel) : ISnapshotStorage
+    {
+        public ValueTask<StoredSnapshot?> LoadAsync(string streamId, CancellationToken cancellationToken = default) => inner.LoadAsync(streamId, cancellationToken);
+
+        public ValueTask SaveAsync(StoredSnapshot snapshot, CancellationToken cancellationToken = default)
+        {
+            cancel.Cancel();
+            cancellationToken.ThrowIfCancellationRequested();
+            return inner.SaveAsync(snapshot, cancellationToken);
+        }
+    }
 }

@@ -53,6 +53,21 @@ public sealed class EventStoreTests
     }
 
     [Fact]
+    public async Task AppendAsync_EmptyEventId_ThrowsInsteadOfTreatingLaterEventsAsRetries()
+    {
+        using var host = await EventSourcingHost.StartAsync(_ => { });
+        var store = host.Store();
+        await store.AppendAsync("account-1", ExpectedVersion.Any, new Deposited(1m));
+
+        var first = async () => await store.AppendAsync("account-1", ExpectedVersion.Any, [new EventData(new Deposited(2m)) { EventId = Guid.Empty }]);
+        var second = async () => await store.AppendAsync("account-1", ExpectedVersion.Any, [new EventData(new Deposited(3m)) { EventId = Guid.Empty }]);
+
+        (await first.Should().ThrowAsync<ArgumentException>()).WithMessage("*'account-1'*empty EventId*");
+        await second.Should().ThrowAsync<ArgumentException>();
+        (await store.ReadStreamAsync("account-1").CollectAsync()).Select(e => e.Data).Should().Equal(new Deposited(1m));
+    }
+
+    [Fact]
     public async Task AppendAsync_SameEventDataRetried_IsIdempotent()
     {
         using var host = await EventSourcingHost.StartAsync(_ => { });

@@ -158,4 +158,47 @@ public sealed class ProjectionTests
 
         ledger.Should().ContainSingle().Which.Should().Be(new KeyValuePair<string, decimal>("account-1", 3m));
     }
+
+    [Fact]
+    public async Task Rebuild_AsyncProjectionWithParkedEvents_ForgetsThemAndParksOnlyWhatFailsAgain()
+    {
+        var broken = true;
+        var projected = new ConcurrentQueue<long>();
+        using var host = await EventSourcingHost.StartAsync(es => es.AddProjection("ledger", (e, _, _) =>
+        {
+            if (e.Data is Withdrawn && (Volatile.Read(ref broken) || e.Version == 3))
+            {
+                throw new InvalidOperationException("no ledger account for withdrawals");
+            }
+
+            projected.Enqueue(e.Position);
+            return ValueTask.CompletedTask;
+        }, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }));
+        var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Withdrawn(1m), new Withdrawn(2m)]);
+        await host.Subscriptions().WaitForPositionAsync("ledger", result.LastPosition).WaitAsync(TestHost.Wait);
+        (await host.Subscriptions().GetParkedEventsAsync("ledger").CollectAsync()).Select(p => p.Position).Should().Equal(2, 3);
+
+        Volatile.Write(ref broken, false);
+        await host.Subscriptions().RebuildAsync("ledger").WaitAsync(TestHost.Wait);
+        await host.Subscriptions().WaitForPositionAsync("ledger", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        (await host.Subscriptions().GetParkedEventsAsync("ledger").CollectAsync()).Select(p => p.Position).Should().Equal([3L], "the event handled by the replay is no longer parked; the one that failed again is");
+        projected.Should().Equal(1, 1, 2);
+    }
+
+    [Theory]
+    [InlineData(ProjectionMode.Inline)]
+    [InlineData(ProjectionMode.Async)]
+    public async Task Start_EventTypesMatchingNoRegisteredEvent_FailsNamingTheProjection(ProjectionMode mode)
+    {
+        using var host = TestHost.Build(b => b.AddEventSourcing(es => es.AddEvent<Deposited>()
+            .AddProjection("audit-trail", (_, _, _) => ValueTask.CompletedTask, o => { o.Mode = mode; o.EventTypes.Add(typeof(IUnregisteredEvent)); })), harness: false);
+
+        var act = () => host.StartAsync();
+
+        (await act.Should().ThrowAsync<InvalidOperationException>()).Which.Message
+            .Should().Contain("projection 'audit-trail'").And.Contain(typeof(IUnregisteredEvent).FullName);
+    }
 }
+
+public interface IUnregisteredEvent;

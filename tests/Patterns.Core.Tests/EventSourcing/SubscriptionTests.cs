@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Patterns.EventSourcing;
 using Patterns.EventSourcing.InMemory;
@@ -162,6 +163,77 @@ public sealed class SubscriptionTests
     }
 
     [Fact]
+    public async Task ReplayParkedEvents_AfterAFix_HandlesThemRemovesTheHandledAndKeepsRunning()
+    {
+        var time = new ManualTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var fixedTemplates = false;
+        var handled = new Recorder();
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("notifier", (e, ct) => e.Data switch
+        {
+            Withdrawn when !Volatile.Read(ref fixedTemplates) => throw new ArgumentException("no template for withdrawals"),
+            AccountClosed => throw new ArgumentException("no template for closures"),
+            _ => handled.RecordAsync(e, ct),
+        }, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }), time);
+        var subscriptions = host.Subscriptions();
+        var first = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Withdrawn(3m), new AccountClosed("moved")]);
+        await subscriptions.WaitForPositionAsync("notifier", first.LastPosition).WaitAsync(TestHost.Wait);
+        (await subscriptions.GetParkedEventsAsync("notifier").CollectAsync()).Select(p => p.Position).Should().Equal(2, 3);
+
+        Volatile.Write(ref fixedTemplates, true);
+        time.Advance(TimeSpan.FromHours(1));
+        var replayed = await subscriptions.ReplayParkedEventsAsync("notifier").WaitAsync(TestHost.Wait);
+
+        replayed.Should().Be(1);
+        handled.Events.Select(e => e.Position).Should().Equal(1, 2);
+        var stillParked = (await subscriptions.GetParkedEventsAsync("notifier").CollectAsync()).Should().ContainSingle().Subject;
+        stillParked.Position.Should().Be(3);
+        stillParked.Error.Should().Be("System.ArgumentException: no template for closures");
+        stillParked.ParkedAt.Should().Be(time.GetUtcNow(), "the record shows the latest failure");
+        var next = await host.Store().AppendAsync("account-2", ExpectedVersion.NoStream, new AccountOpened("bob"));
+        await subscriptions.WaitForPositionAsync("notifier", next.LastPosition).WaitAsync(TestHost.Wait);
+        handled.Events.Select(e => e.Position).Should().Equal(1, 2, 4);
+        (await subscriptions.ReplayParkedEventsAsync("notifier").WaitAsync(TestHost.Wait)).Should().Be(0);
+        await FluentActions.Awaiting(() => subscriptions.ReplayParkedEventsAsync("nope")).Should().ThrowAsync<ArgumentException>().WithMessage("*'nope'*");
+    }
+
+    [Fact]
+    public async Task ReplayParkedEvents_EventHardDeletedSinceItWasParked_DropsTheRecord()
+    {
+        var calls = 0;
+        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("notifier", (e, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return e.Data is Withdrawn ? throw new ArgumentException("no template") : ValueTask.CompletedTask;
+        }, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }));
+        var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Withdrawn(1m)]);
+        await host.Subscriptions().WaitForPositionAsync("notifier", result.LastPosition).WaitAsync(TestHost.Wait);
+        await host.Store().DeleteStreamAsync("account-1", ExpectedVersion.Any, StreamDeleteMode.Hard);
+
+        var replayed = await host.Subscriptions().ReplayParkedEventsAsync("notifier").WaitAsync(TestHost.Wait);
+
+        replayed.Should().Be(0);
+        Volatile.Read(ref calls).Should().Be(2, "nothing is left to hand to the handler");
+        (await host.Subscriptions().GetParkedEventsAsync("notifier").CollectAsync()).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task GetParkedEvents_NameThatPrefixesAnother_ListsOnlyItsOwn()
+    {
+        using var host = await EventSourcingHost.StartAsync(es => es
+            .AddSubscription("alerts", (e, _) => e.Data is Withdrawn ? throw new InvalidOperationException("alerts") : ValueTask.CompletedTask, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; })
+            .AddSubscription("alerts/sms", (e, _) => e.Data is Deposited ? throw new InvalidOperationException("sms") : ValueTask.CompletedTask, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }));
+        var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(5m), new Withdrawn(1m)]);
+        await host.Subscriptions().WaitForPositionAsync("alerts", result.LastPosition).WaitAsync(TestHost.Wait);
+        await host.Subscriptions().WaitForPositionAsync("alerts/sms", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        var alerts = await host.Subscriptions().GetParkedEventsAsync("alerts").CollectAsync();
+        var sms = await host.Subscriptions().GetParkedEventsAsync("alerts/sms").CollectAsync();
+
+        alerts.Should().ContainSingle().Which.Should().Match<ParkedEvent>(p => p.Subscription == "alerts" && p.Position == 3);
+        sms.Should().ContainSingle().Which.Should().Match<ParkedEvent>(p => p.Subscription == "alerts/sms" && p.Position == 2);
+    }
+
+    [Fact]
     public async Task Subscription_UnknownEventTypeInTheLog_FaultsNamingIt()
     {
         var storage = new InMemoryEventStorage();
@@ -249,9 +321,10 @@ public sealed class SubscriptionTests
     }
 
     [Fact]
-    public async Task Subscription_HostStopsWhileHandling_CheckpointStaysBeforeTheUnfinishedEvent()
+    public async Task Subscription_HostStopsWhileHandling_HandlerCancelledAtTheDeadlineAndCheckpointStaysBeforeItsEvent()
     {
         var storage = new InMemoryEventStorage();
+        var time = new ManualTimeProvider();
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("slow", async (e, ct) =>
         {
@@ -260,11 +333,14 @@ public sealed class SubscriptionTests
                 entered.TrySetResult();
                 await new TaskCompletionSource().Task.WaitAsync(ct);
             }
-        }, o => o.Retry = null));
+        }, o => o.Retry = null), time);
         await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
         await entered.Task.WaitAsync(TestHost.Wait);
 
-        await host.StopAsync();
+        var stopping = host.StopAsync();
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        time.Advance(TimeSpan.FromSeconds(30));
+        await stopping.WaitAsync(TestHost.Wait);
         host.Dispose();
 
         (await ((ICheckpointStore)storage).LoadAsync("slow")).Should().Be(1);
@@ -321,5 +397,190 @@ public sealed class SubscriptionTests
 
         act.Should().Throw<ArgumentException>().WithMessage("*'nope'*");
         host.Subscriptions().GetStatuses().Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Subscription_HostStopsWhileHandling_EventInHandFinishesBeforeTheDeadline()
+    {
+        var storage = new InMemoryEventStorage();
+        var logs = new LogCapture();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var first = new Recorder();
+        var host = await TestHost.StartAsync(b =>
+        {
+            b.Logging.AddProvider(logs).SetMinimumLevel(LogLevel.Debug);
+            b.AddEventSourcing(es => es.UseStorage(_ => storage).AddEvent<AccountOpened>().AddEvent<Deposited>().AddSubscription("mailer", async (e, ct) =>
+            {
+                if (e.Version == 2)
+                {
+                    ct.Register(() => cancelled.TrySetResult());
+                    entered.TrySetResult();
+                    await release.Task.WaitAsync(ct);
+                }
+
+                await first.RecordAsync(e, ct);
+            }, o => o.Retry = null));
+        }, new ManualTimeProvider(), harness: false);
+        await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
+        await entered.Task.WaitAsync(TestHost.Wait);
+
+        var stopping = host.StopAsync();
+        await Task.WhenAny(logs.WaitForAsync(4015), cancelled.Task).WaitAsync(TestHost.Wait);
+        release.SetResult();
+        await stopping.WaitAsync(TestHost.Wait);
+        host.Dispose();
+
+        first.Events.Select(e => e.Version).Should().StartWith([1, 2], "the host drains the event in hand instead of cancelling it");
+        var checkpoint = await ((ICheckpointStore)storage).LoadAsync("mailer");
+        checkpoint.Should().Be(first.Events[^1].Position, "the checkpoint covers every event that was finished");
+        var second = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("mailer", (e, ct) => second.RecordAsync(e, ct)));
+        await restarted.Subscriptions().WaitForPositionAsync("mailer", 3).WaitAsync(TestHost.Wait);
+        first.Events.Concat(second.Events).Select(e => e.Version).Should().Equal(1, 2, 3);
+    }
+
+    [Fact]
+    public async Task Subscription_ParkModeHandlerFailsBecauseTheHostStopped_EventIsNotParkedAndIsDeliveredAgain()
+    {
+        var storage = new InMemoryEventStorage();
+        var time = new ManualTimeProvider();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("webhook", async (e, ct) =>
+        {
+            if (e.Version == 2)
+            {
+                entered.TrySetResult();
+                try
+                {
+                    await new TaskCompletionSource().Task.WaitAsync(ct);
+                }
+                catch (OperationCanceledException ex)
+                {
+                    // A client library that reports cancellation as its own error.
+                    throw new InvalidOperationException("The webhook call was aborted.", ex);
+                }
+            }
+        }, o => { o.OnFailure = SubscriptionFailureMode.Park; o.Retry = null; }), time);
+        await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
+        await entered.Task.WaitAsync(TestHost.Wait);
+
+        var stopping = host.StopAsync();
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        time.Advance(TimeSpan.FromSeconds(30));
+        await stopping.WaitAsync(TestHost.Wait);
+        (await host.Subscriptions().GetParkedEventsAsync("webhook").CollectAsync()).Should().BeEmpty("being stopped is not a failure of the event");
+        host.Dispose();
+
+        (await ((ICheckpointStore)storage).LoadAsync("webhook")).Should().Be(1);
+        var recorder = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("webhook", (e, ct) => recorder.RecordAsync(e, ct)));
+        await restarted.Subscriptions().WaitForPositionAsync("webhook", 3).WaitAsync(TestHost.Wait);
+        recorder.Events.Select(e => e.Version).Should().Equal(2, 3);
+    }
+
+    [Fact]
+    public async Task Subscription_StartFromEnd_RestartResumesWhereItFirstStartedNotAtTheNewEnd()
+    {
+        var storage = new InMemoryEventStorage();
+        await storage.AppendAsync("old-1", ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "bank.opened", "{\"owner\":\"old\"}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+        using (var first = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("live", (_, _) => ValueTask.CompletedTask, o => o.StartFrom = SubscriptionStartPosition.End)))
+        {
+            await first.Subscriptions().WaitForPositionAsync("live", 1).WaitAsync(TestHost.Wait);
+            await first.StopAsync();
+        }
+
+        // Appended while the application is down.
+        await storage.AppendAsync("new-1", ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "bank.opened", "{\"owner\":\"new\"}"u8.ToArray(), DateTimeOffset.UnixEpoch)]);
+        var recorder = new Recorder();
+        using var restarted = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("live", (e, ct) => recorder.RecordAsync(e, ct), o => o.StartFrom = SubscriptionStartPosition.End));
+        await restarted.Subscriptions().WaitForPositionAsync("live", 2).WaitAsync(TestHost.Wait);
+
+        recorder.Events.Select(e => e.Data).Should().Equal(new AccountOpened("new"));
+    }
+
+    [Fact]
+    public async Task Subscription_RestartedAfterARunWasAbandoned_NewRunWaitsForItInsteadOfHandlingSideBySide()
+    {
+        var storage = new InMemoryEventStorage();
+        var time = new ManualTimeProvider();
+        var logs = new LogCapture();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var enteredAgain = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var releaseStuck = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var calls = new Recorder();
+        var secondCalls = 0;
+        using var host = await TestHost.StartAsync(b =>
+        {
+            b.Logging.AddProvider(logs);
+            b.AddEventSourcing(es => es.UseStorage(_ => storage).AddEvent<AccountOpened>().AddEvent<Deposited>().AddSubscription("stubborn", async (e, _) =>
+            {
+                await calls.RecordAsync(e);
+                if (e.Version == 2)
+                {
+                    if (!entered.TrySetResult())
+                    {
+                        Interlocked.Increment(ref secondCalls);
+                        enteredAgain.TrySetResult();
+                        return;
+                    }
+
+                    // Ignores cancellation: the only way to end it is to release it.
+                    await releaseStuck.Task;
+                }
+            }, o => o.Retry = null));
+        }, time, harness: false);
+        var subscriptions = host.Services.GetRequiredService<IEventSubscriptions>();
+        await host.Services.GetRequiredService<IEventStore>().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
+        await entered.Task.WaitAsync(TestHost.Wait);
+
+        using (var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5), time))
+        {
+            var restart = subscriptions.RestartAsync("stubborn", deadline.Token);
+            time.Advance(TimeSpan.FromSeconds(5));
+            await FluentActions.Awaiting(() => restart.WaitAsync(TestHost.Wait)).Should().ThrowAsync<OperationCanceledException>();
+        }
+
+        await subscriptions.RestartAsync("stubborn").WaitAsync(TestHost.Wait);
+        await Task.WhenAny(logs.WaitForAsync(4014), enteredAgain.Task).WaitAsync(TestHost.Wait);
+        releaseStuck.SetResult();
+        await subscriptions.WaitForPositionAsync("stubborn", 3).WaitAsync(TestHost.Wait);
+
+        Volatile.Read(ref secondCalls).Should().Be(0, "the new run starts only after the abandoned one ended and saved its checkpoint");
+        calls.Events.Select(e => e.Version).Should().Equal(1, 2, 3);
+    }
+
+    [Fact]
+    public async Task Subscription_StoreReportsTheStopsCancellationAsItsOwnError_StopsWithoutAFault()
+    {
+        var storage = new InMemoryEventStorage();
+        var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var events = new DelegatingEventStorage(storage)
+        {
+            // A driver that turns a cancelled wait into its own exception type.
+            OnWaitForEvents = async (after, ct) =>
+            {
+                waiting.TrySetResult();
+                try
+                {
+                    await storage.WaitForEventsAsync(after, ct);
+                }
+                catch (OperationCanceledException ex)
+                {
+                    throw new InvalidOperationException("The connection was closed while waiting for a notification.", ex);
+                }
+            },
+        };
+        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
+        var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => fixture.AsSingleStore()).AddSubscription("audit", (_, _) => ValueTask.CompletedTask));
+        await waiting.Task.WaitAsync(TestHost.Wait);
+
+        await host.StopAsync().WaitAsync(TestHost.Wait);
+
+        var status = host.Subscriptions().GetStatus("audit");
+        status.State.Should().Be(SubscriptionState.Stopped);
+        status.Error.Should().BeNull();
+        host.Dispose();
     }
 }

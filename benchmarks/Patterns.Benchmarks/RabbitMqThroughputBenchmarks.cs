@@ -1,0 +1,207 @@
+using System.Text.Json;
+using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Engines;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Patterns.PubSub;
+using Patterns.RabbitMq;
+using RabbitMQ.Client;
+
+namespace Patterns.Benchmarks;
+
+/// <summary>
+/// Publish persistent messages to a topic through a local RabbitMQ broker, with publisher confirms, and consume
+/// them from one durable queue with one consumer (prefetch 256, one message handled at a time, acknowledged after
+/// it is handled). One operation is one message published, confirmed, delivered, deserialized and acknowledged.
+/// Every side publishes with 128 confirms in flight and serializes the same record as JSON.
+/// </summary>
+[Config(typeof(BenchmarkConfig))]
+[SimpleJob(RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 5, invocationCount: 1)]
+public class RabbitMqThroughputBenchmarks
+{
+    /// <summary>Messages per invocation.</summary>
+    public const int Messages = 100_000;
+
+    private readonly BatchSignal _signal = new();
+
+    // RabbitMQ.Client directly.
+    private IConnection? _rawPublishConnection;
+    private IConnection? _rawConsumeConnection;
+    private IChannel? _rawPublishChannel;
+    private IChannel? _rawConsumeChannel;
+    private string _rawExchange = string.Empty;
+    private string _rawQueue = string.Empty;
+
+    // Patterns.
+    private ServiceProvider? _patternsServices;
+    private IPublisher? _publisher;
+    private string _patternsPrefix = string.Empty;
+
+    // MassTransit.
+    private ServiceProvider? _massTransitServices;
+    private IBus? _bus;
+    private string _massTransitQueue = string.Empty;
+
+    [GlobalSetup(Target = nameof(RawClient))]
+    public async Task SetupRaw()
+    {
+        var prefix = RabbitMqBench.NewPrefix("raw");
+        _rawExchange = prefix + "topics";
+        _rawQueue = prefix + "ticks";
+        var factory = new ConnectionFactory { Uri = RabbitMqBench.Uri };
+        _rawPublishConnection = await factory.CreateConnectionAsync();
+        _rawConsumeConnection = await factory.CreateConnectionAsync();
+        _rawPublishChannel = await _rawPublishConnection.CreateChannelAsync(
+            new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true, outstandingPublisherConfirmationsRateLimiter: null));
+        await _rawPublishChannel.ExchangeDeclareAsync(_rawExchange, ExchangeType.Topic, durable: true, autoDelete: false);
+        await _rawPublishChannel.QueueDeclareAsync(_rawQueue, durable: true, exclusive: false, autoDelete: false);
+        await _rawPublishChannel.QueueBindAsync(_rawQueue, _rawExchange, "ticks");
+
+        _rawConsumeChannel = await _rawConsumeConnection.CreateChannelAsync();
+        await _rawConsumeChannel.BasicQosAsync(0, RabbitMqBench.Prefetch, global: false);
+        await _rawConsumeChannel.BasicConsumeAsync(_rawQueue, autoAck: false, new RawTickConsumer(_rawConsumeChannel, _signal));
+    }
+
+    [GlobalCleanup(Target = nameof(RawClient))]
+    public async Task CleanupRaw()
+    {
+        await _rawConsumeChannel!.CloseAsync();
+        await _rawPublishChannel!.CloseAsync();
+        await _rawConsumeConnection!.CloseAsync();
+        await _rawPublishConnection!.CloseAsync();
+        await RabbitMqBench.DeleteAsync([_rawQueue], [_rawExchange]);
+    }
+
+    [GlobalSetup(Target = nameof(Patterns))]
+    public async Task SetupPatterns()
+    {
+        var signal = _signal;
+        _patternsPrefix = RabbitMqBench.NewPrefix("patterns");
+        var services = new ServiceCollection();
+        services.AddPatterns(p => p.UseRabbitMq(o =>
+        {
+            o.Uri = RabbitMqBench.Uri;
+            o.NamePrefix = _patternsPrefix;
+            o.PrefetchCount = RabbitMqBench.Prefetch;
+        }));
+        services.AddPubSub(ps => ps.Subscribe<Tick>(
+            (message, context, cancellationToken) =>
+            {
+                signal.Signal();
+                return ValueTask.CompletedTask;
+            },
+            topic: "ticks",
+            configure: o => o.ConsumerGroup = "ticks"));
+        _patternsServices = services.BuildServiceProvider();
+        await Hosting.StartAsync(_patternsServices);
+        _publisher = _patternsServices.GetRequiredService<IPublisher>();
+    }
+
+    [GlobalCleanup(Target = nameof(Patterns))]
+    public async Task CleanupPatterns()
+    {
+        await Hosting.StopAndDisposeAsync(_patternsServices);
+        await RabbitMqBench.DeleteAsync(
+            [_patternsPrefix + "ticks", _patternsPrefix + "ticks.dlq"],
+            [_patternsPrefix + "ticks.dlx", _patternsPrefix + "patterns.topics"]);
+    }
+
+    [GlobalSetup(Target = nameof(MassTransit))]
+    public async Task SetupMassTransit()
+    {
+        _massTransitQueue = RabbitMqBench.NewPrefix("masstransit") + "ticks";
+        var services = new ServiceCollection();
+        services.AddLogging(); // MassTransit's hosted service and health checks need ILogger<T>; no providers, so nothing is written.
+        services.Configure<MassTransitHostOptions>(o => o.WaitUntilStarted = true); // measure a started bus, not its start-up
+        services.AddSingleton(_signal);
+        services.AddMassTransit(x =>
+        {
+            x.AddConsumer<TickConsumer>();
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                RabbitMqBench.Host(cfg);
+                cfg.ReceiveEndpoint(_massTransitQueue, e =>
+                {
+                    e.Durable = true;
+                    e.PrefetchCount = RabbitMqBench.Prefetch;
+                    e.ConcurrentMessageLimit = 1;
+                    e.ConfigureConsumer<TickConsumer>(context);
+                });
+            });
+        });
+        _massTransitServices = services.BuildServiceProvider();
+        await Hosting.StartAsync(_massTransitServices);
+        _bus = _massTransitServices.GetRequiredService<IBus>();
+    }
+
+    [GlobalCleanup(Target = nameof(MassTransit))]
+    public async Task CleanupMassTransit()
+    {
+        await Hosting.StopAndDisposeAsync(_massTransitServices);
+        await RabbitMqBench.DeleteAsync([_massTransitQueue], [_massTransitQueue, "Patterns.Benchmarks:Tick"]);
+    }
+
+    /// <summary>The baseline: RabbitMQ.Client 7.1.2 directly, a topic exchange bound to a durable queue, JSON by hand.</summary>
+    [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
+    public async Task RawClient()
+    {
+        var done = _signal.Reset(Messages);
+        var channel = _rawPublishChannel!;
+        var exchange = _rawExchange;
+        await RabbitMqBench.PublishWindowedAsync(Messages, i =>
+        {
+            var properties = new BasicProperties
+            {
+                Persistent = true,
+                MessageId = Guid.NewGuid().ToString(),
+                Type = "bench.tick",
+                ContentType = "application/json",
+            };
+            var body = JsonSerializer.SerializeToUtf8Bytes(new Tick(i), RabbitMqBench.Json);
+            return channel.BasicPublishAsync(exchange, "ticks", mandatory: false, properties, body).AsTask();
+        });
+        await done;
+    }
+
+    /// <summary>Patterns: IPublisher.PublishAsync to a topic; a delegate subscription on the RabbitMQ transport.</summary>
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public async Task Patterns()
+    {
+        var done = _signal.Reset(Messages);
+        var publisher = _publisher!;
+        await RabbitMqBench.PublishWindowedAsync(Messages, i => publisher.PublishAsync("ticks", new Tick(i)).AsTask());
+        await done;
+    }
+
+    /// <summary>MassTransit.RabbitMQ 8.4.0: IBus.Publish, one consumer on a durable receive endpoint.</summary>
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public async Task MassTransit()
+    {
+        var done = _signal.Reset(Messages);
+        var bus = _bus!;
+        await RabbitMqBench.PublishWindowedAsync(Messages, i => bus.Publish(new Tick(i)));
+        await done;
+    }
+
+    private sealed class RawTickConsumer(IChannel channel, BatchSignal signal) : AsyncDefaultBasicConsumer(channel)
+    {
+        public override async Task HandleBasicDeliverAsync(
+            string consumerTag, ulong deliveryTag, bool redelivered, string exchange, string routingKey,
+            IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default)
+        {
+            _ = JsonSerializer.Deserialize<Tick>(body.Span, RabbitMqBench.Json);
+            signal.Signal();
+            await Channel.BasicAckAsync(deliveryTag, multiple: false, cancellationToken);
+        }
+    }
+}
+
+/// <summary>The MassTransit consumer of <see cref="Tick"/>: counts it.</summary>
+public sealed class TickConsumer(BatchSignal signal) : IConsumer<Tick>
+{
+    public Task Consume(ConsumeContext<Tick> context)
+    {
+        signal.Signal();
+        return Task.CompletedTask;
+    }
+}

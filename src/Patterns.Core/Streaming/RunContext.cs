@@ -1,0 +1,165 @@
+using System.Runtime.ExceptionServices;
+using Microsoft.Extensions.Logging;
+using Patterns.Telemetry;
+using Polly;
+
+namespace Patterns.Streaming;
+
+/// <summary>Everything shared by the stages of one run of a pipeline: time, logging, the dead-letter output, snapshots, failure and stop.</summary>
+internal sealed class RunContext : IDisposable
+{
+    private readonly CancellationTokenSource _abort;
+    private readonly Lock _gate = new();
+    private readonly List<Task> _auxiliary = [];
+    private readonly Dictionary<string, object> _savedState = new(StringComparer.Ordinal);
+    private readonly Dictionary<object, object> _shared = [];
+    private ExceptionDispatchInfo? _failure;
+
+    public RunContext(string name, StreamOptions options, TimeProvider time, ILogger logger, IReadOnlyDictionary<string, object>? restored, CancellationToken stop, CancellationToken abort, TaskCompletionSource? started = null)
+    {
+        Started = started;
+        Name = name;
+        Options = options;
+        Time = time;
+        Logger = logger;
+        Restored = restored;
+        StopToken = stop;
+        _abort = CancellationTokenSource.CreateLinkedTokenSource(abort);
+        Tags = PatternsTelemetry.Tags(StreamingTelemetry.System, name);
+    }
+
+    public string Name { get; }
+
+    /// <summary>Completed once the source is attached (a transport source has subscribed), so the host can start after it.</summary>
+    public TaskCompletionSource? Started { get; }
+
+    public StreamOptions Options { get; }
+
+    public TimeProvider Time { get; }
+
+    public ILogger Logger { get; }
+
+    public System.Diagnostics.TagList Tags { get; }
+
+    /// <summary>Cancelled when the pipeline should stop reading its source (a graceful stop, with a snapshot).</summary>
+    public CancellationToken StopToken { get; }
+
+    /// <summary>Cancelled when the run must end now: a stage failed with <see cref="FailurePolicy.Stop"/>, or the drain deadline passed. User code sees it.</summary>
+    public CancellationToken AbortToken => _abort.Token;
+
+    /// <summary>Operator state loaded from the snapshot store, by stage id.</summary>
+    public IReadOnlyDictionary<string, object>? Restored { get; }
+
+    public Exception? Failure => _failure?.SourceException;
+
+    public IReadOnlyDictionary<string, object> SavedState => _savedState;
+
+    public IReadOnlyList<Task> Auxiliary
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _auxiliary];
+            }
+        }
+    }
+
+    /// <summary>Records the first fatal failure and aborts every stage.</summary>
+    public void Fail(Exception exception)
+    {
+        lock (_gate)
+        {
+            if (_failure is not null || (exception is OperationCanceledException && _abort.IsCancellationRequested))
+            {
+                return;
+            }
+
+            _failure = ExceptionDispatchInfo.Capture(exception);
+        }
+
+        StreamingLog.PipelineFailed(Logger, exception, Name);
+        _abort.Cancel();
+    }
+
+    public void ThrowIfFailed() => _failure?.Throw();
+
+    /// <summary>Starts a task that belongs to the run (a partition's driver, the merge in front of the sink); the run waits for it.</summary>
+    public Task StartAuxiliary(Func<Task> run)
+    {
+        var task = Task.Run(async () =>
+        {
+            try
+            {
+                await run().ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                Fail(ex);
+            }
+        });
+        lock (_gate)
+        {
+            _auxiliary.Add(task);
+        }
+
+        return task;
+    }
+
+    /// <summary>One object per key for the whole run (the merge in front of a partitioned sink).</summary>
+    public TShared GetOrAddShared<TShared>(object key, Func<TShared> create)
+        where TShared : class
+    {
+        lock (_gate)
+        {
+            if (!_shared.TryGetValue(key, out var value))
+            {
+                value = create();
+                _shared.Add(key, value);
+            }
+
+            return (TShared)value;
+        }
+    }
+
+    public void SaveState(string stageId, object state)
+    {
+        lock (_gate)
+        {
+            _savedState[stageId] = state;
+        }
+    }
+
+    public ResiliencePipeline? BuildPipeline(FailurePolicy policy)
+    {
+        if (policy.Action != FailureAction.Retry)
+        {
+            return null;
+        }
+
+        return policy.Pipeline ?? new ResiliencePipelineBuilder { TimeProvider = Time }.AddRetry(policy.RetryOptions!).Build();
+    }
+
+    /// <summary>Records an element in the dead-letter output.</summary>
+    public async ValueTask DeadLetterAsync(string stage, object? element, Exception exception)
+    {
+        PatternsTelemetry.DeadLettered.Add(1, Tags);
+        var callback = Options.OnDeadLetter;
+        if (callback is null)
+        {
+            StreamingLog.DeadLettered(Logger, exception, Name, stage);
+            return;
+        }
+
+        try
+        {
+            await callback(new StreamDeadLetter(Name, stage, element, exception, Time.GetUtcNow()), AbortToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !AbortToken.IsCancellationRequested)
+        {
+            StreamingLog.DeadLetterCallbackFailed(Logger, ex, Name, stage);
+        }
+    }
+
+    public void Dispose() => _abort.Dispose();
+}

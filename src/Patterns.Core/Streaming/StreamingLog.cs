@@ -1,0 +1,36 @@
+using Microsoft.Extensions.Logging;
+
+namespace Patterns.Streaming;
+
+internal static partial class StreamingLog
+{
+    [LoggerMessage(EventId = 3101, Level = LogLevel.Warning, Message = "Stream '{Pipeline}': stage {Stage} skipped an element; it is dead-lettered.")]
+    public static partial void DeadLettered(ILogger logger, Exception exception, string pipeline, string stage);
+
+    [LoggerMessage(EventId = 3102, Level = LogLevel.Error, Message = "Stream '{Pipeline}': the dead-letter callback failed for stage {Stage}; the element is recorded only in this log.")]
+    public static partial void DeadLetterCallbackFailed(ILogger logger, Exception exception, string pipeline, string stage);
+
+    [LoggerMessage(EventId = 3103, Level = LogLevel.Error, Message = "Stream '{Pipeline}' failed and stops.")]
+    public static partial void PipelineFailed(ILogger logger, Exception exception, string pipeline);
+
+    [LoggerMessage(EventId = 3104, Level = LogLevel.Information, Message = "Stream '{Pipeline}' restored {Operators} operator state(s) from its snapshot.")]
+    public static partial void Restored(ILogger logger, string pipeline, int operators);
+
+    [LoggerMessage(EventId = 3105, Level = LogLevel.Information, Message = "Stream '{Pipeline}' stopped and saved {Operators} operator state(s).")]
+    public static partial void Saved(ILogger logger, string pipeline, int operators);
+
+    [LoggerMessage(EventId = 3106, Level = LogLevel.Debug, Message = "Stream '{Pipeline}': window stage {Stage} received a late event at {Timestamp} (watermark {Watermark}).")]
+    public static partial void LateEvent(ILogger logger, string pipeline, string stage, DateTimeOffset timestamp, DateTimeOffset watermark);
+
+    [LoggerMessage(EventId = 3107, Level = LogLevel.Information, Message = "Started {Pipelines} stream pipeline(s).")]
+    public static partial void PipelinesStarted(ILogger logger, int pipelines);
+}
+
+/// <summary>Names used by stream telemetry.</summary>
+internal static class StreamingTelemetry
+{
+    public const string System = "patterns.stream";
+
+    public static readonly System.Diagnostics.Metrics.Counter<long> LateEvents = Telemetry.PatternsTelemetry.Meter.CreateCounter<long>(
+        "patterns.stream.late_events", "{event}", "Events that arrived after their windows closed for good (sent to the late output).");
+}

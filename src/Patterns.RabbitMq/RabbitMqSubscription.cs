@@ -1,0 +1,537 @@
+using System.Threading.Channels;
+using Patterns.Messaging;
+using Patterns.Storage;
+using Patterns.Telemetry;
+using Patterns.Transport;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace Patterns.RabbitMq;
+
+/// <summary>
+/// One consumer group's consumer on its own channel. The client library hands deliveries over one at a time.
+/// With a concurrency of one they are handled right there, in order; otherwise they are routed to one lane per
+/// worker (by partition key, so a key's messages are handled in order, otherwise to the least busy lane). A
+/// message is acknowledged only after its handler has settled it.
+/// </summary>
+internal sealed class RabbitMqSubscription : TransportSubscription
+{
+    private readonly RabbitMqMessageTransport _transport;
+    private readonly DeliveryHandler _handler;
+    private readonly IInboxStore? _inbox;
+    private readonly string _logical;
+    private readonly string _queue;
+    private readonly ushort _prefetch;
+    private readonly bool _inline;
+    private readonly Channel<Delivery>[] _lanes;
+    private readonly Task[] _workers;
+    private readonly CancellationTokenSource _hardStop = new();
+    private readonly Lock _gate = new();
+    private IChannel? _channel;
+    private Consumer? _consumer;
+    private int _generation;
+    private int _roundRobin;
+    private Task _inlineCurrent = Task.CompletedTask;
+    private volatile bool _stopping;
+    private Task? _resubscribing;
+    private Task? _stopped;
+
+    public RabbitMqSubscription(RabbitMqMessageTransport transport, SubscriptionRequest request, DeliveryHandler handler)
+    {
+        _transport = transport;
+        Request = request;
+        _handler = handler;
+        _inbox = request.Temporary ? null : transport.Inbox;
+        _logical = request.QueueName;
+        _queue = transport.Topology.Queue(_logical);
+        var prefetch = Math.Max(request.Concurrency, Math.Min(transport.Options.PrefetchCount, request.Capacity));
+        _prefetch = (ushort)Math.Min(prefetch, ushort.MaxValue);
+        _inline = request.Concurrency == 1;
+        _lanes = new Channel<Delivery>[_inline ? 0 : request.Concurrency];
+        for (var i = 0; i < _lanes.Length; i++)
+        {
+            // The prefetch bounds what the broker hands over, so the lanes need no bound of their own. (A single-reader
+            // unbounded channel cannot count its items, which picking the least busy lane needs.)
+            _lanes[i] = Channel.CreateUnbounded<Delivery>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = true });
+        }
+
+        _workers = new Task[_lanes.Length];
+    }
+
+    public override SubscriptionRequest Request { get; }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (!Request.Temporary)
+        {
+            var connection = await _transport.ConsumeConnection.GetAsync(cancellationToken).ConfigureAwait(false);
+            await _transport.Topology.DeclareSubscriptionAsync(connection, Request, cancellationToken).ConfigureAwait(false);
+        }
+
+        for (var i = 0; i < _lanes.Length; i++)
+        {
+            var reader = _lanes[i].Reader;
+            _workers[i] = Task.Run(() => RunAsync(reader), CancellationToken.None);
+        }
+
+        try
+        {
+            await OpenAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await StopAsync(new CancellationToken(canceled: true)).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public override Task StopAsync(CancellationToken drainDeadline)
+    {
+        Task stopped;
+        lock (_gate)
+        {
+            _stopped ??= StopCoreAsync();
+            stopped = _stopped;
+        }
+
+        return WaitAsync(stopped, drainDeadline);
+    }
+
+    private async Task WaitAsync(Task stopped, CancellationToken drainDeadline)
+    {
+        using (drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), _hardStop))
+        {
+            await stopped.ConfigureAwait(false);
+        }
+    }
+
+    private async Task StopCoreAsync()
+    {
+        // Let StopAsync register the drain deadline before anything waits.
+        await Task.Yield();
+        _stopping = true;
+        IChannel? channel;
+        Consumer? consumer;
+        lock (_gate)
+        {
+            channel = _channel;
+            consumer = _consumer;
+        }
+
+        if (channel is { IsOpen: true } && consumer is { ConsumerTags: [var tag, ..] })
+        {
+            try
+            {
+                // No new deliveries; every delivery the broker sent before the cancel-ok has reached a lane
+                // once the consumer sees the cancel-ok (the client dispatches them in order).
+                await channel.BasicCancelAsync(tag, noWait: false, _hardStop.Token).ConfigureAwait(false);
+                await consumer.CancelOk.Task.WaitAsync(_hardStop.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException || RabbitMqConnection.IsConnectivity(ex) || ex is RabbitMQ.Client.Exceptions.OperationInterruptedException)
+            {
+                // The deadline passed or the connection is gone: whatever is not settled goes back to the broker.
+            }
+        }
+
+        foreach (var lane in _lanes)
+        {
+            lane.Writer.TryComplete();
+        }
+
+        await Task.WhenAll(_workers.Where(w => w is not null)).ConfigureAwait(false);
+        await Volatile.Read(ref _inlineCurrent).ConfigureAwait(false);
+        if (_resubscribing is { } resubscribing)
+        {
+            await resubscribing.ConfigureAwait(false);
+        }
+
+        lock (_gate)
+        {
+            channel = _channel;
+            _channel = null;
+        }
+
+        if (channel is not null)
+        {
+            // Closing the channel hands every unacknowledged message back to the broker.
+            channel.ChannelShutdownAsync -= OnChannelShutdownAsync;
+            await RabbitMqPublisher.CloseQuietlyAsync(channel).ConfigureAwait(false);
+        }
+
+        _transport.Remove(this);
+    }
+
+    private async Task OpenAsync(CancellationToken cancellationToken)
+    {
+        var connection = await _transport.ConsumeConnection.GetAsync(cancellationToken).ConfigureAwait(false);
+        var channel = await connection.CreateChannelAsync(
+            new CreateChannelOptions(publisherConfirmationsEnabled: false, publisherConfirmationTrackingEnabled: false, outstandingPublisherConfirmationsRateLimiter: null, consumerDispatchConcurrency: 1),
+            cancellationToken).ConfigureAwait(false);
+        try
+        {
+            channel.ChannelShutdownAsync += OnChannelShutdownAsync;
+            if (Request.Temporary)
+            {
+                // Exclusive to this connection and deleted with it; the client declares it again after a reconnect.
+                await channel.QueueDeclareAsync(_queue, durable: false, exclusive: true, autoDelete: true, arguments: null, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+
+            await channel.BasicQosAsync(0, _prefetch, global: false, cancellationToken).ConfigureAwait(false);
+            var consumer = new Consumer(this, channel);
+            lock (_gate)
+            {
+                _channel = channel;
+                _consumer = consumer;
+            }
+
+            await channel.BasicConsumeAsync(_queue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false);
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (RabbitMqConnection.IsChannelError(ex.ShutdownReason))
+        {
+            channel.ChannelShutdownAsync -= OnChannelShutdownAsync;
+            await RabbitMqPublisher.CloseQuietlyAsync(channel).ConfigureAwait(false);
+            throw new InvalidOperationException($"RabbitMQ refused to consume from '{_queue}': {ex.ShutdownReason?.ReplyText}", ex);
+        }
+        catch
+        {
+            channel.ChannelShutdownAsync -= OnChannelShutdownAsync;
+            await RabbitMqPublisher.CloseQuietlyAsync(channel).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private Task OnDelivery(Consumer consumer, ulong deliveryTag, bool redelivered, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
+    {
+        // The body's memory belongs to the client library and is reused after this call returns.
+        var copy = body.ToArray();
+        Delivery delivery;
+        try
+        {
+            delivery = AmqpEnvelope.TryRead(properties, copy, redelivered, out var envelope, out var problem)
+                ? new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), envelope, null, null)
+                : new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), default, problem, new BasicProperties(properties)) { RawBody = copy };
+        }
+        catch (Exception ex)
+        {
+            delivery = new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), default, $"its properties could not be read: {ex.Message}", null) { RawBody = copy };
+        }
+
+        if (_inline)
+        {
+            // One at a time, in the order the broker sent them: the client waits for this task before the next delivery.
+            var processing = RunOneAsync(delivery);
+            Volatile.Write(ref _inlineCurrent, processing);
+            return processing;
+        }
+
+        // When the lanes are closed (stopping) the delivery stays unacknowledged and the broker takes it back.
+        _ = PickLane(delivery.Envelope.PartitionKey).Writer.TryWrite(delivery);
+        return Task.CompletedTask;
+    }
+
+    private Task OnDeliveryAsync(Consumer consumer, ulong deliveryTag, bool redelivered, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
+    {
+        try
+        {
+            return OnDelivery(consumer, deliveryTag, redelivered, properties, body);
+        }
+        catch (Exception ex)
+        {
+            // Never let an exception into the client's dispatcher: it would leave the message unacknowledged for good.
+            RabbitMqLog.Malformed(_transport.Logger, _logical, $"the delivery could not be queued for a worker ({ex.Message}); it is returned to the broker");
+            return NackAsync(new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), default, null, null));
+        }
+    }
+
+    private Channel<Delivery> PickLane(string? partitionKey)
+    {
+        var lanes = _lanes;
+        if (lanes.Length == 1)
+        {
+            return lanes[0];
+        }
+
+        if (partitionKey is not null)
+        {
+            return lanes[(int)((uint)partitionKey.GetHashCode() % (uint)lanes.Length)];
+        }
+
+        var start = (int)((uint)Interlocked.Increment(ref _roundRobin) % (uint)lanes.Length);
+        var best = lanes[start];
+        var bestCount = best.Reader.Count;
+        for (var i = 1; i < lanes.Length && bestCount > 0; i++)
+        {
+            var candidate = lanes[(start + i) % lanes.Length];
+            var count = candidate.Reader.Count;
+            if (count < bestCount)
+            {
+                best = candidate;
+                bestCount = count;
+            }
+        }
+
+        return best;
+    }
+
+    private async Task RunAsync(ChannelReader<Delivery> reader)
+    {
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var delivery))
+            {
+                await RunOneAsync(delivery).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private Task RunOneAsync(Delivery delivery) =>
+        // After the deadline, or when the delivery came on a channel that has since closed, the message is left
+        // alone: the broker delivers it again.
+        _hardStop.IsCancellationRequested || delivery.Generation != Volatile.Read(ref _generation)
+            ? Task.CompletedTask
+            : ProcessAsync(delivery);
+
+    private async Task ProcessAsync(Delivery delivery)
+    {
+        if (delivery.Problem is { } problem)
+        {
+            var reason = $"Malformed message: {problem}";
+            RabbitMqLog.Malformed(_transport.Logger, _logical, reason);
+            PatternsTelemetry.Failed.Add(1, PatternsTelemetry.Tags(_transport.SystemName, _logical, Request.ConsumerGroup));
+            await SettleAsync(delivery, Settlement.DeadLetter(reason)).ConfigureAwait(false);
+            return;
+        }
+
+        var envelope = delivery.Envelope;
+        if (_inbox is { } inbox)
+        {
+            try
+            {
+                if (await inbox.ContainsAsync(Request.ConsumerGroup, envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false))
+                {
+                    RabbitMqLog.Duplicate(_transport.Logger, envelope.MessageId, Request.ConsumerGroup);
+                    await AckAsync(delivery).ConfigureAwait(false);
+                    return;
+                }
+            }
+            catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
+            {
+                return;
+            }
+        }
+
+        Settlement settlement;
+        try
+        {
+            settlement = await _handler(envelope, _hardStop.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
+        {
+            await NackAsync(delivery).ConfigureAwait(false);
+            return;
+        }
+        catch (Exception ex)
+        {
+            settlement = Settlement.DeadLetter($"The delivery handler threw {ex.GetType().Name}: {ex.Message}", ex);
+        }
+
+        await SettleAsync(delivery, settlement).ConfigureAwait(false);
+    }
+
+    private async Task SettleAsync(Delivery delivery, Settlement settlement)
+    {
+        try
+        {
+            switch (settlement.Kind)
+            {
+                case SettlementKind.Ack:
+                    if (_inbox is { } inbox)
+                    {
+                        // False means another delivery of the same message got there first; either way it is handled.
+                        _ = await inbox.TryMarkHandledAsync(Request.ConsumerGroup, delivery.Envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false);
+                    }
+
+                    await AckAsync(delivery).ConfigureAwait(false);
+                    break;
+
+                case SettlementKind.Retry:
+                    if (_hardStop.IsCancellationRequested || Request.Temporary
+                        || !await _transport.RedeliverAsync(_logical, delivery.Envelope, settlement.Delay, _hardStop.Token).ConfigureAwait(false))
+                    {
+                        await NackAsync(delivery).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await AckAsync(delivery).ConfigureAwait(false);
+                    }
+
+                    break;
+
+                default:
+                    if (Request.Temporary)
+                    {
+                        RabbitMqLog.TemporaryDropped(_transport.Logger, _logical, settlement.Reason ?? "dead-lettered");
+                    }
+                    else if (!await _transport.DeadLetterAsync(_logical, delivery, settlement, _hardStop.Token).ConfigureAwait(false))
+                    {
+                        // Could not write the dead letter with its reason: let the broker dead-letter it (x-death records why).
+                        await NackAsync(delivery, requeue: false).ConfigureAwait(false);
+                        break;
+                    }
+
+                    await AckAsync(delivery).ConfigureAwait(false);
+                    break;
+            }
+        }
+        catch (Exception ex)
+        {
+            // Nothing was acknowledged, so the broker delivers the message again.
+            RabbitMqLog.SettleFailed(_transport.Logger, ex, delivery.Envelope.MessageId, _logical);
+        }
+    }
+
+    private async Task AckAsync(Delivery delivery)
+    {
+        try
+        {
+            await delivery.Consumer.Channel.BasicAckAsync(delivery.Tag, multiple: false).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RabbitMqConnection.IsConnectivity(ex) || ex is RabbitMQ.Client.Exceptions.OperationInterruptedException)
+        {
+            // The channel is gone: the broker has taken the message back and delivers it again.
+        }
+    }
+
+    private async Task NackAsync(Delivery delivery, bool requeue = true)
+    {
+        try
+        {
+            await delivery.Consumer.Channel.BasicNackAsync(delivery.Tag, multiple: false, requeue).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (RabbitMqConnection.IsConnectivity(ex) || ex is RabbitMQ.Client.Exceptions.OperationInterruptedException)
+        {
+            // The channel is gone: the broker has taken the message back.
+        }
+    }
+
+    private Task OnChannelShutdownAsync(object sender, ShutdownEventArgs args)
+    {
+        Interlocked.Increment(ref _generation);
+        if (_stopping || args.Initiator == ShutdownInitiator.Application)
+        {
+            return Task.CompletedTask;
+        }
+
+        Request.ConnectionLost?.Invoke(new TransportUnavailableException(
+            $"The consumer of '{_logical}' lost its channel to RabbitMQ at {_transport.ConsumeConnection.Endpoint} ({args.ReplyCode} {args.ReplyText})."));
+        if (RabbitMqConnection.IsChannelError(args))
+        {
+            // The client recovers channels only with their connection; one the broker closed on its own needs a new one.
+            RestartConsumer($"{args.ReplyCode} {args.ReplyText}");
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private void OnBrokerCancel()
+    {
+        Interlocked.Increment(ref _generation);
+        if (!_stopping)
+        {
+            RestartConsumer("the broker cancelled the consumer; was the queue deleted?");
+        }
+    }
+
+    private void RestartConsumer(string reason)
+    {
+        lock (_gate)
+        {
+            if (_stopping || _resubscribing is { IsCompleted: false })
+            {
+                return;
+            }
+
+            RabbitMqLog.ConsumerInterrupted(_transport.Logger, _logical, reason);
+            _resubscribing = Task.Run(ReconsumeAsync, CancellationToken.None);
+        }
+    }
+
+    private async Task ReconsumeAsync()
+    {
+        IChannel? old;
+        lock (_gate)
+        {
+            old = _channel;
+            _channel = null;
+        }
+
+        if (old is not null)
+        {
+            old.ChannelShutdownAsync -= OnChannelShutdownAsync;
+            await RabbitMqPublisher.CloseQuietlyAsync(old).ConfigureAwait(false);
+        }
+
+        var delay = _transport.Options.NetworkRecoveryInterval;
+        while (!_stopping)
+        {
+            try
+            {
+                await Task.Delay(delay, _transport.TimeProvider, _hardStop.Token).ConfigureAwait(false);
+                if (_stopping)
+                {
+                    return;
+                }
+
+                if (!Request.Temporary)
+                {
+                    // The queue may have been deleted: declare it again rather than trusting what was declared before.
+                    _transport.Topology.Forget(_logical);
+                    var connection = await _transport.ConsumeConnection.GetAsync(_hardStop.Token).ConfigureAwait(false);
+                    await _transport.Topology.DeclareSubscriptionAsync(connection, Request, _hardStop.Token).ConfigureAwait(false);
+                }
+
+                await OpenAsync(_hardStop.Token).ConfigureAwait(false);
+                return;
+            }
+            catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                RabbitMqLog.ResubscribeFailed(_transport.Logger, ex, _logical, delay);
+            }
+        }
+    }
+
+    /// <summary>A delivery waiting in a lane. <see cref="Generation"/> tells deliveries of a channel that has since closed apart.</summary>
+    internal readonly record struct Delivery(Consumer Consumer, ulong Tag, int Generation, Envelope Envelope, string? Problem, BasicProperties? RawProperties)
+    {
+        /// <summary>Gets the body as it arrived, kept for malformed messages, which are dead-lettered as they are.</summary>
+        public ReadOnlyMemory<byte> RawBody { get; init; }
+    }
+
+    internal sealed class Consumer(RabbitMqSubscription owner, IChannel channel) : AsyncDefaultBasicConsumer(channel)
+    {
+        public TaskCompletionSource CancelOk { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override Task HandleBasicDeliverAsync(
+            string consumerTag, ulong deliveryTag, bool redelivered, string exchange, string routingKey,
+            IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default)
+        {
+            return owner.OnDeliveryAsync(this, deliveryTag, redelivered, properties, body);
+        }
+
+        public override async Task HandleBasicCancelOkAsync(string consumerTag, CancellationToken cancellationToken = default)
+        {
+            await base.HandleBasicCancelOkAsync(consumerTag, cancellationToken).ConfigureAwait(false);
+            CancelOk.TrySetResult();
+        }
+
+        public override async Task HandleBasicCancelAsync(string consumerTag, CancellationToken cancellationToken = default)
+        {
+            await base.HandleBasicCancelAsync(consumerTag, cancellationToken).ConfigureAwait(false);
+            owner.OnBrokerCancel();
+        }
+    }
+}

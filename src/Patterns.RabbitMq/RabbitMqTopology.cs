@@ -1,0 +1,260 @@
+using System.Collections.Concurrent;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Patterns.Transport;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
+
+namespace Patterns.RabbitMq;
+
+/// <summary>
+/// Names and declares the broker topology, idempotently. For a queue <c>q</c> (a point-to-point queue, or a
+/// subscription's consumer group): the durable queue <c>q</c>, its dead-letter exchange <c>q.dlx</c> (fanout)
+/// bound to its dead-letter queue <c>q.dlq</c>, and, once a delayed retry needs one, a retry queue per delay
+/// <c>q.retry.5s</c> whose messages expire back into <c>q</c>. Pub/sub topics are routing keys on one topic
+/// exchange; a subscription binds its group's queue with its pattern (<c>*</c> and <c>#</c> mean the same in AMQP).
+/// Every name gets <see cref="RabbitMqTransportOptions.NamePrefix"/> in front.
+/// </summary>
+internal sealed class RabbitMqTopology
+{
+    private const int MaxNameBytes = 255;
+
+    private readonly RabbitMqTransportOptions _options;
+    private readonly ILogger _logger;
+    private readonly TimeSpan[] _retryDelays;
+    private readonly ConcurrentDictionary<string, QueueSettings> _queues = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, string> _groupPatterns = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Task> _declared = new(StringComparer.Ordinal);
+
+    public RabbitMqTopology(RabbitMqTransportOptions options, ILogger logger)
+    {
+        _options = options;
+        _logger = logger;
+        _retryDelays = [.. options.RetryDelays.Order()];
+        TopicExchange = options.NamePrefix + options.TopicExchange;
+    }
+
+    /// <summary>Gets the broker names of every queue and exchange this transport declared (tests delete them afterwards).</summary>
+    public ConcurrentDictionary<string, bool> Created { get; } = new(StringComparer.Ordinal);
+
+    public string TopicExchange { get; }
+
+    public string Queue(string logical) => _options.NamePrefix + logical;
+
+    public string DeadLetterExchange(string logical) => _options.NamePrefix + logical + ".dlx";
+
+    public string DeadLetterQueue(string logical) => _options.NamePrefix + logical + ".dlq";
+
+    public string RetryQueue(string logical, TimeSpan delay) => _options.NamePrefix + logical + ".retry." + Format(delay);
+
+    /// <summary>The settings a queue was declared with in this process, if it was.</summary>
+    public QueueSettings? SettingsOf(string logical) => _queues.TryGetValue(logical, out var settings) ? settings : null;
+
+    /// <summary>Rounds a requested delay up to the next configured retry delay (capped at the largest).</summary>
+    public TimeSpan RetryDelayFor(TimeSpan requested)
+    {
+        foreach (var delay in _retryDelays)
+        {
+            if (delay >= requested)
+            {
+                return delay;
+            }
+        }
+
+        return _retryDelays[^1];
+    }
+
+    public static string Format(TimeSpan delay) =>
+        delay.Ticks % TimeSpan.TicksPerHour == 0 ? $"{(long)delay.TotalHours}h"
+        : delay.Ticks % TimeSpan.TicksPerMinute == 0 ? $"{(long)delay.TotalMinutes}m"
+        : delay.Ticks % TimeSpan.TicksPerSecond == 0 ? $"{(long)delay.TotalSeconds}s"
+        : $"{(long)delay.TotalMilliseconds}ms";
+
+    /// <summary>Checks a logical queue name before it reaches the broker.</summary>
+    public void ValidateQueueName(string logical, string paramName)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(logical, paramName);
+        var longest = RetryQueue(logical, TimeSpan.FromMilliseconds(999));
+        if (Encoding.UTF8.GetByteCount(longest) > MaxNameBytes)
+        {
+            throw new ArgumentException(
+                $"Queue name '{logical}' is too long for RabbitMQ: with its prefix and suffixes ('{longest}') it is over {MaxNameBytes} bytes.", paramName);
+        }
+
+        if (Queue(logical).StartsWith("amq.", StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"Queue name '{Queue(logical)}' starts with 'amq.', which RabbitMQ reserves for itself.", paramName);
+        }
+    }
+
+    /// <summary>Declares a point-to-point queue with a capacity: <c>x-max-length</c> with <c>reject-publish</c>, so a full queue refuses publishes.</summary>
+    public async ValueTask DeclareQueueAsync(IConnection connection, string logical, QueueSettings settings, CancellationToken cancellationToken)
+    {
+        ValidateQueueName(logical, nameof(logical));
+        var declared = _queues.GetOrAdd(logical, settings);
+        try
+        {
+            await EnsureOnceAsync("queue:" + logical, () => RunAsync(
+                connection, channel => DeclareQueueTopologyAsync(channel, logical, declared.Capacity, declared.DeadLetterCapacity, cancellationToken), cancellationToken)).ConfigureAwait(false);
+        }
+        catch
+        {
+            _queues.TryRemove(new KeyValuePair<string, QueueSettings>(logical, declared));
+            throw;
+        }
+    }
+
+    /// <summary>Declares what a subscription consumes from: its queue (unless declared already), dead-letter queue and, for a topic, the binding.</summary>
+    public async ValueTask DeclareSubscriptionAsync(IConnection connection, SubscriptionRequest request, CancellationToken cancellationToken)
+    {
+        var logical = request.QueueName;
+        ValidateQueueName(logical, nameof(request));
+        if (request.Address.Kind == AddressKind.Topic)
+        {
+            var pattern = request.Address.Name;
+            var existing = _groupPatterns.GetOrAdd(logical, pattern);
+            if (!string.Equals(existing, pattern, StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException(
+                    $"Consumer group '{logical}' already subscribes to topic '{existing}', so it cannot also subscribe to '{pattern}'. Give the subscription its own consumer group.");
+            }
+
+            await EnsureTopicExchangeAsync(connection, cancellationToken).ConfigureAwait(false);
+            await RunAsync(connection, async channel =>
+            {
+                await DeclareQueueTopologyAsync(channel, logical, capacity: null, request.DeadLetterCapacity, cancellationToken).ConfigureAwait(false);
+                await channel.QueueBindAsync(Queue(logical), TopicExchange, pattern, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        if (_queues.TryGetValue(logical, out var settings))
+        {
+            // Declared in this process (DeclareQueueAsync), with its own settings; declaring it again with the
+            // subscription's settings would only conflict.
+            await DeclareQueueAsync(connection, logical, settings, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            await RunAsync(connection, channel => DeclareQueueTopologyAsync(channel, logical, request.Capacity, request.DeadLetterCapacity, cancellationToken), cancellationToken).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 406 })
+        {
+            // Another process declared the queue with its own capacity: consume from it as it is.
+            RabbitMqLog.QueueExistsWithOtherSettings(_logger, logical, ex.Message);
+            await RunAsync(connection, async channel =>
+            {
+                await channel.QueueDeclarePassiveAsync(Queue(logical), cancellationToken).ConfigureAwait(false);
+                await channel.QueueDeclarePassiveAsync(DeadLetterQueue(logical), cancellationToken).ConfigureAwait(false);
+            }, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Declares the retry queue of one delay for one queue, once.</summary>
+    public Task EnsureRetryQueueAsync(IConnection connection, string logical, TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var name = RetryQueue(logical, delay);
+        return EnsureOnceAsync(name, () => RunAsync(connection, async channel =>
+        {
+            await channel.QueueDeclareAsync(name, _options.Durable, exclusive: false, autoDelete: false, new Dictionary<string, object?>
+            {
+                ["x-message-ttl"] = (long)delay.TotalMilliseconds,
+                ["x-dead-letter-exchange"] = string.Empty,
+                ["x-dead-letter-routing-key"] = Queue(logical),
+            }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            Created[name] = false;
+        }, cancellationToken));
+    }
+
+    /// <summary>Forgets what was declared for a queue (it was deleted behind our back), so the next use declares it again.</summary>
+    public void Forget(string logical)
+    {
+        _declared.TryRemove("queue:" + logical, out _);
+        foreach (var delay in _retryDelays)
+        {
+            _declared.TryRemove(RetryQueue(logical, delay), out _);
+        }
+    }
+
+    /// <summary>Forgets that a retry queue was declared (it was deleted behind our back), so the next retry declares it again.</summary>
+    public void ForgetRetryQueue(string logical, TimeSpan delay) => _declared.TryRemove(RetryQueue(logical, delay), out _);
+
+    public Task EnsureTopicExchangeAsync(IConnection connection, CancellationToken cancellationToken) =>
+        EnsureOnceAsync(TopicExchange, () => RunAsync(connection, async channel =>
+        {
+            await channel.ExchangeDeclareAsync(TopicExchange, ExchangeType.Topic, _options.Durable, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+            Created[TopicExchange] = true;
+        }, cancellationToken));
+
+    /// <summary>Runs broker operations on a short-lived channel, turning a refusal into a clear exception.</summary>
+    public static async Task RunAsync(IConnection connection, Func<IChannel, Task> operation, CancellationToken cancellationToken)
+    {
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await operation(channel).ConfigureAwait(false);
+        }
+        catch (OperationInterruptedException ex) when (RabbitMqConnection.IsChannelError(ex.ShutdownReason))
+        {
+            var hint = ex.ShutdownReason?.ReplyCode == 406
+                ? " The queue or exchange exists with other settings: delete it, or declare it with the same settings."
+                : string.Empty;
+            throw new InvalidOperationException($"RabbitMQ refused the operation: {ex.ShutdownReason?.ReplyText}.{hint}", ex);
+        }
+        finally
+        {
+            await RabbitMqPublisher.CloseQuietlyAsync(channel).ConfigureAwait(false);
+        }
+    }
+
+    private async Task DeclareQueueTopologyAsync(IChannel channel, string logical, int? capacity, int deadLetterCapacity, CancellationToken cancellationToken)
+    {
+        var dlx = DeadLetterExchange(logical);
+        var dlq = DeadLetterQueue(logical);
+        await channel.ExchangeDeclareAsync(dlx, ExchangeType.Fanout, _options.Durable, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+        Created[dlx] = true;
+        await channel.QueueDeclareAsync(dlq, _options.Durable, exclusive: false, autoDelete: false, new Dictionary<string, object?>
+        {
+            // The oldest dead letters are dropped past the capacity, as in the in-memory transport.
+            ["x-max-length"] = deadLetterCapacity,
+        }, cancellationToken: cancellationToken).ConfigureAwait(false);
+        Created[dlq] = false;
+        await channel.QueueBindAsync(dlq, dlx, string.Empty, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+        var arguments = new Dictionary<string, object?>
+        {
+            ["x-dead-letter-exchange"] = dlx,
+        };
+        if (capacity is { } max)
+        {
+            arguments["x-max-length"] = max;
+            arguments["x-overflow"] = "reject-publish";
+        }
+
+        if (_options.SingleActiveConsumer)
+        {
+            arguments["x-single-active-consumer"] = true;
+        }
+
+        var queue = Queue(logical);
+        await channel.QueueDeclareAsync(queue, _options.Durable, exclusive: false, autoDelete: false, arguments, cancellationToken: cancellationToken).ConfigureAwait(false);
+        Created[queue] = false;
+    }
+
+    private async Task EnsureOnceAsync(string key, Func<Task> declare)
+    {
+        var task = _declared.GetOrAdd(key, _ => declare());
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+        catch
+        {
+            // Let the next caller try again.
+            _declared.TryRemove(new KeyValuePair<string, Task>(key, task));
+            throw;
+        }
+    }
+}

@@ -1,0 +1,264 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using Patterns.Batching;
+using Patterns.Core.Tests.Queues;
+using Patterns.PubSub;
+using Patterns.Queues;
+using Patterns.Testing;
+using Patterns.Transport;
+
+namespace Patterns.Core.Tests.Batching;
+
+public sealed record Reading(int Sensor, double Value);
+
+public sealed class ReadingBatchHandler(ReadingLog log) : IBatchHandler<Reading>
+{
+    public ValueTask HandleAsync(Batch<Reading> batch, CancellationToken cancellationToken)
+    {
+        log.Add(batch.ToArray(), batch.Envelopes.ToArray().Select(e => e.MessageId).ToArray());
+        return default;
+    }
+}
+
+public sealed class ReadingLog
+{
+    private readonly ConcurrentQueue<(Reading[] Items, Guid[] Ids)> _batches = new();
+    private int _items;
+    private TaskCompletionSource _signal = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _want = int.MaxValue;
+
+    public IReadOnlyCollection<(Reading[] Items, Guid[] Ids)> Batches => _batches;
+
+    public void Add(Reading[] items, Guid[] ids)
+    {
+        _batches.Enqueue((items, ids));
+        if (Interlocked.Add(ref _items, items.Length) >= Volatile.Read(ref _want))
+        {
+            _signal.TrySetResult();
+        }
+    }
+
+    public Task WaitForItemsAsync(int count)
+    {
+        Volatile.Write(ref _want, count);
+        return Volatile.Read(ref _items) >= count ? Task.CompletedTask : _signal.Task.WaitAsync(TestHost.Wait);
+    }
+}
+
+public sealed class BatchConsumerTests
+{
+    [Fact]
+    public async Task AddBatchHandler_Queue_FlushesByCountThenByAgeAndAcksEveryMessage()
+    {
+        var time = new ManualTimeProvider();
+        var batches = new ConcurrentQueue<int[]>();
+        var handled = 0;
+        var allHandled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(
+            b => b.AddBatching(x => x.AddBatchHandler<Job>(
+                TransportAddress.Queue("jobs"),
+                (batch, _) =>
+                {
+                    batches.Enqueue(batch.ToArray().Select(j => j.Id).ToArray());
+                    if (Interlocked.Add(ref handled, batch.Count) == 250)
+                    {
+                        allHandled.SetResult();
+                    }
+
+                    return default;
+                },
+                o => { o.MaxCount = 100; o.MaxAge = TimeSpan.FromSeconds(2); })),
+            time);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        for (var i = 0; i < 250; i++)
+        {
+            await sender.SendAsync("jobs", new Job(i));
+        }
+
+        await host.Harness().WaitForDeliveriesAsync(200).WaitAsync(TestHost.Wait);
+        batches.Should().HaveCount(2).And.OnlyContain(b => b.Length == 100, "two batches fill by count");
+        // The last 50 reach the consumer one by one; each time a batch is open, its age flushes it.
+        while (!allHandled.Task.IsCompleted)
+        {
+            var timer = time.WaitForPendingTimersAsync();
+            await Task.WhenAny(allHandled.Task, timer).WaitAsync(TestHost.Wait);
+            if (timer.IsCompleted && !allHandled.Task.IsCompleted)
+            {
+                time.Advance(TimeSpan.FromSeconds(2));
+            }
+        }
+
+        await host.Harness().WaitForDeliveriesAsync(250).WaitAsync(TestHost.Wait);
+
+        batches.Skip(2).Should().OnlyContain(b => b.Length < 100, "the rest is flushed by age");
+        batches.Skip(2).Sum(b => b.Length).Should().Be(50);
+        batches.SelectMany(b => b).Order().Should().Equal(Enumerable.Range(0, 250));
+        host.Harness().Deliveries.Should().OnlyContain(d => d.Outcome == SettlementKind.Ack);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task AddBatchHandler_ItemsMarkedFailed_DeadLetteredOneByOneAndTheRestAcked()
+    {
+        var attempts = new ConcurrentDictionary<int, int>();
+        using var host = await TestHost.StartAsync(b => b.AddBatching(x => x.AddBatchHandler<Job>(
+            TransportAddress.Queue("work"),
+            (batch, _) =>
+            {
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    attempts.AddOrUpdate(batch[i].Id, 1, (_, n) => n + 1);
+                    if (batch[i].Id % 3 == 0)
+                    {
+                        batch.Fail(i, new InvalidOperationException($"job {batch[i].Id} is poison"));
+                    }
+                }
+
+                return default;
+            },
+            o => { o.MaxCount = 10; o.MaxAge = Timeout.InfiniteTimeSpan; o.Retry!.Delay = TimeSpan.Zero; o.Retry.MaxRetryAttempts = 2; })));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        for (var i = 1; i <= 10; i++)
+        {
+            await sender.SendAsync("work", new Job(i));
+        }
+
+        await host.Harness().WaitForDeliveriesAsync(10).WaitAsync(TestHost.Wait);
+        var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "work", 3);
+
+        dead.Select(d => ((Job)d.Envelope.Body!).Id).Order().Should().Equal(3, 6, 9);
+        dead.Should().OnlyContain(d => d.ExceptionType == typeof(InvalidOperationException).FullName && d.Reason.Contains("after 3 attempt(s)"));
+        dead.Select(d => d.ExceptionMessage).Should().BeEquivalentTo("job 3 is poison", "job 6 is poison", "job 9 is poison");
+        host.Harness().Deliveries.Count(d => d.Outcome == SettlementKind.Ack).Should().Be(7);
+        attempts.Where(a => a.Key % 3 == 0).Should().OnlyContain(a => a.Value == 3, "one attempt and two retries");
+        attempts.Where(a => a.Key % 3 != 0).Should().OnlyContain(a => a.Value == 1, "only failed items are retried");
+    }
+
+    [Fact]
+    public async Task AddBatchHandler_SubscriptionWithHandlerType_ReceivesPublishedMessagesWithEnvelopes()
+    {
+        using var host = await TestHost.StartAsync(b =>
+        {
+            b.Services.AddSingleton<ReadingLog>();
+            b.AddBatching(x => x.AddBatchHandler<Reading, ReadingBatchHandler>(TransportAddress.Topic("sensors.*"), o =>
+            {
+                o.MaxCount = 5;
+                o.MaxAge = Timeout.InfiniteTimeSpan;
+            }));
+        });
+        var publisher = host.Services.GetRequiredService<IPublisher>();
+        var log = host.Services.GetRequiredService<ReadingLog>();
+
+        for (var i = 0; i < 20; i++)
+        {
+            await publisher.PublishAsync($"sensors.s{i % 4}", new Reading(i % 4, i));
+        }
+
+        await log.WaitForItemsAsync(20);
+        log.Batches.Should().HaveCount(4).And.OnlyContain(b => b.Items.Length == 5 && b.Ids.Length == 5 && b.Ids.All(id => id != Guid.Empty));
+        log.Batches.SelectMany(b => b.Items).Select(r => r.Value).Order().Should().Equal(Enumerable.Range(0, 20).Select(i => (double)i));
+        host.Harness().Deliveries.Should().OnlyContain(d => d.ConsumerGroup == "sensors.*:ReadingBatchHandler");
+    }
+
+    [Fact]
+    public async Task StopAsync_OpenBatches_FlushedAndHandledBeforeTheHostStops()
+    {
+        var handled = new ConcurrentQueue<int>();
+        Batcher<int>? batcher = null;
+        using var host = await TestHost.StartAsync(b => b.AddBatching(x => x
+            .AddBatchHandler<Job>(
+                TransportAddress.Queue("slow"),
+                (batch, _) =>
+                {
+                    foreach (var job in batch)
+                    {
+                        handled.Enqueue(job.Id);
+                    }
+
+                    return default;
+                },
+                o => { o.MaxCount = 100; o.MaxAge = Timeout.InfiniteTimeSpan; })
+            .AddBatcher<int>(
+                (batch, _) =>
+                {
+                    foreach (var i in batch)
+                    {
+                        handled.Enqueue(1000 + i);
+                    }
+
+                    return default;
+                },
+                o => { o.MaxCount = 100; o.MaxAge = Timeout.InfiniteTimeSpan; },
+                name: "numbers")));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        batcher = host.Services.GetRequiredKeyedService<Batcher<int>>("numbers");
+
+        for (var i = 0; i < 10; i++)
+        {
+            await sender.SendAsync("slow", new Job(i));
+            await batcher.AddAsync(i);
+        }
+
+        await host.StopAsync().WaitAsync(TestHost.Wait);
+
+        handled.Order().Should().Equal(Enumerable.Range(0, 10).Concat(Enumerable.Range(1000, 10)));
+        batcher.Completion.IsCompletedSuccessfully.Should().BeTrue();
+        host.Harness().Deliveries.Should().HaveCount(10).And.OnlyContain(d => d.Outcome == SettlementKind.Ack);
+    }
+
+    [Fact]
+    public async Task AddBatchHandler_WrongBodyType_DeadLetteredWithTheReason()
+    {
+        using var host = await TestHost.StartAsync(b => b.AddBatching(x => x.AddBatchHandler<Job>(
+            TransportAddress.Topic("mixed"),
+            (_, _) => default,
+            o => { o.ConsumerGroup = "mixed-batches"; o.MaxCount = 1; })));
+
+        await host.Services.GetRequiredService<IPublisher>().PublishAsync("mixed", new Reading(1, 2));
+
+        var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "mixed-batches", 1);
+        dead[0].Reason.Should().Contain("received a body of type").And.Contain(nameof(Reading));
+    }
+
+    [Fact]
+    public async Task StartAsync_InvalidRegistrations_FailListingEveryProblem()
+    {
+        using var host = TestHost.Build(b => b.AddBatching(x => x
+            .AddBatchHandler<Job>(TransportAddress.Queue("q"), (_, _) => default, o => { o.MaxCount = 50; o.Capacity = 10; o.FullMode = BatchFullMode.DropNewest; })
+            .AddBatcher<int>((_, _) => default, o => o.MaxSize = 100, name: "sized")
+            .AddBatchHandler<Job>(TransportAddress.Topic("bad..topic"), (_, _) => default, o => o.ConsumerGroup = "g")));
+
+        var act = () => host.StartAsync();
+
+        var error = (await act.Should().ThrowAsync<OptionsValidationException>()).Which;
+        error.Failures.Should().Contain(f => f.Contains("Capacity (10) must be at least MaxCount (50)"))
+            .And.Contain(f => f.Contains("FullMode must be Wait"))
+            .And.Contain(f => f.Contains("'sized'") && f.Contains("no size function"))
+            .And.Contain(f => f.Contains("empty segment"));
+    }
+
+    [Fact]
+    public async Task AddBatcher_HandlerType_ResolvedPerBatchFromDi()
+    {
+        using var host = await TestHost.StartAsync(b =>
+        {
+            b.Services.AddSingleton<ReadingLog>();
+            b.AddBatching(x => x.AddBatcher<Reading, ReadingBatchHandler>(o => { o.MaxCount = 3; o.MaxAge = Timeout.InfiniteTimeSpan; }));
+        });
+        var batcher = host.Services.GetRequiredService<Batcher<Reading>>();
+        var log = host.Services.GetRequiredService<ReadingLog>();
+
+        for (var i = 0; i < 6; i++)
+        {
+            await batcher.AddAsync(new Reading(1, i));
+        }
+
+        await log.WaitForItemsAsync(6);
+        log.Batches.Should().HaveCount(2).And.OnlyContain(b => b.Items.Length == 3 && b.Ids.Length == 0, "in-process items have no envelopes");
+        batcher.Name.Should().Be(nameof(Reading));
+    }
+}

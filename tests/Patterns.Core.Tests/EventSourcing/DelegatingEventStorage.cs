@@ -1,0 +1,33 @@
+using Patterns.Storage;
+
+namespace Patterns.Core.Tests.EventSourcing;
+
+/// <summary>Passes every call to another storage; tests override one behaviour through the delegates.</summary>
+public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage
+{
+    public Func<long, CancellationToken, ValueTask>? OnWaitForEvents { get; init; }
+
+    public EventStorageCapabilities Capabilities => inner.Capabilities;
+
+    public ValueTask<AppendResult> AppendAsync(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, InlineProjection? inlineProjection = null, CancellationToken cancellationToken = default) =>
+        inner.AppendAsync(streamId, expectedVersion, events, inlineProjection, cancellationToken);
+
+    public IAsyncEnumerable<StoredEvent> ReadStreamAsync(string streamId, ReadDirection direction = ReadDirection.Forward, long? fromVersion = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default) =>
+        inner.ReadStreamAsync(streamId, direction, fromVersion, maxCount, cancellationToken);
+
+    public IAsyncEnumerable<StoredEvent> ReadAllAsync(long afterPosition = 0, EventFilter? filter = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default) =>
+        inner.ReadAllAsync(afterPosition, filter, maxCount, cancellationToken);
+
+    public ValueTask<StreamState> GetStreamStateAsync(string streamId, CancellationToken cancellationToken = default) => inner.GetStreamStateAsync(streamId, cancellationToken);
+
+    public ValueTask<long> GetHeadPositionAsync(CancellationToken cancellationToken = default) => inner.GetHeadPositionAsync(cancellationToken);
+
+    public ValueTask DeleteStreamAsync(string streamId, ExpectedVersion expectedVersion, StreamDeleteMode mode = StreamDeleteMode.Soft, CancellationToken cancellationToken = default) =>
+        inner.DeleteStreamAsync(streamId, expectedVersion, mode, cancellationToken);
+
+    public ValueTask TruncateStreamAsync(string streamId, long beforeVersion, CancellationToken cancellationToken = default) =>
+        inner.TruncateStreamAsync(streamId, beforeVersion, cancellationToken);
+
+    public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken) =>
+        OnWaitForEvents is { } wait ? wait(afterPosition, cancellationToken) : inner.WaitForEventsAsync(afterPosition, cancellationToken);
+}

@@ -1,0 +1,322 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Options;
+using Patterns.Messaging;
+using Patterns.Storage;
+using Patterns.Transport;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
+
+namespace Patterns.RabbitMq.Tests;
+
+/// <summary>What the RabbitMQ transport does beyond the conformance suite: de-duplication, topology, recovery from a deleted queue.</summary>
+public sealed class RabbitMqTransportTests : IAsyncLifetime
+{
+    private readonly List<MessageTransport> _transports = [];
+
+    public ValueTask InitializeAsync() => default;
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var transport in _transports)
+        {
+            await transport.DisposeAsync();
+            await Broker.DeleteTopologyAsync(transport);
+        }
+    }
+
+    [Theory]
+    [InlineData(true, new[] { 1, 2 })]
+    [InlineData(false, new[] { 1, 1, 2 })]
+    public async Task Deduplicate_SameMessageIdTwice_HandledOnceWhenOn(bool deduplicate, int[] expected)
+    {
+        var transport = await CreateSutAsync(o => o.Deduplicate = deduplicate);
+        await transport.DeclareQueueAsync("dedup", new QueueSettings());
+        var handled = new Collector<int>();
+        await transport.SubscribeAsync(Queue("dedup"), (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
+        var first = Message(1);
+
+        await transport.SendAsync("dedup", first);
+        await transport.SendAsync("dedup", first with { Payload = BitConverter.GetBytes(1) });
+        await transport.SendAsync("dedup", Message(2));
+        await handled.WaitForAsync(expected.Length);
+
+        handled.Items.Should().Equal(expected);
+    }
+
+    [Fact]
+    public async Task Deduplicate_WithARegisteredInboxStore_UsesIt()
+    {
+        var inbox = new RecordingInbox();
+        var transport = await CreateSutAsync(o => o.Deduplicate = true, inbox);
+        await transport.DeclareQueueAsync("dedup-store", new QueueSettings());
+        var handled = new Collector<Guid>();
+        await transport.SubscribeAsync(Queue("dedup-store"), (e, _) => { handled.Add(e.MessageId); return new(Settlement.Ack); });
+        var message = Message(1);
+        inbox.Handled[("dedup-store", message.MessageId.ToString())] = true;
+
+        await transport.SendAsync("dedup-store", message);
+        var other = Message(2);
+        await transport.SendAsync("dedup-store", other);
+        await handled.WaitForAsync(1);
+
+        handled.Items.Should().Equal(other.MessageId);
+        inbox.Handled.Keys.Should().Contain(("dedup-store", other.MessageId.ToString()));
+    }
+
+    [Fact]
+    public async Task DeclareQueue_ExistsWithOtherCapacity_ThrowsNamingTheDifference()
+    {
+        var prefix = Broker.Prefix("conflict");
+        var first = await CreateSutAsync(o => o.NamePrefix = prefix);
+        var second = await CreateSutAsync(o => o.NamePrefix = prefix);
+        await first.DeclareQueueAsync("shared", new QueueSettings { Capacity = 10 });
+
+        var act = async () => await second.DeclareQueueAsync("shared", new QueueSettings { Capacity = 20 });
+
+        (await act.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("x-max-length").And.Contain("shared");
+    }
+
+    [Fact]
+    public async Task Subscribe_QueueDeclaredElsewhereWithOtherCapacity_ConsumesItAsItIs()
+    {
+        var prefix = Broker.Prefix("elsewhere");
+        var owner = await CreateSutAsync(o => o.NamePrefix = prefix);
+        var consumer = await CreateSutAsync(o => o.NamePrefix = prefix);
+        await owner.DeclareQueueAsync("jobs", new QueueSettings { Capacity = 10 });
+        var handled = new Collector<int>();
+
+        await consumer.SubscribeAsync(Queue("jobs"), (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
+        await owner.SendAsync("jobs", Message(7));
+
+        await handled.WaitForAsync(1);
+        handled.Items.Should().Equal(7);
+    }
+
+    [Fact]
+    public async Task QueueDeletedWhileConsuming_ConsumerDeclaresItAgainAndKeepsGoing()
+    {
+        var transport = (RabbitMqMessageTransport)await CreateSutAsync();
+        await transport.DeclareQueueAsync("fragile", new QueueSettings());
+        var handled = new Collector<int>();
+        await transport.SubscribeAsync(Queue("fragile"), (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
+        await transport.SendAsync("fragile", Message(1));
+        await handled.WaitForAsync(1);
+
+        await using (var connection = await Broker.ConnectAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            await channel.QueueDeleteAsync(transport.Topology.Queue("fragile"), ifUnused: false, ifEmpty: false);
+        }
+
+        // The consumer notices (the broker cancels it), declares the queue again and consumes; sends in the
+        // meantime find no queue and say so, so keep sending until one arrives.
+        var sent = 2;
+        var arrived = handled.WaitForAsync(2);
+        var deadline = DateTime.UtcNow + RabbitHost.Wait;
+        while (!arrived.IsCompleted && DateTime.UtcNow < deadline)
+        {
+            try
+            {
+                await transport.SendAsync("fragile", Message(sent));
+                sent++;
+            }
+            catch (InvalidOperationException ex) when (ex.Message.Contains("does not exist", StringComparison.Ordinal))
+            {
+                // Not declared again yet.
+            }
+        }
+
+        await arrived;
+        handled.Items[1].Should().BeGreaterThanOrEqualTo(2);
+    }
+
+    [Fact]
+    public async Task TemporarySubscription_QueueIsExclusiveAndGoesAwayWithIt()
+    {
+        var transport = (RabbitMqMessageTransport)await CreateSutAsync();
+        var received = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var subscription = await transport.SubscribeAsync(
+            Queue("replies.temp") with { Temporary = true },
+            (e, _) => { received.TrySetResult(e); return new(Settlement.Ack); });
+
+        await transport.SendAsync("replies.temp", Message(5));
+        (await received.Task.WaitAsync(RabbitHost.Wait)).Payload.ToArray().Should().Equal(BitConverter.GetBytes(5));
+        await subscription.StopAsync(CancellationToken.None);
+
+        await using var connection = await Broker.ConnectAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        var passive = async () => await channel.QueueDeclarePassiveAsync(transport.Topology.Queue("replies.temp"));
+        (await passive.Should().ThrowAsync<OperationInterruptedException>()).Which.ShutdownReason!.ReplyCode.Should().Be(404);
+        transport.Topology.Created.Keys.Should().NotContain(k => k.Contains("replies.temp", StringComparison.Ordinal), "a temporary queue has no dead-letter queue");
+    }
+
+    [Fact]
+    public async Task Subscribe_SameGroupTwoPatterns_Throws()
+    {
+        var transport = await CreateSutAsync();
+        await transport.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Topic("a.*"), ConsumerGroup = "g" }, (_, _) => new(Settlement.Ack));
+
+        var act = async () => await transport.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Topic("b.*"), ConsumerGroup = "g" }, (_, _) => new(Settlement.Ack));
+
+        (await act.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("'a.*'").And.Contain("'b.*'");
+    }
+
+    [Fact]
+    public async Task Send_BodyLargerThanTheLimitOnceSerialized_ThrowsMessageTooLarge()
+    {
+        var transport = await CreateSutAsync(o => o.MaxPayloadBytes = 1024);
+        await transport.DeclareQueueAsync("big", new QueueSettings());
+
+        var act = async () => await transport.SendAsync("big", new Envelope { MessageId = Guid.NewGuid(), MessageType = "w", Body = new string('x', 2000) });
+
+        (await act.Should().ThrowAsync<MessageTooLargeException>()).Which.Limit.Should().Be(1024);
+    }
+
+    [Fact]
+    public async Task Connect_WrongPassword_FailsAtOnceSayingTheBrokerRefused()
+    {
+        await Broker.RequireAsync();
+        var uri = new UriBuilder(Broker.Uri) { UserName = "guest", Password = "wrong-password" }.Uri;
+        var transport = await CreateSutAsync(o =>
+        {
+            o.Uri = uri;
+            o.ReconnectTimeout = TimeSpan.FromMinutes(10);
+        });
+
+        var act = async () => await transport.DeclareQueueAsync("never", new QueueSettings()).AsTask().WaitAsync(RabbitHost.Wait);
+
+        (await act.Should().ThrowAsync<TransportUnavailableException>()).Which.Message.Should().Contain("refused");
+    }
+
+    [Fact]
+    public void Create_InvalidOptions_ThrowsListingEveryProblem()
+    {
+        var options = new RabbitMqTransportOptions { Uri = new Uri("http://localhost/"), NamePrefix = "amq.x", PublisherChannels = 0 };
+        options.RetryDelays.Add(TimeSpan.FromSeconds(1));
+
+        var act = () => RabbitMqTransport.Create(options);
+
+        var thrown = act.Should().Throw<OptionsValidationException>().Which;
+        thrown.Failures.Should().HaveCount(4);
+        thrown.Message.Should().Contain("amqp://").And.Contain("amq.").And.Contain("PublisherChannels").And.Contain("same delay twice");
+    }
+
+    [Theory]
+    [InlineData(1, 250)]
+    [InlineData(250, 250)]
+    [InlineData(251, 1000)]
+    [InlineData(4000, 5000)]
+    [InlineData(7_200_000, 3_600_000)]
+    public void RetryDelayFor_RoundsUpToAConfiguredDelay(int requestedMs, int expectedMs)
+    {
+        var topology = new RabbitMqTopology(new RabbitMqTransportOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+
+        topology.RetryDelayFor(TimeSpan.FromMilliseconds(requestedMs)).Should().Be(TimeSpan.FromMilliseconds(expectedMs));
+    }
+
+    [Theory]
+    [InlineData(250, "q.retry.250ms")]
+    [InlineData(5000, "q.retry.5s")]
+    [InlineData(900_000, "q.retry.15m")]
+    [InlineData(3_600_000, "q.retry.1h")]
+    public void RetryQueue_NamesTheDelay(int delayMs, string expected) =>
+        new RabbitMqTopology(new RabbitMqTransportOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
+            .RetryQueue("q", TimeSpan.FromMilliseconds(delayMs)).Should().Be(expected);
+
+    [Fact]
+    public void Envelope_ToPropertiesAndBack_KeepsEveryField()
+    {
+        var sent = new Envelope
+        {
+            MessageId = Guid.NewGuid(),
+            CorrelationId = Guid.NewGuid(),
+            CausationId = Guid.NewGuid(),
+            MessageType = "orders.placed",
+            Payload = "{}"u8.ToArray(),
+            SentAt = new DateTimeOffset(2026, 1, 2, 3, 4, 5, 678, TimeSpan.Zero).AddTicks(9),
+            TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            TraceState = "vendor=1",
+            PartitionKey = "account-7",
+            ReplyTo = "replies.x",
+            DeliveryCount = 3,
+            Headers = new Dictionary<string, string> { ["tenant"] = "acme" },
+        };
+
+        var properties = AmqpEnvelope.ToProperties(sent, "application/json", persistent: true);
+        // As the broker hands them back: strings as UTF-8 bytes.
+        var wire = new BasicProperties(properties)
+        {
+            Headers = properties.Headers!.ToDictionary(h => h.Key, h => h.Value is string s ? (object?)System.Text.Encoding.UTF8.GetBytes(s) : h.Value),
+        };
+        AmqpEnvelope.TryRead(wire, sent.Payload, redelivered: false, out var got, out var problem).Should().BeTrue(problem);
+
+        properties.Persistent.Should().BeTrue();
+        got.MessageId.Should().Be(sent.MessageId);
+        got.CorrelationId.Should().Be(sent.CorrelationId);
+        got.CausationId.Should().Be(sent.CausationId);
+        got.MessageType.Should().Be("orders.placed");
+        got.ContentType.Should().Be("application/json");
+        got.SentAt.Should().Be(sent.SentAt);
+        got.TraceParent.Should().Be(sent.TraceParent);
+        got.TraceState.Should().Be("vendor=1");
+        got.PartitionKey.Should().Be("account-7");
+        got.ReplyTo.Should().Be("replies.x");
+        got.DeliveryCount.Should().Be(3);
+        got.Headers.Should().BeEquivalentTo(new Dictionary<string, string> { ["tenant"] = "acme" });
+    }
+
+    [Fact]
+    public void Envelope_ForeignMessageIdAndRedelivery_MapsToAStableGuidAndCountsTheRedelivery()
+    {
+        var properties = new BasicProperties { MessageId = "order-42" };
+
+        AmqpEnvelope.TryRead(properties, "{}"u8.ToArray(), redelivered: true, out var first, out _).Should().BeTrue();
+        AmqpEnvelope.TryRead(properties, "{}"u8.ToArray(), redelivered: false, out var second, out _).Should().BeTrue();
+
+        first.MessageId.Should().Be(second.MessageId).And.NotBe(Guid.Empty);
+        first.DeliveryCount.Should().Be(1);
+        second.DeliveryCount.Should().Be(0);
+    }
+
+    [Theory]
+    [InlineData(null, null, "no message-id")]
+    [InlineData(AmqpEnvelope.DeliveryCountHeader, "many", "patterns-delivery-count")]
+    [InlineData(AmqpEnvelope.CausationIdHeader, "not-a-guid", "patterns-causation-id")]
+    public void Envelope_MalformedProperties_SaysWhatIsWrong(string? header, string? value, string expected)
+    {
+        var properties = new BasicProperties { MessageId = header is null ? null : Guid.NewGuid().ToString() };
+        if (header is not null)
+        {
+            properties.Headers = new Dictionary<string, object?> { [header] = System.Text.Encoding.UTF8.GetBytes(value!) };
+        }
+
+        AmqpEnvelope.TryRead(properties, "{}"u8.ToArray(), redelivered: false, out _, out var problem).Should().BeFalse();
+
+        problem.Should().Contain(expected);
+    }
+
+    private static SubscriptionRequest Queue(string name) => new() { Address = TransportAddress.Queue(name), ConsumerGroup = name };
+
+    private static Envelope Message(int n) => new() { MessageId = Guid.NewGuid(), MessageType = "test", Payload = BitConverter.GetBytes(n) };
+
+    private async Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null)
+    {
+        await Broker.RequireAsync();
+        var transport = Broker.Create(Broker.Options("transport", configure), inbox);
+        _transports.Add(transport);
+        return transport;
+    }
+
+    private sealed class RecordingInbox : IInboxStore
+    {
+        public ConcurrentDictionary<(string, string), bool> Handled { get; } = new();
+
+        public ValueTask<bool> ContainsAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
+            new(Handled.ContainsKey((consumer, messageId)));
+
+        public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
+            new(Handled.TryAdd((consumer, messageId), true));
+
+        public ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default) => new(0L);
+    }
+}

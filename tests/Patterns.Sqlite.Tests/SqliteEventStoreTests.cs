@@ -1,0 +1,560 @@
+using System.Text;
+using Microsoft.Data.Sqlite;
+using Patterns.Conformance;
+using Patterns.Storage;
+using Patterns.Testing;
+
+namespace Patterns.Sqlite.Tests;
+
+/// <summary>What is particular to the SQLite store: group commit, the file on disk, the schema, options and errors.</summary>
+public sealed class SqliteEventStoreTests : IAsyncLifetime
+{
+    private readonly TempDatabase _db = new();
+
+    private static CancellationToken Timeout => TestContext.Current.CancellationToken;
+
+    public ValueTask InitializeAsync() => default;
+
+    public ValueTask DisposeAsync() => _db.DisposeAsync();
+
+    // ----- Group commit -------------------------------------------------------------------------------------
+
+    [Fact]
+    public async Task AppendAsync_FifteenAppendsQueuedBehindAnOpenTransaction_ShareTheNextCommit()
+    {
+        var store = _db.Open();
+        var (blocker, release) = await StartBlockingAppendAsync(store);
+        var before = store.CommitCount;
+
+        var queued = Enumerable.Range(0, 15)
+            .Select(i => store.AppendAsync($"queued-{i}", ExpectedVersion.NoStream, [NewEvent()], null, Timeout).AsTask())
+            .ToArray();
+        release.SetResult();
+        await blocker.WaitAsync(TempDatabase.Wait, Timeout);
+        var results = await Task.WhenAll(queued).WaitAsync(TempDatabase.Wait, Timeout);
+
+        (store.CommitCount - before).Should().Be(2, "the blocked append commits alone, then the 15 queued behind it commit together");
+        results.Select(r => r.FirstPosition).Should().Equal(Enumerable.Range(2, 15).Select(i => (long)i), "positions follow queue order");
+        (await store.GetHeadPositionAsync(Timeout)).Should().Be(16);
+    }
+
+    [Fact]
+    public async Task Metrics_GroupCommit_RecordsWritesPerCommitAndCommitDuration()
+    {
+        var writes = new System.Collections.Concurrent.ConcurrentBag<int>();
+        var durations = new System.Collections.Concurrent.ConcurrentBag<double>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == SqliteDiagnostics.MeterName)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<int>((instrument, value, _, _) =>
+        {
+            if (instrument.Name == "patterns.sqlite.commit.writes")
+            {
+                writes.Add(value);
+            }
+        });
+        listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
+        {
+            if (instrument.Name == "patterns.sqlite.commit.duration")
+            {
+                durations.Add(value);
+            }
+        });
+        listener.Start();
+        var store = _db.Open();
+        var (blocker, release) = await StartBlockingAppendAsync(store);
+
+        var queued = Enumerable.Range(0, 15).Select(i => store.AppendAsync($"q-{i}", ExpectedVersion.NoStream, [NewEvent()], null, Timeout).AsTask()).ToArray();
+        release.SetResult();
+        await Task.WhenAll(queued.Append(blocker)).WaitAsync(TempDatabase.Wait, Timeout);
+
+        writes.Should().Contain(15, "the 15 queued appends were committed as one group");
+        durations.Should().NotBeEmpty().And.OnlyContain(d => d > 0);
+    }
+
+    [Fact]
+    public async Task AppendAsync_SixteenConcurrentAppenders_CommitFewerTransactionsThanAppends()
+    {
+        const int writers = 16;
+        const int perWriter = 40;
+        var store = _db.Open();
+        await store.MigrateAsync(Timeout);
+        var before = store.CommitCount;
+
+        // One thread per appender, so that they are concurrent however busy the thread pool is (a lone appender commits
+        // on its own thread, so tasks that the pool happened to run one after another would never overlap).
+        using var start = new Barrier(writers);
+        await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Factory.StartNew(() =>
+        {
+            start.SignalAndWait(TempDatabase.Wait, Timeout);
+            for (var i = 0; i < perWriter; i++)
+            {
+                store.AppendAsync($"writer-{w}", ExpectedVersion.Exact(i), [NewEvent()], null, Timeout).AsTask().Wait(Timeout);
+            }
+        }, Timeout, TaskCreationOptions.LongRunning, TaskScheduler.Default))).WaitAsync(TempDatabase.Wait, Timeout);
+
+        var commits = store.CommitCount - before;
+        commits.Should().BeLessThan(writers * perWriter, "appends queued while a commit syncs share the next transaction");
+        TestContext.Current.SendDiagnosticMessage($"{writers * perWriter} appends in {commits} commits");
+        var log = await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout));
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, writers * perWriter).Select(i => (long)i));
+    }
+
+    [Fact]
+    public async Task AppendAsync_ConflictAndFailingProjectionInOneGroup_FailAloneWhileTheOthersCommit()
+    {
+        var store = _db.Open();
+        await store.AppendAsync("existing", ExpectedVersion.NoStream, [NewEvent()], null, Timeout);
+        var (blocker, release) = await StartBlockingAppendAsync(store);
+        var before = store.CommitCount;
+
+        var ok1 = store.AppendAsync("a", ExpectedVersion.NoStream, NewEvents(2), null, Timeout).AsTask();
+        var conflict = store.AppendAsync("existing", ExpectedVersion.NoStream, [NewEvent()], null, Timeout).AsTask();
+        var failing = store.AppendAsync("b", ExpectedVersion.NoStream, NewEvents(3), static async (_, documents, ct) =>
+        {
+            await documents.UpsertAsync("docs", "b", "written"u8.ToArray(), ct);
+            throw new InvalidOperationException("projection failed");
+        }, Timeout).AsTask();
+        var ok2 = store.AppendAsync("c", ExpectedVersion.NoStream, [NewEvent()], null, Timeout).AsTask();
+        release.SetResult();
+        await blocker.WaitAsync(TempDatabase.Wait, Timeout);
+
+        (await ok1.WaitAsync(TempDatabase.Wait, Timeout)).Should().Be(new AppendResult("a", 2, 3, 4));
+        (await FluentActions.Awaiting(() => conflict).Should().ThrowAsync<WrongExpectedVersionException>()).Which.Actual.Should().Be(1);
+        await FluentActions.Awaiting(() => failing).Should().ThrowAsync<InvalidOperationException>().WithMessage("projection failed");
+        (await ok2.WaitAsync(TempDatabase.Wait, Timeout)).Should().Be(new AppendResult("c", 1, 5, 5), "failed appends leave no gap");
+        (store.CommitCount - before).Should().Be(2);
+        (await ((IDocumentStorage)store).GetAsync("docs", "b", Timeout)).Should().BeNull("the failing projection's write was rolled back with its append");
+        (await store.GetStreamStateAsync("b", Timeout)).Version.Should().Be(0);
+        (await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout))).Select(e => e.StreamId).Should().Equal("existing", "blocker", "a", "a", "c");
+    }
+
+    [Fact]
+    public async Task AppendAsync_CancelledWhileQueued_IsNotStored()
+    {
+        var store = _db.Open();
+        var (blocker, release) = await StartBlockingAppendAsync(store);
+        using var cancel = new CancellationTokenSource();
+
+        var cancelled = store.AppendAsync("cancelled", ExpectedVersion.NoStream, [NewEvent()], null, cancel.Token).AsTask();
+        await cancel.CancelAsync();
+        release.SetResult();
+        await blocker.WaitAsync(TempDatabase.Wait, Timeout);
+
+        await FluentActions.Awaiting(() => cancelled.WaitAsync(TempDatabase.Wait, Timeout)).Should().ThrowAsync<OperationCanceledException>();
+        (await store.GetStreamStateAsync("cancelled", Timeout)).Version.Should().Be(0);
+        (await store.GetHeadPositionAsync(Timeout)).Should().Be(1);
+    }
+
+    [Fact]
+    public async Task InlineProjection_DocumentWriterUsedAfterTheProjection_Throws()
+    {
+        var store = _db.Open();
+        IDocumentWriter? kept = null;
+        await store.AppendAsync("a", ExpectedVersion.NoStream, [NewEvent()], (_, documents, _) =>
+        {
+            kept = documents;
+            return ValueTask.CompletedTask;
+        }, Timeout);
+
+        var late = async () => await kept!.UpsertAsync("docs", "a", "late"u8.ToArray(), Timeout);
+
+        (await late.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("only be used while the projection runs");
+    }
+
+    // ----- Durability and the file ---------------------------------------------------------------------------
+
+    [Fact]
+    public async Task Open_Database_UsesWalAndSynchronousFull()
+    {
+        var store = _db.Open();
+        await store.MigrateAsync(Timeout);
+
+        (await store.WriterPragmaAsync("synchronous")).Should().Be(2, "synchronous=FULL (2) syncs the WAL at every commit");
+        (await store.WriterPragmaAsync("busy_timeout")).Should().Be(30_000);
+        using var connection = new SqliteConnection($"Data Source={_db.File()};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "PRAGMA journal_mode";
+        (command.ExecuteScalar() as string).Should().Be("wal");
+    }
+
+    [Fact]
+    public async Task Crash_WriterKilledMidLoad_FilePassesIntegrityCheckAndRecoversToTheLastCommit()
+    {
+        var host = Path.Combine(AppContext.BaseDirectory, "Patterns.Sqlite.CrashHost.dll");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { ArgumentList = { host, _db.File(), "16" } };
+
+        var run = await CrashHarness.RunAndKillAsync(start, 200, Timeout);
+
+        File.Exists(_db.File() + "-wal").Should().BeTrue("the killed writer never checkpointed or closed the log");
+        Query("PRAGMA integrity_check").Should().Be("ok");
+        var store = _db.Open();
+        var log = await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout));
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, log.Count).Select(i => (long)i));
+        (await store.GetHeadPositionAsync(Timeout)).Should().Be(log.Count, "the head is the highest committed position");
+        var ids = log.Select(e => e.EventId).ToHashSet();
+        run.Acknowledged.SelectMany(a => a.EventIds).Should().OnlyContain(id => ids.Contains(id));
+        foreach (var stream in log.GroupBy(e => e.StreamId))
+        {
+            (await store.GetStreamStateAsync(stream.Key, Timeout)).Version.Should().Be(stream.Count(), "the stream row commits with its events");
+        }
+    }
+
+    [Fact]
+    public async Task DisposeAsync_WithQueuedAppends_CommitsThemBeforeClosing()
+    {
+        var store = _db.Open();
+        var (blocker, release) = await StartBlockingAppendAsync(store);
+        var queued = Enumerable.Range(0, 5).Select(i => store.AppendAsync($"s-{i}", ExpectedVersion.NoStream, [NewEvent()], null, Timeout).AsTask()).ToArray();
+
+        var disposing = store.DisposeAsync().AsTask();
+        release.SetResult();
+        await disposing.WaitAsync(TempDatabase.Wait, Timeout);
+        await Task.WhenAll(queued.Append(blocker)).WaitAsync(TempDatabase.Wait, Timeout);
+
+        var reopened = _db.Open();
+        (await reopened.GetHeadPositionAsync(Timeout)).Should().Be(6);
+        var afterDispose = async () => await store.AppendAsync("late", ExpectedVersion.Any, [NewEvent()], null, Timeout);
+        await afterDispose.Should().ThrowAsync<ObjectDisposedException>();
+    }
+
+    [Fact]
+    public async Task AppendAsync_Rows_StoreIdsAsSixteenByteBlobsAndEmptyOptionalsAsNull()
+    {
+        var store = _db.Open();
+        var e = NewEvent();
+
+        await store.AppendAsync("a", ExpectedVersion.NoStream, [e], null, Timeout);
+
+        Query("SELECT typeof(event_id) || ':' || length(event_id) FROM patterns_events").Should().Be("blob:16");
+        Query("SELECT hex(event_id) FROM patterns_events").Should().Be(Convert.ToHexString(e.EventId.ToByteArray()));
+        Query("SELECT typeof(metadata) || typeof(correlation_id) || typeof(causation_id) FROM patterns_events").Should().Be("nullnullnull");
+        Scalar("SELECT timestamp FROM patterns_events").Should().Be(e.Timestamp.UtcTicks);
+    }
+
+    [Fact]
+    public async Task ReadStreamAsync_EmptyBodyAndPartlySetOptionals_RoundTrip()
+    {
+        var store = _db.Open();
+        var empty = NewEvent() with { Data = ReadOnlyMemory<byte>.Empty };
+        var causedOnly = NewEvent() with { CausationId = "cause-7" };
+        var sliced = NewEvent() with { Data = new byte[] { 9, 1, 2, 3, 9 }.AsMemory(1, 3), Metadata = new byte[] { 0, 5, 0 }.AsMemory(1, 1) };
+
+        await store.AppendAsync("a", ExpectedVersion.NoStream, [empty, causedOnly, sliced], null, Timeout);
+        var read = await ToListAsync(store.ReadStreamAsync("a", ReadDirection.Forward, null, long.MaxValue, Timeout));
+
+        read[0].Data.Length.Should().Be(0);
+        read[1].CausationId.Should().Be("cause-7");
+        read[1].CorrelationId.Should().BeNull();
+        read[1].Metadata.IsEmpty.Should().BeTrue();
+        read[2].Data.ToArray().Should().Equal(1, 2, 3);
+        read[2].Metadata.ToArray().Should().Equal(5);
+    }
+
+    [Fact]
+    public async Task DeleteStream_Hard_RemovesTheRowsFromTheFile()
+    {
+        var store = _db.Open();
+        await store.AppendAsync("doomed", ExpectedVersion.NoStream, NewEvents(3), null, Timeout);
+        await store.AppendAsync("kept", ExpectedVersion.NoStream, NewEvents(2), null, Timeout);
+
+        await store.DeleteStreamAsync("doomed", ExpectedVersion.Exact(3), StreamDeleteMode.Hard, Timeout);
+
+        Scalar("SELECT count(*) FROM patterns_events WHERE stream_id = 'doomed'").Should().Be(0);
+        Scalar("SELECT count(*) FROM patterns_events").Should().Be(2);
+        Scalar("SELECT deleted FROM patterns_streams WHERE stream_id = 'doomed'").Should().Be(2);
+    }
+
+    [Fact]
+    public async Task DeleteStream_HardDeleteOfTheTopOfTheLog_PositionsAreNeverReusedEvenAfterReopening()
+    {
+        var store = _db.Open();
+        await store.AppendAsync("a", ExpectedVersion.NoStream, NewEvents(2), null, Timeout);
+        await store.AppendAsync("top", ExpectedVersion.NoStream, NewEvents(3), null, Timeout);
+
+        await store.DeleteStreamAsync("top", ExpectedVersion.Any, StreamDeleteMode.Hard, Timeout);
+        await store.DisposeAsync();
+        var reopened = _db.Open();
+
+        (await reopened.GetHeadPositionAsync(Timeout)).Should().Be(5);
+        (await reopened.AppendAsync("b", ExpectedVersion.NoStream, [NewEvent()], null, Timeout)).FirstPosition.Should().Be(6);
+        (await ToListAsync(reopened.ReadAllAsync(0, null, long.MaxValue, Timeout))).Select(e => e.Position).Should().Equal(1, 2, 6);
+    }
+
+    [Fact]
+    public async Task TwoStoresOnOneFile_AppendConcurrently_PositionsStayGapFreeInCommitOrder()
+    {
+        // Two store instances stand in for two processes: two writers on one file, serialized by SQLite's lock.
+        var first = _db.Open();
+        var second = _db.Open();
+        await Task.WhenAll(new[] { first, second }.SelectMany((store, s) => Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            for (var i = 0; i < 25; i++)
+            {
+                await store.AppendAsync($"store{s}-writer{w}", ExpectedVersion.Exact(i * 2), NewEvents(2), null, Timeout);
+            }
+        }, Timeout)))).WaitAsync(TempDatabase.Wait, Timeout);
+
+        var log = await ToListAsync(first.ReadAllAsync(0, null, long.MaxValue, Timeout));
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 400).Select(i => (long)i));
+        foreach (var stream in log.GroupBy(e => e.StreamId))
+        {
+            stream.Select(e => e.Version).Should().Equal(Enumerable.Range(1, 50).Select(i => (long)i));
+        }
+
+        (await second.GetHeadPositionAsync(Timeout)).Should().Be(400);
+    }
+
+    [Fact]
+    public async Task WaitForEventsAsync_AppendByAnotherStoreOnTheFile_IsNoticedAtThePollInterval()
+    {
+        var time = new ManualTimeProvider();
+        var reader = _db.Open(o =>
+        {
+            o.TimeProvider = time;
+            o.PollInterval = TimeSpan.FromSeconds(5);
+        });
+        var writer = _db.Open();
+        await reader.MigrateAsync(Timeout);
+
+        var waiting = reader.WaitForEventsAsync(0, Timeout).AsTask();
+        await time.WaitForPendingTimersAsync(1, Timeout);
+        await writer.AppendAsync("elsewhere", ExpectedVersion.NoStream, [NewEvent()], null, Timeout);
+        waiting.IsCompleted.Should().BeFalse("the other store's commit signals only its own waiters");
+        time.Advance(TimeSpan.FromSeconds(5));
+        await waiting.WaitAsync(TempDatabase.Wait, Timeout);
+
+        (await ToListAsync(reader.ReadAllAsync(0, null, long.MaxValue, Timeout))).Should().ContainSingle().Which.StreamId.Should().Be("elsewhere");
+    }
+
+    [Fact]
+    public async Task TablePrefix_TwoStoresInOneFile_AreIndependent()
+    {
+        var orders = _db.Open(o => o.TablePrefix = "orders_");
+        var billing = _db.Open(o => o.TablePrefix = "billing_");
+
+        await orders.AppendAsync("order-1", ExpectedVersion.NoStream, NewEvents(2), null, Timeout);
+        await billing.AppendAsync("invoice-1", ExpectedVersion.NoStream, NewEvents(1), null, Timeout);
+
+        (await orders.GetHeadPositionAsync(Timeout)).Should().Be(2);
+        (await billing.GetHeadPositionAsync(Timeout)).Should().Be(1);
+        (await ToListAsync(billing.ReadAllAsync(0, null, long.MaxValue, Timeout))).Should().ContainSingle().Which.StreamId.Should().Be("invoice-1");
+        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders\\_%' ESCAPE '\\'").Should().Be(8);
+    }
+
+    [Fact]
+    public async Task ReadAllAsync_StreamPrefixWithNonAsciiAndWildcardCharacters_MatchesOrdinally()
+    {
+        var store = _db.Open(o => o.PageSize = 2);
+        foreach (var stream in new[] { "café-1", "cafe-1", "café-2", "CAFÉ-3", "caf_-1", "café" })
+        {
+            await store.AppendAsync(stream, ExpectedVersion.NoStream, [NewEvent()], null, Timeout);
+        }
+
+        var cafe = await ToListAsync(store.ReadAllAsync(0, new EventFilter { StreamPrefix = "café-" }, long.MaxValue, Timeout));
+        var underscore = await ToListAsync(store.ReadAllAsync(0, new EventFilter { StreamPrefix = "caf_" }, long.MaxValue, Timeout));
+
+        cafe.Select(e => e.StreamId).Should().Equal("café-1", "café-2");
+        underscore.Select(e => e.StreamId).Should().Equal("caf_-1");
+    }
+
+    [Fact]
+    public async Task Inbox_MarksAreStampedWithTheConfiguredClock()
+    {
+        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        IInboxStore inbox = _db.Open(o => o.TimeProvider = time);
+        await inbox.TryMarkHandledAsync("billing", "old", Timeout);
+        time.Advance(TimeSpan.FromHours(2));
+        await inbox.TryMarkHandledAsync("billing", "new", Timeout);
+
+        (await inbox.PruneAsync(time.GetUtcNow().AddHours(-1), Timeout)).Should().Be(1);
+
+        (await inbox.ContainsAsync("billing", "old", Timeout)).Should().BeFalse();
+        (await inbox.ContainsAsync("billing", "new", Timeout)).Should().BeTrue();
+    }
+
+    // ----- Schema ------------------------------------------------------------------------------------------
+
+    [Fact]
+    public async Task MigrateAsync_RunRepeatedlyAndByTwoStores_IsIdempotentAndKeepsData()
+    {
+        var store = _db.Open();
+        await store.MigrateAsync(Timeout);
+        await store.AppendAsync("a", ExpectedVersion.NoStream, NewEvents(2), null, Timeout);
+        await store.MigrateAsync(Timeout);
+        var other = _db.Open();
+        await other.MigrateAsync(Timeout);
+        await other.MigrateAsync(Timeout);
+
+        (await other.GetHeadPositionAsync(Timeout)).Should().Be(2);
+        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(8);
+        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(3);
+        Scalar("SELECT version FROM patterns_schema").Should().Be(1);
+    }
+
+    [Fact]
+    public async Task MigrateAsync_TablesDroppedWhileOpen_RecreatesThem()
+    {
+        var store = _db.Open();
+        await store.MigrateAsync(Timeout);
+        Execute("DROP TABLE patterns_inbox");
+
+        await store.MigrateAsync(Timeout);
+
+        Scalar("SELECT count(*) FROM sqlite_master WHERE name = 'patterns_inbox'").Should().Be(1);
+    }
+
+    [Fact]
+    public async Task Open_SchemaFromANewerVersion_ThrowsNamingBothVersions()
+    {
+        await _db.Open().MigrateAsync(Timeout);
+        Execute("UPDATE patterns_schema SET version = 7");
+        var store = _db.Open();
+
+        var open = async () => await store.AppendAsync("a", ExpectedVersion.Any, [NewEvent()], null, Timeout);
+
+        (await open.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("schema version 7").And.Contain("uses version 1");
+    }
+
+    // ----- Bad input ---------------------------------------------------------------------------------------
+
+    [Fact]
+    public void Constructor_InvalidOptions_ListsEveryProblem()
+    {
+        var create = () => new SqliteEventStore(new SqliteEventStoreOptions
+        {
+            ConnectionString = "",
+            TablePrefix = "drop table;",
+            PageSize = 0,
+            PollInterval = TimeSpan.Zero,
+            BusyTimeout = TimeSpan.FromSeconds(-1),
+        });
+
+        var thrown = create.Should().Throw<ArgumentException>().Which;
+        thrown.Message.Should().Contain("ConnectionString").And.Contain("TablePrefix").And.Contain("PageSize")
+            .And.Contain("PollInterval").And.Contain("BusyTimeout");
+    }
+
+    [Theory]
+    [InlineData("Data Source=:memory:", "in-memory")]
+    [InlineData("Data Source=x.db;Mode=Memory", "in-memory")]
+    [InlineData("Data Source=x.db;Mode=ReadOnly", "read-only")]
+    [InlineData("Data Source=x.db;Bogus=1", "not a valid connection string")]
+    public void Constructor_UnusableConnectionString_SaysWhy(string connectionString, string reason)
+    {
+        var create = () => new SqliteEventStore(connectionString);
+
+        create.Should().Throw<ArgumentException>().Which.Message.Should().Contain(reason);
+    }
+
+    [Fact]
+    public async Task Open_DirectoryMissing_ThrowsNamingTheFile()
+    {
+        var path = Path.Combine(_db.Directory, "missing", "events.db");
+        await using var store = new SqliteEventStore(path);
+
+        var open = async () => await store.MigrateAsync(Timeout);
+
+        (await open.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain(path).And.Contain("directory");
+    }
+
+    [Fact]
+    public async Task Constructor_PlainFilePath_IsUsedAsTheDataSource()
+    {
+        await using var store = new SqliteEventStore(_db.File("plain.db"));
+
+        await store.AppendAsync("a", ExpectedVersion.NoStream, [NewEvent()], null, Timeout);
+
+        File.Exists(_db.File("plain.db")).Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task AppendAsync_BadEvents_ThrowArgumentExceptionNamingTheEvent()
+    {
+        var store = _db.Open();
+        var e = NewEvent();
+
+        var twice = async () => await store.AppendAsync("a", ExpectedVersion.Any, [e, e], null, Timeout);
+        var emptyId = async () => await store.AppendAsync("a", ExpectedVersion.Any, [e with { EventId = Guid.Empty }], null, Timeout);
+        var noType = async () => await store.AppendAsync("a", ExpectedVersion.Any, [NewEvent(), e with { EventType = "" }], null, Timeout);
+        var nullEvent = async () => await store.AppendAsync("a", ExpectedVersion.Any, [null!], null, Timeout);
+
+        (await twice.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain(e.EventId.ToString()).And.Contain("more than once");
+        (await emptyId.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain("empty event id");
+        (await noType.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain("Event 1").And.Contain("no event type");
+        (await nullEvent.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain("is null");
+        (await store.GetHeadPositionAsync(Timeout)).Should().Be(0);
+    }
+
+    [Fact]
+    public async Task OtherCalls_BadArguments_Throw()
+    {
+        var store = _db.Open();
+
+        await FluentActions.Awaiting(async () => await store.TruncateStreamAsync("a", -1, Timeout)).Should().ThrowAsync<ArgumentOutOfRangeException>();
+        await FluentActions.Awaiting(async () => await ((ICheckpointStore)store).SaveAsync("", 1, Timeout)).Should().ThrowAsync<ArgumentException>();
+        await FluentActions.Awaiting(async () => await ((ICheckpointStore)store).SaveAsync("p", -1, Timeout)).Should().ThrowAsync<ArgumentOutOfRangeException>();
+        await FluentActions.Awaiting(async () => await ((IDocumentStorage)store).UpsertAsync("docs", "", "x"u8.ToArray(), Timeout)).Should().ThrowAsync<ArgumentException>();
+        FluentActions.Invoking(() => store.ReadAllAsync(-1)).Should().Throw<ArgumentOutOfRangeException>();
+        FluentActions.Invoking(() => store.ReadStreamAsync("a", (ReadDirection)7)).Should().Throw<ArgumentOutOfRangeException>();
+        FluentActions.Invoking(() => store.ReadStreamAsync("")).Should().Throw<ArgumentException>();
+    }
+
+    // ----- helpers -----------------------------------------------------------------------------------------
+
+    /// <summary>Starts an append whose inline projection holds the writer's transaction open until released.</summary>
+    private static async Task<(Task Blocker, TaskCompletionSource Release)> StartBlockingAppendAsync(SqliteEventStore store)
+    {
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var blocker = store.AppendAsync("blocker", ExpectedVersion.NoStream, [NewEvent()], async (_, _, _) =>
+        {
+            entered.TrySetResult();
+            await release.Task;
+        }, Timeout).AsTask();
+        await entered.Task.WaitAsync(TempDatabase.Wait, Timeout);
+        return (blocker, release);
+    }
+
+    private long Scalar(string sql) => Convert.ToInt64(Query(sql));
+
+    private object? Query(string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={_db.File()};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        return command.ExecuteScalar();
+    }
+
+    private void Execute(string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={_db.File()};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    private static SerializedEvent NewEvent() =>
+        new(Guid.NewGuid(), "test.happened", Encoding.UTF8.GetBytes("{}"), new DateTimeOffset(2024, 1, 2, 3, 4, 5, TimeSpan.Zero));
+
+    private static SerializedEvent[] NewEvents(int count) => Enumerable.Range(0, count).Select(_ => NewEvent()).ToArray();
+
+    private static async Task<List<T>> ToListAsync<T>(IAsyncEnumerable<T> source)
+    {
+        var list = new List<T>();
+        await foreach (var item in source)
+        {
+            list.Add(item);
+        }
+
+        return list;
+    }
+}
