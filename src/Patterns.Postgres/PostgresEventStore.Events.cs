@@ -338,32 +338,12 @@ public sealed partial class PostgresEventStore
     private static void ValidateAppend(string streamId, IReadOnlyList<SerializedEvent> events)
     {
         Guard.Text(streamId, nameof(streamId));
-        ArgumentNullException.ThrowIfNull(events);
-        if (events.Count == 0)
-        {
-            throw new ArgumentException($"An append to stream '{streamId}' needs at least one event.", nameof(events));
-        }
-
-        HashSet<Guid>? ids = events.Count > 1 ? new HashSet<Guid>(events.Count) : null;
+        EventStorageArguments.ValidateAppend(streamId, events);
         foreach (var e in events)
         {
-            if (e is null)
-            {
-                throw new ArgumentException($"The events appended to stream '{streamId}' contain null.", nameof(events));
-            }
-
-            if (string.IsNullOrEmpty(e.EventType))
-            {
-                throw new ArgumentException($"Event {e.EventId} appended to stream '{streamId}' has no event type.", nameof(events));
-            }
-
             Guard.EventText(e.EventType, "event type", e.EventId);
             Guard.EventText(e.CorrelationId, "correlation id", e.EventId);
             Guard.EventText(e.CausationId, "causation id", e.EventId);
-            if (ids is not null && !ids.Add(e.EventId))
-            {
-                throw new ArgumentException($"Event id {e.EventId} appears more than once in one append to stream '{streamId}'.", nameof(events));
-            }
         }
     }
 

@@ -60,7 +60,7 @@ public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISna
         InlineProjection? inlineProjection = null,
         CancellationToken cancellationToken = default)
     {
-        ValidateAppend(streamId, events);
+        EventStorageArguments.ValidateAppend(streamId, events);
         await _writer.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -486,35 +486,6 @@ public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISna
         }
 
         return new ValueTask<long>(removed);
-    }
-
-    private static void ValidateAppend(string streamId, IReadOnlyList<SerializedEvent> events)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(streamId);
-        ArgumentNullException.ThrowIfNull(events);
-        if (events.Count == 0)
-        {
-            throw new ArgumentException($"An append to stream '{streamId}' needs at least one event.", nameof(events));
-        }
-
-        HashSet<Guid>? ids = events.Count > 1 ? new HashSet<Guid>(events.Count) : null;
-        foreach (var e in events)
-        {
-            if (e is null)
-            {
-                throw new ArgumentException($"The events appended to stream '{streamId}' contain null.", nameof(events));
-            }
-
-            if (string.IsNullOrEmpty(e.EventType))
-            {
-                throw new ArgumentException($"Event {e.EventId} appended to stream '{streamId}' has no event type.", nameof(events));
-            }
-
-            if (ids is not null && !ids.Add(e.EventId))
-            {
-                throw new ArgumentException($"Event id {e.EventId} appears more than once in one append to stream '{streamId}'.", nameof(events));
-            }
-        }
     }
 
     private static void ValidateDocumentKey(string collection, string id)
