@@ -47,7 +47,7 @@ internal sealed class InMemoryQueue
         if (lanes.Length == 1)
         {
             lane = lanes[0];
-            if (lane.Writer.TryWrite(envelope))
+            if (lane.TryWrite(envelope))
             {
                 return default;
             }
@@ -55,7 +55,7 @@ internal sealed class InMemoryQueue
         else if (envelope.PartitionKey is { } key)
         {
             lane = lanes[(int)((uint)key.GetHashCode() % (uint)lanes.Length)];
-            if (lane.Writer.TryWrite(envelope))
+            if (lane.TryWrite(envelope))
             {
                 return default;
             }
@@ -66,7 +66,7 @@ internal sealed class InMemoryQueue
             for (var i = 0; i < lanes.Length; i++)
             {
                 var candidate = lanes[(start + i) % lanes.Length];
-                if (candidate.Writer.TryWrite(envelope))
+                if (candidate.TryWrite(envelope))
                 {
                     return default;
                 }
@@ -96,7 +96,7 @@ internal sealed class InMemoryQueue
 
             if (FullMode == QueueFullMode.Reject)
             {
-                if (lane.Writer.TryWrite(envelope))
+                if (lane.TryWrite(envelope))
                 {
                     return;
                 }
@@ -111,7 +111,7 @@ internal sealed class InMemoryQueue
 
             try
             {
-                await lane.Writer.WriteAsync(envelope, cancellationToken).ConfigureAwait(false);
+                await lane.WriteAsync(envelope, cancellationToken).ConfigureAwait(false);
                 return;
             }
             catch (ChannelClosedException)
@@ -211,10 +211,7 @@ internal sealed class InMemoryQueue
             {
                 if (lane.Owner is null)
                 {
-                    while (lane.Reader.TryRead(out _))
-                    {
-                        dropped++;
-                    }
+                    dropped += lane.Clear();
                 }
             }
 
@@ -385,36 +382,5 @@ internal sealed class InMemoryQueue
             Timer?.Dispose();
             _ = queue.RedeliverAsync(envelope);
         }
-    }
-}
-
-/// <summary>A bounded channel read by exactly one worker.</summary>
-internal sealed class Lane
-{
-    private readonly Channel<Envelope> _channel;
-
-    public Lane(int capacity, InMemorySubscription? owner)
-    {
-        _channel = Channel.CreateBounded<Envelope>(new BoundedChannelOptions(capacity)
-        {
-            SingleReader = true,
-            SingleWriter = false,
-            FullMode = BoundedChannelFullMode.Wait,
-        });
-        Owner = owner;
-    }
-
-    public InMemorySubscription? Owner { get; set; }
-
-    public ChannelWriter<Envelope> Writer => _channel.Writer;
-
-    public ChannelReader<Envelope> Reader => _channel.Reader;
-
-    public bool IsCompleted { get; private set; }
-
-    public void Complete()
-    {
-        IsCompleted = true;
-        _channel.Writer.TryComplete();
     }
 }

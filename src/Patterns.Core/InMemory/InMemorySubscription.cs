@@ -57,36 +57,97 @@ internal sealed class InMemorySubscription : TransportSubscription
 
     private async Task RunAsync(Lane lane)
     {
-        var reader = lane.Reader;
-        var stop = _hardStop.Token;
-        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        var cursor = new BatchCursor();
+        while (true)
         {
-            while (reader.TryRead(out var envelope))
+            if (!lane.TryTake(out cursor.Batch, out cursor.Count))
             {
-                if (stop.IsCancellationRequested)
+                if (!await lane.WaitToReadAsync().ConfigureAwait(false))
                 {
-                    Interlocked.Increment(ref _dropped);
-                    continue;
+                    return;
                 }
 
-                Settlement settlement;
-                try
-                {
-                    settlement = await _handler(envelope, stop).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                {
-                    Interlocked.Increment(ref _dropped);
-                    continue;
-                }
-                catch (Exception ex)
-                {
-                    settlement = Settlement.DeadLetter($"The delivery handler threw {ex.GetType().Name}: {ex.Message}", ex);
-                }
-
-                Settle(envelope, settlement);
+                continue;
             }
+
+            // Handlers that finish synchronously run from a plain method, so an envelope stays in the batch array and on
+            // the stack instead of being copied into this state machine (through GC write barriers) per message.
+            // Drain stops early only when a handler goes asynchronous; the batch is done when the cursor reaches its end.
+            cursor.Next = 0;
+            do
+            {
+                await Drain(lane, cursor).ConfigureAwait(false);
+            }
+            while (cursor.Next < cursor.Count);
         }
+    }
+
+    /// <summary>
+    /// Hands the rest of the batch to the handler, in order, until it is done (returns a completed task) or a handler
+    /// goes asynchronous (returns the task that finishes handling and settling that message).
+    /// </summary>
+    private Task Drain(Lane lane, BatchCursor cursor)
+    {
+        var batch = cursor.Batch;
+        var count = cursor.Count;
+        var stop = _hardStop.Token;
+        for (var i = cursor.Next; i < count; i++)
+        {
+            ref readonly var envelope = ref batch[i];
+            lane.MarkHandedOut(i + 1);
+            if (stop.IsCancellationRequested)
+            {
+                Interlocked.Increment(ref _dropped);
+                continue;
+            }
+
+            ValueTask<Settlement> pending;
+            try
+            {
+                pending = _handler(envelope, stop);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                Interlocked.Increment(ref _dropped);
+                continue;
+            }
+            catch (Exception ex)
+            {
+                Settle(envelope, Settlement.DeadLetter($"The delivery handler threw {ex.GetType().Name}: {ex.Message}", ex));
+                continue;
+            }
+
+            if (!pending.IsCompletedSuccessfully)
+            {
+                cursor.Next = i + 1;
+                return SettleWhenHandledAsync(envelope, pending, stop);
+            }
+
+            Settle(envelope, pending.Result);
+        }
+
+        cursor.Next = count;
+        return Task.CompletedTask;
+    }
+
+    private async Task SettleWhenHandledAsync(Envelope envelope, ValueTask<Settlement> pending, CancellationToken stop)
+    {
+        Settlement settlement;
+        try
+        {
+            settlement = await pending.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            Interlocked.Increment(ref _dropped);
+            return;
+        }
+        catch (Exception ex)
+        {
+            settlement = Settlement.DeadLetter($"The delivery handler threw {ex.GetType().Name}: {ex.Message}", ex);
+        }
+
+        Settle(envelope, settlement);
     }
 
     private void Settle(in Envelope envelope, in Settlement settlement)
@@ -104,4 +165,11 @@ internal sealed class InMemorySubscription : TransportSubscription
         }
     }
 
+    /// <summary>A worker's place in the batch it took from its lane.</summary>
+    private sealed class BatchCursor
+    {
+        public Envelope[] Batch = [];
+        public int Count;
+        public int Next;
+    }
 }

@@ -1,0 +1,277 @@
+using System.Threading.Channels;
+using System.Threading.Tasks.Sources;
+using Patterns.Batching;
+using Patterns.Messaging;
+
+namespace Patterns.InMemory;
+
+/// <summary>
+/// A bounded buffer of envelopes written by any number of senders and read by exactly one worker.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Senders append to an array under a spin gate. The worker takes everything buffered at once by swapping that
+/// array for its spare one, then hands the envelopes to the handler without touching the gate again, so a busy
+/// lane costs the worker one gate entry per batch instead of a lock per message, and senders and the worker
+/// rarely contend.
+/// </para>
+/// <para>
+/// The bound counts every envelope not yet handed to a handler: those buffered plus those left in the worker's
+/// current batch. A sender that finds the lane full either fails (<see cref="TryWrite"/>) or waits for room
+/// (<see cref="WriteAsync"/>); the worker wakes waiting senders as it hands envelopes out.
+/// </para>
+/// </remarks>
+internal sealed class Lane : IValueTaskSource<bool>
+{
+    private const int InitialSize = 16;
+
+    private readonly SpinGate _gate = new();
+    private readonly int _capacity;
+    private Envelope[] _incoming;
+    private int _incomingCount;
+    private Envelope[] _spare = [];
+
+    // The worker's current batch: its size (set under the gate) and how many of it were handed out (written by the
+    // worker alone; senders read it only when the lane looks full).
+    private int _batchCount;
+    private int _handedOut;
+
+    private bool _completed;
+    private bool _readerWaiting;
+    private ManualResetValueTaskSourceCore<bool> _readerSignal = new() { RunContinuationsAsynchronously = true };
+    private Queue<TaskCompletionSource>? _writers;
+    private volatile bool _writersWaiting;
+
+    public Lane(int capacity, InMemorySubscription? owner)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        _capacity = capacity;
+        _incoming = new Envelope[Math.Min(capacity, InitialSize)];
+        Owner = owner;
+    }
+
+    /// <summary>Gets or sets the subscription whose worker reads this lane; <see langword="null"/> while nobody consumes.</summary>
+    public InMemorySubscription? Owner { get; set; }
+
+    /// <summary>Gets a value indicating whether <see cref="Complete"/> was called: the lane accepts nothing more.</summary>
+    public bool IsCompleted => Volatile.Read(ref _completed);
+
+    /// <summary>Appends an envelope when there is room; returns <see langword="false"/> when the lane is full or completed.</summary>
+    public bool TryWrite(in Envelope envelope)
+    {
+        _gate.Enter();
+        if (_completed || !HasRoom())
+        {
+            _gate.Exit();
+            return false;
+        }
+
+        Append(envelope);
+        var wake = _readerWaiting;
+        _readerWaiting = false;
+        _gate.Exit();
+        if (wake)
+        {
+            _readerSignal.SetResult(true);
+        }
+
+        return true;
+    }
+
+    /// <summary>Appends an envelope, waiting for room while the lane is full.</summary>
+    /// <exception cref="ChannelClosedException">The lane was completed (its worker detached) before there was room.</exception>
+    public async ValueTask WriteAsync(Envelope envelope, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (TryWrite(envelope))
+            {
+                return;
+            }
+
+            TaskCompletionSource waiter;
+            _gate.Enter();
+            if (_completed)
+            {
+                _gate.Exit();
+                throw new ChannelClosedException();
+            }
+
+            if (HasRoom())
+            {
+                // Room appeared between the two gate entries: write on the next turn.
+                _gate.Exit();
+                continue;
+            }
+
+            waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            (_writers ??= new Queue<TaskCompletionSource>()).Enqueue(waiter);
+            _writersWaiting = true;
+            _gate.Exit();
+
+            await waiter.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Stops accepting envelopes. What is buffered can still be read; waiting senders are released and fail.</summary>
+    public void Complete()
+    {
+        _gate.Enter();
+        _completed = true;
+        var wake = _readerWaiting;
+        _readerWaiting = false;
+        var writers = TakeWriters();
+        _gate.Exit();
+        if (wake)
+        {
+            _readerSignal.SetResult(false);
+        }
+
+        Release(writers);
+    }
+
+    /// <summary>Drops everything buffered (for a lane nobody reads) and returns how many envelopes that was.</summary>
+    public int Clear()
+    {
+        _gate.Enter();
+        var count = _incomingCount;
+        Array.Clear(_incoming, 0, count);
+        _incomingCount = 0;
+        var writers = TakeWriters();
+        _gate.Exit();
+        Release(writers);
+        return count;
+    }
+
+    /// <summary>
+    /// For the worker: takes every buffered envelope as one batch, in the order they were written. The previous
+    /// batch (which the worker must have finished) becomes the spare buffer.
+    /// </summary>
+    public bool TryTake(out Envelope[] batch, out int count)
+    {
+        // The previous batch is finished: clear it outside the gate so it holds no references, then reuse it.
+        var spare = _spare;
+        if (_batchCount > 0)
+        {
+            Array.Clear(spare, 0, _batchCount);
+        }
+
+        _gate.Enter();
+        count = _incomingCount;
+        if (count == 0)
+        {
+            _batchCount = 0;
+            _handedOut = 0;
+            var idleWriters = TakeWriters();
+            _gate.Exit();
+            Release(idleWriters);
+            batch = [];
+            return false;
+        }
+
+        batch = _incoming;
+        _incoming = spare.Length > 0 ? spare : new Envelope[Math.Min(_capacity, InitialSize)];
+        _incomingCount = 0;
+        _batchCount = count;
+        _handedOut = 0;
+        var writers = count < _capacity ? TakeWriters() : null;
+        _gate.Exit();
+        _spare = batch;
+        Release(writers);
+        return true;
+    }
+
+    /// <summary>For the worker: records that the first <paramref name="handedOut"/> envelopes of the batch went to the handler.</summary>
+    public void MarkHandedOut(int handedOut)
+    {
+        Volatile.Write(ref _handedOut, handedOut);
+        if (_writersWaiting)
+        {
+            _gate.Enter();
+            var writers = HasRoom() ? TakeWriters() : null;
+            _gate.Exit();
+            Release(writers);
+        }
+    }
+
+    /// <summary>
+    /// For the worker, after <see cref="TryTake"/> found nothing: completes with <see langword="true"/> when an envelope
+    /// arrives, or <see langword="false"/> once the lane is completed and empty.
+    /// </summary>
+    public ValueTask<bool> WaitToReadAsync()
+    {
+        _gate.Enter();
+        if (_incomingCount > 0)
+        {
+            _gate.Exit();
+            return new ValueTask<bool>(true);
+        }
+
+        if (_completed)
+        {
+            _gate.Exit();
+            return new ValueTask<bool>(false);
+        }
+
+        _readerSignal.Reset();
+        _readerWaiting = true;
+        var version = _readerSignal.Version;
+        _gate.Exit();
+        return new ValueTask<bool>(this, version);
+    }
+
+    bool IValueTaskSource<bool>.GetResult(short token) => _readerSignal.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource<bool>.GetStatus(short token) => _readerSignal.GetStatus(token);
+
+    void IValueTaskSource<bool>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _readerSignal.OnCompleted(continuation, state, token, flags);
+
+    private static void Release(Queue<TaskCompletionSource>? writers)
+    {
+        if (writers is null)
+        {
+            return;
+        }
+
+        while (writers.TryDequeue(out var writer))
+        {
+            writer.TrySetResult();
+        }
+    }
+
+    // Under the gate.
+    private bool HasRoom()
+    {
+        var pending = _incomingCount + _batchCount;
+        return pending < _capacity || pending - Volatile.Read(ref _handedOut) < _capacity;
+    }
+
+    // Under the gate, after HasRoom.
+    private void Append(in Envelope envelope)
+    {
+        var items = _incoming;
+        if (_incomingCount == items.Length)
+        {
+            var grown = new Envelope[(int)Math.Min(_capacity, (long)items.Length * 2)];
+            Array.Copy(items, grown, _incomingCount);
+            _incoming = items = grown;
+        }
+
+        items[_incomingCount++] = envelope;
+    }
+
+    // Under the gate: hands the waiting senders to the caller, who releases them after leaving the gate.
+    private Queue<TaskCompletionSource>? TakeWriters()
+    {
+        if (_writers is not { Count: > 0 } writers)
+        {
+            return null;
+        }
+
+        _writers = null;
+        _writersWaiting = false;
+        return writers;
+    }
+}
