@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using System.Threading.Tasks.Sources;
 using Patterns.Batching;
@@ -31,16 +32,16 @@ internal sealed class Lane : IValueTaskSource<bool>
     private int _incomingCount;
     private Envelope[] _spare = [];
 
-    // The worker's current batch: its size (set under the gate) and how many of it were handed out (written by the
-    // worker alone; senders read it only when the lane looks full).
+    // The worker's current batch: its size (set under the gate) and how many of it were handed out. The latter is
+    // written by the worker per message and read by senders only when the lane looks full, so it sits on a cache line
+    // of its own, together with the flag the worker polls per message.
     private int _batchCount;
-    private int _handedOut;
+    private WorkerLine _worker;
 
     private bool _completed;
     private bool _readerWaiting;
     private ManualResetValueTaskSourceCore<bool> _readerSignal = new() { RunContinuationsAsynchronously = true };
     private Queue<TaskCompletionSource>? _writers;
-    private volatile bool _writersWaiting;
 
     public Lane(int capacity, InMemorySubscription? owner)
     {
@@ -107,7 +108,7 @@ internal sealed class Lane : IValueTaskSource<bool>
 
             waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             (_writers ??= new Queue<TaskCompletionSource>()).Enqueue(waiter);
-            _writersWaiting = true;
+            Volatile.Write(ref _worker.WritersWaiting, true);
             _gate.Exit();
 
             await waiter.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -162,7 +163,7 @@ internal sealed class Lane : IValueTaskSource<bool>
         if (count == 0)
         {
             _batchCount = 0;
-            _handedOut = 0;
+            _worker.HandedOut = 0;
             var idleWriters = TakeWriters();
             _gate.Exit();
             Release(idleWriters);
@@ -174,7 +175,7 @@ internal sealed class Lane : IValueTaskSource<bool>
         _incoming = spare.Length > 0 ? spare : new Envelope[Math.Min(_capacity, InitialSize)];
         _incomingCount = 0;
         _batchCount = count;
-        _handedOut = 0;
+        _worker.HandedOut = 0;
         var writers = count < _capacity ? TakeWriters() : null;
         _gate.Exit();
         _spare = batch;
@@ -185,8 +186,8 @@ internal sealed class Lane : IValueTaskSource<bool>
     /// <summary>For the worker: records that the first <paramref name="handedOut"/> envelopes of the batch went to the handler.</summary>
     public void MarkHandedOut(int handedOut)
     {
-        Volatile.Write(ref _handedOut, handedOut);
-        if (_writersWaiting)
+        Volatile.Write(ref _worker.HandedOut, handedOut);
+        if (Volatile.Read(ref _worker.WritersWaiting))
         {
             _gate.Enter();
             var writers = HasRoom() ? TakeWriters() : null;
@@ -245,7 +246,7 @@ internal sealed class Lane : IValueTaskSource<bool>
     private bool HasRoom()
     {
         var pending = _incomingCount + _batchCount;
-        return pending < _capacity || pending - Volatile.Read(ref _handedOut) < _capacity;
+        return pending < _capacity || pending - Volatile.Read(ref _worker.HandedOut) < _capacity;
     }
 
     // Under the gate, after HasRoom.
@@ -271,7 +272,18 @@ internal sealed class Lane : IValueTaskSource<bool>
         }
 
         _writers = null;
-        _writersWaiting = false;
+        Volatile.Write(ref _worker.WritersWaiting, false);
         return writers;
+    }
+
+    /// <summary>The fields the worker writes or polls per message, padded so senders' writes never share their cache line.</summary>
+    [StructLayout(LayoutKind.Explicit, Size = 192)]
+    private struct WorkerLine
+    {
+        [FieldOffset(64)]
+        public int HandedOut;
+
+        [FieldOffset(68)]
+        public bool WritersWaiting;
     }
 }
