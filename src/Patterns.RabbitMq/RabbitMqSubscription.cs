@@ -332,7 +332,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
         catch (Exception ex)
         {
-            settlement = Settlement.DeadLetter($"The delivery handler threw {ex.GetType().Name}: {ex.Message}", ex);
+            settlement = Settlement.HandlerThrew(ex);
         }
 
         await SettleAsync(delivery, settlement).ConfigureAwait(false);

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
 using Patterns.Resilience;
 using Patterns.Telemetry;
+using Patterns.Threading;
 using Patterns.Transport;
 using Polly;
 

@@ -113,7 +113,7 @@ internal sealed class InMemorySubscription : TransportSubscription
             }
             catch (Exception ex)
             {
-                Settle(envelope, Settlement.DeadLetter($"The delivery handler threw {ex.GetType().Name}: {ex.Message}", ex));
+                Settle(envelope, Settlement.HandlerThrew(ex));
                 continue;
             }
 
@@ -144,7 +144,7 @@ internal sealed class InMemorySubscription : TransportSubscription
         }
         catch (Exception ex)
         {
-            settlement = Settlement.DeadLetter($"The delivery handler threw {ex.GetType().Name}: {ex.Message}", ex);
+            settlement = Settlement.HandlerThrew(ex);
         }
 
         Settle(envelope, settlement);

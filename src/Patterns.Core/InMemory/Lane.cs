@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using System.Threading.Tasks.Sources;
-using Patterns.Batching;
+using Patterns.Threading;
 using Patterns.Messaging;
 
 namespace Patterns.InMemory;
@@ -67,15 +67,7 @@ internal sealed class Lane : IValueTaskSource<bool>
             return false;
         }
 
-        Append(envelope);
-        var wake = _readerWaiting;
-        _readerWaiting = false;
-        _gate.Exit();
-        if (wake)
-        {
-            _readerSignal.SetResult(true);
-        }
-
+        AppendAndExit(envelope);
         return true;
     }
 
@@ -86,12 +78,6 @@ internal sealed class Lane : IValueTaskSource<bool>
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (TryWrite(envelope))
-            {
-                return;
-            }
-
-            TaskCompletionSource waiter;
             _gate.Enter();
             if (_completed)
             {
@@ -101,12 +87,11 @@ internal sealed class Lane : IValueTaskSource<bool>
 
             if (HasRoom())
             {
-                // Room appeared between the two gate entries: write on the next turn.
-                _gate.Exit();
-                continue;
+                AppendAndExit(envelope);
+                return;
             }
 
-            waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             (_writers ??= new Queue<TaskCompletionSource>()).Enqueue(waiter);
             Volatile.Write(ref _worker.WritersWaiting, true);
             _gate.Exit();
@@ -249,8 +234,8 @@ internal sealed class Lane : IValueTaskSource<bool>
         return pending < _capacity || pending - Volatile.Read(ref _worker.HandedOut) < _capacity;
     }
 
-    // Under the gate, after HasRoom.
-    private void Append(in Envelope envelope)
+    // Under the gate, after HasRoom: appends, leaves the gate, and wakes the worker if it was waiting.
+    private void AppendAndExit(in Envelope envelope)
     {
         var items = _incoming;
         if (_incomingCount == items.Length)
@@ -261,6 +246,13 @@ internal sealed class Lane : IValueTaskSource<bool>
         }
 
         items[_incomingCount++] = envelope;
+        var wake = _readerWaiting;
+        _readerWaiting = false;
+        _gate.Exit();
+        if (wake)
+        {
+            _readerSignal.SetResult(true);
+        }
     }
 
     // Under the gate: hands the waiting senders to the caller, who releases them after leaving the gate.

@@ -60,4 +60,8 @@ public readonly struct Settlement
         ArgumentException.ThrowIfNullOrWhiteSpace(reason);
         return new(SettlementKind.DeadLetter, TimeSpan.Zero, reason, exception);
     }
+
+    /// <summary>The settlement a transport gives a message whose <see cref="DeliveryHandler"/> threw instead of settling it.</summary>
+    internal static Settlement HandlerThrew(Exception exception) =>
+        DeadLetter($"The delivery handler threw {exception.GetType().Name}: {exception.Message}", exception);
 }

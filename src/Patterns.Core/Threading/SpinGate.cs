@@ -1,10 +1,10 @@
 using System.Runtime.CompilerServices;
 
-namespace Patterns.Batching;
+namespace Patterns.Threading;
 
 /// <summary>
-/// A test-and-test-and-set spin lock: one atomic to enter, a plain release store to exit. A batcher's critical
-/// sections are a few dozen instructions and never run user code, so this is cheaper per item than a monitor,
+/// A test-and-test-and-set spin lock: one atomic to enter, a plain release store to exit. The critical sections it guards
+/// (a batcher's, an in-memory lane's) are a few dozen instructions and never run user code, so this is cheaper per item than a monitor,
 /// whose exit is a second atomic. Not reentrant.
 /// </summary>
 internal sealed class SpinGate
