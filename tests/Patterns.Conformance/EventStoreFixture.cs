@@ -37,8 +37,20 @@ public sealed class EventStoreFixture : IAsyncDisposable
         Snapshots = snapshots ?? throw new ArgumentNullException(nameof(snapshots));
         Documents = documents ?? throw new ArgumentNullException(nameof(documents));
         Inbox = inbox;
+        UnitOfWork = events as IUnitOfWorkStorage;
+        Outbox = events as IOutboxStore;
+        Leases = events as ILeaseStore;
         _dispose = dispose;
     }
+
+    /// <summary>Gets the unit-of-work side of the store, or null when the store has none (the unit-of-work tests then fail).</summary>
+    public IUnitOfWorkStorage? UnitOfWork { get; }
+
+    /// <summary>Gets the outbox side of the store, or null.</summary>
+    public IOutboxStore? Outbox { get; }
+
+    /// <summary>Gets the lease side of the store, or null.</summary>
+    public ILeaseStore? Leases { get; }
 
     /// <summary>Gets the event storage.</summary>
     public IEventStorage Events { get; }
@@ -87,8 +99,25 @@ public sealed class EventStoreFixture : IAsyncDisposable
 }
 
 /// <summary>A fixture's parts as one store object (what <c>UseStorage</c> takes); it owns nothing, so a container's disposal leaves the fixture alone.</summary>
-public sealed class EventStoreFixtureStorage(EventStoreFixture fixture) : IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage
+public sealed class EventStoreFixtureStorage(EventStoreFixture fixture) : IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage, IUnitOfWorkStorage, IOutboxStore, ILeaseStore
 {
+    public ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default) => Require(fixture.UnitOfWork).CommitAsync(work, cancellationToken);
+
+    public ValueTask<IReadOnlyList<StoredOutboxMessage>> ReadOutboxAsync(long afterSequence, int maxCount, CancellationToken cancellationToken = default) =>
+        Require(fixture.Outbox).ReadOutboxAsync(afterSequence, maxCount, cancellationToken);
+
+    public ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default) =>
+        Require(fixture.Outbox).DeleteOutboxAsync(throughSequence, fence, cancellationToken);
+
+    public ValueTask WaitForOutboxAsync(long afterSequence, CancellationToken cancellationToken) => Require(fixture.Outbox).WaitForOutboxAsync(afterSequence, cancellationToken);
+
+    public ValueTask<Lease?> TryAcquireLeaseAsync(string name, string owner, TimeSpan duration, CancellationToken cancellationToken = default) =>
+        Require(fixture.Leases).TryAcquireLeaseAsync(name, owner, duration, cancellationToken);
+
+    public ValueTask<Lease?> RenewLeaseAsync(Lease lease, TimeSpan duration, CancellationToken cancellationToken = default) => Require(fixture.Leases).RenewLeaseAsync(lease, duration, cancellationToken);
+
+    public ValueTask ReleaseLeaseAsync(Lease lease, CancellationToken cancellationToken = default) => Require(fixture.Leases).ReleaseLeaseAsync(lease, cancellationToken);
+
     public EventStorageCapabilities Capabilities => fixture.Events.Capabilities;
 
     public ValueTask<AppendResult> AppendAsync(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, InlineProjection? inlineProjection = null, CancellationToken cancellationToken = default) =>
@@ -130,4 +159,7 @@ public sealed class EventStoreFixtureStorage(EventStoreFixture fixture) : IEvent
     public IAsyncEnumerable<KeyValuePair<string, byte[]>> ListAsync(string collection, CancellationToken cancellationToken = default) => fixture.Documents.ListAsync(collection, cancellationToken);
 
     public ValueTask ClearAsync(string collection, CancellationToken cancellationToken = default) => fixture.Documents.ClearAsync(collection, cancellationToken);
+
+    private static T Require<T>(T? part)
+        where T : class => part ?? throw new NotSupportedException($"The store under test does not implement {typeof(T).Name}.");
 }

@@ -11,7 +11,7 @@ public sealed class InMemoryEventStoreConformanceTests : EventStoreConformanceTe
 
     protected override Task<EventStoreFixture> CreateStoreAsync(string name)
     {
-        var store = new InMemoryEventStorage(new InMemoryEventStorageOptions { PageSize = 64 });
+        var store = new InMemoryEventStorage(new InMemoryEventStorageOptions { PageSize = 64 }, Clock);
         _stores[name] = store;
         return Task.FromResult(Fixture(store));
     }

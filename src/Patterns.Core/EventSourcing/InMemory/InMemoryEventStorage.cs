@@ -24,7 +24,7 @@ namespace Patterns.EventSourcing.InMemory;
 /// </para>
 /// </remarks>
 [SuppressMessage("Design", "CA1001", Justification = "The SemaphoreSlim never allocates a wait handle (AvailableWaitHandle is not used), so there is nothing to release; the store stays usable as long as anyone holds it, across hosts.")]
-public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage, IInboxStore
+public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore
 {
     private readonly SemaphoreSlim _writer = new(1, 1);
     private readonly Lock _gate = new();
@@ -67,35 +67,13 @@ public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISna
             StoredEvent[] stored;
             lock (_gate)
             {
-                _streams.TryGetValue(streamId, out var stream);
-                if (stream is not null && stream.IsDeleted)
+                var prepared = PrepareLocked(streamId, expectedVersion, events, null, out var retry);
+                if (retry is not null)
                 {
-                    throw new StreamDeletedException(streamId);
+                    return retry.Value;
                 }
 
-                if (stream is not null && TryFindRetry(stream, streamId, expectedVersion, events) is { } original)
-                {
-                    return original;
-                }
-
-                var current = stream?.Version ?? 0;
-                if (!expectedVersion.IsSatisfiedBy(current))
-                {
-                    throw new WrongExpectedVersionException(streamId, expectedVersion, current);
-                }
-
-                stored = new StoredEvent[events.Count];
-                var position = _log.Count;
-                for (var i = 0; i < stored.Length; i++)
-                {
-                    var e = events[i];
-                    stored[i] = new StoredEvent(e.EventId, streamId, current + i + 1, position + i + 1, e.EventType, e.Data.ToArray(), e.Timestamp)
-                    {
-                        CorrelationId = e.CorrelationId,
-                        CausationId = e.CausationId,
-                        Metadata = e.Metadata.IsEmpty ? default : e.Metadata.ToArray(),
-                    };
-                }
+                stored = prepared!;
             }
 
             // Appends are serialized by _writer, so the versions and positions taken above stay free while the
@@ -111,20 +89,7 @@ public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISna
             TaskCompletionSource? appended;
             lock (_gate)
             {
-                if (!_streams.TryGetValue(streamId, out var stream))
-                {
-                    stream = new StreamData();
-                    _streams.Add(streamId, stream);
-                }
-
-                foreach (var e in stored)
-                {
-                    stream.Index.Add(e.EventId, stream.Events.Count);
-                    stream.Events.Add(e);
-                    _log.Add(e);
-                }
-
-                stream.Version = stored[^1].Version;
+                PublishLocked(streamId, stored);
                 documents?.CommitLocked();
                 appended = _appended;
                 _appended = null;
@@ -494,6 +459,72 @@ public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISna
         ArgumentException.ThrowIfNullOrEmpty(id);
     }
 
+    /// <summary>
+    /// Checks an append against the stream and stamps its events with versions and positions. <paramref name="pending"/>
+    /// holds the versions and head left by a unit of work's earlier appends, which are not published yet.
+    /// </summary>
+    private StoredEvent[]? PrepareLocked(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, PendingAppends? pending, out AppendResult? retry)
+    {
+        retry = null;
+        _streams.TryGetValue(streamId, out var stream);
+        if (stream is not null && stream.IsDeleted)
+        {
+            throw new StreamDeletedException(streamId);
+        }
+
+        if (stream is not null && TryFindRetry(stream, streamId, expectedVersion, events) is { } original)
+        {
+            retry = original;
+            return null;
+        }
+
+        var current = pending is not null && pending.Versions.TryGetValue(streamId, out var unitVersion) ? unitVersion : stream?.Version ?? 0;
+        if (!expectedVersion.IsSatisfiedBy(current))
+        {
+            throw new WrongExpectedVersionException(streamId, expectedVersion, current);
+        }
+
+        var stored = new StoredEvent[events.Count];
+        var position = pending?.Head ?? _log.Count;
+        for (var i = 0; i < stored.Length; i++)
+        {
+            var e = events[i];
+            stored[i] = new StoredEvent(e.EventId, streamId, current + i + 1, position + i + 1, e.EventType, e.Data.ToArray(), e.Timestamp)
+            {
+                CorrelationId = e.CorrelationId,
+                CausationId = e.CausationId,
+                Metadata = e.Metadata.IsEmpty ? default : e.Metadata.ToArray(),
+            };
+        }
+
+        if (pending is not null)
+        {
+            pending.Versions[streamId] = current + stored.Length;
+            pending.Head = position + stored.Length;
+        }
+
+        return stored;
+    }
+
+    /// <summary>Adds prepared events to their stream and the log; the caller wakes waiting readers.</summary>
+    private void PublishLocked(string streamId, StoredEvent[] stored)
+    {
+        if (!_streams.TryGetValue(streamId, out var stream))
+        {
+            stream = new StreamData();
+            _streams.Add(streamId, stream);
+        }
+
+        foreach (var e in stored)
+        {
+            stream.Index.Add(e.EventId, stream.Events.Count);
+            stream.Events.Add(e);
+            _log.Add(e);
+        }
+
+        stream.Version = stored[^1].Version;
+    }
+
     /// <summary>Finds an exact retry of an earlier append: every id stored, consecutively, where the expected version puts them.</summary>
     private static AppendResult? TryFindRetry(StreamData stream, string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events)
     {
@@ -697,6 +728,9 @@ public sealed class InMemoryEventStorage : IEventStorage, ICheckpointStore, ISna
             _writes[(collection, id)] = null;
             return existed;
         }
+
+        public void Record(DocumentChange change) =>
+            _writes[(change.Collection, change.Id)] = change.IsDelete ? null : change.Document.ToArray();
 
         public void CommitLocked()
         {
