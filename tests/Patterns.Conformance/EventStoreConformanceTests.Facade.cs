@@ -190,12 +190,23 @@ public abstract partial class EventStoreConformanceTests
     /// <param name="store">The store.</param>
     /// <param name="configure">Registers events, subscriptions, projections.</param>
     /// <returns>The running facade; disposing it stops the hosted services.</returns>
-    protected async Task<FacadeHost> StartFacadeAsync(EventStoreFixture store, Action<EventSourcingBuilder> configure)
+    protected Task<FacadeHost> StartFacadeAsync(EventStoreFixture store, Action<EventSourcingBuilder> configure) =>
+        StartFacadeAsync(store, store.AsSingleStore(), configure);
+
+    /// <summary>Builds the event-sourcing services over <paramref name="storage"/> (a wrapper of <paramref name="store"/>) and starts them.</summary>
+    /// <typeparam name="TStorage">The storage type.</typeparam>
+    /// <param name="store">The store under test.</param>
+    /// <param name="storage">What the services use as their store.</param>
+    /// <param name="configure">Registers events, subscriptions, projections.</param>
+    /// <returns>The running facade; disposing it stops the hosted services.</returns>
+    protected async Task<FacadeHost> StartFacadeAsync<TStorage>(EventStoreFixture store, TStorage storage, Action<EventSourcingBuilder> configure)
+        where TStorage : class, IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage
     {
+        ArgumentNullException.ThrowIfNull(store);
         var services = new ServiceCollection();
         services.AddEventSourcing(es =>
         {
-            es.UseStorage(_ => store.AsSingleStore());
+            es.UseStorage(_ => storage);
             configure(es);
         });
         var provider = services.BuildServiceProvider();

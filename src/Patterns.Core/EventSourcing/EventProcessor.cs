@@ -21,7 +21,23 @@ internal sealed record EventProcessorServices(
     IMessageSerializer Serializer,
     TimeProvider TimeProvider,
     EventSourcingOptions Options,
-    ILoggerFactory LoggerFactory);
+    ILoggerFactory LoggerFactory)
+{
+    /// <summary>Gets the store's unit of work, when it has one: read-model writes then commit with the checkpoint.</summary>
+    public IUnitOfWorkStorage? Units { get; init; }
+
+    /// <summary>Gets the store's leases, when it has them: one process at a time runs each subscription.</summary>
+    public ILeaseStore? Leases { get; init; }
+
+    /// <summary>Gets this process's owner id for leases.</summary>
+    public string Owner { get; init; } = EventProcessorOwner.Create();
+}
+
+internal static class EventProcessorOwner
+{
+    public static string Create() =>
+        string.Create(CultureInfo.InvariantCulture, $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid():N}");
+}
 
 /// <summary>
 /// Runs one subscription or async projection: catches up from its checkpoint, then waits for new events
@@ -38,6 +54,7 @@ internal sealed class EventProcessor : IDisposable
     private readonly EventFilter? _filter;
     private readonly string? _streamId;
     private readonly ProjectionContext _context;
+    private readonly PendingDocuments _documents;
     private readonly ILogger _logger;
     private readonly TagList _tags;
     private readonly SemaphoreSlim _control = new(1, 1);
@@ -51,6 +68,8 @@ internal sealed class EventProcessor : IDisposable
     private long _checkpoint;
     private long _processed;
     private long _current;
+    private long _saved;
+    private long _pendingPosition;
     private SubscriptionFaultedException? _error;
     private int _disposed;
 
@@ -65,7 +84,8 @@ internal sealed class EventProcessor : IDisposable
         _tags = EventSourcingTelemetry.Tags(registration.Name);
         var filter = services.Types.CreateFilter(_options.EventTypes, _options.StreamPrefix);
         _filter = filter.IsAll ? null : filter;
-        _context = new ProjectionContext(registration.Name, services.Documents, services.Serializer, isInline: false);
+        _documents = new PendingDocuments(services.Documents);
+        _context = new ProjectionContext(registration.Name, _documents, services.Serializer, isInline: false);
         _pipeline = PipelineFactory.Create(_options, services.TimeProvider, args =>
         {
             EventSourcingTelemetry.Retried.Add(1, _tags);
@@ -304,6 +324,7 @@ internal sealed class EventProcessor : IDisposable
                 await previous.WaitAsync(stopping).ConfigureAwait(false);
             }
 
+            _documents.Clear();
             cursor = await LoadStartAsync(stopping).ConfigureAwait(false);
             EventSourcingLog.SubscriptionStarted(_logger, Name, cursor);
             var sinceCheckpoint = 0;
@@ -325,11 +346,11 @@ internal sealed class EventProcessor : IDisposable
                     }
 
                     cursor = _streamId is null ? stored.Position : stored.Version;
+                    _pendingPosition = stored.Position;
                     dirty = true;
-                    Progress(cursor, stored.Position, SubscriptionState.CatchingUp);
                     if (++sinceCheckpoint >= _options.CheckpointInterval)
                     {
-                        await _services.Checkpoints.SaveAsync(Name, cursor, aborting).ConfigureAwait(false);
+                        await CommitAsync(cursor, SubscriptionState.CatchingUp, aborting).ConfigureAwait(false);
                         dirty = false;
                         sinceCheckpoint = 0;
                     }
@@ -345,9 +366,10 @@ internal sealed class EventProcessor : IDisposable
                         dirty = true;
                     }
 
+                    _pendingPosition = Math.Max(_pendingPosition, head);
                     if (dirty)
                     {
-                        await _services.Checkpoints.SaveAsync(Name, cursor, aborting).ConfigureAwait(false);
+                        await CommitAsync(cursor, SubscriptionState.Live, aborting).ConfigureAwait(false);
                         dirty = false;
                         sinceCheckpoint = 0;
                     }
@@ -355,6 +377,13 @@ internal sealed class EventProcessor : IDisposable
                     Progress(cursor, head, SubscriptionState.Live);
                     EventSourcingLog.CaughtUp(_logger, Name, head);
                     await _services.Storage.WaitForEventsAsync(Math.Max(head, Volatile.Read(ref _current)), stopping).ConfigureAwait(false);
+                }
+                else if (dirty)
+                {
+                    // One transaction per page: the page's read-model writes and its checkpoint commit together.
+                    await CommitAsync(cursor, SubscriptionState.CatchingUp, aborting).ConfigureAwait(false);
+                    dirty = false;
+                    sinceCheckpoint = 0;
                 }
             }
         }
@@ -366,6 +395,7 @@ internal sealed class EventProcessor : IDisposable
         {
             EventSourcingLog.StoreFailed(_logger, ex, Name);
             Fault(new SubscriptionFaultedException(Name, 0, null, 0, ex));
+            dirty = false;
         }
         finally
         {
@@ -374,8 +404,56 @@ internal sealed class EventProcessor : IDisposable
                 await SaveFinalCheckpointAsync(cursor).ConfigureAwait(false);
             }
 
+            _documents.Clear();
             EventSourcingLog.SubscriptionStopped(_logger, Name, cursor);
         }
+    }
+
+    /// <summary>
+    /// Commits the read-model writes buffered since the last checkpoint together with the checkpoint, in one unit of work
+    /// when the store has one. The checkpoint must still be where this run last left it, so a run that lost its place
+    /// (another process moved the checkpoint) fails instead of moving it back.
+    /// </summary>
+    private async ValueTask CommitAsync(long cursor, SubscriptionState? state, CancellationToken cancellationToken)
+    {
+        if (_services.Units is { } units)
+        {
+            var work = new UnitOfWork();
+            _documents.AddTo(work);
+            work.SaveCheckpoint(Name, cursor, _saved);
+            await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await _documents.WriteThroughAsync(cancellationToken).ConfigureAwait(false);
+            await _services.Checkpoints.SaveAsync(Name, cursor, cancellationToken).ConfigureAwait(false);
+        }
+
+        _documents.Clear();
+        _saved = cursor;
+        Progress(cursor, _pendingPosition, state);
+    }
+
+    /// <summary>Commits buffered document writes without moving the checkpoint (replaying parked events).</summary>
+    private async ValueTask CommitDocumentsAsync(CancellationToken cancellationToken)
+    {
+        if (!_documents.IsDirty)
+        {
+            return;
+        }
+
+        if (_services.Units is { } units)
+        {
+            var work = new UnitOfWork();
+            _documents.AddTo(work);
+            await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await _documents.WriteThroughAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        _documents.Clear();
     }
 
     private async Task<long> LoadStartAsync(CancellationToken stopping)
@@ -386,6 +464,7 @@ internal sealed class EventProcessor : IDisposable
         if (checkpoint is { } saved)
         {
             cursor = saved;
+            _saved = saved;
         }
         else if (_options.StartFrom == SubscriptionStartPosition.End)
         {
@@ -394,11 +473,14 @@ internal sealed class EventProcessor : IDisposable
 
             // The end is where the subscription begins, once: a restart resumes here rather than at a later end,
             // which would skip what was appended while the application was down.
-            await _services.Checkpoints.SaveAsync(Name, cursor, stopping).ConfigureAwait(false);
+            _saved = 0;
+            _pendingPosition = processed;
+            await CommitAsync(cursor, SubscriptionState.CatchingUp, stopping).ConfigureAwait(false);
         }
         else
         {
             cursor = 0;
+            _saved = 0;
         }
 
         if (_streamId is null)
@@ -426,7 +508,7 @@ internal sealed class EventProcessor : IDisposable
         EventSourcingTelemetry.Failed.Add(1, _tags);
         if (_options.OnFailure == SubscriptionFailureMode.Park)
         {
-            await ParkAsync(stored, failure, aborting).ConfigureAwait(false);
+            Park(stored, failure);
             return true;
         }
 
@@ -454,15 +536,22 @@ internal sealed class EventProcessor : IDisposable
         {
             if (_pipeline is null)
             {
+                _documents.BeginEvent();
                 await _handler(recorded, _context, aborting).ConfigureAwait(false);
             }
             else
             {
                 await _pipeline.ExecuteAsync(
-                    static (state, ct) => state.Handler(state.Event, state.Context, ct),
-                    (Handler: _handler, Event: recorded, Context: _context),
+                    static (state, ct) =>
+                    {
+                        state.Documents.BeginEvent();
+                        return state.Handler(state.Event, state.Context, ct);
+                    },
+                    (Handler: _handler, Event: recorded, Context: _context, Documents: _documents),
                     aborting).ConfigureAwait(false);
             }
+
+            _documents.AcceptEvent();
         }
         catch (OperationCanceledException) when (aborting.IsCancellationRequested)
         {
@@ -477,6 +566,7 @@ internal sealed class EventProcessor : IDisposable
         }
         catch (Exception ex)
         {
+            _documents.BeginEvent();
             PatternsTelemetry.RecordError(activity, ex);
             return ex;
         }
@@ -485,13 +575,13 @@ internal sealed class EventProcessor : IDisposable
         return null;
     }
 
-    private async ValueTask ParkAsync(StoredEvent stored, Exception exception, CancellationToken cancellationToken)
+    private void Park(StoredEvent stored, Exception exception)
     {
         EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
         var parked = new ParkedEvent(
             Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
             $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
-        await _services.Documents.UpsertAsync(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked), cancellationToken).ConfigureAwait(false);
+        _documents.Write(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked));
         EventSourcingTelemetry.Parked.Add(1, _tags);
     }
 
@@ -518,32 +608,38 @@ internal sealed class EventProcessor : IDisposable
             if (stored is null || stored.Position != parked.Position || stored.EventId != parked.EventId)
             {
                 // The event is gone from the log (its stream was hard-deleted): there is nothing left to handle.
-                await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
-                continue;
+                _documents.Write(collection, id, null);
             }
-
-            if (await TryHandleAsync(stored, cancellationToken).ConfigureAwait(false) is { } failure)
+            else if (await TryHandleAsync(stored, cancellationToken).ConfigureAwait(false) is { } failure)
             {
                 EventSourcingTelemetry.Failed.Add(1, _tags);
-                await ParkAsync(stored, failure, cancellationToken).ConfigureAwait(false);
-                continue;
+                Park(stored, failure);
+            }
+            else
+            {
+                _documents.Write(collection, id, null);
+                handled++;
             }
 
-            await _services.Documents.DeleteAsync(collection, id, cancellationToken).ConfigureAwait(false);
-            handled++;
+            // The handler's writes and the parked record's removal (or its update) commit together.
+            await CommitDocumentsAsync(cancellationToken).ConfigureAwait(false);
         }
 
         EventSourcingLog.ReplayedParked(_logger, Name, handled, entries.Count - handled);
         return handled;
     }
 
-    private void Progress(long checkpoint, long processed, SubscriptionState state)
+    private void Progress(long checkpoint, long processed, SubscriptionState? state)
     {
         List<TaskCompletionSource>? ready = null;
         lock (_gate)
         {
             _checkpoint = checkpoint;
-            _state = state;
+            if (state is { } next && _state != SubscriptionState.Faulted)
+            {
+                _state = next;
+            }
+
             if (processed > _processed)
             {
                 _processed = processed;
@@ -579,7 +675,7 @@ internal sealed class EventProcessor : IDisposable
     {
         try
         {
-            await _services.Checkpoints.SaveAsync(Name, cursor, CancellationToken.None).ConfigureAwait(false);
+            await CommitAsync(cursor, null, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex)
         {

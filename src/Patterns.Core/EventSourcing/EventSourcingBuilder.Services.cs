@@ -49,7 +49,11 @@ public sealed partial class EventSourcingBuilder
             sp.GetRequiredService<IMessageSerializer>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetRequiredService<IOptions<EventSourcingOptions>>().Value,
-            LoggerFactory(sp)));
+            LoggerFactory(sp))
+        {
+            Units = sp.GetService<IUnitOfWorkStorage>(),
+            Leases = sp.GetService<ILeaseStore>(),
+        });
         Services.TryAddSingleton(static sp => new SubscriptionManager(
             sp.GetRequiredService<IOptions<EventSourcingTopology>>().Value, sp, sp.GetRequiredService<InlineProjector>(), sp.GetRequiredService<EventProcessorServices>()));
         Services.TryAddSingleton<IEventSubscriptions>(static sp => sp.GetRequiredService<SubscriptionManager>());

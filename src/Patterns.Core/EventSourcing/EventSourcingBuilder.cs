@@ -34,7 +34,8 @@ public sealed partial class EventSourcingBuilder
 
     /// <summary>
     /// Uses a store built by <paramref name="factory"/> for events, checkpoints, snapshots and read-model
-    /// documents, and for inbox entries when it implements <see cref="IInboxStore"/>; it replaces the store
+    /// documents, and for inbox entries, units of work, the outbox and leases when it implements <see cref="IInboxStore"/>,
+    /// <see cref="IUnitOfWorkStorage"/>, <see cref="IOutboxStore"/> and <see cref="ILeaseStore"/>; it replaces the store
     /// chosen before. This is how a plug-in package adds its store, from a <c>UseXxx</c> extension method.
     /// </summary>
     /// <typeparam name="TStorage">The store type.</typeparam>
@@ -43,7 +44,8 @@ public sealed partial class EventSourcingBuilder
     /// <remarks>
     /// The store is registered as a singleton of <typeparamref name="TStorage"/> and resolved through
     /// <see cref="IEventStorage"/>, <see cref="ICheckpointStore"/>, <see cref="ISnapshotStorage"/>,
-    /// <see cref="IDocumentStorage"/> and, when implemented, <see cref="IInboxStore"/>. The container disposes
+    /// <see cref="IDocumentStorage"/> and, when implemented, <see cref="IInboxStore"/>, <see cref="IUnitOfWorkStorage"/>,
+    /// <see cref="IOutboxStore"/> and <see cref="ILeaseStore"/>. The container disposes
     /// it when the host stops; it may call <c>Dispose</c> once per interface, so make disposal idempotent.
     /// </remarks>
     public EventSourcingBuilder UseStorage<TStorage>(Func<IServiceProvider, TStorage> factory)
@@ -55,12 +57,22 @@ public sealed partial class EventSourcingBuilder
         Services.Replace(ServiceDescriptor.Singleton<ICheckpointStore>(static sp => sp.GetRequiredService<TStorage>()));
         Services.Replace(ServiceDescriptor.Singleton<ISnapshotStorage>(static sp => sp.GetRequiredService<TStorage>()));
         Services.Replace(ServiceDescriptor.Singleton<IDocumentStorage>(static sp => sp.GetRequiredService<TStorage>()));
-        Services.RemoveAll<IInboxStore>();
-        if (typeof(IInboxStore).IsAssignableFrom(typeof(TStorage)))
-        {
-            Services.AddSingleton(static sp => (IInboxStore)sp.GetRequiredService<TStorage>());
-        }
+        ForwardIfImplemented<TStorage, IInboxStore>();
+        ForwardIfImplemented<TStorage, IUnitOfWorkStorage>();
+        ForwardIfImplemented<TStorage, IOutboxStore>();
+        ForwardIfImplemented<TStorage, ILeaseStore>();
 
         return this;
+    }
+
+    private void ForwardIfImplemented<TStorage, TService>()
+        where TStorage : class
+        where TService : class
+    {
+        Services.RemoveAll<TService>();
+        if (typeof(TService).IsAssignableFrom(typeof(TStorage)))
+        {
+            Services.AddSingleton(static sp => (TService)(object)sp.GetRequiredService<TStorage>());
+        }
     }
 }
