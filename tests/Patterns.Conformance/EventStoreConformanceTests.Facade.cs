@@ -199,11 +199,17 @@ public abstract partial class EventStoreConformanceTests
     /// <param name="storage">What the services use as their store.</param>
     /// <param name="configure">Registers events, subscriptions, projections.</param>
     /// <returns>The running facade; disposing it stops the hosted services.</returns>
-    protected async Task<FacadeHost> StartFacadeAsync<TStorage>(EventStoreFixture store, TStorage storage, Action<EventSourcingBuilder> configure)
+    /// <param name="time">The clock the services use; the system clock when null.</param>
+    protected async Task<FacadeHost> StartFacadeAsync<TStorage>(EventStoreFixture store, TStorage storage, Action<EventSourcingBuilder> configure, TimeProvider? time = null)
         where TStorage : class, IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage
     {
         ArgumentNullException.ThrowIfNull(store);
         var services = new ServiceCollection();
+        if (time is not null)
+        {
+            services.AddSingleton(time);
+        }
+
         services.AddEventSourcing(es =>
         {
             es.UseStorage(_ => storage);

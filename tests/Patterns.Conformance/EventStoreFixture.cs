@@ -37,9 +37,9 @@ public sealed class EventStoreFixture : IAsyncDisposable
         Snapshots = snapshots ?? throw new ArgumentNullException(nameof(snapshots));
         Documents = documents ?? throw new ArgumentNullException(nameof(documents));
         Inbox = inbox;
-        UnitOfWork = events as IUnitOfWorkStorage;
-        Outbox = events as IOutboxStore;
-        Leases = events as ILeaseStore;
+        UnitOfWork = events as IUnitOfWorkStorage ?? documents as IUnitOfWorkStorage;
+        Outbox = events as IOutboxStore ?? documents as IOutboxStore;
+        Leases = events as ILeaseStore ?? documents as ILeaseStore;
         _dispose = dispose;
     }
 

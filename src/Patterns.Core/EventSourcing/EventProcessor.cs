@@ -70,6 +70,7 @@ internal sealed class EventProcessor : IDisposable
     private long _current;
     private long _saved;
     private long _pendingPosition;
+    private Lease? _lease;
     private SubscriptionFaultedException? _error;
     private int _disposed;
 
@@ -314,8 +315,6 @@ internal sealed class EventProcessor : IDisposable
     /// </summary>
     private async Task RunAsync(Task? previous, CancellationToken stopping, CancellationToken aborting)
     {
-        var dirty = false;
-        long cursor = 0;
         try
         {
             if (previous is { IsCompleted: false })
@@ -323,7 +322,131 @@ internal sealed class EventProcessor : IDisposable
                 EventSourcingLog.WaitingForAbandonedRun(_logger, Name);
                 await previous.WaitAsync(stopping).ConfigureAwait(false);
             }
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            return;
+        }
 
+        if (_services.Leases is not { } leases || !_services.Options.ExclusiveOwnership)
+        {
+            await RunOwnedAsync(stopping, aborting).ConfigureAwait(false);
+            return;
+        }
+
+        // Single active owner: run only while holding the lease; on losing it, go back to standby.
+        var duration = _services.Options.LeaseDuration;
+        var interval = duration / 3;
+        while (!stopping.IsCancellationRequested)
+        {
+            Lease? lease;
+            try
+            {
+                lease = await leases.TryAcquireLeaseAsync(LeaseName, _services.Owner, duration, stopping).ConfigureAwait(false);
+                if (lease is null)
+                {
+                    SetState(SubscriptionState.Standby);
+                    await Task.Delay(interval, _services.TimeProvider, stopping).ConfigureAwait(false);
+                    continue;
+                }
+            }
+            catch (Exception) when (stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                EventSourcingLog.StoreFailed(_logger, ex, Name);
+                Fault(new SubscriptionFaultedException(Name, 0, null, 0, ex));
+                return;
+            }
+
+            using var owned = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+            var renewal = RenewAsync(leases, lease, interval, owned);
+            _lease = lease;
+            try
+            {
+                SetState(SubscriptionState.CatchingUp);
+                await RunOwnedAsync(owned.Token, aborting).ConfigureAwait(false);
+            }
+            finally
+            {
+                _lease = null;
+                await owned.CancelAsync().ConfigureAwait(false);
+                await renewal.ConfigureAwait(false);
+                if (stopping.IsCancellationRequested || Status.State == SubscriptionState.Faulted)
+                {
+                    await ReleaseAsync(leases, lease).ConfigureAwait(false);
+                }
+            }
+
+            if (Status.State == SubscriptionState.Faulted)
+            {
+                return;
+            }
+
+            EventSourcingLog.OwnershipLost(_logger, Name, lease.Token);
+        }
+    }
+
+    private string LeaseName => "subscription/" + Name;
+
+    /// <summary>Renews the lease until <paramref name="owned"/> is cancelled; cancels it when the lease is lost.</summary>
+    private async Task RenewAsync(ILeaseStore leases, Lease lease, TimeSpan interval, CancellationTokenSource owned)
+    {
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(interval, _services.TimeProvider, owned.Token).ConfigureAwait(false);
+                if (await leases.RenewLeaseAsync(lease, _services.Options.LeaseDuration, owned.Token).ConfigureAwait(false) is null)
+                {
+                    await owned.CancelAsync().ConfigureAwait(false);
+                    return;
+                }
+            }
+        }
+        catch (Exception) when (owned.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex)
+        {
+            // The store cannot be reached: stop before the lease may have expired; the run resumes once it is back.
+            EventSourcingLog.StoreFailed(_logger, ex, Name);
+            await owned.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
+    private async Task ReleaseAsync(ILeaseStore leases, Lease lease)
+    {
+        try
+        {
+            await leases.ReleaseLeaseAsync(lease, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // It expires on its own.
+            EventSourcingLog.StoreFailed(_logger, ex, Name);
+        }
+    }
+
+    private void SetState(SubscriptionState state)
+    {
+        lock (_gate)
+        {
+            if (_state != SubscriptionState.Faulted)
+            {
+                _state = state;
+            }
+        }
+    }
+
+    private async Task RunOwnedAsync(CancellationToken stopping, CancellationToken aborting)
+    {
+        var dirty = false;
+        long cursor = 0;
+        try
+        {
             _documents.Clear();
             cursor = await LoadStartAsync(stopping).ConfigureAwait(false);
             EventSourcingLog.SubscriptionStarted(_logger, Name, cursor);
@@ -389,7 +512,14 @@ internal sealed class EventProcessor : IDisposable
         }
         catch (Exception) when (stopping.IsCancellationRequested)
         {
-            // Stopping. A store may report a cancelled read or wait as its own exception: that is no fault either.
+            // Stopping, or the lease was lost. A store may report a cancelled read or wait as its own exception: that
+            // is no fault either.
+        }
+        catch (Exception ex) when (_lease is not null && ex is LeaseLostException or CheckpointConflictException)
+        {
+            // Another process owns the subscription now; what this run had not committed is the new owner's to handle.
+            EventSourcingLog.StoreFailed(_logger, ex, Name);
+            dirty = false;
         }
         catch (Exception ex)
         {
@@ -421,6 +551,11 @@ internal sealed class EventProcessor : IDisposable
             var work = new UnitOfWork();
             _documents.AddTo(work);
             work.SaveCheckpoint(Name, cursor, _saved);
+            if (_lease is { } lease)
+            {
+                work.RequireLease(lease);
+            }
+
             await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
         }
         else

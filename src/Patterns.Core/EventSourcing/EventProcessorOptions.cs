@@ -99,4 +99,21 @@ public sealed class EventSourcingOptions
     /// <value>Default <c>patterns.parked-events</c>.</value>
     [Required]
     public string ParkedEventsCollection { get; set; } = "patterns.parked-events";
+
+    /// <summary>
+    /// Gets or sets how long a process owns a subscription or projection after its last lease renewal, when the store
+    /// has leases (<see cref="Storage.ILeaseStore"/>). Each subscription runs in one process at a time across every
+    /// process that shares the store; the owner renews its lease every third of this time, and a standby polls as
+    /// often, so a standby takes over within about 4/3 of this time after the owner dies. A graceful stop releases the
+    /// lease at once.
+    /// </summary>
+    /// <value>Default 15 seconds; between 1 second and 1 hour.</value>
+    public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// Gets or sets a value indicating whether subscriptions and projections take a lease before they run (single active
+    /// owner). Turn it off only when one process alone ever runs them.
+    /// </summary>
+    /// <value>Default <see langword="true"/>; has no effect on a store without leases.</value>
+    public bool ExclusiveOwnership { get; set; } = true;
 }

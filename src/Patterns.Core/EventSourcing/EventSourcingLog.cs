@@ -51,4 +51,7 @@ internal static partial class EventSourcingLog
 
     [LoggerMessage(EventId = 4016, Level = LogLevel.Information, Message = "Subscription '{Subscription}' replayed its parked events: {Handled} handled, {Failed} parked again.")]
     public static partial void ReplayedParked(ILogger logger, string subscription, int handled, int failed);
+
+    [LoggerMessage(EventId = 4017, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' lost its lease (token {Token}) to another process, or could not renew it; it stands by and runs again when it takes the lease back.")]
+    public static partial void OwnershipLost(ILogger logger, string subscription, long token);
 }

@@ -60,7 +60,25 @@ internal sealed partial class SubscriptionOptionsDataValidator : IValidateOption
 internal sealed partial class ProjectionOptionsDataValidator : IValidateOptions<ProjectionOptions>;
 
 [OptionsValidator]
-internal sealed partial class EventSourcingOptionsValidator : IValidateOptions<EventSourcingOptions>;
+internal sealed partial class EventSourcingOptionsAttributesValidator : IValidateOptions<EventSourcingOptions>;
+
+/// <summary>Checks <see cref="EventSourcingOptions"/>: its attributes, and the lease duration's range.</summary>
+internal sealed class EventSourcingOptionsValidator : IValidateOptions<EventSourcingOptions>
+{
+    private readonly EventSourcingOptionsAttributesValidator _attributes = new();
+
+    public ValidateOptionsResult Validate(string? name, EventSourcingOptions options)
+    {
+        var result = _attributes.Validate(name, options);
+        var errors = result.Failed ? [.. result.Failures] : new List<string>();
+        if (options.LeaseDuration < TimeSpan.FromSeconds(1) || options.LeaseDuration > TimeSpan.FromHours(1))
+        {
+            errors.Add($"EventSourcingOptions.LeaseDuration must be between 1 second and 1 hour (was {options.LeaseDuration}).");
+        }
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
 
 [OptionsValidator]
 internal sealed partial class InMemoryEventStorageOptionsValidator : IValidateOptions<InMemory.InMemoryEventStorageOptions>;

@@ -34,6 +34,9 @@ public enum SubscriptionState
 
     /// <summary>An inline projection: it runs inside each append and is always up to date.</summary>
     Inline,
+
+    /// <summary>Waiting to run: another process holds the subscription's lease (see <see cref="EventSourcingOptions.LeaseDuration"/>).</summary>
+    Standby,
 }
 
 /// <summary>A snapshot of one subscription's or projection's progress.</summary>
