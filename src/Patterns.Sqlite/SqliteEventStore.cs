@@ -36,7 +36,7 @@ namespace Patterns.Sqlite;
 /// SQLite serializes their writers, and <see cref="WaitForEventsAsync"/> notices their appends by polling.
 /// </para>
 /// </remarks>
-public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IAsyncDisposable, IDisposable
+public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, IAsyncDisposable, IDisposable
 {
     private readonly SqliteEventStoreOptions _options;
     private readonly SqliteSql _sql;
@@ -231,11 +231,7 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
             return;
         }
 
-        using var poll = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var delay = Task.Delay(_options.PollInterval, _time, poll.Token);
-        await Task.WhenAny(signal.Task, delay).ConfigureAwait(false);
-        await poll.CancelAsync().ConfigureAwait(false);
-        cancellationToken.ThrowIfCancellationRequested();
+        await SignalOrPollAsync(signal, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -293,12 +289,10 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         ArgumentOutOfRangeException.ThrowIfNegative(position);
-        return Discard(Writer().EnqueueAsync(new DelegateWrite<(string, long, SqliteSql), bool>((name, position, _sql), static (w, s) =>
+        return Discard(Writer().EnqueueAsync(new DelegateWrite<(string, long), bool>((name, position), static (w, s) =>
         {
-            var command = w.Prepared(s.Item3.UpsertCheckpoint, "@name", "@position");
-            command.Parameters[0].Value = s.Item1;
-            command.Parameters[1].Value = s.Item2;
-            return command.ExecuteNonQuery() > 0;
+            w.SaveCheckpoint(s.Item1, s.Item2);
+            return true;
         }, cancellationToken)));
     }
 
@@ -377,15 +371,8 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
     {
         SqliteArguments.Key(consumer, nameof(consumer));
         SqliteArguments.Key(messageId, nameof(messageId));
-        return Writer().EnqueueAsync(new DelegateWrite<(string, string, long, SqliteSql), bool>(
-            (consumer, messageId, _time.GetUtcNow().UtcTicks, _sql), static (w, s) =>
-            {
-                var command = w.Prepared(s.Item4.InboxMark, "@consumer", "@id", "@at");
-                command.Parameters[0].Value = s.Item1;
-                command.Parameters[1].Value = s.Item2;
-                command.Parameters[2].Value = s.Item3;
-                return command.ExecuteNonQuery() > 0;
-            }, cancellationToken));
+        return Writer().EnqueueAsync(new DelegateWrite<(string, string, long), bool>(
+            (consumer, messageId, _time.GetUtcNow().UtcTicks), static (w, s) => w.MarkHandled(s.Item1, s.Item2, s.Item3), cancellationToken));
     }
 
     /// <inheritdoc />
@@ -419,6 +406,7 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
 
         _readers.Dispose();
         Interlocked.Exchange(ref _appended, NewSignal()).TrySetResult();
+        Interlocked.Exchange(ref _enqueued, NewSignal()).TrySetResult();
     }
 
     /// <summary>Commits the queued writes, then closes every connection (blocking; prefer <see cref="DisposeAsync"/>).</summary>
@@ -427,6 +415,16 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private static async ValueTask Discard<T>(ValueTask<T> task) => await task.ConfigureAwait(false);
+
+    /// <summary>Waits for an in-process signal, or for <see cref="SqliteEventStoreOptions.PollInterval"/> so that other processes' commits are noticed.</summary>
+    private async ValueTask SignalOrPollAsync(TaskCompletionSource signal, CancellationToken cancellationToken)
+    {
+        using var poll = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var delay = Task.Delay(_options.PollInterval, _time, poll.Token);
+        await Task.WhenAny(signal.Task, delay).ConfigureAwait(false);
+        await poll.CancelAsync().ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+    }
 
     private static StreamRow SelectStream(ReadSession session, string streamId)
     {

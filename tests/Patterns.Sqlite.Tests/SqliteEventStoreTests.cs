@@ -345,7 +345,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         (await orders.GetHeadPositionAsync(Timeout)).Should().Be(2);
         (await billing.GetHeadPositionAsync(Timeout)).Should().Be(1);
         (await ToListAsync(billing.ReadAllAsync(0, null, long.MaxValue, Timeout))).Should().ContainSingle().Which.StreamId.Should().Be("invoice-1");
-        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders\\_%' ESCAPE '\\'").Should().Be(8);
+        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders\\_%' ESCAPE '\\'").Should().Be(10);
     }
 
     [Fact]
@@ -393,9 +393,9 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         await other.MigrateAsync(Timeout);
 
         (await other.GetHeadPositionAsync(Timeout)).Should().Be(2);
-        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(8);
+        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(10);
         Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(3);
-        Scalar("SELECT version FROM patterns_schema").Should().Be(1);
+        Scalar("SELECT version FROM patterns_schema").Should().Be(2);
     }
 
     [Fact]
@@ -419,7 +419,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
 
         var open = async () => await store.AppendAsync("a", ExpectedVersion.Any, [NewEvent()], null, Timeout);
 
-        (await open.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("schema version 7").And.Contain("uses version 1");
+        (await open.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("schema version 7").And.Contain("uses version 2");
     }
 
     // ----- Bad input ---------------------------------------------------------------------------------------
