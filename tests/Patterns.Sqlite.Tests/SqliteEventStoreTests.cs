@@ -334,6 +334,29 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Crash_UnitWriterKilledMidLoad_EveryAcknowledgedUnitIsWholeAndNoUnitIsPartial()
+    {
+        var host = Path.Combine(AppContext.BaseDirectory, "Patterns.Sqlite.CrashHost.dll");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { ArgumentList = { host, _db.File(), "16", "units" } };
+
+        var run = await CrashHarness.RunAndKillAsync(start, 200, Timeout);
+
+        Query("PRAGMA integrity_check").Should().Be("ok");
+        var store = _db.Open();
+        var log = await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout));
+        var ids = log.Select(e => e.EventId).ToHashSet();
+        run.Acknowledged.SelectMany(a => a.EventIds).Should().OnlyContain(id => ids.Contains(id), "an acknowledged unit survives the kill");
+        var outbox = await store.ReadOutboxAsync(0, int.MaxValue, Timeout);
+        var relayed = outbox.SelectMany(m => m.Message.Payload.ToArray().Chunk(16).Select(b => new Guid(b))).ToList();
+        relayed.Should().BeEquivalentTo(ids, "each unit's outbox message commits with its events, or neither does");
+        foreach (var stream in log.GroupBy(e => e.StreamId))
+        {
+            var document = await ((IDocumentStorage)store).GetAsync("crash", stream.Key, Timeout);
+            Encoding.UTF8.GetString(document!).Should().Be(stream.Count().ToString(System.Globalization.CultureInfo.InvariantCulture), "the unit's document commits with its events");
+        }
+    }
+
+    [Fact]
     public async Task DisposeAsync_WithQueuedAppends_CommitsThemBeforeClosing()
     {
         var store = _db.Open();
