@@ -8,8 +8,8 @@ using Patterns.Storage;
 namespace Patterns.Sqlite;
 
 /// <summary>
-/// The embedded durable event store: events, snapshots, checkpoints, read-model documents and the inbox in one SQLite
-/// file, in WAL journal mode with <c>synchronous=FULL</c>.
+/// The embedded durable event store: events, snapshots, checkpoints, read-model documents, the inbox, the outbox and
+/// leases in one SQLite file, in WAL journal mode with <c>synchronous=FULL</c>.
 /// </summary>
 /// <remarks>
 /// <para>
@@ -19,11 +19,12 @@ namespace Patterns.Sqlite;
 /// honours the sync.
 /// </para>
 /// <para>
-/// <b>Group commit.</b> Every write (appends, deletes, checkpoints, documents, inbox marks) goes through one writer
-/// connection fed by a bounded queue. A write that finds the writer idle commits at once on the caller's thread; writes
-/// queued while a commit is being synced share the next transaction and its one sync. Each runs under its own
-/// savepoint, so a write that fails (a version conflict, a throwing inline projection) is rolled back alone and fails
-/// alone. An inline projection runs on the writer: it must not call the store.
+/// <b>Group commit.</b> Every write (appends, units of work, deletes, checkpoints, documents, inbox marks, leases) goes
+/// through one writer connection fed by a bounded queue. A write that finds the writer idle commits at once on the
+/// caller's thread; writes queued while a commit is being synced share the next transaction and its one sync. Each runs
+/// under its own savepoint, so a write that fails (a version conflict, a throwing inline projection, any failing part of
+/// a unit of work) is rolled back alone and fails alone. An inline projection runs on the writer: it must not call the
+/// store.
 /// </para>
 /// <para>
 /// <b>Ordering.</b> Positions are taken under SQLite's write lock in commit order, and readers (separate connections,
@@ -33,7 +34,8 @@ namespace Patterns.Sqlite;
 /// </para>
 /// <para>
 /// The schema is created on first use, or by <see cref="MigrateAsync"/>. Several processes may open the same file:
-/// SQLite serializes their writers, and <see cref="WaitForEventsAsync"/> notices their appends by polling.
+/// SQLite serializes their writers, and <see cref="WaitForEventsAsync"/> and <see cref="WaitForOutboxAsync"/> notice
+/// their commits by polling.
 /// </para>
 /// </remarks>
 public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, IAsyncDisposable, IDisposable
