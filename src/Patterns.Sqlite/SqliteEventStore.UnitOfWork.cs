@@ -69,9 +69,8 @@ public sealed partial class SqliteEventStore
     public async ValueTask WaitForOutboxAsync(long afterSequence, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
-        var signal = Volatile.Read(ref _enqueued); // before the read, so a commit after it still wakes this wait
-        var last = Read(_sql, static (session, sql) => (long)session.Command(sql.SelectOutboxHead).ExecuteScalar()!);
-        if (last > afterSequence || _disposed != 0)
+        var signal = Volatile.Read(ref _enqueued); // before the read, so that a commit after the read still wakes this wait
+        if (_disposed != 0 || Read(_sql, static (session, sql) => (long)session.Command(sql.SelectOutboxHead).ExecuteScalar()!) > afterSequence)
         {
             return;
         }
