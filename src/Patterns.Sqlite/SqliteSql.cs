@@ -160,7 +160,7 @@ internal sealed class SqliteSql
         RenewLease = $"UPDATE {leases} SET expires_at = @expires WHERE name = @name AND owner = @owner AND token = @token";
 
         // The token stays, so whoever takes the lease next gets a greater one.
-        ReleaseLease = $"UPDATE {leases} SET owner = NULL, expires_at = 0 WHERE name = @name AND owner = @owner AND token = @token";
+        ReleaseLease = $"UPDATE {leases} SET owner = NULL, expires_at = @expires WHERE name = @name AND owner = @owner AND token = @token";
     }
 
     public string Events { get; }

@@ -105,22 +105,17 @@ internal sealed partial class SqliteWriter
     }
 
     /// <summary>Frees a lease still held with the same owner and token, keeping the token; false when it was not held.</summary>
-    public bool ReleaseLease(Lease lease) => ChangeLease(_sql.ReleaseLease, lease, null);
+    public bool ReleaseLease(Lease lease) => ChangeLease(_sql.ReleaseLease, lease, expiresTicks: 0);
 
-    private bool ChangeLease(string sql, Lease lease, long? expiresTicks)
+    /// <summary>Runs a lease UPDATE that applies only while the row still names the lease's owner and token.</summary>
+    private bool ChangeLease(string sql, Lease lease, long expiresTicks)
     {
-        var command = expiresTicks is null
-            ? Prepared(sql, "@name", "@owner", "@token")
-            : Prepared(sql, "@name", "@owner", "@token", "@expires");
+        var command = Prepared(sql, "@name", "@owner", "@token", "@expires");
         var p = command.Parameters;
         p[0].Value = lease.Name;
         p[1].Value = lease.Owner;
         p[2].Value = lease.Token;
-        if (expiresTicks is { } expires)
-        {
-            p[3].Value = expires;
-        }
-
+        p[3].Value = expiresTicks;
         return command.ExecuteNonQuery() > 0;
     }
 }
