@@ -2,7 +2,7 @@ using Patterns.Storage;
 
 namespace Patterns.Sqlite;
 
-/// <summary>An append: checks the stream's version and the event ids, inserts the events, runs the inline projection.</summary>
+/// <summary>An append on its own: the writer's append (<see cref="SqliteWriter.Append"/>) and then its inline projection.</summary>
 internal sealed class AppendOperation(
     string streamId,
     ExpectedVersion expectedVersion,
@@ -14,54 +14,10 @@ internal sealed class AppendOperation(
 
     public override async ValueTask ExecuteAsync(SqliteWriter writer)
     {
-        var stream = writer.GetStream(streamId);
-        if (stream.Deleted != 0)
+        Result = writer.Append(streamId, expectedVersion, events, out var inserted);
+        if (inserted && projection is not null)
         {
-            throw new StreamDeletedException(streamId);
-        }
-
-        if (stream.Version > 0 && writer.FindRetry(streamId, expectedVersion, events) is { } original)
-        {
-            Result = original;
-            return;
-        }
-
-        if (!expectedVersion.IsSatisfiedBy(stream.Version))
-        {
-            throw new WrongExpectedVersionException(streamId, expectedVersion, stream.Version);
-        }
-
-        var firstPosition = writer.Head + 1;
-        var firstVersion = stream.Version + 1;
-        writer.InsertEvents(streamId, firstVersion, firstPosition, events);
-        var lastVersion = stream.Version + events.Count;
-        writer.SetStreamVersion(streamId, lastVersion);
-        writer.Head += events.Count;
-        Result = new AppendResult(streamId, lastVersion, firstPosition, firstPosition + events.Count - 1);
-
-        if (projection is not null)
-        {
-            var appended = new StoredEvent[events.Count];
-            for (var i = 0; i < appended.Length; i++)
-            {
-                var e = events[i];
-                appended[i] = new StoredEvent(e.EventId, streamId, firstVersion + i, firstPosition + i, e.EventType, e.Data, e.Timestamp)
-                {
-                    CorrelationId = e.CorrelationId,
-                    CausationId = e.CausationId,
-                    Metadata = e.Metadata,
-                };
-            }
-
-            var documents = new TransactionDocumentWriter(writer);
-            try
-            {
-                await projection(appended, documents, CancellationToken).ConfigureAwait(false);
-            }
-            finally
-            {
-                documents.Close();
-            }
+            await writer.ProjectAsync(projection, Result, events, CancellationToken).ConfigureAwait(false);
         }
     }
 }

@@ -8,6 +8,13 @@ internal static class SqliteArguments
 {
     public static void Key(string value, string name) => ArgumentException.ThrowIfNullOrEmpty(value, name);
 
+    public static void Lease(string name, string owner, TimeSpan duration)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentException.ThrowIfNullOrEmpty(owner);
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(duration, TimeSpan.Zero);
+    }
+
     public static void Append(string streamId, IReadOnlyList<SerializedEvent> events)
     {
         EventStorageArguments.ValidateAppend(streamId, events);

@@ -8,8 +8,8 @@ using Patterns.Storage;
 namespace Patterns.Sqlite;
 
 /// <summary>
-/// The embedded durable event store: events, snapshots, checkpoints, read-model documents and the inbox in one SQLite
-/// file, in WAL journal mode with <c>synchronous=FULL</c>.
+/// The embedded durable event store: events, snapshots, checkpoints, read-model documents, the inbox, the outbox and
+/// leases in one SQLite file, in WAL journal mode with <c>synchronous=FULL</c>.
 /// </summary>
 /// <remarks>
 /// <para>
@@ -19,11 +19,12 @@ namespace Patterns.Sqlite;
 /// honours the sync.
 /// </para>
 /// <para>
-/// <b>Group commit.</b> Every write (appends, deletes, checkpoints, documents, inbox marks) goes through one writer
-/// connection fed by a bounded queue. A write that finds the writer idle commits at once on the caller's thread; writes
-/// queued while a commit is being synced share the next transaction and its one sync. Each runs under its own
-/// savepoint, so a write that fails (a version conflict, a throwing inline projection) is rolled back alone and fails
-/// alone. An inline projection runs on the writer: it must not call the store.
+/// <b>Group commit.</b> Every write (appends, units of work, deletes, checkpoints, documents, inbox marks, leases) goes
+/// through one writer connection fed by a bounded queue. A write that finds the writer idle commits at once on the
+/// caller's thread; writes queued while a commit is being synced share the next transaction and its one sync. Each runs
+/// under its own savepoint, so a write that fails (a version conflict, a throwing inline projection, any failing part of
+/// a unit of work) is rolled back alone and fails alone. An inline projection runs on the writer: it must not call the
+/// store.
 /// </para>
 /// <para>
 /// <b>Ordering.</b> Positions are taken under SQLite's write lock in commit order, and readers (separate connections,
@@ -33,10 +34,11 @@ namespace Patterns.Sqlite;
 /// </para>
 /// <para>
 /// The schema is created on first use, or by <see cref="MigrateAsync"/>. Several processes may open the same file:
-/// SQLite serializes their writers, and <see cref="WaitForEventsAsync"/> notices their appends by polling.
+/// SQLite serializes their writers, and <see cref="WaitForEventsAsync"/> and <see cref="WaitForOutboxAsync"/> notice
+/// their commits by polling.
 /// </para>
 /// </remarks>
-public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IAsyncDisposable, IDisposable
+public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, IAsyncDisposable, IDisposable
 {
     private readonly SqliteEventStoreOptions _options;
     private readonly SqliteSql _sql;
@@ -231,11 +233,7 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
             return;
         }
 
-        using var poll = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var delay = Task.Delay(_options.PollInterval, _time, poll.Token);
-        await Task.WhenAny(signal.Task, delay).ConfigureAwait(false);
-        await poll.CancelAsync().ConfigureAwait(false);
-        cancellationToken.ThrowIfCancellationRequested();
+        await SignalOrPollAsync(signal, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -293,12 +291,10 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         ArgumentOutOfRangeException.ThrowIfNegative(position);
-        return Discard(Writer().EnqueueAsync(new DelegateWrite<(string, long, SqliteSql), bool>((name, position, _sql), static (w, s) =>
+        return Discard(Writer().EnqueueAsync(new DelegateWrite<(string, long), bool>((name, position), static (w, s) =>
         {
-            var command = w.Prepared(s.Item3.UpsertCheckpoint, "@name", "@position");
-            command.Parameters[0].Value = s.Item1;
-            command.Parameters[1].Value = s.Item2;
-            return command.ExecuteNonQuery() > 0;
+            w.SaveCheckpoint(s.Item1, s.Item2);
+            return true;
         }, cancellationToken)));
     }
 
@@ -377,15 +373,8 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
     {
         SqliteArguments.Key(consumer, nameof(consumer));
         SqliteArguments.Key(messageId, nameof(messageId));
-        return Writer().EnqueueAsync(new DelegateWrite<(string, string, long, SqliteSql), bool>(
-            (consumer, messageId, _time.GetUtcNow().UtcTicks, _sql), static (w, s) =>
-            {
-                var command = w.Prepared(s.Item4.InboxMark, "@consumer", "@id", "@at");
-                command.Parameters[0].Value = s.Item1;
-                command.Parameters[1].Value = s.Item2;
-                command.Parameters[2].Value = s.Item3;
-                return command.ExecuteNonQuery() > 0;
-            }, cancellationToken));
+        return Writer().EnqueueAsync(new DelegateWrite<(string, string, long), bool>(
+            (consumer, messageId, _time.GetUtcNow().UtcTicks), static (w, s) => w.MarkHandled(s.Item1, s.Item2, s.Item3), cancellationToken));
     }
 
     /// <inheritdoc />
@@ -419,6 +408,7 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
 
         _readers.Dispose();
         Interlocked.Exchange(ref _appended, NewSignal()).TrySetResult();
+        Interlocked.Exchange(ref _enqueued, NewSignal()).TrySetResult();
     }
 
     /// <summary>Commits the queued writes, then closes every connection (blocking; prefer <see cref="DisposeAsync"/>).</summary>
@@ -427,6 +417,16 @@ public sealed class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpo
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private static async ValueTask Discard<T>(ValueTask<T> task) => await task.ConfigureAwait(false);
+
+    /// <summary>Waits for an in-process signal, or for <see cref="SqliteEventStoreOptions.PollInterval"/> so that other processes' commits are noticed.</summary>
+    private async ValueTask SignalOrPollAsync(TaskCompletionSource signal, CancellationToken cancellationToken)
+    {
+        using var poll = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var delay = Task.Delay(_options.PollInterval, _time, poll.Token);
+        await Task.WhenAny(signal.Task, delay).ConfigureAwait(false);
+        await poll.CancelAsync().ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+    }
 
     private static StreamRow SelectStream(ReadSession session, string streamId)
     {

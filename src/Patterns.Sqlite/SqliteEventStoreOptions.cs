@@ -48,13 +48,14 @@ public sealed class SqliteEventStoreOptions
     public int WriteQueueCapacity { get; set; } = 4096;
 
     /// <summary>
-    /// Gets or sets how often <see cref="SqliteEventStore.WaitForEventsAsync"/> returns without an in-process signal, so that
-    /// readers notice events appended by another process (or another store instance) on the same file.
+    /// Gets or sets how often <see cref="SqliteEventStore.WaitForEventsAsync"/> and <see cref="SqliteEventStore.WaitForOutboxAsync"/>
+    /// return without an in-process signal, so that readers notice events and outbox messages committed by another process
+    /// (or another store instance) on the same file.
     /// </summary>
     /// <value>Default 1 second; from 1 millisecond to 1 day.</value>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>Gets or sets the clock for poll intervals and inbox timestamps.</summary>
+    /// <summary>Gets or sets the clock for poll intervals, inbox and outbox timestamps, and lease expiry.</summary>
     /// <value>Default null: <see cref="TimeProvider.System"/> (the host's <see cref="TimeProvider"/> when registered through the host builder).</value>
     public TimeProvider? TimeProvider { get; set; }
 }

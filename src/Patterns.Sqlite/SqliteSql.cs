@@ -4,14 +4,17 @@ namespace Patterns.Sqlite;
 /// <remarks>
 /// Tables: <c>events</c> (the global log; <c>position</c> is the rowid), <c>streams</c> (version, deletion and truncation
 /// of each stream), <c>log</c> (one row: the highest position, kept across hard deletes), <c>snapshots</c>, <c>checkpoints</c>, <c>documents</c>,
-/// <c>inbox</c> and <c>schema</c> (one row: the schema version). Positions are assigned by the writer after the highest
+/// <c>inbox</c>, <c>outbox</c> (messages stored by units of work; the sequence is an AUTOINCREMENT rowid, so it is
+/// never reused, even after deletes), <c>leases</c> (owner, fencing token and expiry per name) and <c>schema</c> (one
+/// row: the schema version). Positions are assigned by the writer after the highest
 /// one given so far, inside the write transaction, so they follow commit order even with several writing processes;
 /// the <c>log</c> row remembers the highest position when a hard delete removes it, so positions are never reused.
 /// </remarks>
 internal sealed class SqliteSql
 {
     /// <summary>The schema version this code creates and understands.</summary>
-    public const int SchemaVersion = 1;
+    /// <remarks>Version 2 added the <c>outbox</c> and <c>leases</c> tables; a version 1 file gets them in place when it is opened.</remarks>
+    public const int SchemaVersion = 2;
 
     /// <summary>
     /// The columns every event query selects, in the order <see cref="SqliteRows.ReadEvent"/> reads them; the last one says
@@ -30,6 +33,8 @@ internal sealed class SqliteSql
         var checkpoints = prefix + "checkpoints";
         var documents = prefix + "documents";
         var inbox = prefix + "inbox";
+        var outbox = prefix + "outbox";
+        var leases = prefix + "leases";
         var schema = prefix + "schema";
         Events = events;
 
@@ -75,6 +80,19 @@ internal sealed class SqliteSql
                 handled_at INTEGER NOT NULL,
                 PRIMARY KEY (consumer, message_id)) WITHOUT ROWID;
             CREATE INDEX IF NOT EXISTS {inbox}_handled_at ON {inbox} (handled_at);
+            CREATE TABLE IF NOT EXISTS {outbox} (
+                sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                destination TEXT NOT NULL,
+                kind INTEGER NOT NULL,
+                partition_key TEXT,
+                payload BLOB NOT NULL,
+                enqueued_at INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS {leases} (
+                name TEXT PRIMARY KEY,
+                owner TEXT,
+                token INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL) WITHOUT ROWID;
+            UPDATE {schema} SET version = {SchemaVersion} WHERE id = 1 AND version = 1;
             """;
         SelectSchemaVersion = $"SELECT version FROM {schema} WHERE id = 1";
         SchemaTableExists = $"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{schema}'";
@@ -119,6 +137,30 @@ internal sealed class SqliteSql
         InboxContains = $"SELECT 1 FROM {inbox} WHERE consumer = @consumer AND message_id = @id";
         InboxMark = $"INSERT INTO {inbox} (consumer, message_id, handled_at) VALUES (@consumer, @id, @at) ON CONFLICT (consumer, message_id) DO NOTHING";
         InboxPrune = $"DELETE FROM {inbox} WHERE handled_at < @before";
+
+        InsertOutbox = $"INSERT INTO {outbox} (destination, kind, partition_key, payload, enqueued_at) VALUES (@destination, @kind, @key, @payload, @at) RETURNING sequence";
+        ReadOutbox = $"SELECT sequence, destination, kind, partition_key, payload, enqueued_at FROM {outbox} WHERE sequence > @after ORDER BY sequence LIMIT @limit";
+        DeleteOutbox = $"DELETE FROM {outbox} WHERE sequence <= @through";
+        SelectOutboxHead = $"SELECT coalesce(max(sequence), 0) FROM {outbox}";
+
+        SelectLease = $"SELECT owner, token FROM {leases} WHERE name = @name";
+
+        // Free, expired or already the caller's: take it. The token goes up unless the owner stays the same (a renewal);
+        // SET reads the row's old values, so the CASE compares with the previous owner. A row that another owner holds
+        // and that has not expired fails the WHERE, and RETURNING then yields no row.
+        AcquireLease = $"""
+            INSERT INTO {leases} (name, owner, token, expires_at) VALUES (@name, @owner, 1, @expires)
+            ON CONFLICT (name) DO UPDATE SET
+                token = CASE WHEN owner IS excluded.owner THEN token ELSE token + 1 END,
+                owner = excluded.owner,
+                expires_at = excluded.expires_at
+            WHERE owner IS NULL OR owner = excluded.owner OR expires_at <= @now
+            RETURNING token
+            """;
+        RenewLease = $"UPDATE {leases} SET expires_at = @expires WHERE name = @name AND owner = @owner AND token = @token";
+
+        // The token stays, so whoever takes the lease next gets a greater one.
+        ReleaseLease = $"UPDATE {leases} SET owner = NULL, expires_at = @expires WHERE name = @name AND owner = @owner AND token = @token";
     }
 
     public string Events { get; }
@@ -178,6 +220,22 @@ internal sealed class SqliteSql
     public string InboxMark { get; }
 
     public string InboxPrune { get; }
+
+    public string InsertOutbox { get; }
+
+    public string ReadOutbox { get; }
+
+    public string DeleteOutbox { get; }
+
+    public string SelectOutboxHead { get; }
+
+    public string SelectLease { get; }
+
+    public string AcquireLease { get; }
+
+    public string RenewLease { get; }
+
+    public string ReleaseLease { get; }
 
     /// <summary>An INSERT of <paramref name="rows"/> events; row <c>i</c> binds parameters <c>@pN_i</c>.</summary>
     public string InsertEvents(int rows)

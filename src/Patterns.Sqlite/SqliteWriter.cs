@@ -21,7 +21,7 @@ namespace Patterns.Sqlite;
 /// are assigned in commit order even when another process writes to the same file; a reader sees a transaction whole
 /// or not at all (WAL snapshots), so the log it reads has no gap that a later commit could fill.
 /// </remarks>
-internal sealed class SqliteWriter : IAsyncDisposable
+internal sealed partial class SqliteWriter : IAsyncDisposable
 {
     /// <summary>Rows per multi-row INSERT, largest first; an append is split greedily into these chunks.</summary>
     private static readonly int[] ChunkSizes = [32, 8, 1];
@@ -33,6 +33,7 @@ internal sealed class SqliteWriter : IAsyncDisposable
     private readonly int _maxEvents;
     private readonly Action<long> _committed;
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly List<WriteOperation> _batch = [];
     private int _busy;
     private int _lastGroup;
@@ -62,6 +63,7 @@ internal sealed class SqliteWriter : IAsyncDisposable
         _maxEvents = options.MaxEventsPerCommit;
         _committed = committed;
         _logger = logger;
+        _time = options.TimeProvider ?? TimeProvider.System;
         Head = head;
         _queue = Channel.CreateBounded<WriteOperation>(new BoundedChannelOptions(options.WriteQueueCapacity)
         {
@@ -90,6 +92,9 @@ internal sealed class SqliteWriter : IAsyncDisposable
 
     /// <summary>Gets the number of writes committed by the loop.</summary>
     public long Writes => Interlocked.Read(ref _writes);
+
+    /// <summary>Gets the current time of the store's clock (lease expiry, outbox and inbox stamps).</summary>
+    public DateTimeOffset Now => _time.GetUtcNow();
 
     /// <summary>Opens the writer's connection in WAL mode with synchronous=FULL, creates the schema and starts the loop.</summary>
     public static SqliteWriter Open(string connectionString, SqliteSql sql, SqliteEventStoreOptions options, Action<long> committed, ILogger logger)
@@ -172,6 +177,71 @@ internal sealed class SqliteWriter : IAsyncDisposable
         _selectStream.Parameters[0].Value = streamId;
         using var reader = _selectStream.ExecuteReader();
         return reader.Read() ? new StreamRow(reader.GetInt64(0), reader.GetInt32(1), reader.GetInt64(2)) : default;
+    }
+
+    /// <summary>
+    /// Appends events inside the open transaction: the one append path, for <see cref="AppendOperation"/> and for the appends
+    /// of a unit of work. Checks that the stream is not deleted, returns the original result of an exact retry (then
+    /// <paramref name="inserted"/> is false and nothing is written), checks the expected version, inserts the events after
+    /// <see cref="Head"/>, sets the stream's version and advances <see cref="Head"/>. A later append in the same
+    /// transaction sees this one.
+    /// </summary>
+    public AppendResult Append(string streamId, ExpectedVersion expected, IReadOnlyList<SerializedEvent> events, out bool inserted)
+    {
+        inserted = false;
+        var stream = GetStream(streamId);
+        if (stream.Deleted != 0)
+        {
+            throw new StreamDeletedException(streamId);
+        }
+
+        if (stream.Version > 0 && FindRetry(streamId, expected, events) is { } original)
+        {
+            return original;
+        }
+
+        if (!expected.IsSatisfiedBy(stream.Version))
+        {
+            throw new WrongExpectedVersionException(streamId, expected, stream.Version);
+        }
+
+        var firstPosition = Head + 1;
+        var lastVersion = stream.Version + events.Count;
+        InsertEvents(streamId, stream.Version + 1, firstPosition, events);
+        SetStreamVersion(streamId, lastVersion);
+        Head += events.Count;
+        inserted = true;
+        return new AppendResult(streamId, lastVersion, firstPosition, firstPosition + events.Count - 1);
+    }
+
+    /// <summary>
+    /// Runs an inline projection over the events that <see cref="Append"/> just inserted, with an <see cref="IDocumentWriter"/>
+    /// that reads and writes inside the open transaction (and refuses use once the projection has returned).
+    /// </summary>
+    public async ValueTask ProjectAsync(InlineProjection projection, AppendResult appended, IReadOnlyList<SerializedEvent> events, CancellationToken cancellationToken)
+    {
+        var stored = new StoredEvent[events.Count];
+        var firstVersion = appended.Version - events.Count + 1;
+        for (var i = 0; i < stored.Length; i++)
+        {
+            var e = events[i];
+            stored[i] = new StoredEvent(e.EventId, appended.StreamId, firstVersion + i, appended.FirstPosition + i, e.EventType, e.Data, e.Timestamp)
+            {
+                CorrelationId = e.CorrelationId,
+                CausationId = e.CausationId,
+                Metadata = e.Metadata,
+            };
+        }
+
+        var documents = new TransactionDocumentWriter(this);
+        try
+        {
+            await projection(stored, documents, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            documents.Close();
+        }
     }
 
     /// <summary>

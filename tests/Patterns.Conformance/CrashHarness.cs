@@ -34,9 +34,28 @@ public static class CrashHarness
     /// <param name="writers">How many streams are appended to at once.</param>
     /// <param name="cancellationToken">Stops the writers (normally the process is killed first).</param>
     /// <returns>A task that completes when <paramref name="cancellationToken"/> is cancelled.</returns>
-    public static async Task RunWriterAsync(IEventStorage storage, TextWriter output, int writers = 4, CancellationToken cancellationToken = default)
+    public static Task RunWriterAsync(IEventStorage storage, TextWriter output, int writers = 4, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(storage);
+        return RunAppenderAsync((streamId, expected, events, ct) => storage.AppendAsync(streamId, expected, events, null, ct), output, writers, cancellationToken);
+    }
+
+    /// <summary>
+    /// <see cref="RunWriterAsync"/> with the append supplied by the caller, for a store that is to be crash-tested through
+    /// another write path (a unit of work that appends and writes more besides).
+    /// </summary>
+    /// <param name="append">Appends events to a stream at an exact expected version and returns the append's result.</param>
+    /// <param name="output">Where acknowledgements go (the process's standard output); flushed after every line.</param>
+    /// <param name="writers">How many streams are appended to at once.</param>
+    /// <param name="cancellationToken">Stops the writers (normally the process is killed first).</param>
+    /// <returns>A task that completes when <paramref name="cancellationToken"/> is cancelled.</returns>
+    public static async Task RunAppenderAsync(
+        Func<string, ExpectedVersion, IReadOnlyList<SerializedEvent>, CancellationToken, ValueTask<AppendResult>> append,
+        TextWriter output,
+        int writers = 4,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(append);
         ArgumentNullException.ThrowIfNull(output);
         var gate = new Lock();
         var tasks = Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
@@ -52,7 +71,7 @@ public static class CrashHarness
                     batch[j] = new SerializedEvent(Guid.NewGuid(), "crash.tick", payload, DateTimeOffset.UnixEpoch);
                 }
 
-                var result = await storage.AppendAsync(streamId, ExpectedVersion.Exact(version), batch, null, cancellationToken);
+                var result = await append(streamId, ExpectedVersion.Exact(version), batch, cancellationToken);
                 version = result.Version;
                 var line = string.Create(CultureInfo.InvariantCulture, $"{AckPrefix}{streamId} {version} {batch.Length} {string.Join(',', batch.Select(e => e.EventId))}");
                 lock (gate)

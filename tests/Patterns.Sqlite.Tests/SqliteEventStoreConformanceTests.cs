@@ -5,8 +5,9 @@ namespace Patterns.Sqlite.Tests;
 
 /// <summary>
 /// The event store conformance suite on SQLite: one database file per store name in a temporary directory, with a
-/// small read page so that long reads cross many pages. The crash test kills a child process
-/// (Patterns.Sqlite.CrashHost) that appends to the file.
+/// small read page so that long reads cross many pages, and the suite's <c>Clock</c> as the store's clock so that the
+/// lease tests can expire leases by moving it. The crash test kills a child process (Patterns.Sqlite.CrashHost) that
+/// appends to the file.
 /// </summary>
 public sealed class SqliteEventStoreConformanceTests : EventStoreConformanceTests
 {
@@ -35,7 +36,7 @@ public sealed class SqliteEventStoreConformanceTests : EventStoreConformanceTest
 
     protected override Task<EventStoreFixture> ReopenAsync(string name)
     {
-        var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={File(name)}", PageSize = 64 });
+        var store = new SqliteEventStore(new SqliteEventStoreOptions { ConnectionString = $"Data Source={File(name)}", PageSize = 64, TimeProvider = Clock });
         return Task.FromResult(EventStoreFixture.From(store));
     }
 

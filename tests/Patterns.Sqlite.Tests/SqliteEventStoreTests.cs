@@ -167,6 +167,133 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         (await late.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("only be used while the projection runs");
     }
 
+    // ----- Units of work, the outbox and leases --------------------------------------------------------------
+
+    [Fact]
+    public async Task CommitAsync_EightUnitsQueuedBehindAnOpenTransaction_ShareOneCommitAndEachKeepsItsOwnOutcome()
+    {
+        var store = _db.Open();
+        await store.AppendAsync("taken", ExpectedVersion.NoStream, [NewEvent()], null, Timeout);
+        await ((IInboxStore)store).TryMarkHandledAsync("handler", "seen", Timeout);
+        await store.CommitAsync(new UnitOfWork().SaveCheckpoint("proj", 8), Timeout);
+        var lease = (await store.TryAcquireLeaseAsync("proj", "me", TimeSpan.FromMinutes(5), Timeout))!;
+        var (blocker, release) = await StartBlockingAppendAsync(store);
+        var (commits, writes) = (store.CommitCount, store.CommittedWrites);
+
+        static UnitOfWork Unit(int i) => new UnitOfWork()
+            .Append($"unit-{i}", ExpectedVersion.NoStream, NewEvents(2))
+            .Upsert("docs", $"d-{i}", "{}"u8.ToArray())
+            .Enqueue(new OutboxMessage("q", OutboxMessageKind.Send, Encoding.UTF8.GetBytes($"m-{i}")));
+        UnitOfWork[] units =
+        [
+            Unit(0),
+            Unit(1).Append("taken", ExpectedVersion.NoStream, [NewEvent()]),
+            Unit(2).ClaimInbox("handler", "seen"), // marked through IInboxStore.TryMarkHandledAsync
+            Unit(3).ClaimInbox("handler", "fresh"),
+            Unit(4).ClaimInbox("handler", "fresh"), // claimed by unit 3, earlier in the same transaction
+            Unit(5).RequireLease(lease with { Owner = "someone-else" }),
+            Unit(6).SaveCheckpoint("proj", 9, expectedPosition: 7),
+            Unit(7).RequireLease(lease).SaveCheckpoint("proj", 9, expectedPosition: 8),
+        ];
+        var tasks = units.Select(u => store.CommitAsync(u, Timeout).AsTask()).ToArray();
+        release.SetResult();
+        await blocker.WaitAsync(TempDatabase.Wait, Timeout);
+
+        (await tasks[0].WaitAsync(TempDatabase.Wait, Timeout)).Appends.Should().Equal(new AppendResult("unit-0", 2, 3, 4));
+        (await FluentActions.Awaiting(() => tasks[1]).Should().ThrowAsync<WrongExpectedVersionException>()).Which.StreamId.Should().Be("taken");
+        (await FluentActions.Awaiting(() => tasks[2]).Should().ThrowAsync<DuplicateMessageException>()).Which.MessageId.Should().Be("seen");
+        (await tasks[3]).Appends.Should().Equal(new AppendResult("unit-3", 2, 5, 6));
+        (await FluentActions.Awaiting(() => tasks[4]).Should().ThrowAsync<DuplicateMessageException>()).Which.MessageId.Should().Be("fresh");
+        (await FluentActions.Awaiting(() => tasks[5]).Should().ThrowAsync<LeaseLostException>()).Which.CurrentOwner.Should().Be("me");
+        (await FluentActions.Awaiting(() => tasks[6]).Should().ThrowAsync<CheckpointConflictException>()).Which.Actual.Should().Be(8);
+        (await tasks[7]).Appends.Should().ContainSingle().Which.Should().Be(new AppendResult("unit-7", 2, 7, 8), "failed units leave no gap");
+        (store.CommitCount - commits).Should().Be(2, "the blocked append commits alone, then the eight units queued behind it commit together");
+        (store.CommittedWrites - writes).Should().Be(9);
+
+        int[] committed = [0, 3, 7];
+        var log = await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout));
+        log.Select(e => e.StreamId).Distinct().Should().Equal(new[] { "taken", "blocker" }.Concat(committed.Select(i => $"unit-{i}")));
+        var outbox = await store.ReadOutboxAsync(0, 100, Timeout);
+        outbox.Select(m => Encoding.UTF8.GetString(m.Message.Payload.Span)).Should().Equal(committed.Select(i => $"m-{i}"));
+        outbox.Select(m => m.Sequence).Should().BeInAscendingOrder().And.OnlyHaveUniqueItems();
+        outbox[^1].Sequence.Should().Be((await tasks[7]).LastOutboxSequence);
+        for (var i = 0; i < units.Length; i++)
+        {
+            (await ((IDocumentStorage)store).GetAsync("docs", $"d-{i}", Timeout) is not null).Should().Be(committed.Contains(i), $"unit {i}'s document commits with it or not at all");
+        }
+
+        (await ((ICheckpointStore)store).LoadAsync("proj", Timeout)).Should().Be(9);
+        (await ((IInboxStore)store).ContainsAsync("handler", "fresh", Timeout)).Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task Open_FileOfSchemaVersion1_IsMigratedInPlaceAndKeepsItsData()
+    {
+        var old = _db.Open();
+        await old.AppendAsync("a", ExpectedVersion.NoStream, NewEvents(2), null, Timeout);
+        await ((ICheckpointStore)old).SaveAsync("proj", 2, Timeout);
+        await old.DisposeAsync();
+
+        // What version 1 left in a file: the same tables without the outbox and the leases, and version 1.
+        Execute("DROP TABLE patterns_outbox; DROP TABLE patterns_leases; UPDATE patterns_schema SET version = 1");
+        var store = _db.Open();
+        var result = await store.CommitAsync(new UnitOfWork()
+            .Append("a", ExpectedVersion.Exact(2), [NewEvent()])
+            .Enqueue(new OutboxMessage("q", OutboxMessageKind.Publish, "m"u8.ToArray())), Timeout);
+
+        Scalar("SELECT version FROM patterns_schema").Should().Be(2);
+        result.Appends.Should().Equal(new AppendResult("a", 3, 3, 3));
+        (await store.ReadOutboxAsync(0, 10, Timeout)).Should().ContainSingle().Which.Sequence.Should().Be(result.LastOutboxSequence);
+        (await ((ICheckpointStore)store).LoadAsync("proj", Timeout)).Should().Be(2);
+        (await store.TryAcquireLeaseAsync("relay", "me", TimeSpan.FromSeconds(30), Timeout)).Should().NotBeNull();
+    }
+
+    [Fact]
+    public async Task WaitForOutboxAsync_CommitByAnotherStoreOnTheFile_IsNoticedByPolling()
+    {
+        var relay = _db.Open(o => o.PollInterval = TimeSpan.FromMilliseconds(20));
+        var producer = _db.Open();
+        await relay.MigrateAsync(Timeout);
+        var relayed = Task.Run(async () =>
+        {
+            while (true)
+            {
+                if (await relay.ReadOutboxAsync(0, 10, Timeout) is { Count: > 0 } messages)
+                {
+                    return messages;
+                }
+
+                await relay.WaitForOutboxAsync(0, Timeout);
+            }
+        }, Timeout);
+
+        var result = await producer.CommitAsync(new UnitOfWork().Enqueue(new OutboxMessage("q", OutboxMessageKind.Send, "m"u8.ToArray())), Timeout);
+
+        (await relayed.WaitAsync(TempDatabase.Wait, Timeout)).Should().ContainSingle().Which.Sequence.Should().Be(result.LastOutboxSequence);
+        var idle = _db.Open(o => o.PollInterval = TimeSpan.FromDays(1));
+        idle.WaitForOutboxAsync(0, Timeout).AsTask().IsCompletedSuccessfully.Should().BeTrue("a message after sequence 0 is already stored");
+    }
+
+    [Fact]
+    public async Task Lease_TakenOverThroughAnotherStoreOnTheFile_FencesOffTheFirstOwner()
+    {
+        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var first = _db.Open(o => o.TimeProvider = time);
+        var second = _db.Open(o => o.TimeProvider = time);
+        var held = (await first.TryAcquireLeaseAsync("relay", "process-a", TimeSpan.FromSeconds(30), Timeout))!;
+        (await second.TryAcquireLeaseAsync("relay", "process-b", TimeSpan.FromSeconds(30), Timeout)).Should().BeNull();
+
+        time.Advance(TimeSpan.FromSeconds(31));
+        var taken = (await second.TryAcquireLeaseAsync("relay", "process-b", TimeSpan.FromSeconds(30), Timeout))!;
+        var commit = async () => await first.CommitAsync(new UnitOfWork().RequireLease(held).SaveCheckpoint("relay", 5), Timeout);
+
+        taken.Token.Should().Be(held.Token + 1);
+        Scalar("SELECT expires_at FROM patterns_leases WHERE name = 'relay'").Should().Be(taken.ExpiresAt.UtcTicks);
+        (await commit.Should().ThrowAsync<LeaseLostException>()).Which.CurrentOwner.Should().Be("process-b");
+        (await ((ICheckpointStore)second).LoadAsync("relay", Timeout)).Should().BeNull();
+        (await first.RenewLeaseAsync(held, TimeSpan.FromSeconds(30), Timeout)).Should().BeNull();
+    }
+
     // ----- Durability and the file ---------------------------------------------------------------------------
 
     [Fact]
@@ -203,6 +330,29 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         foreach (var stream in log.GroupBy(e => e.StreamId))
         {
             (await store.GetStreamStateAsync(stream.Key, Timeout)).Version.Should().Be(stream.Count(), "the stream row commits with its events");
+        }
+    }
+
+    [Fact]
+    public async Task Crash_UnitWriterKilledMidLoad_EveryAcknowledgedUnitIsWholeAndNoUnitIsPartial()
+    {
+        var host = Path.Combine(AppContext.BaseDirectory, "Patterns.Sqlite.CrashHost.dll");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { ArgumentList = { host, _db.File(), "16", "units" } };
+
+        var run = await CrashHarness.RunAndKillAsync(start, 200, Timeout);
+
+        Query("PRAGMA integrity_check").Should().Be("ok");
+        var store = _db.Open();
+        var log = await ToListAsync(store.ReadAllAsync(0, null, long.MaxValue, Timeout));
+        var ids = log.Select(e => e.EventId).ToHashSet();
+        run.Acknowledged.SelectMany(a => a.EventIds).Should().OnlyContain(id => ids.Contains(id), "an acknowledged unit survives the kill");
+        var outbox = await store.ReadOutboxAsync(0, int.MaxValue, Timeout);
+        var relayed = outbox.SelectMany(m => m.Message.Payload.ToArray().Chunk(16).Select(b => new Guid(b))).ToList();
+        relayed.Should().BeEquivalentTo(ids, "each unit's outbox message commits with its events, or neither does");
+        foreach (var stream in log.GroupBy(e => e.StreamId))
+        {
+            var document = await ((IDocumentStorage)store).GetAsync("crash", stream.Key, Timeout);
+            Encoding.UTF8.GetString(document!).Should().Be(stream.Count().ToString(System.Globalization.CultureInfo.InvariantCulture), "the unit's document commits with its events");
         }
     }
 
@@ -345,7 +495,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         (await orders.GetHeadPositionAsync(Timeout)).Should().Be(2);
         (await billing.GetHeadPositionAsync(Timeout)).Should().Be(1);
         (await ToListAsync(billing.ReadAllAsync(0, null, long.MaxValue, Timeout))).Should().ContainSingle().Which.StreamId.Should().Be("invoice-1");
-        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders\\_%' ESCAPE '\\'").Should().Be(8);
+        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'orders\\_%' ESCAPE '\\'").Should().Be(10);
     }
 
     [Fact]
@@ -393,9 +543,9 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         await other.MigrateAsync(Timeout);
 
         (await other.GetHeadPositionAsync(Timeout)).Should().Be(2);
-        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(8);
+        Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(10);
         Scalar("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'patterns\\_%' ESCAPE '\\'").Should().Be(3);
-        Scalar("SELECT version FROM patterns_schema").Should().Be(1);
+        Scalar("SELECT version FROM patterns_schema").Should().Be(2);
     }
 
     [Fact]
@@ -419,7 +569,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
 
         var open = async () => await store.AppendAsync("a", ExpectedVersion.Any, [NewEvent()], null, Timeout);
 
-        (await open.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("schema version 7").And.Contain("uses version 1");
+        (await open.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("schema version 7").And.Contain("uses version 2");
     }
 
     // ----- Bad input ---------------------------------------------------------------------------------------
