@@ -31,7 +31,7 @@ namespace Patterns.Postgres;
 /// database and schema in a process. Dispose it to close the listening connection (and the data source it built).
 /// </para>
 /// </remarks>
-public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IAsyncDisposable, IDisposable
+public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
@@ -75,7 +75,9 @@ public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage
         _autoCreateSchema = options.AutoCreateSchema;
         _timeProvider = options.TimeProvider ?? defaultTimeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
-        _listener = new NotificationListener(_dataSource, _schema.Channel, _notifications, _timeProvider, _pollInterval, _logger);
+        _appendQueue = new GroupQueue<PendingAppend, AppendResult>(RunAppendGroupAsync);
+        _unitQueue = new GroupQueue<PendingUnit, UnitOfWorkResult>(RunUnitGroupAsync);
+        _listener = new NotificationListener(_dataSource, _schema.Channel, _schema.OutboxChannel, _notifications, _timeProvider, _pollInterval, _logger);
     }
 
     /// <summary>Gets the schema that holds the store's tables.</summary>
