@@ -41,8 +41,16 @@ public sealed partial class PostgresEventStore
             : AppendOneAsync(streamId, expectedVersion, events, inlineProjection, cancellationToken);
     }
 
-    /// <summary>Appends one batch in a transaction of its own, mapping the function's errors to the SPI's exceptions.</summary>
-    private async ValueTask<AppendResult> AppendOneAsync(
+    /// <summary>Appends one batch in a transaction of its own (again if it loses a deadlock), mapping the function's errors to the SPI's exceptions.</summary>
+    private ValueTask<AppendResult> AppendOneAsync(
+        string streamId,
+        ExpectedVersion expectedVersion,
+        IReadOnlyList<SerializedEvent> events,
+        InlineProjection? inlineProjection,
+        CancellationToken cancellationToken) =>
+        RetryDeadlockAsync(ct => AppendOnceAsync(streamId, expectedVersion, events, inlineProjection, ct), cancellationToken);
+
+    private async ValueTask<AppendResult> AppendOnceAsync(
         string streamId,
         ExpectedVersion expectedVersion,
         IReadOnlyList<SerializedEvent> events,

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Npgsql;
 using NpgsqlTypes;
 using Patterns.Storage;
@@ -11,9 +12,8 @@ namespace Patterns.Postgres;
 /// </summary>
 public sealed partial class PostgresEventStore
 {
-    // A unit that loses a deadlock (for example with an append by another process that locks the same rows in the
-    // other order) is rolled back and run again, at most this many times in all.
-    private const int MaxUnitAttempts = 3;
+    // How many times in all a transaction that loses a deadlock is run (see RetryDeadlockAsync).
+    private const int MaxDeadlockAttempts = 3;
 
     private readonly GroupQueue<PendingUnit, UnitOfWorkResult> _unitQueue;
     private long _unitTransactions;
@@ -212,6 +212,25 @@ public sealed partial class PostgresEventStore
     private static bool IsDeadlock(Exception exception) =>
         exception is PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure };
 
+    /// <summary>
+    /// Runs a transaction again when PostgreSQL chose it as a deadlock victim (it rolled back, so nothing of it is
+    /// stored). Appends lock a stream row, then the position row; a group of units holds the position row while a
+    /// later unit locks its stream rows, so the two can deadlock, and either side may be the one PostgreSQL aborts.
+    /// </summary>
+    private static async ValueTask<T> RetryDeadlockAsync<T>(Func<CancellationToken, ValueTask<T>> transaction, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await transaction(cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException ex) when (IsDeadlock(ex) && attempt < MaxDeadlockAttempts)
+            {
+            }
+        }
+    }
+
     private static NpgsqlCommand Command(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql, params ReadOnlySpan<NpgsqlParameter> parameters)
     {
         var command = new NpgsqlCommand(sql, connection, transaction);
@@ -255,20 +274,8 @@ public sealed partial class PostgresEventStore
     }
 
     /// <summary>Commits one unit in a transaction of its own; a unit that loses a deadlock runs again.</summary>
-    private async ValueTask<UnitOfWorkResult> CommitAloneAsync(UnitOfWork work, CancellationToken cancellationToken)
-    {
-        for (var attempt = 1; ; attempt++)
-        {
-            try
-            {
-                return await CommitAloneOnceAsync(work, cancellationToken).ConfigureAwait(false);
-            }
-            catch (PostgresException ex) when (IsDeadlock(ex) && attempt < MaxUnitAttempts)
-            {
-                // Rolled back: nothing of the unit is stored, so running it again is safe.
-            }
-        }
-    }
+    private ValueTask<UnitOfWorkResult> CommitAloneAsync(UnitOfWork work, CancellationToken cancellationToken) =>
+        RetryDeadlockAsync(ct => CommitAloneOnceAsync(work, ct), cancellationToken);
 
     /// <summary>Commits one unit in a transaction of its own. Cancellation counts until the transaction has begun.</summary>
     private async ValueTask<UnitOfWorkResult> CommitAloneOnceAsync(UnitOfWork work, CancellationToken cancellationToken)
@@ -281,22 +288,27 @@ public sealed partial class PostgresEventStore
             await using (transaction.ConfigureAwait(false))
             {
                 applied = await ApplyUnitAsync(connection, transaction, work).ConfigureAwait(false);
-                await CommitUnitsAsync(connection, transaction, applied.LastPosition, applied.Result.LastOutboxSequence).ConfigureAwait(false);
+                await NotifyOutboxAsync(connection, transaction, applied.Result.LastOutboxSequence).ConfigureAwait(false);
+                await CommitUnitsAsync(transaction, applied.LastPosition, applied.Result.LastOutboxSequence).ConfigureAwait(false);
             }
         }
 
         return applied.Result;
     }
 
-    /// <summary>Commits the transaction of one or more applied units, notifying other processes, then wakes this process's waiters.</summary>
-    private async ValueTask CommitUnitsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, long lastPosition, long lastSequence)
+    /// <summary>Tells other processes, on commit, that outbox messages up to <paramref name="lastSequence"/> exist (appends notify the event channel themselves).</summary>
+    private async ValueTask NotifyOutboxAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, long lastSequence)
     {
         if (lastSequence > 0 && _notifications)
         {
-            // Delivered on commit. Appends notify the event channel themselves (append_events).
-            await ExecuteAsync(connection, transaction, _schema.Notify, Parameters.Text(_schema.OutboxChannel), Parameters.Text(lastSequence.ToString(System.Globalization.CultureInfo.InvariantCulture))).ConfigureAwait(false);
+            await ExecuteAsync(
+                connection, transaction, _schema.Notify, Parameters.Text(_schema.OutboxChannel), Parameters.Text(lastSequence.ToString(CultureInfo.InvariantCulture))).ConfigureAwait(false);
         }
+    }
 
+    /// <summary>Commits the transaction of one or more applied units, then wakes this process's waiters.</summary>
+    private async ValueTask CommitUnitsAsync(NpgsqlTransaction transaction, long lastPosition, long lastSequence)
+    {
         await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
         Interlocked.Increment(ref _unitTransactions);
         if (lastPosition > 0)
@@ -350,29 +362,31 @@ public sealed partial class PostgresEventStore
                         }
                     }
 
+                    await NotifyOutboxAsync(connection, transaction, lastSequence).ConfigureAwait(false);
                     commitSent = true;
-                    await CommitUnitsAsync(connection, transaction, lastPosition, lastSequence).ConfigureAwait(false);
+                    await CommitUnitsAsync(transaction, lastPosition, lastSequence).ConfigureAwait(false);
                 }
             }
         }
         catch (Exception ex)
         {
-            if (commitSent)
+            // Before the commit, nothing was stored: each unit runs again on its own and gets its own outcome. When the
+            // commit itself failed its outcome is unknown (the connection broke while it ran), so the units that would
+            // have committed get the failure rather than risk being stored twice.
+            for (var i = 0; i < group.Count; i++)
             {
-                // The commit's outcome is unknown (the connection broke while it ran): report the failure to every unit
-                // that would have committed, rather than risk storing one twice.
-                for (var i = 0; i < group.Count; i++)
+                if (commitSent && applied[i] is not null)
                 {
-                    group[i].Completion.TrySetException(failed[i] ?? ex);
+                    group[i].Completion.TrySetException(ex);
                 }
-
-                return;
-            }
-
-            // Nothing was committed: each unit runs again on its own and gets its own outcome.
-            foreach (var unit in group)
-            {
-                await CompleteAloneAsync(unit).ConfigureAwait(false);
+                else if (commitSent && failed[i] is { } error)
+                {
+                    group[i].Completion.TrySetException(error);
+                }
+                else
+                {
+                    await CompleteAloneAsync(group[i]).ConfigureAwait(false);
+                }
             }
 
             return;
