@@ -6,9 +6,10 @@ using Patterns.Storage;
 namespace Patterns.Postgres;
 
 /// <summary>
-/// The event store on PostgreSQL: events, snapshots, checkpoints, read-model documents and inbox entries in one
-/// schema, behind the store SPI (<see cref="IEventStorage"/>, <see cref="ISnapshotStorage"/>,
-/// <see cref="ICheckpointStore"/>, <see cref="IDocumentStorage"/>, <see cref="IInboxStore"/>).
+/// The event store on PostgreSQL: events, snapshots, checkpoints, read-model documents, inbox entries, outbox
+/// messages and leases in one schema, behind the store SPI (<see cref="IEventStorage"/>, <see cref="ISnapshotStorage"/>,
+/// <see cref="ICheckpointStore"/>, <see cref="IDocumentStorage"/>, <see cref="IInboxStore"/>,
+/// <see cref="IUnitOfWorkStorage"/>, <see cref="IOutboxStore"/>, <see cref="ILeaseStore"/>).
 /// </summary>
 /// <remarks>
 /// <para>
