@@ -132,6 +132,13 @@ public abstract class PostgresTestBase : IAsyncLifetime
     {
         public Task CommitAsync() => transaction.CommitAsync();
 
+        /// <summary>Runs a statement in the lock's transaction.</summary>
+        public async Task<int> ExecuteAsync(string sql)
+        {
+            await using var command = new NpgsqlCommand(sql, connection, transaction);
+            return await command.ExecuteNonQueryAsync();
+        }
+
         public async ValueTask DisposeAsync()
         {
             await transaction.DisposeAsync();

@@ -75,6 +75,46 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     }
 
     [Fact]
+    public async Task CommitAsync_UnitInAGroupDeadlocksWithAnotherTransaction_EveryoneStillCommits()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.AppendAsync("x", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var head = await store.GetHeadPositionAsync();
+
+        await using var blocking = await HoldStreamRowAsync("blocker");
+        var leader = Commit(store, new UnitOfWork().Append("blocker", ExpectedVersion.Any, [TestEvents.One()]));
+        var enqueuing = Commit(store, new UnitOfWork().Enqueue(Message("first")));
+        var appending = Commit(store, new UnitOfWork().Upsert("docs", "appending", Encoding.UTF8.GetBytes("{}")).Append("x", ExpectedVersion.Any, [TestEvents.One()]));
+        store.QueuedUnits.Should().Be(2);
+
+        // Another transaction locks stream x as an append would, then wants the position lock, which the group holds
+        // (the first unit enqueued) while its second unit waits for x: a deadlock that PostgreSQL breaks.
+        await using var other = await HoldStreamRowAsync("x");
+        await blocking.CommitAsync();
+        await WaitForLockWaitAsync("append_events");
+        var otherWantsPositions = other.ExecuteAsync($"UPDATE \"{SchemaName}\".log_head SET position = position");
+
+        await leader.WaitAsync(PostgresDatabase.Wait);
+        (await enqueuing.WaitAsync(PostgresDatabase.Wait)).LastOutboxSequence.Should().BeGreaterThan(0);
+        var otherAborted = false;
+        try
+        {
+            await otherWantsPositions.WaitAsync(PostgresDatabase.Wait);
+            await other.CommitAsync();
+        }
+        catch (Npgsql.PostgresException ex) when (ex.SqlState == Npgsql.PostgresErrorCodes.DeadlockDetected)
+        {
+            otherAborted = true; // PostgreSQL chose the other transaction; disposing it rolls it back.
+        }
+
+        (await appending.WaitAsync(PostgresDatabase.Wait)).Appends[0].Version.Should().Be(2);
+        store.UnitTransactions.Should().Be(otherAborted ? 2 : 3, "when PostgreSQL aborts the unit, it runs again alone after its group");
+        (await store.GetAsync("docs", "appending")).Should().NotBeNull();
+        (await store.ReadAllAsync(head).ToListAsync()).Select(e => e.Position).Should().Equal(head + 1, head + 2);
+    }
+
+    [Fact]
     public async Task CommitAsync_OneMessageClaimedThroughTwoInstances_CommitsOnce()
     {
         var stores = new[] { CreateSut(), CreateSut() };
@@ -157,6 +197,17 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     /// <summary>A unit that writes a document named after it; the test adds the part that makes it fail.</summary>
     private static UnitOfWork Doomed(string name) =>
         new UnitOfWork().Upsert("docs", name, Encoding.UTF8.GetBytes("{}")).Enqueue(Message(name)).Append($"stream-{name}", ExpectedVersion.Any, [TestEvents.One()]);
+
+    /// <summary>Waits until a backend of this test's schema waits for a row lock while running <paramref name="statement"/>.</summary>
+    private async Task WaitForLockWaitAsync(string statement)
+    {
+        var sql = $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{SchemaName}%{statement}%' AND pid <> pg_backend_pid()";
+        using var timeout = new CancellationTokenSource(PostgresDatabase.Wait);
+        while (await PostgresDatabase.ScalarAsync<long>(sql) == 0)
+        {
+            await Task.Delay(10, timeout.Token);
+        }
+    }
 
     /// <summary>Releases a lease from another connection and keeps its row locked until the returned transaction commits.</summary>
     private async Task<RowLock> HoldLeaseRowAsync(string name)
