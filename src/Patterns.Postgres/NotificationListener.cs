@@ -5,9 +5,10 @@ using Npgsql;
 namespace Patterns.Postgres;
 
 /// <summary>
-/// Wakes <see cref="PostgresEventStore.WaitForEventsAsync"/> callers: on this store's own appends at once, and on
-/// appends from other processes through a dedicated connection that LISTENs on the schema's channel and
-/// reconnects when it fails. The payload of each notification is the last position the append committed.
+/// Wakes <see cref="PostgresEventStore.WaitForEventsAsync"/> and <see cref="PostgresEventStore.WaitForOutboxAsync"/>
+/// callers: on this store's own commits at once, and on commits from other processes through a dedicated connection
+/// that LISTENs on the schema's event and outbox channels and reconnects when it fails. The payload of each
+/// notification is the last position (events) or sequence number (outbox) the transaction committed.
 /// </summary>
 internal sealed class NotificationListener : IAsyncDisposable
 {
@@ -18,34 +19,40 @@ internal sealed class NotificationListener : IAsyncDisposable
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _channel;
+    private readonly string _outboxChannel;
     private readonly bool _listen;
     private readonly TimeProvider _timeProvider;
     private readonly TimeSpan _reconnectDelay;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _gate = new();
-    private TaskCompletionSource _signal = NewSignal();
-    private TaskCompletionSource _connected = NewSignal();
-    private long _knownHead;
+    private TaskCompletionSource _connected = Signal.NewSource();
     private int _failures;
     private bool _stopped;
     private Task? _loop;
 
-    public NotificationListener(NpgsqlDataSource dataSource, string channel, bool listen, TimeProvider timeProvider, TimeSpan reconnectDelay, ILogger logger)
+    public NotificationListener(NpgsqlDataSource dataSource, string channel, string outboxChannel, bool listen, TimeProvider timeProvider, TimeSpan reconnectDelay, ILogger logger)
     {
         _dataSource = dataSource;
         _channel = channel;
+        _outboxChannel = outboxChannel;
         _listen = listen;
         _timeProvider = timeProvider;
         _reconnectDelay = reconnectDelay;
         _logger = logger;
     }
 
+    /// <summary>Gets the signal for appended events; its value is the highest position known to be committed.</summary>
+    public Signal Events { get; } = new();
+
+    /// <summary>Gets the signal for outbox messages; its value is the highest sequence number known to be committed.</summary>
+    public Signal Outbox { get; } = new();
+
     /// <summary>Gets the highest position this process knows to be committed (from its own appends or a notification).</summary>
-    public long KnownHead => Volatile.Read(ref _knownHead);
+    public long KnownHead => Events.Known;
 
     /// <summary>Gets a task that completes at the next append signal. Take it before checking for new events, then wait on it.</summary>
-    public Task NextSignal => Volatile.Read(ref _signal).Task;
+    public Task NextSignal => Events.Next;
 
     /// <summary>Gets a task that completes the next time the listening connection has run LISTEN (for tests).</summary>
     internal Task NextConnection => Volatile.Read(ref _connected).Task;
@@ -54,27 +61,10 @@ internal sealed class NotificationListener : IAsyncDisposable
     internal int ProcessId { get; private set; }
 
     /// <summary>Records that events up to <paramref name="position"/> are committed and wakes every waiter.</summary>
-    public void Publish(long position)
-    {
-        Observe(position);
-        Interlocked.Exchange(ref _signal, NewSignal()).TrySetResult();
-    }
+    public void Publish(long position) => Events.Publish(position);
 
     /// <summary>Records that events up to <paramref name="position"/> are committed, without waking anyone.</summary>
-    public void Observe(long position)
-    {
-        var known = Volatile.Read(ref _knownHead);
-        while (position > known)
-        {
-            var seen = Interlocked.CompareExchange(ref _knownHead, position, known);
-            if (seen == known)
-            {
-                break;
-            }
-
-            known = seen;
-        }
-    }
+    public void Observe(long position) => Events.Observe(position);
 
     /// <summary>Starts the listening connection on first use; a no-op when notifications are off or it runs already.</summary>
     public void EnsureStarted()
@@ -100,7 +90,7 @@ internal sealed class NotificationListener : IAsyncDisposable
             await _stopping.CancelAsync().ConfigureAwait(false);
             await loop.ConfigureAwait(false);
             _stopping.Dispose();
-            _signal.TrySetResult();
+            WakeAll();
         }
     }
 
@@ -110,7 +100,7 @@ internal sealed class NotificationListener : IAsyncDisposable
         if (TryStop() is not null)
         {
             _stopping.Cancel();
-            _signal.TrySetResult();
+            WakeAll();
         }
     }
 
@@ -129,7 +119,11 @@ internal sealed class NotificationListener : IAsyncDisposable
         }
     }
 
-    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private void WakeAll()
+    {
+        Events.Wake();
+        Outbox.Wake();
+    }
 
     private async Task RunAsync()
     {
@@ -168,7 +162,7 @@ internal sealed class NotificationListener : IAsyncDisposable
         await using (connection.ConfigureAwait(false))
         {
             connection.Notification += OnNotification;
-            var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"", connection);
+            var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"; LISTEN \"{_outboxChannel}\"", connection);
             await using (listen.ConfigureAwait(false))
             {
                 await listen.ExecuteNonQueryAsync(token).ConfigureAwait(false);
@@ -177,11 +171,11 @@ internal sealed class NotificationListener : IAsyncDisposable
             PostgresLog.Listening(_logger, _channel);
             _failures = 0;
             ProcessId = connection.ProcessID;
-            Interlocked.Exchange(ref _connected, NewSignal()).TrySetResult();
+            Interlocked.Exchange(ref _connected, Signal.NewSource()).TrySetResult();
             if (reconnecting)
             {
                 // Notifications sent while the connection was down are lost: wake every waiter to re-read.
-                Publish(KnownHead);
+                WakeAll();
             }
 
             while (true)
@@ -200,14 +194,15 @@ internal sealed class NotificationListener : IAsyncDisposable
 
     private void OnNotification(object sender, NpgsqlNotificationEventArgs e)
     {
-        if (long.TryParse(e.Payload, NumberStyles.None, CultureInfo.InvariantCulture, out var position))
+        var signal = e.Channel == _outboxChannel ? Outbox : Events;
+        if (long.TryParse(e.Payload, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
         {
-            Publish(position);
+            signal.Publish(value);
         }
         else
         {
-            PostgresLog.BadNotification(_logger, _channel, e.Payload);
-            Publish(KnownHead);
+            PostgresLog.BadNotification(_logger, e.Channel, e.Payload);
+            signal.Wake();
         }
     }
 
@@ -215,5 +210,46 @@ internal sealed class NotificationListener : IAsyncDisposable
     {
         var delay = _reconnectDelay * Math.Pow(2, Math.Min(failures, 10));
         return delay > MaxReconnectDelay ? MaxReconnectDelay : delay;
+    }
+
+    /// <summary>The highest committed value (position or sequence number) known to this process, and a task for its next change.</summary>
+    internal sealed class Signal
+    {
+        private TaskCompletionSource _next = NewSource();
+        private long _known;
+
+        /// <summary>Gets the highest value known to be committed.</summary>
+        public long Known => Volatile.Read(ref _known);
+
+        /// <summary>Gets a task that completes at the next signal. Take it before checking for new data, then wait on it.</summary>
+        public Task Next => Volatile.Read(ref _next).Task;
+
+        public static TaskCompletionSource NewSource() => new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Records that values up to <paramref name="value"/> are committed and wakes every waiter.</summary>
+        public void Publish(long value)
+        {
+            Observe(value);
+            Wake();
+        }
+
+        /// <summary>Records that values up to <paramref name="value"/> are committed, without waking anyone.</summary>
+        public void Observe(long value)
+        {
+            var known = Volatile.Read(ref _known);
+            while (value > known)
+            {
+                var seen = Interlocked.CompareExchange(ref _known, value, known);
+                if (seen == known)
+                {
+                    break;
+                }
+
+                known = seen;
+            }
+        }
+
+        /// <summary>Wakes every waiter so it re-reads.</summary>
+        public void Wake() => Interlocked.Exchange(ref _next, NewSource()).TrySetResult();
     }
 }

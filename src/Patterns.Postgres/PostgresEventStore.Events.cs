@@ -41,8 +41,16 @@ public sealed partial class PostgresEventStore
             : AppendOneAsync(streamId, expectedVersion, events, inlineProjection, cancellationToken);
     }
 
-    /// <summary>Appends one batch in a transaction of its own, mapping the function's errors to the SPI's exceptions.</summary>
-    private async ValueTask<AppendResult> AppendOneAsync(
+    /// <summary>Appends one batch in a transaction of its own (again if it loses a deadlock), mapping the function's errors to the SPI's exceptions.</summary>
+    private ValueTask<AppendResult> AppendOneAsync(
+        string streamId,
+        ExpectedVersion expectedVersion,
+        IReadOnlyList<SerializedEvent> events,
+        InlineProjection? inlineProjection,
+        CancellationToken cancellationToken) =>
+        RetryDeadlockAsync(ct => AppendOnceAsync(streamId, expectedVersion, events, inlineProjection, ct), cancellationToken);
+
+    private async ValueTask<AppendResult> AppendOnceAsync(
         string streamId,
         ExpectedVersion expectedVersion,
         IReadOnlyList<SerializedEvent> events,
@@ -59,26 +67,11 @@ public sealed partial class PostgresEventStore
                     ? await AppendCoreAsync(connection, null, streamId, expectedVersion, events, cancellationToken).ConfigureAwait(false)
                     : await AppendWithProjectionAsync(connection, streamId, expectedVersion, events, inlineProjection, cancellationToken).ConfigureAwait(false);
             }
-            catch (PostgresException ex) when (ex.SqlState == PostgresSchema.StreamDeletedState)
+            catch (PostgresException ex) when (IsRefusedAppend(ex))
             {
-                throw new StreamDeletedException(streamId);
-            }
-            catch (PostgresException ex) when (ex.SqlState == PostgresSchema.WrongExpectedVersionState)
-            {
-                // A retried append arrives with the expected version it had the first time, which no longer holds.
-                return await FindRetryAsync(connection, streamId, expectedVersion, events, cancellationToken).ConfigureAwait(false)
-                    ?? throw new WrongExpectedVersionException(streamId, expectedVersion, ActualVersion(ex));
-            }
-            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == PostgresSchema.EventIdConstraint)
-            {
-                return await FindRetryAsync(connection, streamId, expectedVersion, events, cancellationToken).ConfigureAwait(false)
-                    ?? throw new DuplicateEventException(streamId, events[0].EventId);
-            }
-            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.ConstraintName == PostgresSchema.StreamVersionConstraint)
-            {
-                // The stream row lock makes this unreachable; kept so a concurrent writer can never surface as a raw error.
-                var state = await GetStreamStateAsync(streamId, cancellationToken).ConfigureAwait(false);
-                throw new WrongExpectedVersionException(streamId, expectedVersion, state.Version);
+                // The failed transaction has rolled back; a retried append arrives with the expected version it had
+                // the first time, which no longer holds.
+                return await ResolveRefusedAppendAsync(connection, ex, streamId, expectedVersion, events, cancellationToken).ConfigureAwait(false);
             }
 
             _listener.Publish(result.LastPosition);
@@ -306,22 +299,29 @@ public sealed partial class PostgresEventStore
     /// LISTEN/NOTIFY (when <see cref="PostgresEventStoreOptions.Notifications"/> is on); otherwise, or while the
     /// listening connection is down, the wait ends after <see cref="PostgresEventStoreOptions.PollInterval"/>.
     /// </remarks>
-    public async ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken)
+    public ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken) =>
+        WaitForSignalAsync(_listener.Events, afterPosition, _schema.HeadPosition, cancellationToken);
+
+    /// <summary>
+    /// Waits until <paramref name="signal"/> passes <paramref name="after"/>, the stored head (read by
+    /// <paramref name="headSql"/>) is past it, or the poll interval ends.
+    /// </summary>
+    private async ValueTask WaitForSignalAsync(NotificationListener.Signal signal, long after, string headSql, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         _listener.EnsureStarted();
-        var signal = _listener.NextSignal;
-        if (_listener.KnownHead > afterPosition)
+        var next = signal.Next;
+        if (signal.Known > after)
         {
             return;
         }
 
-        // Appends by other processes before this store listened, or while notifications are off, show in the head.
-        var head = await GetHeadPositionAsync(cancellationToken).ConfigureAwait(false);
-        if (head > afterPosition)
+        // Commits by other processes before this store listened, or while notifications are off, show in the head.
+        var head = (long)(await ScalarAsync(headSql, cancellationToken).ConfigureAwait(false))!;
+        if (head > after)
         {
-            _listener.Observe(head);
+            signal.Observe(head);
             return;
         }
 
@@ -331,7 +331,7 @@ public sealed partial class PostgresEventStore
         var timer = _timeProvider.CreateTimer(static state => ((TaskCompletionSource)state!).TrySetResult(), poll, _pollInterval, Timeout.InfiniteTimeSpan);
         await using (timer.ConfigureAwait(false))
         {
-            await Task.WhenAny(signal, poll.Task).WaitAsync(cancellationToken).ConfigureAwait(false);
+            await Task.WhenAny(next, poll.Task).WaitAsync(cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -396,32 +396,74 @@ public sealed partial class PostgresEventStore
         await using (transaction.ConfigureAwait(false))
         {
             var result = await AppendCoreAsync(connection, transaction, streamId, expectedVersion, events, cancellationToken).ConfigureAwait(false);
-            var stored = new StoredEvent[events.Count];
-            var firstVersion = result.Version - events.Count + 1;
-            for (var i = 0; i < stored.Length; i++)
-            {
-                var e = events[i];
-                stored[i] = new StoredEvent(e.EventId, streamId, firstVersion + i, result.FirstPosition + i, e.EventType, e.Data, e.Timestamp)
-                {
-                    CorrelationId = e.CorrelationId,
-                    CausationId = e.CausationId,
-                    Metadata = e.Metadata,
-                };
-            }
-
-            var writer = new PostgresDocumentWriter(_schema, connection, transaction, _timeProvider);
-            try
-            {
-                await inlineProjection(stored, writer, cancellationToken).ConfigureAwait(false);
-            }
-            finally
-            {
-                writer.Complete();
-            }
-
+            await ProjectAsync(connection, transaction, streamId, events, result, inlineProjection, cancellationToken).ConfigureAwait(false);
             await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
             return result;
         }
+    }
+
+    /// <summary>Runs an inline projection over appended events, with a document writer bound to the append's transaction.</summary>
+    private async ValueTask ProjectAsync(
+        NpgsqlConnection connection,
+        NpgsqlTransaction transaction,
+        string streamId,
+        IReadOnlyList<SerializedEvent> events,
+        AppendResult result,
+        InlineProjection inlineProjection,
+        CancellationToken cancellationToken)
+    {
+        var stored = new StoredEvent[events.Count];
+        var firstVersion = result.Version - events.Count + 1;
+        for (var i = 0; i < stored.Length; i++)
+        {
+            var e = events[i];
+            stored[i] = new StoredEvent(e.EventId, streamId, firstVersion + i, result.FirstPosition + i, e.EventType, e.Data, e.Timestamp)
+            {
+                CorrelationId = e.CorrelationId,
+                CausationId = e.CausationId,
+                Metadata = e.Metadata,
+            };
+        }
+
+        var writer = new PostgresDocumentWriter(_schema, connection, transaction, _timeProvider);
+        try
+        {
+            await inlineProjection(stored, writer, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            writer.Complete();
+        }
+    }
+
+    /// <summary>Whether an append function's error is one the SPI gives its own outcome (a deleted stream, a version conflict, a reused event id).</summary>
+    private static bool IsRefusedAppend(PostgresException exception) =>
+        exception.SqlState is PostgresSchema.StreamDeletedState or PostgresSchema.WrongExpectedVersionState
+        || (exception.SqlState == PostgresErrorCodes.UniqueViolation && exception.ConstraintName is PostgresSchema.EventIdConstraint or PostgresSchema.StreamVersionConstraint);
+
+    /// <summary>
+    /// After an append refused with <paramref name="exception"/> and rolled back (see <see cref="IsRefusedAppend"/>):
+    /// returns the original result of an exact retry, or throws the SPI's exception.
+    /// </summary>
+    private async ValueTask<AppendResult> ResolveRefusedAppendAsync(
+        NpgsqlConnection connection, PostgresException exception, string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, CancellationToken cancellationToken)
+    {
+        if (exception.SqlState == PostgresSchema.StreamDeletedState)
+        {
+            throw new StreamDeletedException(streamId);
+        }
+
+        if (exception.ConstraintName == PostgresSchema.StreamVersionConstraint)
+        {
+            // The stream row lock makes this unreachable; kept so a concurrent writer can never surface as a raw error.
+            var state = await GetStreamStateAsync(streamId, cancellationToken).ConfigureAwait(false);
+            throw new WrongExpectedVersionException(streamId, expectedVersion, state.Version);
+        }
+
+        var retry = await FindRetryAsync(connection, streamId, expectedVersion, events, cancellationToken).ConfigureAwait(false);
+        return retry ?? throw (exception.SqlState == PostgresSchema.WrongExpectedVersionState
+            ? new WrongExpectedVersionException(streamId, expectedVersion, ActualVersion(exception))
+            : new DuplicateEventException(streamId, events[0].EventId));
     }
 
     private async ValueTask<AppendResult> AppendCoreAsync(

@@ -17,115 +17,23 @@ public sealed partial class PostgresEventStore
     private const int Deleted = 2;
     private const int IdsStored = 3;
 
-    private readonly Lock _appendGate = new();
-    private List<PendingAppend> _queued = [];
-    private bool _appending;
+    private readonly GroupQueue<PendingAppend, AppendResult> _appendQueue;
     private long _groups;
 
     /// <summary>Gets how many groups of two or more appends were committed together (for tests).</summary>
     internal long Groups => Interlocked.Read(ref _groups);
 
     /// <summary>Gets how many appends wait for the next group (for tests).</summary>
-    internal int QueuedAppends
-    {
-        get
-        {
-            lock (_appendGate)
-            {
-                return _queued.Count;
-            }
-        }
-    }
+    internal int QueuedAppends => _appendQueue.Count;
 
-    private async ValueTask<AppendResult> AppendGroupedAsync(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, CancellationToken cancellationToken)
-    {
-        cancellationToken.ThrowIfCancellationRequested();
-        PendingAppend? pending = null;
-        lock (_appendGate)
-        {
-            if (_appending)
-            {
-                pending = new PendingAppend(streamId, expectedVersion, events);
-                _queued.Add(pending);
-            }
-            else
-            {
-                _appending = true;
-            }
-        }
-
-        if (pending is not null)
-        {
-            // Cancellation counts only while the append still waits for its group; once taken, it runs to the end.
-            using var registration = cancellationToken.Register(static state =>
-            {
-                var (store, append) = ((PostgresEventStore, PendingAppend))state!;
-                store.Withdraw(append);
-            }, (this, pending));
-            return await pending.Completion.Task.ConfigureAwait(false);
-        }
-
-        try
-        {
-            return await AppendOneAsync(streamId, expectedVersion, events, null, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            ReleaseAppendSlot();
-        }
-    }
-
-    private void Withdraw(PendingAppend append)
-    {
-        lock (_appendGate)
-        {
-            if (!_queued.Remove(append))
-            {
-                return;
-            }
-        }
-
-        append.Completion.TrySetCanceled();
-    }
-
-    /// <summary>Ends the running append: the next group, if any queued meanwhile, starts on the thread pool.</summary>
-    private void ReleaseAppendSlot()
-    {
-        lock (_appendGate)
-        {
-            if (_queued.Count == 0)
-            {
-                _appending = false;
-                return;
-            }
-        }
-
-        _ = Task.Run(DrainAsync);
-    }
-
-    private async Task DrainAsync()
-    {
-        while (true)
-        {
-            List<PendingAppend> group;
-            lock (_appendGate)
-            {
-                if (_queued.Count == 0)
-                {
-                    _appending = false;
-                    return;
-                }
-
-                group = _queued;
-                _queued = [];
-            }
-
-            await RunGroupAsync(group).ConfigureAwait(false);
-        }
-    }
+    private ValueTask<AppendResult> AppendGroupedAsync(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, CancellationToken cancellationToken) =>
+        _appendQueue.RunAsync(
+            new PendingAppend(streamId, expectedVersion, events),
+            ct => AppendOneAsync(streamId, expectedVersion, events, null, ct),
+            cancellationToken);
 
     /// <summary>Commits a group and completes every append in it; never throws.</summary>
-    private async Task RunGroupAsync(List<PendingAppend> group)
+    private async Task RunAppendGroupAsync(List<PendingAppend> group)
     {
         if (group.Count == 1)
         {
@@ -295,14 +203,13 @@ public sealed partial class PostgresEventStore
 
     /// <summary>An append waiting for the next group.</summary>
     private sealed class PendingAppend(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events)
+        : GroupQueue<PendingAppend, AppendResult>.Pending
     {
         public string StreamId { get; } = streamId;
 
         public ExpectedVersion ExpectedVersion { get; } = expectedVersion;
 
         public IReadOnlyList<SerializedEvent> Events { get; } = events;
-
-        public TaskCompletionSource<AppendResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
     /// <summary>The event columns of one or more appends, as the arrays the append functions take.</summary>

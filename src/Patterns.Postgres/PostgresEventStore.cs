@@ -6,9 +6,10 @@ using Patterns.Storage;
 namespace Patterns.Postgres;
 
 /// <summary>
-/// The event store on PostgreSQL: events, snapshots, checkpoints, read-model documents and inbox entries in one
-/// schema, behind the store SPI (<see cref="IEventStorage"/>, <see cref="ISnapshotStorage"/>,
-/// <see cref="ICheckpointStore"/>, <see cref="IDocumentStorage"/>, <see cref="IInboxStore"/>).
+/// The event store on PostgreSQL: events, snapshots, checkpoints, read-model documents, inbox entries, outbox
+/// messages and leases in one schema, behind the store SPI (<see cref="IEventStorage"/>, <see cref="ISnapshotStorage"/>,
+/// <see cref="ICheckpointStore"/>, <see cref="IDocumentStorage"/>, <see cref="IInboxStore"/>,
+/// <see cref="IUnitOfWorkStorage"/>, <see cref="IOutboxStore"/>, <see cref="ILeaseStore"/>).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -31,7 +32,7 @@ namespace Patterns.Postgres;
 /// database and schema in a process. Dispose it to close the listening connection (and the data source it built).
 /// </para>
 /// </remarks>
-public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IAsyncDisposable, IDisposable
+public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
@@ -75,7 +76,9 @@ public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage
         _autoCreateSchema = options.AutoCreateSchema;
         _timeProvider = options.TimeProvider ?? defaultTimeProvider ?? TimeProvider.System;
         _logger = logger ?? NullLogger.Instance;
-        _listener = new NotificationListener(_dataSource, _schema.Channel, _notifications, _timeProvider, _pollInterval, _logger);
+        _appendQueue = new GroupQueue<PendingAppend, AppendResult>(RunAppendGroupAsync);
+        _unitQueue = new GroupQueue<PendingUnit, UnitOfWorkResult>(RunUnitGroupAsync);
+        _listener = new NotificationListener(_dataSource, _schema.Channel, _schema.OutboxChannel, _notifications, _timeProvider, _pollInterval, _logger);
     }
 
     /// <summary>Gets the schema that holds the store's tables.</summary>

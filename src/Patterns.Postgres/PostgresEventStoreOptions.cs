@@ -54,7 +54,7 @@ public sealed class PostgresEventStoreOptions
     /// </value>
     public bool AutoCreateSchema { get; set; } = true;
 
-    /// <summary>Gets or sets the clock used for poll intervals, listener reconnect delays and inbox and checkpoint timestamps.</summary>
+    /// <summary>Gets or sets the clock used for poll intervals, listener reconnect delays, lease expiry, and inbox, checkpoint and outbox timestamps.</summary>
     /// <value>Default null: <see cref="System.TimeProvider.System"/>.</value>
     public TimeProvider? TimeProvider { get; set; }
 

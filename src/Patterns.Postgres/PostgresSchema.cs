@@ -26,6 +26,7 @@ internal sealed class PostgresSchema
         Name = schema;
         var s = $"\"{schema}\"";
         Channel = schema + "_events";
+        OutboxChannel = schema + "_outbox";
         MigrationLockKey = StableKey("patterns:migrate:" + schema);
         Migrations = BuildMigrations(s);
 
@@ -77,6 +78,38 @@ internal sealed class PostgresSchema
         InboxContains = $"SELECT EXISTS (SELECT 1 FROM {s}.inbox WHERE consumer = $1 AND message_id = $2)";
         InboxMark = $"INSERT INTO {s}.inbox (consumer, message_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
         InboxPrune = $"DELETE FROM {s}.inbox WHERE handled_at < $1";
+        InboxClaim = $"""
+            INSERT INTO {s}.inbox (consumer, message_id, handled_at) SELECT u.c, u.m, $3 FROM unnest($1::text[], $2::text[]) AS u(c, m)
+            ON CONFLICT DO NOTHING RETURNING consumer, message_id
+            """;
+
+        CheckpointCompareFromZero = $"""
+            INSERT INTO {s}.checkpoints AS t (name, position, updated_at) VALUES ($1, $2, $3)
+            ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at WHERE t.position = 0
+            """;
+        CheckpointCompare = $"UPDATE {s}.checkpoints SET position = $2, updated_at = $3 WHERE name = $1 AND position = $4";
+
+        LockPositions = $"UPDATE {s}.log_head SET position = position";
+        Notify = "SELECT pg_notify($1, $2)";
+        Enqueue = $"""
+            INSERT INTO {s}.outbox (destination, kind, partition_key, payload, enqueued_at)
+            SELECT u.d, u.k, u.p, u.b, $5 FROM unnest($1::text[], $2::smallint[], $3::text[], $4::bytea[]) WITH ORDINALITY AS u(d, k, p, b, ord) ORDER BY u.ord
+            RETURNING sequence
+            """;
+        ReadOutbox = $"SELECT sequence, destination, kind, partition_key, payload, enqueued_at FROM {s}.outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2";
+        DeleteOutbox = $"DELETE FROM {s}.outbox WHERE sequence <= $1";
+        OutboxHead = $"SELECT coalesce(max(sequence), 0) FROM {s}.outbox";
+
+        LeaseFence = $"SELECT owner, token FROM {s}.leases WHERE name = $1 FOR SHARE";
+        LeaseAcquire = $"""
+            INSERT INTO {s}.leases AS l (name, owner, token, expires_at) VALUES ($1, $2, 1, $4)
+            ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at,
+                token = CASE WHEN l.owner = excluded.owner THEN l.token ELSE l.token + 1 END
+            WHERE l.owner IS NULL OR l.owner = excluded.owner OR l.expires_at <= $3
+            RETURNING token
+            """;
+        LeaseRenew = $"UPDATE {s}.leases SET expires_at = $4 WHERE name = $1 AND owner = $2 AND token = $3";
+        LeaseRelease = $"UPDATE {s}.leases SET owner = NULL, expires_at = $4 WHERE name = $1 AND owner = $2 AND token = $3";
 
         CreateSchema = $"""
             CREATE SCHEMA IF NOT EXISTS {s};
@@ -92,6 +125,9 @@ internal sealed class PostgresSchema
 
     /// <summary>The LISTEN/NOTIFY channel appends notify on.</summary>
     public string Channel { get; }
+
+    /// <summary>The LISTEN/NOTIFY channel units of work that enqueue notify on; the payload is the last sequence number.</summary>
+    public string OutboxChannel { get; }
 
     /// <summary>The transaction-scoped advisory lock key that serializes migrations of this schema.</summary>
     public long MigrationLockKey { get; }
@@ -148,6 +184,37 @@ internal sealed class PostgresSchema
     public string InboxMark { get; }
 
     public string InboxPrune { get; }
+
+    /// <summary>Inserts a unit of work's inbox claims; returns the claims that were new (a missing one is a duplicate).</summary>
+    public string InboxClaim { get; }
+
+    /// <summary>Saves a checkpoint expected at 0, which a missing row also counts as; changes no row when it moved.</summary>
+    public string CheckpointCompareFromZero { get; }
+
+    /// <summary>Saves a checkpoint expected at a position above 0; changes no row when it is elsewhere or missing.</summary>
+    public string CheckpointCompare { get; }
+
+    /// <summary>Takes the position lock (the <c>log_head</c> row) without moving the head, until the transaction ends.</summary>
+    public string LockPositions { get; }
+
+    public string Notify { get; }
+
+    public string Enqueue { get; }
+
+    public string ReadOutbox { get; }
+
+    public string DeleteOutbox { get; }
+
+    public string OutboxHead { get; }
+
+    /// <summary>Reads a lease's owner and token and holds a share lock on its row, so no take-over commits before this transaction does.</summary>
+    public string LeaseFence { get; }
+
+    public string LeaseAcquire { get; }
+
+    public string LeaseRenew { get; }
+
+    public string LeaseRelease { get; }
 
     public string CreateSchema { get; }
 
@@ -411,6 +478,24 @@ internal sealed class PostgresSchema
             END
             $fn$;
             """;
-        return [(1, v1)];
+        var v2 = $"""
+            -- Outgoing messages of units of work. Units that enqueue hold the log_head row lock while they insert (as
+            -- appends do), so sequence numbers become visible in increasing order; the identity never reuses a number.
+            CREATE TABLE {s}.outbox (
+                sequence bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                destination text NOT NULL,
+                kind smallint NOT NULL,
+                partition_key text,
+                payload bytea NOT NULL,
+                enqueued_at timestamptz NOT NULL);
+
+            -- Leases for single active ownership. owner is null once released; token grows with each new owner.
+            CREATE TABLE {s}.leases (
+                name text COLLATE "C" PRIMARY KEY,
+                owner text COLLATE "C",
+                token bigint NOT NULL,
+                expires_at timestamptz NOT NULL);
+            """;
+        return [(1, v1), (2, v2)];
     }
 }

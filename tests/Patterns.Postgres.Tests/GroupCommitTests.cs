@@ -106,26 +106,4 @@ public sealed class GroupCommitTests : PostgresTestBase
         log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 320).Select(i => (long)i));
         log.GroupBy(e => e.StreamId).Should().OnlyContain(s => s.Select(e => e.Version).SequenceEqual(Enumerable.Range(1, 20).Select(v => (long)v)));
     }
-
-    /// <summary>Locks a stream's row from another connection, so an append to it waits until the transaction ends.</summary>
-    private async Task<RowLock> HoldStreamRowAsync(string streamId)
-    {
-        var connection = await DataSource.OpenConnectionAsync();
-        var transaction = await connection.BeginTransactionAsync();
-        await using var command = new NpgsqlCommand($"SELECT 1 FROM \"{SchemaName}\".streams WHERE stream_id = $1 FOR UPDATE", connection, transaction);
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = streamId });
-        (await command.ExecuteScalarAsync()).Should().Be(1);
-        return new RowLock(connection, transaction);
-    }
-
-    private sealed class RowLock(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
-    {
-        public Task CommitAsync() => transaction.CommitAsync();
-
-        public async ValueTask DisposeAsync()
-        {
-            await transaction.DisposeAsync();
-            await connection.DisposeAsync();
-        }
-    }
 }

@@ -4,7 +4,7 @@ namespace Patterns.Postgres.Tests;
 
 public sealed class MigrationTests : PostgresTestBase
 {
-    private static readonly string[] Tables = ["checkpoints", "documents", "events", "inbox", "log_head", "schema_migrations", "snapshots", "streams"];
+    private static readonly string[] Tables = ["checkpoints", "documents", "events", "inbox", "leases", "log_head", "outbox", "schema_migrations", "snapshots", "streams"];
 
     [Fact]
     public async Task MigrateAsync_FromEightStoresAtOnceAndAgain_CreatesTheSchemaOnce()
@@ -21,7 +21,7 @@ public sealed class MigrationTests : PostgresTestBase
         await Task.WhenAll(migrations).WaitAsync(PostgresDatabase.Wait);
         await stores[0].MigrateAsync();
 
-        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(1);
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(2);
         var tables = await PostgresDatabase.ScalarAsync<string[]>(
             $"SELECT array_agg(table_name::text ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '{SchemaName}'");
         tables.Should().Equal(Tables);
@@ -36,7 +36,7 @@ public sealed class MigrationTests : PostgresTestBase
         var appends = Enumerable.Range(0, 8).Select(i => Task.Run(() => store.AppendAsync($"s{i}", ExpectedVersion.NoStream, [TestEvents.One()]).AsTask()));
 
         (await Task.WhenAll(appends).WaitAsync(PostgresDatabase.Wait)).Should().HaveCount(8);
-        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(1);
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(2);
     }
 
     [Fact]
@@ -62,6 +62,31 @@ public sealed class MigrationTests : PostgresTestBase
 
         var act = () => store.GetHeadPositionAsync().AsTask();
 
-        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 0*needs 1*");
+        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 0*needs 2*");
+    }
+
+    [Fact]
+    public async Task MigrateAsync_SchemaAtVersionOne_UpgradesInPlaceKeepingTheData()
+    {
+        var schema = new PostgresSchema(SchemaName);
+        var q = $"\"{SchemaName}\"";
+        await using (var create = DataSource.CreateCommand(
+            $"{schema.CreateSchema} {schema.Migrations[0].Sql} INSERT INTO {q}.schema_migrations (version) VALUES (1); INSERT INTO {q}.checkpoints VALUES ('kept', 5, now());"))
+        {
+            await create.ExecuteNonQueryAsync();
+        }
+
+        var old = CreateSut(o => o.AutoCreateSchema = false);
+        await old.Invoking(s => s.GetHeadPositionAsync().AsTask()).Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 1*needs 2*");
+        var store = CreateSut();
+        await store.AppendAsync("kept", ExpectedVersion.NoStream, [TestEvents.One()]);
+
+        var result = await store.CommitAsync(new UnitOfWork().Append("kept", ExpectedVersion.Exact(1), [TestEvents.One()]).Enqueue(new OutboxMessage("q", OutboxMessageKind.Publish, new byte[] { 1 })));
+
+        result.Appends[0].Version.Should().Be(2);
+        (await store.ReadOutboxAsync(0, 10)).Should().ContainSingle();
+        (await store.TryAcquireLeaseAsync("relay", "a", TimeSpan.FromSeconds(1))).Should().NotBeNull();
+        (await ((ICheckpointStore)store).LoadAsync("kept")).Should().Be(5, "the upgrade keeps existing rows");
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(2);
     }
 }

@@ -115,4 +115,34 @@ public abstract class PostgresTestBase : IAsyncLifetime
         _stores.Add(store);
         return store;
     }
+
+    /// <summary>Locks a stream's row from another connection, so an append to it waits until the transaction ends.</summary>
+    protected async Task<RowLock> HoldStreamRowAsync(string streamId)
+    {
+        var connection = await DataSource.OpenConnectionAsync();
+        var transaction = await connection.BeginTransactionAsync();
+        await using var command = new NpgsqlCommand($"SELECT 1 FROM \"{SchemaName}\".streams WHERE stream_id = $1 FOR UPDATE", connection, transaction);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = streamId });
+        (await command.ExecuteScalarAsync()).Should().Be(1);
+        return new RowLock(connection, transaction);
+    }
+
+    /// <summary>A row lock held by a transaction on its own connection.</summary>
+    protected sealed class RowLock(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
+    {
+        public Task CommitAsync() => transaction.CommitAsync();
+
+        /// <summary>Runs a statement in the lock's transaction.</summary>
+        public async Task<int> ExecuteAsync(string sql)
+        {
+            await using var command = new NpgsqlCommand(sql, connection, transaction);
+            return await command.ExecuteNonQueryAsync();
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await transaction.DisposeAsync();
+            await connection.DisposeAsync();
+        }
+    }
 }

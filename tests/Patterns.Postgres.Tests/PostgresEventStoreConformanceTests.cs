@@ -38,6 +38,7 @@ public sealed class PostgresEventStoreConformanceTests : EventStoreConformanceTe
     {
         var options = PostgresDatabase.Options(name);
         options.PageSize = 64;
+        options.TimeProvider = Clock; // the lease tests move it to expire leases
         return Task.FromResult(EventStoreFixture.From(new PostgresEventStore(options)));
     }
 

@@ -1,0 +1,607 @@
+using System.Globalization;
+using Npgsql;
+using NpgsqlTypes;
+using Patterns.Storage;
+
+namespace Patterns.Postgres;
+
+/// <summary>
+/// Units of work, the outbox and leases. A unit is one transaction; units that arrive while another unit commits
+/// queue up and commit together in one transaction (group commit), each under a savepoint of its own so a failing
+/// unit rolls back alone.
+/// </summary>
+public sealed partial class PostgresEventStore
+{
+    // How many times in all a transaction that loses a deadlock is run (see RetryDeadlockAsync).
+    private const int MaxDeadlockAttempts = 3;
+
+    private readonly GroupQueue<PendingUnit, UnitOfWorkResult> _unitQueue;
+    private long _unitTransactions;
+    private long _unitGroups;
+
+    /// <summary>Gets how many transactions committed units of work (for tests).</summary>
+    internal long UnitTransactions => Interlocked.Read(ref _unitTransactions);
+
+    /// <summary>Gets how many transactions committed two or more units of work together (for tests).</summary>
+    internal long UnitGroups => Interlocked.Read(ref _unitGroups);
+
+    /// <summary>Gets how many units of work wait for the next group (for tests).</summary>
+    internal int QueuedUnits => _unitQueue.Count;
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// <para>
+    /// The unit's parts run in one transaction, in this order: lease fences (each lease row is share-locked, so no
+    /// take-over commits before the unit does), checkpoints (an expected position is a compare-and-set), inbox claims
+    /// (inserted into the inbox table; an existing entry, or one a concurrent transaction commits first, fails the
+    /// unit), document changes, appends (with inline projections, as <see cref="AppendAsync"/> runs them), then outbox
+    /// messages under the position lock, so sequence numbers become visible in increasing order.
+    /// </para>
+    /// <para>
+    /// Units that arrive while another unit commits are committed together in the next transaction, each under its own
+    /// savepoint: a unit that fails rolls back to its savepoint and throws its own exception, and the others commit.
+    /// </para>
+    /// </remarks>
+    public ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(work);
+        ValidateUnit(work);
+        if (work.IsEmpty && work.Fences.Count == 0)
+        {
+            return cancellationToken.IsCancellationRequested ? ValueTask.FromCanceled<UnitOfWorkResult>(cancellationToken) : new(UnitOfWorkResult.Empty);
+        }
+
+        return _unitQueue.RunAsync(new PendingUnit(work), ct => CommitAloneAsync(work, ct), cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<StoredOutboxMessage>> ReadOutboxAsync(long afterSequence, int maxCount, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxCount, 1);
+        var messages = new List<StoredOutboxMessage>();
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var command = Command(connection, null, _schema.ReadOutbox, Parameters.Bigint(afterSequence), Parameters.Integer(maxCount));
+            await using (command.ConfigureAwait(false))
+            {
+                var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                await using (reader.ConfigureAwait(false))
+                {
+                    while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        messages.Add(ReadOutboxMessage(reader));
+                    }
+                }
+            }
+        }
+
+        return messages;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>With <paramref name="fence"/>, the lease check and the delete run in one transaction.</remarks>
+    public async ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default)
+    {
+        if (fence is null)
+        {
+            return await NonQueryAsync(_schema.DeleteOutbox, cancellationToken, Parameters.Bigint(throughSequence)).ConfigureAwait(false);
+        }
+
+        Guard.Text(fence.Name, nameof(fence));
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using (transaction.ConfigureAwait(false))
+            {
+                await CheckFenceAsync(connection, transaction, fence, cancellationToken).ConfigureAwait(false);
+                int deleted;
+                var command = Command(connection, transaction, _schema.DeleteOutbox, Parameters.Bigint(throughSequence));
+                await using (command.ConfigureAwait(false))
+                {
+                    deleted = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                return deleted;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// Units committed by this store instance wake waiters at once; units committed by other processes wake them
+    /// through LISTEN/NOTIFY on the schema's outbox channel. Otherwise, or while the listening connection is down, the
+    /// wait ends after <see cref="PostgresEventStoreOptions.PollInterval"/>.
+    /// </remarks>
+    public ValueTask WaitForOutboxAsync(long afterSequence, CancellationToken cancellationToken) =>
+        WaitForSignalAsync(_listener.Outbox, afterSequence, _schema.OutboxHead, cancellationToken);
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// One statement (<c>INSERT ... ON CONFLICT DO UPDATE ... WHERE</c>), so two processes racing for a free or expired
+    /// lease cannot both get it. Expiry is compared with the store's <see cref="TimeProvider"/>, not the database clock.
+    /// </remarks>
+    public async ValueTask<Lease?> TryAcquireLeaseAsync(string name, string owner, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        ValidateLease(name, owner, duration);
+        var now = _timeProvider.GetUtcNow();
+        var expiresAt = now + duration;
+        var token = await ScalarAsync(
+            _schema.LeaseAcquire, cancellationToken, Parameters.Text(name), Parameters.Text(owner), Parameters.Timestamp(now), Parameters.Timestamp(expiresAt)).ConfigureAwait(false);
+        return token is long held ? new Lease(name, owner, held, expiresAt) : null;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<Lease?> RenewLeaseAsync(Lease lease, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(lease);
+        ValidateLease(lease.Name, lease.Owner, duration);
+        var renewed = lease with { ExpiresAt = _timeProvider.GetUtcNow() + duration };
+        return await ChangeLeaseAsync(_schema.LeaseRenew, lease, renewed.ExpiresAt, cancellationToken).ConfigureAwait(false) ? renewed : null;
+    }
+
+    /// <inheritdoc />
+    /// <remarks>The row keeps its token, so whoever takes the lease next gets a greater one.</remarks>
+    public async ValueTask ReleaseLeaseAsync(Lease lease, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(lease);
+        Guard.Text(lease.Name, nameof(lease));
+        Guard.Text(lease.Owner, nameof(lease));
+        await ChangeLeaseAsync(_schema.LeaseRelease, lease, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+    }
+
+    private static void ValidateLease(string name, string owner, TimeSpan duration)
+    {
+        Guard.Text(name, nameof(name));
+        Guard.Text(owner, nameof(owner));
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(duration, TimeSpan.Zero);
+    }
+
+    /// <summary>Refuses, before anything runs, text that PostgreSQL cannot store (the unit itself checked the rest).</summary>
+    private static void ValidateUnit(UnitOfWork work)
+    {
+        foreach (var append in work.Appends)
+        {
+            ValidateAppend(append.StreamId, append.Events);
+        }
+
+        foreach (var change in work.Documents)
+        {
+            Guard.Key(change.Collection, change.Id);
+        }
+
+        foreach (var change in work.Checkpoints)
+        {
+            Guard.Text(change.Name, nameof(work));
+        }
+
+        foreach (var claim in work.InboxClaims)
+        {
+            Guard.Text(claim.Consumer, nameof(work));
+            Guard.Text(claim.MessageId, nameof(work));
+        }
+
+        foreach (var message in work.Outbox)
+        {
+            Guard.Text(message.Destination, nameof(work));
+            if (message.PartitionKey is { } key)
+            {
+                Guard.Text(key, nameof(work));
+            }
+        }
+
+        foreach (var fence in work.Fences)
+        {
+            Guard.Text(fence.Name, nameof(work));
+            Guard.Text(fence.Owner, nameof(work));
+        }
+    }
+
+    // Rows are buffered whole (no sequential access), so reading columns synchronously does not block.
+    private static StoredOutboxMessage ReadOutboxMessage(NpgsqlDataReader reader) =>
+        new(
+            reader.GetInt64(0),
+            new OutboxMessage(reader.GetString(1), (OutboxMessageKind)reader.GetInt16(2), reader.GetFieldValue<byte[]>(4)) { PartitionKey = reader.IsDBNull(3) ? null : reader.GetString(3) },
+            reader.GetFieldValue<DateTimeOffset>(5));
+
+    private static (string? Owner, long Token) ReadLeaseHolder(NpgsqlDataReader reader) =>
+        (reader.IsDBNull(0) ? null : reader.GetString(0), reader.GetInt64(1));
+
+    private static bool IsDeadlock(Exception exception) =>
+        exception is PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure };
+
+    /// <summary>
+    /// Runs a transaction again when PostgreSQL chose it as a deadlock victim (it rolled back, so nothing of it is
+    /// stored). Appends lock a stream row, then the position row; a group of units holds the position row while a
+    /// later unit locks its stream rows, so the two can deadlock, and either side may be the one PostgreSQL aborts.
+    /// </summary>
+    private static async ValueTask<T> RetryDeadlockAsync<T>(Func<CancellationToken, ValueTask<T>> transaction, CancellationToken cancellationToken)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await transaction(cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException ex) when (IsDeadlock(ex) && attempt < MaxDeadlockAttempts)
+            {
+            }
+        }
+    }
+
+    private static NpgsqlCommand Command(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql, params ReadOnlySpan<NpgsqlParameter> parameters)
+    {
+        var command = new NpgsqlCommand(sql, connection, transaction);
+        foreach (var parameter in parameters)
+        {
+            command.Parameters.Add(parameter);
+        }
+
+        return command;
+    }
+
+    private static async ValueTask<int> ExecuteAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql, params NpgsqlParameter[] parameters)
+    {
+        var command = Command(connection, transaction, sql, parameters);
+        await using (command.ConfigureAwait(false))
+        {
+            return await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask<bool> ChangeLeaseAsync(string sql, Lease lease, DateTimeOffset expiresAt, CancellationToken cancellationToken) =>
+        await NonQueryAsync(
+            sql, cancellationToken, Parameters.Text(lease.Name), Parameters.Text(lease.Owner), Parameters.Bigint(lease.Token), Parameters.Timestamp(expiresAt)).ConfigureAwait(false) == 1;
+
+    /// <summary>Throws <see cref="LeaseLostException"/> unless the lease row names the fence's owner and token; share-locks the row until the transaction ends.</summary>
+    private async ValueTask CheckFenceAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, Lease fence, CancellationToken cancellationToken)
+    {
+        var command = Command(connection, transaction, _schema.LeaseFence, Parameters.Text(fence.Name));
+        await using (command.ConfigureAwait(false))
+        {
+            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                var (owner, token) = await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? ReadLeaseHolder(reader) : (null, 0);
+                if (owner != fence.Owner || token != fence.Token)
+                {
+                    throw new LeaseLostException(fence, owner);
+                }
+            }
+        }
+    }
+
+    /// <summary>Commits one unit in a transaction of its own; a unit that loses a deadlock runs again.</summary>
+    private ValueTask<UnitOfWorkResult> CommitAloneAsync(UnitOfWork work, CancellationToken cancellationToken) =>
+        RetryDeadlockAsync(ct => CommitAloneOnceAsync(work, ct), cancellationToken);
+
+    /// <summary>Commits one unit in a transaction of its own. Cancellation counts until the transaction has begun.</summary>
+    private async ValueTask<UnitOfWorkResult> CommitAloneOnceAsync(UnitOfWork work, CancellationToken cancellationToken)
+    {
+        AppliedUnit applied;
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+            await using (transaction.ConfigureAwait(false))
+            {
+                applied = await ApplyUnitAsync(connection, transaction, work).ConfigureAwait(false);
+                await NotifyOutboxAsync(connection, transaction, applied.Result.LastOutboxSequence).ConfigureAwait(false);
+                await CommitUnitsAsync(transaction, applied.LastPosition, applied.Result.LastOutboxSequence).ConfigureAwait(false);
+            }
+        }
+
+        return applied.Result;
+    }
+
+    /// <summary>Tells other processes, on commit, that outbox messages up to <paramref name="lastSequence"/> exist (appends notify the event channel themselves).</summary>
+    private async ValueTask NotifyOutboxAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, long lastSequence)
+    {
+        if (lastSequence > 0 && _notifications)
+        {
+            await ExecuteAsync(
+                connection, transaction, _schema.Notify, Parameters.Text(_schema.OutboxChannel), Parameters.Text(lastSequence.ToString(CultureInfo.InvariantCulture))).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Commits the transaction of one or more applied units, then wakes this process's waiters.</summary>
+    private async ValueTask CommitUnitsAsync(NpgsqlTransaction transaction, long lastPosition, long lastSequence)
+    {
+        await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
+        Interlocked.Increment(ref _unitTransactions);
+        if (lastPosition > 0)
+        {
+            _listener.Publish(lastPosition);
+        }
+
+        if (lastSequence > 0)
+        {
+            _listener.Outbox.Publish(lastSequence);
+        }
+    }
+
+    /// <summary>Commits queued units in one transaction, each under its own savepoint, and completes each; never throws.</summary>
+    private async Task RunUnitGroupAsync(List<PendingUnit> group)
+    {
+        if (group.Count == 1)
+        {
+            await CompleteAloneAsync(group[0]).ConfigureAwait(false);
+            return;
+        }
+
+        var applied = new AppliedUnit?[group.Count];
+        var failed = new Exception?[group.Count];
+        var commitSent = false;
+        try
+        {
+            var connection = await OpenAsync(CancellationToken.None).ConfigureAwait(false);
+            await using (connection.ConfigureAwait(false))
+            {
+                var transaction = await connection.BeginTransactionAsync(CancellationToken.None).ConfigureAwait(false);
+                await using (transaction.ConfigureAwait(false))
+                {
+                    long lastPosition = 0, lastSequence = 0;
+                    for (var i = 0; i < group.Count; i++)
+                    {
+                        await transaction.SaveAsync("unit", CancellationToken.None).ConfigureAwait(false);
+                        try
+                        {
+                            var unit = await ApplyUnitAsync(connection, transaction, group[i].Work).ConfigureAwait(false);
+                            applied[i] = unit;
+                            lastPosition = Math.Max(lastPosition, unit.LastPosition);
+                            lastSequence = Math.Max(lastSequence, unit.Result.LastOutboxSequence);
+                        }
+                        catch (Exception ex) when (ex is not NpgsqlException || ex is PostgresException)
+                        {
+                            // The unit's own failure: undo its part of the transaction. A deadlock victim runs again
+                            // alone once the group has committed (failed stays null for it).
+                            await transaction.RollbackAsync("unit", CancellationToken.None).ConfigureAwait(false);
+                            failed[i] = IsDeadlock(ex) ? null : ex;
+                        }
+                    }
+
+                    await NotifyOutboxAsync(connection, transaction, lastSequence).ConfigureAwait(false);
+                    commitSent = true;
+                    await CommitUnitsAsync(transaction, lastPosition, lastSequence).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            // Before the commit, nothing was stored: each unit runs again on its own and gets its own outcome. When the
+            // commit itself failed its outcome is unknown (the connection broke while it ran), so the units that would
+            // have committed get the failure rather than risk being stored twice.
+            for (var i = 0; i < group.Count; i++)
+            {
+                if (commitSent && applied[i] is not null)
+                {
+                    group[i].Completion.TrySetException(ex);
+                }
+                else if (commitSent && failed[i] is { } error)
+                {
+                    group[i].Completion.TrySetException(error);
+                }
+                else
+                {
+                    await CompleteAloneAsync(group[i]).ConfigureAwait(false);
+                }
+            }
+
+            return;
+        }
+
+        if (Array.FindAll(applied, static a => a is not null).Length > 1)
+        {
+            Interlocked.Increment(ref _unitGroups);
+        }
+
+        for (var i = 0; i < group.Count; i++)
+        {
+            if (applied[i] is { } unit)
+            {
+                group[i].Completion.TrySetResult(unit.Result);
+            }
+            else if (failed[i] is { } error)
+            {
+                group[i].Completion.TrySetException(error);
+            }
+            else
+            {
+                await CompleteAloneAsync(group[i]).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task CompleteAloneAsync(PendingUnit unit)
+    {
+        try
+        {
+            unit.Completion.TrySetResult(await CommitAloneAsync(unit.Work, CancellationToken.None).ConfigureAwait(false));
+        }
+        catch (Exception ex)
+        {
+            unit.Completion.TrySetException(ex);
+        }
+    }
+
+    /// <summary>Writes every part of a unit in the open transaction; throws the first failing part's exception.</summary>
+    private async ValueTask<AppliedUnit> ApplyUnitAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, UnitOfWork work)
+    {
+        var none = CancellationToken.None;
+        var now = _timeProvider.GetUtcNow();
+        foreach (var fence in work.Fences)
+        {
+            await CheckFenceAsync(connection, transaction, fence, none).ConfigureAwait(false);
+        }
+
+        foreach (var change in work.Checkpoints)
+        {
+            await SaveCheckpointAsync(connection, transaction, change, now).ConfigureAwait(false);
+        }
+
+        if (work.InboxClaims.Count > 0)
+        {
+            await ClaimInboxAsync(connection, transaction, work.InboxClaims, now).ConfigureAwait(false);
+        }
+
+        if (work.Documents.Count > 0)
+        {
+            var writer = new PostgresDocumentWriter(_schema, connection, transaction, _timeProvider);
+            foreach (var change in work.Documents)
+            {
+                if (change.IsDelete)
+                {
+                    await writer.DeleteAsync(change.Collection, change.Id, none).ConfigureAwait(false);
+                }
+                else
+                {
+                    await writer.UpsertAsync(change.Collection, change.Id, change.Document, none).ConfigureAwait(false);
+                }
+            }
+
+            writer.Complete();
+        }
+
+        var appends = work.Appends;
+        var results = new AppendResult[appends.Count];
+        long lastPosition = 0;
+        for (var i = 0; i < appends.Count; i++)
+        {
+            var (streamId, expectedVersion, events, inlineProjection) = appends[i];
+
+            // The savepoint lets a refused append (which may be an exact retry) be undone while the unit goes on.
+            await transaction.SaveAsync("append", none).ConfigureAwait(false);
+            try
+            {
+                results[i] = await AppendCoreAsync(connection, transaction, streamId, expectedVersion, events, none).ConfigureAwait(false);
+            }
+            catch (PostgresException ex) when (IsRefusedAppend(ex))
+            {
+                await transaction.RollbackAsync("append", none).ConfigureAwait(false);
+                results[i] = await ResolveRefusedAppendAsync(connection, ex, streamId, expectedVersion, events, none).ConfigureAwait(false);
+                continue;
+            }
+
+            lastPosition = results[i].LastPosition;
+            if (inlineProjection is not null)
+            {
+                await ProjectAsync(connection, transaction, streamId, events, results[i], inlineProjection, none).ConfigureAwait(false);
+            }
+        }
+
+        var lastSequence = work.Outbox.Count > 0 ? await EnqueueAsync(connection, transaction, work.Outbox, now).ConfigureAwait(false) : 0;
+        return new AppliedUnit(results.Length == 0 && lastSequence == 0 ? UnitOfWorkResult.Empty : new UnitOfWorkResult(results, lastSequence), lastPosition);
+    }
+
+    /// <summary>Saves a checkpoint; with an expected position, only when the stored one (0 when missing) is that position.</summary>
+    private async ValueTask SaveCheckpointAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CheckpointChange change, DateTimeOffset now)
+    {
+        var (name, position, expectedPosition) = change;
+        var saved = expectedPosition switch
+        {
+            null => await ExecuteAsync(connection, transaction, _schema.SaveCheckpoint, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now)).ConfigureAwait(false),
+            0 => await ExecuteAsync(connection, transaction, _schema.CheckpointCompareFromZero, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now)).ConfigureAwait(false),
+            { } expected => await ExecuteAsync(
+                connection, transaction, _schema.CheckpointCompare, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now), Parameters.Bigint(expected)).ConfigureAwait(false),
+        };
+        if (saved == 0)
+        {
+            var command = Command(connection, transaction, _schema.LoadCheckpoint, Parameters.Text(name));
+            await using (command.ConfigureAwait(false))
+            {
+                var actual = await command.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false) as long? ?? 0;
+                throw new CheckpointConflictException(name, expectedPosition!.Value, actual);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Inserts the claims; a claim that inserts nothing is already recorded (or was committed first by a concurrent
+    /// transaction, which the insert waits for), and fails the unit with <see cref="DuplicateMessageException"/>.
+    /// </summary>
+    private async ValueTask ClaimInboxAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<InboxClaim> claims, DateTimeOffset now)
+    {
+        var consumers = new string[claims.Count];
+        var ids = new string[claims.Count];
+        for (var i = 0; i < claims.Count; i++)
+        {
+            (consumers[i], ids[i]) = claims[i];
+        }
+
+        var inserted = new HashSet<InboxClaim>();
+        var command = Command(
+            connection, transaction, _schema.InboxClaim, Parameters.Array(consumers, NpgsqlDbType.Text), Parameters.Array(ids, NpgsqlDbType.Text), Parameters.Timestamp(now));
+        await using (command.ConfigureAwait(false))
+        {
+            var reader = await command.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                while (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+                {
+                    inserted.Add(new InboxClaim(reader.GetString(0), reader.GetString(1)));
+                }
+            }
+        }
+
+        // Each inserted row answers one claim; a claim repeated within the unit finds its row taken by the first.
+        foreach (var claim in claims)
+        {
+            if (!inserted.Remove(claim))
+            {
+                throw new DuplicateMessageException(claim.Consumer, claim.MessageId);
+            }
+        }
+    }
+
+    /// <summary>Stores outbox messages under the position lock, so their sequence numbers commit in increasing order; returns the last.</summary>
+    private async ValueTask<long> EnqueueAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<OutboxMessage> messages, DateTimeOffset now)
+    {
+        await ExecuteAsync(connection, transaction, _schema.LockPositions).ConfigureAwait(false);
+        var destinations = new string[messages.Count];
+        var kinds = new short[messages.Count];
+        var keys = new string?[messages.Count];
+        var payloads = new byte[messages.Count][];
+        for (var i = 0; i < messages.Count; i++)
+        {
+            destinations[i] = messages[i].Destination;
+            kinds[i] = (short)messages[i].Kind;
+            keys[i] = messages[i].PartitionKey;
+            payloads[i] = AsArray(messages[i].Payload);
+        }
+
+        long last = 0;
+        var command = Command(
+            connection,
+            transaction,
+            _schema.Enqueue,
+            Parameters.Array(destinations, NpgsqlDbType.Text),
+            Parameters.Array(kinds, NpgsqlDbType.Smallint),
+            Parameters.Array(keys, NpgsqlDbType.Text),
+            Parameters.Array(payloads, NpgsqlDbType.Bytea),
+            Parameters.Timestamp(now));
+        await using (command.ConfigureAwait(false))
+        {
+            var reader = await command.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                while (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+                {
+                    last = Math.Max(last, reader.GetInt64(0));
+                }
+            }
+        }
+
+        return last;
+    }
+
+    /// <summary>A unit applied in an open transaction: its result, and the last position its appends stored (0 for none).</summary>
+    private readonly record struct AppliedUnit(UnitOfWorkResult Result, long LastPosition);
+
+    /// <summary>A unit of work waiting for the next group.</summary>
+    private sealed class PendingUnit(UnitOfWork work) : GroupQueue<PendingUnit, UnitOfWorkResult>.Pending
+    {
+        public UnitOfWork Work { get; } = work;
+    }
+}

@@ -1,0 +1,222 @@
+using System.Text;
+using Patterns.Storage;
+using Patterns.Testing;
+
+namespace Patterns.Postgres.Tests;
+
+/// <summary>
+/// Units of work on PostgreSQL beyond the conformance suite: group commit of units (held behind a row lock so the
+/// queue is known before the group runs), and the guarantees that must hold between store instances, as between
+/// processes: one inbox claim wins, one lease owner wins, outbox commits wake waiters through NOTIFY.
+/// </summary>
+public sealed class UnitOfWorkTests : PostgresTestBase
+{
+    private static OutboxMessage Message(string body) => new("q", OutboxMessageKind.Send, Encoding.UTF8.GetBytes(body));
+
+    [Fact]
+    public async Task CommitAsync_UnitsQueuedBehindARunningUnit_CommitInOneTransactionEachWithItsOwnOutcome()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var existing = TestEvents.Many(2);
+        var original = await store.AppendAsync("existing", ExpectedVersion.NoStream, existing);
+        (await store.TryMarkHandledAsync("handler", "handled-before")).Should().BeTrue();
+        var stale = await store.TryAcquireLeaseAsync("relay", "process-a", TimeSpan.FromMinutes(1));
+        await store.ReleaseLeaseAsync(stale!);
+        (await store.TryAcquireLeaseAsync("relay", "process-b", TimeSpan.FromMinutes(1))).Should().NotBeNull();
+        var head = await store.GetHeadPositionAsync();
+
+        await using var blocking = await HoldStreamRowAsync("blocker");
+        var leader = Commit(store, new UnitOfWork().Append("blocker", ExpectedVersion.Any, [TestEvents.One()]));
+        var ok1 = Commit(store, new UnitOfWork().Append("ok-1", ExpectedVersion.NoStream, TestEvents.Many(2)).Enqueue(Message("ok-1")).SaveCheckpoint("cp", 7));
+        var wrongVersion = Commit(store, Doomed("wrong-version").Append("existing", ExpectedVersion.Exact(5), [TestEvents.One()]));
+        var handledBefore = Commit(store, Doomed("handled-before").ClaimInbox("handler", "handled-before"));
+        var checkpointMoved = Commit(store, Doomed("checkpoint-moved").SaveCheckpoint("cp", 9, expectedPosition: 3));
+        var leaseLost = Commit(store, Doomed("lease-lost").RequireLease(stale!));
+        var ok2 = Commit(store, new UnitOfWork().ClaimInbox("handler", "m-2").Upsert("docs", "ok-2", Encoding.UTF8.GetBytes("{}")).Enqueue(Message("ok-2")));
+        var claimedInGroup = Commit(store, Doomed("claimed-in-group").ClaimInbox("handler", "m-2"));
+        var retry = Commit(store, new UnitOfWork().Append("existing", ExpectedVersion.NoStream, existing).Append("ok-3", ExpectedVersion.NoStream, [TestEvents.One()]));
+        using var cancel = new CancellationTokenSource();
+        var cancelled = store.CommitAsync(Doomed("cancelled"), cancel.Token).AsTask();
+
+        store.QueuedUnits.Should().Be(9, "every unit after the running one waits for the next group");
+        await cancel.CancelAsync();
+        store.QueuedUnits.Should().Be(8, "a cancelled unit leaves the queue before its group runs");
+        await blocking.CommitAsync();
+
+        (await leader.WaitAsync(PostgresDatabase.Wait)).Appends[0].FirstPosition.Should().Be(head + 1);
+        var ok1Result = await ok1.WaitAsync(PostgresDatabase.Wait);
+        ok1Result.Appends[0].Should().Be(new AppendResult("ok-1", 2, head + 2, head + 3));
+        (await wrongVersion.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<WrongExpectedVersionException>()).Which.Actual.Should().Be(2);
+        (await handledBefore.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<DuplicateMessageException>()).Which.MessageId.Should().Be("handled-before");
+        (await checkpointMoved.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<CheckpointConflictException>()).Which.Actual.Should().Be(7, "the unit before it in the group moved it");
+        (await leaseLost.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<LeaseLostException>()).Which.CurrentOwner.Should().Be("process-b");
+        var ok2Result = await ok2.WaitAsync(PostgresDatabase.Wait);
+        (await claimedInGroup.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<DuplicateMessageException>()).Which.MessageId.Should().Be("m-2");
+        var retryResult = await retry.WaitAsync(PostgresDatabase.Wait);
+        retryResult.Appends[0].Should().Be(original, "an exact retry returns the original result and the rest of the unit commits");
+        retryResult.Appends[1].FirstPosition.Should().Be(head + 4);
+        await cancelled.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<OperationCanceledException>();
+
+        store.UnitTransactions.Should().Be(2, "the leader committed alone, and the four units that committed after it shared one transaction");
+        store.UnitGroups.Should().Be(1);
+        var log = await store.ReadAllAsync(head).ToListAsync();
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 4).Select(i => head + i), "failed units leave no holes in the positions");
+        log.Select(e => e.StreamId).Should().Equal("blocker", "ok-1", "ok-1", "ok-3");
+        var outbox = await store.ReadOutboxAsync(0, 10);
+        outbox.Select(m => Encoding.UTF8.GetString(m.Message.Payload.Span)).Should().Equal("ok-1", "ok-2");
+        ok2Result.LastOutboxSequence.Should().Be(outbox[1].Sequence).And.BeGreaterThan(ok1Result.LastOutboxSequence);
+        (await ((ICheckpointStore)store).LoadAsync("cp")).Should().Be(7);
+        (await store.GetAsync("docs", "ok-2")).Should().NotBeNull();
+        foreach (var doomed in new[] { "wrong-version", "handled-before", "checkpoint-moved", "lease-lost", "claimed-in-group", "cancelled" })
+        {
+            (await store.GetAsync("docs", doomed)).Should().BeNull($"unit '{doomed}' did not commit");
+        }
+    }
+
+    [Fact]
+    public async Task CommitAsync_UnitInAGroupDeadlocksWithAnotherTransaction_EveryoneStillCommits()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.AppendAsync("x", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var head = await store.GetHeadPositionAsync();
+
+        await using var blocking = await HoldStreamRowAsync("blocker");
+        var leader = Commit(store, new UnitOfWork().Append("blocker", ExpectedVersion.Any, [TestEvents.One()]));
+        var enqueuing = Commit(store, new UnitOfWork().Enqueue(Message("first")));
+        var appending = Commit(store, new UnitOfWork().Upsert("docs", "appending", Encoding.UTF8.GetBytes("{}")).Append("x", ExpectedVersion.Any, [TestEvents.One()]));
+        store.QueuedUnits.Should().Be(2);
+
+        // Another transaction locks stream x as an append would, then wants the position lock, which the group holds
+        // (the first unit enqueued) while its second unit waits for x: a deadlock that PostgreSQL breaks.
+        await using var other = await HoldStreamRowAsync("x");
+        await blocking.CommitAsync();
+        await WaitForLockWaitAsync("append_events");
+        var otherWantsPositions = other.ExecuteAsync($"UPDATE \"{SchemaName}\".log_head SET position = position");
+
+        await leader.WaitAsync(PostgresDatabase.Wait);
+        (await enqueuing.WaitAsync(PostgresDatabase.Wait)).LastOutboxSequence.Should().BeGreaterThan(0);
+        var otherAborted = false;
+        try
+        {
+            await otherWantsPositions.WaitAsync(PostgresDatabase.Wait);
+            await other.CommitAsync();
+        }
+        catch (Npgsql.PostgresException ex) when (ex.SqlState == Npgsql.PostgresErrorCodes.DeadlockDetected)
+        {
+            otherAborted = true; // PostgreSQL chose the other transaction; disposing it rolls it back.
+        }
+
+        (await appending.WaitAsync(PostgresDatabase.Wait)).Appends[0].Version.Should().Be(2);
+        store.UnitTransactions.Should().Be(otherAborted ? 2 : 3, "when PostgreSQL aborts the unit, it runs again alone after its group");
+        (await store.GetAsync("docs", "appending")).Should().NotBeNull();
+        (await store.ReadAllAsync(head).ToListAsync()).Select(e => e.Position).Should().Equal(head + 1, head + 2);
+    }
+
+    [Fact]
+    public async Task CommitAsync_OneMessageClaimedThroughTwoInstances_CommitsOnce()
+    {
+        var stores = new[] { CreateSut(), CreateSut() };
+        await stores[0].MigrateAsync();
+
+        var outcomes = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => Task.Run(async () =>
+        {
+            try
+            {
+                await stores[i % 2].CommitAsync(new UnitOfWork().ClaimInbox("handler", "same-id").Append("effects", ExpectedVersion.Any, [TestEvents.One()]));
+                return true;
+            }
+            catch (DuplicateMessageException)
+            {
+                return false;
+            }
+        }))).WaitAsync(PostgresDatabase.Wait);
+
+        outcomes.Count(ok => ok).Should().Be(1);
+        (await stores[0].ReadStreamAsync("effects").ToListAsync()).Should().ContainSingle();
+    }
+
+    [Fact]
+    public async Task TryAcquireLeaseAsync_RacingInstances_OneOwnerWins()
+    {
+        var time = new ManualTimeProvider();
+        var stores = Enumerable.Range(0, 4).Select(_ => CreateSut(time: time)).ToArray();
+        await stores[0].MigrateAsync();
+
+        var leases = await Task.WhenAll(stores.Select((store, i) => Task.Run(() => store.TryAcquireLeaseAsync("relay", $"process-{i}", TimeSpan.FromSeconds(30)).AsTask())))
+            .WaitAsync(PostgresDatabase.Wait);
+
+        leases.Should().ContainSingle(l => l != null).Which!.Token.Should().Be(1);
+        time.Advance(TimeSpan.FromSeconds(31));
+        var next = await stores[3].TryAcquireLeaseAsync("relay", "process-late", TimeSpan.FromSeconds(30));
+        next!.Token.Should().Be(2, "the expired lease is taken over with the next token");
+    }
+
+    [Fact]
+    public async Task WaitForOutboxAsync_UnitCommittedByAnotherInstance_WakesTheWaiterThroughNotify()
+    {
+        var writer = CreateSut();
+        await writer.MigrateAsync();
+        var time = new ManualTimeProvider();
+        var waiter = CreateSut(o => o.PollInterval = TimeSpan.FromMinutes(5), time);
+        var listening = waiter.Listener.NextConnection;
+
+        var wait = waiter.WaitForOutboxAsync(0, CancellationToken.None).AsTask();
+        await listening.WaitAsync(PostgresDatabase.Wait);
+        wait.IsCompleted.Should().BeFalse("nothing was enqueued and the clock has not moved");
+        var committed = await writer.CommitAsync(new UnitOfWork().Enqueue(Message("a")));
+
+        await wait.WaitAsync(PostgresDatabase.Wait);
+        waiter.Listener.Outbox.Known.Should().Be(committed.LastOutboxSequence, "the notification carries the last sequence number");
+        waiter.Listener.KnownHead.Should().Be(0, "outbox notifications do not move the event head");
+    }
+
+    [Fact]
+    public async Task DeleteOutboxAsync_WithAFence_ChecksTheLeaseInTheSameTransaction()
+    {
+        var store = CreateSut();
+        var lease = await store.TryAcquireLeaseAsync("relay", "process-a", TimeSpan.FromMinutes(1));
+        await store.CommitAsync(new UnitOfWork().Enqueue(Message("a")).Enqueue(Message("b")));
+
+        await using (var blocking = await HoldLeaseRowAsync("relay"))
+        {
+            // The delete waits on the lease row; the transaction holding it then releases the lease.
+            var delete = store.DeleteOutboxAsync(long.MaxValue, lease).AsTask();
+            await Task.Delay(200);
+            delete.IsCompleted.Should().BeFalse();
+            await blocking.CommitAsync();
+            await delete.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<LeaseLostException>();
+        }
+
+        (await store.ReadOutboxAsync(0, 10)).Should().HaveCount(2);
+    }
+
+    private static Task<UnitOfWorkResult> Commit(PostgresEventStore store, UnitOfWork work) => store.CommitAsync(work).AsTask();
+
+    /// <summary>A unit that writes a document named after it; the test adds the part that makes it fail.</summary>
+    private static UnitOfWork Doomed(string name) =>
+        new UnitOfWork().Upsert("docs", name, Encoding.UTF8.GetBytes("{}")).Enqueue(Message(name)).Append($"stream-{name}", ExpectedVersion.Any, [TestEvents.One()]);
+
+    /// <summary>Waits until a backend of this test's schema waits for a row lock while running <paramref name="statement"/>.</summary>
+    private async Task WaitForLockWaitAsync(string statement)
+    {
+        var sql = $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{SchemaName}%{statement}%' AND pid <> pg_backend_pid()";
+        using var timeout = new CancellationTokenSource(PostgresDatabase.Wait);
+        while (await PostgresDatabase.ScalarAsync<long>(sql) == 0)
+        {
+            await Task.Delay(10, timeout.Token);
+        }
+    }
+
+    /// <summary>Releases a lease from another connection and keeps its row locked until the returned transaction commits.</summary>
+    private async Task<RowLock> HoldLeaseRowAsync(string name)
+    {
+        var connection = await DataSource.OpenConnectionAsync();
+        var transaction = await connection.BeginTransactionAsync();
+        await using var command = new Npgsql.NpgsqlCommand($"UPDATE \"{SchemaName}\".leases SET owner = NULL WHERE name = $1", connection, transaction);
+        command.Parameters.Add(new Npgsql.NpgsqlParameter<string> { TypedValue = name });
+        (await command.ExecuteNonQueryAsync()).Should().Be(1);
+        return new RowLock(connection, transaction);
+    }
+}
