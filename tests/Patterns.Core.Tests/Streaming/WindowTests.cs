@@ -284,6 +284,118 @@ public sealed class WindowTests
     }
 
     [Fact]
+    public async Task Snapshot_RestoredIntoAPipelineWhoseWindowMoved_FailsNamingTheStage()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store);
+
+        // An operator inserted in front of the window moves it from position 2 to 3.
+        var restart = async () => await DataStream.From([C("a", 14)], new StreamOptions { Name = "clicks", SnapshotStore = store })
+            .Where(_ => true)
+            .WithEventTime(c => c.At, TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)))
+            .Count()
+            .To(_ => { })
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        var mismatch = (await restart.Should().ThrowAsync<InvalidOperationException>()).Which;
+        mismatch.Message.Should().Contain("'Tumbling@2'").And.Contain("'Tumbling@3'");
+        mismatch.Should().BeOfType<StreamSnapshotMismatchException>().Which.Stage.Should().Be("Tumbling@2");
+        (await store.LoadAsync("clicks")).Should().NotBeNull("a failed restore keeps the snapshot");
+    }
+
+    [Fact]
+    public async Task Snapshot_RestoredIntoAWindowOfAnotherKind_FailsNamingTheStage()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store);
+
+        var restart = async () => await DataStream.From([C("a", 14)], new StreamOptions { Name = "clicks", SnapshotStore = store })
+            .WithEventTime(c => c.At, TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Session(TimeSpan.FromSeconds(10)))
+            .Count()
+            .To(_ => { })
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        var mismatch = (await restart.Should().ThrowAsync<InvalidOperationException>()).Which;
+        mismatch.Message.Should().Contain("'Tumbling@2'").And.Contain("'Session@2'");
+        mismatch.Should().BeOfType<StreamSnapshotMismatchException>().Which.Stage.Should().Be("Tumbling@2");
+    }
+
+    [Fact]
+    public async Task Snapshot_NamedWindow_ResumesAfterAnOperatorIsInsertedInFrontOfIt()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store, windowName: "clicks-per-user");
+        (await store.LoadAsync("clicks"))!.Operators.Keys.Should().Equal("clicks-per-user");
+        var results = new List<(string, double, double, long)>();
+
+        await DataStream.From([C("a", 14), C("b", 15)], new StreamOptions { Name = "clicks", SnapshotStore = store })
+            .Where(_ => true)
+            .WithEventTime(c => c.At, TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "clicks-per-user")
+            .Count()
+            .To(r => results.Add(Row(r)))
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        // [10, 20) for a continues from the click at 12 saved in the snapshot.
+        results.Should().Equal(("a", 10, 20, 2), ("b", 10, 20, 1));
+    }
+
+    [Fact]
+    public async Task Snapshot_NamedWindowOfAnotherKind_FailsNamingTheStageAndBothKinds()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store, windowName: "clicks-per-user");
+
+        var restart = async () => await DataStream.From([C("a", 14)], new StreamOptions { Name = "clicks", SnapshotStore = store })
+            .WithEventTime(c => c.At, TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Session(TimeSpan.FromSeconds(10)), name: "clicks-per-user")
+            .Count()
+            .To(_ => { })
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        var mismatch = (await restart.Should().ThrowAsync<StreamSnapshotMismatchException>()).Which;
+        mismatch.Stage.Should().Be("clicks-per-user");
+        mismatch.Pipeline.Should().Be("clicks");
+        mismatch.Message.Should().Contain("'clicks-per-user' is a Session window").And.Contain("a Tumbling window");
+        (await store.LoadAsync("clicks")).Should().NotBeNull("a failed restore keeps the snapshot");
+    }
+
+    [Fact]
+    public async Task Snapshot_PartitionedNamedWindow_IsSavedPerPartitionUnderItsName()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        using var stop = new CancellationTokenSource();
+        var input = Channel.CreateUnbounded<Click>();
+        var seen = 0;
+        var run = DataStream.From(input.Reader, new StreamOptions { Name = "clicks", SnapshotStore = store })
+            .PartitionBy(c => c.User, partitions: 2)
+            .WithEventTime(
+                c =>
+                {
+                    Interlocked.Increment(ref seen);
+                    return c.At;
+                },
+                TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
+            .Count()
+            .To(_ => { })
+            .RunAsync(stop.Token);
+        await input.Writer.WriteAsync(C("a", 1));
+        await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 1);
+        await stop.CancelAsync();
+        await run.WaitAsync(TestHost.Wait);
+
+        (await store.LoadAsync("clicks"))!.Operators.Keys.Should().BeEquivalentTo("per-user#p0", "per-user#p1");
+    }
+
+    [Fact]
     public async Task PartitionBy_WindowsPerPartition_SameResultsAsOnePartition()
     {
         var random = new Random(7);
@@ -308,6 +420,36 @@ public sealed class WindowTests
 
         partitioned.Should().BeEquivalentTo(single);
         single.Sum(r => r.Item4).Should().Be(input.Length);
+    }
+
+    /// <summary>Runs a pipeline with a tumbling count window over clicks until a graceful stop, leaving window [10, 20) open in the snapshot.</summary>
+    private static async Task StopWithOpenWindowsAsync(IStreamSnapshotStore store, string? windowName = null)
+    {
+        var input = Channel.CreateUnbounded<Click>();
+        var seen = 0;
+        using var stop = new CancellationTokenSource();
+        var run = DataStream.From(input.Reader, new StreamOptions { Name = "clicks", SnapshotStore = store })
+            .WithEventTime(
+                c =>
+                {
+                    Interlocked.Increment(ref seen);
+                    return c.At;
+                },
+                TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: windowName)
+            .Count()
+            .To(_ => { })
+            .RunAsync(stop.Token);
+        foreach (var click in new[] { C("a", 1), C("a", 12) })
+        {
+            await input.Writer.WriteAsync(click);
+        }
+
+        await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 2);
+        await stop.CancelAsync();
+        await run.WaitAsync(TestHost.Wait);
+        (await store.LoadAsync("clicks")).Should().NotBeNull();
     }
 
     private StreamOptions Options(TimeProvider? time = null) => new()
