@@ -181,27 +181,20 @@ public static class PartitionHash
             _ => Of8(unchecked((ulong)Convert.ToInt64(value, CultureInfo.InvariantCulture))),
         };
 
-    private static uint Of1(byte value) => Finish((OffsetBasis ^ value) * Prime);
+    private static uint Of1(byte value) => OfLowBytes(value, 1);
 
-    private static uint Of2(ushort value)
-    {
-        Span<byte> bytes = stackalloc byte[2];
-        BinaryPrimitives.WriteUInt16LittleEndian(bytes, value);
-        return Finish(Add(OffsetBasis, bytes));
-    }
+    private static uint Of2(ushort value) => OfLowBytes(value, 2);
 
-    private static uint Of4(uint value)
-    {
-        Span<byte> bytes = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32LittleEndian(bytes, value);
-        return Finish(Add(OffsetBasis, bytes));
-    }
+    private static uint Of4(uint value) => OfLowBytes(value, 4);
 
-    private static uint Of8(ulong value)
+    private static uint Of8(ulong value) => OfLowBytes(value, 8);
+
+    /// <summary>Hashes the <paramref name="size"/> low bytes of <paramref name="value"/>, little-endian: a primitive's own bytes.</summary>
+    private static uint OfLowBytes(ulong value, int size)
     {
         Span<byte> bytes = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(bytes, value);
-        return Finish(Add(OffsetBasis, bytes));
+        return Finish(Add(OffsetBasis, bytes[..size]));
     }
 
     private static uint OfGuid(Guid value)
