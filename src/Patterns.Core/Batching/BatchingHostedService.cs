@@ -36,7 +36,6 @@ internal sealed class BatchingHostedService(
         {
             foreach (var registration in value.Consumers)
             {
-                bus.Registry.GetName(registration.MessageType);
                 var group = registration.ConsumerGroup;
                 var logger = loggerFactory.CreateLogger("Patterns.Batching." + group);
                 var consumer = registration.Create(new BatchConsumerContext(services, bus, serializer, logger, group));

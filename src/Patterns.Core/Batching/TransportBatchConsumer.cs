@@ -45,6 +45,9 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
         _source = source;
         _system = bus.Transport.SystemName;
         _tags = PatternsTelemetry.Tags(_system, source, consumerGroup);
+
+        // Messages from other processes carry only the logical type name: register it before the first delivery.
+        bus.Registry.GetName(typeof(TMessage));
     }
 
     public ValueTask<Settlement> HandleAsync(Envelope envelope, CancellationToken cancellationToken)

@@ -140,33 +140,36 @@ public abstract class DataStream<T>
     /// <summary>Keeps the elements that satisfy <paramref name="predicate"/>.</summary>
     /// <param name="predicate">The test.</param>
     /// <param name="onError">What to do when <paramref name="predicate"/> throws.</param>
+    /// <param name="name">The stage's name in dead letters, logs and snapshots; unique in the pipeline. Without it, the name is the operator's kind and position (for example <c>Where@1</c>).</param>
     /// <returns>The filtered stream (with the same event time).</returns>
-    public DataStream<T> Where(Func<T, bool> predicate, FailurePolicy? onError = null)
+    public DataStream<T> Where(Func<T, bool> predicate, FailurePolicy? onError = null, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(predicate);
-        return new OperatorStream<T, T>(this, "Where", (next, context, id) => new WhereStage<T>(next, predicate, new StageGuard(context, id, onError)), EventTime);
+        return new OperatorStream<T, T>(this, "Where", StageNames.Validate(name), (next, context, id) => new WhereStage<T>(next, predicate, new StageGuard(context, id, onError)), EventTime);
     }
 
     /// <summary>Maps each element.</summary>
     /// <typeparam name="TOut">The result type.</typeparam>
     /// <param name="selector">The map.</param>
     /// <param name="onError">What to do when <paramref name="selector"/> throws.</param>
+    /// <param name="name">The stage's name in dead letters, logs and snapshots; unique in the pipeline. Without it, the name is the operator's kind and position (for example <c>Select@1</c>).</param>
     /// <returns>The mapped stream (call <see cref="WithEventTime"/> again to window it on event time).</returns>
-    public DataStream<TOut> Select<TOut>(Func<T, TOut> selector, FailurePolicy? onError = null)
+    public DataStream<TOut> Select<TOut>(Func<T, TOut> selector, FailurePolicy? onError = null, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(selector);
-        return new OperatorStream<T, TOut>(this, "Select", (next, context, id) => new SelectStage<T, TOut>(next, selector, new StageGuard(context, id, onError)), null);
+        return new OperatorStream<T, TOut>(this, "Select", StageNames.Validate(name), (next, context, id) => new SelectStage<T, TOut>(next, selector, new StageGuard(context, id, onError)), null);
     }
 
     /// <summary>Maps each element to any number of elements.</summary>
     /// <typeparam name="TOut">The result type.</typeparam>
     /// <param name="selector">The map.</param>
     /// <param name="onError">What to do when <paramref name="selector"/> (or enumerating its result) throws. An element is retried only if none of its results went downstream yet.</param>
+    /// <param name="name">The stage's name in dead letters, logs and snapshots; unique in the pipeline. Without it, the name is the operator's kind and position (for example <c>SelectMany@1</c>).</param>
     /// <returns>The flattened stream.</returns>
-    public DataStream<TOut> SelectMany<TOut>(Func<T, IEnumerable<TOut>> selector, FailurePolicy? onError = null)
+    public DataStream<TOut> SelectMany<TOut>(Func<T, IEnumerable<TOut>> selector, FailurePolicy? onError = null, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(selector);
-        return new OperatorStream<T, TOut>(this, "SelectMany", (next, context, id) => new SelectManyStage<T, TOut>(next, selector, new StageGuard(context, id, onError)), null);
+        return new OperatorStream<T, TOut>(this, "SelectMany", StageNames.Validate(name), (next, context, id) => new SelectManyStage<T, TOut>(next, selector, new StageGuard(context, id, onError)), null);
     }
 
     /// <summary>
@@ -178,14 +181,16 @@ public abstract class DataStream<T>
     /// <param name="maxParallelism">How many calls may run at once.</param>
     /// <param name="ordered"><see langword="true"/> to emit results in input order; <see langword="false"/> to emit them as they complete.</param>
     /// <param name="onError">What to do when <paramref name="selector"/> fails.</param>
+    /// <param name="name">The stage's name in dead letters, logs and snapshots; unique in the pipeline. Without it, the name is the operator's kind and position (for example <c>SelectAsync@1</c>).</param>
     /// <returns>The mapped stream.</returns>
-    public DataStream<TOut> SelectAsync<TOut>(Func<T, CancellationToken, ValueTask<TOut>> selector, int maxParallelism = 1, bool ordered = true, FailurePolicy? onError = null)
+    public DataStream<TOut> SelectAsync<TOut>(Func<T, CancellationToken, ValueTask<TOut>> selector, int maxParallelism = 1, bool ordered = true, FailurePolicy? onError = null, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(selector);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxParallelism, 1);
         return new OperatorStream<T, TOut>(
             this,
             "SelectAsync",
+            StageNames.Validate(name),
             (next, context, id) => ordered
                 ? new OrderedAsyncMapStage<T, TOut>(next, selector, maxParallelism, new StageGuard(context, id, onError))
                 : new UnorderedAsyncMapStage<T, TOut>(next, selector, maxParallelism, new StageGuard(context, id, onError)),
@@ -201,12 +206,17 @@ public abstract class DataStream<T>
     /// <param name="keySelector">Gets an element's key.</param>
     /// <param name="partitions">How many partitions.</param>
     /// <param name="onError">What to do when <paramref name="keySelector"/> throws.</param>
+    /// <param name="name">The stage's name in dead letters, logs and snapshots; unique in the pipeline. Without it, the name is the operator's kind and position (for example <c>PartitionBy@1</c>).</param>
     /// <returns>The partitioned stream (with the same event time).</returns>
-    public DataStream<T> PartitionBy<TKey>(Func<T, TKey> keySelector, int partitions, FailurePolicy? onError = null)
+    /// <remarks>
+    /// A key's partition is its <see cref="PartitionHash"/>, which is the same in every process for string and
+    /// primitive keys, so a restarted pipeline finds each such key's window state in the partition that saved it.
+    /// </remarks>
+    public DataStream<T> PartitionBy<TKey>(Func<T, TKey> keySelector, int partitions, FailurePolicy? onError = null, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentOutOfRangeException.ThrowIfLessThan(partitions, 1);
-        return new PartitionStream<T, TKey>(this, keySelector, partitions, onError);
+        return new PartitionStream<T, TKey>(this, keySelector, partitions, onError, StageNames.Validate(name));
     }
 
     /// <summary>
@@ -220,7 +230,7 @@ public abstract class DataStream<T>
     {
         ArgumentNullException.ThrowIfNull(timestamp);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxOutOfOrderness, TimeSpan.Zero);
-        return new OperatorStream<T, T>(this, "EventTime", static (next, _, _) => next, new EventTimeSettings<T>(timestamp, maxOutOfOrderness));
+        return new OperatorStream<T, T>(this, null, null, static (next, _, _) => next, new EventTimeSettings<T>(timestamp, maxOutOfOrderness));
     }
 
     /// <summary>Groups the stream by key, for keyed windows and aggregations.</summary>
@@ -241,7 +251,7 @@ public abstract class DataStream<T>
     public StreamPipeline To(Func<T, CancellationToken, ValueTask> sink, FailurePolicy? onError = null)
     {
         ArgumentNullException.ThrowIfNull(sink);
-        return Sink(context => new SinkStage<T>(sink, null, new StageGuard(context, context.StageId("Sink", Depth + 1), onError)));
+        return Sink(context => new SinkStage<T>(sink, null, new StageGuard(context, context.StageId(StageNames.Of(null, "Sink", Depth + 1)), onError)));
     }
 
     /// <summary>Ends the stream in a synchronous delegate.</summary>
@@ -278,7 +288,7 @@ public abstract class DataStream<T>
 
                 return default;
             },
-            new StageGuard(context, context.StageId("Channel", Depth + 1), FailurePolicy.Stop)));
+            new StageGuard(context, context.StageId(StageNames.Of(null, "Channel", Depth + 1)), FailurePolicy.Stop)));
     }
 
     /// <summary>Ends the stream in a batcher: each element is added (waiting while the batcher is full), and the batcher is flushed when the pipeline ends.</summary>
@@ -294,7 +304,7 @@ public abstract class DataStream<T>
                 return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
             },
             (_, ct) => new ValueTask(batcher.FlushAsync(ct)),
-            new StageGuard(context, context.StageId("Batcher", Depth + 1), FailurePolicy.Stop)));
+            new StageGuard(context, context.StageId(StageNames.Of(null, "Batcher", Depth + 1)), FailurePolicy.Stop)));
 
         static async ValueTask AwaitAddAsync(ValueTask<bool> adding) => await adding.ConfigureAwait(false);
     }
@@ -346,20 +356,21 @@ internal sealed class SourceStream<T>(StreamOptions options, Func<RunContext, Dr
     }
 }
 
-internal sealed class OperatorStream<TIn, TOut>(DataStream<TIn> upstream, string kind, Func<Stage<TOut>, ChainContext, string, Stage<TIn>> create, EventTimeSettings<TOut>? eventTime)
+/// <summary>One operator. <paramref name="kind"/> is <see langword="null"/> for an operator that names its stages itself (windows) or has none (event time).</summary>
+internal sealed class OperatorStream<TIn, TOut>(DataStream<TIn> upstream, string? kind, string? name, Func<Stage<TOut>, ChainContext, string, Stage<TIn>> create, EventTimeSettings<TOut>? eventTime)
     : DataStream<TOut>(upstream.Options, upstream.Depth + 1, eventTime)
 {
     internal override Driver Connect(Func<ChainContext, Stage<TOut>> downstream, RunContext run) =>
-        upstream.Connect(context => create(downstream(context), context, context.StageId(kind, Depth)), run);
+        upstream.Connect(context => create(downstream(context), context, kind is null ? string.Empty : context.StageId(StageNames.Of(name, kind, Depth))), run);
 }
 
-internal sealed class PartitionStream<T, TKey>(DataStream<T> upstream, Func<T, TKey> keySelector, int partitions, FailurePolicy? onError)
+internal sealed class PartitionStream<T, TKey>(DataStream<T> upstream, Func<T, TKey> keySelector, int partitions, FailurePolicy? onError, string? name)
     : DataStream<T>(upstream.Options, upstream.Depth + 1, upstream.EventTime)
 {
     internal override Driver Connect(Func<ChainContext, Stage<T>> downstream, RunContext run) =>
         upstream.Connect(
             context => context.Partition >= 0
                 ? throw new InvalidOperationException("A stream that is already partitioned cannot be partitioned again.")
-                : new PartitionRouter<T, TKey>(context, keySelector, partitions, downstream, new StageGuard(context, context.StageId("PartitionBy", Depth), onError)),
+                : new PartitionRouter<T, TKey>(context, keySelector, partitions, downstream, new StageGuard(context, context.StageId(StageNames.Of(name, "PartitionBy", Depth)), onError)),
             run);
 }

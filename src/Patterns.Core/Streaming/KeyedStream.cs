@@ -29,13 +29,20 @@ public sealed class KeyedStream<T, TKey>
     /// <param name="allowedLateness">How long after firing a window still takes late elements (event time only).</param>
     /// <param name="onLate">The late output (event time only).</param>
     /// <param name="onError">What to do when the key selector, the timestamp function or the aggregation throws.</param>
+    /// <param name="name">
+    /// The window stage's name, under which its state is saved in snapshots (and which names it in dead letters and logs);
+    /// unique in the pipeline. Without it, the name is the window's kind and position (for example <c>Tumbling@3</c>), so
+    /// adding or removing an operator in front of the window changes it and a snapshot taken before no longer restores.
+    /// </param>
     /// <returns>The windowed stream; choose an aggregation.</returns>
     public WindowedStream<T, TKey> Window(
         WindowSpec window,
         TimeSpan? allowedLateness = null,
         Func<LateEvent<T>, CancellationToken, ValueTask>? onLate = null,
-        FailurePolicy? onError = null)
+        FailurePolicy? onError = null,
+        string? name = null)
     {
+        StageNames.Validate(name);
         ArgumentNullException.ThrowIfNull(window);
         var lateness = allowedLateness ?? TimeSpan.Zero;
         ArgumentOutOfRangeException.ThrowIfLessThan(lateness, TimeSpan.Zero, nameof(allowedLateness));
@@ -48,7 +55,7 @@ public sealed class KeyedStream<T, TKey>
 
         return new WindowedStream<T, TKey>(
             Upstream,
-            new WindowSettings<T, TKey>(KeySelector, eventTime?.Timestamp, eventTime?.MaxOutOfOrderness ?? TimeSpan.Zero, window, lateness, onLate, onError, Upstream.Depth + 1));
+            new WindowSettings<T, TKey>(KeySelector, eventTime?.Timestamp, eventTime?.MaxOutOfOrderness ?? TimeSpan.Zero, window, lateness, onLate, onError, Upstream.Depth + 1, name));
     }
 }
 
@@ -128,7 +135,8 @@ public sealed class WindowedStream<T, TKey>
         var kind = settings.Spec.Kind;
         return new OperatorStream<T, WindowResult<TKey, TResult>>(
             _upstream,
-            kind.ToString(),
+            null,
+            null,
             (next, context, _) => kind == WindowKind.Session
                 ? new SessionWindowOperator<T, TKey, TAcc, TResult, TAgg>(next, aggregator, settings, context)
                 : new TimeWindowOperator<T, TKey, TAcc, TResult, TAgg>(next, aggregator, settings, context),

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using Patterns.Messaging;
 
 namespace Patterns.Streaming;
 
@@ -66,7 +67,8 @@ internal sealed class PartitionRouter<T, TKey> : Stage<T>
 
     public override ValueTask OnTickAsync() => default;
 
-    private int LaneOf(TKey key) => key is null ? 0 : (int)((uint)EqualityComparer<TKey>.Default.GetHashCode(key) % (uint)_lanes.Length);
+    /// <summary>A stable hash, the same in every process: a restarted pipeline sees each key in the partition whose window state it saved.</summary>
+    private int LaneOf(TKey key) => PartitionHash.Partition(key, _lanes.Length);
 
     private ValueTask Write(int lane, T item)
     {

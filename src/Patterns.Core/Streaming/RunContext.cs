@@ -13,6 +13,8 @@ internal sealed class RunContext : IDisposable
     private readonly List<Task> _auxiliary = [];
     private readonly Dictionary<string, object> _savedState = new(StringComparer.Ordinal);
     private readonly Dictionary<object, object> _shared = [];
+    private readonly HashSet<string> _stages = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _stateful = new(StringComparer.Ordinal);
     private ExceptionDispatchInfo? _failure;
 
     public RunContext(string name, StreamOptions options, TimeProvider time, ILogger logger, IReadOnlyDictionary<string, object>? restored, CancellationToken stop, CancellationToken abort, TaskCompletionSource? started = null)
@@ -47,7 +49,7 @@ internal sealed class RunContext : IDisposable
     /// <summary>Cancelled when the run must end now: a stage failed with <see cref="FailurePolicy.Stop"/>, or the drain deadline passed. User code sees it.</summary>
     public CancellationToken AbortToken => _abort.Token;
 
-    /// <summary>Operator state loaded from the snapshot store, by stage id.</summary>
+    /// <summary>Operator state loaded from the snapshot store, by stage name (with its partition).</summary>
     public IReadOnlyDictionary<string, object>? Restored { get; }
 
     public Exception? Failure => _failure?.SourceException;
@@ -120,6 +122,76 @@ internal sealed class RunContext : IDisposable
 
             return (TShared)value;
         }
+    }
+
+    /// <summary>Records a stage of the run; stage names are unique in a pipeline, since they key snapshots and dead letters.</summary>
+    public void RegisterStage(string stageId)
+    {
+        lock (_gate)
+        {
+            if (!_stages.Add(stageId))
+            {
+                throw new InvalidOperationException(
+                    $"Stream '{Name}' has two stages named '{stageId}'. Stage names key the snapshot and the dead letters, so they are unique in a pipeline: give the stages distinct name: arguments.");
+            }
+        }
+    }
+
+    /// <summary>
+    /// The saved state of a stateful stage, or <see langword="null"/> when the run starts without a snapshot. The stage
+    /// is recorded, so that <see cref="VerifyRestored"/> can match the snapshot against the pipeline once it is built.
+    /// </summary>
+    public object? Restore(string stageId, string kind)
+    {
+        lock (_gate)
+        {
+            _stateful[stageId] = kind;
+        }
+
+        return Restored is not null && Restored.TryGetValue(stageId, out var saved) ? saved : null;
+    }
+
+    /// <summary>Fails when the snapshot does not hold exactly the state of the pipeline's stateful stages, naming the stages that do not match.</summary>
+    public void VerifyRestored()
+    {
+        if (Restored is null)
+        {
+            return;
+        }
+
+        List<string> unknown;
+        List<string> missing;
+        lock (_gate)
+        {
+            unknown = [.. Restored.Keys.Where(k => !_stateful.ContainsKey(k)).Order(StringComparer.Ordinal)];
+            missing = [.. _stateful.Keys.Where(k => !Restored.ContainsKey(k)).Order(StringComparer.Ordinal)];
+        }
+
+        if (unknown.Count == 0 && missing.Count == 0)
+        {
+            return;
+        }
+
+        var problems = new List<string>(2);
+        if (unknown.Count > 0)
+        {
+            problems.Add($"the snapshot holds state for {Quote(unknown)}, which the pipeline does not have");
+        }
+
+        if (missing.Count > 0)
+        {
+            problems.Add($"the pipeline's {Quote(missing, s => $"'{s}' ({_stateful[s]})")} has no state in the snapshot");
+        }
+
+        throw new StreamSnapshotMismatchException(
+            Name,
+            unknown.Count > 0 ? unknown[0] : missing[0],
+            $"Stream '{Name}' cannot resume from its snapshot: {string.Join(", and ", problems)}. " +
+            "A snapshot is restored only into the stages that saved it, matched by stage name (an operator's name: argument, or its kind and position without one) and by partition. " +
+            "Give stateful stages names so that they survive changes around them, run the pipeline that saved the snapshot, or delete the snapshot to start empty.");
+
+        static string Quote(List<string> stages, Func<string, string>? format = null) =>
+            (stages.Count == 1 ? "stage " : "stages ") + string.Join(", ", stages.Select(s => format?.Invoke(s) ?? $"'{s}'"));
     }
 
     public void SaveState(string stageId, object state)

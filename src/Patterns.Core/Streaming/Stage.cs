@@ -33,6 +33,42 @@ internal abstract class ForwardingStage<TIn, TOut>(Stage<TOut> next) : Stage<TIn
 /// <summary>What a stage being built knows: the run, the partition it runs in, and the driver that calls it.</summary>
 internal sealed record ChainContext(RunContext Run, int Partition, int PartitionCount, Driver Driver)
 {
-    /// <summary>The stage's name for logs, dead letters and snapshots: kind and position, plus the partition.</summary>
-    public string StageId(string kind, int depth) => Partition < 0 ? $"{kind}@{depth}" : $"{kind}@{depth}#p{Partition}";
+    /// <summary>
+    /// The stage's id for logs, dead letters and snapshots: its name, plus the partition. Registers it with the run,
+    /// which fails on a second stage of the same id.
+    /// </summary>
+    public string StageId(string name)
+    {
+        var id = Partition < 0 ? name : $"{name}#p{Partition}";
+        Run.RegisterStage(id);
+        return id;
+    }
+}
+
+/// <summary>Stage names: given with an operator's <c>name:</c> argument, or derived from its kind and position.</summary>
+internal static class StageNames
+{
+    /// <summary>The name of a stage: <paramref name="name"/>, or <c>{kind}@{position}</c> (for example <c>Select@1</c>) without one.</summary>
+    public static string Of(string? name, string kind, int depth) => name ?? $"{kind}@{depth.ToString(System.Globalization.CultureInfo.InvariantCulture)}";
+
+    /// <summary>Checks a name given to an operator.</summary>
+    public static string? Validate(string? name, string parameter = "name")
+    {
+        if (name is null)
+        {
+            return null;
+        }
+
+        if (string.IsNullOrWhiteSpace(name))
+        {
+            throw new ArgumentException("A stage name must not be empty or white space.", parameter);
+        }
+
+        if (name.Contains('#', StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"Stage name '{name}' contains '#', which separates a stage name from its partition ('{{name}}#p2').", parameter);
+        }
+
+        return name;
+    }
 }

@@ -76,6 +76,10 @@ public sealed class StreamPipeline
         try
         {
             var driver = _build(run);
+
+            // Every stage is built (partitions too): a snapshot that does not match the pipeline's stateful stages fails
+            // the run, naming them, and stays in the store, instead of the pipeline silently starting empty.
+            run.VerifyRestored();
             if (!driver.ReportsStart)
             {
                 started?.TrySetResult();

@@ -47,6 +47,10 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         var bus = _services.GetService<MessageBus>()
             ?? throw new InvalidOperationException("A transport source needs the Patterns services: call AddPatterns() or AddStreaming() on the host builder.");
         var serializer = _services.GetRequiredService<IMessageSerializer>();
+
+        // Another process names the message by its logical type name; without the element type in the registry,
+        // every message it sent would be dead-lettered as an unknown type. (In memory, names are never looked up.)
+        bus.Registry.GetName(typeof(T));
         var logger = Run.Logger;
         var system = bus.Transport.SystemName;
         var writer = _channel.Writer;

@@ -11,7 +11,8 @@ internal sealed record WindowSettings<T, TKey>(
     TimeSpan AllowedLateness,
     Func<LateEvent<T>, CancellationToken, ValueTask>? OnLate,
     FailurePolicy? OnError,
-    int Depth);
+    int Depth,
+    string? Name);
 
 /// <summary>
 /// What every window stage shares: event or processing time, the watermark (the largest timestamp seen minus the
@@ -32,6 +33,7 @@ internal abstract class WindowOperatorBase<T, TKey, TAcc, TResult, TAgg> : Stage
     private readonly RunContext _run;
     private readonly Driver _driver;
     private readonly string _id;
+    private readonly string _kind;
     private ITimer? _timer;
     private long _timerDue = long.MaxValue;
     private long _maxTimestamp = long.MinValue;
@@ -48,7 +50,8 @@ internal abstract class WindowOperatorBase<T, TKey, TAcc, TResult, TAgg> : Stage
         Lateness = settings.AllowedLateness.Ticks;
         _run = context.Run;
         _driver = context.Driver;
-        _id = context.StageId(kind, settings.Depth);
+        _kind = kind;
+        _id = context.StageId(StageNames.Of(settings.Name, kind, settings.Depth));
         _guard = new StageGuard(context, _id, settings.OnError);
         if (_timestamp is null)
         {
@@ -101,7 +104,7 @@ internal abstract class WindowOperatorBase<T, TKey, TAcc, TResult, TAgg> : Stage
         else
         {
             var watermark = Watermark == long.MinValue ? (DateTimeOffset?)null : ToTime(Watermark);
-            _run.SaveState(_id, new WindowOperatorState<TKey, TAcc>(watermark, SaveWindows()));
+            _run.SaveState(_id, new WindowOperatorState<TKey, TAcc>(_kind, watermark, SaveWindows()));
         }
 
         await Next.OnCompletedAsync(final).ConfigureAwait(false);
@@ -132,6 +135,9 @@ internal abstract class WindowOperatorBase<T, TKey, TAcc, TResult, TAgg> : Stage
 
     protected static DateTimeOffset ToTime(long ticks) => new(ticks, TimeSpan.Zero);
 
+    private static string TypeName(Type type) =>
+        type.IsGenericType ? $"{type.Name[..type.Name.IndexOf('`', StringComparison.Ordinal)]}<{string.Join(", ", type.GetGenericArguments().Select(TypeName))}>" : type.Name;
+
     protected static long PositiveMod(long value, long divisor)
     {
         var rest = value % divisor;
@@ -150,15 +156,25 @@ internal abstract class WindowOperatorBase<T, TKey, TAcc, TResult, TAgg> : Stage
     /// <summary>Restores windows from a snapshot, before the first element.</summary>
     protected void Restore()
     {
-        if (_run.Restored is null || !_run.Restored.TryGetValue(_id, out var saved))
+        if (_run.Restore(_id, _kind) is not { } saved)
         {
             return;
         }
 
         if (saved is not WindowOperatorState<TKey, TAcc> state)
         {
-            throw new InvalidOperationException(
-                $"The snapshot of stream '{_run.Name}' holds a {saved.GetType().Name} for stage {_id}, which keeps WindowOperatorState<{typeof(TKey).Name}, {typeof(TAcc).Name}>; was the pipeline changed?");
+            throw new StreamSnapshotMismatchException(
+                _run.Name,
+                _id,
+                $"Stream '{_run.Name}' cannot resume from its snapshot: it holds a {TypeName(saved.GetType())} for stage '{_id}', which keeps a {TypeName(typeof(WindowOperatorState<TKey, TAcc>))}. Was the stage's key or aggregation changed? Delete the snapshot to start empty.");
+        }
+
+        if (!string.Equals(state.Kind, _kind, StringComparison.Ordinal))
+        {
+            throw new StreamSnapshotMismatchException(
+                _run.Name,
+                _id,
+                $"Stream '{_run.Name}' cannot resume from its snapshot: stage '{_id}' is a {_kind} window, but the snapshot holds the state of a {state.Kind} window under that name. Give the new window another name, or delete the snapshot to start empty.");
         }
 
         if (state.Watermark is { } watermark)

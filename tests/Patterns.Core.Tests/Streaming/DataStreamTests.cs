@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Patterns.Batching;
+using Patterns.Messaging;
 using Patterns.Streaming;
 using Patterns.Testing;
 using Polly;
@@ -299,6 +300,68 @@ public sealed class DataStreamTests
             await Task.Yield();
             yield return i;
         }
+    }
+
+    [Fact]
+    public async Task PartitionBy_StringKey_GoesToTheSamePartitionInEveryProcess()
+    {
+        // string.GetHashCode is randomized per process; the partition of a key must not be, so that a restarted
+        // pipeline (and its snapshot of per-partition windows) sees each key in the partition it was in before.
+        // The expected partitions are FNV-1a over the UTF-8 bytes, finished with the murmur3 mix, modulo 8,
+        // computed outside .NET.
+        string[] keys = ["order-1", "order-2", "order-3", "customer-42", "sensor-7", "\u00fcn\u00efc\u00f8d\u00e9", "\U0001F600"];
+
+        await DataStream.From(keys, Options())
+            .PartitionBy(k => k, partitions: 8)
+            .Where(_ => throw new InvalidOperationException("record the partition"), FailurePolicy.Resume)
+            .To(_ => { })
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        _deadLetters.ToDictionary(d => (string)d.Element!, d => d.Stage).Should().Equal(new Dictionary<string, string>
+        {
+            ["order-1"] = "Where@2#p4",
+            ["order-2"] = "Where@2#p0",
+            ["order-3"] = "Where@2#p6",
+            ["customer-42"] = "Where@2#p4",
+            ["sensor-7"] = "Where@2#p5",
+            ["\u00fcn\u00efc\u00f8d\u00e9"] = "Where@2#p7",
+            ["\U0001F600"] = "Where@2#p2",
+        });
+    }
+
+    [Fact]
+    public async Task StageName_GivenToAnOperator_NamesItInDeadLetters()
+    {
+        await DataStream.From([1, 2], Options())
+            .Select(i => i == 2 ? throw new FormatException("bad") : i, FailurePolicy.Resume, name: "parse")
+            .PartitionBy(i => i, partitions: 2)
+            .Where(_ => throw new InvalidOperationException("drop"), FailurePolicy.Resume, name: "check")
+            .To(_ => { })
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        _deadLetters.Select(d => d.Stage).Should().BeEquivalentTo("parse", $"check#p{PartitionHash.Partition(1, 2)}");
+    }
+
+    [Fact]
+    public async Task StageNames_TwoStagesWithOneName_RunFailsNamingIt()
+    {
+        var run = async () => await DataStream.From([1])
+            .Select(i => i, name: "twice")
+            .Where(_ => true, name: "twice")
+            .To(_ => { })
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("two stages named 'twice'");
+    }
+
+    [Theory]
+    [InlineData(" ")]
+    [InlineData("a#b")]
+    public void StageName_BlankOrWithHash_IsRejected(string name)
+    {
+        var act = () => DataStream.From([1]).Select(i => i, name: name);
+
+        act.Should().Throw<ArgumentException>().Which.ParamName.Should().Be("name");
     }
 
     private StreamOptions Options(TimeProvider? time = null) => new()

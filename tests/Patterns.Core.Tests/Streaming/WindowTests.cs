@@ -284,6 +284,77 @@ public sealed class WindowTests
     }
 
     [Fact]
+    public async Task Snapshot_RestoredIntoAPipelineWhoseWindowMoved_FailsNamingTheStage()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store);
+
+        // An operator inserted in front of the window moves it from position 2 to 3.
+        var restart = () => RestartAsync(store, stream => stream.Where(_ => true), WindowSpec.Tumbling(TimeSpan.FromSeconds(10)));
+
+        var mismatch = (await restart.Should().ThrowAsync<InvalidOperationException>()).Which;
+        mismatch.Message.Should().Contain("'Tumbling@2'").And.Contain("'Tumbling@3'");
+        mismatch.Should().BeOfType<StreamSnapshotMismatchException>().Which.Stage.Should().Be("Tumbling@2");
+        (await store.LoadAsync("clicks")).Should().NotBeNull("a failed restore keeps the snapshot");
+    }
+
+    [Fact]
+    public async Task Snapshot_RestoredIntoAWindowOfAnotherKind_FailsNamingTheStage()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store);
+
+        var restart = () => RestartAsync(store, stream => stream, WindowSpec.Session(TimeSpan.FromSeconds(10)));
+
+        var mismatch = (await restart.Should().ThrowAsync<InvalidOperationException>()).Which;
+        mismatch.Message.Should().Contain("'Tumbling@2'").And.Contain("'Session@2'");
+        mismatch.Should().BeOfType<StreamSnapshotMismatchException>().Which.Stage.Should().Be("Tumbling@2");
+    }
+
+    [Fact]
+    public async Task Snapshot_NamedWindow_ResumesAfterAnOperatorIsInsertedInFrontOfIt()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store, windowName: "clicks-per-user");
+        (await store.LoadAsync("clicks"))!.Operators.Keys.Should().Equal("clicks-per-user");
+        var results = new List<(string, double, double, long)>();
+
+        await RestartAsync(store, stream => stream.Where(_ => true), WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), "clicks-per-user", results);
+
+        // [10, 20) for a continues from the click at 12 saved in the snapshot.
+        results.Should().Equal(("a", 10, 20, 2), ("b", 10, 20, 1));
+    }
+
+    [Fact]
+    public async Task Snapshot_NamedWindowOfAnotherKind_FailsNamingTheStageAndBothKinds()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+        await StopWithOpenWindowsAsync(store, windowName: "clicks-per-user");
+
+        var restart = () => RestartAsync(store, stream => stream, WindowSpec.Session(TimeSpan.FromSeconds(10)), "clicks-per-user");
+
+        var mismatch = (await restart.Should().ThrowAsync<StreamSnapshotMismatchException>()).Which;
+        mismatch.Stage.Should().Be("clicks-per-user");
+        mismatch.Pipeline.Should().Be("clicks");
+        mismatch.Message.Should().Contain("'clicks-per-user' is a Session window").And.Contain("a Tumbling window");
+        (await store.LoadAsync("clicks")).Should().NotBeNull("a failed restore keeps the snapshot");
+    }
+
+    [Fact]
+    public async Task Snapshot_PartitionedNamedWindow_IsSavedPerPartitionUnderItsName()
+    {
+        var store = new InMemoryStreamSnapshotStore();
+
+        await StopWithOpenWindowsAsync(store, windowName: "per-user", partitions: 2);
+
+        (await store.LoadAsync("clicks"))!.Operators.Keys.Should().BeEquivalentTo("per-user#p0", "per-user#p1");
+
+        // Another partition count gives other stage names: partition 2 has nothing to resume from.
+        var restart = () => RestartAsync(store, stream => stream.PartitionBy(c => c.User, partitions: 3), WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), "per-user");
+        (await restart.Should().ThrowAsync<StreamSnapshotMismatchException>()).Which.Stage.Should().Be("per-user#p2");
+    }
+
+    [Fact]
     public async Task PartitionBy_WindowsPerPartition_SameResultsAsOnePartition()
     {
         var random = new Random(7);
@@ -309,6 +380,52 @@ public sealed class WindowTests
         partitioned.Should().BeEquivalentTo(single);
         single.Sum(r => r.Item4).Should().Be(input.Length);
     }
+
+    /// <summary>Runs a pipeline with a tumbling count window over clicks until a graceful stop, leaving window [10, 20) open in the snapshot.</summary>
+    private static async Task StopWithOpenWindowsAsync(IStreamSnapshotStore store, string? windowName = null, int partitions = 1)
+    {
+        var input = Channel.CreateUnbounded<Click>();
+        var seen = 0;
+        using var stop = new CancellationTokenSource();
+        var source = DataStream.From(input.Reader, new StreamOptions { Name = "clicks", SnapshotStore = store });
+        var run = (partitions > 1 ? source.PartitionBy(c => c.User, partitions) : source)
+            .WithEventTime(
+                c =>
+                {
+                    Interlocked.Increment(ref seen);
+                    return c.At;
+                },
+                TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: windowName)
+            .Count()
+            .To(_ => { })
+            .RunAsync(stop.Token);
+        foreach (var click in new[] { C("a", 1), C("a", 12) })
+        {
+            await input.Writer.WriteAsync(click);
+        }
+
+        await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 2);
+        await stop.CancelAsync();
+        await run.WaitAsync(TestHost.Wait);
+        (await store.LoadAsync("clicks")).Should().NotBeNull();
+    }
+
+    /// <summary>Runs the pipeline named "clicks" again, over clicks of a at 14 s and b at 15 s, with a count window after <paramref name="before"/>.</summary>
+    private static Task RestartAsync(
+        IStreamSnapshotStore store,
+        Func<DataStream<Click>, DataStream<Click>> before,
+        WindowSpec window,
+        string? windowName = null,
+        List<(string, double, double, long)>? results = null) =>
+        before(DataStream.From([C("a", 14), C("b", 15)], new StreamOptions { Name = "clicks", SnapshotStore = store }))
+            .WithEventTime(c => c.At, TimeSpan.FromSeconds(1))
+            .KeyBy(c => c.User)
+            .Window(window, name: windowName)
+            .Count()
+            .To(r => results?.Add(Row(r)))
+            .RunAsync().WaitAsync(TestHost.Wait);
 
     private StreamOptions Options(TimeProvider? time = null) => new()
     {
