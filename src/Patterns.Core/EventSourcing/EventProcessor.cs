@@ -335,99 +335,27 @@ internal sealed class EventProcessor : IDisposable
         }
 
         // Single active owner: run only while holding the lease; on losing it, go back to standby.
-        var duration = _services.Options.LeaseDuration;
-        var interval = duration / 3;
-        while (!stopping.IsCancellationRequested)
-        {
-            Lease? lease;
-            try
+        var runner = new LeaseRunner(leases, "subscription/" + Name, _services.Owner, _services.Options.LeaseDuration, _services.TimeProvider);
+        await runner.RunAsync(
+            async (lease, owned) =>
             {
-                lease = await leases.TryAcquireLeaseAsync(LeaseName, _services.Owner, duration, stopping).ConfigureAwait(false);
-                if (lease is null)
+                _lease = lease;
+                try
                 {
-                    SetState(SubscriptionState.Standby);
-                    await Task.Delay(interval, _services.TimeProvider, stopping).ConfigureAwait(false);
-                    continue;
+                    SetState(SubscriptionState.CatchingUp);
+                    await RunOwnedAsync(owned, aborting).ConfigureAwait(false);
                 }
-            }
-            catch (Exception) when (stopping.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception ex)
-            {
-                EventSourcingLog.StoreFailed(_logger, ex, Name);
-                Fault(new SubscriptionFaultedException(Name, 0, null, 0, ex));
-                return;
-            }
-
-            using var owned = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-            var renewal = RenewAsync(leases, lease, interval, owned);
-            _lease = lease;
-            try
-            {
-                SetState(SubscriptionState.CatchingUp);
-                await RunOwnedAsync(owned.Token, aborting).ConfigureAwait(false);
-            }
-            finally
-            {
-                _lease = null;
-                await owned.CancelAsync().ConfigureAwait(false);
-                await renewal.ConfigureAwait(false);
-                if (stopping.IsCancellationRequested || Status.State == SubscriptionState.Faulted)
+                finally
                 {
-                    await ReleaseAsync(leases, lease).ConfigureAwait(false);
+                    _lease = null;
                 }
-            }
 
-            if (Status.State == SubscriptionState.Faulted)
-            {
-                return;
-            }
-
-            EventSourcingLog.OwnershipLost(_logger, Name, lease.Token);
-        }
-    }
-
-    private string LeaseName => "subscription/" + Name;
-
-    /// <summary>Renews the lease until <paramref name="owned"/> is cancelled; cancels it when the lease is lost.</summary>
-    private async Task RenewAsync(ILeaseStore leases, Lease lease, TimeSpan interval, CancellationTokenSource owned)
-    {
-        try
-        {
-            while (true)
-            {
-                await Task.Delay(interval, _services.TimeProvider, owned.Token).ConfigureAwait(false);
-                if (await leases.RenewLeaseAsync(lease, _services.Options.LeaseDuration, owned.Token).ConfigureAwait(false) is null)
-                {
-                    await owned.CancelAsync().ConfigureAwait(false);
-                    return;
-                }
-            }
-        }
-        catch (Exception) when (owned.IsCancellationRequested)
-        {
-        }
-        catch (Exception ex)
-        {
-            // The store cannot be reached: stop before the lease may have expired; the run resumes once it is back.
-            EventSourcingLog.StoreFailed(_logger, ex, Name);
-            await owned.CancelAsync().ConfigureAwait(false);
-        }
-    }
-
-    private async Task ReleaseAsync(ILeaseStore leases, Lease lease)
-    {
-        try
-        {
-            await leases.ReleaseLeaseAsync(lease, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (Exception ex)
-        {
-            // It expires on its own.
-            EventSourcingLog.StoreFailed(_logger, ex, Name);
-        }
+                return Status.State == SubscriptionState.Faulted ? LeaseRunner.Outcome.Done : LeaseRunner.Outcome.Lost;
+            },
+            () => SetState(SubscriptionState.Standby),
+            lease => EventSourcingLog.OwnershipLost(_logger, Name, lease.Token),
+            ex => EventSourcingLog.StoreFailed(_logger, ex, Name),
+            stopping).ConfigureAwait(false);
     }
 
     private void SetState(SubscriptionState state)

@@ -113,7 +113,7 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     public ValueTask<int> PurgeAsync(string queue, CancellationToken cancellationToken = default) =>
         _transport.PurgeDeadLettersAsync(queue, cancellationToken);
 
-    private Envelope CreateEnvelope<TMessage>(TMessage message, in MessageOptions options)
+    internal Envelope CreateEnvelope<TMessage>(TMessage message, in MessageOptions options)
     {
         ArgumentNullException.ThrowIfNull(message);
         return new Envelope

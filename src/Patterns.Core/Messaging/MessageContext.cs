@@ -63,7 +63,7 @@ public readonly struct MessageContext
 
     private MessageBus Bus => _bus ?? throw new InvalidOperationException("This MessageContext was not created by Patterns.");
 
-    private MessageOptions FollowUp() => new()
+    internal MessageOptions FollowUp() => new()
     {
         CorrelationId = Envelope.CorrelationId ?? Envelope.MessageId,
         CausationId = Envelope.MessageId,

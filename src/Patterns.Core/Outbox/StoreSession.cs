@@ -1,0 +1,102 @@
+using System.Buffers;
+using Microsoft.Extensions.DependencyInjection;
+using Patterns.EventSourcing;
+using Patterns.Hosting;
+using Patterns.Messaging;
+using Patterns.Serialization;
+using Patterns.Storage;
+
+namespace Patterns.Outbox;
+
+/// <summary>The scoped <see cref="IStoreSession"/>: collects a <see cref="UnitOfWork"/> and commits it.</summary>
+internal sealed class StoreSession(IServiceProvider services) : IStoreSession
+{
+    private readonly IUnitOfWorkStorage _units = services.GetRequiredService<IUnitOfWorkStorage>();
+    private readonly IMessageSerializer _serializer = services.GetRequiredService<IMessageSerializer>();
+    private readonly TimeProvider _timeProvider = services.GetRequiredService<TimeProvider>();
+    private MessageBus? _bus;
+    private UnitOfWork _work = new();
+    private MessageOptions? _followUp;
+
+    public bool HasChanges => !_work.IsEmpty;
+
+    public void Append(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<EventData> events)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(streamId);
+        ArgumentNullException.ThrowIfNull(events);
+        var types = services.GetService<EventTypeMap>()
+            ?? throw new InvalidOperationException("IStoreSession.Append needs event sourcing: call AddEventSourcing(...) to register the event types.");
+        var timestamp = _timeProvider.GetUtcNow();
+        var serialized = new SerializedEvent[events.Count];
+        for (var i = 0; i < serialized.Length; i++)
+        {
+            var data = events[i] ?? throw new ArgumentException($"The events appended to stream '{streamId}' contain null.", nameof(events));
+            serialized[i] = types.Serialize(data, timestamp);
+        }
+
+        var inline = services.GetService<InlineProjector>() is { Entries.Count: > 0 } projector ? projector.For(events) : null;
+        _work.Append(streamId, expectedVersion, serialized, inline);
+    }
+
+    public void Store<TDocument>(string collection, string id, TDocument document)
+        where TDocument : class
+    {
+        ArgumentNullException.ThrowIfNull(document);
+        _work.Upsert(collection, id, _serializer.SerializeToMemory(document, typeof(TDocument)));
+    }
+
+    public void Delete(string collection, string id) => _work.Delete(collection, id);
+
+    public void Publish<TMessage>(string? topic, TMessage message, MessageOptions options = default)
+        where TMessage : notnull
+    {
+        var envelope = Bus.CreateEnvelope(message, WithFollowUp(options));
+        Enqueue(topic ?? envelope.MessageType!, OutboxMessageKind.Publish, envelope, message);
+    }
+
+    public void Send<TMessage>(string queue, TMessage message, MessageOptions options = default)
+        where TMessage : notnull
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(queue);
+        Enqueue(queue, OutboxMessageKind.Send, Bus.CreateEnvelope(message, WithFollowUp(options)), message);
+    }
+
+    public void Handles(MessageContext context)
+    {
+        _work.ClaimInbox(context.ConsumerGroup, context.MessageId.ToString("N"));
+        _followUp = context.FollowUp();
+    }
+
+    public async ValueTask<UnitOfWorkResult> CommitAsync(CancellationToken cancellationToken = default)
+    {
+        if (_work.IsEmpty)
+        {
+            return UnitOfWorkResult.Empty;
+        }
+
+        var work = _work;
+        var result = await _units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+        _work = new UnitOfWork();
+        return result;
+    }
+
+    private MessageBus Bus => _bus ??= services.GetService<MessageBus>()
+        ?? throw new InvalidOperationException("IStoreSession.Publish and Send need messaging: call AddPatterns(...) to choose a transport.");
+
+    private MessageOptions WithFollowUp(MessageOptions options) => _followUp is not { } followUp
+        ? options
+        : options with
+        {
+            CorrelationId = options.CorrelationId ?? followUp.CorrelationId,
+            CausationId = options.CausationId ?? followUp.CausationId,
+        };
+
+    private void Enqueue<TMessage>(string destination, OutboxMessageKind kind, in Envelope envelope, TMessage message)
+        where TMessage : notnull
+    {
+        var body = new ArrayBufferWriter<byte>(256);
+        _serializer.Serialize(body, message, message.GetType());
+        var stored = envelope with { Body = null, ContentType = envelope.ContentType ?? _serializer.ContentType };
+        _work.Enqueue(new OutboxMessage(destination, kind, OutboxCodec.Encode(stored, body.WrittenSpan)) { PartitionKey = envelope.PartitionKey });
+    }
+}
