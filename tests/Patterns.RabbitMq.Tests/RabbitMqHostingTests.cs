@@ -56,6 +56,19 @@ public sealed class RabbitMqHostingTests
     }
 
     [Fact]
+    public async Task RequestResponse_NobodyHandlesTheRequest_SaysNoHandlerRunsRatherThanToDeclareTheQueue()
+    {
+        await using var host = await RabbitHost.StartAsync("rr-none-why", b => b.AddPatterns());
+
+        var act = async () => await host.Get<IRequestClient>().SendAsync<GetQuote, Quote>(new GetQuote("X"));
+
+        // Declaring the request queue would only park requests until they time out: what is missing is a handler.
+        var thrown = (await act.Should().ThrowAsync<HandlerNotFoundException>()).Which;
+        thrown.ToString().Should().NotContain("AddMessageQueue").And.NotContain("Declare it");
+        thrown.InnerException!.Message.Should().Contain("no consumer of it").And.Contain("request handler");
+    }
+
+    [Fact]
     public async Task RequestResponse_HandlerTooSlow_RequestTimeoutException()
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
