@@ -201,9 +201,9 @@ public sealed class RabbitMqHostingTests
         dead[0].Source.Should().Be("poison");
         dead[0].Envelope.MessageType.Should().Be("tests.work-item");
 
-        // The delayed redeliveries went through a retry queue whose messages expire back into the queue.
+        // The delayed redeliveries waited in a delay queue whose messages expire into the retry queue, consumed beside the queue.
         var transport = (RabbitMqMessageTransport)host.Get<MessageTransport>();
-        transport.Topology.Created.Keys.Should().Contain(transport.Topology.RetryQueue("poison", TimeSpan.FromMilliseconds(250)));
+        transport.Topology.Created.Keys.Should().Contain([transport.Topology.DelayQueue("poison", TimeSpan.FromMilliseconds(250)), transport.Topology.RetryQueue("poison")]);
     }
 
     [Theory]

@@ -68,7 +68,7 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
 
         // Fill the queue while the retry waits, and let the retry's delay end with the queue full.
         await transport.SendAsync("full", Message(2));
-        await WaitUntilEmptyAsync(transport.Topology.RetryQueue("full", TimeSpan.FromSeconds(1)));
+        await WaitUntilEmptyAsync(transport.Topology.DelayQueue("full", TimeSpan.FromSeconds(1)));
 
         await transport.SubscribeAsync(Queue("full"), handler);
         await handled.WaitForAsync(2);
@@ -219,6 +219,54 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
         var act = async () => await transport.PublishAsync("refused.x", Message(2)).AsTask().WaitAsync(Wait);
 
         (await act.Should().ThrowAsync<QueueFullException>()).Which.Message.Should().Contain("refused.x");
+    }
+
+    [Fact]
+    public async Task ConsumerGroup_WithoutExpiry_KeepsCollectingAfterItsConsumerIsGone()
+    {
+        var transport = (RabbitMqMessageTransport)await CreateSutAsync();
+        var subscription = await transport.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Topic("kept.*"), ConsumerGroup = "kept" }, (_, _) => new(Settlement.Ack));
+        await subscription.StopAsync(CancellationToken.None);
+
+        (await transport.PublishAsync("kept.x", Message(1))).Should().BeTrue("the group's queue outlives its consumer");
+
+        await using var connection = await Broker.ConnectAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        (await channel.QueueDeclarePassiveAsync(transport.Topology.Queue("kept"))).MessageCount.Should().Be(1u);
+    }
+
+    [Fact]
+    public async Task ConsumerGroupExpiry_GroupQueuesAreDeletedOnceItsConsumersAreGone()
+    {
+        var transport = (RabbitMqMessageTransport)await CreateSutAsync(o => o.ConsumerGroupExpiry = TimeSpan.FromMilliseconds(500));
+        var handled = new Collector<int>();
+        var subscription = await transport.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Topic("exp.*"), ConsumerGroup = "exp" },
+            (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
+        (await transport.PublishAsync("exp.x", Message(1))).Should().BeTrue();
+        await handled.WaitForAsync(1);
+        await subscription.StopAsync(CancellationToken.None);
+
+        // Poll by publishing: a declaration, even a passive one, would count as using the queue and keep it alive.
+        var deadline = Stopwatch.StartNew();
+        while (await transport.PublishAsync("exp.x", Message(2)))
+        {
+            deadline.Elapsed.Should().BeLessThan(Wait, "the group's queue should expire");
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
+        }
+
+        // Its retry queue (logical name "exp.retry") expires with it.
+        var sendToRetryQueue = async () =>
+        {
+            while (true)
+            {
+                deadline.Elapsed.Should().BeLessThan(Wait, "the group's retry queue should expire");
+                await transport.SendAsync("exp.retry", Message(3));
+                await Task.Delay(TimeSpan.FromMilliseconds(100));
+            }
+        };
+        (await sendToRetryQueue.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("does not exist");
     }
 
     private static SubscriptionRequest Queue(string name) => new() { Address = TransportAddress.Queue(name), ConsumerGroup = name };

@@ -215,13 +215,18 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData(250, "q.retry.250ms")]
-    [InlineData(5000, "q.retry.5s")]
-    [InlineData(900_000, "q.retry.15m")]
-    [InlineData(3_600_000, "q.retry.1h")]
-    public void RetryQueue_NamesTheDelay(int delayMs, string expected) =>
+    [InlineData(250, "q.delay.250ms")]
+    [InlineData(5000, "q.delay.5s")]
+    [InlineData(900_000, "q.delay.15m")]
+    [InlineData(3_600_000, "q.delay.1h")]
+    public void DelayQueue_NamesTheDelay(int delayMs, string expected) =>
         new RabbitMqTopology(new RabbitMqTransportOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
-            .RetryQueue("q", TimeSpan.FromMilliseconds(delayMs)).Should().Be(expected);
+            .DelayQueue("q", TimeSpan.FromMilliseconds(delayMs)).Should().Be(expected);
+
+    [Fact]
+    public void RetryQueue_IsTheQueueNameWithRetry() =>
+        new RabbitMqTopology(new RabbitMqTransportOptions { NamePrefix = "p." }, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
+            .RetryQueue("q").Should().Be("p.q.retry");
 
     [Fact]
     public void Envelope_ToPropertiesAndBack_KeepsEveryField()
