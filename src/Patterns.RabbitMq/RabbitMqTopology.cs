@@ -143,7 +143,7 @@ internal sealed class RabbitMqTopology
                 // Declared before with other settings (another capacity, or by an earlier version without one):
                 // consume from it as it is.
                 RabbitMqLog.QueueExistsWithOtherSettings(_logger, logical, ex.Message);
-                await PassiveQueuesAsync(connection, logical, cancellationToken).ConfigureAwait(false);
+                await UseAsItIsAsync(connection, logical, _options.ConsumerGroupExpiry, cancellationToken).ConfigureAwait(false);
             }
 
             await RunAsync(connection, channel => channel.QueueBindAsync(Queue(logical), TopicExchange, pattern, cancellationToken: cancellationToken), cancellationToken).ConfigureAwait(false);
@@ -169,7 +169,7 @@ internal sealed class RabbitMqTopology
         {
             // Another process declared the queue with its own capacity: consume from it as it is.
             RabbitMqLog.QueueExistsWithOtherSettings(_logger, logical, ex.Message);
-            await PassiveQueuesAsync(connection, logical, cancellationToken).ConfigureAwait(false);
+            await UseAsItIsAsync(connection, logical, expires: null, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -232,13 +232,29 @@ internal sealed class RabbitMqTopology
         }
     }
 
-    private Task PassiveQueuesAsync(IConnection connection, string logical, CancellationToken cancellationToken) =>
-        RunAsync(connection, async channel =>
+    /// <summary>Checks that a queue declared elsewhere with other settings is there, and makes sure its retry queue is.</summary>
+    private async Task UseAsItIsAsync(IConnection connection, string logical, TimeSpan? expires, CancellationToken cancellationToken)
+    {
+        await RunAsync(connection, async channel =>
         {
             await channel.QueueDeclarePassiveAsync(Queue(logical), cancellationToken).ConfigureAwait(false);
             await channel.QueueDeclarePassiveAsync(DeadLetterQueue(logical), cancellationToken).ConfigureAwait(false);
-            await channel.QueueDeclarePassiveAsync(RetryQueue(logical), cancellationToken).ConfigureAwait(false);
-        }, cancellationToken);
+        }, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // Declared by an earlier version, the queue has no retry queue yet; the consumer needs one.
+            await RunAsync(connection, async channel =>
+            {
+                var retry = RetryQueue(logical);
+                await channel.QueueDeclareAsync(retry, _options.Durable, exclusive: false, autoDelete: false, QueueArguments(DeadLetterExchange(logical), capacity: null, expires), cancellationToken: cancellationToken).ConfigureAwait(false);
+                Created[retry] = false;
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 406 })
+        {
+            await RunAsync(connection, channel => channel.QueueDeclarePassiveAsync(RetryQueue(logical), cancellationToken), cancellationToken).ConfigureAwait(false);
+        }
+    }
 
     private async Task DeclareQueueTopologyAsync(IChannel channel, string logical, int? capacity, int deadLetterCapacity, TimeSpan? expires, CancellationToken cancellationToken)
     {

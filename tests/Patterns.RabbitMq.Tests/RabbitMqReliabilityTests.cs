@@ -222,6 +222,43 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task TopicGroupDeclaredByAnEarlierVersion_IsConsumedAsItIs_AndRetriesWork()
+    {
+        var transport = (RabbitMqMessageTransport)await CreateSutAsync();
+        (await transport.PublishAsync("legacy.x", Message(0))).Should().BeFalse("nothing is bound yet; this declares the topic exchange");
+        var queue = transport.Topology.Queue("legacy");
+        _extraNames.Add(new(queue, false));
+        await using (var connection = await Broker.ConnectAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            // As earlier versions declared a group: no capacity.
+            await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
+            {
+                ["x-dead-letter-exchange"] = transport.Topology.DeadLetterExchange("legacy"),
+            });
+        }
+
+        var handled = new Collector<int>();
+        await transport.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Topic("legacy.*"), ConsumerGroup = "legacy", Capacity = 5 },
+            (e, _) =>
+            {
+                if (e.DeliveryCount == 0)
+                {
+                    return new(Settlement.Retry(TimeSpan.Zero));
+                }
+
+                handled.Add(BitConverter.ToInt32(e.Payload.Span));
+                return new(Settlement.Ack);
+            });
+
+        (await transport.PublishAsync("legacy.x", Message(1))).Should().BeTrue();
+
+        await handled.WaitForAsync(1);
+        handled.Items.Should().Equal(1);
+    }
+
+    [Fact]
     public async Task ConsumerGroup_WithoutExpiry_KeepsCollectingAfterItsConsumerIsGone()
     {
         var transport = (RabbitMqMessageTransport)await CreateSutAsync();
