@@ -380,6 +380,13 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     {
         try
         {
+            if (settlement.Kind != SettlementKind.Ack && delivery.Generation != Volatile.Read(ref _generation))
+            {
+                // The channel it came on has closed, so the broker delivers it again: a retry or dead letter published
+                // now would be a second copy.
+                return;
+            }
+
             switch (settlement.Kind)
             {
                 case SettlementKind.Ack:
