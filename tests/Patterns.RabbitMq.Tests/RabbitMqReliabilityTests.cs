@@ -7,6 +7,8 @@ using Patterns.Transport;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
+using static Patterns.RabbitMq.Tests.TestEnvelopes;
+
 namespace Patterns.RabbitMq.Tests;
 
 /// <summary>
@@ -306,10 +308,6 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
         (await sendToRetryQueue.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("does not exist");
     }
 
-    private static SubscriptionRequest Queue(string name) => new() { Address = TransportAddress.Queue(name), ConsumerGroup = name };
-
-    private static Envelope Message(int n) => new() { MessageId = Guid.NewGuid(), MessageType = "test", Payload = BitConverter.GetBytes(n) };
-
     /// <summary>Waits, polling the broker, until a queue holds no ready message.</summary>
     private static async Task WaitUntilEmptyAsync(string queue)
     {
@@ -323,13 +321,8 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
         }
     }
 
-    private async Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null)
-    {
-        await Broker.RequireAsync();
-        var transport = Broker.Create(Broker.Options("reliab", configure), inbox);
-        _transports.Add(transport);
-        return transport;
-    }
+    private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null) =>
+        Broker.CreateAsync(_transports, "reliab", configure, inbox);
 
     /// <summary>An inbox that throws for its first calls, then remembers ids in memory.</summary>
     private sealed class FaultyInbox : IInboxStore

@@ -6,6 +6,8 @@ using Patterns.Transport;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
+using static Patterns.RabbitMq.Tests.TestEnvelopes;
+
 namespace Patterns.RabbitMq.Tests;
 
 /// <summary>What the RabbitMQ transport does beyond the conformance suite: de-duplication, topology, recovery from a deleted queue.</summary>
@@ -300,17 +302,8 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
         problem.Should().Contain(expected);
     }
 
-    private static SubscriptionRequest Queue(string name) => new() { Address = TransportAddress.Queue(name), ConsumerGroup = name };
-
-    private static Envelope Message(int n) => new() { MessageId = Guid.NewGuid(), MessageType = "test", Payload = BitConverter.GetBytes(n) };
-
-    private async Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null)
-    {
-        await Broker.RequireAsync();
-        var transport = Broker.Create(Broker.Options("transport", configure), inbox);
-        _transports.Add(transport);
-        return transport;
-    }
+    private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null) =>
+        Broker.CreateAsync(_transports, "transport", configure, inbox);
 
     private sealed class RecordingInbox : IInboxStore
     {
