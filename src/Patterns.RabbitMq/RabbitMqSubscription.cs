@@ -451,7 +451,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
 
         // Deliveries still in the lanes from this channel are skipped (their generation is old): the broker delivers them again.
-        RestartConsumer(reason);
+        RestartConsumer(reason, afterAnyRestart: true);
     }
 
     private async Task AckAsync(Delivery delivery)
@@ -506,12 +506,24 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
     }
 
-    private void RestartConsumer(string reason)
+    /// <summary>Consumes on a new channel. <paramref name="afterAnyRestart"/>: the current channel must go even if a restart is under way (it may have opened it).</summary>
+    private void RestartConsumer(string reason, bool afterAnyRestart = false)
     {
         lock (_gate)
         {
-            if (_stopping || _resubscribing is { IsCompleted: false })
+            if (_stopping)
             {
+                return;
+            }
+
+            if (_resubscribing is { IsCompleted: false } running)
+            {
+                if (afterAnyRestart)
+                {
+                    RabbitMqLog.ConsumerInterrupted(_transport.Logger, _logical, reason);
+                    _resubscribing = running.ContinueWith(_ => ReconsumeAsync(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
+                }
+
                 return;
             }
 
