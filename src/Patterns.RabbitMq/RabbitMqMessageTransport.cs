@@ -36,7 +36,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         var factory = CreateConnectionFactory(options);
         PublishConnection = new RabbitMqConnection(factory, options, "publish", timeProvider, Logger);
         ConsumeConnection = new RabbitMqConnection(factory, options, "consume", timeProvider, Logger);
-        Publisher = new RabbitMqPublisher(PublishConnection, options, timeProvider);
+        Publisher = new RabbitMqPublisher(PublishConnection, options, timeProvider, Logger);
         Topology = new RabbitMqTopology(options, Logger);
         Inbox = options.Deduplicate ? inbox ?? new InMemoryInboxStore(options.InboxCapacity, timeProvider) : null;
     }
@@ -103,6 +103,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
 
         var channel = Publisher.ChannelFor(envelope.PartitionKey);
         var backoff = TimeSpan.FromMilliseconds(5);
+        long? firstRefusal = null;
         while (true)
         {
             PublishOutcome outcome;
@@ -124,7 +125,18 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
                 case PublishOutcome.Unroutable:
                     return false;
                 default:
-                    // A subscription's queue refused it (full, or the broker is short of resources): wait and try again.
+                    // A consumer group's queue refused it (full, or the broker could not store it): wait and try again,
+                    // for as long as a send waits for the broker, then say so.
+                    firstRefusal ??= TimeProvider.GetTimestamp();
+                    var waited = TimeProvider.GetElapsedTime(firstRefusal.Value);
+                    if (waited >= Options.ReconnectTimeout)
+                    {
+                        throw new QueueFullException(
+                            $"RabbitMQ kept refusing the message for topic '{topic}' for {waited:g}: a consumer group's queue bound to it is full "
+                            + "(its subscription's Capacity, x-max-length with reject-publish) and its consumers did not make room, or the broker could not store it. "
+                            + "The message was not published to any group that refused it; groups that took it have it.");
+                    }
+
                     await Task.Delay(backoff, TimeProvider, cancellationToken).ConfigureAwait(false);
                     backoff = Min(backoff * 2, MaxFullQueueBackoff);
                     break;
@@ -143,6 +155,14 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         if (request.Address.Kind == AddressKind.Topic && TopicPattern.Validate(request.Address.Name, allowWildcards: true) is { } problem)
         {
             throw new ArgumentException(problem, nameof(request));
+        }
+
+        if (request.Address.Kind == AddressKind.Topic && request.FullMode == QueueFullMode.Reject && !request.Temporary)
+        {
+            throw new NotSupportedException(
+                $"Consumer group '{request.ConsumerGroup}' on topic '{request.Address.Name}' asks for FullMode = Reject, which the RabbitMQ transport cannot honour: "
+                + "a publish reaches every group's queue at once, and the broker does not tell the publisher which group refused it. "
+                + "Use QueueFullMode.Wait: a publish to a full group waits for space for up to RabbitMqTransportOptions.ReconnectTimeout, then throws QueueFullException.");
         }
 
         var subscription = new RabbitMqSubscription(this, request, handler);
@@ -240,7 +260,11 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
 
     internal void Remove(RabbitMqSubscription subscription) => _subscriptions.TryRemove(subscription, out _);
 
-    /// <summary>Hands a message back for another delivery: straight into its queue, or through the retry queue of the delay.</summary>
+    /// <summary>
+    /// Hands a message back for another delivery: straight into the queue's retry queue, or through the delay queue of
+    /// the delay, which expires into the retry queue. Neither has a length limit, so neither drops it when the queue
+    /// itself is full; the subscription consumes the retry queue beside the queue.
+    /// </summary>
     /// <returns><see langword="false"/> when the broker did not take it (the original must then be returned).</returns>
     internal async ValueTask<bool> RedeliverAsync(string queue, Envelope envelope, TimeSpan delay, CancellationToken cancellationToken)
     {
@@ -250,20 +274,28 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         TimeSpan retryDelay = default;
         if (delay <= TimeSpan.Zero)
         {
-            routingKey = Topology.Queue(queue);
+            routingKey = Topology.RetryQueue(queue);
         }
         else
         {
             retryDelay = Topology.RetryDelayFor(delay);
             var connection = await PublishConnection.GetAsync(cancellationToken).ConfigureAwait(false);
-            await Topology.EnsureRetryQueueAsync(connection, queue, retryDelay, cancellationToken).ConfigureAwait(false);
-            routingKey = Topology.RetryQueue(queue, retryDelay);
+            await Topology.EnsureDelayQueueAsync(connection, queue, retryDelay, cancellationToken).ConfigureAwait(false);
+            routingKey = Topology.DelayQueue(queue, retryDelay);
         }
 
         var outcome = await Publisher.PublishAsync(string.Empty, routingKey, properties, next.Payload, Publisher.ChannelFor(next.PartitionKey), cancellationToken).ConfigureAwait(false);
-        if (outcome == PublishOutcome.Unroutable && retryDelay != default)
+        if (outcome == PublishOutcome.Unroutable)
         {
-            Topology.ForgetRetryQueue(queue, retryDelay);
+            // Deleted behind our back: declare it again next time; the original goes back to its queue meanwhile.
+            if (retryDelay != default)
+            {
+                Topology.ForgetDelayQueue(queue, retryDelay);
+            }
+            else
+            {
+                Topology.Forget(queue);
+            }
         }
 
         return outcome == PublishOutcome.Accepted;
@@ -426,7 +458,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
                     return;
                 case PublishOutcome.Unroutable:
                     throw new InvalidOperationException(
-                        $"Queue '{queue}' does not exist on RabbitMQ. Declare it (AddMessageQueue(q => q.AddQueue(\"{queue}\"))) or subscribe a consumer to it before sending.");
+                        $"Queue '{queue}' does not exist on RabbitMQ, so the message was not sent: no consumer of it has started "
+                        + "(for a request type's queue: no process with a request handler for that type is running), and no queue declaration (AddQueue) created it.");
                 default:
                     if (Topology.SettingsOf(queue) is { FullMode: QueueFullMode.Reject } settings)
                     {

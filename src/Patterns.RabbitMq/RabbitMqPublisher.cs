@@ -1,4 +1,6 @@
+using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
 using RabbitMQ.Client.Exceptions;
 
 namespace Patterns.RabbitMq;
@@ -26,15 +28,17 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     private readonly RabbitMqConnection _connection;
     private readonly RabbitMqTransportOptions _options;
     private readonly TimeProvider _timeProvider;
+    private readonly ILogger _logger;
     private readonly IChannel?[] _channels;
     private readonly SemaphoreSlim _channelGate = new(1, 1);
     private int _next;
 
-    public RabbitMqPublisher(RabbitMqConnection connection, RabbitMqTransportOptions options, TimeProvider timeProvider)
+    public RabbitMqPublisher(RabbitMqConnection connection, RabbitMqTransportOptions options, TimeProvider timeProvider, ILogger logger)
     {
         _connection = connection;
         _options = options;
         _timeProvider = timeProvider;
+        _logger = logger;
         _channels = new IChannel?[options.PublisherChannels];
     }
 
@@ -49,7 +53,10 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
     public async ValueTask<PublishOutcome> PublishAsync(
         string exchange, string routingKey, BasicProperties properties, ReadOnlyMemory<byte> body, int channelIndex, CancellationToken cancellationToken)
     {
-        var mandatory = _options.PublisherConfirms;
+        // A message for a queue is always mandatory, so one for a queue that does not exist is returned rather than
+        // dropped: with confirms the send fails; without them the return is logged (OnReturnAsync). A topic publish is
+        // mandatory with confirms only, where being returned means "nobody subscribes" and is the publish's result.
+        var mandatory = _options.PublisherConfirms || exchange.Length == 0;
         long? firstFailure = null;
         while (true)
         {
@@ -118,6 +125,13 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
         await channel.DisposeAsync().ConfigureAwait(false);
     }
 
+    private Task OnReturnAsync(object sender, BasicReturnEventArgs args)
+    {
+        // Without confirms the send completed before the broker returned the message: all that is left is to say so.
+        RabbitMqLog.Returned(_logger, args.BasicProperties.MessageId, args.Exchange, args.RoutingKey, args.ReplyCode, args.ReplyText);
+        return Task.CompletedTask;
+    }
+
     private async Task WaitBeforeRetryAsync(CancellationToken cancellationToken)
     {
         if (_connection.IsUsable)
@@ -156,6 +170,11 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
                     publisherConfirmationTrackingEnabled: _options.PublisherConfirms,
                     outstandingPublisherConfirmationsRateLimiter: null),
                 cancellationToken).ConfigureAwait(false);
+            if (!_options.PublisherConfirms)
+            {
+                channel.BasicReturnAsync += OnReturnAsync;
+            }
+
             _channels[index] = channel;
             return channel;
         }

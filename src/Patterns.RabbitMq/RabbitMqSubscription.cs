@@ -9,10 +9,13 @@ using RabbitMQ.Client.Events;
 namespace Patterns.RabbitMq;
 
 /// <summary>
-/// One consumer group's consumer on its own channel. The client library hands deliveries over one at a time.
+/// One consumer group's consumer on its own channel, consuming the group's queue and, beside it, the queue's retry
+/// queue (retries that are due). The client library hands deliveries over one at a time.
 /// With a concurrency of one they are handled right there, in order; otherwise they are routed to one lane per
 /// worker (by partition key, so a key's messages are handled in order, otherwise to the least busy lane). A
-/// message is acknowledged only after its handler has settled it.
+/// message is acknowledged only after its handler has settled it. When something inside the transport fails while
+/// a message is handled or settled, the channel is closed and opened again, so the broker delivers every message it
+/// held unacknowledged again, rather than leaving one held for good.
 /// </summary>
 internal sealed class RabbitMqSubscription : TransportSubscription
 {
@@ -21,6 +24,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     private readonly IInboxStore? _inbox;
     private readonly string _logical;
     private readonly string _queue;
+    private readonly string? _retryQueue;
     private readonly ushort _prefetch;
     private readonly bool _inline;
     private readonly Channel<Delivery>[] _lanes;
@@ -44,6 +48,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         _inbox = request.Temporary ? null : transport.Inbox;
         _logical = request.QueueName;
         _queue = transport.Topology.Queue(_logical);
+        _retryQueue = request.Temporary ? null : transport.Topology.RetryQueue(_logical);
         var prefetch = Math.Max(request.Concurrency, Math.Min(transport.Options.PrefetchCount, request.Capacity));
         _prefetch = (ushort)Math.Min(prefetch, ushort.MaxValue);
         _inline = request.Concurrency == 1;
@@ -118,14 +123,17 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             consumer = _consumer;
         }
 
-        if (channel is { IsOpen: true } && consumer is { ConsumerTags: [var tag, ..] })
+        if (channel is { IsOpen: true } && consumer is { ConsumerTags: { Length: > 0 } tags })
         {
             try
             {
                 // No new deliveries; every delivery the broker sent before the cancel-ok has reached a lane
                 // once the consumer sees the cancel-ok (the client dispatches them in order).
-                await channel.BasicCancelAsync(tag, noWait: false, _hardStop.Token).ConfigureAwait(false);
-                await consumer.CancelOk.Task.WaitAsync(_hardStop.Token).ConfigureAwait(false);
+                foreach (var tag in tags)
+                {
+                    await channel.BasicCancelAsync(tag, noWait: false, _hardStop.Token).ConfigureAwait(false);
+                    await consumer.CancelledAsync(tag).WaitAsync(_hardStop.Token).ConfigureAwait(false);
+                }
             }
             catch (Exception ex) when (ex is OperationCanceledException || RabbitMqConnection.IsConnectivity(ex) || ex is RabbitMQ.Client.Exceptions.OperationInterruptedException)
             {
@@ -185,6 +193,11 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             }
 
             await channel.BasicConsumeAsync(_queue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false);
+            if (_retryQueue is not null)
+            {
+                // Retries that are due arrive here; handled like any other delivery, on the same channel and lanes.
+                await channel.BasicConsumeAsync(_retryQueue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (RabbitMqConnection.IsChannelError(ex.ShutdownReason))
         {
@@ -219,7 +232,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         if (_inline)
         {
             // One at a time, in the order the broker sent them: the client waits for this task before the next delivery.
-            var processing = RunOneAsync(delivery);
+            var processing = RunOneSafelyAsync(delivery);
             Volatile.Write(ref _inlineCurrent, processing);
             return processing;
         }
@@ -279,8 +292,22 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         {
             while (reader.TryRead(out var delivery))
             {
-                await RunOneAsync(delivery).ConfigureAwait(false);
+                await RunOneSafelyAsync(delivery).ConfigureAwait(false);
             }
+        }
+    }
+
+    /// <summary>Runs one delivery; whatever goes wrong, the worker lives on and the message is not left held.</summary>
+    private async Task RunOneSafelyAsync(Delivery delivery)
+    {
+        try
+        {
+            await RunOneAsync(delivery).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            RabbitMqLog.ProcessingFailed(_transport.Logger, ex, _logical);
+            RecycleChannel(delivery, "handling a delivery failed inside the transport");
         }
     }
 
@@ -305,17 +332,28 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         var envelope = delivery.Envelope;
         if (_inbox is { } inbox)
         {
+            bool seen;
             try
             {
-                if (await inbox.ContainsAsync(Request.ConsumerGroup, envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false))
-                {
-                    RabbitMqLog.Duplicate(_transport.Logger, envelope.MessageId, Request.ConsumerGroup);
-                    await AckAsync(delivery).ConfigureAwait(false);
-                    return;
-                }
+                seen = await inbox.ContainsAsync(Request.ConsumerGroup, envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
             {
+                return;
+            }
+            catch (Exception ex)
+            {
+                // The store failed, not the message: try the message again after the shortest retry delay rather than
+                // dead-lettering it (every message would be dead-lettered while the store is down).
+                RabbitMqLog.InboxFailed(_transport.Logger, ex, envelope.MessageId, Request.ConsumerGroup);
+                await SettleAsync(delivery, Settlement.Retry(_transport.Topology.RetryDelayFor(TimeSpan.Zero), ex)).ConfigureAwait(false);
+                return;
+            }
+
+            if (seen)
+            {
+                RabbitMqLog.Duplicate(_transport.Logger, envelope.MessageId, Request.ConsumerGroup);
+                await SettleAsync(delivery, Settlement.Ack, markHandled: false).ConfigureAwait(false);
                 return;
             }
         }
@@ -338,14 +376,21 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         await SettleAsync(delivery, settlement).ConfigureAwait(false);
     }
 
-    private async Task SettleAsync(Delivery delivery, Settlement settlement)
+    private async Task SettleAsync(Delivery delivery, Settlement settlement, bool markHandled = true)
     {
         try
         {
+            if (settlement.Kind != SettlementKind.Ack && delivery.Generation != Volatile.Read(ref _generation))
+            {
+                // The channel it came on has closed, so the broker delivers it again: a retry or dead letter published
+                // now would be a second copy.
+                return;
+            }
+
             switch (settlement.Kind)
             {
                 case SettlementKind.Ack:
-                    if (_inbox is { } inbox)
+                    if (markHandled && _inbox is { } inbox)
                     {
                         // False means another delivery of the same message got there first; either way it is handled.
                         _ = await inbox.TryMarkHandledAsync(Request.ConsumerGroup, delivery.Envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false);
@@ -383,11 +428,30 @@ internal sealed class RabbitMqSubscription : TransportSubscription
                     break;
             }
         }
+        catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
+        {
+            // Past the drain deadline: the channel closes with the subscription and the broker takes the message back.
+        }
         catch (Exception ex)
         {
-            // Nothing was acknowledged, so the broker delivers the message again.
+            // Nothing was acknowledged, and on a live channel nothing ever would be: the message would hold a prefetch
+            // slot until the channel closes. Close it now, so the broker delivers the message again.
             RabbitMqLog.SettleFailed(_transport.Logger, ex, delivery.Envelope.MessageId, _logical);
+            RecycleChannel(delivery, $"settling a message failed ({ex.GetType().Name}: {ex.Message})");
         }
+    }
+
+    /// <summary>Closes the channel a delivery came on (if it is still the current one) and consumes on a new one.</summary>
+    private void RecycleChannel(Delivery delivery, string reason)
+    {
+        if (_stopping || Interlocked.CompareExchange(ref _generation, delivery.Generation + 1, delivery.Generation) != delivery.Generation)
+        {
+            // Stopping (the channel closes anyway), or that channel is gone already.
+            return;
+        }
+
+        // Deliveries still in the lanes from this channel are skipped (their generation is old): the broker delivers them again.
+        RestartConsumer(reason, afterAnyRestart: true);
     }
 
     private async Task AckAsync(Delivery delivery)
@@ -442,12 +506,24 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
     }
 
-    private void RestartConsumer(string reason)
+    /// <summary>Consumes on a new channel. <paramref name="afterAnyRestart"/>: the current channel must go even if a restart is under way (it may have opened it).</summary>
+    private void RestartConsumer(string reason, bool afterAnyRestart = false)
     {
         lock (_gate)
         {
-            if (_stopping || _resubscribing is { IsCompleted: false })
+            if (_stopping)
             {
+                return;
+            }
+
+            if (_resubscribing is { IsCompleted: false } running)
+            {
+                if (afterAnyRestart)
+                {
+                    RabbitMqLog.ConsumerInterrupted(_transport.Logger, _logical, reason);
+                    _resubscribing = running.ContinueWith(_ => ReconsumeAsync(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default).Unwrap();
+                }
+
                 return;
             }
 
@@ -513,7 +589,10 @@ internal sealed class RabbitMqSubscription : TransportSubscription
 
     internal sealed class Consumer(RabbitMqSubscription owner, IChannel channel) : AsyncDefaultBasicConsumer(channel)
     {
-        public TaskCompletionSource CancelOk { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<string, TaskCompletionSource> _cancelled = new(StringComparer.Ordinal);
+
+        /// <summary>Completes once the consumer saw the cancel-ok of one of its consumer tags.</summary>
+        public Task CancelledAsync(string consumerTag) => CancelOk(consumerTag).Task;
 
         public override Task HandleBasicDeliverAsync(
             string consumerTag, ulong deliveryTag, bool redelivered, string exchange, string routingKey,
@@ -525,7 +604,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         public override async Task HandleBasicCancelOkAsync(string consumerTag, CancellationToken cancellationToken = default)
         {
             await base.HandleBasicCancelOkAsync(consumerTag, cancellationToken).ConfigureAwait(false);
-            CancelOk.TrySetResult();
+            CancelOk(consumerTag).TrySetResult();
         }
 
         public override async Task HandleBasicCancelAsync(string consumerTag, CancellationToken cancellationToken = default)
@@ -533,5 +612,8 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             await base.HandleBasicCancelAsync(consumerTag, cancellationToken).ConfigureAwait(false);
             owner.OnBrokerCancel();
         }
+
+        private TaskCompletionSource CancelOk(string consumerTag) =>
+            _cancelled.GetOrAdd(consumerTag, static _ => new(TaskCreationOptions.RunContinuationsAsynchronously));
     }
 }

@@ -10,11 +10,18 @@ namespace Patterns.RabbitMq;
 /// <summary>
 /// Names and declares the broker topology, idempotently. For a queue <c>q</c> (a point-to-point queue, or a
 /// subscription's consumer group): the durable queue <c>q</c>, its dead-letter exchange <c>q.dlx</c> (fanout)
-/// bound to its dead-letter queue <c>q.dlq</c>, and, once a delayed retry needs one, a retry queue per delay
-/// <c>q.retry.5s</c> whose messages expire back into <c>q</c>. Pub/sub topics are routing keys on one topic
+/// bound to its dead-letter queue <c>q.dlq</c>, its retry queue <c>q.retry</c> (retries that are due, consumed
+/// beside <c>q</c> and never length-limited), and, once a delayed retry needs one, a delay queue per delay
+/// <c>q.delay.5s</c> whose messages expire into <c>q.retry</c>. Pub/sub topics are routing keys on one topic
 /// exchange; a subscription binds its group's queue with its pattern (<c>*</c> and <c>#</c> mean the same in AMQP).
 /// Every name gets <see cref="RabbitMqTransportOptions.NamePrefix"/> in front.
 /// </summary>
+/// <remarks>
+/// Why retries do not expire straight back into <c>q</c>: the broker dead-letters an expired message at most once,
+/// and a queue with <c>x-max-length</c> and <c>reject-publish</c> that is full drops it without a trace. RabbitMQ's
+/// at-least-once dead-lettering (3.10) needs quorum queues, which cannot be non-durable and would change the type
+/// of existing queues. A target without a length limit never refuses, so the expired message always lands.
+/// </remarks>
 internal sealed class RabbitMqTopology
 {
     private const int MaxNameBytes = 255;
@@ -45,7 +52,11 @@ internal sealed class RabbitMqTopology
 
     public string DeadLetterQueue(string logical) => _options.NamePrefix + logical + ".dlq";
 
-    public string RetryQueue(string logical, TimeSpan delay) => _options.NamePrefix + logical + ".retry." + Format(delay);
+    /// <summary>The queue of retries that are due: consumed beside the queue itself, with no length limit.</summary>
+    public string RetryQueue(string logical) => _options.NamePrefix + logical + ".retry";
+
+    /// <summary>The queue a delayed retry waits in; its messages expire into <see cref="RetryQueue(string)"/>.</summary>
+    public string DelayQueue(string logical, TimeSpan delay) => _options.NamePrefix + logical + ".delay." + Format(delay);
 
     /// <summary>The settings a queue was declared with in this process, if it was.</summary>
     public QueueSettings? SettingsOf(string logical) => _queues.TryGetValue(logical, out var settings) ? settings : null;
@@ -74,7 +85,7 @@ internal sealed class RabbitMqTopology
     public void ValidateQueueName(string logical, string paramName)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(logical, paramName);
-        var longest = RetryQueue(logical, TimeSpan.FromMilliseconds(999));
+        var longest = DelayQueue(logical, TimeSpan.FromMilliseconds(999));
         if (Encoding.UTF8.GetByteCount(longest) > MaxNameBytes)
         {
             throw new ArgumentException(
@@ -95,7 +106,7 @@ internal sealed class RabbitMqTopology
         try
         {
             await EnsureOnceAsync("queue:" + logical, () => RunAsync(
-                connection, channel => DeclareQueueTopologyAsync(channel, logical, declared.Capacity, declared.DeadLetterCapacity, cancellationToken), cancellationToken)).ConfigureAwait(false);
+                connection, channel => DeclareQueueTopologyAsync(channel, logical, declared.Capacity, declared.DeadLetterCapacity, expires: null, cancellationToken), cancellationToken)).ConfigureAwait(false);
         }
         catch
         {
@@ -120,11 +131,22 @@ internal sealed class RabbitMqTopology
             }
 
             await EnsureTopicExchangeAsync(connection, cancellationToken).ConfigureAwait(false);
-            await RunAsync(connection, async channel =>
+            try
             {
-                await DeclareQueueTopologyAsync(channel, logical, capacity: null, request.DeadLetterCapacity, cancellationToken).ConfigureAwait(false);
-                await channel.QueueBindAsync(Queue(logical), TopicExchange, pattern, cancellationToken: cancellationToken).ConfigureAwait(false);
-            }, cancellationToken).ConfigureAwait(false);
+                // The group's queue holds at most the subscription's Capacity; a full one refuses publishes, which
+                // then wait for space (QueueFullMode.Wait) for a bounded time.
+                await RunAsync(connection, channel => DeclareQueueTopologyAsync(
+                    channel, logical, request.Capacity, request.DeadLetterCapacity, _options.ConsumerGroupExpiry, cancellationToken), cancellationToken).ConfigureAwait(false);
+            }
+            catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 406 })
+            {
+                // Declared before with other settings (another capacity, or by an earlier version without one):
+                // consume from it as it is.
+                RabbitMqLog.QueueExistsWithOtherSettings(_logger, logical, ex.Message);
+                await UseAsItIsAsync(connection, logical, _options.ConsumerGroupExpiry, cancellationToken).ConfigureAwait(false);
+            }
+
+            await RunAsync(connection, channel => channel.QueueBindAsync(Queue(logical), TopicExchange, pattern, cancellationToken: cancellationToken), cancellationToken).ConfigureAwait(false);
             return;
         }
 
@@ -138,31 +160,32 @@ internal sealed class RabbitMqTopology
 
         try
         {
-            await RunAsync(connection, channel => DeclareQueueTopologyAsync(channel, logical, request.Capacity, request.DeadLetterCapacity, cancellationToken), cancellationToken).ConfigureAwait(false);
+            await RunAsync(connection, channel => DeclareQueueTopologyAsync(channel, logical, request.Capacity, request.DeadLetterCapacity, expires: null, cancellationToken), cancellationToken).ConfigureAwait(false);
+
+            // Senders in this process honour the subscription's full mode (a process that did not declare the queue waits).
+            _queues.TryAdd(logical, new QueueSettings { Capacity = request.Capacity, FullMode = request.FullMode, DeadLetterCapacity = request.DeadLetterCapacity });
         }
         catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 406 })
         {
             // Another process declared the queue with its own capacity: consume from it as it is.
             RabbitMqLog.QueueExistsWithOtherSettings(_logger, logical, ex.Message);
-            await RunAsync(connection, async channel =>
-            {
-                await channel.QueueDeclarePassiveAsync(Queue(logical), cancellationToken).ConfigureAwait(false);
-                await channel.QueueDeclarePassiveAsync(DeadLetterQueue(logical), cancellationToken).ConfigureAwait(false);
-            }, cancellationToken).ConfigureAwait(false);
+            await UseAsItIsAsync(connection, logical, expires: null, cancellationToken).ConfigureAwait(false);
         }
     }
 
-    /// <summary>Declares the retry queue of one delay for one queue, once.</summary>
-    public Task EnsureRetryQueueAsync(IConnection connection, string logical, TimeSpan delay, CancellationToken cancellationToken)
+    /// <summary>Declares the delay queue of one delay for one queue, once.</summary>
+    public Task EnsureDelayQueueAsync(IConnection connection, string logical, TimeSpan delay, CancellationToken cancellationToken)
     {
-        var name = RetryQueue(logical, delay);
+        var name = DelayQueue(logical, delay);
         return EnsureOnceAsync(name, () => RunAsync(connection, async channel =>
         {
             await channel.QueueDeclareAsync(name, _options.Durable, exclusive: false, autoDelete: false, new Dictionary<string, object?>
             {
                 ["x-message-ttl"] = (long)delay.TotalMilliseconds,
                 ["x-dead-letter-exchange"] = string.Empty,
-                ["x-dead-letter-routing-key"] = Queue(logical),
+                // Into the retry queue, which has no length limit, rather than the queue itself, which may be full:
+                // dead-lettering is at-most-once and a full reject-publish queue would drop the message silently.
+                ["x-dead-letter-routing-key"] = RetryQueue(logical),
             }, cancellationToken: cancellationToken).ConfigureAwait(false);
             Created[name] = false;
         }, cancellationToken));
@@ -174,12 +197,12 @@ internal sealed class RabbitMqTopology
         _declared.TryRemove("queue:" + logical, out _);
         foreach (var delay in _retryDelays)
         {
-            _declared.TryRemove(RetryQueue(logical, delay), out _);
+            _declared.TryRemove(DelayQueue(logical, delay), out _);
         }
     }
 
-    /// <summary>Forgets that a retry queue was declared (it was deleted behind our back), so the next retry declares it again.</summary>
-    public void ForgetRetryQueue(string logical, TimeSpan delay) => _declared.TryRemove(RetryQueue(logical, delay), out _);
+    /// <summary>Forgets that a delay queue was declared (it was deleted behind our back), so the next retry declares it again.</summary>
+    public void ForgetDelayQueue(string logical, TimeSpan delay) => _declared.TryRemove(DelayQueue(logical, delay), out _);
 
     public Task EnsureTopicExchangeAsync(IConnection connection, CancellationToken cancellationToken) =>
         EnsureOnceAsync(TopicExchange, () => RunAsync(connection, async channel =>
@@ -209,7 +232,31 @@ internal sealed class RabbitMqTopology
         }
     }
 
-    private async Task DeclareQueueTopologyAsync(IChannel channel, string logical, int? capacity, int deadLetterCapacity, CancellationToken cancellationToken)
+    /// <summary>Checks that a queue declared elsewhere with other settings is there, and makes sure its retry queue is.</summary>
+    private async Task UseAsItIsAsync(IConnection connection, string logical, TimeSpan? expires, CancellationToken cancellationToken)
+    {
+        await RunAsync(connection, async channel =>
+        {
+            await channel.QueueDeclarePassiveAsync(Queue(logical), cancellationToken).ConfigureAwait(false);
+            await channel.QueueDeclarePassiveAsync(DeadLetterQueue(logical), cancellationToken).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // Declared by an earlier version, the queue has no retry queue yet; the consumer needs one.
+            await RunAsync(connection, async channel =>
+            {
+                var retry = RetryQueue(logical);
+                await channel.QueueDeclareAsync(retry, _options.Durable, exclusive: false, autoDelete: false, QueueArguments(DeadLetterExchange(logical), capacity: null, expires), cancellationToken: cancellationToken).ConfigureAwait(false);
+                Created[retry] = false;
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 406 })
+        {
+            await RunAsync(connection, channel => channel.QueueDeclarePassiveAsync(RetryQueue(logical), cancellationToken), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task DeclareQueueTopologyAsync(IChannel channel, string logical, int? capacity, int deadLetterCapacity, TimeSpan? expires, CancellationToken cancellationToken)
     {
         var dlx = DeadLetterExchange(logical);
         var dlq = DeadLetterQueue(logical);
@@ -223,6 +270,19 @@ internal sealed class RabbitMqTopology
         Created[dlq] = false;
         await channel.QueueBindAsync(dlq, dlx, string.Empty, cancellationToken: cancellationToken).ConfigureAwait(false);
 
+        // Retries that are due: no length limit, so that a delay queue's expired messages always land (see the remarks).
+        var retry = RetryQueue(logical);
+        await channel.QueueDeclareAsync(retry, _options.Durable, exclusive: false, autoDelete: false, QueueArguments(dlx, capacity: null, expires), cancellationToken: cancellationToken).ConfigureAwait(false);
+        Created[retry] = false;
+
+        var arguments = QueueArguments(dlx, capacity, expires);
+        var queue = Queue(logical);
+        await channel.QueueDeclareAsync(queue, _options.Durable, exclusive: false, autoDelete: false, arguments, cancellationToken: cancellationToken).ConfigureAwait(false);
+        Created[queue] = false;
+    }
+
+    private Dictionary<string, object?> QueueArguments(string dlx, int? capacity, TimeSpan? expires)
+    {
         var arguments = new Dictionary<string, object?>
         {
             ["x-dead-letter-exchange"] = dlx,
@@ -238,9 +298,13 @@ internal sealed class RabbitMqTopology
             arguments["x-single-active-consumer"] = true;
         }
 
-        var queue = Queue(logical);
-        await channel.QueueDeclareAsync(queue, _options.Durable, exclusive: false, autoDelete: false, arguments, cancellationToken: cancellationToken).ConfigureAwait(false);
-        Created[queue] = false;
+        if (expires is { } unused)
+        {
+            // The broker deletes the queue once it has had no consumer for this long (and nobody declared it again).
+            arguments["x-expires"] = (long)unused.TotalMilliseconds;
+        }
+
+        return arguments;
     }
 
     private async Task EnsureOnceAsync(string key, Func<Task> declare)

@@ -30,8 +30,8 @@ public sealed class RabbitMqTransportOptions
     /// <summary>Gets or sets a value indicating whether a send or publish completes only once the broker confirmed it (publisher confirms).</summary>
     /// <value>
     /// Default <see langword="true"/>. Without confirms a send completes once written to the socket, so a message can be lost
-    /// in a broker crash; a send to a queue that does not exist is not reported, and a publish nobody subscribes to reports
-    /// <see langword="true"/>.
+    /// in a broker crash, and a publish nobody subscribes to reports <see langword="true"/>. Sends to queues are still
+    /// mandatory: one to a queue that does not exist completes, and the broker's return is logged as an error afterwards.
     /// </value>
     public bool PublisherConfirms { get; set; } = true;
 
@@ -115,6 +115,20 @@ public sealed class RabbitMqTransportOptions
     /// <value>Default 100,000.</value>
     [Range(1, 100_000_000)]
     public int InboxCapacity { get; set; } = 100_000;
+
+    /// <summary>
+    /// Gets or sets how long a pub/sub consumer group's queue stays on the broker once no consumer uses it. A consumer
+    /// group is a durable queue that keeps collecting its topics while nobody consumes it, also after the code that
+    /// declared it is gone (a renamed group leaves its old queue behind, filling up). With an expiry, the broker deletes
+    /// the group's queue and its retry queue (<c>x-expires</c>) after they had no consumer for this long, with the
+    /// messages in them.
+    /// </summary>
+    /// <value>
+    /// Default <see langword="null"/>: groups stay until deleted. Must be longer than any time the group's consumers are
+    /// expected to be away (a deployment, an outage), or their messages are deleted with the queue. Point-to-point queues
+    /// and request queues never expire.
+    /// </value>
+    public TimeSpan? ConsumerGroupExpiry { get; set; }
 
     /// <summary>Gets or sets a callback that adjusts the RabbitMQ.Client connection factory (TLS, credentials, endpoints) after the options above are applied.</summary>
     /// <value>Default <see langword="null"/>.</value>

@@ -58,6 +58,11 @@ internal sealed class RabbitMqTransportOptionsValidator : IValidateOptions<Rabbi
             errors.Add("RabbitMqTransportOptions.RetryDelays must not hold the same delay twice.");
         }
 
+        if (options.ConsumerGroupExpiry is { } expiry && (expiry < TimeSpan.FromMilliseconds(1) || expiry.TotalMilliseconds > uint.MaxValue))
+        {
+            errors.Add($"RabbitMqTransportOptions.ConsumerGroupExpiry must be between 1 ms and {TimeSpan.FromMilliseconds(uint.MaxValue)}, or null for never (was {expiry}).");
+        }
+
         Positive(errors, options.ReconnectTimeout, nameof(options.ReconnectTimeout));
         Positive(errors, options.NetworkRecoveryInterval, nameof(options.NetworkRecoveryInterval));
         if (options.Heartbeat < TimeSpan.Zero || options.Heartbeat > TimeSpan.FromSeconds(ushort.MaxValue))

@@ -53,6 +53,15 @@ internal static class Broker
     public static MessageTransport Create(RabbitMqTransportOptions options, IInboxStore? inbox = null) =>
         RabbitMqTransport.Create(options, inbox: inbox, loggerFactory: LoggerFactory);
 
+    /// <summary>Creates a transport for a test once the broker answers, and adds it to the ones the test disposes (and whose topology it deletes).</summary>
+    public static async Task<MessageTransport> CreateAsync(ICollection<MessageTransport> owned, string test, Action<RabbitMqTransportOptions>? configure, IInboxStore? inbox)
+    {
+        await RequireAsync();
+        var transport = Create(Options(test, configure), inbox);
+        owned.Add(transport);
+        return transport;
+    }
+
     /// <summary>Deletes every queue and exchange a transport declared, so test runs leave the broker as they found it.</summary>
     public static async Task DeleteTopologyAsync(MessageTransport? transport)
     {

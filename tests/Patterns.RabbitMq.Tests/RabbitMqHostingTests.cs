@@ -56,6 +56,19 @@ public sealed class RabbitMqHostingTests
     }
 
     [Fact]
+    public async Task RequestResponse_NobodyHandlesTheRequest_SaysNoHandlerRunsRatherThanToDeclareTheQueue()
+    {
+        await using var host = await RabbitHost.StartAsync("rr-none-why", b => b.AddPatterns());
+
+        var act = async () => await host.Get<IRequestClient>().SendAsync<GetQuote, Quote>(new GetQuote("X"));
+
+        // Declaring the request queue would only park requests until they time out: what is missing is a handler.
+        var thrown = (await act.Should().ThrowAsync<HandlerNotFoundException>()).Which;
+        thrown.ToString().Should().NotContain("AddMessageQueue").And.NotContain("Declare it");
+        thrown.InnerException!.Message.Should().Contain("no consumer of it").And.Contain("request handler");
+    }
+
+    [Fact]
     public async Task RequestResponse_HandlerTooSlow_RequestTimeoutException()
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -188,9 +201,9 @@ public sealed class RabbitMqHostingTests
         dead[0].Source.Should().Be("poison");
         dead[0].Envelope.MessageType.Should().Be("tests.work-item");
 
-        // The delayed redeliveries went through a retry queue whose messages expire back into the queue.
+        // The delayed redeliveries waited in a delay queue whose messages expire into the retry queue, consumed beside the queue.
         var transport = (RabbitMqMessageTransport)host.Get<MessageTransport>();
-        transport.Topology.Created.Keys.Should().Contain(transport.Topology.RetryQueue("poison", TimeSpan.FromMilliseconds(250)));
+        transport.Topology.Created.Keys.Should().Contain([transport.Topology.DelayQueue("poison", TimeSpan.FromMilliseconds(250)), transport.Topology.RetryQueue("poison")]);
     }
 
     [Theory]

@@ -6,6 +6,8 @@ using Patterns.Transport;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
+using static Patterns.RabbitMq.Tests.TestEnvelopes;
+
 namespace Patterns.RabbitMq.Tests;
 
 /// <summary>What the RabbitMQ transport does beyond the conformance suite: de-duplication, topology, recovery from a deleted queue.</summary>
@@ -215,13 +217,18 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
     }
 
     [Theory]
-    [InlineData(250, "q.retry.250ms")]
-    [InlineData(5000, "q.retry.5s")]
-    [InlineData(900_000, "q.retry.15m")]
-    [InlineData(3_600_000, "q.retry.1h")]
-    public void RetryQueue_NamesTheDelay(int delayMs, string expected) =>
+    [InlineData(250, "q.delay.250ms")]
+    [InlineData(5000, "q.delay.5s")]
+    [InlineData(900_000, "q.delay.15m")]
+    [InlineData(3_600_000, "q.delay.1h")]
+    public void DelayQueue_NamesTheDelay(int delayMs, string expected) =>
         new RabbitMqTopology(new RabbitMqTransportOptions(), Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
-            .RetryQueue("q", TimeSpan.FromMilliseconds(delayMs)).Should().Be(expected);
+            .DelayQueue("q", TimeSpan.FromMilliseconds(delayMs)).Should().Be(expected);
+
+    [Fact]
+    public void RetryQueue_IsTheQueueNameWithRetry() =>
+        new RabbitMqTopology(new RabbitMqTransportOptions { NamePrefix = "p." }, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance)
+            .RetryQueue("q").Should().Be("p.q.retry");
 
     [Fact]
     public void Envelope_ToPropertiesAndBack_KeepsEveryField()
@@ -295,17 +302,8 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
         problem.Should().Contain(expected);
     }
 
-    private static SubscriptionRequest Queue(string name) => new() { Address = TransportAddress.Queue(name), ConsumerGroup = name };
-
-    private static Envelope Message(int n) => new() { MessageId = Guid.NewGuid(), MessageType = "test", Payload = BitConverter.GetBytes(n) };
-
-    private async Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null)
-    {
-        await Broker.RequireAsync();
-        var transport = Broker.Create(Broker.Options("transport", configure), inbox);
-        _transports.Add(transport);
-        return transport;
-    }
+    private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null) =>
+        Broker.CreateAsync(_transports, "transport", configure, inbox);
 
     private sealed class RecordingInbox : IInboxStore
     {
