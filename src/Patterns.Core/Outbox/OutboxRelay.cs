@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -15,10 +16,11 @@ namespace Patterns.Outbox;
 /// </summary>
 internal sealed partial class OutboxRelay : IHostedService, IDisposable
 {
-    private readonly IOutboxStore _outbox;
-    private readonly ILeaseStore _leases;
-    private readonly IUnitOfWorkStorage _units;
-    private readonly MessageTransport _transport;
+    private readonly IServiceProvider _services;
+    private IOutboxStore _outbox = null!;
+    private ILeaseStore _leases = null!;
+    private IUnitOfWorkStorage _units = null!;
+    private MessageTransport _transport = null!;
     private readonly OutboxOptions _options;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
@@ -27,12 +29,10 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     private Task? _run;
     private long _relayed;
 
-    public OutboxRelay(IOutboxStore outbox, ILeaseStore leases, IUnitOfWorkStorage units, MessageTransport transport, IOptions<OutboxOptions> options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    /// <remarks>The store's parts are resolved at start, after options validation has named any that is missing.</remarks>
+    public OutboxRelay(IServiceProvider services, IOptions<OutboxOptions> options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
-        _outbox = outbox;
-        _leases = leases;
-        _units = units;
-        _transport = transport;
+        _services = services;
         _options = options.Value;
         _timeProvider = timeProvider;
         _logger = loggerFactory.CreateLogger("Patterns.Outbox.Relay");
@@ -45,6 +45,10 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     {
         if (_options.RunRelay)
         {
+            _outbox = _services.GetRequiredService<IOutboxStore>();
+            _leases = _services.GetRequiredService<ILeaseStore>();
+            _units = _services.GetRequiredService<IUnitOfWorkStorage>();
+            _transport = _services.GetRequiredService<MessageTransport>();
             _stopping = new CancellationTokenSource();
             var runner = new LeaseRunner(_leases, "outbox-relay", _owner, _options.LeaseDuration, _timeProvider);
             var stopping = _stopping.Token;

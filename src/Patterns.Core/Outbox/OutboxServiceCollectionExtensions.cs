@@ -3,7 +3,6 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using Patterns.Outbox;
 using Patterns.Storage;
-using Patterns.Transport;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -34,10 +33,7 @@ public static class OutboxServiceCollectionExtensions
         if (!services.Any(static d => d.ServiceType == typeof(OutboxRelay)))
         {
             services.AddSingleton(static sp => new OutboxRelay(
-                sp.GetRequiredService<IOutboxStore>(),
-                sp.GetRequiredService<ILeaseStore>(),
-                sp.GetRequiredService<IUnitOfWorkStorage>(),
-                sp.GetRequiredService<MessageTransport>(),
+                sp,
                 sp.GetRequiredService<IOptions<OutboxOptions>>(),
                 sp.GetRequiredService<TimeProvider>(),
                 PatternsServiceCollectionExtensions.LoggerFactory(sp)));
