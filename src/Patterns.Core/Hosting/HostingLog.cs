@@ -27,4 +27,7 @@ internal static partial class HostingLog
 
     [LoggerMessage(EventId = 1008, Level = LogLevel.Debug, Message = "Handler {Handler} attempt {Attempt} failed; retrying in {Delay}.")]
     public static partial void Retrying(ILogger logger, Exception? exception, string handler, int attempt, TimeSpan delay);
+
+    [LoggerMessage(EventId = 1009, Level = LogLevel.Information, Message = "Message {MessageId} from '{Source}' was handled before by '{Consumer}' (its inbox entry exists); this copy is settled without effect.")]
+    public static partial void Duplicate(ILogger logger, Guid messageId, string consumer, string source);
 }

@@ -167,6 +167,15 @@ internal sealed class MessageConsumer<TMessage>
 
     private Settlement OnFailed(in Envelope envelope, Exception exception, CancellationToken cancellationToken)
     {
+        if (exception is Storage.DuplicateMessageException duplicate)
+        {
+            // The handler's unit of work found the message in its consumer's inbox: an earlier copy was handled and
+            // committed, so this copy is settled as handled, with no effect.
+            HostingLog.Duplicate(_logger, envelope.MessageId, duplicate.Consumer, _identity.Source);
+            OnConsumed();
+            return Settlement.Ack;
+        }
+
         var tags = PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup);
         PatternsTelemetry.Failed.Add(1, tags);
         if (exception is OperationCanceledException && cancellationToken.IsCancellationRequested)

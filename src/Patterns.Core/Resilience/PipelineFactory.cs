@@ -62,7 +62,8 @@ internal static class PipelineFactory
             UseJitter = retry.UseJitter,
             Delay = retry.Delay,
             MaxDelay = retry.MaxDelay,
-            ShouldHandle = retry.ShouldHandle,
+            // A message already handled (its inbox entry exists) is settled, not retried.
+            ShouldHandle = args => args.Outcome.Exception is Storage.DuplicateMessageException ? PredicateResult.False() : retry.ShouldHandle(args),
             DelayGenerator = retry.DelayGenerator,
             Randomizer = retry.Randomizer,
             OnRetry = args =>

@@ -217,6 +217,69 @@ public sealed class OutboxTests
     }
 
     [Fact]
+    public async Task Consumer_SecondCopyOfAStoreWritingHandlersMessage_HasNoEffectAndIsAcknowledged()
+    {
+        var store = new InMemoryEventStorage();
+        var attempts = 0;
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var followUps = new ConcurrentQueue<int>();
+        using var host = await StartAsync(store, b =>
+        {
+            b.AddMessageQueue(q => q.AddQueue("orders").AddConsumer<OutboxOrderPlaced>("orders", async (m, context, ct) =>
+            {
+                var session = context.Services.GetRequiredService<IStoreSession>();
+                session.Handles(context);
+                session.Append($"order-{m.OrderId}", ExpectedVersion.Any, [new EventData(new OutboxOrderOpened(m.OrderId))]);
+                session.Publish("orders.accepted", new OutboxOrderPlaced(m.OrderId, m.Customer));
+
+                Interlocked.Increment(ref attempts);
+                try
+                {
+                    await session.CommitAsync(ct);
+                }
+                finally
+                {
+                    if (Volatile.Read(ref attempts) >= 2)
+                    {
+                        settled.TrySetResult();
+                    }
+                }
+            }, o => o.Concurrency = 2));
+            b.AddPubSub(ps => ps.Subscribe<OutboxOrderPlaced>((m, _, _) =>
+            {
+                followUps.Enqueue(m.OrderId);
+                arrived.TrySetResult();
+                return default;
+            }, "orders.accepted", o => o.ConsumerGroup = "shipping"));
+        });
+        var sender = host.Services.GetRequiredService<Patterns.Queues.IQueueSender>();
+        var id = Guid.NewGuid();
+
+        await sender.SendAsync("orders", new OutboxOrderPlaced(9, "ada"), new MessageOptions { MessageId = id, PartitionKey = "a" });
+        await sender.SendAsync("orders", new OutboxOrderPlaced(9, "ada"), new MessageOptions { MessageId = id, PartitionKey = "b" });
+        await settled.Task.WaitAsync(TestHost.Wait);
+        await arrived.Task.WaitAsync(TestHost.Wait);
+        await host.StopAsync();
+
+        (await ToListAsync(store.ReadStreamAsync("order-9"))).Should().HaveCount(1, "the handler's append committed once");
+        followUps.Should().Equal(9);
+        (await host.Services.GetRequiredService<Patterns.Queues.IDeadLetterQueue>().PeekAsync("orders")).Should().BeEmpty("the duplicate was settled as handled, not failed");
+        attempts.Should().Be(2, "a duplicate is not retried");
+    }
+
+    private static async Task<List<T>> ToListAsync<T>(IAsyncEnumerable<T> source)
+    {
+        var list = new List<T>();
+        await foreach (var item in source)
+        {
+            list.Add(item);
+        }
+
+        return list;
+    }
+
+    [Fact]
     public async Task Start_StoreWithoutAnOutbox_FailsNamingWhatIsMissing()
     {
         var store = new PlainStore(new InMemoryEventStorage());
