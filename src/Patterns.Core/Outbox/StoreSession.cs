@@ -63,7 +63,7 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
 
     public void Handles(MessageContext context)
     {
-        _work.ClaimInbox(context.ConsumerGroup, context.MessageId.ToString("N"));
+        _work.ClaimInbox(context.ConsumerGroup, context.MessageId.ToString());
         _followUp = context.FollowUp();
     }
 
