@@ -200,7 +200,8 @@ public abstract partial class EventStoreConformanceTests
     /// <param name="configure">Registers events, subscriptions, projections.</param>
     /// <returns>The running facade; disposing it stops the hosted services.</returns>
     /// <param name="time">The clock the services use; the system clock when null.</param>
-    protected async Task<FacadeHost> StartFacadeAsync<TStorage>(EventStoreFixture store, TStorage storage, Action<EventSourcingBuilder> configure, TimeProvider? time = null)
+    /// <param name="more">Registers other services (messaging, the outbox) beside event sourcing.</param>
+    protected async Task<FacadeHost> StartFacadeAsync<TStorage>(EventStoreFixture store, TStorage storage, Action<EventSourcingBuilder> configure, TimeProvider? time = null, Action<IServiceCollection>? more = null)
         where TStorage : class, IEventStorage, ICheckpointStore, ISnapshotStorage, IDocumentStorage
     {
         ArgumentNullException.ThrowIfNull(store);
@@ -209,6 +210,8 @@ public abstract partial class EventStoreConformanceTests
         {
             services.AddSingleton(time);
         }
+
+        more?.Invoke(services);
 
         services.AddEventSourcing(es =>
         {
