@@ -23,6 +23,43 @@ internal sealed class InMemorySubscription : TransportSubscription
 
     internal Lane[] Lanes { get; set; } = [];
 
+    /// <summary>Gets a value indicating whether every worker of this subscription has finished what it took and its lanes are empty.</summary>
+    internal bool IsIdle
+    {
+        get
+        {
+            foreach (var lane in Lanes)
+            {
+                if (!lane.IsIdle)
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Waits until every in-memory subscription among <paramref name="subscriptions"/> is idle at the same moment (or the
+    /// deadline passes), so that stopping them afterwards unbinds no group that a still-running handler publishes to.
+    /// </summary>
+    /// <param name="subscriptions">The subscriptions about to be stopped together; others are ignored.</param>
+    /// <param name="deadline">Ends the wait.</param>
+    /// <returns>A task that completes when they are idle or the deadline passed.</returns>
+    internal static Task WaitUntilIdleAsync(IEnumerable<TransportSubscription> subscriptions, CancellationToken deadline)
+    {
+        var inMemory = subscriptions.OfType<InMemorySubscription>().ToArray();
+        if (inMemory.Length == 0 || deadline.IsCancellationRequested)
+        {
+            return Task.CompletedTask;
+        }
+
+        return Task.WhenAll(inMemory
+            .GroupBy(s => s._queue.Transport)
+            .Select(g => g.Key.WaitUntilIdleAsync(g.ToArray(), deadline)));
+    }
+
     public void Start()
     {
         var lanes = Lanes;
@@ -62,7 +99,21 @@ internal sealed class InMemorySubscription : TransportSubscription
         {
             if (!lane.TryTake(out cursor.Batch, out cursor.Count))
             {
-                if (!await lane.WaitToReadAsync().ConfigureAwait(false))
+                // While a drain waits for its subscriptions to go idle, every worker that runs dry tells it so. It counts
+                // the transition before parking and checks after, so the drain's scan can never miss a busy moment.
+                var drains = _queue.Transport.Drains;
+                foreach (var drain in drains)
+                {
+                    drain.CountTransition();
+                }
+
+                var waiting = lane.WaitToReadAsync();
+                foreach (var drain in drains)
+                {
+                    drain.Check();
+                }
+
+                if (!await waiting.ConfigureAwait(false))
                 {
                     return;
                 }

@@ -40,6 +40,7 @@ internal sealed class Lane : IValueTaskSource<bool>
 
     private bool _completed;
     private bool _readerWaiting;
+    private bool _readerDone;
     private ManualResetValueTaskSourceCore<bool> _readerSignal = new() { RunContinuationsAsynchronously = true };
     private Queue<TaskCompletionSource>? _writers;
 
@@ -56,6 +57,21 @@ internal sealed class Lane : IValueTaskSource<bool>
 
     /// <summary>Gets a value indicating whether <see cref="Complete"/> was called: the lane accepts nothing more.</summary>
     public bool IsCompleted => Volatile.Read(ref _completed);
+
+    /// <summary>
+    /// Gets a value indicating whether nothing is buffered and the worker has finished everything it took: it is parked
+    /// waiting for envelopes, or it has left for good.
+    /// </summary>
+    public bool IsIdle
+    {
+        get
+        {
+            _gate.Enter();
+            var idle = _incomingCount == 0 && (_readerWaiting || _readerDone);
+            _gate.Exit();
+            return idle;
+        }
+    }
 
     /// <summary>Appends an envelope when there is room; returns <see langword="false"/> when the lane is full or completed.</summary>
     public bool TryWrite(in Envelope envelope)
@@ -196,6 +212,7 @@ internal sealed class Lane : IValueTaskSource<bool>
 
         if (_completed)
         {
+            _readerDone = true;
             _gate.Exit();
             return new ValueTask<bool>(false);
         }
