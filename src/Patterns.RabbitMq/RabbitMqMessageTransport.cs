@@ -408,7 +408,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         }
         catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 404 })
         {
-            throw new InvalidOperationException($"Queue '{queue}' does not exist, so it has no dead-letter queue ('{dlq}' is not on the broker).", ex);
+            throw new QueueNotFoundException(queue, $"Queue '{queue}' does not exist, so it has no dead-letter queue ('{dlq}' is not on the broker).", ex);
         }
     }
 
@@ -425,7 +425,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
                 case PublishOutcome.Accepted:
                     return;
                 case PublishOutcome.Unroutable:
-                    throw new InvalidOperationException(
+                    throw new QueueNotFoundException(
+                        queue,
                         $"Queue '{queue}' does not exist on RabbitMQ. Declare it (AddMessageQueue(q => q.AddQueue(\"{queue}\"))) or subscribe a consumer to it before sending.");
                 default:
                     if (Topology.SettingsOf(queue) is { FullMode: QueueFullMode.Reject } settings)

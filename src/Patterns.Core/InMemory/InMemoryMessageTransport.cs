@@ -58,7 +58,8 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         ValidateOutgoing(queue, envelope);
         if (!_queues.TryGetValue(queue, out var target))
         {
-            throw new InvalidOperationException(
+            throw new QueueNotFoundException(
+                queue,
                 $"Queue '{queue}' does not exist. Declare it (AddMessageQueue(q => q.AddQueue(\"{queue}\"))) or subscribe a consumer to it before sending.");
         }
 
@@ -292,7 +293,7 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         ArgumentNullException.ThrowIfNull(queue);
         return _queues.TryGetValue(queue, out var q)
             ? q
-            : throw new InvalidOperationException($"Queue '{queue}' does not exist, so it has no dead-letter queue.");
+            : throw new QueueNotFoundException(queue, $"Queue '{queue}' does not exist, so it has no dead-letter queue.");
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
