@@ -370,6 +370,10 @@ internal sealed class InMemoryQueue
         return replayed;
     }
 
+    /// <summary>Counts dropped messages in the metric only, for callers that logged them one by one.</summary>
+    internal void RecordDroppedQuietly(int count) =>
+        PatternsTelemetry.Dropped.Add(count, PatternsTelemetry.Tags(_transport.SystemName, Name));
+
     internal void RecordDropped(int count)
     {
         PatternsTelemetry.Dropped.Add(count, PatternsTelemetry.Tags(_transport.SystemName, Name));

@@ -5,6 +5,9 @@ namespace Patterns.InMemory;
 
 internal sealed class InMemorySubscription : TransportSubscription
 {
+    /// <summary>How long, after the drain deadline cancelled them, handlers have to return before they are abandoned.</summary>
+    internal static readonly TimeSpan AbandonGrace = TimeSpan.FromSeconds(1);
+
     private readonly InMemoryQueue _queue;
     private readonly DeliveryHandler _handler;
     private readonly CancellationTokenSource _hardStop = new();
@@ -80,15 +83,61 @@ internal sealed class InMemorySubscription : TransportSubscription
             _queue.Detach(this);
         }
 
-        using (drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), _hardStop))
+        var workers = Task.WhenAll(_workers);
+        if (!workers.IsCompleted)
         {
-            await Task.WhenAll(_workers).ConfigureAwait(false);
+            try
+            {
+                await workers.WaitAsync(drainDeadline).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (drainDeadline.IsCancellationRequested)
+            {
+                // The deadline passed: cancel the handlers. Those that honour their token finish within the grace (their
+                // workers drop what is left, counted below); the drain waits no longer for those that do not.
+                await _hardStop.CancelAsync().ConfigureAwait(false);
+                try
+                {
+                    await workers.WaitAsync(AbandonGrace, _queue.Transport.TimeProvider, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    Abandon();
+                }
+            }
         }
 
         var dropped = Volatile.Read(ref _dropped);
         if (dropped > 0 && Interlocked.Exchange(ref _dropped, 0) > 0)
         {
             _queue.RecordDropped(dropped);
+        }
+    }
+
+    /// <summary>Reports, per worker still stuck in a handler after the deadline, the message it holds and those waiting behind it.</summary>
+    private void Abandon()
+    {
+        var workers = _workers;
+        var lanes = Lanes;
+        var waiting = 0;
+        for (var i = 0; i < workers.Length && i < lanes.Length; i++)
+        {
+            if (workers[i].IsCompleted)
+            {
+                continue;
+            }
+
+            var (inFlight, behind) = lanes[i].Abandon();
+            waiting += behind;
+            if (inFlight is { } id)
+            {
+                InMemoryLog.HandlerAbandoned(_queue.Transport.Logger, id, _queue.Name);
+                _queue.RecordDroppedQuietly(1);
+            }
+        }
+
+        if (waiting > 0)
+        {
+            _queue.RecordDropped(waiting);
         }
     }
 

@@ -73,6 +73,21 @@ internal sealed class Lane : IValueTaskSource<bool>
         }
     }
 
+    /// <summary>
+    /// For a drain that gives up on a worker stuck in a handler: the id of the envelope that handler holds, if any, and
+    /// how many envelopes wait behind it (buffered, or left in the worker's batch). Read without the worker's help.
+    /// </summary>
+    public (Guid? InFlight, int Waiting) Abandon()
+    {
+        _gate.Enter();
+        var handedOut = Volatile.Read(ref _worker.HandedOut);
+        var batch = _spare;
+        Guid? inFlight = handedOut > 0 && handedOut <= _batchCount && handedOut <= batch.Length ? batch[handedOut - 1].MessageId : null;
+        var waiting = _incomingCount + Math.Max(0, _batchCount - handedOut);
+        _gate.Exit();
+        return (inFlight, waiting);
+    }
+
     /// <summary>Appends an envelope when there is room; returns <see langword="false"/> when the lane is full or completed.</summary>
     public bool TryWrite(in Envelope envelope)
     {

@@ -13,6 +13,7 @@ using Patterns.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
 using Patterns.RequestResponse;
+using Patterns.Testing;
 using Patterns.Serialization;
 using Patterns.Transport;
 
@@ -208,6 +209,56 @@ public sealed class HostingDefectTests
         await stopping.WaitAsync(TestHost.Wait);
 
         Volatile.Read(ref followUps).Should().Be(count, "every group stays bound while any of the host's handlers is still draining");
+    }
+
+    [Fact]
+    public async Task Stop_HandlerIgnoresItsToken_StopFinishesAtTheDeadlineAndReportsWhatItAbandoned()
+    {
+        var time = new ManualTimeProvider();
+        var logs = new LogCapture();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var never = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(
+            b =>
+            {
+                b.Logging.AddProvider(logs);
+                b.AddPatterns(p => p.Configure(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10)));
+                b.AddMessageQueue(q => q.AddConsumer<OrderPlaced>(
+                    "stubborn",
+                    async (_, _, _) =>
+                    {
+                        started.TrySetResult();
+                        await never.Task.ConfigureAwait(false);
+                    },
+                    o => o.Retry = null));
+            },
+            time);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 0; i < 3; i++)
+        {
+            await sender.SendAsync("stubborn", new OrderPlaced($"o-{i}", i));
+        }
+
+        await started.Task.WaitAsync(TestHost.Wait);
+
+        var stopping = host.StopAsync();
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        time.Advance(TimeSpan.FromSeconds(10));
+
+        // Cancelled at the deadline, the handler gets a short grace to return; then it is abandoned.
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        time.Advance(InMemorySubscription.AbandonGrace);
+        try
+        {
+            await stopping.WaitAsync(TestHost.Wait);
+        }
+        finally
+        {
+            never.TrySetResult();
+        }
+
+        logs.WaitForAsync(1106).IsCompleted.Should().BeTrue("the message whose handler ignored its token is reported as abandoned");
+        logs.WaitForAsync(1102).IsCompleted.Should().BeTrue("the two messages waiting behind it are reported as dropped");
     }
 
     private sealed class CompletedSource : IValueTaskSource
