@@ -15,7 +15,7 @@ public sealed class InMemoryTransportDefectTests
     // the window in which a bind or unbind can clear the cache under a publish that is looking the topic up.
     private static readonly string LongTopic = "race." + new string('x', 200_000);
 
-    private const int RaceRounds = 100;
+    private const int RaceRounds = 400;
 
     [Fact]
     public async Task Publish_GroupBoundWhileAPublishLooksUpTheRoute_LaterPublishesReachTheGroup()
@@ -32,13 +32,16 @@ public sealed class InMemoryTransportDefectTests
 
                 var second = new ConcurrentQueue<string>();
                 var sentinel = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                var spin = round % 8 * 100;
-                await RaceAsync(
-                    () => transport.PublishAsync(Copy(LongTopic), Message("racing")).AsTask(),
-                    async () =>
+                var spin = round % 40 * 100;
+                var racing = Copy(LongTopic);
+                Race(
+                    () => CompletedAtOnce(transport.PublishAsync(racing, Message("racing"))).Should().BeTrue(),
+                    () =>
                     {
                         Thread.SpinWait(spin);
-                        await transport.SubscribeAsync(TopicRequest(LongTopic, "second"), (e, _) =>
+
+                        // A short wildcard pattern binds at once, while the publish is still hashing the long topic.
+                        CompletedAtOnce(transport.SubscribeAsync(TopicRequest("race.#", "second"), (e, _) =>
                         {
                             second.Enqueue((string)e.Body!);
                             if ((string)e.Body! == "sentinel")
@@ -47,7 +50,7 @@ public sealed class InMemoryTransportDefectTests
                             }
 
                             return new(Settlement.Ack);
-                        });
+                        })).Should().BeTrue();
                     });
 
                 // The bind has returned: a publish through the cached instance must reach the new group, and a
@@ -74,14 +77,17 @@ public sealed class InMemoryTransportDefectTests
                     static (_, _) => new(Settlement.Ack));
                 await transport.PublishAsync(LongTopic, Message("warm"));
 
-                var spin = round % 8 * 100;
-                await RaceAsync(
-                    () => transport.PublishAsync(Copy(LongTopic), Message("racing")).AsTask(),
-                    async () =>
+                var spin = round % 40 * 100;
+                var racing = Copy(LongTopic);
+                Task? stopping = null;
+                Race(
+                    () => CompletedAtOnce(transport.PublishAsync(racing, Message("racing"))).Should().BeTrue(),
+                    () =>
                     {
                         Thread.SpinWait(spin);
-                        await leaving.StopAsync(CancellationToken.None);
+                        stopping = leaving.StopAsync(CancellationToken.None);
                     });
+                await stopping!.WaitAsync(TestHost.Wait);
 
                 // The only group has stopped and is unbound, so nothing may keep filling its buffer.
                 var routed = await transport.PublishAsync(LongTopic, Message("after-stop"));
@@ -160,13 +166,61 @@ public sealed class InMemoryTransportDefectTests
 
     private static string Copy(string value) => new(value.AsSpan());
 
-    /// <summary>Runs two actions on two threads released together.</summary>
-    private static async Task RaceAsync(Func<Task> one, Func<Task> other)
+    /// <summary>The in-memory transport completes these calls synchronously; the racing threads rely on that.</summary>
+    private static bool CompletedAtOnce<T>(ValueTask<T> pending) => pending.IsCompletedSuccessfully;
+
+    /// <summary>Runs two actions on two dedicated threads, released together once both are spinning.</summary>
+    private static void Race(Action one, Action other)
     {
-        using var go = new ManualResetEventSlim();
-        var a = Task.Run(async () => { go.Wait(); await one(); });
-        var b = Task.Run(async () => { go.Wait(); await other(); });
-        go.Set();
-        await Task.WhenAll(a, b).WaitAsync(TestHost.Wait);
+        var start = new StartLine();
+        var threads = new[] { new Thread(() => start.Run(one)), new Thread(() => start.Run(other)) };
+        foreach (var thread in threads)
+        {
+            thread.Start();
+        }
+
+        start.Release();
+        foreach (var thread in threads)
+        {
+            thread.Join(TestHost.Wait).Should().BeTrue("each racing action finishes");
+        }
+
+        start.Failure?.Throw();
+    }
+
+    private sealed class StartLine
+    {
+        private int _ready;
+        private volatile bool _go;
+
+        public System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure { get; private set; }
+
+        public void Run(Action action)
+        {
+            Interlocked.Increment(ref _ready);
+            while (!_go)
+            {
+                Thread.SpinWait(1);
+            }
+
+            try
+            {
+                action();
+            }
+            catch (Exception ex)
+            {
+                Failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
+            }
+        }
+
+        public void Release()
+        {
+            while (Volatile.Read(ref _ready) < 2)
+            {
+                Thread.Yield();
+            }
+
+            _go = true;
+        }
     }
 }
