@@ -258,11 +258,12 @@ internal sealed class InMemoryQueue
                 return;
             }
 
+            // Tracked before its timer exists, so neither Close nor the timer can miss it: whichever takes it
+            // from the set first (Fire to redeliver, Close to report it lost) is the only one that acts.
             _delayed.Add(state);
-
-            // Created under the lock so that Close, which disposes every tracked timer, never misses this one.
-            state.Timer = _transport.TimeProvider.CreateTimer(static s => ((DelayedRedelivery)s!).Fire(), state, delay, Timeout.InfiniteTimeSpan);
         }
+
+        state.Timer = _transport.TimeProvider.CreateTimer(static s => ((DelayedRedelivery)s!).Fire(), state, delay, Timeout.InfiniteTimeSpan);
     }
 
     public void DeadLetter(Envelope envelope, in Settlement settlement)
