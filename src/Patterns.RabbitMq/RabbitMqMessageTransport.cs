@@ -440,7 +440,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         }
         catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 404 })
         {
-            throw new InvalidOperationException($"Queue '{queue}' does not exist, so it has no dead-letter queue ('{dlq}' is not on the broker).", ex);
+            throw new QueueNotFoundException(queue, $"Queue '{queue}' does not exist, so it has no dead-letter queue ('{dlq}' is not on the broker).", ex);
         }
     }
 
@@ -457,7 +457,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
                 case PublishOutcome.Accepted:
                     return;
                 case PublishOutcome.Unroutable:
-                    throw new InvalidOperationException(
+                    throw new QueueNotFoundException(
+                        queue,
                         $"Queue '{queue}' does not exist on RabbitMQ, so the message was not sent: no consumer of it has started "
                         + "(for a request type's queue: no process with a request handler for that type is running), and no queue declaration (AddQueue) created it.");
                 default:

@@ -71,6 +71,10 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
 
         if (pending.IsCompletedSuccessfully)
         {
+            // Consume the result even though it is known: a ValueTask backed by a pooled source is recycled by it.
+            #pragma warning disable CA1849 // Completed already, so it does not block.
+            pending.GetAwaiter().GetResult();
+            #pragma warning restore CA1849
             OnSent(queue, activity);
             return default;
         }

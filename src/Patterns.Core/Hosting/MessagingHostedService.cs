@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Patterns.InMemory;
 using Patterns.RequestResponse;
 using Patterns.Serialization;
 using Patterns.Transport;
@@ -111,6 +112,9 @@ internal sealed class MessagingHostedService : IHostedService
 
     private async Task StopSubscriptionsAsync(CancellationToken deadline)
     {
+        // In-process groups stay bound until every consumer of this host is idle at once, so follow-ups that draining
+        // handlers publish still reach the groups that are stopping too. Only then does each stop (and unbind).
+        await InMemorySubscription.WaitUntilIdleAsync(_subscriptions, deadline).ConfigureAwait(false);
         var stopping = new Task[_subscriptions.Count];
         for (var i = 0; i < stopping.Length; i++)
         {

@@ -30,6 +30,12 @@ internal sealed class ConsumerRegistration
 
     public required string HandlerName { get; init; }
 
+    /// <summary>Gets the handler's type; <see langword="null"/> for a delegate.</summary>
+    public Type? HandlerType { get; init; }
+
+    /// <summary>Gets the handler's full name, for messages that must tell handlers with the same short name apart.</summary>
+    public string HandlerFullName => HandlerType?.FullName ?? HandlerName;
+
     public required ConsumerOptions Options { get; init; }
 
     /// <summary>Builds the delivery handler once the host's services exist.</summary>
@@ -40,7 +46,7 @@ internal sealed class ConsumerRegistration
     public string Describe() => $"{(Kind == AddressKind.Queue ? "queue consumer" : "subscription")} '{ConsumerGroup}' ({HandlerName} on {(Kind == AddressKind.Queue ? "queue" : "topic")} '{Address}')";
 
     public static ConsumerRegistration Create<TMessage>(
-        AddressKind kind, string? address, string handlerName, ConsumerOptions options, Func<IServiceProvider, MessageHandlerInvoker<TMessage>> invokerFactory)
+        AddressKind kind, string? address, string handlerName, ConsumerOptions options, Func<IServiceProvider, MessageHandlerInvoker<TMessage>> invokerFactory, Type? handlerType = null)
     {
         return new ConsumerRegistration
         {
@@ -48,16 +54,23 @@ internal sealed class ConsumerRegistration
             Address = address ?? string.Empty,
             MessageType = typeof(TMessage),
             HandlerName = handlerName,
+            HandlerType = handlerType,
             Options = options,
             CreateHandler = context =>
             {
                 var identity = new ConsumerIdentity(context.Source, context.ConsumerGroup, context.Services, context.Bus);
                 var tags = Telemetry.PatternsTelemetry.Tags(context.Bus.Transport.SystemName, context.Source, context.ConsumerGroup);
-                var pipeline = PipelineFactory.Create(options, context.Bus.TimeProvider, args =>
-                {
-                    Telemetry.PatternsTelemetry.Retried.Add(1, tags);
-                    HostingLog.Retrying(context.Logger, args.Outcome.Exception, handlerName, args.AttemptNumber + 1, args.RetryDelay);
-                });
+                // The consumer's own workers are its only callers: with MaxConcurrentCalls below Concurrency they wait
+                // for a permit rather than fail.
+                var pipeline = PipelineFactory.Create(
+                    options,
+                    context.Bus.TimeProvider,
+                    args =>
+                    {
+                        Telemetry.PatternsTelemetry.Retried.Add(1, tags);
+                        HostingLog.Retrying(context.Logger, args.Outcome.Exception, handlerName, args.AttemptNumber + 1, args.RetryDelay);
+                    },
+                    callers: options.Concurrency);
                 var consumer = new MessageConsumer<TMessage>(invokerFactory(context.Services), identity, options, pipeline, context.Serializer, context.Logger);
                 return consumer.HandleAsync;
             },

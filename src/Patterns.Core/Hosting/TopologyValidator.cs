@@ -68,7 +68,18 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
             ValidateResilience(errors, what, consumer.Options);
             if (groups.TryGetValue(consumer.ConsumerGroup, out var other))
             {
-                if (other.Kind != consumer.Kind || !string.Equals(other.Address, consumer.Address, StringComparison.Ordinal))
+                if (consumer.Kind == AddressKind.Topic && other.Kind == AddressKind.Topic
+                    && consumer.Options.ConsumerGroup is null && other.Options.ConsumerGroup is null
+                    && (consumer.HandlerType is null || consumer.HandlerType != other.HandlerType))
+                {
+                    // Default group names use the handler's short name (or "delegate<T>"), so two different handlers can
+                    // end up in one group and split its messages instead of each receiving every one.
+                    errors.Add(
+                        $"{what}: its default consumer group '{consumer.ConsumerGroup}' is also the default group of {other.Describe()}, " +
+                        $"so {consumer.HandlerFullName} and {other.HandlerFullName} would compete for the topic's messages instead of each receiving every one. " +
+                        "Set ConsumerOptions.ConsumerGroup on at least one of them.");
+                }
+                else if (other.Kind != consumer.Kind || !string.Equals(other.Address, consumer.Address, StringComparison.Ordinal))
                 {
                     errors.Add($"{what}: consumer group '{consumer.ConsumerGroup}' is also used by {other.Describe()}; one group consumes from one address.");
                 }

@@ -12,10 +12,15 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
     private readonly ConcurrentDictionary<string, InMemoryQueue> _queues = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, TopicRoute> _routes = new(StringComparer.Ordinal);
     private volatile TopicRoute? _lastRoute;
+
+    // Bumped under _gate by every bind and unbind. A cached route is used only while its version is current, so a
+    // route that a publish read just before a bind or unbind, and cached just after it, is never used again.
+    private int _routeVersion;
     private readonly List<(string Pattern, InMemoryQueue Queue)> _bindings = [];
     private readonly Lock _gate = new();
     private readonly InMemoryTransportOptions _options;
     private volatile bool _disposed;
+    private volatile IdleWait[] _drains = [];
 
     public InMemoryMessageTransport(InMemoryTransportOptions options, TimeProvider timeProvider, ILogger logger)
     {
@@ -34,6 +39,9 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
 
     internal ILogger Logger { get; }
 
+    /// <summary>Gets the drains waiting for their subscriptions to go idle; almost always none.</summary>
+    internal IdleWait[] Drains => _drains;
+
     public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(queue);
@@ -50,7 +58,8 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         ValidateOutgoing(queue, envelope);
         if (!_queues.TryGetValue(queue, out var target))
         {
-            throw new InvalidOperationException(
+            throw new QueueNotFoundException(
+                queue,
                 $"Queue '{queue}' does not exist. Declare it (AddMessageQueue(q => q.AddQueue(\"{queue}\"))) or subscribe a consumer to it before sending.");
         }
 
@@ -147,15 +156,44 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         }
     }
 
+    /// <summary>Called by the queue under its own lock, so no publish can route to the group between its last detach and this unbind.</summary>
     internal void OnLastConsumerDetached(InMemoryQueue queue)
     {
         // A subscription group with no consumer left stops receiving publications, so a full buffer
         // nobody reads can never block publishers. Point-to-point queues keep buffering (back-pressure).
+        // Lock order: a queue's lock, then this transport's; nothing takes them the other way round.
         lock (_gate)
         {
             if (_bindings.RemoveAll(b => ReferenceEquals(b.Queue, queue)) > 0)
             {
                 ClearRoutes();
+            }
+        }
+    }
+
+    /// <summary>Waits until <paramref name="subscriptions"/> are all idle at once, or the deadline passes.</summary>
+    internal async Task WaitUntilIdleAsync(InMemorySubscription[] subscriptions, CancellationToken deadline)
+    {
+        var wait = new IdleWait(subscriptions);
+        lock (_gate)
+        {
+            _drains = [.. _drains, wait];
+        }
+
+        try
+        {
+            wait.Check();
+            await wait.Idle.WaitAsync(deadline).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            // The deadline passed first: the caller stops the subscriptions anyway, cancelling what still runs.
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _drains = [.. _drains.Where(d => !ReferenceEquals(d, wait))];
             }
         }
     }
@@ -173,12 +211,13 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
     private InMemoryQueue[] Route(string topic)
     {
         // Publishers usually reuse one topic string: compare references before hashing.
-        if (_lastRoute is { } last && ReferenceEquals(last.Topic, topic))
+        var version = Volatile.Read(ref _routeVersion);
+        if (_lastRoute is { } last && ReferenceEquals(last.Topic, topic) && last.Version == version)
         {
             return last.Queues;
         }
 
-        if (_routes.TryGetValue(topic, out var cached))
+        if (_routes.TryGetValue(topic, out var cached) && cached.Version == version)
         {
             _lastRoute = cached;
             return cached.Queues;
@@ -200,7 +239,7 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
                 }
             }
 
-            var route = new TopicRoute(topic, [.. matches]);
+            var route = new TopicRoute(topic, [.. matches], _routeVersion);
             if (_routes.Count >= MaxRouteCacheEntries)
             {
                 _routes.Clear();
@@ -211,8 +250,10 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         }
     }
 
+    // Under _gate, after the bindings changed.
     private void ClearRoutes()
     {
+        Volatile.Write(ref _routeVersion, _routeVersion + 1);
         _routes.Clear();
         _lastRoute = null;
     }
@@ -252,10 +293,49 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         ArgumentNullException.ThrowIfNull(queue);
         return _queues.TryGetValue(queue, out var q)
             ? q
-            : throw new InvalidOperationException($"Queue '{queue}' does not exist, so it has no dead-letter queue.");
+            : throw new QueueNotFoundException(queue, $"Queue '{queue}' does not exist, so it has no dead-letter queue.");
     }
 
     private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
-    private sealed record TopicRoute(string Topic, InMemoryQueue[] Queues);
+    /// <summary>One drain's wait for a set of subscriptions to be idle at the same moment.</summary>
+    internal sealed class IdleWait(InMemorySubscription[] subscriptions)
+    {
+        private readonly TaskCompletionSource _idle = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _transitions;
+
+        public Task Idle => _idle.Task;
+
+        /// <summary>Called by a worker that ran dry, before it parks.</summary>
+        public void CountTransition() => Interlocked.Increment(ref _transitions);
+
+        /// <summary>
+        /// Completes the wait if every subscription is idle. A worker that went idle during the scan (after finishing
+        /// a handler that may have woken a lane scanned earlier) changes the count, so the scan does not count;
+        /// that worker checks again itself once parked.
+        /// </summary>
+        public void Check()
+        {
+            if (_idle.Task.IsCompleted)
+            {
+                return;
+            }
+
+            var before = Volatile.Read(ref _transitions);
+            foreach (var subscription in subscriptions)
+            {
+                if (!subscription.IsIdle)
+                {
+                    return;
+                }
+            }
+
+            if (Volatile.Read(ref _transitions) == before)
+            {
+                _idle.TrySetResult();
+            }
+        }
+    }
+
+    private sealed record TopicRoute(string Topic, InMemoryQueue[] Queues, int Version);
 }

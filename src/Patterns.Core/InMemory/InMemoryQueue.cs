@@ -18,6 +18,7 @@ internal sealed class InMemoryQueue
     private readonly Lock _gate = new();
     private readonly LinkedList<DeadLetterMessage> _deadLetters = new();
     private readonly List<InMemorySubscription> _subscriptions = [];
+    private readonly HashSet<DelayedRedelivery> _delayed = [];
     private volatile Lane[] _lanes;
     private int _roundRobin;
     private volatile bool _closed;
@@ -33,6 +34,8 @@ internal sealed class InMemoryQueue
     }
 
     public string Name { get; }
+
+    public InMemoryMessageTransport Transport => _transport;
 
     public int Capacity { get; }
 
@@ -173,7 +176,6 @@ internal sealed class InMemoryQueue
 
     public void Detach(InMemorySubscription subscription)
     {
-        bool last;
         lock (_gate)
         {
             if (!_subscriptions.Remove(subscription))
@@ -182,17 +184,19 @@ internal sealed class InMemoryQueue
             }
 
             var remaining = _lanes.Where(l => !ReferenceEquals(l.Owner, subscription)).ToArray();
-            last = remaining.Length == 0;
+            var last = remaining.Length == 0;
+            if (last)
+            {
+                // Unbind before the new, unread lane is installed, so a publish routed after this point finds
+                // no group rather than a buffer nobody reads.
+                _transport.OnLastConsumerDetached(this);
+            }
+
             _lanes = last ? [new Lane(Capacity, owner: null)] : remaining;
             foreach (var lane in subscription.Lanes)
             {
                 lane.Complete();
             }
-        }
-
-        if (last)
-        {
-            _transport.OnLastConsumerDetached(this);
         }
     }
 
@@ -219,6 +223,20 @@ internal sealed class InMemoryQueue
             {
                 RecordDropped(dropped);
             }
+
+            // Delayed redeliveries whose timers have not fired would otherwise vanish without a trace.
+            if (_delayed.Count > 0)
+            {
+                foreach (var pending in _delayed)
+                {
+                    pending.Timer?.Dispose();
+                }
+
+                var lost = _delayed.Count;
+                _delayed.Clear();
+                PatternsTelemetry.Dropped.Add(lost, PatternsTelemetry.Tags(_transport.SystemName, Name));
+                InMemoryLog.DelayedRedeliveriesLost(_transport.Logger, lost, Name);
+            }
         }
     }
 
@@ -232,6 +250,19 @@ internal sealed class InMemoryQueue
         }
 
         var state = new DelayedRedelivery(this, redelivery);
+        lock (_gate)
+        {
+            if (_closed)
+            {
+                RecordDropped(1);
+                return;
+            }
+
+            // Tracked before its timer exists, so neither Close nor the timer can miss it: whichever takes it
+            // from the set first (Fire to redeliver, Close to report it lost) is the only one that acts.
+            _delayed.Add(state);
+        }
+
         state.Timer = _transport.TimeProvider.CreateTimer(static s => ((DelayedRedelivery)s!).Fire(), state, delay, Timeout.InfiniteTimeSpan);
     }
 
@@ -340,6 +371,10 @@ internal sealed class InMemoryQueue
         return replayed;
     }
 
+    /// <summary>Counts dropped messages in the metric only, for callers that logged them one by one.</summary>
+    internal void RecordDroppedQuietly(int count) =>
+        PatternsTelemetry.Dropped.Add(count, PatternsTelemetry.Tags(_transport.SystemName, Name));
+
     internal void RecordDropped(int count)
     {
         PatternsTelemetry.Dropped.Add(count, PatternsTelemetry.Tags(_transport.SystemName, Name));
@@ -371,6 +406,20 @@ internal sealed class InMemoryQueue
         {
             RecordDropped(1);
         }
+        catch (Exception ex)
+        {
+            // A Reject-mode queue that is full refuses the redelivery: the message goes to the dead-letter queue
+            // rather than being lost.
+            DeadLetter(envelope, Settlement.DeadLetter($"The redelivery could not be queued: {ex.Message}", ex));
+        }
+    }
+
+    private bool TryTakeDelayed(DelayedRedelivery redelivery)
+    {
+        lock (_gate)
+        {
+            return _delayed.Remove(redelivery);
+        }
     }
 
     private sealed class DelayedRedelivery(InMemoryQueue queue, Envelope envelope)
@@ -379,6 +428,12 @@ internal sealed class InMemoryQueue
 
         public void Fire()
         {
+            // Close may have taken it already (and reported it lost).
+            if (!queue.TryTakeDelayed(this))
+            {
+                return;
+            }
+
             Timer?.Dispose();
             _ = queue.RedeliverAsync(envelope);
         }

@@ -5,6 +5,9 @@ namespace Patterns.InMemory;
 
 internal sealed class InMemorySubscription : TransportSubscription
 {
+    /// <summary>How long, after the drain deadline cancelled them, handlers have to return before they are abandoned.</summary>
+    internal static readonly TimeSpan AbandonGrace = TimeSpan.FromSeconds(1);
+
     private readonly InMemoryQueue _queue;
     private readonly DeliveryHandler _handler;
     private readonly CancellationTokenSource _hardStop = new();
@@ -22,6 +25,43 @@ internal sealed class InMemorySubscription : TransportSubscription
     public override SubscriptionRequest Request { get; }
 
     internal Lane[] Lanes { get; set; } = [];
+
+    /// <summary>Gets a value indicating whether every worker of this subscription has finished what it took and its lanes are empty.</summary>
+    internal bool IsIdle
+    {
+        get
+        {
+            foreach (var lane in Lanes)
+            {
+                if (!lane.IsIdle)
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Waits until every in-memory subscription among <paramref name="subscriptions"/> is idle at the same moment (or the
+    /// deadline passes), so that stopping them afterwards unbinds no group that a still-running handler publishes to.
+    /// </summary>
+    /// <param name="subscriptions">The subscriptions about to be stopped together; others are ignored.</param>
+    /// <param name="deadline">Ends the wait.</param>
+    /// <returns>A task that completes when they are idle or the deadline passed.</returns>
+    internal static Task WaitUntilIdleAsync(IEnumerable<TransportSubscription> subscriptions, CancellationToken deadline)
+    {
+        var inMemory = subscriptions.OfType<InMemorySubscription>().ToArray();
+        if (inMemory.Length == 0 || deadline.IsCancellationRequested)
+        {
+            return Task.CompletedTask;
+        }
+
+        return Task.WhenAll(inMemory
+            .GroupBy(s => s._queue.Transport)
+            .Select(g => g.Key.WaitUntilIdleAsync(g.ToArray(), deadline)));
+    }
 
     public void Start()
     {
@@ -43,15 +83,61 @@ internal sealed class InMemorySubscription : TransportSubscription
             _queue.Detach(this);
         }
 
-        using (drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), _hardStop))
+        var workers = Task.WhenAll(_workers);
+        if (!workers.IsCompleted)
         {
-            await Task.WhenAll(_workers).ConfigureAwait(false);
+            try
+            {
+                await workers.WaitAsync(drainDeadline).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (drainDeadline.IsCancellationRequested)
+            {
+                // The deadline passed: cancel the handlers. Those that honour their token finish within the grace (their
+                // workers drop what is left, counted below); the drain waits no longer for those that do not.
+                await _hardStop.CancelAsync().ConfigureAwait(false);
+                try
+                {
+                    await workers.WaitAsync(AbandonGrace, _queue.Transport.TimeProvider, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (TimeoutException)
+                {
+                    Abandon();
+                }
+            }
         }
 
         var dropped = Volatile.Read(ref _dropped);
         if (dropped > 0 && Interlocked.Exchange(ref _dropped, 0) > 0)
         {
             _queue.RecordDropped(dropped);
+        }
+    }
+
+    /// <summary>Reports, per worker still stuck in a handler after the deadline, the message it holds and those waiting behind it.</summary>
+    private void Abandon()
+    {
+        var workers = _workers;
+        var lanes = Lanes;
+        var waiting = 0;
+        for (var i = 0; i < workers.Length && i < lanes.Length; i++)
+        {
+            if (workers[i].IsCompleted)
+            {
+                continue;
+            }
+
+            var (inFlight, behind) = lanes[i].Abandon();
+            waiting += behind;
+            if (inFlight is { } id)
+            {
+                InMemoryLog.HandlerAbandoned(_queue.Transport.Logger, id, _queue.Name);
+                _queue.RecordDroppedQuietly(1);
+            }
+        }
+
+        if (waiting > 0)
+        {
+            _queue.RecordDropped(waiting);
         }
     }
 
@@ -62,7 +148,21 @@ internal sealed class InMemorySubscription : TransportSubscription
         {
             if (!lane.TryTake(out cursor.Batch, out cursor.Count))
             {
-                if (!await lane.WaitToReadAsync().ConfigureAwait(false))
+                // While a drain waits for its subscriptions to go idle, every worker that runs dry tells it so. It counts
+                // the transition before parking and checks after, so the drain's scan can never miss a busy moment.
+                var drains = _queue.Transport.Drains;
+                foreach (var drain in drains)
+                {
+                    drain.CountTransition();
+                }
+
+                var waiting = lane.WaitToReadAsync();
+                foreach (var drain in drains)
+                {
+                    drain.Check();
+                }
+
+                if (!await waiting.ConfigureAwait(false))
                 {
                     return;
                 }

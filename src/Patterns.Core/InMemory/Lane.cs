@@ -40,6 +40,7 @@ internal sealed class Lane : IValueTaskSource<bool>
 
     private bool _completed;
     private bool _readerWaiting;
+    private bool _readerDone;
     private ManualResetValueTaskSourceCore<bool> _readerSignal = new() { RunContinuationsAsynchronously = true };
     private Queue<TaskCompletionSource>? _writers;
 
@@ -56,6 +57,36 @@ internal sealed class Lane : IValueTaskSource<bool>
 
     /// <summary>Gets a value indicating whether <see cref="Complete"/> was called: the lane accepts nothing more.</summary>
     public bool IsCompleted => Volatile.Read(ref _completed);
+
+    /// <summary>
+    /// Gets a value indicating whether nothing is buffered and the worker has finished everything it took: it is parked
+    /// waiting for envelopes, or it has left for good.
+    /// </summary>
+    public bool IsIdle
+    {
+        get
+        {
+            _gate.Enter();
+            var idle = _incomingCount == 0 && (_readerWaiting || _readerDone);
+            _gate.Exit();
+            return idle;
+        }
+    }
+
+    /// <summary>
+    /// For a drain that gives up on a worker stuck in a handler: the id of the envelope that handler holds, if any, and
+    /// how many envelopes wait behind it (buffered, or left in the worker's batch). Read without the worker's help.
+    /// </summary>
+    public (Guid? InFlight, int Waiting) Abandon()
+    {
+        _gate.Enter();
+        var handedOut = Volatile.Read(ref _worker.HandedOut);
+        var batch = _spare;
+        Guid? inFlight = handedOut > 0 && handedOut <= _batchCount && handedOut <= batch.Length ? batch[handedOut - 1].MessageId : null;
+        var waiting = _incomingCount + Math.Max(0, _batchCount - handedOut);
+        _gate.Exit();
+        return (inFlight, waiting);
+    }
 
     /// <summary>Appends an envelope when there is room; returns <see langword="false"/> when the lane is full or completed.</summary>
     public bool TryWrite(in Envelope envelope)
@@ -196,6 +227,7 @@ internal sealed class Lane : IValueTaskSource<bool>
 
         if (_completed)
         {
+            _readerDone = true;
             _gate.Exit();
             return new ValueTask<bool>(false);
         }

@@ -26,7 +26,7 @@ public sealed class PubSubBuilder
         where THandler : class, IMessageHandler<TMessage>
     {
         var invoker = HandlerRegistration.Register<TMessage, THandler>(Services, lifetime);
-        Add(topic, typeof(THandler).Name, configure, invoker);
+        Add(topic, typeof(THandler).Name, configure, invoker, typeof(THandler));
         return this;
     }
 
@@ -45,7 +45,8 @@ public sealed class PubSubBuilder
         return this;
     }
 
-    private void Add<TMessage>(string? topic, string handlerName, Action<ConsumerOptions>? configure, Func<IServiceProvider, MessageHandlerInvoker<TMessage>> invoker)
+    private void Add<TMessage>(
+        string? topic, string handlerName, Action<ConsumerOptions>? configure, Func<IServiceProvider, MessageHandlerInvoker<TMessage>> invoker, Type? handlerType = null)
     {
         var options = new ConsumerOptions();
         configure?.Invoke(options);
@@ -54,7 +55,7 @@ public sealed class PubSubBuilder
             // The default topic is the message type's registered name, known only once the registry exists,
             // so it is resolved with the same rule here.
             var address = topic ?? MessageTypeNames.Default(typeof(TMessage));
-            t.Consumers.Add(ConsumerRegistration.Create(AddressKind.Topic, address, handlerName, options, invoker));
+            t.Consumers.Add(ConsumerRegistration.Create(AddressKind.Topic, address, handlerName, options, invoker, handlerType));
         });
     }
 }

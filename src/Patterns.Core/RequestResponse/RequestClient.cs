@@ -243,11 +243,25 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         return source;
     }
 
+    /// <summary>
+    /// Keeps a source for this thread's next request, reset first: <see cref="CancellationTokenSource.TryReset"/> drops the
+    /// registrations the handler left on its token (so another request's cancellation never runs them) and fails once
+    /// the source was cancelled, in which case it is disposed instead.
+    /// </summary>
     private void ReturnTimeoutSource(CancellationTokenSource? source)
     {
-        if (source is not null && ReferenceEquals(_timeProvider, TimeProvider.System) && !source.IsCancellationRequested)
+        if (source is null)
+        {
+            return;
+        }
+
+        if (ReferenceEquals(_timeProvider, TimeProvider.System) && source.TryReset())
         {
             t_timeoutSource = source;
+        }
+        else
+        {
+            source.Dispose();
         }
     }
 
@@ -297,17 +311,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
                 await timer.DisposeAsync().ConfigureAwait(false);
             }
 
-            if (timeoutSource is not null)
-            {
-                if (timeoutSource.TryReset())
-                {
-                    ReturnTimeoutSource(timeoutSource);
-                }
-                else
-                {
-                    timeoutSource.Dispose();
-                }
-            }
+            ReturnTimeoutSource(timeoutSource);
         }
     }
 
@@ -445,7 +449,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         {
             await sending.ConfigureAwait(false);
         }
-        catch (InvalidOperationException ex) when (ex is not HandlerNotFoundException && ex.Message.Contains("does not exist", StringComparison.Ordinal))
+        catch (QueueNotFoundException ex)
         {
             throw new HandlerNotFoundException(
                 $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);

@@ -35,7 +35,10 @@ public abstract class HandlerResilienceOptions
     public int? MaxConcurrentCalls { get; set; }
 
     /// <summary>Gets or sets how many calls may wait for a concurrency permit before further calls are rejected.</summary>
-    /// <value>Default 0: reject at once when every permit is taken.</value>
+    /// <value>
+    /// Default 0: reject at once when every permit is taken. A consumer's own workers always wait: at least its
+    /// <c>Concurrency</c> calls may queue, so a consumer never rejects (and dead-letters) a message for lack of a permit.
+    /// </value>
     [Range(0, int.MaxValue)]
     public int MaxQueuedCalls { get; set; }
 

@@ -17,8 +17,15 @@ internal static class PipelineFactory
     };
 
     /// <summary>Builds the pipeline, or returns <see langword="null"/> when nothing is configured (the fast path).</summary>
+    /// <param name="options">The strategies.</param>
+    /// <param name="timeProvider">The clock for every delay and timeout.</param>
+    /// <param name="onRetry">Also told of every retry.</param>
+    /// <param name="callers">
+    /// How many callers can call at once when that is bounded (a consumer's workers): so many may always wait for a
+    /// concurrency permit, so the limit delays them instead of rejecting (and dead-lettering) their messages.
+    /// </param>
     [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "AddStrategy validates the options by data annotations; the concurrency-limit options type declares none.")]
-    public static ResiliencePipeline? Create(HandlerResilienceOptions options, TimeProvider timeProvider, Action<OnRetryArguments<object>>? onRetry = null)
+    public static ResiliencePipeline? Create(HandlerResilienceOptions options, TimeProvider timeProvider, Action<OnRetryArguments<object>>? onRetry = null, int callers = 0)
     {
         if (!options.HasStrategies)
         {
@@ -28,7 +35,7 @@ internal static class PipelineFactory
         var builder = new ResiliencePipelineBuilder { TimeProvider = timeProvider };
         if (options.MaxConcurrentCalls is { } permits)
         {
-            builder.AddStrategy(_ => new ConcurrencyLimitStrategy(permits, options.MaxQueuedCalls), new ConcurrencyLimitStrategyOptions());
+            builder.AddStrategy(_ => new ConcurrencyLimitStrategy(permits, Math.Max(options.MaxQueuedCalls, callers)), new ConcurrencyLimitStrategyOptions());
         }
 
         if (options.Retry is { } retry)

@@ -40,6 +40,43 @@ public sealed class QueueFullException : Exception
     public int Capacity { get; }
 }
 
+/// <summary>Thrown when a message is sent to, or a dead-letter queue is asked of, a queue that does not exist.</summary>
+public sealed class QueueNotFoundException : InvalidOperationException
+{
+    /// <summary>Initializes a new instance of the <see cref="QueueNotFoundException"/> class.</summary>
+    public QueueNotFoundException()
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="QueueNotFoundException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    public QueueNotFoundException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="QueueNotFoundException"/> class.</summary>
+    /// <param name="message">What went wrong.</param>
+    /// <param name="innerException">The cause.</param>
+    public QueueNotFoundException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="QueueNotFoundException"/> class.</summary>
+    /// <param name="queue">The queue that does not exist.</param>
+    /// <param name="message">What went wrong.</param>
+    /// <param name="innerException">The cause, if any.</param>
+    public QueueNotFoundException(string queue, string message, Exception? innerException = null)
+        : base(message, innerException)
+    {
+        Queue = queue;
+    }
+
+    /// <summary>Gets the queue that does not exist.</summary>
+    public string? Queue { get; }
+}
+
 /// <summary>Thrown when a message's payload is larger than the transport accepts.</summary>
 public sealed class MessageTooLargeException : Exception
 {

@@ -1,0 +1,226 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Patterns.Core.Tests.EventSourcing;
+using Patterns.InMemory;
+using Patterns.Messaging;
+using Patterns.Testing;
+using Patterns.Transport;
+
+namespace Patterns.Core.Tests.InMemory;
+
+/// <summary>Routing, redelivery and drain behaviour of the in-memory transport that the conformance suite does not reach.</summary>
+public sealed class InMemoryTransportDefectTests
+{
+    // Hashing and comparing a topic this long makes one route-cache lookup take tens of microseconds, which widens
+    // the window in which a bind or unbind can clear the cache under a publish that is looking the topic up.
+    private static readonly string LongTopic = "race." + new string('x', 200_000);
+
+    private const int RaceRounds = 400;
+
+    [Fact]
+    public async Task Publish_GroupBoundWhileAPublishLooksUpTheRoute_LaterPublishesReachTheGroup()
+    {
+        for (var round = 0; round < RaceRounds; round++)
+        {
+            var transport = InMemoryTransport.Create();
+            await using (transport.ConfigureAwait(false))
+            {
+                await transport.SubscribeAsync(TopicRequest(LongTopic, "first"), static (_, _) => new(Settlement.Ack));
+
+                // The first publish computes the route and caches it under this very string instance.
+                await transport.PublishAsync(LongTopic, Message("warm"));
+
+                var second = new ConcurrentQueue<string>();
+                var sentinel = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                var spin = round % 40 * 100;
+                var racing = Copy(LongTopic);
+                Race(
+                    () => CompletedAtOnce(transport.PublishAsync(racing, Message("racing"))).Should().BeTrue(),
+                    () =>
+                    {
+                        Thread.SpinWait(spin);
+
+                        // A short wildcard pattern binds at once, while the publish is still hashing the long topic.
+                        CompletedAtOnce(transport.SubscribeAsync(TopicRequest("race.#", "second"), (e, _) =>
+                        {
+                            second.Enqueue((string)e.Body!);
+                            if ((string)e.Body! == "sentinel")
+                            {
+                                sentinel.TrySetResult();
+                            }
+
+                            return new(Settlement.Ack);
+                        })).Should().BeTrue();
+                    });
+
+                // The bind has returned: a publish through the cached instance must reach the new group, and a
+                // sentinel published after it (through a fresh lookup) arrives after it on the group's one lane.
+                await transport.PublishAsync(LongTopic, Message("marker"));
+                await transport.PublishAsync(Copy(LongTopic), Message("sentinel"));
+                await sentinel.Task.WaitAsync(TestHost.Wait);
+
+                second.Should().Contain("marker", $"group 'second' was bound before 'marker' was published (round {round})");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Publish_GroupUnboundWhileAPublishLooksUpTheRoute_LaterPublishesAreUnrouted()
+    {
+        for (var round = 0; round < RaceRounds; round++)
+        {
+            var transport = InMemoryTransport.Create();
+            await using (transport.ConfigureAwait(false))
+            {
+                var leaving = await transport.SubscribeAsync(
+                    TopicRequest(LongTopic, "leaving") with { Capacity = 4, FullMode = QueueFullMode.Reject },
+                    static (_, _) => new(Settlement.Ack));
+                await transport.PublishAsync(LongTopic, Message("warm"));
+
+                var spin = round % 40 * 100;
+                var racing = Copy(LongTopic);
+                Task? stopping = null;
+                Race(
+                    () => CompletedAtOnce(transport.PublishAsync(racing, Message("racing"))).Should().BeTrue(),
+                    () =>
+                    {
+                        Thread.SpinWait(spin);
+                        stopping = leaving.StopAsync(CancellationToken.None);
+                    });
+                await stopping!.WaitAsync(TestHost.Wait);
+
+                // The only group has stopped and is unbound, so nothing may keep filling its buffer.
+                var routed = await transport.PublishAsync(LongTopic, Message("after-stop"));
+                routed.Should().BeFalse($"the only group on the topic stopped before this publish (round {round})");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Retry_RedeliveryFindsTheLaneFullInRejectMode_MessageIsDeadLettered()
+    {
+        var transport = InMemoryTransport.Create();
+        await using (transport.ConfigureAwait(false))
+        {
+            var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var secondHandled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var deliveries = new ConcurrentQueue<(string Body, int DeliveryCount)>();
+            await transport.SubscribeAsync(
+                new SubscriptionRequest { Address = TransportAddress.Queue("full"), ConsumerGroup = "full", Capacity = 1, FullMode = QueueFullMode.Reject },
+                (e, _) =>
+                {
+                    var body = (string)e.Body!;
+                    deliveries.Enqueue((body, e.DeliveryCount));
+                    if (body == "a" && e.DeliveryCount == 0)
+                    {
+                        started.TrySetResult();
+                        return new(release.Task.ContinueWith(_ => Settlement.Retry(TimeSpan.Zero), TaskScheduler.Default));
+                    }
+
+                    if (body == "b")
+                    {
+                        secondHandled.TrySetResult();
+                    }
+
+                    return new(Settlement.Ack);
+                });
+
+            await transport.SendAsync("full", Message("a"));
+            await started.Task.WaitAsync(TestHost.Wait);
+            await transport.SendAsync("full", Message("b"));
+
+            // "a" asks for a redelivery while "b" fills the lane's one slot.
+            release.SetResult();
+            await secondHandled.Task.WaitAsync(TestHost.Wait);
+
+            var letters = await transport.PeekDeadLettersAsync("full", 10);
+            var redelivered = deliveries.Any(d => d is ("a", 1));
+            (redelivered || letters.Any(l => (string)l.Envelope.Body! == "a"))
+                .Should().BeTrue("a redelivery that finds a Reject-mode lane full must be dead-lettered, not lost");
+        }
+    }
+
+    [Fact]
+    public async Task Close_DelayedRedeliveryPending_IsLoggedAsLost()
+    {
+        var time = new ManualTimeProvider();
+        var logs = new LogCapture();
+        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(logs));
+        var transport = InMemoryTransport.Create(timeProvider: time, loggerFactory: loggerFactory);
+        await transport.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue("later"), ConsumerGroup = "later" },
+            static (_, _) => new(Settlement.Retry(TimeSpan.FromMinutes(1))));
+
+        await transport.SendAsync("later", Message("a"));
+        await time.WaitForPendingTimersAsync(1).WaitAsync(TestHost.Wait);
+        await transport.DisposeAsync();
+
+        logs.WaitForAsync(1105).IsCompleted.Should().BeTrue("a delayed redelivery still pending when the transport closes is lost, and that must be logged");
+    }
+
+    internal static SubscriptionRequest TopicRequest(string topic, string group) =>
+        new() { Address = TransportAddress.Topic(topic), ConsumerGroup = group };
+
+    internal static Envelope Message(string body) => new() { MessageId = Guid.NewGuid(), MessageType = "test", Body = body };
+
+    private static string Copy(string value) => new(value.AsSpan());
+
+    /// <summary>The in-memory transport completes these calls synchronously; the racing threads rely on that.</summary>
+    private static bool CompletedAtOnce<T>(ValueTask<T> pending) => pending.IsCompletedSuccessfully;
+
+    /// <summary>Runs two actions on two dedicated threads, released together once both are spinning.</summary>
+    private static void Race(Action one, Action other)
+    {
+        var start = new StartLine();
+        var threads = new[] { new Thread(() => start.Run(one)), new Thread(() => start.Run(other)) };
+        foreach (var thread in threads)
+        {
+            thread.Start();
+        }
+
+        start.Release();
+        foreach (var thread in threads)
+        {
+            thread.Join(TestHost.Wait).Should().BeTrue("each racing action finishes");
+        }
+
+        start.Failure?.Throw();
+    }
+
+    private sealed class StartLine
+    {
+        private int _ready;
+        private volatile bool _go;
+
+        public System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure { get; private set; }
+
+        public void Run(Action action)
+        {
+            Interlocked.Increment(ref _ready);
+            while (!_go)
+            {
+                Thread.SpinWait(1);
+            }
+
+            try
+            {
+                action();
+            }
+            catch (Exception ex)
+            {
+                Failure = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(ex);
+            }
+        }
+
+        public void Release()
+        {
+            while (Volatile.Read(ref _ready) < 2)
+            {
+                Thread.Yield();
+            }
+
+            _go = true;
+        }
+    }
+}
