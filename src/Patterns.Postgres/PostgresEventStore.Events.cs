@@ -544,8 +544,7 @@ public sealed partial class PostgresEventStore
                 consecutive = stored[ids[i]].Version == firstVersion + i;
             }
 
-            var samePlace = expectedVersion.IsAny || expectedVersion.IsStreamExists || expectedVersion.Value == firstVersion - 1;
-            if (consecutive && samePlace)
+            if (consecutive && expectedVersion.IsRetryAt(firstVersion))
             {
                 var (lastVersion, lastPosition) = stored[ids[^1]];
                 return new AppendResult(streamId, lastVersion, firstPosition, lastPosition);

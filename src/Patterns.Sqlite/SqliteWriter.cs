@@ -287,7 +287,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
             return null;
         }
 
-        if (found != events.Count || !expected.IsSatisfiedBy(firstVersion - 1))
+        if (found != events.Count || !expected.IsRetryAt(firstVersion))
         {
             throw new DuplicateEventException(streamId, duplicate!.Value);
         }
@@ -398,7 +398,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
         return true;
     }
 
-    /// <summary>Marks a stream deleted (soft or hard); a hard delete also removes its events. The row stays, so the id is never reused.</summary>
+    /// <summary>Marks a stream deleted (soft or hard); a hard delete also removes its events and its snapshot. The row stays, so the id is never reused.</summary>
     public bool DeleteStream(string streamId, ExpectedVersion expected, StreamDeleteMode mode, SqliteSql sql)
     {
         var row = GetStream(streamId);
@@ -418,6 +418,9 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
             var delete = Prepared(sql.DeleteStreamEvents, "@stream");
             delete.Parameters[0].Value = streamId;
             delete.ExecuteNonQuery();
+            var snapshot = Prepared(sql.DeleteSnapshot, "@stream");
+            snapshot.Parameters[0].Value = streamId;
+            snapshot.ExecuteNonQuery();
         }
 
         return true;

@@ -231,6 +231,7 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
                     stream.Events.Clear();
                     stream.Events.TrimExcess();
                     stream.Index.Clear();
+                    _snapshots.Remove(streamId);
                 }
             }
         }
@@ -554,8 +555,7 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
             }
 
             var firstVersion = stream.Events[first].Version;
-            var samePlace = expectedVersion.IsAny || expectedVersion.IsStreamExists || expectedVersion.Value == firstVersion - 1;
-            if (consecutive && samePlace)
+            if (consecutive && expectedVersion.IsRetryAt(firstVersion))
             {
                 var last = stream.Events[first + events.Count - 1];
                 return new AppendResult(streamId, last.Version, stream.Events[first].Position, last.Position);
