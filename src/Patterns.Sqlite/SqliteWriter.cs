@@ -220,18 +220,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
     /// </summary>
     public async ValueTask ProjectAsync(InlineProjection projection, AppendResult appended, IReadOnlyList<SerializedEvent> events, CancellationToken cancellationToken)
     {
-        var stored = new StoredEvent[events.Count];
-        var firstVersion = appended.Version - events.Count + 1;
-        for (var i = 0; i < stored.Length; i++)
-        {
-            var e = events[i];
-            stored[i] = new StoredEvent(e.EventId, appended.StreamId, firstVersion + i, appended.FirstPosition + i, e.EventType, e.Data, e.Timestamp)
-            {
-                CorrelationId = e.CorrelationId,
-                CausationId = e.CausationId,
-                Metadata = e.Metadata,
-            };
-        }
+        var stored = StoredEvent.FromAppend(appended.StreamId, appended.Version - events.Count + 1, appended.FirstPosition, events);
 
         var documents = new TransactionDocumentWriter(this);
         try
