@@ -412,18 +412,7 @@ public sealed partial class PostgresEventStore
         InlineProjection inlineProjection,
         CancellationToken cancellationToken)
     {
-        var stored = new StoredEvent[events.Count];
-        var firstVersion = result.Version - events.Count + 1;
-        for (var i = 0; i < stored.Length; i++)
-        {
-            var e = events[i];
-            stored[i] = new StoredEvent(e.EventId, streamId, firstVersion + i, result.FirstPosition + i, e.EventType, e.Data, e.Timestamp)
-            {
-                CorrelationId = e.CorrelationId,
-                CausationId = e.CausationId,
-                Metadata = e.Metadata,
-            };
-        }
+        var stored = StoredEvent.FromAppend(streamId, result.Version - events.Count + 1, result.FirstPosition, events);
 
         var writer = new PostgresDocumentWriter(_schema, connection, transaction, _timeProvider);
         try
@@ -544,8 +533,7 @@ public sealed partial class PostgresEventStore
                 consecutive = stored[ids[i]].Version == firstVersion + i;
             }
 
-            var samePlace = expectedVersion.IsAny || expectedVersion.IsStreamExists || expectedVersion.Value == firstVersion - 1;
-            if (consecutive && samePlace)
+            if (consecutive && expectedVersion.IsRetryAt(firstVersion))
             {
                 var (lastVersion, lastPosition) = stored[ids[^1]];
                 return new AppendResult(streamId, lastVersion, firstPosition, lastPosition);

@@ -106,6 +106,7 @@ internal sealed class SqliteSql
         UpsertStreamVersion = $"INSERT INTO {streams} (stream_id, version) VALUES (@stream, @version) ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version";
         MarkStreamDeleted = $"INSERT INTO {streams} (stream_id, version, deleted) VALUES (@stream, @version, @deleted) ON CONFLICT (stream_id) DO UPDATE SET deleted = max(deleted, excluded.deleted)";
         DeleteStreamEvents = $"DELETE FROM {events} WHERE stream_id = @stream";
+        DeleteSnapshot = $"DELETE FROM {snapshots} WHERE stream_id = @stream";
         TruncateStream = $"UPDATE {streams} SET truncated_before = @before WHERE stream_id = @stream AND truncated_before < @before";
         FindEvent = $"SELECT version, position FROM {events} WHERE event_id = @id AND stream_id = @stream";
 
@@ -182,6 +183,8 @@ internal sealed class SqliteSql
     public string MarkStreamDeleted { get; }
 
     public string DeleteStreamEvents { get; }
+
+    public string DeleteSnapshot { get; }
 
     public string TruncateStream { get; }
 

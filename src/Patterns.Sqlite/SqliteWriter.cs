@@ -220,18 +220,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
     /// </summary>
     public async ValueTask ProjectAsync(InlineProjection projection, AppendResult appended, IReadOnlyList<SerializedEvent> events, CancellationToken cancellationToken)
     {
-        var stored = new StoredEvent[events.Count];
-        var firstVersion = appended.Version - events.Count + 1;
-        for (var i = 0; i < stored.Length; i++)
-        {
-            var e = events[i];
-            stored[i] = new StoredEvent(e.EventId, appended.StreamId, firstVersion + i, appended.FirstPosition + i, e.EventType, e.Data, e.Timestamp)
-            {
-                CorrelationId = e.CorrelationId,
-                CausationId = e.CausationId,
-                Metadata = e.Metadata,
-            };
-        }
+        var stored = StoredEvent.FromAppend(appended.StreamId, appended.Version - events.Count + 1, appended.FirstPosition, events);
 
         var documents = new TransactionDocumentWriter(this);
         try
@@ -287,7 +276,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
             return null;
         }
 
-        if (found != events.Count || !expected.IsSatisfiedBy(firstVersion - 1))
+        if (found != events.Count || !expected.IsRetryAt(firstVersion))
         {
             throw new DuplicateEventException(streamId, duplicate!.Value);
         }
@@ -398,7 +387,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
         return true;
     }
 
-    /// <summary>Marks a stream deleted (soft or hard); a hard delete also removes its events. The row stays, so the id is never reused.</summary>
+    /// <summary>Marks a stream deleted (soft or hard); a hard delete also removes its events and its snapshot. The row stays, so the id is never reused.</summary>
     public bool DeleteStream(string streamId, ExpectedVersion expected, StreamDeleteMode mode, SqliteSql sql)
     {
         var row = GetStream(streamId);
@@ -418,6 +407,9 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
             var delete = Prepared(sql.DeleteStreamEvents, "@stream");
             delete.Parameters[0].Value = streamId;
             delete.ExecuteNonQuery();
+            var snapshot = Prepared(sql.DeleteSnapshot, "@stream");
+            snapshot.Parameters[0].Value = streamId;
+            snapshot.ExecuteNonQuery();
         }
 
         return true;

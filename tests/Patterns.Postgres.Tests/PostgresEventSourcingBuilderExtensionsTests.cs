@@ -42,6 +42,39 @@ public sealed class PostgresEventSourcingBuilderExtensionsTests : PostgresTestBa
     }
 
     [Fact]
+    public async Task UsePostgres_InlineProjectionOnOtherStreams_AppendsToTheRestStillCommitInGroups()
+    {
+        // An inline projection on "a-" streams must not take group commit away from appends to "b-" streams.
+        using var host = BuildHost(es => es
+            .UsePostgres(PostgresDatabase.ConnectionString, o => o.Schema = SchemaName)
+            .AddEvent<Deposited>("deposited")
+            .AddProjection("a-totals", (e, context, ct) => context.Documents.UpsertAsync("a-totals", e.StreamId, "{}"u8.ToArray(), ct), o =>
+            {
+                o.Mode = ProjectionMode.Inline;
+                o.StreamPrefix = "a-";
+            }));
+        await host.StartAsync();
+        var facade = host.Services.GetRequiredService<IEventStore>();
+        var store = (PostgresEventStore)host.Services.GetRequiredService<IEventStorage>();
+        await facade.AppendAsync("b-blocker", ExpectedVersion.NoStream, new Deposited(1));
+
+        await using var blocking = await HoldStreamRowAsync("b-blocker");
+        var leader = facade.AppendAsync("b-blocker", ExpectedVersion.Any, new Deposited(2)).AsTask();
+        var queued = Enumerable.Range(1, 3).Select(i => facade.AppendAsync($"b-{i}", ExpectedVersion.NoStream, new Deposited(i)).AsTask()).ToArray();
+
+        store.QueuedAppends.Should().Be(3, "appends no inline projection selects wait for the next group");
+        await blocking.CommitAsync();
+        await leader.WaitAsync(PostgresDatabase.Wait);
+        await Task.WhenAll(queued).WaitAsync(PostgresDatabase.Wait);
+        store.Groups.Should().Be(1);
+
+        await facade.AppendAsync("a-1", ExpectedVersion.NoStream, new Deposited(3));
+        (await store.GetAsync("a-totals", "a-1")).Should().NotBeNull("an append the projection selects still runs it in its transaction");
+        (await store.GetAsync("a-totals", "b-1")).Should().BeNull();
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task UsePostgres_InvalidOptions_FailsAtStartListingEveryProblem()
     {
         using var host = BuildHost(es => es.UsePostgres(PostgresDatabase.ConnectionString, o =>

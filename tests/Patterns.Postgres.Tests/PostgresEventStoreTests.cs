@@ -7,6 +7,19 @@ namespace Patterns.Postgres.Tests;
 
 public sealed class PostgresEventStoreTests : PostgresTestBase
 {
+    [Theory]
+    [InlineData(PostgresErrorCodes.DeadlockDetected, StorageErrorKind.Conflict)]
+    [InlineData(PostgresErrorCodes.SerializationFailure, StorageErrorKind.Conflict)]
+    [InlineData(PostgresErrorCodes.CannotConnectNow, StorageErrorKind.Transient)]
+    [InlineData(PostgresErrorCodes.UniqueViolation, StorageErrorKind.Permanent)]
+    [InlineData(PostgresSchema.WrongExpectedVersionState, StorageErrorKind.Permanent)]
+    public void Classify_PostgresErrors_DeadlocksAndSerializationFailuresAreConflicts(string sqlState, StorageErrorKind kind)
+    {
+        var store = CreateSut();
+
+        StorageErrors.Classify(new PostgresException("driver error", "ERROR", "ERROR", sqlState), store).Should().Be(kind);
+    }
+
     [Fact]
     public async Task AppendAsync_ThenRead_RoundTripsEveryField()
     {

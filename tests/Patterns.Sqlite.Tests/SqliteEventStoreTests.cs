@@ -17,6 +17,21 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
 
     public ValueTask DisposeAsync() => _db.DisposeAsync();
 
+    // ----- Error classification -----------------------------------------------------------------------------
+
+    [Theory]
+    [InlineData(5, StorageErrorKind.Transient)] // SQLITE_BUSY
+    [InlineData(6, StorageErrorKind.Transient)] // SQLITE_LOCKED
+    [InlineData(261, StorageErrorKind.Transient)] // SQLITE_BUSY_RECOVERY
+    [InlineData(19, StorageErrorKind.Permanent)] // SQLITE_CONSTRAINT
+    [InlineData(13, StorageErrorKind.Permanent)] // SQLITE_FULL
+    public async Task Classify_SqliteErrors_BusyAndLockedAreTransient(int errorCode, StorageErrorKind kind)
+    {
+        await using var store = new SqliteEventStore(_db.File());
+
+        StorageErrors.Classify(new SqliteException("driver error", errorCode), store).Should().Be(kind);
+    }
+
     // ----- Group commit -------------------------------------------------------------------------------------
 
     [Fact]

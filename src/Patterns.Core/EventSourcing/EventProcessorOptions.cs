@@ -1,5 +1,6 @@
 using System.ComponentModel.DataAnnotations;
 using Patterns.Resilience;
+using Polly.Retry;
 
 namespace Patterns.EventSourcing;
 
@@ -26,10 +27,12 @@ public enum SubscriptionStartPosition
 /// <summary>Options shared by subscriptions and projections: which events, how failures are retried and handled, how often the checkpoint is saved.</summary>
 public abstract class EventProcessorOptions : HandlerResilienceOptions
 {
+    private readonly RetryStrategyOptions _defaultRetry;
+
     /// <summary>Initializes a new instance of the <see cref="EventProcessorOptions"/> class with the defaults.</summary>
     protected EventProcessorOptions()
     {
-        Retry = PipelineFactory.DefaultRetry();
+        Retry = _defaultRetry = PipelineFactory.DefaultRetry();
     }
 
     /// <summary>Gets the event types to handle (a base type or interface selects every event type assignable to it, including older types that upcast to one).</summary>
@@ -60,6 +63,21 @@ public abstract class EventProcessorOptions : HandlerResilienceOptions
     /// <summary>Gets or sets where a subscription without a checkpoint starts.</summary>
     /// <value>Default <see cref="SubscriptionStartPosition.Beginning"/>.</value>
     public SubscriptionStartPosition StartFrom { get; set; } = SubscriptionStartPosition.Beginning;
+
+    /// <summary>Whether <paramref name="retry"/> is the retry these options started with, unchanged.</summary>
+    internal bool HasDefaultRetry(RetryStrategyOptions retry)
+    {
+        var fresh = PipelineFactory.DefaultRetry();
+        return ReferenceEquals(retry, _defaultRetry)
+            && retry.MaxRetryAttempts == fresh.MaxRetryAttempts
+            && retry.Delay == fresh.Delay
+            && retry.MaxDelay == fresh.MaxDelay
+            && retry.BackoffType == fresh.BackoffType
+            && retry.UseJitter == fresh.UseJitter
+            && retry.ShouldHandle == fresh.ShouldHandle
+            && retry.DelayGenerator is null
+            && retry.OnRetry is null;
+    }
 }
 
 /// <summary>Options of one subscription.</summary>

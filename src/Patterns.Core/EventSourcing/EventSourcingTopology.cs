@@ -149,9 +149,71 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
             }
 
             TopologyValidator.ValidateResilience(errors, what, processor.Options);
+            if (processor.Options is ProjectionOptions { Mode: ProjectionMode.Inline } inline && InapplicableInlineOptions(inline) is { Count: > 0 } inapplicable)
+            {
+                errors.Add($"{what}: an inline projection runs inside each append, so {string.Join(", ", inapplicable)} cannot apply to it (a failure fails the append; there is no checkpoint, batch or start position). Leave them at their defaults, or make the projection async.");
+            }
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>The options an inline projection was given that only a subscription can honour (those changed from their defaults).</summary>
+    internal static List<string> InapplicableInlineOptions(ProjectionOptions options)
+    {
+        var defaults = new ProjectionOptions();
+        var names = new List<string>();
+        if (options.BatchSize != defaults.BatchSize)
+        {
+            names.Add(nameof(options.BatchSize));
+        }
+
+        if (options.CheckpointInterval != defaults.CheckpointInterval)
+        {
+            names.Add(nameof(options.CheckpointInterval));
+        }
+
+        if (options.StartFrom != defaults.StartFrom)
+        {
+            names.Add(nameof(options.StartFrom));
+        }
+
+        if (options.OnFailure != defaults.OnFailure)
+        {
+            names.Add(nameof(options.OnFailure));
+        }
+
+        if (options.Retry is { } retry && !options.HasDefaultRetry(retry))
+        {
+            names.Add(nameof(options.Retry));
+        }
+
+        if (options.CircuitBreaker is not null)
+        {
+            names.Add(nameof(options.CircuitBreaker));
+        }
+
+        if (options.AttemptTimeout is not null)
+        {
+            names.Add(nameof(options.AttemptTimeout));
+        }
+
+        if (options.MaxConcurrentCalls is not null)
+        {
+            names.Add(nameof(options.MaxConcurrentCalls));
+        }
+
+        if (options.MaxQueuedCalls != defaults.MaxQueuedCalls)
+        {
+            names.Add(nameof(options.MaxQueuedCalls));
+        }
+
+        if (options.ConfigurePipeline is not null)
+        {
+            names.Add(nameof(options.ConfigurePipeline));
+        }
+
+        return names;
     }
 
     private static void ValidateEventNames(List<string> errors, EventSourcingTopology options)

@@ -53,7 +53,7 @@ internal sealed class EventStore : IEventStore
         AppendResult result;
         try
         {
-            result = await Storage.AppendAsync(streamId, expectedVersion, serialized, _inline?.For(events), cancellationToken).ConfigureAwait(false);
+            result = await Storage.AppendAsync(streamId, expectedVersion, serialized, _inline?.For(streamId, events), cancellationToken).ConfigureAwait(false);
         }
         catch (WrongExpectedVersionException ex)
         {
@@ -136,7 +136,24 @@ internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entri
 {
     public IReadOnlyList<Entry> Entries => entries;
 
-    public InlineProjection For(IReadOnlyList<EventData> events) => (stored, documents, ct) => RunAsync(events, stored, documents, ct);
+    /// <summary>
+    /// The projection to run inside an append, or <see langword="null"/> when no inline projection can select any of
+    /// its events (by stream prefix, and by event type after upcasting): such an append carries no projection, so a
+    /// store keeps its fast path for it (PostgreSQL's group commit).
+    /// </summary>
+    public InlineProjection? For(string streamId, IReadOnlyList<EventData> events)
+    {
+        List<Entry>? selected = null;
+        foreach (var entry in entries)
+        {
+            if (entry.MaySelect(streamId, events, types))
+            {
+                (selected ??= []).Add(entry);
+            }
+        }
+
+        return selected is null ? null : (stored, documents, ct) => RunAsync(selected, events, stored, documents, ct);
+    }
 
     /// <summary>Replays events through one inline projection (a rebuild), writing straight to the document store.</summary>
     public static async ValueTask ProjectAsync(Entry entry, RecordedEvent @event, ProjectionContext context, CancellationToken cancellationToken)
@@ -147,7 +164,7 @@ internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entri
         }
     }
 
-    private async ValueTask RunAsync(IReadOnlyList<EventData> events, IReadOnlyList<StoredEvent> stored, IDocumentWriter documents, CancellationToken cancellationToken)
+    private async ValueTask RunAsync(List<Entry> selected, IReadOnlyList<EventData> events, IReadOnlyList<StoredEvent> stored, IDocumentWriter documents, CancellationToken cancellationToken)
     {
         var recorded = new RecordedEvent[stored.Count];
         for (var i = 0; i < recorded.Length; i++)
@@ -156,7 +173,7 @@ internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entri
             recorded[i] = EventTypeMap.ToRecorded(stored[i], data, ReferenceEquals(data, events[i].Data) ? stored[i].EventType : types.GetName(data.GetType()));
         }
 
-        foreach (var entry in entries)
+        foreach (var entry in selected)
         {
             var context = new ProjectionContext(entry.Name, documents, serializer, isInline: true);
             foreach (var e in recorded)
@@ -171,5 +188,29 @@ internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entri
         public bool Selects(RecordedEvent @event) =>
             (StreamPrefix is null || @event.StreamId.StartsWith(StreamPrefix, StringComparison.Ordinal))
             && (EventTypes.Length == 0 || Array.Exists(EventTypes, t => t.IsInstanceOfType(@event.Data)));
+
+        /// <summary>Whether the projection may select one of an append's events; false only when it certainly selects none.</summary>
+        public bool MaySelect(string streamId, IReadOnlyList<EventData> events, EventTypeMap types)
+        {
+            if (StreamPrefix is not null && !streamId.StartsWith(StreamPrefix, StringComparison.Ordinal))
+            {
+                return false;
+            }
+
+            if (EventTypes.Length == 0)
+            {
+                return true;
+            }
+
+            foreach (var e in events)
+            {
+                if (types.MayBecome(e.Data.GetType(), EventTypes))
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
     }
 }

@@ -185,6 +185,38 @@ internal sealed class EventTypeMap
         return type;
     }
 
+    /// <summary>
+    /// Gets whether an event of <paramref name="type"/>, once the typed upcasters have run, is assignable to one of
+    /// <paramref name="targets"/> (any type when <paramref name="targets"/> is empty).
+    /// </summary>
+    public bool MayBecome(Type type, Type[] targets)
+    {
+        if (targets.Length == 0)
+        {
+            return true;
+        }
+
+        for (var hops = 0; hops <= MaxChainLength; hops++)
+        {
+            foreach (var target in targets)
+            {
+                if (target.IsAssignableFrom(type))
+                {
+                    return true;
+                }
+            }
+
+            if (!_typed.TryGetValue(type, out var typed))
+            {
+                return false;
+            }
+
+            type = typed.To;
+        }
+
+        return false;
+    }
+
     /// <summary>Applies the typed upcasters to an event (for example one just appended, which never went through a read).</summary>
     public object UpcastTyped(object data, StoredEvent stored)
     {

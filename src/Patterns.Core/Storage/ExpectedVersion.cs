@@ -52,6 +52,15 @@ public readonly record struct ExpectedVersion
         _ => currentVersion == Value,
     };
 
+    /// <summary>
+    /// Gets whether an append with this expectation, whose events are all stored already (in order, with consecutive
+    /// versions from <paramref name="firstStoredVersion"/>), is an exact retry of the append that stored them: an
+    /// exact version (including <see cref="NoStream"/>) must put the events right after it; <see cref="Any"/> and
+    /// <see cref="StreamExists"/> accept the place where they are. Every store decides retries with this, so they agree.
+    /// </summary>
+    /// <param name="firstStoredVersion">The stream version of the first of the append's events as stored (1 or more).</param>
+    public bool IsRetryAt(long firstStoredVersion) => IsAny || IsStreamExists || Value == firstStoredVersion - 1;
+
     /// <inheritdoc />
     public override string ToString() => Value switch
     {

@@ -25,4 +25,32 @@ public sealed record StoredEvent(
 
     /// <summary>Gets the serialized metadata, if any.</summary>
     public ReadOnlyMemory<byte> Metadata { get; init; }
+
+    /// <summary>
+    /// Stamps an append's events with their stream, consecutive versions and consecutive positions: the construction
+    /// every store uses for the events it appends (and hands to an inline projection).
+    /// </summary>
+    /// <param name="streamId">The stream appended to.</param>
+    /// <param name="firstVersion">The version of the first event.</param>
+    /// <param name="firstPosition">The global position of the first event.</param>
+    /// <param name="events">The appended events.</param>
+    /// <param name="copyBuffers">Whether to copy the data and metadata, for a store that keeps them (the caller may reuse its buffers).</param>
+    /// <returns>The stored events, in order.</returns>
+    public static StoredEvent[] FromAppend(string streamId, long firstVersion, long firstPosition, IReadOnlyList<SerializedEvent> events, bool copyBuffers = false)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+        var stored = new StoredEvent[events.Count];
+        for (var i = 0; i < stored.Length; i++)
+        {
+            var e = events[i];
+            stored[i] = new StoredEvent(e.EventId, streamId, firstVersion + i, firstPosition + i, e.EventType, copyBuffers ? e.Data.ToArray() : e.Data, e.Timestamp)
+            {
+                CorrelationId = e.CorrelationId,
+                CausationId = e.CausationId,
+                Metadata = e.Metadata.IsEmpty ? default : copyBuffers ? e.Metadata.ToArray() : e.Metadata,
+            };
+        }
+
+        return stored;
+    }
 }

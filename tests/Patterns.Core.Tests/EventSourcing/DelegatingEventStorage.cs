@@ -7,10 +7,16 @@ public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage
 {
     public Func<long, CancellationToken, ValueTask>? OnWaitForEvents { get; init; }
 
+    /// <summary>Gets every append's stream and whether it carried an inline projection, in call order.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<(string StreamId, bool WithProjection)> Appends { get; } = new();
+
     public EventStorageCapabilities Capabilities => inner.Capabilities;
 
-    public ValueTask<AppendResult> AppendAsync(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, InlineProjection? inlineProjection = null, CancellationToken cancellationToken = default) =>
-        inner.AppendAsync(streamId, expectedVersion, events, inlineProjection, cancellationToken);
+    public ValueTask<AppendResult> AppendAsync(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<SerializedEvent> events, InlineProjection? inlineProjection = null, CancellationToken cancellationToken = default)
+    {
+        Appends.Enqueue((streamId, inlineProjection is not null));
+        return inner.AppendAsync(streamId, expectedVersion, events, inlineProjection, cancellationToken);
+    }
 
     public IAsyncEnumerable<StoredEvent> ReadStreamAsync(string streamId, ReadDirection direction = ReadDirection.Forward, long? fromVersion = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default) =>
         inner.ReadStreamAsync(streamId, direction, fromVersion, maxCount, cancellationToken);

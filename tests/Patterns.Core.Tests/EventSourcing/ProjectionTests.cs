@@ -48,6 +48,59 @@ public sealed class ProjectionTests
     }
 
     [Fact]
+    public async Task InlineProjection_AppendItCannotSelect_CarriesNoProjectionToTheStore()
+    {
+        // A store runs an append that carries a projection on its slow path (PostgreSQL: alone, outside group commit),
+        // so the kernel passes one only when an inline projection may select the append's events.
+        var storage = new InMemoryEventStorage();
+        var events = new DelegatingEventStorage(storage);
+        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
+        using var host = await EventSourcingHost.StartAsync(es => es
+            .UseStorage(_ => fixture.AsSingleStore())
+            .AddProjection("a-deposits", (e, context, ct) => context.Documents.UpsertAsync("a-deposits", e.StreamId, "{}"u8.ToArray(), ct), o =>
+            {
+                o.Mode = ProjectionMode.Inline;
+                o.StreamPrefix = "a-";
+                o.EventTypes.Add(typeof(Deposited));
+            }));
+        var store = host.Store();
+
+        await store.AppendAsync("b-1", ExpectedVersion.NoStream, new Deposited(1m));
+        await store.AppendAsync("a-1", ExpectedVersion.NoStream, new AccountOpened("ada"));
+        await store.AppendAsync("a-1", ExpectedVersion.Exact(1), [new Withdrawn(1m), new Deposited(2m)]);
+
+        events.Appends.Should().Equal(("b-1", false), ("a-1", false), ("a-1", true));
+        (await storage.GetAsync("a-deposits", "a-1")).Should().NotBeNull();
+        (await storage.GetAsync("a-deposits", "b-1")).Should().BeNull();
+    }
+
+    [Fact]
+    public async Task InlineProjection_OptionsOnlyASubscriptionHonours_FailTheStartNamingEach()
+    {
+        using var host = TestHost.Build(b => b.AddEventSourcing(es => es
+            .AddProjection("inline-tuned", (_, _, _) => ValueTask.CompletedTask, o =>
+            {
+                o.Mode = ProjectionMode.Inline;
+                o.BatchSize = 10;
+                o.CheckpointInterval = 5;
+                o.StartFrom = SubscriptionStartPosition.End;
+                o.OnFailure = SubscriptionFailureMode.Park;
+                o.Retry!.MaxRetryAttempts = 7;
+                o.AttemptTimeout = TimeSpan.FromSeconds(1);
+            })
+            .AddProjection("inline-plain", (_, _, _) => ValueTask.CompletedTask, o => o.Mode = ProjectionMode.Inline)
+            .AddProjection("inline-no-retry", (_, _, _) => ValueTask.CompletedTask, o => { o.Mode = ProjectionMode.Inline; o.Retry = null; })
+            .AddProjection("async-tuned", (_, _, _) => ValueTask.CompletedTask, o => o.BatchSize = 10)), harness: false);
+
+        var act = () => host.StartAsync();
+
+        var failures = (await act.Should().ThrowAsync<Microsoft.Extensions.Options.OptionsValidationException>()).Which.Failures.ToList();
+        failures.Should().ContainSingle(f => f.Contains("'inline-tuned'"))
+            .Which.Should().ContainAll("inline", "BatchSize", "CheckpointInterval", "StartFrom", "OnFailure", "Retry", "AttemptTimeout");
+        failures.Should().NotContain(f => f.Contains("'inline-plain'") || f.Contains("'inline-no-retry'") || f.Contains("'async-tuned'"));
+    }
+
+    [Fact]
     public async Task InlineProjection_Throws_TheAppendFailsAndNothingIsStored()
     {
         using var host = await EventSourcingHost.StartAsync(es => es.AddProjection("strict", async (e, context, ct) =>

@@ -231,6 +231,7 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
                     stream.Events.Clear();
                     stream.Events.TrimExcess();
                     stream.Index.Clear();
+                    _snapshots.Remove(streamId);
                 }
             }
         }
@@ -484,18 +485,8 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
             throw new WrongExpectedVersionException(streamId, expectedVersion, current);
         }
 
-        var stored = new StoredEvent[events.Count];
         var position = pending?.Head ?? _log.Count;
-        for (var i = 0; i < stored.Length; i++)
-        {
-            var e = events[i];
-            stored[i] = new StoredEvent(e.EventId, streamId, current + i + 1, position + i + 1, e.EventType, e.Data.ToArray(), e.Timestamp)
-            {
-                CorrelationId = e.CorrelationId,
-                CausationId = e.CausationId,
-                Metadata = e.Metadata.IsEmpty ? default : e.Metadata.ToArray(),
-            };
-        }
+        var stored = StoredEvent.FromAppend(streamId, current + 1, position + 1, events, copyBuffers: true);
 
         if (pending is not null)
         {
@@ -554,8 +545,7 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
             }
 
             var firstVersion = stream.Events[first].Version;
-            var samePlace = expectedVersion.IsAny || expectedVersion.IsStreamExists || expectedVersion.Value == firstVersion - 1;
-            if (consecutive && samePlace)
+            if (consecutive && expectedVersion.IsRetryAt(firstVersion))
             {
                 var last = stream.Events[first + events.Count - 1];
                 return new AppendResult(streamId, last.Version, stream.Events[first].Position, last.Position);
