@@ -34,7 +34,7 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
             serialized[i] = types.Serialize(data, timestamp);
         }
 
-        var inline = services.GetService<InlineProjector>() is { Entries.Count: > 0 } projector ? projector.For(events) : null;
+        var inline = services.GetService<InlineProjector>() is { Entries.Count: > 0 } projector ? projector.For(streamId, events) : null;
         _work.Append(streamId, expectedVersion, serialized, inline);
     }
 
