@@ -44,6 +44,10 @@ builder.AddEventSourcing(es =>
     }, o => o.EventTypes.Add(typeof(MoneyWithdrawn)));
 });
 
+// A subscription runs in one process at a time (a lease in the store). A process killed with kill -9 cannot release
+// its lease, so the next run waits for it to expire: short here, so a restarted sample resumes within seconds.
+builder.Services.Configure<EventSourcingOptions>(o => o.LeaseDuration = TimeSpan.FromSeconds(3));
+
 using var host = builder.Build();
 await host.StartAsync();
 
