@@ -12,8 +12,9 @@ namespace Patterns.Outbox;
 /// </summary>
 /// <remarks>
 /// <para>
-/// Resolve it from a scope (a handler's <see cref="MessageContext.Services"/>, or a scope of your own); it is registered
-/// by <c>AddOutbox()</c>. It is not thread-safe. After a commit the session is empty and may be used again.
+/// Resolve it from any provider (a handler's <see cref="MessageContext.Services"/>, a scope, or inject it); it is
+/// registered by <c>AddOutbox()</c> as transient, so each resolution is a new session: resolve it once per unit of work
+/// and pass it along. It is not thread-safe. After a commit the session is empty and may be used again.
 /// </para>
 /// <para>
 /// In a message handler, call <see cref="Handles(MessageContext)"/> so that the commit also records the message in the

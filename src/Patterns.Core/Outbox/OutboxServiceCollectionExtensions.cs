@@ -10,7 +10,7 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class OutboxServiceCollectionExtensions
 {
     /// <summary>
-    /// Adds the transactional outbox: a scoped <see cref="IStoreSession"/> that commits events, documents, outgoing
+    /// Adds the transactional outbox: <see cref="IStoreSession"/> (transient: each resolution is a new session) that commits events, documents, outgoing
     /// messages and inbox entries in one unit of work, and the relay that hands committed messages to the transport.
     /// The store is the one chosen with <c>AddEventSourcing(es => es.UseSqlite(...))</c> (or <c>UsePostgres</c>); in
     /// memory unless another is chosen.
@@ -29,7 +29,9 @@ public static class OutboxServiceCollectionExtensions
         }
 
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<OutboxOptions>, OutboxOptionsValidator>());
-        services.TryAddScoped<IStoreSession>(static sp => new StoreSession(sp));
+        // Transient, not scoped: a delegate handler's context.Services is the root provider, where a scoped session would be
+        // one session shared by every message handled at the same time.
+        services.TryAddTransient<IStoreSession>(static sp => new StoreSession(sp));
         if (!services.Any(static d => d.ServiceType == typeof(OutboxRelay)))
         {
             services.AddSingleton(static sp => new OutboxRelay(

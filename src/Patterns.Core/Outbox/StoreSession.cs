@@ -8,7 +8,7 @@ using Patterns.Storage;
 
 namespace Patterns.Outbox;
 
-/// <summary>The scoped <see cref="IStoreSession"/>: collects a <see cref="UnitOfWork"/> and commits it.</summary>
+/// <summary>The <see cref="IStoreSession"/> (one per resolution): collects a <see cref="UnitOfWork"/> and commits it.</summary>
 internal sealed class StoreSession(IServiceProvider services) : IStoreSession
 {
     private readonly IUnitOfWorkStorage _units = services.GetRequiredService<IUnitOfWorkStorage>();

@@ -224,6 +224,7 @@ public sealed class OutboxTests
         var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var settled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var followUps = new ConcurrentQueue<int>();
+        var outcomes = new ConcurrentQueue<string>();
         using var host = await StartAsync(store, b =>
         {
             b.AddMessageQueue(q => q.AddQueue("orders").AddConsumer<OutboxOrderPlaced>("orders", async (m, context, ct) =>
@@ -237,6 +238,12 @@ public sealed class OutboxTests
                 try
                 {
                     await session.CommitAsync(ct);
+                    outcomes.Enqueue("committed " + context.MessageId + " delivery " + context.DeliveryCount);
+                }
+                catch (Exception ex)
+                {
+                    outcomes.Enqueue(ex.GetType().Name + ": " + ex.Message);
+                    throw;
                 }
                 finally
                 {
@@ -259,7 +266,7 @@ public sealed class OutboxTests
         await sender.SendAsync("orders", new OutboxOrderPlaced(9, "ada"), new MessageOptions { MessageId = id, PartitionKey = "a" });
         await sender.SendAsync("orders", new OutboxOrderPlaced(9, "ada"), new MessageOptions { MessageId = id, PartitionKey = "b" });
         await settled.Task.WaitAsync(TestHost.Wait);
-        await arrived.Task.WaitAsync(TestHost.Wait);
+        (await Task.WhenAny(arrived.Task, Task.Delay(TestHost.Wait, TimeProvider.System))).Should().Be(arrived.Task, "the follow-up should arrive; the commits ended: " + string.Join(" | ", outcomes));
         await host.StopAsync();
 
         (await ToListAsync(store.ReadStreamAsync("order-9"))).Should().HaveCount(1, "the handler's append committed once");
