@@ -51,7 +51,7 @@ internal sealed class EventProcessor : IDisposable
     private readonly EventProcessorServices _services;
     private readonly EventProcessorHandler _handler;
     private readonly ResiliencePipeline? _pipeline;
-    private readonly EventFilter? _filter;
+    private readonly EventSelector _selector;
     private readonly string? _streamId;
     private readonly ProjectionContext _context;
     private readonly PendingDocuments _documents;
@@ -83,8 +83,7 @@ internal sealed class EventProcessor : IDisposable
         _streamId = registration.StreamId;
         _logger = services.LoggerFactory.CreateLogger("Patterns.EventSourcing.Subscriptions." + registration.Name);
         _tags = EventSourcingTelemetry.Tags(registration.Name);
-        var filter = services.Types.CreateFilter(_options.EventTypes, _options.StreamPrefix);
-        _filter = filter.IsAll ? null : filter;
+        _selector = services.Types.CreateSelector(_options.EventTypes, _options.StreamPrefix);
         _documents = new PendingDocuments(services.Documents);
         _context = new ProjectionContext(registration.Name, _documents, services.Serializer, isInline: false);
         _pipeline = PipelineFactory.Create(_options, services.TimeProvider, args =>
@@ -462,8 +461,17 @@ internal sealed class EventProcessor : IDisposable
                     stopping.ThrowIfCancellationRequested();
                     read++;
                     Volatile.Write(ref _current, stored.Position);
-                    if ((_streamId is null || _filter is null || _filter.Matches(stored.StreamId, stored.EventType))
-                        && !await HandleAsync(stored, aborting).ConfigureAwait(false))
+                    var selection = _selector.Select(stored.StreamId, stored.EventType);
+                    if (selection == EventSelection.Unknown)
+                    {
+                        // A type-filtered subscription cannot tell whether it selects an event whose name this process
+                        // has not registered (a newer process appended it): it stops before the event rather than skip
+                        // one it may select. Registering the type (deploying this process's new version) resumes it.
+                        FaultUnknown(stored);
+                        return;
+                    }
+
+                    if (selection == EventSelection.Handle && !await HandleAsync(stored, aborting).ConfigureAwait(false))
                     {
                         return;
                     }
@@ -629,7 +637,7 @@ internal sealed class EventProcessor : IDisposable
 
     private IAsyncEnumerable<StoredEvent> ReadBatch(long cursor, CancellationToken stopping) =>
         _streamId is null
-            ? _services.Storage.ReadAllAsync(cursor, _filter, _options.BatchSize, stopping)
+            ? _services.Storage.ReadAllAsync(cursor, _selector.ReadFilter, _options.BatchSize, stopping)
             : _services.Storage.ReadStreamAsync(_streamId, ReadDirection.Forward, cursor + 1, _options.BatchSize, stopping);
 
     /// <summary>Handles one event; false when the subscription faulted on it.</summary>
@@ -708,6 +716,14 @@ internal sealed class EventProcessor : IDisposable
 
         EventSourcingTelemetry.Handled.Add(1, _tags);
         return null;
+    }
+
+    private void FaultUnknown(StoredEvent stored)
+    {
+        var unknown = new UnknownEventTypeException(stored.EventType, stored.StreamId, stored.Version, stored.Position);
+        EventSourcingTelemetry.Failed.Add(1, _tags);
+        EventSourcingLog.Faulted(_logger, unknown, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, unknown));
     }
 
     private void Park(StoredEvent stored, Exception exception)
