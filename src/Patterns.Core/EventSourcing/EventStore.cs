@@ -53,7 +53,9 @@ internal sealed class EventStore : IEventStore
         AppendResult result;
         try
         {
-            result = await Storage.AppendAsync(streamId, expectedVersion, serialized, _inline?.For(events), cancellationToken).ConfigureAwait(false);
+            result = _inline is null
+                ? await Storage.AppendAsync(streamId, expectedVersion, serialized, null, cancellationToken).ConfigureAwait(false)
+                : await AppendInlineAsync(_inline, streamId, expectedVersion, serialized, events, cancellationToken).ConfigureAwait(false);
         }
         catch (WrongExpectedVersionException ex)
         {
@@ -77,6 +79,21 @@ internal sealed class EventStore : IEventStore
 
         EventSourcingTelemetry.Appended.Add(serialized.Length);
         return result;
+    }
+
+    /// <summary>Appends with the inline projections, through the gate an inline rebuild closes while it swaps.</summary>
+    private async ValueTask<AppendResult> AppendInlineAsync(
+        InlineProjector inline, string streamId, ExpectedVersion expectedVersion, SerializedEvent[] serialized, IReadOnlyList<EventData> events, CancellationToken cancellationToken)
+    {
+        await inline.Gate.EnterAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await Storage.AppendAsync(streamId, expectedVersion, serialized, inline.For(events), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            inline.Gate.Exit();
+        }
     }
 
     public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
@@ -135,6 +152,9 @@ internal sealed class EventStore : IEventStore
 internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entries, Serialization.IMessageSerializer serializer, EventTypeMap types)
 {
     public IReadOnlyList<Entry> Entries => entries;
+
+    /// <summary>Gets the gate this process's inline appends pass; an inline rebuild closes it while it swaps its shadow in.</summary>
+    public AppendGate Gate { get; } = new();
 
     public InlineProjection For(IReadOnlyList<EventData> events) => (stored, documents, ct) => RunAsync(events, stored, documents, ct);
 

@@ -124,3 +124,95 @@ internal sealed class ShadowWriter(IDocumentWriter inner, IEnumerable<string> co
     private string Map(string collection) =>
         Redirect && collection is not null && _collections.Contains(collection) ? ProjectionRebuild.Shadow(collection) : collection!;
 }
+
+/// <summary>
+/// Holds this process's appends that run inline projections while an inline rebuild swaps its shadow in: appends enter
+/// and leave freely while it is open (a lock and a counter each); closing it makes new appends wait and waits for the
+/// ones in flight, so the rebuild's last catch-up sees every event this process committed before the swap, and every
+/// event after the swap is projected inline into the new model.
+/// </summary>
+internal sealed class AppendGate
+{
+    private readonly Lock _lock = new();
+    private int _active;
+    private TaskCompletionSource? _reopened;
+    private TaskCompletionSource? _drained;
+
+    /// <summary>Enters for one append; waits while the gate is closed.</summary>
+    public async ValueTask EnterAsync(CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            Task reopened;
+            lock (_lock)
+            {
+                if (_reopened is null)
+                {
+                    _active++;
+                    return;
+                }
+
+                reopened = _reopened.Task;
+            }
+
+            await reopened.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Leaves after one append.</summary>
+    public void Exit()
+    {
+        TaskCompletionSource? drained = null;
+        lock (_lock)
+        {
+            if (--_active == 0)
+            {
+                drained = _drained;
+                _drained = null;
+            }
+        }
+
+        drained?.TrySetResult();
+    }
+
+    /// <summary>Closes the gate (one closer at a time) and waits for the appends in flight to leave.</summary>
+    public async ValueTask CloseAsync(CancellationToken cancellationToken)
+    {
+        Task drained;
+        lock (_lock)
+        {
+            _reopened = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            if (_active == 0)
+            {
+                return;
+            }
+
+            _drained = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            drained = _drained.Task;
+        }
+
+        try
+        {
+            await drained.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Open();
+            throw;
+        }
+    }
+
+    /// <summary>Opens the gate: the waiting appends go on.</summary>
+    public void Open()
+    {
+        TaskCompletionSource? reopened;
+        lock (_lock)
+        {
+            reopened = _reopened;
+            _reopened = null;
+            _drained = null;
+        }
+
+        reopened?.TrySetResult();
+    }
+}

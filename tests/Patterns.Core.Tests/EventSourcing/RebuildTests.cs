@@ -84,4 +84,59 @@ public sealed class RebuildTests
         var all = await ReadModels(restarted).ListAsync<CountView>("tallies").CollectAsync();
         all.Select(kv => (kv.Key, kv.Value.Count)).Should().Equal([("account-1", 2)], "the stray document went with the old model");
     }
+
+    [Fact]
+    public async Task InlineRebuild_AppendsWhileReplaying_ModelServedThroughoutAndEveryEventCountedOnce()
+    {
+        var paused = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var resume = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var count = Counter();
+        using var host = await EventSourcingHost.StartAsync(es => es.AddProjection("tally", async (e, context, ct) =>
+        {
+            if (!context.IsInline && e.Position == 1 && paused.TrySetResult())
+            {
+                // The replay holds here, mid-rebuild, until the test has appended.
+                await resume.Task.WaitAsync(ct);
+            }
+
+            await count(e, context, ct);
+        }, o => { o.Mode = ProjectionMode.Inline; o.Collections.Add("tallies"); }));
+        var store = host.Store();
+        await store.AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(1m)]);
+
+        var rebuild = host.Subscriptions().RebuildAsync("tally");
+        await paused.Task.WaitAsync(TestHost.Wait);
+        (await ReadModels(host).GetAsync<CountView>("tallies", "account-1")).Should().Be(new CountView(2), "the live model is served while the rebuild replays");
+        await store.AppendAsync("account-1", ExpectedVersion.Exact(2), new Deposited(2m)).AsTask().WaitAsync(TestHost.Wait);
+        (await ReadModels(host).GetAsync<CountView>("tallies", "account-1")).Should().Be(new CountView(3), "appends go on, inline, during the replay");
+        resume.SetResult();
+        await rebuild.WaitAsync(TestHost.Wait);
+
+        (await ReadModels(host).GetAsync<CountView>("tallies", "account-1")).Should().Be(new CountView(3), "every event once in the rebuilt model");
+        await store.AppendAsync("account-1", ExpectedVersion.Exact(3), new Withdrawn(1m));
+        (await ReadModels(host).GetAsync<CountView>("tallies", "account-1")).Should().Be(new CountView(4), "appends after the swap project inline into the rebuilt model");
+        var documents = host.Services.GetRequiredService<IDocumentStorage>();
+        (await documents.ListAsync("tallies~rebuild").CollectAsync()).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task AppendGate_Closed_HoldsNewAppendsAndWaitsForTheOnesInFlight()
+    {
+        var gate = new AppendGate();
+        await gate.EnterAsync(CancellationToken.None);
+
+        var closing = gate.CloseAsync(CancellationToken.None).AsTask();
+        closing.IsCompleted.Should().BeFalse("an append is in flight");
+        var waiting = gate.EnterAsync(CancellationToken.None).AsTask();
+        waiting.IsCompleted.Should().BeFalse("the gate is closing");
+        gate.Exit();
+        await closing.WaitAsync(TestHost.Wait);
+        waiting.IsCompleted.Should().BeFalse("the gate is closed");
+
+        gate.Open();
+        await waiting.WaitAsync(TestHost.Wait);
+        gate.Exit();
+        await gate.CloseAsync(CancellationToken.None).AsTask().WaitAsync(TestHost.Wait);
+        gate.Open();
+    }
 }
