@@ -700,19 +700,7 @@ internal sealed class EventProcessor : IDisposable
         work.SaveCheckpoint(Name, cursor, _liveSaved);
         work.SaveCheckpoint(_checkpointName, 0, _saved);
         work.Delete(ProjectionRebuild.StateCollection, Name);
-        if (_services.Units is { } units)
-        {
-            if (_lease is { } lease)
-            {
-                work.RequireLease(lease);
-            }
-
-            await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
-        }
-        else
-        {
-            await ProjectionRebuild.ApplyWithoutUnitAsync(work, _services.Documents, _services.Checkpoints, cancellationToken).ConfigureAwait(false);
-        }
+        await ProjectionRebuild.CommitSwapAsync(work, _services, _lease, cancellationToken).ConfigureAwait(false);
 
         _rebuilding = false;
         _writer.Redirect = false;

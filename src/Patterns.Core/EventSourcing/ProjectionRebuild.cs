@@ -64,12 +64,30 @@ internal static class ProjectionRebuild
         }
     }
 
+    /// <summary>Commits a swap: in one unit of work (fenced by <paramref name="lease"/> when set), or step by step on a store without units.</summary>
+    public static async ValueTask CommitSwapAsync(UnitOfWork work, EventProcessorServices services, Lease? lease, CancellationToken cancellationToken)
+    {
+        if (services.Units is { } units)
+        {
+            if (lease is not null)
+            {
+                work.RequireLease(lease);
+            }
+
+            await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await ApplyWithoutUnitAsync(work, services.Documents, services.Checkpoints, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>
     /// Commits a swap on a store without units of work: live upserts first, then live deletes, then checkpoints, then the
     /// rebuild record and the shadow deletes, so a crash part-way leaves the shadow and the record in place and the
     /// rebuild swaps again on restart. Not atomic: readers may see a mix of the two models during the swap.
     /// </summary>
-    public static async ValueTask ApplyWithoutUnitAsync(UnitOfWork work, IDocumentStorage documents, ICheckpointStore checkpoints, CancellationToken cancellationToken)
+    private static async ValueTask ApplyWithoutUnitAsync(UnitOfWork work, IDocumentStorage documents, ICheckpointStore checkpoints, CancellationToken cancellationToken)
     {
         var last = new Dictionary<(string Collection, string Id), DocumentChange>();
         foreach (var change in work.Documents)

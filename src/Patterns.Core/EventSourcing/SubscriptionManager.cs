@@ -118,14 +118,7 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
                 cursor = await ReplayInlineAsync(entry, selector, context, cursor, cancellationToken).ConfigureAwait(false);
                 var work = new UnitOfWork();
                 await ProjectionRebuild.AddSwapAsync(work, _services.Documents, collections, cancellationToken).ConfigureAwait(false);
-                if (_services.Units is { } units)
-                {
-                    await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
-                }
-                else
-                {
-                    await ProjectionRebuild.ApplyWithoutUnitAsync(work, _services.Documents, _services.Checkpoints, cancellationToken).ConfigureAwait(false);
-                }
+                await ProjectionRebuild.CommitSwapAsync(work, _services, lease: null, cancellationToken).ConfigureAwait(false);
             }
             finally
             {
