@@ -51,10 +51,12 @@ internal sealed class EventProcessor : IDisposable
     private readonly EventProcessorServices _services;
     private readonly EventProcessorHandler _handler;
     private readonly ResiliencePipeline? _pipeline;
-    private readonly EventFilter? _filter;
+    private readonly EventSelector _selector;
     private readonly string? _streamId;
     private readonly ProjectionContext _context;
     private readonly PendingDocuments _documents;
+    private readonly ShadowWriter _writer;
+    private readonly string[] _collections;
     private readonly ILogger _logger;
     private readonly TagList _tags;
     private readonly SemaphoreSlim _control = new(1, 1);
@@ -70,6 +72,9 @@ internal sealed class EventProcessor : IDisposable
     private long _current;
     private long _saved;
     private long _pendingPosition;
+    private string _checkpointName;
+    private bool _rebuilding;
+    private long _liveSaved;
     private Lease? _lease;
     private SubscriptionFaultedException? _error;
     private int _disposed;
@@ -83,10 +88,12 @@ internal sealed class EventProcessor : IDisposable
         _streamId = registration.StreamId;
         _logger = services.LoggerFactory.CreateLogger("Patterns.EventSourcing.Subscriptions." + registration.Name);
         _tags = EventSourcingTelemetry.Tags(registration.Name);
-        var filter = services.Types.CreateFilter(_options.EventTypes, _options.StreamPrefix);
-        _filter = filter.IsAll ? null : filter;
+        _selector = services.Types.CreateSelector(_options.EventTypes, _options.StreamPrefix);
         _documents = new PendingDocuments(services.Documents);
-        _context = new ProjectionContext(registration.Name, _documents, services.Serializer, isInline: false);
+        _collections = [.. (_options as ProjectionOptions)?.Collections ?? []];
+        _writer = new ShadowWriter(_documents, _collections);
+        _checkpointName = registration.Name;
+        _context = new ProjectionContext(registration.Name, _writer, services.Serializer, isInline: false);
         _pipeline = PipelineFactory.Create(_options, services.TimeProvider, args =>
         {
             EventSourcingTelemetry.Retried.Add(1, _tags);
@@ -125,33 +132,22 @@ internal sealed class EventProcessor : IDisposable
         p.StartLocked();
     }, cancellationToken);
 
+    /// <summary>
+    /// Starts a rebuild into shadow collections. The request is recorded durably (the shadow checkpoint reset to 0,
+    /// then the rebuild's state document), so whichever process runs the projection next resumes it; the live
+    /// collections and checkpoint are untouched until the shadow has caught up and is swapped in.
+    /// </summary>
     public Task RebuildAsync(CancellationToken cancellationToken) => ControlAsync(static async (p, ct) =>
     {
         var wasRunning = p._loop is not null;
         await p.StopLockedAsync(ct, ct).ConfigureAwait(false);
-        var collections = (p._options as ProjectionOptions)?.Collections ?? [];
-        EventSourcingLog.Rebuilding(p._logger, p.Name, collections.Count == 0 ? "none" : string.Join(", ", collections));
-        foreach (var collection in collections)
-        {
-            await p._services.Documents.ClearAsync(collection, ct).ConfigureAwait(false);
-        }
-
-        // The replay handles every event again: what was parked before is handled, or parked again, anew.
-        var parked = new List<string>();
-        await foreach (var (id, _) in ParkedEvents.ListAsync(p._services, p.Name, ct).ConfigureAwait(false))
-        {
-            parked.Add(id);
-        }
-
-        foreach (var id in parked)
-        {
-            await p._services.Documents.DeleteAsync(p._services.Options.ParkedEventsCollection, id, ct).ConfigureAwait(false);
-        }
-
-        await p._services.Checkpoints.SaveAsync(p.Name, 0, ct).ConfigureAwait(false);
+        EventSourcingLog.Rebuilding(p._logger, p.Name, p._collections.Length == 0 ? "none" : string.Join(", ", p._collections));
+        await p._services.Checkpoints.SaveAsync(ProjectionRebuild.Shadow(p.Name), 0, ct).ConfigureAwait(false);
+        await p._services.Documents.UpsertAsync(
+            ProjectionRebuild.StateCollection, p.Name, ProjectionRebuild.State(p.Name, p._services.TimeProvider.GetUtcNow()), ct).ConfigureAwait(false);
         lock (p._gate)
         {
-            p._checkpoint = 0;
+            // Waiters wait for the rebuilt model: the position it reaches counts once it is swapped in.
             p._processed = 0;
         }
 
@@ -390,8 +386,17 @@ internal sealed class EventProcessor : IDisposable
                     stopping.ThrowIfCancellationRequested();
                     read++;
                     Volatile.Write(ref _current, stored.Position);
-                    if ((_streamId is null || _filter is null || _filter.Matches(stored.StreamId, stored.EventType))
-                        && !await HandleAsync(stored, aborting).ConfigureAwait(false))
+                    var selection = _selector.Select(stored.StreamId, stored.EventType);
+                    if (selection == EventSelection.Unknown)
+                    {
+                        // A type-filtered subscription cannot tell whether it selects an event whose name this process
+                        // has not registered (a newer process appended it): it stops before the event rather than skip
+                        // one it may select. Registering the type (deploying this process's new version) resumes it.
+                        FaultUnknown(stored);
+                        return;
+                    }
+
+                    if (selection == EventSelection.Handle && !await HandleAsync(stored, aborting).ConfigureAwait(false))
                     {
                         return;
                     }
@@ -423,6 +428,12 @@ internal sealed class EventProcessor : IDisposable
                         await CommitAsync(cursor, SubscriptionState.Live, aborting).ConfigureAwait(false);
                         dirty = false;
                         sinceCheckpoint = 0;
+                    }
+
+                    if (_rebuilding)
+                    {
+                        // The shadow has caught up with the head: it replaces the live model now.
+                        await SwapAsync(cursor, aborting).ConfigureAwait(false);
                     }
 
                     Progress(cursor, head, SubscriptionState.Live);
@@ -478,7 +489,7 @@ internal sealed class EventProcessor : IDisposable
         {
             var work = new UnitOfWork();
             _documents.AddTo(work);
-            work.SaveCheckpoint(Name, cursor, _saved);
+            work.SaveCheckpoint(_checkpointName, cursor, _saved);
             if (_lease is { } lease)
             {
                 work.RequireLease(lease);
@@ -489,12 +500,14 @@ internal sealed class EventProcessor : IDisposable
         else
         {
             await _documents.WriteThroughAsync(cancellationToken).ConfigureAwait(false);
-            await _services.Checkpoints.SaveAsync(Name, cursor, cancellationToken).ConfigureAwait(false);
+            await _services.Checkpoints.SaveAsync(_checkpointName, cursor, cancellationToken).ConfigureAwait(false);
         }
 
         _documents.Clear();
         _saved = cursor;
-        Progress(cursor, _pendingPosition, state);
+
+        // While rebuilding, the live model has not moved: nothing new is processed for waiters until the swap.
+        Progress(cursor, _rebuilding ? 0 : _pendingPosition, state);
     }
 
     /// <summary>Commits buffered document writes without moving the checkpoint (replaying parked events).</summary>
@@ -521,6 +534,14 @@ internal sealed class EventProcessor : IDisposable
 
     private async Task<long> LoadStartAsync(CancellationToken stopping)
     {
+        _rebuilding = await _services.Documents.GetAsync(ProjectionRebuild.StateCollection, Name, stopping).ConfigureAwait(false) is not null;
+        _writer.Redirect = _rebuilding;
+        _checkpointName = _rebuilding ? ProjectionRebuild.Shadow(Name) : Name;
+        if (_rebuilding)
+        {
+            return await LoadRebuildStartAsync(stopping).ConfigureAwait(false);
+        }
+
         var checkpoint = await _services.Checkpoints.LoadAsync(Name, stopping).ConfigureAwait(false);
         long cursor;
         long processed = 0;
@@ -555,9 +576,71 @@ internal sealed class EventProcessor : IDisposable
         return cursor;
     }
 
+    /// <summary>Resumes (or starts) a rebuild: from the shadow checkpoint, into cleared shadows when it is at 0.</summary>
+    private async Task<long> LoadRebuildStartAsync(CancellationToken stopping)
+    {
+        _liveSaved = await _services.Checkpoints.LoadAsync(Name, stopping).ConfigureAwait(false) ?? 0;
+        var cursor = await _services.Checkpoints.LoadAsync(_checkpointName, stopping).ConfigureAwait(false) ?? 0;
+        if (cursor == 0)
+        {
+            // A rebuild from the start: what an earlier, abandoned attempt left in the shadows goes.
+            await ProjectionRebuild.ClearShadowsAsync(_services.Documents, _collections, stopping).ConfigureAwait(false);
+            var parked = new List<string>();
+            await foreach (var (id, _) in ParkedEvents.ListAsync(_services, _checkpointName, stopping).ConfigureAwait(false))
+            {
+                parked.Add(id);
+            }
+
+            foreach (var id in parked)
+            {
+                await _services.Documents.DeleteAsync(_services.Options.ParkedEventsCollection, id, stopping).ConfigureAwait(false);
+            }
+        }
+
+        _saved = cursor;
+        EventSourcingLog.RebuildResumed(_logger, Name, cursor);
+        Progress(cursor, 0, SubscriptionState.CatchingUp);
+        return cursor;
+    }
+
+    /// <summary>
+    /// Swaps the caught-up shadow in, in one unit of work: the live collections become the shadow's documents, the
+    /// parked events become the rebuild's, the live checkpoint moves to the shadow's position (which it must still be
+    /// where this run found it), and the rebuild's record goes. Events after <paramref name="cursor"/> are then handled
+    /// once, by the live run that continues from there.
+    /// </summary>
+    private async ValueTask SwapAsync(long cursor, CancellationToken cancellationToken)
+    {
+        var work = new UnitOfWork();
+        await ProjectionRebuild.AddSwapAsync(work, _services.Documents, _collections, cancellationToken).ConfigureAwait(false);
+        var parkedCollection = _services.Options.ParkedEventsCollection;
+        await foreach (var (id, _) in ParkedEvents.ListAsync(_services, Name, cancellationToken).ConfigureAwait(false))
+        {
+            work.Delete(parkedCollection, id);
+        }
+
+        await foreach (var (id, parked) in ParkedEvents.ListAsync(_services, _checkpointName, cancellationToken).ConfigureAwait(false))
+        {
+            work.Delete(parkedCollection, id);
+            work.Upsert(parkedCollection, ParkedEvents.Id(Name, parked.Position), ParkedEvents.Write(parked with { Subscription = Name }));
+        }
+
+        work.SaveCheckpoint(Name, cursor, _liveSaved);
+        work.SaveCheckpoint(_checkpointName, 0, _saved);
+        work.Delete(ProjectionRebuild.StateCollection, Name);
+        await ProjectionRebuild.CommitSwapAsync(work, _services, _lease, cancellationToken).ConfigureAwait(false);
+
+        _rebuilding = false;
+        _writer.Redirect = false;
+        _checkpointName = Name;
+        _saved = cursor;
+        _liveSaved = cursor;
+        EventSourcingLog.RebuildSwapped(_logger, Name, cursor);
+    }
+
     private IAsyncEnumerable<StoredEvent> ReadBatch(long cursor, CancellationToken stopping) =>
         _streamId is null
-            ? _services.Storage.ReadAllAsync(cursor, _filter, _options.BatchSize, stopping)
+            ? _services.Storage.ReadAllAsync(cursor, _selector.ReadFilter, _options.BatchSize, stopping)
             : _services.Storage.ReadStreamAsync(_streamId, ReadDirection.Forward, cursor + 1, _options.BatchSize, stopping);
 
     /// <summary>Handles one event; false when the subscription faulted on it.</summary>
@@ -638,13 +721,23 @@ internal sealed class EventProcessor : IDisposable
         return null;
     }
 
-    private void Park(StoredEvent stored, Exception exception)
+    private void FaultUnknown(StoredEvent stored)
     {
+        var unknown = new UnknownEventTypeException(stored.EventType, stored.StreamId, stored.Version, stored.Position);
+        EventSourcingTelemetry.Failed.Add(1, _tags);
+        EventSourcingLog.Faulted(_logger, unknown, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
+        Fault(new SubscriptionFaultedException(Name, stored.Position, stored.StreamId, stored.Version, unknown));
+    }
+
+    private void Park(StoredEvent stored, Exception exception, string? subscription = null)
+    {
+        // While rebuilding, events are parked under the rebuild's name; the swap makes them the projection's.
+        subscription ??= _checkpointName;
         EventSourcingLog.Parked(_logger, exception, Name, stored.Position, stored.StreamId, stored.Version, stored.EventType);
         var parked = new ParkedEvent(
-            Name, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
+            subscription, stored.EventId, stored.StreamId, stored.Version, stored.Position, stored.EventType,
             $"{exception.GetType().FullName}: {exception.Message}", _services.TimeProvider.GetUtcNow());
-        _documents.Write(_services.Options.ParkedEventsCollection, ParkedEvents.Id(Name, stored.Position), ParkedEvents.Write(parked));
+        _documents.Write(_services.Options.ParkedEventsCollection, ParkedEvents.Id(subscription, stored.Position), ParkedEvents.Write(parked));
         EventSourcingTelemetry.Parked.Add(1, _tags);
     }
 
@@ -676,7 +769,7 @@ internal sealed class EventProcessor : IDisposable
             else if (await TryHandleAsync(stored, cancellationToken).ConfigureAwait(false) is { } failure)
             {
                 EventSourcingTelemetry.Failed.Add(1, _tags);
-                Park(stored, failure);
+                Park(stored, failure, Name);
             }
             else
             {

@@ -35,7 +35,11 @@ public abstract class EventProcessorOptions : HandlerResilienceOptions
         Retry = _defaultRetry = PipelineFactory.DefaultRetry();
     }
 
-    /// <summary>Gets the event types to handle (a base type or interface selects every event type assignable to it, including older types that upcast to one).</summary>
+    /// <summary>
+    /// Gets the event types to handle (a base type or interface selects every event type assignable to it, including
+    /// older types that upcast to one, and types registered after the subscription started; an event whose type the
+    /// process cannot resolve then faults the subscription instead of being skipped).
+    /// </summary>
     /// <value>Empty: every event.</value>
     public IList<Type> EventTypes { get; } = [];
 
@@ -105,7 +109,7 @@ public sealed class ProjectionOptions : EventProcessorOptions
     /// <value>Default <see cref="ProjectionMode.Async"/>.</value>
     public ProjectionMode Mode { get; set; } = ProjectionMode.Async;
 
-    /// <summary>Gets the document collections the projection writes; a rebuild clears them before replaying the log.</summary>
+    /// <summary>Gets the document collections the projection writes; a rebuild replays into their shadows (<c>{collection}~rebuild</c>) and swaps them in.</summary>
     /// <value>Empty, unless the projection was registered with a collection.</value>
     public IList<string> Collections { get; } = [];
 }

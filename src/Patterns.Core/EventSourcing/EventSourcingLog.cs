@@ -28,7 +28,7 @@ internal static partial class EventSourcingLog
     [LoggerMessage(EventId = 4008, Level = LogLevel.Information, Message = "Subscription '{Subscription}' stopped at checkpoint {Checkpoint}.")]
     public static partial void SubscriptionStopped(ILogger logger, string subscription, long checkpoint);
 
-    [LoggerMessage(EventId = 4009, Level = LogLevel.Information, Message = "Rebuilding '{Name}' from position 0; cleared collections: {Collections}.")]
+    [LoggerMessage(EventId = 4009, Level = LogLevel.Information, Message = "Rebuilding '{Name}' from position 0 into the shadows of its collections ({Collections}); the live ones are served until the rebuild has caught up and is swapped in.")]
     public static partial void Rebuilding(ILogger logger, string name, string collections);
 
     [LoggerMessage(EventId = 4010, Level = LogLevel.Debug, Message = "Ignoring the snapshot of stream '{StreamId}' at version {Version}: {Reason}")]
@@ -54,4 +54,10 @@ internal static partial class EventSourcingLog
 
     [LoggerMessage(EventId = 4017, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' lost its lease (token {Token}) to another process, or could not renew it; it stands by and runs again when it takes the lease back.")]
     public static partial void OwnershipLost(ILogger logger, string subscription, long token);
+
+    [LoggerMessage(EventId = 4018, Level = LogLevel.Information, Message = "Rebuild of '{Name}' caught up at {Checkpoint} and was swapped in; it runs live from there.")]
+    public static partial void RebuildSwapped(ILogger logger, string name, long checkpoint);
+
+    [LoggerMessage(EventId = 4019, Level = LogLevel.Information, Message = "Rebuild of '{Name}' runs from shadow checkpoint {Checkpoint}; the live read model is served unchanged until the swap.")]
+    public static partial void RebuildResumed(ILogger logger, string name, long checkpoint);
 }

@@ -53,7 +53,10 @@ internal sealed class EventStore : IEventStore
         AppendResult result;
         try
         {
-            result = await Storage.AppendAsync(streamId, expectedVersion, serialized, _inline?.For(streamId, events), cancellationToken).ConfigureAwait(false);
+            var projection = _inline?.For(streamId, events);
+            result = projection is null
+                ? await Storage.AppendAsync(streamId, expectedVersion, serialized, null, cancellationToken).ConfigureAwait(false)
+                : await AppendInlineAsync(_inline!, streamId, expectedVersion, serialized, projection, cancellationToken).ConfigureAwait(false);
         }
         catch (WrongExpectedVersionException ex)
         {
@@ -77,6 +80,21 @@ internal sealed class EventStore : IEventStore
 
         EventSourcingTelemetry.Appended.Add(serialized.Length);
         return result;
+    }
+
+    /// <summary>Appends with the inline projections, through the gate an inline rebuild closes while it swaps.</summary>
+    private async ValueTask<AppendResult> AppendInlineAsync(
+        InlineProjector inline, string streamId, ExpectedVersion expectedVersion, SerializedEvent[] serialized, InlineProjection projection, CancellationToken cancellationToken)
+    {
+        await inline.Gate.EnterAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await Storage.AppendAsync(streamId, expectedVersion, serialized, projection, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            inline.Gate.Exit();
+        }
     }
 
     public async IAsyncEnumerable<RecordedEvent> ReadStreamAsync(
@@ -135,6 +153,9 @@ internal sealed class EventStore : IEventStore
 internal sealed class InlineProjector(IReadOnlyList<InlineProjector.Entry> entries, Serialization.IMessageSerializer serializer, EventTypeMap types)
 {
     public IReadOnlyList<Entry> Entries => entries;
+
+    /// <summary>Gets the gate this process's inline appends pass; an inline rebuild closes it while it swaps its shadow in.</summary>
+    public AppendGate Gate { get; } = new();
 
     /// <summary>
     /// The projection to run inside an append, or <see langword="null"/> when no inline projection can select any of

@@ -164,6 +164,23 @@ internal sealed class EventTypeMap
         return new EventFilter { EventTypes = names, StreamPrefix = streamPrefix };
     }
 
+    /// <summary>
+    /// Creates what a subscription reads with and decides per event with. A filter by sealed (or value) types is a
+    /// closed set of names, fixed at start (its types and the upcasters to them), so the store filters by name. A filter
+    /// by a base type or interface is open: a type registered later (a rolling deploy, or another process that appends
+    /// a name this one has not registered yet) may implement it, so the store filters by stream prefix only and each
+    /// event's name is decided against the live registry.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No registered event type matches the types.</exception>
+    public EventSelector CreateSelector(IEnumerable<Type> types, string? streamPrefix)
+    {
+        var wanted = types.ToArray();
+        var filter = CreateFilter(wanted, streamPrefix);
+        return wanted.Length == 0 || Array.TrueForAll(wanted, static t => t.IsSealed)
+            ? new EventSelector(this, filter, null)
+            : new EventSelector(this, streamPrefix is null ? null : new EventFilter { StreamPrefix = streamPrefix }, wanted) { StreamPrefix = streamPrefix };
+    }
+
     /// <summary>Gets the CLR type an event stored under <paramref name="name"/> is read as, or null when it cannot be read.</summary>
     public Type? FinalType(string name)
     {
@@ -248,5 +265,78 @@ internal sealed class EventTypeMap
             throw new MessageDeserializationException(
                 $"The upcasting chain of the event at position {stored.Position} (stream '{stored.StreamId}') is longer than {MaxChainLength} steps; upcasters must not form a cycle.");
         }
+    }
+}
+
+/// <summary>How a subscription treats one stored event.</summary>
+internal enum EventSelection
+{
+    /// <summary>The subscription handles the event.</summary>
+    Handle,
+
+    /// <summary>The event is of a known type the subscription does not select.</summary>
+    Skip,
+
+    /// <summary>The event's name resolves to no registered type, so whether the subscription selects it cannot be told.</summary>
+    Unknown,
+}
+
+/// <summary>
+/// Selects the events of one subscription: the filter its reads pass to the store, and the decision per event. An open
+/// selector (a base type or interface) decides against the live type registry, so types registered after the
+/// subscription started are seen; a name it cannot resolve is <see cref="EventSelection.Unknown"/> rather than skipped.
+/// </summary>
+internal sealed class EventSelector
+{
+    private readonly EventTypeMap _types;
+    private readonly EventFilter? _closed;
+    private readonly Type[]? _open;
+    private readonly ConcurrentDictionary<string, bool> _decided = new(StringComparer.Ordinal);
+
+    public EventSelector(EventTypeMap types, EventFilter? filter, Type[]? open)
+    {
+        _types = types;
+        _open = open;
+        _closed = open is null && filter is { IsAll: false } ? filter : null;
+        ReadFilter = filter is { IsAll: false } ? filter : null;
+    }
+
+    /// <summary>Gets the filter reads of the whole log pass to the store, or null for every event.</summary>
+    public EventFilter? ReadFilter { get; }
+
+    /// <summary>Gets the stream prefix an open selector checks itself.</summary>
+    public string? StreamPrefix { get; init; }
+
+    /// <summary>Gets whether events are decided against the live registry (a base type or interface filter).</summary>
+    public bool IsOpen => _open is not null;
+
+    /// <summary>Decides one event.</summary>
+    public EventSelection Select(string streamId, string eventType)
+    {
+        if (_open is null)
+        {
+            return _closed is null || _closed.Matches(streamId, eventType) ? EventSelection.Handle : EventSelection.Skip;
+        }
+
+        if (StreamPrefix is not null && !streamId.StartsWith(StreamPrefix, StringComparison.Ordinal))
+        {
+            return EventSelection.Skip;
+        }
+
+        if (_decided.TryGetValue(eventType, out var selected))
+        {
+            return selected ? EventSelection.Handle : EventSelection.Skip;
+        }
+
+        // A name that resolves is decided once (registrations never change a name's type); one that does not is asked
+        // again next time, since its type may be registered by then.
+        if (_types.FinalType(eventType) is not { } final)
+        {
+            return EventSelection.Unknown;
+        }
+
+        selected = Array.Exists(_open, w => w.IsAssignableFrom(final));
+        _decided.TryAdd(eventType, selected);
+        return selected ? EventSelection.Handle : EventSelection.Skip;
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Patterns.Hosting;
+using Patterns.Storage;
 
 namespace Patterns.EventSourcing;
 
@@ -12,11 +13,14 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
     private readonly Dictionary<string, EventProcessor> _processors = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (InlineProjector.Entry Entry, ProjectionOptions Options)> _inline = new(StringComparer.Ordinal);
     private readonly EventProcessorServices _services;
+    private readonly InlineProjector _inlineProjector;
+    private readonly SemaphoreSlim _inlineRebuilds = new(1, 1);
     private readonly ILogger _logger;
 
     public SubscriptionManager(EventSourcingTopology topology, IServiceProvider serviceProvider, InlineProjector inline, EventProcessorServices services)
     {
         _services = services;
+        _inlineProjector = inline;
         _logger = services.LoggerFactory.CreateLogger<SubscriptionManager>();
         foreach (var registration in topology.Processors)
         {
@@ -59,6 +63,8 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
         {
             processor.Dispose();
         }
+
+        _inlineRebuilds.Dispose();
     }
 
     public IReadOnlyList<SubscriptionStatus> GetStatuses() =>
@@ -89,19 +95,72 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
 
     private static SubscriptionStatus InlineStatus(string name) => new(name, SubscriptionState.Inline, 0, long.MaxValue, null);
 
+    /// <summary>
+    /// Rebuilds an inline projection into shadow collections while appends go on (their inline writes still go to the
+    /// live model, which is served as it was), then closes this process's append gate, replays what was appended
+    /// meanwhile into the shadow, swaps the shadow in with one unit of work and opens the gate: every event is in the new
+    /// model exactly once, and appends wait only for the last catch-up and the swap.
+    /// </summary>
     private async Task RebuildInlineAsync(string name, InlineProjector.Entry entry, ProjectionOptions options, CancellationToken cancellationToken)
     {
-        EventSourcingLog.Rebuilding(_logger, name, options.Collections.Count == 0 ? "none" : string.Join(", ", options.Collections));
-        foreach (var collection in options.Collections)
+        await _inlineRebuilds.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            await _services.Documents.ClearAsync(collection, cancellationToken).ConfigureAwait(false);
-        }
+            string[] collections = [.. options.Collections];
+            EventSourcingLog.Rebuilding(_logger, name, collections.Length == 0 ? "none" : string.Join(", ", collections));
+            await ProjectionRebuild.ClearShadowsAsync(_services.Documents, collections, cancellationToken).ConfigureAwait(false);
+            var context = new ProjectionContext(name, new ShadowWriter(_services.Documents, collections) { Redirect = true }, _services.Serializer, isInline: false);
+            var selector = _services.Types.CreateSelector(options.EventTypes, options.StreamPrefix);
+            var cursor = await ReplayInlineAsync(entry, selector, context, 0, cancellationToken).ConfigureAwait(false);
+            await _inlineProjector.Gate.CloseAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                cursor = await ReplayInlineAsync(entry, selector, context, cursor, cancellationToken).ConfigureAwait(false);
+                var work = new UnitOfWork();
+                await ProjectionRebuild.AddSwapAsync(work, _services.Documents, collections, cancellationToken).ConfigureAwait(false);
+                await ProjectionRebuild.CommitSwapAsync(work, _services, lease: null, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _inlineProjector.Gate.Open();
+            }
 
-        var context = new ProjectionContext(name, _services.Documents, _services.Serializer, isInline: false);
-        var filter = _services.Types.CreateFilter(options.EventTypes, options.StreamPrefix);
-        await foreach (var stored in _services.Storage.ReadAllAsync(0, filter.IsAll ? null : filter, long.MaxValue, cancellationToken).ConfigureAwait(false))
+            EventSourcingLog.RebuildSwapped(_logger, name, cursor);
+        }
+        finally
         {
-            await InlineProjector.ProjectAsync(entry, _services.Types.Deserialize(stored), context, cancellationToken).ConfigureAwait(false);
+            _inlineRebuilds.Release();
+        }
+    }
+
+    /// <summary>Replays the log after <paramref name="cursor"/> into the shadow, page by page until a page comes back short; returns the last position read.</summary>
+    private async Task<long> ReplayInlineAsync(InlineProjector.Entry entry, EventSelector selector, ProjectionContext context, long cursor, CancellationToken cancellationToken)
+    {
+        const int PageSize = 512;
+        while (true)
+        {
+            var read = 0;
+            await foreach (var stored in _services.Storage.ReadAllAsync(cursor, selector.ReadFilter, PageSize, cancellationToken).ConfigureAwait(false))
+            {
+                read++;
+                cursor = stored.Position;
+                var selection = selector.Select(stored.StreamId, stored.EventType);
+                if (selection == EventSelection.Unknown)
+                {
+                    // The live model is untouched: the rebuild fails rather than build a model without an event it may select.
+                    throw new UnknownEventTypeException(stored.EventType, stored.StreamId, stored.Version, stored.Position);
+                }
+
+                if (selection == EventSelection.Handle)
+                {
+                    await InlineProjector.ProjectAsync(entry, _services.Types.Deserialize(stored), context, cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            if (read < PageSize)
+            {
+                return cursor;
+            }
         }
     }
 

@@ -127,8 +127,10 @@ public interface IEventSubscriptions
     Task RestartAsync(string name, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Rebuilds from position 0: stops it, clears a projection's collections, resets the checkpoint, and replays
-    /// the log. An inline projection is replayed before this returns; run that while nothing appends.
+    /// Rebuilds from position 0 into shadow collections (<c>{collection}~rebuild</c>) and swaps them in once they have
+    /// caught up, in one unit of work; the old read model is served until then. An async projection's rebuild is
+    /// recorded durably and resumed after a crash or restart; an inline projection is replayed before this returns,
+    /// while appends go on, and this process's appends wait only for the last catch-up and the swap.
     /// </summary>
     /// <param name="name">The subscription's or projection's name.</param>
     /// <param name="cancellationToken">Cancels the rebuild.</param>

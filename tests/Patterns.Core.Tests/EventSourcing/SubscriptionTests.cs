@@ -128,7 +128,9 @@ public sealed class SubscriptionTests
     {
         var time = new ManualTimeProvider();
         var attempts = 0;
-        using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("flaky", (e, _) =>
+        // Without the lease, the retry delay is the only timer: a pending lease-renewal timer would otherwise satisfy
+        // the wait below before the first attempt has run.
+        using var host = await EventSourcingHost.StartAsync(es => es.Configure(o => o.ExclusiveOwnership = false).AddSubscription("flaky", (e, _) =>
             Interlocked.Increment(ref attempts) == 1 ? throw new TimeoutException("first attempt times out") : ValueTask.CompletedTask,
             o => o.Retry = new RetryStrategyOptions { MaxRetryAttempts = 1, Delay = TimeSpan.FromSeconds(10), BackoffType = DelayBackoffType.Constant, UseJitter = false }), time);
         var result = await host.Store().AppendAsync("account-1", ExpectedVersion.NoStream, new AccountOpened("ada"));
