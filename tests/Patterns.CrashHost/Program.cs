@@ -1,0 +1,105 @@
+using System.Globalization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Patterns.Conformance;
+using Patterns.EventSourcing;
+using Patterns.Postgres;
+using Patterns.Sqlite;
+using Patterns.Storage;
+
+// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed>
+// Runs the process-kill tests' event sourcing (see KillProjection) on a SQLite file or a PostgreSQL schema (server
+// from PATTERNS_POSTGRES, or the local default) until the process is killed:
+//   project  runs the fold projection, printing "state <SubscriptionState>" whenever its state changes;
+//   append   appends deposits to random accounts, printing "ack <stream> <version> <count> <sum>" after each append returned;
+//   run      does both.
+// It prints "started" once the host is up. The tests kill it (kill -9) at random points and check the totals.
+if (args.Length != 4 || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append")
+    || !int.TryParse(args[3], CultureInfo.InvariantCulture, out var seed))
+{
+    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed>");
+    return 2;
+}
+
+var target = args[1];
+var role = args[2];
+var services = new ServiceCollection();
+services.AddEventSourcing(es =>
+{
+    if (args[0] == "sqlite")
+    {
+        es.UseSqlite(target);
+    }
+    else
+    {
+        var connectionString = Environment.GetEnvironmentVariable("PATTERNS_POSTGRES") is { Length: > 0 } configured
+            ? configured
+            : "Host=127.0.0.1;Port=5432;Username=postgres;Password=postgres;Database=patterns_tests";
+        es.UsePostgres(connectionString, o => o.Schema = target);
+    }
+
+    KillProjection.Configure(es);
+});
+
+await using var provider = services.BuildServiceProvider();
+var gate = new Lock();
+void Print(string line)
+{
+    lock (gate)
+    {
+        Console.Out.WriteLine(line);
+        Console.Out.Flush();
+    }
+}
+
+var tasks = new List<Task>();
+if (role != "append")
+{
+    foreach (var service in provider.GetServices<IHostedService>())
+    {
+        await service.StartAsync(CancellationToken.None);
+    }
+
+    var subscriptions = provider.GetRequiredService<IEventSubscriptions>();
+    tasks.Add(Task.Run(async () =>
+    {
+        SubscriptionState? last = null;
+        while (true)
+        {
+            var state = subscriptions.GetStatus(KillProjection.Name).State;
+            if (state != last)
+            {
+                Print("state " + state);
+                last = state;
+            }
+
+            if (state == SubscriptionState.Faulted)
+            {
+                await Console.Error.WriteLineAsync(subscriptions.GetStatus(KillProjection.Name).Error?.ToString());
+                Environment.Exit(3);
+            }
+
+            await Task.Delay(10);
+        }
+    }));
+}
+
+Print("started");
+if (role != "project")
+{
+    var store = provider.GetRequiredService<IEventStore>();
+    var random = new Random(seed);
+    tasks.Add(Task.Run(async () =>
+    {
+        while (true)
+        {
+            var stream = KillProjection.Account(random.Next(KillProjection.Accounts));
+            var amounts = Enumerable.Range(0, 1 + random.Next(3)).Select(_ => (long)random.Next(1, 1000)).ToArray();
+            var result = await store.AppendAsync(stream, ExpectedVersion.Any, amounts.Select(a => new EventData(new KillDeposit(a))).ToArray());
+            Print(string.Create(CultureInfo.InvariantCulture, $"ack {stream} {result.Version} {amounts.Length} {amounts.Sum()}"));
+        }
+    }));
+}
+
+await Task.WhenAll(tasks);
+return 0;
