@@ -25,6 +25,7 @@ public sealed class KillChild : IAsyncDisposable
     private readonly List<KillAck> _acks = [];
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private SubscriptionState? _state;
+    private bool _ready;
     private bool _started;
     private bool _ended;
 
@@ -41,6 +42,18 @@ public sealed class KillChild : IAsyncDisposable
 
     /// <summary>Gets a value indicating whether the test killed the child.</summary>
     public bool Killed { get; private set; }
+
+    /// <summary>Gets a value indicating whether a gated child printed <c>ready</c> (it waits for <see cref="GoAsync"/>).</summary>
+    public bool Ready
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _ready;
+            }
+        }
+    }
 
     /// <summary>Gets a value indicating whether the child printed <c>started</c>.</summary>
     public bool Started
@@ -117,13 +130,14 @@ public sealed class KillChild : IAsyncDisposable
 
     /// <summary>Starts Patterns.CrashHost (from the test's output directory) with <paramref name="arguments"/>.</summary>
     /// <param name="name">A name for messages.</param>
-    /// <param name="arguments">The child's arguments: store kind, file or schema, role, seed.</param>
+    /// <param name="arguments">The child's arguments: store kind, file or schema, role, seed, and <c>gated</c> for a child that waits for <see cref="GoAsync"/>.</param>
     /// <returns>The running child.</returns>
     public static KillChild Start(string name, params string[] arguments)
     {
         ArgumentNullException.ThrowIfNull(arguments);
         var start = new ProcessStartInfo("dotnet")
         {
+            RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
@@ -190,6 +204,17 @@ public sealed class KillChild : IAsyncDisposable
     public Task WaitForAcksAsync(int count, TimeSpan timeout, CancellationToken cancellationToken) =>
         WaitUntilAsync([this], () => AckCount >= count, $"{Name} to acknowledge {count} appends", timeout, cancellationToken);
 
+    /// <summary>Lets a gated child start, once it is <see cref="Ready"/>.</summary>
+    /// <param name="timeout">How long to wait for it to be ready at most.</param>
+    /// <param name="cancellationToken">Ends the wait.</param>
+    /// <returns>A task that completes when the child has been told to start.</returns>
+    public async Task GoAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        await WaitUntilAsync([this], () => Ready, $"{Name} to be ready", timeout, cancellationToken);
+        await _process.StandardInput.WriteLineAsync("go".AsMemory(), cancellationToken);
+        await _process.StandardInput.FlushAsync(cancellationToken);
+    }
+
     /// <summary>Kills the child and its process tree at once (SIGKILL), wherever it is.</summary>
     public void Kill()
     {
@@ -227,6 +252,9 @@ public sealed class KillChild : IAsyncDisposable
         var parts = line.Split(' ');
         switch (parts)
         {
+            case ["ready"]:
+                Signal(() => _ready = true);
+                break;
             case ["started"]:
                 Signal(() => _started = true);
                 break;

@@ -66,28 +66,44 @@ public abstract class ProcessKillTests : IAsyncLifetime
         var acknowledged = new List<KillAck>();
         var owned = 0;
         var watch = Stopwatch.StartNew();
-        for (var i = 0; i < Iterations; i++)
-        {
-            var child = StartChild($"child {i} (seed {seed})", target, "run", random.Next());
-            try
-            {
-                if (random.Next(4) != 0)
-                {
-                    await KillChild.WaitUntilAsync([child], () => child.IsOwner, $"{child.Name} to take the projection's lease", StepTimeout, Timeout);
-                    owned++;
-                }
 
-                await child.WaitForAcksAsync(child.AckCount + random.Next(1, 40), StepTimeout, Timeout);
-                child.Kill();
-            }
-            catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
+        // Each child is started (gated) while the one before it runs, and let go once that one is dead.
+        KillChild? next = StartChild($"child 0 (seed {seed})", target, random.Next());
+        try
+        {
+            for (var i = 0; i < Iterations; i++)
             {
-                throw new InvalidOperationException($"Iteration {i}, seed {seed}: {ex.Message}", ex);
+                var child = next ?? StartChild($"child {i} (seed {seed})", target, random.Next());
+                next = null;
+                try
+                {
+                    await child.GoAsync(StepTimeout, Timeout);
+                    next = i + 1 < Iterations ? StartChild($"child {i + 1} (seed {seed})", target, random.Next()) : null;
+                    if (random.Next(4) != 0)
+                    {
+                        await KillChild.WaitUntilAsync([child], () => child.IsOwner, $"{child.Name} to take the projection's lease", StepTimeout, Timeout);
+                        owned++;
+                    }
+
+                    await child.WaitForAcksAsync(child.AckCount + random.Next(1, 40), StepTimeout, Timeout);
+                    child.Kill();
+                }
+                catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
+                {
+                    throw new InvalidOperationException($"Iteration {i}, seed {seed}: {ex.Message}", ex);
+                }
+                finally
+                {
+                    await child.DisposeAsync();
+                    acknowledged.AddRange(child.Acknowledged);
+                }
             }
-            finally
+        }
+        finally
+        {
+            if (next is not null)
             {
-                await child.DisposeAsync();
-                acknowledged.AddRange(child.Acknowledged);
+                await next.DisposeAsync();
             }
         }
 
@@ -110,10 +126,19 @@ public abstract class ProcessKillTests : IAsyncLifetime
         var acknowledged = new List<KillAck>();
         var watch = Stopwatch.StartNew();
         var started = 0;
-        KillChild Next() => StartChild($"child {started++} (seed {seed})", target, "run", random.Next());
+        KillChild Next() => StartChild($"child {started++} (seed {seed})", target, random.Next());
         var children = new List<KillChild> { Next(), Next() };
+
+        // The next replacement is started (gated) ahead of time and let go once the standby has taken over.
+        KillChild? spare = null;
         try
         {
+            foreach (var child in children)
+            {
+                await child.GoAsync(StepTimeout, Timeout);
+            }
+
+            spare = Next();
             for (var i = 0; i < Iterations; i++)
             {
                 await KillChild.WaitUntilAsync(
@@ -137,11 +162,18 @@ public abstract class ProcessKillTests : IAsyncLifetime
                     $"iteration {i}, seed {seed}: {standby.Name} to take over from {owner.Name}, killed",
                     StepTimeout,
                     Timeout);
-                children.Add(Next());
+                await spare.GoAsync(StepTimeout, Timeout);
+                children.Add(spare);
+                spare = Next();
             }
         }
         finally
         {
+            if (spare is not null)
+            {
+                children.Add(spare);
+            }
+
             foreach (var child in children)
             {
                 await child.DisposeAsync();
@@ -165,8 +197,9 @@ public abstract class ProcessKillTests : IAsyncLifetime
     private static int NewSeed() =>
         int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_KILL_SEED"), CultureInfo.InvariantCulture, out var seed) ? seed : Random.Shared.Next();
 
-    private KillChild StartChild(string name, string target, string role, int seed) =>
-        KillChild.Start(name, StoreKind, target, role, seed.ToString(CultureInfo.InvariantCulture));
+    /// <summary>Starts a child that runs the projection and appends, gated: it waits for <see cref="KillChild.GoAsync"/>.</summary>
+    private KillChild StartChild(string name, string target, int seed) =>
+        KillChild.Start(name, StoreKind, target, "run", seed.ToString(CultureInfo.InvariantCulture), "gated");
 
     /// <summary>
     /// Catches the projection up in a host in this process (once the last killed child's lease has expired) and checks

@@ -7,17 +7,19 @@ using Patterns.Postgres;
 using Patterns.Sqlite;
 using Patterns.Storage;
 
-// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed>
+// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed> [gated]
 // Runs the process-kill tests' event sourcing (see KillProjection) on a SQLite file or a PostgreSQL schema (server
 // from PATTERNS_POSTGRES, or the local default) until the process is killed:
 //   project  runs the fold projection, printing "state <SubscriptionState>" whenever its state changes;
 //   append   appends deposits to random accounts, printing "ack <stream> <version> <count> <sum>" after each append returned;
 //   run      does both.
-// It prints "started" once the host is up. The tests kill it (kill -9) at random points and check the totals.
-if (args.Length != 4 || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append")
+// It prints "started" once the host is up. With "gated", it first prints "ready" once the runtime is up and its services
+// built, and waits for a line on standard input before it starts: a test starts its next child ahead of time and lets it
+// go when it needs it. The tests kill it (kill -9) at random points and check the totals.
+if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append")
     || !int.TryParse(args[3], CultureInfo.InvariantCulture, out var seed))
 {
-    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed>");
+    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed> [gated]");
     return 2;
 }
 
@@ -52,6 +54,19 @@ void Print(string line)
     }
 }
 
+var subscriptions = provider.GetRequiredService<IEventSubscriptions>();
+var store = provider.GetRequiredService<IEventStore>();
+if (args.Length == 5)
+{
+    // Opens the store (and creates its schema) before it says it is ready, so that what follows the go is quick.
+    await store.GetHeadPositionAsync();
+    Print("ready");
+    if (await Console.In.ReadLineAsync() is null)
+    {
+        return 0;
+    }
+}
+
 var tasks = new List<Task>();
 if (role != "append")
 {
@@ -60,7 +75,6 @@ if (role != "append")
         await service.StartAsync(CancellationToken.None);
     }
 
-    var subscriptions = provider.GetRequiredService<IEventSubscriptions>();
     tasks.Add(Task.Run(async () =>
     {
         SubscriptionState? last = null;
@@ -87,7 +101,6 @@ if (role != "append")
 Print("started");
 if (role != "project")
 {
-    var store = provider.GetRequiredService<IEventStore>();
     var random = new Random(seed);
     tasks.Add(Task.Run(async () =>
     {
