@@ -11,7 +11,7 @@ using Patterns.Storage;
 // Runs the process-kill tests' event sourcing (see KillProjection) on a SQLite file or a PostgreSQL schema (server
 // from PATTERNS_POSTGRES, or the local default) until the process is killed:
 //   project  runs the fold projection, printing "state <SubscriptionState>" whenever its state changes;
-//   append   appends deposits to random accounts, printing "ack <stream> <version> <count> <sum>" after each append returned;
+//   append   appends deposits to random accounts (three appenders at once), printing "ack <stream> <version> <count> <sum>" after each append returned;
 //   run      does both.
 // It prints "started" once the host is up. With "gated", it first prints "ready" once the runtime is up and its services
 // built, and waits for a line on standard input before it starts: a test starts its next child ahead of time and lets it
@@ -101,17 +101,21 @@ if (role != "append")
 Print("started");
 if (role != "project")
 {
-    var random = new Random(seed);
-    tasks.Add(Task.Run(async () =>
+    // A few appenders at once, so that a store that commits appends in groups acknowledges them at its pace.
+    for (var w = 0; w < 3; w++)
     {
-        while (true)
+        var random = new Random(seed + w);
+        tasks.Add(Task.Run(async () =>
         {
-            var stream = KillProjection.Account(random.Next(KillProjection.Accounts));
-            var amounts = Enumerable.Range(0, 1 + random.Next(3)).Select(_ => (long)random.Next(1, 1000)).ToArray();
-            var result = await store.AppendAsync(stream, ExpectedVersion.Any, amounts.Select(a => new EventData(new KillDeposit(a))).ToArray());
-            Print(string.Create(CultureInfo.InvariantCulture, $"ack {stream} {result.Version} {amounts.Length} {amounts.Sum()}"));
-        }
-    }));
+            while (true)
+            {
+                var stream = KillProjection.Account(random.Next(KillProjection.Accounts));
+                var amounts = Enumerable.Range(0, 1 + random.Next(3)).Select(_ => (long)random.Next(1, 1000)).ToArray();
+                var result = await store.AppendAsync(stream, ExpectedVersion.Any, amounts.Select(a => new EventData(new KillDeposit(a))).ToArray());
+                Print(string.Create(CultureInfo.InvariantCulture, $"ack {stream} {result.Version} {amounts.Length} {amounts.Sum()}"));
+            }
+        }));
+    }
 }
 
 await Task.WhenAll(tasks);
