@@ -139,17 +139,21 @@ public abstract class ProcessKillTests : IAsyncLifetime
             }
 
             spare = Next();
+            // The kill point is counted in the owner's acknowledgements since it took over, so that the wait for it
+            // overlaps the replacement's start.
+            var ownerSince = 0;
             for (var i = 0; i < Iterations; i++)
             {
+                var killAfter = ownerSince + random.Next(1, 30);
                 await KillChild.WaitUntilAsync(
                     children,
-                    () => children.Count(c => c.IsOwner) == 1 && children.Count(c => c.State == SubscriptionState.Standby) == 1,
-                    $"iteration {i}, seed {seed}: one process to own the projection and the other to stand by",
+                    () => children.Count(c => c.IsOwner) == 1 && children.Count(c => c.State == SubscriptionState.Standby) == 1
+                        && children.Single(c => c.IsOwner).AckCount >= killAfter,
+                    $"iteration {i}, seed {seed}: one process to own the projection, the other to stand by, and the owner to acknowledge {killAfter} appends",
                     StepTimeout,
                     Timeout);
                 var owner = children.Single(c => c.IsOwner);
                 var standby = children.Single(c => c != owner);
-                await owner.WaitForAcksAsync(owner.AckCount + random.Next(1, 40), StepTimeout, Timeout);
                 owner.Kill();
                 await owner.DisposeAsync();
                 acknowledged.AddRange(owner.Acknowledged);
@@ -162,6 +166,7 @@ public abstract class ProcessKillTests : IAsyncLifetime
                     $"iteration {i}, seed {seed}: {standby.Name} to take over from {owner.Name}, killed",
                     StepTimeout,
                     Timeout);
+                ownerSince = standby.AckCount;
                 await spare.GoAsync(StepTimeout, Timeout);
                 children.Add(spare);
                 spare = Next();
