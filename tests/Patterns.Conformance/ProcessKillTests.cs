@@ -139,20 +139,30 @@ public abstract class ProcessKillTests : IAsyncLifetime
             }
 
             spare = Next();
+
             // The kill point is counted in the owner's acknowledgements since it took over, so that the wait for it
             // overlaps the replacement's start.
             var ownerSince = 0;
             for (var i = 0; i < Iterations; i++)
             {
                 var killAfter = ownerSince + random.Next(1, 30);
+                KillChild? found = null;
                 await KillChild.WaitUntilAsync(
                     children,
-                    () => children.Count(c => c.IsOwner) == 1 && children.Count(c => c.State == SubscriptionState.Standby) == 1
-                        && children.Single(c => c.IsOwner).AckCount >= killAfter,
+                    () =>
+                    {
+                        // One snapshot of the states: the children's output moves them while this reads.
+                        var states = children.Select(c => (Child: c, c.State)).ToList();
+                        var owners = states.Where(s => s.State is SubscriptionState.CatchingUp or SubscriptionState.Live).ToList();
+                        found = owners.Count == 1 && states.Count(s => s.State == SubscriptionState.Standby) == 1 && owners[0].Child.AckCount >= killAfter
+                            ? owners[0].Child
+                            : null;
+                        return found is not null;
+                    },
                     $"iteration {i}, seed {seed}: one process to own the projection, the other to stand by, and the owner to acknowledge {killAfter} appends",
                     StepTimeout,
                     Timeout);
-                var owner = children.Single(c => c.IsOwner);
+                var owner = found ?? throw new InvalidOperationException("The wait ended without an owner.");
                 var standby = children.Single(c => c != owner);
                 owner.Kill();
                 await owner.DisposeAsync();
