@@ -1,0 +1,279 @@
+using System.Diagnostics;
+using System.Globalization;
+using FluentAssertions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Patterns.EventSourcing;
+using Xunit;
+
+namespace Patterns.Conformance;
+
+/// <summary>
+/// Process-kill tests of async projections on a durable store: real child processes (Patterns.CrashHost) run the
+/// <see cref="KillProjection"/> fold and append deposits, and are killed with SIGKILL at random points (after a random
+/// number of acknowledged appends, from a seeded <see cref="Random"/>; the seed is in every failure message). At the
+/// end a host in the test process catches up and every account's total must be exactly the sum of its deposits in the
+/// log: no event folded twice, none missed. Each case reuses one database (file or schema) across its iterations.
+/// </summary>
+/// <remarks>
+/// <c>PATTERNS_KILL_ITERATIONS</c> sets the iterations per case (default 20) and <c>PATTERNS_KILL_SEED</c> replays a
+/// seed; <c>scripts/soak.sh</c> runs these tests with many iterations.
+/// </remarks>
+public abstract class ProcessKillTests : IAsyncLifetime
+{
+    /// <summary>How long one wait on a child may take: a child's start on a loaded machine, or a lease takeover.</summary>
+    private static readonly TimeSpan StepTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly CancellationTokenSource _timeout = new();
+
+    /// <summary>Gets the iterations per case: <c>PATTERNS_KILL_ITERATIONS</c>, or 20.</summary>
+    protected static int Iterations =>
+        int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_KILL_ITERATIONS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 20;
+
+    /// <summary>Gets the store kind the child takes as its first argument (<c>sqlite</c> or <c>postgres</c>).</summary>
+    protected abstract string StoreKind { get; }
+
+    /// <summary>Gets a token cancelled when the case has run too long (two minutes plus 20 seconds an iteration).</summary>
+    protected CancellationToken Timeout => _timeout.Token;
+
+    /// <inheritdoc />
+    public virtual ValueTask InitializeAsync()
+    {
+        _timeout.CancelAfter(TimeSpan.FromMinutes(2) + (Iterations * TimeSpan.FromSeconds(20)));
+        return ValueTask.CompletedTask;
+    }
+
+    /// <inheritdoc />
+    public virtual ValueTask DisposeAsync()
+    {
+        _timeout.Dispose();
+        GC.SuppressFinalize(this);
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// One process at a time runs the projection and appends; it is killed at a random point (after a random number of
+    /// acknowledged appends, mostly once it holds the projection's lease, sometimes before) and the next iteration starts
+    /// a new one on the same database, which takes over once the dead one's lease expires.
+    /// </summary>
+    /// <returns>A task that completes when the test has run.</returns>
+    [Fact]
+    public async Task Kill_FoldProjectionKilledAtRandomPoints_FoldsEveryEventExactlyOnce()
+    {
+        var seed = NewSeed();
+        var random = new Random(seed);
+        var target = await CreateDatabaseAsync("fold");
+        var acknowledged = new List<KillAck>();
+        var owned = 0;
+        var watch = Stopwatch.StartNew();
+
+        // Each child is started (gated) while the one before it runs, and let go once that one is dead.
+        KillChild? next = StartChild($"child 0 (seed {seed})", target, random.Next());
+        try
+        {
+            for (var i = 0; i < Iterations; i++)
+            {
+                var child = next ?? StartChild($"child {i} (seed {seed})", target, random.Next());
+                next = null;
+                try
+                {
+                    await child.GoAsync(StepTimeout, Timeout);
+                    next = i + 1 < Iterations ? StartChild($"child {i + 1} (seed {seed})", target, random.Next()) : null;
+                    if (random.Next(4) != 0)
+                    {
+                        await KillChild.WaitUntilAsync([child], () => child.IsOwner, $"{child.Name} to take the projection's lease", StepTimeout, Timeout);
+                        owned++;
+                    }
+
+                    await child.WaitForAcksAsync(child.AckCount + random.Next(1, 40), StepTimeout, Timeout);
+                    child.Kill();
+                }
+                catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
+                {
+                    throw new InvalidOperationException($"Iteration {i}, seed {seed}: {ex.Message}", ex);
+                }
+                finally
+                {
+                    await child.DisposeAsync();
+                    acknowledged.AddRange(child.Acknowledged);
+                }
+            }
+        }
+        finally
+        {
+            if (next is not null)
+            {
+                await next.DisposeAsync();
+            }
+        }
+
+        owned.Should().BeGreaterThan(0, $"seed {seed}: most children are killed while they run the projection");
+        await VerifyTotalsAsync(target, acknowledged, seed, $"{Iterations} kills in {watch.Elapsed}");
+    }
+
+    /// <summary>
+    /// Two processes run the same projection on one database; both append. The one that owns the projection is killed
+    /// at a random point; the other, on standby until then, must take over, and a new process replaces the dead one as
+    /// the next standby. Because the fold is not idempotent, an event the two handled both would show in the totals.
+    /// </summary>
+    /// <returns>A task that completes when the test has run.</returns>
+    [Fact]
+    public async Task Kill_OwnerOfASharedProjection_StandbyTakesOverAndFoldsEveryEventExactlyOnce()
+    {
+        var seed = NewSeed();
+        var random = new Random(seed);
+        var target = await CreateDatabaseAsync("shared");
+        var acknowledged = new List<KillAck>();
+        var watch = Stopwatch.StartNew();
+        var started = 0;
+        KillChild Next() => StartChild($"child {started++} (seed {seed})", target, random.Next());
+        var children = new List<KillChild> { Next(), Next() };
+
+        // The next replacement is started (gated) ahead of time and let go once the standby has taken over.
+        KillChild? spare = null;
+        try
+        {
+            foreach (var child in children)
+            {
+                await child.GoAsync(StepTimeout, Timeout);
+            }
+
+            spare = Next();
+
+            // The kill point is counted in the owner's acknowledgements since it took over, so that the wait for it
+            // overlaps the replacement's start.
+            var ownerSince = 0;
+            for (var i = 0; i < Iterations; i++)
+            {
+                var killAfter = ownerSince + random.Next(1, 30);
+                KillChild? found = null;
+                await KillChild.WaitUntilAsync(
+                    children,
+                    () =>
+                    {
+                        // One snapshot of the states: the children's output moves them while this reads.
+                        var states = children.Select(c => (Child: c, c.State)).ToList();
+                        var owners = states.Where(s => s.State is SubscriptionState.CatchingUp or SubscriptionState.Live).ToList();
+                        found = owners.Count == 1 && states.Count(s => s.State == SubscriptionState.Standby) == 1 && owners[0].Child.AckCount >= killAfter
+                            ? owners[0].Child
+                            : null;
+                        return found is not null;
+                    },
+                    $"iteration {i}, seed {seed}: one process to own the projection, the other to stand by, and the owner to acknowledge {killAfter} appends",
+                    StepTimeout,
+                    Timeout);
+                var owner = found ?? throw new InvalidOperationException("The wait ended without an owner.");
+                var standby = children.Single(c => c != owner);
+                owner.Kill();
+                await owner.DisposeAsync();
+                acknowledged.AddRange(owner.Acknowledged);
+                children.Remove(owner);
+
+                // The replacement starts only once the standby has taken over, or it could win the lease instead.
+                await KillChild.WaitUntilAsync(
+                    children,
+                    () => standby.IsOwner,
+                    $"iteration {i}, seed {seed}: {standby.Name} to take over from {owner.Name}, killed",
+                    StepTimeout,
+                    Timeout);
+                ownerSince = standby.AckCount;
+                await spare.GoAsync(StepTimeout, Timeout);
+                children.Add(spare);
+                spare = Next();
+            }
+        }
+        finally
+        {
+            if (spare is not null)
+            {
+                children.Add(spare);
+            }
+
+            foreach (var child in children)
+            {
+                await child.DisposeAsync();
+                acknowledged.AddRange(child.Acknowledged);
+            }
+        }
+
+        await VerifyTotalsAsync(target, acknowledged, seed, $"{Iterations} takeovers in {watch.Elapsed}");
+    }
+
+    /// <summary>Creates an empty database (a file or a schema) for one case, removed when the test ends.</summary>
+    /// <param name="name">A name for it, unique within the test.</param>
+    /// <returns>What the child takes as its second argument: the file or the schema.</returns>
+    protected abstract Task<string> CreateDatabaseAsync(string name);
+
+    /// <summary>Chooses the store in <paramref name="target"/> for a host in the test process.</summary>
+    /// <param name="builder">The event-sourcing builder.</param>
+    /// <param name="target">The file or schema.</param>
+    protected abstract void UseStore(EventSourcingBuilder builder, string target);
+
+    private static int NewSeed() =>
+        int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_KILL_SEED"), CultureInfo.InvariantCulture, out var seed) ? seed : Random.Shared.Next();
+
+    /// <summary>Starts a child that runs the projection and appends, gated: it waits for <see cref="KillChild.GoAsync"/>.</summary>
+    private KillChild StartChild(string name, string target, int seed) =>
+        KillChild.Start(name, StoreKind, target, "run", seed.ToString(CultureInfo.InvariantCulture), "gated");
+
+    /// <summary>
+    /// Catches the projection up in a host in this process (once the last killed child's lease has expired) and checks
+    /// every account's total against the log, and every acknowledged append against the log.
+    /// </summary>
+    private async Task VerifyTotalsAsync(string target, IReadOnlyList<KillAck> acknowledged, int seed, string run)
+    {
+        var services = new ServiceCollection();
+        services.AddEventSourcing(es =>
+        {
+            UseStore(es, target);
+            KillProjection.Configure(es);
+        });
+        await using var provider = services.BuildServiceProvider();
+        var hosted = provider.GetServices<IHostedService>().ToList();
+        foreach (var service in hosted)
+        {
+            await service.StartAsync(Timeout);
+        }
+
+        try
+        {
+            var store = provider.GetRequiredService<IEventStore>();
+            var head = await store.GetHeadPositionAsync(Timeout);
+            using (var caughtUp = CancellationTokenSource.CreateLinkedTokenSource(Timeout))
+            {
+                caughtUp.CancelAfter(StepTimeout);
+                await provider.GetRequiredService<IEventSubscriptions>().WaitForPositionAsync(KillProjection.Name, head, caughtUp.Token);
+            }
+
+            var expected = new Dictionary<string, KillTotal>();
+            await foreach (var e in store.ReadAllAsync(0, null, long.MaxValue, Timeout))
+            {
+                var deposit = e.Data.Should().BeOfType<KillDeposit>().Subject;
+                var total = expected.GetValueOrDefault(e.StreamId, new KillTotal(0, 0));
+                expected[e.StreamId] = new KillTotal(total.Count + 1, total.Sum + deposit.Amount);
+            }
+
+            acknowledged.Should().NotBeEmpty($"seed {seed}: the children appended before they were killed");
+            foreach (var ack in acknowledged)
+            {
+                expected.GetValueOrDefault(ack.StreamId)?.Count.Should().BeGreaterThanOrEqualTo(ack.Version, $"seed {seed}: an acknowledged append survives the kill");
+                expected.Should().ContainKey(ack.StreamId, $"seed {seed}: an acknowledged append survives the kill");
+            }
+
+            var readModels = provider.GetRequiredService<IReadModels>();
+            foreach (var (account, total) in expected)
+            {
+                (await readModels.GetAsync<KillTotal>(KillProjection.Collection, account, Timeout)).Should().Be(
+                    total,
+                    $"seed {seed} ({run}): the fold of {account} applies each of its {total.Count} deposits exactly once");
+            }
+        }
+        finally
+        {
+            foreach (var service in Enumerable.Reverse(hosted))
+            {
+                await service.StopAsync(CancellationToken.None);
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+using System.Globalization;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Patterns.Conformance;
+using Patterns.EventSourcing;
+using Patterns.Postgres;
+using Patterns.Sqlite;
+using Patterns.Storage;
+
+// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed> [gated]
+// Runs the process-kill tests' event sourcing (see KillProjection) on a SQLite file or a PostgreSQL schema (server
+// from PATTERNS_POSTGRES, or the local default) until the process is killed:
+//   project  runs the fold projection, printing "state <SubscriptionState>" whenever its state changes;
+//   append   appends deposits to random accounts (three appenders at once on PostgreSQL, one on SQLite), printing "ack <stream> <version> <count> <sum>" after each append returned;
+//   run      does both.
+// It prints "started" once the host is up. With "gated", it first prints "ready" once the runtime is up and its services
+// built, and waits for a line on standard input before it starts: a test starts its next child ahead of time and lets it
+// go when it needs it. The tests kill it (kill -9) at random points and check the totals.
+if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append")
+    || !int.TryParse(args[3], CultureInfo.InvariantCulture, out var seed))
+{
+    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed> [gated]");
+    return 2;
+}
+
+var target = args[1];
+var role = args[2];
+var services = new ServiceCollection();
+services.AddEventSourcing(es =>
+{
+    if (args[0] == "sqlite")
+    {
+        es.UseSqlite(target);
+    }
+    else
+    {
+        var connectionString = Environment.GetEnvironmentVariable("PATTERNS_POSTGRES") is { Length: > 0 } configured
+            ? configured
+            : "Host=127.0.0.1;Port=5432;Username=postgres;Password=postgres;Database=patterns_tests";
+        es.UsePostgres(connectionString, o => o.Schema = target);
+    }
+
+    KillProjection.Configure(es);
+});
+
+await using var provider = services.BuildServiceProvider();
+var gate = new Lock();
+void Print(string line)
+{
+    lock (gate)
+    {
+        Console.Out.WriteLine(line);
+        Console.Out.Flush();
+    }
+}
+
+var subscriptions = provider.GetRequiredService<IEventSubscriptions>();
+var store = provider.GetRequiredService<IEventStore>();
+if (args.Length == 5)
+{
+    // Opens the store (and creates its schema) before it says it is ready, so that what follows the go is quick.
+    await store.GetHeadPositionAsync();
+    Print("ready");
+    if (await Console.In.ReadLineAsync() is null)
+    {
+        return 0;
+    }
+}
+
+var tasks = new List<Task>();
+if (role != "append")
+{
+    foreach (var service in provider.GetServices<IHostedService>())
+    {
+        await service.StartAsync(CancellationToken.None);
+    }
+
+    tasks.Add(Task.Run(async () =>
+    {
+        SubscriptionState? last = null;
+        while (true)
+        {
+            var state = subscriptions.GetStatus(KillProjection.Name).State;
+            if (state != last)
+            {
+                Print("state " + state);
+                last = state;
+            }
+
+            if (state == SubscriptionState.Faulted)
+            {
+                await Console.Error.WriteLineAsync(subscriptions.GetStatus(KillProjection.Name).Error?.ToString());
+                Environment.Exit(3);
+            }
+
+            await Task.Delay(10);
+        }
+    }));
+}
+
+Print("started");
+if (role != "project")
+{
+    // PostgreSQL commits concurrent appends in groups: a few appenders at once get acknowledgements at its pace. SQLite
+    // has one writer per file, shared by every process: one appender leaves room for the other processes' writes (leases,
+    // projection commits), which would otherwise wait in SQLite's busy handler.
+    var appenders = args[0] == "sqlite" ? 1 : 3;
+    for (var w = 0; w < appenders; w++)
+    {
+        var random = new Random(seed + w);
+        tasks.Add(Task.Run(async () =>
+        {
+            while (true)
+            {
+                var stream = KillProjection.Account(random.Next(KillProjection.Accounts));
+                var amounts = Enumerable.Range(0, 1 + random.Next(3)).Select(_ => (long)random.Next(1, 1000)).ToArray();
+                var result = await store.AppendAsync(stream, ExpectedVersion.Any, amounts.Select(a => new EventData(new KillDeposit(a))).ToArray());
+                Print(string.Create(CultureInfo.InvariantCulture, $"ack {stream} {result.Version} {amounts.Length} {amounts.Sum()}"));
+            }
+        }));
+    }
+}
+
+await Task.WhenAll(tasks);
+return 0;
