@@ -1,6 +1,11 @@
 using System.Globalization;
 using BenchmarkDotNet.Attributes;
+using BenchmarkDotNet.Columns;
+using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Diagnosers;
 using BenchmarkDotNet.Engines;
+using BenchmarkDotNet.Jobs;
+using BenchmarkDotNet.Reports;
 using Microsoft.Extensions.DependencyInjection;
 using Patterns.EventSourcing;
 using Patterns.Serialization;
@@ -41,7 +46,8 @@ namespace Patterns.Benchmarks;
 /// <para>
 /// Targets: <see cref="Patterns"/> ≥ 10× faster than <see cref="CommitPerEvent"/>, and ≥ 50,000 events/s on SQLite
 /// (≤ 20 µs per event). One invocation of the baseline takes minutes (one durable commit per event), so the job is
-/// 1 warm-up and 5 measured iterations of one invocation each (<see cref="RunStrategy.Monitoring"/>).
+/// 1 warm-up and 5 measured iterations of one invocation each (<see cref="RunStrategy.Monitoring"/>; see
+/// <see cref="ProjectionBenchmarkConfig"/>), unless a job is chosen on the command line (<c>--job dry</c>).
 /// </para>
 /// <para>
 /// For a quick validation only, the environment variable <c>PATTERNS_BENCH_PROJECTION_EVENTS</c> (a multiple of 10)
@@ -49,8 +55,7 @@ namespace Patterns.Benchmarks;
 /// figures of such a run are wrong; real runs must leave it unset.
 /// </para>
 /// </remarks>
-[Config(typeof(BenchmarkConfig))]
-[SimpleJob(RunStrategy.Monitoring, launchCount: 1, warmupCount: 1, iterationCount: 5, invocationCount: 1)]
+[Config(typeof(ProjectionBenchmarkConfig))]
 public class ProjectionBenchmarks
 {
     /// <summary>Events projected per invocation (the documented size).</summary>
@@ -278,6 +283,35 @@ public class ProjectionBenchmarks
         if (checkpoint != _head)
         {
             throw new InvalidOperationException($"The checkpoint is {checkpoint} after the catch-up; expected the head, {_head}.");
+        }
+    }
+}
+
+/// <summary>
+/// The settings of <see cref="BenchmarkConfig"/> with the job <see cref="ProjectionBenchmarks"/> needs (an invocation takes seconds to
+/// minutes): <see cref="RunStrategy.Monitoring"/>, 1 launch, 1 warm-up and 5 measured iterations of one invocation each.
+/// </summary>
+/// <remarks>
+/// A job given on the command line (<c>--job dry</c>, <c>--job short</c>) replaces it. A <c>[SimpleJob]</c> attribute
+/// would be run in addition to the command line's job, so that <c>--job dry</c> would still run the 6 long iterations.
+/// </remarks>
+public sealed class ProjectionBenchmarkConfig : ManualConfig
+{
+    public ProjectionBenchmarkConfig()
+    {
+        // What BenchmarkConfig sets.
+        AddDiagnoser(MemoryDiagnoser.Default);
+        AddColumn(RankColumn.Arabic);
+        SummaryStyle = SummaryStyle.Default.WithRatioStyle(RatioStyle.Trend);
+        if (!Environment.GetCommandLineArgs().Any(static a => a is "--job" or "-j" || a.StartsWith("--job=", StringComparison.Ordinal)))
+        {
+            AddJob(BenchmarkDotNet.Jobs.Job.Default
+                .WithStrategy(RunStrategy.Monitoring)
+                .WithLaunchCount(1)
+                .WithWarmupCount(1)
+                .WithIterationCount(5)
+                .WithInvocationCount(1)
+                .WithUnrollFactor(1));
         }
     }
 }
