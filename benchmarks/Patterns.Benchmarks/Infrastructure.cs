@@ -53,6 +53,15 @@ public static class Hosting
         }
     }
 
+    /// <summary>Stops the hosted services, last started first, leaving the container usable (they may be started again).</summary>
+    public static async Task StopAsync(IServiceProvider services)
+    {
+        foreach (var hosted in services.GetServices<IHostedService>().Reverse())
+        {
+            await hosted.StopAsync(CancellationToken.None);
+        }
+    }
+
     public static async Task StopAndDisposeAsync(ServiceProvider? services)
     {
         if (services is null)
@@ -60,11 +69,7 @@ public static class Hosting
             return;
         }
 
-        foreach (var hosted in services.GetServices<IHostedService>().Reverse())
-        {
-            await hosted.StopAsync(CancellationToken.None);
-        }
-
+        await StopAsync(services);
         await services.DisposeAsync();
     }
 }
