@@ -65,7 +65,6 @@ public sealed class RabbitMqOutboxTests
         }
 
         events.Should().HaveCount(1, "the second copy found its message in the inbox and committed nothing");
-        (await store.ReadOutboxAsync(0, 10)).Should().BeEmpty("the relay handed the one follow-up over and removed it");
         followUps.Should().Equal("42");
         (await host.Get<IDeadLetterQueue>().PeekAsync("orders")).Should().BeEmpty("the duplicate was acknowledged as handled");
     }
