@@ -230,6 +230,9 @@ internal class ChannelDriver<T>(RunContext run, ChannelReader<T> reader, bool ho
     /// <summary>Gets a value indicating whether the input ended because the pipeline is stopping, not because it was exhausted.</summary>
     protected virtual bool EndedByStop => false;
 
+    /// <summary>Gets a value indicating whether the source holds input whose settlement waits for a snapshot: an idle driver then takes one, since the transport may deliver nothing more until it is settled.</summary>
+    protected virtual bool HoldsUnsettledInput => false;
+
     public override async Task RunAsync()
     {
         var head = Head;
@@ -264,6 +267,12 @@ internal class ChannelDriver<T>(RunContext run, ChannelReader<T> reader, bool ho
             {
                 stopped = true;
                 break;
+            }
+
+            if (HoldsUnsettledInput)
+            {
+                await Run.CheckpointAsync(head).ConfigureAwait(false);
+                continue;
             }
 
             bool more;

@@ -18,6 +18,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
     private readonly TransportAddress _address;
     private readonly string _group;
     private volatile bool _stopped;
+    private HeldAcknowledgements? _held;
 
     public TransportSourceDriver(RunContext run, IServiceProvider services, TransportAddress address, string group)
         : this(run, services, address, group, Channel.CreateBounded<T>(new BoundedChannelOptions(run.Options.BufferCapacity)
@@ -42,6 +43,8 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
     protected override bool EndedByStop => _stopped;
 
+    protected override bool HoldsUnsettledInput => _held?.Uncaptured ?? false;
+
     public override async Task RunAsync()
     {
         var bus = _services.GetService<MessageBus>()
@@ -54,7 +57,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         var logger = Run.Logger;
         var system = bus.Transport.SystemName;
         var writer = _channel.Writer;
-        var held = Run.HoldsAcknowledgements ? new HeldAcknowledgements(this, Run.Options.MaxUnacknowledged) : null;
+        var held = _held = Run.HoldsAcknowledgements ? new HeldAcknowledgements(this, Run.Options.MaxUnacknowledged) : null;
         Run.Source = held;
         var subscription = await bus.Transport.SubscribeAsync(
             new SubscriptionRequest
@@ -106,6 +109,13 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             {
                 writer.TryComplete();
                 held?.ReleaseAll(Run.Failure);
+                if (held is not null && !Run.StopToken.IsCancellationRequested)
+                {
+                    // The run failed: the deliveries the subscription still holds are handed back (released handlers
+                    // settle them as Retry at once), not dropped by a hard stop, so that they are delivered again.
+                    await subscription.StopAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
                 await stopping.ConfigureAwait(false);
                 await subscription.DisposeAsync().ConfigureAwait(false);
             }
@@ -144,6 +154,18 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         private long _captured;
         private int _held;
         private bool _released;
+
+        /// <summary>Gets a value indicating whether messages were taken into the pipeline that no snapshot includes yet.</summary>
+        public bool Uncaptured
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _written - driver._channel.Reader.Count > _captured;
+                }
+            }
+        }
 
         public async Task<Settlement> WriteAndHoldAsync(T message, CancellationToken cancellationToken)
         {
