@@ -35,6 +35,9 @@ internal sealed class RunContext : IDisposable
 
     public string Name { get; }
 
+    /// <summary>Gets the lease the run holds on the pipeline's name, when the store has leases (on the host); its commits require it.</summary>
+    public Storage.Lease? Lease { get; init; }
+
     /// <summary>Gets the snapshot store of the run, if any.</summary>
     public IStreamSnapshotStore? Store { get; init; }
 

@@ -29,7 +29,7 @@ public sealed class StreamPipeline
     /// <param name="cancellationToken">Stops the pipeline gracefully.</param>
     /// <returns>A task that completes when the pipeline has ended; it fails with the exception of a stage whose policy is <see cref="FailurePolicy.Stop"/>.</returns>
     public Task RunAsync(CancellationToken cancellationToken = default) =>
-        RunHostedAsync(null, null, null, null, null, cancellationToken, CancellationToken.None);
+        RunHostedAsync(null, null, null, null, null, null, cancellationToken, CancellationToken.None);
 
     /// <summary>Runs with defaults from the host for what the options leave open; <paramref name="started"/> completes once the source is attached.</summary>
     internal async Task RunHostedAsync(
@@ -38,12 +38,13 @@ public sealed class StreamPipeline
         ILoggerFactory? defaultLoggers,
         IStreamSnapshotStore? defaultStore,
         TaskCompletionSource? started,
+        Storage.Lease? lease,
         CancellationToken stop,
         CancellationToken abort)
     {
         try
         {
-            await RunCoreAsync(defaultName, defaultTime, defaultLoggers, defaultStore, started, stop, abort).ConfigureAwait(false);
+            await RunCoreAsync(defaultName, defaultTime, defaultLoggers, defaultStore, started, lease, stop, abort).ConfigureAwait(false);
         }
         finally
         {
@@ -58,6 +59,7 @@ public sealed class StreamPipeline
         ILoggerFactory? defaultLoggers,
         IStreamSnapshotStore? defaultStore,
         TaskCompletionSource? started,
+        Storage.Lease? lease,
         CancellationToken stop,
         CancellationToken abort)
     {
@@ -72,7 +74,7 @@ public sealed class StreamPipeline
             StreamingLog.Restored(logger, name, restored.Count);
         }
 
-        using var run = new RunContext(name, Options, time, logger, restored, stop, abort, started) { Store = store };
+        using var run = new RunContext(name, Options, time, logger, restored, stop, abort, started) { Store = store, Lease = lease };
         ITimer? snapshots = null;
         try
         {
@@ -155,6 +157,12 @@ public sealed class StreamPipeline
 
             if (!unit.IsEmpty)
             {
+                if (run.Lease is { } lease)
+                {
+                    // A process that lost the pipeline's lease cannot commit over the new owner's state.
+                    unit.RequireLease(lease);
+                }
+
                 await durable.Units.CommitAsync(unit, run.AbortToken).ConfigureAwait(false);
             }
         }
