@@ -27,7 +27,7 @@ public sealed class BatchingBuilder
     /// <param name="configure">Adjusts the batch options.</param>
     /// <param name="name">The service key and the batcher's name; <see langword="null"/> for the unkeyed <see cref="Batcher{T}"/>.</param>
     /// <param name="sizeOf">Measures an item for <see cref="BatchOptions.MaxSize"/>.</param>
-    /// <param name="onDeadLetter">Receives items that still fail after their retries.</param>
+    /// <param name="onDeadLetter">Receives items that still fail after their retries (and items the handler fails after the drain deadline); without it, documents in <see cref="BatchDeadLetters.Collection"/> when a store is configured, otherwise logged and counted.</param>
     /// <returns>This builder.</returns>
     public BatchingBuilder AddBatcher<T>(
         BatchHandler<T> handler,
@@ -38,7 +38,7 @@ public sealed class BatchingBuilder
     {
         ArgumentNullException.ThrowIfNull(handler);
         return AddBatcherCore(name, configure, sizeOf, (sp, options, time, logger, batcherName) =>
-            Batcher.Create(handler, options, sizeOf, onDeadLetter, time, logger, batcherName));
+            Batcher.Create(handler, options, sizeOf, onDeadLetter ?? BatchDeadLetters.Default<T>(sp), time, logger, batcherName));
     }
 
     /// <summary>Adds an in-process batcher whose batches are handled by <typeparamref name="THandler"/>, resolved from a new scope per batch unless it is a singleton.</summary>
@@ -62,7 +62,7 @@ public sealed class BatchingBuilder
         return AddBatcherCore(name, configure, sizeOf, (sp, options, time, logger, batcherName) =>
         {
             var handler = invoker(sp);
-            return Batcher.Create<T>(handler.InvokeAsync, options, sizeOf, onDeadLetter, time, logger, batcherName);
+            return Batcher.Create<T>(handler.InvokeAsync, options, sizeOf, onDeadLetter ?? BatchDeadLetters.Default<T>(sp), time, logger, batcherName);
         });
     }
 
@@ -74,7 +74,7 @@ public sealed class BatchingBuilder
     /// <param name="configure">Adjusts the batch options.</param>
     /// <param name="name">The service key and the batcher's name; <see langword="null"/> for the unkeyed <see cref="Batcher{T}"/>.</param>
     /// <param name="sizeOf">Measures an item for <see cref="BatchOptions.MaxSize"/>.</param>
-    /// <param name="onDeadLetter">Receives items that still fail after their retries.</param>
+    /// <param name="onDeadLetter">Receives items that still fail after their retries (and items the handler fails after the drain deadline); without it, documents in <see cref="BatchDeadLetters.Collection"/> when a store is configured, otherwise logged and counted.</param>
     /// <returns>This builder.</returns>
     public BatchingBuilder AddBatcher<T, TKey>(
         Func<T, TKey> keySelector,
@@ -88,7 +88,7 @@ public sealed class BatchingBuilder
         ArgumentNullException.ThrowIfNull(keySelector);
         ArgumentNullException.ThrowIfNull(handler);
         return AddBatcherCore(name, configure, sizeOf, (sp, options, time, logger, batcherName) =>
-            Batcher.Create(keySelector, handler, options, sizeOf, onDeadLetter, time, logger, batcherName));
+            Batcher.Create(keySelector, handler, options, sizeOf, onDeadLetter ?? BatchDeadLetters.Default<T>(sp), time, logger, batcherName));
     }
 
     /// <summary>

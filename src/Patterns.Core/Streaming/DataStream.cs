@@ -90,6 +90,11 @@ public static class DataStream
             errors.Add("StreamOptions.DefaultFailurePolicy must not be null.");
         }
 
+        if (options.SnapshotInterval is { } interval && interval <= TimeSpan.Zero)
+        {
+            errors.Add($"StreamOptions.SnapshotInterval must be positive (was {interval}).");
+        }
+
         if (options.Name is { } name && string.IsNullOrWhiteSpace(name))
         {
             errors.Add("StreamOptions.Name must not be blank.");
@@ -191,7 +196,7 @@ public abstract class DataStream<T>
             this,
             "SelectAsync",
             StageNames.Validate(name),
-            (next, context, id) => ordered
+            (next, context, id) => context.Run.NoteConcurrentStage(id) && ordered
                 ? new OrderedAsyncMapStage<T, TOut>(next, selector, maxParallelism, new StageGuard(context, id, onError))
                 : new UnorderedAsyncMapStage<T, TOut>(next, selector, maxParallelism, new StageGuard(context, id, onError)),
             null);
@@ -332,6 +337,24 @@ public abstract class DataStream<T>
         return To((item, ct) => sender.SendAsync<object>(queue, item!, ct), onError);
     }
 
+    /// <summary>
+    /// Ends the stream in read-model documents of the event store, written exactly once: the results are committed in
+    /// the same unit of work as the snapshot whose state includes them (and that acknowledges a transport source's
+    /// input), so after a crash the pipeline resumes from that snapshot and never writes a result twice nor loses one.
+    /// Needs a snapshot store on a store with units of work (<see cref="StoreStreamSnapshotStore"/>, the default on the
+    /// host when <c>AddEventSourcing</c> chose such a store). Results are written when a snapshot commits: periodically
+    /// (<see cref="StreamOptions.SnapshotInterval"/>) and when the pipeline stops or its input ends.
+    /// </summary>
+    /// <param name="collection">The document collection.</param>
+    /// <param name="documentId">The id of each result's document; a later result with the same id replaces it (a window update).</param>
+    /// <returns>The runnable pipeline.</returns>
+    public StreamPipeline ToDocuments(string collection, Func<T, string> documentId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(collection);
+        ArgumentNullException.ThrowIfNull(documentId);
+        return Sink(context => new DocumentSinkStage<T>(context, context.StageId(StageNames.Of(null, "Documents", Depth + 1)), collection, documentId));
+    }
+
     /// <summary>Builds the stages (downstream first) and returns the driver of the source.</summary>
     internal abstract Driver Connect(Func<ChainContext, Stage<T>> downstream, RunContext run);
 
@@ -371,6 +394,12 @@ internal sealed class PartitionStream<T, TKey>(DataStream<T> upstream, Func<T, T
         upstream.Connect(
             context => context.Partition >= 0
                 ? throw new InvalidOperationException("A stream that is already partitioned cannot be partitioned again.")
-                : new PartitionRouter<T, TKey>(context, keySelector, partitions, downstream, new StageGuard(context, context.StageId(StageNames.Of(name, "PartitionBy", Depth)), onError)),
+                : new PartitionRouter<T, TKey>(context, keySelector, partitions, downstream, new StageGuard(context, Concurrent(context, context.StageId(StageNames.Of(name, "PartitionBy", Depth))), onError)),
             run);
+
+    private static string Concurrent(ChainContext context, string id)
+    {
+        context.Run.NoteConcurrentStage(id);
+        return id;
+    }
 }

@@ -11,6 +11,7 @@ namespace Patterns.Streaming;
 internal abstract class Driver(RunContext run)
 {
     private int _tick;
+    private int _checkpoint;
     private TaskCompletionSource? _tickSignal;
 
     protected RunContext Run { get; } = run;
@@ -18,7 +19,7 @@ internal abstract class Driver(RunContext run)
     /// <summary>Gets a value indicating whether a stage of this driver uses timers, so idle waits must wake up for ticks.</summary>
     protected bool UsesTimers { get; private set; }
 
-    protected bool TickPending => Volatile.Read(ref _tick) != 0;
+    protected bool TickPending => Volatile.Read(ref _tick) != 0 || Volatile.Read(ref _checkpoint) != 0;
 
     /// <summary>Gets a value indicating whether the driver reports itself when its source is attached (<see cref="RunContext.Started"/>); others are attached at once.</summary>
     public virtual bool ReportsStart => false;
@@ -32,9 +33,18 @@ internal abstract class Driver(RunContext run)
         Interlocked.Exchange(ref _tickSignal, null)?.TrySetResult();
     }
 
+    /// <summary>Thread-safe: asks for a snapshot to be taken between two elements (a periodic snapshot, or too many unacknowledged messages).</summary>
+    public void RequestCheckpoint()
+    {
+        Volatile.Write(ref _checkpoint, 1);
+        Interlocked.Exchange(ref _tickSignal, null)?.TrySetResult();
+    }
+
     public abstract Task RunAsync();
 
     protected bool TakeTick() => Interlocked.Exchange(ref _tick, 0) != 0;
+
+    protected bool TakeCheckpoint() => Interlocked.Exchange(ref _checkpoint, 0) != 0;
 
     /// <summary>A task that completes at the next tick request (at once when one is pending).</summary>
     protected Task WaitForTickAsync()
@@ -71,6 +81,11 @@ internal abstract class Driver<T>(RunContext run) : Driver(run)
         while (TakeTick())
         {
             await Head.OnTickAsync().ConfigureAwait(false);
+        }
+
+        if (TakeCheckpoint())
+        {
+            await Run.CheckpointAsync(Head).ConfigureAwait(false);
         }
     }
 
@@ -215,6 +230,9 @@ internal class ChannelDriver<T>(RunContext run, ChannelReader<T> reader, bool ho
     /// <summary>Gets a value indicating whether the input ended because the pipeline is stopping, not because it was exhausted.</summary>
     protected virtual bool EndedByStop => false;
 
+    /// <summary>Gets a value indicating whether the source holds input whose settlement waits for a snapshot: an idle driver then takes one, since the transport may deliver nothing more until it is settled.</summary>
+    protected virtual bool HoldsUnsettledInput => false;
+
     public override async Task RunAsync()
     {
         var head = Head;
@@ -249,6 +267,12 @@ internal class ChannelDriver<T>(RunContext run, ChannelReader<T> reader, bool ho
             {
                 stopped = true;
                 break;
+            }
+
+            if (HoldsUnsettledInput)
+            {
+                await Run.CheckpointAsync(head).ConfigureAwait(false);
+                continue;
             }
 
             bool more;

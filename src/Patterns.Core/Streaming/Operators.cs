@@ -339,3 +339,77 @@ internal sealed class SinkStage<T> : Stage<T>
     private async ValueTask RecoverAsync(T item, Exception failure) =>
         await _guard.RecoverAsync(item, failure, _attempt).ConfigureAwait(false);
 }
+
+/// <summary>
+/// The end of a pipeline in documents of the store: results are held until the next snapshot and committed in its unit
+/// of work, so a result reaches the store exactly when the state that produced it does.
+/// </summary>
+internal sealed class DocumentSinkStage<T> : Stage<T>
+{
+    private readonly RunContext _run;
+    private readonly string _collection;
+    private readonly Func<T, string> _documentId;
+    private readonly Serialization.IMessageSerializer _serializer;
+    private readonly string _id;
+    private List<T> _pending = [];
+
+    public DocumentSinkStage(ChainContext context, string id, string collection, Func<T, string> documentId)
+    {
+        _run = context.Run;
+        _id = id;
+        _collection = collection;
+        _documentId = documentId;
+        _serializer = (_run.Store as StoreStreamSnapshotStore)?.Serializer ?? throw new InvalidOperationException(
+            $"Stream '{_run.Name}' writes to documents ('{collection}') in the unit of work of its snapshots, which needs a snapshot store on a store with units of work: choose one with AddEventSourcing(es => es.UseSqlite(...)) (the host then uses it), or set StreamOptions.SnapshotStore to a StoreStreamSnapshotStore.");
+    }
+
+    public override ValueTask OnNextAsync(T item)
+    {
+        _pending.Add(item);
+        return default;
+    }
+
+    public override ValueTask OnCompletedAsync(bool final)
+    {
+        HandOver();
+        return default;
+    }
+
+    public override ValueTask OnTickAsync() => default;
+
+    public override ValueTask OnCheckpointAsync()
+    {
+        HandOver();
+        return default;
+    }
+
+    private void HandOver()
+    {
+        if (_pending.Count == 0)
+        {
+            return;
+        }
+
+        var items = _pending;
+        _pending = [];
+        _run.AddPendingWrite(unit =>
+        {
+            foreach (var item in items)
+            {
+                string id;
+                try
+                {
+                    id = _documentId(item);
+                }
+                catch (Exception ex)
+                {
+                    throw new InvalidOperationException($"Stream '{_run.Name}': the document id of a result of stage '{_id}' could not be computed: {ex.Message}", ex);
+                }
+
+                var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+                _serializer.Serialize(buffer, item!, typeof(T));
+                unit.Upsert(_collection, id, buffer.WrittenMemory);
+            }
+        });
+    }
+}

@@ -15,7 +15,10 @@ internal sealed class RunContext : IDisposable
     private readonly Dictionary<object, object> _shared = [];
     private readonly HashSet<string> _stages = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _stateful = new(StringComparer.Ordinal);
+    private readonly List<Action<Storage.UnitOfWork>> _pendingWrites = [];
+    private readonly List<string> _concurrent = [];
     private ExceptionDispatchInfo? _failure;
+    private bool _endCommitted;
 
     public RunContext(string name, StreamOptions options, TimeProvider time, ILogger logger, IReadOnlyDictionary<string, object>? restored, CancellationToken stop, CancellationToken abort, TaskCompletionSource? started = null)
     {
@@ -31,6 +34,18 @@ internal sealed class RunContext : IDisposable
     }
 
     public string Name { get; }
+
+    /// <summary>Gets the lease the run holds on the pipeline's name, when the store has leases (on the host); its commits require it.</summary>
+    public Storage.Lease? Lease { get; init; }
+
+    /// <summary>Gets the snapshot store of the run, if any.</summary>
+    public IStreamSnapshotStore? Store { get; init; }
+
+    /// <summary>Gets a value indicating whether the snapshots go to the store through units of work, so that sink writes can commit with them.</summary>
+    public bool DurableStore => Store is StoreStreamSnapshotStore;
+
+    /// <summary>Gets a value indicating whether a transport source holds its acknowledgements until a snapshot that includes the messages commits: the store is durable and a snapshot can be taken between any two elements.</summary>
+    public bool HoldsAcknowledgements => DurableStore && ConcurrentStages.Count == 0;
 
     /// <summary>Completed once the source is attached (a transport source has subscribed), so the host can start after it.</summary>
     public TaskCompletionSource? Started { get; }
@@ -194,6 +209,94 @@ internal sealed class RunContext : IDisposable
             (stages.Count == 1 ? "stage " : "stages ") + string.Join(", ", stages.Select(s => format?.Invoke(s) ?? $"'{s}'"));
     }
 
+    /// <summary>Records a stage that holds elements on other tasks (<c>SelectAsync</c>, <c>PartitionBy</c>): a periodic snapshot cannot be taken between two elements there.</summary>
+    public bool NoteConcurrentStage(string stageId)
+    {
+        lock (_gate)
+        {
+            _concurrent.Add(stageId);
+        }
+
+        return true;
+    }
+
+    /// <summary>Gets the stages recorded by <see cref="NoteConcurrentStage"/>.</summary>
+    public IReadOnlyList<string> ConcurrentStages
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _concurrent];
+            }
+        }
+    }
+
+    /// <summary>Gets or sets what takes part in each commit of a snapshot: a transport source that holds acknowledgements until then.</summary>
+    public ICheckpointParticipant? Source { get; set; }
+
+    /// <summary>Gets or sets what commits a snapshot (with the sink writes that go with it): set by the pipeline for a run that takes periodic snapshots.</summary>
+    public Func<bool, ValueTask>? Committer { get; set; }
+
+    /// <summary>Gets the number of snapshots committed by this run.</summary>
+    public int Commits { get; private set; }
+
+    /// <summary>A transactional sink hands over writes to commit with the next snapshot.</summary>
+    public void AddPendingWrite(Action<Storage.UnitOfWork> write)
+    {
+        lock (_gate)
+        {
+            _pendingWrites.Add(write);
+        }
+    }
+
+    /// <summary>Takes the writes to commit with the snapshot being taken.</summary>
+    public List<Action<Storage.UnitOfWork>> TakePendingWrites()
+    {
+        lock (_gate)
+        {
+            var writes = new List<Action<Storage.UnitOfWork>>(_pendingWrites);
+            _pendingWrites.Clear();
+            return writes;
+        }
+    }
+
+    /// <summary>
+    /// Takes a snapshot between two elements, on the driver's task: the stages save their state and hand over their
+    /// writes, then the snapshot commits, and only then is the input it includes acknowledged.
+    /// </summary>
+    public async ValueTask CheckpointAsync<T>(Stage<T> head)
+    {
+        if (Committer is not { } commit)
+        {
+            return;
+        }
+
+        await head.OnCheckpointAsync().ConfigureAwait(false);
+        await CommitAsync(commit, endOfRun: false).ConfigureAwait(false);
+    }
+
+    /// <summary>Commits the state saved at the end of the run (a graceful stop or the end of the input) and acknowledges what it includes; once only.</summary>
+    public ValueTask CommitEndAsync() => Committer is { } commit && !_endCommitted ? CommitAsync(commit, endOfRun: true) : default;
+
+    private async ValueTask CommitAsync(Func<bool, ValueTask> commit, bool endOfRun)
+    {
+        _endCommitted |= endOfRun;
+        var captured = Source?.Capture();
+        await commit(endOfRun).ConfigureAwait(false);
+        Commits++;
+        Source?.Committed(captured);
+    }
+
+    /// <summary>A window stage whose input is exhausted has fired everything: it has no state to save any more.</summary>
+    public void RemoveState(string stageId)
+    {
+        lock (_gate)
+        {
+            _savedState.Remove(stageId);
+        }
+    }
+
     public void SaveState(string stageId, object state)
     {
         lock (_gate)
@@ -234,4 +337,14 @@ internal sealed class RunContext : IDisposable
     }
 
     public void Dispose() => _abort.Dispose();
+}
+
+/// <summary>A source that acknowledges its input only once a snapshot that includes it has committed.</summary>
+internal interface ICheckpointParticipant
+{
+    /// <summary>On the driver's task, at the snapshot: what has been taken into the pipeline so far.</summary>
+    object? Capture();
+
+    /// <summary>The snapshot that included <paramref name="captured"/> committed: acknowledge it.</summary>
+    void Committed(object? captured);
 }

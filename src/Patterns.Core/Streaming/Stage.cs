@@ -18,6 +18,12 @@ internal abstract class Stage<T>
 
     /// <summary>A timer fired on the owning driver (processing-time windows); forwarded down the chain.</summary>
     public abstract ValueTask OnTickAsync();
+
+    /// <summary>
+    /// A periodic snapshot is being taken between two elements: stateful stages save their state, a transactional sink
+    /// hands over the results it holds; forwarded down the chain.
+    /// </summary>
+    public virtual ValueTask OnCheckpointAsync() => default;
 }
 
 /// <summary>A stage with one downstream stage; forwards completion and ticks.</summary>
@@ -28,6 +34,8 @@ internal abstract class ForwardingStage<TIn, TOut>(Stage<TOut> next) : Stage<TIn
     public override ValueTask OnCompletedAsync(bool final) => Next.OnCompletedAsync(final);
 
     public override ValueTask OnTickAsync() => Next.OnTickAsync();
+
+    public override ValueTask OnCheckpointAsync() => Next.OnCheckpointAsync();
 }
 
 /// <summary>What a stage being built knows: the run, the partition it runs in, and the driver that calls it.</summary>

@@ -31,6 +31,25 @@ public sealed class StreamOptions
     /// <value>Default <see langword="null"/>: on the host, the registered <see cref="IStreamSnapshotStore"/>; otherwise none.</value>
     public IStreamSnapshotStore? SnapshotStore { get; set; }
 
+    /// <summary>
+    /// Gets or sets how often the pipeline saves a snapshot while it runs, on its <see cref="TimeProvider"/>, besides the
+    /// one it saves when it stops. The snapshot is taken between two elements; with a store that has units of work it
+    /// commits together with the results a transactional sink (<see cref="DataStream{T}.ToDocuments"/>) emitted since the
+    /// last one, and a transport source acknowledges the messages it includes only then. Needs a pipeline without
+    /// <c>SelectAsync</c> and <c>PartitionBy</c> (the run fails at start otherwise).
+    /// </summary>
+    /// <value>Default <see langword="null"/>: a snapshot only when the pipeline stops (or when <see cref="MaxUnacknowledged"/> is reached).</value>
+    public TimeSpan? SnapshotInterval { get; set; }
+
+    /// <summary>
+    /// Gets or sets how many messages a transport source holds unacknowledged until a snapshot that includes them
+    /// commits, when snapshots go to a store with units of work; reaching it forces a snapshot. It is also how many
+    /// deliveries the transport hands over at once.
+    /// </summary>
+    /// <value>Default 256.</value>
+    [Range(1, 1_000_000)]
+    public int MaxUnacknowledged { get; set; } = 256;
+
     /// <summary>Gets or sets the clock for processing-time windows and retry delays.</summary>
     /// <value>Default <see langword="null"/>: the host's <see cref="System.TimeProvider"/>, or the system clock.</value>
     public TimeProvider? TimeProvider { get; set; }

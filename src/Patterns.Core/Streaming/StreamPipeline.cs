@@ -29,7 +29,7 @@ public sealed class StreamPipeline
     /// <param name="cancellationToken">Stops the pipeline gracefully.</param>
     /// <returns>A task that completes when the pipeline has ended; it fails with the exception of a stage whose policy is <see cref="FailurePolicy.Stop"/>.</returns>
     public Task RunAsync(CancellationToken cancellationToken = default) =>
-        RunHostedAsync(null, null, null, null, null, cancellationToken, CancellationToken.None);
+        RunHostedAsync(null, null, null, null, null, null, cancellationToken, CancellationToken.None);
 
     /// <summary>Runs with defaults from the host for what the options leave open; <paramref name="started"/> completes once the source is attached.</summary>
     internal async Task RunHostedAsync(
@@ -38,12 +38,13 @@ public sealed class StreamPipeline
         ILoggerFactory? defaultLoggers,
         IStreamSnapshotStore? defaultStore,
         TaskCompletionSource? started,
+        Storage.Lease? lease,
         CancellationToken stop,
         CancellationToken abort)
     {
         try
         {
-            await RunCoreAsync(defaultName, defaultTime, defaultLoggers, defaultStore, started, stop, abort).ConfigureAwait(false);
+            await RunCoreAsync(defaultName, defaultTime, defaultLoggers, defaultStore, started, lease, stop, abort).ConfigureAwait(false);
         }
         finally
         {
@@ -58,6 +59,7 @@ public sealed class StreamPipeline
         ILoggerFactory? defaultLoggers,
         IStreamSnapshotStore? defaultStore,
         TaskCompletionSource? started,
+        Storage.Lease? lease,
         CancellationToken stop,
         CancellationToken abort)
     {
@@ -72,7 +74,8 @@ public sealed class StreamPipeline
             StreamingLog.Restored(logger, name, restored.Count);
         }
 
-        using var run = new RunContext(name, Options, time, logger, restored, stop, abort, started);
+        using var run = new RunContext(name, Options, time, logger, restored, stop, abort, started) { Store = store, Lease = lease };
+        ITimer? snapshots = null;
         try
         {
             var driver = _build(run);
@@ -80,6 +83,29 @@ public sealed class StreamPipeline
             // Every stage is built (partitions too): a snapshot that does not match the pipeline's stateful stages fails
             // the run, naming them, and stays in the store, instead of the pipeline silently starting empty.
             run.VerifyRestored();
+            if (store is not null)
+            {
+                run.Committer = endOfRun => CommitAsync(run, store, endOfRun);
+                if (run.HoldsAcknowledgements)
+                {
+                    // A transport source that reaches its bound of unacknowledged messages asks for a snapshot, which
+                    // an idle driver must wake up for.
+                    driver.UseTimers();
+                }
+
+                if (Options.SnapshotInterval is { } interval)
+                {
+                    if (run.ConcurrentStages is [var concurrent, ..])
+                    {
+                        throw new InvalidOperationException(
+                            $"Stream '{name}' takes periodic snapshots (StreamOptions.SnapshotInterval), which are taken between two elements on the source's task, but stage '{concurrent}' holds elements on other tasks. Remove SnapshotInterval (the pipeline then saves its state when it stops), or remove SelectAsync and PartitionBy.");
+                    }
+
+                    driver.UseTimers();
+                    snapshots = time.CreateTimer(static d => ((Driver)d!).RequestCheckpoint(), driver, interval, interval);
+                }
+            }
+
             if (!driver.ReportsStart)
             {
                 started?.TrySetResult();
@@ -91,23 +117,67 @@ public sealed class StreamPipeline
         {
             run.Fail(ex);
         }
+        finally
+        {
+            snapshots?.Dispose();
+        }
 
         await Task.WhenAll(run.Auxiliary).ConfigureAwait(false);
         run.ThrowIfFailed();
         abort.ThrowIfCancellationRequested();
-        if (store is null)
+        await run.CommitEndAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Commits the saved state, with the writes of a transactional sink, in one unit of work when the store has them: at
+    /// the end of the run (a snapshot on a graceful stop, a delete when the input is exhausted) or periodically.
+    /// </summary>
+    private static async ValueTask CommitAsync(RunContext run, IStreamSnapshotStore store, bool endOfRun)
+    {
+        var writes = run.TakePendingWrites();
+        var saved = new Dictionary<string, object>(run.SavedState, StringComparer.Ordinal);
+        var snapshot = saved.Count > 0 ? new StreamSnapshot(run.Name, run.Time.GetUtcNow(), saved) : null;
+        var delete = snapshot is null && endOfRun && !run.StopToken.IsCancellationRequested;
+        if (store is StoreStreamSnapshotStore durable)
         {
-            return;
+            var unit = new Storage.UnitOfWork();
+            if (snapshot is not null)
+            {
+                durable.Write(unit, snapshot);
+            }
+            else if (delete)
+            {
+                unit.Delete(StoreStreamSnapshotStore.Collection, run.Name);
+            }
+
+            foreach (var write in writes)
+            {
+                write(unit);
+            }
+
+            if (!unit.IsEmpty)
+            {
+                if (run.Lease is { } lease)
+                {
+                    // A process that lost the pipeline's lease cannot commit over the new owner's state.
+                    unit.RequireLease(lease);
+                }
+
+                await durable.Units.CommitAsync(unit, run.AbortToken).ConfigureAwait(false);
+            }
+        }
+        else if (snapshot is not null)
+        {
+            await store.SaveAsync(snapshot, run.AbortToken).ConfigureAwait(false);
+        }
+        else if (delete)
+        {
+            await store.DeleteAsync(run.Name, run.AbortToken).ConfigureAwait(false);
         }
 
-        if (run.SavedState.Count > 0)
+        if (snapshot is not null && endOfRun)
         {
-            await store.SaveAsync(new StreamSnapshot(name, time.GetUtcNow(), new Dictionary<string, object>(run.SavedState, StringComparer.Ordinal)), abort).ConfigureAwait(false);
-            StreamingLog.Saved(logger, name, run.SavedState.Count);
-        }
-        else if (!stop.IsCancellationRequested)
-        {
-            await store.DeleteAsync(name, abort).ConfigureAwait(false);
+            StreamingLog.Saved(run.Logger, run.Name, saved.Count);
         }
     }
 }

@@ -1,5 +1,8 @@
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using Patterns.Serialization;
+using Patterns.Storage;
 
 namespace Patterns.Streaming;
 
@@ -7,7 +10,7 @@ namespace Patterns.Streaming;
 /// <remarks>
 /// Each pipeline starts with the host and stops gracefully with it: it stops reading, finishes what it holds within
 /// <see cref="Hosting.PatternsOptions.ShutdownTimeout"/>, and saves its window state to the registered
-/// <see cref="IStreamSnapshotStore"/> (in memory unless another is registered), from which it resumes on the next start.
+/// <see cref="IStreamSnapshotStore"/> (the store's documents when <c>AddEventSourcing</c> chose a store with units of work, in memory otherwise, unless another is registered), from which it resumes on the next start.
 /// A pipeline that fails (a <see cref="FailurePolicy.Stop"/> stage) is logged and ends; the host keeps running.
 /// </remarks>
 public sealed class StreamingBuilder
@@ -16,6 +19,18 @@ public sealed class StreamingBuilder
 
     /// <summary>Gets the service collection.</summary>
     public IServiceCollection Services { get; }
+
+    /// <summary>
+    /// Keeps the pipelines' snapshots in the store chosen with <c>AddEventSourcing</c> (document collection
+    /// <see cref="StoreStreamSnapshotStore.Collection"/>), written through its units of work. This is already the default
+    /// when that store has units of work; the call makes it explicit, and the host then fails to start without such a store.
+    /// </summary>
+    /// <returns>This builder.</returns>
+    public StreamingBuilder UseStoreSnapshots()
+    {
+        Services.Replace(ServiceDescriptor.Singleton<IStreamSnapshotStore>(static sp => StreamSnapshotStores.Store(sp)));
+        return this;
+    }
 
     /// <summary>Adds a pipeline, built from the application's services when the host starts.</summary>
     /// <param name="name">The pipeline's name, unique in the application (logs, telemetry, snapshots); <see cref="StreamOptions.Name"/> overrides it.</param>
@@ -28,6 +43,23 @@ public sealed class StreamingBuilder
         Services.Configure<StreamingTopology>(t => t.Pipelines.Add(new PipelineRegistration(name, factory)));
         return this;
     }
+}
+
+/// <summary>Chooses the snapshot store from the registered services.</summary>
+internal static class StreamSnapshotStores
+{
+    /// <summary>The store's documents when it has units of work (durable), otherwise in memory.</summary>
+    public static IStreamSnapshotStore Default(IServiceProvider services) =>
+        (IStreamSnapshotStore?)TryStore(services) ?? new InMemoryStreamSnapshotStore();
+
+    public static IStreamSnapshotStore Store(IServiceProvider services) =>
+        TryStore(services) ?? throw new InvalidOperationException(
+            "UseStoreSnapshots() needs a store with documents and units of work (IDocumentStorage and IUnitOfWorkStorage): choose one with AddEventSourcing(es => es.UseSqlite(...)) or UsePostgres(...).");
+
+    private static StoreStreamSnapshotStore? TryStore(IServiceProvider services) =>
+        services.GetService<IUnitOfWorkStorage>() is { } units && services.GetService<IDocumentStorage>() is { } documents
+            ? new StoreStreamSnapshotStore(documents, units, services.GetRequiredService<IMessageSerializer>())
+            : null;
 }
 
 internal sealed record PipelineRegistration(string Name, Func<IServiceProvider, StreamPipeline> Factory);

@@ -24,6 +24,12 @@ internal static partial class StreamingLog
 
     [LoggerMessage(EventId = 3107, Level = LogLevel.Information, Message = "Started {Pipelines} stream pipeline(s).")]
     public static partial void PipelinesStarted(ILogger logger, int pipelines);
+
+    [LoggerMessage(EventId = 3108, Level = LogLevel.Warning, Message = "Stream '{Pipeline}' lost its lease: another process runs it now; this one stands by.")]
+    public static partial void LeaseLost(ILogger logger, string pipeline);
+
+    [LoggerMessage(EventId = 3109, Level = LogLevel.Warning, Message = "Stream '{Pipeline}': the store failed while taking or renewing the pipeline's lease.")]
+    public static partial void LeaseError(ILogger logger, Exception exception, string pipeline);
 }
 
 /// <summary>Names used by stream telemetry.</summary>

@@ -18,12 +18,13 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
     private readonly TransportAddress _address;
     private readonly string _group;
     private volatile bool _stopped;
+    private HeldAcknowledgements? _held;
 
     public TransportSourceDriver(RunContext run, IServiceProvider services, TransportAddress address, string group)
         : this(run, services, address, group, Channel.CreateBounded<T>(new BoundedChannelOptions(run.Options.BufferCapacity)
         {
             SingleReader = true,
-            SingleWriter = true,
+            SingleWriter = false,
             FullMode = BoundedChannelFullMode.Wait,
         }))
     {
@@ -42,6 +43,8 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
     protected override bool EndedByStop => _stopped;
 
+    protected override bool HoldsUnsettledInput => _held?.Uncaptured ?? false;
+
     public override async Task RunAsync()
     {
         var bus = _services.GetService<MessageBus>()
@@ -54,13 +57,15 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         var logger = Run.Logger;
         var system = bus.Transport.SystemName;
         var writer = _channel.Writer;
+        var held = _held = Run.HoldsAcknowledgements ? new HeldAcknowledgements(this, Run.Options.MaxUnacknowledged) : null;
+        Run.Source = held;
         var subscription = await bus.Transport.SubscribeAsync(
             new SubscriptionRequest
             {
                 Address = _address,
                 ConsumerGroup = _group,
-                Concurrency = 1,
-                Capacity = Run.Options.BufferCapacity,
+                Concurrency = held is null ? 1 : Run.Options.MaxUnacknowledged,
+                Capacity = held is null ? Run.Options.BufferCapacity : Math.Max(Run.Options.BufferCapacity, Run.Options.MaxUnacknowledged),
             },
             async (envelope, ct) =>
             {
@@ -71,12 +76,17 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
                 try
                 {
+                    if (held is not null)
+                    {
+                        return await held.WriteAndHoldAsync(message, ct).ConfigureAwait(false);
+                    }
+
                     await writer.WriteAsync(message, ct).ConfigureAwait(false);
                     return Settlement.Ack;
                 }
                 catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
                 {
-                    // The pipeline ended while the message waited for room: hand it back.
+                    // The pipeline ended while the message waited for room (or for its snapshot): hand it back.
                     return Settlement.Retry(TimeSpan.Zero, ex);
                 }
             },
@@ -84,15 +94,28 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         Run.Started?.TrySetResult();
 
         var stopping = Task.CompletedTask;
-        using (Run.StopToken.Register(() => stopping = StopAsync(subscription)))
+        using (Run.StopToken.Register(() => stopping = held is null ? StopAsync(subscription) : StopHoldingAsync(subscription)))
         {
             try
             {
                 await base.RunAsync().ConfigureAwait(false);
+                if (held is not null)
+                {
+                    // The messages taken are acknowledged only once the state that includes them has committed.
+                    await Run.CommitEndAsync().ConfigureAwait(false);
+                }
             }
             finally
             {
                 writer.TryComplete();
+                held?.ReleaseAll(Run.Failure);
+                if (held is not null && !Run.StopToken.IsCancellationRequested)
+                {
+                    // The run failed: the deliveries the subscription still holds are handed back (released handlers
+                    // settle them as Retry at once), not dropped by a hard stop, so that they are delivered again.
+                    await subscription.StopAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
                 await stopping.ConfigureAwait(false);
                 await subscription.DisposeAsync().ConfigureAwait(false);
             }
@@ -104,5 +127,133 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         _stopped = true;
         await subscription.StopAsync(Run.AbortToken).ConfigureAwait(false);
         _channel.Writer.TryComplete();
+    }
+
+    /// <summary>
+    /// Holding acknowledgements, the subscription cannot drain into the pipeline (its handlers wait for the final
+    /// snapshot): the input closes at once, deliveries not yet taken go back to the transport, and the pipeline
+    /// finishes what it took, commits, acknowledges it, and only then stops the subscription.
+    /// </summary>
+    private Task StopHoldingAsync(TransportSubscription subscription)
+    {
+        _stopped = true;
+        _channel.Writer.TryComplete();
+        return subscription.StopAsync(Run.AbortToken);
+    }
+
+    /// <summary>
+    /// The messages taken into the pipeline, in channel order, each waiting for its settlement until a snapshot that
+    /// includes it has committed. Reaching the bound forces a snapshot.
+    /// </summary>
+    private sealed class HeldAcknowledgements(TransportSourceDriver<T> driver, int max) : ICheckpointParticipant
+    {
+        private readonly Lock _gate = new();
+        private readonly Queue<TaskCompletionSource<Settlement>> _waiting = new();
+        private readonly List<List<TaskCompletionSource<Settlement>>> _uncommitted = [];
+        private long _written;
+        private long _captured;
+        private int _held;
+        private bool _released;
+
+        /// <summary>Gets a value indicating whether messages were taken into the pipeline that no snapshot includes yet.</summary>
+        public bool Uncaptured
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _written - driver._channel.Reader.Count > _captured;
+                }
+            }
+        }
+
+        public async Task<Settlement> WriteAndHoldAsync(T message, CancellationToken cancellationToken)
+        {
+            var settled = new TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var writer = driver._channel.Writer;
+            while (true)
+            {
+                if (!await writer.WaitToWriteAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    return Settlement.Retry(TimeSpan.Zero);
+                }
+
+                lock (_gate)
+                {
+                    if (_released)
+                    {
+                        return Settlement.Retry(TimeSpan.Zero);
+                    }
+
+                    if (writer.TryWrite(message))
+                    {
+                        _waiting.Enqueue(settled);
+                        _written++;
+                        break;
+                    }
+                }
+            }
+
+            if (Interlocked.Increment(ref _held) >= max)
+            {
+                driver.RequestCheckpoint();
+            }
+
+            using (cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Settlement.Retry(TimeSpan.Zero)), settled))
+            {
+                return await settled.Task.ConfigureAwait(false);
+            }
+        }
+
+        public object? Capture()
+        {
+            lock (_gate)
+            {
+                var taken = _written - driver._channel.Reader.Count - _captured;
+                var captured = new List<TaskCompletionSource<Settlement>>((int)taken);
+                for (var i = 0; i < taken; i++)
+                {
+                    captured.Add(_waiting.Dequeue());
+                }
+
+                _captured += taken;
+                _uncommitted.Add(captured);
+                return captured;
+            }
+        }
+
+        public void Committed(object? captured)
+        {
+            var settled = (List<TaskCompletionSource<Settlement>>)captured!;
+            lock (_gate)
+            {
+                _uncommitted.Remove(settled);
+            }
+
+            foreach (var message in settled)
+            {
+                message.TrySetResult(Settlement.Ack);
+            }
+
+            Interlocked.Add(ref _held, -settled.Count);
+        }
+
+        /// <summary>The run ended: what no committed snapshot includes goes back to the transport, to be redelivered.</summary>
+        public void ReleaseAll(Exception? failure)
+        {
+            TaskCompletionSource<Settlement>[] waiting;
+            lock (_gate)
+            {
+                _released = true;
+                waiting = [.. _uncommitted.SelectMany(c => c), .. _waiting];
+                _waiting.Clear();
+                _uncommitted.Clear();
+            }
+
+            foreach (var message in waiting)
+            {
+                message.TrySetResult(Settlement.Retry(TimeSpan.Zero, failure));
+            }
+        }
     }
 }

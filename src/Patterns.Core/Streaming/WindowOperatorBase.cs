@@ -1,4 +1,5 @@
 using System.Globalization;
+using Patterns.Serialization;
 
 namespace Patterns.Streaming;
 
@@ -100,14 +101,26 @@ internal abstract class WindowOperatorBase<T, TKey, TAcc, TResult, TAgg> : Stage
         {
             Watermark = long.MaxValue;
             await FireAllAsync().ConfigureAwait(false);
+            _run.RemoveState(_id);
         }
         else
         {
-            var watermark = Watermark == long.MinValue ? (DateTimeOffset?)null : ToTime(Watermark);
-            _run.SaveState(_id, new WindowOperatorState<TKey, TAcc>(_kind, watermark, SaveWindows()));
+            SaveState();
         }
 
         await Next.OnCompletedAsync(final).ConfigureAwait(false);
+    }
+
+    public sealed override ValueTask OnCheckpointAsync()
+    {
+        SaveState();
+        return Next.OnCheckpointAsync();
+    }
+
+    private void SaveState()
+    {
+        var watermark = Watermark == long.MinValue ? (DateTimeOffset?)null : ToTime(Watermark);
+        _run.SaveState(_id, new WindowOperatorState<TKey, TAcc>(_kind, watermark, SaveWindows()));
     }
 
     public sealed override async ValueTask OnTickAsync()
@@ -159,6 +172,22 @@ internal abstract class WindowOperatorBase<T, TKey, TAcc, TResult, TAgg> : Stage
         if (_run.Restore(_id, _kind) is not { } saved)
         {
             return;
+        }
+
+        if (saved is SerializedStageState serialized)
+        {
+            // A durable snapshot holds bytes: only this stage knows the type they were written from.
+            try
+            {
+                saved = serialized.Deserialize(typeof(WindowOperatorState<TKey, TAcc>));
+            }
+            catch (Exception ex) when (ex is MessageDeserializationException or NotSupportedException or InvalidOperationException)
+            {
+                throw new StreamSnapshotMismatchException(
+                    _run.Name,
+                    _id,
+                    $"Stream '{_run.Name}' cannot resume from its snapshot: the state saved for stage '{_id}' is not a {TypeName(typeof(WindowOperatorState<TKey, TAcc>))} ({ex.Message}). Was the stage's key or aggregation changed? Delete the snapshot to start empty.");
+            }
         }
 
         if (saved is not WindowOperatorState<TKey, TAcc> state)

@@ -1,0 +1,99 @@
+using System.Threading.Channels;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Patterns.EventSourcing.InMemory;
+using Patterns.Serialization;
+using Patterns.Streaming;
+using Patterns.Testing;
+using static Patterns.Core.Tests.Streaming.T;
+
+namespace Patterns.Core.Tests.Streaming;
+
+public sealed class DurableSnapshotTests
+{
+    [Fact]
+    public async Task SnapshotInterval_WhileRunning_CommitsTheSnapshotAndTheResultsTogetherEachInterval()
+    {
+        var time = new ManualTimeProvider();
+        var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
+        var store = new StoreStreamSnapshotStore(storage, storage, new JsonMessageSerializer());
+        var input = Channel.CreateUnbounded<Click>();
+        var seen = 0;
+        var run = DataStream.From(input.Reader, new StreamOptions { Name = "clicks", SnapshotStore = store, SnapshotInterval = TimeSpan.FromSeconds(5), TimeProvider = time })
+            .Select(c =>
+            {
+                Interlocked.Increment(ref seen);
+                return c;
+            })
+            .WithEventTime(c => c.At, TimeSpan.Zero)
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
+            .Count()
+            .ToDocuments("counts", r => $"{r.Key}/{(r.Start - Zero).TotalSeconds}")
+            .RunAsync();
+        await input.Writer.WriteAsync(C("a", 1));
+        await input.Writer.WriteAsync(C("a", 2));
+        await input.Writer.WriteAsync(C("a", 12));
+        await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 3 || run.IsCompleted);
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+
+        (await storage.GetAsync("counts", "a/0")).Should().BeNull("a result is written only with the snapshot that includes it");
+        (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().BeNull();
+
+        time.Advance(TimeSpan.FromSeconds(5));
+        await Eventually.HoldsAsync(() => storage.GetAsync("counts", "a/0").AsTask().Result is not null || run.IsCompleted);
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+        (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().NotBeNull("the snapshot committed with the result");
+        var restored = await store.LoadAsync("clicks");
+        restored!.Operators.Keys.Should().Equal("per-user");
+
+        input.Writer.Complete();
+        await run.WaitAsync(TestHost.Wait);
+        (await storage.GetAsync("counts", "a/10")).Should().NotBeNull("the end of the input fires and commits the last window");
+        (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().BeNull("an exhausted input deletes the snapshot in the same commit");
+    }
+
+    [Fact]
+    public async Task SnapshotInterval_WithSelectAsync_FailsAtStartNamingTheStage()
+    {
+        var storage = new InMemoryEventStorage();
+        var run = () => DataStream.From([1, 2, 3], new StreamOptions { Name = "async", SnapshotStore = new StoreStreamSnapshotStore(storage, storage, new JsonMessageSerializer()), SnapshotInterval = TimeSpan.FromSeconds(1) })
+            .SelectAsync((i, _) => ValueTask.FromResult(i), name: "lookup")
+            .To(_ => { })
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("'lookup'").And.Contain("SnapshotInterval");
+    }
+
+    [Fact]
+    public async Task ToDocuments_WithoutAStoreWithUnitsOfWork_FailsExplaining()
+    {
+        var run = () => DataStream.From([1], new StreamOptions { SnapshotStore = new InMemoryStreamSnapshotStore() })
+            .ToDocuments("numbers", i => i.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            .RunAsync().WaitAsync(TestHost.Wait);
+
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("units of work");
+    }
+
+    [Fact]
+    public void AddStreaming_WithAStoreThatHasUnitsOfWork_UsesStoreSnapshots_AndUseStoreSnapshotsNeedsOne()
+    {
+        using (var host = TestHost.Build(b =>
+        {
+            b.AddEventSourcing();
+            b.AddStreaming();
+        }))
+        {
+            host.Services.GetRequiredService<IStreamSnapshotStore>().Should().BeOfType<StoreStreamSnapshotStore>();
+        }
+
+        using (var host = TestHost.Build(b => b.AddStreaming()))
+        {
+            host.Services.GetRequiredService<IStreamSnapshotStore>().Should().BeOfType<InMemoryStreamSnapshotStore>();
+        }
+
+        using var without = TestHost.Build(b => b.AddStreaming(s => s.UseStoreSnapshots()));
+        var resolve = () => without.Services.GetRequiredService<IStreamSnapshotStore>();
+        resolve.Should().Throw<InvalidOperationException>().WithMessage("*UseStoreSnapshots()*");
+    }
+}
