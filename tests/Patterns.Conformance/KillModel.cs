@@ -29,6 +29,9 @@ public static class KillProjection
     /// <summary>The lease duration every process of these tests uses, so that a standby takes over within about a second.</summary>
     public static readonly TimeSpan LeaseDuration = TimeSpan.FromSeconds(1);
 
+    /// <summary>The queue the outbox kill test's children send to through the outbox.</summary>
+    public const string OutboxQueue = "kill-outbox";
+
     /// <summary>The stream of account <paramref name="index"/>.</summary>
     /// <param name="index">0 to <see cref="Accounts"/> - 1.</param>
     /// <returns>The stream id.</returns>

@@ -4,6 +4,7 @@ using FluentAssertions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Patterns.EventSourcing;
+using Patterns.Storage;
 using Xunit;
 
 namespace Patterns.Conformance;
@@ -197,6 +198,93 @@ public abstract class ProcessKillTests : IAsyncLifetime
         }
 
         await VerifyTotalsAsync(target, acknowledged, seed, $"{Iterations} takeovers in {watch.Elapsed}");
+    }
+
+    /// <summary>
+    /// Children commit store sessions that append an event and send a message through the outbox (their relay does not
+    /// run, so every message leaves through the store), and are killed at random points. A relay started afterwards
+    /// must send every message whose commit a child acknowledged, at least once, and never one from a commit that failed.
+    /// </summary>
+    /// <returns>A task that completes when the test has run.</returns>
+    [Fact]
+    public async Task Kill_OutboxWritersKilledAtRandomPoints_EveryCommittedMessageIsSentAndNoneFromAFailedCommit()
+    {
+        var seed = NewSeed();
+        var random = new Random(seed);
+        var target = await CreateDatabaseAsync("outbox");
+        var acknowledged = new List<KillAck>();
+        for (var i = 0; i < Iterations; i++)
+        {
+            var child = KillChild.Start($"outbox child {i} (seed {seed})", StoreKind, target, "outbox", random.Next().ToString(CultureInfo.InvariantCulture));
+            try
+            {
+                await child.WaitForAcksAsync(random.Next(1, 30), StepTimeout, Timeout);
+                child.Kill();
+            }
+            catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
+            {
+                throw new InvalidOperationException($"Iteration {i}, seed {seed}: {ex.Message}", ex);
+            }
+            finally
+            {
+                await child.DisposeAsync();
+                acknowledged.AddRange(child.Acknowledged);
+            }
+        }
+
+        var received = new System.Collections.Concurrent.ConcurrentDictionary<Guid, long>();
+        var services = new ServiceCollection();
+        services.AddEventSourcing(es =>
+        {
+            UseStore(es, target);
+            KillProjection.Configure(es);
+        });
+        services.AddOutbox();
+        services.AddMessageQueue(q => q.AddQueue(KillProjection.OutboxQueue).AddConsumer<KillDeposit>(KillProjection.OutboxQueue, (m, context, _) =>
+        {
+            received[context.MessageId] = m.Amount;
+            return default;
+        }));
+        await using var provider = services.BuildServiceProvider();
+        var pending = (await provider.GetRequiredService<IOutboxStore>().ReadOutboxAsync(0, int.MaxValue, Timeout)).Count;
+        var hosted = provider.GetServices<IHostedService>().ToList();
+        foreach (var service in hosted)
+        {
+            await service.StartAsync(Timeout);
+        }
+
+        try
+        {
+            acknowledged.Should().NotBeEmpty($"seed {seed}: the children committed before they were killed");
+            pending.Should().BeGreaterThanOrEqualTo(acknowledged.Count, $"seed {seed}: every acknowledged commit left its message in the outbox");
+            using (var drained = CancellationTokenSource.CreateLinkedTokenSource(Timeout))
+            {
+                drained.CancelAfter(StepTimeout);
+                while (received.Count < pending)
+                {
+                    drained.Token.ThrowIfCancellationRequested();
+                    await Task.Yield();
+                }
+            }
+
+            foreach (var ack in acknowledged)
+            {
+                var id = Guid.ParseExact(ack.StreamId["kill-outbox-".Length..], "N");
+                received.Should().ContainKey(id, $"seed {seed}: a message whose commit was acknowledged is sent");
+                received[id].Should().Be(ack.Sum, $"seed {seed}: the message sent is the one committed");
+            }
+
+            received.Values.Should().NotContain(-1, $"seed {seed}: a message from a failed commit is never sent");
+            (await provider.GetRequiredService<IEventStore>().GetStreamStateAsync("kill-outbox-conflict", Timeout)).Exists.Should().BeFalse(
+                $"seed {seed}: the failed commits stored nothing");
+        }
+        finally
+        {
+            foreach (var service in Enumerable.Reverse(hosted))
+            {
+                await service.StopAsync(CancellationToken.None);
+            }
+        }
     }
 
     /// <summary>Creates an empty database (a file or a schema) for one case, removed when the test ends.</summary>

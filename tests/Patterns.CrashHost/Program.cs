@@ -3,23 +3,28 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Patterns.Conformance;
 using Patterns.EventSourcing;
+using Patterns.Outbox;
 using Patterns.Postgres;
 using Patterns.Sqlite;
 using Patterns.Storage;
 
-// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed> [gated]
+// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox> <seed> [gated]
 // Runs the process-kill tests' event sourcing (see KillProjection) on a SQLite file or a PostgreSQL schema (server
 // from PATTERNS_POSTGRES, or the local default) until the process is killed:
 //   project  runs the fold projection, printing "state <SubscriptionState>" whenever its state changes;
 //   append   appends deposits to random accounts (three appenders at once on PostgreSQL, one on SQLite), printing "ack <stream> <version> <count> <sum>" after each append returned;
-//   run      does both.
+//   run      does both;
+//   outbox   commits store sessions, each appending to a new stream kill-outbox-<message id> and sending one message
+//            to the queue "kill-outbox" through the outbox (the relay does not run here), printing
+//            "ack kill-outbox-<id> 1 1 <amount>" after each commit returned; every fourth session also tries a commit
+//            that fails (a wrong expected version) with a message whose amount is -1, which must never be sent.
 // It prints "started" once the host is up. With "gated", it first prints "ready" once the runtime is up and its services
 // built, and waits for a line on standard input before it starts: a test starts its next child ahead of time and lets it
 // go when it needs it. The tests kill it (kill -9) at random points and check the totals.
-if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append")
+if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append" or "outbox")
     || !int.TryParse(args[3], CultureInfo.InvariantCulture, out var seed))
 {
-    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append> <seed> [gated]");
+    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox> <seed> [gated]");
     return 2;
 }
 
@@ -42,6 +47,10 @@ services.AddEventSourcing(es =>
 
     KillProjection.Configure(es);
 });
+if (role == "outbox")
+{
+    services.AddOutbox(o => o.RunRelay = false);
+}
 
 await using var provider = services.BuildServiceProvider();
 var gate = new Lock();
@@ -68,6 +77,41 @@ if (args.Length == 5)
 }
 
 var tasks = new List<Task>();
+if (role == "outbox")
+{
+    Print("started");
+    var random = new Random(seed);
+    for (var n = 0; ; n++)
+    {
+        await using (var scope = provider.CreateAsyncScope())
+        {
+            if (n % 4 == 3)
+            {
+                var doomed = scope.ServiceProvider.GetRequiredService<IStoreSession>();
+                doomed.Append("kill-outbox-conflict", ExpectedVersion.Exact(999), [new EventData(new KillDeposit(-1))]);
+                doomed.Send(KillProjection.OutboxQueue, new KillDeposit(-1));
+                try
+                {
+                    await doomed.CommitAsync();
+                    await Console.Error.WriteLineAsync("a commit that had to fail committed");
+                    return 4;
+                }
+                catch (WrongExpectedVersionException)
+                {
+                }
+            }
+
+            var id = Guid.NewGuid();
+            var amount = random.Next(1, 1000);
+            var session = scope.ServiceProvider.GetRequiredService<IStoreSession>();
+            session.Append("kill-outbox-" + id.ToString("N"), ExpectedVersion.NoStream, [new EventData(new KillDeposit(amount))]);
+            session.Send(KillProjection.OutboxQueue, new KillDeposit(amount), new Patterns.Messaging.MessageOptions { MessageId = id });
+            await session.CommitAsync();
+            Print(string.Create(CultureInfo.InvariantCulture, $"ack kill-outbox-{id:N} 1 1 {amount}"));
+        }
+    }
+}
+
 if (role != "append")
 {
     foreach (var service in provider.GetServices<IHostedService>())
