@@ -247,44 +247,29 @@ public abstract class ProcessKillTests : IAsyncLifetime
         }));
         await using var provider = services.BuildServiceProvider();
         var pending = (await provider.GetRequiredService<IOutboxStore>().ReadOutboxAsync(0, int.MaxValue, Timeout)).Count;
-        var hosted = provider.GetServices<IHostedService>().ToList();
-        foreach (var service in hosted)
+        await using var running = await HostedServices.StartAsync(provider, Timeout);
+        acknowledged.Should().NotBeEmpty($"seed {seed}: the children committed before they were killed");
+        pending.Should().BeGreaterThanOrEqualTo(acknowledged.Count, $"seed {seed}: every acknowledged commit left its message in the outbox");
+        using (var drained = CancellationTokenSource.CreateLinkedTokenSource(Timeout))
         {
-            await service.StartAsync(Timeout);
-        }
-
-        try
-        {
-            acknowledged.Should().NotBeEmpty($"seed {seed}: the children committed before they were killed");
-            pending.Should().BeGreaterThanOrEqualTo(acknowledged.Count, $"seed {seed}: every acknowledged commit left its message in the outbox");
-            using (var drained = CancellationTokenSource.CreateLinkedTokenSource(Timeout))
+            drained.CancelAfter(StepTimeout);
+            while (received.Count < pending)
             {
-                drained.CancelAfter(StepTimeout);
-                while (received.Count < pending)
-                {
-                    drained.Token.ThrowIfCancellationRequested();
-                    await Task.Yield();
-                }
-            }
-
-            foreach (var ack in acknowledged)
-            {
-                var id = Guid.ParseExact(ack.StreamId["kill-outbox-".Length..], "N");
-                received.Should().ContainKey(id, $"seed {seed}: a message whose commit was acknowledged is sent");
-                received[id].Should().Be(ack.Sum, $"seed {seed}: the message sent is the one committed");
-            }
-
-            received.Values.Should().NotContain(-1, $"seed {seed}: a message from a failed commit is never sent");
-            (await provider.GetRequiredService<IEventStore>().GetStreamStateAsync("kill-outbox-conflict", Timeout)).Exists.Should().BeFalse(
-                $"seed {seed}: the failed commits stored nothing");
-        }
-        finally
-        {
-            foreach (var service in Enumerable.Reverse(hosted))
-            {
-                await service.StopAsync(CancellationToken.None);
+                drained.Token.ThrowIfCancellationRequested();
+                await Task.Yield();
             }
         }
+
+        foreach (var ack in acknowledged)
+        {
+            var id = Guid.ParseExact(ack.StreamId["kill-outbox-".Length..], "N");
+            received.Should().ContainKey(id, $"seed {seed}: a message whose commit was acknowledged is sent");
+            received[id].Should().Be(ack.Sum, $"seed {seed}: the message sent is the one committed");
+        }
+
+        received.Values.Should().NotContain(-1, $"seed {seed}: a message from a failed commit is never sent");
+        (await provider.GetRequiredService<IEventStore>().GetStreamStateAsync("kill-outbox-conflict", Timeout)).Exists.Should().BeFalse(
+            $"seed {seed}: the failed commits stored nothing");
     }
 
     /// <summary>Creates an empty database (a file or a schema) for one case, removed when the test ends.</summary>
@@ -317,48 +302,56 @@ public abstract class ProcessKillTests : IAsyncLifetime
             KillProjection.Configure(es);
         });
         await using var provider = services.BuildServiceProvider();
-        var hosted = provider.GetServices<IHostedService>().ToList();
-        foreach (var service in hosted)
+        await using var running = await HostedServices.StartAsync(provider, Timeout);
+        var store = provider.GetRequiredService<IEventStore>();
+        var head = await store.GetHeadPositionAsync(Timeout);
+        using (var caughtUp = CancellationTokenSource.CreateLinkedTokenSource(Timeout))
         {
-            await service.StartAsync(Timeout);
+            caughtUp.CancelAfter(StepTimeout);
+            await provider.GetRequiredService<IEventSubscriptions>().WaitForPositionAsync(KillProjection.Name, head, caughtUp.Token);
         }
 
-        try
+        var expected = new Dictionary<string, KillTotal>();
+        await foreach (var e in store.ReadAllAsync(0, null, long.MaxValue, Timeout))
         {
-            var store = provider.GetRequiredService<IEventStore>();
-            var head = await store.GetHeadPositionAsync(Timeout);
-            using (var caughtUp = CancellationTokenSource.CreateLinkedTokenSource(Timeout))
-            {
-                caughtUp.CancelAfter(StepTimeout);
-                await provider.GetRequiredService<IEventSubscriptions>().WaitForPositionAsync(KillProjection.Name, head, caughtUp.Token);
-            }
-
-            var expected = new Dictionary<string, KillTotal>();
-            await foreach (var e in store.ReadAllAsync(0, null, long.MaxValue, Timeout))
-            {
-                var deposit = e.Data.Should().BeOfType<KillDeposit>().Subject;
-                var total = expected.GetValueOrDefault(e.StreamId, new KillTotal(0, 0));
-                expected[e.StreamId] = new KillTotal(total.Count + 1, total.Sum + deposit.Amount);
-            }
-
-            acknowledged.Should().NotBeEmpty($"seed {seed}: the children appended before they were killed");
-            foreach (var ack in acknowledged)
-            {
-                expected.GetValueOrDefault(ack.StreamId)?.Count.Should().BeGreaterThanOrEqualTo(ack.Version, $"seed {seed}: an acknowledged append survives the kill");
-                expected.Should().ContainKey(ack.StreamId, $"seed {seed}: an acknowledged append survives the kill");
-            }
-
-            var readModels = provider.GetRequiredService<IReadModels>();
-            foreach (var (account, total) in expected)
-            {
-                (await readModels.GetAsync<KillTotal>(KillProjection.Collection, account, Timeout)).Should().Be(
-                    total,
-                    $"seed {seed} ({run}): the fold of {account} applies each of its {total.Count} deposits exactly once");
-            }
+            var deposit = e.Data.Should().BeOfType<KillDeposit>().Subject;
+            var total = expected.GetValueOrDefault(e.StreamId, new KillTotal(0, 0));
+            expected[e.StreamId] = new KillTotal(total.Count + 1, total.Sum + deposit.Amount);
         }
-        finally
+
+        acknowledged.Should().NotBeEmpty($"seed {seed}: the children appended before they were killed");
+        foreach (var ack in acknowledged)
         {
-            foreach (var service in Enumerable.Reverse(hosted))
+            expected.GetValueOrDefault(ack.StreamId)?.Count.Should().BeGreaterThanOrEqualTo(ack.Version, $"seed {seed}: an acknowledged append survives the kill");
+            expected.Should().ContainKey(ack.StreamId, $"seed {seed}: an acknowledged append survives the kill");
+        }
+
+        var readModels = provider.GetRequiredService<IReadModels>();
+        foreach (var (account, total) in expected)
+        {
+            (await readModels.GetAsync<KillTotal>(KillProjection.Collection, account, Timeout)).Should().Be(
+                total,
+                $"seed {seed} ({run}): the fold of {account} applies each of its {total.Count} deposits exactly once");
+        }
+    }
+
+    /// <summary>The container's hosted services, started as a host starts them and stopped in reverse order on dispose.</summary>
+    private sealed class HostedServices(IReadOnlyList<IHostedService> services) : IAsyncDisposable
+    {
+        public static async Task<HostedServices> StartAsync(IServiceProvider provider, CancellationToken cancellationToken)
+        {
+            var services = provider.GetServices<IHostedService>().ToList();
+            foreach (var service in services)
+            {
+                await service.StartAsync(cancellationToken);
+            }
+
+            return new HostedServices(services);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var service in services.Reverse())
             {
                 await service.StopAsync(CancellationToken.None);
             }

@@ -485,25 +485,7 @@ internal sealed class EventProcessor : IDisposable
     /// </summary>
     private async ValueTask CommitAsync(long cursor, SubscriptionState? state, CancellationToken cancellationToken)
     {
-        if (_services.Units is { } units)
-        {
-            var work = new UnitOfWork();
-            _documents.AddTo(work);
-            work.SaveCheckpoint(_checkpointName, cursor, _saved);
-            if (_lease is { } lease)
-            {
-                work.RequireLease(lease);
-            }
-
-            await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
-        }
-        else
-        {
-            await _documents.WriteThroughAsync(cancellationToken).ConfigureAwait(false);
-            await _services.Checkpoints.SaveAsync(_checkpointName, cursor, cancellationToken).ConfigureAwait(false);
-        }
-
-        _documents.Clear();
+        await WriteBufferAsync(cursor, cancellationToken).ConfigureAwait(false);
         _saved = cursor;
 
         // While rebuilding, the live model has not moved: nothing new is processed for waiters until the swap.
@@ -511,22 +493,37 @@ internal sealed class EventProcessor : IDisposable
     }
 
     /// <summary>Commits buffered document writes without moving the checkpoint (replaying parked events).</summary>
-    private async ValueTask CommitDocumentsAsync(CancellationToken cancellationToken)
-    {
-        if (!_documents.IsDirty)
-        {
-            return;
-        }
+    private ValueTask CommitDocumentsAsync(CancellationToken cancellationToken) =>
+        _documents.IsDirty ? WriteBufferAsync(null, cancellationToken) : default;
 
+    /// <summary>
+    /// Writes the buffered documents and, when <paramref name="cursor"/> is set, the checkpoint (compared with where
+    /// this run last saved it), in one unit of work under the run's lease; one by one on a store without units of work.
+    /// </summary>
+    private async ValueTask WriteBufferAsync(long? cursor, CancellationToken cancellationToken)
+    {
         if (_services.Units is { } units)
         {
             var work = new UnitOfWork();
             _documents.AddTo(work);
+            if (cursor is { } position)
+            {
+                work.SaveCheckpoint(_checkpointName, position, _saved);
+                if (_lease is { } lease)
+                {
+                    work.RequireLease(lease);
+                }
+            }
+
             await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
         }
         else
         {
             await _documents.WriteThroughAsync(cancellationToken).ConfigureAwait(false);
+            if (cursor is { } position)
+            {
+                await _services.Checkpoints.SaveAsync(_checkpointName, position, cancellationToken).ConfigureAwait(false);
+            }
         }
 
         _documents.Clear();

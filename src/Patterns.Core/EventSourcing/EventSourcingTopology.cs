@@ -71,10 +71,7 @@ internal sealed class EventSourcingOptionsValidator : IValidateOptions<EventSour
     {
         var result = _attributes.Validate(name, options);
         var errors = result.Failed ? [.. result.Failures] : new List<string>();
-        if (options.LeaseDuration < TimeSpan.FromSeconds(1) || options.LeaseDuration > TimeSpan.FromHours(1))
-        {
-            errors.Add($"EventSourcingOptions.LeaseDuration must be between 1 second and 1 hour (was {options.LeaseDuration}).");
-        }
+        Storage.LeaseRunner.ValidateDuration(errors, "EventSourcingOptions.LeaseDuration", options.LeaseDuration);
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -27,7 +27,6 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     private readonly string _owner = EventProcessorOwner.Create();
     private CancellationTokenSource? _stopping;
     private Task? _run;
-    private long _relayed;
 
     /// <remarks>The store's parts are resolved at start, after options validation has named any that is missing.</remarks>
     public OutboxRelay(IServiceProvider services, IOptions<OutboxOptions> options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
@@ -37,9 +36,6 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
         _timeProvider = timeProvider;
         _logger = loggerFactory.CreateLogger("Patterns.Outbox.Relay");
     }
-
-    /// <summary>Gets how many messages this relay handed to the transport.</summary>
-    public long Relayed => Interlocked.Read(ref _relayed);
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -130,7 +126,6 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                     await _transport.PublishAsync(stored.Message.Destination, envelope, owned).ConfigureAwait(false);
                 }
 
-                Interlocked.Increment(ref _relayed);
                 return;
             }
             catch (FormatException ex)

@@ -55,10 +55,7 @@ internal sealed partial class OutboxOptionsValidator(IServiceProviderIsService s
     {
         var result = _attributes.Validate(name, options);
         var errors = result.Failed ? [.. result.Failures] : new List<string>();
-        if (options.LeaseDuration < TimeSpan.FromSeconds(1) || options.LeaseDuration > TimeSpan.FromHours(1))
-        {
-            errors.Add($"OutboxOptions.LeaseDuration must be between 1 second and 1 hour (was {options.LeaseDuration}).");
-        }
+        LeaseRunner.ValidateDuration(errors, "OutboxOptions.LeaseDuration", options.LeaseDuration);
 
         if (options.RetryDelay <= TimeSpan.Zero || options.MaxRetryDelay < options.RetryDelay)
         {

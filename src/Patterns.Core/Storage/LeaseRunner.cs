@@ -7,6 +7,15 @@ namespace Patterns.Storage;
 /// </summary>
 internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner, TimeSpan duration, TimeProvider timeProvider)
 {
+    /// <summary>Adds an error to <paramref name="errors"/> unless <paramref name="duration"/> is a lease duration options accept (1 second to 1 hour).</summary>
+    public static void ValidateDuration(List<string> errors, string option, TimeSpan duration)
+    {
+        if (duration < TimeSpan.FromSeconds(1) || duration > TimeSpan.FromHours(1))
+        {
+            errors.Add($"{option} must be between 1 second and 1 hour (was {duration}).");
+        }
+    }
+
     /// <summary>What the owned work reports when it returns.</summary>
     public enum Outcome
     {
