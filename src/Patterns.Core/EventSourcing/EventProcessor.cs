@@ -244,7 +244,10 @@ internal sealed class EventProcessor : IDisposable
         lock (_gate)
         {
             _error = null;
-            _state = SubscriptionState.CatchingUp;
+
+            // With leases, the run owns nothing until it takes its lease: it reports Standby until then, never a
+            // CatchingUp that another process may be the one doing.
+            _state = _services.Leases is not null && _services.Options.ExclusiveOwnership ? SubscriptionState.Standby : SubscriptionState.CatchingUp;
         }
 
         _stopping = new CancellationTokenSource();
