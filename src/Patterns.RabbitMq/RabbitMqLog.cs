@@ -22,8 +22,6 @@ internal static partial class RabbitMqLog
     [LoggerMessage(EventId = 5006, Level = LogLevel.Warning, Message = "A delivery from '{Queue}' could not be read and is dead-lettered: {Reason}")]
     public static partial void Malformed(ILogger logger, string queue, string reason);
 
-    [LoggerMessage(EventId = 5007, Level = LogLevel.Debug, Message = "Message {MessageId} was already handled by consumer group '{Group}'; acknowledged without handling it again.")]
-    public static partial void Duplicate(ILogger logger, Guid messageId, string group);
 
     [LoggerMessage(EventId = 5008, Level = LogLevel.Warning, Message = "Settling message {MessageId} from '{Queue}' failed; its channel is closed so that the broker delivers it (and the channel's other unacknowledged messages) again.")]
     public static partial void SettleFailed(ILogger logger, Exception exception, Guid messageId, string queue);
@@ -43,8 +41,6 @@ internal static partial class RabbitMqLog
     [LoggerMessage(EventId = 5013, Level = LogLevel.Error, Message = "RabbitMQ returned message {MessageId} sent to exchange '{Exchange}' with routing key '{RoutingKey}' ({ReplyCode} {ReplyText}): no queue took it, so it is lost. Publisher confirms are off, so the send had completed already.")]
     public static partial void Returned(ILogger logger, string? messageId, string exchange, string routingKey, ushort replyCode, string replyText);
 
-    [LoggerMessage(EventId = 5014, Level = LogLevel.Warning, Message = "The inbox store failed while checking message {MessageId} for consumer group '{Group}'; the message is retried later.")]
-    public static partial void InboxFailed(ILogger logger, Exception exception, Guid messageId, string group);
 
     [LoggerMessage(EventId = 5015, Level = LogLevel.Error, Message = "Handling a delivery from '{Queue}' failed inside the transport; its channel is closed so that the broker delivers its unacknowledged messages again.")]
     public static partial void ProcessingFailed(ILogger logger, Exception exception, string queue);

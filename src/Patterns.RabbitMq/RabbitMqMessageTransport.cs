@@ -4,7 +4,6 @@ using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
 using Patterns.Serialization;
-using Patterns.Storage;
 using Patterns.Telemetry;
 using Patterns.Transport;
 using RabbitMQ.Client;
@@ -15,7 +14,6 @@ namespace Patterns.RabbitMq;
 /// <summary>The transport SPI on RabbitMQ; see <see cref="RabbitMqTransport"/> for the guarantees.</summary>
 internal sealed class RabbitMqMessageTransport : MessageTransport
 {
-    private const int MaxHeaderTextLength = 4096;
     private static readonly TimeSpan MaxFullQueueBackoff = TimeSpan.FromMilliseconds(500);
 
     private const int MaxValidTopicEntries = 10_000;
@@ -27,7 +25,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     private volatile bool _topicExchangeReady;
     private volatile bool _disposed;
 
-    public RabbitMqMessageTransport(RabbitMqTransportOptions options, IMessageSerializer serializer, IInboxStore? inbox, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    public RabbitMqMessageTransport(RabbitMqTransportOptions options, IMessageSerializer serializer, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
         Options = options;
         _serializer = serializer;
@@ -38,7 +36,6 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         ConsumeConnection = new RabbitMqConnection(factory, options, "consume", timeProvider, Logger);
         Publisher = new RabbitMqPublisher(PublishConnection, options, timeProvider, Logger);
         Topology = new RabbitMqTopology(options, Logger);
-        Inbox = options.Deduplicate ? inbox ?? new InMemoryInboxStore(options.InboxCapacity, timeProvider) : null;
     }
 
     public override string SystemName => "rabbitmq";
@@ -60,8 +57,6 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     internal RabbitMqPublisher Publisher { get; }
 
     internal RabbitMqTopology Topology { get; }
-
-    internal IInboxStore? Inbox { get; }
 
     public override async ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default)
     {
@@ -263,12 +258,15 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     /// <summary>
     /// Hands a message back for another delivery: straight into the queue's retry queue, or through the delay queue of
     /// the delay, which expires into the retry queue. Neither has a length limit, so neither drops it when the queue
-    /// itself is full; the subscription consumes the retry queue beside the queue.
+    /// itself is full; the subscription consumes the retry queue beside the queue. A retry's delay is rounded up to the
+    /// next delay queue; a deferral's is rounded down (it comes back early, and the consumer path puts it off again for
+    /// the rest), so a scheduled message is handled within the shortest delay of its time.
     /// </summary>
     /// <returns><see langword="false"/> when the broker did not take it (the original must then be returned).</returns>
-    internal async ValueTask<bool> RedeliverAsync(string queue, Envelope envelope, TimeSpan delay, CancellationToken cancellationToken)
+    internal async ValueTask<bool> RedeliverAsync(string queue, Envelope envelope, Settlement settlement, CancellationToken cancellationToken)
     {
-        var next = envelope with { DeliveryCount = envelope.DeliveryCount + 1 };
+        var next = settlement.NextDelivery(envelope);
+        var delay = settlement.Delay;
         var properties = AmqpEnvelope.ToProperties(next, next.ContentType, Options.PersistentMessages);
         string routingKey;
         TimeSpan retryDelay = default;
@@ -278,7 +276,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         }
         else
         {
-            retryDelay = Topology.RetryDelayFor(delay);
+            retryDelay = settlement.IsDeferral ? Topology.DeferDelayFor(delay) : Topology.RetryDelayFor(delay);
             var connection = await PublishConnection.GetAsync(cancellationToken).ConfigureAwait(false);
             await Topology.EnsureDelayQueueAsync(connection, queue, retryDelay, cancellationToken).ConfigureAwait(false);
             routingKey = Topology.DelayQueue(queue, retryDelay);
@@ -305,38 +303,31 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     /// <returns><see langword="false"/> when the dead-letter queue did not take it.</returns>
     internal async ValueTask<bool> DeadLetterAsync(string queue, RabbitMqSubscription.Delivery delivery, Settlement settlement, CancellationToken cancellationToken)
     {
-        var now = TimeProvider.GetUtcNow();
+        var letter = DeadLetterMessage.Create(delivery.Envelope, queue, settlement, TimeProvider.GetUtcNow());
         var exception = settlement.Exception;
-        var reason = settlement.Reason ?? exception?.Message ?? "dead-lettered";
+        var reason = letter.Reason;
         BasicProperties properties;
         ReadOnlyMemory<byte> body;
         Guid messageId;
         if (delivery.RawProperties is { } raw)
         {
+            // Malformed: dead-lettered as it arrived, with the dead-letter headers added.
             properties = raw;
-            properties.Headers = new Dictionary<string, object?>(raw.Headers ?? new Dictionary<string, object?>(), StringComparer.Ordinal);
+            var headers = new Dictionary<string, object?>(raw.Headers ?? new Dictionary<string, object?>(), StringComparer.Ordinal);
+            foreach (var (key, value) in letter.Envelope.Headers!)
+            {
+                headers[key] = value;
+            }
+
+            properties.Headers = headers;
             body = delivery.RawBody;
             messageId = Guid.Empty;
         }
         else
         {
-            properties = AmqpEnvelope.ToProperties(delivery.Envelope, delivery.Envelope.ContentType, Options.PersistentMessages);
+            properties = AmqpEnvelope.ToProperties(letter.Envelope, delivery.Envelope.ContentType, Options.PersistentMessages);
             body = delivery.Envelope.Payload;
             messageId = delivery.Envelope.MessageId;
-        }
-
-        var headers = properties.Headers!;
-        headers[EnvelopeHeaders.DeadLetterReason] = Truncate(reason);
-        headers[EnvelopeHeaders.DeadLetterSource] = queue;
-        headers[EnvelopeHeaders.DeadLetteredAt] = now.ToString("O", CultureInfo.InvariantCulture);
-        if (exception is not null)
-        {
-            headers[EnvelopeHeaders.ExceptionType] = exception.GetType().FullName ?? exception.GetType().Name;
-            headers[EnvelopeHeaders.ExceptionMessage] = Truncate(exception.Message);
-            if (exception.StackTrace is { } stack)
-            {
-                headers[EnvelopeHeaders.ExceptionStackTrace] = Truncate(stack);
-            }
         }
 
         var outcome = await Publisher.PublishAsync(string.Empty, Topology.DeadLetterQueue(queue), properties, body, Publisher.ChannelFor(null), cancellationToken).ConfigureAwait(false);
@@ -368,8 +359,6 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
-    private static string Truncate(string text) => text.Length <= MaxHeaderTextLength ? text : text[..MaxHeaderTextLength] + "…";
-
     private static Dictionary<string, object?>? StripDeadLetterHeaders(IDictionary<string, object?>? headers)
     {
         if (headers is null)
@@ -380,9 +369,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
         var kept = new Dictionary<string, object?>(StringComparer.Ordinal);
         foreach (var (key, value) in headers)
         {
-            if (key.StartsWith("patterns-dead-letter", StringComparison.Ordinal)
-                || key.StartsWith("patterns-exception", StringComparison.Ordinal)
-                || key is EnvelopeHeaders.DeadLetteredAt or AmqpEnvelope.DeliveryCountHeader or "x-death"
+            if (EnvelopeHeaders.IsDeadLetterHeader(key)
+                || key is AmqpEnvelope.DeliveryCountHeader or "x-death"
                 || key.StartsWith("x-first-death-", StringComparison.Ordinal)
                 || key.StartsWith("x-last-death-", StringComparison.Ordinal))
             {

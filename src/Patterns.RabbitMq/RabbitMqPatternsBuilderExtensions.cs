@@ -5,7 +5,6 @@ using Microsoft.Extensions.Options;
 using Patterns.Hosting;
 using Patterns.RabbitMq;
 using Patterns.Serialization;
-using Patterns.Storage;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -31,7 +30,7 @@ public static class RabbitMqPatternsBuilderExtensions
     /// <param name="builder">The Patterns builder.</param>
     /// <param name="configure">Sets the options; <see cref="RabbitMqTransportOptions.Uri"/> is required.</param>
     /// <returns>The builder.</returns>
-    /// <remarks>When <see cref="RabbitMqTransportOptions.Deduplicate"/> is on, an <see cref="IInboxStore"/> registered in the container keeps the handled ids; otherwise a bounded in-memory set does.</remarks>
+    /// <remarks>Inbox de-duplication is the same on every transport: see <see cref="PatternsOptions.Deduplicate"/>.</remarks>
     public static PatternsBuilder UseRabbitMq(this PatternsBuilder builder, Action<RabbitMqTransportOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(builder);
@@ -43,7 +42,6 @@ public static class RabbitMqPatternsBuilderExtensions
         return builder.UseTransport(static sp => new RabbitMqMessageTransport(
             sp.GetRequiredService<IOptions<RabbitMqTransportOptions>>().Value,
             sp.GetRequiredService<IMessageSerializer>(),
-            sp.GetService<IInboxStore>(),
             sp.GetRequiredService<TimeProvider>(),
             sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance));
     }

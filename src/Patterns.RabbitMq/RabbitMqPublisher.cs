@@ -1,3 +1,4 @@
+using Patterns.Messaging;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;
@@ -48,7 +49,7 @@ internal sealed class RabbitMqPublisher : IAsyncDisposable
             ? 0
             : partitionKey is null
                 ? (int)((uint)Interlocked.Increment(ref _next) % (uint)_channels.Length)
-                : (int)((uint)partitionKey.GetHashCode() % (uint)_channels.Length);
+                : PartitionHash.Partition(partitionKey, _channels.Length);
 
     public async ValueTask<PublishOutcome> PublishAsync(
         string exchange, string routingKey, BasicProperties properties, ReadOnlyMemory<byte> body, int channelIndex, CancellationToken cancellationToken)

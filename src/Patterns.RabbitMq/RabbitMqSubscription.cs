@@ -1,6 +1,5 @@
 using System.Threading.Channels;
 using Patterns.Messaging;
-using Patterns.Storage;
 using Patterns.Telemetry;
 using Patterns.Transport;
 using RabbitMQ.Client;
@@ -21,7 +20,6 @@ internal sealed class RabbitMqSubscription : TransportSubscription
 {
     private readonly RabbitMqMessageTransport _transport;
     private readonly DeliveryHandler _handler;
-    private readonly IInboxStore? _inbox;
     private readonly string _logical;
     private readonly string _queue;
     private readonly string? _retryQueue;
@@ -45,7 +43,6 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         _transport = transport;
         Request = request;
         _handler = handler;
-        _inbox = request.Temporary ? null : transport.Inbox;
         _logical = request.QueueName;
         _queue = transport.Topology.Queue(_logical);
         _retryQueue = request.Temporary ? null : transport.Topology.RetryQueue(_logical);
@@ -266,7 +263,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
 
         if (partitionKey is not null)
         {
-            return lanes[(int)((uint)partitionKey.GetHashCode() % (uint)lanes.Length)];
+            return lanes[PartitionHash.Partition(partitionKey, lanes.Length)];
         }
 
         var start = (int)((uint)Interlocked.Increment(ref _roundRobin) % (uint)lanes.Length);
@@ -330,34 +327,6 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
 
         var envelope = delivery.Envelope;
-        if (_inbox is { } inbox)
-        {
-            bool seen;
-            try
-            {
-                seen = await inbox.ContainsAsync(Request.ConsumerGroup, envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception ex)
-            {
-                // The store failed, not the message: try the message again after the shortest retry delay rather than
-                // dead-lettering it (every message would be dead-lettered while the store is down).
-                RabbitMqLog.InboxFailed(_transport.Logger, ex, envelope.MessageId, Request.ConsumerGroup);
-                await SettleAsync(delivery, Settlement.Retry(_transport.Topology.RetryDelayFor(TimeSpan.Zero), ex)).ConfigureAwait(false);
-                return;
-            }
-
-            if (seen)
-            {
-                RabbitMqLog.Duplicate(_transport.Logger, envelope.MessageId, Request.ConsumerGroup);
-                await SettleAsync(delivery, Settlement.Ack, markHandled: false).ConfigureAwait(false);
-                return;
-            }
-        }
-
         Settlement settlement;
         try
         {
@@ -376,7 +345,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         await SettleAsync(delivery, settlement).ConfigureAwait(false);
     }
 
-    private async Task SettleAsync(Delivery delivery, Settlement settlement, bool markHandled = true)
+    private async Task SettleAsync(Delivery delivery, Settlement settlement)
     {
         try
         {
@@ -390,18 +359,12 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             switch (settlement.Kind)
             {
                 case SettlementKind.Ack:
-                    if (markHandled && _inbox is { } inbox)
-                    {
-                        // False means another delivery of the same message got there first; either way it is handled.
-                        _ = await inbox.TryMarkHandledAsync(Request.ConsumerGroup, delivery.Envelope.MessageId.ToString(), _hardStop.Token).ConfigureAwait(false);
-                    }
-
                     await AckAsync(delivery).ConfigureAwait(false);
                     break;
 
                 case SettlementKind.Retry:
                     if (_hardStop.IsCancellationRequested || Request.Temporary
-                        || !await _transport.RedeliverAsync(_logical, delivery.Envelope, settlement.Delay, _hardStop.Token).ConfigureAwait(false))
+                        || !await _transport.RedeliverAsync(_logical, delivery.Envelope, settlement, _hardStop.Token).ConfigureAwait(false))
                     {
                         await NackAsync(delivery).ConfigureAwait(false);
                     }

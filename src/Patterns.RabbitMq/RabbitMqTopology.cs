@@ -75,6 +75,21 @@ internal sealed class RabbitMqTopology
         return _retryDelays[^1];
     }
 
+    /// <summary>Rounds a deferral down to the longest delay that does not pass it (the shortest when it is shorter than all).</summary>
+    public TimeSpan DeferDelayFor(TimeSpan requested)
+    {
+        var chosen = _retryDelays[0];
+        foreach (var delay in _retryDelays)
+        {
+            if (delay <= requested)
+            {
+                chosen = delay;
+            }
+        }
+
+        return chosen;
+    }
+
     public static string Format(TimeSpan delay) =>
         delay.Ticks % TimeSpan.TicksPerHour == 0 ? $"{(long)delay.TotalHours}h"
         : delay.Ticks % TimeSpan.TicksPerMinute == 0 ? $"{(long)delay.TotalMinutes}m"

@@ -2,7 +2,6 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Patterns.Serialization;
-using Patterns.Storage;
 using Patterns.Transport;
 
 namespace Patterns.RabbitMq;
@@ -28,7 +27,6 @@ public static class RabbitMqTransport
     /// <summary>Creates a RabbitMQ transport. It connects on first use.</summary>
     /// <param name="options">Its options; validated here.</param>
     /// <param name="serializer">Turns message bodies into bytes; JSON when <see langword="null"/>.</param>
-    /// <param name="inbox">Where de-duplication remembers handled message ids, when <see cref="RabbitMqTransportOptions.Deduplicate"/> is on; a bounded in-memory set when <see langword="null"/>.</param>
     /// <param name="timeProvider">The clock for retries and timestamps; <see cref="TimeProvider.System"/> when <see langword="null"/>.</param>
     /// <param name="loggerFactory">Where it logs; nowhere when <see langword="null"/>.</param>
     /// <returns>The transport.</returns>
@@ -36,7 +34,6 @@ public static class RabbitMqTransport
     public static MessageTransport Create(
         RabbitMqTransportOptions options,
         IMessageSerializer? serializer = null,
-        IInboxStore? inbox = null,
         TimeProvider? timeProvider = null,
         ILoggerFactory? loggerFactory = null)
     {
@@ -50,7 +47,6 @@ public static class RabbitMqTransport
         return new RabbitMqMessageTransport(
             options,
             serializer ?? new JsonMessageSerializer(),
-            inbox,
             timeProvider ?? TimeProvider.System,
             loggerFactory ?? NullLoggerFactory.Instance);
     }

@@ -101,22 +101,6 @@ public sealed class RabbitMqTransportOptions
     public bool SingleActiveConsumer { get; set; }
 
     /// <summary>
-    /// Gets or sets a value indicating whether each consumer group skips messages whose id it has handled before (inbox
-    /// de-duplication), for effectively-once handling on top of the broker's at-least-once delivery.
-    /// </summary>
-    /// <value>
-    /// Default <see langword="false"/>. The ids are kept in the <see cref="Storage.IInboxStore"/> registered in the container
-    /// (a durable store, when the event store's storage provides one), or else in a bounded in-memory set of
-    /// <see cref="InboxCapacity"/> ids (which does not survive a restart).
-    /// </value>
-    public bool Deduplicate { get; set; }
-
-    /// <summary>Gets or sets how many message ids the in-memory inbox remembers per consumer group; the oldest are forgotten first.</summary>
-    /// <value>Default 100,000.</value>
-    [Range(1, 100_000_000)]
-    public int InboxCapacity { get; set; } = 100_000;
-
-    /// <summary>
     /// Gets or sets how long a pub/sub consumer group's queue stays on the broker once no consumer uses it. A consumer
     /// group is a durable queue that keeps collecting its topics while nobody consumes it, also after the code that
     /// declared it is gone (a renamed group leaves its old queue behind, filling up). With an expiry, the broker deletes

@@ -14,7 +14,7 @@ namespace Patterns.Conformance;
 /// No test sleeps: each waits on a signal raised by a handler, bounded by <see cref="WaitTimeout"/> so a
 /// broken transport fails the test instead of hanging it.
 /// </remarks>
-public abstract class TransportConformanceTests : IAsyncLifetime
+public abstract partial class TransportConformanceTests : IAsyncLifetime
 {
     private readonly List<TransportSubscription> _subscriptions = [];
     private MessageTransport? _transport;

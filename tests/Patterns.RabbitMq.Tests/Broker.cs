@@ -50,14 +50,14 @@ internal static class Broker
         options.ReconnectTimeout = TimeSpan.FromSeconds(60);
     }
 
-    public static MessageTransport Create(RabbitMqTransportOptions options, IInboxStore? inbox = null) =>
-        RabbitMqTransport.Create(options, inbox: inbox, loggerFactory: LoggerFactory);
+    public static MessageTransport Create(RabbitMqTransportOptions options) =>
+        RabbitMqTransport.Create(options, loggerFactory: LoggerFactory);
 
     /// <summary>Creates a transport for a test once the broker answers, and adds it to the ones the test disposes (and whose topology it deletes).</summary>
-    public static async Task<MessageTransport> CreateAsync(ICollection<MessageTransport> owned, string test, Action<RabbitMqTransportOptions>? configure, IInboxStore? inbox)
+    public static async Task<MessageTransport> CreateAsync(ICollection<MessageTransport> owned, string test, Action<RabbitMqTransportOptions>? configure)
     {
         await RequireAsync();
-        var transport = Create(Options(test, configure), inbox);
+        var transport = Create(Options(test, configure));
         owned.Add(transport);
         return transport;
     }

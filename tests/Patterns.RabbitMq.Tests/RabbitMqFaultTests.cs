@@ -199,6 +199,38 @@ internal static class Rabbitmqctl
         process.ExitCode.Should().Be(0, $"rabbitmqctl {arguments} should succeed: {await output} {await error}");
     }
 
+    /// <summary>
+    /// Closes, on the broker, every connection whose client-provided name is <paramref name="connectionName"/>, and only
+    /// those (other tests share the broker).
+    /// </summary>
+    /// <returns>How many connections were closed.</returns>
+    public static async Task<int> CloseConnectionsNamedAsync(string connectionName)
+    {
+        using var process = Process.Start(new ProcessStartInfo("rabbitmqctl", "list_connections pid client_properties -q")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        }) ?? throw new InvalidOperationException("rabbitmqctl did not start.");
+        var output = await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        var closed = 0;
+        foreach (var line in output.Split('\n'))
+        {
+            // The name is unique to the test (a GUID in it), so finding it anywhere in the client properties is enough.
+            if (!line.Contains(connectionName, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            var pid = line.Split('\t')[0].Trim();
+            await RunAsync($"close_connection \"{pid}\" \"closed by a connection-loss test\"");
+            closed++;
+        }
+
+        return closed;
+    }
+
     /// <summary>Starts the broker application and waits until it accepts connections again.</summary>
     public static async Task StartAsync()
     {

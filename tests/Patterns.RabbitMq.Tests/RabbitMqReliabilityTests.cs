@@ -77,46 +77,6 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
         handled.Items.Should().BeEquivalentTo([1, 2], "a retry whose delay ends while its queue is full must still be handled");
     }
 
-    [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    public async Task InboxStoreThrows_MessageIsRetriedAndTheConsumerKeepsWorking(int concurrency)
-    {
-        var inbox = new FaultyInbox { FailContains = 1 };
-        var transport = await CreateSutAsync(o => o.Deduplicate = true, inbox);
-        await transport.DeclareQueueAsync("inbox-fault", new QueueSettings());
-        var handled = new Collector<int>();
-        await transport.SubscribeAsync(
-            Queue("inbox-fault") with { Concurrency = concurrency },
-            (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
-
-        // Same partition key: both go to the same lane, whose worker must survive the first message's inbox error.
-        await transport.SendAsync("inbox-fault", Message(1) with { PartitionKey = "k" });
-        await transport.SendAsync("inbox-fault", Message(2) with { PartitionKey = "k" });
-
-        await handled.WaitForAsync(2);
-        handled.Items.Should().BeEquivalentTo([1, 2]);
-    }
-
-    [Fact]
-    public async Task SettlementThrows_ChannelIsRecycledSoTheMessageComesBackAndPrefetchIsFreed()
-    {
-        var inbox = new FaultyInbox { FailMark = 1 };
-        var transport = await CreateSutAsync(o => o.Deduplicate = true, inbox);
-        await transport.DeclareQueueAsync("settle-fault", new QueueSettings());
-        var handled = new Collector<int>();
-        // Capacity 1: a prefetch of one, so a message left unacknowledged holds up every other one.
-        await transport.SubscribeAsync(
-            Queue("settle-fault") with { Capacity = 1 },
-            (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
-
-        await transport.SendAsync("settle-fault", Message(1));
-        await transport.SendAsync("settle-fault", Message(2));
-
-        await handled.WaitForAsync(3);
-        handled.Items.Should().BeEquivalentTo([1, 1, 2], "the message whose settlement failed is delivered again, and the next one is not held up");
-    }
-
     [Fact]
     public async Task PublisherConfirmsOff_SendToMissingQueue_IsReportedNotDroppedSilently()
     {
@@ -321,32 +281,8 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
         }
     }
 
-    private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null) =>
-        Broker.CreateAsync(_transports, "reliab", configure, inbox);
-
-    /// <summary>An inbox that throws for its first calls, then remembers ids in memory.</summary>
-    private sealed class FaultyInbox : IInboxStore
-    {
-        private readonly ConcurrentDictionary<(string, string), bool> _handled = new();
-        private int _failContains;
-        private int _failMark;
-
-        public int FailContains { get => _failContains; init => _failContains = value; }
-
-        public int FailMark { get => _failMark; init => _failMark = value; }
-
-        public ValueTask<bool> ContainsAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
-            Interlocked.Decrement(ref _failContains) >= 0
-                ? throw new InvalidOperationException("The inbox store is unavailable.")
-                : new(_handled.ContainsKey((consumer, messageId)));
-
-        public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
-            Interlocked.Decrement(ref _failMark) >= 0
-                ? throw new InvalidOperationException("The inbox store is unavailable.")
-                : new(_handled.TryAdd((consumer, messageId), true));
-
-        public ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default) => new(0L);
-    }
+    private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null) =>
+        Broker.CreateAsync(_transports, "reliab", configure);
 }
 
 /// <summary>A log entry a test captured.</summary>

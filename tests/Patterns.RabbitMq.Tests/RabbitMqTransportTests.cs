@@ -10,7 +10,7 @@ using static Patterns.RabbitMq.Tests.TestEnvelopes;
 
 namespace Patterns.RabbitMq.Tests;
 
-/// <summary>What the RabbitMQ transport does beyond the conformance suite: de-duplication, topology, recovery from a deleted queue.</summary>
+/// <summary>What the RabbitMQ transport does beyond the conformance suite: topology, recovery from a deleted queue.</summary>
 public sealed class RabbitMqTransportTests : IAsyncLifetime
 {
     private readonly List<MessageTransport> _transports = [];
@@ -24,45 +24,6 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
             await transport.DisposeAsync();
             await Broker.DeleteTopologyAsync(transport);
         }
-    }
-
-    [Theory]
-    [InlineData(true, new[] { 1, 2 })]
-    [InlineData(false, new[] { 1, 1, 2 })]
-    public async Task Deduplicate_SameMessageIdTwice_HandledOnceWhenOn(bool deduplicate, int[] expected)
-    {
-        var transport = await CreateSutAsync(o => o.Deduplicate = deduplicate);
-        await transport.DeclareQueueAsync("dedup", new QueueSettings());
-        var handled = new Collector<int>();
-        await transport.SubscribeAsync(Queue("dedup"), (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
-        var first = Message(1);
-
-        await transport.SendAsync("dedup", first);
-        await transport.SendAsync("dedup", first with { Payload = BitConverter.GetBytes(1) });
-        await transport.SendAsync("dedup", Message(2));
-        await handled.WaitForAsync(expected.Length);
-
-        handled.Items.Should().Equal(expected);
-    }
-
-    [Fact]
-    public async Task Deduplicate_WithARegisteredInboxStore_UsesIt()
-    {
-        var inbox = new RecordingInbox();
-        var transport = await CreateSutAsync(o => o.Deduplicate = true, inbox);
-        await transport.DeclareQueueAsync("dedup-store", new QueueSettings());
-        var handled = new Collector<Guid>();
-        await transport.SubscribeAsync(Queue("dedup-store"), (e, _) => { handled.Add(e.MessageId); return new(Settlement.Ack); });
-        var message = Message(1);
-        inbox.Handled[("dedup-store", message.MessageId.ToString())] = true;
-
-        await transport.SendAsync("dedup-store", message);
-        var other = Message(2);
-        await transport.SendAsync("dedup-store", other);
-        await handled.WaitForAsync(1);
-
-        handled.Items.Should().Equal(other.MessageId);
-        inbox.Handled.Keys.Should().Contain(("dedup-store", other.MessageId.ToString()));
     }
 
     [Fact]
@@ -302,19 +263,6 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
         problem.Should().Contain(expected);
     }
 
-    private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null, IInboxStore? inbox = null) =>
-        Broker.CreateAsync(_transports, "transport", configure, inbox);
-
-    private sealed class RecordingInbox : IInboxStore
-    {
-        public ConcurrentDictionary<(string, string), bool> Handled { get; } = new();
-
-        public ValueTask<bool> ContainsAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
-            new(Handled.ContainsKey((consumer, messageId)));
-
-        public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
-            new(Handled.TryAdd((consumer, messageId), true));
-
-        public ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default) => new(0L);
-    }
+    private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null) =>
+        Broker.CreateAsync(_transports, "transport", configure);
 }

@@ -53,7 +53,7 @@ internal sealed class BatchingHostedService(
                 TransportSubscription subscription;
                 try
                 {
-                    subscription = await transport.SubscribeAsync(request, consumer.Handler, cancellationToken).ConfigureAwait(false);
+                    subscription = await bus.SubscribeAsync(request, consumer.Handler, cancellationToken).ConfigureAwait(false);
                 }
                 catch
                 {

@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Patterns.Consuming;
 using Patterns.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
@@ -17,9 +19,10 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     private readonly ILogger _logger;
     private readonly bool _systemClock;
 
-    public MessageBus(MessageTransport transport, MessageTypeRegistry registry, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    public MessageBus(MessageTransport transport, MessageTypeRegistry registry, TimeProvider timeProvider, ILoggerFactory loggerFactory, ConsumerPaths? consuming = null)
     {
         _transport = transport;
+        Consuming = consuming ?? new ConsumerPaths(new PatternsOptions(), null, timeProvider, loggerFactory);
         _registry = registry;
         _timeProvider = timeProvider;
         _systemClock = ReferenceEquals(timeProvider, TimeProvider.System);
@@ -31,6 +34,13 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     internal MessageTypeRegistry Registry => _registry;
 
     internal TimeProvider TimeProvider => _timeProvider;
+
+    /// <summary>Gets the kernel's consumer path, which every subscription goes through (<see cref="SubscribeAsync(SubscriptionRequest, DeliveryHandler, CancellationToken)"/>).</summary>
+    internal ConsumerPaths Consuming { get; }
+
+    /// <summary>Subscribes on the transport through the kernel's consumer path: the one way Patterns consumes.</summary>
+    internal ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken) =>
+        Consuming.SubscribeAsync(_transport, request, handler, cancellationToken);
 
     public ValueTask PublishAsync<TMessage>(TMessage message, CancellationToken cancellationToken = default)
         where TMessage : notnull =>
@@ -120,7 +130,7 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     internal Envelope CreateEnvelope<TMessage>(TMessage message, in MessageOptions options)
     {
         ArgumentNullException.ThrowIfNull(message);
-        return new Envelope
+        var envelope = new Envelope
         {
             MessageId = options.MessageId ?? MessageIds.Next(),
             CorrelationId = options.CorrelationId,
@@ -131,6 +141,39 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
             PartitionKey = options.PartitionKey,
             Headers = options.Headers,
         };
+        return options.IsTimed ? WithTiming(envelope, options, _timeProvider.GetUtcNow()) : envelope;
+    }
+
+    /// <summary>Writes the scheduling and expiry headers of <paramref name="options"/>, checked, relative to <paramref name="now"/>.</summary>
+    internal static Envelope WithTiming(in Envelope envelope, in MessageOptions options, DateTimeOffset now)
+    {
+        if (options.DeliverAt is not null && options.Delay is not null)
+        {
+            throw new ArgumentException("MessageOptions sets both DeliverAt and Delay; set one of them.", nameof(options));
+        }
+
+        if (options.Delay is { } delay && delay < TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), delay, "MessageOptions.Delay must not be negative.");
+        }
+
+        if (options.TimeToLive is { } ttl && ttl <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), ttl, "MessageOptions.TimeToLive must be positive.");
+        }
+
+        var headers = new List<KeyValuePair<string, string>>(2);
+        if ((options.DeliverAt ?? (options.Delay is { } after ? now + after : null)) is { } due)
+        {
+            headers.Add(new(EnvelopeHeaders.DeliverAt, due.ToUniversalTime().ToString("O", CultureInfo.InvariantCulture)));
+        }
+
+        if (options.TimeToLive is { } timeToLive)
+        {
+            headers.Add(new(EnvelopeHeaders.ExpiresAt, (now + timeToLive).ToUniversalTime().ToString("O", CultureInfo.InvariantCulture)));
+        }
+
+        return envelope.WithHeaders(headers);
     }
 
     private async ValueTask AwaitSendAsync(ValueTask pending, string queue, Activity? activity)

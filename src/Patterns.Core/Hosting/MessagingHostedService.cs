@@ -72,7 +72,7 @@ internal sealed class MessagingHostedService : IHostedService
                     FullMode = registration.Options.FullMode,
                     DeadLetterCapacity = registration.Options.DeadLetterCapacity,
                 };
-                _subscriptions.Add(await transport.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
+                _subscriptions.Add(await _bus.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
             }
 
             if (!(transport.IsInProcess && requestOptions.PreferInProcessDispatch))
@@ -87,7 +87,7 @@ internal sealed class MessagingHostedService : IHostedService
                         ConsumerGroup = queue,
                         Concurrency = requestOptions.TransportConcurrency,
                     };
-                    _subscriptions.Add(await transport.SubscribeAsync(request, entry.CreateResponder(_bus, _serializer, logger), cancellationToken).ConfigureAwait(false));
+                    _subscriptions.Add(await _bus.SubscribeAsync(request, entry.CreateResponder(_bus, _serializer, logger), cancellationToken).ConfigureAwait(false));
                 }
             }
         }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
 using Patterns.Queues;
@@ -71,7 +72,9 @@ internal sealed class ConsumerRegistration
                         HostingLog.Retrying(context.Logger, args.Outcome.Exception, handlerName, args.AttemptNumber + 1, args.RetryDelay);
                     },
                     callers: options.Concurrency);
-                var consumer = new MessageConsumer<TMessage>(invokerFactory(context.Services), identity, options, pipeline, context.Serializer, context.Logger);
+                var filters = context.Services.GetServices<Consuming.IConsumeFilter>().ToArray();
+                var invoker = Consuming.FilteredHandlerInvoker<TMessage>.Wrap(invokerFactory(context.Services), filters);
+                var consumer = new MessageConsumer<TMessage>(invoker, identity, options, pipeline, context.Serializer, context.Logger);
                 return consumer.HandleAsync;
             },
         };

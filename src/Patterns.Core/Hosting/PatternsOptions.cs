@@ -10,4 +10,26 @@ public sealed class PatternsOptions
     /// message logged and counted as dropped), so shutdown cannot hang.
     /// </value>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Gets or sets a value indicating whether every consumer group skips messages whose id it has handled before (inbox
+    /// de-duplication), for effectively-once handling on top of a broker's at-least-once delivery. It works the same on
+    /// every transport: the kernel's consumer path checks the inbox before the handler and records the id after it.
+    /// </summary>
+    /// <value>
+    /// Default <see langword="false"/>. The ids are kept in the <see cref="Storage.IInboxStore"/> registered in the container
+    /// (a durable store, when the event store's storage provides one), or else in a bounded in-memory set of
+    /// <see cref="InboxCapacity"/> ids per group (which does not survive a restart). A copy that arrives while another copy
+    /// of the same message is being handled in this process waits for it, and is then skipped if that one was handled.
+    /// </value>
+    public bool Deduplicate { get; set; }
+
+    /// <summary>Gets or sets how many message ids the in-memory inbox remembers per consumer group; the oldest are forgotten first.</summary>
+    /// <value>Default 100,000.</value>
+    [System.ComponentModel.DataAnnotations.Range(1, 100_000_000)]
+    public int InboxCapacity { get; set; } = 100_000;
+
+    /// <summary>Gets or sets how long a message is put off when the inbox store fails while checking it, before it is checked again.</summary>
+    /// <value>Default 1 second. The put-off does not count as a delivery.</value>
+    public TimeSpan InboxRetryDelay { get; set; } = TimeSpan.FromSeconds(1);
 }

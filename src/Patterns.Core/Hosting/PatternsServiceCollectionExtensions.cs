@@ -3,6 +3,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Patterns.Consuming;
 using Patterns.Hosting;
 using Patterns.InMemory;
 using Patterns.Messaging;
@@ -37,7 +38,8 @@ public static class PatternsServiceCollectionExtensions
                 sp.GetRequiredService<TimeProvider>(),
                 LoggerFactory(sp)));
             services.TryAddSingleton(static sp => new MessageBus(
-                sp.GetRequiredService<MessageTransport>(), sp.GetRequiredService<MessageTypeRegistry>(), sp.GetRequiredService<TimeProvider>(), LoggerFactory(sp)));
+                sp.GetRequiredService<MessageTransport>(), sp.GetRequiredService<MessageTypeRegistry>(), sp.GetRequiredService<TimeProvider>(), LoggerFactory(sp),
+                new ConsumerPaths(() => sp.GetRequiredService<IOptions<PatternsOptions>>().Value, () => sp.GetService<Patterns.Storage.IInboxStore>(), sp.GetRequiredService<TimeProvider>(), LoggerFactory(sp))));
             services.TryAddSingleton<IPublisher>(static sp => sp.GetRequiredService<MessageBus>());
             services.TryAddSingleton<IQueueSender>(static sp => sp.GetRequiredService<MessageBus>());
             services.TryAddSingleton<IDeadLetterQueue>(static sp => sp.GetRequiredService<MessageBus>());

@@ -148,10 +148,26 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
 /// <summary>Validates <see cref="PatternsOptions"/>.</summary>
 internal sealed class PatternsOptionsValidator : IValidateOptions<PatternsOptions>
 {
-    public ValidateOptionsResult Validate(string? name, PatternsOptions options) =>
-        options.ShutdownTimeout < TimeSpan.Zero
-            ? ValidateOptionsResult.Fail($"PatternsOptions.ShutdownTimeout must not be negative (was {options.ShutdownTimeout}).")
-            : ValidateOptionsResult.Success;
+    public ValidateOptionsResult Validate(string? name, PatternsOptions options)
+    {
+        var errors = new List<string>();
+        if (options.ShutdownTimeout < TimeSpan.Zero)
+        {
+            errors.Add($"PatternsOptions.ShutdownTimeout must not be negative (was {options.ShutdownTimeout}).");
+        }
+
+        if (options.InboxCapacity < 1)
+        {
+            errors.Add($"PatternsOptions.InboxCapacity must be at least 1 (was {options.InboxCapacity}).");
+        }
+
+        if (options.InboxRetryDelay <= TimeSpan.Zero)
+        {
+            errors.Add($"PatternsOptions.InboxRetryDelay must be positive (was {options.InboxRetryDelay}).");
+        }
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
 }
 
 /// <summary>Validates <see cref="RequestResponseOptions"/>.</summary>

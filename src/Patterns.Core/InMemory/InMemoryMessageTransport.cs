@@ -156,6 +156,9 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
         }
     }
 
+    /// <summary>Forgets a temporary queue whose subscription stopped, so sends to it fail as sends to a missing queue do.</summary>
+    internal void RemoveQueue(InMemoryQueue queue) => _queues.TryRemove(new KeyValuePair<string, InMemoryQueue>(queue.Name, queue));
+
     /// <summary>Called by the queue under its own lock, so no publish can route to the group between its last detach and this unbind.</summary>
     internal void OnLastConsumerDetached(InMemoryQueue queue)
     {

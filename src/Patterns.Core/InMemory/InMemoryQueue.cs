@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Threading.Channels;
 using Patterns.Messaging;
 using Patterns.Telemetry;
@@ -57,7 +56,7 @@ internal sealed class InMemoryQueue
         }
         else if (envelope.PartitionKey is { } key)
         {
-            lane = lanes[(int)((uint)key.GetHashCode() % (uint)lanes.Length)];
+            lane = lanes[PartitionHash.Partition(key, lanes.Length)];
             if (lane.TryWrite(envelope))
             {
                 return default;
@@ -176,6 +175,7 @@ internal sealed class InMemoryQueue
 
     public void Detach(InMemorySubscription subscription)
     {
+        bool delete;
         lock (_gate)
         {
             if (!_subscriptions.Remove(subscription))
@@ -192,11 +192,19 @@ internal sealed class InMemoryQueue
                 _transport.OnLastConsumerDetached(this);
             }
 
+            // A temporary queue lives as long as its subscription, as on a broker: it goes, with what is left in it.
+            delete = last && subscription.Request.Temporary;
             _lanes = last ? [new Lane(Capacity, owner: null)] : remaining;
             foreach (var lane in subscription.Lanes)
             {
                 lane.Complete();
             }
+        }
+
+        if (delete)
+        {
+            _transport.RemoveQueue(this);
+            Close();
         }
     }
 
@@ -240,9 +248,10 @@ internal sealed class InMemoryQueue
         }
     }
 
-    public void Retry(Envelope envelope, TimeSpan delay)
+    public void Retry(Envelope envelope, in Settlement settlement)
     {
-        var redelivery = envelope with { DeliveryCount = envelope.DeliveryCount + 1 };
+        var redelivery = settlement.NextDelivery(envelope);
+        var delay = settlement.Delay;
         if (delay <= TimeSpan.Zero)
         {
             _ = RedeliverAsync(redelivery);
@@ -268,32 +277,9 @@ internal sealed class InMemoryQueue
 
     public void DeadLetter(Envelope envelope, in Settlement settlement)
     {
-        var now = _transport.TimeProvider.GetUtcNow();
+        var message = DeadLetterMessage.Create(envelope, Name, settlement, _transport.TimeProvider.GetUtcNow());
         var exception = settlement.Exception;
-        var reason = settlement.Reason ?? exception?.Message ?? "dead-lettered";
-        var headers = new List<KeyValuePair<string, string>>(6)
-        {
-            new(EnvelopeHeaders.DeadLetterReason, reason),
-            new(EnvelopeHeaders.DeadLetterSource, Name),
-            new(EnvelopeHeaders.DeadLetteredAt, now.ToString("O", CultureInfo.InvariantCulture)),
-        };
-        if (exception is not null)
-        {
-            headers.Add(new(EnvelopeHeaders.ExceptionType, exception.GetType().FullName ?? exception.GetType().Name));
-            headers.Add(new(EnvelopeHeaders.ExceptionMessage, exception.Message));
-            if (exception.StackTrace is { } stack)
-            {
-                headers.Add(new(EnvelopeHeaders.ExceptionStackTrace, stack));
-            }
-        }
-
-        var message = new DeadLetterMessage(
-            envelope.WithHeaders(headers),
-            Name,
-            reason,
-            exception?.GetType().FullName,
-            exception?.Message,
-            now);
+        var reason = message.Reason;
 
         var evicted = 0;
         lock (_gate)
@@ -350,7 +336,7 @@ internal sealed class InMemoryQueue
                 _deadLetters.RemoveFirst();
             }
 
-            var envelope = StripDeadLetterHeaders(next.Envelope) with { DeliveryCount = 0 };
+            var envelope = DeadLetterMessage.ForReplay(next.Envelope);
             try
             {
                 await EnqueueAsync(envelope, cancellationToken).ConfigureAwait(false);
@@ -379,21 +365,6 @@ internal sealed class InMemoryQueue
     {
         PatternsTelemetry.Dropped.Add(count, PatternsTelemetry.Tags(_transport.SystemName, Name));
         InMemoryLog.MessagesDropped(_transport.Logger, count, Name);
-    }
-
-    private static Envelope StripDeadLetterHeaders(Envelope envelope)
-    {
-        if (envelope.Headers is null)
-        {
-            return envelope;
-        }
-
-        var kept = envelope.Headers
-            .Where(h => !h.Key.StartsWith("patterns-dead-letter", StringComparison.Ordinal)
-                && !h.Key.StartsWith("patterns-exception", StringComparison.Ordinal)
-                && h.Key != EnvelopeHeaders.DeadLetteredAt)
-            .ToDictionary(h => h.Key, h => h.Value, StringComparer.Ordinal);
-        return envelope with { Headers = kept.Count == 0 ? null : kept };
     }
 
     private async Task RedeliverAsync(Envelope envelope)

@@ -257,7 +257,7 @@ internal sealed class InMemorySubscription : TransportSubscription
             case SettlementKind.Ack:
                 break;
             case SettlementKind.Retry:
-                _queue.Retry(envelope, settlement.Delay);
+                _queue.Retry(envelope, settlement);
                 break;
             default:
                 _queue.DeadLetter(envelope, settlement);

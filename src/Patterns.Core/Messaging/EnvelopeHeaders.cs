@@ -23,4 +23,28 @@ public static class EnvelopeHeaders
 
     /// <summary>Marks a response envelope as carrying a remote error rather than a result.</summary>
     public const string ResponseError = "patterns-response-error";
+
+    /// <summary>
+    /// When the message may be handled, at the earliest (ISO 8601, UTC). Set from <see cref="MessageOptions.DeliverAt"/> or
+    /// <see cref="MessageOptions.Delay"/>; the consumer path puts a message off until then.
+    /// </summary>
+    public const string DeliverAt = "patterns-deliver-at";
+
+    /// <summary>
+    /// When the message expires (ISO 8601, UTC). Set from <see cref="MessageOptions.TimeToLive"/>, or by request-response from
+    /// the request's timeout; the consumer path dead-letters a message that arrives later, with the reason
+    /// <see cref="ExpiredReason"/>, and never hands it to a handler.
+    /// </summary>
+    public const string ExpiresAt = "patterns-expires-at";
+
+    /// <summary>The dead-letter reason of a message whose time to live ended before it was handled.</summary>
+    public const string ExpiredReason = "expired";
+
+    /// <summary>Gets a value indicating whether a header is one that dead-lettering writes (removed again when a dead letter is replayed).</summary>
+    /// <param name="name">The header name.</param>
+    /// <returns><see langword="true"/> for the dead-letter reason, source and time, and the exception headers.</returns>
+    public static bool IsDeadLetterHeader(string name) =>
+        name.StartsWith("patterns-dead-letter", StringComparison.Ordinal)
+        || name.StartsWith("patterns-exception", StringComparison.Ordinal)
+        || name == DeadLetteredAt;
 }

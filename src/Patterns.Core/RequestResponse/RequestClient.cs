@@ -367,6 +367,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         var name = _bus.Registry.GetName(request.GetType());
 
         // The timeout covers everything, including setting up the reply queue and waiting for a lost connection.
+        var sentAt = _timeProvider.GetUtcNow();
         using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
         using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
         var token = linked?.Token ?? cancellationToken;
@@ -387,9 +388,16 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             CorrelationId = id,
             MessageType = name,
             Body = request,
-            SentAt = _timeProvider.GetUtcNow(),
+            SentAt = sentAt,
             ReplyTo = replyTo,
         };
+        if (timeout != Timeout.InfiniteTimeSpan)
+        {
+            // The deadline travels with the request: a responder that gets it too late dead-letters it unhandled, and a
+            // handler still running at the deadline sees its token cancelled.
+            envelope = MessageBus.WithTiming(envelope, new MessageOptions { TimeToLive = timeout }, sentAt);
+        }
+
         var pending = new PendingReply<TResponse>(_serializer, name);
         _pending[id] = pending;
         using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
@@ -472,7 +480,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             }
 
             var queue = $"replies.{Environment.MachineName}.{Guid.NewGuid():N}";
-            _replySubscription = await _bus.Transport.SubscribeAsync(
+            _replySubscription = await _bus.SubscribeAsync(
                 new SubscriptionRequest
                 {
                     Address = TransportAddress.Queue(queue),

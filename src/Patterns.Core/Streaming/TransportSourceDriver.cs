@@ -59,7 +59,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         var writer = _channel.Writer;
         var held = _held = Run.HoldsAcknowledgements ? new HeldAcknowledgements(this, Run.Options.MaxUnacknowledged) : null;
         Run.Source = held;
-        var subscription = await bus.Transport.SubscribeAsync(
+        var subscription = await bus.SubscribeAsync(
             new SubscriptionRequest
             {
                 Address = _address,

@@ -1,3 +1,5 @@
+using Patterns.Messaging;
+
 namespace Patterns.Transport;
 
 /// <summary>What a consumer decided about one delivery.</summary>
@@ -18,12 +20,13 @@ public enum SettlementKind
 /// </summary>
 public readonly struct Settlement
 {
-    private Settlement(SettlementKind kind, TimeSpan delay, string? reason, Exception? exception)
+    private Settlement(SettlementKind kind, TimeSpan delay, string? reason, Exception? exception, bool deferred = false)
     {
         Kind = kind;
         Delay = delay;
         Reason = reason;
         Exception = exception;
+        IsDeferral = deferred;
     }
 
     /// <summary>Gets an acknowledgement.</summary>
@@ -41,6 +44,12 @@ public readonly struct Settlement
     /// <summary>Gets the exception that caused the retry or dead-letter, if any.</summary>
     public Exception? Exception { get; }
 
+    /// <summary>
+    /// Gets a value indicating whether this <see cref="SettlementKind.Retry"/> puts the message off without counting a
+    /// delivery (<see cref="Defer"/>): it was not handed to a handler, so its <see cref="Envelope.DeliveryCount"/> stays.
+    /// </summary>
+    public bool IsDeferral { get; }
+
     /// <summary>Asks the transport to deliver the message again.</summary>
     /// <param name="delay">How long to wait first; <see cref="TimeSpan.Zero"/> for at once.</param>
     /// <param name="exception">The failure that caused the retry.</param>
@@ -50,6 +59,32 @@ public readonly struct Settlement
         ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
         return new(SettlementKind.Retry, delay, exception?.Message, exception);
     }
+
+    /// <summary>
+    /// Asks the transport to deliver the message again after <paramref name="delay"/> without counting a delivery: the
+    /// kernel's consumer path puts off a message that is scheduled for later, or that it could not check against the
+    /// inbox, this way. A transport carries it out like <see cref="Retry"/>, with the envelope <see cref="NextDelivery"/>
+    /// returns; it may deliver it early (the consumer path puts it off again) but never drops it.
+    /// </summary>
+    /// <param name="delay">How long to wait; must be positive.</param>
+    /// <param name="reason">Why, for logs.</param>
+    /// <returns>The settlement.</returns>
+    public static Settlement Defer(TimeSpan delay, string reason)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(delay, TimeSpan.Zero);
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        return new(SettlementKind.Retry, delay, reason, null, deferred: true);
+    }
+
+    /// <summary>
+    /// Returns the envelope a transport delivers again for a <see cref="SettlementKind.Retry"/>: the delivered one with
+    /// <see cref="Envelope.DeliveryCount"/> one higher, or unchanged for a deferral (<see cref="Defer"/>). Every transport
+    /// uses it, so delivery counts mean the same everywhere.
+    /// </summary>
+    /// <param name="delivered">The envelope as it was delivered.</param>
+    /// <returns>The envelope to deliver again.</returns>
+    public Envelope NextDelivery(in Envelope delivered) =>
+        IsDeferral ? delivered : delivered with { DeliveryCount = delivered.DeliveryCount + 1 };
 
     /// <summary>Asks the transport to move the message to its dead-letter queue.</summary>
     /// <param name="reason">Why; recorded on the dead-lettered envelope.</param>

@@ -1,6 +1,6 @@
 using Patterns.Storage;
 
-namespace Patterns.RabbitMq;
+namespace Patterns.Consuming;
 
 /// <summary>
 /// The default inbox when no <see cref="IInboxStore"/> is registered: a bounded set of message ids per consumer that
