@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
 using Patterns.Storage;
@@ -269,6 +270,42 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
     }
 
     /// <summary>Waits, polling the broker, until a queue holds no ready message.</summary>
+    [Fact]
+    public async Task ScheduledSend_ConsumerProcessStopsBeforeItIsDue_TheNextProcessHandlesItOnTimeOnce()
+    {
+        var prefix = Broker.Prefix("sched");
+        var handled = new Collector<(int Number, int DeliveryCount, DateTimeOffset At)>();
+        void Configure(HostApplicationBuilder b) => b.AddMessageQueue(q => q
+            .AddQueue("sched")
+            .AddConsumer<WorkItem>("sched", (m, context, _) =>
+            {
+                handled.Add((m.Number, context.DeliveryCount, DateTimeOffset.UtcNow));
+                return default;
+            }));
+
+        var first = await RabbitHost.StartWithPrefixAsync(prefix, Configure);
+        var firstTransport = first.Get<MessageTransport>();
+        var due = DateTimeOffset.UtcNow.AddSeconds(3);
+        await first.Get<Patterns.Queues.IQueueSender>().SendAsync("sched", new WorkItem(1), new MessageOptions { DeliverAt = due });
+        await first.Get<Patterns.Queues.IQueueSender>().SendAsync("sched", new WorkItem(2));
+        await handled.WaitForAsync(1);
+
+        // The first process goes away while the scheduled message waits on the broker (in the queue or a delay queue).
+        await first.Host.StopAsync();
+        await ((IAsyncDisposable)first.Host).DisposeAsync();
+        handled.Items.Select(h => h.Number).Should().Equal(2);
+        await using (var second = await RabbitHost.StartWithPrefixAsync(prefix, Configure))
+        {
+            await handled.WaitForAsync(2);
+        }
+
+        await Broker.DeleteTopologyAsync(firstTransport);
+        var scheduled = handled.Items.Single(h => h.Number == 1);
+        scheduled.At.Should().BeOnOrAfter(due);
+        scheduled.DeliveryCount.Should().Be(0, "waiting for its time is not a delivery");
+        handled.Items.Count(h => h.Number == 1).Should().Be(1);
+    }
+
     private static async Task WaitUntilEmptyAsync(string queue)
     {
         await using var connection = await Broker.ConnectAsync();

@@ -1,0 +1,136 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Patterns.Consuming;
+using Patterns.Hosting;
+using Patterns.Messaging;
+using Patterns.PubSub;
+using Patterns.Queues;
+
+namespace Patterns.Core.Tests.Consuming;
+
+public sealed class ConsumeFilterTests
+{
+    private static readonly AsyncLocal<string?> Tenant = new();
+
+    [Fact]
+    public async Task Filters_RunInRegistrationOrderAroundEveryHandler()
+    {
+        var trace = new ConcurrentQueue<string>();
+        using var host = await TestHost.StartAsync(
+            b =>
+            {
+                b.AddPubSub(ps => ps.Subscribe<Reminder>((r, _, _) => { trace.Enqueue($"sub {r.Id}"); return default; }, "filtered", o => o.ConsumerGroup = "sub"));
+                b.AddMessageQueue(q => q.AddConsumer<Reminder>("filtered-q", (r, _, _) => { trace.Enqueue($"queue {r.Id}"); return default; }));
+            },
+            patterns: p => p
+                .AddConsumeFilter(Recording("outer", trace))
+                .AddConsumeFilter(Recording("inner", trace)));
+
+        // The harness records a delivery once it is settled, after the filters returned.
+        await host.Services.GetRequiredService<IPublisher>().PublishAsync("filtered", new Reminder(1));
+        await host.Harness().WaitForDeliveriesAsync(1).WaitAsync(TestHost.Wait);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("filtered-q", new Reminder(2));
+        await host.Harness().WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
+
+        trace.Should().Equal(
+            "outer> Reminder sub", "inner> Reminder sub", "sub 1", "<inner", "<outer",
+            "outer> Reminder filtered-q", "inner> Reminder filtered-q", "queue 2", "<inner", "<outer");
+    }
+
+    [Fact]
+    public async Task Filter_TenantFromAHeader_IsSeenByTheHandler()
+    {
+        var seen = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(
+            b => b.AddMessageQueue(q => q.AddConsumer<Reminder>("tenants", (_, _, _) => { seen.TrySetResult(Tenant.Value); return default; })),
+            patterns: p => p.AddConsumeFilter(async (context, next) =>
+            {
+                Tenant.Value = context.Envelope.TryGetHeader("tenant", out var tenant) ? tenant : null;
+                try
+                {
+                    await next(context);
+                }
+                finally
+                {
+                    Tenant.Value = null;
+                }
+            }));
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(
+            "tenants", new Reminder(1), new MessageOptions { Headers = new Dictionary<string, string> { ["tenant"] = "acme" } });
+
+        (await seen.Task.WaitAsync(TestHost.Wait)).Should().Be("acme");
+    }
+
+    [Fact]
+    public async Task Filter_ThatDoesNotCallNext_SkipsTheHandlerAndAcknowledges()
+    {
+        var handled = new ConcurrentQueue<int>();
+        using var host = await TestHost.StartAsync(
+            b => b.AddMessageQueue(q => q.AddConsumer<Reminder>("validated", (r, _, _) => { handled.Enqueue(r.Id); return default; })),
+            patterns: p => p.AddConsumeFilter((context, next) => ((Reminder)context.Message).Id < 0 ? default : next(context)));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        await sender.SendAsync("validated", new Reminder(-1));
+        await sender.SendAsync("validated", new Reminder(2));
+        await host.Harness().WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
+
+        handled.Should().Equal(2);
+        host.Harness().Deliveries.Should().OnlyContain(d => d.Outcome == Patterns.Transport.SettlementKind.Ack);
+    }
+
+    [Fact]
+    public async Task Filter_MapsAnException_TheDeadLetterRecordsTheMappedOne()
+    {
+        using var host = await TestHost.StartAsync(
+            b => b.AddMessageQueue(q => q.AddConsumer<Reminder>("mapped", (_, _, _) => throw new KeyNotFoundException("no such reminder"), o => o.Retry = null)),
+            patterns: p => p.AddConsumeFilter(async (context, next) =>
+            {
+                try
+                {
+                    await next(context);
+                }
+                catch (KeyNotFoundException ex)
+                {
+                    throw new InvalidOperationException($"Reminder lookup failed in {context.HandlerName}: {ex.Message}", ex);
+                }
+            }));
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("mapped", new Reminder(1));
+
+        var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "mapped", 1);
+        dead.Single().ExceptionType.Should().Be(typeof(InvalidOperationException).FullName);
+        dead.Single().ExceptionMessage.Should().Be("Reminder lookup failed in delegate<Reminder>: no such reminder");
+    }
+
+    [Fact]
+    public void AddConsumeFilter_SameTypeTwice_RegisteredOnce()
+    {
+        var services = new ServiceCollection();
+        services.AddPatterns(p => p.AddConsumeFilter<CountingFilter>().AddConsumeFilter<CountingFilter>());
+
+        services.Count(d => d.ServiceType == typeof(IConsumeFilter)).Should().Be(1);
+    }
+
+    [Fact]
+    public void Wrap_NoFilters_ReturnsTheHandlerItself()
+    {
+        var inner = new DelegateHandlerInvoker<Reminder>((_, _, _) => default, "h");
+
+        FilteredHandlerInvoker<Reminder>.Wrap(inner, []).Should().BeSameAs(inner, "with no filter registered, handlers are called directly");
+        FilteredHandlerInvoker<Reminder>.Wrap(inner, [new CountingFilter()]).Should().NotBeSameAs(inner);
+    }
+
+    private static Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name, ConcurrentQueue<string> trace) => async (context, next) =>
+    {
+        trace.Enqueue($"{name}> {context.MessageType.Name} {context.ConsumerGroup}");
+        await next(context);
+        trace.Enqueue($"<{name}");
+    };
+
+    private sealed class CountingFilter : IConsumeFilter
+    {
+        public ValueTask InvokeAsync(ConsumeContext context, ConsumeDelegate next) => next(context);
+    }
+}
