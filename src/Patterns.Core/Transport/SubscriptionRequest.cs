@@ -32,7 +32,7 @@ public sealed record SubscriptionRequest
     /// Gets a value indicating whether the group's queue belongs to this subscription alone and lives only as long
     /// as it (a reply queue, for example). A broker declares such a queue exclusive and non-durable, without a
     /// dead-letter queue, and deletes it, with any messages in it, when the subscription stops or the connection
-    /// under it drops. In-process transports may ignore it.
+    /// under it drops. The in-memory transport deletes it too when the subscription stops.
     /// </summary>
     /// <value>Default <see langword="false"/>.</value>
     public bool Temporary { get; init; }
