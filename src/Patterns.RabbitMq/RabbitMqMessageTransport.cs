@@ -57,6 +57,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
 
     internal RabbitMqConnection ConsumeConnection { get; }
 
+    public override IReadOnlyList<ComponentHealth> GetConnectionHealth() => [PublishConnection.Health, ConsumeConnection.Health];
+
     internal RabbitMqPublisher Publisher { get; }
 
     internal RabbitMqTopology Topology { get; }

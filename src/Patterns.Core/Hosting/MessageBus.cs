@@ -16,6 +16,7 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly bool _systemClock;
+    private bool _hostStarted;
 
     public MessageBus(MessageTransport transport, MessageTypeRegistry registry, TimeProvider timeProvider, ILoggerFactory loggerFactory)
     {
@@ -31,6 +32,13 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     internal MessageTypeRegistry Registry => _registry;
 
     internal TimeProvider TimeProvider => _timeProvider;
+
+    /// <summary>Gets or sets a value indicating whether the host has started its consumers (and declared its queues).</summary>
+    internal bool HostStarted
+    {
+        get => Volatile.Read(ref _hostStarted);
+        set => Volatile.Write(ref _hostStarted, value);
+    }
 
     public ValueTask PublishAsync<TMessage>(TMessage message, CancellationToken cancellationToken = default)
         where TMessage : notnull =>

@@ -89,6 +89,10 @@ public abstract class MessageTransport : IAsyncDisposable
     /// <returns>A task that completes when the transport is stopped.</returns>
     public abstract ValueTask DisposeAsync();
 
+    /// <summary>Reports the health of each connection this transport holds; an in-process transport holds none and reports an empty list.</summary>
+    /// <returns>One entry per connection: degraded while its broker is unreachable.</returns>
+    public virtual IReadOnlyList<ComponentHealth> GetConnectionHealth() => [];
+
     /// <summary>Checks an envelope that is about to be sent, with clear errors for what is wrong.</summary>
     /// <param name="destination">Where it is going, for the error message.</param>
     /// <param name="envelope">The envelope.</param>
