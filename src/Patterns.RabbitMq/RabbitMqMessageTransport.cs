@@ -47,6 +47,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
 
     public override int MaxPayloadBytes => Options.MaxPayloadBytes;
 
+    protected override string MaxPayloadBytesOption => "RabbitMqTransportOptions.MaxPayloadBytes";
+
     internal RabbitMqTransportOptions Options { get; }
 
     internal TimeProvider TimeProvider { get; }
@@ -490,7 +492,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
             _serializer.Serialize(writer, envelope.Body!, envelope.Body!.GetType());
             if (writer.WrittenCount > Options.MaxPayloadBytes)
             {
-                throw new MessageTooLargeException(destination, writer.WrittenCount, Options.MaxPayloadBytes);
+                throw new MessageTooLargeException(destination, writer.WrittenCount, Options.MaxPayloadBytes, MaxPayloadBytesOption);
             }
         }
         catch

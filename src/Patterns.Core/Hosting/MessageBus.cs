@@ -70,6 +70,12 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
         {
             pending = _transport.SendAsync(queue, envelope, cancellationToken);
         }
+        catch (QueueNotFoundException ex) when (!HostStarted)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw NotStarted(ex, queue);
+        }
         catch (Exception ex)
         {
             PatternsTelemetry.RecordError(activity, ex);
@@ -147,6 +153,12 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
         {
             await pending.ConfigureAwait(false);
         }
+        catch (QueueNotFoundException ex) when (!HostStarted)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw NotStarted(ex, queue);
+        }
         catch (Exception ex)
         {
             PatternsTelemetry.RecordError(activity, ex);
@@ -174,6 +186,10 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
         OnPublished(topic, routed, activity);
     }
 
+    /// <summary>A queue that is missing because the host has not started (it declares queues at start) gets an error that says so.</summary>
+    private static InvalidOperationException NotStarted(QueueNotFoundException exception, string queue) =>
+        new($"Cannot send to queue '{queue}': the host has not started, so its queues are not declared yet. Send after IHost.StartAsync (or from a hosted service that starts after AddPatterns').", exception);
+
     private void OnSent(string destination, Activity? activity)
     {
         if (PatternsTelemetry.Sent.Enabled)
@@ -194,7 +210,14 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
                 PatternsTelemetry.Unrouted.Add(1, PatternsTelemetry.Tags(_transport.SystemName, topic));
             }
 
-            HostingLog.Unrouted(_logger, topic);
+            if (HostStarted)
+            {
+                HostingLog.Unrouted(_logger, topic);
+            }
+            else
+            {
+                HostingLog.PublishedBeforeStart(_logger, topic);
+            }
         }
     }
 }

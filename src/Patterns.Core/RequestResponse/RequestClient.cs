@@ -547,7 +547,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         catch (QueueNotFoundException ex)
         {
             throw new HandlerNotFoundException(
-                $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);
+                $"No request handler listens for request type '{name}': its queue '{_options.RequestQueuePrefix + name}' does not exist, so no process with a handler "
+                + "for it has started. Start one (AddRequestResponse(r => r.AddHandler<...>())); do not declare the request queue yourself, or requests would wait there unanswered until they time out.",
+                ex);
         }
     }
 
