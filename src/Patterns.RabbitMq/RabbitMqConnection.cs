@@ -24,6 +24,7 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
     private volatile bool _usable;
     private string _lastFailure = "not connected yet";
     private volatile bool _disposed;
+    private volatile bool _failed;
 
     public RabbitMqConnection(ConnectionFactory factory, RabbitMqTransportOptions options, string purpose, TimeProvider timeProvider, ILogger logger)
     {
@@ -42,6 +43,23 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
 
     /// <summary>Gets a value indicating whether the connection is open and not recovering.</summary>
     public bool IsUsable => _usable && Volatile.Read(ref _connection) is { IsOpen: true };
+
+    /// <summary>Gets this connection's health: degraded once it failed to connect or lost the broker, until it is back.</summary>
+    public ComponentHealth Health
+    {
+        get
+        {
+            var name = $"{Purpose} connection";
+            if (IsUsable)
+            {
+                return ComponentHealth.Healthy(name, $"connected to RabbitMQ at {Endpoint}");
+            }
+
+            return Volatile.Read(ref _connection) is null && !_failed
+                ? ComponentHealth.Healthy(name, $"not connected yet: connects to RabbitMQ at {Endpoint} on first use")
+                : ComponentHealth.Degraded(name, $"RabbitMQ at {Endpoint} is not reachable ({_lastFailure})");
+        }
+    }
 
     public static string Describe(Uri uri) => $"{uri.Scheme}://{uri.Host}:{(uri.IsDefaultPort ? (uri.Scheme == "amqps" ? 5671 : 5672) : uri.Port)}{uri.AbsolutePath}";
 
@@ -182,11 +200,14 @@ internal sealed class RabbitMqConnection : IAsyncDisposable
                 catch (Exception ex) when (IsRefused(ex))
                 {
                     // Wrong credentials or virtual host: trying again will not help.
+                    _lastFailure = $"refused: {ex.InnerException?.Message ?? ex.Message}";
+                    _failed = true;
                     throw new TransportUnavailableException($"RabbitMQ at {Endpoint} refused the connection: {ex.InnerException?.Message ?? ex.Message}", ex);
                 }
                 catch (Exception ex) when (!cancellationToken.IsCancellationRequested && (IsConnectivity(ex) || ex is OperationCanceledException))
                 {
                     _lastFailure = ex.InnerException?.Message ?? ex.Message;
+                    _failed = true;
                     var delay = _options.NetworkRecoveryInterval;
                     if (_timeProvider.GetElapsedTime(started) + delay > _options.ReconnectTimeout)
                     {

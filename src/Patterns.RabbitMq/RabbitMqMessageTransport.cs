@@ -44,6 +44,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
 
     public override int MaxPayloadBytes => Options.MaxPayloadBytes;
 
+    protected override string MaxPayloadBytesOption => "RabbitMqTransportOptions.MaxPayloadBytes";
+
     internal RabbitMqTransportOptions Options { get; }
 
     internal TimeProvider TimeProvider { get; }
@@ -53,6 +55,8 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     internal RabbitMqConnection PublishConnection { get; }
 
     internal RabbitMqConnection ConsumeConnection { get; }
+
+    public override IReadOnlyList<ComponentHealth> GetConnectionHealth() => [PublishConnection.Health, ConsumeConnection.Health];
 
     internal RabbitMqPublisher Publisher { get; }
 
@@ -476,7 +480,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
             _serializer.Serialize(writer, envelope.Body!, envelope.Body!.GetType());
             if (writer.WrittenCount > Options.MaxPayloadBytes)
             {
-                throw new MessageTooLargeException(destination, writer.WrittenCount, Options.MaxPayloadBytes);
+                throw new MessageTooLargeException(destination, writer.WrittenCount, Options.MaxPayloadBytes, MaxPayloadBytesOption);
             }
         }
         catch

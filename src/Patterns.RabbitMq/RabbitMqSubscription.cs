@@ -62,6 +62,35 @@ internal sealed class RabbitMqSubscription : TransportSubscription
 
     public override SubscriptionRequest Request { get; }
 
+    public override ComponentHealth GetHealth()
+    {
+        var name = Request.ConsumerGroup;
+        if (_stopping)
+        {
+            return ComponentHealth.Degraded(name, $"stopped: it takes no more messages from '{_queue}'");
+        }
+
+        if (_resubscribing is { IsCompleted: false })
+        {
+            return ComponentHealth.Degraded(name, $"lost its channel and is consuming from '{_queue}' again as soon as RabbitMQ at {_transport.ConsumeConnection.Endpoint} allows");
+        }
+
+        if (Volatile.Read(ref _channel) is not { IsOpen: true })
+        {
+            return ComponentHealth.Degraded(name, $"has no open channel to '{_queue}' on RabbitMQ at {_transport.ConsumeConnection.Endpoint}");
+        }
+
+        foreach (var worker in _workers)
+        {
+            if (worker is { IsCompleted: true })
+            {
+                return ComponentHealth.Degraded(name, $"a worker ended ({worker.Status}): its lane is no longer drained");
+            }
+        }
+
+        return ComponentHealth.Healthy(name, $"consuming from '{_queue}'");
+    }
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         if (!Request.Temporary)

@@ -216,6 +216,42 @@ internal sealed class RabbitMqTopology
         }
     }
 
+    /// <summary>
+    /// Deletes what a consumer group left on the broker: its queue (only when no consumer uses it), retry, dead-letter and
+    /// delay queues and its dead-letter exchange. Returns how many messages were deleted with its queue and retry queue.
+    /// </summary>
+    public async Task<long> DeleteGroupAsync(IConnection connection, string logical, CancellationToken cancellationToken)
+    {
+        ValidateQueueName(logical, nameof(logical));
+        long deleted = 0;
+        try
+        {
+            await RunAsync(connection, async channel =>
+            {
+                deleted += await channel.QueueDeleteAsync(Queue(logical), ifUnused: true, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (InvalidOperationException ex) when (ex.InnerException is OperationInterruptedException { ShutdownReason.ReplyCode: 406 })
+        {
+            throw new InvalidOperationException($"Consumer group '{logical}' still has a consumer on queue '{Queue(logical)}': stop it before deleting the group.", ex);
+        }
+
+        await RunAsync(connection, async channel =>
+        {
+            deleted += await channel.QueueDeleteAsync(RetryQueue(logical), ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await channel.QueueDeleteAsync(DeadLetterQueue(logical), ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+            foreach (var delay in _retryDelays)
+            {
+                await channel.QueueDeleteAsync(DelayQueue(logical, delay), ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+
+            await channel.ExchangeDeleteAsync(DeadLetterExchange(logical), ifUnused: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
+        Forget(logical);
+        _groupPatterns.TryRemove(logical, out _);
+        return deleted;
+    }
+
     /// <summary>Forgets that a delay queue was declared (it was deleted behind our back), so the next retry declares it again.</summary>
     public void ForgetDelayQueue(string logical, TimeSpan delay) => _declared.TryRemove(DelayQueue(logical, delay), out _);
 

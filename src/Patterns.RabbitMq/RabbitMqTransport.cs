@@ -50,4 +50,27 @@ public static class RabbitMqTransport
             timeProvider ?? TimeProvider.System,
             loggerFactory ?? NullLoggerFactory.Instance);
     }
+
+    /// <summary>
+    /// Deletes a consumer group that no code uses any more (renamed or removed) from the broker: its queue, with the messages
+    /// it collected, and its retry, dead-letter and delay queues and dead-letter exchange. A group's queue stays on the broker
+    /// after the code that declared it is gone and keeps collecting its topics; this is the clean-up.
+    /// </summary>
+    /// <param name="transport">A RabbitMQ transport (from <see cref="Create"/> or <c>UseRabbitMq</c>).</param>
+    /// <param name="consumerGroup">The group's name, as in <c>ConsumerOptions.ConsumerGroup</c> (without <see cref="RabbitMqTransportOptions.NamePrefix"/>).</param>
+    /// <param name="cancellationToken">Cancels the deletion.</param>
+    /// <returns>How many messages were deleted with the group's queue and retry queue (dead letters are not counted).</returns>
+    /// <exception cref="ArgumentException"><paramref name="transport"/> is not a RabbitMQ transport.</exception>
+    /// <exception cref="InvalidOperationException">A consumer still consumes from the group's queue; nothing was deleted.</exception>
+    public static async Task<long> DeleteConsumerGroupAsync(MessageTransport transport, string consumerGroup, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(consumerGroup);
+        if (transport is not RabbitMqMessageTransport rabbit)
+        {
+            throw new ArgumentException($"DeleteConsumerGroupAsync needs the RabbitMQ transport, not '{transport?.GetType().Name ?? "null"}'.", nameof(transport));
+        }
+
+        var connection = await rabbit.ConsumeConnection.GetAsync(cancellationToken).ConfigureAwait(false);
+        return await rabbit.Topology.DeleteGroupAsync(connection, consumerGroup, cancellationToken).ConfigureAwait(false);
+    }
 }

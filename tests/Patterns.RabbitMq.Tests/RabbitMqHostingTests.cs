@@ -66,6 +66,7 @@ public sealed class RabbitMqHostingTests
         var thrown = (await act.Should().ThrowAsync<HandlerNotFoundException>()).Which;
         thrown.ToString().Should().NotContain("AddMessageQueue").And.NotContain("Declare it");
         thrown.InnerException!.Message.Should().Contain("no consumer of it").And.Contain("request handler");
+        thrown.Message.Should().Contain("do not declare the request queue yourself");
     }
 
     [Fact]

@@ -7,8 +7,8 @@ internal static partial class HostingLog
     [LoggerMessage(EventId = 1001, Level = LogLevel.Debug, Message = "A message published to topic '{Topic}' reached no subscription (a no-op).")]
     public static partial void Unrouted(ILogger logger, string topic);
 
-    [LoggerMessage(EventId = 1002, Level = LogLevel.Warning, Message = "Handler {Handler} failed on message {MessageId} from '{Source}' (delivery {DeliveryCount}); it will be {Outcome}.")]
-    public static partial void HandlerFailed(ILogger logger, Exception exception, string handler, Guid messageId, string source, int deliveryCount, string outcome);
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Warning, Message = "Handler {Handler} failed on message {MessageId} from '{Source}' (delivery {Delivery}); it will be {Outcome}.")]
+    public static partial void HandlerFailed(ILogger logger, Exception exception, string handler, Guid messageId, string source, int delivery, string outcome);
 
     [LoggerMessage(EventId = 1003, Level = LogLevel.Warning, Message = "Message {MessageId} from '{Source}' cannot be handled and is dead-lettered: {Reason}")]
     public static partial void Rejected(ILogger logger, Guid messageId, string source, string reason);
@@ -30,4 +30,7 @@ internal static partial class HostingLog
 
     [LoggerMessage(EventId = 1009, Level = LogLevel.Information, Message = "Message {MessageId} from '{Source}' was handled before by '{Consumer}' (its inbox entry exists); this copy is settled without effect.")]
     public static partial void Duplicate(ILogger logger, Guid messageId, string consumer, string source);
+
+    [LoggerMessage(EventId = 1010, Level = LogLevel.Warning, Message = "A message was published to topic '{Topic}' before the host has started; no consumer has subscribed yet, so it reached no subscription and was dropped. Publish after IHost.StartAsync (or from a hosted service that starts after AddPatterns').")]
+    public static partial void PublishedBeforeStart(ILogger logger, string topic);
 }

@@ -18,6 +18,7 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
     private readonly bool _systemClock;
+    private bool _hostStarted;
 
     public MessageBus(MessageTransport transport, MessageTypeRegistry registry, TimeProvider timeProvider, ILoggerFactory loggerFactory, ConsumerPaths? consuming = null)
     {
@@ -41,6 +42,13 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
     /// <summary>Subscribes on the transport through the kernel's consumer path: the one way Patterns consumes.</summary>
     internal ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken) =>
         Consuming.SubscribeAsync(_transport, request, handler, cancellationToken);
+
+    /// <summary>Gets or sets a value indicating whether the host has started its consumers (and declared its queues).</summary>
+    internal bool HostStarted
+    {
+        get => Volatile.Read(ref _hostStarted);
+        set => Volatile.Write(ref _hostStarted, value);
+    }
 
     public ValueTask PublishAsync<TMessage>(TMessage message, CancellationToken cancellationToken = default)
         where TMessage : notnull =>
@@ -71,6 +79,12 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
         try
         {
             pending = _transport.SendAsync(queue, envelope, cancellationToken);
+        }
+        catch (QueueNotFoundException ex) when (!HostStarted)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw NotStarted(ex, queue);
         }
         catch (Exception ex)
         {
@@ -182,6 +196,12 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
         {
             await pending.ConfigureAwait(false);
         }
+        catch (QueueNotFoundException ex) when (!HostStarted)
+        {
+            PatternsTelemetry.RecordError(activity, ex);
+            activity?.Dispose();
+            throw NotStarted(ex, queue);
+        }
         catch (Exception ex)
         {
             PatternsTelemetry.RecordError(activity, ex);
@@ -209,6 +229,10 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
         OnPublished(topic, routed, activity);
     }
 
+    /// <summary>A queue that is missing because the host has not started (it declares queues at start) gets an error that says so.</summary>
+    private static InvalidOperationException NotStarted(QueueNotFoundException exception, string queue) =>
+        new($"Cannot send to queue '{queue}': the host has not started, so its queues are not declared yet. Send after IHost.StartAsync (or from a hosted service that starts after AddPatterns').", exception);
+
     private void OnSent(string destination, Activity? activity)
     {
         if (PatternsTelemetry.Sent.Enabled)
@@ -229,7 +253,14 @@ internal sealed class MessageBus : IPublisher, IQueueSender, IDeadLetterQueue
                 PatternsTelemetry.Unrouted.Add(1, PatternsTelemetry.Tags(_transport.SystemName, topic));
             }
 
-            HostingLog.Unrouted(_logger, topic);
+            if (HostStarted)
+            {
+                HostingLog.Unrouted(_logger, topic);
+            }
+            else
+            {
+                HostingLog.PublishedBeforeStart(_logger, topic);
+            }
         }
     }
 }

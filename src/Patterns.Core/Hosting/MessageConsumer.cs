@@ -191,12 +191,12 @@ internal sealed class MessageConsumer<TMessage>
 
         if (envelope.DeliveryCount < _options.MaxRedeliveries)
         {
-            HostingLog.HandlerFailed(_logger, exception, _invoker.HandlerName, envelope.MessageId, _identity.Source, envelope.DeliveryCount, "redelivered");
+            HostingLog.HandlerFailed(_logger, exception, _invoker.HandlerName, envelope.MessageId, _identity.Source, envelope.DeliveryCount + 1, "redelivered");
             PatternsTelemetry.Retried.Add(1, tags);
             return Settlement.Retry(_options.RedeliveryDelay, exception);
         }
 
-        HostingLog.HandlerFailed(_logger, exception, _invoker.HandlerName, envelope.MessageId, _identity.Source, envelope.DeliveryCount, "dead-lettered");
+        HostingLog.HandlerFailed(_logger, exception, _invoker.HandlerName, envelope.MessageId, _identity.Source, envelope.DeliveryCount + 1, "dead-lettered");
         return Settlement.DeadLetter(
             $"Handler {_invoker.HandlerName} failed on delivery {envelope.DeliveryCount + 1} with {exception.GetType().FullName}: {exception.Message}",
             exception);

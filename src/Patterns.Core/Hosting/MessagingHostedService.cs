@@ -20,6 +20,7 @@ internal sealed class MessagingHostedService : IHostedService
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly List<TransportSubscription> _subscriptions = [];
+    private volatile HostPhase _phase;
 
     public MessagingHostedService(
         IOptions<MessagingTopology> topology,
@@ -40,8 +41,44 @@ internal sealed class MessagingHostedService : IHostedService
         _logger = loggerFactory.CreateLogger<MessagingHostedService>();
     }
 
+    private enum HostPhase
+    {
+        NotStarted,
+        Starting,
+        Running,
+        Stopped,
+    }
+
+    /// <summary>Reports each consumer of this host: degraded before the host started, after it stopped, and for each consumer its transport reports as not taking messages.</summary>
+    internal IReadOnlyList<ComponentHealth> GetConsumerHealth()
+    {
+        switch (_phase)
+        {
+            case HostPhase.NotStarted:
+            case HostPhase.Starting:
+                return [ComponentHealth.Degraded("consumers", "The host has not started, so no consumer is taking messages yet.")];
+            case HostPhase.Stopped:
+                return [ComponentHealth.Degraded("consumers", "The host has stopped its consumers.")];
+        }
+
+        TransportSubscription[] subscriptions;
+        lock (_subscriptions)
+        {
+            subscriptions = [.. _subscriptions];
+        }
+
+        var health = new ComponentHealth[subscriptions.Length];
+        for (var i = 0; i < subscriptions.Length; i++)
+        {
+            health[i] = subscriptions[i].GetHealth();
+        }
+
+        return health;
+    }
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        _phase = HostPhase.Starting;
         var transport = _bus.Transport;
         var topology = _topology.Value;
         var requestOptions = _requestClient.Options;
@@ -72,7 +109,7 @@ internal sealed class MessagingHostedService : IHostedService
                     FullMode = registration.Options.FullMode,
                     DeadLetterCapacity = registration.Options.DeadLetterCapacity,
                 };
-                _subscriptions.Add(await _bus.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
+                Track(await _bus.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
             }
 
             if (!(transport.IsInProcess && requestOptions.PreferInProcessDispatch))
@@ -87,7 +124,7 @@ internal sealed class MessagingHostedService : IHostedService
                         ConsumerGroup = queue,
                         Concurrency = requestOptions.TransportConcurrency,
                     };
-                    _subscriptions.Add(await _bus.SubscribeAsync(request, entry.CreateResponder(_bus, _serializer, logger), cancellationToken).ConfigureAwait(false));
+                    Track(await _bus.SubscribeAsync(request, entry.CreateResponder(_bus, _serializer, logger), cancellationToken).ConfigureAwait(false));
                 }
             }
         }
@@ -97,17 +134,40 @@ internal sealed class MessagingHostedService : IHostedService
             throw;
         }
 
+        _phase = HostPhase.Running;
+        _bus.HostStarted = true;
         HostingLog.Started(_logger, _subscriptions.Count, transport.SystemName);
     }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        _phase = HostPhase.Stopped;
         var timeout = _options.Value.ShutdownTimeout;
         HostingLog.Draining(_logger, _subscriptions.Count, timeout);
         using var deadline = new CancellationTokenSource(timeout, _bus.TimeProvider);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
         await StopSubscriptionsAsync(linked.Token).ConfigureAwait(false);
         await _requestClient.StopAsync(linked.Token).ConfigureAwait(false);
+    }
+
+    /// <summary>Gets the consumers running now (for tests).</summary>
+    internal IReadOnlyList<TransportSubscription> Subscriptions
+    {
+        get
+        {
+            lock (_subscriptions)
+            {
+                return [.. _subscriptions];
+            }
+        }
+    }
+
+    private void Track(TransportSubscription subscription)
+    {
+        lock (_subscriptions)
+        {
+            _subscriptions.Add(subscription);
+        }
     }
 
     private async Task StopSubscriptionsAsync(CancellationToken deadline)
@@ -122,6 +182,9 @@ internal sealed class MessagingHostedService : IHostedService
         }
 
         await Task.WhenAll(stopping).ConfigureAwait(false);
-        _subscriptions.Clear();
+        lock (_subscriptions)
+        {
+            _subscriptions.Clear();
+        }
     }
 }

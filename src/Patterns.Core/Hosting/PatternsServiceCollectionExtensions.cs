@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Patterns.Consuming;
+using Patterns.Health;
 using Patterns.Hosting;
 using Patterns.InMemory;
 using Patterns.Messaging;
@@ -56,9 +57,12 @@ public static class PatternsServiceCollectionExtensions
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PatternsOptions>, PatternsOptionsValidator>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RequestResponseOptions>, RequestResponseOptionsValidator>());
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<InMemoryTransportOptions>, InMemoryTransportOptionsValidator>());
-            services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, MessagingHostedService>(static sp => new MessagingHostedService(
+            services.TryAddSingleton(static sp => new MessagingHostedService(
                 sp.GetRequiredService<IOptions<MessagingTopology>>(), sp, sp.GetRequiredService<MessageBus>(), sp.GetRequiredService<RequestClient>(),
-                sp.GetRequiredService<IMessageSerializer>(), sp.GetRequiredService<IOptions<PatternsOptions>>(), LoggerFactory(sp))));
+                sp.GetRequiredService<IMessageSerializer>(), sp.GetRequiredService<IOptions<PatternsOptions>>(), LoggerFactory(sp)));
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, MessagingHostedService>(static sp => sp.GetRequiredService<MessagingHostedService>()));
+            services.TryAddSingleton(static sp => new PatternsTransportHealthCheck(sp.GetRequiredService<MessageTransport>()));
+            services.TryAddSingleton(static sp => new PatternsConsumersHealthCheck(sp.GetRequiredService<MessagingHostedService>()));
         }
 
         configure?.Invoke(builder);

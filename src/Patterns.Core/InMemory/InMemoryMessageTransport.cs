@@ -35,6 +35,8 @@ internal sealed class InMemoryMessageTransport : MessageTransport, IDisposable
 
     public override int MaxPayloadBytes => _options.MaxPayloadBytes;
 
+    protected override string MaxPayloadBytesOption => "InMemoryTransportOptions.MaxPayloadBytes";
+
     internal TimeProvider TimeProvider { get; }
 
     internal ILogger Logger { get; }

@@ -26,6 +26,24 @@ internal sealed class InMemorySubscription : TransportSubscription
 
     internal Lane[] Lanes { get; set; } = [];
 
+    public override ComponentHealth GetHealth()
+    {
+        if (Volatile.Read(ref _stopped) != 0)
+        {
+            return ComponentHealth.Degraded(Request.ConsumerGroup, "stopped: it takes no more messages");
+        }
+
+        foreach (var worker in _workers)
+        {
+            if (worker.IsCompleted)
+            {
+                return ComponentHealth.Degraded(Request.ConsumerGroup, $"a worker ended ({worker.Status}): its lane is no longer drained");
+            }
+        }
+
+        return ComponentHealth.Healthy(Request.ConsumerGroup, $"consuming with {_workers.Length} worker(s)");
+    }
+
     /// <summary>Gets a value indicating whether every worker of this subscription has finished what it took and its lanes are empty.</summary>
     internal bool IsIdle
     {

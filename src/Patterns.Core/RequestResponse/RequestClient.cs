@@ -94,7 +94,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             var entries = new Dictionary<(Type, Type), RequestHandlerEntry>();
             foreach (var registration in _topology.Value.RequestHandlers)
             {
-                entries[(registration.RequestType, registration.ResponseType)] = registration.CreateEntry(_services, _timeProvider);
+                var entry = registration.CreateEntry(_services, _timeProvider);
+                entry.Services = _services;
+                entries[(registration.RequestType, registration.ResponseType)] = entry;
                 _bus.Registry.GetName(registration.RequestType);
                 _bus.Registry.GetName(registration.ResponseType);
             }
@@ -113,16 +115,62 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         return SendAsync<TRequest, TResponse>(request, _options.DefaultTimeout, cancellationToken);
     }
 
+    public ValueTask<TResponse> SendAsync<TResponse>(IRequest<TResponse> request, CancellationToken cancellationToken = default)
+    {
+        EnsureInitialized();
+        return SendAsync(request, _options.DefaultTimeout, cancellationToken);
+    }
+
+    public ValueTask<TResponse> SendAsync<TResponse>(IRequest<TResponse> request, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        EnsureInitialized();
+        if (!_inline)
+        {
+            // Over a transport only the request's name travels, and the handler may live in another process.
+            return SendAsync<IRequest<TResponse>, TResponse>(request, timeout, cancellationToken);
+        }
+
+        return Unwrap(FindEntry<TResponse>(request.GetType()).SendThroughAsync(this, request, default, timeout, cancellationToken));
+    }
+
+    public ValueTask<Response<TResponse>> GetResponseAsync<TRequest, TResponse>(
+        TRequest request, MessageOptions options, TimeSpan? timeout = null, CancellationToken cancellationToken = default)
+        where TRequest : notnull
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        EnsureInitialized();
+        var effective = timeout ?? _options.DefaultTimeout;
+        if (!_inline || typeof(TRequest) == request.GetType() || _entries.ContainsKey((typeof(TRequest), typeof(TResponse))))
+        {
+            return GetResponseCoreAsync<TRequest, TResponse>(request, options, effective, cancellationToken);
+        }
+
+        // Declared as a base type or interface (IRequest<TResponse>): the handler is registered for the run-time type.
+        return FindEntry<TResponse>(request.GetType()).SendThroughAsync(this, request, options, effective, cancellationToken);
+    }
+
+    internal ValueTask<Response<TResponse>> GetResponseCoreAsync<TRequest, TResponse>(
+        TRequest request, in MessageOptions options, TimeSpan timeout, CancellationToken cancellationToken)
+        where TRequest : notnull
+    {
+        ValidateTimeout(timeout);
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<Response<TResponse>>(cancellationToken);
+        }
+
+        return _inline
+            ? SendInlineWithResponseAsync(GetEntry<TRequest, TResponse>(), request, options, timeout, cancellationToken)
+            : SendOverTransportAsync<TRequest, TResponse>(request, options, timeout, cancellationToken);
+    }
+
     public ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken = default)
         where TRequest : notnull
     {
         ArgumentNullException.ThrowIfNull(request);
         EnsureInitialized();
-        if (timeout <= TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
-        {
-            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "A request timeout must be positive or Timeout.InfiniteTimeSpan.");
-        }
-
+        ValidateTimeout(timeout);
         if (cancellationToken.IsCancellationRequested)
         {
             return ValueTask.FromCanceled<TResponse>(cancellationToken);
@@ -130,20 +178,20 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
         if (!_inline)
         {
-            return SendOverTransportAsync<TRequest, TResponse>(request, timeout, cancellationToken);
+            return Unwrap(SendOverTransportAsync<TRequest, TResponse>(request, default, timeout, cancellationToken));
         }
 
         var entry = GetEntry<TRequest, TResponse>();
-        if (entry.Pipeline is not null || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
+        if (entry.Pipeline is not null || entry.WantsContext || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
         {
-            return SendInlineInstrumentedAsync(entry, request, timeout, cancellationToken);
+            return SendInlineInstrumentedAsync(entry, request, default, null, timeout, cancellationToken);
         }
 
         var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : RentTimeoutSource();
         ValueTask<TResponse> pending;
         try
         {
-            pending = entry.InvokeAsync(request, timeoutSource?.Token ?? cancellationToken);
+            pending = entry.InvokeAsync(request, null, timeoutSource?.Token ?? cancellationToken);
         }
         catch (Exception ex)
         {
@@ -193,7 +241,25 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         }
     }
 
+    private static void ValidateTimeout(TimeSpan timeout)
+    {
+        if (timeout <= TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "A request timeout must be positive or Timeout.InfiniteTimeSpan.");
+        }
+    }
+
+    private static async ValueTask<TResponse> Unwrap<TResponse>(ValueTask<Response<TResponse>> pending) =>
+        (await pending.ConfigureAwait(false)).Message;
+
+    /// <summary>Finds the entry of a request known by its run-time type only (no generic instantiation at run time: AOT-safe).</summary>
+    private RequestHandlerEntry<TResponse> FindEntry<TResponse>(Type requestType) =>
+        _entries.TryGetValue((requestType, typeof(TResponse)), out var found) && found is RequestHandlerEntry<TResponse> entry
+            ? entry
+            : throw new HandlerNotFoundException(requestType, typeof(TResponse));
+
     private RequestHandlerEntry<TRequest, TResponse> GetEntry<TRequest, TResponse>()
+        where TRequest : notnull
     {
         var slot = Slot<TRequest, TResponse>.Index;
         var slots = _slots;
@@ -267,6 +333,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
     private async ValueTask<TResponse> AwaitInlineAsync<TRequest, TResponse>(
         RequestHandlerEntry<TRequest, TResponse> entry, ValueTask<TResponse> pending, CancellationTokenSource? timeoutSource, TimeSpan timeout, CancellationToken cancellationToken)
+        where TRequest : notnull
     {
         ITimer? timer = null;
         CancellationTokenRegistration registration = default;
@@ -315,18 +382,43 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         }
     }
 
+    private async ValueTask<Response<TResponse>> SendInlineWithResponseAsync<TRequest, TResponse>(
+        RequestHandlerEntry<TRequest, TResponse> entry, TRequest request, MessageOptions options, TimeSpan timeout, CancellationToken cancellationToken)
+        where TRequest : notnull
+    {
+        var context = entry.WantsContext ? new RequestContext(default, entry.Services, _bus) : null;
+        var response = await SendInlineInstrumentedAsync(entry, request, options, context, timeout, cancellationToken).ConfigureAwait(false);
+        return new Response<TResponse>(response, context?.ResponseHeadersOrNull);
+    }
+
     private async ValueTask<TResponse> SendInlineInstrumentedAsync<TRequest, TResponse>(
-        RequestHandlerEntry<TRequest, TResponse> entry, TRequest request, TimeSpan timeout, CancellationToken cancellationToken)
+        RequestHandlerEntry<TRequest, TResponse> entry, TRequest request, MessageOptions options, RequestContext? context, TimeSpan timeout, CancellationToken cancellationToken)
+        where TRequest : notnull
     {
         var name = _bus.Registry.GetName(typeof(TRequest));
-        var envelope = new Envelope { MessageId = MessageIds.Next(), MessageType = name, Body = request };
+        var envelope = new Envelope
+        {
+            MessageId = options.MessageId ?? MessageIds.Next(),
+            CorrelationId = options.CorrelationId,
+            CausationId = options.CausationId,
+            PartitionKey = options.PartitionKey,
+            Headers = options.Headers,
+            MessageType = name,
+            Body = request,
+        };
         using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
+        if (entry.WantsContext)
+        {
+            context ??= new RequestContext(default, entry.Services, _bus);
+            context.UseEnvelope(envelope with { SentAt = _timeProvider.GetUtcNow() });
+        }
+
         var started = Stopwatch.GetTimestamp();
         using var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : new CancellationTokenSource(timeout, _timeProvider);
         using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
         try
         {
-            return await entry.InvokeResilientAsync(request, linked?.Token ?? cancellationToken).ConfigureAwait(false);
+            return await entry.InvokeResilientAsync(request, context, linked?.Token ?? cancellationToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -361,7 +453,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         exception as RequestFailedException
         ?? new RequestFailedException(_bus.Registry.GetName(entry.RequestType), exception.GetType().FullName ?? exception.GetType().Name, exception.Message, exception);
 
-    private async ValueTask<TResponse> SendOverTransportAsync<TRequest, TResponse>(TRequest request, TimeSpan timeout, CancellationToken cancellationToken)
+    private async ValueTask<Response<TResponse>> SendOverTransportAsync<TRequest, TResponse>(TRequest request, MessageOptions options, TimeSpan timeout, CancellationToken cancellationToken)
         where TRequest : notnull
     {
         var name = _bus.Registry.GetName(request.GetType());
@@ -381,11 +473,14 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             throw TimedOut(name, timeout, null);
         }
 
-        var id = MessageIds.Next();
+        var id = options.MessageId ?? MessageIds.Next();
         var envelope = new Envelope
         {
             MessageId = id,
-            CorrelationId = id,
+            CorrelationId = options.CorrelationId ?? id,
+            CausationId = options.CausationId,
+            PartitionKey = options.PartitionKey,
+            Headers = options.Headers,
             MessageType = name,
             Body = request,
             SentAt = sentAt,
@@ -460,7 +555,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         catch (QueueNotFoundException ex)
         {
             throw new HandlerNotFoundException(
-                $"No request handler listens for request type '{name}' (queue '{_options.RequestQueuePrefix + name}' does not exist).", ex);
+                $"No request handler listens for request type '{name}': its queue '{_options.RequestQueuePrefix + name}' does not exist, so no process with a handler "
+                + "for it has started. Start one (AddRequestResponse(r => r.AddHandler<...>())); do not declare the request queue yourself, or requests would wait there unanswered until they time out.",
+                ex);
         }
     }
 
@@ -545,9 +642,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
     private sealed class PendingReply<TResponse>(IMessageSerializer serializer, string requestName) : PendingReply
     {
-        private readonly TaskCompletionSource<TResponse> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource<Response<TResponse>> _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public Task<TResponse> Task => _completion.Task;
+        public Task<Response<TResponse>> Task => _completion.Task;
 
         public override string RequestName => requestName;
 
@@ -568,7 +665,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
                     : envelope.Body is null && envelope.Payload.Span.SequenceEqual("{}"u8) && envelope.MessageType is null
                         ? default!
                         : (TResponse)serializer.Deserialize(envelope.Payload, typeof(TResponse));
-                _completion.TrySetResult(response);
+                _completion.TrySetResult(new Response<TResponse>(response, envelope.Headers));
             }
             catch (Exception ex)
             {

@@ -2,6 +2,7 @@ using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Patterns.Hosting;
+using Patterns.Messaging;
 using Patterns.Serialization;
 using Patterns.Transport;
 using Polly;
@@ -25,54 +26,101 @@ internal abstract class RequestHandlerEntry
 
     public ResiliencePipeline? Pipeline { get; }
 
+    /// <summary>Gets or sets the root services, handed to a <see cref="RequestContext"/> until a scope replaces them.</summary>
+    public IServiceProvider Services { get; set; } = EmptyServices.Instance;
+
     /// <summary>Creates the consumer that answers this request type when requests travel over a transport.</summary>
     public abstract DeliveryHandler CreateResponder(MessageBus bus, IMessageSerializer serializer, ILogger logger);
 }
 
-internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerName, ResiliencePipeline? pipeline)
+/// <summary>A handler entry seen through its response type only: lets a request whose type is known at run time only (<see cref="IRequest{TResponse}"/>) reach its typed entry without reflection.</summary>
+internal abstract class RequestHandlerEntry<TResponse>(string handlerName, ResiliencePipeline? pipeline)
     : RequestHandlerEntry(handlerName, pipeline)
+{
+    public override Type ResponseType => typeof(TResponse);
+
+    /// <summary>Sends <paramref name="request"/> through <paramref name="client"/> with this entry's request type.</summary>
+    public abstract ValueTask<Response<TResponse>> SendThroughAsync(RequestClient client, object request, in MessageOptions options, TimeSpan timeout, CancellationToken cancellationToken);
+}
+
+internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerName, ResiliencePipeline? pipeline, bool wantsContext)
+    : RequestHandlerEntry<TResponse>(handlerName, pipeline)
+    where TRequest : notnull
 {
     public override Type RequestType => typeof(TRequest);
 
-    public override Type ResponseType => typeof(TResponse);
+    /// <summary>Gets a value indicating whether the handler takes a <see cref="RequestContext"/>; when not, callers pass <see langword="null"/> and build none.</summary>
+    public bool WantsContext { get; } = wantsContext;
 
     public override DeliveryHandler CreateResponder(MessageBus bus, IMessageSerializer serializer, ILogger logger) =>
         new RequestResponder<TRequest, TResponse>(this, bus, serializer, logger).HandleAsync;
 
+    public override ValueTask<Response<TResponse>> SendThroughAsync(RequestClient client, object request, in MessageOptions options, TimeSpan timeout, CancellationToken cancellationToken) =>
+        client.GetResponseCoreAsync<TRequest, TResponse>((TRequest)request, options, timeout, cancellationToken);
+
     /// <summary>Calls the handler once; may throw synchronously.</summary>
-    public abstract ValueTask<TResponse> InvokeAsync(TRequest request, CancellationToken cancellationToken);
+    public abstract ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken);
 
     /// <summary>Calls the handler through its resilience pipeline when it has one.</summary>
-    public ValueTask<TResponse> InvokeResilientAsync(TRequest request, CancellationToken cancellationToken) =>
+    public ValueTask<TResponse> InvokeResilientAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken) =>
         Pipeline is null
-            ? InvokeAsync(request, cancellationToken)
-            : Pipeline.ExecuteAsync(static (s, ct) => s.Entry.InvokeAsync(s.Request, ct), (Entry: this, Request: request), cancellationToken);
+            ? InvokeAsync(request, context, cancellationToken)
+            : Pipeline.ExecuteAsync(static (s, ct) => s.Entry.InvokeAsync(s.Request, s.Context, ct), (Entry: this, Request: request, Context: context), cancellationToken);
 }
 
 internal sealed class DelegateRequestHandlerEntry<TRequest, TResponse>(
     Func<TRequest, CancellationToken, ValueTask<TResponse>> handler, string name, ResiliencePipeline? pipeline)
-    : RequestHandlerEntry<TRequest, TResponse>(name, pipeline)
+    : RequestHandlerEntry<TRequest, TResponse>(name, pipeline, wantsContext: false)
+    where TRequest : notnull
 {
-    public override ValueTask<TResponse> InvokeAsync(TRequest request, CancellationToken cancellationToken) => handler(request, cancellationToken);
+    public override ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken) => handler(request, cancellationToken);
+}
+
+internal sealed class ContextDelegateRequestHandlerEntry<TRequest, TResponse>(
+    Func<TRequest, RequestContext, CancellationToken, ValueTask<TResponse>> handler, string name, ResiliencePipeline? pipeline)
+    : RequestHandlerEntry<TRequest, TResponse>(name, pipeline, wantsContext: true)
+    where TRequest : notnull
+{
+    public override ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken) => handler(request, context!, cancellationToken);
 }
 
 internal sealed class SingletonRequestHandlerEntry<TRequest, TResponse>(IRequestHandler<TRequest, TResponse> handler, ResiliencePipeline? pipeline)
-    : RequestHandlerEntry<TRequest, TResponse>(handler.GetType().Name, pipeline)
+    : RequestHandlerEntry<TRequest, TResponse>(handler.GetType().Name, pipeline, handler is IRequestContextHandler<TRequest, TResponse>)
+    where TRequest : notnull
 {
-    public override ValueTask<TResponse> InvokeAsync(TRequest request, CancellationToken cancellationToken) => handler.HandleAsync(request, cancellationToken);
+    public override ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken) =>
+        RequestHandlerCall.Invoke(handler, request, context, cancellationToken);
 }
 
 internal sealed class ScopedRequestHandlerEntry<TRequest, TResponse, [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] THandler>(
     IServiceScopeFactory scopes, ResiliencePipeline? pipeline)
-    : RequestHandlerEntry<TRequest, TResponse>(typeof(THandler).Name, pipeline)
+    : RequestHandlerEntry<TRequest, TResponse>(typeof(THandler).Name, pipeline, typeof(IRequestContextHandler<TRequest, TResponse>).IsAssignableFrom(typeof(THandler)))
+    where TRequest : notnull
     where THandler : class, IRequestHandler<TRequest, TResponse>
 {
-    public override async ValueTask<TResponse> InvokeAsync(TRequest request, CancellationToken cancellationToken)
+    public override async ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken)
     {
         var scope = scopes.CreateAsyncScope();
         await using (scope.ConfigureAwait(false))
         {
-            return await scope.ServiceProvider.GetRequiredService<THandler>().HandleAsync(request, cancellationToken).ConfigureAwait(false);
+            context?.UseScope(scope.ServiceProvider);
+            return await RequestHandlerCall.Invoke(scope.ServiceProvider.GetRequiredService<THandler>(), request, context, cancellationToken).ConfigureAwait(false);
         }
     }
+}
+
+internal static class RequestHandlerCall
+{
+    /// <summary>Calls the overload that takes the context when the handler has one and a context was built.</summary>
+    public static ValueTask<TResponse> Invoke<TRequest, TResponse>(IRequestHandler<TRequest, TResponse> handler, TRequest request, RequestContext? context, CancellationToken cancellationToken) =>
+        context is not null && handler is IRequestContextHandler<TRequest, TResponse> contextual
+            ? contextual.HandleAsync(request, context, cancellationToken)
+            : handler.HandleAsync(request, cancellationToken);
+}
+
+internal sealed class EmptyServices : IServiceProvider
+{
+    public static readonly EmptyServices Instance = new();
+
+    public object? GetService(Type serviceType) => null;
 }

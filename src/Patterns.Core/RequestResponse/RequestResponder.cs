@@ -9,6 +9,7 @@ namespace Patterns.RequestResponse;
 /// <summary>Answers requests that travel over a transport: calls the handler and sends the response (or the error) to the reply address.</summary>
 internal sealed class RequestResponder<TRequest, TResponse>(
     RequestHandlerEntry<TRequest, TResponse> entry, MessageBus bus, IMessageSerializer serializer, ILogger logger)
+    where TRequest : notnull
 {
     internal static readonly ReadOnlyMemory<byte> EmptyJsonObject = "{}"u8.ToArray();
 
@@ -27,7 +28,8 @@ internal sealed class RequestResponder<TRequest, TResponse>(
                 : envelope.Payload.IsEmpty
                     ? throw new MessageDeserializationException($"The request has no body of type '{typeof(TRequest).FullName}'.")
                     : (TRequest)serializer.Deserialize(envelope.Payload, typeof(TRequest));
-            var response = await entry.InvokeResilientAsync(request, cancellationToken).ConfigureAwait(false);
+            var context = entry.WantsContext ? new RequestContext(envelope, entry.Services, bus) : null;
+            var response = await entry.InvokeResilientAsync(request, context, cancellationToken).ConfigureAwait(false);
             reply = new Envelope
             {
                 MessageId = MessageIds.Next(),
@@ -39,6 +41,7 @@ internal sealed class RequestResponder<TRequest, TResponse>(
                 SentAt = bus.TimeProvider.GetUtcNow(),
                 TraceParent = envelope.TraceParent,
                 TraceState = envelope.TraceState,
+                Headers = context?.ResponseHeadersOrNull,
             };
         }
         catch (Exception ex)

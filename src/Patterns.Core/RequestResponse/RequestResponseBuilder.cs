@@ -21,6 +21,7 @@ public sealed class RequestResponseBuilder
     /// <returns>This builder.</returns>
     public RequestResponseBuilder AddHandler<TRequest, TResponse, [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] THandler>(
         Action<RequestHandlerOptions>? configure = null, ServiceLifetime lifetime = ServiceLifetime.Scoped)
+        where TRequest : notnull
         where THandler : class, IRequestHandler<TRequest, TResponse>
     {
         var options = new RequestHandlerOptions();
@@ -44,6 +45,7 @@ public sealed class RequestResponseBuilder
     /// <returns>This builder.</returns>
     public RequestResponseBuilder AddHandler<TRequest, TResponse>(
         Func<TRequest, CancellationToken, ValueTask<TResponse>> handler, Action<RequestHandlerOptions>? configure = null)
+        where TRequest : notnull
     {
         ArgumentNullException.ThrowIfNull(handler);
         var options = new RequestHandlerOptions();
@@ -51,6 +53,25 @@ public sealed class RequestResponseBuilder
         var name = $"delegate<{typeof(TRequest).Name}>";
         HandlerRegistration.AddRequestHandler<TRequest, TResponse>(
             Services, name, options, (_, pipeline) => new DelegateRequestHandlerEntry<TRequest, TResponse>(handler, name, pipeline));
+        return this;
+    }
+
+    /// <summary>Registers a delegate that takes the request's context (headers, correlation id, response headers, follow-ups) as the handler of one request type.</summary>
+    /// <typeparam name="TRequest">The request type.</typeparam>
+    /// <typeparam name="TResponse">The response type.</typeparam>
+    /// <param name="handler">The handler.</param>
+    /// <param name="configure">Adjusts its resilience pipeline.</param>
+    /// <returns>This builder.</returns>
+    public RequestResponseBuilder AddHandler<TRequest, TResponse>(
+        Func<TRequest, RequestContext, CancellationToken, ValueTask<TResponse>> handler, Action<RequestHandlerOptions>? configure = null)
+        where TRequest : notnull
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        var options = new RequestHandlerOptions();
+        configure?.Invoke(options);
+        var name = $"delegate<{typeof(TRequest).Name}>";
+        HandlerRegistration.AddRequestHandler<TRequest, TResponse>(
+            Services, name, options, (_, pipeline) => new ContextDelegateRequestHandlerEntry<TRequest, TResponse>(handler, name, pipeline));
         return this;
     }
 

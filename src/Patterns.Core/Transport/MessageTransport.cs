@@ -89,6 +89,13 @@ public abstract class MessageTransport : IAsyncDisposable
     /// <returns>A task that completes when the transport is stopped.</returns>
     public abstract ValueTask DisposeAsync();
 
+    /// <summary>Reports the health of each connection this transport holds; an in-process transport holds none and reports an empty list.</summary>
+    /// <returns>One entry per connection: degraded while its broker is unreachable.</returns>
+    public virtual IReadOnlyList<ComponentHealth> GetConnectionHealth() => [];
+
+    /// <summary>Gets the option that sets <see cref="MaxPayloadBytes"/>, named in <see cref="MessageTooLargeException"/>.</summary>
+    protected virtual string MaxPayloadBytesOption => $"{GetType().Name}.MaxPayloadBytes";
+
     /// <summary>Checks an envelope that is about to be sent, with clear errors for what is wrong.</summary>
     /// <param name="destination">Where it is going, for the error message.</param>
     /// <param name="envelope">The envelope.</param>
@@ -108,7 +115,7 @@ public abstract class MessageTransport : IAsyncDisposable
 
         if (envelope.Payload.Length > MaxPayloadBytes)
         {
-            throw new MessageTooLargeException(destination, envelope.Payload.Length, MaxPayloadBytes);
+            throw new MessageTooLargeException(destination, envelope.Payload.Length, MaxPayloadBytes, MaxPayloadBytesOption);
         }
     }
 }

@@ -111,6 +111,22 @@ public sealed class MessageTooLargeException : Exception
         Limit = limit;
     }
 
+    /// <summary>Initializes a new instance of the <see cref="MessageTooLargeException"/> class.</summary>
+    /// <param name="destination">Where the message was going.</param>
+    /// <param name="size">The payload size in bytes.</param>
+    /// <param name="limit">The transport's limit in bytes.</param>
+    /// <param name="limitOption">The option that sets the limit, e.g. <c>RabbitMqTransportOptions.MaxPayloadBytes</c>.</param>
+    public MessageTooLargeException(string destination, long size, long limit, string limitOption)
+        : base($"The message to '{destination}' has a {size}-byte payload, larger than the transport's limit of {limit} bytes (set by {limitOption}).")
+    {
+        Size = size;
+        Limit = limit;
+        LimitOption = limitOption;
+    }
+
+    /// <summary>Gets the option that sets the limit, when the transport named it.</summary>
+    public string? LimitOption { get; }
+
     /// <summary>Gets the payload size in bytes.</summary>
     public long Size { get; }
 

@@ -15,6 +15,10 @@ public abstract class TransportSubscription : IAsyncDisposable
     /// <returns>A task that completes when every handler has returned.</returns>
     public abstract Task StopAsync(CancellationToken drainDeadline);
 
+    /// <summary>Reports whether this consumer is taking messages. A transport reports a consumer that stopped, lost its channel or is re-subscribing as degraded.</summary>
+    /// <returns>Its health; healthy by default.</returns>
+    public virtual ComponentHealth GetHealth() => ComponentHealth.Healthy(Request.ConsumerGroup, "consuming");
+
     /// <summary>Stops without draining.</summary>
     /// <returns>A task that completes when every handler has returned.</returns>
     public virtual async ValueTask DisposeAsync()
