@@ -17,7 +17,7 @@ public static class Etl
         {
             run.Source = new EtlSourceContext(run, run.Resume, source.Name);
             return DataStream.From(CountedAsync(source, run), options);
-        }, source.CanResume);
+        }, source.CanResume, source.Incremental);
     }
 
     /// <summary>Starts a pipeline at any async sequence (not resumable: a run always reads it from its start).</summary>
@@ -87,12 +87,15 @@ public static class Etl
 /// </remarks>
 public sealed class EtlFlow<T>
 {
-    internal EtlFlow(string sourceName, Func<EtlRun, StreamOptions, DataStream<T>> build, bool resumable)
+    internal EtlFlow(string sourceName, Func<EtlRun, StreamOptions, DataStream<T>> build, bool resumable, bool incremental)
     {
         SourceName = sourceName;
         Build = build;
         Resumable = resumable;
+        Incremental = incremental;
     }
+
+    internal bool Incremental { get; }
 
     internal string SourceName { get; }
 
@@ -232,7 +235,8 @@ public sealed class EtlFlow<T>
                     })
                     .SelectMany(pair => JoinRows(pair, result));
             },
-            Resumable);
+            Resumable,
+            Incremental);
 
         static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, table.TryGetValue(leftKey(row), out var matches) ? matches : null);
 
@@ -323,7 +327,7 @@ public sealed class EtlFlow<T>
     }
 
     private EtlFlow<TOut> Then<TOut>(Func<EtlRun, DataStream<T>, DataStream<TOut>> stage) =>
-        new(SourceName, (run, options) => stage(run, Build(run, options)), Resumable);
+        new(SourceName, (run, options) => stage(run, Build(run, options)), Resumable, Incremental);
 
     /// <summary>A stage that must see every row before it emits: the upstream runs as its own stream pipeline into it, then its output starts a new one.</summary>
     private EtlFlow<TOut> Blocking<TOut>(Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume) =>
@@ -335,7 +339,8 @@ public sealed class EtlFlow<T>
                 var upstream = Build(run, options);
                 return DataStream.From(EmitAsync(run, upstream, consume), options);
             },
-            Resumable);
+            Resumable,
+            Incremental);
 
     private static async IAsyncEnumerable<TOut> EmitAsync<TOut>(EtlRun run, DataStream<T> upstream, Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {

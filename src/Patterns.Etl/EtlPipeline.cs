@@ -109,7 +109,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             var resume = !options.Restart && writer.StoresBookmarks && _flow.Resumable
                 ? await writer.ReadBookmarkAsync(cancellationToken).ConfigureAwait(false)
                 : null;
-            if (resume is { Completed: true })
+            if (resume is { Completed: true } && !_flow.Incremental)
             {
                 EtlLog.AlreadyCompleted(logger, Name, partition);
                 return new EtlRunResult(runId, Name, partition, EtlRunStatus.AlreadyCompleted, 0, 0, 0, 0, 0, 0, time.GetElapsedTime(started), resume, []);

@@ -17,6 +17,12 @@ public abstract class EtlSource<T>
     /// <summary>Gets a value indicating whether the source reports positions it can resume from (<see cref="EtlSourceContext.Resume"/>).</summary>
     public virtual bool CanResume => false;
 
+    /// <summary>
+    /// Gets a value indicating whether the source grows (a watermark query, an event log): a run whose bookmark says the
+    /// source was read to its end resumes from it and loads what is new, instead of changing nothing.
+    /// </summary>
+    public virtual bool Incremental => false;
+
     /// <summary>Reads the rows.</summary>
     /// <param name="context">The run's context: where to resume, where to report positions and bad rows.</param>
     /// <param name="cancellationToken">Stops reading.</param>

@@ -51,6 +51,8 @@ internal sealed class SqlQuerySource<T>(
 
     public override bool CanResume => watermarkOrdinal >= 0;
 
+    public override bool Incremental => watermarkOrdinal >= 0;
+
     public override async IAsyncEnumerable<T> ReadAsync(EtlSourceContext context, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var connection = await connect(cancellationToken).ConfigureAwait(false);
