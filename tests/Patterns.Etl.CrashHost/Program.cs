@@ -3,7 +3,8 @@ using Patterns.Etl;
 using Patterns.Etl.Samples;
 
 // A child process for the ETL kill tests: loads a CSV of orders into SQLite or PostgreSQL (merge on id, small
-// batches), printing "loaded N" after each committed batch, until it is killed or the load completes.
+// batches), printing "loaded N" after each committed batch and waiting for a line on stdin, until it is killed or
+// the load completes.
 // Usage: Patterns.Etl.CrashHost sqlite|postgres <connection string> <table> <csv> <job> <batch size>
 var kind = args[0];
 var connectionString = args[1];
@@ -26,7 +27,9 @@ internal sealed class Line : IProgress<EtlProgress>
 {
     public void Report(EtlProgress value)
     {
+        // Gated: the parent answers each report, so it decides after which committed batch the child runs on unchecked.
         Console.Out.WriteLine($"loaded {value.RowsLoaded}");
         Console.Out.Flush();
+        Console.In.ReadLine();
     }
 }
