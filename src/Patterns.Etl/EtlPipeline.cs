@@ -106,7 +106,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         var writer = await _sink.OpenAsync(new EtlSinkContext(runId, Name, partition), cancellationToken).ConfigureAwait(false);
         await using (writer.ConfigureAwait(false))
         {
-            var resume = !options.Restart && writer.StoresBookmarks && _flow.Resumable
+            var resume = !options.Restart && options.Bookmarks && writer.StoresBookmarks && _flow.Resumable
                 ? await writer.ReadBookmarkAsync(cancellationToken).ConfigureAwait(false)
                 : null;
             if (resume is { Completed: true } && !_flow.Incremental)
@@ -221,7 +221,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
             else
             {
-                var final = new EtlCommit(_run.Source.Capture(completed: true), Leftover());
+                var final = new EtlCommit(_options.Bookmarks ? _run.Source.Capture(completed: true) : null, Leftover());
                 await StoreQuarantineAsync(final, CancellationToken.None).ConfigureAwait(false);
                 _counts += await _writer.CompleteAsync(final, CancellationToken.None).ConfigureAwait(false);
                 _lastBookmark = final.Bookmark;
@@ -250,7 +250,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         }
 
         private EtlCommit Commit(bool completed) =>
-            new(_run.PositionsTrackRows ? _run.Source.Capture(completed) : null, _run.TakeQuarantine());
+            new(_run.PositionsTrackRows && _options.Bookmarks ? _run.Source.Capture(completed) : null, _run.TakeQuarantine());
 
         /// <summary>Commits (taken on the stream's task) that no batch carried, merged with the rows quarantined since.</summary>
         private List<QuarantinedRow> Leftover()

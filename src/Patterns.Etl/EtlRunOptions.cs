@@ -24,6 +24,13 @@ public sealed class EtlRunOptions
     /// <value>Default <see langword="false"/>.</value>
     public bool Restart { get; set; }
 
+    /// <summary>
+    /// Gets or sets a value indicating whether each batch commits the source's bookmark (when the sink stores bookmarks).
+    /// Without bookmarks a run always starts at the beginning of the source: for one-off loads.
+    /// </summary>
+    /// <value>Default <see langword="true"/>.</value>
+    public bool Bookmarks { get; set; } = true;
+
     /// <summary>Gets or sets the most rows the run may quarantine; one more stops the run with <see cref="EtlErrorBudgetExceededException"/>.</summary>
     /// <value>Default <see langword="null"/>: no count limit.</value>
     public long? MaxErrors { get; set; }
