@@ -1,0 +1,147 @@
+using Npgsql;
+
+namespace Patterns.Etl;
+
+/// <summary>ETL sources and sinks on PostgreSQL.</summary>
+public static class Postgres
+{
+    /// <summary>Appends rows to a table through binary COPY, one transaction per batch (with its bookmark).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table (<c>schema.table</c> or <c>table</c>); created from the schema when missing.</param>
+    /// <returns>The sink.</returns>
+    public static EtlSink<T> Append<T>(string connectionString, string table)
+        where T : IEtlRecord<T> => Load(new PostgresSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Append });
+
+    /// <summary>
+    /// Merges rows into a table on a key: each batch is copied (binary COPY) into a staging table, then
+    /// <c>INSERT … ON CONFLICT DO UPDATE</c> inserts new keys and updates existing keys whose values differ; rows that are
+    /// equal are not touched. Updates are real UPDATEs, so identities and foreign keys survive.
+    /// </summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table; created from the schema (with the key as primary key) when missing. An existing table needs a unique index on the key.</param>
+    /// <param name="key">The key column(s) of the schema.</param>
+    /// <returns>The sink.</returns>
+    public static EtlSink<T> Merge<T>(string connectionString, string table, params string[] key)
+        where T : IEtlRecord<T> => Load(new PostgresSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Merge, Key = key });
+
+    /// <summary>Merges rows on a key, then deletes the rows whose keys the source did not have (the keys seen are kept in a table, committed with each batch, so a resumed run still knows them).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table.</param>
+    /// <param name="key">The key column(s) of the schema.</param>
+    /// <returns>The sink.</returns>
+    public static EtlSink<T> Full<T>(string connectionString, string table, params string[] key)
+        where T : IEtlRecord<T> => Load(new PostgresSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Full, Key = key });
+
+    /// <summary>A sink with every option.</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="options">The options.</param>
+    /// <returns>The sink.</returns>
+    /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
+    public static EtlSink<T> Load<T>(PostgresSinkOptions<T> options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate();
+        return errors.Count == 0 ? new PostgresSink<T>(options) : throw new ArgumentException(string.Join(Environment.NewLine, errors), nameof(options));
+    }
+
+    /// <summary>A query streamed from PostgreSQL; incremental with a watermark column (see <see cref="SqlQuery.Read{T}"/>).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="dataSource">The database.</param>
+    /// <param name="sql">The query.</param>
+    /// <param name="schema">The columns and the create function.</param>
+    /// <param name="watermark">The watermark column, or <see langword="null"/>.</param>
+    /// <param name="initialWatermark">The watermark of the first run.</param>
+    /// <returns>The source.</returns>
+    public static EtlSource<T> Query<T>(NpgsqlDataSource dataSource, string sql, EtlSchema<T> schema, string? watermark = null, object? initialWatermark = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        return SqlQuery.Read(
+            "postgres:" + new NpgsqlConnectionStringBuilder(dataSource.ConnectionString).Database,
+            async ct => await dataSource.OpenConnectionAsync(ct).ConfigureAwait(false),
+            sql,
+            schema,
+            watermark,
+            initialWatermark);
+    }
+}
+
+/// <summary>Options of a PostgreSQL sink.</summary>
+/// <typeparam name="T">The record type.</typeparam>
+public sealed class PostgresSinkOptions<T>
+{
+    /// <summary>Gets or sets the database's connection string (used when <see cref="DataSource"/> is not set).</summary>
+    public string? ConnectionString { get; set; }
+
+    /// <summary>Gets or sets the data source; takes precedence over <see cref="ConnectionString"/>.</summary>
+    public NpgsqlDataSource? DataSource { get; set; }
+
+    /// <summary>Gets or sets the target table: <c>schema.table</c> or <c>table</c>. The bookmark and quarantine tables go in the same schema.</summary>
+    public string Table { get; set; } = string.Empty;
+
+    /// <summary>Gets or sets the columns written.</summary>
+    public EtlSchema<T>? Schema { get; set; }
+
+    /// <summary>Gets or sets the load mode.</summary>
+    /// <value>Default <see cref="EtlLoadMode.Append"/>.</value>
+    public EtlLoadMode Mode { get; set; } = EtlLoadMode.Append;
+
+    /// <summary>Gets or sets the key columns (merge and full modes).</summary>
+    public IReadOnlyList<string> Key { get; set; } = [];
+
+    /// <summary>Gets or sets a value indicating whether the target table is created from the schema when it does not exist.</summary>
+    /// <value>Default <see langword="true"/>.</value>
+    public bool CreateTable { get; set; } = true;
+
+    /// <summary>Gets or sets the rows per batch (one COPY and one transaction each).</summary>
+    /// <value>Default 50,000.</value>
+    public int BatchSize { get; set; } = 50_000;
+
+    internal List<string> Validate()
+    {
+        var errors = new List<string>();
+        if (DataSource is null && string.IsNullOrWhiteSpace(ConnectionString))
+        {
+            errors.Add("PostgresSinkOptions needs a DataSource or a ConnectionString.");
+        }
+
+        if (string.IsNullOrWhiteSpace(Table))
+        {
+            errors.Add("PostgresSinkOptions.Table is required.");
+        }
+
+        if (Schema is null)
+        {
+            errors.Add("PostgresSinkOptions.Schema is required.");
+        }
+        else if (Schema.Columns.Count == 0)
+        {
+            errors.Add("PostgresSinkOptions.Schema has no columns.");
+        }
+
+        if (Mode != EtlLoadMode.Append && Key.Count == 0)
+        {
+            errors.Add($"PostgresSinkOptions.Key is required in {Mode} mode: name the key column(s).");
+        }
+
+        if (Schema is not null)
+        {
+            foreach (var key in Key)
+            {
+                if (!Schema.Columns.Any(c => string.Equals(c.Name, key, StringComparison.OrdinalIgnoreCase)))
+                {
+                    errors.Add($"PostgresSinkOptions.Key names '{key}', which is not a column of the schema ({string.Join(", ", Schema.Columns.Select(c => c.Name))}).");
+                }
+            }
+        }
+
+        if (BatchSize is < 1 or > 1_000_000)
+        {
+            errors.Add($"PostgresSinkOptions.BatchSize must be between 1 and 1,000,000 (was {BatchSize}).");
+        }
+
+        return errors;
+    }
+}

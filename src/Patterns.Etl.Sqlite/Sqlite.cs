@@ -1,0 +1,154 @@
+using Microsoft.Data.Sqlite;
+
+namespace Patterns.Etl;
+
+/// <summary>ETL sources and sinks on SQLite.</summary>
+public static class Sqlite
+{
+    /// <summary>Appends rows to a table with prepared multi-row inserts, one transaction per batch (with its bookmark).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table; created from the schema when missing.</param>
+    /// <returns>The sink.</returns>
+    public static EtlSink<T> Append<T>(string connectionString, string table)
+        where T : IEtlRecord<T> => Load(new SqliteSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Append });
+
+    /// <summary>Merges rows into a table on a key: new keys are inserted, existing keys whose values differ are updated (rows that are equal are left alone).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table; created from the schema (with the key as primary key) when missing.</param>
+    /// <param name="key">The key column(s) of the schema.</param>
+    /// <returns>The sink.</returns>
+    public static EtlSink<T> Merge<T>(string connectionString, string table, params string[] key)
+        where T : IEtlRecord<T> => Load(new SqliteSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Merge, Key = key });
+
+    /// <summary>Merges rows into a table on a key, then deletes the rows whose keys the source did not have.</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table.</param>
+    /// <param name="key">The key column(s) of the schema.</param>
+    /// <returns>The sink.</returns>
+    public static EtlSink<T> Full<T>(string connectionString, string table, params string[] key)
+        where T : IEtlRecord<T> => Load(new SqliteSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Full, Key = key });
+
+    /// <summary>A sink with every option.</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="options">The options.</param>
+    /// <returns>The sink.</returns>
+    /// <exception cref="ArgumentException">The options are invalid; the message lists every problem.</exception>
+    public static EtlSink<T> Load<T>(SqliteSinkOptions<T> options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate();
+        return errors.Count == 0 ? new SqliteSink<T>(options) : throw new ArgumentException(string.Join(Environment.NewLine, errors), nameof(options));
+    }
+
+    /// <summary>A query streamed from SQLite; incremental with a watermark column (see <see cref="SqlQuery.Read{T}"/>).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="sql">The query.</param>
+    /// <param name="schema">The columns and the create function.</param>
+    /// <param name="watermark">The watermark column, or <see langword="null"/>.</param>
+    /// <param name="initialWatermark">The watermark of the first run.</param>
+    /// <returns>The source.</returns>
+    public static EtlSource<T> Query<T>(string connectionString, string sql, EtlSchema<T> schema, string? watermark = null, object? initialWatermark = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
+        return SqlQuery.Read(
+            "sqlite:" + new SqliteConnectionStringBuilder(connectionString).DataSource,
+            async ct =>
+            {
+                var connection = new SqliteConnection(connectionString);
+                await connection.OpenAsync(ct).ConfigureAwait(false);
+                return connection;
+            },
+            sql,
+            schema,
+            watermark,
+            initialWatermark);
+    }
+}
+
+/// <summary>Options of a SQLite sink.</summary>
+/// <typeparam name="T">The record type.</typeparam>
+public sealed class SqliteSinkOptions<T>
+{
+    /// <summary>Gets or sets the database's connection string.</summary>
+    public string ConnectionString { get; set; } = string.Empty;
+
+    /// <summary>Gets or sets the target table.</summary>
+    public string Table { get; set; } = string.Empty;
+
+    /// <summary>Gets or sets the columns written.</summary>
+    public EtlSchema<T>? Schema { get; set; }
+
+    /// <summary>Gets or sets the load mode.</summary>
+    /// <value>Default <see cref="EtlLoadMode.Append"/>.</value>
+    public EtlLoadMode Mode { get; set; } = EtlLoadMode.Append;
+
+    /// <summary>Gets or sets the key columns (merge and full modes).</summary>
+    public IReadOnlyList<string> Key { get; set; } = [];
+
+    /// <summary>Gets or sets a value indicating whether the target table is created from the schema when it does not exist.</summary>
+    /// <value>Default <see langword="true"/>.</value>
+    public bool CreateTable { get; set; } = true;
+
+    /// <summary>Gets or sets the rows per multi-row INSERT statement (capped so that one statement binds at most 32,766 values).</summary>
+    /// <value>Default 100.</value>
+    public int RowsPerStatement { get; set; } = 100;
+
+    /// <summary>Gets or sets the rows per batch (one transaction each).</summary>
+    /// <value>Default 50,000.</value>
+    public int BatchSize { get; set; } = 50_000;
+
+    internal List<string> Validate()
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(ConnectionString))
+        {
+            errors.Add("SqliteSinkOptions.ConnectionString is required.");
+        }
+
+        if (string.IsNullOrWhiteSpace(Table))
+        {
+            errors.Add("SqliteSinkOptions.Table is required.");
+        }
+
+        if (Schema is null)
+        {
+            errors.Add("SqliteSinkOptions.Schema is required.");
+        }
+        else if (Schema.Columns.Count == 0)
+        {
+            errors.Add("SqliteSinkOptions.Schema has no columns.");
+        }
+
+        if (Mode != EtlLoadMode.Append && Key.Count == 0)
+        {
+            errors.Add($"SqliteSinkOptions.Key is required in {Mode} mode: name the key column(s).");
+        }
+
+        if (Schema is not null)
+        {
+            foreach (var key in Key)
+            {
+                if (!Schema.Columns.Any(c => string.Equals(c.Name, key, StringComparison.OrdinalIgnoreCase)))
+                {
+                    errors.Add($"SqliteSinkOptions.Key names '{key}', which is not a column of the schema ({string.Join(", ", Schema.Columns.Select(c => c.Name))}).");
+                }
+            }
+        }
+
+        if (RowsPerStatement is < 1 or > 10_000)
+        {
+            errors.Add($"SqliteSinkOptions.RowsPerStatement must be between 1 and 10,000 (was {RowsPerStatement}).");
+        }
+
+        if (BatchSize is < 1 or > 1_000_000)
+        {
+            errors.Add($"SqliteSinkOptions.BatchSize must be between 1 and 1,000,000 (was {BatchSize}).");
+        }
+
+        return errors;
+    }
+}

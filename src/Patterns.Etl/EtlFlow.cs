@@ -1,0 +1,386 @@
+using System.Runtime.CompilerServices;
+using Patterns.Streaming;
+
+namespace Patterns.Etl;
+
+/// <summary>Starts ETL pipelines.</summary>
+public static class Etl
+{
+    /// <summary>Starts a pipeline at a source.</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="source">The source (<see cref="Csv.Read{T}(string, CsvReadOptions?)"/>, a SQL query, a log...).</param>
+    /// <returns>The flow, to transform and end in a sink.</returns>
+    public static EtlFlow<T> From<T>(EtlSource<T> source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        return new EtlFlow<T>(source.Name, (run, options) =>
+        {
+            run.Source = new EtlSourceContext(run, run.Resume, source.Name);
+            return DataStream.From(CountedAsync(source, run), options);
+        }, source.CanResume, source.Incremental);
+    }
+
+    /// <summary>Starts a pipeline at any async sequence (not resumable: a run always reads it from its start).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="source">The rows.</param>
+    /// <param name="name">The source's name, for quarantine entries and logs.</param>
+    /// <returns>The flow.</returns>
+    public static EtlFlow<T> From<T>(IAsyncEnumerable<T> source, string name = "async-enumerable")
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        return From(new AsyncEnumerableSource<T>(source, name));
+    }
+
+    /// <summary>Starts a pipeline at an in-memory sequence (not resumable).</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="source">The rows.</param>
+    /// <param name="name">The source's name.</param>
+    /// <returns>The flow.</returns>
+    public static EtlFlow<T> From<T>(IEnumerable<T> source, string name = "enumerable")
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        return From(new AsyncEnumerableSource<T>(ToAsync(source), name));
+    }
+
+    private static async IAsyncEnumerable<T> CountedAsync<T>(EtlSource<T> source, EtlRun run, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var tags = run.Tags;
+        long reported = 0;
+        await foreach (var row in source.ReadAsync(run.Source, cancellationToken).ConfigureAwait(false))
+        {
+            run.RowsRead++;
+            if ((run.RowsRead & 4095) == 0)
+            {
+                EtlTelemetry.RowsRead.Add(run.RowsRead - reported, tags);
+                reported = run.RowsRead;
+            }
+
+            yield return row;
+        }
+
+        EtlTelemetry.RowsRead.Add(run.RowsRead - reported, tags);
+    }
+
+#pragma warning disable CS1998 // An iterator over a synchronous sequence.
+    private static async IAsyncEnumerable<T> ToAsync<T>(IEnumerable<T> source)
+#pragma warning restore CS1998
+    {
+        foreach (var item in source)
+        {
+            yield return item;
+        }
+    }
+}
+
+/// <summary>
+/// A typed ETL flow: a source and the transforms applied to it, run on Patterns' stream pipeline (every transform is
+/// a stream stage, called one row at a time on the pipeline's task). Immutable: each call returns a new flow. End it
+/// with <see cref="To"/>.
+/// </summary>
+/// <typeparam name="T">The record type.</typeparam>
+/// <remarks>
+/// Between the source and the sink nothing buffers except the stages that must (dedupe keys, lookup caches, the
+/// build side of a join, an aggregate's groups, a sort's in-memory run), so the source position of the row being
+/// handled is known at every stage: that is what lets the sink commit an exact bookmark with each batch. After
+/// <see cref="OrderBy{TKey}"/> or <see cref="Aggregate{TKey, TAcc, TOut}"/>, rows leave in another order, so the
+/// bookmark is committed only at the end of the run.
+/// </remarks>
+public sealed class EtlFlow<T>
+{
+    internal EtlFlow(string sourceName, Func<EtlRun, StreamOptions, DataStream<T>> build, bool resumable, bool incremental)
+    {
+        SourceName = sourceName;
+        Build = build;
+        Resumable = resumable;
+        Incremental = incremental;
+    }
+
+    internal bool Incremental { get; }
+
+    internal string SourceName { get; }
+
+    internal Func<EtlRun, StreamOptions, DataStream<T>> Build { get; }
+
+    internal bool Resumable { get; }
+
+    /// <summary>Keeps the rows that satisfy <paramref name="predicate"/>.</summary>
+    /// <param name="predicate">The test.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<T> Where(Func<T, bool> predicate)
+    {
+        ArgumentNullException.ThrowIfNull(predicate);
+        return Then((run, stream) => stream.Where(predicate));
+    }
+
+    /// <summary>Maps each row.</summary>
+    /// <typeparam name="TOut">The result type.</typeparam>
+    /// <param name="selector">The map.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<TOut> Select<TOut>(Func<T, TOut> selector)
+    {
+        ArgumentNullException.ThrowIfNull(selector);
+        return Then((run, stream) => stream.Select(selector));
+    }
+
+    /// <summary>Maps each row to any number of rows (a split of one row into several).</summary>
+    /// <typeparam name="TOut">The result type.</typeparam>
+    /// <param name="selector">The map.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<TOut> SelectMany<TOut>(Func<T, IEnumerable<TOut>> selector)
+    {
+        ArgumentNullException.ThrowIfNull(selector);
+        return Then((run, stream) => stream.SelectMany(selector));
+    }
+
+    /// <summary>
+    /// Checks each row against a rule: a row that fails it is quarantined (with the stage's name, its source line, the
+    /// column and the error) and counted against the error budget; the rest go on.
+    /// </summary>
+    /// <param name="rule">Returns <see langword="null"/> for a valid row, or what is wrong with it.</param>
+    /// <param name="column">The column the rule checks, recorded with each rejected row.</param>
+    /// <param name="name">The stage's name in quarantine entries.</param>
+    /// <param name="raw">Formats a rejected row for its quarantine entry; without it, its <see cref="object.ToString"/>.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<T> Validate(Func<T, string?> rule, string? column = null, string name = "validate", Func<T, string>? raw = null)
+    {
+        ArgumentNullException.ThrowIfNull(rule);
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        return Then((run, stream) => stream.Where(row =>
+        {
+            if (rule(row) is not { } error)
+            {
+                return true;
+            }
+
+            var source = run.Source;
+            run.Quarantine(new QuarantinedRow(run.RunId, run.Job, name, run.SourceName, source.Line, source.Offset, raw is null ? row?.ToString() : raw(row), column, error));
+            return false;
+        }));
+    }
+
+    /// <summary>Keeps the first row of each key and drops later ones. Holds every key seen in memory.</summary>
+    /// <typeparam name="TKey">The key type.</typeparam>
+    /// <param name="key">Gets a row's key.</param>
+    /// <param name="comparer">Compares keys.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<T> DistinctBy<TKey>(Func<T, TKey> key, IEqualityComparer<TKey>? comparer = null)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        return Then((run, stream) =>
+        {
+            var seen = new HashSet<TKey>(comparer);
+            return stream.Where(row => seen.Add(key(row)));
+        });
+    }
+
+    /// <summary>Looks each row's key up in a dimension and maps the row with what was found.</summary>
+    /// <typeparam name="TKey">The dimension's key type.</typeparam>
+    /// <typeparam name="TValue">The dimension's value type.</typeparam>
+    /// <typeparam name="TOut">The result type.</typeparam>
+    /// <param name="lookup">The dimension, with its cache (<see cref="EtlLookup.Full{TKey, TValue}"/>, <see cref="EtlLookup.Lru{TKey, TValue}"/>, <see cref="EtlLookup.Uncached{TKey, TValue}"/>).</param>
+    /// <param name="key">Gets a row's key.</param>
+    /// <param name="result">Maps the row and the value found (<see langword="default"/> when the dimension has no such key).</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<TOut> Lookup<TKey, TValue, TOut>(EtlLookup<TKey, TValue> lookup, Func<T, TKey> key, Func<T, TValue?, TOut> result)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(lookup);
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(result);
+        return Then((run, stream) =>
+        {
+            var session = lookup.Open();
+            return stream.SelectAsync((row, ct) =>
+            {
+                var found = session.FindAsync(key(row), ct);
+                return found.IsCompletedSuccessfully ? new ValueTask<TOut>(result(row, found.Result)) : AwaitAsync(row, found, result);
+            });
+        });
+
+        static async ValueTask<TOut> AwaitAsync(T row, ValueTask<TValue?> found, Func<T, TValue?, TOut> result) => result(row, await found.ConfigureAwait(false));
+    }
+
+    /// <summary>
+    /// An inner hash join with a second source: the right source is read first into a hash table (at most
+    /// <paramref name="maxBuildRows"/> rows), then each row of this flow is matched with the right rows of its key.
+    /// </summary>
+    /// <typeparam name="TRight">The right source's record type.</typeparam>
+    /// <typeparam name="TKey">The join key type.</typeparam>
+    /// <typeparam name="TOut">The result type.</typeparam>
+    /// <param name="right">The right (build) source: the smaller one.</param>
+    /// <param name="leftKey">Gets a left row's key.</param>
+    /// <param name="rightKey">Gets a right row's key.</param>
+    /// <param name="result">Joins a left row with one matching right row.</param>
+    /// <param name="maxBuildRows">The most right rows held; more fails the run with a clear error.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<TOut> Join<TRight, TKey, TOut>(EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxBuildRows = 1_000_000)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(right);
+        ArgumentNullException.ThrowIfNull(leftKey);
+        ArgumentNullException.ThrowIfNull(rightKey);
+        ArgumentNullException.ThrowIfNull(result);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBuildRows, 1);
+        return new EtlFlow<TOut>(
+            SourceName,
+            (run, options) =>
+            {
+                var table = new Lazy<Task<Dictionary<TKey, List<TRight>>>>(() => BuildAsync(run, right, rightKey, maxBuildRows));
+                return Build(run, options).SelectAsync((row, ct) =>
+                    {
+                        var built = table.Value;
+#pragma warning disable CA1849 // The task has completed.
+                        return built.IsCompletedSuccessfully ? new ValueTask<(T, List<TRight>?)>(Match(row, built.Result, leftKey)) : MatchAsync(row, built, leftKey);
+#pragma warning restore CA1849
+                    })
+                    .SelectMany(pair => JoinRows(pair, result));
+            },
+            Resumable,
+            Incremental);
+
+        static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, table.TryGetValue(leftKey(row), out var matches) ? matches : null);
+
+        static async ValueTask<(T, List<TRight>?)> MatchAsync(T row, Task<Dictionary<TKey, List<TRight>>> built, Func<T, TKey> leftKey) => Match(row, await built.ConfigureAwait(false), leftKey);
+
+        // SelectAsync above hands on the row with its matches; this pairs them up.
+        static IEnumerable<TOut> JoinRows((T Row, List<TRight>? Matches) pair, Func<T, TRight, TOut> result) => pair.Matches is null ? [] : pair.Matches.Select(m => result(pair.Row, m));
+    }
+
+    /// <summary>
+    /// Aggregates rows by key as they stream past (one accumulator per key in memory) and emits one row per key when
+    /// the source ends. The bookmark is then committed only at the end of the run.
+    /// </summary>
+    /// <typeparam name="TKey">The group key type.</typeparam>
+    /// <typeparam name="TAcc">The accumulator type.</typeparam>
+    /// <typeparam name="TOut">The result type.</typeparam>
+    /// <param name="key">Gets a row's key.</param>
+    /// <param name="seed">The accumulator of a new key.</param>
+    /// <param name="add">Adds a row to its key's accumulator.</param>
+    /// <param name="result">Makes the result of a key.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<TOut> Aggregate<TKey, TAcc, TOut>(Func<T, TKey> key, Func<TKey, TAcc> seed, Func<TAcc, T, TAcc> add, Func<TKey, TAcc, TOut> result)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(seed);
+        ArgumentNullException.ThrowIfNull(add);
+        ArgumentNullException.ThrowIfNull(result);
+        return Blocking<TOut>(async (run, upstream, ct) =>
+        {
+            var groups = new Dictionary<TKey, TAcc>();
+            await upstream.To(row =>
+            {
+                var k = key(row);
+                groups[k] = add(groups.TryGetValue(k, out var acc) ? acc : seed(k), row);
+            }).RunAsync(ct).ConfigureAwait(false);
+            return groups.Select(g => result(g.Key, g.Value));
+        });
+    }
+
+    /// <summary>
+    /// Sorts the rows by key. Up to <paramref name="memoryBudgetRows"/> rows are sorted in memory; beyond that, sorted
+    /// runs spill to temporary CSV files (through <paramref name="schema"/>) and are merged as they are read back.
+    /// The bookmark is then committed only at the end of the run.
+    /// </summary>
+    /// <typeparam name="TKey">The sort key type.</typeparam>
+    /// <param name="key">Gets a row's key.</param>
+    /// <param name="schema">Writes spilled rows and reads them back (needs a create function).</param>
+    /// <param name="memoryBudgetRows">The most rows held in memory.</param>
+    /// <param name="comparer">Orders keys.</param>
+    /// <param name="tempDirectory">Where spill files go; the system's temporary folder by default.</param>
+    /// <returns>The flow.</returns>
+    public EtlFlow<T> OrderBy<TKey>(Func<T, TKey> key, EtlSchema<T> schema, int memoryBudgetRows = 100_000, IComparer<TKey>? comparer = null, string? tempDirectory = null)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(schema);
+        ArgumentOutOfRangeException.ThrowIfLessThan(memoryBudgetRows, 1);
+        schema.RequireCreate("OrderBy (to read spilled rows back)");
+        return Blocking<T>(async (run, upstream, ct) =>
+        {
+            var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, tempDirectory ?? Path.GetTempPath());
+            try
+            {
+                await upstream.To(sorter.Add).RunAsync(ct).ConfigureAwait(false);
+                return sorter.Sorted();
+            }
+            catch
+            {
+                sorter.Dispose();
+                throw;
+            }
+        });
+    }
+
+    /// <summary>Ends the flow in a sink.</summary>
+    /// <param name="sink">The sink.</param>
+    /// <param name="name">The job's name: with the partition, the key of its bookmark. Defaults to the sink's name.</param>
+    /// <returns>The runnable pipeline.</returns>
+    public EtlPipeline<T> To(EtlSink<T> sink, string? name = null)
+    {
+        ArgumentNullException.ThrowIfNull(sink);
+        if (name is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        }
+
+        return new EtlPipeline<T>(this, sink, name ?? sink.Name);
+    }
+
+    private EtlFlow<TOut> Then<TOut>(Func<EtlRun, DataStream<T>, DataStream<TOut>> stage) =>
+        new(SourceName, (run, options) => stage(run, Build(run, options)), Resumable, Incremental);
+
+    /// <summary>A stage that must see every row before it emits: the upstream runs as its own stream pipeline into it, then its output starts a new one.</summary>
+    private EtlFlow<TOut> Blocking<TOut>(Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume) =>
+        new(
+            SourceName,
+            (run, options) =>
+            {
+                run.PositionsTrackRows = false;
+                var upstream = Build(run, options);
+                return DataStream.From(EmitAsync(run, upstream, consume), options);
+            },
+            Resumable,
+            Incremental);
+
+    private static async IAsyncEnumerable<TOut> EmitAsync<TOut>(EtlRun run, DataStream<T> upstream, Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var rows = await consume(run, upstream, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            foreach (var row in rows)
+            {
+                yield return row;
+            }
+        }
+        finally
+        {
+            (rows as IDisposable)?.Dispose();
+        }
+    }
+
+    private static async Task<Dictionary<TKey, List<TRight>>> BuildAsync<TRight, TKey>(EtlRun run, EtlSource<TRight> right, Func<TRight, TKey> rightKey, int maxBuildRows)
+        where TKey : notnull
+    {
+        var table = new Dictionary<TKey, List<TRight>>();
+        var count = 0;
+        var context = new EtlSourceContext(run, EtlBookmark.Start, right.Name);
+        await foreach (var row in right.ReadAsync(context, CancellationToken.None).ConfigureAwait(false))
+        {
+            if (++count > maxBuildRows)
+            {
+                throw new InvalidOperationException(
+                    $"The join's build side '{right.Name}' has more than {maxBuildRows} rows (maxBuildRows): join with the smaller source as the right side, raise the limit, or sort both sides and merge.");
+            }
+
+            var k = rightKey(row);
+            if (!table.TryGetValue(k, out var list))
+            {
+                table[k] = list = new List<TRight>(1);
+            }
+
+            list.Add(row);
+        }
+
+        return table;
+    }
+}

@@ -1,0 +1,383 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Patterns.Batching;
+using Patterns.Streaming;
+
+namespace Patterns.Etl;
+
+/// <summary>A runnable ETL pipeline: a flow ending in a sink. Each run is independent; with a bookmarking sink, a run resumes where the last one committed.</summary>
+public abstract class EtlPipeline
+{
+    private protected EtlPipeline(string name) => Name = name;
+
+    /// <summary>Gets the job's name: with the partition, the key of its bookmark.</summary>
+    public string Name { get; }
+
+    /// <summary>Runs the pipeline once: reads the source from its bookmark, loads it in batches, and returns what changed.</summary>
+    /// <param name="options">The run's options (partition, batch size, error budget, progress).</param>
+    /// <param name="cancellationToken">Stops the run gracefully: reading stops, what was read is loaded and committed, and the result says <see cref="EtlRunStatus.Stopped"/>.</param>
+    /// <returns>The run's result.</returns>
+    /// <exception cref="EtlErrorBudgetExceededException">More rows were quarantined than the budget allows; batches committed before stay committed.</exception>
+    public abstract Task<EtlRunResult> RunAsync(EtlRunOptions? options = null, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Runs several partitions (dates, key ranges, files), at most <paramref name="maxConcurrency"/> at once, each with
+    /// its own bookmark: a backfill. Partitions already loaded to their end change nothing.
+    /// </summary>
+    /// <param name="partitions">The partitions.</param>
+    /// <param name="maxConcurrency">The most partitions running at once.</param>
+    /// <param name="configure">Sets each partition's other options (the partition itself is set for you).</param>
+    /// <param name="cancellationToken">Stops every run gracefully.</param>
+    /// <returns>The results, in the order of <paramref name="partitions"/>.</returns>
+    public async Task<IReadOnlyList<EtlRunResult>> RunPartitionsAsync(IEnumerable<string> partitions, int maxConcurrency = 2, Action<string, EtlRunOptions>? configure = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(partitions);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxConcurrency, 1);
+        var list = partitions.ToList();
+        var results = new EtlRunResult[list.Count];
+        using var gate = new SemaphoreSlim(maxConcurrency);
+        var runs = list.Select(async (partition, index) =>
+        {
+            await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                var options = new EtlRunOptions();
+                configure?.Invoke(partition, options);
+                options.Partition = partition;
+                results[index] = await RunAsync(options, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }).ToList();
+        await Task.WhenAll(runs).ConfigureAwait(false);
+        return results;
+    }
+}
+
+/// <summary>A runnable ETL pipeline over records of type <typeparamref name="T"/>.</summary>
+/// <typeparam name="T">The type of the records the sink receives.</typeparam>
+/// <remarks>
+/// <para>
+/// A run is a stream pipeline (<see cref="DataStream"/>) whose sink adds each row to a <see cref="Batcher{T}"/>. The
+/// batcher seals a batch every <see cref="EtlRunOptions.BatchSize"/> rows and hands it to the sink writer on its own
+/// task, so the next batch is read and transformed while the previous one loads; it holds at most
+/// <c>BatchSize × (MaxPendingBatches + 1)</c> rows, and when it is full the stream waits, which holds back the source.
+/// </para>
+/// <para>
+/// Just before the row that seals a batch goes in, the run takes the source's bookmark (every stage runs on the
+/// stream's task, one row at a time, so that position covers every row of the batch and nothing after it) and the
+/// rows quarantined since the previous batch, and the writer commits them with the batch.
+/// </para>
+/// </remarks>
+public sealed class EtlPipeline<T> : EtlPipeline
+{
+    private readonly EtlFlow<T> _flow;
+    private readonly EtlSink<T> _sink;
+
+    internal EtlPipeline(EtlFlow<T> flow, EtlSink<T> sink, string name)
+        : base(name)
+    {
+        _flow = flow;
+        _sink = sink;
+    }
+
+    /// <inheritdoc/>
+    public override async Task<EtlRunResult> RunAsync(EtlRunOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        options ??= new EtlRunOptions();
+        if (options.Validate() is { Count: > 0 } errors)
+        {
+            throw new ArgumentException(string.Join(Environment.NewLine, errors), nameof(options));
+        }
+
+        var time = options.TimeProvider ?? TimeProvider.System;
+        var logger = options.LoggerFactory?.CreateLogger("Patterns.Etl." + Name) ?? (ILogger)NullLogger.Instance;
+        var runId = Guid.CreateVersion7(time.GetUtcNow()).ToString("N");
+        var run = new EtlRun(Name, runId, _flow.SourceName, options, logger, time);
+        var partition = options.Partition ?? string.Empty;
+        var started = time.GetTimestamp();
+        using var activity = EtlTelemetry.Source.StartActivity("etl " + Name);
+        activity?.SetTag(EtlTelemetry.JobTag, Name);
+
+        var writer = await _sink.OpenAsync(new EtlSinkContext(runId, Name, partition), cancellationToken).ConfigureAwait(false);
+        await using (writer.ConfigureAwait(false))
+        {
+            var resume = !options.Restart && options.Bookmarks && writer.StoresBookmarks && _flow.Resumable
+                ? await writer.ReadBookmarkAsync(cancellationToken).ConfigureAwait(false)
+                : null;
+            if (resume is { Completed: true } && !_flow.Incremental)
+            {
+                EtlLog.AlreadyCompleted(logger, Name, partition);
+                return new EtlRunResult(runId, Name, partition, EtlRunStatus.AlreadyCompleted, 0, 0, 0, 0, 0, 0, time.GetElapsedTime(started), resume, []);
+            }
+
+            if (resume is null)
+            {
+                await writer.ResetAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            run.Resume = resume ?? EtlBookmark.Start;
+            EtlLog.Started(logger, Name, partition, runId, run.Resume.Offset);
+            using var loader = new Loader(run, writer, options, _sink.PreferredBatchSize, started);
+            try
+            {
+                return await loader.RunAsync(_flow, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                EtlLog.Failed(logger, ex, Name, partition, runId, run.RowsRead);
+                activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
+                throw;
+            }
+        }
+    }
+
+    /// <summary>One run's loading: the stream's sink, the batcher, and the commits that go with each batch.</summary>
+    private sealed class Loader : IDisposable
+    {
+        private readonly EtlRun _run;
+        private readonly EtlSinkWriter<T> _writer;
+        private readonly EtlRunOptions _options;
+        private readonly int _batchSize;
+        private readonly long _started;
+        private readonly ConcurrentQueue<EtlCommit> _commits = new();
+        private readonly MemoryQuarantine? _memory;
+        private readonly EtlQuarantine _quarantine;
+        private readonly CancellationTokenSource _stop = new();
+        private T[] _rows = [];
+        private long _added;
+        private long _loaded;
+        private EtlLoadCounts _counts;
+        private Exception? _loadFailure;
+        private EtlBookmark? _lastBookmark;
+
+        public Loader(EtlRun run, EtlSinkWriter<T> writer, EtlRunOptions options, int preferredBatchSize, long started)
+        {
+            _run = run;
+            _writer = writer;
+            _options = options;
+            _batchSize = options.BatchSize ?? preferredBatchSize;
+            _started = started;
+            _quarantine = options.Quarantine ?? (_memory = new MemoryQuarantine());
+        }
+
+        public async Task<EtlRunResult> RunAsync(EtlFlow<T> flow, CancellationToken cancellationToken)
+        {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
+            var batcher = Batcher.Create<T>(
+                HandleAsync,
+                new BatchOptions
+                {
+                    MaxCount = _batchSize,
+                    Capacity = _batchSize * (_options.MaxPendingBatches + 1),
+                    MaxAge = Timeout.InfiniteTimeSpan,
+                    Retry = null,
+                },
+                timeProvider: _run.Time,
+                logger: _run.Logger,
+                name: "etl-" + _run.Job);
+            var streamOptions = new StreamOptions { Name = "etl-" + _run.Job, TimeProvider = _run.Time, LoggerFactory = _options.LoggerFactory, BufferCapacity = Math.Min(_batchSize, 10_000) };
+            Exception? streamFailure = null;
+            try
+            {
+                var stream = flow.Build(_run, streamOptions);
+                await stream.To(AddAsync).RunAsync(linked.Token).ConfigureAwait(false);
+                _run.CheckRate(final: !cancellationToken.IsCancellationRequested);
+            }
+            catch (Exception ex)
+            {
+                streamFailure = ex;
+            }
+
+            var stopped = cancellationToken.IsCancellationRequested || _loadFailure is not null;
+            if (streamFailure is null && _added % _batchSize != 0)
+            {
+                // The open batch: its commit is the position after the last row read.
+                _commits.Enqueue(Commit(completed: false));
+            }
+
+            if (streamFailure is not null)
+            {
+                // A batch that was not sealed has no commit: it is dropped, and the next run reads it again.
+                Volatile.Write(ref _loadFailure, _loadFailure ?? streamFailure);
+            }
+
+            await batcher.CompleteAsync(CancellationToken.None).ConfigureAwait(false);
+            if (_loadFailure is { } failure)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+            }
+
+            EtlRunStatus status;
+            if (stopped)
+            {
+                // The stream stopped between two rows: what it read is loaded with its bookmark; the next run resumes there.
+                await FlushLeftoverAsync(CancellationToken.None).ConfigureAwait(false);
+                status = EtlRunStatus.Stopped;
+            }
+            else
+            {
+                var final = new EtlCommit(_options.Bookmarks ? _run.Source.Capture(completed: true) : null, Leftover());
+                await StoreQuarantineAsync(final, CancellationToken.None).ConfigureAwait(false);
+                _counts += await _writer.CompleteAsync(final, CancellationToken.None).ConfigureAwait(false);
+                _lastBookmark = final.Bookmark;
+                status = EtlRunStatus.Completed;
+            }
+
+            var duration = _run.Time.GetElapsedTime(_started);
+            Report(duration);
+            RecordRun(status, duration);
+            return new EtlRunResult(
+                _run.RunId, _run.Job, _run.Partition ?? string.Empty, status, _run.RowsRead, _loaded, _counts.Inserted, _counts.Updated, _counts.Deleted, _run.Quarantined, duration, _lastBookmark, _memory?.Rows ?? []);
+
+            ValueTask AddAsync(T row, CancellationToken ct)
+            {
+                if (++_added % _batchSize == 0)
+                {
+                    // This row seals a batch: its commit goes in first, so the handler finds it.
+                    _commits.Enqueue(Commit(completed: false));
+                }
+
+                var adding = batcher.AddAsync(row, ct);
+                return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
+            }
+
+            static async ValueTask AwaitAddAsync(ValueTask<bool> adding) => await adding.ConfigureAwait(false);
+        }
+
+        private EtlCommit Commit(bool completed) =>
+            new(_run.PositionsTrackRows && _options.Bookmarks ? _run.Source.Capture(completed) : null, _run.TakeQuarantine());
+
+        /// <summary>Commits (taken on the stream's task) that no batch carried, merged with the rows quarantined since.</summary>
+        private List<QuarantinedRow> Leftover()
+        {
+            var rows = new List<QuarantinedRow>();
+            while (_commits.TryDequeue(out var commit))
+            {
+                rows.AddRange(commit.Quarantined);
+            }
+
+            rows.AddRange(_run.TakeQuarantine());
+            return rows;
+        }
+
+        private async ValueTask FlushLeftoverAsync(CancellationToken cancellationToken)
+        {
+            var leftover = Leftover();
+            if (leftover.Count == 0)
+            {
+                return;
+            }
+
+            var commit = new EtlCommit(_lastBookmark, leftover);
+            await StoreQuarantineAsync(commit, cancellationToken).ConfigureAwait(false);
+            if (_writer.StoresQuarantine)
+            {
+                await _writer.WriteAsync(ReadOnlyMemory<T>.Empty, commit, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        private async ValueTask HandleAsync(Batch<T> batch, CancellationToken cancellationToken)
+        {
+            if (Volatile.Read(ref _loadFailure) is not null)
+            {
+                return;
+            }
+
+            if (!_commits.TryDequeue(out var commit))
+            {
+                Volatile.Write(ref _loadFailure, new InvalidOperationException($"ETL job '{_run.Job}': a batch of {batch.Count} rows has no commit (bookmark); it was not loaded. This is a bug."));
+                await _stop.CancelAsync().ConfigureAwait(false);
+                return;
+            }
+
+            var count = batch.Count;
+            if (_rows.Length < count)
+            {
+                _rows = new T[count];
+            }
+
+            batch.Items.CopyTo(_rows);
+            var began = _run.Time.GetTimestamp();
+            try
+            {
+                await StoreQuarantineAsync(commit, cancellationToken).ConfigureAwait(false);
+                var counts = await _writer.WriteAsync(_rows.AsMemory(0, count), commit, cancellationToken).ConfigureAwait(false);
+                _counts += counts;
+                _loaded += count;
+                if (commit.Bookmark is not null)
+                {
+                    _lastBookmark = commit.Bookmark;
+                }
+
+                var tags = _run.Tags;
+                EtlTelemetry.RowsLoaded.Add(count, tags);
+                EtlTelemetry.BatchDuration.Record(_run.Time.GetElapsedTime(began).TotalSeconds, tags);
+                Record(counts, tags);
+                Report(_run.Time.GetElapsedTime(_started));
+            }
+            catch (Exception ex)
+            {
+                Volatile.Write(ref _loadFailure, ex);
+                await _stop.CancelAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                Array.Clear(_rows, 0, count);
+            }
+        }
+
+        public void Dispose() => _stop.Dispose();
+
+        private ValueTask StoreQuarantineAsync(EtlCommit commit, CancellationToken cancellationToken) =>
+            commit.Quarantined.Count > 0 && !_writer.StoresQuarantine ? _quarantine.WriteAsync(commit.Quarantined, cancellationToken) : default;
+
+        private void Report(TimeSpan elapsed)
+        {
+            if (_options.Progress is not { } progress)
+            {
+                return;
+            }
+
+            var source = _run.Source;
+            var read = _run.RowsRead;
+            var rate = elapsed.TotalSeconds > 0 ? read / elapsed.TotalSeconds : 0;
+            TimeSpan? eta = null;
+            if (source?.Length is { } length && length > 0 && source.BytesRead > 0)
+            {
+                var bytesPerSecond = source.BytesRead / Math.Max(elapsed.TotalSeconds, 1e-3);
+                eta = TimeSpan.FromSeconds(Math.Max(0, length - source.BytesRead) / bytesPerSecond);
+            }
+
+            progress.Report(new EtlProgress(_run.RunId, _run.Job, read, _loaded, _run.Quarantined, source?.BytesRead ?? 0, source?.Length, elapsed, rate, eta));
+        }
+
+        private static void Record(EtlLoadCounts counts, TagList tags)
+        {
+            Change(counts.Inserted, "inserted", tags);
+            Change(counts.Updated, "updated", tags);
+            Change(counts.Deleted, "deleted", tags);
+
+            static void Change(long count, string change, TagList tags)
+            {
+                if (count > 0)
+                {
+                    tags.Add(EtlTelemetry.ChangeTag, change);
+                    EtlTelemetry.RowsChanged.Add(count, tags);
+                }
+            }
+        }
+
+        private void RecordRun(EtlRunStatus status, TimeSpan duration)
+        {
+            var tags = _run.Tags;
+            tags.Add(EtlTelemetry.StatusTag, status.ToString());
+            EtlTelemetry.RunDuration.Record(duration.TotalSeconds, tags);
+            EtlLog.Finished(_run.Logger, _run.Job, _run.Partition ?? string.Empty, _run.RunId, status, _run.RowsRead, _counts.Inserted, _counts.Updated, _counts.Deleted, _run.Quarantined, duration);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+
+namespace Patterns.Etl;
+
+/// <summary>The state of one run shared by its stages: ids, counters, the quarantine rows not yet committed, the error budget.</summary>
+internal sealed class EtlRun
+{
+    private readonly EtlRunOptions _options;
+    private List<QuarantinedRow> _pendingQuarantine = [];
+    private long _quarantined;
+
+    public EtlRun(string job, string runId, string sourceName, EtlRunOptions options, ILogger logger, TimeProvider time)
+    {
+        Job = job;
+        RunId = runId;
+        SourceName = sourceName;
+        Partition = options.Partition;
+        _options = options;
+        Logger = logger;
+        Time = time;
+        Tags = EtlTelemetry.Tags(job);
+    }
+
+    public string Job { get; }
+
+    public string RunId { get; }
+
+    public string? Partition { get; }
+
+    public string SourceName { get; }
+
+    public ILogger Logger { get; }
+
+    public TimeProvider Time { get; }
+
+    public System.Diagnostics.TagList Tags { get; }
+
+    /// <summary>Gets or sets a value indicating whether source positions still match rows at the sink: false after a stage that reorders or holds rows (sort, aggregate), so bookmarks are taken only at the end.</summary>
+    public bool PositionsTrackRows { get; set; } = true;
+
+    /// <summary>Gets or sets where the source resumes.</summary>
+    public EtlBookmark Resume { get; set; } = EtlBookmark.Start;
+
+    /// <summary>Gets the source's context, once the run has opened it.</summary>
+    public EtlSourceContext Source { get; set; } = null!;
+
+    /// <summary>Gets the rows read from the source (driver task writes; others read approximately).</summary>
+    public long RowsRead;
+
+    public long Quarantined => Volatile.Read(ref _quarantined);
+
+    /// <summary>Sets a row aside (on the pipeline's task) and checks the error budget.</summary>
+    public void Quarantine(QuarantinedRow row)
+    {
+        row = row with { Raw = QuarantineText.Clip(row.Raw) };
+        _pendingQuarantine.Add(row);
+        var count = Interlocked.Increment(ref _quarantined);
+        EtlTelemetry.RowsQuarantined.Add(1, Tags);
+        EtlLog.Quarantined(Logger, Job, RunId, row.Line, row.Source, row.Stage, row.Error);
+        if (_options.MaxErrors is { } max && count > max)
+        {
+            throw new EtlErrorBudgetExceededException(
+                $"ETL job '{Job}' stopped: {count} rows were quarantined, more than its error budget of {max} (EtlRunOptions.MaxErrors). The last was line {row.Line} of {row.Source}: {row.Error}")
+            {
+                Quarantined = count,
+                Read = RowsRead,
+            };
+        }
+
+        CheckRate(final: false);
+    }
+
+    /// <summary>Checks <see cref="EtlRunOptions.MaxErrorRate"/>; during the run only past the minimum row count.</summary>
+    public void CheckRate(bool final)
+    {
+        if (_options.MaxErrorRate is not { } rate)
+        {
+            return;
+        }
+
+        var read = Math.Max(RowsRead, 1);
+        var count = Quarantined;
+        if ((final || read >= _options.ErrorRateMinimumRows) && count > rate * read)
+        {
+            throw new EtlErrorBudgetExceededException(
+                string.Create(CultureInfo.InvariantCulture, $"ETL job '{Job}' stopped: {count} of {RowsRead} rows read were quarantined ({(double)count / read:P2}), more than its error budget of {rate:P2} (EtlRunOptions.MaxErrorRate)."))
+            {
+                Quarantined = count,
+                Read = RowsRead,
+            };
+        }
+    }
+
+    /// <summary>Takes the quarantined rows not yet handed to a commit (on the pipeline's task).</summary>
+    public IReadOnlyList<QuarantinedRow> TakeQuarantine()
+    {
+        if (_pendingQuarantine.Count == 0)
+        {
+            return [];
+        }
+
+        var rows = _pendingQuarantine;
+        _pendingQuarantine = [];
+        return rows;
+    }
+}

@@ -1,0 +1,145 @@
+namespace Patterns.Etl;
+
+/// <summary>Creates dimension lookups for <see cref="EtlFlow{T}.Lookup{TKey, TValue, TOut}"/>.</summary>
+public static class EtlLookup
+{
+    /// <summary>A fully cached dimension: every entry is loaded once, at the first row, then looked up in memory.</summary>
+    /// <typeparam name="TKey">The key type.</typeparam>
+    /// <typeparam name="TValue">The value type.</typeparam>
+    /// <param name="load">Reads the whole dimension.</param>
+    /// <returns>The lookup.</returns>
+    public static EtlLookup<TKey, TValue> Full<TKey, TValue>(Func<CancellationToken, IAsyncEnumerable<KeyValuePair<TKey, TValue>>> load)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(load);
+        return new FullLookup<TKey, TValue>(load);
+    }
+
+    /// <summary>A dimension read key by key, with the most recently used <paramref name="capacity"/> entries (found or not) cached.</summary>
+    /// <typeparam name="TKey">The key type.</typeparam>
+    /// <typeparam name="TValue">The value type.</typeparam>
+    /// <param name="find">Reads one key; <see langword="default"/> when absent.</param>
+    /// <param name="capacity">The most entries cached.</param>
+    /// <returns>The lookup.</returns>
+    public static EtlLookup<TKey, TValue> Lru<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity = 10_000)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(find);
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        return new LruLookup<TKey, TValue>(find, capacity);
+    }
+
+    /// <summary>A dimension read for every row, without a cache.</summary>
+    /// <typeparam name="TKey">The key type.</typeparam>
+    /// <typeparam name="TValue">The value type.</typeparam>
+    /// <param name="find">Reads one key; <see langword="default"/> when absent.</param>
+    /// <returns>The lookup.</returns>
+    public static EtlLookup<TKey, TValue> Uncached<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find)
+        where TKey : notnull
+    {
+        ArgumentNullException.ThrowIfNull(find);
+        return new UncachedLookup<TKey, TValue>(find);
+    }
+}
+
+/// <summary>A dimension to look rows up in, with its caching. Each run opens its own cache.</summary>
+/// <typeparam name="TKey">The key type.</typeparam>
+/// <typeparam name="TValue">The value type.</typeparam>
+public abstract class EtlLookup<TKey, TValue>
+    where TKey : notnull
+{
+    private protected EtlLookup()
+    {
+    }
+
+    internal abstract LookupSession Open();
+
+    /// <summary>The cache of one run; used on the pipeline's task only.</summary>
+    internal abstract class LookupSession
+    {
+        /// <summary>Gets the number of times the dimension itself was read (for tests and diagnostics).</summary>
+        public int Loads { get; protected set; }
+
+        public abstract ValueTask<TValue?> FindAsync(TKey key, CancellationToken cancellationToken);
+    }
+}
+
+internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnumerable<KeyValuePair<TKey, TValue>>> load) : EtlLookup<TKey, TValue>
+    where TKey : notnull
+{
+    internal override LookupSession Open() => new Session(load);
+
+    private sealed class Session(Func<CancellationToken, IAsyncEnumerable<KeyValuePair<TKey, TValue>>> load) : LookupSession
+    {
+        private Dictionary<TKey, TValue>? _entries;
+
+        public override ValueTask<TValue?> FindAsync(TKey key, CancellationToken cancellationToken) =>
+            _entries is { } entries ? new(entries.TryGetValue(key, out var value) ? value : default) : LoadAsync(key, cancellationToken);
+
+        private async ValueTask<TValue?> LoadAsync(TKey key, CancellationToken cancellationToken)
+        {
+            var entries = new Dictionary<TKey, TValue>();
+            await foreach (var (k, v) in load(cancellationToken).WithCancellation(cancellationToken).ConfigureAwait(false))
+            {
+                entries[k] = v;
+            }
+
+            Loads++;
+            _entries = entries;
+            return entries.TryGetValue(key, out var value) ? value : default;
+        }
+    }
+}
+
+internal sealed class LruLookup<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity) : EtlLookup<TKey, TValue>
+    where TKey : notnull
+{
+    internal override LookupSession Open() => new Session(find, capacity);
+
+    private sealed class Session(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity) : LookupSession
+    {
+        private readonly Dictionary<TKey, LinkedListNode<(TKey Key, TValue? Value)>> _index = new(Math.Min(capacity, 4096));
+        private readonly LinkedList<(TKey Key, TValue? Value)> _recent = new();
+
+        public override ValueTask<TValue?> FindAsync(TKey key, CancellationToken cancellationToken)
+        {
+            if (_index.TryGetValue(key, out var node))
+            {
+                _recent.Remove(node);
+                _recent.AddFirst(node);
+                return new(node.Value.Value);
+            }
+
+            return MissAsync(key, cancellationToken);
+        }
+
+        private async ValueTask<TValue?> MissAsync(TKey key, CancellationToken cancellationToken)
+        {
+            var value = await find(key, cancellationToken).ConfigureAwait(false);
+            Loads++;
+            if (_index.Count >= capacity && _recent.Last is { } oldest)
+            {
+                _recent.RemoveLast();
+                _index.Remove(oldest.Value.Key);
+            }
+
+            _index[key] = _recent.AddFirst((key, value));
+            return value;
+        }
+    }
+}
+
+internal sealed class UncachedLookup<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find) : EtlLookup<TKey, TValue>
+    where TKey : notnull
+{
+    internal override LookupSession Open() => new Session(find);
+
+    private sealed class Session(Func<TKey, CancellationToken, ValueTask<TValue?>> find) : LookupSession
+    {
+        public override ValueTask<TValue?> FindAsync(TKey key, CancellationToken cancellationToken)
+        {
+            Loads++;
+            return find(key, cancellationToken);
+        }
+    }
+}

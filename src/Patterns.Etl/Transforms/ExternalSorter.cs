@@ -1,0 +1,156 @@
+using System.Globalization;
+using nietras.SeparatedValues;
+
+namespace Patterns.Etl;
+
+/// <summary>
+/// Sorts rows within a memory budget: up to the budget they are sorted in memory; each full run is written sorted to a
+/// temporary CSV file (through the schema), and the runs are merged with a priority queue as they are read back.
+/// </summary>
+internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, string directory) : IDisposable
+{
+    private readonly List<(TKey Key, T Row)> _buffer = [];
+    private readonly List<string> _spills = [];
+    private readonly Comparison<(TKey Key, T Row)> _compare = (a, b) => comparer.Compare(a.Key, b.Key);
+
+    /// <summary>Gets the number of runs spilled to disk.</summary>
+    public int Spills => _spills.Count;
+
+    public void Add(T row)
+    {
+        _buffer.Add((key(row), row));
+        if (_buffer.Count >= budget)
+        {
+            Spill();
+        }
+    }
+
+    /// <summary>The sorted rows; spill files are deleted when the enumeration ends (or the sorter is disposed).</summary>
+    public IEnumerable<T> Sorted()
+    {
+        _buffer.Sort(_compare);
+        if (_spills.Count == 0)
+        {
+            foreach (var (_, row) in _buffer)
+            {
+                yield return row;
+            }
+
+            yield break;
+        }
+
+        var readers = new List<SpillReader>();
+        try
+        {
+            var queue = new PriorityQueue<int, TKey>(comparer);
+            var memory = 0;
+            foreach (var file in _spills)
+            {
+                var reader = new SpillReader(file, schema);
+                readers.Add(reader);
+                if (reader.MoveNext())
+                {
+                    queue.Enqueue(readers.Count - 1, key(reader.Current));
+                }
+            }
+
+            // The in-memory run is the last source, index readers.Count.
+            var memoryIndex = readers.Count;
+            if (_buffer.Count > 0)
+            {
+                queue.Enqueue(memoryIndex, _buffer[0].Key);
+            }
+
+            while (queue.TryDequeue(out var source, out _))
+            {
+                if (source == memoryIndex)
+                {
+                    yield return _buffer[memory++].Row;
+                    if (memory < _buffer.Count)
+                    {
+                        queue.Enqueue(memoryIndex, _buffer[memory].Key);
+                    }
+                }
+                else
+                {
+                    var reader = readers[source];
+                    yield return reader.Current;
+                    if (reader.MoveNext())
+                    {
+                        queue.Enqueue(source, key(reader.Current));
+                    }
+                }
+            }
+        }
+        finally
+        {
+            foreach (var reader in readers)
+            {
+                reader.Dispose();
+            }
+
+            Dispose();
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var file in _spills)
+        {
+            File.Delete(file);
+        }
+
+        _spills.Clear();
+    }
+
+    private void Spill()
+    {
+        _buffer.Sort(_compare);
+        var file = Path.Combine(directory, $"patterns-etl-sort-{Guid.NewGuid():N}.csv");
+        using (var writer = new CsvRowWriter<T>(new FileStream(file, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16), schema, ','))
+        {
+            foreach (var (_, row) in _buffer)
+            {
+                writer.Write(row);
+            }
+        }
+
+        _spills.Add(file);
+        _buffer.Clear();
+    }
+
+    private sealed class SpillReader : IDisposable
+    {
+        private readonly SepReader _reader;
+        private readonly SepFieldReader _fields;
+        private readonly Func<EtlFieldReader, T> _create;
+
+        public SpillReader(string file, EtlSchema<T> schema)
+        {
+            _reader = Sep.New(',').Reader(o => o with { Unescape = true, CultureInfo = CultureInfo.InvariantCulture }).FromFile(file);
+            var names = schema.Columns.Select(c => c.Name).ToList();
+            _fields = new SepFieldReader(_reader, [.. Enumerable.Range(0, names.Count)], names, emptyIsNull: true);
+            _create = schema.RequireCreate("OrderBy");
+        }
+
+        public T Current { get; private set; } = default!;
+
+        public bool MoveNext()
+        {
+            if (!_reader.MoveNext())
+            {
+                return false;
+            }
+
+            if (!_fields.TryCreate(_create, out var row, out _, out var error))
+            {
+                throw new InvalidDataException($"A sort spill file could not be read back: {error}");
+            }
+
+            Current = row;
+            return true;
+        }
+
+        public void Dispose() => _reader.Dispose();
+    }
+}
