@@ -75,6 +75,16 @@ public sealed class GatewayBuilder
         return this;
     }
 
+    /// <summary>Configures the options shared by every push endpoint (replay buffer per topic, connection cap).</summary>
+    /// <param name="configure">Adjusts the options.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder ConfigurePush(Action<PushHubOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        Services.Configure(configure);
+        return this;
+    }
+
     internal interface IConfigureWeights
     {
         void Apply(DestinationWeights weights);

@@ -3,6 +3,7 @@ using Patterns.Gateway;
 using Patterns.Gateway.Configuration;
 using Patterns.Gateway.Health;
 using Patterns.Gateway.LoadBalancing;
+using Patterns.Gateway.Push;
 using Patterns.Gateway.Resilience;
 using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Health;
@@ -49,6 +50,10 @@ public static class GatewayServiceCollectionExtensions
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IPassiveHealthCheckPolicy, OutlierDetectionPolicy>());
             services.Replace(ServiceDescriptor.Singleton<IForwarderHttpClientFactory, GatewayForwarderHttpClientFactory>());
             services.AddHostedService<GatewayStartup>();
+            services.TryAddSingleton<PushHub>();
+            services.AddOptions<PushHubOptions>()
+                .Validate(static o => o.ReplayCount >= 0 && o.MaxConnections >= 1, "PushHubOptions: ReplayCount must be 0 or more and MaxConnections at least 1.")
+                .ValidateOnStart();
         }
 
         configure?.Invoke(builder);
