@@ -1,5 +1,6 @@
 using Microsoft.AspNetCore.Routing;
 using Patterns.Gateway.Resilience;
+using Patterns.Gateway.Security;
 
 namespace Microsoft.AspNetCore.Builder;
 
@@ -7,7 +8,7 @@ namespace Microsoft.AspNetCore.Builder;
 public static class GatewayEndpointRouteBuilderExtensions
 {
     /// <summary>
-    /// Maps every configured route through YARP with the gateway's proxy pipeline: request bodies buffered for retries,
+    /// Maps every configured route through YARP with the gateway's proxy pipeline: declared oversize bodies answered 413, request bodies buffered for retries,
     /// session affinity, load balancing and passive health checks.
     /// </summary>
     /// <param name="endpoints">The endpoint route builder.</param>
@@ -18,6 +19,7 @@ public static class GatewayEndpointRouteBuilderExtensions
         ArgumentNullException.ThrowIfNull(endpoints);
         return endpoints.MapReverseProxy(proxy =>
         {
+            proxy.Use(RequestLimitsMiddleware.InvokeAsync);
             proxy.Use(BodyBufferingMiddleware.InvokeAsync);
             configure?.Invoke(proxy);
             proxy.UseSessionAffinity();

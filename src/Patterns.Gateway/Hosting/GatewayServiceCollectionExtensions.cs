@@ -4,6 +4,7 @@ using Patterns.Gateway.Configuration;
 using Patterns.Gateway.Health;
 using Patterns.Gateway.LoadBalancing;
 using Patterns.Gateway.Push;
+using Patterns.Gateway.Security;
 using Patterns.Gateway.Resilience;
 using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Health;
@@ -40,6 +41,7 @@ public static class GatewayServiceCollectionExtensions
             proxy.AddTransforms(static context => context.AddRequestTransform(static transform =>
             {
                 transform.ProxyRequest.Options.Set(RequestOptionKeys.HttpContext, transform.HttpContext);
+                HopByHopHeaders.Remove(transform.HttpContext, transform.ProxyRequest);
                 return default;
             }));
             services.TryAddSingleton(TimeProvider.System);
