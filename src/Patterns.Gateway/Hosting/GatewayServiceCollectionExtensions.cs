@@ -53,6 +53,7 @@ public static class GatewayServiceCollectionExtensions
             services.Replace(ServiceDescriptor.Singleton<IForwarderHttpClientFactory, GatewayForwarderHttpClientFactory>());
             services.AddHostedService<GatewayStartup>();
             services.TryAddSingleton<PushHub>();
+            services.TryAddSingleton<Patterns.Gateway.Aggregation.AggregateClient>();
             services.AddOptions<PushHubOptions>()
                 .Validate(static o => o.ReplayCount >= 0 && o.MaxConnections >= 1, "PushHubOptions: ReplayCount must be 0 or more and MaxConnections at least 1.")
                 .ValidateOnStart();
