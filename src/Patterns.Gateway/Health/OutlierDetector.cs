@@ -1,0 +1,139 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
+using Patterns.Gateway.Configuration;
+using Patterns.Gateway.Telemetry;
+using Yarp.ReverseProxy.Health;
+using Yarp.ReverseProxy.Model;
+
+namespace Patterns.Gateway.Health;
+
+/// <summary>
+/// Counts each attempt's outcome per destination and ejects outliers through YARP's passive health state, which
+/// YARP itself re-admits when the ejection time has passed.
+/// </summary>
+internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUpdater, TimeProvider timeProvider, ILogger<OutlierDetector> logger)
+{
+    private readonly ConditionalWeakTable<DestinationState, Counters> _counters = new();
+
+    /// <summary>Records one attempt on <paramref name="destination"/>; a failure is a 5xx, a timeout or a transport error.</summary>
+    public void Record(ClusterState cluster, DestinationState destination, bool failure)
+    {
+        var settings = ClusterPolicy.For(cluster.Model.Config).Outlier;
+        if (settings is null)
+        {
+            return;
+        }
+
+        var counters = _counters.GetValue(destination, static _ => new Counters());
+        var now = timeProvider.GetTimestamp();
+        bool eject;
+        lock (counters)
+        {
+            eject = counters.Add(failure, now, settings, timeProvider);
+        }
+
+        if (eject)
+        {
+            TryEject(cluster, destination, counters, settings, now);
+        }
+    }
+
+    private void TryEject(ClusterState cluster, DestinationState destination, Counters counters, OutlierSettings settings, long now)
+    {
+        if (destination.Health.Passive == DestinationHealth.Unhealthy)
+        {
+            return;
+        }
+
+        var all = cluster.DestinationsState.AllDestinations;
+        var ejected = 0;
+        foreach (var d in all)
+        {
+            if (d.Health.Passive == DestinationHealth.Unhealthy)
+            {
+                ejected++;
+            }
+        }
+
+        var allowed = Math.Max(1, (int)Math.Floor(all.Count * settings.MaxEjectionPercent / 100));
+        if (ejected + 1 > allowed)
+        {
+            Log.EjectionCapped(logger, destination.DestinationId, cluster.ClusterId, ejected, all.Count);
+            return;
+        }
+
+        TimeSpan period;
+        lock (counters)
+        {
+            period = counters.NextEjection(now, settings, timeProvider);
+        }
+
+        GatewayTelemetry.Ejections.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId));
+        Log.Ejected(logger, destination.DestinationId, cluster.ClusterId, period);
+        healthUpdater.SetPassive(cluster, destination, DestinationHealth.Unhealthy, period);
+    }
+
+    private sealed class Counters
+    {
+        private int _consecutive;
+        private int _total;
+        private int _failures;
+        private long _windowStart;
+        private int _multiplier;
+        private long _lastEjectionEnd;
+
+        public bool Add(bool failure, long now, OutlierSettings settings, TimeProvider time)
+        {
+            if (_windowStart == 0 || time.GetElapsedTime(_windowStart, now) >= settings.Interval)
+            {
+                _windowStart = now;
+                _total = 0;
+                _failures = 0;
+            }
+
+            _total++;
+            if (!failure)
+            {
+                _consecutive = 0;
+                return false;
+            }
+
+            _failures++;
+            _consecutive++;
+            if (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
+            {
+                return true;
+            }
+
+            return settings.FailureRate is { } rate && _total >= settings.MinimumRequests && (double)_failures / _total >= rate;
+        }
+
+        /// <summary>The next ejection's length: one more base time per ejection, less one per base time spent healthy since the last.</summary>
+        public TimeSpan NextEjection(long now, OutlierSettings settings, TimeProvider time)
+        {
+            if (_lastEjectionEnd != 0 && now > _lastEjectionEnd)
+            {
+                var healthy = time.GetElapsedTime(_lastEjectionEnd, now);
+                _multiplier = Math.Max(0, _multiplier - (int)(healthy.Ticks / settings.BaseEjectionTime.Ticks));
+            }
+
+            _multiplier++;
+            var period = TimeSpan.FromTicks(Math.Min(settings.BaseEjectionTime.Ticks * _multiplier, settings.MaxEjectionTime.Ticks));
+            _lastEjectionEnd = now + (long)(period.TotalSeconds * time.TimestampFrequency);
+            _consecutive = 0;
+            _total = 0;
+            _failures = 0;
+            _windowStart = now;
+            return period;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(EventId = 1301, Level = LogLevel.Warning, Message = "Destination '{Destination}' of cluster '{Cluster}' is ejected as an outlier for {Period}.")]
+        public static partial void Ejected(ILogger logger, string destination, string cluster, TimeSpan period);
+
+        [LoggerMessage(EventId = 1302, Level = LogLevel.Warning, Message = "Destination '{Destination}' of cluster '{Cluster}' is an outlier but stays in: {Ejected} of {Total} destinations are already ejected, the cap.")]
+        public static partial void EjectionCapped(ILogger logger, string destination, string cluster, int ejected, int total);
+    }
+}

@@ -1,0 +1,97 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Transforms.Builder;
+
+namespace Patterns.Gateway;
+
+/// <summary>
+/// Configures the gateway: where routes and clusters come from (configuration with hot reload, or code), transforms,
+/// and YARP itself through <see cref="ReverseProxy"/>.
+/// </summary>
+public sealed class GatewayBuilder
+{
+    internal GatewayBuilder(IReverseProxyBuilder reverseProxy) => ReverseProxy = reverseProxy;
+
+    /// <summary>Gets the service collection.</summary>
+    public IServiceCollection Services => ReverseProxy.Services;
+
+    /// <summary>Gets YARP's own builder, for any YARP extension (transform providers, service discovery, ...).</summary>
+    public IReverseProxyBuilder ReverseProxy { get; }
+
+    /// <summary>
+    /// Loads routes and clusters from a configuration section in YARP's schema (<c>Routes</c>, <c>Clusters</c>), extended by
+    /// <see cref="GatewayMetadata"/> keys. A change to the configuration applies without a restart; a bad change is
+    /// logged and the last good configuration stays.
+    /// </summary>
+    /// <param name="section">The section, for example <c>builder.Configuration.GetSection("Gateway")</c>.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder LoadFromConfig(IConfiguration section)
+    {
+        ArgumentNullException.ThrowIfNull(section);
+        ReverseProxy.LoadFromConfig(section);
+        return this;
+    }
+
+    /// <summary>
+    /// Adds routes and clusters defined in code. Change them later through <c>InMemoryConfigProvider.Update</c>
+    /// (resolve <see cref="InMemoryConfigProvider"/> from the services).
+    /// </summary>
+    /// <param name="routes">The routes.</param>
+    /// <param name="clusters">The clusters.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder LoadFromMemory(IReadOnlyList<RouteConfig> routes, IReadOnlyList<ClusterConfig> clusters)
+    {
+        ArgumentNullException.ThrowIfNull(routes);
+        ArgumentNullException.ThrowIfNull(clusters);
+        var provider = new InMemoryConfigProvider(routes, clusters);
+        Services.AddSingleton(provider);
+        Services.AddSingleton<IProxyConfigProvider>(provider);
+        return this;
+    }
+
+    /// <summary>Adds request or response transforms to every route, next to the ones its configuration declares.</summary>
+    /// <param name="configure">Called once per route when the configuration loads.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder AddTransforms(Action<TransformBuilderContext> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        ReverseProxy.AddTransforms(configure);
+        return this;
+    }
+
+    /// <summary>Sets weights that apply from the start, before any live change through <see cref="DestinationWeights"/>.</summary>
+    /// <param name="clusterId">The cluster.</param>
+    /// <param name="weights">Destination id to weight.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder SetWeights(string clusterId, IReadOnlyDictionary<string, int> weights)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(clusterId);
+        ArgumentNullException.ThrowIfNull(weights);
+        var copy = new Dictionary<string, int>(weights, StringComparer.OrdinalIgnoreCase);
+        Services.TryAddSingleton<DestinationWeights>();
+        Services.AddSingleton<IConfigureWeights>(new ConfigureWeights(clusterId, copy));
+        return this;
+    }
+
+    /// <summary>Configures the options shared by every push endpoint (replay buffer per topic, connection cap).</summary>
+    /// <param name="configure">Adjusts the options.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder ConfigurePush(Action<PushHubOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        Services.Configure(configure);
+        return this;
+    }
+
+    internal interface IConfigureWeights
+    {
+        void Apply(DestinationWeights weights);
+    }
+
+    private sealed class ConfigureWeights(string clusterId, Dictionary<string, int> weights) : IConfigureWeights
+    {
+        public void Apply(DestinationWeights target) => target.Set(clusterId, weights);
+    }
+}

@@ -1,0 +1,147 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Http;
+using Patterns.Gateway.Configuration;
+using Yarp.ReverseProxy.LoadBalancing;
+using Yarp.ReverseProxy.Model;
+
+namespace Patterns.Gateway.LoadBalancing;
+
+/// <summary>
+/// Weighted destinations. Without a routing key, smooth weighted round robin: over any run of requests the split
+/// matches the weights to within one request. With a routing key, weighted rendezvous hashing: a key always lands
+/// on the same destination while the weights stay put, and a weight change moves only the keys it must.
+/// </summary>
+internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : ILoadBalancingPolicy
+{
+    private readonly ConditionalWeakTable<ClusterState, RoundRobinState> _state = new();
+
+    public string Name => GatewayPolicies.Weighted;
+
+    public DestinationState? PickDestination(HttpContext context, ClusterState cluster, IReadOnlyList<DestinationState> availableDestinations) =>
+        Pick(context, cluster, availableDestinations, exclude: null);
+
+    /// <summary>Picks a destination, never <paramref name="exclude"/> (the one that just failed), or null when none is left.</summary>
+    public DestinationState? Pick(HttpContext context, ClusterState cluster, IReadOnlyList<DestinationState> available, DestinationState? exclude)
+    {
+        var count = available.Count;
+        if (count == 0 || (count == 1 && ReferenceEquals(available[0], exclude)))
+        {
+            return null;
+        }
+
+        var overrides = weights.For(cluster.ClusterId);
+        var policy = ClusterPolicy.For(cluster.Model.Config);
+        var key = policy.RoutingKey?.Read(context);
+        return key is null
+            ? _state.GetValue(cluster, static _ => new RoundRobinState()).Next(available, overrides, exclude)
+            : Rendezvous(key, available, overrides, exclude);
+    }
+
+    internal static int WeightOf(DestinationState destination, IReadOnlyDictionary<string, int>? overrides)
+    {
+        if (overrides is not null && overrides.TryGetValue(destination.DestinationId, out var live))
+        {
+            return live;
+        }
+
+        var metadata = destination.Model.Config.Metadata;
+        return metadata is not null && metadata.TryGetValue(GatewayMetadata.Weight, out var text)
+            && int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var weight) && weight >= 0
+            ? weight
+            : 1;
+    }
+
+    private static DestinationState? Rendezvous(string key, IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, DestinationState? exclude)
+    {
+        DestinationState? best = null;
+        var bestScore = double.NegativeInfinity;
+        for (var i = 0; i < available.Count; i++)
+        {
+            var destination = available[i];
+            var weight = WeightOf(destination, overrides);
+            if (weight == 0 || ReferenceEquals(destination, exclude))
+            {
+                continue;
+            }
+
+            // Score = -w / ln(u) with u uniform in (0, 1) from a hash of (key, destination): the highest score wins,
+            // and each destination wins for a share of keys proportional to its weight.
+            var hash = Hash(key, destination.DestinationId);
+            var u = ((hash >> 11) + 0.5) / (1UL << 53);
+            var score = -weight / Math.Log(u);
+            if (score > bestScore)
+            {
+                bestScore = score;
+                best = destination;
+            }
+        }
+
+        return best;
+    }
+
+    private static ulong Hash(string key, string destination)
+    {
+        // FNV-1a over both strings, then the SplitMix64 finalizer so that keys differing in one character
+        // still spread over the whole range.
+        var h = 14695981039346656037UL;
+        foreach (var c in key)
+        {
+            h = (h ^ c) * 1099511628211UL;
+        }
+
+        h = (h ^ 0xFFFF) * 1099511628211UL;
+        foreach (var c in destination)
+        {
+            h = (h ^ c) * 1099511628211UL;
+        }
+
+        h ^= h >> 30;
+        h *= 0xBF58476D1CE4E5B9UL;
+        h ^= h >> 27;
+        h *= 0x94D049BB133111EBUL;
+        return h ^ (h >> 31);
+    }
+
+    /// <summary>Smooth weighted round robin (the nginx algorithm), one state per cluster.</summary>
+    private sealed class RoundRobinState
+    {
+        private readonly Dictionary<string, long> _current = new(StringComparer.Ordinal);
+        private readonly Lock _lock = new();
+
+        public DestinationState? Next(IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, DestinationState? exclude)
+        {
+            lock (_lock)
+            {
+                long total = 0;
+                DestinationState? best = null;
+                long bestCurrent = long.MinValue;
+                for (var i = 0; i < available.Count; i++)
+                {
+                    var destination = available[i];
+                    var weight = WeightOf(destination, overrides);
+                    if (weight == 0 || ReferenceEquals(destination, exclude))
+                    {
+                        continue;
+                    }
+
+                    ref var current = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_current, destination.DestinationId, out _);
+                    current += weight;
+                    total += weight;
+                    if (current > bestCurrent)
+                    {
+                        bestCurrent = current;
+                        best = destination;
+                    }
+                }
+
+                if (best is not null)
+                {
+                    _current[best.DestinationId] -= total;
+                }
+
+                return best;
+            }
+        }
+    }
+}

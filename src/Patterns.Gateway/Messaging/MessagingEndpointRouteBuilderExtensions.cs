@@ -1,0 +1,111 @@
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Patterns.Gateway;
+using Patterns.Gateway.Messaging;
+using Patterns.PubSub;
+using Patterns.Queues;
+using Patterns.RequestResponse;
+
+namespace Microsoft.AspNetCore.Builder;
+
+/// <summary>
+/// Maps HTTP routes onto Patterns' messaging: a POST calls a request handler and answers with its response, or
+/// publishes or sends the body and answers 202 Accepted. Errors are RFC 9457 problem details: 400 malformed body,
+/// 404 no handler, 413 body too large, 415 not JSON, 500 handler failed, 503 transport unavailable, 504 timeout.
+/// </summary>
+public static class MessagingEndpointRouteBuilderExtensions
+{
+    /// <summary>
+    /// Maps <c>POST pattern</c> to the request handler of <typeparamref name="TRequest"/>, registered with
+    /// <c>AddRequestResponse</c> on whichever transport is configured: the body is the request, the answer the response.
+    /// </summary>
+    /// <typeparam name="TRequest">The request type, read from the JSON body.</typeparam>
+    /// <typeparam name="TResponse">The response type, written as JSON.</typeparam>
+    /// <param name="endpoints">The endpoint route builder.</param>
+    /// <param name="pattern">The route pattern.</param>
+    /// <param name="configure">Adjusts the body limit and timeout.</param>
+    /// <returns>The endpoint's convention builder (for authorization, rate limiting and the like).</returns>
+    public static IEndpointConventionBuilder MapRequest<TRequest, TResponse>(this IEndpointRouteBuilder endpoints, string pattern, Action<MessageEndpointOptions>? configure = null)
+        where TRequest : notnull
+    {
+        var options = Options(endpoints, pattern, configure);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TRequest>(context, pattern, options, static async (ctx, request, serializer) =>
+        {
+            var client = ctx.RequestServices.GetRequiredService<IRequestClient>();
+            var options = ctx.GetEndpoint()!.Metadata.GetMetadata<MessageEndpointOptions>()!;
+            var response = options.Timeout is { } timeout
+                ? await client.SendAsync<TRequest, TResponse>(request, timeout, ctx.RequestAborted).ConfigureAwait(false)
+                : await client.SendAsync<TRequest, TResponse>(request, ctx.RequestAborted).ConfigureAwait(false);
+            ctx.Response.StatusCode = StatusCodes.Status200OK;
+            ctx.Response.ContentType = serializer.ContentType;
+            serializer.Serialize(ctx.Response.BodyWriter, response!, typeof(TResponse));
+            await ctx.Response.BodyWriter.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
+        })).WithMetadata(options);
+    }
+
+    /// <summary>Maps <c>POST pattern</c> to publishing the body on a topic, answering 202 Accepted.</summary>
+    /// <typeparam name="TMessage">The message type, read from the JSON body.</typeparam>
+    /// <param name="endpoints">The endpoint route builder.</param>
+    /// <param name="pattern">The route pattern.</param>
+    /// <param name="topic">The topic; by default the message type's name.</param>
+    /// <param name="configure">Adjusts the body limit.</param>
+    /// <returns>The endpoint's convention builder.</returns>
+    public static IEndpointConventionBuilder MapPublish<TMessage>(this IEndpointRouteBuilder endpoints, string pattern, string? topic = null, Action<MessageEndpointOptions>? configure = null)
+        where TMessage : notnull
+    {
+        var options = Options(endpoints, pattern, configure);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TMessage>(context, pattern, options, async (ctx, message, _) =>
+        {
+            var publisher = ctx.RequestServices.GetRequiredService<IPublisher>();
+            if (topic is null)
+            {
+                await publisher.PublishAsync(message, ctx.RequestAborted).ConfigureAwait(false);
+            }
+            else
+            {
+                await publisher.PublishAsync(topic, message, ctx.RequestAborted).ConfigureAwait(false);
+            }
+
+            ctx.Response.StatusCode = StatusCodes.Status202Accepted;
+        })).WithMetadata(options);
+    }
+
+    /// <summary>Maps <c>POST pattern</c> to sending the body to a queue, answering 202 Accepted.</summary>
+    /// <typeparam name="TMessage">The message type, read from the JSON body.</typeparam>
+    /// <param name="endpoints">The endpoint route builder.</param>
+    /// <param name="pattern">The route pattern.</param>
+    /// <param name="queue">The queue.</param>
+    /// <param name="configure">Adjusts the body limit.</param>
+    /// <returns>The endpoint's convention builder.</returns>
+    public static IEndpointConventionBuilder MapSend<TMessage>(this IEndpointRouteBuilder endpoints, string pattern, string queue, Action<MessageEndpointOptions>? configure = null)
+        where TMessage : notnull
+    {
+        ArgumentException.ThrowIfNullOrEmpty(queue);
+        var options = Options(endpoints, pattern, configure);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TMessage>(context, pattern, options, async (ctx, message, _) =>
+        {
+            await ctx.RequestServices.GetRequiredService<IQueueSender>().SendAsync(queue, message, ctx.RequestAborted).ConfigureAwait(false);
+            ctx.Response.StatusCode = StatusCodes.Status202Accepted;
+        })).WithMetadata(options);
+    }
+
+    private static MessageEndpointOptions Options(IEndpointRouteBuilder endpoints, string pattern, Action<MessageEndpointOptions>? configure)
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+        ArgumentException.ThrowIfNullOrEmpty(pattern);
+        var options = new MessageEndpointOptions();
+        configure?.Invoke(options);
+        if (options.MaxBodyBytes <= 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(configure), options.MaxBodyBytes, $"MessageEndpointOptions.MaxBodyBytes of '{pattern}' must be positive.");
+        }
+
+        if (options.Timeout is { } t && t <= TimeSpan.Zero && t != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentOutOfRangeException(nameof(configure), t, $"MessageEndpointOptions.Timeout of '{pattern}' must be positive.");
+        }
+
+        return options;
+    }
+}

@@ -1,0 +1,359 @@
+using System.Buffers;
+using System.Globalization;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Patterns.Gateway.Messaging;
+
+namespace Patterns.Gateway.Push;
+
+/// <summary>The request delegates of the three push transports.</summary>
+internal static class PushEndpoints
+{
+    private static readonly byte[] SseId = "id: "u8.ToArray();
+    private static readonly byte[] SseEvent = "\nevent: "u8.ToArray();
+    private static readonly byte[] SseData = "\ndata: "u8.ToArray();
+    private static readonly byte[] SseEnd = "\n\n"u8.ToArray();
+
+    public static async Task ServerSentEventsAsync(HttpContext context, string topic, PushOptions options)
+    {
+        var hub = Hub(context);
+        if (!hub.TryOpen())
+        {
+            await ProblemResponses.WriteAsync(context, 503, "Too many push connections", "The gateway holds its maximum of push connections; retry later.", "1").ConfigureAwait(false);
+            return;
+        }
+
+        var connection = new PushConnection(options.BufferCapacity, options.SlowClient);
+        TopicFeed? feed = null;
+        try
+        {
+            feed = await hub.FeedAsync(topic, context.RequestAborted).ConfigureAwait(false);
+            var response = context.Response;
+            response.ContentType = "text/event-stream";
+            response.Headers.CacheControl = "no-cache";
+            response.Headers["X-Accel-Buffering"] = "no";
+            feed.Attach(connection, LastEventId(context.Request));
+            await response.StartAsync(context.RequestAborted).ConfigureAwait(false);
+            await response.BodyWriter.WriteAsync(": connected\n\n"u8.ToArray(), context.RequestAborted).ConfigureAwait(false);
+            var reader = connection.Reader;
+            while (await reader.WaitToReadAsync(context.RequestAborted).ConfigureAwait(false))
+            {
+                while (reader.TryRead(out var message))
+                {
+                    WriteEvent(response.BodyWriter, message);
+                }
+
+                await response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+            }
+
+            if (connection.Disconnected)
+            {
+                context.Abort();
+            }
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            feed?.Detach(connection);
+            hub.Close();
+        }
+    }
+
+    public static async Task LongPollAsync(HttpContext context, string topic, PushOptions options)
+    {
+        var hub = Hub(context);
+        var feed = await hub.FeedAsync(topic, context.RequestAborted).ConfigureAwait(false);
+        var after = LastEventId(context.Request) ?? feed.LastId;
+        var (messages, next, gap) = feed.After(after, options.LongPollMaxBatch);
+        if (messages.Count == 0)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+            var expired = Task.Delay(options.LongPollTimeout, hub.Time, timeout.Token);
+            await Task.WhenAny(next, expired).ConfigureAwait(false);
+            await timeout.CancelAsync().ConfigureAwait(false);
+            context.RequestAborted.ThrowIfCancellationRequested();
+            (messages, _, gap) = feed.After(after, options.LongPollMaxBatch);
+            if (messages.Count == 0)
+            {
+                context.Response.StatusCode = StatusCodes.Status204NoContent;
+                context.Response.Headers.CacheControl = "no-store";
+                return;
+            }
+        }
+
+        context.Response.StatusCode = StatusCodes.Status200OK;
+        context.Response.ContentType = "application/json";
+        context.Response.Headers.CacheControl = "no-store";
+        using (var json = new Utf8JsonWriter(context.Response.BodyWriter))
+        {
+            json.WriteStartObject();
+            json.WriteNumber("lastEventId", messages[^1].Id);
+            json.WriteBoolean("gap", gap);
+            json.WriteStartArray("messages");
+            foreach (var message in messages)
+            {
+                WriteMessage(json, message, type: null);
+            }
+
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+
+        await context.Response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+    }
+
+    public static async Task WebSocketAsync(HttpContext context, IReadOnlySet<string> topics, PushOptions options)
+    {
+        if (!context.WebSockets.IsWebSocketRequest)
+        {
+            await ProblemResponses.WriteAsync(context, 400, "A WebSocket upgrade is required", "Connect with a WebSocket client.").ConfigureAwait(false);
+            return;
+        }
+
+        var hub = Hub(context);
+        if (!hub.TryOpen())
+        {
+            await ProblemResponses.WriteAsync(context, 503, "Too many push connections", "The gateway holds its maximum of push connections; retry later.", "1").ConfigureAwait(false);
+            return;
+        }
+
+        var connection = new PushConnection(options.BufferCapacity, options.SlowClient);
+        var subscribed = new Dictionary<string, TopicFeed>(StringComparer.Ordinal);
+        using var socket = await context.WebSockets.AcceptWebSocketAsync().ConfigureAwait(false);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        var sendLock = new SemaphoreSlim(1, 1);
+        var sender = SendLoopAsync(socket, connection, sendLock, stop.Token);
+        try
+        {
+            var buffer = new byte[4096];
+            while (socket.State == WebSocketState.Open)
+            {
+                var received = await ReceiveFrameAsync(socket, buffer, stop.Token).ConfigureAwait(false);
+                if (received is null)
+                {
+                    break;
+                }
+
+                var reply = await HandleFrameAsync(received.Value, topics, hub, connection, subscribed, stop.Token).ConfigureAwait(false);
+                await SendAsync(socket, sendLock, reply, stop.Token).ConfigureAwait(false);
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
+        {
+        }
+        finally
+        {
+            foreach (var feed in subscribed.Values)
+            {
+                feed.Detach(connection);
+            }
+
+            connection.Close();
+            await stop.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                await sender.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
+            {
+            }
+
+            sendLock.Dispose();
+            hub.Close();
+        }
+    }
+
+    private static async Task<byte[]> HandleFrameAsync(
+        ArraySegment<byte> frame, IReadOnlySet<string> topics, PushHub hub, PushConnection connection, Dictionary<string, TopicFeed> subscribed, CancellationToken cancellationToken)
+    {
+        string? type = null, topic = null;
+        long? lastEventId = null;
+        try
+        {
+            using var document = JsonDocument.Parse(frame);
+            var root = document.RootElement;
+            type = root.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+            topic = root.TryGetProperty("topic", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
+            lastEventId = root.TryGetProperty("lastEventId", out var l) && l.TryGetInt64(out var id) ? id : null;
+        }
+        catch (JsonException ex)
+        {
+            return Control("error", null, $"The frame is not JSON: {ex.Message}");
+        }
+
+        if (topic is null || (type != "subscribe" && type != "unsubscribe"))
+        {
+            return Control("error", topic, "Send {\"type\":\"subscribe\"|\"unsubscribe\",\"topic\":\"...\"}.");
+        }
+
+        if (!topics.Contains(topic))
+        {
+            return Control("error", topic, $"The topic '{topic}' is not exposed on this endpoint.");
+        }
+
+        if (type == "subscribe")
+        {
+            if (!subscribed.ContainsKey(topic))
+            {
+                var feed = await hub.FeedAsync(topic, cancellationToken).ConfigureAwait(false);
+                feed.Attach(connection, lastEventId);
+                subscribed[topic] = feed;
+            }
+
+            return Control("subscribed", topic, null);
+        }
+
+        if (subscribed.Remove(topic, out var removed))
+        {
+            removed.Detach(connection);
+        }
+
+        return Control("unsubscribed", topic, null);
+    }
+
+    private static async Task SendLoopAsync(WebSocket socket, PushConnection connection, SemaphoreSlim sendLock, CancellationToken cancellationToken)
+    {
+        var reader = connection.Reader;
+        var buffer = new ArrayBufferWriter<byte>(1024);
+        while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (reader.TryRead(out var message))
+            {
+                buffer.ResetWrittenCount();
+                using (var json = new Utf8JsonWriter(buffer))
+                {
+                    WriteMessage(json, message, "message");
+                }
+
+                await SendAsync(socket, sendLock, buffer.WrittenMemory, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        if (connection.Disconnected && socket.State == WebSocketState.Open)
+        {
+            await socket.CloseOutputAsync(WebSocketCloseStatus.PolicyViolation, "Too slow: the push buffer overflowed.", cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task SendAsync(WebSocket socket, SemaphoreSlim sendLock, ReadOnlyMemory<byte> frame, CancellationToken cancellationToken)
+    {
+        await sendLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await socket.SendAsync(frame, WebSocketMessageType.Text, endOfMessage: true, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            sendLock.Release();
+        }
+    }
+
+    private static async Task<ArraySegment<byte>?> ReceiveFrameAsync(WebSocket socket, byte[] buffer, CancellationToken cancellationToken)
+    {
+        var count = 0;
+        while (true)
+        {
+            if (count == buffer.Length)
+            {
+                return new ArraySegment<byte>(Encoding.UTF8.GetBytes("{\"type\":\"oversize\"}"));
+            }
+
+            var result = await socket.ReceiveAsync(new ArraySegment<byte>(buffer, count, buffer.Length - count), cancellationToken).ConfigureAwait(false);
+            if (result.MessageType == WebSocketMessageType.Close)
+            {
+                await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, cancellationToken).ConfigureAwait(false);
+                return null;
+            }
+
+            count += result.Count;
+            if (result.EndOfMessage)
+            {
+                return new ArraySegment<byte>(buffer, 0, count);
+            }
+        }
+    }
+
+    private static byte[] Control(string type, string? topic, string? message)
+    {
+        var buffer = new ArrayBufferWriter<byte>(128);
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("type", type);
+            if (topic is not null)
+            {
+                json.WriteString("topic", topic);
+            }
+
+            if (message is not null)
+            {
+                json.WriteString("message", message);
+            }
+
+            json.WriteEndObject();
+        }
+
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    private static void WriteMessage(Utf8JsonWriter json, PushMessage message, string? type)
+    {
+        json.WriteStartObject();
+        if (type is not null)
+        {
+            json.WriteString("type", type);
+        }
+
+        json.WriteString("topic", message.Topic);
+        json.WriteNumber("id", message.Id);
+        json.WritePropertyName("data");
+        json.WriteRawValue(message.Data.Span, skipInputValidation: true);
+        json.WriteEndObject();
+    }
+
+    private static void WriteEvent(IBufferWriter<byte> writer, PushMessage message)
+    {
+        writer.Write(SseId);
+        writer.Write(Encoding.ASCII.GetBytes(message.Id.ToString(CultureInfo.InvariantCulture)));
+        writer.Write(SseEvent);
+        writer.Write(Encoding.UTF8.GetBytes(message.Topic));
+        var data = message.Data.Span;
+
+        // A data field ends at a line break: a payload with line breaks becomes several data lines.
+        while (true)
+        {
+            writer.Write(SseData);
+            var newline = data.IndexOfAny((byte)'\n', (byte)'\r');
+            if (newline < 0)
+            {
+                writer.Write(data);
+                break;
+            }
+
+            writer.Write(data[..newline]);
+            data = data[(newline + 1)..];
+        }
+
+        writer.Write(SseEnd);
+    }
+
+    private static long? LastEventId(HttpRequest request)
+    {
+        var text = request.Headers["Last-Event-ID"].ToString();
+        if (string.IsNullOrEmpty(text))
+        {
+            text = request.Query["lastEventId"].ToString();
+        }
+
+        return long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var id) && id >= 0 ? id : null;
+    }
+
+    private static PushHub Hub(HttpContext context) =>
+        context.RequestServices.GetService<PushHub>()
+        ?? throw new InvalidOperationException("Push endpoints need the gateway's services: call builder.AddGateway() when building the host.");
+}

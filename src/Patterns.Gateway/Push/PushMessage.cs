@@ -1,0 +1,4 @@
+namespace Patterns.Gateway.Push;
+
+/// <summary>One message of a topic as push clients see it: a per-topic event id and the JSON body, serialized once for every client.</summary>
+internal sealed record PushMessage(long Id, string Topic, ReadOnlyMemory<byte> Data);

@@ -1,0 +1,19 @@
+using Microsoft.Extensions.Logging;
+using Patterns.Gateway.Health;
+using Patterns.Gateway.LoadBalancing;
+using Yarp.ReverseProxy;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Patterns.Gateway.Resilience;
+
+/// <summary>YARP's client factory with the gateway's <see cref="ResilienceHandler"/> around each cluster's handler.</summary>
+internal sealed class GatewayForwarderHttpClientFactory(
+    ILogger<ForwarderHttpClientFactory> logger, IServiceProvider services, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, TimeProvider timeProvider)
+    : ForwarderHttpClientFactory(logger)
+{
+    protected override HttpMessageHandler WrapHandler(ForwarderHttpClientContext context, HttpMessageHandler handler)
+    {
+        var lookup = (IProxyStateLookup)services.GetService(typeof(IProxyStateLookup))!;
+        return new ResilienceHandler(context.ClusterId, lookup, balancer, outliers, timeProvider) { InnerHandler = base.WrapHandler(context, handler) };
+    }
+}

@@ -1,0 +1,372 @@
+using System.Net;
+using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Http;
+using Patterns.Gateway.Configuration;
+using Patterns.Gateway.Health;
+using Patterns.Gateway.LoadBalancing;
+using Patterns.Gateway.Telemetry;
+using Polly;
+using Polly.CircuitBreaker;
+using Polly.Hedging;
+using Polly.Retry;
+using Polly.Timeout;
+using Yarp.ReverseProxy;
+using Yarp.ReverseProxy.Model;
+
+namespace Patterns.Gateway.Resilience;
+
+/// <summary>
+/// The outgoing end of one cluster's YARP client: runs each request through the cluster's Polly pipeline (timeout,
+/// retry under a budget or hedging, a circuit breaker per destination) and re-picks the destination for every retry
+/// or hedge, never the one that just failed. Every attempt's outcome feeds outlier detection.
+/// </summary>
+internal sealed class ResilienceHandler(
+    string clusterId, IProxyStateLookup lookup, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, TimeProvider timeProvider)
+    : DelegatingHandler
+{
+    private static readonly ResiliencePropertyKey<Attempts> StateKey = new("Patterns.Gateway.Attempts");
+    private readonly ConditionalWeakTable<ClusterPolicy, Pipelines> _pipelines = new();
+    private readonly ConditionalWeakTable<DestinationState, BreakerSlot> _breakers = new();
+    private readonly RetryBudget _budget = new();
+
+    internal RetryBudget Budget => _budget;
+
+    private WeightedLoadBalancingPolicy Balancer => balancer;
+
+    public static bool IsIdempotent(string method) =>
+        HttpMethods.IsGet(method) || HttpMethods.IsHead(method) || HttpMethods.IsOptions(method) || HttpMethods.IsTrace(method)
+        || HttpMethods.IsPut(method) || HttpMethods.IsDelete(method);
+
+    protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        if (!request.Options.TryGetValue(RequestOptionKeys.HttpContext, out var context)
+            || context.Features.Get<IReverseProxyFeature>() is not { ProxiedDestination: { } destination } feature
+            || !lookup.TryGetCluster(clusterId, out var cluster))
+        {
+            return await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+
+        context.Features.Set(AttemptsRecorded.Instance);
+        var policy = ClusterPolicy.For(cluster.Model.Config);
+        if (!policy.HasResilience)
+        {
+            return await SendOnceAsync(cluster, destination, request, context, cancellationToken).ConfigureAwait(false);
+        }
+
+        var pipelines = _pipelines.GetValue(policy, p => new Pipelines(p, timeProvider));
+        var hedge = pipelines.Hedging is not null && request.Content is null;
+        var attempts = new Attempts(this, context, feature, cluster, policy, request, destination);
+        var resilienceContext = ResilienceContextPool.Shared.Get(cancellationToken);
+        resilienceContext.Properties.Set(StateKey, attempts);
+        _budget.Enter();
+        try
+        {
+            var pipeline = hedge ? pipelines.Hedging! : pipelines.Retry;
+            var response = await pipeline.ExecuteAsync(
+                static (ctx, state) => state.RunAsync(ctx), resilienceContext, attempts).ConfigureAwait(false);
+            if (response.RequestMessage is { } sent && sent.Options.TryGetValue(RequestOptionKeys.Destination, out var winner))
+            {
+                feature.ProxiedDestination = winner;
+            }
+
+            return response;
+        }
+        catch (TimeoutRejectedException) when (!context.RequestAborted.IsCancellationRequested)
+        {
+            return Synthesized(HttpStatusCode.GatewayTimeout, request);
+        }
+        catch (BrokenCircuitException)
+        {
+            return Synthesized(HttpStatusCode.ServiceUnavailable, request);
+        }
+        finally
+        {
+            _budget.Exit();
+            ResilienceContextPool.Shared.Return(resilienceContext);
+        }
+    }
+
+    private async Task<HttpResponseMessage> SendOnceAsync(ClusterState cluster, DestinationState destination, HttpRequestMessage request, HttpContext context, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
+            return response;
+        }
+        catch (Exception) when (!context.RequestAborted.IsCancellationRequested)
+        {
+            outliers.Record(cluster, destination, failure: true);
+            throw;
+        }
+    }
+
+    private static HttpResponseMessage Synthesized(HttpStatusCode status, HttpRequestMessage request) =>
+        new(status) { RequestMessage = request, Content = new ByteArrayContent([]) };
+
+    private static bool IsFailure(Outcome<HttpResponseMessage> outcome, HttpContext context) =>
+        !context.RequestAborted.IsCancellationRequested
+        && (outcome.Exception is HttpRequestException or TimeoutRejectedException or BrokenCircuitException or OperationCanceledException
+            || (outcome.Result is { } r && (int)r.StatusCode >= 500));
+
+    private async ValueTask<HttpResponseMessage> AttemptAsync(Attempts state, DestinationState destination, HttpRequestMessage message, CancellationToken cancellationToken)
+    {
+        message.Options.Set(RequestOptionKeys.Destination, destination);
+        var breaker = state.Policy.Breaker is null && state.Policy.AttemptTimeout is null
+            ? null
+            : _breakers.GetValue(destination, static _ => new BreakerSlot()).For(state.Policy, timeProvider);
+        try
+        {
+            var response = breaker is null
+                ? await base.SendAsync(message, cancellationToken).ConfigureAwait(false)
+                : await breaker.ExecuteAsync(
+                    static (s, ct) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ct)),
+                    (Handler: this, Message: message),
+                    cancellationToken).ConfigureAwait(false);
+            outliers.Record(state.Cluster, destination, (int)response.StatusCode >= 500);
+            return response;
+        }
+        catch (BrokenCircuitException)
+        {
+            throw;
+        }
+        catch (Exception) when (!state.Context.RequestAborted.IsCancellationRequested)
+        {
+            outliers.Record(state.Cluster, destination, failure: true);
+            throw;
+        }
+    }
+
+    private Task<HttpResponseMessage> SendInnerAsync(HttpRequestMessage message, CancellationToken cancellationToken) => base.SendAsync(message, cancellationToken);
+
+    private static Uri Retarget(Uri current, DestinationState from, DestinationState to)
+    {
+        var text = current.AbsoluteUri;
+        var oldPrefix = from.Model.Config.Address.TrimEnd('/');
+        var suffix = text.StartsWith(oldPrefix, StringComparison.OrdinalIgnoreCase) ? text[oldPrefix.Length..] : current.PathAndQuery;
+        return new Uri(to.Model.Config.Address.TrimEnd('/') + suffix, UriKind.Absolute);
+    }
+
+    /// <summary>One request's attempts: which destinations were tried, and how to send the next one.</summary>
+    private sealed class Attempts(
+        ResilienceHandler handler, HttpContext context, IReverseProxyFeature feature, ClusterState cluster, ClusterPolicy policy,
+        HttpRequestMessage request, DestinationState first)
+    {
+        private readonly Lock _lock = new();
+        private readonly DestinationState _first = first;
+        private readonly List<DestinationState> _inUse = [first];
+        private DestinationState _last = first;
+        private DestinationState? _next;
+        private int _count;
+
+        public HttpContext Context => context;
+
+        public ClusterState Cluster => cluster;
+
+        public ClusterPolicy Policy => policy;
+
+        /// <summary>The primary attempt and every retry: the first goes where YARP's balancer sent it, a retry to the destination chosen when it was allowed.</summary>
+        public async ValueTask<HttpResponseMessage> RunAsync(ResilienceContext resilienceContext)
+        {
+            var retry = Interlocked.Increment(ref _count) > 1 && _next is not null;
+            var destination = _last;
+            if (retry)
+            {
+                destination = _next!;
+                request.RequestUri = Retarget(request.RequestUri!, _last, destination);
+                if (context.Features.Get<BufferedBody>() is { } body && request.Content is { } old)
+                {
+                    var content = new ByteArrayContent(body.Bytes);
+                    foreach (var header in old.Headers)
+                    {
+                        content.Headers.TryAddWithoutValidation(header.Key, header.Value);
+                    }
+
+                    request.Content = content;
+                }
+
+                _last = destination;
+                _next = null;
+                feature.ProxiedDestination = destination;
+                GatewayTelemetry.Retries.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId));
+            }
+
+            try
+            {
+                return await handler.AttemptAsync(this, destination, request, resilienceContext.CancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                if (retry)
+                {
+                    handler._budget.Release();
+                }
+            }
+        }
+
+        /// <summary>Decides whether a failed attempt is retried: an idempotent request whose body can be sent again, another destination, and room in the budget.</summary>
+        public bool TryPlanRetry()
+        {
+            if (!IsIdempotent(context.Request.Method) || (request.Content is not null && context.Features.Get<BufferedBody>() is null))
+            {
+                return false;
+            }
+
+            var next = handler.Balancer.Pick(context, cluster, cluster.DestinationsState.AvailableDestinations, _last)
+                ?? handler.Balancer.Pick(context, cluster, cluster.DestinationsState.AllDestinations, _last);
+            if (next is null || !handler._budget.TryAcquire(policy.RetryBudgetPercent, policy.RetryMinConcurrency))
+            {
+                return false;
+            }
+
+            _next = next;
+            return true;
+        }
+
+        /// <summary>A hedged attempt: a copy of the bodiless request to a destination no other attempt of this request uses.</summary>
+        public async ValueTask<Outcome<HttpResponseMessage>> HedgeAsync(ResilienceContext resilienceContext)
+        {
+            DestinationState? destination;
+            lock (_lock)
+            {
+                destination = null;
+                foreach (var candidate in cluster.DestinationsState.AvailableDestinations)
+                {
+                    if (!_inUse.Contains(candidate) && WeightedLoadBalancingPolicy.WeightOf(candidate, null) > 0)
+                    {
+                        destination = candidate;
+                        break;
+                    }
+                }
+
+                if (destination is not null)
+                {
+                    _inUse.Add(destination);
+                }
+            }
+
+            if (destination is null)
+            {
+                return Outcome.FromException<HttpResponseMessage>(new HttpRequestException($"No other destination of cluster '{cluster.ClusterId}' is available for a hedged attempt."));
+            }
+
+            GatewayTelemetry.Hedges.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId));
+            using var copy = new HttpRequestMessage(request.Method, Retarget(request.RequestUri!, _first, destination))
+            {
+                Version = request.Version,
+                VersionPolicy = request.VersionPolicy,
+            };
+            foreach (var header in request.Headers)
+            {
+                copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
+            }
+
+            try
+            {
+                return Outcome.FromResult(await handler.AttemptAsync(this, destination, copy, resilienceContext.CancellationToken).ConfigureAwait(false));
+            }
+            catch (Exception ex)
+            {
+                return Outcome.FromException<HttpResponseMessage>(ex);
+            }
+        }
+    }
+
+    /// <summary>The Polly pipelines of one cluster policy.</summary>
+    private sealed class Pipelines
+    {
+        public Pipelines(ClusterPolicy policy, TimeProvider timeProvider)
+        {
+            var retry = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+            if (policy.Timeout is { } total)
+            {
+                retry.AddTimeout(total);
+            }
+
+            if (policy.MaxRetries > 0)
+            {
+                retry.AddRetry(new RetryStrategyOptions<HttpResponseMessage>
+                {
+                    MaxRetryAttempts = policy.MaxRetries,
+                    Delay = TimeSpan.Zero,
+                    BackoffType = DelayBackoffType.Constant,
+                    UseJitter = false,
+                    ShouldHandle = static args =>
+                    {
+                        var state = args.Context.Properties.GetValue(StateKey, null!);
+                        return new ValueTask<bool>(IsFailure(args.Outcome, state.Context) && state.TryPlanRetry());
+                    },
+                });
+            }
+
+            Retry = retry.Build();
+            if (policy.HedgingDelay is { } delay)
+            {
+                var hedging = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+                if (policy.Timeout is { } t)
+                {
+                    hedging.AddTimeout(t);
+                }
+
+                hedging.AddHedging(new HedgingStrategyOptions<HttpResponseMessage>
+                {
+                    MaxHedgedAttempts = policy.MaxHedges,
+                    Delay = delay,
+                    ShouldHandle = static args => new ValueTask<bool>(IsFailure(args.Outcome, args.Context.Properties.GetValue(StateKey, null!).Context)),
+                    ActionGenerator = static args =>
+                    {
+                        var state = args.PrimaryContext.Properties.GetValue(StateKey, null!);
+                        var actionContext = args.ActionContext;
+                        return () => state.HedgeAsync(actionContext);
+                    },
+                });
+                Hedging = hedging.Build();
+            }
+        }
+
+        public ResiliencePipeline<HttpResponseMessage> Retry { get; }
+
+        public ResiliencePipeline<HttpResponseMessage>? Hedging { get; }
+    }
+
+    /// <summary>One destination's breaker and attempt timeout, rebuilt when the cluster's policy changes.</summary>
+    private sealed class BreakerSlot
+    {
+        private ClusterPolicy? _policy;
+        private ResiliencePipeline<HttpResponseMessage>? _pipeline;
+
+        public ResiliencePipeline<HttpResponseMessage> For(ClusterPolicy policy, TimeProvider timeProvider)
+        {
+            var pipeline = _pipeline;
+            if (ReferenceEquals(_policy, policy) && pipeline is not null)
+            {
+                return pipeline;
+            }
+
+            var builder = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+            if (policy.Breaker is { } b)
+            {
+                builder.AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
+                {
+                    FailureRatio = b.FailureRatio,
+                    MinimumThroughput = b.MinimumThroughput,
+                    SamplingDuration = b.SamplingDuration,
+                    BreakDuration = b.BreakDuration,
+                    ShouldHandle = static args => new ValueTask<bool>(
+                        args.Outcome.Exception is HttpRequestException or TimeoutRejectedException
+                        || (args.Outcome.Result is { } r && (int)r.StatusCode >= 500)),
+                });
+            }
+
+            if (policy.AttemptTimeout is { } attempt)
+            {
+                builder.AddTimeout(attempt);
+            }
+
+            pipeline = builder.Build();
+            _pipeline = pipeline;
+            _policy = policy;
+            return pipeline;
+        }
+    }
+}

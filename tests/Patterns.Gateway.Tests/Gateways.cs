@@ -1,0 +1,90 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Yarp.ReverseProxy.Configuration;
+
+namespace Patterns.Gateway.Tests;
+
+/// <summary>Builds gateways for tests, from configuration or from code.</summary>
+internal static class Gateways
+{
+    public static Task<KestrelHost> FromConfigAsync(IConfiguration configuration, TimeProvider? time = null, Action<WebApplicationBuilder>? services = null, Action<WebApplication>? app = null) =>
+        KestrelHost.StartAsync(
+            b =>
+            {
+                if (time is not null)
+                {
+                    b.Services.AddSingleton(time);
+                }
+
+                b.AddGateway(g => g.LoadFromConfig(configuration));
+                services?.Invoke(b);
+            },
+            a =>
+            {
+                app?.Invoke(a);
+                a.MapGateway();
+            });
+
+    public static Task<KestrelHost> FromCodeAsync(IReadOnlyList<RouteConfig> routes, IReadOnlyList<ClusterConfig> clusters, TimeProvider? time = null, Action<WebApplicationBuilder>? services = null, Action<WebApplication>? app = null) =>
+        KestrelHost.StartAsync(
+            b =>
+            {
+                if (time is not null)
+                {
+                    b.Services.AddSingleton(time);
+                }
+
+                b.AddGateway(g => g.LoadFromMemory(routes, clusters));
+                services?.Invoke(b);
+            },
+            a =>
+            {
+                app?.Invoke(a);
+                a.MapGateway();
+            });
+
+    /// <summary>One catch-all route to one cluster of the given backends.</summary>
+    public static (RouteConfig[] Routes, ClusterConfig[] Clusters) OneCluster(
+        IDictionary<string, string>? metadata, string? loadBalancing, params (Backend Backend, int? Weight)[] destinations)
+    {
+        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
+        var cluster = new ClusterConfig
+        {
+            ClusterId = "c",
+            LoadBalancingPolicy = loadBalancing,
+            Metadata = metadata?.AsReadOnly(),
+            HealthCheck = metadata is not null && metadata.Keys.Any(k => k.StartsWith("Patterns.Outlier", StringComparison.Ordinal))
+                ? new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } }
+                : null,
+            Destinations = destinations.ToDictionary(
+                d => d.Backend.Name,
+                d => new DestinationConfig
+                {
+                    Address = d.Backend.Address,
+                    Metadata = d.Weight is { } w ? new Dictionary<string, string> { [GatewayMetadata.Weight] = w.ToString(System.Globalization.CultureInfo.InvariantCulture) } : null,
+                }),
+        };
+        return ([route], [cluster]);
+    }
+
+    /// <summary>Sends requests until <paramref name="done"/> holds for an answer or the attempts run out (a configuration reload applies asynchronously).</summary>
+    public static async Task<string> EventuallyAsync(HttpClient client, string path, Func<string, bool> done, int attempts = 500)
+    {
+        var last = string.Empty;
+        for (var i = 0; i < attempts; i++)
+        {
+            using var response = await client.GetAsync(path, TestContext.Current.CancellationToken);
+            last = await response.Content.ReadAsStringAsync(TestContext.Current.CancellationToken);
+            if (done(last))
+            {
+                return last;
+            }
+
+            await Task.Yield();
+        }
+
+        throw new Xunit.Sdk.XunitException($"The condition did not hold within {attempts} requests; last answer: '{last}'.");
+    }
+}

@@ -1,0 +1,164 @@
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+using Yarp.ReverseProxy;
+using Yarp.ReverseProxy.Model;
+
+namespace Patterns.Gateway.Tests;
+
+public sealed class OutlierDetectionTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task ConsecutiveFailures_EjectsThenReadmitsWithGrowingEjectionTime()
+    {
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        await using var bad = await Backend.StartAsync("bad", c => { c.Response.StatusCode = 500; return Task.CompletedTask; });
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.OutlierConsecutiveFailures] = "3",
+                [GatewayMetadata.OutlierBaseEjectionTime] = "00:00:30",
+                [GatewayMetadata.OutlierMaxEjectionPercent] = "50",
+            },
+            GatewayPolicies.Weighted, (good, null), (bad, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var cluster = Cluster(gateway);
+        var badState = cluster.DestinationsState.AllDestinations.Single(d => d.DestinationId == "bad");
+
+        await Send(gateway.Client, 6);
+        bad.Hits.Should().Be(3);
+        Waits.Until(() => cluster.DestinationsState.AvailableDestinations.Count == 1, "bad is ejected");
+        badState.Health.Passive.Should().Be(DestinationHealth.Unhealthy);
+
+        await Send(gateway.Client, 10);
+        bad.Hits.Should().Be(3, "an ejected destination gets no traffic");
+
+        time.Advance(TimeSpan.FromSeconds(29));
+        cluster.DestinationsState.AvailableDestinations.Should().HaveCount(1);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Waits.Until(() => cluster.DestinationsState.AvailableDestinations.Count == 2, "bad is re-admitted after 30 s");
+
+        await Send(gateway.Client, 6);
+        bad.Hits.Should().Be(6);
+        Waits.Until(() => cluster.DestinationsState.AvailableDestinations.Count == 1, "bad is ejected a second time");
+
+        // The second ejection lasts twice the base time.
+        time.Advance(TimeSpan.FromSeconds(30));
+        await Task.Yield();
+        badState.Health.Passive.Should().Be(DestinationHealth.Unhealthy);
+        time.Advance(TimeSpan.FromSeconds(30));
+        Waits.Until(() => cluster.DestinationsState.AvailableDestinations.Count == 2, "bad is re-admitted after 60 s");
+    }
+
+    [Fact]
+    public async Task FailureRate_HalfOfRequestsFail_Ejected()
+    {
+        var time = new FakeTimeProvider();
+        var flip = 0;
+        await using var good = await Backend.StartAsync("good");
+        await using var flaky = await Backend.StartAsync("flaky", c =>
+        {
+            c.Response.StatusCode = Interlocked.Increment(ref flip) % 2 == 0 ? 503 : 200;
+            return Task.CompletedTask;
+        });
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.OutlierFailureRate] = "0.5",
+                [GatewayMetadata.OutlierMinimumRequests] = "4",
+                [GatewayMetadata.OutlierInterval] = "00:01:00",
+            },
+            GatewayPolicies.Weighted, (good, null), (flaky, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var cluster = Cluster(gateway);
+
+        await Send(gateway.Client, 6);
+        cluster.DestinationsState.AllDestinations.Single(d => d.DestinationId == "flaky").Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "2 failures in 3 requests are below the minimum of 4");
+        await Send(gateway.Client, 2);
+
+        Waits.Until(() => cluster.DestinationsState.AvailableDestinations.Count == 1, "flaky is ejected at 2 failures in 4");
+        cluster.DestinationsState.AvailableDestinations.Single().DestinationId.Should().Be("good");
+    }
+
+    [Fact]
+    public async Task MaxEjectionPercent_AllDestinationsFail_OnlyTheCapIsEjected()
+    {
+        var time = new FakeTimeProvider();
+        Func<HttpContext, Task> fail = c => { c.Response.StatusCode = 502; return Task.CompletedTask; };
+        await using var a = await Backend.StartAsync("a", fail);
+        await using var b = await Backend.StartAsync("b", fail);
+        await using var c = await Backend.StartAsync("c", fail);
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.OutlierConsecutiveFailures] = "2",
+                [GatewayMetadata.OutlierMaxEjectionPercent] = "34",
+            },
+            GatewayPolicies.Weighted, (a, null), (b, null), (c, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var cluster = Cluster(gateway);
+
+        await Send(gateway.Client, 6);
+        Waits.Until(() => cluster.DestinationsState.AvailableDestinations.Count == 2, "one destination is ejected");
+        await Send(gateway.Client, 20);
+
+        cluster.DestinationsState.AllDestinations.Count(d => d.Health.Passive == DestinationHealth.Unhealthy).Should().Be(1);
+        cluster.DestinationsState.AvailableDestinations.Should().HaveCount(2);
+    }
+
+    [Fact]
+    public async Task TransportError_CountsAsFailure()
+    {
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        var deadAddress = await DeadAddressAsync();
+        var route = new Yarp.ReverseProxy.Configuration.RouteConfig { RouteId = "r", ClusterId = "c", Match = new() { Path = "{**rest}" } };
+        var cluster = new Yarp.ReverseProxy.Configuration.ClusterConfig
+        {
+            ClusterId = "c",
+            LoadBalancingPolicy = GatewayPolicies.Weighted,
+            Metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "2" },
+            HealthCheck = new() { Passive = new() { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
+            Destinations = new Dictionary<string, Yarp.ReverseProxy.Configuration.DestinationConfig>
+            {
+                ["good"] = new() { Address = good.Address },
+                ["dead"] = new() { Address = deadAddress },
+            },
+        };
+        await using var gateway = await Gateways.FromCodeAsync([route], [cluster], time);
+        var state = Cluster(gateway);
+
+        await Send(gateway.Client, 4);
+
+        Waits.Until(() => state.DestinationsState.AvailableDestinations.Count == 1, "the unreachable destination is ejected");
+        state.DestinationsState.AvailableDestinations.Single().DestinationId.Should().Be("good");
+    }
+
+    /// <summary>An address on which nothing listens: a port that was free a moment ago.</summary>
+    internal static async Task<string> DeadAddressAsync()
+    {
+        await Task.Yield();
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return $"http://127.0.0.1:{port}";
+    }
+
+    internal static ClusterState Cluster(KestrelHost gateway)
+    {
+        gateway.Services.GetRequiredService<IProxyStateLookup>().TryGetCluster("c", out var cluster).Should().BeTrue();
+        return cluster!;
+    }
+
+    internal static async Task Send(HttpClient client, int count)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            using var response = await client.GetAsync("/x", Ct);
+        }
+    }
+}

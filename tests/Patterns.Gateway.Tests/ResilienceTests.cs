@@ -1,0 +1,261 @@
+using System.Net;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Time.Testing;
+using Patterns.Gateway.Resilience;
+
+namespace Patterns.Gateway.Tests;
+
+public sealed class ResilienceTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private static Task Unavailable(HttpContext c)
+    {
+        c.Response.StatusCode = 503;
+        return Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task Retry_IdempotentRequestTo503Destination_SucceedsOnAnotherDestination()
+    {
+        await using var a = await Backend.StartAsync("a");
+        await using var b = await Backend.StartAsync("b");
+        await using var bad = await Backend.StartAsync("bad", Unavailable);
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1" }, GatewayPolicies.Weighted, (a, null), (b, null), (bad, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        var statuses = new List<HttpStatusCode>();
+        for (var i = 0; i < 30; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            statuses.Add(response.StatusCode);
+        }
+
+        statuses.Should().AllBeEquivalentTo(HttpStatusCode.OK);
+        bad.Hits.Should().Be(10);
+        (a.Hits + b.Hits).Should().Be(30);
+    }
+
+    [Fact]
+    public async Task Retry_NeverTheSameDestinationTwiceInARow()
+    {
+        await using var good = await Backend.StartAsync("good");
+        await using var bad = await Backend.StartAsync("bad", Unavailable);
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "3" }, GatewayPolicies.Weighted, (good, null), (bad, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        for (var i = 0; i < 20; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        bad.Hits.Should().Be(10, "each request balanced to bad is retried once, on good");
+        good.Hits.Should().Be(20);
+    }
+
+    [Fact]
+    public async Task Retry_PostIsNotIdempotent_FailureReachesClient()
+    {
+        await using var bad = await Backend.StartAsync("bad", Unavailable);
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "2" }, GatewayPolicies.Weighted, (bad, null), (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        using var response = await gateway.Client.PostAsync("/x", new StringContent("order"), Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        bad.Hits.Should().Be(1);
+        good.Hits.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Retry_PutWithBodyWithinLimit_ReplaysBodyOnAnotherDestination()
+    {
+        await using var bad = await Backend.StartAsync("bad", Unavailable);
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1", [GatewayMetadata.RetryMaxBufferedBodyBytes] = "100" },
+            GatewayPolicies.Weighted, (bad, null), (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        using var response = await gateway.Client.PutAsync("/items/1", new StringContent("{\"name\":\"lamp\"}"), Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await response.Content.ReadAsStringAsync(Ct)).Should().Be("good");
+        bad.Received.Single().Body.Should().Be("{\"name\":\"lamp\"}");
+        good.Received.Single().Body.Should().Be("{\"name\":\"lamp\"}");
+        good.Received.Single().Path.Should().Be("/items/1");
+    }
+
+    [Fact]
+    public async Task Retry_PutWithBodyOverLimit_SentOnceAndFailureReachesClient()
+    {
+        await using var bad = await Backend.StartAsync("bad", Unavailable);
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1", [GatewayMetadata.RetryMaxBufferedBodyBytes] = "8" },
+            GatewayPolicies.Weighted, (bad, null), (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        using var response = await gateway.Client.PutAsync("/items/1", new StringContent("a body longer than eight bytes"), Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        bad.Received.Single().Body.Should().Be("a body longer than eight bytes");
+        good.Hits.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Retry_BudgetExhausted_FailureReachesClient()
+    {
+        await using var bad = await Backend.StartAsync("bad", Unavailable);
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.RetryMaxRetries] = "1",
+                [GatewayMetadata.RetryBudgetPercent] = "20",
+                [GatewayMetadata.RetryMinConcurrency] = "0",
+            },
+            GatewayPolicies.Weighted, (bad, null), (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        // One request at a time: 20% of one active request allows no retry in flight.
+        using var response = await gateway.Client.GetAsync("/x", Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        good.Hits.Should().Be(0);
+    }
+
+    [Fact]
+    public void RetryBudget_AllowsShareOfActiveRequestsWithFloor()
+    {
+        var budget = new RetryBudget();
+        for (var i = 0; i < 10; i++)
+        {
+            budget.Enter();
+        }
+
+        budget.TryAcquire(20, 0).Should().BeTrue();
+        budget.TryAcquire(20, 0).Should().BeTrue();
+        budget.TryAcquire(20, 0).Should().BeFalse("20% of 10 active requests is 2 retries in flight");
+        budget.Release();
+        budget.TryAcquire(20, 0).Should().BeTrue();
+        budget.TryAcquire(20, 3).Should().BeTrue("the floor of 3 allows a third");
+        budget.TryAcquire(20, 3).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task Hedging_SlowPrimary_SecondDestinationAnswersAfterDelay()
+    {
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var slow = await Backend.StartAsync("slow", async c =>
+        {
+            arrived.TrySetResult();
+            await release.Task.WaitAsync(c.RequestAborted);
+            await c.Response.WriteAsync("slow");
+        });
+        await using var fast = await Backend.StartAsync("fast");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.HedgingDelay] = "00:00:01" }, GatewayPolicies.Weighted, (slow, null), (fast, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+
+        var call = gateway.Client.GetStringAsync("/x", Ct);
+        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        fast.Hits.Should().Be(0);
+
+        // Polly arms the hedging delay on its own thread, possibly just after the request reached the backend:
+        // advance virtual time until the hedge has been sent.
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), call);
+        var body = await call.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        release.TrySetResult();
+
+        body.Should().Be("fast");
+        slow.Hits.Should().Be(1);
+        fast.Hits.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task CircuitBreaker_OpensPerDestination_ThenLetsOneTrialThrough()
+    {
+        var time = new FakeTimeProvider();
+        await using var bad = await Backend.StartAsync("bad", c => { c.Response.StatusCode = 500; return Task.CompletedTask; });
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.RetryMaxRetries] = "1",
+                [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
+                [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
+                [GatewayMetadata.CircuitBreakerBreakDuration] = "00:00:05",
+            },
+            GatewayPolicies.Weighted, (bad, null), (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+
+        for (var i = 0; i < 20; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        bad.Hits.Should().Be(2, "the circuit opened after two failures; later attempts fail fast and go to good");
+        time.Advance(TimeSpan.FromSeconds(5));
+        for (var i = 0; i < 4; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        bad.Hits.Should().Be(3, "one trial request goes through the half-open circuit and fails, so it opens again");
+    }
+
+    [Fact]
+    public async Task AttemptTimeout_SlowDestination_RetriedElsewhere()
+    {
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var slow = await Backend.StartAsync("slow", async c =>
+        {
+            arrived.TrySetResult();
+            await Task.Delay(Timeout.Infinite, c.RequestAborted);
+        });
+        await using var fast = await Backend.StartAsync("fast");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1", [GatewayMetadata.AttemptTimeout] = "00:00:02" },
+            GatewayPolicies.Weighted, (slow, null), (fast, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+
+        var call = gateway.Client.GetStringAsync("/x", Ct);
+        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(2), call);
+
+        (await call.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().Be("fast");
+    }
+
+    [Fact]
+    public async Task Timeout_NoRetry_Answers504()
+    {
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var slow = await Backend.StartAsync("slow", async c =>
+        {
+            arrived.TrySetResult();
+            await Task.Delay(Timeout.Infinite, c.RequestAborted);
+        });
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.Timeout] = "00:00:03" }, GatewayPolicies.Weighted, (slow, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+
+        var call = gateway.Client.GetAsync("/x", Ct);
+        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
+        using var response = await call.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.GatewayTimeout);
+    }
+}

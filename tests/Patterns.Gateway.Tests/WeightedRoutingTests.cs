@@ -1,0 +1,188 @@
+using System.Security.Claims;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Patterns.Gateway.LoadBalancing;
+using Yarp.ReverseProxy;
+using Yarp.ReverseProxy.Model;
+
+namespace Patterns.Gateway.Tests;
+
+public sealed class WeightedRoutingTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task PickDestination_90To10Over20000Requests_SplitWithinHalfAPoint()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (v1, 90), (v2, 10));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+        var (policy, cluster) = Resolve(gateway);
+
+        var counts = Pick(policy, cluster, 20_000, _ => new DefaultHttpContext());
+
+        Share(counts, "v1").Should().BeApproximately(90.0, 0.5);
+        counts["v1"].Should().Be(18_000, "smooth weighted round robin is exact over whole cycles");
+    }
+
+    [Fact]
+    public async Task PickDestination_StickyByHeader_SplitWithinHalfAPointAndEachKeyKeepsItsDestination()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RoutingKey] = "header:X-User" }, GatewayPolicies.Weighted, (v1, 90), (v2, 10));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+        var (policy, cluster) = Resolve(gateway);
+
+        var first = new Dictionary<int, string>();
+        var counts = Pick(policy, cluster, 20_000, i => User(i), (i, d) => first[i] = d);
+        var again = Pick(policy, cluster, 20_000, i => User(i), (i, d) => d.Should().Be(first[i], $"user {i} is sticky"));
+
+        Share(counts, "v1").Should().BeApproximately(90.0, 0.5);
+        again.Should().BeEquivalentTo(counts);
+
+        // 90/10 → 50/50: a key already on v2 stays on v2 (consistent hashing moves only keys that must move).
+        gateway.Services.GetRequiredService<DestinationWeights>().Set("c", new Dictionary<string, int> { ["v1"] = 50, ["v2"] = 50 });
+        var moved = 0;
+        var half = Pick(policy, cluster, 20_000, i => User(i), (i, d) =>
+        {
+            if (first[i] == "v2")
+            {
+                d.Should().Be("v2");
+            }
+
+            if (d != first[i])
+            {
+                moved++;
+            }
+        });
+        Share(half, "v1").Should().BeApproximately(50.0, 1.0);
+        moved.Should().Be(half["v2"] - counts["v2"], "only keys moving from v1 to v2 change destination");
+
+        static HttpContext User(int i)
+        {
+            var context = new DefaultHttpContext();
+            context.Request.Headers["X-User"] = $"user-{i}";
+            return context;
+        }
+    }
+
+    [Fact]
+    public async Task PickDestination_StickyByCookieAndClaim_SameKeySameDestination()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        var (cookieRoutes, cookieClusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RoutingKey] = "cookie:session" }, GatewayPolicies.Weighted, (v1, 50), (v2, 50));
+        await using var byCookie = await Gateways.FromCodeAsync(cookieRoutes, cookieClusters);
+        var (claimRoutes, claimClusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RoutingKey] = "claim:sub" }, GatewayPolicies.Weighted, (v1, 50), (v2, 50));
+        await using var byClaim = await Gateways.FromCodeAsync(claimRoutes, claimClusters);
+
+        for (var i = 0; i < 50; i++)
+        {
+            var cookie = new HashSet<string>();
+            for (var r = 0; r < 10; r++)
+            {
+                cookie.Add(await RoutingTests.Send(byCookie.Client, HttpMethod.Get, "/x", ("Cookie", $"session=s{i}")));
+            }
+
+            cookie.Should().ContainSingle($"session s{i} is sticky");
+        }
+
+        var (policy, cluster) = Resolve(byClaim);
+        var counts = Pick(policy, cluster, 2_000, i => Claim(i % 100));
+        counts.Values.Sum().Should().Be(2_000);
+        var perKey = Enumerable.Range(0, 100).Select(k => policy.PickDestination(Claim(k), cluster, cluster.DestinationsState.AvailableDestinations)!.DestinationId).ToArray();
+        Enumerable.Range(0, 100).Select(k => policy.PickDestination(Claim(k), cluster, cluster.DestinationsState.AvailableDestinations)!.DestinationId)
+            .Should().Equal(perKey);
+        perKey.Should().Contain("v1").And.Contain("v2");
+
+        static HttpContext Claim(int i) => new DefaultHttpContext { User = new ClaimsPrincipal(new ClaimsIdentity([new Claim("sub", $"subject-{i}")], "test")) };
+    }
+
+    [Fact]
+    public async Task Gateway_90To10_EndToEndSplitIsExactAndLiveReweightApplies()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (v1, 90), (v2, 10));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        await SendMany(gateway.Client, 1_000);
+        v1.Hits.Should().Be(900);
+        v2.Hits.Should().Be(100);
+
+        gateway.Services.GetRequiredService<DestinationWeights>().Set("c", new Dictionary<string, int> { ["v1"] = 50, ["v2"] = 50 });
+        await SendMany(gateway.Client, 1_000);
+        (v1.Hits - 900).Should().BeInRange(499, 501);
+        (v2.Hits - 100).Should().BeInRange(499, 501);
+
+        // Blue-green: everything to v2.
+        gateway.Services.GetRequiredService<DestinationWeights>().Set("c", new Dictionary<string, int> { ["v1"] = 0, ["v2"] = 1 });
+        var before = v1.Hits;
+        await SendMany(gateway.Client, 100);
+        v1.Hits.Should().Be(before);
+    }
+
+    [Fact]
+    public async Task Gateway_WeightChangedInConfiguration_NewSplitAppliesWithoutRestart()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Clusters:c:LoadBalancingPolicy"] = "Weighted",
+            ["Clusters:c:Destinations:v1:Address"] = v1.Address,
+            ["Clusters:c:Destinations:v1:Metadata:Weight"] = "95",
+            ["Clusters:c:Destinations:v2:Address"] = v2.Address,
+            ["Clusters:c:Destinations:v2:Metadata:Weight"] = "5",
+        }).Build();
+        await using var gateway = await Gateways.FromConfigAsync(config);
+        await SendMany(gateway.Client, 100);
+        v2.Hits.Should().Be(5);
+
+        config["Clusters:c:Destinations:v1:Metadata:Weight"] = "0";
+        config.Reload();
+        await Gateways.EventuallyAsync(gateway.Client, "/x", body => body == "v2");
+        var before = v1.Hits;
+        await SendMany(gateway.Client, 50);
+
+        v1.Hits.Should().Be(before);
+    }
+
+    private static async Task SendMany(HttpClient client, int count)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            using var response = await client.GetAsync("/x", Ct);
+            response.EnsureSuccessStatusCode();
+        }
+    }
+
+    private static (WeightedLoadBalancingPolicy Policy, ClusterState Cluster) Resolve(KestrelHost gateway)
+    {
+        gateway.Services.GetRequiredService<IProxyStateLookup>().TryGetCluster("c", out var cluster).Should().BeTrue();
+        return (gateway.Services.GetRequiredService<WeightedLoadBalancingPolicy>(), cluster!);
+    }
+
+    private static Dictionary<string, int> Pick(WeightedLoadBalancingPolicy policy, ClusterState cluster, int count, Func<int, HttpContext> context, Action<int, string>? each = null)
+    {
+        var counts = new Dictionary<string, int> { ["v1"] = 0, ["v2"] = 0 };
+        for (var i = 0; i < count; i++)
+        {
+            var chosen = policy.PickDestination(context(i), cluster, cluster.DestinationsState.AvailableDestinations)!.DestinationId;
+            counts[chosen]++;
+            each?.Invoke(i, chosen);
+        }
+
+        return counts;
+    }
+
+    private static double Share(Dictionary<string, int> counts, string destination) => 100.0 * counts[destination] / counts.Values.Sum();
+}
