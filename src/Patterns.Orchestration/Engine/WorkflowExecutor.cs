@@ -307,8 +307,9 @@ internal sealed partial class WorkflowExecutor
         }
         else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && _operations.Count == 0 && _signalWaiters.Count == 0 && _conditions.Count == 0)
         {
-            _scheduler.ReportEscape("the workflow is waiting for a task that is not a workflow operation (Task.Delay, Task.Run, I/O or a " +
-                "TaskCompletionSource); await ctx.DelayAsync, activities, signals or ctx.WaitConditionAsync instead");
+            _scheduler.ReportEscape("the workflow is waiting for a task that is not a workflow operation, or resumed off its scheduler " +
+                "(Task.Delay, Task.Run, I/O, a TaskCompletionSource, or ConfigureAwait(false)); await ctx.DelayAsync, activities, signals or " +
+                "ctx.WaitConditionAsync, and never use ConfigureAwait(false) in workflow code");
         }
     }
 

@@ -71,7 +71,7 @@ internal sealed partial class WorkflowRuntime
                     break;
                 case { Kind: HistoryEventKind.ContinuedAsNew } next:
                     updated.Run = executor.Run + 1;
-                    updated.NextInput = next.Payload;
+                    updated.NextInput = next.Payload ?? [];
                     updated.CustomStatus = null;
                     break;
             }

@@ -6,12 +6,19 @@ namespace Patterns.Orchestration.Runtime;
 internal sealed partial class WorkflowRuntime
 {
     /// <summary>Applies an activity's outcome to its instance; completes once it is committed (then the result message is acknowledged).</summary>
-    public Task DeliverResultAsync(ActivityResult result, CancellationToken cancellationToken)
+    public async Task DeliverResultAsync(ActivityResult result, CancellationToken cancellationToken)
     {
         var e = result.Error is null
             ? new HistoryEvent { Kind = HistoryEventKind.ActivityCompleted, Seq = result.Seq, Payload = result.Result }
             : new HistoryEvent { Kind = HistoryEventKind.ActivityFailed, Seq = result.Seq, Error = result.Error, ErrorType = result.ErrorType };
-        return Enqueue(result.InstanceId, new EventItem(e) { Run = result.Run }).WaitAsync(cancellationToken);
+        try
+        {
+            await Enqueue(result.InstanceId, new EventItem(e) { Run = result.Run }).WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is NonDeterminismException or WorkflowDeterminismException)
+        {
+            // The instance is faulted (and says so in its status); resuming it re-sends this activity.
+        }
     }
 
     /// <summary>Applies a correlated message as a signal, once per message id.</summary>

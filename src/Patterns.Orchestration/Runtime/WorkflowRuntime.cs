@@ -180,7 +180,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             if (executor is null)
             {
                 var start = pending.OfType<StartItem>().FirstOrDefault()
-                    ?? (record is { NextInput: not null, ClosedAt: null } next ? new StartItem(next.Type, next.NextInput, next.ParentId, next.ParentSeq) : null);
+                    ?? (record is { NextInput: not null, ClosedAt: null } next ? new StartItem(next.Type, next.NextInput.Length == 0 ? null : next.NextInput, next.ParentId, next.ParentSeq) : null);
                 if (start is null)
                 {
                     await RemoveStaleTimersAsync(slot.InstanceId, pending).ConfigureAwait(false);
@@ -259,6 +259,14 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
             catch (Exception ex) when (ex is NonDeterminismException or WorkflowDeterminismException)
             {
+                if (isNew && record is not null)
+                {
+                    // Nothing of the run is recorded; the summary keeps its input so that a resume starts it again.
+                    record.NextInput = incoming[0].Payload ?? [];
+                    record.Status = WorkflowStatus.Faulted;
+                    await _units.CommitAsync(new UnitOfWork().Upsert(InstanceRecord.Collection, record.Id, Encode(record)), _stopping.Token).ConfigureAwait(false);
+                }
+
                 await FaultAsync(slot, ex, pending).ConfigureAwait(false);
                 return;
             }
@@ -360,7 +368,14 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
         foreach (var item in items)
         {
-            item.Fail(error);
+            if (item is StartItem)
+            {
+                item.Complete(); // the instance exists, faulted: its status says why
+            }
+            else
+            {
+                item.Fail(error);
+            }
         }
     }
 
