@@ -11,6 +11,15 @@ namespace Patterns.Outbox;
 /// </summary>
 internal static class OutboxCodec
 {
+    /// <summary>Builds the outbox message that carries <paramref name="message"/> in <paramref name="envelope"/> (the body serialized apart).</summary>
+    public static Storage.OutboxMessage ToOutboxMessage(string destination, Storage.OutboxMessageKind kind, in Envelope envelope, object message, Serialization.IMessageSerializer serializer)
+    {
+        var body = new ArrayBufferWriter<byte>(256);
+        serializer.Serialize(body, message, message.GetType());
+        var stored = envelope with { Body = null, ContentType = envelope.ContentType ?? serializer.ContentType };
+        return new Storage.OutboxMessage(destination, kind, Encode(stored, body.WrittenSpan)) { PartitionKey = envelope.PartitionKey };
+    }
+
     public static byte[] Encode(in Envelope envelope, ReadOnlySpan<byte> body)
     {
         var header = new ArrayBufferWriter<byte>(256);

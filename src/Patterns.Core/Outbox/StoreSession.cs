@@ -1,4 +1,3 @@
-using System.Buffers;
 using Microsoft.Extensions.DependencyInjection;
 using Patterns.EventSourcing;
 using Patterns.Hosting;
@@ -92,11 +91,6 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
         };
 
     private void Enqueue<TMessage>(string destination, OutboxMessageKind kind, in Envelope envelope, TMessage message)
-        where TMessage : notnull
-    {
-        var body = new ArrayBufferWriter<byte>(256);
-        _serializer.Serialize(body, message, message.GetType());
-        var stored = envelope with { Body = null, ContentType = envelope.ContentType ?? _serializer.ContentType };
-        _work.Enqueue(new OutboxMessage(destination, kind, OutboxCodec.Encode(stored, body.WrittenSpan)) { PartitionKey = envelope.PartitionKey });
-    }
+        where TMessage : notnull =>
+        _work.Enqueue(OutboxCodec.ToOutboxMessage(destination, kind, envelope, message, _serializer));
 }

@@ -1,0 +1,21 @@
+using Patterns.Orchestration.History;
+
+namespace Patterns.Orchestration;
+
+/// <summary>An activity task: travels on the activity queue from the workflow to a worker.</summary>
+/// <param name="InstanceId">The workflow instance.</param>
+/// <param name="Run">The instance's run.</param>
+/// <param name="Seq">The activity's sequence number in the run.</param>
+/// <param name="Activity">The activity's name.</param>
+/// <param name="Input">The serialized input, or null.</param>
+/// <param name="Settings">Timeouts and retries, or null for the defaults.</param>
+public sealed record ActivityTask(string InstanceId, int Run, int Seq, string Activity, byte[]? Input, ActivitySettings? Settings);
+
+/// <summary>An activity's outcome: travels on the result queue from a worker back to the workflow.</summary>
+/// <param name="InstanceId">The workflow instance.</param>
+/// <param name="Run">The instance's run.</param>
+/// <param name="Seq">The activity's sequence number in the run.</param>
+/// <param name="Result">The serialized result, or null.</param>
+/// <param name="Error">The failure's message, or null when it succeeded.</param>
+/// <param name="ErrorType">The failure's exception type name, or null.</param>
+public sealed record ActivityResult(string InstanceId, int Run, int Seq, byte[]? Result, string? Error, string? ErrorType);

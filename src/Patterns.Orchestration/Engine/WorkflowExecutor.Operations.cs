@@ -1,0 +1,340 @@
+using Patterns.Orchestration.History;
+
+namespace Patterns.Orchestration.Engine;
+
+internal sealed partial class WorkflowExecutor
+{
+    /// <summary>Fails the calling code unless it runs on this instance's scheduler.</summary>
+    public void EnsureOnScheduler(string operation)
+    {
+        if (!_scheduler.IsCurrent)
+        {
+            var problem = $"ctx.{operation} was called outside the workflow's scheduler (after ConfigureAwait(false), inside Task.Run, or from another thread)";
+            _scheduler.ReportEscape(problem);
+            throw new WorkflowDeterminismException(InstanceId, problem);
+        }
+    }
+
+    public Task<byte[]?> ScheduleActivity(string name, byte[]? input, ActivitySettings? settings, CancellationToken cancellationToken)
+    {
+        var seq = ++_sequence;
+        var command = Emit(new HistoryEvent { Kind = HistoryEventKind.ActivityScheduled, Task = TaskNumber, Seq = seq, Name = name, Payload = input, Options = settings });
+        return Wait(command, cancellationToken);
+    }
+
+    public Task<byte[]?> StartTimer(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        var seq = ++_sequence;
+        var due = Now + delay;
+        var command = Emit(new HistoryEvent { Kind = HistoryEventKind.TimerStarted, Task = TaskNumber, Seq = seq, At = due.UtcTicks });
+        return Wait(command, cancellationToken);
+    }
+
+    public Task<byte[]?> StartChild(string workflowType, string childId, byte[]? input, CancellationToken cancellationToken)
+    {
+        var seq = ++_sequence;
+        var command = Emit(new HistoryEvent { Kind = HistoryEventKind.ChildStarted, Task = TaskNumber, Seq = seq, Name = workflowType, Id = childId, Payload = input });
+        return Wait(command, cancellationToken);
+    }
+
+    public int PeekNextSequence() => _sequence + 1;
+
+    public Task<byte[]?> RunLocal(string name, Func<CancellationToken, Task<byte[]?>> body)
+    {
+        var seq = ++_sequence;
+        var command = Emit(new HistoryEvent { Kind = HistoryEventKind.LocalActivityCompleted, Task = TaskNumber, Seq = seq, Name = name });
+        var completion = new TaskCompletionSource<byte[]?>();
+        if (IsReplaying)
+        {
+            // The recorded result stands in for running it again.
+            if (command.Error is null)
+            {
+                completion.TrySetResult(command.Payload);
+            }
+            else
+            {
+                completion.TrySetException(new ActivityFailureException(name, command.ErrorType, command.Error));
+            }
+
+            return completion.Task;
+        }
+
+        _operations[seq] = new Operation(command, completion);
+        (_locals ??= []).Add(new LocalActivity(command, body));
+        return completion.Task;
+    }
+
+    public Task<byte[]?> WaitForSignal(string name, CancellationToken cancellationToken)
+    {
+        if (_signals.TryGetValue(name, out var buffered) && buffered.TryDequeue(out var payload))
+        {
+            return Task.FromResult(payload);
+        }
+
+        var waiter = new SignalWaiter(name, new TaskCompletionSource<byte[]?>());
+        _signalWaiters.Add(waiter);
+        if (cancellationToken.CanBeCanceled)
+        {
+            cancellationToken.Register(() =>
+            {
+                if (_signalWaiters.Remove(waiter))
+                {
+                    waiter.Completion.TrySetCanceled(cancellationToken);
+                }
+            });
+        }
+
+        return waiter.Completion.Task;
+    }
+
+    /// <summary>Stops waiting for a signal (its timeout fired); a signal arriving later is buffered for the next wait.</summary>
+    public void AbandonSignalWait(Task<byte[]?> wait)
+    {
+        var index = _signalWaiters.FindIndex(w => w.Completion.Task == wait);
+        if (index >= 0)
+        {
+            _signalWaiters.RemoveAt(index);
+        }
+    }
+
+    public Task WaitCondition(Func<bool> condition, CancellationToken cancellationToken)
+    {
+        if (condition())
+        {
+            return Task.CompletedTask;
+        }
+
+        var done = new TaskCompletionSource();
+        var entry = (condition, done);
+        _conditions.Add(entry);
+        if (cancellationToken.CanBeCanceled)
+        {
+            cancellationToken.Register(() =>
+            {
+                if (_conditions.Remove(entry))
+                {
+                    done.TrySetCanceled(cancellationToken);
+                }
+            });
+        }
+
+        return done.Task;
+    }
+
+    public void SetQuery(string name, Func<(object? Value, Type Type)> handler) => _queries[name] = handler;
+
+    public void SetUpdate(string name, Type argumentType, Func<object?, Task<(object? Value, Type Type)>> handler) => _updates[name] = (argumentType, handler);
+
+    public void SetCustomStatus(byte[]? status)
+    {
+        if (status is null ? CustomStatus is not null : CustomStatus is null || !status.AsSpan().SequenceEqual(CustomStatus))
+        {
+            CustomStatus = status;
+            CustomStatusChanged = true;
+        }
+    }
+
+    public bool Patched(string patchId, bool deprecated)
+    {
+        if (_patches.TryGetValue(patchId, out var decided))
+        {
+            return decided;
+        }
+
+        bool result;
+        if (IsReplaying)
+        {
+            // A recorded marker here means the run took the new path; no marker means it ran the old code.
+            result = _expectedPosition < _expected!.Count && _expected[_expectedPosition].Event is { Kind: HistoryEventKind.PatchMarker } marker && marker.Name == patchId;
+            if (result)
+            {
+                _expectedPosition++;
+            }
+            else if (deprecated)
+            {
+                result = true;
+            }
+        }
+        else
+        {
+            result = true;
+            if (!deprecated)
+            {
+                _commands.Add(new HistoryEvent { Kind = HistoryEventKind.PatchMarker, Task = TaskNumber, Name = patchId });
+            }
+        }
+
+        _patches[patchId] = result;
+        return result;
+    }
+
+    public Guid NewGuid()
+    {
+        Span<byte> bytes = stackalloc byte[16];
+        BitConverter.TryWriteBytes(bytes, SplitMix(ref _guidState));
+        BitConverter.TryWriteBytes(bytes[8..], SplitMix(ref _guidState));
+        bytes[7] = (byte)((bytes[7] & 0x0F) | 0x40); // version 4 layout
+        bytes[8] = (byte)((bytes[8] & 0x3F) | 0x80);
+        return new Guid(bytes);
+    }
+
+    private static ulong SplitMix(ref ulong state)
+    {
+        var z = state += 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+
+    private Task<byte[]?> Wait(HistoryEvent command, CancellationToken cancellationToken)
+    {
+        var completion = new TaskCompletionSource<byte[]?>();
+        _operations[command.Seq] = new Operation(command, completion);
+        if (cancellationToken.CanBeCanceled)
+        {
+            if (cancellationToken.IsCancellationRequested)
+            {
+                _operations.Remove(command.Seq);
+                completion.TrySetCanceled(cancellationToken);
+            }
+            else
+            {
+                cancellationToken.Register(() =>
+                {
+                    if (_operations.Remove(command.Seq))
+                    {
+                        completion.TrySetCanceled(cancellationToken);
+                    }
+                });
+            }
+        }
+
+        return completion.Task;
+    }
+
+    /// <summary>Records a command, or, while replaying, checks it against the next recorded one and returns that.</summary>
+    private HistoryEvent Emit(HistoryEvent command)
+    {
+        if (_expected is null)
+        {
+            _commands.Add(command);
+            return command;
+        }
+
+        if (_mismatch is not null)
+        {
+            throw _mismatch;
+        }
+
+        if (_expectedPosition >= _expected.Count)
+        {
+            throw _mismatch = new NonDeterminismException(InstanceId, _taskEnd, null, command.ToString());
+        }
+
+        var (recorded, index) = _expected[_expectedPosition];
+        if (!Matches(recorded, command))
+        {
+            throw _mismatch = new NonDeterminismException(InstanceId, index, recorded, command.ToString() + Difference(recorded, command));
+        }
+
+        _expectedPosition++;
+        return recorded;
+    }
+
+    private static bool Matches(HistoryEvent recorded, HistoryEvent command) =>
+        recorded.Kind == command.Kind
+        && recorded.Seq == command.Seq
+        && string.Equals(recorded.Name, command.Name, StringComparison.Ordinal)
+        && command.Kind switch
+        {
+            HistoryEventKind.ActivityScheduled => SameBytes(recorded.Payload, command.Payload),
+            HistoryEventKind.ChildStarted => SameBytes(recorded.Payload, command.Payload) && recorded.Id == command.Id,
+            HistoryEventKind.TimerStarted => recorded.At == command.At,
+            HistoryEventKind.UpdateCompleted => recorded.Id == command.Id,
+            _ => true,
+        };
+
+    private static string Difference(HistoryEvent recorded, HistoryEvent command) =>
+        recorded.Kind == command.Kind && recorded.Name == command.Name && recorded.Seq == command.Seq ? " with a different input" : string.Empty;
+
+    private static bool SameBytes(byte[]? a, byte[]? b) => a is null ? b is null : b is not null && a.AsSpan().SequenceEqual(b);
+
+    private void DeliverSignal(string name, byte[]? payload)
+    {
+        var index = _signalWaiters.FindIndex(w => w.Name == name);
+        if (index >= 0)
+        {
+            var waiter = _signalWaiters[index];
+            _signalWaiters.RemoveAt(index);
+            waiter.Completion.TrySetResult(payload);
+            return;
+        }
+
+        if (!_signals.TryGetValue(name, out var queue))
+        {
+            _signals[name] = queue = new Queue<byte[]?>();
+        }
+
+        queue.Enqueue(payload);
+    }
+
+    private void StartUpdate(HistoryEvent request)
+    {
+        var updateId = request.Id!;
+        if (!_updates.TryGetValue(request.Name!, out var update))
+        {
+            Emit(new HistoryEvent
+            {
+                Kind = HistoryEventKind.UpdateCompleted, Task = TaskNumber, Name = request.Name, Id = updateId,
+                Error = $"Workflow '{_definition.Name}' has no update handler '{request.Name}'.", ErrorType = typeof(KeyNotFoundException).FullName,
+            });
+            return;
+        }
+
+        Task<(object? Value, Type Type)> handled;
+        try
+        {
+            handled = update.Handler(Deserialize(request.Payload, update.ArgumentType));
+        }
+        catch (Exception ex)
+        {
+            handled = Task.FromException<(object?, Type)>(ex);
+        }
+
+        handled.ContinueWith(
+            t =>
+            {
+                if (_mismatch is not null || Final is not null)
+                {
+                    return;
+                }
+
+                var error = t.Exception?.InnerException ?? (t.IsCanceled ? new OperationCanceledException() : null);
+                Emit(new HistoryEvent
+                {
+                    Kind = HistoryEventKind.UpdateCompleted, Task = TaskNumber, Name = request.Name, Id = updateId,
+                    Payload = error is null ? Serialize(t.Result.Value, t.Result.Type) : null,
+                    Error = error?.Message, ErrorType = error?.GetType().FullName,
+                });
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.None,
+            _scheduler);
+    }
+
+    private async Task RunLocalActivitiesAsync(List<LocalActivity> locals, CancellationToken cancellationToken)
+    {
+        foreach (var local in locals)
+        {
+            try
+            {
+                local.Command.Payload = await local.Body(cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                local.Command.Error = ex.Message;
+                local.Command.ErrorType = ex.GetType().FullName;
+            }
+        }
+    }
+}

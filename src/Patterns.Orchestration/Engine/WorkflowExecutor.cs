@@ -1,0 +1,456 @@
+using System.Buffers;
+using Patterns.Orchestration.History;
+using Patterns.Serialization;
+
+namespace Patterns.Orchestration.Engine;
+
+/// <summary>
+/// One run of one workflow instance: feeds history events to the code on its <see cref="WorkflowScheduler"/>, collects the
+/// commands the code makes and, while replaying, checks each command against the one the history recorded.
+/// </summary>
+/// <remarks>Not thread-safe: the runtime drives an executor from one workflow task at a time.</remarks>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification = "The cancellation source has no timer; the executor is dropped with the instance.")]
+internal sealed partial class WorkflowExecutor
+{
+    private readonly WorkflowDefinition _definition;
+    private readonly IServiceProvider _services;
+    private readonly IMessageSerializer _serializer;
+    private readonly WorkflowScheduler _scheduler;
+    private readonly CancellationTokenSource _cancel = new();
+    private readonly Dictionary<int, Operation> _operations = [];
+    private readonly Dictionary<string, Queue<byte[]?>> _signals = new(StringComparer.Ordinal);
+    private readonly List<SignalWaiter> _signalWaiters = [];
+    private readonly List<(Func<bool> Condition, TaskCompletionSource Done)> _conditions = [];
+    private readonly Dictionary<string, Func<(object? Value, Type Type)>> _queries = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (Type ArgumentType, Func<object?, Task<(object? Value, Type Type)>> Handler)> _updates = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, bool> _patches = new(StringComparer.Ordinal);
+    private readonly int _continueAsNewThreshold;
+    private List<HistoryEvent> _commands = [];
+    private List<LocalActivity>? _locals;
+    private List<(HistoryEvent Event, long Index)>? _expected;
+    private int _expectedPosition;
+    private long _taskEnd;
+    private WorkflowBase? _workflow;
+    private Task<object?>? _main;
+    private bool _mainDone;
+    private int _sequence;
+    private ulong _guidState;
+    private Random? _random;
+    private NonDeterminismException? _mismatch;
+
+    public WorkflowExecutor(
+        WorkflowDefinition definition, IServiceProvider services, IMessageSerializer serializer, string instanceId, int run, int continueAsNewThreshold, Action onEscape)
+    {
+        _definition = definition;
+        _services = services;
+        _serializer = serializer;
+        _continueAsNewThreshold = continueAsNewThreshold;
+        InstanceId = instanceId;
+        Run = run;
+        _scheduler = new WorkflowScheduler(onEscape);
+        Context = new WorkflowContext(this);
+        _guidState = Seed(instanceId, run);
+    }
+
+    public string InstanceId { get; }
+
+    public int Run { get; }
+
+    public WorkflowDefinition Definition => _definition;
+
+    public WorkflowContext Context { get; }
+
+    public WorkflowScheduler Scheduler => _scheduler;
+
+    /// <summary>Gets the stream version: how many events of this run are committed (or replayed).</summary>
+    public long Version { get; private set; }
+
+    /// <summary>Gets the number of the last workflow task.</summary>
+    public int TaskNumber { get; private set; }
+
+    /// <summary>Gets the event that ended the run, or null while it runs.</summary>
+    public HistoryEvent? Final { get; private set; }
+
+    public bool IsReplaying => _expected is not null;
+
+    public DateTimeOffset Now { get; private set; }
+
+    public CancellationToken CancellationToken => _cancel.Token;
+
+    public byte[]? CustomStatus { get; private set; }
+
+    public bool CustomStatusChanged { get; set; }
+
+    /// <summary>Gets or sets the instance summary as last committed (or read) by the runtime.</summary>
+    public History.InstanceRecord? Record { get; set; }
+
+    public string? ParentId { get; private set; }
+
+    public int ParentSeq { get; private set; }
+
+    public bool IsContinueAsNewSuggested => Version + _commands.Count >= _continueAsNewThreshold;
+
+    public int HistoryLength => (int)Version + _commands.Count;
+
+    public Random Random => _random ??= new Random(unchecked((int)_guidState ^ (int)(_guidState >> 32)));
+
+    /// <summary>Gets the ids of signals that carry a message id, so a redelivered correlated message is applied once.</summary>
+    public HashSet<string> SeenMessageIds { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Gets the activities scheduled and not yet completed (to re-dispatch after a crash).</summary>
+    public IEnumerable<HistoryEvent> PendingActivities => _operations.Values.Where(static o => o.Command.Kind == HistoryEventKind.ActivityScheduled).Select(static o => o.Command);
+
+    /// <summary>Gets the children started and not yet completed.</summary>
+    public IEnumerable<HistoryEvent> PendingChildren => _operations.Values.Where(static o => o.Command.Kind == HistoryEventKind.ChildStarted).Select(static o => o.Command);
+
+    /// <summary>Gets whether an operation with this sequence number is still waiting for its result.</summary>
+    public bool IsPending(int seq) => _operations.ContainsKey(seq);
+
+    /// <summary>Replays a run's whole history, checking every recorded command against the code.</summary>
+    /// <exception cref="NonDeterminismException">The code does not match the history.</exception>
+    /// <exception cref="WorkflowDeterminismException">The code escaped its scheduler.</exception>
+    public void Replay(IReadOnlyList<HistoryEvent> history)
+    {
+        var start = 0;
+        while (start < history.Count)
+        {
+            var task = history[start].Task;
+            var end = start;
+            while (end < history.Count && history[end].Task == task)
+            {
+                end++;
+            }
+
+            var incoming = new List<HistoryEvent>();
+            var expected = new List<(HistoryEvent, long)>();
+            for (var i = start; i < end; i++)
+            {
+                if (history[i].IsIncoming)
+                {
+                    incoming.Add(history[i]);
+                }
+                else
+                {
+                    expected.Add((history[i], Version + i - start));
+                }
+            }
+
+            _expected = expected;
+            _expectedPosition = 0;
+            _taskEnd = Version + (end - start);
+            try
+            {
+                TaskNumber = task;
+                Now = new DateTimeOffset(history[start].At, TimeSpan.Zero);
+                ApplyAndRun(incoming);
+                if (_mismatch is null && _expectedPosition < expected.Count)
+                {
+                    var (missing, index) = expected[_expectedPosition];
+                    if (missing.IsFinal && _main is { IsCompleted: false })
+                    {
+                        _mismatch = new NonDeterminismException(InstanceId, index, missing, "the workflow is still waiting");
+                    }
+                    else
+                    {
+                        _mismatch = new NonDeterminismException(InstanceId, index, missing, null);
+                    }
+                }
+
+                ThrowIfFailed();
+                foreach (var (recorded, _) in expected)
+                {
+                    Note(recorded);
+                }
+            }
+            finally
+            {
+                _expected = null;
+            }
+
+            Version += end - start;
+            start = end;
+        }
+    }
+
+    /// <summary>Runs one live workflow task: applies <paramref name="incoming"/>, runs the code until it waits, runs its local activities.</summary>
+    /// <returns>The task's events: the incoming ones, then the commands, in order.</returns>
+    public async ValueTask<List<HistoryEvent>> RunTaskAsync(List<HistoryEvent> incoming, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        TaskNumber++;
+        Now = now;
+        _commands = [];
+        incoming[0].At = now.UtcTicks;
+        var stamped = new List<HistoryEvent>(incoming.Count);
+        foreach (var e in incoming)
+        {
+            stamped.Add(e.Task == TaskNumber ? e : Restamp(e, TaskNumber));
+        }
+
+        ApplyAndRun(stamped);
+        while (_locals is { Count: > 0 } locals)
+        {
+            _locals = null;
+            await RunLocalActivitiesAsync(locals, cancellationToken).ConfigureAwait(false);
+            _scheduler.RunUntilIdle(() =>
+            {
+                foreach (var local in locals)
+                {
+                    Resolve(local.Command.Seq, local.Command, local.Command.Error is null ? null : local.Command);
+                }
+            });
+            Settle();
+        }
+
+        ThrowIfFailed();
+        foreach (var command in _commands)
+        {
+            Note(command);
+        }
+
+        stamped.AddRange(_commands);
+        return stamped;
+    }
+
+    /// <summary>Marks a live task's events as committed.</summary>
+    public void Committed(int count) => Version += count;
+
+    /// <summary>Runs a query handler on the workflow's scheduler.</summary>
+    /// <exception cref="KeyNotFoundException">No handler has this name.</exception>
+    public (object? Value, Type Type) Query(string name)
+    {
+        if (!_queries.TryGetValue(name, out var handler))
+        {
+            throw new KeyNotFoundException($"Workflow '{_definition.Name}' (instance '{InstanceId}') has no query handler '{name}'; register it with ctx.SetQueryHandler.");
+        }
+
+        (object? Value, Type Type) result = default;
+        _scheduler.RunUntilIdle(() => result = handler());
+        return result;
+    }
+
+    private static HistoryEvent Restamp(HistoryEvent e, int task) => new()
+    {
+        Kind = e.Kind,
+        Task = task,
+        Seq = e.Seq,
+        Name = e.Name,
+        Payload = e.Payload,
+        Error = e.Error,
+        ErrorType = e.ErrorType,
+        Id = e.Id,
+        At = e.At,
+        Options = e.Options,
+    };
+
+    private static ulong Seed(string instanceId, int run)
+    {
+        var hash = 14695981039346656037UL;
+        foreach (var c in instanceId)
+        {
+            hash = (hash ^ c) * 1099511628211UL;
+        }
+
+        return (hash ^ (uint)run) * 1099511628211UL;
+    }
+
+    private void ApplyAndRun(List<HistoryEvent> incoming)
+    {
+        _scheduler.RunUntilIdle(() =>
+        {
+            foreach (var e in incoming)
+            {
+                Apply(e);
+            }
+        });
+        Settle();
+    }
+
+    /// <summary>Re-evaluates conditions until none becomes true, then records the end of the run if the code returned.</summary>
+    private void Settle()
+    {
+        while (true)
+        {
+            var fired = false;
+            for (var i = 0; i < _conditions.Count; i++)
+            {
+                var (condition, done) = _conditions[i];
+                bool met;
+                try
+                {
+                    met = RunOnScheduler(condition);
+                }
+                catch (Exception ex)
+                {
+                    _conditions.RemoveAt(i--);
+                    _scheduler.RunUntilIdle(() => done.TrySetException(ex));
+                    fired = true;
+                    continue;
+                }
+
+                if (met)
+                {
+                    _conditions.RemoveAt(i--);
+                    _scheduler.RunUntilIdle(() => done.TrySetResult());
+                    fired = true;
+                }
+            }
+
+            if (!fired)
+            {
+                break;
+            }
+        }
+
+        if (_mainDone && Final is null && _mismatch is null && _scheduler.Escape is null)
+        {
+            Final = Emit(EndOf(_main!));
+        }
+        else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && _operations.Count == 0 && _signalWaiters.Count == 0 && _conditions.Count == 0)
+        {
+            _scheduler.ReportEscape("the workflow is waiting for a task that is not a workflow operation, or resumed off its scheduler " +
+                "(Task.Delay, Task.Run, I/O, a TaskCompletionSource, or ConfigureAwait(false)); await ctx.DelayAsync, activities, signals or " +
+                "ctx.WaitConditionAsync, and never use ConfigureAwait(false) in workflow code");
+        }
+    }
+
+    private bool RunOnScheduler(Func<bool> condition)
+    {
+        var result = false;
+        _scheduler.RunUntilIdle(() => result = condition());
+        return result;
+    }
+
+    private HistoryEvent EndOf(Task<object?> main)
+    {
+        if (main.IsCompletedSuccessfully)
+        {
+            return new HistoryEvent { Kind = HistoryEventKind.Completed, Task = TaskNumber, Payload = Serialize(main.Result, _workflow!.ResultType) };
+        }
+
+        var error = main.Exception?.InnerException;
+        if (error is ContinueAsNewException next)
+        {
+            return new HistoryEvent { Kind = HistoryEventKind.ContinuedAsNew, Task = TaskNumber, Payload = next.Input };
+        }
+
+        if ((main.IsCanceled || error is OperationCanceledException) && _cancel.IsCancellationRequested)
+        {
+            return new HistoryEvent { Kind = HistoryEventKind.Canceled, Task = TaskNumber };
+        }
+
+        error ??= new OperationCanceledException("The workflow was cancelled by its own code.");
+        return new HistoryEvent { Kind = HistoryEventKind.Failed, Task = TaskNumber, Error = error.Message, ErrorType = error.GetType().FullName };
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (_mismatch is { } mismatch)
+        {
+            throw mismatch;
+        }
+
+        if (_scheduler.Escape is { } escape)
+        {
+            throw new WorkflowDeterminismException(InstanceId, escape);
+        }
+    }
+
+    private void Note(HistoryEvent command)
+    {
+        switch (command.Kind)
+        {
+            case HistoryEventKind.UpdateCompleted:
+                break;
+            case HistoryEventKind.Completed or HistoryEventKind.Failed or HistoryEventKind.Canceled or HistoryEventKind.ContinuedAsNew:
+                Final = command;
+                break;
+        }
+    }
+
+    private void Apply(HistoryEvent e)
+    {
+        switch (e.Kind)
+        {
+            case HistoryEventKind.Started:
+                ParentId = e.Id;
+                ParentSeq = e.Seq;
+                Start(e.Payload);
+                break;
+            case HistoryEventKind.ActivityCompleted or HistoryEventKind.TimerFired or HistoryEventKind.ChildCompleted:
+                Resolve(e.Seq, e, null);
+                break;
+            case HistoryEventKind.ActivityFailed or HistoryEventKind.ChildFailed:
+                Resolve(e.Seq, null, e);
+                break;
+            case HistoryEventKind.SignalReceived:
+                if (e.Id is { } messageId)
+                {
+                    SeenMessageIds.Add(messageId);
+                }
+
+                DeliverSignal(e.Name!, e.Payload);
+                break;
+            case HistoryEventKind.UpdateRequested:
+                StartUpdate(e);
+                break;
+            case HistoryEventKind.CancelRequested:
+                _cancel.Cancel();
+                break;
+            case HistoryEventKind.Terminated:
+                Final = e;
+                break;
+        }
+    }
+
+    private void Start(byte[]? payload)
+    {
+        _workflow = _definition.Create(_services);
+        var input = payload is null ? null : _serializer.Deserialize(payload, _workflow.InputType);
+        var workflow = _workflow;
+        var context = Context;
+        _main = Task.Factory.StartNew(() => workflow.ExecuteAsync(context, input), CancellationToken.None, TaskCreationOptions.DenyChildAttach, _scheduler).Unwrap();
+        // Observed through the scheduler: a run that ends on another thread (ConfigureAwait(false)) is an escape, never an end.
+        _main.ContinueWith(_ => _mainDone = true, CancellationToken.None, TaskContinuationOptions.None, _scheduler);
+    }
+
+    private void Resolve(int seq, HistoryEvent? completed, HistoryEvent? failed)
+    {
+        if (!_operations.Remove(seq, out var operation))
+        {
+            return; // a timer that fired after its wait ended, or a duplicate
+        }
+
+        if (failed is not null)
+        {
+            operation.Completion.TrySetException(failed.Kind == HistoryEventKind.ChildFailed
+                ? new ChildWorkflowFailureException(operation.Command.Id!, failed.Error)
+                : new ActivityFailureException(operation.Command.Name!, failed.ErrorType, failed.Error));
+        }
+        else
+        {
+            operation.Completion.TrySetResult(completed?.Payload);
+        }
+    }
+
+    internal byte[]? Serialize(object? value, Type type)
+    {
+        if (value is null)
+        {
+            return null;
+        }
+
+        var buffer = new ArrayBufferWriter<byte>(128);
+        _serializer.Serialize(buffer, value, type == typeof(object) ? value.GetType() : type);
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    internal T Deserialize<T>(byte[]? payload) => payload is null ? default! : (T)_serializer.Deserialize(payload, typeof(T));
+
+    internal object? Deserialize(byte[]? payload, Type type) => payload is null ? null : _serializer.Deserialize(payload, type);
+
+    private sealed record Operation(HistoryEvent Command, TaskCompletionSource<byte[]?> Completion);
+
+    private sealed record SignalWaiter(string Name, TaskCompletionSource<byte[]?> Completion);
+
+    private sealed record LocalActivity(HistoryEvent Command, Func<CancellationToken, Task<byte[]?>> Body);
+}

@@ -1,0 +1,21 @@
+using Microsoft.Extensions.Logging;
+
+namespace Patterns.Orchestration;
+
+internal static partial class OrchestrationLog
+{
+    [LoggerMessage(EventId = 7001, Level = LogLevel.Error, Message = "A workflow task of instance '{InstanceId}' failed.")]
+    public static partial void WorkflowTaskFailed(ILogger logger, string instanceId, Exception exception);
+
+    [LoggerMessage(EventId = 7002, Level = LogLevel.Error, Message = "Workflow instance '{InstanceId}' is faulted: its code broke a determinism rule or does not match its history. Fix the code; it resumes at the next start or on ResumeAsync.")]
+    public static partial void WorkflowFaulted(ILogger logger, string instanceId, Exception exception);
+
+    [LoggerMessage(EventId = 7003, Level = LogLevel.Warning, Message = "Activity '{Activity}' of instance '{InstanceId}' could not be sent; it is sent again when the instance resumes.")]
+    public static partial void DispatchFailed(ILogger logger, string instanceId, string activity, Exception exception);
+
+    [LoggerMessage(EventId = 7004, Level = LogLevel.Information, Message = "Activity '{Activity}' of instance '{InstanceId}' failed attempt {Attempt}; retrying.")]
+    public static partial void ActivityRetry(ILogger logger, string activity, string instanceId, int attempt, Exception exception);
+
+    [LoggerMessage(EventId = 7005, Level = LogLevel.Error, Message = "Recovering workflow instances at start failed.")]
+    public static partial void RecoveryFailed(ILogger logger, Exception exception);
+}

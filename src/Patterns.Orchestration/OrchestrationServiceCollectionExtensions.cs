@@ -1,0 +1,150 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Patterns.Hosting;
+using Patterns.Orchestration;
+using Patterns.Orchestration.Activities;
+using Patterns.Orchestration.Runtime;
+using Patterns.Serialization;
+using Patterns.Storage;
+
+namespace Microsoft.Extensions.DependencyInjection;
+
+/// <summary>Registers durable workflows on an <see cref="IServiceCollection"/>. Calling it again adds registrations but never duplicates the engine.</summary>
+public static class OrchestrationServiceCollectionExtensions
+{
+    /// <summary>
+    /// Adds the workflow engine, its activity workers and <see cref="IWorkflowClient"/>. Histories go to the store chosen
+    /// with <c>AddEventSourcing(es => es.UseSqlite(...))</c> (in memory unless another is chosen); activity tasks travel on
+    /// the transport chosen with <c>AddPatterns</c>.
+    /// </summary>
+    /// <param name="services">The services.</param>
+    /// <param name="configure">Registers workflows and activities and sets <see cref="OrchestrationOptions"/>.</param>
+    /// <returns>The services.</returns>
+    public static IServiceCollection AddOrchestration(this IServiceCollection services, Action<OrchestrationBuilder>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        var existing = services.FirstOrDefault(static d => d.ServiceType == typeof(OrchestrationOptions))?.ImplementationInstance as OrchestrationOptions;
+        var builder = new OrchestrationBuilder(services, existing ?? new OrchestrationOptions());
+        configure?.Invoke(builder);
+        if (existing is not null)
+        {
+            return services;
+        }
+
+        var options = builder.Options;
+        services.AddEventSourcing();
+        services.AddOutbox();
+        services.AddSingleton(options);
+        services.AddOptions<OrchestrationTopology>().ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<OrchestrationTopology>, OrchestrationValidator>());
+        services.AddSingleton(static sp => new WorkflowRuntime(
+            sp,
+            sp.GetRequiredService<OrchestrationOptions>(),
+            sp.GetRequiredService<IOptions<OrchestrationTopology>>().Value.Workflows,
+            sp.GetRequiredService<IEventStorage>(),
+            sp.GetRequiredService<IUnitOfWorkStorage>(),
+            sp.GetRequiredService<IDocumentStorage>(),
+            sp.GetRequiredService<IMessageSerializer>(),
+            sp.GetRequiredService<MessageBus>(),
+            sp.GetRequiredService<TimeProvider>(),
+            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration")));
+        services.AddSingleton<IWorkflowClient>(static sp => new WorkflowClient(sp.GetRequiredService<WorkflowRuntime>()));
+        services.AddSingleton(static sp => new ActivityWorker(
+            sp.GetRequiredService<IOptions<OrchestrationTopology>>().Value.Activities.ToDictionary(static a => a.Name, StringComparer.Ordinal),
+            sp.GetRequiredService<IServiceScopeFactory>(),
+            sp.GetRequiredService<IMessageSerializer>(),
+            sp.GetRequiredService<Patterns.Queues.IQueueSender>(),
+            sp.GetRequiredService<OrchestrationOptions>(),
+            sp.GetRequiredService<TimeProvider>(),
+            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration.Activities")));
+        services.AddMessageQueue(q =>
+        {
+            q.AddConsumer<ActivityResult>(
+                options.ResultQueue,
+                static (result, context, ct) => new ValueTask(context.Services.GetRequiredService<WorkflowRuntime>().DeliverResultAsync(result, ct)),
+                o => o.Concurrency = options.ResultConcurrency);
+            if (options.RunActivityWorkers)
+            {
+                q.AddConsumer<ActivityTask>(
+                    options.ActivityQueue,
+                    static (task, context, ct) => context.Services.GetRequiredService<ActivityWorker>().HandleAsync(task, context, ct),
+                    o => o.Concurrency = options.ActivityConcurrency);
+            }
+            else
+            {
+                q.AddQueue(options.ActivityQueue);
+            }
+        });
+        services.AddSingleton<IHostedService>(static sp => new OrchestrationHostedService(
+            sp.GetRequiredService<WorkflowRuntime>(), PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration")));
+        return services;
+    }
+}
+
+[OptionsValidator]
+internal sealed partial class OrchestrationOptionsAttributesValidator : IValidateOptions<OrchestrationOptions>;
+
+/// <summary>Checks the options and the registrations at host start, reporting every problem at once.</summary>
+internal sealed partial class OrchestrationValidator(OrchestrationOptions options, IServiceProviderIsService services) : IValidateOptions<OrchestrationTopology>
+{
+    public ValidateOptionsResult Validate(string? name, OrchestrationTopology topology)
+    {
+        var attributes = new OrchestrationOptionsAttributesValidator().Validate(null, options);
+        var errors = attributes.Failed ? [.. attributes.Failures] : new List<string>();
+
+        if (options.ActivityQueue == options.ResultQueue)
+        {
+            errors.Add($"OrchestrationOptions.ActivityQueue and ResultQueue must differ (both are '{options.ActivityQueue}').");
+        }
+
+        if (topology.Workflows.Count == 0)
+        {
+            errors.Add("AddOrchestration registered no workflow; add one with o.AddWorkflow<TWorkflow>().");
+        }
+
+        foreach (var duplicate in topology.Workflows.GroupBy(static w => w.Name).Where(static g => g.Count() > 1))
+        {
+            errors.Add($"Two workflows are registered as '{duplicate.Key}' ({string.Join(", ", duplicate.Select(static w => w.Type.Name))}); give one another name.");
+        }
+
+        foreach (var duplicate in topology.Activities.GroupBy(static a => a.Name).Where(static g => g.Count() > 1))
+        {
+            errors.Add($"Two activities are registered as '{duplicate.Key}'; give one another name.");
+        }
+
+        foreach (var (service, what) in new[] { (typeof(IUnitOfWorkStorage), "units of work"), (typeof(IDocumentStorage), "documents") })
+        {
+            if (!services.IsService(service))
+            {
+                errors.Add($"Orchestration needs a store with {what} ({service.Name}); the store chosen in AddEventSourcing(...) has none.");
+            }
+        }
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}
+
+/// <summary>Resumes running instances when the host starts; stops the engine's timers when it stops.</summary>
+internal sealed class OrchestrationHostedService(WorkflowRuntime runtime, ILogger logger) : IHostedService
+{
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (!runtime.Options.RecoverOnStart)
+        {
+            return;
+        }
+
+        try
+        {
+            await runtime.RecoverAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            OrchestrationLog.RecoveryFailed(logger, ex);
+        }
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => runtime.StopAsync();
+}

@@ -1,0 +1,195 @@
+using System.Text.Json;
+using Patterns.Messaging;
+using Patterns.Orchestration.Engine;
+using Patterns.Orchestration.History;
+using Patterns.Outbox;
+using Patterns.Storage;
+
+namespace Patterns.Orchestration.Runtime;
+
+internal sealed partial class WorkflowRuntime
+{
+    private const string SignalInbox = "orchestration.signals";
+
+    private async Task CommitAsync(WorkflowExecutor executor, List<HistoryEvent> events, bool isNew, InstanceRecord? record, List<(WorkItem Item, string MessageId)> claimed)
+    {
+        var now = _time.GetUtcNow();
+        var id = executor.InstanceId;
+        var serialized = new SerializedEvent[events.Count];
+        for (var i = 0; i < serialized.Length; i++)
+        {
+            serialized[i] = new SerializedEvent(Guid.NewGuid(), EventTypeOf(events[i].Kind), JsonSerializer.SerializeToUtf8Bytes(events[i], OrchestrationJson.Default.HistoryEvent), now);
+        }
+
+        var work = new UnitOfWork().Append(StreamOf(id, executor.Run), isNew ? ExpectedVersion.NoStream : ExpectedVersion.Exact(executor.Version), serialized);
+        foreach (var e in events)
+        {
+            switch (e.Kind)
+            {
+                case HistoryEventKind.ActivityScheduled when !DirectDispatch:
+                    var task = new ActivityTask(id, executor.Run, e.Seq, e.Name!, e.Payload, e.Options);
+                    work.Enqueue(OutboxCodec.ToOutboxMessage(Options.ActivityQueue, OutboxMessageKind.Send, _bus.CreateEnvelope(task, new MessageOptions { PartitionKey = id }), task, _serializer));
+                    break;
+                case HistoryEventKind.TimerStarted:
+                    var timer = new TimerRecord { InstanceId = id, Run = executor.Run, Seq = e.Seq, DueTicks = e.At };
+                    work.Upsert(TimerRecord.Collection, TimerRecord.Key(id, executor.Run, e.Seq), JsonSerializer.SerializeToUtf8Bytes(timer, OrchestrationJson.Default.TimerRecord));
+                    break;
+                case HistoryEventKind.TimerFired:
+                    work.Delete(TimerRecord.Collection, TimerRecord.Key(id, executor.Run, e.Seq));
+                    break;
+            }
+        }
+
+        foreach (var (_, messageId) in claimed)
+        {
+            work.ClaimInbox(SignalInbox, $"{id}|{messageId}");
+        }
+
+        if (record is not null && (isNew || executor.Final is not null || executor.CustomStatusChanged || record.Status == WorkflowStatus.Faulted))
+        {
+            var updated = record.Clone();
+            updated.CustomStatus = executor.CustomStatus;
+            updated.Status = WorkflowStatus.Running;
+            updated.Error = null;
+            updated.ErrorType = null;
+            switch (executor.Final)
+            {
+                case { Kind: HistoryEventKind.Completed } completed:
+                    updated.Status = WorkflowStatus.Completed;
+                    updated.Result = completed.Payload;
+                    updated.ClosedAt = now;
+                    break;
+                case { Kind: HistoryEventKind.Failed } failed:
+                    updated.Status = WorkflowStatus.Failed;
+                    updated.Error = failed.Error;
+                    updated.ErrorType = failed.ErrorType;
+                    updated.ClosedAt = now;
+                    break;
+                case { Kind: HistoryEventKind.Canceled }:
+                    updated.Status = WorkflowStatus.Canceled;
+                    updated.ClosedAt = now;
+                    break;
+                case { Kind: HistoryEventKind.ContinuedAsNew } next:
+                    updated.Run = executor.Run + 1;
+                    updated.NextInput = next.Payload ?? [];
+                    updated.CustomStatus = null;
+                    break;
+            }
+
+            work.Upsert(InstanceRecord.Collection, id, Encode(updated));
+            await _units.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            executor.Record = updated;
+        }
+        else
+        {
+            await _units.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            executor.Record ??= record;
+        }
+
+        executor.CustomStatusChanged = false;
+    }
+
+    private void AfterCommit(InstanceSlot slot, WorkflowExecutor executor, List<HistoryEvent> events)
+    {
+        var id = executor.InstanceId;
+        foreach (var e in events)
+        {
+            switch (e.Kind)
+            {
+                case HistoryEventKind.ActivityScheduled when DirectDispatch:
+                    Dispatch(new ActivityTask(id, executor.Run, e.Seq, e.Name!, e.Payload, e.Options));
+                    break;
+                case HistoryEventKind.TimerStarted:
+                    Timers.Schedule(new TimerRecord { InstanceId = id, Run = executor.Run, Seq = e.Seq, DueTicks = e.At });
+                    break;
+                case HistoryEventKind.ChildStarted:
+                    _ = Enqueue(e.Id!, new StartItem(e.Name!, e.Payload, id, e.Seq));
+                    break;
+                case HistoryEventKind.UpdateCompleted when _updateWaiters.TryRemove(e.Id!, out var waiter):
+                    waiter.TrySetResult(e);
+                    break;
+            }
+        }
+
+        if (executor.Final is not { } final)
+        {
+            return;
+        }
+
+        slot.Executor = null;
+        if (final.Kind == HistoryEventKind.ContinuedAsNew)
+        {
+            _ = Enqueue(id, new ResumeItem());
+            return;
+        }
+
+        if (executor.Record is { } record)
+        {
+            NotifyClosed(record);
+        }
+
+        NotifyParent(executor.ParentId, executor.ParentSeq, id, final);
+    }
+
+    private void NotifyParent(string? parentId, int parentSeq, string childId, HistoryEvent final)
+    {
+        if (parentId is null)
+        {
+            return;
+        }
+
+        var outcome = final.Kind == HistoryEventKind.Completed
+            ? new HistoryEvent { Kind = HistoryEventKind.ChildCompleted, Seq = parentSeq, Payload = final.Payload, Id = childId }
+            : new HistoryEvent { Kind = HistoryEventKind.ChildFailed, Seq = parentSeq, Id = childId, Error = final.Error ?? $"the child ended {final.Kind}", ErrorType = final.ErrorType };
+        _ = Enqueue(parentId, new EventItem(outcome));
+    }
+
+    private void Dispatch(ActivityTask task)
+    {
+        var sending = _bus.SendAsync(Options.ActivityQueue, task, new MessageOptions { PartitionKey = task.InstanceId }, _stopping.Token);
+        if (!sending.IsCompletedSuccessfully)
+        {
+            _ = AwaitDispatchAsync(sending, task);
+        }
+    }
+
+    private async Task AwaitDispatchAsync(ValueTask sending, ActivityTask task)
+    {
+        try
+        {
+            await sending.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!_stopping.IsCancellationRequested)
+        {
+            // The instance still waits for it: a restart (or ResumeAsync) re-sends pending activities.
+            OrchestrationLog.DispatchFailed(_logger, task.InstanceId, task.Activity, ex);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private void NotifyClosed(InstanceRecord record)
+    {
+        if (_closeWaiters.TryRemove(record.Id, out var waiters))
+        {
+            lock (waiters)
+            {
+                foreach (var waiter in waiters)
+                {
+                    waiter.TrySetResult(record);
+                }
+            }
+        }
+    }
+
+    private static string EventTypeOf(HistoryEventKind kind) => kind switch
+    {
+        HistoryEventKind.Started => "wf.Started",
+        HistoryEventKind.ActivityScheduled => "wf.ActivityScheduled",
+        HistoryEventKind.ActivityCompleted => "wf.ActivityCompleted",
+        HistoryEventKind.TimerStarted => "wf.TimerStarted",
+        HistoryEventKind.TimerFired => "wf.TimerFired",
+        _ => "wf." + kind,
+    };
+}

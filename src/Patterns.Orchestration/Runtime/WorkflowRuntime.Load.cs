@@ -1,0 +1,153 @@
+using System.Text.Json;
+using Patterns.Orchestration.Engine;
+using Patterns.Orchestration.History;
+using Patterns.Storage;
+
+namespace Patterns.Orchestration.Runtime;
+
+internal sealed partial class WorkflowRuntime
+{
+    /// <summary>Reads an instance's current run and replays it (the cold path).</summary>
+    private async Task<(WorkflowExecutor? Executor, InstanceRecord? Record)> LoadAsync(InstanceSlot slot, bool resume)
+    {
+        var record = await ReadRecordAsync(slot.InstanceId).ConfigureAwait(false);
+        if (record is null)
+        {
+            return (null, null);
+        }
+
+        var history = await ReadHistoryAsync(slot.InstanceId, record.Run, _stopping.Token).ConfigureAwait(false);
+        if (history.Count == 0)
+        {
+            // A run that continued-as-new and was not started yet (the process stopped in between).
+            return (null, record);
+        }
+
+        var definition = FindWorkflow(record.Type)
+            ?? throw new InvalidOperationException($"Instance '{slot.InstanceId}' runs workflow '{record.Type}', which is not registered in this host.");
+        var executor = CreateExecutor(definition, slot, record.Run);
+        Interlocked.Increment(ref _replays);
+        executor.Replay(history);
+        executor.CustomStatusChanged = false;
+        executor.Record = record;
+        _ = resume;
+        return (executor, record);
+    }
+
+    public async Task<List<HistoryEvent>> ReadHistoryAsync(string instanceId, int run, CancellationToken cancellationToken)
+    {
+        var history = new List<HistoryEvent>();
+        await foreach (var stored in _storage.ReadStreamAsync(StreamOf(instanceId, run), cancellationToken: cancellationToken).ConfigureAwait(false))
+        {
+            history.Add(Decode(stored));
+        }
+
+        return history;
+    }
+
+    /// <summary>Re-sends what a resumed instance waits for: activity tasks an in-process transport lost, and children's outcomes.</summary>
+    private async Task RedispatchAsync(WorkflowExecutor executor)
+    {
+        if (DirectDispatch)
+        {
+            foreach (var activity in executor.PendingActivities)
+            {
+                Dispatch(new ActivityTask(executor.InstanceId, executor.Run, activity.Seq, activity.Name!, activity.Payload, activity.Options));
+            }
+        }
+
+        foreach (var child in executor.PendingChildren.ToList())
+        {
+            var childRecord = await ReadRecordAsync(child.Id!).ConfigureAwait(false);
+            if (childRecord is null)
+            {
+                _ = Enqueue(child.Id!, new StartItem(child.Name!, child.Payload, executor.InstanceId, child.Seq));
+            }
+            else if (childRecord.ClosedAt is not null)
+            {
+                var final = childRecord.Status == WorkflowStatus.Completed
+                    ? new HistoryEvent { Kind = HistoryEventKind.Completed, Payload = childRecord.Result }
+                    : new HistoryEvent { Kind = HistoryEventKind.Failed, Error = childRecord.Error ?? $"the child ended {childRecord.Status}" };
+                NotifyParent(executor.InstanceId, child.Seq, child.Id!, final);
+            }
+        }
+    }
+
+    private async Task TerminateAsync(InstanceSlot slot, string? reason)
+    {
+        slot.Executor = null;
+        for (var attempt = 0; ; attempt++)
+        {
+            var record = await ReadRecordAsync(slot.InstanceId).ConfigureAwait(false) ?? throw new WorkflowNotFoundException(slot.InstanceId);
+            if (record.ClosedAt is not null)
+            {
+                return;
+            }
+
+            var stream = StreamOf(slot.InstanceId, record.Run);
+            var state = await _storage.GetStreamStateAsync(stream, _stopping.Token).ConfigureAwait(false);
+            var lastTask = 0;
+            await foreach (var last in _storage.ReadStreamAsync(stream, ReadDirection.Backward, maxCount: 1, cancellationToken: _stopping.Token).ConfigureAwait(false))
+            {
+                lastTask = Decode(last).Task;
+            }
+
+            var now = _time.GetUtcNow();
+            var terminated = new HistoryEvent { Kind = HistoryEventKind.Terminated, Task = lastTask + 1, Error = reason ?? "terminated by a client", At = now.UtcTicks };
+            record.Status = WorkflowStatus.Terminated;
+            record.ClosedAt = now;
+            record.Error = terminated.Error;
+            record.NextInput = null;
+            var work = new UnitOfWork()
+                .Append(stream, ExpectedVersion.Exact(state.Version), [new SerializedEvent(Guid.NewGuid(), EventTypeOf(terminated.Kind), JsonSerializer.SerializeToUtf8Bytes(terminated, OrchestrationJson.Default.HistoryEvent), now)])
+                .Upsert(InstanceRecord.Collection, record.Id, Encode(record));
+            try
+            {
+                await _units.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (WrongExpectedVersionException) when (attempt < Options.MaxConflictRetries)
+            {
+                continue;
+            }
+
+            NotifyClosed(record);
+            NotifyParent(record.ParentId, record.ParentSeq, record.Id, terminated);
+            return;
+        }
+    }
+
+    private void DeliverTimer(TimerRecord timer) =>
+        _ = Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run });
+
+    /// <summary>Removes the index entries of timers that fired after their instance ended or stopped waiting for them.</summary>
+    private async Task RemoveStaleTimersAsync(string instanceId, IEnumerable<WorkItem> items)
+    {
+        foreach (var item in items)
+        {
+            if (item is EventItem { Event.Kind: HistoryEventKind.TimerFired } timer)
+            {
+                await _documents.DeleteAsync(TimerRecord.Collection, TimerRecord.Key(instanceId, timer.Run, timer.Event.Seq), _stopping.Token).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Loads the due-time index and every running instance (re-dispatching what they wait for): the start of a host.</summary>
+    public async Task RecoverAsync(CancellationToken cancellationToken)
+    {
+        await foreach (var (_, bytes) in _documents.ListAsync(TimerRecord.Collection, cancellationToken).ConfigureAwait(false))
+        {
+            if (JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.TimerRecord) is { } timer)
+            {
+                Timers.Schedule(timer);
+            }
+        }
+
+        await foreach (var (id, bytes) in _documents.ListAsync(InstanceRecord.Collection, cancellationToken).ConfigureAwait(false))
+        {
+            if (JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord) is { ClosedAt: null } record && FindWorkflow(record.Type) is not null)
+            {
+                _ = Enqueue(id, new ResumeItem());
+            }
+        }
+    }
+}

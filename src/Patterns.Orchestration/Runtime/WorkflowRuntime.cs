@@ -1,0 +1,393 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Patterns.Hosting;
+using Patterns.Orchestration.Engine;
+using Patterns.Orchestration.History;
+using Patterns.Serialization;
+using Patterns.Storage;
+
+namespace Patterns.Orchestration.Runtime;
+
+/// <summary>
+/// The engine: one mailbox per instance, processed one workflow task at a time; each task's events, activity tasks, timer
+/// index and instance summary commit in one unit of work, appended at the expected version (the instance lock).
+/// </summary>
+internal sealed partial class WorkflowRuntime : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<string, InstanceSlot> _slots = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, List<TaskCompletionSource<InstanceRecord>>> _closeWaiters = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, TaskCompletionSource<HistoryEvent>> _updateWaiters = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, WorkflowDefinition> _workflows;
+    private readonly IServiceProvider _services;
+    private readonly IEventStorage _storage;
+    private readonly IUnitOfWorkStorage _units;
+    private readonly IDocumentStorage _documents;
+    private readonly IMessageSerializer _serializer;
+    private readonly MessageBus _bus;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stopping = new();
+
+    public WorkflowRuntime(
+        IServiceProvider services,
+        OrchestrationOptions options,
+        IEnumerable<WorkflowDefinition> workflows,
+        IEventStorage storage,
+        IUnitOfWorkStorage units,
+        IDocumentStorage documents,
+        IMessageSerializer serializer,
+        MessageBus bus,
+        TimeProvider time,
+        ILogger logger)
+    {
+        _services = services;
+        Options = options;
+        _workflows = workflows.ToDictionary(static w => w.Name, StringComparer.Ordinal);
+        _storage = storage;
+        _units = units;
+        _documents = documents;
+        _serializer = serializer;
+        _bus = bus;
+        _time = time;
+        _logger = logger;
+        Timers = new TimerService(time, DeliverTimer);
+        DirectDispatch = bus.Transport.IsInProcess;
+    }
+
+    public OrchestrationOptions Options { get; }
+
+    /// <summary>Raised after each committed workflow task with its events (tests wait on it instead of sleeping).</summary>
+    public event Action<string, IReadOnlyList<HistoryEvent>>? Committed;
+
+    public TimerService Timers { get; }
+
+    private int _replays;
+
+    /// <summary>Gets how many times an instance was loaded by replaying its history (the cold path).</summary>
+    public int Replays => Volatile.Read(ref _replays);
+
+    /// <summary>Gets whether activity tasks go straight to an in-process transport after the commit (an outbox adds nothing there: both are lost with the process, and recovery re-sends them).</summary>
+    public bool DirectDispatch { get; }
+
+    public IEventStorage Storage => _storage;
+
+    public IDocumentStorage Documents => _documents;
+
+    public IMessageSerializer Serializer => _serializer;
+
+    public int CachedInstances => _slots.Count(static s => s.Value.Executor is not null);
+
+    public WorkflowDefinition? FindWorkflow(string name) => _workflows.GetValueOrDefault(name);
+
+    public string StreamOf(string instanceId, int run) =>
+        run <= 1 ? Options.StreamPrefix + instanceId : $"{Options.StreamPrefix}{instanceId}~{run}";
+
+    /// <summary>Queues an item on an instance's mailbox and returns a task for its outcome.</summary>
+    public Task<object?> Enqueue(string instanceId, WorkItem item)
+    {
+        var slot = _slots.GetOrAdd(instanceId, static id => new InstanceSlot(id));
+        if (slot.Add(item))
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+        }
+
+        return item.Done;
+    }
+
+    public async Task StopAsync()
+    {
+        Timers.Dispose();
+        await _stopping.CancelAsync().ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        Timers.Dispose();
+        _stopping.Dispose();
+    }
+
+    private async Task ProcessAsync(InstanceSlot slot)
+    {
+        while (slot.Take() is { } batch)
+        {
+            try
+            {
+                await HandleBatchAsync(slot, batch).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                slot.Executor = null;
+                OrchestrationLog.WorkflowTaskFailed(_logger, slot.InstanceId, ex);
+                foreach (var item in batch)
+                {
+                    item.Fail(ex);
+                }
+            }
+        }
+
+        if (slot.Executor is null or { Final: not null } && slot.IsIdle)
+        {
+            _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
+        }
+    }
+
+    private async Task HandleBatchAsync(InstanceSlot slot, List<WorkItem> batch)
+    {
+        var pending = batch;
+        for (var attempt = 0; ; attempt++)
+        {
+            var executor = slot.Executor;
+            if (executor?.Scheduler.Escape is not null || pending.Any(static i => i is EscapeItem))
+            {
+                if (executor?.Scheduler.Escape is { } escape)
+                {
+                    await FaultAsync(slot, new WorkflowDeterminismException(slot.InstanceId, escape), pending).ConfigureAwait(false);
+                    return;
+                }
+
+                pending.RemoveAll(static i => i is EscapeItem && i.Done.IsCompleted is false && Complete(i));
+            }
+
+            if (pending.OfType<TerminateItem>().FirstOrDefault() is { } terminate)
+            {
+                await TerminateAsync(slot, terminate.Reason).ConfigureAwait(false);
+                foreach (var item in pending)
+                {
+                    item.Complete();
+                }
+
+                return;
+            }
+
+            InstanceRecord? record = null;
+            if (executor is null)
+            {
+                try
+                {
+                    (executor, record) = await LoadAsync(slot, pending.Any(static i => i is ResumeItem)).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is NonDeterminismException or WorkflowDeterminismException)
+                {
+                    await FaultAsync(slot, ex, pending).ConfigureAwait(false);
+                    return;
+                }
+            }
+
+            List<HistoryEvent> incoming = [];
+            var isNew = false;
+            if (executor is null)
+            {
+                var start = pending.OfType<StartItem>().FirstOrDefault()
+                    ?? (record is { NextInput: not null, ClosedAt: null } next ? new StartItem(next.Type, next.NextInput.Length == 0 ? null : next.NextInput, next.ParentId, next.ParentSeq) : null);
+                if (start is null)
+                {
+                    await RemoveStaleTimersAsync(slot.InstanceId, pending).ConfigureAwait(false);
+                    foreach (var item in pending)
+                    {
+                        if (item is EventItem { Event.Kind: HistoryEventKind.ActivityCompleted or HistoryEventKind.ActivityFailed or HistoryEventKind.TimerFired or HistoryEventKind.ChildCompleted or HistoryEventKind.ChildFailed })
+                        {
+                            item.Complete(); // for an instance that was purged: nothing to do
+                        }
+                        else
+                        {
+                            item.Fail(new WorkflowNotFoundException(slot.InstanceId));
+                        }
+                    }
+
+                    return;
+                }
+
+                var definition = FindWorkflow(start.WorkflowType)
+                    ?? throw new InvalidOperationException($"No workflow named '{start.WorkflowType}' is registered; add it with AddOrchestration(o => o.AddWorkflow<...>()).");
+                var run = record?.Run ?? 1;
+                executor = CreateExecutor(definition, slot, run);
+                incoming.Add(new HistoryEvent { Kind = HistoryEventKind.Started, Name = definition.Name, Payload = start.Input, Id = start.ParentId, Seq = start.ParentSeq });
+                record ??= new InstanceRecord { Id = slot.InstanceId, Type = definition.Name, CreatedAt = _time.GetUtcNow(), ParentId = start.ParentId, ParentSeq = start.ParentSeq };
+                record.Run = run;
+                record.NextInput = null;
+                isNew = true;
+            }
+
+            slot.Executor = executor;
+            if (pending.Any(static i => i is ResumeItem))
+            {
+                await RedispatchAsync(executor).ConfigureAwait(false);
+            }
+
+            var claimed = new List<(WorkItem Item, string MessageId)>();
+            List<WorkItem>? stale = null;
+            foreach (var item in pending)
+            {
+                if (item is EventItem { Event: var e } eventItem)
+                {
+                    if (executor.Final is { } ended && e.Kind is HistoryEventKind.SignalReceived or HistoryEventKind.UpdateRequested or HistoryEventKind.CancelRequested)
+                    {
+                        item.Complete(ended); // refused: the run had ended before it arrived
+                    }
+                    else if (executor.Final is null && Accepts(executor, eventItem))
+                    {
+                        incoming.Add(e);
+                        if (e is { Kind: HistoryEventKind.SignalReceived, Id: { } messageId })
+                        {
+                            claimed.Add((item, messageId));
+                        }
+                    }
+                    else if (e.Kind == HistoryEventKind.TimerFired)
+                    {
+                        (stale ??= []).Add(item);
+                    }
+                }
+            }
+
+            if (stale is not null)
+            {
+                await RemoveStaleTimersAsync(slot.InstanceId, stale).ConfigureAwait(false);
+            }
+
+            if (incoming.Count == 0)
+            {
+                Answer(executor, pending);
+                return;
+            }
+
+            List<HistoryEvent> events;
+            try
+            {
+                events = await executor.RunTaskAsync(incoming, _time.GetUtcNow(), _stopping.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is NonDeterminismException or WorkflowDeterminismException)
+            {
+                if (isNew && record is not null)
+                {
+                    // Nothing of the run is recorded; the summary keeps its input so that a resume starts it again.
+                    record.NextInput = incoming[0].Payload ?? [];
+                    record.Status = WorkflowStatus.Faulted;
+                    await _units.CommitAsync(new UnitOfWork().Upsert(InstanceRecord.Collection, record.Id, Encode(record)), _stopping.Token).ConfigureAwait(false);
+                }
+
+                await FaultAsync(slot, ex, pending).ConfigureAwait(false);
+                return;
+            }
+
+            try
+            {
+                record ??= executor.Record ?? (isNew ? null : await ReadRecordAsync(slot.InstanceId).ConfigureAwait(false));
+                await CommitAsync(executor, events, isNew, record, claimed).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is WrongExpectedVersionException or DuplicateMessageException && attempt < Options.MaxConflictRetries)
+            {
+                // Another writer appended first (or a correlated message was a copy): reload from the store and try again.
+                slot.Executor = null;
+                if (ex is DuplicateMessageException duplicate)
+                {
+                    pending.RemoveAll(i => claimed.Any(c => c.Item == i && c.MessageId == duplicate.MessageId) && Complete(i));
+                }
+
+                if (isNew && ex is WrongExpectedVersionException)
+                {
+                    // Start is idempotent: the instance exists already.
+                    pending.RemoveAll(static i => i is StartItem && Complete(i));
+                }
+
+                continue;
+            }
+
+            executor.Committed(events.Count);
+            AfterCommit(slot, executor, events);
+            Committed?.Invoke(slot.InstanceId, events);
+            Answer(executor, pending);
+            return;
+        }
+    }
+
+    private static bool Complete(WorkItem item)
+    {
+        item.Complete();
+        return true;
+    }
+
+    private static bool Accepts(WorkflowExecutor executor, EventItem item)
+    {
+        var e = item.Event;
+        if (item.Run != 0 && item.Run != executor.Run)
+        {
+            return false; // for an earlier run
+        }
+
+        return e.Kind switch
+        {
+            HistoryEventKind.ActivityCompleted or HistoryEventKind.ActivityFailed or HistoryEventKind.TimerFired
+                or HistoryEventKind.ChildCompleted or HistoryEventKind.ChildFailed => executor.IsPending(e.Seq),
+            HistoryEventKind.SignalReceived => e.Id is null || !executor.SeenMessageIds.Contains(e.Id),
+            _ => true,
+        };
+    }
+
+    private void Answer(WorkflowExecutor executor, List<WorkItem> items)
+    {
+        foreach (var item in items)
+        {
+            switch (item)
+            {
+                case QueryItem query:
+                    try
+                    {
+                        var (value, type) = executor.Query(query.Name);
+                        query.Complete(executor.Serialize(value, type));
+                    }
+                    catch (Exception ex)
+                    {
+                        query.Fail(ex);
+                    }
+
+                    break;
+                default:
+                    item.Complete();
+                    break;
+            }
+        }
+    }
+
+    private WorkflowExecutor CreateExecutor(WorkflowDefinition definition, InstanceSlot slot, int run) =>
+        new(definition, _services, _serializer, slot.InstanceId, run, Options.ContinueAsNewSuggestedAfter, () => Enqueue(slot.InstanceId, new EscapeItem()));
+
+    private async Task FaultAsync(InstanceSlot slot, Exception error, List<WorkItem> items)
+    {
+        slot.Executor = null;
+        OrchestrationLog.WorkflowFaulted(_logger, slot.InstanceId, error);
+        if (await ReadRecordAsync(slot.InstanceId).ConfigureAwait(false) is { } record && record.Status is WorkflowStatus.Running or WorkflowStatus.Faulted)
+        {
+            record.Status = WorkflowStatus.Faulted;
+            record.Error = error.Message;
+            record.ErrorType = error.GetType().FullName;
+            await _units.CommitAsync(new UnitOfWork().Upsert(InstanceRecord.Collection, record.Id, Encode(record)), _stopping.Token).ConfigureAwait(false);
+            NotifyClosed(record);
+        }
+
+        foreach (var item in items)
+        {
+            if (item is StartItem)
+            {
+                item.Complete(); // the instance exists, faulted: its status says why
+            }
+            else
+            {
+                item.Fail(error);
+            }
+        }
+    }
+
+    internal async ValueTask<InstanceRecord?> ReadRecordAsync(string instanceId)
+    {
+        var bytes = await _documents.GetAsync(InstanceRecord.Collection, instanceId, _stopping.Token).ConfigureAwait(false);
+        return bytes is null ? null : JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord);
+    }
+
+    internal static ReadOnlyMemory<byte> Encode(InstanceRecord record) => JsonSerializer.SerializeToUtf8Bytes(record, OrchestrationJson.Default.InstanceRecord);
+
+    internal static HistoryEvent Decode(StoredEvent stored) =>
+        JsonSerializer.Deserialize(stored.Data.Span, OrchestrationJson.Default.HistoryEvent)
+        ?? throw new FormatException($"Event {stored.Version} of stream '{stored.StreamId}' is not a workflow history event.");
+}
