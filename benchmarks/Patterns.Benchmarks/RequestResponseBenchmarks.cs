@@ -2,7 +2,9 @@ using BenchmarkDotNet.Attributes;
 using MassTransit;
 using MassTransit.Mediator;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Patterns.RequestResponse;
+using Wolverine;
 
 namespace Patterns.Benchmarks;
 
@@ -28,6 +30,10 @@ public class RequestResponseBenchmarks
 
     private ServiceProvider? _massTransitServices;
     private IRequestClient<Req>? _massTransitClient;
+
+    private IHost? _wolverineHost;
+    private IServiceScope? _wolverineScope;
+    private IMessageBus? _wolverineBus;
 
     /// <summary>Gets the sum of the response ids, so the calls cannot be optimized away.</summary>
     public int Sink { get; private set; }
@@ -59,6 +65,22 @@ public class RequestResponseBenchmarks
 
     [GlobalCleanup(Target = nameof(MassTransitMediator))]
     public Task CleanupMassTransit() => Hosting.StopAndDisposeAsync(_massTransitServices);
+
+    [GlobalSetup(Target = nameof(WolverineInvokeAsync))]
+    public async Task SetupWolverine()
+    {
+        // MediatorOnly: Wolverine's documented mode for in-process command/query handling (no durability agents).
+        _wolverineHost = await WolverineBench.StartAsync([typeof(WolverineEchoHandler)], o => o.Durability.Mode = DurabilityMode.MediatorOnly);
+        _wolverineScope = _wolverineHost.Services.CreateScope();
+        _wolverineBus = _wolverineScope.ServiceProvider.GetRequiredService<IMessageBus>();
+    }
+
+    [GlobalCleanup(Target = nameof(WolverineInvokeAsync))]
+    public async Task CleanupWolverine()
+    {
+        _wolverineScope?.Dispose();
+        await WolverineBench.StopAsync(_wolverineHost);
+    }
 
     /// <summary>The floor: the handler's HandleAsync called directly and awaited.</summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = Calls)]
@@ -101,6 +123,21 @@ public class RequestResponseBenchmarks
         {
             var response = await client.GetResponse<Resp>(request);
             sum += response.Message.Id;
+        }
+
+        Sink = sum;
+    }
+
+    /// <summary>Wolverine 6.64.2: <c>IMessageBus.InvokeAsync&lt;Resp&gt;</c> (in-process, MediatorOnly), a static handler returning the cached response.</summary>
+    [Benchmark(OperationsPerInvoke = Calls)]
+    public async Task WolverineInvokeAsync()
+    {
+        var bus = _wolverineBus!;
+        var request = _request;
+        var sum = 0;
+        for (var i = 0; i < Calls; i++)
+        {
+            sum += (await bus.InvokeAsync<Resp>(request)).Id;
         }
 
         Sink = sum;
