@@ -31,14 +31,34 @@ public static class WolverineBench
         return host;
     }
 
-    /// <summary>Stops and disposes a host.</summary>
-    public static async Task StopAsync(IHost? host)
+}
+
+/// <summary>A started Wolverine host and the <see cref="IMessageBus"/> of one scope of it, as a benchmark holds them.</summary>
+public sealed class WolverineSession : IAsyncDisposable
+{
+    private readonly IHost _host;
+    private readonly IServiceScope _scope;
+
+    private WolverineSession(IHost host)
     {
-        if (host is not null)
-        {
-            await host.StopAsync();
-            host.Dispose();
-        }
+        _host = host;
+        _scope = host.Services.CreateScope();
+        Bus = _scope.ServiceProvider.GetRequiredService<IMessageBus>();
+    }
+
+    /// <summary>Gets the bus.</summary>
+    public IMessageBus Bus { get; }
+
+    /// <summary>Starts a host with <paramref name="handler"/> only and <paramref name="signal"/> registered for it.</summary>
+    public static async Task<WolverineSession> StartAsync(Type handler, Action<WolverineOptions> configure, BatchSignal? signal = null) =>
+        new(await WolverineBench.StartAsync([handler], configure, signal is null ? null : s => s.AddSingleton(signal)));
+
+    /// <summary>Stops the host.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _scope.Dispose();
+        await _host.StopAsync();
+        _host.Dispose();
     }
 }
 

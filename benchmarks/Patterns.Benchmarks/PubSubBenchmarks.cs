@@ -43,9 +43,7 @@ public class PubSubBenchmarks
     private IBus? _bus;
     private BatchSignal? _massTransitSignal;
 
-    private IHost? _wolverineHost;
-    private IServiceScope? _wolverineScope;
-    private IMessageBus? _wolverineBus;
+    private WolverineSession? _wolverine;
 
     private BuiltinHandlerActivator? _rebusActivator;
     private Rebus.Bus.IBus? _rebusBus;
@@ -125,21 +123,15 @@ public class PubSubBenchmarks
     public Task CleanupMassTransit() => Hosting.StopAndDisposeAsync(_massTransitServices);
 
     [GlobalSetup(Target = nameof(WolverineLocalQueue))]
-    public async Task SetupWolverine()
-    {
-        _wolverineHost = await WolverineBench.StartAsync(
-            [typeof(WolverinePingHandler)],
-            o => o.PublishMessage<Ping>().ToLocalQueue("pings"),
-            s => s.AddSingleton(_signal));
-        _wolverineScope = _wolverineHost.Services.CreateScope();
-        _wolverineBus = _wolverineScope.ServiceProvider.GetRequiredService<IMessageBus>();
-    }
+    public async Task SetupWolverine() => _wolverine = await WolverineSession.StartAsync(typeof(WolverinePingHandler), o => o.PublishMessage<Ping>().ToLocalQueue("pings"), _signal);
 
     [GlobalCleanup(Target = nameof(WolverineLocalQueue))]
     public async Task CleanupWolverine()
     {
-        _wolverineScope?.Dispose();
-        await WolverineBench.StopAsync(_wolverineHost);
+        if (_wolverine is not null)
+        {
+            await _wolverine.DisposeAsync();
+        }
     }
 
     [GlobalSetup(Target = nameof(RebusInMemory))]
@@ -210,7 +202,7 @@ public class PubSubBenchmarks
     public async Task WolverineLocalQueue()
     {
         var done = _signal.Reset(PeerMessages);
-        var bus = _wolverineBus!;
+        var bus = _wolverine!.Bus;
         for (var i = 0; i < PeerMessages; i++)
         {
             await bus.PublishAsync(new Ping(i));

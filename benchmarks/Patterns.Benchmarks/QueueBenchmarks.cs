@@ -33,9 +33,7 @@ public class QueueBenchmarks
     private ServiceProvider? _patternsServices;
     private IQueueSender? _sender;
 
-    private IHost? _wolverineHost;
-    private IServiceScope? _wolverineScope;
-    private IMessageBus? _wolverineBus;
+    private WolverineSession? _wolverine;
 
     [GlobalSetup(Target = nameof(ChannelRaw))]
     public void SetupChannel()
@@ -95,25 +93,19 @@ public class QueueBenchmarks
     public Task CleanupPatterns() => Hosting.StopAndDisposeAsync(_patternsServices);
 
     [GlobalSetup(Target = nameof(WolverineLocalQueue))]
-    public async Task SetupWolverine()
-    {
-        _wolverineHost = await WolverineBench.StartAsync(
-            [typeof(WolverineJobHandler)],
-            o =>
-            {
-                o.PublishMessage<Job>().ToLocalQueue(Queue);
-                o.LocalQueue(Queue).MaximumParallelMessages(Workers);
-            },
-            s => s.AddSingleton(_signal));
-        _wolverineScope = _wolverineHost.Services.CreateScope();
-        _wolverineBus = _wolverineScope.ServiceProvider.GetRequiredService<IMessageBus>();
-    }
+    public async Task SetupWolverine() => _wolverine = await WolverineSession.StartAsync(typeof(WolverineJobHandler), o =>
+        {
+            o.PublishMessage<Job>().ToLocalQueue(Queue);
+            o.LocalQueue(Queue).MaximumParallelMessages(Workers);
+        }, _signal);
 
     [GlobalCleanup(Target = nameof(WolverineLocalQueue))]
     public async Task CleanupWolverine()
     {
-        _wolverineScope?.Dispose();
-        await WolverineBench.StopAsync(_wolverineHost);
+        if (_wolverine is not null)
+        {
+            await _wolverine.DisposeAsync();
+        }
     }
 
     /// <summary>The floor: a bounded channel (capacity 1024) read by four competing reader tasks.</summary>
@@ -149,7 +141,7 @@ public class QueueBenchmarks
     public async Task WolverineLocalQueue()
     {
         var done = _signal.Reset(PeerMessages);
-        var bus = _wolverineBus!;
+        var bus = _wolverine!.Bus;
         for (var i = 0; i < PeerMessages; i++)
         {
             await bus.SendAsync(new Job(i));

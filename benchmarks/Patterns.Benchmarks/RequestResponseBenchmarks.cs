@@ -31,9 +31,7 @@ public class RequestResponseBenchmarks
     private ServiceProvider? _massTransitServices;
     private IRequestClient<Req>? _massTransitClient;
 
-    private IHost? _wolverineHost;
-    private IServiceScope? _wolverineScope;
-    private IMessageBus? _wolverineBus;
+    private WolverineSession? _wolverine;
 
     /// <summary>Gets the sum of the response ids, so the calls cannot be optimized away.</summary>
     public int Sink { get; private set; }
@@ -67,19 +65,16 @@ public class RequestResponseBenchmarks
     public Task CleanupMassTransit() => Hosting.StopAndDisposeAsync(_massTransitServices);
 
     [GlobalSetup(Target = nameof(WolverineInvokeAsync))]
-    public async Task SetupWolverine()
-    {
-        // MediatorOnly: Wolverine's documented mode for in-process command/query handling (no durability agents).
-        _wolverineHost = await WolverineBench.StartAsync([typeof(WolverineEchoHandler)], o => o.Durability.Mode = DurabilityMode.MediatorOnly);
-        _wolverineScope = _wolverineHost.Services.CreateScope();
-        _wolverineBus = _wolverineScope.ServiceProvider.GetRequiredService<IMessageBus>();
-    }
+    public async Task SetupWolverine() =>
+        _wolverine = await WolverineSession.StartAsync(typeof(WolverineEchoHandler), o => o.Durability.Mode = DurabilityMode.MediatorOnly); // its mediator mode
 
     [GlobalCleanup(Target = nameof(WolverineInvokeAsync))]
     public async Task CleanupWolverine()
     {
-        _wolverineScope?.Dispose();
-        await WolverineBench.StopAsync(_wolverineHost);
+        if (_wolverine is not null)
+        {
+            await _wolverine.DisposeAsync();
+        }
     }
 
     /// <summary>The floor: the handler's HandleAsync called directly and awaited.</summary>
@@ -132,7 +127,7 @@ public class RequestResponseBenchmarks
     [Benchmark(OperationsPerInvoke = Calls)]
     public async Task WolverineInvokeAsync()
     {
-        var bus = _wolverineBus!;
+        var bus = _wolverine!.Bus;
         var request = _request;
         var sum = 0;
         for (var i = 0; i < Calls; i++)

@@ -122,12 +122,7 @@ public class SqliteEventStoreBenchmarks
                     writerInsert.Transaction = transaction;
                     foreach (var (stream, version, _) in pending)
                     {
-                        writerInsert.Parameters[0].Value = stream;
-                        writerInsert.Parameters[1].Value = version;
-                        writerInsert.Parameters[2].Value = Guid.NewGuid();
-                        writerInsert.Parameters[3].Value = Payload;
-                        writerInsert.Parameters[4].Value = Timestamp.UtcTicks;
-                        writerInsert.ExecuteNonQuery();
+                        InsertRow(writerInsert, stream, version);
                     }
 
                     transaction.Commit();
@@ -328,12 +323,7 @@ public class SqliteEventStoreBenchmarks
     {
         using var transaction = connection.BeginTransaction(deferred: false);
         insert.Transaction = transaction;
-        insert.Parameters[0].Value = stream;
-        insert.Parameters[1].Value = version;
-        insert.Parameters[2].Value = Guid.NewGuid();
-        insert.Parameters[3].Value = Payload;
-        insert.Parameters[4].Value = Timestamp.UtcTicks;
-        insert.ExecuteNonQuery();
+        InsertRow(insert, stream, version);
         transaction.Commit();
     }
 
@@ -343,15 +333,20 @@ public class SqliteEventStoreBenchmarks
         insert.Transaction = transaction;
         for (var i = 0; i < Batch; i++)
         {
-            insert.Parameters[0].Value = stream;
-            insert.Parameters[1].Value = firstVersion + i + 1;
-            insert.Parameters[2].Value = Guid.NewGuid();
-            insert.Parameters[3].Value = Payload;
-            insert.Parameters[4].Value = Timestamp.UtcTicks;
-            insert.ExecuteNonQuery();
+            InsertRow(insert, stream, firstVersion + i + 1);
         }
 
         transaction.Commit();
+    }
+
+    private static void InsertRow(SqliteCommand insert, string stream, long version)
+    {
+        insert.Parameters[0].Value = stream;
+        insert.Parameters[1].Value = version;
+        insert.Parameters[2].Value = Guid.NewGuid();
+        insert.Parameters[3].Value = Payload;
+        insert.Parameters[4].Value = Timestamp.UtcTicks;
+        insert.ExecuteNonQuery();
     }
 
     private static void Execute(SqliteConnection connection, string sql)

@@ -187,38 +187,24 @@ public sealed class PubSubScenario(TransportKind transport) : MessagingScenario(
     }
 }
 
-/// <summary>A queue with four competing consumers (one consumer of concurrency 4).</summary>
-public sealed class QueueScenario(TransportKind transport) : MessagingScenario(transport)
+/// <summary>A row whose producer sends every order to one queue.</summary>
+public abstract class QueueSendingScenario(TransportKind transport, string queue) : MessagingScenario(transport)
 {
     private IQueueSender? _sender;
 
+    /// <summary>Gets the queue.</summary>
+    protected string Queue => queue;
+
     /// <inheritdoc />
-    protected override IEnumerable<string> Names => ["orders"];
+    protected override IEnumerable<string> Names => [queue];
 
     /// <inheritdoc />
     public override async Task RunAsync(int first, int count, CancellationToken cancellationToken)
     {
         Context.Deliveries.Expect(count);
         var sender = _sender!;
-        await ProduceAsync(first, count, order => sender.SendAsync("orders", order, cancellationToken));
+        await ProduceAsync(first, count, order => sender.SendAsync(queue, order, cancellationToken));
         await Context.Deliveries.Completion.WaitAsync(cancellationToken);
-    }
-
-    /// <inheritdoc />
-    protected override void ConfigurePattern(IServiceCollection services)
-    {
-        var deliveries = Context.Deliveries;
-        services.AddMessageQueue(q => q
-            .AddQueue("orders", o => o.Capacity = 1024)
-            .AddConsumer<OrderPlaced>(
-                "orders",
-                (order, context, cancellationToken) =>
-                {
-                    OrderHandler.Handle(order);
-                    deliveries.Record(order.SentAt);
-                    return ValueTask.CompletedTask;
-                },
-                o => o.Concurrency = 4));
     }
 
     /// <inheritdoc />
@@ -229,29 +215,36 @@ public sealed class QueueScenario(TransportKind transport) : MessagingScenario(t
     }
 }
 
-/// <summary>Batches of 100 from a queue: a batch consumer on the transport, acknowledging a batch after its handler.</summary>
-public sealed class BatchConsumerScenario(TransportKind transport) : MessagingScenario(transport)
+/// <summary>A queue with four competing consumers (one consumer of concurrency 4).</summary>
+public sealed class QueueScenario(TransportKind transport) : QueueSendingScenario(transport, "orders")
 {
-    private IQueueSender? _sender;
-
     /// <inheritdoc />
-    protected override IEnumerable<string> Names => ["batches"];
-
-    /// <inheritdoc />
-    public override async Task RunAsync(int first, int count, CancellationToken cancellationToken)
+    protected override void ConfigurePattern(IServiceCollection services)
     {
-        Context.Deliveries.Expect(count);
-        var sender = _sender!;
-        await ProduceAsync(first, count, order => sender.SendAsync("batches", order, cancellationToken));
-        await Context.Deliveries.Completion.WaitAsync(cancellationToken);
+        var deliveries = Context.Deliveries;
+        services.AddMessageQueue(q => q
+            .AddQueue(Queue, o => o.Capacity = 1024)
+            .AddConsumer<OrderPlaced>(
+                Queue,
+                (order, context, cancellationToken) =>
+                {
+                    OrderHandler.Handle(order);
+                    deliveries.Record(order.SentAt);
+                    return ValueTask.CompletedTask;
+                },
+                o => o.Concurrency = 4));
     }
+}
 
+/// <summary>Batches of 100 from a queue: a batch consumer on the transport, acknowledging a batch after its handler.</summary>
+public sealed class BatchConsumerScenario(TransportKind transport) : QueueSendingScenario(transport, "batches")
+{
     /// <inheritdoc />
     protected override void ConfigurePattern(IServiceCollection services)
     {
         var deliveries = Context.Deliveries;
         services.AddBatching(b => b.AddBatchHandler<OrderPlaced>(
-            TransportAddress.Queue("batches"),
+            TransportAddress.Queue(Queue),
             (batch, cancellationToken) =>
             {
                 foreach (var order in batch.Items)
@@ -268,13 +261,6 @@ public sealed class BatchConsumerScenario(TransportKind transport) : MessagingSc
                 o.MaxCount = 100;
                 o.MaxAge = TimeSpan.FromMilliseconds(50);
             }));
-    }
-
-    /// <inheritdoc />
-    protected override Task StartedAsync(CancellationToken cancellationToken)
-    {
-        _sender = Services.GetRequiredService<IQueueSender>();
-        return Task.CompletedTask;
     }
 }
 
