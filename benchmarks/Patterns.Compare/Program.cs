@@ -109,7 +109,7 @@ namespace Patterns.Compare
             return new Options(
                 smoke,
                 Number("--launches", smoke ? 1 : 3),
-                Number("--messages", smoke ? 1_000 : 100_000),
+                Number("--messages", smoke ? 500 : 100_000),
                 Value("--filter"),
                 TimeSpan.FromSeconds(Number("--timeout", smoke ? 60 : 300)),
                 output,
