@@ -2,7 +2,13 @@ using System.Threading.Channels;
 using BenchmarkDotNet.Attributes;
 using MassTransit;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Patterns.PubSub;
+using Rebus.Activation;
+using Rebus.Config;
+using Rebus.Persistence.InMem;
+using Rebus.Transport.InMem;
+using Wolverine;
 
 namespace Patterns.Benchmarks;
 
@@ -20,6 +26,9 @@ public class PubSubBenchmarks
     /// <summary>Messages per invocation for MassTransit, which is much slower.</summary>
     public const int MassTransitMessages = 10_000;
 
+    /// <summary>Messages per invocation for Wolverine and Rebus.</summary>
+    public const int PeerMessages = 20_000;
+
     private const string Topic = "ping";
 
     private readonly BatchSignal _signal = new();
@@ -33,6 +42,11 @@ public class PubSubBenchmarks
     private ServiceProvider? _massTransitServices;
     private IBus? _bus;
     private BatchSignal? _massTransitSignal;
+
+    private WolverineSession? _wolverine;
+
+    private BuiltinHandlerActivator? _rebusActivator;
+    private Rebus.Bus.IBus? _rebusBus;
 
     [GlobalSetup(Target = nameof(ChannelRaw))]
     public void SetupChannel()
@@ -108,6 +122,39 @@ public class PubSubBenchmarks
     [GlobalCleanup(Target = nameof(MassTransitInMemory))]
     public Task CleanupMassTransit() => Hosting.StopAndDisposeAsync(_massTransitServices);
 
+    [GlobalSetup(Target = nameof(WolverineLocalQueue))]
+    public async Task SetupWolverine() => _wolverine = await WolverineSession.StartAsync(typeof(WolverinePingHandler), o => o.PublishMessage<Ping>().ToLocalQueue("pings"), _signal);
+
+    [GlobalCleanup(Target = nameof(WolverineLocalQueue))]
+    public async Task CleanupWolverine()
+    {
+        if (_wolverine is not null)
+        {
+            await _wolverine.DisposeAsync();
+        }
+    }
+
+    [GlobalSetup(Target = nameof(RebusInMemory))]
+    public async Task SetupRebus()
+    {
+        var signal = _signal;
+        _rebusActivator = new BuiltinHandlerActivator();
+        _rebusActivator.Handle<Ping>(_ =>
+        {
+            signal.Signal();
+            return Task.CompletedTask;
+        });
+        _rebusBus = Configure.With(_rebusActivator)
+            .Logging(l => l.None())
+            .Transport(t => t.UseInMemoryTransport(new InMemNetwork(), "pings"))
+            .Subscriptions(s => s.StoreInMemory(new InMemorySubscriberStore()))
+            .Start();
+        await _rebusBus.Subscribe<Ping>();
+    }
+
+    [GlobalCleanup(Target = nameof(RebusInMemory))]
+    public void CleanupRebus() => _rebusActivator?.Dispose();
+
     /// <summary>The floor: a bounded channel (capacity 1024) with one reader task counting messages.</summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
     public async Task ChannelRaw()
@@ -143,6 +190,34 @@ public class PubSubBenchmarks
         var done = _massTransitSignal!.Reset(MassTransitMessages);
         var bus = _bus!;
         for (var i = 0; i < MassTransitMessages; i++)
+        {
+            await bus.Publish(new Ping(i));
+        }
+
+        await done;
+    }
+
+    /// <summary>Wolverine 6.64.2: <c>IMessageBus.PublishAsync</c> to a local queue (in memory, not durable; default parallelism), one static handler.</summary>
+    [Benchmark(OperationsPerInvoke = PeerMessages)]
+    public async Task WolverineLocalQueue()
+    {
+        var done = _signal.Reset(PeerMessages);
+        var bus = _wolverine!.Bus;
+        for (var i = 0; i < PeerMessages; i++)
+        {
+            await bus.PublishAsync(new Ping(i));
+        }
+
+        await done;
+    }
+
+    /// <summary>Rebus 8.10.0: <c>IBus.Publish</c> on its in-memory transport (messages serialized), one subscriber (default workers and parallelism).</summary>
+    [Benchmark(OperationsPerInvoke = PeerMessages)]
+    public async Task RebusInMemory()
+    {
+        var done = _signal.Reset(PeerMessages);
+        var bus = _rebusBus!;
+        for (var i = 0; i < PeerMessages; i++)
         {
             await bus.Publish(new Ping(i));
         }

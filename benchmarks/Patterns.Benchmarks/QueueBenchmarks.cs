@@ -1,7 +1,9 @@
 using System.Threading.Channels;
 using BenchmarkDotNet.Attributes;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Patterns.Queues;
+using Wolverine;
 
 namespace Patterns.Benchmarks;
 
@@ -18,6 +20,9 @@ public class QueueBenchmarks
     /// <summary>Competing workers.</summary>
     public const int Workers = 4;
 
+    /// <summary>Messages per invocation for Wolverine.</summary>
+    public const int PeerMessages = 20_000;
+
     private const string Queue = "jobs";
 
     private readonly BatchSignal _signal = new();
@@ -27,6 +32,8 @@ public class QueueBenchmarks
 
     private ServiceProvider? _patternsServices;
     private IQueueSender? _sender;
+
+    private WolverineSession? _wolverine;
 
     [GlobalSetup(Target = nameof(ChannelRaw))]
     public void SetupChannel()
@@ -85,6 +92,22 @@ public class QueueBenchmarks
     [GlobalCleanup(Target = nameof(Patterns))]
     public Task CleanupPatterns() => Hosting.StopAndDisposeAsync(_patternsServices);
 
+    [GlobalSetup(Target = nameof(WolverineLocalQueue))]
+    public async Task SetupWolverine() => _wolverine = await WolverineSession.StartAsync(typeof(WolverineJobHandler), o =>
+        {
+            o.PublishMessage<Job>().ToLocalQueue(Queue);
+            o.LocalQueue(Queue).MaximumParallelMessages(Workers);
+        }, _signal);
+
+    [GlobalCleanup(Target = nameof(WolverineLocalQueue))]
+    public async Task CleanupWolverine()
+    {
+        if (_wolverine is not null)
+        {
+            await _wolverine.DisposeAsync();
+        }
+    }
+
     /// <summary>The floor: a bounded channel (capacity 1024) read by four competing reader tasks.</summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
     public async Task ChannelRaw()
@@ -108,6 +131,20 @@ public class QueueBenchmarks
         for (var i = 0; i < Messages; i++)
         {
             await sender.SendAsync(Queue, new Job(i));
+        }
+
+        await done;
+    }
+
+    /// <summary>Wolverine 6.64.2: <c>IMessageBus.SendAsync</c> to a local queue with 4 parallel messages (in memory, not durable).</summary>
+    [Benchmark(OperationsPerInvoke = PeerMessages)]
+    public async Task WolverineLocalQueue()
+    {
+        var done = _signal.Reset(PeerMessages);
+        var bus = _wolverine!.Bus;
+        for (var i = 0; i < PeerMessages; i++)
+        {
+            await bus.SendAsync(new Job(i));
         }
 
         await done;

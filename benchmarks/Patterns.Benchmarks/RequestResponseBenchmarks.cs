@@ -2,7 +2,9 @@ using BenchmarkDotNet.Attributes;
 using MassTransit;
 using MassTransit.Mediator;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Patterns.RequestResponse;
+using Wolverine;
 
 namespace Patterns.Benchmarks;
 
@@ -28,6 +30,8 @@ public class RequestResponseBenchmarks
 
     private ServiceProvider? _massTransitServices;
     private IRequestClient<Req>? _massTransitClient;
+
+    private WolverineSession? _wolverine;
 
     /// <summary>Gets the sum of the response ids, so the calls cannot be optimized away.</summary>
     public int Sink { get; private set; }
@@ -59,6 +63,19 @@ public class RequestResponseBenchmarks
 
     [GlobalCleanup(Target = nameof(MassTransitMediator))]
     public Task CleanupMassTransit() => Hosting.StopAndDisposeAsync(_massTransitServices);
+
+    [GlobalSetup(Target = nameof(WolverineInvokeAsync))]
+    public async Task SetupWolverine() =>
+        _wolverine = await WolverineSession.StartAsync(typeof(WolverineEchoHandler), o => o.Durability.Mode = DurabilityMode.MediatorOnly); // its mediator mode
+
+    [GlobalCleanup(Target = nameof(WolverineInvokeAsync))]
+    public async Task CleanupWolverine()
+    {
+        if (_wolverine is not null)
+        {
+            await _wolverine.DisposeAsync();
+        }
+    }
 
     /// <summary>The floor: the handler's HandleAsync called directly and awaited.</summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = Calls)]
@@ -101,6 +118,21 @@ public class RequestResponseBenchmarks
         {
             var response = await client.GetResponse<Resp>(request);
             sum += response.Message.Id;
+        }
+
+        Sink = sum;
+    }
+
+    /// <summary>Wolverine 6.64.2: <c>IMessageBus.InvokeAsync&lt;Resp&gt;</c> (in-process, MediatorOnly), a static handler returning the cached response.</summary>
+    [Benchmark(OperationsPerInvoke = Calls)]
+    public async Task WolverineInvokeAsync()
+    {
+        var bus = _wolverine!.Bus;
+        var request = _request;
+        var sum = 0;
+        for (var i = 0; i < Calls; i++)
+        {
+            sum += (await bus.InvokeAsync<Resp>(request)).Id;
         }
 
         Sink = sum;
