@@ -279,7 +279,7 @@ internal sealed class InMemoryQueue
         };
         if (exception is not null)
         {
-            headers.Add(new(EnvelopeHeaders.ExceptionType, exception.GetType().FullName ?? exception.GetType().Name));
+            headers.Add(new(EnvelopeHeaders.ExceptionType, RemoteHandlerException.TypeNameOf(exception)));
             headers.Add(new(EnvelopeHeaders.ExceptionMessage, exception.Message));
             if (exception.StackTrace is { } stack)
             {
@@ -291,7 +291,7 @@ internal sealed class InMemoryQueue
             envelope.WithHeaders(headers),
             Name,
             reason,
-            exception?.GetType().FullName,
+            exception is null ? null : RemoteHandlerException.TypeNameOf(exception),
             exception?.Message,
             now);
 
