@@ -46,7 +46,7 @@ public sealed record DeadLetterMessage(
         string? exceptionMessage = null;
         if (exception is not null)
         {
-            exceptionType = exception.GetType().FullName ?? exception.GetType().Name;
+            exceptionType = RemoteHandlerException.TypeNameOf(exception);
             exceptionMessage = exception.Message;
             headers.Add(new(EnvelopeHeaders.ExceptionType, exceptionType));
             headers.Add(new(EnvelopeHeaders.ExceptionMessage, Truncate(exceptionMessage)));

@@ -1,0 +1,92 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Grpc.Core;
+using Patterns.PeerLinks.Wire;
+
+namespace Patterns.PeerLinks.Links;
+
+/// <summary>
+/// The one writer of one stream. It drains, in this order, the latest cumulative acknowledgement, queued control
+/// frames and a sequence, packing as many frames as fit into each gRPC message. The queues outlive a connection,
+/// so what was not written goes out on the next one.
+/// </summary>
+internal sealed class LinkWriter
+{
+    private readonly ConcurrentQueue<byte[]> _control = new();
+    private readonly Channel<bool> _signal = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+    private long _ack = -1;
+
+    public OutboundSequence? Sequence { get; set; }
+
+    public void Wake() => _signal.Writer.TryWrite(true);
+
+    public void Enqueue(byte[] frame)
+    {
+        _control.Enqueue(frame);
+        Wake();
+    }
+
+    /// <summary>Sends a cumulative acknowledgement; a later one replaces one not yet written.</summary>
+    public void Acknowledge(long seq)
+    {
+        long current;
+        do
+        {
+            current = Volatile.Read(ref _ack);
+            if (current >= seq)
+            {
+                return;
+            }
+        }
+        while (Interlocked.CompareExchange(ref _ack, seq, current) != current);
+
+        Wake();
+    }
+
+    /// <summary>Forgets control frames meant for an earlier connection (their content is resent in full on the next one).</summary>
+    public void ClearControl() => _control.Clear();
+
+    public async Task RunAsync(IAsyncStreamWriter<FrameBatch> stream, CancellationToken cancellationToken)
+    {
+        var batch = FrameBatch.Rent();
+        var lastAck = -1L;
+        try
+        {
+            while (true)
+            {
+                var ack = Volatile.Read(ref _ack);
+                if (ack > lastAck)
+                {
+                    Append(batch, Frames.Int64Frame(FrameType.Ack, ack));
+                    lastAck = ack;
+                }
+
+                while (_control.TryPeek(out var frame) && batch.Length + frame.Length <= FrameBatch.MaxBytes)
+                {
+                    _control.TryDequeue(out _);
+                    Append(batch, frame);
+                }
+
+                Sequence?.Fill(batch);
+                if (batch.Length == 0)
+                {
+                    await _signal.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+
+                await stream.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                batch.Length = 0;
+            }
+        }
+        finally
+        {
+            batch.Return();
+        }
+    }
+
+    private static void Append(FrameBatch batch, byte[] frame)
+    {
+        frame.CopyTo(batch.Buffer.AsSpan(batch.Length));
+        batch.Length += frame.Length;
+    }
+}

@@ -1,0 +1,121 @@
+using System.Threading.Channels;
+using Patterns.Messaging;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks.Links;
+
+/// <summary>A delivery that arrived from a peer for a subscription on this node.</summary>
+internal readonly record struct RemoteDelivery(PeerSession Session, long Seq, Envelope Envelope);
+
+/// <summary>
+/// A subscription on this node. Messages sent on this node reach it through the in-memory transport (and its
+/// settlement path); messages forwarded by peers arrive in its intake and are settled back to the sender, whose
+/// queue retries or dead-letters them. Stopping first withdraws it from the peers, which drain what they had
+/// routed to it, then drains both paths.
+/// </summary>
+internal sealed class LocalSubscription : TransportSubscription
+{
+    private readonly PeerLinksTransport _transport;
+    private readonly DeliveryHandler _handler;
+    private readonly Channel<RemoteDelivery> _intake = Channel.CreateUnbounded<RemoteDelivery>(new UnboundedChannelOptions { SingleWriter = false });
+    private readonly CancellationTokenSource _hardStop = new();
+    private Task[] _workers = [];
+    private Task? _stopping;
+
+    public LocalSubscription(PeerLinksTransport transport, long id, SubscriptionRequest request, DeliveryHandler handler)
+    {
+        _transport = transport;
+        Id = id;
+        Request = request;
+        _handler = handler;
+    }
+
+    public long Id { get; }
+
+    public override SubscriptionRequest Request { get; }
+
+    public TransportSubscription? Local { get; set; }
+
+    /// <summary>Gets a value indicating whether peers should route to it (false once it stops).</summary>
+    public bool Announced { get; private set; } = true;
+
+    public void Start()
+    {
+        var workers = new Task[Request.Concurrency];
+        for (var i = 0; i < workers.Length; i++)
+        {
+            workers[i] = Task.Run(RunAsync);
+        }
+
+        _workers = workers;
+    }
+
+    public void Deliver(in RemoteDelivery delivery)
+    {
+        if (!_intake.Writer.TryWrite(delivery))
+        {
+            delivery.Session.Settle(delivery.Seq, Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} has stopped.")));
+        }
+    }
+
+    public override Task StopAsync(CancellationToken drainDeadline)
+    {
+        lock (_intake)
+        {
+            return _stopping ??= StopCoreAsync(drainDeadline);
+        }
+    }
+
+    private async Task StopCoreAsync(CancellationToken drainDeadline)
+    {
+        // Peers stop routing here and drain what they already routed, while the intake still handles it.
+        Announced = false;
+        await _transport.AnnounceAsync(drainDeadline).ConfigureAwait(false);
+        _transport.Unregister(this);
+        _intake.Writer.TryComplete();
+        var local = Local?.StopAsync(drainDeadline) ?? Task.CompletedTask;
+        var workers = Task.WhenAll(_workers);
+        try
+        {
+            await workers.WaitAsync(drainDeadline).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (drainDeadline.IsCancellationRequested)
+        {
+            await _hardStop.CancelAsync().ConfigureAwait(false);
+            await workers.ConfigureAwait(false);
+        }
+
+        await local.ConfigureAwait(false);
+    }
+
+    private async Task RunAsync()
+    {
+        var stop = _hardStop.Token;
+        await foreach (var delivery in _intake.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            Settlement settlement;
+            if (stop.IsCancellationRequested)
+            {
+                settlement = Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} stopped before handling the message."));
+            }
+            else
+            {
+                try
+                {
+                    settlement = await _handler(delivery.Envelope, stop).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    // Stopped past its deadline: the sender keeps the message and delivers it again elsewhere.
+                    settlement = Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} was stopped while handling the message."));
+                }
+                catch (Exception ex)
+                {
+                    settlement = Settlement.HandlerThrew(ex);
+                }
+            }
+
+            delivery.Session.Settle(delivery.Seq, settlement);
+        }
+    }
+}

@@ -1,0 +1,334 @@
+using System.Buffers.Binary;
+using Patterns.PeerLinks.Wire;
+
+namespace Patterns.PeerLinks.Links;
+
+/// <summary>One message queued on a link: a small head (already encoded) followed by a payload that is never copied.</summary>
+internal sealed class OutEntry(FrameType type, long subscription, byte[] head, ReadOnlyMemory<byte> payload, object? state)
+{
+    public long Seq { get; set; }
+
+    public FrameType Type { get; } = type;
+
+    public long Subscription { get; } = subscription;
+
+    public byte[] Head { get; } = head;
+
+    public ReadOnlyMemory<byte> Payload { get; } = payload;
+
+    public int Total => Head.Length + Payload.Length;
+
+    /// <summary>What the owner needs when the entry is settled or dropped (a pending delivery).</summary>
+    public object? State { get; } = state;
+}
+
+/// <summary>
+/// The sequenced frames one side of a link sends: the send queue and the replay buffer in one structure,
+/// bounded in bytes. A sender waits while the unacknowledged bytes exceed the capacity (a message larger than
+/// the capacity is admitted alone). Entries stay until the other side acknowledges them, so a reconnect replays
+/// everything after what it last received: nothing lost, and the receiver drops what it saw twice.
+/// </summary>
+internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<OutEntry>? onAssigned = null)
+{
+    private readonly Lock _gate = new();
+    private readonly LinkedList<SpaceWaiter> _waiters = new();
+    private OutEntry[] _ring = new OutEntry[64];
+    private int _head;
+    private int _count;
+    private long _bytes;
+    private long _nextSeq = 1;
+    private long _cursorSeq = 1;
+    private int _cursorOffset;
+    private Exception? _closed;
+
+    public long Capacity => capacity;
+
+    /// <summary>Gets the bytes held (queued or sent but unacknowledged).</summary>
+    public long Bytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _bytes;
+            }
+        }
+    }
+
+    public bool HasUnsent
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _count > 0 && _cursorSeq < _nextSeq;
+            }
+        }
+    }
+
+    /// <summary>Queues an entry, waiting for space in bytes.</summary>
+    public ValueTask AppendAsync(OutEntry entry, CancellationToken cancellationToken)
+    {
+        SpaceWaiter waiter;
+        lock (_gate)
+        {
+            if (_closed is { } reason)
+            {
+                return ValueTask.FromException(reason);
+            }
+
+            if (_waiters.Count == 0 && Fits(entry.Total))
+            {
+                Add(entry);
+                wakeWriter();
+                return default;
+            }
+
+            waiter = new SpaceWaiter(entry);
+            waiter.Node = _waiters.AddLast(waiter);
+        }
+
+        return new ValueTask(WaitAsync(waiter, cancellationToken));
+    }
+
+    /// <summary>Queues an entry without waiting (for frames bounded elsewhere, such as settlements bounded by credits).</summary>
+    public void Append(OutEntry entry)
+    {
+        lock (_gate)
+        {
+            if (_closed is not null)
+            {
+                return;
+            }
+
+            Add(entry);
+        }
+
+        wakeWriter();
+    }
+
+    /// <summary>The other side has everything up to <paramref name="seq"/>: drop it and let waiting senders in.</summary>
+    public void Ack(long seq)
+    {
+        List<SpaceWaiter>? granted = null;
+        lock (_gate)
+        {
+            while (_count > 0 && _ring[_head].Seq <= seq)
+            {
+                _bytes -= _ring[_head].Total;
+                _ring[_head] = null!;
+                _head = (_head + 1) % _ring.Length;
+                _count--;
+            }
+
+            if (_cursorSeq <= seq)
+            {
+                _cursorSeq = seq + 1;
+                _cursorOffset = 0;
+            }
+
+            while (_waiters.First is { } first && Fits(first.Value.Entry.Total))
+            {
+                _waiters.RemoveFirst();
+                Add(first.Value.Entry);
+                (granted ??= []).Add(first.Value);
+            }
+        }
+
+        if (granted is not null)
+        {
+            foreach (var waiter in granted)
+            {
+                waiter.Completion.TrySetResult();
+            }
+
+            wakeWriter();
+        }
+    }
+
+    /// <summary>A new connection: send again everything after <paramref name="lastReceived"/>.</summary>
+    public void Rewind(long lastReceived)
+    {
+        Ack(lastReceived);
+        lock (_gate)
+        {
+            _cursorSeq = lastReceived + 1;
+            _cursorOffset = 0;
+        }
+
+        wakeWriter();
+    }
+
+    /// <summary>The other side lost the session: every entry is dropped and handed back; numbering starts again.</summary>
+    public List<OutEntry> Reset()
+    {
+        var dropped = new List<OutEntry>();
+        List<SpaceWaiter> granted = [];
+        lock (_gate)
+        {
+            for (var i = 0; i < _count; i++)
+            {
+                dropped.Add(_ring[(_head + i) % _ring.Length]);
+            }
+
+            Array.Clear(_ring);
+            _head = 0;
+            _count = 0;
+            _bytes = 0;
+            _nextSeq = 1;
+            _cursorSeq = 1;
+            _cursorOffset = 0;
+            while (_waiters.First is { } first && Fits(first.Value.Entry.Total))
+            {
+                _waiters.RemoveFirst();
+                Add(first.Value.Entry);
+                granted.Add(first.Value);
+            }
+        }
+
+        foreach (var waiter in granted)
+        {
+            waiter.Completion.TrySetResult();
+        }
+
+        wakeWriter();
+        return dropped;
+    }
+
+    /// <summary>Closes the sequence: waiting and later senders fail with <paramref name="reason"/>.</summary>
+    public List<OutEntry> Close(Exception reason)
+    {
+        List<SpaceWaiter> waiting;
+        lock (_gate)
+        {
+            _closed = reason;
+            waiting = [.. _waiters];
+            _waiters.Clear();
+        }
+
+        foreach (var waiter in waiting)
+        {
+            waiter.Completion.TrySetException(reason);
+        }
+
+        return Reset();
+    }
+
+    /// <summary>Writes frames from the cursor into <paramref name="batch"/> until it is full or nothing is left.</summary>
+    public void Fill(FrameBatch batch)
+    {
+        lock (_gate)
+        {
+            while (_count > 0 && _cursorSeq < _nextSeq)
+            {
+                var index = (int)(_cursorSeq - _ring[_head].Seq);
+                var entry = _ring[(_head + index) % _ring.Length];
+                var space = FrameBatch.MaxBytes - batch.Length - FrameLimits.FrameHeaderBytes - FrameLimits.SequencedHeaderBytes;
+                var remaining = entry.Total - _cursorOffset;
+                var chunk = Math.Min(remaining, FrameLimits.MaxChunkBytes);
+                if (chunk > space)
+                {
+                    // The next batch starts empty and always has room for a whole chunk; the first chunk carries the whole head.
+                    return;
+                }
+
+                WriteChunk(batch, entry, _cursorOffset, chunk);
+                _cursorOffset += chunk;
+                if (_cursorOffset == entry.Total)
+                {
+                    _cursorSeq++;
+                    _cursorOffset = 0;
+                }
+            }
+        }
+    }
+
+    private static void WriteChunk(FrameBatch batch, OutEntry entry, int offset, int length)
+    {
+        var span = batch.Buffer.AsSpan(batch.Length);
+        span[0] = (byte)entry.Type;
+        BinaryPrimitives.WriteInt32LittleEndian(span[1..], FrameLimits.SequencedHeaderBytes + length);
+        BinaryPrimitives.WriteInt64LittleEndian(span[5..], entry.Seq);
+        BinaryPrimitives.WriteInt64LittleEndian(span[13..], entry.Subscription);
+        BinaryPrimitives.WriteInt32LittleEndian(span[21..], entry.Total);
+        BinaryPrimitives.WriteInt32LittleEndian(span[25..], offset);
+        var target = span.Slice(FrameLimits.FrameHeaderBytes + FrameLimits.SequencedHeaderBytes, length);
+        var head = entry.Head;
+        var written = 0;
+        if (offset < head.Length)
+        {
+            var fromHead = Math.Min(head.Length - offset, length);
+            head.AsSpan(offset, fromHead).CopyTo(target);
+            written = fromHead;
+        }
+
+        if (written < length)
+        {
+            var payloadOffset = offset + written - head.Length;
+            entry.Payload.Span.Slice(payloadOffset, length - written).CopyTo(target[written..]);
+        }
+
+        batch.Length += FrameLimits.FrameHeaderBytes + FrameLimits.SequencedHeaderBytes + length;
+    }
+
+    private bool Fits(int size) => _bytes == 0 || _bytes + size <= capacity;
+
+    private void Add(OutEntry entry)
+    {
+        if (_count == _ring.Length)
+        {
+            var bigger = new OutEntry[_ring.Length * 2];
+            for (var i = 0; i < _count; i++)
+            {
+                bigger[i] = _ring[(_head + i) % _ring.Length];
+            }
+
+            _ring = bigger;
+            _head = 0;
+        }
+
+        entry.Seq = _nextSeq++;
+        onAssigned?.Invoke(entry);
+        _ring[(_head + _count) % _ring.Length] = entry;
+        _count++;
+        _bytes += entry.Total;
+    }
+
+    private async Task WaitAsync(SpaceWaiter waiter, CancellationToken cancellationToken)
+    {
+        using (cancellationToken.UnsafeRegister(
+            static s =>
+            {
+                var (sequence, w) = ((OutboundSequence, SpaceWaiter))s!;
+                sequence.Cancel(w);
+            },
+            (this, waiter)))
+        {
+            await waiter.Completion.Task.ConfigureAwait(false);
+        }
+    }
+
+    private void Cancel(SpaceWaiter waiter)
+    {
+        lock (_gate)
+        {
+            if (waiter.Node?.List is null)
+            {
+                return;
+            }
+
+            _waiters.Remove(waiter.Node);
+        }
+
+        waiter.Completion.TrySetCanceled();
+    }
+
+    private sealed class SpaceWaiter(OutEntry entry)
+    {
+        public OutEntry Entry { get; } = entry;
+
+        public TaskCompletionSource Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public LinkedListNode<SpaceWaiter>? Node { get; set; }
+    }
+}

@@ -1,0 +1,155 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Patterns.Messaging;
+using Patterns.PeerLinks.Wire;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks.Links;
+
+internal sealed partial class PeerLink
+{
+    /// <summary>Mirrors the peer's subscriptions: adds the new ones at once, drains the removed ones, then confirms.</summary>
+    private async Task ApplyAnnouncementAsync(long version, IReadOnlyList<SubscriptionInfo> subscriptions, CancellationToken cancellationToken)
+    {
+        List<Proxy> removed = [];
+        await _announceGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var wanted = subscriptions.ToDictionary(s => s.Id);
+            foreach (var (id, proxy) in _proxies)
+            {
+                if (!wanted.ContainsKey(id) && _proxies.TryRemove(id, out _))
+                {
+                    removed.Add(proxy);
+                    if (proxy.Info.Kind == AddressKind.Queue)
+                    {
+                        _queueConsumers.AddOrUpdate(proxy.Info.Address, 0, static (_, n) => n - 1);
+                    }
+                }
+            }
+
+            foreach (var info in subscriptions)
+            {
+                if (_proxies.ContainsKey(info.Id))
+                {
+                    continue;
+                }
+
+                var proxy = new Proxy(this, info);
+                try
+                {
+                    proxy.Subscription = await _transport.Local.SubscribeAsync(
+                        new SubscriptionRequest
+                        {
+                            Address = new TransportAddress(info.Kind, info.Address),
+                            ConsumerGroup = info.Group,
+                            Concurrency = info.Credit,
+                        },
+                        proxy.Handler,
+                        cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
+                {
+                    PeerLinksLog.ProxyFailed(_transport.Logger, $"{info.Kind}:{info.Address}", RemoteNodeId ?? Address.ToString(), ex.Message);
+                    continue;
+                }
+
+                _proxies[info.Id] = proxy;
+                if (info.Kind == AddressKind.Queue)
+                {
+                    _queueConsumers.AddOrUpdate(info.Address, 1, static (_, n) => n + 1);
+                }
+            }
+        }
+        finally
+        {
+            _announceGate.Release();
+        }
+
+        if (removed.Count == 0)
+        {
+            _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+            return;
+        }
+
+        _ = DrainThenConfirmAsync(removed, version);
+    }
+
+    private async Task DrainThenConfirmAsync(List<Proxy> removed, long version)
+    {
+        using var deadline = new CancellationTokenSource(_options.AnnounceTimeout, _transport.TimeProvider);
+        foreach (var proxy in removed)
+        {
+            await PeerSession.Quietly(proxy.Subscription!.StopAsync(deadline.Token)).ConfigureAwait(false);
+        }
+
+        _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+    }
+
+    /// <summary>Encodes an envelope as <c>[headLength:4][head]</c> plus its payload (serializing an in-process body).</summary>
+    private (byte[] Head, ReadOnlyMemory<byte> Payload) Encode(in Envelope envelope)
+    {
+        var payload = envelope.Payload;
+        var contentType = envelope.ContentType;
+        if (payload.IsEmpty && envelope.Body is { } body)
+        {
+            var writer = new ArrayBufferWriter<byte>();
+            _transport.Serializer.Serialize(writer, body, body.GetType());
+            payload = writer.WrittenMemory;
+            contentType ??= _transport.Serializer.ContentType;
+        }
+
+        if (payload.Length > _options.MaxMessageBytes)
+        {
+            throw new MessageTooLargeException(Address.ToString(), payload.Length, _options.MaxMessageBytes);
+        }
+
+        var head = new ArrayBufferWriter<byte>(256);
+        head.Advance(4);
+        EnvelopeCodec.WriteHeader(head, envelope, contentType);
+        if (head.WrittenCount - 4 > FrameLimits.MaxEnvelopeHeaderBytes)
+        {
+            throw new ArgumentException($"The headers of message {envelope.MessageId} take {head.WrittenCount - 4} bytes; a peer link carries at most {FrameLimits.MaxEnvelopeHeaderBytes}.", nameof(envelope));
+        }
+
+        var bytes = head.WrittenSpan.ToArray();
+        BinaryPrimitives.WriteInt32LittleEndian(bytes, bytes.Length - 4);
+        return (bytes, payload);
+    }
+
+    /// <summary>One of the peer's subscriptions, mirrored here as an in-memory subscription with the peer's credit as its concurrency.</summary>
+    private sealed class Proxy(PeerLink link, SubscriptionInfo info)
+    {
+        public SubscriptionInfo Info { get; } = info;
+
+        public TransportSubscription? Subscription { get; set; }
+
+        public volatile Exception? Dead;
+
+        public ValueTask<Settlement> Handler(Envelope envelope, CancellationToken cancellationToken)
+        {
+            if (Dead is { } dead)
+            {
+                return new(Settlement.Retry(TimeSpan.Zero, dead));
+            }
+
+            return link.ForwardAsync(this, envelope, cancellationToken);
+        }
+    }
+
+    private async ValueTask<Settlement> ForwardAsync(Proxy proxy, Envelope envelope, CancellationToken cancellationToken)
+    {
+        var (head, payload) = Encode(envelope);
+        var pending = new PendingDelivery();
+        try
+        {
+            await _data.AppendAsync(new OutEntry(FrameType.Data, proxy.Info.Id, head, payload, pending), cancellationToken).ConfigureAwait(false);
+        }
+        catch (TransportUnavailableException ex)
+        {
+            return Settlement.Retry(TimeSpan.Zero, ex);
+        }
+
+        return await pending.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,431 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Net.Security;
+using System.Net.Sockets;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Patterns.PeerLinks.Wire;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks.Links;
+
+/// <summary>
+/// This node's link to one peer. It dials the peer's control and bulk streams (two HTTP/2 connections, so bulk
+/// traffic never holds up control frames), mirrors the peer's subscriptions as local in-memory subscriptions whose
+/// handler forwards each message to the peer and returns the peer's settlement, and reconnects with jittered
+/// back-off, replaying what the peer had not acknowledged.
+/// </summary>
+internal sealed partial class PeerLink : IAsyncDisposable
+{
+    private readonly PeerLinksTransport _transport;
+    private readonly PeerLinksOptions _options;
+    private readonly GrpcChannel _controlChannel;
+    private readonly GrpcChannel _bulkChannel;
+    private readonly LinkWriter _controlWriter = new();
+    private readonly LinkWriter _bulkWriter = new();
+    private readonly OutboundSequence _data;
+    private readonly ConcurrentDictionary<long, PendingDelivery> _pending = new();
+    private readonly ConcurrentDictionary<long, Proxy> _proxies = new();
+    private readonly ConcurrentDictionary<string, int> _queueConsumers = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _announceGate = new(1, 1);
+    private readonly CancellationTokenSource _stopping = new();
+    private InboundSequence _settlements;
+    private Guid _session = Guid.NewGuid();
+    private Guid _remoteIncarnation;
+    private bool _sessionUsed;
+    private long _lastHeard;
+    private Task _running = Task.CompletedTask;
+
+    public PeerLink(PeerLinksTransport transport, Uri address)
+    {
+        _transport = transport;
+        _options = transport.Options;
+        Address = address;
+        _data = new OutboundSequence(_options.ReplayBufferBytes, _bulkWriter.Wake, OnAssigned);
+        _bulkWriter.Sequence = _data;
+        _settlements = new InboundSequence(FrameLimits.MaxChunkBytes);
+        _controlChannel = CreateChannel();
+        _bulkChannel = CreateChannel();
+        State = PeerState.Connecting;
+    }
+
+    public Uri Address { get; }
+
+    public PeerState State { get; private set; }
+
+    public string? RemoteNodeId { get; private set; }
+
+    /// <summary>Gets the bytes held unacknowledged on this link (the replay buffer).</summary>
+    public long BufferedBytes => _data.Bytes;
+
+    public bool HasQueueConsumer(string queue) => _queueConsumers.TryGetValue(queue, out var n) && n > 0;
+
+    public void Start()
+    {
+        Report(PeerState.Connecting, "not linked yet");
+        _running = Task.Run(RunAsync);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await PeerSession.Quietly(_running).ConfigureAwait(false);
+        await LoseSessionAsync("the node is stopping").ConfigureAwait(false);
+        _controlChannel.Dispose();
+        _bulkChannel.Dispose();
+        _stopping.Dispose();
+    }
+
+    /// <summary>Breaks the current connection, as a network fault would (tests and diagnostics).</summary>
+    internal void Break() => Volatile.Read(ref _connection)?.Cancel();
+
+    private CancellationTokenSource? _connection;
+
+    private async Task RunAsync()
+    {
+        var attempt = 0;
+        long? brokenSince = null;
+        while (!_stopping.IsCancellationRequested)
+        {
+            string reason;
+            var refused = false;
+            try
+            {
+                await ConnectAndRunAsync().ConfigureAwait(false);
+                reason = "the peer closed the link";
+            }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (RpcException ex) when (ex.StatusCode == StatusCode.Unauthenticated)
+            {
+                reason = $"refused: {ex.Status.Detail}";
+                PeerLinksLog.RefusedByPeer(_transport.Logger, Address, ex.Status.Detail);
+                refused = true;
+            }
+            catch (Exception ex)
+            {
+                reason = Describe(ex);
+                refused = IsRefused(ex);
+            }
+
+            if (State == PeerState.Up)
+            {
+                attempt = 0;
+                brokenSince = null;
+                Report(PeerState.Connecting, reason);
+            }
+
+            brokenSince ??= _transport.TimeProvider.GetTimestamp();
+            if (State != PeerState.Down && (refused || _transport.TimeProvider.GetElapsedTime(brokenSince.Value) > _options.ReconnectGrace))
+            {
+                PeerLinksLog.PeerDown(_transport.Logger, Address, reason);
+                await LoseSessionAsync(reason).ConfigureAwait(false);
+                Report(PeerState.Down, reason);
+            }
+
+            var delay = Backoff(attempt++);
+            PeerLinksLog.LinkBroken(_transport.Logger, Address, reason, delay);
+            try
+            {
+                await Task.Delay(delay, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private TimeSpan Backoff(int attempt)
+    {
+        var ceiling = Math.Min(_options.MaxReconnectDelay.TotalMilliseconds, _options.FirstReconnectDelay.TotalMilliseconds * Math.Pow(2, Math.Min(attempt, 20)));
+        return TimeSpan.FromMilliseconds(ceiling * (0.5 + (Random.Shared.NextDouble() / 2)));
+    }
+
+    private async Task ConnectAndRunAsync()
+    {
+        using var connection = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+        Volatile.Write(ref _connection, connection);
+        var token = connection.Token;
+        var headers = _transport.Security.Headers(_transport.NodeId, _session);
+        using var control = _controlChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Control, null, new CallOptions(headers, cancellationToken: token));
+        await WriteSingleAsync(control.RequestStream, Frames.Hello(new Hello(_transport.NodeId, _session, _settlements.LastReceived)), token).ConfigureAwait(false);
+        if (!await control.ResponseStream.MoveNext(token).ConfigureAwait(false))
+        {
+            throw new IOException("The peer closed the link before answering the hello.");
+        }
+
+        var ack = ReadHelloAck(control.ResponseStream.Current);
+        if (_sessionUsed && (!ack.Resumed || ack.Incarnation != _remoteIncarnation))
+        {
+            await LoseSessionAsync(ack.Incarnation != _remoteIncarnation ? $"{ack.NodeId} restarted" : $"{ack.NodeId} no longer knows this link's session").ConfigureAwait(false);
+            throw new IOException("The session was lost; starting a new one.");
+        }
+
+        _remoteIncarnation = ack.Incarnation;
+        RemoteNodeId = ack.NodeId;
+        _sessionUsed = true;
+        _settlements.ResetPartial();
+        _data.Rewind(ack.LastReceived);
+        _controlWriter.ClearControl();
+        Touch();
+        var reading = ReadControlAsync(control.ResponseStream, token);
+        var controlWriting = _controlWriter.RunAsync(control.RequestStream, token);
+        await ApplyAnnouncementAsync(ack.Version, ack.Subscriptions, token).ConfigureAwait(false);
+        using var bulk = _bulkChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Bulk, null, new CallOptions(headers, cancellationToken: token));
+        var bulkWriting = _bulkWriter.RunAsync(bulk.RequestStream, token);
+        var bulkReading = DrainAsync(bulk.ResponseStream, token);
+        var heartbeat = HeartbeatAsync(token);
+        PeerLinksLog.LinkUp(_transport.Logger, Address, ack.NodeId, ack.Resumed ? " (resumed, replaying unacknowledged messages)" : string.Empty);
+        Report(PeerState.Up, null);
+        var all = new[] { reading, controlWriting, bulkWriting, bulkReading, heartbeat };
+        var first = await Task.WhenAny(all).ConfigureAwait(false);
+        await connection.CancelAsync().ConfigureAwait(false);
+        foreach (var task in all)
+        {
+            await PeerSession.Quietly(task).ConfigureAwait(false);
+        }
+
+        Volatile.Write(ref _connection, null);
+        await first.ConfigureAwait(false);
+    }
+
+    private static HelloAck ReadHelloAck(FrameBatch batch)
+    {
+        try
+        {
+            HelloAck? ack = null;
+            Frames.Parse(batch.Span, (type, body) =>
+            {
+                if (type != FrameType.HelloAck || ack is not null)
+                {
+                    throw new MalformedFrameException($"a {type} frame instead of the hello acknowledgement");
+                }
+
+                ack = Frames.ReadHelloAck(body);
+            });
+            return ack ?? throw new MalformedFrameException("an empty first message");
+        }
+        finally
+        {
+            batch.Return();
+        }
+    }
+
+    private static async Task WriteSingleAsync(IClientStreamWriter<FrameBatch> stream, byte[] frame, CancellationToken cancellationToken)
+    {
+        var batch = FrameBatch.Rent();
+        try
+        {
+            frame.CopyTo(batch.Buffer, 0);
+            batch.Length = frame.Length;
+            await stream.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            batch.Return();
+        }
+    }
+
+    private async Task ReadControlAsync(IAsyncStreamReader<FrameBatch> responses, CancellationToken cancellationToken)
+    {
+        try
+        {
+            while (await responses.MoveNext(cancellationToken).ConfigureAwait(false))
+            {
+                var batch = responses.Current;
+                try
+                {
+                    Touch();
+                    Frames.Parse(batch.Span, OnControlFrame);
+                }
+                finally
+                {
+                    batch.Return();
+                }
+
+                _controlWriter.Acknowledge(_settlements.LastReceived);
+            }
+        }
+        catch (MalformedFrameException ex)
+        {
+            PeerLinksLog.Malformed(_transport.Logger, "control", RemoteNodeId ?? Address.ToString(), ex.Message);
+            throw;
+        }
+    }
+
+    private static async Task DrainAsync(IAsyncStreamReader<FrameBatch> responses, CancellationToken cancellationToken)
+    {
+        while (await responses.MoveNext(cancellationToken).ConfigureAwait(false))
+        {
+            responses.Current.Return();
+        }
+    }
+
+    private async Task HeartbeatAsync(CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(_options.HeartbeatInterval, _transport.TimeProvider);
+        while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (_transport.TimeProvider.GetElapsedTime(Volatile.Read(ref _lastHeard)) > _options.HeartbeatTimeout)
+            {
+                throw new TimeoutException($"No frame from the peer for longer than the heartbeat timeout ({_options.HeartbeatTimeout}).");
+            }
+
+            _controlWriter.Enqueue(Frames.Int64Frame(FrameType.Ping, _transport.TimeProvider.GetTimestamp()));
+        }
+    }
+
+    private void OnControlFrame(FrameType type, ReadOnlySpan<byte> body)
+    {
+        switch (type)
+        {
+            case FrameType.Pong:
+                Frames.ReadInt64(body);
+                break;
+            case FrameType.Ack:
+                _data.Ack(Frames.ReadInt64(body));
+                break;
+            case FrameType.Settlement:
+                _settlements.Accept(body, OnSettlement);
+                break;
+            case FrameType.Announce:
+                var (version, subscriptions) = Frames.ReadAnnounce(body);
+                _ = ApplyAnnouncementAsync(version, subscriptions, _stopping.Token);
+                break;
+            default:
+                throw new MalformedFrameException($"a {type} frame on the control stream");
+        }
+    }
+
+    private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlyMemory<byte> payload)
+    {
+        var record = Frames.ReadSettlement(head);
+        if (_pending.TryRemove(record.DataSeq, out var pending))
+        {
+            pending.Complete(record);
+        }
+    }
+
+    private void OnAssigned(OutEntry entry)
+    {
+        if (entry.State is PendingDelivery pending)
+        {
+            _pending[entry.Seq] = pending;
+        }
+    }
+
+    private void Touch() => Volatile.Write(ref _lastHeard, _transport.TimeProvider.GetTimestamp());
+
+    /// <summary>The peer's session is gone (it restarted, the grace passed, or this node stops): everything in flight is handed back.</summary>
+    private async Task LoseSessionAsync(string reason)
+    {
+        _session = Guid.NewGuid();
+        _sessionUsed = false;
+        _settlements = new InboundSequence(FrameLimits.MaxChunkBytes);
+        var failure = new TransportUnavailableException($"The link to {Address} lost its session ({reason}); the message is delivered again.");
+        var proxies = _proxies.Values.ToArray();
+        _proxies.Clear();
+        _queueConsumers.Clear();
+        foreach (var proxy in proxies)
+        {
+            proxy.Dead = failure;
+        }
+
+        FailInFlight(failure);
+        var stopping = Task.WhenAll(proxies.Select(p => p.Subscription!.StopAsync(CancellationToken.None)));
+        while (!stopping.IsCompleted)
+        {
+            // A handler that read the proxy as alive just before it died may still queue a message: hand it back too.
+            await Task.WhenAny(stopping, Task.Delay(TimeSpan.FromMilliseconds(20), _transport.TimeProvider)).ConfigureAwait(false);
+            FailInFlight(failure);
+        }
+
+        await stopping.ConfigureAwait(false);
+    }
+
+    private void FailInFlight(Exception failure)
+    {
+        _data.Reset();
+        foreach (var seq in _pending.Keys)
+        {
+            if (_pending.TryRemove(seq, out var pending))
+            {
+                pending.Fail(failure);
+            }
+        }
+    }
+
+    private void Report(PeerState state, string? reason)
+    {
+        State = state;
+        _transport.Membership.Set(new PeerInfo(Address, RemoteNodeId, state, _transport.TimeProvider.GetUtcNow(), reason));
+    }
+
+    private GrpcChannel CreateChannel()
+    {
+        var handler = new SocketsHttpHandler
+        {
+            PooledConnectionIdleTimeout = Timeout.InfiniteTimeSpan,
+            ConnectTimeout = _options.HeartbeatTimeout,
+            EnableMultipleHttp2Connections = false,
+            InitialHttp2StreamWindowSize = 4 * 1024 * 1024,
+        };
+        if (Address.Scheme == Uri.UriSchemeHttps)
+        {
+            handler.SslOptions = new SslClientAuthenticationOptions
+            {
+                ClientCertificates = _options.ClientCertificate is { } certificate ? [certificate] : null,
+                RemoteCertificateValidationCallback = (_, certificate, chain, errors) =>
+                    _transport.Security.ValidateCertificate(certificate as System.Security.Cryptography.X509Certificates.X509Certificate2, chain, errors),
+            };
+        }
+
+        return GrpcChannel.ForAddress(Address, new GrpcChannelOptions
+        {
+            HttpHandler = handler,
+            DisposeHttpClient = true,
+            MaxReceiveMessageSize = FrameBatch.MaxBytes,
+            MaxSendMessageSize = FrameBatch.MaxBytes,
+            LoggerFactory = _transport.LoggerFactory,
+        });
+    }
+
+    private static bool IsRefused(Exception ex)
+    {
+        for (var e = ex; e is not null; e = e.InnerException)
+        {
+            if (e is SocketException { SocketErrorCode: SocketError.ConnectionRefused })
+            {
+                return true;
+            }
+        }
+
+        return ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.DebugException is { } inner && IsRefused(inner);
+    }
+
+    private static string Describe(Exception ex) => ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
+
+    /// <summary>A message forwarded to the peer, waiting for its settlement.</summary>
+    private sealed class PendingDelivery
+    {
+        private readonly TaskCompletionSource<Settlement> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task<Settlement> Task => _done.Task;
+
+        public void Complete(SettlementRecord record)
+        {
+            Exception? exception = record.ExceptionType is { } type ? new RemoteHandlerException(type, record.ExceptionMessage ?? string.Empty) : null;
+            _done.TrySetResult(record.Kind switch
+            {
+                SettlementKind.Ack => Settlement.Ack,
+                SettlementKind.Retry => Settlement.Retry(record.Delay, exception),
+                _ => Settlement.DeadLetter(record.Reason ?? "dead-lettered by the remote handler", exception),
+            });
+        }
+
+        public void Fail(Exception reason) => _done.TrySetResult(Settlement.Retry(TimeSpan.Zero, reason));
+    }
+}

@@ -1,0 +1,320 @@
+using Grpc.Core;
+using Microsoft.Extensions.Logging;
+using Patterns.PeerLinks.Wire;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks.Links;
+
+/// <summary>
+/// The listening end of one peer's link to this node: it receives the peer's deliveries (bulk stream), settles them
+/// back in sequence (control stream), answers heartbeats and pushes this node's subscription changes. It outlives a
+/// connection, so a reconnect within the grace resumes where the last one stopped.
+/// </summary>
+internal sealed class PeerSession
+{
+    private readonly PeerLinksTransport _transport;
+    private readonly LinkWriter _writer = new();
+    private readonly OutboundSequence _settlements;
+    private readonly InboundSequence _data;
+    private readonly Lock _gate = new();
+    private readonly List<(long Version, TaskCompletionSource Done)> _announceWaiters = [];
+    private CancellationTokenSource? _control;
+    private Task _bulk = Task.CompletedTask;
+    private CancellationTokenSource? _bulkCancel;
+    private long _lastHeard;
+    private long _acknowledgedVersion;
+
+    public PeerSession(PeerLinksTransport transport, string nodeId, Guid id)
+    {
+        _transport = transport;
+        NodeId = nodeId;
+        Id = id;
+        _settlements = new OutboundSequence(long.MaxValue, _writer.Wake);
+        _writer.Sequence = _settlements;
+        _data = new InboundSequence(transport.Options.MaxMessageBytes);
+        DetachedAt = transport.TimeProvider.GetUtcNow();
+    }
+
+    public string NodeId { get; }
+
+    public Guid Id { get; }
+
+    public bool IsAttached { get; private set; }
+
+    public DateTimeOffset DetachedAt { get; private set; }
+
+    public void Settle(long seq, in Settlement settlement) =>
+        _settlements.Append(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), default, null));
+
+    /// <summary>Pushes an announcement; the returned task completes when the peer applied it, or the link dropped.</summary>
+    public Task PushAnnouncement(long version, byte[] frame)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate)
+        {
+            if (!IsAttached || _acknowledgedVersion >= version)
+            {
+                return Task.CompletedTask;
+            }
+
+            _announceWaiters.Add((version, done));
+        }
+
+        _writer.Enqueue(frame);
+        return done.Task;
+    }
+
+    public async Task RunControlAsync(Hello hello, bool resumed, IAsyncStreamReader<FrameBatch> requests, IServerStreamWriter<FrameBatch> responses, CancellationToken callCancelled)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(callCancelled);
+        CancellationTokenSource? previous;
+        lock (_gate)
+        {
+            previous = _control;
+            _control = cts;
+        }
+
+        if (previous is not null)
+        {
+            await previous.CancelAsync().ConfigureAwait(false);
+        }
+
+        _settlements.Rewind(resumed ? hello.LastReceived : 0);
+        _writer.ClearControl();
+        var (version, subscriptions) = _transport.Attach(this, () =>
+        {
+            lock (_gate)
+            {
+                IsAttached = true;
+            }
+        });
+        var first = FrameBatch.Rent();
+        try
+        {
+            var ack = Frames.HelloAck(new HelloAck(_transport.NodeId, _transport.Incarnation, resumed, _data.LastReceived, version, subscriptions));
+            ack.CopyTo(first.Buffer, 0);
+            first.Length = ack.Length;
+            await responses.WriteAsync(first, cts.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            first.Return();
+        }
+
+        Touch();
+        var writing = _writer.RunAsync(responses, cts.Token);
+        var watching = WatchHeartbeatAsync(cts);
+        try
+        {
+            while (await requests.MoveNext(cts.Token).ConfigureAwait(false))
+            {
+                var batch = requests.Current;
+                try
+                {
+                    Touch();
+                    Frames.Parse(batch.Span, OnControlFrame);
+                }
+                finally
+                {
+                    batch.Return();
+                }
+            }
+        }
+        catch (MalformedFrameException ex)
+        {
+            PeerLinksLog.Malformed(_transport.Logger, "control", NodeId, ex.Message);
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"Malformed frame: {ex.Message}"));
+        }
+        finally
+        {
+            await cts.CancelAsync().ConfigureAwait(false);
+            await Quietly(writing).ConfigureAwait(false);
+            await Quietly(watching).ConfigureAwait(false);
+            Detach(cts);
+        }
+    }
+
+    public async Task RunBulkAsync(IAsyncStreamReader<FrameBatch> requests, CancellationToken callCancelled)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(callCancelled);
+        Task previous;
+        CancellationTokenSource? previousCancel;
+        lock (_gate)
+        {
+            previous = _bulk;
+            previousCancel = _bulkCancel;
+            _bulkCancel = cts;
+        }
+
+        if (previousCancel is not null)
+        {
+            await previousCancel.CancelAsync().ConfigureAwait(false);
+        }
+
+        await Quietly(previous).ConfigureAwait(false);
+        var running = ReadBulkAsync(requests, cts.Token);
+        lock (_gate)
+        {
+            _bulk = running;
+        }
+
+        await running.ConfigureAwait(false);
+    }
+
+    private async Task ReadBulkAsync(IAsyncStreamReader<FrameBatch> requests, CancellationToken cancellationToken)
+    {
+        _data.ResetPartial();
+        try
+        {
+            while (await requests.MoveNext(cancellationToken).ConfigureAwait(false))
+            {
+                var batch = requests.Current;
+                try
+                {
+                    Touch();
+                    Frames.Parse(batch.Span, OnBulkFrame);
+                }
+                finally
+                {
+                    batch.Return();
+                }
+
+                _writer.Acknowledge(_data.LastReceived);
+            }
+        }
+        catch (MalformedFrameException ex)
+        {
+            PeerLinksLog.Malformed(_transport.Logger, "bulk", NodeId, ex.Message);
+            _data.ResetPartial();
+            CancellationTokenSource? control;
+            lock (_gate)
+            {
+                control = _control;
+            }
+
+            // The whole link closes; the dialler reconnects and replays from the last whole message.
+            if (control is not null)
+            {
+                await control.CancelAsync().ConfigureAwait(false);
+            }
+
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"Malformed frame: {ex.Message}"));
+        }
+    }
+
+    private void OnControlFrame(FrameType type, ReadOnlySpan<byte> body)
+    {
+        switch (type)
+        {
+            case FrameType.Ping:
+                _writer.Enqueue(Frames.Int64Frame(FrameType.Pong, Frames.ReadInt64(body)));
+                break;
+            case FrameType.Ack:
+                _settlements.Ack(Frames.ReadInt64(body));
+                break;
+            case FrameType.AnnounceAck:
+                Acknowledged(Frames.ReadInt64(body));
+                break;
+            default:
+                throw new MalformedFrameException($"a {type} frame on the control stream");
+        }
+    }
+
+    private void OnBulkFrame(FrameType type, ReadOnlySpan<byte> body)
+    {
+        if (type != FrameType.Data)
+        {
+            throw new MalformedFrameException($"a {type} frame on the bulk stream");
+        }
+
+        _data.Accept(body, OnData);
+    }
+
+    private void OnData(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlyMemory<byte> payload)
+    {
+        var envelope = EnvelopeCodec.Read(head, payload);
+        if (_transport.TryGetSubscription(subscription, out var target))
+        {
+            target.Deliver(new RemoteDelivery(this, seq, envelope));
+        }
+        else
+        {
+            Settle(seq, Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"Subscription {subscription} is no longer on node {_transport.NodeId}.")));
+        }
+    }
+
+    private void Acknowledged(long version)
+    {
+        List<TaskCompletionSource> done = [];
+        lock (_gate)
+        {
+            _acknowledgedVersion = Math.Max(_acknowledgedVersion, version);
+            _announceWaiters.RemoveAll(w =>
+            {
+                if (w.Version <= version)
+                {
+                    done.Add(w.Done);
+                    return true;
+                }
+
+                return false;
+            });
+        }
+
+        foreach (var d in done)
+        {
+            d.TrySetResult();
+        }
+    }
+
+    private void Detach(CancellationTokenSource cts)
+    {
+        List<(long, TaskCompletionSource Done)> waiters;
+        lock (_gate)
+        {
+            if (!ReferenceEquals(_control, cts))
+            {
+                return;
+            }
+
+            _control = null;
+            IsAttached = false;
+            DetachedAt = _transport.TimeProvider.GetUtcNow();
+            waiters = [.. _announceWaiters];
+            _announceWaiters.Clear();
+        }
+
+        foreach (var w in waiters)
+        {
+            w.Done.TrySetResult();
+        }
+    }
+
+    private void Touch() => Volatile.Write(ref _lastHeard, _transport.TimeProvider.GetTimestamp());
+
+    private async Task WatchHeartbeatAsync(CancellationTokenSource cts)
+    {
+        using var timer = new PeriodicTimer(_transport.Options.HeartbeatInterval, _transport.TimeProvider);
+        while (await timer.WaitForNextTickAsync(cts.Token).ConfigureAwait(false))
+        {
+            if (_transport.TimeProvider.GetElapsedTime(Volatile.Read(ref _lastHeard)) > _transport.Options.HeartbeatTimeout)
+            {
+                _transport.Logger.LogWarning("The link from {RemoteNode} was silent for longer than {Timeout}; closing it.", NodeId, _transport.Options.HeartbeatTimeout);
+                await cts.CancelAsync().ConfigureAwait(false);
+                return;
+            }
+        }
+    }
+
+    internal static async Task Quietly(Task task)
+    {
+        try
+        {
+            await task.ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Ending a connection: its failure was already reported by whoever ended it.
+        }
+    }
+}

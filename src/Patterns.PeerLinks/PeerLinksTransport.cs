@@ -1,0 +1,429 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
+using System.Net;
+using Grpc.AspNetCore.Server.Model;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Patterns.InMemory;
+using Patterns.Messaging;
+using Patterns.PeerLinks.Links;
+using Patterns.PeerLinks.Wire;
+using Patterns.Serialization;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks;
+
+/// <summary>
+/// The broker-less transport: this node listens on a Kestrel endpoint and links to its peers over long-lived gRPC
+/// bidirectional streams. Every messaging pattern runs across the nodes unchanged.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Model: each node keeps its queues and subscription groups in memory, exactly as the in-memory transport does, and
+/// settles on the sending side: a subscription on a peer appears here as a consumer of the same queue or group whose
+/// concurrency is the peer's credit and whose handler forwards the message and returns the peer's settlement. So a
+/// published message reaches each consumer group once, a queued message reaches exactly one consumer among all nodes,
+/// partition-key order holds per group, and retries and dead letters follow the one kernel path.
+/// </para>
+/// <para>
+/// Delivery is in memory: what a node holds when it crashes (its queues, its dead letters, messages it was sending) is
+/// lost. A broken link replays its unacknowledged messages on reconnect (nothing lost or duplicated); when a peer is
+/// declared down or restarts, the messages in flight to it are delivered again to another consumer, so a handler may
+/// see such a message twice (at least once).
+/// </para>
+/// </remarks>
+public sealed class PeerLinksTransport : MessageTransport
+{
+    private readonly MessageTransport _local;
+    private readonly ConcurrentDictionary<string, byte> _declared = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<long, LocalSubscription> _subscriptions = new();
+    private readonly ConcurrentDictionary<(string Node, Guid Session), PeerSession> _sessions = new();
+    private readonly List<PeerLink> _links = [];
+    private readonly Lock _announceGate = new();
+    private long _announceVersion;
+    private long _nextSubscriptionId;
+    private WebApplication? _server;
+    private ITimer? _reaper;
+    private int _disposed;
+
+    internal PeerLinksTransport(PeerLinksOptions options, IMessageSerializer serializer, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    {
+        Options = options;
+        Serializer = serializer;
+        TimeProvider = timeProvider;
+        LoggerFactory = loggerFactory;
+        Logger = loggerFactory.CreateLogger("Patterns.PeerLinks");
+        Security = new LinkSecurity(options);
+        NodeId = options.NodeId;
+        _local = InMemoryTransport.Create(new InMemoryTransportOptions { MaxPayloadBytes = options.MaxMessageBytes }, timeProvider, loggerFactory);
+        foreach (var peer in options.Peers)
+        {
+            _links.Add(new PeerLink(this, peer));
+        }
+    }
+
+    /// <summary>Gets this node's id.</summary>
+    public string NodeId { get; }
+
+    /// <summary>Gets where this node listens, with the port actually bound; <see langword="null"/> until started.</summary>
+    public Uri? ListenUri { get; private set; }
+
+    /// <summary>Gets this node's peers and their state.</summary>
+    public PeerMembership Membership { get; } = new();
+
+    /// <inheritdoc />
+    public override string SystemName => "patterns.peerlinks";
+
+    /// <inheritdoc />
+    public override bool IsInProcess => false;
+
+    /// <inheritdoc />
+    public override int MaxPayloadBytes => Options.MaxMessageBytes;
+
+    internal PeerLinksOptions Options { get; }
+
+    internal IMessageSerializer Serializer { get; }
+
+    internal TimeProvider TimeProvider { get; }
+
+    internal ILoggerFactory LoggerFactory { get; }
+
+    internal ILogger Logger { get; }
+
+    internal LinkSecurity Security { get; }
+
+    internal Guid Incarnation { get; } = Guid.NewGuid();
+
+    internal MessageTransport Local => _local;
+
+    internal IReadOnlyList<PeerLink> Links => _links;
+
+    /// <summary>Creates a node, starts its listener and begins linking to its peers.</summary>
+    /// <param name="options">The node's options; validated here.</param>
+    /// <param name="serializer">Turns in-process bodies into bytes for peers; JSON when <see langword="null"/>.</param>
+    /// <param name="timeProvider">The clock for heartbeats, back-off and redeliveries; <see cref="TimeProvider.System"/> when <see langword="null"/>.</param>
+    /// <param name="loggerFactory">Where it logs; nowhere when <see langword="null"/>.</param>
+    /// <param name="cancellationToken">Cancels starting the listener.</param>
+    /// <returns>The started node.</returns>
+    /// <exception cref="OptionsValidationException">The options are invalid; the message lists every problem.</exception>
+    public static async Task<PeerLinksTransport> StartAsync(
+        PeerLinksOptions options,
+        IMessageSerializer? serializer = null,
+        TimeProvider? timeProvider = null,
+        ILoggerFactory? loggerFactory = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var result = new PeerLinksOptionsValidator().Validate(null, options);
+        if (result.Failed)
+        {
+            throw new OptionsValidationException(string.Empty, typeof(PeerLinksOptions), result.Failures);
+        }
+
+        var node = new PeerLinksTransport(options, serializer ?? new JsonMessageSerializer(), timeProvider ?? TimeProvider.System, loggerFactory ?? NullLoggerFactory.Instance);
+        await node.StartAsync(cancellationToken).ConfigureAwait(false);
+        return node;
+    }
+
+    /// <summary>Starts the listener and the links; a second call changes nothing.</summary>
+    internal async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_server is not null)
+        {
+            return;
+        }
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.Replace(ServiceDescriptor.Singleton(LoggerFactory));
+        builder.WebHost.ConfigureKestrel(ConfigureKestrel);
+        builder.Services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = FrameBatch.MaxBytes;
+            o.MaxSendMessageSize = FrameBatch.MaxBytes;
+        });
+        builder.Services.AddSingleton(new LinkService(this));
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IServiceMethodProvider<LinkService>, LinkServiceMethods>());
+        var app = builder.Build();
+        app.MapGrpcService<LinkService>();
+        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        _server = app;
+        var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        ListenUri = new Uri(bound.Replace("[::]", "localhost", StringComparison.Ordinal).Replace("0.0.0.0", "localhost", StringComparison.Ordinal));
+        PeerLinksLog.Listening(Logger, NodeId, ListenUri.ToString());
+        _reaper = TimeProvider.CreateTimer(static s => ((PeerLinksTransport)s!).ReapSessions(), this, Options.ReconnectGrace, Options.ReconnectGrace);
+        foreach (var link in _links)
+        {
+            link.Start();
+        }
+    }
+
+    /// <inheritdoc />
+    public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(queue);
+        _declared[queue] = 0;
+        return _local.DeclareQueueAsync(queue, settings, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    /// <exception cref="QueueNotFoundException">The queue is not declared on this node and no peer that consumes it is up (a request to a handler that no running node hosts fails here, fast).</exception>
+    public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(queue);
+        ValidateOutgoing(queue, envelope);
+        if (!_declared.ContainsKey(queue) && !HasRemoteConsumer(queue))
+        {
+            throw new QueueNotFoundException(
+                queue,
+                $"Queue '{queue}' has no consumer on this node or on any peer that is up (node {NodeId}, peers: {string.Join(", ", _links.Select(l => $"{l.Address} {l.State}"))}). Declare it here to buffer messages until a consumer appears.");
+        }
+
+        return _local.SendAsync(queue, envelope, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(topic);
+        ValidateOutgoing(topic, envelope);
+        return _local.PublishAsync(topic, envelope, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    /// <remarks>The returned subscription is known to every peer that is up: a message they send next can reach it.</remarks>
+    public override async ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(handler);
+        ObjectDisposedException.ThrowIf(_disposed != 0, this);
+        var subscription = new LocalSubscription(this, Interlocked.Increment(ref _nextSubscriptionId), request, handler);
+        subscription.Local = await _local.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false);
+        if (request.Address.Kind == AddressKind.Queue)
+        {
+            _declared[request.Address.Name] = 0;
+        }
+
+        _subscriptions[subscription.Id] = subscription;
+        subscription.Start();
+        await AnnounceAsync(cancellationToken).ConfigureAwait(false);
+        return subscription;
+    }
+
+    /// <inheritdoc />
+    public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
+        _local.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
+
+    /// <inheritdoc />
+    public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
+        _local.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
+
+    /// <inheritdoc />
+    public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) =>
+        _local.PurgeDeadLettersAsync(queue, cancellationToken);
+
+    /// <inheritdoc />
+    public override async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        if (_reaper is not null)
+        {
+            await _reaper.DisposeAsync().ConfigureAwait(false);
+        }
+
+        foreach (var link in _links)
+        {
+            await link.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_server is not null)
+        {
+            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(2), TimeProvider);
+            try
+            {
+                await _server.StopAsync(quick.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Streams that do not end within the grace are cut.
+            }
+
+            await _server.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _local.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>Tells every attached peer the current subscriptions and waits until they applied them (or dropped).</summary>
+    internal async Task AnnounceAsync(CancellationToken cancellationToken)
+    {
+        List<Task> confirmations = [];
+        long version;
+        lock (_announceGate)
+        {
+            version = ++_announceVersion;
+            var frame = Frames.Announce(version, Snapshot());
+            foreach (var session in _sessions.Values)
+            {
+                if (session.IsAttached)
+                {
+                    confirmations.Add(session.PushAnnouncement(version, frame));
+                }
+            }
+        }
+
+        if (confirmations.Count == 0)
+        {
+            return;
+        }
+
+        var all = Task.WhenAll(confirmations);
+        try
+        {
+            await all.WaitAsync(Options.AnnounceTimeout, TimeProvider, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            PeerLinksLog.AnnounceTimedOut(Logger, version, Options.AnnounceTimeout, string.Join(", ", _sessions.Values.Where(s => s.IsAttached).Select(s => s.NodeId)));
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // A stop whose drain deadline passed: peers finish draining on their own.
+        }
+    }
+
+    /// <summary>Registers a control connection; returns the subscriptions it starts from, atomically with announcements.</summary>
+    internal (long Version, IReadOnlyList<SubscriptionInfo> Subscriptions) Attach(PeerSession session, Action attach)
+    {
+        lock (_announceGate)
+        {
+            attach();
+            return (_announceVersion, Snapshot());
+        }
+    }
+
+    internal PeerSession GetOrCreateSession(string node, Guid session, out bool resumed)
+    {
+        var created = false;
+        var result = _sessions.GetOrAdd((node, session), key =>
+        {
+            created = true;
+            return new PeerSession(this, key.Node, key.Session);
+        });
+        resumed = !created;
+        if (created)
+        {
+            // The peer started a new session: its older ones are over.
+            foreach (var key in _sessions.Keys)
+            {
+                if (key.Node == node && key.Session != session)
+                {
+                    _sessions.TryRemove(key, out _);
+                }
+            }
+        }
+
+        return result;
+    }
+
+    internal bool TryGetSession(string node, Guid session, [NotNullWhen(true)] out PeerSession? found) => _sessions.TryGetValue((node, session), out found);
+
+    internal bool TryGetSubscription(long id, [NotNullWhen(true)] out LocalSubscription? subscription) => _subscriptions.TryGetValue(id, out subscription);
+
+    internal void Unregister(LocalSubscription subscription) => _subscriptions.TryRemove(subscription.Id, out _);
+
+    /// <summary>Breaks every link's current connection, as a network fault would; they reconnect and replay.</summary>
+    internal void BreakLinks()
+    {
+        foreach (var link in _links)
+        {
+            link.Break();
+        }
+    }
+
+    private bool HasRemoteConsumer(string queue)
+    {
+        foreach (var link in _links)
+        {
+            if (link.HasQueueConsumer(queue))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private List<SubscriptionInfo> Snapshot()
+    {
+        var list = new List<SubscriptionInfo>();
+        foreach (var s in _subscriptions.Values)
+        {
+            if (s.Announced)
+            {
+                var r = s.Request;
+                list.Add(new SubscriptionInfo(s.Id, r.Address.Kind, r.Address.Name, r.ConsumerGroup, r.Temporary ? Options.TemporaryCredit : r.Concurrency, r.Temporary));
+            }
+        }
+
+        return list;
+    }
+
+    private void ReapSessions()
+    {
+        var now = TimeProvider.GetUtcNow();
+        foreach (var (key, session) in _sessions)
+        {
+            if (!session.IsAttached && now - session.DetachedAt > Options.ReconnectGrace * 2)
+            {
+                _sessions.TryRemove(key, out _);
+            }
+        }
+    }
+
+    private void ConfigureKestrel(KestrelServerOptions kestrel)
+    {
+        var uri = Options.ListenUri;
+        var address = uri.Host is "localhost" ? IPAddress.Loopback : uri.Host is "*" or "+" ? IPAddress.Any : IPAddress.Parse(uri.Host);
+        kestrel.Limits.Http2.InitialStreamWindowSize = 4 * 1024 * 1024;
+        kestrel.Limits.Http2.InitialConnectionWindowSize = 8 * 1024 * 1024;
+        kestrel.Listen(address, uri.Port, listen =>
+        {
+            listen.Protocols = HttpProtocols.Http2;
+            if (uri.Scheme == Uri.UriSchemeHttps)
+            {
+                listen.UseHttps(https =>
+                {
+                    https.ServerCertificate = Options.ServerCertificate;
+                    https.ClientCertificateMode = Options.RequireClientCertificate ? ClientCertificateMode.RequireCertificate : ClientCertificateMode.NoCertificate;
+                    if (Options.RequireClientCertificate)
+                    {
+                        https.ClientCertificateValidation = (certificate, chain, errors) =>
+                        {
+                            var ok = Security.ValidateCertificate(certificate, chain, errors);
+                            if (!ok)
+                            {
+                                PeerLinksLog.Refused(Logger, "TLS", certificate?.Subject ?? "(no certificate)", $"client certificate rejected ({errors})");
+                            }
+
+                            return ok;
+                        };
+                    }
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,190 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks.Wire;
+
+/// <summary>One subscription a node announces to its peers.</summary>
+internal sealed record SubscriptionInfo(long Id, AddressKind Kind, string Address, string Group, int Credit, bool Temporary);
+
+internal sealed record Hello(string NodeId, Guid Incarnation, long LastReceived);
+
+internal sealed record HelloAck(string NodeId, Guid Incarnation, bool Resumed, long LastReceived, long Version, IReadOnlyList<SubscriptionInfo> Subscriptions);
+
+internal sealed record SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage);
+
+/// <summary>Called for each frame of a batch.</summary>
+internal delegate void FrameReceived(FrameType type, ReadOnlySpan<byte> body);
+
+/// <summary>Encodes and decodes the link protocol's frames.</summary>
+internal static class Frames
+{
+    public static byte[] Hello(Hello hello) => Build(FrameType.Hello, hello, static (w, h) =>
+    {
+        w.String(h.NodeId);
+        w.Guid(h.Incarnation);
+        w.Int64(h.LastReceived);
+    });
+
+    public static Hello ReadHello(ReadOnlySpan<byte> body)
+    {
+        var r = new WireReader(body);
+        return new Hello(r.String() ?? throw new MalformedFrameException("a hello without a node id"), r.Guid(), r.Int64());
+    }
+
+    public static byte[] HelloAck(HelloAck ack) => Build(FrameType.HelloAck, ack, static (w, a) =>
+    {
+        w.String(a.NodeId);
+        w.Guid(a.Incarnation);
+        w.Byte(a.Resumed ? (byte)1 : (byte)0);
+        w.Int64(a.LastReceived);
+        WriteSubscriptions(w, a.Version, a.Subscriptions);
+    });
+
+    public static HelloAck ReadHelloAck(ReadOnlySpan<byte> body)
+    {
+        var r = new WireReader(body);
+        var node = r.String() ?? throw new MalformedFrameException("a hello acknowledgement without a node id");
+        var incarnation = r.Guid();
+        var resumed = r.Byte() == 1;
+        var last = r.Int64();
+        var (version, subscriptions) = ReadSubscriptions(ref r);
+        return new HelloAck(node, incarnation, resumed, last, version, subscriptions);
+    }
+
+    public static byte[] Announce(long version, IReadOnlyList<SubscriptionInfo> subscriptions) =>
+        Build(FrameType.Announce, (version, subscriptions), static (w, s) => WriteSubscriptions(w, s.version, s.subscriptions));
+
+    public static (long Version, IReadOnlyList<SubscriptionInfo> Subscriptions) ReadAnnounce(ReadOnlySpan<byte> body)
+    {
+        var r = new WireReader(body);
+        return ReadSubscriptions(ref r);
+    }
+
+    public static byte[] Int64Frame(FrameType type, long value)
+    {
+        var frame = new byte[FrameLimits.FrameHeaderBytes + 8];
+        frame[0] = (byte)type;
+        BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(1), 8);
+        BinaryPrimitives.WriteInt64LittleEndian(frame.AsSpan(5), value);
+        return frame;
+    }
+
+    public static long ReadInt64(ReadOnlySpan<byte> body) =>
+        body.Length == 8 ? BinaryPrimitives.ReadInt64LittleEndian(body) : throw new MalformedFrameException($"an 8-byte frame of {body.Length} bytes");
+
+    /// <summary>The head of a sequenced settlement entry: <c>[length:4][record]</c>.</summary>
+    public static byte[] SettlementHead(long dataSeq, in Settlement settlement)
+    {
+        var buffer = new ArrayBufferWriter<byte>(64);
+        var w = new WireWriter(buffer);
+        w.Int32(0);
+        w.Int64(dataSeq);
+        w.Byte((byte)settlement.Kind);
+        w.Int64(settlement.Delay.Ticks);
+        w.String(settlement.Reason);
+        var exception = settlement.Exception;
+        w.String(exception is null ? null : RemoteHandlerException.TypeNameOf(exception));
+        w.String(exception?.Message);
+        var head = buffer.WrittenSpan.ToArray();
+        BinaryPrimitives.WriteInt32LittleEndian(head, head.Length - 4);
+        return head;
+    }
+
+    public static SettlementRecord ReadSettlement(ReadOnlySpan<byte> head)
+    {
+        var r = new WireReader(head);
+        var seq = r.Int64();
+        var kind = (SettlementKind)r.Byte();
+        var delay = r.Int64();
+        if (kind > SettlementKind.DeadLetter || delay < 0)
+        {
+            throw new MalformedFrameException($"a settlement of kind {(int)kind} with delay {delay}");
+        }
+
+        return new SettlementRecord(seq, kind, TimeSpan.FromTicks(delay), r.String(), r.String(), r.String());
+    }
+
+    /// <summary>Calls <paramref name="received"/> for each frame in a batch.</summary>
+    public static void Parse(ReadOnlySpan<byte> batch, FrameReceived received)
+    {
+        while (!batch.IsEmpty)
+        {
+            if (batch.Length < FrameLimits.FrameHeaderBytes)
+            {
+                throw new MalformedFrameException($"{batch.Length} stray bytes at the end of a batch");
+            }
+
+            var type = (FrameType)batch[0];
+            var length = BinaryPrimitives.ReadInt32LittleEndian(batch[1..]);
+            if (length < 0 || length > batch.Length - FrameLimits.FrameHeaderBytes)
+            {
+                throw new MalformedFrameException($"a {type} frame claiming {length} bytes where {batch.Length - FrameLimits.FrameHeaderBytes} remain");
+            }
+
+            if (type is < FrameType.Hello or > FrameType.Settlement)
+            {
+                throw new MalformedFrameException($"unknown frame type {(byte)type}");
+            }
+
+            received(type, batch.Slice(FrameLimits.FrameHeaderBytes, length));
+            batch = batch[(FrameLimits.FrameHeaderBytes + length)..];
+        }
+    }
+
+    private static void WriteSubscriptions(WireWriter w, long version, IReadOnlyList<SubscriptionInfo> subscriptions)
+    {
+        w.Int64(version);
+        w.Int32(subscriptions.Count);
+        foreach (var s in subscriptions)
+        {
+            w.Int64(s.Id);
+            w.Byte((byte)s.Kind);
+            w.String(s.Address);
+            w.String(s.Group);
+            w.Int32(s.Credit);
+            w.Byte(s.Temporary ? (byte)1 : (byte)0);
+        }
+    }
+
+    private static (long, IReadOnlyList<SubscriptionInfo>) ReadSubscriptions(ref WireReader r)
+    {
+        var version = r.Int64();
+        var count = r.Int32();
+        if (count < 0 || count > r.Remaining / 10)
+        {
+            throw new MalformedFrameException($"an announcement of {count} subscriptions");
+        }
+
+        var list = new SubscriptionInfo[count];
+        for (var i = 0; i < count; i++)
+        {
+            var id = r.Int64();
+            var kind = (AddressKind)r.Byte();
+            var address = r.String() ?? throw new MalformedFrameException("a subscription without an address");
+            var group = r.String() ?? throw new MalformedFrameException("a subscription without a consumer group");
+            var credit = r.Int32();
+            var temporary = r.Byte() == 1;
+            if (kind > AddressKind.Topic || credit < 1)
+            {
+                throw new MalformedFrameException($"subscription {id} of kind {(int)kind} with credit {credit}");
+            }
+
+            list[i] = new SubscriptionInfo(id, kind, address, group, credit, temporary);
+        }
+
+        return (version, list);
+    }
+
+    private static byte[] Build<T>(FrameType type, T state, Action<WireWriter, T> body)
+    {
+        var buffer = new ArrayBufferWriter<byte>(128);
+        var w = new WireWriter(buffer);
+        w.Byte((byte)type);
+        w.Int32(0);
+        body(w, state);
+        var frame = buffer.WrittenSpan.ToArray();
+        BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(1), frame.Length - FrameLimits.FrameHeaderBytes);
+        return frame;
+    }
+}

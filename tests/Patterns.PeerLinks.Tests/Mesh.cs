@@ -1,0 +1,145 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using System.Net;
+using System.Net.Sockets;
+using Patterns.Messaging;
+using Patterns.PeerLinks;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks.Tests;
+
+/// <summary>Nodes linked in a full mesh on loopback, each on its own ephemeral port, in this process.</summary>
+internal sealed class Mesh : IAsyncDisposable
+{
+    private Mesh(PeerLinksTransport[] nodes) => Nodes = nodes;
+
+    public PeerLinksTransport[] Nodes { get; }
+
+    /// <summary>Console logs when PATTERNS_TEST_LOG is set, for diagnosing a failure; nothing otherwise.</summary>
+    public static ILoggerFactory Logs { get; } = Environment.GetEnvironmentVariable("PATTERNS_TEST_LOG") is null
+        ? NullLoggerFactory.Instance
+        : LoggerFactory.Create(b => b.AddProvider(new FileLogs(Environment.GetEnvironmentVariable("PATTERNS_TEST_LOG")!)).SetMinimumLevel(LogLevel.Debug));
+
+    public static async Task<Mesh> StartAsync(int count, Action<int, PeerLinksOptions>? configure = null)
+    {
+        var ports = Enumerable.Range(0, count).Select(_ => FreePort()).ToArray();
+        var nodes = new PeerLinksTransport[count];
+        for (var i = 0; i < count; i++)
+        {
+            nodes[i] = await PeerLinksTransport.StartAsync(Options(i, ports, configure), loggerFactory: Logs);
+        }
+
+        var mesh = new Mesh(nodes);
+        await mesh.WaitUpAsync();
+        return mesh;
+    }
+
+    public static PeerLinksOptions Options(int index, int[] ports, Action<int, PeerLinksOptions>? configure = null)
+    {
+        var options = new PeerLinksOptions
+        {
+            NodeId = $"node-{index}",
+            ListenUri = new Uri($"http://127.0.0.1:{ports[index]}"),
+            SharedSecret = "mesh-secret",
+        };
+        for (var j = 0; j < ports.Length; j++)
+        {
+            if (j != index)
+            {
+                options.Peers.Add(new Uri($"http://127.0.0.1:{ports[j]}"));
+            }
+        }
+
+        configure?.Invoke(index, options);
+        return options;
+    }
+
+    public async Task WaitUpAsync()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        foreach (var node in Nodes)
+        {
+            await node.Membership.WaitForAllUpAsync(timeout.Token);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var node in Nodes)
+        {
+            await node.DisposeAsync();
+        }
+    }
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
+
+/// <summary>
+/// The three-node mesh seen as one transport, for the unchanged conformance suite: sends and publishes leave from
+/// node 0, subscriptions alternate between nodes 1 and 2, and node 0 (where the queues are) answers for dead letters.
+/// Every message the suite checks therefore crosses a link.
+/// </summary>
+internal sealed class MeshTransport(Mesh mesh) : MessageTransport
+{
+    private int _next;
+
+    private PeerLinksTransport Sender => mesh.Nodes[0];
+
+    public override string SystemName => Sender.SystemName;
+
+    public override bool IsInProcess => false;
+
+    public override int MaxPayloadBytes => Sender.MaxPayloadBytes;
+
+    public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default) =>
+        Sender.DeclareQueueAsync(queue, settings, cancellationToken);
+
+    public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default) =>
+        Sender.SendAsync(queue, envelope, cancellationToken);
+
+    public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default) =>
+        Sender.PublishAsync(topic, envelope, cancellationToken);
+
+    public override ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+        mesh.Nodes[1 + (Interlocked.Increment(ref _next) % (mesh.Nodes.Length - 1))].SubscribeAsync(request, handler, cancellationToken);
+
+    public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
+        Sender.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
+
+    public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
+        Sender.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
+
+    public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) =>
+        Sender.PurgeDeadLettersAsync(queue, cancellationToken);
+
+    public override ValueTask DisposeAsync() => mesh.DisposeAsync();
+}
+
+/// <summary>Appends every log line to one file (diagnostics only).</summary>
+internal sealed class FileLogs(string path) : ILoggerProvider, ILogger
+{
+    private readonly Lock _gate = new();
+
+    public ILogger CreateLogger(string categoryName) => this;
+
+    public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+    public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Information;
+
+    public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+    {
+        lock (_gate)
+        {
+            File.AppendAllText(path, $"{DateTime.UtcNow:HH:mm:ss.fff} {logLevel} {formatter(state, exception)} {exception?.GetType().Name} {exception?.Message}\n");
+        }
+    }
+
+    public void Dispose()
+    {
+    }
+}
