@@ -23,7 +23,7 @@ public sealed class RabbitMqConsumerGroupCleanupTests : IAsyncLifetime
     [Fact]
     public async Task DeleteConsumerGroup_AbandonedGroup_DeletesItsQueuesWithTheirMessages()
     {
-        var transport = (RabbitMqMessageTransport)await Broker.CreateAsync(_transports, "cleanup", null, null);
+        var transport = (RabbitMqMessageTransport)await Broker.CreateAsync(_transports, "cleanup", null);
         var subscription = await transport.SubscribeAsync(
             new SubscriptionRequest { Address = TransportAddress.Topic("old.*"), ConsumerGroup = "old-group" },
             (e, _) => new(Settlement.Ack));
@@ -47,7 +47,7 @@ public sealed class RabbitMqConsumerGroupCleanupTests : IAsyncLifetime
     [Fact]
     public async Task DeleteConsumerGroup_GroupInUse_RefusesAndKeepsIt()
     {
-        var transport = (RabbitMqMessageTransport)await Broker.CreateAsync(_transports, "cleanup-used", null, null);
+        var transport = (RabbitMqMessageTransport)await Broker.CreateAsync(_transports, "cleanup-used", null);
         await using var subscription = await transport.SubscribeAsync(
             new SubscriptionRequest { Address = TransportAddress.Topic("live.*"), ConsumerGroup = "live-group" },
             (e, _) => new(Settlement.Ack));
