@@ -1,5 +1,5 @@
 // Usage: Patterns.Orchestration.CrashHost <sqlite|postgres> <file or schema> <activity log> <instance id>
-// Resumes every unfinished instance, starts <instance id>, waits for all of them, prints DONE. Each activity appends
+// Resumes every unfinished instance, starts <instance id> (prints STARTED once the start is durable), waits for it, prints DONE. Each activity appends
 // "instance|step" to the activity log (before it returns) and prints STEP, so the parent can kill it mid-way.
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -44,6 +44,8 @@ await foreach (var running in client.ListAsync(WorkflowStatus.Running))
 }
 
 await client.StartAsync(nameof(FiveSteps), instanceId, 5);
+Console.Out.WriteLine("STARTED");
+Console.Out.Flush();
 await client.GetResultAsync<int>(instanceId);
 Console.Out.WriteLine("DONE");
 Console.Out.Flush();

@@ -62,17 +62,18 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         var instances = new List<string>();
         for (var i = 0; i < Iterations; i++)
         {
-            instances.Add($"k{i}");
+            // A child killed while it still resumes an earlier instance never starts its own: only a start that
+            // became durable (the child printed STARTED) names an instance that must complete.
             var killAfter = random.Next(1, 8);
-            if (await RunChildAsync(store, target, log, $"k{i}", killAfter, seed))
+            if (await RunChildAsync(store, target, log, $"k{i}", killAfter, seed, instances))
             {
                 kills++;
             }
         }
 
         kills.Should().BePositive($"children are killed mid-way (seed {seed})");
-        instances.Add("final");
-        (await RunChildAsync(store, target, log, "final", killAfter: int.MaxValue, seed)).Should().BeFalse($"the last child runs to the end (seed {seed})");
+        instances.Should().HaveCountGreaterThan(1, $"children live long enough to start their instance (seed {seed})");
+        (await RunChildAsync(store, target, log, "final", killAfter: int.MaxValue, seed, instances)).Should().BeFalse($"the last child runs to the end (seed {seed})");
 
         using var verifier = await OpenAsync(store, target);
         var client = verifier.Services.GetRequiredService<IWorkflowClient>();
@@ -97,8 +98,8 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         extra.Should().BeLessThanOrEqualTo(kills, $"each of the {kills} kills re-runs at most the one activity in flight (seed {seed})");
     }
 
-    /// <summary>Runs a child until it prints DONE (returns false) or until <paramref name="killAfter"/> activities, then kills it (true).</summary>
-    private static async Task<bool> RunChildAsync(StoreKind store, string target, string log, string instanceId, int killAfter, int seed)
+    /// <summary>Runs a child until it prints DONE (returns false) or until <paramref name="killAfter"/> activities, then kills it (true); adds its instance to <paramref name="started"/> once its start is durable.</summary>
+    private static async Task<bool> RunChildAsync(StoreKind store, string target, string log, string instanceId, int killAfter, int seed, List<string> started)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -120,6 +121,11 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         {
             while (await child.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
             {
+                if (line == "STARTED")
+                {
+                    started.Add(instanceId);
+                }
+
                 if (line == "DONE")
                 {
                     await child.WaitForExitAsync(timeout.Token);
