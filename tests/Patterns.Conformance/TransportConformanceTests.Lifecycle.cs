@@ -43,6 +43,32 @@ public abstract partial class TransportConformanceTests
     }
 
     [Fact]
+    public async Task Settle_Defer_DeliveredAgainWithTheSameDeliveryCount()
+    {
+        var queue = Name("conformance.defer");
+        await Transport.DeclareQueueAsync(queue, new QueueSettings());
+        var counts = new ConcurrentQueue<int>();
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var deferred = 0;
+        await SubscribeAsync(TransportAddress.Queue(queue), queue, (e, _) =>
+        {
+            counts.Enqueue(e.DeliveryCount);
+            if (Interlocked.Increment(ref deferred) <= 2)
+            {
+                return new(Settlement.Defer(TimeSpan.FromMilliseconds(50), "not yet"));
+            }
+
+            done.TrySetResult();
+            return new(Settlement.Ack);
+        });
+
+        await Transport.SendAsync(queue, NewEnvelope(1));
+        await done.Task.WaitAsync(WaitTimeout);
+
+        counts.Should().Equal([0, 0, 0], "a deferral is not a delivery: Settlement.NextDelivery keeps the count");
+    }
+
+    [Fact]
     public async Task Subscribe_Temporary_ReceivesWhileRunningAndIsGoneAfterStop()
     {
         var queue = Name("conformance.temp");
