@@ -86,3 +86,54 @@ public sealed class HarnessTests
         harness.Consumed<HarnessPing>().Should().Equal(new HarnessPing(9));
     }
 }
+
+public sealed class TimerTrackerTests
+{
+    [Fact]
+    public async Task RedeliveryDelay_OnFakeTimeProvider_WaitsForTheTimerThenAdvances()
+    {
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
+        var attempts = 0;
+        using var host = await TestHost.StartAsync(
+            b => b.AddMessageQueue(q => q.AddQueue("later").AddConsumer<HarnessPing>("later", (m, c, ct) =>
+                Interlocked.Increment(ref attempts) == 1 ? throw new InvalidOperationException("first time") : default,
+                o =>
+                {
+                    o.MaxRedeliveries = 1;
+                    o.RedeliveryDelay = TimeSpan.FromMinutes(5);
+                })),
+            patterns: p => p.UseTimeProvider(time));
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("later", new HarnessPing(1));
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        Volatile.Read(ref attempts).Should().Be(1);
+        fake.Advance(TimeSpan.FromMinutes(5));
+
+        await host.Harness().WaitForDeliveriesAsync(1, d => d.Outcome == SettlementKind.Ack);
+        Volatile.Read(ref attempts).Should().Be(2);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public void PendingTimers_CountsScheduledTimersUntilTheyFireOrAreDisposed()
+    {
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
+        var fired = 0;
+
+        using var once = time.CreateTimer(_ => fired++, null, TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan);
+        var idle = time.CreateTimer(_ => { }, null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        var later = time.CreateTimer(_ => { }, null, TimeSpan.FromSeconds(9), Timeout.InfiniteTimeSpan);
+        time.PendingTimers.Should().Be(2);
+
+        fake.Advance(TimeSpan.FromSeconds(1));
+        fired.Should().Be(1);
+        time.PendingTimers.Should().Be(1);
+        later.Dispose();
+        time.PendingTimers.Should().Be(0);
+        idle.Change(TimeSpan.FromSeconds(2), Timeout.InfiniteTimeSpan).Should().BeTrue();
+        time.PendingTimers.Should().Be(1);
+        time.GetUtcNow().Should().Be(fake.GetUtcNow());
+    }
+}
