@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using Patterns.Messaging;
+using Patterns.Serialization;
 using Patterns.Transport;
 
 namespace Patterns.Testing;
@@ -23,9 +25,26 @@ public sealed record RecordedDelivery(string ConsumerGroup, Envelope Envelope, S
 public sealed class PatternsTestHarness
 {
     private readonly Lock _gate = new();
+    private readonly IMessageSerializer? _serializer;
+    private readonly MessageTypeRegistry? _registry;
     private readonly List<RecordedMessage> _sent = [];
     private readonly List<RecordedDelivery> _deliveries = [];
     private readonly List<(Func<PatternsTestHarness, bool> Condition, TaskCompletionSource Signal)> _waiters = [];
+
+    /// <summary>Initializes a new instance of the <see cref="PatternsTestHarness"/> class that reads message bodies only as they were sent in-process.</summary>
+    public PatternsTestHarness()
+    {
+    }
+
+    internal PatternsTestHarness(IMessageSerializer? serializer, MessageTypeRegistry? registry)
+    {
+        _serializer = serializer;
+        _registry = registry;
+    }
+
+    /// <summary>Gets or sets how long a wait lasts before it fails with a <see cref="TimeoutException"/> naming what it waited for.</summary>
+    /// <value>Default 30 seconds; <see cref="Timeout.InfiniteTimeSpan"/> for no limit.</value>
+    public TimeSpan DefaultTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>Gets a snapshot of every message sent or published so far, in the order the transport accepted them.</summary>
     public IReadOnlyList<RecordedMessage> Sent
@@ -56,18 +75,41 @@ public sealed class PatternsTestHarness
     /// <returns>The bodies, in settlement order.</returns>
     public IReadOnlyList<TMessage> Consumed<TMessage>()
     {
+        RecordedDelivery[] acked;
         lock (_gate)
         {
-            return _deliveries.Where(d => d.Outcome == SettlementKind.Ack && d.Envelope.Body is TMessage)
-                .Select(d => (TMessage)d.Envelope.Body!).ToArray();
+            acked = [.. _deliveries.Where(d => d.Outcome == SettlementKind.Ack)];
         }
+
+        // In-process the body is the object sent; a broker delivers bytes, read here with the host's serializer.
+        var name = _registry?.GetName(typeof(TMessage));
+        var result = new List<TMessage>(acked.Length);
+        foreach (var delivery in acked)
+        {
+            if (delivery.Envelope.Body is TMessage typed)
+            {
+                result.Add(typed);
+            }
+            else if (delivery.Envelope.Body is null && _serializer is not null && name is not null
+                && string.Equals(delivery.Envelope.MessageType, name, StringComparison.Ordinal) && !delivery.Envelope.Payload.IsEmpty)
+            {
+                result.Add((TMessage)_serializer.Deserialize(delivery.Envelope.Payload, typeof(TMessage)));
+            }
+        }
+
+        return result;
     }
 
-    /// <summary>Waits until a condition over the recorded traffic holds.</summary>
+    /// <summary>Waits until a condition over the recorded traffic holds, for at most <see cref="DefaultTimeout"/>.</summary>
     /// <param name="condition">Checked now and after every recorded event.</param>
     /// <param name="cancellationToken">Ends the wait with <see cref="OperationCanceledException"/>.</param>
+    /// <param name="conditionText">What is awaited, for the timeout's message; the condition's source text by default.</param>
     /// <returns>A task that completes when the condition holds.</returns>
-    public Task WaitUntilAsync(Func<PatternsTestHarness, bool> condition, CancellationToken cancellationToken = default)
+    /// <exception cref="TimeoutException">The condition did not hold within <see cref="DefaultTimeout"/>; the message names it.</exception>
+    public Task WaitUntilAsync(
+        Func<PatternsTestHarness, bool> condition,
+        CancellationToken cancellationToken = default,
+        [CallerArgumentExpression(nameof(condition))] string? conditionText = null)
     {
         ArgumentNullException.ThrowIfNull(condition);
         var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -81,16 +123,43 @@ public sealed class PatternsTestHarness
             _waiters.Add((condition, signal));
         }
 
-        return signal.Task.WaitAsync(cancellationToken);
+        return WithTimeoutAsync(signal, conditionText ?? "a condition", cancellationToken);
     }
 
-    /// <summary>Waits until at least <paramref name="count"/> deliveries matching <paramref name="predicate"/> are settled.</summary>
+    /// <summary>Waits until at least <paramref name="count"/> deliveries matching <paramref name="predicate"/> are settled, for at most <see cref="DefaultTimeout"/>.</summary>
     /// <param name="count">How many.</param>
     /// <param name="predicate">Which deliveries count; all when <see langword="null"/>.</param>
     /// <param name="cancellationToken">Ends the wait with <see cref="OperationCanceledException"/>.</param>
+    /// <param name="predicateText">What counts, for the timeout's message; the predicate's source text by default.</param>
     /// <returns>A task that completes when enough deliveries are settled.</returns>
-    public Task WaitForDeliveriesAsync(int count, Func<RecordedDelivery, bool>? predicate = null, CancellationToken cancellationToken = default) =>
-        WaitUntilAsync(h => h.CountDeliveries(predicate) >= count, cancellationToken);
+    /// <exception cref="TimeoutException">Fewer deliveries were settled within <see cref="DefaultTimeout"/>; the message says how many of how many.</exception>
+    public Task WaitForDeliveriesAsync(
+        int count,
+        Func<RecordedDelivery, bool>? predicate = null,
+        CancellationToken cancellationToken = default,
+        [CallerArgumentExpression(nameof(predicate))] string? predicateText = null) =>
+        WaitUntilAsync(
+            h => h.CountDeliveries(predicate) >= count,
+            cancellationToken,
+            $"{count} settled deliveries{(predicate is null ? string.Empty : $" matching {predicateText}")}");
+
+    private async Task WithTimeoutAsync(TaskCompletionSource signal, string what, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await signal.Task.WaitAsync(DefaultTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException ex)
+        {
+            lock (_gate)
+            {
+                _waiters.RemoveAll(w => w.Signal == signal);
+            }
+
+            throw new TimeoutException(
+                $"The test harness waited {DefaultTimeout} for {what}, in vain: {Deliveries.Count} deliveries settled and {Sent.Count} messages sent so far.", ex);
+        }
+    }
 
     internal void RecordSent(TransportAddress address, in Envelope envelope)
     {

@@ -1,6 +1,8 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Patterns.Hosting;
+using Patterns.Messaging;
+using Patterns.Serialization;
 using Patterns.Transport;
 
 namespace Patterns.Testing;
@@ -9,8 +11,8 @@ namespace Patterns.Testing;
 public static class PatternsTestingExtensions
 {
     /// <summary>
-    /// Records the traffic of whatever transport is configured (call it after choosing the transport) into
-    /// a <see cref="PatternsTestHarness"/> singleton.
+    /// Records the traffic of whatever transport is configured into a <see cref="PatternsTestHarness"/> singleton. The order
+    /// does not matter: the harness wraps the transport when it is created, also one chosen after this call.
     /// </summary>
     /// <param name="builder">The Patterns builder.</param>
     /// <returns>The builder.</returns>
@@ -18,20 +20,14 @@ public static class PatternsTestingExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         var services = builder.Services;
-        services.TryAddSingleton<PatternsTestHarness>();
-        var current = services.LastOrDefault(d => d.ServiceType == typeof(MessageTransport))
-            ?? throw new InvalidOperationException("No transport is registered; call AddPatterns() first.");
-        if (current.ImplementationFactory is { } factory && factory.Target is HarnessMarker)
+        services.TryAddSingleton<PatternsTestHarness>(static sp => new PatternsTestHarness(
+            sp.GetService<IMessageSerializer>(), sp.GetService<MessageTypeRegistry>()));
+        if (!services.Any(d => d.ImplementationInstance is TransportDecorator { Name: HarnessDecorator }))
         {
-            return builder;
+            services.AddSingleton(new TransportDecorator(
+                HarnessDecorator, static (transport, sp) => new RecordingTransport(transport, sp.GetRequiredService<PatternsTestHarness>())));
         }
 
-        var inner = current.ImplementationFactory
-            ?? (current.ImplementationInstance is MessageTransport instance
-                ? _ => instance
-                : throw new InvalidOperationException("The registered transport must be registered with a factory or an instance."));
-        var marker = new HarnessMarker(inner);
-        services.Replace(ServiceDescriptor.Singleton<MessageTransport>(marker.Create));
         return builder;
     }
 
@@ -47,9 +43,5 @@ public static class PatternsTestingExtensions
         return builder;
     }
 
-    private sealed class HarnessMarker(Func<IServiceProvider, object> inner)
-    {
-        public MessageTransport Create(IServiceProvider services) =>
-            new RecordingTransport((MessageTransport)inner(services), services.GetRequiredService<PatternsTestHarness>());
-    }
+    private const string HarnessDecorator = "Patterns.Testing.Harness";
 }

@@ -11,7 +11,7 @@ internal static class TestHost
 {
     public static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
 
-    public static IHost Build(Action<HostApplicationBuilder> configure, ManualTimeProvider? time = null, Action<PatternsBuilder>? patterns = null, bool harness = true)
+    public static IHost Build(Action<HostApplicationBuilder> configure, TimeProvider? time = null, Action<PatternsBuilder>? patterns = null, bool harness = true)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
         builder.Logging.ClearProviders();
@@ -33,7 +33,7 @@ internal static class TestHost
         return builder.Build();
     }
 
-    public static async Task<IHost> StartAsync(Action<HostApplicationBuilder> configure, ManualTimeProvider? time = null, Action<PatternsBuilder>? patterns = null, bool harness = true)
+    public static async Task<IHost> StartAsync(Action<HostApplicationBuilder> configure, TimeProvider? time = null, Action<PatternsBuilder>? patterns = null, bool harness = true)
     {
         var host = Build(configure, time, patterns, harness);
         await host.StartAsync();

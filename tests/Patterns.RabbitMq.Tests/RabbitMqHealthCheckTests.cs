@@ -59,3 +59,23 @@ public sealed class RabbitMqHealthCheckTests
         after.Description.Should().Contain("stopped: it takes no more messages");
     }
 }
+
+public sealed class RabbitMqHarnessTests
+{
+    [Fact]
+    public async Task Consumed_OnRabbitMq_ReadsTheBodiesTheBrokerDelivered()
+    {
+        await using var host = await RabbitHost.StartAsync("harness", b =>
+        {
+            b.AddPatterns(p => Patterns.Testing.PatternsTestingExtensions.UseTestHarness(p));
+            b.AddMessageQueue(q => q.AddQueue("harness.work").AddConsumer<WorkItem>("harness.work", (m, c, ct) => default));
+        });
+        await host.Get<IQueueSender>().SendAsync("harness.work", new WorkItem(41));
+        await host.Get<IQueueSender>().SendAsync("harness.work", new WorkItem(42));
+        var harness = host.Get<Patterns.Testing.PatternsTestHarness>();
+
+        await harness.WaitForDeliveriesAsync(2);
+
+        harness.Consumed<WorkItem>().Select(w => w.Number).Should().BeEquivalentTo([41, 42]);
+    }
+}

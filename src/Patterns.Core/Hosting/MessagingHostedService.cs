@@ -82,6 +82,7 @@ internal sealed class MessagingHostedService : IHostedService
         var transport = _bus.Transport;
         var topology = _topology.Value;
         var requestOptions = _requestClient.Options;
+        EnsureSerializable(transport, topology);
         foreach (var queue in topology.Queues)
         {
             await transport.DeclareQueueAsync(queue.Name, new QueueSettings
@@ -158,6 +159,45 @@ internal sealed class MessagingHostedService : IHostedService
             lock (_subscriptions)
             {
                 return [.. _subscriptions];
+            }
+        }
+    }
+
+    /// <summary>
+    /// On a transport that serializes, fails the start naming every message type the JSON serializer has no metadata for
+    /// (under NativeAOT or trimming, a type missing from the JsonSerializerContext), instead of failing at the first message.
+    /// </summary>
+    private void EnsureSerializable(MessageTransport transport, MessagingTopology topology)
+    {
+        if (transport.IsInProcess || _serializer is not JsonMessageSerializer json)
+        {
+            return;
+        }
+
+        var missing = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var consumer in topology.Consumers)
+        {
+            Check(consumer.MessageType);
+        }
+
+        foreach (var handler in topology.RequestHandlers)
+        {
+            Check(handler.RequestType);
+            Check(handler.ResponseType);
+        }
+
+        if (missing.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"The JSON serializer has no metadata for {string.Join(", ", missing.Select(t => $"'{t}'"))}, which transport '{transport.SystemName}' must serialize. "
+                + "Add [JsonSerializable(typeof(...))] for each to a JsonSerializerContext and pass it with UseSystemTextJson(context) (NativeAOT and trimmed apps cannot serialize by reflection).");
+        }
+
+        void Check(Type type)
+        {
+            if (!json.HasMetadataFor(type))
+            {
+                missing.Add(type.FullName ?? type.Name);
             }
         }
     }

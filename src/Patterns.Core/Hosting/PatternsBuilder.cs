@@ -41,7 +41,7 @@ public sealed class PatternsBuilder
     public PatternsBuilder UseTransport(Func<IServiceProvider, MessageTransport> factory)
     {
         ArgumentNullException.ThrowIfNull(factory);
-        Services.Replace(ServiceDescriptor.Singleton(factory));
+        Services.Replace(ServiceDescriptor.Singleton(sp => TransportDecorator.ApplyAll(factory(sp), sp)));
         return this;
     }
 

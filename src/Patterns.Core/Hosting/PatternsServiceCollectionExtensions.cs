@@ -34,10 +34,12 @@ public static class PatternsServiceCollectionExtensions
             services.TryAddSingleton(TimeProvider.System);
             services.TryAddSingleton<MessageTypeRegistry>();
             services.TryAddSingleton<IMessageSerializer>(static _ => new JsonMessageSerializer());
-            services.TryAddSingleton<MessageTransport>(static sp => InMemoryTransport.Create(
-                sp.GetRequiredService<IOptions<InMemoryTransportOptions>>().Value,
-                sp.GetRequiredService<TimeProvider>(),
-                LoggerFactory(sp)));
+            services.TryAddSingleton<MessageTransport>(static sp => TransportDecorator.ApplyAll(
+                InMemoryTransport.Create(
+                    sp.GetRequiredService<IOptions<InMemoryTransportOptions>>().Value,
+                    sp.GetRequiredService<TimeProvider>(),
+                    LoggerFactory(sp)),
+                sp));
             services.TryAddSingleton(static sp => new MessageBus(
                 sp.GetRequiredService<MessageTransport>(), sp.GetRequiredService<MessageTypeRegistry>(), sp.GetRequiredService<TimeProvider>(), LoggerFactory(sp),
                 new ConsumerPaths(() => sp.GetRequiredService<IOptions<PatternsOptions>>().Value, () => sp.GetService<Patterns.Storage.IInboxStore>(), sp.GetRequiredService<TimeProvider>(), LoggerFactory(sp))));

@@ -39,7 +39,9 @@ public sealed class JsonMessageSerializer : IMessageSerializer
         ArgumentNullException.ThrowIfNull(options);
         if (options.TypeInfoResolver is null && !options.IsReadOnly)
         {
-            options.TypeInfoResolver = ReflectionResolver();
+            // Without reflection (NativeAOT, trimming) there is no resolver to fall back on: an empty one lets the host start
+            // (the in-memory transport never serializes) and names each type that needs a JsonSerializerContext when used.
+            options.TypeInfoResolver = ReflectionResolver() ?? JsonTypeInfoResolver.Combine();
         }
 
         options.MakeReadOnly();
@@ -79,6 +81,9 @@ public sealed class JsonMessageSerializer : IMessageSerializer
             $"The payload ({payload.Length} bytes) is JSON null, which is not a valid '{type.FullName}' message.");
     }
 
+    /// <summary>Gets a value indicating whether this serializer can write and read <paramref name="type"/> (it has metadata for it).</summary>
+    internal bool HasMetadataFor(Type type) => _options.TryGetTypeInfo(type, out _);
+
     private JsonTypeInfo GetTypeInfo(Type type)
     {
         try
@@ -88,7 +93,7 @@ public sealed class JsonMessageSerializer : IMessageSerializer
         catch (NotSupportedException ex)
         {
             throw new MessageDeserializationException(
-                $"The JSON serializer has no metadata for message type '{type.FullName}'. Add it to your JsonSerializerContext with [JsonSerializable(typeof({type.Name}))].", ex);
+                $"The JSON serializer has no metadata for message type '{type.FullName}'. Add it to your JsonSerializerContext with [JsonSerializable(typeof({type.Name}))] and pass the context with UseSystemTextJson(context).", ex);
         }
     }
 

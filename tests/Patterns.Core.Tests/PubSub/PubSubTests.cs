@@ -218,7 +218,8 @@ public sealed class PubSubTests
         dead.Should().HaveCount(2);
         dead[0].Reason.Should().StartWith("Malformed payload").And.Contain("OrderPlaced");
         dead[1].Reason.Should().Contain("Unknown message type 'no.such.type'");
-        host.Harness().Consumed<OrderPlaced>().Should().BeEmpty("the good message arrived serialized, so its body is only in the payload");
+        host.Harness().Consumed<OrderPlaced>().Should().ContainSingle("the good message arrived serialized, and the harness reads its payload")
+            .Which.OrderId.Should().Be("ok");
         host.Harness().Deliveries.Last().Outcome.Should().Be(SettlementKind.Ack);
     }
 }
