@@ -107,40 +107,7 @@ public sealed class PostgresSinkOptions<T>
             errors.Add("PostgresSinkOptions needs a DataSource or a ConnectionString.");
         }
 
-        if (string.IsNullOrWhiteSpace(Table))
-        {
-            errors.Add("PostgresSinkOptions.Table is required.");
-        }
-
-        if (Schema is null)
-        {
-            errors.Add("PostgresSinkOptions.Schema is required.");
-        }
-        else if (Schema.Columns.Count == 0)
-        {
-            errors.Add("PostgresSinkOptions.Schema has no columns.");
-        }
-
-        if (Mode != EtlLoadMode.Append && Key.Count == 0)
-        {
-            errors.Add($"PostgresSinkOptions.Key is required in {Mode} mode: name the key column(s).");
-        }
-
-        if (Schema is not null)
-        {
-            foreach (var key in Key)
-            {
-                if (!Schema.Columns.Any(c => string.Equals(c.Name, key, StringComparison.OrdinalIgnoreCase)))
-                {
-                    errors.Add($"PostgresSinkOptions.Key names '{key}', which is not a column of the schema ({string.Join(", ", Schema.Columns.Select(c => c.Name))}).");
-                }
-            }
-        }
-
-        if (BatchSize is < 1 or > 1_000_000)
-        {
-            errors.Add($"PostgresSinkOptions.BatchSize must be between 1 and 1,000,000 (was {BatchSize}).");
-        }
+        EtlSinkValidation.Validate(errors, "PostgresSinkOptions", Table, Schema, Mode, Key, BatchSize);
 
         return errors;
     }

@@ -109,44 +109,11 @@ public sealed class SqliteSinkOptions<T>
             errors.Add("SqliteSinkOptions.ConnectionString is required.");
         }
 
-        if (string.IsNullOrWhiteSpace(Table))
-        {
-            errors.Add("SqliteSinkOptions.Table is required.");
-        }
-
-        if (Schema is null)
-        {
-            errors.Add("SqliteSinkOptions.Schema is required.");
-        }
-        else if (Schema.Columns.Count == 0)
-        {
-            errors.Add("SqliteSinkOptions.Schema has no columns.");
-        }
-
-        if (Mode != EtlLoadMode.Append && Key.Count == 0)
-        {
-            errors.Add($"SqliteSinkOptions.Key is required in {Mode} mode: name the key column(s).");
-        }
-
-        if (Schema is not null)
-        {
-            foreach (var key in Key)
-            {
-                if (!Schema.Columns.Any(c => string.Equals(c.Name, key, StringComparison.OrdinalIgnoreCase)))
-                {
-                    errors.Add($"SqliteSinkOptions.Key names '{key}', which is not a column of the schema ({string.Join(", ", Schema.Columns.Select(c => c.Name))}).");
-                }
-            }
-        }
+        EtlSinkValidation.Validate(errors, "SqliteSinkOptions", Table, Schema, Mode, Key, BatchSize);
 
         if (RowsPerStatement is < 1 or > 10_000)
         {
             errors.Add($"SqliteSinkOptions.RowsPerStatement must be between 1 and 10,000 (was {RowsPerStatement}).");
-        }
-
-        if (BatchSize is < 1 or > 1_000_000)
-        {
-            errors.Add($"SqliteSinkOptions.BatchSize must be between 1 and 1,000,000 (was {BatchSize}).");
         }
 
         return errors;

@@ -154,6 +154,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private EtlLoadCounts _counts;
         private Exception? _loadFailure;
         private EtlBookmark? _lastBookmark;
+        private bool _dropOpenBatch;
 
         public Loader(EtlRun run, EtlSinkWriter<T> writer, EtlRunOptions options, int preferredBatchSize, long started)
         {
@@ -200,13 +201,15 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 _commits.Enqueue(Commit(completed: false));
             }
 
+            // Sealed batches load with their commits; after a failure the open batch has none: it is dropped, and the
+            // next run reads it again from the last bookmark.
+            _dropOpenBatch = streamFailure is not null;
+            await batcher.CompleteAsync(CancellationToken.None).ConfigureAwait(false);
             if (streamFailure is not null)
             {
-                // A batch that was not sealed has no commit: it is dropped, and the next run reads it again.
                 Volatile.Write(ref _loadFailure, _loadFailure ?? streamFailure);
             }
 
-            await batcher.CompleteAsync(CancellationToken.None).ConfigureAwait(false);
             if (_loadFailure is { } failure)
             {
                 System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
@@ -290,6 +293,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             if (!_commits.TryDequeue(out var commit))
             {
+                if (_dropOpenBatch)
+                {
+                    return;
+                }
+
                 Volatile.Write(ref _loadFailure, new InvalidOperationException($"ETL job '{_run.Job}': a batch of {batch.Count} rows has no commit (bookmark); it was not loaded. This is a bug."));
                 await _stop.CancelAsync().ConfigureAwait(false);
                 return;
