@@ -238,7 +238,7 @@ internal sealed partial class Runner(int seconds, string output)
     {
         if (warmup)
         {
-            await WrkAsync(url, 3, script);
+            await WrkAsync(url, Math.Min(3, seconds), script);
         }
 
         var before = Cpu(measured, includeChildren);
