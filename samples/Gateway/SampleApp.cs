@@ -1,0 +1,120 @@
+using System.Globalization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Patterns.Gateway;
+using Yarp.ReverseProxy.Configuration;
+
+namespace GatewaySample;
+
+public sealed record GetQuote(string Symbol);
+
+public sealed record Quote(string Symbol, decimal Price);
+
+public sealed record News(string Text);
+
+/// <summary>
+/// A gateway in front of two versions of a backend (a 90/10 canary), a route to a request handler, an aggregated
+/// BFF route, and a page showing live messages over Server-Sent Events and a WebSocket.
+/// </summary>
+public sealed class SampleApp : IAsyncDisposable
+{
+    private readonly List<WebApplication> _apps = [];
+
+    private SampleApp()
+    {
+    }
+
+    /// <summary>Gets the gateway's address.</summary>
+    public string Address { get; private set; } = string.Empty;
+
+    /// <summary>Gets the gateway's services.</summary>
+    public IServiceProvider Services { get; private set; } = null!;
+
+    public static async Task<SampleApp> StartAsync(int port = 0)
+    {
+        var sample = new SampleApp();
+        var v1 = await sample.StartBackendAsync("v1");
+        var v2 = await sample.StartBackendAsync("v2");
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseKestrel(o => o.Listen(System.Net.IPAddress.Loopback, port));
+        builder.AddPatterns(p => p.UseInMemory());
+        builder.AddPubSub();
+        builder.AddRequestResponse(r => r.AddHandler<GetQuote, Quote>((q, _) => ValueTask.FromResult(new Quote(q.Symbol, 101.25m))));
+        builder.AddGateway(g => g.LoadFromMemory(
+            [new RouteConfig { RouteId = "catalog", ClusterId = "catalog", Match = new RouteMatch { Path = "/catalog/{**rest}" } }],
+            [
+                new ClusterConfig
+                {
+                    ClusterId = "catalog",
+                    LoadBalancingPolicy = GatewayPolicies.Weighted,
+                    Metadata = new Dictionary<string, string>
+                    {
+                        [GatewayMetadata.RetryMaxRetries] = "1",
+                        [GatewayMetadata.OutlierConsecutiveFailures] = "5",
+                    },
+                    HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
+                    Destinations = new Dictionary<string, DestinationConfig>
+                    {
+                        ["v1"] = new() { Address = v1, Metadata = new Dictionary<string, string> { [GatewayMetadata.Weight] = "90" } },
+                        ["v2"] = new() { Address = v2, Metadata = new Dictionary<string, string> { [GatewayMetadata.Weight] = "10" } },
+                    },
+                },
+            ]));
+        var app = builder.Build();
+        app.UseWebSockets();
+        app.MapGet("/", async context =>
+        {
+            context.Response.ContentType = "text/html; charset=utf-8";
+            await using var page = typeof(SampleApp).Assembly.GetManifestResourceStream("index.html")!;
+            await page.CopyToAsync(context.Response.Body);
+        });
+        app.MapRequest<GetQuote, Quote>("/api/quotes");
+        app.MapPublish<News>("/api/news", topic: "news");
+        app.MapServerSentEvents("/events/news", "news");
+        app.MapWebSocketTopics("/ws", ["news"]);
+        app.MapAggregate("/bff/home", a => a
+            .Leg("catalog", "catalog", "/catalog/featured")
+            .Leg("quote", v1, "/quote/ACME", o => o.OnFailure = LegFailurePolicy.Omit));
+        app.MapGateway();
+        await app.StartAsync();
+        sample._apps.Add(app);
+        sample.Services = app.Services;
+        sample.Address = AddressOf(app);
+        return sample;
+    }
+
+    private async Task<string> StartBackendAsync(string version)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseKestrel(o => o.Listen(System.Net.IPAddress.Loopback, 0));
+        var app = builder.Build();
+        app.MapGet("/catalog/{**rest}", (string? rest) => Results.Json(new { version, item = rest }));
+        app.MapGet("/quote/{symbol}", (string symbol) => Results.Json(new { symbol, price = 99.5m, version }));
+        await app.StartAsync();
+        _apps.Add(app);
+        return AddressOf(app);
+    }
+
+    private static string AddressOf(WebApplication app) =>
+        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var app in _apps)
+        {
+            await app.StopAsync();
+            await app.DisposeAsync();
+        }
+    }
+
+    internal static string Percent(int part, int total) => (100.0 * part / total).ToString("F0", CultureInfo.InvariantCulture) + "%";
+}
