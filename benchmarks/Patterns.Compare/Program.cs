@@ -6,7 +6,8 @@ using Spectre.Console;
 //   dotnet run -c Release --project benchmarks/Patterns.Compare                 3 launches per row, results in benchmarks/results/
 //   dotnet run -c Release --project benchmarks/Patterns.Compare -- --smoke      tiny sizes, one launch (CI)
 // Options: --launches N, --messages N, --filter id-or-pattern[,...], --timeout SECONDS (per launch), --out DIRECTORY,
-//          --note TEXT (written under the report's heading), --list. A launch is this program started with --launch ID.
+//          --note TEXT (written under the report's heading), --list, --render compare.json (write the report of a saved
+//          run again; give the run's --launches, --messages and --note too). A launch is this program started with --launch ID.
 var options = Options.Parse(args);
 if (options.Launch is { } id)
 {
@@ -23,6 +24,16 @@ if (options.Launch is { } id)
 if (Console.IsOutputRedirected)
 {
     AnsiConsole.Profile.Width = 240; // a log file has no width: keep the table's rows on one line each
+}
+
+if (options.Render is { } saved)
+{
+    // Renders the report of a saved run again (after a change to the report's format), without running anything.
+    var loaded = Report.Load(saved);
+    var loadedSummaries = RowSummary.Of(loaded);
+    Report.Print(loaded, loadedSummaries);
+    Report.Write(options.Output, options, loaded, loadedSummaries);
+    return 0;
 }
 
 var rows = Catalog.Rows.Where(options.Selects).ToList();
@@ -64,7 +75,8 @@ namespace Patterns.Compare
         string Output,
         string? Note,
         bool List,
-        string? Launch)
+        string? Launch,
+        string? Render)
     {
         /// <summary>Parses the arguments; unknown ones fail with a message naming them.</summary>
         public static Options Parse(string[] args)
@@ -89,7 +101,7 @@ namespace Patterns.Compare
                     : throw new ArgumentException($"{name} needs a positive whole number, not '{text}'.");
             }
 
-            var known = new HashSet<string> { "--smoke", "--list", "--launches", "--messages", "--filter", "--timeout", "--out", "--note", "--launch" };
+            var known = new HashSet<string> { "--smoke", "--list", "--launches", "--messages", "--filter", "--timeout", "--out", "--note", "--launch", "--render" };
             for (var i = 0; i < args.Length; i++)
             {
                 if (!known.Contains(args[i]))
@@ -115,7 +127,8 @@ namespace Patterns.Compare
                 output,
                 Value("--note"),
                 args.Contains("--list"),
-                Value("--launch"));
+                Value("--launch"),
+                Value("--render"));
         }
 
         /// <summary>Whether the filter selects <paramref name="row"/> (by id or pattern, any of comma-separated parts).</summary>

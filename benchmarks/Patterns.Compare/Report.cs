@@ -92,9 +92,29 @@ public static class Report
         Directory.CreateDirectory(directory);
         Chart(summaries, options, Path.Combine(directory, "compare"));
         File.WriteAllText(Path.Combine(directory, "compare.md"), Markdown(options, outcomes, summaries));
-        var raw = outcomes.Select(o => new { o.Row.Id, o.Row.Pattern, o.Row.Transport, o.Skipped, o.Failures, Launches = o.Launches });
+        var raw = outcomes.Select(o => new SavedOutcome(o.Row.Id, o.Skipped, o.Failures, o.Launches));
         File.WriteAllText(Path.Combine(directory, "compare.json"), JsonSerializer.Serialize(raw, new JsonSerializerOptions { WriteIndented = true }));
     }
+
+    /// <summary>Reads the outcomes a run saved in compare.json (to render its report again).</summary>
+    public static IReadOnlyList<RowOutcome> Load(string path)
+    {
+        var saved = JsonSerializer.Deserialize<List<SavedOutcome>>(File.ReadAllText(path)) ?? [];
+        var outcomes = new List<RowOutcome>();
+        foreach (var s in saved)
+        {
+            var row = Catalog.Rows.FirstOrDefault(r => r.Id == s.Id) ?? throw new InvalidDataException($"{path} names a row '{s.Id}' that the catalog does not have.");
+            var outcome = new RowOutcome(row) { Skipped = s.Skipped };
+            outcome.Launches.AddRange(s.Launches);
+            outcome.Failures.AddRange(s.Failures);
+            outcomes.Add(outcome);
+        }
+
+        return outcomes;
+    }
+
+    /// <summary>What compare.json holds per row.</summary>
+    public sealed record SavedOutcome(string Id, string? Skipped, List<string> Failures, List<LaunchResult?> Launches);
 
     private static readonly string[] Columns =
         ["Pattern", "Transport / store", "Throughput (msg/s)", "vs first row", "p50 latency", "p99 latency", "CPU / msg", "Allocated / msg", "Peak memory"];
@@ -104,7 +124,7 @@ public static class Report
         s.Outcome.Row.Pattern,
         s.Outcome.Row.Transport,
         Format(s.Throughput, v => v.ToString("N0", Invariant)),
-        s.Ratio is null ? "1× (reference)" : $"{Format(s.Ratio, v => v.ToString(v >= 10 ? "N0" : "0.00", Invariant) + "×")}{(s.Ratio.Stable ? string.Empty : " unstable")}",
+        s.Ratio is null ? "1× (reference)" : $"{Format(s.Ratio, Ratio)}{(s.Ratio.Stable ? string.Empty : " unstable")}",
         Format(s.P50, Duration),
         Format(s.P99, Duration),
         Format(s.Cpu, v => v.ToString("0.0", Invariant) + " µs"),
@@ -114,6 +134,13 @@ public static class Report
 
     private static string Format(Spread spread, Func<double, string> format) =>
         spread.Min == spread.Max ? format(spread.Median) : $"{format(spread.Median)} ({format(spread.Min)}–{format(spread.Max)})";
+
+    private static string Ratio(double ratio) => ratio switch
+    {
+        >= 10 => ratio.ToString("N0", Invariant) + "×",
+        >= 0.1 => ratio.ToString("0.00", Invariant) + "×",
+        _ => ratio.ToString("0.00##", Invariant) + "×",
+    };
 
     private static string Duration(double microseconds) => microseconds switch
     {
