@@ -20,6 +20,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 projects=(tests/Patterns.Sqlite.Tests)
 if [[ -n "${PATTERNS_POSTGRES:-}" ]]; then
   projects+=(tests/Patterns.Postgres.Tests)
+  # Its kill test runs on SQLite and PostgreSQL in one class, so it is soaked when both are there.
+  projects+=(tests/Patterns.Orchestration.Tests)
 else
   echo "PATTERNS_POSTGRES is not set: PostgreSQL is not soaked." >&2
 fi

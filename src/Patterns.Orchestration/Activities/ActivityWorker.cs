@@ -1,7 +1,7 @@
-using System.Buffers;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
+using Patterns.Orchestration.Engine;
 using Patterns.Queues;
 using Patterns.Serialization;
 
@@ -57,7 +57,7 @@ internal sealed class ActivityWorker(
             try
             {
                 var value = await AttemptAsync(task, activity, input, settings, attempt, stopping).ConfigureAwait(false);
-                return new ActivityResult(task.InstanceId, task.Run, task.Seq, Serialize(value, activity.ResultType), null, null);
+                return new ActivityResult(task.InstanceId, task.Run, task.Seq, serializer.ToPayload(value, activity.ResultType), null, null);
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {
@@ -115,18 +115,6 @@ internal sealed class ActivityWorker(
                 ? new TimeoutException($"Activity '{task.Activity}' attempt {attempt} sent no heartbeat for {settings.HeartbeatTimeout}.")
                 : new TimeoutException($"Activity '{task.Activity}' attempt {attempt} did not finish within {settings.StartToCloseTimeout}.");
         }
-    }
-
-    private byte[]? Serialize(object? value, Type type)
-    {
-        if (value is null)
-        {
-            return null;
-        }
-
-        var buffer = new ArrayBufferWriter<byte>(128);
-        serializer.Serialize(buffer, value, type == typeof(object) ? value.GetType() : type);
-        return buffer.WrittenSpan.ToArray();
     }
 
     private static ActivityResult Failure(ActivityTask task, Exception error) =>

@@ -1,4 +1,3 @@
-using System.Buffers;
 using Patterns.Orchestration.History;
 using Patterns.Serialization;
 
@@ -432,17 +431,7 @@ internal sealed partial class WorkflowExecutor
         }
     }
 
-    internal byte[]? Serialize(object? value, Type type)
-    {
-        if (value is null)
-        {
-            return null;
-        }
-
-        var buffer = new ArrayBufferWriter<byte>(128);
-        _serializer.Serialize(buffer, value, type == typeof(object) ? value.GetType() : type);
-        return buffer.WrittenSpan.ToArray();
-    }
+    internal byte[]? Serialize(object? value, Type type) => _serializer.ToPayload(value, type);
 
     internal T Deserialize<T>(byte[]? payload) => payload is null ? default! : (T)_serializer.Deserialize(payload, typeof(T));
 

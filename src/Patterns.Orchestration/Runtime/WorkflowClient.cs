@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Text.Json;
+using Patterns.Orchestration.Engine;
 using Patterns.Orchestration.History;
 
 namespace Patterns.Orchestration.Runtime;
@@ -159,15 +160,5 @@ internal sealed class WorkflowClient(WorkflowRuntime runtime) : IWorkflowClient
         }
     }
 
-    private byte[]? Serialize(object? value)
-    {
-        if (value is null)
-        {
-            return null;
-        }
-
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
-        runtime.Serializer.Serialize(buffer, value, value.GetType());
-        return buffer.WrittenSpan.ToArray();
-    }
+    private byte[]? Serialize(object? value) => runtime.Serializer.ToPayload(value, typeof(object));
 }

@@ -25,15 +25,8 @@ internal sealed partial class WorkflowRuntime
     public Task DeliverMessageAsync<TMessage>(string instanceId, TMessage message, Guid messageId, CancellationToken cancellationToken)
         where TMessage : notnull
     {
-        var payload = Serialize(message);
+        var payload = _serializer.ToPayload(message, typeof(object));
         var e = new HistoryEvent { Kind = HistoryEventKind.SignalReceived, Name = MessageSignals.NameOf(typeof(TMessage)), Payload = payload, Id = messageId.ToString("N") };
         return Enqueue(instanceId, new EventItem(e)).WaitAsync(cancellationToken);
-    }
-
-    private byte[] Serialize(object value)
-    {
-        var buffer = new System.Buffers.ArrayBufferWriter<byte>(128);
-        _serializer.Serialize(buffer, value, value.GetType());
-        return buffer.WrittenSpan.ToArray();
     }
 }

@@ -8,7 +8,7 @@ namespace Patterns.Orchestration.Runtime;
 internal sealed partial class WorkflowRuntime
 {
     /// <summary>Reads an instance's current run and replays it (the cold path).</summary>
-    private async Task<(WorkflowExecutor? Executor, InstanceRecord? Record)> LoadAsync(InstanceSlot slot, bool resume)
+    private async Task<(WorkflowExecutor? Executor, InstanceRecord? Record)> LoadAsync(InstanceSlot slot)
     {
         var record = await ReadRecordAsync(slot.InstanceId).ConfigureAwait(false);
         if (record is null)
@@ -30,7 +30,6 @@ internal sealed partial class WorkflowRuntime
         executor.Replay(history);
         executor.CustomStatusChanged = false;
         executor.Record = record;
-        _ = resume;
         return (executor, record);
     }
 

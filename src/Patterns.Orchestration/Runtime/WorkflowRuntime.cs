@@ -162,11 +162,13 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
 
             InstanceRecord? record = null;
+            var loaded = false;
             if (executor is null)
             {
+                loaded = true;
                 try
                 {
-                    (executor, record) = await LoadAsync(slot, pending.Any(static i => i is ResumeItem)).ConfigureAwait(false);
+                    (executor, record) = await LoadAsync(slot).ConfigureAwait(false);
                 }
                 catch (Exception ex) when (ex is NonDeterminismException or WorkflowDeterminismException)
                 {
@@ -211,8 +213,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
 
             slot.Executor = executor;
-            if (pending.Any(static i => i is ResumeItem))
+            if (loaded && !isNew && attempt == 0)
             {
+                // Loaded from the store (the cold path): what it waits for may have been lost with a previous process.
                 await RedispatchAsync(executor).ConfigureAwait(false);
             }
 
