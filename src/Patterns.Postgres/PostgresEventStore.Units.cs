@@ -224,11 +224,7 @@ public sealed partial class PostgresEventStore
         await using (command.ConfigureAwait(false))
         {
             var parameters = command.Parameters;
-            parameters.Add(Parameters.Array(streamIds, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(expected, NpgsqlDbType.Bigint));
-            parameters.Add(Parameters.Array(counts, NpgsqlDbType.Integer));
-            columns.AddTo(parameters);
-            parameters.Add(Channel());
+            AddAppends(parameters, streamIds, expected, counts, columns);
             parameters.Add(Parameters.Array(claimUnits, NpgsqlDbType.Integer));
             parameters.Add(Parameters.Array(consumers, NpgsqlDbType.Text));
             parameters.Add(Parameters.Array(messageIds, NpgsqlDbType.Text));

@@ -1,4 +1,5 @@
 using Patterns.EventSourcing;
+using Patterns.Storage;
 
 namespace Patterns.Conformance;
 
@@ -53,4 +54,40 @@ public static class KillProjection
                 (current, e) => e.Data is KillDeposit deposit ? new KillTotal((current?.Count ?? 0) + 1, (current?.Sum ?? 0) + deposit.Amount) : current,
                 o => o.BatchSize = 16);
     }
+}
+
+/// <summary>
+/// The store-writing handler of the inbox process-kill test: handling message <c>id</c> is one unit of work that claims
+/// the id in the inbox, appends one event to <see cref="Stream"/> (at any version, so that only the inbox can stop a
+/// second copy) and sends the id to <see cref="Queue"/> through the outbox.
+/// </summary>
+public static class KillInbox
+{
+    /// <summary>The consumer whose inbox records the handled ids.</summary>
+    public const string Consumer = "kill-inbox-handler";
+
+    /// <summary>The queue the handler sends to through the outbox (no relay runs: the messages stay in the outbox).</summary>
+    public const string Queue = "kill-inbox";
+
+    /// <summary>The prefix of the handler's streams.</summary>
+    public const string StreamPrefix = "kill-inbox-";
+
+    /// <summary>The id of message number <paramref name="number"/>.</summary>
+    /// <param name="number">The message number, from 0.</param>
+    /// <returns>The message id.</returns>
+    public static string MessageId(int number) => number.ToString("D6", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The stream the handler of message <paramref name="id"/> appends to.</summary>
+    /// <param name="id">The message id.</param>
+    /// <returns>The stream id.</returns>
+    public static string Stream(string id) => StreamPrefix + id;
+
+    /// <summary>The unit of work that handles message <paramref name="id"/>.</summary>
+    /// <param name="id">The message id.</param>
+    /// <returns>The unit: inbox claim, append and outbox message.</returns>
+    public static UnitOfWork Handle(string id) =>
+        new UnitOfWork()
+            .ClaimInbox(Consumer, id)
+            .Append(Stream(id), ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "kill.handled", "{}"u8.ToArray(), DateTimeOffset.UtcNow)])
+            .Enqueue(new OutboxMessage(Queue, OutboxMessageKind.Send, System.Text.Encoding.UTF8.GetBytes(id)));
 }

@@ -272,6 +272,84 @@ public abstract class ProcessKillTests : IAsyncLifetime
             $"seed {seed}: the failed commits stored nothing");
     }
 
+    /// <summary>
+    /// Two processes handle the same messages at once, as two consumers given the same deliveries do: each handles
+    /// message ids in order, as one unit of work of an inbox claim, an append (at any version) and an outbox message.
+    /// One of them, chosen at random, is killed at a random point, and a replacement starts a little before the highest
+    /// id handled so far, as a redelivery does. Every message must take effect exactly once: one commit acknowledged at
+    /// most, one event and one outbox message per handled id, whichever process handled it and however often it was
+    /// delivered.
+    /// </summary>
+    /// <returns>A task that completes when the test has run.</returns>
+    [Fact]
+    public async Task Kill_TwoInboxHandlersOfTheSameMessagesKilledAtRandomPoints_EachMessageTakesEffectOnce()
+    {
+        var seed = NewSeed();
+        var random = new Random(seed);
+        var target = await CreateDatabaseAsync("inbox");
+        var acknowledged = new List<KillAck>();
+        var started = 0;
+        KillChild Next(int first) =>
+            KillChild.Start($"inbox child {started++} (seed {seed})", StoreKind, target, "inbox", first.ToString(CultureInfo.InvariantCulture));
+        var children = new List<KillChild> { Next(0), Next(0) };
+        int Highest() => acknowledged.Concat(children.SelectMany(c => c.Acknowledged)).Select(a => int.Parse(a.StreamId[KillInbox.StreamPrefix.Length..], CultureInfo.InvariantCulture)).DefaultIfEmpty(0).Max();
+        try
+        {
+            for (var i = 0; i < Iterations; i++)
+            {
+                var victim = children[random.Next(children.Count)];
+                try
+                {
+                    await victim.WaitForAcksAsync(victim.AckCount + random.Next(1, 40), StepTimeout, Timeout);
+                }
+                catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
+                {
+                    throw new InvalidOperationException($"Iteration {i}, seed {seed}: {ex.Message}", ex);
+                }
+
+                victim.Kill();
+                await victim.DisposeAsync();
+                acknowledged.AddRange(victim.Acknowledged);
+                children[children.IndexOf(victim)] = Next(Math.Max(0, Highest() - random.Next(0, 30)));
+            }
+        }
+        finally
+        {
+            foreach (var child in children)
+            {
+                await child.DisposeAsync();
+                acknowledged.AddRange(child.Acknowledged);
+            }
+        }
+
+        var committed = acknowledged.Where(a => a.Sum == 1).ToList();
+        committed.Should().NotBeEmpty($"seed {seed}: the children committed before they were killed");
+        acknowledged.Should().Contain(a => a.Sum == 0, $"seed {seed}: copies of handled messages came again and were refused");
+        committed.GroupBy(a => a.StreamId).Should().OnlyContain(g => g.Count() == 1, $"seed {seed}: no two copies of one message both commit");
+
+        var services = new ServiceCollection();
+        services.AddEventSourcing(es => UseStore(es, target));
+        await using var provider = services.BuildServiceProvider();
+        var events = new Dictionary<string, int>();
+        await foreach (var e in provider.GetRequiredService<IEventStorage>().ReadAllAsync(0, new EventFilter { StreamPrefix = KillInbox.StreamPrefix }, long.MaxValue, Timeout))
+        {
+            events[e.StreamId] = events.GetValueOrDefault(e.StreamId) + 1;
+        }
+
+        var sent = (await provider.GetRequiredService<IOutboxStore>().ReadOutboxAsync(0, int.MaxValue, Timeout))
+            .Select(m => KillInbox.Stream(System.Text.Encoding.UTF8.GetString(m.Message.Payload.Span)))
+            .ToList();
+        events.Should().OnlyContain(pair => pair.Value == 1, $"seed {seed}: each handled message appended its event once");
+        sent.Should().OnlyHaveUniqueItems($"seed {seed}: each handled message sent its message once");
+        sent.Should().BeEquivalentTo(events.Keys, $"seed {seed}: the event and the message of one handling commit together");
+        events.Keys.Should().Contain(committed.Select(a => a.StreamId), $"seed {seed}: an acknowledged commit survives the kill");
+        var inbox = provider.GetRequiredService<IInboxStore>();
+        foreach (var stream in events.Keys)
+        {
+            (await inbox.ContainsAsync(KillInbox.Consumer, stream[KillInbox.StreamPrefix.Length..], Timeout)).Should().BeTrue($"seed {seed}: the inbox records {stream}'s message with its effects");
+        }
+    }
+
     /// <summary>Creates an empty database (a file or a schema) for one case, removed when the test ends.</summary>
     /// <param name="name">A name for it, unique within the test.</param>
     /// <returns>What the child takes as its second argument: the file or the schema.</returns>

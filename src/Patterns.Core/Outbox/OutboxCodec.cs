@@ -11,6 +11,20 @@ namespace Patterns.Outbox;
 /// </summary>
 internal static class OutboxCodec
 {
+    /// <summary>
+    /// The outbox message for <paramref name="message"/>: its envelope (made by the bus, as a publish or send would make
+    /// it) and its body serialized by <paramref name="serializer"/>, to hand to <paramref name="destination"/> later (null: the topic named after the message type).
+    /// </summary>
+    public static Storage.OutboxMessage Message<TMessage>(Hosting.MessageBus bus, Serialization.IMessageSerializer serializer, string? destination, Storage.OutboxMessageKind kind, TMessage message, in MessageOptions options)
+        where TMessage : notnull
+    {
+        var envelope = bus.CreateEnvelope(message, options);
+        var body = new ArrayBufferWriter<byte>(256);
+        serializer.Serialize(body, message, message.GetType());
+        var stored = envelope with { Body = null, ContentType = envelope.ContentType ?? serializer.ContentType };
+        return new Storage.OutboxMessage(destination ?? envelope.MessageType!, kind, Encode(stored, body.WrittenSpan)) { PartitionKey = envelope.PartitionKey };
+    }
+
     public static byte[] Encode(in Envelope envelope, ReadOnlySpan<byte> body)
     {
         var header = new ArrayBufferWriter<byte>(256);
