@@ -91,3 +91,57 @@ public static class KillInbox
             .Append(Stream(id), ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "kill.handled", "{}"u8.ToArray(), DateTimeOffset.UtcNow)])
             .Enqueue(new OutboxMessage(Queue, OutboxMessageKind.Send, System.Text.Encoding.UTF8.GetBytes(id)));
 }
+
+/// <summary>A click the streaming process-kill test's pipeline counts per user and 10-second window.</summary>
+/// <param name="User">The user.</param>
+/// <param name="At">The event time.</param>
+public sealed record KillClick(string User, DateTimeOffset At);
+
+/// <summary>
+/// The streaming process-kill test's pipeline: clicks from a RabbitMQ queue, counted per user in 10-second tumbling
+/// windows, each count sent through the outbox (<see cref="Streaming.DataStream{T}.SendToOutbox"/>) in the unit of work
+/// of the snapshot that produced it. Snapshots go to the store every 100 ms or every 16 held messages.
+/// </summary>
+public static class KillStream
+{
+    /// <summary>The pipeline's name (its snapshot document is named after it).</summary>
+    public const string Name = "kill-stream";
+
+    /// <summary>The queue the outbox messages go to (no relay runs: they stay in the outbox).</summary>
+    public const string Results = "kill-stream-counts";
+
+    /// <summary>The user of the last click, far ahead in time, which fires every window; its window is not sent.</summary>
+    public const string End = "end";
+
+    /// <summary>The epoch of the clicks' event time.</summary>
+    public static readonly DateTimeOffset Epoch = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
+    /// <summary>The input queue of a test database: one per file or schema, so that parallel cases do not share it.</summary>
+    /// <param name="target">The file or schema.</param>
+    /// <returns>The queue name.</returns>
+    public static string Queue(string target) =>
+        "kill-stream-" + Patterns.Messaging.PartitionHash.OfString(target).ToString("x8", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Builds the pipeline.</summary>
+    /// <param name="services">The container (transport, store).</param>
+    /// <param name="target">The file or schema.</param>
+    /// <param name="snapshots">The store snapshot store.</param>
+    /// <param name="seen">Called for each click that enters the pipeline.</param>
+    /// <returns>The runnable pipeline.</returns>
+    public static Streaming.StreamPipeline Pipeline(IServiceProvider services, string target, Streaming.IStreamSnapshotStore snapshots, Action<KillClick> seen) =>
+        Streaming.DataStream.FromQueue<KillClick>(
+                services,
+                Queue(target),
+                new Streaming.StreamOptions { Name = Name, SnapshotStore = snapshots, SnapshotInterval = TimeSpan.FromMilliseconds(100), MaxUnacknowledged = 16 })
+            .Select(c =>
+            {
+                seen(c);
+                return c;
+            })
+            .WithEventTime(c => c.At, TimeSpan.FromSeconds(5))
+            .KeyBy(c => c.User)
+            .Window(Streaming.WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
+            .Count()
+            .Where(r => r.Key != End)
+            .SendToOutbox(Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Queues.IQueueSender>(services), Results);
+}

@@ -350,6 +350,96 @@ public abstract class ProcessKillTests : IAsyncLifetime
         }
     }
 
+    /// <summary>
+    /// A windowed count fed by a RabbitMQ queue (the broker at PATTERNS_RABBITMQ; skipped when it is not reachable),
+    /// with store snapshots and its results sent through the outbox in the snapshots' unit of work, runs in a child
+    /// process that is killed at random points and started again. After a last click far ahead fires every window,
+    /// the outbox must hold exactly one message per user and window, with the exact count: no click counted twice or
+    /// lost across the kills, no window result sent twice.
+    /// </summary>
+    /// <returns>A task that completes when the test has run.</returns>
+    [Fact(Skip = "Open: the third child process (after two kill -9s) stops taking clicks after 14 to 23 of them, on SQLite and PostgreSQL alike, so the run times out before it can check the results; not diagnosed yet.")]
+    public async Task Kill_WindowedCountToTheOutboxKilledAtRandomPoints_EachWindowResultOnceWithExactCounts()
+    {
+        var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
+        var seed = NewSeed();
+        var random = new Random(seed);
+        var target = await CreateDatabaseAsync("stream");
+        var queue = KillStream.Queue(target);
+        var services = new ServiceCollection();
+        services.AddEventSourcing(es => UseStore(es, target));
+        services.AddPatterns(p => p.UseRabbitMq(broker));
+        services.AddMessageQueue(q => q.AddQueue(queue));
+        await using var provider = services.BuildServiceProvider();
+        HostedServices running;
+        try
+        {
+            running = await HostedServices.StartAsync(provider, Timeout);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            Assert.Skip($"RabbitMQ is not reachable at {broker} (PATTERNS_RABBITMQ): {ex.Message}");
+            throw;
+        }
+
+        await using (running)
+        {
+            var sender = provider.GetRequiredService<Patterns.Queues.IQueueSender>();
+            var clicks = Enumerable.Range(0, 40 * Iterations).Select(i => new KillClick("u" + (i % 3), KillStream.Epoch.AddSeconds(i / 2))).ToList();
+            foreach (var click in clicks)
+            {
+                await sender.SendAsync(queue, click, Timeout);
+            }
+
+            for (var i = 0; i < Iterations; i++)
+            {
+                var child = KillChild.Start($"stream child {i} (seed {seed})", StoreKind, target, "stream", "0");
+                try
+                {
+                    await child.WaitForAcksAsync(random.Next(1, 60), StepTimeout, Timeout);
+                    child.Kill();
+                }
+                catch (Exception ex) when (ex is TimeoutException or InvalidOperationException)
+                {
+                    throw new InvalidOperationException($"Iteration {i}, seed {seed}: {ex.Message}", ex);
+                }
+                finally
+                {
+                    await child.DisposeAsync();
+                }
+            }
+
+            // The last run sees every click no committed snapshot included, then the one far ahead that fires the rest.
+            var expected = clicks.GroupBy(c => (c.User, Start: KillStream.Epoch.AddSeconds((c.At - KillStream.Epoch).TotalSeconds / 10 * 10)))
+                .ToDictionary(g => $"{g.Key.User}/{(g.Key.Start - KillStream.Epoch).TotalSeconds:0}", g => (long)g.Count());
+            await sender.SendAsync(queue, new KillClick(KillStream.End, KillStream.Epoch.AddDays(1)), Timeout);
+            var outbox = provider.GetRequiredService<IOutboxStore>();
+            var last = KillChild.Start($"stream child {Iterations} (seed {seed})", StoreKind, target, "stream", "0");
+            try
+            {
+                using var done = CancellationTokenSource.CreateLinkedTokenSource(Timeout);
+                done.CancelAfter(StepTimeout);
+                while ((await outbox.ReadOutboxAsync(0, int.MaxValue, done.Token)).Count < expected.Count)
+                {
+                    await outbox.WaitForOutboxAsync((await outbox.ReadOutboxAsync(0, int.MaxValue, done.Token)).Select(m => m.Sequence).DefaultIfEmpty(0).Max(), done.Token);
+                }
+            }
+            finally
+            {
+                await last.DisposeAsync();
+            }
+
+            var serializer = provider.GetRequiredService<Patterns.Serialization.IMessageSerializer>();
+            var results = (await outbox.ReadOutboxAsync(0, int.MaxValue, Timeout))
+                .Select(m => Patterns.Outbox.OutboxCodec.Decode(m.Message.Payload))
+                .Select(e => (Patterns.Streaming.WindowResult<string, long>)serializer.Deserialize(e.Payload, typeof(Patterns.Streaming.WindowResult<string, long>)))
+                .Select(r => (Id: $"{r.Key}/{(r.Start - KillStream.Epoch).TotalSeconds:0}", r.Value))
+                .ToList();
+            results.Select(r => r.Id).Should().OnlyHaveUniqueItems($"seed {seed}: each window result enters the outbox once across {Iterations} kills");
+            results.ToDictionary(r => r.Id, r => r.Value).Should().BeEquivalentTo(expected, $"seed {seed}: each window counts every click once");
+        }
+    }
+
     /// <summary>Creates an empty database (a file or a schema) for one case, removed when the test ends.</summary>
     /// <param name="name">A name for it, unique within the test.</param>
     /// <returns>What the child takes as its second argument: the file or the schema.</returns>
