@@ -179,11 +179,7 @@ public sealed partial class PostgresEventStore
             await using (command.ConfigureAwait(false))
             {
                 var parameters = command.Parameters;
-                parameters.Add(Parameters.Array(streamIds, NpgsqlDbType.Text));
-                parameters.Add(Parameters.Array(expected, NpgsqlDbType.Bigint));
-                parameters.Add(Parameters.Array(counts, NpgsqlDbType.Integer));
-                columns.AddTo(parameters);
-                parameters.Add(Channel());
+                AddAppends(parameters, streamIds, expected, counts, columns);
                 var reader = await command.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
                 await using (reader.ConfigureAwait(false))
                 {
@@ -196,6 +192,16 @@ public sealed partial class PostgresEventStore
         }
 
         return outcomes;
+    }
+
+    /// <summary>Adds the parameters <c>append_group</c> and <c>commit_units</c> start with: per batch its stream (null: none), expected version and event count, then the events and the channel.</summary>
+    private void AddAppends(NpgsqlParameterCollection parameters, string?[] streamIds, long[] expected, int[] counts, EventColumns columns)
+    {
+        parameters.Add(Parameters.Array(streamIds, NpgsqlDbType.Text));
+        parameters.Add(Parameters.Array(expected, NpgsqlDbType.Bigint));
+        parameters.Add(Parameters.Array(counts, NpgsqlDbType.Integer));
+        columns.AddTo(parameters);
+        parameters.Add(Channel());
     }
 
     private NpgsqlParameter<string?> Channel() =>

@@ -80,7 +80,7 @@ public sealed partial class PostgresEventStore
     }
 
     /// <inheritdoc />
-    /// <remarks>With <paramref name="fence"/>, the lease check and the delete run in one transaction.</remarks>
+    /// <remarks>With <paramref name="fence"/>, the lease check (a share lock on its row) and the delete are one statement.</remarks>
     public async ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default)
     {
         if (fence is null)
@@ -92,19 +92,22 @@ public sealed partial class PostgresEventStore
         var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
         await using (connection.ConfigureAwait(false))
         {
-            var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-            await using (transaction.ConfigureAwait(false))
+            var command = Command(
+                connection, null, _schema.DeleteOutboxFenced, Parameters.Bigint(throughSequence), Parameters.Text(fence.Name), Parameters.Text(fence.Owner), Parameters.Bigint(fence.Token));
+            await using (command.ConfigureAwait(false))
             {
-                await CheckFenceAsync(connection, transaction, fence, cancellationToken).ConfigureAwait(false);
-                int deleted;
-                var command = Command(connection, transaction, _schema.DeleteOutbox, Parameters.Bigint(throughSequence));
-                await using (command.ConfigureAwait(false))
+                var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                await using (reader.ConfigureAwait(false))
                 {
-                    deleted = await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-                }
+                    await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                    var (owner, token) = ReadLeaseHolder(reader);
+                    if (owner != fence.Owner || token != fence.Token)
+                    {
+                        throw new LeaseLostException(fence, owner);
+                    }
 
-                await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-                return deleted;
+                    return reader.GetInt64(2);
+                }
             }
         }
     }
@@ -272,8 +275,12 @@ public sealed partial class PostgresEventStore
         }
     }
 
-    /// <summary>Commits one unit in a transaction of its own; a unit that loses a deadlock runs again.</summary>
+    /// <summary>Commits one unit on its own: a simple unit in one statement, any other in a transaction of its own.</summary>
     private ValueTask<UnitOfWorkResult> CommitAloneAsync(UnitOfWork work, CancellationToken cancellationToken) =>
+        IsSimple(work) ? CommitSimpleAloneAsync(work, cancellationToken) : CommitGeneralAloneAsync(work, cancellationToken);
+
+    /// <summary>Commits one unit in a transaction of its own, part by part; a unit that loses a deadlock runs again.</summary>
+    private ValueTask<UnitOfWorkResult> CommitGeneralAloneAsync(UnitOfWork work, CancellationToken cancellationToken) =>
         RetryDeadlockAsync(ct => CommitAloneOnceAsync(work, ct), cancellationToken);
 
     /// <summary>Commits one unit in a transaction of its own. Cancellation counts until the transaction has begun.</summary>
@@ -310,23 +317,25 @@ public sealed partial class PostgresEventStore
     {
         await transaction.CommitAsync(CancellationToken.None).ConfigureAwait(false);
         Interlocked.Increment(ref _unitTransactions);
-        if (lastPosition > 0)
-        {
-            _listener.Publish(lastPosition);
-        }
-
-        if (lastSequence > 0)
-        {
-            _listener.Outbox.Publish(lastSequence);
-        }
+        PublishCommitted(lastPosition, lastSequence);
     }
 
-    /// <summary>Commits queued units in one transaction, each under its own savepoint, and completes each; never throws.</summary>
+    /// <summary>
+    /// Commits queued units in one transaction and completes each; never throws. Simple units run first, together in
+    /// one statement (alone when every unit is simple); each other unit runs under its own savepoint.
+    /// </summary>
     private async Task RunUnitGroupAsync(List<PendingUnit> group)
     {
         if (group.Count == 1)
         {
             await CompleteAloneAsync(group[0]).ConfigureAwait(false);
+            return;
+        }
+
+        var simple = group.FindAll(static u => IsSimple(u.Work));
+        if (simple.Count == group.Count)
+        {
+            await RunSimpleGroupAsync(group).ConfigureAwait(false);
             return;
         }
 
@@ -342,8 +351,31 @@ public sealed partial class PostgresEventStore
                 await using (transaction.ConfigureAwait(false))
                 {
                     long lastPosition = 0, lastSequence = 0;
+                    if (simple.Count > 0)
+                    {
+                        // A unit the statement refuses stored nothing: it runs again alone after the group (applied and
+                        // failed stay null for it).
+                        var rows = await ExecuteUnitsAsync(connection, transaction, simple.ConvertAll(static u => u.Work), notifyOutbox: false).ConfigureAwait(false);
+                        for (var i = 0; i < simple.Count; i++)
+                        {
+                            if (rows[i].Status == 0)
+                            {
+                                var result = ResultOf(simple[i].Work, rows[i]);
+                                var position = result.Appends.Count > 0 ? result.Appends[0].LastPosition : 0;
+                                applied[group.IndexOf(simple[i])] = new AppliedUnit(result, position);
+                                lastPosition = Math.Max(lastPosition, position);
+                                lastSequence = Math.Max(lastSequence, result.LastOutboxSequence);
+                            }
+                        }
+                    }
+
                     for (var i = 0; i < group.Count; i++)
                     {
+                        if (IsSimple(group[i].Work))
+                        {
+                            continue;
+                        }
+
                         await transaction.SaveAsync("unit", CancellationToken.None).ConfigureAwait(false);
                         try
                         {
@@ -384,7 +416,7 @@ public sealed partial class PostgresEventStore
                 }
                 else
                 {
-                    await CompleteAloneAsync(group[i]).ConfigureAwait(false);
+                    await CompleteAloneAsync(group[i], general: true).ConfigureAwait(false);
                 }
             }
 
@@ -408,16 +440,20 @@ public sealed partial class PostgresEventStore
             }
             else
             {
-                await CompleteAloneAsync(group[i]).ConfigureAwait(false);
+                await CompleteAloneAsync(group[i], general: true).ConfigureAwait(false);
             }
         }
     }
 
-    private async Task CompleteAloneAsync(PendingUnit unit)
+    /// <summary>Commits a unit on its own and completes it; <paramref name="general"/> skips the one-statement path (which already refused it).</summary>
+    private async Task CompleteAloneAsync(PendingUnit unit, bool general = false)
     {
         try
         {
-            unit.Completion.TrySetResult(await CommitAloneAsync(unit.Work, CancellationToken.None).ConfigureAwait(false));
+            var result = general
+                ? await CommitGeneralAloneAsync(unit.Work, CancellationToken.None).ConfigureAwait(false)
+                : await CommitAloneAsync(unit.Work, CancellationToken.None).ConfigureAwait(false);
+            unit.Completion.TrySetResult(result);
         }
         catch (Exception ex)
         {

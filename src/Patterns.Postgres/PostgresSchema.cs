@@ -32,6 +32,10 @@ internal sealed class PostgresSchema
 
         Append = $"SELECT new_version, first_position FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
         AppendGroup = $"SELECT status, new_version, first_position FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+        CommitUnits = $"""
+            SELECT status, new_version, first_position, last_sequence
+            FROM {s}.commit_units($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+            """;
         FindEventIds = $"SELECT event_id, version, position FROM {s}.events WHERE stream_id = $1 AND event_id = ANY($2)";
         StreamState = $"SELECT version, deleted, truncated_before FROM {s}.streams WHERE stream_id = $1";
         const string Columns = "event_id, stream_id, version, position, event_type, data, created_at, correlation_id, causation_id, metadata";
@@ -98,6 +102,11 @@ internal sealed class PostgresSchema
             """;
         ReadOutbox = $"SELECT sequence, destination, kind, partition_key, payload, enqueued_at FROM {s}.outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2";
         DeleteOutbox = $"DELETE FROM {s}.outbox WHERE sequence <= $1";
+        DeleteOutboxFenced = $"""
+            WITH fence AS (SELECT owner, token FROM {s}.leases WHERE name = $2 FOR SHARE),
+                 deleted AS (DELETE FROM {s}.outbox WHERE sequence <= $1 AND EXISTS (SELECT 1 FROM fence WHERE owner = $3 AND token = $4) RETURNING 1)
+            SELECT (SELECT owner FROM fence), coalesce((SELECT token FROM fence), 0), (SELECT count(*) FROM deleted)
+            """;
         OutboxHead = $"SELECT coalesce(max(sequence), 0) FROM {s}.outbox";
 
         LeaseFence = $"SELECT owner, token FROM {s}.leases WHERE name = $1 FOR SHARE";
@@ -138,6 +147,12 @@ internal sealed class PostgresSchema
     public string Append { get; }
 
     public string AppendGroup { get; }
+
+    /// <summary>
+    /// Commits whole units of work that hold at most one append (without inline projections), inbox claims and outbox
+    /// messages, in one statement; returns one row per unit (status 0 when it committed).
+    /// </summary>
+    public string CommitUnits { get; }
 
     public string FindEventIds { get; }
 
@@ -206,6 +221,9 @@ internal sealed class PostgresSchema
     public string DeleteOutbox { get; }
 
     public string OutboxHead { get; }
+
+    /// <summary>Deletes outbox messages through $1 only while lease $2 names owner $3 and token $4 (share-locked); returns the holder and the count.</summary>
+    public string DeleteOutboxFenced { get; }
 
     /// <summary>Reads a lease's owner and token and holds a share lock on its row, so no take-over commits before this transaction does.</summary>
     public string LeaseFence { get; }
@@ -496,6 +514,159 @@ internal sealed class PostgresSchema
                 token bigint NOT NULL,
                 expires_at timestamptz NOT NULL);
             """;
-        return [(1, v1), (2, v2)];
+        var v3 = $$"""
+            -- Commits units of work that each hold at most one append (no inline projection), inbox claims and outbox
+            -- messages: one statement for a whole group instead of a savepoint and several statements per unit. Unit i
+            -- appends p_counts[i] events of the flattened event arrays to p_stream_ids[i] (null: no append); units come
+            -- sorted by stream id, so stream rows are locked in one order and before log_head, as in append_group.
+            -- Claim j and message j belong to unit p_claim_units[j] / p_message_units[j]. Returns one row per unit, in
+            -- input order: status 0 committed (new_version, first_position, last_sequence), 1 wrong expected version,
+            -- 2 deleted stream, 3 an event id already stored, 4 an inbox claim already recorded. Nothing of a unit with
+            -- another status than 0 is stored; the caller runs it again on its own to learn its exact outcome.
+            CREATE FUNCTION {{s}}.commit_units(
+                p_stream_ids text[], p_expected bigint[], p_counts integer[], p_event_ids uuid[], p_event_types text[],
+                p_data bytea[], p_metadata bytea[], p_correlation_ids text[], p_causation_ids text[],
+                p_created_at timestamptz[], p_channel text, p_claim_units integer[], p_claim_consumers text[],
+                p_claim_ids text[], p_message_units integer[], p_destinations text[], p_kinds smallint[], p_keys text[],
+                p_payloads bytea[], p_now timestamptz, p_outbox_channel text)
+            RETURNS TABLE (status integer, new_version bigint, first_position bigint, last_sequence bigint)
+            LANGUAGE plpgsql AS $fn$
+            DECLARE
+                n integer := cardinality(p_stream_ids);
+                v_claims integer := cardinality(p_claim_units);
+                v_messages integer := cardinality(p_message_units);
+                v_status integer[] := array_fill(0, ARRAY[n]);
+                v_version bigint[] := array_fill(0::bigint, ARRAY[n]);
+                v_first bigint[] := array_fill(0::bigint, ARRAY[n]);
+                v_last bigint[] := array_fill(0::bigint, ARRAY[n]);
+                v_start integer[] := array_fill(0, ARRAY[n]);
+                v_claimed boolean[] := array_fill(false, ARRAY[v_claims]);
+                v_stream text;
+                v_current bigint;
+                v_deleted boolean;
+                v_exists boolean;
+                v_ids uuid[];
+                v_batch uuid[];
+                v_offset integer := 1;
+                v_total integer := 0;
+                v_position bigint;
+                v_sequence bigint;
+                i integer;
+                j integer;
+            BEGIN
+                -- Inbox claims first: a claim that another transaction holds waits for it, and fails the unit if it commits.
+                FOR j IN 1 .. v_claims LOOP
+                    IF v_status[p_claim_units[j]] = 0 THEN
+                        INSERT INTO {{s}}.inbox (consumer, message_id, handled_at) VALUES (p_claim_consumers[j], p_claim_ids[j], p_now)
+                        ON CONFLICT DO NOTHING;
+                        IF FOUND THEN
+                            v_claimed[j] := true;
+                        ELSE
+                            v_status[p_claim_units[j]] := 4;
+                        END IF;
+                    END IF;
+                END LOOP;
+
+                FOR i IN 1 .. n LOOP
+                    IF p_stream_ids[i] IS NULL THEN
+                        CONTINUE;
+                    END IF;
+                    v_start[i] := v_offset;
+                    v_batch := p_event_ids[v_offset : v_offset + p_counts[i] - 1];
+                    v_offset := v_offset + p_counts[i];
+                    IF v_status[i] <> 0 THEN
+                        CONTINUE;
+                    END IF;
+
+                    IF v_stream IS DISTINCT FROM p_stream_ids[i] THEN
+                        v_stream := p_stream_ids[i];
+                        v_ids := ARRAY[]::uuid[];
+                        SELECT s.version, s.deleted INTO v_current, v_deleted
+                          FROM {{s}}.streams s WHERE s.stream_id = v_stream FOR UPDATE;
+                        v_exists := FOUND;
+                        IF NOT v_exists THEN
+                            v_current := 0;
+                            v_deleted := false;
+                        END IF;
+                    END IF;
+
+                    IF NOT v_exists AND p_expected[i] IN (-1, 0) THEN
+                        INSERT INTO {{s}}.streams (stream_id, version) VALUES (v_stream, 0) ON CONFLICT (stream_id) DO NOTHING;
+                        IF NOT FOUND THEN
+                            SELECT s.version, s.deleted INTO v_current, v_deleted
+                              FROM {{s}}.streams s WHERE s.stream_id = v_stream FOR UPDATE;
+                        END IF;
+                        v_exists := true;
+                    END IF;
+
+                    IF v_deleted THEN
+                        v_status[i] := 2;
+                    ELSIF (p_expected[i] = -2 AND v_current = 0) OR (p_expected[i] >= 0 AND p_expected[i] <> v_current) THEN
+                        v_status[i] := 1;
+                        v_version[i] := v_current;
+                    ELSIF v_batch && v_ids
+                          OR (v_current > 0 AND EXISTS (SELECT 1 FROM {{s}}.events e WHERE e.stream_id = v_stream AND e.event_id = ANY (v_batch))) THEN
+                        v_status[i] := 3;
+                    ELSE
+                        v_version[i] := v_current + p_counts[i];
+                        v_current := v_version[i];
+                        v_ids := v_ids || v_batch;
+                        v_total := v_total + p_counts[i];
+                    END IF;
+                END LOOP;
+
+                -- A unit refused for its append gives back the claims it made.
+                FOR j IN 1 .. v_claims LOOP
+                    IF v_claimed[j] AND v_status[p_claim_units[j]] <> 0 THEN
+                        DELETE FROM {{s}}.inbox WHERE consumer = p_claim_consumers[j] AND message_id = p_claim_ids[j];
+                    END IF;
+                END LOOP;
+
+                -- The position lock, after every stream row lock; held until commit, so positions and outbox sequence
+                -- numbers become visible in increasing order.
+                IF v_total > 0 THEN
+                    UPDATE {{s}}.log_head SET position = position + v_total RETURNING position - v_total + 1 INTO v_position;
+                    FOR i IN 1 .. n LOOP
+                        IF v_status[i] = 0 AND p_stream_ids[i] IS NOT NULL THEN
+                            v_first[i] := v_position;
+                            INSERT INTO {{s}}.events (position, stream_id, version, event_id, event_type, data, metadata,
+                                                      correlation_id, causation_id, created_at)
+                            SELECT v_position + u.ord - 1, p_stream_ids[i], v_version[i] - p_counts[i] + u.ord, u.event_id,
+                                   u.event_type, u.data, u.metadata, u.correlation_id, u.causation_id, u.created_at
+                              FROM unnest(p_event_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_event_types[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_data[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_metadata[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_correlation_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_causation_ids[v_start[i] : v_start[i] + p_counts[i] - 1],
+                                          p_created_at[v_start[i] : v_start[i] + p_counts[i] - 1])
+                                   WITH ORDINALITY AS u(event_id, event_type, data, metadata, correlation_id, causation_id, created_at, ord);
+                            UPDATE {{s}}.streams SET version = v_version[i] WHERE stream_id = p_stream_ids[i];
+                            v_position := v_position + p_counts[i];
+                        END IF;
+                    END LOOP;
+                    IF p_channel IS NOT NULL THEN
+                        PERFORM pg_notify(p_channel, (v_position - 1)::text);
+                    END IF;
+                ELSIF v_messages > 0 THEN
+                    UPDATE {{s}}.log_head SET position = position;
+                END IF;
+
+                FOR j IN 1 .. v_messages LOOP
+                    IF v_status[p_message_units[j]] = 0 THEN
+                        INSERT INTO {{s}}.outbox (destination, kind, partition_key, payload, enqueued_at)
+                        VALUES (p_destinations[j], p_kinds[j], p_keys[j], p_payloads[j], p_now) RETURNING sequence INTO v_sequence;
+                        v_last[p_message_units[j]] := v_sequence;
+                    END IF;
+                END LOOP;
+                IF v_sequence IS NOT NULL AND p_outbox_channel IS NOT NULL THEN
+                    PERFORM pg_notify(p_outbox_channel, v_sequence::text);
+                END IF;
+
+                RETURN QUERY SELECT u.s, u.v, u.f, u.l FROM unnest(v_status, v_version, v_first, v_last) WITH ORDINALITY AS u(s, v, f, l, ord) ORDER BY u.ord;
+            END
+            $fn$;
+            """;
+        return [(1, v1), (2, v2), (3, v3)];
     }
 }

@@ -12,4 +12,7 @@ internal static partial class SqliteLog
 
     [LoggerMessage(EventId = 4103, Level = LogLevel.Warning, Message = "Rolling back a failed SQLite event store transaction failed.")]
     public static partial void RollbackFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 4104, Level = LogLevel.Warning, Message = "The SQLite database was busy (locked by another connection or process) for a transaction of {Writes} write(s); nothing of it was stored, and it runs again in {Delay} (attempt {Attempt}).")]
+    public static partial void Busy(ILogger logger, Exception exception, int writes, TimeSpan delay, int attempt);
 }

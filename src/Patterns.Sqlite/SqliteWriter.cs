@@ -26,6 +26,15 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
     /// <summary>Rows per multi-row INSERT, largest first; an append is split greedily into these chunks.</summary>
     private static readonly int[] ChunkSizes = [32, 8, 1];
 
+    /// <summary>How many times in all a transaction that finds the database busy runs (the last failure is reported).</summary>
+    internal const int BusyAttempts = 8;
+
+    /// <summary>The delay before the first re-run of a busy transaction; it doubles up to <see cref="MaxBusyDelay"/>.</summary>
+    internal static readonly TimeSpan FirstBusyDelay = TimeSpan.FromMilliseconds(20);
+
+    /// <summary>The longest delay between two runs of a busy transaction (about 3.5 s over all attempts).</summary>
+    internal static readonly TimeSpan MaxBusyDelay = TimeSpan.FromSeconds(1);
+
     private readonly SqliteConnection _connection;
     private readonly SqliteSql _sql;
     private readonly Channel<WriteOperation> _queue;
@@ -557,8 +566,34 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
         return batch.Count == 0 ? ValueTask.CompletedTask : CommitAsync(batch);
     }
 
-    [SuppressMessage("Performance", "CA1849", Justification = "Microsoft.Data.Sqlite has no asynchronous I/O; its async methods run synchronously and only add allocations.")]
+    /// <summary>
+    /// Commits a group. A transaction that finds the database busy (another connection or process held its lock past
+    /// the busy timeout, or SQLite refused to wait) stored nothing: it runs again after a growing delay, up to
+    /// <see cref="BusyAttempts"/> times in all, before its writes fail with the busy error.
+    /// </summary>
     private async ValueTask CommitAsync(List<WriteOperation> batch)
+    {
+        var delay = FirstBusyDelay;
+        for (var attempt = 1; ; attempt++)
+        {
+            var outcome = await TryCommitAsync(batch, attempt < BusyAttempts).ConfigureAwait(false);
+            if (outcome is null)
+            {
+                return;
+            }
+
+            SqliteLog.Busy(_logger, outcome, batch.Count, delay, attempt);
+            await Task.Delay(delay, _time).ConfigureAwait(false);
+            delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, MaxBusyDelay.Ticks));
+        }
+    }
+
+    /// <summary>
+    /// Runs the group in one transaction and completes its writes; or, when the database was busy and
+    /// <paramref name="mayRetry"/>, rolls back, clears the writes' errors and returns the busy error to wait on.
+    /// </summary>
+    [SuppressMessage("Performance", "CA1849", Justification = "Microsoft.Data.Sqlite has no asynchronous I/O; its async methods run synchronously and only add allocations.")]
+    private async ValueTask<SqliteException?> TryCommitAsync(List<WriteOperation> batch, bool mayRetry)
     {
         var startHead = 0L;
         var started = SqliteDiagnostics.CommitDuration.Enabled ? Stopwatch.GetTimestamp() : 0;
@@ -606,6 +641,17 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
                 _commit.ExecuteNonQuery();
             }
         }
+        catch (SqliteException ex) when (mayRetry && StorageErrors.Classify(ex, SqliteStorageErrors.Instance) == StorageErrorKind.Transient)
+        {
+            TryRollback();
+            Head = startHead;
+            foreach (var operation in batch)
+            {
+                operation.Error = null;
+            }
+
+            return ex;
+        }
         catch (Exception ex)
         {
             // The transaction as a whole failed (BEGIN timed out on another process's lock, the disk is full, an I/O
@@ -619,7 +665,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
             }
 
             batch.Clear();
-            return;
+            return null;
         }
 
         Interlocked.Increment(ref _commits);
@@ -649,6 +695,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
         }
 
         batch.Clear();
+        return null;
     }
 
     private void TryRollback()

@@ -1,4 +1,5 @@
 using Patterns.EventSourcing;
+using Patterns.Storage;
 
 namespace Patterns.Conformance;
 
@@ -53,4 +54,94 @@ public static class KillProjection
                 (current, e) => e.Data is KillDeposit deposit ? new KillTotal((current?.Count ?? 0) + 1, (current?.Sum ?? 0) + deposit.Amount) : current,
                 o => o.BatchSize = 16);
     }
+}
+
+/// <summary>
+/// The store-writing handler of the inbox process-kill test: handling message <c>id</c> is one unit of work that claims
+/// the id in the inbox, appends one event to <see cref="Stream"/> (at any version, so that only the inbox can stop a
+/// second copy) and sends the id to <see cref="Queue"/> through the outbox.
+/// </summary>
+public static class KillInbox
+{
+    /// <summary>The consumer whose inbox records the handled ids.</summary>
+    public const string Consumer = "kill-inbox-handler";
+
+    /// <summary>The queue the handler sends to through the outbox (no relay runs: the messages stay in the outbox).</summary>
+    public const string Queue = "kill-inbox";
+
+    /// <summary>The prefix of the handler's streams.</summary>
+    public const string StreamPrefix = "kill-inbox-";
+
+    /// <summary>The id of message number <paramref name="number"/>.</summary>
+    /// <param name="number">The message number, from 0.</param>
+    /// <returns>The message id.</returns>
+    public static string MessageId(int number) => number.ToString("D6", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The stream the handler of message <paramref name="id"/> appends to.</summary>
+    /// <param name="id">The message id.</param>
+    /// <returns>The stream id.</returns>
+    public static string Stream(string id) => StreamPrefix + id;
+
+    /// <summary>The unit of work that handles message <paramref name="id"/>.</summary>
+    /// <param name="id">The message id.</param>
+    /// <returns>The unit: inbox claim, append and outbox message.</returns>
+    public static UnitOfWork Handle(string id) =>
+        new UnitOfWork()
+            .ClaimInbox(Consumer, id)
+            .Append(Stream(id), ExpectedVersion.Any, [new SerializedEvent(Guid.NewGuid(), "kill.handled", "{}"u8.ToArray(), DateTimeOffset.UtcNow)])
+            .Enqueue(new OutboxMessage(Queue, OutboxMessageKind.Send, System.Text.Encoding.UTF8.GetBytes(id)));
+}
+
+/// <summary>A click the streaming process-kill test's pipeline counts per user and 10-second window.</summary>
+/// <param name="User">The user.</param>
+/// <param name="At">The event time.</param>
+public sealed record KillClick(string User, DateTimeOffset At);
+
+/// <summary>
+/// The streaming process-kill test's pipeline: clicks from a RabbitMQ queue, counted per user in 10-second tumbling
+/// windows, each count sent through the outbox (<see cref="Streaming.DataStream{T}.SendToOutbox"/>) in the unit of work
+/// of the snapshot that produced it. Snapshots go to the store every 100 ms or every 16 held messages.
+/// </summary>
+public static class KillStream
+{
+    /// <summary>The pipeline's name (its snapshot document is named after it).</summary>
+    public const string Name = "kill-stream";
+
+    /// <summary>The queue the outbox messages go to (no relay runs: they stay in the outbox).</summary>
+    public const string Results = "kill-stream-counts";
+
+    /// <summary>The user of the last click, far ahead in time, which fires every window; its window is not sent.</summary>
+    public const string End = "end";
+
+    /// <summary>The epoch of the clicks' event time.</summary>
+    public static readonly DateTimeOffset Epoch = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
+    /// <summary>The input queue of a test database: one per file or schema, so that parallel cases do not share it.</summary>
+    /// <param name="target">The file or schema.</param>
+    /// <returns>The queue name.</returns>
+    public static string Queue(string target) =>
+        "kill-stream-" + Patterns.Messaging.PartitionHash.OfString(target).ToString("x8", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>Builds the pipeline.</summary>
+    /// <param name="services">The container (transport, store).</param>
+    /// <param name="target">The file or schema.</param>
+    /// <param name="snapshots">The store snapshot store.</param>
+    /// <param name="seen">Called for each click that enters the pipeline.</param>
+    /// <returns>The runnable pipeline.</returns>
+    public static Streaming.StreamPipeline Pipeline(IServiceProvider services, string target, Streaming.IStreamSnapshotStore snapshots, Action<KillClick> seen) =>
+        Streaming.DataStream.FromQueue<KillClick>(
+                services,
+                Queue(target),
+                new Streaming.StreamOptions { Name = Name, SnapshotStore = snapshots, SnapshotInterval = TimeSpan.FromMilliseconds(100), MaxUnacknowledged = 16 })
+            .Select(c =>
+            {
+                seen(c);
+                return c;
+            })
+            .WithEventTime(c => c.At, TimeSpan.FromSeconds(5))
+            .KeyBy(c => c.User)
+            .Window(Streaming.WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
+            .Count()
+            .Where(r => r.Key != End)
+            .SendToOutbox(Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Queues.IQueueSender>(services), Results);
 }

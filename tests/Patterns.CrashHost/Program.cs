@@ -8,7 +8,7 @@ using Patterns.Postgres;
 using Patterns.Sqlite;
 using Patterns.Storage;
 
-// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox> <seed> [gated]
+// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox|inbox|stream> <seed> [gated]
 // Runs the process-kill tests' event sourcing (see KillProjection) on a SQLite file or a PostgreSQL schema (server
 // from PATTERNS_POSTGRES, or the local default) until the process is killed:
 //   project  runs the fold projection, printing "state <SubscriptionState>" whenever its state changes;
@@ -17,14 +17,20 @@ using Patterns.Storage;
 //   outbox   commits store sessions, each appending to a new stream kill-outbox-<message id> and sending one message
 //            to the queue "kill-outbox" through the outbox (the relay does not run here), printing
 //            "ack kill-outbox-<id> 1 1 <amount>" after each commit returned; every fourth session also tries a commit
-//            that fails (a wrong expected version) with a message whose amount is -1, which must never be sent.
+//            that fails (a wrong expected version) with a message whose amount is -1, which must never be sent;
+//   inbox    handles messages <seed>, <seed> + 1, ... as a store-writing handler does (see KillInbox): one unit of work
+//            claims the message id in the inbox, appends an event to kill-inbox-<id> (any version, so only the inbox
+//            stops a second copy) and sends a message through the outbox; prints "ack kill-inbox-<id> <version> 1 1"
+//            after a commit returned and "ack kill-inbox-<id> 0 1 0" when the claim found the message handled already;
+//   stream   runs the KillStream pipeline (clicks from a RabbitMQ queue at PATTERNS_RABBITMQ, windowed counts sent
+//            through the outbox with the store snapshots), printing "ack click <n> 1 1" as clicks enter it.
 // It prints "started" once the host is up. With "gated", it first prints "ready" once the runtime is up and its services
 // built, and waits for a line on standard input before it starts: a test starts its next child ahead of time and lets it
 // go when it needs it. The tests kill it (kill -9) at random points and check the totals.
-if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append" or "outbox")
+if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append" or "outbox" or "inbox" or "stream")
     || !int.TryParse(args[3], CultureInfo.InvariantCulture, out var seed))
 {
-    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox> <seed> [gated]");
+    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox|inbox|stream> <seed> [gated]");
     return 2;
 }
 
@@ -52,6 +58,13 @@ if (role == "outbox")
     services.AddOutbox(o => o.RunRelay = false);
 }
 
+if (role == "stream")
+{
+    var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
+    services.AddPatterns(p => p.UseRabbitMq(broker));
+    services.AddMessageQueue(q => q.AddQueue(KillStream.Queue(target)).AddQueue(KillStream.Results));
+}
+
 await using var provider = services.BuildServiceProvider();
 var gate = new Lock();
 void Print(string line)
@@ -77,6 +90,40 @@ if (args.Length == 5)
 }
 
 var tasks = new List<Task>();
+if (role == "stream")
+{
+    foreach (var service in provider.GetServices<IHostedService>())
+    {
+        await service.StartAsync(CancellationToken.None);
+    }
+
+    var snapshots = new Patterns.Streaming.StoreStreamSnapshotStore(
+        provider.GetRequiredService<IDocumentStorage>(), provider.GetRequiredService<IUnitOfWorkStorage>(), provider.GetRequiredService<Patterns.Serialization.IMessageSerializer>());
+    Print("started");
+    var clicks = 0;
+    await KillStream.Pipeline(provider, target, snapshots, _ => Print(string.Create(CultureInfo.InvariantCulture, $"ack click {Interlocked.Increment(ref clicks)} 1 1"))).RunAsync();
+    return 0;
+}
+
+if (role == "inbox")
+{
+    Print("started");
+    var units = provider.GetRequiredService<IUnitOfWorkStorage>();
+    for (var k = seed; ; k++)
+    {
+        var id = KillInbox.MessageId(k);
+        try
+        {
+            var result = await units.CommitAsync(KillInbox.Handle(id));
+            Print(string.Create(CultureInfo.InvariantCulture, $"ack {KillInbox.Stream(id)} {result.Appends[0].Version} 1 1"));
+        }
+        catch (DuplicateMessageException)
+        {
+            Print($"ack {KillInbox.Stream(id)} 0 1 0");
+        }
+    }
+}
+
 if (role == "outbox")
 {
     Print("started");

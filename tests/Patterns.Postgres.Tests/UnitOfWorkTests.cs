@@ -75,6 +75,50 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     }
 
     [Fact]
+    public async Task CommitAsync_AppendClaimAndSendUnitsQueuedTogether_CommitInOneStatementEachWithItsOwnOutcome()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var existing = TestEvents.Many(2);
+        var original = await store.AppendAsync("existing", ExpectedVersion.NoStream, existing);
+        (await store.TryMarkHandledAsync("handler", "handled-before")).Should().BeTrue();
+        var head = await store.GetHeadPositionAsync();
+
+        await using var blocking = await HoldStreamRowAsync("blocker");
+        var leader = Commit(store, new UnitOfWork().Append("blocker", ExpectedVersion.Any, [TestEvents.One()]));
+        var ok1 = Commit(store, new UnitOfWork().ClaimInbox("handler", "m-1").Append("ok-1", ExpectedVersion.NoStream, TestEvents.Many(2)).Enqueue(Message("ok-1")));
+        var wrongVersion = Commit(store, new UnitOfWork().ClaimInbox("handler", "m-wrong").Append("existing", ExpectedVersion.Exact(5), [TestEvents.One()]).Enqueue(Message("wrong")));
+        var handledBefore = Commit(store, new UnitOfWork().ClaimInbox("handler", "handled-before").Append("stream-hb", ExpectedVersion.Any, [TestEvents.One()]).Enqueue(Message("hb")));
+        var ok2 = Commit(store, new UnitOfWork().Enqueue(Message("ok-2")));
+        var claimedInGroup = Commit(store, new UnitOfWork().ClaimInbox("handler", "m-1").Enqueue(Message("dup")));
+        var retry = Commit(store, new UnitOfWork().Append("existing", ExpectedVersion.NoStream, existing).Enqueue(Message("retry")));
+        var ok1Next = Commit(store, new UnitOfWork().Append("ok-1", ExpectedVersion.Exact(2), [TestEvents.One()]).Enqueue(Message("ok-1b")));
+        store.QueuedUnits.Should().Be(7);
+        await blocking.CommitAsync();
+
+        (await leader.WaitAsync(PostgresDatabase.Wait)).Appends[0].FirstPosition.Should().Be(head + 1);
+        (await ok1.WaitAsync(PostgresDatabase.Wait)).Appends[0].Should().Be(new AppendResult("ok-1", 2, head + 2, head + 3));
+        (await ok1Next.WaitAsync(PostgresDatabase.Wait)).Appends[0].Should().Be(new AppendResult("ok-1", 3, head + 4, head + 4), "a later unit of the group sees the earlier unit's append");
+        (await wrongVersion.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<WrongExpectedVersionException>()).Which.Actual.Should().Be(2);
+        (await handledBefore.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<DuplicateMessageException>()).Which.MessageId.Should().Be("handled-before");
+        (await claimedInGroup.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<DuplicateMessageException>()).Which.MessageId.Should().Be("m-1");
+        (await ok2.WaitAsync(PostgresDatabase.Wait)).Appends.Should().BeEmpty();
+        (await retry.WaitAsync(PostgresDatabase.Wait)).Appends[0].Should().Be(original, "an exact retry returns the original result");
+
+        store.UnitTransactions.Should().Be(3, "the leader alone, the group in one statement, and the exact retry again on its own");
+        store.UnitGroups.Should().Be(1);
+        var log = await store.ReadAllAsync(head).ToListAsync();
+        log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 4).Select(i => head + i), "refused units leave no holes in the positions");
+        log.Select(e => e.StreamId).Should().Equal("blocker", "ok-1", "ok-1", "ok-1");
+        (await store.ReadStreamAsync("stream-hb").ToListAsync()).Should().BeEmpty();
+        var outbox = (await store.ReadOutboxAsync(0, 20)).Select(m => Encoding.UTF8.GetString(m.Message.Payload.Span)).ToList();
+        outbox.Should().BeEquivalentTo(["ok-1", "ok-1b", "ok-2", "retry"]);
+        outbox.IndexOf("ok-1").Should().BeLessThan(outbox.IndexOf("ok-1b"));
+        (await store.TryMarkHandledAsync("handler", "m-wrong")).Should().BeTrue("the refused unit gave its claim back");
+        (await store.TryMarkHandledAsync("handler", "m-1")).Should().BeFalse();
+    }
+
+    [Fact]
     public async Task CommitAsync_UnitInAGroupDeadlocksWithAnotherTransaction_EveryoneStillCommits()
     {
         var store = CreateSut();

@@ -32,6 +32,73 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         StorageErrors.Classify(new SqliteException("driver error", errorCode), store).Should().Be(kind);
     }
 
+    // ----- Busy database ------------------------------------------------------------------------------------
+
+    [Fact]
+    public async Task AppendAsync_DatabaseLockedByAnotherConnection_RunsAgainAfterABackOffAndCommitsOnceReleased()
+    {
+        var time = new ManualTimeProvider();
+        var store = _db.Open(o => { o.BusyTimeout = TimeSpan.Zero; o.TimeProvider = time; });
+        await store.AppendAsync("opened", ExpectedVersion.NoStream, [NewEvent()], cancellationToken: Timeout);
+        using var other = LockDatabase();
+
+        var append = store.AppendAsync("s", ExpectedVersion.NoStream, NewEvents(2), cancellationToken: Timeout).AsTask();
+        await Task.WhenAny(append, time.WaitForPendingTimersAsync(1, Timeout));
+        append.IsCompleted.Should().BeFalse("the writer waits to run the busy transaction again instead of failing it");
+        time.Advance(SqliteWriter.FirstBusyDelay);
+        await time.WaitForPendingTimersAsync(1, Timeout);
+        append.IsCompleted.Should().BeFalse("the lock is still held: the second run found it busy too");
+
+        Execute(other, "ROLLBACK");
+        time.Advance(SqliteWriter.FirstBusyDelay * 2);
+
+        (await append.WaitAsync(TempDatabase.Wait, Timeout)).Should().Be(new AppendResult("s", 2, 2, 3));
+        (await ToListAsync(store.ReadStreamAsync("s", cancellationToken: Timeout))).Should().HaveCount(2);
+    }
+
+    [Fact]
+    public async Task CommitAsync_DatabaseLockedLongerThanTheBackOff_FailsWithTheBusyErrorAndStoresNothing()
+    {
+        var time = new ManualTimeProvider();
+        var store = _db.Open(o => { o.BusyTimeout = TimeSpan.Zero; o.TimeProvider = time; });
+        await store.AppendAsync("opened", ExpectedVersion.NoStream, [NewEvent()], cancellationToken: Timeout);
+        using var other = LockDatabase();
+        var start = time.GetUtcNow();
+
+        var commit = store.CommitAsync(new UnitOfWork().Append("s", ExpectedVersion.NoStream, [NewEvent()]).Enqueue(new OutboxMessage("q", OutboxMessageKind.Send, new byte[] { 1 })), Timeout).AsTask();
+        // Each back-off is a timer of the store's clock; moving it on runs the transaction again (maybe several times
+        // in one move, as the delays are short), until the attempts run out.
+        while (!commit.IsCompleted)
+        {
+            await Task.WhenAny(commit, time.WaitForPendingTimersAsync(1, Timeout));
+            time.Advance(SqliteWriter.MaxBusyDelay);
+        }
+
+        var error = (await commit.Invoking(t => t.WaitAsync(TempDatabase.Wait, Timeout)).Should().ThrowAsync<SqliteException>()).Which;
+        error.SqliteErrorCode.Should().Be(5, "SQLITE_BUSY");
+        (time.GetUtcNow() - start).Should().BeGreaterThanOrEqualTo(TimeSpan.FromMilliseconds(20 + 40 + 80 + 160 + 320 + 640 + 1000), "it ran 8 times, waiting 20 ms doubling up to 1 s in between");
+        StorageErrors.Classify(error, store).Should().Be(StorageErrorKind.Transient);
+        Execute(other, "ROLLBACK");
+        (await store.ReadOutboxAsync(0, 10, Timeout)).Should().BeEmpty();
+        (await store.GetHeadPositionAsync(Timeout)).Should().Be(1);
+    }
+
+    /// <summary>Opens a second connection to the store's file and takes SQLite's write lock on it (BEGIN IMMEDIATE).</summary>
+    private SqliteConnection LockDatabase()
+    {
+        var connection = new SqliteConnection($"Data Source={_db.File()};Pooling=False");
+        connection.Open();
+        Execute(connection, "BEGIN IMMEDIATE");
+        return connection;
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
     // ----- Group commit -------------------------------------------------------------------------------------
 
     [Fact]

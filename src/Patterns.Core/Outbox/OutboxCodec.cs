@@ -20,6 +20,17 @@ internal static class OutboxCodec
         return new Storage.OutboxMessage(destination, kind, Encode(stored, body.WrittenSpan)) { PartitionKey = envelope.PartitionKey };
     }
 
+    /// <summary>
+    /// The outbox message for <paramref name="message"/>: its envelope (made by the bus, as a publish or send would make
+    /// it) and its body serialized by <paramref name="serializer"/>, to hand to <paramref name="destination"/> later (null: the topic named after the message type).
+    /// </summary>
+    public static Storage.OutboxMessage Message<TMessage>(Hosting.MessageBus bus, Serialization.IMessageSerializer serializer, string? destination, Storage.OutboxMessageKind kind, TMessage message, in MessageOptions options)
+        where TMessage : notnull
+    {
+        var envelope = bus.CreateEnvelope(message, options);
+        return ToOutboxMessage(destination ?? envelope.MessageType!, kind, envelope, message, serializer);
+    }
+
     public static byte[] Encode(in Envelope envelope, ReadOnlySpan<byte> body)
     {
         var header = new ArrayBufferWriter<byte>(256);

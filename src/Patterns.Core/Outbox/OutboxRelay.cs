@@ -67,8 +67,14 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
     public void Dispose() => _stopping?.Dispose();
 
+    /// <remarks>
+    /// The removal of a handed-over batch runs while the next batch is read and handed over (it is awaited before the
+    /// next removal, and before the relay waits for new messages), so its round trip and commit are not on the way
+    /// of the next message. A relay stopped in between sends the batch again: at least once, as before.
+    /// </remarks>
     private async Task<LeaseRunner.Outcome> RelayAsync(Lease lease, CancellationToken owned)
     {
+        Task? removing = null;
         try
         {
             long after = 0;
@@ -77,6 +83,12 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                 var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
                 if (batch.Count == 0)
                 {
+                    if (removing is not null)
+                    {
+                        await removing.ConfigureAwait(false);
+                        removing = null;
+                    }
+
                     await _outbox.WaitForOutboxAsync(after, owned).ConfigureAwait(false);
                     continue;
                 }
@@ -87,8 +99,13 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                     after = stored.Sequence;
                 }
 
+                if (removing is not null)
+                {
+                    await removing.ConfigureAwait(false);
+                }
+
                 // Handed over: removed under the lease, so a relay that lost it cannot remove what the new owner reads.
-                await _outbox.DeleteOutboxAsync(after, lease, owned).ConfigureAwait(false);
+                removing = _outbox.DeleteOutboxAsync(after, lease, owned).AsTask();
             }
         }
         catch (Exception) when (owned.IsCancellationRequested)
@@ -105,6 +122,16 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
             StoreFailed(_logger, ex);
             await Task.Delay(_options.RetryDelay, _timeProvider, owned).ConfigureAwait(false);
             return LeaseRunner.Outcome.Lost;
+        }
+        finally
+        {
+            // A removal still running when the relay stops or fails ends before the relay does (so nothing of the relay
+            // touches the store after it stopped); whether it removed anything no longer matters: what it did not
+            // remove is sent again.
+            if (removing is not null)
+            {
+                await removing.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
+            }
         }
     }
 

@@ -49,15 +49,14 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
     public void Publish<TMessage>(string? topic, TMessage message, MessageOptions options = default)
         where TMessage : notnull
     {
-        var envelope = Bus.CreateEnvelope(message, WithFollowUp(options));
-        Enqueue(topic ?? envelope.MessageType!, OutboxMessageKind.Publish, envelope, message);
+        _work.Enqueue(OutboxCodec.Message(Bus, _serializer, topic, OutboxMessageKind.Publish, message, WithFollowUp(options)));
     }
 
     public void Send<TMessage>(string queue, TMessage message, MessageOptions options = default)
         where TMessage : notnull
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(queue);
-        Enqueue(queue, OutboxMessageKind.Send, Bus.CreateEnvelope(message, WithFollowUp(options)), message);
+        _work.Enqueue(OutboxCodec.Message(Bus, _serializer, queue, OutboxMessageKind.Send, message, WithFollowUp(options)));
     }
 
     public void Handles(MessageContext context)
@@ -89,8 +88,4 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
             CorrelationId = options.CorrelationId ?? followUp.CorrelationId,
             CausationId = options.CausationId ?? followUp.CausationId,
         };
-
-    private void Enqueue<TMessage>(string destination, OutboxMessageKind kind, in Envelope envelope, TMessage message)
-        where TMessage : notnull =>
-        _work.Enqueue(OutboxCodec.ToOutboxMessage(destination, kind, envelope, message, _serializer));
 }

@@ -352,7 +352,65 @@ public abstract class DataStream<T>
     {
         ArgumentException.ThrowIfNullOrEmpty(collection);
         ArgumentNullException.ThrowIfNull(documentId);
-        return Sink(context => new DocumentSinkStage<T>(context, context.StageId(StageNames.Of(null, "Documents", Depth + 1)), collection, documentId));
+        return Sink(context =>
+        {
+            var id = context.StageId(StageNames.Of(null, "Documents", Depth + 1));
+            return new UnitOfWorkSinkStage<T>(context, $"documents ('{collection}')", (unit, item, serializer) =>
+            {
+                string documentKey;
+                try
+                {
+                    documentKey = documentId(item);
+                }
+                catch (Exception ex)
+                {
+                    throw new InvalidOperationException($"Stream '{context.Run.Name}': the document id of a result of stage '{id}' could not be computed: {ex.Message}", ex);
+                }
+
+                var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+                serializer.Serialize(buffer, item!, typeof(T));
+                unit.Upsert(collection, documentKey, buffer.WrittenMemory);
+            });
+        });
+    }
+
+    /// <summary>
+    /// Ends the stream in messages published to <paramref name="topic"/> through the transactional outbox: each result
+    /// is stored as an outgoing message in the same unit of work as the snapshot whose state includes it (and that
+    /// acknowledges a transport source's input), and the outbox relay (<c>AddOutbox()</c>) publishes it. After a crash
+    /// the pipeline resumes from that snapshot, so each result enters the outbox exactly once; the relay then hands it
+    /// to the transport at least once, so a consumer with an inbox handles it once. Needs a snapshot store on a store
+    /// with units of work, like <see cref="ToDocuments"/>; results leave when a snapshot commits.
+    /// </summary>
+    /// <param name="publisher">The application's publisher (<c>IPublisher</c> from the container): it names and stamps the messages.</param>
+    /// <param name="topic">The topic.</param>
+    /// <returns>The runnable pipeline.</returns>
+    public StreamPipeline PublishToOutbox(IPublisher publisher, string topic)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(topic);
+        return ToOutbox(publisher, topic, Storage.OutboxMessageKind.Publish);
+    }
+
+    /// <summary>
+    /// Ends the stream in messages sent to <paramref name="queue"/> through the transactional outbox, exactly once into
+    /// the outbox as <see cref="PublishToOutbox"/> describes.
+    /// </summary>
+    /// <param name="sender">The application's queue sender (<c>IQueueSender</c> from the container).</param>
+    /// <param name="queue">The queue.</param>
+    /// <returns>The runnable pipeline.</returns>
+    public StreamPipeline SendToOutbox(IQueueSender sender, string queue)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(queue);
+        return ToOutbox(sender, queue, Storage.OutboxMessageKind.Send);
+    }
+
+    private StreamPipeline ToOutbox(object messaging, string destination, Storage.OutboxMessageKind kind)
+    {
+        ArgumentNullException.ThrowIfNull(messaging);
+        var bus = messaging as Hosting.MessageBus ?? throw new ArgumentException(
+            "The outbox sinks take the IPublisher or IQueueSender that AddPatterns(...) registered (resolve it from the container).", nameof(messaging));
+        return Sink(context => new UnitOfWorkSinkStage<T>(context, $"the outbox ('{destination}')", (unit, item, serializer) =>
+            unit.Enqueue(Outbox.OutboxCodec.Message(bus, serializer, destination, kind, (object)item!, default))));
     }
 
     /// <summary>Builds the stages (downstream first) and returns the driver of the source.</summary>

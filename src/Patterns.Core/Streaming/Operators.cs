@@ -341,26 +341,25 @@ internal sealed class SinkStage<T> : Stage<T>
 }
 
 /// <summary>
-/// The end of a pipeline in documents of the store: results are held until the next snapshot and committed in its unit
-/// of work, so a result reaches the store exactly when the state that produced it does.
+/// The end of a pipeline in the store (documents or outbox messages): results are held until the next snapshot and
+/// written into its unit of work, so a result reaches the store exactly when the state that produced it does.
 /// </summary>
-internal sealed class DocumentSinkStage<T> : Stage<T>
+internal sealed class UnitOfWorkSinkStage<T> : Stage<T>
 {
     private readonly RunContext _run;
-    private readonly string _collection;
-    private readonly Func<T, string> _documentId;
+    private readonly Action<Storage.UnitOfWork, T, Serialization.IMessageSerializer> _write;
     private readonly Serialization.IMessageSerializer _serializer;
-    private readonly string _id;
     private List<T> _pending = [];
 
-    public DocumentSinkStage(ChainContext context, string id, string collection, Func<T, string> documentId)
+    /// <param name="context">The chain.</param>
+    /// <param name="what">What the sink writes, for the error when the snapshot store has no units of work.</param>
+    /// <param name="write">Adds one result to the unit of work.</param>
+    public UnitOfWorkSinkStage(ChainContext context, string what, Action<Storage.UnitOfWork, T, Serialization.IMessageSerializer> write)
     {
         _run = context.Run;
-        _id = id;
-        _collection = collection;
-        _documentId = documentId;
+        _write = write;
         _serializer = (_run.Store as StoreStreamSnapshotStore)?.Serializer ?? throw new InvalidOperationException(
-            $"Stream '{_run.Name}' writes to documents ('{collection}') in the unit of work of its snapshots, which needs a snapshot store on a store with units of work: choose one with AddEventSourcing(es => es.UseSqlite(...)) (the host then uses it), or set StreamOptions.SnapshotStore to a StoreStreamSnapshotStore.");
+            $"Stream '{_run.Name}' writes to {what} in the unit of work of its snapshots, which needs a snapshot store on a store with units of work: choose one with AddEventSourcing(es => es.UseSqlite(...)) (the host then uses it), or set StreamOptions.SnapshotStore to a StoreStreamSnapshotStore.");
     }
 
     public override ValueTask OnNextAsync(T item)
@@ -396,19 +395,7 @@ internal sealed class DocumentSinkStage<T> : Stage<T>
         {
             foreach (var item in items)
             {
-                string id;
-                try
-                {
-                    id = _documentId(item);
-                }
-                catch (Exception ex)
-                {
-                    throw new InvalidOperationException($"Stream '{_run.Name}': the document id of a result of stage '{_id}' could not be computed: {ex.Message}", ex);
-                }
-
-                var buffer = new System.Buffers.ArrayBufferWriter<byte>();
-                _serializer.Serialize(buffer, item!, typeof(T));
-                unit.Upsert(_collection, id, buffer.WrittenMemory);
+                _write(unit, item, _serializer);
             }
         });
     }

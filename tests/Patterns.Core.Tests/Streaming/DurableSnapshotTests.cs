@@ -54,6 +54,62 @@ public sealed class DurableSnapshotTests
     }
 
     [Fact]
+    public async Task SendToOutbox_WhileRunning_StoresEachResultAsAMessageInTheSnapshotsUnitOfWork()
+    {
+        var time = new ManualTimeProvider();
+        var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
+        var serializer = new JsonMessageSerializer();
+        var store = new StoreStreamSnapshotStore(storage, storage, serializer);
+        using var host = TestHost.Build(b => b.AddMessageQueue(q => q.AddQueue("counts")));
+        var sender = host.Services.GetRequiredService<Patterns.Queues.IQueueSender>();
+        var input = Channel.CreateUnbounded<Click>();
+        var seen = 0;
+        var run = DataStream.From(input.Reader, new StreamOptions { Name = "clicks", SnapshotStore = store, SnapshotInterval = TimeSpan.FromSeconds(5), TimeProvider = time })
+            .Select(c =>
+            {
+                Interlocked.Increment(ref seen);
+                return c;
+            })
+            .WithEventTime(c => c.At, TimeSpan.Zero)
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
+            .Count()
+            .SendToOutbox(sender, "counts")
+            .RunAsync();
+        await input.Writer.WriteAsync(C("a", 1));
+        await input.Writer.WriteAsync(C("a", 2));
+        await input.Writer.WriteAsync(C("a", 12));
+        await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 3 || run.IsCompleted);
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+        (await storage.ReadOutboxAsync(0, 10)).Should().BeEmpty("a result is stored only with the snapshot that includes it");
+
+        time.Advance(TimeSpan.FromSeconds(5));
+        await Eventually.HoldsAsync(() => storage.ReadOutboxAsync(0, 10).AsTask().Result.Count > 0 || run.IsCompleted);
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+        (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().NotBeNull("the snapshot committed with the message");
+
+        input.Writer.Complete();
+        await run.WaitAsync(TestHost.Wait);
+        var messages = await storage.ReadOutboxAsync(0, 10);
+        messages.Select(m => (m.Message.Destination, m.Message.Kind)).Should().Equal(("counts", Patterns.Storage.OutboxMessageKind.Send), ("counts", Patterns.Storage.OutboxMessageKind.Send));
+        var results = messages.Select(m => Patterns.Outbox.OutboxCodec.Decode(m.Message.Payload))
+            .Select(e => (WindowResult<string, long>)serializer.Deserialize(e.Payload, typeof(WindowResult<string, long>)))
+            .Select(Row)
+            .ToList();
+        results.Should().Equal(("a", 0d, 10d, 2L), ("a", 10d, 20d, 1L));
+    }
+
+    [Fact]
+    public async Task PublishToOutbox_WithoutAStoreWithUnitsOfWork_FailsExplaining()
+    {
+        using var host = TestHost.Build(b => b.AddPubSub());
+        var run = () => DataStream.From([1], new StreamOptions { SnapshotStore = new InMemoryStreamSnapshotStore() })
+            .PublishToOutbox(host.Services.GetRequiredService<Patterns.PubSub.IPublisher>(), "numbers")
+            .RunAsync().WaitAsync(TestHost.Wait);
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("units of work").And.Contain("the outbox ('numbers')");
+    }
+
+    [Fact]
     public async Task SnapshotInterval_WithSelectAsync_FailsAtStartNamingTheStage()
     {
         var storage = new InMemoryEventStorage();
