@@ -58,6 +58,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
     /// <summary>Gets the bytes held unacknowledged on this link (the replay buffer).</summary>
     public long BufferedBytes => _data.Bytes;
 
+    /// <summary>Gets the link's window in bytes.</summary>
+    public long ReplayCapacity => _data.Capacity;
+
     public bool HasQueueConsumer(string queue) => _queueConsumers.TryGetValue(queue, out var n) && n > 0;
 
     public void Start()
@@ -77,7 +80,17 @@ internal sealed partial class PeerLink : IAsyncDisposable
     }
 
     /// <summary>Breaks the current connection, as a network fault would (tests and diagnostics).</summary>
-    internal void Break() => Volatile.Read(ref _connection)?.Cancel();
+    internal void Break()
+    {
+        try
+        {
+            Volatile.Read(ref _connection)?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Between connections: nothing to break.
+        }
+    }
 
     private CancellationTokenSource? _connection;
 
