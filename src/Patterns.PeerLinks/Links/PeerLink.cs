@@ -123,7 +123,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 refused = IsRefused(ex);
             }
 
-            if (State == PeerState.Up)
+            var wasUp = State == PeerState.Up;
+            if (wasUp)
             {
                 attempt = 0;
                 brokenSince = null;
@@ -139,7 +140,15 @@ internal sealed partial class PeerLink : IAsyncDisposable
             }
 
             var delay = Backoff(attempt++);
-            PeerLinksLog.LinkBroken(_transport.Logger, Address, reason, delay);
+            if (wasUp)
+            {
+                PeerLinksLog.LinkBroken(_transport.Logger, Address, reason, delay);
+            }
+            else
+            {
+                PeerLinksLog.RetryFailed(_transport.Logger, Address, reason, delay);
+            }
+
             try
             {
                 await Task.Delay(delay, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false);
