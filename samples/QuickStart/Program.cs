@@ -1,5 +1,6 @@
 // QuickStart: request-response, pub/sub and a work queue in one console host, on the in-memory transport
-// (or on RabbitMQ: dotnet run --project samples/QuickStart -- --RabbitMq amqp://guest:guest@localhost:5672/).
+// (or on RabbitMQ: dotnet run --project samples/QuickStart -- --RabbitMq amqp://guest:guest@localhost:5672/,
+// or on peer links: dotnet run --project samples/QuickStart -- --PeerLinks http://127.0.0.1:0).
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -19,6 +20,11 @@ builder.Services.AddSingleton<Progress>();
 if (builder.Configuration["RabbitMq"] is { Length: > 0 } rabbitMq)
 {
     builder.AddPatterns(p => p.UseRabbitMq(rabbitMq));
+}
+else if (builder.Configuration["PeerLinks"] is { Length: > 0 } listen)
+{
+    // Peer links: this node listens on `listen` and links to its peers (none here; see samples/PeerLinks).
+    builder.AddPatterns(p => p.UsePeerLinks(o => o.ListenUri = new Uri(listen)));
 }
 else
 {

@@ -13,6 +13,9 @@ internal static partial class PeerLinksLog
     [LoggerMessage(EventId = 7003, Level = LogLevel.Warning, Message = "Link to {Peer} broke: {Reason}. Dialling again in {Delay}.")]
     public static partial void LinkBroken(ILogger logger, Uri peer, string reason, TimeSpan delay);
 
+    [LoggerMessage(EventId = 7010, Level = LogLevel.Debug, Message = "Dialling {Peer} failed again: {Reason}. Next attempt in {Delay}.")]
+    public static partial void RetryFailed(ILogger logger, Uri peer, string reason, TimeSpan delay);
+
     [LoggerMessage(EventId = 7004, Level = LogLevel.Warning, Message = "Peer {Peer} is down: {Reason}. Its consumers are forgotten; messages in flight to it are delivered again.")]
     public static partial void PeerDown(ILogger logger, Uri peer, string reason);
 

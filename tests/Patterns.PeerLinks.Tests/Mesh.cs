@@ -41,6 +41,7 @@ internal sealed class Mesh : IAsyncDisposable
             NodeId = $"node-{index}",
             ListenUri = new Uri($"http://127.0.0.1:{ports[index]}"),
             SharedSecret = "mesh-secret",
+            MaxReconnectDelay = TimeSpan.FromMilliseconds(250),
         };
         for (var j = 0; j < ports.Length; j++)
         {

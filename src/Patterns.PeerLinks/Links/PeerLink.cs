@@ -58,6 +58,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
     /// <summary>Gets the bytes held unacknowledged on this link (the replay buffer).</summary>
     public long BufferedBytes => _data.Bytes;
 
+    /// <summary>Gets the link's window in bytes.</summary>
+    public long ReplayCapacity => _data.Capacity;
+
     public bool HasQueueConsumer(string queue) => _queueConsumers.TryGetValue(queue, out var n) && n > 0;
 
     public void Start()
@@ -77,7 +80,17 @@ internal sealed partial class PeerLink : IAsyncDisposable
     }
 
     /// <summary>Breaks the current connection, as a network fault would (tests and diagnostics).</summary>
-    internal void Break() => Volatile.Read(ref _connection)?.Cancel();
+    internal void Break()
+    {
+        try
+        {
+            Volatile.Read(ref _connection)?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Between connections: nothing to break.
+        }
+    }
 
     private CancellationTokenSource? _connection;
 
@@ -110,7 +123,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 refused = IsRefused(ex);
             }
 
-            if (State == PeerState.Up)
+            var wasUp = State == PeerState.Up;
+            if (wasUp)
             {
                 attempt = 0;
                 brokenSince = null;
@@ -126,7 +140,15 @@ internal sealed partial class PeerLink : IAsyncDisposable
             }
 
             var delay = Backoff(attempt++);
-            PeerLinksLog.LinkBroken(_transport.Logger, Address, reason, delay);
+            if (wasUp)
+            {
+                PeerLinksLog.LinkBroken(_transport.Logger, Address, reason, delay);
+            }
+            else
+            {
+                PeerLinksLog.RetryFailed(_transport.Logger, Address, reason, delay);
+            }
+
             try
             {
                 await Task.Delay(delay, _transport.TimeProvider, _stopping.Token).ConfigureAwait(false);

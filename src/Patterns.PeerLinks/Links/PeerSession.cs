@@ -74,11 +74,7 @@ internal sealed class PeerSession
             _control = cts;
         }
 
-        if (previous is not null)
-        {
-            await previous.CancelAsync().ConfigureAwait(false);
-        }
-
+        await CancelQuietly(previous).ConfigureAwait(false);
         _settlements.Rewind(resumed ? hello.LastReceived : 0);
         _writer.ClearControl();
         var (version, subscriptions) = _transport.Attach(this, () =>
@@ -146,11 +142,7 @@ internal sealed class PeerSession
             _bulkCancel = cts;
         }
 
-        if (previousCancel is not null)
-        {
-            await previousCancel.CancelAsync().ConfigureAwait(false);
-        }
-
+        await CancelQuietly(previousCancel).ConfigureAwait(false);
         await Quietly(previous).ConfigureAwait(false);
         var running = ReadBulkAsync(requests, cts.Token);
         lock (_gate)
@@ -158,7 +150,37 @@ internal sealed class PeerSession
             _bulk = running;
         }
 
-        await running.ConfigureAwait(false);
+        try
+        {
+            await running.ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                if (ReferenceEquals(_bulkCancel, cts))
+                {
+                    _bulkCancel = null;
+                }
+            }
+        }
+    }
+
+    private static async Task CancelQuietly(CancellationTokenSource? source)
+    {
+        if (source is null)
+        {
+            return;
+        }
+
+        try
+        {
+            await source.CancelAsync().ConfigureAwait(false);
+        }
+        catch (ObjectDisposedException)
+        {
+            // That connection has ended already.
+        }
     }
 
     private async Task ReadBulkAsync(IAsyncStreamReader<FrameBatch> requests, CancellationToken cancellationToken)
@@ -193,10 +215,7 @@ internal sealed class PeerSession
             }
 
             // The whole link closes; the dialler reconnects and replays from the last whole message.
-            if (control is not null)
-            {
-                await control.CancelAsync().ConfigureAwait(false);
-            }
+            await CancelQuietly(control).ConfigureAwait(false);
 
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"Malformed frame: {ex.Message}"));
         }

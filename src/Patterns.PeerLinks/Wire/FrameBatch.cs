@@ -12,6 +12,8 @@ internal sealed class FrameBatch
     /// <summary>The largest gRPC message a link sends or accepts.</summary>
     public const int MaxBytes = 64 * 1024;
 
+    private bool _pooled = true;
+
     private FrameBatch(byte[] buffer) => Buffer = buffer;
 
     public byte[] Buffer { get; private set; }
@@ -24,12 +26,15 @@ internal sealed class FrameBatch
 
     public static FrameBatch Rent() => new(ArrayPool<byte>.Shared.Rent(MaxBytes));
 
+    /// <summary>Wraps bytes that are not pooled (tests that send what a well-behaved node never would).</summary>
+    internal static FrameBatch Wrap(byte[] bytes) => new(bytes) { Length = bytes.Length, _pooled = false };
+
     public void Return()
     {
         var buffer = Buffer;
         Buffer = [];
         Length = 0;
-        if (buffer.Length > 0)
+        if (buffer.Length > 0 && _pooled)
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }

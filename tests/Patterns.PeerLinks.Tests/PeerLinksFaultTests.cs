@@ -1,0 +1,302 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Grpc.Core;
+using Grpc.Net.Client;
+using Patterns.Messaging;
+using Patterns.PeerLinks.Links;
+using Patterns.PeerLinks.Wire;
+using Patterns.Transport;
+
+namespace Patterns.PeerLinks.Tests;
+
+/// <summary>Links that break, peers that go away, receivers that stop, and peers that should not be there.</summary>
+public sealed class PeerLinksFaultTests
+{
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task LinkBroken_UnderLoad_NothingLostOrDuplicated_AndLinkBackQuickly()
+    {
+        await using var mesh = await Mesh.StartAsync(2);
+        var (sender, receiver) = (mesh.Nodes[0], mesh.Nodes[1]);
+        const int count = 20_000;
+        var seen = new ConcurrentDictionary<Guid, int>();
+        var handled = 0;
+        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var queue = $"fault.load-{Guid.NewGuid():N}";
+        await using var subscription = await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
+            (e, _) =>
+            {
+                seen.AddOrUpdate(e.MessageId, 1, (_, n) => n + 1);
+                if (Interlocked.Increment(ref handled) == count)
+                {
+                    all.TrySetResult();
+                }
+
+                return new(Settlement.Ack);
+            });
+
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await sender.SendAsync(queue, Envelope(i));
+            }
+        });
+
+        var reconnects = new List<TimeSpan>();
+        for (var cut = 1; cut <= 5; cut++)
+        {
+            // Cut the links at five points of the run, each time once deliveries have moved on.
+            while (Volatile.Read(ref handled) < cut * count / 6 && !all.Task.IsCompleted)
+            {
+                await Task.Yield();
+            }
+
+            var link = sender.Links[0];
+            var down = WaitForStateAsync(sender, PeerState.Connecting);
+            var started = Stopwatch.GetTimestamp();
+            link.Break();
+            await down.WaitAsync(Bound);
+            await WaitForStateAsync(sender, PeerState.Up).WaitAsync(Bound);
+            reconnects.Add(Stopwatch.GetElapsedTime(started));
+        }
+
+        await sending.WaitAsync(Bound);
+        await all.Task.WaitAsync(Bound);
+        seen.Should().HaveCount(count, "no message is lost");
+        seen.Values.Should().OnlyContain(n => n == 1, "no message is handled twice");
+        TestContext.Current.TestOutputHelper?.WriteLine($"link back after: {string.Join(", ", reconnects.Select(t => $"{t.TotalMilliseconds:0.0} ms"))}");
+
+        // The target is 250 ms (first retry within 50 ms); the bound here leaves room for a loaded CI machine.
+        reconnects.Should().HaveCount(5).And.OnlyContain(t => t < TimeSpan.FromSeconds(1), "the first reconnect attempt comes within 50 ms");
+    }
+
+    [Fact]
+    public async Task PeerStoppedAndRestarted_SendsFailFastThenRecover()
+    {
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports));
+        var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+        try
+        {
+            var queue = $"fault.restart-{Guid.NewGuid():N}";
+            var got = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+            await receiver.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { got.TrySetResult(e); return new(Settlement.Ack); });
+            await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+            await sender.SendAsync(queue, Envelope(1));
+            (await got.Task.WaitAsync(Bound)).MessageId.Should().NotBeEmpty();
+
+            var down = WaitForStateAsync(sender, PeerState.Down);
+            await receiver.DisposeAsync();
+            await down.WaitAsync(Bound);
+
+            var act = async () => await sender.SendAsync(queue, Envelope(2));
+            (await act.Should().ThrowAsync<QueueNotFoundException>()).Which.Message.Should().Contain(queue).And.Contain("no consumer");
+
+            receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+            var again = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+            await receiver.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { again.TrySetResult(e); return new(Settlement.Ack); });
+            await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+            var third = Envelope(3);
+            await sender.SendAsync(queue, third);
+            (await again.Task.WaitAsync(Bound)).MessageId.Should().Be(third.MessageId);
+        }
+        finally
+        {
+            await sender.DisposeAsync();
+            await receiver.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task ReceiverStopsHandling_SenderWaitsWithBoundedMemory_ThenEverythingArrives()
+    {
+        await using var mesh = await Mesh.StartAsync(2);
+        var (sender, receiver) = (mesh.Nodes[0], mesh.Nodes[1]);
+        var queue = $"fault.stall-{Guid.NewGuid():N}";
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handled = 0;
+        const int count = 400;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
+            async (e, _) =>
+            {
+                await gate.Task;
+                if (Interlocked.Increment(ref handled) == count)
+                {
+                    done.TrySetResult();
+                }
+
+                return Settlement.Ack;
+            });
+        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 });
+
+        // 64 KiB messages: 64 in flight fill the 4 MiB window; the queue holds 100 more; then the sender must wait.
+        var sent = 0;
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await sender.SendAsync(queue, Envelope(i, 64 * 1024));
+                Interlocked.Increment(ref sent);
+            }
+        });
+        var link = sender.Links[0];
+        while (Volatile.Read(ref sent) < 100)
+        {
+            await Task.Yield();
+        }
+
+        sending.IsCompleted.Should().BeFalse("a receiver that handles nothing makes the sender wait");
+        link.BufferedBytes.Should().BeLessThanOrEqualTo(sender.Links[0].ReplayCapacity + (64 * 1024) + 1024, "the link holds at most its window");
+        Volatile.Read(ref sent).Should().BeLessThan(count);
+
+        gate.SetResult();
+        await sending.WaitAsync(Bound);
+        await done.Task.WaitAsync(Bound);
+        handled.Should().Be(count);
+    }
+
+    [Fact]
+    public async Task LargeMessage_SixteenMiB_ArrivesIntactInChunks()
+    {
+        await using var mesh = await Mesh.StartAsync(2);
+        var queue = $"fault.large-{Guid.NewGuid():N}";
+        var got = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await mesh.Nodes[1].SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { got.TrySetResult(e); return new(Settlement.Ack); });
+        var payload = new byte[16 * 1024 * 1024];
+        Random.Shared.NextBytes(payload);
+
+        await mesh.Nodes[0].SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "blob", Payload = payload });
+
+        var received = await got.Task.WaitAsync(Bound);
+        received.Payload.Span.SequenceEqual(payload).Should().BeTrue();
+        var tooBig = async () => await mesh.Nodes[0].SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "blob", Payload = new byte[payload.Length + 1] });
+        (await tooBig.Should().ThrowAsync<MessageTooLargeException>()).Which.Message.Should().Contain("16777216");
+    }
+
+    [Fact]
+    public async Task UnauthenticatedPeer_IsRefusedAndLogged_AndNeverReachesConsumers()
+    {
+        var logs = new ListLogs();
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        await using var node = await PeerLinksTransport.StartAsync(Mesh.Options(0, [ports[0]]), loggerFactory: logs.Factory);
+        var handled = 0;
+        var queue = $"fault.auth-{Guid.NewGuid():N}";
+        await node.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { Interlocked.Increment(ref handled); return new(Settlement.Ack); });
+        var intruderOptions = Mesh.Options(1, ports, (_, o) => o.SharedSecret = "wrong-secret");
+        await using var intruder = await PeerLinksTransport.StartAsync(intruderOptions);
+
+        var down = await WaitForStateAsync(intruder, PeerState.Down).WaitAsync(Bound);
+
+        down.Reason.Should().Contain("refused").And.Contain("wrong shared-secret proof");
+        (await logs.WaitForAsync("Refused a control link", Bound)).Should().Contain("node-1");
+        var send = async () => await intruder.SendAsync(queue, Envelope(1));
+        await send.Should().ThrowAsync<QueueNotFoundException>();
+        handled.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task MalformedAndOversizeFrames_CloseOnlyThatLink()
+    {
+        var logs = new ListLogs();
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        await using var target = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports), loggerFactory: logs.Factory);
+        await using var peer = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+        await peer.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+        var queue = $"fault.malformed-{Guid.NewGuid():N}";
+        var handled = new ConcurrentQueue<int>();
+        await target.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { handled.Enqueue(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
+        await peer.SendAsync(queue, Envelope(1));
+
+        using var channel = GrpcChannel.ForAddress(target.ListenUri!);
+        var security = new LinkSecurity(Mesh.Options(0, ports));
+        var session = Guid.NewGuid();
+        var garbage = await RawCallAsync(channel, security.Headers("rogue", session), [(byte)FrameType.Hello, 200, 0, 0, 0, 1, 2, 3]);
+        var oversize = await RawCallAsync(channel, security.Headers("rogue", session), new byte[FrameBatch.MaxBytes + 1]);
+
+        garbage.StatusCode.Should().Be(StatusCode.InvalidArgument);
+        garbage.Status.Detail.Should().Contain("Malformed frame");
+        oversize.StatusCode.Should().Be(StatusCode.ResourceExhausted);
+        (await logs.WaitForAsync("malformed frame", Bound)).Should().Contain("rogue");
+        await peer.SendAsync(queue, Envelope(2));
+        while (handled.Count < 2)
+        {
+            await Task.Yield();
+        }
+
+        handled.Should().Equal(1, 2);
+        peer.Membership.Peers.Single().State.Should().Be(PeerState.Up, "the well-behaved link is unaffected");
+    }
+
+    private static async Task<RpcException> RawCallAsync(GrpcChannel channel, Metadata headers, byte[] bytes)
+    {
+        using var call = channel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Control, null, new CallOptions(headers));
+        var batch = FrameBatch.Rent();
+        try
+        {
+            if (bytes.Length > batch.Buffer.Length)
+            {
+                batch.Return();
+                batch = FrameBatchFor(bytes);
+            }
+            else
+            {
+                bytes.CopyTo(batch.Buffer, 0);
+                batch.Length = bytes.Length;
+            }
+
+            try
+            {
+                await call.RequestStream.WriteAsync(batch);
+            }
+            catch (RpcException)
+            {
+                // The server may reset the stream while the client still writes; its status comes with the response.
+            }
+
+            try
+            {
+                await call.ResponseStream.MoveNext(CancellationToken.None).WaitAsync(Bound);
+            }
+            catch (RpcException ex)
+            {
+                return ex;
+            }
+        }
+        finally
+        {
+            batch.Return();
+        }
+
+        throw new InvalidOperationException("The call was not refused.");
+    }
+
+    private static FrameBatch FrameBatchFor(byte[] bytes) => FrameBatch.Wrap(bytes);
+
+    private static Envelope Envelope(int sequence, int size = 4)
+    {
+        var payload = new byte[size];
+        BitConverter.TryWriteBytes(payload, sequence);
+        return new Envelope { MessageId = Guid.NewGuid(), MessageType = "fault.message", Payload = payload };
+    }
+
+    private static Task<PeerInfo> WaitForStateAsync(PeerLinksTransport node, PeerState state)
+    {
+        var reached = new TaskCompletionSource<PeerInfo>(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnChanged(object? sender, PeerChangedEventArgs e)
+        {
+            if (e.Peer.State == state)
+            {
+                node.Membership.PeerChanged -= OnChanged;
+                reached.TrySetResult(e.Peer);
+            }
+        }
+
+        node.Membership.PeerChanged += OnChanged;
+        return reached.Task;
+    }
+}
