@@ -11,7 +11,7 @@ internal sealed record Hello(string NodeId, Guid Incarnation, long LastReceived)
 
 internal sealed record HelloAck(string NodeId, Guid Incarnation, bool Resumed, long LastReceived, long Version, IReadOnlyList<SubscriptionInfo> Subscriptions);
 
-internal sealed record SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage);
+internal sealed record SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage, bool Deferred = false);
 
 /// <summary>Called for each frame of a batch.</summary>
 internal delegate void FrameReceived(FrameType type, ReadOnlySpan<byte> body);
@@ -19,6 +19,8 @@ internal delegate void FrameReceived(FrameType type, ReadOnlySpan<byte> body);
 /// <summary>Encodes and decodes the link protocol's frames.</summary>
 internal static class Frames
 {
+    private const byte DeferralFlag = 0x80;
+
     public static byte[] Hello(Hello hello) => Build(FrameType.Hello, hello, static (w, h) =>
     {
         w.String(h.NodeId);
@@ -80,7 +82,8 @@ internal static class Frames
         var w = new WireWriter(buffer);
         w.Int32(0);
         w.Int64(dataSeq);
-        w.Byte((byte)settlement.Kind);
+        // The high bit marks a deferral (a retry that does not count as a delivery), so it stays one across the link.
+        w.Byte((byte)((byte)settlement.Kind | (settlement.IsDeferral ? DeferralFlag : 0)));
         w.Int64(settlement.Delay.Ticks);
         w.String(settlement.Reason);
         var exception = settlement.Exception;
@@ -95,14 +98,16 @@ internal static class Frames
     {
         var r = new WireReader(head);
         var seq = r.Int64();
-        var kind = (SettlementKind)r.Byte();
+        var raw = r.Byte();
+        var deferred = (raw & DeferralFlag) != 0;
+        var kind = (SettlementKind)(raw & ~DeferralFlag);
         var delay = r.Int64();
-        if (kind > SettlementKind.DeadLetter || delay < 0)
+        if (kind > SettlementKind.DeadLetter || delay < 0 || (deferred && kind != SettlementKind.Retry))
         {
-            throw new MalformedFrameException($"a settlement of kind {(int)kind} with delay {delay}");
+            throw new MalformedFrameException($"a settlement of kind {raw} with delay {delay}");
         }
 
-        return new SettlementRecord(seq, kind, TimeSpan.FromTicks(delay), r.String(), r.String(), r.String());
+        return new SettlementRecord(seq, kind, TimeSpan.FromTicks(delay), r.String(), r.String(), r.String(), deferred);
     }
 
     /// <summary>Calls <paramref name="received"/> for each frame in a batch.</summary>
