@@ -15,6 +15,9 @@ public sealed partial class PostgresEventStore
     // How many times in all a transaction that loses a deadlock is run (see RetryDeadlockAsync).
     private const int MaxDeadlockAttempts = 3;
 
+    /// <summary>How many units that each need a savepoint one group transaction takes (below PostgreSQL's cache of 64 subtransactions).</summary>
+    internal const int MaxSavepointsPerTransaction = 32;
+
     private readonly GroupQueue<PendingUnit, UnitOfWorkResult> _unitQueue;
     private long _unitTransactions;
     private long _unitGroups;
@@ -321,10 +324,53 @@ public sealed partial class PostgresEventStore
     }
 
     /// <summary>
-    /// Commits queued units in one transaction and completes each; never throws. Simple units run first, together in
-    /// one statement (alone when every unit is simple); each other unit runs under its own savepoint.
+    /// Commits queued units and completes each; never throws. Units that need a savepoint each are committed at most
+    /// <see cref="MaxSavepointsPerTransaction"/> to a transaction, in the order they were queued.
     /// </summary>
+    /// <remarks>
+    /// A group is everything queued while the previous one committed, which under load is thousands of units. In one
+    /// transaction that many savepoints overflow PostgreSQL's per-backend subtransaction cache (64), and every unit
+    /// updates the log head row again, so each update walks the row versions the same transaction left before it:
+    /// the group's cost grew with its square (10,000 workflow starts took minutes in one transaction).
+    /// </remarks>
     private async Task RunUnitGroupAsync(List<PendingUnit> group)
+    {
+        var general = 0;
+        foreach (var unit in group)
+        {
+            general += IsSimple(unit.Work) ? 0 : 1;
+        }
+
+        if (general <= MaxSavepointsPerTransaction)
+        {
+            await RunUnitTransactionAsync(group).ConfigureAwait(false);
+            return;
+        }
+
+        var chunk = new List<PendingUnit>(MaxSavepointsPerTransaction);
+        var savepoints = 0;
+        foreach (var unit in group)
+        {
+            chunk.Add(unit);
+            if (!IsSimple(unit.Work) && ++savepoints == MaxSavepointsPerTransaction)
+            {
+                await RunUnitTransactionAsync(chunk).ConfigureAwait(false);
+                chunk = new List<PendingUnit>(MaxSavepointsPerTransaction);
+                savepoints = 0;
+            }
+        }
+
+        if (chunk.Count > 0)
+        {
+            await RunUnitTransactionAsync(chunk).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Commits units in one transaction and completes each; never throws. Simple units run first, together in one
+    /// statement (alone when every unit is simple); each other unit runs under its own savepoint.
+    /// </summary>
+    private async Task RunUnitTransactionAsync(List<PendingUnit> group)
     {
         if (group.Count == 1)
         {

@@ -75,6 +75,34 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     }
 
     [Fact]
+    public async Task CommitAsync_HundredUnitsNeedingSavepointsQueued_CommitInTransactionsOfAtMost32InQueueOrder()
+    {
+        // One transaction for a whole queue of such units overflowed PostgreSQL's subtransaction cache and updated the
+        // log head once per unit: 10,000 queued workflow starts ran for minutes in one transaction.
+        const int Units = 100;
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var head = await store.GetHeadPositionAsync();
+
+        await using var blocking = await HoldStreamRowAsync("blocker");
+        var leader = Commit(store, new UnitOfWork().Append("blocker", ExpectedVersion.Any, [TestEvents.One()]));
+        var queued = Enumerable.Range(0, Units)
+            .Select(i => Commit(store, new UnitOfWork()
+                .Upsert("docs", "unit-" + i, Encoding.UTF8.GetBytes("{}"))
+                .Append("unit-" + i, ExpectedVersion.NoStream, [TestEvents.One()])))
+            .ToArray();
+        store.QueuedUnits.Should().Be(Units);
+        await blocking.CommitAsync();
+
+        await leader.WaitAsync(PostgresDatabase.Wait);
+        var results = await Task.WhenAll(queued).WaitAsync(PostgresDatabase.Wait);
+
+        store.UnitTransactions.Should().Be(1 + 4, "the leader alone, then the 100 queued units in transactions of 32, 32, 32 and 4");
+        results.Select(r => r.Appends[0].FirstPosition).Should().Equal(Enumerable.Range(2, Units).Select(i => head + i), "the units commit in the order they were queued");
+        (await store.GetAsync("docs", "unit-99")).Should().NotBeNull();
+    }
+
+    [Fact]
     public async Task CommitAsync_AppendClaimAndSendUnitsQueuedTogether_CommitInOneStatementEachWithItsOwnOutcome()
     {
         var store = CreateSut();

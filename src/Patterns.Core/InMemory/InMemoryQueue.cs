@@ -147,9 +147,13 @@ internal sealed class InMemoryQueue
             for (var i = 0; i < workers; i++)
             {
                 // Messages buffered while nobody consumed stay in order: the first worker adopts that lane.
+                // It keeps what it holds but takes the bound of a worker's lane: left at the whole queue's bound, one
+                // worker would buffer most of the queue behind its one handler while the others starve (a batch
+                // consumer then waits out MaxAge for every message of that lane).
                 if (i == 0 && current.Length == 1 && current[0].Owner is null)
                 {
                     current[0].Owner = subscription;
+                    current[0].SetCapacity(laneCapacity);
                     newLanes[0] = current[0];
                 }
                 else
@@ -158,10 +162,13 @@ internal sealed class InMemoryQueue
                 }
             }
 
+            // The queue's bound is shared by every worker of every subscription: the lanes already there shrink to
+            // the new share, so one more consumer does not raise how much the queue buffers.
             foreach (var lane in current)
             {
                 if (lane.Owner is not null && !ReferenceEquals(lane.Owner, subscription))
                 {
+                    lane.SetCapacity(laneCapacity);
                     next.Add(lane);
                 }
             }
@@ -195,6 +202,16 @@ internal sealed class InMemoryQueue
             // A temporary queue lives as long as its subscription, as on a broker: it goes, with what is left in it.
             delete = last && subscription.Request.Temporary;
             _lanes = last ? [new Lane(Capacity, owner: null)] : remaining;
+            if (!last)
+            {
+                // The workers that stay share the queue's bound again.
+                var share = Math.Max(1, (Capacity + remaining.Length - 1) / remaining.Length);
+                foreach (var lane in remaining)
+                {
+                    lane.SetCapacity(share);
+                }
+            }
+
             foreach (var lane in subscription.Lanes)
             {
                 lane.Complete();

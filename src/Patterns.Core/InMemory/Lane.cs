@@ -27,7 +27,7 @@ internal sealed class Lane : IValueTaskSource<bool>
     private const int InitialSize = 16;
 
     private readonly SpinGate _gate = new();
-    private readonly int _capacity;
+    private int _capacity;
     private Envelope[] _incoming;
     private int _incomingCount;
     private Envelope[] _spare = [];
@@ -86,6 +86,21 @@ internal sealed class Lane : IValueTaskSource<bool>
         var waiting = _incomingCount + Math.Max(0, _batchCount - handedOut);
         _gate.Exit();
         return (inFlight, waiting);
+    }
+
+    /// <summary>
+    /// Changes the bound, for a lane whose queue is split anew among more workers. Envelopes already buffered stay (in
+    /// order) even beyond a smaller bound; senders find room again once the worker has taken the lane below it.
+    /// </summary>
+    public void SetCapacity(int capacity)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
+        _gate.Enter();
+        var grew = capacity > _capacity;
+        _capacity = capacity;
+        var writers = grew ? TakeWriters() : null;
+        _gate.Exit();
+        Release(writers);
     }
 
     /// <summary>Appends an envelope when there is room; returns <see langword="false"/> when the lane is full or completed.</summary>

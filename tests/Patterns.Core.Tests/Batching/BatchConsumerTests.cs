@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Batching;
 using Patterns.Core.Tests.Queues;
 using Patterns.PubSub;
@@ -98,6 +99,54 @@ public sealed class BatchConsumerTests
         batches.SelectMany(b => b).Order().Should().Equal(Enumerable.Range(0, 250));
         host.Harness().Deliveries.Should().OnlyContain(d => d.Outcome == SettlementKind.Ack);
         await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task AddBatchHandler_MoreMessagesThanTheQueueBuffers_BatchesFillByCountUntilTheTail()
+    {
+        // The clock never moves, so no batch closes by age. The consumer's first worker used to buffer up to the whole
+        // capacity (1,024) on its own lane and hand the batcher one message at a time: once the other workers ran dry,
+        // every batch waited out MaxAge with one message in it, and here the run stalled near 1,200 messages. Now each
+        // of the 200 workers' lanes holds 6, and batches fill by count until the tail: a batch can only wait when fewer
+        // than 100 lanes still hold messages, so at most 99 lanes of 6 plus the one each worker holds (693) remain.
+        const int Messages = 3_000;
+        const int FilledByCount = Messages - (99 * 7);
+        var time = new FakeTimeProvider();
+        var batches = new ConcurrentQueue<int>();
+        var handled = 0;
+        var enough = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(
+            b => b.AddBatching(x => x.AddBatchHandler<Job>(
+                TransportAddress.Queue("bulk"),
+                (batch, _) =>
+                {
+                    batches.Enqueue(batch.Count);
+                    if (Interlocked.Add(ref handled, batch.Count) >= FilledByCount)
+                    {
+                        enough.TrySetResult();
+                    }
+
+                    return default;
+                },
+                o => { o.MaxCount = 100; o.MaxAge = TimeSpan.FromSeconds(1); })),
+            time);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < Messages; i++)
+            {
+                await sender.SendAsync("bulk", new Job(i));
+            }
+        });
+
+        await enough.Task.WaitAsync(TestHost.Wait);
+        await sending.WaitAsync(TestHost.Wait);
+        var beforeStop = batches.ToArray();
+        await host.StopAsync();
+
+        beforeStop.Should().OnlyContain(n => n == 100, "no batch closed by age: the clock never moved");
+        Volatile.Read(ref handled).Should().Be(Messages, "stopping flushes the tail");
     }
 
     [Fact]

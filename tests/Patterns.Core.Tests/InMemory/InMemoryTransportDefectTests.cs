@@ -142,6 +142,36 @@ public sealed class InMemoryTransportDefectTests
     }
 
     [Fact]
+    public async Task Send_QueueSplitAmongFourWorkers_BuffersNoMoreThanItsCapacityPlusOneMessagePerWorker()
+    {
+        // The first worker used to adopt the lane the queue was created with at the whole queue's bound, so the queue
+        // buffered its capacity once more (and one worker held most of it behind its single handler).
+        var transport = InMemoryTransport.Create();
+        await using (transport.ConfigureAwait(false))
+        {
+            var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            await transport.SubscribeAsync(
+                new SubscriptionRequest { Address = TransportAddress.Queue("split"), ConsumerGroup = "split", Concurrency = 4, Capacity = 8, FullMode = QueueFullMode.Reject },
+                (_, _) => new(release.Task.ContinueWith(_ => Settlement.Ack, TaskScheduler.Default)));
+
+            var accepted = 0;
+            try
+            {
+                for (; accepted < 100; accepted++)
+                {
+                    await transport.SendAsync("split", Message(accepted.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+                }
+            }
+            catch (QueueFullException)
+            {
+            }
+
+            release.SetResult();
+            accepted.Should().BeInRange(8, 12, "4 lanes of 8 / 4 = 2 buffered each, plus the one message each worker's handler holds");
+        }
+    }
+
+    [Fact]
     public async Task Close_DelayedRedeliveryPending_IsLoggedAsLost()
     {
         var time = new ManualTimeProvider();
