@@ -41,9 +41,14 @@ internal static class Servers
     {
         long hits = 0;
         var app = Build(port);
-        app.MapGet("/stats", () => Interlocked.Read(ref hits).ToString(System.Globalization.CultureInfo.InvariantCulture));
         app.Run(context =>
         {
+            // Answered here rather than by a mapped endpoint: terminal middleware runs before endpoints would.
+            if (context.Request.Path == "/stats")
+            {
+                return context.Response.WriteAsync(Interlocked.Read(ref hits).ToString(System.Globalization.CultureInfo.InvariantCulture));
+            }
+
             var n = Interlocked.Increment(ref hits);
             if (failRate > 0 && (n * 7919 % 1000) < failRate * 1000)
             {

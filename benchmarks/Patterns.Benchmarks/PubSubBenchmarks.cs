@@ -6,7 +6,6 @@ using Microsoft.Extensions.Hosting;
 using Patterns.PubSub;
 using Rebus.Activation;
 using Rebus.Config;
-using Rebus.Persistence.InMem;
 using Rebus.Transport.InMem;
 using Wolverine;
 
@@ -146,8 +145,8 @@ public class PubSubBenchmarks
         });
         _rebusBus = Configure.With(_rebusActivator)
             .Logging(l => l.None())
+            // The in-memory transport keeps subscriptions itself (it registers Rebus' subscription storage).
             .Transport(t => t.UseInMemoryTransport(new InMemNetwork(), "pings"))
-            .Subscriptions(s => s.StoreInMemory(new InMemorySubscriberStore()))
             .Start();
         await _rebusBus.Subscribe<Ping>();
     }
