@@ -8,6 +8,7 @@ namespace Patterns.Testing;
 /// Thread-safe. Timers due at or before the new time fire, in due order, on the thread that calls
 /// <see cref="Advance"/> or <see cref="SetUtcNow"/>, after the clock has moved.
 /// </remarks>
+[Obsolete("Use FakeTimeProvider from Microsoft.Extensions.TimeProvider.Testing, wrapped in TimerTracker to wait for pending timers. ManualTimeProvider will be removed.")]
 public sealed class ManualTimeProvider : TimeProvider
 {
     private readonly Lock _gate = new();

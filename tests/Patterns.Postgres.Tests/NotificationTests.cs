@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Storage;
 using Patterns.Testing;
 
@@ -17,7 +18,8 @@ public sealed class NotificationTests : PostgresTestBase
     {
         var writer = CreateSut();
         await writer.MigrateAsync();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var waiter = CreateSut(o => o.PollInterval = Poll, time);
         var listening = waiter.Listener.NextConnection;
 
@@ -36,7 +38,8 @@ public sealed class NotificationTests : PostgresTestBase
     {
         var writer = CreateSut();
         await writer.MigrateAsync();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var waiter = CreateSut(o => { o.PollInterval = Poll; o.Notifications = false; }, time);
 
         var wait = waiter.WaitForEventsAsync(0, CancellationToken.None).AsTask();
@@ -44,7 +47,7 @@ public sealed class NotificationTests : PostgresTestBase
         await writer.AppendAsync("s", ExpectedVersion.NoStream, [TestEvents.One()]);
         wait.IsCompleted.Should().BeFalse("another instance's append reaches this one only by polling");
 
-        time.Advance(Poll);
+        fake.Advance(Poll);
 
         await wait.WaitAsync(PostgresDatabase.Wait);
         (await waiter.ReadAllAsync().ToListAsync()).Should().ContainSingle();
@@ -54,7 +57,8 @@ public sealed class NotificationTests : PostgresTestBase
     [Fact]
     public async Task WaitForEventsAsync_OwnAppend_WakesAtOnceWithoutNotify()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var store = CreateSut(o => { o.PollInterval = Poll; o.Notifications = false; }, time);
         await store.MigrateAsync();
 
@@ -68,7 +72,8 @@ public sealed class NotificationTests : PostgresTestBase
     [Fact]
     public async Task WaitForEventsAsync_EventsAlreadyPastThePosition_ReturnsAtOnce()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var store = CreateSut(o => o.PollInterval = Poll, time);
         var appended = await store.AppendAsync("s", ExpectedVersion.NoStream, TestEvents.Many(2));
 
@@ -80,7 +85,8 @@ public sealed class NotificationTests : PostgresTestBase
     [Fact]
     public async Task WaitForEventsAsync_AtTheHeadAfterAHardDeletedTail_WaitsInsteadOfSpinning()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var store = CreateSut(o => { o.PollInterval = Poll; o.Notifications = false; }, time);
         await store.AppendAsync("kept", ExpectedVersion.NoStream, [TestEvents.One()]);
         var deleted = await store.AppendAsync("gone", ExpectedVersion.NoStream, TestEvents.Many(3));
@@ -92,7 +98,7 @@ public sealed class NotificationTests : PostgresTestBase
         await time.WaitForPendingTimersAsync(1).WaitAsync(PostgresDatabase.Wait);
         wait.IsCompleted.Should().BeFalse();
 
-        time.Advance(Poll);
+        fake.Advance(Poll);
         await wait.WaitAsync(PostgresDatabase.Wait);
         (await store.AppendAsync("next", ExpectedVersion.NoStream, [TestEvents.One()])).FirstPosition.Should().Be(head + 1);
     }
@@ -102,7 +108,8 @@ public sealed class NotificationTests : PostgresTestBase
     {
         var writer = CreateSut();
         await writer.AppendAsync("s", ExpectedVersion.NoStream, TestEvents.Many(2));
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var reader = CreateSut(o => { o.PollInterval = Poll; o.Notifications = false; }, time);
 
         await reader.WaitForEventsAsync(1, CancellationToken.None).AsTask().WaitAsync(PostgresDatabase.Wait);
@@ -113,7 +120,8 @@ public sealed class NotificationTests : PostgresTestBase
     [Fact]
     public async Task WaitForEventsAsync_Cancelled_Throws()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var store = CreateSut(o => o.PollInterval = Poll, time);
         await store.MigrateAsync();
         using var cancel = new CancellationTokenSource();
@@ -129,7 +137,8 @@ public sealed class NotificationTests : PostgresTestBase
     {
         var writer = CreateSut();
         await writer.MigrateAsync();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var waiter = CreateSut(o => o.PollInterval = Poll, time);
         var first = waiter.Listener.NextConnection;
         var initial = waiter.WaitForEventsAsync(0, CancellationToken.None).AsTask();
@@ -142,7 +151,7 @@ public sealed class NotificationTests : PostgresTestBase
         (await PostgresDatabase.ScalarAsync<bool>($"SELECT pg_terminate_backend({killed})")).Should().BeTrue();
         await time.WaitForPendingTimersAsync(1).WaitAsync(PostgresDatabase.Wait); // the reconnect delay
         reconnected.IsCompleted.Should().BeFalse("the listener waits for its reconnect delay on the store's clock");
-        time.Advance(Poll);
+        fake.Advance(Poll);
         await reconnected.WaitAsync(PostgresDatabase.Wait);
         waiter.Listener.ProcessId.Should().NotBe(killed);
 

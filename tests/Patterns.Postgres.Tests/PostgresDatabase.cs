@@ -39,7 +39,7 @@ internal static class PostgresDatabase
     /// <summary>A schema name no other test uses.</summary>
     public static string NewSchema() => "t_" + Guid.NewGuid().ToString("N");
 
-    public static PostgresEventStoreOptions Options(string schema, ManualTimeProvider? time = null) => new()
+    public static PostgresEventStoreOptions Options(string schema, TimeProvider? time = null) => new()
     {
         DataSource = Shared.Value,
         Schema = schema,
@@ -107,7 +107,7 @@ public abstract class PostgresTestBase : IAsyncLifetime
     }
 
     /// <summary>Creates a store on this test's schema; disposed when the test ends.</summary>
-    protected PostgresEventStore CreateSut(Action<PostgresEventStoreOptions>? configure = null, ManualTimeProvider? time = null)
+    protected PostgresEventStore CreateSut(Action<PostgresEventStoreOptions>? configure = null, TimeProvider? time = null)
     {
         var options = PostgresDatabase.Options(SchemaName, time);
         configure?.Invoke(options);

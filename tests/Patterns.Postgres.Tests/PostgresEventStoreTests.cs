@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
 using Npgsql;
 using Patterns.Storage;
 using Patterns.Testing;
@@ -392,13 +393,14 @@ public sealed class PostgresEventStoreTests : PostgresTestBase
     [Fact]
     public async Task Inbox_MarksOnceAndPrunesByTheStoreClock()
     {
-        var time = new ManualTimeProvider(TestEvents.Epoch);
+        var fake = new FakeTimeProvider(TestEvents.Epoch);
+        var time = new TimerTracker(fake);
         IInboxStore inbox = CreateSut(time: time);
 
         (await inbox.TryMarkHandledAsync("orders", "m1")).Should().BeTrue();
         (await inbox.TryMarkHandledAsync("orders", "m1")).Should().BeFalse();
         (await inbox.TryMarkHandledAsync("billing", "m1")).Should().BeTrue();
-        time.Advance(TimeSpan.FromHours(1));
+        fake.Advance(TimeSpan.FromHours(1));
         (await inbox.TryMarkHandledAsync("orders", "m2")).Should().BeTrue();
 
         (await inbox.PruneAsync(TestEvents.Epoch.AddMinutes(30))).Should().Be(2);

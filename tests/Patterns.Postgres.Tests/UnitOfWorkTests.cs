@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Storage;
 using Patterns.Testing;
 
@@ -212,7 +213,8 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     [Fact]
     public async Task TryAcquireLeaseAsync_RacingInstances_OneOwnerWins()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var stores = Enumerable.Range(0, 4).Select(_ => CreateSut(time: time)).ToArray();
         await stores[0].MigrateAsync();
 
@@ -220,7 +222,7 @@ public sealed class UnitOfWorkTests : PostgresTestBase
             .WaitAsync(PostgresDatabase.Wait);
 
         leases.Should().ContainSingle(l => l != null).Which!.Token.Should().Be(1);
-        time.Advance(TimeSpan.FromSeconds(31));
+        fake.Advance(TimeSpan.FromSeconds(31));
         var next = await stores[3].TryAcquireLeaseAsync("relay", "process-late", TimeSpan.FromSeconds(30));
         next!.Token.Should().Be(2, "the expired lease is taken over with the next token");
     }
@@ -230,7 +232,8 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     {
         var writer = CreateSut();
         await writer.MigrateAsync();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var waiter = CreateSut(o => o.PollInterval = TimeSpan.FromMinutes(5), time);
         var listening = waiter.Listener.NextConnection;
 

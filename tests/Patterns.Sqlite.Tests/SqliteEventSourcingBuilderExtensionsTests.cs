@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
 using Patterns.Storage;
 using Patterns.Testing;
@@ -48,7 +49,8 @@ public sealed class SqliteEventSourcingBuilderExtensionsTests : IAsyncLifetime
     [Fact]
     public async Task UseSqlite_OptionsOverload_AppliesOptionsAndTheApplicationClock()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2031, 3, 4, 5, 6, 7, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2031, 3, 4, 5, 6, 7, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         using var host = Build(es => es.UseSqlite(o =>
         {
             o.ConnectionString = _db.File("options.db");

@@ -1,5 +1,6 @@
 using System.Text;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Conformance;
 using Patterns.Storage;
 using Patterns.Testing;
@@ -37,7 +38,8 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     [Fact]
     public async Task AppendAsync_DatabaseLockedByAnotherConnection_RunsAgainAfterABackOffAndCommitsOnceReleased()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var store = _db.Open(o => { o.BusyTimeout = TimeSpan.Zero; o.TimeProvider = time; });
         await store.AppendAsync("opened", ExpectedVersion.NoStream, [NewEvent()], cancellationToken: Timeout);
         using var other = LockDatabase();
@@ -45,12 +47,12 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         var append = store.AppendAsync("s", ExpectedVersion.NoStream, NewEvents(2), cancellationToken: Timeout).AsTask();
         await Task.WhenAny(append, time.WaitForPendingTimersAsync(1, Timeout));
         append.IsCompleted.Should().BeFalse("the writer waits to run the busy transaction again instead of failing it");
-        time.Advance(SqliteWriter.FirstBusyDelay);
+        fake.Advance(SqliteWriter.FirstBusyDelay);
         await time.WaitForPendingTimersAsync(1, Timeout);
         append.IsCompleted.Should().BeFalse("the lock is still held: the second run found it busy too");
 
         Execute(other, "ROLLBACK");
-        time.Advance(SqliteWriter.FirstBusyDelay * 2);
+        fake.Advance(SqliteWriter.FirstBusyDelay * 2);
 
         (await append.WaitAsync(TempDatabase.Wait, Timeout)).Should().Be(new AppendResult("s", 2, 2, 3));
         (await ToListAsync(store.ReadStreamAsync("s", cancellationToken: Timeout))).Should().HaveCount(2);
@@ -59,7 +61,8 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     [Fact]
     public async Task CommitAsync_DatabaseLockedLongerThanTheBackOff_FailsWithTheBusyErrorAndStoresNothing()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var store = _db.Open(o => { o.BusyTimeout = TimeSpan.Zero; o.TimeProvider = time; });
         await store.AppendAsync("opened", ExpectedVersion.NoStream, [NewEvent()], cancellationToken: Timeout);
         using var other = LockDatabase();
@@ -71,7 +74,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         while (!commit.IsCompleted)
         {
             await Task.WhenAny(commit, time.WaitForPendingTimersAsync(1, Timeout));
-            time.Advance(SqliteWriter.MaxBusyDelay);
+            fake.Advance(SqliteWriter.MaxBusyDelay);
         }
 
         var error = (await commit.Invoking(t => t.WaitAsync(TempDatabase.Wait, Timeout)).Should().ThrowAsync<SqliteException>()).Which;
@@ -359,13 +362,14 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     [Fact]
     public async Task Lease_TakenOverThroughAnotherStoreOnTheFile_FencesOffTheFirstOwner()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         var first = _db.Open(o => o.TimeProvider = time);
         var second = _db.Open(o => o.TimeProvider = time);
         var held = (await first.TryAcquireLeaseAsync("relay", "process-a", TimeSpan.FromSeconds(30), Timeout))!;
         (await second.TryAcquireLeaseAsync("relay", "process-b", TimeSpan.FromSeconds(30), Timeout)).Should().BeNull();
 
-        time.Advance(TimeSpan.FromSeconds(31));
+        fake.Advance(TimeSpan.FromSeconds(31));
         var taken = (await second.TryAcquireLeaseAsync("relay", "process-b", TimeSpan.FromSeconds(30), Timeout))!;
         var commit = async () => await first.CommitAsync(new UnitOfWork().RequireLease(held).SaveCheckpoint("relay", 5), Timeout);
 
@@ -546,7 +550,8 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     [Fact]
     public async Task WaitForEventsAsync_AppendByAnotherStoreOnTheFile_IsNoticedAtThePollInterval()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var reader = _db.Open(o =>
         {
             o.TimeProvider = time;
@@ -559,7 +564,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         await time.WaitForPendingTimersAsync(1, Timeout);
         await writer.AppendAsync("elsewhere", ExpectedVersion.NoStream, [NewEvent()], null, Timeout);
         waiting.IsCompleted.Should().BeFalse("the other store's commit signals only its own waiters");
-        time.Advance(TimeSpan.FromSeconds(5));
+        fake.Advance(TimeSpan.FromSeconds(5));
         await waiting.WaitAsync(TempDatabase.Wait, Timeout);
 
         (await ToListAsync(reader.ReadAllAsync(0, null, long.MaxValue, Timeout))).Should().ContainSingle().Which.StreamId.Should().Be("elsewhere");
@@ -599,10 +604,11 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     [Fact]
     public async Task Inbox_MarksAreStampedWithTheConfiguredClock()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         IInboxStore inbox = _db.Open(o => o.TimeProvider = time);
         await inbox.TryMarkHandledAsync("billing", "old", Timeout);
-        time.Advance(TimeSpan.FromHours(2));
+        fake.Advance(TimeSpan.FromHours(2));
         await inbox.TryMarkHandledAsync("billing", "new", Timeout);
 
         (await inbox.PruneAsync(time.GetUtcNow().AddHours(-1), Timeout)).Should().Be(1);

@@ -53,7 +53,8 @@ public sealed class BatchConsumerTests
     [Fact]
     public async Task AddBatchHandler_Queue_FlushesByCountThenByAgeAndAcksEveryMessage()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var batches = new ConcurrentQueue<int[]>();
         var handled = 0;
         var allHandled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -88,7 +89,7 @@ public sealed class BatchConsumerTests
             await Task.WhenAny(allHandled.Task, timer).WaitAsync(TestHost.Wait);
             if (timer.IsCompleted && !allHandled.Task.IsCompleted)
             {
-                time.Advance(TimeSpan.FromSeconds(2));
+                fake.Advance(TimeSpan.FromSeconds(2));
             }
         }
 

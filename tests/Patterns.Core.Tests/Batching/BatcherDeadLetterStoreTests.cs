@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Batching;
 using Patterns.Hosting;
 using Patterns.Storage;
@@ -13,7 +14,8 @@ public sealed class BatcherDeadLetterStoreTests
     [Fact]
     public async Task HostStop_DrainDeadlinePassesWithAStore_UnhandledItemsAreDocumentsInTheDeadLetterCollection()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var host = await TestHost.StartAsync(
             b =>
@@ -41,7 +43,7 @@ public sealed class BatcherDeadLetterStoreTests
         var stopping = host.StopAsync();
         await started.Task.WaitAsync(TestHost.Wait);
         stopping.IsCompleted.Should().BeFalse("the handler runs until the drain deadline");
-        time.Advance(TimeSpan.FromSeconds(5));
+        fake.Advance(TimeSpan.FromSeconds(5));
         await stopping.WaitAsync(TestHost.Wait);
 
         var documents = new List<JsonElement>();

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Batching;
 using Patterns.Testing;
 using Patterns.Transport;
@@ -9,9 +10,12 @@ namespace Patterns.Core.Tests.Batching;
 
 public sealed class BatcherTests
 {
-    private readonly ManualTimeProvider _time = new();
+    private readonly FakeTimeProvider _fake = new();
+    private readonly TimerTracker _time;
     private readonly ConcurrentQueue<int[]> _batches = new();
     private readonly ConcurrentQueue<FailedItem<int>> _deadLetters = new();
+
+    public BatcherTests() => _time = new TimerTracker(_fake);
 
     [Fact]
     public async Task AddAsync_MaxCountReached_FlushesFullBatchesOnly()
@@ -57,14 +61,14 @@ public sealed class BatcherTests
         await using var batcher = CreateSut(new BatchOptions { MaxCount = 100, MaxAge = TimeSpan.FromSeconds(5) }, onBatch: _ => handled.TrySetResult());
 
         await batcher.AddAsync(1);
-        _time.Advance(TimeSpan.FromSeconds(2));
+        _fake.Advance(TimeSpan.FromSeconds(2));
         await batcher.AddAsync(2);
         await _time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
 
-        _time.Advance(TimeSpan.FromSeconds(3) - TimeSpan.FromTicks(1));
+        _fake.Advance(TimeSpan.FromSeconds(3) - TimeSpan.FromTicks(1));
         _batches.Should().BeEmpty("the first item is not 5 s old yet");
 
-        _time.Advance(TimeSpan.FromTicks(1));
+        _fake.Advance(TimeSpan.FromTicks(1));
         await handled.Task.WaitAsync(TestHost.Wait);
         _batches.Should().ContainSingle().Which.Should().Equal(1, 2);
     }
@@ -78,13 +82,13 @@ public sealed class BatcherTests
         await batcher.AddAsync(1);
         await batcher.AddAsync(2); // full: flushed by count
         await handled.WaitAsync(TestHost.Wait);
-        _time.Advance(TimeSpan.FromSeconds(8));
+        _fake.Advance(TimeSpan.FromSeconds(8));
         await batcher.AddAsync(3); // opens a new batch at t = 8 s
 
-        _time.Advance(TimeSpan.FromSeconds(2)); // t = 10 s: the timer armed for the first batch fires and re-arms
+        _fake.Advance(TimeSpan.FromSeconds(2)); // t = 10 s: the timer armed for the first batch fires and re-arms
         batcher.Count.Should().Be(1);
         await _time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        _time.Advance(TimeSpan.FromSeconds(8)); // t = 18 s: the second batch is 10 s old
+        _fake.Advance(TimeSpan.FromSeconds(8)); // t = 18 s: the second batch is 10 s old
         await handled.WaitAsync(TestHost.Wait);
 
         _batches.Should().BeEquivalentTo(new[] { new[] { 1, 2 }, new[] { 3 } }, o => o.WithStrictOrdering());
@@ -289,9 +293,9 @@ public sealed class BatcherTests
         }
 
         await _time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        _time.Advance(TimeSpan.FromSeconds(1));
+        _fake.Advance(TimeSpan.FromSeconds(1));
         await _time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        _time.Advance(TimeSpan.FromSeconds(1));
+        _fake.Advance(TimeSpan.FromSeconds(1));
         await batcher.CompleteAsync().WaitAsync(TestHost.Wait);
 
         seen.Should().BeEquivalentTo(new[] { (0, new[] { 1, 2, 3, 4, 5 }), (1, new[] { 3 }), (2, new[] { 3 }) }, o => o.WithStrictOrdering());
@@ -333,7 +337,7 @@ public sealed class BatcherTests
         for (var retry = 0; retry < 2; retry++)
         {
             await _time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-            _time.Advance(TimeSpan.FromSeconds(1));
+            _fake.Advance(TimeSpan.FromSeconds(1));
         }
 
         await batcher.CompleteAsync().WaitAsync(TestHost.Wait);

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.InMemory;
 using Patterns.Messaging;
 using Patterns.Queues;
@@ -18,7 +19,8 @@ public sealed class ExternalTransportTests
     [Fact]
     public async Task ExternalTransport_ImplementingOnlyTheSpi_GetsDeduplicationSchedulingAndFilters()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var handled = new ConcurrentQueue<int>();
         var filtered = new ConcurrentQueue<int>();
         var arrived = new SemaphoreSlim(0);
@@ -49,7 +51,7 @@ public sealed class ExternalTransportTests
         (await arrived.WaitAsync(TestHost.Wait)).Should().BeTrue();
         (await arrived.WaitAsync(TestHost.Wait)).Should().BeTrue();
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromMinutes(1));
+        fake.Advance(TimeSpan.FromMinutes(1));
         (await arrived.WaitAsync(TestHost.Wait)).Should().BeTrue();
 
         handled.Should().Equal([1, 3, 2], "the copy with the same id is skipped, and the delayed message waits for virtual time");

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
@@ -17,7 +18,8 @@ public sealed class SchedulingTests
     [Fact]
     public async Task Send_WithDelay_HandledOnlyWhenVirtualTimeReachesItAndNotCountedAsADelivery()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var handled = new ConcurrentQueue<(int Id, int DeliveryCount, DateTimeOffset At)>();
         var arrived = new SemaphoreSlim(0);
         using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Reminder>("reminders", (r, context, _) =>
@@ -33,11 +35,11 @@ public sealed class SchedulingTests
         await sender.SendAsync("reminders", new Reminder(2));
         (await arrived.WaitAsync(TestHost.Wait)).Should().BeTrue();
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromMinutes(10) - TimeSpan.FromSeconds(1));
+        fake.Advance(TimeSpan.FromMinutes(10) - TimeSpan.FromSeconds(1));
 
         handled.Select(h => h.Id).Should().Equal(2);
         time.PendingTimers.Should().Be(1, "the delayed message waits on virtual time");
-        time.Advance(TimeSpan.FromSeconds(1));
+        fake.Advance(TimeSpan.FromSeconds(1));
         (await arrived.WaitAsync(TestHost.Wait)).Should().BeTrue();
 
         handled.Select(h => h.Id).Should().Equal(2, 1);
@@ -49,7 +51,8 @@ public sealed class SchedulingTests
     [Fact]
     public async Task Publish_WithDeliverAt_EachSubscriptionHandlesItAtThatTime()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var handled = new ConcurrentQueue<string>();
         var arrived = new SemaphoreSlim(0);
         using var host = await TestHost.StartAsync(b => b.AddPubSub(ps => ps
@@ -60,7 +63,7 @@ public sealed class SchedulingTests
         await host.Services.GetRequiredService<IPublisher>().PublishAsync("reminders", new Reminder(1), new MessageOptions { DeliverAt = at });
         await time.WaitForPendingTimersAsync(2).WaitAsync(TestHost.Wait);
         handled.Should().BeEmpty();
-        time.SetUtcNow(at);
+        fake.SetUtcNow(at);
         (await arrived.WaitAsync(TestHost.Wait)).Should().BeTrue();
         (await arrived.WaitAsync(TestHost.Wait)).Should().BeTrue();
 
@@ -70,7 +73,8 @@ public sealed class SchedulingTests
     [Fact]
     public async Task Send_TimeToLiveEndsWhileQueued_DeadLetteredAsExpiredAndNeverHandled()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var handled = new ConcurrentQueue<int>();
@@ -86,7 +90,7 @@ public sealed class SchedulingTests
         await started.Task.WaitAsync(TestHost.Wait);
         await sender.SendAsync("ttl", new Reminder(2), new MessageOptions { TimeToLive = TimeSpan.FromMinutes(1) });
         await sender.SendAsync("ttl", new Reminder(3), new MessageOptions { TimeToLive = TimeSpan.FromMinutes(5) });
-        time.Advance(TimeSpan.FromMinutes(2));
+        fake.Advance(TimeSpan.FromMinutes(2));
         gate.SetResult();
 
         var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "ttl", 1);
@@ -99,7 +103,8 @@ public sealed class SchedulingTests
     [Fact]
     public async Task Send_HandlerStillRunningAtTheDeadline_TokenCancelledAndDeadLetteredAsExpired()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var cancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Reminder>("deadline", async (_, _, ct) =>
@@ -119,7 +124,7 @@ public sealed class SchedulingTests
         await host.Services.GetRequiredService<IQueueSender>().SendAsync("deadline", new Reminder(1), new MessageOptions { TimeToLive = TimeSpan.FromSeconds(30) });
         await started.Task.WaitAsync(TestHost.Wait);
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromSeconds(30));
+        fake.Advance(TimeSpan.FromSeconds(30));
 
         await cancelled.Task.WaitAsync(TestHost.Wait);
         var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "deadline", 1);
@@ -149,7 +154,8 @@ public sealed class SchedulingTests
     [Fact]
     public async Task Request_OverTheTransport_DeadlineTravelsAndCancelsTheHandlerWhenItPasses()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var handlerCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r
@@ -176,7 +182,7 @@ public sealed class SchedulingTests
         var request = host.Harness().Sent.Single(m => m.Envelope.MessageType is not null && m.Envelope.ReplyTo is not null).Envelope;
         request.TryGetHeader(EnvelopeHeaders.ExpiresAt, out var expiresAt).Should().BeTrue();
         DateTimeOffset.Parse(expiresAt!, System.Globalization.CultureInfo.InvariantCulture).Should().Be(sentAt + TimeSpan.FromSeconds(5));
-        time.Advance(TimeSpan.FromSeconds(5));
+        fake.Advance(TimeSpan.FromSeconds(5));
 
         await handlerCancelled.Task.WaitAsync(TestHost.Wait);
         await pending.Invoking(p => p).Should().ThrowAsync<RequestTimeoutException>();

@@ -2,6 +2,7 @@ using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
 using Patterns.EventSourcing.InMemory;
 using Patterns.Storage;
@@ -81,13 +82,14 @@ public sealed class AggregateTests
     [Fact]
     public async Task LoadAsync_AsOfVersionAndPointInTime_ReturnsHistoricalState()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2025, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2025, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         using var host = await EventSourcingHost.StartAsync(es => es.AddAggregate<BankAccount>(), time);
         var accounts = Accounts(host);
         await accounts.ExecuteAsync("1", _ => [new AccountOpened("ada"), new Deposited(10m)]);
-        time.Advance(TimeSpan.FromDays(1));
+        fake.Advance(TimeSpan.FromDays(1));
         await accounts.ExecuteAsync("1", _ => [new Deposited(20m)]);
-        time.Advance(TimeSpan.FromDays(1));
+        fake.Advance(TimeSpan.FromDays(1));
         await accounts.ExecuteAsync("1", _ => [new Deposited(40m)]);
 
         var atVersion2 = await accounts.LoadAsync("1", 2);
@@ -206,7 +208,8 @@ public sealed class AggregateTests
     public async Task Load_TruncatedStreamWithoutAUsableSnapshot_ThrowsInsteadOfSkippingTheHiddenEvents()
     {
         var storage = new InMemoryEventStorage();
-        var time = new ManualTimeProvider(new DateTimeOffset(2025, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2025, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         using (var before = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddAggregate<BankAccount>(o => o.SnapshotEvery = 4), time))
         {
             await Accounts(before).ExecuteAsync("1", _ => [new AccountOpened("ada"), new Deposited(5m), new Deposited(6m), new Deposited(7m)]);

@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Text;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
 using Patterns.Serialization;
 using Patterns.Storage;
@@ -14,7 +15,8 @@ public sealed class EventStoreTests
     [Fact]
     public async Task AppendAsync_TypedEventsWithMetadata_ReadBackTypedWithEveryField()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2030, 3, 4, 5, 6, 7, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2030, 3, 4, 5, 6, 7, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         using var host = await EventSourcingHost.StartAsync(_ => { }, time);
         var store = host.Store();
         var opened = new EventData(new AccountOpened("ada"))
@@ -25,7 +27,7 @@ public sealed class EventStoreTests
         };
 
         var first = await store.AppendAsync("account-1", ExpectedVersion.NoStream, [opened]);
-        time.Advance(TimeSpan.FromMinutes(5));
+        fake.Advance(TimeSpan.FromMinutes(5));
         var second = await store.AppendAsync("account-1", ExpectedVersion.Exact(1), new Deposited(25m));
 
         var events = await store.ReadStreamAsync("account-1").CollectAsync();

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
 using Patterns.EventSourcing.InMemory;
 using Patterns.Storage;
@@ -20,7 +21,8 @@ public sealed class SharedOwnershipTests
     [Fact]
     public async Task TwoHostsOnOneStore_OneIsLiveTheOtherStandby_AndEachEventIsHandledOnceInTotal()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         var storage = new InMemoryEventStorage(timeProvider: time);
         var handled = new ConcurrentDictionary<Guid, int>();
         void Configure(EventSourcingBuilder es) => es
@@ -44,7 +46,7 @@ public sealed class SharedOwnershipTests
         for (var round = 0; round < 30; round++)
         {
             last = await AppendAsync(first, round, expected);
-            time.Advance(Step);
+            fake.Advance(Step);
             await first.Subscriptions().WaitForPositionAsync("audit", last).WaitAsync(TestHost.Wait);
             await first.Subscriptions().WaitForPositionAsync("tallies", last).WaitAsync(TestHost.Wait);
             foreach (var name in new[] { "audit", "tallies" })
@@ -60,7 +62,7 @@ public sealed class SharedOwnershipTests
         while (!(IsOwner(second, "audit") && IsOwner(second, "tallies")))
         {
             DateTime.UtcNow.Should().BeBefore(deadline, "the standby takes over");
-            time.Advance(Step);
+            fake.Advance(Step);
 
             // A few turns for the timers' continuations before time moves on, so that the new owner's renewals keep up.
             for (var i = 0; i < 20 && !(IsOwner(second, "audit") && IsOwner(second, "tallies")); i++)
@@ -72,7 +74,7 @@ public sealed class SharedOwnershipTests
         for (var round = 30; round < 40; round++)
         {
             last = await AppendAsync(second, round, expected);
-            time.Advance(Step);
+            fake.Advance(Step);
             State(first, "audit").Should().Be(SubscriptionState.Stopped);
         }
 

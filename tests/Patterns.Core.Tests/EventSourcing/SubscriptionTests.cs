@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
 using Patterns.EventSourcing.InMemory;
 using Patterns.Storage;
@@ -126,7 +127,8 @@ public sealed class SubscriptionTests
     [Fact]
     public async Task Subscription_RetryDelay_WaitsOnTheTimeProvider()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var attempts = 0;
         // Without the lease, the retry delay is the only timer: a pending lease-renewal timer would otherwise satisfy
         // the wait below before the first attempt has run.
@@ -138,7 +140,7 @@ public sealed class SubscriptionTests
         await Eventually.HoldsAsync(() => Volatile.Read(ref attempts) == 1);
         await time.WaitForPendingTimersAsync(1).WaitAsync(TestHost.Wait);
         Volatile.Read(ref attempts).Should().Be(1);
-        time.Advance(TimeSpan.FromSeconds(10));
+        fake.Advance(TimeSpan.FromSeconds(10));
         await host.Subscriptions().WaitForPositionAsync("flaky", result.LastPosition).WaitAsync(TestHost.Wait);
 
         attempts.Should().Be(2);
@@ -147,7 +149,8 @@ public sealed class SubscriptionTests
     [Fact]
     public async Task Subscription_ParkMode_RecordsTheEventAndGoesOn()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         var handled = new Recorder();
         using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("notifier", (e, ct) =>
             e.Data is Withdrawn ? throw new ArgumentException("no template for withdrawals") : handled.RecordAsync(e, ct),
@@ -168,7 +171,8 @@ public sealed class SubscriptionTests
     [Fact]
     public async Task ReplayParkedEvents_AfterAFix_HandlesThemRemovesTheHandledAndKeepsRunning()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var fake = new FakeTimeProvider(new DateTimeOffset(2026, 6, 1, 12, 0, 0, TimeSpan.Zero));
+        var time = new TimerTracker(fake);
         var fixedTemplates = false;
         var handled = new Recorder();
         using var host = await EventSourcingHost.StartAsync(es => es.AddSubscription("notifier", (e, ct) => e.Data switch
@@ -183,7 +187,7 @@ public sealed class SubscriptionTests
         (await subscriptions.GetParkedEventsAsync("notifier").CollectAsync()).Select(p => p.Position).Should().Equal(2, 3);
 
         Volatile.Write(ref fixedTemplates, true);
-        time.Advance(TimeSpan.FromHours(1));
+        fake.Advance(TimeSpan.FromHours(1));
         var replayed = await subscriptions.ReplayParkedEventsAsync("notifier").WaitAsync(TestHost.Wait);
 
         replayed.Should().Be(1);
@@ -314,7 +318,7 @@ public sealed class SubscriptionTests
             b.Services.AddSingleton(recorder);
             b.Services.AddScoped(sp => new ScopedCountingHandler(sp.GetRequiredService<Recorder>()));
             b.AddEventSourcing(es => es.AddEvent<AccountOpened>().AddSubscription<ScopedCountingHandler>("scoped"));
-        }, new ManualTimeProvider(), harness: false);
+        }, new FakeTimeProvider(), harness: false);
         var result = await host.Services.GetRequiredService<IEventStore>().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new AccountOpened("b")]);
 
         await host.Services.GetRequiredService<IEventSubscriptions>().WaitForPositionAsync("scoped", result.LastPosition).WaitAsync(TestHost.Wait);
@@ -327,7 +331,8 @@ public sealed class SubscriptionTests
     public async Task Subscription_HostStopsWhileHandling_HandlerCancelledAtTheDeadlineAndCheckpointStaysBeforeItsEvent()
     {
         var storage = new InMemoryEventStorage();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("slow", async (e, ct) =>
         {
@@ -342,7 +347,7 @@ public sealed class SubscriptionTests
 
         var stopping = host.StopAsync();
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromSeconds(30));
+        fake.Advance(TimeSpan.FromSeconds(30));
         await stopping.WaitAsync(TestHost.Wait);
         host.Dispose();
 
@@ -425,7 +430,7 @@ public sealed class SubscriptionTests
 
                 await first.RecordAsync(e, ct);
             }, o => o.Retry = null));
-        }, new ManualTimeProvider(), harness: false);
+        }, new FakeTimeProvider(), harness: false);
         await host.Store().AppendAsync("a", ExpectedVersion.NoStream, [new AccountOpened("a"), new Deposited(1m), new Deposited(2m)]);
         await entered.Task.WaitAsync(TestHost.Wait);
 
@@ -448,7 +453,8 @@ public sealed class SubscriptionTests
     public async Task Subscription_ParkModeHandlerFailsBecauseTheHostStopped_EventIsNotParkedAndIsDeliveredAgain()
     {
         var storage = new InMemoryEventStorage();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var host = await EventSourcingHost.StartAsync(es => es.UseStorage(_ => storage).AddSubscription("webhook", async (e, ct) =>
         {
@@ -471,7 +477,7 @@ public sealed class SubscriptionTests
 
         var stopping = host.StopAsync();
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromSeconds(30));
+        fake.Advance(TimeSpan.FromSeconds(30));
         await stopping.WaitAsync(TestHost.Wait);
         (await host.Subscriptions().GetParkedEventsAsync("webhook").CollectAsync()).Should().BeEmpty("being stopped is not a failure of the event");
         host.Dispose();
@@ -507,7 +513,8 @@ public sealed class SubscriptionTests
     public async Task Subscription_RestartedAfterARunWasAbandoned_NewRunWaitsForItInsteadOfHandlingSideBySide()
     {
         var storage = new InMemoryEventStorage();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var logs = new LogCapture();
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var enteredAgain = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -541,7 +548,7 @@ public sealed class SubscriptionTests
         using (var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5), time))
         {
             var restart = subscriptions.RestartAsync("stubborn", deadline.Token);
-            time.Advance(TimeSpan.FromSeconds(5));
+            fake.Advance(TimeSpan.FromSeconds(5));
             await FluentActions.Awaiting(() => restart.WaitAsync(TestHost.Wait)).Should().ThrowAsync<OperationCanceledException>();
         }
 

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
 using Patterns.Messaging;
 using Patterns.Testing;
@@ -93,12 +94,12 @@ internal static class EventSourcingHost
 {
     public static readonly TimeSpan Wait = TestHost.Wait;
 
-    public static Task<IHost> StartAsync(Action<EventSourcingBuilder> configure, ManualTimeProvider? time = null) =>
+    public static Task<IHost> StartAsync(Action<EventSourcingBuilder> configure, TimeProvider? time = null) =>
         TestHost.StartAsync(b => b.AddEventSourcing(es =>
         {
             es.AddEvent<AccountOpened>().AddEvent<Deposited>().AddEvent<Withdrawn>().AddEvent<AccountClosed>();
             configure(es);
-        }), time ?? new ManualTimeProvider(), harness: false);
+        }), time ?? new FakeTimeProvider(), harness: false);
 
     public static IEventStore Store(this IHost host) => host.Services.GetRequiredService<IEventStore>();
 

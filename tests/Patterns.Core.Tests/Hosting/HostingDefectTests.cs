@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Core.Tests.EventSourcing;
 using Patterns.Core.Tests.PubSub;
 using Patterns.Core.Tests.RequestResponse;
@@ -13,8 +14,8 @@ using Patterns.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
 using Patterns.RequestResponse;
-using Patterns.Testing;
 using Patterns.Serialization;
+using Patterns.Testing;
 using Patterns.Transport;
 
 namespace Patterns.Core.Tests.Hosting;
@@ -214,7 +215,8 @@ public sealed class HostingDefectTests
     [Fact]
     public async Task Stop_HandlerIgnoresItsToken_StopFinishesAtTheDeadlineAndReportsWhatItAbandoned()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var logs = new LogCapture();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var never = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -243,11 +245,11 @@ public sealed class HostingDefectTests
 
         var stopping = host.StopAsync();
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromSeconds(10));
+        fake.Advance(TimeSpan.FromSeconds(10));
 
         // Cancelled at the deadline, the handler gets a short grace to return; then it is abandoned.
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(InMemorySubscription.AbandonGrace);
+        fake.Advance(InMemorySubscription.AbandonGrace);
         try
         {
             await stopping.WaitAsync(TestHost.Wait);

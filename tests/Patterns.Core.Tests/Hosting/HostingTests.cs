@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Hosting;
 using Patterns.Messaging;
 using Patterns.PubSub;
@@ -95,7 +96,8 @@ public sealed class HostingTests
     [Fact]
     public async Task Stop_DeadlinePasses_CancelsHandlersAndFinishes()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var cancelled = false;
         var host = await TestHost.StartAsync(b =>
@@ -120,7 +122,7 @@ public sealed class HostingTests
 
         var stopping = host.StopAsync();
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromSeconds(10));
+        fake.Advance(TimeSpan.FromSeconds(10));
         await stopping.WaitAsync(TestHost.Wait);
 
         cancelled.Should().BeTrue();

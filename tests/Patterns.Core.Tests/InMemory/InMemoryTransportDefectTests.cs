@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Core.Tests.EventSourcing;
 using Patterns.InMemory;
 using Patterns.Messaging;
@@ -174,7 +175,8 @@ public sealed class InMemoryTransportDefectTests
     [Fact]
     public async Task Close_DelayedRedeliveryPending_IsLoggedAsLost()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var logs = new LogCapture();
         using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(logs));
         var transport = InMemoryTransport.Create(timeProvider: time, loggerFactory: loggerFactory);

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Messaging;
 using Patterns.Queues;
 using Patterns.Testing;
@@ -93,7 +94,8 @@ public sealed class MessageQueueTests
     [Fact]
     public async Task Consumer_HandlerThrows_RetriedOnVirtualTimeThenDeadLetteredAndLoopContinues()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var attempts = new ConcurrentDictionary<int, int>();
         using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Job>("work", (job, _, _) =>
         {
@@ -110,7 +112,7 @@ public sealed class MessageQueueTests
         {
             await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
             attempts[1].Should().Be(1 + Array.IndexOf(new[] { 1, 2, 4 }, step));
-            time.Advance(TimeSpan.FromSeconds(step));
+            fake.Advance(TimeSpan.FromSeconds(step));
         }
 
         await harness.WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
@@ -127,7 +129,8 @@ public sealed class MessageQueueTests
     [Fact]
     public async Task Consumer_MaxRedeliveries_RedeliversAfterDelayThenDeadLetters()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var deliveries = new ConcurrentQueue<int>();
         using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Job>("redeliver", (job, ctx, _) =>
         {
@@ -140,10 +143,10 @@ public sealed class MessageQueueTests
         await harness.WaitForDeliveriesAsync(1).WaitAsync(TestHost.Wait);
         deliveries.Should().Equal(0);
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromMinutes(1));
+        fake.Advance(TimeSpan.FromMinutes(1));
         await harness.WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromMinutes(1));
+        fake.Advance(TimeSpan.FromMinutes(1));
         await harness.WaitForDeliveriesAsync(3).WaitAsync(TestHost.Wait);
 
         deliveries.Should().Equal(0, 1, 2);

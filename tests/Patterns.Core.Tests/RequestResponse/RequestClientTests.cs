@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.RequestResponse;
 using Patterns.Testing;
 
@@ -60,7 +61,8 @@ public abstract class RequestClientTestsBase
     [Fact]
     public async Task SendAsync_HandlerTooSlow_TimesOutOnVirtualTimeAndCancelsHandler()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var handlerCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var host = await StartAsync(r => r.AddHandler<Slow, Quote>(async (request, ct) =>
         {
@@ -72,7 +74,7 @@ public abstract class RequestClientTestsBase
         var pending = Client(host).SendAsync<Slow, Quote>(new Slow(1), TimeSpan.FromSeconds(5)).AsTask();
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
         pending.IsCompleted.Should().BeFalse();
-        time.Advance(TimeSpan.FromSeconds(5));
+        fake.Advance(TimeSpan.FromSeconds(5));
 
         var timeout = (await pending.Invoking(p => p).Should().ThrowAsync<RequestTimeoutException>()).Which;
         timeout.Timeout.Should().Be(TimeSpan.FromSeconds(5));
@@ -119,7 +121,7 @@ public abstract class RequestClientTestsBase
 
     private static IRequestClient Client(IHost host) => host.Services.GetRequiredService<IRequestClient>();
 
-    private Task<IHost> StartAsync(Action<RequestResponseBuilder> configure, ManualTimeProvider? time = null) =>
+    private Task<IHost> StartAsync(Action<RequestResponseBuilder> configure, TimeProvider? time = null) =>
         TestHost.StartAsync(b => b.AddRequestResponse(r =>
         {
             configure(r);

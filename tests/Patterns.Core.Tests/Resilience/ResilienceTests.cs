@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Queues;
 using Patterns.RequestResponse;
 using Patterns.Resilience;
@@ -15,13 +16,14 @@ public sealed class ResilienceTests
     [Fact]
     public async Task AttemptTimeout_HandlerHangs_TimesOutOnVirtualTimeAndDeadLetters()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Ping>("slow", async (_, _, ct) =>
             await Task.Delay(Timeout.InfiniteTimeSpan, ct), o => { o.Retry = null; o.AttemptTimeout = TimeSpan.FromSeconds(2); })), time);
 
         await host.Services.GetRequiredService<IQueueSender>().SendAsync("slow", new Ping(1));
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-        time.Advance(TimeSpan.FromSeconds(2));
+        fake.Advance(TimeSpan.FromSeconds(2));
         await host.Harness().WaitForDeliveriesAsync(1).WaitAsync(TestHost.Wait);
 
         var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "slow", 1);

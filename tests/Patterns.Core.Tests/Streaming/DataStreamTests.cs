@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Batching;
 using Patterns.Messaging;
 using Patterns.Streaming;
@@ -152,7 +153,8 @@ public sealed class DataStreamTests
     [Fact]
     public async Task FailurePolicy_Retry_RetriesOnVirtualTimeThenSucceeds()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var attempts = new ConcurrentDictionary<int, int>();
         var results = new List<int>();
         var retry = new RetryStrategyOptions { MaxRetryAttempts = 3, Delay = TimeSpan.FromSeconds(1), BackoffType = DelayBackoffType.Constant, UseJitter = false };
@@ -175,7 +177,7 @@ public sealed class DataStreamTests
         for (var i = 0; i < 2; i++)
         {
             await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
-            time.Advance(TimeSpan.FromSeconds(1));
+            fake.Advance(TimeSpan.FromSeconds(1));
         }
 
         await run.WaitAsync(TestHost.Wait);

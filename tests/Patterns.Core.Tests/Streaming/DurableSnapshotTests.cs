@@ -1,6 +1,7 @@
 using System.Threading.Channels;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing.InMemory;
 using Patterns.Serialization;
 using Patterns.Streaming;
@@ -14,7 +15,8 @@ public sealed class DurableSnapshotTests
     [Fact]
     public async Task SnapshotInterval_WhileRunning_CommitsTheSnapshotAndTheResultsTogetherEachInterval()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
         var store = new StoreStreamSnapshotStore(storage, storage, new JsonMessageSerializer());
         var input = Channel.CreateUnbounded<Click>();
@@ -40,7 +42,7 @@ public sealed class DurableSnapshotTests
         (await storage.GetAsync("counts", "a/0")).Should().BeNull("a result is written only with the snapshot that includes it");
         (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().BeNull();
 
-        time.Advance(TimeSpan.FromSeconds(5));
+        fake.Advance(TimeSpan.FromSeconds(5));
         await Eventually.HoldsAsync(() => storage.GetAsync("counts", "a/0").AsTask().Result is not null || run.IsCompleted);
         run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
         (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().NotBeNull("the snapshot committed with the result");
@@ -56,7 +58,8 @@ public sealed class DurableSnapshotTests
     [Fact]
     public async Task SendToOutbox_WhileRunning_StoresEachResultAsAMessageInTheSnapshotsUnitOfWork()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
         var serializer = new JsonMessageSerializer();
         var store = new StoreStreamSnapshotStore(storage, storage, serializer);
@@ -83,7 +86,7 @@ public sealed class DurableSnapshotTests
         run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
         (await storage.ReadOutboxAsync(0, 10)).Should().BeEmpty("a result is stored only with the snapshot that includes it");
 
-        time.Advance(TimeSpan.FromSeconds(5));
+        fake.Advance(TimeSpan.FromSeconds(5));
         await Eventually.HoldsAsync(() => storage.ReadOutboxAsync(0, 10).AsTask().Result.Count > 0 || run.IsCompleted);
         run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
         (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().NotBeNull("the snapshot committed with the message");

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing.InMemory;
 using Patterns.Storage;
 using Patterns.Streaming;
@@ -13,7 +14,8 @@ public sealed class StreamingLeaseTests
     [Fact]
     public async Task TwoHostsWithOneStore_PipelineRunsInOneAtATime_TheOtherTakesOverWhenTheFirstStops()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
         var firstRunning = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var secondRunning = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -35,7 +37,7 @@ public sealed class StreamingLeaseTests
         {
             // The second host stands by and tries again every third of the lease's duration.
             deadline.Token.ThrowIfCancellationRequested();
-            time.Advance(TimeSpan.FromSeconds(10));
+            fake.Advance(TimeSpan.FromSeconds(10));
             await Task.Yield();
         }
 

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Streaming;
 using Patterns.Testing;
 using static Patterns.Core.Tests.Streaming.T;
@@ -199,7 +200,8 @@ public sealed class WindowTests
     [Fact]
     public async Task ProcessingTime_Tumbling_FiresOnTheTimerWithoutNewElements()
     {
-        var time = new ManualTimeProvider(S(0));
+        var fake = new FakeTimeProvider(S(0));
+        var time = new TimerTracker(fake);
         var input = Channel.CreateUnbounded<Click>();
         var results = Channel.CreateUnbounded<(string, double, double, long)>();
         var options = Options(time);
@@ -222,9 +224,9 @@ public sealed class WindowTests
         await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 3);
         await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
 
-        time.Advance(TimeSpan.FromSeconds(9));
+        fake.Advance(TimeSpan.FromSeconds(9));
         results.Reader.TryRead(out _).Should().BeFalse("the window ends at 10 s on the pipeline's clock");
-        time.Advance(TimeSpan.FromSeconds(1));
+        fake.Advance(TimeSpan.FromSeconds(1));
         var fired = new[] { await results.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait), await results.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait) };
 
         fired.Should().BeEquivalentTo([("a", 0.0, 10.0, 2L), ("b", 0.0, 10.0, 1L)]);

@@ -1,3 +1,4 @@
+#pragma warning disable CS0618 // the obsolete clock is still tested until it is removed
 using Patterns.Testing;
 
 namespace Patterns.Core.Tests.Testing;
