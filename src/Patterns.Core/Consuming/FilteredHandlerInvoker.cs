@@ -15,15 +15,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     public FilteredHandlerInvoker(MessageHandlerInvoker<TMessage> inner, IReadOnlyList<IConsumeFilter> filters)
     {
         _inner = inner;
-        ConsumeDelegate next = static context => ((Context)context).InvokeHandler();
-        for (var i = filters.Count - 1; i >= 0; i--)
-        {
-            var filter = filters[i];
-            var rest = next;
-            next = context => filter.InvokeAsync(context, rest);
-        }
-
-        _pipeline = next;
+        _pipeline = ConsumeFilterChain.Build(filters, static context => ((Context)context).InvokeHandler());
     }
 
     public override string HandlerName => _inner.HandlerName;

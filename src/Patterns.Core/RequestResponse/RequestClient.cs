@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Patterns.Hosting;
@@ -92,10 +93,11 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
 
             var options = _optionsSource.Value;
             var entries = new Dictionary<(Type, Type), RequestHandlerEntry>();
+            var filters = _services.GetServices<Consuming.IConsumeFilter>().ToArray();
             foreach (var registration in _topology.Value.RequestHandlers)
             {
                 var entry = registration.CreateEntry(_services, _timeProvider);
-                entry.Services = _services;
+                entry.Configure(_services, options.RequestQueuePrefix + _bus.Registry.GetName(registration.RequestType), filters);
                 entries[(registration.RequestType, registration.ResponseType)] = entry;
                 _bus.Registry.GetName(registration.RequestType);
                 _bus.Registry.GetName(registration.ResponseType);
@@ -182,7 +184,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         }
 
         var entry = GetEntry<TRequest, TResponse>();
-        if (entry.Pipeline is not null || entry.WantsContext || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
+        if (entry.Pipeline is not null || entry.WantsContext || entry.HasFilters || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
         {
             return SendInlineInstrumentedAsync(entry, request, default, null, timeout, cancellationToken);
         }
@@ -407,10 +409,15 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             Body = request,
         };
         using var activity = PatternsTelemetry.StartSend(_bus.Transport.SystemName, "send", name, ref envelope);
+        if (entry.WantsContext || entry.HasFilters)
+        {
+            envelope = envelope with { SentAt = _timeProvider.GetUtcNow() };
+        }
+
         if (entry.WantsContext)
         {
             context ??= new RequestContext(default, entry.Services, _bus);
-            context.UseEnvelope(envelope with { SentAt = _timeProvider.GetUtcNow() });
+            context.UseEnvelope(envelope);
         }
 
         var started = Stopwatch.GetTimestamp();
@@ -418,7 +425,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         using var linked = timeoutSource is null ? null : CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeoutSource.Token);
         try
         {
-            return await entry.InvokeResilientAsync(request, context, linked?.Token ?? cancellationToken).ConfigureAwait(false);
+            return await entry.InvokeFilteredAsync(request, context, envelope, linked?.Token ?? cancellationToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {

@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Patterns.Consuming;
 using Patterns.Hosting;
 using Patterns.Messaging;
 using Patterns.Serialization;
@@ -29,8 +30,18 @@ internal abstract class RequestHandlerEntry
     /// <summary>Gets or sets the root services, handed to a <see cref="RequestContext"/> until a scope replaces them.</summary>
     public IServiceProvider Services { get; set; } = EmptyServices.Instance;
 
+    /// <summary>Gets the queue requests of this type travel on, also the consumer group filters see.</summary>
+    public string Queue { get; private set; } = "";
+
     /// <summary>Creates the consumer that answers this request type when requests travel over a transport.</summary>
     public abstract DeliveryHandler CreateResponder(MessageBus bus, IMessageSerializer serializer, ILogger logger);
+
+    /// <summary>Sets what the entry needs once the host's services exist: the root services, the request queue and the consume filters.</summary>
+    public virtual void Configure(IServiceProvider services, string queue, IReadOnlyList<Consuming.IConsumeFilter> filters)
+    {
+        Services = services;
+        Queue = queue;
+    }
 }
 
 /// <summary>A handler entry seen through its response type only: lets a request whose type is known at run time only (<see cref="IRequest{TResponse}"/>) reach its typed entry without reflection.</summary>
@@ -52,8 +63,60 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
     /// <summary>Gets a value indicating whether the handler takes a <see cref="RequestContext"/>; when not, callers pass <see langword="null"/> and build none.</summary>
     public bool WantsContext { get; } = wantsContext;
 
+    private ConsumeDelegate? _filters;
+
+    /// <summary>Gets a value indicating whether consume filters run around this handler.</summary>
+    public bool HasFilters => _filters is not null;
+
     public override DeliveryHandler CreateResponder(MessageBus bus, IMessageSerializer serializer, ILogger logger) =>
         new RequestResponder<TRequest, TResponse>(this, bus, serializer, logger).HandleAsync;
+
+    public override void Configure(IServiceProvider services, string queue, IReadOnlyList<IConsumeFilter> filters)
+    {
+        base.Configure(services, queue, filters);
+        _filters = filters.Count == 0 ? null : ConsumeFilterChain.Build(filters, static context => ((FilteredRequest)context).InvokeHandlerAsync());
+    }
+
+    /// <summary>Calls the handler through the consume filters (when any are registered) and its resilience pipeline.</summary>
+    /// <param name="request">The request.</param>
+    /// <param name="context">The handler's context, when it takes one.</param>
+    /// <param name="envelope">The request's envelope, which the filters see.</param>
+    /// <param name="cancellationToken">Cancels the call.</param>
+    /// <returns>The handler's response.</returns>
+    public ValueTask<TResponse> InvokeFilteredAsync(TRequest request, RequestContext? context, in Envelope envelope, CancellationToken cancellationToken) =>
+        _filters is { } filters
+            ? InvokeThroughFiltersAsync(filters, new FilteredRequest(this, request, context, envelope, cancellationToken))
+            : InvokeResilientAsync(request, context, cancellationToken);
+
+    private static async ValueTask<TResponse> InvokeThroughFiltersAsync(ConsumeDelegate filters, FilteredRequest call)
+    {
+        await filters(call).ConfigureAwait(false);
+        return call.Answered
+            ? call.Response
+            : throw new InvalidOperationException(
+                $"A consume filter returned without calling next for request '{typeof(TRequest).Name}' (handler {call.Entry.HandlerName}), so there is no response. To refuse a request, throw from the filter.");
+    }
+
+    /// <summary>One request on its way through the filters; the terminal call keeps the handler's response.</summary>
+    private sealed class FilteredRequest(RequestHandlerEntry<TRequest, TResponse> entry, TRequest request, RequestContext? context, in Envelope envelope, CancellationToken cancellationToken)
+        : ConsumeContext(envelope, entry.Queue, entry.Queue, entry.HandlerName, context?.Services ?? entry.Services, cancellationToken)
+    {
+        public RequestHandlerEntry<TRequest, TResponse> Entry => entry;
+
+        public TResponse Response { get; private set; } = default!;
+
+        public bool Answered { get; private set; }
+
+        public override object Message => request;
+
+        public override Type MessageType => typeof(TRequest);
+
+        public async ValueTask InvokeHandlerAsync()
+        {
+            Response = await entry.InvokeResilientAsync(request, context, CancellationToken).ConfigureAwait(false);
+            Answered = true;
+        }
+    }
 
     public override ValueTask<Response<TResponse>> SendThroughAsync(RequestClient client, object request, in MessageOptions options, TimeSpan timeout, CancellationToken cancellationToken) =>
         client.GetResponseCoreAsync<TRequest, TResponse>((TRequest)request, options, timeout, cancellationToken);

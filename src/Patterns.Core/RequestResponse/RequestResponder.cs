@@ -29,7 +29,7 @@ internal sealed class RequestResponder<TRequest, TResponse>(
                     ? throw new MessageDeserializationException($"The request has no body of type '{typeof(TRequest).FullName}'.")
                     : (TRequest)serializer.Deserialize(envelope.Payload, typeof(TRequest));
             var context = entry.WantsContext ? new RequestContext(envelope, entry.Services, bus) : null;
-            var response = await entry.InvokeResilientAsync(request, context, cancellationToken).ConfigureAwait(false);
+            var response = await entry.InvokeFilteredAsync(request, context, envelope, cancellationToken).ConfigureAwait(false);
             reply = new Envelope
             {
                 MessageId = MessageIds.Next(),

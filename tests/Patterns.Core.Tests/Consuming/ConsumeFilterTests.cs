@@ -2,10 +2,12 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Patterns.Consuming;
+using Patterns.Core.Tests.RequestResponse;
 using Patterns.Hosting;
 using Patterns.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
+using Patterns.RequestResponse;
 
 namespace Patterns.Core.Tests.Consuming;
 
@@ -120,6 +122,53 @@ public sealed class ConsumeFilterTests
 
         FilteredHandlerInvoker<Reminder>.Wrap(inner, []).Should().BeSameAs(inner, "with no filter registered, handlers are called directly");
         FilteredHandlerInvoker<Reminder>.Wrap(inner, [new CountingFilter()]).Should().NotBeSameAs(inner);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Filters_RunAroundRequestHandlers_InProcessAndOverATransport(bool inProcess)
+    {
+        var trace = new ConcurrentQueue<string>();
+        using var host = await TestHost.StartAsync(
+            b => b.AddRequestResponse(r => r
+                .AddHandler<GetQuote, Quote>((q, _) => { trace.Enqueue("handler " + q.Symbol); return new ValueTask<Quote>(new Quote(q.Symbol, 42m)); })
+                .Configure(o => o.PreferInProcessDispatch = inProcess)),
+            patterns: p => p
+                .AddConsumeFilter(Recording("outer", trace))
+                .AddConsumeFilter(async (context, next) =>
+                {
+                    trace.Enqueue($"inner> {((GetQuote)context.Message).Symbol} {context.Envelope.TryGetHeader("tenant", out var tenant)} {tenant}");
+                    await next(context);
+                    trace.Enqueue("<inner");
+                }));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+
+        var response = await client.GetResponseAsync<GetQuote, Quote>(
+            new GetQuote("ACME"), new MessageOptions { Headers = new Dictionary<string, string> { ["tenant"] = "t1" } });
+
+        response.Message.Should().Be(new Quote("ACME", 42m));
+        trace.Should().Equal("outer> GetQuote requests.Patterns.Core.Tests.RequestResponse.GetQuote", "inner> ACME True t1", "handler ACME", "<inner", "<outer");
+    }
+
+    [Fact]
+    public async Task Filter_ThatThrowsAroundARequest_FailsTheCallWithItsMessage_AndOneThatSkipsNextSaysSo()
+    {
+        using var host = await TestHost.StartAsync(
+            b => b.AddRequestResponse(r => r.AddHandler<GetQuote, Quote>((q, _) => new ValueTask<Quote>(new Quote(q.Symbol, 1m)))),
+            patterns: p => p.AddConsumeFilter((context, next) => ((GetQuote)context.Message).Symbol switch
+            {
+                "" => throw new ArgumentException("A symbol is required."),
+                "SKIP" => default,
+                _ => next(context),
+            }));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+
+        var refused = async () => await client.SendAsync<GetQuote, Quote>(new GetQuote(""));
+        (await refused.Should().ThrowAsync<RequestFailedException>()).Which.Message.Should().Contain("A symbol is required.");
+        var skipped = async () => await client.SendAsync<GetQuote, Quote>(new GetQuote("SKIP"));
+        (await skipped.Should().ThrowAsync<RequestFailedException>()).Which.Message.Should().Contain("returned without calling next for request 'GetQuote'");
+        (await client.SendAsync<GetQuote, Quote>(new GetQuote("OK"))).Price.Should().Be(1m);
     }
 
     private static Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name, ConcurrentQueue<string> trace) => async (context, next) =>

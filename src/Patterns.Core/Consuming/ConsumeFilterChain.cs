@@ -1,0 +1,19 @@
+namespace Patterns.Consuming;
+
+/// <summary>Builds the delegate that runs the registered consume filters, in registration order, around a terminal call.</summary>
+internal static class ConsumeFilterChain
+{
+    /// <summary>Chains <paramref name="filters"/> around <paramref name="terminal"/>: the first registered filter runs outermost.</summary>
+    public static ConsumeDelegate Build(IReadOnlyList<IConsumeFilter> filters, ConsumeDelegate terminal)
+    {
+        var next = terminal;
+        for (var i = filters.Count - 1; i >= 0; i--)
+        {
+            var filter = filters[i];
+            var rest = next;
+            next = context => filter.InvokeAsync(context, rest);
+        }
+
+        return next;
+    }
+}
