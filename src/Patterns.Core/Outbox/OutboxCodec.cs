@@ -20,6 +20,13 @@ internal static class OutboxCodec
     [ThreadStatic]
     private static Utf8JsonWriter? t_writer;
 
+    // The last message type and content type decoded on this thread: a relay decodes the same few over and over.
+    [ThreadStatic]
+    private static string? t_lastType;
+
+    [ThreadStatic]
+    private static string? t_lastContentType;
+
     /// <summary>Builds the outbox message that carries <paramref name="message"/> in <paramref name="envelope"/> (the body serialized apart).</summary>
     /// <remarks>
     /// The header and the body are written into one buffer kept per thread (with its JSON writer), so the payload array
@@ -162,12 +169,12 @@ internal static class OutboxCodec
                 }
                 else if (name.ValueTextEquals("type"u8))
                 {
-                    type = reader.GetString();
+                    type = Repeated(ref reader, ref t_lastType);
                     hasType = true;
                 }
                 else if (name.ValueTextEquals("ct"u8))
                 {
-                    contentType = reader.GetString();
+                    contentType = Repeated(ref reader, ref t_lastContentType);
                 }
                 else if (name.ValueTextEquals("corr"u8))
                 {
@@ -218,6 +225,19 @@ internal static class OutboxCodec
         {
             throw new FormatException($"An outbox payload's header is not valid: {ex.Message}", ex);
         }
+    }
+
+    /// <summary>Reads a string that is usually the same as the last one read here (a message type, a content type): that one is reused.</summary>
+    private static string? Repeated(ref Utf8JsonReader reader, ref string? last)
+    {
+        if (reader.TokenType == JsonTokenType.String && last is not null && reader.ValueTextEquals(last))
+        {
+            return last;
+        }
+
+        var value = reader.GetString();
+        last = value ?? last;
+        return value;
     }
 
     private static JsonTokenType Next(ref Utf8JsonReader reader) =>
