@@ -27,7 +27,10 @@ internal sealed class NotificationListener : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly Lock _gate = new();
     private TaskCompletionSource _connected = Signal.NewSource();
+    private TaskCompletionSource _notified = Signal.NewSource();
     private int _failures;
+    private long _connections;
+    private long _listening;
     private bool _stopped;
     private Task? _loop;
 
@@ -57,14 +60,21 @@ internal sealed class NotificationListener : IAsyncDisposable
     /// <summary>Gets a task that completes the next time the listening connection has run LISTEN (for tests).</summary>
     internal Task NextConnection => Volatile.Read(ref _connected).Task;
 
+    /// <summary>
+    /// Gets the number of the listening connection while it listens (each connection gets a new one), 0 while there is
+    /// none. A head read while it listens, together with the notifications that arrive on it, accounts for every commit:
+    /// a commit before LISTEN is in the head, and a commit after it is notified.
+    /// </summary>
+    public long Listening => Volatile.Read(ref _listening);
+
+    /// <summary>Gets a task that completes once the next notification has been handled (for tests).</summary>
+    internal Task NextNotification => Volatile.Read(ref _notified).Task;
+
     /// <summary>Gets the server process id of the listening connection, 0 before the first connection (for tests).</summary>
     internal int ProcessId { get; private set; }
 
     /// <summary>Records that events up to <paramref name="position"/> are committed and wakes every waiter.</summary>
     public void Publish(long position) => Events.Publish(position);
-
-    /// <summary>Records that events up to <paramref name="position"/> are committed, without waking anyone.</summary>
-    public void Observe(long position) => Events.Observe(position);
 
     /// <summary>Starts the listening connection on first use; a no-op when notifications are off or it runs already.</summary>
     public void EnsureStarted()
@@ -137,10 +147,13 @@ internal sealed class NotificationListener : IAsyncDisposable
             }
             catch (OperationCanceledException) when (token.IsCancellationRequested)
             {
+                Volatile.Write(ref _listening, 0);
                 return;
             }
             catch (Exception ex) when (ex is NpgsqlException or InvalidOperationException or IOException or TimeoutException)
             {
+                // Notifications may be lost from here on: waiters read the head again once a new connection listens.
+                Volatile.Write(ref _listening, 0);
                 reconnecting = true;
                 var delay = ReconnectDelay(_failures++);
                 PostgresLog.ListenerFailed(_logger, ex, _channel, delay);
@@ -171,6 +184,7 @@ internal sealed class NotificationListener : IAsyncDisposable
             PostgresLog.Listening(_logger, _channel);
             _failures = 0;
             ProcessId = connection.ProcessID;
+            Volatile.Write(ref _listening, Interlocked.Increment(ref _connections));
             Interlocked.Exchange(ref _connected, Signal.NewSource()).TrySetResult();
             if (reconnecting)
             {
@@ -204,6 +218,8 @@ internal sealed class NotificationListener : IAsyncDisposable
             PostgresLog.BadNotification(_logger, e.Channel, e.Payload);
             signal.Wake();
         }
+
+        Interlocked.Exchange(ref _notified, Signal.NewSource()).TrySetResult();
     }
 
     private TimeSpan ReconnectDelay(int failures)
@@ -217,6 +233,7 @@ internal sealed class NotificationListener : IAsyncDisposable
     {
         private TaskCompletionSource _next = NewSource();
         private long _known;
+        private long _headRead;
 
         /// <summary>Gets the highest value known to be committed.</summary>
         public long Known => Volatile.Read(ref _known);
@@ -226,15 +243,21 @@ internal sealed class NotificationListener : IAsyncDisposable
 
         public static TaskCompletionSource NewSource() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        /// <summary>Records that values up to <paramref name="value"/> are committed and wakes every waiter.</summary>
+        /// <summary>
+        /// Records that values up to <paramref name="value"/> are committed, and wakes every waiter when that moved
+        /// <see cref="Known"/>. A value already known wakes nobody: whoever moved it past the value woke them then
+        /// (this process's own commits are announced at once and again by their notification, which is then a no-op).
+        /// </summary>
         public void Publish(long value)
         {
-            Observe(value);
-            Wake();
+            if (Observe(value))
+            {
+                Wake();
+            }
         }
 
-        /// <summary>Records that values up to <paramref name="value"/> are committed, without waking anyone.</summary>
-        public void Observe(long value)
+        /// <summary>Records that values up to <paramref name="value"/> are committed, without waking anyone; true when <see cref="Known"/> moved.</summary>
+        public bool Observe(long value)
         {
             var known = Volatile.Read(ref _known);
             while (value > known)
@@ -242,10 +265,27 @@ internal sealed class NotificationListener : IAsyncDisposable
                 var seen = Interlocked.CompareExchange(ref _known, value, known);
                 if (seen == known)
                 {
-                    break;
+                    return true;
                 }
 
                 known = seen;
+            }
+
+            return false;
+        }
+
+        /// <summary>
+        /// Gets a value indicating whether <see cref="Known"/> accounts for every commit, because the head was read
+        /// while listening connection <paramref name="listening"/> listened (see <see cref="NotificationListener.Listening"/>).
+        /// </summary>
+        public bool IsComplete(long listening) => listening != 0 && Volatile.Read(ref _headRead) == listening;
+
+        /// <summary>Records that the head was read while listening connection <paramref name="listening"/> listened (0: none listened).</summary>
+        public void HeadRead(long listening)
+        {
+            if (listening != 0)
+            {
+                Volatile.Write(ref _headRead, listening);
             }
         }
 

@@ -317,12 +317,28 @@ public sealed partial class PostgresEventStore
             return;
         }
 
-        // Commits by other processes before this store listened, or while notifications are off, show in the head.
-        var head = (long)(await ScalarAsync(headSql, cancellationToken).ConfigureAwait(false))!;
-        if (head > after)
+        // Commits by other processes before this store listened, or while notifications are off, show in the head. Once
+        // the head was read while the current connection listened, every later commit is announced (by this store at
+        // once, by others through NOTIFY), so the head is not read again until the connection changes.
+        var listening = _listener.Listening;
+        if (!signal.IsComplete(listening))
         {
-            signal.Observe(head);
-            return;
+            var head = (long)(await ScalarAsync(headSql, cancellationToken).ConfigureAwait(false))!;
+            signal.HeadRead(listening);
+
+            // Waking the others when it moves: a waiter that read the head before this commit may not get its notification's wake.
+            signal.Publish(head);
+            if (head > after)
+            {
+                return;
+            }
+
+            // That wake may have completed the signal taken above: take it again, and check again what it may have missed.
+            next = signal.Next;
+            if (signal.Known > after)
+            {
+                return;
+            }
         }
 
         // After the poll interval the caller re-reads, which picks up anything a lost notification announced. The

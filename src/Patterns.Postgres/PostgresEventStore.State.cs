@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Npgsql;
+using NpgsqlTypes;
 using Patterns.Storage;
 
 namespace Patterns.Postgres;
@@ -73,6 +74,48 @@ public sealed partial class PostgresEventStore
         {
             return await Documents(connection).GetAsync(collection, id, cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    /// <inheritdoc />
+    /// <remarks>One round trip, however many ids.</remarks>
+    public async ValueTask<IReadOnlyDictionary<string, byte[]>> GetManyAsync(string collection, IReadOnlyCollection<string> ids, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var keys = new string[ids.Count];
+        var index = 0;
+        foreach (var id in ids)
+        {
+            Guard.Key(collection, id);
+            keys[index++] = id;
+        }
+
+        var found = new Dictionary<string, byte[]>(keys.Length, StringComparer.Ordinal);
+        if (keys.Length == 0)
+        {
+            return found;
+        }
+
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var command = new NpgsqlCommand(_schema.GetDocuments, connection);
+            await using (command.ConfigureAwait(false))
+            {
+                command.Parameters.Add(Parameters.Text(collection));
+                command.Parameters.Add(Parameters.Array(keys, NpgsqlDbType.Text));
+                var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                await using (reader.ConfigureAwait(false))
+                {
+                    while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        var (id, document) = ReadDocument(reader);
+                        found[id] = document;
+                    }
+                }
+            }
+        }
+
+        return found;
     }
 
     /// <inheritdoc />

@@ -83,12 +83,17 @@ public sealed partial class PostgresEventStore
     }
 
     /// <inheritdoc />
-    /// <remarks>With <paramref name="fence"/>, the lease check (a share lock on its row) and the delete are one statement.</remarks>
+    /// <remarks>
+    /// With <paramref name="fence"/>, the lease check (a share lock on its row) and the delete are one statement. The
+    /// delete commits without waiting for its WAL flush (<c>synchronous_commit</c> off for its transaction only): a
+    /// removal that a server crash undoes only sends its messages again, which the relay's at-least-once delivery allows,
+    /// and the removals do not take a disk flush of their own between the flushes of the commits that enqueue.
+    /// </remarks>
     public async ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default)
     {
         if (fence is null)
         {
-            return await NonQueryAsync(_schema.DeleteOutbox, cancellationToken, Parameters.Bigint(throughSequence)).ConfigureAwait(false);
+            return (long)(await ScalarAsync(_schema.DeleteOutbox, cancellationToken, Parameters.Bigint(throughSequence)).ConfigureAwait(false))!;
         }
 
         Guard.Text(fence.Name, nameof(fence));
@@ -259,24 +264,6 @@ public sealed partial class PostgresEventStore
     private async ValueTask<bool> ChangeLeaseAsync(string sql, Lease lease, DateTimeOffset expiresAt, CancellationToken cancellationToken) =>
         await NonQueryAsync(
             sql, cancellationToken, Parameters.Text(lease.Name), Parameters.Text(lease.Owner), Parameters.Bigint(lease.Token), Parameters.Timestamp(expiresAt)).ConfigureAwait(false) == 1;
-
-    /// <summary>Throws <see cref="LeaseLostException"/> unless the lease row names the fence's owner and token; share-locks the row until the transaction ends.</summary>
-    private async ValueTask CheckFenceAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, Lease fence, CancellationToken cancellationToken)
-    {
-        var command = Command(connection, transaction, _schema.LeaseFence, Parameters.Text(fence.Name));
-        await using (command.ConfigureAwait(false))
-        {
-            var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                var (owner, token) = await reader.ReadAsync(cancellationToken).ConfigureAwait(false) ? ReadLeaseHolder(reader) : (null, 0);
-                if (owner != fence.Owner || token != fence.Token)
-                {
-                    throw new LeaseLostException(fence, owner);
-                }
-            }
-        }
-    }
 
     /// <summary>Commits one unit on its own: a simple unit in one statement, any other in a transaction of its own.</summary>
     private ValueTask<UnitOfWorkResult> CommitAloneAsync(UnitOfWork work, CancellationToken cancellationToken) =>
@@ -512,37 +499,16 @@ public sealed partial class PostgresEventStore
     {
         var none = CancellationToken.None;
         var now = _timeProvider.GetUtcNow();
-        foreach (var fence in work.Fences)
-        {
-            await CheckFenceAsync(connection, transaction, fence, none).ConfigureAwait(false);
-        }
 
-        foreach (var change in work.Checkpoints)
-        {
-            await SaveCheckpointAsync(connection, transaction, change, now).ConfigureAwait(false);
-        }
-
-        if (work.InboxClaims.Count > 0)
+        // Fences, checkpoints and document changes go in one round trip (the document changes in a second one when inbox
+        // claims, which may wait for a concurrent claim, come between): a projection's page is one round trip and the
+        // commit, not one per document.
+        var claims = work.InboxClaims.Count > 0;
+        await ApplyStatePartsAsync(connection, transaction, work, documents: !claims, now).ConfigureAwait(false);
+        if (claims)
         {
             await ClaimInboxAsync(connection, transaction, work.InboxClaims, now).ConfigureAwait(false);
-        }
-
-        if (work.Documents.Count > 0)
-        {
-            var writer = new PostgresDocumentWriter(_schema, connection, transaction, _timeProvider);
-            foreach (var change in work.Documents)
-            {
-                if (change.IsDelete)
-                {
-                    await writer.DeleteAsync(change.Collection, change.Id, none).ConfigureAwait(false);
-                }
-                else
-                {
-                    await writer.UpsertAsync(change.Collection, change.Id, change.Document, none).ConfigureAwait(false);
-                }
-            }
-
-            writer.Complete();
+            await ApplyStatePartsAsync(connection, transaction, work.Documents, now).ConfigureAwait(false);
         }
 
         var appends = work.Appends;
@@ -576,25 +542,124 @@ public sealed partial class PostgresEventStore
         return new AppliedUnit(results.Length == 0 && lastSequence == 0 ? UnitOfWorkResult.Empty : new UnitOfWorkResult(results, lastSequence), lastPosition);
     }
 
-    /// <summary>Saves a checkpoint; with an expected position, only when the stored one (0 when missing) is that position.</summary>
-    private async ValueTask SaveCheckpointAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CheckpointChange change, DateTimeOffset now)
+    /// <summary>
+    /// Runs a unit's fences, then its checkpoints, then (with <paramref name="documents"/>) its document changes, as one
+    /// batch (one round trip), and throws what the first failing part would throw: <see cref="LeaseLostException"/> for a
+    /// fence another owner holds, <see cref="CheckpointConflictException"/> for a checkpoint that is not where it was
+    /// expected. The parts after a failing one ran too, but the caller rolls the unit back.
+    /// </summary>
+    private async ValueTask ApplyStatePartsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, UnitOfWork work, bool documents, DateTimeOffset now)
+    {
+        var fences = work.Fences;
+        var checkpoints = work.Checkpoints;
+        if (fences.Count == 0 && checkpoints.Count == 0)
+        {
+            if (documents)
+            {
+                await ApplyStatePartsAsync(connection, transaction, work.Documents, now).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
+        var batch = new NpgsqlBatch(connection, transaction);
+        await using (batch.ConfigureAwait(false))
+        {
+            foreach (var fence in fences)
+            {
+                batch.BatchCommands.Add(Command(_schema.LeaseFence, Parameters.Text(fence.Name)));
+            }
+
+            foreach (var change in checkpoints)
+            {
+                batch.BatchCommands.Add(CheckpointCommand(change, now));
+            }
+
+            if (documents)
+            {
+                AddDocumentCommands(batch, work.Documents, now);
+            }
+
+            Lease? lost = null;
+            string? holder = null;
+            var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                for (var i = 0; i < fences.Count; i++)
+                {
+                    if (i > 0)
+                    {
+                        await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
+                    }
+
+                    var (owner, token) = await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false) ? ReadLeaseHolder(reader) : (null, 0);
+                    if (lost is null && (owner != fences[i].Owner || token != fences[i].Token))
+                    {
+                        (lost, holder) = (fences[i], owner);
+                    }
+                }
+            }
+
+            if (lost is not null)
+            {
+                throw new LeaseLostException(lost, holder);
+            }
+
+            for (var i = 0; i < checkpoints.Count; i++)
+            {
+                if (batch.BatchCommands[fences.Count + i].RecordsAffected == 0)
+                {
+                    await ThrowCheckpointConflictAsync(connection, transaction, checkpoints[i]).ConfigureAwait(false);
+                }
+            }
+        }
+    }
+
+    /// <summary>Runs document changes as one batch (one round trip).</summary>
+    private async ValueTask ApplyStatePartsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<DocumentChange> changes, DateTimeOffset now)
+    {
+        if (changes.Count == 0)
+        {
+            return;
+        }
+
+        var batch = new NpgsqlBatch(connection, transaction);
+        await using (batch.ConfigureAwait(false))
+        {
+            AddDocumentCommands(batch, changes, now);
+            await batch.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private void AddDocumentCommands(NpgsqlBatch batch, IReadOnlyList<DocumentChange> changes, DateTimeOffset now)
+    {
+        foreach (var change in changes)
+        {
+            batch.BatchCommands.Add(change.IsDelete
+                ? Command(_schema.DeleteDocument, Parameters.Text(change.Collection), Parameters.Text(change.Id))
+                : Command(_schema.UpsertDocument, Parameters.Text(change.Collection), Parameters.Text(change.Id), Parameters.Bytes(change.Document), Parameters.Timestamp(now)));
+        }
+    }
+
+    /// <summary>Saves a checkpoint; with an expected position, only when the stored one (0 when missing) is that position (else it changes no row).</summary>
+    private NpgsqlBatchCommand CheckpointCommand(CheckpointChange change, DateTimeOffset now)
     {
         var (name, position, expectedPosition) = change;
-        var saved = expectedPosition switch
+        return expectedPosition switch
         {
-            null => await ExecuteAsync(connection, transaction, _schema.SaveCheckpoint, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now)).ConfigureAwait(false),
-            0 => await ExecuteAsync(connection, transaction, _schema.CheckpointCompareFromZero, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now)).ConfigureAwait(false),
-            { } expected => await ExecuteAsync(
-                connection, transaction, _schema.CheckpointCompare, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now), Parameters.Bigint(expected)).ConfigureAwait(false),
+            null => Command(_schema.SaveCheckpoint, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now)),
+            0 => Command(_schema.CheckpointCompareFromZero, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now)),
+            { } expected => Command(_schema.CheckpointCompare, Parameters.Text(name), Parameters.Bigint(position), Parameters.Timestamp(now), Parameters.Bigint(expected)),
         };
-        if (saved == 0)
+    }
+
+    private async ValueTask ThrowCheckpointConflictAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CheckpointChange change)
+    {
+        var command = Command(connection, transaction, _schema.LoadCheckpoint, Parameters.Text(change.Name));
+        await using (command.ConfigureAwait(false))
         {
-            var command = Command(connection, transaction, _schema.LoadCheckpoint, Parameters.Text(name));
-            await using (command.ConfigureAwait(false))
-            {
-                var actual = await command.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false) as long? ?? 0;
-                throw new CheckpointConflictException(name, expectedPosition!.Value, actual);
-            }
+            var actual = await command.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false) as long? ?? 0;
+            throw new CheckpointConflictException(change.Name, change.ExpectedPosition!.Value, actual);
         }
     }
 

@@ -172,14 +172,14 @@ public sealed partial class PostgresEventStore
         var expected = new long[units.Count];
         var counts = new int[units.Count];
         var columns = new EventColumns(events);
-        var claimUnits = new int[claims];
-        var consumers = new string[claims];
-        var messageIds = new string[claims];
-        var messageUnits = new int[messages];
-        var destinations = new string[messages];
-        var kinds = new short[messages];
-        var partitionKeys = new string?[messages];
-        var payloads = new byte[messages][];
+        int[] claimUnits = claims == 0 ? [] : new int[claims];
+        string[] consumers = claims == 0 ? [] : new string[claims];
+        string[] messageIds = claims == 0 ? [] : new string[claims];
+        int[] messageUnits = messages == 0 ? [] : new int[messages];
+        string[] destinations = messages == 0 ? [] : new string[messages];
+        short[] kinds = messages == 0 ? [] : new short[messages];
+        string?[] partitionKeys = messages == 0 ? [] : new string?[messages];
+        byte[][] payloads = messages == 0 ? [] : new byte[messages][];
         int e = 0, c = 0, m = 0;
         for (var slot = 0; slot < order.Length; slot++)
         {

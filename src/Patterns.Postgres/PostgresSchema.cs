@@ -71,6 +71,7 @@ internal sealed class PostgresSchema
             """;
 
         GetDocument = $"SELECT data FROM {s}.documents WHERE collection = $1 AND id = $2";
+        GetDocuments = $"SELECT id, data FROM {s}.documents WHERE collection = $1 AND id = ANY($2)";
         UpsertDocument = $"""
             INSERT INTO {s}.documents (collection, id, data, updated_at) VALUES ($1, $2, $3, $4)
             ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
@@ -101,11 +102,18 @@ internal sealed class PostgresSchema
             RETURNING sequence
             """;
         ReadOutbox = $"SELECT sequence, destination, kind, partition_key, payload, enqueued_at FROM {s}.outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2";
-        DeleteOutbox = $"DELETE FROM {s}.outbox WHERE sequence <= $1";
+        // Removing handed-over messages commits without waiting for its WAL flush (synchronous_commit off for this
+        // transaction only): a removal lost in a server crash only means the messages are sent again, which at least
+        // once allows, and the relay's removals no longer queue for the disk behind (and in front of) every commit.
+        DeleteOutbox = $"""
+            WITH deleted AS (DELETE FROM {s}.outbox WHERE sequence <= $1 RETURNING 1)
+            SELECT (SELECT count(*) FROM deleted), set_config('synchronous_commit', 'off', true)
+            """;
         DeleteOutboxFenced = $"""
             WITH fence AS (SELECT owner, token FROM {s}.leases WHERE name = $2 FOR SHARE),
                  deleted AS (DELETE FROM {s}.outbox WHERE sequence <= $1 AND EXISTS (SELECT 1 FROM fence WHERE owner = $3 AND token = $4) RETURNING 1)
-            SELECT (SELECT owner FROM fence), coalesce((SELECT token FROM fence), 0), (SELECT count(*) FROM deleted)
+            SELECT (SELECT owner FROM fence), coalesce((SELECT token FROM fence), 0), (SELECT count(*) FROM deleted),
+                   set_config('synchronous_commit', 'off', true)
             """;
         OutboxHead = $"SELECT coalesce(max(sequence), 0) FROM {s}.outbox";
 
@@ -186,6 +194,9 @@ internal sealed class PostgresSchema
 
     public string GetDocument { get; }
 
+    /// <summary>Gets the documents of collection $1 whose ids are in $2: id and data.</summary>
+    public string GetDocuments { get; }
+
     public string UpsertDocument { get; }
 
     public string DeleteDocument { get; }
@@ -218,11 +229,12 @@ internal sealed class PostgresSchema
 
     public string ReadOutbox { get; }
 
+    /// <summary>Deletes outbox messages through $1; returns the count. Commits without waiting for the WAL flush.</summary>
     public string DeleteOutbox { get; }
 
     public string OutboxHead { get; }
 
-    /// <summary>Deletes outbox messages through $1 only while lease $2 names owner $3 and token $4 (share-locked); returns the holder and the count.</summary>
+    /// <summary>Deletes outbox messages through $1 only while lease $2 names owner $3 and token $4 (share-locked); returns the holder and the count. Commits without waiting for the WAL flush.</summary>
     public string DeleteOutboxFenced { get; }
 
     /// <summary>Reads a lease's owner and token and holds a share lock on its row, so no take-over commits before this transaction does.</summary>

@@ -158,6 +158,9 @@ public sealed class EventStoreFixtureStorage(EventStoreFixture fixture) : IEvent
 
     public IAsyncEnumerable<KeyValuePair<string, byte[]>> ListAsync(string collection, CancellationToken cancellationToken = default) => fixture.Documents.ListAsync(collection, cancellationToken);
 
+    public ValueTask<IReadOnlyDictionary<string, byte[]>> GetManyAsync(string collection, IReadOnlyCollection<string> ids, CancellationToken cancellationToken = default) =>
+        fixture.Documents.GetManyAsync(collection, ids, cancellationToken);
+
     public ValueTask ClearAsync(string collection, CancellationToken cancellationToken = default) => fixture.Documents.ClearAsync(collection, cancellationToken);
 
     private static T Require<T>(T? part)

@@ -34,6 +34,58 @@ public sealed class NotificationTests : PostgresTestBase
     }
 
     [Fact]
+    public async Task WaitForEventsAsync_WhileListening_EveryLaterAppendByAnotherInstanceWakesTheWaiter()
+    {
+        // After the first wait read the head while the connection listened, later waits rely on notifications alone.
+        var writer = CreateSut();
+        await writer.MigrateAsync();
+        var time = new ManualTimeProvider();
+        var waiter = CreateSut(o => o.PollInterval = Poll, time);
+        var listening = waiter.Listener.NextConnection;
+        var first = waiter.WaitForEventsAsync(0, CancellationToken.None).AsTask();
+        await listening.WaitAsync(PostgresDatabase.Wait);
+        var appended = await writer.AppendAsync("s", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await first.WaitAsync(PostgresDatabase.Wait);
+
+        for (var i = 0; i < 3; i++)
+        {
+            var wait = waiter.WaitForEventsAsync(appended.LastPosition, CancellationToken.None).AsTask();
+            await time.WaitForPendingTimersAsync(1).WaitAsync(PostgresDatabase.Wait);
+            wait.IsCompleted.Should().BeFalse("nothing was appended after the position and the clock has not moved");
+            appended = await writer.AppendAsync("s", ExpectedVersion.Any, [TestEvents.One()]);
+
+            await wait.WaitAsync(PostgresDatabase.Wait);
+            waiter.Listener.KnownHead.Should().Be(appended.LastPosition);
+        }
+
+        time.PendingTimers.Should().Be(0, "each poll timer was cancelled, not fired");
+    }
+
+    [Fact]
+    public async Task Listener_OwnAppendsNotification_WakesNobody()
+    {
+        // The store wakes its waiters itself when it commits; the notification of the same commit that reaches its own
+        // listener afterwards announces nothing new, so it must not wake them (each wake costs the waiter a read).
+        var time = new ManualTimeProvider();
+        var store = CreateSut(o => o.PollInterval = Poll, time);
+        await store.MigrateAsync();
+        var listening = store.Listener.NextConnection;
+        store.Listener.EnsureStarted();
+        await listening.WaitAsync(PostgresDatabase.Wait);
+
+        for (var i = 0; i < 3; i++)
+        {
+            var heard = store.Listener.NextNotification;
+            var appended = await store.AppendAsync("own", ExpectedVersion.Any, [TestEvents.One()]);
+            var next = store.Listener.NextSignal;
+            await heard.WaitAsync(PostgresDatabase.Wait);
+
+            store.Listener.KnownHead.Should().Be(appended.LastPosition);
+            next.IsCompleted.Should().BeFalse("the notification of this store's own append was no news");
+        }
+    }
+
+    [Fact]
     public async Task WaitForEventsAsync_NotificationsOff_ReturnsAfterThePollInterval()
     {
         var writer = CreateSut();

@@ -62,6 +62,9 @@ internal sealed class EventProcessor : IDisposable
     private readonly SemaphoreSlim _control = new(1, 1);
     private readonly Lock _gate = new();
     private readonly List<(long Position, TaskCompletionSource Signal)> _waiters = [];
+
+    // The events of the page in hand that the read-ahead deserialized already, by position.
+    private readonly Dictionary<long, RecordedEvent> _decoded = [];
     private CancellationTokenSource? _stopping;
     private CancellationTokenSource? _aborting;
     private Task? _loop;
@@ -89,7 +92,7 @@ internal sealed class EventProcessor : IDisposable
         _logger = services.LoggerFactory.CreateLogger("Patterns.EventSourcing.Subscriptions." + registration.Name);
         _tags = EventSourcingTelemetry.Tags(registration.Name);
         _selector = services.Types.CreateSelector(_options.EventTypes, _options.StreamPrefix);
-        _documents = new PendingDocuments(services.Documents);
+        _documents = new PendingDocuments(services.Documents, readsAhead: registration.ReadAhead is not null);
         _collections = [.. (_options as ProjectionOptions)?.Collections ?? []];
         _writer = new ShadowWriter(_documents, _collections);
         _checkpointName = registration.Name;
@@ -529,7 +532,7 @@ internal sealed class EventProcessor : IDisposable
             }
         }
 
-        _documents.Clear();
+        _documents.Committed();
     }
 
     private async Task<long> LoadStartAsync(CancellationToken stopping)
@@ -632,16 +635,67 @@ internal sealed class EventProcessor : IDisposable
 
         _rebuilding = false;
         _writer.Redirect = false;
+        _documents.Clear();
         _checkpointName = Name;
         _saved = cursor;
         _liveSaved = cursor;
         EventSourcingLog.RebuildSwapped(_logger, Name, cursor);
     }
 
-    private IAsyncEnumerable<StoredEvent> ReadBatch(long cursor, CancellationToken stopping) =>
-        _streamId is null
+    private IAsyncEnumerable<StoredEvent> ReadBatch(long cursor, CancellationToken stopping)
+    {
+        var events = _streamId is null
             ? _services.Storage.ReadAllAsync(cursor, _selector.ReadFilter, _options.BatchSize, stopping)
             : _services.Storage.ReadStreamAsync(_streamId, ReadDirection.Forward, cursor + 1, _options.BatchSize, stopping);
+        return _registration.ReadAhead is { } readAhead ? ReadAheadAsync(events, readAhead, stopping) : events;
+    }
+
+    /// <summary>
+    /// A document projection's page: read whole, then the documents its events fold into are read in one call (one round
+    /// trip on a store over a network instead of one per event), then the events are handed out.
+    /// </summary>
+    private async IAsyncEnumerable<StoredEvent> ReadAheadAsync(IAsyncEnumerable<StoredEvent> events, DocumentReadAhead readAhead, [EnumeratorCancellation] CancellationToken stopping)
+    {
+        var page = new List<StoredEvent>();
+        await foreach (var stored in events.ConfigureAwait(false))
+        {
+            page.Add(stored);
+        }
+
+        _decoded.Clear();
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var stored in page)
+        {
+            if (_selector.Select(stored.StreamId, stored.EventType) != EventSelection.Handle)
+            {
+                continue;
+            }
+
+            try
+            {
+                var recorded = _services.Types.Deserialize(stored);
+                _decoded[stored.Position] = recorded;
+                if (readAhead.DocumentId(recorded) is { } id)
+                {
+                    ids.Add(id);
+                }
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // The event fails the same way when it is handled, which reports it (parks it or faults the projection).
+            }
+        }
+
+        if (ids.Count > 0)
+        {
+            await _documents.PrefetchAsync(_writer.Map(readAhead.Collection), ids, stopping).ConfigureAwait(false);
+        }
+
+        foreach (var stored in page)
+        {
+            yield return stored;
+        }
+    }
 
     /// <summary>Handles one event; false when the subscription faulted on it.</summary>
     private async ValueTask<bool> HandleAsync(StoredEvent stored, CancellationToken aborting)
@@ -670,7 +724,7 @@ internal sealed class EventProcessor : IDisposable
         RecordedEvent recorded;
         try
         {
-            recorded = _services.Types.Deserialize(stored);
+            recorded = _decoded.Remove(stored.Position, out var decoded) ? decoded : _services.Types.Deserialize(stored);
         }
         catch (Exception ex) when (ex is UnknownEventTypeException or MessageDeserializationException)
         {

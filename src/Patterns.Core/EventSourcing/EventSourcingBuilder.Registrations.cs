@@ -167,13 +167,18 @@ public sealed partial class EventSourcingBuilder
             options.Collections.Add(collection);
         }
 
-        return AddProcessor(name, $"documents<{typeof(TDocument).Name}>", options, _ => async (e, context, ct) =>
-        {
-            if (documentId(e) is { } id)
+        return AddProcessor(
+            name,
+            $"documents<{typeof(TDocument).Name}>",
+            options,
+            _ => async (e, context, ct) =>
             {
-                await context.Collection<TDocument>(collection).UpdateAsync(id, current => apply(current, e), ct).ConfigureAwait(false);
-            }
-        });
+                if (documentId(e) is { } id)
+                {
+                    await context.Collection<TDocument>(collection).UpdateAsync(id, current => apply(current, e), ct).ConfigureAwait(false);
+                }
+            },
+            new DocumentReadAhead(collection, documentId));
     }
 
     /// <summary>Registers a subscription handler type, to the whole log or one stream (see <see cref="SubscriptionOptions"/>).</summary>
@@ -236,7 +241,8 @@ public sealed partial class EventSourcingBuilder
         };
     }
 
-    private EventSourcingBuilder AddProcessor(string name, string handlerName, EventProcessorOptions options, Func<IServiceProvider, EventProcessorHandler> create)
+    private EventSourcingBuilder AddProcessor(
+        string name, string handlerName, EventProcessorOptions options, Func<IServiceProvider, EventProcessorHandler> create, DocumentReadAhead? readAhead = null)
     {
         ArgumentNullException.ThrowIfNull(name);
         Services.Configure<EventSourcingTopology>(t => t.Processors.Add(new ProcessorRegistration
@@ -245,6 +251,7 @@ public sealed partial class EventSourcingBuilder
             HandlerName = handlerName,
             Options = options,
             CreateHandler = create,
+            ReadAhead = readAhead,
         }));
         return this;
     }

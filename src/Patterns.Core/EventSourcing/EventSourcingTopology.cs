@@ -30,6 +30,9 @@ internal sealed record AggregateRegistration(Type StateType, AggregateOptions Op
 internal delegate ValueTask EventProcessorHandler(RecordedEvent @event, ProjectionContext context, CancellationToken cancellationToken);
 
 /// <summary>A subscription or projection.</summary>
+/// <summary>The collection a document projection folds into, and the id of the document an event folds into (null: none).</summary>
+internal sealed record DocumentReadAhead(string Collection, Func<RecordedEvent, string?> DocumentId);
+
 internal sealed class ProcessorRegistration
 {
     public required string Name { get; init; }
@@ -40,6 +43,9 @@ internal sealed class ProcessorRegistration
 
     /// <summary>Creates the handler once the host's services exist.</summary>
     public required Func<IServiceProvider, EventProcessorHandler> CreateHandler { get; init; }
+
+    /// <summary>Gets, for a document projection, the collection and the document each event folds into: the processor reads a page's documents ahead in one call.</summary>
+    public DocumentReadAhead? ReadAhead { get; init; }
 
     public bool IsProjection => Options is ProjectionOptions;
 

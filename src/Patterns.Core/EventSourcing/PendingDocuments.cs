@@ -8,11 +8,15 @@ namespace Patterns.EventSourcing;
 /// until the event is accepted, so a handler attempt that throws (and is retried, parked or faults) leaves nothing behind.
 /// </summary>
 /// <remarks>Used by one processor loop at a time; not thread-safe.</remarks>
-internal sealed class PendingDocuments(IDocumentStorage store) : IDocumentWriter
+internal sealed class PendingDocuments(IDocumentStorage store, bool readsAhead = false) : IDocumentWriter
 {
     // Null marks a delete. Insertion order is kept so that the unit of work replays the changes in order.
     private readonly Dictionary<(string Collection, string Id), byte[]?> _page = [];
     private readonly Dictionary<(string Collection, string Id), byte[]?> _event = [];
+
+    // What the store holds, read ahead for a page (null: no document) or known from this loop's own commits. An entry
+    // is taken out when it is read, so a handler gets the array itself, once; a second read goes to the store.
+    private readonly Dictionary<(string Collection, string Id), byte[]?> _stored = [];
 
     /// <summary>Gets a value indicating whether accepted writes wait for a commit.</summary>
     public bool IsDirty => _page.Count > 0;
@@ -28,7 +32,32 @@ internal sealed class PendingDocuments(IDocumentStorage store) : IDocumentWriter
             return new ValueTask<byte[]?>(written?.ToArray());
         }
 
+        if (_stored.Remove(key, out var stored))
+        {
+            return new ValueTask<byte[]?>(stored);
+        }
+
         return store.GetAsync(collection, id, cancellationToken);
+    }
+
+    /// <summary>
+    /// Reads ahead, in one call, the documents of <paramref name="collection"/> that the next events will read, except
+    /// those buffered here; forgets what an earlier read-ahead left unread.
+    /// </summary>
+    public async ValueTask PrefetchAsync(string collection, HashSet<string> ids, CancellationToken cancellationToken)
+    {
+        _stored.Clear();
+        ids.RemoveWhere(id => _page.ContainsKey((collection, id)));
+        if (ids.Count == 0)
+        {
+            return;
+        }
+
+        var found = await store.GetManyAsync(collection, ids, cancellationToken).ConfigureAwait(false);
+        foreach (var id in ids)
+        {
+            _stored[(collection, id)] = found.TryGetValue(id, out var document) ? document : null;
+        }
     }
 
     /// <inheritdoc />
@@ -98,10 +127,26 @@ internal sealed class PendingDocuments(IDocumentStorage store) : IDocumentWriter
         }
     }
 
-    /// <summary>Forgets every buffered write.</summary>
+    /// <summary>Forgets the accepted writes once they have committed; they are what the store holds now.</summary>
+    public void Committed()
+    {
+        if (readsAhead)
+        {
+            foreach (var (key, document) in _page)
+            {
+                _stored[key] = document;
+            }
+        }
+
+        _page.Clear();
+        _event.Clear();
+    }
+
+    /// <summary>Forgets every buffered write and everything read ahead.</summary>
     public void Clear()
     {
         _page.Clear();
         _event.Clear();
+        _stored.Clear();
     }
 }

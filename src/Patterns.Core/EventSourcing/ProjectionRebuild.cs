@@ -139,7 +139,8 @@ internal sealed class ShadowWriter(IDocumentWriter inner, IEnumerable<string> co
     public ValueTask<bool> DeleteAsync(string collection, string id, CancellationToken cancellationToken = default) =>
         inner.DeleteAsync(Map(collection), id, cancellationToken);
 
-    private string Map(string collection) =>
+    /// <summary>Gets the collection a write to <paramref name="collection"/> goes to: its shadow while redirecting a declared collection.</summary>
+    public string Map(string collection) =>
         Redirect && collection is not null && _collections.Contains(collection) ? ProjectionRebuild.Shadow(collection) : collection!;
 }
 

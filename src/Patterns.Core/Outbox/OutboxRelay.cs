@@ -68,9 +68,16 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     public void Dispose() => _stopping?.Dispose();
 
     /// <remarks>
+    /// <para>
     /// The removal of a handed-over batch runs while the next batch is read and handed over (it is awaited before the
     /// next removal, and before the relay waits for new messages), so its round trip and commit are not on the way
     /// of the next message. A relay stopped in between sends the batch again: at least once, as before.
+    /// </para>
+    /// <para>
+    /// A batch shorter than <see cref="OutboxOptions.BatchSize"/> held everything committed when it was read (sequence
+    /// numbers become visible in order), so the relay waits next instead of reading an empty batch first: the wait
+    /// returns at once for messages committed since.
+    /// </para>
     /// </remarks>
     private async Task<LeaseRunner.Outcome> RelayAsync(Lease lease, CancellationToken owned)
     {
@@ -81,31 +88,34 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
             while (true)
             {
                 var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
-                if (batch.Count == 0)
+                if (batch.Count > 0)
                 {
+                    foreach (var stored in batch)
+                    {
+                        await DispatchAsync(stored, lease, owned).ConfigureAwait(false);
+                        after = stored.Sequence;
+                    }
+
                     if (removing is not null)
                     {
                         await removing.ConfigureAwait(false);
-                        removing = null;
                     }
 
-                    await _outbox.WaitForOutboxAsync(after, owned).ConfigureAwait(false);
-                    continue;
-                }
-
-                foreach (var stored in batch)
-                {
-                    await DispatchAsync(stored, lease, owned).ConfigureAwait(false);
-                    after = stored.Sequence;
+                    // Handed over: removed under the lease, so a relay that lost it cannot remove what the new owner reads.
+                    removing = _outbox.DeleteOutboxAsync(after, lease, owned).AsTask();
+                    if (batch.Count >= _options.BatchSize)
+                    {
+                        continue;
+                    }
                 }
 
                 if (removing is not null)
                 {
                     await removing.ConfigureAwait(false);
+                    removing = null;
                 }
 
-                // Handed over: removed under the lease, so a relay that lost it cannot remove what the new owner reads.
-                removing = _outbox.DeleteOutboxAsync(after, lease, owned).AsTask();
+                await _outbox.WaitForOutboxAsync(after, owned).ConfigureAwait(false);
             }
         }
         catch (Exception) when (owned.IsCancellationRequested)

@@ -14,10 +14,10 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
     private readonly IMessageSerializer _serializer = services.GetRequiredService<IMessageSerializer>();
     private readonly TimeProvider _timeProvider = services.GetRequiredService<TimeProvider>();
     private MessageBus? _bus;
-    private UnitOfWork _work = new();
+    private UnitOfWork? _work;
     private MessageOptions? _followUp;
 
-    public bool HasChanges => !_work.IsEmpty;
+    public bool HasChanges => _work is { IsEmpty: false };
 
     public void Append(string streamId, ExpectedVersion expectedVersion, IReadOnlyList<EventData> events)
     {
@@ -34,49 +34,51 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
         }
 
         var inline = services.GetService<InlineProjector>() is { Entries.Count: > 0 } projector ? projector.For(streamId, events) : null;
-        _work.Append(streamId, expectedVersion, serialized, inline);
+        Work.Append(streamId, expectedVersion, serialized, inline);
     }
 
     public void Store<TDocument>(string collection, string id, TDocument document)
         where TDocument : class
     {
         ArgumentNullException.ThrowIfNull(document);
-        _work.Upsert(collection, id, _serializer.SerializeToMemory(document, typeof(TDocument)));
+        Work.Upsert(collection, id, _serializer.SerializeToMemory(document, typeof(TDocument)));
     }
 
-    public void Delete(string collection, string id) => _work.Delete(collection, id);
+    public void Delete(string collection, string id) => Work.Delete(collection, id);
 
     public void Publish<TMessage>(string? topic, TMessage message, MessageOptions options = default)
         where TMessage : notnull
     {
-        _work.Enqueue(OutboxCodec.Message(Bus, _serializer, topic, OutboxMessageKind.Publish, message, WithFollowUp(options)));
+        Work.Enqueue(OutboxCodec.Message(Bus, _serializer, topic, OutboxMessageKind.Publish, message, WithFollowUp(options)));
     }
 
     public void Send<TMessage>(string queue, TMessage message, MessageOptions options = default)
         where TMessage : notnull
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(queue);
-        _work.Enqueue(OutboxCodec.Message(Bus, _serializer, queue, OutboxMessageKind.Send, message, WithFollowUp(options)));
+        Work.Enqueue(OutboxCodec.Message(Bus, _serializer, queue, OutboxMessageKind.Send, message, WithFollowUp(options)));
     }
 
     public void Handles(MessageContext context)
     {
-        _work.ClaimInbox(context.ConsumerGroup, context.MessageId.ToString());
+        Work.ClaimInbox(context.ConsumerGroup, context.MessageId.ToString());
         _followUp = context.FollowUp();
     }
 
     public async ValueTask<UnitOfWorkResult> CommitAsync(CancellationToken cancellationToken = default)
     {
-        if (_work.IsEmpty)
+        if (_work is not { IsEmpty: false } work)
         {
             return UnitOfWorkResult.Empty;
         }
 
-        var work = _work;
         var result = await _units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
-        _work = new UnitOfWork();
+        _work = null;
         return result;
     }
+
+    // Made on first use, and again after a commit: a session that commits once allocates one unit.
+    private UnitOfWork Work => _work ??= new UnitOfWork();
 
     private MessageBus Bus => _bus ??= services.GetService<MessageBus>()
         ?? throw new InvalidOperationException("IStoreSession.Publish and Send need messaging: call AddPatterns(...) to choose a transport.");

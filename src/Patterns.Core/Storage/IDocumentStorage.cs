@@ -35,6 +35,30 @@ public interface IDocumentStorage : IDocumentWriter
     /// <returns>The documents.</returns>
     IAsyncEnumerable<KeyValuePair<string, byte[]>> ListAsync(string collection, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Gets several documents of one collection. An async projection reads the documents a page of events folds into
+    /// with one call before it handles the page; a store over a network reads them in one round trip (the default reads
+    /// them one by one).
+    /// </summary>
+    /// <param name="collection">The collection.</param>
+    /// <param name="ids">The documents' ids.</param>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <returns>The documents found, by id; an id without a document has no entry.</returns>
+    async ValueTask<IReadOnlyDictionary<string, byte[]>> GetManyAsync(string collection, IReadOnlyCollection<string> ids, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        var found = new Dictionary<string, byte[]>(ids.Count, StringComparer.Ordinal);
+        foreach (var id in ids)
+        {
+            if (await GetAsync(collection, id, cancellationToken).ConfigureAwait(false) is { } document)
+            {
+                found[id] = document;
+            }
+        }
+
+        return found;
+    }
+
     /// <summary>Deletes every document of a collection (used when a projection is rebuilt).</summary>
     /// <param name="collection">The collection.</param>
     /// <param name="cancellationToken">Cancels the call.</param>
