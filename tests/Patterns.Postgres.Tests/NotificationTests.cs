@@ -39,7 +39,8 @@ public sealed class NotificationTests : PostgresTestBase
         // After the first wait read the head while the connection listened, later waits rely on notifications alone.
         var writer = CreateSut();
         await writer.MigrateAsync();
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var waiter = CreateSut(o => o.PollInterval = Poll, time);
         var listening = waiter.Listener.NextConnection;
         var first = waiter.WaitForEventsAsync(0, CancellationToken.None).AsTask();
@@ -66,7 +67,8 @@ public sealed class NotificationTests : PostgresTestBase
     {
         // The store wakes its waiters itself when it commits; the notification of the same commit that reaches its own
         // listener afterwards announces nothing new, so it must not wake them (each wake costs the waiter a read).
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var store = CreateSut(o => o.PollInterval = Poll, time);
         await store.MigrateAsync();
         var listening = store.Listener.NextConnection;
