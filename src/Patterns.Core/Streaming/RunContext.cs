@@ -285,6 +285,7 @@ internal sealed class RunContext : IDisposable
         var captured = Source?.Capture();
         await commit(endOfRun).ConfigureAwait(false);
         Commits++;
+        StreamingLog.Committed(Logger, Name, Commits, (captured as System.Collections.ICollection)?.Count ?? 0);
         Source?.Committed(captured);
     }
 
