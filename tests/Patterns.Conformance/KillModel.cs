@@ -110,6 +110,12 @@ public static class KillStream
     /// <summary>The queue the outbox messages go to (no relay runs: they stay in the outbox).</summary>
     public const string Results = "kill-stream-counts";
 
+    /// <summary>
+    /// The input queue's capacity (the test and the children declare it alike): the backlog grows when children take
+    /// fewer clicks than the test adds before each, and a full queue would hold the test's sends back.
+    /// </summary>
+    public const int QueueCapacity = 100_000;
+
     /// <summary>The user of the last click, far ahead in time, which fires every window; its window is not sent.</summary>
     public const string End = "end";
 

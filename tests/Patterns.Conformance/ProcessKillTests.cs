@@ -371,7 +371,7 @@ public abstract class ProcessKillTests : IAsyncLifetime
         var services = new ServiceCollection();
         services.AddEventSourcing(es => UseStore(es, target));
         services.AddPatterns(p => p.UseRabbitMq(broker));
-        services.AddMessageQueue(q => q.AddQueue(queue));
+        services.AddMessageQueue(q => q.AddQueue(queue, o => o.Capacity = KillStream.QueueCapacity));
         await using var provider = services.BuildServiceProvider();
         HostedServices running;
         try

@@ -63,7 +63,7 @@ if (role == "stream")
 {
     var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
     services.AddPatterns(p => p.UseRabbitMq(broker));
-    services.AddMessageQueue(q => q.AddQueue(KillStream.Queue(target)).AddQueue(KillStream.Results));
+    services.AddMessageQueue(q => q.AddQueue(KillStream.Queue(target), o => o.Capacity = KillStream.QueueCapacity).AddQueue(KillStream.Results));
 
     // What the pipeline, the transport and the store log goes to standard error: the test shows its end when it waits
     // on this child in vain.
