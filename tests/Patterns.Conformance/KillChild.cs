@@ -23,11 +23,13 @@ public sealed class KillChild : IAsyncDisposable
     private readonly Task _reader;
     private readonly Lock _gate = new();
     private readonly List<KillAck> _acks = [];
+    private readonly Queue<string> _recent = new();
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private SubscriptionState? _state;
     private bool _ready;
     private bool _started;
     private bool _ended;
+    private bool _disposed;
 
     private KillChild(string name, Process process)
     {
@@ -226,6 +228,12 @@ public sealed class KillChild : IAsyncDisposable
     /// <returns>A task that completes when the process has exited.</returns>
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
         if (!_process.HasExited)
         {
             Kill();
@@ -233,14 +241,55 @@ public sealed class KillChild : IAsyncDisposable
 
         await _process.WaitForExitAsync(CancellationToken.None);
         await _reader;
-        await _errors;
+        var errors = await _errors;
         _process.Dispose();
+        if (Environment.GetEnvironmentVariable("PATTERNS_KILL_LOG_DIR") is { Length: > 0 } logs)
+        {
+            // For a soak or a diagnosis: every child's error output (where the crash host logs) and its last lines.
+            Directory.CreateDirectory(logs);
+            string[] recent;
+            lock (_gate)
+            {
+                recent = [.. _recent];
+            }
+
+            var file = Path.Combine(logs, string.Concat(Name.Split(Path.GetInvalidFileNameChars())) + ".log");
+            await File.WriteAllTextAsync(file, errors + Environment.NewLine + "-- last lines:" + Environment.NewLine + string.Join(Environment.NewLine, recent));
+        }
+    }
+
+    /// <summary>
+    /// Kills the child if it still runs and describes what it printed last (standard output) and its error output
+    /// (where the crash host logs), for the message of a test that waited on it in vain.
+    /// </summary>
+    /// <returns>The description.</returns>
+    public async Task<string> KillAndDescribeAsync()
+    {
+        await DisposeAsync();
+        string[] recent;
+        lock (_gate)
+        {
+            recent = [.. _recent];
+        }
+
+        var errors = await _errors;
+        const int Tail = 6000;
+        return $"{Name} printed last: [{string.Join(" | ", recent)}]; its error output{(errors.Length > Tail ? " (end)" : string.Empty)}: {(errors.Length > Tail ? errors[^Tail..] : errors)}";
     }
 
     private async Task ReadAsync()
     {
         while (await _process.StandardOutput.ReadLineAsync(CancellationToken.None) is { } line)
         {
+            lock (_gate)
+            {
+                _recent.Enqueue(line);
+                if (_recent.Count > 20)
+                {
+                    _recent.Dequeue();
+                }
+            }
+
             Apply(line);
         }
 

@@ -110,6 +110,12 @@ public static class KillStream
     /// <summary>The queue the outbox messages go to (no relay runs: they stay in the outbox).</summary>
     public const string Results = "kill-stream-counts";
 
+    /// <summary>
+    /// The input queue's capacity (the test and the children declare it alike): the backlog grows when children take
+    /// fewer clicks than the test adds before each, and a full queue would hold the test's sends back.
+    /// </summary>
+    public const int QueueCapacity = 100_000;
+
     /// <summary>The user of the last click, far ahead in time, which fires every window; its window is not sent.</summary>
     public const string End = "end";
 
@@ -132,13 +138,23 @@ public static class KillStream
         Streaming.DataStream.FromQueue<KillClick>(
                 services,
                 Queue(target),
-                new Streaming.StreamOptions { Name = Name, SnapshotStore = snapshots, SnapshotInterval = TimeSpan.FromMilliseconds(100), MaxUnacknowledged = 16 })
+                new Streaming.StreamOptions
+                {
+                    Name = Name,
+                    SnapshotStore = snapshots,
+                    SnapshotInterval = TimeSpan.FromMilliseconds(100),
+                    MaxUnacknowledged = 16,
+                    LoggerFactory = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetService<Microsoft.Extensions.Logging.ILoggerFactory>(services),
+                })
             .Select(c =>
             {
                 seen(c);
                 return c;
             })
-            .WithEventTime(c => c.At, TimeSpan.FromSeconds(5))
+            // The source lets the transport run MaxUnacknowledged (16) handlers at once, with more prefetched behind
+            // them, so clicks enter some dozens of places out of queue order (two a second): the bound covers two
+            // minutes of event time.
+            .WithEventTime(c => c.At, TimeSpan.FromMinutes(2))
             .KeyBy(c => c.User)
             .Window(Streaming.WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
             .Count()

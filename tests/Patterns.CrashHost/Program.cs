@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Patterns.Conformance;
 using Patterns.EventSourcing;
 using Patterns.Outbox;
@@ -62,7 +63,15 @@ if (role == "stream")
 {
     var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
     services.AddPatterns(p => p.UseRabbitMq(broker));
-    services.AddMessageQueue(q => q.AddQueue(KillStream.Queue(target)).AddQueue(KillStream.Results));
+    services.AddMessageQueue(q => q.AddQueue(KillStream.Queue(target), o => o.Capacity = KillStream.QueueCapacity).AddQueue(KillStream.Results));
+
+    // What the pipeline, the transport and the store log goes to standard error: the test shows its end when it waits
+    // on this child in vain.
+    services.AddLogging(b => b
+        .AddSimpleConsole(o => o.TimestampFormat = "HH:mm:ss.fff ")
+        .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace)
+        .SetMinimumLevel(LogLevel.Information)
+        .AddFilter("Patterns.Streaming", LogLevel.Debug));
 }
 
 await using var provider = services.BuildServiceProvider();
@@ -101,7 +110,18 @@ if (role == "stream")
         provider.GetRequiredService<IDocumentStorage>(), provider.GetRequiredService<IUnitOfWorkStorage>(), provider.GetRequiredService<Patterns.Serialization.IMessageSerializer>());
     Print("started");
     var clicks = 0;
-    await KillStream.Pipeline(provider, target, snapshots, _ => Print(string.Create(CultureInfo.InvariantCulture, $"ack click {Interlocked.Increment(ref clicks)} 1 1"))).RunAsync();
+    try
+    {
+        await KillStream.Pipeline(provider, target, snapshots, _ => Print(string.Create(CultureInfo.InvariantCulture, $"ack click {Interlocked.Increment(ref clicks)} 1 1"))).RunAsync();
+    }
+    catch (Exception ex)
+    {
+        // Exit at once: disposing the services of a failed run must not keep the test waiting for clicks.
+        await Console.Error.WriteLineAsync("The pipeline failed: " + ex);
+        Environment.Exit(3);
+    }
+
+    await Console.Error.WriteLineAsync("The pipeline ended: its input is exhausted.");
     return 0;
 }
 

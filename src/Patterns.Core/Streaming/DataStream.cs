@@ -196,7 +196,7 @@ public abstract class DataStream<T>
             this,
             "SelectAsync",
             StageNames.Validate(name),
-            (next, context, id) => context.Run.NoteConcurrentStage(id) && ordered
+            (next, context, id) => ordered
                 ? new OrderedAsyncMapStage<T, TOut>(next, selector, maxParallelism, new StageGuard(context, id, onError))
                 : new UnorderedAsyncMapStage<T, TOut>(next, selector, maxParallelism, new StageGuard(context, id, onError)),
             null);
@@ -452,12 +452,6 @@ internal sealed class PartitionStream<T, TKey>(DataStream<T> upstream, Func<T, T
         upstream.Connect(
             context => context.Partition >= 0
                 ? throw new InvalidOperationException("A stream that is already partitioned cannot be partitioned again.")
-                : new PartitionRouter<T, TKey>(context, keySelector, partitions, downstream, new StageGuard(context, Concurrent(context, context.StageId(StageNames.Of(name, "PartitionBy", Depth))), onError)),
+                : new PartitionRouter<T, TKey>(context, keySelector, partitions, downstream, new StageGuard(context, context.StageId(StageNames.Of(name, "PartitionBy", Depth)), onError)),
             run);
-
-    private static string Concurrent(ChainContext context, string id)
-    {
-        context.Run.NoteConcurrentStage(id);
-        return id;
-    }
 }

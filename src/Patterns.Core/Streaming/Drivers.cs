@@ -13,13 +13,17 @@ internal abstract class Driver(RunContext run)
     private int _tick;
     private int _checkpoint;
     private TaskCompletionSource? _tickSignal;
+    private TaskCompletionSource? _barrier;
 
     protected RunContext Run { get; } = run;
 
     /// <summary>Gets a value indicating whether a stage of this driver uses timers, so idle waits must wake up for ticks.</summary>
     protected bool UsesTimers { get; private set; }
 
-    protected bool TickPending => Volatile.Read(ref _tick) != 0 || Volatile.Read(ref _checkpoint) != 0;
+    protected bool TickPending => Volatile.Read(ref _tick) != 0 || Volatile.Read(ref _checkpoint) != 0 || Volatile.Read(ref _barrier) is not null;
+
+    /// <summary>Gets a value indicating whether the driver has pushed every element its input holds: a barrier is taken only then.</summary>
+    protected virtual bool InputDrained => true;
 
     /// <summary>Gets a value indicating whether the driver reports itself when its source is attached (<see cref="RunContext.Started"/>); others are attached at once.</summary>
     public virtual bool ReportsStart => false;
@@ -40,7 +44,28 @@ internal abstract class Driver(RunContext run)
         Interlocked.Exchange(ref _tickSignal, null)?.TrySetResult();
     }
 
+    /// <summary>
+    /// Thread-safe: asks the driver to save its stages' state for a snapshot once it has pushed every element it was
+    /// given so far (a snapshot barrier: the driver upstream waits, so nothing new arrives meanwhile). The task
+    /// completes when the state is saved, or fails with what failed.
+    /// </summary>
+    public Task BarrierAsync()
+    {
+        var barrier = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (Interlocked.CompareExchange(ref _barrier, barrier, null) is { } pending)
+        {
+            return pending.Task;
+        }
+
+        Interlocked.Exchange(ref _tickSignal, null)?.TrySetResult();
+        return barrier.Task;
+    }
+
     public abstract Task RunAsync();
+
+    /// <summary>Takes the pending barrier once the input is drained; null when there is none (or the input still holds elements).</summary>
+    protected TaskCompletionSource? TakeBarrier() =>
+        Volatile.Read(ref _barrier) is not null && InputDrained ? Interlocked.Exchange(ref _barrier, null) : null;
 
     protected bool TakeTick() => Interlocked.Exchange(ref _tick, 0) != 0;
 
@@ -86,6 +111,20 @@ internal abstract class Driver<T>(RunContext run) : Driver(run)
         if (TakeCheckpoint())
         {
             await Run.CheckpointAsync(Head).ConfigureAwait(false);
+        }
+
+        if (TakeBarrier() is { } barrier)
+        {
+            try
+            {
+                await Head.OnCheckpointAsync().ConfigureAwait(false);
+                barrier.TrySetResult();
+            }
+            catch (Exception ex)
+            {
+                barrier.TrySetException(ex);
+                throw;
+            }
         }
     }
 
@@ -227,6 +266,8 @@ internal sealed class AsyncEnumerableDriver<T>(RunContext run, IAsyncEnumerable<
 /// </summary>
 internal class ChannelDriver<T>(RunContext run, ChannelReader<T> reader, bool honorStop) : Driver<T>(run)
 {
+    protected override bool InputDrained => !reader.CanCount || reader.Count == 0;
+
     /// <summary>Gets a value indicating whether the input ended because the pipeline is stopping, not because it was exhausted.</summary>
     protected virtual bool EndedByStop => false;
 

@@ -181,6 +181,13 @@ internal sealed class OrderedAsyncMapStage<TIn, TOut>(Stage<TOut> next, Func<TIn
         await Next.OnCompletedAsync(final).ConfigureAwait(false);
     }
 
+    /// <summary>A snapshot: every call in flight completes and its result goes on first, so the snapshot includes them.</summary>
+    public override async ValueTask OnCheckpointAsync()
+    {
+        await DrainAsync(0).ConfigureAwait(false);
+        await Next.OnCheckpointAsync().ConfigureAwait(false);
+    }
+
     private async ValueTask DrainAsync(int keep)
     {
         while (_inFlight.Count > keep || (_inFlight.Count > 0 && _inFlight.Peek().Pending.IsCompleted))
@@ -247,6 +254,13 @@ internal sealed class UnorderedAsyncMapStage<TIn, TOut>(Stage<TOut> next, Func<T
     {
         await EmitAsync(0).ConfigureAwait(false);
         await Next.OnCompletedAsync(final).ConfigureAwait(false);
+    }
+
+    /// <summary>A snapshot: every call in flight completes and its result goes on first, so the snapshot includes them.</summary>
+    public override async ValueTask OnCheckpointAsync()
+    {
+        await EmitAsync(0).ConfigureAwait(false);
+        await Next.OnCheckpointAsync().ConfigureAwait(false);
     }
 
     private async ValueTask EmitAsync(int keep)

@@ -16,7 +16,6 @@ internal sealed class RunContext : IDisposable
     private readonly HashSet<string> _stages = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _stateful = new(StringComparer.Ordinal);
     private readonly List<Action<Storage.UnitOfWork>> _pendingWrites = [];
-    private readonly List<string> _concurrent = [];
     private ExceptionDispatchInfo? _failure;
     private bool _endCommitted;
 
@@ -44,8 +43,8 @@ internal sealed class RunContext : IDisposable
     /// <summary>Gets a value indicating whether the snapshots go to the store through units of work, so that sink writes can commit with them.</summary>
     public bool DurableStore => Store is StoreStreamSnapshotStore;
 
-    /// <summary>Gets a value indicating whether a transport source holds its acknowledgements until a snapshot that includes the messages commits: the store is durable and a snapshot can be taken between any two elements.</summary>
-    public bool HoldsAcknowledgements => DurableStore && ConcurrentStages.Count == 0;
+    /// <summary>Gets a value indicating whether a transport source holds its acknowledgements until a snapshot that includes the messages commits: the store is durable.</summary>
+    public bool HoldsAcknowledgements => DurableStore;
 
     /// <summary>Completed once the source is attached (a transport source has subscribed), so the host can start after it.</summary>
     public TaskCompletionSource? Started { get; }
@@ -209,29 +208,6 @@ internal sealed class RunContext : IDisposable
             (stages.Count == 1 ? "stage " : "stages ") + string.Join(", ", stages.Select(s => format?.Invoke(s) ?? $"'{s}'"));
     }
 
-    /// <summary>Records a stage that holds elements on other tasks (<c>SelectAsync</c>, <c>PartitionBy</c>): a periodic snapshot cannot be taken between two elements there.</summary>
-    public bool NoteConcurrentStage(string stageId)
-    {
-        lock (_gate)
-        {
-            _concurrent.Add(stageId);
-        }
-
-        return true;
-    }
-
-    /// <summary>Gets the stages recorded by <see cref="NoteConcurrentStage"/>.</summary>
-    public IReadOnlyList<string> ConcurrentStages
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return [.. _concurrent];
-            }
-        }
-    }
-
     /// <summary>Gets or sets what takes part in each commit of a snapshot: a transport source that holds acknowledgements until then.</summary>
     public ICheckpointParticipant? Source { get; set; }
 
@@ -285,6 +261,7 @@ internal sealed class RunContext : IDisposable
         var captured = Source?.Capture();
         await commit(endOfRun).ConfigureAwait(false);
         Commits++;
+        StreamingLog.Committed(Logger, Name, Commits, (captured as System.Collections.ICollection)?.Count ?? 0);
         Source?.Committed(captured);
     }
 

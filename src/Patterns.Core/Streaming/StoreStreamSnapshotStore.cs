@@ -41,6 +41,9 @@ public sealed class StoreStreamSnapshotStore : IStreamSnapshotStore
     /// <summary>Gets where snapshots are committed.</summary>
     internal IUnitOfWorkStorage Units => _units;
 
+    /// <summary>Gets the store's inbox, where a transport source records the messages its committed snapshots include; null when the store has none.</summary>
+    internal IInboxStore? Inbox => _units as IInboxStore ?? _documents as IInboxStore;
+
     /// <summary>Gets the serializer of stage states (and of the documents of a transactional sink).</summary>
     internal IMessageSerializer Serializer => _serializer;
 

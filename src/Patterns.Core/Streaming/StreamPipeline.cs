@@ -95,12 +95,6 @@ public sealed class StreamPipeline
 
                 if (Options.SnapshotInterval is { } interval)
                 {
-                    if (run.ConcurrentStages is [var concurrent, ..])
-                    {
-                        throw new InvalidOperationException(
-                            $"Stream '{name}' takes periodic snapshots (StreamOptions.SnapshotInterval), which are taken between two elements on the source's task, but stage '{concurrent}' holds elements on other tasks. Remove SnapshotInterval (the pipeline then saves its state when it stops), or remove SelectAsync and PartitionBy.");
-                    }
-
                     driver.UseTimers();
                     snapshots = time.CreateTimer(static d => ((Driver)d!).RequestCheckpoint(), driver, interval, interval);
                 }

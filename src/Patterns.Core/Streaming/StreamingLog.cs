@@ -30,6 +30,12 @@ internal static partial class StreamingLog
 
     [LoggerMessage(EventId = 3109, Level = LogLevel.Warning, Message = "Stream '{Pipeline}': the store failed while taking or renewing the pipeline's lease.")]
     public static partial void LeaseError(ILogger logger, Exception exception, string pipeline);
+
+    [LoggerMessage(EventId = 3110, Level = LogLevel.Debug, Message = "Stream '{Pipeline}' committed snapshot {Commit}; it acknowledges {Messages} message(s).")]
+    public static partial void Committed(ILogger logger, string pipeline, int commit, int messages);
+
+    [LoggerMessage(EventId = 3111, Level = LogLevel.Debug, Message = "Stream '{Pipeline}': message {MessageId} came again, but a committed snapshot includes it (its acknowledgement was lost); it is acknowledged without entering the pipeline.")]
+    public static partial void AlreadyIncluded(ILogger logger, string pipeline, Guid messageId);
 }
 
 /// <summary>Names used by stream telemetry.</summary>

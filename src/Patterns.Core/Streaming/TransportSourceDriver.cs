@@ -57,7 +57,11 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         var logger = Run.Logger;
         var system = bus.Transport.SystemName;
         var writer = _channel.Writer;
-        var held = _held = Run.HoldsAcknowledgements ? new HeldAcknowledgements(this, Run.Options.MaxUnacknowledged) : null;
+        // The ids of the messages a snapshot includes are claimed in the snapshot's unit of work, so a message whose
+        // acknowledgement was lost after the commit (a kill between the two) is recognised when it comes again.
+        var inbox = (Run.Store as StoreStreamSnapshotStore)?.Inbox;
+        var consumer = InboxConsumer(Run.Name);
+        var held = _held = Run.HoldsAcknowledgements ? new HeldAcknowledgements(this, Run.Options.MaxUnacknowledged, inbox is null ? null : consumer) : null;
         Run.Source = held;
         var subscription = await bus.SubscribeAsync(
             new SubscriptionRequest
@@ -78,7 +82,25 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 {
                     if (held is not null)
                     {
-                        return await held.WriteAndHoldAsync(message, ct).ConfigureAwait(false);
+                        var id = envelope.MessageId.ToString();
+                        if (inbox is not null && envelope.DeliveryCount > 0)
+                        {
+                            // Delivered before: a committed snapshot may include it already, its acknowledgement lost.
+                            try
+                            {
+                                if (await inbox.ContainsAsync(consumer, id, ct).ConfigureAwait(false))
+                                {
+                                    StreamingLog.AlreadyIncluded(logger, Run.Name, envelope.MessageId);
+                                    return Settlement.Ack;
+                                }
+                            }
+                            catch (Exception ex) when (ex is not OperationCanceledException)
+                            {
+                                return Settlement.Defer(TimeSpan.FromSeconds(1), $"the inbox of stream '{Run.Name}' could not be read ({ex.Message})");
+                            }
+                        }
+
+                        return await held.WriteAndHoldAsync(message, id, ct).ConfigureAwait(false);
                     }
 
                     await writer.WriteAsync(message, ct).ConfigureAwait(false);
@@ -122,6 +144,9 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         }
     }
 
+    /// <summary>The inbox consumer under which a pipeline records the messages its committed snapshots include.</summary>
+    internal static string InboxConsumer(string pipeline) => "stream:" + pipeline;
+
     private async Task StopAsync(TransportSubscription subscription)
     {
         _stopped = true;
@@ -143,13 +168,15 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
     /// <summary>
     /// The messages taken into the pipeline, in channel order, each waiting for its settlement until a snapshot that
-    /// includes it has committed. Reaching the bound forces a snapshot.
+    /// includes it has committed. Reaching the bound forces a snapshot. With an inbox, each snapshot's unit of work
+    /// claims the ids of the messages it includes, and a copy of a message that is held already waits for the held one.
     /// </summary>
-    private sealed class HeldAcknowledgements(TransportSourceDriver<T> driver, int max) : ICheckpointParticipant
+    private sealed class HeldAcknowledgements(TransportSourceDriver<T> driver, int max, string? inboxConsumer) : ICheckpointParticipant
     {
         private readonly Lock _gate = new();
-        private readonly Queue<TaskCompletionSource<Settlement>> _waiting = new();
-        private readonly List<List<TaskCompletionSource<Settlement>>> _uncommitted = [];
+        private readonly Queue<(TaskCompletionSource<Settlement> Settled, string Id)> _waiting = new();
+        private readonly List<List<(TaskCompletionSource<Settlement> Settled, string Id)>> _uncommitted = [];
+        private readonly Dictionary<string, TaskCompletionSource<Settlement>> _heldIds = new(StringComparer.Ordinal);
         private long _written;
         private long _captured;
         private int _held;
@@ -167,7 +194,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             }
         }
 
-        public async Task<Settlement> WriteAndHoldAsync(T message, CancellationToken cancellationToken)
+        public async Task<Settlement> WriteAndHoldAsync(T message, string id, CancellationToken cancellationToken)
         {
             var settled = new TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously);
             var writer = driver._channel.Writer;
@@ -178,6 +205,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                     return Settlement.Retry(TimeSpan.Zero);
                 }
 
+                Task<Settlement>? original = null;
                 lock (_gate)
                 {
                     if (_released)
@@ -185,12 +213,28 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                         return Settlement.Retry(TimeSpan.Zero);
                     }
 
-                    if (writer.TryWrite(message))
+                    if (inboxConsumer is not null && _heldIds.TryGetValue(id, out var held))
                     {
-                        _waiting.Enqueue(settled);
+                        // A copy of a message the pipeline holds (its channel was recycled): it is settled as the held
+                        // one is, acknowledged once that one's snapshot commits, handed back if it is released.
+                        original = held.Task;
+                    }
+                    else if (writer.TryWrite(message))
+                    {
+                        _waiting.Enqueue((settled, id));
+                        if (inboxConsumer is not null)
+                        {
+                            _heldIds[id] = settled;
+                        }
+
                         _written++;
                         break;
                     }
+                }
+
+                if (original is not null)
+                {
+                    return await original.WaitAsync(cancellationToken).ConfigureAwait(false);
                 }
             }
 
@@ -207,10 +251,11 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
         public object? Capture()
         {
+            List<(TaskCompletionSource<Settlement> Settled, string Id)> captured;
             lock (_gate)
             {
                 var taken = _written - driver._channel.Reader.Count - _captured;
-                var captured = new List<TaskCompletionSource<Settlement>>((int)taken);
+                captured = new((int)taken);
                 for (var i = 0; i < taken; i++)
                 {
                     captured.Add(_waiting.Dequeue());
@@ -218,19 +263,36 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
                 _captured += taken;
                 _uncommitted.Add(captured);
-                return captured;
             }
+
+            if (inboxConsumer is { } consumer && captured.Count > 0)
+            {
+                var ids = captured.Select(c => c.Id).ToArray();
+                driver.Run.AddPendingWrite(unit =>
+                {
+                    foreach (var id in ids)
+                    {
+                        unit.ClaimInbox(consumer, id);
+                    }
+                });
+            }
+
+            return captured;
         }
 
         public void Committed(object? captured)
         {
-            var settled = (List<TaskCompletionSource<Settlement>>)captured!;
+            var settled = (List<(TaskCompletionSource<Settlement> Settled, string Id)>)captured!;
             lock (_gate)
             {
                 _uncommitted.Remove(settled);
+                foreach (var (_, id) in settled)
+                {
+                    _heldIds.Remove(id);
+                }
             }
 
-            foreach (var message in settled)
+            foreach (var (message, _) in settled)
             {
                 message.TrySetResult(Settlement.Ack);
             }
@@ -245,9 +307,10 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             lock (_gate)
             {
                 _released = true;
-                waiting = [.. _uncommitted.SelectMany(c => c), .. _waiting];
+                waiting = [.. _uncommitted.SelectMany(c => c).Select(c => c.Settled), .. _waiting.Select(c => c.Settled)];
                 _waiting.Clear();
                 _uncommitted.Clear();
+                _heldIds.Clear();
             }
 
             foreach (var message in waiting)

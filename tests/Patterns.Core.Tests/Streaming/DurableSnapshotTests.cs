@@ -113,15 +113,70 @@ public sealed class DurableSnapshotTests
     }
 
     [Fact]
-    public async Task SnapshotInterval_WithSelectAsync_FailsAtStartNamingTheStage()
+    public async Task SnapshotInterval_WithSelectAsyncAndPartitionBy_CommitsEveryPartitionsStateWithTheResultsOfEverythingTaken()
     {
-        var storage = new InMemoryEventStorage();
-        var run = () => DataStream.From([1, 2, 3], new StreamOptions { Name = "async", SnapshotStore = new StoreStreamSnapshotStore(storage, storage, new JsonMessageSerializer()), SnapshotInterval = TimeSpan.FromSeconds(1) })
-            .SelectAsync((i, _) => ValueTask.FromResult(i), name: "lookup")
-            .To(_ => { })
-            .RunAsync().WaitAsync(TestHost.Wait);
+        var time = new ManualTimeProvider();
+        var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
+        var store = new StoreStreamSnapshotStore(storage, storage, new JsonMessageSerializer());
+        var input = Channel.CreateUnbounded<Click>();
+        var seen = 0;
+        using var release = new SemaphoreSlim(0);
+        var run = DataStream.From(input.Reader, new StreamOptions { Name = "clicks", SnapshotStore = store, SnapshotInterval = TimeSpan.FromSeconds(5), TimeProvider = time })
+            .Select(c =>
+            {
+                Interlocked.Increment(ref seen);
+                return c;
+            })
+            .SelectAsync(
+                async (c, ct) =>
+                {
+                    // The last click's lookup is still running when the snapshot is due: the snapshot waits for it.
+                    if (c.User == "c" && c.At == S(12))
+                    {
+                        await release.WaitAsync(ct);
+                    }
 
-        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("'lookup'").And.Contain("SnapshotInterval");
+                    return c;
+                },
+                maxParallelism: 4,
+                name: "lookup")
+            .PartitionBy(c => c.User, 3, name: "users")
+            .WithEventTime(c => c.At, TimeSpan.Zero)
+            .KeyBy(c => c.User)
+            .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
+            .Count()
+            .ToDocuments("counts", r => $"{r.Key}/{(r.Start - Zero).TotalSeconds}")
+            .RunAsync();
+        // In time order: keys that share a partition share its watermark.
+        foreach (var second in new[] { 1, 2, 12 })
+        {
+            foreach (var user in new[] { "a", "b", "c" })
+            {
+                await input.Writer.WriteAsync(C(user, second));
+            }
+        }
+
+        await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 9 || run.IsCompleted);
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+        time.Advance(TimeSpan.FromSeconds(5));
+        (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().BeNull("the snapshot waits for the lookup in flight");
+        release.Release();
+
+        await Eventually.HoldsAsync(() => storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks").AsTask().Result is not null || run.IsCompleted);
+        run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
+        var restored = await store.LoadAsync("clicks");
+        restored!.Operators.Keys.Should().BeEquivalentTo(["per-user#p0", "per-user#p1", "per-user#p2"], "each partition saves its window state at the barrier");
+        foreach (var user in new[] { "a", "b", "c" })
+        {
+            // Committed in the same unit as the snapshot: every partition had handled every click taken before it.
+            (await storage.GetAsync("counts", user + "/0")).Should().NotBeNull($"{user}'s first window fired before the snapshot and commits with it");
+            (await storage.GetAsync("counts", user + "/10")).Should().BeNull($"{user}'s second window is still open");
+        }
+
+        input.Writer.Complete();
+        await run.WaitAsync(TestHost.Wait);
+        (await storage.GetAsync("counts", "c/10")).Should().NotBeNull("the end of the input fires and commits the last windows");
+        (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().BeNull("an exhausted input deletes the snapshot in the same commit");
     }
 
     [Fact]
