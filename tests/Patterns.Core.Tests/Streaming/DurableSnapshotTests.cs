@@ -115,7 +115,8 @@ public sealed class DurableSnapshotTests
     [Fact]
     public async Task SnapshotInterval_WithSelectAsyncAndPartitionBy_CommitsEveryPartitionsStateWithTheResultsOfEverythingTaken()
     {
-        var time = new ManualTimeProvider();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
         var store = new StoreStreamSnapshotStore(storage, storage, new JsonMessageSerializer());
         var input = Channel.CreateUnbounded<Click>();
@@ -158,7 +159,7 @@ public sealed class DurableSnapshotTests
 
         await Eventually.HoldsAsync(() => Volatile.Read(ref seen) == 9 || run.IsCompleted);
         run.IsFaulted.Should().BeFalse(run.Exception?.ToString());
-        time.Advance(TimeSpan.FromSeconds(5));
+        fake.Advance(TimeSpan.FromSeconds(5));
         (await storage.GetAsync(StoreStreamSnapshotStore.Collection, "clicks")).Should().BeNull("the snapshot waits for the lookup in flight");
         release.Release();
 
