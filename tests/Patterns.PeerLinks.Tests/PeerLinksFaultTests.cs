@@ -117,6 +117,11 @@ public sealed class PeerLinksFaultTests
         var handled = 0;
         const int count = 400;
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // Declared first: the sender's own declaration bounds the queue. (Declared after the subscription, the queue
+        // already existed with the subscription's default capacity of 1024, all 400 fitted, and whether the sender
+        // was still sending when checked was a race.)
+        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 });
         await receiver.SubscribeAsync(
             new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
             async (e, _) =>
@@ -129,9 +134,9 @@ public sealed class PeerLinksFaultTests
 
                 return Settlement.Ack;
             });
-        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 });
 
-        // 64 KiB messages: 64 in flight fill the 4 MiB window; the queue holds 100 more; then the sender must wait.
+        // 64 KiB messages: 64 fill the 4 MiB window, at most the credit (64 + 64 prefetch) are in flight, the queue
+        // holds about 100 more (at least one per credit slot); well before 400 the sender must wait.
         var sent = 0;
         var sending = Task.Run(async () =>
         {
