@@ -3,7 +3,6 @@ using System.Net.Sockets;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
-using BenchmarkDotNet.Jobs;
 using Patterns.Messaging;
 using Patterns.PeerLinks;
 using Patterns.Transport;
@@ -37,6 +36,12 @@ internal sealed class Pair : IAsyncDisposable
     private static PeerLinksOptions Options(int index, int[] ports)
     {
         var o = new PeerLinksOptions { NodeId = $"bench-{index}", ListenUri = new Uri($"http://127.0.0.1:{ports[index]}") };
+        if (Environment.GetEnvironmentVariable("PEERLINKS_PREFETCH") is { } prefetch)
+        {
+            // For rough comparisons only (Program --rough); the reports use the default.
+            o.Prefetch = int.Parse(prefetch, System.Globalization.CultureInfo.InvariantCulture);
+        }
+
         o.Peers.Add(new Uri($"http://127.0.0.1:{ports[1 - index]}"));
         return o;
     }
@@ -49,7 +54,10 @@ internal sealed class Pair : IAsyncDisposable
     }
 }
 
-/// <summary>Messages per second on one link, 100-byte payloads: raw gRPC (one message per write) against peer links.</summary>
+/// <summary>
+/// Messages per second on one link, 100-byte payloads: raw gRPC (one message per write), peer links, Akka.Remote (two
+/// actor systems) and NATS (a local nats-server, the broker reference). Each endpoint pair talks over loopback TCP.
+/// </summary>
 [MemoryDiagnoser]
 [Config(typeof(Config))]
 public class PeerLinkThroughputBenchmarks
@@ -57,6 +65,8 @@ public class PeerLinkThroughputBenchmarks
     public const int Messages = 20_000;
     private readonly byte[] _payload = new byte[100];
     private RawGrpcPeer _raw = null!;
+    private AkkaRemotePeer _akka = null!;
+    private NatsPeer _nats = null!;
     private Pair _pair = null!;
     private string _queue = null!;
     private int _handled;
@@ -66,10 +76,12 @@ public class PeerLinkThroughputBenchmarks
     public async Task SetupAsync()
     {
         _raw = await RawGrpcPeer.StartAsync();
+        _akka = await AkkaRemotePeer.StartAsync();
+        _nats = await NatsPeer.StartAsync();
         _pair = await Pair.StartAsync();
         _queue = "bench.throughput";
         await _pair.Receiver.SubscribeAsync(
-            new SubscriptionRequest { Address = TransportAddress.Queue(_queue), ConsumerGroup = _queue, Concurrency = 256 },
+            new SubscriptionRequest { Address = TransportAddress.Queue(_queue), ConsumerGroup = _queue, Concurrency = int.Parse(Environment.GetEnvironmentVariable("PEERLINKS_CONCURRENCY") ?? "256", System.Globalization.CultureInfo.InvariantCulture) },
             (e, _) =>
             {
                 if (Interlocked.Increment(ref _handled) == Messages)
@@ -86,11 +98,19 @@ public class PeerLinkThroughputBenchmarks
     public async Task CleanupAsync()
     {
         await _raw.DisposeAsync();
+        await _akka.DisposeAsync();
+        await _nats.DisposeAsync();
         await _pair.DisposeAsync();
     }
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
     public Task RawGrpc() => _raw.StreamAsync(_payload, Messages);
+
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public Task AkkaRemote() => _akka.StreamAsync(_payload, Messages);
+
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public Task Nats() => _nats.StreamAsync(_payload, Messages);
 
     [Benchmark(OperationsPerInvoke = Messages)]
     public async Task Patterns()
@@ -110,18 +130,19 @@ public class PeerLinkThroughputBenchmarks
         public Config()
         {
             AddColumn(StatisticColumn.OperationsPerSecond);
-            AddJob(Job.ShortRun);
         }
     }
 }
 
-/// <summary>Request-reply with one request outstanding, 64-byte payloads: a raw gRPC unary call against a peer-link round trip.</summary>
+/// <summary>Request-reply with one request outstanding, 64-byte payloads: a raw gRPC unary call, a peer-link round trip, an Akka.Remote ask and a NATS request.</summary>
 [MemoryDiagnoser]
 [Config(typeof(Config))]
 public class PeerLinkLatencyBenchmarks
 {
     private readonly byte[] _payload = new byte[64];
     private RawGrpcPeer _raw = null!;
+    private AkkaRemotePeer _akka = null!;
+    private NatsPeer _nats = null!;
     private Pair _pair = null!;
     private string _replies = null!;
     private TaskCompletionSource _reply = new();
@@ -130,6 +151,8 @@ public class PeerLinkLatencyBenchmarks
     public async Task SetupAsync()
     {
         _raw = await RawGrpcPeer.StartAsync();
+        _akka = await AkkaRemotePeer.StartAsync();
+        _nats = await NatsPeer.StartAsync();
         _pair = await Pair.StartAsync();
         _replies = "bench.replies";
         var receiver = _pair.Receiver;
@@ -153,11 +176,19 @@ public class PeerLinkLatencyBenchmarks
     public async Task CleanupAsync()
     {
         await _raw.DisposeAsync();
+        await _akka.DisposeAsync();
+        await _nats.DisposeAsync();
         await _pair.DisposeAsync();
     }
 
     [Benchmark(Baseline = true)]
     public Task<byte[]> RawGrpc() => _raw.EchoAsync(_payload);
+
+    [Benchmark]
+    public Task<byte[]> AkkaRemote() => _akka.EchoAsync(_payload);
+
+    [Benchmark]
+    public Task<byte[]> Nats() => _nats.EchoAsync(_payload);
 
     [Benchmark]
     public async Task Patterns()
@@ -172,7 +203,6 @@ public class PeerLinkLatencyBenchmarks
         public Config()
         {
             AddColumn(StatisticColumn.P50, StatisticColumn.P95, StatisticColumn.Max);
-            AddJob(Job.ShortRun);
         }
     }
 }

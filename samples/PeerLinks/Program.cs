@@ -2,7 +2,7 @@
 //   dotnet run --project samples/PeerLinks
 // starts node 0 here and nodes 1 and 2 as child processes. Node 0 sends requests, publishes orders and queues
 // emails; nodes 1 and 2 handle them. Halfway, node 2 is killed: node 0 and node 1 carry on. Then node 2 starts
-// again and takes its share once more. (Or run the nodes in three terminals: `-- --node 1 --ports 5701,5702,5703`.)
+// again and links back in (the queue and groups hand it messages again). (Or run the nodes in three terminals: `-- --node 1 --ports 5701,5702,5703`.)
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -47,8 +47,14 @@ try
 
     children[2].Kill(entireProcessTree: true);
     await children[2].WaitForExitAsync();
+    var stopped = Stopwatch.StartNew();
     while (membership.Peers.Any(p => p.State == PeerState.Up && p.NodeId == "node-2"))
     {
+        if (stopped.Elapsed > TimeSpan.FromSeconds(60))
+        {
+            throw new TimeoutException("node-0 still sees node-2 up a minute after it was killed.");
+        }
+
         await Task.Delay(10);
     }
 
@@ -57,9 +63,15 @@ try
 
     children[2] = Node.Spawn(2, ports, output);
     await membership.WaitForAllUpAsync().WaitAsync(TimeSpan.FromSeconds(60));
-    await output.WaitForAsync("[node-2] ready");
+    // The first node-2 said "ready" too: wait for the restarted one's (its own links up, so its replies reach node-0).
+    await output.WaitForCountAsync(() => output.Count("[node-2] ready"), 2);
     Console.WriteLine("node-0: node-2 is back");
-    await RoundAsync("round 3 (node-2 restarted)", 3);
+    var answeredBy = await RoundAsync("round 3 (node-2 restarted)", 3);
+    if (!answeredBy.Contains("node-2"))
+    {
+        throw new InvalidOperationException("The restarted node-2 answered none of the requests: it did not take its share again.");
+    }
+
     Console.WriteLine("done");
     return 0;
 }
@@ -73,12 +85,14 @@ finally
     await host.StopAsync();
 }
 
-async Task RoundAsync(string title, int round)
+async Task<HashSet<string>> RoundAsync(string title, int round)
 {
     Console.WriteLine($"node-0: {title}");
+    var answeredBy = new HashSet<string>();
     for (var i = 1; i <= 4; i++)
     {
         var quote = await client.SendAsync<GetQuote, Quote>(new GetQuote($"SYM{round}{i}"));
+        answeredBy.Add(quote.Node);
         Console.WriteLine($"node-0: request-response GetQuote(SYM{round}{i}) -> {quote.Price:0.00} from {quote.Node}");
     }
 
@@ -95,6 +109,7 @@ async Task RoundAsync(string title, int round)
 
     // Each order reaches billing once and shipping once (whichever node hosts them); each email is sent once.
     await output.WaitForCountAsync(() => output.Count("billing charged") + output.Count("shipping packed") + output.Count("emailed"), before + 10);
+    return answeredBy;
 }
 
 static int FreePort()

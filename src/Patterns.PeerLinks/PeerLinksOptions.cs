@@ -90,10 +90,21 @@ public sealed class PeerLinksOptions
 
     /// <summary>
     /// Gets or sets the credit of a temporary subscription (a reply queue): how many messages each peer may have in
-    /// flight to it. Other subscriptions grant their <see cref="Transport.SubscriptionRequest.Concurrency"/>, which
-    /// keeps their order exactly as a local subscription would.
+    /// flight to it. Other subscriptions grant their <see cref="Transport.SubscriptionRequest.Concurrency"/> plus
+    /// <see cref="Prefetch"/>.
     /// </summary>
     /// <value>Default 256.</value>
     [Range(1, 65_536)]
     public int TemporaryCredit { get; set; } = 256;
+
+    /// <summary>
+    /// Gets or sets how many messages, beyond its <see cref="Transport.SubscriptionRequest.Concurrency"/>, a subscription
+    /// lets each peer have in flight to it (never more than its <see cref="Transport.SubscriptionRequest.Capacity"/>).
+    /// They wait on the subscribing node, so a sender keeps the link busy instead of waiting a round trip per message;
+    /// settlements flow back in batches. 0 makes the credit the concurrency alone: a subscription of concurrency 1 then
+    /// sees messages without a partition key strictly in send order (with prefetch, order is kept per partition key).
+    /// </summary>
+    /// <value>Default 64.</value>
+    [Range(0, 65_536)]
+    public int Prefetch { get; set; } = 64;
 }

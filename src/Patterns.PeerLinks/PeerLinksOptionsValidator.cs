@@ -70,6 +70,11 @@ internal sealed class PeerLinksOptionsValidator : IValidateOptions<PeerLinksOpti
             errors.Add($"PeerLinksOptions.TemporaryCredit must be positive; it is {options.TemporaryCredit}.");
         }
 
+        if (options.Prefetch is < 0 or > 65_536)
+        {
+            errors.Add($"PeerLinksOptions.Prefetch must be between 0 and 65,536; it is {options.Prefetch}.");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 }

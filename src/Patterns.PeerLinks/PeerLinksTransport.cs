@@ -249,6 +249,11 @@ public sealed class PeerLinksTransport : MessageTransport
             await link.DisposeAsync().ConfigureAwait(false);
         }
 
+        foreach (var session in _sessions.Values)
+        {
+            await session.CloseAsync().ConfigureAwait(false);
+        }
+
         if (_server is not null)
         {
             using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(2), TimeProvider);
@@ -375,7 +380,8 @@ public sealed class PeerLinksTransport : MessageTransport
             if (s.Announced)
             {
                 var r = s.Request;
-                list.Add(new SubscriptionInfo(s.Id, r.Address.Kind, r.Address.Name, r.ConsumerGroup, r.Temporary ? Options.TemporaryCredit : r.Concurrency, r.Temporary));
+                var credit = r.Temporary ? Options.TemporaryCredit : r.Concurrency + Math.Min(r.Capacity, Options.Prefetch);
+                list.Add(new SubscriptionInfo(s.Id, r.Address.Kind, r.Address.Name, r.ConsumerGroup, credit, r.Temporary, r.Capacity, r.FullMode));
             }
         }
 

@@ -68,7 +68,23 @@ internal sealed class Mesh : IAsyncDisposable
     {
         foreach (var node in Nodes)
         {
-            await node.DisposeAsync();
+            // Stopping a node is bounded; a stop that hangs fails the test rather than the whole run.
+            await node.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(60));
+        }
+    }
+
+    /// <summary>Polls until <paramref name="condition"/> holds; fails the test instead of hanging when it does not within a minute.</summary>
+    public static async Task UntilAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                throw new TimeoutException($"Waited a minute for {what}.");
+            }
+
+            await Task.Yield();
         }
     }
 

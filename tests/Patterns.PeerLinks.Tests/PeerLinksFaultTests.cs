@@ -14,7 +14,7 @@ public sealed class PeerLinksFaultTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task LinkBroken_UnderLoad_NothingLostOrDuplicated_AndLinkBackQuickly()
     {
         await using var mesh = await Mesh.StartAsync(2);
@@ -49,10 +49,7 @@ public sealed class PeerLinksFaultTests
         for (var cut = 1; cut <= 5; cut++)
         {
             // Cut the links at five points of the run, each time once deliveries have moved on.
-            while (Volatile.Read(ref handled) < cut * count / 6 && !all.Task.IsCompleted)
-            {
-                await Task.Yield();
-            }
+            await Mesh.UntilAsync(() => Volatile.Read(ref handled) >= cut * count / 6 || all.Task.IsCompleted, $"deliveries to pass {cut * count / 6}");
 
             var link = sender.Links[0];
             var down = WaitForStateAsync(sender, PeerState.Connecting);
@@ -73,7 +70,7 @@ public sealed class PeerLinksFaultTests
         reconnects.Should().HaveCount(5).And.OnlyContain(t => t < TimeSpan.FromSeconds(1), "the first reconnect attempt comes within 50 ms");
     }
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task PeerStoppedAndRestarted_SendsFailFastThenRecover()
     {
         var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
@@ -110,7 +107,7 @@ public sealed class PeerLinksFaultTests
         }
     }
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task ReceiverStopsHandling_SenderWaitsWithBoundedMemory_ThenEverythingArrives()
     {
         await using var mesh = await Mesh.StartAsync(2);
@@ -120,6 +117,11 @@ public sealed class PeerLinksFaultTests
         var handled = 0;
         const int count = 400;
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        // Declared first: the sender's own declaration bounds the queue. (Declared after the subscription, the queue
+        // already existed with the subscription's default capacity of 1024, all 400 fitted, and whether the sender
+        // was still sending when checked was a race.)
+        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 });
         await receiver.SubscribeAsync(
             new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
             async (e, _) =>
@@ -132,9 +134,9 @@ public sealed class PeerLinksFaultTests
 
                 return Settlement.Ack;
             });
-        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 });
 
-        // 64 KiB messages: 64 in flight fill the 4 MiB window; the queue holds 100 more; then the sender must wait.
+        // 64 KiB messages: 64 fill the 4 MiB window, at most the credit (64 + 64 prefetch) are in flight, the queue
+        // holds about 100 more (at least one per credit slot); well before 400 the sender must wait.
         var sent = 0;
         var sending = Task.Run(async () =>
         {
@@ -145,10 +147,7 @@ public sealed class PeerLinksFaultTests
             }
         });
         var link = sender.Links[0];
-        while (Volatile.Read(ref sent) < 100)
-        {
-            await Task.Yield();
-        }
+        await Mesh.UntilAsync(() => Volatile.Read(ref sent) >= 100, "100 sends");
 
         sending.IsCompleted.Should().BeFalse("a receiver that handles nothing makes the sender wait");
         link.BufferedBytes.Should().BeLessThanOrEqualTo(sender.Links[0].ReplayCapacity + (64 * 1024) + 1024, "the link holds at most its window");
@@ -160,7 +159,7 @@ public sealed class PeerLinksFaultTests
         handled.Should().Be(count);
     }
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task LargeMessage_SixteenMiB_ArrivesIntactInChunks()
     {
         await using var mesh = await Mesh.StartAsync(2);
@@ -178,7 +177,7 @@ public sealed class PeerLinksFaultTests
         (await tooBig.Should().ThrowAsync<MessageTooLargeException>()).Which.Message.Should().Contain("16777216");
     }
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task UnauthenticatedPeer_IsRefusedAndLogged_AndNeverReachesConsumers()
     {
         var logs = new ListLogs();
@@ -199,7 +198,7 @@ public sealed class PeerLinksFaultTests
         handled.Should().Be(0);
     }
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task MalformedAndOversizeFrames_CloseOnlyThatLink()
     {
         var logs = new ListLogs();
@@ -223,10 +222,7 @@ public sealed class PeerLinksFaultTests
         oversize.StatusCode.Should().Be(StatusCode.ResourceExhausted);
         (await logs.WaitForAsync("malformed frame", Bound)).Should().Contain("rogue");
         await peer.SendAsync(queue, Envelope(2));
-        while (handled.Count < 2)
-        {
-            await Task.Yield();
-        }
+        await Mesh.UntilAsync(() => handled.Count >= 2, "the second message");
 
         handled.Should().Equal(1, 2);
         peer.Membership.Peers.Single().State.Should().Be(PeerState.Up, "the well-behaved link is unaffected");

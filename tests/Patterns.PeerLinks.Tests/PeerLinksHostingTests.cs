@@ -11,7 +11,7 @@ public sealed class PeerLinksHostingTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task Request_HandledOnPeer_RepliesAcrossTheLink_AndFailsFastWhenNoNodeHostsIt()
     {
         var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
@@ -32,10 +32,7 @@ public sealed class PeerLinksHostingTests
         await server.StopAsync();
         server.Dispose();
         var down = client.Services.GetRequiredService<PeerMembership>();
-        while (down.Peers.Single().State != PeerState.Down)
-        {
-            await Task.Yield();
-        }
+        await Mesh.UntilAsync(() => down.Peers.Single().State == PeerState.Down, "the stopped peer to be down");
 
         var act = async () => await requests.SendAsync<Square, Squared>(new Square(3));
         (await act.Should().ThrowAsync<HandlerNotFoundException>()).Which.Message.Should().Contain("tests.square");

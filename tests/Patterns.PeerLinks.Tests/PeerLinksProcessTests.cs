@@ -9,7 +9,7 @@ public sealed class PeerLinksProcessTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task PeerProcessKilled_RequestsFailFast_ThenRecoverWhenItRestarts()
     {
         var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
@@ -44,10 +44,7 @@ public sealed class PeerLinksProcessTests
             from.Should().Be("node-1");
 
             peer.Kill();
-            while (node.Membership.Peers.Single().State != PeerState.Down)
-            {
-                await Task.Yield();
-            }
+            await Mesh.UntilAsync(() => node.Membership.Peers.Single().State == PeerState.Down, "the killed peer to be down");
         }
 
         var failing = Stopwatch.StartNew();

@@ -11,7 +11,7 @@ public sealed class PeerLinksSecurityTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
 
-    [Fact]
+    [Fact(Timeout = 180_000)]
     public async Task MutualTls_TrustedNodesExchangeMessages_UntrustedCertificateRefusedAndLogged()
     {
         using var certA = Certificate("node-0");

@@ -176,8 +176,36 @@ internal sealed class InMemoryQueue
             next.AddRange(newLanes);
             _subscriptions.Add(subscription);
             subscription.Lanes = newLanes;
-            _lanes = [.. next];
+            _lanes = Interleave(next);
         }
+    }
+
+    /// <summary>
+    /// Orders lanes so that neighbours belong to different consumers: messages without a partition key go to the next
+    /// lane with space, so consecutive messages spread over the consumers instead of filling one consumer's lanes first.
+    /// </summary>
+    private static Lane[] Interleave(List<Lane> lanes)
+    {
+        var byOwner = lanes.GroupBy(l => l.Owner).Select(g => g.ToArray()).ToArray();
+        if (byOwner.Length < 2)
+        {
+            return [.. lanes];
+        }
+
+        var result = new Lane[lanes.Count];
+        var n = 0;
+        for (var round = 0; n < result.Length; round++)
+        {
+            foreach (var group in byOwner)
+            {
+                if (round < group.Length)
+                {
+                    result[n++] = group[round];
+                }
+            }
+        }
+
+        return result;
     }
 
     public void Detach(InMemorySubscription subscription)

@@ -15,10 +15,12 @@ internal readonly record struct RemoteDelivery(PeerSession Session, long Seq, En
 /// </summary>
 internal sealed class LocalSubscription : TransportSubscription
 {
+    private static readonly TimeSpan AbandonGrace = TimeSpan.FromSeconds(1);
     private readonly PeerLinksTransport _transport;
     private readonly DeliveryHandler _handler;
     private readonly Channel<RemoteDelivery> _intake = Channel.CreateUnbounded<RemoteDelivery>(new UnboundedChannelOptions { SingleWriter = false });
     private readonly CancellationTokenSource _hardStop = new();
+    private readonly CancellationTokenSource _abandon = new();
     private Task[] _workers = [];
     private Task? _stopping;
 
@@ -50,11 +52,14 @@ internal sealed class LocalSubscription : TransportSubscription
         _workers = workers;
     }
 
+    /// <summary>A message handed back without reaching the handler: a deferral, so it does not count as a delivery.</summary>
+    public static Settlement NotHandled(string reason) => Settlement.Defer(TimeSpan.FromMilliseconds(1), reason);
+
     public void Deliver(in RemoteDelivery delivery)
     {
         if (!_intake.Writer.TryWrite(delivery))
         {
-            delivery.Session.Settle(delivery.Seq, Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} has stopped.")));
+            delivery.Session.Settle(delivery.Seq, NotHandled($"The consumer of '{Request.Address}' on node {_transport.NodeId} has stopped."));
         }
     }
 
@@ -81,7 +86,10 @@ internal sealed class LocalSubscription : TransportSubscription
         }
         catch (OperationCanceledException) when (drainDeadline.IsCancellationRequested)
         {
+            // Past the deadline: cancel the handlers; those that ignore their token are abandoned after a grace, their
+            // messages settled as retries so the sender delivers them again (as the in-memory transport abandons them).
             await _hardStop.CancelAsync().ConfigureAwait(false);
+            _abandon.CancelAfter(AbandonGrace);
             await workers.ConfigureAwait(false);
         }
 
@@ -96,17 +104,18 @@ internal sealed class LocalSubscription : TransportSubscription
             Settlement settlement;
             if (stop.IsCancellationRequested)
             {
-                settlement = Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} stopped before handling the message."));
+                settlement = NotHandled($"The consumer of '{Request.Address}' on node {_transport.NodeId} stopped before handling the message.");
             }
             else
             {
                 try
                 {
-                    settlement = await _handler(delivery.Envelope, stop).ConfigureAwait(false);
+                    var pending = _handler(delivery.Envelope, stop);
+                    settlement = pending.IsCompletedSuccessfully ? pending.Result : await pending.AsTask().WaitAsync(_abandon.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (stop.IsCancellationRequested)
                 {
-                    // Stopped past its deadline: the sender keeps the message and delivers it again elsewhere.
+                    // Stopped past its deadline (or abandoned after the grace): the sender keeps the message and delivers it again elsewhere.
                     settlement = Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} was stopped while handling the message."));
                 }
                 catch (Exception ex)

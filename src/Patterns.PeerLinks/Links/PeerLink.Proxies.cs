@@ -44,6 +44,8 @@ internal sealed partial class PeerLink
                             Address = new TransportAddress(info.Kind, info.Address),
                             ConsumerGroup = info.Group,
                             Concurrency = info.Credit,
+                            Capacity = info.Capacity,
+                            FullMode = info.FullMode,
                         },
                         proxy.Handler,
                         cancellationToken).ConfigureAwait(false);

@@ -4,6 +4,7 @@ using System.Net.Security;
 using System.Net.Sockets;
 using Grpc.Core;
 using Grpc.Net.Client;
+using Microsoft.Extensions.Logging;
 using Patterns.PeerLinks.Wire;
 using Patterns.Transport;
 
@@ -27,6 +28,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private readonly ConcurrentDictionary<long, PendingDelivery> _pending = new();
     private readonly ConcurrentDictionary<long, Proxy> _proxies = new();
     private readonly ConcurrentDictionary<string, int> _queueConsumers = new(StringComparer.Ordinal);
+    private static readonly TimeSpan StopBound = TimeSpan.FromSeconds(10);
     private readonly SemaphoreSlim _announceGate = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
     private InboundSequence _settlements;
@@ -72,7 +74,16 @@ internal sealed partial class PeerLink : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stopping.CancelAsync().ConfigureAwait(false);
-        await PeerSession.Quietly(_running).ConfigureAwait(false);
+        try
+        {
+            // The connection ends at once on cancellation; the bound only keeps a stuck call from holding the stop.
+            await PeerSession.Quietly(_running).WaitAsync(StopBound).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            _transport.Logger.LogWarning("The link to {Address} did not end within {Bound} of the stop; stopping without it.", Address, StopBound);
+        }
+
         await LoseSessionAsync("the node is stopping").ConfigureAwait(false);
         _controlChannel.Dispose();
         _bulkChannel.Dispose();
@@ -357,7 +368,10 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
 
         FailInFlight(failure);
-        var stopping = Task.WhenAll(proxies.Select(p => p.Subscription!.StopAsync(CancellationToken.None)));
+
+        // Bounded: past the deadline the proxies cancel what still runs and abandon it (their messages stay queued here).
+        using var deadline = new CancellationTokenSource(StopBound);
+        var stopping = Task.WhenAll(proxies.Select(p => p.Subscription!.StopAsync(deadline.Token)));
         while (!stopping.IsCompleted)
         {
             // A handler that read the proxy as alive just before it died may still queue a message: hand it back too.

@@ -166,6 +166,21 @@ internal sealed class PeerSession
         }
     }
 
+    /// <summary>This node stops: ends the peer's calls now, so the listener need not wait for them to time out.</summary>
+    public async Task CloseAsync()
+    {
+        CancellationTokenSource? control;
+        CancellationTokenSource? bulk;
+        lock (_gate)
+        {
+            control = _control;
+            bulk = _bulkCancel;
+        }
+
+        await CancelQuietly(control).ConfigureAwait(false);
+        await CancelQuietly(bulk).ConfigureAwait(false);
+    }
+
     private static async Task CancelQuietly(CancellationTokenSource? source)
     {
         if (source is null)
@@ -258,7 +273,7 @@ internal sealed class PeerSession
         }
         else
         {
-            Settle(seq, Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"Subscription {subscription} is no longer on node {_transport.NodeId}.")));
+            Settle(seq, LocalSubscription.NotHandled($"Subscription {subscription} is no longer on node {_transport.NodeId}."));
         }
     }
 

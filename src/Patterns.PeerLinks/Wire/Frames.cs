@@ -4,8 +4,11 @@ using Patterns.Transport;
 
 namespace Patterns.PeerLinks.Wire;
 
-/// <summary>One subscription a node announces to its peers.</summary>
-internal sealed record SubscriptionInfo(long Id, AddressKind Kind, string Address, string Group, int Credit, bool Temporary);
+/// <summary>
+/// One subscription a node announces to its peers: the credit is how many of its messages a peer may have in flight
+/// to it at once; the capacity and full mode bound the peer's buffer for it, as they bound the subscription's own.
+/// </summary>
+internal sealed record SubscriptionInfo(long Id, AddressKind Kind, string Address, string Group, int Credit, bool Temporary, int Capacity = 1024, QueueFullMode FullMode = QueueFullMode.Wait);
 
 internal sealed record Hello(string NodeId, Guid Incarnation, long LastReceived);
 
@@ -149,6 +152,8 @@ internal static class Frames
             w.String(s.Group);
             w.Int32(s.Credit);
             w.Byte(s.Temporary ? (byte)1 : (byte)0);
+            w.Int32(s.Capacity);
+            w.Byte((byte)s.FullMode);
         }
     }
 
@@ -170,12 +175,14 @@ internal static class Frames
             var group = r.String() ?? throw new MalformedFrameException("a subscription without a consumer group");
             var credit = r.Int32();
             var temporary = r.Byte() == 1;
-            if (kind > AddressKind.Topic || credit < 1)
+            var capacity = r.Int32();
+            var fullMode = (QueueFullMode)r.Byte();
+            if (kind > AddressKind.Topic || credit < 1 || capacity < 1 || fullMode > QueueFullMode.Reject)
             {
-                throw new MalformedFrameException($"subscription {id} of kind {(int)kind} with credit {credit}");
+                throw new MalformedFrameException($"subscription {id} of kind {(int)kind} with credit {credit}, capacity {capacity} and full mode {(int)fullMode}");
             }
 
-            list[i] = new SubscriptionInfo(id, kind, address, group, credit, temporary);
+            list[i] = new SubscriptionInfo(id, kind, address, group, credit, temporary, capacity, fullMode);
         }
 
         return (version, list);
