@@ -101,8 +101,8 @@ public sealed class PeerLinksOptions
     /// Gets or sets how many messages, beyond its <see cref="Transport.SubscriptionRequest.Concurrency"/>, a subscription
     /// lets each peer have in flight to it (never more than its <see cref="Transport.SubscriptionRequest.Capacity"/>).
     /// They wait on the subscribing node, so a sender keeps the link busy instead of waiting a round trip per message;
-    /// settlements flow back in batches. 0 makes the credit the concurrency alone: a subscription of concurrency 1 then
-    /// sees messages without a partition key strictly in send order (with prefetch, order is kept per partition key).
+    /// settlements flow back in batches. A subscription of concurrency 1 gets no prefetch, so it sees a queue strictly in
+    /// send order; with prefetch (concurrency above 1) order is kept per partition key. 0 turns prefetch off.
     /// </summary>
     /// <value>Default 64.</value>
     [Range(0, 65_536)]

@@ -380,7 +380,9 @@ public sealed class PeerLinksTransport : MessageTransport
             if (s.Announced)
             {
                 var r = s.Request;
-                var credit = r.Temporary ? Options.TemporaryCredit : r.Concurrency + Math.Min(r.Capacity, Options.Prefetch);
+                // A subscription of concurrency 1 gets one message at a time, so it sees a queue in send order (as the
+                // conformance suite asserts); prefetch is for subscriptions that handle messages in parallel anyway.
+                var credit = r.Temporary ? Options.TemporaryCredit : r.Concurrency == 1 ? 1 : r.Concurrency + Math.Min(r.Capacity, Options.Prefetch);
                 list.Add(new SubscriptionInfo(s.Id, r.Address.Kind, r.Address.Name, r.ConsumerGroup, credit, r.Temporary, r.Capacity, r.FullMode));
             }
         }

@@ -17,11 +17,14 @@ public sealed class PeerLinksCreditTests
         var queue = $"credit.prefetch-{Guid.NewGuid():N}";
         await sender.DeclareQueueAsync(queue, new QueueSettings());
         var stuck = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var entered = new ConcurrentDictionary<Guid, bool>();
         var never = new TaskCompletionSource();
+        // Concurrency 2: a subscription of concurrency 1 gets no prefetch (it keeps send order).
         var first = await receiver.SubscribeAsync(
-            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue },
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 2 },
             async (e, _) =>
             {
+                entered.TryAdd(e.MessageId, true);
                 stuck.TrySetResult(e);
                 await never.Task; // ignores its cancellation token: abandoned after the grace
                 return Settlement.Ack;
@@ -58,6 +61,8 @@ public sealed class PeerLinksCreditTests
 
         seen.Keys.Should().BeEquivalentTo(sent, "every message comes back: none lost to the stopped subscription");
         seen[held.MessageId].Should().Be(1, "the message its handler held counts as a delivery (retried)");
-        seen.Where(p => p.Key != held.MessageId).Select(p => p.Value).Should().AllBeEquivalentTo(0, "messages it never handled come back as deferrals, not counted");
+        entered.Keys.Should().OnlyContain(id => seen[id] == 1, "each message a stuck handler held counts as a delivery");
+        seen.Where(p => !entered.ContainsKey(p.Key)).Select(p => p.Value).Should().AllBeEquivalentTo(0, "messages it never handled come back as deferrals, not counted")
+            .And.HaveCountGreaterThan(count - 3, "prefetched messages beyond the two held ones came back too");
     }
 }

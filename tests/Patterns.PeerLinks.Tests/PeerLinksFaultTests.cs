@@ -96,8 +96,24 @@ public sealed class PeerLinksFaultTests
             var again = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
             await receiver.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { again.TrySetResult(e); return new(Settlement.Ack); });
             await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+
+            // The link is up before the restarted node's subscription announcement has arrived: until it has, a send
+            // still fails fast with "no consumer". Recovery means the sends succeed once it has, within the bound.
             var third = Envelope(3);
-            await sender.SendAsync(queue, third);
+            using var deadline = new CancellationTokenSource(Bound);
+            while (true)
+            {
+                try
+                {
+                    await sender.SendAsync(queue, third);
+                    break;
+                }
+                catch (QueueNotFoundException) when (!deadline.IsCancellationRequested)
+                {
+                    await Task.Yield();
+                }
+            }
+
             (await again.Task.WaitAsync(Bound)).MessageId.Should().Be(third.MessageId);
         }
         finally
