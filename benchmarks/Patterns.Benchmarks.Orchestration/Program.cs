@@ -37,6 +37,28 @@ public static class Program
             return;
         }
 
+        if (args is ["--peer", var peer, ..])
+        {
+            // A quick stopwatch run of a peer (not a report): --peer durabletask|wolverine-sqlite|wolverine-postgres [workflows].
+            var count = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10_000;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            if (peer == "durabletask")
+            {
+                await using var durable = await DurableTaskEngine.StartAsync();
+                clock.Restart();
+                await durable.RunAsync(count, 5);
+            }
+            else
+            {
+                await using var wolverine = await WolverineSagaEngine.StartAsync(peer == "wolverine-sqlite" ? Store.Sqlite : Store.Postgres);
+                clock.Restart();
+                await wolverine.RunAsync(count);
+            }
+
+            Console.WriteLine($"{peer}: {count} workflows in {clock.Elapsed.TotalSeconds:N2} s = {count / clock.Elapsed.TotalSeconds:N0}/s");
+            return;
+        }
+
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
     }
 }
