@@ -105,20 +105,26 @@ public sealed class PatternsEngine : IAsyncDisposable
     {
         await _host.StopAsync();
         _host.Dispose();
-        if (_file is not null)
+        await DropAsync(_file, _schema);
+    }
+
+    /// <summary>Deletes a benchmark's SQLite file (with its journal files) and drops its PostgreSQL schema.</summary>
+    public static async Task DropAsync(string? file, string? schema)
+    {
+        if (file is not null)
         {
             Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-            foreach (var f in Directory.GetFiles(Path.GetDirectoryName(_file)!, Path.GetFileName(_file) + "*"))
+            foreach (var f in Directory.GetFiles(Path.GetDirectoryName(file)!, Path.GetFileName(file) + "*"))
             {
                 File.Delete(f);
             }
         }
 
-        if (_schema is not null)
+        if (schema is not null)
         {
             await using var connection = new NpgsqlConnection(PostgresConnection);
             await connection.OpenAsync();
-            await using var drop = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", connection);
+            await using var drop = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{schema}\" CASCADE", connection);
             await drop.ExecuteNonQueryAsync();
         }
     }

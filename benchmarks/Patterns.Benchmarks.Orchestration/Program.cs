@@ -19,6 +19,46 @@ public static class Program
             return;
         }
 
+        if (args is ["--throughput", ..])
+        {
+            // A quick stopwatch run (not a report): --throughput [inmemory|sqlite|postgres] [workflows] [rounds].
+            var store = args.Length > 1 ? Enum.Parse<Store>(args[1], ignoreCase: true) : Store.InMemory;
+            var workflows = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10_000;
+            var rounds = args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 3;
+            var bench = new WorkflowThroughputBenchmarks { Workflows = workflows };
+            for (var round = 0; round < rounds; round++)
+            {
+                await using var engine = await PatternsEngine.StartAsync(store);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                await bench.RunOnAsync(engine);
+                Console.WriteLine($"{store}: {workflows} workflows in {clock.Elapsed.TotalSeconds:N2} s = {workflows / clock.Elapsed.TotalSeconds:N0}/s");
+            }
+
+            return;
+        }
+
+        if (args is ["--peer", var peer, ..])
+        {
+            // A quick stopwatch run of a peer (not a report): --peer durabletask|wolverine-sqlite|wolverine-postgres [workflows].
+            var count = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10_000;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            if (peer == "durabletask")
+            {
+                await using var durable = await DurableTaskEngine.StartAsync();
+                clock.Restart();
+                await durable.RunAsync(count, 5);
+            }
+            else
+            {
+                await using var wolverine = await WolverineSagaEngine.StartAsync(peer == "wolverine-sqlite" ? Store.Sqlite : Store.Postgres);
+                clock.Restart();
+                await wolverine.RunAsync(count);
+            }
+
+            Console.WriteLine($"{peer}: {count} workflows in {clock.Elapsed.TotalSeconds:N2} s = {count / clock.Elapsed.TotalSeconds:N0}/s");
+            return;
+        }
+
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
     }
 }

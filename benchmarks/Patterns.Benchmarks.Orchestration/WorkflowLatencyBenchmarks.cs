@@ -11,6 +11,8 @@ public class WorkflowLatencyBenchmarks
 {
     private PatternsEngine? _patterns;
     private WorkflowCoreEngine? _workflowCore;
+    private DurableTaskEngine? _durableTask;
+    private WolverineSagaEngine? _wolverine;
     private int _next;
 
     [GlobalSetup(Targets = [nameof(Patterns_InMemory)])]
@@ -25,15 +27,29 @@ public class WorkflowLatencyBenchmarks
     [GlobalSetup(Targets = [nameof(WorkflowCore)])]
     public void SetupWorkflowCore() => _workflowCore = new WorkflowCoreEngine();
 
+    [GlobalSetup(Targets = [nameof(DurableTask)])]
+    public void SetupDurableTask() => _durableTask = DurableTaskEngine.StartAsync().GetAwaiter().GetResult();
+
+    [GlobalSetup(Targets = [nameof(Wolverine_Sqlite)])]
+    public void SetupWolverineSqlite() => _wolverine = WolverineSagaEngine.StartAsync(Store.Sqlite).GetAwaiter().GetResult();
+
+    [GlobalSetup(Targets = [nameof(Wolverine_Postgres)])]
+    public void SetupWolverinePostgres() => _wolverine = WolverineSagaEngine.StartAsync(Store.Postgres).GetAwaiter().GetResult();
+
     [GlobalCleanup]
     public void Cleanup()
     {
+        _durableTask?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _wolverine?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _patterns?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _workflowCore?.Dispose();
     }
 
     [Benchmark(Baseline = true)]
     public Task WorkflowCore() => _workflowCore!.RunAsync("one-noop", 1);
+
+    [Benchmark]
+    public Task DurableTask() => _durableTask!.RunAsync(1, 1);
 
     [Benchmark]
     public Task<int> Patterns_InMemory() => RunAsync();
@@ -43,6 +59,12 @@ public class WorkflowLatencyBenchmarks
 
     [Benchmark]
     public Task<int> Patterns_Postgres() => RunAsync();
+
+    [Benchmark]
+    public Task Wolverine_Sqlite() => _wolverine!.RunAsync(1, steps: 1);
+
+    [Benchmark]
+    public Task Wolverine_Postgres() => _wolverine!.RunAsync(1, steps: 1);
 
     private async Task<int> RunAsync()
     {

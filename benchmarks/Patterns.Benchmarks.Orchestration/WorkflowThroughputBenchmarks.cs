@@ -15,6 +15,8 @@ public class WorkflowThroughputBenchmarks
 {
     private PatternsEngine? _patterns;
     private WorkflowCoreEngine? _workflowCore;
+    private DurableTaskEngine? _durableTask;
+    private WolverineSagaEngine? _wolverine;
 
     [Params(10_000)]
     public int Workflows { get; set; }
@@ -31,9 +33,22 @@ public class WorkflowThroughputBenchmarks
     [IterationSetup(Targets = [nameof(WorkflowCore)])]
     public void SetupWorkflowCore() => _workflowCore = new WorkflowCoreEngine();
 
+    [IterationSetup(Targets = [nameof(DurableTask)])]
+    public void SetupDurableTask() => _durableTask = DurableTaskEngine.StartAsync().GetAwaiter().GetResult();
+
+    [IterationSetup(Targets = [nameof(Wolverine_Sqlite)])]
+    public void SetupWolverineSqlite() => _wolverine = WolverineSagaEngine.StartAsync(Store.Sqlite).GetAwaiter().GetResult();
+
+    [IterationSetup(Targets = [nameof(Wolverine_Postgres)])]
+    public void SetupWolverinePostgres() => _wolverine = WolverineSagaEngine.StartAsync(Store.Postgres).GetAwaiter().GetResult();
+
     [IterationCleanup]
     public void Cleanup()
     {
+        _durableTask?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _durableTask = null;
+        _wolverine?.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        _wolverine = null;
         _patterns?.DisposeAsync().AsTask().GetAwaiter().GetResult();
         _patterns = null;
         _workflowCore?.Dispose();
@@ -44,6 +59,9 @@ public class WorkflowThroughputBenchmarks
     public Task WorkflowCore() => _workflowCore!.RunAsync("five-noops", Workflows);
 
     [Benchmark]
+    public Task DurableTask() => _durableTask!.RunAsync(Workflows, 5);
+
+    [Benchmark]
     public Task Patterns_InMemory() => RunPatternsAsync();
 
     [Benchmark]
@@ -52,9 +70,18 @@ public class WorkflowThroughputBenchmarks
     [Benchmark]
     public Task Patterns_Postgres() => RunPatternsAsync();
 
-    private async Task RunPatternsAsync()
+    [Benchmark]
+    public Task Wolverine_Sqlite() => _wolverine!.RunAsync(Workflows);
+
+    [Benchmark]
+    public Task Wolverine_Postgres() => _wolverine!.RunAsync(Workflows);
+
+    private Task RunPatternsAsync() => RunOnAsync(_patterns!);
+
+    /// <summary>Runs one batch on <paramref name="engine"/>: every start at once, then every result.</summary>
+    public async Task RunOnAsync(PatternsEngine engine)
     {
-        var client = _patterns!.Client;
+        var client = engine.Client;
         var ids = new string[Workflows];
         var starts = new Task[Workflows];
         for (var i = 0; i < Workflows; i++)

@@ -15,12 +15,16 @@ var builder = Host.CreateApplicationBuilder();
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 builder.AddPatterns(p => p.UseInMemory());
 builder.AddEventSourcing(es => es.UseSqlite($"Data Source={database}"));
-builder.AddOrchestration(o => o
-    .AddWorkflow<OrderFulfilment>()
-    .AddActivities<Warehouse>()
-    .AddActivities<Payments>()
-    .AddActivities<Shipping>()
-    .CorrelateMessage<ShipmentConfirmed>("shipments", m => m.OrderId));
+builder.AddOrchestration(o =>
+{
+    // One process owns the store's instances; a stable node id takes them back at once after a crash.
+    o.Options.NodeId = "order-sample";
+    o.AddWorkflow<OrderFulfilment>()
+        .AddActivities<Warehouse>()
+        .AddActivities<Payments>()
+        .AddActivities<Shipping>()
+        .CorrelateMessage<ShipmentConfirmed>("shipments", m => m.OrderId);
+});
 using var host = builder.Build();
 
 var client = host.Services.GetRequiredService<IWorkflowClient>();

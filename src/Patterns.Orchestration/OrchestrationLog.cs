@@ -18,4 +18,13 @@ internal static partial class OrchestrationLog
 
     [LoggerMessage(EventId = 7005, Level = LogLevel.Error, Message = "Recovering workflow instances at start failed.")]
     public static partial void RecoveryFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 7006, Level = LogLevel.Warning, Message = "This process lost workflow partition {Partition} to '{Owner}'; its instances run there now.")]
+    public static partial void PartitionLost(ILogger logger, int partition, string owner);
+
+    [LoggerMessage(EventId = 7007, Level = LogLevel.Warning, Message = "Taking or renewing the lease of workflow partition {Partition} failed; trying again.")]
+    public static partial void OwnershipFailed(ILogger logger, int partition, Exception exception);
+
+    [LoggerMessage(EventId = 7008, Level = LogLevel.Warning, Message = "A request handed over from another process for instance '{InstanceId}' was refused.")]
+    public static partial void HandOffRefused(ILogger logger, string instanceId, Exception exception);
 }

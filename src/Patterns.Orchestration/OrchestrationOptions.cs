@@ -15,6 +15,11 @@ public sealed class OrchestrationOptions
     [Required]
     public string ResultQueue { get; set; } = "orchestration.results";
 
+    /// <summary>Gets or sets the topic that tells workers in other processes to cancel an activity its workflow stopped waiting for.</summary>
+    /// <value><c>orchestration.cancellations</c> by default.</value>
+    [Required]
+    public string CancellationTopic { get; set; } = "orchestration.cancellations";
+
     /// <summary>Gets or sets the prefix of every history stream (<c>{prefix}{instanceId}</c>, then <c>~{run}</c> after continue-as-new).</summary>
     /// <value><c>wf-</c> by default.</value>
     [Required]
@@ -43,6 +48,40 @@ public sealed class OrchestrationOptions
     /// <summary>Gets or sets whether the host resumes running instances at start: reloads them, re-arms their timers and re-sends activity tasks an in-process transport lost.</summary>
     /// <value>True by default.</value>
     public bool RecoverOnStart { get; set; } = true;
+
+    /// <summary>
+    /// Gets or sets whether each instance is owned by one process at a time when several processes share a durable store:
+    /// instances fall into <see cref="Partitions"/> partitions, each held by one process through a lease (renewed every
+    /// third of <see cref="LeaseDuration"/>); only the holder runs, dispatches and commits its instances (commits are fenced
+    /// by the lease), and another process takes a partition over, resuming its instances, once its lease is released or
+    /// expires. Requests for an instance this process does not own are handed to the owner through the store.
+    /// </summary>
+    /// <value>True by default; has no effect on the in-memory store (one process).</value>
+    public bool ExclusiveOwnership { get; set; } = true;
+
+    /// <summary>Gets or sets how many ownership partitions instances are spread over (fixed for a store: every process must use the same number).</summary>
+    /// <value>16 by default.</value>
+    [Range(1, 4096)]
+    public int Partitions { get; set; } = 16;
+
+    /// <summary>Gets or sets how long a process owns a partition after its last lease renewal: another takes over within about 4/3 of it after the owner dies.</summary>
+    /// <value>15 seconds by default; between 1 second and 1 hour.</value>
+    public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// Gets or sets how often a partition's owner reads requests other processes handed to it, and how often a process waits
+    /// for the end or an update of an instance another process owns reads its state (the only reads that poll: work for
+    /// instances this process owns is pushed).
+    /// </summary>
+    /// <value>1 second by default.</value>
+    public TimeSpan HandoffInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Gets or sets this process's owner id for partition leases. A stable id (a pod or service name) lets a restarted
+    /// process take its partitions back at once instead of waiting for their leases to expire; two live processes must never share one.
+    /// </summary>
+    /// <value>Null by default: the machine name, the process id and a random suffix.</value>
+    public string? NodeId { get; set; }
 
     /// <summary>Gets or sets whether this process runs activity workers (false for a process that only runs workflows).</summary>
     /// <value>True by default.</value>

@@ -49,13 +49,15 @@ public static class OrchestrationServiceCollectionExtensions
             sp.GetRequiredService<IMessageSerializer>(),
             sp.GetRequiredService<MessageBus>(),
             sp.GetRequiredService<TimeProvider>(),
-            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration")));
+            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration"),
+            sp.GetService<ILeaseStore>()));
         services.AddSingleton<IWorkflowClient>(static sp => new WorkflowClient(sp.GetRequiredService<WorkflowRuntime>()));
         services.AddSingleton(static sp => new ActivityWorker(
             sp.GetRequiredService<IOptions<OrchestrationTopology>>().Value.Activities.ToDictionary(static a => a.Name, StringComparer.Ordinal),
             sp.GetRequiredService<IServiceScopeFactory>(),
             sp.GetRequiredService<IMessageSerializer>(),
             sp.GetRequiredService<Patterns.Queues.IQueueSender>(),
+            sp.GetRequiredService<IDocumentStorage>(),
             sp.GetRequiredService<OrchestrationOptions>(),
             sp.GetRequiredService<TimeProvider>(),
             PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration.Activities")));
@@ -77,6 +79,20 @@ public static class OrchestrationServiceCollectionExtensions
                 q.AddQueue(options.ActivityQueue);
             }
         });
+        if (options.RunActivityWorkers)
+        {
+            // Every worker process hears every cancellation: one consumer group per process.
+            var group = $"{options.CancellationTopic}.{Environment.MachineName}.{Environment.ProcessId}";
+            services.AddPubSub(p => p.Subscribe<ActivityCancellation>(
+                static (cancel, context, _) =>
+                {
+                    context.Services.GetRequiredService<ActivityWorker>().Cancel(cancel.InstanceId, cancel.Run, cancel.Seq);
+                    return default;
+                },
+                options.CancellationTopic,
+                o => o.ConsumerGroup = group));
+        }
+
         services.AddSingleton<IHostedService>(static sp => new OrchestrationHostedService(
             sp.GetRequiredService<WorkflowRuntime>(), PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration")));
         return services;
@@ -97,6 +113,12 @@ internal sealed partial class OrchestrationValidator(OrchestrationOptions option
         if (options.ActivityQueue == options.ResultQueue)
         {
             errors.Add($"OrchestrationOptions.ActivityQueue and ResultQueue must differ (both are '{options.ActivityQueue}').");
+        }
+
+        LeaseRunner.ValidateDuration(errors, "OrchestrationOptions.LeaseDuration", options.LeaseDuration);
+        if (options.HandoffInterval <= TimeSpan.Zero || options.HandoffInterval > TimeSpan.FromMinutes(10))
+        {
+            errors.Add($"OrchestrationOptions.HandoffInterval must be between 0 and 10 minutes (was {options.HandoffInterval}).");
         }
 
         if (topology.Workflows.Count == 0)
@@ -131,14 +153,9 @@ internal sealed class OrchestrationHostedService(WorkflowRuntime runtime, ILogge
 {
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        if (!runtime.Options.RecoverOnStart)
-        {
-            return;
-        }
-
         try
         {
-            await runtime.RecoverAsync(cancellationToken).ConfigureAwait(false);
+            await runtime.StartAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

@@ -26,15 +26,18 @@ builder.AddEventSourcing(es =>
         });
     }
 });
-builder.AddOrchestration(o => o
-    .AddWorkflow<FiveSteps>()
-    .AddActivity<int, int>("Step", (step, context) =>
-    {
-        File.AppendAllText(log, $"{context.InstanceId}|{step}\n");
-        Console.Out.WriteLine("STEP");
-        Console.Out.Flush();
-        return Task.FromResult(step);
-    }));
+builder.AddOrchestration(o =>
+{
+    o.Options.NodeId = "crash-host"; // a restart takes its partitions back at once
+    o.AddWorkflow<FiveSteps>()
+        .AddActivity<int, int>("Step", (step, context) =>
+        {
+            File.AppendAllText(log, $"{context.InstanceId}|{step}\n");
+            Console.Out.WriteLine("STEP");
+            Console.Out.Flush();
+            return Task.FromResult(step);
+        });
+});
 using var host = builder.Build();
 await host.StartAsync();
 var client = host.Services.GetRequiredService<IWorkflowClient>();

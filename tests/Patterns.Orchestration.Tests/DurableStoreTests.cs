@@ -82,6 +82,81 @@ public sealed class DurableStoreTests : IAsyncLifetime
         second.Log.Count("timer-done").Should().Be(1);
     }
 
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task Restart_DuringARetry_GoesOnFromTheAttemptReached(StoreKind store)
+    {
+        var location = await LocationAsync(store);
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var log = new CallLog();
+        await using (var first = await TestHost.StartAsync(WorkflowEngineTests.All, store, location, time, log))
+        {
+            var retry = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            first.Worker.RetryScheduled += (_, _) => retry.TrySetResult();
+            await first.Client.StartAsync(nameof(StickyWorkflow), "sticky", "x");
+            await retry.Task.WaitAsync(TestHost.Wait);
+            time.Advance(TimeSpan.FromSeconds(10));
+            await log.WaitForAsync("Sticky:x:2"); // the host stops during attempt 2
+        }
+
+        await using var second = await TestHost.StartAsync(WorkflowEngineTests.All, store, location, time, log);
+
+        (await second.ResultAsync<string>("sticky")).Should().Be("sticky-x-2");
+        log.Calls.Where(c => c.StartsWith("Sticky", StringComparison.Ordinal)).Should().Equal("Sticky:x:1", "Sticky:x:2", "Sticky:x:2");
+        (await second.Runtime.Documents.GetAsync(AttemptRecord.Collection, TimerRecord.Key("sticky", 1, 1))).Should().BeNull();
+    }
+
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task TwoHosts_OnOneStore_EachInstanceRunsOnlyWhereItsPartitionIsOwned_AndTheOtherTakesOver(StoreKind store)
+    {
+        var location = await LocationAsync(store);
+        var log = new CallLog();
+        Action<OrchestrationBuilder> Node(string name) => o =>
+        {
+            WorkflowEngineTests.All(o);
+            o.Options.NodeId = name;
+            o.Options.Partitions = 4;
+            o.Options.LeaseDuration = TimeSpan.FromSeconds(10); // renewed every 3.3 s: a loaded machine never lets it lapse; a graceful stop hands over at once
+            o.Options.HandoffInterval = TimeSpan.FromMilliseconds(50);
+        };
+        await using var a = await TestHost.StartAsync(Node("node-a"), store, location, log: log, clock: TimeProvider.System);
+        await using var b = await TestHost.StartAsync(Node("node-b"), store, location, log: log, clock: TimeProvider.System);
+        a.Runtime.OwnedPartitions.Should().Equal(0, 1, 2, 3);
+        b.Runtime.OwnedPartitions.Should().BeEmpty();
+
+        var ids = Enumerable.Range(0, 8).Select(i => "owned-" + i).ToList();
+        for (var i = 0; i < ids.Count; i++)
+        {
+            await (i % 2 == 0 ? a : b).Client.StartAsync(nameof(SequenceWorkflow), ids[i], ids[i]);
+        }
+
+        foreach (var id in ids)
+        {
+            (await b.ResultAsync<string>(id)).Should().Be($"echo-{id}-1,echo-{id}-2,echo-{id}-3");
+            Enumerable.Range(1, 3).Select(n => log.Count($"Echo:{id}-{n}")).Should().Equal(1, 1, 1);
+        }
+
+        b.CommittedEvents.Should().Be(0, "every instance belongs to a partition the first host owns");
+        var missing = () => b.Client.QueryAsync<int>("owned-0", "missing");
+        (await missing.Should().ThrowAsync<KeyNotFoundException>()).Which.Message.Should().Contain("no query handler 'missing'");
+
+        await b.Client.StartAsync(nameof(CounterWorkflow), "failover", 10);
+        await b.Client.SignalAsync("failover", "add", 3);
+        await a.WaitForAsync("failover", HistoryEventKind.SignalReceived);
+        (await b.Client.QueryAsync<int>("failover", "sum")).Should().Be(3);
+        await a.DisposeAsync(); // releases its leases: the second host takes the partitions over and resumes the instance
+
+        await b.Client.SignalAsync("failover", "add", 7);
+
+        (await b.ResultAsync<int>("failover")).Should().Be(10);
+        b.Runtime.OwnedPartitions.Should().Contain(b.Runtime.PartitionOf("failover"));
+        b.EventsOf("failover").Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(1);
+        (await b.Client.GetHistoryAsync("failover")).Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(2);
+    }
+
     [Fact]
     public async Task CodeChange_OnARunningInstance_FaultsItWithTheEventIndexAndAFixResumesIt()
     {

@@ -26,6 +26,7 @@ internal sealed class TestHost : IAsyncDisposable
     public static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
     private readonly ConcurrentQueue<(string Id, HistoryEvent Event)> _events = new();
     private readonly List<(Func<string, HistoryEvent, bool> Match, TaskCompletionSource Done)> _waits = [];
+    private bool _disposed;
 
     private TestHost(IHost host, FakeTimeProvider time)
     {
@@ -53,13 +54,13 @@ internal sealed class TestHost : IAsyncDisposable
     public IEnumerable<HistoryEvent> EventsOf(string id) => _events.Where(e => e.Id == id).Select(e => e.Event);
 
     public static async Task<TestHost> StartAsync(
-        Action<OrchestrationBuilder> configure, StoreKind store = StoreKind.InMemory, string? location = null, FakeTimeProvider? time = null, CallLog? log = null)
+        Action<OrchestrationBuilder> configure, StoreKind store = StoreKind.InMemory, string? location = null, FakeTimeProvider? time = null, CallLog? log = null, TimeProvider? clock = null)
     {
         time ??= new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(log ?? new CallLog());
-        builder.AddPatterns(p => p.UseInMemory().UseTimeProvider(time));
+        builder.AddPatterns(p => p.UseInMemory().UseTimeProvider(clock ?? time));
         builder.AddEventSourcing(es =>
         {
             switch (store)
@@ -104,8 +105,17 @@ internal sealed class TestHost : IAsyncDisposable
 
     public Task<T> ResultAsync<T>(string instanceId) => Client.GetResultAsync<T>(instanceId).WaitAsync(Wait);
 
+    /// <summary>Gets how many events this host committed.</summary>
+    public int CommittedEvents => _events.Count;
+
     public async ValueTask DisposeAsync()
     {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
         Runtime.Committed -= OnCommitted;
         await Host.StopAsync();
         Host.Dispose();
@@ -136,10 +146,38 @@ internal sealed class TestHost : IAsyncDisposable
 public sealed class CallLog
 {
     private readonly ConcurrentQueue<string> _calls = new();
+    private readonly List<(string Call, TaskCompletionSource Done)> _waits = [];
 
     public IReadOnlyList<string> Calls => [.. _calls];
 
-    public void Add(string call) => _calls.Enqueue(call);
+    public void Add(string call)
+    {
+        lock (_waits)
+        {
+            _calls.Enqueue(call);
+            foreach (var wait in _waits.Where(w => w.Call == call).ToList())
+            {
+                wait.Done.TrySetResult();
+                _waits.Remove(wait);
+            }
+        }
+    }
+
+    /// <summary>Waits until <paramref name="call"/> is logged (or was).</summary>
+    public Task WaitForAsync(string call)
+    {
+        lock (_waits)
+        {
+            if (_calls.Contains(call))
+            {
+                return Task.CompletedTask;
+            }
+
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waits.Add((call, done));
+            return done.Task.WaitAsync(TestHost.Wait);
+        }
+    }
 
     public int Count(string call) => _calls.Count(c => c == call);
 }

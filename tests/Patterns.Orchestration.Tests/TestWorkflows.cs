@@ -57,6 +57,41 @@ public sealed class TestActivities(CallLog log)
         return "beat-" + input;
     }
 
+    /// <summary>Runs until its token fires, then logs that it did.</summary>
+    public async Task<string> Blocking(string input, ActivityContext context)
+    {
+        log.Add("Blocking:" + input);
+        try
+        {
+            await Task.Delay(Timeout.Infinite, context.CancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            log.Add("Blocking-canceled:" + input);
+            throw;
+        }
+
+        return "never";
+    }
+
+    /// <summary>Fails its first attempt; blocks the first time it reaches any later attempt (the host is stopped then), then succeeds.</summary>
+    public async Task<string> Sticky(string input, ActivityContext context)
+    {
+        var call = $"Sticky:{input}:{context.Attempt}";
+        log.Add(call);
+        if (context.Attempt == 1)
+        {
+            throw new InvalidOperationException("the first attempt fails");
+        }
+
+        if (log.Count(call) == 1)
+        {
+            await Task.Delay(Timeout.Infinite, context.CancellationToken);
+        }
+
+        return $"sticky-{input}-{context.Attempt}";
+    }
+
     public Task Record(string entry)
     {
         log.Add(entry);
@@ -230,4 +265,15 @@ public sealed class DeterministicValuesWorkflow : Workflow<string, string>
         await context.CallActivityAsync<string>("Echo", before);
         return before;
     }
+}
+
+public sealed class BlockingActivityWorkflow : Workflow<string, string>
+{
+    public override Task<string> RunAsync(WorkflowContext context, string input) => context.CallActivityAsync<string>("Blocking", input);
+}
+
+public sealed class StickyWorkflow : Workflow<string, string>
+{
+    public override Task<string> RunAsync(WorkflowContext context, string input) =>
+        context.CallActivityAsync<string>("Sticky", input, new ActivityOptions { Retry = new RetryPolicy { MaxAttempts = 5, InitialInterval = TimeSpan.FromSeconds(10) } });
 }

@@ -21,6 +21,8 @@ public sealed class WorkflowEngineTests
         .AddWorkflow<ContinueWorkflow>()
         .AddWorkflow<CancellableWorkflow>()
         .AddWorkflow<DeterministicValuesWorkflow>()
+        .AddWorkflow<BlockingActivityWorkflow>()
+        .AddWorkflow<StickyWorkflow>()
         .AddActivities<TestActivities>();
 
     [Fact]
@@ -232,6 +234,31 @@ public sealed class WorkflowEngineTests
         var act = () => host.ResultAsync<string>("cancel");
         (await act.Should().ThrowAsync<WorkflowFailedException>()).Which.Status.Should().Be(WorkflowStatus.Canceled);
         host.Log.Count("cleanup-x").Should().Be(1);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task CancelOrTerminate_FiresTheRunningActivitysCancellationToken(bool terminate)
+    {
+        await using var host = await TestHost.StartAsync(All);
+        var id = terminate ? "stop-running" : "cancel-running";
+        await host.Client.StartAsync(nameof(BlockingActivityWorkflow), id, "a");
+        await host.Log.WaitForAsync("Blocking:a");
+
+        if (terminate)
+        {
+            await host.Client.TerminateAsync(id, "enough");
+        }
+        else
+        {
+            await host.Client.CancelAsync(id);
+        }
+
+        await host.Log.WaitForAsync("Blocking-canceled:a");
+        var act = () => host.ResultAsync<string>(id);
+        (await act.Should().ThrowAsync<WorkflowFailedException>()).Which.Status.Should().Be(terminate ? WorkflowStatus.Terminated : WorkflowStatus.Canceled);
+        host.Log.Count("Blocking:a").Should().Be(1);
     }
 
     [Fact]

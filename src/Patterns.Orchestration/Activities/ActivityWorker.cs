@@ -1,9 +1,13 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
 using Patterns.Orchestration.Engine;
+using Patterns.Orchestration.History;
 using Patterns.Queues;
 using Patterns.Serialization;
+using Patterns.Storage;
 
 namespace Patterns.Orchestration.Activities;
 
@@ -11,16 +15,23 @@ namespace Patterns.Orchestration.Activities;
 /// Runs activity tasks taken from the activity queue (competing consumers: every process that runs workers shares them)
 /// and sends each outcome to the result queue. Retries, attempt timeouts and heartbeat timeouts run here, on the host's
 /// <see cref="TimeProvider"/>. The task is acknowledged after its result is sent, so a crash runs it at most once more.
+/// A retry records the attempt it reaches in the store first, so a task delivered again after a crash goes on counting
+/// from there (the interrupted attempt runs once more, under its own number). A workflow that stops waiting for an
+/// activity (cancellation, or the run ended) cancels the running attempt's token through <see cref="Cancel"/>.
 /// </summary>
 internal sealed class ActivityWorker(
     IReadOnlyDictionary<string, ActivityDefinition> activities,
     IServiceScopeFactory scopes,
     IMessageSerializer serializer,
     IQueueSender sender,
+    IDocumentStorage documents,
     OrchestrationOptions options,
     TimeProvider time,
-    ILogger logger)
+    ILogger logger) : IDisposable
 {
+    private readonly ConcurrentDictionary<(string InstanceId, int Run, int Seq), CancellationTokenSource> _running = new();
+    private readonly CancellationTokenSource _hostStopping = new();
+
     /// <summary>Raised once a retry's backoff timer is armed (tests advance time after it instead of sleeping).</summary>
     public event Action<ActivityTask, int>? RetryScheduled;
 
@@ -29,17 +40,62 @@ internal sealed class ActivityWorker(
 
     public async ValueTask HandleAsync(ActivityTask task, MessageContext context, CancellationToken cancellationToken)
     {
-        var result = await RunAsync(task, cancellationToken).ConfigureAwait(false);
-        await sender.SendAsync(options.ResultQueue, result, new MessageOptions { PartitionKey = task.InstanceId }, cancellationToken).ConfigureAwait(false);
+        var (result, retried) = await RunAsync(task, task.Resent || context.DeliveryCount > 0, cancellationToken).ConfigureAwait(false);
+        await sender.SendAsync(options.ResultQueue, retried ? result with { Retried = true } : result, new MessageOptions { PartitionKey = task.InstanceId }, cancellationToken).ConfigureAwait(false);
     }
 
-    public async Task<ActivityResult> RunAsync(ActivityTask task, CancellationToken stopping)
+    /// <summary>Stops every running attempt as the host stops: their tasks are not acknowledged and run again after the restart (or elsewhere).</summary>
+    public void Stop() => _hostStopping.Cancel();
+
+    public void Dispose() => _hostStopping.Dispose();
+
+    /// <summary>Cancels the running attempts of an instance's activities (all of the run's when <paramref name="seq"/> is null); returns how many it reached.</summary>
+    public int Cancel(string instanceId, int run, int? seq)
+    {
+        var reached = 0;
+        foreach (var (key, source) in _running)
+        {
+            if (key.InstanceId == instanceId && key.Run == run && (seq is null || key.Seq == seq))
+            {
+                try
+                {
+                    source.Cancel();
+                    reached++;
+                }
+                catch (ObjectDisposedException)
+                {
+                    // It finished meanwhile.
+                }
+            }
+        }
+
+        return reached;
+    }
+
+    public async Task<(ActivityResult Result, bool Retried)> RunAsync(ActivityTask task, bool delivered, CancellationToken stopping)
     {
         if (!activities.TryGetValue(task.Activity, out var activity))
         {
-            return Failure(task, new KeyNotFoundException($"No activity named '{task.Activity}' is registered; add it with AddActivities<T>() or AddActivity(...)."));
+            return (Failure(task, new KeyNotFoundException($"No activity named '{task.Activity}' is registered; add it with AddActivities<T>() or AddActivity(...).")), false);
         }
 
+        using var hostStopping = CancellationTokenSource.CreateLinkedTokenSource(stopping, _hostStopping.Token);
+        stopping = hostStopping.Token;
+        var key = (task.InstanceId, task.Run, task.Seq);
+        using var canceled = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        _running[key] = canceled;
+        try
+        {
+            return await RunAttemptsAsync(task, activity, delivered, canceled.Token, stopping).ConfigureAwait(false);
+        }
+        finally
+        {
+            _running.TryRemove(new KeyValuePair<(string, int, int), CancellationTokenSource>(key, canceled));
+        }
+    }
+
+    private async Task<(ActivityResult Result, bool Retried)> RunAttemptsAsync(ActivityTask task, ActivityDefinition activity, bool delivered, CancellationToken canceled, CancellationToken stopping)
+    {
         object? input;
         try
         {
@@ -47,21 +103,46 @@ internal sealed class ActivityWorker(
         }
         catch (Exception ex)
         {
-            return Failure(task, ex);
+            return (Failure(task, ex), false);
         }
 
         var settings = task.Settings?.ToOptions() ?? ActivityOptions.Default;
-        for (var attempt = 1; ; attempt++)
+        var key = TimerRecord.Key(task.InstanceId, task.Run, task.Seq);
+        var first = 1;
+        if (delivered && await documents.GetAsync(AttemptRecord.Collection, key, stopping).ConfigureAwait(false) is { } bytes
+            && JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.AttemptRecord) is { } reached)
+        {
+            // Delivered again after a crash: go on from the attempt reached, after what is left of its backoff.
+            first = reached.Attempt;
+            var wait = reached.NotBeforeTicks - time.GetUtcNow().UtcTicks;
+            if (wait > 0)
+            {
+                try
+                {
+                    await Task.Delay(TimeSpan.FromTicks(wait), time, canceled).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!stopping.IsCancellationRequested)
+                {
+                    return (Failure(task, new OperationCanceledException($"Activity '{task.Activity}' was cancelled by its workflow before attempt {first}.")), true);
+                }
+            }
+        }
+
+        for (var attempt = first; ; attempt++)
         {
             Exception error;
             try
             {
-                var value = await AttemptAsync(task, activity, input, settings, attempt, stopping).ConfigureAwait(false);
-                return new ActivityResult(task.InstanceId, task.Run, task.Seq, serializer.ToPayload(value, activity.ResultType), null, null);
+                var value = await AttemptAsync(task, activity, input, settings, attempt, canceled).ConfigureAwait(false);
+                return (new ActivityResult(task.InstanceId, task.Run, task.Seq, serializer.ToPayload(value, activity.ResultType), null, null), attempt > 1);
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {
                 throw; // the host stops: the task is not acknowledged and runs again elsewhere
+            }
+            catch (OperationCanceledException) when (canceled.IsCancellationRequested)
+            {
+                return (Failure(task, new OperationCanceledException($"Activity '{task.Activity}' was cancelled by its workflow in attempt {attempt}.")), attempt > 1);
             }
             catch (Exception ex)
             {
@@ -71,19 +152,29 @@ internal sealed class ActivityWorker(
             var type = error.GetType().FullName;
             if (attempt >= settings.Retry.MaxAttempts || settings.Retry.NonRetryableErrorTypes.Contains(type))
             {
-                return Failure(task, error);
+                return (Failure(task, error), attempt > 1);
             }
 
             OrchestrationLog.ActivityRetry(logger, task.Activity, task.InstanceId, attempt, error);
-            var backoff = Task.Delay(settings.Retry.DelayAfter(attempt), time, stopping);
+            var delay = settings.Retry.DelayAfter(attempt);
+            var next = new AttemptRecord { Attempt = attempt + 1, NotBeforeTicks = (time.GetUtcNow() + delay).UtcTicks };
+            await documents.UpsertAsync(AttemptRecord.Collection, key, JsonSerializer.SerializeToUtf8Bytes(next, OrchestrationJson.Default.AttemptRecord), stopping).ConfigureAwait(false);
+            var backoff = Task.Delay(delay, time, canceled);
             RetryScheduled?.Invoke(task, attempt);
-            await backoff.ConfigureAwait(false);
+            try
+            {
+                await backoff.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (canceled.IsCancellationRequested && !stopping.IsCancellationRequested)
+            {
+                return (Failure(task, new OperationCanceledException($"Activity '{task.Activity}' was cancelled by its workflow before attempt {attempt + 1}.")), true);
+            }
         }
     }
 
-    private async Task<object?> AttemptAsync(ActivityTask task, ActivityDefinition activity, object? input, ActivityOptions settings, int attempt, CancellationToken stopping)
+    private async Task<object?> AttemptAsync(ActivityTask task, ActivityDefinition activity, object? input, ActivityOptions settings, int attempt, CancellationToken canceled)
     {
-        using var attemptToken = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        using var attemptToken = CancellationTokenSource.CreateLinkedTokenSource(canceled);
         var lastBeat = time.GetTimestamp();
         var heartbeatMissed = false;
         using var watchdog = settings.HeartbeatTimeout is { } heartbeat
@@ -109,7 +200,7 @@ internal sealed class ActivityWorker(
         {
             return await activity.Invoke(scope.ServiceProvider, input, context).WaitAsync(attemptToken.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (attemptToken.IsCancellationRequested && !stopping.IsCancellationRequested)
+        catch (OperationCanceledException) when (attemptToken.IsCancellationRequested && !canceled.IsCancellationRequested)
         {
             throw heartbeatMissed
                 ? new TimeoutException($"Activity '{task.Activity}' attempt {attempt} sent no heartbeat for {settings.HeartbeatTimeout}.")

@@ -66,18 +66,18 @@ internal sealed partial class WorkflowExecutor
 
     public Task<byte[]?> WaitForSignal(string name, CancellationToken cancellationToken)
     {
-        if (_signals.TryGetValue(name, out var buffered) && buffered.TryDequeue(out var payload))
+        if (_signals is not null && _signals.TryGetValue(name, out var buffered) && buffered.TryDequeue(out var payload))
         {
             return Task.FromResult(payload);
         }
 
         var waiter = new SignalWaiter(name, new TaskCompletionSource<byte[]?>());
-        _signalWaiters.Add(waiter);
+        (_signalWaiters ??= []).Add(waiter);
         if (cancellationToken.CanBeCanceled)
         {
             cancellationToken.Register(() =>
             {
-                if (_signalWaiters.Remove(waiter))
+                if (_signalWaiters?.Remove(waiter) == true)
                 {
                     waiter.Completion.TrySetCanceled(cancellationToken);
                 }
@@ -90,10 +90,10 @@ internal sealed partial class WorkflowExecutor
     /// <summary>Stops waiting for a signal (its timeout fired); a signal arriving later is buffered for the next wait.</summary>
     public void AbandonSignalWait(Task<byte[]?> wait)
     {
-        var index = _signalWaiters.FindIndex(w => w.Completion.Task == wait);
+        var index = _signalWaiters?.FindIndex(w => w.Completion.Task == wait) ?? -1;
         if (index >= 0)
         {
-            _signalWaiters.RemoveAt(index);
+            _signalWaiters!.RemoveAt(index);
         }
     }
 
@@ -106,12 +106,12 @@ internal sealed partial class WorkflowExecutor
 
         var done = new TaskCompletionSource();
         var entry = (condition, done);
-        _conditions.Add(entry);
+        (_conditions ??= []).Add(entry);
         if (cancellationToken.CanBeCanceled)
         {
             cancellationToken.Register(() =>
             {
-                if (_conditions.Remove(entry))
+                if (_conditions?.Remove(entry) == true)
                 {
                     done.TrySetCanceled(cancellationToken);
                 }
@@ -121,9 +121,9 @@ internal sealed partial class WorkflowExecutor
         return done.Task;
     }
 
-    public void SetQuery(string name, Func<(object? Value, Type Type)> handler) => _queries[name] = handler;
+    public void SetQuery(string name, Func<(object? Value, Type Type)> handler) => (_queries ??= new(StringComparer.Ordinal))[name] = handler;
 
-    public void SetUpdate(string name, Type argumentType, Func<object?, Task<(object? Value, Type Type)>> handler) => _updates[name] = (argumentType, handler);
+    public void SetUpdate(string name, Type argumentType, Func<object?, Task<(object? Value, Type Type)>> handler) => (_updates ??= new(StringComparer.Ordinal))[name] = (argumentType, handler);
 
     public void SetCustomStatus(byte[]? status)
     {
@@ -136,7 +136,7 @@ internal sealed partial class WorkflowExecutor
 
     public bool Patched(string patchId, bool deprecated)
     {
-        if (_patches.TryGetValue(patchId, out var decided))
+        if (_patches is not null && _patches.TryGetValue(patchId, out var decided))
         {
             return decided;
         }
@@ -164,7 +164,7 @@ internal sealed partial class WorkflowExecutor
             }
         }
 
-        _patches[patchId] = result;
+        (_patches ??= new(StringComparer.Ordinal))[patchId] = result;
         return result;
     }
 
@@ -189,19 +189,20 @@ internal sealed partial class WorkflowExecutor
     private Task<byte[]?> Wait(HistoryEvent command, CancellationToken cancellationToken)
     {
         var completion = new TaskCompletionSource<byte[]?>();
-        _operations[command.Seq] = new Operation(command, completion);
+        var operation = new Operation(command, completion);
+        _operations[command.Seq] = operation;
         if (cancellationToken.CanBeCanceled)
         {
             if (cancellationToken.IsCancellationRequested)
             {
-                _operations.Remove(command.Seq);
+                Abandon(command);
                 completion.TrySetCanceled(cancellationToken);
             }
             else
             {
-                cancellationToken.Register(() =>
+                operation.Registration = cancellationToken.Register(() =>
                 {
-                    if (_operations.Remove(command.Seq))
+                    if (Abandon(command))
                     {
                         completion.TrySetCanceled(cancellationToken);
                     }
@@ -210,6 +211,30 @@ internal sealed partial class WorkflowExecutor
         }
 
         return completion.Task;
+    }
+
+    /// <summary>Stops waiting for an operation; an activity's worker is then told to cancel its running attempt.</summary>
+    private bool Abandon(HistoryEvent command)
+    {
+        if (!_operations.Remove(command.Seq))
+        {
+            return false;
+        }
+
+        if (command.Kind == HistoryEventKind.ActivityScheduled)
+        {
+            (_abandoned ??= []).Add(command.Seq);
+        }
+
+        return true;
+    }
+
+    /// <summary>Takes the sequence numbers of activities the code stopped waiting for since the last call.</summary>
+    public List<int>? TakeAbandonedActivities()
+    {
+        var abandoned = _abandoned;
+        _abandoned = null;
+        return abandoned;
     }
 
     /// <summary>Records a command, or, while replaying, checks it against the next recorded one and returns that.</summary>
@@ -261,15 +286,16 @@ internal sealed partial class WorkflowExecutor
 
     private void DeliverSignal(string name, byte[]? payload)
     {
-        var index = _signalWaiters.FindIndex(w => w.Name == name);
+        var index = _signalWaiters?.FindIndex(w => w.Name == name) ?? -1;
         if (index >= 0)
         {
-            var waiter = _signalWaiters[index];
-            _signalWaiters.RemoveAt(index);
+            var waiter = _signalWaiters![index];
+            _signalWaiters!.RemoveAt(index);
             waiter.Completion.TrySetResult(payload);
             return;
         }
 
+        _signals ??= new(StringComparer.Ordinal);
         if (!_signals.TryGetValue(name, out var queue))
         {
             _signals[name] = queue = new Queue<byte[]?>();
@@ -281,7 +307,7 @@ internal sealed partial class WorkflowExecutor
     private void StartUpdate(HistoryEvent request)
     {
         var updateId = request.Id!;
-        if (!_updates.TryGetValue(request.Name!, out var update))
+        if (_updates is null || !_updates.TryGetValue(request.Name!, out var update))
         {
             Emit(new HistoryEvent
             {

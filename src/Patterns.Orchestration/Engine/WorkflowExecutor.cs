@@ -17,15 +17,18 @@ internal sealed partial class WorkflowExecutor
     private readonly WorkflowScheduler _scheduler;
     private readonly CancellationTokenSource _cancel = new();
     private readonly Dictionary<int, Operation> _operations = [];
-    private readonly Dictionary<string, Queue<byte[]?>> _signals = new(StringComparer.Ordinal);
-    private readonly List<SignalWaiter> _signalWaiters = [];
-    private readonly List<(Func<bool> Condition, TaskCompletionSource Done)> _conditions = [];
-    private readonly Dictionary<string, Func<(object? Value, Type Type)>> _queries = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, (Type ArgumentType, Func<object?, Task<(object? Value, Type Type)>> Handler)> _updates = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, bool> _patches = new(StringComparer.Ordinal);
+    // Allocated on first use: a cached instance that waits costs only what it uses (100,000 suspended instances add up).
+    private Dictionary<string, Queue<byte[]?>>? _signals;
+    private List<SignalWaiter>? _signalWaiters;
+    private List<(Func<bool> Condition, TaskCompletionSource Done)>? _conditions;
+    private Dictionary<string, Func<(object? Value, Type Type)>>? _queries;
+    private Dictionary<string, (Type ArgumentType, Func<object?, Task<(object? Value, Type Type)>> Handler)>? _updates;
+    private Dictionary<string, bool>? _patches;
+    private HashSet<string>? _seenMessageIds;
     private readonly int _continueAsNewThreshold;
     private List<HistoryEvent> _commands = [];
     private List<LocalActivity>? _locals;
+    private List<int>? _abandoned;
     private List<(HistoryEvent Event, long Index)>? _expected;
     private int _expectedPosition;
     private long _taskEnd;
@@ -93,8 +96,8 @@ internal sealed partial class WorkflowExecutor
 
     public Random Random => _random ??= new Random(unchecked((int)_guidState ^ (int)(_guidState >> 32)));
 
-    /// <summary>Gets the ids of signals that carry a message id, so a redelivered correlated message is applied once.</summary>
-    public HashSet<string> SeenMessageIds { get; } = new(StringComparer.Ordinal);
+    /// <summary>Gets whether a signal with this message id was applied already (a redelivered correlated message is applied once).</summary>
+    public bool HasSeen(string messageId) => _seenMessageIds?.Contains(messageId) == true;
 
     /// <summary>Gets the activities scheduled and not yet completed (to re-dispatch after a crash).</summary>
     public IEnumerable<HistoryEvent> PendingActivities => _operations.Values.Where(static o => o.Command.Kind == HistoryEventKind.ActivityScheduled).Select(static o => o.Command);
@@ -177,7 +180,7 @@ internal sealed partial class WorkflowExecutor
     {
         TaskNumber++;
         Now = now;
-        _commands = [];
+        _commands.Clear();
         incoming[0].At = now.UtcTicks;
         var stamped = new List<HistoryEvent>(incoming.Count);
         foreach (var e in incoming)
@@ -211,13 +214,17 @@ internal sealed partial class WorkflowExecutor
     }
 
     /// <summary>Marks a live task's events as committed.</summary>
-    public void Committed(int count) => Version += count;
+    public void Committed(int count)
+    {
+        Version += count;
+        _commands.Clear(); // not kept while the instance waits
+    }
 
     /// <summary>Runs a query handler on the workflow's scheduler.</summary>
     /// <exception cref="KeyNotFoundException">No handler has this name.</exception>
     public (object? Value, Type Type) Query(string name)
     {
-        if (!_queries.TryGetValue(name, out var handler))
+        if (_queries is null || !_queries.TryGetValue(name, out var handler))
         {
             throw new KeyNotFoundException($"Workflow '{_definition.Name}' (instance '{InstanceId}') has no query handler '{name}'; register it with ctx.SetQueryHandler.");
         }
@@ -270,9 +277,9 @@ internal sealed partial class WorkflowExecutor
         while (true)
         {
             var fired = false;
-            for (var i = 0; i < _conditions.Count; i++)
+            for (var i = 0; i < (_conditions?.Count ?? 0); i++)
             {
-                var (condition, done) = _conditions[i];
+                var (condition, done) = _conditions![i];
                 bool met;
                 try
                 {
@@ -280,7 +287,7 @@ internal sealed partial class WorkflowExecutor
                 }
                 catch (Exception ex)
                 {
-                    _conditions.RemoveAt(i--);
+                    _conditions!.RemoveAt(i--);
                     _scheduler.RunUntilIdle(() => done.TrySetException(ex));
                     fired = true;
                     continue;
@@ -288,7 +295,7 @@ internal sealed partial class WorkflowExecutor
 
                 if (met)
                 {
-                    _conditions.RemoveAt(i--);
+                    _conditions!.RemoveAt(i--);
                     _scheduler.RunUntilIdle(() => done.TrySetResult());
                     fired = true;
                 }
@@ -304,7 +311,7 @@ internal sealed partial class WorkflowExecutor
         {
             Final = Emit(EndOf(_main!));
         }
-        else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && _operations.Count == 0 && _signalWaiters.Count == 0 && _conditions.Count == 0)
+        else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && _operations.Count == 0 && (_signalWaiters?.Count ?? 0) == 0 && (_conditions?.Count ?? 0) == 0)
         {
             _scheduler.ReportEscape("the workflow is waiting for a task that is not a workflow operation, or resumed off its scheduler " +
                 "(Task.Delay, Task.Run, I/O, a TaskCompletionSource, or ConfigureAwait(false)); await ctx.DelayAsync, activities, signals or " +
@@ -384,7 +391,7 @@ internal sealed partial class WorkflowExecutor
             case HistoryEventKind.SignalReceived:
                 if (e.Id is { } messageId)
                 {
-                    SeenMessageIds.Add(messageId);
+                    (_seenMessageIds ??= new(StringComparer.Ordinal)).Add(messageId);
                 }
 
                 DeliverSignal(e.Name!, e.Payload);
@@ -419,6 +426,8 @@ internal sealed partial class WorkflowExecutor
             return; // a timer that fired after its wait ended, or a duplicate
         }
 
+        operation.Registration.Unregister();
+
         if (failed is not null)
         {
             operation.Completion.TrySetException(failed.Kind == HistoryEventKind.ChildFailed
@@ -437,7 +446,11 @@ internal sealed partial class WorkflowExecutor
 
     internal object? Deserialize(byte[]? payload, Type type) => payload is null ? null : _serializer.Deserialize(payload, type);
 
-    private sealed record Operation(HistoryEvent Command, TaskCompletionSource<byte[]?> Completion);
+    private sealed record Operation(HistoryEvent Command, TaskCompletionSource<byte[]?> Completion)
+    {
+        /// <summary>Gets or sets the registration on the wait's cancellation token, removed once the operation resolves (a long run would pile them up).</summary>
+        public CancellationTokenRegistration Registration { get; set; }
+    }
 
     private sealed record SignalWaiter(string Name, TaskCompletionSource<byte[]?> Completion);
 

@@ -159,5 +159,7 @@ public sealed class HistoryEvent
 [JsonSerializable(typeof(HistoryEvent))]
 [JsonSerializable(typeof(InstanceRecord))]
 [JsonSerializable(typeof(TimerRecord))]
+[JsonSerializable(typeof(AttemptRecord))]
+[JsonSerializable(typeof(HandedOffItem))]
 [JsonSerializable(typeof(List<HistoryEvent>))]
 internal sealed partial class OrchestrationJson : JsonSerializerContext;

@@ -71,3 +71,59 @@ internal sealed class TimerRecord
 
     public static string Key(string instanceId, int run, int seq) => $"{instanceId}|{run}|{seq}";
 }
+
+/// <summary>An activity's attempt number once it is retried: read when its task is delivered again after a crash, so retries keep counting.</summary>
+internal sealed class AttemptRecord
+{
+    public const string Collection = "orchestration-attempts";
+
+    /// <summary>Gets the attempt to run next (the one a crash interrupted runs again under its own number).</summary>
+    [JsonPropertyName("a")]
+    public int Attempt { get; init; }
+
+    /// <summary>Gets when that attempt may start (the end of the retry's backoff), in UTC ticks.</summary>
+    [JsonPropertyName("nb")]
+    public long NotBeforeTicks { get; init; }
+}
+
+/// <summary>A request for an instance that another process owns, handed over through the store (its partition's mailbox).</summary>
+internal sealed class HandedOffItem
+{
+    public const string CollectionPrefix = "orchestration-mailbox-";
+
+    [JsonPropertyName("id")]
+    public required string InstanceId { get; init; }
+
+    /// <summary>Gets what it is: <c>s</c>tart, <c>e</c>vent, <c>t</c>erminate or <c>r</c>esume.</summary>
+    [JsonPropertyName("k")]
+    public required string Kind { get; init; }
+
+    [JsonPropertyName("w")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? WorkflowType { get; init; }
+
+    [JsonPropertyName("in")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public byte[]? Input { get; init; }
+
+    [JsonPropertyName("pi")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ParentId { get; init; }
+
+    [JsonPropertyName("ps")]
+    public int ParentSeq { get; init; }
+
+    [JsonPropertyName("ev")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public HistoryEvent? Event { get; init; }
+
+    [JsonPropertyName("run")]
+    public int Run { get; init; }
+
+    [JsonPropertyName("rt")]
+    public bool Retried { get; init; }
+
+    [JsonPropertyName("why")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Reason { get; init; }
+}

@@ -33,6 +33,9 @@ internal sealed class EventItem(HistoryEvent incoming) : WorkItem
 
     /// <summary>Gets the run the event is for (activity results and timers), or 0 for the current run.</summary>
     public int Run { get; init; }
+
+    /// <summary>Gets whether the activity was retried: its attempt record goes with the commit.</summary>
+    public bool Retried { get; init; }
 }
 
 /// <summary>Run a query handler against the instance's state.</summary>

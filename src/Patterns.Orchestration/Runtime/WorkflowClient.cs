@@ -50,7 +50,9 @@ internal sealed class WorkflowClient(WorkflowRuntime runtime) : IWorkflowClient
                 throw new InvalidOperationException($"Workflow instance '{instanceId}' had ended ({final.Kind}) and did not handle update '{name}'.");
             }
 
-            var completed = await waiter.WaitAsync(cancellationToken).ConfigureAwait(false);
+            var completed = accepted == WorkflowRuntime.HandedOff
+                ? await runtime.PollForUpdateAsync(instanceId, updateId, waiter, cancellationToken).ConfigureAwait(false)
+                : await waiter.WaitAsync(cancellationToken).ConfigureAwait(false);
             if (completed.Error is not null)
             {
                 throw new InvalidOperationException($"Update '{name}' of workflow instance '{instanceId}' failed: {completed.ErrorType}: {completed.Error}");

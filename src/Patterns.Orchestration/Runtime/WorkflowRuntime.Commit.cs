@@ -1,5 +1,7 @@
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Patterns.Messaging;
+using Patterns.Orchestration.Activities;
 using Patterns.Orchestration.Engine;
 using Patterns.Orchestration.History;
 using Patterns.Outbox;
@@ -11,7 +13,7 @@ internal sealed partial class WorkflowRuntime
 {
     private const string SignalInbox = "orchestration.signals";
 
-    private async Task CommitAsync(WorkflowExecutor executor, List<HistoryEvent> events, bool isNew, InstanceRecord? record, List<(WorkItem Item, string MessageId)> claimed)
+    private async Task CommitAsync(WorkflowExecutor executor, List<HistoryEvent> events, bool isNew, InstanceRecord? record, List<(WorkItem Item, string MessageId)> claimed, List<int>? retried)
     {
         var now = _time.GetUtcNow();
         var id = executor.InstanceId;
@@ -21,7 +23,7 @@ internal sealed partial class WorkflowRuntime
             serialized[i] = new SerializedEvent(Guid.NewGuid(), EventTypeOf(events[i].Kind), JsonSerializer.SerializeToUtf8Bytes(events[i], OrchestrationJson.Default.HistoryEvent), now);
         }
 
-        var work = new UnitOfWork().Append(StreamOf(id, executor.Run), isNew ? ExpectedVersion.NoStream : ExpectedVersion.Exact(executor.Version), serialized);
+        var work = Fence(new UnitOfWork(), id).Append(StreamOf(id, executor.Run), isNew ? ExpectedVersion.NoStream : ExpectedVersion.Exact(executor.Version), serialized);
         foreach (var e in events)
         {
             switch (e.Kind)
@@ -38,6 +40,11 @@ internal sealed partial class WorkflowRuntime
                     work.Delete(TimerRecord.Collection, TimerRecord.Key(id, executor.Run, e.Seq));
                     break;
             }
+        }
+
+        foreach (var seq in retried ?? [])
+        {
+            work.Delete(AttemptRecord.Collection, TimerRecord.Key(id, executor.Run, seq));
         }
 
         foreach (var (_, messageId) in claimed)
@@ -77,12 +84,12 @@ internal sealed partial class WorkflowRuntime
             }
 
             work.Upsert(InstanceRecord.Collection, id, Encode(updated));
-            await _units.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            await _group.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
             executor.Record = updated;
         }
         else
         {
-            await _units.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            await _group.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
             executor.Record ??= record;
         }
 
@@ -111,9 +118,22 @@ internal sealed partial class WorkflowRuntime
             }
         }
 
+        if (executor.TakeAbandonedActivities() is { } abandoned)
+        {
+            foreach (var seq in abandoned)
+            {
+                CancelActivities(id, executor.Run, seq);
+            }
+        }
+
         if (executor.Final is not { } final)
         {
             return;
+        }
+
+        if (executor.PendingActivities.Any())
+        {
+            CancelActivities(id, executor.Run, null); // the run ended without waiting for them
         }
 
         slot.Executor = null;
@@ -144,16 +164,32 @@ internal sealed partial class WorkflowRuntime
         _ = Enqueue(parentId, new EventItem(outcome));
     }
 
-    private void Dispatch(ActivityTask task)
+    /// <summary>Cancels running activity attempts: at once in this process, and through the cancellation topic in the others.</summary>
+    private void CancelActivities(string instanceId, int run, int? seq)
     {
-        var sending = _bus.SendAsync(Options.ActivityQueue, task, new MessageOptions { PartitionKey = task.InstanceId }, _stopping.Token);
-        if (!sending.IsCompletedSuccessfully)
+        (_worker ??= _services.GetRequiredService<ActivityWorker>()).Cancel(instanceId, run, seq);
+        if (!DirectDispatch)
         {
-            _ = AwaitDispatchAsync(sending, task);
+            // If it cannot be sent, the attempt runs on until its own timeout; its result is ignored.
+            Observe(_bus.PublishAsync(Options.CancellationTopic, new ActivityCancellation(instanceId, run, seq), _stopping.Token), instanceId, "cancellation");
         }
     }
 
-    private async Task AwaitDispatchAsync(ValueTask sending, ActivityTask task)
+    private void Dispatch(ActivityTask task)
+    {
+        // If it cannot be sent, the instance still waits for it: a restart (or ResumeAsync) re-sends pending activities.
+        Observe(_bus.SendAsync(Options.ActivityQueue, task, new MessageOptions { PartitionKey = task.InstanceId }, _stopping.Token), task.InstanceId, task.Activity);
+    }
+
+    private void Observe(ValueTask sending, string instanceId, string what)
+    {
+        if (!sending.IsCompletedSuccessfully)
+        {
+            _ = ObserveAsync(sending, instanceId, what);
+        }
+    }
+
+    private async Task ObserveAsync(ValueTask sending, string instanceId, string what)
     {
         try
         {
@@ -161,8 +197,7 @@ internal sealed partial class WorkflowRuntime
         }
         catch (Exception ex) when (!_stopping.IsCancellationRequested)
         {
-            // The instance still waits for it: a restart (or ResumeAsync) re-sends pending activities.
-            OrchestrationLog.DispatchFailed(_logger, task.InstanceId, task.Activity, ex);
+            OrchestrationLog.DispatchFailed(_logger, instanceId, what, ex);
         }
         catch (OperationCanceledException)
         {

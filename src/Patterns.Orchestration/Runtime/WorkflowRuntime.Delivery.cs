@@ -13,7 +13,7 @@ internal sealed partial class WorkflowRuntime
             : new HistoryEvent { Kind = HistoryEventKind.ActivityFailed, Seq = result.Seq, Error = result.Error, ErrorType = result.ErrorType };
         try
         {
-            await Enqueue(result.InstanceId, new EventItem(e) { Run = result.Run }).WaitAsync(cancellationToken).ConfigureAwait(false);
+            await Enqueue(result.InstanceId, new EventItem(e) { Run = result.Run, Retried = result.Retried }).WaitAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is NonDeterminismException or WorkflowDeterminismException)
         {

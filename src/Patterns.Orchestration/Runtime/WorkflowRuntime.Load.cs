@@ -51,8 +51,14 @@ internal sealed partial class WorkflowRuntime
         {
             foreach (var activity in executor.PendingActivities)
             {
-                Dispatch(new ActivityTask(executor.InstanceId, executor.Run, activity.Seq, activity.Name!, activity.Payload, activity.Options));
+                Dispatch(new ActivityTask(executor.InstanceId, executor.Run, activity.Seq, activity.Name!, activity.Payload, activity.Options) { Resent = true });
             }
+        }
+
+        // Cancellations the previous process may not have delivered (workers in other processes still run them).
+        foreach (var seq in executor.TakeAbandonedActivities() ?? [])
+        {
+            CancelActivities(executor.InstanceId, executor.Run, seq);
         }
 
         foreach (var child in executor.PendingChildren.ToList())
@@ -97,7 +103,7 @@ internal sealed partial class WorkflowRuntime
             record.ClosedAt = now;
             record.Error = terminated.Error;
             record.NextInput = null;
-            var work = new UnitOfWork()
+            var work = Fence(new UnitOfWork(), slot.InstanceId)
                 .Append(stream, ExpectedVersion.Exact(state.Version), [new SerializedEvent(Guid.NewGuid(), EventTypeOf(terminated.Kind), JsonSerializer.SerializeToUtf8Bytes(terminated, OrchestrationJson.Default.HistoryEvent), now)])
                 .Upsert(InstanceRecord.Collection, record.Id, Encode(record));
             try
@@ -111,12 +117,20 @@ internal sealed partial class WorkflowRuntime
 
             NotifyClosed(record);
             NotifyParent(record.ParentId, record.ParentSeq, record.Id, terminated);
+            CancelActivities(record.Id, record.Run, null);
             return;
         }
     }
 
-    private void DeliverTimer(TimerRecord timer) =>
-        _ = Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run });
+    private void DeliverTimer(TimerRecord timer)
+    {
+        if (Owns(timer.InstanceId))
+        {
+            _ = Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run });
+        }
+
+        // Otherwise the partition's owner fires it, from the due-time index it loaded when it took the partition over.
+    }
 
     /// <summary>Removes the index entries of timers that fired after their instance ended or stopped waiting for them.</summary>
     private async Task RemoveStaleTimersAsync(string instanceId, IEnumerable<WorkItem> items)
@@ -130,12 +144,12 @@ internal sealed partial class WorkflowRuntime
         }
     }
 
-    /// <summary>Loads the due-time index and every running instance (re-dispatching what they wait for): the start of a host.</summary>
-    public async Task RecoverAsync(CancellationToken cancellationToken)
+    /// <summary>Loads the due-time index and every running instance that <paramref name="owned"/> accepts (re-dispatching what they wait for): the start of a host, or the takeover of a partition.</summary>
+    public async Task RecoverAsync(Func<string, bool> owned, CancellationToken cancellationToken)
     {
         await foreach (var (_, bytes) in _documents.ListAsync(TimerRecord.Collection, cancellationToken).ConfigureAwait(false))
         {
-            if (JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.TimerRecord) is { } timer)
+            if (JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.TimerRecord) is { } timer && owned(timer.InstanceId))
             {
                 Timers.Schedule(timer);
             }
@@ -143,7 +157,7 @@ internal sealed partial class WorkflowRuntime
 
         await foreach (var (id, bytes) in _documents.ListAsync(InstanceRecord.Collection, cancellationToken).ConfigureAwait(false))
         {
-            if (JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord) is { ClosedAt: null } record && FindWorkflow(record.Type) is not null)
+            if (owned(id) && JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord) is { ClosedAt: null } record && FindWorkflow(record.Type) is not null)
             {
                 _ = Enqueue(id, new ResumeItem());
             }

@@ -30,6 +30,12 @@ internal sealed partial class WorkflowRuntime
             return record;
         }
 
+        if (ExclusiveOwnership)
+        {
+            // The instance may run in another process (or move to one): read its summary now and then while it is not owned here.
+            return await PollForEndAsync(instanceId, waiter.Task, cancellationToken).ConfigureAwait(false);
+        }
+
         if (record is null && !_slots.ContainsKey(instanceId))
         {
             throw new WorkflowNotFoundException(instanceId);

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Patterns.Hosting;
 using Patterns.Orchestration.Engine;
@@ -22,12 +23,14 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private readonly IServiceProvider _services;
     private readonly IEventStorage _storage;
     private readonly IUnitOfWorkStorage _units;
+    private readonly CommitGroup _group;
     private readonly IDocumentStorage _documents;
     private readonly IMessageSerializer _serializer;
     private readonly MessageBus _bus;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
+    private Activities.ActivityWorker? _worker;
 
     public WorkflowRuntime(
         IServiceProvider services,
@@ -39,13 +42,15 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         IMessageSerializer serializer,
         MessageBus bus,
         TimeProvider time,
-        ILogger logger)
+        ILogger logger,
+        ILeaseStore? leases = null)
     {
         _services = services;
         Options = options;
         _workflows = workflows.ToDictionary(static w => w.Name, StringComparer.Ordinal);
         _storage = storage;
         _units = units;
+        _group = new CommitGroup(units, 512);
         _documents = documents;
         _serializer = serializer;
         _bus = bus;
@@ -53,6 +58,12 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _logger = logger;
         Timers = new TimerService(time, DeliverTimer);
         DirectDispatch = bus.Transport.IsInProcess;
+        NodeId = options.NodeId ?? $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid().ToString("N")[..8]}";
+        if (options.ExclusiveOwnership && leases is not null && storage is not Patterns.EventSourcing.InMemory.InMemoryEventStorage)
+        {
+            _leaseStore = leases;
+            _leases = new Lease?[options.Partitions];
+        }
     }
 
     public OrchestrationOptions Options { get; }
@@ -97,8 +108,10 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
     public async Task StopAsync()
     {
+        (_worker ??= _services.GetRequiredService<Activities.ActivityWorker>()).Stop();
         Timers.Dispose();
         await _stopping.CancelAsync().ConfigureAwait(false);
+        await StopOwnershipAsync().ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()
@@ -138,6 +151,12 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         var pending = batch;
         for (var attempt = 0; ; attempt++)
         {
+            if (!Owns(slot.InstanceId))
+            {
+                await HandleElsewhereAsync(slot, pending).ConfigureAwait(false);
+                return;
+            }
+
             var executor = slot.Executor;
             if (executor?.Scheduler.Escape is not null || pending.Any(static i => i is EscapeItem))
             {
@@ -220,6 +239,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
 
             var claimed = new List<(WorkItem Item, string MessageId)>();
+            List<int>? retried = null;
             List<WorkItem>? stale = null;
             foreach (var item in pending)
             {
@@ -235,6 +255,10 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                         if (e is { Kind: HistoryEventKind.SignalReceived, Id: { } messageId })
                         {
                             claimed.Add((item, messageId));
+                        }
+                        else if (eventItem.Retried)
+                        {
+                            (retried ??= []).Add(e.Seq);
                         }
                     }
                     else if (e.Kind == HistoryEventKind.TimerFired)
@@ -277,7 +301,14 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             try
             {
                 record ??= executor.Record ?? (isNew ? null : await ReadRecordAsync(slot.InstanceId).ConfigureAwait(false));
-                await CommitAsync(executor, events, isNew, record, claimed).ConfigureAwait(false);
+                await CommitAsync(executor, events, isNew, record, claimed, retried).ConfigureAwait(false);
+            }
+            catch (LeaseLostException)
+            {
+                // Another process owns the instance now: what this task did is dropped and the requests go to the owner.
+                slot.Executor = null;
+                await HandleElsewhereAsync(slot, pending).ConfigureAwait(false);
+                return;
             }
             catch (Exception ex) when (ex is WrongExpectedVersionException or DuplicateMessageException && attempt < Options.MaxConflictRetries)
             {
@@ -323,7 +354,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         {
             HistoryEventKind.ActivityCompleted or HistoryEventKind.ActivityFailed or HistoryEventKind.TimerFired
                 or HistoryEventKind.ChildCompleted or HistoryEventKind.ChildFailed => executor.IsPending(e.Seq),
-            HistoryEventKind.SignalReceived => e.Id is null || !executor.SeenMessageIds.Contains(e.Id),
+            HistoryEventKind.SignalReceived => e.Id is null || !executor.HasSeen(e.Id),
             _ => true,
         };
     }

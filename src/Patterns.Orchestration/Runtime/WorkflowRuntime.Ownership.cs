@@ -1,0 +1,342 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Patterns.Orchestration.History;
+using Patterns.Storage;
+
+namespace Patterns.Orchestration.Runtime;
+
+/// <summary>
+/// Single ownership of instances across processes that share a store: instances fall into partitions, each held through a
+/// lease (<see cref="LeaseRunner"/>) by one process, which alone runs, dispatches and commits them (its commits are fenced by
+/// the lease). A process that takes a partition over resumes its instances from the store; requests for an instance owned
+/// elsewhere go to the owner through its partition's mailbox in the store.
+/// </summary>
+internal sealed partial class WorkflowRuntime
+{
+    /// <summary>What a request handed to another process completes with.</summary>
+    public static readonly object HandedOff = new();
+
+    private readonly ILeaseStore? _leaseStore;
+    private readonly Lease?[]? _leases;
+    private readonly List<Task> _owners = [];
+    private readonly ConcurrentDictionary<string, bool> _draining = new(StringComparer.Ordinal);
+    private bool _ownershipStarted;
+
+    /// <summary>Gets this process's owner id for partition leases.</summary>
+    public string NodeId { get; }
+
+    /// <summary>Gets whether instances are owned by one process at a time through partition leases.</summary>
+    public bool ExclusiveOwnership => _leases is not null;
+
+    /// <summary>Gets the partitions this process owns now.</summary>
+    public IReadOnlyList<int> OwnedPartitions => _leases is null ? [] : [.. Enumerable.Range(0, _leases.Length).Where(p => Volatile.Read(ref _leases[p]) is not null)];
+
+    /// <summary>Gets the partition of an instance: a stable hash of its id.</summary>
+    public int PartitionOf(string instanceId)
+    {
+        var hash = 2166136261u;
+        foreach (var c in instanceId)
+        {
+            hash = (hash ^ c) * 16777619u;
+        }
+
+        return (int)(hash % (uint)Options.Partitions);
+    }
+
+    /// <summary>Gets whether this process owns the instance (always, without exclusive ownership).</summary>
+    public bool Owns(string instanceId) => _leases is null || Volatile.Read(ref _leases[PartitionOf(instanceId)]) is not null;
+
+    /// <summary>Takes the partitions that are free (or the first round of trying), then resumes the instances of those it owns.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (_leases is null)
+        {
+            if (Options.RecoverOnStart)
+            {
+                await RecoverAsync(static _ => true, cancellationToken).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
+        var firstRound = new Task[_leases.Length];
+        for (var partition = 0; partition < _leases.Length; partition++)
+        {
+            var tried = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            firstRound[partition] = tried.Task;
+            var p = partition;
+            var runner = new LeaseRunner(_leaseStore!, $"orchestration/{Options.StreamPrefix}{p}", NodeId, Options.LeaseDuration, _time);
+            _owners.Add(runner.RunAsync(
+                (lease, owned) => OwnAsync(p, lease, tried, owned),
+                () => tried.TrySetResult(),
+                lost => OrchestrationLog.PartitionLost(_logger, p, lost.Owner),
+                ex =>
+                {
+                    OrchestrationLog.OwnershipFailed(_logger, p, ex);
+                    tried.TrySetResult();
+                },
+                _stopping.Token));
+        }
+
+        await Task.WhenAll(firstRound).WaitAsync(cancellationToken).ConfigureAwait(false);
+        Volatile.Write(ref _ownershipStarted, true);
+        if (Options.RecoverOnStart)
+        {
+            await RecoverAsync(Owns, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task StopOwnershipAsync()
+    {
+        // The runners release their leases as they stop, so another process takes the partitions over at once.
+        await Task.WhenAll(_owners).ConfigureAwait(false);
+    }
+
+    private async Task<LeaseRunner.Outcome> OwnAsync(int partition, Lease lease, TaskCompletionSource tried, CancellationToken owned)
+    {
+        Volatile.Write(ref _leases![partition], lease);
+        tried.TrySetResult();
+        try
+        {
+            if (Volatile.Read(ref _ownershipStarted))
+            {
+                // Taken over from a process that stopped or died: resume what it ran.
+                await RecoverAsync(id => PartitionOf(id) == partition, owned).ConfigureAwait(false);
+            }
+
+            while (true)
+            {
+                await DrainAsync(partition, owned).ConfigureAwait(false);
+                await Task.Delay(Options.HandoffInterval, _time, owned).ConfigureAwait(false);
+            }
+        }
+        catch (Exception) when (owned.IsCancellationRequested)
+        {
+            // Stopped, or the lease was lost.
+        }
+        catch (Exception ex)
+        {
+            // The store failed while resuming or draining: give the partition up for now and take it again.
+            OrchestrationLog.OwnershipFailed(_logger, partition, ex);
+        }
+        finally
+        {
+            Volatile.Write(ref _leases[partition], null);
+            foreach (var (id, slot) in _slots)
+            {
+                if (PartitionOf(id) == partition)
+                {
+                    slot.Executor = null; // another process may change it from now on
+                }
+            }
+        }
+
+        return _stopping.IsCancellationRequested ? LeaseRunner.Outcome.Done : LeaseRunner.Outcome.Lost;
+    }
+
+    /// <summary>Makes a commit for an instance conditional on still holding its partition's lease.</summary>
+    private UnitOfWork Fence(UnitOfWork work, string instanceId)
+    {
+        if (_leases is not null)
+        {
+            var lease = Volatile.Read(ref _leases[PartitionOf(instanceId)])
+                ?? throw new LeaseLostException(new Lease($"orchestration/{Options.StreamPrefix}{PartitionOf(instanceId)}", NodeId, 0, DateTimeOffset.MinValue), null);
+            work.RequireLease(lease);
+        }
+
+        return work;
+    }
+
+    /// <summary>Handles the items of an instance another process owns: queries read the stored state, the rest go to the owner.</summary>
+    private async Task HandleElsewhereAsync(InstanceSlot slot, List<WorkItem> items)
+    {
+        slot.Executor = null;
+        List<WorkItem>? queries = null;
+        foreach (var item in items)
+        {
+            switch (item)
+            {
+                case QueryItem:
+                    (queries ??= []).Add(item);
+                    break;
+                case EscapeItem or EventItem { Event.Kind: HistoryEventKind.TimerFired }:
+                    item.Complete(); // the owner fires its timers from the due-time index
+                    break;
+                default:
+                    try
+                    {
+                        await HandOffAsync(slot.InstanceId, item).ConfigureAwait(false);
+                        item.Complete(HandedOff);
+                    }
+                    catch (Exception ex)
+                    {
+                        item.Fail(ex);
+                    }
+
+                    break;
+            }
+        }
+
+        if (queries is null)
+        {
+            return;
+        }
+
+        var (executor, _) = await LoadAsync(slot).ConfigureAwait(false);
+        if (executor is null)
+        {
+            foreach (var query in queries)
+            {
+                query.Fail(new WorkflowNotFoundException(slot.InstanceId));
+            }
+
+            return;
+        }
+
+        Answer(executor, queries);
+    }
+
+    /// <summary>Writes a request into the mailbox of the instance's partition; drains it at once if this process owns the partition meanwhile.</summary>
+    private async Task HandOffAsync(string instanceId, WorkItem item)
+    {
+        var key = $"{instanceId}|{Guid.NewGuid():N}";
+        var handed = item switch
+        {
+            StartItem start => new HandedOffItem { InstanceId = instanceId, Kind = "s", WorkflowType = start.WorkflowType, Input = start.Input, ParentId = start.ParentId, ParentSeq = start.ParentSeq },
+            EventItem { Event: { Kind: HistoryEventKind.SignalReceived, Id: null } signal } => new HandedOffItem
+            {
+                // The mailbox key becomes the signal's message id, so draining it twice applies it once.
+                InstanceId = instanceId, Kind = "e", Event = new HistoryEvent { Kind = signal.Kind, Name = signal.Name, Payload = signal.Payload, Id = key },
+            },
+            EventItem e => new HandedOffItem { InstanceId = instanceId, Kind = "e", Event = e.Event, Run = e.Run, Retried = e.Retried },
+            TerminateItem terminate => new HandedOffItem { InstanceId = instanceId, Kind = "t", Reason = terminate.Reason },
+            _ => new HandedOffItem { InstanceId = instanceId, Kind = "r" },
+        };
+        var partition = PartitionOf(instanceId);
+        await _documents.UpsertAsync(HandedOffItem.CollectionPrefix + partition, key, JsonSerializer.SerializeToUtf8Bytes(handed, OrchestrationJson.Default.HandedOffItem), _stopping.Token)
+            .ConfigureAwait(false);
+        if (Volatile.Read(ref _leases![partition]) is not null)
+        {
+            await DrainAsync(partition, _stopping.Token).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Applies the requests other processes handed to this partition's owner; each is removed once its effect is committed.</summary>
+    private async Task DrainAsync(int partition, CancellationToken cancellationToken)
+    {
+        var collection = HandedOffItem.CollectionPrefix + partition;
+        await foreach (var (key, bytes) in _documents.ListAsync(collection, cancellationToken).ConfigureAwait(false))
+        {
+            if (!_draining.TryAdd(key, true))
+            {
+                continue;
+            }
+
+            WorkItem item;
+            HandedOffItem? handed;
+            try
+            {
+                handed = JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.HandedOffItem);
+            }
+            catch (JsonException)
+            {
+                handed = null;
+            }
+
+            item = handed switch
+            {
+                { Kind: "s" } => new StartItem(handed.WorkflowType!, handed.Input, handed.ParentId, handed.ParentSeq),
+                { Kind: "e", Event: { } e } => new EventItem(e) { Run = handed.Run, Retried = handed.Retried },
+                { Kind: "t" } => new TerminateItem(handed.Reason),
+                { Kind: "r" } => new ResumeItem(),
+                _ => new EscapeItem(), // unreadable: dropped (completes at once)
+            };
+            _ = ApplyHandedOffAsync(collection, key, handed?.InstanceId, item);
+        }
+    }
+
+    private async Task ApplyHandedOffAsync(string collection, string key, string? instanceId, WorkItem item)
+    {
+        try
+        {
+            if (instanceId is not null && item is not EscapeItem)
+            {
+                try
+                {
+                    await Enqueue(instanceId, item).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // Refused (an unknown instance, a faulted one): the sender was told it was handed over; its status says the rest.
+                    OrchestrationLog.HandOffRefused(_logger, instanceId, ex);
+                }
+            }
+
+            await _documents.DeleteAsync(collection, key, _stopping.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping: the request stays in the mailbox for the next owner.
+        }
+        finally
+        {
+            _draining.TryRemove(key, out _);
+        }
+    }
+
+    /// <summary>Reads an instance's summary until it has ended, for an instance another process runs.</summary>
+    private async Task<InstanceRecord> PollForEndAsync(string instanceId, Task<InstanceRecord> local, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var tick = Task.Delay(Options.HandoffInterval, _time, cancellationToken);
+            if (await Task.WhenAny(local, tick).ConfigureAwait(false) == local)
+            {
+                return await local.ConfigureAwait(false);
+            }
+
+            await tick.ConfigureAwait(false);
+            if (Owns(instanceId) && _slots.ContainsKey(instanceId))
+            {
+                continue; // it runs here: its end is signalled
+            }
+
+            var record = await ReadRecordAsync(instanceId).ConfigureAwait(false);
+            if (record is null && Owns(instanceId) && !_slots.ContainsKey(instanceId))
+            {
+                throw new WorkflowNotFoundException(instanceId);
+            }
+
+            if (record is not null && (record.ClosedAt is not null || record.Status == WorkflowStatus.Faulted))
+            {
+                return record;
+            }
+        }
+    }
+
+    /// <summary>Reads an instance's history until it records the end of an update, for an update handed to another process.</summary>
+    public async Task<HistoryEvent> PollForUpdateAsync(string instanceId, string updateId, Task<HistoryEvent> local, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var tick = Task.Delay(Options.HandoffInterval, _time, cancellationToken);
+            if (await Task.WhenAny(local, tick).ConfigureAwait(false) == local)
+            {
+                return await local.ConfigureAwait(false);
+            }
+
+            await tick.ConfigureAwait(false);
+            var record = await ReadRecordAsync(instanceId).ConfigureAwait(false) ?? throw new WorkflowNotFoundException(instanceId);
+            var history = await ReadHistoryAsync(instanceId, record.Run, cancellationToken).ConfigureAwait(false);
+            if (history.FirstOrDefault(e => e.Kind == HistoryEventKind.UpdateCompleted && e.Id == updateId) is { } completed)
+            {
+                return completed;
+            }
+
+            if (record.ClosedAt is not null)
+            {
+                throw new InvalidOperationException($"Workflow instance '{instanceId}' had ended ({record.Status}) and did not handle the update.");
+            }
+        }
+    }
+}
