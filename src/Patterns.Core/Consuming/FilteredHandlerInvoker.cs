@@ -9,9 +9,6 @@ namespace Patterns.Consuming;
 /// </summary>
 internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<TMessage>
 {
-    [ThreadStatic]
-    private static Context? t_spare;
-
     private readonly MessageHandlerInvoker<TMessage> _inner;
     private readonly ConsumeDelegate _pipeline;
 
@@ -27,51 +24,16 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     public static MessageHandlerInvoker<TMessage> Wrap(MessageHandlerInvoker<TMessage> inner, IReadOnlyList<IConsumeFilter> filters) =>
         filters.Count == 0 ? inner : new FilteredHandlerInvoker<TMessage>(inner, filters);
 
-    public override ValueTask InvokeAsync(TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+    public override ValueTask InvokeAsync(TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) =>
+        _pipeline(new Context(_inner, message, envelope, consumer, cancellationToken));
+
+    private sealed class Context(MessageHandlerInvoker<TMessage> inner, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        : ConsumeContext(envelope, consumer.Source, consumer.ConsumerGroup, inner.HandlerName, consumer.Services, cancellationToken)
     {
-        // A context whose pipeline finished synchronously is reused by the next message on this thread: the
-        // documented contract is that a filter does not keep the context once its pipeline has completed.
-        var context = t_spare ?? new Context();
-        t_spare = null;
-        context.Set(_inner, message, envelope, consumer, cancellationToken);
-        var pending = _pipeline(context);
-        if (!pending.IsCompletedSuccessfully)
-        {
-            return pending;
-        }
-
-        #pragma warning disable CA1849 // Completed already, so it does not block.
-        pending.GetAwaiter().GetResult();
-        #pragma warning restore CA1849
-        context.Reset();
-        t_spare = context;
-        return default;
-    }
-
-    private sealed class Context : ConsumeContext
-    {
-        private MessageHandlerInvoker<TMessage> _inner = null!;
-        private TMessage _message = default!;
-        private ConsumerIdentity _consumer = null!;
-
-        public override object Message => _message!;
+        public override object Message => message!;
 
         public override Type MessageType => typeof(TMessage);
 
-        public void Set(MessageHandlerInvoker<TMessage> inner, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
-        {
-            _inner = inner;
-            _message = message;
-            _consumer = consumer;
-            Initialize(envelope, consumer.Source, consumer.ConsumerGroup, inner.HandlerName, consumer.Services, cancellationToken);
-        }
-
-        public void Reset()
-        {
-            _message = default!;
-            Clear();
-        }
-
-        public ValueTask InvokeHandler() => _inner.InvokeAsync(_message, Envelope, _consumer, CancellationToken);
+        public ValueTask InvokeHandler() => inner.InvokeAsync(message, Envelope, consumer, CancellationToken);
     }
 }

@@ -124,30 +124,6 @@ public sealed class ConsumeFilterTests
         FilteredHandlerInvoker<Reminder>.Wrap(inner, [new CountingFilter()]).Should().NotBeSameAs(inner);
     }
 
-    [Fact]
-    public async Task Filters_ContextsReusedBetweenMessages_EachMessageStartsWithItsOwnMessageAndNoItems()
-    {
-        // A context whose pipeline completed synchronously is reused for the next message on the same thread.
-        var seen = new ConcurrentQueue<string>();
-        using var host = await TestHost.StartAsync(
-            b => b.AddMessageQueue(q => q.AddConsumer<Reminder>("reused", (_, _, _) => default)),
-            patterns: p => p.AddConsumeFilter((context, next) =>
-            {
-                seen.Enqueue($"{((Reminder)context.Message).Id} items={context.Items.Count} {context.Envelope.TryGetHeader("n", out var n)} {n}");
-                context.Items["mark"] = true;
-                return next(context);
-            }));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-
-        for (var i = 1; i <= 3; i++)
-        {
-            await sender.SendAsync("reused", new Reminder(i), new MessageOptions { Headers = i == 2 ? new Dictionary<string, string> { ["n"] = "two" } : null });
-        }
-
-        await host.Harness().WaitForDeliveriesAsync(3).WaitAsync(TestHost.Wait);
-        seen.Should().Equal("1 items=0 False ", "2 items=0 True two", "3 items=0 False ");
-    }
-
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
