@@ -32,4 +32,12 @@ public sealed class PatternsOptions
     /// <summary>Gets or sets how long a message is put off when the inbox store fails while checking it, before it is checked again.</summary>
     /// <value>Default 1 second. The put-off does not count as a delivery.</value>
     public TimeSpan InboxRetryDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Gets or sets how long a durable inbox keeps a handled message id (the kernel's de-duplication, and the ids a
+    /// stream's snapshots include). Older ids are removed by a background pass every hour (or every retention, when
+    /// shorter), so the inbox does not grow without bound. A copy that arrives after its id was removed is handled again.
+    /// </summary>
+    /// <value>Default 7 days. <see cref="System.Threading.Timeout.InfiniteTimeSpan"/> keeps every id.</value>
+    public TimeSpan InboxRetention { get; set; } = TimeSpan.FromDays(7);
 }

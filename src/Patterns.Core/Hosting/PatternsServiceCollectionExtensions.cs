@@ -63,6 +63,8 @@ public static class PatternsServiceCollectionExtensions
                 sp.GetRequiredService<IOptions<MessagingTopology>>(), sp, sp.GetRequiredService<MessageBus>(), sp.GetRequiredService<RequestClient>(),
                 sp.GetRequiredService<IMessageSerializer>(), sp.GetRequiredService<IOptions<PatternsOptions>>(), LoggerFactory(sp)));
             services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, MessagingHostedService>(static sp => sp.GetRequiredService<MessagingHostedService>()));
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, Patterns.Consuming.InboxPruner>(static sp => new Patterns.Consuming.InboxPruner(
+                sp, sp.GetRequiredService<IOptions<PatternsOptions>>(), sp.GetRequiredService<TimeProvider>(), LoggerFactory(sp))));
             services.TryAddSingleton(static sp => new PatternsTransportHealthCheck(sp.GetRequiredService<MessageTransport>()));
             services.TryAddSingleton(static sp => new PatternsConsumersHealthCheck(sp.GetRequiredService<MessagingHostedService>()));
         }

@@ -156,6 +156,11 @@ internal sealed class PatternsOptionsValidator : IValidateOptions<PatternsOption
             errors.Add($"PatternsOptions.ShutdownTimeout must not be negative (was {options.ShutdownTimeout}).");
         }
 
+        if (options.InboxRetention <= TimeSpan.Zero && options.InboxRetention != Timeout.InfiniteTimeSpan)
+        {
+            errors.Add($"PatternsOptions.InboxRetention must be positive or Timeout.InfiniteTimeSpan (was {options.InboxRetention}).");
+        }
+
         if (options.InboxCapacity < 1)
         {
             errors.Add($"PatternsOptions.InboxCapacity must be at least 1 (was {options.InboxCapacity}).");

@@ -140,7 +140,7 @@ public sealed class HostingTests
         services.AddRequestResponse();
         services.AddPatterns();
 
-        services.Count(d => d.ServiceType == typeof(IHostedService)).Should().Be(1);
+        services.Count(d => d.ServiceType == typeof(IHostedService)).Should().Be(2, "the messaging host and the inbox pruner, each once");
         services.Count(d => d.ServiceType == typeof(MessageTransport)).Should().Be(1);
         services.Count(d => d.ServiceType == typeof(IPublisher)).Should().Be(1);
         using var provider = services.BuildServiceProvider();
