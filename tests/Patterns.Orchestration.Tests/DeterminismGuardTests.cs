@@ -4,7 +4,13 @@ namespace Patterns.Orchestration.Tests;
 
 public sealed class TaskRunWorkflow : Workflow<string, int>
 {
-    public override async Task<int> RunAsync(WorkflowContext context, string input) => await Task.Run(() => 42);
+    // The escaped work takes a moment: a Task.Run that finished before the await looked at it would be awaited
+    // synchronously on the workflow's own thread, with nothing to detect (the test failed once so in CI).
+    public override async Task<int> RunAsync(WorkflowContext context, string input) => await Task.Run(async () =>
+    {
+        await Task.Delay(TimeSpan.FromMilliseconds(200));
+        return 42;
+    });
 }
 
 public sealed class TaskDelayWorkflow : Workflow<string, int>
