@@ -232,9 +232,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
 
             slot.Executor = executor;
-            if (loaded && !isNew && attempt == 0)
+            if (loaded && !isNew && attempt == 0 && executor.Final is null)
             {
                 // Loaded from the store (the cold path): what it waits for may have been lost with a previous process.
+                // A run that has ended waits for nothing: re-sending its pending activities would run them again (a
+                // terminated instance's cancelled activity ran twice when its result brought the instance back in).
                 await RedispatchAsync(executor).ConfigureAwait(false);
             }
 
