@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
+using Patterns.Hosting;
 using Patterns.Messaging;
 using Patterns.Testing;
 
@@ -95,11 +96,20 @@ internal static class EventSourcingHost
     public static readonly TimeSpan Wait = TestHost.Wait;
 
     public static Task<IHost> StartAsync(Action<EventSourcingBuilder> configure, TimeProvider? time = null) =>
-        TestHost.StartAsync(b => b.AddEventSourcing(es =>
-        {
-            es.AddEvent<AccountOpened>().AddEvent<Deposited>().AddEvent<Withdrawn>().AddEvent<AccountClosed>();
-            configure(es);
-        }), time ?? new FakeTimeProvider(), harness: false);
+        TestHost.StartAsync(
+            b =>
+            {
+                b.AddEventSourcing(es =>
+                {
+                    es.AddEvent<AccountOpened>().AddEvent<Deposited>().AddEvent<Withdrawn>().AddEvent<AccountClosed>();
+                    configure(es);
+                });
+
+                // The inbox pruner's hourly timer would count among the timers these tests wait for (InboxPrunerTests cover it).
+                b.Services.Configure<PatternsOptions>(o => o.InboxRetention = Timeout.InfiniteTimeSpan);
+            },
+            time ?? new FakeTimeProvider(),
+            harness: false);
 
     public static IEventStore Store(this IHost host) => host.Services.GetRequiredService<IEventStore>();
 
