@@ -184,7 +184,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         }
 
         var entry = GetEntry<TRequest, TResponse>();
-        if (entry.Pipeline is not null || entry.WantsContext || entry.HasFilters || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
+        if (!entry.IsDirect || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
         {
             return SendInlineInstrumentedAsync(entry, request, default, null, timeout, cancellationToken);
         }

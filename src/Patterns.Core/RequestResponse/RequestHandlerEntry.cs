@@ -68,6 +68,9 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
     /// <summary>Gets a value indicating whether consume filters run around this handler.</summary>
     public bool HasFilters => _filters is not null;
 
+    /// <summary>Gets a value indicating whether an in-process call may invoke the handler directly: no resilience pipeline, no context, no filters.</summary>
+    public bool IsDirect { get; private set; }
+
     public override DeliveryHandler CreateResponder(MessageBus bus, IMessageSerializer serializer, ILogger logger) =>
         new RequestResponder<TRequest, TResponse>(this, bus, serializer, logger).HandleAsync;
 
@@ -75,6 +78,7 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
     {
         base.Configure(services, queue, filters);
         _filters = filters.Count == 0 ? null : ConsumeFilterChain.Build(filters, static context => ((FilteredRequest)context).InvokeHandlerAsync());
+        IsDirect = Pipeline is null && !WantsContext && _filters is null;
     }
 
     /// <summary>Calls the handler through the consume filters (when any are registered) and its resilience pipeline.</summary>
