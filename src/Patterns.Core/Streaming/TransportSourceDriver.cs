@@ -83,24 +83,35 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                     if (held is not null)
                     {
                         var id = envelope.MessageId.ToString();
-                        if (inbox is not null && envelope.DeliveryCount > 0)
+                        var check = inbox is not null && envelope.DeliveryCount > 0;
+                        while (true)
                         {
-                            // Delivered before: a committed snapshot may include it already, its acknowledgement lost.
-                            try
+                            var checkedAt = -1L;
+                            if (check)
                             {
-                                if (await inbox.ContainsAsync(consumer, id, ct).ConfigureAwait(false))
+                                // Delivered before: a committed snapshot may include it already, its acknowledgement lost.
+                                checkedAt = held.Commits;
+                                try
                                 {
-                                    StreamingLog.AlreadyIncluded(logger, Run.Name, envelope.MessageId);
-                                    return Settlement.Ack;
+                                    if (await inbox!.ContainsAsync(consumer, id, ct).ConfigureAwait(false))
+                                    {
+                                        StreamingLog.AlreadyIncluded(logger, Run.Name, envelope.MessageId);
+                                        return Settlement.Ack;
+                                    }
+                                }
+                                catch (Exception ex) when (ex is not OperationCanceledException)
+                                {
+                                    return Settlement.Defer(TimeSpan.FromSeconds(1), $"the inbox of stream '{Run.Name}' could not be read ({ex.Message})");
                                 }
                             }
-                            catch (Exception ex) when (ex is not OperationCanceledException)
+
+                            // Null: a snapshot committed while the inbox was read, and it may include this message (the
+                            // held copy it would have waited for is settled already): the inbox is read again.
+                            if (await held.WriteAndHoldAsync(message, id, checkedAt, ct).ConfigureAwait(false) is { } settlement)
                             {
-                                return Settlement.Defer(TimeSpan.FromSeconds(1), $"the inbox of stream '{Run.Name}' could not be read ({ex.Message})");
+                                return settlement;
                             }
                         }
-
-                        return await held.WriteAndHoldAsync(message, id, ct).ConfigureAwait(false);
                     }
 
                     await writer.WriteAsync(message, ct).ConfigureAwait(false);
@@ -179,6 +190,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         private readonly Dictionary<string, TaskCompletionSource<Settlement>> _heldIds = new(StringComparer.Ordinal);
         private long _written;
         private long _captured;
+        private long _commits;
         private int _held;
         private bool _released;
 
@@ -194,7 +206,25 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             }
         }
 
-        public async Task<Settlement> WriteAndHoldAsync(T message, string id, CancellationToken cancellationToken)
+        /// <summary>Gets how many snapshots that include held messages have committed.</summary>
+        public long Commits
+        {
+            get
+            {
+                lock (_gate)
+                {
+                    return _commits;
+                }
+            }
+        }
+
+        /// <summary>
+        /// Writes <paramref name="message"/> into the pipeline and waits until a committed snapshot includes it. A copy of
+        /// a message held already waits for the held one instead. Returns null, without writing, when the caller read the
+        /// inbox after <paramref name="checkedAt"/> commits (-1: it did not read it) and a snapshot has committed since:
+        /// that snapshot may include this message, whose held copy is settled and forgotten, so the inbox is read again.
+        /// </summary>
+        public async Task<Settlement?> WriteAndHoldAsync(T message, string id, long checkedAt, CancellationToken cancellationToken)
         {
             var settled = new TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously);
             var writer = driver._channel.Writer;
@@ -218,6 +248,10 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                         // A copy of a message the pipeline holds (its channel was recycled): it is settled as the held
                         // one is, acknowledged once that one's snapshot commits, handed back if it is released.
                         original = held.Task;
+                    }
+                    else if (checkedAt >= 0 && checkedAt != _commits)
+                    {
+                        return null;
                     }
                     else if (writer.TryWrite(message))
                     {
@@ -290,6 +324,8 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 {
                     _heldIds.Remove(id);
                 }
+
+                _commits++;
             }
 
             foreach (var (message, _) in settled)

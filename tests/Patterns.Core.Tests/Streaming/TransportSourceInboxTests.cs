@@ -1,0 +1,172 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
+using Patterns.EventSourcing.InMemory;
+using Patterns.InMemory;
+using Patterns.Messaging;
+using Patterns.Queues;
+using Patterns.Serialization;
+using Patterns.Storage;
+using Patterns.Streaming;
+using Patterns.Testing;
+using Patterns.Transport;
+using static Patterns.Core.Tests.Streaming.T;
+
+namespace Patterns.Core.Tests.Streaming;
+
+/// <summary>
+/// A transport source on a durable snapshot store records the ids its snapshots include in the store's inbox, so that a
+/// message delivered again (its acknowledgement lost) is not counted twice.
+/// </summary>
+public sealed class TransportSourceInboxTests
+{
+    /// <summary>
+    /// A copy of a held message whose inbox read misses the snapshot that commits the held one a moment later: the copy
+    /// must not enter the pipeline. (Found by the streaming kill test on RabbitMQ and PostgreSQL: the copy was taken
+    /// again, and the next snapshot's unit of work failed on its inbox claim, stopping the pipeline.)
+    /// </summary>
+    [Fact]
+    public async Task CopyWhoseInboxReadRacesTheHeldOnesCommit_IsAcknowledgedWithoutEnteringThePipeline()
+    {
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
+        var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
+        var inbox = new GatedInbox(storage);
+        var watched = new WatchedTransport(InMemoryTransport.Create(timeProvider: time));
+        var taken = new ConcurrentQueue<Click>();
+        var tookTwo = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var tookOne = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(
+            b =>
+            {
+                b.Services.AddSingleton<IStreamSnapshotStore>(sp => new StoreStreamSnapshotStore(storage, inbox, sp.GetRequiredService<IMessageSerializer>()));
+                b.AddMessageQueue(q => q.AddQueue("clicks"));
+                b.AddStreaming(s => s.AddPipeline("held", sp =>
+                    DataStream.FromQueue<Click>(sp, "clicks", new StreamOptions { SnapshotInterval = TimeSpan.FromSeconds(5) })
+                        .To(c =>
+                        {
+                            taken.Enqueue(c);
+                            (taken.Count == 1 ? tookOne : tookTwo).TrySetResult();
+                        })));
+            },
+            time,
+            p => p.UseTransport(_ => watched),
+            harness: false);
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("clicks", C("a", 1));
+        await tookOne.Task.WaitAsync(TestHost.Wait);
+        var original = await watched.Delivered.Task.WaitAsync(TestHost.Wait);
+
+        // The copy reads the inbox before the held message's snapshot commits, and goes on only after it has.
+        inbox.Arm();
+        await watched.Inner.SendAsync("clicks", original with { DeliveryCount = 1 });
+        await inbox.Reading.Task.WaitAsync(TestHost.Wait);
+        fake.Advance(TimeSpan.FromSeconds(5));
+        (await watched.Settled(0).WaitAsync(TestHost.Wait)).Kind.Should().Be(SettlementKind.Ack, "the snapshot that includes it committed");
+        inbox.Proceed();
+
+        var copy = watched.Settled(1);
+        await Task.WhenAny(copy, tookTwo.Task).WaitAsync(TestHost.Wait);
+        taken.Should().ContainSingle("the committed snapshot includes the message; its copy must not be counted again");
+        (await copy.WaitAsync(TestHost.Wait)).Kind.Should().Be(SettlementKind.Ack);
+        (await storage.ContainsAsync("stream:held", original.MessageId.ToString())).Should().BeTrue();
+
+        fake.Advance(TimeSpan.FromSeconds(5));
+        await host.StopAsync();
+        taken.Should().ContainSingle();
+        watched.Failures.Should().BeEmpty();
+    }
+
+    /// <summary>The store's inbox, whose next read can be held after it has looked (as a slow read would be).</summary>
+    private sealed class GatedInbox(InMemoryEventStorage inner) : IUnitOfWorkStorage, IInboxStore
+    {
+        private readonly TaskCompletionSource _proceed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _armed;
+
+        public TaskCompletionSource Reading { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Arm() => Volatile.Write(ref _armed, 1);
+
+        public void Proceed() => _proceed.TrySetResult();
+
+        public ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default) =>
+            inner.CommitAsync(work, cancellationToken);
+
+        public async ValueTask<bool> ContainsAsync(string consumer, string messageId, CancellationToken cancellationToken = default)
+        {
+            var contains = await inner.ContainsAsync(consumer, messageId, cancellationToken);
+            if (Interlocked.Exchange(ref _armed, 0) == 1)
+            {
+                Reading.TrySetResult();
+                await _proceed.Task.WaitAsync(cancellationToken);
+            }
+
+            return contains;
+        }
+
+        public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default) =>
+            inner.TryMarkHandledAsync(consumer, messageId, cancellationToken);
+
+        public ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default) =>
+            inner.PruneAsync(olderThan, cancellationToken);
+    }
+
+    /// <summary>The in-memory transport, reporting the first delivery and how each delivery count was settled.</summary>
+    private sealed class WatchedTransport(MessageTransport inner) : MessageTransport
+    {
+        private readonly ConcurrentDictionary<int, TaskCompletionSource<Settlement>> _settled = new();
+
+        public MessageTransport Inner => inner;
+
+        public TaskCompletionSource<Envelope> Delivered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public ConcurrentQueue<Exception> Failures { get; } = new();
+
+        public override string SystemName => inner.SystemName;
+
+        public override bool IsInProcess => inner.IsInProcess;
+
+        public override int MaxPayloadBytes => inner.MaxPayloadBytes;
+
+        public Task<Settlement> Settled(int deliveryCount) =>
+            _settled.GetOrAdd(deliveryCount, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+
+        public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default) =>
+            inner.DeclareQueueAsync(queue, settings, cancellationToken);
+
+        public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default) =>
+            inner.SendAsync(queue, envelope, cancellationToken);
+
+        public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default) =>
+            inner.PublishAsync(topic, envelope, cancellationToken);
+
+        public override ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+            inner.SubscribeAsync(
+                request,
+                async (envelope, ct) =>
+                {
+                    Delivered.TrySetResult(envelope);
+                    var settlement = await handler(envelope, ct);
+                    if (settlement.Exception is { } failure)
+                    {
+                        Failures.Enqueue(failure);
+                    }
+
+                    _settled.GetOrAdd(envelope.DeliveryCount, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult(settlement);
+                    return settlement;
+                },
+                cancellationToken);
+
+        public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
+            inner.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
+            inner.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) =>
+            inner.PurgeDeadLettersAsync(queue, cancellationToken);
+
+        public override ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+}
