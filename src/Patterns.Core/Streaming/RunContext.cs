@@ -94,7 +94,15 @@ internal sealed class RunContext : IDisposable
             _failure = ExceptionDispatchInfo.Capture(exception);
         }
 
-        StreamingLog.PipelineFailed(Logger, exception, Name);
+        if (StreamPipeline.IsOwnInboxDuplicate(exception, out var messageId))
+        {
+            StreamingLog.CopyTakenAgain(Logger, Name, messageId);
+        }
+        else
+        {
+            StreamingLog.PipelineFailed(Logger, exception, Name);
+        }
+
         _abort.Cancel();
     }
 

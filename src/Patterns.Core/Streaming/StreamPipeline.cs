@@ -44,13 +44,48 @@ public sealed class StreamPipeline
     {
         try
         {
-            await RunCoreAsync(defaultName, defaultTime, defaultLoggers, defaultStore, started, lease, stop, abort).ConfigureAwait(false);
+            while (true)
+            {
+                try
+                {
+                    await RunCoreAsync(defaultName, defaultTime, defaultLoggers, defaultStore, started, lease, stop, abort).ConfigureAwait(false);
+                    return;
+                }
+                catch (Storage.DuplicateMessageException ex) when (IsOwnInboxDuplicate(ex, out _) && !abort.IsCancellationRequested)
+                {
+                    // A copy of a message that a committed snapshot includes was taken again: it was sent again with a
+                    // first delivery's count, so the source could not tell it from a new message without reading the
+                    // inbox for every message. The snapshot that would have counted it twice failed on its inbox
+                    // claim; the run released what it held, and starts again from the last committed snapshot, as
+                    // after a crash (the copy comes back as a redelivery, which the source checks). A stop ends here.
+                    if (stop.IsCancellationRequested)
+                    {
+                        return;
+                    }
+                }
+            }
         }
         finally
         {
             // A pipeline that ended (or failed) before its source was attached must not hold the host's start.
             started?.TrySetResult();
         }
+    }
+
+    /// <summary>The prefix of the inbox consumer under which a pipeline records the messages its committed snapshots include.</summary>
+    internal const string InboxPrefix = "stream:";
+
+    /// <summary>Gets whether <paramref name="exception"/> is a snapshot's inbox claim refused because a committed snapshot includes the message.</summary>
+    internal static bool IsOwnInboxDuplicate(Exception exception, out string messageId)
+    {
+        if (exception is Storage.DuplicateMessageException duplicate && duplicate.Consumer.StartsWith(InboxPrefix, StringComparison.Ordinal))
+        {
+            messageId = duplicate.MessageId;
+            return true;
+        }
+
+        messageId = string.Empty;
+        return false;
     }
 
     private async Task RunCoreAsync(

@@ -36,6 +36,9 @@ internal static partial class StreamingLog
 
     [LoggerMessage(EventId = 3111, Level = LogLevel.Debug, Message = "Stream '{Pipeline}': message {MessageId} came again, but a committed snapshot includes it (its acknowledgement was lost); it is acknowledged without entering the pipeline.")]
     public static partial void AlreadyIncluded(ILogger logger, string pipeline, Guid messageId);
+
+    [LoggerMessage(EventId = 3112, Level = LogLevel.Warning, Message = "Stream '{Pipeline}': message {MessageId}, which a committed snapshot includes, entered the pipeline again (a copy sent again, not a redelivery); the snapshot that would have counted it twice is not committed, and the run starts again from the last one. The copy comes back as a redelivery and is acknowledged without entering the pipeline.")]
+    public static partial void CopyTakenAgain(ILogger logger, string pipeline, string messageId);
 }
 
 /// <summary>Names used by stream telemetry.</summary>

@@ -156,7 +156,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
     }
 
     /// <summary>The inbox consumer under which a pipeline records the messages its committed snapshots include.</summary>
-    internal static string InboxConsumer(string pipeline) => "stream:" + pipeline;
+    internal static string InboxConsumer(string pipeline) => StreamPipeline.InboxPrefix + pipeline;
 
     private async Task StopAsync(TransportSubscription subscription)
     {

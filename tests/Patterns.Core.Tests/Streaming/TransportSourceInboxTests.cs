@@ -78,6 +78,68 @@ public sealed class TransportSourceInboxTests
         watched.Failures.Should().BeEmpty();
     }
 
+    /// <summary>
+    /// A copy sent again (a producer's retry, an outbox relay that published before a crash) arrives as a first delivery,
+    /// so the source takes it without reading the inbox. The snapshot that would count it twice fails on its inbox claim;
+    /// the run must start again from the last snapshot and count the message once, not stop for good.
+    /// </summary>
+    [Fact]
+    public async Task CopySentAgainAfterItsSnapshotCommitted_RunStartsAgainFromTheSnapshotAndCountsItOnce()
+    {
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
+        var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
+        var watched = new WatchedTransport(InMemoryTransport.Create(timeProvider: time));
+        var taken = 0;
+        using var host = await TestHost.StartAsync(
+            b =>
+            {
+                b.Services.AddSingleton<IStreamSnapshotStore>(sp => new StoreStreamSnapshotStore(storage, storage, sp.GetRequiredService<IMessageSerializer>()));
+                b.AddMessageQueue(q => q.AddQueue("clicks"));
+                b.AddStreaming(s => s.AddPipeline("counted", sp =>
+                    DataStream.FromQueue<Click>(sp, "clicks", new StreamOptions { SnapshotInterval = TimeSpan.FromSeconds(5) })
+                        .Select(c =>
+                        {
+                            Interlocked.Increment(ref taken);
+                            return c;
+                        })
+                        .WithEventTime(c => c.At, TimeSpan.Zero)
+                        .KeyBy(c => c.User)
+                        .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)))
+                        .Count()
+                        .Select(r => new ClickCount(r.Key, r.Start, r.Value))
+                        .ToDocuments("counts", c => $"{c.User}/{(c.WindowStart - Zero).TotalSeconds}")));
+            },
+            time,
+            p => p.UseTransport(_ => watched),
+            harness: false);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var id = Guid.NewGuid();
+
+        await sender.SendAsync("clicks", C("a", 1), new MessageOptions { MessageId = id });
+        await Eventually.HoldsAsync(() => Volatile.Read(ref taken) == 1);
+        fake.Advance(TimeSpan.FromSeconds(5));
+        (await watched.NextSettledAsync()).Should().Be((0, SettlementKind.Ack), "the snapshot that includes the click committed");
+
+        await sender.SendAsync("clicks", C("a", 1), new MessageOptions { MessageId = id });
+        await Eventually.HoldsAsync(() => Volatile.Read(ref taken) == 2);
+        fake.Advance(TimeSpan.FromSeconds(5));
+        (await watched.NextSettledAsync()).Should().Be((0, SettlementKind.Retry), "the snapshot that took the copy failed, and the run handed it back");
+        (await watched.NextSettledAsync()).Should().Be((1, SettlementKind.Ack), "the run started again, and the redelivered copy is in the inbox");
+
+        await sender.SendAsync("clicks", C("a", 12));
+        await Eventually.HoldsAsync(() =>
+        {
+            fake.Advance(TimeSpan.FromSeconds(5));
+            return storage.GetAsync("counts", "a/0").AsTask().Result is not null;
+        });
+        using var document = System.Text.Json.JsonDocument.Parse((await storage.GetAsync("counts", "a/0"))!);
+        document.RootElement.EnumerateObject().Single(p => p.NameEquals("count") || p.NameEquals("Count")).Value.GetInt64()
+            .Should().Be(1, "the copy is counted once");
+        Volatile.Read(ref taken).Should().Be(3, "the copy entered the pipeline once, before the run started again");
+        await host.StopAsync();
+    }
+
     /// <summary>The store's inbox, whose next read can be held after it has looked (as a slow read would be).</summary>
     private sealed class GatedInbox(InMemoryEventStorage inner) : IUnitOfWorkStorage, IInboxStore
     {
@@ -116,6 +178,8 @@ public sealed class TransportSourceInboxTests
     private sealed class WatchedTransport(MessageTransport inner) : MessageTransport
     {
         private readonly ConcurrentDictionary<int, TaskCompletionSource<Settlement>> _settled = new();
+        private readonly System.Threading.Channels.Channel<(int DeliveryCount, SettlementKind Kind)> _order =
+            System.Threading.Channels.Channel.CreateUnbounded<(int, SettlementKind)>();
 
         public MessageTransport Inner => inner;
 
@@ -131,6 +195,10 @@ public sealed class TransportSourceInboxTests
 
         public Task<Settlement> Settled(int deliveryCount) =>
             _settled.GetOrAdd(deliveryCount, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+
+        /// <summary>Waits for the next delivery to be settled, in the order they were.</summary>
+        public async Task<(int DeliveryCount, SettlementKind Kind)> NextSettledAsync() =>
+            await _order.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait);
 
         public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default) =>
             inner.DeclareQueueAsync(queue, settings, cancellationToken);
@@ -153,6 +221,7 @@ public sealed class TransportSourceInboxTests
                         Failures.Enqueue(failure);
                     }
 
+                    _order.Writer.TryWrite((envelope.DeliveryCount, settlement.Kind));
                     _settled.GetOrAdd(envelope.DeliveryCount, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult(settlement);
                     return settlement;
                 },
