@@ -6,6 +6,8 @@ using Microsoft.Extensions.DependencyInjection;
 using Patterns.PubSub;
 using Patterns.RabbitMq;
 using RabbitMQ.Client;
+using Wolverine;
+using Wolverine.RabbitMQ;
 
 namespace Patterns.Benchmarks;
 
@@ -42,6 +44,11 @@ public class RabbitMqThroughputBenchmarks
     private IBus? _bus;
     private string _massTransitQueue = string.Empty;
 
+    // Wolverine.
+    private WolverineSession? _wolverine;
+    private string _wolverineExchange = string.Empty;
+    private string _wolverineQueue = string.Empty;
+
     [GlobalSetup(Target = nameof(RawClient))]
     public async Task SetupRaw()
     {
@@ -53,7 +60,7 @@ public class RabbitMqThroughputBenchmarks
         _rawConsumeConnection = await factory.CreateConnectionAsync();
         _rawPublishChannel = await _rawPublishConnection.CreateChannelAsync(
             new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true, outstandingPublisherConfirmationsRateLimiter: null));
-        await _rawPublishChannel.ExchangeDeclareAsync(_rawExchange, ExchangeType.Topic, durable: true, autoDelete: false);
+        await _rawPublishChannel.ExchangeDeclareAsync(_rawExchange, RabbitMQ.Client.ExchangeType.Topic, durable: true, autoDelete: false);
         await _rawPublishChannel.QueueDeclareAsync(_rawQueue, durable: true, exclusive: false, autoDelete: false);
         await _rawPublishChannel.QueueBindAsync(_rawQueue, _rawExchange, "ticks");
 
@@ -141,6 +148,48 @@ public class RabbitMqThroughputBenchmarks
         await RabbitMqBench.DeleteAsync([_massTransitQueue], [_massTransitQueue, "Patterns.Benchmarks:Tick"]);
     }
 
+    [GlobalSetup(Target = nameof(WolverineRabbitMq))]
+    public async Task SetupWolverine()
+    {
+        var prefix = RabbitMqBench.NewPrefix("wolverine");
+        _wolverineExchange = prefix + "topics";
+        _wolverineQueue = prefix + "ticks";
+        var exchange = _wolverineExchange;
+        var queue = _wolverineQueue;
+        _wolverine = await WolverineSession.StartAsync(
+            typeof(WolverineTickHandler),
+            o =>
+            {
+                // Wolverine's RabbitMQ transport as its docs set it up: a topic exchange bound to a durable queue, both
+                // declared at start. Sends are persistent; its one listener handles a message at a time and acknowledges
+                // it after the handler (inline processing), with the same prefetch as the other sides. Its dead-letter
+                // and reply queues are not declared, so nothing is left on the broker.
+                o.UseRabbitMq(RabbitMqBench.Uri)
+                    .AutoProvision()
+                    .DisableDeadLetterQueueing()
+                    .DisableSystemRequestReplyQueueDeclaration()
+                    .DeclareExchange(exchange, e =>
+                    {
+                        e.ExchangeType = global::Wolverine.RabbitMQ.ExchangeType.Topic;
+                        e.BindQueue(queue, "ticks");
+                    });
+                o.PublishMessage<Tick>().ToRabbitTopic("ticks", exchange);
+                o.ListenToRabbitQueue(queue).PreFetchCount(RabbitMqBench.Prefetch).ProcessInline();
+            },
+            _signal);
+    }
+
+    [GlobalCleanup(Target = nameof(WolverineRabbitMq))]
+    public async Task CleanupWolverine()
+    {
+        if (_wolverine is not null)
+        {
+            await _wolverine.DisposeAsync();
+        }
+
+        await RabbitMqBench.DeleteAsync([_wolverineQueue], [_wolverineExchange]);
+    }
+
     /// <summary>The baseline: RabbitMQ.Client 7.1.2 directly, a topic exchange bound to a durable queue, JSON by hand.</summary>
     [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
     public async Task RawClient()
@@ -173,7 +222,17 @@ public class RabbitMqThroughputBenchmarks
         await done;
     }
 
-    /// <summary>MassTransit.RabbitMQ 8.4.0: IBus.Publish, one consumer on a durable receive endpoint.</summary>
+    /// <summary>WolverineFx.RabbitMQ 6.64.2: IMessageBus.PublishAsync to a topic exchange; one inline listener on a durable queue.</summary>
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public async Task WolverineRabbitMq()
+    {
+        var done = _signal.Reset(Messages);
+        var bus = _wolverine!.Bus;
+        await RabbitMqBench.PublishWindowedAsync(Messages, i => bus.PublishAsync(new Tick(i)).AsTask());
+        await done;
+    }
+
+    /// <summary>MassTransit.RabbitMQ 8.5.12: IBus.Publish, one consumer on a durable receive endpoint.</summary>
     [Benchmark(OperationsPerInvoke = Messages)]
     public async Task MassTransit()
     {
@@ -204,4 +263,10 @@ public sealed class TickConsumer(BatchSignal signal) : IConsumer<Tick>
         signal.Signal();
         return Task.CompletedTask;
     }
+}
+
+/// <summary>The Wolverine handler of <see cref="Tick"/>: counts it.</summary>
+public static class WolverineTickHandler
+{
+    public static void Handle(Tick tick, BatchSignal signal) => signal.Signal();
 }
