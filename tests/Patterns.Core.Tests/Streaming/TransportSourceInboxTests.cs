@@ -3,7 +3,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing.InMemory;
-using Patterns.InMemory;
 using Patterns.Messaging;
 using Patterns.Queues;
 using Patterns.Serialization;
@@ -33,7 +32,6 @@ public sealed class TransportSourceInboxTests
         var time = new TimerTracker(fake);
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
         var inbox = new GatedInbox(storage);
-        var watched = new WatchedTransport(InMemoryTransport.Create(timeProvider: time));
         var taken = new ConcurrentQueue<Click>();
         var tookTwo = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var tookOne = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -50,32 +48,32 @@ public sealed class TransportSourceInboxTests
                             (taken.Count == 1 ? tookOne : tookTwo).TrySetResult();
                         })));
             },
-            time,
-            p => p.UseTransport(_ => watched),
-            harness: false);
+            time);
+        var harness = host.Harness();
 
         await host.Services.GetRequiredService<IQueueSender>().SendAsync("clicks", C("a", 1));
         await tookOne.Task.WaitAsync(TestHost.Wait);
-        var original = await watched.Delivered.Task.WaitAsync(TestHost.Wait);
+        var original = harness.Sent.Single().Envelope;
 
         // The copy reads the inbox before the held message's snapshot commits, and goes on only after it has.
         inbox.Arm();
-        await watched.Inner.SendAsync("clicks", original with { DeliveryCount = 1 });
+        await host.Services.GetRequiredService<MessageTransport>().SendAsync("clicks", original with { DeliveryCount = 1 });
         await inbox.Reading.Task.WaitAsync(TestHost.Wait);
         fake.Advance(TimeSpan.FromSeconds(5));
-        (await watched.Settled(0).WaitAsync(TestHost.Wait)).Kind.Should().Be(SettlementKind.Ack, "the snapshot that includes it committed");
+        await harness.WaitForDeliveriesAsync(1);
+        harness.Deliveries[0].Should().Match<RecordedDelivery>(d => d.Envelope.DeliveryCount == 0 && d.Outcome == SettlementKind.Ack, "the snapshot that includes it committed");
         inbox.Proceed();
 
-        var copy = watched.Settled(1);
-        await Task.WhenAny(copy, tookTwo.Task).WaitAsync(TestHost.Wait);
+        await Task.WhenAny(harness.WaitForDeliveriesAsync(2), tookTwo.Task).WaitAsync(TestHost.Wait);
         taken.Should().ContainSingle("the committed snapshot includes the message; its copy must not be counted again");
-        (await copy.WaitAsync(TestHost.Wait)).Kind.Should().Be(SettlementKind.Ack);
+        await harness.WaitForDeliveriesAsync(2);
+        harness.Deliveries[1].Should().Match<RecordedDelivery>(d => d.Envelope.DeliveryCount == 1 && d.Outcome == SettlementKind.Ack);
         (await storage.ContainsAsync("stream:held", original.MessageId.ToString())).Should().BeTrue();
 
         fake.Advance(TimeSpan.FromSeconds(5));
         await host.StopAsync();
         taken.Should().ContainSingle();
-        watched.Failures.Should().BeEmpty();
+        harness.Deliveries.Should().OnlyContain(d => d.Exception == null);
     }
 
     /// <summary>
@@ -89,7 +87,6 @@ public sealed class TransportSourceInboxTests
         var fake = new FakeTimeProvider();
         var time = new TimerTracker(fake);
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions(), time);
-        var watched = new WatchedTransport(InMemoryTransport.Create(timeProvider: time));
         var taken = 0;
         using var host = await TestHost.StartAsync(
             b =>
@@ -110,22 +107,23 @@ public sealed class TransportSourceInboxTests
                         .Select(r => new ClickCount(r.Key, r.Start, r.Value))
                         .ToDocuments("counts", c => $"{c.User}/{(c.WindowStart - Zero).TotalSeconds}")));
             },
-            time,
-            p => p.UseTransport(_ => watched),
-            harness: false);
+            time);
+        var harness = host.Harness();
         var sender = host.Services.GetRequiredService<IQueueSender>();
         var id = Guid.NewGuid();
 
         await sender.SendAsync("clicks", C("a", 1), new MessageOptions { MessageId = id });
         await Eventually.HoldsAsync(() => Volatile.Read(ref taken) == 1);
         fake.Advance(TimeSpan.FromSeconds(5));
-        (await watched.NextSettledAsync()).Should().Be((0, SettlementKind.Ack), "the snapshot that includes the click committed");
+        await harness.WaitForDeliveriesAsync(1);
+        Settled(harness, 0).Should().Be((0, SettlementKind.Ack), "the snapshot that includes the click committed");
 
         await sender.SendAsync("clicks", C("a", 1), new MessageOptions { MessageId = id });
         await Eventually.HoldsAsync(() => Volatile.Read(ref taken) == 2);
         fake.Advance(TimeSpan.FromSeconds(5));
-        (await watched.NextSettledAsync()).Should().Be((0, SettlementKind.Retry), "the snapshot that took the copy failed, and the run handed it back");
-        (await watched.NextSettledAsync()).Should().Be((1, SettlementKind.Ack), "the run started again, and the redelivered copy is in the inbox");
+        await harness.WaitForDeliveriesAsync(3);
+        Settled(harness, 1).Should().Be((0, SettlementKind.Retry), "the snapshot that took the copy failed, and the run handed it back");
+        Settled(harness, 2).Should().Be((1, SettlementKind.Ack), "the run started again, and the redelivered copy is in the inbox");
 
         await sender.SendAsync("clicks", C("a", 12));
         await Eventually.HoldsAsync(() =>
@@ -139,6 +137,9 @@ public sealed class TransportSourceInboxTests
         Volatile.Read(ref taken).Should().Be(3, "the copy entered the pipeline once, before the run started again");
         await host.StopAsync();
     }
+
+    private static (int DeliveryCount, SettlementKind Outcome) Settled(PatternsTestHarness harness, int index) =>
+        (harness.Deliveries[index].Envelope.DeliveryCount, harness.Deliveries[index].Outcome);
 
     /// <summary>The store's inbox, whose next read can be held after it has looked (as a slow read would be).</summary>
     private sealed class GatedInbox(InMemoryEventStorage inner) : IUnitOfWorkStorage, IInboxStore
@@ -172,70 +173,5 @@ public sealed class TransportSourceInboxTests
 
         public ValueTask<long> PruneAsync(DateTimeOffset olderThan, CancellationToken cancellationToken = default) =>
             inner.PruneAsync(olderThan, cancellationToken);
-    }
-
-    /// <summary>The in-memory transport, reporting the first delivery and how each delivery count was settled.</summary>
-    private sealed class WatchedTransport(MessageTransport inner) : MessageTransport
-    {
-        private readonly ConcurrentDictionary<int, TaskCompletionSource<Settlement>> _settled = new();
-        private readonly System.Threading.Channels.Channel<(int DeliveryCount, SettlementKind Kind)> _order =
-            System.Threading.Channels.Channel.CreateUnbounded<(int, SettlementKind)>();
-
-        public MessageTransport Inner => inner;
-
-        public TaskCompletionSource<Envelope> Delivered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public ConcurrentQueue<Exception> Failures { get; } = new();
-
-        public override string SystemName => inner.SystemName;
-
-        public override bool IsInProcess => inner.IsInProcess;
-
-        public override int MaxPayloadBytes => inner.MaxPayloadBytes;
-
-        public Task<Settlement> Settled(int deliveryCount) =>
-            _settled.GetOrAdd(deliveryCount, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
-
-        /// <summary>Waits for the next delivery to be settled, in the order they were.</summary>
-        public async Task<(int DeliveryCount, SettlementKind Kind)> NextSettledAsync() =>
-            await _order.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait);
-
-        public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default) =>
-            inner.DeclareQueueAsync(queue, settings, cancellationToken);
-
-        public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default) =>
-            inner.SendAsync(queue, envelope, cancellationToken);
-
-        public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default) =>
-            inner.PublishAsync(topic, envelope, cancellationToken);
-
-        public override ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
-            inner.SubscribeAsync(
-                request,
-                async (envelope, ct) =>
-                {
-                    Delivered.TrySetResult(envelope);
-                    var settlement = await handler(envelope, ct);
-                    if (settlement.Exception is { } failure)
-                    {
-                        Failures.Enqueue(failure);
-                    }
-
-                    _order.Writer.TryWrite((envelope.DeliveryCount, settlement.Kind));
-                    _settled.GetOrAdd(envelope.DeliveryCount, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult(settlement);
-                    return settlement;
-                },
-                cancellationToken);
-
-        public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
-            inner.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
-
-        public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) =>
-            inner.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
-
-        public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) =>
-            inner.PurgeDeadLettersAsync(queue, cancellationToken);
-
-        public override ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 }
