@@ -1,6 +1,12 @@
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Patterns.Gateway.Messaging;
+using Patterns.RequestResponse;
 using Patterns.Gateway.Resilience;
 using Patterns.Gateway.Security;
+using Patterns.Gateway.Telemetry;
 
 namespace Microsoft.AspNetCore.Builder;
 
@@ -9,7 +15,8 @@ public static class GatewayEndpointRouteBuilderExtensions
 {
     /// <summary>
     /// Maps every configured route through YARP with the gateway's proxy pipeline: declared oversize bodies answered 413, request bodies buffered for retries,
-    /// session affinity, load balancing and passive health checks.
+    /// session affinity, load balancing and passive health checks. Also maps the request routes of configuration (the
+    /// <c>Requests</c> section of <see cref="Patterns.Gateway.GatewayBuilder.LoadFromConfig"/>); a bad one throws here, naming the route and the field.
     /// </summary>
     /// <param name="endpoints">The endpoint route builder.</param>
     /// <param name="configure">Adds middleware to the proxy pipeline ahead of load balancing.</param>
@@ -17,8 +24,10 @@ public static class GatewayEndpointRouteBuilderExtensions
     public static ReverseProxyConventionBuilder MapGateway(this IEndpointRouteBuilder endpoints, Action<IReverseProxyApplicationBuilder>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(endpoints);
+        MapRequestRoutes(endpoints);
         return endpoints.MapReverseProxy(proxy =>
         {
+            proxy.Use(ProxyTelemetryMiddleware.InvokeAsync);
             proxy.Use(RequestLimitsMiddleware.InvokeAsync);
             proxy.Use(BodyBufferingMiddleware.InvokeAsync);
             configure?.Invoke(proxy);
@@ -26,5 +35,26 @@ public static class GatewayEndpointRouteBuilderExtensions
             proxy.UseLoadBalancing();
             proxy.UsePassiveHealthChecks();
         });
+    }
+
+    private static void MapRequestRoutes(IEndpointRouteBuilder endpoints)
+    {
+        var services = endpoints.ServiceProvider;
+        var sections = services.GetServices<RequestRouteSection>().ToList();
+        if (sections.Count == 0)
+        {
+            return;
+        }
+
+        var targets = services.GetServices<RequestTarget>().ToList();
+        var hasClient = services.GetService<IServiceProviderIsService>()?.IsService(typeof(IRequestClient)) ?? services.GetService<IRequestClient>() is not null;
+        var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Patterns.Gateway.RequestRoutes");
+        var lifetime = services.GetService<IHostApplicationLifetime>();
+        foreach (var section in sections)
+        {
+            var source = new RequestRouteDataSource(section.Section, targets, hasClient, logger);
+            endpoints.DataSources.Add(source);
+            lifetime?.ApplicationStopped.Register(source.Dispose);
+        }
     }
 }

@@ -5,7 +5,6 @@ using Patterns.Gateway;
 using Patterns.Gateway.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
-using Patterns.RequestResponse;
 
 namespace Microsoft.AspNetCore.Builder;
 
@@ -30,18 +29,8 @@ public static class MessagingEndpointRouteBuilderExtensions
         where TRequest : notnull
     {
         var options = Options(endpoints, pattern, configure);
-        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TRequest>(context, pattern, options, static async (ctx, request, serializer) =>
-        {
-            var client = ctx.RequestServices.GetRequiredService<IRequestClient>();
-            var options = ctx.GetEndpoint()!.Metadata.GetMetadata<MessageEndpointOptions>()!;
-            var response = options.Timeout is { } timeout
-                ? await client.SendAsync<TRequest, TResponse>(request, timeout, ctx.RequestAborted).ConfigureAwait(false)
-                : await client.SendAsync<TRequest, TResponse>(request, ctx.RequestAborted).ConfigureAwait(false);
-            ctx.Response.StatusCode = StatusCodes.Status200OK;
-            ctx.Response.ContentType = serializer.ContentType;
-            serializer.Serialize(ctx.Response.BodyWriter, response!, typeof(TResponse));
-            await ctx.Response.BodyWriter.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
-        })).WithMetadata(options);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync(context, pattern, options, RequestTarget<TRequest, TResponse>.Call))
+            .WithMetadata(options);
     }
 
     /// <summary>Maps <c>POST pattern</c> to publishing the body on a topic, answering 202 Accepted.</summary>
