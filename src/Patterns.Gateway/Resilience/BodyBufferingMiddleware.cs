@@ -16,7 +16,7 @@ internal static class BodyBufferingMiddleware
 {
     private const int ChunkSize = 16 * 1024;
 
-    public static Task InvokeAsync(HttpContext context, Func<Task> next)
+    public static Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
         var request = context.Request;
         if (request.ContentLength == 0
@@ -25,13 +25,13 @@ internal static class BodyBufferingMiddleware
             || !ResilienceHandler.IsIdempotent(request.Method)
             || (request.ContentLength is null && context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: false }))
         {
-            return next();
+            return next(context);
         }
 
         return BufferAsync(context, policy.MaxBufferedBodyBytes, next);
     }
 
-    private static async Task BufferAsync(HttpContext context, long limit, Func<Task> next)
+    private static async Task BufferAsync(HttpContext context, long limit, RequestDelegate next)
     {
         var request = context.Request;
         if (request.ContentLength is { } length)
@@ -47,7 +47,7 @@ internal static class BodyBufferingMiddleware
                 Keep(context, bytes);
             }
 
-            await next().ConfigureAwait(false);
+            await next(context).ConfigureAwait(false);
             return;
         }
 
@@ -76,7 +76,7 @@ internal static class BodyBufferingMiddleware
             context.Features.Set(new UnreplayableBody($"the streamed request body is larger than {GatewayMetadata.RetryMaxBufferedBodyBytes} ({limit} bytes), so it cannot be sent again."));
         }
 
-        await next().ConfigureAwait(false);
+        await next(context).ConfigureAwait(false);
     }
 
     private static void Keep(HttpContext context, byte[] bytes)

@@ -12,12 +12,12 @@ namespace Patterns.Gateway.Telemetry;
 /// </summary>
 internal static class ProxyTelemetryMiddleware
 {
-    public static Task InvokeAsync(HttpContext context, Func<Task> next) =>
+    public static Task InvokeAsync(HttpContext context, RequestDelegate next) =>
         GatewayTelemetry.Source.HasListeners() || GatewayTelemetry.ProxyDuration.Enabled
             ? TrackAsync(context, next)
-            : next();
+            : next(context);
 
-    private static async Task TrackAsync(HttpContext context, Func<Task> next)
+    private static async Task TrackAsync(HttpContext context, RequestDelegate next)
     {
         var feature = context.Features.Get<IReverseProxyFeature>();
         var routeId = feature?.Route.Config.RouteId;
@@ -33,7 +33,7 @@ internal static class ProxyTelemetryMiddleware
         string? error = null;
         try
         {
-            await next().ConfigureAwait(false);
+            await next(context).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
