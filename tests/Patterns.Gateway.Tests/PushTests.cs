@@ -141,13 +141,25 @@ public sealed class PushTests
     public async Task ServerSentEvents_StalledClient_IsDroppedWhileOthersKeepReceiving()
     {
         var time = new FakeTimeProvider();
-        await using var host = await StartAsync(app => app.MapServerSentEvents("/sse/big", "big", o =>
-        {
-            o.BufferCapacity = 8;
-            o.KeepAliveInterval = TimeSpan.FromSeconds(10);
-        }), time);
+        await using var host = await StartAsync(
+            app =>
+            {
+                app.MapServerSentEvents("/sse/big", "big", o =>
+                {
+                    o.BufferCapacity = 8;
+                    o.KeepAliveInterval = TimeSpan.FromSeconds(10);
+                });
+
+                // The healthy client's endpoint has no stall detection, so that a busy test machine cannot make its reads look stalled.
+                app.MapServerSentEvents("/sse/big-steady", "big", o =>
+                {
+                    o.BufferCapacity = 8;
+                    o.KeepAliveInterval = null;
+                });
+            },
+            time);
         using var stalled = await SseStream.OpenAsync(host.Client, "/sse/big", null);
-        using var healthy = await SseStream.OpenAsync(host.Client, "/sse/big", null);
+        using var healthy = await SseStream.OpenAsync(host.Client, "/sse/big-steady", null);
         var large = new string('x', 64 * 1024);
 
         // The healthy client reads all the time, until the last message; the stalled one reads nothing.
