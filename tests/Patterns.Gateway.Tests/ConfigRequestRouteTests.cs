@@ -180,4 +180,65 @@ public sealed class ConfigRequestRouteTests
         tooLarge.StatusCode.Should().Be(HttpStatusCode.RequestEntityTooLarge);
         tooLarge.Content.Headers.ContentType!.MediaType.Should().Be("application/problem+json");
     }
+
+    [Fact]
+    public async Task PublishAndSendRoutes_FromConfig_Answer202AndDeliver()
+    {
+        var published = new TaskCompletionSource<OrderPlaced>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sent = new TaskCompletionSource<OrderPlaced>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Requests:orders:Path"] = "/api/orders",
+            ["Requests:orders:Publish"] = "OrderPlaced",
+            ["Requests:orders:Topic"] = "orders",
+            ["Requests:billing:Path"] = "/api/billing",
+            ["Requests:billing:Send"] = "order",
+            ["Requests:billing:Queue"] = "billing",
+        }).Build();
+        await using var host = await StartAsync(config, services: b =>
+        {
+            b.AddPubSub(p => p.Subscribe<OrderPlaced>((m, _, _) => { published.TrySetResult(m); return ValueTask.CompletedTask; }, topic: "orders"));
+            b.AddMessageQueue(q => q.AddQueue("billing").AddConsumer<OrderPlaced>("billing", (m, _, _) => { sent.TrySetResult(m); return ValueTask.CompletedTask; }));
+            b.AddGateway(g => g.AddMessageType<OrderPlaced>().AddMessageType<OrderPlaced>("order"));
+        });
+
+        using (var response = await host.Client.PostAsJsonAsync("/api/orders", new OrderPlaced("o-1", 2), Ct))
+        {
+            response.StatusCode.Should().Be(HttpStatusCode.Accepted);
+        }
+
+        using (var response = await host.Client.PostAsJsonAsync("/api/billing", new OrderPlaced("o-2", 5), Ct))
+        {
+            response.StatusCode.Should().Be(HttpStatusCode.Accepted);
+        }
+
+        (await published.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().Be(new OrderPlaced("o-1", 2));
+        (await sent.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().Be(new OrderPlaced("o-2", 5));
+    }
+
+    [Fact]
+    public async Task PublishAndSendRoutes_Invalid_FailStartNamingRouteAndField()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Requests:both:Path"] = "/a",
+            ["Requests:both:Request"] = "GetQuote",
+            ["Requests:both:Publish"] = "OrderPlaced",
+            ["Requests:noqueue:Path"] = "/b",
+            ["Requests:noqueue:Send"] = "OrderPlaced",
+            ["Requests:unknown:Path"] = "/c",
+            ["Requests:unknown:Publish"] = "OrderShipped",
+            ["Requests:stray:Path"] = "/d",
+            ["Requests:stray:Request"] = "GetQuote",
+            ["Requests:stray:Queue"] = "q",
+        }).Build();
+
+        var start = () => StartAsync(config, services: b => b.AddGateway(g => g.AddMessageType<OrderPlaced>()));
+
+        var error = (await start.Should().ThrowAsync<InvalidOperationException>()).Which.Message;
+        error.Should().Contain("Request route 'both': give exactly one of 'Request' (a request type, answered with its response), 'Publish' (a message type, published) or 'Send' (a message type, sent to 'Queue'); it has 2.");
+        error.Should().Contain("Request route 'noqueue': 'Queue' is missing; a 'Send' route names the queue it sends to.");
+        error.Should().Contain("Request route 'unknown': 'Publish' is 'OrderShipped', which is not a message type the gateway knows (registered: OrderPlaced)");
+        error.Should().Contain("Request route 'stray': 'Queue' applies to a 'Send' route only.");
+    }
 }

@@ -76,6 +76,26 @@ public sealed class GatewayBuilder
         return this;
     }
 
+    /// <summary>
+    /// Makes a message type available to the publish and send routes of configuration (<c>Requests:{id}:Publish</c> or
+    /// <c>Requests:{id}:Send</c>), under <paramref name="name"/>: the route publishes the body, or sends it to a queue, and
+    /// answers 202 Accepted, exactly as <c>MapPublish&lt;TMessage&gt;</c> and <c>MapSend&lt;TMessage&gt;</c> do.
+    /// </summary>
+    /// <typeparam name="TMessage">The message type, read from the JSON body.</typeparam>
+    /// <param name="name">The name configuration uses; by default the message type's name. Matched ignoring case.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder AddMessageType<TMessage>(string? name = null)
+        where TMessage : notnull
+    {
+        if (name is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        }
+
+        Services.AddSingleton<MessageTarget>(new MessageTarget<TMessage>(name ?? typeof(TMessage).Name));
+        return this;
+    }
+
     /// <summary>Adds request or response transforms to every route, next to the ones its configuration declares.</summary>
     /// <param name="configure">Called once per route when the configuration loads.</param>
     /// <returns>This builder.</returns>

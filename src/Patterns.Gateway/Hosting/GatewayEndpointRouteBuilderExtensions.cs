@@ -3,7 +3,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Patterns.Gateway.Messaging;
-using Patterns.RequestResponse;
 using Patterns.Gateway.Resilience;
 using Patterns.Gateway.Security;
 using Patterns.Gateway.Telemetry;
@@ -47,12 +46,13 @@ public static class GatewayEndpointRouteBuilderExtensions
         }
 
         var targets = services.GetServices<RequestTarget>().ToList();
-        var hasClient = services.GetService<IServiceProviderIsService>()?.IsService(typeof(IRequestClient)) ?? services.GetService<IRequestClient>() is not null;
+        var messages = services.GetServices<MessageTarget>().ToList();
+        var isService = services.GetService<IServiceProviderIsService>();
         var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Patterns.Gateway.RequestRoutes");
         var lifetime = services.GetService<IHostApplicationLifetime>();
         foreach (var section in sections)
         {
-            var source = new RequestRouteDataSource(section.Section, targets, hasClient, logger);
+            var source = new RequestRouteDataSource(section.Section, targets, messages, isService, logger);
             endpoints.DataSources.Add(source);
             lifetime?.ApplicationStopped.Register(source.Dispose);
         }

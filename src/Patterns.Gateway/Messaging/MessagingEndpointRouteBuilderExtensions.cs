@@ -1,10 +1,7 @@
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.DependencyInjection;
 using Patterns.Gateway;
 using Patterns.Gateway.Messaging;
-using Patterns.PubSub;
-using Patterns.Queues;
 
 namespace Microsoft.AspNetCore.Builder;
 
@@ -44,20 +41,8 @@ public static class MessagingEndpointRouteBuilderExtensions
         where TMessage : notnull
     {
         var options = Options(endpoints, pattern, configure);
-        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TMessage>(context, pattern, options, async (ctx, message, _) =>
-        {
-            var publisher = ctx.RequestServices.GetRequiredService<IPublisher>();
-            if (topic is null)
-            {
-                await publisher.PublishAsync(message, ctx.RequestAborted).ConfigureAwait(false);
-            }
-            else
-            {
-                await publisher.PublishAsync(topic, message, ctx.RequestAborted).ConfigureAwait(false);
-            }
-
-            ctx.Response.StatusCode = StatusCodes.Status202Accepted;
-        })).WithMetadata(options);
+        var call = MessageTarget<TMessage>.Publish(topic);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync(context, pattern, options, call)).WithMetadata(options);
     }
 
     /// <summary>Maps <c>POST pattern</c> to sending the body to a queue, answering 202 Accepted.</summary>
@@ -72,11 +57,8 @@ public static class MessagingEndpointRouteBuilderExtensions
     {
         ArgumentException.ThrowIfNullOrEmpty(queue);
         var options = Options(endpoints, pattern, configure);
-        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TMessage>(context, pattern, options, async (ctx, message, _) =>
-        {
-            await ctx.RequestServices.GetRequiredService<IQueueSender>().SendAsync(queue, message, ctx.RequestAborted).ConfigureAwait(false);
-            ctx.Response.StatusCode = StatusCodes.Status202Accepted;
-        })).WithMetadata(options);
+        var call = MessageTarget<TMessage>.Send(queue);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync(context, pattern, options, call)).WithMetadata(options);
     }
 
     private static MessageEndpointOptions Options(IEndpointRouteBuilder endpoints, string pattern, Action<MessageEndpointOptions>? configure)

@@ -5,9 +5,13 @@ using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.AspNetCore.Routing.Patterns;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Patterns.Gateway.Telemetry;
+using Patterns.PubSub;
+using Patterns.Queues;
+using Patterns.RequestResponse;
 
 namespace Patterns.Gateway.Messaging;
 
@@ -24,22 +28,24 @@ internal sealed class RequestRouteSection(IConfiguration section)
 /// </summary>
 internal sealed class RequestRouteDataSource : EndpointDataSource, IDisposable
 {
-    private static readonly string[] Fields = ["Path", "Request", "Timeout", "MaxBodyBytes", "AuthorizationPolicy", "RateLimiterPolicy", "Order"];
+    private static readonly string[] Fields = ["Path", "Request", "Publish", "Topic", "Send", "Queue", "Timeout", "MaxBodyBytes", "AuthorizationPolicy", "RateLimiterPolicy", "Order"];
 
     private readonly IConfiguration _section;
     private readonly IReadOnlyDictionary<string, RequestTarget> _targets;
-    private readonly bool _hasRequestClient;
+    private readonly IReadOnlyDictionary<string, MessageTarget> _messages;
+    private readonly IServiceProviderIsService? _services;
     private readonly ILogger _logger;
     private readonly IDisposable _reloads;
     private readonly Lock _lock = new();
     private IReadOnlyList<Endpoint> _endpoints;
     private CancellationTokenSource _changed = new();
 
-    public RequestRouteDataSource(IConfiguration section, IEnumerable<RequestTarget> targets, bool hasRequestClient, ILogger logger)
+    public RequestRouteDataSource(IConfiguration section, IEnumerable<RequestTarget> targets, IEnumerable<MessageTarget> messages, IServiceProviderIsService? services, ILogger logger)
     {
         _section = section;
         _targets = targets.GroupBy(t => t.Name, StringComparer.OrdinalIgnoreCase).ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
-        _hasRequestClient = hasRequestClient;
+        _messages = messages.GroupBy(t => t.Name, StringComparer.OrdinalIgnoreCase).ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
+        _services = services;
         _logger = logger;
         var errors = new List<string>();
         _endpoints = Build(errors);
@@ -128,19 +134,8 @@ internal sealed class RequestRouteDataSource : EndpointDataSource, IDisposable
                 }
             }
 
-            RequestTarget? target = null;
-            var request = route["Request"];
-            if (string.IsNullOrWhiteSpace(request))
-            {
-                errors.Add($"Request route '{id}': 'Request' is missing; name a request type registered with AddRequestType<TRequest, TResponse>().");
-            }
-            else if (!_targets.TryGetValue(request, out target))
-            {
-                var known = _targets.Count == 0 ? "none is registered" : "registered: " + string.Join(", ", _targets.Keys.Order(StringComparer.OrdinalIgnoreCase));
-                errors.Add($"Request route '{id}': 'Request' is '{request}', which is not a request type the gateway knows ({known}); register it with AddRequestType<TRequest, TResponse>().");
-            }
-
             var options = new MessageEndpointOptions();
+            var create = Target(id, route, errors);
             if (route["Timeout"] is { } timeoutText)
             {
                 if (TimeSpan.TryParse(timeoutText, CultureInfo.InvariantCulture, out var timeout) && timeout > TimeSpan.Zero)
@@ -171,19 +166,14 @@ internal sealed class RequestRouteDataSource : EndpointDataSource, IDisposable
                 errors.Add($"Request route '{id}': 'Order' is '{orderText}'; it must be a whole number.");
             }
 
-            if (!_hasRequestClient && target is not null)
-            {
-                errors.Add($"Request route '{id}': no IRequestClient is registered; call AddPatterns(...) with a transport and AddRequestResponse().");
-            }
-
-            if (errors.Count > before || pattern is null || target is null)
+            if (errors.Count > before || pattern is null || create is null)
             {
                 continue;
             }
 
-            var builder = new RouteEndpointBuilder(target.CreateDelegate(pattern.RawText ?? path!, options), pattern, order)
+            var builder = new RouteEndpointBuilder(create.Value.Create(pattern.RawText ?? path!, options), pattern, order)
             {
-                DisplayName = $"Gateway request route '{id}': POST {pattern.RawText} to {target.Name}",
+                DisplayName = $"Gateway request route '{id}': POST {pattern.RawText} to {create.Value.What}",
             };
             builder.Metadata.Add(new HttpMethodMetadata([HttpMethods.Post]));
             builder.Metadata.Add(options);
@@ -192,6 +182,79 @@ internal sealed class RequestRouteDataSource : EndpointDataSource, IDisposable
         }
 
         return endpoints;
+    }
+
+    /// <summary>What a route calls: exactly one of <c>Request</c>, <c>Publish</c> (with an optional <c>Topic</c>) or <c>Send</c> (with a <c>Queue</c>).</summary>
+    private (Func<string, MessageEndpointOptions, RequestDelegate> Create, string What)? Target(string id, IConfigurationSection route, List<string> errors)
+    {
+        string? request = route["Request"], publish = route["Publish"], send = route["Send"], topic = route["Topic"], queue = route["Queue"];
+        var kinds = (request is null ? 0 : 1) + (publish is null ? 0 : 1) + (send is null ? 0 : 1);
+        if (kinds != 1)
+        {
+            errors.Add($"Request route '{id}': give exactly one of 'Request' (a request type, answered with its response), 'Publish' (a message type, published) or 'Send' (a message type, sent to 'Queue'); it has {kinds}.");
+            return null;
+        }
+
+        if (topic is not null && publish is null)
+        {
+            errors.Add($"Request route '{id}': 'Topic' applies to a 'Publish' route only.");
+        }
+
+        if (queue is not null && send is null)
+        {
+            errors.Add($"Request route '{id}': 'Queue' applies to a 'Send' route only.");
+        }
+
+        if (request is not null)
+        {
+            if (!_targets.TryGetValue(request, out var target))
+            {
+                errors.Add($"Request route '{id}': 'Request' is '{request}', which is not a request type the gateway knows ({Known(_targets.Keys)}); register it with AddRequestType<TRequest, TResponse>().");
+                return null;
+            }
+
+            Require(id, typeof(IRequestClient), "AddRequestResponse()", errors);
+            return ((r, o) => target.CreateDelegate(r, o), "request " + target.Name);
+        }
+
+        var name = publish ?? send!;
+        var field = publish is not null ? "Publish" : "Send";
+        if (!_messages.TryGetValue(name, out var message))
+        {
+            errors.Add($"Request route '{id}': '{field}' is '{name}', which is not a message type the gateway knows ({Known(_messages.Keys)}); register it with AddMessageType<TMessage>().");
+            return null;
+        }
+
+        if (publish is not null)
+        {
+            if (topic is { Length: 0 })
+            {
+                errors.Add($"Request route '{id}': 'Topic' is empty; leave it out to publish by the message type's name.");
+            }
+
+            Require(id, typeof(IPublisher), "AddPatterns(...) with a transport", errors);
+            return ((r, o) => message.CreatePublish(r, topic, o), "publish " + message.Name + (topic is null ? string.Empty : " on " + topic));
+        }
+
+        if (string.IsNullOrWhiteSpace(queue))
+        {
+            errors.Add($"Request route '{id}': 'Queue' is missing; a 'Send' route names the queue it sends to.");
+            return null;
+        }
+
+        Require(id, typeof(IQueueSender), "AddPatterns(...) with a transport", errors);
+        return ((r, o) => message.CreateSend(r, queue, o), "send " + message.Name + " to " + queue);
+    }
+
+    private static string Known(IEnumerable<string> names) =>
+        names.Any() ? "registered: " + string.Join(", ", names.Order(StringComparer.OrdinalIgnoreCase)) : "none is registered";
+
+    private void Require(string id, Type service, string call, List<string> errors)
+    {
+        if (_services is not null && !_services.IsService(service))
+        {
+            errors.Add($"Request route '{id}': no {service.Name} is registered; call {call} when building the host.");
+        }
     }
 
     /// <summary>YARP's conventions: <c>Default</c> and <c>Anonymous</c> authorization, <c>Default</c> and <c>Disable</c> rate limiting, else a named policy.</summary>
