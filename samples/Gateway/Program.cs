@@ -28,6 +28,10 @@ sample.Services.GetRequiredService<DestinationWeights>().Set("catalog", new Dict
 var quote = await client.PostAsJsonAsync("/api/quotes", new GetQuote("ACME"));
 Console.WriteLine($"POST /api/quotes -> {(int)quote.StatusCode} {await quote.Content.ReadAsStringAsync()}");
 
+// The same handler through a request route declared in configuration.
+var configured = await client.PostAsJsonAsync("/api/v2/quotes", new GetQuote("ACME"));
+Console.WriteLine($"POST /api/v2/quotes -> {(int)configured.StatusCode} {await configured.Content.ReadAsStringAsync()}");
+
 // The BFF route: two legs merged into one JSON object.
 Console.WriteLine($"GET /bff/home -> {await client.GetStringAsync("/bff/home")}");
 
@@ -44,7 +48,7 @@ while ((line = await reader.ReadLineAsync()) is not null && !line.StartsWith("da
 }
 
 Console.WriteLine($"SSE received: {line}");
-if (versions.GetValueOrDefault("v1") != 90 || !quote.IsSuccessStatusCode || line is null)
+if (versions.GetValueOrDefault("v1") != 90 || !quote.IsSuccessStatusCode || !configured.IsSuccessStatusCode || line is null)
 {
     Console.Error.WriteLine("The sample did not behave as expected.");
     return 1;

@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -48,6 +49,15 @@ public sealed class SampleApp : IAsyncDisposable
         builder.AddPatterns(p => p.UseInMemory());
         builder.AddPubSub();
         builder.AddRequestResponse(r => r.AddHandler<GetQuote, Quote>((q, _) => ValueTask.FromResult(new Quote(q.Symbol, 101.25m))));
+
+        // A request route declared in configuration (appsettings.json in a real app): POST /api/v2/quotes calls the same handler.
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Gateway:Requests:quotes-v2:Path"] = "/api/v2/quotes",
+            ["Gateway:Requests:quotes-v2:Request"] = "GetQuote",
+            ["Gateway:Requests:quotes-v2:Timeout"] = "00:00:05",
+        });
+        builder.AddGateway(g => g.LoadFromConfig(builder.Configuration.GetSection("Gateway")).AddRequestType<GetQuote, Quote>());
         builder.AddGateway(g => g.LoadFromMemory(
             [new RouteConfig { RouteId = "catalog", ClusterId = "catalog", Match = new RouteMatch { Path = "/catalog/{**rest}" } }],
             [

@@ -117,6 +117,93 @@ public sealed class PushTests
     }
 
     [Fact]
+    public async Task ServerSentEvents_IdleConnection_GetsAKeepAliveCommentEveryInterval()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartAsync(app => app.MapServerSentEvents("/sse/quiet", "quiet", o => o.KeepAliveInterval = TimeSpan.FromSeconds(10)), time);
+        using var stream = await SseStream.OpenAsync(host.Client, "/sse/quiet", null);
+
+        time.Advance(TimeSpan.FromSeconds(10));
+        (await stream.ReadLineAsync()).Should().Be(": keep-alive");
+        (await stream.ReadLineAsync()).Should().BeEmpty();
+
+        time.Advance(TimeSpan.FromSeconds(10));
+        (await stream.ReadLineAsync()).Should().Be(": keep-alive", "an idle connection gets one every interval");
+        (await stream.ReadLineAsync()).Should().BeEmpty();
+
+        await Publish(host, "quiet", "after the keep-alives");
+        var events = await stream.ReadAsync(1);
+        events.Single().Id.Should().Be(1);
+        JsonDocument.Parse(events.Single().Data).RootElement.GetProperty("text").GetString().Should().Be("after the keep-alives");
+    }
+
+    [Fact]
+    public async Task ServerSentEvents_StalledClient_IsDroppedWhileOthersKeepReceiving()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartAsync(
+            app =>
+            {
+                app.MapServerSentEvents("/sse/big", "big", o =>
+                {
+                    o.BufferCapacity = 8;
+                    o.KeepAliveInterval = TimeSpan.FromSeconds(10);
+                });
+
+                // The healthy client's endpoint has no stall detection, so that a busy test machine cannot make its reads look stalled.
+                app.MapServerSentEvents("/sse/big-steady", "big", o =>
+                {
+                    o.BufferCapacity = 8;
+                    o.KeepAliveInterval = null;
+                });
+            },
+            time);
+        using var stalled = await SseStream.OpenAsync(host.Client, "/sse/big", null);
+        using var healthy = await SseStream.OpenAsync(host.Client, "/sse/big-steady", null);
+        var large = new string('x', 64 * 1024);
+
+        // The healthy client reads all the time, until the last message; the stalled one reads nothing.
+        var reading = Task.Run(async () =>
+        {
+            while (true)
+            {
+                var e = (await healthy.ReadAsync(1))[0];
+                if (e.Data.Contains("\"last\"", StringComparison.Ordinal))
+                {
+                    return e.Id;
+                }
+            }
+        });
+
+        // 3 MB at a time until the stalled client's socket buffers are full and its write makes no progress for a whole
+        // interval: it is then cut off (bounded: at most 40 rounds, 128 MB).
+        for (var round = 0; round < 40 && Hub(host).Connections == 2; round++)
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                await Publish(host, "big", large);
+            }
+
+            time.Advance(TimeSpan.FromSeconds(10));
+            for (var i = 0; i < 20 && Hub(host).Connections == 2; i++)
+            {
+                await Task.Delay(5, Ct);
+            }
+        }
+
+        Waits.Until(() => Hub(host).Connections == 1, "the stalled client is disconnected");
+        Feed(host, "big").ConnectionCount.Should().Be(1);
+        reading.IsCompleted.Should().BeFalse("the healthy client is still connected and reading");
+
+        await Publish(host, "big", "last");
+        var lastId = await reading.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        lastId.Should().Be(Feed(host, "big").LastId);
+        Hub(host).Connections.Should().Be(1);
+        var afterDrop = await stalled.ReadToEndAsync();
+        afterDrop.Should().BeGreaterThan(0).And.BeLessThan((int)lastId, "the stalled client's stream ended when it was cut off");
+    }
+
+    [Fact]
     public async Task WebSocket_MultiplexesTopicsWithSubscribeAndUnsubscribe()
     {
         await using var host = await StartAsync(app => app.MapWebSocketTopics("/ws", ["prices", "news"]));
@@ -274,14 +361,28 @@ internal sealed class SseStream : IDisposable
         var events = new List<(long, string, string)>();
         long id = 0;
         string type = string.Empty, data = string.Empty;
+        var fields = 0;
         while (events.Count < count)
         {
             var line = await _reader.ReadLineAsync(timeout.Token) ?? throw new EndOfStreamException();
             if (line.Length == 0)
             {
-                events.Add((id, type, data));
+                // A block of comments only (a keep-alive) is no event.
+                if (fields > 0)
+                {
+                    events.Add((id, type, data));
+                }
+
+                fields = 0;
+                continue;
             }
-            else if (line.StartsWith("id: ", StringComparison.Ordinal))
+
+            if (!line.StartsWith(':'))
+            {
+                fields++;
+            }
+
+            if (line.StartsWith("id: ", StringComparison.Ordinal))
             {
                 id = long.Parse(line[4..], System.Globalization.CultureInfo.InvariantCulture);
             }
@@ -296,6 +397,14 @@ internal sealed class SseStream : IDisposable
         }
 
         return events;
+    }
+
+    /// <summary>Reads the next raw line of the stream (comments included).</summary>
+    public async Task<string> ReadLineAsync()
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        return await _reader.ReadLineAsync(timeout.Token) ?? throw new EndOfStreamException();
     }
 
     /// <summary>Reads events until the server closes the stream; returns how many arrived.</summary>

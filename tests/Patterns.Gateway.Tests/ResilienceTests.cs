@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Time.Testing;
 using Patterns.Gateway.Resilience;
+using Yarp.ReverseProxy.Configuration;
 
 namespace Patterns.Gateway.Tests;
 
@@ -91,8 +92,10 @@ public sealed class ResilienceTests
         good.Received.Single().Path.Should().Be("/items/1");
     }
 
-    [Fact]
-    public async Task Retry_PutWithBodyOverLimit_SentOnceAndFailureReachesClient()
+    [Theory]
+    [InlineData(false, "the request body of 30 bytes is larger than Patterns.Retry.MaxBufferedBodyBytes (8 bytes), so it cannot be sent again.")]
+    [InlineData(true, "the streamed request body is larger than Patterns.Retry.MaxBufferedBodyBytes (8 bytes), so it cannot be sent again.")]
+    public async Task Retry_PutWithBodyOverLimit_SentOnceAndRetryRefusedWithReason(bool chunked, string reason)
     {
         await using var bad = await Backend.StartAsync("bad", Unavailable);
         await using var good = await Backend.StartAsync("good");
@@ -100,12 +103,96 @@ public sealed class ResilienceTests
             new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1", [GatewayMetadata.RetryMaxBufferedBodyBytes] = "8" },
             GatewayPolicies.Weighted, (bad, null), (good, null));
         await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+        const string Body = "a body longer than eight bytes";
 
-        using var response = await gateway.Client.PutAsync("/items/1", new StringContent("a body longer than eight bytes"), Ct);
+        using var response = await gateway.Client.PutAsync("/items/1", chunked ? new ChunkedContent(Body) : new StringContent(Body), Ct);
 
         response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
-        bad.Received.Single().Body.Should().Be("a body longer than eight bytes");
+        response.Headers.GetValues(ResilienceHandler.RetryRefusedHeader).Single().Should().Be(reason);
+
+        // A streamed body: the bytes read while looking for its end go first, then the rest.
+        bad.Received.Single().Body.Should().Be(Body);
         good.Hits.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Retry_ChunkedPutWithinLimit_BufferedAndReplayedOnAnotherDestination()
+    {
+        await using var bad = await Backend.StartAsync("bad", Unavailable);
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1", [GatewayMetadata.RetryMaxBufferedBodyBytes] = "1000" },
+            GatewayPolicies.Weighted, (bad, null), (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+        var body = string.Concat(Enumerable.Range(0, 100).Select(i => (char)('a' + (i % 26))));
+
+        using var response = await gateway.Client.PutAsync("/items/1", new ChunkedContent(body), Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await response.Content.ReadAsStringAsync(Ct)).Should().Be("good");
+        response.Headers.Contains(ResilienceHandler.RetryRefusedHeader).Should().BeFalse();
+        var first = bad.Received.Single();
+        first.Body.Should().Be(body);
+        first.Headers.TransferEncoding.ToString().Should().Be("chunked", "the client streamed the body and the first attempt streams it on");
+        good.Received.Single().Body.Should().Be(body);
+    }
+
+    [Fact]
+    public async Task Retry_ChunkedPutToUnreachableDestination_FailsOverWithTheWholeBody()
+    {
+        await using var good = await Backend.StartAsync("good");
+        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
+        var cluster = new ClusterConfig
+        {
+            ClusterId = "c",
+            LoadBalancingPolicy = GatewayPolicies.Weighted,
+            Metadata = new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1" },
+            Destinations = new Dictionary<string, DestinationConfig>
+            {
+                ["dead"] = new() { Address = ClosedPortAddress() },
+                ["good"] = new() { Address = good.Address },
+            },
+        };
+        await using var gateway = await Gateways.FromCodeAsync([route], [cluster]);
+
+        // Two requests: the weighted round robin sends one of them to the dead destination first.
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await gateway.Client.PutAsync($"/items/{i}", new ChunkedContent($"payload number {i} sent in pieces"), Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        good.Received.Select(r => (r.Path, r.Body)).Should().BeEquivalentTo(
+            [("/items/0", "payload number 0 sent in pieces"), ("/items/1", "payload number 1 sent in pieces")]);
+    }
+
+    private static string ClosedPortAddress()
+    {
+        var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return $"http://127.0.0.1:{port}";
+    }
+
+    /// <summary>A body of unknown length, written in small pieces: the client sends it chunked.</summary>
+    private sealed class ChunkedContent(string text) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(text);
+            for (var offset = 0; offset < bytes.Length; offset += 7)
+            {
+                await stream.WriteAsync(bytes.AsMemory(offset, Math.Min(7, bytes.Length - offset)));
+                await stream.FlushAsync();
+            }
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
     }
 
     [Fact]

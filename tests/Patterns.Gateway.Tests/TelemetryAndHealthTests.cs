@@ -115,4 +115,109 @@ public sealed class TelemetryAndHealthTests
                 .Which.GetTagItem("http.route").Should().Be(route);
         }
     }
+
+    [Fact]
+    public async Task Tracing_ProxiedRequest_SpanTaggedWithRouteClusterAndTheDestinationThatAnswered()
+    {
+        var id = Guid.NewGuid().ToString("N")[..8];
+        var spans = new List<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name == "Patterns.Gateway",
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a =>
+            {
+                if (a.GetTagItem("patterns.gateway.cluster") as string == "cluster-" + id)
+                {
+                    lock (spans)
+                    {
+                        spans.Add(a);
+                    }
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+        await using var bad = await Backend.StartAsync("bad", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = "1" }, GatewayPolicies.Weighted, (bad, null), (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(
+            [routes[0] with { RouteId = "route-" + id, ClusterId = "cluster-" + id }], [clusters[0] with { ClusterId = "cluster-" + id }]);
+
+        // The first request goes to bad, is retried on good; the second goes to good.
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        lock (spans)
+        {
+            spans.Should().HaveCount(2);
+            spans.Should().AllSatisfy(s =>
+            {
+                s.DisplayName.Should().Be("gateway.proxy route-" + id);
+                s.GetTagItem("patterns.gateway.route").Should().Be("route-" + id);
+                s.GetTagItem("patterns.gateway.destination").Should().Be("good", "the span names the destination whose answer the client got");
+                s.GetTagItem("http.response.status_code").Should().Be(200);
+                s.Status.Should().Be(ActivityStatusCode.Unset);
+            });
+        }
+    }
+
+    [Fact]
+    public async Task Metrics_ProxyDuration_PerRouteClusterDestinationAndStatus()
+    {
+        var id = Guid.NewGuid().ToString("N")[..8];
+        var measurements = new List<Dictionary<string, object?>>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "Patterns.Gateway" && instrument.Name == "patterns.gateway.proxy.duration")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<double>((_, value, tags, _) =>
+        {
+            var map = new Dictionary<string, object?>();
+            foreach (var tag in tags)
+            {
+                map[tag.Key] = tag.Value;
+            }
+
+            if (map.GetValueOrDefault("patterns.gateway.cluster") as string == "cluster-" + id)
+            {
+                value.Should().BePositive();
+                lock (measurements)
+                {
+                    measurements.Add(map);
+                }
+            }
+        });
+        listener.Start();
+        await using var a = await Backend.StartAsync("a");
+        await using var failing = await Backend.StartAsync("failing", c => { c.Response.StatusCode = 500; return Task.CompletedTask; });
+        var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (a, 3), (failing, 1));
+        await using var gateway = await Gateways.FromCodeAsync(
+            [routes[0] with { RouteId = "route-" + id, ClusterId = "cluster-" + id }], [clusters[0] with { ClusterId = "cluster-" + id }]);
+
+        for (var i = 0; i < 8; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+        }
+
+        lock (measurements)
+        {
+            measurements.Should().HaveCount(8);
+            measurements.Should().AllSatisfy(m => m["patterns.gateway.route"].Should().Be("route-" + id));
+            measurements.Count(m => m["patterns.gateway.destination"] as string == "a" && (int)m["http.response.status_code"]! == 200).Should().Be(6);
+            measurements.Where(m => m["patterns.gateway.destination"] as string == "failing").Should().HaveCount(2)
+                .And.AllSatisfy(m =>
+                {
+                    m["http.response.status_code"].Should().Be(500);
+                    m["error.type"].Should().Be("500");
+                });
+        }
+    }
 }

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Patterns.Gateway.Messaging;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Transforms.Builder;
 
@@ -22,8 +23,10 @@ public sealed class GatewayBuilder
 
     /// <summary>
     /// Loads routes and clusters from a configuration section in YARP's schema (<c>Routes</c>, <c>Clusters</c>), extended by
-    /// <see cref="GatewayMetadata"/> keys. A change to the configuration applies without a restart; a bad change is
-    /// logged and the last good configuration stays.
+    /// <see cref="GatewayMetadata"/> keys, and request routes from its <c>Requests</c> section: HTTP routes that call request
+    /// handlers (<c>"quotes": { "Path": "/api/quotes", "Request": "GetQuote" }</c>, the type named by
+    /// <see cref="AddRequestType{TRequest, TResponse}"/>). A change to the configuration applies without a restart; a bad
+    /// change is logged and the last good configuration stays.
     /// </summary>
     /// <param name="section">The section, for example <c>builder.Configuration.GetSection("Gateway")</c>.</param>
     /// <returns>This builder.</returns>
@@ -31,6 +34,7 @@ public sealed class GatewayBuilder
     {
         ArgumentNullException.ThrowIfNull(section);
         ReverseProxy.LoadFromConfig(section);
+        Services.AddSingleton(new RequestRouteSection(section.GetSection("Requests")));
         return this;
     }
 
@@ -48,6 +52,47 @@ public sealed class GatewayBuilder
         var provider = new InMemoryConfigProvider(routes, clusters);
         Services.AddSingleton(provider);
         Services.AddSingleton<IProxyConfigProvider>(provider);
+        return this;
+    }
+
+    /// <summary>
+    /// Makes a request type available to the request routes of configuration (<c>Requests:{id}:Request</c>), under
+    /// <paramref name="name"/>. The route calls the handler registered for it with <c>AddRequestResponse</c>, on whichever
+    /// transport is configured, exactly as <c>MapRequest&lt;TRequest, TResponse&gt;</c> does.
+    /// </summary>
+    /// <typeparam name="TRequest">The request type, read from the JSON body.</typeparam>
+    /// <typeparam name="TResponse">The response type, written as JSON.</typeparam>
+    /// <param name="name">The name configuration uses; by default the request type's name. Matched ignoring case.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder AddRequestType<TRequest, TResponse>(string? name = null)
+        where TRequest : notnull
+    {
+        if (name is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        }
+
+        Services.AddSingleton<RequestTarget>(new RequestTarget<TRequest, TResponse>(name ?? typeof(TRequest).Name));
+        return this;
+    }
+
+    /// <summary>
+    /// Makes a message type available to the publish and send routes of configuration (<c>Requests:{id}:Publish</c> or
+    /// <c>Requests:{id}:Send</c>), under <paramref name="name"/>: the route publishes the body, or sends it to a queue, and
+    /// answers 202 Accepted, exactly as <c>MapPublish&lt;TMessage&gt;</c> and <c>MapSend&lt;TMessage&gt;</c> do.
+    /// </summary>
+    /// <typeparam name="TMessage">The message type, read from the JSON body.</typeparam>
+    /// <param name="name">The name configuration uses; by default the message type's name. Matched ignoring case.</param>
+    /// <returns>This builder.</returns>
+    public GatewayBuilder AddMessageType<TMessage>(string? name = null)
+        where TMessage : notnull
+    {
+        if (name is not null)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        }
+
+        Services.AddSingleton<MessageTarget>(new MessageTarget<TMessage>(name ?? typeof(TMessage).Name));
         return this;
     }
 

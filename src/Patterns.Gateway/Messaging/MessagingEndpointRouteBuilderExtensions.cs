@@ -1,11 +1,7 @@
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
-using Microsoft.Extensions.DependencyInjection;
 using Patterns.Gateway;
 using Patterns.Gateway.Messaging;
-using Patterns.PubSub;
-using Patterns.Queues;
-using Patterns.RequestResponse;
 
 namespace Microsoft.AspNetCore.Builder;
 
@@ -30,18 +26,8 @@ public static class MessagingEndpointRouteBuilderExtensions
         where TRequest : notnull
     {
         var options = Options(endpoints, pattern, configure);
-        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TRequest>(context, pattern, options, static async (ctx, request, serializer) =>
-        {
-            var client = ctx.RequestServices.GetRequiredService<IRequestClient>();
-            var options = ctx.GetEndpoint()!.Metadata.GetMetadata<MessageEndpointOptions>()!;
-            var response = options.Timeout is { } timeout
-                ? await client.SendAsync<TRequest, TResponse>(request, timeout, ctx.RequestAborted).ConfigureAwait(false)
-                : await client.SendAsync<TRequest, TResponse>(request, ctx.RequestAborted).ConfigureAwait(false);
-            ctx.Response.StatusCode = StatusCodes.Status200OK;
-            ctx.Response.ContentType = serializer.ContentType;
-            serializer.Serialize(ctx.Response.BodyWriter, response!, typeof(TResponse));
-            await ctx.Response.BodyWriter.FlushAsync(ctx.RequestAborted).ConfigureAwait(false);
-        })).WithMetadata(options);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync(context, pattern, options, RequestTarget<TRequest, TResponse>.Call))
+            .WithMetadata(options);
     }
 
     /// <summary>Maps <c>POST pattern</c> to publishing the body on a topic, answering 202 Accepted.</summary>
@@ -55,20 +41,8 @@ public static class MessagingEndpointRouteBuilderExtensions
         where TMessage : notnull
     {
         var options = Options(endpoints, pattern, configure);
-        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TMessage>(context, pattern, options, async (ctx, message, _) =>
-        {
-            var publisher = ctx.RequestServices.GetRequiredService<IPublisher>();
-            if (topic is null)
-            {
-                await publisher.PublishAsync(message, ctx.RequestAborted).ConfigureAwait(false);
-            }
-            else
-            {
-                await publisher.PublishAsync(topic, message, ctx.RequestAborted).ConfigureAwait(false);
-            }
-
-            ctx.Response.StatusCode = StatusCodes.Status202Accepted;
-        })).WithMetadata(options);
+        var call = MessageTarget<TMessage>.Publish(topic);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync(context, pattern, options, call)).WithMetadata(options);
     }
 
     /// <summary>Maps <c>POST pattern</c> to sending the body to a queue, answering 202 Accepted.</summary>
@@ -83,11 +57,8 @@ public static class MessagingEndpointRouteBuilderExtensions
     {
         ArgumentException.ThrowIfNullOrEmpty(queue);
         var options = Options(endpoints, pattern, configure);
-        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync<TMessage>(context, pattern, options, async (ctx, message, _) =>
-        {
-            await ctx.RequestServices.GetRequiredService<IQueueSender>().SendAsync(queue, message, ctx.RequestAborted).ConfigureAwait(false);
-            ctx.Response.StatusCode = StatusCodes.Status202Accepted;
-        })).WithMetadata(options);
+        var call = MessageTarget<TMessage>.Send(queue);
+        return endpoints.MapMethods(pattern, [HttpMethods.Post], context => MessageEndpoint.HandleAsync(context, pattern, options, call)).WithMetadata(options);
     }
 
     private static MessageEndpointOptions Options(IEndpointRouteBuilder endpoints, string pattern, Action<MessageEndpointOptions>? configure)

@@ -32,6 +32,9 @@ internal sealed class PushConnection
 
     public long Dropped => Interlocked.Read(ref _dropped);
 
+    /// <summary>Gets or sets what ends the client's connection at once when it is cut off (a Server-Sent Events request is aborted).</summary>
+    public Action? CutOff { get; set; }
+
     /// <summary>True once the client was cut off for being too slow.</summary>
     public bool Disconnected { get; private set; }
 
@@ -48,8 +51,16 @@ internal sealed class PushConnection
             Disconnected = true;
             GatewayTelemetry.PushDisconnected.Add(1);
             _channel.Writer.TryComplete();
+            if (CutOff is { } cutOff)
+            {
+                // Off the publisher's thread: the client's writer may be blocked on a full socket and never see the completion.
+                ThreadPool.UnsafeQueueUserWorkItem(static c => c(), cutOff, preferLocal: false);
+            }
         }
     }
+
+    /// <summary>Offers <see cref="PushMessage.KeepAlive"/> when nothing is waiting, so it never displaces a message nor cuts a client off.</summary>
+    public bool TryOfferKeepAlive() => _channel.Reader.Count == 0 && _channel.Writer.TryWrite(PushMessage.KeepAlive);
 
     public void Close() => _channel.Writer.TryComplete();
 }

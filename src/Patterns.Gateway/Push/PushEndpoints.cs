@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Patterns.Gateway.Messaging;
+using Patterns.Gateway.Telemetry;
 
 namespace Patterns.Gateway.Push;
 
@@ -16,6 +17,8 @@ internal static class PushEndpoints
     private static readonly byte[] SseEvent = "\nevent: "u8.ToArray();
     private static readonly byte[] SseData = "\ndata: "u8.ToArray();
     private static readonly byte[] SseEnd = "\n\n"u8.ToArray();
+    private static readonly byte[] SseConnected = ": connected\n\n"u8.ToArray();
+    private static readonly byte[] SseKeepAlive = ": keep-alive\n\n"u8.ToArray();
 
     public static async Task ServerSentEventsAsync(HttpContext context, string topic, PushOptions options)
     {
@@ -26,8 +29,9 @@ internal static class PushEndpoints
             return;
         }
 
-        var connection = new PushConnection(options.BufferCapacity, options.SlowClient);
+        var connection = new PushConnection(options.BufferCapacity, options.SlowClient) { CutOff = context.Abort };
         TopicFeed? feed = null;
+        KeepAliveMonitor? keepAlive = null;
         try
         {
             feed = await hub.FeedAsync(topic, context.RequestAborted).ConfigureAwait(false);
@@ -36,17 +40,31 @@ internal static class PushEndpoints
             response.Headers.CacheControl = "no-cache";
             response.Headers["X-Accel-Buffering"] = "no";
             feed.Attach(connection, LastEventId(context.Request));
+            if (options.KeepAliveInterval is { } interval)
+            {
+                keepAlive = new KeepAliveMonitor(connection, hub.Time, interval, Stalled, (context, topic, hub));
+            }
+
             await response.StartAsync(context.RequestAborted).ConfigureAwait(false);
-            await response.BodyWriter.WriteAsync(": connected\n\n"u8.ToArray(), context.RequestAborted).ConfigureAwait(false);
+            await response.BodyWriter.WriteAsync(SseConnected, context.RequestAborted).ConfigureAwait(false);
             var reader = connection.Reader;
             while (await reader.WaitToReadAsync(context.RequestAborted).ConfigureAwait(false))
             {
                 while (reader.TryRead(out var message))
                 {
-                    WriteEvent(response.BodyWriter, message);
+                    if (ReferenceEquals(message, PushMessage.KeepAlive))
+                    {
+                        response.BodyWriter.Write(SseKeepAlive);
+                    }
+                    else
+                    {
+                        WriteEvent(response.BodyWriter, message);
+                    }
                 }
 
+                keepAlive?.WriteStarted();
                 await response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+                keepAlive?.WriteEnded();
             }
 
             if (connection.Disconnected)
@@ -59,9 +77,19 @@ internal static class PushEndpoints
         }
         finally
         {
+            keepAlive?.Dispose();
             feed?.Detach(connection);
             hub.Close();
         }
+    }
+
+    /// <summary>A client that took no write for a whole keep-alive interval: cut it off, which ends its request and frees its buffer.</summary>
+    private static void Stalled(object? state)
+    {
+        var (context, topic, hub) = ((HttpContext, string, PushHub))state!;
+        GatewayTelemetry.PushDisconnected.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.TopicTag, topic));
+        GatewayLog.StalledClientDropped(hub.Logger, topic);
+        context.Abort();
     }
 
     public static async Task LongPollAsync(HttpContext context, string topic, PushOptions options)

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Patterns.Serialization;
 using Patterns.Transport;
@@ -7,12 +8,14 @@ using Patterns.Transport;
 namespace Patterns.Gateway.Push;
 
 /// <summary>The gateway's topic feeds and the count of open push connections.</summary>
-internal sealed class PushHub(IServiceProvider services, IOptions<PushHubOptions> options, TimeProvider timeProvider) : IAsyncDisposable
+internal sealed class PushHub(IServiceProvider services, IOptions<PushHubOptions> options, TimeProvider timeProvider, ILogger<PushHub> logger) : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, TopicFeed> _feeds = new(StringComparer.Ordinal);
     private int _connections;
 
     public TimeProvider Time => timeProvider;
+
+    public ILogger Logger => logger;
 
     public int Connections => Volatile.Read(ref _connections);
 

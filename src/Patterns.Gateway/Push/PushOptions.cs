@@ -33,11 +33,26 @@ public sealed class PushOptions
     [Range(1, 10_000)]
     public int LongPollMaxBatch { get; set; } = 100;
 
+    /// <summary>
+    /// Gets or sets how long a Server-Sent Events connection may stay silent: after an interval without a message it
+    /// gets a comment line (<c>: keep-alive</c>), so proxies and load balancers keep it open and a dead client is found.
+    /// A client whose pending write makes no progress for a whole interval (a dead peer, or one that stopped reading
+    /// while its socket buffers are full) is disconnected, so it holds no memory or connection slot; other clients are not affected.
+    /// Measured with the host's <see cref="TimeProvider"/>.
+    /// </summary>
+    /// <value>The default is 15 seconds; <see langword="null"/> turns keep-alives and stalled-client detection off.</value>
+    public TimeSpan? KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+
     internal void Validate(string pattern)
     {
         if (BufferCapacity < 1 || LongPollMaxBatch < 1 || LongPollTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(PushOptions), $"PushOptions of '{pattern}': BufferCapacity ({BufferCapacity}) and LongPollMaxBatch ({LongPollMaxBatch}) must be at least 1 and LongPollTimeout ({LongPollTimeout}) positive.");
+        }
+
+        if (KeepAliveInterval is { } keepAlive && keepAlive <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(PushOptions), $"PushOptions of '{pattern}': KeepAliveInterval ({keepAlive}) must be positive, or null to turn keep-alives off.");
         }
     }
 }

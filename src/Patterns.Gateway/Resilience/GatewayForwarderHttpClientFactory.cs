@@ -14,6 +14,8 @@ internal sealed class GatewayForwarderHttpClientFactory(
     protected override HttpMessageHandler WrapHandler(ForwarderHttpClientContext context, HttpMessageHandler handler)
     {
         var lookup = (IProxyStateLookup)services.GetService(typeof(IProxyStateLookup))!;
-        return new ResilienceHandler(context.ClusterId, lookup, balancer, outliers, timeProvider) { InnerHandler = base.WrapHandler(context, handler) };
+        var log = (ILoggerFactory?)services.GetService(typeof(ILoggerFactory));
+        ILogger resilienceLogger = log is null ? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance : log.CreateLogger<ResilienceHandler>();
+        return new ResilienceHandler(context.ClusterId, lookup, balancer, outliers, timeProvider, resilienceLogger) { InnerHandler = base.WrapHandler(context, handler) };
     }
 }

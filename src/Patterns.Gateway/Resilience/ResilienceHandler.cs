@@ -1,6 +1,7 @@
 using System.Net;
 using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using Patterns.Gateway.Configuration;
 using Patterns.Gateway.Health;
 using Patterns.Gateway.LoadBalancing;
@@ -21,9 +22,13 @@ namespace Patterns.Gateway.Resilience;
 /// or hedge, never the one that just failed. Every attempt's outcome feeds outlier detection.
 /// </summary>
 internal sealed class ResilienceHandler(
-    string clusterId, IProxyStateLookup lookup, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, TimeProvider timeProvider)
+    string clusterId, IProxyStateLookup lookup, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, TimeProvider timeProvider, ILogger logger)
     : DelegatingHandler
 {
+    /// <summary>The response header that carries why a failed request was not retried.</summary>
+    public const string RetryRefusedHeader = "Patterns-Retry-Refused";
+
+    private readonly ILogger _logger = logger;
     private static readonly ResiliencePropertyKey<Attempts> StateKey = new("Patterns.Gateway.Attempts");
     private readonly ConditionalWeakTable<ClusterPolicy, Pipelines> _pipelines = new();
     private readonly ConditionalWeakTable<DestinationState, BreakerSlot> _breakers = new();
@@ -188,7 +193,7 @@ internal sealed class ResilienceHandler(
                 _last = destination;
                 _next = null;
                 feature.ProxiedDestination = destination;
-                GatewayTelemetry.Retries.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId));
+                GatewayTelemetry.Retries.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId), new KeyValuePair<string, object?>(GatewayTelemetry.RouteIdTag, feature.Route.Config.RouteId));
             }
 
             try
@@ -207,8 +212,14 @@ internal sealed class ResilienceHandler(
         /// <summary>Decides whether a failed attempt is retried: an idempotent request whose body can be sent again, another destination, and room in the budget.</summary>
         public bool TryPlanRetry()
         {
-            if (!IsIdempotent(context.Request.Method) || (request.Content is not null && context.Features.Get<BufferedBody>() is null))
+            if (!IsIdempotent(context.Request.Method))
             {
+                return false;
+            }
+
+            if (request.Content is not null && context.Features.Get<BufferedBody>() is null)
+            {
+                Refuse(context.Features.Get<UnreplayableBody>()?.Reason ?? "the request body was not buffered, so it cannot be sent again.");
                 return false;
             }
 
@@ -221,6 +232,17 @@ internal sealed class ResilienceHandler(
 
             _next = next;
             return true;
+        }
+
+        /// <summary>Says why a failed request was not retried: in the log, and to the client in the <c>Patterns-Retry-Refused</c> header.</summary>
+        private void Refuse(string reason)
+        {
+            if (!context.Response.HasStarted)
+            {
+                context.Response.Headers[RetryRefusedHeader] = reason;
+            }
+
+            GatewayLog.RetryRefused(handler._logger, context.Request.Method, context.Request.Path.Value ?? "/", cluster.ClusterId, reason);
         }
 
         /// <summary>A hedged attempt: a copy of the bodiless request to a destination no other attempt of this request uses.</summary>
@@ -250,7 +272,7 @@ internal sealed class ResilienceHandler(
                 return Outcome.FromException<HttpResponseMessage>(new HttpRequestException($"No other destination of cluster '{cluster.ClusterId}' is available for a hedged attempt."));
             }
 
-            GatewayTelemetry.Hedges.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId));
+            GatewayTelemetry.Hedges.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId), new KeyValuePair<string, object?>(GatewayTelemetry.RouteIdTag, feature.Route.Config.RouteId));
             using var copy = new HttpRequestMessage(request.Method, Retarget(request.RequestUri!, _first, destination))
             {
                 Version = request.Version,

@@ -10,7 +10,7 @@ namespace Patterns.Gateway.Security;
 /// </summary>
 internal static class RequestLimitsMiddleware
 {
-    public static Task InvokeAsync(HttpContext context, Func<Task> next)
+    public static Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
         var route = context.Features.Get<IReverseProxyFeature>()?.Route.Config;
         if (route?.MaxRequestBodySize is > 0 and var limit && context.Request.ContentLength > limit)
@@ -19,6 +19,6 @@ internal static class RequestLimitsMiddleware
                 $"The body has {context.Request.ContentLength} bytes; route '{route.RouteId}' accepts at most {limit}.");
         }
 
-        return next();
+        return next(context);
     }
 }

@@ -8,6 +8,9 @@ internal static class GatewayTelemetry
 {
     public const string Name = "Patterns.Gateway";
     public const string ClusterTag = "patterns.gateway.cluster";
+    public const string RouteIdTag = "patterns.gateway.route";
+    public const string DestinationTag = "patterns.gateway.destination";
+    public const string ErrorTag = "error.type";
     public const string RouteTag = "http.route";
     public const string TopicTag = "messaging.destination.name";
     public const string StatusTag = "http.response.status_code";
@@ -27,6 +30,8 @@ internal static class GatewayTelemetry
     public static readonly Counter<long> PushDropped = Meter.CreateCounter<long>("patterns.gateway.push.dropped", "{message}", "Messages dropped for slow push clients.");
 
     public static readonly Counter<long> PushDisconnected = Meter.CreateCounter<long>("patterns.gateway.push.disconnected", "{connection}", "Slow push clients disconnected.");
+
+    public static readonly Histogram<double> ProxyDuration = Meter.CreateHistogram<double>("patterns.gateway.proxy.duration", "s", "Duration of proxied requests, retries and hedges included, per route, cluster, destination and status.");
 
     public static readonly Histogram<double> TranslationDuration = Meter.CreateHistogram<double>("patterns.gateway.translation.duration", "s", "Duration of HTTP requests translated to messaging calls.");
 
