@@ -25,6 +25,9 @@ internal static partial class OrchestrationLog
     [LoggerMessage(EventId = 7007, Level = LogLevel.Warning, Message = "Taking or renewing the lease of workflow partition {Partition} failed; trying again.")]
     public static partial void OwnershipFailed(ILogger logger, int partition, Exception exception);
 
+    [LoggerMessage(EventId = 7011, Level = LogLevel.Warning, Message = "Announcing this process to the others that balance workflow partitions failed; trying again.")]
+    public static partial void MembershipFailed(ILogger logger, Exception exception);
+
     [LoggerMessage(EventId = 7008, Level = LogLevel.Warning, Message = "A request handed over from another process for instance '{InstanceId}' was refused.")]
     public static partial void HandOffRefused(ILogger logger, string instanceId, Exception exception);
 }

@@ -64,7 +64,7 @@ public sealed class OrchestrationOptions
     [Range(1, 4096)]
     public int Partitions { get; set; } = 16;
 
-    /// <summary>Gets or sets how long a process owns a partition after its last lease renewal: another takes over within about 4/3 of it after the owner dies.</summary>
+    /// <summary>Gets or sets how long a process owns a partition after its last lease renewal: another takes over within about 4/3 of it after the owner dies (as it runs out on PostgreSQL, which wakes standbys then).</summary>
     /// <value>15 seconds by default; between 1 second and 1 hour.</value>
     public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(15);
 
@@ -75,6 +75,18 @@ public sealed class OrchestrationOptions
     /// </summary>
     /// <value>1 second by default.</value>
     public TimeSpan HandoffInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Gets or sets whether processes sharing a store spread the partitions evenly: each announces itself in the store
+    /// (renewed every third of <see cref="LeaseDuration"/>), takes partitions only up to its share (the partitions divided
+    /// by the live processes, rounded up), and gives up those beyond its share when another process joins. Without it the
+    /// first process takes every free partition and the others stand by.
+    /// </summary>
+    /// <value>
+    /// False by default. A process at its share retries free partitions every third of <see cref="LeaseDuration"/>, so
+    /// after another process stops or dies its partitions are taken over up to that much later than without balancing.
+    /// </value>
+    public bool BalancePartitions { get; set; }
 
     /// <summary>
     /// Gets or sets this process's owner id for partition leases. A stable id (a pod or service name) lets a restarted

@@ -86,7 +86,7 @@ public static class OrchestrationServiceCollectionExtensions
             services.AddPubSub(p => p.Subscribe<ActivityCancellation>(
                 static (cancel, context, _) =>
                 {
-                    context.Services.GetRequiredService<ActivityWorker>().Cancel(cancel.InstanceId, cancel.Run, cancel.Seq);
+                    context.Services.GetRequiredService<ActivityWorker>().Cancel(cancel.InstanceId, cancel.Incarnation, cancel.Run, cancel.Seq);
                     return default;
                 },
                 options.CancellationTopic,

@@ -20,6 +20,7 @@ internal sealed class NotificationListener : IAsyncDisposable
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _channel;
     private readonly string _outboxChannel;
+    private readonly string _leaseChannel;
     private readonly bool _listen;
     private readonly TimeProvider _timeProvider;
     private readonly TimeSpan _reconnectDelay;
@@ -34,8 +35,9 @@ internal sealed class NotificationListener : IAsyncDisposable
     private bool _stopped;
     private Task? _loop;
 
-    public NotificationListener(NpgsqlDataSource dataSource, string channel, string outboxChannel, bool listen, TimeProvider timeProvider, TimeSpan reconnectDelay, ILogger logger)
+    public NotificationListener(NpgsqlDataSource dataSource, string channel, string outboxChannel, string leaseChannel, bool listen, TimeProvider timeProvider, TimeSpan reconnectDelay, ILogger logger)
     {
+        _leaseChannel = leaseChannel;
         _dataSource = dataSource;
         _channel = channel;
         _outboxChannel = outboxChannel;
@@ -50,6 +52,9 @@ internal sealed class NotificationListener : IAsyncDisposable
 
     /// <summary>Gets the signal for outbox messages; its value is the highest sequence number known to be committed.</summary>
     public Signal Outbox { get; } = new();
+
+    /// <summary>Gets the signal for released leases (any lease: waiters try theirs again).</summary>
+    public Signal Leases { get; } = new();
 
     /// <summary>Gets the highest position this process knows to be committed (from its own appends or a notification).</summary>
     public long KnownHead => Events.Known;
@@ -133,6 +138,7 @@ internal sealed class NotificationListener : IAsyncDisposable
     {
         Events.Wake();
         Outbox.Wake();
+        Leases.Wake();
     }
 
     private async Task RunAsync()
@@ -175,7 +181,7 @@ internal sealed class NotificationListener : IAsyncDisposable
         await using (connection.ConfigureAwait(false))
         {
             connection.Notification += OnNotification;
-            var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"; LISTEN \"{_outboxChannel}\"", connection);
+            var listen = new NpgsqlCommand($"LISTEN \"{_channel}\"; LISTEN \"{_outboxChannel}\"; LISTEN \"{_leaseChannel}\"", connection);
             await using (listen.ConfigureAwait(false))
             {
                 await listen.ExecuteNonQueryAsync(token).ConfigureAwait(false);
@@ -208,6 +214,13 @@ internal sealed class NotificationListener : IAsyncDisposable
 
     private void OnNotification(object sender, NpgsqlNotificationEventArgs e)
     {
+        if (e.Channel == _leaseChannel)
+        {
+            Leases.Wake();
+            Interlocked.Exchange(ref _notified, Signal.NewSource()).TrySetResult();
+            return;
+        }
+
         var signal = e.Channel == _outboxChannel ? Outbox : Events;
         if (long.TryParse(e.Payload, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
         {

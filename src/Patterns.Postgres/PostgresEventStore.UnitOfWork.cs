@@ -154,13 +154,67 @@ public sealed partial class PostgresEventStore
     }
 
     /// <inheritdoc />
-    /// <remarks>The row keeps its token, so whoever takes the lease next gets a greater one.</remarks>
+    /// <remarks>
+    /// The row keeps its token, so whoever takes the lease next gets a greater one. With notifications on, the release
+    /// notifies the schema's lease channel, so standbys in other processes (<see cref="WaitForLeaseAsync"/>) take it at once.
+    /// </remarks>
     public async ValueTask ReleaseLeaseAsync(Lease lease, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(lease);
         Guard.Text(lease.Name, nameof(lease));
         Guard.Text(lease.Owner, nameof(lease));
-        await ChangeLeaseAsync(_schema.LeaseRelease, lease, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+        if (_notifications)
+        {
+            await NonQueryAsync(
+                _schema.LeaseReleaseNotify,
+                cancellationToken,
+                Parameters.Text(lease.Name),
+                Parameters.Text(lease.Owner),
+                Parameters.Bigint(lease.Token),
+                Parameters.Timestamp(_timeProvider.GetUtcNow()),
+                Parameters.Text(_schema.LeaseChannel)).ConfigureAwait(false);
+            _listener.Leases.Wake(); // standbys in this process
+        }
+        else
+        {
+            await ChangeLeaseAsync(_schema.LeaseRelease, lease, _timeProvider.GetUtcNow(), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// Returns when a lease of this schema is released (LISTEN/NOTIFY on its lease channel, from any process), when the
+    /// holder's lease of <paramref name="name"/> expires (read from the lease row, against the store's
+    /// <see cref="TimeProvider"/>), or after <paramref name="timeout"/>. A holder that died is taken over as its lease
+    /// runs out; one that stops gracefully, at once. Without notifications, or while the listening connection is down,
+    /// only the expiry and the timeout end the wait.
+    /// </remarks>
+    public async ValueTask WaitForLeaseAsync(string name, TimeSpan timeout, CancellationToken cancellationToken = default)
+    {
+        Guard.Text(name, nameof(name));
+        _listener.EnsureStarted();
+        var released = _listener.Leases.Next;
+        var wait = timeout;
+        if (await ScalarAsync(_schema.LeaseExpiry, cancellationToken, Parameters.Text(name)).ConfigureAwait(false) is DateTime expiresAt)
+        {
+            var left = new DateTimeOffset(DateTime.SpecifyKind(expiresAt, DateTimeKind.Utc)) - _timeProvider.GetUtcNow();
+            wait = left < wait ? left : wait;
+        }
+        else
+        {
+            return; // free (released, or never taken): take it now
+        }
+
+        if (wait <= TimeSpan.Zero)
+        {
+            return;
+        }
+
+        using var timer = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var delay = Task.Delay(wait, _timeProvider, timer.Token);
+        await Task.WhenAny(released, delay).ConfigureAwait(false);
+        await timer.CancelAsync().ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
     }
 
     private static void ValidateLease(string name, string owner, TimeSpan duration)

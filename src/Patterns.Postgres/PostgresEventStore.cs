@@ -32,7 +32,7 @@ namespace Patterns.Postgres;
 /// database and schema in a process. Dispose it to close the listening connection (and the data source it built).
 /// </para>
 /// </remarks>
-public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, IAsyncDisposable, IDisposable
+public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, ILeaseWatch, IAsyncDisposable, IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly bool _ownsDataSource;
@@ -78,7 +78,7 @@ public sealed partial class PostgresEventStore : IEventStorage, ISnapshotStorage
         _logger = logger ?? NullLogger.Instance;
         _appendQueue = new GroupQueue<PendingAppend, AppendResult>(RunAppendGroupAsync);
         _unitQueue = new GroupQueue<PendingUnit, UnitOfWorkResult>(RunUnitGroupAsync);
-        _listener = new NotificationListener(_dataSource, _schema.Channel, _schema.OutboxChannel, _notifications, _timeProvider, _pollInterval, _logger);
+        _listener = new NotificationListener(_dataSource, _schema.Channel, _schema.OutboxChannel, _schema.LeaseChannel, _notifications, _timeProvider, _pollInterval, _logger);
     }
 
     /// <summary>Gets the schema that holds the store's tables.</summary>

@@ -27,6 +27,7 @@ internal sealed class PostgresSchema
         var s = $"\"{schema}\"";
         Channel = schema + "_events";
         OutboxChannel = schema + "_outbox";
+        LeaseChannel = schema + "_leases";
         MigrationLockKey = StableKey("patterns:migrate:" + schema);
         Migrations = BuildMigrations(s);
 
@@ -127,6 +128,11 @@ internal sealed class PostgresSchema
             """;
         LeaseRenew = $"UPDATE {s}.leases SET expires_at = $4 WHERE name = $1 AND owner = $2 AND token = $3";
         LeaseRelease = $"UPDATE {s}.leases SET owner = NULL, expires_at = $4 WHERE name = $1 AND owner = $2 AND token = $3";
+        LeaseReleaseNotify = $"""
+            WITH released AS ({LeaseRelease} RETURNING name)
+            SELECT pg_notify($5, name) FROM released
+            """;
+        LeaseExpiry = $"SELECT CASE WHEN owner IS NULL THEN NULL ELSE expires_at END FROM {s}.leases WHERE name = $1";
 
         CreateSchema = $"""
             CREATE SCHEMA IF NOT EXISTS {s};
@@ -145,6 +151,9 @@ internal sealed class PostgresSchema
 
     /// <summary>The LISTEN/NOTIFY channel units of work that enqueue notify on; the payload is the last sequence number.</summary>
     public string OutboxChannel { get; }
+
+    /// <summary>The LISTEN/NOTIFY channel a released lease notifies on; the payload is the lease's name.</summary>
+    public string LeaseChannel { get; }
 
     /// <summary>The transaction-scoped advisory lock key that serializes migrations of this schema.</summary>
     public long MigrationLockKey { get; }
@@ -245,6 +254,12 @@ internal sealed class PostgresSchema
     public string LeaseRenew { get; }
 
     public string LeaseRelease { get; }
+
+    /// <summary>Releases the lease as <see cref="LeaseRelease"/> does and notifies channel $5 with its name.</summary>
+    public string LeaseReleaseNotify { get; }
+
+    /// <summary>Reads when lease $1's holder's lease expires: null when it is free or unknown.</summary>
+    public string LeaseExpiry { get; }
 
     public string CreateSchema { get; }
 

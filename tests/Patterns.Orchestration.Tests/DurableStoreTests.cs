@@ -114,14 +114,8 @@ public sealed class DurableStoreTests : IAsyncLifetime
     {
         var location = await LocationAsync(store);
         var log = new CallLog();
-        Action<OrchestrationBuilder> Node(string name) => o =>
-        {
-            WorkflowEngineTests.All(o);
-            o.Options.NodeId = name;
-            o.Options.Partitions = 4;
-            o.Options.LeaseDuration = TimeSpan.FromSeconds(10); // renewed every 3.3 s: a loaded machine never lets it lapse; a graceful stop hands over at once
-            o.Options.HandoffInterval = TimeSpan.FromMilliseconds(50);
-        };
+        // Leases renewed every 3.3 s: a loaded machine never lets them lapse; a graceful stop hands over at once.
+        Action<OrchestrationBuilder> Node(string name) => FourPartitionNode(name, TimeSpan.FromSeconds(10));
         await using var a = await TestHost.StartAsync(Node("node-a"), store, location, log: log, clock: TimeProvider.System);
         await using var b = await TestHost.StartAsync(Node("node-b"), store, location, log: log, clock: TimeProvider.System);
         a.Runtime.OwnedPartitions.Should().Equal(0, 1, 2, 3);
@@ -156,6 +150,162 @@ public sealed class DurableStoreTests : IAsyncLifetime
         b.EventsOf("failover").Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(1);
         (await b.Client.GetHistoryAsync("failover")).Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(2);
     }
+
+    /// <summary>
+    /// PostgreSQL: the owner stops gracefully and its release is pushed (LISTEN/NOTIFY) to the standby, which takes the
+    /// partitions over and resumes the instance at once, not at its next try a third of the lease duration (20 s) later.
+    /// </summary>
+    [Fact]
+    public async Task Postgres_OwnerStops_TheStandbyIsNotifiedAndTakesOverAtOnce()
+    {
+        var location = await LocationAsync(StoreKind.Postgres);
+        var log = new CallLog();
+        await using var a = await TestHost.StartAsync(SlowRetryNode("node-a"), StoreKind.Postgres, location, log: log, clock: TimeProvider.System);
+        await using var b = await TestHost.StartAsync(SlowRetryNode("node-b"), StoreKind.Postgres, location, log: log, clock: TimeProvider.System);
+        b.Runtime.OwnedPartitions.Should().BeEmpty();
+        await a.Client.StartAsync(nameof(CounterWorkflow), "handover", 10);
+        await a.Client.SignalAsync("handover", "add", 3);
+        await a.WaitForAsync("handover", HistoryEventKind.SignalReceived);
+
+        var elapsed = System.Diagnostics.Stopwatch.StartNew();
+        await a.DisposeAsync(); // releases its leases
+        await b.Client.SignalAsync("handover", "add", 7);
+
+        (await b.Client.GetResultAsync<int>("handover").WaitAsync(PromptTakeOver)).Should().Be(10);
+        elapsed.Elapsed.Should().BeLessThan(PromptTakeOver);
+        b.Runtime.OwnedPartitions.Should().Equal(0, 1, 2, 3);
+        b.EventsOf("handover").Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(1);
+    }
+
+    /// <summary>
+    /// PostgreSQL: the owner died holding its leases (they run out in 3 s and are never released). The standby takes the
+    /// partitions over as they run out and resumes the instance, not at its next try 20 s after it started.
+    /// </summary>
+    [Fact]
+    public async Task Postgres_OwnerDies_TheStandbyTakesOverAsItsLeaseRunsOut()
+    {
+        var location = await LocationAsync(StoreKind.Postgres);
+        var log = new CallLog();
+        await using (var a = await TestHost.StartAsync(SlowRetryNode("node-a"), StoreKind.Postgres, location, log: log, clock: TimeProvider.System))
+        {
+            await a.Client.StartAsync(nameof(CounterWorkflow), "orphan", 10);
+            await a.Client.SignalAsync("orphan", "add", 3);
+            await a.WaitForAsync("orphan", HistoryEventKind.SignalReceived);
+        }
+
+        // The owner "died": it holds every partition again, renews nothing and releases nothing.
+        var elapsed = System.Diagnostics.Stopwatch.StartNew();
+        await using (var store = new Patterns.Postgres.PostgresEventStore(new Patterns.Postgres.PostgresEventStoreOptions { ConnectionString = Postgres.ConnectionString, Schema = location }))
+        {
+            for (var p = 0; p < 4; p++)
+            {
+                (await store.TryAcquireLeaseAsync($"orchestration/wf-{p}", "node-a", TimeSpan.FromSeconds(3))).Should().NotBeNull();
+            }
+        }
+
+        await using var b = await TestHost.StartAsync(SlowRetryNode("node-b"), StoreKind.Postgres, location, log: log, clock: TimeProvider.System);
+        b.Runtime.OwnedPartitions.Should().BeEmpty("the dead owner's leases have not run out yet");
+        await b.Client.SignalAsync("orphan", "add", 7);
+
+        (await b.Client.GetResultAsync<int>("orphan").WaitAsync(PromptTakeOver)).Should().Be(10);
+        elapsed.Elapsed.Should().BeLessThan(PromptTakeOver);
+        b.Runtime.OwnedPartitions.Should().Equal(0, 1, 2, 3);
+    }
+
+    /// <summary>
+    /// Balanced partitions: the first host takes all four, gives the two highest up when a second host joins, each runs
+    /// only the instances of its own partitions, and the survivor takes all four back when the other stops.
+    /// </summary>
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task BalancedHosts_SplitThePartitions_AndTheSurvivorTakesThemAllBack(StoreKind store)
+    {
+        var location = await LocationAsync(store);
+        var log = new CallLog();
+        Action<OrchestrationBuilder> Node(string name) => FourPartitionNode(name, TimeSpan.FromSeconds(6), balance: true);
+        await using var a = await TestHost.StartAsync(Node("node-a"), store, location, log: log, clock: TimeProvider.System);
+        a.Runtime.OwnedPartitions.Should().Equal(0, 1, 2, 3);
+        await using var b = await TestHost.StartAsync(Node("node-b"), store, location, log: log, clock: TimeProvider.System);
+
+        await UntilAsync(() => a.Runtime.OwnedPartitions.Count == 2 && b.Runtime.OwnedPartitions.Count == 2, a.Runtime, b.Runtime);
+        a.Runtime.OwnedPartitions.Should().Equal(0, 1);
+        b.Runtime.OwnedPartitions.Should().Equal(2, 3);
+        a.Runtime.LiveNodes.Should().Be(2);
+
+        var ids = new List<string>();
+        for (var n = 0; ids.Count < 8; n++)
+        {
+            var id = "spread-" + n;
+            if (ids.Count(i => a.Runtime.PartitionOf(i) == a.Runtime.PartitionOf(id)) < 2)
+            {
+                ids.Add(id);
+            }
+        }
+
+        foreach (var id in ids)
+        {
+            await a.Client.StartAsync(nameof(SequenceWorkflow), id, id);
+        }
+
+        foreach (var id in ids)
+        {
+            (await a.ResultAsync<string>(id)).Should().Be($"echo-{id}-1,echo-{id}-2,echo-{id}-3");
+            var runsOnB = a.Runtime.PartitionOf(id) >= 2;
+            await (runsOnB ? b : a).WaitForAsync(id, HistoryEventKind.Completed); // it ran where its partition is owned
+            (runsOnB ? a : b).EventsOf(id).Should().BeEmpty($"{id} runs only where its partition is owned");
+        }
+
+        await b.DisposeAsync(); // leaves, then releases its partitions
+        await UntilAsync(() => a.Runtime.OwnedPartitions.Count == 4, a.Runtime);
+        a.Runtime.LiveNodes.Should().Be(1);
+        await a.Client.StartAsync(nameof(SequenceWorkflow), ids[^1] + "-again", "z");
+        (await a.ResultAsync<string>(ids[^1] + "-again")).Should().Be("echo-z-1,echo-z-2,echo-z-3");
+    }
+
+    /// <summary>Waits (on the runtimes' ownership changes, never sleeping) until <paramref name="condition"/> holds.</summary>
+    private static async Task UntilAsync(Func<bool> condition, params Runtime.WorkflowRuntime[] runtimes)
+    {
+        using var changed = new SemaphoreSlim(0);
+        void OnChanged() => changed.Release();
+        foreach (var runtime in runtimes)
+        {
+            runtime.OwnershipChanged += OnChanged;
+        }
+
+        try
+        {
+            using var timeout = new CancellationTokenSource(TestHost.Wait);
+            while (!condition())
+            {
+                await changed.WaitAsync(timeout.Token);
+            }
+        }
+        finally
+        {
+            foreach (var runtime in runtimes)
+            {
+                runtime.OwnershipChanged -= OnChanged;
+            }
+        }
+    }
+
+    /// <summary>Well below the 20 s a standby waits between tries with <see cref="SlowRetryNode"/>'s 60 s lease.</summary>
+    private static readonly TimeSpan PromptTakeOver = TimeSpan.FromSeconds(12);
+
+    /// <summary>A node whose standby would try to take a partition only every 20 s (a third of its 60 s lease) if nothing woke it.</summary>
+    private static Action<OrchestrationBuilder> SlowRetryNode(string name) => FourPartitionNode(name, TimeSpan.FromSeconds(60));
+
+    /// <summary>A node of a shared store with four partitions, leases of <paramref name="lease"/>, and requests handed over every 50 ms.</summary>
+    private static Action<OrchestrationBuilder> FourPartitionNode(string name, TimeSpan lease, bool balance = false) => o =>
+    {
+        WorkflowEngineTests.All(o);
+        o.Options.NodeId = name;
+        o.Options.Partitions = 4;
+        o.Options.BalancePartitions = balance;
+        o.Options.LeaseDuration = lease;
+        o.Options.HandoffInterval = TimeSpan.FromMilliseconds(50);
+    };
 
     [Fact]
     public async Task CodeChange_OnARunningInstance_FaultsItWithTheEventIndexAndAFixResumesIt()

@@ -261,6 +261,70 @@ public sealed class WorkflowEngineTests
         host.Log.Count("Blocking:a").Should().Be(1);
     }
 
+    /// <summary>
+    /// One activity slot, held by another instance's activity: the task of the cancelled (or terminated) instance waits
+    /// in the queue behind it. When the slot frees, the task is dropped unrun.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task CancelOrTerminate_WhileTheActivityWaitsForAFreeSlot_ItNeverRuns(bool terminate)
+    {
+        await using var host = await TestHost.StartAsync(o =>
+        {
+            All(o);
+            o.Options.ActivityConcurrency = 1;
+        });
+        var dropped = new TaskCompletionSource<ActivityTask>(TaskCreationOptions.RunContinuationsAsynchronously);
+        host.Worker.Dropped += task => dropped.TrySetResult(task);
+        await host.Client.StartAsync(nameof(BlockingActivityWorkflow), "holder", "a");
+        await host.Log.WaitForAsync("Blocking:a");
+        await host.Client.StartAsync(nameof(BlockingActivityWorkflow), "queued", "b");
+        await host.WaitForAsync("queued", HistoryEventKind.ActivityScheduled);
+
+        if (terminate)
+        {
+            await host.Client.TerminateAsync("queued", "enough");
+        }
+        else
+        {
+            await host.Client.CancelAsync("queued");
+        }
+
+        var act = () => host.ResultAsync<string>("queued");
+        (await act.Should().ThrowAsync<WorkflowFailedException>()).Which.Status.Should().Be(terminate ? WorkflowStatus.Terminated : WorkflowStatus.Canceled);
+        await host.Client.TerminateAsync("holder"); // frees the slot
+        var ran = host.Log.WaitForAsync("Blocking:b");
+        (await Task.WhenAny(dropped.Task, ran).WaitAsync(TestHost.Wait)).Should().BeSameAs(dropped.Task, "the cancelled activity's task is dropped, not run");
+        (await dropped.Task).Should().Match<ActivityTask>(t => t.InstanceId == "queued" && t.Seq == 1);
+
+        await host.Client.StartAsync(nameof(SequenceWorkflow), "after", "c");
+        (await host.ResultAsync<string>("after")).Should().Be("echo-c-1,echo-c-2,echo-c-3", "the slot serves later tasks");
+        host.Log.Count("Blocking:b").Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Terminate_DuringARetryDelay_NoFurtherAttemptRuns()
+    {
+        await using var host = await TestHost.StartAsync(o =>
+        {
+            All(o);
+            o.Options.ActivityConcurrency = 1;
+        });
+        var retry = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        host.Worker.RetryScheduled += (_, _) => retry.TrySetResult();
+        await host.Client.StartAsync(nameof(RetryWorkflow), "retry-stop", "x");
+        await retry.Task.WaitAsync(TestHost.Wait); // attempt 1 failed; attempt 2 waits 10 s
+
+        await host.Client.TerminateAsync("retry-stop");
+        host.Time.Advance(TimeSpan.FromMinutes(1));
+
+        // The one slot is free again (a retry still waiting would hold it): a later workflow's activities run.
+        await host.Client.StartAsync(nameof(SequenceWorkflow), "after-retry", "y");
+        (await host.ResultAsync<string>("after-retry")).Should().Be("echo-y-1,echo-y-2,echo-y-3");
+        host.Log.Calls.Where(c => c.StartsWith("Flaky", StringComparison.Ordinal)).Should().Equal("Flaky:x:1");
+    }
+
     [Fact]
     public async Task Terminate_EndsAnInstanceWithoutRunningItsCode()
     {

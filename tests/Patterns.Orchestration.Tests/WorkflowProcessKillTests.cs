@@ -9,16 +9,20 @@ using Patterns.EventSourcing;
 namespace Patterns.Orchestration.Tests;
 
 /// <summary>
-/// kill -9 at random points while child processes (Patterns.Orchestration.CrashHost) run 5-activity workflows on SQLite and
-/// PostgreSQL. Each child resumes the unfinished instances, then starts one more; it is killed after a random number of
-/// activities. Afterwards every instance completed exactly once, ran every step, and the kills caused at most one extra
-/// activity execution each. <c>PATTERNS_KILL_ITERATIONS</c> sets the kills per store (default 20), <c>PATTERNS_KILL_SEED</c> replays a run.
+/// kill -9 at random points while child processes (Patterns.Orchestration.CrashHost) run workflows on SQLite and
+/// PostgreSQL: 5 sequential activities, or a saga whose activities retry and whose compensations run. Each child resumes
+/// the unfinished instances, then starts one more; it is killed after a random number of activity attempts. Afterwards
+/// every instance completed exactly once, ran every step, and the kills caused at most one extra activity execution each.
+/// <c>PATTERNS_KILL_ITERATIONS</c> sets the kills per store (default 20; the children stop being started after
+/// <see cref="TimeBudget"/>), <c>PATTERNS_KILL_SEED</c> replays a run.
 /// </summary>
 public sealed class WorkflowProcessKillTests : IAsyncLifetime
 {
     private static readonly TimeSpan ChildTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan TimeBudget = TimeSpan.FromMinutes(4);
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "wf-kill-" + Guid.NewGuid().ToString("N"));
     private string? _schema;
+    private IHost? _verifier;
 
     private static int Iterations =>
         int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_KILL_ITERATIONS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 20;
@@ -31,6 +35,12 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
 
     public async ValueTask DisposeAsync()
     {
+        if (_verifier is not null)
+        {
+            await _verifier.StopAsync();
+            _verifier.Dispose();
+        }
+
         if (_schema is not null)
         {
             await Postgres.DropAsync(_schema);
@@ -44,6 +54,70 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
     [InlineData(StoreKind.Sqlite)]
     [InlineData(StoreKind.Postgres)]
     public async Task Kill_FiveActivityWorkflowsAtRandomPoints_NoCompletionLostOrDuplicatedAndAtMostOneExtraActivityPerKill(StoreKind store)
+    {
+        var run = await KillRepeatedlyAsync(store, "steps", maxStepsBeforeKill: 7);
+        var seed = run.Seed;
+        var extra = 0;
+        foreach (var id in run.Started)
+        {
+            (await run.Client.GetResultAsync<int>(id)).Should().Be(15);
+            var history = (await run.Client.GetHistoryAsync(id)).Events;
+            history.Count(e => e.Kind == HistoryEventKind.Completed).Should().Be(1, $"instance {id} completes once (seed {seed})");
+            history.Where(e => e.Kind == HistoryEventKind.ActivityScheduled).Select(e => e.Seq).Should().Equal([1, 2, 3, 4, 5], $"seed {seed}");
+            history.Where(e => e.Kind == HistoryEventKind.ActivityCompleted).Select(e => e.Seq).Should().Equal([1, 2, 3, 4, 5], $"seed {seed}");
+            for (var step = 1; step <= 5; step++)
+            {
+                var count = run.Executions.GetValueOrDefault($"{id}|Step-{step}|1");
+                count.Should().BeGreaterThanOrEqualTo(1, $"step {step} of {id} ran (seed {seed})");
+                extra += count - 1;
+            }
+        }
+
+        extra.Should().BeLessThanOrEqualTo(run.Kills, $"each of the {run.Kills} kills re-runs at most the one activity in flight (seed {seed})");
+    }
+
+    /// <summary>
+    /// Kills children running a saga whose steps fail twice before they succeed (4 attempts allowed) and whose charge fails
+    /// all of its 3 attempts. Retry counts are durable: each activity runs exactly the attempts its policy and its failures
+    /// call for, numbered 1, 2, 3 with none skipped (no retry lost) and none beyond (no count restarted after a crash); the
+    /// only repeats are attempts a kill interrupted, at most one per kill. The charge fails once, after its third attempt,
+    /// and the compensations are each recorded once, in reverse order.
+    /// </summary>
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task Kill_DuringRetriesAndCompensation_AttemptCountsSurviveAndCompensationsRunOnce(StoreKind store)
+    {
+        var run = await KillRepeatedlyAsync(store, "retry", maxStepsBeforeKill: 16);
+        var seed = run.Seed;
+        var expected = new Dictionary<string, int> { ["Flaky-1"] = 3, ["Flaky-2"] = 3, ["Flaky-3"] = 3, ["Charge"] = 3, ["Undo-3"] = 1, ["Undo-2"] = 1, ["Undo-1"] = 1 };
+        var extra = 0;
+        foreach (var id in run.Started)
+        {
+            (await run.Client.GetResultAsync<string>(id)).Should().Be("compensated", $"seed {seed}");
+            var history = (await run.Client.GetHistoryAsync(id)).Events;
+            history.Count(e => e.Kind == HistoryEventKind.Completed).Should().Be(1, $"instance {id} completes once (seed {seed})");
+            history.Where(e => e.Kind == HistoryEventKind.ActivityScheduled).Select(e => e.Name + "-" + e.Seq)
+                .Should().Equal(["Flaky-1", "Flaky-2", "Flaky-3", "Charge-4", "Undo-5", "Undo-6", "Undo-7"], $"each call is scheduled once, compensations in reverse order (seed {seed})");
+            history.Where(e => e.Kind == HistoryEventKind.ActivityCompleted).Select(e => e.Seq).Should().Equal([1, 2, 3, 5, 6, 7], $"seed {seed}");
+            history.Where(e => e.Kind == HistoryEventKind.ActivityFailed).Select(e => e.Seq).Should().Equal([4], $"the charge fails once, after its last attempt (seed {seed})");
+
+            var attempts = run.Lines.Where(l => l.Instance == id).ToList();
+            attempts.Select(a => a.Activity).Distinct().Should().Equal(expected.Keys, $"{id} ran its steps, then the charge, then the compensations in reverse order (seed {seed})");
+            foreach (var (activity, count) in expected)
+            {
+                var numbers = attempts.Where(a => a.Activity == activity).Select(a => a.Attempt).ToList();
+                numbers.Distinct().Should().Equal(Enumerable.Range(1, count), $"{id} {activity} ran attempts 1 to {count}, none skipped and none beyond (seed {seed})");
+                numbers.Should().BeInAscendingOrder($"{id} {activity} never counts its attempts from the start again (seed {seed})");
+                extra += numbers.Count - count;
+            }
+        }
+
+        extra.Should().BeLessThanOrEqualTo(run.Kills, $"each of the {run.Kills} kills repeats at most the one attempt in flight (seed {seed})");
+    }
+
+    /// <summary>Runs <see cref="Iterations"/> children, each killed after a random number of activity attempts, then one that runs to the end; returns what they did and a client on the store.</summary>
+    private async Task<KillRun> KillRepeatedlyAsync(StoreKind store, string mode, int maxStepsBeforeKill)
     {
         string target;
         if (store == StoreKind.Postgres)
@@ -60,12 +134,13 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         var random = new Random(seed);
         var kills = 0;
         var instances = new List<string>();
-        for (var i = 0; i < Iterations; i++)
+        var deadline = Stopwatch.StartNew();
+        for (var i = 0; i < Iterations && deadline.Elapsed < TimeBudget; i++)
         {
             // A child killed while it still resumes an earlier instance never starts its own: only a start that
             // became durable (the child printed STARTED) names an instance that must complete.
-            var killAfter = random.Next(1, 8);
-            if (await RunChildAsync(store, target, log, $"k{i}", killAfter, seed, instances))
+            var killAfter = random.Next(1, maxStepsBeforeKill + 1);
+            if (await RunChildAsync(store, target, log, $"k{i}", mode, killAfter, seed, instances))
             {
                 kills++;
             }
@@ -73,37 +148,23 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
 
         kills.Should().BePositive($"children are killed mid-way (seed {seed})");
         instances.Should().HaveCountGreaterThan(1, $"children live long enough to start their instance (seed {seed})");
-        (await RunChildAsync(store, target, log, "final", killAfter: int.MaxValue, seed, instances)).Should().BeFalse($"the last child runs to the end (seed {seed})");
+        (await RunChildAsync(store, target, log, "final", mode, killAfter: int.MaxValue, seed, instances)).Should().BeFalse($"the last child runs to the end (seed {seed})");
 
-        using var verifier = await OpenAsync(store, target);
-        var client = verifier.Services.GetRequiredService<IWorkflowClient>();
-        var executions = File.ReadAllLines(log).GroupBy(l => l).ToDictionary(g => g.Key, g => g.Count());
+        _verifier = await OpenAsync(store, target);
+        var client = _verifier.Services.GetRequiredService<IWorkflowClient>();
+        var lines = File.ReadAllLines(log).Select(l => l.Split('|')).Select(p => (Instance: p[0], Activity: p[1], Attempt: int.Parse(p[2], CultureInfo.InvariantCulture))).ToList();
+
         // A child killed while it still resumed earlier instances never started its own, so the store says which exist.
-        var started = await client.ListAsync().ToListAsync();
+        var started = (await client.ListAsync().ToListAsync()).Select(i => (i.InstanceId, i.Status)).ToList();
         started.Select(i => i.InstanceId).Should().Contain("final").And.BeSubsetOf(instances);
         started.Should().OnlyContain(i => i.Status == WorkflowStatus.Completed, $"no instance is left unfinished (seed {seed})");
-        executions.Keys.Select(k => k.Split('|')[0]).Distinct().Should().BeSubsetOf(started.Select(i => i.InstanceId), "no activity ran for an instance that was never started");
-        var extra = 0;
-        foreach (var id in started.Select(i => i.InstanceId))
-        {
-            (await client.GetResultAsync<int>(id)).Should().Be(15);
-            var history = (await client.GetHistoryAsync(id)).Events;
-            history.Count(e => e.Kind == HistoryEventKind.Completed).Should().Be(1, $"instance {id} completes once (seed {seed})");
-            history.Where(e => e.Kind == HistoryEventKind.ActivityScheduled).Select(e => e.Seq).Should().Equal([1, 2, 3, 4, 5], $"seed {seed}");
-            history.Where(e => e.Kind == HistoryEventKind.ActivityCompleted).Select(e => e.Seq).Should().Equal([1, 2, 3, 4, 5], $"seed {seed}");
-            for (var step = 1; step <= 5; step++)
-            {
-                var count = executions.GetValueOrDefault($"{id}|{step}");
-                count.Should().BeGreaterThanOrEqualTo(1, $"step {step} of {id} ran (seed {seed})");
-                extra += count - 1;
-            }
-        }
-
-        extra.Should().BeLessThanOrEqualTo(kills, $"each of the {kills} kills re-runs at most the one activity in flight (seed {seed})");
+        var ids = started.Select(i => i.InstanceId).ToList();
+        lines.Select(l => l.Instance).Distinct().Should().BeSubsetOf(ids, "no activity ran for an instance that was never started");
+        return new KillRun(seed, kills, ids, lines, lines.GroupBy(l => $"{l.Instance}|{l.Activity}|{l.Attempt}").ToDictionary(g => g.Key, g => g.Count()), client);
     }
 
     /// <summary>Runs a child until it prints DONE (returns false) or until <paramref name="killAfter"/> activities, then kills it (true); adds its instance to <paramref name="started"/> once its start is durable.</summary>
-    private static async Task<bool> RunChildAsync(StoreKind store, string target, string log, string instanceId, int killAfter, int seed, List<string> started)
+    private static async Task<bool> RunChildAsync(StoreKind store, string target, string log, string instanceId, string mode, int killAfter, int seed, List<string> started)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -116,6 +177,7 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         start.ArgumentList.Add(target);
         start.ArgumentList.Add(log);
         start.ArgumentList.Add(instanceId);
+        start.ArgumentList.Add(mode);
         start.Environment["PATTERNS_POSTGRES"] = Postgres.ConnectionString;
         using var child = Process.Start(start)!;
         var errors = child.StandardError.ReadToEndAsync();
@@ -177,10 +239,14 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         {
             o.Options.RecoverOnStart = false;
             o.Options.RunActivityWorkers = false;
-            o.AddWorkflow<SequenceWorkflow>("FiveSteps");
+            o.AddWorkflow<SequenceWorkflow>("FiveSteps").AddWorkflow<SequenceWorkflow>("RetrySaga");
         });
         var host = builder.Build();
         await host.StartAsync();
         return host;
     }
+
+    /// <summary>What the children of one kill test did: the seed, how many were killed, the instances that exist, each attempt logged (in order) and how often each ran, and a client on the store.</summary>
+    private sealed record KillRun(
+        int Seed, int Kills, List<string> Started, List<(string Instance, string Activity, int Attempt)> Lines, Dictionary<string, int> Executions, IWorkflowClient Client);
 }

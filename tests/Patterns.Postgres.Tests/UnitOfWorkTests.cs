@@ -228,6 +228,46 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     }
 
     [Fact]
+    public async Task WaitForLeaseAsync_LeaseReleasedByAnotherInstance_WakesTheStandbyThroughNotify()
+    {
+        var owner = CreateSut();
+        await owner.MigrateAsync();
+        var time = new TimerTracker(new FakeTimeProvider(DateTimeOffset.UtcNow));
+        var standby = CreateSut(time: time);
+        var listening = standby.Listener.NextConnection;
+        var lease = await owner.TryAcquireLeaseAsync("relay", "process-a", TimeSpan.FromMinutes(1));
+
+        var wait = standby.WaitForLeaseAsync("relay", TimeSpan.FromMinutes(5)).AsTask();
+        await listening.WaitAsync(PostgresDatabase.Wait);
+        await time.WaitForPendingTimersAsync().WaitAsync(PostgresDatabase.Wait);
+        wait.IsCompleted.Should().BeFalse("the lease is held and the clock has not moved");
+        await owner.ReleaseLeaseAsync(lease!);
+
+        await wait.WaitAsync(PostgresDatabase.Wait);
+        (await standby.TryAcquireLeaseAsync("relay", "process-b", TimeSpan.FromMinutes(1)))!.Token.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task WaitForLeaseAsync_HolderNeverReleases_EndsWhenItsLeaseExpires()
+    {
+        var fake = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var time = new TimerTracker(fake);
+        var store = CreateSut(o => o.Notifications = false, time);
+        await store.MigrateAsync();
+        await store.TryAcquireLeaseAsync("relay", "process-a", TimeSpan.FromSeconds(10));
+
+        var wait = store.WaitForLeaseAsync("relay", TimeSpan.FromMinutes(5)).AsTask();
+        await time.WaitForPendingTimersAsync().WaitAsync(PostgresDatabase.Wait);
+        fake.Advance(TimeSpan.FromSeconds(9));
+        wait.IsCompleted.Should().BeFalse("the holder's lease runs for another second");
+        fake.Advance(TimeSpan.FromSeconds(1));
+
+        await wait.WaitAsync(PostgresDatabase.Wait);
+        (await store.TryAcquireLeaseAsync("relay", "process-b", TimeSpan.FromSeconds(10))).Should().NotBeNull();
+        await store.WaitForLeaseAsync("missing", TimeSpan.FromMinutes(5)).AsTask().WaitAsync(PostgresDatabase.Wait); // a lease nobody holds is free at once
+    }
+
+    [Fact]
     public async Task WaitForOutboxAsync_UnitCommittedByAnotherInstance_WakesTheWaiterThroughNotify()
     {
         var writer = CreateSut();

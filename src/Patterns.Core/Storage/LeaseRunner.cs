@@ -1,7 +1,8 @@
 namespace Patterns.Storage;
 
 /// <summary>
-/// Runs work only while holding a lease: takes it (standing by while another owner holds it), renews it every third of
+/// Runs work only while holding a lease: takes it (standing by while another owner holds it: until it is released or
+/// expires when the store is an <see cref="ILeaseWatch"/>, else a third of its duration at a time), renews it every third of
 /// its duration, cancels the work when it is lost, and releases it when the work ends for good. One mechanism for every
 /// single-active-owner runner (subscriptions, projections, the outbox relay, pipelines).
 /// </summary>
@@ -24,6 +25,9 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
 
         /// <summary>The work noticed that it lost the lease (a fenced commit failed): stand by again.</summary>
         Lost,
+
+        /// <summary>The work gives the lease up for another owner (load balancing): release it and stand by again.</summary>
+        Yield,
     }
 
     /// <summary>Runs <paramref name="work"/> whenever this owner holds the lease, until <paramref name="stopping"/> or the work is done.</summary>
@@ -32,17 +36,34 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
     /// <param name="onLost">Called when the lease was lost while working (with the lost lease).</param>
     /// <param name="onError">Called when the store fails while taking, renewing or releasing the lease.</param>
     /// <param name="stopping">Stops the runner; the lease is then released.</param>
+    /// <param name="mayTake">Asked before each try to take the lease; while it says no, the runner stands by a third of the duration at a time (null: always try).</param>
     /// <returns>A task that completes when the runner stops.</returns>
     public async Task RunAsync(
         Func<Lease, CancellationToken, Task<Outcome>> work,
         Action onStandby,
         Action<Lease> onLost,
         Action<Exception> onError,
-        CancellationToken stopping)
+        CancellationToken stopping,
+        Func<CancellationToken, ValueTask<bool>>? mayTake = null)
     {
         var interval = duration / 3;
         while (!stopping.IsCancellationRequested)
         {
+            if (mayTake is not null && !await MayTakeAsync(mayTake, onError, stopping).ConfigureAwait(false))
+            {
+                onStandby();
+                try
+                {
+                    await Task.Delay(interval, timeProvider, stopping).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+
+                continue;
+            }
+
             Lease? lease;
             try
             {
@@ -62,11 +83,7 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
             if (lease is null)
             {
                 onStandby();
-                try
-                {
-                    await Task.Delay(interval, timeProvider, stopping).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
+                if (!await StandByAsync(interval, onError, stopping).ConfigureAwait(false))
                 {
                     return;
                 }
@@ -85,7 +102,7 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
             {
                 await owned.CancelAsync().ConfigureAwait(false);
                 await renewal.ConfigureAwait(false);
-                if (stopping.IsCancellationRequested || outcome == Outcome.Done)
+                if (stopping.IsCancellationRequested || outcome is Outcome.Done or Outcome.Yield)
                 {
                     await ReleaseAsync(lease, onError).ConfigureAwait(false);
                 }
@@ -96,10 +113,55 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
                 return;
             }
 
-            if (!stopping.IsCancellationRequested)
+            if (!stopping.IsCancellationRequested && outcome == Outcome.Lost)
             {
                 onLost(lease);
             }
+        }
+    }
+
+    private static async ValueTask<bool> MayTakeAsync(Func<CancellationToken, ValueTask<bool>> mayTake, Action<Exception> onError, CancellationToken stopping)
+    {
+        try
+        {
+            return await mayTake(stopping).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (!stopping.IsCancellationRequested)
+        {
+            onError(ex);
+            return true; // unsure: taking it is safe (the lease decides), leaving it may orphan it
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Waits before the next try to take the lease; false when the runner stops meanwhile.</summary>
+    private async Task<bool> StandByAsync(TimeSpan interval, Action<Exception> onError, CancellationToken stopping)
+    {
+        try
+        {
+            if (leases is ILeaseWatch watch)
+            {
+                try
+                {
+                    // Woken when the holder releases the lease or its lease runs out, not a whole interval later.
+                    await watch.WaitForLeaseAsync(name, interval, stopping).ConfigureAwait(false);
+                    return !stopping.IsCancellationRequested;
+                }
+                catch (Exception ex) when (!stopping.IsCancellationRequested)
+                {
+                    onError(ex); // the store failed: wait the interval instead
+                }
+            }
+
+            await Task.Delay(interval, timeProvider, stopping).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            return false;
         }
     }
 

@@ -13,6 +13,9 @@ public sealed record ActivityTask(string InstanceId, int Run, int Seq, string Ac
 {
     /// <summary>Gets whether the task was sent again after a restart (the worker then reads the attempt it had reached).</summary>
     public bool Resent { get; init; }
+
+    /// <summary>Gets the instance's incarnation: tells it from an earlier instance with the same id that was purged.</summary>
+    public long Incarnation { get; init; }
 }
 
 /// <summary>An activity's outcome: travels on the result queue from a worker back to the workflow.</summary>
@@ -32,4 +35,8 @@ public sealed record ActivityResult(string InstanceId, int Run, int Seq, byte[]?
 /// <param name="InstanceId">The workflow instance.</param>
 /// <param name="Run">The instance's run.</param>
 /// <param name="Seq">The activity's sequence number, or null for every activity of the run (it ended).</param>
-public sealed record ActivityCancellation(string InstanceId, int Run, int? Seq);
+public sealed record ActivityCancellation(string InstanceId, int Run, int? Seq)
+{
+    /// <summary>Gets the instance's incarnation (see <see cref="ActivityTask.Incarnation"/>).</summary>
+    public long Incarnation { get; init; }
+}

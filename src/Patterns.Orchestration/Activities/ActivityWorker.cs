@@ -17,7 +17,9 @@ namespace Patterns.Orchestration.Activities;
 /// <see cref="TimeProvider"/>. The task is acknowledged after its result is sent, so a crash runs it at most once more.
 /// A retry records the attempt it reaches in the store first, so a task delivered again after a crash goes on counting
 /// from there (the interrupted attempt runs once more, under its own number). A workflow that stops waiting for an
-/// activity (cancellation, or the run ended) cancels the running attempt's token through <see cref="Cancel"/>.
+/// activity (cancellation, or the run ended) cancels the running attempt's token through <see cref="Cancel"/>; a task
+/// still queued then (waiting for a free slot, or not yet delivered) is remembered as cancelled and dropped unrun when it
+/// arrives.
 /// </summary>
 internal sealed class ActivityWorker(
     IReadOnlyDictionary<string, ActivityDefinition> activities,
@@ -32,6 +34,17 @@ internal sealed class ActivityWorker(
     private readonly ConcurrentDictionary<(string InstanceId, int Run, int Seq), CancellationTokenSource> _running = new();
     private readonly CancellationTokenSource _hostStopping = new();
 
+    // Cancellations, by (instance, incarnation, run, seq or -1 for the whole run), with when they arrived: a task that arrives after its
+    // cancellation is dropped. Kept for CancelledTaskMemory, and pruned as new ones arrive.
+    private readonly ConcurrentDictionary<(string InstanceId, long Incarnation, int Run, int Seq), long> _cancelled = new();
+    private long _nextPrune;
+
+    /// <summary>How long a cancellation is remembered for a task that has not arrived yet.</summary>
+    internal static readonly TimeSpan CancelledTaskMemory = TimeSpan.FromHours(1);
+
+    /// <summary>Raised when a task arrives after its activity was cancelled: it is acknowledged without running.</summary>
+    public event Action<ActivityTask>? Dropped;
+
     /// <summary>Raised once a retry's backoff timer is armed (tests advance time after it instead of sleeping).</summary>
     public event Action<ActivityTask, int>? RetryScheduled;
 
@@ -41,6 +54,12 @@ internal sealed class ActivityWorker(
     public async ValueTask HandleAsync(ActivityTask task, MessageContext context, CancellationToken cancellationToken)
     {
         var (result, retried) = await RunAsync(task, task.Resent || context.DeliveryCount > 0, cancellationToken).ConfigureAwait(false);
+        if (result is null)
+        {
+            Dropped?.Invoke(task);
+            return; // cancelled before it started: nobody waits for its result
+        }
+
         await sender.SendAsync(options.ResultQueue, retried ? result with { Retried = true } : result, new MessageOptions { PartitionKey = task.InstanceId }, cancellationToken).ConfigureAwait(false);
     }
 
@@ -49,9 +68,20 @@ internal sealed class ActivityWorker(
 
     public void Dispose() => _hostStopping.Dispose();
 
-    /// <summary>Cancels the running attempts of an instance's activities (all of the run's when <paramref name="seq"/> is null); returns how many it reached.</summary>
-    public int Cancel(string instanceId, int run, int? seq)
+    /// <summary>
+    /// Cancels the running attempts of an instance's activities (all of the run's when <paramref name="seq"/> is null), and
+    /// remembers the cancellation so that their tasks still queued never run; returns how many running attempts it reached.
+    /// </summary>
+    public int Cancel(string instanceId, long incarnation, int run, int? seq)
     {
+        // Remembered first, then the running attempts: a task that registers as running meanwhile checks this afterwards.
+        var now = time.GetTimestamp();
+        _cancelled[(instanceId, incarnation, run, seq ?? -1)] = now;
+        if (now >= Interlocked.Read(ref _nextPrune))
+        {
+            Prune(now);
+        }
+
         var reached = 0;
         foreach (var (key, source) in _running)
         {
@@ -72,7 +102,8 @@ internal sealed class ActivityWorker(
         return reached;
     }
 
-    public async Task<(ActivityResult Result, bool Retried)> RunAsync(ActivityTask task, bool delivered, CancellationToken stopping)
+    /// <summary>Runs a task's attempts; returns a null result when its activity was cancelled before it started (it must not run).</summary>
+    public async Task<(ActivityResult? Result, bool Retried)> RunAsync(ActivityTask task, bool delivered, CancellationToken stopping)
     {
         if (!activities.TryGetValue(task.Activity, out var activity))
         {
@@ -86,11 +117,33 @@ internal sealed class ActivityWorker(
         _running[key] = canceled;
         try
         {
+            if (IsCancelled(task))
+            {
+                return (null, false);
+            }
+
             return await RunAttemptsAsync(task, activity, delivered, canceled.Token, stopping).ConfigureAwait(false);
         }
         finally
         {
             _running.TryRemove(new KeyValuePair<(string, int, int), CancellationTokenSource>(key, canceled));
+        }
+    }
+
+    private bool IsCancelled(ActivityTask task) =>
+        !_cancelled.IsEmpty
+        && (_cancelled.ContainsKey((task.InstanceId, task.Incarnation, task.Run, task.Seq)) || _cancelled.ContainsKey((task.InstanceId, task.Incarnation, task.Run, -1)));
+
+    /// <summary>Forgets cancellations older than <see cref="CancelledTaskMemory"/>; runs at most once a minute.</summary>
+    private void Prune(long now)
+    {
+        Interlocked.Exchange(ref _nextPrune, now + (long)(time.TimestampFrequency * 60));
+        foreach (var (key, at) in _cancelled)
+        {
+            if (time.GetElapsedTime(at, now) > CancelledTaskMemory)
+            {
+                _cancelled.TryRemove(new KeyValuePair<(string, long, int, int), long>(key, at));
+            }
         }
     }
 

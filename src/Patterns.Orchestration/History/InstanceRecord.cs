@@ -22,6 +22,10 @@ internal sealed class InstanceRecord
     [JsonPropertyName("created")]
     public DateTimeOffset CreatedAt { get; set; }
 
+    /// <summary>Gets a random number drawn when the instance is created: tells its activity tasks and cancellations from those of an earlier instance with the same id (purged since).</summary>
+    [JsonPropertyName("inc")]
+    public long Incarnation { get; set; }
+
     [JsonPropertyName("closed")]
     public DateTimeOffset? ClosedAt { get; set; }
 

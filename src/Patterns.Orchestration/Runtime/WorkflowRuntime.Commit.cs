@@ -29,7 +29,7 @@ internal sealed partial class WorkflowRuntime
             switch (e.Kind)
             {
                 case HistoryEventKind.ActivityScheduled when !DirectDispatch:
-                    var task = new ActivityTask(id, executor.Run, e.Seq, e.Name!, e.Payload, e.Options);
+                    var task = new ActivityTask(id, executor.Run, e.Seq, e.Name!, e.Payload, e.Options) { Incarnation = record?.Incarnation ?? 0 };
                     work.Enqueue(OutboxCodec.ToOutboxMessage(Options.ActivityQueue, OutboxMessageKind.Send, _bus.CreateEnvelope(task, new MessageOptions { PartitionKey = id }), task, _serializer));
                     break;
                 case HistoryEventKind.TimerStarted:
@@ -104,7 +104,7 @@ internal sealed partial class WorkflowRuntime
             switch (e.Kind)
             {
                 case HistoryEventKind.ActivityScheduled when DirectDispatch:
-                    Dispatch(new ActivityTask(id, executor.Run, e.Seq, e.Name!, e.Payload, e.Options));
+                    Dispatch(new ActivityTask(id, executor.Run, e.Seq, e.Name!, e.Payload, e.Options) { Incarnation = IncarnationOf(executor) });
                     break;
                 case HistoryEventKind.TimerStarted:
                     Timers.Schedule(new TimerRecord { InstanceId = id, Run = executor.Run, Seq = e.Seq, DueTicks = e.At });
@@ -122,7 +122,7 @@ internal sealed partial class WorkflowRuntime
         {
             foreach (var seq in abandoned)
             {
-                CancelActivities(id, executor.Run, seq);
+                CancelActivities(id, IncarnationOf(executor), executor.Run, seq);
             }
         }
 
@@ -133,7 +133,7 @@ internal sealed partial class WorkflowRuntime
 
         if (executor.PendingActivities.Any())
         {
-            CancelActivities(id, executor.Run, null); // the run ended without waiting for them
+            CancelActivities(id, IncarnationOf(executor), executor.Run, null); // the run ended without waiting for them
         }
 
         slot.Executor = null;
@@ -164,14 +164,16 @@ internal sealed partial class WorkflowRuntime
         _ = Enqueue(parentId, new EventItem(outcome));
     }
 
-    /// <summary>Cancels running activity attempts: at once in this process, and through the cancellation topic in the others.</summary>
-    private void CancelActivities(string instanceId, int run, int? seq)
+    private static long IncarnationOf(WorkflowExecutor executor) => executor.Record?.Incarnation ?? 0;
+
+    /// <summary>Cancels activity attempts, running or still queued: at once in this process, and through the cancellation topic in the others.</summary>
+    private void CancelActivities(string instanceId, long incarnation, int run, int? seq)
     {
-        (_worker ??= _services.GetRequiredService<ActivityWorker>()).Cancel(instanceId, run, seq);
+        (_worker ??= _services.GetRequiredService<ActivityWorker>()).Cancel(instanceId, incarnation, run, seq);
         if (!DirectDispatch)
         {
             // If it cannot be sent, the attempt runs on until its own timeout; its result is ignored.
-            Observe(_bus.PublishAsync(Options.CancellationTopic, new ActivityCancellation(instanceId, run, seq), _stopping.Token), instanceId, "cancellation");
+            Observe(_bus.PublishAsync(Options.CancellationTopic, new ActivityCancellation(instanceId, run, seq) { Incarnation = incarnation }, _stopping.Token), instanceId, "cancellation");
         }
     }
 

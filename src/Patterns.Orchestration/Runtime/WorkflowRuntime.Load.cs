@@ -51,14 +51,14 @@ internal sealed partial class WorkflowRuntime
         {
             foreach (var activity in executor.PendingActivities)
             {
-                Dispatch(new ActivityTask(executor.InstanceId, executor.Run, activity.Seq, activity.Name!, activity.Payload, activity.Options) { Resent = true });
+                Dispatch(new ActivityTask(executor.InstanceId, executor.Run, activity.Seq, activity.Name!, activity.Payload, activity.Options) { Resent = true, Incarnation = IncarnationOf(executor) });
             }
         }
 
         // Cancellations the previous process may not have delivered (workers in other processes still run them).
         foreach (var seq in executor.TakeAbandonedActivities() ?? [])
         {
-            CancelActivities(executor.InstanceId, executor.Run, seq);
+            CancelActivities(executor.InstanceId, IncarnationOf(executor), executor.Run, seq);
         }
 
         foreach (var child in executor.PendingChildren.ToList())
@@ -117,7 +117,7 @@ internal sealed partial class WorkflowRuntime
 
             NotifyClosed(record);
             NotifyParent(record.ParentId, record.ParentSeq, record.Id, terminated);
-            CancelActivities(record.Id, record.Run, null);
+            CancelActivities(record.Id, record.Incarnation, record.Run, null);
             return;
         }
     }

@@ -21,6 +21,21 @@ internal sealed partial class WorkflowRuntime
     private readonly List<Task> _owners = [];
     private readonly ConcurrentDictionary<string, bool> _draining = new(StringComparer.Ordinal);
     private bool _ownershipStarted;
+    private int _liveNodes = 1;
+    private long _liveNodesReadAt;
+    private Task? _heartbeat;
+
+    /// <summary>Gets the document collection where balancing processes announce themselves (key: node id, value: expiry in UTC ticks).</summary>
+    private string NodesCollection => "orchestration-nodes-" + Options.StreamPrefix;
+
+    /// <summary>Raised when this process takes or drops a partition (tests wait on it instead of sleeping).</summary>
+    public event Action? OwnershipChanged;
+
+    /// <summary>Gets how many processes that balance partitions were live at the last read (this one included).</summary>
+    public int LiveNodes => Volatile.Read(ref _liveNodes);
+
+    /// <summary>Gets how many partitions this process takes at most: all of them, or its share when balancing.</summary>
+    private int Share => Options.BalancePartitions ? (Options.Partitions + LiveNodes - 1) / LiveNodes : Options.Partitions;
 
     /// <summary>Gets this process's owner id for partition leases.</summary>
     public string NodeId { get; }
@@ -59,6 +74,12 @@ internal sealed partial class WorkflowRuntime
             return;
         }
 
+        if (Options.BalancePartitions)
+        {
+            await AnnounceAsync(cancellationToken).ConfigureAwait(false);
+            _heartbeat = HeartbeatAsync();
+        }
+
         var firstRound = new Task[_leases.Length];
         for (var partition = 0; partition < _leases.Length; partition++)
         {
@@ -75,7 +96,8 @@ internal sealed partial class WorkflowRuntime
                     OrchestrationLog.OwnershipFailed(_logger, p, ex);
                     tried.TrySetResult();
                 },
-                _stopping.Token));
+                _stopping.Token,
+                Options.BalancePartitions ? MayTakeAsync : null));
         }
 
         await Task.WhenAll(firstRound).WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -88,14 +110,110 @@ internal sealed partial class WorkflowRuntime
 
     private async Task StopOwnershipAsync()
     {
+        if (_heartbeat is not null)
+        {
+            await _heartbeat.ConfigureAwait(false);
+            try
+            {
+                // Leaves first, so that the others count one process fewer when they take the partitions over.
+                await _documents.DeleteAsync(NodesCollection, NodeId, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                OrchestrationLog.MembershipFailed(_logger, ex); // it expires on its own
+            }
+        }
+
         // The runners release their leases as they stop, so another process takes the partitions over at once.
         await Task.WhenAll(_owners).ConfigureAwait(false);
     }
 
+    /// <summary>Whether this process may take one more partition: it owns fewer than its share (membership read again when older than <see cref="OrchestrationOptions.HandoffInterval"/>).</summary>
+    private async ValueTask<bool> MayTakeAsync(CancellationToken cancellationToken)
+    {
+        if (_time.GetElapsedTime(Interlocked.Read(ref _liveNodesReadAt)) >= Options.HandoffInterval)
+        {
+            await CountLiveNodesAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return OwnedPartitions.Count < Share;
+    }
+
+    /// <summary>Whether this process should give <paramref name="partition"/> up: it owns more than its share, and this is one of its highest-numbered.</summary>
+    private bool ShouldYield(int partition)
+    {
+        if (!Options.BalancePartitions)
+        {
+            return false;
+        }
+
+        var owned = OwnedPartitions;
+        var index = -1;
+        for (var i = 0; i < owned.Count; i++)
+        {
+            if (owned[i] == partition)
+            {
+                index = i;
+            }
+        }
+
+        return index >= Share;
+    }
+
+    /// <summary>Writes this process's membership document (live for one <see cref="OrchestrationOptions.LeaseDuration"/>), then counts the live ones.</summary>
+    private async Task AnnounceAsync(CancellationToken cancellationToken)
+    {
+        var expires = new byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(expires, (_time.GetUtcNow() + Options.LeaseDuration).UtcTicks);
+        await _documents.UpsertAsync(NodesCollection, NodeId, expires, cancellationToken).ConfigureAwait(false);
+        await CountLiveNodesAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task CountLiveNodesAsync(CancellationToken cancellationToken)
+    {
+        var now = _time.GetUtcNow().UtcTicks;
+        var live = 0;
+        var self = false;
+        await foreach (var (node, bytes) in _documents.ListAsync(NodesCollection, cancellationToken).ConfigureAwait(false))
+        {
+            if (bytes.Length == 8 && System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(bytes) > now)
+            {
+                live++;
+                self |= node == NodeId;
+            }
+        }
+
+        Volatile.Write(ref _liveNodes, Math.Max(1, self ? live : live + 1));
+        Interlocked.Exchange(ref _liveNodesReadAt, _time.GetTimestamp());
+    }
+
+    /// <summary>Renews this process's membership every third of <see cref="OrchestrationOptions.LeaseDuration"/> until the engine stops.</summary>
+    private async Task HeartbeatAsync()
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(Options.LeaseDuration / 3, _time, _stopping.Token).ConfigureAwait(false);
+                await AnnounceAsync(_stopping.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex)
+            {
+                OrchestrationLog.MembershipFailed(_logger, ex);
+            }
+        }
+    }
+
     private async Task<LeaseRunner.Outcome> OwnAsync(int partition, Lease lease, TaskCompletionSource tried, CancellationToken owned)
     {
+        var yielded = false;
         Volatile.Write(ref _leases![partition], lease);
         tried.TrySetResult();
+        OwnershipChanged?.Invoke();
         try
         {
             if (Volatile.Read(ref _ownershipStarted))
@@ -107,6 +225,13 @@ internal sealed partial class WorkflowRuntime
             while (true)
             {
                 await DrainAsync(partition, owned).ConfigureAwait(false);
+                if (ShouldYield(partition))
+                {
+                    // Another process joined: this one owns more than its share and gives the partition up for it.
+                    yielded = true;
+                    return LeaseRunner.Outcome.Yield;
+                }
+
                 await Task.Delay(Options.HandoffInterval, _time, owned).ConfigureAwait(false);
             }
         }
@@ -129,9 +254,11 @@ internal sealed partial class WorkflowRuntime
                     slot.Executor = null; // another process may change it from now on
                 }
             }
+
+            OwnershipChanged?.Invoke();
         }
 
-        return _stopping.IsCancellationRequested ? LeaseRunner.Outcome.Done : LeaseRunner.Outcome.Lost;
+        return _stopping.IsCancellationRequested ? LeaseRunner.Outcome.Done : yielded ? LeaseRunner.Outcome.Yield : LeaseRunner.Outcome.Lost;
     }
 
     /// <summary>Makes a commit for an instance conditional on still holding its partition's lease.</summary>

@@ -225,7 +225,10 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 var run = record?.Run ?? 1;
                 executor = CreateExecutor(definition, slot, run);
                 incoming.Add(new HistoryEvent { Kind = HistoryEventKind.Started, Name = definition.Name, Payload = start.Input, Id = start.ParentId, Seq = start.ParentSeq });
-                record ??= new InstanceRecord { Id = slot.InstanceId, Type = definition.Name, CreatedAt = _time.GetUtcNow(), ParentId = start.ParentId, ParentSeq = start.ParentSeq };
+                record ??= new InstanceRecord
+                {
+                    Id = slot.InstanceId, Type = definition.Name, CreatedAt = _time.GetUtcNow(), ParentId = start.ParentId, ParentSeq = start.ParentSeq, Incarnation = Random.Shared.NextInt64(1, long.MaxValue),
+                };
                 record.Run = run;
                 record.NextInput = null;
                 isNew = true;
