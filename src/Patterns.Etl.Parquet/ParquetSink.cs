@@ -10,6 +10,8 @@ internal sealed class ParquetSink<T>(string path, EtlSchema<T> schema, ParquetWr
 
     public override int PreferredBatchSize => options.RowGroupRows;
 
+    public override Func<T, long>? RowSize => schema.EstimateSize;
+
     public override async ValueTask<EtlSinkWriter<T>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken)
     {
         var columns = schema.Columns.Select(c => ParquetColumnWriter<T>.For(c, options)).ToArray();
