@@ -13,6 +13,8 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
 
     public override int PreferredBatchSize => options.BatchSize;
 
+    public override Func<T, long>? RowSize => options.Schema!.EstimateSize;
+
     public override async ValueTask<EtlSinkWriter<T>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken)
     {
         var owned = options.DataSource is null ? NpgsqlDataSource.Create(options.ConnectionString!) : null;

@@ -31,6 +31,26 @@ public static class Sqlite
     public static EtlSink<T> Full<T>(string connectionString, string table, params string[] key)
         where T : IEtlRecord<T> => Load(new SqliteSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Full, Key = key });
 
+    /// <summary>Merges rows into a table on a key given as a lambda (<c>o =&gt; o.Id</c>, or <c>o =&gt; new { o.Region, o.Id }</c>): each property names the schema column of the same name (in any case, underscores ignored); see <see cref="Merge{T}(string, string, string[])"/>.</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table.</param>
+    /// <param name="key">The key's properties.</param>
+    /// <returns>The sink.</returns>
+    /// <exception cref="ArgumentException">A property matches no column, or several.</exception>
+    public static EtlSink<T> Merge<T>(string connectionString, string table, System.Linq.Expressions.Expression<Func<T, object?>> key)
+        where T : IEtlRecord<T> => Merge<T>(connectionString, table, EtlKey.Columns(T.Schema, key));
+
+    /// <summary>Merges rows on a key given as a lambda, then deletes the rows whose keys the source did not have; see <see cref="Full{T}(string, string, string[])"/>.</summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table.</param>
+    /// <param name="key">The key's properties.</param>
+    /// <returns>The sink.</returns>
+    /// <exception cref="ArgumentException">A property matches no column, or several.</exception>
+    public static EtlSink<T> Full<T>(string connectionString, string table, System.Linq.Expressions.Expression<Func<T, object?>> key)
+        where T : IEtlRecord<T> => Full<T>(connectionString, table, EtlKey.Columns(T.Schema, key));
+
     /// <summary>A sink with every option.</summary>
     /// <typeparam name="T">The record type.</typeparam>
     /// <param name="options">The options.</param>

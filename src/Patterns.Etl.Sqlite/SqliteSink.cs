@@ -14,6 +14,8 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
 
     public override int PreferredBatchSize => options.BatchSize;
 
+    public override Func<T, long>? RowSize => options.Schema!.EstimateSize;
+
     public override ValueTask<EtlSinkWriter<T>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken) =>
         new(new Writer(options, context));
 

@@ -326,6 +326,35 @@ public sealed class EtlFlow<T>
         return new EtlPipeline<T>(this, sink, name ?? sink.Name);
     }
 
+    /// <summary>
+    /// Ends the flow in several branches, each with its own filter or map and its own sink: every batch goes to all of
+    /// them at once and the next batch waits for the slowest, so each branch holds at most one batch and back-pressure
+    /// reaches the source. A branch that fails stops the run (<see cref="EtlBranchException"/> names it); batches
+    /// committed before stay committed on every branch. When every branch's sink stores bookmarks, the next run resumes at
+    /// the branch furthest behind and each branch skips the batches it already committed, so none is loaded twice.
+    /// </summary>
+    /// <param name="name">The job's name; each branch keeps its bookmark under <c>name/branch</c>.</param>
+    /// <param name="branchBuilders">The branches, with distinct names: <c>b =&gt; b.Where(...).Select(...).To("name", sink)</c>.</param>
+    /// <returns>The runnable pipeline.</returns>
+    public EtlPipeline<T> Multicast(string name, params Func<EtlBranchBuilder<T, T>, EtlBranch<T>>[] branchBuilders)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(branchBuilders);
+        var start = new EtlBranchBuilder<T, T>(static next => next);
+        var branches = branchBuilders.Select(build => build?.Invoke(start)).ToArray();
+        if (branches.Length == 0 || Array.Exists(branches, b => b is null))
+        {
+            throw new ArgumentException("A multicast needs at least one branch, and no null branch.", nameof(branchBuilders));
+        }
+
+        if (branches.GroupBy(b => b!.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } repeated)
+        {
+            throw new ArgumentException($"The multicast has two branches named '{repeated.Key}': each branch keeps its bookmark under its name.", nameof(branchBuilders));
+        }
+
+        return To(new MulticastSink<T>(name, branches!), name);
+    }
+
     private EtlFlow<TOut> Then<TOut>(Func<EtlRun, DataStream<T>, DataStream<TOut>> stage) =>
         new(SourceName, (run, options) => stage(run, Build(run, options)), Resumable, Incremental);
 

@@ -77,19 +77,37 @@ public sealed class EtlPipeline<T> : EtlPipeline
 {
     private readonly EtlFlow<T> _flow;
     private readonly EtlSink<T> _sink;
+    private readonly Func<T, long>? _rowSize;
 
-    internal EtlPipeline(EtlFlow<T> flow, EtlSink<T> sink, string name)
+    internal EtlPipeline(EtlFlow<T> flow, EtlSink<T> sink, string name, Func<T, long>? rowSize = null)
         : base(name)
     {
         _flow = flow;
         _sink = sink;
+        _rowSize = rowSize;
+    }
+
+    /// <summary>Measures rows for <see cref="EtlRunOptions.MaxBatchBytes"/>, in place of the sink's measure (<see cref="EtlSink{T}.RowSize"/>).</summary>
+    /// <param name="sizeOf">A row's size in bytes (an estimate of the memory it holds).</param>
+    /// <returns>The pipeline, measuring rows so.</returns>
+    public EtlPipeline<T> WithRowSize(Func<T, long> sizeOf)
+    {
+        ArgumentNullException.ThrowIfNull(sizeOf);
+        return new EtlPipeline<T>(_flow, _sink, Name, sizeOf);
     }
 
     /// <inheritdoc/>
     public override async Task<EtlRunResult> RunAsync(EtlRunOptions? options = null, CancellationToken cancellationToken = default)
     {
         options ??= new EtlRunOptions();
-        if (options.Validate() is { Count: > 0 } errors)
+        var rowSize = _rowSize ?? _sink.RowSize;
+        var errors = options.Validate();
+        if (options.MaxBatchBytes is not null && rowSize is null)
+        {
+            errors.Add($"EtlRunOptions.MaxBatchBytes is set, but the sink '{_sink.Name}' cannot measure rows: measure them with pipeline.WithRowSize(row => ...).");
+        }
+
+        if (errors.Count > 0)
         {
             throw new ArgumentException(string.Join(Environment.NewLine, errors), nameof(options));
         }
@@ -122,7 +140,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             run.Resume = resume ?? EtlBookmark.Start;
             EtlLog.Started(logger, Name, partition, runId, run.Resume.Offset);
-            using var loader = new Loader(run, writer, options, _sink.PreferredBatchSize, started);
+            using var loader = new Loader(run, writer, options, _sink.PreferredBatchSize, options.MaxBatchBytes is null ? null : rowSize, started);
             try
             {
                 return await loader.RunAsync(_flow, cancellationToken).ConfigureAwait(false);
@@ -139,6 +157,9 @@ public sealed class EtlPipeline<T> : EtlPipeline
     /// <summary>One run's loading: the stream's sink, the batcher, and the commits that go with each batch.</summary>
     private sealed class Loader : IDisposable
     {
+        /// <summary>The stream's buffer when batches are bounded in bytes: few rows, so it adds little to the bound.</summary>
+        private const int StreamRowsWithByteBound = 64;
+
         private readonly EtlRun _run;
         private readonly EtlSinkWriter<T> _writer;
         private readonly EtlRunOptions _options;
@@ -148,21 +169,35 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private readonly MemoryQuarantine? _memory;
         private readonly EtlQuarantine _quarantine;
         private readonly CancellationTokenSource _stop = new();
+
+        // Byte bounds (MaxBatchBytes): the row measure, the open batch's rows and bytes, and one slot per sealed batch not yet loaded.
+        private readonly Func<T, long>? _rowSize;
+        private readonly long _maxBatchBytes;
+        private readonly SemaphoreSlim? _sealedSlots;
+        private bool _sealing;
+        private int _inBatch;
+        private long _batchBytes;
         private T[] _rows = [];
-        private long _added;
         private long _loaded;
         private EtlLoadCounts _counts;
         private Exception? _loadFailure;
         private EtlBookmark? _lastBookmark;
         private bool _dropOpenBatch;
 
-        public Loader(EtlRun run, EtlSinkWriter<T> writer, EtlRunOptions options, int preferredBatchSize, long started)
+        public Loader(EtlRun run, EtlSinkWriter<T> writer, EtlRunOptions options, int preferredBatchSize, Func<T, long>? rowSize, long started)
         {
             _run = run;
             _writer = writer;
             _options = options;
             _batchSize = options.BatchSize ?? preferredBatchSize;
             _started = started;
+            if (rowSize is not null)
+            {
+                _rowSize = rowSize;
+                _maxBatchBytes = options.MaxBatchBytes!.Value;
+                _sealedSlots = new SemaphoreSlim(options.MaxPendingBatches + 1);
+            }
+
             _quarantine = options.Quarantine ?? (_memory = new MemoryQuarantine());
         }
 
@@ -177,11 +212,15 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     Capacity = _batchSize * (_options.MaxPendingBatches + 1),
                     MaxAge = Timeout.InfiniteTimeSpan,
                     Retry = null,
+
+                    // With a byte bound the loader decides where batches end: the row that seals one weighs 1, the others 0.
+                    MaxSize = _rowSize is null ? null : 1,
                 },
+                sizeOf: _rowSize is null ? null : _ => _sealing ? 1 : 0,
                 timeProvider: _run.Time,
                 logger: _run.Logger,
                 name: "etl-" + _run.Job);
-            var streamOptions = new StreamOptions { Name = "etl-" + _run.Job, TimeProvider = _run.Time, LoggerFactory = _options.LoggerFactory, BufferCapacity = Math.Min(_batchSize, 10_000) };
+            var streamOptions = new StreamOptions { Name = "etl-" + _run.Job, TimeProvider = _run.Time, LoggerFactory = _options.LoggerFactory, BufferCapacity = Math.Min(_batchSize, _rowSize is null ? 10_000 : StreamRowsWithByteBound) };
             Exception? streamFailure = null;
             try
             {
@@ -195,7 +234,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             var stopped = cancellationToken.IsCancellationRequested || _loadFailure is not null;
-            if (streamFailure is null && _added % _batchSize != 0)
+            if (streamFailure is null && _inBatch != 0)
             {
                 // The open batch: its commit is the position after the last row read.
                 _commits.Enqueue(Commit(completed: false));
@@ -239,14 +278,42 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             ValueTask AddAsync(T row, CancellationToken ct)
             {
-                if (++_added % _batchSize == 0)
+                var seals = ++_inBatch == _batchSize;
+                if (_rowSize is not null)
                 {
-                    // This row seals a batch: its commit goes in first, so the handler finds it.
-                    _commits.Enqueue(Commit(completed: false));
+                    _batchBytes += _rowSize(row);
+                    seals |= _batchBytes >= _maxBatchBytes;
+                    _sealing = seals;
+                    if (seals)
+                    {
+                        return AddSealingAsync(row, _sealedSlots!, ct);
+                    }
+                }
+
+                if (seals)
+                {
+                    Seal();
                 }
 
                 var adding = batcher.AddAsync(row, ct);
                 return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
+            }
+
+            // Bounded in bytes: a batch is sealed once a slot is free, so at most MaxPendingBatches + 1 sealed batches are
+            // held. The wait is not cancelled: the loads in flight free the slots, and the row then goes in with its commit.
+            async ValueTask AddSealingAsync(T row, SemaphoreSlim slots, CancellationToken ct)
+            {
+                await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                Seal();
+                await batcher.AddAsync(row, ct).ConfigureAwait(false);
+            }
+
+            // This row seals a batch: its commit goes in first, so the handler finds it.
+            void Seal()
+            {
+                _commits.Enqueue(Commit(completed: false));
+                _inBatch = 0;
+                _batchBytes = 0;
             }
 
             static async ValueTask AwaitAddAsync(ValueTask<bool> adding) => await adding.ConfigureAwait(false);
@@ -285,6 +352,18 @@ public sealed class EtlPipeline<T> : EtlPipeline
         }
 
         private async ValueTask HandleAsync(Batch<T> batch, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await LoadAsync(batch, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                _sealedSlots?.Release();
+            }
+        }
+
+        private async ValueTask LoadAsync(Batch<T> batch, CancellationToken cancellationToken)
         {
             if (Volatile.Read(ref _loadFailure) is not null)
             {
@@ -339,7 +418,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
         }
 
-        public void Dispose() => _stop.Dispose();
+        public void Dispose()
+        {
+            _stop.Dispose();
+            _sealedSlots?.Dispose();
+        }
 
         private ValueTask StoreQuarantineAsync(EtlCommit commit, CancellationToken cancellationToken) =>
             commit.Quarantined.Count > 0 && !_writer.StoresQuarantine ? _quarantine.WriteAsync(commit.Quarantined, cancellationToken) : default;

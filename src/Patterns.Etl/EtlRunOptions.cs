@@ -20,6 +20,16 @@ public sealed class EtlRunOptions
     /// <value>Default 1: one batch fills while the previous one loads.</value>
     public int MaxPendingBatches { get; set; } = 1;
 
+    /// <summary>
+    /// Gets or sets the most bytes in a batch, as the sink measures rows (<see cref="EtlSink{T}.RowSize"/>: the schema's
+    /// <see cref="EtlSchema{T}.EstimateSize"/> for table and file sinks) or as <see cref="EtlPipeline{T}.WithRowSize"/> says.
+    /// A batch is sealed at <see cref="BatchSize"/> rows or at the row that brings it to this many bytes, whichever comes
+    /// first, and at most <c>MaxPendingBatches + 1</c> sealed batches are held: the pipeline then holds at most about
+    /// <c>(MaxPendingBatches + 2) × MaxBatchBytes</c> in its batches, however large the rows are.
+    /// </summary>
+    /// <value>Default <see langword="null"/>: batches are bounded in rows only.</value>
+    public long? MaxBatchBytes { get; set; }
+
     /// <summary>Gets or sets a value indicating whether to ignore the bookmark and load the partition from the start (a backfill).</summary>
     /// <value>Default <see langword="false"/>.</value>
     public bool Restart { get; set; }
@@ -73,6 +83,11 @@ public sealed class EtlRunOptions
         if (MaxPendingBatches is < 0 or > 64)
         {
             errors.Add($"EtlRunOptions.MaxPendingBatches must be between 0 and 64 (was {MaxPendingBatches}).");
+        }
+
+        if (MaxBatchBytes is < 1)
+        {
+            errors.Add($"EtlRunOptions.MaxBatchBytes must be at least 1 (was {MaxBatchBytes}).");
         }
 
         if (MaxErrors is < 0)

@@ -173,6 +173,25 @@ public sealed class EtlSchema<T>
         return text.ToString();
     }
 
+    /// <summary>
+    /// Estimates the managed memory a record's values take: 8 bytes for a number or a timestamp (4 for an
+    /// <see cref="int"/>, 1 for a <see cref="bool"/>, 16 for a <see cref="decimal"/> or a <see cref="System.Guid"/>), and
+    /// 24 bytes plus 2 per character for a string, plus 24 for the record itself. Used to bound batches in bytes
+    /// (<see cref="EtlRunOptions.MaxBatchBytes"/>).
+    /// </summary>
+    /// <param name="record">The record.</param>
+    /// <returns>The estimate in bytes.</returns>
+    public long EstimateSize(T record)
+    {
+        long size = 24;
+        foreach (var column in _columns)
+        {
+            size += column.SizeOf(record);
+        }
+
+        return size;
+    }
+
     internal Func<EtlFieldReader, T> RequireCreate(string what) =>
         Create ?? throw new InvalidOperationException($"{what} reads {typeof(T).Name} records, but its schema has no create function: pass one to EtlSchema.For<{typeof(T).Name}>(r => ...).");
 
@@ -219,6 +238,9 @@ public abstract class EtlColumn<T>
     /// <returns>The text.</returns>
     public abstract string? FormatValue(T record);
 
+    /// <summary>Estimates the bytes this column's value takes in a record.</summary>
+    internal abstract long SizeOf(T record);
+
     /// <summary>Gets the typed getter of this column.</summary>
     /// <typeparam name="TValue">The column's CLR type (for example <see cref="int"/> for <see cref="EtlColumnType.Int32"/>).</typeparam>
     /// <returns>The getter.</returns>
@@ -232,7 +254,22 @@ internal sealed class EtlColumn<T, TValue>(string name, EtlColumnType type, int 
 {
     public Func<T, TValue> Get { get; } = get;
 
+    private readonly long _fixedSize = type switch
+    {
+        EtlColumnType.Boolean => 1,
+        EtlColumnType.Int32 => 4,
+        EtlColumnType.Decimal or EtlColumnType.Guid => 16,
+        _ => 8,
+    };
+
     public override object? GetValue(T record) => Get(record);
+
+    internal override long SizeOf(T record) => Get(record) switch
+    {
+        string text => 24 + (2L * text.Length),
+        null => 0,
+        _ => _fixedSize,
+    };
 
     public override string? FormatValue(T record) => Get(record) switch
     {

@@ -15,6 +15,9 @@ public abstract class EtlSink<T>
     /// <summary>Gets the rows per batch this sink works best with, used unless <see cref="EtlRunOptions.BatchSize"/> is set.</summary>
     public virtual int PreferredBatchSize => 10_000;
 
+    /// <summary>Gets how the sink measures a row for <see cref="EtlRunOptions.MaxBatchBytes"/> (sinks with a schema use <see cref="EtlSchema{T}.EstimateSize"/>), or <see langword="null"/>.</summary>
+    public virtual Func<T, long>? RowSize => null;
+
     /// <summary>Opens a writer for one run.</summary>
     /// <param name="context">The run.</param>
     /// <param name="cancellationToken">Cancels opening.</param>

@@ -8,6 +8,8 @@ internal sealed class CsvSink<T>(string path, EtlSchema<T> schema, char separato
 {
     public override string Name => path;
 
+    public override Func<T, long>? RowSize => schema.EstimateSize;
+
     public override ValueTask<EtlSinkWriter<T>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken) =>
         new(new Writer(path, schema, separator, context.RunId));
 

@@ -100,27 +100,7 @@ internal sealed class SepFieldReader(SepReader reader, int[] map, IReadOnlyList<
             return false;
         }
 
-        try
-        {
-            record = create(this);
-            column = null;
-            error = null;
-            return true;
-        }
-        catch (EtlFieldException ex)
-        {
-            record = default!;
-            column = ex.Column;
-            error = ex.Message;
-            return false;
-        }
-        catch (Exception ex) when (ex is FormatException or OverflowException or ArgumentException or InvalidOperationException)
-        {
-            record = default!;
-            column = null;
-            error = QuarantineText.Describe(ex);
-            return false;
-        }
+        return EtlRecordFactory.TryCreate(create, this, out record, out column, out error);
     }
 
     public override int Int32(int ordinal) =>
