@@ -197,7 +197,13 @@ public sealed class BatchingBuilder
             Options = options,
             HasSizeFunction = sizeOf is not null,
             Create = context => new BatchConsumerAdapter<TMessage>(new TransportBatchConsumer<TMessage>(
-                invoker(context.Services), options, sizeOf, context.Bus, context.Serializer, context.Logger, source.Name, context.ConsumerGroup)),
+                FilteredBatchHandlerInvoker<TMessage>.Wrap(
+                    invoker(context.Services),
+                    context.Services.GetServices<Consuming.IConsumeFilter>().ToArray(),
+                    source.Name,
+                    context.ConsumerGroup,
+                    context.Services),
+                options, sizeOf, context.Bus, context.Serializer, context.Logger, source.Name, context.ConsumerGroup)),
         }));
         return this;
     }

@@ -1,13 +1,16 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Patterns.Batching;
 using Patterns.Consuming;
+using Patterns.Core.Tests.Queues;
 using Patterns.Core.Tests.RequestResponse;
 using Patterns.Hosting;
 using Patterns.Messaging;
 using Patterns.PubSub;
 using Patterns.Queues;
 using Patterns.RequestResponse;
+using Patterns.Transport;
 
 namespace Patterns.Core.Tests.Consuming;
 
@@ -169,6 +172,67 @@ public sealed class ConsumeFilterTests
         var skipped = async () => await client.SendAsync<GetQuote, Quote>(new GetQuote("SKIP"));
         (await skipped.Should().ThrowAsync<RequestFailedException>()).Which.Message.Should().Contain("returned without calling next for request 'GetQuote'");
         (await client.SendAsync<GetQuote, Quote>(new GetQuote("OK"))).Price.Should().Be(1m);
+    }
+
+    [Fact]
+    public async Task Filters_RunOncePerBatchAroundABatchHandler_WithTheBatchAsTheMessage()
+    {
+        var trace = new ConcurrentQueue<string>();
+        var seen = new ConcurrentQueue<(int Count, Guid FirstId)>();
+        var handlerFirst = Guid.Empty;
+        using var host = await TestHost.StartAsync(
+            b => b.AddBatching(x => x.AddBatchHandler<Job>(
+                TransportAddress.Queue("batched"),
+                (batch, _) =>
+                {
+                    trace.Enqueue($"batch {string.Join(',', batch.ToArray().Select(j => j.Id).Order())}");
+                    handlerFirst = batch.Envelopes[0].MessageId;
+                    return default;
+                },
+                o => { o.MaxCount = 3; o.MaxAge = TimeSpan.FromHours(1); })),
+            patterns: p => p
+                .AddConsumeFilter(Recording("outer", trace))
+                .AddConsumeFilter((context, next) =>
+                {
+                    seen.Enqueue((((Batch<Job>)context.Message).Count, context.Envelope.MessageId));
+                    return next(context);
+                }));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        await sender.SendAsync("batched", new Job(1));
+        await sender.SendAsync("batched", new Job(2));
+        await sender.SendAsync("batched", new Job(3));
+        await host.Harness().WaitForDeliveriesAsync(3).WaitAsync(TestHost.Wait);
+
+        trace.Should().Equal("outer> Batch`1 batched", "batch 1,2,3", "<outer");
+        seen.Should().Equal([(3, handlerFirst)], "the filter sees the batch and the envelope of its first message");
+        host.Harness().Deliveries.Should().OnlyContain(d => d.Outcome == SettlementKind.Ack);
+    }
+
+    [Fact]
+    public async Task Filter_AroundABatchHandler_ThatThrows_FailsTheBatchLikeTheHandler()
+    {
+        var handled = 0;
+        using var host = await TestHost.StartAsync(
+            b => b.AddBatching(x => x.AddBatchHandler<Job>(
+                TransportAddress.Queue("refused"),
+                (batch, _) =>
+                {
+                    Interlocked.Add(ref handled, batch.Count);
+                    return default;
+                },
+                o => { o.MaxCount = 2; o.MaxAge = TimeSpan.FromHours(1); o.Retry!.Delay = TimeSpan.Zero; o.Retry.MaxRetryAttempts = 1; })),
+            patterns: p => p.AddConsumeFilter((context, next) =>
+                context.Message is Batch<Job> ? throw new InvalidOperationException("batches are refused here") : next(context)));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        await sender.SendAsync("refused", new Job(1));
+        await sender.SendAsync("refused", new Job(2));
+        await host.Harness().WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
+
+        Volatile.Read(ref handled).Should().Be(0);
+        host.Harness().Deliveries.Take(2).Should().OnlyContain(
+            d => d.Outcome != SettlementKind.Ack && d.Exception != null && d.Exception.Message == "batches are refused here");
     }
 
     private static Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name, ConcurrentQueue<string> trace) => async (context, next) =>
