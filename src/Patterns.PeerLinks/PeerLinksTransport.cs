@@ -89,6 +89,9 @@ public sealed class PeerLinksTransport : MessageTransport
     /// <inheritdoc />
     public override int MaxPayloadBytes => Options.MaxMessageBytes;
 
+    /// <inheritdoc />
+    protected override string MaxPayloadBytesOption => "PeerLinksOptions.MaxMessageBytes";
+
     internal PeerLinksOptions Options { get; }
 
     internal IMessageSerializer Serializer { get; }

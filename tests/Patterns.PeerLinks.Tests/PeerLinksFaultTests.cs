@@ -176,24 +176,6 @@ public sealed class PeerLinksFaultTests
     }
 
     [Fact(Timeout = 180_000)]
-    public async Task LargeMessage_SixteenMiB_ArrivesIntactInChunks()
-    {
-        await using var mesh = await Mesh.StartAsync(2);
-        var queue = $"fault.large-{Guid.NewGuid():N}";
-        var got = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        await mesh.Nodes[1].SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { got.TrySetResult(e); return new(Settlement.Ack); });
-        var payload = new byte[16 * 1024 * 1024];
-        Random.Shared.NextBytes(payload);
-
-        await mesh.Nodes[0].SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "blob", Payload = payload });
-
-        var received = await got.Task.WaitAsync(Bound);
-        received.Payload.Span.SequenceEqual(payload).Should().BeTrue();
-        var tooBig = async () => await mesh.Nodes[0].SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "blob", Payload = new byte[payload.Length + 1] });
-        (await tooBig.Should().ThrowAsync<MessageTooLargeException>()).Which.Message.Should().Contain("16777216");
-    }
-
-    [Fact(Timeout = 180_000)]
     public async Task UnauthenticatedPeer_IsRefusedAndLogged_AndNeverReachesConsumers()
     {
         var logs = new ListLogs();

@@ -1,10 +1,14 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using Patterns.PeerLinks.Wire;
 
 namespace Patterns.PeerLinks.Links;
 
-/// <summary>One message queued on a link: a small head (already encoded) followed by a payload that is never copied.</summary>
-internal sealed class OutEntry(FrameType type, long subscription, byte[] head, ReadOnlyMemory<byte> payload, object? state)
+/// <summary>
+/// One message queued on a link: a small head (already encoded) followed by a payload that is never copied into a bigger
+/// buffer: it stays in the segments it came in (at most 64 KiB each when the link serialized it), and chunks are cut from them.
+/// </summary>
+internal sealed class OutEntry(FrameType type, long subscription, byte[] head, ReadOnlySequence<byte> payload, object? state)
 {
     public long Seq { get; set; }
 
@@ -14,9 +18,9 @@ internal sealed class OutEntry(FrameType type, long subscription, byte[] head, R
 
     public byte[] Head { get; } = head;
 
-    public ReadOnlyMemory<byte> Payload { get; } = payload;
+    public ReadOnlySequence<byte> Payload { get; } = payload;
 
-    public int Total => Head.Length + Payload.Length;
+    public int Total => Head.Length + (int)Payload.Length;
 
     /// <summary>What the owner needs when the entry is settled or dropped (a pending delivery).</summary>
     public object? State { get; } = state;
@@ -265,7 +269,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         if (written < length)
         {
             var payloadOffset = offset + written - head.Length;
-            entry.Payload.Span.Slice(payloadOffset, length - written).CopyTo(target[written..]);
+            entry.Payload.Slice(payloadOffset, length - written).CopyTo(target[written..]);
         }
 
         batch.Length += FrameLimits.FrameHeaderBytes + FrameLimits.SequencedHeaderBytes + length;

@@ -333,7 +333,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
     }
 
-    private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlyMemory<byte> payload)
+    private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload)
     {
         var record = Frames.ReadSettlement(head);
         if (_pending.TryRemove(record.DataSeq, out var pending))
