@@ -175,6 +175,76 @@ public sealed class PeerLinksFaultTests
         handled.Should().Be(count);
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task ReceiverStopsReading_SenderHoldsAtMostItsWindow_ThenEverythingArrivesOnce()
+    {
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        await using var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+        await using var proxy = new PausableProxy(ports[1]);
+        const int window = 1024 * 1024;
+        const int size = 16 * 1024;
+        await using var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports, (_, o) =>
+        {
+            o.ReplayBufferBytes = window;
+            o.Peers.Clear();
+            o.Peers.Add(new Uri($"http://127.0.0.1:{proxy.Port}"));
+        }));
+        var queue = $"fault.unread-{Guid.NewGuid():N}";
+        const int count = 1_000; // 16 MB in all: sixteen windows
+        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 }); // so that SendAsync itself must wait
+        var seen = new ConcurrentDictionary<Guid, int>();
+        var handled = 0;
+        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
+            (e, _) =>
+            {
+                seen.AddOrUpdate(e.MessageId, 1, (_, n) => n + 1);
+                if (Interlocked.Increment(ref handled) == count)
+                {
+                    all.TrySetResult();
+                }
+
+                return new(Settlement.Ack);
+            });
+        await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+        await Mesh.UntilAsync(() => sender.Links[0].HasQueueConsumer(queue), "the receiver's subscription to reach the sender");
+        var link = sender.Links[0];
+        var sent = 0;
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await sender.SendAsync(queue, Envelope(i, size));
+                Interlocked.Increment(ref sent);
+            }
+        });
+        await Mesh.UntilAsync(() => Volatile.Read(ref handled) >= 100, "100 deliveries before the receiver stops reading");
+
+        proxy.Pause();
+        var pausedAt = Volatile.Read(ref handled);
+        var relayedAtPause = proxy.Forwarded;
+        // Nothing read means nothing acknowledged: the sender fills its window, then waits.
+        await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill");
+        var stalled = Stopwatch.StartNew();
+        var relayedWhilePaused = proxy.Forwarded - relayedAtPause;
+        relayedWhilePaused.Should().BeLessThanOrEqualTo(16 * 1024, "the relay reads at most the one buffer it was reading when paused");
+        sending.IsCompleted.Should().BeFalse("a receiver that reads nothing makes the sender wait");
+        Volatile.Read(ref sent).Should().BeLessThan(count);
+
+        proxy.Resume();
+        await sending.WaitAsync(Bound);
+        await all.Task.WaitAsync(Bound);
+        var recovered = stalled.Elapsed;
+
+        seen.Should().HaveCount(count, "no message is lost");
+        seen.Values.Should().OnlyContain(n => n == 1, "no message is handled twice");
+        link.PeakBufferedBytes.Should().BeLessThanOrEqualTo(window + size + 1024, "the link never holds more than its window and one message");
+        TestContext.Current.TestOutputHelper?.WriteLine(
+            $"paused after {pausedAt} deliveries; peak buffered {link.PeakBufferedBytes} bytes of a {window}-byte window; " +
+            $"{relayedWhilePaused} bytes relayed while paused; the remaining {count - pausedAt} messages arrived {recovered.TotalMilliseconds:0} ms after resuming");
+    }
+
     [Fact(Timeout = 180_000)]
     public async Task UnauthenticatedPeer_IsRefusedAndLogged_AndNeverReachesConsumers()
     {

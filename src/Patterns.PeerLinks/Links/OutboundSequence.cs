@@ -43,9 +43,22 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     private long _nextSeq = 1;
     private long _cursorSeq = 1;
     private int _cursorOffset;
+    private long _peakBytes;
     private Exception? _closed;
 
     public long Capacity => capacity;
+
+    /// <summary>Gets the most bytes ever held at once: what back-pressure promises to bound.</summary>
+    public long PeakBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _peakBytes;
+            }
+        }
+    }
 
     /// <summary>Gets the bytes held (queued or sent but unacknowledged).</summary>
     public long Bytes
@@ -296,6 +309,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         _ring[(_head + _count) % _ring.Length] = entry;
         _count++;
         _bytes += entry.Total;
+        _peakBytes = Math.Max(_peakBytes, _bytes);
     }
 
     private async Task WaitAsync(SpaceWaiter waiter, CancellationToken cancellationToken)
