@@ -20,22 +20,10 @@ public sealed class PeerLinksFaultTests
         await using var mesh = await Mesh.StartAsync(2);
         var (sender, receiver) = (mesh.Nodes[0], mesh.Nodes[1]);
         const int count = 20_000;
-        var seen = new ConcurrentDictionary<Guid, int>();
-        var handled = 0;
-        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var deliveries = new DeliveryCount(count);
         var queue = $"fault.load-{Guid.NewGuid():N}";
         await using var subscription = await receiver.SubscribeAsync(
-            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
-            (e, _) =>
-            {
-                seen.AddOrUpdate(e.MessageId, 1, (_, n) => n + 1);
-                if (Interlocked.Increment(ref handled) == count)
-                {
-                    all.TrySetResult();
-                }
-
-                return new(Settlement.Ack);
-            });
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 }, deliveries.Handle);
 
         var sending = Task.Run(async () =>
         {
@@ -49,7 +37,7 @@ public sealed class PeerLinksFaultTests
         for (var cut = 1; cut <= 5; cut++)
         {
             // Cut the links at five points of the run, each time once deliveries have moved on.
-            await Mesh.UntilAsync(() => Volatile.Read(ref handled) >= cut * count / 6 || all.Task.IsCompleted, $"deliveries to pass {cut * count / 6}");
+            await Mesh.UntilAsync(() => deliveries.Handled >= cut * count / 6 || deliveries.All.IsCompleted, $"deliveries to pass {cut * count / 6}");
 
             var link = sender.Links[0];
             var down = WaitForStateAsync(sender, PeerState.Connecting);
@@ -61,9 +49,8 @@ public sealed class PeerLinksFaultTests
         }
 
         await sending.WaitAsync(Bound);
-        await all.Task.WaitAsync(Bound);
-        seen.Should().HaveCount(count, "no message is lost");
-        seen.Values.Should().OnlyContain(n => n == 1, "no message is handled twice");
+        await deliveries.All.WaitAsync(Bound);
+        deliveries.ShouldBeExactlyOnce();
         TestContext.Current.TestOutputHelper?.WriteLine($"link back after: {string.Join(", ", reconnects.Select(t => $"{t.TotalMilliseconds:0.0} ms"))}");
 
         // The target is 250 ms (first retry within 50 ms); the bound here leaves room for a loaded CI machine.
@@ -192,21 +179,9 @@ public sealed class PeerLinksFaultTests
         var queue = $"fault.unread-{Guid.NewGuid():N}";
         const int count = 1_000; // 16 MB in all: sixteen windows
         await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 }); // so that SendAsync itself must wait
-        var seen = new ConcurrentDictionary<Guid, int>();
-        var handled = 0;
-        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var deliveries = new DeliveryCount(count);
         await receiver.SubscribeAsync(
-            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
-            (e, _) =>
-            {
-                seen.AddOrUpdate(e.MessageId, 1, (_, n) => n + 1);
-                if (Interlocked.Increment(ref handled) == count)
-                {
-                    all.TrySetResult();
-                }
-
-                return new(Settlement.Ack);
-            });
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 }, deliveries.Handle);
         await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
         await Mesh.UntilAsync(() => sender.Links[0].HasQueueConsumer(queue), "the receiver's subscription to reach the sender");
         var link = sender.Links[0];
@@ -219,10 +194,10 @@ public sealed class PeerLinksFaultTests
                 Interlocked.Increment(ref sent);
             }
         });
-        await Mesh.UntilAsync(() => Volatile.Read(ref handled) >= 100, "100 deliveries before the receiver stops reading");
+        await Mesh.UntilAsync(() => deliveries.Handled >= 100, "100 deliveries before the receiver stops reading");
 
         proxy.Pause();
-        var pausedAt = Volatile.Read(ref handled);
+        var pausedAt = deliveries.Handled;
         var relayedAtPause = proxy.Forwarded;
         // Nothing read means nothing acknowledged: the sender fills its window, then waits.
         await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill");
@@ -234,11 +209,10 @@ public sealed class PeerLinksFaultTests
 
         proxy.Resume();
         await sending.WaitAsync(Bound);
-        await all.Task.WaitAsync(Bound);
+        await deliveries.All.WaitAsync(Bound);
         var recovered = stalled.Elapsed;
 
-        seen.Should().HaveCount(count, "no message is lost");
-        seen.Values.Should().OnlyContain(n => n == 1, "no message is handled twice");
+        deliveries.ShouldBeExactlyOnce();
         link.PeakBufferedBytes.Should().BeLessThanOrEqualTo(window + size + 1024, "the link never holds more than its window and one message");
         TestContext.Current.TestOutputHelper?.WriteLine(
             $"paused after {pausedAt} deliveries; peak buffered {link.PeakBufferedBytes} bytes of a {window}-byte window; " +
@@ -362,5 +336,34 @@ public sealed class PeerLinksFaultTests
 
         node.Membership.PeerChanged += OnChanged;
         return reached.Task;
+    }
+
+    /// <summary>Counts deliveries by message id, and completes once the expected number have been handled.</summary>
+    private sealed class DeliveryCount(int count)
+    {
+        private readonly ConcurrentDictionary<Guid, int> _seen = new();
+        private readonly TaskCompletionSource _all = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _handled;
+
+        public int Handled => Volatile.Read(ref _handled);
+
+        public Task All => _all.Task;
+
+        public ValueTask<Settlement> Handle(Envelope envelope, CancellationToken cancellationToken)
+        {
+            _seen.AddOrUpdate(envelope.MessageId, 1, (_, n) => n + 1);
+            if (Interlocked.Increment(ref _handled) == count)
+            {
+                _all.TrySetResult();
+            }
+
+            return new(Settlement.Ack);
+        }
+
+        public void ShouldBeExactlyOnce()
+        {
+            _seen.Should().HaveCount(count, "no message is lost");
+            _seen.Values.Should().OnlyContain(n => n == 1, "no message is handled twice");
+        }
     }
 }
