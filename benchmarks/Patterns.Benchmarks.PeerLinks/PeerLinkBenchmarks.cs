@@ -1,8 +1,12 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using BenchmarkDotNet.Attributes;
 using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
+using BenchmarkDotNet.Reports;
+using BenchmarkDotNet.Running;
 using Patterns.Messaging;
 using Patterns.PeerLinks;
 using Patterns.Transport;
@@ -16,12 +20,12 @@ internal sealed class Pair : IAsyncDisposable
 
     public PeerLinksTransport Receiver { get; private set; } = null!;
 
-    public static async Task<Pair> StartAsync()
+    public static async Task<Pair> StartAsync(bool mutualTls = false)
     {
         var ports = new[] { FreePort(), FreePort() };
         var pair = new Pair();
-        pair.Sender = await PeerLinksTransport.StartAsync(Options(0, ports));
-        pair.Receiver = await PeerLinksTransport.StartAsync(Options(1, ports));
+        pair.Sender = await PeerLinksTransport.StartAsync(Options(0, ports, mutualTls));
+        pair.Receiver = await PeerLinksTransport.StartAsync(Options(1, ports, mutualTls));
         await pair.Sender.Membership.WaitForAllUpAsync();
         await pair.Receiver.Membership.WaitForAllUpAsync();
         return pair;
@@ -33,18 +37,41 @@ internal sealed class Pair : IAsyncDisposable
         await Receiver.DisposeAsync();
     }
 
-    private static PeerLinksOptions Options(int index, int[] ports)
+    private static PeerLinksOptions Options(int index, int[] ports, bool mutualTls)
     {
-        var o = new PeerLinksOptions { NodeId = $"bench-{index}", ListenUri = new Uri($"http://127.0.0.1:{ports[index]}") };
+        var scheme = mutualTls ? "https" : "http";
+        var o = new PeerLinksOptions { NodeId = $"bench-{index}", ListenUri = new Uri($"{scheme}://127.0.0.1:{ports[index]}") };
+        if (mutualTls)
+        {
+            // Both nodes present a certificate and accept only each other's (pinned by thumbprint).
+            var certificate = MeshCertificate.Value;
+            o.ServerCertificate = certificate;
+            o.ClientCertificate = certificate;
+            o.RequireClientCertificate = true;
+            o.ValidateCertificate = (c, _, _) => c.Thumbprint == certificate.Thumbprint;
+        }
+
         if (Environment.GetEnvironmentVariable("PEERLINKS_PREFETCH") is { } prefetch)
         {
             // For rough comparisons only (Program --rough); the reports use the default.
             o.Prefetch = int.Parse(prefetch, System.Globalization.CultureInfo.InvariantCulture);
         }
 
-        o.Peers.Add(new Uri($"http://127.0.0.1:{ports[1 - index]}"));
+        o.Peers.Add(new Uri($"{scheme}://127.0.0.1:{ports[1 - index]}"));
         return o;
     }
+
+    private static readonly Lazy<X509Certificate2> MeshCertificate = new(() =>
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=bench-mesh", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], critical: false));
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        return X509CertificateLoader.LoadPkcs12(certificate.Export(X509ContentType.Pfx), null);
+    });
 
     private static int FreePort()
     {
@@ -68,6 +95,7 @@ public class PeerLinkThroughputBenchmarks
     private AkkaRemotePeer _akka = null!;
     private NatsPeer _nats = null!;
     private Pair _pair = null!;
+    private Pair _tls = null!;
     private string _queue = null!;
     private int _handled;
     private TaskCompletionSource _done = new();
@@ -78,9 +106,15 @@ public class PeerLinkThroughputBenchmarks
         _raw = await RawGrpcPeer.StartAsync();
         _akka = await AkkaRemotePeer.StartAsync();
         _nats = await NatsPeer.StartAsync();
-        _pair = await Pair.StartAsync();
         _queue = "bench.throughput";
-        await _pair.Receiver.SubscribeAsync(
+        _pair = await StartPairAsync(mutualTls: false);
+        _tls = await StartPairAsync(mutualTls: true);
+    }
+
+    private async Task<Pair> StartPairAsync(bool mutualTls)
+    {
+        var pair = await Pair.StartAsync(mutualTls);
+        await pair.Receiver.SubscribeAsync(
             new SubscriptionRequest { Address = TransportAddress.Queue(_queue), ConsumerGroup = _queue, Concurrency = int.Parse(Environment.GetEnvironmentVariable("PEERLINKS_CONCURRENCY") ?? "256", System.Globalization.CultureInfo.InvariantCulture) },
             (e, _) =>
             {
@@ -91,7 +125,8 @@ public class PeerLinkThroughputBenchmarks
 
                 return new(Settlement.Ack);
             });
-        await _pair.Sender.DeclareQueueAsync(_queue, new QueueSettings { Capacity = 8192 });
+        await pair.Sender.DeclareQueueAsync(_queue, new QueueSettings { Capacity = 8192 });
+        return pair;
     }
 
     [GlobalCleanup]
@@ -101,6 +136,7 @@ public class PeerLinkThroughputBenchmarks
         await _akka.DisposeAsync();
         await _nats.DisposeAsync();
         await _pair.DisposeAsync();
+        await _tls.DisposeAsync();
     }
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
@@ -113,13 +149,19 @@ public class PeerLinkThroughputBenchmarks
     public Task Nats() => _nats.StreamAsync(_payload, Messages);
 
     [Benchmark(OperationsPerInvoke = Messages)]
-    public async Task Patterns()
+    public Task Patterns() => SendAllAsync(_pair);
+
+    /// <summary>The same over mutual TLS (target: at least 0.8 of <see cref="Patterns"/>).</summary>
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public Task PatternsMutualTls() => SendAllAsync(_tls);
+
+    private async Task SendAllAsync(Pair pair)
     {
         _handled = 0;
         _done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         for (var i = 0; i < Messages; i++)
         {
-            await _pair.Sender.SendAsync(_queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "bench", Payload = _payload });
+            await pair.Sender.SendAsync(_queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "bench", Payload = _payload });
         }
 
         await _done.Task;
@@ -146,6 +188,8 @@ public class PeerLinkLatencyBenchmarks
     private Pair _pair = null!;
     private string _replies = null!;
     private TaskCompletionSource _reply = new();
+    private TaskCompletionSource _replies64 = new();
+    private int _outstanding;
 
     [GlobalSetup]
     public async Task SetupAsync()
@@ -168,6 +212,11 @@ public class PeerLinkLatencyBenchmarks
             (e, _) =>
             {
                 _reply.TrySetResult();
+                if (Interlocked.Decrement(ref _outstanding) == 0)
+                {
+                    _replies64.TrySetResult();
+                }
+
                 return new(Settlement.Ack);
             });
     }
@@ -194,15 +243,133 @@ public class PeerLinkLatencyBenchmarks
     public async Task Patterns()
     {
         _reply = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _outstanding = 1;
         await _pair.Sender.SendAsync("bench.echo", new Envelope { MessageId = Guid.NewGuid(), MessageType = "echo", Payload = _payload, ReplyTo = _replies });
         await _reply.Task;
+    }
+
+    /// <summary>64 requests outstanding at once; the time reported is per request (the batch's time over 64).</summary>
+    [Benchmark(OperationsPerInvoke = 64)]
+    public async Task Patterns64Outstanding()
+    {
+        _replies64 = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _outstanding = 64;
+        for (var i = 0; i < 64; i++)
+        {
+            await _pair.Sender.SendAsync("bench.echo", new Envelope { MessageId = Guid.NewGuid(), MessageType = "echo", Payload = _payload, ReplyTo = _replies });
+        }
+
+        await _replies64.Task;
     }
 
     private sealed class Config : ManualConfig
     {
         public Config()
         {
-            AddColumn(StatisticColumn.P50, StatisticColumn.P95, StatisticColumn.Max);
+            AddColumn(StatisticColumn.P50, StatisticColumn.P95, new P99Column(), StatisticColumn.Max);
         }
     }
+}
+
+/// <summary>
+/// The control stream's round trip (a ping and its pong on one link) when the link is idle and while its bulk stream is
+/// saturated with 1 MiB messages (target: p99 under bulk at most 3 times idle).
+/// </summary>
+[MemoryDiagnoser]
+[Config(typeof(Config))]
+public class PeerLinkControlStreamBenchmarks
+{
+    private readonly byte[] _bulk = new byte[1024 * 1024];
+    private Pair _pair = null!;
+    private CancellationTokenSource _stop = new();
+    private Task _pump = Task.CompletedTask;
+    private long _bulkDelivered;
+
+    [GlobalSetup(Target = nameof(Idle))]
+    public async Task SetupIdleAsync() => _pair = await Pair.StartAsync();
+
+    [GlobalSetup(Target = nameof(BulkSaturated))]
+    public async Task SetupBulkAsync()
+    {
+        _pair = await Pair.StartAsync();
+        const string queue = "bench.bulk";
+        await _pair.Receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 16 },
+            (_, _) =>
+            {
+                Interlocked.Increment(ref _bulkDelivered);
+                return new(Settlement.Ack);
+            });
+        await _pair.Sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 64 });
+        _stop = new CancellationTokenSource();
+        var token = _stop.Token;
+
+        // Sends 1 MiB messages for as long as the benchmark runs: the link's window and the queue keep the bulk stream full.
+        _pump = Task.Run(async () =>
+        {
+            while (!token.IsCancellationRequested)
+            {
+                await _pair.Sender.SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "bulk", Payload = _bulk }, token);
+            }
+        });
+        while (Interlocked.Read(ref _bulkDelivered) < 8)
+        {
+            await Task.Delay(10);
+        }
+    }
+
+    [GlobalCleanup]
+    public async Task CleanupAsync()
+    {
+        await _stop.CancelAsync();
+        await _pump.ContinueWith(static _ => { }, TaskScheduler.Default);
+        Console.WriteLine($"// bulk messages of 1 MiB delivered during the run: {Interlocked.Read(ref _bulkDelivered)}");
+        await _pair.DisposeAsync();
+        _stop.Dispose();
+    }
+
+    [Benchmark(Baseline = true)]
+    public Task<TimeSpan> Idle() => _pair.Sender.Links[0].ProbeControlAsync();
+
+    [Benchmark]
+    public Task<TimeSpan> BulkSaturated() => _pair.Sender.Links[0].ProbeControlAsync();
+
+    private sealed class Config : ManualConfig
+    {
+        public Config()
+        {
+            AddColumn(StatisticColumn.P50, StatisticColumn.P95, new P99Column(), StatisticColumn.Max);
+        }
+    }
+}
+
+/// <summary>The 99th percentile of the measured operation times.</summary>
+internal sealed class P99Column : IColumn
+{
+    public string Id => "P99";
+
+    public string ColumnName => "P99 (us)";
+
+    public bool AlwaysShow => true;
+
+    public ColumnCategory Category => ColumnCategory.Statistics;
+
+    public int PriorityInCategory => 0;
+
+    public bool IsNumeric => true;
+
+    public UnitType UnitType => UnitType.Dimensionless;
+
+    public string Legend => "99th percentile of the operation times, in microseconds";
+
+    public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
+
+    public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style) =>
+        summary[benchmarkCase]?.ResultStatistics is { } statistics
+            ? (statistics.Percentiles.Percentile(99) / 1000.0).ToString("N1", style.CultureInfo)
+            : "-";
+
+    public bool IsAvailable(Summary summary) => true;
+
+    public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
 }

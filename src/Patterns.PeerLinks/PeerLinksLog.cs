@@ -33,4 +33,10 @@ internal static partial class PeerLinksLog
 
     [LoggerMessage(EventId = 7009, Level = LogLevel.Warning, Message = "Peers did not confirm subscription changes (version {Version}) within {Timeout}: {Peers}.")]
     public static partial void AnnounceTimedOut(ILogger logger, long version, TimeSpan timeout, string peers);
+
+    [LoggerMessage(EventId = 7011, Level = LogLevel.Information, Message = "Peer {Peer} resolved through service discovery to {Endpoints}.")]
+    public static partial void Resolved(ILogger logger, string peer, string endpoints);
+
+    [LoggerMessage(EventId = 7012, Level = LogLevel.Warning, Message = "Peer {Peer} could not be resolved through service discovery ({Reason}); dialling it as written.")]
+    public static partial void NotResolved(ILogger logger, string peer, string reason);
 }

@@ -13,6 +13,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.ServiceDiscovery;
 using Patterns.InMemory;
 using Patterns.Messaging;
 using Patterns.PeerLinks.Links;
@@ -47,7 +48,10 @@ public sealed class PeerLinksTransport : MessageTransport
     private readonly ConcurrentDictionary<string, byte> _declared = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<long, LocalSubscription> _subscriptions = new();
     private readonly ConcurrentDictionary<(string Node, Guid Session), PeerSession> _sessions = new();
-    private readonly List<PeerLink> _links = [];
+    private readonly ServiceEndpointResolver? _discovery;
+
+    // Replaced once, when the node starts with service discovery; readers iterate whichever list they read.
+    private IReadOnlyList<PeerLink> _links = [];
     private readonly Lock _announceGate = new();
     private long _announceVersion;
     private long _nextSubscriptionId;
@@ -55,8 +59,9 @@ public sealed class PeerLinksTransport : MessageTransport
     private ITimer? _reaper;
     private int _disposed;
 
-    internal PeerLinksTransport(PeerLinksOptions options, IMessageSerializer serializer, TimeProvider timeProvider, ILoggerFactory loggerFactory)
+    internal PeerLinksTransport(PeerLinksOptions options, IMessageSerializer serializer, TimeProvider timeProvider, ILoggerFactory loggerFactory, ServiceEndpointResolver? discovery = null)
     {
+        _discovery = discovery;
         Options = options;
         Serializer = serializer;
         TimeProvider = timeProvider;
@@ -65,9 +70,9 @@ public sealed class PeerLinksTransport : MessageTransport
         Security = new LinkSecurity(options);
         NodeId = options.NodeId;
         _local = InMemoryTransport.Create(new InMemoryTransportOptions { MaxPayloadBytes = options.MaxMessageBytes }, timeProvider, loggerFactory);
-        foreach (var peer in options.Peers)
+        if (discovery is null)
         {
-            _links.Add(new PeerLink(this, peer));
+            _links = [.. options.Peers.Select(peer => new PeerLink(this, peer))];
         }
     }
 
@@ -88,6 +93,9 @@ public sealed class PeerLinksTransport : MessageTransport
 
     /// <inheritdoc />
     public override int MaxPayloadBytes => Options.MaxMessageBytes;
+
+    /// <inheritdoc />
+    protected override string MaxPayloadBytesOption => "PeerLinksOptions.MaxMessageBytes";
 
     internal PeerLinksOptions Options { get; }
 
@@ -161,6 +169,12 @@ public sealed class PeerLinksTransport : MessageTransport
         ListenUri = new Uri(bound.Replace("[::]", "localhost", StringComparison.Ordinal).Replace("0.0.0.0", "localhost", StringComparison.Ordinal));
         PeerLinksLog.Listening(Logger, NodeId, ListenUri.ToString());
         _reaper = TimeProvider.CreateTimer(static s => ((PeerLinksTransport)s!).ReapSessions(), this, Options.ReconnectGrace, Options.ReconnectGrace);
+        if (_discovery is not null)
+        {
+            var peers = await PeerDiscovery.ResolveAsync(_discovery, Options.Peers, Logger, cancellationToken).ConfigureAwait(false);
+            _links = [.. peers.Select(peer => new PeerLink(this, peer))];
+        }
+
         foreach (var link in _links)
         {
             link.Start();

@@ -55,6 +55,20 @@ internal sealed class Mesh : IAsyncDisposable
         return options;
     }
 
+    /// <summary>Sets a host's options (configured through <c>UsePeerLinks</c>) as <see cref="Options"/> would, with other peers if given.</summary>
+    public static void Apply(PeerLinksOptions target, int index, int[] ports, IEnumerable<Uri>? peers = null)
+    {
+        var options = Options(index, ports);
+        target.NodeId = options.NodeId;
+        target.ListenUri = options.ListenUri;
+        target.SharedSecret = options.SharedSecret;
+        target.MaxReconnectDelay = options.MaxReconnectDelay;
+        foreach (var peer in peers ?? options.Peers)
+        {
+            target.Peers.Add(peer);
+        }
+    }
+
     public async Task WaitUpAsync()
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));

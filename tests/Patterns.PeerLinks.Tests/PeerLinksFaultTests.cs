@@ -20,22 +20,10 @@ public sealed class PeerLinksFaultTests
         await using var mesh = await Mesh.StartAsync(2);
         var (sender, receiver) = (mesh.Nodes[0], mesh.Nodes[1]);
         const int count = 20_000;
-        var seen = new ConcurrentDictionary<Guid, int>();
-        var handled = 0;
-        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var deliveries = new DeliveryCount(count);
         var queue = $"fault.load-{Guid.NewGuid():N}";
         await using var subscription = await receiver.SubscribeAsync(
-            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 },
-            (e, _) =>
-            {
-                seen.AddOrUpdate(e.MessageId, 1, (_, n) => n + 1);
-                if (Interlocked.Increment(ref handled) == count)
-                {
-                    all.TrySetResult();
-                }
-
-                return new(Settlement.Ack);
-            });
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 }, deliveries.Handle);
 
         var sending = Task.Run(async () =>
         {
@@ -49,7 +37,7 @@ public sealed class PeerLinksFaultTests
         for (var cut = 1; cut <= 5; cut++)
         {
             // Cut the links at five points of the run, each time once deliveries have moved on.
-            await Mesh.UntilAsync(() => Volatile.Read(ref handled) >= cut * count / 6 || all.Task.IsCompleted, $"deliveries to pass {cut * count / 6}");
+            await Mesh.UntilAsync(() => deliveries.Handled >= cut * count / 6 || deliveries.All.IsCompleted, $"deliveries to pass {cut * count / 6}");
 
             var link = sender.Links[0];
             var down = WaitForStateAsync(sender, PeerState.Connecting);
@@ -61,9 +49,8 @@ public sealed class PeerLinksFaultTests
         }
 
         await sending.WaitAsync(Bound);
-        await all.Task.WaitAsync(Bound);
-        seen.Should().HaveCount(count, "no message is lost");
-        seen.Values.Should().OnlyContain(n => n == 1, "no message is handled twice");
+        await deliveries.All.WaitAsync(Bound);
+        deliveries.ShouldBeExactlyOnce();
         TestContext.Current.TestOutputHelper?.WriteLine($"link back after: {string.Join(", ", reconnects.Select(t => $"{t.TotalMilliseconds:0.0} ms"))}");
 
         // The target is 250 ms (first retry within 50 ms); the bound here leaves room for a loaded CI machine.
@@ -175,22 +162,61 @@ public sealed class PeerLinksFaultTests
         handled.Should().Be(count);
     }
 
-    [Fact(Timeout = 180_000)]
-    public async Task LargeMessage_SixteenMiB_ArrivesIntactInChunks()
+    [Fact(Timeout = 120_000)]
+    public async Task ReceiverStopsReading_SenderHoldsAtMostItsWindow_ThenEverythingArrivesOnce()
     {
-        await using var mesh = await Mesh.StartAsync(2);
-        var queue = $"fault.large-{Guid.NewGuid():N}";
-        var got = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        await mesh.Nodes[1].SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (e, _) => { got.TrySetResult(e); return new(Settlement.Ack); });
-        var payload = new byte[16 * 1024 * 1024];
-        Random.Shared.NextBytes(payload);
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        await using var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+        await using var proxy = new PausableProxy(ports[1]);
+        const int window = 1024 * 1024;
+        const int size = 16 * 1024;
+        await using var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports, (_, o) =>
+        {
+            o.ReplayBufferBytes = window;
+            o.Peers.Clear();
+            o.Peers.Add(new Uri($"http://127.0.0.1:{proxy.Port}"));
+        }));
+        var queue = $"fault.unread-{Guid.NewGuid():N}";
+        const int count = 1_000; // 16 MB in all: sixteen windows
+        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 }); // so that SendAsync itself must wait
+        var deliveries = new DeliveryCount(count);
+        await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 }, deliveries.Handle);
+        await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+        await Mesh.UntilAsync(() => sender.Links[0].HasQueueConsumer(queue), "the receiver's subscription to reach the sender");
+        var link = sender.Links[0];
+        var sent = 0;
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await sender.SendAsync(queue, Envelope(i, size));
+                Interlocked.Increment(ref sent);
+            }
+        });
+        await Mesh.UntilAsync(() => deliveries.Handled >= 100, "100 deliveries before the receiver stops reading");
 
-        await mesh.Nodes[0].SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "blob", Payload = payload });
+        proxy.Pause();
+        var pausedAt = deliveries.Handled;
+        var relayedAtPause = proxy.Forwarded;
+        // Nothing read means nothing acknowledged: the sender fills its window, then waits.
+        await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill");
+        var stalled = Stopwatch.StartNew();
+        var relayedWhilePaused = proxy.Forwarded - relayedAtPause;
+        relayedWhilePaused.Should().BeLessThanOrEqualTo(16 * 1024, "the relay reads at most the one buffer it was reading when paused");
+        sending.IsCompleted.Should().BeFalse("a receiver that reads nothing makes the sender wait");
+        Volatile.Read(ref sent).Should().BeLessThan(count);
 
-        var received = await got.Task.WaitAsync(Bound);
-        received.Payload.Span.SequenceEqual(payload).Should().BeTrue();
-        var tooBig = async () => await mesh.Nodes[0].SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "blob", Payload = new byte[payload.Length + 1] });
-        (await tooBig.Should().ThrowAsync<MessageTooLargeException>()).Which.Message.Should().Contain("16777216");
+        proxy.Resume();
+        await sending.WaitAsync(Bound);
+        await deliveries.All.WaitAsync(Bound);
+        var recovered = stalled.Elapsed;
+
+        deliveries.ShouldBeExactlyOnce();
+        link.PeakBufferedBytes.Should().BeLessThanOrEqualTo(window + size + 1024, "the link never holds more than its window and one message");
+        TestContext.Current.TestOutputHelper?.WriteLine(
+            $"paused after {pausedAt} deliveries; peak buffered {link.PeakBufferedBytes} bytes of a {window}-byte window; " +
+            $"{relayedWhilePaused} bytes relayed while paused; the remaining {count - pausedAt} messages arrived {recovered.TotalMilliseconds:0} ms after resuming");
     }
 
     [Fact(Timeout = 180_000)]
@@ -310,5 +336,34 @@ public sealed class PeerLinksFaultTests
 
         node.Membership.PeerChanged += OnChanged;
         return reached.Task;
+    }
+
+    /// <summary>Counts deliveries by message id, and completes once the expected number have been handled.</summary>
+    private sealed class DeliveryCount(int count)
+    {
+        private readonly ConcurrentDictionary<Guid, int> _seen = new();
+        private readonly TaskCompletionSource _all = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _handled;
+
+        public int Handled => Volatile.Read(ref _handled);
+
+        public Task All => _all.Task;
+
+        public ValueTask<Settlement> Handle(Envelope envelope, CancellationToken cancellationToken)
+        {
+            _seen.AddOrUpdate(envelope.MessageId, 1, (_, n) => n + 1);
+            if (Interlocked.Increment(ref _handled) == count)
+            {
+                _all.TrySetResult();
+            }
+
+            return new(Settlement.Ack);
+        }
+
+        public void ShouldBeExactlyOnce()
+        {
+            _seen.Should().HaveCount(count, "no message is lost");
+            _seen.Values.Should().OnlyContain(n => n == 1, "no message is handled twice");
+        }
     }
 }

@@ -43,18 +43,7 @@ public sealed class PeerLinksHostingTests
     private static IHost Host(int[] ports, int index, bool withHandler)
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
-        builder.AddPatterns(p => p.UsePeerLinks(o =>
-        {
-            var options = Mesh.Options(index, ports);
-            o.NodeId = options.NodeId;
-            o.ListenUri = options.ListenUri;
-            o.SharedSecret = options.SharedSecret;
-            o.MaxReconnectDelay = options.MaxReconnectDelay;
-            foreach (var peer in options.Peers)
-            {
-                o.Peers.Add(peer);
-            }
-        }));
+        builder.AddPatterns(p => p.UsePeerLinks(o => Mesh.Apply(o, index, ports)));
         builder.AddRequestResponse(r =>
         {
             if (withHandler)

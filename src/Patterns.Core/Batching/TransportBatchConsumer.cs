@@ -62,7 +62,7 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
         ValueTask<bool> adding;
         try
         {
-            adding = AddCoreAsync(message, _sizeOf?.Invoke(message) ?? envelope.Payload.Length, envelope, ticket, cancellationToken);
+            adding = AddCoreAsync(message, _sizeOf?.Invoke(message) ?? (int)envelope.PayloadLength, envelope, ticket, cancellationToken);
         }
         catch (InvalidOperationException ex)
         {

@@ -38,7 +38,7 @@ internal static class MessageMaterializer
         {
             reason = $"Consumer group '{consumerGroup}' handles '{typeof(TMessage).FullName}' but received a body of type '{other.GetType().FullName}'.";
         }
-        else if (envelope.Payload.IsEmpty)
+        else if (envelope.PayloadLength == 0)
         {
             reason = "The message has neither a body nor a payload.";
         }
@@ -50,7 +50,7 @@ internal static class MessageMaterializer
         {
             try
             {
-                message = (TMessage)serializer.Deserialize(envelope.Payload, type);
+                message = (TMessage)serializer.Deserialize(envelope.PayloadSequence, type);
                 return true;
             }
             catch (Exception ex) when (ex is MessageDeserializationException or InvalidCastException or NotSupportedException)

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics.CodeAnalysis;
 
 namespace Patterns.Messaging;
@@ -71,18 +72,46 @@ public readonly struct Envelope
 
     /// <summary>Gets the serialized body, for transports that cross a process boundary.</summary>
     /// <value>Empty when the body travels by reference in <see cref="Body"/>.</value>
+    /// <remarks>
+    /// When the payload was set as a sequence of several segments (<see cref="PayloadSequence"/>), the first read of this
+    /// property copies it into one array; code that handles large payloads reads <see cref="PayloadSequence"/> instead.
+    /// </remarks>
     public ReadOnlyMemory<byte> Payload
     {
-        get => _extra?.Payload ?? default;
+        get => _extra is { } extra ? extra.ContiguousPayload() : default;
         init
         {
             if (!value.IsEmpty || _extra is not null)
             {
                 _extra = EnvelopeExtra.CopyOf(_extra);
-                _extra.Payload = value;
+                _extra.SetPayload(value);
             }
         }
     }
+
+    /// <summary>Gets the serialized body as a sequence of segments.</summary>
+    /// <value>
+    /// The payload's segments: a transport that receives a large message in chunks hands it on this way, so that no
+    /// array as large as the message is needed; a single segment over <see cref="Payload"/> otherwise.
+    /// </value>
+    public ReadOnlySequence<byte> PayloadSequence
+    {
+        get => _extra is { } extra ? extra.PayloadSequence() : default;
+        init
+        {
+            if (value.IsSingleSegment)
+            {
+                Payload = value.First;
+                return;
+            }
+
+            _extra = EnvelopeExtra.CopyOf(_extra);
+            _extra.SetPayload(value);
+        }
+    }
+
+    /// <summary>Gets the length of the serialized body in bytes, without copying a segmented payload.</summary>
+    public long PayloadLength => _extra?.PayloadLength ?? 0;
 
     /// <summary>Gets the media type of <see cref="Payload"/>.</summary>
     /// <value>For example <c>application/json</c>; <see langword="null"/> for in-process bodies.</value>
@@ -178,7 +207,7 @@ public readonly struct Envelope
     public int DeliveryCount { get; init; }
 
     /// <summary>Gets a value indicating whether this is a default (empty) envelope.</summary>
-    public bool IsEmpty => MessageId == Guid.Empty && Body is null && Payload.IsEmpty;
+    public bool IsEmpty => MessageId == Guid.Empty && Body is null && PayloadLength == 0;
 
     /// <summary>Gets the value of a header.</summary>
     /// <param name="name">The header name.</param>
@@ -252,7 +281,31 @@ internal sealed class EnvelopeExtra
 
     public Guid? CausationId { get; set; }
 
-    public ReadOnlyMemory<byte> Payload { get; set; }
+    // A payload is either contiguous (_payload) or segmented (_segments, with _flattened its copy once someone asked for
+    // one array). Both are set once before the envelope is shared; the copy is cached through one reference write.
+    private ReadOnlyMemory<byte> _payload;
+    private ReadOnlySequence<byte>? _segments;
+    private byte[]? _flattened;
+
+    public long PayloadLength => _segments?.Length ?? _payload.Length;
+
+    public void SetPayload(ReadOnlyMemory<byte> payload)
+    {
+        _payload = payload;
+        _segments = null;
+        _flattened = null;
+    }
+
+    public void SetPayload(ReadOnlySequence<byte> payload)
+    {
+        _payload = default;
+        _segments = payload;
+        _flattened = null;
+    }
+
+    public ReadOnlyMemory<byte> ContiguousPayload() => _segments is { } segments ? _flattened ??= segments.ToArray() : _payload;
+
+    public ReadOnlySequence<byte> PayloadSequence() => _segments ?? new ReadOnlySequence<byte>(_payload);
 
     public string? ContentType { get; set; }
 

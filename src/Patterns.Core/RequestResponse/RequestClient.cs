@@ -669,9 +669,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             {
                 var response = envelope.Body is TResponse typed
                     ? typed
-                    : envelope.Body is null && envelope.Payload.Span.SequenceEqual("{}"u8) && envelope.MessageType is null
+                    : envelope.Body is null && envelope.PayloadLength == 2 && envelope.Payload.Span.SequenceEqual("{}"u8) && envelope.MessageType is null
                         ? default!
-                        : (TResponse)serializer.Deserialize(envelope.Payload, typeof(TResponse));
+                        : (TResponse)serializer.Deserialize(envelope.PayloadSequence, typeof(TResponse));
                 _completion.TrySetResult(new Response<TResponse>(response, envelope.Headers));
             }
             catch (Exception ex)

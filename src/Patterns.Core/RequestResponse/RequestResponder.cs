@@ -25,9 +25,9 @@ internal sealed class RequestResponder<TRequest, TResponse>(
         {
             var request = envelope.Body is TRequest typed
                 ? typed
-                : envelope.Payload.IsEmpty
+                : envelope.PayloadLength == 0
                     ? throw new MessageDeserializationException($"The request has no body of type '{typeof(TRequest).FullName}'.")
-                    : (TRequest)serializer.Deserialize(envelope.Payload, typeof(TRequest));
+                    : (TRequest)serializer.Deserialize(envelope.PayloadSequence, typeof(TRequest));
             var context = entry.WantsContext ? new RequestContext(envelope, entry.Services, bus) : null;
             var response = await entry.InvokeFilteredAsync(request, context, envelope, cancellationToken).ConfigureAwait(false);
             reply = new Envelope

@@ -21,4 +21,13 @@ public interface IMessageSerializer
     /// <returns>The body.</returns>
     /// <exception cref="MessageDeserializationException">The bytes are not a valid <paramref name="type"/>.</exception>
     object Deserialize(ReadOnlyMemory<byte> payload, Type type);
+
+    /// <summary>Reads a body of type <paramref name="type"/> from bytes in several segments (a large message a transport received in chunks).</summary>
+    /// <param name="payload">The bytes.</param>
+    /// <param name="type">The expected type.</param>
+    /// <returns>The body.</returns>
+    /// <exception cref="MessageDeserializationException">The bytes are not a valid <paramref name="type"/>.</exception>
+    /// <remarks>The default copies a payload of several segments into one array; override it to read the segments directly.</remarks>
+    object Deserialize(ReadOnlySequence<byte> payload, Type type) =>
+        Deserialize(payload.IsSingleSegment ? payload.First : payload.ToArray(), type);
 }

@@ -81,6 +81,37 @@ public sealed class JsonMessageSerializer : IMessageSerializer
             $"The payload ({payload.Length} bytes) is JSON null, which is not a valid '{type.FullName}' message.");
     }
 
+    /// <inheritdoc />
+    public object Deserialize(ReadOnlySequence<byte> payload, Type type)
+    {
+        if (payload.IsSingleSegment)
+        {
+            return Deserialize(payload.First, type);
+        }
+
+        ArgumentNullException.ThrowIfNull(type);
+        JsonTypeInfo info = GetTypeInfo(type);
+        object? value;
+        try
+        {
+            // The reader walks the segments: no array as large as the message.
+            var reader = new Utf8JsonReader(payload);
+            value = JsonSerializer.Deserialize(ref reader, info);
+            if (reader.Read())
+            {
+                throw new JsonException($"unexpected {reader.TokenType} after the message at byte {reader.TokenStartIndex}.");
+            }
+        }
+        catch (JsonException ex)
+        {
+            throw new MessageDeserializationException(
+                $"The payload ({payload.Length} bytes) is not valid JSON for message type '{type.FullName}': {ex.Message}", ex);
+        }
+
+        return value ?? throw new MessageDeserializationException(
+            $"The payload ({payload.Length} bytes) is JSON null, which is not a valid '{type.FullName}' message.");
+    }
+
     /// <summary>Gets a value indicating whether this serializer can write and read <paramref name="type"/> (it has metadata for it).</summary>
     internal bool HasMetadataFor(Type type) => _options.TryGetTypeInfo(type, out _);
 

@@ -108,14 +108,14 @@ public abstract class MessageTransport : IAsyncDisposable
             throw new ArgumentException($"The message to '{destination}' has no MessageId; every envelope needs a unique id.", nameof(envelope));
         }
 
-        if (envelope.Body is null && envelope.Payload.IsEmpty)
+        if (envelope.Body is null && envelope.PayloadLength == 0)
         {
             throw new ArgumentException($"The message to '{destination}' has neither a Body nor a Payload.", nameof(envelope));
         }
 
-        if (envelope.Payload.Length > MaxPayloadBytes)
+        if (envelope.PayloadLength > MaxPayloadBytes)
         {
-            throw new MessageTooLargeException(destination, envelope.Payload.Length, MaxPayloadBytes, MaxPayloadBytesOption);
+            throw new MessageTooLargeException(destination, envelope.PayloadLength, MaxPayloadBytes, MaxPayloadBytesOption);
         }
     }
 }

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using Microsoft.Extensions.ServiceDiscovery;
 using Patterns.Hosting;
 using Patterns.PeerLinks;
 using Patterns.Serialization;
@@ -16,7 +17,10 @@ public static class PeerLinksPatternsBuilderExtensions
     /// Uses peer links: this node listens on <see cref="PeerLinksOptions.ListenUri"/> and links to
     /// <see cref="PeerLinksOptions.Peers"/>; request-response, pub/sub and queues run across the nodes with the same
     /// handlers. The options are validated when the host starts; the listener starts with the host. Registers a
-    /// <c>peer-links</c> health check and <see cref="PeerMembership"/>.
+    /// <c>peer-links</c> health check and <see cref="PeerMembership"/>. When service discovery is registered
+    /// (<c>services.AddServiceDiscovery()</c>, Microsoft.Extensions.ServiceDiscovery), each peer is a service name resolved
+    /// through it when the node starts, for example <c>http://billing</c> with the configuration provider's
+    /// <c>Services:billing:http:0</c>; every endpoint it yields becomes a peer.
     /// </summary>
     /// <param name="builder">The Patterns builder.</param>
     /// <param name="configure">Sets the options.</param>
@@ -33,7 +37,8 @@ public static class PeerLinksPatternsBuilderExtensions
             sp.GetRequiredService<IOptions<PeerLinksOptions>>().Value,
             sp.GetRequiredService<IMessageSerializer>(),
             sp.GetService<TimeProvider>() ?? TimeProvider.System,
-            sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance));
+            sp.GetService<ILoggerFactory>() ?? NullLoggerFactory.Instance,
+            sp.GetService<ServiceEndpointResolver>()));
         services.TryAddSingleton(static sp => sp.GetRequiredService<PeerLinksTransport>().Membership);
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, PeerLinksHostedService>());
         services.AddHealthChecks().AddCheck<PeerLinksHealthCheck>("peer-links");

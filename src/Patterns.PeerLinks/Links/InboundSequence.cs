@@ -1,15 +1,18 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using Patterns.PeerLinks.Wire;
 
 namespace Patterns.PeerLinks.Links;
 
 /// <summary>Called for each complete sequenced message: its head (valid only during the call) and its payload (owned).</summary>
-internal delegate void MessageReceived(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlyMemory<byte> payload);
+internal delegate void MessageReceived(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload);
 
 /// <summary>
 /// The receiving end of an <see cref="OutboundSequence"/>: drops what it already has (replays after a reconnect),
 /// refuses gaps, and puts chunks back together. A message is <c>[headLength:4][head][payload]</c>; the head always
-/// arrives whole in the first chunk, and only the payload array is as large as the message.
+/// arrives whole in the first chunk. A payload in several chunks is put back together in segments of at most 64 KiB
+/// (<see cref="SegmentChain"/>), handed on as one sequence: no array as large as the message, none on the large-object heap.
+/// They are not pooled: the envelope is the handler's, which may keep it after its settlement.
 /// </summary>
 internal sealed class InboundSequence(long maxMessageBytes)
 {
@@ -18,7 +21,10 @@ internal sealed class InboundSequence(long maxMessageBytes)
     private int _partialTotal;
     private int _filled;
     private byte[]? _partialHead;
-    private byte[]? _partialPayload;
+    private SegmentChain? _partialPayload;
+    private byte[] _segment = [];
+    private int _segmentUsed;
+    private int _payloadLeft;
 
     /// <summary>Gets the last sequence number received whole.</summary>
     public long LastReceived { get; private set; }
@@ -28,6 +34,9 @@ internal sealed class InboundSequence(long maxMessageBytes)
     {
         _partialHead = null;
         _partialPayload = null;
+        _segment = [];
+        _segmentUsed = 0;
+        _payloadLeft = 0;
         _filled = 0;
         _partialSeq = 0;
     }
@@ -73,7 +82,7 @@ internal sealed class InboundSequence(long maxMessageBytes)
             if (bytes.Length == total)
             {
                 LastReceived = seq;
-                received(seq, subscription, head, payloadPart.ToArray());
+                received(seq, subscription, head, new ReadOnlySequence<byte>(payloadPart.ToArray()));
                 return;
             }
 
@@ -81,8 +90,9 @@ internal sealed class InboundSequence(long maxMessageBytes)
             _partialSubscription = subscription;
             _partialTotal = total;
             _partialHead = head.ToArray();
-            _partialPayload = new byte[payloadLength];
-            payloadPart.CopyTo(_partialPayload);
+            _partialPayload = new SegmentChain();
+            _payloadLeft = payloadLength;
+            AddPayload(payloadPart);
             _filled = bytes.Length;
             return;
         }
@@ -92,16 +102,38 @@ internal sealed class InboundSequence(long maxMessageBytes)
             throw new MalformedFrameException($"a chunk of message {seq} at offset {offset} that does not continue the message being received");
         }
 
-        var headBytes = 4 + _partialHead!.Length;
-        bytes.CopyTo(_partialPayload.AsSpan(offset - headBytes));
+        AddPayload(bytes);
         _filled += bytes.Length;
         if (_filled == total)
         {
-            var head = _partialHead;
-            var payload = _partialPayload;
+            var head = _partialHead!;
+            var payload = _partialPayload.ToSequence();
             ResetPartial();
             LastReceived = seq;
             received(seq, subscription, head, payload);
+        }
+    }
+
+    /// <summary>Copies a chunk's payload bytes into the current segment, starting a new one (at most 64 KiB) when it is full.</summary>
+    private void AddPayload(ReadOnlySpan<byte> bytes)
+    {
+        while (!bytes.IsEmpty)
+        {
+            if (_segmentUsed == _segment.Length)
+            {
+                _segment = new byte[Math.Min(_payloadLeft, SegmentChain.MaxSegmentBytes)];
+                _segmentUsed = 0;
+            }
+
+            var n = Math.Min(bytes.Length, _segment.Length - _segmentUsed);
+            bytes[..n].CopyTo(_segment.AsSpan(_segmentUsed));
+            _segmentUsed += n;
+            _payloadLeft -= n;
+            bytes = bytes[n..];
+            if (_segmentUsed == _segment.Length)
+            {
+                _partialPayload!.Add(_segment);
+            }
         }
     }
 }

@@ -1,10 +1,14 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using Patterns.PeerLinks.Wire;
 
 namespace Patterns.PeerLinks.Links;
 
-/// <summary>One message queued on a link: a small head (already encoded) followed by a payload that is never copied.</summary>
-internal sealed class OutEntry(FrameType type, long subscription, byte[] head, ReadOnlyMemory<byte> payload, object? state)
+/// <summary>
+/// One message queued on a link: a small head (already encoded) followed by a payload that is never copied into a bigger
+/// buffer: it stays in the segments it came in (at most 64 KiB each when the link serialized it), and chunks are cut from them.
+/// </summary>
+internal sealed class OutEntry(FrameType type, long subscription, byte[] head, ReadOnlySequence<byte> payload, object? state)
 {
     public long Seq { get; set; }
 
@@ -14,9 +18,9 @@ internal sealed class OutEntry(FrameType type, long subscription, byte[] head, R
 
     public byte[] Head { get; } = head;
 
-    public ReadOnlyMemory<byte> Payload { get; } = payload;
+    public ReadOnlySequence<byte> Payload { get; } = payload;
 
-    public int Total => Head.Length + Payload.Length;
+    public int Total => Head.Length + (int)Payload.Length;
 
     /// <summary>What the owner needs when the entry is settled or dropped (a pending delivery).</summary>
     public object? State { get; } = state;
@@ -39,9 +43,22 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     private long _nextSeq = 1;
     private long _cursorSeq = 1;
     private int _cursorOffset;
+    private long _peakBytes;
     private Exception? _closed;
 
     public long Capacity => capacity;
+
+    /// <summary>Gets the most bytes ever held at once: what back-pressure promises to bound.</summary>
+    public long PeakBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _peakBytes;
+            }
+        }
+    }
 
     /// <summary>Gets the bytes held (queued or sent but unacknowledged).</summary>
     public long Bytes
@@ -265,7 +282,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         if (written < length)
         {
             var payloadOffset = offset + written - head.Length;
-            entry.Payload.Span.Slice(payloadOffset, length - written).CopyTo(target[written..]);
+            entry.Payload.Slice(payloadOffset, length - written).CopyTo(target[written..]);
         }
 
         batch.Length += FrameLimits.FrameHeaderBytes + FrameLimits.SequencedHeaderBytes + length;
@@ -292,6 +309,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         _ring[(_head + _count) % _ring.Length] = entry;
         _count++;
         _bytes += entry.Total;
+        _peakBytes = Math.Max(_peakBytes, _bytes);
     }
 
     private async Task WaitAsync(SpaceWaiter waiter, CancellationToken cancellationToken)

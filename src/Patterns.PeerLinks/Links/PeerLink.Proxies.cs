@@ -89,21 +89,22 @@ internal sealed partial class PeerLink
     }
 
     /// <summary>Encodes an envelope as <c>[headLength:4][head]</c> plus its payload (serializing an in-process body).</summary>
-    private (byte[] Head, ReadOnlyMemory<byte> Payload) Encode(in Envelope envelope)
+    private (byte[] Head, ReadOnlySequence<byte> Payload) Encode(in Envelope envelope)
     {
-        var payload = envelope.Payload;
+        var payload = envelope.PayloadSequence;
         var contentType = envelope.ContentType;
         if (payload.IsEmpty && envelope.Body is { } body)
         {
-            var writer = new ArrayBufferWriter<byte>();
+            // Serialized into segments of at most 64 KiB: a large body never needs one array as large as itself here.
+            var writer = new SegmentWriter();
             _transport.Serializer.Serialize(writer, body, body.GetType());
-            payload = writer.WrittenMemory;
+            payload = writer.Written;
             contentType ??= _transport.Serializer.ContentType;
         }
 
         if (payload.Length > _options.MaxMessageBytes)
         {
-            throw new MessageTooLargeException(Address.ToString(), payload.Length, _options.MaxMessageBytes);
+            throw new MessageTooLargeException(Address.ToString(), payload.Length, _options.MaxMessageBytes, "PeerLinksOptions.MaxMessageBytes");
         }
 
         var head = new ArrayBufferWriter<byte>(256);
@@ -141,7 +142,18 @@ internal sealed partial class PeerLink
 
     private async ValueTask<Settlement> ForwardAsync(Proxy proxy, Envelope envelope, CancellationToken cancellationToken)
     {
-        var (head, payload) = Encode(envelope);
+        byte[] head;
+        ReadOnlySequence<byte> payload;
+        try
+        {
+            (head, payload) = Encode(envelope);
+        }
+        catch (MessageTooLargeException ex)
+        {
+            // A body serialized here can be too large only now; it never fits, so retrying it would not help.
+            return Settlement.DeadLetter(ex.Message, ex);
+        }
+
         var pending = new PendingDelivery();
         try
         {

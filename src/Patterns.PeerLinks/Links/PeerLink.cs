@@ -53,12 +53,17 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     public Uri Address { get; }
 
+    private ControlProbe? _probe;
+
     public PeerState State { get; private set; }
 
     public string? RemoteNodeId { get; private set; }
 
     /// <summary>Gets the bytes held unacknowledged on this link (the replay buffer).</summary>
     public long BufferedBytes => _data.Bytes;
+
+    /// <summary>Gets the most bytes this link ever held unacknowledged at once.</summary>
+    public long PeakBufferedBytes => _data.PeakBytes;
 
     /// <summary>Gets the link's window in bytes.</summary>
     public long ReplayCapacity => _data.Capacity;
@@ -311,12 +316,33 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Sends a ping on the control stream and returns the time until its pong: the control stream's round trip, which a
+    /// busy bulk stream should not delay (measured by the control-stream benchmark). One probe at a time.
+    /// </summary>
+    internal Task<TimeSpan> ProbeControlAsync()
+    {
+        var probe = new ControlProbe(_transport.TimeProvider.GetTimestamp());
+        if (Interlocked.CompareExchange(ref _probe, probe, null) is not null)
+        {
+            throw new InvalidOperationException("A control-stream probe is already running on this link.");
+        }
+
+        _controlWriter.Enqueue(Frames.Int64Frame(FrameType.Ping, probe.Stamp));
+        return probe.Done.Task;
+    }
+
     private void OnControlFrame(FrameType type, ReadOnlySpan<byte> body)
     {
         switch (type)
         {
             case FrameType.Pong:
-                Frames.ReadInt64(body);
+                var stamp = Frames.ReadInt64(body);
+                if (Volatile.Read(ref _probe) is { } probe && probe.Stamp == stamp && Interlocked.CompareExchange(ref _probe, null, probe) == probe)
+                {
+                    probe.Done.TrySetResult(_transport.TimeProvider.GetElapsedTime(stamp));
+                }
+
                 break;
             case FrameType.Ack:
                 _data.Ack(Frames.ReadInt64(body));
@@ -333,7 +359,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
     }
 
-    private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlyMemory<byte> payload)
+    private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload)
     {
         var record = Frames.ReadSettlement(head);
         if (_pending.TryRemove(record.DataSeq, out var pending))
@@ -464,5 +490,10 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
 
         public void Fail(Exception reason) => _done.TrySetResult(Settlement.Retry(TimeSpan.Zero, reason));
+    }
+
+    private sealed record ControlProbe(long Stamp)
+    {
+        public TaskCompletionSource<TimeSpan> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 }

@@ -1,3 +1,4 @@
+using System.Buffers;
 using Grpc.Core;
 using Microsoft.Extensions.Logging;
 using Patterns.PeerLinks.Wire;
@@ -44,7 +45,7 @@ internal sealed class PeerSession
     public DateTimeOffset DetachedAt { get; private set; }
 
     public void Settle(long seq, in Settlement settlement) =>
-        _settlements.Append(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), default, null));
+        _settlements.Append(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null));
 
     /// <summary>Pushes an announcement; the returned task completes when the peer applied it, or the link dropped.</summary>
     public Task PushAnnouncement(long version, byte[] frame)
@@ -264,7 +265,7 @@ internal sealed class PeerSession
         _data.Accept(body, OnData);
     }
 
-    private void OnData(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlyMemory<byte> payload)
+    private void OnData(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload)
     {
         var envelope = EnvelopeCodec.Read(head, payload);
         if (_transport.TryGetSubscription(subscription, out var target))

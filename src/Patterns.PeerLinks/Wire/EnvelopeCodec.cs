@@ -68,7 +68,7 @@ internal static class EnvelopeCodec
         }
     }
 
-    public static Envelope Read(ReadOnlySpan<byte> header, ReadOnlyMemory<byte> payload)
+    public static Envelope Read(ReadOnlySpan<byte> header, ReadOnlySequence<byte> payload)
     {
         var r = new WireReader(header);
         var id = r.Guid();
@@ -124,7 +124,7 @@ internal static class EnvelopeCodec
             PartitionKey = partitionKey,
             ReplyTo = replyTo,
             Headers = headers,
-            Payload = payload,
+            PayloadSequence = payload,
         };
     }
 
