@@ -46,14 +46,15 @@ internal sealed class SegmentChain
 }
 
 /// <summary>
-/// An <see cref="IBufferWriter{T}"/> that writes into segments growing from 512 bytes to 64 KiB, for serializing a body
+/// An <see cref="IBufferWriter{T}"/> that writes into segments growing from 256 bytes to 64 KiB, for serializing a body
 /// without one array as large as the body (a serializer that asks for a bigger span at once still gets one).
 /// </summary>
 internal sealed class SegmentWriter : IBufferWriter<byte>
 {
-    private const int FirstSegmentBytes = 512;
+    private const int FirstSegmentBytes = 256;
 
-    private readonly SegmentChain _chain = new();
+    // Created only when a second segment starts: most bodies fit in the first, which is handed on without a chain.
+    private SegmentChain? _chain;
     private byte[] _current = [];
     private int _start;
     private int _used;
@@ -63,6 +64,11 @@ internal sealed class SegmentWriter : IBufferWriter<byte>
     {
         get
         {
+            if (_chain is null)
+            {
+                return _used == _start ? ReadOnlySequence<byte>.Empty : new ReadOnlySequence<byte>(_current.AsMemory(_start, _used - _start));
+            }
+
             Seal();
             return _chain.ToSequence();
         }
@@ -110,7 +116,7 @@ internal sealed class SegmentWriter : IBufferWriter<byte>
     {
         if (_used > _start)
         {
-            _chain.Add(_current.AsMemory(_start, _used - _start));
+            (_chain ??= new SegmentChain()).Add(_current.AsMemory(_start, _used - _start));
             _start = _used;
         }
     }
