@@ -9,15 +9,13 @@ namespace Patterns.Consuming;
 
 /// <summary>Removes handled message ids older than <see cref="PatternsOptions.InboxRetention"/> from the durable inbox, periodically.</summary>
 internal sealed partial class InboxPruner(IServiceProvider services, IOptions<PatternsOptions> options, TimeProvider timeProvider, ILoggerFactory loggerFactory)
-    : IHostedService, IDisposable
+    : BackgroundService
 {
     private static readonly TimeSpan MaxInterval = TimeSpan.FromHours(1);
 
     private readonly ILogger _logger = loggerFactory.CreateLogger("Patterns.Inbox");
-    private CancellationTokenSource? _stopping;
-    private Task? _run;
 
-    public Task StartAsync(CancellationToken cancellationToken)
+    protected override Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var retention = options.Value.InboxRetention;
         if (retention == Timeout.InfiniteTimeSpan || services.GetService<IInboxStore>() is not { } inbox)
@@ -25,25 +23,8 @@ internal sealed partial class InboxPruner(IServiceProvider services, IOptions<Pa
             return Task.CompletedTask;
         }
 
-        _stopping = new CancellationTokenSource();
-        var interval = retention < MaxInterval ? retention : MaxInterval;
-        var stopping = _stopping.Token;
-        _run = Task.Run(() => RunAsync(inbox, retention, interval, stopping), CancellationToken.None);
-        return Task.CompletedTask;
+        return RunAsync(inbox, retention, retention < MaxInterval ? retention : MaxInterval, stoppingToken);
     }
-
-    public async Task StopAsync(CancellationToken cancellationToken)
-    {
-        if (_stopping is null || _run is null)
-        {
-            return;
-        }
-
-        await _stopping.CancelAsync().ConfigureAwait(false);
-        await _run.WaitAsync(cancellationToken).ConfigureAwait(false);
-    }
-
-    public void Dispose() => _stopping?.Dispose();
 
     private async Task RunAsync(IInboxStore inbox, TimeSpan retention, TimeSpan interval, CancellationToken stopping)
     {
