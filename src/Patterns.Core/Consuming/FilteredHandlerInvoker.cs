@@ -5,10 +5,19 @@ namespace Patterns.Consuming;
 
 /// <summary>
 /// Runs a consumer's handler inside the registered consume filters. The chain of delegates is built once per consumer;
-/// a message costs one context object and a call per filter. Consumers without filters never get one of these.
+/// a message costs a call per filter. Consumers without filters never get one of these.
 /// </summary>
+/// <remarks>
+/// The context a message travels in is reused: each thread keeps the last one that finished, and a message takes it
+/// (or a new one when it is in use, for example by a handler that consumes another message of the same type inline).
+/// That is why a filter must not keep the context beyond the task it returns, as <see cref="ConsumeContext"/> says: once
+/// that task completes, the context is cleared and carries the next message.
+/// </remarks>
 internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<TMessage>
 {
+    [ThreadStatic]
+    private static Context? t_free;
+
     private readonly MessageHandlerInvoker<TMessage> _inner;
     private readonly ConsumeDelegate _pipeline;
 
@@ -24,16 +33,80 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     public static MessageHandlerInvoker<TMessage> Wrap(MessageHandlerInvoker<TMessage> inner, IReadOnlyList<IConsumeFilter> filters) =>
         filters.Count == 0 ? inner : new FilteredHandlerInvoker<TMessage>(inner, filters);
 
-    public override ValueTask InvokeAsync(TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) =>
-        _pipeline(new Context(_inner, message, envelope, consumer, cancellationToken));
-
-    private sealed class Context(MessageHandlerInvoker<TMessage> inner, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
-        : ConsumeContext(envelope, consumer.Source, consumer.ConsumerGroup, inner.HandlerName, consumer.Services, cancellationToken)
+    public override ValueTask InvokeAsync(TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
     {
-        public override object Message => message!;
+        var context = t_free ?? new Context();
+        t_free = null;
+        context.Enter(_inner, message, envelope, consumer, cancellationToken);
+        ValueTask pending;
+        try
+        {
+            pending = _pipeline(context);
+        }
+        catch
+        {
+            Recycle(context);
+            throw;
+        }
+
+        if (!pending.IsCompletedSuccessfully)
+        {
+            return AwaitThenRecycleAsync(pending, context);
+        }
+
+        // The caller still takes the result (a pooled task source is released by that, not here).
+        Recycle(context);
+        return pending;
+    }
+
+    private static async ValueTask AwaitThenRecycleAsync(ValueTask pending, Context context)
+    {
+        try
+        {
+            await pending.ConfigureAwait(false);
+        }
+        finally
+        {
+            Recycle(context);
+        }
+    }
+
+    private static void Recycle(Context context)
+    {
+        context.Exit();
+        t_free = context;
+    }
+
+    private sealed class Context : ConsumeContext
+    {
+        private MessageHandlerInvoker<TMessage>? _inner;
+        private TMessage _message = default!;
+        private ConsumerIdentity? _consumer;
+
+        public override object Message => _message!;
 
         public override Type MessageType => typeof(TMessage);
 
-        public ValueTask InvokeHandler() => inner.InvokeAsync(message, Envelope, consumer, CancellationToken);
+        public void Enter(MessageHandlerInvoker<TMessage> inner, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        {
+            _inner = inner;
+            _message = message;
+            _consumer = consumer;
+            Enter(envelope, consumer.Source, consumer.ConsumerGroup, inner.HandlerName, consumer.Services, cancellationToken);
+        }
+
+        public new void Exit()
+        {
+            _inner = null;
+            _message = default!;
+            _consumer = null;
+            base.Exit();
+        }
+
+        public ValueTask InvokeHandler() =>
+            _inner is { } inner
+                ? inner.InvokeAsync(_message, Envelope, _consumer!, CancellationToken)
+                : throw new InvalidOperationException(
+                    $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
     }
 }

@@ -235,6 +235,92 @@ public sealed class ConsumeFilterTests
             d => d.Outcome != SettlementKind.Ack && d.Exception != null && d.Exception.Message == "batches are refused here");
     }
 
+    [Fact]
+    public async Task Filters_AroundAHandlerThatCompletesSynchronously_AllocateNothingPerMessage()
+    {
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(new CompletedInvoker(), [new CountingFilter(), new CountingFilter(), new CountingFilter()]);
+        var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+        var envelope = new Envelope { MessageId = Guid.NewGuid(), MessageType = "reminder" };
+        var message = new Memo("r");
+        await invoker.InvokeAsync(message, envelope, consumer, CancellationToken.None);
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 100; i++)
+        {
+            await invoker.InvokeAsync(message, envelope, consumer, CancellationToken.None);
+        }
+
+        (GC.GetAllocatedBytesForCurrentThread() - before).Should().Be(0, "a finished message's context carries the next one");
+    }
+
+    [Fact]
+    public async Task Context_OnceItsMessageIsHandled_IsClearedAndCarriesTheNextMessageAlone()
+    {
+        ConsumeContext? kept = null;
+        var seen = new List<(Guid Id, string Message, int Items)>();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new CompletedInvoker(),
+            [new DelegateFilter((context, next) =>
+            {
+                kept = context;
+                seen.Add((context.Envelope.MessageId, ((Memo)context.Message).Text, context.Items.Count));
+                context.Items["tenant"] = ((Memo)context.Message).Text;
+                return next(context);
+            })]);
+        var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+        var first = Guid.NewGuid();
+        var second = Guid.NewGuid();
+
+        await invoker.InvokeAsync(new Memo("a"), new Envelope { MessageId = first }, consumer, CancellationToken.None);
+        kept!.Envelope.MessageId.Should().Be(Guid.Empty, "a handled message's envelope is not kept alive by a reused context");
+        kept.Items.Should().BeEmpty();
+        await invoker.InvokeAsync(new Memo("b"), new Envelope { MessageId = second }, consumer, CancellationToken.None);
+
+        seen.Should().Equal((first, "a", 0), (second, "b", 0));
+    }
+
+    [Fact]
+    public async Task Contexts_OfMessagesHandledAtTheSameTime_AreSeparate()
+    {
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var handled = new ConcurrentQueue<string>();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new CompletedInvoker(),
+            [new DelegateFilter(async (context, next) =>
+            {
+                var text = ((Memo)context.Message).Text;
+                await gate.Task;
+                handled.Enqueue($"{text}:{context.Envelope.MessageType}:{((Memo)context.Message).Text}");
+                await next(context);
+            })]);
+        var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+
+        var a = invoker.InvokeAsync(new Memo("a"), new Envelope { MessageType = "type-a" }, consumer, CancellationToken.None).AsTask();
+        var b = invoker.InvokeAsync(new Memo("b"), new Envelope { MessageType = "type-b" }, consumer, CancellationToken.None).AsTask();
+        gate.SetResult();
+        await Task.WhenAll(a, b);
+
+        handled.Should().BeEquivalentTo("a:type-a:a", "b:type-b:b");
+    }
+
+    [Fact]
+    public async Task Filter_ThatCallsNextAfterItsTaskCompleted_GetsAnErrorSayingSo()
+    {
+        (ConsumeContext Context, ConsumeDelegate Next)? kept = null;
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new CompletedInvoker(),
+            [new DelegateFilter((context, next) =>
+            {
+                kept = (context, next);
+                return default;
+            })]);
+        await invoker.InvokeAsync(new Memo("a"), new Envelope(), new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!), CancellationToken.None);
+
+        var late = () => kept!.Value.Next(kept.Value.Context).AsTask();
+
+        (await late.Should().ThrowAsync<InvalidOperationException>()).WithMessage("A consume filter called next for a 'Memo' message after the task it returned had completed*");
+    }
+
     private static Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name, ConcurrentQueue<string> trace) => async (context, next) =>
     {
         trace.Enqueue($"{name}> {context.MessageType.Name} {context.ConsumerGroup}");
@@ -246,4 +332,25 @@ public sealed class ConsumeFilterTests
     {
         public ValueTask InvokeAsync(ConsumeContext context, ConsumeDelegate next) => next(context);
     }
+
+    private sealed class DelegateFilter(Func<ConsumeContext, ConsumeDelegate, ValueTask> filter) : IConsumeFilter
+    {
+        public ValueTask InvokeAsync(ConsumeContext context, ConsumeDelegate next) => filter(context, next);
+    }
+
+    private sealed class CompletedInvoker : MessageHandlerInvoker<Memo>
+    {
+        public override string HandlerName => "completed";
+
+        public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) => default;
+    }
+
+    private sealed class EmptyProvider : IServiceProvider
+    {
+        public static readonly EmptyProvider Instance = new();
+
+        public object? GetService(Type serviceType) => null;
+    }
 }
+
+public sealed record Memo(string Text);
