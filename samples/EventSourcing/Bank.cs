@@ -1,7 +1,21 @@
+using System.Text.Json.Serialization;
 using Patterns.EventSourcing;
 using Patterns.Messaging;
 
 namespace EventSourcingSample;
+
+/// <summary>
+/// Every type the store serializes (events, the snapshotted aggregate state, the read models), with its JSON code
+/// generated at compile time, so the sample also runs as a NativeAOT executable, where JSON has no reflection. A type
+/// missing here fails the host's start with an error that names it.
+/// </summary>
+[JsonSerializable(typeof(AccountOpened))]
+[JsonSerializable(typeof(MoneyDeposited))]
+[JsonSerializable(typeof(MoneyWithdrawn))]
+[JsonSerializable(typeof(BankAccount))]
+[JsonSerializable(typeof(AccountSummary))]
+[JsonSerializable(typeof(DailyTotals))]
+internal sealed partial class BankJson : JsonSerializerContext;
 
 // Events are stored under these names, not under their CLR names, so the types can be renamed or moved freely.
 [MessageName("bank.account-opened")]

@@ -4,9 +4,13 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Patterns.EventSourcing;
+using Patterns.Hosting;
 
 var builder = Host.CreateApplicationBuilder(args);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
+
+// JSON from generated code instead of reflection (see BankJson), so the same program runs under NativeAOT.
+builder.AddPatterns(p => p.UseSystemTextJson(BankJson.Default));
 
 var alerts = new List<string>();
 builder.AddEventSourcing(es =>

@@ -167,6 +167,7 @@ public sealed partial class EventSourcingBuilder
             options.Collections.Add(collection);
         }
 
+        Services.Configure<EventSourcingTopology>(static t => t.Documents.Add(typeof(TDocument)));
         return AddProcessor(
             name,
             $"documents<{typeof(TDocument).Name}>",

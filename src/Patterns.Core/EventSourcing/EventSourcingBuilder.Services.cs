@@ -58,7 +58,11 @@ public sealed partial class EventSourcingBuilder
             sp.GetRequiredService<IOptions<EventSourcingTopology>>().Value, sp, sp.GetRequiredService<InlineProjector>(), sp.GetRequiredService<EventProcessorServices>()));
         Services.TryAddSingleton<IEventSubscriptions>(static sp => sp.GetRequiredService<SubscriptionManager>());
         Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, EventSourcingHostedService>(static sp => new EventSourcingHostedService(
-            sp.GetRequiredService<SubscriptionManager>(), sp.GetRequiredService<IOptions<Hosting.PatternsOptions>>(), sp.GetRequiredService<TimeProvider>())));
+            sp.GetRequiredService<SubscriptionManager>(),
+            sp.GetRequiredService<IOptions<Hosting.PatternsOptions>>(),
+            sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<IOptions<EventSourcingTopology>>().Value,
+            sp.GetRequiredService<IMessageSerializer>())));
     }
 
     private static ILoggerFactory LoggerFactory(IServiceProvider services) =>

@@ -16,6 +16,37 @@ internal sealed class EventSourcingTopology
     public List<AggregateRegistration> Aggregates { get; } = [];
 
     public List<ProcessorRegistration> Processors { get; } = [];
+
+    /// <summary>Gets the document types of document projections (stored through the serializer).</summary>
+    public List<Type> Documents { get; } = [];
+
+    /// <summary>Gets every type the serializer writes or reads for the store: events, upcast sources, snapshotted aggregate states and projected documents.</summary>
+    public IEnumerable<Type> SerializedTypes()
+    {
+        foreach (var registration in Events)
+        {
+            yield return registration.Type;
+        }
+
+        foreach (var upcaster in TypedUpcasters)
+        {
+            yield return upcaster.From;
+            yield return upcaster.To;
+        }
+
+        foreach (var aggregate in Aggregates)
+        {
+            if (aggregate.Options.SnapshotEvery > 0)
+            {
+                yield return aggregate.StateType;
+            }
+        }
+
+        foreach (var document in Documents)
+        {
+            yield return document;
+        }
+    }
 }
 
 internal sealed record EventRegistration(Type Type, string? Name);

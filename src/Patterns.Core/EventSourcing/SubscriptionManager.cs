@@ -3,6 +3,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Patterns.Hosting;
+using Patterns.Serialization;
 using Patterns.Storage;
 
 namespace Patterns.EventSourcing;
@@ -180,9 +181,43 @@ internal sealed class SubscriptionManager : IEventSubscriptions, IDisposable
 /// Starts every subscription and async projection with the host, and stops them (saving checkpoints) when it stops:
 /// each finishes the event in hand until <see cref="PatternsOptions.ShutdownTimeout"/>, then its handler is cancelled.
 /// </summary>
-internal sealed class EventSourcingHostedService(SubscriptionManager manager, IOptions<PatternsOptions> options, TimeProvider timeProvider) : IHostedService
+internal sealed class EventSourcingHostedService(
+    SubscriptionManager manager, IOptions<PatternsOptions> options, TimeProvider timeProvider, EventSourcingTopology topology, IMessageSerializer serializer) : IHostedService
 {
-    public Task StartAsync(CancellationToken cancellationToken) => manager.StartAsync(cancellationToken);
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        EnsureSerializable(topology, serializer);
+        return manager.StartAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Fails the start naming every type the store serializes (events, upcast sources, snapshotted aggregate states,
+    /// projected documents) that the JSON serializer has no metadata for (under NativeAOT or trimming, a type missing
+    /// from the JsonSerializerContext), instead of failing at the first append, snapshot or projected event.
+    /// </summary>
+    internal static void EnsureSerializable(EventSourcingTopology topology, IMessageSerializer serializer)
+    {
+        if (serializer is not JsonMessageSerializer json)
+        {
+            return;
+        }
+
+        var missing = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var type in topology.SerializedTypes())
+        {
+            if (!json.HasMetadataFor(type))
+            {
+                missing.Add(type.FullName ?? type.Name);
+            }
+        }
+
+        if (missing.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"The JSON serializer has no metadata for {string.Join(", ", missing.Select(t => $"'{t}'"))}, which the event store must serialize. "
+                + "Add [JsonSerializable(typeof(...))] for each to a JsonSerializerContext and pass it with UseSystemTextJson(context) (NativeAOT and trimmed apps cannot serialize by reflection).");
+        }
+    }
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
