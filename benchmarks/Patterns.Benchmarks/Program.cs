@@ -4,6 +4,14 @@ namespace Patterns.Benchmarks;
 
 public static class Program
 {
-    public static void Main(string[] args) =>
+    public static async Task<int> Main(string[] args)
+    {
+        if (args is ["outbox-profile", ..])
+        {
+            return await OutboxProfile.RunAsync(args);
+        }
+
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+        return 0;
+    }
 }

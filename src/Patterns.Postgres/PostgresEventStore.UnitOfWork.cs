@@ -89,11 +89,21 @@ public sealed partial class PostgresEventStore
     /// removal that a server crash undoes only sends its messages again, which the relay's at-least-once delivery allows,
     /// and the removals do not take a disk flush of their own between the flushes of the commits that enqueue.
     /// </remarks>
-    public async ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default)
+    public ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default) =>
+        DeleteOutboxRangeAsync(0, throughSequence, fence, cancellationToken);
+
+    /// <inheritdoc />
+    /// <remarks>
+    /// Only rows above <paramref name="afterSequence"/> are looked at: a removed row stays in the primary key's index
+    /// until vacuum, so a removal from the start walked every row removed since the last vacuum, and the relay's
+    /// removals grew slower with every message it had sent. The lease check and the commit are as in
+    /// <see cref="DeleteOutboxAsync(long, Lease?, CancellationToken)"/>.
+    /// </remarks>
+    public async ValueTask<long> DeleteOutboxRangeAsync(long afterSequence, long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default)
     {
         if (fence is null)
         {
-            return (long)(await ScalarAsync(_schema.DeleteOutbox, cancellationToken, Parameters.Bigint(throughSequence)).ConfigureAwait(false))!;
+            return (long)(await ScalarAsync(_schema.DeleteOutbox, cancellationToken, Parameters.Bigint(throughSequence), Parameters.Bigint(afterSequence)).ConfigureAwait(false))!;
         }
 
         Guard.Text(fence.Name, nameof(fence));
@@ -101,7 +111,14 @@ public sealed partial class PostgresEventStore
         await using (connection.ConfigureAwait(false))
         {
             var command = Command(
-                connection, null, _schema.DeleteOutboxFenced, Parameters.Bigint(throughSequence), Parameters.Text(fence.Name), Parameters.Text(fence.Owner), Parameters.Bigint(fence.Token));
+                connection,
+                null,
+                _schema.DeleteOutboxFenced,
+                Parameters.Bigint(throughSequence),
+                Parameters.Text(fence.Name),
+                Parameters.Text(fence.Owner),
+                Parameters.Bigint(fence.Token),
+                Parameters.Bigint(afterSequence));
             await using (command.ConfigureAwait(false))
             {
                 var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);

@@ -107,12 +107,12 @@ internal sealed class PostgresSchema
         // transaction only): a removal lost in a server crash only means the messages are sent again, which at least
         // once allows, and the relay's removals no longer queue for the disk behind (and in front of) every commit.
         DeleteOutbox = $"""
-            WITH deleted AS (DELETE FROM {s}.outbox WHERE sequence <= $1 RETURNING 1)
+            WITH deleted AS (DELETE FROM {s}.outbox WHERE sequence > $2 AND sequence <= $1 RETURNING 1)
             SELECT (SELECT count(*) FROM deleted), set_config('synchronous_commit', 'off', true)
             """;
         DeleteOutboxFenced = $"""
             WITH fence AS (SELECT owner, token FROM {s}.leases WHERE name = $2 FOR SHARE),
-                 deleted AS (DELETE FROM {s}.outbox WHERE sequence <= $1 AND EXISTS (SELECT 1 FROM fence WHERE owner = $3 AND token = $4) RETURNING 1)
+                 deleted AS (DELETE FROM {s}.outbox WHERE sequence > $5 AND sequence <= $1 AND EXISTS (SELECT 1 FROM fence WHERE owner = $3 AND token = $4) RETURNING 1)
             SELECT (SELECT owner FROM fence), coalesce((SELECT token FROM fence), 0), (SELECT count(*) FROM deleted),
                    set_config('synchronous_commit', 'off', true)
             """;
@@ -238,12 +238,12 @@ internal sealed class PostgresSchema
 
     public string ReadOutbox { get; }
 
-    /// <summary>Deletes outbox messages through $1; returns the count. Commits without waiting for the WAL flush.</summary>
+    /// <summary>Deletes outbox messages above $2 through $1; returns the count. Commits without waiting for the WAL flush.</summary>
     public string DeleteOutbox { get; }
 
     public string OutboxHead { get; }
 
-    /// <summary>Deletes outbox messages through $1 only while lease $2 names owner $3 and token $4 (share-locked); returns the holder and the count. Commits without waiting for the WAL flush.</summary>
+    /// <summary>Deletes outbox messages above $5 through $1 only while lease $2 names owner $3 and token $4 (share-locked); returns the holder and the count. Commits without waiting for the WAL flush.</summary>
     public string DeleteOutboxFenced { get; }
 
     /// <summary>Reads a lease's owner and token and holds a share lock on its row, so no take-over commits before this transaction does.</summary>

@@ -130,6 +130,13 @@ public sealed class CrashingStore(EventStoreFixture fixture, int writesBeforeCra
     }
 
     /// <inheritdoc />
+    public ValueTask<long> DeleteOutboxRangeAsync(long afterSequence, long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default)
+    {
+        Write();
+        return _inner.DeleteOutboxRangeAsync(afterSequence, throughSequence, fence, cancellationToken);
+    }
+
+    /// <inheritdoc />
     public ValueTask WaitForOutboxAsync(long afterSequence, CancellationToken cancellationToken) => _inner.WaitForOutboxAsync(afterSequence, cancellationToken);
 
     /// <inheritdoc />

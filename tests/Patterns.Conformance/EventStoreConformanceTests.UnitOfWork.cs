@@ -321,6 +321,30 @@ public abstract partial class EventStoreConformanceTests
     }
 
     [Fact]
+    public async Task Outbox_DeletesARangeAfterAnEarlierRemoval_AndWithALeaseOnlyWhileItIsHeld()
+    {
+        var store = await OpenAsync();
+        var sequences = new List<long>();
+        for (var i = 0; i < 6; i++)
+        {
+            sequences.Add((await Units(store).CommitAsync(new UnitOfWork().Enqueue(Message("q", $"m-{i}")), Timeout)).LastOutboxSequence);
+        }
+
+        (await Outbox(store).DeleteOutboxRangeAsync(0, sequences[1], null, Timeout)).Should().Be(2);
+        (await Outbox(store).DeleteOutboxRangeAsync(sequences[1], sequences[3], null, Timeout)).Should().Be(2);
+        (await Outbox(store).ReadOutboxAsync(0, 100, Timeout)).Select(m => m.Sequence).Should().Equal(sequences[4], sequences[5]);
+
+        var lease = (await Leases(store).TryAcquireLeaseAsync("range-relay", "a", TimeSpan.FromMinutes(1), Timeout))!;
+        var stale = lease with { Token = lease.Token + 1 };
+        var refused = async () => await Outbox(store).DeleteOutboxRangeAsync(sequences[3], sequences[5], stale, Timeout);
+        await refused.Should().ThrowAsync<LeaseLostException>();
+        (await Outbox(store).ReadOutboxAsync(0, 100, Timeout)).Should().HaveCount(2, "a removal under a lease not held removes nothing");
+
+        (await Outbox(store).DeleteOutboxRangeAsync(sequences[3], sequences[5], lease, Timeout)).Should().Be(2);
+        (await Outbox(store).ReadOutboxAsync(0, 100, Timeout)).Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task Outbox_SequenceNumbersAreNeverReusedAfterADelete()
     {
         var store = await OpenAsync();

@@ -109,6 +109,9 @@ public sealed class EventStoreFixtureStorage(EventStoreFixture fixture) : IEvent
     public ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default) =>
         Require(fixture.Outbox).DeleteOutboxAsync(throughSequence, fence, cancellationToken);
 
+    public ValueTask<long> DeleteOutboxRangeAsync(long afterSequence, long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default) =>
+        Require(fixture.Outbox).DeleteOutboxRangeAsync(afterSequence, throughSequence, fence, cancellationToken);
+
     public ValueTask WaitForOutboxAsync(long afterSequence, CancellationToken cancellationToken) => Require(fixture.Outbox).WaitForOutboxAsync(afterSequence, cancellationToken);
 
     public ValueTask<Lease?> TryAcquireLeaseAsync(string name, string owner, TimeSpan duration, CancellationToken cancellationToken = default) =>

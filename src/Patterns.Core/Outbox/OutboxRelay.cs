@@ -85,6 +85,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
         try
         {
             long after = 0;
+            long removedThrough = 0;
             while (true)
             {
                 var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
@@ -102,7 +103,9 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                     }
 
                     // Handed over: removed under the lease, so a relay that lost it cannot remove what the new owner reads.
-                    removing = _outbox.DeleteOutboxAsync(after, lease, owned).AsTask();
+                    // From the end of the previous removal (awaited just above), so the store does not pass over what it removed before.
+                    removing = _outbox.DeleteOutboxRangeAsync(removedThrough, after, lease, owned).AsTask();
+                    removedThrough = after;
                     if (batch.Count >= _options.BatchSize)
                     {
                         continue;

@@ -44,6 +44,21 @@ public interface IOutboxStore
     /// <returns>How many messages were removed.</returns>
     ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Removes messages that were handed to the transport after an earlier removal: those with a sequence number above
+    /// <paramref name="afterSequence"/>, through <paramref name="throughSequence"/>. A relay calls this with the end of its
+    /// previous removal, so a store need not pass over the messages removed before (on PostgreSQL a removed row stays in
+    /// the table's index until vacuum, and a removal from the start walks every one of them). Messages at or below
+    /// <paramref name="afterSequence"/> may be removed too; by default this is <see cref="DeleteOutboxAsync(long, Lease?, CancellationToken)"/>.
+    /// </summary>
+    /// <param name="afterSequence">The end of the previous removal; 0 when there was none.</param>
+    /// <param name="throughSequence">Removes every message with this sequence number or a smaller one.</param>
+    /// <param name="fence">When set, the removal happens only while this lease is held (else <see cref="LeaseLostException"/>).</param>
+    /// <param name="cancellationToken">Cancels the removal.</param>
+    /// <returns>How many messages were removed.</returns>
+    ValueTask<long> DeleteOutboxRangeAsync(long afterSequence, long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default) =>
+        DeleteOutboxAsync(throughSequence, fence, cancellationToken);
+
     /// <summary>Completes when a message with a sequence number above <paramref name="afterSequence"/> may have been committed.</summary>
     /// <param name="afterSequence">The last sequence number the caller has seen.</param>
     /// <param name="cancellationToken">Ends the wait.</param>
