@@ -95,21 +95,6 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    /// <summary>Breaks the current connection, as a network fault would (tests and diagnostics).</summary>
-    internal void Break()
-    {
-        try
-        {
-            Volatile.Read(ref _connection)?.Cancel();
-        }
-        catch (ObjectDisposedException)
-        {
-            // Between connections: nothing to break.
-        }
-    }
-
-    private CancellationTokenSource? _connection;
-
     private async Task RunAsync()
     {
         var attempt = 0;
@@ -185,7 +170,6 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private async Task ConnectAndRunAsync()
     {
         using var connection = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
-        Volatile.Write(ref _connection, connection);
         var token = connection.Token;
         var headers = _transport.Security.Headers(_transport.NodeId, _session);
         using var control = _controlChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Control, null, new CallOptions(headers, cancellationToken: token));
@@ -226,7 +210,6 @@ internal sealed partial class PeerLink : IAsyncDisposable
             await PeerSession.Quietly(task).ConfigureAwait(false);
         }
 
-        Volatile.Write(ref _connection, null);
         await first.ConfigureAwait(false);
     }
 
