@@ -41,7 +41,7 @@ internal sealed class PausableProxy : IAsyncDisposable
     private int _accepted;
 
     /// <summary>Resets every relayed connection on both sides (no orderly close); new connections are relayed as before.</summary>
-    /// <returns>How many sockets were cut.</returns>
+    /// <returns>How many live sockets were cut.</returns>
     public int Cut()
     {
         TcpClient[] sockets;
@@ -51,21 +51,28 @@ internal sealed class PausableProxy : IAsyncDisposable
             _sockets.Clear();
         }
 
+        var cut = 0;
         foreach (var socket in sockets)
         {
+            if (socket.Client is not { } live)
+            {
+                continue; // That relay had ended already.
+            }
+
             try
             {
                 // A zero linger makes the close send a reset instead of a FIN.
-                socket.Client.LingerState = new LingerOption(true, 0);
-                socket.Client.Close();
+                live.LingerState = new LingerOption(true, 0);
+                live.Close();
+                cut++;
             }
-            catch (ObjectDisposedException)
+            catch (Exception ex) when (ex is ObjectDisposedException or SocketException)
             {
-                // That relay had ended already.
+                // That relay ended meanwhile.
             }
         }
 
-        return sockets.Length;
+        return cut;
     }
 
     public async ValueTask DisposeAsync()
