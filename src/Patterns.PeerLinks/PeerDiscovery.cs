@@ -10,9 +10,10 @@ internal static class PeerDiscovery
     /// <summary>
     /// Resolves each peer as a service name (<c>http://billing</c>): every endpoint found becomes a peer, with the peer's
     /// scheme unless the endpoint names its own. A peer that resolves to nothing, or that no provider knows, is dialled
-    /// as written (and reported down if nothing answers there), with a logged warning.
+    /// as written (and reported down if nothing answers there), with a logged warning when <paramref name="log"/> is set
+    /// (at start; a refresh logs only what changed).
     /// </summary>
-    public static async Task<IReadOnlyList<Uri>> ResolveAsync(ServiceEndpointResolver resolver, IEnumerable<Uri> peers, ILogger logger, CancellationToken cancellationToken)
+    public static async Task<IReadOnlyList<Uri>> ResolveAsync(ServiceEndpointResolver resolver, IEnumerable<Uri> peers, ILogger logger, bool log, CancellationToken cancellationToken)
     {
         List<Uri> resolved = [];
         foreach (var peer in peers)
@@ -25,7 +26,11 @@ internal static class PeerDiscovery
             }
             catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
             {
-                PeerLinksLog.NotResolved(logger, name, ex.Message);
+                if (log)
+                {
+                    PeerLinksLog.NotResolved(logger, name, ex.Message);
+                }
+
                 resolved.Add(peer);
                 continue;
             }
@@ -33,12 +38,20 @@ internal static class PeerDiscovery
             var uris = endpoints.Select(e => ToUri(peer, e.EndPoint)).OfType<Uri>().ToList();
             if (uris.Count == 0)
             {
-                PeerLinksLog.NotResolved(logger, name, "no endpoint");
+                if (log)
+                {
+                    PeerLinksLog.NotResolved(logger, name, "no endpoint");
+                }
+
                 resolved.Add(peer);
                 continue;
             }
 
-            PeerLinksLog.Resolved(logger, name, string.Join(", ", uris));
+            if (log)
+            {
+                PeerLinksLog.Resolved(logger, name, string.Join(", ", uris));
+            }
+
             resolved.AddRange(uris);
         }
 

@@ -39,4 +39,13 @@ internal static partial class PeerLinksLog
 
     [LoggerMessage(EventId = 7012, Level = LogLevel.Warning, Message = "Peer {Peer} could not be resolved through service discovery ({Reason}); dialling it as written.")]
     public static partial void NotResolved(ILogger logger, string peer, string reason);
+
+    [LoggerMessage(EventId = 7013, Level = LogLevel.Information, Message = "Peer {Peer} appeared in service discovery; linking to it.")]
+    public static partial void PeerAppeared(ILogger logger, Uri peer);
+
+    [LoggerMessage(EventId = 7014, Level = LogLevel.Information, Message = "Peer {Peer} is no longer in service discovery; unlinking it.")]
+    public static partial void PeerVanished(ILogger logger, Uri peer);
+
+    [LoggerMessage(EventId = 7015, Level = LogLevel.Warning, Message = "Resolving the peers through service discovery again failed ({Reason}); the links stay as they are.")]
+    public static partial void RefreshFailed(ILogger logger, string reason);
 }

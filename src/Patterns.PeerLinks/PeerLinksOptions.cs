@@ -107,4 +107,13 @@ public sealed class PeerLinksOptions
     /// <value>Default 64.</value>
     [Range(0, 65_536)]
     public int Prefetch { get; set; } = 64;
+
+    /// <summary>
+    /// Gets or sets how often peers named as services are resolved again through service discovery while the node runs:
+    /// an endpoint that appears is linked, one that disappears is unlinked (its messages in flight are delivered again,
+    /// and it leaves <see cref="PeerMembership.Peers"/> after a last <see cref="PeerState.Down"/> event). Unused without
+    /// service discovery.
+    /// </summary>
+    /// <value>Default 30 seconds.</value>
+    public TimeSpan DiscoveryRefreshInterval { get; set; } = TimeSpan.FromSeconds(30);
 }

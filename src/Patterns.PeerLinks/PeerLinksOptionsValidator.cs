@@ -55,6 +55,11 @@ internal sealed class PeerLinksOptionsValidator : IValidateOptions<PeerLinksOpti
             errors.Add($"PeerLinksOptions.FirstReconnectDelay must be positive and at most 50 ms (it is {options.FirstReconnectDelay}), and MaxReconnectDelay at least as long.");
         }
 
+        if (options.DiscoveryRefreshInterval <= TimeSpan.Zero)
+        {
+            errors.Add($"PeerLinksOptions.DiscoveryRefreshInterval must be positive; it is {options.DiscoveryRefreshInterval}.");
+        }
+
         if (options.ReplayBufferBytes < 1024 * 1024)
         {
             errors.Add($"PeerLinksOptions.ReplayBufferBytes must be at least 1 MiB; it is {options.ReplayBufferBytes}.");

@@ -49,9 +49,14 @@ public sealed class PeerLinksTransport : MessageTransport
     private readonly ConcurrentDictionary<long, LocalSubscription> _subscriptions = new();
     private readonly ConcurrentDictionary<(string Node, Guid Session), PeerSession> _sessions = new();
     private readonly ServiceEndpointResolver? _discovery;
+    private static readonly TimeSpan GracefulStopBound = TimeSpan.FromSeconds(5);
 
-    // Replaced once, when the node starts with service discovery; readers iterate whichever list they read.
-    private IReadOnlyList<PeerLink> _links = [];
+    // Replaced (never changed in place) when the node starts or service discovery adds or removes peers; readers
+    // iterate whichever list they read.
+    private volatile IReadOnlyList<PeerLink> _links = [];
+    private readonly Lock _linksGate = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private Task _refreshing = Task.CompletedTask;
     private readonly Lock _announceGate = new();
     private long _announceVersion;
     private long _nextSubscriptionId;
@@ -171,13 +176,80 @@ public sealed class PeerLinksTransport : MessageTransport
         _reaper = TimeProvider.CreateTimer(static s => ((PeerLinksTransport)s!).ReapSessions(), this, Options.ReconnectGrace, Options.ReconnectGrace);
         if (_discovery is not null)
         {
-            var peers = await PeerDiscovery.ResolveAsync(_discovery, Options.Peers, Logger, cancellationToken).ConfigureAwait(false);
+            var peers = await PeerDiscovery.ResolveAsync(_discovery, Options.Peers, Logger, log: true, cancellationToken).ConfigureAwait(false);
             _links = [.. peers.Select(peer => new PeerLink(this, peer))];
         }
 
         foreach (var link in _links)
         {
             link.Start();
+        }
+
+        if (_discovery is not null)
+        {
+            _refreshing = RefreshPeersAsync(_discovery, _stopping.Token);
+        }
+    }
+
+    /// <summary>Resolves the peers again every <see cref="PeerLinksOptions.DiscoveryRefreshInterval"/> and applies the difference.</summary>
+    private async Task RefreshPeersAsync(ServiceEndpointResolver discovery, CancellationToken cancellationToken)
+    {
+        try
+        {
+            using var timer = new PeriodicTimer(Options.DiscoveryRefreshInterval, TimeProvider);
+            while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
+            {
+                IReadOnlyList<Uri> peers;
+                try
+                {
+                    peers = await PeerDiscovery.ResolveAsync(discovery, Options.Peers, Logger, log: false, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    PeerLinksLog.RefreshFailed(Logger, ex.Message);
+                    continue;
+                }
+
+                await ApplyPeersAsync(peers).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // The node stops.
+        }
+    }
+
+    /// <summary>Links the peers that are new in <paramref name="peers"/> and unlinks those no longer in it.</summary>
+    internal async Task ApplyPeersAsync(IReadOnlyList<Uri> peers)
+    {
+        List<PeerLink> added;
+        List<PeerLink> removed;
+        lock (_linksGate)
+        {
+            var wanted = peers.ToHashSet();
+            var current = _links;
+            var known = current.Select(l => l.Address).ToHashSet();
+            removed = [.. current.Where(l => !wanted.Contains(l.Address))];
+            added = [.. peers.Where(p => !known.Contains(p)).Select(p => new PeerLink(this, p))];
+            if (removed.Count == 0 && added.Count == 0)
+            {
+                return;
+            }
+
+            _links = [.. current.Where(l => wanted.Contains(l.Address)), .. added];
+        }
+
+        foreach (var link in added)
+        {
+            PeerLinksLog.PeerAppeared(Logger, link.Address);
+            link.Start();
+        }
+
+        foreach (var link in removed)
+        {
+            PeerLinksLog.PeerVanished(Logger, link.Address);
+            await link.DisposeAsync().ConfigureAwait(false);
+            Membership.Remove(link.Address, TimeProvider.GetUtcNow(), "no longer listed by service discovery");
         }
     }
 
@@ -258,6 +330,9 @@ public sealed class PeerLinksTransport : MessageTransport
             await _reaper.DisposeAsync().ConfigureAwait(false);
         }
 
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await PeerSession.Quietly(_refreshing).ConfigureAwait(false);
+        await StopGracefullyAsync().ConfigureAwait(false);
         foreach (var link in _links)
         {
             await link.DisposeAsync().ConfigureAwait(false);
@@ -284,6 +359,21 @@ public sealed class PeerLinksTransport : MessageTransport
         }
 
         await _local.DisposeAsync().ConfigureAwait(false);
+        _stopping.Dispose();
+    }
+
+    /// <summary>
+    /// A graceful stop: the subscriptions still running stop first (peers stop routing here and drain what they had
+    /// routed), then the settlements of everything handled here reach their senders before the links close. Without it a
+    /// message handled just before the stop was settled only after the link had closed, and its sender delivered it
+    /// again (seen as a flaky restart test: the restarted node first received the message handled before the stop).
+    /// Bounded in real time, so a stop never depends on a peer or a test clock.
+    /// </summary>
+    private async Task StopGracefullyAsync()
+    {
+        using var deadline = new CancellationTokenSource(GracefulStopBound);
+        await Task.WhenAll(_subscriptions.Values.Select(s => PeerSession.Quietly(s.StopAsync(deadline.Token)))).ConfigureAwait(false);
+        await Task.WhenAll(_sessions.Values.Select(s => s.FlushSettlementsAsync(deadline.Token))).ConfigureAwait(false);
     }
 
     /// <summary>Tells every attached peer the current subscriptions and waits until they applied them (or dropped).</summary>
@@ -363,15 +453,6 @@ public sealed class PeerLinksTransport : MessageTransport
     internal bool TryGetSubscription(long id, [NotNullWhen(true)] out LocalSubscription? subscription) => _subscriptions.TryGetValue(id, out subscription);
 
     internal void Unregister(LocalSubscription subscription) => _subscriptions.TryRemove(subscription.Id, out _);
-
-    /// <summary>Breaks every link's current connection, as a network fault would; they reconnect and replay.</summary>
-    internal void BreakLinks()
-    {
-        foreach (var link in _links)
-        {
-            link.Break();
-        }
-    }
 
     private bool HasRemoteConsumer(string queue)
     {

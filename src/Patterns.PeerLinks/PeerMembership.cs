@@ -39,7 +39,10 @@ public sealed class PeerMembership
     {
     }
 
-    /// <summary>Raised on every state change of a peer, on the link's thread; handlers must not block.</summary>
+    /// <summary>
+    /// Raised on every state change of a peer, on the link's thread; handlers must not block. A peer that service
+    /// discovery no longer lists is raised once more as <see cref="PeerState.Down"/>, then leaves <see cref="Peers"/>.
+    /// </summary>
     public event EventHandler<PeerChangedEventArgs>? PeerChanged;
 
     /// <summary>Gets a snapshot of every configured peer.</summary>
@@ -94,5 +97,22 @@ public sealed class PeerMembership
         }
 
         PeerChanged?.Invoke(this, new PeerChangedEventArgs(peer));
+    }
+
+    /// <summary>The peer is no longer one of this node's peers: a last <see cref="PeerState.Down"/> event, then it is forgotten.</summary>
+    internal void Remove(Uri address, DateTimeOffset now, string reason)
+    {
+        PeerInfo gone;
+        lock (_gate)
+        {
+            if (!_peers.Remove(address, out var old))
+            {
+                return;
+            }
+
+            gone = old with { State = PeerState.Down, Since = now, Reason = reason };
+        }
+
+        PeerChanged?.Invoke(this, new PeerChangedEventArgs(gone));
     }
 }

@@ -5,13 +5,15 @@ namespace Patterns.PeerLinks.Tests;
 
 /// <summary>
 /// A loopback TCP relay to one node whose client-to-server direction can be paused: while paused it stops reading from
-/// the dialling node, so that node's TCP and HTTP/2 windows fill as if the receiver had stopped reading.
+/// the dialling node, so that node's TCP and HTTP/2 windows fill as if the receiver had stopped reading. It can also cut
+/// every connection it relays (a reset on both sides, as a failing network would) and keep accepting new ones.
 /// </summary>
 internal sealed class PausableProxy : IAsyncDisposable
 {
     private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
     private readonly CancellationTokenSource _stop = new();
     private readonly List<Task> _pumps = [];
+    private readonly List<TcpClient> _sockets = [];
     private readonly Task _accepting;
     private TaskCompletionSource _resumed = Resumed();
 
@@ -32,6 +34,46 @@ internal sealed class PausableProxy : IAsyncDisposable
     public void Pause() => _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public void Resume() => _resumed.TrySetResult();
+
+    /// <summary>Gets how many connections the relay has accepted so far.</summary>
+    public int Accepted => Volatile.Read(ref _accepted);
+
+    private int _accepted;
+
+    /// <summary>Resets every relayed connection on both sides (no orderly close); new connections are relayed as before.</summary>
+    /// <returns>How many live sockets were cut.</returns>
+    public int Cut()
+    {
+        TcpClient[] sockets;
+        lock (_pumps)
+        {
+            sockets = [.. _sockets];
+            _sockets.Clear();
+        }
+
+        var cut = 0;
+        foreach (var socket in sockets)
+        {
+            if (socket.Client is not { } live)
+            {
+                continue; // That relay had ended already.
+            }
+
+            try
+            {
+                // A zero linger makes the close send a reset instead of a FIN.
+                live.LingerState = new LingerOption(true, 0);
+                live.Close();
+                cut++;
+            }
+            catch (Exception ex) when (ex is ObjectDisposedException or SocketException)
+            {
+                // That relay ended meanwhile.
+            }
+        }
+
+        return cut;
+    }
 
     public async ValueTask DisposeAsync()
     {
@@ -57,8 +99,11 @@ internal sealed class PausableProxy : IAsyncDisposable
             var server = new TcpClient { NoDelay = true };
             await server.ConnectAsync(IPAddress.Loopback, targetPort, _stop.Token);
             client.NoDelay = true;
+            Interlocked.Increment(ref _accepted);
             lock (_pumps)
             {
+                _sockets.Add(client);
+                _sockets.Add(server);
                 _pumps.Add(PumpAsync(client, server, pausable: true));
                 _pumps.Add(PumpAsync(server, client, pausable: false));
             }

@@ -1,8 +1,11 @@
+using System.Collections.Concurrent;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Patterns.Messaging;
 using Patterns.RequestResponse;
+using Patterns.Transport;
 
 namespace Patterns.PeerLinks.Tests;
 
@@ -53,6 +56,72 @@ public sealed class PeerLinksDiscoveryTests
         await other.StopAsync();
     }
 
+    [Fact(Timeout = 120_000)]
+    public async Task PeersAppearingAndDisappearingInServiceDiscovery_AreLinkedAndUnlinked_WhileRunning()
+    {
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort(), Mesh.FreePort() };
+        await using var first = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports, (_, o) => o.Peers.Clear()));
+        await using var second = await PeerLinksTransport.StartAsync(Mesh.Options(2, ports, (_, o) => o.Peers.Clear()));
+        var queue = $"discovery.refresh-{Guid.NewGuid():N}";
+        var handledBy = new ConcurrentQueue<string>();
+        foreach (var consumer in new[] { first, second })
+        {
+            await consumer.SubscribeAsync(
+                new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue },
+                (_, _) => { handledBy.Enqueue(consumer.NodeId); return new(Settlement.Ack); });
+        }
+
+        var services = new MutableConfiguration();
+        services.Set(("Services:billing:http:0", $"127.0.0.1:{ports[1]}"));
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        ((IConfigurationBuilder)builder.Configuration).Add(services);
+        builder.Services.AddServiceDiscoveryCore();
+        builder.Services.AddConfigurationServiceEndpointProvider();
+        builder.AddPatterns(p => p.UsePeerLinks(o =>
+        {
+            Mesh.Apply(o, 0, ports, [new Uri("http://billing")]);
+            o.DiscoveryRefreshInterval = TimeSpan.FromMilliseconds(50);
+        }));
+        using var host = builder.Build();
+        await host.StartAsync();
+        var membership = host.Services.GetRequiredService<PeerMembership>();
+        var node = host.Services.GetRequiredService<PeerLinksTransport>();
+        await membership.WaitForAllUpAsync().WaitAsync(Bound);
+        membership.Peers.Select(p => p.NodeId).Should().Equal("node-1");
+
+        // A second endpoint appears: it is linked while the node runs.
+        services.Set(("Services:billing:http:0", $"127.0.0.1:{ports[1]}"), ("Services:billing:http:1", $"127.0.0.1:{ports[2]}"));
+        await Mesh.UntilAsync(() => membership.Peers is { Count: 2 } peers && peers.All(p => p.State == PeerState.Up), "the new endpoint to be linked");
+        membership.Peers.Select(p => p.NodeId).Should().BeEquivalentTo(["node-1", "node-2"]);
+
+        // The first disappears: it is unlinked, with a last Down event, and leaves the membership.
+        var gone = new TaskCompletionSource<PeerInfo>(TaskCreationOptions.RunContinuationsAsynchronously);
+        membership.PeerChanged += (_, e) =>
+        {
+            if (e.Peer.NodeId == "node-1" && e.Peer.State == PeerState.Down)
+            {
+                gone.TrySetResult(e.Peer);
+            }
+        };
+        services.Set(("Services:billing:http:0", $"127.0.0.1:{ports[2]}"));
+        var down = await gone.Task.WaitAsync(Bound);
+
+        down.Address.Should().Be(new Uri($"http://127.0.0.1:{ports[1]}"));
+        down.Reason.Should().Be("no longer listed by service discovery");
+        membership.Peers.Should().ContainSingle().Which.NodeId.Should().Be("node-2");
+
+        // Messages now reach only the peer still listed.
+        const int count = 10;
+        for (var i = 0; i < count; i++)
+        {
+            await node.SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "discovery.message", Payload = new byte[] { (byte)i } });
+        }
+
+        await Mesh.UntilAsync(() => handledBy.Count >= count, $"{count} deliveries");
+        handledBy.Should().HaveCount(count).And.OnlyContain(n => n == "node-2");
+        await host.StopAsync();
+    }
+
     private static IHost Host(int index, int[] ports, string peer, (string Key, string Value) discovery, bool withHandler, ListLogs? logs)
     {
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
@@ -73,5 +142,17 @@ public sealed class PeerLinksDiscoveryTests
             }
         });
         return builder.Build();
+    }
+}
+
+/// <summary>Configuration whose entries a test replaces while the host runs, raising the reload a file change would.</summary>
+internal sealed class MutableConfiguration : ConfigurationProvider, IConfigurationSource
+{
+    public IConfigurationProvider Build(IConfigurationBuilder builder) => this;
+
+    public void Set(params (string Key, string Value)[] entries)
+    {
+        Data = entries.ToDictionary(e => e.Key, e => (string?)e.Value, StringComparer.OrdinalIgnoreCase);
+        OnReload();
     }
 }

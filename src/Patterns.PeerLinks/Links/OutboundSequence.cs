@@ -45,6 +45,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     private int _cursorOffset;
     private long _peakBytes;
     private Exception? _closed;
+    private TaskCompletionSource? _drained;
 
     public long Capacity => capacity;
 
@@ -80,6 +81,15 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
             {
                 return _count > 0 && _cursorSeq < _nextSeq;
             }
+        }
+    }
+
+    /// <summary>Returns a task that completes once every entry queued so far is acknowledged (or dropped by a reset).</summary>
+    public Task WhenDrained()
+    {
+        lock (_gate)
+        {
+            return _count == 0 ? Task.CompletedTask : (_drained ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
         }
     }
 
@@ -128,6 +138,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     public void Ack(long seq)
     {
         List<SpaceWaiter>? granted = null;
+        TaskCompletionSource? drained = null;
         lock (_gate)
         {
             while (_count > 0 && _ring[_head].Seq <= seq)
@@ -150,8 +161,14 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
                 Add(first.Value.Entry);
                 (granted ??= []).Add(first.Value);
             }
+
+            if (_count == 0)
+            {
+                (drained, _drained) = (_drained, null);
+            }
         }
 
+        drained?.TrySetResult();
         if (granted is not null)
         {
             foreach (var waiter in granted)
@@ -181,6 +198,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     {
         var dropped = new List<OutEntry>();
         List<SpaceWaiter> granted = [];
+        TaskCompletionSource? drained = null;
         lock (_gate)
         {
             for (var i = 0; i < _count; i++)
@@ -201,8 +219,14 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
                 Add(first.Value.Entry);
                 granted.Add(first.Value);
             }
+
+            if (_count == 0)
+            {
+                (drained, _drained) = (_drained, null);
+            }
         }
 
+        drained?.TrySetResult();
         foreach (var waiter in granted)
         {
             waiter.Completion.TrySetResult();

@@ -8,13 +8,26 @@ namespace Patterns.PeerLinks.Links;
 
 internal sealed partial class PeerLink
 {
-    /// <summary>Mirrors the peer's subscriptions: adds the new ones at once, drains the removed ones, then confirms.</summary>
-    private async Task ApplyAnnouncementAsync(long version, IReadOnlyList<SubscriptionInfo> subscriptions, CancellationToken cancellationToken)
+    /// <summary>
+    /// Mirrors the peer's subscriptions: adds the new ones at once, drains the removed ones, then confirms. Each snapshot
+    /// carries the peer's version (counted per incarnation); one older than what was applied already is skipped. The
+    /// hello acknowledgement's snapshot and an announcement sent right after it are applied concurrently, and applying
+    /// the older one last removed consumers the newer one had added (a confirmed subscription unknown to the sender).
+    /// </summary>
+    private async Task ApplyAnnouncementAsync(Guid incarnation, long version, IReadOnlyList<SubscriptionInfo> subscriptions, CancellationToken cancellationToken)
     {
         List<Proxy> removed = [];
         await _announceGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (incarnation == _appliedIncarnation && version < _appliedVersion)
+            {
+                // A newer snapshot was applied (and confirmed) already.
+                return;
+            }
+
+            _appliedIncarnation = incarnation;
+            _appliedVersion = version;
             var wanted = subscriptions.ToDictionary(s => s.Id);
             foreach (var (id, proxy) in _proxies)
             {

@@ -34,6 +34,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private InboundSequence _settlements;
     private Guid _session = Guid.NewGuid();
     private Guid _remoteIncarnation;
+    private Guid _appliedIncarnation;
+    private long _appliedVersion = -1;
     private bool _sessionUsed;
     private long _lastHeard;
     private Task _running = Task.CompletedTask;
@@ -94,21 +96,6 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _bulkChannel.Dispose();
         _stopping.Dispose();
     }
-
-    /// <summary>Breaks the current connection, as a network fault would (tests and diagnostics).</summary>
-    internal void Break()
-    {
-        try
-        {
-            Volatile.Read(ref _connection)?.Cancel();
-        }
-        catch (ObjectDisposedException)
-        {
-            // Between connections: nothing to break.
-        }
-    }
-
-    private CancellationTokenSource? _connection;
 
     private async Task RunAsync()
     {
@@ -185,7 +172,6 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private async Task ConnectAndRunAsync()
     {
         using var connection = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
-        Volatile.Write(ref _connection, connection);
         var token = connection.Token;
         var headers = _transport.Security.Headers(_transport.NodeId, _session);
         using var control = _controlChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Control, null, new CallOptions(headers, cancellationToken: token));
@@ -211,7 +197,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         Touch();
         var reading = ReadControlAsync(control.ResponseStream, token);
         var controlWriting = _controlWriter.RunAsync(control.RequestStream, token);
-        await ApplyAnnouncementAsync(ack.Version, ack.Subscriptions, token).ConfigureAwait(false);
+        await ApplyAnnouncementAsync(ack.Incarnation, ack.Version, ack.Subscriptions, token).ConfigureAwait(false);
         using var bulk = _bulkChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Bulk, null, new CallOptions(headers, cancellationToken: token));
         var bulkWriting = _bulkWriter.RunAsync(bulk.RequestStream, token);
         var bulkReading = DrainAsync(bulk.ResponseStream, token);
@@ -226,7 +212,6 @@ internal sealed partial class PeerLink : IAsyncDisposable
             await PeerSession.Quietly(task).ConfigureAwait(false);
         }
 
-        Volatile.Write(ref _connection, null);
         await first.ConfigureAwait(false);
     }
 
@@ -352,7 +337,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 break;
             case FrameType.Announce:
                 var (version, subscriptions) = Frames.ReadAnnounce(body);
-                _ = ApplyAnnouncementAsync(version, subscriptions, _stopping.Token);
+                _ = ApplyAnnouncementAsync(_remoteIncarnation, version, subscriptions, _stopping.Token);
                 break;
             default:
                 throw new MalformedFrameException($"a {type} frame on the control stream");

@@ -47,6 +47,20 @@ internal sealed class PeerSession
     public void Settle(long seq, in Settlement settlement) =>
         _settlements.Append(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null));
 
+    /// <summary>
+    /// Waits until the peer has acknowledged every settlement queued so far (this node stops gracefully), or until the
+    /// session is detached or <paramref name="deadline"/> passes.
+    /// </summary>
+    public async Task FlushSettlementsAsync(CancellationToken deadline)
+    {
+        if (!IsAttached)
+        {
+            return;
+        }
+
+        await Quietly(_settlements.WhenDrained().WaitAsync(deadline)).ConfigureAwait(false);
+    }
+
     /// <summary>Pushes an announcement; the returned task completes when the peer applied it, or the link dropped.</summary>
     public Task PushAnnouncement(long version, byte[] frame)
     {
