@@ -28,6 +28,9 @@ public class MergeBenchmarks
     [Params("postgres", "sqlite")]
     public string Store { get; set; } = "postgres";
 
+    /// <summary>Gets or sets the target's rows for the <c>merge</c> runner; otherwise PATTERNS_ETL_MERGE_TARGET, or 1,000,000.</summary>
+    internal int? Target { get; set; }
+
     private static int TargetRows =>
         int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_ETL_MERGE_TARGET"), CultureInfo.InvariantCulture, out var rows) && rows > 0 ? rows : 1_000_000;
 
@@ -39,7 +42,7 @@ public class MergeBenchmarks
 
     private async Task SetupAsync()
     {
-        _target = TargetRows;
+        _target = Target ?? TargetRows;
         var baseCsv = EtlData.Csv(_target);
         _delta = WriteDelta(_target);
         if (Store == "postgres")
