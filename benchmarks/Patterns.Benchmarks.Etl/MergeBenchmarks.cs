@@ -10,10 +10,11 @@ using Patterns.Etl.Samples;
 namespace Patterns.Benchmarks.Etl;
 
 /// <summary>
-/// A delta merged into a keyed table: 45% of its rows update existing keys, 50% are new keys, 5% repeat existing rows
-/// unchanged. Scaled down from the 1,000,000-row delta into 10,000,000 rows: PATTERNS_ETL_MERGE_TARGET rows
-/// (default 1,000,000) and a delta of a tenth of that. DictionaryDiff is the common hand-written strategy: read the
-/// whole destination into a dictionary, diff, delete the changed keys and insert the changed and new rows.
+/// A delta merged into a keyed table: 45% of its rows update existing keys, 50% are new keys, 5% are delete markers
+/// (status 'deleted') of existing keys. The target has PATTERNS_ETL_MERGE_TARGET rows and the delta a tenth of that:
+/// the default 1,000,000 is the CI size; 10,000,000 is the full case (a 1,000,000-row delta into 10,000,000
+/// rows). DictionaryDiff is the common hand-written strategy: read the whole destination into a dictionary, diff,
+/// delete the changed and deleted keys and insert the changed and new rows.
 /// </summary>
 [MemoryDiagnoser]
 public class MergeBenchmarks
@@ -27,6 +28,9 @@ public class MergeBenchmarks
     [Params("postgres", "sqlite")]
     public string Store { get; set; } = "postgres";
 
+    /// <summary>Gets or sets the target's rows for the <c>merge</c> runner; otherwise PATTERNS_ETL_MERGE_TARGET, or 1,000,000.</summary>
+    internal int? Target { get; set; }
+
     private static int TargetRows =>
         int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_ETL_MERGE_TARGET"), CultureInfo.InvariantCulture, out var rows) && rows > 0 ? rows : 1_000_000;
 
@@ -38,7 +42,7 @@ public class MergeBenchmarks
 
     private async Task SetupAsync()
     {
-        _target = TargetRows;
+        _target = Target ?? TargetRows;
         var baseCsv = EtlData.Csv(_target);
         _delta = WriteDelta(_target);
         if (Store == "postgres")
@@ -115,11 +119,13 @@ public class MergeBenchmarks
     public async Task<long> Patterns()
     {
         EtlSink<Order> sink = Store == "postgres"
-            ? Postgres.Load(new PostgresSinkOptions<Order> { DataSource = _source, Table = "etl_merge_target", Schema = Order.Schema, Mode = EtlLoadMode.Merge, Key = ["id"], CreateTable = false })
-            : Sqlite.Load(new SqliteSinkOptions<Order> { ConnectionString = SqliteConnectionString, Table = "orders", Schema = Order.Schema, Mode = EtlLoadMode.Merge, Key = ["id"], CreateTable = false });
+            ? Postgres.Load(new PostgresSinkOptions<Order> { DataSource = _source, Table = "etl_merge_target", Schema = Order.Schema, Mode = EtlLoadMode.Merge, Key = ["id"], Deleted = IsDelete, CreateTable = false })
+            : Sqlite.Load(new SqliteSinkOptions<Order> { ConnectionString = SqliteConnectionString, Table = "orders", Schema = Order.Schema, Mode = EtlLoadMode.Merge, Key = ["id"], Deleted = IsDelete, CreateTable = false });
         var result = await global::Patterns.Etl.Etl.From(Csv.Read<Order>(_delta)).To(sink, "merge").RunAsync(new EtlRunOptions { Restart = true });
         return result.RowsChanged;
     }
+
+    private static bool IsDelete(Order order) => order.Status == "deleted";
 
     private async Task<List<Order>> ReadDeltaAsync()
     {
@@ -146,8 +152,9 @@ public class MergeBenchmarks
             }
         }
 
-        var changed = delta.Where(o => !existing.TryGetValue(o.Id, out var old) || old != o).ToList();
-        var deletes = changed.Where(o => existing.ContainsKey(o.Id)).Select(o => o.Id).ToArray();
+        var removed = delta.Where(o => IsDelete(o) && existing.ContainsKey(o.Id)).Select(o => o.Id).ToList();
+        var changed = delta.Where(o => !IsDelete(o) && (!existing.TryGetValue(o.Id, out var old) || old != o)).ToList();
+        var deletes = changed.Where(o => existing.ContainsKey(o.Id)).Select(o => o.Id).Concat(removed).ToArray();
         await using var connection = await _source.OpenConnectionAsync();
         await using var transaction = await connection.BeginTransactionAsync();
         await using (var delete = new NpgsqlCommand("DELETE FROM etl_merge_target WHERE id = ANY($1)", connection, transaction))
@@ -167,7 +174,7 @@ public class MergeBenchmarks
         }
 
         await transaction.CommitAsync();
-        return changed.Count;
+        return changed.Count + removed.Count;
     }
 
     private long DictionaryDiffSqlite(List<Order> delta)
@@ -185,15 +192,16 @@ public class MergeBenchmarks
             }
         }
 
-        var changed = delta.Where(o => !existing.TryGetValue(o.Id, out var old) || old != o).ToList();
+        var removed = delta.Where(o => IsDelete(o) && existing.ContainsKey(o.Id)).Select(o => o.Id).ToList();
+        var changed = delta.Where(o => !IsDelete(o) && (!existing.TryGetValue(o.Id, out var old) || old != o)).ToList();
         using var transaction = connection.BeginTransaction();
         using (var delete = connection.CreateCommand())
         {
             delete.CommandText = "DELETE FROM orders WHERE id = $id";
             var id = delete.Parameters.Add("$id", SqliteType.Integer);
-            foreach (var o in changed.Where(o => existing.ContainsKey(o.Id)))
+            foreach (var key in changed.Where(o => existing.ContainsKey(o.Id)).Select(o => o.Id).Concat(removed))
             {
-                id.Value = o.Id;
+                id.Value = key;
                 delete.ExecuteNonQuery();
             }
         }
@@ -219,13 +227,13 @@ public class MergeBenchmarks
         }
 
         transaction.Commit();
-        return changed.Count;
+        return changed.Count + removed.Count;
     }
 
-    /// <summary>The delta: a tenth of the target's size, 45% updates of existing keys, 50% new keys, 5% unchanged existing rows.</summary>
+    /// <summary>The delta: a tenth of the target's size, 45% updates of existing keys, 50% new keys, 5% delete markers of existing keys.</summary>
     private static string WriteDelta(int target)
     {
-        var path = Path.Combine(Path.GetTempPath(), $"patterns-etl-delta-{target}-{EtlData.Seed}.csv");
+        var path = Path.Combine(Path.GetTempPath(), $"patterns-etl-delta-deletes-{target}-{EtlData.Seed}.csv");
         if (File.Exists(path))
         {
             return path;
@@ -256,7 +264,7 @@ public class MergeBenchmarks
         var index = 0;
         foreach (var order in originals.Values)
         {
-            var row = index++ < updates ? order with { Amount = order.Amount + 1, Status = "updated" } : order;
+            var row = index++ < updates ? order with { Amount = order.Amount + 1, Status = "updated" } : order with { Status = "deleted" };
             writer.Write(OrderData.Line(row) + "\n");
         }
 

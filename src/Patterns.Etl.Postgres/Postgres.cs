@@ -55,6 +55,23 @@ public static class Postgres
     public static EtlSink<T> Full<T>(string connectionString, string table, System.Linq.Expressions.Expression<Func<T, object?>> key)
         where T : IEtlRecord<T> => Full<T>(connectionString, table, EtlKey.Columns(T.Schema, key));
 
+    /// <summary>
+    /// Merges rows on a key given as a lambda, where some rows are delete markers: for a row on which
+    /// <paramref name="deleted"/> is true, the target row with its key is deleted (its other values are ignored); the
+    /// others are merged as by <see cref="Merge{T}(string, string, string[])"/>. Deletes, inserts and updates of a batch
+    /// are set-wise statements in the batch's transaction, with its bookmark; the last row of a key in a batch wins.
+    /// </summary>
+    /// <typeparam name="T">The record type.</typeparam>
+    /// <param name="connectionString">The database.</param>
+    /// <param name="table">The table.</param>
+    /// <param name="key">The key's properties.</param>
+    /// <param name="deleted">Whether a row marks a delete (for example <c>o =&gt; o.Op == 'D'</c>).</param>
+    /// <returns>The sink.</returns>
+    /// <exception cref="ArgumentException">A property matches no column, or several.</exception>
+    public static EtlSink<T> Merge<T>(string connectionString, string table, System.Linq.Expressions.Expression<Func<T, object?>> key, Func<T, bool> deleted)
+        where T : IEtlRecord<T> =>
+        Load(new PostgresSinkOptions<T> { ConnectionString = connectionString, Table = table, Schema = T.Schema, Mode = EtlLoadMode.Merge, Key = EtlKey.Columns(T.Schema, key), Deleted = deleted });
+
     /// <summary>A sink with every option.</summary>
     /// <typeparam name="T">The record type.</typeparam>
     /// <param name="options">The options.</param>
@@ -111,6 +128,13 @@ public sealed class PostgresSinkOptions<T>
     /// <summary>Gets or sets the key columns (merge and full modes).</summary>
     public IReadOnlyList<string> Key { get; set; } = [];
 
+    /// <summary>
+    /// Gets or sets which rows are delete markers (merge and full modes): the target row with a marker's key is deleted,
+    /// and the marker's other values are ignored. The deletes are counted in <see cref="EtlRunResult.RowsDeleted"/>.
+    /// </summary>
+    /// <value>Default <see langword="null"/>: no row is a delete marker.</value>
+    public Func<T, bool>? Deleted { get; set; }
+
     /// <summary>Gets or sets a value indicating whether the target table is created from the schema when it does not exist.</summary>
     /// <value>Default <see langword="true"/>.</value>
     public bool CreateTable { get; set; } = true;
@@ -127,7 +151,7 @@ public sealed class PostgresSinkOptions<T>
             errors.Add("PostgresSinkOptions needs a DataSource or a ConnectionString.");
         }
 
-        EtlSinkValidation.Validate(errors, "PostgresSinkOptions", Table, Schema, Mode, Key, BatchSize);
+        EtlSinkValidation.Validate(errors, "PostgresSinkOptions", Table, Schema, Mode, Key, BatchSize, Deleted is not null);
 
         return errors;
     }

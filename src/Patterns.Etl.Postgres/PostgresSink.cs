@@ -55,6 +55,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
         private readonly string[] _keys;
         private readonly string _copy;
         private readonly string _merge;
+        private readonly Func<T, bool>? _deleted;
 
         public Writer(PostgresSinkOptions<T> options, EtlSinkContext context, NpgsqlConnection connection, NpgsqlDataSource? owned)
         {
@@ -62,6 +63,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
             _context = context;
             _connection = connection;
             _owned = owned;
+            _deleted = options.Deleted;
             var schema = options.Schema!;
             _writers = [.. schema.Columns.Select(PostgresColumnWriter<T>.For)];
             _columns = [.. schema.Columns.Select(c => PgText.Quote(c.Name))];
@@ -75,16 +77,20 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
             var columns = string.Join(", ", _columns);
             _copy = options.Mode == EtlLoadMode.Append
                 ? $"COPY {_table} ({columns}) FROM STDIN (FORMAT BINARY)"
-                : $"COPY {_stage} ({columns}, etl_seq) FROM STDIN (FORMAT BINARY)";
+                : $"COPY {_stage} ({columns}, etl_seq, etl_delete) FROM STDIN (FORMAT BINARY)";
             var values = _columns.Where(c => !_keys.Contains(c)).ToList();
             var keys = string.Join(", ", _keys);
             var update = values.Count == 0
                 ? "DO NOTHING"
                 : $"DO UPDATE SET {string.Join(", ", values.Select(c => $"{c} = EXCLUDED.{c}"))} WHERE ({string.Join(", ", values.Select(c => $"t.{c}"))}) IS DISTINCT FROM ({string.Join(", ", values.Select(c => $"EXCLUDED.{c}"))})";
+            // The last row of each key in the batch wins; a delete marker deletes its key's row, the others upsert. The
+            // deletes and upserts touch different keys, so one statement (one snapshot) does both.
+            var match = string.Join(" AND ", _keys.Select(k => $"t.{k} = src.{k}"));
             _merge =
-                $"WITH src AS (SELECT DISTINCT ON ({keys}) {columns} FROM {_stage} ORDER BY {keys}, etl_seq DESC), " +
-                $"up AS (INSERT INTO {_table} AS t ({columns}) SELECT {columns} FROM src ON CONFLICT ({keys}) {update} RETURNING (xmax = 0) AS inserted) " +
-                "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up";
+                $"WITH src AS (SELECT DISTINCT ON ({keys}) {columns}, etl_delete FROM {_stage} ORDER BY {keys}, etl_seq DESC), " +
+                $"del AS (DELETE FROM {_table} AS t USING src WHERE src.etl_delete AND {match} RETURNING 1), " +
+                $"up AS (INSERT INTO {_table} AS t ({columns}) SELECT {columns} FROM src WHERE NOT src.etl_delete ON CONFLICT ({keys}) {update} RETURNING (xmax = 0) AS inserted) " +
+                "SELECT (SELECT count(*) FILTER (WHERE inserted) FROM up), (SELECT count(*) FILTER (WHERE NOT inserted) FROM up), (SELECT count(*) FROM del)";
         }
 
         public override bool StoresBookmarks => true;
@@ -131,7 +137,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
 
             if (_options.Mode != EtlLoadMode.Append)
             {
-                await ExecuteAsync($"CREATE TEMP TABLE IF NOT EXISTS {_stage} ({definitions}, etl_seq bigint NOT NULL) ON COMMIT DELETE ROWS", cancellationToken).ConfigureAwait(false);
+                await ExecuteAsync($"CREATE TEMP TABLE IF NOT EXISTS {_stage} ({definitions}, etl_seq bigint NOT NULL, etl_delete boolean NOT NULL) ON COMMIT DELETE ROWS", cancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -200,7 +206,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                     }
                     else
                     {
-                        (inserted, updated) = await MergeAsync(cancellationToken).ConfigureAwait(false);
+                        (inserted, updated, deleted) = await MergeAsync(cancellationToken).ConfigureAwait(false);
                         if (_options.Mode == EtlLoadMode.Full)
                         {
                             var keys = string.Join(", ", _keys);
@@ -219,7 +225,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                     var delete = Command($"DELETE FROM {_table} AS t WHERE NOT EXISTS (SELECT 1 FROM {_seen} AS s WHERE s.job = @job AND s.partition = @partition AND {match})");
                     await using (delete.ConfigureAwait(false))
                     {
-                        deleted = await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                        deleted += await delete.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
                     }
 
                     var clear = Command($"DELETE FROM {_seen} WHERE job = @job AND partition = @partition");
@@ -250,11 +256,12 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                 if (withSequence)
                 {
                     importer.Write((long)i, NpgsqlDbType.Bigint);
+                    importer.Write(_deleted is { } deleted && deleted(record), NpgsqlDbType.Boolean);
                 }
             }
         }
 
-        private async Task<(long Inserted, long Updated)> MergeAsync(CancellationToken cancellationToken)
+        private async Task<(long Inserted, long Updated, long Deleted)> MergeAsync(CancellationToken cancellationToken)
         {
             var command = new NpgsqlCommand(_merge, _connection);
             await using (command.ConfigureAwait(false))
@@ -263,7 +270,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                 await using (reader.ConfigureAwait(false))
                 {
                     await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-                    return (reader.GetInt64(0), reader.GetInt64(1));
+                    return (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2));
                 }
             }
         }

@@ -16,10 +16,21 @@ internal sealed class SqliteRowInserter<T> : IDisposable
     private readonly sqlite3_stmt _many;
     private readonly sqlite3_stmt _one;
 
-    public SqliteRowInserter(SqliteConnection connection, string insertPrefix, EtlSchema<T> schema, int rowsPerStatement)
+    /// <param name="connection">The open connection.</param>
+    /// <param name="insertPrefix">The statement up to <c>VALUES</c>, naming the schema's columns (and the flag's last).</param>
+    /// <param name="schema">The columns bound.</param>
+    /// <param name="rowsPerStatement">Rows per multi-row statement.</param>
+    /// <param name="flag">A boolean bound after the schema's columns (the staging table's delete marker), or <see langword="null"/>.</param>
+    public SqliteRowInserter(SqliteConnection connection, string insertPrefix, EtlSchema<T> schema, int rowsPerStatement, Func<T, bool>? flag = null)
     {
         _connection = connection;
-        _binders = [.. schema.Columns.Select(Binder.For)];
+        var binders = schema.Columns.Select(Binder.For).ToList();
+        if (flag is not null)
+        {
+            binders.Add(Binder.ForFlag(flag));
+        }
+
+        _binders = [.. binders];
         _rowsPerStatement = Math.Max(1, Math.Min(rowsPerStatement, 32_766 / _binders.Length));
         _many = Prepare(insertPrefix + SqliteText.Values(_rowsPerStatement, _binders.Length));
         _one = Prepare(insertPrefix + SqliteText.Values(1, _binders.Length));
@@ -92,6 +103,8 @@ internal sealed class SqliteRowInserter<T> : IDisposable
             EtlColumnType.Guid => new Id(column.Getter<Guid>()),
             _ => new Text(column.Getter<string?>()),
         };
+
+        public static Binder ForFlag(Func<T, bool> get) => new Flag(get);
 
         public abstract void Bind(sqlite3_stmt statement, int index, T record);
 

@@ -49,9 +49,12 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
                 Setup(schema);
                 _inserter = new SqliteRowInserter<T>(
                     _connection,
-                    (options.Mode == EtlLoadMode.Append ? "INSERT INTO " + _table : "INSERT OR REPLACE INTO " + _stage) + " (" + string.Join(", ", _columns) + ") VALUES ",
+                    options.Mode == EtlLoadMode.Append
+                        ? "INSERT INTO " + _table + " (" + string.Join(", ", _columns) + ") VALUES "
+                        : "INSERT OR REPLACE INTO " + _stage + " (" + string.Join(", ", _columns) + ", etl_delete) VALUES ",
                     schema,
-                    options.RowsPerStatement);
+                    options.RowsPerStatement,
+                    options.Mode == EtlLoadMode.Append ? null : options.Deleted ?? (static _ => false));
             }
             catch
             {
@@ -114,13 +117,20 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
                     var columns = string.Join(", ", _columns);
                     var match = string.Join(" AND ", _keys.Select(k => $"t.{k} = s.{k}"));
                     var values = _columns.Where(c => !_keys.Contains(c)).ToList();
+
+                    // The staging table keeps the last row of each key; a delete marker deletes its key's row, the others upsert.
+                    if (_options.Deleted is not null)
+                    {
+                        deleted = Execute($"DELETE FROM {_table} AS t WHERE EXISTS (SELECT 1 FROM {_stage} AS s WHERE s.etl_delete AND {match})");
+                    }
+
                     if (values.Count > 0)
                     {
                         updated = Execute(
-                            $"UPDATE {_table} AS t SET {string.Join(", ", values.Select(c => $"{c} = s.{c}"))} FROM {_stage} AS s WHERE {match} AND NOT ({string.Join(" AND ", values.Select(c => $"t.{c} IS s.{c}"))})");
+                            $"UPDATE {_table} AS t SET {string.Join(", ", values.Select(c => $"{c} = s.{c}"))} FROM {_stage} AS s WHERE {match} AND NOT s.etl_delete AND NOT ({string.Join(" AND ", values.Select(c => $"t.{c} IS s.{c}"))})");
                     }
 
-                    inserted = Execute($"INSERT INTO {_table} ({columns}) SELECT {columns} FROM {_stage} AS s WHERE NOT EXISTS (SELECT 1 FROM {_table} AS t WHERE {match})");
+                    inserted = Execute($"INSERT INTO {_table} ({columns}) SELECT {columns} FROM {_stage} AS s WHERE NOT s.etl_delete AND NOT EXISTS (SELECT 1 FROM {_table} AS t WHERE {match})");
                     if (_options.Mode == EtlLoadMode.Full)
                     {
                         Execute($"INSERT OR IGNORE INTO {_seen} ({string.Join(", ", _keys)}) SELECT {string.Join(", ", _keys)} FROM {_stage}");
@@ -133,7 +143,7 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
             if (complete && _options.Mode == EtlLoadMode.Full)
             {
                 var match = string.Join(" AND ", _keys.Select(k => $"s.{k} = t.{k}"));
-                deleted = Execute($"DELETE FROM {_table} AS t WHERE NOT EXISTS (SELECT 1 FROM {_seen} AS s WHERE {match})");
+                deleted += Execute($"DELETE FROM {_table} AS t WHERE NOT EXISTS (SELECT 1 FROM {_seen} AS s WHERE {match})");
                 Execute($"DELETE FROM {_seen}");
             }
 
@@ -189,7 +199,7 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
                 "CREATE TABLE IF NOT EXISTS patterns_etl_quarantine (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, job TEXT NOT NULL, partition TEXT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL, \"offset\" INTEGER NOT NULL, raw TEXT, column_name TEXT, error TEXT NOT NULL);");
             if (_options.Mode != EtlLoadMode.Append)
             {
-                Execute($"CREATE TEMP TABLE IF NOT EXISTS {_stage["temp.".Length..]} ({definitions}{primaryKey})");
+                Execute($"CREATE TEMP TABLE IF NOT EXISTS {_stage["temp.".Length..]} ({definitions}, etl_delete INTEGER NOT NULL{primaryKey})");
             }
 
             if (_options.Mode == EtlLoadMode.Full)

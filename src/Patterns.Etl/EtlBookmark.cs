@@ -30,7 +30,7 @@ public sealed record QuarantinedRow(string RunId, string Job, string Stage, stri
 /// <summary>Rows changed in the target by one batch or one run.</summary>
 /// <param name="Inserted">Rows inserted (appended or new on merge).</param>
 /// <param name="Updated">Rows whose values changed on merge (rows that were equal are not counted and not written).</param>
-/// <param name="Deleted">Rows deleted (full mode).</param>
+/// <param name="Deleted">Rows deleted (full mode, or by delete markers on merge).</param>
 public readonly record struct EtlLoadCounts(long Inserted, long Updated, long Deleted)
 {
     /// <summary>Adds two counts.</summary>

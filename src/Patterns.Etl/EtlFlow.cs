@@ -158,18 +158,42 @@ public sealed class EtlFlow<T>
         }));
     }
 
-    /// <summary>Keeps the first row of each key and drops later ones. Holds every key seen in memory.</summary>
+    /// <summary>
+    /// Keeps the first row of each key and drops later ones. Holds every key seen in memory: with
+    /// <paramref name="maxBytes"/>, a run whose keys need more fails with <see cref="EtlMemoryBudgetExceededException"/>.
+    /// </summary>
     /// <typeparam name="TKey">The key type.</typeparam>
     /// <param name="key">Gets a row's key.</param>
     /// <param name="comparer">Compares keys.</param>
+    /// <param name="maxBytes">The most bytes the keys may take (each key's size plus 32 bytes of hash-table entry), or <see langword="null"/> for no bound.</param>
+    /// <param name="keySize">Measures a key; strings and types without references are measured without it.</param>
     /// <returns>The flow.</returns>
-    public EtlFlow<T> DistinctBy<TKey>(Func<T, TKey> key, IEqualityComparer<TKey>? comparer = null)
+    /// <exception cref="ArgumentException">A budget is set, and the key type cannot be measured without <paramref name="keySize"/>.</exception>
+    public EtlFlow<T> DistinctBy<TKey>(Func<T, TKey> key, IEqualityComparer<TKey>? comparer = null, long? maxBytes = null, Func<TKey, long>? keySize = null)
     {
         ArgumentNullException.ThrowIfNull(key);
+        EtlMemory.CheckBudget(maxBytes, "DistinctBy", nameof(maxBytes));
+        var size = maxBytes is null ? null : EtlMemory.SizeOf(keySize, "DistinctBy", "keySize: k => ...");
+        var budget = maxBytes ?? long.MaxValue;
         return Then((run, stream) =>
         {
             var seen = new HashSet<TKey>(comparer);
-            return stream.Where(row => seen.Add(key(row)));
+            long held = 0;
+            return stream.Where(row =>
+            {
+                var k = key(row);
+                if (!seen.Add(k))
+                {
+                    return false;
+                }
+
+                if (size is not null && (held += EtlMemory.EntryOverhead + size(k)) > budget)
+                {
+                    throw EtlMemory.Exceeded(run, "DistinctBy", "maxBytes", budget, held, seen.Count, "keys", "De-duplicate in the target instead (a merge on the key keeps the last row), or raise maxBytes.");
+                }
+
+                return true;
+            });
         });
     }
 
@@ -212,8 +236,11 @@ public sealed class EtlFlow<T>
     /// <param name="rightKey">Gets a right row's key.</param>
     /// <param name="result">Joins a left row with one matching right row.</param>
     /// <param name="maxBuildRows">The most right rows held; more fails the run with a clear error.</param>
+    /// <param name="maxBuildBytes">The most bytes the right rows may take (each row's size plus 32 bytes), or <see langword="null"/> for no bound; more fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
+    /// <param name="rightSize">Measures a right row (for records, <c>r =&gt; Record.Schema.EstimateSize(r)</c>); strings and types without references are measured without it.</param>
     /// <returns>The flow.</returns>
-    public EtlFlow<TOut> Join<TRight, TKey, TOut>(EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxBuildRows = 1_000_000)
+    /// <exception cref="ArgumentException">A byte budget is set, and the right rows cannot be measured without <paramref name="rightSize"/>.</exception>
+    public EtlFlow<TOut> Join<TRight, TKey, TOut>(EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxBuildRows = 1_000_000, long? maxBuildBytes = null, Func<TRight, long>? rightSize = null)
         where TKey : notnull
     {
         ArgumentNullException.ThrowIfNull(right);
@@ -221,11 +248,13 @@ public sealed class EtlFlow<T>
         ArgumentNullException.ThrowIfNull(rightKey);
         ArgumentNullException.ThrowIfNull(result);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBuildRows, 1);
+        EtlMemory.CheckBudget(maxBuildBytes, "Join", nameof(maxBuildBytes));
+        var size = maxBuildBytes is null ? null : EtlMemory.SizeOf(rightSize, "Join", "rightSize: r => ...");
         return new EtlFlow<TOut>(
             SourceName,
             (run, options) =>
             {
-                var table = new Lazy<Task<Dictionary<TKey, List<TRight>>>>(() => BuildAsync(run, right, rightKey, maxBuildRows));
+                var table = new Lazy<Task<Dictionary<TKey, List<TRight>>>>(() => BuildAsync(run, right, rightKey, maxBuildRows, maxBuildBytes, size));
                 return Build(run, options).SelectAsync((row, ct) =>
                     {
                         var built = table.Value;
@@ -257,21 +286,41 @@ public sealed class EtlFlow<T>
     /// <param name="seed">The accumulator of a new key.</param>
     /// <param name="add">Adds a row to its key's accumulator.</param>
     /// <param name="result">Makes the result of a key.</param>
+    /// <param name="maxBytes">The most bytes the groups may take (each key and accumulator plus 32 bytes, measured again as the accumulator changes), or <see langword="null"/> for no bound; more fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
+    /// <param name="keySize">Measures a key; strings and types without references are measured without it.</param>
+    /// <param name="accumulatorSize">Measures an accumulator; strings and types without references (<c>decimal</c>, <c>(long, decimal)</c>) are measured without it.</param>
     /// <returns>The flow.</returns>
-    public EtlFlow<TOut> Aggregate<TKey, TAcc, TOut>(Func<T, TKey> key, Func<TKey, TAcc> seed, Func<TAcc, T, TAcc> add, Func<TKey, TAcc, TOut> result)
+    /// <exception cref="ArgumentException">A budget is set, and a type cannot be measured without its measure.</exception>
+    public EtlFlow<TOut> Aggregate<TKey, TAcc, TOut>(Func<T, TKey> key, Func<TKey, TAcc> seed, Func<TAcc, T, TAcc> add, Func<TKey, TAcc, TOut> result, long? maxBytes = null, Func<TKey, long>? keySize = null, Func<TAcc, long>? accumulatorSize = null)
         where TKey : notnull
     {
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(seed);
         ArgumentNullException.ThrowIfNull(add);
         ArgumentNullException.ThrowIfNull(result);
+        EtlMemory.CheckBudget(maxBytes, "Aggregate", nameof(maxBytes));
+        var sizeOfKey = maxBytes is null ? null : EtlMemory.SizeOf(keySize, "Aggregate", "keySize: k => ...");
+        var sizeOfAccumulator = maxBytes is null ? null : EtlMemory.SizeOf(accumulatorSize, "Aggregate", "accumulatorSize: a => ...");
         return Blocking<TOut>(async (run, upstream, ct) =>
         {
             var groups = new Dictionary<TKey, TAcc>();
+            long held = 0;
             await upstream.To(row =>
             {
                 var k = key(row);
-                groups[k] = add(groups.TryGetValue(k, out var acc) ? acc : seed(k), row);
+                var found = groups.TryGetValue(k, out var acc);
+                var next = add(found ? acc! : seed(k), row);
+                groups[k] = next;
+                if (maxBytes is { } budget)
+                {
+                    held += found
+                        ? sizeOfAccumulator!(next) - sizeOfAccumulator(acc!)
+                        : EtlMemory.EntryOverhead + sizeOfKey!(k) + sizeOfAccumulator!(next);
+                    if (held > budget)
+                    {
+                        throw EtlMemory.Exceeded(run, "Aggregate", "maxBytes", budget, held, groups.Count, "groups", "Sort by the key first (OrderBy spills to disk) and aggregate in the target, or raise maxBytes.");
+                    }
+                }
             }).RunAsync(ct).ConfigureAwait(false);
             return groups.Select(g => result(g.Key, g.Value));
         });
@@ -288,16 +337,18 @@ public sealed class EtlFlow<T>
     /// <param name="memoryBudgetRows">The most rows held in memory.</param>
     /// <param name="comparer">Orders keys.</param>
     /// <param name="tempDirectory">Where spill files go; the system's temporary folder by default.</param>
+    /// <param name="memoryBudgetBytes">The most bytes of rows held in memory (each measured by <see cref="EtlSchema{T}.EstimateSize"/>, plus 32 bytes), or <see langword="null"/> for a bound in rows only: the in-memory run spills when either budget is reached.</param>
     /// <returns>The flow.</returns>
-    public EtlFlow<T> OrderBy<TKey>(Func<T, TKey> key, EtlSchema<T> schema, int memoryBudgetRows = 100_000, IComparer<TKey>? comparer = null, string? tempDirectory = null)
+    public EtlFlow<T> OrderBy<TKey>(Func<T, TKey> key, EtlSchema<T> schema, int memoryBudgetRows = 100_000, IComparer<TKey>? comparer = null, string? tempDirectory = null, long? memoryBudgetBytes = null)
     {
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(schema);
         ArgumentOutOfRangeException.ThrowIfLessThan(memoryBudgetRows, 1);
+        EtlMemory.CheckBudget(memoryBudgetBytes, "OrderBy", nameof(memoryBudgetBytes));
         schema.RequireCreate("OrderBy (to read spilled rows back)");
         return Blocking<T>(async (run, upstream, ct) =>
         {
-            var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, tempDirectory ?? Path.GetTempPath());
+            var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, memoryBudgetBytes, tempDirectory ?? Path.GetTempPath());
             try
             {
                 await upstream.To(sorter.Add).RunAsync(ct).ConfigureAwait(false);
@@ -387,11 +438,13 @@ public sealed class EtlFlow<T>
         }
     }
 
-    private static async Task<Dictionary<TKey, List<TRight>>> BuildAsync<TRight, TKey>(EtlRun run, EtlSource<TRight> right, Func<TRight, TKey> rightKey, int maxBuildRows)
+    private static async Task<Dictionary<TKey, List<TRight>>> BuildAsync<TRight, TKey>(EtlRun run, EtlSource<TRight> right, Func<TRight, TKey> rightKey, int maxBuildRows, long? maxBuildBytes, Func<TRight, long>? size)
         where TKey : notnull
     {
         var table = new Dictionary<TKey, List<TRight>>();
         var count = 0;
+        long held = 0;
+        var budget = maxBuildBytes ?? long.MaxValue;
         var context = new EtlSourceContext(run, EtlBookmark.Start, right.Name);
         await foreach (var row in right.ReadAsync(context, CancellationToken.None).ConfigureAwait(false))
         {
@@ -399,6 +452,11 @@ public sealed class EtlFlow<T>
             {
                 throw new InvalidOperationException(
                     $"The join's build side '{right.Name}' has more than {maxBuildRows} rows (maxBuildRows): join with the smaller source as the right side, raise the limit, or sort both sides and merge.");
+            }
+
+            if (size is not null && (held += EtlMemory.EntryOverhead + size(row)) > budget)
+            {
+                throw EtlMemory.Exceeded(run, "Join", "maxBuildBytes", budget, held, count, $"rows of its build side '{right.Name}'", "Join with the smaller source as the right side, raise maxBuildBytes, or sort both sides and merge.");
             }
 
             var k = rightKey(row);

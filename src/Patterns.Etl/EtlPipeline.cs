@@ -274,7 +274,10 @@ public sealed class EtlPipeline<T> : EtlPipeline
             Report(duration);
             RecordRun(status, duration);
             return new EtlRunResult(
-                _run.RunId, _run.Job, _run.Partition ?? string.Empty, status, _run.RowsRead, _loaded, _counts.Inserted, _counts.Updated, _counts.Deleted, _run.Quarantined, duration, _lastBookmark, _memory?.Rows ?? []);
+                _run.RunId, _run.Job, _run.Partition ?? string.Empty, status, _run.RowsRead, _loaded, _counts.Inserted, _counts.Updated, _counts.Deleted, _run.Quarantined, duration, _lastBookmark, _memory?.Rows ?? [])
+            {
+                Branches = (_writer as IEtlBranchCounts)?.Branches ?? [],
+            };
 
             ValueTask AddAsync(T row, CancellationToken ct)
             {

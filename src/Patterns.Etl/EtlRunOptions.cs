@@ -136,7 +136,7 @@ public enum EtlRunStatus
 /// <param name="RowsLoaded">Rows handed to the sink.</param>
 /// <param name="RowsInserted">Rows inserted in the target.</param>
 /// <param name="RowsUpdated">Rows updated in the target (merge; rows whose values did not change are not counted).</param>
-/// <param name="RowsDeleted">Rows deleted from the target (full mode).</param>
+/// <param name="RowsDeleted">Rows deleted from the target (full mode, or by delete markers on merge).</param>
 /// <param name="RowsQuarantined">Rows set aside.</param>
 /// <param name="Duration">The time the run took.</param>
 /// <param name="Bookmark">The bookmark after the run, or <see langword="null"/>.</param>
@@ -158,6 +158,9 @@ public sealed record EtlRunResult(
 {
     /// <summary>Gets the rows changed in the target.</summary>
     public long RowsChanged => RowsInserted + RowsUpdated + RowsDeleted;
+
+    /// <summary>Gets what each branch of a multicast did, in the order the branches were given; empty for a single sink.</summary>
+    public IReadOnlyList<EtlBranchResult> Branches { get; init; } = [];
 }
 
 /// <summary>Progress of a run, reported after each batch.</summary>

@@ -3,7 +3,7 @@ namespace Patterns.Etl;
 /// <summary>The checks every table sink makes of its options, reported all at once.</summary>
 internal static class EtlSinkValidation
 {
-    public static void Validate<T>(List<string> errors, string what, string table, EtlSchema<T>? schema, EtlLoadMode mode, IReadOnlyList<string> key, int batchSize)
+    public static void Validate<T>(List<string> errors, string what, string table, EtlSchema<T>? schema, EtlLoadMode mode, IReadOnlyList<string> key, int batchSize, bool deleteMarkers = false)
     {
         if (string.IsNullOrWhiteSpace(table))
         {
@@ -33,6 +33,11 @@ internal static class EtlSinkValidation
                     errors.Add($"{what}.Key names '{name}', which is not a column of the schema ({string.Join(", ", schema.Columns.Select(c => c.Name))}).");
                 }
             }
+        }
+
+        if (deleteMarkers && mode == EtlLoadMode.Append)
+        {
+            errors.Add($"{what}.Deleted marks rows to delete by key, which needs Merge or Full mode (was Append).");
         }
 
         if (batchSize is < 1 or > 1_000_000)

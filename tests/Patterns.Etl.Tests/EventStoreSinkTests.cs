@@ -7,16 +7,16 @@ using Patterns.Storage;
 
 namespace Patterns.Etl.Tests;
 
-public sealed class EventStoreSinkTests : IDisposable
+public sealed class EventStoreSinkTests : IAsyncLifetime
 {
     private readonly TempDir _dir = new();
-
-    public void Dispose() => _dir.Dispose();
+    private string? _schema;
 
     public enum Store
     {
         InMemory,
         Sqlite,
+        Postgres,
     }
 
     public enum Failure
@@ -25,9 +25,22 @@ public sealed class EventStoreSinkTests : IDisposable
         AfterCommit,
     }
 
+    public ValueTask InitializeAsync() => default;
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_schema is not null)
+        {
+            await Pg.DropSchemaAsync(_schema);
+        }
+
+        _dir.Dispose();
+    }
+
     [Theory]
     [InlineData(Store.InMemory)]
     [InlineData(Store.Sqlite)]
+    [InlineData(Store.Postgres)]
     public async Task EachRowBecomesAnEvent_InItsStream_WithTheBookmarkAndQuarantineInTheSameUnit(Store store)
     {
         var csv = _dir.File("orders.csv");
@@ -68,6 +81,8 @@ public sealed class EventStoreSinkTests : IDisposable
     [InlineData(Store.InMemory, Failure.AfterCommit)]
     [InlineData(Store.Sqlite, Failure.BeforeCommit)]
     [InlineData(Store.Sqlite, Failure.AfterCommit)]
+    [InlineData(Store.Postgres, Failure.BeforeCommit)]
+    [InlineData(Store.Postgres, Failure.AfterCommit)]
     public async Task RestartAfterAFailedCommit_AppendsEachRowExactlyOnce(Store store, Failure failure)
     {
         var csv = _dir.File("orders.csv");
@@ -109,16 +124,26 @@ public sealed class EventStoreSinkTests : IDisposable
 
     private async Task<IHost> StartAsync(Store store)
     {
+        if (store == Store.Postgres)
+        {
+            await Pg.RequireAsync();
+            _schema = await Pg.NewSchemaAsync();
+        }
+
         var builder = Host.CreateApplicationBuilder();
         builder.AddEventSourcing(es =>
         {
-            if (store == Store.Sqlite)
+            switch (store)
             {
-                es.UseSqlite($"Data Source={_dir.File("events.db")}");
-            }
-            else
-            {
-                es.UseInMemory();
+                case Store.Sqlite:
+                    es.UseSqlite($"Data Source={_dir.File("events.db")}");
+                    break;
+                case Store.Postgres:
+                    es.UsePostgres(Pg.ConnectionString, o => o.Schema = _schema!);
+                    break;
+                default:
+                    es.UseInMemory();
+                    break;
             }
 
             es.AddEvent<OrderImported>("etl.order-imported");

@@ -33,6 +33,27 @@ public sealed class MulticastTests : IDisposable
         result.RowsRead.Should().Be(10_000);
         result.RowsLoaded.Should().Be(10_000);
         result.RowsInserted.Should().Be(10_000 + 5_000 + 3_333 + 200);
+        result.Branches.Should().Equal(
+            new EtlBranchResult("all", 10_000, 10_000, 0, 0),
+            new EtlBranchResult("even", 5_000, 5_000, 0, 0),
+            new EtlBranchResult("text", 3_333, 3_333, 0, 0),
+            new EtlBranchResult("split", 200, 200, 0, 0));
+    }
+
+    [Fact]
+    public async Task Branches_MoveInLockStep_TheFastOneNeverStartsABatchBeforeTheSlowOneFinishedThePrevious()
+    {
+        var source = new CountingSource(5_000);
+        var slow = new SlowSink(source);
+        var fast = new LeadProbe(slow);
+
+        var result = await Etl.From(source.Rows())
+            .Multicast("lock-step", b => b.To("fast", fast), b => b.To("slow", slow))
+            .RunAsync(new EtlRunOptions { BatchSize = 100, MaxPendingBatches = 4 });
+
+        fast.Writes.Should().Be(50);
+        fast.MaxLead.Should().Be(0, "each batch starts on every branch only when every branch has written the one before");
+        result.Branches.Select(b => (b.Name, b.RowsLoaded)).Should().Equal(("fast", 5_000L), ("slow", 5_000L));
     }
 
     [Fact]
@@ -82,6 +103,7 @@ public sealed class MulticastTests : IDisposable
         Db.ReadSqlite(db, "orders_b").Should().Equal(expected);
         Db.ScalarSqlite(db, "SELECT count(*) FROM patterns_etl_quarantine").Should().Be(bad.Count, "quarantined rows are stored once, with one branch");
         third.Status.Should().Be(EtlRunStatus.AlreadyCompleted);
+        second.Branches.Select(b => (b.Name, b.RowsLoaded, b.RowsInserted)).Should().Equal(("a", 690L, 690L), ("b", 790L, 790L));
     }
 
     [Fact]
@@ -90,6 +112,38 @@ public sealed class MulticastTests : IDisposable
         var create = () => Etl.From([1]).Multicast("m", b => b.To("x", new ListSink<int>()), b => b.To("x", new ListSink<int>()));
 
         create.Should().Throw<ArgumentException>().WithMessage("The multicast has two branches named 'x'*");
+    }
+
+    /// <summary>A fast sink that records, at each write, how many rows it has written beyond the slow branch.</summary>
+    private sealed class LeadProbe(SlowSink slow) : EtlSink<int>
+    {
+        private long _written;
+
+        public long MaxLead { get; private set; } = long.MinValue;
+
+        public int Writes { get; private set; }
+
+        public override string Name => "probe";
+
+        public override ValueTask<EtlSinkWriter<int>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken) => new(new Writer(this));
+
+        private void Write(int rows)
+        {
+            MaxLead = Math.Max(MaxLead, _written - Interlocked.Read(ref slow.Written));
+            _written += rows;
+            Writes++;
+        }
+
+        private sealed class Writer(LeadProbe probe) : EtlSinkWriter<int>
+        {
+            public override ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<int> rows, EtlCommit commit, CancellationToken cancellationToken)
+            {
+                probe.Write(rows.Length);
+                return new(new EtlLoadCounts(rows.Length, 0, 0));
+            }
+
+            public override ValueTask<EtlLoadCounts> CompleteAsync(EtlCommit commit, CancellationToken cancellationToken) => default;
+        }
     }
 
     private sealed class CountingSource(int count)
@@ -129,7 +183,7 @@ public sealed class MulticastTests : IDisposable
                     await Task.Yield();
                 }
 
-                sink.Written += rows.Length;
+                Interlocked.Add(ref sink.Written, rows.Length);
                 Interlocked.Add(ref sink.Source.Done, rows.Length);
                 return new EtlLoadCounts(rows.Length, 0, 0);
             }

@@ -107,6 +107,29 @@ public sealed class PostgresLoadTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Merge_DeleteMarkers_DeleteUpdateAndInsert_MatchInMemoryReference_AndARerunChangesNothing()
+    {
+        var table = $"{_schema}.orders";
+        var source = await Pg.RequireAsync();
+
+        await DeleteDelta.MergeAndRerunAsync(Postgres.Merge<Order>(Pg.ConnectionString, table, o => o.Id, DeleteDelta.IsDelete), _dir.File("delta.csv"), () => Db.ReadPostgresAsync(source, table));
+    }
+
+    [Fact]
+    public async Task Merge_DeleteMarkers_StopThenResume_DeletesEachKeyOnce()
+    {
+        var table = $"{_schema}.orders";
+        var source = await Pg.RequireAsync();
+
+        await DeleteDelta.StopThenResumeAsync(
+            Postgres.Merge<Order>(Pg.ConnectionString, table, o => o.Id, DeleteDelta.IsDelete),
+            _dir.File("delta.csv"),
+            () => Db.ReadPostgresAsync(source, table),
+            () => Pg.ScalarAsync($"SELECT \"offset\" FROM {_schema}.patterns_etl_bookmarks WHERE job = 'delta'"),
+            () => Pg.ScalarAsync($"SELECT count(*) FROM {table} WHERE id <= 2000"));
+    }
+
+    [Fact]
     public async Task Merge_DuplicateKeysInOneBatch_LastRowWins()
     {
         var rows = SqliteLoadTests.Generated(10);

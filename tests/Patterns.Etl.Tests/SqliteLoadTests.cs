@@ -90,6 +90,27 @@ public sealed class SqliteLoadTests : IDisposable
     }
 
     [Fact]
+    public Task Merge_DeleteMarkers_DeleteUpdateAndInsert_MatchInMemoryReference_AndARerunChangesNothing() =>
+        DeleteDelta.MergeAndRerunAsync(Sqlite.Merge<Order>(_dir.Sqlite(), "orders", o => o.Id, DeleteDelta.IsDelete), _dir.File("delta.csv"), () => Task.FromResult(Db.ReadSqlite(_dir.Sqlite())));
+
+    [Fact]
+    public Task Merge_DeleteMarkers_StopThenResume_DeletesEachKeyOnce() =>
+        DeleteDelta.StopThenResumeAsync(
+            Sqlite.Merge<Order>(_dir.Sqlite(), "orders", o => o.Id, DeleteDelta.IsDelete),
+            _dir.File("delta.csv"),
+            () => Task.FromResult(Db.ReadSqlite(_dir.Sqlite())),
+            () => Task.FromResult(Db.ScalarSqlite(_dir.Sqlite(), "SELECT \"offset\" FROM patterns_etl_bookmarks WHERE job = 'delta'")),
+            () => Task.FromResult(Db.ScalarSqlite(_dir.Sqlite(), "SELECT count(*) FROM orders WHERE id <= 2000")));
+
+    [Fact]
+    public void DeleteMarkers_InAppendMode_AreRejected()
+    {
+        var act = () => Sqlite.Load(new SqliteSinkOptions<Order> { ConnectionString = _dir.Sqlite(), Table = "orders", Schema = Order.Schema, Deleted = DeleteDelta.IsDelete });
+
+        act.Should().Throw<ArgumentException>().WithMessage("SqliteSinkOptions.Deleted marks rows to delete by key, which needs Merge or Full mode (was Append).*");
+    }
+
+    [Fact]
     public async Task MalformedRows_OnePercent_AreQuarantinedWithLineAndRawText()
     {
         var csv = _dir.File("bad.csv");

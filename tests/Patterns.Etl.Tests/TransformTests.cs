@@ -122,7 +122,9 @@ public sealed class TransformTests : IDisposable
         await Etl.From(orders).OrderBy(o => o.CustomerId, Order.Schema, memoryBudgetRows: 300, tempDirectory: _dir.Path).To(sink).RunAsync();
 
         sink.Rows.Select(o => o.CustomerId).Should().BeInAscendingOrder();
-        sink.Rows.Should().BeEquivalentTo(orders);
+
+        // Records compare by value: ordered by id, the rows equal the input (a structural BeEquivalentTo of 2,500 rows took 10 minutes).
+        sink.Rows.OrderBy(o => o.Id).Should().Equal(orders, "every row comes back once");
         Directory.GetFiles(_dir.Path).Length.Should().Be(before, "spill files are deleted once merged");
     }
 

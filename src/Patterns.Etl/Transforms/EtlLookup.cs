@@ -15,18 +15,34 @@ public static class EtlLookup
         return new FullLookup<TKey, TValue>(load);
     }
 
-    /// <summary>A dimension read key by key, with the most recently used <paramref name="capacity"/> entries (found or not) cached.</summary>
+    /// <summary>
+    /// A dimension read key by key, with the most recently used entries (found or not) cached: at most
+    /// <paramref name="capacity"/> of them and, with <paramref name="maxBytes"/>, at most that many bytes (the least
+    /// recently used are evicted to make room; an entry larger than the whole budget is not cached).
+    /// </summary>
     /// <typeparam name="TKey">The key type.</typeparam>
     /// <typeparam name="TValue">The value type.</typeparam>
     /// <param name="find">Reads one key; <see langword="default"/> when absent.</param>
     /// <param name="capacity">The most entries cached.</param>
+    /// <param name="maxBytes">The most bytes cached (each entry's key and value plus 64 bytes of list and table entry), or <see langword="null"/> for a bound in entries only.</param>
+    /// <param name="keySize">Measures a key; strings and types without references are measured without it.</param>
+    /// <param name="valueSize">Measures a value (never called with <see langword="null"/>, which counts 0); strings and types without references are measured without it.</param>
     /// <returns>The lookup.</returns>
-    public static EtlLookup<TKey, TValue> Lru<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity = 10_000)
+    /// <exception cref="ArgumentException">A byte budget is set, and a type cannot be measured without its measure.</exception>
+    public static EtlLookup<TKey, TValue> Lru<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity = 10_000, long? maxBytes = null, Func<TKey, long>? keySize = null, Func<TValue, long>? valueSize = null)
         where TKey : notnull
     {
         ArgumentNullException.ThrowIfNull(find);
         ArgumentOutOfRangeException.ThrowIfLessThan(capacity, 1);
-        return new LruLookup<TKey, TValue>(find, capacity);
+        EtlMemory.CheckBudget(maxBytes, "The LRU lookup", nameof(maxBytes));
+        if (maxBytes is null)
+        {
+            return new LruLookup<TKey, TValue>(find, capacity, null, null);
+        }
+
+        var sizeOfKey = EtlMemory.SizeOf(keySize, "The LRU lookup", "keySize: k => ...");
+        var sizeOfValue = EtlMemory.SizeOf(valueSize, "The LRU lookup", "valueSize: v => ...");
+        return new LruLookup<TKey, TValue>(find, capacity, maxBytes, (k, v) => (2 * EtlMemory.EntryOverhead) + sizeOfKey(k) + (v is null ? 0 : sizeOfValue(v)));
     }
 
     /// <summary>A dimension read for every row, without a cache.</summary>
@@ -91,15 +107,16 @@ internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnu
     }
 }
 
-internal sealed class LruLookup<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity) : EtlLookup<TKey, TValue>
+internal sealed class LruLookup<TKey, TValue>(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity, long? maxBytes, Func<TKey, TValue?, long>? size) : EtlLookup<TKey, TValue>
     where TKey : notnull
 {
-    internal override LookupSession Open() => new Session(find, capacity);
+    internal override LookupSession Open() => new Session(find, capacity, maxBytes, size);
 
-    private sealed class Session(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity) : LookupSession
+    private sealed class Session(Func<TKey, CancellationToken, ValueTask<TValue?>> find, int capacity, long? maxBytes, Func<TKey, TValue?, long>? size) : LookupSession
     {
         private readonly Dictionary<TKey, LinkedListNode<(TKey Key, TValue? Value)>> _index = new(Math.Min(capacity, 4096));
         private readonly LinkedList<(TKey Key, TValue? Value)> _recent = new();
+        private long _bytes;
 
         public override ValueTask<TValue?> FindAsync(TKey key, CancellationToken cancellationToken)
         {
@@ -117,13 +134,21 @@ internal sealed class LruLookup<TKey, TValue>(Func<TKey, CancellationToken, Valu
         {
             var value = await find(key, cancellationToken).ConfigureAwait(false);
             Loads++;
-            if (_index.Count >= capacity && _recent.Last is { } oldest)
+            var bytes = size is null ? 0 : size(key, value);
+            if (bytes > maxBytes)
+            {
+                return value;
+            }
+
+            while (_recent.Last is { } oldest && (_index.Count >= capacity || _bytes + bytes > maxBytes))
             {
                 _recent.RemoveLast();
                 _index.Remove(oldest.Value.Key);
+                _bytes -= size is null ? 0 : size(oldest.Value.Key, oldest.Value.Value);
             }
 
             _index[key] = _recent.AddFirst((key, value));
+            _bytes += bytes;
             return value;
         }
     }

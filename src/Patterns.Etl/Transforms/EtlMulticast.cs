@@ -23,6 +23,9 @@ public abstract class EtlBranch<T>
 
         public abstract bool StoresQuarantine { get; }
 
+        /// <summary>Gets the rows handed to the branch's sink in the last <see cref="WriteAsync"/> (after its filter and map).</summary>
+        public int LastWritten { get; protected set; }
+
         public abstract ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken);
 
         public abstract ValueTask ResetAsync(CancellationToken cancellationToken);
@@ -135,6 +138,7 @@ public sealed class EtlBranchBuilder<T, TRow>
             public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
             {
                 Take(rows.Span);
+                LastWritten = _rows.Rows.Length;
                 try
                 {
                     return await _writer.WriteAsync(_rows.Rows, commit, cancellationToken).ConfigureAwait(false);
@@ -244,7 +248,7 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
         return new Writer(context.Job, writers);
     }
 
-    private sealed class Writer(string job, List<EtlBranch<T>.BranchWriter> branches) : EtlSinkWriter<T>
+    private sealed class Writer(string job, List<EtlBranch<T>.BranchWriter> branches) : EtlSinkWriter<T>, IEtlBranchCounts
     {
         private readonly BranchState[] _states = [.. branches.Select(b => new BranchState(b))];
 
@@ -254,6 +258,9 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
         public override bool StoresBookmarks => branches.TrueForAll(b => b.StoresBookmarks);
 
         public override bool StoresQuarantine => _quarantineBranch >= 0;
+
+        public IReadOnlyList<EtlBranchResult> Branches =>
+            [.. _states.Select(s => new EtlBranchResult(s.Writer.Name, s.Loaded, s.Counts.Inserted, s.Counts.Updated, s.Counts.Deleted))];
 
         public override async ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken)
         {
@@ -383,13 +390,17 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
                 state.Previous = bookmark.Offset;
             }
 
+            state.Loaded += state.Writer.LastWritten;
+            state.Counts += counts;
             return counts;
         }
 
         private static async Task<EtlLoadCounts> CompleteAsync(BranchState state, EtlCommit commit, CancellationToken cancellationToken)
         {
             await Task.Yield();
-            return state.Committed is { Completed: true } ? default : await state.Writer.CompleteAsync(commit, cancellationToken).ConfigureAwait(false);
+            var counts = state.Committed is { Completed: true } ? default : await state.Writer.CompleteAsync(commit, cancellationToken).ConfigureAwait(false);
+            state.Counts += counts;
+            return counts;
         }
     }
 
@@ -400,5 +411,25 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
         public EtlBookmark? Committed { get; set; }
 
         public long Previous { get; set; }
+
+        /// <summary>Gets or sets the rows this run handed to the branch's sink.</summary>
+        public long Loaded { get; set; }
+
+        /// <summary>Gets or sets the rows this run changed through the branch's sink.</summary>
+        public EtlLoadCounts Counts { get; set; }
     }
 }
+
+/// <summary>A sink writer with branches (a multicast) reports each branch's counts for the run's result.</summary>
+internal interface IEtlBranchCounts
+{
+    IReadOnlyList<EtlBranchResult> Branches { get; }
+}
+
+/// <summary>What one branch of a multicast did in a run.</summary>
+/// <param name="Name">The branch's name.</param>
+/// <param name="RowsLoaded">Rows handed to the branch's sink (after its filter, map or split; batches it had already committed before a restart are not counted).</param>
+/// <param name="RowsInserted">Rows inserted by the branch's sink.</param>
+/// <param name="RowsUpdated">Rows updated by the branch's sink.</param>
+/// <param name="RowsDeleted">Rows deleted by the branch's sink.</param>
+public sealed record EtlBranchResult(string Name, long RowsLoaded, long RowsInserted, long RowsUpdated, long RowsDeleted);

@@ -5,13 +5,16 @@ namespace Patterns.Etl;
 
 /// <summary>
 /// Sorts rows within a memory budget: up to the budget they are sorted in memory; each full run is written sorted to a
-/// temporary CSV file (through the schema), and the runs are merged with a priority queue as they are read back.
+/// temporary CSV file (through the schema), and the runs are merged with a priority queue as they are read back. The
+/// budget is in rows, and optionally in bytes (rows measured by the schema's estimate): the run spills at either.
 /// </summary>
-internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, string directory) : IDisposable
+internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, long? budgetBytes, string directory) : IDisposable
 {
+
     private readonly List<(TKey Key, T Row)> _buffer = [];
     private readonly List<string> _spills = [];
     private readonly Comparison<(TKey Key, T Row)> _compare = (a, b) => comparer.Compare(a.Key, b.Key);
+    private long _bytes;
 
     /// <summary>Gets the number of runs spilled to disk.</summary>
     public int Spills => _spills.Count;
@@ -19,6 +22,16 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
     public void Add(T row)
     {
         _buffer.Add((key(row), row));
+        if (budgetBytes is { } bytes)
+        {
+            _bytes += EtlMemory.EntryOverhead + schema.EstimateSize(row);
+            if (_bytes >= bytes)
+            {
+                Spill();
+                return;
+            }
+        }
+
         if (_buffer.Count >= budget)
         {
             Spill();
@@ -117,6 +130,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
 
         _spills.Add(file);
         _buffer.Clear();
+        _bytes = 0;
     }
 
     private sealed class SpillReader : IDisposable
