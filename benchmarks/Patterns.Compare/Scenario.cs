@@ -60,10 +60,15 @@ public interface IScenario : IAsyncDisposable
 /// <param name="Create">Creates the scenario.</param>
 public sealed record Row(string Id, string Pattern, string Transport, Requirement Requires, string Setup, Func<IScenario> Create);
 
-/// <summary>A scenario over a container built without a generic host, started and stopped like one.</summary>
+/// <summary>
+/// A scenario over a container built without a generic host, started and stopped like one. A row over peer links has a
+/// second node (<see cref="HasRemoteNode"/>): a container of its own in the same process, started first, that runs the
+/// handlers (<see cref="ConfigureRemote"/>) while the first one produces.
+/// </summary>
 public abstract class HostedScenario : IScenario
 {
     private ServiceProvider? _services;
+    private ServiceProvider? _remote;
 
     /// <summary>Gets the started container.</summary>
     protected IServiceProvider Services => _services ?? throw new InvalidOperationException("The scenario has not started.");
@@ -81,15 +86,15 @@ public abstract class HostedScenario : IScenario
     public async Task StartAsync(RunContext context, CancellationToken cancellationToken)
     {
         Context = context;
-        var services = new ServiceCollection();
-        services.AddLogging();
-        services.AddSingleton(context);
-        services.AddSingleton(context.Deliveries);
-        Configure(services);
-        _services = services.BuildServiceProvider();
-        foreach (var hosted in _services.GetServices<IHostedService>())
+        if (HasRemoteNode)
         {
-            await hosted.StartAsync(cancellationToken);
+            _remote = await StartNodeAsync(ConfigureRemote, cancellationToken);
+        }
+
+        _services = await StartNodeAsync(Configure, cancellationToken);
+        if (_remote is not null)
+        {
+            await LinkedAsync(_services, _remote, cancellationToken);
         }
 
         await StartedAsync(cancellationToken);
@@ -101,28 +106,63 @@ public abstract class HostedScenario : IScenario
     /// <inheritdoc />
     public async ValueTask DisposeAsync()
     {
-        if (_services is not null)
-        {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
-            foreach (var hosted in _services.GetServices<IHostedService>().Reverse())
-            {
-                await hosted.StopAsync(timeout.Token);
-            }
-
-            await _services.DisposeAsync();
-            _services = null;
-        }
-
+        await StopNodeAsync(_services);
+        _services = null;
+        await StopNodeAsync(_remote);
+        _remote = null;
         await CleanupAsync();
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>Gets a value indicating whether the row runs a second node (see <see cref="ConfigureRemote"/>).</summary>
+    protected virtual bool HasRemoteNode => false;
+
     /// <summary>Registers the row's services.</summary>
     protected abstract void Configure(IServiceCollection services);
+
+    /// <summary>Registers the services of the second node, which starts before the first.</summary>
+    protected virtual void ConfigureRemote(IServiceCollection services)
+    {
+    }
+
+    /// <summary>Runs when both nodes have started (wait here until they are linked).</summary>
+    protected virtual Task LinkedAsync(IServiceProvider local, IServiceProvider remote, CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>Runs after the hosted services started.</summary>
     protected virtual Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>Deletes what the launch created outside the process.</summary>
     protected virtual Task CleanupAsync() => Task.CompletedTask;
+
+    private static async Task StopNodeAsync(ServiceProvider? node)
+    {
+        if (node is null)
+        {
+            return;
+        }
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        foreach (var hosted in node.GetServices<IHostedService>().Reverse())
+        {
+            await hosted.StopAsync(timeout.Token);
+        }
+
+        await node.DisposeAsync();
+    }
+
+    private async Task<ServiceProvider> StartNodeAsync(Action<IServiceCollection> configure, CancellationToken cancellationToken)
+    {
+        var services = new ServiceCollection();
+        services.AddLogging();
+        services.AddSingleton(Context);
+        services.AddSingleton(Context.Deliveries);
+        configure(services);
+        var node = services.BuildServiceProvider();
+        foreach (var hosted in node.GetServices<IHostedService>())
+        {
+            await hosted.StartAsync(cancellationToken);
+        }
+
+        return node;
+    }
 }

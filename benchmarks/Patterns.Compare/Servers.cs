@@ -59,6 +59,31 @@ public static class Servers
         o.ClientName = "patterns-compare";
     });
 
+    /// <summary>Drops a launch's PostgreSQL schema and everything in it.</summary>
+    public static async Task DropSchemaAsync(string schema)
+    {
+        await using var dataSource = NpgsqlDataSource.Create(Postgres);
+        await using var drop = dataSource.CreateCommand($"DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        await drop.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>Chooses peer links for node <paramref name="index"/> (0 or 1) of two on 127.0.0.1, listening on <c>ports[index]</c> and linked to the other.</summary>
+    public static void UsePeerLinks(PatternsBuilder patterns, int index, int[] ports) => patterns.UsePeerLinks(o =>
+    {
+        o.NodeId = $"compare-{index}";
+        o.ListenUri = new Uri($"http://127.0.0.1:{ports[index]}");
+        o.Peers.Add(new Uri($"http://127.0.0.1:{ports[1 - index]}"));
+        o.MaxReconnectDelay = TimeSpan.FromMilliseconds(250);
+    });
+
+    /// <summary>Returns a TCP port free on the loopback interface.</summary>
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        return ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
     /// <summary>Deletes the queues and exchanges a launch declared (names that do not exist are ignored).</summary>
     public static async Task DeleteRabbitMqAsync(RunContext context, IEnumerable<string> queues)
     {
@@ -97,6 +122,9 @@ public enum TransportKind
 
     /// <summary>RabbitMQ: durable queues, persistent messages, publisher confirms, prefetch 256, acknowledged after the handler.</summary>
     RabbitMq,
+
+    /// <summary>Peer links: two nodes in this process linked over loopback TCP (gRPC over HTTP/2); nothing durable.</summary>
+    PeerLinks,
 }
 
 /// <summary>Where an event-sourcing row's events are stored.</summary>

@@ -19,8 +19,7 @@ public sealed class EventSourcingScenario(StoreKind store) : HostedScenario
 
     private const string Projection = "customer-totals";
 
-    private string? _directory;
-    private string? _schema;
+    private readonly RowStore _rowStore = new(store);
     private IEventStore? _store;
     private IEventSubscriptions? _subscriptions;
 
@@ -30,23 +29,16 @@ public sealed class EventSourcingScenario(StoreKind store) : HostedScenario
         var deliveries = Context.Deliveries;
         deliveries.Expect(count);
         var eventStore = _store!;
-        var writers = new Task[Writers];
-        for (var w = 0; w < Writers; w++)
-        {
-            var writer = w;
-            writers[w] = Task.Run(
-                async () =>
-                {
-                    for (var i = first + writer; i < first + count; i += Writers)
-                    {
-                        var order = Orders.Create(i);
-                        await eventStore.AppendAsync(Orders.StreamOf(order), ExpectedVersion.Any, order, cancellationToken);
-                    }
-                },
-                cancellationToken);
-        }
-
-        await Task.WhenAll(writers);
+        await Producer.RunCallersAsync(
+            first,
+            count,
+            Writers,
+            async i =>
+            {
+                var order = Orders.Create(i);
+                await eventStore.AppendAsync(Orders.StreamOf(order), ExpectedVersion.Any, order, cancellationToken);
+            },
+            cancellationToken);
         var head = await eventStore.GetHeadPositionAsync(cancellationToken);
         await _subscriptions!.WaitForPositionAsync(Projection, head, cancellationToken);
         await deliveries.Completion.WaitAsync(cancellationToken);
@@ -59,22 +51,7 @@ public sealed class EventSourcingScenario(StoreKind store) : HostedScenario
         services.Configure<EventSourcingOptions>(o => o.LeaseDuration = TimeSpan.FromSeconds(5));
         services.AddEventSourcing(es =>
         {
-            switch (store)
-            {
-                case StoreKind.Sqlite:
-                    _directory = Path.Combine(Path.GetTempPath(), "patterns-compare", Context.Prefix);
-                    Directory.CreateDirectory(_directory);
-                    es.UseSqlite(Path.Combine(_directory, "store.db"));
-                    break;
-                case StoreKind.Postgres:
-                    _schema = Context.Prefix;
-                    es.UsePostgres(Servers.Postgres, o => o.Schema = _schema);
-                    break;
-                default:
-                    es.UseInMemory();
-                    break;
-            }
-
+            _rowStore.Use(es, Context);
             es.AddEvent<OrderPlaced>();
             es.AddDocumentProjection<CustomerTotals>(
                 Projection,
@@ -101,7 +78,37 @@ public sealed class EventSourcingScenario(StoreKind store) : HostedScenario
     }
 
     /// <inheritdoc />
-    protected override async Task CleanupAsync()
+    protected override Task CleanupAsync() => _rowStore.CleanupAsync();
+}
+
+/// <summary>The event store of a row (events, documents, units of work) on a <see cref="StoreKind"/>, and its clean-up.</summary>
+public sealed class RowStore(StoreKind kind)
+{
+    private string? _directory;
+    private string? _schema;
+
+    /// <summary>Chooses the store: a fresh SQLite file, a fresh PostgreSQL schema, or memory.</summary>
+    public void Use(EventSourcingBuilder es, RunContext context)
+    {
+        switch (kind)
+        {
+            case StoreKind.Sqlite:
+                _directory = Path.Combine(Path.GetTempPath(), "patterns-compare", context.Prefix);
+                Directory.CreateDirectory(_directory);
+                es.UseSqlite(Path.Combine(_directory, "store.db"));
+                break;
+            case StoreKind.Postgres:
+                _schema = context.Prefix;
+                es.UsePostgres(Servers.Postgres, o => o.Schema = _schema);
+                break;
+            default:
+                es.UseInMemory();
+                break;
+        }
+    }
+
+    /// <summary>Deletes the SQLite file or drops the PostgreSQL schema.</summary>
+    public async Task CleanupAsync()
     {
         if (_directory is not null && Directory.Exists(_directory))
         {
@@ -110,9 +117,7 @@ public sealed class EventSourcingScenario(StoreKind store) : HostedScenario
 
         if (_schema is not null)
         {
-            await using var dataSource = NpgsqlDataSource.Create(Servers.Postgres);
-            await using var drop = dataSource.CreateCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE");
-            await drop.ExecuteNonQueryAsync();
+            await Servers.DropSchemaAsync(_schema);
         }
     }
 }

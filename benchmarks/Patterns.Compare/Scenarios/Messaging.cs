@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Patterns.Batching;
+using Patterns.PeerLinks;
 using Patterns.PubSub;
 using Patterns.Queues;
 using Patterns.RequestResponse;
@@ -14,12 +15,21 @@ public abstract class MessagingScenario(TransportKind transport) : HostedScenari
     /// <summary>Gets the transport.</summary>
     protected TransportKind Transport => transport;
 
+    private int[]? _ports;
+
     /// <summary>Gets the queue, group and request names the row declares, for the clean-up on RabbitMQ.</summary>
     protected virtual IEnumerable<string> Names => [];
 
+    /// <summary>Gets the two nodes' loopback ports (peer links).</summary>
+    private int[] Ports => _ports ??= [Servers.FreePort(), Servers.FreePort()];
+
+    /// <inheritdoc />
+    protected override bool HasRemoteNode => transport == TransportKind.PeerLinks;
+
     /// <summary>
-    /// Calls <paramref name="send"/> for every sequence: one at a time in memory (each send completes at once), or with
-    /// 128 sends awaiting their publisher confirms at once on RabbitMQ (as every RabbitMQ client is used for throughput).
+    /// Calls <paramref name="send"/> for every sequence: one at a time in memory and over peer links (a send completes
+    /// once the message is queued on the sending node), or with 128 sends awaiting their publisher confirms at once on
+    /// RabbitMQ (as every RabbitMQ client is used for throughput).
     /// </summary>
     protected Task ProduceAsync(int first, int count, Func<OrderPlaced, ValueTask> send) =>
         Producer.RunAsync(first, count, transport == TransportKind.RabbitMq ? 128 : 1, send);
@@ -29,16 +39,45 @@ public abstract class MessagingScenario(TransportKind transport) : HostedScenari
     {
         services.AddPatterns(p =>
         {
-            if (transport == TransportKind.RabbitMq)
+            switch (transport)
             {
-                Servers.UseRabbitMq(p, Context);
-            }
-            else
-            {
-                p.UseInMemory();
+                case TransportKind.RabbitMq:
+                    Servers.UseRabbitMq(p, Context);
+                    break;
+                case TransportKind.PeerLinks:
+                    Servers.UsePeerLinks(p, 0, Ports);
+                    break;
+                default:
+                    p.UseInMemory();
+                    break;
             }
         });
+        if (transport == TransportKind.PeerLinks)
+        {
+            // This node only produces: the handlers run on the other node (ConfigureRemote), across the link.
+            services.AddRequestResponse();
+            services.AddPubSub();
+            services.AddMessageQueue();
+        }
+        else
+        {
+            ConfigurePattern(services);
+        }
+    }
+
+    /// <inheritdoc />
+    protected override void ConfigureRemote(IServiceCollection services)
+    {
+        services.AddPatterns(p => Servers.UsePeerLinks(p, 1, Ports));
         ConfigurePattern(services);
+    }
+
+    /// <inheritdoc />
+    protected override async Task LinkedAsync(IServiceProvider local, IServiceProvider remote, CancellationToken cancellationToken)
+    {
+        // Each node learns the other's subscriptions when its link comes up, before the link reports Up.
+        await local.GetRequiredService<PeerMembership>().WaitForAllUpAsync(cancellationToken);
+        await remote.GetRequiredService<PeerMembership>().WaitForAllUpAsync(cancellationToken);
     }
 
     /// <summary>Registers the pattern's handlers.</summary>
@@ -49,9 +88,33 @@ public abstract class MessagingScenario(TransportKind transport) : HostedScenari
         transport == TransportKind.RabbitMq ? Servers.DeleteRabbitMqAsync(Context, Names) : Task.CompletedTask;
 }
 
-/// <summary>Sends orders with a bounded number of sends in flight.</summary>
+/// <summary>Sends orders with a bounded number of sends in flight, or from parallel callers.</summary>
 public static class Producer
 {
+    /// <summary>
+    /// Runs <paramref name="callers"/> callers in parallel; caller <c>c</c> calls <paramref name="call"/> for sequences
+    /// <c>first + c</c>, <c>first + c + callers</c>, ..., each after the previous call completed.
+    /// </summary>
+    public static Task RunCallersAsync(int first, int count, int callers, Func<int, Task> call, CancellationToken cancellationToken)
+    {
+        var tasks = new Task[callers];
+        for (var c = 0; c < callers; c++)
+        {
+            var caller = c;
+            tasks[c] = Task.Run(
+                async () =>
+                {
+                    for (var i = first + caller; i < first + count; i += callers)
+                    {
+                        await call(i);
+                    }
+                },
+                cancellationToken);
+        }
+
+        return Task.WhenAll(tasks);
+    }
+
     /// <summary>Calls <paramref name="send"/> for orders first .. first + count - 1, with at most <paramref name="window"/> in flight.</summary>
     public static async Task RunAsync(int first, int count, int window, Func<OrderPlaced, ValueTask> send)
     {
@@ -98,23 +161,16 @@ public sealed class RequestResponseScenario(TransportKind transport) : Messaging
         var deliveries = Context.Deliveries;
         deliveries.Expect(count);
         var client = _client!;
-        var callers = new Task[Callers];
-        for (var c = 0; c < Callers; c++)
-        {
-            var caller = c;
-            callers[c] = Task.Run(
-                async () =>
-                {
-                    for (var i = first + caller; i < first + count; i += Callers)
-                    {
-                        var reply = await client.SendAsync<OrderPlaced, OrderAccepted>(Orders.Create(i), cancellationToken);
-                        deliveries.Record(reply.SentAt);
-                    }
-                },
-                cancellationToken);
-        }
-
-        await Task.WhenAll(callers);
+        await Producer.RunCallersAsync(
+            first,
+            count,
+            Callers,
+            async i =>
+            {
+                var reply = await client.SendAsync<OrderPlaced, OrderAccepted>(Orders.Create(i), cancellationToken);
+                deliveries.Record(reply.SentAt);
+            },
+            cancellationToken);
         await deliveries.Completion.WaitAsync(cancellationToken);
     }
 

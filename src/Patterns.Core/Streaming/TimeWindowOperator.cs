@@ -4,8 +4,8 @@ namespace Patterns.Streaming;
 
 /// <summary>
 /// Tumbling and hopping windows. Each open window is a dictionary from key to accumulator, so an element costs a
-/// key lookup and a fold per window it belongs to, with no allocation; the last window used is cached, so in-order
-/// elements of tumbling windows skip even the window lookup. Window dictionaries are reused after they are purged.
+/// key lookup and a fold per window it belongs to, with no allocation; the last window used is cached, so elements of
+/// tumbling windows that fall in the same window as the element before them skip the window lookup and the division. Window dictionaries are reused after they are purged.
 /// </summary>
 internal sealed class TimeWindowOperator<T, TKey, TAcc, TResult, TAgg> : WindowOperatorBase<T, TKey, TAcc, TResult, TAgg>
     where TKey : notnull
@@ -30,19 +30,26 @@ internal sealed class TimeWindowOperator<T, TKey, TAcc, TResult, TAgg> : WindowO
     {
         if (_slide == _size)
         {
-            var start = timestamp - PositiveMod(timestamp, _size);
+            // Most elements fall in the window of the element before them: test that window's range first, which
+            // spares the 64-bit division (the window size is not a constant the JIT could turn into a multiply).
+            var bucket = _last;
+            long start;
+            if (bucket is not null && (ulong)(timestamp - bucket.Start) < (ulong)_size)
+            {
+                start = bucket.Start;
+            }
+            else
+            {
+                start = timestamp - PositiveMod(timestamp, _size);
+                bucket = null;
+            }
+
             if (start + _size + Lateness <= Watermark)
             {
                 return Late;
             }
 
-            var bucket = _last;
-            if (bucket is null || bucket.Start != start)
-            {
-                bucket = GetBucket(start);
-            }
-
-            return Fold(bucket, item, key);
+            return Fold(bucket ?? GetBucket(start), item, key);
         }
 
         var outcome = 0;

@@ -116,6 +116,33 @@ public sealed class BatcherTests
     }
 
     [Fact]
+    public async Task AddAsync_BatchesComeOneAtATime_EachIsHandledWhetherTheWorkerIsSpinningOrParked()
+    {
+        // An idle worker watches its channel briefly before it parks: batches that arrive back to back, and batches that
+        // arrive after the producer waited for the previous one (so the worker may have parked), are all handled, in order.
+        var handled = new SemaphoreSlim(0);
+        await using var batcher = CreateSut(new BatchOptions { MaxCount = 10, Capacity = 20, MaxAge = Timeout.InfiniteTimeSpan }, onBatch: _ => handled.Release());
+
+        for (var round = 0; round < 300; round++)
+        {
+            for (var i = 0; i < 10; i++)
+            {
+                await batcher.AddAsync((round * 10) + i);
+            }
+
+            if (round % 3 == 0)
+            {
+                await handled.WaitAsync(TestHost.Wait);
+            }
+        }
+
+        await batcher.FlushAsync().WaitAsync(TestHost.Wait);
+        _batches.Should().HaveCount(300).And.OnlyContain(b => b.Length == 10);
+        _batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 3000));
+        batcher.Count.Should().Be(0);
+    }
+
+    [Fact]
     public async Task AddAsync_SlowHandler_ProducerWaitsAndBufferedCountStaysWithinCapacity()
     {
         var gate = new SemaphoreSlim(0);
