@@ -30,7 +30,7 @@ internal sealed class ResilienceHandler(
 
     private readonly ILogger _logger = logger;
     private static readonly ResiliencePropertyKey<Attempts> StateKey = new("Patterns.Gateway.Attempts");
-    private readonly ConditionalWeakTable<ClusterPolicy, Pipelines> _pipelines = new();
+    private Pipelines? _pipelines;
     private readonly ConditionalWeakTable<DestinationState, BreakerSlot> _breakers = new();
     private readonly RetryBudget _budget = new();
 
@@ -58,7 +58,7 @@ internal sealed class ResilienceHandler(
             return await SendOnceAsync(cluster, destination, request, context, cancellationToken).ConfigureAwait(false);
         }
 
-        var pipelines = _pipelines.GetValue(policy, p => new Pipelines(p, timeProvider));
+        var pipelines = PipelinesFor(policy);
         var hedge = pipelines.Hedging is not null && request.Content is null;
         var attempts = new Attempts(this, context, feature, cluster, policy, request, destination);
         var resilienceContext = ResilienceContextPool.Shared.Get(cancellationToken);
@@ -89,6 +89,19 @@ internal sealed class ResilienceHandler(
             _budget.Exit();
             ResilienceContextPool.Shared.Return(resilienceContext);
         }
+    }
+
+    /// <summary>The pipelines of the cluster's current policy, rebuilt when a configuration change brings a new one (this handler serves one cluster).</summary>
+    private Pipelines PipelinesFor(ClusterPolicy policy)
+    {
+        var pipelines = Volatile.Read(ref _pipelines);
+        if (pipelines is null || !ReferenceEquals(pipelines.Policy, policy))
+        {
+            pipelines = new Pipelines(policy, timeProvider);
+            Volatile.Write(ref _pipelines, pipelines);
+        }
+
+        return pipelines;
     }
 
     private async Task<HttpResponseMessage> SendOnceAsync(ClusterState cluster, DestinationState destination, HttpRequestMessage request, HttpContext context, CancellationToken cancellationToken)
@@ -157,9 +170,8 @@ internal sealed class ResilienceHandler(
         ResilienceHandler handler, HttpContext context, IReverseProxyFeature feature, ClusterState cluster, ClusterPolicy policy,
         HttpRequestMessage request, DestinationState first)
     {
-        private readonly Lock _lock = new();
         private readonly DestinationState _first = first;
-        private readonly List<DestinationState> _inUse = [first];
+        private List<DestinationState>? _inUse;
         private DestinationState _last = first;
         private DestinationState? _next;
         private int _count;
@@ -249,12 +261,13 @@ internal sealed class ResilienceHandler(
         public async ValueTask<Outcome<HttpResponseMessage>> HedgeAsync(ResilienceContext resilienceContext)
         {
             DestinationState? destination;
-            lock (_lock)
+            var inUse = LazyInitializer.EnsureInitialized(ref _inUse, () => [_first]);
+            lock (inUse)
             {
                 destination = null;
                 foreach (var candidate in cluster.DestinationsState.AvailableDestinations)
                 {
-                    if (!_inUse.Contains(candidate) && WeightedLoadBalancingPolicy.WeightOf(candidate, null) > 0)
+                    if (!inUse.Contains(candidate) && WeightedLoadBalancingPolicy.WeightOf(candidate, null, policy.Weights) > 0)
                     {
                         destination = candidate;
                         break;
@@ -263,7 +276,7 @@ internal sealed class ResilienceHandler(
 
                 if (destination is not null)
                 {
-                    _inUse.Add(destination);
+                    inUse.Add(destination);
                 }
             }
 
@@ -299,6 +312,7 @@ internal sealed class ResilienceHandler(
     {
         public Pipelines(ClusterPolicy policy, TimeProvider timeProvider)
         {
+            Policy = policy;
             var retry = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
             if (policy.Timeout is { } total)
             {
@@ -345,6 +359,8 @@ internal sealed class ResilienceHandler(
                 Hedging = hedging.Build();
             }
         }
+
+        public ClusterPolicy Policy { get; }
 
         public ResiliencePipeline<HttpResponseMessage> Retry { get; }
 
