@@ -77,10 +77,10 @@ internal sealed class AggregateRouteDataSource : ConfigRouteDataSource
     private static void AddLeg(RouteReader reader, IConfigurationSection leg, RoutePattern? pattern, HashSet<string> clusters, AggregateBuilder definition)
     {
         var where = $"leg '{leg.Key}': ";
-        var before = 0;
+        var problems = 0;
         void Error(string message)
         {
-            before++;
+            problems++;
             reader.Error(where + message);
         }
 
@@ -125,7 +125,7 @@ internal sealed class AggregateRouteDataSource : ConfigRouteDataSource
         }
         else if (leg["Timeout"] is not null)
         {
-            before++;
+            problems++;
         }
 
         if (leg["OnFailure"] is { } onFailure)
@@ -167,7 +167,7 @@ internal sealed class AggregateRouteDataSource : ConfigRouteDataSource
             }
         }
 
-        if (before == 0 && target is not null && path is not null)
+        if (problems == 0 && target is not null && path is not null)
         {
             definition.Leg(leg.Key, target, path, o =>
             {
