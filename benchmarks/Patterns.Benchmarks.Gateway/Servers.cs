@@ -82,12 +82,20 @@ internal static class Servers
         };
         if (mode == "patterns")
         {
-            var metadata = new Dictionary<string, string>
+            // PATTERNS_BENCH_VARIANT strips features for a profile's A/B (bare, weighted, outlier); unset, everything is on.
+            var variant = Environment.GetEnvironmentVariable("PATTERNS_BENCH_VARIANT") ?? "all";
+            var metadata = new Dictionary<string, string>();
+            if (variant is "all")
             {
-                [GatewayMetadata.RetryMaxRetries] = "2",
-                [GatewayMetadata.RetryBudgetPercent] = "20",
-                [GatewayMetadata.OutlierConsecutiveFailures] = "5",
-            };
+                metadata[GatewayMetadata.RetryMaxRetries] = "2";
+                metadata[GatewayMetadata.RetryBudgetPercent] = "20";
+            }
+
+            if (variant is "all" or "outlier")
+            {
+                metadata[GatewayMetadata.OutlierConsecutiveFailures] = "5";
+            }
+
             if (masking)
             {
                 metadata[GatewayMetadata.OutlierFailureRate] = "0.2";
@@ -100,11 +108,20 @@ internal static class Servers
 
             cluster = cluster with
             {
-                LoadBalancingPolicy = GatewayPolicies.Weighted,
+                LoadBalancingPolicy = variant is "bare" ? null : GatewayPolicies.Weighted,
                 Metadata = metadata,
-                HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
+                HealthCheck = new HealthCheckConfig
+                {
+                    Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = variant is "bare" or "weighted" ? null : GatewayPolicies.OutlierDetection },
+                },
             };
+            if (variant is "bare")
+            {
+                cluster = cluster with { Destinations = cluster.Destinations!.ToDictionary(d => d.Key, d => d.Value with { Metadata = null }) };
+            }
+
             var app = Build(port, b => b.AddGateway(g => g.LoadFromMemory([route], [cluster])));
+            Stats(app);
             app.MapGateway();
             await app.RunAsync();
         }
@@ -113,10 +130,16 @@ internal static class Servers
             // Plain YARP 2.3.0 as its documentation sets it up, passive health checks on (transport failures only).
             cluster = cluster with { HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true } } };
             var app = Build(port, b => b.Services.AddReverseProxy().LoadFromMemory([route], [cluster]));
+            Stats(app);
             app.MapReverseProxy();
             await app.RunAsync();
         }
     }
+
+    /// <summary>GET /__stats: bytes allocated and gen-0 collections so far, for allocations per request in a profile's A/B.</summary>
+    private static void Stats(WebApplication app) => app.Use((context, next) => context.Request.Path.Value == "/__stats"
+        ? context.Response.WriteAsync($"{GC.GetTotalAllocatedBytes()} {GC.CollectionCount(0)}")
+        : next(context));
 
     /// <summary>An in-process request handler reached two ways: through the gateway's MapRequest, and through a minimal-API endpoint calling the same code.</summary>
     public static async Task RequestResponseAsync(int port)

@@ -13,12 +13,6 @@ public sealed class AggregationTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private static Func<HttpContext, Task> Json(string json) => c =>
-    {
-        c.Response.ContentType = "application/json";
-        return c.Response.WriteAsync(json);
-    };
-
     private static Task<KestrelHost> StartAsync(Action<AggregateBuilder> configure, TimeProvider? time = null) =>
         KestrelHost.StartAsync(
             b =>
@@ -35,8 +29,8 @@ public sealed class AggregationTests
     [Fact]
     public async Task Get_AllLegsAnswer_MergedJsonWithRouteValuesAndPropagatedHeaders()
     {
-        await using var users = await Backend.StartAsync("users", Json("{\"name\":\"Ada\"}"));
-        await using var orders = await Backend.StartAsync("orders", Json("[{\"id\":1},{\"id\":2}]"));
+        await using var users = await Backend.StartAsync("users", Backend.Json("{\"name\":\"Ada\"}"));
+        await using var orders = await Backend.StartAsync("orders", Backend.Json("[{\"id\":1},{\"id\":2}]"));
         await using var gateway = await StartAsync(a => a
             .Leg("user", users.Address, "/users/{id}")
             .Leg("orders", orders.Address, "/orders?customer={id}")
@@ -62,7 +56,7 @@ public sealed class AggregationTests
     [Fact]
     public async Task FailingLegWithOmit_PartialAnswerNamesTheLeg()
     {
-        await using var users = await Backend.StartAsync("users", Json("{\"name\":\"Ada\"}"));
+        await using var users = await Backend.StartAsync("users", Backend.Json("{\"name\":\"Ada\"}"));
         await using var orders = await Backend.StartAsync("orders", c => { c.Response.StatusCode = 500; return Task.CompletedTask; });
         await using var gateway = await StartAsync(a => a
             .Leg("user", users.Address, "/users/{id}")
@@ -78,7 +72,7 @@ public sealed class AggregationTests
     [Fact]
     public async Task FailingLegWithFail_502ProblemNamesTheLeg()
     {
-        await using var users = await Backend.StartAsync("users", Json("{\"name\":\"Ada\"}"));
+        await using var users = await Backend.StartAsync("users", Backend.Json("{\"name\":\"Ada\"}"));
         await using var orders = await Backend.StartAsync("orders", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
         await using var gateway = await StartAsync(a => a
             .Leg("user", users.Address, "/users/{id}")
@@ -95,7 +89,7 @@ public sealed class AggregationTests
     {
         var time = new FakeTimeProvider();
         var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var users = await Backend.StartAsync("users", Json("{\"name\":\"Ada\"}"));
+        await using var users = await Backend.StartAsync("users", Backend.Json("{\"name\":\"Ada\"}"));
         await using var slow = await Backend.StartAsync("slow", async c =>
         {
             arrived.TrySetResult();
@@ -119,8 +113,8 @@ public sealed class AggregationTests
     [Fact]
     public async Task Post_BodyForwardedToLegsThatAskForIt()
     {
-        await using var orders = await Backend.StartAsync("orders", Json("{\"orderId\":\"o-9\"}"));
-        await using var audit = await Backend.StartAsync("audit", Json("{\"logged\":true}"));
+        await using var orders = await Backend.StartAsync("orders", Backend.Json("{\"orderId\":\"o-9\"}"));
+        await using var audit = await Backend.StartAsync("audit", Backend.Json("{\"logged\":true}"));
         await using var gateway = await StartAsync(a => a
             .Leg("order", orders.Address, "/orders", o => o.ForwardBody = true)
             .Leg("audit", audit.Address, "/audit/{id}", o => o.Method = "GET"));
@@ -138,7 +132,7 @@ public sealed class AggregationTests
     [Fact]
     public async Task LegToCluster_UsesTheClustersDestinations()
     {
-        await using var users = await Backend.StartAsync("users", Json("{\"name\":\"Ada\"}"));
+        await using var users = await Backend.StartAsync("users", Backend.Json("{\"name\":\"Ada\"}"));
         var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (users, null));
         await using var gateway = await KestrelHost.StartAsync(
             b => b.AddGateway(g => g.LoadFromMemory(routes, clusters)),

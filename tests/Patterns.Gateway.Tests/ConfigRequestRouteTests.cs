@@ -93,9 +93,7 @@ public sealed class ConfigRequestRouteTests
             ["Requests:broken:Request"] = "GetQuote",
         }).Build();
 
-        var start = () => StartAsync(config);
-
-        var error = (await start.Should().ThrowAsync<InvalidOperationException>()).Which.Message;
+        var error = await Gateways.StartFailureAsync(() => StartAsync(config));
         error.Should().StartWith("Invalid gateway request routes: ");
         error.Should().Contain("Request route 'typo': 'Request' is 'GetQuot', which is not a request type the gateway knows (registered: echo, GetQuote)");
         error.Should().Contain("Request route 'slow': 'Timeout' is 'soon'; it must be a positive duration such as 00:00:05.");

@@ -69,6 +69,13 @@ internal static class Gateways
         return ([route], [cluster]);
     }
 
+    /// <summary>Starts a host that must fail: the message of the <see cref="InvalidOperationException"/> that stopped it.</summary>
+    public static async Task<string> StartFailureAsync(Func<Task<KestrelHost>> start)
+    {
+        var failed = await start.Should().ThrowAsync<InvalidOperationException>();
+        return failed.Which.Message;
+    }
+
     /// <summary>Sends requests until <paramref name="done"/> holds for an answer or the attempts run out (a configuration reload applies asynchronously).</summary>
     public static async Task<string> EventuallyAsync(HttpClient client, string path, Func<string, bool> done, int attempts = 500)
     {

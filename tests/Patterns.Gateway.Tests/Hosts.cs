@@ -72,6 +72,13 @@ internal sealed class Backend : IAsyncDisposable
     /// <summary>Decides the answer; by default 200 with the backend's name as the body.</summary>
     public Func<HttpContext, Task>? Behavior { get; set; }
 
+    /// <summary>A behavior answering 200 with <paramref name="json"/>.</summary>
+    public static Func<HttpContext, Task> Json(string json) => c =>
+    {
+        c.Response.ContentType = "application/json";
+        return c.Response.WriteAsync(json);
+    };
+
     public static async Task<Backend> StartAsync(string name, Func<HttpContext, Task>? behavior = null)
     {
         var backend = new Backend(name) { Behavior = behavior };

@@ -5,6 +5,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Patterns.Gateway.Push;
 using Patterns.PubSub;
@@ -15,13 +16,18 @@ public sealed class PushTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private static Task<KestrelHost> StartAsync(Action<WebApplication> endpoints, TimeProvider? time = null) =>
+    private static Task<KestrelHost> StartAsync(Action<WebApplication> endpoints, TimeProvider? time = null, GatewayLogs? logs = null) =>
         KestrelHost.StartAsync(
             b =>
             {
                 if (time is not null)
                 {
                     b.Services.AddSingleton(time);
+                }
+
+                if (logs is not null)
+                {
+                    b.Logging.AddProvider(logs);
                 }
 
                 b.AddPatterns(p => p.UseInMemory());
@@ -235,6 +241,62 @@ public sealed class PushTests
     }
 
     [Fact]
+    public async Task WebSocket_ClientThatStopsAnsweringPings_IsDroppedWhileAnsweringClientKeepsReceiving()
+    {
+        var logs = new GatewayLogs();
+        await using var host = await StartAsync(
+            app => app.MapWebSocketTopics("/ws", ["news"], o =>
+            {
+                o.KeepAliveInterval = TimeSpan.FromMilliseconds(200);
+                o.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+            }),
+            logs: logs);
+        var uri = new Uri(host.Address.Replace("http://", "ws://", StringComparison.Ordinal) + "/ws");
+
+        // Neither client sends frames of its own; a client answers the server's pings only while it has a receive pending.
+        using var live = new ClientWebSocket();
+        live.Options.KeepAliveInterval = TimeSpan.Zero;
+        using var silent = new ClientWebSocket();
+        silent.Options.KeepAliveInterval = TimeSpan.Zero;
+        foreach (var socket in new[] { live, silent })
+        {
+            await socket.ConnectAsync(uri, Ct);
+            await SendFrame(socket, "{\"type\":\"subscribe\",\"topic\":\"news\"}");
+            (await ReceiveFrame(socket)).Should().Be("{\"type\":\"subscribed\",\"topic\":\"news\"}");
+        }
+
+        Hub(host).Connections.Should().Be(2);
+        var next = ReceiveFrame(live, TimeSpan.FromSeconds(30));
+
+        // The silent client stops reading, so the server's ping goes unanswered and the server drops it.
+        var dropped = await logs.WaitForAsync(1313);
+        dropped.Should().Be("A WebSocket client of '/ws' did not answer a keep-alive ping within 00:00:01 and was disconnected (1 topic subscriptions released).");
+        Waits.Until(() => Hub(host).Connections == 1, "the silent client's connection slot is released");
+        Feed(host, "news").ConnectionCount.Should().Be(1);
+
+        // The live client answered every ping for the whole time and still receives.
+        await Publish(host, "news", "n1");
+        (await next).Should().Be("{\"type\":\"message\",\"topic\":\"news\",\"id\":1,\"data\":{\"text\":\"n1\"}}");
+        logs.Of(1313).Should().HaveCount(1);
+
+        // The silent client finds its connection gone once it reads again.
+        var read = () => silent.ReceiveAsync(new byte[1024], Ct);
+        await read.Should().ThrowAsync<WebSocketException>();
+        await live.CloseAsync(WebSocketCloseStatus.NormalClosure, null, Ct);
+        Waits.Until(() => Hub(host).Connections == 0, "the live client's connection is released on close");
+    }
+
+    [Fact]
+    public void PushOptions_NonPositiveKeepAliveTimeout_IsRejectedNamingTheEndpoint()
+    {
+        var options = new PushOptions { KeepAliveTimeout = TimeSpan.Zero };
+
+        var validate = () => options.Validate("/ws");
+
+        validate.Should().Throw<ArgumentOutOfRangeException>().Which.Message.Should().StartWith("PushOptions of '/ws': KeepAliveTimeout (00:00:00) must be positive.");
+    }
+
+    [Fact]
     public async Task LongPoll_HeldUntilMessage_ResumesByLastEventId_AndTimesOutWith204()
     {
         var time = new FakeTimeProvider();
@@ -306,12 +368,12 @@ public sealed class PushTests
     private static Task SendFrame(ClientWebSocket socket, string text) =>
         socket.SendAsync(Encoding.UTF8.GetBytes(text), WebSocketMessageType.Text, true, Ct);
 
-    private static async Task<string> ReceiveFrame(ClientWebSocket socket)
+    private static async Task<string> ReceiveFrame(ClientWebSocket socket, TimeSpan? within = null)
     {
         var buffer = new byte[64 * 1024];
         var count = 0;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        timeout.CancelAfter(TimeSpan.FromSeconds(10));
+        timeout.CancelAfter(within ?? TimeSpan.FromSeconds(10));
         while (true)
         {
             var result = await socket.ReceiveAsync(new ArraySegment<byte>(buffer, count, buffer.Length - count), timeout.Token);

@@ -57,6 +57,27 @@ public sealed class ResilienceTests
         good.Hits.Should().Be(20);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(4)]
+    public async Task Retry_EveryDestinationFailing_MakesExactlyOnePlusMaxRetriesAttemptsAlternating(int maxRetries)
+    {
+        // The first attempt goes out before any retry state exists; the retries then run in Polly's retry strategy.
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RetryMaxRetries] = maxRetries.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+            GatewayPolicies.Weighted, (a, null), (b, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        using var response = await gateway.Client.GetAsync("/x", Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        (a.Hits + b.Hits).Should().Be(1 + maxRetries);
+        Math.Abs(a.Hits - b.Hits).Should().BeLessThanOrEqualTo(1, "no destination is tried twice in a row");
+    }
+
     [Fact]
     public async Task Retry_PostIsNotIdempotent_FailureReachesClient()
     {

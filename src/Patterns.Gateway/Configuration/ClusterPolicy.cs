@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using Yarp.ReverseProxy.Configuration;
@@ -10,6 +11,9 @@ internal sealed class ClusterPolicy
     private static readonly ConditionalWeakTable<ClusterConfig, ClusterPolicy> Cache = new();
 
     public static readonly ClusterPolicy Default = new();
+
+    /// <summary>Gets the configured <see cref="GatewayMetadata.Weight"/> of each destination that has one, parsed once per configuration.</summary>
+    public FrozenDictionary<string, int>? Weights { get; private init; }
 
     public RoutingKeySource? RoutingKey { get; private init; }
 
@@ -44,29 +48,89 @@ internal sealed class ClusterPolicy
             return errors.Count == 0 ? policy : Default;
         });
 
+    /// <summary>The cluster metadata keys of this package: any other key starting with <c>Patterns.</c> is a mistake.</summary>
+    private static readonly string[] ClusterKeys =
+    [
+        GatewayMetadata.RoutingKey, GatewayMetadata.OutlierConsecutiveFailures, GatewayMetadata.OutlierFailureRate, GatewayMetadata.OutlierMinimumRequests,
+        GatewayMetadata.OutlierInterval, GatewayMetadata.OutlierBaseEjectionTime, GatewayMetadata.OutlierMaxEjectionTime, GatewayMetadata.OutlierMaxEjectionPercent,
+        GatewayMetadata.Timeout, GatewayMetadata.AttemptTimeout, GatewayMetadata.RetryMaxRetries, GatewayMetadata.RetryBudgetPercent,
+        GatewayMetadata.RetryMinConcurrency, GatewayMetadata.RetryMaxBufferedBodyBytes, GatewayMetadata.HedgingDelay, GatewayMetadata.HedgingMaxHedges,
+        GatewayMetadata.CircuitBreakerFailureRatio, GatewayMetadata.CircuitBreakerMinimumThroughput, GatewayMetadata.CircuitBreakerSamplingDuration,
+        GatewayMetadata.CircuitBreakerBreakDuration,
+    ];
+
+    private const string Prefix = "Patterns.";
+
     /// <summary>Parses a cluster's metadata, adding one message per problem to <paramref name="errors"/>.</summary>
     public static ClusterPolicy Parse(ClusterConfig config, List<string> errors)
     {
         var metadata = config.Metadata;
+        var weighted = string.Equals(config.LoadBalancingPolicy, GatewayPolicies.Weighted, StringComparison.OrdinalIgnoreCase);
+        var weights = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
         foreach (var destination in config.Destinations ?? new Dictionary<string, DestinationConfig>())
         {
-            if (destination.Value.Metadata is { } dm && dm.TryGetValue(GatewayMetadata.Weight, out var w)
-                && (!int.TryParse(w, NumberStyles.Integer, CultureInfo.InvariantCulture, out var weight) || weight < 0))
+            if (destination.Value.Metadata is not { } dm)
             {
-                errors.Add($"Cluster '{config.ClusterId}' destination '{destination.Key}': Metadata '{GatewayMetadata.Weight}' is '{w}'; it must be a whole number of at least 0.");
+                continue;
+            }
+
+            foreach (var name in dm.Keys)
+            {
+                if (name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase))
+                {
+                    errors.Add($"Cluster '{config.ClusterId}' destination '{destination.Key}': Metadata '{name}' is not a gateway key; a destination takes only '{GatewayMetadata.Weight}'.");
+                }
+            }
+
+            if (dm.TryGetValue(GatewayMetadata.Weight, out var w))
+            {
+                if (!int.TryParse(w, NumberStyles.Integer, CultureInfo.InvariantCulture, out var weight) || weight < 0)
+                {
+                    errors.Add($"Cluster '{config.ClusterId}' destination '{destination.Key}': Metadata '{GatewayMetadata.Weight}' is '{w}'; it must be a whole number of at least 0.");
+                }
+                else
+                {
+                    weights[destination.Key] = weight;
+                }
             }
         }
 
         if (metadata is null || metadata.Count == 0)
         {
-            return Default;
+            return weights.Count == 0 ? Default : new ClusterPolicy { Weights = weights.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase) };
+        }
+
+        foreach (var name in metadata.Keys)
+        {
+            if (!name.StartsWith(Prefix, StringComparison.OrdinalIgnoreCase) || ClusterKeys.Contains(name, StringComparer.Ordinal))
+            {
+                continue;
+            }
+
+            var near = ClusterKeys.FirstOrDefault(k => string.Equals(k, name, StringComparison.OrdinalIgnoreCase));
+            if (near is null)
+            {
+                errors.Add($"Cluster '{config.ClusterId}': Metadata '{name}' is not a gateway key; the keys are {string.Join(", ", ClusterKeys)}.");
+            }
+            else if (!metadata.ContainsKey(near))
+            {
+                // Metadata read from configuration ignores case; a dictionary built in code may not.
+                errors.Add($"Cluster '{config.ClusterId}': Metadata '{name}' is not a gateway key; did you mean '{near}'? (this metadata dictionary is case-sensitive)");
+            }
         }
 
         var reader = new Reader(config.ClusterId, metadata, errors);
         RoutingKeySource? key = null;
-        if (metadata.TryGetValue(GatewayMetadata.RoutingKey, out var keyText) && !RoutingKeySource.TryParse(keyText, out key))
+        if (metadata.TryGetValue(GatewayMetadata.RoutingKey, out var keyText))
         {
-            errors.Add($"Cluster '{config.ClusterId}': Metadata '{GatewayMetadata.RoutingKey}' is '{keyText}'; expected 'header:NAME', 'cookie:NAME' or 'claim:TYPE'.");
+            if (!RoutingKeySource.TryParse(keyText, out key))
+            {
+                errors.Add($"Cluster '{config.ClusterId}': Metadata '{GatewayMetadata.RoutingKey}' is '{keyText}'; expected 'header:NAME', 'cookie:NAME' or 'claim:TYPE'.");
+            }
+            else if (!weighted)
+            {
+                errors.Add($"Cluster '{config.ClusterId}': Metadata '{GatewayMetadata.RoutingKey}' applies only with LoadBalancingPolicy '{GatewayPolicies.Weighted}'; the cluster's is '{config.LoadBalancingPolicy ?? "PowerOfTwoChoices (the default)"}'.");
+            }
         }
 
         OutlierSettings? outlier = null;
@@ -74,6 +138,12 @@ internal sealed class ClusterPolicy
         var rate = reader.Double(GatewayMetadata.OutlierFailureRate, 0, 1);
         if (consecutive is not null || rate is not null)
         {
+            if (config.HealthCheck?.Passive is not { Enabled: true } passive || !string.Equals(passive.Policy, GatewayPolicies.OutlierDetection, StringComparison.OrdinalIgnoreCase))
+            {
+                errors.Add($"Cluster '{config.ClusterId}': Metadata '{(consecutive is not null ? GatewayMetadata.OutlierConsecutiveFailures : GatewayMetadata.OutlierFailureRate)}' applies only when HealthCheck:Passive is enabled with Policy '{GatewayPolicies.OutlierDetection}'" +
+                    $" (the cluster's passive health check is {(config.HealthCheck?.Passive is { Enabled: true } p ? "policy '" + (p.Policy ?? "TransportFailureRate") + "'" : "off")}); without it an ejected destination would still get traffic.");
+            }
+
             outlier = new OutlierSettings
             {
                 ConsecutiveFailures = consecutive,
@@ -101,6 +171,7 @@ internal sealed class ClusterPolicy
 
         var policy = new ClusterPolicy
         {
+            Weights = weights.Count == 0 ? null : weights.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase),
             RoutingKey = key,
             Outlier = outlier,
             Timeout = reader.Duration(GatewayMetadata.Timeout),

@@ -11,7 +11,7 @@ internal sealed class GatewayConfigFilter : IProxyConfigFilter
         ClusterPolicy.Parse(cluster, errors);
         if (errors.Count > 0)
         {
-            throw new InvalidOperationException("Invalid gateway configuration: " + string.Join(" ", errors));
+            throw new InvalidOperationException(string.Join(" ", errors));
         }
 
         return new ValueTask<ClusterConfig>(cluster);

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Patterns.Gateway.Configuration;
 using Patterns.Gateway.Messaging;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Transforms.Builder;
@@ -23,10 +24,13 @@ public sealed class GatewayBuilder
 
     /// <summary>
     /// Loads routes and clusters from a configuration section in YARP's schema (<c>Routes</c>, <c>Clusters</c>), extended by
-    /// <see cref="GatewayMetadata"/> keys, and request routes from its <c>Requests</c> section: HTTP routes that call request
+    /// <see cref="GatewayMetadata"/> keys; request routes from its <c>Requests</c> section: HTTP routes that call request
     /// handlers (<c>"quotes": { "Path": "/api/quotes", "Request": "GetQuote" }</c>, the type named by
-    /// <see cref="AddRequestType{TRequest, TResponse}"/>). A change to the configuration applies without a restart; a bad
-    /// change is logged and the last good configuration stays.
+    /// <see cref="AddRequestType{TRequest, TResponse}"/>); and aggregate (BFF) routes from its <c>Aggregates</c> section
+    /// (<c>"home": { "Path": "/bff/home/{id}", "Legs": { "user": { "Target": "users", "Path": "/users/{id}" } } }</c>).
+    /// Every name and value is checked when the configuration loads (policy names included), so a bad one fails the host
+    /// naming the route or cluster and the field. A change to the configuration applies without a restart; a bad change is
+    /// logged and the last good configuration stays.
     /// </summary>
     /// <param name="section">The section, for example <c>builder.Configuration.GetSection("Gateway")</c>.</param>
     /// <returns>This builder.</returns>
@@ -34,7 +38,7 @@ public sealed class GatewayBuilder
     {
         ArgumentNullException.ThrowIfNull(section);
         ReverseProxy.LoadFromConfig(section);
-        Services.AddSingleton(new RequestRouteSection(section.GetSection("Requests")));
+        Services.AddSingleton(new GatewaySection(section));
         return this;
     }
 

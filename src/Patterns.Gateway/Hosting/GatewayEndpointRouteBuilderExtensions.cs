@@ -1,7 +1,8 @@
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
+using Patterns.Gateway.Aggregation;
+using Patterns.Gateway.Configuration;
 using Patterns.Gateway.Messaging;
 using Patterns.Gateway.Resilience;
 using Patterns.Gateway.Security;
@@ -14,47 +15,69 @@ public static class GatewayEndpointRouteBuilderExtensions
 {
     /// <summary>
     /// Maps every configured route through YARP with the gateway's proxy pipeline: declared oversize bodies answered 413, request bodies buffered for retries,
-    /// session affinity, load balancing and passive health checks. Also maps the request routes of configuration (the
-    /// <c>Requests</c> section of <see cref="Patterns.Gateway.GatewayBuilder.LoadFromConfig"/>); a bad one throws here, naming the route and the field.
+    /// session affinity, load balancing and passive health checks. Also maps the request routes and aggregate routes of configuration (the
+    /// <c>Requests</c> and <c>Aggregates</c> sections of <see cref="Patterns.Gateway.GatewayBuilder.LoadFromConfig"/>).
     /// </summary>
+    /// <exception cref="InvalidOperationException">The configuration is invalid: the message names every route or cluster and field at fault
+    /// (an unknown policy name, a malformed gateway key, a misspelt field).</exception>
     /// <param name="endpoints">The endpoint route builder.</param>
     /// <param name="configure">Adds middleware to the proxy pipeline ahead of load balancing.</param>
     /// <returns>The convention builder of the proxy endpoints.</returns>
     public static ReverseProxyConventionBuilder MapGateway(this IEndpointRouteBuilder endpoints, Action<IReverseProxyApplicationBuilder>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(endpoints);
-        MapRequestRoutes(endpoints);
-        return endpoints.MapReverseProxy(proxy =>
+        ReverseProxyConventionBuilder proxy;
+        try
         {
-            proxy.Use(ProxyTelemetryMiddleware.InvokeAsync);
-            proxy.Use(RequestLimitsMiddleware.InvokeAsync);
-            proxy.Use(BodyBufferingMiddleware.InvokeAsync);
-            configure?.Invoke(proxy);
-            proxy.UseSessionAffinity();
-            proxy.UseLoadBalancing();
-            proxy.UsePassiveHealthChecks();
-        });
-    }
-
-    private static void MapRequestRoutes(IEndpointRouteBuilder endpoints)
-    {
-        var services = endpoints.ServiceProvider;
-        var sections = services.GetServices<RequestRouteSection>().ToList();
-        if (sections.Count == 0)
+            proxy = endpoints.MapReverseProxy(pipeline =>
+            {
+                pipeline.Use(ProxyTelemetryMiddleware.InvokeAsync);
+                pipeline.Use(RequestLimitsMiddleware.InvokeAsync);
+                pipeline.Use(BodyBufferingMiddleware.InvokeAsync);
+                configure?.Invoke(pipeline);
+                pipeline.UseSessionAffinity();
+                pipeline.UseLoadBalancing();
+                pipeline.UsePassiveHealthChecks();
+            });
+        }
+        catch (InvalidOperationException ex) when (ex.InnerException is AggregateException invalid)
         {
-            return;
+            // YARP's own message says only that the configuration could not be loaded; the problems are inside it.
+            throw new InvalidOperationException("Invalid gateway configuration: " + string.Join(" ", invalid.InnerExceptions.Select(Describe)), ex);
         }
 
-        var targets = services.GetServices<RequestTarget>().ToList();
-        var messages = services.GetServices<MessageTarget>().ToList();
-        var isService = services.GetService<IServiceProviderIsService>();
-        var logger = services.GetRequiredService<ILoggerFactory>().CreateLogger("Patterns.Gateway.RequestRoutes");
-        var lifetime = services.GetService<IHostApplicationLifetime>();
-        foreach (var section in sections)
+        MapConfigRoutes(endpoints);
+        return proxy;
+    }
+
+    /// <summary>One problem of a configuration load: YARP's message, and the message of the exception it wraps, if any.</summary>
+    private static string Describe(Exception error)
+    {
+        var text = error.Message;
+        for (var inner = error.InnerException; inner is not null; inner = inner.InnerException)
         {
-            var source = new RequestRouteDataSource(section.Section, targets, messages, isService, logger);
-            endpoints.DataSources.Add(source);
-            lifetime?.ApplicationStopped.Register(source.Dispose);
+            text += " " + inner.Message;
+        }
+
+        return text;
+    }
+
+    private static void MapConfigRoutes(IEndpointRouteBuilder endpoints)
+    {
+        var services = endpoints.ServiceProvider;
+        var lifetime = services.GetService<IHostApplicationLifetime>();
+        foreach (var gateway in services.GetServices<GatewaySection>())
+        {
+            ConfigRouteDataSource[] sources =
+            [
+                new RequestRouteDataSource(gateway.Section.GetSection("Requests"), services),
+                new AggregateRouteDataSource(gateway.Section.GetSection("Aggregates"), gateway.Section.GetSection("Clusters"), services),
+            ];
+            foreach (var source in sources)
+            {
+                endpoints.DataSources.Add(source);
+                lifetime?.ApplicationStopped.Register(source.Dispose);
+            }
         }
     }
 }

@@ -40,7 +40,14 @@ public static class GatewayServiceCollectionExtensions
             proxy.AddConfigFilter<GatewayConfigFilter>();
             proxy.AddTransforms(static context => context.AddRequestTransform(static transform =>
             {
-                transform.ProxyRequest.Options.Set(RequestOptionKeys.HttpContext, transform.HttpContext);
+                // The resilience handler needs the request's context; a cluster with nothing to retry or count does without
+                // (and without the options dictionary the first Set allocates).
+                if (transform.HttpContext.Features.Get<Yarp.ReverseProxy.Model.IReverseProxyFeature>() is { } proxied
+                    && ClusterPolicy.For(proxied.Cluster.Config) is { } policy && (policy.HasResilience || policy.Outlier is not null))
+                {
+                    transform.ProxyRequest.Options.Set(RequestOptionKeys.HttpContext, transform.HttpContext);
+                }
+
                 HopByHopHeaders.Remove(transform.HttpContext, transform.ProxyRequest);
                 return default;
             }));

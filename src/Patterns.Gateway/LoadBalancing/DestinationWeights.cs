@@ -12,6 +12,10 @@ public sealed class DestinationWeights
 {
     private readonly ConcurrentDictionary<string, FrozenDictionary<string, int>> _overrides = new(StringComparer.OrdinalIgnoreCase);
 
+    // Read on every request: ConcurrentDictionary.IsEmpty takes all of its locks when the dictionary is empty, the usual case.
+    private volatile int _count;
+    private readonly Lock _write = new();
+
     /// <summary>Raised after the weights of a cluster changed, with the cluster id.</summary>
     public event Action<string>? Changed;
 
@@ -31,7 +35,13 @@ public sealed class DestinationWeights
             }
         }
 
-        _overrides[clusterId] = weights.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
+        var frozen = weights.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
+        lock (_write)
+        {
+            _overrides[clusterId] = frozen;
+            _count = _overrides.Count;
+        }
+
         Changed?.Invoke(clusterId);
     }
 
@@ -39,7 +49,14 @@ public sealed class DestinationWeights
     /// <param name="clusterId">The cluster.</param>
     public void Reset(string clusterId)
     {
-        if (_overrides.TryRemove(clusterId, out _))
+        bool removed;
+        lock (_write)
+        {
+            removed = _overrides.TryRemove(clusterId, out _);
+            _count = _overrides.Count;
+        }
+
+        if (removed)
         {
             Changed?.Invoke(clusterId);
         }
@@ -51,5 +68,5 @@ public sealed class DestinationWeights
     public IReadOnlyDictionary<string, int> Get(string clusterId) =>
         _overrides.TryGetValue(clusterId, out var weights) ? weights : FrozenDictionary<string, int>.Empty;
 
-    internal FrozenDictionary<string, int>? For(string clusterId) => _overrides.IsEmpty ? null : _overrides.GetValueOrDefault(clusterId);
+    internal FrozenDictionary<string, int>? For(string clusterId) => _count == 0 ? null : _overrides.GetValueOrDefault(clusterId);
 }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http;
 using Patterns.Gateway.Configuration;
@@ -34,32 +33,30 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
         var policy = ClusterPolicy.For(cluster.Model.Config);
         var key = policy.RoutingKey?.Read(context);
         return key is null
-            ? _state.GetValue(cluster, static _ => new RoundRobinState()).Next(available, overrides, exclude)
-            : Rendezvous(key, available, overrides, exclude);
+            ? _state.GetValue(cluster, static _ => new RoundRobinState()).Next(available, overrides, policy.Weights, exclude)
+            : Rendezvous(key, available, overrides, policy.Weights, exclude);
     }
 
-    internal static int WeightOf(DestinationState destination, IReadOnlyDictionary<string, int>? overrides)
+    /// <summary>A destination's weight: the live one if set, else the configured one (parsed once per configuration), else 1.</summary>
+    internal static int WeightOf(DestinationState destination, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured)
     {
         if (overrides is not null && overrides.TryGetValue(destination.DestinationId, out var live))
         {
             return live;
         }
 
-        var metadata = destination.Model.Config.Metadata;
-        return metadata is not null && metadata.TryGetValue(GatewayMetadata.Weight, out var text)
-            && int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var weight) && weight >= 0
-            ? weight
-            : 1;
+        return configured is not null && configured.TryGetValue(destination.DestinationId, out var weight) ? weight : 1;
     }
 
-    private static DestinationState? Rendezvous(string key, IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, DestinationState? exclude)
+    private static DestinationState? Rendezvous(
+        string key, IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured, DestinationState? exclude)
     {
         DestinationState? best = null;
         var bestScore = double.NegativeInfinity;
         for (var i = 0; i < available.Count; i++)
         {
             var destination = available[i];
-            var weight = WeightOf(destination, overrides);
+            var weight = WeightOf(destination, overrides, configured);
             if (weight == 0 || ReferenceEquals(destination, exclude))
             {
                 continue;
@@ -109,7 +106,8 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
         private readonly Dictionary<string, long> _current = new(StringComparer.Ordinal);
         private readonly Lock _lock = new();
 
-        public DestinationState? Next(IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, DestinationState? exclude)
+        public DestinationState? Next(
+            IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured, DestinationState? exclude)
         {
             lock (_lock)
             {
@@ -119,7 +117,7 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
                 for (var i = 0; i < available.Count; i++)
                 {
                     var destination = available[i];
-                    var weight = WeightOf(destination, overrides);
+                    var weight = WeightOf(destination, overrides, configured);
                     if (weight == 0 || ReferenceEquals(destination, exclude))
                     {
                         continue;

@@ -1,184 +1,68 @@
-using System.Globalization;
-using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.RateLimiting;
-using Microsoft.AspNetCore.Routing;
-using Microsoft.AspNetCore.Routing.Patterns;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Primitives;
-using Patterns.Gateway.Telemetry;
+using Patterns.Gateway.Configuration;
 using Patterns.PubSub;
 using Patterns.Queues;
 using Patterns.RequestResponse;
 
 namespace Patterns.Gateway.Messaging;
 
-/// <summary>The <c>Requests</c> section given to <see cref="GatewayBuilder.LoadFromConfig"/>: HTTP routes to request handlers.</summary>
-internal sealed class RequestRouteSection(IConfiguration section)
-{
-    public IConfiguration Section { get; } = section;
-}
-
 /// <summary>
-/// The endpoints of the request routes declared in configuration. They are built when <c>MapGateway</c> runs (a bad
-/// route fails the host, naming the route and the field) and rebuilt when the configuration changes (a bad change is
-/// logged and the last good routes stay).
+/// The endpoints of the request routes declared in configuration (the <c>Requests</c> section): HTTP routes that call a
+/// request handler, publish or send, built and reloaded as <see cref="ConfigRouteDataSource"/> describes.
 /// </summary>
-internal sealed class RequestRouteDataSource : EndpointDataSource, IDisposable
+internal sealed class RequestRouteDataSource : ConfigRouteDataSource
 {
     private static readonly string[] Fields = ["Path", "Request", "Publish", "Topic", "Send", "Queue", "Timeout", "MaxBodyBytes", "AuthorizationPolicy", "RateLimiterPolicy", "Order"];
 
-    private readonly IConfiguration _section;
     private readonly IReadOnlyDictionary<string, RequestTarget> _targets;
     private readonly IReadOnlyDictionary<string, MessageTarget> _messages;
-    private readonly IServiceProviderIsService? _services;
-    private readonly ILogger _logger;
-    private readonly IDisposable _reloads;
-    private readonly Lock _lock = new();
-    private IReadOnlyList<Endpoint> _endpoints;
-    private CancellationTokenSource _changed = new();
+    private readonly IServiceProviderIsService? _isService;
 
-    public RequestRouteDataSource(IConfiguration section, IEnumerable<RequestTarget> targets, IEnumerable<MessageTarget> messages, IServiceProviderIsService? services, ILogger logger)
+    public RequestRouteDataSource(IConfiguration section, IServiceProvider services)
+        : base(section, "request route", services)
     {
-        _section = section;
-        _targets = targets.GroupBy(t => t.Name, StringComparer.OrdinalIgnoreCase).ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
-        _messages = messages.GroupBy(t => t.Name, StringComparer.OrdinalIgnoreCase).ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
-        _services = services;
-        _logger = logger;
-        var errors = new List<string>();
-        _endpoints = Build(errors);
-        if (errors.Count > 0)
-        {
-            throw new InvalidOperationException("Invalid gateway request routes: " + string.Join(" ", errors));
-        }
-
-        _reloads = ChangeToken.OnChange(_section.GetReloadToken, Reload);
-    }
-
-    public override IReadOnlyList<Endpoint> Endpoints => Volatile.Read(ref _endpoints);
-
-    public override IChangeToken GetChangeToken()
-    {
-        lock (_lock)
-        {
-            return new CancellationChangeToken(_changed.Token);
-        }
-    }
-
-    public void Dispose()
-    {
-        _reloads.Dispose();
-        _changed.Dispose();
-    }
-
-    private void Reload()
-    {
-        var errors = new List<string>();
-        var endpoints = Build(errors);
-        if (errors.Count > 0)
-        {
-            GatewayLog.RequestRoutesRejected(_logger, string.Join(" ", errors));
-            return;
-        }
-
-        CancellationTokenSource previous;
-        lock (_lock)
-        {
-            Volatile.Write(ref _endpoints, endpoints);
-            previous = _changed;
-            _changed = new CancellationTokenSource();
-        }
-
-        previous.Cancel();
-        previous.Dispose();
+        _targets = services.GetServices<RequestTarget>().GroupBy(t => t.Name, StringComparer.OrdinalIgnoreCase).ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
+        _messages = services.GetServices<MessageTarget>().GroupBy(t => t.Name, StringComparer.OrdinalIgnoreCase).ToDictionary(g => g.Key, g => g.Last(), StringComparer.OrdinalIgnoreCase);
+        _isService = services.GetService<IServiceProviderIsService>();
+        Initialize();
     }
 
     /// <summary>Builds one POST endpoint per configured route, adding one message per problem to <paramref name="errors"/>.</summary>
-    private List<Endpoint> Build(List<string> errors)
+    protected override List<Endpoint> Build(List<string> errors)
     {
         var endpoints = new List<Endpoint>();
         var paths = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
-        foreach (var route in _section.GetChildren())
+        foreach (var route in Section.GetChildren())
         {
+            var reader = new RouteReader(Kind, route, errors);
             var id = route.Key;
             var before = errors.Count;
-            foreach (var field in route.GetChildren())
-            {
-                if (!Fields.Contains(field.Key, StringComparer.OrdinalIgnoreCase))
-                {
-                    errors.Add($"Request route '{id}': unknown field '{field.Key}'; the fields are {string.Join(", ", Fields)}.");
-                }
-            }
-
-            RoutePattern? pattern = null;
-            var path = route["Path"];
-            if (string.IsNullOrWhiteSpace(path))
-            {
-                errors.Add($"Request route '{id}': 'Path' is missing; give the route pattern, for example '/api/quotes'.");
-            }
-            else
-            {
-                try
-                {
-                    pattern = RoutePatternFactory.Parse(path);
-                    if (!paths.TryAdd(pattern.RawText ?? path, id))
-                    {
-                        errors.Add($"Request route '{id}': 'Path' '{path}' is also the path of request route '{paths[pattern.RawText ?? path]}'.");
-                    }
-                }
-                catch (RoutePatternException ex)
-                {
-                    errors.Add($"Request route '{id}': 'Path' '{path}' is not a valid route pattern: {ex.Message}");
-                }
-            }
-
+            reader.CheckFields(Fields);
+            var pattern = reader.Path(paths, "/api/quotes");
             var options = new MessageEndpointOptions();
             var create = Target(id, route, errors);
-            if (route["Timeout"] is { } timeoutText)
+            if (reader.Duration("Timeout") is { } timeout)
             {
-                if (TimeSpan.TryParse(timeoutText, CultureInfo.InvariantCulture, out var timeout) && timeout > TimeSpan.Zero)
-                {
-                    options.Timeout = timeout;
-                }
-                else
-                {
-                    errors.Add($"Request route '{id}': 'Timeout' is '{timeoutText}'; it must be a positive duration such as 00:00:05.");
-                }
+                options.Timeout = timeout;
             }
 
-            if (route["MaxBodyBytes"] is { } maxText)
+            if (reader.Int("MaxBodyBytes", 1, int.MaxValue) is { } max)
             {
-                if (int.TryParse(maxText, NumberStyles.Integer, CultureInfo.InvariantCulture, out var max) && max > 0)
-                {
-                    options.MaxBodyBytes = max;
-                }
-                else
-                {
-                    errors.Add($"Request route '{id}': 'MaxBodyBytes' is '{maxText}'; it must be a whole number from 1 to {int.MaxValue}.");
-                }
+                options.MaxBodyBytes = max;
             }
 
-            var order = 0;
-            if (route["Order"] is { } orderText && !int.TryParse(orderText, NumberStyles.Integer, CultureInfo.InvariantCulture, out order))
-            {
-                errors.Add($"Request route '{id}': 'Order' is '{orderText}'; it must be a whole number.");
-            }
-
+            var order = reader.Int("Order", int.MinValue, int.MaxValue) ?? 0;
+            ValidatePolicies(reader);
             if (errors.Count > before || pattern is null || create is null)
             {
                 continue;
             }
 
-            var builder = new RouteEndpointBuilder(create.Value.Create(pattern.RawText ?? path!, options), pattern, order)
-            {
-                DisplayName = $"Gateway request route '{id}': POST {pattern.RawText} to {create.Value.What}",
-            };
-            builder.Metadata.Add(new HttpMethodMetadata([HttpMethods.Post]));
-            builder.Metadata.Add(options);
-            AddPolicies(builder, route["AuthorizationPolicy"], route["RateLimiterPolicy"]);
-            endpoints.Add(builder.Build());
+            endpoints.Add(Endpoint(
+                create.Value.Create(pattern.RawText!, options), pattern, order, $"Gateway request route '{id}': POST {pattern.RawText} to {create.Value.What}",
+                [HttpMethods.Post], route, options));
         }
 
         return endpoints;
@@ -251,27 +135,9 @@ internal sealed class RequestRouteDataSource : EndpointDataSource, IDisposable
 
     private void Require(string id, Type service, string call, List<string> errors)
     {
-        if (_services is not null && !_services.IsService(service))
+        if (_isService is not null && !_isService.IsService(service))
         {
             errors.Add($"Request route '{id}': no {service.Name} is registered; call {call} when building the host.");
-        }
-    }
-
-    /// <summary>YARP's conventions: <c>Default</c> and <c>Anonymous</c> authorization, <c>Default</c> and <c>Disable</c> rate limiting, else a named policy.</summary>
-    private static void AddPolicies(RouteEndpointBuilder builder, string? authorization, string? rateLimiter)
-    {
-        if (!string.IsNullOrEmpty(authorization))
-        {
-            builder.Metadata.Add(
-                string.Equals(authorization, "Anonymous", StringComparison.OrdinalIgnoreCase) ? new AllowAnonymousAttribute()
-                : string.Equals(authorization, "Default", StringComparison.OrdinalIgnoreCase) ? new AuthorizeAttribute()
-                : new AuthorizeAttribute(authorization));
-        }
-
-        if (!string.IsNullOrEmpty(rateLimiter) && !string.Equals(rateLimiter, "Default", StringComparison.OrdinalIgnoreCase))
-        {
-            builder.Metadata.Add(
-                string.Equals(rateLimiter, "Disable", StringComparison.OrdinalIgnoreCase) ? new DisableRateLimitingAttribute() : new EnableRateLimitingAttribute(rateLimiter));
         }
     }
 }

@@ -29,7 +29,7 @@ internal static class PushEndpoints
             return;
         }
 
-        var connection = new PushConnection(options.BufferCapacity, options.SlowClient) { CutOff = context.Abort };
+        var connection = new PushConnection(options.BufferCapacity, options.SlowClient) { CutOff = () => AbortQuietly(context) };
         TopicFeed? feed = null;
         KeepAliveMonitor? keepAlive = null;
         try
@@ -89,7 +89,23 @@ internal static class PushEndpoints
         var (context, topic, hub) = ((HttpContext, string, PushHub))state!;
         GatewayTelemetry.PushDisconnected.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.TopicTag, topic));
         GatewayLog.StalledClientDropped(hub.Logger, topic);
-        context.Abort();
+        AbortQuietly(context);
+    }
+
+    /// <summary>
+    /// Aborts a request from another thread (the keep-alive timer, a publisher cutting off a slow client). The request may
+    /// have ended in the meantime, and its context been recycled: there is then nothing left to abort, and the exception
+    /// must not reach the thread pool, where it would end the process.
+    /// </summary>
+    private static void AbortQuietly(HttpContext context)
+    {
+        try
+        {
+            context.Abort();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
     }
 
     public static async Task LongPollAsync(HttpContext context, string topic, PushOptions options)
@@ -150,11 +166,31 @@ internal static class PushEndpoints
             return;
         }
 
+        try
+        {
+            using var socket = await context.WebSockets.AcceptWebSocketAsync(AcceptContext(options)).ConfigureAwait(false);
+            await RunWebSocketAsync(context, socket, topics, hub, options).ConfigureAwait(false);
+        }
+        finally
+        {
+            hub.Close();
+        }
+    }
+
+    /// <summary>
+    /// With a keep-alive interval the runtime's WebSocket sends a Ping frame after each silent interval and aborts the socket
+    /// when no Pong comes back within the timeout; without one, the WebSocket middleware's own options apply.
+    /// </summary>
+    private static WebSocketAcceptContext AcceptContext(PushOptions options) => options.KeepAliveInterval is { } interval
+        ? new WebSocketAcceptContext { KeepAliveInterval = interval, KeepAliveTimeout = options.KeepAliveTimeout }
+        : new WebSocketAcceptContext();
+
+    private static async Task RunWebSocketAsync(HttpContext context, WebSocket socket, IReadOnlySet<string> topics, PushHub hub, PushOptions options)
+    {
         var connection = new PushConnection(options.BufferCapacity, options.SlowClient);
         var subscribed = new Dictionary<string, TopicFeed>(StringComparer.Ordinal);
-        using var socket = await context.WebSockets.AcceptWebSocketAsync().ConfigureAwait(false);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
-        var sendLock = new SemaphoreSlim(1, 1);
+        using var sendLock = new SemaphoreSlim(1, 1);
         var sender = SendLoopAsync(socket, connection, sendLock, stop.Token);
         try
         {
@@ -173,6 +209,11 @@ internal static class PushEndpoints
         }
         catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
         {
+            if (await WasKeepAliveTimeoutAsync(ex, socket).ConfigureAwait(false))
+            {
+                GatewayTelemetry.PushDisconnected.Add(1);
+                GatewayLog.UnresponsiveWebSocketDropped(hub.Logger, context.Request.Path.Value ?? "/", options.KeepAliveTimeout, subscribed.Count);
+            }
         }
         finally
         {
@@ -187,14 +228,41 @@ internal static class PushEndpoints
             {
                 await sender.ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is OperationCanceledException or WebSocketException)
+            catch (Exception ex) when (ex is OperationCanceledException or WebSocketException or ObjectDisposedException)
             {
             }
-
-            sendLock.Dispose();
-            hub.Close();
         }
     }
+
+    /// <summary>
+    /// The runtime aborts a socket whose client left a keep-alive Ping unanswered. The pending receive fails in whichever way
+    /// the aborted connection makes it fail (and the request counts as aborted too), but the socket keeps the keep-alive
+    /// fault and hands it, as the inner exception, to any later call: one more receive tells the two apart.
+    /// </summary>
+    private static async ValueTask<bool> WasKeepAliveTimeoutAsync(Exception caught, WebSocket socket)
+    {
+        if (socket.State != WebSocketState.Aborted)
+        {
+            return false;
+        }
+
+        if (IsKeepAliveFault(caught.InnerException))
+        {
+            return true;
+        }
+
+        try
+        {
+            await socket.ReceiveAsync(Memory<byte>.Empty, CancellationToken.None).ConfigureAwait(false);
+            return false;
+        }
+        catch (Exception probe) when (probe is WebSocketException or OperationCanceledException or ObjectDisposedException)
+        {
+            return IsKeepAliveFault(probe.InnerException);
+        }
+    }
+
+    private static bool IsKeepAliveFault(Exception? exception) => exception is WebSocketException { WebSocketErrorCode: WebSocketError.Faulted };
 
     private static async Task<byte[]> HandleFrameAsync(
         ArraySegment<byte> frame, IReadOnlySet<string> topics, PushHub hub, PushConnection connection, Dictionary<string, TopicFeed> subscribed, CancellationToken cancellationToken)

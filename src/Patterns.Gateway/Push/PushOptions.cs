@@ -34,14 +34,24 @@ public sealed class PushOptions
     public int LongPollMaxBatch { get; set; } = 100;
 
     /// <summary>
-    /// Gets or sets how long a Server-Sent Events connection may stay silent: after an interval without a message it
-    /// gets a comment line (<c>: keep-alive</c>), so proxies and load balancers keep it open and a dead client is found.
-    /// A client whose pending write makes no progress for a whole interval (a dead peer, or one that stopped reading
-    /// while its socket buffers are full) is disconnected, so it holds no memory or connection slot; other clients are not affected.
-    /// Measured with the host's <see cref="TimeProvider"/>.
+    /// Gets or sets how long a push connection may stay silent.
+    /// Server-Sent Events: after an interval without a message the connection gets a comment line (<c>: keep-alive</c>), so
+    /// proxies and load balancers keep it open and a dead client is found. A client whose pending write makes no progress
+    /// for a whole interval (a dead peer, or one that stopped reading while its socket buffers are full) is disconnected, so
+    /// it holds no memory or connection slot; other clients are not affected. Measured with the host's <see cref="TimeProvider"/>.
+    /// WebSocket: after an interval without a frame from the client the server sends a Ping frame, and a client that does not
+    /// answer with a Pong within <see cref="KeepAliveTimeout"/> is disconnected (browsers answer pings by themselves).
     /// </summary>
     /// <value>The default is 15 seconds; <see langword="null"/> turns keep-alives and stalled-client detection off.</value>
     public TimeSpan? KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// Gets or sets how long a WebSocket client has to answer the server's keep-alive Ping with a Pong before it is
+    /// disconnected, freeing its buffer and its connection slot. Applies while <see cref="KeepAliveInterval"/> is set.
+    /// Measured by the runtime's WebSocket (wall-clock time, not the host's <see cref="TimeProvider"/>).
+    /// </summary>
+    /// <value>The default is 15 seconds.</value>
+    public TimeSpan KeepAliveTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
     internal void Validate(string pattern)
     {
@@ -53,6 +63,11 @@ public sealed class PushOptions
         if (KeepAliveInterval is { } keepAlive && keepAlive <= TimeSpan.Zero)
         {
             throw new ArgumentOutOfRangeException(nameof(PushOptions), $"PushOptions of '{pattern}': KeepAliveInterval ({keepAlive}) must be positive, or null to turn keep-alives off.");
+        }
+
+        if (KeepAliveTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentOutOfRangeException(nameof(PushOptions), $"PushOptions of '{pattern}': KeepAliveTimeout ({KeepAliveTimeout}) must be positive.");
         }
     }
 }
