@@ -304,6 +304,10 @@ public sealed class EtlFlow<T>
         return Blocking<TOut>(async (run, upstream, ct) =>
         {
             var groups = new Dictionary<TKey, TAcc>();
+
+            // The size each accumulator had when last measured: an accumulator that add changes in place is the same
+            // object before and after, so only the stored size shows how much it grew.
+            var measured = maxBytes is null ? null : new Dictionary<TKey, long>();
             long held = 0;
             await upstream.To(row =>
             {
@@ -313,9 +317,9 @@ public sealed class EtlFlow<T>
                 groups[k] = next;
                 if (maxBytes is { } budget)
                 {
-                    held += found
-                        ? sizeOfAccumulator!(next) - sizeOfAccumulator(acc!)
-                        : EtlMemory.EntryOverhead + sizeOfKey!(k) + sizeOfAccumulator!(next);
+                    var size = sizeOfAccumulator!(next);
+                    held += found ? size - measured![k] : EtlMemory.EntryOverhead + sizeOfKey!(k) + size;
+                    measured![k] = size;
                     if (held > budget)
                     {
                         throw EtlMemory.Exceeded(run, "Aggregate", "maxBytes", budget, held, groups.Count, "groups", "Sort by the key first (OrderBy spills to disk) and aggregate in the target, or raise maxBytes.");

@@ -11,9 +11,11 @@ internal static class PeerDiscovery
     /// Resolves each peer as a service name (<c>http://billing</c>): every endpoint found becomes a peer, with the peer's
     /// scheme unless the endpoint names its own. A peer that resolves to nothing, or that no provider knows, is dialled
     /// as written (and reported down if nothing answers there), with a logged warning when <paramref name="log"/> is set
-    /// (at start; a refresh logs only what changed).
+    /// (at start; a refresh logs only what changed). On a refresh (<paramref name="log"/> not set) a peer whose lookup
+    /// fails or finds nothing returns <see langword="null"/> instead: a passing failure of the resolver must not unlink
+    /// healthy peers and dial the written name in their place.
     /// </summary>
-    public static async Task<IReadOnlyList<Uri>> ResolveAsync(ServiceEndpointResolver resolver, IEnumerable<Uri> peers, ILogger logger, bool log, CancellationToken cancellationToken)
+    public static async Task<IReadOnlyList<Uri>?> ResolveAsync(ServiceEndpointResolver resolver, IEnumerable<Uri> peers, ILogger logger, bool log, CancellationToken cancellationToken)
     {
         List<Uri> resolved = [];
         foreach (var peer in peers)
@@ -26,11 +28,12 @@ internal static class PeerDiscovery
             }
             catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
             {
-                if (log)
+                if (!log)
                 {
-                    PeerLinksLog.NotResolved(logger, name, ex.Message);
+                    return null;
                 }
 
+                PeerLinksLog.NotResolved(logger, name, ex.Message);
                 resolved.Add(peer);
                 continue;
             }
@@ -38,11 +41,12 @@ internal static class PeerDiscovery
             var uris = endpoints.Select(e => ToUri(peer, e.EndPoint)).OfType<Uri>().ToList();
             if (uris.Count == 0)
             {
-                if (log)
+                if (!log)
                 {
-                    PeerLinksLog.NotResolved(logger, name, "no endpoint");
+                    return null;
                 }
 
+                PeerLinksLog.NotResolved(logger, name, "no endpoint");
                 resolved.Add(peer);
                 continue;
             }

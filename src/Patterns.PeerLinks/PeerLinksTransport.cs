@@ -177,7 +177,8 @@ public sealed class PeerLinksTransport : MessageTransport
         if (_discovery is not null)
         {
             var peers = await PeerDiscovery.ResolveAsync(_discovery, Options.Peers, Logger, log: true, cancellationToken).ConfigureAwait(false);
-            _links = [.. peers.Select(peer => new PeerLink(this, peer))];
+            _links = [.. peers!.Select(peer => new PeerLink(this, peer))]; // at start a failed lookup dials the name as written
+
         }
 
         foreach (var link in _links)
@@ -199,18 +200,23 @@ public sealed class PeerLinksTransport : MessageTransport
             using var timer = new PeriodicTimer(Options.DiscoveryRefreshInterval, TimeProvider);
             while (await timer.WaitForNextTickAsync(cancellationToken).ConfigureAwait(false))
             {
-                IReadOnlyList<Uri> peers;
                 try
                 {
-                    peers = await PeerDiscovery.ResolveAsync(discovery, Options.Peers, Logger, log: false, cancellationToken).ConfigureAwait(false);
+                    var peers = await PeerDiscovery.ResolveAsync(discovery, Options.Peers, Logger, log: false, cancellationToken).ConfigureAwait(false);
+                    if (peers is null)
+                    {
+                        // A lookup failed or found nothing: the links stay as they are until a lookup succeeds.
+                        PeerLinksLog.RefreshFailed(Logger, "a lookup failed or found no endpoint");
+                        continue;
+                    }
+
+                    await ApplyPeersAsync(peers).ConfigureAwait(false);
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException)
                 {
+                    // Never the end of the refresh: the next tick tries again.
                     PeerLinksLog.RefreshFailed(Logger, ex.Message);
-                    continue;
                 }
-
-                await ApplyPeersAsync(peers).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
@@ -239,17 +245,33 @@ public sealed class PeerLinksTransport : MessageTransport
             _links = [.. current.Where(l => wanted.Contains(l.Address)), .. added];
         }
 
+        // Each link on its own: a failure (an application's peer-change handler that throws) must not leave the
+        // remaining links started but unknown, or removed but still running.
         foreach (var link in added)
         {
             PeerLinksLog.PeerAppeared(Logger, link.Address);
-            link.Start();
+            try
+            {
+                link.Start();
+            }
+            catch (Exception ex)
+            {
+                PeerLinksLog.RefreshFailed(Logger, $"starting the link to {link.Address}: {ex.Message}");
+            }
         }
 
         foreach (var link in removed)
         {
             PeerLinksLog.PeerVanished(Logger, link.Address);
-            await link.DisposeAsync().ConfigureAwait(false);
-            Membership.Remove(link.Address, TimeProvider.GetUtcNow(), "no longer listed by service discovery");
+            try
+            {
+                await link.DisposeAsync().ConfigureAwait(false);
+                Membership.Remove(link.Address, TimeProvider.GetUtcNow(), "no longer listed by service discovery");
+            }
+            catch (Exception ex)
+            {
+                PeerLinksLog.RefreshFailed(Logger, $"removing the link to {link.Address}: {ex.Message}");
+            }
         }
     }
 

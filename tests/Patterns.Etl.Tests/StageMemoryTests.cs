@@ -60,6 +60,19 @@ public sealed class StageMemoryTests : IDisposable
     }
 
     [Fact]
+    public async Task Aggregate_AnAccumulatorChangedInPlace_IsMeasuredAgainAsItGrows()
+    {
+        // One group whose list add changes in place (the same object before and after): 32 + 4 + (24 + 8 × count)
+        // bytes, over 1,000 once the list holds 118 items.
+        var run = () => Etl.From(Enumerable.Range(0, 1_000))
+            .Aggregate(_ => 1, _ => new List<int>(), (list, i) => { list.Add(i); return list; }, (k, list) => list.Count, maxBytes: 1_000, accumulatorSize: list => 24 + (8L * list.Count))
+            .To(new ListSink<int>(), "in-place")
+            .RunAsync();
+
+        (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which.Message.Should().Contain("would hold 1 groups in about 1,004 bytes");
+    }
+
+    [Fact]
     public async Task Join_BuildSideBeyondTheByteBudget_FailsNamingTheStageAndTheSource()
     {
         // Each right row of 100 characters costs 24 + 200 + 32 = 256 bytes: 7 fit in 2,000.

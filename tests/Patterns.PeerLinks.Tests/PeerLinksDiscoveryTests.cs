@@ -73,7 +73,9 @@ public sealed class PeerLinksDiscoveryTests
 
         var services = new MutableConfiguration();
         services.Set(("Services:billing:http:0", $"127.0.0.1:{ports[1]}"));
+        var logs = new ListLogs();
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
+        builder.Logging.AddProvider(logs);
         ((IConfigurationBuilder)builder.Configuration).Add(services);
         builder.Services.AddServiceDiscoveryCore();
         builder.Services.AddConfigurationServiceEndpointProvider();
@@ -119,6 +121,14 @@ public sealed class PeerLinksDiscoveryTests
 
         await Mesh.UntilAsync(() => handledBy.Count >= count, $"{count} deliveries");
         handledBy.Should().HaveCount(count).And.OnlyContain(n => n == "node-2");
+
+        // A lookup that finds nothing (a passing resolver failure) changes nothing: the healthy link stays.
+        services.Set();
+        await logs.WaitForAsync("a lookup failed or found no endpoint", Bound);
+        membership.Peers.Should().ContainSingle().Which.Should().Match<PeerInfo>(p => p.NodeId == "node-2" && p.State == PeerState.Up);
+        await node.SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "discovery.message", Payload = new byte[] { 1 } });
+        await Mesh.UntilAsync(() => handledBy.Count > count, "a delivery after the failed lookup");
+        handledBy.Should().OnlyContain(n => n == "node-2");
         await host.StopAsync();
     }
 

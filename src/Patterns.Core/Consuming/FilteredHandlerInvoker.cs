@@ -73,6 +73,13 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
 
     private static void Recycle(Context context)
     {
+        // A handler still running (a filter gave up waiting for it, for example on a timeout) may still be followed by
+        // filter code that reads the context: it keeps its message, and the next message gets a new context.
+        if (context.HandlersRunning != 0)
+        {
+            return;
+        }
+
         context.Exit();
         t_free = context;
     }
@@ -82,6 +89,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         private MessageHandlerInvoker<TMessage>? _inner;
         private TMessage _message = default!;
         private ConsumerIdentity? _consumer;
+        private int _handlersRunning;
 
         public override object Message => _message!;
 
@@ -103,10 +111,37 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             base.Exit();
         }
 
-        public ValueTask InvokeHandler() =>
-            _inner is { } inner
-                ? inner.InvokeAsync(_message, Envelope, _consumer!, CancellationToken)
-                : throw new InvalidOperationException(
+        /// <summary>Gets how many handler calls made through this context have not completed.</summary>
+        public int HandlersRunning => Volatile.Read(ref _handlersRunning);
+
+        public ValueTask InvokeHandler()
+        {
+            if (_inner is not { } inner)
+            {
+                throw new InvalidOperationException(
                     $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
+            }
+
+            var pending = inner.InvokeAsync(_message, Envelope, _consumer!, CancellationToken);
+            if (pending.IsCompleted)
+            {
+                return pending;
+            }
+
+            Interlocked.Increment(ref _handlersRunning);
+            return CountedAsync(pending);
+        }
+
+        private async ValueTask CountedAsync(ValueTask pending)
+        {
+            try
+            {
+                await pending.ConfigureAwait(false);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _handlersRunning);
+            }
+        }
     }
 }

@@ -79,6 +79,9 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     /// returns at once for messages committed since.
     /// </para>
     /// </remarks>
+    /// <summary>How often (in removals) the relay removes from the start of the outbox rather than from its previous removal.</summary>
+    internal const int FullRemovalEvery = 64;
+
     private async Task<LeaseRunner.Outcome> RelayAsync(Lease lease, CancellationToken owned)
     {
         Task? removing = null;
@@ -86,6 +89,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
         {
             long after = 0;
             long removedThrough = 0;
+            var removals = 0;
             while (true)
             {
                 var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
@@ -103,8 +107,11 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                     }
 
                     // Handed over: removed under the lease, so a relay that lost it cannot remove what the new owner reads.
-                    // From the end of the previous removal (awaited just above), so the store does not pass over what it removed before.
-                    removing = _outbox.DeleteOutboxRangeAsync(removedThrough, after, lease, owned).AsTask();
+                    // From the end of the previous removal (awaited just above), so the store does not pass over what it
+                    // removed before; every FullRemovalEvery-th removal starts at 0, so rows a server crash brought back
+                    // (a removal commits without waiting for its flush) do not stay until the relay restarts.
+                    var from = ++removals % FullRemovalEvery == 0 ? 0 : removedThrough;
+                    removing = _outbox.DeleteOutboxRangeAsync(from, after, lease, owned).AsTask();
                     removedThrough = after;
                     if (batch.Count >= _options.BatchSize)
                     {

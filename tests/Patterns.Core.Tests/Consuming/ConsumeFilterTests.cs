@@ -304,6 +304,38 @@ public sealed class ConsumeFilterTests
     }
 
     [Fact]
+    public async Task Context_WhoseHandlerStillRunsWhenItsPipelineEnds_IsNotReusedForTheNextMessage()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var contexts = new List<ConsumeContext>();
+        Task? abandoned = null;
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new GatedInvoker(release.Task),
+            [new DelegateFilter((context, next) =>
+            {
+                contexts.Add(context);
+                if (((Memo)context.Message).Text == "slow")
+                {
+                    // Gives up waiting for the handler, as a timeout filter does.
+                    abandoned = next(context).AsTask();
+                    return default;
+                }
+
+                return next(context);
+            })]);
+        var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+
+        await invoker.InvokeAsync(new Memo("slow"), new Envelope { MessageType = "slow" }, consumer, CancellationToken.None);
+        await invoker.InvokeAsync(new Memo("fast"), new Envelope { MessageType = "fast" }, consumer, CancellationToken.None);
+
+        contexts[1].Should().NotBeSameAs(contexts[0], "the first message's handler had not finished");
+        ((Memo)contexts[0].Message).Text.Should().Be("slow");
+        contexts[0].Envelope.MessageType.Should().Be("slow");
+        release.SetResult();
+        await abandoned!;
+    }
+
+    [Fact]
     public async Task Filter_ThatCallsNextAfterItsTaskCompleted_GetsAnErrorSayingSo()
     {
         (ConsumeContext Context, ConsumeDelegate Next)? kept = null;
@@ -343,6 +375,14 @@ public sealed class ConsumeFilterTests
         public override string HandlerName => "completed";
 
         public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) => default;
+    }
+
+    private sealed class GatedInvoker(Task gate) : MessageHandlerInvoker<Memo>
+    {
+        public override string HandlerName => "gated";
+
+        public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) =>
+            message.Text == "slow" ? new ValueTask(gate) : default;
     }
 
     private sealed class EmptyProvider : IServiceProvider
