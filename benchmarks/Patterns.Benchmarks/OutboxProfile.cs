@@ -23,7 +23,7 @@ internal static class OutboxProfile
     private const int Handlers = OutboxBenchmarks.Handlers;
     private const int OperationsPerHandler = OutboxBenchmarks.OperationsPerHandler;
     private const int Operations = OutboxBenchmarks.Operations;
-    private const string Topic = "bench.deposits";
+    private const string Topic = OutboxBenchmarks.Topic;
 
     private enum Variant
     {
@@ -97,22 +97,12 @@ internal static class OutboxProfile
                     var account = h;
                     handlers[h] = Task.Run(async () =>
                     {
-                        var stream = "account-" + account.ToString(CultureInfo.InvariantCulture);
+                        var stream = OutboxBenchmarks.StreamOf(account);
                         for (var i = 0; i < OperationsPerHandler; i++)
                         {
-                            if (variant == Variant.AppendThenPublish)
-                            {
-                                await store.AppendAsync(stream, ExpectedVersion.Any, [new EventData(new AccountDeposited(account, 100))]);
-                                await publisher.PublishAsync(Topic, new DepositRecorded(account, 100));
-                            }
-                            else
-                            {
-                                await using var scope = provider.CreateAsyncScope();
-                                var session = scope.ServiceProvider.GetRequiredService<IStoreSession>();
-                                session.Append(stream, ExpectedVersion.Any, [new EventData(new AccountDeposited(account, 100))]);
-                                session.Publish(Topic, new DepositRecorded(account, 100));
-                                await session.CommitAsync();
-                            }
+                            await (variant == Variant.AppendThenPublish
+                                ? OutboxBenchmarks.AppendThenPublishOnceAsync(store, publisher, stream, account)
+                                : OutboxBenchmarks.OutboxOnceAsync(provider, stream, account));
                         }
                     });
                 }

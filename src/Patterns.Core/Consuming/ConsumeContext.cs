@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Patterns.Messaging;
 
 namespace Patterns.Consuming;
@@ -8,15 +9,8 @@ public abstract class ConsumeContext
 {
     private Dictionary<string, object?>? _items;
 
-    private protected ConsumeContext(in Envelope envelope, string source, string consumerGroup, string handlerName, IServiceProvider services, CancellationToken cancellationToken)
-    {
-        Envelope = envelope;
-        Source = source;
-        ConsumerGroup = consumerGroup;
-        HandlerName = handlerName;
-        Services = services;
-        CancellationToken = cancellationToken;
-    }
+    private protected ConsumeContext(in Envelope envelope, string source, string consumerGroup, string handlerName, IServiceProvider services, CancellationToken cancellationToken) =>
+        Enter(envelope, source, consumerGroup, handlerName, services, cancellationToken);
 
     /// <summary>Creates a context to be filled by <see cref="Enter"/> and reused once it is cleared by <see cref="Exit"/>.</summary>
     private protected ConsumeContext()
@@ -26,6 +20,7 @@ public abstract class ConsumeContext
     }
 
     /// <summary>Fills a reused context for the next message.</summary>
+    [MemberNotNull(nameof(Source), nameof(ConsumerGroup), nameof(HandlerName), nameof(Services))]
     private protected void Enter(in Envelope envelope, string source, string consumerGroup, string handlerName, IServiceProvider services, CancellationToken cancellationToken)
     {
         Envelope = envelope;
