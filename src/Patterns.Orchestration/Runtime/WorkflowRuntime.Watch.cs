@@ -26,6 +26,8 @@ internal sealed partial class WorkflowRuntime
         EventTypes = [HandoffEventType, "wf." + HistoryEventKind.Completed, "wf." + HistoryEventKind.Failed, "wf." + HistoryEventKind.Canceled, "wf." + HistoryEventKind.Terminated, "wf." + HistoryEventKind.UpdateCompleted],
     };
 
+    private readonly Lock _ownLock = new();
+    private readonly List<(long First, long Last)> _own = [];
     private Task? _watch;
     private long _watchedTo;
     private int _waitEpoch;
@@ -64,6 +66,15 @@ internal sealed partial class WorkflowRuntime
                 // Everything up to the head is committed and readable: the read below sees it all, so the loop moves past
                 // it even when none of it is a marker or an end (and the wait above then waits for later commits).
                 var head = await _storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
+                if (OnlyOwn(after, head))
+                {
+                    // Only this process's own workflow tasks committed since: it applied them and woke their waiters itself.
+                    after = head;
+                    Interlocked.Exchange(ref _watchedTo, after);
+                    Watched?.Invoke(after);
+                    continue;
+                }
+
                 var from = after;
                 var epoch = Volatile.Read(ref _waitEpoch);
                 var ends = !_closeWaiters.IsEmpty || !_updateWaiters.IsEmpty;
@@ -151,6 +162,56 @@ internal sealed partial class WorkflowRuntime
             && (record.ClosedAt is not null || record.Status == WorkflowStatus.Faulted))
         {
             NotifyClosed(record);
+        }
+    }
+
+    /// <summary>Records the positions a group of this process's workflow tasks took, which the watch loop then need not read.</summary>
+    private void OwnCommitted(UnitOfWorkResult result)
+    {
+        if (_watch is null)
+        {
+            return;
+        }
+
+        lock (_ownLock)
+        {
+            foreach (var append in result.Appends)
+            {
+                if (append.FirstPosition > 0 && append.LastPosition >= append.FirstPosition)
+                {
+                    _own.Add((append.FirstPosition, append.LastPosition));
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Whether every position after <paramref name="after"/> up to <paramref name="head"/> is one this process's workflow
+    /// tasks committed (reading them back cost a busy single process a read per group commit); forgets those up to the head.
+    /// </summary>
+    private bool OnlyOwn(long after, long head)
+    {
+        lock (_ownLock)
+        {
+            _own.Sort();
+            var next = after + 1;
+            foreach (var (first, last) in _own)
+            {
+                if (last < next)
+                {
+                    continue;
+                }
+
+                if (first > next)
+                {
+                    break;
+                }
+
+                next = last + 1;
+            }
+
+            _own.RemoveAll(r => r.Last <= head);
+            return next > head;
         }
     }
 
