@@ -26,14 +26,21 @@ public static class Program
             var workflows = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 10_000;
             var rounds = args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 3;
             var bench = new WorkflowThroughputBenchmarks { Workflows = workflows };
+            using var allocations = Environment.GetEnvironmentVariable("PATTERNS_ALLOC_TYPES") == "1" ? new AllocListener() : null;
             for (var round = 0; round < rounds; round++)
             {
                 await using var engine = await PatternsEngine.StartAsync(store);
+                var (allocated, pauses, gen0, gen1, gen2) = (GC.GetTotalAllocatedBytes(), GC.GetTotalPauseDuration(), GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
+                var cpu = Environment.CpuUsage.TotalTime;
                 var clock = System.Diagnostics.Stopwatch.StartNew();
                 await bench.RunOnAsync(engine);
-                Console.WriteLine($"{store}: {workflows} workflows in {clock.Elapsed.TotalSeconds:N2} s = {workflows / clock.Elapsed.TotalSeconds:N0}/s");
+                Console.WriteLine(
+                    $"{store}: {workflows} workflows in {clock.Elapsed.TotalSeconds:N2} s = {workflows / clock.Elapsed.TotalSeconds:N0}/s; " +
+                    $"CPU {(Environment.CpuUsage.TotalTime - cpu).TotalSeconds:N2} s, allocated {(GC.GetTotalAllocatedBytes() - allocated) / workflows / 1024.0:N1} KB/workflow, " +
+                    $"GC pauses {(GC.GetTotalPauseDuration() - pauses).TotalMilliseconds:N0} ms (gen0 {GC.CollectionCount(0) - gen0}, gen1 {GC.CollectionCount(1) - gen1}, gen2 {GC.CollectionCount(2) - gen2})");
             }
 
+            allocations?.Print(40);
             return;
         }
 

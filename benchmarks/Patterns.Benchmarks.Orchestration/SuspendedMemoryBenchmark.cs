@@ -43,5 +43,11 @@ public static class SuspendedMemoryBenchmark
             """;
         Console.WriteLine(report);
         await File.WriteAllTextAsync("SuspendedMemory-report.md", report);
+        if (Environment.GetEnvironmentVariable("PATTERNS_HOLD_SECONDS") is { } hold)
+        {
+            // Keeps the instances alive for a heap snapshot (dotnet-gcdump collect -p <pid>).
+            Console.WriteLine($"Holding for {hold} s: process {Environment.ProcessId}");
+            await Task.Delay(TimeSpan.FromSeconds(int.Parse(hold, CultureInfo.InvariantCulture)));
+        }
     }
 }

@@ -28,6 +28,9 @@ internal static partial class OrchestrationLog
     [LoggerMessage(EventId = 7011, Level = LogLevel.Warning, Message = "Announcing this process to the others that balance workflow partitions failed; trying again.")]
     public static partial void MembershipFailed(ILogger logger, Exception exception);
 
+    [LoggerMessage(EventId = 7012, Level = LogLevel.Warning, Message = "Watching the store for requests handed over and for the ends of instances other processes run failed; trying again (meanwhile they are read every HandoffInterval).")]
+    public static partial void WatchFailed(ILogger logger, Exception exception);
+
     [LoggerMessage(EventId = 7008, Level = LogLevel.Warning, Message = "A request handed over from another process for instance '{InstanceId}' was refused.")]
     public static partial void HandOffRefused(ILogger logger, string instanceId, Exception exception);
 }

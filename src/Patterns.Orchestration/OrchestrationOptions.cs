@@ -69,12 +69,15 @@ public sealed class OrchestrationOptions
     public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(15);
 
     /// <summary>
-    /// Gets or sets how often a partition's owner reads requests other processes handed to it, and how often a process waits
-    /// for the end or an update of an instance another process owns reads its state (the only reads that poll: work for
-    /// instances this process owns is pushed).
+    /// Gets or sets the fallback interval between processes that share a store. Requests handed to a partition's owner, and
+    /// the ends of instances and updates that a waiting client in another process needs, are pushed: they wake the other
+    /// process through the store (at once in-process, through LISTEN/NOTIFY on PostgreSQL, at the SQLite store's poll
+    /// interval on SQLite). Only in case such a wake-up is lost (a dropped notification connection, or an instance that faulted,
+    /// which records no history event) does the owner read its mailboxes, and a waiting client the instance's state, this often.
+    /// It is also how often a balancing process checks whether it should give a partition up for one that joined.
     /// </summary>
-    /// <value>1 second by default.</value>
-    public TimeSpan HandoffInterval { get; set; } = TimeSpan.FromSeconds(1);
+    /// <value>5 seconds by default.</value>
+    public TimeSpan HandoffInterval { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// Gets or sets whether processes sharing a store spread the partitions evenly: each announces itself in the store

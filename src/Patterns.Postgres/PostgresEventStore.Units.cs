@@ -142,8 +142,12 @@ public sealed partial class PostgresEventStore
         return new UnitOfWorkResult([new AppendResult(append.StreamId, row.Version, row.FirstPosition, row.FirstPosition + append.Events.Count - 1)], row.LastSequence);
     }
 
-    /// <summary>Runs <c>commit_units</c> for simple units (in <paramref name="transaction"/>, or as a statement of its own); returns their rows in input order.</summary>
-    private async ValueTask<UnitRow[]> ExecuteUnitsAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, IReadOnlyList<UnitOfWork> units, bool notifyOutbox)
+    /// <summary>
+    /// Runs <c>commit_units</c> for simple units (in <paramref name="transaction"/>, or as a statement of its own); returns
+    /// their rows in input order. With <paramref name="inOrder"/> the streams are locked, and the events placed in the log,
+    /// in input order (the appends of one unit), else sorted by stream id (one lock order for every group).
+    /// </summary>
+    private async ValueTask<UnitRow[]> ExecuteUnitsAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, IReadOnlyList<UnitOfWork> units, bool notifyOutbox, bool inOrder = false)
     {
         // One lock order for every group: stream rows sorted by id (stable, so one stream's units keep their order).
         var order = new int[units.Count];
@@ -158,7 +162,11 @@ public sealed partial class PostgresEventStore
             keys[i] = units[i].Appends.Count > 0 ? units[i].Appends[0].StreamId : null;
         }
 
-        Array.Sort(keys, order, StringComparer.Ordinal);
+        if (!inOrder)
+        {
+            Array.Sort(keys, order, StringComparer.Ordinal);
+        }
+
         var events = 0;
         int claims = 0, messages = 0;
         foreach (var work in units)

@@ -75,6 +75,47 @@ public sealed class UnitOfWorkTests : PostgresTestBase
         }
     }
 
+    /// <summary>
+    /// A unit with many appends (a group of workflow tasks) appends them in one statement: in the order they were added
+    /// (not sorted by stream), with the versions and positions each would have had alone; a conflict in any of them
+    /// stores nothing of the unit and leaves no hole in the positions.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_UnitAppendingToManyStreams_AppendsInTheOrderAdded_AndAConflictStoresNothing()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("m-existing", ExpectedVersion.NoStream, TestEvents.Many(2));
+        var head = await store.GetHeadPositionAsync();
+        string[] names = ["m-z", "m-existing", "m-a", "m-q"];
+        var work = new UnitOfWork().Upsert("docs", "many", Encoding.UTF8.GetBytes("{}"));
+        foreach (var name in names)
+        {
+            work.Append(name, name == "m-existing" ? ExpectedVersion.Exact(2) : ExpectedVersion.NoStream, TestEvents.Many(2));
+        }
+
+        var result = await store.CommitAsync(work);
+
+        result.Appends.Should().Equal(
+            new AppendResult("m-z", 2, head + 1, head + 2),
+            new AppendResult("m-existing", 4, head + 3, head + 4),
+            new AppendResult("m-a", 2, head + 5, head + 6),
+            new AppendResult("m-q", 2, head + 7, head + 8));
+        (await store.ReadAllAsync(head).ToListAsync()).Select(e => (e.StreamId, e.Version)).Should().Equal(
+            ("m-z", 1), ("m-z", 2), ("m-existing", 3), ("m-existing", 4), ("m-a", 1), ("m-a", 2), ("m-q", 1), ("m-q", 2));
+
+        var conflicting = new UnitOfWork().Upsert("docs", "conflict", Encoding.UTF8.GetBytes("{}"))
+            .Append("m-new-1", ExpectedVersion.NoStream, [TestEvents.One()])
+            .Append("m-a", ExpectedVersion.Exact(1), [TestEvents.One()])
+            .Append("m-new-2", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var act = () => store.CommitAsync(conflicting).AsTask();
+
+        (await act.Should().ThrowAsync<WrongExpectedVersionException>()).Which.Actual.Should().Be(2);
+        (await store.GetStreamStateAsync("m-new-1")).Version.Should().Be(0);
+        (await store.GetStreamStateAsync("m-new-2")).Version.Should().Be(0);
+        (await store.GetAsync("docs", "conflict")).Should().BeNull();
+        (await store.AppendAsync("m-after", ExpectedVersion.NoStream, [TestEvents.One()])).FirstPosition.Should().Be(head + 9, "the refused unit took no position");
+    }
+
     [Fact]
     public async Task CommitAsync_HundredUnitsNeedingSavepointsQueued_CommitInTransactionsOfAtMost32InQueueOrder()
     {

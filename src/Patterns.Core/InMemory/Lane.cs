@@ -43,6 +43,7 @@ internal sealed class Lane : IValueTaskSource<bool>
     private bool _readerDone;
     private ManualResetValueTaskSourceCore<bool> _readerSignal = new() { RunContinuationsAsynchronously = true };
     private Queue<TaskCompletionSource>? _writers;
+    private long _writersWoken;
 
     public Lane(int capacity, InMemorySubscription? owner)
     {
@@ -54,6 +55,9 @@ internal sealed class Lane : IValueTaskSource<bool>
 
     /// <summary>Gets or sets the subscription whose worker reads this lane; <see langword="null"/> while nobody consumes.</summary>
     public InMemorySubscription? Owner { get; set; }
+
+    /// <summary>Gets how many times a waiting sender was woken (for tests).</summary>
+    internal long WritersWoken => Interlocked.Read(ref _writersWoken);
 
     /// <summary>Gets a value indicating whether <see cref="Complete"/> was called: the lane accepts nothing more.</summary>
     public bool IsCompleted => Volatile.Read(ref _completed);
@@ -142,7 +146,20 @@ internal sealed class Lane : IValueTaskSource<bool>
             Volatile.Write(ref _worker.WritersWaiting, true);
             _gate.Exit();
 
-            await waiter.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await waiter.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // Woken just as it gave up: its turn goes to the next sender, or nobody would use the room it was woken for.
+                if (!waiter.TrySetCanceled(cancellationToken))
+                {
+                    WakeWriters();
+                }
+
+                throw;
+            }
         }
     }
 
@@ -153,7 +170,7 @@ internal sealed class Lane : IValueTaskSource<bool>
         _completed = true;
         var wake = _readerWaiting;
         _readerWaiting = false;
-        var writers = TakeWriters();
+        var writers = TakeWriters(all: true);
         _gate.Exit();
         if (wake)
         {
@@ -170,7 +187,7 @@ internal sealed class Lane : IValueTaskSource<bool>
         var count = _incomingCount;
         Array.Clear(_incoming, 0, count);
         _incomingCount = 0;
-        var writers = TakeWriters();
+        var writers = TakeWriters(all: true);
         _gate.Exit();
         Release(writers);
         return count;
@@ -220,11 +237,17 @@ internal sealed class Lane : IValueTaskSource<bool>
         Volatile.Write(ref _worker.HandedOut, handedOut);
         if (Volatile.Read(ref _worker.WritersWaiting))
         {
-            _gate.Enter();
-            var writers = HasRoom() ? TakeWriters() : null;
-            _gate.Exit();
-            Release(writers);
+            WakeWriters();
         }
+    }
+
+    /// <summary>Wakes as many waiting senders as there is room for.</summary>
+    private void WakeWriters()
+    {
+        _gate.Enter();
+        var writers = HasRoom() ? TakeWriters() : null;
+        _gate.Exit();
+        Release(writers);
     }
 
     /// <summary>
@@ -261,16 +284,29 @@ internal sealed class Lane : IValueTaskSource<bool>
     void IValueTaskSource<bool>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
         _readerSignal.OnCompleted(continuation, state, token, flags);
 
-    private static void Release(Queue<TaskCompletionSource>? writers)
+    private void Release(List<TaskCompletionSource>? writers)
     {
         if (writers is null)
         {
             return;
         }
 
-        while (writers.TryDequeue(out var writer))
+        var missed = false;
+        foreach (var writer in writers)
         {
-            writer.TrySetResult();
+            if (writer.TrySetResult())
+            {
+                Interlocked.Increment(ref _writersWoken);
+            }
+            else
+            {
+                missed = true; // it gave up meanwhile: another sender gets its turn
+            }
+        }
+
+        if (missed)
+        {
+            WakeWriters();
         }
     }
 
@@ -302,17 +338,38 @@ internal sealed class Lane : IValueTaskSource<bool>
         }
     }
 
-    // Under the gate: hands the waiting senders to the caller, who releases them after leaving the gate.
-    private Queue<TaskCompletionSource>? TakeWriters()
+    // Under the gate: hands the caller the waiting senders to release after leaving the gate, in the order they came: as
+    // many as there is room for, or all of them (the lane completed or was cleared). Waking more than fit only sent the
+    // rest back to wait, each with a new waiter: with thousands of senders waiting (10,000 workflows dispatching their
+    // activities at once), every envelope handed out woke all of them, and the lane's cost grew with the square of the
+    // senders waiting.
+    private List<TaskCompletionSource>? TakeWriters(bool all = false)
     {
         if (_writers is not { Count: > 0 } writers)
         {
             return null;
         }
 
-        _writers = null;
-        Volatile.Write(ref _worker.WritersWaiting, false);
-        return writers;
+        var room = all ? int.MaxValue : Math.Max(1, _capacity - (_incomingCount + _batchCount - Volatile.Read(ref _worker.HandedOut)));
+        List<TaskCompletionSource>? taken = null;
+        while (room > 0 && writers.TryDequeue(out var writer))
+        {
+            if (!writer.Task.IsCompleted)
+            {
+                (taken ??= []).Add(writer);
+                room--;
+            }
+
+            // Otherwise it gave up (cancelled) and leaves its place to the next.
+        }
+
+        if (writers.Count == 0)
+        {
+            _writers = null;
+            Volatile.Write(ref _worker.WritersWaiting, false);
+        }
+
+        return taken;
     }
 
     /// <summary>The fields the worker writes or polls per message, padded so senders' writes never share their cache line.</summary>

@@ -59,7 +59,7 @@ internal sealed partial class WorkflowExecutor
             return completion.Task;
         }
 
-        _operations[seq] = new Operation(command, completion);
+        (_operations ??= [])[seq] = new Operation(command, completion);
         (_locals ??= []).Add(new LocalActivity(command, body));
         return completion.Task;
     }
@@ -75,7 +75,8 @@ internal sealed partial class WorkflowExecutor
         (_signalWaiters ??= []).Add(waiter);
         if (cancellationToken.CanBeCanceled)
         {
-            cancellationToken.Register(() =>
+            // Removed once the signal arrives: a workflow that waits for signals in a loop would pile them up on its token.
+            waiter.Registration = cancellationToken.Register(() =>
             {
                 if (_signalWaiters?.Remove(waiter) == true)
                 {
@@ -93,6 +94,7 @@ internal sealed partial class WorkflowExecutor
         var index = _signalWaiters?.FindIndex(w => w.Completion.Task == wait) ?? -1;
         if (index >= 0)
         {
+            _signalWaiters![index].Registration.Unregister();
             _signalWaiters!.RemoveAt(index);
         }
     }
@@ -190,7 +192,7 @@ internal sealed partial class WorkflowExecutor
     {
         var completion = new TaskCompletionSource<byte[]?>();
         var operation = new Operation(command, completion);
-        _operations[command.Seq] = operation;
+        (_operations ??= [])[command.Seq] = operation;
         if (cancellationToken.CanBeCanceled)
         {
             if (cancellationToken.IsCancellationRequested)
@@ -216,7 +218,7 @@ internal sealed partial class WorkflowExecutor
     /// <summary>Stops waiting for an operation; an activity's worker is then told to cancel its running attempt.</summary>
     private bool Abandon(HistoryEvent command)
     {
-        if (!_operations.Remove(command.Seq))
+        if (_operations?.Remove(command.Seq) != true)
         {
             return false;
         }
@@ -291,6 +293,7 @@ internal sealed partial class WorkflowExecutor
         {
             var waiter = _signalWaiters![index];
             _signalWaiters!.RemoveAt(index);
+            waiter.Registration.Unregister();
             waiter.Completion.TrySetResult(payload);
             return;
         }

@@ -16,7 +16,7 @@ internal sealed partial class WorkflowExecutor
     private readonly IMessageSerializer _serializer;
     private readonly WorkflowScheduler _scheduler;
     private readonly CancellationTokenSource _cancel = new();
-    private readonly Dictionary<int, Operation> _operations = [];
+    private Dictionary<int, Operation>? _operations; // allocated on first use, like the rest below
     // Allocated on first use: a cached instance that waits costs only what it uses (100,000 suspended instances add up).
     private Dictionary<string, Queue<byte[]?>>? _signals;
     private List<SignalWaiter>? _signalWaiters;
@@ -100,13 +100,13 @@ internal sealed partial class WorkflowExecutor
     public bool HasSeen(string messageId) => _seenMessageIds?.Contains(messageId) == true;
 
     /// <summary>Gets the activities scheduled and not yet completed (to re-dispatch after a crash).</summary>
-    public IEnumerable<HistoryEvent> PendingActivities => _operations.Values.Where(static o => o.Command.Kind == HistoryEventKind.ActivityScheduled).Select(static o => o.Command);
+    public IEnumerable<HistoryEvent> PendingActivities => (_operations?.Values ?? Enumerable.Empty<Operation>()).Where(static o => o.Command.Kind == HistoryEventKind.ActivityScheduled).Select(static o => o.Command);
 
     /// <summary>Gets the children started and not yet completed.</summary>
-    public IEnumerable<HistoryEvent> PendingChildren => _operations.Values.Where(static o => o.Command.Kind == HistoryEventKind.ChildStarted).Select(static o => o.Command);
+    public IEnumerable<HistoryEvent> PendingChildren => (_operations?.Values ?? Enumerable.Empty<Operation>()).Where(static o => o.Command.Kind == HistoryEventKind.ChildStarted).Select(static o => o.Command);
 
     /// <summary>Gets whether an operation with this sequence number is still waiting for its result.</summary>
-    public bool IsPending(int seq) => _operations.ContainsKey(seq);
+    public bool IsPending(int seq) => _operations?.ContainsKey(seq) == true;
 
     /// <summary>Replays a run's whole history, checking every recorded command against the code.</summary>
     /// <exception cref="NonDeterminismException">The code does not match the history.</exception>
@@ -217,7 +217,7 @@ internal sealed partial class WorkflowExecutor
     public void Committed(int count)
     {
         Version += count;
-        _commands.Clear(); // not kept while the instance waits
+        _commands = []; // not kept while the instance waits (nor their buffer: 100,000 waiting instances add up)
     }
 
     /// <summary>Runs a query handler on the workflow's scheduler.</summary>
@@ -311,7 +311,7 @@ internal sealed partial class WorkflowExecutor
         {
             Final = Emit(EndOf(_main!));
         }
-        else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && _operations.Count == 0 && (_signalWaiters?.Count ?? 0) == 0 && (_conditions?.Count ?? 0) == 0)
+        else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && (_operations?.Count ?? 0) == 0 && (_signalWaiters?.Count ?? 0) == 0 && (_conditions?.Count ?? 0) == 0)
         {
             _scheduler.ReportEscape("the workflow is waiting for a task that is not a workflow operation, or resumed off its scheduler " +
                 "(Task.Delay, Task.Run, I/O, a TaskCompletionSource, or ConfigureAwait(false)); await ctx.DelayAsync, activities, signals or " +
@@ -421,7 +421,7 @@ internal sealed partial class WorkflowExecutor
 
     private void Resolve(int seq, HistoryEvent? completed, HistoryEvent? failed)
     {
-        if (!_operations.Remove(seq, out var operation))
+        if (_operations is null || !_operations.Remove(seq, out var operation))
         {
             return; // a timer that fired after its wait ended, or a duplicate
         }
@@ -452,7 +452,11 @@ internal sealed partial class WorkflowExecutor
         public CancellationTokenRegistration Registration { get; set; }
     }
 
-    private sealed record SignalWaiter(string Name, TaskCompletionSource<byte[]?> Completion);
+    private sealed record SignalWaiter(string Name, TaskCompletionSource<byte[]?> Completion)
+    {
+        /// <summary>Gets or sets the registration on the wait's cancellation token, removed once the signal arrives.</summary>
+        public CancellationTokenRegistration Registration { get; set; }
+    }
 
     private sealed record LocalActivity(HistoryEvent Command, Func<CancellationToken, Task<byte[]?>> Body);
 }

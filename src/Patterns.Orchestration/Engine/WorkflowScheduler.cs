@@ -12,9 +12,13 @@ namespace Patterns.Orchestration.Engine;
 /// </remarks>
 internal sealed class WorkflowScheduler : TaskScheduler
 {
-    private readonly Queue<(SendOrPostCallback Callback, object? State, Task? Task)> _queue = new();
-    private readonly Lock _lock = new();
+    // A queue is only needed while the engine drives the instance (nothing else is ever queued): it is borrowed from the
+    // thread for that time, so 100,000 waiting instances keep none.
+    [ThreadStatic]
+    private static Queue<(SendOrPostCallback Callback, object? State, Task? Task)>? t_spare;
+
     private readonly Context _context;
+    private Queue<(SendOrPostCallback Callback, object? State, Task? Task)>? _queue;
     private Thread? _thread;
     private string? _escape;
 
@@ -29,7 +33,7 @@ internal sealed class WorkflowScheduler : TaskScheduler
     {
         get
         {
-            lock (_lock)
+            lock (_context)
             {
                 return _escape;
             }
@@ -50,13 +54,21 @@ internal sealed class WorkflowScheduler : TaskScheduler
         var previous = SynchronizationContext.Current;
         _thread = Thread.CurrentThread;
         SynchronizationContext.SetSynchronizationContext(_context);
+        var borrowed = false;
+        if (_queue is null)
+        {
+            _queue = t_spare ?? new();
+            t_spare = null;
+            borrowed = true;
+        }
+
         try
         {
             action?.Invoke();
             while (true)
             {
                 (SendOrPostCallback Callback, object? State, Task? Task) item;
-                lock (_lock)
+                lock (_context)
                 {
                     if (!_queue.TryDequeue(out item))
                     {
@@ -78,13 +90,18 @@ internal sealed class WorkflowScheduler : TaskScheduler
         {
             _thread = null;
             SynchronizationContext.SetSynchronizationContext(previous);
+            if (borrowed && _queue.Count == 0)
+            {
+                t_spare = _queue;
+                _queue = null;
+            }
         }
     }
 
     /// <summary>Records an escape (a workflow API called off the scheduler, or a task waiting on something that is not a workflow operation).</summary>
     public void ReportEscape(string description)
     {
-        lock (_lock)
+        lock (_context)
         {
             _escape ??= description;
         }
@@ -100,9 +117,9 @@ internal sealed class WorkflowScheduler : TaskScheduler
     /// <inheritdoc />
     protected override IEnumerable<Task>? GetScheduledTasks()
     {
-        lock (_lock)
+        lock (_context)
         {
-            return [.. _queue.Where(static i => i.Task is not null).Select(static i => i.Task!)];
+            return _queue is null ? [] : [.. _queue.Where(static i => i.Task is not null).Select(static i => i.Task!)];
         }
     }
 
@@ -119,9 +136,9 @@ internal sealed class WorkflowScheduler : TaskScheduler
             return;
         }
 
-        lock (_lock)
+        lock (_context)
         {
-            _queue.Enqueue((callback, state, task));
+            _queue!.Enqueue((callback, state, task)); // on the scheduler's thread, so while RunUntilIdle holds a queue
         }
     }
 

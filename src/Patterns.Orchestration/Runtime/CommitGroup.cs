@@ -7,7 +7,7 @@ namespace Patterns.Orchestration.Runtime;
 /// as one (one store transaction, one writer turn), while the previous group commits. A group that fails is committed
 /// again unit by unit, so each task gets its own outcome (a conflict fails only the instance that conflicts).
 /// </summary>
-internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits)
+internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits, Action<UnitOfWorkResult>? committed = null)
 {
     private readonly Lock _lock = new();
     private List<(UnitOfWork Work, TaskCompletionSource Done)> _pending = [];
@@ -63,7 +63,8 @@ internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits)
             {
                 try
                 {
-                    await units.CommitAsync(Merge(batch), cancellationToken).ConfigureAwait(false);
+                    var result = await units.CommitAsync(Merge(batch), cancellationToken).ConfigureAwait(false);
+                    committed?.Invoke(result);
                     GroupedCommits++;
                     foreach (var (_, done) in batch)
                     {
@@ -82,7 +83,8 @@ internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits)
             {
                 try
                 {
-                    await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+                    var result = await units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+                    committed?.Invoke(result);
                     done.TrySetResult();
                 }
                 catch (Exception ex)

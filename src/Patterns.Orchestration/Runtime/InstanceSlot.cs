@@ -5,7 +5,10 @@ namespace Patterns.Orchestration.Runtime;
 /// <summary>One instance in this process: its mailbox and, while cached, its live executor (the warm path never replays).</summary>
 internal sealed class InstanceSlot(string instanceId)
 {
-    private readonly Queue<WorkItem> _items = new();
+    // Null while empty: a cached instance that waits keeps no buffer (100,000 suspended instances add up), and a batch is
+    // handed over whole instead of copied. The slot itself is the lock (it is never handed outside the runtime), so it
+    // needs no lock object of its own either.
+    private List<WorkItem>? _items;
     private bool _running;
 
     public string InstanceId { get; } = instanceId;
@@ -15,9 +18,9 @@ internal sealed class InstanceSlot(string instanceId)
     /// <summary>Adds an item; returns true when the caller must start processing (nobody is).</summary>
     public bool Add(WorkItem item)
     {
-        lock (_items)
+        lock (this)
         {
-            _items.Enqueue(item);
+            (_items ??= []).Add(item);
             if (_running)
             {
                 return false;
@@ -31,18 +34,13 @@ internal sealed class InstanceSlot(string instanceId)
     /// <summary>Takes every waiting item, or returns null and marks the slot idle.</summary>
     public List<WorkItem>? Take()
     {
-        lock (_items)
+        lock (this)
         {
-            if (_items.Count == 0)
+            var batch = _items;
+            _items = null;
+            if (batch is null)
             {
                 _running = false;
-                return null;
-            }
-
-            var batch = new List<WorkItem>(_items.Count);
-            while (_items.TryDequeue(out var item))
-            {
-                batch.Add(item);
             }
 
             return batch;
@@ -53,9 +51,9 @@ internal sealed class InstanceSlot(string instanceId)
     {
         get
         {
-            lock (_items)
+            lock (this)
             {
-                return !_running && _items.Count == 0;
+                return !_running && _items is null;
             }
         }
     }

@@ -60,15 +60,26 @@ internal sealed class TimerService : IDisposable
         }
     }
 
+    /// <summary>Gets how many times the armed timer went off (for tests).</summary>
+    internal long Ticks => Interlocked.Read(ref _ticks);
+
+    private long _ticks;
+
     private void Arm(long dueTicks)
     {
         _armedFor = dueTicks;
-        var delay = TimeSpan.FromTicks(Math.Max(0, dueTicks - _time.GetUtcNow().UtcTicks));
+
+        // Rounded up to whole milliseconds, the timers' resolution: a delay below one was cut to zero, so a timer due in
+        // less than a millisecond went off at once, found nothing due and was armed again at zero, spinning through the
+        // thread pool until it was due (with timers due every tenth of a millisecond, for the whole stretch they were due).
+        var left = Math.Max(0, dueTicks - _time.GetUtcNow().UtcTicks);
+        var delay = TimeSpan.FromMilliseconds((left + TimeSpan.TicksPerMillisecond - 1) / TimeSpan.TicksPerMillisecond);
         _timer.Change(delay, Timeout.InfiniteTimeSpan);
     }
 
     private void OnTick()
     {
+        Interlocked.Increment(ref _ticks);
         List<TimerRecord> due = [];
         lock (_lock)
         {

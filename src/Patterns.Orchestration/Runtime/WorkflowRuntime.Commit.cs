@@ -208,14 +208,18 @@ internal sealed partial class WorkflowRuntime
 
     private void NotifyClosed(InstanceRecord record)
     {
-        if (_closeWaiters.TryRemove(record.Id, out var waiters))
+        if (_closeWaiters.TryGetValue(record.Id, out var waiters))
         {
             lock (waiters)
             {
+                // Removed under the list's lock, so a waiter is never added to a list that is no longer in the map.
+                _closeWaiters.TryRemove(new KeyValuePair<string, List<TaskCompletionSource<InstanceRecord>>>(record.Id, waiters));
                 foreach (var waiter in waiters)
                 {
                     waiter.TrySetResult(record);
                 }
+
+                waiters.Clear();
             }
         }
     }

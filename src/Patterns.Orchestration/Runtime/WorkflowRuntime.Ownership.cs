@@ -74,6 +74,7 @@ internal sealed partial class WorkflowRuntime
             return;
         }
 
+        await StartWatchAsync(cancellationToken).ConfigureAwait(false);
         if (Options.BalancePartitions)
         {
             await AnnounceAsync(cancellationToken).ConfigureAwait(false);
@@ -126,6 +127,7 @@ internal sealed partial class WorkflowRuntime
 
         // The runners release their leases as they stop, so another process takes the partitions over at once.
         await Task.WhenAll(_owners).ConfigureAwait(false);
+        await StopWatchAsync().ConfigureAwait(false);
     }
 
     /// <summary>Whether this process may take one more partition: it owns fewer than its share (membership read again when older than <see cref="OrchestrationOptions.HandoffInterval"/>).</summary>
@@ -232,6 +234,7 @@ internal sealed partial class WorkflowRuntime
                     return LeaseRunner.Outcome.Yield;
                 }
 
+                // Requests handed over are drained at once by the watch loop; this read is the fallback for a lost wake-up.
                 await Task.Delay(Options.HandoffInterval, _time, owned).ConfigureAwait(false);
             }
         }
@@ -340,8 +343,9 @@ internal sealed partial class WorkflowRuntime
             _ => new HandedOffItem { InstanceId = instanceId, Kind = "r" },
         };
         var partition = PartitionOf(instanceId);
-        await _documents.UpsertAsync(HandedOffItem.CollectionPrefix + partition, key, JsonSerializer.SerializeToUtf8Bytes(handed, OrchestrationJson.Default.HandedOffItem), _stopping.Token)
-            .ConfigureAwait(false);
+
+        // The marker event committed with the request wakes the owner's watch loop (in another process through the store's notifications).
+        await _units.CommitAsync(AddToMailbox(new UnitOfWork(), partition, key, EncodeHandedOff(handed)), _stopping.Token).ConfigureAwait(false);
         if (Volatile.Read(ref _leases![partition]) is not null)
         {
             await DrainAsync(partition, _stopping.Token).ConfigureAwait(false);
@@ -411,7 +415,11 @@ internal sealed partial class WorkflowRuntime
         }
     }
 
-    /// <summary>Reads an instance's summary until it has ended, for an instance another process runs.</summary>
+    /// <summary>
+    /// Waits for the end of an instance another process runs: the watch loop completes <paramref name="local"/> when the end
+    /// is committed; the summary is read every <see cref="OrchestrationOptions.HandoffInterval"/> only in case that wake-up was
+    /// lost (or the instance faulted, which records no history event).
+    /// </summary>
     private async Task<InstanceRecord> PollForEndAsync(string instanceId, Task<InstanceRecord> local, CancellationToken cancellationToken)
     {
         while (true)
@@ -441,7 +449,10 @@ internal sealed partial class WorkflowRuntime
         }
     }
 
-    /// <summary>Reads an instance's history until it records the end of an update, for an update handed to another process.</summary>
+    /// <summary>
+    /// Waits for the end of an update handed to another process: the watch loop completes <paramref name="local"/> when it is
+    /// committed; the history is read every <see cref="OrchestrationOptions.HandoffInterval"/> only in case that wake-up was lost.
+    /// </summary>
     public async Task<HistoryEvent> PollForUpdateAsync(string instanceId, string updateId, Task<HistoryEvent> local, CancellationToken cancellationToken)
     {
         while (true)

@@ -8,39 +8,71 @@ internal sealed partial class WorkflowRuntime
     {
         var waiter = new TaskCompletionSource<HistoryEvent>(TaskCreationOptions.RunContinuationsAsynchronously);
         _updateWaiters[updateId] = waiter;
+        WaiterRegistered();
         return waiter.Task;
     }
 
     public void UnregisterUpdate(string updateId) => _updateWaiters.TryRemove(updateId, out _);
 
+    /// <summary>Raised when a client has read that an instance has not ended yet and waits for its end (tests wait on it instead of sleeping).</summary>
+    public event Action<string>? WaitingForEnd;
+
     /// <summary>Waits until the instance has ended (or faulted) in this process, or reads that it already has.</summary>
     public async Task<InstanceRecord> WaitForEndAsync(string instanceId, CancellationToken cancellationToken)
     {
         var waiter = new TaskCompletionSource<InstanceRecord>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var waiters = _closeWaiters.GetOrAdd(instanceId, static _ => []);
-        lock (waiters)
+        var waiters = AddCloseWaiter(instanceId, waiter);
+        try
         {
-            waiters.Add(waiter);
-        }
+            // Registered before reading, so an end committed in between is not missed.
+            var record = await ReadRecordAsync(instanceId).ConfigureAwait(false);
+            if (record is not null && (record.ClosedAt is not null || record.Status == WorkflowStatus.Faulted))
+            {
+                return record;
+            }
 
-        // Registered before reading, so an end committed in between is not missed.
-        var record = await ReadRecordAsync(instanceId).ConfigureAwait(false);
-        if (record is not null && (record.ClosedAt is not null || record.Status == WorkflowStatus.Faulted))
+            WaitingForEnd?.Invoke(instanceId);
+            if (ExclusiveOwnership)
+            {
+                // The instance may run in another process (or move to one): its end is pushed through the store, and its summary is read now and then in case that wake-up is lost.
+                return await PollForEndAsync(instanceId, waiter.Task, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (record is null && !_slots.ContainsKey(instanceId))
+            {
+                throw new WorkflowNotFoundException(instanceId);
+            }
+
+            return await waiter.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
         {
-            return record;
+            lock (waiters)
+            {
+                // No waiter is left behind: the watch loop reads the ends of instances only while some client waits.
+                if (waiters.Remove(waiter) && waiters.Count == 0)
+                {
+                    _closeWaiters.TryRemove(new KeyValuePair<string, List<TaskCompletionSource<InstanceRecord>>>(instanceId, waiters));
+                }
+            }
         }
+    }
 
-        if (ExclusiveOwnership)
+    /// <summary>Adds a waiter to the list of <paramref name="instanceId"/> that is in the map (not one that was just taken out of it).</summary>
+    private List<TaskCompletionSource<InstanceRecord>> AddCloseWaiter(string instanceId, TaskCompletionSource<InstanceRecord> waiter)
+    {
+        while (true)
         {
-            // The instance may run in another process (or move to one): read its summary now and then while it is not owned here.
-            return await PollForEndAsync(instanceId, waiter.Task, cancellationToken).ConfigureAwait(false);
+            var waiters = _closeWaiters.GetOrAdd(instanceId, static _ => []);
+            lock (waiters)
+            {
+                if (_closeWaiters.TryGetValue(instanceId, out var current) && current == waiters)
+                {
+                    waiters.Add(waiter);
+                    WaiterRegistered();
+                    return waiters;
+                }
+            }
         }
-
-        if (record is null && !_slots.ContainsKey(instanceId))
-        {
-            throw new WorkflowNotFoundException(instanceId);
-        }
-
-        return await waiter.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
     }
 }

@@ -50,7 +50,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _workflows = workflows.ToDictionary(static w => w.Name, StringComparer.Ordinal);
         _storage = storage;
         _units = units;
-        _group = new CommitGroup(units, 512);
+        _group = new CommitGroup(units, 512, OwnCommitted);
         _documents = documents;
         _serializer = serializer;
         _bus = bus;

@@ -76,6 +76,52 @@ public sealed class LaneTests
     }
 
     [Fact]
+    public async Task WriteAsync_ManyWritersWaiting_EachFreedPlaceWakesOneOfThem_FirstInLineFirst()
+    {
+        var lane = new Lane(2, owner: null);
+        lane.TryWrite(Item(0));
+        lane.TryWrite(Item(1));
+        lane.TryTake(out _, out _).Should().BeTrue();
+        var writes = Enumerable.Range(2, 6).Select(i => lane.WriteAsync(Item(i), CancellationToken.None).AsTask()).ToList();
+        writes.Should().OnlyContain(w => !w.IsCompleted);
+
+        lane.MarkHandedOut(1);
+        await writes[0].WaitAsync(TestHost.Wait);
+        lane.MarkHandedOut(2);
+        await writes[1].WaitAsync(TestHost.Wait);
+
+        lane.WritersWoken.Should().Be(2, "one place freed up each time: waking the other waiting senders would only send them back to wait");
+        writes.Skip(2).Should().OnlyContain(w => !w.IsCompleted);
+        lane.TryTake(out var batch, out var count).Should().BeTrue();
+        Bodies(batch, count).Should().Equal(2, 3);
+        lane.MarkHandedOut(2);
+        await Task.WhenAll(writes.Skip(2).Take(2)).WaitAsync(TestHost.Wait);
+        lane.TryTake(out batch, out count).Should().BeTrue();
+        Bodies(batch, count).Should().BeEquivalentTo([4, 5], "the two first in line were woken for the two freed places (they append in either order)");
+        lane.WritersWoken.Should().Be(4);
+        writes.Skip(4).Should().OnlyContain(w => !w.IsCompleted);
+    }
+
+    [Fact]
+    public async Task WriteAsync_AWaitingWriterGivesUp_TheNextOneTakesTheFreedPlace()
+    {
+        var lane = new Lane(1, owner: null);
+        lane.TryWrite(Item(0));
+        lane.TryTake(out _, out _).Should().BeTrue();
+        using var cancel = new CancellationTokenSource();
+        var gaveUp = lane.WriteAsync(Item(1), cancel.Token).AsTask();
+        var next = lane.WriteAsync(Item(2), CancellationToken.None).AsTask();
+        await cancel.CancelAsync();
+        await gaveUp.Invoking(w => w.WaitAsync(TestHost.Wait)).Should().ThrowAsync<OperationCanceledException>();
+
+        lane.MarkHandedOut(1);
+
+        await next.WaitAsync(TestHost.Wait);
+        lane.TryTake(out var batch, out var count).Should().BeTrue();
+        Bodies(batch, count).Should().Equal(2);
+    }
+
+    [Fact]
     public async Task WriteAsync_Cancelled_ThrowsOperationCanceled()
     {
         var lane = new Lane(1, owner: null);

@@ -228,9 +228,7 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
                         _log[(int)(e.Position - 1)] = null;
                     }
 
-                    stream.Events.Clear();
-                    stream.Events.TrimExcess();
-                    stream.Index.Clear();
+                    stream.Clear();
                     _snapshots.Remove(streamId);
                 }
             }
@@ -508,8 +506,7 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
 
         foreach (var e in stored)
         {
-            stream.Index.Add(e.EventId, stream.Events.Count);
-            stream.Events.Add(e);
+            stream.Add(e);
             _log.Add(e);
         }
 
@@ -523,7 +520,7 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
         var known = 0;
         foreach (var e in events)
         {
-            if (stream.Index.ContainsKey(e.EventId))
+            if (stream.TryFind(e.EventId, out _))
             {
                 firstKnown ??= e.EventId;
                 known++;
@@ -537,11 +534,11 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
 
         if (known == events.Count)
         {
-            var first = stream.Index[events[0].EventId];
+            stream.TryFind(events[0].EventId, out var first);
             var consecutive = true;
             for (var i = 1; i < events.Count && consecutive; i++)
             {
-                consecutive = stream.Index[events[i].EventId] == first + i;
+                consecutive = stream.TryFind(events[i].EventId, out var at) && at == first + i;
             }
 
             var firstVersion = stream.Events[first].Version;
@@ -675,9 +672,55 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
 
     private sealed class StreamData
     {
+        // Short streams are scanned for an event id; the index is built once a stream is longer (100,000 streams of one
+        // or two events, such as suspended workflows, each kept an index of nearly 200 bytes).
+        private const int IndexFrom = 16;
+        private Dictionary<Guid, int>? _index;
+
         public List<StoredEvent> Events { get; } = [];
 
-        public Dictionary<Guid, int> Index { get; } = [];
+        /// <summary>Adds an event at the end of the stream.</summary>
+        public void Add(StoredEvent e)
+        {
+            _index?.Add(e.EventId, Events.Count);
+            Events.Add(e);
+            if (_index is null && Events.Count >= IndexFrom)
+            {
+                _index = new Dictionary<Guid, int>(Events.Count * 2);
+                for (var i = 0; i < Events.Count; i++)
+                {
+                    _index.Add(Events[i].EventId, i);
+                }
+            }
+        }
+
+        /// <summary>Finds the index in <see cref="Events"/> of the event with <paramref name="eventId"/>.</summary>
+        public bool TryFind(Guid eventId, out int index)
+        {
+            if (_index is not null)
+            {
+                return _index.TryGetValue(eventId, out index);
+            }
+
+            for (index = 0; index < Events.Count; index++)
+            {
+                if (Events[index].EventId == eventId)
+                {
+                    return true;
+                }
+            }
+
+            index = -1;
+            return false;
+        }
+
+        /// <summary>Drops every event (a hard delete).</summary>
+        public void Clear()
+        {
+            Events.Clear();
+            Events.TrimExcess();
+            _index = null;
+        }
 
         public long Version { get; set; }
 
