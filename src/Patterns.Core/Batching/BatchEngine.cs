@@ -30,9 +30,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     /// <summary>How many times an idle worker spins (see <see cref="SpinForNextBatch"/>) before it parks.</summary>
     private const int WorkerSpins = 20;
 
-    /// <summary>How many times a producer that found the batcher full spins (see <see cref="SpinForSpace"/>) before it waits.</summary>
-    private const int ProducerSpins = 15;
-
     private static readonly bool SpinBeforeParking = Environment.ProcessorCount > 1;
 
     private readonly int _maxCount;
@@ -370,12 +367,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     /// <summary>Waits until the batcher may have space; throws when it completes meanwhile.</summary>
     internal ValueTask WaitForSpaceAsync(CancellationToken cancellationToken)
     {
-        if (SpinForSpace())
-        {
-            // Space was freed (or the batcher completed) within microseconds: the caller checks again under the gate.
-            return default;
-        }
-
         Task signal;
         Gate.Enter();
         try
@@ -597,32 +588,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
             while (SpinForNextBatch(reader));
         }
         while (await reader.WaitToReadAsync().ConfigureAwait(false));
-    }
-
-    /// <summary>
-    /// Before a producer that found the batcher full waits for a signal, it watches the count for a few microseconds: a
-    /// worker busy with batches frees a batch's worth of capacity within that time, and waiting on the signal would
-    /// cost a thread-pool wake-up for the producer's continuation. Spins never sleep; a single-core machine does not spin.
-    /// </summary>
-    private bool SpinForSpace()
-    {
-        if (!SpinBeforeParking)
-        {
-            return false;
-        }
-
-        var spinner = default(SpinWait);
-        for (var i = 0; i < ProducerSpins; i++)
-        {
-            if (Volatile.Read(ref _buffered) < _capacity || Volatile.Read(ref _completing))
-            {
-                return true;
-            }
-
-            spinner.SpinOnce(sleep1Threshold: -1);
-        }
-
-        return false;
     }
 
     /// <summary>
