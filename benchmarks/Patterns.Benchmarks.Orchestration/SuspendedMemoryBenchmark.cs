@@ -42,7 +42,7 @@ public static class SuspendedMemoryBenchmark
             The managed heap includes the in-memory store holding every history. Machine: {Environment.ProcessorCount} cores, .NET {Environment.Version}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.
             """;
         Console.WriteLine(report);
-        await File.WriteAllTextAsync("SuspendedMemory-report.md", report);
+        await Reports.WriteAsync("SuspendedMemory", report);
         if (Environment.GetEnvironmentVariable("PATTERNS_HOLD_SECONDS") is { } hold)
         {
             // Keeps the instances alive for a heap snapshot (dotnet-gcdump collect -p <pid>).

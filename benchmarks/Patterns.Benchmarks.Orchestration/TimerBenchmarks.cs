@@ -73,7 +73,7 @@ public static class TimerBenchmarks
             Machine: {Environment.ProcessorCount} cores, .NET {Environment.Version}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.
             """;
         Console.WriteLine(report);
-        await File.WriteAllTextAsync("TimerBenchmarks-report.md", report);
+        await Reports.WriteAsync("TimerBenchmarks", report);
     }
 }
 
