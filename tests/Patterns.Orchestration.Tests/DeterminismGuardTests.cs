@@ -17,7 +17,10 @@ public sealed class TaskDelayWorkflow : Workflow<string, int>
 {
     public override async Task<int> RunAsync(WorkflowContext context, string input)
     {
-        await Task.Delay(TimeSpan.FromMilliseconds(1));
+        // Long enough that the delay cannot complete before the await looks at it (1 ms once did, on a busy machine,
+        // so the workflow went on inline and never left its scheduler); the escape is reported as soon as the workflow
+        // waits on it, not when it ends.
+        await Task.Delay(TimeSpan.FromSeconds(5));
         return 1;
     }
 }
