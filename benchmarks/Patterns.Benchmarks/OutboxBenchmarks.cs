@@ -143,12 +143,9 @@ public class OutboxBenchmarks
         await session.CommitAsync();
     }
 
-    internal static string StreamOf(int account) => "account-" + account.ToString(System.Globalization.CultureInfo.InvariantCulture);
-
-    private async Task SetupAsync(bool outbox)
+    /// <summary>The store, the subscriber that signals each arrival, and (unless <paramref name="outbox"/> is null) the outbox.</summary>
+    internal static ServiceCollection Services(BenchmarkDatabase database, BatchSignal arrived, Action<OutboxOptions>? outbox)
     {
-        var database = _database = BenchmarkDatabase.Create(Store);
-        var arrived = _arrived;
         var services = new ServiceCollection();
         services.AddEventSourcing(es => database.Use(es).AddEvent<AccountDeposited>());
         services.AddPubSub(ps => ps.Subscribe<DepositRecorded>(
@@ -159,10 +156,20 @@ public class OutboxBenchmarks
             },
             topic: Topic,
             configure: o => o.ConsumerGroup = "bench"));
-        if (outbox)
+        if (outbox is not null)
         {
-            services.AddOutbox();
+            services.AddOutbox(outbox);
         }
+
+        return services;
+    }
+
+    internal static string StreamOf(int account) => "account-" + account.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    private async Task SetupAsync(bool outbox)
+    {
+        var database = _database = BenchmarkDatabase.Create(Store);
+        var services = Services(database, _arrived, outbox ? _ => { } : null);
 
         _services = services.BuildServiceProvider();
         await Hosting.StartAsync(_services);

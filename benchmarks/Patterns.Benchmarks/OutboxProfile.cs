@@ -64,22 +64,9 @@ internal static class OutboxProfile
     {
         var database = BenchmarkDatabase.Create(kind);
         var arrived = new BatchSignal();
-        var services = new ServiceCollection();
-        services.AddEventSourcing(es => database.Use(es).AddEvent<AccountDeposited>());
-        services.AddPubSub(ps => ps.Subscribe<DepositRecorded>(
-            (message, context, cancellationToken) =>
-            {
-                arrived.Signal();
-                return ValueTask.CompletedTask;
-            },
-            topic: Topic,
-            configure: o => o.ConsumerGroup = "bench"));
-        if (variant != Variant.AppendThenPublish)
-        {
-            // For the commits alone, the relay does not run: nothing reads or removes the outbox.
-            services.AddOutbox(o => o.RunRelay = variant == Variant.OutboxWithRelay);
-        }
-
+        // For the commits alone, the relay does not run: nothing reads or removes the outbox.
+        var services = OutboxBenchmarks.Services(
+            database, arrived, variant == Variant.AppendThenPublish ? null : o => o.RunRelay = variant == Variant.OutboxWithRelay);
         var provider = services.BuildServiceProvider();
         try
         {
