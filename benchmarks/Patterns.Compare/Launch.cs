@@ -44,7 +44,9 @@ public static class Launch
         try
         {
             await scenario.StartAsync(context, cancellation.Token);
+            await scenario.PrepareAsync(0, warmUp, cancellation.Token);
             await scenario.RunAsync(0, warmUp, cancellation.Token);
+            await scenario.PrepareAsync(warmUp + Gap, messages, cancellation.Token);
             context.Deliveries.Reset();
             GC.Collect();
             GC.WaitForPendingFinalizers();

@@ -43,6 +43,9 @@ public interface IScenario : IAsyncDisposable
     /// <summary>Builds and starts the row's host.</summary>
     Task StartAsync(RunContext context, CancellationToken cancellationToken);
 
+    /// <summary>Prepares the input of a run (an ETL row writes its file), before the run is timed; by default nothing.</summary>
+    Task PrepareAsync(int first, int count, CancellationToken cancellationToken) => Task.CompletedTask;
+
     /// <summary>Produces orders <paramref name="first"/> .. <paramref name="first"/> + <paramref name="count"/> - 1 and waits until all are handled.</summary>
     Task RunAsync(int first, int count, CancellationToken cancellationToken);
 }
