@@ -11,6 +11,7 @@ using Polly;
 using Polly.CircuitBreaker;
 using Polly.Retry;
 using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Transforms;
 
 namespace Patterns.Gateway.Tests;
 
@@ -58,6 +59,26 @@ public sealed class NamedPolicyTests
         response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
         (a.Hits + b.Hits).Should().Be(1 + retries);
         Math.Abs(a.Hits - b.Hits).Should().BeLessThanOrEqualTo(1, "no destination is tried twice in a row");
+    }
+
+    [Fact]
+    public async Task CodePolicy_RouteWithAnAsynchronousTransform_StillRetries()
+    {
+        // A transform that completes asynchronously: the context reaches the resilience handler through the shared map, not the thread's slot.
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        var (routes, clusters) = Routed("standard", a, b);
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, services: s => s.AddGateway(g => g
+            .AddResiliencePolicy("standard", p => p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 2, Delay = TimeSpan.Zero })
+            .AddTransforms(t => t.AddRequestTransform(async _ => await Task.Yield()))));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        }
+
+        (a.Hits + b.Hits).Should().Be(9, "each request made its first attempt and two retries");
     }
 
     [Fact]
