@@ -136,10 +136,22 @@ internal static class Servers
         }
     }
 
-    /// <summary>GET /__stats: bytes allocated and gen-0 collections so far, for allocations per request in a profile's A/B.</summary>
-    private static void Stats(WebApplication app) => app.Use((context, next) => context.Request.Path.Value == "/__stats"
-        ? context.Response.WriteAsync($"{GC.GetTotalAllocatedBytes()} {GC.CollectionCount(0)}")
-        : next(context));
+    /// <summary>
+    /// GET /__stats: bytes allocated and gen-0 collections so far, for allocations per request in a profile's A/B. With
+    /// PATTERNS_BENCH_ALLOCATIONS=1, GET /__allocations lists the runtime's sampled allocations by type (one sample per ~100 KB),
+    /// bytes then type, most first.
+    /// </summary>
+    private static void Stats(WebApplication app)
+    {
+        var sampler = Environment.GetEnvironmentVariable("PATTERNS_BENCH_ALLOCATIONS") == "1" ? new Patterns.Benchmarks.Orchestration.AllocListener() : null;
+        app.Use((context, next) => context.Request.Path.Value switch
+        {
+            "/__stats" => context.Response.WriteAsync($"{GC.GetTotalAllocatedBytes()} {GC.CollectionCount(0)}"),
+            "/__allocations" when sampler is not null => context.Response.WriteAsync(
+                string.Concat(sampler.Bytes.OrderByDescending(p => p.Value).Select(p => $"{p.Value} {p.Key}\n"))),
+            _ => next(context),
+        });
+    }
 
     /// <summary>An in-process request handler reached two ways: through the gateway's MapRequest, and through a minimal-API endpoint calling the same code.</summary>
     public static async Task RequestResponseAsync(int port)

@@ -9,6 +9,8 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Patterns.Gateway;
+using Polly;
+using Polly.Retry;
 using Yarp.ReverseProxy.Configuration;
 
 namespace GatewaySample;
@@ -57,9 +59,26 @@ public sealed class SampleApp : IAsyncDisposable
             ["Gateway:Requests:quotes-v2:Request"] = "GetQuote",
             ["Gateway:Requests:quotes-v2:Timeout"] = "00:00:05",
         });
-        builder.AddGateway(g => g.LoadFromConfig(builder.Configuration.GetSection("Gateway")).AddRequestType<GetQuote, Quote>());
+        builder.AddGateway(g => g
+            .LoadFromConfig(builder.Configuration.GetSection("Gateway"))
+            .AddRequestType<GetQuote, Quote>()
+
+            // A named resilience policy: the catalog route names it in its metadata.
+            .AddResiliencePolicy("catalog", p =>
+            {
+                p.Timeout = TimeSpan.FromSeconds(10);
+                p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 1, Delay = TimeSpan.FromMilliseconds(50), BackoffType = DelayBackoffType.Exponential, UseJitter = true };
+            }));
         builder.AddGateway(g => g.LoadFromMemory(
-            [new RouteConfig { RouteId = "catalog", ClusterId = "catalog", Match = new RouteMatch { Path = "/catalog/{**rest}" } }],
+            [
+                new RouteConfig
+                {
+                    RouteId = "catalog",
+                    ClusterId = "catalog",
+                    Match = new RouteMatch { Path = "/catalog/{**rest}" },
+                    Metadata = new Dictionary<string, string> { [GatewayMetadata.ResiliencePolicy] = "catalog" },
+                },
+            ],
             [
                 new ClusterConfig
                 {
@@ -67,7 +86,6 @@ public sealed class SampleApp : IAsyncDisposable
                     LoadBalancingPolicy = GatewayPolicies.Weighted,
                     Metadata = new Dictionary<string, string>
                     {
-                        [GatewayMetadata.RetryMaxRetries] = "1",
                         [GatewayMetadata.OutlierConsecutiveFailures] = "5",
                     },
                     HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },

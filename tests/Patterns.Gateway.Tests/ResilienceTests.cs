@@ -10,7 +10,7 @@ public sealed class ResilienceTests
 {
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
-    private static Task Unavailable(HttpContext c)
+    internal static Task Unavailable(HttpContext c)
     {
         c.Response.StatusCode = 503;
         return Task.CompletedTask;

@@ -24,7 +24,6 @@ internal static class PipelineFactory
     /// How many callers can call at once when that is bounded (a consumer's workers): so many may always wait for a
     /// concurrency permit, so the limit delays them instead of rejecting (and dead-lettering) their messages.
     /// </param>
-    [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "AddStrategy validates the options by data annotations; the concurrency-limit options type declares none.")]
     public static ResiliencePipeline? Create(HandlerResilienceOptions options, TimeProvider timeProvider, Action<OnRetryArguments<object>>? onRetry = null, int callers = 0)
     {
         if (!options.HasStrategies)
@@ -35,7 +34,7 @@ internal static class PipelineFactory
         var builder = new ResiliencePipelineBuilder { TimeProvider = timeProvider };
         if (options.MaxConcurrentCalls is { } permits)
         {
-            builder.AddStrategy(_ => new ConcurrencyLimitStrategy(permits, Math.Max(options.MaxQueuedCalls, callers)), new ConcurrencyLimitStrategyOptions());
+            AddConcurrencyLimit(builder, new ConcurrencyLimitStrategy(permits, Math.Max(options.MaxQueuedCalls, callers)));
         }
 
         if (options.Retry is { } retry)
@@ -56,6 +55,12 @@ internal static class PipelineFactory
         options.ConfigurePipeline?.Invoke(builder);
         return builder.Build();
     }
+
+    /// <summary>Adds <paramref name="limiter"/> to a pipeline; one limiter may serve several pipelines, which then share its permits.</summary>
+    [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "AddStrategy validates the options by data annotations; the concurrency-limit options type declares none.")]
+    public static TBuilder AddConcurrencyLimit<TBuilder>(TBuilder builder, ConcurrencyLimitStrategy limiter)
+        where TBuilder : ResiliencePipelineBuilderBase =>
+        builder.AddStrategy(_ => limiter, new ConcurrencyLimitStrategyOptions());
 
     /// <summary>A copy of the user's retry options whose OnRetry also reports to Patterns (telemetry, logs); the user's options are not changed.</summary>
     private static RetryStrategyOptions WithRetryHook(RetryStrategyOptions retry, Action<OnRetryArguments<object>> onRetry)

@@ -1,7 +1,11 @@
 using System.Collections.Frozen;
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using Patterns.Gateway.Resilience;
+using Patterns.Resilience;
+using Polly;
 using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Model;
 
 namespace Patterns.Gateway.Configuration;
 
@@ -37,8 +41,92 @@ internal sealed class ClusterPolicy
 
     public BreakerSettings? Breaker { get; private init; }
 
+    /// <summary>Gets the named policy these resilience settings come from, or <see langword="null"/> for the cluster's metadata.</summary>
+    public string? PolicyName { get; private init; }
+
+    /// <summary>Gets the delay before the first retry (a named policy's backoff); zero retries at once.</summary>
+    public TimeSpan RetryDelay { get; private init; }
+
+    public DelayBackoffType RetryBackoff { get; private init; }
+
+    public bool RetryJitter { get; private init; }
+
+    public TimeSpan? RetryMaxDelay { get; private init; }
+
+    /// <summary>Gets the concurrency limit shared by every route naming the policy.</summary>
+    public ConcurrencyLimitStrategy? Limiter { get; private init; }
+
+    /// <summary>Gets the strategies a named policy adds to each attempt.</summary>
+    public Action<ResiliencePipelineBuilder>? ConfigureAttempt { get; private init; }
+
+    /// <summary>Gets or sets the resilience handler's pipelines for this policy (built on first use).</summary>
+    internal object? Pipelines { get; set; }
+
+    /// <summary>Gets each destination's breaker and attempt timeout under this policy; a new policy (a reload) starts them afresh.</summary>
+    internal ConditionalWeakTable<DestinationState, object> AttemptPipelines { get; } = new();
+
     /// <summary>True when the resilience handler has anything to do for this cluster.</summary>
-    public bool HasResilience => Timeout is not null || AttemptTimeout is not null || MaxRetries > 0 || HedgingDelay is not null || Breaker is not null;
+    public bool HasResilience =>
+        Timeout is not null || AttemptTimeout is not null || MaxRetries > 0 || HedgingDelay is not null || Breaker is not null || Limiter is not null || ConfigureAttempt is not null;
+
+    /// <summary>True when every attempt runs through a per-destination pipeline (breaker, attempt timeout, added strategies).</summary>
+    public bool HasAttemptPipeline => Breaker is not null || AttemptTimeout is not null || ConfigureAttempt is not null;
+
+    /// <summary>True when only retries at once apply, so the first attempt can go out without Polly.</summary>
+    public bool RetriesOnly =>
+        Timeout is null && !HasAttemptPipeline && Limiter is null && RetryDelay == TimeSpan.Zero;
+
+    /// <summary>
+    /// The policy of one proxied request: the named policy of its route (<see cref="GatewayMetadata.ResiliencePolicy"/>) over its
+    /// cluster's, or the cluster's alone.
+    /// </summary>
+    /// <param name="feature">The request's proxy feature.</param>
+    /// <param name="registry">The named policies, or <see langword="null"/> to resolve them from <paramref name="context"/> only when the route names one.</param>
+    /// <param name="context">The request, whose services hold the registry (read only when the route names a policy: the first read of a request's services creates its scope).</param>
+    public static ClusterPolicy Effective(IReverseProxyFeature feature, ResiliencePolicyRegistry? registry, Microsoft.AspNetCore.Http.HttpContext? context = null)
+    {
+        var policy = For(feature.Cluster!.Config);
+        if (feature.Route.Config.Metadata is not { Count: > 0 } metadata || !metadata.TryGetValue(GatewayMetadata.ResiliencePolicy, out var name))
+        {
+            return policy;
+        }
+
+        registry ??= context?.RequestServices.GetService(typeof(ResiliencePolicyRegistry)) as ResiliencePolicyRegistry;
+        return registry?.Current.Find(name) is { } named ? named.Over(policy) : policy;
+    }
+
+    /// <summary>This cluster policy with its resilience settings replaced by a named policy's.</summary>
+    public ClusterPolicy With(string name, GatewayResiliencePolicy named, ConcurrencyLimitStrategy? limiter)
+    {
+        var retry = named.Retry;
+        var breaker = named.CircuitBreaker;
+        return new ClusterPolicy
+        {
+            Weights = Weights,
+            RoutingKey = RoutingKey,
+            Outlier = Outlier,
+            PolicyName = name,
+            Timeout = named.Timeout,
+            AttemptTimeout = named.AttemptTimeout,
+            MaxRetries = retry?.MaxRetryAttempts ?? 0,
+            RetryDelay = retry?.Delay ?? TimeSpan.Zero,
+            RetryBackoff = retry?.BackoffType ?? DelayBackoffType.Constant,
+            RetryJitter = retry?.UseJitter ?? false,
+            RetryMaxDelay = retry?.MaxDelay,
+            RetryBudgetPercent = named.RetryBudgetPercent,
+            RetryMinConcurrency = named.RetryMinConcurrency,
+            MaxBufferedBodyBytes = named.MaxBufferedBodyBytes,
+            Breaker = breaker is null ? null : new BreakerSettings
+            {
+                FailureRatio = breaker.FailureRatio,
+                MinimumThroughput = breaker.MinimumThroughput,
+                SamplingDuration = breaker.SamplingDuration,
+                BreakDuration = breaker.BreakDuration,
+            },
+            Limiter = limiter,
+            ConfigureAttempt = named.ConfigurePipeline,
+        };
+    }
 
     public static ClusterPolicy For(ClusterConfig config) =>
         Cache.GetValue(config, static c =>

@@ -1,9 +1,10 @@
+using Patterns.Gateway.Resilience;
 using Yarp.ReverseProxy.Configuration;
 
 namespace Patterns.Gateway.Configuration;
 
 /// <summary>Validates the gateway's metadata when YARP loads a configuration: at start a bad value fails the host, on reload YARP keeps the last good configuration.</summary>
-internal sealed class GatewayConfigFilter : IProxyConfigFilter
+internal sealed class GatewayConfigFilter(ResiliencePolicyRegistry policies) : IProxyConfigFilter
 {
     public ValueTask<ClusterConfig> ConfigureClusterAsync(ClusterConfig cluster, CancellationToken cancel)
     {
@@ -17,5 +18,33 @@ internal sealed class GatewayConfigFilter : IProxyConfigFilter
         return new ValueTask<ClusterConfig>(cluster);
     }
 
-    public ValueTask<RouteConfig> ConfigureRouteAsync(RouteConfig route, ClusterConfig? cluster, CancellationToken cancel) => new(route);
+    public ValueTask<RouteConfig> ConfigureRouteAsync(RouteConfig route, ClusterConfig? cluster, CancellationToken cancel)
+    {
+        if (route.Metadata is not { Count: > 0 } metadata)
+        {
+            return new(route);
+        }
+
+        foreach (var key in metadata.Keys)
+        {
+            if (key.StartsWith("Patterns.", StringComparison.OrdinalIgnoreCase) && !string.Equals(key, GatewayMetadata.ResiliencePolicy, StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException($"Route '{route.RouteId}': Metadata '{key}' is not a gateway route key; a route takes only '{GatewayMetadata.ResiliencePolicy}'.");
+            }
+        }
+
+        if (metadata.TryGetValue(GatewayMetadata.ResiliencePolicy, out var name))
+        {
+            var set = policies.Current;
+            if (string.IsNullOrWhiteSpace(name) || set.Find(name) is null)
+            {
+                var known = set.Names.Order(StringComparer.OrdinalIgnoreCase).ToList();
+                throw new InvalidOperationException(
+                    $"Route '{route.RouteId}': resilience policy '{name}' is not defined; " +
+                    (known.Count == 0 ? "no policy is (define one with AddResiliencePolicy or under ResiliencePolicies in the gateway's configuration)." : $"the policies are {string.Join(", ", known)}."));
+            }
+        }
+
+        return new(route);
+    }
 }

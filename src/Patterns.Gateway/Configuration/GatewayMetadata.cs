@@ -13,6 +13,13 @@ public static class GatewayMetadata
     /// <summary>Destination metadata: the destination's share of traffic under the <see cref="GatewayPolicies.Weighted"/> policy, a whole number of at least 0. Defaults to 1; 0 takes the destination out of rotation.</summary>
     public const string Weight = "Weight";
 
+    /// <summary>
+    /// Route metadata: the name of the <see cref="GatewayResiliencePolicy"/> the route's requests run under (defined with
+    /// <see cref="GatewayBuilder.AddResiliencePolicy"/> or under <c>ResiliencePolicies</c> in configuration). An unknown name
+    /// fails the configuration load, naming the route and the policy.
+    /// </summary>
+    public const string ResiliencePolicy = "Patterns.ResiliencePolicy";
+
     /// <summary>Cluster metadata: where the routing key of a sticky split comes from: <c>header:NAME</c>, <c>cookie:NAME</c> or <c>claim:TYPE</c>. A request with the key always reaches the same destination while the weights stay the same.</summary>
     public const string RoutingKey = "Patterns.RoutingKey";
 

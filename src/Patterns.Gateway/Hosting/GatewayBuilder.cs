@@ -100,6 +100,33 @@ public sealed class GatewayBuilder
         return this;
     }
 
+    /// <summary>
+    /// Defines (or adjusts) a named resilience policy, which routes choose with the <see cref="GatewayMetadata.ResiliencePolicy"/>
+    /// metadata key. A policy of the same name under <c>ResiliencePolicies</c> in configuration is read first and
+    /// <paramref name="configure"/> runs after it, on every configuration change.
+    /// </summary>
+    /// <param name="name">The policy's name, matched ignoring case.</param>
+    /// <param name="configure">Sets the policy's strategies.</param>
+    /// <returns>This builder.</returns>
+    /// <example>
+    /// <code>
+    /// gateway.AddResiliencePolicy("standard", p =>
+    /// {
+    ///     p.Timeout = TimeSpan.FromSeconds(10);
+    ///     p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 2, Delay = TimeSpan.FromMilliseconds(100), BackoffType = DelayBackoffType.Exponential, UseJitter = true };
+    ///     p.CircuitBreaker = new CircuitBreakerStrategyOptions { FailureRatio = 0.5, MinimumThroughput = 20, BreakDuration = TimeSpan.FromSeconds(15) };
+    ///     p.MaxConcurrentCalls = 200;
+    /// });
+    /// </code>
+    /// </example>
+    public GatewayBuilder AddResiliencePolicy(string name, Action<GatewayResiliencePolicy> configure)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        ArgumentNullException.ThrowIfNull(configure);
+        Services.AddSingleton(new Resilience.ResiliencePolicyConfiguration(name, configure));
+        return this;
+    }
+
     /// <summary>Adds request or response transforms to every route, next to the ones its configuration declares.</summary>
     /// <param name="configure">Called once per route when the configuration loads.</param>
     /// <returns>This builder.</returns>

@@ -26,6 +26,16 @@ public static class GatewayEndpointRouteBuilderExtensions
     public static ReverseProxyConventionBuilder MapGateway(this IEndpointRouteBuilder endpoints, Action<IReverseProxyApplicationBuilder>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(endpoints);
+        try
+        {
+            // The named resilience policies first: a problem in them is reported as itself, not as every route naming the policy.
+            _ = endpoints.ServiceProvider.GetRequiredService<ResiliencePolicyRegistry>().Current;
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new InvalidOperationException("Invalid gateway configuration: " + ex.Message, ex);
+        }
+
         ReverseProxyConventionBuilder proxy;
         try
         {

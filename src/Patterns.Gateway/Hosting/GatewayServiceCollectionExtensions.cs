@@ -10,6 +10,7 @@ using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Health;
 using Yarp.ReverseProxy.LoadBalancing;
 using Yarp.ReverseProxy.Transforms;
+using Yarp.ReverseProxy.Transforms.Builder;
 
 namespace Microsoft.Extensions.DependencyInjection;
 
@@ -40,17 +41,17 @@ public static class GatewayServiceCollectionExtensions
             proxy.AddConfigFilter<GatewayConfigFilter>();
             proxy.AddTransforms(static context => context.AddRequestTransform(static transform =>
             {
-                // The resilience handler needs the request's context; a cluster with nothing to retry or count does without
-                // (and without the options dictionary the first Set allocates).
-                if (transform.HttpContext.Features.Get<Yarp.ReverseProxy.Model.IReverseProxyFeature>() is { } proxied
-                    && ClusterPolicy.For(proxied.Cluster.Config) is { } policy && (policy.HasResilience || policy.Outlier is not null))
-                {
-                    transform.ProxyRequest.Options.Set(RequestOptionKeys.HttpContext, transform.HttpContext);
-                }
-
                 HopByHopHeaders.Remove(transform.HttpContext, transform.ProxyRequest);
                 return default;
             }));
+
+            // Every route's transformer hands the request's context to the resilience handler after its last transform.
+            var transforms = services.Last(d => d.ServiceType == typeof(ITransformBuilder));
+            services.Remove(transforms);
+            services.AddSingleton<ITransformBuilder>(sp => new HandoffTransformBuilder(
+                (ITransformBuilder)(transforms.ImplementationInstance ?? transforms.ImplementationFactory?.Invoke(sp) ?? ActivatorUtilities.CreateInstance(sp, transforms.ImplementationType!)),
+                sp.GetRequiredService<ResiliencePolicyRegistry>()));
+            services.TryAddSingleton<ResiliencePolicyRegistry>();
             services.TryAddSingleton(TimeProvider.System);
             services.TryAddSingleton<DestinationWeights>();
             services.TryAddSingleton<WeightedLoadBalancingPolicy>();

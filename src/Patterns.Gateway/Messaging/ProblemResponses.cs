@@ -28,16 +28,35 @@ internal static class ProblemResponses
 
         using (var json = new Utf8JsonWriter(response.BodyWriter))
         {
-            json.WriteStartObject();
-            json.WriteString("type", TypeOf(status));
-            json.WriteString("title", title);
-            json.WriteNumber("status", status);
-            json.WriteString("detail", detail);
-            json.WriteString("instance", context.Request.Path.Value);
-            json.WriteEndObject();
+            Write(json, status, title, detail, context.Request.Path.Value);
         }
 
         return response.BodyWriter.FlushAsync(context.RequestAborted).AsTask();
+    }
+
+    /// <summary>Problem details as the content of a response the gateway makes itself (a proxied request that timed out, for example).</summary>
+    public static HttpContent Content(int status, string title, string detail, string? instance)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(256);
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            Write(json, status, title, detail, instance);
+        }
+
+        var content = new ByteArrayContent(buffer.WrittenSpan.ToArray());
+        content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/problem+json");
+        return content;
+    }
+
+    private static void Write(Utf8JsonWriter json, int status, string title, string detail, string? instance)
+    {
+        json.WriteStartObject();
+        json.WriteString("type", TypeOf(status));
+        json.WriteString("title", title);
+        json.WriteNumber("status", status);
+        json.WriteString("detail", detail);
+        json.WriteString("instance", instance);
+        json.WriteEndObject();
     }
 
     /// <summary>Maps the exceptions of a messaging call; returns false for one it does not know, which the caller rethrows.</summary>

@@ -21,7 +21,8 @@ internal static class BodyBufferingMiddleware
         var request = context.Request;
         if (request.ContentLength == 0
             || context.Features.Get<IReverseProxyFeature>() is not { } feature
-            || ClusterPolicy.For(feature.Cluster.Config) is not { MaxRetries: > 0 } policy
+            || feature.Cluster is null
+            || ClusterPolicy.Effective(feature, null, context) is not { MaxRetries: > 0 } policy
             || !ResilienceHandler.IsIdempotent(request.Method)
             || (request.ContentLength is null && context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: false }))
         {

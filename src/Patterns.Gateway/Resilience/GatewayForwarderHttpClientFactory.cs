@@ -8,7 +8,7 @@ namespace Patterns.Gateway.Resilience;
 
 /// <summary>YARP's client factory with the gateway's <see cref="ResilienceHandler"/> around each cluster's handler.</summary>
 internal sealed class GatewayForwarderHttpClientFactory(
-    ILogger<ForwarderHttpClientFactory> logger, IServiceProvider services, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, TimeProvider timeProvider)
+    ILogger<ForwarderHttpClientFactory> logger, IServiceProvider services, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, ResiliencePolicyRegistry registry, TimeProvider timeProvider)
     : ForwarderHttpClientFactory(logger)
 {
     protected override HttpMessageHandler WrapHandler(ForwarderHttpClientContext context, HttpMessageHandler handler)
@@ -16,6 +16,6 @@ internal sealed class GatewayForwarderHttpClientFactory(
         var lookup = (IProxyStateLookup)services.GetService(typeof(IProxyStateLookup))!;
         var log = (ILoggerFactory?)services.GetService(typeof(ILoggerFactory));
         ILogger resilienceLogger = log is null ? Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance : log.CreateLogger<ResilienceHandler>();
-        return new ResilienceHandler(context.ClusterId, lookup, balancer, outliers, timeProvider, resilienceLogger) { InnerHandler = base.WrapHandler(context, handler) };
+        return new ResilienceHandler(context.ClusterId, lookup, balancer, outliers, registry, timeProvider, resilienceLogger) { InnerHandler = base.WrapHandler(context, handler) };
     }
 }

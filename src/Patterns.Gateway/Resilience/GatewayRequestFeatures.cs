@@ -1,13 +1,6 @@
-using Microsoft.AspNetCore.Http;
 using Yarp.ReverseProxy.Model;
 
 namespace Patterns.Gateway.Resilience;
-
-/// <summary>Marks a request whose attempts the resilience handler counted for outlier detection already.</summary>
-internal sealed class AttemptsRecorded
-{
-    public static readonly AttemptsRecorded Instance = new();
-}
 
 /// <summary>A request body read into memory so that a retry can send it again.</summary>
 internal sealed class BufferedBody(byte[] bytes)
@@ -24,7 +17,5 @@ internal sealed class UnreplayableBody(string reason)
 /// <summary>Keys of the values the gateway carries on an outgoing <see cref="HttpRequestMessage"/>.</summary>
 internal static class RequestOptionKeys
 {
-    public static readonly HttpRequestOptionsKey<HttpContext> HttpContext = new("Patterns.Gateway.HttpContext");
-
     public static readonly HttpRequestOptionsKey<DestinationState> Destination = new("Patterns.Gateway.Destination");
 }

@@ -1,11 +1,11 @@
 using System.Net;
-using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Patterns.Gateway.Configuration;
 using Patterns.Gateway.Health;
 using Patterns.Gateway.LoadBalancing;
 using Patterns.Gateway.Telemetry;
+using Patterns.Resilience;
 using Polly;
 using Polly.CircuitBreaker;
 using Polly.Hedging;
@@ -22,7 +22,7 @@ namespace Patterns.Gateway.Resilience;
 /// or hedge, never the one that just failed. Every attempt's outcome feeds outlier detection.
 /// </summary>
 internal sealed class ResilienceHandler(
-    string clusterId, IProxyStateLookup lookup, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, TimeProvider timeProvider, ILogger logger)
+    string clusterId, IProxyStateLookup lookup, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, ResiliencePolicyRegistry registry, TimeProvider timeProvider, ILogger logger)
     : DelegatingHandler
 {
     /// <summary>The response header that carries why a failed request was not retried.</summary>
@@ -30,8 +30,6 @@ internal sealed class ResilienceHandler(
 
     private readonly ILogger _logger = logger;
     private static readonly ResiliencePropertyKey<Attempts> StateKey = new("Patterns.Gateway.Attempts");
-    private Pipelines? _pipelines;
-    private readonly ConditionalWeakTable<DestinationState, BreakerSlot> _breakers = new();
     private readonly RetryBudget _budget = new();
 
     internal RetryBudget Budget => _budget;
@@ -44,16 +42,15 @@ internal sealed class ResilienceHandler(
 
     protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
-        // Nothing to retry and nothing to count: the request goes straight through (before Options, whose getter allocates).
-        if (!lookup.TryGetCluster(clusterId, out var cluster)
-            || ClusterPolicy.For(cluster.Model.Config) is not { } policy || (!policy.HasResilience && policy.Outlier is null)
-            || !request.Options.TryGetValue(RequestOptionKeys.HttpContext, out var context)
-            || context.Features.Get<IReverseProxyFeature>() is not { ProxiedDestination: { } destination } feature)
+        // The context comes only for a request whose policy has something to retry, time or count (see ContextHandoff).
+        if (ContextHandoff.Take(request) is not { } context
+            || context.Features.Get<IReverseProxyFeature>() is not { ProxiedDestination: { } destination, Cluster: not null } feature
+            || !lookup.TryGetCluster(clusterId, out var cluster))
         {
             return base.SendAsync(request, cancellationToken);
         }
 
-        context.Features.Set(AttemptsRecorded.Instance);
+        var policy = ClusterPolicy.Effective(feature, registry);
         if (!policy.HasResilience)
         {
             return SendOnceAsync(cluster, destination, request, context, cancellationToken);
@@ -65,8 +62,8 @@ internal sealed class ResilienceHandler(
             return ExecuteAsync(pipelines.Hedging, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
         }
 
-        return policy.Timeout is null && policy.AttemptTimeout is null && policy.Breaker is null
-            ? FirstThenRetryAsync(pipelines, request, context, feature, cluster, policy, destination, cancellationToken)
+        return policy.RetriesOnly
+            ? FirstThenRetryAsync(request, context, cluster, policy, destination, cancellationToken)
             : ExecuteAsync(pipelines.Retry, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
     }
 
@@ -74,46 +71,52 @@ internal sealed class ResilienceHandler(
     /// Retries without a timeout or breaker to apply: the first attempt goes out directly, as most succeed, and only a
     /// failed one builds the retry state and enters Polly's retry strategy for the retries. Profiling showed that running
     /// every request through the pipeline, for retries that almost never happen, cost a fifth of the gateway's CPU per request.
+    /// This method's state machine is the one allocation a successful request makes here, so it keeps only what the first
+    /// attempt needs; the retry path (<see cref="RetryAfterFirstAsync"/>) finds the rest again.
     /// </summary>
     private async Task<HttpResponseMessage> FirstThenRetryAsync(
-        Pipelines pipelines, HttpRequestMessage request, HttpContext context, IReverseProxyFeature feature, ClusterState cluster, ClusterPolicy policy,
-        DestinationState destination, CancellationToken cancellationToken)
+        HttpRequestMessage request, HttpContext context, ClusterState cluster, ClusterPolicy policy, DestinationState destination, CancellationToken cancellationToken)
     {
         _budget.Enter();
         try
         {
-            HttpResponseMessage? response = null;
-            Exception? error = null;
+            HttpResponseMessage response;
             try
             {
                 response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
-                outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
-                if ((int)response.StatusCode < 500)
-                {
-                    return response;
-                }
             }
             catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested)
             {
                 outliers.Record(cluster, destination, failure: true);
-                error = ex;
+                return await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromException<HttpResponseMessage>(ex), cancellationToken).ConfigureAwait(false);
             }
 
-            var attempts = new Attempts(this, context, feature, cluster, policy, request, destination, sent: 1);
-            var failed = error is null ? Outcome.FromResult(response!) : Outcome.FromException<HttpResponseMessage>(error);
-            if (!IsFailure(failed, context) || !attempts.TryPlanRetry())
-            {
-                failed.ThrowIfException();
-                return response!;
-            }
-
-            response?.Dispose();
-            return await ExecuteAsync(pipelines.RetryAfterFirst, attempts, cancellationToken, entered: true).ConfigureAwait(false);
+            var failed = (int)response.StatusCode >= 500;
+            outliers.Record(cluster, destination, failed);
+            return failed
+                ? await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromResult(response), cancellationToken).ConfigureAwait(false)
+                : response;
         }
         finally
         {
             _budget.Exit();
         }
+    }
+
+    /// <summary>After a failed first attempt: plans a retry and runs the retries through Polly, or returns the failure as it was.</summary>
+    private Task<HttpResponseMessage> RetryAfterFirstAsync(
+        HttpRequestMessage request, HttpContext context, ClusterState cluster, ClusterPolicy policy, DestinationState destination, Outcome<HttpResponseMessage> failed, CancellationToken cancellationToken)
+    {
+        var feature = context.Features.Get<IReverseProxyFeature>()!;
+        var attempts = new Attempts(this, context, feature, cluster, policy, request, destination, sent: 1);
+        if (!IsFailure(failed, context) || !attempts.TryPlanRetry())
+        {
+            failed.ThrowIfException();
+            return Task.FromResult(failed.Result!);
+        }
+
+        failed.Result?.Dispose();
+        return ExecuteAsync(PipelinesFor(policy).RetryAfterFirst, attempts, cancellationToken, entered: true);
     }
 
     /// <summary>Runs the attempts of one request through a Polly pipeline; the answer is the winning attempt's, or 504 / 503 when the pipeline times out or every circuit is open.</summary>
@@ -137,13 +140,21 @@ internal sealed class ResilienceHandler(
 
             return response;
         }
-        catch (TimeoutRejectedException) when (!attempts.Context.RequestAborted.IsCancellationRequested)
+        catch (TimeoutRejectedException ex) when (!attempts.Context.RequestAborted.IsCancellationRequested)
         {
-            return Synthesized(HttpStatusCode.GatewayTimeout, attempts.Request);
+            return Synthesized(
+                HttpStatusCode.GatewayTimeout, "Gateway Timeout", attempts,
+                $"Cluster '{attempts.Cluster.ClusterId}' did not answer within {ex.Timeout:c}, the timeout of {Source(attempts.Policy)}.");
         }
         catch (BrokenCircuitException)
         {
-            return Synthesized(HttpStatusCode.ServiceUnavailable, attempts.Request);
+            return Synthesized(
+                HttpStatusCode.ServiceUnavailable, "Service Unavailable", attempts,
+                $"The circuit of every destination tried in cluster '{attempts.Cluster.ClusterId}' is open ({Source(attempts.Policy)}).");
+        }
+        catch (ConcurrencyLimitExceededException ex)
+        {
+            return Synthesized(HttpStatusCode.ServiceUnavailable, "Service Unavailable", attempts, $"{ex.Message.TrimEnd('.')} ({Source(attempts.Policy)}).");
         }
         finally
         {
@@ -156,18 +167,21 @@ internal sealed class ResilienceHandler(
         }
     }
 
-    /// <summary>The pipelines of the cluster's current policy, rebuilt when a configuration change brings a new one (this handler serves one cluster).</summary>
+    /// <summary>The pipelines of a policy, built on its first request (a configuration change brings a new policy object, so new pipelines).</summary>
     private Pipelines PipelinesFor(ClusterPolicy policy)
     {
-        var pipelines = Volatile.Read(ref _pipelines);
-        if (pipelines is null || !ReferenceEquals(pipelines.Policy, policy))
+        if (policy.Pipelines is Pipelines pipelines && ReferenceEquals(pipelines.TimeProvider, timeProvider))
         {
-            pipelines = new Pipelines(policy, timeProvider);
-            Volatile.Write(ref _pipelines, pipelines);
+            return pipelines;
         }
 
+        pipelines = new Pipelines(policy, timeProvider);
+        policy.Pipelines = pipelines;
         return pipelines;
     }
+
+    private static string Source(ClusterPolicy policy) =>
+        policy.PolicyName is { } name ? $"resilience policy '{name}'" : "the cluster's Patterns.* metadata";
 
     private async Task<HttpResponseMessage> SendOnceAsync(ClusterState cluster, DestinationState destination, HttpRequestMessage request, HttpContext context, CancellationToken cancellationToken)
     {
@@ -184,8 +198,21 @@ internal sealed class ResilienceHandler(
         }
     }
 
-    private static HttpResponseMessage Synthesized(HttpStatusCode status, HttpRequestMessage request) =>
-        new(status) { RequestMessage = request, Content = new ByteArrayContent([]) };
+    /// <summary>The gateway's own answer when no destination gave one: RFC 9457 problem details saying why.</summary>
+    private static HttpResponseMessage Synthesized(HttpStatusCode status, string title, Attempts attempts, string detail)
+    {
+        var response = new HttpResponseMessage(status)
+        {
+            RequestMessage = attempts.Request,
+            Content = Messaging.ProblemResponses.Content((int)status, title, detail, attempts.Context.Request.Path.Value),
+        };
+        if (status == HttpStatusCode.ServiceUnavailable)
+        {
+            response.Headers.RetryAfter = new System.Net.Http.Headers.RetryConditionHeaderValue(TimeSpan.FromSeconds(1));
+        }
+
+        return response;
+    }
 
     private static bool IsFailure(Outcome<HttpResponseMessage> outcome, HttpContext context) =>
         !context.RequestAborted.IsCancellationRequested
@@ -195,9 +222,7 @@ internal sealed class ResilienceHandler(
     private async ValueTask<HttpResponseMessage> AttemptAsync(Attempts state, DestinationState destination, HttpRequestMessage message, CancellationToken cancellationToken)
     {
         message.Options.Set(RequestOptionKeys.Destination, destination);
-        var breaker = state.Policy.Breaker is null && state.Policy.AttemptTimeout is null
-            ? null
-            : _breakers.GetValue(destination, static _ => new BreakerSlot()).For(state.Policy, timeProvider);
+        var breaker = state.Policy.HasAttemptPipeline ? AttemptPipeline(state.Policy, destination) : null;
         try
         {
             var response = breaker is null
@@ -381,8 +406,13 @@ internal sealed class ResilienceHandler(
     {
         public Pipelines(ClusterPolicy policy, TimeProvider timeProvider)
         {
-            Policy = policy;
+            TimeProvider = timeProvider;
             var retry = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+            if (policy.Limiter is { } limiter)
+            {
+                PipelineFactory.AddConcurrencyLimit(retry, limiter);
+            }
+
             if (policy.Timeout is { } total)
             {
                 retry.AddTimeout(total);
@@ -390,7 +420,7 @@ internal sealed class ResilienceHandler(
 
             if (policy.MaxRetries > 0)
             {
-                retry.AddRetry(RetryOptions(policy.MaxRetries));
+                retry.AddRetry(RetryOptions(policy, policy.MaxRetries));
             }
 
             Retry = retry.Build();
@@ -399,7 +429,7 @@ internal sealed class ResilienceHandler(
             var afterFirst = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
             if (policy.MaxRetries > 1)
             {
-                afterFirst.AddRetry(RetryOptions(policy.MaxRetries - 1));
+                afterFirst.AddRetry(RetryOptions(policy, policy.MaxRetries - 1));
             }
 
             RetryAfterFirst = afterFirst.Build();
@@ -427,19 +457,23 @@ internal sealed class ResilienceHandler(
             }
         }
 
-        public ClusterPolicy Policy { get; }
+        public TimeProvider TimeProvider { get; }
 
         public ResiliencePipeline<HttpResponseMessage> Retry { get; }
 
         public ResiliencePipeline<HttpResponseMessage> RetryAfterFirst { get; }
 
-        /// <summary>Retries at once (the next attempt goes to another destination), when the failure is retryable and the request may be retried.</summary>
-        private static RetryStrategyOptions<HttpResponseMessage> RetryOptions(int retries) => new()
+        /// <summary>
+        /// Retries when the failure is retryable and the request may be retried (the next attempt goes to another destination):
+        /// at once under the cluster's metadata, after the backoff of a named policy.
+        /// </summary>
+        private static RetryStrategyOptions<HttpResponseMessage> RetryOptions(ClusterPolicy policy, int retries) => new()
         {
             MaxRetryAttempts = retries,
-            Delay = TimeSpan.Zero,
-            BackoffType = DelayBackoffType.Constant,
-            UseJitter = false,
+            Delay = policy.RetryDelay,
+            BackoffType = policy.RetryBackoff,
+            UseJitter = policy.RetryJitter,
+            MaxDelay = policy.RetryMaxDelay,
             ShouldHandle = static args =>
             {
                 var state = args.Context.Properties.GetValue(StateKey, null!);
@@ -450,20 +484,15 @@ internal sealed class ResilienceHandler(
         public ResiliencePipeline<HttpResponseMessage>? Hedging { get; }
     }
 
-    /// <summary>One destination's breaker and attempt timeout, rebuilt when the cluster's policy changes.</summary>
-    private sealed class BreakerSlot
-    {
-        private ClusterPolicy? _policy;
-        private ResiliencePipeline<HttpResponseMessage>? _pipeline;
+    /// <summary>One destination's breaker, attempt timeout and added strategies under <paramref name="policy"/>.</summary>
+    private ResiliencePipeline<HttpResponseMessage> AttemptPipeline(ClusterPolicy policy, DestinationState destination) =>
+        policy.AttemptPipelines.TryGetValue(destination, out var pipeline)
+            ? (ResiliencePipeline<HttpResponseMessage>)pipeline
+            : NewAttemptPipeline(policy, destination);
 
-        public ResiliencePipeline<HttpResponseMessage> For(ClusterPolicy policy, TimeProvider timeProvider)
+    private ResiliencePipeline<HttpResponseMessage> NewAttemptPipeline(ClusterPolicy policy, DestinationState destination) =>
+        (ResiliencePipeline<HttpResponseMessage>)policy.AttemptPipelines.GetValue(destination, _ =>
         {
-            var pipeline = _pipeline;
-            if (ReferenceEquals(_policy, policy) && pipeline is not null)
-            {
-                return pipeline;
-            }
-
             var builder = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
             if (policy.Breaker is { } b)
             {
@@ -484,10 +513,13 @@ internal sealed class ResilienceHandler(
                 builder.AddTimeout(attempt);
             }
 
-            pipeline = builder.Build();
-            _pipeline = pipeline;
-            _policy = policy;
-            return pipeline;
-        }
-    }
+            if (policy.ConfigureAttempt is { } configure)
+            {
+                var added = new ResiliencePipelineBuilder { TimeProvider = timeProvider };
+                configure(added);
+                builder.AddPipeline(added.Build());
+            }
+
+            return builder.Build();
+        });
 }

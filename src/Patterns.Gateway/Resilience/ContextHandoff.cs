@@ -1,0 +1,106 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Http;
+using Patterns.Gateway.Configuration;
+using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Forwarder;
+using Yarp.ReverseProxy.Model;
+using Yarp.ReverseProxy.Transforms.Builder;
+
+namespace Patterns.Gateway.Resilience;
+
+/// <summary>
+/// Hands a request's <see cref="HttpContext"/> from the last request transform to the cluster's <see cref="ResilienceHandler"/>
+/// without allocating: YARP sends the proxy request on the thread that finished its transforms when they finished
+/// synchronously (the usual case), so a thread-static slot, checked against the request, carries it. When a transform
+/// completed asynchronously the context goes through a shared map instead (allocating, as the request options did).
+/// </summary>
+internal static class ContextHandoff
+{
+    [ThreadStatic]
+    private static HttpRequestMessage? t_request;
+
+    [ThreadStatic]
+    private static HttpContext? t_context;
+
+    private static readonly ConcurrentDictionary<HttpRequestMessage, HttpContext> Pending = new(ReferenceEqualityComparer.Instance);
+
+    public static void Give(HttpRequestMessage request, HttpContext context, bool sameThread)
+    {
+        if (sameThread)
+        {
+            t_request = request;
+            t_context = context;
+        }
+        else
+        {
+            Pending[request] = context;
+            context.RequestAborted.Register(static r => Pending.TryRemove((HttpRequestMessage)r!, out _), request);
+        }
+    }
+
+    /// <summary>The context handed over with <paramref name="request"/>, once; <see langword="null"/> when none was (the cluster needs no handler).</summary>
+    public static HttpContext? Take(HttpRequestMessage request)
+    {
+        if (ReferenceEquals(t_request, request))
+        {
+            var context = t_context;
+            t_request = null;
+            t_context = null;
+            return context;
+        }
+
+        return !Pending.IsEmpty && Pending.TryRemove(request, out var pending) ? pending : null;
+    }
+
+    /// <summary>True when the request's policy needs the resilience handler: anything to retry, time or count.</summary>
+    public static bool Needed(HttpContext context, ResiliencePolicyRegistry registry) =>
+        context.Features.Get<IReverseProxyFeature>() is { Cluster: not null } proxied
+        && ClusterPolicy.Effective(proxied, registry) is { } policy
+        && (policy.HasResilience || policy.Outlier is not null);
+}
+
+/// <summary>Wraps every route's transformer so the context handoff happens after the last request transform, whatever transforms the route has.</summary>
+internal sealed class HandoffTransformBuilder(ITransformBuilder inner, ResiliencePolicyRegistry registry) : ITransformBuilder
+{
+    public IReadOnlyList<Exception> ValidateRoute(RouteConfig route) => inner.ValidateRoute(route);
+
+    public IReadOnlyList<Exception> ValidateCluster(ClusterConfig cluster) => inner.ValidateCluster(cluster);
+
+    public HttpTransformer Build(RouteConfig route, ClusterConfig? cluster) => new Transformer(inner.Build(route, cluster), registry);
+
+    public HttpTransformer Create(Action<TransformBuilderContext> action) => inner.Create(action);
+
+    private sealed class Transformer(HttpTransformer inner, ResiliencePolicyRegistry registry) : HttpTransformer
+    {
+        public override ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+        {
+            var pending = inner.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            if (!pending.IsCompletedSuccessfully)
+            {
+                return AfterAsync(pending, httpContext, proxyRequest);
+            }
+
+            if (ContextHandoff.Needed(httpContext, registry))
+            {
+                ContextHandoff.Give(proxyRequest, httpContext, sameThread: true);
+            }
+
+            return default;
+        }
+
+        private async ValueTask AfterAsync(ValueTask pending, HttpContext httpContext, HttpRequestMessage proxyRequest)
+        {
+            await pending.ConfigureAwait(false);
+            if (ContextHandoff.Needed(httpContext, registry))
+            {
+                ContextHandoff.Give(proxyRequest, httpContext, sameThread: false);
+            }
+        }
+
+        public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken) =>
+            inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+
+        public override ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken) =>
+            inner.TransformResponseTrailersAsync(httpContext, proxyResponse, cancellationToken);
+    }
+}

@@ -1,0 +1,322 @@
+using System.Collections.Frozen;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Primitives;
+using Patterns.Gateway.Configuration;
+using Patterns.Gateway.Telemetry;
+using Patterns.Resilience;
+using Polly;
+using Polly.CircuitBreaker;
+using Polly.Retry;
+
+namespace Patterns.Gateway.Resilience;
+
+/// <summary>A policy defined in code with <see cref="GatewayBuilder.AddResiliencePolicy"/>.</summary>
+internal sealed record ResiliencePolicyConfiguration(string Name, Action<GatewayResiliencePolicy> Configure);
+
+/// <summary>
+/// The named resilience policies: from the <c>ResiliencePolicies</c> section of each gateway configuration, then from code.
+/// A configuration change builds a whole new set that replaces the old one in one write, so a request sees either the old
+/// policies or the new ones; a set with a problem is logged and the last good one stays.
+/// </summary>
+internal sealed class ResiliencePolicyRegistry(IEnumerable<GatewaySection> sections, IEnumerable<ResiliencePolicyConfiguration> code, ILogger<ResiliencePolicyRegistry> logger)
+{
+    public const string SectionName = "ResiliencePolicies";
+
+    private readonly IConfiguration[] _sections = [.. sections.Select(s => s.Section.GetSection(SectionName))];
+    private readonly ResiliencePolicyConfiguration[] _code = [.. code];
+    private readonly Lock _gate = new();
+    private ResiliencePolicySet? _current;
+    private IChangeToken[] _tokens = [];
+
+    /// <summary>Gets the current set, first rebuilding it when the configuration changed since it was built.</summary>
+    /// <exception cref="InvalidOperationException">The first set has a problem (the host must not start).</exception>
+    public ResiliencePolicySet Current
+    {
+        get
+        {
+            var current = Volatile.Read(ref _current);
+            if (current is not null && !Changed())
+            {
+                return current;
+            }
+
+            lock (_gate)
+            {
+                current = _current;
+                if (current is not null && !Changed())
+                {
+                    return current;
+                }
+
+                _tokens = [.. _sections.Select(s => s.GetReloadToken())];
+                var errors = new List<string>();
+                var built = Build(errors);
+                if (errors.Count == 0)
+                {
+                    Volatile.Write(ref _current, built);
+                    return built;
+                }
+
+                var message = string.Join(" ", errors);
+                if (current is null)
+                {
+                    throw new InvalidOperationException(message);
+                }
+
+                GatewayLog.ConfigRoutesRejected(logger, "resilience policies", message);
+                return current;
+            }
+        }
+    }
+
+    private bool Changed()
+    {
+        foreach (var token in Volatile.Read(ref _tokens))
+        {
+            if (token.HasChanged)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private ResiliencePolicySet Build(List<string> errors)
+    {
+        var policies = new Dictionary<string, GatewayResiliencePolicy>(StringComparer.OrdinalIgnoreCase);
+        foreach (var section in _sections)
+        {
+            foreach (var child in section.GetChildren())
+            {
+                Bind(child, policies.TryGetValue(child.Key, out var existing) ? existing : policies[child.Key] = new GatewayResiliencePolicy(), errors);
+            }
+        }
+
+        foreach (var configuration in _code)
+        {
+            if (!policies.TryGetValue(configuration.Name, out var policy))
+            {
+                policies[configuration.Name] = policy = new GatewayResiliencePolicy();
+            }
+
+            configuration.Configure(policy);
+        }
+
+        var named = new Dictionary<string, NamedResiliencePolicy>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (name, policy) in policies)
+        {
+            var before = errors.Count;
+            Validate(name, policy, errors);
+            if (errors.Count == before)
+            {
+                named[name] = new NamedResiliencePolicy(name, policy);
+            }
+        }
+
+        return new ResiliencePolicySet(named.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase));
+    }
+
+    private static readonly string[] PolicyFields =
+        ["Timeout", "AttemptTimeout", "Retry", "CircuitBreaker", "MaxConcurrentCalls", "MaxQueuedCalls", "RetryBudgetPercent", "RetryMinConcurrency", "MaxBufferedBodyBytes"];
+
+    private static readonly string[] RetryFields = ["MaxRetryAttempts", "Delay", "BackoffType", "UseJitter", "MaxDelay"];
+
+    private static readonly string[] BreakerFields = ["FailureRatio", "MinimumThroughput", "SamplingDuration", "BreakDuration"];
+
+    /// <summary>Reads one policy's section; every unknown field or malformed value adds an error naming the policy and the field.</summary>
+    private static void Bind(IConfigurationSection section, GatewayResiliencePolicy policy, List<string> errors)
+    {
+        var reader = new FieldReader(section.Key, section.Path, errors);
+        foreach (var field in section.GetChildren())
+        {
+            switch (Known(field.Key, PolicyFields))
+            {
+                case "Timeout": policy.Timeout = reader.Duration(field); break;
+                case "AttemptTimeout": policy.AttemptTimeout = reader.Duration(field); break;
+                case "MaxConcurrentCalls": policy.MaxConcurrentCalls = reader.Int(field); break;
+                case "MaxQueuedCalls": policy.MaxQueuedCalls = reader.Int(field) ?? policy.MaxQueuedCalls; break;
+                case "RetryBudgetPercent": policy.RetryBudgetPercent = reader.Double(field) ?? policy.RetryBudgetPercent; break;
+                case "RetryMinConcurrency": policy.RetryMinConcurrency = reader.Int(field) ?? policy.RetryMinConcurrency; break;
+                case "MaxBufferedBodyBytes": policy.MaxBufferedBodyBytes = reader.Int(field) ?? policy.MaxBufferedBodyBytes; break;
+                case "Retry":
+                    var retry = policy.Retry ??= new RetryStrategyOptions();
+                    foreach (var r in field.GetChildren())
+                    {
+                        switch (Known(r.Key, RetryFields))
+                        {
+                            case "MaxRetryAttempts": retry.MaxRetryAttempts = reader.Int(r) ?? retry.MaxRetryAttempts; break;
+                            case "Delay": retry.Delay = reader.Duration(r, allowZero: true) ?? retry.Delay; break;
+                            case "BackoffType": retry.BackoffType = reader.Enum(r, retry.BackoffType); break;
+                            case "UseJitter": retry.UseJitter = reader.Bool(r) ?? retry.UseJitter; break;
+                            case "MaxDelay": retry.MaxDelay = reader.Duration(r); break;
+                            default: reader.Unknown(r, RetryFields); break;
+                        }
+                    }
+
+                    break;
+                case "CircuitBreaker":
+                    var breaker = policy.CircuitBreaker ??= new CircuitBreakerStrategyOptions();
+                    foreach (var b in field.GetChildren())
+                    {
+                        switch (Known(b.Key, BreakerFields))
+                        {
+                            case "FailureRatio": breaker.FailureRatio = reader.Double(b) ?? breaker.FailureRatio; break;
+                            case "MinimumThroughput": breaker.MinimumThroughput = reader.Int(b) ?? breaker.MinimumThroughput; break;
+                            case "SamplingDuration": breaker.SamplingDuration = reader.Duration(b) ?? breaker.SamplingDuration; break;
+                            case "BreakDuration": breaker.BreakDuration = reader.Duration(b) ?? breaker.BreakDuration; break;
+                            default: reader.Unknown(b, BreakerFields); break;
+                        }
+                    }
+
+                    break;
+                default: reader.Unknown(field, PolicyFields); break;
+            }
+        }
+    }
+
+    private static string? Known(string key, string[] fields) => fields.FirstOrDefault(f => string.Equals(f, key, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>Checks the values a policy ended with, from configuration and code alike.</summary>
+    private static void Validate(string name, GatewayResiliencePolicy policy, List<string> errors)
+    {
+        void Check(bool ok, string field, object? value, string rule)
+        {
+            if (!ok)
+            {
+                errors.Add($"Resilience policy '{name}': {field} is {Format(value)}; it must be {rule}.");
+            }
+        }
+
+        // Polly's own ranges for timeouts and breaker windows, checked here so the message names the policy.
+        var min = TimeSpan.FromMilliseconds(10);
+        var day = TimeSpan.FromDays(1);
+        if (policy.Timeout is { } timeout)
+        {
+            Check(timeout >= min && timeout <= day, "Timeout", timeout, "from 00:00:00.010 to 1.00:00:00");
+        }
+
+        if (policy.AttemptTimeout is { } attempt)
+        {
+            Check(attempt >= min && attempt <= day, "AttemptTimeout", attempt, "from 00:00:00.010 to 1.00:00:00");
+        }
+
+        if (policy.Retry is { } retry)
+        {
+            Check(retry.MaxRetryAttempts is >= 0 and <= 10, "Retry.MaxRetryAttempts", retry.MaxRetryAttempts, "a whole number from 0 to 10");
+            Check(retry.Delay >= TimeSpan.Zero && retry.Delay <= day, "Retry.Delay", retry.Delay, "from 00:00:00 to 1.00:00:00");
+            Check(retry.MaxDelay is null || retry.MaxDelay > TimeSpan.Zero, "Retry.MaxDelay", retry.MaxDelay, "a positive duration");
+        }
+
+        if (policy.CircuitBreaker is { } breaker)
+        {
+            Check(breaker.FailureRatio is > 0 and <= 1, "CircuitBreaker.FailureRatio", breaker.FailureRatio, "a number above 0 and at most 1");
+            Check(breaker.MinimumThroughput >= 2, "CircuitBreaker.MinimumThroughput", breaker.MinimumThroughput, "a whole number of at least 2");
+            Check(breaker.SamplingDuration >= TimeSpan.FromMilliseconds(500) && breaker.SamplingDuration <= day, "CircuitBreaker.SamplingDuration", breaker.SamplingDuration, "from 00:00:00.500 to 1.00:00:00");
+            Check(breaker.BreakDuration >= TimeSpan.FromMilliseconds(500) && breaker.BreakDuration <= day, "CircuitBreaker.BreakDuration", breaker.BreakDuration, "from 00:00:00.500 to 1.00:00:00");
+        }
+
+        Check(policy.MaxConcurrentCalls is null or >= 1, "MaxConcurrentCalls", policy.MaxConcurrentCalls, "a whole number of at least 1");
+        Check(policy.MaxQueuedCalls >= 0, "MaxQueuedCalls", policy.MaxQueuedCalls, "a whole number of at least 0");
+        Check(policy.RetryBudgetPercent is >= 0 and <= 100, "RetryBudgetPercent", policy.RetryBudgetPercent, "a number from 0 to 100");
+        Check(policy.RetryMinConcurrency >= 0, "RetryMinConcurrency", policy.RetryMinConcurrency, "a whole number of at least 0");
+        Check(policy.MaxBufferedBodyBytes >= 0, "MaxBufferedBodyBytes", policy.MaxBufferedBodyBytes, "a whole number of at least 0");
+    }
+
+    private static string Format(object? value) => value switch
+    {
+        null => "empty",
+        IFormattable f => "'" + f.ToString(null, CultureInfo.InvariantCulture) + "'",
+        _ => "'" + value + "'",
+    };
+
+    private readonly struct FieldReader(string policy, string policyPath, List<string> errors)
+    {
+        private string Path(IConfigurationSection field) => field.Path[(policyPath.Length + 1)..].Replace(':', '.');
+
+        public void Unknown(IConfigurationSection field, string[] known) =>
+            errors.Add($"Resilience policy '{policy}': '{Path(field)}' is not a policy field; the fields here are {string.Join(", ", known)}.");
+
+        private void Bad(IConfigurationSection field, string expected) =>
+            errors.Add($"Resilience policy '{policy}': {Path(field)} is '{field.Value}'; it must be {expected}.");
+
+        public int? Int(IConfigurationSection field)
+        {
+            if (int.TryParse(field.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value))
+            {
+                return value;
+            }
+
+            Bad(field, "a whole number");
+            return null;
+        }
+
+        public double? Double(IConfigurationSection field)
+        {
+            if (double.TryParse(field.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out var value))
+            {
+                return value;
+            }
+
+            Bad(field, "a number");
+            return null;
+        }
+
+        public bool? Bool(IConfigurationSection field)
+        {
+            if (bool.TryParse(field.Value, out var value))
+            {
+                return value;
+            }
+
+            Bad(field, "true or false");
+            return null;
+        }
+
+        public TimeSpan? Duration(IConfigurationSection field, bool allowZero = false)
+        {
+            if (TimeSpan.TryParse(field.Value, CultureInfo.InvariantCulture, out var value) && (value > TimeSpan.Zero || (allowZero && value == TimeSpan.Zero)))
+            {
+                return value;
+            }
+
+            Bad(field, allowZero ? "a duration such as 00:00:00.200" : "a positive duration such as 00:00:05");
+            return null;
+        }
+
+        public DelayBackoffType Enum(IConfigurationSection field, DelayBackoffType fallback)
+        {
+            if (System.Enum.TryParse<DelayBackoffType>(field.Value, ignoreCase: true, out var value) && System.Enum.IsDefined(value))
+            {
+                return value;
+            }
+
+            Bad(field, "Constant, Linear or Exponential");
+            return fallback;
+        }
+    }
+}
+
+/// <summary>One consistent set of named policies.</summary>
+internal sealed class ResiliencePolicySet(FrozenDictionary<string, NamedResiliencePolicy> policies)
+{
+    public IEnumerable<string> Names => policies.Keys;
+
+    public NamedResiliencePolicy? Find(string name) => policies.GetValueOrDefault(name);
+}
+
+/// <summary>One named policy of a set: its options and its concurrency limit, shared by every route that names it.</summary>
+internal sealed class NamedResiliencePolicy(string name, GatewayResiliencePolicy options)
+{
+    private readonly ConditionalWeakTable<ClusterPolicy, ClusterPolicy> _merged = new();
+    private readonly ConcurrencyLimitStrategy? _limiter = options.MaxConcurrentCalls is { } permits ? new ConcurrencyLimitStrategy(permits, options.MaxQueuedCalls) : null;
+
+    public string Name => name;
+
+    /// <summary>The cluster's policy with this policy's resilience settings, made once per cluster configuration.</summary>
+    public ClusterPolicy Over(ClusterPolicy cluster) =>
+        _merged.GetValue(cluster, c => c.With(name, options, _limiter));
+}

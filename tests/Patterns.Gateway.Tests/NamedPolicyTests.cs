@@ -1,0 +1,337 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
+using Patterns.Gateway.Resilience;
+using Polly;
+using Polly.CircuitBreaker;
+using Polly.Retry;
+using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Transforms;
+
+namespace Patterns.Gateway.Tests;
+
+/// <summary>Named resilience policies: defined in code and configuration, chosen by routes, checked at load, swapped whole on reload.</summary>
+public sealed class NamedPolicyTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    private static Task Unavailable(HttpContext c) => ResilienceTests.Unavailable(c);
+
+    /// <summary>One catch-all route naming <paramref name="policy"/>, to a round-robin cluster of the backends.</summary>
+    private static (RouteConfig[] Routes, ClusterConfig[] Clusters) Routed(string policy, params Backend[] backends)
+    {
+        var route = new RouteConfig
+        {
+            RouteId = "all",
+            ClusterId = "c",
+            Match = new RouteMatch { Path = "{**rest}" },
+            Metadata = new Dictionary<string, string> { [GatewayMetadata.ResiliencePolicy] = policy },
+        };
+        var cluster = new ClusterConfig
+        {
+            ClusterId = "c",
+            LoadBalancingPolicy = "RoundRobin",
+            Destinations = backends.ToDictionary(b => b.Name, b => new DestinationConfig { Address = b.Address }),
+        };
+        return ([route], [cluster]);
+    }
+
+    private static Task<KestrelHost> StartAsync(
+        (RouteConfig[] Routes, ClusterConfig[] Clusters) config, string name, Action<GatewayResiliencePolicy> policy, TimeProvider? time = null) =>
+        Gateways.FromCodeAsync(config.Routes, config.Clusters, time, b => b.AddGateway(g => g.AddResiliencePolicy(name, policy)));
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public async Task CodePolicy_IdempotentRequest_MakesOnePlusMaxRetryAttempts(int retries)
+    {
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        await using var gateway = await StartAsync(Routed("standard", a, b), "standard", p => p.Retry = new RetryStrategyOptions { MaxRetryAttempts = retries, Delay = TimeSpan.Zero });
+
+        using var response = await gateway.Client.GetAsync("/x", Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        (a.Hits + b.Hits).Should().Be(1 + retries);
+        Math.Abs(a.Hits - b.Hits).Should().BeLessThanOrEqualTo(1, "no destination is tried twice in a row");
+    }
+
+    [Fact]
+    public async Task CodePolicy_RouteWithAnAsynchronousTransform_StillRetries()
+    {
+        // A transform that completes asynchronously: the context reaches the resilience handler through the shared map, not the thread's slot.
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        var (routes, clusters) = Routed("standard", a, b);
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, services: s => s.AddGateway(g => g
+            .AddResiliencePolicy("standard", p => p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 2, Delay = TimeSpan.Zero })
+            .AddTransforms(t => t.AddRequestTransform(async _ => await Task.Yield()))));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        }
+
+        (a.Hits + b.Hits).Should().Be(9, "each request made its first attempt and two retries");
+    }
+
+    [Fact]
+    public async Task CodePolicy_PostIsNotRetried()
+    {
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        await using var gateway = await StartAsync(Routed("standard", a, b), "standard", p => p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 3, Delay = TimeSpan.Zero });
+
+        using var response = await gateway.Client.PostAsync("/orders", new StringContent("order"), Ct);
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        (a.Hits + b.Hits).Should().Be(1);
+    }
+
+    [Fact]
+    public async Task CodePolicy_RetriesWaitTheExponentialBackoffOnTheTimeProvider()
+    {
+        var time = new FakeTimeProvider();
+        var hits = new ConcurrentQueue<DateTimeOffset>();
+        Task Record(HttpContext c)
+        {
+            hits.Enqueue(time.GetUtcNow());
+            return Unavailable(c);
+        }
+
+        await using var a = await Backend.StartAsync("a", Record);
+        await using var b = await Backend.StartAsync("b", Record);
+        await using var gateway = await StartAsync(
+            Routed("backoff", a, b), "backoff",
+            p => p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 2, Delay = TimeSpan.FromSeconds(1), BackoffType = DelayBackoffType.Exponential, UseJitter = false },
+            time);
+
+        var pending = gateway.Client.GetAsync("/x", Ct);
+        Waits.Until(() => hits.Count == 1, "the first attempt arrived");
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromMilliseconds(500), pending);
+        using var response = await pending;
+
+        response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        var at = hits.ToArray();
+        at.Should().HaveCount(3);
+        (at[1] - at[0]).Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(1), "the first retry waits the base delay");
+        (at[2] - at[1]).Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(2), "the second waits twice as long");
+    }
+
+    [Fact]
+    public async Task CodePolicy_CircuitBreaker_OpensThenHalfOpensAfterTheBreakDuration()
+    {
+        var time = new FakeTimeProvider();
+        await using var backend = await Backend.StartAsync("only", Unavailable);
+        await using var gateway = await StartAsync(
+            Routed("breaker", backend), "breaker",
+            p => p.CircuitBreaker = new CircuitBreakerStrategyOptions
+            {
+                FailureRatio = 0.5, MinimumThroughput = 2, SamplingDuration = TimeSpan.FromSeconds(10), BreakDuration = TimeSpan.FromSeconds(5),
+            },
+            time);
+
+        async Task<(HttpStatusCode Status, string Body, bool RetryAfter)> Get()
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            var body = await response.Content.ReadAsStringAsync(Ct);
+            if (response.Content.Headers.ContentType?.MediaType == "application/problem+json")
+            {
+                body = Detail(body);
+            }
+
+            return (response.StatusCode, body, response.Headers.RetryAfter is not null);
+        }
+
+        // Two failures reach the backend and open the circuit; the third request is answered without it.
+        (await Get()).Status.Should().Be(HttpStatusCode.ServiceUnavailable);
+        (await Get()).Status.Should().Be(HttpStatusCode.ServiceUnavailable);
+        backend.Hits.Should().Be(2);
+        var rejected = await Get();
+        backend.Hits.Should().Be(2, "an open circuit sends nothing");
+        rejected.Status.Should().Be(HttpStatusCode.ServiceUnavailable);
+        rejected.RetryAfter.Should().BeTrue();
+        rejected.Body.Should().Be("The circuit of every destination tried in cluster 'c' is open (resilience policy 'breaker').");
+
+        // After the break duration one trial goes through (half-open); it fails, so the circuit opens again.
+        time.Advance(TimeSpan.FromSeconds(5));
+        (await Get()).Status.Should().Be(HttpStatusCode.ServiceUnavailable);
+        backend.Hits.Should().Be(3);
+        await Get();
+        backend.Hits.Should().Be(3, "the failed trial opened the circuit again");
+
+        // The backend recovers: the next trial succeeds and closes the circuit.
+        backend.Behavior = null;
+        time.Advance(TimeSpan.FromSeconds(5));
+        (await Get()).Body.Should().Be("only");
+        (await Get()).Body.Should().Be("only");
+        backend.Hits.Should().Be(5);
+    }
+
+    [Fact]
+    public async Task CodePolicy_Timeout_Answers504WithProblemDetailsNamingThePolicy()
+    {
+        var time = new FakeTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("slow", async c => await release.Task.WaitAsync(c.RequestAborted));
+        await using var gateway = await StartAsync(Routed("quick", backend), "quick", p => p.Timeout = TimeSpan.FromSeconds(2), time);
+        try
+        {
+            var pending = gateway.Client.GetAsync("/slow/1", Ct);
+            Waits.Until(() => backend.Hits == 1, "the request reached the backend");
+            await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), pending);
+            using var response = await pending;
+
+            response.StatusCode.Should().Be(HttpStatusCode.GatewayTimeout);
+            response.Content.Headers.ContentType!.MediaType.Should().Be("application/problem+json");
+            var problem = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync(Ct)).RootElement;
+            problem.GetProperty("status").GetInt32().Should().Be(504);
+            problem.GetProperty("title").GetString().Should().Be("Gateway Timeout");
+            problem.GetProperty("detail").GetString().Should().Be("Cluster 'c' did not answer within 00:00:02, the timeout of resilience policy 'quick'.");
+            problem.GetProperty("instance").GetString().Should().Be("/slow/1");
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task CodePolicy_ConcurrencyLimit_RejectsTheRequestOverTheLimitWith503()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("held", async c =>
+        {
+            await release.Task.WaitAsync(c.RequestAborted);
+            await c.Response.WriteAsync("held", c.RequestAborted);
+        });
+        await using var gateway = await StartAsync(Routed("one", backend), "one", p => p.MaxConcurrentCalls = 1);
+
+        var first = gateway.Client.GetAsync("/x", Ct);
+        Waits.Until(() => backend.Hits == 1, "the first request holds the only permit");
+        using (var second = await gateway.Client.GetAsync("/x", Ct))
+        {
+            second.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+            second.Headers.RetryAfter!.Delta.Should().Be(TimeSpan.FromSeconds(1));
+            Detail(await second.Content.ReadAsStringAsync(Ct)).Should().Be("The concurrency limit of 1 running and 0 queued calls is reached (resilience policy 'one').");
+        }
+
+        backend.Hits.Should().Be(1);
+        release.SetResult();
+        using (var answered = await first)
+        {
+            (await answered.Content.ReadAsStringAsync(Ct)).Should().Be("held");
+        }
+
+        using var third = await gateway.Client.GetAsync("/x", Ct);
+        third.StatusCode.Should().Be(HttpStatusCode.OK, "the permit came back");
+    }
+
+    [Fact]
+    public async Task Start_RouteNamingAnUnknownPolicy_FailsNamingTheRouteAndThePolicy()
+    {
+        await using var a = await Backend.StartAsync("a");
+        var message = await Gateways.StartFailureAsync(() => StartAsync(Routed("standrad", a), "standard", p => p.Timeout = TimeSpan.FromSeconds(1)));
+
+        message.Should().Contain("Route 'all': resilience policy 'standrad' is not defined; the policies are standard.");
+    }
+
+    [Fact]
+    public async Task Start_ConfigPolicyWithBadFields_FailsNamingThePolicyAndEachField()
+    {
+        await using var a = await Backend.StartAsync("a");
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "p",
+            ["Clusters:c:Destinations:d:Address"] = a.Address,
+            ["ResiliencePolicies:p:Timeout"] = "soon",
+            ["ResiliencePolicies:p:Retry:MaxRetryAttempt"] = "2",
+            ["ResiliencePolicies:p:Retry:BackoffType"] = "Exponentail",
+            ["ResiliencePolicies:p:CircuitBreaker:FailureRatio"] = "1.5",
+        }).Build();
+
+        var message = await Gateways.StartFailureAsync(() => Gateways.FromConfigAsync(config));
+
+        message.Should().StartWith("Invalid gateway configuration: ");
+        message.Should().Contain("Resilience policy 'p': Timeout is 'soon'; it must be a positive duration such as 00:00:05.");
+        message.Should().Contain("Resilience policy 'p': 'Retry.MaxRetryAttempt' is not a policy field; the fields here are MaxRetryAttempts, Delay, BackoffType, UseJitter, MaxDelay.");
+        message.Should().Contain("Resilience policy 'p': Retry.BackoffType is 'Exponentail'; it must be Constant, Linear or Exponential.");
+        message.Should().Contain("Resilience policy 'p': CircuitBreaker.FailureRatio is '1.5'; it must be a number above 0 and at most 1.");
+    }
+
+    [Fact]
+    public async Task ConfigPolicy_CodeAdjustsItAfterConfiguration()
+    {
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        var config = Config(a, b, retries: "3");
+
+        await using var gateway = await Gateways.FromConfigAsync(config, services: s => s.AddGateway(g => g.AddResiliencePolicy("p", p => p.Retry!.MaxRetryAttempts = 1)));
+        using var response = await gateway.Client.GetAsync("/x", Ct);
+
+        (a.Hits + b.Hits).Should().Be(2, "configuration said 3 retries, the code's delegate ran after it and said 1");
+    }
+
+    [Fact]
+    public async Task Reload_SwapsThePolicyWhole_AndABadChangeKeepsTheLastGoodOne()
+    {
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        var logs = new GatewayLogs();
+        var config = Config(a, b, retries: "0");
+        await using var gateway = await Gateways.FromConfigAsync(config, services: s => s.Logging.AddProvider(logs));
+        var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
+        var before = registry.Current;
+
+        async Task<int> Attempts()
+        {
+            var start = a.Hits + b.Hits;
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            return a.Hits + b.Hits - start;
+        }
+
+        (await Attempts()).Should().Be(1);
+
+        config["ResiliencePolicies:p:Retry:MaxRetryAttempts"] = "2";
+        config["ResiliencePolicies:p:Timeout"] = "00:00:30";
+        config.Reload();
+        (await Attempts()).Should().Be(3, "the next request runs under the new policy");
+        var after = registry.Current;
+        after.Should().NotBeSameAs(before);
+        var merged = after.Find("p")!.Over(Configuration.ClusterPolicy.Default);
+        merged.MaxRetries.Should().Be(2);
+        merged.Timeout.Should().Be(TimeSpan.FromSeconds(30), "the new set has every new value");
+
+        // A bad change is rejected whole: logged, and the last good policy stays.
+        config["ResiliencePolicies:p:Retry:MaxRetryAttempts"] = "0";
+        config["ResiliencePolicies:p:Timeout"] = "never";
+        config.Reload();
+        (await Attempts()).Should().Be(3);
+        registry.Current.Should().BeSameAs(after);
+        (await logs.WaitForAsync(1310)).Should().Contain("Resilience policy 'p': Timeout is 'never'; it must be a positive duration such as 00:00:05.");
+    }
+
+    private static string Detail(string problem) =>
+        System.Text.Json.JsonDocument.Parse(problem).RootElement.GetProperty("detail").GetString()!;
+
+    private static IConfigurationRoot Config(Backend a, Backend b, string retries) =>
+        new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "p",
+            ["Clusters:c:LoadBalancingPolicy"] = "RoundRobin",
+            ["Clusters:c:Destinations:a:Address"] = a.Address,
+            ["Clusters:c:Destinations:b:Address"] = b.Address,
+            ["ResiliencePolicies:p:Retry:MaxRetryAttempts"] = retries,
+            ["ResiliencePolicies:p:Retry:Delay"] = "00:00:00",
+        }).Build();
+}
