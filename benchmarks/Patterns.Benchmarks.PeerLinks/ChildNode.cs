@@ -118,8 +118,13 @@ internal sealed class ChildNode : IAsyncDisposable
             return own;
         }
 
-        var entry = Assembly.GetEntryAssembly()?.GetName().Name;
-        var next = Path.Combine(AppContext.BaseDirectory, $"{entry}.runtimeconfig.json");
-        return File.Exists(next) ? next : throw new FileNotFoundException("No runtime configuration for the child node next to the benchmark assembly.", own);
+        var entry = Path.Combine(AppContext.BaseDirectory, $"{Assembly.GetEntryAssembly()?.GetName().Name}.runtimeconfig.json");
+        if (File.Exists(entry))
+        {
+            return entry;
+        }
+
+        return Directory.EnumerateFiles(AppContext.BaseDirectory, "*.runtimeconfig.json").FirstOrDefault()
+            ?? throw new FileNotFoundException("No runtime configuration for the child node next to the benchmark assembly.", own);
     }
 }

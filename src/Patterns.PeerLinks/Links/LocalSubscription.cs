@@ -110,6 +110,7 @@ internal sealed class LocalSubscription : TransportSubscription
     {
         var stop = _hardStop.Token;
         var reader = _intake.Reader;
+        var settled = new List<OutEntry>();
         while (true)
         {
             // ReadAsync, not WaitToReadAsync (ReadAllAsync): a write hands its batch to one parked worker, where a
@@ -157,12 +158,29 @@ internal sealed class LocalSubscription : TransportSubscription
                             batch = batch[..(i + 1)];
                         }
 
+                        // What was settled so far goes out before this handler is waited for.
+                        Flush(delivery.Session, settled);
                         settlement = await WaitHandledAsync(pending, stop).ConfigureAwait(false);
                     }
                 }
 
-                delivery.Session.Settle(delivery.Seq, settlement);
+                // A batch comes from one link: its settlements are queued on that link together.
+                settled.Add(PeerSession.SettlementEntry(delivery.Seq, settlement));
             }
+
+            if (batch.Count > 0)
+            {
+                Flush(batch[0].Session, settled);
+            }
+        }
+    }
+
+    private static void Flush(PeerSession session, List<OutEntry> settled)
+    {
+        if (settled.Count > 0)
+        {
+            session.Settle(settled);
+            settled.Clear();
         }
     }
 

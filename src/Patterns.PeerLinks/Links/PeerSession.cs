@@ -48,8 +48,13 @@ internal sealed class PeerSession
 
     public DateTimeOffset DetachedAt { get; private set; }
 
-    public void Settle(long seq, in Settlement settlement) =>
-        _settlements.Append(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null));
+    public void Settle(long seq, in Settlement settlement) => _settlements.Append(SettlementEntry(seq, settlement));
+
+    /// <summary>Queues settlements made together (see <see cref="SettlementEntry"/>) at once.</summary>
+    public void Settle(List<OutEntry> settlements) => _settlements.AppendRange(settlements);
+
+    public static OutEntry SettlementEntry(long seq, in Settlement settlement) =>
+        new(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null);
 
     /// <summary>
     /// Waits until the peer has acknowledged every settlement queued so far (this node stops gracefully), or until the
