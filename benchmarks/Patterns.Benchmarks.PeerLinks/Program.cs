@@ -21,6 +21,12 @@ public static class Program
             return;
         }
 
+        if (args.Length > 0 && args[0] == "--rough-control")
+        {
+            await RoughControlAsync();
+            return;
+        }
+
         if (args.Length > 0 && args[0] == "--rough")
         {
             // A quick stopwatch run for design decisions (not a report): messages per second per case.
@@ -106,6 +112,37 @@ public static class Program
         finally
         {
             await bench.CleanupAsync();
+        }
+    }
+
+    /// <summary>A quick stopwatch run of control-stream pings: idle, then with the bulk stream saturated by 1 MiB messages (not a report).</summary>
+    private static async Task RoughControlAsync()
+    {
+        foreach (var saturated in new[] { false, true })
+        {
+            var bench = new PeerLinkControlStreamBenchmarks();
+            await (saturated ? bench.SetupBulkAsync() : bench.SetupIdleAsync());
+            try
+            {
+                const int rounds = 2000;
+                var times = new double[rounds];
+                for (var i = 0; i < 200; i++)
+                {
+                    await bench.Idle();
+                }
+
+                for (var i = 0; i < rounds; i++)
+                {
+                    times[i] = (await bench.Idle()).TotalMicroseconds;
+                }
+
+                Array.Sort(times);
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: p50 {times[rounds / 2]:N1} us, p99 {times[rounds * 99 / 100]:N1} us ({rounds:N0} pings)");
+            }
+            finally
+            {
+                await bench.CleanupAsync();
+            }
         }
     }
 }
