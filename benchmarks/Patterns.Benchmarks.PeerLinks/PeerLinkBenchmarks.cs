@@ -37,7 +37,18 @@ internal sealed class Pair : IAsyncDisposable
         await Receiver.DisposeAsync();
     }
 
-    private static PeerLinksOptions Options(int index, int[] ports, bool mutualTls)
+    /// <summary>Starts node 0 (the sender) here and node 1 (the receiver, see <see cref="ChildNode"/>) in a child process.</summary>
+    public static async Task<(PeerLinksTransport Sender, ChildNode Receiver)> StartTwoProcessesAsync(Func<PeerLinksTransport, Task> subscribe)
+    {
+        var ports = new[] { FreePort(), FreePort() };
+        var sender = await PeerLinksTransport.StartAsync(Options(0, ports, mutualTls: false));
+        await subscribe(sender);
+        var receiver = await ChildNode.StartAsync(ports[1], ports[0]);
+        await sender.Membership.WaitForAllUpAsync();
+        return (sender, receiver);
+    }
+
+    internal static PeerLinksOptions Options(int index, int[] ports, bool mutualTls)
     {
         var scheme = mutualTls ? "https" : "http";
         var o = new PeerLinksOptions { NodeId = $"bench-{index}", ListenUri = new Uri($"{scheme}://127.0.0.1:{ports[index]}") };
@@ -96,6 +107,9 @@ public class PeerLinkThroughputBenchmarks
     private NatsPeer _nats = null!;
     private Pair _pair = null!;
     private Pair _tls = null!;
+    private PeerLinksTransport _twoSender = null!;
+    private ChildNode _twoReceiver = null!;
+    private Counter _twoDone = new();
     private string _queue = null!;
     private int _handled;
     private TaskCompletionSource _done = new();
@@ -106,9 +120,21 @@ public class PeerLinkThroughputBenchmarks
         _raw = await RawGrpcPeer.StartAsync();
         _akka = await AkkaRemotePeer.StartAsync();
         _nats = await NatsPeer.StartAsync();
-        _queue = "bench.throughput";
+        _queue = ChildNode.ThroughputQueue;
         _pair = await StartPairAsync(mutualTls: false);
         _tls = await StartPairAsync(mutualTls: true);
+        (_twoSender, _twoReceiver) = await Pair.StartTwoProcessesAsync(async sender =>
+        {
+            // The child tells this node each time it has handled Messages.
+            await sender.SubscribeAsync(
+                new SubscriptionRequest { Address = TransportAddress.Queue(ChildNode.DoneQueue), ConsumerGroup = ChildNode.DoneQueue },
+                (_, _) =>
+                {
+                    _twoDone.Hit();
+                    return new(Settlement.Ack);
+                });
+            await sender.DeclareQueueAsync(_queue, new QueueSettings { Capacity = 8192 });
+        });
     }
 
     private async Task<Pair> StartPairAsync(bool mutualTls)
@@ -137,6 +163,8 @@ public class PeerLinkThroughputBenchmarks
         await _nats.DisposeAsync();
         await _pair.DisposeAsync();
         await _tls.DisposeAsync();
+        await _twoSender.DisposeAsync();
+        await _twoReceiver.DisposeAsync();
     }
 
     [Benchmark(Baseline = true, OperationsPerInvoke = Messages)]
@@ -154,6 +182,19 @@ public class PeerLinkThroughputBenchmarks
     /// <summary>The same over mutual TLS (target: at least 0.8 of <see cref="Patterns"/>).</summary>
     [Benchmark(OperationsPerInvoke = Messages)]
     public Task PatternsMutualTls() => SendAllAsync(_tls);
+
+    /// <summary>The same with the receiving node in a child process (the other cases run both ends in this process).</summary>
+    [Benchmark(OperationsPerInvoke = Messages)]
+    public async Task PatternsTwoProcesses()
+    {
+        var done = _twoDone.Reset(1);
+        for (var i = 0; i < Messages; i++)
+        {
+            await _twoSender.SendAsync(_queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "bench", Payload = _payload });
+        }
+
+        await done;
+    }
 
     private async Task SendAllAsync(Pair pair)
     {
@@ -186,6 +227,8 @@ public class PeerLinkLatencyBenchmarks
     private AkkaRemotePeer _akka = null!;
     private NatsPeer _nats = null!;
     private Pair _pair = null!;
+    private PeerLinksTransport _twoSender = null!;
+    private ChildNode _twoReceiver = null!;
     private string _replies = null!;
     private TaskCompletionSource _reply = new();
     private TaskCompletionSource _replies64 = new();
@@ -199,15 +242,23 @@ public class PeerLinkLatencyBenchmarks
         _nats = await NatsPeer.StartAsync();
         _pair = await Pair.StartAsync();
         _replies = "bench.replies";
-        var receiver = _pair.Receiver;
+        await SubscribeEchoAsync(_pair.Receiver);
+        await SubscribeRepliesAsync(_pair.Sender);
+        (_twoSender, _twoReceiver) = await Pair.StartTwoProcessesAsync(SubscribeRepliesAsync);
+    }
+
+    /// <summary>The receiving node's echo: each request's payload goes back to its reply-to.</summary>
+    internal static async Task SubscribeEchoAsync(PeerLinksTransport receiver) =>
         await receiver.SubscribeAsync(
-            new SubscriptionRequest { Address = TransportAddress.Queue("bench.echo"), ConsumerGroup = "bench.echo", Concurrency = 64 },
+            new SubscriptionRequest { Address = TransportAddress.Queue(ChildNode.EchoQueue), ConsumerGroup = ChildNode.EchoQueue, Concurrency = 64 },
             async (e, _) =>
             {
                 await receiver.SendAsync(e.ReplyTo!, new Envelope { MessageId = Guid.NewGuid(), MessageType = "reply", Payload = e.Payload, CorrelationId = e.MessageId });
                 return Settlement.Ack;
             });
-        await _pair.Sender.SubscribeAsync(
+
+    private async Task SubscribeRepliesAsync(PeerLinksTransport sender) =>
+        await sender.SubscribeAsync(
             new SubscriptionRequest { Address = TransportAddress.Queue(_replies), ConsumerGroup = _replies, Temporary = true },
             (e, _) =>
             {
@@ -219,7 +270,6 @@ public class PeerLinkLatencyBenchmarks
 
                 return new(Settlement.Ack);
             });
-    }
 
     [GlobalCleanup]
     public async Task CleanupAsync()
@@ -228,6 +278,8 @@ public class PeerLinkLatencyBenchmarks
         await _akka.DisposeAsync();
         await _nats.DisposeAsync();
         await _pair.DisposeAsync();
+        await _twoSender.DisposeAsync();
+        await _twoReceiver.DisposeAsync();
     }
 
     [Benchmark(Baseline = true)]
@@ -240,11 +292,17 @@ public class PeerLinkLatencyBenchmarks
     public Task<byte[]> Nats() => _nats.EchoAsync(_payload);
 
     [Benchmark]
-    public async Task Patterns()
+    public Task Patterns() => RoundTripAsync(_pair.Sender);
+
+    /// <summary>The same round trip with the echoing node in a child process.</summary>
+    [Benchmark]
+    public Task PatternsTwoProcesses() => RoundTripAsync(_twoSender);
+
+    internal async Task RoundTripAsync(PeerLinksTransport sender)
     {
         _reply = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _outstanding = 1;
-        await _pair.Sender.SendAsync("bench.echo", new Envelope { MessageId = Guid.NewGuid(), MessageType = "echo", Payload = _payload, ReplyTo = _replies });
+        await sender.SendAsync(ChildNode.EchoQueue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "echo", Payload = _payload, ReplyTo = _replies });
         await _reply.Task;
     }
 
@@ -256,7 +314,7 @@ public class PeerLinkLatencyBenchmarks
         _outstanding = 64;
         for (var i = 0; i < 64; i++)
         {
-            await _pair.Sender.SendAsync("bench.echo", new Envelope { MessageId = Guid.NewGuid(), MessageType = "echo", Payload = _payload, ReplyTo = _replies });
+            await _pair.Sender.SendAsync(ChildNode.EchoQueue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "echo", Payload = _payload, ReplyTo = _replies });
         }
 
         await _replies64.Task;

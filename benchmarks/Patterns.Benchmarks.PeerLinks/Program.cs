@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using BenchmarkDotNet.Running;
 
 namespace Patterns.Benchmarks.PeerLinks;
@@ -7,6 +8,25 @@ public static class Program
 {
     public static async Task Main(string[] args)
     {
+        if (args.Length == 3 && args[0] == "--node")
+        {
+            // The receiving node of the two-process cases, started by ChildNode.
+            await ChildNode.RunAsync(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));
+            return;
+        }
+
+        if (args.Length > 0 && args[0] == "--rough-latency")
+        {
+            await RoughLatencyAsync(args.Length > 1 ? args[1].Split(',') : ["Patterns", "PatternsTwoProcesses", "RawGrpc"]);
+            return;
+        }
+
+        if (args.Length > 0 && args[0] == "--rough-control")
+        {
+            await RoughControlAsync();
+            return;
+        }
+
         if (args.Length > 0 && args[0] == "--rough")
         {
             // A quick stopwatch run for design decisions (not a report): messages per second per case.
@@ -25,28 +45,104 @@ public static class Program
         {
             foreach (var name in cases)
             {
-                Func<Task> run = name switch
-                {
-                    "RawGrpc" => bench.RawGrpc,
-                    "AkkaRemote" => bench.AkkaRemote,
-                    "Nats" => bench.Nats,
-                    _ => bench.Patterns,
-                };
+                var run = Case(name, bench.RawGrpc, bench.AkkaRemote, bench.Nats, bench.PatternsTwoProcesses, bench.Patterns);
                 await run();
                 var best = 0.0;
+                var cpu = double.MaxValue;
+                using var process = Process.GetCurrentProcess();
                 for (var i = 0; i < 5; i++)
                 {
+                    process.Refresh();
+                    var cpuBefore = process.TotalProcessorTime;
                     var watch = Stopwatch.StartNew();
                     await run();
                     best = Math.Max(best, PeerLinkThroughputBenchmarks.Messages / watch.Elapsed.TotalSeconds);
+                    process.Refresh();
+                    cpu = Math.Min(cpu, (process.TotalProcessorTime - cpuBefore).TotalMicroseconds / PeerLinkThroughputBenchmarks.Messages);
                 }
 
-                Console.WriteLine($"{name}: {best:N0} msg/s (best of 5 runs of {PeerLinkThroughputBenchmarks.Messages:N0})");
+                // CPU time per message (both ends, this process) depends less on a busy machine than the rate does.
+                Console.WriteLine($"{name}: {best:N0} msg/s, {cpu:N1} us CPU per message (best of 5 runs of {PeerLinkThroughputBenchmarks.Messages:N0})");
             }
         }
         finally
         {
             await bench.CleanupAsync();
+        }
+    }
+
+    /// <summary>The case of a rough run named <paramref name="name"/>; <c>Patterns</c> for a name it does not know.</summary>
+    private static Func<Task> Case(string name, Func<Task> rawGrpc, Func<Task> akkaRemote, Func<Task> nats, Func<Task> patternsTwoProcesses, Func<Task> patterns) => name switch
+    {
+        "RawGrpc" => rawGrpc,
+        "AkkaRemote" => akkaRemote,
+        "Nats" => nats,
+        "PatternsTwoProcesses" => patternsTwoProcesses,
+        _ => patterns,
+    };
+
+    /// <summary>A quick stopwatch run of round trips with one request outstanding: p50 and p99 per case (not a report).</summary>
+    private static async Task RoughLatencyAsync(string[] cases)
+    {
+        var bench = new PeerLinkLatencyBenchmarks();
+        await bench.SetupAsync();
+        try
+        {
+            foreach (var name in cases)
+            {
+                var run = Case(name, bench.RawGrpc, bench.AkkaRemote, bench.Nats, bench.PatternsTwoProcesses, bench.Patterns);
+                const int rounds = 3000;
+                var times = new double[rounds];
+                for (var i = 0; i < 500; i++)
+                {
+                    await run();
+                }
+
+                for (var i = 0; i < rounds; i++)
+                {
+                    var start = Stopwatch.GetTimestamp();
+                    await run();
+                    times[i] = Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+                }
+
+                Array.Sort(times);
+                Console.WriteLine($"{name}: p50 {times[rounds / 2]:N1} us, p99 {times[rounds * 99 / 100]:N1} us ({rounds:N0} round trips, one outstanding)");
+            }
+        }
+        finally
+        {
+            await bench.CleanupAsync();
+        }
+    }
+
+    /// <summary>A quick stopwatch run of control-stream pings: idle, then with the bulk stream saturated by 1 MiB messages (not a report).</summary>
+    private static async Task RoughControlAsync()
+    {
+        foreach (var saturated in new[] { false, true })
+        {
+            var bench = new PeerLinkControlStreamBenchmarks();
+            await (saturated ? bench.SetupBulkAsync() : bench.SetupIdleAsync());
+            try
+            {
+                const int rounds = 2000;
+                var times = new double[rounds];
+                for (var i = 0; i < 200; i++)
+                {
+                    await bench.Idle();
+                }
+
+                for (var i = 0; i < rounds; i++)
+                {
+                    times[i] = (await bench.Idle()).TotalMicroseconds;
+                }
+
+                Array.Sort(times);
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: p50 {times[rounds / 2]:N1} us, p99 {times[rounds * 99 / 100]:N1} us ({rounds:N0} pings)");
+            }
+            finally
+            {
+                await bench.CleanupAsync();
+            }
         }
     }
 }

@@ -18,7 +18,17 @@ internal sealed class LinkWriter
 
     public OutboundSequence? Sequence { get; set; }
 
-    public void Wake() => _signal.Writer.TryWrite(true);
+    // 1 while a wake-up is pending (signalled and not yet taken by the writer): further wakes then cost one read, not
+    // the channel's lock, however many senders and settlements queue frames meanwhile.
+    private int _woken;
+
+    public void Wake()
+    {
+        if (Volatile.Read(ref _woken) == 0 && Interlocked.Exchange(ref _woken, 1) == 0)
+        {
+            _signal.Writer.TryWrite(true);
+        }
+    }
 
     public void Enqueue(byte[] frame)
     {
@@ -54,6 +64,8 @@ internal sealed class LinkWriter
         {
             while (true)
             {
+                // Taken before draining, so a frame queued after this point wakes the writer again.
+                Interlocked.Exchange(ref _woken, 0);
                 var ack = Volatile.Read(ref _ack);
                 if (ack > lastAck)
                 {

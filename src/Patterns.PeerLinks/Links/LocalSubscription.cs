@@ -18,7 +18,7 @@ internal sealed class LocalSubscription : TransportSubscription
     private static readonly TimeSpan AbandonGrace = TimeSpan.FromSeconds(1);
     private readonly PeerLinksTransport _transport;
     private readonly DeliveryHandler _handler;
-    private readonly Channel<RemoteDelivery> _intake = Channel.CreateUnbounded<RemoteDelivery>(new UnboundedChannelOptions { SingleWriter = false });
+    private readonly Channel<ArraySegment<RemoteDelivery>> _intake = Channel.CreateUnbounded<ArraySegment<RemoteDelivery>>(new UnboundedChannelOptions { SingleWriter = false });
     private readonly CancellationTokenSource _hardStop = new();
     private readonly CancellationTokenSource _abandon = new();
     private Task[] _workers = [];
@@ -55,11 +55,15 @@ internal sealed class LocalSubscription : TransportSubscription
     /// <summary>A message handed back without reaching the handler: a deferral, so it does not count as a delivery.</summary>
     public static Settlement NotHandled(string reason) => Settlement.Defer(TimeSpan.FromMilliseconds(1), reason);
 
-    public void Deliver(in RemoteDelivery delivery)
+    /// <summary>Hands over deliveries that arrived together (in one gRPC message): one intake write for all of them.</summary>
+    public void Deliver(ArraySegment<RemoteDelivery> deliveries)
     {
-        if (!_intake.Writer.TryWrite(delivery))
+        if (!_intake.Writer.TryWrite(deliveries))
         {
-            delivery.Session.Settle(delivery.Seq, NotHandled($"The consumer of '{Request.Address}' on node {_transport.NodeId} has stopped."));
+            foreach (var delivery in deliveries)
+            {
+                delivery.Session.Settle(delivery.Seq, NotHandled($"The consumer of '{Request.Address}' on node {_transport.NodeId} has stopped."));
+            }
         }
     }
 
@@ -96,35 +100,104 @@ internal sealed class LocalSubscription : TransportSubscription
         await local.ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// A worker: takes a batch of deliveries (what one gRPC message brought for this subscription) and runs the handler
+    /// on each in turn. Handlers that finish at once cost no thread switch per message; the first that goes asynchronous
+    /// hands the rest of the batch back to the intake for an idle worker, so the batch still runs with the
+    /// subscription's concurrency.
+    /// </summary>
     private async Task RunAsync()
     {
         var stop = _hardStop.Token;
-        await foreach (var delivery in _intake.Reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
+        var reader = _intake.Reader;
+        var settled = new List<OutEntry>();
+        while (true)
         {
-            Settlement settlement;
-            if (stop.IsCancellationRequested)
-            {
-                settlement = NotHandled($"The consumer of '{Request.Address}' on node {_transport.NodeId} stopped before handling the message.");
-            }
-            else
+            // ReadAsync, not WaitToReadAsync (ReadAllAsync): a write hands its batch to one parked worker, where a
+            // waiting-to-read wake-up would rouse every idle worker of the subscription.
+            if (!reader.TryRead(out var batch))
             {
                 try
                 {
-                    var pending = _handler(delivery.Envelope, stop);
-                    settlement = pending.IsCompletedSuccessfully ? pending.Result : await pending.AsTask().WaitAsync(_abandon.Token).ConfigureAwait(false);
+                    batch = await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                catch (ChannelClosedException)
                 {
-                    // Stopped past its deadline (or abandoned after the grace): the sender keeps the message and delivers it again elsewhere.
-                    settlement = Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} was stopped while handling the message."));
-                }
-                catch (Exception ex)
-                {
-                    settlement = Settlement.HandlerThrew(ex);
+                    return;
                 }
             }
 
-            delivery.Session.Settle(delivery.Seq, settlement);
+            for (var i = 0; i < batch.Count; i++)
+            {
+                var delivery = batch[i];
+                Settlement settlement;
+                if (stop.IsCancellationRequested)
+                {
+                    settlement = NotHandled($"The consumer of '{Request.Address}' on node {_transport.NodeId} stopped before handling the message.");
+                }
+                else
+                {
+                    ValueTask<Settlement> pending;
+                    try
+                    {
+                        pending = _handler(delivery.Envelope, stop);
+                    }
+                    catch (Exception ex)
+                    {
+                        pending = ValueTask.FromException<Settlement>(ex);
+                    }
+
+                    if (pending.IsCompletedSuccessfully)
+                    {
+                        settlement = pending.Result;
+                    }
+                    else
+                    {
+                        if (!pending.IsCompleted && i + 1 < batch.Count && _intake.Writer.TryWrite(batch[(i + 1)..]))
+                        {
+                            batch = batch[..(i + 1)];
+                        }
+
+                        // What was settled so far goes out before this handler is waited for.
+                        Flush(delivery.Session, settled);
+                        settlement = await WaitHandledAsync(pending, stop).ConfigureAwait(false);
+                    }
+                }
+
+                // A batch comes from one link: its settlements are queued on that link together.
+                settled.Add(PeerSession.SettlementEntry(delivery.Seq, settlement));
+            }
+
+            if (batch.Count > 0)
+            {
+                Flush(batch[0].Session, settled);
+            }
+        }
+    }
+
+    private static void Flush(PeerSession session, List<OutEntry> settled)
+    {
+        if (settled.Count > 0)
+        {
+            session.Settle(settled);
+            settled.Clear();
+        }
+    }
+
+    private async ValueTask<Settlement> WaitHandledAsync(ValueTask<Settlement> pending, CancellationToken stop)
+    {
+        try
+        {
+            return pending.IsCompleted ? await pending.ConfigureAwait(false) : await pending.AsTask().WaitAsync(_abandon.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+            // Stopped past its deadline (or abandoned after the grace): the sender keeps the message and delivers it again elsewhere.
+            return Settlement.Retry(TimeSpan.Zero, new TransportUnavailableException($"The consumer of '{Request.Address}' on node {_transport.NodeId} was stopped while handling the message."));
+        }
+        catch (Exception ex)
+        {
+            return Settlement.HandlerThrew(ex);
         }
     }
 }

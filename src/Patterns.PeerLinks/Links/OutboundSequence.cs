@@ -134,6 +134,25 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         wakeWriter();
     }
 
+    /// <summary>Queues entries without waiting, under one lock and with one wake-up (settlements of a batch of deliveries).</summary>
+    public void AppendRange(List<OutEntry> entries)
+    {
+        lock (_gate)
+        {
+            if (_closed is not null)
+            {
+                return;
+            }
+
+            foreach (var entry in entries)
+            {
+                Add(entry);
+            }
+        }
+
+        wakeWriter();
+    }
+
     /// <summary>The other side has everything up to <paramref name="seq"/>: drop it and let waiting senders in.</summary>
     public void Ack(long seq)
     {

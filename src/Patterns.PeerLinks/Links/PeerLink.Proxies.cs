@@ -120,7 +120,7 @@ internal sealed partial class PeerLink
             throw new MessageTooLargeException(Address.ToString(), payload.Length, _options.MaxMessageBytes, "PeerLinksOptions.MaxMessageBytes");
         }
 
-        var head = new ArrayBufferWriter<byte>(256);
+        var head = HeadWriter.Rent();
         head.Advance(4);
         EnvelopeCodec.WriteHeader(head, envelope, contentType);
         if (head.WrittenCount - 4 > FrameLimits.MaxEnvelopeHeaderBytes)
@@ -153,7 +153,7 @@ internal sealed partial class PeerLink
         }
     }
 
-    private async ValueTask<Settlement> ForwardAsync(Proxy proxy, Envelope envelope, CancellationToken cancellationToken)
+    private ValueTask<Settlement> ForwardAsync(Proxy proxy, Envelope envelope, CancellationToken cancellationToken)
     {
         byte[] head;
         ReadOnlySequence<byte> payload;
@@ -164,19 +164,32 @@ internal sealed partial class PeerLink
         catch (MessageTooLargeException ex)
         {
             // A body serialized here can be too large only now; it never fits, so retrying it would not help.
-            return Settlement.DeadLetter(ex.Message, ex);
+            return new(Settlement.DeadLetter(ex.Message, ex));
         }
 
-        var pending = new PendingDelivery();
+        var pending = new PendingDelivery(cancellationToken);
+        var appended = _data.AppendAsync(new OutEntry(FrameType.Data, proxy.Info.Id, head, payload, pending), cancellationToken);
+        return appended.IsCompletedSuccessfully ? pending.Task : WaitForSpaceAsync(appended, pending);
+    }
+
+    /// <summary>The link's window was full: the settlement is awaited once the message is queued.</summary>
+    private static async ValueTask<Settlement> WaitForSpaceAsync(ValueTask appended, PendingDelivery pending)
+    {
         try
         {
-            await _data.AppendAsync(new OutEntry(FrameType.Data, proxy.Info.Id, head, payload, pending), cancellationToken).ConfigureAwait(false);
+            await appended.ConfigureAwait(false);
         }
         catch (TransportUnavailableException ex)
         {
+            pending.Fail(ex);
             return Settlement.Retry(TimeSpan.Zero, ex);
         }
+        catch (OperationCanceledException)
+        {
+            pending.Fail(new OperationCanceledException());
+            throw;
+        }
 
-        return await pending.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return await pending.Task.ConfigureAwait(false);
     }
 }

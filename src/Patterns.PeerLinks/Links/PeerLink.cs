@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Collections.Concurrent;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Threading.Tasks.Sources;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Microsoft.Extensions.Logging;
@@ -25,7 +26,11 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private readonly LinkWriter _controlWriter = new();
     private readonly LinkWriter _bulkWriter = new();
     private readonly OutboundSequence _data;
-    private readonly ConcurrentDictionary<long, PendingDelivery> _pending = new();
+    // Deliveries forwarded and waiting for their settlement, by data sequence number. Added under the sequence's own
+    // lock (OnAssigned), taken by the control reader once per gRPC message for all the settlements it carried.
+    private readonly Dictionary<long, PendingDelivery> _pending = [];
+    private readonly Lock _pendingGate = new();
+    private readonly List<SettlementRecord> _settled = [];
     private readonly ConcurrentDictionary<long, Proxy> _proxies = new();
     private readonly ConcurrentDictionary<string, int> _queueConsumers = new(StringComparer.Ordinal);
     private static readonly TimeSpan StopBound = TimeSpan.FromSeconds(10);
@@ -269,6 +274,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
                     batch.Return();
                 }
 
+                CompleteSettled();
                 _controlWriter.Acknowledge(_settlements.LastReceived);
             }
         }
@@ -344,12 +350,50 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
     }
 
-    private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload)
+    private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload) =>
+        _settled.Add(Frames.ReadSettlement(head));
+
+    /// <summary>Completes the deliveries whose settlements the last gRPC message carried: one lock for all of them.</summary>
+    private void CompleteSettled()
     {
-        var record = Frames.ReadSettlement(head);
-        if (_pending.TryRemove(record.DataSeq, out var pending))
+        if (_settled.Count == 0)
         {
-            pending.Complete(record);
+            return;
+        }
+
+        var count = _settled.Count;
+        var found = new (PendingDelivery?, SettlementRecord)[count];
+        lock (_pendingGate)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                var record = _settled[i];
+                found[i] = (_pending.Remove(record.DataSeq, out var pending) ? pending : null, record);
+            }
+        }
+
+        _settled.Clear();
+
+        // The waiting handlers continue on the thread pool, a few work items per message rather than one per settlement:
+        // each item resumes its share of them in turn (each goes on to forward its next message), off the reader.
+        var parts = Math.Clamp(count / 16, 1, Environment.ProcessorCount);
+        var size = (count + parts - 1) / parts;
+        for (var start = 0; start < count; start += size)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(new SettledRun(found, start, Math.Min(start + size, count)), preferLocal: false);
+        }
+    }
+
+    /// <summary>A share of one gRPC message's settlements, completed on one thread-pool thread.</summary>
+    private sealed class SettledRun((PendingDelivery?, SettlementRecord)[] settled, int start, int end) : IThreadPoolWorkItem
+    {
+        public void Execute()
+        {
+            for (var i = start; i < end; i++)
+            {
+                var (pending, record) = settled[i];
+                pending?.Complete(record, inline: true);
+            }
         }
     }
 
@@ -357,7 +401,10 @@ internal sealed partial class PeerLink : IAsyncDisposable
     {
         if (entry.State is PendingDelivery pending)
         {
-            _pending[entry.Seq] = pending;
+            lock (_pendingGate)
+            {
+                _pending[entry.Seq] = pending;
+            }
         }
     }
 
@@ -396,12 +443,16 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private void FailInFlight(Exception failure)
     {
         _data.Reset();
-        foreach (var seq in _pending.Keys)
+        PendingDelivery[] failed;
+        lock (_pendingGate)
         {
-            if (_pending.TryRemove(seq, out var pending))
-            {
-                pending.Fail(failure);
-            }
+            failed = [.. _pending.Values];
+            _pending.Clear();
+        }
+
+        foreach (var pending in failed)
+        {
+            pending.Fail(failure);
         }
     }
 
@@ -455,26 +506,66 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     private static string Describe(Exception ex) => ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
 
-    /// <summary>A message forwarded to the peer, waiting for its settlement.</summary>
-    private sealed class PendingDelivery
+    /// <summary>
+    /// A message forwarded to the peer, waiting for its settlement: the value task the proxy's handler returns, without
+    /// a task, a completion source or a cancellation promise per message. Continuations run on the thread pool, so the
+    /// control reader only hands settlements on.
+    /// </summary>
+    private sealed class PendingDelivery : IValueTaskSource<Settlement>
     {
-        private readonly TaskCompletionSource<Settlement> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private ManualResetValueTaskSourceCore<Settlement> _core = new() { RunContinuationsAsynchronously = true };
+        private CancellationTokenRegistration _cancellation;
+        private int _done;
 
-        public Task<Settlement> Task => _done.Task;
+        public PendingDelivery(CancellationToken cancellationToken)
+        {
+            if (cancellationToken.CanBeCanceled)
+            {
+                _cancellation = cancellationToken.UnsafeRegister(static (s, token) => ((PendingDelivery)s!).Cancel(token), this);
+            }
+        }
 
-        public void Complete(SettlementRecord record)
+        public ValueTask<Settlement> Task => new(this, _core.Version);
+
+        /// <summary>Sets the settlement; <paramref name="inline"/> resumes the waiting handler on this thread (a thread-pool thread).</summary>
+        public void Complete(SettlementRecord record, bool inline)
         {
             Exception? exception = record.ExceptionType is { } type ? new RemoteHandlerException(type, record.ExceptionMessage ?? string.Empty) : null;
-            _done.TrySetResult(record.Kind switch
+            Set(record.Kind switch
             {
                 SettlementKind.Ack => Settlement.Ack,
                 SettlementKind.Retry when record.Deferred => Settlement.Defer(record.Delay, record.Reason ?? "put off by the remote node"),
                 SettlementKind.Retry => Settlement.Retry(record.Delay, exception),
                 _ => Settlement.DeadLetter(record.Reason ?? "dead-lettered by the remote handler", exception),
-            });
+            }, inline);
         }
 
-        public void Fail(Exception reason) => _done.TrySetResult(Settlement.Retry(TimeSpan.Zero, reason));
+        public void Fail(Exception reason) => Set(Settlement.Retry(TimeSpan.Zero, reason), inline: false);
+
+        public Settlement GetResult(short token) => _core.GetResult(token);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
+
+        private void Set(in Settlement settlement, bool inline)
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0)
+            {
+                _cancellation.Dispose();
+                _core.RunContinuationsAsynchronously = !inline;
+                _core.SetResult(settlement);
+            }
+        }
+
+        private void Cancel(CancellationToken token)
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0)
+            {
+                _core.SetException(new OperationCanceledException(token));
+            }
+        }
     }
 
     private sealed record ControlProbe(long Stamp)

@@ -25,6 +25,10 @@ internal sealed class PeerSession
     private long _lastHeard;
     private long _acknowledgedVersion;
 
+    // Deliveries parsed from the bulk message being read, for one subscription: handed over together (read loop only).
+    private readonly List<RemoteDelivery> _arrived = [];
+    private LocalSubscription? _arrivedFor;
+
     public PeerSession(PeerLinksTransport transport, string nodeId, Guid id)
     {
         _transport = transport;
@@ -44,8 +48,13 @@ internal sealed class PeerSession
 
     public DateTimeOffset DetachedAt { get; private set; }
 
-    public void Settle(long seq, in Settlement settlement) =>
-        _settlements.Append(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null));
+    public void Settle(long seq, in Settlement settlement) => _settlements.Append(SettlementEntry(seq, settlement));
+
+    /// <summary>Queues settlements made together (see <see cref="SettlementEntry"/>) at once.</summary>
+    public void Settle(List<OutEntry> settlements) => _settlements.AppendRange(settlements);
+
+    public static OutEntry SettlementEntry(long seq, in Settlement settlement) =>
+        new(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null);
 
     /// <summary>
     /// Waits until the peer has acknowledged every settlement queued so far (this node stops gracefully), or until the
@@ -229,6 +238,9 @@ internal sealed class PeerSession
                 finally
                 {
                     batch.Return();
+
+                    // Also after a malformed frame: what was received whole before it is counted as received.
+                    HandArrived();
                 }
 
                 _writer.Acknowledge(_data.LastReceived);
@@ -284,12 +296,30 @@ internal sealed class PeerSession
         var envelope = EnvelopeCodec.Read(head, payload);
         if (_transport.TryGetSubscription(subscription, out var target))
         {
-            target.Deliver(new RemoteDelivery(this, seq, envelope));
+            if (!ReferenceEquals(target, _arrivedFor))
+            {
+                HandArrived();
+                _arrivedFor = target;
+            }
+
+            _arrived.Add(new RemoteDelivery(this, seq, envelope));
         }
         else
         {
             Settle(seq, LocalSubscription.NotHandled($"Subscription {subscription} is no longer on node {_transport.NodeId}."));
         }
+    }
+
+    /// <summary>Hands the deliveries gathered from one gRPC message (a run for one subscription) to that subscription.</summary>
+    private void HandArrived()
+    {
+        if (_arrivedFor is { } target && _arrived.Count > 0)
+        {
+            target.Deliver(new ArraySegment<RemoteDelivery>([.. _arrived]));
+        }
+
+        _arrived.Clear();
+        _arrivedFor = null;
     }
 
     private void Acknowledged(long version)

@@ -81,7 +81,7 @@ internal static class Frames
     /// <summary>The head of a sequenced settlement entry: <c>[length:4][record]</c>.</summary>
     public static byte[] SettlementHead(long dataSeq, in Settlement settlement)
     {
-        var buffer = new ArrayBufferWriter<byte>(64);
+        var buffer = HeadWriter.Rent();
         var w = new WireWriter(buffer);
         w.Int32(0);
         w.Int64(dataSeq);
@@ -198,5 +198,28 @@ internal static class Frames
         var frame = buffer.WrittenSpan.ToArray();
         BinaryPrimitives.WriteInt32LittleEndian(frame.AsSpan(1), frame.Length - FrameLimits.FrameHeaderBytes);
         return frame;
+    }
+}
+
+/// <summary>
+/// One reusable buffer per thread for encoding a message's head (copied out at once into an array of its exact size),
+/// so encoding allocates only that array.
+/// </summary>
+internal static class HeadWriter
+{
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_buffer;
+
+    public static ArrayBufferWriter<byte> Rent()
+    {
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(256);
+        if (buffer.Capacity > 64 * 1024)
+        {
+            // A message with huge headers grew it: start small again rather than keep the big one for the thread's life.
+            t_buffer = buffer = new ArrayBufferWriter<byte>(256);
+        }
+
+        buffer.ResetWrittenCount();
+        return buffer;
     }
 }

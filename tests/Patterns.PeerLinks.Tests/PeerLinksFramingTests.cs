@@ -1,0 +1,265 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using Grpc.Core;
+using Patterns.PeerLinks.Links;
+using Patterns.PeerLinks.Wire;
+
+namespace Patterns.PeerLinks.Tests;
+
+/// <summary>
+/// The bulk stream's framing without a network: many envelopes packed into each gRPC message by the one writer, chunks
+/// of large ones, and what a connection cut between (or inside) gRPC messages does to the sequence.
+/// </summary>
+public sealed class PeerLinksFramingTests
+{
+    private const int Subscription = 7;
+
+    [Fact]
+    public void SmallMessages_ManyPerBatch_ArriveOnceInOrder()
+    {
+        var sending = Sequence();
+        for (var i = 1; i <= 1_000; i++)
+        {
+            sending.Append(Entry(i, 100));
+        }
+
+        var batches = FillAll(sending);
+        batches.Should().HaveCount(3, "1,000 frames of 133 bytes take three gRPC messages of at most 64 KiB: not one write per message");
+        batches.Should().OnlyContain(b => b.Length <= FrameBatch.MaxBytes);
+
+        var receiving = new Receiver();
+        batches.ForEach(receiving.Accept);
+        receiving.Seqs.Should().Equal(Enumerable.Range(1, 1_000).Select(i => (long)i));
+        receiving.Markers.Should().Equal(Enumerable.Range(1, 1_000));
+    }
+
+    [Fact]
+    public void PartialBatch_WhatIsQueuedGoesOutAtOnce_AndNothingIsLeftBehind()
+    {
+        var sending = Sequence();
+        sending.Append(Entry(1, 100));
+        sending.Append(Entry(2, 100));
+        sending.Append(Entry(3, 100));
+
+        var batch = FrameBatch.Rent();
+        sending.Fill(batch);
+        var first = batch.Span.ToArray();
+        batch.Length = 0;
+        sending.Fill(batch);
+        batch.Length.Should().Be(0, "all three fitted in the first batch");
+        batch.Return();
+
+        var receiving = new Receiver();
+        receiving.Accept(first);
+        receiving.Markers.Should().Equal(1, 2, 3);
+        sending.HasUnsent.Should().BeFalse();
+    }
+
+    [Fact]
+    public void LargeEnvelope_CrossesTheGrpcMessageLimit_InChunks_BetweenSmallOnes()
+    {
+        var sending = Sequence();
+        sending.Append(Entry(1, 100));
+        sending.Append(Entry(2, 200_000));
+        sending.Append(Entry(3, 100));
+
+        var batches = FillAll(sending);
+        batches.Should().HaveCountGreaterThan(3, "200,000 bytes do not fit in one 64 KiB gRPC message");
+        batches.Should().OnlyContain(b => b.Length <= FrameBatch.MaxBytes);
+        var frames = batches.SelectMany(Frame).ToList();
+        frames.Should().OnlyContain(f => f.Length <= FrameLimits.SequencedHeaderBytes + FrameLimits.MaxChunkBytes);
+
+        var receiving = new Receiver();
+        batches.ForEach(receiving.Accept);
+        receiving.Markers.Should().Equal(1, 2, 3);
+        receiving.Lengths.Should().Equal(100, 200_000, 100);
+        receiving.Exact.Should().BeTrue();
+    }
+
+    [Fact]
+    public void ConnectionCut_AfterPartOfALargeMessage_ReconnectReplaysFromTheLastWholeMessage_NothingLostOrDuplicated()
+    {
+        var sending = Sequence();
+        for (var i = 1; i <= 300; i++)
+        {
+            sending.Append(Entry(i, i == 150 ? 150_000 : 100));
+        }
+
+        var batches = FillAll(sending);
+        var receiving = new Receiver();
+
+        // The connection drops after the gRPC messages that carry the first chunks of message 150 (and what precedes it);
+        // the rest were on the wire and are lost with it.
+        var cut = batches.FindIndex(b => Frame(b).Any(f => Seq(f) == 150)) + 1;
+        batches.Take(cut).ToList().ForEach(receiving.Accept);
+        receiving.Seqs.Should().Equal(Enumerable.Range(1, 149).Select(i => (long)i), "message 150 arrived only in part, so it is not handed on");
+
+        // A new connection: the receiver forgets the half message, and the sender goes back to what it last received.
+        receiving.Inbound.ResetPartial();
+        sending.Rewind(receiving.Inbound.LastReceived);
+        FillAll(sending).ForEach(receiving.Accept);
+
+        receiving.Seqs.Should().Equal(Enumerable.Range(1, 300).Select(i => (long)i));
+        receiving.Markers.Should().Equal(Enumerable.Range(1, 300));
+        receiving.Exact.Should().BeTrue();
+    }
+
+    [Fact]
+    public void ConnectionCut_WithWholeBatchesInFlight_ReplaysThem_AndRepeatsAreDropped()
+    {
+        var sending = Sequence();
+        for (var i = 1; i <= 1_000; i++)
+        {
+            sending.Append(Entry(i, 100));
+        }
+
+        var batches = FillAll(sending);
+        batches.Should().HaveCountGreaterThan(1);
+        var receiving = new Receiver();
+        receiving.Accept(batches[0]);
+        var received = receiving.Inbound.LastReceived;
+        received.Should().BeInRange(1, 999);
+
+        // Acknowledged up to half of what arrived (the later acknowledgement was lost with the connection): the replay
+        // sends again what the receiver already has, and the receiver drops those repeats by sequence number.
+        sending.Ack(received / 2);
+        receiving.Inbound.ResetPartial();
+        sending.Rewind(received / 2);
+        FillAll(sending).ForEach(receiving.Accept);
+
+        receiving.Seqs.Should().Equal(Enumerable.Range(1, 1_000).Select(i => (long)i));
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Writer_OneMessage_IsWrittenWithoutWaitingForABatch_AndAcksGoFirst()
+    {
+        var writer = new LinkWriter();
+        var sending = new OutboundSequence(4 * 1024 * 1024, writer.Wake);
+        writer.Sequence = sending;
+        var stream = new CapturingStream();
+        using var stop = new CancellationTokenSource();
+        var running = writer.RunAsync(stream, stop.Token);
+
+        writer.Acknowledge(41);
+        sending.Append(Entry(1, 100));
+        var written = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+        while (!Frame(written).Any(f => f.Type == FrameType.Data))
+        {
+            // The acknowledgement may have gone out alone, just before the message was queued.
+            written = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+        }
+
+        var frames = Frame(written).ToList();
+        frames.Last().Type.Should().Be(FrameType.Data);
+        Seq(frames.Last()).Should().Be(1);
+        lock (stream.Writes)
+        {
+            stream.Writes.SelectMany(Frame).Count(f => f.Type == FrameType.Ack).Should().Be(1);
+        }
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    private static OutboundSequence Sequence() => new(64 * 1024 * 1024, static () => { });
+
+    /// <summary>A message whose payload starts with its marker and goes on with bytes derived from it.</summary>
+    private static OutEntry Entry(int marker, int length)
+    {
+        var payload = new byte[length];
+        BinaryPrimitives.WriteInt32LittleEndian(payload, marker);
+        for (var i = 4; i < length; i++)
+        {
+            payload[i] = (byte)(marker + i);
+        }
+
+        // [headLength:4][head]: an empty head.
+        return new OutEntry(FrameType.Data, Subscription, new byte[4], new ReadOnlySequence<byte>(payload), null);
+    }
+
+    private static List<byte[]> FillAll(OutboundSequence sequence)
+    {
+        var batches = new List<byte[]>();
+        var batch = FrameBatch.Rent();
+        while (true)
+        {
+            batch.Length = 0;
+            sequence.Fill(batch);
+            if (batch.Length == 0)
+            {
+                batch.Return();
+                return batches;
+            }
+
+            batches.Add(batch.Span.ToArray());
+        }
+    }
+
+    private static IEnumerable<(FrameType Type, byte[] Body, int Length)> Frame(byte[] batch)
+    {
+        var frames = new List<(FrameType, byte[], int)>();
+        Frames.Parse(batch, (type, body) => frames.Add((type, body.ToArray(), body.Length)));
+        return frames;
+    }
+
+    private static long Seq((FrameType Type, byte[] Body, int Length) frame) => BinaryPrimitives.ReadInt64LittleEndian(frame.Body);
+
+    private sealed class Receiver
+    {
+        public InboundSequence Inbound { get; } = new(16 * 1024 * 1024);
+
+        public List<long> Seqs { get; } = [];
+
+        public List<int> Markers { get; } = [];
+
+        public List<int> Lengths { get; } = [];
+
+        public bool Exact { get; private set; } = true;
+
+        public void Accept(byte[] batch) => Frames.Parse(batch, (type, body) =>
+        {
+            type.Should().Be(FrameType.Data);
+            Inbound.Accept(body, (seq, subscription, head, payload) =>
+            {
+                subscription.Should().Be(Subscription);
+                head.Length.Should().Be(0);
+                var bytes = payload.ToArray();
+                var marker = BinaryPrimitives.ReadInt32LittleEndian(bytes);
+                for (var i = 4; i < bytes.Length; i++)
+                {
+                    Exact &= bytes[i] == (byte)(marker + i);
+                }
+
+                Seqs.Add(seq);
+                Markers.Add(marker);
+                Lengths.Add(bytes.Length);
+            });
+        });
+    }
+
+    /// <summary>A gRPC request stream that keeps a copy of each message written.</summary>
+    private sealed class CapturingStream : IAsyncStreamWriter<FrameBatch>
+    {
+        private readonly System.Threading.Channels.Channel<byte[]> _written = System.Threading.Channels.Channel.CreateUnbounded<byte[]>();
+
+        public List<byte[]> Writes { get; } = [];
+
+        public WriteOptions? WriteOptions { get; set; }
+
+        public Task<byte[]> Next => _written.Reader.ReadAsync().AsTask();
+
+        public Task WriteAsync(FrameBatch message, CancellationToken cancellationToken) => WriteAsync(message);
+
+        public Task WriteAsync(FrameBatch message)
+        {
+            var copy = message.Span.ToArray();
+            lock (Writes)
+            {
+                Writes.Add(copy);
+            }
+
+            _written.Writer.TryWrite(copy);
+            return Task.CompletedTask;
+        }
+    }
+}
