@@ -29,7 +29,9 @@ internal sealed class SpinGate
         var spinner = default(SpinWait);
         do
         {
-            spinner.SpinOnce();
+            // Never Sleep(1): the holder is only ever a few instructions from the exit, unless it was preempted, and then
+            // yielding lets it run; a 1 ms sleep would stall every producer behind it (the default's threshold is 20 spins).
+            spinner.SpinOnce(sleep1Threshold: -1);
         }
         while (Volatile.Read(ref _taken) != 0 || Interlocked.CompareExchange(ref _taken, 1, 0) != 0);
     }
