@@ -30,9 +30,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     /// <summary>How many times an idle worker spins (see <see cref="SpinForNextBatch"/>) before it parks.</summary>
     private const int WorkerSpins = 20;
 
-    /// <summary>How many times a producer that finds the batcher full spins (see <see cref="SpinForSpace"/>) before it parks.</summary>
-    private const int ProducerSpins = 20;
-
     private static readonly bool SpinBeforeParking = Environment.ProcessorCount > 1;
 
     private readonly int _maxCount;
@@ -55,7 +52,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     private readonly bool _retryOnly;
     private readonly Stack<BatchBuffer<T>> _pool = new();
     private readonly int _poolLimit;
-    private readonly int _resumeSpace;
     private readonly TagList _tags;
     private BatchBuffer<T>? _open;
     private ITimer? _timer;
@@ -90,7 +86,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
         Logger = logger;
         _tags = PatternsTelemetry.Tags(system, name);
         _poolLimit = (_capacity / _maxCount) + _workers + 2;
-        _resumeSpace = Math.Max(_maxCount, _capacity / 2);
 
         var tags = _tags;
         _pipeline = PipelineFactory.Create(options, timeProvider, args =>
@@ -133,18 +128,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     public sealed override Task Completion => _completion;
 
     internal SpinGate Gate { get; } = new();
-
-    /// <summary>Gets a value indicating whether a producer is parked waiting for space (tests).</summary>
-    internal bool HasSpaceWaiters
-    {
-        get
-        {
-            Gate.Enter();
-            var waiting = _spaceSignal is not null;
-            Gate.Exit();
-            return waiting;
-        }
-    }
 
     internal int Workers => _workerPerKey ? _workers : 1;
 
@@ -301,19 +284,28 @@ internal abstract class BatchEngine<T> : Batcher<T>
             return _keys.AddAsync(this, item, size, envelope, ticket, cancellationToken);
         }
 
-        if (TryAddNow(item, size, envelope, ticket))
+        AddStatus status;
+        Gate.Enter();
+        try
         {
-            return new ValueTask<bool>(true);
+            status = CheckLocked();
+            if (status == AddStatus.Added)
+            {
+                AppendLocked(ref _open, null, 0, item, size, envelope, ticket);
+                return new ValueTask<bool>(true);
+            }
+        }
+        finally
+        {
+            Gate.Exit();
         }
 
-        if (_fullMode != BatchFullMode.Wait)
+        if (status == AddStatus.Completed)
         {
-            return new ValueTask<bool>(RejectOrDrop());
+            ThrowCompleted();
         }
 
-        return SpinForSpace() && TryAddNow(item, size, envelope, ticket)
-            ? new ValueTask<bool>(true)
-            : AddSlowAsync(item, size, envelope, ticket, cancellationToken);
+        return _fullMode == BatchFullMode.Wait ? AddSlowAsync(item, size, envelope, ticket, cancellationToken) : new ValueTask<bool>(RejectOrDrop());
     }
 
     /// <summary>Whether one more item fits; under pressure with nothing being handled, flushes the open batches so waiters can progress.</summary>
@@ -424,66 +416,29 @@ internal abstract class BatchEngine<T> : Batcher<T>
     /// </summary>
     protected abstract ValueTask CompleteBatchAsync(BatchBuffer<T> buffer);
 
-    /// <summary>Adds the item (unkeyed) if there is space now: <see langword="false"/> when the batcher is full; throws when it is completed.</summary>
-    private bool TryAddNow(T item, long size, in Envelope envelope, object? ticket)
-    {
-        AddStatus status;
-        Gate.Enter();
-        try
-        {
-            status = CheckLocked();
-            if (status == AddStatus.Added)
-            {
-                AppendLocked(ref _open, null, 0, item, size, envelope, ticket);
-                return true;
-            }
-        }
-        finally
-        {
-            Gate.Exit();
-        }
-
-        if (status == AddStatus.Completed)
-        {
-            ThrowCompleted();
-        }
-
-        return false;
-    }
-
-    /// <summary>
-    /// A producer that finds the batcher full watches it for a few microseconds before it parks: a worker that is
-    /// handling batches frees a batch's worth of space within that time, and parking would cost the producer a
-    /// thread-pool hop. <see langword="true"/> when space (or completion) showed up.
-    /// </summary>
-    private bool SpinForSpace()
-    {
-        if (!SpinBeforeParking)
-        {
-            return false;
-        }
-
-        var spinner = default(SpinWait);
-        for (var i = 0; i < ProducerSpins; i++)
-        {
-            spinner.SpinOnce(sleep1Threshold: -1);
-            if (Volatile.Read(ref _buffered) < _capacity || Volatile.Read(ref _completing))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
     private async ValueTask<bool> AddSlowAsync(T item, long size, Envelope envelope, object? ticket, CancellationToken cancellationToken)
     {
         while (true)
         {
             await WaitForSpaceAsync(cancellationToken).ConfigureAwait(false);
-            if (TryAddNow(item, size, envelope, ticket))
+            Gate.Enter();
+            try
             {
-                return true;
+                var status = CheckLocked();
+                if (status == AddStatus.Added)
+                {
+                    AppendLocked(ref _open, null, 0, item, size, envelope, ticket);
+                    return true;
+                }
+
+                if (status == AddStatus.Completed)
+                {
+                    ThrowCompleted();
+                }
+            }
+            finally
+            {
+                Gate.Exit();
             }
         }
     }
@@ -802,15 +757,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
                 drop = true;
             }
 
-            // Waiting producers wake once enough is free for several batches (or nothing is being handled, so they
-            // can flush what is open), not on every release: waking them per batch costs a thread-pool hop per batch.
-            space = null;
-            if (_spaceSignal is not null && (_capacity - _buffered >= _resumeSpace || _inFlight == 0))
-            {
-                space = _spaceSignal;
-                _spaceSignal = null;
-            }
-
+            space = _spaceSignal;
+            _spaceSignal = null;
             if (_flushWaiters is { Count: > 0 } waiters)
             {
                 for (var i = waiters.Count - 1; i >= 0; i--)

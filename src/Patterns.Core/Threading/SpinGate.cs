@@ -29,9 +29,7 @@ internal sealed class SpinGate
         var spinner = default(SpinWait);
         do
         {
-            // Never Sleep(1): the holder is only ever a few instructions from the exit, unless it was preempted, and then
-            // yielding lets it run; a 1 ms sleep would stall every producer behind it (the default's threshold is 20 spins).
-            spinner.SpinOnce(sleep1Threshold: -1);
+            spinner.SpinOnce();
         }
         while (Volatile.Read(ref _taken) != 0 || Interlocked.CompareExchange(ref _taken, 1, 0) != 0);
     }

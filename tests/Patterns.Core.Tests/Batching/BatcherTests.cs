@@ -180,52 +180,6 @@ public sealed class BatcherTests
     }
 
     [Fact]
-    public async Task AddAsync_ProducerParkedOnFullBatcher_ResumesWhenHalfTheCapacityIsFreeNotOnEveryBatch()
-    {
-        var gate = new SemaphoreSlim(0);
-        var started = new SemaphoreSlim(0);
-        var added = 0;
-        var batcher = CreateSut(
-            new BatchOptions { MaxCount = 10, Capacity = 40, MaxAge = Timeout.InfiniteTimeSpan },
-            onBatchAsync: async _ =>
-            {
-                started.Release();
-                await gate.WaitAsync();
-            });
-
-        var producer = Task.Run(async () =>
-        {
-            for (var i = 0; i < 60; i++)
-            {
-                await batcher.AddAsync(i);
-                Interlocked.Increment(ref added);
-            }
-        });
-
-        // Four full batches fill the capacity; the first is being handled, and the producer parks on item 40.
-        await started.WaitAsync(TestHost.Wait);
-        var engine = (BatchEngine<int>)batcher;
-        await Eventually.HoldsAsync(() => engine.HasSpaceWaiters);
-        Volatile.Read(ref added).Should().Be(40);
-
-        // One batch handled frees 10 of 40: not enough to wake the producer (it waits for half the capacity). The
-        // worker releases a batch before it takes the next, so once the second handler runs the decision is made.
-        gate.Release();
-        await started.WaitAsync(TestHost.Wait);
-        engine.HasSpaceWaiters.Should().BeTrue("a producer woken for every handled batch would cost a thread-pool hop per batch");
-        batcher.Count.Should().Be(30);
-        Volatile.Read(ref added).Should().Be(40);
-
-        // The second frees 20 of 40: the producer resumes and adds its last 20 items.
-        gate.Release();
-        await producer.WaitAsync(TestHost.Wait);
-        Volatile.Read(ref added).Should().Be(60);
-        gate.Release(100);
-        await batcher.CompleteAsync().WaitAsync(TestHost.Wait);
-        _batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 60));
-    }
-
-    [Fact]
     public async Task AddAsync_FullWithDropNewest_ReturnsFalseAndKeepsEarlierItems()
     {
         var gate = new SemaphoreSlim(0);
