@@ -127,22 +127,12 @@ public class BatchingBenchmarks
     }
 
     [GlobalSetup(Target = nameof(Patterns))]
-    public void SetupPatterns()
-    {
-        var signal = _signal;
-        _batcher = Batcher.Create<int>(
-            (batch, cancellationToken) =>
-            {
-                // The batch is a view valid only while the handler runs: a handler that keeps the items copies them.
-                var copy = batch.Items.ToArray();
-                Sink += copy[0];
-                signal.Signal(copy.Length);
-                return ValueTask.CompletedTask;
-            },
-            new BatchOptions { MaxCount = BatchSize });
-    }
+    public void SetupPatterns() => CreateBatcher(new BatchOptions { MaxCount = BatchSize });
 
-    [GlobalCleanup(Target = nameof(Patterns))]
+    [GlobalSetup(Target = nameof(PatternsCapacityOfTheRun))]
+    public void SetupPatternsCapacityOfTheRun() => CreateBatcher(new BatchOptions { MaxCount = BatchSize, Capacity = Items });
+
+    [GlobalCleanup(Targets = [nameof(Patterns), nameof(PatternsCapacityOfTheRun)])]
     public Task CleanupPatterns() => _batcher!.CompleteAsync();
 
     /// <summary>The baseline: a TPL Dataflow <c>BatchBlock(100)</c> linked to an <c>ActionBlock</c>, fed with <c>Post</c>.</summary>
@@ -197,7 +187,31 @@ public class BatchingBenchmarks
         await done;
     }
 
+    /// <summary>
+    /// The same batcher with a capacity of the whole run (100,000 items), like the Dataflow baseline's default
+    /// unbounded <c>BatchBlock</c>: its producer never waits for space. The difference from <see cref="Patterns"/>
+    /// is what the default capacity's back-pressure (1,024 items, about 10 batches) costs when the handler worker
+    /// falls behind.
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = Items)]
+    public Task PatternsCapacityOfTheRun() => Patterns();
+
     private static async ValueTask AwaitAdd(ValueTask<bool> adding) => await adding;
+
+    private void CreateBatcher(BatchOptions options)
+    {
+        var signal = _signal;
+        _batcher = Batcher.Create<int>(
+            (batch, cancellationToken) =>
+            {
+                // The batch is a view valid only while the handler runs: a handler that keeps the items copies them.
+                var copy = batch.Items.ToArray();
+                Sink += copy[0];
+                signal.Signal(copy.Length);
+                return ValueTask.CompletedTask;
+            },
+            options);
+    }
 
     /// <summary>Runs <see cref="Producers"/> tasks that together add the items 0 .. Items-1 (each its own share, in order).</summary>
     private Task Produce(Func<int, ValueTask> add)
