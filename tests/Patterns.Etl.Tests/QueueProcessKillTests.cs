@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
@@ -103,50 +102,6 @@ public sealed class QueueProcessKillTests : IDisposable
         return [.. raw.Order(StringComparer.Ordinal)];
     }
 
-    /// <summary>Runs the child; with <paramref name="killAfter"/>, kills it with SIGKILL once it reports that many committed batches. Returns its last line, or "killed".</summary>
-    private static async Task<string> RunChildAsync(string prefix, string target, int good, int bad, int? killAfter)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Patterns.Etl.CrashHost.dll"));
-        foreach (var argument in new[] { "queue", Broker, prefix, target, "queue-kill", BatchSize.ToString(CultureInfo.InvariantCulture), good.ToString(CultureInfo.InvariantCulture), bad.ToString(CultureInfo.InvariantCulture) })
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        using var process = Process.Start(start)!;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        var errors = process.StandardError.ReadToEndAsync(timeout.Token);
-        var batches = 0;
-        var last = string.Empty;
-        try
-        {
-            while (await process.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
-            {
-                last = line;
-                if (!line.StartsWith("loaded", StringComparison.Ordinal))
-                {
-                    continue;
-                }
-
-                await process.StandardInput.WriteLineAsync("go");
-                await process.StandardInput.FlushAsync(timeout.Token);
-                if (killAfter is { } after && ++batches >= after)
-                {
-                    // The child is released into its next batch: kill it there, holding messages it has not committed.
-                    process.Kill(entireProcessTree: true);
-                    await process.WaitForExitAsync(timeout.Token);
-                    return "killed";
-                }
-            }
-
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            return $"timed out after '{last}'";
-        }
-
-        return process.ExitCode == 0 ? last : $"exit {process.ExitCode}: {await errors}";
-    }
+    private static Task<string> RunChildAsync(string prefix, string target, int good, int bad, int? killAfter) =>
+        CrashHostChild.RunAsync(new[] { "queue", Broker, prefix, target, "queue-kill", BatchSize.ToString(CultureInfo.InvariantCulture), good.ToString(CultureInfo.InvariantCulture), bad.ToString(CultureInfo.InvariantCulture) }, killAfter);
 }
