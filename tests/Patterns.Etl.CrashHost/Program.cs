@@ -12,6 +12,12 @@ if (args[0] == "queue")
     return;
 }
 
+if (args[0] == "events")
+{
+    await EventsHost.RunAsync(args);
+    return;
+}
+
 var kind = args[0];
 var connectionString = args[1];
 var table = args[2];

@@ -95,7 +95,7 @@ public sealed class SqliteEtlProcessKillTests : EtlProcessKillTests
 
 public sealed class PostgresEtlProcessKillTests : EtlProcessKillTests
 {
-    private readonly List<string> _schemas = [];
+    private readonly PgSchemas _schemas = new();
 
     protected override string Kind => "postgres";
 
@@ -103,18 +103,13 @@ public sealed class PostgresEtlProcessKillTests : EtlProcessKillTests
 
     public override async ValueTask DisposeAsync()
     {
-        foreach (var schema in _schemas)
-        {
-            await Pg.DropSchemaAsync(schema);
-        }
-
+        await _schemas.DisposeAsync();
         await base.DisposeAsync();
     }
 
     protected override async Task<(string Target, string Table)> NewTargetAsync(string name)
     {
-        var schema = await Pg.NewSchemaAsync();
-        _schemas.Add(schema);
+        var schema = await _schemas.NewAsync();
         return (Pg.ConnectionString, $"{schema}.orders");
     }
 
