@@ -16,6 +16,7 @@ public static class Etl
         return new EtlFlow<T>(source.Name, (run, options) =>
         {
             run.Source = new EtlSourceContext(run, run.Resume, source.Name);
+            run.MaxUnacknowledged = source.MaxUnacknowledged;
             return DataStream.From(CountedAsync(source, run), options);
         }, source.CanResume, source.Incremental);
     }

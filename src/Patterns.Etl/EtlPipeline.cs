@@ -163,7 +163,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private readonly EtlRun _run;
         private readonly EtlSinkWriter<T> _writer;
         private readonly EtlRunOptions _options;
-        private readonly int _batchSize;
+        private int _batchSize;
         private readonly long _started;
         private readonly ConcurrentQueue<EtlCommit> _commits = new();
         private readonly MemoryQuarantine? _memory;
@@ -203,7 +203,48 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
         public async Task<EtlRunResult> RunAsync(EtlFlow<T> flow, CancellationToken cancellationToken)
         {
+            Exception? failure = null;
+            try
+            {
+                return await RunCoreAsync(flow, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                failure = ex;
+                throw;
+            }
+            finally
+            {
+                // A transport source hands back what no commit covers, to be delivered again, and stops its subscription.
+                if (_run.Acknowledgements is { } held)
+                {
+                    await held.EndAsync(failure).ConfigureAwait(false);
+                }
+            }
+        }
+
+        private async Task<EtlRunResult> RunCoreAsync(EtlFlow<T> flow, CancellationToken cancellationToken)
+        {
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stop.Token);
+            var streamOptions = new StreamOptions { Name = "etl-" + _run.Job, TimeProvider = _run.Time, LoggerFactory = _options.LoggerFactory, BufferCapacity = Math.Min(_batchSize, _rowSize is null ? 10_000 : StreamRowsWithByteBound) };
+            Exception? streamFailure = null;
+            DataStream<T>? stream = null;
+            try
+            {
+                stream = flow.Build(_run, streamOptions);
+            }
+            catch (Exception ex)
+            {
+                streamFailure = ex;
+            }
+
+            if (_run.MaxUnacknowledged is { } maxUnacknowledged)
+            {
+                // A transport source holds each message until the batch that includes it commits: with batches of at most
+                // half the messages it may hold, one batch fills while the one before it loads.
+                _batchSize = Math.Clamp(maxUnacknowledged / 2, 1, _batchSize);
+            }
+
             var batcher = Batcher.Create<T>(
                 HandleAsync,
                 new BatchOptions
@@ -220,13 +261,14 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 timeProvider: _run.Time,
                 logger: _run.Logger,
                 name: "etl-" + _run.Job);
-            var streamOptions = new StreamOptions { Name = "etl-" + _run.Job, TimeProvider = _run.Time, LoggerFactory = _options.LoggerFactory, BufferCapacity = Math.Min(_batchSize, _rowSize is null ? 10_000 : StreamRowsWithByteBound) };
-            Exception? streamFailure = null;
+            _run.SealOpenBatch = SealOpenBatchAsync;
             try
             {
-                var stream = flow.Build(_run, streamOptions);
-                await stream.To(AddAsync).RunAsync(linked.Token).ConfigureAwait(false);
-                _run.CheckRate(final: !cancellationToken.IsCancellationRequested);
+                if (stream is not null)
+                {
+                    await stream.To(AddAsync).RunAsync(linked.Token).ConfigureAwait(false);
+                    _run.CheckRate(final: !cancellationToken.IsCancellationRequested);
+                }
             }
             catch (Exception ex)
             {
@@ -259,6 +301,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             {
                 // The stream stopped between two rows: what it read is loaded with its bookmark; the next run resumes there.
                 await FlushLeftoverAsync(CancellationToken.None).ConfigureAwait(false);
+                _run.Acknowledgements?.Acknowledge(_run.Source.Offset);
                 status = EtlRunStatus.Stopped;
             }
             else
@@ -267,6 +310,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 await StoreQuarantineAsync(final, CancellationToken.None).ConfigureAwait(false);
                 _counts += await _writer.CompleteAsync(final, CancellationToken.None).ConfigureAwait(false);
                 _lastBookmark = final.Bookmark;
+                _run.Acknowledgements?.Acknowledge(_run.Source.Offset);
                 status = EtlRunStatus.Completed;
             }
 
@@ -311,6 +355,51 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 await batcher.AddAsync(row, ct).ConfigureAwait(false);
             }
 
+            // Called by a transport source between rows when it is idle, or holds many rows that no batch covers: the open
+            // batch is sealed and loaded now, so that its messages are acknowledged and the transport delivers more.
+            async ValueTask SealOpenBatchAsync()
+            {
+                EtlCommit? empty = null;
+                if (_inBatch > 0)
+                {
+                    if (_sealedSlots is { } slots)
+                    {
+                        await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                    }
+
+                    Seal();
+                }
+                else
+                {
+                    empty = Commit(completed: false);
+                }
+
+                await batcher.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+                if (empty is null || Volatile.Read(ref _loadFailure) is not null)
+                {
+                    return;
+                }
+
+                // No row to load: those since the last batch were filtered out or quarantined. The quarantined ones are
+                // stored (by a sink that stores them, with the bookmark, in one transaction) before they are acknowledged.
+                if (empty.Quarantined.Count > 0)
+                {
+                    await StoreQuarantineAsync(empty, CancellationToken.None).ConfigureAwait(false);
+                    if (_writer.StoresQuarantine)
+                    {
+                        await _writer.WriteAsync(ReadOnlyMemory<T>.Empty, empty, CancellationToken.None).ConfigureAwait(false);
+                        _lastBookmark = empty.Bookmark ?? _lastBookmark;
+                    }
+                }
+
+                if (empty.Position is { } position)
+                {
+                    _run.Acknowledgements?.Acknowledge(position);
+                }
+
+                Report(_run.Time.GetElapsedTime(_started));
+            }
+
             // This row seals a batch: its commit goes in first, so the handler finds it.
             void Seal()
             {
@@ -322,8 +411,17 @@ public sealed class EtlPipeline<T> : EtlPipeline
             static async ValueTask AwaitAddAsync(ValueTask<bool> adding) => await adding.ConfigureAwait(false);
         }
 
-        private EtlCommit Commit(bool completed) =>
-            new(_run.PositionsTrackRows && _options.Bookmarks ? _run.Source.Capture(completed) : null, _run.TakeQuarantine());
+        private EtlCommit Commit(bool completed)
+        {
+            long? position = null;
+            if (_run.PositionsTrackRows)
+            {
+                position = _run.Source.Offset;
+                _run.SealedPosition = position.Value;
+            }
+
+            return new(_run.PositionsTrackRows && _options.Bookmarks ? _run.Source.Capture(completed) : null, _run.TakeQuarantine()) { Position = position };
+        }
 
         /// <summary>Commits (taken on the stream's task) that no batch carried, merged with the rows quarantined since.</summary>
         private List<QuarantinedRow> Leftover()
@@ -402,6 +500,12 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 if (commit.Bookmark is not null)
                 {
                     _lastBookmark = commit.Bookmark;
+                }
+
+                if (commit.Position is { } position)
+                {
+                    // The batch is durable: the messages it covers (loaded, filtered out or quarantined) are acknowledged.
+                    _run.Acknowledgements?.Acknowledge(position);
                 }
 
                 var tags = _run.Tags;

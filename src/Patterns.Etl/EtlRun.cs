@@ -45,6 +45,18 @@ internal sealed class EtlRun
     /// <summary>Gets the source's context, once the run has opened it.</summary>
     public EtlSourceContext Source { get; set; } = null!;
 
+    /// <summary>Gets or sets the messages a transport source may hold unacknowledged (null for other sources): batches are capped at half of it.</summary>
+    public int? MaxUnacknowledged { get; set; }
+
+    /// <summary>Gets or sets the transport source's held acknowledgements, settled as the batches that include them commit.</summary>
+    public IEtlAcknowledgements? Acknowledgements { get; set; }
+
+    /// <summary>Gets or sets what seals the open batch now (set by the loader; called by a transport source on the stream's task, between rows, when it is idle or holds many rows no batch covers).</summary>
+    public Func<ValueTask>? SealOpenBatch { get; set; }
+
+    /// <summary>Gets or sets the source position the last sealed batch's commit covers (stream task).</summary>
+    public long SealedPosition { get; set; }
+
     /// <summary>Gets the rows read from the source (driver task writes; others read approximately).</summary>
     public long RowsRead;
 

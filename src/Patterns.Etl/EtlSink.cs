@@ -34,7 +34,11 @@ public sealed record EtlSinkContext(string RunId, string Job, string Partition);
 /// <summary>What commits with a batch: the source's bookmark after it, and the rows quarantined since the previous commit.</summary>
 /// <param name="Bookmark">The bookmark, or <see langword="null"/> when the pipeline cannot resume mid-run (after a sort or an aggregate).</param>
 /// <param name="Quarantined">Rows set aside since the previous commit.</param>
-public sealed record EtlCommit(EtlBookmark? Bookmark, IReadOnlyList<QuarantinedRow> Quarantined);
+public sealed record EtlCommit(EtlBookmark? Bookmark, IReadOnlyList<QuarantinedRow> Quarantined)
+{
+    /// <summary>Gets the rows the source had handed over when the commit was taken (every one of them is in this batch or an earlier one, or was filtered out or quarantined), or null when positions do not track rows: once the commit is durable, a transport source acknowledges the messages up to it.</summary>
+    internal long? Position { get; init; }
+}
 
 /// <summary>Writes the batches of one run. Called by one task at a time, batches in source order.</summary>
 /// <typeparam name="T">The record type.</typeparam>

@@ -23,6 +23,9 @@ public abstract class EtlSource<T>
     /// </summary>
     public virtual bool Incremental => false;
 
+    /// <summary>Gets the most messages a transport source holds unacknowledged until the batches that include them commit; null for other sources.</summary>
+    internal virtual int? MaxUnacknowledged => null;
+
     /// <summary>Reads the rows.</summary>
     /// <param name="context">The run's context: where to resume, where to report positions and bad rows.</param>
     /// <param name="cancellationToken">Stops reading.</param>
@@ -49,6 +52,9 @@ public sealed class EtlSourceContext
 
     /// <summary>Gets the run's id.</summary>
     public string RunId => _run.RunId;
+
+    /// <summary>Gets the run the context belongs to.</summary>
+    internal EtlRun Run => _run;
 
     /// <summary>Gets the partition being loaded, or <see langword="null"/>.</summary>
     public string? Partition => _run.Partition;

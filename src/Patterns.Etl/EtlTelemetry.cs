@@ -63,4 +63,7 @@ internal static partial class EtlLog
 
     [LoggerMessage(6, LogLevel.Error, "ETL job '{Job}' failed in its scheduled run.")]
     public static partial void ScheduledRunFailed(ILogger logger, Exception exception, string job);
+
+    [LoggerMessage(7, LogLevel.Information, "ETL job '{Job}' handed {Count} messages of {Source} back to the transport: no committed batch covered them; they will be delivered again.")]
+    public static partial void HandedBack(ILogger logger, string job, int count, string source);
 }

@@ -6,6 +6,18 @@ using Patterns.Etl.Samples;
 // batches), printing "loaded N" after each committed batch and waiting for a line on stdin, until it is killed or
 // the load completes.
 // Usage: Patterns.Etl.CrashHost sqlite|postgres <connection string> <table> <csv> <job> <batch size>
+if (args[0] == "queue")
+{
+    await QueueHost.RunAsync(args);
+    return;
+}
+
+if (args[0] == "events")
+{
+    await EventsHost.RunAsync(args);
+    return;
+}
+
 var kind = args[0];
 var connectionString = args[1];
 var table = args[2];

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Patterns.Etl.Samples;
 
@@ -65,43 +64,8 @@ public abstract class EtlProcessKillTests : IAsyncLifetime
 
     protected abstract Task<List<long>> QuarantinedAsync(string target, string table);
 
-    /// <summary>Runs the child; with <paramref name="killAfter"/>, kills it with SIGKILL once it reports that many committed batches. Returns its last line, or "killed".</summary>
-    private async Task<string> RunChildAsync(string target, string table, string csv, int? killAfter)
-    {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
-        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Patterns.Etl.CrashHost.dll"));
-        foreach (var argument in new[] { Kind, target, table, csv, "kill-job", BatchSize.ToString(CultureInfo.InvariantCulture) })
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        using var process = Process.Start(start)!;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        var errors = process.StandardError.ReadToEndAsync(timeout.Token);
-        var batches = 0;
-        var last = string.Empty;
-        while (await process.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
-        {
-            last = line;
-            if (!line.StartsWith("loaded", StringComparison.Ordinal))
-            {
-                continue;
-            }
-
-            await process.StandardInput.WriteLineAsync("go");
-            await process.StandardInput.FlushAsync(timeout.Token);
-            if (killAfter is { } after && ++batches >= after)
-            {
-                // The child is released into its next batch (or the commit of the one it holds): kill it there.
-                process.Kill(entireProcessTree: true);
-                await process.WaitForExitAsync(timeout.Token);
-                return "killed";
-            }
-        }
-
-        await process.WaitForExitAsync(timeout.Token);
-        return process.ExitCode == 0 ? last : $"exit {process.ExitCode}: {await errors}";
-    }
+    private Task<string> RunChildAsync(string target, string table, string csv, int? killAfter) =>
+        CrashHostChild.RunAsync(new[] { Kind, target, table, csv, "kill-job", BatchSize.ToString(CultureInfo.InvariantCulture) }, killAfter);
 }
 
 public sealed class SqliteEtlProcessKillTests : EtlProcessKillTests
@@ -131,7 +95,7 @@ public sealed class SqliteEtlProcessKillTests : EtlProcessKillTests
 
 public sealed class PostgresEtlProcessKillTests : EtlProcessKillTests
 {
-    private readonly List<string> _schemas = [];
+    private readonly PgSchemas _schemas = new();
 
     protected override string Kind => "postgres";
 
@@ -139,18 +103,13 @@ public sealed class PostgresEtlProcessKillTests : EtlProcessKillTests
 
     public override async ValueTask DisposeAsync()
     {
-        foreach (var schema in _schemas)
-        {
-            await Pg.DropSchemaAsync(schema);
-        }
-
+        await _schemas.DisposeAsync();
         await base.DisposeAsync();
     }
 
     protected override async Task<(string Target, string Table)> NewTargetAsync(string name)
     {
-        var schema = await Pg.NewSchemaAsync();
-        _schemas.Add(schema);
+        var schema = await _schemas.NewAsync();
         return (Pg.ConnectionString, $"{schema}.orders");
     }
 

@@ -157,3 +157,24 @@ internal static class Pg
         return Convert.ToInt64(await command.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
     }
 }
+
+/// <summary>PostgreSQL schemas made for one test class, dropped when it is disposed.</summary>
+internal sealed class PgSchemas : IAsyncDisposable
+{
+    private readonly List<string> _schemas = [];
+
+    public async Task<string> NewAsync()
+    {
+        var schema = await Pg.NewSchemaAsync();
+        _schemas.Add(schema);
+        return schema;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var schema in _schemas)
+        {
+            await Pg.DropSchemaAsync(schema);
+        }
+    }
+}

@@ -3,7 +3,7 @@ using Patterns.EventSourcing;
 using Patterns.PubSub;
 using Patterns.Queues;
 using Patterns.Storage;
-using Patterns.Streaming;
+using Patterns.Transport;
 
 namespace Patterns.Etl;
 
@@ -54,40 +54,48 @@ public static class EtlSources
 /// <summary>Flows that start at a queue or a subscription on the configured transport.</summary>
 public static class EtlTransport
 {
+    /// <summary>The default of <c>maxUnacknowledged</c>: the most messages a run holds before the batches that include them commit.</summary>
+    public const int DefaultMaxUnacknowledged = 2_048;
+
     /// <summary>
     /// Starts a flow at a queue on the configured transport (any transport). The run goes on until it is stopped (its
-    /// token cancelled); each message is acknowledged once the stream has taken it, so the flow is at-least-once up to
-    /// the stream's buffer: a queue source has no bookmark.
+    /// token cancelled). Each message is acknowledged only once the batch that includes it has committed at the sink
+    /// (a message that was filtered out or quarantined, once the batch after it has): a run that fails or is killed
+    /// before then leaves it to be delivered again. A queue source has no bookmark; with a sink that merges on a key
+    /// a message delivered again after its batch committed (a crash between the commit and the acknowledgement) changes
+    /// nothing, so the load is effectively once.
     /// </summary>
     /// <typeparam name="T">The message type.</typeparam>
     /// <param name="services">The application's services (with Patterns added).</param>
     /// <param name="queue">The queue.</param>
+    /// <param name="maxUnacknowledged">The most messages held unacknowledged (the transport's prefetch); batches hold at most half of it, and an idle source loads its open batch after 100 ms.</param>
     /// <returns>The flow.</returns>
-    public static EtlFlow<T> FromQueue<T>(IServiceProvider services, string queue)
+    public static EtlFlow<T> FromQueue<T>(IServiceProvider services, string queue, int maxUnacknowledged = DefaultMaxUnacknowledged)
     {
         ArgumentNullException.ThrowIfNull(services);
         ArgumentException.ThrowIfNullOrWhiteSpace(queue);
-        return new EtlFlow<T>("queue:" + queue, (run, options) =>
-        {
-            run.Source = new EtlSourceContext(run, EtlBookmark.Start, "queue:" + queue);
-            return DataStream.FromQueue<T>(services, queue, options).Select(m => Count(run, m));
-        }, resumable: false, incremental: true);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxUnacknowledged, 2);
+        return Etl.From(new TransportSource<T>(services, TransportAddress.Queue(queue), queue, "queue:" + queue, maxUnacknowledged));
     }
 
-    /// <summary>Starts a flow at a pub/sub subscription on the configured transport; see <see cref="FromQueue{T}"/>.</summary>
+    /// <summary>Starts a flow at a pub/sub subscription on the configured transport; see <see cref="FromQueue{T}"/> for acknowledgements.</summary>
     /// <typeparam name="T">The message type.</typeparam>
     /// <param name="services">The application's services.</param>
     /// <param name="topicPattern">The topic or pattern.</param>
     /// <param name="consumerGroup">The consumer group.</param>
+    /// <param name="maxUnacknowledged">The most messages held unacknowledged; see <see cref="FromQueue{T}"/>.</param>
     /// <returns>The flow.</returns>
-    public static EtlFlow<T> FromSubscription<T>(IServiceProvider services, string topicPattern, string consumerGroup)
+    public static EtlFlow<T> FromSubscription<T>(IServiceProvider services, string topicPattern, string consumerGroup, int maxUnacknowledged = DefaultMaxUnacknowledged)
     {
         ArgumentNullException.ThrowIfNull(services);
-        return new EtlFlow<T>("topic:" + topicPattern, (run, options) =>
+        if (TopicPattern.Validate(topicPattern, allowWildcards: true) is { } problem)
         {
-            run.Source = new EtlSourceContext(run, EtlBookmark.Start, "topic:" + topicPattern);
-            return DataStream.FromSubscription<T>(services, topicPattern, consumerGroup, options).Select(m => Count(run, m));
-        }, resumable: false, incremental: true);
+            throw new ArgumentException(problem, nameof(topicPattern));
+        }
+
+        ArgumentException.ThrowIfNullOrWhiteSpace(consumerGroup);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxUnacknowledged, 2);
+        return Etl.From(new TransportSource<T>(services, TransportAddress.Topic(topicPattern), consumerGroup, "topic:" + topicPattern, maxUnacknowledged));
     }
 
     /// <summary>A sink that sends each row to a queue on the configured transport.</summary>
@@ -113,13 +121,6 @@ public static class EtlTransport
     {
         ArgumentNullException.ThrowIfNull(publisher);
         return new MessageSink<T>("topic:" + (topic ?? typeof(T).Name), (row, ct) => publisher.PublishAsync(topic, row, default(Messaging.MessageOptions), ct));
-    }
-
-    private static T Count<T>(EtlRun run, T message)
-    {
-        run.RowsRead++;
-        run.Source.Offset++;
-        return message;
     }
 
     private sealed class MessageSink<T>(string name, Func<T, CancellationToken, ValueTask> send) : EtlSink<T>

@@ -1,0 +1,17 @@
+namespace Patterns.Etl;
+
+/// <summary>
+/// A source whose input is acknowledged only once it is durable at the sink (a queue or subscription on a transport):
+/// the loader tells it how far the committed batches reach, and ends it when the run ends.
+/// </summary>
+internal interface IEtlAcknowledgements
+{
+    /// <summary>Every row the source handed over up to <paramref name="position"/> is committed (loaded, or filtered out, or quarantined with a commit): acknowledge them. Called in commit order.</summary>
+    /// <param name="position">The source position the commit covers.</param>
+    void Acknowledge(long position);
+
+    /// <summary>The run ended: what is not acknowledged goes back to the transport to be delivered again, and the subscription stops.</summary>
+    /// <param name="failure">Why the run failed, or <see langword="null"/>.</param>
+    /// <returns>A task that completes when the subscription has stopped.</returns>
+    ValueTask EndAsync(Exception? failure);
+}

@@ -1,0 +1,246 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.Extensions.DependencyInjection;
+using Patterns.Hosting;
+using Patterns.Serialization;
+using Patterns.Transport;
+
+namespace Patterns.Etl;
+
+/// <summary>
+/// A queue or subscription as an ETL source whose acknowledgements wait for the sink: each delivery is written into a
+/// bounded channel and its handler then waits until the loader reports that a commit covers its position (or the run
+/// ends, which hands it back). The transport delivers at most <c>maxUnacknowledged</c> at once (its concurrency and
+/// prefetch), so the messages in flight are bounded. A message that cannot be read as <typeparamref name="T"/> is
+/// dead-lettered by the transport at once and never waits.
+/// </summary>
+internal sealed class TransportSource<T>(IServiceProvider services, TransportAddress address, string group, string name, int maxUnacknowledged) : EtlSource<T>
+{
+    /// <summary>How long an idle source waits for more messages before it loads the open batch (so that it is acknowledged).</summary>
+    internal static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(100);
+
+    public override string Name => name;
+
+    public override bool Incremental => true;
+
+    internal override int? MaxUnacknowledged => maxUnacknowledged;
+
+    public override async IAsyncEnumerable<T> ReadAsync(EtlSourceContext context, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var run = context.Run;
+        if (!run.PositionsTrackRows)
+        {
+            throw new InvalidOperationException(
+                $"ETL job '{run.Job}' reads {name}, whose messages are acknowledged with the batch that loads them, but OrderBy or Aggregate hold every row until the source ends, which a queue does not: " +
+                "each message would stay unacknowledged. Load the messages into a table first and sort or aggregate that, or aggregate in the target.");
+        }
+
+        var held = new Held(this, run);
+        run.Acknowledgements = held;
+        await held.SubscribeAsync(cancellationToken).ConfigureAwait(false);
+        var reader = held.Reader;
+        var threshold = Math.Max(1, maxUnacknowledged / 2);
+
+        // Whether an idle source waits a little for more before it loads the open batch: yes while messages arrive
+        // faster than the stream takes them; no once a wait found none (a transport that hands a consumer one message
+        // at a time, each waiting for its acknowledgement, sends no more until the open batch commits).
+        var linger = true;
+        while (true)
+        {
+            if (reader.TryRead(out var delivery))
+            {
+                linger |= reader.Count > 0;
+                context.Offset++;
+                context.Line = context.Offset;
+                held.Take(context.Offset, delivery.Settled);
+                yield return delivery.Message;
+
+                // Back here, the row has passed every stage. Many rows that no batch covers (they were filtered out, or
+                // quarantined): the transport would soon deliver no more, so they are committed and acknowledged now.
+                if (context.Offset - run.SealedPosition >= threshold && run.SealOpenBatch is { } sealMany)
+                {
+                    await sealMany().ConfigureAwait(false);
+                }
+
+                continue;
+            }
+
+            if (context.Offset > run.SealedPosition)
+            {
+                // Idle, holding rows no sealed batch covers: after a short wait for more, the open batch is loaded.
+                linger = linger && await WaitAsync(reader, run.Time, cancellationToken).ConfigureAwait(false);
+                if (!linger && run.SealOpenBatch is { } sealIdle)
+                {
+                    await sealIdle().ConfigureAwait(false);
+                }
+
+                continue;
+            }
+
+            if (!await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                yield break;
+            }
+        }
+    }
+
+    /// <summary>Waits for a message for at most <see cref="Linger"/>: false when none came.</summary>
+    private static async ValueTask<bool> WaitAsync(ChannelReader<(T Message, TaskCompletionSource<Settlement> Settled)> reader, TimeProvider time, CancellationToken cancellationToken)
+    {
+        using var linger = new CancellationTokenSource(Linger, time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, linger.Token);
+        try
+        {
+            await reader.WaitToReadAsync(linked.Token).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>The subscription of one run and the deliveries it holds, in the order the stream took them.</summary>
+    private sealed class Held(TransportSource<T> source, EtlRun run) : IEtlAcknowledgements
+    {
+        private readonly Lock _gate = new();
+        private readonly Queue<(long Position, TaskCompletionSource<Settlement> Settled)> _taken = new();
+        private readonly Channel<(T Message, TaskCompletionSource<Settlement> Settled)> _channel =
+            Channel.CreateBounded<(T, TaskCompletionSource<Settlement>)>(new BoundedChannelOptions(source.MaxUnacknowledged!.Value)
+            {
+                SingleReader = true,
+                SingleWriter = false,
+                FullMode = BoundedChannelFullMode.Wait,
+            });
+
+        private TransportSubscription? _subscription;
+        private bool _released;
+
+        public ChannelReader<(T Message, TaskCompletionSource<Settlement> Settled)> Reader => _channel.Reader;
+
+        public async ValueTask SubscribeAsync(CancellationToken cancellationToken)
+        {
+            var bus = source.Services.GetService<MessageBus>()
+                ?? throw new InvalidOperationException($"ETL job '{run.Job}' reads {source.Name}, which needs the Patterns services: call AddPatterns() on the host builder and pass its services.");
+            var serializer = source.Services.GetRequiredService<IMessageSerializer>();
+
+            // Another process names the message by its logical type name: register the element type, or every such
+            // message would be dead-lettered as an unknown type.
+            bus.Registry.GetName(typeof(T));
+            var logger = run.Logger;
+            var system = bus.Transport.SystemName;
+            var max = source.MaxUnacknowledged!.Value;
+            _subscription = await bus.SubscribeAsync(
+                new SubscriptionRequest
+                {
+                    Address = source.Address,
+                    ConsumerGroup = source.Group,
+
+                    // Each held message keeps its handler waiting: the concurrency is the bound on messages in flight, and
+                    // the transport's prefetch follows it.
+                    Concurrency = max,
+                    Capacity = Math.Max(max, 10_000),
+                },
+                async (envelope, ct) =>
+                {
+                    if (!MessageMaterializer.TryGet(envelope, bus.Registry, serializer, logger, system, source.Address.Name, source.Group, out T message, out var rejection))
+                    {
+                        return rejection;
+                    }
+
+                    var settled = new TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously);
+                    try
+                    {
+                        if (Volatile.Read(ref _released))
+                        {
+                            return Settlement.Retry(TimeSpan.Zero);
+                        }
+
+                        await _channel.Writer.WriteAsync((message, settled), ct).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
+                    {
+                        return Settlement.Retry(TimeSpan.Zero, ex);
+                    }
+
+                    using (ct.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Settlement.Retry(TimeSpan.Zero)), settled))
+                    {
+                        return await settled.Task.ConfigureAwait(false);
+                    }
+                },
+                cancellationToken).ConfigureAwait(false);
+        }
+
+        /// <summary>The stream took the message at <paramref name="position"/> (stream task).</summary>
+        public void Take(long position, TaskCompletionSource<Settlement> settled)
+        {
+            lock (_gate)
+            {
+                _taken.Enqueue((position, settled));
+            }
+        }
+
+        public void Acknowledge(long position)
+        {
+            List<TaskCompletionSource<Settlement>>? done = null;
+            lock (_gate)
+            {
+                while (_taken.TryPeek(out var next) && next.Position <= position)
+                {
+                    (done ??= []).Add(_taken.Dequeue().Settled);
+                }
+            }
+
+            if (done is not null)
+            {
+                foreach (var settled in done)
+                {
+                    settled.TrySetResult(Settlement.Ack);
+                }
+            }
+        }
+
+        public async ValueTask EndAsync(Exception? failure)
+        {
+            // The subscription stops first, so that what is handed back is not delivered to it again (and counted as
+            // another failed attempt); its stop waits for the handlers, which the hand-back below releases.
+            Volatile.Write(ref _released, true);
+            var stopping = _subscription?.StopAsync(CancellationToken.None) ?? Task.CompletedTask;
+            _channel.Writer.TryComplete();
+            List<TaskCompletionSource<Settlement>> back;
+            lock (_gate)
+            {
+                back = [.. _taken.Select(t => t.Settled)];
+                _taken.Clear();
+            }
+
+            while (_channel.Reader.TryRead(out var waiting))
+            {
+                back.Add(waiting.Settled);
+            }
+
+            // Taken but not covered by a commit, or still in the channel: back to the transport, to be delivered again.
+            foreach (var settled in back)
+            {
+                settled.TrySetResult(Settlement.Retry(TimeSpan.Zero, failure));
+            }
+
+            if (back.Count > 0)
+            {
+                EtlLog.HandedBack(run.Logger, run.Job, back.Count, source.Name);
+            }
+
+            await stopping.ConfigureAwait(false);
+            if (_subscription is { } subscription)
+            {
+                await subscription.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    private IServiceProvider Services => services;
+
+    private TransportAddress Address => address;
+
+    private string Group => group;
+}
