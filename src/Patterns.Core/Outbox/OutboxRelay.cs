@@ -21,6 +21,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     private ILeaseStore _leases = null!;
     private IUnitOfWorkStorage _units = null!;
     private MessageTransport _transport = null!;
+    private OutboxHandoff _handoff = null!;
     private readonly OutboxOptions _options;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
@@ -45,6 +46,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
             _leases = _services.GetRequiredService<ILeaseStore>();
             _units = _services.GetRequiredService<IUnitOfWorkStorage>();
             _transport = _services.GetRequiredService<MessageTransport>();
+            _handoff = _services.GetRequiredService<OutboxHandoff>();
             _stopping = new CancellationTokenSource();
             var runner = new LeaseRunner(_leases, "outbox-relay", _owner, _options.LeaseDuration, _timeProvider);
             var stopping = _stopping.Token;
@@ -67,65 +69,92 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
     public void Dispose() => _stopping?.Dispose();
 
-    /// <remarks>
-    /// <para>
-    /// The removal of a handed-over batch runs while the next batch is read and handed over (it is awaited before the
-    /// next removal, and before the relay waits for new messages), so its round trip and commit are not on the way
-    /// of the next message. A relay stopped in between sends the batch again: at least once, as before.
-    /// </para>
-    /// <para>
-    /// A batch shorter than <see cref="OutboxOptions.BatchSize"/> held everything committed when it was read (sequence
-    /// numbers become visible in order), so the relay waits next instead of reading an empty batch first: the wait
-    /// returns at once for messages committed since.
-    /// </para>
-    /// </remarks>
     /// <summary>How often (in removals) the relay removes from the start of the outbox rather than from its previous removal.</summary>
     internal const int FullRemovalEvery = 64;
 
+    /// <remarks>
+    /// <para>
+    /// The relay hands messages over in sequence order, from two sources. Messages this process's sessions committed are
+    /// given to it in memory with their sequence numbers (<see cref="OutboxHandoff"/>); it takes one only when its number
+    /// follows the last one handed over, so a run handed over from memory has no gap where a message it was not given
+    /// could sit, and removing that run by range removes nothing else. Everything else (messages from other processes,
+    /// from this one outside a session, from before the relay owned the outbox, and any the handoff did not keep) is read
+    /// from the store: at start, and whenever the store announces a commit (<see cref="IOutboxStore.WaitForOutboxAsync"/>)
+    /// that, once this process's commits in progress at that moment have ended, handed nothing over in memory.
+    /// </para>
+    /// <para>
+    /// A batch read that is shorter than <see cref="OutboxOptions.BatchSize"/> held everything committed when it was read
+    /// (sequence numbers become visible in order), so the relay then waits instead of reading an empty batch first.
+    /// </para>
+    /// <para>
+    /// The removal of what was handed over runs while the relay hands over more (one removal at a time; the next covers
+    /// everything handed over meanwhile), so its round trip and commit are not on the way of the next message. A relay
+    /// stopped in between sends those messages again: at least once.
+    /// </para>
+    /// </remarks>
     private async Task<LeaseRunner.Outcome> RelayAsync(Lease lease, CancellationToken owned)
     {
-        Task? removing = null;
+        var removals = new Removals(_outbox, lease, owned);
+        _handoff.Open();
         try
         {
-            long after = 0;
-            long removedThrough = 0;
-            var removals = 0;
+            var taken = new List<StoredOutboxMessage>(Math.Min(_options.BatchSize, 1024));
+            var after = await ReadStoreAsync(0, removals, lease, owned).ConfigureAwait(false);
+            Task? announced = null;
+            var announcedAfter = 0L;
+            long? barrier = null;
             while (true)
             {
-                var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
-                if (batch.Count > 0)
+                var changed = _handoff.Changed; // before looking, so a hand-over after the look still wakes the wait
+                taken.Clear();
+                if (_handoff.Take(after, _options.BatchSize, taken) > 0)
                 {
-                    foreach (var stored in batch)
+                    foreach (var message in taken)
                     {
-                        await DispatchAsync(stored, lease, owned).ConfigureAwait(false);
-                        after = stored.Sequence;
+                        await DispatchAsync(message, lease, owned).ConfigureAwait(false);
+                        after = message.Sequence;
                     }
 
-                    if (removing is not null)
-                    {
-                        await removing.ConfigureAwait(false);
-                    }
+                    await removals.HandedOverAsync(after).ConfigureAwait(false);
+                    continue;
+                }
 
-                    // Handed over: removed under the lease, so a relay that lost it cannot remove what the new owner reads.
-                    // From the end of the previous removal (awaited just above), so the store does not pass over what it
-                    // removed before; every FullRemovalEvery-th removal starts at 0, so rows a server crash brought back
-                    // (a removal commits without waiting for its flush) do not stay until the relay restarts.
-                    var from = ++removals % FullRemovalEvery == 0 ? 0 : removedThrough;
-                    removing = _outbox.DeleteOutboxRangeAsync(from, after, lease, owned).AsTask();
-                    removedThrough = after;
-                    if (batch.Count >= _options.BatchSize)
+                if (barrier is { } mark)
+                {
+                    if (!_handoff.Settled(mark))
                     {
+                        // A commit of this process that was in progress when the store announced a commit may hand over what it announced.
+                        await Task.WhenAny(changed, removals.Running ?? changed).ConfigureAwait(false);
+                        await removals.PumpAsync().ConfigureAwait(false);
                         continue;
                     }
+
+                    barrier = null;
+                    if (after == announcedAfter)
+                    {
+                        // The store announced a commit, and this process's commits handed nothing over since: read it.
+                        after = await ReadStoreAsync(after, removals, lease, owned).ConfigureAwait(false);
+                    }
                 }
 
-                if (removing is not null)
+                if (announced is null)
                 {
-                    await removing.ConfigureAwait(false);
-                    removing = null;
+                    announced = _outbox.WaitForOutboxAsync(after, owned).AsTask();
+                    announcedAfter = after;
                 }
 
-                await _outbox.WaitForOutboxAsync(after, owned).ConfigureAwait(false);
+                if (!announced.IsCompleted)
+                {
+                    await Task.WhenAny(announced, changed, removals.Running ?? changed).ConfigureAwait(false);
+                    await removals.PumpAsync().ConfigureAwait(false);
+                }
+
+                if (announced.IsCompleted)
+                {
+                    await announced.ConfigureAwait(false);
+                    announced = null;
+                    barrier = _handoff.Mark;
+                }
             }
         }
         catch (Exception) when (owned.IsCancellationRequested)
@@ -145,12 +174,36 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
         }
         finally
         {
+            _handoff.Close();
+
             // A removal still running when the relay stops or fails ends before the relay does (so nothing of the relay
             // touches the store after it stopped); whether it removed anything no longer matters: what it did not
             // remove is sent again.
-            if (removing is not null)
+            await removals.EndAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Reads the store after <paramref name="after"/> and hands over what it holds, up to the first batch shorter than <see cref="OutboxOptions.BatchSize"/>.</summary>
+    /// <returns>The last sequence number handed over.</returns>
+    private async Task<long> ReadStoreAsync(long after, Removals removals, Lease lease, CancellationToken owned)
+    {
+        while (true)
+        {
+            var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
+            foreach (var stored in batch)
             {
-                await removing.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
+                await DispatchAsync(stored, lease, owned).ConfigureAwait(false);
+                after = stored.Sequence;
+            }
+
+            if (batch.Count > 0)
+            {
+                await removals.HandedOverAsync(after).ConfigureAwait(false);
+            }
+
+            if (batch.Count < _options.BatchSize)
+            {
+                return after;
             }
         }
     }
@@ -218,6 +271,57 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
         var id = stored.Sequence.ToString("D19", System.Globalization.CultureInfo.InvariantCulture);
         await _units.CommitAsync(new UnitOfWork().RequireLease(lease).Upsert(_options.DeadLetterCollection, id, record.WrittenMemory), owned).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Removes what the relay handed over, under its lease, one removal at a time: a removal starts when the previous
+    /// one ended and covers everything handed over since the end of the previous one (so the store does not pass over
+    /// what it removed before); every <see cref="FullRemovalEvery"/>-th removal starts at 0, so rows a server crash
+    /// brought back (a removal commits without waiting for its flush) do not stay until the relay restarts.
+    /// </summary>
+    private sealed class Removals(IOutboxStore outbox, Lease lease, CancellationToken owned)
+    {
+        private Task? _running;
+        private long _removedThrough;
+        private long _handedThrough;
+        private int _count;
+
+        /// <summary>Gets the removal in progress, to wake the relay when it ends (it may then start the next).</summary>
+        public Task? Running => _running;
+
+        /// <summary>Records that every message through <paramref name="sequence"/> was handed over, and starts its removal unless one is running.</summary>
+        public ValueTask HandedOverAsync(long sequence)
+        {
+            _handedThrough = sequence;
+            return PumpAsync();
+        }
+
+        /// <summary>Observes a removal that ended (its failure ends the relay's turn) and starts the next, when there is more to remove.</summary>
+        public async ValueTask PumpAsync()
+        {
+            if (_running is { } running)
+            {
+                if (!running.IsCompleted)
+                {
+                    return;
+                }
+
+                _running = null;
+                await running.ConfigureAwait(false);
+            }
+
+            if (_handedThrough > _removedThrough)
+            {
+                var from = ++_count % FullRemovalEvery == 0 ? 0 : _removedThrough;
+                _running = outbox.DeleteOutboxRangeAsync(from, _handedThrough, lease, owned).AsTask();
+                _removedThrough = _handedThrough;
+            }
+        }
+
+        /// <summary>Waits for the removal in progress to end, whatever its outcome.</summary>
+        public Task EndAsync() => _running is { } running
+            ? running.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default)
+            : Task.CompletedTask;
     }
 
     [LoggerMessage(EventId = 4101, Level = LogLevel.Warning, Message = "The outbox relay could not hand message {Sequence} to '{Destination}' (attempt {Attempt}); it tries again in {Delay}.")]
