@@ -57,6 +57,56 @@ internal sealed class OutboxHandoff
         }
     }
 
+    /// <summary>Gets a value indicating whether no commit of this process is in progress.</summary>
+    public bool Idle
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _active.Count == 0;
+            }
+        }
+    }
+
+    /// <summary>Gets the highest sequence number kept, or 0 when none is: after a <see cref="Take"/> that took nothing, a kept message means a gap before it.</summary>
+    public long HighestPending
+    {
+        get
+        {
+            lock (_gate)
+            {
+                var highest = 0L;
+                foreach (var sequence in _pending.Keys)
+                {
+                    highest = Math.Max(highest, sequence);
+                }
+
+                return highest;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Drops every kept message numbered <paramref name="sequence"/> or below: the relay read the store after taking
+    /// this many, and the read did not return them, so they are no longer there (another relay sent and removed them
+    /// before this one owned the outbox).
+    /// </summary>
+    /// <param name="sequence">The highest number kept before the read.</param>
+    public void DropThrough(long sequence)
+    {
+        lock (_gate)
+        {
+            foreach (var kept in _pending.Keys)
+            {
+                if (kept <= sequence)
+                {
+                    _pending.Remove(kept);
+                }
+            }
+        }
+    }
+
     /// <summary>Called by a session before it commits a unit that holds outbox messages.</summary>
     /// <returns>The ticket to pass to <see cref="Complete"/> when the commit ends, however it ends.</returns>
     public long Begin()

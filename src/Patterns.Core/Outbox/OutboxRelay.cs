@@ -79,8 +79,10 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     /// follows the last one handed over, so a run handed over from memory has no gap where a message it was not given
     /// could sit, and removing that run by range removes nothing else. Everything else (messages from other processes,
     /// from this one outside a session, from before the relay owned the outbox, and any the handoff did not keep) is read
-    /// from the store: at start, and whenever the store announces a commit (<see cref="IOutboxStore.WaitForOutboxAsync"/>)
-    /// that, once this process's commits in progress at that moment have ended, handed nothing over in memory.
+    /// from the store: at start; when the next number is missing (a gap before a message handed over); and when the store
+    /// announces a commit (<see cref="IOutboxStore.WaitForOutboxAsync"/>, waited for while no commit of this process is in
+    /// progress) that handed nothing over in memory. Before reading for a gap or an announcement, the relay waits for the
+    /// commits of this process that were in progress at that moment: they may hand the missing number over.
     /// </para>
     /// <para>
     /// A batch read that is shorter than <see cref="OutboxOptions.BatchSize"/> held everything committed when it was read
@@ -94,7 +96,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     /// </remarks>
     private async Task<LeaseRunner.Outcome> RelayAsync(Lease lease, CancellationToken owned)
     {
-        var removals = new Removals(_outbox, lease, owned);
+        var removals = new Removals(_outbox, _options.BatchSize, lease, owned);
         _handoff.Open();
         try
         {
@@ -102,7 +104,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
             var after = await ReadStoreAsync(0, removals, lease, owned).ConfigureAwait(false);
             Task? announced = null;
             var announcedAfter = 0L;
-            long? barrier = null;
+            (long Mark, long After)? barrier = null;
             while (true)
             {
                 var changed = _handoff.Changed; // before looking, so a hand-over after the look still wakes the wait
@@ -115,45 +117,68 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                         after = message.Sequence;
                     }
 
-                    await removals.HandedOverAsync(after).ConfigureAwait(false);
+                    await removals.HandedOverAsync(after, force: false).ConfigureAwait(false);
                     continue;
                 }
 
-                if (barrier is { } mark)
+                if (barrier is { } wait)
                 {
-                    if (!_handoff.Settled(mark))
+                    if (!_handoff.Settled(wait.Mark))
                     {
-                        // A commit of this process that was in progress when the store announced a commit may hand over what it announced.
+                        // A commit of this process in progress when the gap or the store's announcement showed may fill it.
                         await Task.WhenAny(changed, removals.Running ?? changed).ConfigureAwait(false);
-                        await removals.PumpAsync().ConfigureAwait(false);
+                        await removals.PumpAsync(force: false).ConfigureAwait(false);
                         continue;
                     }
 
                     barrier = null;
-                    if (after == announcedAfter)
+                    if (after == wait.After)
                     {
-                        // The store announced a commit, and this process's commits handed nothing over since: read it.
+                        // Those commits ended and handed nothing over that moved the relay: only the store holds what follows.
+                        var kept = _handoff.HighestPending;
                         after = await ReadStoreAsync(after, removals, lease, owned).ConfigureAwait(false);
+                        _handoff.DropThrough(kept);
+                        continue;
                     }
+                }
+
+                if (_handoff.HighestPending > 0)
+                {
+                    // A gap: the next number was not handed over (another process's message, a commit outside a session, a
+                    // rolled-back number, or a commit of this process still in progress).
+                    barrier = (_handoff.Mark, after);
+                    continue;
                 }
 
                 if (announced is null)
                 {
+                    if (!_handoff.Idle)
+                    {
+                        // Commits of this process are in progress: each wakes the relay when it ends. Another process's
+                        // message shows as a gap before the next of them, or is announced by the store once they are done.
+                        await removals.PumpAsync(force: false).ConfigureAwait(false);
+                        await Task.WhenAny(changed, removals.Running ?? changed).ConfigureAwait(false);
+                        await removals.PumpAsync(force: false).ConfigureAwait(false);
+                        continue;
+                    }
+
                     announced = _outbox.WaitForOutboxAsync(after, owned).AsTask();
                     announcedAfter = after;
                 }
 
                 if (!announced.IsCompleted)
                 {
+                    // Waiting with no commit of this process in progress: remove what was handed over now.
+                    await removals.PumpAsync(force: _handoff.Idle).ConfigureAwait(false);
                     await Task.WhenAny(announced, changed, removals.Running ?? changed).ConfigureAwait(false);
-                    await removals.PumpAsync().ConfigureAwait(false);
+                    await removals.PumpAsync(force: false).ConfigureAwait(false);
                 }
 
                 if (announced.IsCompleted)
                 {
                     await announced.ConfigureAwait(false);
                     announced = null;
-                    barrier = _handoff.Mark;
+                    barrier = (_handoff.Mark, announcedAfter);
                 }
             }
         }
@@ -198,7 +223,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
             if (batch.Count > 0)
             {
-                await removals.HandedOverAsync(after).ConfigureAwait(false);
+                await removals.HandedOverAsync(after, force: true).ConfigureAwait(false);
             }
 
             if (batch.Count < _options.BatchSize)
@@ -274,12 +299,15 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     }
 
     /// <summary>
-    /// Removes what the relay handed over, under its lease, one removal at a time: a removal starts when the previous
-    /// one ended and covers everything handed over since the end of the previous one (so the store does not pass over
-    /// what it removed before); every <see cref="FullRemovalEvery"/>-th removal starts at 0, so rows a server crash
-    /// brought back (a removal commits without waiting for its flush) do not stay until the relay restarts.
+    /// Removes what the relay handed over, under its lease, one removal at a time: a removal covers everything handed
+    /// over since the end of the previous one (so the store does not pass over what it removed before), and starts when
+    /// the previous one ended and either a batch (<see cref="OutboxOptions.BatchSize"/>) is waiting, or the relay asks
+    /// (after a store read, and when it waits while no commit of its process is in progress): a removal per message
+    /// handed over from memory would cost a store transaction each. Every <see cref="FullRemovalEvery"/>-th removal
+    /// starts at 0, so rows a server crash brought back (a removal commits without waiting for its flush) do not stay
+    /// until the relay restarts.
     /// </summary>
-    private sealed class Removals(IOutboxStore outbox, Lease lease, CancellationToken owned)
+    private sealed class Removals(IOutboxStore outbox, int batchSize, Lease lease, CancellationToken owned)
     {
         private Task? _running;
         private long _removedThrough;
@@ -289,15 +317,16 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
         /// <summary>Gets the removal in progress, to wake the relay when it ends (it may then start the next).</summary>
         public Task? Running => _running;
 
-        /// <summary>Records that every message through <paramref name="sequence"/> was handed over, and starts its removal unless one is running.</summary>
-        public ValueTask HandedOverAsync(long sequence)
+        /// <summary>Records that every message through <paramref name="sequence"/> was handed over, and starts a removal when one is due.</summary>
+        public ValueTask HandedOverAsync(long sequence, bool force)
         {
             _handedThrough = sequence;
-            return PumpAsync();
+            return PumpAsync(force);
         }
 
-        /// <summary>Observes a removal that ended (its failure ends the relay's turn) and starts the next, when there is more to remove.</summary>
-        public async ValueTask PumpAsync()
+        /// <summary>Observes a removal that ended (its failure ends the relay's turn) and starts the next when one is due.</summary>
+        /// <param name="force">Remove whatever was handed over, not only a whole batch.</param>
+        public async ValueTask PumpAsync(bool force)
         {
             if (_running is { } running)
             {
@@ -310,7 +339,8 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                 await running.ConfigureAwait(false);
             }
 
-            if (_handedThrough > _removedThrough)
+            var waiting = _handedThrough - _removedThrough;
+            if (waiting > 0 && (force || waiting >= batchSize))
             {
                 var from = ++_count % FullRemovalEvery == 0 ? 0 : _removedThrough;
                 _running = outbox.DeleteOutboxRangeAsync(from, _handedThrough, lease, owned).AsTask();
