@@ -81,31 +81,31 @@ public sealed class OutboxHandoffTests
         handoff.Settled(later).Should().BeFalse();
     }
 
-    private static async Task<IHost> StartAsync(InMemoryEventStorage store, CountingOutbox outbox, IUnitOfWorkStorage? units, Action<HostApplicationBuilder> configure) =>
-        await TestHost.StartAsync(b =>
+    /// <summary>Starts a host whose relay publishes to "handoff.placed", over an in-memory store seen through <see cref="CountingOutbox"/> (and <see cref="GatedUnits"/>), and waits for the relay's first read.</summary>
+    private static async Task<Relay> StartAsync(int expected)
+    {
+        var store = new InMemoryEventStorage();
+        var relay = new Relay(store, new CountingOutbox(store), new GatedUnits(store));
+        relay.Host = await TestHost.StartAsync(b =>
         {
             b.AddEventSourcing(es => es.UseStorage(_ => store));
             b.AddOutbox(o => o.BatchSize = 16);
-            b.Services.AddSingleton<IOutboxStore>(outbox);
-            if (units is not null)
+            b.Services.AddSingleton<IOutboxStore>(relay.Outbox);
+            b.Services.AddSingleton<IUnitOfWorkStorage>(relay.Units);
+            b.AddPubSub(ps => ps.Subscribe<OutboxOrderPlaced>((m, _, _) =>
             {
-                b.Services.AddSingleton(units);
-            }
+                relay.Received.Enqueue(m.OrderId);
+                if (relay.Received.Count == expected)
+                {
+                    relay.All.TrySetResult();
+                }
 
-            configure(b);
+                return default;
+            }, "handoff.placed", o => o.ConsumerGroup = "billing"));
         }, harness: false);
-
-    private static Action<HostApplicationBuilder> Subscriber(ConcurrentQueue<int> received, int count, TaskCompletionSource all) => b =>
-        b.AddPubSub(ps => ps.Subscribe<OutboxOrderPlaced>((m, _, _) =>
-        {
-            received.Enqueue(m.OrderId);
-            if (received.Count == count)
-            {
-                all.TrySetResult();
-            }
-
-            return default;
-        }, "handoff.placed", o => o.ConsumerGroup = "billing"));
+        await relay.Outbox.FirstRead.Task.WaitAsync(TestHost.Wait);
+        return relay;
+    }
 
     private static async Task<UnitOfWorkResult> PublishAsync(IHost host, int orderId)
     {
@@ -118,13 +118,9 @@ public sealed class OutboxHandoffTests
     [Fact]
     public async Task Relay_SessionCommitsOfItsProcess_AreHandedOverWithoutReadingTheStoreAndRemoved()
     {
-        var store = new InMemoryEventStorage();
-        var outbox = new CountingOutbox(store);
-        var received = new ConcurrentQueue<int>();
-        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         const int Count = 100;
-        using var host = await StartAsync(store, outbox, null, Subscriber(received, Count, all));
-        await outbox.FirstRead.Task.WaitAsync(TestHost.Wait);
+        var (store, outbox, _, received, all, host) = await StartAsync(Count);
+        using var disposing = host;
 
         long last = 0;
         for (var i = 0; i < Count; i++)
@@ -146,13 +142,8 @@ public sealed class OutboxHandoffTests
     {
         // Commit A gets sequence 1 but its session hears of it only after commit B (sequence 2) handed 2 over: the relay
         // must not send 2 first, nor remove the range through 2 before 1 was handed over.
-        var store = new InMemoryEventStorage();
-        var outbox = new CountingOutbox(store);
-        var units = new GatedUnits(store);
-        var received = new ConcurrentQueue<int>();
-        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(store, outbox, units, Subscriber(received, 2, all));
-        await outbox.FirstRead.Task.WaitAsync(TestHost.Wait);
+        var (store, outbox, units, received, all, host) = await StartAsync(2);
+        using var disposing = host;
 
         units.HoldNext();
         var first = PublishAsync(host, 1);
@@ -175,13 +166,8 @@ public sealed class OutboxHandoffTests
     {
         // Commit 2 is stored but its session fails before handing it over (as if the process lost it between commit and
         // hand-over); 1 and 3 are handed over. The relay must read 2 from the store, and send 1, 2, 3 once each, in order.
-        var store = new InMemoryEventStorage();
-        var outbox = new CountingOutbox(store);
-        var units = new GatedUnits(store);
-        var received = new ConcurrentQueue<int>();
-        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(store, outbox, units, Subscriber(received, 3, all));
-        await outbox.FirstRead.Task.WaitAsync(TestHost.Wait);
+        var (store, outbox, units, received, all, host) = await StartAsync(3);
+        using var disposing = host;
 
         await PublishAsync(host, 1);
         units.FailNextAfterCommit();
@@ -194,6 +180,19 @@ public sealed class OutboxHandoffTests
         outbox.Reads.Should().BeGreaterThan(1, "2 was read from the store");
         (await store.ReadOutboxAsync(0, 10)).Should().BeEmpty();
         await host.StopAsync();
+    }
+
+    /// <summary>A started relay's host, its store seen through the wrappers, and what its subscriber received.</summary>
+    private sealed record Relay(InMemoryEventStorage Store, CountingOutbox Outbox, GatedUnits Units)
+    {
+        public ConcurrentQueue<int> Received { get; } = new();
+
+        public TaskCompletionSource All { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public IHost Host { get; set; } = null!;
+
+        public void Deconstruct(out InMemoryEventStorage store, out CountingOutbox outbox, out GatedUnits units, out ConcurrentQueue<int> received, out TaskCompletionSource all, out IHost host) =>
+            (store, outbox, units, received, all, host) = (Store, Outbox, Units, Received, All, Host);
     }
 
     /// <summary>The store's outbox, counting reads and recording removals.</summary>
