@@ -1,3 +1,4 @@
+using System.Text;
 using System.Collections.Concurrent;
 using FluentAssertions;
 using Microsoft.Extensions.DependencyInjection;
@@ -70,5 +71,86 @@ public abstract partial class EventStoreConformanceTests
 
         received.Should().Equal(1, 2, 3, 4, 5, 6, 7, 8);
         (await ReadStream(store, "account-100")).Should().BeEmpty();
+    }
+}
+
+/// <summary>The relay's hand-over in memory beside its store reads, over each store.</summary>
+public abstract partial class EventStoreConformanceTests
+{
+    [Fact]
+    public async Task UnitOfWork_ConcurrentUnitsOfSeveralMessages_EachGetsConsecutiveSequenceNumbersEndingAtItsLast()
+    {
+        // The relay's in-memory hand-over numbers a unit's messages back from its LastOutboxSequence: every store must
+        // give a unit's messages consecutive numbers, in the order they were enqueued, even while other units commit.
+        var store = await OpenAsync();
+        var lasts = new ConcurrentDictionary<string, long>();
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(w => Task.Run(async () =>
+        {
+            for (var u = 0; u < 10; u++)
+            {
+                var work = new UnitOfWork();
+                for (var k = 0; k < 3; k++)
+                {
+                    work.Enqueue(Message("q", $"{w}-{u}-{k}"));
+                }
+
+                lasts[$"{w}-{u}"] = (await Units(store).CommitAsync(work, Timeout)).LastOutboxSequence;
+            }
+        })));
+
+        var stored = (await Outbox(store).ReadOutboxAsync(0, 1_000, Timeout)).ToDictionary(m => m.Sequence, m => Encoding.UTF8.GetString(m.Message.Payload.Span));
+        stored.Should().HaveCount(120);
+        foreach (var (unit, last) in lasts)
+        {
+            new[] { stored[last - 2], stored[last - 1], stored[last] }.Should().Equal($"{unit}-0", $"{unit}-1", $"{unit}-2");
+        }
+    }
+
+    [Fact]
+    public async Task Facade_Outbox_ConcurrentCommitsOfTheRelaysProcessAndOfAnother_EveryMessageArrivesOnceInSequenceOrder()
+    {
+        // Writers commit through the relay's own services (handed over in memory) and through services without a relay
+        // (another process, to the relay: read from the store), interleaved, so the relay's in-memory run meets gaps that
+        // only the store can fill. Each message must arrive exactly once, in sequence order, and the outbox end empty.
+        var store = await OpenAsync();
+        const int Writers = 4, PerWriter = 30;
+        var received = new ConcurrentQueue<int>();
+        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var relay = await StartFacadeAsync(store, store.AsSingleStore(), es => es.AddEvent<ConformanceDepositedV3>(), more: s => s
+            .AddOutbox()
+            .AddPubSub(ps => ps.Subscribe<ConformanceDepositedV3>((m, _, _) =>
+            {
+                received.Enqueue((int)m.Amount);
+                if (received.Count == Writers * PerWriter)
+                {
+                    all.TrySetResult();
+                }
+
+                return default;
+            }, "handoff-deposits", o => o.ConsumerGroup = "ledger")));
+        await using var other = await StartFacadeAsync(store, store.AsSingleStore(), es => es.AddEvent<ConformanceDepositedV3>(), more: s => s.AddOutbox(o => o.RunRelay = false).AddPubSub(_ => { }));
+
+        var committed = new ConcurrentDictionary<long, int>();
+        await Task.WhenAll(Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
+        {
+            for (var i = 0; i < PerWriter; i++)
+            {
+                var amount = (w * PerWriter) + i + 1;
+                await using var scope = (i % 3 == 1 ? other : relay).Services.CreateAsyncScope();
+                var session = scope.ServiceProvider.GetRequiredService<IStoreSession>();
+                session.Append($"handoff-{amount}", ExpectedVersion.NoStream, [new EventData(new ConformanceDepositedV3(amount, "EUR"))]);
+                session.Publish("handoff-deposits", new ConformanceDepositedV3(amount, "EUR"), new MessageOptions { PartitionKey = "ledger" });
+                committed[(await session.CommitAsync(Timeout)).LastOutboxSequence] = amount;
+            }
+        })));
+
+        await all.Task.WaitAsync(Timeout);
+        received.Should().Equal(committed.OrderBy(c => c.Key).Select(c => c.Value), "each message once, in the order of its sequence number");
+        while ((await Outbox(store).ReadOutboxAsync(0, 1, Timeout)).Count > 0)
+        {
+            await Task.Yield();
+        }
+
+        received.Should().HaveCount(Writers * PerWriter, "nothing arrives twice after the outbox emptied");
     }
 }

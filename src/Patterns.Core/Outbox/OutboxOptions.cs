@@ -5,7 +5,7 @@ namespace Patterns.Outbox;
 /// <summary>Options of the transactional outbox and its relay.</summary>
 public sealed class OutboxOptions
 {
-    /// <summary>Gets or sets how many outbox messages the relay reads, hands to the transport and removes at a time.</summary>
+    /// <summary>Gets or sets how many outbox messages the relay reads from the store, hands to the transport and removes at a time (its own process's messages come to it in memory and are removed a batch at a time, or when it waits).</summary>
     /// <value>Default 100; between 1 and 10,000.</value>
     [Range(1, 10_000)]
     public int BatchSize { get; set; } = 100;

@@ -21,6 +21,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     private ILeaseStore _leases = null!;
     private IUnitOfWorkStorage _units = null!;
     private MessageTransport _transport = null!;
+    private OutboxHandoff _handoff = null!;
     private readonly OutboxOptions _options;
     private readonly TimeProvider _timeProvider;
     private readonly ILogger _logger;
@@ -45,6 +46,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
             _leases = _services.GetRequiredService<ILeaseStore>();
             _units = _services.GetRequiredService<IUnitOfWorkStorage>();
             _transport = _services.GetRequiredService<MessageTransport>();
+            _handoff = _services.GetRequiredService<OutboxHandoff>();
             _stopping = new CancellationTokenSource();
             var runner = new LeaseRunner(_leases, "outbox-relay", _owner, _options.LeaseDuration, _timeProvider);
             var stopping = _stopping.Token;
@@ -67,65 +69,117 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
     public void Dispose() => _stopping?.Dispose();
 
-    /// <remarks>
-    /// <para>
-    /// The removal of a handed-over batch runs while the next batch is read and handed over (it is awaited before the
-    /// next removal, and before the relay waits for new messages), so its round trip and commit are not on the way
-    /// of the next message. A relay stopped in between sends the batch again: at least once, as before.
-    /// </para>
-    /// <para>
-    /// A batch shorter than <see cref="OutboxOptions.BatchSize"/> held everything committed when it was read (sequence
-    /// numbers become visible in order), so the relay waits next instead of reading an empty batch first: the wait
-    /// returns at once for messages committed since.
-    /// </para>
-    /// </remarks>
     /// <summary>How often (in removals) the relay removes from the start of the outbox rather than from its previous removal.</summary>
     internal const int FullRemovalEvery = 64;
 
+    /// <remarks>
+    /// <para>
+    /// The relay hands messages over in sequence order, from two sources. Messages this process's sessions committed are
+    /// given to it in memory with their sequence numbers (<see cref="OutboxHandoff"/>); it takes one only when its number
+    /// follows the last one handed over, so a run handed over from memory has no gap where a message it was not given
+    /// could sit, and removing that run by range removes nothing else. Everything else (messages from other processes,
+    /// from this one outside a session, from before the relay owned the outbox, and any the handoff did not keep) is read
+    /// from the store: at start; when the next number is missing (a gap before a message handed over); and when the store
+    /// announces a commit (<see cref="IOutboxStore.WaitForOutboxAsync"/>, waited for while no commit of this process is in
+    /// progress) that handed nothing over in memory. Before reading for a gap or an announcement, the relay waits for the
+    /// commits of this process that were in progress at that moment: they may hand the missing number over.
+    /// </para>
+    /// <para>
+    /// A batch read that is shorter than <see cref="OutboxOptions.BatchSize"/> held everything committed when it was read
+    /// (sequence numbers become visible in order), so the relay then waits instead of reading an empty batch first.
+    /// </para>
+    /// <para>
+    /// The removal of what was handed over runs while the relay hands over more (one removal at a time; the next covers
+    /// everything handed over meanwhile), so its round trip and commit are not on the way of the next message. A relay
+    /// stopped in between sends those messages again: at least once.
+    /// </para>
+    /// </remarks>
     private async Task<LeaseRunner.Outcome> RelayAsync(Lease lease, CancellationToken owned)
     {
-        Task? removing = null;
+        var removals = new Removals(_outbox, _options.BatchSize, lease, owned);
+        _handoff.Open();
         try
         {
-            long after = 0;
-            long removedThrough = 0;
-            var removals = 0;
+            var taken = new List<StoredOutboxMessage>(Math.Min(_options.BatchSize, 1024));
+            var after = await ReadStoreAsync(0, removals, lease, owned).ConfigureAwait(false);
+            Task? announced = null;
+            var announcedAfter = 0L;
+            (long Mark, long After)? barrier = null;
             while (true)
             {
-                var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
-                if (batch.Count > 0)
+                var changed = _handoff.Changed; // before looking, so a hand-over after the look still wakes the wait
+                taken.Clear();
+                if (_handoff.Take(after, _options.BatchSize, taken) > 0)
                 {
-                    foreach (var stored in batch)
+                    foreach (var message in taken)
                     {
-                        await DispatchAsync(stored, lease, owned).ConfigureAwait(false);
-                        after = stored.Sequence;
+                        await DispatchAsync(message, lease, owned).ConfigureAwait(false);
+                        after = message.Sequence;
                     }
 
-                    if (removing is not null)
+                    await removals.HandedOverAsync(after, force: false).ConfigureAwait(false);
+                    continue;
+                }
+
+                if (barrier is { } wait)
+                {
+                    if (!_handoff.Settled(wait.Mark))
                     {
-                        await removing.ConfigureAwait(false);
+                        // A commit of this process in progress when the gap or the store's announcement showed may fill it.
+                        await Task.WhenAny(changed, removals.Running ?? changed).ConfigureAwait(false);
+                        await removals.PumpAsync(force: false).ConfigureAwait(false);
+                        continue;
                     }
 
-                    // Handed over: removed under the lease, so a relay that lost it cannot remove what the new owner reads.
-                    // From the end of the previous removal (awaited just above), so the store does not pass over what it
-                    // removed before; every FullRemovalEvery-th removal starts at 0, so rows a server crash brought back
-                    // (a removal commits without waiting for its flush) do not stay until the relay restarts.
-                    var from = ++removals % FullRemovalEvery == 0 ? 0 : removedThrough;
-                    removing = _outbox.DeleteOutboxRangeAsync(from, after, lease, owned).AsTask();
-                    removedThrough = after;
-                    if (batch.Count >= _options.BatchSize)
+                    barrier = null;
+                    if (after == wait.After)
                     {
+                        // Those commits ended and handed nothing over that moved the relay: only the store holds what follows.
+                        var kept = _handoff.HighestPending;
+                        after = await ReadStoreAsync(after, removals, lease, owned).ConfigureAwait(false);
+                        _handoff.DropThrough(kept);
                         continue;
                     }
                 }
 
-                if (removing is not null)
+                if (_handoff.HighestPending > 0)
                 {
-                    await removing.ConfigureAwait(false);
-                    removing = null;
+                    // A gap: the next number was not handed over (another process's message, a commit outside a session, a
+                    // rolled-back number, or a commit of this process still in progress).
+                    barrier = (_handoff.Mark, after);
+                    continue;
                 }
 
-                await _outbox.WaitForOutboxAsync(after, owned).ConfigureAwait(false);
+                if (announced is null)
+                {
+                    if (!_handoff.Idle)
+                    {
+                        // Commits of this process are in progress: each wakes the relay when it ends. Another process's
+                        // message shows as a gap before the next of them, or is announced by the store once they are done.
+                        await removals.PumpAsync(force: false).ConfigureAwait(false);
+                        await Task.WhenAny(changed, removals.Running ?? changed).ConfigureAwait(false);
+                        await removals.PumpAsync(force: false).ConfigureAwait(false);
+                        continue;
+                    }
+
+                    announced = _outbox.WaitForOutboxAsync(after, owned).AsTask();
+                    announcedAfter = after;
+                }
+
+                if (!announced.IsCompleted)
+                {
+                    // Waiting with no commit of this process in progress: remove what was handed over now.
+                    await removals.PumpAsync(force: _handoff.Idle).ConfigureAwait(false);
+                    await Task.WhenAny(announced, changed, removals.Running ?? changed).ConfigureAwait(false);
+                    await removals.PumpAsync(force: false).ConfigureAwait(false);
+                }
+
+                if (announced.IsCompleted)
+                {
+                    await announced.ConfigureAwait(false);
+                    announced = null;
+                    barrier = (_handoff.Mark, announcedAfter);
+                }
             }
         }
         catch (Exception) when (owned.IsCancellationRequested)
@@ -145,12 +199,36 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
         }
         finally
         {
+            _handoff.Close();
+
             // A removal still running when the relay stops or fails ends before the relay does (so nothing of the relay
             // touches the store after it stopped); whether it removed anything no longer matters: what it did not
             // remove is sent again.
-            if (removing is not null)
+            await removals.EndAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Reads the store after <paramref name="after"/> and hands over what it holds, up to the first batch shorter than <see cref="OutboxOptions.BatchSize"/>.</summary>
+    /// <returns>The last sequence number handed over.</returns>
+    private async Task<long> ReadStoreAsync(long after, Removals removals, Lease lease, CancellationToken owned)
+    {
+        while (true)
+        {
+            var batch = await _outbox.ReadOutboxAsync(after, _options.BatchSize, owned).ConfigureAwait(false);
+            foreach (var stored in batch)
             {
-                await removing.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
+                await DispatchAsync(stored, lease, owned).ConfigureAwait(false);
+                after = stored.Sequence;
+            }
+
+            if (batch.Count > 0)
+            {
+                await removals.HandedOverAsync(after, force: true).ConfigureAwait(false);
+            }
+
+            if (batch.Count < _options.BatchSize)
+            {
+                return after;
             }
         }
     }
@@ -218,6 +296,62 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
         var id = stored.Sequence.ToString("D19", System.Globalization.CultureInfo.InvariantCulture);
         await _units.CommitAsync(new UnitOfWork().RequireLease(lease).Upsert(_options.DeadLetterCollection, id, record.WrittenMemory), owned).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Removes what the relay handed over, under its lease, one removal at a time: a removal covers everything handed
+    /// over since the end of the previous one (so the store does not pass over what it removed before), and starts when
+    /// the previous one ended and either a batch (<see cref="OutboxOptions.BatchSize"/>) is waiting, or the relay asks
+    /// (after a store read, and when it waits while no commit of its process is in progress): a removal per message
+    /// handed over from memory would cost a store transaction each. Every <see cref="FullRemovalEvery"/>-th removal
+    /// starts at 0, so rows a server crash brought back (a removal commits without waiting for its flush) do not stay
+    /// until the relay restarts.
+    /// </summary>
+    private sealed class Removals(IOutboxStore outbox, int batchSize, Lease lease, CancellationToken owned)
+    {
+        private Task? _running;
+        private long _removedThrough;
+        private long _handedThrough;
+        private int _count;
+
+        /// <summary>Gets the removal in progress, to wake the relay when it ends (it may then start the next).</summary>
+        public Task? Running => _running;
+
+        /// <summary>Records that every message through <paramref name="sequence"/> was handed over, and starts a removal when one is due.</summary>
+        public ValueTask HandedOverAsync(long sequence, bool force)
+        {
+            _handedThrough = sequence;
+            return PumpAsync(force);
+        }
+
+        /// <summary>Observes a removal that ended (its failure ends the relay's turn) and starts the next when one is due.</summary>
+        /// <param name="force">Remove whatever was handed over, not only a whole batch.</param>
+        public async ValueTask PumpAsync(bool force)
+        {
+            if (_running is { } running)
+            {
+                if (!running.IsCompleted)
+                {
+                    return;
+                }
+
+                _running = null;
+                await running.ConfigureAwait(false);
+            }
+
+            var waiting = _handedThrough - _removedThrough;
+            if (waiting > 0 && (force || waiting >= batchSize))
+            {
+                var from = ++_count % FullRemovalEvery == 0 ? 0 : _removedThrough;
+                _running = outbox.DeleteOutboxRangeAsync(from, _handedThrough, lease, owned).AsTask();
+                _removedThrough = _handedThrough;
+            }
+        }
+
+        /// <summary>Waits for the removal in progress to end, whatever its outcome.</summary>
+        public Task EndAsync() => _running is { } running
+            ? running.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default)
+            : Task.CompletedTask;
     }
 
     [LoggerMessage(EventId = 4101, Level = LogLevel.Warning, Message = "The outbox relay could not hand message {Sequence} to '{Destination}' (attempt {Attempt}); it tries again in {Delay}.")]

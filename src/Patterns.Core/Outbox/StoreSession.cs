@@ -13,6 +13,7 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
     private readonly IUnitOfWorkStorage _units = services.GetRequiredService<IUnitOfWorkStorage>();
     private readonly IMessageSerializer _serializer = services.GetRequiredService<IMessageSerializer>();
     private readonly TimeProvider _timeProvider = services.GetRequiredService<TimeProvider>();
+    private readonly OutboxHandoff? _handoff = services.GetService<OutboxHandoff>();
     private MessageBus? _bus;
     private UnitOfWork? _work;
     private MessageOptions? _followUp;
@@ -72,9 +73,26 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
             return UnitOfWorkResult.Empty;
         }
 
-        var result = await _units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
-        _work = null;
-        return result;
+        if (_handoff is null || work.Outbox.Count == 0)
+        {
+            var committed = await _units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+            _work = null;
+            return committed;
+        }
+
+        // The relay of this process is given the messages with their sequence numbers, so it need not read them back.
+        var ticket = _handoff.Begin();
+        UnitOfWorkResult? result = null;
+        try
+        {
+            result = await _units.CommitAsync(work, cancellationToken).ConfigureAwait(false);
+            _work = null;
+            return result;
+        }
+        finally
+        {
+            _handoff.Complete(ticket, result?.LastOutboxSequence ?? 0, work.Outbox, _timeProvider.GetUtcNow());
+        }
     }
 
     // Made on first use, and again after a commit: a session that commits once allocates one unit.

@@ -21,7 +21,11 @@ public interface IUnitOfWorkStorage
 
 /// <summary>The outcome of a committed <see cref="UnitOfWork"/>.</summary>
 /// <param name="Appends">One result per append, in the order the appends were added.</param>
-/// <param name="LastOutboxSequence">The sequence number of the last outbox message stored, or 0 when the unit stored none.</param>
+/// <param name="LastOutboxSequence">
+/// The sequence number of the last outbox message stored, or 0 when the unit stored none. A unit's messages get
+/// consecutive numbers in the order they were enqueued, so the first is <c>LastOutboxSequence - Outbox.Count + 1</c>
+/// (the outbox relay hands its own process's messages over in memory by these numbers).
+/// </param>
 public sealed record UnitOfWorkResult(IReadOnlyList<AppendResult> Appends, long LastOutboxSequence)
 {
     /// <summary>Gets the result of a unit with no appends and no outbox messages.</summary>

@@ -1,0 +1,287 @@
+using System.Collections.Concurrent;
+using FluentAssertions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Patterns.EventSourcing.InMemory;
+using Patterns.Messaging;
+using Patterns.Outbox;
+using Patterns.Storage;
+using Xunit;
+
+namespace Patterns.Core.Tests.Outbox;
+
+/// <summary>The relay's in-memory hand-over of what its own process committed, and the store reads that cover the rest.</summary>
+public sealed class OutboxHandoffTests
+{
+    private static OutboxMessage Message(string body) => new("q", OutboxMessageKind.Publish, new byte[] { (byte)body[0] });
+
+    private static List<long> Take(OutboxHandoff handoff, long after, int max = 100)
+    {
+        var taken = new List<StoredOutboxMessage>();
+        handoff.Take(after, max, taken);
+        return taken.ConvertAll(m => m.Sequence);
+    }
+
+    [Fact]
+    public void Take_GivesOnlyARunWithoutGapAfterThePosition_AndDropsWhatIsAtOrBelowIt()
+    {
+        var handoff = new OutboxHandoff();
+        handoff.Open();
+        var now = DateTimeOffset.UnixEpoch;
+        handoff.Complete(handoff.Begin(), 3, [Message("a"), Message("b"), Message("c")], now); // 1, 2, 3
+        handoff.Complete(handoff.Begin(), 6, [Message("e")], now);                              // 6: 4 and 5 are not here
+
+        Take(handoff, 0, max: 2).Should().Equal(1, 2);
+        Take(handoff, 2).Should().Equal(3);
+        Take(handoff, 3).Should().BeEmpty("4 is missing: only the store can say whether it exists");
+        handoff.HighestPending.Should().Be(6, "a message kept after a take that took nothing shows a gap");
+        handoff.Complete(handoff.Begin(), 8, [Message("g")], now);
+        handoff.DropThrough(6);
+        handoff.HighestPending.Should().Be(8, "a store read that did not return 6 drops it, and nothing above it");
+        Take(handoff, 8).Should().BeEmpty("8 is at the position the store read reached, so it is dropped");
+        handoff.HighestPending.Should().Be(0);
+    }
+
+    [Fact]
+    public void Complete_WhileClosedOrFailedOrFull_KeepsNothing()
+    {
+        var handoff = new OutboxHandoff();
+        handoff.Complete(handoff.Begin(), 1, [Message("a")], default);
+        handoff.Open();
+        Take(handoff, 0).Should().BeEmpty("nothing is kept while no relay of the process owns the outbox");
+
+        handoff.Complete(handoff.Begin(), 0, [Message("b")], default);
+        Take(handoff, 0).Should().BeEmpty("a failed commit hands nothing over");
+
+        var many = Enumerable.Range(0, OutboxHandoff.Capacity + 5).Select(_ => Message("c")).ToArray();
+        handoff.Complete(handoff.Begin(), many.Length, many, default);
+        Take(handoff, 0, max: int.MaxValue).Should().HaveCount(OutboxHandoff.Capacity, "the rest is read from the store");
+
+        handoff.Complete(handoff.Begin(), many.Length + 1, [Message("d")], default);
+        handoff.Close();
+        Take(handoff, many.Length).Should().BeEmpty("closing drops what was kept");
+    }
+
+    [Fact]
+    public void Settled_IsFalseUntilEveryCommitBegunUpToTheMarkHasEnded()
+    {
+        var handoff = new OutboxHandoff();
+        var first = handoff.Begin();
+        var second = handoff.Begin();
+        var mark = handoff.Mark;
+        var later = handoff.Begin();
+
+        handoff.Settled(mark).Should().BeFalse();
+        handoff.Complete(second, 0, [], default);
+        handoff.Settled(mark).Should().BeFalse();
+        var changed = handoff.Changed;
+        handoff.Complete(first, 0, [], default);
+        changed.IsCompleted.Should().BeTrue("an ended commit wakes the relay");
+        handoff.Settled(mark).Should().BeTrue("a commit begun after the mark does not hold it up");
+        handoff.Settled(later).Should().BeFalse();
+    }
+
+    /// <summary>Starts a host whose relay publishes to "handoff.placed", over an in-memory store seen through <see cref="CountingOutbox"/> (and <see cref="GatedUnits"/>), and waits for the relay's first read.</summary>
+    private static async Task<Relay> StartAsync(int expected)
+    {
+        var store = new InMemoryEventStorage();
+        var relay = new Relay(store, new CountingOutbox(store), new GatedUnits(store));
+        relay.Host = await TestHost.StartAsync(b =>
+        {
+            b.AddEventSourcing(es => es.UseStorage(_ => store));
+            b.AddOutbox(o => o.BatchSize = 16);
+            b.Services.AddSingleton<IOutboxStore>(relay.Outbox);
+            b.Services.AddSingleton<IUnitOfWorkStorage>(relay.Units);
+            b.AddPubSub(ps => ps.Subscribe<OutboxOrderPlaced>((m, _, _) =>
+            {
+                relay.Received.Enqueue(m.OrderId);
+                if (relay.Received.Count == expected)
+                {
+                    relay.All.TrySetResult();
+                }
+
+                return default;
+            }, "handoff.placed", o => o.ConsumerGroup = "billing"));
+        }, harness: false);
+        await relay.Outbox.FirstRead.Task.WaitAsync(TestHost.Wait);
+        return relay;
+    }
+
+    private static async Task<UnitOfWorkResult> PublishAsync(IHost host, int orderId)
+    {
+        await using var scope = host.Services.CreateAsyncScope();
+        var session = scope.ServiceProvider.GetRequiredService<IStoreSession>();
+        session.Publish("handoff.placed", new OutboxOrderPlaced(orderId, "c"), new MessageOptions { PartitionKey = "customer-1" });
+        return await session.CommitAsync();
+    }
+
+    [Fact]
+    public async Task Relay_SessionCommitsOfItsProcess_AreHandedOverWithoutReadingTheStoreAndRemoved()
+    {
+        const int Count = 100;
+        var (store, outbox, _, received, all, host) = await StartAsync(Count);
+        using var disposing = host;
+
+        long last = 0;
+        for (var i = 0; i < Count; i++)
+        {
+            last = (await PublishAsync(host, i)).LastOutboxSequence;
+        }
+
+        await all.Task.WaitAsync(TestHost.Wait);
+        await outbox.RemovedThrough(last).WaitAsync(TestHost.Wait);
+
+        received.Should().Equal(Enumerable.Range(0, Count));
+        outbox.Reads.Should().Be(1, "only the read at start: the rest was handed over in memory");
+        (await store.ReadOutboxAsync(0, 10)).Should().BeEmpty();
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Relay_LowerSequenceHandedOverAfterAHigherOne_WaitsForItAndSendsBothOnceInOrder()
+    {
+        // Commit A gets sequence 1 but its session hears of it only after commit B (sequence 2) handed 2 over: the relay
+        // must not send 2 first, nor remove the range through 2 before 1 was handed over.
+        var (store, outbox, units, received, all, host) = await StartAsync(2);
+        using var disposing = host;
+
+        units.HoldNext();
+        var first = PublishAsync(host, 1);
+        await units.Held.Task.WaitAsync(TestHost.Wait); // A is committed (sequence 1), its session not told yet
+        (await PublishAsync(host, 2)).LastOutboxSequence.Should().Be(2);
+        received.Should().BeEmpty("2 cannot go before 1, which a commit of this process in progress will hand over");
+
+        units.Release();
+        (await first).LastOutboxSequence.Should().Be(1);
+        await all.Task.WaitAsync(TestHost.Wait);
+        await outbox.RemovedThrough(2).WaitAsync(TestHost.Wait);
+
+        received.Should().Equal(1, 2);
+        outbox.Reads.Should().Be(1, "the relay waited for the commit in progress rather than read the store");
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Relay_CommitWhoseHandOverIsLost_IsReadFromTheStoreInOrderWithTheHandedOverOnes()
+    {
+        // Commit 2 is stored but its session fails before handing it over (as if the process lost it between commit and
+        // hand-over); 1 and 3 are handed over. The relay must read 2 from the store, and send 1, 2, 3 once each, in order.
+        var (store, outbox, units, received, all, host) = await StartAsync(3);
+        using var disposing = host;
+
+        await PublishAsync(host, 1);
+        units.FailNextAfterCommit();
+        await FluentActions.Awaiting(() => PublishAsync(host, 2)).Should().ThrowAsync<IOException>();
+        await PublishAsync(host, 3);
+
+        await all.Task.WaitAsync(TestHost.Wait);
+        await outbox.RemovedThrough(3).WaitAsync(TestHost.Wait);
+        received.Should().Equal(1, 2, 3);
+        outbox.Reads.Should().BeGreaterThan(1, "2 was read from the store");
+        (await store.ReadOutboxAsync(0, 10)).Should().BeEmpty();
+        await host.StopAsync();
+    }
+
+    /// <summary>A started relay's host, its store seen through the wrappers, and what its subscriber received.</summary>
+    private sealed record Relay(InMemoryEventStorage Store, CountingOutbox Outbox, GatedUnits Units)
+    {
+        public ConcurrentQueue<int> Received { get; } = new();
+
+        public TaskCompletionSource All { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public IHost Host { get; set; } = null!;
+
+        public void Deconstruct(out InMemoryEventStorage store, out CountingOutbox outbox, out GatedUnits units, out ConcurrentQueue<int> received, out TaskCompletionSource all, out IHost host) =>
+            (store, outbox, units, received, all, host) = (Store, Outbox, Units, Received, All, Host);
+    }
+
+    /// <summary>The store's outbox, counting reads and recording removals.</summary>
+    private sealed class CountingOutbox(InMemoryEventStorage store) : IOutboxStore
+    {
+        private readonly ConcurrentDictionary<long, TaskCompletionSource> _removals = new();
+        private long _removedThrough;
+        private int _reads;
+
+        public TaskCompletionSource FirstRead { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public int Reads => Volatile.Read(ref _reads);
+
+        public Task RemovedThrough(long sequence)
+        {
+            var signal = _removals.GetOrAdd(sequence, static _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+            if (Interlocked.Read(ref _removedThrough) >= sequence)
+            {
+                signal.TrySetResult();
+            }
+
+            return signal.Task;
+        }
+
+        public async ValueTask<IReadOnlyList<StoredOutboxMessage>> ReadOutboxAsync(long afterSequence, int maxCount, CancellationToken cancellationToken = default)
+        {
+            var batch = await store.ReadOutboxAsync(afterSequence, maxCount, cancellationToken);
+            Interlocked.Increment(ref _reads);
+            FirstRead.TrySetResult();
+            return batch;
+        }
+
+        public ValueTask<long> DeleteOutboxAsync(long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default) =>
+            DeleteOutboxRangeAsync(0, throughSequence, fence, cancellationToken);
+
+        public async ValueTask<long> DeleteOutboxRangeAsync(long afterSequence, long throughSequence, Lease? fence = null, CancellationToken cancellationToken = default)
+        {
+            var removed = await ((IOutboxStore)store).DeleteOutboxRangeAsync(afterSequence, throughSequence, fence, cancellationToken);
+            long seen;
+            while ((seen = Interlocked.Read(ref _removedThrough)) < throughSequence && Interlocked.CompareExchange(ref _removedThrough, throughSequence, seen) != seen)
+            {
+            }
+
+            foreach (var (sequence, signal) in _removals)
+            {
+                if (sequence <= throughSequence)
+                {
+                    signal.TrySetResult();
+                }
+            }
+
+            return removed;
+        }
+
+        public ValueTask WaitForOutboxAsync(long afterSequence, CancellationToken cancellationToken) => store.WaitForOutboxAsync(afterSequence, cancellationToken);
+    }
+
+    /// <summary>Units of work that commit in the store, then may hold their caller (until released) or fail it.</summary>
+    private sealed class GatedUnits(InMemoryEventStorage store) : IUnitOfWorkStorage
+    {
+        private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private TaskCompletionSource? _gate;
+        private bool _fail;
+
+        public TaskCompletionSource Held { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void HoldNext() => _gate = _release;
+
+        public void Release() => _release.TrySetResult();
+
+        public void FailNextAfterCommit() => _fail = true;
+
+        public async ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default)
+        {
+            var gate = Interlocked.Exchange(ref _gate, null);
+            var result = await store.CommitAsync(work, cancellationToken);
+            if (gate is not null)
+            {
+                Held.TrySetResult();
+                await gate.Task;
+            }
+
+            if (_fail)
+            {
+                _fail = false;
+                throw new IOException("The connection broke after the commit.");
+            }
+
+            return result;
+        }
+    }
+}
