@@ -16,6 +16,7 @@ public static class TimerBenchmarks
 
     public static async Task RunAsync(int timers)
     {
+        using var gc = new GcPauseListener();
         await using var engine = await PatternsEngine.StartAsync(Store.InMemory);
         var runtime = engine.Services.GetRequiredService<WorkflowRuntime>();
         var lateness = new double[timers];
@@ -50,6 +51,14 @@ public static class TimerBenchmarks
         await Task.WhenAll(starts);
         var armedBy = DateTimeOffset.UtcNow;
         await all.Task.WaitAsync(TimeSpan.FromMinutes(5));
+        var firing = gc.Summary(start.UtcDateTime, DateTime.UtcNow);
+        var info = GC.GetGCMemoryInfo(GCKind.Ephemeral);
+        var lastGc = FormattableString.Invariant($"the last young-generation collection (gen{info.Generation}) promoted {info.PromotedBytes / 1e6:N1} MB of a {info.HeapSizeBytes / 1e6:N0} MB heap");
+        foreach (var (at, ms, gen) in gc.Pauses.Where(p => p.At >= start.UtcDateTime).OrderByDescending(p => p.Milliseconds).Take(8))
+        {
+            Console.WriteLine(FormattableString.Invariant($"GC pause gen{gen} {ms:N1} ms at +{(at - start.UtcDateTime).TotalSeconds:N2} s"));
+        }
+
         var process = Process.GetCurrentProcess();
         process.Refresh();
         var cpuBefore = process.TotalProcessorTime;
@@ -69,6 +78,8 @@ public static class TimerBenchmarks
             | Timers | Lateness p50 (ms) | p90 | p99 | max | Idle CPU after (% of {Environment.ProcessorCount} cores, 10 s) |
             |---:|---:|---:|---:|---:|---:|
             | {timers:N0} | {P(0.5)} | {P(0.9)} | {P(0.99)} | {lateness[^1].ToString("N1", CultureInfo.InvariantCulture)} | {idleCpu.ToString("N2", CultureInfo.InvariantCulture)} |
+
+            While the timers went off (from the first due time to the last commit): {firing}; {lastGc}.
 
             Machine: {Environment.ProcessorCount} cores, .NET {Environment.Version}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.
             """;

@@ -65,10 +65,15 @@ public sealed partial class SqliteEventStore
         Writer().EnqueueAsync(new DelegateWrite<(long, Lease?), long>((throughSequence, fence), static (w, s) => w.DeleteOutbox(s.Item1, s.Item2), cancellationToken));
 
     /// <inheritdoc />
-    /// <remarks>Units committed by this store instance wake waiters at once; other processes' commits are noticed every <see cref="SqliteEventStoreOptions.PollInterval"/>.</remarks>
+    /// <remarks>
+    /// Units committed by this store instance wake waiters at once; other processes' commits within
+    /// <see cref="SqliteEventStoreOptions.ChangeCheckInterval"/>, or at <see cref="SqliteEventStoreOptions.PollInterval"/>
+    /// when the checks are off.
+    /// </remarks>
     public async ValueTask WaitForOutboxAsync(long afterSequence, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
+        _watch?.EnsureStarted();
         var signal = Volatile.Read(ref _enqueued); // before the read, so that a commit after the read still wakes this wait
         if (_disposed != 0 || Read(_sql, static (session, sql) => (long)session.Command(sql.SelectOutboxHead).ExecuteScalar()!) > afterSequence)
         {

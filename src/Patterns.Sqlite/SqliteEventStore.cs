@@ -35,7 +35,8 @@ namespace Patterns.Sqlite;
 /// <para>
 /// The schema is created on first use, or by <see cref="MigrateAsync"/>. Several processes may open the same file:
 /// SQLite serializes their writers, and <see cref="WaitForEventsAsync"/> and <see cref="WaitForOutboxAsync"/> notice
-/// their commits by polling.
+/// their commits through a cheap check of the file's version (<see cref="SqliteEventStoreOptions.ChangeCheckInterval"/>),
+/// with <see cref="SqliteEventStoreOptions.PollInterval"/> as the fallback.
 /// </para>
 /// </remarks>
 public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, ICheckpointStore, IDocumentStorage, IInboxStore, IUnitOfWorkStorage, IOutboxStore, ILeaseStore, IAsyncDisposable, IDisposable
@@ -46,6 +47,8 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly SqliteReaders _readers;
+    private readonly SqliteChangeWatch? _watch;
+    private long _watchedOutbox;
     private readonly Lock _gate = new();
     private SqliteWriter? _writer;
     private long _knownHead;
@@ -75,6 +78,7 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
             MaxEventsPerCommit = options.MaxEventsPerCommit,
             WriteQueueCapacity = options.WriteQueueCapacity,
             PollInterval = options.PollInterval,
+            ChangeCheckInterval = options.ChangeCheckInterval,
             TimeProvider = options.TimeProvider ?? defaultTime,
         };
         _time = _options.TimeProvider;
@@ -82,6 +86,7 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
         _connectionString = SqliteConnectionStrings.ForStore(_options);
         _logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Patterns.Sqlite.SqliteEventStore");
         _readers = new SqliteReaders(_connectionString, _options, _sql);
+        _watch = _options.ChangeCheckInterval > TimeSpan.Zero ? new SqliteChangeWatch(_connectionString, _options, OnOtherCommit, _logger) : null;
     }
 
     /// <summary>Initializes a new instance of the <see cref="SqliteEventStore"/> class on a file or connection string with default options.</summary>
@@ -222,11 +227,16 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
     }
 
     /// <inheritdoc />
-    /// <remarks>Appends by this store instance wake waiters at once; appends by other processes are noticed every <see cref="SqliteEventStoreOptions.PollInterval"/>.</remarks>
+    /// <remarks>
+    /// Appends by this store instance wake waiters at once; appends by other processes (or store instances) within
+    /// <see cref="SqliteEventStoreOptions.ChangeCheckInterval"/>, or at <see cref="SqliteEventStoreOptions.PollInterval"/>
+    /// when the checks are off.
+    /// </remarks>
     public async ValueTask WaitForEventsAsync(long afterPosition, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         Writer();
+        _watch?.EnsureStarted();
         var signal = Volatile.Read(ref _appended);
         if (Volatile.Read(ref _knownHead) > afterPosition || _disposed != 0)
         {
@@ -401,6 +411,11 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
             writer = _writer;
         }
 
+        if (_watch is not null)
+        {
+            await _watch.DisposeAsync().ConfigureAwait(false);
+        }
+
         if (writer is not null)
         {
             await writer.DisposeAsync().ConfigureAwait(false);
@@ -453,6 +468,26 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
             SqliteLog.Opened(_logger, new SqliteConnectionStringBuilder(_connectionString).DataSource, _options.TablePrefix, writer.Head);
             Volatile.Write(ref _writer, writer);
             return writer;
+        }
+    }
+
+    /// <summary>
+    /// Called by the change watch when another connection committed (or when the watch starts): reads the heads of the
+    /// log and the outbox and wakes the waits of whichever moved. This store's own commits change the file's version too;
+    /// they moved the known head already, so they wake no event waiter twice.
+    /// </summary>
+    private void OnOtherCommit()
+    {
+        if (_disposed != 0)
+        {
+            return;
+        }
+
+        var (head, outbox) = Read(_sql, static (session, sql) => ((long)session.Command(sql.SelectHead).ExecuteScalar()!, (long)session.Command(sql.SelectOutboxHead).ExecuteScalar()!));
+        Advance(head);
+        if (outbox > Interlocked.Exchange(ref _watchedOutbox, outbox))
+        {
+            Interlocked.Exchange(ref _enqueued, NewSignal()).TrySetResult();
         }
     }
 

@@ -50,10 +50,25 @@ public sealed class SqliteEventStoreOptions
     /// <summary>
     /// Gets or sets how often <see cref="SqliteEventStore.WaitForEventsAsync"/> and <see cref="SqliteEventStore.WaitForOutboxAsync"/>
     /// return without an in-process signal, so that readers notice events and outbox messages committed by another process
-    /// (or another store instance) on the same file.
+    /// (or another store instance) on the same file: the fallback when <see cref="ChangeCheckInterval"/> is off, or its
+    /// check fails.
     /// </summary>
     /// <value>Default 1 second; from 1 millisecond to 1 day.</value>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>
+    /// Gets or sets how often the store checks whether another connection (another process, or another store instance
+    /// on the same file) committed, while something waits in <see cref="SqliteEventStore.WaitForEventsAsync"/> or
+    /// <see cref="SqliteEventStore.WaitForOutboxAsync"/>. A commit it sees wakes those waits at once, instead of at
+    /// <see cref="PollInterval"/>. Each check is <c>PRAGMA data_version</c> on a connection of its own, which reads SQLite's
+    /// shared-memory WAL index only: no disk read and no lock when nothing changed.
+    /// </summary>
+    /// <value>
+    /// Default 20 milliseconds; from 1 millisecond to 1 day, or <see cref="TimeSpan.Zero"/> to turn the checks off (other
+    /// connections' commits are then noticed at <see cref="PollInterval"/>). Measured on the system clock, not
+    /// <see cref="TimeProvider"/>.
+    /// </value>
+    public TimeSpan ChangeCheckInterval { get; set; } = TimeSpan.FromMilliseconds(20);
 
     /// <summary>Gets or sets the clock for poll intervals, inbox and outbox timestamps, and lease expiry.</summary>
     /// <value>Default null: <see cref="TimeProvider.System"/> (the host's <see cref="TimeProvider"/> when registered through the host builder).</value>

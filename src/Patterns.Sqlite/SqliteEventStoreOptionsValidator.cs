@@ -29,6 +29,11 @@ internal sealed class SqliteEventStoreOptionsValidator : IValidateOptions<Sqlite
             errors.Add($"SqliteEventStoreOptions.PollInterval must be between 1 millisecond and 1 day (was {options.PollInterval}).");
         }
 
+        if (options.ChangeCheckInterval != TimeSpan.Zero && (options.ChangeCheckInterval < TimeSpan.FromMilliseconds(1) || options.ChangeCheckInterval > TimeSpan.FromDays(1)))
+        {
+            errors.Add($"SqliteEventStoreOptions.ChangeCheckInterval must be zero (off) or between 1 millisecond and 1 day (was {options.ChangeCheckInterval}).");
+        }
+
         if (!string.IsNullOrWhiteSpace(options.ConnectionString) && SqliteConnectionStrings.Check(options.ConnectionString) is { } problem)
         {
             errors.Add("SqliteEventStoreOptions.ConnectionString: " + problem);

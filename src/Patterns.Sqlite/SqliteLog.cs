@@ -15,4 +15,7 @@ internal static partial class SqliteLog
 
     [LoggerMessage(EventId = 4104, Level = LogLevel.Warning, Message = "The SQLite database was busy (locked by another connection or process) for a transaction of {Writes} write(s); nothing of it was stored, and it runs again in {Delay} (attempt {Attempt}).")]
     public static partial void Busy(ILogger logger, Exception exception, int writes, TimeSpan delay, int attempt);
+
+    [LoggerMessage(EventId = 4105, Level = LogLevel.Warning, Message = "Checking the SQLite database for other connections' commits failed; the check opens a new connection in {Interval} (waiters still wake at the poll interval).")]
+    public static partial void ChangeWatchFailed(ILogger logger, Exception exception, TimeSpan interval);
 }

@@ -1,10 +1,13 @@
-// Usage: Patterns.Orchestration.CrashHost <sqlite|postgres> <file or schema> <activity log> <instance id> [steps|retry]
+// Usage: Patterns.Orchestration.CrashHost <sqlite|postgres> <file or schema> <activity log> <instance id> [steps|retry|serve]
 // Resumes every unfinished instance, starts <instance id> (prints STARTED once the start is durable), waits for it, prints DONE.
 // Each activity attempt appends "instance|activity|attempt" to the activity log (before it returns or throws) and prints
 // STEP, so the parent can kill it mid-way.
 //   steps (the default)  FiveSteps: five sequential activities.
 //   retry                RetrySaga: three steps that each fail twice before they succeed (4 attempts allowed), then a
 //                        charge that always fails (3 attempts); the saga compensates the three steps in reverse order.
+//   serve                Takes the partitions, prints READY and runs what other processes hand to it, until its
+//                        standard input closes. Its SQLite poll interval is an hour and its hand-off interval 10 minutes:
+//                        only pushed wake-ups reach it in time.
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -13,6 +16,7 @@ using Patterns.EventSourcing;
 
 var (store, target, log, instanceId) = (args[0], args[1], args[2], args[3]);
 var retry = args.Length > 4 && args[4] == "retry";
+var serve = args.Length > 4 && args[4] == "serve";
 var builder = Host.CreateApplicationBuilder();
 builder.Logging.ClearProviders();
 builder.AddPatterns(p => p.UseInMemory());
@@ -20,7 +24,7 @@ builder.AddEventSourcing(es =>
 {
     if (store == "sqlite")
     {
-        es.UseSqlite($"Data Source={target}");
+        es.UseSqlite($"Data Source={target}", o => o.PollInterval = serve ? TimeSpan.FromHours(1) : o.PollInterval);
     }
     else
     {
@@ -42,6 +46,7 @@ void Attempted(ActivityContext context, string activity)
 builder.AddOrchestration(o =>
 {
     o.Options.NodeId = "crash-host"; // a restart takes its partitions back at once
+    o.Options.HandoffInterval = serve ? TimeSpan.FromMinutes(10) : o.Options.HandoffInterval;
     o.AddWorkflow<FiveSteps>()
         .AddWorkflow<RetrySaga>()
         .AddActivity<int, int>("Step", (step, context) =>
@@ -70,6 +75,15 @@ builder.AddOrchestration(o =>
 using var host = builder.Build();
 await host.StartAsync();
 var client = host.Services.GetRequiredService<IWorkflowClient>();
+if (serve)
+{
+    Console.Out.WriteLine("READY");
+    Console.Out.Flush();
+    await Console.In.ReadToEndAsync();
+    await host.StopAsync();
+    return;
+}
+
 await foreach (var running in client.ListAsync(WorkflowStatus.Running))
 {
     await WaitAsync(running.InstanceId);

@@ -4,11 +4,13 @@ namespace Patterns.Orchestration.Tests;
 
 public sealed class TaskRunWorkflow : Workflow<string, int>
 {
-    // The escaped work takes a moment: a Task.Run that finished before the await looked at it would be awaited
-    // synchronously on the workflow's own thread, with nothing to detect (the test failed once so in CI).
+    // The escaped work takes a while: a Task.Run that finished before the await looked at it would be awaited
+    // synchronously on the workflow's own thread, with nothing to detect (the test failed once so in CI). 200 ms could
+    // still pass between the two on a machine under heavy load; 5 s cannot in practice, and the escape is reported as
+    // soon as the workflow waits, so the test does not take longer.
     public override async Task<int> RunAsync(WorkflowContext context, string input) => await Task.Run(async () =>
     {
-        await Task.Delay(TimeSpan.FromMilliseconds(200));
+        await Task.Delay(TimeSpan.FromSeconds(5));
         return 42;
     });
 }

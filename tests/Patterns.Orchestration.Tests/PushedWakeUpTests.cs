@@ -5,17 +5,23 @@ using Patterns.Orchestration.History;
 namespace Patterns.Orchestration.Tests;
 
 /// <summary>
-/// Two processes on one PostgreSQL store with a fake clock that never moves unless a test says so: requests handed to
-/// the owner, and the ends of instances and updates that the other process waits for, arrive through the store's
-/// notifications; the reads every <see cref="OrchestrationOptions.HandoffInterval"/> only recover a lost wake-up.
+/// Two processes on one PostgreSQL store (or two store instances on one SQLite file) with a fake clock that never moves
+/// unless a test says so: requests handed to the owner, and the ends of instances and updates that the other process
+/// waits for, arrive through the store's notifications (on SQLite, its check of the file's version); the reads every
+/// <see cref="OrchestrationOptions.HandoffInterval"/> only recover a lost wake-up.
 /// </summary>
 public sealed class PushedWakeUpTests : IAsyncLifetime
 {
     private static readonly TimeSpan Fallback = TimeSpan.FromSeconds(5);
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "wf-pushed-" + Guid.NewGuid().ToString("N"));
     private string? _schema;
 
-    public ValueTask InitializeAsync() => ValueTask.CompletedTask;
+    public ValueTask InitializeAsync()
+    {
+        Directory.CreateDirectory(_directory);
+        return ValueTask.CompletedTask;
+    }
 
     public async ValueTask DisposeAsync()
     {
@@ -23,12 +29,17 @@ public sealed class PushedWakeUpTests : IAsyncLifetime
         {
             await Postgres.DropAsync(_schema);
         }
+
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_directory, recursive: true);
     }
 
-    [Fact]
-    public async Task RequestsAndResults_BetweenProcesses_ArePushed_WithoutAdvancingTheClock()
+    [Theory]
+    [InlineData(StoreKind.Postgres)]
+    [InlineData(StoreKind.Sqlite)]
+    public async Task RequestsAndResults_BetweenProcesses_ArePushed_WithoutAdvancingTheClock(StoreKind store)
     {
-        var (owner, other) = await StartPairAsync();
+        var (owner, other) = await StartPairAsync(store: store);
         await using var a = owner;
         await using var b = other;
         var before = _time.GetUtcNow();
@@ -37,6 +48,11 @@ public sealed class PushedWakeUpTests : IAsyncLifetime
         (await b.ResultAsync<string>("pushed")).Should().Be("echo-p-1,echo-p-2,echo-p-3");
 
         await b.Client.StartAsync(nameof(CounterWorkflow), "pushed-counter", 10);
+
+        // The update waits until the owner ran the start: a start and an update drained from the mailbox together are
+        // one workflow task, whose events are applied before the workflow body first runs, so the update found no
+        // handler yet and was rejected (seen on both stores under load; an engine limit, see docs/orchestration.md).
+        await a.WaitForAsync("pushed-counter", HistoryEventKind.Started);
         (await b.Client.UpdateAsync<int, int>("pushed-counter", "set", 4).WaitAsync(TestHost.Wait)).Should().Be(4);
         await b.Client.SignalAsync("pushed-counter", "add", 6);
         (await b.ResultAsync<int>("pushed-counter")).Should().Be(10);
@@ -92,9 +108,9 @@ public sealed class PushedWakeUpTests : IAsyncLifetime
     }
 
     /// <summary>Starts the owner of all four partitions, then a process that owns none (its leases last 60 s of the fake clock).</summary>
-    private async Task<(TestHost Owner, TestHost Other)> StartPairAsync(Action<OrchestrationBuilder>? more = null)
+    private async Task<(TestHost Owner, TestHost Other)> StartPairAsync(Action<OrchestrationBuilder>? more = null, StoreKind store = StoreKind.Postgres)
     {
-        _schema = await Postgres.NewSchemaAsync();
+        var location = store == StoreKind.Postgres ? _schema = await Postgres.NewSchemaAsync() : Path.Combine(_directory, "pushed.db");
         var log = new CallLog();
         Action<OrchestrationBuilder> Node(string name) => o =>
         {
@@ -105,8 +121,8 @@ public sealed class PushedWakeUpTests : IAsyncLifetime
             o.Options.LeaseDuration = TimeSpan.FromSeconds(60);
             o.Options.HandoffInterval = Fallback;
         };
-        var a = await TestHost.StartAsync(Node("node-a"), StoreKind.Postgres, _schema, _time, log);
-        var b = await TestHost.StartAsync(Node("node-b"), StoreKind.Postgres, _schema, _time, log);
+        var a = await TestHost.StartAsync(Node("node-a"), store, location, _time, log);
+        var b = await TestHost.StartAsync(Node("node-b"), store, location, _time, log);
         a.Runtime.OwnedPartitions.Should().Equal(0, 1, 2, 3);
         b.Runtime.OwnedPartitions.Should().BeEmpty();
         return (a, b);

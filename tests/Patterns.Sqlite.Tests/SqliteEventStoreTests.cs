@@ -334,9 +334,10 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task WaitForOutboxAsync_CommitByAnotherStoreOnTheFile_IsNoticedByPolling()
+    public async Task WaitForOutboxAsync_CommitByAnotherStoreOnTheFile_IsNoticedByTheChangeCheck()
     {
-        var relay = _db.Open(o => o.PollInterval = TimeSpan.FromMilliseconds(20));
+        // The poll interval is a day: only the check of the file's version can wake the relay.
+        var relay = _db.Open(o => o.PollInterval = TimeSpan.FromDays(1));
         var producer = _db.Open();
         await relay.MigrateAsync(Timeout);
         var relayed = Task.Run(async () =>
@@ -548,7 +549,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task WaitForEventsAsync_AppendByAnotherStoreOnTheFile_IsNoticedAtThePollInterval()
+    public async Task WaitForEventsAsync_AppendByAnotherStoreOnTheFile_WithChangeChecksOff_IsNoticedAtThePollInterval()
     {
         var fake = new FakeTimeProvider();
         var time = new TimerTracker(fake);
@@ -556,6 +557,7 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         {
             o.TimeProvider = time;
             o.PollInterval = TimeSpan.FromSeconds(5);
+            o.ChangeCheckInterval = TimeSpan.Zero;
         });
         var writer = _db.Open();
         await reader.MigrateAsync(Timeout);
@@ -568,6 +570,28 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
         await waiting.WaitAsync(TempDatabase.Wait, Timeout);
 
         (await ToListAsync(reader.ReadAllAsync(0, null, long.MaxValue, Timeout))).Should().ContainSingle().Which.StreamId.Should().Be("elsewhere");
+    }
+
+    [Fact]
+    public async Task WaitForEventsAsync_AppendByAnotherStoreOnTheFile_IsNoticedByTheChangeCheck_WithoutThePollInterval()
+    {
+        var fake = new FakeTimeProvider();
+        var reader = _db.Open(o =>
+        {
+            o.TimeProvider = fake;
+            o.PollInterval = TimeSpan.FromDays(1);
+        });
+        var writer = _db.Open();
+        await reader.MigrateAsync(Timeout);
+        var head = await reader.GetHeadPositionAsync(Timeout);
+
+        // The reader's clock never moves, so its poll interval never elapses: only the check of the file's version wakes it.
+        var waiting = reader.WaitForEventsAsync(head, Timeout).AsTask();
+        await writer.AppendAsync("elsewhere", ExpectedVersion.NoStream, [NewEvent()], null, Timeout);
+        await waiting.WaitAsync(TempDatabase.Wait, Timeout);
+
+        (await reader.GetHeadPositionAsync(Timeout)).Should().Be(head + 1);
+        await reader.WaitForEventsAsync(head, Timeout); // the head it learned from the check is known: returns at once
     }
 
     [Fact]
@@ -671,12 +695,13 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
             TablePrefix = "drop table;",
             PageSize = 0,
             PollInterval = TimeSpan.Zero,
+            ChangeCheckInterval = TimeSpan.FromMilliseconds(-1),
             BusyTimeout = TimeSpan.FromSeconds(-1),
         });
 
         var thrown = create.Should().Throw<ArgumentException>().Which;
         thrown.Message.Should().Contain("ConnectionString").And.Contain("TablePrefix").And.Contain("PageSize")
-            .And.Contain("PollInterval").And.Contain("BusyTimeout");
+            .And.Contain("PollInterval").And.Contain("ChangeCheckInterval").And.Contain("BusyTimeout");
     }
 
     [Theory]
