@@ -14,7 +14,7 @@ Console.WriteLine($"Gateway at {sample.Address}");
 var versions = new Dictionary<string, int>();
 for (var i = 0; i < 100; i++)
 {
-    var item = await client.GetFromJsonAsync<JsonElement>("/catalog/lamp");
+    var item = await client.GetFromJsonAsync("/catalog/lamp", SampleJson.Default.JsonElement);
     var version = item.GetProperty("version").GetString()!;
     versions[version] = versions.GetValueOrDefault(version) + 1;
 }
@@ -25,11 +25,11 @@ Console.WriteLine($"canary split: v1 {versions.GetValueOrDefault("v1")}, v2 {ver
 sample.Services.GetRequiredService<DestinationWeights>().Set("catalog", new Dictionary<string, int> { ["v1"] = 50, ["v2"] = 50 });
 
 // An HTTP route to a request handler registered with AddRequestResponse.
-var quote = await client.PostAsJsonAsync("/api/quotes", new GetQuote("ACME"));
+var quote = await client.PostAsJsonAsync("/api/quotes", new GetQuote("ACME"), SampleJson.Default.GetQuote);
 Console.WriteLine($"POST /api/quotes -> {(int)quote.StatusCode} {await quote.Content.ReadAsStringAsync()}");
 
 // The same handler through a request route declared in configuration.
-var configured = await client.PostAsJsonAsync("/api/v2/quotes", new GetQuote("ACME"));
+var configured = await client.PostAsJsonAsync("/api/v2/quotes", new GetQuote("ACME"), SampleJson.Default.GetQuote);
 Console.WriteLine($"POST /api/v2/quotes -> {(int)configured.StatusCode} {await configured.Content.ReadAsStringAsync()}");
 
 // The BFF route: two legs merged into one JSON object.
@@ -40,7 +40,7 @@ using var events = await client.GetAsync("/events/news", HttpCompletionOption.Re
 using var reader = new StreamReader(await events.Content.ReadAsStreamAsync());
 await reader.ReadLineAsync();
 await reader.ReadLineAsync();
-var published = await client.PostAsJsonAsync("/api/news", new News("gateway sample is live"));
+var published = await client.PostAsJsonAsync("/api/news", new News("gateway sample is live"), SampleJson.Default.News);
 Console.WriteLine($"POST /api/news -> {(int)published.StatusCode}");
 string? line;
 while ((line = await reader.ReadLineAsync()) is not null && !line.StartsWith("data: ", StringComparison.Ordinal))

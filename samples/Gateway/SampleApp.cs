@@ -1,4 +1,6 @@
 using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -20,6 +22,25 @@ public sealed record GetQuote(string Symbol);
 public sealed record Quote(string Symbol, decimal Price);
 
 public sealed record News(string Text);
+
+/// <summary>What a backend version returns for a catalog item.</summary>
+public sealed record CatalogItem(string Version, string? Item);
+
+/// <summary>What a backend version returns for a quote.</summary>
+public sealed record BackendQuote(string Symbol, decimal Price, string Version);
+
+/// <summary>
+/// Every type the sample reads or writes as JSON, with its code generated at compile time (camelCase, as ASP.NET Core
+/// writes by default), so that no JSON goes through reflection (trimming and NativeAOT).
+/// </summary>
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(GetQuote))]
+[JsonSerializable(typeof(Quote))]
+[JsonSerializable(typeof(News))]
+[JsonSerializable(typeof(CatalogItem))]
+[JsonSerializable(typeof(BackendQuote))]
+[JsonSerializable(typeof(JsonElement))]
+public sealed partial class SampleJson : JsonSerializerContext;
 
 /// <summary>
 /// A gateway in front of two versions of a backend (a 90/10 canary), a route to a request handler, an aggregated
@@ -48,7 +69,7 @@ public sealed class SampleApp : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(o => o.Listen(System.Net.IPAddress.Loopback, port));
-        builder.AddPatterns(p => p.UseInMemory());
+        builder.AddPatterns(p => p.UseInMemory().UseSystemTextJson(SampleJson.Default));
         builder.AddPubSub();
         builder.AddRequestResponse(r => r.AddHandler<GetQuote, Quote>((q, _) => ValueTask.FromResult(new Quote(q.Symbol, 101.25m))));
 
@@ -125,8 +146,8 @@ public sealed class SampleApp : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(o => o.Listen(System.Net.IPAddress.Loopback, 0));
         var app = builder.Build();
-        app.MapGet("/catalog/{**rest}", (string? rest) => Results.Json(new { version, item = rest }));
-        app.MapGet("/quote/{symbol}", (string symbol) => Results.Json(new { symbol, price = 99.5m, version }));
+        app.MapGet("/catalog/{**rest}", (string? rest) => Results.Json(new CatalogItem(version, rest), SampleJson.Default.CatalogItem));
+        app.MapGet("/quote/{symbol}", (string symbol) => Results.Json(new BackendQuote(symbol, 99.5m, version), SampleJson.Default.BackendQuote));
         await app.StartAsync();
         _apps.Add(app);
         return AddressOf(app);

@@ -1,6 +1,11 @@
+using Patterns.Orchestration;
+
 namespace OrchestrationSample;
 
-// Activities do the I/O: in a real system they call the warehouse, the payment provider and the carrier.
+// Activities do the I/O: in a real system they call the warehouse, the payment provider and the carrier. Each public
+// method that returns a task is an activity; [Activities] lets the source generator register them all, with direct calls,
+// in o.AddActivitiesFromAssembly() (no reflection, so the sample also runs as a NativeAOT executable).
+[Activities]
 public sealed class Warehouse
 {
     public Task Reserve(Order order)
@@ -16,6 +21,7 @@ public sealed class Warehouse
     }
 }
 
+[Activities]
 public sealed class Payments
 {
     public Task<string> Charge(Order order)
@@ -36,6 +42,7 @@ public sealed class Payments
     }
 }
 
+[Activities]
 public sealed class Shipping
 {
     public Task Ship(Order order)

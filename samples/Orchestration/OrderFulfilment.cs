@@ -1,6 +1,18 @@
+using System.Text.Json.Serialization;
 using Patterns.Orchestration;
 
 namespace OrchestrationSample;
+
+/// <summary>
+/// Every type the workflow histories record (the workflow's input and result, the activities' inputs and results, the
+/// carrier's message, the query's answer), with its JSON code generated at compile time, so the sample also runs as a
+/// NativeAOT executable, where JSON has no reflection. A registered type missing here fails the host's start with an error
+/// that names it.
+/// </summary>
+[JsonSerializable(typeof(Order))]
+[JsonSerializable(typeof(ShipmentConfirmed))]
+[JsonSerializable(typeof(string))]
+internal sealed partial class OrderJson : JsonSerializerContext;
 
 public sealed record Order(string OrderId, string Sku, int Quantity, decimal Amount, string Card);
 

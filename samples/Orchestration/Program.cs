@@ -13,16 +13,14 @@ using Patterns.PubSub;
 var database = args.FirstOrDefault() ?? "orchestration-sample.db";
 var builder = Host.CreateApplicationBuilder();
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
-builder.AddPatterns(p => p.UseInMemory());
+builder.AddPatterns(p => p.UseInMemory().UseSystemTextJson(OrderJson.Default));
 builder.AddEventSourcing(es => es.UseSqlite($"Data Source={database}"));
 builder.AddOrchestration(o =>
 {
     // One process owns the store's instances; a stable node id takes them back at once after a crash.
     o.Options.NodeId = "order-sample";
     o.AddWorkflow<OrderFulfilment>()
-        .AddActivities<Warehouse>()
-        .AddActivities<Payments>()
-        .AddActivities<Shipping>()
+        .AddActivitiesFromAssembly() // generated: Warehouse's, Payments' and Shipping's methods, called directly
         .CorrelateMessage<ShipmentConfirmed>("shipments", m => m.OrderId);
 });
 using var host = builder.Build();
@@ -43,9 +41,10 @@ foreach (var order in orders)
     await client.StartAsync(nameof(OrderFulfilment), order.OrderId, order); // idempotent: a second run changes nothing
 }
 
-// The carrier confirms order 1 only (a pub/sub message, correlated to its workflow by order id).
+// The carrier confirms order 1 only (a pub/sub message, correlated to its workflow by order id); on a second run order 1
+// has long finished, and a confirmation now would only be for an instance that no longer waits for it.
 var publisher = host.Services.GetRequiredService<IPublisher>();
-if (!resumed.Contains("order-1"))
+if ((await client.DescribeAsync("order-1"))!.Status == WorkflowStatus.Running)
 {
     await WaitForStageAsync(client, "order-1", "waiting for the carrier");
     await publisher.PublishAsync("shipments", new ShipmentConfirmed("order-1", "TRACK-1"));

@@ -130,6 +130,13 @@ namespace PeerLinksSample
 
     public sealed record SendEmail(string To);
 
+    /// <summary>The messages that travel between the processes, with their JSON code generated at compile time (NativeAOT).</summary>
+    [System.Text.Json.Serialization.JsonSerializable(typeof(GetQuote))]
+    [System.Text.Json.Serialization.JsonSerializable(typeof(Quote))]
+    [System.Text.Json.Serialization.JsonSerializable(typeof(OrderPlaced))]
+    [System.Text.Json.Serialization.JsonSerializable(typeof(SendEmail))]
+    internal sealed partial class SampleJson : System.Text.Json.Serialization.JsonSerializerContext;
+
     internal static class Node
     {
         public static IHost Build(int index, int[] ports, bool worker)
@@ -149,7 +156,7 @@ namespace PeerLinksSample
                 {
                     o.Peers.Add(new Uri($"http://127.0.0.1:{ports[peer]}"));
                 }
-            }));
+            }).UseSystemTextJson(SampleJson.Default));
             if (worker)
             {
                 builder.AddRequestResponse(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>());
@@ -180,7 +187,8 @@ namespace PeerLinksSample
             };
             if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
             {
-                start.ArgumentList.Add(typeof(Node).Assembly.Location);
+                // Run with the dotnet host: the first argument is this app's assembly (a NativeAOT build is its own executable).
+                start.ArgumentList.Add(Environment.GetCommandLineArgs()[0]);
             }
 
             foreach (var a in new[] { "--node", index.ToString(System.Globalization.CultureInfo.InvariantCulture), "--ports", string.Join(',', ports) })

@@ -42,7 +42,7 @@ public sealed class HandlerRegistrationGenerator : IIncrementalGenerator
 
     private static Handler? Describe(INamedTypeSymbol? type)
     {
-        if (type is null || type.IsAbstract || type.IsGenericType || type.IsStatic || type.IsFileLocal || !IsReachable(type))
+        if (type is null || type.IsAbstract || type.IsGenericType || type.IsStatic || type.IsFileLocal || !Symbols.IsReachable(type))
         {
             return null;
         }
@@ -54,34 +54,18 @@ public sealed class HandlerRegistrationGenerator : IIncrementalGenerator
             var metadata = contract.OriginalDefinition.ContainingNamespace.ToDisplayString() + "." + contract.OriginalDefinition.MetadataName;
             if (metadata == MessageHandler)
             {
-                messages.Add(Full(contract.TypeArguments[0]));
+                messages.Add(Symbols.Full(contract.TypeArguments[0]));
             }
             else if (metadata == RequestHandler)
             {
-                requests.Add((Full(contract.TypeArguments[0]), Full(contract.TypeArguments[1])));
+                requests.Add((Symbols.Full(contract.TypeArguments[0]), Symbols.Full(contract.TypeArguments[1])));
             }
         }
 
         return messages.Count == 0 && requests.Count == 0
             ? null
-            : new Handler(Full(type), new EquatableArray<string>(messages.ToImmutableArray()), new EquatableArray<(string, string)>(requests.ToImmutableArray()));
+            : new Handler(Symbols.Full(type), new EquatableArray<string>(messages.ToImmutableArray()), new EquatableArray<(string, string)>(requests.ToImmutableArray()));
     }
-
-    /// <summary>Only types the generated class can name: not private or protected, nor nested in such a type.</summary>
-    private static bool IsReachable(INamedTypeSymbol type)
-    {
-        for (ISymbol? symbol = type; symbol is INamedTypeSymbol named; symbol = symbol.ContainingType)
-        {
-            if (named.DeclaredAccessibility is Accessibility.Private or Accessibility.Protected or Accessibility.ProtectedAndInternal)
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
-
-    private static string Full(ITypeSymbol type) => type.ToDisplayString(SymbolDisplayFormat.FullyQualifiedFormat);
 
     private static string Render(ImmutableArray<Handler> handlers)
     {

@@ -65,6 +65,29 @@ public sealed class OrchestrationBuilder
     }
 
     /// <summary>
+    /// Registers an activity that is a method of <typeparamref name="TActivities"/>, resolved from each attempt's DI scope
+    /// (or created with its constructor's services when it is not registered). This is what the generated
+    /// <c>AddActivitiesFromAssembly()</c> calls for each method of an <see cref="ActivitiesAttribute"/> class; it needs no
+    /// reflection beyond the constructor, so it is safe under trimming and NativeAOT.
+    /// </summary>
+    /// <typeparam name="TActivities">The class that declares the activity.</typeparam>
+    /// <typeparam name="TInput">The input type (<c>object</c> for an activity without input: its input is not read).</typeparam>
+    /// <typeparam name="TResult">The result type (<c>object</c> for an activity without result).</typeparam>
+    /// <param name="name">The activity's name.</param>
+    /// <param name="body">Calls the activity on the resolved instance.</param>
+    /// <returns>This builder.</returns>
+    public OrchestrationBuilder AddActivity<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TActivities, TInput, TResult>(
+        string name, Func<TActivities, TInput, ActivityContext, Task<TResult>> body)
+        where TActivities : class
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentNullException.ThrowIfNull(body);
+        var definition = ActivityRegistry.FromMethod(name, body);
+        Services.Configure<OrchestrationTopology>(t => t.Activities.Add(definition));
+        return this;
+    }
+
+    /// <summary>
     /// Delivers messages published to <paramref name="topic"/> to the workflow instance <paramref name="instanceId"/> names,
     /// where <see cref="WorkflowContext.WaitForMessageAsync{TMessage}"/> receives them (in arrival order; messages that
     /// arrive before the wait are kept). A redelivered copy of a message is applied once.
@@ -82,6 +105,7 @@ public sealed class OrchestrationBuilder
             (message, context, ct) => new ValueTask(context.Services.GetRequiredService<Runtime.WorkflowRuntime>().DeliverMessageAsync(instanceId(message), message, context.MessageId, ct)),
             topic,
             o => o.ConsumerGroup = $"orchestration.{typeof(TMessage).Name}"));
+        Services.Configure<OrchestrationTopology>(t => t.Messages.Add(typeof(TMessage)));
         return this;
     }
 
@@ -100,6 +124,7 @@ public sealed class OrchestrationBuilder
             queue,
             (message, context, ct) => new ValueTask(context.Services.GetRequiredService<Runtime.WorkflowRuntime>().DeliverMessageAsync(instanceId(message), message, context.MessageId, ct)),
             o => o.Concurrency = concurrency));
+        Services.Configure<OrchestrationTopology>(t => t.Messages.Add(typeof(TMessage)));
         return this;
     }
 }
@@ -110,4 +135,7 @@ internal sealed class OrchestrationTopology
     public List<WorkflowDefinition> Workflows { get; } = [];
 
     public List<ActivityDefinition> Activities { get; } = [];
+
+    /// <summary>The types of correlated messages, which histories record.</summary>
+    public List<Type> Messages { get; } = [];
 }

@@ -103,7 +103,7 @@ public static class OrchestrationServiceCollectionExtensions
 internal sealed partial class OrchestrationOptionsAttributesValidator : IValidateOptions<OrchestrationOptions>;
 
 /// <summary>Checks the options and the registrations at host start, reporting every problem at once.</summary>
-internal sealed partial class OrchestrationValidator(OrchestrationOptions options, IServiceProviderIsService services) : IValidateOptions<OrchestrationTopology>
+internal sealed partial class OrchestrationValidator(OrchestrationOptions options, IServiceProviderIsService services, IMessageSerializer serializer) : IValidateOptions<OrchestrationTopology>
 {
     public ValidateOptionsResult Validate(string? name, OrchestrationTopology topology)
     {
@@ -144,7 +144,37 @@ internal sealed partial class OrchestrationValidator(OrchestrationOptions option
             }
         }
 
+        if (serializer is JsonMessageSerializer json && MissingJsonMetadata(topology, json) is { Count: > 0 } missing)
+        {
+            errors.Add(
+                $"The JSON serializer has no metadata for {string.Join(", ", missing.Select(static t => $"'{t}'"))}, which workflow histories must record "
+                + "(workflow inputs and results, activity inputs and results, correlated messages). Add [JsonSerializable(typeof(...))] for each to a "
+                + "JsonSerializerContext and pass it with UseSystemTextJson(context) (NativeAOT and trimmed apps cannot serialize by reflection).");
+        }
+
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>
+    /// The full names of the registered types the serializer cannot write or read (under NativeAOT or trimming, types missing
+    /// from the JsonSerializerContext), sorted; <c>object</c> (no input or no result) is skipped. Signal, update and query
+    /// types are only known when used, and fail there with an error that names them.
+    /// </summary>
+    internal static SortedSet<string> MissingJsonMetadata(OrchestrationTopology topology, JsonMessageSerializer json)
+    {
+        var types = topology.Workflows.SelectMany(static w => new[] { w.InputType, w.ResultType })
+            .Concat(topology.Activities.SelectMany(static a => new[] { a.InputType, a.ResultType }))
+            .Concat(topology.Messages);
+        var missing = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var type in types)
+        {
+            if (type is not null && type != typeof(object) && !json.HasMetadataFor(type))
+            {
+                missing.Add(type.FullName ?? type.Name);
+            }
+        }
+
+        return missing;
     }
 }
 

@@ -123,7 +123,7 @@ public sealed class HandlerRegistrationGeneratorTests
         return output.SyntaxTrees.Last().ToString();
     }
 
-    private static IEnumerable<MetadataReference> References(bool includePatterns)
+    internal static IEnumerable<MetadataReference> References(bool includePatterns)
     {
         var trusted = ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator);
         foreach (var path in trusted)

@@ -30,7 +30,7 @@ public sealed class SnippetTests
         var pack = Directory.GetDirectories(packs).OrderBy(d => Version.Parse(Path.GetFileName(d).Split('-')[0])).Last();
         var json = new Microsoft.CodeAnalysis.Diagnostics.AnalyzerFileReference(
             Path.Combine(pack, "analyzers", "dotnet", "cs", "System.Text.Json.SourceGeneration.dll"), new Loader());
-        return [.. json.GetGenerators(LanguageNames.CSharp), new Patterns.Generators.HandlerRegistrationGenerator().AsSourceGenerator()];
+        return [.. json.GetGenerators(LanguageNames.CSharp), new Patterns.Generators.HandlerRegistrationGenerator().AsSourceGenerator(), new Patterns.Generators.ActivityRegistrationGenerator().AsSourceGenerator()];
     });
 
     public static TheoryData<string> Snippets()

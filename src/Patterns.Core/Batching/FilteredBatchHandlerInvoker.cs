@@ -23,7 +23,7 @@ internal sealed class FilteredBatchHandlerInvoker<TMessage> : BatchHandlerInvoke
         _source = source;
         _consumerGroup = consumerGroup;
         _services = services;
-        _pipeline = ConsumeFilterChain.Build(filters, static context => ((Context)context).InvokeHandler());
+        _pipeline = ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler);
     }
 
     public override string HandlerName => _inner.HandlerName;
@@ -47,6 +47,6 @@ internal sealed class FilteredBatchHandlerInvoker<TMessage> : BatchHandlerInvoke
 
         public override Type MessageType => typeof(Batch<TMessage>);
 
-        public ValueTask InvokeHandler() => owner._inner.InvokeAsync(batch, CancellationToken);
+        internal override ValueTask InvokeHandlerAsync() => owner._inner.InvokeAsync(batch, CancellationToken);
     }
 }

@@ -8,6 +8,11 @@ namespace Patterns.Consuming;
 public abstract class ConsumeContext
 {
     private Dictionary<string, object?>? _items;
+    private Envelope _envelope;
+    private string _source;
+    private string _consumerGroup;
+    private string _handlerName;
+    private IServiceProvider _services;
 
     private protected ConsumeContext(in Envelope envelope, string source, string consumerGroup, string handlerName, IServiceProvider services, CancellationToken cancellationToken) =>
         Enter(envelope, source, consumerGroup, handlerName, services, cancellationToken);
@@ -15,33 +20,61 @@ public abstract class ConsumeContext
     /// <summary>Creates a context to be filled by <see cref="Enter"/> and reused once it is cleared by <see cref="Exit"/>.</summary>
     private protected ConsumeContext()
     {
-        Source = ConsumerGroup = HandlerName = string.Empty;
-        Services = EmptyServices.Instance;
+        _source = _consumerGroup = _handlerName = string.Empty;
+        _services = EmptyServices.Instance;
     }
 
-    /// <summary>Fills a reused context for the next message.</summary>
-    [MemberNotNull(nameof(Source), nameof(ConsumerGroup), nameof(HandlerName), nameof(Services))]
+    /// <summary>Gets the envelope without copying it, for the handler call.</summary>
+    private protected ref readonly Envelope EnvelopeRef => ref _envelope;
+
+    /// <summary>
+    /// Fills a reused context for the next message. Where the message came from (source, group, handler, services) is
+    /// usually what the last message had: those fields are only written when they change, which spares the write barriers.
+    /// </summary>
+    [MemberNotNull(nameof(_source), nameof(_consumerGroup), nameof(_handlerName), nameof(_services))]
     private protected void Enter(in Envelope envelope, string source, string consumerGroup, string handlerName, IServiceProvider services, CancellationToken cancellationToken)
     {
-        Envelope = envelope;
-        Source = source;
-        ConsumerGroup = consumerGroup;
-        HandlerName = handlerName;
-        Services = services;
+        _envelope = envelope;
+        if (!ReferenceEquals(_source, source))
+        {
+            _source = source;
+        }
+
+        if (!ReferenceEquals(_consumerGroup, consumerGroup))
+        {
+            _consumerGroup = consumerGroup;
+        }
+
+        if (!ReferenceEquals(_handlerName, handlerName))
+        {
+            _handlerName = handlerName;
+        }
+
+        if (!ReferenceEquals(_services, services))
+        {
+            _services = services;
+        }
+
         CancellationToken = cancellationToken;
     }
 
-    /// <summary>Drops what the last message left (its envelope, services and items), so a reused context holds nothing alive.</summary>
+    /// <summary>
+    /// Drops what the last message left (its envelope, token and items), so a reused context holds no message alive. Where
+    /// it came from (source, group, handler name, the application's root services) stays until a message from elsewhere.
+    /// </summary>
     private protected void Exit()
     {
-        Envelope = default;
-        Services = EmptyServices.Instance;
+        _envelope = default;
         CancellationToken = default;
         if (_items is { Count: > 0 } items)
         {
             items.Clear();
         }
     }
+
+    /// <summary>Calls the handler: the end of the filter pipeline (a virtual call, so the pipeline's last step needs no cast).</summary>
+    /// <returns>The handler's task.</returns>
+    internal abstract ValueTask InvokeHandlerAsync();
 
     /// <summary>Gets the message, deserialized.</summary>
     public abstract object Message { get; }
@@ -50,19 +83,19 @@ public abstract class ConsumeContext
     public abstract Type MessageType { get; }
 
     /// <summary>Gets the envelope the message arrived in: id, correlation id, headers, delivery count.</summary>
-    public Envelope Envelope { get; private set; }
+    public Envelope Envelope => _envelope;
 
     /// <summary>Gets the topic pattern or queue the message was consumed from.</summary>
-    public string Source { get; private set; }
+    public string Source => _source;
 
     /// <summary>Gets the consumer group handling the message.</summary>
-    public string ConsumerGroup { get; private set; }
+    public string ConsumerGroup => _consumerGroup;
 
     /// <summary>Gets the handler's name (its type's name, or <c>delegate&lt;T&gt;</c>).</summary>
-    public string HandlerName { get; private set; }
+    public string HandlerName => _handlerName;
 
     /// <summary>Gets the application's services (the root provider; a scoped handler gets its own scope after the filters).</summary>
-    public IServiceProvider Services { get; private set; }
+    public IServiceProvider Services => _services;
 
     /// <summary>Gets the token the handler receives: cancelled when the consumer stops past its drain deadline, or at the message's deadline.</summary>
     public CancellationToken CancellationToken { get; private set; }

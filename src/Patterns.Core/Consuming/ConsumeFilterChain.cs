@@ -3,6 +3,9 @@ namespace Patterns.Consuming;
 /// <summary>Builds the delegate that runs the registered consume filters, in registration order, around a terminal call.</summary>
 internal static class ConsumeFilterChain
 {
+    /// <summary>The end of every pipeline: the context's handler.</summary>
+    public static readonly ConsumeDelegate Handler = static context => context.InvokeHandlerAsync();
+
     /// <summary>Chains <paramref name="filters"/> around <paramref name="terminal"/>: the first registered filter runs outermost.</summary>
     public static ConsumeDelegate Build(IReadOnlyList<IConsumeFilter> filters, ConsumeDelegate terminal)
     {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Patterns.Hosting;
 using Patterns.Messaging;
 
@@ -8,23 +9,25 @@ namespace Patterns.Consuming;
 /// a message costs a call per filter. Consumers without filters never get one of these.
 /// </summary>
 /// <remarks>
-/// The context a message travels in is reused: each thread keeps the last one that finished, and a message takes it
+/// The context a message travels in is reused: each thread keeps the last one that finished for each message type (in
+/// <see cref="FreeContexts"/>), and a message takes it
 /// (or a new one when it is in use, for example by a handler that consumes another message of the same type inline).
 /// That is why a filter must not keep the context beyond the task it returns, as <see cref="ConsumeContext"/> says: once
 /// that task completes, the context is cleared and carries the next message.
 /// </remarks>
 internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<TMessage>
 {
-    [ThreadStatic]
-    private static Context? t_free;
+    /// <summary>This message type's slot in <see cref="FreeContexts"/>: only its contexts are kept there.</summary>
+    private static readonly int s_slot = FreeContexts.NewSlot();
 
     private readonly MessageHandlerInvoker<TMessage> _inner;
     private readonly ConsumeDelegate _pipeline;
+    private readonly int _slot = s_slot;
 
     public FilteredHandlerInvoker(MessageHandlerInvoker<TMessage> inner, IReadOnlyList<IConsumeFilter> filters)
     {
         _inner = inner;
-        _pipeline = ConsumeFilterChain.Build(filters, static context => ((Context)context).InvokeHandler());
+        _pipeline = ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler);
     }
 
     public override string HandlerName => _inner.HandlerName;
@@ -35,8 +38,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
 
     public override ValueTask InvokeAsync(TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
     {
-        var context = t_free ?? new Context();
-        t_free = null;
+        var context = FreeContexts.Take(_slot) is { } free ? Unsafe.As<Context>(free) : new Context();
         context.Enter(_inner, message, envelope, consumer, cancellationToken);
         ValueTask pending;
         try
@@ -45,21 +47,21 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         }
         catch
         {
-            Recycle(context);
+            Recycle(context, _slot);
             throw;
         }
 
         if (!pending.IsCompletedSuccessfully)
         {
-            return AwaitThenRecycleAsync(pending, context);
+            return AwaitThenRecycleAsync(pending, context, _slot);
         }
 
         // The caller still takes the result (a pooled task source is released by that, not here).
-        Recycle(context);
+        Recycle(context, _slot);
         return pending;
     }
 
-    private static async ValueTask AwaitThenRecycleAsync(ValueTask pending, Context context)
+    private static async ValueTask AwaitThenRecycleAsync(ValueTask pending, Context context, int slot)
     {
         try
         {
@@ -67,11 +69,11 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         }
         finally
         {
-            Recycle(context);
+            Recycle(context, slot);
         }
     }
 
-    private static void Recycle(Context context)
+    private static void Recycle(Context context, int slot)
     {
         // A handler still running (a filter gave up waiting for it, for example on a timeout) may still be followed by
         // filter code that reads the context: it keeps its message, and the next message gets a new context.
@@ -81,14 +83,15 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         }
 
         context.Exit();
-        t_free = context;
+        FreeContexts.Return(slot, context);
     }
 
     private sealed class Context : ConsumeContext
     {
-        private MessageHandlerInvoker<TMessage>? _inner;
+        private MessageHandlerInvoker<TMessage> _inner = null!;
         private TMessage _message = default!;
-        private ConsumerIdentity? _consumer;
+        private ConsumerIdentity _consumer = null!;
+        private bool _inUse;
         private int _handlersRunning;
 
         public override object Message => _message!;
@@ -97,32 +100,41 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
 
         public void Enter(MessageHandlerInvoker<TMessage> inner, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
         {
-            _inner = inner;
+            // The invoker and the consumer are the last message's as a rule: written only when they change (no write barrier).
+            if (!ReferenceEquals(_inner, inner))
+            {
+                _inner = inner;
+            }
+
+            if (!ReferenceEquals(_consumer, consumer))
+            {
+                _consumer = consumer;
+            }
+
             _message = message;
-            _consumer = consumer;
+            _inUse = true;
             Enter(envelope, consumer.Source, consumer.ConsumerGroup, inner.HandlerName, consumer.Services, cancellationToken);
         }
 
         public new void Exit()
         {
-            _inner = null;
+            _inUse = false;
             _message = default!;
-            _consumer = null;
             base.Exit();
         }
 
         /// <summary>Gets how many handler calls made through this context have not completed.</summary>
         public int HandlersRunning => Volatile.Read(ref _handlersRunning);
 
-        public ValueTask InvokeHandler()
+        internal override ValueTask InvokeHandlerAsync()
         {
-            if (_inner is not { } inner)
+            if (!_inUse)
             {
                 throw new InvalidOperationException(
                     $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
             }
 
-            var pending = inner.InvokeAsync(_message, Envelope, _consumer!, CancellationToken);
+            var pending = _inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken);
             if (pending.IsCompleted)
             {
                 return pending;

@@ -77,7 +77,7 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
     public override void Configure(IServiceProvider services, string queue, IReadOnlyList<IConsumeFilter> filters)
     {
         base.Configure(services, queue, filters);
-        _filters = filters.Count == 0 ? null : ConsumeFilterChain.Build(filters, static context => ((FilteredRequest)context).InvokeHandlerAsync());
+        _filters = filters.Count == 0 ? null : ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler);
         IsDirect = Pipeline is null && !WantsContext && _filters is null;
     }
 
@@ -115,7 +115,7 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
 
         public override Type MessageType => typeof(TRequest);
 
-        public async ValueTask InvokeHandlerAsync()
+        internal override async ValueTask InvokeHandlerAsync()
         {
             Response = await entry.InvokeResilientAsync(request, context, CancellationToken).ConfigureAwait(false);
             Answered = true;

@@ -13,6 +13,19 @@ internal static class ActivityRegistry
     public static ActivityDefinition FromDelegate<TInput, TResult>(string name, Func<TInput, ActivityContext, Task<TResult>> body) =>
         new(name, typeof(TInput), typeof(TResult), async (_, input, context) => await body(input is null ? default! : (TInput)input, context).ConfigureAwait(false));
 
+    public static ActivityDefinition FromMethod<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TActivities, TInput, TResult>(
+        string name, Func<TActivities, TInput, ActivityContext, Task<TResult>> body)
+        where TActivities : class
+    {
+        var create = ActivatorUtilities.CreateFactory<TActivities>([]);
+        var inputType = typeof(TInput) == typeof(object) ? null : typeof(TInput);
+        return new(name, inputType, typeof(TResult), async (services, input, context) =>
+        {
+            var target = services.GetService<TActivities>() ?? create(services, null);
+            return await body(target, input is null ? default! : (TInput)input, context).ConfigureAwait(false);
+        });
+    }
+
     [RequiresUnreferencedCode("Activities found by reflection need their methods kept; register them with AddActivity for trimmed apps.")]
     [RequiresDynamicCode("Activities found by reflection read Task<T>.Result by reflection; register them with AddActivity for native AOT.")]
     public static IEnumerable<ActivityDefinition> FromType([DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicMethods | DynamicallyAccessedMemberTypes.PublicConstructors)] Type type)

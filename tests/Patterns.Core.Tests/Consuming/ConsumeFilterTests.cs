@@ -280,6 +280,32 @@ public sealed class ConsumeFilterTests
     }
 
     [Fact]
+    public async Task Context_ReusedByAnotherConsumerOfTheSameMessageType_ReportsThatConsumersSourceGroupHandlerAndServices()
+    {
+        var seen = new List<(ConsumeContext Context, string Source, string Group, string Handler, IServiceProvider Services)>();
+        var filter = new DelegateFilter((context, next) =>
+        {
+            seen.Add((context, context.Source, context.ConsumerGroup, context.HandlerName, context.Services));
+            return next(context);
+        });
+        var first = FilteredHandlerInvoker<Memo>.Wrap(new CompletedInvoker(), [filter]);
+        var second = FilteredHandlerInvoker<Memo>.Wrap(new GatedInvoker(Task.CompletedTask), [filter]);
+        using var otherServices = new ServiceCollection().BuildServiceProvider();
+        var reminders = new ConsumerIdentity("reminders", "group-1", EmptyProvider.Instance, null!);
+        var alerts = new ConsumerIdentity("alerts", "group-2", otherServices, null!);
+
+        await first.InvokeAsync(new Memo("a"), new Envelope(), reminders, CancellationToken.None);
+        await second.InvokeAsync(new Memo("b"), new Envelope(), alerts, CancellationToken.None);
+        await first.InvokeAsync(new Memo("c"), new Envelope(), reminders, CancellationToken.None);
+
+        seen.Select(s => s.Context).Distinct().Should().ContainSingle("one thread's finished context carries every next message of its type");
+        seen.Select(s => (s.Source, s.Group, s.Handler, s.Services)).Should().Equal(
+            ("reminders", "group-1", "completed", (IServiceProvider)EmptyProvider.Instance),
+            ("alerts", "group-2", "gated", otherServices),
+            ("reminders", "group-1", "completed", EmptyProvider.Instance));
+    }
+
+    [Fact]
     public async Task Contexts_OfMessagesHandledAtTheSameTime_AreSeparate()
     {
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
