@@ -11,6 +11,7 @@ using Polly;
 using Polly.CircuitBreaker;
 using Polly.Retry;
 using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Transforms;
 
 namespace Patterns.Gateway.Tests;
@@ -478,6 +479,42 @@ public sealed class NamedPolicyTests
         {
             release.TrySetResult();
         }
+    }
+
+    [Fact]
+    public void OneRequest_SeesOnePolicySet_EvenAcrossAReload()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ResiliencePolicies:p:Timeout"] = "00:00:01",
+        }).Build();
+        var registry = new ResiliencePolicyRegistry(
+            [new Configuration.GatewaySection(config)], [], Microsoft.Extensions.Logging.Abstractions.NullLogger<ResiliencePolicyRegistry>.Instance);
+        var route = new RouteConfig { RouteId = "r", ClusterId = "c", Metadata = new Dictionary<string, string> { [GatewayMetadata.ResiliencePolicy] = "p" } };
+        var clusterConfig = new ClusterConfig { ClusterId = "c" };
+        using var invoker = new HttpMessageInvoker(new HttpClientHandler());
+        var feature = new ProxyFeature(new Yarp.ReverseProxy.Model.RouteModel(route, null, HttpTransformer.Empty), new Yarp.ReverseProxy.Model.ClusterModel(clusterConfig, invoker));
+        var request = new DefaultHttpContext();
+
+        Configuration.ClusterPolicy.Effective(feature, registry, request).Timeout.Should().Be(TimeSpan.FromSeconds(1));
+        config["ResiliencePolicies:p:Timeout"] = "00:00:02";
+        config.Reload();
+
+        Configuration.ClusterPolicy.Effective(feature, registry, request).Timeout.Should().Be(TimeSpan.FromSeconds(1), "the request keeps the set its first read chose");
+        Configuration.ClusterPolicy.Effective(feature, registry, new DefaultHttpContext()).Timeout.Should().Be(TimeSpan.FromSeconds(2), "a new request reads the new set");
+    }
+
+    private sealed class ProxyFeature(Yarp.ReverseProxy.Model.RouteModel route, Yarp.ReverseProxy.Model.ClusterModel cluster) : Yarp.ReverseProxy.Model.IReverseProxyFeature
+    {
+        public Yarp.ReverseProxy.Model.RouteModel Route => route;
+
+        public Yarp.ReverseProxy.Model.ClusterModel Cluster { get; set; } = cluster;
+
+        public IReadOnlyList<Yarp.ReverseProxy.Model.DestinationState> AllDestinations { get; set; } = [];
+
+        public IReadOnlyList<Yarp.ReverseProxy.Model.DestinationState> AvailableDestinations { get; set; } = [];
+
+        public Yarp.ReverseProxy.Model.DestinationState? ProxiedDestination { get; set; }
     }
 
     /// <summary>In-memory configuration whose keys can be removed, not only set.</summary>
