@@ -11,6 +11,7 @@ using Polly;
 using Polly.CircuitBreaker;
 using Polly.Retry;
 using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Transforms;
 
 namespace Patterns.Gateway.Tests;
@@ -137,7 +138,7 @@ public sealed class NamedPolicyTests
             },
             time);
 
-        async Task<(HttpStatusCode Status, string Body, bool RetryAfter)> Get()
+        async Task<(HttpStatusCode Status, string Body, TimeSpan? RetryAfter)> Get()
         {
             using var response = await gateway.Client.GetAsync("/x", Ct);
             var body = await response.Content.ReadAsStringAsync(Ct);
@@ -146,7 +147,7 @@ public sealed class NamedPolicyTests
                 body = Detail(body);
             }
 
-            return (response.StatusCode, body, response.Headers.RetryAfter is not null);
+            return (response.StatusCode, body, response.Headers.RetryAfter?.Delta);
         }
 
         // Two failures reach the backend and open the circuit; the third request is answered without it.
@@ -156,7 +157,7 @@ public sealed class NamedPolicyTests
         var rejected = await Get();
         backend.Hits.Should().Be(2, "an open circuit sends nothing");
         rejected.Status.Should().Be(HttpStatusCode.ServiceUnavailable);
-        rejected.RetryAfter.Should().BeTrue();
+        rejected.RetryAfter.Should().Be(TimeSpan.FromSeconds(5), "the circuit half-opens after the whole break duration, as no virtual time passed");
         rejected.Body.Should().Be("The circuit of every destination tried in cluster 'c' is open (resilience policy 'breaker').");
 
         // After the break duration one trial goes through (half-open); it fails, so the circuit opens again.
@@ -268,6 +269,27 @@ public sealed class NamedPolicyTests
     }
 
     [Fact]
+    public async Task Start_ContradictoryPolicyFields_FailNamingThePolicy()
+    {
+        await using var a = await Backend.StartAsync("a");
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:patterns.resiliencepolicy"] = "p",
+            ["Clusters:c:Destinations:d:Address"] = a.Address,
+            ["ResiliencePolicies:p:Timeout"] = "00:00:02",
+            ["ResiliencePolicies:p:AttemptTimeout"] = "00:00:02",
+            ["ResiliencePolicies:p:MaxQueuedCalls"] = "5",
+        }).Build();
+
+        var message = await Gateways.StartFailureAsync(() => Gateways.FromConfigAsync(config));
+
+        message.Should().Contain("Resilience policy 'p': AttemptTimeout ('00:00:02') is not shorter than Timeout ('00:00:02'); an attempt's timeout must be shorter than the whole request's, or it never applies.");
+        message.Should().Contain("Resilience policy 'p': MaxQueuedCalls is '5' but MaxConcurrentCalls is not set; calls queue only behind a concurrency limit, so set MaxConcurrentCalls too.");
+    }
+
+    [Fact]
     public async Task ConfigPolicy_CodeAdjustsItAfterConfiguration()
     {
         await using var a = await Backend.StartAsync("a", Unavailable);
@@ -317,6 +339,200 @@ public sealed class NamedPolicyTests
         (await Attempts()).Should().Be(3);
         registry.Current.Should().BeSameAs(after);
         (await logs.WaitForAsync(1310)).Should().Contain("Resilience policy 'p': Timeout is 'never'; it must be a positive duration such as 00:00:05.");
+    }
+
+    [Fact]
+    public async Task RetryBudget_APlannedRetryThatNeverRuns_GivesItsSlotBack()
+    {
+        // Polly asks whether to retry after the last attempt too; the slot it planned for that retry must come back,
+        // or after three such requests (the budget's floor) the cluster would never retry again.
+        var time = new FakeTimeProvider();
+        await using var a = await Backend.StartAsync("a", Unavailable);
+        await using var b = await Backend.StartAsync("b", Unavailable);
+        await using var gateway = await StartAsync(
+            Routed("standard", a, b), "standard",
+            p =>
+            {
+                p.Timeout = TimeSpan.FromSeconds(10);
+                p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 1, Delay = TimeSpan.Zero };
+            },
+            time);
+
+        for (var i = 1; i <= 4; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+            (a.Hits + b.Hits).Should().Be(2 * i, $"request {i} made its first attempt and one retry");
+        }
+    }
+
+    [Fact]
+    public async Task AsynchronousTransformThatAnswers_LeavesNoHandedOverContextBehind()
+    {
+        // An asynchronous transform hands the context over through the shared map; when it answers the request itself
+        // YARP sends nothing, so the entry must go when the request ends.
+        await using var a = await Backend.StartAsync("a");
+        var (routes, clusters) = Routed("standard", a);
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, services: s => s.AddGateway(g => g
+            .AddResiliencePolicy("standard", p => p.Retry = new RetryStrategyOptions { MaxRetryAttempts = 1, Delay = TimeSpan.Zero })
+            .AddTransforms(t => t.AddRequestTransform(async ctx =>
+            {
+                await Task.Yield();
+                ctx.HttpContext.Response.StatusCode = StatusCodes.Status401Unauthorized;
+            }))));
+
+        for (var i = 0; i < 100; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.Unauthorized);
+        }
+
+        a.Hits.Should().Be(0);
+        Waits.Until(() => ContextHandoff.PendingCount == 0, "every handed-over context was removed when its request ended");
+    }
+
+    [Fact]
+    public async Task Reload_OfAnUnrelatedKey_KeepsTheConcurrencyLimitsState()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("held", async c =>
+        {
+            await release.Task.WaitAsync(c.RequestAborted);
+            await c.Response.WriteAsync("held", c.RequestAborted);
+        });
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "p",
+            ["Clusters:c:Destinations:d:Address"] = backend.Address,
+            ["ResiliencePolicies:p:MaxConcurrentCalls"] = "1",
+            ["Unrelated:Level"] = "Information",
+        }).Build();
+        await using var gateway = await Gateways.FromConfigAsync(config);
+        var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
+        var before = registry.Current.Find("p");
+        try
+        {
+            var first = gateway.Client.GetAsync("/x", Ct);
+            Waits.Until(() => backend.Hits == 1, "the first request holds the only permit");
+
+            config["Unrelated:Level"] = "Debug";
+            config.Reload();
+            registry.Current.Find("p").Should().BeSameAs(before, "the policy did not change, so it was not rebuilt");
+
+            using (var second = await gateway.Client.GetAsync("/x", Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct))
+            {
+                second.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the permit is still held across the reload");
+            }
+
+            backend.Hits.Should().Be(1);
+            release.SetResult();
+            using var answered = await first;
+            answered.StatusCode.Should().Be(HttpStatusCode.OK);
+
+            // A real change to the policy does build it anew.
+            config["ResiliencePolicies:p:MaxConcurrentCalls"] = "2";
+            config.Reload();
+            registry.Current.Find("p").Should().NotBeSameAs(before);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task Reload_RemovingAPolicyALiveRouteNames_IsRejectedAndTheRouteKeepsIt()
+    {
+        var time = new FakeTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("slow", async c => await release.Task.WaitAsync(c.RequestAborted));
+        var source = new MutableConfiguration(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "quick",
+            ["Clusters:c:Destinations:d:Address"] = backend.Address,
+            ["ResiliencePolicies:quick:Timeout"] = "00:00:02",
+        });
+        var config = new ConfigurationBuilder().Add(source).Build();
+        var logs = new GatewayLogs();
+        await using var gateway = await Gateways.FromConfigAsync(config, time, s => s.Logging.AddProvider(logs));
+        var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
+        var before = registry.Current;
+        try
+        {
+            source.Remove("ResiliencePolicies:quick:Timeout");
+            source.Reload();
+            registry.Current.Should().BeSameAs(before, "the route still names the policy");
+            (await logs.WaitForAsync("Route 'r' names resilience policy 'quick'")).Should().Contain(
+                "Route 'r' names resilience policy 'quick', which the new policies no longer define; remove or change the route first.");
+
+            var pending = gateway.Client.GetAsync("/slow", Ct);
+            Waits.Until(() => backend.Hits == 1, "the request reached the backend");
+            await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), pending);
+            using var response = await pending;
+            response.StatusCode.Should().Be(HttpStatusCode.GatewayTimeout);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public void OneRequest_SeesOnePolicySet_EvenAcrossAReload()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ResiliencePolicies:p:Timeout"] = "00:00:01",
+        }).Build();
+        var registry = new ResiliencePolicyRegistry(
+            [new Configuration.GatewaySection(config)], [], Microsoft.Extensions.Logging.Abstractions.NullLogger<ResiliencePolicyRegistry>.Instance);
+        var route = new RouteConfig { RouteId = "r", ClusterId = "c", Metadata = new Dictionary<string, string> { [GatewayMetadata.ResiliencePolicy] = "p" } };
+        var clusterConfig = new ClusterConfig { ClusterId = "c" };
+        using var invoker = new HttpMessageInvoker(new HttpClientHandler());
+        var feature = new ProxyFeature(new Yarp.ReverseProxy.Model.RouteModel(route, null, HttpTransformer.Empty), new Yarp.ReverseProxy.Model.ClusterModel(clusterConfig, invoker));
+        var request = new DefaultHttpContext();
+
+        Configuration.ClusterPolicy.Effective(feature, registry, request).Timeout.Should().Be(TimeSpan.FromSeconds(1));
+        config["ResiliencePolicies:p:Timeout"] = "00:00:02";
+        config.Reload();
+
+        Configuration.ClusterPolicy.Effective(feature, registry, request).Timeout.Should().Be(TimeSpan.FromSeconds(1), "the request keeps the set its first read chose");
+        Configuration.ClusterPolicy.Effective(feature, registry, new DefaultHttpContext()).Timeout.Should().Be(TimeSpan.FromSeconds(2), "a new request reads the new set");
+    }
+
+    private sealed class ProxyFeature(Yarp.ReverseProxy.Model.RouteModel route, Yarp.ReverseProxy.Model.ClusterModel cluster) : Yarp.ReverseProxy.Model.IReverseProxyFeature
+    {
+        public Yarp.ReverseProxy.Model.RouteModel Route => route;
+
+        public Yarp.ReverseProxy.Model.ClusterModel Cluster { get; set; } = cluster;
+
+        public IReadOnlyList<Yarp.ReverseProxy.Model.DestinationState> AllDestinations { get; set; } = [];
+
+        public IReadOnlyList<Yarp.ReverseProxy.Model.DestinationState> AvailableDestinations { get; set; } = [];
+
+        public Yarp.ReverseProxy.Model.DestinationState? ProxiedDestination { get; set; }
+    }
+
+    /// <summary>In-memory configuration whose keys can be removed, not only set.</summary>
+    private sealed class MutableConfiguration(Dictionary<string, string?> data) : ConfigurationProvider, IConfigurationSource
+    {
+        public override void Load()
+        {
+            foreach (var (key, value) in data)
+            {
+                Data[key] = value;
+            }
+        }
+
+        public void Remove(string key) => Data.Remove(key);
+
+        public void Reload() => OnReload();
+
+        public IConfigurationProvider Build(IConfigurationBuilder builder) => this;
     }
 
     private static string Detail(string problem) =>

@@ -82,17 +82,50 @@ internal sealed class ClusterPolicy
     /// </summary>
     /// <param name="feature">The request's proxy feature.</param>
     /// <param name="registry">The named policies, or <see langword="null"/> to resolve them from <paramref name="context"/> only when the route names one.</param>
-    /// <param name="context">The request, whose services hold the registry (read only when the route names a policy: the first read of a request's services creates its scope).</param>
+    /// <param name="context">The request, which carries the policy set its first read chose, and whose services hold the registry (read only when the route names a policy: the first read of a request's services creates its scope).</param>
     public static ClusterPolicy Effective(IReverseProxyFeature feature, ResiliencePolicyRegistry? registry, Microsoft.AspNetCore.Http.HttpContext? context = null)
     {
         var policy = For(feature.Cluster!.Config);
-        if (feature.Route.Config.Metadata is not { Count: > 0 } metadata || !metadata.TryGetValue(GatewayMetadata.ResiliencePolicy, out var name))
+        if (feature.Route.Config.Metadata is not { Count: > 0 } metadata || !TryGetRoutePolicy(metadata, out var name))
         {
             return policy;
         }
 
-        registry ??= context?.RequestServices.GetService(typeof(ResiliencePolicyRegistry)) as ResiliencePolicyRegistry;
-        return registry?.Current.Find(name) is { } named ? named.Over(policy) : policy;
+        // One request sees one policy set: the first read keeps it on the request for the later ones (the body buffering,
+        // the context handoff and the resilience handler), so a reload between them cannot mix two sets.
+        var set = context?.Features.Get<ResiliencePolicySet>();
+        if (set is null)
+        {
+            registry ??= context?.RequestServices.GetService(typeof(ResiliencePolicyRegistry)) as ResiliencePolicyRegistry;
+            set = registry?.Current;
+            if (set is not null)
+            {
+                context?.Features.Set(set);
+            }
+        }
+
+        return set?.Find(name) is { } named ? named.Over(policy) : policy;
+    }
+
+    /// <summary>The route's <see cref="GatewayMetadata.ResiliencePolicy"/>, its key compared without case as the cluster keys are.</summary>
+    public static bool TryGetRoutePolicy(IReadOnlyDictionary<string, string> metadata, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? name)
+    {
+        if (metadata.TryGetValue(GatewayMetadata.ResiliencePolicy, out name))
+        {
+            return true;
+        }
+
+        foreach (var (key, value) in metadata)
+        {
+            if (string.Equals(key, GatewayMetadata.ResiliencePolicy, StringComparison.OrdinalIgnoreCase))
+            {
+                name = value;
+                return true;
+            }
+        }
+
+        name = null;
+        return false;
     }
 
     /// <summary>This cluster policy with its resilience settings replaced by a named policy's.</summary>

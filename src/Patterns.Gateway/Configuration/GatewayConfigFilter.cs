@@ -27,13 +27,13 @@ internal sealed class GatewayConfigFilter(ResiliencePolicyRegistry policies) : I
 
         foreach (var key in metadata.Keys)
         {
-            if (key.StartsWith("Patterns.", StringComparison.OrdinalIgnoreCase) && !string.Equals(key, GatewayMetadata.ResiliencePolicy, StringComparison.Ordinal))
+            if (key.StartsWith("Patterns.", StringComparison.OrdinalIgnoreCase) && !string.Equals(key, GatewayMetadata.ResiliencePolicy, StringComparison.OrdinalIgnoreCase))
             {
                 throw new InvalidOperationException($"Route '{route.RouteId}': Metadata '{key}' is not a gateway route key; a route takes only '{GatewayMetadata.ResiliencePolicy}'.");
             }
         }
 
-        if (metadata.TryGetValue(GatewayMetadata.ResiliencePolicy, out var name))
+        if (ClusterPolicy.TryGetRoutePolicy(metadata, out var name))
         {
             var set = policies.Current;
             if (string.IsNullOrWhiteSpace(name) || set.Find(name) is null)

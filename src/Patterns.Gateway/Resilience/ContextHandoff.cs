@@ -24,6 +24,13 @@ internal static class ContextHandoff
 
     private static readonly ConcurrentDictionary<HttpRequestMessage, HttpContext> Pending = new(ReferenceEqualityComparer.Instance);
 
+    // The entries in Pending, read on every send so that the usual request (nothing pending) does not touch the map:
+    // ConcurrentDictionary.IsEmpty takes every lock.
+    private static int s_pending;
+
+    /// <summary>Gets the contexts handed over through the shared map and not taken or removed yet.</summary>
+    internal static int PendingCount => Volatile.Read(ref s_pending);
+
     public static void Give(HttpRequestMessage request, HttpContext context, bool sameThread)
     {
         if (sameThread)
@@ -33,9 +40,30 @@ internal static class ContextHandoff
         }
         else
         {
-            Pending[request] = context;
-            context.RequestAborted.Register(static r => Pending.TryRemove((HttpRequestMessage)r!, out _), request);
+            if (Pending.TryAdd(request, context))
+            {
+                Interlocked.Increment(ref s_pending);
+
+                // YARP may not send at all (a transform answered, e.g. 401; the request was aborted), so Take never runs:
+                // the entry goes when the request ends, whatever happened.
+                context.Response.OnCompleted(static r =>
+                {
+                    Remove((HttpRequestMessage)r);
+                    return Task.CompletedTask;
+                }, request);
+            }
         }
+    }
+
+    private static HttpContext? Remove(HttpRequestMessage request)
+    {
+        if (Pending.TryRemove(request, out var context))
+        {
+            Interlocked.Decrement(ref s_pending);
+            return context;
+        }
+
+        return null;
     }
 
     /// <summary>The context handed over with <paramref name="request"/>, once; <see langword="null"/> when none was (the cluster needs no handler).</summary>
@@ -49,13 +77,13 @@ internal static class ContextHandoff
             return context;
         }
 
-        return !Pending.IsEmpty && Pending.TryRemove(request, out var pending) ? pending : null;
+        return Volatile.Read(ref s_pending) != 0 ? Remove(request) : null;
     }
 
     /// <summary>True when the request's policy needs the resilience handler: anything to retry, time or count.</summary>
     public static bool Needed(HttpContext context, ResiliencePolicyRegistry registry) =>
         context.Features.Get<IReverseProxyFeature>() is { Cluster: not null } proxied
-        && ClusterPolicy.Effective(proxied, registry) is { } policy
+        && ClusterPolicy.Effective(proxied, registry, context) is { } policy
         && (policy.HasResilience || policy.Outlier is not null);
 }
 

@@ -50,7 +50,7 @@ internal sealed class ResilienceHandler(
             return base.SendAsync(request, cancellationToken);
         }
 
-        var policy = ClusterPolicy.Effective(feature, registry);
+        var policy = ClusterPolicy.Effective(feature, registry, context);
         if (!policy.HasResilience)
         {
             return SendOnceAsync(cluster, destination, request, context, cancellationToken);
@@ -115,6 +115,7 @@ internal sealed class ResilienceHandler(
             return Task.FromResult(failed.Result!);
         }
 
+        // ExecuteAsync's finally gives back the planned slot if the retry never runs.
         failed.Result?.Dispose();
         return ExecuteAsync(PipelinesFor(policy).RetryAfterFirst, attempts, cancellationToken, entered: true);
     }
@@ -146,11 +147,12 @@ internal sealed class ResilienceHandler(
                 HttpStatusCode.GatewayTimeout, "Gateway Timeout", attempts,
                 $"Cluster '{attempts.Cluster.ClusterId}' did not answer within {ex.Timeout:c}, the timeout of {Source(attempts.Policy)}.");
         }
-        catch (BrokenCircuitException)
+        catch (BrokenCircuitException ex)
         {
             return Synthesized(
                 HttpStatusCode.ServiceUnavailable, "Service Unavailable", attempts,
-                $"The circuit of every destination tried in cluster '{attempts.Cluster.ClusterId}' is open ({Source(attempts.Policy)}).");
+                $"The circuit of every destination tried in cluster '{attempts.Cluster.ClusterId}' is open ({Source(attempts.Policy)}).",
+                ex.RetryAfter);
         }
         catch (ConcurrencyLimitExceededException ex)
         {
@@ -158,6 +160,9 @@ internal sealed class ResilienceHandler(
         }
         finally
         {
+            // A retry planned but never run (Polly asks ShouldHandle after the last attempt too, and a timeout or an abort
+            // can end the backoff delay) gives its budget slot back here.
+            attempts.ReleaseRetrySlot();
             if (!entered)
             {
                 _budget.Exit();
@@ -199,7 +204,7 @@ internal sealed class ResilienceHandler(
     }
 
     /// <summary>The gateway's own answer when no destination gave one: RFC 9457 problem details saying why.</summary>
-    private static HttpResponseMessage Synthesized(HttpStatusCode status, string title, Attempts attempts, string detail)
+    private static HttpResponseMessage Synthesized(HttpStatusCode status, string title, Attempts attempts, string detail, TimeSpan? retryAfter = null)
     {
         var response = new HttpResponseMessage(status)
         {
@@ -208,7 +213,9 @@ internal sealed class ResilienceHandler(
         };
         if (status == HttpStatusCode.ServiceUnavailable)
         {
-            response.Headers.RetryAfter = new System.Net.Http.Headers.RetryConditionHeaderValue(TimeSpan.FromSeconds(1));
+            // An open circuit says when it half-opens (whole seconds, rounded up); otherwise try again in a second.
+            var seconds = retryAfter is { } wait ? Math.Max(1, Math.Ceiling(wait.TotalSeconds)) : 1;
+            response.Headers.RetryAfter = new System.Net.Http.Headers.RetryConditionHeaderValue(TimeSpan.FromSeconds(seconds));
         }
 
         return response;
@@ -265,6 +272,7 @@ internal sealed class ResilienceHandler(
         private DestinationState _last = first;
         private DestinationState? _next;
         private int _count = sent;
+        private int _slot;
 
         public HttpContext Context => context;
 
@@ -310,8 +318,17 @@ internal sealed class ResilienceHandler(
             {
                 if (retry)
                 {
-                    handler._budget.Release();
+                    ReleaseRetrySlot();
                 }
+            }
+        }
+
+        /// <summary>Gives back the budget slot of the planned retry, if one is held; safe to call more than once.</summary>
+        public void ReleaseRetrySlot()
+        {
+            if (Interlocked.Exchange(ref _slot, 0) == 1)
+            {
+                handler._budget.Release();
             }
         }
 
@@ -331,9 +348,20 @@ internal sealed class ResilienceHandler(
 
             var next = handler.Balancer.Pick(context, cluster, cluster.DestinationsState.AvailableDestinations, _last)
                 ?? handler.Balancer.Pick(context, cluster, cluster.DestinationsState.AllDestinations, _last);
-            if (next is null || !handler._budget.TryAcquire(policy.RetryBudgetPercent, policy.RetryMinConcurrency))
+            if (next is null)
             {
                 return false;
+            }
+
+            // One slot per planned retry: a slot still held from a plan that never ran is reused, not taken twice.
+            if (Volatile.Read(ref _slot) == 0)
+            {
+                if (!handler._budget.TryAcquire(policy.RetryBudgetPercent, policy.RetryMinConcurrency))
+                {
+                    return false;
+                }
+
+                Volatile.Write(ref _slot, 1);
             }
 
             _next = next;

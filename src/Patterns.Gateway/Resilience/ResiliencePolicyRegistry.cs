@@ -21,7 +21,8 @@ internal sealed record ResiliencePolicyConfiguration(string Name, Action<Gateway
 /// A configuration change builds a whole new set that replaces the old one in one write, so a request sees either the old
 /// policies or the new ones; a set with a problem is logged and the last good one stays.
 /// </summary>
-internal sealed class ResiliencePolicyRegistry(IEnumerable<GatewaySection> sections, IEnumerable<ResiliencePolicyConfiguration> code, ILogger<ResiliencePolicyRegistry> logger)
+internal sealed class ResiliencePolicyRegistry(
+    IEnumerable<GatewaySection> sections, IEnumerable<ResiliencePolicyConfiguration> code, ILogger<ResiliencePolicyRegistry> logger, IServiceProvider? services = null)
 {
     public const string SectionName = "ResiliencePolicies";
 
@@ -53,7 +54,12 @@ internal sealed class ResiliencePolicyRegistry(IEnumerable<GatewaySection> secti
 
                 _tokens = [.. _sections.Select(s => s.GetReloadToken())];
                 var errors = new List<string>();
-                var built = Build(errors);
+                var built = Build(errors, current);
+                if (errors.Count == 0 && current is not null)
+                {
+                    CheckLiveRoutes(built, errors);
+                }
+
                 if (errors.Count == 0)
                 {
                     Volatile.Write(ref _current, built);
@@ -85,7 +91,27 @@ internal sealed class ResiliencePolicyRegistry(IEnumerable<GatewaySection> secti
         return false;
     }
 
-    private ResiliencePolicySet Build(List<string> errors)
+    /// <summary>A reload may not drop a policy that a route YARP is serving still names: the route would lose its resilience without a word.</summary>
+    private void CheckLiveRoutes(ResiliencePolicySet built, List<string> errors)
+    {
+        // Resolved late: YARP's state depends on the config filter, which depends on this registry.
+        if (services?.GetService(typeof(Yarp.ReverseProxy.IProxyStateLookup)) is not Yarp.ReverseProxy.IProxyStateLookup lookup)
+        {
+            return;
+        }
+
+        foreach (var route in lookup.GetRoutes())
+        {
+            if (route.Config.Metadata is { Count: > 0 } metadata
+                && ClusterPolicy.TryGetRoutePolicy(metadata, out var name)
+                && built.Find(name) is null)
+            {
+                errors.Add($"Route '{route.Config.RouteId}' names resilience policy '{name}', which the new policies no longer define; remove or change the route first.");
+            }
+        }
+    }
+
+    private ResiliencePolicySet Build(List<string> errors, ResiliencePolicySet? previous)
     {
         var policies = new Dictionary<string, GatewayResiliencePolicy>(StringComparer.OrdinalIgnoreCase);
         foreach (var section in _sections)
@@ -113,7 +139,10 @@ internal sealed class ResiliencePolicyRegistry(IEnumerable<GatewaySection> secti
             Validate(name, policy, errors);
             if (errors.Count == before)
             {
-                named[name] = new NamedResiliencePolicy(name, policy);
+                // An unchanged policy keeps its object, so its concurrency limit and its breakers keep their state.
+                named[name] = previous?.Find(name) is { } old && string.Equals(old.Name, name, StringComparison.Ordinal) && PolicyComparer.Same(old.Options, policy)
+                    ? old
+                    : new NamedResiliencePolicy(name, policy);
             }
         }
 
@@ -219,6 +248,16 @@ internal sealed class ResiliencePolicyRegistry(IEnumerable<GatewaySection> secti
             Check(breaker.BreakDuration >= TimeSpan.FromMilliseconds(500) && breaker.BreakDuration <= day, "CircuitBreaker.BreakDuration", breaker.BreakDuration, "from 00:00:00.500 to 1.00:00:00");
         }
 
+        if (policy.Timeout is { } total && policy.AttemptTimeout is { } one && one >= total)
+        {
+            errors.Add($"Resilience policy '{name}': AttemptTimeout ({Format(one)}) is not shorter than Timeout ({Format(total)}); an attempt's timeout must be shorter than the whole request's, or it never applies.");
+        }
+
+        if (policy.MaxConcurrentCalls is null && policy.MaxQueuedCalls > 0)
+        {
+            errors.Add($"Resilience policy '{name}': MaxQueuedCalls is '{policy.MaxQueuedCalls.ToString(CultureInfo.InvariantCulture)}' but MaxConcurrentCalls is not set; calls queue only behind a concurrency limit, so set MaxConcurrentCalls too.");
+        }
+
         Check(policy.MaxConcurrentCalls is null or >= 1, "MaxConcurrentCalls", policy.MaxConcurrentCalls, "a whole number of at least 1");
         Check(policy.MaxQueuedCalls >= 0, "MaxQueuedCalls", policy.MaxQueuedCalls, "a whole number of at least 0");
         Check(policy.RetryBudgetPercent is >= 0 and <= 100, "RetryBudgetPercent", policy.RetryBudgetPercent, "a number from 0 to 100");
@@ -316,7 +355,31 @@ internal sealed class NamedResiliencePolicy(string name, GatewayResiliencePolicy
 
     public string Name => name;
 
+    public GatewayResiliencePolicy Options => options;
+
     /// <summary>The cluster's policy with this policy's resilience settings, made once per cluster configuration.</summary>
     public ClusterPolicy Over(ClusterPolicy cluster) =>
-        _merged.GetValue(cluster, c => c.With(name, options, _limiter));
+        _merged.TryGetValue(cluster, out var merged) ? merged : _merged.GetValue(cluster, c => c.With(name, options, _limiter));
+}
+
+/// <summary>Compares the values the gateway uses of two policies, to tell whether a reload changed a policy.</summary>
+internal static class PolicyComparer
+{
+    public static bool Same(GatewayResiliencePolicy a, GatewayResiliencePolicy b) =>
+        a.Timeout == b.Timeout && a.AttemptTimeout == b.AttemptTimeout
+        && a.MaxConcurrentCalls == b.MaxConcurrentCalls && a.MaxQueuedCalls == b.MaxQueuedCalls
+        && a.RetryBudgetPercent.Equals(b.RetryBudgetPercent) && a.RetryMinConcurrency == b.RetryMinConcurrency
+        && a.MaxBufferedBodyBytes == b.MaxBufferedBodyBytes
+        && ReferenceEquals(a.ConfigurePipeline, b.ConfigurePipeline)
+        && Same(a.Retry, b.Retry) && Same(a.CircuitBreaker, b.CircuitBreaker);
+
+    private static bool Same(RetryStrategyOptions? a, RetryStrategyOptions? b) =>
+        (a is null && b is null)
+        || (a is not null && b is not null && a.MaxRetryAttempts == b.MaxRetryAttempts && a.Delay == b.Delay && a.BackoffType == b.BackoffType
+            && a.UseJitter == b.UseJitter && a.MaxDelay == b.MaxDelay);
+
+    private static bool Same(CircuitBreakerStrategyOptions? a, CircuitBreakerStrategyOptions? b) =>
+        (a is null && b is null)
+        || (a is not null && b is not null && a.FailureRatio.Equals(b.FailureRatio) && a.MinimumThroughput == b.MinimumThroughput
+            && a.SamplingDuration == b.SamplingDuration && a.BreakDuration == b.BreakDuration);
 }
