@@ -8,6 +8,36 @@ namespace Patterns.PeerLinks.Links;
 internal readonly record struct RemoteDelivery(PeerSession Session, long Seq, Envelope Envelope);
 
 /// <summary>
+/// Deliveries that arrived together for one subscription, from one link. Workers claim them one at a time, in order,
+/// so several workers can share a batch and none waits behind a handler another one runs.
+/// </summary>
+internal sealed class DeliveryBatch(ArraySegment<RemoteDelivery> deliveries)
+{
+    private int _next = -1;
+    private int _shared;
+
+    public int Count => deliveries.Count;
+
+    public PeerSession Session => deliveries[0].Session;
+
+    /// <summary>Returns true to the first caller only: the one that offers the batch to the other workers.</summary>
+    public bool Share() => deliveries.Count > 1 && Interlocked.Exchange(ref _shared, 1) == 0;
+
+    public bool TryClaim(out RemoteDelivery delivery)
+    {
+        var i = Interlocked.Increment(ref _next);
+        if (i < deliveries.Count)
+        {
+            delivery = deliveries[i];
+            return true;
+        }
+
+        delivery = default;
+        return false;
+    }
+}
+
+/// <summary>
 /// A subscription on this node. Messages sent on this node reach it through the in-memory transport (and its
 /// settlement path); messages forwarded by peers arrive in its intake and are settled back to the sender, whose
 /// queue retries or dead-letters them. Stopping first withdraws it from the peers, which drain what they had
@@ -18,7 +48,8 @@ internal sealed class LocalSubscription : TransportSubscription
     private static readonly TimeSpan AbandonGrace = TimeSpan.FromSeconds(1);
     private readonly PeerLinksTransport _transport;
     private readonly DeliveryHandler _handler;
-    private readonly Channel<ArraySegment<RemoteDelivery>> _intake = Channel.CreateUnbounded<ArraySegment<RemoteDelivery>>(new UnboundedChannelOptions { SingleWriter = false });
+    private const int FlushEvery = 32;
+    private readonly Channel<DeliveryBatch> _intake = Channel.CreateUnbounded<DeliveryBatch>(new UnboundedChannelOptions { SingleWriter = false });
     private readonly CancellationTokenSource _hardStop = new();
     private readonly CancellationTokenSource _abandon = new();
     private Task[] _workers = [];
@@ -58,7 +89,7 @@ internal sealed class LocalSubscription : TransportSubscription
     /// <summary>Hands over deliveries that arrived together (in one gRPC message): one intake write for all of them.</summary>
     public void Deliver(ArraySegment<RemoteDelivery> deliveries)
     {
-        if (!_intake.Writer.TryWrite(deliveries))
+        if (deliveries.Count > 0 && !_intake.Writer.TryWrite(new DeliveryBatch(deliveries)))
         {
             foreach (var delivery in deliveries)
             {
@@ -102,15 +133,18 @@ internal sealed class LocalSubscription : TransportSubscription
 
     /// <summary>
     /// A worker: takes a batch of deliveries (what one gRPC message brought for this subscription) and runs the handler
-    /// on each in turn. Handlers that finish at once cost no thread switch per message; the first that goes asynchronous
-    /// hands the rest of the batch back to the intake for an idle worker, so the batch still runs with the
-    /// subscription's concurrency.
+    /// on each message it claims from it. With a concurrency of one, the only worker runs the batch in order, waiting for
+    /// each handler, so send order holds. Otherwise the batch is shared before any handler runs: it goes back to the
+    /// intake once for each further worker that could take part (one write per worker, not per message), and every
+    /// worker that takes it claims its messages one at a time, so a handler that blocks or runs long holds up only its
+    /// own message while the other workers run the rest (as many at once as the subscription's concurrency).
     /// </summary>
     private async Task RunAsync()
     {
         var stop = _hardStop.Token;
         var reader = _intake.Reader;
         var settled = new List<OutEntry>();
+        var shared = Request.Concurrency > 1;
         while (true)
         {
             // ReadAsync, not WaitToReadAsync (ReadAllAsync): a write hands its batch to one parked worker, where a
@@ -127,9 +161,17 @@ internal sealed class LocalSubscription : TransportSubscription
                 }
             }
 
-            for (var i = 0; i < batch.Count; i++)
+            if (shared && batch.Share())
             {
-                var delivery = batch[i];
+                // The first worker to take a batch offers it to the others; a write that fails (the subscription is
+                // stopping) leaves the messages to the workers that have it, which claim until it is empty.
+                for (var helpers = Math.Min(Request.Concurrency, batch.Count) - 1; helpers > 0 && _intake.Writer.TryWrite(batch); helpers--)
+                {
+                }
+            }
+
+            while (batch.TryClaim(out var delivery))
+            {
                 Settlement settlement;
                 if (stop.IsCancellationRequested)
                 {
@@ -153,25 +195,22 @@ internal sealed class LocalSubscription : TransportSubscription
                     }
                     else
                     {
-                        if (!pending.IsCompleted && i + 1 < batch.Count && _intake.Writer.TryWrite(batch[(i + 1)..]))
-                        {
-                            batch = batch[..(i + 1)];
-                        }
-
                         // What was settled so far goes out before this handler is waited for.
                         Flush(delivery.Session, settled);
                         settlement = await WaitHandledAsync(pending, stop).ConfigureAwait(false);
                     }
                 }
 
-                // A batch comes from one link: its settlements are queued on that link together.
+                // A batch comes from one link: its settlements are queued on that link together, at the latest every
+                // FlushEvery messages so a long run does not hold the sender's credit back.
                 settled.Add(PeerSession.SettlementEntry(delivery.Seq, settlement));
+                if (settled.Count >= FlushEvery)
+                {
+                    Flush(delivery.Session, settled);
+                }
             }
 
-            if (batch.Count > 0)
-            {
-                Flush(batch[0].Session, settled);
-            }
+            Flush(batch.Session, settled);
         }
     }
 
