@@ -25,8 +25,10 @@ public sealed class PeerLinksBatchTests
         var finished = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var subscription = Subscribe(node, 4, (_, _) =>
         {
-            var now = Interlocked.Increment(ref running);
-            InterlockedMax(ref peak, now);
+            lock (all)
+            {
+                peak = Math.Max(peak, ++running);
+            }
 
             // Blocks its thread (no await) until all four run at once; after one wait fails the others do not wait too.
             all.Signal();
@@ -35,7 +37,11 @@ public sealed class PeerLinksBatchTests
                 Interlocked.Increment(ref missed);
             }
 
-            Interlocked.Decrement(ref running);
+            lock (all)
+            {
+                running--;
+            }
+
             if (Interlocked.Increment(ref done) == 4)
             {
                 finished.TrySetResult();
@@ -124,18 +130,4 @@ public sealed class PeerLinksBatchTests
     private static ArraySegment<RemoteDelivery> Batch(PeerSession session, int first, int count) =>
         new([.. Enumerable.Range(first, count).Select(i => new RemoteDelivery(session, i, new Envelope { MessageId = Guid.NewGuid(), MessageType = "batch.message", Payload = BitConverter.GetBytes(i) }))]);
 
-    private static void InterlockedMax(ref int target, int value)
-    {
-        var seen = Volatile.Read(ref target);
-        while (value > seen)
-        {
-            var previous = Interlocked.CompareExchange(ref target, value, seen);
-            if (previous == seen)
-            {
-                return;
-            }
-
-            seen = previous;
-        }
-    }
 }

@@ -14,14 +14,12 @@ internal readonly record struct RemoteDelivery(PeerSession Session, long Seq, En
 internal sealed class DeliveryBatch(ArraySegment<RemoteDelivery> deliveries)
 {
     private int _next = -1;
-    private int _shared;
+    private int _recruited;
+    private int _pending;
 
     public int Count => deliveries.Count;
 
     public PeerSession Session => deliveries[0].Session;
-
-    /// <summary>Returns true to the first caller only: the one that offers the batch to the other workers.</summary>
-    public bool Share() => deliveries.Count > 1 && Interlocked.Exchange(ref _shared, 1) == 0;
 
     public bool TryClaim(out RemoteDelivery delivery)
     {
@@ -35,6 +33,35 @@ internal sealed class DeliveryBatch(ArraySegment<RemoteDelivery> deliveries)
         delivery = default;
         return false;
     }
+
+    /// <summary>
+    /// Returns true when one more worker should be asked to help: messages remain unclaimed, no worker asked before
+    /// has arrived yet, and fewer than <paramref name="limit"/> were asked. One wake-up at a time, so a batch of quick
+    /// handlers costs a few, while handlers that block draw in a worker each, up to the subscription's concurrency.
+    /// </summary>
+    public bool TryRecruit(int limit)
+    {
+        if (Volatile.Read(ref _next) + 1 >= deliveries.Count || Volatile.Read(ref _pending) != 0 || Volatile.Read(ref _recruited) >= limit)
+        {
+            return false;
+        }
+
+        if (Interlocked.CompareExchange(ref _pending, 1, 0) != 0)
+        {
+            return false;
+        }
+
+        if (Interlocked.Increment(ref _recruited) > limit)
+        {
+            Volatile.Write(ref _pending, 0);
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>A worker took the batch from the intake: the one asked last (if any) has arrived.</summary>
+    public void Arrived() => Volatile.Write(ref _pending, 0);
 }
 
 /// <summary>
@@ -134,10 +161,11 @@ internal sealed class LocalSubscription : TransportSubscription
     /// <summary>
     /// A worker: takes a batch of deliveries (what one gRPC message brought for this subscription) and runs the handler
     /// on each message it claims from it. With a concurrency of one, the only worker runs the batch in order, waiting for
-    /// each handler, so send order holds. Otherwise the batch is shared before any handler runs: it goes back to the
-    /// intake once for each further worker that could take part (one write per worker, not per message), and every
-    /// worker that takes it claims its messages one at a time, so a handler that blocks or runs long holds up only its
-    /// own message while the other workers run the rest (as many at once as the subscription's concurrency).
+    /// each handler, so send order holds. Otherwise, before running a handler, a worker puts the batch back in the intake
+    /// for one more worker while messages remain unclaimed (one such request outstanding at a time, at most one fewer
+    /// than the concurrency per batch), and every worker that takes it claims messages one at a time: a handler that
+    /// blocks or runs long holds up only its own message while other workers run the rest, and quick handlers cost a few
+    /// hand-offs per batch, not one per message.
     /// </summary>
     private async Task RunAsync()
     {
@@ -161,17 +189,16 @@ internal sealed class LocalSubscription : TransportSubscription
                 }
             }
 
-            if (shared && batch.Share())
-            {
-                // The first worker to take a batch offers it to the others; a write that fails (the subscription is
-                // stopping) leaves the messages to the workers that have it, which claim until it is empty.
-                for (var helpers = Math.Min(Request.Concurrency, batch.Count) - 1; helpers > 0 && _intake.Writer.TryWrite(batch); helpers--)
-                {
-                }
-            }
-
+            batch.Arrived();
             while (batch.TryClaim(out var delivery))
             {
+                // Before the handler runs (it may block): another worker is asked to take on the rest of the batch.
+                // A failed write (the subscription is stopping) leaves the rest to the workers that have the batch.
+                if (shared && batch.TryRecruit(Request.Concurrency - 1) && !_intake.Writer.TryWrite(batch))
+                {
+                    batch.Arrived();
+                }
+
                 Settlement settlement;
                 if (stop.IsCancellationRequested)
                 {
