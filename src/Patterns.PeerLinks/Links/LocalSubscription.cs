@@ -14,19 +14,21 @@ internal readonly record struct RemoteDelivery(PeerSession Session, long Seq, En
 internal sealed class DeliveryBatch(ArraySegment<RemoteDelivery> deliveries)
 {
     private int _next = -1;
-    private int _recruited;
     private int _pending;
+    private int _recruited; // written only by the holder of _pending
+    private int _mark;
+    private int _participants;
 
     public int Count => deliveries.Count;
 
     public PeerSession Session => deliveries[0].Session;
 
-    public bool TryClaim(out RemoteDelivery delivery)
+    public bool TryClaim(out RemoteDelivery delivery, out int index)
     {
-        var i = Interlocked.Increment(ref _next);
-        if (i < deliveries.Count)
+        index = Interlocked.Increment(ref _next);
+        if (index < deliveries.Count)
         {
-            delivery = deliveries[i];
+            delivery = deliveries[index];
             return true;
         }
 
@@ -35,14 +37,22 @@ internal sealed class DeliveryBatch(ArraySegment<RemoteDelivery> deliveries)
     }
 
     /// <summary>
-    /// Returns true when one more worker should be asked to help: messages remain unclaimed, no worker asked before
-    /// has arrived yet, and fewer than <paramref name="limit"/> were asked. One wake-up at a time, so a batch of quick
-    /// handlers costs a few, while handlers that block draw in a worker each, up to the subscription's concurrency.
+    /// Returns true when one more worker should be asked to help, before the handler of message <paramref name="index"/>
+    /// runs (it may block): messages remain unclaimed, no worker asked before is still on its way, fewer than
+    /// <paramref name="limit"/> were asked, and either none was asked yet or the batch has hardly moved since the last
+    /// one was asked (the workers on it are held up). Quick handlers thus cost one hand-off per batch; handlers that
+    /// block draw in a worker each, up to the subscription's concurrency.
     /// </summary>
-    public bool TryRecruit(int limit)
+    public bool TryRecruit(int index, int limit)
     {
-        if (Volatile.Read(ref _next) + 1 >= deliveries.Count || Volatile.Read(ref _pending) != 0 || Volatile.Read(ref _recruited) >= limit)
+        if (index + 1 >= deliveries.Count || Volatile.Read(ref _pending) != 0 || _recruited >= limit)
         {
+            return false;
+        }
+
+        if (_recruited > 0 && index - Volatile.Read(ref _mark) > Volatile.Read(ref _participants))
+        {
+            // Moving on without help: the last worker asked found the others claiming.
             return false;
         }
 
@@ -51,17 +61,20 @@ internal sealed class DeliveryBatch(ArraySegment<RemoteDelivery> deliveries)
             return false;
         }
 
-        if (Interlocked.Increment(ref _recruited) > limit)
-        {
-            Volatile.Write(ref _pending, 0);
-            return false;
-        }
-
+        _recruited++;
+        Volatile.Write(ref _mark, index);
         return true;
     }
 
+    /// <summary>The worker asked could not be reached (the subscription is stopping).</summary>
+    public void Unrecruit() => Volatile.Write(ref _pending, 0);
+
     /// <summary>A worker took the batch from the intake: the one asked last (if any) has arrived.</summary>
-    public void Arrived() => Volatile.Write(ref _pending, 0);
+    public void Arrived()
+    {
+        Interlocked.Increment(ref _participants);
+        Volatile.Write(ref _pending, 0);
+    }
 }
 
 /// <summary>
@@ -161,11 +174,11 @@ internal sealed class LocalSubscription : TransportSubscription
     /// <summary>
     /// A worker: takes a batch of deliveries (what one gRPC message brought for this subscription) and runs the handler
     /// on each message it claims from it. With a concurrency of one, the only worker runs the batch in order, waiting for
-    /// each handler, so send order holds. Otherwise, before running a handler, a worker puts the batch back in the intake
-    /// for one more worker while messages remain unclaimed (one such request outstanding at a time, at most one fewer
-    /// than the concurrency per batch), and every worker that takes it claims messages one at a time: a handler that
-    /// blocks or runs long holds up only its own message while other workers run the rest, and quick handlers cost a few
-    /// hand-offs per batch, not one per message.
+    /// each handler, so send order holds. Otherwise every worker that takes the batch claims its messages one at a time,
+    /// and before running a handler asks one more worker to take the batch too (see <see cref="DeliveryBatch.TryRecruit"/>):
+    /// always for the batch's first message, afterwards only while the batch hardly moves. A handler that blocks or runs
+    /// long then holds up only its own message while other workers run the rest, and quick handlers cost one hand-off
+    /// per batch, not one per message.
     /// </summary>
     private async Task RunAsync()
     {
@@ -190,13 +203,13 @@ internal sealed class LocalSubscription : TransportSubscription
             }
 
             batch.Arrived();
-            while (batch.TryClaim(out var delivery))
+            while (batch.TryClaim(out var delivery, out var index))
             {
                 // Before the handler runs (it may block): another worker is asked to take on the rest of the batch.
                 // A failed write (the subscription is stopping) leaves the rest to the workers that have the batch.
-                if (shared && batch.TryRecruit(Request.Concurrency - 1) && !_intake.Writer.TryWrite(batch))
+                if (shared && batch.TryRecruit(index, Request.Concurrency - 1) && !_intake.Writer.TryWrite(batch))
                 {
-                    batch.Arrived();
+                    batch.Unrecruit();
                 }
 
                 Settlement settlement;
