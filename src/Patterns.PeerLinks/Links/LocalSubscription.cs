@@ -8,6 +8,76 @@ namespace Patterns.PeerLinks.Links;
 internal readonly record struct RemoteDelivery(PeerSession Session, long Seq, Envelope Envelope);
 
 /// <summary>
+/// Deliveries that arrived together for one subscription, from one link. Workers claim them one at a time, in order,
+/// so several workers can share a batch and none waits behind a handler another one runs.
+/// </summary>
+internal sealed class DeliveryBatch(ArraySegment<RemoteDelivery> deliveries)
+{
+    private int _next = -1;
+    private int _pending;
+    private int _recruited; // written only by the holder of _pending
+    private int _mark;
+    private int _participants;
+
+    public int Count => deliveries.Count;
+
+    public PeerSession Session => deliveries[0].Session;
+
+    public bool TryClaim(out RemoteDelivery delivery, out int index)
+    {
+        index = Interlocked.Increment(ref _next);
+        if (index < deliveries.Count)
+        {
+            delivery = deliveries[index];
+            return true;
+        }
+
+        delivery = default;
+        return false;
+    }
+
+    /// <summary>
+    /// Returns true when one more worker should be asked to help, before the handler of message <paramref name="index"/>
+    /// runs (it may block): messages remain unclaimed, no worker asked before is still on its way, fewer than
+    /// <paramref name="limit"/> were asked, and either none was asked yet or the batch has hardly moved since the last
+    /// one was asked (the workers on it are held up). Quick handlers thus cost one hand-off per batch; handlers that
+    /// block draw in a worker each, up to the subscription's concurrency.
+    /// </summary>
+    public bool TryRecruit(int index, int limit)
+    {
+        if (index + 1 >= deliveries.Count || Volatile.Read(ref _pending) != 0 || _recruited >= limit)
+        {
+            return false;
+        }
+
+        if (_recruited > 0 && index - Volatile.Read(ref _mark) > Volatile.Read(ref _participants))
+        {
+            // Moving on without help: the last worker asked found the others claiming.
+            return false;
+        }
+
+        if (Interlocked.CompareExchange(ref _pending, 1, 0) != 0)
+        {
+            return false;
+        }
+
+        _recruited++;
+        Volatile.Write(ref _mark, index);
+        return true;
+    }
+
+    /// <summary>The worker asked could not be reached (the subscription is stopping).</summary>
+    public void Unrecruit() => Volatile.Write(ref _pending, 0);
+
+    /// <summary>A worker took the batch from the intake: the one asked last (if any) has arrived.</summary>
+    public void Arrived()
+    {
+        Interlocked.Increment(ref _participants);
+        Volatile.Write(ref _pending, 0);
+    }
+}
+
+/// <summary>
 /// A subscription on this node. Messages sent on this node reach it through the in-memory transport (and its
 /// settlement path); messages forwarded by peers arrive in its intake and are settled back to the sender, whose
 /// queue retries or dead-letters them. Stopping first withdraws it from the peers, which drain what they had
@@ -18,7 +88,8 @@ internal sealed class LocalSubscription : TransportSubscription
     private static readonly TimeSpan AbandonGrace = TimeSpan.FromSeconds(1);
     private readonly PeerLinksTransport _transport;
     private readonly DeliveryHandler _handler;
-    private readonly Channel<ArraySegment<RemoteDelivery>> _intake = Channel.CreateUnbounded<ArraySegment<RemoteDelivery>>(new UnboundedChannelOptions { SingleWriter = false });
+    private const int FlushEvery = 32;
+    private readonly Channel<DeliveryBatch> _intake = Channel.CreateUnbounded<DeliveryBatch>(new UnboundedChannelOptions { SingleWriter = false });
     private readonly CancellationTokenSource _hardStop = new();
     private readonly CancellationTokenSource _abandon = new();
     private Task[] _workers = [];
@@ -58,7 +129,7 @@ internal sealed class LocalSubscription : TransportSubscription
     /// <summary>Hands over deliveries that arrived together (in one gRPC message): one intake write for all of them.</summary>
     public void Deliver(ArraySegment<RemoteDelivery> deliveries)
     {
-        if (!_intake.Writer.TryWrite(deliveries))
+        if (deliveries.Count > 0 && !_intake.Writer.TryWrite(new DeliveryBatch(deliveries)))
         {
             foreach (var delivery in deliveries)
             {
@@ -102,15 +173,19 @@ internal sealed class LocalSubscription : TransportSubscription
 
     /// <summary>
     /// A worker: takes a batch of deliveries (what one gRPC message brought for this subscription) and runs the handler
-    /// on each in turn. Handlers that finish at once cost no thread switch per message; the first that goes asynchronous
-    /// hands the rest of the batch back to the intake for an idle worker, so the batch still runs with the
-    /// subscription's concurrency.
+    /// on each message it claims from it. With a concurrency of one, the only worker runs the batch in order, waiting for
+    /// each handler, so send order holds. Otherwise every worker that takes the batch claims its messages one at a time,
+    /// and before running a handler asks one more worker to take the batch too (see <see cref="DeliveryBatch.TryRecruit"/>):
+    /// always for the batch's first message, afterwards only while the batch hardly moves. A handler that blocks or runs
+    /// long then holds up only its own message while other workers run the rest, and quick handlers cost one hand-off
+    /// per batch, not one per message.
     /// </summary>
     private async Task RunAsync()
     {
         var stop = _hardStop.Token;
         var reader = _intake.Reader;
         var settled = new List<OutEntry>();
+        var shared = Request.Concurrency > 1;
         while (true)
         {
             // ReadAsync, not WaitToReadAsync (ReadAllAsync): a write hands its batch to one parked worker, where a
@@ -127,9 +202,16 @@ internal sealed class LocalSubscription : TransportSubscription
                 }
             }
 
-            for (var i = 0; i < batch.Count; i++)
+            batch.Arrived();
+            while (batch.TryClaim(out var delivery, out var index))
             {
-                var delivery = batch[i];
+                // Before the handler runs (it may block): another worker is asked to take on the rest of the batch.
+                // A failed write (the subscription is stopping) leaves the rest to the workers that have the batch.
+                if (shared && batch.TryRecruit(index, Request.Concurrency - 1) && !_intake.Writer.TryWrite(batch))
+                {
+                    batch.Unrecruit();
+                }
+
                 Settlement settlement;
                 if (stop.IsCancellationRequested)
                 {
@@ -153,25 +235,22 @@ internal sealed class LocalSubscription : TransportSubscription
                     }
                     else
                     {
-                        if (!pending.IsCompleted && i + 1 < batch.Count && _intake.Writer.TryWrite(batch[(i + 1)..]))
-                        {
-                            batch = batch[..(i + 1)];
-                        }
-
                         // What was settled so far goes out before this handler is waited for.
                         Flush(delivery.Session, settled);
                         settlement = await WaitHandledAsync(pending, stop).ConfigureAwait(false);
                     }
                 }
 
-                // A batch comes from one link: its settlements are queued on that link together.
+                // A batch comes from one link: its settlements are queued on that link together, at the latest every
+                // FlushEvery messages so a long run does not hold the sender's credit back.
                 settled.Add(PeerSession.SettlementEntry(delivery.Seq, settlement));
+                if (settled.Count >= FlushEvery)
+                {
+                    Flush(delivery.Session, settled);
+                }
             }
 
-            if (batch.Count > 0)
-            {
-                Flush(batch[0].Session, settled);
-            }
+            Flush(batch.Session, settled);
         }
     }
 

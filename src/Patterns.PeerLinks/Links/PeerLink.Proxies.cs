@@ -167,6 +167,12 @@ internal sealed partial class PeerLink
             return new(Settlement.DeadLetter(ex.Message, ex));
         }
 
+        if (cancellationToken.IsCancellationRequested)
+        {
+            // Cancelled already: not queued, so it is never sent for a handler that has given up on it.
+            return ValueTask.FromCanceled<Settlement>(cancellationToken);
+        }
+
         var pending = new PendingDelivery(cancellationToken);
         var appended = _data.AppendAsync(new OutEntry(FrameType.Data, proxy.Info.Id, head, payload, pending), cancellationToken);
         return appended.IsCompletedSuccessfully ? pending.Task : WaitForSpaceAsync(appended, pending);

@@ -197,6 +197,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         RemoteNodeId = ack.NodeId;
         _sessionUsed = true;
         _settlements.ResetPartial();
+        _settled.Clear();
         _data.Rewind(ack.LastReceived);
         _controlWriter.ClearControl();
         Touch();
@@ -272,9 +273,12 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 finally
                 {
                     batch.Return();
+
+                    // Also after a malformed frame: the settlements read whole before it count as received (the peer
+                    // does not send them again), so their deliveries complete now and none is left for a later session.
+                    CompleteSettled();
                 }
 
-                CompleteSettled();
                 _controlWriter.Acknowledge(_settlements.LastReceived);
             }
         }
@@ -416,6 +420,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _session = Guid.NewGuid();
         _sessionUsed = false;
         _settlements = new InboundSequence(FrameLimits.MaxChunkBytes);
+
+        // Settlements of the old session must never complete deliveries of the new one (sequence numbers restart at 1).
+        _settled.Clear();
         var failure = new TransportUnavailableException($"The link to {Address} lost its session ({reason}); the message is delivered again.");
         var proxies = _proxies.Values.ToArray();
         _proxies.Clear();
