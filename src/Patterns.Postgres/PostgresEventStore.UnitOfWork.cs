@@ -32,6 +32,10 @@ public sealed partial class PostgresEventStore
     internal int QueuedUnits => _unitQueue.Count;
 
     /// <inheritdoc />
+    /// <remarks>True: units number their outbox messages under one lock held to their commit.</remarks>
+    public bool NumbersOutboxConsecutively => true;
+
+    /// <inheritdoc />
     /// <remarks>
     /// <para>
     /// The unit's parts run in one transaction, in this order: lease fences (each lease row is share-locked, so no

@@ -8,6 +8,10 @@ public sealed partial class SqliteEventStore
     private TaskCompletionSource _enqueued = NewSignal();
 
     /// <inheritdoc />
+    /// <remarks>True: one writer numbers and commits units in turn.</remarks>
+    public bool NumbersOutboxConsecutively => true;
+
+    /// <inheritdoc />
     /// <remarks>
     /// The unit is one write of the store's writer: it runs in the writer's transaction under its own savepoint, so units
     /// queued together share one commit (and one WAL sync) while each keeps its own outcome. The task completes after

@@ -103,6 +103,8 @@ public sealed class EventStoreFixtureStorage(EventStoreFixture fixture) : IEvent
 {
     public ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default) => Require(fixture.UnitOfWork).CommitAsync(work, cancellationToken);
 
+    public bool NumbersOutboxConsecutively => fixture.UnitOfWork?.NumbersOutboxConsecutively ?? false;
+
     public ValueTask<IReadOnlyList<StoredOutboxMessage>> ReadOutboxAsync(long afterSequence, int maxCount, CancellationToken cancellationToken = default) =>
         Require(fixture.Outbox).ReadOutboxAsync(afterSequence, maxCount, cancellationToken);
 

@@ -15,8 +15,10 @@ namespace Patterns.Outbox;
 /// can tell a gap that a commit of this process still in progress will fill from one only the store can fill.
 /// </para>
 /// <para>
-/// Nothing is kept while no relay of this process owns the outbox (<see cref="Open"/>, <see cref="Close"/>), and at most
-/// <see cref="Capacity"/> messages are kept: a message not kept leaves a gap, which the store read fills. So a message
+/// Nothing is kept, and no ticket taken, while no relay of this process owns the outbox (<see cref="Open"/>,
+/// <see cref="Close"/>; the relay opens it only for a store that declares
+/// <see cref="IUnitOfWorkStorage.NumbersOutboxConsecutively"/>). At most <see cref="Capacity"/> messages and
+/// <see cref="ByteBudget"/> bytes of payload are kept: a message not kept leaves a gap, which the store read fills. So a message
 /// given here and never taken is not lost: it is in the store, which the relay reads whenever it cannot account for
 /// what the store announced.
 /// </para>
@@ -26,12 +28,43 @@ internal sealed class OutboxHandoff
     /// <summary>The most messages kept for the relay; the store read covers the rest.</summary>
     internal const int Capacity = 10_000;
 
+    /// <summary>The most payload bytes kept by default (16 MiB): with the transport down, what does not fit stays only in the store.</summary>
+    internal const long DefaultByteBudget = 16L * 1024 * 1024;
+
     private readonly Lock _gate = new();
     private readonly Dictionary<long, StoredOutboxMessage> _pending = [];
     private readonly SortedSet<long> _active = [];
     private TaskCompletionSource _changed = NewSignal();
+    private readonly long _byteBudget;
     private long _started;
+    private long _highest;
+    private long _bytes;
     private bool _open;
+
+    /// <summary>Initializes a new instance of the <see cref="OutboxHandoff"/> class that keeps at most <see cref="DefaultByteBudget"/> payload bytes.</summary>
+    public OutboxHandoff()
+        : this(DefaultByteBudget)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="OutboxHandoff"/> class.</summary>
+    /// <param name="byteBudget">The most payload bytes kept.</param>
+    internal OutboxHandoff(long byteBudget) => _byteBudget = byteBudget;
+
+    /// <summary>Gets the payload bytes kept.</summary>
+    internal long KeptBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _bytes;
+            }
+        }
+    }
+
+    /// <summary>Gets the most payload bytes kept.</summary>
+    internal long ByteBudget => _byteBudget;
 
     /// <summary>Gets a task that completes at the next change: a commit ended, or the handoff opened or closed. Take it before looking.</summary>
     public Task Changed
@@ -76,13 +109,7 @@ internal sealed class OutboxHandoff
         {
             lock (_gate)
             {
-                var highest = 0L;
-                foreach (var sequence in _pending.Keys)
-                {
-                    highest = Math.Max(highest, sequence);
-                }
-
-                return highest;
+                return _highest;
             }
         }
     }
@@ -97,22 +124,21 @@ internal sealed class OutboxHandoff
     {
         lock (_gate)
         {
-            foreach (var kept in _pending.Keys)
-            {
-                if (kept <= sequence)
-                {
-                    _pending.Remove(kept);
-                }
-            }
+            DropThroughLocked(sequence);
         }
     }
 
     /// <summary>Called by a session before it commits a unit that holds outbox messages.</summary>
-    /// <returns>The ticket to pass to <see cref="Complete"/> when the commit ends, however it ends.</returns>
+    /// <returns>The ticket to pass to <see cref="Complete"/> when the commit ends, however it ends; 0 while closed (no relay of this process waits for it).</returns>
     public long Begin()
     {
         lock (_gate)
         {
+            if (!_open)
+            {
+                return 0;
+            }
+
             var ticket = ++_started;
             _active.Add(ticket);
             return ticket;
@@ -126,6 +152,11 @@ internal sealed class OutboxHandoff
     /// <param name="committedAt">When the unit committed.</param>
     public void Complete(long ticket, long lastSequence, IReadOnlyList<OutboxMessage> messages, DateTimeOffset committedAt)
     {
+        if (ticket == 0)
+        {
+            return; // begun while closed: its messages are read from the store
+        }
+
         TaskCompletionSource changed;
         lock (_gate)
         {
@@ -135,7 +166,17 @@ internal sealed class OutboxHandoff
                 var first = lastSequence - messages.Count + 1;
                 for (var i = 0; i < messages.Count && _pending.Count < Capacity; i++)
                 {
-                    _pending.TryAdd(first + i, new StoredOutboxMessage(first + i, messages[i], committedAt));
+                    var size = messages[i].Payload.Length;
+                    if (_bytes + size > _byteBudget)
+                    {
+                        break; // over the budget: the rest of the unit leaves a gap, which the store read fills
+                    }
+
+                    if (_pending.TryAdd(first + i, new StoredOutboxMessage(first + i, messages[i], committedAt)))
+                    {
+                        _bytes += size;
+                        _highest = Math.Max(_highest, first + i);
+                    }
                 }
             }
 
@@ -184,20 +225,20 @@ internal sealed class OutboxHandoff
             var taken = 0;
             while (taken < maxCount && _pending.Remove(after + taken + 1, out var message))
             {
+                _bytes -= message.Message.Payload.Length;
                 into.Add(message);
                 taken++;
             }
 
-            if (taken == 0 && _pending.Count > 0)
+            if (after + taken >= _highest)
+            {
+                // The run reached the highest kept: whatever is left is at or below the relay's position.
+                Clear();
+            }
+            else if (taken == 0)
             {
                 // A gap (or messages the store read already handed over): drop those at or below the relay's position.
-                foreach (var sequence in _pending.Keys)
-                {
-                    if (sequence <= after)
-                    {
-                        _pending.Remove(sequence);
-                    }
-                }
+                DropThroughLocked(after);
             }
 
             return taken;
@@ -210,12 +251,37 @@ internal sealed class OutboxHandoff
         lock (_gate)
         {
             _open = open;
-            _pending.Clear();
+            Clear();
             changed = _changed;
             _changed = NewSignal();
         }
 
         changed.TrySetResult();
+    }
+
+    private void DropThroughLocked(long sequence)
+    {
+        if (sequence >= _highest)
+        {
+            Clear();
+            return;
+        }
+
+        foreach (var (kept, message) in _pending)
+        {
+            if (kept <= sequence)
+            {
+                _pending.Remove(kept);
+                _bytes -= message.Message.Payload.Length;
+            }
+        }
+    }
+
+    private void Clear()
+    {
+        _pending.Clear();
+        _highest = 0;
+        _bytes = 0;
     }
 
     private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -69,6 +69,16 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
     public void Dispose() => _stopping?.Dispose();
 
+    /// <summary>Gets the relay's run, once started: it ends when the relay stopped.</summary>
+    internal Task? Completion => _run;
+
+    /// <summary>
+    /// The longest the relay waits, after the store announced a commit or a gap showed, for the commits of its process in
+    /// progress at that moment before it reads the store anyway: a commit of this process that hangs (a slow lock) does
+    /// not hold up another process's messages longer.
+    /// </summary>
+    internal static readonly TimeSpan MaxSettleWait = TimeSpan.FromSeconds(1);
+
     /// <summary>How often (in removals) the relay removes from the start of the outbox rather than from its previous removal.</summary>
     internal const int FullRemovalEvery = 64;
 
@@ -80,9 +90,10 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     /// could sit, and removing that run by range removes nothing else. Everything else (messages from other processes,
     /// from this one outside a session, from before the relay owned the outbox, and any the handoff did not keep) is read
     /// from the store: at start; when the next number is missing (a gap before a message handed over); and when the store
-    /// announces a commit (<see cref="IOutboxStore.WaitForOutboxAsync"/>, waited for while no commit of this process is in
-    /// progress) that handed nothing over in memory. Before reading for a gap or an announcement, the relay waits for the
-    /// commits of this process that were in progress at that moment: they may hand the missing number over.
+    /// announces a commit (<see cref="IOutboxStore.WaitForOutboxAsync"/>) that handed nothing over in memory. Before
+    /// reading for a gap or an announcement, the relay waits for the commits of this process that were in progress at that
+    /// moment (they may hand the missing number over), but at most <see cref="MaxSettleWait"/>. Only for a store that
+    /// declares <see cref="IUnitOfWorkStorage.NumbersOutboxConsecutively"/>: with another, everything is read from the store.
     /// </para>
     /// <para>
     /// A batch read that is shorter than <see cref="OutboxOptions.BatchSize"/> held everything committed when it was read
@@ -97,14 +108,21 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
     private async Task<LeaseRunner.Outcome> RelayAsync(Lease lease, CancellationToken owned)
     {
         var removals = new Removals(_outbox, _options.BatchSize, lease, owned);
-        _handoff.Open();
+        if (_units.NumbersOutboxConsecutively)
+        {
+            _handoff.Open(); // otherwise it keeps nothing, takes no ticket, and every message is read from the store
+        }
+
+        // Completes when the relay stops or loses the outbox, so no wait below outlives that.
+        var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var stopped = owned.Register(static state => ((TaskCompletionSource)state!).TrySetResult(), stop);
         try
         {
             var taken = new List<StoredOutboxMessage>(Math.Min(_options.BatchSize, 1024));
             var after = await ReadStoreAsync(0, removals, lease, owned).ConfigureAwait(false);
             Task? announced = null;
             var announcedAfter = 0L;
-            (long Mark, long After)? barrier = null;
+            (long Mark, long After, Task? Deadline)? barrier = null;
             while (true)
             {
                 var changed = _handoff.Changed; // before looking, so a hand-over after the look still wakes the wait
@@ -123,18 +141,23 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
 
                 if (barrier is { } wait)
                 {
-                    if (!_handoff.Settled(wait.Mark))
+                    if (!_handoff.Settled(wait.Mark) && wait.Deadline?.IsCompleted != true)
                     {
-                        // A commit of this process in progress when the gap or the store's announcement showed may fill it.
-                        await Task.WhenAny(changed, removals.Running ?? changed).ConfigureAwait(false);
+                        var deadline = wait.Deadline ?? SettleDeadline(owned);
+                        barrier = wait with { Deadline = deadline };
+                        // A commit of this process in progress when the gap or the store's announcement showed may fill
+                        // it; one that hangs does not hold the store read up longer than MaxSettleWait.
+                        await Task.WhenAny(changed, removals.Running ?? changed, deadline, stop.Task).ConfigureAwait(false);
+                        owned.ThrowIfCancellationRequested();
                         await removals.PumpAsync(force: false).ConfigureAwait(false);
                         continue;
                     }
 
                     barrier = null;
-                    if (after == wait.After)
+                    if (after == wait.After || wait.Deadline?.IsCompleted == true)
                     {
-                        // Those commits ended and handed nothing over that moved the relay: only the store holds what follows.
+                        // Those commits ended and handed nothing over that moved the relay, or one still hangs: only the
+                        // store holds what follows (a store read is always in order: numbers become visible in order).
                         var kept = _handoff.HighestPending;
                         after = await ReadStoreAsync(after, removals, lease, owned).ConfigureAwait(false);
                         _handoff.DropThrough(kept);
@@ -146,31 +169,24 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                 {
                     // A gap: the next number was not handed over (another process's message, a commit outside a session, a
                     // rolled-back number, or a commit of this process still in progress).
-                    barrier = (_handoff.Mark, after);
+                    barrier = (_handoff.Mark, after, null);
                     continue;
                 }
 
                 if (announced is null)
                 {
-                    if (!_handoff.Idle)
-                    {
-                        // Commits of this process are in progress: each wakes the relay when it ends. Another process's
-                        // message shows as a gap before the next of them, or is announced by the store once they are done.
-                        await removals.PumpAsync(force: false).ConfigureAwait(false);
-                        await Task.WhenAny(changed, removals.Running ?? changed).ConfigureAwait(false);
-                        await removals.PumpAsync(force: false).ConfigureAwait(false);
-                        continue;
-                    }
-
+                    // Also while commits of this process are in progress (each wakes the relay when it ends): another
+                    // process's message is announced by the store, not only shown as a gap before the next of them.
                     announced = _outbox.WaitForOutboxAsync(after, owned).AsTask();
                     announcedAfter = after;
                 }
 
                 if (!announced.IsCompleted)
                 {
-                    // Waiting with no commit of this process in progress: remove what was handed over now.
+                    // With no commit of this process in progress, remove what was handed over now.
                     await removals.PumpAsync(force: _handoff.Idle).ConfigureAwait(false);
-                    await Task.WhenAny(announced, changed, removals.Running ?? changed).ConfigureAwait(false);
+                    await Task.WhenAny(announced, changed, removals.Running ?? changed, stop.Task).ConfigureAwait(false);
+                    owned.ThrowIfCancellationRequested();
                     await removals.PumpAsync(force: false).ConfigureAwait(false);
                 }
 
@@ -178,7 +194,7 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
                 {
                     await announced.ConfigureAwait(false);
                     announced = null;
-                    barrier = (_handoff.Mark, announcedAfter);
+                    barrier = (_handoff.Mark, announcedAfter, null);
                 }
             }
         }
@@ -207,6 +223,10 @@ internal sealed partial class OutboxRelay : IHostedService, IDisposable
             await removals.EndAsync().ConfigureAwait(false);
         }
     }
+
+    /// <summary>Completes after <see cref="MaxSettleWait"/> (or when the relay stops), whatever else happens.</summary>
+    private Task SettleDeadline(CancellationToken owned) =>
+        Task.Delay(MaxSettleWait, _timeProvider, owned).ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
     /// <summary>Reads the store after <paramref name="after"/> and hands over what it holds, up to the first batch shorter than <see cref="OutboxOptions.BatchSize"/>.</summary>
     /// <returns>The last sequence number handed over.</returns>

@@ -32,7 +32,7 @@ public static class OutboxServiceCollectionExtensions
         // Transient, not scoped: a delegate handler's context.Services is the root provider, where a scoped session would be
         // one session shared by every message handled at the same time.
         services.TryAddTransient<IStoreSession>(static sp => new StoreSession(sp));
-        services.TryAddSingleton<OutboxHandoff>();
+        services.TryAddSingleton(static _ => new OutboxHandoff());
         if (!services.Any(static d => d.ServiceType == typeof(OutboxRelay)))
         {
             services.AddSingleton(static sp => new OutboxRelay(

@@ -17,6 +17,18 @@ public interface IUnitOfWorkStorage
     /// <returns>The outcome: one <see cref="AppendResult"/> per append and the outbox sequence numbers.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="work"/> is null.</exception>
     ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Gets a value indicating whether the store numbers a unit's outbox messages consecutively, in the order they were
+    /// enqueued, and makes sequence numbers visible in order (no commit sees a number above one still in progress).
+    /// </summary>
+    /// <remarks>
+    /// The outbox relay relies on it to take the messages its own process committed from memory, by the numbers
+    /// <see cref="UnitOfWorkResult.LastOutboxSequence"/> gives them; a store that does not declare it (the default) has
+    /// every message read back by the relay. The built-in stores (in-memory, SQLite, PostgreSQL) declare it.
+    /// </remarks>
+    /// <value>Default <see langword="false"/>.</value>
+    bool NumbersOutboxConsecutively => false;
 }
 
 /// <summary>The outcome of a committed <see cref="UnitOfWork"/>.</summary>

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using FluentAssertions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing.InMemory;
 using Patterns.Messaging;
 using Patterns.Outbox;
@@ -66,6 +67,7 @@ public sealed class OutboxHandoffTests
     public void Settled_IsFalseUntilEveryCommitBegunUpToTheMarkHasEnded()
     {
         var handoff = new OutboxHandoff();
+        handoff.Open();
         var first = handoff.Begin();
         var second = handoff.Begin();
         var mark = handoff.Mark;
@@ -81,13 +83,53 @@ public sealed class OutboxHandoffTests
         handoff.Settled(later).Should().BeFalse();
     }
 
+    [Fact]
+    public void Complete_ManyLargeUnits_KeepsNoMoreThanTheByteBudget()
+    {
+        var handoff = new OutboxHandoff(byteBudget: 10_000);
+        handoff.Open();
+        var large = new OutboxMessage("q", OutboxMessageKind.Publish, new byte[3_000]);
+        for (var unit = 1; unit <= 50; unit++)
+        {
+            handoff.Complete(handoff.Begin(), unit * 2, [large, large], default);
+            handoff.KeptBytes.Should().BeLessThanOrEqualTo(10_000);
+        }
+
+        handoff.KeptBytes.Should().Be(9_000, "three messages fit; over the budget nothing further is kept");
+        Take(handoff, 0).Should().Equal(1, 2, 3);
+        handoff.KeptBytes.Should().Be(0);
+        handoff.HighestPending.Should().Be(0);
+
+        handoff.Complete(handoff.Begin(), 102, [large, large], default);
+        Take(handoff, 100).Should().Equal(101, 102); // taking freed the budget
+        new OutboxHandoff().ByteBudget.Should().Be(16L * 1024 * 1024);
+    }
+
+    [Fact]
+    public void Begin_WhileClosed_TakesNoTicket()
+    {
+        var handoff = new OutboxHandoff();
+        var ticket = handoff.Begin();
+        ticket.Should().Be(0);
+        handoff.Idle.Should().BeTrue("no relay of this process waits for a commit while the handoff is closed");
+        handoff.Mark.Should().Be(0);
+        var changed = handoff.Changed;
+        handoff.Complete(ticket, 1, [Message("a")], default);
+        changed.IsCompleted.Should().BeFalse();
+    }
+
     /// <summary>Starts a host whose relay publishes to "handoff.placed", over an in-memory store seen through <see cref="CountingOutbox"/> (and <see cref="GatedUnits"/>), and waits for the relay's first read.</summary>
-    private static async Task<Relay> StartAsync(int expected)
+    private static async Task<Relay> StartAsync(int expected, OutboxHandoff? handoff = null, TimeProvider? time = null, bool consecutive = true)
     {
         var store = new InMemoryEventStorage();
-        var relay = new Relay(store, new CountingOutbox(store), new GatedUnits(store));
+        var relay = new Relay(store, new CountingOutbox(store), new GatedUnits(store, consecutive));
         relay.Host = await TestHost.StartAsync(b =>
         {
+            if (handoff is not null)
+            {
+                b.Services.AddSingleton(handoff);
+            }
+
             b.AddEventSourcing(es => es.UseStorage(_ => store));
             b.AddOutbox(o => o.BatchSize = 16);
             b.Services.AddSingleton<IOutboxStore>(relay.Outbox);
@@ -102,7 +144,7 @@ public sealed class OutboxHandoffTests
 
                 return default;
             }, "handoff.placed", o => o.ConsumerGroup = "billing"));
-        }, harness: false);
+        }, time, harness: false);
         await relay.Outbox.FirstRead.Task.WaitAsync(TestHost.Wait);
         return relay;
     }
@@ -148,8 +190,7 @@ public sealed class OutboxHandoffTests
         units.HoldNext();
         var first = PublishAsync(host, 1);
         await units.Held.Task.WaitAsync(TestHost.Wait); // A is committed (sequence 1), its session not told yet
-        (await PublishAsync(host, 2)).LastOutboxSequence.Should().Be(2);
-        received.Should().BeEmpty("2 cannot go before 1, which a commit of this process in progress will hand over");
+        (await PublishAsync(host, 2)).LastOutboxSequence.Should().Be(2); // the order asserted below: 2 did not go first
 
         units.Release();
         (await first).LastOutboxSequence.Should().Be(1);
@@ -180,6 +221,118 @@ public sealed class OutboxHandoffTests
         outbox.Reads.Should().BeGreaterThan(1, "2 was read from the store");
         (await store.ReadOutboxAsync(0, 10)).Should().BeEmpty();
         await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Stop_WhileACommitOfItsProcessHangs_EndsTheRelay()
+    {
+        var (_, _, units, _, _, host) = await StartAsync(1);
+        using var disposing = host;
+        var relay = host.Services.GetRequiredService<OutboxRelay>();
+
+        units.HoldNext();
+        var held = PublishAsync(host, 1);
+        await units.Held.Task.WaitAsync(TestHost.Wait);
+        using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2)))
+        {
+            await host.StopAsync(timeout.Token);
+        }
+
+        relay.Completion!.IsCompleted.Should().BeTrue("the relay ends when it is stopped, not when the commit it waited for ends");
+        units.Release();
+        await held;
+    }
+
+    [Fact]
+    public async Task Relay_AnotherProcessesCommit_WhileACommitOfItsProcessHangs_IsReadWithinTheSettleWait()
+    {
+        var time = new TimerSignallingTime(OutboxRelay.MaxSettleWait);
+        var (store, _, units, received, all, host) = await StartAsync(2, time: time);
+        using var disposing = host;
+        using var other = await TestHost.StartAsync(b =>
+        {
+            b.AddEventSourcing(es => es.UseStorage(_ => store));
+            b.AddOutbox(o => o.RunRelay = false);
+            b.AddPubSub(_ => { });
+        }, time, harness: false);
+
+        units.HoldNext();
+        var held = PublishAsync(host, 1); // committed as 1, its session not told: the relay waits for it
+        await units.Held.Task.WaitAsync(TestHost.Wait);
+        (await PublishAsync(other, 2)).LastOutboxSequence.Should().Be(2);
+        await time.Created.Task.WaitAsync(TestHost.Wait);
+        time.Advance(OutboxRelay.MaxSettleWait);
+
+        await all.Task.WaitAsync(TestHost.Wait);
+        received.Should().Equal(1, 2);
+        other.Services.GetRequiredService<OutboxHandoff>().Mark.Should().Be(0, "a process without a relay takes no tickets");
+        units.Release();
+        await held;
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Relay_LargeMessagesOverTheByteBudget_ArriveOnceInOrderThroughTheStore()
+    {
+        const int Count = 40;
+        var handoff = new OutboxHandoff(byteBudget: 600);
+        var (store, outbox, units, received, all, host) = await StartAsync(Count, handoff);
+        using var disposing = host;
+
+        units.HoldNext();
+        var held = PublishAsync(host, 0);
+        await units.Held.Task.WaitAsync(TestHost.Wait);
+        long last = 0;
+        for (var i = 1; i < Count; i++)
+        {
+            last = (await PublishAsync(host, i)).LastOutboxSequence;
+            handoff.KeptBytes.Should().BeLessThanOrEqualTo(600);
+        }
+
+        units.Release();
+        await held;
+        await all.Task.WaitAsync(TestHost.Wait);
+        await outbox.RemovedThrough(last).WaitAsync(TestHost.Wait);
+        received.Should().Equal(Enumerable.Range(0, Count));
+        outbox.Reads.Should().BeGreaterThan(1, "what the handoff did not keep was read from the store");
+        (await store.ReadOutboxAsync(0, 100)).Should().BeEmpty();
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Relay_StoreWithoutConsecutiveNumbering_TakesNothingFromMemory()
+    {
+        const int Count = 5;
+        var (store, outbox, _, received, all, host) = await StartAsync(Count, consecutive: false);
+        using var disposing = host;
+
+        for (var i = 0; i < Count; i++)
+        {
+            await PublishAsync(host, i);
+        }
+
+        await all.Task.WaitAsync(TestHost.Wait);
+        received.Should().Equal(Enumerable.Range(0, Count));
+        host.Services.GetRequiredService<OutboxHandoff>().Mark.Should().Be(0, "the handoff never opened: no commit took a ticket");
+        outbox.Reads.Should().BeGreaterThan(1);
+        await host.StopAsync();
+    }
+
+    /// <summary>A fake clock that signals when a timer of <paramref name="due"/> is created (the relay's settle wait).</summary>
+    private sealed class TimerSignallingTime(TimeSpan due) : FakeTimeProvider
+    {
+        public TaskCompletionSource Created { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = base.CreateTimer(callback, state, dueTime, period);
+            if (dueTime == due)
+            {
+                Created.TrySetResult();
+            }
+
+            return timer;
+        }
     }
 
     /// <summary>A started relay's host, its store seen through the wrappers, and what its subscriber received.</summary>
@@ -251,7 +404,7 @@ public sealed class OutboxHandoffTests
     }
 
     /// <summary>Units of work that commit in the store, then may hold their caller (until released) or fail it.</summary>
-    private sealed class GatedUnits(InMemoryEventStorage store) : IUnitOfWorkStorage
+    private sealed class GatedUnits(InMemoryEventStorage store, bool consecutive) : IUnitOfWorkStorage
     {
         private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private TaskCompletionSource? _gate;
@@ -264,6 +417,8 @@ public sealed class OutboxHandoffTests
         public void Release() => _release.TrySetResult();
 
         public void FailNextAfterCommit() => _fail = true;
+
+        public bool NumbersOutboxConsecutively => consecutive;
 
         public async ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default)
         {

@@ -11,6 +11,10 @@ public sealed partial class InMemoryEventStorage
     private TaskCompletionSource? _enqueued;
 
     /// <inheritdoc />
+    /// <remarks>True: one lock numbers and stores a unit.</remarks>
+    public bool NumbersOutboxConsecutively => true;
+
+    /// <inheritdoc />
     public async ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(work);
