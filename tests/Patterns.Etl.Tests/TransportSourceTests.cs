@@ -104,6 +104,76 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task QueueSource_IntoAFileSink_FailsAtOnce_NamingTheSink_AndTakesNoMessage()
+    {
+        var queue = "to-file-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= 3; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        using var dir = new TempDir();
+        var path = dir.File("readings.csv");
+
+        // A file sink moves its file into place only when the run completes, which a queue run never does: each
+        // acknowledged message would be lost with the temporary file.
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue).To(Csv.Write(path, Reading.Schema), "to-file").RunAsync().WaitAsync(Wait);
+        (await run.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*'{path}'*durable only when the run completes*");
+        File.Exists(path).Should().BeFalse();
+        Directory.GetFiles(dir.Path).Should().BeEmpty("no temporary file is left");
+
+        // Every message is still on the queue: a run into a sink that commits each batch loads all three.
+        var sink = new RecordingSink(failOnBatch: null);
+        using var stop = new CancellationTokenSource(Wait);
+        sink.OnCommit = () =>
+        {
+            if (sink.Rows.Count >= 3)
+            {
+                stop.Cancel();
+            }
+        };
+        await EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "to-file").RunAsync(cancellationToken: stop.Token);
+        sink.Rows.Select(r => r.Id).Should().Equal(1, 2, 3);
+    }
+
+    [Fact]
+    public async Task OneMessage_ManyRows_IsAcknowledgedOnlyWithTheBatchThatHoldsItsLastRow()
+    {
+        var queue = "fan-out-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= 3; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) =>
+            EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 3)).To(sink, "fan-out");
+
+        // Batches of 2: the batch that fills on a message's second row takes its third too, so the message is acknowledged
+        // only once all three are committed. The second batch fails: its message is delivered again.
+        var first = new RecordingSink(failOnBatch: 2);
+        var failed = async () => await Pipeline(first).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
+        (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 2 failed");
+
+        var second = new RecordingSink(failOnBatch: null);
+        using var stop = new CancellationTokenSource(Wait);
+        second.OnCommit = () =>
+        {
+            if (first.Rows.Count + second.Rows.Count >= 9)
+            {
+                stop.Cancel();
+            }
+        };
+        await Pipeline(second).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+
+        first.Rows.Concat(second.Rows).Select(r => r.Id).Should().Equal([1, 1, 1, 2, 2, 2, 3, 3, 3], "each message's three rows are loaded once");
+        first.Batches.Should().Equal(3);
+    }
+
+    [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
         var queue = "sorted-" + Guid.NewGuid().ToString("N");
