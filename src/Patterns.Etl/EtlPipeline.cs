@@ -190,6 +190,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private EtlCommit? _pending;
         private int _holdLimit;
         private EtlBookmark? _sealedBookmark;
+        private long? _failedThrough;
 
         public Loader(EtlRun run, EtlSinkWriter<T> writer, string sinkName, EtlRunOptions options, int preferredBatchSize, Func<T, long>? rowSize, long started)
         {
@@ -226,7 +227,15 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 // A transport source hands back what no commit covers, to be delivered again, and stops its subscription.
                 if (_run.Acknowledgements is { } held)
                 {
-                    await held.EndAsync(failure).ConfigureAwait(false);
+                    try
+                    {
+                        await held.EndAsync(failure, _failedThrough ?? _run.Source.Offset).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (failure is not null)
+                    {
+                        // The run's failure is what the caller sees; stopping the subscription failed too.
+                        EtlLog.Failed(_run.Logger, ex, _run.Job, _run.Partition ?? string.Empty, _run.RunId, _run.RowsRead);
+                    }
                 }
             }
         }
@@ -632,6 +641,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
             catch (Exception ex)
             {
+                _failedThrough = commit.Position;
                 Volatile.Write(ref _loadFailure, ex);
                 await _stop.CancelAsync().ConfigureAwait(false);
             }

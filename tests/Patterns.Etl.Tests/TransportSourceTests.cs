@@ -174,6 +174,26 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task ABatchThatAlwaysFails_ItsMessageIsDeadLetteredAfterMaxDeliveries()
+    {
+        var queue = "always-fails-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
+
+        // Each run's sink fails its first batch: the message counts a failed delivery per run, and the third run
+        // dead-letters it instead of handing it back again.
+        for (var attempt = 1; attempt <= 3; attempt++)
+        {
+            var failed = async () => await EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 3)
+                .To(new RecordingSink(failOnBatch: 1), "always-fails").RunAsync().WaitAsync(Wait);
+            (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 1 failed");
+        }
+
+        var dead = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
+        dead.Should().ContainSingle().Which.Reason.Should().Contain("failed on the batch that includes this message, delivered 3 time(s)").And.Contain("commit 1 failed");
+    }
+
+    [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
         var queue = "sorted-" + Guid.NewGuid().ToString("N");
