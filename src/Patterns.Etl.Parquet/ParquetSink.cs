@@ -40,6 +40,9 @@ internal sealed class ParquetSink<T>(string path, EtlSchema<T> schema, ParquetWr
         private bool _closed;
         private bool _completed;
 
+        // The file is moved into place only when the run completes.
+        public override bool CommitsEachBatch => false;
+
         public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
         {
             if (rows.IsEmpty)

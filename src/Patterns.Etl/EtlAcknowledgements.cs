@@ -12,6 +12,7 @@ internal interface IEtlAcknowledgements
 
     /// <summary>The run ended: what is not acknowledged goes back to the transport to be delivered again, and the subscription stops.</summary>
     /// <param name="failure">Why the run failed, or <see langword="null"/>.</param>
+    /// <param name="failedThrough">With a failure, the last position of the batch that failed (or of the row a stage failed on): the messages up to it count a failed delivery.</param>
     /// <returns>A task that completes when the subscription has stopped.</returns>
-    ValueTask EndAsync(Exception? failure);
+    ValueTask EndAsync(Exception? failure, long failedThrough);
 }

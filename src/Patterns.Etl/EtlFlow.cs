@@ -57,6 +57,9 @@ public static class Etl
             }
 
             yield return row;
+
+            // Back here, every row the stages made of this one has reached the loader.
+            run.SourceRowDone?.Invoke();
         }
 
         EtlTelemetry.RowsRead.Add(run.RowsRead - reported, tags);

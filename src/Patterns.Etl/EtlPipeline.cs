@@ -140,7 +140,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             run.Resume = resume ?? EtlBookmark.Start;
             EtlLog.Started(logger, Name, partition, runId, run.Resume.Offset);
-            using var loader = new Loader(run, writer, options, _sink.PreferredBatchSize, options.MaxBatchBytes is null ? null : rowSize, started);
+            using var loader = new Loader(run, writer, _sink.Name, options, _sink.PreferredBatchSize, options.MaxBatchBytes is null ? null : rowSize, started);
             try
             {
                 return await loader.RunAsync(_flow, cancellationToken).ConfigureAwait(false);
@@ -162,6 +162,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
         private readonly EtlRun _run;
         private readonly EtlSinkWriter<T> _writer;
+        private readonly string _sinkName;
         private readonly EtlRunOptions _options;
         private int _batchSize;
         private readonly long _started;
@@ -184,10 +185,18 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private EtlBookmark? _lastBookmark;
         private bool _dropOpenBatch;
 
-        public Loader(EtlRun run, EtlSinkWriter<T> writer, EtlRunOptions options, int preferredBatchSize, Func<T, long>? rowSize, long started)
+        // Rows made of one source row stay in one batch: a batch that fills on one of them waits, with its commit taken
+        // then, until the source moves on (at most _holdLimit rows; beyond it the batch is split inside the source row).
+        private EtlCommit? _pending;
+        private int _holdLimit;
+        private EtlBookmark? _sealedBookmark;
+        private long? _failedThrough;
+
+        public Loader(EtlRun run, EtlSinkWriter<T> writer, string sinkName, EtlRunOptions options, int preferredBatchSize, Func<T, long>? rowSize, long started)
         {
             _run = run;
             _writer = writer;
+            _sinkName = sinkName;
             _options = options;
             _batchSize = options.BatchSize ?? preferredBatchSize;
             _started = started;
@@ -218,7 +227,15 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 // A transport source hands back what no commit covers, to be delivered again, and stops its subscription.
                 if (_run.Acknowledgements is { } held)
                 {
-                    await held.EndAsync(failure).ConfigureAwait(false);
+                    try
+                    {
+                        await held.EndAsync(failure, _failedThrough ?? _run.Source.Offset).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (failure is not null)
+                    {
+                        // The run's failure is what the caller sees; stopping the subscription failed too.
+                        EtlLog.Failed(_run.Logger, ex, _run.Job, _run.Partition ?? string.Empty, _run.RunId, _run.RowsRead);
+                    }
                 }
             }
         }
@@ -238,6 +255,16 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 streamFailure = ex;
             }
 
+            if (_run.MaxUnacknowledged is not null && !_writer.CommitsEachBatch)
+            {
+                // The source is read but never started: nothing is taken from the queue.
+                stream = null;
+                streamFailure ??= new InvalidOperationException(
+                    $"ETL job '{_run.Job}' reads {_run.SourceName}, whose messages are acknowledged once the batch that includes them is written, but the sink '{_sinkName}' " +
+                    "makes its output durable only when the run completes (a file written under a temporary name and moved into place), which a queue run never does: " +
+                    "every acknowledged message would be lost with the temporary file. Load the messages into a database table (or another queue) and export that to a file.");
+            }
+
             if (_run.MaxUnacknowledged is { } maxUnacknowledged)
             {
                 // A transport source holds each message until the batch that includes it commits: with batches of at most
@@ -245,23 +272,29 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 _batchSize = Math.Clamp(maxUnacknowledged / 2, 1, _batchSize);
             }
 
+            // Where positions track rows, the loader ends each batch once the source has moved past the row that filled it
+            // (a SelectMany or a Join makes several rows of one): a batch may then hold up to twice BatchSize rows.
+            var holds = _run.PositionsTrackRows;
+            _holdLimit = holds ? 2 * _batchSize : _batchSize;
+            _sealedBookmark = _run.Resume;
             var batcher = Batcher.Create<T>(
                 HandleAsync,
                 new BatchOptions
                 {
-                    MaxCount = _batchSize,
-                    Capacity = _batchSize * (_options.MaxPendingBatches + 1),
+                    MaxCount = _holdLimit,
+                    Capacity = _batchSize * (_options.MaxPendingBatches + (holds ? 2 : 1)),
                     MaxAge = Timeout.InfiniteTimeSpan,
                     Retry = null,
 
                     // With a byte bound the loader decides where batches end: the row that seals one weighs 1, the others 0.
-                    MaxSize = _rowSize is null ? null : 1,
+                    MaxSize = _rowSize is null || holds ? null : 1,
                 },
-                sizeOf: _rowSize is null ? null : _ => _sealing ? 1 : 0,
+                sizeOf: _rowSize is null || holds ? null : _ => _sealing ? 1 : 0,
                 timeProvider: _run.Time,
                 logger: _run.Logger,
                 name: "etl-" + _run.Job);
             _run.SealOpenBatch = SealOpenBatchAsync;
+            _run.SourceRowDone = holds ? SourceRowDone : null;
             try
             {
                 if (stream is not null)
@@ -279,7 +312,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             if (streamFailure is null && _inBatch != 0)
             {
                 // The open batch: its commit is the position after the last row read.
-                _commits.Enqueue(Commit(completed: false));
+                Enqueue(TakeCommit());
             }
 
             // Sealed batches load with their commits; after a failure the open batch has none: it is dropped, and the
@@ -325,6 +358,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             ValueTask AddAsync(T row, CancellationToken ct)
             {
+                if (_run.SourceRowDone is not null)
+                {
+                    return AddHeldAsync(row, ct);
+                }
+
                 var seals = ++_inBatch == _batchSize;
                 if (_rowSize is not null)
                 {
@@ -355,6 +393,67 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 await batcher.AddAsync(row, ct).ConfigureAwait(false);
             }
 
+            // Positions track rows: a full batch takes its commit (the source's position now, this row's) and goes on taking
+            // the rows made of the same source row; SourceRowDone seals it.
+            ValueTask AddHeldAsync(T row, CancellationToken ct)
+            {
+                _inBatch++;
+                if (_rowSize is not null)
+                {
+                    _batchBytes += _rowSize(row);
+                }
+
+                if (_inBatch == _holdLimit && _pending is { } full)
+                {
+                    // One source row made more rows than a batch holds: the batcher ends the batch on this row, inside the
+                    // source row, so its commit covers only the rows before it: its messages are acknowledged with the next
+                    // batch, and the bookmark stays where it was (a resumed run loads this source row's rows again).
+                    _pending = null;
+                    Enqueue(full with { Position = full.Position - 1, Bookmark = full.Bookmark is null ? null : _sealedBookmark });
+                    _inBatch = 0;
+                    _batchBytes = 0;
+                }
+                else if (_pending is null && (_inBatch >= _batchSize || (_rowSize is not null && _batchBytes >= _maxBatchBytes)))
+                {
+                    return _sealedSlots is { } slots ? HoldAsync(row, slots, ct) : HoldCore(row, ct);
+                }
+
+                var adding = batcher.AddAsync(row, ct);
+                return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
+            }
+
+            async ValueTask HoldAsync(T row, SemaphoreSlim slots, CancellationToken ct)
+            {
+                await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                await HoldCore(row, ct).ConfigureAwait(false);
+            }
+
+            ValueTask HoldCore(T row, CancellationToken ct)
+            {
+                _pending = Commit(completed: false);
+                var adding = batcher.AddAsync(row, ct);
+                return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
+            }
+
+            // Every row made of the source row is in: a full batch is sealed and handed to the loader (not waited for).
+            void SourceRowDone()
+            {
+                if (_pending is not { } full)
+                {
+                    return;
+                }
+
+                _pending = null;
+                Enqueue(full);
+                _inBatch = 0;
+                _batchBytes = 0;
+                var handed = batcher.FlushAsync(CancellationToken.None);
+                if (!handed.IsCompleted)
+                {
+                    _ = handed.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                }
+            }
+
             // Called by a transport source between rows when it is idle, or holds many rows that no batch covers: the open
             // batch is sealed and loaded now, so that its messages are acknowledged and the transport delivers more.
             async ValueTask SealOpenBatchAsync()
@@ -362,7 +461,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 EtlCommit? empty = null;
                 if (_inBatch > 0)
                 {
-                    if (_sealedSlots is { } slots)
+                    if (_sealedSlots is { } slots && _pending is null)
                     {
                         await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
                     }
@@ -372,6 +471,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 else
                 {
                     empty = Commit(completed: false);
+                    _run.SealedPosition = empty.Position ?? _run.SealedPosition;
                 }
 
                 await batcher.FlushAsync(CancellationToken.None).ConfigureAwait(false);
@@ -403,7 +503,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             // This row seals a batch: its commit goes in first, so the handler finds it.
             void Seal()
             {
-                _commits.Enqueue(Commit(completed: false));
+                Enqueue(TakeCommit());
                 _inBatch = 0;
                 _batchBytes = 0;
             }
@@ -413,14 +513,39 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
         private EtlCommit Commit(bool completed)
         {
-            long? position = null;
-            if (_run.PositionsTrackRows)
+            long? position = _run.PositionsTrackRows ? _run.Source.Offset : null;
+            return new(_run.PositionsTrackRows && _options.Bookmarks ? _run.Source.Capture(completed) : null, _run.TakeQuarantine()) { Position = position };
+        }
+
+        /// <summary>The open batch's commit now, with the rows quarantined before a commit it held since it filled.</summary>
+        private EtlCommit TakeCommit()
+        {
+            var commit = Commit(completed: false);
+            if (_pending is { } held)
             {
-                position = _run.Source.Offset;
-                _run.SealedPosition = position.Value;
+                _pending = null;
+                if (held.Quarantined.Count > 0)
+                {
+                    commit = commit with { Quarantined = [.. held.Quarantined, .. commit.Quarantined] };
+                }
             }
 
-            return new(_run.PositionsTrackRows && _options.Bookmarks ? _run.Source.Capture(completed) : null, _run.TakeQuarantine()) { Position = position };
+            return commit;
+        }
+
+        /// <summary>A sealed batch's commit goes in before the batch, so the handler finds it (stream task).</summary>
+        private void Enqueue(EtlCommit commit)
+        {
+            _commits.Enqueue(commit);
+            if (commit.Position is { } position)
+            {
+                _run.SealedPosition = position;
+            }
+
+            if (commit.Bookmark is { } bookmark)
+            {
+                _sealedBookmark = bookmark;
+            }
         }
 
         /// <summary>Commits (taken on the stream's task) that no batch carried, merged with the rows quarantined since.</summary>
@@ -516,6 +641,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
             catch (Exception ex)
             {
+                _failedThrough = commit.Position;
                 Volatile.Write(ref _loadFailure, ex);
                 await _stop.CancelAsync().ConfigureAwait(false);
             }

@@ -54,6 +54,9 @@ internal sealed class EtlRun
     /// <summary>Gets or sets what seals the open batch now (set by the loader; called by a transport source on the stream's task, between rows, when it is idle or holds many rows no batch covers).</summary>
     public Func<ValueTask>? SealOpenBatch { get; set; }
 
+    /// <summary>Gets or sets what the loader does once every row made of the source row at <see cref="EtlSourceContext.Offset"/> has reached it (called on the stream's task): a batch that filled on one of them is sealed then, so that it holds all of them.</summary>
+    public Action? SourceRowDone { get; set; }
+
     /// <summary>Gets or sets the source position the last sealed batch's commit covers (stream task).</summary>
     public long SealedPosition { get; set; }
 

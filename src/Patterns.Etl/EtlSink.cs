@@ -50,6 +50,14 @@ public abstract class EtlSinkWriter<T> : IAsyncDisposable
     /// <summary>Gets a value indicating whether the writer stores quarantined rows (with the batch they precede); otherwise they go to <see cref="EtlRunOptions.Quarantine"/>.</summary>
     public virtual bool StoresQuarantine => false;
 
+    /// <summary>
+    /// Gets a value indicating whether a batch is durable once <see cref="WriteAsync"/> returns (a database transaction, a
+    /// message sent). A writer whose output exists only once <see cref="CompleteAsync"/> ran (a file written under a
+    /// temporary name and moved into place) returns <see langword="false"/>: a queue or subscription source, which
+    /// acknowledges each message once its batch is written and never completes, refuses it.
+    /// </summary>
+    public virtual bool CommitsEachBatch => true;
+
     /// <summary>Reads the bookmark committed for this job and partition by an earlier run.</summary>
     /// <param name="cancellationToken">Cancels reading.</param>
     /// <returns>The bookmark, or <see langword="null"/> when there is none.</returns>

@@ -95,12 +95,111 @@ public sealed class TransportSourceTests
         var dead = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
         dead.Should().ContainSingle().Which.Reason.Should().Contain("Reading");
 
-        // Nothing is left to deliver: a second run on the same queue gets no message before it is stopped.
+        // Nothing is left to deliver: a sentinel sent now is the only message a second run gets (anything left on the
+        // queue would come before it).
+        await sender.SendAsync(queue, new Reading(11, 11));
         var again = new RecordingSink(failOnBatch: null);
-        using var idle = new CancellationTokenSource();
-        var run = EtlTransport.FromQueue<Reading>(host.Services, queue).To(again, "poison").RunAsync(cancellationToken: idle.Token);
-        await idle.CancelAsync();
-        (await run.WaitAsync(Wait)).RowsRead.Should().Be(0);
+        using var drained = new CancellationTokenSource(Wait);
+        again.OnCommit = () =>
+        {
+            if (again.Rows.Any(r => r.Id == 11))
+            {
+                drained.Cancel();
+            }
+        };
+        var rerun = await EtlTransport.FromQueue<Reading>(host.Services, queue).To(again, "poison").RunAsync(cancellationToken: drained.Token);
+        rerun.RowsRead.Should().Be(1);
+        again.Rows.Select(r => r.Id).Should().Equal(11);
+    }
+
+    [Fact]
+    public async Task QueueSource_IntoAFileSink_FailsAtOnce_NamingTheSink_AndTakesNoMessage()
+    {
+        var queue = "to-file-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= 3; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        using var dir = new TempDir();
+        var path = dir.File("readings.csv");
+
+        // A file sink moves its file into place only when the run completes, which a queue run never does: each
+        // acknowledged message would be lost with the temporary file.
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue).To(Csv.Write(path, Reading.Schema), "to-file").RunAsync().WaitAsync(Wait);
+        (await run.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*'{path}'*durable only when the run completes*");
+        File.Exists(path).Should().BeFalse();
+        Directory.GetFiles(dir.Path).Should().BeEmpty("no temporary file is left");
+
+        // Every message is still on the queue: a run into a sink that commits each batch loads all three.
+        var sink = new RecordingSink(failOnBatch: null);
+        using var stop = new CancellationTokenSource(Wait);
+        sink.OnCommit = () =>
+        {
+            if (sink.Rows.Count >= 3)
+            {
+                stop.Cancel();
+            }
+        };
+        await EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "to-file").RunAsync(cancellationToken: stop.Token);
+        sink.Rows.Select(r => r.Id).Should().Equal(1, 2, 3);
+    }
+
+    [Fact]
+    public async Task OneMessage_ManyRows_IsAcknowledgedOnlyWithTheBatchThatHoldsItsLastRow()
+    {
+        var queue = "fan-out-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= 3; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) =>
+            EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 3)).To(sink, "fan-out");
+
+        // Batches of 2: the batch that fills on a message's second row takes its third too, so the message is acknowledged
+        // only once all three are committed. The second batch fails: its message is delivered again.
+        var first = new RecordingSink(failOnBatch: 2);
+        var failed = async () => await Pipeline(first).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
+        (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 2 failed");
+
+        var second = new RecordingSink(failOnBatch: null);
+        using var stop = new CancellationTokenSource(Wait);
+        second.OnCommit = () =>
+        {
+            if (first.Rows.Count + second.Rows.Count >= 9)
+            {
+                stop.Cancel();
+            }
+        };
+        await Pipeline(second).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+
+        first.Rows.Concat(second.Rows).Select(r => r.Id).Should().Equal([1, 1, 1, 2, 2, 2, 3, 3, 3], "each message's three rows are loaded once");
+        first.Batches.Should().Equal(3);
+    }
+
+    [Fact]
+    public async Task ABatchThatAlwaysFails_ItsMessageIsDeadLetteredAfterMaxDeliveries()
+    {
+        var queue = "always-fails-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
+
+        // Each run's sink fails its first batch: the message counts a failed delivery per run, and the third run
+        // dead-letters it instead of handing it back again.
+        for (var attempt = 1; attempt <= 3; attempt++)
+        {
+            var failed = async () => await EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 3)
+                .To(new RecordingSink(failOnBatch: 1), "always-fails").RunAsync().WaitAsync(Wait);
+            (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 1 failed");
+        }
+
+        var dead = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
+        dead.Should().ContainSingle().Which.Reason.Should().Contain("failed on the batch that includes this message, delivered 3 time(s)").And.Contain("commit 1 failed");
     }
 
     [Fact]

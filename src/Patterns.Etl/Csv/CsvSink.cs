@@ -27,6 +27,9 @@ internal sealed class CsvSink<T>(string path, EtlSchema<T> schema, char separato
             _rows = new CsvRowWriter<T>(new FileStream(_temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16), schema, separator);
         }
 
+        // The file is moved into place only when the run completes.
+        public override bool CommitsEachBatch => false;
+
         public override ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
         {
             _rows.Write(rows.Span);

@@ -107,6 +107,9 @@ internal sealed class JsonLinesSink<T>(string path, JsonTypeInfo<T> typeInfo) : 
         private readonly FileStream _stream = new(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16);
         private bool _completed;
 
+        // The file is moved into place only when the run completes.
+        public override bool CommitsEachBatch => false;
+
         public override ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
         {
             Write(rows.Span);

@@ -57,6 +57,9 @@ public static class EtlTransport
     /// <summary>The default of <c>maxUnacknowledged</c>: the most messages a run holds before the batches that include them commit.</summary>
     public const int DefaultMaxUnacknowledged = 2_048;
 
+    /// <summary>The default of <c>maxDeliveries</c>: a message delivered this many times is dead-lettered when a batch that includes it fails.</summary>
+    public const int DefaultMaxDeliveries = 5;
+
     /// <summary>
     /// Starts a flow at a queue on the configured transport (any transport). The run goes on until it is stopped (its
     /// token cancelled). Each message is acknowledged only once the batch that includes it has committed at the sink
@@ -69,13 +72,15 @@ public static class EtlTransport
     /// <param name="services">The application's services (with Patterns added).</param>
     /// <param name="queue">The queue.</param>
     /// <param name="maxUnacknowledged">The most messages held unacknowledged (the transport's prefetch); batches hold at most half of it, and an idle source loads its open batch after 100 ms.</param>
+    /// <param name="maxDeliveries">A message in a batch that fails (the sink failed it, or a stage failed on it) is dead-lettered once it has been delivered this many times (every hand-back counts a delivery: a stop, or a later batch's failure, too); otherwise it is handed back.</param>
     /// <returns>The flow.</returns>
-    public static EtlFlow<T> FromQueue<T>(IServiceProvider services, string queue, int maxUnacknowledged = DefaultMaxUnacknowledged)
+    public static EtlFlow<T> FromQueue<T>(IServiceProvider services, string queue, int maxUnacknowledged = DefaultMaxUnacknowledged, int maxDeliveries = DefaultMaxDeliveries)
     {
         ArgumentNullException.ThrowIfNull(services);
         ArgumentException.ThrowIfNullOrWhiteSpace(queue);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxUnacknowledged, 2);
-        return Etl.From(new TransportSource<T>(services, TransportAddress.Queue(queue), queue, "queue:" + queue, maxUnacknowledged));
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxDeliveries, 1);
+        return Etl.From(new TransportSource<T>(services, TransportAddress.Queue(queue), queue, "queue:" + queue, maxUnacknowledged, maxDeliveries));
     }
 
     /// <summary>Starts a flow at a pub/sub subscription on the configured transport; see <see cref="FromQueue{T}"/> for acknowledgements.</summary>
@@ -84,8 +89,9 @@ public static class EtlTransport
     /// <param name="topicPattern">The topic or pattern.</param>
     /// <param name="consumerGroup">The consumer group.</param>
     /// <param name="maxUnacknowledged">The most messages held unacknowledged; see <see cref="FromQueue{T}"/>.</param>
+    /// <param name="maxDeliveries">How many runs may fail on a batch that includes a message before it is dead-lettered; see <see cref="FromQueue{T}"/>.</param>
     /// <returns>The flow.</returns>
-    public static EtlFlow<T> FromSubscription<T>(IServiceProvider services, string topicPattern, string consumerGroup, int maxUnacknowledged = DefaultMaxUnacknowledged)
+    public static EtlFlow<T> FromSubscription<T>(IServiceProvider services, string topicPattern, string consumerGroup, int maxUnacknowledged = DefaultMaxUnacknowledged, int maxDeliveries = DefaultMaxDeliveries)
     {
         ArgumentNullException.ThrowIfNull(services);
         if (TopicPattern.Validate(topicPattern, allowWildcards: true) is { } problem)
@@ -95,7 +101,8 @@ public static class EtlTransport
 
         ArgumentException.ThrowIfNullOrWhiteSpace(consumerGroup);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxUnacknowledged, 2);
-        return Etl.From(new TransportSource<T>(services, TransportAddress.Topic(topicPattern), consumerGroup, "topic:" + topicPattern, maxUnacknowledged));
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxDeliveries, 1);
+        return Etl.From(new TransportSource<T>(services, TransportAddress.Topic(topicPattern), consumerGroup, "topic:" + topicPattern, maxUnacknowledged, maxDeliveries));
     }
 
     /// <summary>A sink that sends each row to a queue on the configured transport.</summary>

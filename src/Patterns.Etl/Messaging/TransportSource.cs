@@ -14,7 +14,7 @@ namespace Patterns.Etl;
 /// prefetch), so the messages in flight are bounded. A message that cannot be read as <typeparamref name="T"/> is
 /// dead-lettered by the transport at once and never waits.
 /// </summary>
-internal sealed class TransportSource<T>(IServiceProvider services, TransportAddress address, string group, string name, int maxUnacknowledged) : EtlSource<T>
+internal sealed class TransportSource<T>(IServiceProvider services, TransportAddress address, string group, string name, int maxUnacknowledged, int maxDeliveries) : EtlSource<T>
 {
     /// <summary>How long an idle source waits for more messages before it loads the open batch (so that it is acknowledged).</summary>
     internal static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(100);
@@ -85,7 +85,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
     }
 
     /// <summary>Waits for a message for at most <see cref="Linger"/>: false when none came.</summary>
-    private static async ValueTask<bool> WaitAsync(ChannelReader<(T Message, TaskCompletionSource<Settlement> Settled)> reader, TimeProvider time, CancellationToken cancellationToken)
+    private static async ValueTask<bool> WaitAsync(ChannelReader<(T Message, Delivery Settled)> reader, TimeProvider time, CancellationToken cancellationToken)
     {
         using var linger = new CancellationTokenSource(Linger, time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, linger.Token);
@@ -104,9 +104,9 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
     private sealed class Held(TransportSource<T> source, EtlRun run) : IEtlAcknowledgements
     {
         private readonly Lock _gate = new();
-        private readonly Queue<(long Position, TaskCompletionSource<Settlement> Settled)> _taken = new();
-        private readonly Channel<(T Message, TaskCompletionSource<Settlement> Settled)> _channel =
-            Channel.CreateBounded<(T, TaskCompletionSource<Settlement>)>(new BoundedChannelOptions(source.MaxUnacknowledged!.Value)
+        private readonly Queue<(long Position, Delivery Settled)> _taken = new();
+        private readonly Channel<(T Message, Delivery Settled)> _channel =
+            Channel.CreateBounded<(T, Delivery)>(new BoundedChannelOptions(source.MaxUnacknowledged!.Value)
             {
                 SingleReader = true,
                 SingleWriter = false,
@@ -116,7 +116,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
         private TransportSubscription? _subscription;
         private bool _released;
 
-        public ChannelReader<(T Message, TaskCompletionSource<Settlement> Settled)> Reader => _channel.Reader;
+        public ChannelReader<(T Message, Delivery Settled)> Reader => _channel.Reader;
 
         public async ValueTask SubscribeAsync(CancellationToken cancellationToken)
         {
@@ -148,22 +148,22 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                         return rejection;
                     }
 
-                    var settled = new TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously);
+                    var settled = new Delivery(envelope.DeliveryCount);
                     try
                     {
                         if (Volatile.Read(ref _released))
                         {
-                            return Settlement.Retry(TimeSpan.Zero);
+                            return HandBack;
                         }
 
                         await _channel.Writer.WriteAsync((message, settled), ct).ConfigureAwait(false);
                     }
                     catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
                     {
-                        return Settlement.Retry(TimeSpan.Zero, ex);
+                        return HandBack;
                     }
 
-                    using (ct.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Settlement.Retry(TimeSpan.Zero)), settled))
+                    using (ct.UnsafeRegister(static s => ((Delivery)s!).TrySetResult(HandBack), settled))
                     {
                         return await settled.Task.ConfigureAwait(false);
                     }
@@ -172,7 +172,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
         }
 
         /// <summary>The stream took the message at <paramref name="position"/> (stream task).</summary>
-        public void Take(long position, TaskCompletionSource<Settlement> settled)
+        public void Take(long position, Delivery settled)
         {
             lock (_gate)
             {
@@ -182,7 +182,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
         public void Acknowledge(long position)
         {
-            List<TaskCompletionSource<Settlement>>? done = null;
+            List<Delivery>? done = null;
             lock (_gate)
             {
                 while (_taken.TryPeek(out var next) && next.Position <= position)
@@ -200,29 +200,43 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             }
         }
 
-        public async ValueTask EndAsync(Exception? failure)
+        public async ValueTask EndAsync(Exception? failure, long failedThrough)
         {
             // The subscription stops first, so that what is handed back is not delivered to it again (and counted as
             // another failed attempt); its stop waits for the handlers, which the hand-back below releases.
             Volatile.Write(ref _released, true);
             var stopping = _subscription?.StopAsync(CancellationToken.None) ?? Task.CompletedTask;
             _channel.Writer.TryComplete();
-            List<TaskCompletionSource<Settlement>> back;
+            List<(long Position, Delivery Settled)> back;
             lock (_gate)
             {
-                back = [.. _taken.Select(t => t.Settled)];
+                back = [.. _taken];
                 _taken.Clear();
             }
 
             while (_channel.Reader.TryRead(out var waiting))
             {
-                back.Add(waiting.Settled);
+                back.Add((long.MaxValue, waiting.Settled));
             }
 
-            // Taken but not covered by a commit, or still in the channel: back to the transport, to be delivered again.
-            foreach (var settled in back)
+            // Taken but not covered by a commit, or still in the channel: back to the transport, to be delivered again. A
+            // message in the batch that failed (or the row a stage failed on, and those before it) counts a failed
+            // delivery and, once delivered maxDeliveries times, is dead-lettered; the others are handed back.
+            foreach (var (position, settled) in back)
             {
-                settled.TrySetResult(Settlement.Retry(TimeSpan.Zero, failure));
+                if (failure is null || position > failedThrough)
+                {
+                    settled.TrySetResult(HandBack);
+                }
+                else if (settled.DeliveryCount + 1 >= source.MaxDeliveries)
+                {
+                    settled.TrySetResult(Settlement.DeadLetter(
+                        $"ETL job '{run.Job}' failed on the batch that includes this message, delivered {settled.DeliveryCount + 1} time(s), the last with {failure.GetType().FullName}: {failure.Message}", failure));
+                }
+                else
+                {
+                    settled.TrySetResult(Settlement.Retry(TimeSpan.Zero, failure));
+                }
             }
 
             if (back.Count > 0)
@@ -238,9 +252,27 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
         }
     }
 
+    /// <summary>
+    /// A message handed back (the run stopped, or failed on a later batch): delivered again at once. The transport SPI has
+    /// no settlement that requeues at once without counting a delivery (<see cref="Settlement.Defer"/> needs a delay, and a
+    /// delayed redelivery lands behind newer messages), so it counts one; <c>maxDeliveries</c> is checked only when a batch
+    /// that includes the message fails.
+    /// </summary>
+    private static Settlement HandBack => Settlement.Retry(TimeSpan.Zero);
+
+    private int MaxDeliveries => maxDeliveries;
+
     private IServiceProvider Services => services;
 
     private TransportAddress Address => address;
 
     private string Group => group;
+}
+
+/// <summary>A delivery the source holds: settled when a commit covers it or the run ends.</summary>
+/// <param name="deliveryCount">The failed deliveries before this one.</param>
+internal sealed class Delivery(int deliveryCount) : TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously)
+{
+    /// <summary>Gets the failed deliveries before this one.</summary>
+    public int DeliveryCount => deliveryCount;
 }

@@ -23,6 +23,8 @@ public abstract class EtlBranch<T>
 
         public abstract bool StoresQuarantine { get; }
 
+        public abstract bool CommitsEachBatch { get; }
+
         /// <summary>Gets the rows handed to the branch's sink in the last <see cref="WriteAsync"/> (after its filter and map).</summary>
         public int LastWritten { get; protected set; }
 
@@ -130,6 +132,8 @@ public sealed class EtlBranchBuilder<T, TRow>
             public override bool StoresBookmarks => _writer.StoresBookmarks;
 
             public override bool StoresQuarantine => _writer.StoresQuarantine;
+
+            public override bool CommitsEachBatch => _writer.CommitsEachBatch;
 
             public override ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken) => _writer.ReadBookmarkAsync(cancellationToken);
 
@@ -258,6 +262,8 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
         public override bool StoresBookmarks => branches.TrueForAll(b => b.StoresBookmarks);
 
         public override bool StoresQuarantine => _quarantineBranch >= 0;
+
+        public override bool CommitsEachBatch => branches.TrueForAll(b => b.CommitsEachBatch);
 
         public IReadOnlyList<EtlBranchResult> Branches =>
             [.. _states.Select(s => new EtlBranchResult(s.Writer.Name, s.Loaded, s.Counts.Inserted, s.Counts.Updated, s.Counts.Deleted))];
