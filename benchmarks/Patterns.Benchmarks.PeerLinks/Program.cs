@@ -67,11 +67,15 @@ public static class Program
                 {
                     process.Refresh();
                     var cpuBefore = process.TotalProcessorTime;
+                    var allocated = GC.GetTotalAllocatedBytes(true);
                     var watch = Stopwatch.StartNew();
                     await run();
-                    best = Math.Max(best, PeerLinkThroughputBenchmarks.Messages / watch.Elapsed.TotalSeconds);
+                    var rate = PeerLinkThroughputBenchmarks.Messages / watch.Elapsed.TotalSeconds;
+                    best = Math.Max(best, rate);
                     process.Refresh();
-                    cpu = Math.Min(cpu, (process.TotalProcessorTime - cpuBefore).TotalMicroseconds / PeerLinkThroughputBenchmarks.Messages);
+                    var used = (process.TotalProcessorTime - cpuBefore).TotalMicroseconds / PeerLinkThroughputBenchmarks.Messages;
+                    cpu = Math.Min(cpu, used);
+                    Console.WriteLine($"  {name} run {i + 1}: {rate:N0} msg/s, {used:N1} us CPU, {(GC.GetTotalAllocatedBytes(true) - allocated) / PeerLinkThroughputBenchmarks.Messages:N0} B allocated per message");
                 }
 
                 // CPU time per message (both ends, this process) depends less on a busy machine than the rate does.
