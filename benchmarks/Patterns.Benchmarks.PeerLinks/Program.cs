@@ -21,6 +21,19 @@ public static class Program
             return;
         }
 
+        if (args.Length > 0 && args[0] == "--rough-pair")
+        {
+            // Only one pair (for a profiler: no other peer's setup in the trace): plaintext, then mutual TLS.
+            await RoughPairAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5, args.Length > 2 ? args[2] : "plain,tls");
+            return;
+        }
+
+        if (args.Length > 0 && args[0] == "--rough-tls")
+        {
+            await TlsFloor.RunAsync();
+            return;
+        }
+
         if (args.Length > 0 && args[0] == "--rough-control")
         {
             await RoughControlAsync();
@@ -45,7 +58,7 @@ public static class Program
         {
             foreach (var name in cases)
             {
-                var run = Case(name, bench.RawGrpc, bench.AkkaRemote, bench.Nats, bench.PatternsTwoProcesses, bench.Patterns);
+                var run = name switch { "PatternsMutualTls" => bench.PatternsMutualTls, "RawGrpcMutualTls" => bench.RawGrpcMutualTls, _ => Case(name, bench.RawGrpc, bench.AkkaRemote, bench.Nats, bench.PatternsTwoProcesses, bench.Patterns) };
                 await run();
                 var best = 0.0;
                 var cpu = double.MaxValue;
@@ -54,11 +67,15 @@ public static class Program
                 {
                     process.Refresh();
                     var cpuBefore = process.TotalProcessorTime;
+                    var allocated = GC.GetTotalAllocatedBytes(true);
                     var watch = Stopwatch.StartNew();
                     await run();
-                    best = Math.Max(best, PeerLinkThroughputBenchmarks.Messages / watch.Elapsed.TotalSeconds);
+                    var rate = PeerLinkThroughputBenchmarks.Messages / watch.Elapsed.TotalSeconds;
+                    best = Math.Max(best, rate);
                     process.Refresh();
-                    cpu = Math.Min(cpu, (process.TotalProcessorTime - cpuBefore).TotalMicroseconds / PeerLinkThroughputBenchmarks.Messages);
+                    var used = (process.TotalProcessorTime - cpuBefore).TotalMicroseconds / PeerLinkThroughputBenchmarks.Messages;
+                    cpu = Math.Min(cpu, used);
+                    Console.WriteLine($"  {name} run {i + 1}: {rate:N0} msg/s, {used:N1} us CPU, {(GC.GetTotalAllocatedBytes(true) - allocated) / PeerLinkThroughputBenchmarks.Messages:N0} B allocated per message");
                 }
 
                 // CPU time per message (both ends, this process) depends less on a busy machine than the rate does.
@@ -68,6 +85,50 @@ public static class Program
         finally
         {
             await bench.CleanupAsync();
+        }
+    }
+
+    private static async Task RoughPairAsync(int seconds, string modes)
+    {
+        foreach (var tls in modes.Split(',').Select(m => m == "tls"))
+        {
+            await using var pair = await Pair.StartAsync(tls);
+            const string queue = "bench.rough";
+            var handled = 0L;
+            await pair.Receiver.SubscribeAsync(
+                new Patterns.Transport.SubscriptionRequest { Address = Patterns.Transport.TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 256 },
+                (_, _) =>
+                {
+                    Interlocked.Increment(ref handled);
+                    return new(Patterns.Transport.Settlement.Ack);
+                });
+            await pair.Sender.DeclareQueueAsync(queue, new Patterns.Transport.QueueSettings { Capacity = 8192 });
+            var payload = new byte[100];
+            using var process = Process.GetCurrentProcess();
+            var sent = 0L;
+            var allocated = GC.GetTotalAllocatedBytes(true);
+            var collections = GC.CollectionCount(0);
+            var cpuBefore = process.TotalProcessorTime;
+            var watch = Stopwatch.StartNew();
+            while (watch.Elapsed.TotalSeconds < seconds)
+            {
+                for (var i = 0; i < 1000; i++)
+                {
+                    await pair.Sender.SendAsync(queue, new Patterns.Messaging.Envelope { MessageId = Guid.NewGuid(), MessageType = "bench", Payload = payload });
+                }
+
+                sent += 1000;
+            }
+
+            while (Interlocked.Read(ref handled) < sent)
+            {
+                await Task.Delay(1);
+            }
+
+            var elapsed = watch.Elapsed;
+            process.Refresh();
+            var cpu = (process.TotalProcessorTime - cpuBefore).TotalMicroseconds / sent;
+            Console.WriteLine($"{(tls ? "mutual TLS" : "plaintext ")}: {sent / elapsed.TotalSeconds:N0} msg/s, {cpu:N2} us CPU per message ({sent:N0} messages), {(GC.GetTotalAllocatedBytes(true) - allocated) / (double)sent:N0} B allocated per message, {GC.CollectionCount(0) - collections} gen-0 collections");
         }
     }
 

@@ -1,10 +1,13 @@
 using System.Net;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
 using Grpc.AspNetCore.Server.Model;
 using Grpc.Core;
 using Grpc.Net.Client;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -24,18 +27,48 @@ internal sealed class RawGrpcPeer : IAsyncDisposable
 
     public CallInvoker Invoker => _channel!.CreateCallInvoker();
 
-    public static async Task<RawGrpcPeer> StartAsync()
+    /// <summary>Starts the server and a channel to it; with <paramref name="certificate"/>, over mutual TLS (both ends present it and accept only it).</summary>
+    public static async Task<RawGrpcPeer> StartAsync(X509Certificate2? certificate = null)
     {
         var raw = new RawGrpcPeer();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2));
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Loopback, 0, l =>
+        {
+            l.Protocols = HttpProtocols.Http2;
+            if (certificate is not null)
+            {
+                l.UseHttps(https =>
+                {
+                    https.ServerCertificate = certificate;
+                    https.ClientCertificateMode = ClientCertificateMode.RequireCertificate;
+                    https.ClientCertificateValidation = (c, _, _) => c.Thumbprint == certificate.Thumbprint;
+                });
+            }
+        }));
         builder.Services.AddGrpc();
         builder.Services.AddSingleton<IServiceMethodProvider<Service>, Methods>();
         raw._app = builder.Build();
         raw._app.MapGrpcService<Service>();
         await raw._app.StartAsync();
-        raw._channel = GrpcChannel.ForAddress(raw._app.Urls.First());
+        var address = raw._app.Urls.First();
+        if (certificate is null)
+        {
+            raw._channel = GrpcChannel.ForAddress(address);
+        }
+        else
+        {
+            var handler = new SocketsHttpHandler
+            {
+                SslOptions = new SslClientAuthenticationOptions
+                {
+                    ClientCertificates = [certificate],
+                    RemoteCertificateValidationCallback = (_, c, _, _) => c is not null && c.GetCertHashString() == certificate.Thumbprint,
+                },
+            };
+            raw._channel = GrpcChannel.ForAddress(address.Replace("http://", "https://", StringComparison.Ordinal), new GrpcChannelOptions { HttpHandler = handler });
+        }
+
         return raw;
     }
 

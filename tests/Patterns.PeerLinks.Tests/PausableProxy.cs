@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 
 namespace Patterns.PeerLinks.Tests;
 
@@ -31,7 +32,35 @@ internal sealed class PausableProxy : IAsyncDisposable
 
     private long _forwarded;
 
-    public void Pause() => _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+    public void Pause() => _ = Pause(connection: 0);
+
+    /// <summary>
+    /// Pauses only the <paramref name="connection"/>-th connection the relay accepted (counted from 1; 0 pauses all), so
+    /// that one HTTP/2 connection of a link stalls while its other one carries on.
+    /// </summary>
+    /// <returns>A task that completes once a paused relay has forwarded the read it was in and relays nothing more.</returns>
+    public Task Pause(int connection)
+    {
+        _parked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Volatile.Write(ref _pausedConnection, connection);
+        _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        return _parked.Task;
+    }
+
+    private TaskCompletionSource _parked = new();
+
+    private int _pausedConnection;
+
+    /// <summary>Gets the bytes relayed from the dialling node on the <paramref name="connection"/>-th connection (counted from 1).</summary>
+    public long ForwardedOn(int connection)
+    {
+        lock (_pumps)
+        {
+            return connection <= _forwardedOn.Count ? _forwardedOn[connection - 1].Value : 0;
+        }
+    }
+
+    private readonly List<StrongBox<long>> _forwardedOn = [];
 
     public void Resume() => _resumed.TrySetResult();
 
@@ -99,19 +128,23 @@ internal sealed class PausableProxy : IAsyncDisposable
             var server = new TcpClient { NoDelay = true };
             await server.ConnectAsync(IPAddress.Loopback, targetPort, _stop.Token);
             client.NoDelay = true;
-            Interlocked.Increment(ref _accepted);
+            var number = Interlocked.Increment(ref _accepted);
             lock (_pumps)
             {
+                var forwarded = new StrongBox<long>();
+                _forwardedOn.Add(forwarded);
                 _sockets.Add(client);
                 _sockets.Add(server);
-                _pumps.Add(PumpAsync(client, server, pausable: true));
-                _pumps.Add(PumpAsync(server, client, pausable: false));
+                _pumps.Add(PumpAsync(client, server, number, forwarded));
+                _pumps.Add(PumpAsync(server, client, connection: 0, forwarded: null));
             }
         }
     }
 
-    private async Task PumpAsync(TcpClient from, TcpClient to, bool pausable)
+    /// <summary>Relays one direction; <paramref name="connection"/> 0 is the direction back to the dialler, never paused.</summary>
+    private async Task PumpAsync(TcpClient from, TcpClient to, int connection, StrongBox<long>? forwarded)
     {
+        var pausable = connection > 0;
         var buffer = new byte[16 * 1024];
         try
         {
@@ -119,8 +152,9 @@ internal sealed class PausableProxy : IAsyncDisposable
             var output = to.GetStream();
             while (true)
             {
-                if (pausable)
+                if (pausable && Volatile.Read(ref _pausedConnection) is var paused && (paused == 0 || paused == connection) && !_resumed.Task.IsCompleted)
                 {
+                    _parked.TrySetResult();
                     await _resumed.Task.WaitAsync(_stop.Token);
                 }
 
@@ -134,6 +168,7 @@ internal sealed class PausableProxy : IAsyncDisposable
                 if (pausable)
                 {
                     Interlocked.Add(ref _forwarded, n);
+                    Interlocked.Add(ref forwarded!.Value, n);
                 }
             }
         }

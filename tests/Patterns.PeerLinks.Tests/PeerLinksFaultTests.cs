@@ -244,25 +244,11 @@ public sealed class PeerLinksFaultTests
     [Fact(Timeout = 120_000)]
     public async Task ReceiverStopsReading_SenderHoldsAtMostItsWindow_ThenEverythingArrivesOnce()
     {
-        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
-        await using var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
-        await using var proxy = new PausableProxy(ports[1]);
         const int window = 1024 * 1024;
         const int size = 16 * 1024;
-        await using var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports, (_, o) =>
-        {
-            o.ReplayBufferBytes = window;
-            o.Peers.Clear();
-            o.Peers.Add(new Uri($"http://127.0.0.1:{proxy.Port}"));
-        }));
-        var queue = $"fault.unread-{Guid.NewGuid():N}";
         const int count = 1_000; // 16 MB in all: sixteen windows
-        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 }); // so that SendAsync itself must wait
-        var deliveries = new DeliveryCount(count);
-        await receiver.SubscribeAsync(
-            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 64 }, deliveries.Handle);
-        await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
-        await Mesh.UntilAsync(() => sender.Links[0].HasQueueConsumer(queue), "the receiver's subscription to reach the sender");
+        await using var relayed = await RelayedPair.StartAsync(window, count); // a queue of capacity 100: SendAsync itself must wait
+        var (receiver, proxy, sender, queue, deliveries) = (relayed.Receiver, relayed.Proxy, relayed.Sender, relayed.Queue, relayed.Deliveries);
         var link = sender.Links[0];
         var sent = 0;
         var sending = Task.Run(async () =>
@@ -296,6 +282,59 @@ public sealed class PeerLinksFaultTests
         TestContext.Current.TestOutputHelper?.WriteLine(
             $"paused after {pausedAt} deliveries; peak buffered {link.PeakBufferedBytes} bytes of a {window}-byte window; " +
             $"{relayedWhilePaused} bytes relayed while paused; the remaining {count - pausedAt} messages arrived {recovered.TotalMilliseconds:0} ms after resuming");
+    }
+
+    [Fact(Timeout = 180_000)]
+    public async Task BulkConnectionStalled_WithAFullWindowQueued_ControlFramesStillCrossBothWays()
+    {
+        const int window = 1024 * 1024;
+        const int size = 16 * 1024;
+        const int count = 400; // six windows
+        await using var relayed = await RelayedPair.StartAsync(window, count); // a queue of capacity 100: SendAsync itself must wait
+        var (receiver, proxy, sender, queue, deliveries) = (relayed.Receiver, relayed.Proxy, relayed.Sender, relayed.Queue, relayed.Deliveries);
+        var link = sender.Links[0];
+
+        // The sender's link dials the control connection first and the bulk connection once the hello is answered; the
+        // receiver's own link to the sender does not go through the relay.
+        await Mesh.UntilAsync(() => proxy.Accepted >= 2, "the link's bulk connection");
+        proxy.Accepted.Should().Be(2, "the link's control and bulk streams run on two connections");
+        const int control = 1;
+        const int bulk = 2;
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await sender.SendAsync(queue, Envelope(i, size));
+            }
+        });
+        await Mesh.UntilAsync(() => deliveries.Handled >= 50, "50 deliveries before the bulk connection stalls");
+
+        await proxy.Pause(bulk).WaitAsync(Bound);
+        await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill behind the stalled bulk connection");
+        var bulkBytes = proxy.ForwardedOn(bulk);
+        var controlBytes = proxy.ForwardedOn(control);
+        var queuedAhead = link.BufferedBytes / size;
+
+        // A ping and its pong (sender to receiver and back), and a subscription announced by the receiver and applied by
+        // the sender (receiver to sender, acknowledged back): all on the control stream, behind a full window of data.
+        var roundTrip = await link.ProbeControlAsync().WaitAsync(Bound);
+        var other = $"fault.stalled-other-{Guid.NewGuid():N}";
+        await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(other), ConsumerGroup = other }, static (_, _) => new(Settlement.Ack)).AsTask().WaitAsync(Bound);
+        link.HasQueueConsumer(other).Should().BeTrue("the announcement crossed the control stream and was applied");
+
+        proxy.ForwardedOn(bulk).Should().Be(bulkBytes, "no data moved: the control frames needed none of the queued messages to drain first");
+        proxy.ForwardedOn(control).Should().BeGreaterThan(controlBytes, "the ping and the announcement's acknowledgement crossed the control connection");
+        link.BufferedBytes.Should().BeGreaterThanOrEqualTo(window - size, "the data is still queued behind the stall");
+        sending.IsCompleted.Should().BeFalse("the sender still waits for its window");
+        queuedAhead.Should().BeGreaterThanOrEqualTo(60, "a full 1 MiB window of 16 KiB messages was queued ahead of the control frames");
+
+        proxy.Resume();
+        await sending.WaitAsync(Bound);
+        await deliveries.All.WaitAsync(Bound);
+        deliveries.ShouldBeExactlyOnce();
+        TestContext.Current.TestOutputHelper?.WriteLine(
+            $"control round trip {roundTrip.TotalMilliseconds:0.0} ms with {queuedAhead} data messages ({link.PeakBufferedBytes} bytes) queued unacknowledged behind the stalled bulk connection");
     }
 
     [Fact(Timeout = 180_000)]
@@ -418,6 +457,48 @@ public sealed class PeerLinksFaultTests
     }
 
     /// <summary>Counts deliveries by message id, and completes once the expected number have been handled.</summary>
+    /// <summary>A sender whose one link to the receiver goes through a <see cref="PausableProxy"/>, with a window of the given bytes.</summary>
+    private sealed class RelayedPair : IAsyncDisposable
+    {
+        public PeerLinksTransport Receiver { get; private init; } = null!;
+
+        public PausableProxy Proxy { get; private init; } = null!;
+
+        public PeerLinksTransport Sender { get; private init; } = null!;
+
+        public string Queue { get; } = $"fault.relayed-{Guid.NewGuid():N}";
+
+        public DeliveryCount Deliveries { get; private init; } = null!;
+
+        /// <summary>Starts both nodes, declares <see cref="Queue"/> (capacity 100) on the sender and subscribes the receiver to it (concurrency 64).</summary>
+        public static async Task<RelayedPair> StartAsync(int window, int count)
+        {
+            var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+            var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+            var proxy = new PausableProxy(ports[1]);
+            var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports, (_, o) =>
+            {
+                o.ReplayBufferBytes = window;
+                o.Peers.Clear();
+                o.Peers.Add(new Uri($"http://127.0.0.1:{proxy.Port}"));
+            }));
+            var pair = new RelayedPair { Receiver = receiver, Proxy = proxy, Sender = sender, Deliveries = new DeliveryCount(count) };
+            await sender.DeclareQueueAsync(pair.Queue, new QueueSettings { Capacity = 100 });
+            await receiver.SubscribeAsync(
+                new SubscriptionRequest { Address = TransportAddress.Queue(pair.Queue), ConsumerGroup = pair.Queue, Concurrency = 64 }, pair.Deliveries.Handle);
+            await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+            await Mesh.UntilAsync(() => sender.Links[0].HasQueueConsumer(pair.Queue), "the receiver's subscription to reach the sender");
+            return pair;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Sender.DisposeAsync();
+            await Proxy.DisposeAsync();
+            await Receiver.DisposeAsync();
+        }
+    }
+
     private sealed class DeliveryCount(int count)
     {
         private readonly ConcurrentDictionary<Guid, int> _seen = new();

@@ -161,6 +161,41 @@ public sealed class PeerLinksFramingTests
         await running.ContinueWith(static _ => { }, TaskScheduler.Default);
     }
 
+    [Fact(Timeout = 30_000)]
+    public async Task Writer_ControlFrameQueuedBehindThousandsOfSequencedFrames_GoesOutInTheNextGrpcMessage()
+    {
+        // A receiving node's one control writer carries its settlements (a sequence) and its pongs and announcements
+        // (control frames): a control frame must never wait for the sequence to drain.
+        var writer = new LinkWriter();
+        var sending = new OutboundSequence(long.MaxValue, writer.Wake);
+        writer.Sequence = sending;
+        const int queued = 2_000;
+        for (var i = 1; i <= queued; i++)
+        {
+            sending.Append(Entry(i, 1024));
+        }
+
+        var stream = new GatedStream();
+        using var stop = new CancellationTokenSource();
+        var running = writer.RunAsync(stream, stop.Token);
+
+        // The first gRPC message is being written (held by the stream) when the ping is queued.
+        var first = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+        writer.Enqueue(Frames.Int64Frame(FrameType.Ping, 42));
+        stream.Release();
+        var second = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+
+        var before = Frame(first).Count(f => f.Type == FrameType.Data);
+        var next = Frame(second).ToList();
+        next[0].Type.Should().Be(FrameType.Ping, "a control frame goes before the sequenced frames still queued");
+        BinaryPrimitives.ReadInt64LittleEndian(next[0].Body).Should().Be(42);
+        before.Should().BeInRange(1, FrameBatch.MaxBytes / 1024, "only the one gRPC message already being written went out ahead of the ping");
+        (queued - before).Should().BeGreaterThan(1_900, "almost all the sequenced frames were still queued when the ping overtook them");
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
     private static OutboundSequence Sequence() => new(64 * 1024 * 1024, static () => { });
 
     /// <summary>A message whose payload starts with its marker and goes on with bytes derived from it.</summary>
@@ -235,6 +270,27 @@ public sealed class PeerLinksFramingTests
                 Lengths.Add(bytes.Length);
             });
         });
+    }
+
+    /// <summary>A gRPC stream whose every write stays pending until the test releases it (a slow connection).</summary>
+    private sealed class GatedStream : IAsyncStreamWriter<FrameBatch>
+    {
+        private readonly System.Threading.Channels.Channel<byte[]> _written = System.Threading.Channels.Channel.CreateUnbounded<byte[]>();
+        private readonly SemaphoreSlim _gate = new(0);
+
+        public WriteOptions? WriteOptions { get; set; }
+
+        public Task<byte[]> Next => _written.Reader.ReadAsync().AsTask();
+
+        public void Release() => _gate.Release();
+
+        public Task WriteAsync(FrameBatch message) => WriteAsync(message, CancellationToken.None);
+
+        public async Task WriteAsync(FrameBatch message, CancellationToken cancellationToken)
+        {
+            _written.Writer.TryWrite(message.Span.ToArray());
+            await _gate.WaitAsync(cancellationToken);
+        }
     }
 
     /// <summary>A gRPC request stream that keeps a copy of each message written.</summary>
