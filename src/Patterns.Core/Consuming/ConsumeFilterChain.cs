@@ -6,11 +6,14 @@ internal static class ConsumeFilterChain
     /// <summary>The end of every pipeline: the context's handler.</summary>
     public static readonly ConsumeDelegate Handler = static context => context.InvokeHandlerAsync();
 
-    /// <summary>Chains <paramref name="filters"/> around <paramref name="terminal"/>: the first registered filter runs outermost.</summary>
-    public static ConsumeDelegate Build(IReadOnlyList<IConsumeFilter> filters, ConsumeDelegate terminal)
+    /// <summary>
+    /// Chains <paramref name="filters"/> from index <paramref name="start"/> on around <paramref name="terminal"/>: the
+    /// first registered filter runs outermost.
+    /// </summary>
+    public static ConsumeDelegate Build(IReadOnlyList<IConsumeFilter> filters, ConsumeDelegate terminal, int start = 0)
     {
         var next = terminal;
-        for (var i = filters.Count - 1; i >= 0; i--)
+        for (var i = filters.Count - 1; i >= start; i--)
         {
             var filter = filters[i];
             var rest = next;

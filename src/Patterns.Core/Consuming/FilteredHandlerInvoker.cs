@@ -9,11 +9,13 @@ namespace Patterns.Consuming;
 /// a message costs a call per filter. Consumers without filters never get one of these.
 /// </summary>
 /// <remarks>
-/// The context a message travels in is reused: each thread keeps the last one that finished for each message type (in
-/// <see cref="FreeContexts"/>), and a message takes it
-/// (or a new one when it is in use, for example by a handler that consumes another message of the same type inline).
-/// That is why a filter must not keep the context beyond the task it returns, as <see cref="ConsumeContext"/> says: once
-/// that task completes, the context is cleared and carries the next message.
+/// The context a message travels in is reused: each thread keeps one for each message type (in <see cref="FreeContexts"/>),
+/// marked in use while a message travels in it. A message takes it when it is free, and makes a new one when it is busy
+/// (a handler that consumes another message of the same type inline, an asynchronous handler still running, a pipeline
+/// that threw); that new one becomes the thread's once its message is done. So a message whose filters and handler
+/// complete synchronously touches the thread's slot once, to read it. That is why a filter must not keep the context
+/// beyond the task it returns, as <see cref="ConsumeContext"/> says: once that task completes, the context is cleared and
+/// carries the next message.
 /// </remarks>
 internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<TMessage>
 {
@@ -21,16 +23,22 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     private static readonly int s_slot = FreeContexts.NewSlot();
 
     private readonly MessageHandlerInvoker<TMessage> _inner;
-    private readonly ConsumeDelegate _pipeline;
+    private readonly string _handlerName;
+    private readonly IConsumeFilter _first;
+    private readonly ConsumeDelegate _afterFirst;
     private readonly int _slot = s_slot;
 
     public FilteredHandlerInvoker(MessageHandlerInvoker<TMessage> inner, IReadOnlyList<IConsumeFilter> filters)
     {
         _inner = inner;
-        _pipeline = ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler);
+        _handlerName = inner.HandlerName;
+
+        // The first filter is called directly; the rest is the delegate chain it gets as next.
+        _first = filters[0];
+        _afterFirst = ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler, start: 1);
     }
 
-    public override string HandlerName => _inner.HandlerName;
+    public override string HandlerName => _handlerName;
 
     /// <summary>Wraps <paramref name="inner"/> in the filters, or returns it as it is when there are none.</summary>
     public static MessageHandlerInvoker<TMessage> Wrap(MessageHandlerInvoker<TMessage> inner, IReadOnlyList<IConsumeFilter> filters) =>
@@ -38,30 +46,31 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
 
     public override ValueTask InvokeAsync(TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
     {
-        var context = FreeContexts.Take(_slot) is { } free ? Unsafe.As<Context>(free) : new Context();
-        context.Enter(_inner, message, envelope, consumer, cancellationToken);
+        var slot = _slot;
+        var context = FreeContexts.Get(slot) is { } held && !Unsafe.As<Context>(held).InUse ? Unsafe.As<Context>(held) : new Context(slot);
+        context.Enter(_inner, _handlerName, message, envelope, consumer, cancellationToken);
         ValueTask pending;
         try
         {
-            pending = _pipeline(context);
+            pending = _first.InvokeAsync(context, _afterFirst);
         }
         catch
         {
-            Recycle(context, _slot);
+            context.Release();
             throw;
         }
 
         if (!pending.IsCompletedSuccessfully)
         {
-            return AwaitThenRecycleAsync(pending, context, _slot);
+            return AwaitThenReleaseAsync(pending, context);
         }
 
         // The caller still takes the result (a pooled task source is released by that, not here).
-        Recycle(context, _slot);
+        context.Release();
         return pending;
     }
 
-    private static async ValueTask AwaitThenRecycleAsync(ValueTask pending, Context context, int slot)
+    private static async ValueTask AwaitThenReleaseAsync(ValueTask pending, Context context)
     {
         try
         {
@@ -69,36 +78,27 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         }
         finally
         {
-            Recycle(context, slot);
+            context.Release();
         }
     }
 
-    private static void Recycle(Context context, int slot)
-    {
-        // A handler still running (a filter gave up waiting for it, for example on a timeout) may still be followed by
-        // filter code that reads the context: it keeps its message, and the next message gets a new context.
-        if (context.HandlersRunning != 0)
-        {
-            return;
-        }
-
-        context.Exit();
-        FreeContexts.Return(slot, context);
-    }
-
-    private sealed class Context : ConsumeContext
+    private sealed class Context(int slot) : ConsumeContext
     {
         private MessageHandlerInvoker<TMessage> _inner = null!;
         private TMessage _message = default!;
         private ConsumerIdentity _consumer = null!;
         private bool _inUse;
+        private bool _held;
         private int _handlersRunning;
 
         public override object Message => _message!;
 
         public override Type MessageType => typeof(TMessage);
 
-        public void Enter(MessageHandlerInvoker<TMessage> inner, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        /// <summary>Gets a value indicating whether a message travels in this context (read by the thread whose slot holds it, written by any).</summary>
+        public bool InUse => Volatile.Read(ref _inUse);
+
+        public void Enter(MessageHandlerInvoker<TMessage> inner, string handlerName, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
         {
             // The invoker and the consumer are the last message's as a rule: written only when they change (no write barrier).
             if (!ReferenceEquals(_inner, inner))
@@ -113,14 +113,30 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
 
             _message = message;
             _inUse = true;
-            Enter(envelope, consumer.Source, consumer.ConsumerGroup, inner.HandlerName, consumer.Services, cancellationToken);
+            Enter(envelope, consumer.Source, consumer.ConsumerGroup, handlerName, consumer.Services, cancellationToken);
         }
 
-        public new void Exit()
+        /// <summary>
+        /// Ends the message's trip: the context is cleared and free for the next message of its thread, unless a handler
+        /// call made through it still runs (a filter gave up waiting for it, for example on a timeout, and filter code may
+        /// still read the context): then it keeps its message and stays in use, and the next message makes a new one.
+        /// </summary>
+        public void Release()
         {
-            _inUse = false;
+            if (HandlersRunning != 0)
+            {
+                return;
+            }
+
             _message = default!;
-            base.Exit();
+            Exit();
+            Volatile.Write(ref _inUse, false);
+            if (!_held)
+            {
+                // A context made because the slot was empty or busy takes the slot of the thread it finishes on.
+                _held = true;
+                FreeContexts.Set(slot, this);
+            }
         }
 
         /// <summary>Gets how many handler calls made through this context have not completed.</summary>

@@ -3,9 +3,11 @@ using System.Runtime.CompilerServices;
 namespace Patterns.Consuming;
 
 /// <summary>
-/// Each thread's finished consume contexts, one slot per message type that has filtered consumers, for the next message
-/// to take. A thread-static field of a generic class is reached through a runtime helper when the type argument is a
-/// class (shared generic code); this non-generic one is read inline, and the slot is an array index.
+/// Each thread's consume context, one slot per message type that has filtered consumers. The context stays in its slot
+/// while a message uses it (it says so itself), so taking it and giving it back cost no store here: only a message that
+/// finds the slot empty or its context busy writes the slot, with the new context it had to make. A thread-static field
+/// of a generic class is reached through a runtime helper when the type argument is a class (shared generic code); this
+/// non-generic one is read inline, and the slot is an array index.
 /// </summary>
 internal static class FreeContexts
 {
@@ -17,25 +19,16 @@ internal static class FreeContexts
     /// <summary>Gets a slot of its own for a message type's contexts.</summary>
     public static int NewSlot() => Interlocked.Increment(ref s_lastSlot);
 
-    /// <summary>Takes this thread's free context in <paramref name="slot"/>, or null when there is none.</summary>
+    /// <summary>Gets this thread's context in <paramref name="slot"/> (free or in use), or null when there is none.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ConsumeContext? Take(int slot)
+    public static ConsumeContext? Get(int slot)
     {
         var slots = t_slots;
-        if (slots is null || (uint)slot >= (uint)slots.Length)
-        {
-            return null;
-        }
-
-        ref var free = ref slots[slot].Context;
-        var context = free;
-        free = null;
-        return context;
+        return slots is null || (uint)slot >= (uint)slots.Length ? null : slots[slot].Context;
     }
 
-    /// <summary>Makes <paramref name="context"/> this thread's free context in <paramref name="slot"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Return(int slot, ConsumeContext context)
+    /// <summary>Makes <paramref name="context"/> this thread's context in <paramref name="slot"/>.</summary>
+    public static void Set(int slot, ConsumeContext context)
     {
         var slots = t_slots;
         if (slots is null || (uint)slot >= (uint)slots.Length)

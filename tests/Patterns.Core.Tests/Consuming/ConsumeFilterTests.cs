@@ -330,7 +330,7 @@ public sealed class ConsumeFilterTests
     }
 
     [Fact]
-    public async Task Context_WhoseHandlerStillRunsWhenItsPipelineEnds_IsNotReusedForTheNextMessage()
+    public async Task Context_WhoseHandlerStillRunsWhenItsPipelineEnds_IsNotReusedForTheNextMessage_WhoseNewContextTakesItsPlace()
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var contexts = new List<ConsumeContext>();
@@ -353,8 +353,10 @@ public sealed class ConsumeFilterTests
 
         await invoker.InvokeAsync(new Memo("slow"), new Envelope { MessageType = "slow" }, consumer, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("fast"), new Envelope { MessageType = "fast" }, consumer, CancellationToken.None);
+        await invoker.InvokeAsync(new Memo("next"), new Envelope { MessageType = "next" }, consumer, CancellationToken.None);
 
         contexts[1].Should().NotBeSameAs(contexts[0], "the first message's handler had not finished");
+        contexts[2].Should().BeSameAs(contexts[1], "the context made for the message after the slow one took its place on the thread");
         ((Memo)contexts[0].Message).Text.Should().Be("slow");
         contexts[0].Envelope.MessageType.Should().Be("slow");
         release.SetResult();
@@ -379,12 +381,149 @@ public sealed class ConsumeFilterTests
         (await late.Should().ThrowAsync<InvalidOperationException>()).WithMessage("A consume filter called next for a 'Memo' message after the task it returned had completed*");
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public async Task Filters_AroundAnInvoker_RunInRegistrationOrder_FirstOutermost(int count)
+    {
+        var trace = new List<string>();
+        var filters = Enumerable.Range(1, count)
+            .Select(i => (IConsumeFilter)new DelegateFilter(async (context, next) =>
+            {
+                trace.Add($"{i}>");
+                await next(context);
+                trace.Add($"<{i}");
+            }))
+            .ToList();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(new RecordingInvoker(trace), filters);
+
+        await invoker.InvokeAsync(new Memo("a"), new Envelope(), Reminders, CancellationToken.None);
+
+        var expected = Enumerable.Range(1, count).Select(i => $"{i}>")
+            .Append("handler a")
+            .Concat(Enumerable.Range(1, count).Reverse().Select(i => $"<{i}"));
+        trace.Should().Equal(expected);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task Filter_ThatReturnsWithoutCallingNext_SkipsTheFiltersAfterItAndTheHandler(int skipping)
+    {
+        var trace = new List<string>();
+        var filters = Enumerable.Range(0, 3)
+            .Select(i => (IConsumeFilter)new DelegateFilter((context, next) =>
+            {
+                trace.Add($"filter {i}");
+                return i == skipping ? default : next(context);
+            }))
+            .ToList();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(new RecordingInvoker(trace), filters);
+
+        await invoker.InvokeAsync(new Memo("a"), new Envelope(), Reminders, CancellationToken.None);
+
+        trace.Should().Equal(Enumerable.Range(0, skipping + 1).Select(i => $"filter {i}"));
+    }
+
+    [Theory]
+    [InlineData(0, false)]
+    [InlineData(2, false)]
+    [InlineData(0, true)]
+    [InlineData(2, true)]
+    public async Task Filter_ThatFails_PassesItsExceptionToTheCaller_AndTheContextIsClearedAndReused(int failing, bool asynchronously)
+    {
+        var contexts = new List<ConsumeContext>();
+        var failure = new InvalidOperationException("refused by the filter");
+        var filters = Enumerable.Range(0, 3)
+            .Select(i => (IConsumeFilter)new DelegateFilter((context, next) =>
+            {
+                if (i == 0)
+                {
+                    contexts.Add(context);
+                    context.Items.Count.Should().Be(0, "a reused context starts without the last message's items");
+                    context.Items["seen"] = ((Memo)context.Message).Text;
+                }
+
+                if (i != failing || ((Memo)context.Message).Text != "fail")
+                {
+                    return next(context);
+                }
+
+                return asynchronously ? ValueTask.FromException(failure) : throw failure;
+            }))
+            .ToList();
+        var trace = new List<string>();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(new RecordingInvoker(trace), filters);
+        await invoker.InvokeAsync(new Memo("warm"), new Envelope(), Reminders, CancellationToken.None);
+
+        var call = () => invoker.InvokeAsync(new Memo("fail"), new Envelope { MessageType = "failed" }, Reminders, CancellationToken.None).AsTask();
+
+        (await call.Should().ThrowAsync<InvalidOperationException>()).Which.Should().BeSameAs(failure);
+        contexts[1].Envelope.MessageType.Should().BeNull("the failed message's context was cleared");
+        await invoker.InvokeAsync(new Memo("next"), new Envelope(), Reminders, CancellationToken.None);
+        trace.Should().Equal("handler warm", "handler next");
+        contexts.Should().HaveCount(3);
+        contexts.Distinct().Should().ContainSingle("a failed message's context carries the next message");
+        contexts[2].Message.Should().BeNull("the context is cleared once its message is handled");
+    }
+
+    [Fact]
+    public async Task Context_InUseByAnOuterMessage_AnInlineMessageOfTheSameTypeGetsItsOwn_AndTheMessagesAfterReuseOne()
+    {
+        var seen = new List<(string Text, ConsumeContext Context)>();
+        MessageHandlerInvoker<Memo>? invoker = null;
+        var inline = new InlineInvoker(async message =>
+        {
+            if (message.Text == "outer")
+            {
+                await invoker!.InvokeAsync(new Memo("inner"), new Envelope { MessageType = "inner" }, Reminders, CancellationToken.None);
+            }
+        });
+        invoker = FilteredHandlerInvoker<Memo>.Wrap(inline, [new DelegateFilter((context, next) =>
+        {
+            seen.Add((((Memo)context.Message).Text, context));
+            return next(context);
+        })]);
+
+        await invoker.InvokeAsync(new Memo("outer"), new Envelope { MessageType = "outer" }, Reminders, CancellationToken.None);
+        await invoker.InvokeAsync(new Memo("after"), new Envelope(), Reminders, CancellationToken.None);
+        await invoker.InvokeAsync(new Memo("last"), new Envelope(), Reminders, CancellationToken.None);
+
+        seen.Select(s => s.Text).Should().Equal("outer", "inner", "after", "last");
+        seen[1].Context.Should().NotBeSameAs(seen[0].Context, "the outer message still travels in its context");
+        seen[2].Context.Should().Match<ConsumeContext>(c => ReferenceEquals(c, seen[0].Context) || ReferenceEquals(c, seen[1].Context));
+        seen[3].Context.Should().BeSameAs(seen[2].Context, "a finished context carries the next message");
+    }
+
     private static Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name, ConcurrentQueue<string> trace) => async (context, next) =>
     {
         trace.Enqueue($"{name}> {context.MessageType.Name} {context.ConsumerGroup}");
         await next(context);
         trace.Enqueue($"<{name}");
     };
+
+    private static readonly ConsumerIdentity Reminders = new("reminders", "group", EmptyProvider.Instance, null!);
+
+    private sealed class RecordingInvoker(List<string> trace) : MessageHandlerInvoker<Memo>
+    {
+        public override string HandlerName => "recording";
+
+        public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        {
+            trace.Add($"handler {message.Text}");
+            return default;
+        }
+    }
+
+    private sealed class InlineInvoker(Func<Memo, ValueTask> handle) : MessageHandlerInvoker<Memo>
+    {
+        public override string HandlerName => "inline";
+
+        public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) =>
+            handle(message);
+    }
 
     private sealed class CountingFilter : IConsumeFilter
     {
