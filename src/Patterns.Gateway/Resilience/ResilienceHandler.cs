@@ -56,15 +56,20 @@ internal sealed class ResilienceHandler(
             return SendOnceAsync(cluster, destination, request, context, cancellationToken);
         }
 
-        var pipelines = PipelinesFor(policy);
-        if (pipelines.Hedging is not null && request.Content is null)
+        // Hedging sends a request more than once: only an idempotent method of the policy's list, and never a body.
+        if (request.Content is null && policy.Hedges(request.Method.Method))
         {
-            return ExecuteAsync(pipelines.Hedging, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
+            return ExecuteAsync(PipelinesFor(policy).Hedging!, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
         }
 
-        return policy.RetriesOnly
-            ? FirstThenRetryAsync(request, context, cluster, policy, destination, cancellationToken)
-            : ExecuteAsync(pipelines.Retry, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
+        if (policy.RetriesOnly)
+        {
+            return policy.MaxRetries > 0
+                ? FirstThenRetryAsync(request, context, cluster, policy, destination, cancellationToken)
+                : SendOnceAsync(cluster, destination, request, context, cancellationToken);
+        }
+
+        return ExecuteAsync(PipelinesFor(policy).Retry, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
     }
 
     /// <summary>
@@ -464,6 +469,11 @@ internal sealed class ResilienceHandler(
             if (policy.HedgingDelay is { } delay)
             {
                 var hedging = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+                if (policy.Limiter is { } hedgingLimiter)
+                {
+                    PipelineFactory.AddConcurrencyLimit(hedging, hedgingLimiter);
+                }
+
                 if (policy.Timeout is { } t)
                 {
                     hedging.AddTimeout(t);

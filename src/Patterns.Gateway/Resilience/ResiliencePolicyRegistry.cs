@@ -150,11 +150,13 @@ internal sealed class ResiliencePolicyRegistry(
     }
 
     private static readonly string[] PolicyFields =
-        ["Timeout", "AttemptTimeout", "Retry", "CircuitBreaker", "MaxConcurrentCalls", "MaxQueuedCalls", "RetryBudgetPercent", "RetryMinConcurrency", "MaxBufferedBodyBytes"];
+        ["Timeout", "AttemptTimeout", "Retry", "CircuitBreaker", "MaxConcurrentCalls", "MaxQueuedCalls", "RetryBudgetPercent", "RetryMinConcurrency", "MaxBufferedBodyBytes", "Hedging"];
 
     private static readonly string[] RetryFields = ["MaxRetryAttempts", "Delay", "BackoffType", "UseJitter", "MaxDelay"];
 
     private static readonly string[] BreakerFields = ["FailureRatio", "MinimumThroughput", "SamplingDuration", "BreakDuration"];
+
+    private static readonly string[] HedgingFields = ["MaxHedgedAttempts", "Delay", "Methods"];
 
     /// <summary>Reads one policy's section; every unknown field or malformed value adds an error naming the policy and the field.</summary>
     private static void Bind(IConfigurationSection section, GatewayResiliencePolicy policy, List<string> errors)
@@ -198,6 +200,20 @@ internal sealed class ResiliencePolicyRegistry(
                             case "SamplingDuration": breaker.SamplingDuration = reader.Duration(b) ?? breaker.SamplingDuration; break;
                             case "BreakDuration": breaker.BreakDuration = reader.Duration(b) ?? breaker.BreakDuration; break;
                             default: reader.Unknown(b, BreakerFields); break;
+                        }
+                    }
+
+                    break;
+                case "Hedging":
+                    var hedging = policy.Hedging ??= new GatewayHedgingOptions();
+                    foreach (var h in field.GetChildren())
+                    {
+                        switch (Known(h.Key, HedgingFields))
+                        {
+                            case "MaxHedgedAttempts": hedging.MaxHedgedAttempts = reader.Int(h) ?? hedging.MaxHedgedAttempts; break;
+                            case "Delay": hedging.Delay = reader.Duration(h, allowZero: true) ?? hedging.Delay; break;
+                            case "Methods": hedging.Methods = FieldReader.List(h); break;
+                            default: reader.Unknown(h, HedgingFields); break;
                         }
                     }
 
@@ -246,6 +262,25 @@ internal sealed class ResiliencePolicyRegistry(
             Check(breaker.MinimumThroughput >= 2, "CircuitBreaker.MinimumThroughput", breaker.MinimumThroughput, "a whole number of at least 2");
             Check(breaker.SamplingDuration >= TimeSpan.FromMilliseconds(500) && breaker.SamplingDuration <= day, "CircuitBreaker.SamplingDuration", breaker.SamplingDuration, "from 00:00:00.500 to 1.00:00:00");
             Check(breaker.BreakDuration >= TimeSpan.FromMilliseconds(500) && breaker.BreakDuration <= day, "CircuitBreaker.BreakDuration", breaker.BreakDuration, "from 00:00:00.500 to 1.00:00:00");
+        }
+
+        if (policy.Hedging is { } hedging)
+        {
+            Check(hedging.MaxHedgedAttempts is >= 1 and <= 10, "Hedging.MaxHedgedAttempts", hedging.MaxHedgedAttempts, "a whole number from 1 to 10");
+            Check(hedging.Delay >= TimeSpan.Zero && hedging.Delay <= day, "Hedging.Delay", hedging.Delay, "from 00:00:00 to 1.00:00:00");
+            Check(hedging.Methods is { Count: > 0 }, "Hedging.Methods", hedging.Methods is null ? null : "[]", "a list of at least one method");
+            foreach (var method in hedging.Methods ?? [])
+            {
+                if (string.IsNullOrWhiteSpace(method) || !ResilienceHandler.IsIdempotent(method))
+                {
+                    errors.Add($"Resilience policy '{name}': Hedging.Methods names {Format(method)}, which is not an idempotent method; hedging sends a request more than once, so only GET, HEAD, OPTIONS, TRACE, PUT and DELETE may be hedged.");
+                }
+            }
+
+            if (policy.Retry is not null)
+            {
+                errors.Add($"Resilience policy '{name}': Retry and Hedging exclude each other; choose retries or hedging.");
+            }
         }
 
         if (policy.Timeout is { } total && policy.AttemptTimeout is { } one && one >= total)
@@ -326,6 +361,12 @@ internal sealed class ResiliencePolicyRegistry(
             return null;
         }
 
+        /// <summary>A list given as an array (<c>Methods:0</c>, <c>Methods:1</c>) or as one comma-separated value.</summary>
+        public static List<string> List(IConfigurationSection field) =>
+            field.Value is { } text
+                ? [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]
+                : [.. field.GetChildren().Select(c => c.Value ?? string.Empty)];
+
         public DelayBackoffType Enum(IConfigurationSection field, DelayBackoffType fallback)
         {
             if (System.Enum.TryParse<DelayBackoffType>(field.Value, ignoreCase: true, out var value) && System.Enum.IsDefined(value))
@@ -371,7 +412,12 @@ internal static class PolicyComparer
         && a.RetryBudgetPercent.Equals(b.RetryBudgetPercent) && a.RetryMinConcurrency == b.RetryMinConcurrency
         && a.MaxBufferedBodyBytes == b.MaxBufferedBodyBytes
         && ReferenceEquals(a.ConfigurePipeline, b.ConfigurePipeline)
-        && Same(a.Retry, b.Retry) && Same(a.CircuitBreaker, b.CircuitBreaker);
+        && Same(a.Retry, b.Retry) && Same(a.CircuitBreaker, b.CircuitBreaker) && Same(a.Hedging, b.Hedging);
+
+    private static bool Same(GatewayHedgingOptions? a, GatewayHedgingOptions? b) =>
+        (a is null && b is null)
+        || (a is not null && b is not null && a.MaxHedgedAttempts == b.MaxHedgedAttempts && a.Delay == b.Delay
+            && a.Methods.SequenceEqual(b.Methods, StringComparer.OrdinalIgnoreCase));
 
     private static bool Same(RetryStrategyOptions? a, RetryStrategyOptions? b) =>
         (a is null && b is null)
