@@ -465,9 +465,10 @@ public sealed class NamedPolicyTests
         {
             source.Remove("ResiliencePolicies:quick:Timeout");
             source.Reload();
-            registry.Current.Should().BeSameAs(before, "the route still names the policy");
             (await logs.WaitForAsync("Route 'r' names resilience policy 'quick'")).Should().Contain(
-                "Route 'r' names resilience policy 'quick', which the new policies no longer define; remove or change the route first.");
+                "Route 'r' names resilience policy 'quick', which the new policies no longer define; the route keeps it until you remove or change the route.");
+            registry.Current.Find("quick").Should().BeSameAs(before.Find("quick"), "the route still names the policy, so it keeps the same policy object");
+            registry.Current.Carried.Should().Equal("quick");
 
             var pending = gateway.Client.GetAsync("/slow", Ct);
             Waits.Until(() => backend.Hits == 1, "the request reached the backend");
@@ -518,7 +519,7 @@ public sealed class NamedPolicyTests
     }
 
     /// <summary>In-memory configuration whose keys can be removed, not only set.</summary>
-    private sealed class MutableConfiguration(Dictionary<string, string?> data) : ConfigurationProvider, IConfigurationSource
+    internal sealed class MutableConfiguration(Dictionary<string, string?> data) : ConfigurationProvider, IConfigurationSource
     {
         public override void Load()
         {

@@ -21,6 +21,12 @@ internal sealed record ResiliencePolicyConfiguration(string Name, Action<Gateway
 /// A configuration change builds a whole new set that replaces the old one in one write, so a request sees either the old
 /// policies or the new ones; a set with a problem is logged and the last good one stays.
 /// </summary>
+/// <remarks>
+/// The policies and YARP's routes reload separately, in either order. A policy that the new set drops while a route YARP
+/// still serves names it is carried into the new set, so that route keeps its resilience and a change that renames a policy
+/// in its routes and in its definition at once goes through; once YARP has applied its configuration (<see cref="PolicyPruner"/>),
+/// a carried policy no route names any more leaves, and one a route still names stays and is logged.
+/// </remarks>
 internal sealed class ResiliencePolicyRegistry(
     IEnumerable<GatewaySection> sections, IEnumerable<ResiliencePolicyConfiguration> code, ILogger<ResiliencePolicyRegistry> logger, IServiceProvider? services = null)
 {
@@ -57,7 +63,7 @@ internal sealed class ResiliencePolicyRegistry(
                 var built = Build(errors, current);
                 if (errors.Count == 0 && current is not null)
                 {
-                    CheckLiveRoutes(built, errors);
+                    built = CarryLiveRoutePolicies(built, current);
                 }
 
                 if (errors.Count == 0)
@@ -91,22 +97,73 @@ internal sealed class ResiliencePolicyRegistry(
         return false;
     }
 
-    /// <summary>A reload may not drop a policy that a route YARP is serving still names: the route would lose its resilience without a word.</summary>
-    private void CheckLiveRoutes(ResiliencePolicySet built, List<string> errors)
+    /// <summary>The routes YARP serves and the policy each names; empty before YARP has started.</summary>
+    private List<(string Route, string Policy)> LiveRoutePolicies()
     {
+        var live = new List<(string, string)>();
+
         // Resolved late: YARP's state depends on the config filter, which depends on this registry.
-        if (services?.GetService(typeof(Yarp.ReverseProxy.IProxyStateLookup)) is not Yarp.ReverseProxy.IProxyStateLookup lookup)
+        if (services?.GetService(typeof(Yarp.ReverseProxy.IProxyStateLookup)) is Yarp.ReverseProxy.IProxyStateLookup lookup)
         {
-            return;
+            foreach (var route in lookup.GetRoutes())
+            {
+                if (route.Config.Metadata is { Count: > 0 } metadata && ClusterPolicy.TryGetRoutePolicy(metadata, out var name))
+                {
+                    live.Add((route.Config.RouteId, name));
+                }
+            }
         }
 
-        foreach (var route in lookup.GetRoutes())
+        return live;
+    }
+
+    /// <summary>A new set may not take away the policy of a route YARP still serves: that policy is carried into it, until <see cref="Prune"/>.</summary>
+    private ResiliencePolicySet CarryLiveRoutePolicies(ResiliencePolicySet built, ResiliencePolicySet current)
+    {
+        Dictionary<string, NamedResiliencePolicy>? policies = null;
+        foreach (var (_, name) in LiveRoutePolicies())
         {
-            if (route.Config.Metadata is { Count: > 0 } metadata
-                && ClusterPolicy.TryGetRoutePolicy(metadata, out var name)
-                && built.Find(name) is null)
+            if (built.Find(name) is null && current.Find(name) is { } old)
             {
-                errors.Add($"Route '{route.Config.RouteId}' names resilience policy '{name}', which the new policies no longer define; remove or change the route first.");
+                policies ??= new Dictionary<string, NamedResiliencePolicy>(built.Policies, StringComparer.OrdinalIgnoreCase);
+                policies[name] = old;
+            }
+        }
+
+        return policies is null
+            ? built
+            : new ResiliencePolicySet(policies.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase), [.. policies.Keys.Where(n => built.Find(n) is null)]);
+    }
+
+    /// <summary>
+    /// After YARP applied a configuration: the carried policies that no served route names leave the set; one that a route
+    /// still names stays (the route keeps its resilience) and the problem is logged, naming the route and the policy.
+    /// </summary>
+    public void Prune()
+    {
+        lock (_gate)
+        {
+            if (_current is not { Carried.Count: > 0 } current)
+            {
+                return;
+            }
+
+            var keep = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            var errors = new List<string>();
+            foreach (var (route, name) in LiveRoutePolicies())
+            {
+                if (current.Carried.Contains(name, StringComparer.OrdinalIgnoreCase))
+                {
+                    keep.Add(name);
+                    errors.Add($"Route '{route}' names resilience policy '{name}', which the new policies no longer define; the route keeps it until you remove or change the route.");
+                }
+            }
+
+            var remaining = current.Policies.Where(p => !current.Carried.Contains(p.Key, StringComparer.OrdinalIgnoreCase) || keep.Contains(p.Key));
+            Volatile.Write(ref _current, new ResiliencePolicySet(remaining.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase), [.. keep]));
+            if (errors.Count > 0)
+            {
+                GatewayLog.ConfigRoutesRejected(logger, "resilience policies", string.Join(" ", errors));
             }
         }
     }
@@ -381,9 +438,14 @@ internal sealed class ResiliencePolicyRegistry(
 }
 
 /// <summary>One consistent set of named policies.</summary>
-internal sealed class ResiliencePolicySet(FrozenDictionary<string, NamedResiliencePolicy> policies)
+internal sealed class ResiliencePolicySet(FrozenDictionary<string, NamedResiliencePolicy> policies, IReadOnlyList<string>? carried = null)
 {
     public IEnumerable<string> Names => policies.Keys;
+
+    public FrozenDictionary<string, NamedResiliencePolicy> Policies => policies;
+
+    /// <summary>Gets the policies the configuration no longer defines, kept because a route YARP serves named them.</summary>
+    public IReadOnlyList<string> Carried => carried ?? [];
 
     public NamedResiliencePolicy? Find(string name) => policies.GetValueOrDefault(name);
 }
@@ -428,4 +490,20 @@ internal static class PolicyComparer
         (a is null && b is null)
         || (a is not null && b is not null && a.FailureRatio.Equals(b.FailureRatio) && a.MinimumThroughput == b.MinimumThroughput
             && a.SamplingDuration == b.SamplingDuration && a.BreakDuration == b.BreakDuration);
+}
+
+/// <summary>Prunes the carried policies once YARP has applied (or failed to apply) a configuration.</summary>
+internal sealed class PolicyPruner(ResiliencePolicyRegistry registry) : Yarp.ReverseProxy.Configuration.IConfigChangeListener
+{
+    public void ConfigurationLoadingFailed(Yarp.ReverseProxy.Configuration.IProxyConfigProvider configProvider, Exception exception)
+    {
+    }
+
+    public void ConfigurationLoaded(IReadOnlyList<Yarp.ReverseProxy.Configuration.IProxyConfig> proxyConfigs)
+    {
+    }
+
+    public void ConfigurationApplyingFailed(IReadOnlyList<Yarp.ReverseProxy.Configuration.IProxyConfig> proxyConfigs, Exception exception) => registry.Prune();
+
+    public void ConfigurationApplied(IReadOnlyList<Yarp.ReverseProxy.Configuration.IProxyConfig> proxyConfigs) => registry.Prune();
 }
