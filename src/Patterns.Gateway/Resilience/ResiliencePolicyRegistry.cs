@@ -58,7 +58,10 @@ internal sealed class ResiliencePolicyRegistry(
                     return current;
                 }
 
-                _tokens = [.. _sections.Select(s => s.GetReloadToken())];
+                // The tokens are taken before reading (a change while building is seen next time) but published only after
+                // the new set: a reader that sees fresh tokens must also see the set built from them, or it would take the
+                // old set for current (YARP validating a reloaded route on one thread while a request rebuilds on another).
+                IChangeToken[] tokens = [.. _sections.Select(s => s.GetReloadToken())];
                 var errors = new List<string>();
                 var built = Build(errors, current);
                 if (errors.Count == 0 && current is not null)
@@ -69,8 +72,11 @@ internal sealed class ResiliencePolicyRegistry(
                 if (errors.Count == 0)
                 {
                     Volatile.Write(ref _current, built);
+                    Volatile.Write(ref _tokens, tokens);
                     return built;
                 }
+
+                Volatile.Write(ref _tokens, tokens);
 
                 var message = string.Join(" ", errors);
                 if (current is null)
