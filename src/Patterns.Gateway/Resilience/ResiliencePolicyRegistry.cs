@@ -44,8 +44,11 @@ internal sealed class ResiliencePolicyRegistry(
     {
         get
         {
+            // Tokens first, then the set: the writer publishes the set before its tokens, so a reader that sees a set's tokens
+            // also sees that set (or a newer one); reading the set first could pair an old set with the new, unchanged tokens.
+            var tokens = Volatile.Read(ref _tokens);
             var current = Volatile.Read(ref _current);
-            if (current is not null && !Changed())
+            if (current is not null && !Changed(tokens))
             {
                 return current;
             }
@@ -53,7 +56,7 @@ internal sealed class ResiliencePolicyRegistry(
             lock (_gate)
             {
                 current = _current;
-                if (current is not null && !Changed())
+                if (current is not null && !Changed(_tokens))
                 {
                     return current;
                 }
@@ -61,7 +64,7 @@ internal sealed class ResiliencePolicyRegistry(
                 // The tokens are taken before reading (a change while building is seen next time) but published only after
                 // the new set: a reader that sees fresh tokens must also see the set built from them, or it would take the
                 // old set for current (YARP validating a reloaded route on one thread while a request rebuilds on another).
-                IChangeToken[] tokens = [.. _sections.Select(s => s.GetReloadToken())];
+                tokens = [.. _sections.Select(s => s.GetReloadToken())];
                 var errors = new List<string>();
                 var built = Build(errors, current);
                 if (errors.Count == 0 && current is not null)
@@ -90,9 +93,9 @@ internal sealed class ResiliencePolicyRegistry(
         }
     }
 
-    private bool Changed()
+    private static bool Changed(IChangeToken[] tokens)
     {
-        foreach (var token in Volatile.Read(ref _tokens))
+        foreach (var token in tokens)
         {
             if (token.HasChanged)
             {
