@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -478,6 +479,63 @@ public sealed class NamedPolicyTests
         }
         finally
         {
+            release.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task Reload_RenamingAPolicy_ARequestAlreadyMatchedByTheOldRouteKeepsTheOldPolicyAfterThePrune()
+    {
+        var time = new FakeTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("slow", async c => await release.Task.WaitAsync(c.RequestAborted));
+        var source = new MutableConfiguration(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "old",
+            ["Clusters:c:Destinations:d:Address"] = backend.Address,
+            ["ResiliencePolicies:old:Timeout"] = "00:00:02",
+        });
+        var config = new ConfigurationBuilder().Add(source).Build();
+        await using var gateway = await Gateways.FromConfigAsync(config, time, app: a => a.Use(async (HttpContext c, RequestDelegate next) =>
+        {
+            // Holds the request after routing chose the old route, before the proxy pipeline reads its policy.
+            if (c.Request.Path == "/held")
+            {
+                held.TrySetResult();
+                await gate.Task;
+            }
+
+            await next(c);
+        }));
+        var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
+        var lookup = gateway.Services.GetRequiredService<Yarp.ReverseProxy.IProxyStateLookup>();
+        try
+        {
+            var pending = gateway.Client.GetAsync("/held", Ct);
+            await held.Task.WaitAsync(Ct);
+
+            source.Remove("ResiliencePolicies:old:Timeout");
+            source.Set("ResiliencePolicies:new:Timeout", "00:10:00");
+            source.Set("Routes:r:Metadata:Patterns.ResiliencePolicy", "new");
+            source.Reload();
+            Waits.Until(
+                () => lookup.TryGetRoute("r", out var route) && route.Config.Metadata!["Patterns.ResiliencePolicy"] == "new" && registry.Current.Find("old") is null,
+                "YARP applied the renamed route and the prune dropped the old policy");
+
+            gate.SetResult();
+            Waits.Until(() => backend.Hits == 1, "the held request reached the backend");
+            await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), pending);
+            pending.IsCompleted.Should().BeTrue("the request was matched by the old route, so it keeps the old policy's 2 s timeout (the new one's is 10 min)");
+            using var response = await pending;
+            response.StatusCode.Should().Be(HttpStatusCode.GatewayTimeout);
+        }
+        finally
+        {
+            gate.TrySetResult();
             release.TrySetResult();
         }
     }

@@ -126,7 +126,15 @@ internal sealed class ClusterPolicy
             }
         }
 
-        return set?.Find(name) is { } named ? named.Over(policy) : policy;
+        if (set?.Find(name) is { } named)
+        {
+            return named.Over(policy);
+        }
+
+        // The route's policy left the set (a reload renamed or removed it and the prune ran) after this request was matched by
+        // the route: the request keeps the policy its route was loaded with.
+        registry ??= context?.RequestServices.GetService(typeof(ResiliencePolicyRegistry)) as ResiliencePolicyRegistry;
+        return registry?.Pinned(feature.Route.Config) is { } pinned ? pinned.Over(policy) : policy;
     }
 
     /// <summary>The route's <see cref="GatewayMetadata.ResiliencePolicy"/>, its key compared without case as the cluster keys are.</summary>

@@ -36,13 +36,15 @@ internal sealed class GatewayConfigFilter(ResiliencePolicyRegistry policies) : I
         if (ClusterPolicy.TryGetRoutePolicy(metadata, out var name))
         {
             var set = policies.Current;
-            if (string.IsNullOrWhiteSpace(name) || set.Find(name) is null)
+            if (string.IsNullOrWhiteSpace(name) || set.Find(name) is not { } named)
             {
                 var known = set.Names.Order(StringComparer.OrdinalIgnoreCase).ToList();
                 throw new InvalidOperationException(
                     $"Route '{route.RouteId}': resilience policy '{name}' is not defined; " +
                     (known.Count == 0 ? "no policy is (define one with AddResiliencePolicy or under ResiliencePolicies in the gateway's configuration)." : $"the policies are {string.Join(", ", known)}."));
             }
+
+            policies.Pin(route, named);
         }
 
         return new(route);

@@ -35,6 +35,7 @@ internal sealed class ResiliencePolicyRegistry(
     private readonly IConfiguration[] _sections = [.. sections.Select(s => s.Section.GetSection(SectionName))];
     private readonly ResiliencePolicyConfiguration[] _code = [.. code];
     private readonly Lock _gate = new();
+    private readonly ConditionalWeakTable<Yarp.ReverseProxy.Configuration.RouteConfig, NamedResiliencePolicy> _pins = new();
     private ResiliencePolicySet? _current;
     private IChangeToken[] _tokens = [];
 
@@ -92,6 +93,15 @@ internal sealed class ResiliencePolicyRegistry(
             }
         }
     }
+
+    /// <summary>
+    /// Pins the policy a route named when YARP loaded it: a request matched by that route keeps its policy even when a reload
+    /// renamed or removed it and <see cref="Prune"/> dropped it before the request reached the proxy.
+    /// </summary>
+    public void Pin(Yarp.ReverseProxy.Configuration.RouteConfig route, NamedResiliencePolicy policy) => _pins.AddOrUpdate(route, policy);
+
+    /// <summary>The policy pinned to a route's configuration when YARP loaded it, if any.</summary>
+    public NamedResiliencePolicy? Pinned(Yarp.ReverseProxy.Configuration.RouteConfig route) => _pins.TryGetValue(route, out var policy) ? policy : null;
 
     private static bool Changed(IChangeToken[] tokens)
     {
