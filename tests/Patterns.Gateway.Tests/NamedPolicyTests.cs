@@ -484,6 +484,38 @@ public sealed class NamedPolicyTests
     }
 
     [Fact]
+    public async Task Reload_ANewRouteNamingACarriedPolicy_IsRejectedAsForAnUnknownPolicy()
+    {
+        await using var backend = await Backend.StartAsync("ok", _ => Task.CompletedTask);
+        var source = new MutableConfiguration(new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "/r/{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "quick",
+            ["Clusters:c:Destinations:d:Address"] = backend.Address,
+            ["ResiliencePolicies:quick:Timeout"] = "00:00:02",
+            ["ResiliencePolicies:other:Timeout"] = "00:00:05",
+        });
+        var config = new ConfigurationBuilder().Add(source).Build();
+        var logs = new GatewayLogs();
+        await using var gateway = await Gateways.FromConfigAsync(config, services: s => s.Logging.AddProvider(logs));
+        var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
+        var lookup = gateway.Services.GetRequiredService<Yarp.ReverseProxy.IProxyStateLookup>();
+
+        // One change drops the policy (route r, still served, keeps it: carried) and adds a route r2 naming it.
+        source.Remove("ResiliencePolicies:quick:Timeout");
+        source.Set("Routes:r2:ClusterId", "c");
+        source.Set("Routes:r2:Match:Path", "/r2/{**rest}");
+        source.Set("Routes:r2:Metadata:Patterns.ResiliencePolicy", "quick");
+        source.Reload();
+
+        (await logs.WaitForAsync("Route 'r2'")).Should().Contain("Route 'r2': resilience policy 'quick' is not defined; the policies are other.");
+        lookup.TryGetRoute("r2", out _).Should().BeFalse("YARP rejected the configuration with the new route and kept the last good one");
+        lookup.TryGetRoute("r", out _).Should().BeTrue();
+        registry.Current.Carried.Should().Equal("quick");
+    }
+
+    [Fact]
     public async Task Reload_RenamingAPolicy_ARequestAlreadyMatchedByTheOldRouteKeepsTheOldPolicyAfterThePrune()
     {
         var time = new FakeTimeProvider();

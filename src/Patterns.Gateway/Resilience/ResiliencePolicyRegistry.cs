@@ -136,6 +136,10 @@ internal sealed class ResiliencePolicyRegistry(
         return live;
     }
 
+    /// <summary>True when the route YARP serves under <paramref name="routeId"/> names the policy <paramref name="policy"/>.</summary>
+    public bool LiveRouteNames(string routeId, string policy) =>
+        LiveRoutePolicies().Exists(l => string.Equals(l.Route, routeId, StringComparison.OrdinalIgnoreCase) && string.Equals(l.Policy, policy, StringComparison.OrdinalIgnoreCase));
+
     /// <summary>A new set may not take away the policy of a route YARP still serves: that policy is carried into it, until <see cref="Prune"/>.</summary>
     private ResiliencePolicySet CarryLiveRoutePolicies(ResiliencePolicySet built, ResiliencePolicySet current)
     {
