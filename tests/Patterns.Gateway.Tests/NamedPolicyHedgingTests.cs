@@ -1,7 +1,9 @@
 using System.Net;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Yarp.ReverseProxy.Configuration;
 
@@ -79,6 +81,48 @@ public sealed class NamedPolicyHedgingTests
             slow.Hits.Should().Be(1);
             fast.Hits.Should().Be(1);
             fast.Received.Single().Path.Should().Be("/items/1", "the hedge is the same request, sent to another destination");
+        }
+        finally
+        {
+            held.Release.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task Hedging_TheCancelledLoser_IsNotCountedAsAFailureByOutlierDetection()
+    {
+        var held = new Held();
+        var logs = new GatewayLogs();
+        await using var slow = await Backend.StartAsync("a-slow", held.Handle);
+        // b-fast answers only once the primary attempt reached a-slow, so the primary is the loser, cancelled while running.
+        await using var fast = await Backend.StartAsync("b-fast", async c =>
+        {
+            await held.Arrived.Task.WaitAsync(c.RequestAborted);
+            await c.Response.WriteAsync("b-fast", c.RequestAborted);
+        });
+        var (routes, clusters) = FirstAlphabetical("hedged", slow, fast);
+        clusters[0] = clusters[0] with
+        {
+            Metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" },
+            HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
+        };
+        await using var gateway = await Gateways.FromCodeAsync(
+            routes, clusters, services: b =>
+            {
+                b.Logging.AddProvider(logs);
+                b.AddGateway(g => g.AddResiliencePolicy("hedged", p => p.Hedging = new GatewayHedgingOptions { Delay = TimeSpan.Zero }));
+            });
+        try
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            (await response.Content.ReadAsStringAsync(Ct)).Should().Be("b-fast");
+            await held.Aborted.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+
+            // One failure would eject a-slow (ConsecutiveFailures 1): its attempt was cancelled by the winning hedge, not failed.
+            SpinWait.SpinUntil(() => logs.Of(1301).Count > 0, TimeSpan.FromMilliseconds(500)).Should().BeFalse(
+                "the loser was cancelled; {0}", string.Join(" ", logs.Of(1301)));
+            var cluster = gateway.Services.GetRequiredService<Yarp.ReverseProxy.IProxyStateLookup>().GetClusters().Single();
+            cluster.DestinationsState.AvailableDestinations.Should().HaveCount(2);
         }
         finally
         {

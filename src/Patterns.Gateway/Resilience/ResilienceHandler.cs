@@ -243,15 +243,24 @@ internal sealed class ResilienceHandler(
                     static (s, ct) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ct)),
                     (Handler: this, Message: message),
                     cancellationToken).ConfigureAwait(false);
-            outliers.Record(state.Cluster, destination, (int)response.StatusCode >= 500);
+            var failed = (int)response.StatusCode >= 500;
+            if (!failed)
+            {
+                // Set before the hedging strategy accepts this answer and cancels the other attempts.
+                state.Answered = true;
+            }
+
+            outliers.Record(state.Cluster, destination, failed);
             return response;
         }
         catch (BrokenCircuitException)
         {
             throw;
         }
-        catch (Exception) when (!state.Context.RequestAborted.IsCancellationRequested)
+        catch (Exception) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested))
         {
+            // An attempt cancelled because another one answered (a hedge that lost) says nothing about its destination; one
+            // cancelled by the request's timeout with no answer yet does, and counts as a failure.
             outliers.Record(state.Cluster, destination, failure: true);
             throw;
         }
@@ -278,6 +287,14 @@ internal sealed class ResilienceHandler(
         private DestinationState? _next;
         private int _count = sent;
         private int _slot;
+        private volatile bool _answered;
+
+        /// <summary>Gets or sets a value indicating whether an attempt got an answer that is not a failure, so the hedging strategy cancels the others.</summary>
+        public bool Answered
+        {
+            get => _answered;
+            set => _answered = value;
+        }
 
         public HttpContext Context => context;
 
