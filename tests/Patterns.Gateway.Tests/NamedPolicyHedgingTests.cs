@@ -131,6 +131,28 @@ public sealed class NamedPolicyHedgingTests
     }
 
     [Fact]
+    public async Task Hedging_HedgesSpreadOverTheOtherDestinationsByTheBalancer()
+    {
+        // The primary attempt always goes to a-slow (first by name), which answers only when cancelled; each request's one hedge
+        // wins (with Delay 0 it may answer before the primary even reaches a-slow, so a-slow's hits are not counted).
+        await using var slow = await Backend.StartAsync("a-slow", c => Task.Delay(Timeout.Infinite, c.RequestAborted));
+        await using var b = await Backend.StartAsync("b");
+        await using var c = await Backend.StartAsync("c");
+        await using var d = await Backend.StartAsync("d");
+        var (routes, clusters) = FirstAlphabetical("hedged", slow, b, c, d);
+        await using var gateway = await Gateways.FromCodeAsync(
+            routes, clusters, services: builder => builder.AddGateway(g => g.AddResiliencePolicy("hedged", p => p.Hedging = new GatewayHedgingOptions { Delay = TimeSpan.Zero })));
+
+        for (var i = 0; i < 9; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        new[] { b.Hits, c.Hits, d.Hits }.Should().Equal([3, 3, 3], "equal weights: the hedges take turns over the other destinations");
+    }
+
+    [Fact]
     public async Task ConfigPolicy_GetIsHedged_PostIsNot()
     {
         // Delay zero starts the hedge with the first attempt, so no clock is needed: a hedged request gets the fast answer.

@@ -408,16 +408,10 @@ internal sealed class ResilienceHandler(
             var inUse = LazyInitializer.EnsureInitialized(ref _inUse, () => [_first]);
             lock (inUse)
             {
-                destination = null;
-                foreach (var candidate in cluster.DestinationsState.AvailableDestinations)
-                {
-                    if (!inUse.Contains(candidate) && WeightedLoadBalancingPolicy.WeightOf(candidate, null, policy.Weights) > 0)
-                    {
-                        destination = candidate;
-                        break;
-                    }
-                }
-
+                // The weighted balancer picks among the destinations no attempt of this request uses: hedges spread over the
+                // cluster by weight (smooth round robin, or the routing key's next choice) instead of all going to one.
+                var candidates = cluster.DestinationsState.AvailableDestinations.Where(d => !inUse.Contains(d)).ToList();
+                destination = handler.Balancer.Pick(context, cluster, candidates, exclude: null);
                 if (destination is not null)
                 {
                     inUse.Add(destination);
