@@ -228,6 +228,32 @@ public sealed class NamedPolicyHedgingTests
     }
 
     [Fact]
+    public async Task Start_HedgingMethodsGivenAsAStringInOneSourceAndAsAListInAnother_FailsNamingThePolicy()
+    {
+        await using var a = await Backend.StartAsync("a");
+        var config = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["Routes:r:ClusterId"] = "c",
+                ["Routes:r:Match:Path"] = "{**rest}",
+                ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "h",
+                ["Clusters:c:Destinations:d:Address"] = a.Address,
+                ["ResiliencePolicies:h:Hedging:Methods"] = "GET",
+            })
+            .AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["ResiliencePolicies:h:Hedging:Methods:0"] = " GET ",
+                ["ResiliencePolicies:h:Hedging:Methods:1"] = "HEAD",
+            })
+            .Build();
+
+        var message = await Gateways.StartFailureAsync(() => Gateways.FromConfigAsync(config));
+
+        message.Should().Contain(
+            "Resilience policy 'h': Hedging.Methods is given both as a string ('GET') and as a list (GET, HEAD), likely by two configuration sources; give it one way.");
+    }
+
+    [Fact]
     public async Task Start_BadHedgingInCode_OrARouteNamingAnUnknownPolicy_FailsNamingThem()
     {
         await using var a = await Backend.StartAsync("a");

@@ -292,7 +292,7 @@ internal sealed class ResiliencePolicyRegistry(
                         {
                             case "MaxHedgedAttempts": hedging.MaxHedgedAttempts = reader.Int(h) ?? hedging.MaxHedgedAttempts; break;
                             case "Delay": hedging.Delay = reader.Duration(h, allowZero: true) ?? hedging.Delay; break;
-                            case "Methods": hedging.Methods = FieldReader.List(h); break;
+                            case "Methods": hedging.Methods = reader.List(h); break;
                             default: reader.Unknown(h, HedgingFields); break;
                         }
                     }
@@ -441,11 +441,26 @@ internal sealed class ResiliencePolicyRegistry(
             return null;
         }
 
-        /// <summary>A list given as an array (<c>Methods:0</c>, <c>Methods:1</c>) or as one comma-separated value.</summary>
-        public static List<string> List(IConfigurationSection field) =>
-            field.Value is { } text
-                ? [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)]
-                : [.. field.GetChildren().Select(c => c.Value ?? string.Empty)];
+        /// <summary>
+        /// A list given as an array (<c>Methods:0</c>, <c>Methods:1</c>) or as one comma-separated value, its items trimmed. Given
+        /// both ways (a string in one configuration source, an array in another, which configuration merges into one section),
+        /// it is an error: neither form silently wins.
+        /// </summary>
+        public List<string> List(IConfigurationSection field)
+        {
+            var items = field.GetChildren().Select(c => (c.Value ?? string.Empty).Trim()).ToList();
+            if (field.Value is not { } text)
+            {
+                return items;
+            }
+
+            if (items.Count > 0)
+            {
+                errors.Add($"Resilience policy '{policy}': {Path(field)} is given both as a string ('{text}') and as a list ({string.Join(", ", items)}), likely by two configuration sources; give it one way.");
+            }
+
+            return [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
+        }
 
         public DelayBackoffType Enum(IConfigurationSection field, DelayBackoffType fallback)
         {
