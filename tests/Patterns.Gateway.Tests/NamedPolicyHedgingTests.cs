@@ -269,5 +269,14 @@ public sealed class NamedPolicyHedgingTests
             other, otherClusters, services: b => b.AddGateway(g => g.AddResiliencePolicy("hedged", p => p.Hedging = new GatewayHedgingOptions()))));
 
         message.Should().Contain("Route 'all': resilience policy 'hedgd' is not defined; the policies are hedged.");
+
+        message = await Gateways.StartFailureAsync(() => Gateways.FromCodeAsync(
+            routes, clusters, services: b => b.AddGateway(g => g.AddResiliencePolicy("hedged", p =>
+            {
+                p.Timeout = TimeSpan.FromSeconds(1);
+                p.Hedging = new GatewayHedgingOptions { Delay = TimeSpan.FromSeconds(1) };
+            }))));
+
+        message.Should().Contain("Resilience policy 'hedged': Hedging.Delay ('00:00:01') is not shorter than Timeout ('00:00:01'); the request times out before a hedge starts.");
     }
 }

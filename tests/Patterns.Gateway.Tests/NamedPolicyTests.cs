@@ -444,7 +444,7 @@ public sealed class NamedPolicyTests
     }
 
     [Fact]
-    public async Task Reload_RemovingAPolicyALiveRouteNames_IsRejectedAndTheRouteKeepsIt()
+    public async Task Reload_RemovingAPolicyALiveRouteNames_CarriesItAndTheRouteKeepsIt()
     {
         var time = new FakeTimeProvider();
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -468,6 +468,9 @@ public sealed class NamedPolicyTests
             source.Reload();
             (await logs.WaitForAsync("Route 'r' names resilience policy 'quick'")).Should().Contain(
                 "Route 'r' names resilience policy 'quick', which the new policies no longer define; the route keeps it until you remove or change the route.");
+            logs.Of(1314).Should().ContainSingle("the carried policy is logged as kept, not as a rejected change").Which.Should().StartWith(
+                "Resilience policies the configuration no longer defines are kept for the routes that still name them.");
+            logs.Of(1310).Should().BeEmpty();
             registry.Current.Find("quick").Should().BeSameAs(before.Find("quick"), "the route still names the policy, so it keeps the same policy object");
             registry.Current.Carried.Should().Equal("quick");
 

@@ -429,7 +429,8 @@ internal sealed class ResilienceHandler(
                 Version = request.Version,
                 VersionPolicy = request.VersionPolicy,
             };
-            foreach (var header in request.Headers)
+            // NonValidated: the headers as YARP set them, neither parsed nor dropped when a value does not parse.
+            foreach (var header in request.Headers.NonValidated)
             {
                 copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
             }

@@ -186,7 +186,7 @@ internal sealed class ResiliencePolicyRegistry(
             Volatile.Write(ref _current, new ResiliencePolicySet(remaining.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase), [.. keep]));
             if (errors.Count > 0)
             {
-                GatewayLog.ConfigRoutesRejected(logger, "resilience policies", string.Join(" ", errors));
+                GatewayLog.CarriedPoliciesKept(logger, string.Join(" ", errors));
             }
         }
     }
@@ -361,6 +361,11 @@ internal sealed class ResiliencePolicyRegistry(
             {
                 errors.Add($"Resilience policy '{name}': Retry and Hedging exclude each other; choose retries or hedging.");
             }
+        }
+
+        if (policy.Timeout is { } whole && policy.Hedging is { } hedged && hedged.Delay >= whole)
+        {
+            errors.Add($"Resilience policy '{name}': Hedging.Delay ({Format(hedged.Delay)}) is not shorter than Timeout ({Format(whole)}); the request times out before a hedge starts.");
         }
 
         if (policy.Timeout is { } total && policy.AttemptTimeout is { } one && one >= total)
