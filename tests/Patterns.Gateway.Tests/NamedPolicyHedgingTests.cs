@@ -205,18 +205,12 @@ public sealed class NamedPolicyHedgingTests
     public async Task Start_BadHedgingInConfiguration_FailsNamingThePolicyAndEachField()
     {
         await using var a = await Backend.StartAsync("a");
-        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "h",
-            ["Clusters:c:Destinations:d:Address"] = a.Address,
-            ["ResiliencePolicies:h:Hedging:Delay"] = "-00:00:01",
-            ["ResiliencePolicies:h:Hedging:MaxHedges"] = "2",
-            ["ResiliencePolicies:h:Hedging:Methods:0"] = "GET",
-            ["ResiliencePolicies:h:Hedging:Methods:1"] = "POST",
-            ["ResiliencePolicies:h:Retry:MaxRetryAttempts"] = "1",
-        }).Build();
+        var config = new ConfigurationBuilder().AddInMemoryCollection(NamedPolicyTests.OneRoute("h", a.Address,
+            ("ResiliencePolicies:h:Hedging:Delay", "-00:00:01"),
+            ("ResiliencePolicies:h:Hedging:MaxHedges", "2"),
+            ("ResiliencePolicies:h:Hedging:Methods:0", "GET"),
+            ("ResiliencePolicies:h:Hedging:Methods:1", "POST"),
+            ("ResiliencePolicies:h:Retry:MaxRetryAttempts", "1"))).Build();
 
         var message = await Gateways.StartFailureAsync(() => Gateways.FromConfigAsync(config));
 
@@ -232,14 +226,8 @@ public sealed class NamedPolicyHedgingTests
     {
         await using var a = await Backend.StartAsync("a");
         var config = new ConfigurationBuilder()
-            .AddInMemoryCollection(new Dictionary<string, string?>
-            {
-                ["Routes:r:ClusterId"] = "c",
-                ["Routes:r:Match:Path"] = "{**rest}",
-                ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "h",
-                ["Clusters:c:Destinations:d:Address"] = a.Address,
-                ["ResiliencePolicies:h:Hedging:Methods"] = "GET",
-            })
+            .AddInMemoryCollection(NamedPolicyTests.OneRoute("h", a.Address,
+                ("ResiliencePolicies:h:Hedging:Methods", "GET")))
             .AddInMemoryCollection(new Dictionary<string, string?>
             {
                 ["ResiliencePolicies:h:Hedging:Methods:0"] = " GET ",

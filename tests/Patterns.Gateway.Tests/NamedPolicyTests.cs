@@ -248,17 +248,11 @@ public sealed class NamedPolicyTests
     public async Task Start_ConfigPolicyWithBadFields_FailsNamingThePolicyAndEachField()
     {
         await using var a = await Backend.StartAsync("a");
-        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "p",
-            ["Clusters:c:Destinations:d:Address"] = a.Address,
-            ["ResiliencePolicies:p:Timeout"] = "soon",
-            ["ResiliencePolicies:p:Retry:MaxRetryAttempt"] = "2",
-            ["ResiliencePolicies:p:Retry:BackoffType"] = "Exponentail",
-            ["ResiliencePolicies:p:CircuitBreaker:FailureRatio"] = "1.5",
-        }).Build();
+        var config = new ConfigurationBuilder().AddInMemoryCollection(OneRoute("p", a.Address,
+            ("ResiliencePolicies:p:Timeout", "soon"),
+            ("ResiliencePolicies:p:Retry:MaxRetryAttempt", "2"),
+            ("ResiliencePolicies:p:Retry:BackoffType", "Exponentail"),
+            ("ResiliencePolicies:p:CircuitBreaker:FailureRatio", "1.5"))).Build();
 
         var message = await Gateways.StartFailureAsync(() => Gateways.FromConfigAsync(config));
 
@@ -401,15 +395,9 @@ public sealed class NamedPolicyTests
             await release.Task.WaitAsync(c.RequestAborted);
             await c.Response.WriteAsync("held", c.RequestAborted);
         });
-        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "p",
-            ["Clusters:c:Destinations:d:Address"] = backend.Address,
-            ["ResiliencePolicies:p:MaxConcurrentCalls"] = "1",
-            ["Unrelated:Level"] = "Information",
-        }).Build();
+        var config = new ConfigurationBuilder().AddInMemoryCollection(OneRoute("p", backend.Address,
+            ("ResiliencePolicies:p:MaxConcurrentCalls", "1"),
+            ("Unrelated:Level", "Information"))).Build();
         await using var gateway = await Gateways.FromConfigAsync(config);
         var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
         var before = registry.Current.Find("p");
@@ -449,14 +437,8 @@ public sealed class NamedPolicyTests
         var time = new FakeTimeProvider();
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var backend = await Backend.StartAsync("slow", async c => await release.Task.WaitAsync(c.RequestAborted));
-        var source = new MutableConfiguration(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "quick",
-            ["Clusters:c:Destinations:d:Address"] = backend.Address,
-            ["ResiliencePolicies:quick:Timeout"] = "00:00:02",
-        });
+        var source = new MutableConfiguration(OneRoute("quick", backend.Address,
+            ("ResiliencePolicies:quick:Timeout", "00:00:02")));
         var config = new ConfigurationBuilder().Add(source).Build();
         var logs = new GatewayLogs();
         await using var gateway = await Gateways.FromConfigAsync(config, time, s => s.Logging.AddProvider(logs));
@@ -490,15 +472,10 @@ public sealed class NamedPolicyTests
     public async Task Reload_ANewRouteNamingACarriedPolicy_IsRejectedAsForAnUnknownPolicy()
     {
         await using var backend = await Backend.StartAsync("ok", _ => Task.CompletedTask);
-        var source = new MutableConfiguration(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "/r/{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "quick",
-            ["Clusters:c:Destinations:d:Address"] = backend.Address,
-            ["ResiliencePolicies:quick:Timeout"] = "00:00:02",
-            ["ResiliencePolicies:other:Timeout"] = "00:00:05",
-        });
+        var source = new MutableConfiguration(OneRoute("quick", backend.Address,
+            ("Routes:r:Match:Path", "/r/{**rest}"),
+            ("ResiliencePolicies:quick:Timeout", "00:00:02"),
+            ("ResiliencePolicies:other:Timeout", "00:00:05")));
         var config = new ConfigurationBuilder().Add(source).Build();
         var logs = new GatewayLogs();
         await using var gateway = await Gateways.FromConfigAsync(config, services: s => s.Logging.AddProvider(logs));
@@ -526,14 +503,8 @@ public sealed class NamedPolicyTests
         var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var backend = await Backend.StartAsync("slow", async c => await release.Task.WaitAsync(c.RequestAborted));
-        var source = new MutableConfiguration(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "old",
-            ["Clusters:c:Destinations:d:Address"] = backend.Address,
-            ["ResiliencePolicies:old:Timeout"] = "00:00:02",
-        });
+        var source = new MutableConfiguration(OneRoute("old", backend.Address,
+            ("ResiliencePolicies:old:Timeout", "00:00:02")));
         var config = new ConfigurationBuilder().Add(source).Build();
         await using var gateway = await Gateways.FromConfigAsync(config, time, app: a => a.Use(async (HttpContext c, RequestDelegate next) =>
         {
@@ -609,6 +580,24 @@ public sealed class NamedPolicyTests
         public IReadOnlyList<Yarp.ReverseProxy.Model.DestinationState> AvailableDestinations { get; set; } = [];
 
         public Yarp.ReverseProxy.Model.DestinationState? ProxiedDestination { get; set; }
+    }
+
+    /// <summary>The configuration keys of one catch-all route 'r' naming <paramref name="policy"/>, to a cluster 'c' of one destination 'd', and <paramref name="more"/>.</summary>
+    internal static Dictionary<string, string?> OneRoute(string policy, string address, params (string Key, string? Value)[] more)
+    {
+        var keys = new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = policy,
+            ["Clusters:c:Destinations:d:Address"] = address,
+        };
+        foreach (var (key, value) in more)
+        {
+            keys[key] = value;
+        }
+
+        return keys;
     }
 
     /// <summary>In-memory configuration whose keys can be removed, not only set.</summary>
