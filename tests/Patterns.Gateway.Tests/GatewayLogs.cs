@@ -34,6 +34,18 @@ internal sealed class GatewayLogs : ILoggerProvider, ILogger
         }
     }
 
+    /// <summary>Gets the texts of every event logged so far.</summary>
+    public IReadOnlyList<string> Messages
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _events.Select(e => e.Text).ToList();
+            }
+        }
+    }
+
     /// <summary>The texts of the events logged so far with <paramref name="eventId"/>.</summary>
     public IReadOnlyList<string> Of(int eventId)
     {

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -247,17 +248,11 @@ public sealed class NamedPolicyTests
     public async Task Start_ConfigPolicyWithBadFields_FailsNamingThePolicyAndEachField()
     {
         await using var a = await Backend.StartAsync("a");
-        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "p",
-            ["Clusters:c:Destinations:d:Address"] = a.Address,
-            ["ResiliencePolicies:p:Timeout"] = "soon",
-            ["ResiliencePolicies:p:Retry:MaxRetryAttempt"] = "2",
-            ["ResiliencePolicies:p:Retry:BackoffType"] = "Exponentail",
-            ["ResiliencePolicies:p:CircuitBreaker:FailureRatio"] = "1.5",
-        }).Build();
+        var config = new ConfigurationBuilder().AddInMemoryCollection(OneRoute("p", a.Address,
+            ("ResiliencePolicies:p:Timeout", "soon"),
+            ("ResiliencePolicies:p:Retry:MaxRetryAttempt", "2"),
+            ("ResiliencePolicies:p:Retry:BackoffType", "Exponentail"),
+            ("ResiliencePolicies:p:CircuitBreaker:FailureRatio", "1.5"))).Build();
 
         var message = await Gateways.StartFailureAsync(() => Gateways.FromConfigAsync(config));
 
@@ -400,15 +395,9 @@ public sealed class NamedPolicyTests
             await release.Task.WaitAsync(c.RequestAborted);
             await c.Response.WriteAsync("held", c.RequestAborted);
         });
-        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "p",
-            ["Clusters:c:Destinations:d:Address"] = backend.Address,
-            ["ResiliencePolicies:p:MaxConcurrentCalls"] = "1",
-            ["Unrelated:Level"] = "Information",
-        }).Build();
+        var config = new ConfigurationBuilder().AddInMemoryCollection(OneRoute("p", backend.Address,
+            ("ResiliencePolicies:p:MaxConcurrentCalls", "1"),
+            ("Unrelated:Level", "Information"))).Build();
         await using var gateway = await Gateways.FromConfigAsync(config);
         var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
         var before = registry.Current.Find("p");
@@ -443,19 +432,13 @@ public sealed class NamedPolicyTests
     }
 
     [Fact]
-    public async Task Reload_RemovingAPolicyALiveRouteNames_IsRejectedAndTheRouteKeepsIt()
+    public async Task Reload_RemovingAPolicyALiveRouteNames_CarriesItAndTheRouteKeepsIt()
     {
         var time = new FakeTimeProvider();
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var backend = await Backend.StartAsync("slow", async c => await release.Task.WaitAsync(c.RequestAborted));
-        var source = new MutableConfiguration(new Dictionary<string, string?>
-        {
-            ["Routes:r:ClusterId"] = "c",
-            ["Routes:r:Match:Path"] = "{**rest}",
-            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = "quick",
-            ["Clusters:c:Destinations:d:Address"] = backend.Address,
-            ["ResiliencePolicies:quick:Timeout"] = "00:00:02",
-        });
+        var source = new MutableConfiguration(OneRoute("quick", backend.Address,
+            ("ResiliencePolicies:quick:Timeout", "00:00:02")));
         var config = new ConfigurationBuilder().Add(source).Build();
         var logs = new GatewayLogs();
         await using var gateway = await Gateways.FromConfigAsync(config, time, s => s.Logging.AddProvider(logs));
@@ -465,9 +448,13 @@ public sealed class NamedPolicyTests
         {
             source.Remove("ResiliencePolicies:quick:Timeout");
             source.Reload();
-            registry.Current.Should().BeSameAs(before, "the route still names the policy");
             (await logs.WaitForAsync("Route 'r' names resilience policy 'quick'")).Should().Contain(
-                "Route 'r' names resilience policy 'quick', which the new policies no longer define; remove or change the route first.");
+                "Route 'r' names resilience policy 'quick', which the new policies no longer define; the route keeps it until you remove or change the route.");
+            logs.Of(1314).Should().ContainSingle("the carried policy is logged as kept, not as a rejected change").Which.Should().StartWith(
+                "Resilience policies the configuration no longer defines are kept for the routes that still name them.");
+            logs.Of(1310).Should().BeEmpty();
+            registry.Current.Find("quick").Should().BeSameAs(before.Find("quick"), "the route still names the policy, so it keeps the same policy object");
+            registry.Current.Carried.Should().Equal("quick");
 
             var pending = gateway.Client.GetAsync("/slow", Ct);
             Waits.Until(() => backend.Hits == 1, "the request reached the backend");
@@ -477,6 +464,84 @@ public sealed class NamedPolicyTests
         }
         finally
         {
+            release.TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task Reload_ANewRouteNamingACarriedPolicy_IsRejectedAsForAnUnknownPolicy()
+    {
+        await using var backend = await Backend.StartAsync("ok", _ => Task.CompletedTask);
+        var source = new MutableConfiguration(OneRoute("quick", backend.Address,
+            ("Routes:r:Match:Path", "/r/{**rest}"),
+            ("ResiliencePolicies:quick:Timeout", "00:00:02"),
+            ("ResiliencePolicies:other:Timeout", "00:00:05")));
+        var config = new ConfigurationBuilder().Add(source).Build();
+        var logs = new GatewayLogs();
+        await using var gateway = await Gateways.FromConfigAsync(config, services: s => s.Logging.AddProvider(logs));
+        var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
+        var lookup = gateway.Services.GetRequiredService<Yarp.ReverseProxy.IProxyStateLookup>();
+
+        // One change drops the policy (route r, still served, keeps it: carried) and adds a route r2 naming it.
+        source.Remove("ResiliencePolicies:quick:Timeout");
+        source.Set("Routes:r2:ClusterId", "c");
+        source.Set("Routes:r2:Match:Path", "/r2/{**rest}");
+        source.Set("Routes:r2:Metadata:Patterns.ResiliencePolicy", "quick");
+        source.Reload();
+
+        (await logs.WaitForAsync("Route 'r2'")).Should().Contain("Route 'r2': resilience policy 'quick' is not defined; the policies are other.");
+        lookup.TryGetRoute("r2", out _).Should().BeFalse("YARP rejected the configuration with the new route and kept the last good one");
+        lookup.TryGetRoute("r", out _).Should().BeTrue();
+        registry.Current.Carried.Should().Equal("quick");
+    }
+
+    [Fact]
+    public async Task Reload_RenamingAPolicy_ARequestAlreadyMatchedByTheOldRouteKeepsTheOldPolicyAfterThePrune()
+    {
+        var time = new FakeTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("slow", async c => await release.Task.WaitAsync(c.RequestAborted));
+        var source = new MutableConfiguration(OneRoute("old", backend.Address,
+            ("ResiliencePolicies:old:Timeout", "00:00:02")));
+        var config = new ConfigurationBuilder().Add(source).Build();
+        await using var gateway = await Gateways.FromConfigAsync(config, time, app: a => a.Use(async (HttpContext c, RequestDelegate next) =>
+        {
+            // Holds the request after routing chose the old route, before the proxy pipeline reads its policy.
+            if (c.Request.Path == "/held")
+            {
+                held.TrySetResult();
+                await gate.Task;
+            }
+
+            await next(c);
+        }));
+        var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
+        var lookup = gateway.Services.GetRequiredService<Yarp.ReverseProxy.IProxyStateLookup>();
+        try
+        {
+            var pending = gateway.Client.GetAsync("/held", Ct);
+            await held.Task.WaitAsync(Ct);
+
+            source.Remove("ResiliencePolicies:old:Timeout");
+            source.Set("ResiliencePolicies:new:Timeout", "00:10:00");
+            source.Set("Routes:r:Metadata:Patterns.ResiliencePolicy", "new");
+            source.Reload();
+            Waits.Until(
+                () => lookup.TryGetRoute("r", out var route) && route.Config.Metadata!["Patterns.ResiliencePolicy"] == "new" && registry.Current.Find("old") is null,
+                "YARP applied the renamed route and the prune dropped the old policy");
+
+            gate.SetResult();
+            Waits.Until(() => backend.Hits == 1, "the held request reached the backend");
+            await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), pending);
+            pending.IsCompleted.Should().BeTrue("the request was matched by the old route, so it keeps the old policy's 2 s timeout (the new one's is 10 min)");
+            using var response = await pending;
+            response.StatusCode.Should().Be(HttpStatusCode.GatewayTimeout);
+        }
+        finally
+        {
+            gate.TrySetResult();
             release.TrySetResult();
         }
     }
@@ -517,8 +582,26 @@ public sealed class NamedPolicyTests
         public Yarp.ReverseProxy.Model.DestinationState? ProxiedDestination { get; set; }
     }
 
+    /// <summary>The configuration keys of one catch-all route 'r' naming <paramref name="policy"/>, to a cluster 'c' of one destination 'd', and <paramref name="more"/>.</summary>
+    internal static Dictionary<string, string?> OneRoute(string policy, string address, params (string Key, string? Value)[] more)
+    {
+        var keys = new Dictionary<string, string?>
+        {
+            ["Routes:r:ClusterId"] = "c",
+            ["Routes:r:Match:Path"] = "{**rest}",
+            ["Routes:r:Metadata:Patterns.ResiliencePolicy"] = policy,
+            ["Clusters:c:Destinations:d:Address"] = address,
+        };
+        foreach (var (key, value) in more)
+        {
+            keys[key] = value;
+        }
+
+        return keys;
+    }
+
     /// <summary>In-memory configuration whose keys can be removed, not only set.</summary>
-    private sealed class MutableConfiguration(Dictionary<string, string?> data) : ConfigurationProvider, IConfigurationSource
+    internal sealed class MutableConfiguration(Dictionary<string, string?> data) : ConfigurationProvider, IConfigurationSource
     {
         public override void Load()
         {

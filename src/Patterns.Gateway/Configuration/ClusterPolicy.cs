@@ -39,6 +39,28 @@ internal sealed class ClusterPolicy
 
     public int MaxHedges { get; private init; } = 1;
 
+    /// <summary>Gets the methods hedged (idempotent ones only); a request with a body is never hedged.</summary>
+    public IReadOnlyList<string> HedgingMethods { get; private init; } = GatewayHedgingOptions.DefaultMethods;
+
+    /// <summary>True when a request of <paramref name="method"/> without a body is hedged under this policy.</summary>
+    public bool Hedges(string method)
+    {
+        if (HedgingDelay is null)
+        {
+            return false;
+        }
+
+        foreach (var hedged in HedgingMethods)
+        {
+            if (string.Equals(hedged, method, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     public BreakerSettings? Breaker { get; private init; }
 
     /// <summary>Gets the named policy these resilience settings come from, or <see langword="null"/> for the cluster's metadata.</summary>
@@ -72,7 +94,7 @@ internal sealed class ClusterPolicy
     /// <summary>True when every attempt runs through a per-destination pipeline (breaker, attempt timeout, added strategies).</summary>
     public bool HasAttemptPipeline => Breaker is not null || AttemptTimeout is not null || ConfigureAttempt is not null;
 
-    /// <summary>True when only retries at once apply, so the first attempt can go out without Polly.</summary>
+    /// <summary>True when only retries at once apply (or nothing, for a request that is not hedged), so the first attempt can go out without Polly.</summary>
     public bool RetriesOnly =>
         Timeout is null && !HasAttemptPipeline && Limiter is null && RetryDelay == TimeSpan.Zero;
 
@@ -104,7 +126,15 @@ internal sealed class ClusterPolicy
             }
         }
 
-        return set?.Find(name) is { } named ? named.Over(policy) : policy;
+        if (set?.Find(name) is { } named)
+        {
+            return named.Over(policy);
+        }
+
+        // The route's policy left the set (a reload renamed or removed it and the prune ran) after this request was matched by
+        // the route: the request keeps the policy its route was loaded with.
+        registry ??= context?.RequestServices.GetService(typeof(ResiliencePolicyRegistry)) as ResiliencePolicyRegistry;
+        return registry?.Pinned(feature.Route.Config) is { } pinned ? pinned.Over(policy) : policy;
     }
 
     /// <summary>The route's <see cref="GatewayMetadata.ResiliencePolicy"/>, its key compared without case as the cluster keys are.</summary>
@@ -133,6 +163,7 @@ internal sealed class ClusterPolicy
     {
         var retry = named.Retry;
         var breaker = named.CircuitBreaker;
+        var hedging = named.Hedging;
         return new ClusterPolicy
         {
             Weights = Weights,
@@ -149,6 +180,9 @@ internal sealed class ClusterPolicy
             RetryBudgetPercent = named.RetryBudgetPercent,
             RetryMinConcurrency = named.RetryMinConcurrency,
             MaxBufferedBodyBytes = named.MaxBufferedBodyBytes,
+            HedgingDelay = hedging?.Delay,
+            MaxHedges = hedging?.MaxHedgedAttempts ?? 1,
+            HedgingMethods = hedging is null ? GatewayHedgingOptions.DefaultMethods : [.. hedging.Methods],
             Breaker = breaker is null ? null : new BreakerSettings
             {
                 FailureRatio = breaker.FailureRatio,

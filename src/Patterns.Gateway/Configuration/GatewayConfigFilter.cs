@@ -36,13 +36,19 @@ internal sealed class GatewayConfigFilter(ResiliencePolicyRegistry policies) : I
         if (ClusterPolicy.TryGetRoutePolicy(metadata, out var name))
         {
             var set = policies.Current;
-            if (string.IsNullOrWhiteSpace(name) || set.Find(name) is null)
+
+            // A carried policy (one the configuration no longer defines) is kept only for a route YARP already serves with it:
+            // a new route, or a changed one newly naming it, fails as for an unknown policy.
+            if (string.IsNullOrWhiteSpace(name) || set.Find(name) is not { } named
+                || (set.Carried.Contains(name, StringComparer.OrdinalIgnoreCase) && !policies.LiveRouteNames(route.RouteId, name)))
             {
-                var known = set.Names.Order(StringComparer.OrdinalIgnoreCase).ToList();
+                var known = set.Names.Except(set.Carried, StringComparer.OrdinalIgnoreCase).Order(StringComparer.OrdinalIgnoreCase).ToList();
                 throw new InvalidOperationException(
                     $"Route '{route.RouteId}': resilience policy '{name}' is not defined; " +
                     (known.Count == 0 ? "no policy is (define one with AddResiliencePolicy or under ResiliencePolicies in the gateway's configuration)." : $"the policies are {string.Join(", ", known)}."));
             }
+
+            policies.Pin(route, named);
         }
 
         return new(route);

@@ -52,6 +52,7 @@ public static class GatewayServiceCollectionExtensions
                 (ITransformBuilder)(transforms.ImplementationInstance ?? transforms.ImplementationFactory?.Invoke(sp) ?? ActivatorUtilities.CreateInstance(sp, transforms.ImplementationType!)),
                 sp.GetRequiredService<ResiliencePolicyRegistry>()));
             services.TryAddSingleton<ResiliencePolicyRegistry>();
+            services.TryAddEnumerable(ServiceDescriptor.Singleton<Yarp.ReverseProxy.Configuration.IConfigChangeListener, PolicyPruner>());
             services.TryAddSingleton(TimeProvider.System);
             services.TryAddSingleton<DestinationWeights>();
             services.TryAddSingleton<WeightedLoadBalancingPolicy>();

@@ -42,4 +42,36 @@ public sealed class GatewayResiliencePolicy : HandlerResilienceOptions
     /// <value>Default 65536 bytes.</value>
     [Range(0, int.MaxValue)]
     public int MaxBufferedBodyBytes { get; set; } = 64 * 1024;
+
+    /// <summary>
+    /// Gets or sets the hedging of the policy: a request without a body that has no answer after <see cref="GatewayHedgingOptions.Delay"/>
+    /// is also sent to another destination; the first good answer wins and the other attempts are cancelled. Excludes <see cref="HandlerResilienceOptions.Retry"/>.
+    /// </summary>
+    /// <value>Default <see langword="null"/>: no hedging.</value>
+    public GatewayHedgingOptions? Hedging { get; set; }
+}
+
+/// <summary>The hedging of a <see cref="GatewayResiliencePolicy"/> (Polly's hedging strategy, with the gateway choosing each hedge's destination).</summary>
+/// <remarks>
+/// Only a request without a body whose method is in <see cref="Methods"/> is hedged; each hedged attempt goes to an available
+/// destination that no other attempt of the request uses. A 5xx answer, a timeout or a transport error makes the next attempt
+/// start at once; the first other answer is the response, the attempts still running are cancelled and their answers disposed.
+/// </remarks>
+public sealed class GatewayHedgingOptions
+{
+    /// <summary>The methods hedged by default: GET, HEAD and OPTIONS.</summary>
+    public static readonly IReadOnlyList<string> DefaultMethods = ["GET", "HEAD", "OPTIONS"];
+
+    /// <summary>Gets or sets the hedged attempts besides the first, from 1 to 10.</summary>
+    /// <value>Default 1.</value>
+    [Range(1, 10)]
+    public int MaxHedgedAttempts { get; set; } = 1;
+
+    /// <summary>Gets or sets how long an attempt runs without an answer before the next one starts; zero starts every attempt at once.</summary>
+    /// <value>Default 2 seconds.</value>
+    public TimeSpan Delay { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Gets or sets the methods hedged; each must be idempotent (GET, HEAD, OPTIONS, TRACE, PUT or DELETE), as hedging sends a request more than once.</summary>
+    /// <value>Default <see cref="DefaultMethods"/>.</value>
+    public IList<string> Methods { get; set; } = [.. DefaultMethods];
 }

@@ -56,15 +56,20 @@ internal sealed class ResilienceHandler(
             return SendOnceAsync(cluster, destination, request, context, cancellationToken);
         }
 
-        var pipelines = PipelinesFor(policy);
-        if (pipelines.Hedging is not null && request.Content is null)
+        // Hedging sends a request more than once: only an idempotent method of the policy's list, and never a body.
+        if (request.Content is null && policy.Hedges(request.Method.Method))
         {
-            return ExecuteAsync(pipelines.Hedging, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
+            return ExecuteAsync(PipelinesFor(policy).Hedging!, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
         }
 
-        return policy.RetriesOnly
-            ? FirstThenRetryAsync(request, context, cluster, policy, destination, cancellationToken)
-            : ExecuteAsync(pipelines.Retry, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
+        if (policy.RetriesOnly)
+        {
+            return policy.MaxRetries > 0
+                ? FirstThenRetryAsync(request, context, cluster, policy, destination, cancellationToken)
+                : SendOnceAsync(cluster, destination, request, context, cancellationToken);
+        }
+
+        return ExecuteAsync(PipelinesFor(policy).Retry, new Attempts(this, context, feature, cluster, policy, request, destination, sent: 0), cancellationToken);
     }
 
     /// <summary>
@@ -238,15 +243,24 @@ internal sealed class ResilienceHandler(
                     static (s, ct) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ct)),
                     (Handler: this, Message: message),
                     cancellationToken).ConfigureAwait(false);
-            outliers.Record(state.Cluster, destination, (int)response.StatusCode >= 500);
+            var failed = (int)response.StatusCode >= 500;
+            if (!failed)
+            {
+                // Set before the hedging strategy accepts this answer and cancels the other attempts.
+                state.Answered = true;
+            }
+
+            outliers.Record(state.Cluster, destination, failed);
             return response;
         }
         catch (BrokenCircuitException)
         {
             throw;
         }
-        catch (Exception) when (!state.Context.RequestAborted.IsCancellationRequested)
+        catch (Exception) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested))
         {
+            // An attempt cancelled because another one answered (a hedge that lost) says nothing about its destination; one
+            // cancelled by the request's timeout with no answer yet does, and counts as a failure.
             outliers.Record(state.Cluster, destination, failure: true);
             throw;
         }
@@ -273,6 +287,14 @@ internal sealed class ResilienceHandler(
         private DestinationState? _next;
         private int _count = sent;
         private int _slot;
+        private volatile bool _answered;
+
+        /// <summary>Gets or sets a value indicating whether an attempt got an answer that is not a failure, so the hedging strategy cancels the others.</summary>
+        public bool Answered
+        {
+            get => _answered;
+            set => _answered = value;
+        }
 
         public HttpContext Context => context;
 
@@ -386,16 +408,10 @@ internal sealed class ResilienceHandler(
             var inUse = LazyInitializer.EnsureInitialized(ref _inUse, () => [_first]);
             lock (inUse)
             {
-                destination = null;
-                foreach (var candidate in cluster.DestinationsState.AvailableDestinations)
-                {
-                    if (!inUse.Contains(candidate) && WeightedLoadBalancingPolicy.WeightOf(candidate, null, policy.Weights) > 0)
-                    {
-                        destination = candidate;
-                        break;
-                    }
-                }
-
+                // The weighted balancer picks among the destinations no attempt of this request uses: hedges spread over the
+                // cluster by weight (smooth round robin, or the routing key's next choice) instead of all going to one.
+                var candidates = cluster.DestinationsState.AvailableDestinations.Where(d => !inUse.Contains(d)).ToList();
+                destination = handler.Balancer.Pick(context, cluster, candidates, exclude: null);
                 if (destination is not null)
                 {
                     inUse.Add(destination);
@@ -413,7 +429,8 @@ internal sealed class ResilienceHandler(
                 Version = request.Version,
                 VersionPolicy = request.VersionPolicy,
             };
-            foreach (var header in request.Headers)
+            // NonValidated: the headers as YARP set them, neither parsed nor dropped when a value does not parse.
+            foreach (var header in request.Headers.NonValidated)
             {
                 copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
             }
@@ -464,6 +481,11 @@ internal sealed class ResilienceHandler(
             if (policy.HedgingDelay is { } delay)
             {
                 var hedging = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+                if (policy.Limiter is { } hedgingLimiter)
+                {
+                    PipelineFactory.AddConcurrencyLimit(hedging, hedgingLimiter);
+                }
+
                 if (policy.Timeout is { } t)
                 {
                     hedging.AddTimeout(t);

@@ -21,6 +21,12 @@ internal sealed record ResiliencePolicyConfiguration(string Name, Action<Gateway
 /// A configuration change builds a whole new set that replaces the old one in one write, so a request sees either the old
 /// policies or the new ones; a set with a problem is logged and the last good one stays.
 /// </summary>
+/// <remarks>
+/// The policies and YARP's routes reload separately, in either order. A policy that the new set drops while a route YARP
+/// still serves names it is carried into the new set, so that route keeps its resilience and a change that renames a policy
+/// in its routes and in its definition at once goes through; once YARP has applied its configuration (<see cref="PolicyPruner"/>),
+/// a carried policy no route names any more leaves, and one a route still names stays and is logged.
+/// </remarks>
 internal sealed class ResiliencePolicyRegistry(
     IEnumerable<GatewaySection> sections, IEnumerable<ResiliencePolicyConfiguration> code, ILogger<ResiliencePolicyRegistry> logger, IServiceProvider? services = null)
 {
@@ -29,6 +35,7 @@ internal sealed class ResiliencePolicyRegistry(
     private readonly IConfiguration[] _sections = [.. sections.Select(s => s.Section.GetSection(SectionName))];
     private readonly ResiliencePolicyConfiguration[] _code = [.. code];
     private readonly Lock _gate = new();
+    private readonly ConditionalWeakTable<Yarp.ReverseProxy.Configuration.RouteConfig, NamedResiliencePolicy> _pins = new();
     private ResiliencePolicySet? _current;
     private IChangeToken[] _tokens = [];
 
@@ -38,8 +45,11 @@ internal sealed class ResiliencePolicyRegistry(
     {
         get
         {
+            // Tokens first, then the set: the writer publishes the set before its tokens, so a reader that sees a set's tokens
+            // also sees that set (or a newer one); reading the set first could pair an old set with the new, unchanged tokens.
+            var tokens = Volatile.Read(ref _tokens);
             var current = Volatile.Read(ref _current);
-            if (current is not null && !Changed())
+            if (current is not null && !Changed(tokens))
             {
                 return current;
             }
@@ -47,24 +57,30 @@ internal sealed class ResiliencePolicyRegistry(
             lock (_gate)
             {
                 current = _current;
-                if (current is not null && !Changed())
+                if (current is not null && !Changed(_tokens))
                 {
                     return current;
                 }
 
-                _tokens = [.. _sections.Select(s => s.GetReloadToken())];
+                // The tokens are taken before reading (a change while building is seen next time) but published only after
+                // the new set: a reader that sees fresh tokens must also see the set built from them, or it would take the
+                // old set for current (YARP validating a reloaded route on one thread while a request rebuilds on another).
+                tokens = [.. _sections.Select(s => s.GetReloadToken())];
                 var errors = new List<string>();
                 var built = Build(errors, current);
                 if (errors.Count == 0 && current is not null)
                 {
-                    CheckLiveRoutes(built, errors);
+                    built = CarryLiveRoutePolicies(built, current);
                 }
 
                 if (errors.Count == 0)
                 {
                     Volatile.Write(ref _current, built);
+                    Volatile.Write(ref _tokens, tokens);
                     return built;
                 }
+
+                Volatile.Write(ref _tokens, tokens);
 
                 var message = string.Join(" ", errors);
                 if (current is null)
@@ -78,9 +94,18 @@ internal sealed class ResiliencePolicyRegistry(
         }
     }
 
-    private bool Changed()
+    /// <summary>
+    /// Pins the policy a route named when YARP loaded it: a request matched by that route keeps its policy even when a reload
+    /// renamed or removed it and <see cref="Prune"/> dropped it before the request reached the proxy.
+    /// </summary>
+    public void Pin(Yarp.ReverseProxy.Configuration.RouteConfig route, NamedResiliencePolicy policy) => _pins.AddOrUpdate(route, policy);
+
+    /// <summary>The policy pinned to a route's configuration when YARP loaded it, if any.</summary>
+    public NamedResiliencePolicy? Pinned(Yarp.ReverseProxy.Configuration.RouteConfig route) => _pins.TryGetValue(route, out var policy) ? policy : null;
+
+    private static bool Changed(IChangeToken[] tokens)
     {
-        foreach (var token in Volatile.Read(ref _tokens))
+        foreach (var token in tokens)
         {
             if (token.HasChanged)
             {
@@ -91,22 +116,77 @@ internal sealed class ResiliencePolicyRegistry(
         return false;
     }
 
-    /// <summary>A reload may not drop a policy that a route YARP is serving still names: the route would lose its resilience without a word.</summary>
-    private void CheckLiveRoutes(ResiliencePolicySet built, List<string> errors)
+    /// <summary>The routes YARP serves and the policy each names; empty before YARP has started.</summary>
+    private List<(string Route, string Policy)> LiveRoutePolicies()
     {
+        var live = new List<(string, string)>();
+
         // Resolved late: YARP's state depends on the config filter, which depends on this registry.
-        if (services?.GetService(typeof(Yarp.ReverseProxy.IProxyStateLookup)) is not Yarp.ReverseProxy.IProxyStateLookup lookup)
+        if (services?.GetService(typeof(Yarp.ReverseProxy.IProxyStateLookup)) is Yarp.ReverseProxy.IProxyStateLookup lookup)
         {
-            return;
+            foreach (var route in lookup.GetRoutes())
+            {
+                if (route.Config.Metadata is { Count: > 0 } metadata && ClusterPolicy.TryGetRoutePolicy(metadata, out var name))
+                {
+                    live.Add((route.Config.RouteId, name));
+                }
+            }
         }
 
-        foreach (var route in lookup.GetRoutes())
+        return live;
+    }
+
+    /// <summary>True when the route YARP serves under <paramref name="routeId"/> names the policy <paramref name="policy"/>.</summary>
+    public bool LiveRouteNames(string routeId, string policy) =>
+        LiveRoutePolicies().Exists(l => string.Equals(l.Route, routeId, StringComparison.OrdinalIgnoreCase) && string.Equals(l.Policy, policy, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>A new set may not take away the policy of a route YARP still serves: that policy is carried into it, until <see cref="Prune"/>.</summary>
+    private ResiliencePolicySet CarryLiveRoutePolicies(ResiliencePolicySet built, ResiliencePolicySet current)
+    {
+        Dictionary<string, NamedResiliencePolicy>? policies = null;
+        foreach (var (_, name) in LiveRoutePolicies())
         {
-            if (route.Config.Metadata is { Count: > 0 } metadata
-                && ClusterPolicy.TryGetRoutePolicy(metadata, out var name)
-                && built.Find(name) is null)
+            if (built.Find(name) is null && current.Find(name) is { } old)
             {
-                errors.Add($"Route '{route.Config.RouteId}' names resilience policy '{name}', which the new policies no longer define; remove or change the route first.");
+                policies ??= new Dictionary<string, NamedResiliencePolicy>(built.Policies, StringComparer.OrdinalIgnoreCase);
+                policies[name] = old;
+            }
+        }
+
+        return policies is null
+            ? built
+            : new ResiliencePolicySet(policies.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase), [.. policies.Keys.Where(n => built.Find(n) is null)]);
+    }
+
+    /// <summary>
+    /// After YARP applied a configuration: the carried policies that no served route names leave the set; one that a route
+    /// still names stays (the route keeps its resilience) and the problem is logged, naming the route and the policy.
+    /// </summary>
+    public void Prune()
+    {
+        lock (_gate)
+        {
+            if (_current is not { Carried.Count: > 0 } current)
+            {
+                return;
+            }
+
+            var keep = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            var errors = new List<string>();
+            foreach (var (route, name) in LiveRoutePolicies())
+            {
+                if (current.Carried.Contains(name, StringComparer.OrdinalIgnoreCase))
+                {
+                    keep.Add(name);
+                    errors.Add($"Route '{route}' names resilience policy '{name}', which the new policies no longer define; the route keeps it until you remove or change the route.");
+                }
+            }
+
+            var remaining = current.Policies.Where(p => !current.Carried.Contains(p.Key, StringComparer.OrdinalIgnoreCase) || keep.Contains(p.Key));
+            Volatile.Write(ref _current, new ResiliencePolicySet(remaining.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase), [.. keep]));
+            if (errors.Count > 0)
+            {
+                GatewayLog.CarriedPoliciesKept(logger, string.Join(" ", errors));
             }
         }
     }
@@ -150,11 +230,13 @@ internal sealed class ResiliencePolicyRegistry(
     }
 
     private static readonly string[] PolicyFields =
-        ["Timeout", "AttemptTimeout", "Retry", "CircuitBreaker", "MaxConcurrentCalls", "MaxQueuedCalls", "RetryBudgetPercent", "RetryMinConcurrency", "MaxBufferedBodyBytes"];
+        ["Timeout", "AttemptTimeout", "Retry", "CircuitBreaker", "MaxConcurrentCalls", "MaxQueuedCalls", "RetryBudgetPercent", "RetryMinConcurrency", "MaxBufferedBodyBytes", "Hedging"];
 
     private static readonly string[] RetryFields = ["MaxRetryAttempts", "Delay", "BackoffType", "UseJitter", "MaxDelay"];
 
     private static readonly string[] BreakerFields = ["FailureRatio", "MinimumThroughput", "SamplingDuration", "BreakDuration"];
+
+    private static readonly string[] HedgingFields = ["MaxHedgedAttempts", "Delay", "Methods"];
 
     /// <summary>Reads one policy's section; every unknown field or malformed value adds an error naming the policy and the field.</summary>
     private static void Bind(IConfigurationSection section, GatewayResiliencePolicy policy, List<string> errors)
@@ -198,6 +280,20 @@ internal sealed class ResiliencePolicyRegistry(
                             case "SamplingDuration": breaker.SamplingDuration = reader.Duration(b) ?? breaker.SamplingDuration; break;
                             case "BreakDuration": breaker.BreakDuration = reader.Duration(b) ?? breaker.BreakDuration; break;
                             default: reader.Unknown(b, BreakerFields); break;
+                        }
+                    }
+
+                    break;
+                case "Hedging":
+                    var hedging = policy.Hedging ??= new GatewayHedgingOptions();
+                    foreach (var h in field.GetChildren())
+                    {
+                        switch (Known(h.Key, HedgingFields))
+                        {
+                            case "MaxHedgedAttempts": hedging.MaxHedgedAttempts = reader.Int(h) ?? hedging.MaxHedgedAttempts; break;
+                            case "Delay": hedging.Delay = reader.Duration(h, allowZero: true) ?? hedging.Delay; break;
+                            case "Methods": hedging.Methods = reader.List(h); break;
+                            default: reader.Unknown(h, HedgingFields); break;
                         }
                     }
 
@@ -246,6 +342,30 @@ internal sealed class ResiliencePolicyRegistry(
             Check(breaker.MinimumThroughput >= 2, "CircuitBreaker.MinimumThroughput", breaker.MinimumThroughput, "a whole number of at least 2");
             Check(breaker.SamplingDuration >= TimeSpan.FromMilliseconds(500) && breaker.SamplingDuration <= day, "CircuitBreaker.SamplingDuration", breaker.SamplingDuration, "from 00:00:00.500 to 1.00:00:00");
             Check(breaker.BreakDuration >= TimeSpan.FromMilliseconds(500) && breaker.BreakDuration <= day, "CircuitBreaker.BreakDuration", breaker.BreakDuration, "from 00:00:00.500 to 1.00:00:00");
+        }
+
+        if (policy.Hedging is { } hedging)
+        {
+            Check(hedging.MaxHedgedAttempts is >= 1 and <= 10, "Hedging.MaxHedgedAttempts", hedging.MaxHedgedAttempts, "a whole number from 1 to 10");
+            Check(hedging.Delay >= TimeSpan.Zero && hedging.Delay <= day, "Hedging.Delay", hedging.Delay, "from 00:00:00 to 1.00:00:00");
+            Check(hedging.Methods is { Count: > 0 }, "Hedging.Methods", hedging.Methods is null ? null : "[]", "a list of at least one method");
+            foreach (var method in hedging.Methods ?? [])
+            {
+                if (string.IsNullOrWhiteSpace(method) || !ResilienceHandler.IsIdempotent(method))
+                {
+                    errors.Add($"Resilience policy '{name}': Hedging.Methods names {Format(method)}, which is not an idempotent method; hedging sends a request more than once, so only GET, HEAD, OPTIONS, TRACE, PUT and DELETE may be hedged.");
+                }
+            }
+
+            if (policy.Retry is not null)
+            {
+                errors.Add($"Resilience policy '{name}': Retry and Hedging exclude each other; choose retries or hedging.");
+            }
+        }
+
+        if (policy.Timeout is { } whole && policy.Hedging is { } hedged && hedged.Delay >= whole)
+        {
+            errors.Add($"Resilience policy '{name}': Hedging.Delay ({Format(hedged.Delay)}) is not shorter than Timeout ({Format(whole)}); the request times out before a hedge starts.");
         }
 
         if (policy.Timeout is { } total && policy.AttemptTimeout is { } one && one >= total)
@@ -326,6 +446,27 @@ internal sealed class ResiliencePolicyRegistry(
             return null;
         }
 
+        /// <summary>
+        /// A list given as an array (<c>Methods:0</c>, <c>Methods:1</c>) or as one comma-separated value, its items trimmed. Given
+        /// both ways (a string in one configuration source, an array in another, which configuration merges into one section),
+        /// it is an error: neither form silently wins.
+        /// </summary>
+        public List<string> List(IConfigurationSection field)
+        {
+            var items = field.GetChildren().Select(c => (c.Value ?? string.Empty).Trim()).ToList();
+            if (field.Value is not { } text)
+            {
+                return items;
+            }
+
+            if (items.Count > 0)
+            {
+                errors.Add($"Resilience policy '{policy}': {Path(field)} is given both as a string ('{text}') and as a list ({string.Join(", ", items)}), likely by two configuration sources; give it one way.");
+            }
+
+            return [.. text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)];
+        }
+
         public DelayBackoffType Enum(IConfigurationSection field, DelayBackoffType fallback)
         {
             if (System.Enum.TryParse<DelayBackoffType>(field.Value, ignoreCase: true, out var value) && System.Enum.IsDefined(value))
@@ -340,9 +481,14 @@ internal sealed class ResiliencePolicyRegistry(
 }
 
 /// <summary>One consistent set of named policies.</summary>
-internal sealed class ResiliencePolicySet(FrozenDictionary<string, NamedResiliencePolicy> policies)
+internal sealed class ResiliencePolicySet(FrozenDictionary<string, NamedResiliencePolicy> policies, IReadOnlyList<string>? carried = null)
 {
     public IEnumerable<string> Names => policies.Keys;
+
+    public FrozenDictionary<string, NamedResiliencePolicy> Policies => policies;
+
+    /// <summary>Gets the policies the configuration no longer defines, kept because a route YARP serves named them.</summary>
+    public IReadOnlyList<string> Carried => carried ?? [];
 
     public NamedResiliencePolicy? Find(string name) => policies.GetValueOrDefault(name);
 }
@@ -371,7 +517,12 @@ internal static class PolicyComparer
         && a.RetryBudgetPercent.Equals(b.RetryBudgetPercent) && a.RetryMinConcurrency == b.RetryMinConcurrency
         && a.MaxBufferedBodyBytes == b.MaxBufferedBodyBytes
         && ReferenceEquals(a.ConfigurePipeline, b.ConfigurePipeline)
-        && Same(a.Retry, b.Retry) && Same(a.CircuitBreaker, b.CircuitBreaker);
+        && Same(a.Retry, b.Retry) && Same(a.CircuitBreaker, b.CircuitBreaker) && Same(a.Hedging, b.Hedging);
+
+    private static bool Same(GatewayHedgingOptions? a, GatewayHedgingOptions? b) =>
+        (a is null && b is null)
+        || (a is not null && b is not null && a.MaxHedgedAttempts == b.MaxHedgedAttempts && a.Delay == b.Delay
+            && a.Methods.SequenceEqual(b.Methods, StringComparer.OrdinalIgnoreCase));
 
     private static bool Same(RetryStrategyOptions? a, RetryStrategyOptions? b) =>
         (a is null && b is null)
@@ -382,4 +533,20 @@ internal static class PolicyComparer
         (a is null && b is null)
         || (a is not null && b is not null && a.FailureRatio.Equals(b.FailureRatio) && a.MinimumThroughput == b.MinimumThroughput
             && a.SamplingDuration == b.SamplingDuration && a.BreakDuration == b.BreakDuration);
+}
+
+/// <summary>Prunes the carried policies once YARP has applied (or failed to apply) a configuration.</summary>
+internal sealed class PolicyPruner(ResiliencePolicyRegistry registry) : Yarp.ReverseProxy.Configuration.IConfigChangeListener
+{
+    public void ConfigurationLoadingFailed(Yarp.ReverseProxy.Configuration.IProxyConfigProvider configProvider, Exception exception)
+    {
+    }
+
+    public void ConfigurationLoaded(IReadOnlyList<Yarp.ReverseProxy.Configuration.IProxyConfig> proxyConfigs)
+    {
+    }
+
+    public void ConfigurationApplyingFailed(IReadOnlyList<Yarp.ReverseProxy.Configuration.IProxyConfig> proxyConfigs, Exception exception) => registry.Prune();
+
+    public void ConfigurationApplied(IReadOnlyList<Yarp.ReverseProxy.Configuration.IProxyConfig> proxyConfigs) => registry.Prune();
 }

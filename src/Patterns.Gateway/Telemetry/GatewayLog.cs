@@ -8,6 +8,9 @@ internal static partial class GatewayLog
     [LoggerMessage(EventId = 1310, Level = LogLevel.Error, Message = "The changed gateway {Kind} were rejected; the last good ones stay. {Errors}")]
     public static partial void ConfigRoutesRejected(ILogger logger, string kind, string errors);
 
+    [LoggerMessage(EventId = 1314, Level = LogLevel.Warning, Message = "Resilience policies the configuration no longer defines are kept for the routes that still name them. {Routes}")]
+    public static partial void CarriedPoliciesKept(ILogger logger, string routes);
+
     [LoggerMessage(EventId = 1311, Level = LogLevel.Warning, Message = "{Method} {Path} to cluster '{Cluster}' was not retried after a failure: {Reason}")]
     public static partial void RetryRefused(ILogger logger, string method, string path, string cluster, string reason);
 
