@@ -203,6 +203,55 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task StoppedManyTimes_WhileHoldingMessages_NoHandBackCountsADelivery_NoneIsDeadLettered_EachIsLoadedOnce()
+    {
+        const int Count = 200;
+        const int Stops = 6;
+        var queue = "restarts-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= Count; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        // maxDeliveries 2: one failed batch is allowed, a second dead-letters. Each of the first runs stops at its first
+        // commit, holding up to 40 delivered messages that no commit covers: they are handed back, as a host shutdown does.
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) =>
+            EtlTransport.FromQueue<Reading>(host.Services, queue, maxUnacknowledged: 40, maxDeliveries: 2).To(sink, "restarts");
+        var loaded = new List<Reading>();
+        for (var run = 0; run < Stops; run++)
+        {
+            var sink = new RecordingSink(failOnBatch: null);
+            using var stop = new CancellationTokenSource(Wait);
+            sink.OnCommit = stop.Cancel;
+            var stopped = await Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+            stopped.Status.Should().Be(EtlRunStatus.Stopped, $"run {run} stops at its first commit");
+            loaded.AddRange(sink.Rows);
+        }
+
+        // One genuine failure now: had the hand-backs counted deliveries, the messages of this batch would be past
+        // maxDeliveries and dead-lettered; they are handed back once more instead.
+        var failing = async () => await Pipeline(new RecordingSink(failOnBatch: 1)).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
+        (await failing.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 1 failed");
+
+        var last = new RecordingSink(failOnBatch: null);
+        using var done = new CancellationTokenSource(Wait);
+        last.OnCommit = () =>
+        {
+            if (loaded.Count + last.Rows.Count >= Count)
+            {
+                done.Cancel();
+            }
+        };
+        await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 2 }, done.Token);
+        loaded.AddRange(last.Rows);
+
+        loaded.Select(r => r.Id).Order().Should().Equal(Enumerable.Range(1, Count), "every message is loaded exactly once across the restarts");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("a message handed back on a stop was never handled, so it counts no delivery");
+    }
+
+    [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
         var queue = "sorted-" + Guid.NewGuid().ToString("N");

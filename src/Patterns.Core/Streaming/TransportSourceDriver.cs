@@ -232,7 +232,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             {
                 if (!await writer.WaitToWriteAsync(cancellationToken).ConfigureAwait(false))
                 {
-                    return Settlement.Retry(TimeSpan.Zero);
+                    return Stopped;
                 }
 
                 Task<Settlement>? original = null;
@@ -240,7 +240,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 {
                     if (_released)
                     {
-                        return Settlement.Retry(TimeSpan.Zero);
+                        return Stopped;
                     }
 
                     if (inboxConsumer is not null && _heldIds.TryGetValue(id, out var held))
@@ -277,7 +277,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 driver.RequestCheckpoint();
             }
 
-            using (cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Settlement.Retry(TimeSpan.Zero)), settled))
+            using (cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Stopped), settled))
             {
                 return await settled.Task.ConfigureAwait(false);
             }
@@ -337,6 +337,9 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         }
 
         /// <summary>The run ended: what no committed snapshot includes goes back to the transport, to be redelivered.</summary>
+        /// <summary>A message handed back because the pipeline stopped before a snapshot included it: delivered again without counting a delivery.</summary>
+        private static Settlement Stopped { get; } = Settlement.Release("the stream pipeline stopped before a committed snapshot included the message");
+
         public void ReleaseAll(Exception? failure)
         {
             TaskCompletionSource<Settlement>[] waiting;
@@ -351,7 +354,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
             foreach (var message in waiting)
             {
-                message.TrySetResult(Settlement.Retry(TimeSpan.Zero, failure));
+                message.TrySetResult(failure is null ? Stopped : Settlement.Retry(TimeSpan.Zero, failure));
             }
         }
     }

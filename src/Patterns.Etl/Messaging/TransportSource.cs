@@ -45,9 +45,19 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
         // faster than the stream takes them; no once a wait found none (a transport that hands a consumer one message
         // at a time, each waiting for its acknowledgement, sends no more until the open batch commits).
         var linger = true;
+        var ready = held.Ready;
         while (true)
         {
-            if (reader.TryRead(out var delivery))
+            if (ready.Count == 0 && run.ReadConsumed is { } readConsumed && reader.TryRead(out var first))
+            {
+                // The sink records the messages each commit covers: skip those already recorded (delivered again after a
+                // crash between a commit and its acknowledgements), checked for what has arrived at once.
+                linger |= reader.Count > 0;
+                await held.SkipConsumedAsync(first, reader, ready, readConsumed, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            if (ready.TryDequeue(out var delivery) || reader.TryRead(out delivery))
             {
                 linger |= reader.Count > 0;
                 context.Offset++;
@@ -105,6 +115,8 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
     {
         private readonly Lock _gate = new();
         private readonly Queue<(long Position, Delivery Settled)> _taken = new();
+        private readonly Queue<(long Position, string Id)> _consumed = new();
+        private readonly HashSet<string> _holding = new(StringComparer.Ordinal);
         private readonly Channel<(T Message, Delivery Settled)> _channel =
             Channel.CreateBounded<(T, Delivery)>(new BoundedChannelOptions(source.MaxUnacknowledged!.Value)
             {
@@ -117,6 +129,9 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
         private bool _released;
 
         public ChannelReader<(T Message, Delivery Settled)> Reader => _channel.Reader;
+
+        /// <summary>Gets the deliveries read and checked against the sink's record, not yet taken by the stream.</summary>
+        public Queue<(T Message, Delivery Settled)> Ready { get; } = new();
 
         public async ValueTask SubscribeAsync(CancellationToken cancellationToken)
         {
@@ -148,7 +163,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                         return rejection;
                     }
 
-                    var settled = new Delivery(envelope.DeliveryCount);
+                    var settled = new Delivery(envelope.DeliveryCount, envelope.MessageId == Guid.Empty ? null : envelope.MessageId.ToString("N"));
                     try
                     {
                         if (Volatile.Read(ref _released))
@@ -177,6 +192,95 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             lock (_gate)
             {
                 _taken.Enqueue((position, settled));
+                if (settled.Id is { } id && run.ReadConsumed is not null)
+                {
+                    _consumed.Enqueue((position, id));
+                    _holding.Add(id);
+                }
+            }
+        }
+
+        public IReadOnlyList<string> TakeConsumed(long position)
+        {
+            List<string>? ids = null;
+            lock (_gate)
+            {
+                while (_consumed.TryPeek(out var next) && next.Position <= position)
+                {
+                    (ids ??= []).Add(_consumed.Dequeue().Id);
+                }
+            }
+
+            return (IReadOnlyList<string>?)ids ?? [];
+        }
+
+        /// <summary>
+        /// Reads <paramref name="first"/> and what else has arrived (up to 256), acknowledges at once those the sink recorded
+        /// as consumed and the copies of messages the run holds, and queues the others in <paramref name="ready"/> (stream task).
+        /// </summary>
+        public async ValueTask SkipConsumedAsync(
+            (T Message, Delivery Settled) first,
+            ChannelReader<(T Message, Delivery Settled)> reader,
+            Queue<(T Message, Delivery Settled)> ready,
+            Func<IReadOnlyList<string>, CancellationToken, ValueTask<IReadOnlySet<string>>> readConsumed,
+            CancellationToken cancellationToken)
+        {
+            var arrived = new List<(T Message, Delivery Settled)>(Math.Min(reader.Count + 1, 256)) { first };
+            while (arrived.Count < 256 && reader.TryRead(out var more))
+            {
+                arrived.Add(more);
+            }
+
+            var ids = arrived.Where(a => a.Settled.Id is not null).Select(a => a.Settled.Id!).ToList();
+            IReadOnlySet<string>? recorded;
+            try
+            {
+                recorded = ids.Count == 0 ? null : await readConsumed(ids, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                // The run ends: these are handed back with the rest.
+                foreach (var delivery in arrived)
+                {
+                    ready.Enqueue(delivery);
+                }
+
+                throw;
+            }
+
+            var skipped = 0;
+            var fresh = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var delivery in arrived)
+            {
+                bool duplicate;
+                if (delivery.Settled.Id is not { } id)
+                {
+                    duplicate = false;
+                }
+                else
+                {
+                    lock (_gate)
+                    {
+                        // A copy of a message the run holds (a broker redelivered it while the first copy waits for its
+                        // batch): that copy is committed, or handed back and delivered again, so this one is not needed.
+                        duplicate = recorded!.Contains(id) || _holding.Contains(id) || !fresh.Add(id);
+                    }
+                }
+
+                if (duplicate)
+                {
+                    skipped++;
+                    delivery.Settled.TrySetResult(Settlement.Ack);
+                }
+                else
+                {
+                    ready.Enqueue(delivery);
+                }
+            }
+
+            if (skipped > 0)
+            {
+                EtlLog.SkippedConsumed(run.Logger, run.Job, skipped, source.Name);
             }
         }
 
@@ -187,7 +291,12 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             {
                 while (_taken.TryPeek(out var next) && next.Position <= position)
                 {
-                    (done ??= []).Add(_taken.Dequeue().Settled);
+                    var settled = _taken.Dequeue().Settled;
+                    (done ??= []).Add(settled);
+                    if (settled.Id is { } id)
+                    {
+                        _holding.Remove(id);
+                    }
                 }
             }
 
@@ -212,6 +321,13 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             {
                 back = [.. _taken];
                 _taken.Clear();
+                _consumed.Clear();
+                _holding.Clear();
+            }
+
+            while (Ready.TryDequeue(out var checkedIn))
+            {
+                back.Add((long.MaxValue, checkedIn.Settled));
             }
 
             while (_channel.Reader.TryRead(out var waiting))
@@ -253,12 +369,11 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
     }
 
     /// <summary>
-    /// A message handed back (the run stopped, or failed on a later batch): delivered again at once. The transport SPI has
-    /// no settlement that requeues at once without counting a delivery (<see cref="Settlement.Defer"/> needs a delay, and a
-    /// delayed redelivery lands behind newer messages), so it counts one; <c>maxDeliveries</c> is checked only when a batch
-    /// that includes the message fails.
+    /// A message handed back (the run stopped, or failed on a later batch): delivered again at once without counting a
+    /// delivery (<see cref="Settlement.Release"/>), so restarts never bring it nearer to <c>maxDeliveries</c>; only a batch
+    /// that includes the message failing does.
     /// </summary>
-    private static Settlement HandBack => Settlement.Retry(TimeSpan.Zero);
+    private static Settlement HandBack { get; } = Settlement.Release("the ETL run stopped before the batch that includes the message committed");
 
     private int MaxDeliveries => maxDeliveries;
 
@@ -271,8 +386,12 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
 /// <summary>A delivery the source holds: settled when a commit covers it or the run ends.</summary>
 /// <param name="deliveryCount">The failed deliveries before this one.</param>
-internal sealed class Delivery(int deliveryCount) : TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously)
+/// <param name="id">The message id (<c>N</c> format), or null when the message has none.</param>
+internal sealed class Delivery(int deliveryCount, string? id) : TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously)
 {
     /// <summary>Gets the failed deliveries before this one.</summary>
     public int DeliveryCount => deliveryCount;
+
+    /// <summary>Gets the message id, or null.</summary>
+    public string? Id => id;
 }

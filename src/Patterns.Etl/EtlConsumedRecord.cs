@@ -1,0 +1,47 @@
+namespace Patterns.Etl;
+
+/// <summary>
+/// How long table sinks (SQLite, PostgreSQL) keep the ids of the messages a queue or subscription source loaded
+/// (<see cref="EtlCommit.Consumed"/>), and when a writer removes older ones: at its first batch and then at most once an
+/// hour, in the batch's transaction. A message delivered again later than the retention after its batch committed would
+/// be loaded again; a broker hands back an unacknowledged message when the consumer's connection drops, so the
+/// retention only has to outlast the longest outage of the loading process.
+/// </summary>
+public static class EtlConsumedRecord
+{
+    /// <summary>The default retention: 7 days (as the kernel's inbox, <c>PatternsOptions.InboxRetention</c>).</summary>
+    public static readonly TimeSpan DefaultRetention = TimeSpan.FromDays(7);
+
+    /// <summary>The name of the table that holds the consumed message ids (one row per job, partition and message id).</summary>
+    public const string Table = "patterns_etl_consumed";
+
+    /// <summary>How often a writer prunes, at most.</summary>
+    internal static readonly TimeSpan PruneInterval = TimeSpan.FromHours(1);
+
+    /// <summary>Validates a retention option.</summary>
+    internal static void Validate(List<string> errors, string owner, TimeSpan retention)
+    {
+        if (retention <= TimeSpan.Zero && retention != Timeout.InfiniteTimeSpan)
+        {
+            errors.Add($"{owner}.ConsumedRetention must be positive or Timeout.InfiniteTimeSpan (was {retention}).");
+        }
+    }
+}
+
+/// <summary>When a writer's next prune is due.</summary>
+internal sealed class EtlConsumedPruning(TimeSpan retention)
+{
+    private DateTimeOffset _next = DateTimeOffset.MinValue;
+
+    /// <summary>Returns the cut-off (ids recorded before it go) when a prune is due now, and schedules the next.</summary>
+    public DateTimeOffset? Due(DateTimeOffset now)
+    {
+        if (retention == Timeout.InfiniteTimeSpan || now < _next)
+        {
+            return null;
+        }
+
+        _next = now + EtlConsumedRecord.PruneInterval;
+        return now - retention;
+    }
+}
