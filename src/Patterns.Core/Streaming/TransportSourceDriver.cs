@@ -232,7 +232,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             {
                 if (!await writer.WaitToWriteAsync(cancellationToken).ConfigureAwait(false))
                 {
-                    return Stopped;
+                    return Settlement.Retry(TimeSpan.Zero);
                 }
 
                 Task<Settlement>? original = null;
@@ -240,7 +240,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 {
                     if (_released)
                     {
-                        return Stopped;
+                        return Settlement.Retry(TimeSpan.Zero);
                     }
 
                     if (inboxConsumer is not null && _heldIds.TryGetValue(id, out var held))
@@ -277,7 +277,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 driver.RequestCheckpoint();
             }
 
-            using (cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Stopped), settled))
+            using (cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Settlement.Retry(TimeSpan.Zero)), settled))
             {
                 return await settled.Task.ConfigureAwait(false);
             }
@@ -337,9 +337,11 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         }
 
         /// <summary>The run ended: what no committed snapshot includes goes back to the transport, to be redelivered.</summary>
-        /// <summary>A message handed back because the pipeline stopped before a snapshot included it: delivered again without counting a delivery.</summary>
-        private static Settlement Stopped { get; } = Settlement.Release("the stream pipeline stopped before a committed snapshot included the message");
-
+        /// <remarks>
+        /// Handed back with <see cref="Settlement.Retry"/>, which counts a delivery, and not <see cref="Settlement.Release"/>:
+        /// a copy whose <see cref="Messaging.Envelope.DeliveryCount"/> is above 0 is what makes this source read the inbox
+        /// before taking it (a snapshot may already include it).
+        /// </remarks>
         public void ReleaseAll(Exception? failure)
         {
             TaskCompletionSource<Settlement>[] waiting;
@@ -354,7 +356,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
             foreach (var message in waiting)
             {
-                message.TrySetResult(failure is null ? Stopped : Settlement.Retry(TimeSpan.Zero, failure));
+                message.TrySetResult(Settlement.Retry(TimeSpan.Zero, failure));
             }
         }
     }
