@@ -202,13 +202,15 @@ public sealed class TransportSourceTests
         dead.Should().ContainSingle().Which.Reason.Should().Contain("failed on the batch that includes this message, delivered 3 time(s)").And.Contain("commit 1 failed");
     }
 
-    [Fact]
-    public async Task StoppedManyTimes_WhileHoldingMessages_NoHandBackCountsADelivery_NoneIsDeadLettered_EachIsLoadedOnce()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task StoppedManyTimes_WhileHoldingMessages_NoHandBackCountsADelivery_NoneIsDeadLettered_EachIsLoadedOnce(bool rabbitMq)
     {
         const int Count = 200;
         const int Stops = 6;
         var queue = "restarts-" + Guid.NewGuid().ToString("N");
-        using var host = await StartAsync(queue);
+        using var host = await StartAsync(queue, rabbitMq);
         var sender = host.Services.GetRequiredService<IQueueSender>();
         for (var i = 1; i <= Count; i++)
         {
@@ -264,14 +266,39 @@ public sealed class TransportSourceTests
         (await run.Should().ThrowAsync<InvalidOperationException>()).WithMessage("*acknowledged with the batch that loads them*OrderBy or Aggregate*");
     }
 
-    private static async Task<IHost> StartAsync(string queue)
+    private static async Task<IHost> StartAsync(string queue, bool rabbitMq = false)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
         builder.Logging.ClearProviders();
-        builder.AddPatterns(p => p.UseInMemory());
-        builder.AddMessageQueue(q => q.AddQueue(queue));
+        var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ");
+        if (rabbitMq)
+        {
+            builder.AddPatterns(p => p.UseRabbitMq(o =>
+            {
+                o.Uri = new Uri(broker is { Length: > 0 } ? broker : "amqp://guest:guest@127.0.0.1:5672/");
+                o.NamePrefix = $"test.etlsource.{Guid.NewGuid():N}"[..28] + ".";
+            }));
+
+            // The capacity the source declares.
+            builder.AddMessageQueue(q => q.AddQueue(queue, o => o.Capacity = 10_000));
+        }
+        else
+        {
+            builder.AddPatterns(p => p.UseInMemory());
+            builder.AddMessageQueue(q => q.AddQueue(queue));
+        }
+
         var host = builder.Build();
-        await host.StartAsync();
+        try
+        {
+            await host.StartAsync();
+        }
+        catch (Exception ex) when (rabbitMq && broker is not { Length: > 0 })
+        {
+            host.Dispose();
+            Assert.Skip($"RabbitMQ is not reachable (PATTERNS_RABBITMQ): {ex.Message}");
+        }
+
         return host;
     }
 
