@@ -1,8 +1,6 @@
 using System.Globalization;
 using Microsoft.Data.Sqlite;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 using Npgsql;
 using Patterns.Etl;
 using Patterns.Etl.Samples;
@@ -24,15 +22,7 @@ internal static class QueueAppendHost
         var good = int.Parse(args[7], CultureInfo.InvariantCulture);
         var bad = int.Parse(args[8], CultureInfo.InvariantCulture);
         var sqlite = connectionString.StartsWith("Data Source=", StringComparison.OrdinalIgnoreCase);
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
-        builder.Logging.ClearProviders();
-        builder.AddPatterns(p => p.UseRabbitMq(o =>
-        {
-            o.Uri = new Uri(uri);
-            o.NamePrefix = prefix;
-        }));
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await QueueHost.StartAsync(uri, prefix);
         await using var counter = new Counter(connectionString, table, sqlite);
         using var stop = new CancellationTokenSource();
         var sink = new CommitGate<Order>(sqlite ? Sqlite.Append<Order>(connectionString, table) : Postgres.Append<Order>(connectionString, table));

@@ -1,10 +1,6 @@
 using System.Globalization;
 using Microsoft.Data.Sqlite;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 using Patterns.Etl.Samples;
-using Patterns.Queues;
 
 namespace Patterns.Etl.Tests;
 
@@ -40,7 +36,7 @@ public abstract class QueueAppendProcessKillTests : IAsyncLifetime
     [Fact]
     public async Task Kill9_BetweenCommitAndAck_AppendSink_LoadsEachMessageOnce()
     {
-        var orders = Enumerable.Range(1, Rows).Select(Order).ToList();
+        var orders = Enumerable.Range(1, Rows).Select(QueueProcessKillTests.Order).ToList();
         var good = orders.Where(o => o.Amount >= 0).ToList();
         var bad = orders.Where(o => o.Amount < 0).Select(o => o.Id.ToString(CultureInfo.InvariantCulture)).Order(StringComparer.Ordinal).ToList();
         var seed = Environment.TickCount;
@@ -48,7 +44,7 @@ public abstract class QueueAppendProcessKillTests : IAsyncLifetime
         for (var i = 0; i < Iterations; i++)
         {
             var prefix = $"test.etlappend.{Guid.NewGuid():N}"[..28] + ".";
-            await SendAsync(prefix, orders);
+            await QueueProcessKillTests.SendAsync(prefix, orders);
             var (target, table) = await NewTargetAsync($"append{i}");
             var killAfter = random.Next(1, 6);
             (await RunChildAsync(prefix, target, table, good.Count, bad.Count, killAfter)).Should().Be("killed", $"iteration {i} (seed {seed}) kills the child after the commit of batch {killAfter}");
@@ -67,38 +63,6 @@ public abstract class QueueAppendProcessKillTests : IAsyncLifetime
 
     /// <summary>The raw text of every quarantined row (not distinct), sorted.</summary>
     protected abstract Task<List<string>> QuarantinedAsync(string target, string table);
-
-    private static Order Order(int id) =>
-        new(id, id * 7L, id % 50 == 25 ? -id : id * 1.25m, new DateTime(2026, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddMinutes(id), "paid", "north", "p" + id, "web", id % 3 == 0 ? null : "note " + id, $"c{id}@example.test");
-
-    private static async Task SendAsync(string prefix, List<Order> orders)
-    {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
-        builder.Logging.ClearProviders();
-        builder.AddPatterns(p => p.UseRabbitMq(o =>
-        {
-            o.Uri = new Uri(Broker);
-            o.NamePrefix = prefix;
-        }));
-        builder.AddMessageQueue(q => q.AddQueue("orders", o => o.Capacity = 10_000)); // the capacity the source declares
-        using var host = builder.Build();
-        try
-        {
-            await host.StartAsync();
-        }
-        catch (Exception ex) when (Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is not { Length: > 0 })
-        {
-            Assert.Skip($"RabbitMQ is not reachable (PATTERNS_RABBITMQ): {ex.Message}");
-        }
-
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        foreach (var order in orders)
-        {
-            await sender.SendAsync("orders", order);
-        }
-
-        await host.StopAsync();
-    }
 
     private static Task<string> RunChildAsync(string prefix, string target, string table, int good, int bad, int? killAfter) =>
         CrashHostChild.RunAsync(
