@@ -1,7 +1,10 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Patterns.InMemory;
+using Patterns.Messaging;
 using Patterns.Queues;
+using Patterns.Transport;
 
 namespace Patterns.Etl.Tests;
 
@@ -254,6 +257,39 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task ASecondCopyOfAHeldMessage_IsNotAcknowledgedBeforeItsCommit_SoAFailedBatchLosesNothing()
+    {
+        // As on RabbitMQ when a channel closes: the broker delivers a second copy of a message the run holds, and the
+        // first copy's settlement can no longer reach it (the wrapper drops it). The batch then fails: the second copy must
+        // have been handed back, or the message is gone.
+        var queue = "copies-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue, wrap: inner => new SecondCopyTransport(inner));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(1, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "copies");
+
+        var first = new RecordingSink(failOnBatch: 1, consumed);
+        var failed = async () => await Pipeline(first).RunAsync().WaitAsync(Wait);
+        (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 1 failed");
+
+        // Bounded: with the copy acknowledged at once, the message never comes back.
+        var second = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        second.OnCommit = () =>
+        {
+            if (second.Rows.Count >= 1)
+            {
+                stop.Cancel();
+            }
+        };
+        await Pipeline(second).RunAsync(cancellationToken: stop.Token);
+
+        first.Rows.Should().BeEmpty();
+        second.Rows.Select(r => r.Id).Should().Equal([1], "the copy handed back is delivered again and loaded once");
+    }
+
+    [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
         var queue = "sorted-" + Guid.NewGuid().ToString("N");
@@ -266,7 +302,7 @@ public sealed class TransportSourceTests
         (await run.Should().ThrowAsync<InvalidOperationException>()).WithMessage("*acknowledged with the batch that loads them*OrderBy or Aggregate*");
     }
 
-    private static async Task<IHost> StartAsync(string queue, bool rabbitMq = false)
+    private static async Task<IHost> StartAsync(string queue, bool rabbitMq = false, Func<MessageTransport, MessageTransport>? wrap = null)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
         builder.Logging.ClearProviders();
@@ -281,6 +317,11 @@ public sealed class TransportSourceTests
 
             // The capacity the source declares.
             builder.AddMessageQueue(q => q.AddQueue(queue, o => o.Capacity = 10_000));
+        }
+        else if (wrap is not null)
+        {
+            builder.AddPatterns(p => p.UseTransport(sp => wrap(InMemoryTransport.Create(timeProvider: sp.GetRequiredService<TimeProvider>()))));
+            builder.AddMessageQueue(q => q.AddQueue(queue));
         }
         else
         {
@@ -309,9 +350,12 @@ public sealed class TransportSourceTests
     }
 
     /// <summary>A sink that stores rows and quarantine in one "commit" per batch, and can fail one commit.</summary>
-    private sealed class RecordingSink(int? failOnBatch) : EtlSink<Reading>
+    private sealed class RecordingSink(int? failOnBatch, HashSet<string>? consumed = null) : EtlSink<Reading>
     {
         private readonly Lock _gate = new();
+
+        /// <summary>Gets the consumed-id record (shared by runs, as a table is), or null when the sink keeps none.</summary>
+        public HashSet<string>? Consumed { get; } = consumed;
 
         public int? FailOnBatch { get; } = failOnBatch;
 
@@ -333,6 +377,16 @@ public sealed class TransportSourceTests
 
             public override bool StoresQuarantine => true;
 
+            public override bool StoresConsumed => sink.Consumed is not null;
+
+            public override ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken)
+            {
+                lock (sink._gate)
+                {
+                    return new(messageIds.Where(sink.Consumed!.Contains).ToHashSet(StringComparer.Ordinal));
+                }
+            }
+
             public override ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<Reading> rows, EtlCommit commit, CancellationToken cancellationToken)
             {
                 if (rows.Length > 0 && ++_batch == sink.FailOnBatch)
@@ -343,6 +397,7 @@ public sealed class TransportSourceTests
                 lock (sink._gate)
                 {
                     sink.Rows.AddRange(rows.ToArray());
+                    sink.Consumed?.UnionWith(commit.Consumed);
                     sink.Quarantined.AddRange(commit.Quarantined.Select(q => int.Parse(q.Raw!, System.Globalization.CultureInfo.InvariantCulture)));
                     if (rows.Length > 0)
                     {
@@ -356,5 +411,51 @@ public sealed class TransportSourceTests
 
             public override ValueTask<EtlLoadCounts> CompleteAsync(EtlCommit commit, CancellationToken cancellationToken) => WriteAsync(ReadOnlyMemory<Reading>.Empty, commit, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Delivers each message's first delivery twice, as RabbitMQ does after a channel closes: the first copy's settlement is
+    /// dropped (its channel is gone), the second copy's reaches the queue.
+    /// </summary>
+    private sealed class SecondCopyTransport(MessageTransport inner) : MessageTransport
+    {
+        private readonly HashSet<Guid> _copied = [];
+
+        public override string SystemName => inner.SystemName;
+
+        public override bool IsInProcess => inner.IsInProcess;
+
+        public override int MaxPayloadBytes => inner.MaxPayloadBytes;
+
+        public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, settings, cancellationToken);
+
+        public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default) => inner.SendAsync(queue, envelope, cancellationToken);
+
+        public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default) => inner.PublishAsync(topic, envelope, cancellationToken);
+
+        public override ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+            inner.SubscribeAsync(request, async (envelope, ct) =>
+            {
+                bool copy;
+                lock (_copied)
+                {
+                    copy = _copied.Add(envelope.MessageId);
+                }
+
+                if (copy)
+                {
+                    _ = handler(envelope, ct).AsTask();
+                }
+
+                return await handler(envelope, ct).ConfigureAwait(false);
+            }, cancellationToken);
+
+        public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) => inner.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) => inner.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) => inner.PurgeDeadLettersAsync(queue, cancellationToken);
+
+        public override ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 }

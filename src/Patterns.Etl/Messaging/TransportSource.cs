@@ -117,6 +117,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
         private readonly Queue<(long Position, Delivery Settled)> _taken = new();
         private readonly Queue<(long Position, string Id)> _consumed = new();
         private readonly HashSet<string> _holding = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, List<Delivery>> _copies = new(StringComparer.Ordinal);
         private readonly Channel<(T Message, Delivery Settled)> _channel =
             Channel.CreateBounded<(T, Delivery)>(new BoundedChannelOptions(source.MaxUnacknowledged!.Value)
             {
@@ -127,6 +128,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
         private TransportSubscription? _subscription;
         private bool _released;
+        private bool _ended;
 
         public ChannelReader<(T Message, Delivery Settled)> Reader => _channel.Reader;
 
@@ -216,8 +218,14 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
         /// <summary>
         /// Reads <paramref name="first"/> and what else has arrived (up to 256), acknowledges at once those the sink recorded
-        /// as consumed and the copies of messages the run holds, and queues the others in <paramref name="ready"/> (stream task).
+        /// as consumed, keeps a copy of a message the run holds (or that arrived twice) with the held one, and queues the
+        /// others in <paramref name="ready"/> (stream task).
         /// </summary>
+        /// <remarks>
+        /// A copy is never acknowledged before the commit that covers its message: on RabbitMQ a second copy exists because
+        /// the first copy's channel closed, and the first copy's hand-back can then no longer reach the broker, so the copy
+        /// is the one that must be handed back if that commit never happens.
+        /// </remarks>
         public async ValueTask SkipConsumedAsync(
             (T Message, Delivery Settled) first,
             ChannelReader<(T Message, Delivery Settled)> reader,
@@ -232,6 +240,15 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             }
 
             var ids = arrived.Where(a => a.Settled.Id is not null).Select(a => a.Settled.Id!).ToList();
+
+            // The ids held before the sink's record is read: one whose commit (and acknowledgement) lands in between is
+            // then found in the record, or in this snapshot, never in neither.
+            HashSet<string> heldBefore;
+            lock (_gate)
+            {
+                heldBefore = ids.Count == 0 ? [] : [.. ids.Where(_holding.Contains)];
+            }
+
             IReadOnlySet<string>? recorded;
             try
             {
@@ -252,29 +269,52 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             var fresh = new HashSet<string>(StringComparer.Ordinal);
             foreach (var delivery in arrived)
             {
-                bool duplicate;
-                if (delivery.Settled.Id is not { } id)
+                var settled = delivery.Settled;
+                Settlement? now = null;
+                if (settled.Id is not { } id)
                 {
-                    duplicate = false;
+                    ready.Enqueue(delivery);
+                    continue;
                 }
-                else
+
+                lock (_gate)
                 {
-                    lock (_gate)
+                    if (recorded!.Contains(id))
                     {
-                        // A copy of a message the run holds (a broker redelivered it while the first copy waits for its
-                        // batch): that copy is committed, or handed back and delivered again, so this one is not needed.
-                        duplicate = recorded!.Contains(id) || _holding.Contains(id) || !fresh.Add(id);
+                        now = Settlement.Ack;
+                    }
+                    else if (_ended)
+                    {
+                        now = HandBack;
+                    }
+                    else if (_holding.Contains(id) || fresh.Contains(id))
+                    {
+                        // A copy of a message the run holds or has queued: settled with it (acknowledged with its commit,
+                        // handed back when the run ends without one).
+                        if (!_copies.TryGetValue(id, out var copies))
+                        {
+                            _copies[id] = copies = [];
+                        }
+
+                        copies.Add(settled);
+                    }
+                    else if (heldBefore.Contains(id))
+                    {
+                        // Held when the record was read, acknowledged since: a commit covers it.
+                        now = Settlement.Ack;
+                    }
+                    else
+                    {
+                        fresh.Add(id);
+                        ready.Enqueue(delivery);
+                        continue;
                     }
                 }
 
-                if (duplicate)
+                skipped++;
+                if (now is { } settlement)
                 {
-                    skipped++;
-                    delivery.Settled.TrySetResult(Settlement.Ack);
-                }
-                else
-                {
-                    ready.Enqueue(delivery);
+                    settled.TrySetResult(settlement);
                 }
             }
 
@@ -293,9 +333,9 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                 {
                     var settled = _taken.Dequeue().Settled;
                     (done ??= []).Add(settled);
-                    if (settled.Id is { } id)
+                    if (settled.Id is { } id && _holding.Remove(id) && _copies.Remove(id, out var copies))
                     {
-                        _holding.Remove(id);
+                        done.AddRange(copies);
                     }
                 }
             }
@@ -319,10 +359,15 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             List<(long Position, Delivery Settled)> back;
             lock (_gate)
             {
+                _ended = true;
                 back = [.. _taken];
                 _taken.Clear();
                 _consumed.Clear();
                 _holding.Clear();
+
+                // Copies of held or queued messages: handed back, never counted (the held copy counts the failure).
+                back.AddRange(_copies.Values.SelectMany(c => c).Select(c => (long.MaxValue, c)));
+                _copies.Clear();
             }
 
             while (Ready.TryDequeue(out var checkedIn))
