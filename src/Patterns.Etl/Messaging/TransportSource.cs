@@ -57,7 +57,9 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                 continue;
             }
 
-            if (ready.TryDequeue(out var delivery) || reader.TryRead(out delivery))
+            // With a sink record, every delivery passes the check above first: one arriving after its TryRead found the
+            // channel empty waits for the next turn of the loop.
+            if (ready.TryDequeue(out var delivery) || (run.ReadConsumed is null && reader.TryRead(out delivery)))
             {
                 linger |= reader.Count > 0;
                 context.Offset++;
