@@ -332,7 +332,10 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                 if (commit.Consumed.Count > 0)
                 {
                     // The messages this batch covers, recorded with it; and, when due, those recorded before the retention go.
-                    var record = new NpgsqlBatchCommand($"INSERT INTO {Consumed} (job, partition, message_id) SELECT $1, $2, unnest($3) ON CONFLICT DO NOTHING");
+                    // A plain insert: an id already recorded means the check before the batch missed it, and the batch
+                    // would load its message twice. It fails instead; the messages go back to the queue and the next
+                    // check skips that one.
+                    var record = new NpgsqlBatchCommand($"INSERT INTO {Consumed} (job, partition, message_id) SELECT $1, $2, unnest($3)");
                     record.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Job });
                     record.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Partition });
                     record.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. commit.Consumed] });
@@ -366,7 +369,14 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
 
                 if (batch.BatchCommands.Count > 0)
                 {
-                    await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                    try
+                    {
+                        await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                    }
+                    catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.TableName == EtlConsumedRecord.Table)
+                    {
+                        throw EtlConsumedRecord.AlreadyConsumed(_context, null, ex);
+                    }
                 }
             }
         }

@@ -234,7 +234,9 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
         private void RecordConsumed(IReadOnlyList<string> ids)
         {
             var now = DateTimeOffset.UtcNow;
-            using (var command = Command($"INSERT OR IGNORE INTO {EtlConsumedRecord.Table} (job, partition, message_id, consumed_at) VALUES (@job, @partition, @id, @at)"))
+            // A plain insert: an id already recorded means the check before the batch missed it, and the batch would load
+            // its message twice. It fails instead; the messages go back to the queue and the next check skips that one.
+            using (var command = Command($"INSERT INTO {EtlConsumedRecord.Table} (job, partition, message_id, consumed_at) VALUES (@job, @partition, @id, @at)"))
             {
                 var id = command.Parameters.Add("@id", SqliteType.Text);
                 command.Parameters.AddWithValue("@at", now.ToUnixTimeMilliseconds());
@@ -242,7 +244,14 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
                 foreach (var messageId in ids)
                 {
                     id.Value = messageId;
-                    command.ExecuteNonQuery();
+                    try
+                    {
+                        command.ExecuteNonQuery();
+                    }
+                    catch (SqliteException ex) when (ex.SqliteErrorCode == 19)
+                    {
+                        throw EtlConsumedRecord.AlreadyConsumed(_context, messageId, ex);
+                    }
                 }
             }
 

@@ -18,6 +18,17 @@ public static class EtlConsumedRecord
     /// <summary>How often a writer prunes, at most.</summary>
     internal static readonly TimeSpan PruneInterval = TimeSpan.FromHours(1);
 
+    /// <summary>
+    /// The error of a batch that records a message id already recorded: the check before the batch missed it (a race with
+    /// another copy's commit), so the batch fails rather than load the message twice; its messages are delivered again
+    /// and the next check skips that one.
+    /// </summary>
+    internal static InvalidOperationException AlreadyConsumed(EtlSinkContext context, string? messageId, Exception inner) =>
+        new(
+            $"ETL job '{context.Job}'{(context.Partition.Length > 0 ? $" (partition '{context.Partition}')" : string.Empty)}: the batch covers message {messageId ?? "(id in the inner error)"}, which an earlier batch already loaded " +
+            $"({Table} records it). The batch is rolled back and its messages are delivered again; the next run skips the message.",
+            inner);
+
     /// <summary>Validates a retention option.</summary>
     internal static void Validate(List<string> errors, string owner, TimeSpan retention)
     {

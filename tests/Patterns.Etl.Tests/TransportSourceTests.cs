@@ -290,6 +290,43 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task ACheckThatMissesARecordedMessage_FailsTheBatch_AndTheRedeliveryIsSkipped_NoRowIsLoadedTwice()
+    {
+        using var dir = new TempDir();
+        var queue = "missed-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var id = Guid.NewGuid();
+        var target = Sqlite.Append<Reading>(dir.Sqlite(), "readings");
+        EtlPipeline<Reading> Pipeline(CheckingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "missed");
+
+        // The first run loads message 1 and records its id.
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            (await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        }
+
+        // Delivered again (a kill between the commit and the acknowledgement), and the check misses it: the batch records
+        // the id a second time, which fails it rather than load the row again.
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
+            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}, which an earlier batch already loaded (patterns_etl_consumed records it)*");
+        }
+
+        // The next run's check finds it: skipped, and message 2 behind it is loaded.
+        await sender.SendAsync(queue, new Reading(2, 2));
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token);
+        }
+
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM (SELECT id FROM readings ORDER BY id)").Should().Be(12, "message 1 once, then message 2");
+    }
+
+    [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
         var queue = "sorted-" + Guid.NewGuid().ToString("N");
@@ -457,5 +494,47 @@ public sealed class TransportSourceTests
         public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) => inner.PurgeDeadLettersAsync(queue, cancellationToken);
 
         public override ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+
+    /// <summary>A table sink whose check before a batch can miss every recorded id; it stops its run after a batch with rows.</summary>
+    private sealed class CheckingSink(EtlSink<Reading> inner, bool miss, CancellationTokenSource stop) : EtlSink<Reading>
+    {
+        public override string Name => inner.Name;
+
+        public override async ValueTask<EtlSinkWriter<Reading>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken) =>
+            new Writer(await inner.OpenAsync(context, cancellationToken), miss, stop);
+
+        private sealed class Writer(EtlSinkWriter<Reading> inner, bool miss, CancellationTokenSource stop) : EtlSinkWriter<Reading>
+        {
+            public override bool StoresBookmarks => inner.StoresBookmarks;
+
+            public override bool StoresQuarantine => inner.StoresQuarantine;
+
+            public override bool StoresConsumed => inner.StoresConsumed;
+
+            public override ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken) =>
+                miss ? new(new HashSet<string>()) : inner.ReadConsumedAsync(messageIds, cancellationToken);
+
+            public override ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken) => inner.ReadBookmarkAsync(cancellationToken);
+
+            public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<Reading> rows, EtlCommit commit, CancellationToken cancellationToken)
+            {
+                var counts = await inner.WriteAsync(rows, commit, cancellationToken);
+                if (rows.Length > 0)
+                {
+                    await stop.CancelAsync();
+                }
+
+                return counts;
+            }
+
+            public override ValueTask<EtlLoadCounts> CompleteAsync(EtlCommit commit, CancellationToken cancellationToken) => inner.CompleteAsync(commit, cancellationToken);
+
+            public override async ValueTask DisposeAsync()
+            {
+                await inner.DisposeAsync();
+                await base.DisposeAsync();
+            }
+        }
     }
 }
