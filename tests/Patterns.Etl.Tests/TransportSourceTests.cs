@@ -327,6 +327,40 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task OneMessage_MoreRowsThanTwoBatches_IsAtLeastOnce_ItsFirstBatchIsLoadedAgainWhenALaterOneFails()
+    {
+        // Documented (docs/etl.md): a batch holds at most 2 × BatchSize rows, so a message that makes more is split, and
+        // its id is recorded only with the batch that holds its last row. A failure before that loads its earlier rows again.
+        var queue = "split-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) =>
+            EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 5)).To(sink, "split");
+
+        var first = new RecordingSink(failOnBatch: 2, consumed);
+        var failed = async () => await Pipeline(first).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
+        (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 2 failed");
+        first.Batches.Should().Equal([4], "the batch ends inside the message, at twice BatchSize");
+        consumed.Should().BeEmpty("the message is recorded only with its last row");
+
+        var second = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        second.OnCommit = () =>
+        {
+            if (second.Rows.Count >= 5)
+            {
+                stop.Cancel();
+            }
+        };
+        await Pipeline(second).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+
+        second.Rows.Should().HaveCount(5);
+        consumed.Should().ContainSingle();
+        first.Rows.Count.Should().Be(4, "the 4 rows of the first batch are loaded again: at least once");
+    }
+
+    [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
         var queue = "sorted-" + Guid.NewGuid().ToString("N");
