@@ -146,6 +146,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                 $"CREATE TABLE IF NOT EXISTS {Bookmarks} (job text NOT NULL, partition text NOT NULL, \"offset\" bigint NOT NULL, line bigint NOT NULL, watermark text, completed boolean NOT NULL, run_id text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition))",
                 $"CREATE TABLE IF NOT EXISTS {Quarantine} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL, job text NOT NULL, partition text NOT NULL, stage text NOT NULL, source text NOT NULL, line bigint NOT NULL, \"offset\" bigint NOT NULL, raw text, column_name text, error text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
                 $"CREATE TABLE IF NOT EXISTS {Consumed} (job text NOT NULL, partition text NOT NULL, message_id text NOT NULL, consumed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition, message_id))",
+                $"CREATE INDEX IF NOT EXISTS {EtlConsumedRecord.Table}_at ON {Consumed} (job, partition, consumed_at)",
             };
             if (_options.CreateTable)
             {
@@ -312,6 +313,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
         private async Task SaveAsync(EtlCommit commit, CancellationToken cancellationToken)
         {
             var batch = new NpgsqlBatch(_connection);
+            NpgsqlBatchCommand? prune = null;
             await using (batch.ConfigureAwait(false))
             {
                 if (commit.Bookmark is { } bookmark)
@@ -335,14 +337,19 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                     // A plain insert: an id already recorded means the check before the batch missed it, and the batch
                     // would load its message twice. It fails instead; the messages go back to the queue and the next
                     // check skips that one.
-                    var record = new NpgsqlBatchCommand($"INSERT INTO {Consumed} (job, partition, message_id) SELECT $1, $2, unnest($3)");
+                    // The application's clock, as the cut-off's: stamps and cut-off compare on one clock.
+                    var now = _context.Time.GetUtcNow();
+                    var record = new NpgsqlBatchCommand($"INSERT INTO {Consumed} (job, partition, message_id, consumed_at) SELECT $1, $2, unnest($3), $4");
                     record.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Job });
                     record.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Partition });
                     record.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. commit.Consumed] });
+                    record.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = now.UtcDateTime });
                     batch.BatchCommands.Add(record);
-                    if (_pruning.Due(DateTimeOffset.UtcNow) is { } cutoff)
+                    if (_pruning.Due(now) is { } cutoff)
                     {
-                        var prune = new NpgsqlBatchCommand($"DELETE FROM {Consumed} WHERE job = $1 AND partition = $2 AND consumed_at < $3");
+                        prune = new NpgsqlBatchCommand(
+                            $"DELETE FROM {Consumed} WHERE job = $1 AND partition = $2 AND message_id IN " +
+                            $"(SELECT message_id FROM {Consumed} WHERE job = $1 AND partition = $2 AND consumed_at < $3 LIMIT {EtlConsumedPruning.Chunk})");
                         prune.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Job });
                         prune.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Partition });
                         prune.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = cutoff.UtcDateTime });
@@ -372,6 +379,10 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                     try
                     {
                         await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                        if (prune is not null)
+                        {
+                            _pruning.Pruned(prune.RecordsAffected);
+                        }
                     }
                     catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.TableName == EtlConsumedRecord.Table)
                     {

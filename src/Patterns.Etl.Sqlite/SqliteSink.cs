@@ -197,7 +197,7 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
                 command.Parameters.AddWithValue("@watermark", (object?)bookmark.Watermark ?? DBNull.Value);
                 command.Parameters.AddWithValue("@completed", bookmark.Completed ? 1 : 0);
                 command.Parameters.AddWithValue("@run", _context.RunId);
-                command.Parameters.AddWithValue("@at", DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture));
+                command.Parameters.AddWithValue("@at", _context.Time.GetUtcNow().UtcDateTime.ToString("O", CultureInfo.InvariantCulture));
                 command.ExecuteNonQuery();
             }
 
@@ -233,7 +233,8 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
         /// <summary>Records the messages the batch covers, in its transaction, and removes those older than the retention when due.</summary>
         private void RecordConsumed(IReadOnlyList<string> ids)
         {
-            var now = DateTimeOffset.UtcNow;
+            var now = _context.Time.GetUtcNow();
+
             // A plain insert: an id already recorded means the check before the batch missed it, and the batch would load
             // its message twice. It fails instead; the messages go back to the queue and the next check skips that one.
             using (var command = Command($"INSERT INTO {EtlConsumedRecord.Table} (job, partition, message_id, consumed_at) VALUES (@job, @partition, @id, @at)"))
@@ -257,9 +258,11 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
 
             if (_pruning.Due(now) is { } cutoff)
             {
-                using var prune = Command($"DELETE FROM {EtlConsumedRecord.Table} WHERE job = @job AND partition = @partition AND consumed_at < @cutoff");
+                using var prune = Command(
+                    $"DELETE FROM {EtlConsumedRecord.Table} WHERE job = @job AND partition = @partition AND message_id IN " +
+                    $"(SELECT message_id FROM {EtlConsumedRecord.Table} WHERE job = @job AND partition = @partition AND consumed_at < @cutoff LIMIT {EtlConsumedPruning.Chunk})");
                 prune.Parameters.AddWithValue("@cutoff", cutoff.ToUnixTimeMilliseconds());
-                prune.ExecuteNonQuery();
+                _pruning.Pruned(prune.ExecuteNonQuery());
             }
         }
 
@@ -275,7 +278,8 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
             Execute(
                 "CREATE TABLE IF NOT EXISTS patterns_etl_bookmarks (job TEXT NOT NULL, partition TEXT NOT NULL, \"offset\" INTEGER NOT NULL, line INTEGER NOT NULL, watermark TEXT, completed INTEGER NOT NULL, run_id TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (job, partition));" +
                 "CREATE TABLE IF NOT EXISTS patterns_etl_quarantine (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, job TEXT NOT NULL, partition TEXT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL, \"offset\" INTEGER NOT NULL, raw TEXT, column_name TEXT, error TEXT NOT NULL);" +
-                $"CREATE TABLE IF NOT EXISTS {EtlConsumedRecord.Table} (job TEXT NOT NULL, partition TEXT NOT NULL, message_id TEXT NOT NULL, consumed_at INTEGER NOT NULL, PRIMARY KEY (job, partition, message_id)) WITHOUT ROWID;");
+                $"CREATE TABLE IF NOT EXISTS {EtlConsumedRecord.Table} (job TEXT NOT NULL, partition TEXT NOT NULL, message_id TEXT NOT NULL, consumed_at INTEGER NOT NULL, PRIMARY KEY (job, partition, message_id)) WITHOUT ROWID;" +
+                $"CREATE INDEX IF NOT EXISTS {EtlConsumedRecord.Table}_at ON {EtlConsumedRecord.Table} (job, partition, consumed_at);");
             if (_options.Mode != EtlLoadMode.Append)
             {
                 Execute($"CREATE TEMP TABLE IF NOT EXISTS {_stage["temp.".Length..]} ({definitions}, etl_delete INTEGER NOT NULL{primaryKey})");

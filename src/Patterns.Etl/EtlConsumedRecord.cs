@@ -39,10 +39,26 @@ public static class EtlConsumedRecord
     }
 }
 
-/// <summary>When a writer's next prune is due.</summary>
+/// <summary>
+/// When a writer's next prune is due. A prune deletes at most <see cref="Chunk"/> ids (through the index on
+/// <c>(job, partition, consumed_at)</c>), so it never holds a batch's transaction for long; one that deleted a full chunk
+/// leaves more behind, and the next batch prunes again.
+/// </summary>
 internal sealed class EtlConsumedPruning(TimeSpan retention)
 {
+    /// <summary>The most ids one prune deletes.</summary>
+    public const int Chunk = 10_000;
+
     private DateTimeOffset _next = DateTimeOffset.MinValue;
+
+    /// <summary>Records how many ids a prune deleted: a full chunk makes the next batch prune again.</summary>
+    public void Pruned(long deleted)
+    {
+        if (deleted >= Chunk)
+        {
+            _next = DateTimeOffset.MinValue;
+        }
+    }
 
     /// <summary>Returns the cut-off (ids recorded before it go) when a prune is due now, and schedules the next.</summary>
     public DateTimeOffset? Due(DateTimeOffset now)

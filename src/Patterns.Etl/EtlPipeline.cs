@@ -121,7 +121,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         using var activity = EtlTelemetry.Source.StartActivity("etl " + Name);
         activity?.SetTag(EtlTelemetry.JobTag, Name);
 
-        var writer = await _sink.OpenAsync(new EtlSinkContext(runId, Name, partition), cancellationToken).ConfigureAwait(false);
+        var writer = await _sink.OpenAsync(new EtlSinkContext(runId, Name, partition) { Time = time }, cancellationToken).ConfigureAwait(false);
         await using (writer.ConfigureAwait(false))
         {
             var resume = !options.Restart && options.Bookmarks && writer.StoresBookmarks && _flow.Resumable

@@ -29,7 +29,11 @@ public abstract class EtlSink<T>
 /// <param name="RunId">The run's id.</param>
 /// <param name="Job">The job (pipeline) name: with <paramref name="Partition"/>, the key of the bookmark.</param>
 /// <param name="Partition">The partition, or the empty string.</param>
-public sealed record EtlSinkContext(string RunId, string Job, string Partition);
+public sealed record EtlSinkContext(string RunId, string Job, string Partition)
+{
+    /// <summary>Gets the run's clock (<see cref="EtlRunOptions.TimeProvider"/>), for the times a writer stores.</summary>
+    internal TimeProvider Time { get; init; } = TimeProvider.System;
+}
 
 /// <summary>What commits with a batch: the source's bookmark after it, and the rows quarantined since the previous commit.</summary>
 /// <param name="Bookmark">The bookmark, or <see langword="null"/> when the pipeline cannot resume mid-run (after a sort or an aggregate).</param>

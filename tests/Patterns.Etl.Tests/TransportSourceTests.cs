@@ -361,6 +361,53 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task ExpiredConsumedIds_ArePrunedInBoundedChunks_EachBatchAgainWhileAChunkWasFull()
+    {
+        using var dir = new TempDir();
+        var queue = "prune-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var target = Sqlite.Append<Reading>(dir.Sqlite(), "readings");
+        EtlPipeline<Reading> Pipeline(CheckingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "prune");
+
+        // 25,000 ids recorded long ago (consumed_at 0: past any retention).
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection(dir.Sqlite()))
+        {
+            connection.Open();
+            using var transaction = connection.BeginTransaction();
+            using var command = connection.CreateCommand();
+            command.CommandText =
+                "CREATE TABLE IF NOT EXISTS patterns_etl_consumed (job TEXT NOT NULL, partition TEXT NOT NULL, message_id TEXT NOT NULL, consumed_at INTEGER NOT NULL, PRIMARY KEY (job, partition, message_id)) WITHOUT ROWID;" +
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000) INSERT INTO patterns_etl_consumed SELECT 'prune', '', 'old' || i, 0 FROM n;";
+            command.ExecuteNonQuery();
+            transaction.Commit();
+        }
+
+        long Expired() => Db.ScalarSqlite(dir.Sqlite(), "SELECT COUNT(*) FROM patterns_etl_consumed WHERE consumed_at = 0");
+
+        // A writer's first batch prunes one chunk of 10,000.
+        await sender.SendAsync(queue, new Reading(1, 1));
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(new EtlRunOptions { BatchSize = 1 }, stop.Token);
+        }
+
+        Expired().Should().Be(15_000);
+
+        // A full chunk makes the next batch prune again (not an hour later): two batches take the rest.
+        await sender.SendAsync(queue, new Reading(2, 2));
+        await sender.SendAsync(queue, new Reading(3, 3));
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop, batches: 2)).RunAsync(new EtlRunOptions { BatchSize = 1 }, stop.Token);
+        }
+
+        Expired().Should().Be(0);
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT COUNT(*) FROM patterns_etl_consumed").Should().Be(3, "the ids of the three messages just loaded stay");
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'patterns_etl_consumed_at'").Should().Be(1);
+    }
+
+    [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
         var queue = "sorted-" + Guid.NewGuid().ToString("N");
@@ -530,16 +577,18 @@ public sealed class TransportSourceTests
         public override ValueTask DisposeAsync() => inner.DisposeAsync();
     }
 
-    /// <summary>A table sink whose check before a batch can miss every recorded id; it stops its run after a batch with rows.</summary>
-    private sealed class CheckingSink(EtlSink<Reading> inner, bool miss, CancellationTokenSource stop) : EtlSink<Reading>
+    /// <summary>A table sink whose check before a batch can miss every recorded id; it stops its run after some batches with rows.</summary>
+    private sealed class CheckingSink(EtlSink<Reading> inner, bool miss, CancellationTokenSource stop, int batches = 1) : EtlSink<Reading>
     {
         public override string Name => inner.Name;
 
         public override async ValueTask<EtlSinkWriter<Reading>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken) =>
-            new Writer(await inner.OpenAsync(context, cancellationToken), miss, stop);
+            new Writer(await inner.OpenAsync(context, cancellationToken), miss, stop, batches);
 
-        private sealed class Writer(EtlSinkWriter<Reading> inner, bool miss, CancellationTokenSource stop) : EtlSinkWriter<Reading>
+        private sealed class Writer(EtlSinkWriter<Reading> inner, bool miss, CancellationTokenSource stop, int batches) : EtlSinkWriter<Reading>
         {
+            private int _written;
+
             public override bool StoresBookmarks => inner.StoresBookmarks;
 
             public override bool StoresQuarantine => inner.StoresQuarantine;
@@ -554,7 +603,7 @@ public sealed class TransportSourceTests
             public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<Reading> rows, EtlCommit commit, CancellationToken cancellationToken)
             {
                 var counts = await inner.WriteAsync(rows, commit, cancellationToken);
-                if (rows.Length > 0)
+                if (rows.Length > 0 && ++_written == batches)
                 {
                     await stop.CancelAsync();
                 }
