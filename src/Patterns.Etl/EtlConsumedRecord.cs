@@ -2,8 +2,8 @@ namespace Patterns.Etl;
 
 /// <summary>
 /// How long table sinks (SQLite, PostgreSQL) keep the ids of the messages a queue or subscription source loaded
-/// (<see cref="EtlCommit.Consumed"/>), and when a writer removes older ones: at its first batch and then at most once an
-/// hour, in the batch's transaction. A message delivered again later than the retention after its batch committed would
+/// (<see cref="EtlCommit.Consumed"/>), and when a writer removes older ones: in a batch's transaction, at most 10,000 at a
+/// time, at its first batch, again at the next while a prune deleted a full 10,000, and otherwise at most once an hour. A message delivered again later than the retention after its batch committed would
 /// be loaded again; a broker hands back an unacknowledged message when the consumer's connection drops, so the
 /// retention only has to outlast the longest outage of the loading process.
 /// </summary>
