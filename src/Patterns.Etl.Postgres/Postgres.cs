@@ -143,6 +143,14 @@ public sealed class PostgresSinkOptions<T>
     /// <value>Default 50,000.</value>
     public int BatchSize { get; set; } = 50_000;
 
+    /// <summary>
+    /// Gets or sets how long the ids of messages loaded from a queue or subscription are kept (in the table
+    /// <see cref="EtlConsumedRecord.Table"/>, in the target table's schema, written with each batch) so that a message
+    /// delivered again is skipped; see <see cref="EtlConsumedRecord"/>. <see cref="Timeout.InfiniteTimeSpan"/> keeps them.
+    /// </summary>
+    /// <value>Default 7 days.</value>
+    public TimeSpan ConsumedRetention { get; set; } = EtlConsumedRecord.DefaultRetention;
+
     internal List<string> Validate()
     {
         var errors = new List<string>();
@@ -152,6 +160,7 @@ public sealed class PostgresSinkOptions<T>
         }
 
         EtlSinkValidation.Validate(errors, "PostgresSinkOptions", Table, Schema, Mode, Key, BatchSize, Deleted is not null);
+        EtlConsumedRecord.Validate(errors, "PostgresSinkOptions", ConsumedRetention);
 
         return errors;
     }

@@ -56,6 +56,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
         private readonly string _copy;
         private readonly string _merge;
         private readonly Func<T, bool>? _deleted;
+        private readonly EtlConsumedPruning _pruning;
 
         public Writer(PostgresSinkOptions<T> options, EtlSinkContext context, NpgsqlConnection connection, NpgsqlDataSource? owned)
         {
@@ -64,6 +65,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
             _connection = connection;
             _owned = owned;
             _deleted = options.Deleted;
+            _pruning = new EtlConsumedPruning(options.ConsumedRetention);
             var schema = options.Schema!;
             _writers = [.. schema.Columns.Select(PostgresColumnWriter<T>.For)];
             _columns = [.. schema.Columns.Select(c => PgText.Quote(c.Name))];
@@ -101,6 +103,37 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
 
         private string Quarantine => _prefix + "patterns_etl_quarantine";
 
+        private string Consumed => _prefix + EtlConsumedRecord.Table;
+
+        public override bool StoresConsumed => true;
+
+        public override async ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken)
+        {
+            // Its own connection: the writer's may be inside a batch's transaction on the loader's task.
+            var found = new HashSet<string>(StringComparer.Ordinal);
+            var connection = await (_options.DataSource ?? _owned!).OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using (connection.ConfigureAwait(false))
+            {
+                var command = new NpgsqlCommand($"SELECT message_id FROM {Consumed} WHERE job = $1 AND partition = $2 AND message_id = ANY($3)", connection);
+                await using (command.ConfigureAwait(false))
+                {
+                    command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Job });
+                    command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Partition });
+                    command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. messageIds] });
+                    var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                    await using (reader.ConfigureAwait(false))
+                    {
+                        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                        {
+                            found.Add(reader.GetString(0));
+                        }
+                    }
+                }
+            }
+
+            return found;
+        }
+
         public async Task SetupAsync(CancellationToken cancellationToken)
         {
             var schema = _options.Schema!;
@@ -112,6 +145,8 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                 "SELECT pg_advisory_xact_lock(7319001)",
                 $"CREATE TABLE IF NOT EXISTS {Bookmarks} (job text NOT NULL, partition text NOT NULL, \"offset\" bigint NOT NULL, line bigint NOT NULL, watermark text, completed boolean NOT NULL, run_id text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition))",
                 $"CREATE TABLE IF NOT EXISTS {Quarantine} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL, job text NOT NULL, partition text NOT NULL, stage text NOT NULL, source text NOT NULL, line bigint NOT NULL, \"offset\" bigint NOT NULL, raw text, column_name text, error text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+                $"CREATE TABLE IF NOT EXISTS {Consumed} (job text NOT NULL, partition text NOT NULL, message_id text NOT NULL, consumed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition, message_id))",
+                $"CREATE INDEX IF NOT EXISTS {EtlConsumedRecord.Table}_at ON {Consumed} (job, partition, consumed_at)",
             };
             if (_options.CreateTable)
             {
@@ -278,6 +313,7 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
         private async Task SaveAsync(EtlCommit commit, CancellationToken cancellationToken)
         {
             var batch = new NpgsqlBatch(_connection);
+            NpgsqlBatchCommand? prune = null;
             await using (batch.ConfigureAwait(false))
             {
                 if (commit.Bookmark is { } bookmark)
@@ -293,6 +329,32 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
                     save.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = bookmark.Completed });
                     save.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.RunId });
                     batch.BatchCommands.Add(save);
+                }
+
+                if (commit.Consumed.Count > 0)
+                {
+                    // The messages this batch covers, recorded with it; and, when due, those recorded before the retention go.
+                    // A plain insert: an id already recorded means the check before the batch missed it, and the batch
+                    // would load its message twice. It fails instead; the messages go back to the queue and the next
+                    // check skips that one.
+                    // The application's clock, as the cut-off's: stamps and cut-off compare on one clock.
+                    var now = _context.Time.GetUtcNow();
+                    var record = new NpgsqlBatchCommand($"INSERT INTO {Consumed} (job, partition, message_id, consumed_at) SELECT $1, $2, unnest($3), $4");
+                    record.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Job });
+                    record.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Partition });
+                    record.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = [.. commit.Consumed] });
+                    record.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = now.UtcDateTime });
+                    batch.BatchCommands.Add(record);
+                    if (_pruning.Due(now) is { } cutoff)
+                    {
+                        prune = new NpgsqlBatchCommand(
+                            $"DELETE FROM {Consumed} WHERE job = $1 AND partition = $2 AND message_id IN " +
+                            $"(SELECT message_id FROM {Consumed} WHERE job = $1 AND partition = $2 AND consumed_at < $3 LIMIT {EtlConsumedPruning.Chunk})");
+                        prune.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Job });
+                        prune.Parameters.Add(new NpgsqlParameter<string> { TypedValue = _context.Partition });
+                        prune.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = cutoff.UtcDateTime });
+                        batch.BatchCommands.Add(prune);
+                    }
                 }
 
                 foreach (var row in commit.Quarantined)
@@ -314,7 +376,18 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
 
                 if (batch.BatchCommands.Count > 0)
                 {
-                    await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                    try
+                    {
+                        await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                        if (prune is not null)
+                        {
+                            _pruning.Pruned(prune.RecordsAffected);
+                        }
+                    }
+                    catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation && ex.TableName == EtlConsumedRecord.Table)
+                    {
+                        throw EtlConsumedRecord.AlreadyConsumed(_context, null, ex);
+                    }
                 }
             }
         }

@@ -145,6 +145,14 @@ public sealed class SqliteSinkOptions<T>
     /// <value>Default 50,000.</value>
     public int BatchSize { get; set; } = 50_000;
 
+    /// <summary>
+    /// Gets or sets how long the ids of messages loaded from a queue or subscription are kept (in the table
+    /// <see cref="EtlConsumedRecord.Table"/>, written with each batch) so that a message delivered again is skipped; see
+    /// <see cref="EtlConsumedRecord"/>. <see cref="Timeout.InfiniteTimeSpan"/> keeps them.
+    /// </summary>
+    /// <value>Default 7 days.</value>
+    public TimeSpan ConsumedRetention { get; set; } = EtlConsumedRecord.DefaultRetention;
+
     internal List<string> Validate()
     {
         var errors = new List<string>();
@@ -159,6 +167,8 @@ public sealed class SqliteSinkOptions<T>
         {
             errors.Add($"SqliteSinkOptions.RowsPerStatement must be between 1 and 10,000 (was {RowsPerStatement}).");
         }
+
+        EtlConsumedRecord.Validate(errors, "SqliteSinkOptions", ConsumedRetention);
 
         return errors;
     }

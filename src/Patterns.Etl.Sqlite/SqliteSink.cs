@@ -30,6 +30,8 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
         private readonly string _seen;
         private readonly string[] _columns;
         private readonly string[] _keys;
+        private readonly EtlConsumedPruning _pruning;
+        private SqliteConnection? _reader;
 
         public Writer(SqliteSinkOptions<T> options, EtlSinkContext context)
         {
@@ -41,6 +43,7 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
             _table = SqliteText.Quote(options.Table);
             _stage = "temp." + SqliteText.Quote("etl_stage_" + options.Table);
             _seen = SqliteText.Quote("etl_seen_" + options.Table);
+            _pruning = new EtlConsumedPruning(options.ConsumedRetention);
             _connection = new SqliteConnection(options.ConnectionString);
             _connection.Open();
             try
@@ -66,6 +69,42 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
         public override bool StoresBookmarks => true;
 
         public override bool StoresQuarantine => true;
+
+        public override bool StoresConsumed => true;
+
+        public override async ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken)
+        {
+            // Its own connection: the writer's may be inside a batch's transaction on the loader's task.
+            if (_reader is null)
+            {
+                _reader = new SqliteConnection(_options.ConnectionString);
+                await _reader.OpenAsync(cancellationToken).ConfigureAwait(false);
+                using var setup = _reader.CreateCommand();
+                setup.CommandText = "PRAGMA busy_timeout=30000;";
+                await setup.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            var found = new HashSet<string>(StringComparer.Ordinal);
+            using var command = _reader.CreateCommand();
+            var names = new StringBuilder();
+            for (var i = 0; i < messageIds.Count; i++)
+            {
+                var name = "@m" + i.ToString(CultureInfo.InvariantCulture);
+                names.Append(i == 0 ? name : "," + name);
+                command.Parameters.AddWithValue(name, messageIds[i]);
+            }
+
+            command.CommandText = $"SELECT message_id FROM {EtlConsumedRecord.Table} WHERE job = @job AND partition = @partition AND message_id IN ({names})";
+            command.Parameters.AddWithValue("@job", _context.Job);
+            command.Parameters.AddWithValue("@partition", _context.Partition);
+            using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                found.Add(reader.GetString(0));
+            }
+
+            return found;
+        }
 
         public override ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken) => new(ReadBookmark());
 
@@ -98,6 +137,7 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
         {
             _inserter?.Dispose();
             _connection.Dispose();
+            _reader?.Dispose();
             return base.DisposeAsync();
         }
 
@@ -157,8 +197,13 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
                 command.Parameters.AddWithValue("@watermark", (object?)bookmark.Watermark ?? DBNull.Value);
                 command.Parameters.AddWithValue("@completed", bookmark.Completed ? 1 : 0);
                 command.Parameters.AddWithValue("@run", _context.RunId);
-                command.Parameters.AddWithValue("@at", DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture));
+                command.Parameters.AddWithValue("@at", _context.Time.GetUtcNow().UtcDateTime.ToString("O", CultureInfo.InvariantCulture));
                 command.ExecuteNonQuery();
+            }
+
+            if (commit.Consumed.Count > 0)
+            {
+                RecordConsumed(commit.Consumed);
             }
 
             if (commit.Quarantined.Count > 0)
@@ -185,6 +230,42 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
             return new EtlLoadCounts(inserted, updated, deleted);
         }
 
+        /// <summary>Records the messages the batch covers, in its transaction, and removes those older than the retention when due.</summary>
+        private void RecordConsumed(IReadOnlyList<string> ids)
+        {
+            var now = _context.Time.GetUtcNow();
+
+            // A plain insert: an id already recorded means the check before the batch missed it, and the batch would load
+            // its message twice. It fails instead; the messages go back to the queue and the next check skips that one.
+            using (var command = Command($"INSERT INTO {EtlConsumedRecord.Table} (job, partition, message_id, consumed_at) VALUES (@job, @partition, @id, @at)"))
+            {
+                var id = command.Parameters.Add("@id", SqliteType.Text);
+                command.Parameters.AddWithValue("@at", now.ToUnixTimeMilliseconds());
+                command.Prepare();
+                foreach (var messageId in ids)
+                {
+                    id.Value = messageId;
+                    try
+                    {
+                        command.ExecuteNonQuery();
+                    }
+                    catch (SqliteException ex) when (ex.SqliteErrorCode == 19)
+                    {
+                        throw EtlConsumedRecord.AlreadyConsumed(_context, messageId, ex);
+                    }
+                }
+            }
+
+            if (_pruning.Due(now) is { } cutoff)
+            {
+                using var prune = Command(
+                    $"DELETE FROM {EtlConsumedRecord.Table} WHERE job = @job AND partition = @partition AND message_id IN " +
+                    $"(SELECT message_id FROM {EtlConsumedRecord.Table} WHERE job = @job AND partition = @partition AND consumed_at < @cutoff LIMIT {EtlConsumedPruning.Chunk})");
+                prune.Parameters.AddWithValue("@cutoff", cutoff.ToUnixTimeMilliseconds());
+                _pruning.Pruned(prune.ExecuteNonQuery());
+            }
+        }
+
         private void Setup(EtlSchema<T> schema)
         {
             var definitions = string.Join(", ", schema.Columns.Select(c => $"{SqliteText.Quote(c.Name)} {SqliteText.TypeOf(c.Type)}"));
@@ -196,7 +277,9 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
 
             Execute(
                 "CREATE TABLE IF NOT EXISTS patterns_etl_bookmarks (job TEXT NOT NULL, partition TEXT NOT NULL, \"offset\" INTEGER NOT NULL, line INTEGER NOT NULL, watermark TEXT, completed INTEGER NOT NULL, run_id TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (job, partition));" +
-                "CREATE TABLE IF NOT EXISTS patterns_etl_quarantine (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, job TEXT NOT NULL, partition TEXT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL, \"offset\" INTEGER NOT NULL, raw TEXT, column_name TEXT, error TEXT NOT NULL);");
+                "CREATE TABLE IF NOT EXISTS patterns_etl_quarantine (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, job TEXT NOT NULL, partition TEXT NOT NULL, stage TEXT NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL, \"offset\" INTEGER NOT NULL, raw TEXT, column_name TEXT, error TEXT NOT NULL);" +
+                $"CREATE TABLE IF NOT EXISTS {EtlConsumedRecord.Table} (job TEXT NOT NULL, partition TEXT NOT NULL, message_id TEXT NOT NULL, consumed_at INTEGER NOT NULL, PRIMARY KEY (job, partition, message_id)) WITHOUT ROWID;" +
+                $"CREATE INDEX IF NOT EXISTS {EtlConsumedRecord.Table}_at ON {EtlConsumedRecord.Table} (job, partition, consumed_at);");
             if (_options.Mode != EtlLoadMode.Append)
             {
                 Execute($"CREATE TEMP TABLE IF NOT EXISTS {_stage["temp.".Length..]} ({definitions}, etl_delete INTEGER NOT NULL{primaryKey})");

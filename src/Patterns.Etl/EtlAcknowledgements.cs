@@ -10,6 +10,11 @@ internal interface IEtlAcknowledgements
     /// <param name="position">The source position the commit covers.</param>
     void Acknowledge(long position);
 
+    /// <summary>Takes the ids of the messages handed over up to <paramref name="position"/> that no earlier commit took (stream task, in commit order).</summary>
+    /// <param name="position">The source position the commit covers.</param>
+    /// <returns>The message ids.</returns>
+    IReadOnlyList<string> TakeConsumed(long position);
+
     /// <summary>The run ended: what is not acknowledged goes back to the transport to be delivered again, and the subscription stops.</summary>
     /// <param name="failure">Why the run failed, or <see langword="null"/>.</param>
     /// <param name="failedThrough">With a failure, the last position of the batch that failed (or of the row a stage failed on): the messages up to it count a failed delivery.</param>

@@ -121,7 +121,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         using var activity = EtlTelemetry.Source.StartActivity("etl " + Name);
         activity?.SetTag(EtlTelemetry.JobTag, Name);
 
-        var writer = await _sink.OpenAsync(new EtlSinkContext(runId, Name, partition), cancellationToken).ConfigureAwait(false);
+        var writer = await _sink.OpenAsync(new EtlSinkContext(runId, Name, partition) { Time = time }, cancellationToken).ConfigureAwait(false);
         await using (writer.ConfigureAwait(false))
         {
             var resume = !options.Restart && options.Bookmarks && writer.StoresBookmarks && _flow.Resumable
@@ -136,6 +136,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
             if (resume is null)
             {
                 await writer.ResetAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            if (writer.StoresConsumed)
+            {
+                run.ReadConsumed = writer.ReadConsumedAsync;
             }
 
             run.Resume = resume ?? EtlBookmark.Start;
@@ -470,7 +475,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 }
                 else
                 {
-                    empty = Commit(completed: false);
+                    empty = WithConsumed(Commit(completed: false));
                     _run.SealedPosition = empty.Position ?? _run.SealedPosition;
                 }
 
@@ -533,9 +538,19 @@ public sealed class EtlPipeline<T> : EtlPipeline
             return commit;
         }
 
+        /// <summary>
+        /// The commit with the ids of the messages it covers, recorded with it by a sink that stores them (stream task):
+        /// taken once the commit's position is final, so a message whose rows span two batches goes with the second.
+        /// </summary>
+        private EtlCommit WithConsumed(EtlCommit commit) =>
+            commit.Position is { } through && _run.Acknowledgements is { } source
+                ? commit with { Consumed = source.TakeConsumed(through) }
+                : commit;
+
         /// <summary>A sealed batch's commit goes in before the batch, so the handler finds it (stream task).</summary>
         private void Enqueue(EtlCommit commit)
         {
+            commit = WithConsumed(commit);
             _commits.Enqueue(commit);
             if (commit.Position is { } position)
             {

@@ -51,6 +51,9 @@ internal sealed class EtlRun
     /// <summary>Gets or sets the transport source's held acknowledgements, settled as the batches that include them commit.</summary>
     public IEtlAcknowledgements? Acknowledgements { get; set; }
 
+    /// <summary>Gets or sets how a queue source finds the messages the sink already recorded as consumed, or null when the sink records none.</summary>
+    public Func<IReadOnlyList<string>, CancellationToken, ValueTask<IReadOnlySet<string>>>? ReadConsumed { get; set; }
+
     /// <summary>Gets or sets what seals the open batch now (set by the loader; called by a transport source on the stream's task, between rows, when it is idle or holds many rows no batch covers).</summary>
     public Func<ValueTask>? SealOpenBatch { get; set; }
 

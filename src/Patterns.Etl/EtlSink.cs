@@ -29,7 +29,11 @@ public abstract class EtlSink<T>
 /// <param name="RunId">The run's id.</param>
 /// <param name="Job">The job (pipeline) name: with <paramref name="Partition"/>, the key of the bookmark.</param>
 /// <param name="Partition">The partition, or the empty string.</param>
-public sealed record EtlSinkContext(string RunId, string Job, string Partition);
+public sealed record EtlSinkContext(string RunId, string Job, string Partition)
+{
+    /// <summary>Gets the run's clock (<see cref="EtlRunOptions.TimeProvider"/>), for the times a writer stores.</summary>
+    internal TimeProvider Time { get; init; } = TimeProvider.System;
+}
 
 /// <summary>What commits with a batch: the source's bookmark after it, and the rows quarantined since the previous commit.</summary>
 /// <param name="Bookmark">The bookmark, or <see langword="null"/> when the pipeline cannot resume mid-run (after a sort or an aggregate).</param>
@@ -38,6 +42,13 @@ public sealed record EtlCommit(EtlBookmark? Bookmark, IReadOnlyList<QuarantinedR
 {
     /// <summary>Gets the rows the source had handed over when the commit was taken (every one of them is in this batch or an earlier one, or was filtered out or quarantined), or null when positions do not track rows: once the commit is durable, a transport source acknowledges the messages up to it.</summary>
     internal long? Position { get; init; }
+
+    /// <summary>
+    /// Gets the ids of the messages a queue or subscription source handed over since the previous commit (empty for
+    /// other sources). A writer that <see cref="EtlSinkWriter{T}.StoresConsumed"/> records them in the same transaction as
+    /// the batch, so a message delivered again after the commit (a crash before its acknowledgement) is skipped.
+    /// </summary>
+    public IReadOnlyList<string> Consumed { get; init; } = [];
 }
 
 /// <summary>Writes the batches of one run. Called by one task at a time, batches in source order.</summary>
@@ -57,6 +68,24 @@ public abstract class EtlSinkWriter<T> : IAsyncDisposable
     /// acknowledges each message once its batch is written and never completes, refuses it.
     /// </summary>
     public virtual bool CommitsEachBatch => true;
+
+    /// <summary>
+    /// Gets a value indicating whether <see cref="WriteAsync"/> records <see cref="EtlCommit.Consumed"/> in the same
+    /// transaction as the rows, and <see cref="ReadConsumedAsync"/> finds them: a queue or subscription source then skips
+    /// (and acknowledges) a message that a committed batch already covers, so an append sink loads it once.
+    /// </summary>
+    public virtual bool StoresConsumed => false;
+
+    /// <summary>
+    /// Returns which of <paramref name="messageIds"/> this job and partition recorded as consumed (see
+    /// <see cref="StoresConsumed"/>). Called by the source's task while a batch may be in <see cref="WriteAsync"/>, so it
+    /// must not share the writer's transaction.
+    /// </summary>
+    /// <param name="messageIds">The ids of messages just delivered.</param>
+    /// <param name="cancellationToken">Cancels the read.</param>
+    /// <returns>The ids already recorded.</returns>
+    public virtual ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken) =>
+        new(new HashSet<string>(StringComparer.Ordinal));
 
     /// <summary>Reads the bookmark committed for this job and partition by an earlier run.</summary>
     /// <param name="cancellationToken">Cancels reading.</param>

@@ -69,6 +69,39 @@ public abstract partial class TransportConformanceTests
     }
 
     [Fact]
+    public async Task Settle_Release_DeliveredAgainAtOnce_WithTheSameDeliveryCount_NeverDeadLettered()
+    {
+        // A consumer that lets go of a message it did not handle (it is stopping) hands it back with Release, as often as
+        // it stops: no delivery is counted, so no retry limit moves towards dead-lettering it.
+        const int Releases = 8;
+        var queue = Name("conformance.release");
+        await Transport.DeclareQueueAsync(queue, new QueueSettings());
+        var counts = new ConcurrentQueue<int>();
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var released = 0;
+        await SubscribeAsync(TransportAddress.Queue(queue), queue, (e, _) =>
+        {
+            counts.Enqueue(e.DeliveryCount);
+            if (Interlocked.Increment(ref released) <= Releases)
+            {
+                return new(Settlement.Release("the consumer is stopping"));
+            }
+
+            done.TrySetResult();
+            return new(Settlement.Ack);
+        });
+
+        await Transport.SendAsync(queue, NewEnvelope(1));
+        await done.Task.WaitAsync(WaitTimeout);
+
+        counts.Should().Equal(Enumerable.Repeat(0, Releases + 1), "a release is not a delivery: Settlement.NextDelivery keeps the count");
+        Settlement.Release("x").IsDeferral.Should().BeTrue();
+        Settlement.Release("x").Delay.Should().Be(TimeSpan.Zero);
+        var blank = () => Settlement.Release(" ");
+        blank.Should().Throw<ArgumentException>().WithParameterName("reason");
+    }
+
+    [Fact]
     public async Task Subscribe_Temporary_ReceivesWhileRunningAndIsGoneAfterStop()
     {
         var queue = Name("conformance.temp");

@@ -12,6 +12,12 @@ if (args[0] == "queue")
     return;
 }
 
+if (args[0] == "queue-append")
+{
+    await QueueAppendHost.RunAsync(args);
+    return;
+}
+
 if (args[0] == "events")
 {
     await EventsHost.RunAsync(args);

@@ -22,15 +22,7 @@ internal static class QueueHost
         var batchSize = int.Parse(args[5], CultureInfo.InvariantCulture);
         var good = int.Parse(args[6], CultureInfo.InvariantCulture);
         var bad = int.Parse(args[7], CultureInfo.InvariantCulture);
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
-        builder.Logging.ClearProviders();
-        builder.AddPatterns(p => p.UseRabbitMq(o =>
-        {
-            o.Uri = new Uri(uri);
-            o.NamePrefix = prefix;
-        }));
-        using var host = builder.Build();
-        await host.StartAsync();
+        using var host = await StartAsync(uri, prefix);
         using var stop = new CancellationTokenSource();
         var result = await EtlTransport.FromQueue<Order>(host.Services, Queue, maxUnacknowledged: batchSize * 2)
             .Validate(o => o.Amount < 0 ? "negative amount" : null, "amount", raw: o => o.Id.ToString(CultureInfo.InvariantCulture))
@@ -39,6 +31,21 @@ internal static class QueueHost
         Console.Out.WriteLine($"done {result.Status}");
         Console.Out.Flush();
         await host.StopAsync();
+    }
+
+    /// <summary>Starts a host with Patterns on RabbitMQ.</summary>
+    public static async Task<IHost> StartAsync(string uri, string prefix)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
+        builder.Logging.ClearProviders();
+        builder.AddPatterns(p => p.UseRabbitMq(o =>
+        {
+            o.Uri = new Uri(uri);
+            o.NamePrefix = prefix;
+        }));
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
     }
 
     private sealed class GatedStop(string connectionString, int good, int bad, CancellationTokenSource stop) : IProgress<EtlProgress>

@@ -5,8 +5,12 @@ namespace Patterns.Etl.Tests;
 /// <summary>Runs Patterns.Etl.CrashHost as a child process that reports each committed batch ("loaded N") and waits for an answer.</summary>
 internal static class CrashHostChild
 {
-    /// <summary>Runs the child; with <paramref name="killAfter"/>, kills it with SIGKILL once it reports that many committed batches. Returns its last line, "killed", or what went wrong.</summary>
-    public static async Task<string> RunAsync(IEnumerable<string> arguments, int? killAfter)
+    /// <summary>
+    /// Runs the child; with <paramref name="killAfter"/>, kills it with SIGKILL once it reports that many committed batches
+    /// (having answered the last report, so it dies somewhere after it; or, when <paramref name="answerLast"/> is false,
+    /// without answering, so it dies exactly where it reported). Returns its last line, "killed", or what went wrong.
+    /// </summary>
+    public static async Task<string> RunAsync(IEnumerable<string> arguments, int? killAfter, bool answerLast = true)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Patterns.Etl.CrashHost.dll"));
@@ -30,9 +34,14 @@ internal static class CrashHostChild
                     continue;
                 }
 
-                await process.StandardInput.WriteLineAsync("go");
-                await process.StandardInput.FlushAsync(timeout.Token);
-                if (killAfter is { } after && ++batches >= after)
+                var killNow = killAfter is { } after && ++batches >= after;
+                if (!killNow || answerLast)
+                {
+                    await process.StandardInput.WriteLineAsync("go");
+                    await process.StandardInput.FlushAsync(timeout.Token);
+                }
+
+                if (killNow)
                 {
                     // The child is released into its next batch (or the commit of the one it holds): kill it there.
                     process.Kill(entireProcessTree: true);

@@ -113,6 +113,61 @@ public sealed class EventStoreSinkTests : IAsyncLifetime
         create.Should().Throw<InvalidOperationException>().WithMessage("EtlEventStore.Append needs event sourcing: call AddEventSourcing(...)*");
     }
 
+    [Theory]
+    [InlineData(Store.InMemory)]
+    [InlineData(Store.Sqlite)]
+    [InlineData(Store.Postgres)]
+    public async Task QueueSource_MessagesDeliveredAgainAfterTheirBatchCommitted_AreNotAppendedAgain(Store store)
+    {
+        var queue = "orders-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(store, queue);
+        var sender = host.Services.GetRequiredService<Patterns.Queues.IQueueSender>();
+        var ids = Enumerable.Range(1, 12).ToDictionary(i => i, _ => Guid.NewGuid());
+        async Task SendAsync(int id) =>
+            await sender.SendAsync(queue, new Order(id, id, id, new DateTime(2026, 1, 1, 0, 0, 0, DateTimeKind.Utc), "paid", "north", "p", "web", null, "e"), new Messaging.MessageOptions { MessageId = ids[id] });
+        async Task<EtlRunResult> RunUntilAsync(long rows)
+        {
+            using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            return await EtlTransport.FromQueue<Order>(host.Services, queue)
+                .To(EtlEventStore.Append<Order>(host.Services, o => StreamOf(o.CustomerId), o => new OrderImported(o.Id, o.CustomerId, o.Amount)), "queue-to-events")
+                .RunAsync(new EtlRunOptions { BatchSize = 4, Progress = new StopAt(rows, stop) }, stop.Token);
+        }
+
+        for (var id = 1; id <= 10; id++)
+        {
+            await SendAsync(id);
+        }
+
+        (await RunUntilAsync(10)).RowsLoaded.Should().Be(10);
+
+        // Copies of five loaded messages (as a broker delivers them again after a kill between the commit and the
+        // acknowledgement), then two new ones: only the new ones are appended.
+        for (var id = 1; id <= 5; id++)
+        {
+            await SendAsync(id);
+        }
+
+        await SendAsync(11);
+        await SendAsync(12);
+        var second = await RunUntilAsync(2);
+
+        second.RowsRead.Should().Be(2, "the five copies are acknowledged without entering the stream");
+        (await ReadAllAsync(host.Services)).Select(e => ((OrderImported)e.Data).Id).Order().Should().Equal(Enumerable.Range(1, 12), "each order is appended once");
+        var inbox = (IInboxStore)host.Services.GetRequiredService<IUnitOfWorkStorage>();
+        (await inbox.ContainsAsync("etl:queue-to-events|", ids[12].ToString("N"))).Should().BeTrue("each batch claims its messages in the store's inbox, in its unit of work");
+    }
+
+    private sealed class StopAt(long rows, CancellationTokenSource stop) : IProgress<EtlProgress>
+    {
+        public void Report(EtlProgress value)
+        {
+            if (value.RowsLoaded >= rows)
+            {
+                stop.Cancel();
+            }
+        }
+    }
+
     private static string StreamOf(long customerId) => "customer-" + (customerId % 7);
 
     private static EtlPipeline<Order> Pipeline(IServiceProvider services, string csv) =>
@@ -122,7 +177,7 @@ public sealed class EventStoreSinkTests : IAsyncLifetime
     private static async Task<List<RecordedEvent>> ReadAllAsync(IServiceProvider services) =>
         await services.GetRequiredService<IEventStore>().ReadAllAsync().ToListAsync();
 
-    private async Task<IHost> StartAsync(Store store)
+    private async Task<IHost> StartAsync(Store store, string? queue = null)
     {
         if (store == Store.Postgres)
         {
@@ -148,6 +203,12 @@ public sealed class EventStoreSinkTests : IAsyncLifetime
 
             es.AddEvent<OrderImported>("etl.order-imported");
         });
+        if (queue is not null)
+        {
+            builder.AddPatterns(p => p.UseInMemory());
+            builder.AddMessageQueue(q => q.AddQueue(queue));
+        }
+
         var host = builder.Build();
         await host.StartAsync();
         return host;

@@ -54,10 +54,10 @@ public sealed class QueueProcessKillTests : IDisposable
         }
     }
 
-    private static Order Order(int id) =>
+    internal static Order Order(int id) =>
         new(id, id * 7L, id % 100 == 50 ? -id : id * 1.25m, new DateTime(2026, 1, 1, 0, 0, 0, DateTimeKind.Utc).AddMinutes(id), "paid", "north", "p" + id, "web", id % 3 == 0 ? null : "note " + id, $"c{id}@example.test");
 
-    private static async Task SendAsync(string prefix, List<Order> orders)
+    internal static async Task SendAsync(string prefix, List<Order> orders)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
         builder.Logging.ClearProviders();

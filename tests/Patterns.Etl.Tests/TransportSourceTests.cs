@@ -1,7 +1,10 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Patterns.InMemory;
+using Patterns.Messaging;
 using Patterns.Queues;
+using Patterns.Transport;
 
 namespace Patterns.Etl.Tests;
 
@@ -202,6 +205,208 @@ public sealed class TransportSourceTests
         dead.Should().ContainSingle().Which.Reason.Should().Contain("failed on the batch that includes this message, delivered 3 time(s)").And.Contain("commit 1 failed");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task StoppedManyTimes_WhileHoldingMessages_NoHandBackCountsADelivery_NoneIsDeadLettered_EachIsLoadedOnce(bool rabbitMq)
+    {
+        const int Count = 200;
+        const int Stops = 6;
+        var queue = "restarts-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue, rabbitMq);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= Count; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        // maxDeliveries 2: one failed batch is allowed, a second dead-letters. Each of the first runs stops at its first
+        // commit, holding up to 40 delivered messages that no commit covers: they are handed back, as a host shutdown does.
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) =>
+            EtlTransport.FromQueue<Reading>(host.Services, queue, maxUnacknowledged: 40, maxDeliveries: 2).To(sink, "restarts");
+        var loaded = new List<Reading>();
+        for (var run = 0; run < Stops; run++)
+        {
+            var sink = new RecordingSink(failOnBatch: null);
+            using var stop = new CancellationTokenSource(Wait);
+            sink.OnCommit = stop.Cancel;
+            var stopped = await Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+            stopped.Status.Should().Be(EtlRunStatus.Stopped, $"run {run} stops at its first commit");
+            loaded.AddRange(sink.Rows);
+        }
+
+        // One genuine failure now: had the hand-backs counted deliveries, the messages of this batch would be past
+        // maxDeliveries and dead-lettered; they are handed back once more instead.
+        var failing = async () => await Pipeline(new RecordingSink(failOnBatch: 1)).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
+        (await failing.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 1 failed");
+
+        var last = new RecordingSink(failOnBatch: null);
+        using var done = new CancellationTokenSource(Wait);
+        last.OnCommit = () =>
+        {
+            if (loaded.Count + last.Rows.Count >= Count)
+            {
+                done.Cancel();
+            }
+        };
+        await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 2 }, done.Token);
+        loaded.AddRange(last.Rows);
+
+        loaded.Select(r => r.Id).Order().Should().Equal(Enumerable.Range(1, Count), "every message is loaded exactly once across the restarts");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("a message handed back on a stop was never handled, so it counts no delivery");
+    }
+
+    [Fact]
+    public async Task ASecondCopyOfAHeldMessage_IsNotAcknowledgedBeforeItsCommit_SoAFailedBatchLosesNothing()
+    {
+        // As on RabbitMQ when a channel closes: the broker delivers a second copy of a message the run holds, and the
+        // first copy's settlement can no longer reach it (the wrapper drops it). The batch then fails: the second copy must
+        // have been handed back, or the message is gone.
+        var queue = "copies-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue, wrap: inner => new SecondCopyTransport(inner));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(1, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "copies");
+
+        var first = new RecordingSink(failOnBatch: 1, consumed);
+        var failed = async () => await Pipeline(first).RunAsync().WaitAsync(Wait);
+        (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 1 failed");
+
+        // Bounded: with the copy acknowledged at once, the message never comes back.
+        var second = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        second.OnCommit = () =>
+        {
+            if (second.Rows.Count >= 1)
+            {
+                stop.Cancel();
+            }
+        };
+        await Pipeline(second).RunAsync(cancellationToken: stop.Token);
+
+        first.Rows.Should().BeEmpty();
+        second.Rows.Select(r => r.Id).Should().Equal([1], "the copy handed back is delivered again and loaded once");
+    }
+
+    [Fact]
+    public async Task ACheckThatMissesARecordedMessage_FailsTheBatch_AndTheRedeliveryIsSkipped_NoRowIsLoadedTwice()
+    {
+        using var dir = new TempDir();
+        var queue = "missed-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var id = Guid.NewGuid();
+        var target = Sqlite.Append<Reading>(dir.Sqlite(), "readings");
+        EtlPipeline<Reading> Pipeline(CheckingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "missed");
+
+        // The first run loads message 1 and records its id.
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            (await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        }
+
+        // Delivered again (a kill between the commit and the acknowledgement), and the check misses it: the batch records
+        // the id a second time, which fails it rather than load the row again.
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
+            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}, which an earlier batch already loaded (patterns_etl_consumed records it)*");
+        }
+
+        // The next run's check finds it: skipped, and message 2 behind it is loaded.
+        await sender.SendAsync(queue, new Reading(2, 2));
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token);
+        }
+
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM (SELECT id FROM readings ORDER BY id)").Should().Be(12, "message 1 once, then message 2");
+    }
+
+    [Fact]
+    public async Task OneMessage_MoreRowsThanTwoBatches_IsAtLeastOnce_ItsFirstBatchIsLoadedAgainWhenALaterOneFails()
+    {
+        // Documented (docs/etl.md): a batch holds at most 2 × BatchSize rows, so a message that makes more is split, and
+        // its id is recorded only with the batch that holds its last row. A failure before that loads its earlier rows again.
+        var queue = "split-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) =>
+            EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 5)).To(sink, "split");
+
+        var first = new RecordingSink(failOnBatch: 2, consumed);
+        var failed = async () => await Pipeline(first).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
+        (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 2 failed");
+        first.Batches.Should().Equal([4], "the batch ends inside the message, at twice BatchSize");
+        consumed.Should().BeEmpty("the message is recorded only with its last row");
+
+        var second = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        second.OnCommit = () =>
+        {
+            if (second.Rows.Count >= 5)
+            {
+                stop.Cancel();
+            }
+        };
+        await Pipeline(second).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+
+        second.Rows.Should().HaveCount(5);
+        consumed.Should().ContainSingle();
+        first.Rows.Count.Should().Be(4, "the 4 rows of the first batch are loaded again: at least once");
+    }
+
+    [Fact]
+    public async Task ExpiredConsumedIds_ArePrunedInBoundedChunks_EachBatchAgainWhileAChunkWasFull()
+    {
+        using var dir = new TempDir();
+        var queue = "prune-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var target = Sqlite.Append<Reading>(dir.Sqlite(), "readings");
+        EtlPipeline<Reading> Pipeline(CheckingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue).To(sink, "prune");
+
+        // 25,000 ids recorded long ago (consumed_at 0: past any retention).
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection(dir.Sqlite()))
+        {
+            connection.Open();
+            using var transaction = connection.BeginTransaction();
+            using var command = connection.CreateCommand();
+            command.CommandText =
+                "CREATE TABLE IF NOT EXISTS patterns_etl_consumed (job TEXT NOT NULL, partition TEXT NOT NULL, message_id TEXT NOT NULL, consumed_at INTEGER NOT NULL, PRIMARY KEY (job, partition, message_id)) WITHOUT ROWID;" +
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000) INSERT INTO patterns_etl_consumed SELECT 'prune', '', 'old' || i, 0 FROM n;";
+            command.ExecuteNonQuery();
+            transaction.Commit();
+        }
+
+        long Expired() => Db.ScalarSqlite(dir.Sqlite(), "SELECT COUNT(*) FROM patterns_etl_consumed WHERE consumed_at = 0");
+
+        // A writer's first batch prunes one chunk of 10,000.
+        await sender.SendAsync(queue, new Reading(1, 1));
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(new EtlRunOptions { BatchSize = 1 }, stop.Token);
+        }
+
+        Expired().Should().Be(15_000);
+
+        // A full chunk makes the next batch prune again (not an hour later): two batches take the rest.
+        await sender.SendAsync(queue, new Reading(2, 2));
+        await sender.SendAsync(queue, new Reading(3, 3));
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop, batches: 2)).RunAsync(new EtlRunOptions { BatchSize = 1 }, stop.Token);
+        }
+
+        Expired().Should().Be(0);
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT COUNT(*) FROM patterns_etl_consumed").Should().Be(3, "the ids of the three messages just loaded stay");
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'patterns_etl_consumed_at'").Should().Be(1);
+    }
+
     [Fact]
     public async Task QueueSource_ThenOrderBy_FailsWithAClearError()
     {
@@ -215,14 +420,44 @@ public sealed class TransportSourceTests
         (await run.Should().ThrowAsync<InvalidOperationException>()).WithMessage("*acknowledged with the batch that loads them*OrderBy or Aggregate*");
     }
 
-    private static async Task<IHost> StartAsync(string queue)
+    private static async Task<IHost> StartAsync(string queue, bool rabbitMq = false, Func<MessageTransport, MessageTransport>? wrap = null)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
         builder.Logging.ClearProviders();
-        builder.AddPatterns(p => p.UseInMemory());
-        builder.AddMessageQueue(q => q.AddQueue(queue));
+        var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ");
+        if (rabbitMq)
+        {
+            builder.AddPatterns(p => p.UseRabbitMq(o =>
+            {
+                o.Uri = new Uri(broker is { Length: > 0 } ? broker : "amqp://guest:guest@127.0.0.1:5672/");
+                o.NamePrefix = $"test.etlsource.{Guid.NewGuid():N}"[..28] + ".";
+            }));
+
+            // The capacity the source declares.
+            builder.AddMessageQueue(q => q.AddQueue(queue, o => o.Capacity = 10_000));
+        }
+        else if (wrap is not null)
+        {
+            builder.AddPatterns(p => p.UseTransport(sp => wrap(InMemoryTransport.Create(timeProvider: sp.GetRequiredService<TimeProvider>()))));
+            builder.AddMessageQueue(q => q.AddQueue(queue));
+        }
+        else
+        {
+            builder.AddPatterns(p => p.UseInMemory());
+            builder.AddMessageQueue(q => q.AddQueue(queue));
+        }
+
         var host = builder.Build();
-        await host.StartAsync();
+        try
+        {
+            await host.StartAsync();
+        }
+        catch (Exception ex) when (rabbitMq && broker is not { Length: > 0 })
+        {
+            host.Dispose();
+            Assert.Skip($"RabbitMQ is not reachable (PATTERNS_RABBITMQ): {ex.Message}");
+        }
+
         return host;
     }
 
@@ -233,9 +468,12 @@ public sealed class TransportSourceTests
     }
 
     /// <summary>A sink that stores rows and quarantine in one "commit" per batch, and can fail one commit.</summary>
-    private sealed class RecordingSink(int? failOnBatch) : EtlSink<Reading>
+    private sealed class RecordingSink(int? failOnBatch, HashSet<string>? consumed = null) : EtlSink<Reading>
     {
         private readonly Lock _gate = new();
+
+        /// <summary>Gets the consumed-id record (shared by runs, as a table is), or null when the sink keeps none.</summary>
+        public HashSet<string>? Consumed { get; } = consumed;
 
         public int? FailOnBatch { get; } = failOnBatch;
 
@@ -257,6 +495,16 @@ public sealed class TransportSourceTests
 
             public override bool StoresQuarantine => true;
 
+            public override bool StoresConsumed => sink.Consumed is not null;
+
+            public override ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken)
+            {
+                lock (sink._gate)
+                {
+                    return new(messageIds.Where(sink.Consumed!.Contains).ToHashSet(StringComparer.Ordinal));
+                }
+            }
+
             public override ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<Reading> rows, EtlCommit commit, CancellationToken cancellationToken)
             {
                 if (rows.Length > 0 && ++_batch == sink.FailOnBatch)
@@ -267,6 +515,7 @@ public sealed class TransportSourceTests
                 lock (sink._gate)
                 {
                     sink.Rows.AddRange(rows.ToArray());
+                    sink.Consumed?.UnionWith(commit.Consumed);
                     sink.Quarantined.AddRange(commit.Quarantined.Select(q => int.Parse(q.Raw!, System.Globalization.CultureInfo.InvariantCulture)));
                     if (rows.Length > 0)
                     {
@@ -279,6 +528,96 @@ public sealed class TransportSourceTests
             }
 
             public override ValueTask<EtlLoadCounts> CompleteAsync(EtlCommit commit, CancellationToken cancellationToken) => WriteAsync(ReadOnlyMemory<Reading>.Empty, commit, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Delivers each message's first delivery twice, as RabbitMQ does after a channel closes: the first copy's settlement is
+    /// dropped (its channel is gone), the second copy's reaches the queue.
+    /// </summary>
+    private sealed class SecondCopyTransport(MessageTransport inner) : MessageTransport
+    {
+        private readonly HashSet<Guid> _copied = [];
+
+        public override string SystemName => inner.SystemName;
+
+        public override bool IsInProcess => inner.IsInProcess;
+
+        public override int MaxPayloadBytes => inner.MaxPayloadBytes;
+
+        public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, settings, cancellationToken);
+
+        public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default) => inner.SendAsync(queue, envelope, cancellationToken);
+
+        public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default) => inner.PublishAsync(topic, envelope, cancellationToken);
+
+        public override ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default) =>
+            inner.SubscribeAsync(request, async (envelope, ct) =>
+            {
+                bool copy;
+                lock (_copied)
+                {
+                    copy = _copied.Add(envelope.MessageId);
+                }
+
+                if (copy)
+                {
+                    _ = handler(envelope, ct).AsTask();
+                }
+
+                return await handler(envelope, ct).ConfigureAwait(false);
+            }, cancellationToken);
+
+        public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) => inner.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) => inner.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) => inner.PurgeDeadLettersAsync(queue, cancellationToken);
+
+        public override ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+
+    /// <summary>A table sink whose check before a batch can miss every recorded id; it stops its run after some batches with rows.</summary>
+    private sealed class CheckingSink(EtlSink<Reading> inner, bool miss, CancellationTokenSource stop, int batches = 1) : EtlSink<Reading>
+    {
+        public override string Name => inner.Name;
+
+        public override async ValueTask<EtlSinkWriter<Reading>> OpenAsync(EtlSinkContext context, CancellationToken cancellationToken) =>
+            new Writer(await inner.OpenAsync(context, cancellationToken), miss, stop, batches);
+
+        private sealed class Writer(EtlSinkWriter<Reading> inner, bool miss, CancellationTokenSource stop, int batches) : EtlSinkWriter<Reading>
+        {
+            private int _written;
+
+            public override bool StoresBookmarks => inner.StoresBookmarks;
+
+            public override bool StoresQuarantine => inner.StoresQuarantine;
+
+            public override bool StoresConsumed => inner.StoresConsumed;
+
+            public override ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken) =>
+                miss ? new(new HashSet<string>()) : inner.ReadConsumedAsync(messageIds, cancellationToken);
+
+            public override ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken) => inner.ReadBookmarkAsync(cancellationToken);
+
+            public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<Reading> rows, EtlCommit commit, CancellationToken cancellationToken)
+            {
+                var counts = await inner.WriteAsync(rows, commit, cancellationToken);
+                if (rows.Length > 0 && ++_written == batches)
+                {
+                    await stop.CancelAsync();
+                }
+
+                return counts;
+            }
+
+            public override ValueTask<EtlLoadCounts> CompleteAsync(EtlCommit commit, CancellationToken cancellationToken) => inner.CompleteAsync(commit, cancellationToken);
+
+            public override async ValueTask DisposeAsync()
+            {
+                await inner.DisposeAsync();
+                await base.DisposeAsync();
+            }
         }
     }
 }

@@ -66,8 +66,8 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
         }
         catch (InvalidOperationException ex)
         {
-            // The consumer is stopping: hand the message back for redelivery.
-            ticket.Complete(Settlement.Retry(TimeSpan.Zero, ex));
+            // The consumer is stopping: hand the message back for redelivery, not counted as a delivery (it was never handled).
+            ticket.Complete(Settlement.Release("the batch consumer stopped before the message was added: " + ex.Message));
             return pending;
         }
 
@@ -115,7 +115,7 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
         }
         catch (Exception ex) when (ex is InvalidOperationException or OperationCanceledException)
         {
-            ticket.Complete(Settlement.Retry(TimeSpan.Zero, ex));
+            ticket.Complete(Settlement.Release("the batch consumer stopped before the message was added: " + ex.Message));
         }
 
         return await pending.ConfigureAwait(false);

@@ -337,6 +337,11 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         }
 
         /// <summary>The run ended: what no committed snapshot includes goes back to the transport, to be redelivered.</summary>
+        /// <remarks>
+        /// Handed back with <see cref="Settlement.Retry"/>, which counts a delivery, and not <see cref="Settlement.Release"/>:
+        /// a copy whose <see cref="Messaging.Envelope.DeliveryCount"/> is above 0 is what makes this source read the inbox
+        /// before taking it (a snapshot may already include it).
+        /// </remarks>
         public void ReleaseAll(Exception? failure)
         {
             TaskCompletionSource<Settlement>[] waiting;

@@ -77,6 +77,20 @@ public readonly struct Settlement
     }
 
     /// <summary>
+    /// Hands the message back to be delivered again at once without counting a delivery: the consumer is stopping (or
+    /// let go of the message) before its handler settled it, so no handling was attempted and no retry limit should move
+    /// towards dead-lettering it. A transport carries it out like a <see cref="Retry"/> with no delay and the envelope
+    /// <see cref="NextDelivery"/> returns (its <see cref="Envelope.DeliveryCount"/> unchanged); <see cref="IsDeferral"/> is true.
+    /// </summary>
+    /// <param name="reason">Why, for logs.</param>
+    /// <returns>The settlement.</returns>
+    public static Settlement Release(string reason)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(reason);
+        return new(SettlementKind.Retry, TimeSpan.Zero, reason, null, deferred: true);
+    }
+
+    /// <summary>
     /// Returns the envelope a transport delivers again for a <see cref="SettlementKind.Retry"/>: the delivered one with
     /// <see cref="Envelope.DeliveryCount"/> one higher, or unchanged for a deferral (<see cref="Defer"/>). Every transport
     /// uses it, so delivery counts mean the same everywhere.

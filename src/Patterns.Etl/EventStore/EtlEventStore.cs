@@ -46,12 +46,12 @@ public static class EtlEventStore
 
         var inline = services.GetService<InlineProjector>() is { Entries.Count: > 0 } projector ? projector : null;
         var time = services.GetService<TimeProvider>() ?? TimeProvider.System;
-        return new EventStoreSink<T>(name, new EventStoreTarget(types, units, documents, inline, time), streamId, @event);
+        return new EventStoreSink<T>(name, new EventStoreTarget(types, units, documents, inline, time, units as IInboxStore), streamId, @event);
     }
 }
 
 /// <summary>What the event-store sink writes through.</summary>
-internal sealed record EventStoreTarget(EventTypeMap Types, IUnitOfWorkStorage Units, IDocumentStorage Documents, InlineProjector? Inline, TimeProvider Time);
+internal sealed record EventStoreTarget(EventTypeMap Types, IUnitOfWorkStorage Units, IDocumentStorage Documents, InlineProjector? Inline, TimeProvider Time, IInboxStore? Inbox);
 
 internal sealed class EventStoreSink<T>(string name, EventStoreTarget target, Func<T, string> streamId, Func<T, object> toEvent) : EtlSink<T>
 {
@@ -70,6 +70,29 @@ internal sealed class EventStoreSink<T>(string name, EventStoreTarget target, Fu
         public override bool StoresBookmarks => true;
 
         public override bool StoresQuarantine => true;
+
+        /// <summary>Gets a value indicating whether the store has an inbox: the messages a batch covers are claimed in it, in the batch's unit of work.</summary>
+        public override bool StoresConsumed => sink.Target.Inbox is not null;
+
+        /// <summary>Gets the inbox consumer of this job and partition (the kernel's inbox pruner removes its old entries, after <c>PatternsOptions.InboxRetention</c>).</summary>
+        private string Consumer => "etl:" + _bookmarkId;
+
+        public override async ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken)
+        {
+            var found = new HashSet<string>(StringComparer.Ordinal);
+            if (sink.Target.Inbox is { } inbox)
+            {
+                foreach (var id in messageIds)
+                {
+                    if (await inbox.ContainsAsync(Consumer, id, cancellationToken).ConfigureAwait(false))
+                    {
+                        found.Add(id);
+                    }
+                }
+            }
+
+            return found;
+        }
 
         public override async ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken)
         {
@@ -139,6 +162,14 @@ internal sealed class EventStoreSink<T>(string name, EventStoreTarget target, Fu
             if (commit.Bookmark is { } bookmark)
             {
                 work.Upsert(EtlEventStore.BookmarkCollection, _bookmarkId, BookmarkJson.Write(bookmark, context.Job, context.Partition));
+            }
+
+            if (StoresConsumed)
+            {
+                foreach (var id in commit.Consumed)
+                {
+                    work.ClaimInbox(Consumer, id);
+                }
             }
 
             foreach (var row in commit.Quarantined)

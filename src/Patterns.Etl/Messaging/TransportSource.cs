@@ -45,9 +45,21 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
         // faster than the stream takes them; no once a wait found none (a transport that hands a consumer one message
         // at a time, each waiting for its acknowledgement, sends no more until the open batch commits).
         var linger = true;
+        var ready = held.Ready;
         while (true)
         {
-            if (reader.TryRead(out var delivery))
+            if (ready.Count == 0 && run.ReadConsumed is { } readConsumed && reader.TryRead(out var first))
+            {
+                // The sink records the messages each commit covers: skip those already recorded (delivered again after a
+                // crash between a commit and its acknowledgements), checked for what has arrived at once.
+                linger |= reader.Count > 0;
+                await held.SkipConsumedAsync(first, reader, ready, readConsumed, cancellationToken).ConfigureAwait(false);
+                continue;
+            }
+
+            // With a sink record, every delivery passes the check above first: one arriving after its TryRead found the
+            // channel empty waits for the next turn of the loop.
+            if (ready.TryDequeue(out var delivery) || (run.ReadConsumed is null && reader.TryRead(out delivery)))
             {
                 linger |= reader.Count > 0;
                 context.Offset++;
@@ -105,6 +117,9 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
     {
         private readonly Lock _gate = new();
         private readonly Queue<(long Position, Delivery Settled)> _taken = new();
+        private readonly Queue<(long Position, string Id)> _consumed = new();
+        private readonly HashSet<string> _holding = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, List<Delivery>> _copies = new(StringComparer.Ordinal);
         private readonly Channel<(T Message, Delivery Settled)> _channel =
             Channel.CreateBounded<(T, Delivery)>(new BoundedChannelOptions(source.MaxUnacknowledged!.Value)
             {
@@ -115,8 +130,12 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
         private TransportSubscription? _subscription;
         private bool _released;
+        private bool _ended;
 
         public ChannelReader<(T Message, Delivery Settled)> Reader => _channel.Reader;
+
+        /// <summary>Gets the deliveries read and checked against the sink's record, not yet taken by the stream.</summary>
+        public Queue<(T Message, Delivery Settled)> Ready { get; } = new();
 
         public async ValueTask SubscribeAsync(CancellationToken cancellationToken)
         {
@@ -148,7 +167,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                         return rejection;
                     }
 
-                    var settled = new Delivery(envelope.DeliveryCount);
+                    var settled = new Delivery(envelope.DeliveryCount, envelope.MessageId == Guid.Empty ? null : envelope.MessageId.ToString("N"));
                     try
                     {
                         if (Volatile.Read(ref _released))
@@ -177,6 +196,133 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             lock (_gate)
             {
                 _taken.Enqueue((position, settled));
+                if (settled.Id is { } id && run.ReadConsumed is not null)
+                {
+                    _consumed.Enqueue((position, id));
+                    _holding.Add(id);
+                }
+            }
+        }
+
+        public IReadOnlyList<string> TakeConsumed(long position)
+        {
+            List<string>? ids = null;
+            lock (_gate)
+            {
+                while (_consumed.TryPeek(out var next) && next.Position <= position)
+                {
+                    (ids ??= []).Add(_consumed.Dequeue().Id);
+                }
+            }
+
+            return (IReadOnlyList<string>?)ids ?? [];
+        }
+
+        /// <summary>
+        /// Reads <paramref name="first"/> and what else has arrived (up to 256), acknowledges at once those the sink recorded
+        /// as consumed, keeps a copy of a message the run holds (or that arrived twice) with the held one, and queues the
+        /// others in <paramref name="ready"/> (stream task).
+        /// </summary>
+        /// <remarks>
+        /// A copy is never acknowledged before the commit that covers its message: on RabbitMQ a second copy exists because
+        /// the first copy's channel closed, and the first copy's hand-back can then no longer reach the broker, so the copy
+        /// is the one that must be handed back if that commit never happens.
+        /// </remarks>
+        public async ValueTask SkipConsumedAsync(
+            (T Message, Delivery Settled) first,
+            ChannelReader<(T Message, Delivery Settled)> reader,
+            Queue<(T Message, Delivery Settled)> ready,
+            Func<IReadOnlyList<string>, CancellationToken, ValueTask<IReadOnlySet<string>>> readConsumed,
+            CancellationToken cancellationToken)
+        {
+            var arrived = new List<(T Message, Delivery Settled)>(Math.Min(reader.Count + 1, 256)) { first };
+            while (arrived.Count < 256 && reader.TryRead(out var more))
+            {
+                arrived.Add(more);
+            }
+
+            var ids = arrived.Where(a => a.Settled.Id is not null).Select(a => a.Settled.Id!).ToList();
+
+            // The ids held before the sink's record is read: one whose commit (and acknowledgement) lands in between is
+            // then found in the record, or in this snapshot, never in neither.
+            HashSet<string> heldBefore;
+            lock (_gate)
+            {
+                heldBefore = ids.Count == 0 ? [] : [.. ids.Where(_holding.Contains)];
+            }
+
+            IReadOnlySet<string>? recorded;
+            try
+            {
+                recorded = ids.Count == 0 ? null : await readConsumed(ids, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                // The run ends: these are handed back with the rest.
+                foreach (var delivery in arrived)
+                {
+                    ready.Enqueue(delivery);
+                }
+
+                throw;
+            }
+
+            var skipped = 0;
+            var fresh = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var delivery in arrived)
+            {
+                var settled = delivery.Settled;
+                Settlement? now = null;
+                if (settled.Id is not { } id)
+                {
+                    ready.Enqueue(delivery);
+                    continue;
+                }
+
+                lock (_gate)
+                {
+                    if (recorded!.Contains(id))
+                    {
+                        now = Settlement.Ack;
+                    }
+                    else if (_ended)
+                    {
+                        now = HandBack;
+                    }
+                    else if (_holding.Contains(id) || fresh.Contains(id))
+                    {
+                        // A copy of a message the run holds or has queued: settled with it (acknowledged with its commit,
+                        // handed back when the run ends without one).
+                        if (!_copies.TryGetValue(id, out var copies))
+                        {
+                            _copies[id] = copies = [];
+                        }
+
+                        copies.Add(settled);
+                    }
+                    else if (heldBefore.Contains(id))
+                    {
+                        // Held when the record was read, acknowledged since: a commit covers it.
+                        now = Settlement.Ack;
+                    }
+                    else
+                    {
+                        fresh.Add(id);
+                        ready.Enqueue(delivery);
+                        continue;
+                    }
+                }
+
+                skipped++;
+                if (now is { } settlement)
+                {
+                    settled.TrySetResult(settlement);
+                }
+            }
+
+            if (skipped > 0)
+            {
+                EtlLog.SkippedConsumed(run.Logger, run.Job, skipped, source.Name);
             }
         }
 
@@ -187,7 +333,12 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             {
                 while (_taken.TryPeek(out var next) && next.Position <= position)
                 {
-                    (done ??= []).Add(_taken.Dequeue().Settled);
+                    var settled = _taken.Dequeue().Settled;
+                    (done ??= []).Add(settled);
+                    if (settled.Id is { } id && _holding.Remove(id) && _copies.Remove(id, out var copies))
+                    {
+                        done.AddRange(copies);
+                    }
                 }
             }
 
@@ -210,8 +361,20 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             List<(long Position, Delivery Settled)> back;
             lock (_gate)
             {
+                _ended = true;
                 back = [.. _taken];
                 _taken.Clear();
+                _consumed.Clear();
+                _holding.Clear();
+
+                // Copies of held or queued messages: handed back, never counted (the held copy counts the failure).
+                back.AddRange(_copies.Values.SelectMany(c => c).Select(c => (long.MaxValue, c)));
+                _copies.Clear();
+            }
+
+            while (Ready.TryDequeue(out var checkedIn))
+            {
+                back.Add((long.MaxValue, checkedIn.Settled));
             }
 
             while (_channel.Reader.TryRead(out var waiting))
@@ -253,12 +416,11 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
     }
 
     /// <summary>
-    /// A message handed back (the run stopped, or failed on a later batch): delivered again at once. The transport SPI has
-    /// no settlement that requeues at once without counting a delivery (<see cref="Settlement.Defer"/> needs a delay, and a
-    /// delayed redelivery lands behind newer messages), so it counts one; <c>maxDeliveries</c> is checked only when a batch
-    /// that includes the message fails.
+    /// A message handed back (the run stopped, or failed on a later batch): delivered again at once without counting a
+    /// delivery (<see cref="Settlement.Release"/>), so restarts never bring it nearer to <c>maxDeliveries</c>; only a batch
+    /// that includes the message failing does.
     /// </summary>
-    private static Settlement HandBack => Settlement.Retry(TimeSpan.Zero);
+    private static Settlement HandBack { get; } = Settlement.Release("the ETL run stopped before the batch that includes the message committed");
 
     private int MaxDeliveries => maxDeliveries;
 
@@ -271,8 +433,12 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
 /// <summary>A delivery the source holds: settled when a commit covers it or the run ends.</summary>
 /// <param name="deliveryCount">The failed deliveries before this one.</param>
-internal sealed class Delivery(int deliveryCount) : TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously)
+/// <param name="id">The message id (<c>N</c> format), or null when the message has none.</param>
+internal sealed class Delivery(int deliveryCount, string? id) : TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously)
 {
     /// <summary>Gets the failed deliveries before this one.</summary>
     public int DeliveryCount => deliveryCount;
+
+    /// <summary>Gets the message id, or null.</summary>
+    public string? Id => id;
 }

@@ -541,6 +541,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
             Set(record.Kind switch
             {
                 SettlementKind.Ack => Settlement.Ack,
+                SettlementKind.Retry when record.Deferred && record.Delay <= TimeSpan.Zero => Settlement.Release(record.Reason ?? "released by the remote node"),
                 SettlementKind.Retry when record.Deferred => Settlement.Defer(record.Delay, record.Reason ?? "put off by the remote node"),
                 SettlementKind.Retry => Settlement.Retry(record.Delay, exception),
                 _ => Settlement.DeadLetter(record.Reason ?? "dead-lettered by the remote handler", exception),
