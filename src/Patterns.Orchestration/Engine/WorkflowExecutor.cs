@@ -24,6 +24,11 @@ internal sealed partial class WorkflowExecutor
     private Dictionary<string, Func<(object? Value, Type Type)>>? _queries;
     private Dictionary<string, (Type ArgumentType, Func<object?, Task<(object? Value, Type Type)>> Handler)>? _updates;
     private Dictionary<string, bool>? _patches;
+    // Updates (and what came after them in the same task) that arrived before their handler was registered: applied, in
+    // order, once the code has run until it waits (an update delivered with the start finds the handlers the body registers).
+    private List<HistoryEvent>? _held;
+    // Updates whose handler has started and not completed: failed, not left waiting, if the run ends first.
+    private List<HistoryEvent>? _openUpdates;
     private HashSet<string>? _seenMessageIds;
     private readonly int _continueAsNewThreshold;
     private List<HistoryEvent> _commands = [];
@@ -145,6 +150,7 @@ internal sealed partial class WorkflowExecutor
                 TaskNumber = task;
                 Now = new DateTimeOffset(history[start].At, TimeSpan.Zero);
                 ApplyAndRun(incoming);
+                ApplyHeld(); // local activities replay inline, so the code is where the live task was after running them
                 if (_mismatch is null && _expectedPosition < expected.Count)
                 {
                     var (missing, index) = expected[_expectedPosition];
@@ -189,19 +195,23 @@ internal sealed partial class WorkflowExecutor
         }
 
         ApplyAndRun(stamped);
-        while (_locals is { Count: > 0 } locals)
+        do
         {
-            _locals = null;
-            await RunLocalActivitiesAsync(locals, cancellationToken).ConfigureAwait(false);
-            _scheduler.RunUntilIdle(() =>
+            while (_locals is { Count: > 0 } locals)
             {
-                foreach (var local in locals)
+                _locals = null;
+                await RunLocalActivitiesAsync(locals, cancellationToken).ConfigureAwait(false);
+                _scheduler.RunUntilIdle(() =>
                 {
-                    Resolve(local.Command.Seq, local.Command, local.Command.Error is null ? null : local.Command);
-                }
-            });
-            Settle();
+                    foreach (var local in locals)
+                    {
+                        Resolve(local.Command.Seq, local.Command, local.Command.Error is null ? null : local.Command);
+                    }
+                });
+                Settle();
+            }
         }
+        while (ApplyHeld());
 
         ThrowIfFailed();
         foreach (var command in _commands)
@@ -265,12 +275,44 @@ internal sealed partial class WorkflowExecutor
         {
             foreach (var e in incoming)
             {
+                if (_held is not null || (e.Kind == HistoryEventKind.UpdateRequested && !HasUpdateHandler(e.Name!) && !RejectedAsRecorded(e)))
+                {
+                    // No handler yet (an update that came with the start, before the body registered its handlers): held
+                    // until the code waits, with everything after it, so the task's events still apply in arrival order.
+                    (_held ??= []).Add(e);
+                    continue;
+                }
+
                 Apply(e);
             }
         });
         Settle();
     }
 
+    /// <summary>Applies the events held back for a missing update handler, now that the code has run until it waits.</summary>
+    /// <returns>Whether there were any.</returns>
+    private bool ApplyHeld()
+    {
+        if (_held is not { } held)
+        {
+            return false;
+        }
+
+        _held = null;
+        if (Final is null)
+        {
+            _scheduler.RunUntilIdle(() =>
+            {
+                foreach (var e in held)
+                {
+                    Apply(e); // an update whose handler is still missing is rejected now
+                }
+            });
+            Settle();
+        }
+
+        return true;
+    }
     /// <summary>Re-evaluates conditions until none becomes true, then records the end of the run if the code returned.</summary>
     private void Settle()
     {
@@ -309,7 +351,9 @@ internal sealed partial class WorkflowExecutor
 
         if (_mainDone && Final is null && _mismatch is null && _scheduler.Escape is null)
         {
-            Final = Emit(EndOf(_main!));
+            var end = EndOf(_main!);
+            FailUnfinishedUpdates(end.Kind);
+            Final = Emit(end);
         }
         else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && (_operations?.Count ?? 0) == 0 && (_signalWaiters?.Count ?? 0) == 0 && (_conditions?.Count ?? 0) == 0)
         {

@@ -21,6 +21,7 @@ internal sealed partial class WorkflowRuntime
     private readonly List<Task> _owners = [];
     private readonly ConcurrentDictionary<string, bool> _draining = new(StringComparer.Ordinal);
     private bool _ownershipStarted;
+    private long _handoffSequence;
     private int _liveNodes = 1;
     private long _liveNodesReadAt;
     private Task? _heartbeat;
@@ -329,7 +330,9 @@ internal sealed partial class WorkflowRuntime
     /// <summary>Writes a request into the mailbox of the instance's partition; drains it at once if this process owns the partition meanwhile.</summary>
     private async Task HandOffAsync(string instanceId, WorkItem item)
     {
-        var key = $"{instanceId}|{Guid.NewGuid():N}";
+        // Mailboxes are drained in key order: the time and a counter keep one instance's requests in the order they were
+        // sent (a start before the update that follows it, signals in order), the GUID keeps keys of processes apart.
+        var key = $"{instanceId}|{_time.GetUtcNow().UtcTicks:x16}{Interlocked.Increment(ref _handoffSequence):x16}{Guid.NewGuid():N}";
         var handed = item switch
         {
             StartItem start => new HandedOffItem { InstanceId = instanceId, Kind = "s", WorkflowType = start.WorkflowType, Input = start.Input, ParentId = start.ParentId, ParentSeq = start.ParentSeq },

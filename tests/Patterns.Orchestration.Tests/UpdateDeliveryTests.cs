@@ -1,0 +1,124 @@
+using Patterns.Orchestration.Engine;
+using Patterns.Orchestration.History;
+using Patterns.Orchestration.Runtime;
+
+namespace Patterns.Orchestration.Tests;
+
+/// <summary>An update handler that waits for a durable timer; the run can end (on a signal) while it still waits.</summary>
+public sealed class SlowUpdateWorkflow : Workflow<int, string>
+{
+    public override async Task<string> RunAsync(WorkflowContext context, int input)
+    {
+        context.SetUpdateHandler<int, int>("slow", async value =>
+        {
+            await context.DelayAsync(TimeSpan.FromHours(1));
+            return value;
+        });
+        return await context.WaitForSignalAsync<string>("stop");
+    }
+}
+
+/// <summary>
+/// Updates and signals delivered in the same workflow task as the start (issue 11): they wait for the handlers the workflow's
+/// body registers, apply once and in arrival order, replay the same way, and no update is left waiting when the run ends.
+/// </summary>
+public sealed class UpdateDeliveryTests : IAsyncLifetime
+{
+    private readonly StoreLocations _locations = new();
+
+    public ValueTask InitializeAsync() => ValueTask.CompletedTask;
+
+    public ValueTask DisposeAsync() => _locations.DisposeAsync();
+
+    [Theory]
+    [InlineData(StoreKind.InMemory)]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task UpdateAndSignal_InTheStartsBatch_ApplyInOrderAfterTheBodyRegistersItsHandlers_AndReplayTheSame(StoreKind store)
+    {
+        var location = await _locations.NewAsync(store);
+        await using (var host = await TestHost.StartAsync(WorkflowEngineTests.All, store, location))
+        {
+            // One mailbox batch, so one workflow task: the start, then an update to 8, then a signal adding 5.
+            var completed = await StartWithUpdateAndSignalAsync(host, "batched", "set", 8, 5);
+            completed.Error.Should().BeNull();
+            host.Runtime.Serializer.Deserialize(completed.Payload!, typeof(int)).Should().Be(8);
+            (await host.Client.QueryAsync<int>("batched", "sum")).Should().Be(13, "the update (set 8) applies before the signal (add 5) that came after it");
+            var history = (await host.Client.GetHistoryAsync("batched")).Events;
+            history.Select(e => e.Kind).Should().Equal(
+                HistoryEventKind.Started, HistoryEventKind.UpdateRequested, HistoryEventKind.SignalReceived, HistoryEventKind.UpdateCompleted);
+            history.Should().OnlyContain(e => e.Task == 1, "all of it is one workflow task");
+            host.Runtime.Replays.Should().Be(0);
+        }
+
+        if (store == StoreKind.InMemory)
+        {
+            return;
+        }
+
+        // Replayed from the store by a new host: the same decisions, so the same state and no non-determinism.
+        await using var second = await TestHost.StartAsync(WorkflowEngineTests.All, store, location);
+        (await second.Client.QueryAsync<int>("batched", "sum")).Should().Be(13);
+        second.Runtime.Replays.Should().Be(1);
+        await second.Client.SignalAsync("batched", "add", 87);
+        (await second.ResultAsync<int>("batched")).Should().Be(100);
+    }
+
+    [Fact]
+    public async Task Update_WithoutAHandlerEvenAfterTheBodyRan_IsRejectedOnce_AndTheSignalBehindItStillApplies()
+    {
+        await using var host = await TestHost.StartAsync(WorkflowEngineTests.All);
+        var completed = await StartWithUpdateAndSignalAsync(host, "no-handler", "reset", 0, 5);
+        completed.ErrorType.Should().Be(typeof(KeyNotFoundException).FullName);
+        completed.Error.Should().Be("Workflow 'CounterWorkflow' has no update handler 'reset' (none was registered by the time the workflow waited); register it with ctx.SetUpdateHandler.");
+        (await host.Client.QueryAsync<int>("no-handler", "sum")).Should().Be(5);
+        (await host.Client.GetHistoryAsync("no-handler")).Events.Count(e => e.Kind == HistoryEventKind.UpdateCompleted).Should().Be(1);
+    }
+
+    [Fact]
+    public async Task Update_StartedWithTheInstanceThroughTheClient_IsHandled()
+    {
+        await using var host = await TestHost.StartAsync(WorkflowEngineTests.All);
+
+        // Not awaited in between: the update usually lands in the start's batch, and is handled whichever batch it is in.
+        var start = host.Client.StartAsync(nameof(CounterWorkflow), "client-batch", 100);
+        var update = host.Client.UpdateAsync<int, int>("client-batch", "set", 40);
+
+        await start;
+        (await update.WaitAsync(TestHost.Wait)).Should().Be(40);
+        (await host.Client.QueryAsync<int>("client-batch", "sum")).Should().Be(40);
+    }
+
+    [Fact]
+    public async Task Update_StillRunningWhenTheWorkflowCompletes_FailsTheCaller_InsteadOfLeavingItWaiting()
+    {
+        await using var host = await TestHost.StartAsync(o => o.AddWorkflow<SlowUpdateWorkflow>());
+        await host.Client.StartAsync(nameof(SlowUpdateWorkflow), "slow", 1);
+
+        var update = host.Client.UpdateAsync<int, int>("slow", "slow", 7);
+        await host.WaitForAsync("slow", HistoryEventKind.TimerStarted);
+        await host.Client.SignalAsync("slow", "stop", "done");
+
+        (await host.ResultAsync<string>("slow")).Should().Be("done");
+        var failed = await FluentActions.Awaiting(() => update.WaitAsync(TestHost.Wait)).Should().ThrowAsync<InvalidOperationException>();
+        failed.Which.Message.Should().Be(
+            "Update 'slow' of workflow instance 'slow' failed: System.InvalidOperationException: Workflow instance 'slow' ended (Completed) before update 'slow' completed.");
+        var kinds = (await host.Client.GetHistoryAsync("slow")).Events.Select(e => e.Kind).ToList();
+        kinds.Should().EndWith([HistoryEventKind.UpdateCompleted, HistoryEventKind.Completed], "the update's failure is recorded before the end");
+    }
+
+    /// <summary>Queues a CounterWorkflow start (target 100), an update and a signal "add" as one mailbox batch; returns the update's outcome.</summary>
+    private static Task<HistoryEvent> StartWithUpdateAndSignalAsync(TestHost host, string instanceId, string update, int argument, int add)
+    {
+        var updateId = instanceId + "-update";
+        var outcome = host.Runtime.RegisterUpdate(updateId);
+        host.Runtime.EnqueueAll(
+            instanceId,
+            new StartItem(nameof(CounterWorkflow), Payload(host, 100), null, 0),
+            new EventItem(new HistoryEvent { Kind = HistoryEventKind.UpdateRequested, Name = update, Id = updateId, Payload = Payload(host, argument) }),
+            new EventItem(new HistoryEvent { Kind = HistoryEventKind.SignalReceived, Name = "add", Payload = Payload(host, add) }));
+        return outcome.WaitAsync(TestHost.Wait);
+    }
+
+    private static byte[]? Payload(TestHost host, object value) => host.Runtime.Serializer.ToPayload(value, typeof(object));
+}
