@@ -33,6 +33,24 @@ public sealed class OrchestrationBuilder
     }
 
     /// <summary>
+    /// Registers a workflow type and declares the signals, updates and queries it handles, whose types the host then checks
+    /// at start like those of inputs, results and activities (<c>o.AddWorkflow&lt;Order&gt;(w =&gt; w.Signal&lt;Approval&gt;("approve"))</c>).
+    /// </summary>
+    /// <typeparam name="TWorkflow">The workflow; created from DI for each instance.</typeparam>
+    /// <param name="declare">Declares its signals, updates and queries.</param>
+    /// <param name="name">Its name in histories and for <see cref="IWorkflowClient.StartAsync"/>; the class name when null.</param>
+    /// <returns>This builder.</returns>
+    public OrchestrationBuilder AddWorkflow<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TWorkflow>(Action<WorkflowRegistration> declare, string? name = null)
+        where TWorkflow : WorkflowBase
+    {
+        ArgumentNullException.ThrowIfNull(declare);
+        var definition = WorkflowDefinition.For<TWorkflow>(name);
+        declare(definition.Registration);
+        Services.Configure<OrchestrationTopology>(t => t.Workflows.Add(definition));
+        return this;
+    }
+
+    /// <summary>
     /// Registers every public instance method of <typeparamref name="TActivities"/> that returns a task as an activity named
     /// after the method (without an <c>Async</c> suffix). A method takes at most one input, plus an optional
     /// <see cref="ActivityContext"/> and <see cref="CancellationToken"/>. The class is resolved from each attempt's DI scope.
