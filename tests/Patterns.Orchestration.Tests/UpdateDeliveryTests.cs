@@ -18,6 +18,21 @@ public sealed class SlowUpdateWorkflow : Workflow<int, string>
     }
 }
 
+/// <summary>Returns the first <c>input</c> "item" signals in the order it received them.</summary>
+public sealed class OrderedSignalsWorkflow : Workflow<int, string>
+{
+    public override async Task<string> RunAsync(WorkflowContext context, int input)
+    {
+        var items = new List<int>();
+        while (items.Count < input)
+        {
+            items.Add(await context.WaitForSignalAsync<int>("item"));
+        }
+
+        return string.Join(",", items);
+    }
+}
+
 /// <summary>
 /// Updates and signals delivered in the same workflow task as the start (issue 11): they wait for the handlers the workflow's
 /// body registers, apply once and in arrival order, replay the same way, and no update is left waiting when the run ends.
