@@ -33,6 +33,20 @@ public sealed class OrderedSignalsWorkflow : Workflow<int, string>
     }
 }
 
+/// <summary>Adds each "add" update's argument to a total (so an update applied twice shows) until cancelled.</summary>
+public sealed class TallyWorkflow : Workflow<int, int>
+{
+    private int _total;
+
+    public override async Task<int> RunAsync(WorkflowContext context, int input)
+    {
+        context.SetQueryHandler("total", () => _total);
+        context.SetUpdateHandler<int, int>("add", value => Task.FromResult(_total += value));
+        await context.WaitForSignalAsync<int>("stop");
+        return _total;
+    }
+}
+
 /// <summary>
 /// Updates and signals delivered in the same workflow task as the start (issue 11): they wait for the handlers the workflow's
 /// body registers, apply once and in arrival order, replay the same way, and no update is left waiting when the run ends.
@@ -120,6 +134,24 @@ public sealed class UpdateDeliveryTests : IAsyncLifetime
             "Update 'slow' of workflow instance 'slow' failed: System.InvalidOperationException: Workflow instance 'slow' ended (Completed) before update 'slow' completed.");
         var kinds = (await host.Client.GetHistoryAsync("slow")).Events.Select(e => e.Kind).ToList();
         kinds.Should().EndWith([HistoryEventKind.UpdateCompleted, HistoryEventKind.Completed], "the update's failure is recorded before the end");
+    }
+
+    [Fact]
+    public async Task Update_DeliveredTwice_AsAfterACrashBetweenItsCommitAndItsMailboxRemoval_RunsItsHandlerOnce()
+    {
+        await using var host = await TestHost.StartAsync(o => o.AddWorkflow<TallyWorkflow>());
+        await host.Client.StartAsync(nameof(TallyWorkflow), "tally", 0);
+        var request = new HistoryEvent { Kind = HistoryEventKind.UpdateRequested, Name = "add", Id = "tally-update", Payload = Payload(host, 5) };
+
+        var first = host.Runtime.RegisterUpdate("tally-update");
+        await host.Runtime.Enqueue("tally", new EventItem(request));
+        (await first.WaitAsync(TestHost.Wait)).Error.Should().BeNull();
+        await host.Runtime.Enqueue("tally", new EventItem(request)); // the same request again: a mailbox drained twice
+
+        (await host.Client.QueryAsync<int>("tally", "total")).Should().Be(5);
+        var history = (await host.Client.GetHistoryAsync("tally")).Events;
+        history.Count(e => e.Kind == HistoryEventKind.UpdateRequested).Should().Be(1);
+        history.Count(e => e.Kind == HistoryEventKind.UpdateCompleted).Should().Be(1);
     }
 
     /// <summary>Queues a CounterWorkflow start (target 100), an update and a signal "add" as one mailbox batch; returns the update's outcome.</summary>

@@ -104,6 +104,11 @@ internal sealed partial class WorkflowExecutor
     /// <summary>Gets whether a signal with this message id was applied already (a redelivered correlated message is applied once).</summary>
     public bool HasSeen(string messageId) => _seenMessageIds?.Contains(messageId) == true;
 
+    /// <summary>Gets whether an update with this id was applied already (a request drained again from a mailbox after a crash runs its handler once).</summary>
+    public bool HasSeenUpdate(string updateId) => _seenMessageIds?.Contains(UpdateKey(updateId)) == true;
+
+    private static string UpdateKey(string updateId) => "update:" + updateId;
+
     /// <summary>Gets the activities scheduled and not yet completed (to re-dispatch after a crash).</summary>
     public IEnumerable<HistoryEvent> PendingActivities => (_operations?.Values ?? Enumerable.Empty<Operation>()).Where(static o => o.Command.Kind == HistoryEventKind.ActivityScheduled).Select(static o => o.Command);
 
@@ -441,6 +446,7 @@ internal sealed partial class WorkflowExecutor
                 DeliverSignal(e.Name!, e.Payload);
                 break;
             case HistoryEventKind.UpdateRequested:
+                (_seenMessageIds ??= new(StringComparer.Ordinal)).Add(UpdateKey(e.Id!));
                 StartUpdate(e);
                 break;
             case HistoryEventKind.CancelRequested:

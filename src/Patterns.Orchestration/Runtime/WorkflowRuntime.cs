@@ -365,6 +365,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             HistoryEventKind.ActivityCompleted or HistoryEventKind.ActivityFailed or HistoryEventKind.TimerFired
                 or HistoryEventKind.ChildCompleted or HistoryEventKind.ChildFailed => executor.IsPending(e.Seq),
             HistoryEventKind.SignalReceived => e.Id is null || !executor.HasSeen(e.Id),
+            HistoryEventKind.UpdateRequested => e.Id is null || !executor.HasSeenUpdate(e.Id),
             _ => true,
         };
     }
