@@ -44,21 +44,8 @@ internal sealed partial class WorkflowExecutor
         var seq = ++_sequence;
         var command = Emit(new HistoryEvent { Kind = HistoryEventKind.LocalActivityCompleted, Task = TaskNumber, Seq = seq, Name = name });
         var completion = new TaskCompletionSource<byte[]?>();
-        if (IsReplaying)
-        {
-            // The recorded result stands in for running it again.
-            if (command.Error is null)
-            {
-                completion.TrySetResult(command.Payload);
-            }
-            else
-            {
-                completion.TrySetException(new ActivityFailureException(name, command.ErrorType, command.Error));
-            }
-
-            return completion.Task;
-        }
-
+        // When replaying, the recorded event (with its result) stands in for running it again; it still resolves when the
+        // live task resolved it, once the code waits, so that the code runs in the same order as it did live.
         (_operations ??= [])[seq] = new Operation(command, completion);
         (_locals ??= []).Add(new LocalActivity(command, body));
         return completion.Task;

@@ -155,7 +155,17 @@ internal sealed partial class WorkflowExecutor
                 TaskNumber = task;
                 Now = new DateTimeOffset(history[start].At, TimeSpan.Zero);
                 ApplyAndRun(incoming);
-                ApplyHeld(); // local activities replay inline, so the code is where the live task was after running them
+                do
+                {
+                    // Recorded local activities resolve at the points where the live task resolved them (after the code
+                    // waited), never inline: a continuation queued by a later event of the task then runs in the same order.
+                    while (_locals is { Count: > 0 } locals)
+                    {
+                        _locals = null;
+                        ResolveLocals(locals);
+                    }
+                }
+                while (ApplyHeld());
                 if (_mismatch is null && _expectedPosition < expected.Count)
                 {
                     var (missing, index) = expected[_expectedPosition];
@@ -206,14 +216,7 @@ internal sealed partial class WorkflowExecutor
             {
                 _locals = null;
                 await RunLocalActivitiesAsync(locals, cancellationToken).ConfigureAwait(false);
-                _scheduler.RunUntilIdle(() =>
-                {
-                    foreach (var local in locals)
-                    {
-                        Resolve(local.Command.Seq, local.Command, local.Command.Error is null ? null : local.Command);
-                    }
-                });
-                Settle();
+                ResolveLocals(locals);
             }
         }
         while (ApplyHeld());
@@ -226,6 +229,19 @@ internal sealed partial class WorkflowExecutor
 
         stamped.AddRange(_commands);
         return stamped;
+    }
+
+    /// <summary>Hands the local activities' results (run now, or recorded when replaying) to the code and runs it until it waits.</summary>
+    private void ResolveLocals(List<LocalActivity> locals)
+    {
+        _scheduler.RunUntilIdle(() =>
+        {
+            foreach (var local in locals)
+            {
+                Resolve(local.Command.Seq, local.Command, local.Command.Error is null ? null : local.Command);
+            }
+        });
+        Settle();
     }
 
     /// <summary>Marks a live task's events as committed.</summary>
