@@ -154,6 +154,36 @@ public sealed class UpdateDeliveryTests : IAsyncLifetime
         history.Count(e => e.Kind == HistoryEventKind.UpdateCompleted).Should().Be(1);
     }
 
+    [Fact]
+    public async Task Update_StillRunningWhenTheInstanceIsTerminated_FailsTheCaller_InsteadOfLeavingItWaiting()
+    {
+        await using var host = await TestHost.StartAsync(o => o.AddWorkflow<SlowUpdateWorkflow>());
+        await host.Client.StartAsync(nameof(SlowUpdateWorkflow), "terminated", 1);
+
+        var update = host.Client.UpdateAsync<int, int>("terminated", "slow", 7);
+        await host.WaitForAsync("terminated", HistoryEventKind.TimerStarted);
+        await host.Client.TerminateAsync("terminated", "operator");
+
+        var failed = await FluentActions.Awaiting(() => update.WaitAsync(TestHost.Wait)).Should().ThrowAsync<InvalidOperationException>();
+        failed.Which.Message.Should().Be("Workflow instance 'terminated' ended (Terminated) before update 'slow' completed.");
+    }
+
+    [Fact]
+    public async Task Update_AndTerminate_SentTogether_FailTheUpdatesCaller()
+    {
+        await using var host = await TestHost.StartAsync(o => o.AddWorkflow<SlowUpdateWorkflow>());
+        await host.Client.StartAsync(nameof(SlowUpdateWorkflow), "together", 1);
+        await host.WaitForAsync("together", HistoryEventKind.Started);
+
+        // Not awaited in between: the two usually land in one mailbox batch; the outcome is the same either way.
+        var update = host.Client.UpdateAsync<int, int>("together", "slow", 7);
+        var terminate = host.Client.TerminateAsync("together");
+
+        await terminate.WaitAsync(TestHost.Wait);
+        var failed = await FluentActions.Awaiting(() => update.WaitAsync(TestHost.Wait)).Should().ThrowAsync<InvalidOperationException>();
+        failed.Which.Message.Should().Be("Workflow instance 'together' ended (Terminated) before update 'slow' completed.");
+    }
+
     /// <summary>Queues a CounterWorkflow start (target 100), an update and a signal "add" as one mailbox batch; returns the update's outcome.</summary>
     private static Task<HistoryEvent> StartWithUpdateAndSignalAsync(TestHost host, string instanceId, string update, int argument, int add)
     {
