@@ -18,6 +18,20 @@ public sealed class SlowUpdateWorkflow : Workflow<int, string>
     }
 }
 
+/// <summary>Returns its input at once, registering no handler.</summary>
+public sealed class ImmediateWorkflow : Workflow<int, int>
+{
+    public override Task<int> RunAsync(WorkflowContext context, int input) => Task.FromResult(input);
+}
+
+/// <summary>A clock that can be set, backwards too (a wall clock corrected by NTP).</summary>
+internal sealed class SettableClock(DateTimeOffset now) : TimeProvider
+{
+    public DateTimeOffset Now { get; set; } = now;
+
+    public override DateTimeOffset GetUtcNow() => Now;
+}
+
 /// <summary>Returns the first <c>input</c> "item" signals in the order it received them.</summary>
 public sealed class OrderedSignalsWorkflow : Workflow<int, string>
 {
@@ -182,6 +196,23 @@ public sealed class UpdateDeliveryTests : IAsyncLifetime
         await terminate.WaitAsync(TestHost.Wait);
         var failed = await FluentActions.Awaiting(() => update.WaitAsync(TestHost.Wait)).Should().ThrowAsync<InvalidOperationException>();
         failed.Which.Message.Should().Be("Workflow instance 'together' ended (Terminated) before update 'slow' completed.");
+    }
+
+    [Fact]
+    public async Task MailboxKeys_KeepTheirOrder_WhenTheClockGoesBack()
+    {
+        var clock = new SettableClock(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));
+        await using var host = await TestHost.StartAsync(o => o.AddWorkflow<ImmediateWorkflow>(), clock: clock);
+
+        var keys = new List<string> { host.Runtime.MailboxKey("i") };
+        clock.Now -= TimeSpan.FromMinutes(5); // an NTP correction
+        keys.Add(host.Runtime.MailboxKey("i"));
+        keys.Add(host.Runtime.MailboxKey("i"));
+        clock.Now += TimeSpan.FromHours(1);
+        keys.Add(host.Runtime.MailboxKey("i"));
+
+        keys.Should().BeInAscendingOrder(StringComparer.Ordinal, "requests are drained in key order, which is the order they were sent");
+        keys.Should().OnlyHaveUniqueItems();
     }
 
     /// <summary>Queues a CounterWorkflow start (target 100), an update and a signal "add" as one mailbox batch; returns the update's outcome.</summary>
