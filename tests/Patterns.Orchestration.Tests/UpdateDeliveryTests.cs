@@ -199,6 +199,22 @@ public sealed class UpdateDeliveryTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Update_HeldWhenTheRunEndsInTheStartsTask_FailsWithTheSameWordingAsOneStillRunning()
+    {
+        await using var host = await TestHost.StartAsync(o => o.AddWorkflow<ImmediateWorkflow>());
+        var outcome = host.Runtime.RegisterUpdate("immediate-update");
+        host.Runtime.EnqueueAll(
+            "immediate",
+            new StartItem(nameof(ImmediateWorkflow), Payload(host, 3), null, 0),
+            new EventItem(new HistoryEvent { Kind = HistoryEventKind.UpdateRequested, Name = "set", Id = "immediate-update", Payload = Payload(host, 1) }));
+
+        var completed = await outcome.WaitAsync(TestHost.Wait);
+        completed.ErrorType.Should().Be(typeof(InvalidOperationException).FullName);
+        completed.Error.Should().Be("Workflow instance 'immediate' ended (Completed) before update 'set' completed.");
+        (await host.ResultAsync<int>("immediate")).Should().Be(3);
+    }
+
+    [Fact]
     public async Task MailboxKeys_KeepTheirOrder_WhenTheClockGoesBack()
     {
         var clock = new SettableClock(new DateTimeOffset(2026, 1, 1, 12, 0, 0, TimeSpan.Zero));

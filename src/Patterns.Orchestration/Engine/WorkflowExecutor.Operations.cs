@@ -318,7 +318,7 @@ internal sealed partial class WorkflowExecutor
         {
             if (request.Kind == HistoryEventKind.UpdateRequested)
             {
-                Emit(UpdateFailure(request, $"Workflow instance '{InstanceId}' ended ({end}) before update '{request.Name}' was handled."));
+                Emit(UpdateFailure(request, $"Workflow instance '{InstanceId}' ended ({end}) before update '{request.Name}' completed."));
             }
         }
 
