@@ -24,6 +24,7 @@ public sealed class OrchestrationBuilder
     /// <typeparam name="TWorkflow">The workflow; created from DI for each instance.</typeparam>
     /// <param name="name">Its name in histories and for <see cref="IWorkflowClient.StartAsync"/>; the class name when null.</param>
     /// <returns>This builder.</returns>
+    [System.Runtime.CompilerServices.OverloadResolutionPriority(1)] // AddWorkflow<T>(null) names no workflow, as before the overload that declares types
     public OrchestrationBuilder AddWorkflow<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TWorkflow>(string? name = null)
         where TWorkflow : WorkflowBase
     {

@@ -136,6 +136,16 @@ internal sealed partial class OrchestrationValidator(OrchestrationOptions option
             errors.Add($"Two activities are registered as '{duplicate.Key}'; give one another name.");
         }
 
+        foreach (var workflow in topology.Workflows)
+        {
+            foreach (var conflict in workflow.Registration.Types.GroupBy(static d => (d.Kind, d.Name, d.Role)).Where(static g => g.Select(static d => d.Type).Distinct().Count() > 1))
+            {
+                var (kind, request, role) = conflict.Key;
+                errors.Add($"Workflow '{workflow.Name}' declares {kind} '{request}' with different {role} types "
+                    + $"({string.Join(", ", conflict.Select(static d => d.Type).Distinct().Select(static t => $"'{t.FullName ?? t.Name}'"))}); declare each name once.");
+            }
+        }
+
         foreach (var (service, what) in new[] { (typeof(IUnitOfWorkStorage), "units of work"), (typeof(IDocumentStorage), "documents") })
         {
             if (!services.IsService(service))

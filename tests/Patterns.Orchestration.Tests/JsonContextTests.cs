@@ -136,6 +136,25 @@ public sealed class JsonContextTests
         await host.StopAsync();
     }
 
+    [Fact]
+    public async Task Start_SameSignalDeclaredTwiceWithDifferentTypes_FailsNamingBothTypes()
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Logging.ClearProviders();
+        builder.AddPatterns(p => p.UseInMemory().UseSystemTextJson(ApprovalJson.Default));
+        builder.AddOrchestration(o => o
+            .AddWorkflow<ShipmentWorkflow>(null) // the name-only overload, unambiguous with a null name
+            .AddWorkflow<ApprovalWorkflow>(w => w.Signal<Approval>("approve").Signal<Shipment>("approve").Query<Quote>("quote")));
+        using var host = builder.Build();
+
+        var act = () => host.StartAsync();
+
+        var thrown = (await act.Should().ThrowAsync<OptionsValidationException>()).Which;
+        thrown.Failures.Should().Contain(
+            "Workflow 'ApprovalWorkflow' declares signal 'approve' with different payload types "
+            + "('Patterns.Orchestration.Tests.Approval', 'Patterns.Orchestration.Tests.Shipment'); declare each name once.");
+    }
+
     private static IHost Build(JsonSerializerContext context, bool withApprovals = false)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
