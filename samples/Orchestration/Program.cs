@@ -19,7 +19,7 @@ builder.AddOrchestration(o =>
 {
     // One process owns the store's instances; a stable node id takes them back at once after a crash.
     o.Options.NodeId = "order-sample";
-    o.AddWorkflow<OrderFulfilment>()
+    o.AddWorkflow<OrderFulfilment>(w => w.Query<string>("stage")) // declared: its result type is checked at start
         .AddActivitiesFromAssembly() // generated: Warehouse's, Payments' and Shipping's methods, called directly
         .CorrelateMessage<ShipmentConfirmed>("shipments", m => m.OrderId);
 });

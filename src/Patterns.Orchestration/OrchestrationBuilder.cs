@@ -24,10 +24,29 @@ public sealed class OrchestrationBuilder
     /// <typeparam name="TWorkflow">The workflow; created from DI for each instance.</typeparam>
     /// <param name="name">Its name in histories and for <see cref="IWorkflowClient.StartAsync"/>; the class name when null.</param>
     /// <returns>This builder.</returns>
+    [System.Runtime.CompilerServices.OverloadResolutionPriority(1)] // AddWorkflow<T>(null) names no workflow, as before the overload that declares types
     public OrchestrationBuilder AddWorkflow<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TWorkflow>(string? name = null)
         where TWorkflow : WorkflowBase
     {
         var definition = WorkflowDefinition.For<TWorkflow>(name);
+        Services.Configure<OrchestrationTopology>(t => t.Workflows.Add(definition));
+        return this;
+    }
+
+    /// <summary>
+    /// Registers a workflow type and declares the signals, updates and queries it handles, whose types the host then checks
+    /// at start like those of inputs, results and activities (<c>o.AddWorkflow&lt;Order&gt;(w =&gt; w.Signal&lt;Approval&gt;("approve"))</c>).
+    /// </summary>
+    /// <typeparam name="TWorkflow">The workflow; created from DI for each instance.</typeparam>
+    /// <param name="declare">Declares its signals, updates and queries.</param>
+    /// <param name="name">Its name in histories and for <see cref="IWorkflowClient.StartAsync"/>; the class name when null.</param>
+    /// <returns>This builder.</returns>
+    public OrchestrationBuilder AddWorkflow<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] TWorkflow>(Action<WorkflowRegistration> declare, string? name = null)
+        where TWorkflow : WorkflowBase
+    {
+        ArgumentNullException.ThrowIfNull(declare);
+        var definition = WorkflowDefinition.For<TWorkflow>(name);
+        declare(definition.Registration);
         Services.Configure<OrchestrationTopology>(t => t.Workflows.Add(definition));
         return this;
     }

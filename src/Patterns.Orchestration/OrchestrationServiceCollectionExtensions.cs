@@ -136,6 +136,16 @@ internal sealed partial class OrchestrationValidator(OrchestrationOptions option
             errors.Add($"Two activities are registered as '{duplicate.Key}'; give one another name.");
         }
 
+        foreach (var workflow in topology.Workflows)
+        {
+            foreach (var conflict in workflow.Registration.Types.GroupBy(static d => (d.Kind, d.Name, d.Role)).Where(static g => g.Select(static d => d.Type).Distinct().Count() > 1))
+            {
+                var (kind, request, role) = conflict.Key;
+                errors.Add($"Workflow '{workflow.Name}' declares {kind} '{request}' with different {role} types "
+                    + $"({string.Join(", ", conflict.Select(static d => d.Type).Distinct().Select(static t => $"'{t.FullName ?? t.Name}'"))}); declare each name once.");
+            }
+        }
+
         foreach (var (service, what) in new[] { (typeof(IUnitOfWorkStorage), "units of work"), (typeof(IDocumentStorage), "documents") })
         {
             if (!services.IsService(service))
@@ -144,12 +154,26 @@ internal sealed partial class OrchestrationValidator(OrchestrationOptions option
             }
         }
 
-        if (serializer is JsonMessageSerializer json && MissingJsonMetadata(topology, json) is { Count: > 0 } missing)
+        if (serializer is JsonMessageSerializer json)
         {
-            errors.Add(
-                $"The JSON serializer has no metadata for {string.Join(", ", missing.Select(static t => $"'{t}'"))}, which workflow histories must record "
-                + "(workflow inputs and results, activity inputs and results, correlated messages). Add [JsonSerializable(typeof(...))] for each to a "
-                + "JsonSerializerContext and pass it with UseSystemTextJson(context) (NativeAOT and trimmed apps cannot serialize by reflection).");
+            if (MissingJsonMetadata(topology, json) is { Count: > 0 } missing)
+            {
+                errors.Add(
+                    $"The JSON serializer has no metadata for {string.Join(", ", missing.Select(static t => $"'{t}'"))}, which workflow histories must record "
+                    + "(workflow inputs and results, activity inputs and results, correlated messages). Add [JsonSerializable(typeof(...))] for each to a "
+                    + "JsonSerializerContext and pass it with UseSystemTextJson(context) (NativeAOT and trimmed apps cannot serialize by reflection).");
+            }
+
+            foreach (var workflow in topology.Workflows)
+            {
+                if (MissingDeclaredJsonMetadata(workflow, json) is { Count: > 0 } types)
+                {
+                    errors.Add(
+                        $"Workflow '{workflow.Name}' declares {string.Join(", ", types)}, for which the JSON serializer has no metadata. Add "
+                        + "[JsonSerializable(typeof(...))] for each to the JsonSerializerContext passed with UseSystemTextJson(context) (NativeAOT "
+                        + "and trimmed apps cannot serialize by reflection).");
+                }
+            }
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
@@ -158,7 +182,8 @@ internal sealed partial class OrchestrationValidator(OrchestrationOptions option
     /// <summary>
     /// The full names of the registered types the serializer cannot write or read (under NativeAOT or trimming, types missing
     /// from the JsonSerializerContext), sorted; <c>object</c> (no input or no result) is skipped. Signal, update and query
-    /// types are only known when used, and fail there with an error that names them.
+    /// types are checked per workflow when declared (<see cref="MissingDeclaredJsonMetadata"/>); undeclared ones are only
+    /// known when used, and fail there with an error that names them.
     /// </summary>
     internal static SortedSet<string> MissingJsonMetadata(OrchestrationTopology topology, JsonMessageSerializer json)
     {
@@ -176,6 +201,12 @@ internal sealed partial class OrchestrationValidator(OrchestrationOptions option
 
         return missing;
     }
+
+    /// <summary>The declared signal, update and query types of <paramref name="workflow"/> the serializer cannot write or read, each described with its role and name.</summary>
+    internal static List<string> MissingDeclaredJsonMetadata(Patterns.Orchestration.Engine.WorkflowDefinition workflow, JsonMessageSerializer json) =>
+        [.. workflow.Registration.Types
+            .Where(d => d.Type != typeof(object) && !json.HasMetadataFor(d.Type))
+            .Select(static d => $"{d.Kind} '{d.Name}' with {d.Role} type '{d.Type.FullName ?? d.Type.Name}'")];
 }
 
 /// <summary>Resumes running instances when the host starts; stops the engine's timers when it stops.</summary>

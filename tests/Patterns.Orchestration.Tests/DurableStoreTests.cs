@@ -7,25 +7,11 @@ namespace Patterns.Orchestration.Tests;
 /// <summary>The engine on SQLite and PostgreSQL: histories survive a host restart, which resumes from them.</summary>
 public sealed class DurableStoreTests : IAsyncLifetime
 {
-    private readonly List<string> _schemas = [];
-    private readonly string _directory = Path.Combine(Path.GetTempPath(), "wf-tests-" + Guid.NewGuid().ToString("N"));
+    private readonly StoreLocations _locations = new();
 
-    public ValueTask InitializeAsync()
-    {
-        Directory.CreateDirectory(_directory);
-        return ValueTask.CompletedTask;
-    }
+    public ValueTask InitializeAsync() => ValueTask.CompletedTask;
 
-    public async ValueTask DisposeAsync()
-    {
-        foreach (var schema in _schemas)
-        {
-            await Postgres.DropAsync(schema);
-        }
-
-        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-        Directory.Delete(_directory, recursive: true);
-    }
+    public ValueTask DisposeAsync() => _locations.DisposeAsync();
 
     [Theory]
     [InlineData(StoreKind.Sqlite)]
@@ -346,15 +332,5 @@ public sealed class DurableStoreTests : IAsyncLifetime
         (await third.ResultAsync<string>("changed")).Should().Be("done:fixed");
     }
 
-    private async Task<string> LocationAsync(StoreKind store)
-    {
-        if (store == StoreKind.Postgres)
-        {
-            var schema = await Postgres.NewSchemaAsync();
-            _schemas.Add(schema);
-            return schema;
-        }
-
-        return Path.Combine(_directory, Guid.NewGuid().ToString("N") + ".db");
-    }
+    private async Task<string> LocationAsync(StoreKind store) => (await _locations.NewAsync(store))!;
 }

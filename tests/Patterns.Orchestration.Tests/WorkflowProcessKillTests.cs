@@ -135,12 +135,15 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         var kills = 0;
         var instances = new List<string>();
         var deadline = Stopwatch.StartNew();
-        for (var i = 0; i < Iterations && deadline.Elapsed < TimeBudget; i++)
+        // At least two children run whatever the time budget (a loaded machine starts them slowly), so more than one instance is killed.
+        for (var i = 0; i < Iterations && (i < 2 || deadline.Elapsed < TimeBudget); i++)
         {
             // A child killed while it still resumes an earlier instance never starts its own: only a start that
-            // became durable (the child printed STARTED) names an instance that must complete.
+            // became durable (the child printed STARTED) names an instance that must complete. Every other child counts
+            // its steps only once it has started its instance, so instances are started (and killed) whatever the seed;
+            // the others may be killed while they resume.
             var killAfter = random.Next(1, maxStepsBeforeKill + 1);
-            if (await RunChildAsync(store, target, log, $"k{i}", mode, killAfter, seed, instances))
+            if (await RunChildAsync(store, target, log, $"k{i}", mode, killAfter, seed, instances, countFromStart: i % 2 == 1))
             {
                 kills++;
             }
@@ -163,8 +166,12 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         return new KillRun(seed, kills, ids, lines, lines.GroupBy(l => $"{l.Instance}|{l.Activity}|{l.Attempt}").ToDictionary(g => g.Key, g => g.Count()), client);
     }
 
-    /// <summary>Runs a child until it prints DONE (returns false) or until <paramref name="killAfter"/> activities, then kills it (true); adds its instance to <paramref name="started"/> once its start is durable.</summary>
-    private static async Task<bool> RunChildAsync(StoreKind store, string target, string log, string instanceId, string mode, int killAfter, int seed, List<string> started)
+    /// <summary>
+    /// Runs a child until it prints DONE (returns false) or until <paramref name="killAfter"/> activities (counted from its
+    /// own start when <paramref name="countFromStart"/>), then kills it (true); adds its instance to <paramref name="started"/> once its start is durable.
+    /// </summary>
+    private static async Task<bool> RunChildAsync(
+        StoreKind store, string target, string log, string instanceId, string mode, int killAfter, int seed, List<string> started, bool countFromStart = false)
     {
         var start = new ProcessStartInfo("dotnet")
         {
@@ -198,7 +205,7 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
                     return false;
                 }
 
-                if (line == "STEP" && ++steps >= killAfter)
+                if (line == "STEP" && (!countFromStart || started.Contains(instanceId)) && ++steps >= killAfter)
                 {
                     child.Kill();
                     await child.WaitForExitAsync(timeout.Token);

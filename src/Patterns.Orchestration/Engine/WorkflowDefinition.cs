@@ -10,6 +10,9 @@ internal sealed class WorkflowDefinition(string name, Type type, Func<IServicePr
 
     public Type Type { get; } = type;
 
+    /// <summary>Gets the signals, updates and queries declared at registration.</summary>
+    public WorkflowRegistration Registration { get; } = new();
+
     /// <summary>Gets the <c>TInput</c> of the <see cref="Workflow{TInput, TResult}"/> the type derives from.</summary>
     public Type InputType => WorkflowArguments()[0];
 

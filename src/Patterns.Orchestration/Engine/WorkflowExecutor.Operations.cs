@@ -44,21 +44,8 @@ internal sealed partial class WorkflowExecutor
         var seq = ++_sequence;
         var command = Emit(new HistoryEvent { Kind = HistoryEventKind.LocalActivityCompleted, Task = TaskNumber, Seq = seq, Name = name });
         var completion = new TaskCompletionSource<byte[]?>();
-        if (IsReplaying)
-        {
-            // The recorded result stands in for running it again.
-            if (command.Error is null)
-            {
-                completion.TrySetResult(command.Payload);
-            }
-            else
-            {
-                completion.TrySetException(new ActivityFailureException(name, command.ErrorType, command.Error));
-            }
-
-            return completion.Task;
-        }
-
+        // When replaying, the recorded event (with its result) stands in for running it again; it still resolves when the
+        // live task resolved it, once the code waits, so that the code runs in the same order as it did live.
         (_operations ??= [])[seq] = new Operation(command, completion);
         (_locals ??= []).Add(new LocalActivity(command, body));
         return completion.Task;
@@ -307,15 +294,64 @@ internal sealed partial class WorkflowExecutor
         queue.Enqueue(payload);
     }
 
+    private bool HasUpdateHandler(string name) => _updates?.ContainsKey(name) == true;
+
+    /// <summary>The rejection an earlier version of the engine recorded at once for an update that came before its handler.</summary>
+    private string LegacyNoHandler(string name) => $"Workflow '{_definition.Name}' has no update handler '{name}'.";
+
+    /// <summary>
+    /// While replaying a history that an earlier version of the engine recorded, tells whether it rejected this update at once
+    /// (it did not hold updates that came before their handler): the replay then does the same, so that history still replays.
+    /// </summary>
+    private bool RejectedAsRecorded(HistoryEvent request) =>
+        _expected is { } expected && _expectedPosition < expected.Count
+        && expected[_expectedPosition].Event is { Kind: HistoryEventKind.UpdateCompleted } recorded
+        && recorded.Id == request.Id && recorded.Error == LegacyNoHandler(request.Name!);
+
+    /// <summary>
+    /// Before the run's end is recorded: fails the updates still held (their handler was never registered) and those whose
+    /// handler had not finished, so that no client waits for an update that will never complete.
+    /// </summary>
+    private void FailUnfinishedUpdates(HistoryEventKind end)
+    {
+        foreach (var request in _held ?? [])
+        {
+            if (request.Kind == HistoryEventKind.UpdateRequested)
+            {
+                Emit(UpdateFailure(request, $"Workflow instance '{InstanceId}' ended ({end}) before update '{request.Name}' completed."));
+            }
+        }
+
+        _held = null;
+        foreach (var request in _openUpdates ?? [])
+        {
+            var failure = UpdateFailure(request, $"Workflow instance '{InstanceId}' ended ({end}) before update '{request.Name}' completed.");
+            if (!IsReplaying || (_expectedPosition < _expected!.Count && _expected[_expectedPosition].Event is { Kind: HistoryEventKind.UpdateCompleted } recorded && recorded.Id == request.Id))
+            {
+                Emit(failure); // histories recorded before this failure existed do not have it; they replay without it
+            }
+        }
+
+        _openUpdates = null;
+    }
+
+    private HistoryEvent UpdateFailure(HistoryEvent request, string error) => new()
+    {
+        Kind = HistoryEventKind.UpdateCompleted, Task = TaskNumber, Name = request.Name, Id = request.Id, Error = error, ErrorType = typeof(InvalidOperationException).FullName,
+    };
+
     private void StartUpdate(HistoryEvent request)
     {
         var updateId = request.Id!;
         if (_updates is null || !_updates.TryGetValue(request.Name!, out var update))
         {
+            var error = RejectedAsRecorded(request)
+                ? LegacyNoHandler(request.Name!)
+                : $"Workflow '{_definition.Name}' has no update handler '{request.Name}' (none was registered by the time the workflow waited); register it with ctx.SetUpdateHandler.";
             Emit(new HistoryEvent
             {
                 Kind = HistoryEventKind.UpdateCompleted, Task = TaskNumber, Name = request.Name, Id = updateId,
-                Error = $"Workflow '{_definition.Name}' has no update handler '{request.Name}'.", ErrorType = typeof(KeyNotFoundException).FullName,
+                Error = error, ErrorType = typeof(KeyNotFoundException).FullName,
             });
             return;
         }
@@ -330,10 +366,11 @@ internal sealed partial class WorkflowExecutor
             handled = Task.FromException<(object?, Type)>(ex);
         }
 
+        (_openUpdates ??= []).Add(request);
         handled.ContinueWith(
             t =>
             {
-                if (_mismatch is not null || Final is not null)
+                if (_mismatch is not null || Final is not null || _openUpdates?.Remove(request) != true)
                 {
                     return;
                 }

@@ -24,6 +24,11 @@ internal sealed partial class WorkflowExecutor
     private Dictionary<string, Func<(object? Value, Type Type)>>? _queries;
     private Dictionary<string, (Type ArgumentType, Func<object?, Task<(object? Value, Type Type)>> Handler)>? _updates;
     private Dictionary<string, bool>? _patches;
+    // Updates (and what came after them in the same task) that arrived before their handler was registered: applied, in
+    // order, once the code has run until it waits (an update delivered with the start finds the handlers the body registers).
+    private List<HistoryEvent>? _held;
+    // Updates whose handler has started and not completed: failed, not left waiting, if the run ends first.
+    private List<HistoryEvent>? _openUpdates;
     private HashSet<string>? _seenMessageIds;
     private readonly int _continueAsNewThreshold;
     private List<HistoryEvent> _commands = [];
@@ -99,6 +104,11 @@ internal sealed partial class WorkflowExecutor
     /// <summary>Gets whether a signal with this message id was applied already (a redelivered correlated message is applied once).</summary>
     public bool HasSeen(string messageId) => _seenMessageIds?.Contains(messageId) == true;
 
+    /// <summary>Gets whether an update with this id was applied already (a request drained again from a mailbox after a crash runs its handler once).</summary>
+    public bool HasSeenUpdate(string updateId) => _seenMessageIds?.Contains(UpdateKey(updateId)) == true;
+
+    private static string UpdateKey(string updateId) => "update:" + updateId;
+
     /// <summary>Gets the activities scheduled and not yet completed (to re-dispatch after a crash).</summary>
     public IEnumerable<HistoryEvent> PendingActivities => (_operations?.Values ?? Enumerable.Empty<Operation>()).Where(static o => o.Command.Kind == HistoryEventKind.ActivityScheduled).Select(static o => o.Command);
 
@@ -145,6 +155,17 @@ internal sealed partial class WorkflowExecutor
                 TaskNumber = task;
                 Now = new DateTimeOffset(history[start].At, TimeSpan.Zero);
                 ApplyAndRun(incoming);
+                do
+                {
+                    // Recorded local activities resolve at the points where the live task resolved them (after the code
+                    // waited), never inline: a continuation queued by a later event of the task then runs in the same order.
+                    while (_locals is { Count: > 0 } locals)
+                    {
+                        _locals = null;
+                        ResolveLocals(locals);
+                    }
+                }
+                while (ApplyHeld());
                 if (_mismatch is null && _expectedPosition < expected.Count)
                 {
                     var (missing, index) = expected[_expectedPosition];
@@ -189,19 +210,16 @@ internal sealed partial class WorkflowExecutor
         }
 
         ApplyAndRun(stamped);
-        while (_locals is { Count: > 0 } locals)
+        do
         {
-            _locals = null;
-            await RunLocalActivitiesAsync(locals, cancellationToken).ConfigureAwait(false);
-            _scheduler.RunUntilIdle(() =>
+            while (_locals is { Count: > 0 } locals)
             {
-                foreach (var local in locals)
-                {
-                    Resolve(local.Command.Seq, local.Command, local.Command.Error is null ? null : local.Command);
-                }
-            });
-            Settle();
+                _locals = null;
+                await RunLocalActivitiesAsync(locals, cancellationToken).ConfigureAwait(false);
+                ResolveLocals(locals);
+            }
         }
+        while (ApplyHeld());
 
         ThrowIfFailed();
         foreach (var command in _commands)
@@ -211,6 +229,19 @@ internal sealed partial class WorkflowExecutor
 
         stamped.AddRange(_commands);
         return stamped;
+    }
+
+    /// <summary>Hands the local activities' results (run now, or recorded when replaying) to the code and runs it until it waits.</summary>
+    private void ResolveLocals(List<LocalActivity> locals)
+    {
+        _scheduler.RunUntilIdle(() =>
+        {
+            foreach (var local in locals)
+            {
+                Resolve(local.Command.Seq, local.Command, local.Command.Error is null ? null : local.Command);
+            }
+        });
+        Settle();
     }
 
     /// <summary>Marks a live task's events as committed.</summary>
@@ -265,12 +296,44 @@ internal sealed partial class WorkflowExecutor
         {
             foreach (var e in incoming)
             {
+                if (_held is not null || (e.Kind == HistoryEventKind.UpdateRequested && !HasUpdateHandler(e.Name!) && !RejectedAsRecorded(e)))
+                {
+                    // No handler yet (an update that came with the start, before the body registered its handlers): held
+                    // until the code waits, with everything after it, so the task's events still apply in arrival order.
+                    (_held ??= []).Add(e);
+                    continue;
+                }
+
                 Apply(e);
             }
         });
         Settle();
     }
 
+    /// <summary>Applies the events held back for a missing update handler, now that the code has run until it waits.</summary>
+    /// <returns>Whether there were any.</returns>
+    private bool ApplyHeld()
+    {
+        if (_held is not { } held)
+        {
+            return false;
+        }
+
+        _held = null;
+        if (Final is null)
+        {
+            _scheduler.RunUntilIdle(() =>
+            {
+                foreach (var e in held)
+                {
+                    Apply(e); // an update whose handler is still missing is rejected now
+                }
+            });
+            Settle();
+        }
+
+        return true;
+    }
     /// <summary>Re-evaluates conditions until none becomes true, then records the end of the run if the code returned.</summary>
     private void Settle()
     {
@@ -309,7 +372,9 @@ internal sealed partial class WorkflowExecutor
 
         if (_mainDone && Final is null && _mismatch is null && _scheduler.Escape is null)
         {
-            Final = Emit(EndOf(_main!));
+            var end = EndOf(_main!);
+            FailUnfinishedUpdates(end.Kind);
+            Final = Emit(end);
         }
         else if (!_mainDone && _main is not null && _locals is not { Count: > 0 } && (_operations?.Count ?? 0) == 0 && (_signalWaiters?.Count ?? 0) == 0 && (_conditions?.Count ?? 0) == 0)
         {
@@ -397,6 +462,7 @@ internal sealed partial class WorkflowExecutor
                 DeliverSignal(e.Name!, e.Payload);
                 break;
             case HistoryEventKind.UpdateRequested:
+                (_seenMessageIds ??= new(StringComparer.Ordinal)).Add(UpdateKey(e.Id!));
                 StartUpdate(e);
                 break;
             case HistoryEventKind.CancelRequested:

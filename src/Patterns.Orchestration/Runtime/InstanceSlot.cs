@@ -16,11 +16,14 @@ internal sealed class InstanceSlot(string instanceId)
     public WorkflowExecutor? Executor { get; set; }
 
     /// <summary>Adds an item; returns true when the caller must start processing (nobody is).</summary>
-    public bool Add(WorkItem item)
+    public bool Add(WorkItem item) => Add([item]);
+
+    /// <summary>Adds items at once, so that they are taken in one batch; returns true when the caller must start processing.</summary>
+    public bool Add(ReadOnlySpan<WorkItem> items)
     {
         lock (this)
         {
-            (_items ??= []).Add(item);
+            (_items ??= []).AddRange(items);
             if (_running)
             {
                 return false;

@@ -52,7 +52,7 @@ internal sealed class WorkflowClient(WorkflowRuntime runtime) : IWorkflowClient
 
             var completed = accepted == WorkflowRuntime.HandedOff
                 ? await runtime.PollForUpdateAsync(instanceId, updateId, waiter, cancellationToken).ConfigureAwait(false)
-                : await waiter.WaitAsync(cancellationToken).ConfigureAwait(false);
+                : await WaitForUpdateAsync(instanceId, name, updateId, waiter, cancellationToken).ConfigureAwait(false);
             if (completed.Error is not null)
             {
                 throw new InvalidOperationException($"Update '{name}' of workflow instance '{instanceId}' failed: {completed.ErrorType}: {completed.Error}");
@@ -63,6 +63,41 @@ internal sealed class WorkflowClient(WorkflowRuntime runtime) : IWorkflowClient
         finally
         {
             runtime.UnregisterUpdate(updateId);
+        }
+    }
+
+    /// <summary>
+    /// Waits for the update's completion, or for the instance to end first (terminated, say) without completing it: the
+    /// caller then gets an error instead of waiting for good.
+    /// </summary>
+    private async Task<HistoryEvent> WaitForUpdateAsync(string instanceId, string name, string updateId, Task<HistoryEvent> waiter, CancellationToken cancellationToken)
+    {
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var end = runtime.WaitForEndAsync(instanceId, stop.Token);
+        try
+        {
+            if (await Task.WhenAny(waiter, end).ConfigureAwait(false) == waiter)
+            {
+                return await waiter.ConfigureAwait(false);
+            }
+
+            cancellationToken.ThrowIfCancellationRequested();
+            var record = await end.ConfigureAwait(false);
+            if (record.ClosedAt is null)
+            {
+                // Faulted, not ended: a resume may still handle the update.
+                return await waiter.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            // The completion is committed before (or with) the end; its waiter may just not have been told yet.
+            var history = await runtime.ReadHistoryAsync(instanceId, record.Run, cancellationToken).ConfigureAwait(false);
+            return history.FirstOrDefault(e => e.Kind == HistoryEventKind.UpdateCompleted && e.Id == updateId)
+                ?? throw new InvalidOperationException($"Workflow instance '{instanceId}' ended ({record.Status}) before update '{name}' completed.");
+        }
+        finally
+        {
+            await stop.CancelAsync().ConfigureAwait(false);
+            await end.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default).ConfigureAwait(false);
         }
     }
 

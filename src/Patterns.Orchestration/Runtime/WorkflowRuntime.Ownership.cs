@@ -21,6 +21,8 @@ internal sealed partial class WorkflowRuntime
     private readonly List<Task> _owners = [];
     private readonly ConcurrentDictionary<string, bool> _draining = new(StringComparer.Ordinal);
     private bool _ownershipStarted;
+    private long _handoffSequence;
+    private long _handoffTicks;
     private int _liveNodes = 1;
     private long _liveNodesReadAt;
     private Task? _heartbeat;
@@ -326,10 +328,29 @@ internal sealed partial class WorkflowRuntime
         Answer(executor, queries);
     }
 
+    /// <summary>
+    /// Mailboxes are drained in key order: the time (never going back, even if the clock does) and a counter keep one
+    /// instance's requests in the order they were sent (a start before the update that follows it, signals in order), the
+    /// GUID keeps keys of processes apart.
+    /// </summary>
+    internal string MailboxKey(string instanceId)
+    {
+        var now = _time.GetUtcNow().UtcTicks;
+        long last, ticks;
+        do
+        {
+            last = Volatile.Read(ref _handoffTicks);
+            ticks = Math.Max(now, last + 1);
+        }
+        while (Interlocked.CompareExchange(ref _handoffTicks, ticks, last) != last);
+
+        return $"{instanceId}|{ticks:x16}{Interlocked.Increment(ref _handoffSequence):x16}{Guid.NewGuid():N}";
+    }
+
     /// <summary>Writes a request into the mailbox of the instance's partition; drains it at once if this process owns the partition meanwhile.</summary>
     private async Task HandOffAsync(string instanceId, WorkItem item)
     {
-        var key = $"{instanceId}|{Guid.NewGuid():N}";
+        var key = MailboxKey(instanceId);
         var handed = item switch
         {
             StartItem start => new HandedOffItem { InstanceId = instanceId, Kind = "s", WorkflowType = start.WorkflowType, Input = start.Input, ParentId = start.ParentId, ParentSeq = start.ParentSeq },

@@ -97,13 +97,18 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     /// <summary>Queues an item on an instance's mailbox and returns a task for its outcome.</summary>
     public Task<object?> Enqueue(string instanceId, WorkItem item)
     {
+        EnqueueAll(instanceId, [item]);
+        return item.Done;
+    }
+
+    /// <summary>Queues items on an instance's mailbox at once: they are handled in one batch (one workflow task), in this order.</summary>
+    public void EnqueueAll(string instanceId, params ReadOnlySpan<WorkItem> items)
+    {
         var slot = _slots.GetOrAdd(instanceId, static id => new InstanceSlot(id));
-        if (slot.Add(item))
+        if (slot.Add(items))
         {
             ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
         }
-
-        return item.Done;
     }
 
     public async Task StopAsync()
@@ -360,6 +365,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             HistoryEventKind.ActivityCompleted or HistoryEventKind.ActivityFailed or HistoryEventKind.TimerFired
                 or HistoryEventKind.ChildCompleted or HistoryEventKind.ChildFailed => executor.IsPending(e.Seq),
             HistoryEventKind.SignalReceived => e.Id is null || !executor.HasSeen(e.Id),
+            HistoryEventKind.UpdateRequested => e.Id is null || !executor.HasSeenUpdate(e.Id),
             _ => true,
         };
     }
