@@ -224,6 +224,9 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
             finally
             {
+                // Spill files go whether the run completed, failed or was cancelled.
+                _run.DisposeOwned();
+
                 // A transport source hands back what no commit covers, to be delivered again, and stops its subscription.
                 if (_run.Acknowledgements is { } held)
                 {

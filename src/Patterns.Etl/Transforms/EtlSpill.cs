@@ -1,0 +1,296 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+
+namespace Patterns.Etl;
+
+/// <summary>
+/// How a holding stage (<c>DistinctBy</c>, <c>Aggregate</c>) goes on past its byte budget: it spills rows to temporary
+/// files, partitioned by a hash of their key, and finishes each partition after the source ends. Rows are written with
+/// System.Text.Json.
+/// </summary>
+public sealed class EtlSpill
+{
+    /// <summary>Gets the default: spill under the system's temporary folder, rows written with public properties and fields.</summary>
+    public static EtlSpill Default { get; } = new();
+
+    /// <summary>Gets the setting that never spills: a stage past its byte budget fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</summary>
+    public static EtlSpill Off { get; } = new() { Enabled = false };
+
+    /// <summary>Gets a value indicating whether the stage spills (<see langword="true"/>) or fails at its budget.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>
+    /// Gets the folder under which each spilling stage makes its own folder (<c>patterns-etl-spill-*</c>), deleted when
+    /// the stage ends, fails or is cancelled; the system's temporary folder by default.
+    /// </summary>
+    public string? TempDirectory { get; init; }
+
+    /// <summary>
+    /// Gets the serializer options for spilled rows. By default, reflection with public fields included (tuples keep their
+    /// items); under NativeAOT, pass options with a source-generated context for the row and result types.
+    /// </summary>
+    public JsonSerializerOptions? SerializerOptions { get; init; }
+
+    /// <summary>Gets the number of files a spilling stage splits its overflow into (by a hash of the key); each is finished on its own, within the same budget.</summary>
+    public int Partitions { get; init; } = 16;
+
+    internal static JsonSerializerOptions DefaultSerializerOptions { get; } = new() { IncludeFields = true };
+
+    internal void Validate(string parameter)
+    {
+        if (Partitions is < 2 or > 1024)
+        {
+            throw new ArgumentOutOfRangeException(parameter, Partitions, "EtlSpill.Partitions must be between 2 and 1,024.");
+        }
+    }
+}
+
+/// <summary>A holding stage could not write a row to its spill file, or read it back.</summary>
+public sealed class EtlSpillException : InvalidOperationException
+{
+    /// <summary>Initializes a new instance of the <see cref="EtlSpillException"/> class.</summary>
+    public EtlSpillException()
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="EtlSpillException"/> class.</summary>
+    /// <param name="message">What happened.</param>
+    public EtlSpillException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="EtlSpillException"/> class.</summary>
+    /// <param name="message">What happened.</param>
+    /// <param name="innerException">The serializer's error.</param>
+    public EtlSpillException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    /// <summary>Gets the stage that spilled: <c>DistinctBy</c> or <c>Aggregate</c>.</summary>
+    public string Stage { get; init; } = string.Empty;
+
+    /// <summary>Gets the type that could not be written or read.</summary>
+    public Type? RowType { get; init; }
+}
+
+/// <summary>One spilling stage's files: a folder of its own, deleted when the stage ends or the run does (success, failure or cancellation).</summary>
+internal sealed class EtlSpillSession : IDisposable
+{
+    private readonly EtlRun _run;
+    private readonly string _parameter;
+    private readonly JsonSerializerOptions _json;
+    private readonly string _directory;
+    private bool _created;
+    private int _next;
+
+    public EtlSpillSession(EtlRun run, string stage, string parameter, EtlSpill spill)
+    {
+        _run = run;
+        Stage = stage;
+        _parameter = parameter;
+        _json = spill.SerializerOptions ?? EtlSpill.DefaultSerializerOptions;
+        Partitions = spill.Partitions;
+        _directory = Path.Combine(spill.TempDirectory ?? Path.GetTempPath(), "patterns-etl-spill-" + Guid.NewGuid().ToString("N"));
+        run.Own(this);
+    }
+
+    public string Stage { get; }
+
+    public int Partitions { get; }
+
+    /// <summary>Gets the number of files written so far.</summary>
+    public int FilesWritten => _next;
+
+    public JsonTypeInfo<TValue> TypeInfo<TValue>()
+    {
+        try
+        {
+            return (JsonTypeInfo<TValue>)_json.GetTypeInfo(typeof(TValue));
+        }
+        catch (Exception ex) when (ex is NotSupportedException or InvalidOperationException or ArgumentException)
+        {
+            throw Failed<TValue>("write", ex);
+        }
+    }
+
+    public EtlSpillWriter<TValue> Create<TValue>(JsonTypeInfo<TValue> type)
+    {
+        if (!_created)
+        {
+            Directory.CreateDirectory(_directory);
+            _created = true;
+        }
+
+        var file = Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + ".spill");
+        return new EtlSpillWriter<TValue>(this, file, type);
+    }
+
+    /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read.</summary>
+    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(4096);
+        try
+        {
+            using (var reader = new BinaryReader(new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16)))
+            {
+                var stream = reader.BaseStream;
+                while (stream.Position < stream.Length)
+                {
+                    var ordinal = reader.ReadInt64();
+                    var length = reader.ReadInt32();
+                    if (buffer.Length < length)
+                    {
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = ArrayPool<byte>.Shared.Rent(length);
+                    }
+
+                    reader.BaseStream.ReadExactly(buffer, 0, length);
+                    TValue value;
+                    try
+                    {
+                        value = JsonSerializer.Deserialize(buffer.AsSpan(0, length), type)!;
+                    }
+                    catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException)
+                    {
+                        throw Failed<TValue>("read back", ex);
+                    }
+
+                    yield return (ordinal, value);
+                }
+            }
+
+            File.Delete(file);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Merges files each sorted by ordinal into one sequence sorted by ordinal.</summary>
+    public IEnumerable<(long Ordinal, TValue Value)> Merge<TValue>(IReadOnlyList<string> files, JsonTypeInfo<TValue> type)
+    {
+        if (files.Count == 1)
+        {
+            foreach (var record in Read(files[0], type))
+            {
+                yield return record;
+            }
+
+            yield break;
+        }
+
+        var readers = new List<IEnumerator<(long Ordinal, TValue Value)>>(files.Count);
+        try
+        {
+            var queue = new PriorityQueue<int, long>(files.Count);
+            foreach (var file in files)
+            {
+                var reader = Read(file, type).GetEnumerator();
+                readers.Add(reader);
+                if (reader.MoveNext())
+                {
+                    queue.Enqueue(readers.Count - 1, reader.Current.Ordinal);
+                }
+            }
+
+            while (queue.TryDequeue(out var index, out _))
+            {
+                var reader = readers[index];
+                yield return reader.Current;
+                if (reader.MoveNext())
+                {
+                    queue.Enqueue(index, reader.Current.Ordinal);
+                }
+            }
+        }
+        finally
+        {
+            foreach (var reader in readers)
+            {
+                reader.Dispose();
+            }
+        }
+    }
+
+    public EtlSpillException Failed<TValue>(string what, Exception inner) =>
+        new(
+            string.Create(
+                CultureInfo.InvariantCulture,
+                $"ETL job '{_run.Job}': the {Stage} stage passed its memory budget ({_parameter}) and could not {what} a {typeof(TValue).FullName} in its spill file: {inner.Message} Make the type one System.Text.Json can write and read back (public properties or fields, a constructor it can bind), pass spill: new EtlSpill {{ SerializerOptions = ... }} that can, or raise {_parameter}."),
+            inner)
+        {
+            Stage = Stage,
+            RowType = typeof(TValue),
+        };
+
+    public void Dispose()
+    {
+        if (!_created)
+        {
+            return;
+        }
+
+        _created = false;
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+        }
+    }
+}
+
+/// <summary>Writes records (an ordinal and a value as JSON) to one spill file.</summary>
+internal sealed class EtlSpillWriter<TValue> : IDisposable
+{
+    private readonly EtlSpillSession _session;
+    private readonly JsonTypeInfo<TValue> _type;
+    private readonly FileStream _file;
+    private readonly ArrayBufferWriter<byte> _buffer = new(256);
+    private readonly Utf8JsonWriter _json;
+    private readonly byte[] _header = new byte[12];
+
+    public EtlSpillWriter(EtlSpillSession session, string path, JsonTypeInfo<TValue> type)
+    {
+        _session = session;
+        _type = type;
+        Path = path;
+        _file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+        _json = new Utf8JsonWriter(_buffer);
+    }
+
+    public string Path { get; }
+
+    public void Write(long ordinal, TValue value)
+    {
+        _buffer.ResetWrittenCount();
+        _json.Reset(_buffer);
+        try
+        {
+            JsonSerializer.Serialize(_json, value, _type);
+            _json.Flush();
+        }
+        catch (Exception ex) when (ex is NotSupportedException or InvalidOperationException or JsonException or ArgumentException)
+        {
+            throw _session.Failed<TValue>("write", ex);
+        }
+
+        BinaryPrimitives.WriteInt64LittleEndian(_header, ordinal);
+        BinaryPrimitives.WriteInt32LittleEndian(_header.AsSpan(8), _buffer.WrittenCount);
+        _file.Write(_header);
+        _file.Write(_buffer.WrittenSpan);
+    }
+
+    public void Dispose()
+    {
+        _json.Dispose();
+        _file.Dispose();
+    }
+}
