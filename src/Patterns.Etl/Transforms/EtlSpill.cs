@@ -37,7 +37,13 @@ public sealed class EtlSpill
     /// <summary>Gets the number of files a spilling stage splits its overflow into (by a hash of the key); each is finished on its own, within the same budget.</summary>
     public int Partitions { get; init; } = 16;
 
-    internal static JsonSerializerOptions DefaultSerializerOptions { get; } = new() { IncludeFields = true };
+    // The kernel's message serializer's choice: reflection where the application keeps it enabled; none under NativeAOT,
+    // where a spill then fails with a clear error until SerializerOptions carries a source-generated context.
+    internal static JsonSerializerOptions DefaultSerializerOptions { get; } = new()
+    {
+        IncludeFields = true,
+        TypeInfoResolver = Patterns.Serialization.JsonMessageSerializer.ReflectionResolver() ?? JsonTypeInfoResolver.Combine(),
+    };
 
     internal void Validate(string parameter)
     {
