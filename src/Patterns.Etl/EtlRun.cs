@@ -72,7 +72,15 @@ internal sealed class EtlRun
             _owned = null;
             foreach (var resource in owned)
             {
-                resource.Dispose();
+                try
+                {
+                    resource.Dispose();
+                }
+                catch (Exception ex)
+                {
+                    // The run's own outcome (its result or its failure) is what the caller sees; the rest is still released.
+                    EtlLog.DisposeFailed(Logger, ex, Job);
+                }
             }
         }
     }

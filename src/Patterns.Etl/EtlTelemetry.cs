@@ -66,4 +66,10 @@ internal static partial class EtlLog
 
     [LoggerMessage(7, LogLevel.Information, "ETL job '{Job}' handed {Count} messages of {Source} back to the transport: no committed batch covered them; they will be delivered again.")]
     public static partial void HandedBack(ILogger logger, string job, int count, string source);
+
+    [LoggerMessage(8, LogLevel.Warning, "ETL job '{Job}' could not delete its spill files at {Path}; a later spill removes the folder once no run holds it.")]
+    public static partial void SpillCleanupFailed(ILogger logger, Exception exception, string job, string path);
+
+    [LoggerMessage(9, LogLevel.Warning, "ETL job '{Job}' could not release a resource of its stages when the run ended.")]
+    public static partial void DisposeFailed(ILogger logger, Exception exception, string job);
 }

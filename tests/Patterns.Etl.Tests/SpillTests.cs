@@ -152,6 +152,33 @@ public sealed class SpillTests : IDisposable
         result.Status.Should().Be(EtlRunStatus.Stopped);
         filesAtCancel.Should().BeGreaterThanOrEqualTo(16);
         Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        OpenSpillHandles().Should().Be(0, "the partition files open when the run stopped are closed before their folder is deleted");
+    }
+
+    [Theory]
+    [InlineData("DistinctBy")]
+    [InlineData("Aggregate")]
+    public async Task UpstreamFails_WhilePartitionFilesAreOpen_ClosesThemAndTheFailureSurfaces(string stage)
+    {
+        var filesAtFailure = 0;
+        var flow = Etl.From(Generate()).Select(r =>
+        {
+            if (r.Id == Rows * 3 / 4)
+            {
+                filesAtFailure = SpillFiles();
+                throw new InvalidOperationException("upstream failed");
+            }
+
+            return r;
+        });
+        Func<Task<EtlRunResult>> run = stage == "DistinctBy"
+            ? () => flow.DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(new ListSink<Row>()).RunAsync()
+            : () => flow.Aggregate(r => r.Key, _ => 0L, (n, r) => n + 1, (k, n) => n, maxBytes: 4_000, spill: Spill).To(new ListSink<long>()).RunAsync();
+
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Be("upstream failed");
+        filesAtFailure.Should().Be(16);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        OpenSpillHandles().Should().Be(0);
     }
 
     [Fact]
@@ -209,6 +236,27 @@ public sealed class SpillTests : IDisposable
         beforeCancel();
         await cancel.CancelAsync();
         await Task.Delay(Timeout.Infinite, cancellationToken);
+    }
+
+    /// <summary>This process's open files under the test's folder (Linux: /proc/self/fd; deleted files still show their path).</summary>
+    private int OpenSpillHandles()
+    {
+        if (!Directory.Exists("/proc/self/fd"))
+        {
+            return 0;
+        }
+
+        return Directory.EnumerateFileSystemEntries("/proc/self/fd").Count(fd =>
+        {
+            try
+            {
+                return new FileInfo(fd).LinkTarget?.StartsWith(_dir.Path, StringComparison.Ordinal) == true;
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+        });
     }
 
     private int SpillFiles() => Directory.Exists(_dir.Path) ? Directory.EnumerateFiles(_dir.Path, "*.spill", SearchOption.AllDirectories).Count() : 0;

@@ -91,6 +91,7 @@ internal sealed class EtlSpillSession : IDisposable
     private readonly string _parameter;
     private readonly JsonSerializerOptions _json;
     private readonly string _directory;
+    private readonly HashSet<IDisposable> _open = [];
     private bool _created;
     private int _next;
 
@@ -133,8 +134,13 @@ internal sealed class EtlSpillSession : IDisposable
         }
 
         var file = Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + ".spill");
-        return new EtlSpillWriter<TValue>(this, file, type);
+        var writer = new EtlSpillWriter<TValue>(this, file, type);
+        _open.Add(writer);
+        return writer;
     }
+
+    /// <summary>A writer was closed: the session no longer closes it.</summary>
+    public void Closed(IDisposable writer) => _open.Remove(writer);
 
     /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read.</summary>
     public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type)
@@ -237,6 +243,14 @@ internal sealed class EtlSpillSession : IDisposable
 
     public void Dispose()
     {
+        // Writers of a pass the run left unfinished (a failure, a cancellation) are closed first: on Windows and some
+        // network file systems a folder with open files cannot be deleted, and on Linux their handles would leak.
+        foreach (var writer in _open.ToArray())
+        {
+            writer.Dispose();
+        }
+
+        _open.Clear();
         if (!_created)
         {
             return;
@@ -249,6 +263,11 @@ internal sealed class EtlSpillSession : IDisposable
         }
         catch (DirectoryNotFoundException)
         {
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // Cleanup does not replace the run's outcome: the folder is left for a later spill's sweep.
+            EtlLog.SpillCleanupFailed(_run.Logger, ex, _run.Job, _directory);
         }
     }
 }
@@ -296,6 +315,7 @@ internal sealed class EtlSpillWriter<TValue> : IDisposable
 
     public void Dispose()
     {
+        _session.Closed(this);
         _json.Dispose();
         _file.Dispose();
     }
