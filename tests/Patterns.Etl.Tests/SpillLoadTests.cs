@@ -34,6 +34,25 @@ public sealed class SpillLoadTests : IDisposable
         Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
     }
 
+    [Fact]
+    public async Task DistinctBy_SpilledRowsLeavingAfterTheSourceEnds_KeepMaxBatchBytes()
+    {
+        // 1,000 distinct keys, 4 held: 996 rows leave from the spill files once the source has ended. Each weighs 100
+        // bytes, so no batch may hold more than 10 (BatchSize alone would allow 100, and a held batch up to 200).
+        var store = new BookmarkStore();
+
+        var result = await Etl.From(new Numbers(1_000))
+            .DistinctBy(x => x, maxBytes: 350, keySize: _ => 68, spill: Spill)
+            .To(new BookmarkSink(store), "bytes")
+            .WithRowSize(_ => 100)
+            .RunAsync(new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 1_000 });
+
+        result.RowsLoaded.Should().Be(1_000);
+        store.Rows.Should().Equal(Enumerable.Range(0, 1_000));
+        store.Batches.Should().OnlyContain(n => n <= 10);
+        store.Batches.Should().HaveCount(100);
+    }
+
     private EtlPipeline<int> Pipeline(BookmarkStore store) =>
         Etl.From(new Numbers(10))
             .SelectMany(i => new[] { i * 10, (i * 10) + 1, (i * 10) + 2 })

@@ -319,6 +319,9 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
                 foreach (var (_, row) in _pass.Complete())
                 {
                     await Next.OnNextAsync(row).ConfigureAwait(false);
+
+                    // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
+                    _run.SourceRowDone?.Invoke();
                 }
             }
         }
