@@ -209,6 +209,20 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public async Task DistinctBy_RowsWithNaNAndInfinity_SpillAndMatchTheInMemoryRun()
+    {
+        var rows = Generate().Select(r => new Reading(r.Id, r.Key, (r.Id % 3) switch { 0 => double.NaN, 1 => double.PositiveInfinity, _ => double.NegativeInfinity })).ToList();
+        var expected = new ListSink<Reading>();
+        var spilled = new ListSink<Reading>();
+        await Etl.From(rows).DistinctBy(r => r.Key).To(expected).RunAsync();
+
+        await Etl.From(rows).DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(spilled).RunAsync();
+
+        spilled.Rows.Should().Equal(expected.Rows);
+        spilled.Rows.Should().Contain(r => double.IsNaN(r.Value)).And.Contain(r => double.IsNegativeInfinity(r.Value));
+    }
+
+    [Fact]
     public void Spill_PartitionsOutOfRange_AreRejected()
     {
         var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, maxBytes: 100, spill: new EtlSpill { Partitions = 1 });
@@ -266,6 +280,8 @@ public sealed class SpillTests : IDisposable
     public sealed record Total(string Key, long Count, decimal Sum);
 
     public sealed record Odd(int Id, Type Kind);
+
+    public sealed record Reading(int Id, string Key, double Value);
 
     /// <summary>Written as <c>{"Name":...}</c>, but with two constructors and none marked, it cannot be read back.</summary>
     public sealed class Unreadable

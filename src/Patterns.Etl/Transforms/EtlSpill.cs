@@ -30,7 +30,9 @@ public sealed class EtlSpill
 
     /// <summary>
     /// Gets the serializer options for spilled rows. By default, reflection with public fields included (tuples keep their
-    /// items); under NativeAOT, pass options with a source-generated context for the row and result types.
+    /// items) and NaN and the infinities allowed; under NativeAOT, pass options with a source-generated context for the row
+    /// and result types. A spilled row must come back from JSON equal to what was written (no state outside its public
+    /// properties and fields), and keys must compare by value.
     /// </summary>
     public JsonSerializerOptions? SerializerOptions { get; init; }
 
@@ -42,6 +44,9 @@ public sealed class EtlSpill
     internal static JsonSerializerOptions DefaultSerializerOptions { get; } = new()
     {
         IncludeFields = true,
+
+        // A spilled row must come back equal: NaN and the infinities are written as "NaN", "Infinity", "-Infinity".
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
         TypeInfoResolver = Patterns.Serialization.JsonMessageSerializer.ReflectionResolver() ?? JsonTypeInfoResolver.Combine(),
     };
 
