@@ -309,7 +309,7 @@ public sealed class EtlFlow<T>
     /// <param name="seed">The accumulator of a new key.</param>
     /// <param name="add">Adds a row to its key's accumulator.</param>
     /// <param name="result">Makes the result of a key.</param>
-    /// <param name="maxBytes">The most bytes the groups may take (each key and accumulator plus 32 bytes, measured again as the accumulator changes), or <see langword="null"/> for no bound; more fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
+    /// <param name="maxBytes">The most bytes the groups may take (each key and accumulator plus 32 bytes, measured again as the accumulator changes), or <see langword="null"/> for no bound. Past it, rows of keys not held spill; an accumulator held in memory that grows while the stage spills fails the run with <see cref="EtlMemoryBudgetExceededException"/> (an accumulator cannot be split), as does passing it at all with <see cref="EtlSpill.Off"/>.</param>
     /// <param name="keySize">Measures a key; strings and types without references are measured without it.</param>
     /// <param name="accumulatorSize">Measures an accumulator; strings and types without references (<c>decimal</c>, <c>(long, decimal)</c>) are measured without it.</param>
     /// <param name="spill">Where and how rows spill past <paramref name="maxBytes"/> (rows and results are written as JSON), or <see cref="EtlSpill.Off"/>; <see cref="EtlSpill.Default"/> when <see langword="null"/>.</param>
@@ -332,7 +332,7 @@ public sealed class EtlFlow<T>
             return Blocking<TOut>(async (run, upstream, ct) =>
             {
                 var session = new EtlSpillSession(run, "Aggregate", "maxBytes", spill);
-                var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit));
+                var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit, (held, groups) => EtlMemory.Exceeded(run, "Aggregate", "maxBytes", limit, held, groups, "groups", "A group held in memory grew while the stage was spilling, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.")));
                 var pass = engine.Open();
                 long ordinal = 0;
                 List<(long, TOut)> none = [];

@@ -223,6 +223,23 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public async Task Aggregate_AHeldAccumulatorGrowsWhileSpilling_FailsAtTheBudget()
+    {
+        // A list of ids per key: past the budget a held group that grows cannot be spilled, so it fails the run rather
+        // than grow without bound.
+        var run = () => Etl.From(Generate())
+            .Aggregate(r => r.Key, _ => new List<int>(), (ids, r) => { ids.Add(r.Id); return ids; }, (k, ids) => ids.Count, maxBytes: 4_000, accumulatorSize: ids => 32 + (4L * ids.Count), spill: Spill)
+            .To(new ListSink<int>(), "ids")
+            .RunAsync();
+
+        var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
+        error.Message.Should().StartWith("ETL job 'ids' stopped: the Aggregate stage would hold ");
+        error.Message.Should().EndWith("more than its memory budget of 4,000 bytes (maxBytes). A group held in memory grew while the stage was spilling, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.");
+        error.Stage.Should().Be("Aggregate");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
     public void Spill_PartitionsOutOfRange_AreRejected()
     {
         var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, maxBytes: 100, spill: new EtlSpill { Partitions = 1 });

@@ -197,7 +197,8 @@ internal sealed class EtlAggregateState<T, TKey, TAcc, TOut>(
     Func<TKey, TAcc, TOut> result,
     Func<TKey, long> keySize,
     Func<TAcc, long> accumulatorSize,
-    long budget) : EtlHoldingState<T, TKey, TOut>
+    long budget,
+    Func<long, long, Exception> exceeded) : EtlHoldingState<T, TKey, TOut>
     where TKey : notnull
 {
     private Dictionary<TKey, Group> _groups = [];
@@ -214,7 +215,15 @@ internal sealed class EtlAggregateState<T, TKey, TAcc, TOut>(
             // An accumulator that add changes in place is the same object before and after: only the stored size shows how much it grew.
             var size = accumulatorSize(group.Accumulator);
             _held += size - group.Size;
+            var grew = size > group.Size;
             group.Size = size;
+            if (!mayAdd && grew && _held > budget)
+            {
+                // Past the budget only new keys can go to disk: a held accumulator cannot be split, so one that keeps
+                // growing would take memory without bound.
+                throw exceeded(_held, _groups.Count);
+            }
+
             return true;
         }
 
