@@ -240,6 +240,37 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public async Task Spill_SweepsFoldersLeftByACrashedRun_AndKeepsLiveOnes()
+    {
+        // A crashed run's folder: its lock file is there but nobody holds it. A live run's: its lock file is held open,
+        // unshared. A folder without a lock file, just made: another run may be creating it.
+        var stale = Directory.CreateDirectory(_dir.File("patterns-etl-spill-stale")).FullName;
+        File.WriteAllText(Path.Combine(stale, "lock"), string.Empty);
+        File.WriteAllText(Path.Combine(stale, "0.spill"), "left behind");
+        var live = Directory.CreateDirectory(_dir.File("patterns-etl-spill-live")).FullName;
+        var fresh = Directory.CreateDirectory(_dir.File("patterns-etl-spill-fresh")).FullName;
+        var spillsSeen = 0;
+        using (new FileStream(Path.Combine(live, "lock"), FileMode.CreateNew, FileAccess.Write, FileShare.None))
+        {
+            await Etl.From(Generate())
+                .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
+                .Select(r =>
+                {
+                    spillsSeen = Math.Max(spillsSeen, SpillFiles());
+                    return r;
+                })
+                .To(new ListSink<Row>())
+                .RunAsync();
+        }
+
+        spillsSeen.Should().BeGreaterThan(0);
+        Directory.Exists(stale).Should().BeFalse("no run held its lock file");
+        Directory.Exists(live).Should().BeTrue("its run holds its lock file");
+        Directory.Exists(fresh).Should().BeTrue("a folder without a lock file is swept only once it is an hour old");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEquivalentTo([live, fresh]);
+    }
+
+    [Fact]
     public void Spill_PartitionsOutOfRange_AreRejected()
     {
         var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, maxBytes: 100, spill: new EtlSpill { Partitions = 1 });

@@ -96,7 +96,15 @@ internal sealed class EtlSpillSession : IDisposable
     private readonly string _parameter;
     private readonly JsonSerializerOptions _json;
     private readonly string _directory;
+    /// <summary>Each live spill folder holds this file open, unshared; a folder whose lock file opens is left from a run that crashed.</summary>
+    private const string LockName = "lock";
+    private const string Prefix = "patterns-etl-spill-";
+
+    /// <summary>A folder without a lock file may be one a live run is making: it is swept only past this age.</summary>
+    private static readonly TimeSpan UnlockedAge = TimeSpan.FromHours(1);
+
     private readonly HashSet<IDisposable> _open = [];
+    private FileStream? _lock;
     private bool _created;
     private int _next;
 
@@ -107,7 +115,7 @@ internal sealed class EtlSpillSession : IDisposable
         _parameter = parameter;
         _json = spill.SerializerOptions ?? EtlSpill.DefaultSerializerOptions;
         Partitions = spill.Partitions;
-        _directory = Path.Combine(spill.TempDirectory ?? Path.GetTempPath(), "patterns-etl-spill-" + Guid.NewGuid().ToString("N"));
+        _directory = Path.Combine(spill.TempDirectory ?? Path.GetTempPath(), Prefix + Guid.NewGuid().ToString("N"));
         run.Own(this);
     }
 
@@ -136,12 +144,59 @@ internal sealed class EtlSpillSession : IDisposable
         {
             Directory.CreateDirectory(_directory);
             _created = true;
+            _lock = new FileStream(Path.Combine(_directory, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            Sweep(Path.GetDirectoryName(_directory)!);
         }
 
         var file = Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + ".spill");
         var writer = new EtlSpillWriter<TValue>(this, file, type);
         _open.Add(writer);
         return writer;
+    }
+
+    /// <summary>
+    /// Deletes the spill folders under <paramref name="root"/> that no run holds: left by a process that was killed, so
+    /// its own cleanup never ran. A live folder's lock file is open and unshared, so it cannot be opened here.
+    /// </summary>
+    private void Sweep(string root)
+    {
+        IEnumerable<string> folders;
+        try
+        {
+            folders = Directory.EnumerateDirectories(root, Prefix + "*").ToList();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+
+        foreach (var folder in folders)
+        {
+            if (string.Equals(folder, _directory, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            try
+            {
+                var lockFile = Path.Combine(folder, LockName);
+                if (File.Exists(lockFile))
+                {
+                    // Throws while the run that made the folder is alive.
+                    new FileStream(lockFile, FileMode.Open, FileAccess.ReadWrite, FileShare.None).Dispose();
+                }
+                else if (DateTime.UtcNow - Directory.GetLastWriteTimeUtc(folder) < UnlockedAge)
+                {
+                    continue;
+                }
+
+                Directory.Delete(folder, recursive: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Held by a live run, or not ours to delete.
+            }
+        }
     }
 
     /// <summary>A writer was closed: the session no longer closes it.</summary>
@@ -256,6 +311,8 @@ internal sealed class EtlSpillSession : IDisposable
         }
 
         _open.Clear();
+        _lock?.Dispose();
+        _lock = null;
         if (!_created)
         {
             return;
