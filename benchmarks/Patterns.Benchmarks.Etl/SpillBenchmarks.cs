@@ -7,7 +7,7 @@ namespace Patterns.Benchmarks.Etl;
 /// <summary>
 /// The holding stages in memory and spilling: 1,000,000 generated rows (fixed seed) with 250,000 distinct keys, through
 /// <c>DistinctBy</c> and a sum-and-count <c>Aggregate</c> by key, into a sink that only counts. The spilling cases get a
-/// 4 MB budget (about a tenth of what the keys need), so most rows go through the partition files.
+/// 4 MB budget (about a fifth of what the keys need), so most rows go through the partition files.
 /// </summary>
 [MemoryDiagnoser]
 public class SpillBenchmarks

@@ -185,6 +185,7 @@ public sealed class EtlFlow<T>
     {
         ArgumentNullException.ThrowIfNull(key);
         EtlMemory.CheckBudget(maxBytes, "DistinctBy", nameof(maxBytes));
+        EtlSpill.RequireBudget(spill, maxBytes, "DistinctBy");
         spill ??= EtlSpill.Default;
         spill.Validate(nameof(spill));
         var size = maxBytes is null ? null : EtlMemory.SizeOf(keySize, "DistinctBy", "keySize: k => ...");
@@ -325,13 +326,14 @@ public sealed class EtlFlow<T>
         EtlMemory.CheckBudget(maxBytes, "Aggregate", nameof(maxBytes));
         var sizeOfKey = maxBytes is null ? null : EtlMemory.SizeOf(keySize, "Aggregate", "keySize: k => ...");
         var sizeOfAccumulator = maxBytes is null ? null : EtlMemory.SizeOf(accumulatorSize, "Aggregate", "accumulatorSize: a => ...");
+        EtlSpill.RequireBudget(spill, maxBytes, "Aggregate");
         spill ??= EtlSpill.Default;
         spill.Validate(nameof(spill));
         if (maxBytes is { } limit && spill.Enabled)
         {
             return Blocking<TOut>(async (run, upstream, ct) =>
             {
-                var session = new EtlSpillSession(run, "Aggregate", "maxBytes", spill);
+                var session = new EtlSpillSession(run, "Aggregate", "maxBytes", limit, spill);
                 var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit, (held, groups) => EtlMemory.Exceeded(run, "Aggregate", "maxBytes", limit, held, groups, "groups", "A group held in memory grew while the stage was spilling, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.")));
                 var pass = engine.Open();
                 long ordinal = 0;

@@ -271,6 +271,16 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public void Spill_WithoutMaxBytes_IsRejected()
+    {
+        var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, spill: Spill);
+        var aggregate = () => Etl.From(new[] { "a" }).Aggregate(k => k, _ => 0, (n, _) => n + 1, (k, n) => n, spill: Spill);
+
+        dedupe.Should().Throw<ArgumentException>().Which.Message.Should().StartWith("DistinctBy was given spill: but no maxBytes: a stage spills only past its byte budget");
+        aggregate.Should().Throw<ArgumentException>().Which.ParamName.Should().Be("spill");
+    }
+
+    [Fact]
     public void Spill_PartitionsOutOfRange_AreRejected()
     {
         var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, maxBytes: 100, spill: new EtlSpill { Partitions = 1 });

@@ -99,9 +99,14 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
             }
 
             _partitions = null;
+            if (files.Count == 0)
+            {
+                yield break;
+            }
+
             if (depth + 1 >= MaxDepth)
             {
-                throw new InvalidOperationException($"The {owner._session.Stage} stage split its overflow {MaxDepth} times and it still does not fit its memory budget: the keys' hash codes collide, or the budget holds almost nothing. Raise the budget.");
+                throw owner._session.TooDeep(depth + 1);
             }
 
             var results = new List<string>(files.Count);
@@ -282,7 +287,7 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
     {
         _run = run;
         _budget = budget;
-        _session = new EtlSpillSession(run, "DistinctBy", "maxBytes", spill);
+        _session = new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill);
         var engine = new EtlHashSpill<T, TKey, T>(_session, key, comparer ?? EqualityComparer<TKey>.Default, () =>
         {
             var state = new EtlDistinctState<T, TKey>(comparer, size, budget);

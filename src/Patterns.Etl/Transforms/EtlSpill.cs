@@ -50,6 +50,15 @@ public sealed class EtlSpill
         TypeInfoResolver = Patterns.Serialization.JsonMessageSerializer.ReflectionResolver() ?? JsonTypeInfoResolver.Combine(),
     };
 
+    /// <summary>A stage spills only past its byte budget: <c>spill:</c> without <c>maxBytes:</c> would never take effect.</summary>
+    internal static void RequireBudget(EtlSpill? spill, long? maxBytes, string stage)
+    {
+        if (spill is not null && maxBytes is null)
+        {
+            throw new ArgumentException($"{stage} was given spill: but no maxBytes: a stage spills only past its byte budget, and without one it holds every key in memory. Set maxBytes, or leave spill unset.", nameof(spill));
+        }
+    }
+
     internal void Validate(string parameter)
     {
         if (Partitions is < 2 or > 1024)
@@ -94,6 +103,7 @@ internal sealed class EtlSpillSession : IDisposable
 {
     private readonly EtlRun _run;
     private readonly string _parameter;
+    private readonly long _budget;
     private readonly JsonSerializerOptions _json;
     private readonly string _directory;
     /// <summary>Each live spill folder holds this file open, unshared; a folder whose lock file opens is left from a run that crashed.</summary>
@@ -108,9 +118,10 @@ internal sealed class EtlSpillSession : IDisposable
     private bool _created;
     private int _next;
 
-    public EtlSpillSession(EtlRun run, string stage, string parameter, EtlSpill spill)
+    public EtlSpillSession(EtlRun run, string stage, string parameter, long budget, EtlSpill spill)
     {
         _run = run;
+        _budget = budget;
         Stage = stage;
         _parameter = parameter;
         _json = spill.SerializerOptions ?? EtlSpill.DefaultSerializerOptions;
@@ -289,6 +300,16 @@ internal sealed class EtlSpillSession : IDisposable
             }
         }
     }
+
+    /// <summary>A partition was split <paramref name="splits"/> times and still did not fit.</summary>
+    public EtlMemoryBudgetExceededException TooDeep(int splits) =>
+        new(string.Create(
+            CultureInfo.InvariantCulture,
+            $"ETL job '{_run.Job}' stopped: the {Stage} stage split its overflow {splits} times and it still does not fit its memory budget of {_budget:N0} bytes ({_parameter}): the keys' hash codes collide, or the budget holds almost nothing. Raise {_parameter}."))
+        {
+            Stage = Stage,
+            MaxBytes = _budget,
+        };
 
     public EtlSpillException Failed<TValue>(string what, Exception inner) =>
         new(
