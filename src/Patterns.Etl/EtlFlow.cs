@@ -163,22 +163,38 @@ public sealed class EtlFlow<T>
     }
 
     /// <summary>
-    /// Keeps the first row of each key and drops later ones. Holds every key seen in memory: with
-    /// <paramref name="maxBytes"/>, a run whose keys need more fails with <see cref="EtlMemoryBudgetExceededException"/>.
+    /// Keeps the first row of each key and drops later ones, in source order. Holds every key seen in memory: with
+    /// <paramref name="maxBytes"/>, once the keys pass it, rows of new keys are spilled to temporary files (partitioned
+    /// by a hash of the key) and de-duplicated after the source ends, so they leave last but still in source order; with
+    /// <see cref="EtlSpill.Off"/>, the run fails with <see cref="EtlMemoryBudgetExceededException"/> instead.
     /// </summary>
     /// <typeparam name="TKey">The key type.</typeparam>
     /// <param name="key">Gets a row's key.</param>
     /// <param name="comparer">Compares keys.</param>
     /// <param name="maxBytes">The most bytes the keys may take (each key's size plus 32 bytes of hash-table entry), or <see langword="null"/> for no bound.</param>
     /// <param name="keySize">Measures a key; strings and types without references are measured without it.</param>
+    /// <param name="spill">Where and how rows spill past <paramref name="maxBytes"/> (rows are written as JSON), or <see cref="EtlSpill.Off"/>; <see cref="EtlSpill.Default"/> when <see langword="null"/>.</param>
     /// <returns>The flow.</returns>
     /// <exception cref="ArgumentException">A budget is set, and the key type cannot be measured without <paramref name="keySize"/>.</exception>
-    public EtlFlow<T> DistinctBy<TKey>(Func<T, TKey> key, IEqualityComparer<TKey>? comparer = null, long? maxBytes = null, Func<TKey, long>? keySize = null)
+    /// <remarks>
+    /// Once the stage spills, source positions no longer match the rows at the sink, so the bookmark of the rest of the run
+    /// is committed only at its end (as after <see cref="OrderBy{TKey}"/>); a queue source cannot spill, its run fails as
+    /// at the budget without spilling.
+    /// </remarks>
+    public EtlFlow<T> DistinctBy<TKey>(Func<T, TKey> key, IEqualityComparer<TKey>? comparer = null, long? maxBytes = null, Func<TKey, long>? keySize = null, EtlSpill? spill = null)
     {
         ArgumentNullException.ThrowIfNull(key);
         EtlMemory.CheckBudget(maxBytes, "DistinctBy", nameof(maxBytes));
+        EtlSpill.RequireBudget(spill, maxBytes, "DistinctBy");
+        spill ??= EtlSpill.Default;
+        spill.Validate(nameof(spill));
         var size = maxBytes is null ? null : EtlMemory.SizeOf(keySize, "DistinctBy", "keySize: k => ...");
         var budget = maxBytes ?? long.MaxValue;
+        if (size is not null && spill.Enabled)
+        {
+            return Then((run, stream) => new OperatorStream<T, T>(stream, "DistinctBy", null, (next, _, _) => new SpillingDistinctStage<T, TKey>(next, run, key, comparer, size, budget, spill), null));
+        }
+
         return Then((run, stream) =>
         {
             var seen = new HashSet<TKey>(comparer);
@@ -193,7 +209,7 @@ public sealed class EtlFlow<T>
 
                 if (size is not null && (held += EtlMemory.EntryOverhead + size(k)) > budget)
                 {
-                    throw EtlMemory.Exceeded(run, "DistinctBy", "maxBytes", budget, held, seen.Count, "keys", "De-duplicate in the target instead (a merge on the key keeps the last row), or raise maxBytes.");
+                    throw DistinctExceeded(run, budget, held, seen.Count);
                 }
 
                 return true;
@@ -281,7 +297,11 @@ public sealed class EtlFlow<T>
 
     /// <summary>
     /// Aggregates rows by key as they stream past (one accumulator per key in memory) and emits one row per key when
-    /// the source ends. The bookmark is then committed only at the end of the run.
+    /// the source ends, in the order of each key's first row. The bookmark is then committed only at the end of the run.
+    /// With <paramref name="maxBytes"/>, once the groups pass it, rows of keys not held are spilled to temporary files
+    /// (partitioned by a hash of the key) and aggregated partition by partition after the source ends; the results are
+    /// the same, in the same order. With <see cref="EtlSpill.Off"/>, the run fails with
+    /// <see cref="EtlMemoryBudgetExceededException"/> instead.
     /// </summary>
     /// <typeparam name="TKey">The group key type.</typeparam>
     /// <typeparam name="TAcc">The accumulator type.</typeparam>
@@ -290,12 +310,13 @@ public sealed class EtlFlow<T>
     /// <param name="seed">The accumulator of a new key.</param>
     /// <param name="add">Adds a row to its key's accumulator.</param>
     /// <param name="result">Makes the result of a key.</param>
-    /// <param name="maxBytes">The most bytes the groups may take (each key and accumulator plus 32 bytes, measured again as the accumulator changes), or <see langword="null"/> for no bound; more fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
+    /// <param name="maxBytes">The most bytes the groups may take (each key and accumulator plus 32 bytes, measured again as the accumulator changes), or <see langword="null"/> for no bound. Past it, rows of keys not held spill; an accumulator held in memory that grows while the stage spills fails the run with <see cref="EtlMemoryBudgetExceededException"/> (an accumulator cannot be split), as does passing it at all with <see cref="EtlSpill.Off"/>.</param>
     /// <param name="keySize">Measures a key; strings and types without references are measured without it.</param>
     /// <param name="accumulatorSize">Measures an accumulator; strings and types without references (<c>decimal</c>, <c>(long, decimal)</c>) are measured without it.</param>
+    /// <param name="spill">Where and how rows spill past <paramref name="maxBytes"/> (rows and results are written as JSON), or <see cref="EtlSpill.Off"/>; <see cref="EtlSpill.Default"/> when <see langword="null"/>.</param>
     /// <returns>The flow.</returns>
     /// <exception cref="ArgumentException">A budget is set, and a type cannot be measured without its measure.</exception>
-    public EtlFlow<TOut> Aggregate<TKey, TAcc, TOut>(Func<T, TKey> key, Func<TKey, TAcc> seed, Func<TAcc, T, TAcc> add, Func<TKey, TAcc, TOut> result, long? maxBytes = null, Func<TKey, long>? keySize = null, Func<TAcc, long>? accumulatorSize = null)
+    public EtlFlow<TOut> Aggregate<TKey, TAcc, TOut>(Func<T, TKey> key, Func<TKey, TAcc> seed, Func<TAcc, T, TAcc> add, Func<TKey, TAcc, TOut> result, long? maxBytes = null, Func<TKey, long>? keySize = null, Func<TAcc, long>? accumulatorSize = null, EtlSpill? spill = null)
         where TKey : notnull
     {
         ArgumentNullException.ThrowIfNull(key);
@@ -305,6 +326,23 @@ public sealed class EtlFlow<T>
         EtlMemory.CheckBudget(maxBytes, "Aggregate", nameof(maxBytes));
         var sizeOfKey = maxBytes is null ? null : EtlMemory.SizeOf(keySize, "Aggregate", "keySize: k => ...");
         var sizeOfAccumulator = maxBytes is null ? null : EtlMemory.SizeOf(accumulatorSize, "Aggregate", "accumulatorSize: a => ...");
+        EtlSpill.RequireBudget(spill, maxBytes, "Aggregate");
+        spill ??= EtlSpill.Default;
+        spill.Validate(nameof(spill));
+        if (maxBytes is { } limit && spill.Enabled)
+        {
+            return Blocking<TOut>(async (run, upstream, ct) =>
+            {
+                var session = new EtlSpillSession(run, "Aggregate", "maxBytes", limit, spill);
+                var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit, (held, groups) => EtlMemory.Exceeded(run, "Aggregate", "maxBytes", limit, held, groups, "groups", "A group held in memory grew while the stage was spilling, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.")));
+                var pass = engine.Open();
+                long ordinal = 0;
+                List<(long, TOut)> none = [];
+                await upstream.To(row => pass.Add(ordinal++, row, none)).RunAsync(ct).ConfigureAwait(false);
+                return Spilled(pass.Complete(), session);
+            });
+        }
+
         return Blocking<TOut>(async (run, upstream, ct) =>
         {
             var groups = new Dictionary<TKey, TAcc>();
@@ -326,7 +364,7 @@ public sealed class EtlFlow<T>
                     measured![k] = size;
                     if (held > budget)
                     {
-                        throw EtlMemory.Exceeded(run, "Aggregate", "maxBytes", budget, held, groups.Count, "groups", "Sort by the key first (OrderBy spills to disk) and aggregate in the target, or raise maxBytes.");
+                        throw EtlMemory.Exceeded(run, "Aggregate", "maxBytes", budget, held, groups.Count, "groups", "Let it spill (leave spill unset), sort by the key first (OrderBy spills to disk) and aggregate in the target, or raise maxBytes.");
                     }
                 }
             }).RunAsync(ct).ConfigureAwait(false);
@@ -412,6 +450,25 @@ public sealed class EtlFlow<T>
         }
 
         return To(new MulticastSink<T>(name, branches!), name);
+    }
+
+    internal static EtlMemoryBudgetExceededException DistinctExceeded(EtlRun run, long budget, long held, long keys) =>
+        EtlMemory.Exceeded(run, "DistinctBy", "maxBytes", budget, held, keys, "keys", "De-duplicate in the target instead (a merge on the key keeps the last row), or raise maxBytes.");
+
+    /// <summary>A spilling stage's outputs without their ordinals; its files go when the enumeration ends.</summary>
+    private static IEnumerable<TOut> Spilled<TOut>(IEnumerable<(long Ordinal, TOut Value)> outputs, EtlSpillSession session)
+    {
+        try
+        {
+            foreach (var (_, value) in outputs)
+            {
+                yield return value;
+            }
+        }
+        finally
+        {
+            session.Dispose();
+        }
     }
 
     private EtlFlow<TOut> Then<TOut>(Func<EtlRun, DataStream<T>, DataStream<TOut>> stage) =>

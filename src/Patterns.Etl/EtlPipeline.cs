@@ -229,6 +229,9 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
             finally
             {
+                // Spill files go whether the run completed, failed or was cancelled.
+                _run.DisposeOwned();
+
                 // A transport source hands back what no commit covers, to be delivered again, and stops its subscription.
                 if (_run.Acknowledgements is { } held)
                 {
@@ -414,7 +417,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     // source row, so its commit covers only the rows before it: its messages are acknowledged with the next
                     // batch, and the bookmark stays where it was (a resumed run loads this source row's rows again).
                     _pending = null;
-                    Enqueue(full with { Position = full.Position - 1, Bookmark = full.Bookmark is null ? null : _sealedBookmark });
+                    Enqueue(_run.PositionsTrackRows ? full with { Position = full.Position - 1, Bookmark = full.Bookmark is null ? null : _sealedBookmark } : full with { Position = null, Bookmark = null });
                     _inBatch = 0;
                     _batchBytes = 0;
                 }
@@ -449,7 +452,10 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 }
 
                 _pending = null;
-                Enqueue(full);
+
+                // A stage that started holding rows back (a DistinctBy that spills) after the batch took its commit: the
+                // source's position then covers rows still held, so the batch goes without a bookmark.
+                Enqueue(_run.PositionsTrackRows ? full : full with { Bookmark = null, Position = null });
                 _inBatch = 0;
                 _batchBytes = 0;
                 var handed = batcher.FlushAsync(CancellationToken.None);

@@ -9,6 +9,7 @@ internal sealed class EtlRun
     private readonly EtlRunOptions _options;
     private List<QuarantinedRow> _pendingQuarantine = [];
     private long _quarantined;
+    private List<IDisposable>? _owned;
 
     public EtlRun(string job, string runId, string sourceName, EtlRunOptions options, ILogger logger, TimeProvider time)
     {
@@ -62,6 +63,30 @@ internal sealed class EtlRun
 
     /// <summary>Gets or sets the source position the last sealed batch's commit covers (stream task).</summary>
     public long SealedPosition { get; set; }
+
+    /// <summary>Disposes <paramref name="resource"/> when the run ends, however it ends (a stage's spill files).</summary>
+    public void Own(IDisposable resource) => (_owned ??= []).Add(resource);
+
+    /// <summary>Disposes what the run's stages gave it to dispose.</summary>
+    public void DisposeOwned()
+    {
+        if (_owned is { } owned)
+        {
+            _owned = null;
+            foreach (var resource in owned)
+            {
+                try
+                {
+                    resource.Dispose();
+                }
+                catch (Exception ex)
+                {
+                    // The run's own outcome (its result or its failure) is what the caller sees; the rest is still released.
+                    EtlLog.DisposeFailed(Logger, ex, Job);
+                }
+            }
+        }
+    }
 
     /// <summary>Gets the rows read from the source (driver task writes; others read approximately).</summary>
     public long RowsRead;

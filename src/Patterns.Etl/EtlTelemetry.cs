@@ -69,4 +69,10 @@ internal static partial class EtlLog
 
     [LoggerMessage(8, LogLevel.Information, "ETL job '{Job}' acknowledged {Count} messages of {Source} without loading them: a committed batch already recorded them (delivered again after a crash), or the run holds another copy.")]
     public static partial void SkippedConsumed(ILogger logger, string job, int count, string source);
+
+    [LoggerMessage(9, LogLevel.Warning, "ETL job '{Job}' could not delete its spill files at {Path}; a later spill removes the folder once no run holds it.")]
+    public static partial void SpillCleanupFailed(ILogger logger, Exception exception, string job, string path);
+
+    [LoggerMessage(10, LogLevel.Warning, "ETL job '{Job}' could not release a resource of its stages when the run ended.")]
+    public static partial void DisposeFailed(ILogger logger, Exception exception, string job);
 }

@@ -17,7 +17,7 @@ public sealed class StageMemoryTests : IDisposable
         // Each 50-character key costs 24 + 100 + 32 = 156 bytes: 64 fit in 10,000, the 65th does not.
         var rows = Enumerable.Range(0, 200).Select(i => Key(i / 2)).ToList();
 
-        var run = () => Etl.From(rows).DistinctBy(k => k, maxBytes: 10_000).To(new ListSink<string>(), "dedupe").RunAsync();
+        var run = () => Etl.From(rows).DistinctBy(k => k, maxBytes: 10_000, spill: EtlSpill.Off).To(new ListSink<string>(), "dedupe").RunAsync();
 
         var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
         error.Message.Should().Be("ETL job 'dedupe' stopped: the DistinctBy stage would hold 65 keys in about 10,140 bytes, more than its memory budget of 10,000 bytes (maxBytes). De-duplicate in the target instead (a merge on the key keeps the last row), or raise maxBytes.");
@@ -40,7 +40,7 @@ public sealed class StageMemoryTests : IDisposable
     public async Task Aggregate_GroupsBeyondTheByteBudget_FailNamingTheStage()
     {
         // An int key and a long accumulator cost 4 + 8 + 32 = 44 bytes a group: 22 fit in 1,000.
-        var run = () => Etl.From(Enumerable.Range(0, 100)).Aggregate(i => i % 50, _ => 0L, (sum, i) => sum + i, (k, sum) => sum, maxBytes: 1_000).To(new ListSink<long>(), "totals").RunAsync();
+        var run = () => Etl.From(Enumerable.Range(0, 100)).Aggregate(i => i % 50, _ => 0L, (sum, i) => sum + i, (k, sum) => sum, maxBytes: 1_000, spill: EtlSpill.Off).To(new ListSink<long>(), "totals").RunAsync();
 
         var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
         error.Message.Should().StartWith("ETL job 'totals' stopped: the Aggregate stage would hold 23 groups in about 1,012 bytes, more than its memory budget of 1,000 bytes (maxBytes).");
@@ -51,7 +51,7 @@ public sealed class StageMemoryTests : IDisposable
     public async Task Aggregate_AGrowingAccumulator_IsMeasuredAgainAsItGrows()
     {
         // One group: 32 + 4 + (24 + 2 × length) bytes, over 1,000 once the text has 471 characters.
-        var run = () => Etl.From(Enumerable.Range(0, 1_000)).Aggregate(_ => 1, _ => string.Empty, (text, _) => text + "x", (k, text) => text.Length, maxBytes: 1_000).To(new ListSink<int>(), "grow").RunAsync();
+        var run = () => Etl.From(Enumerable.Range(0, 1_000)).Aggregate(_ => 1, _ => string.Empty, (text, _) => text + "x", (k, text) => text.Length, maxBytes: 1_000, spill: EtlSpill.Off).To(new ListSink<int>(), "grow").RunAsync();
         var fits = new ListSink<int>();
 
         (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which.Message.Should().Contain("would hold 1 groups in about 1,002 bytes");
@@ -65,7 +65,7 @@ public sealed class StageMemoryTests : IDisposable
         // One group whose list add changes in place (the same object before and after): 32 + 4 + (24 + 8 × count)
         // bytes, over 1,000 once the list holds 118 items.
         var run = () => Etl.From(Enumerable.Range(0, 1_000))
-            .Aggregate(_ => 1, _ => new List<int>(), (list, i) => { list.Add(i); return list; }, (k, list) => list.Count, maxBytes: 1_000, accumulatorSize: list => 24 + (8L * list.Count))
+            .Aggregate(_ => 1, _ => new List<int>(), (list, i) => { list.Add(i); return list; }, (k, list) => list.Count, maxBytes: 1_000, accumulatorSize: list => 24 + (8L * list.Count), spill: EtlSpill.Off)
             .To(new ListSink<int>(), "in-place")
             .RunAsync();
 

@@ -420,6 +420,29 @@ public sealed class TransportSourceTests
         (await run.Should().ThrowAsync<InvalidOperationException>()).WithMessage("*acknowledged with the batch that loads them*OrderBy or Aggregate*");
     }
 
+    [Fact]
+    public async Task QueueSource_ThenDistinctByPastItsBudget_FailsInsteadOfSpilling()
+    {
+        // An int key costs 4 + 32 bytes: 12 keys hold 432 bytes, past 400; the 13th key would spill, which a queue's rows cannot.
+        var queue = "dedupe-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= 20; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        var sink = new RecordingSink(failOnBatch: null);
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue)
+            .DistinctBy(r => r.Id, maxBytes: 400)
+            .To(sink, "dedupe")
+            .RunAsync().WaitAsync(Wait);
+
+        var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
+        error.Message.Should().StartWith("ETL job 'dedupe' stopped: the DistinctBy stage would hold 12 keys in about 432 bytes, more than its memory budget of 400 bytes (maxBytes).");
+        error.Stage.Should().Be("DistinctBy");
+    }
+
     private static async Task<IHost> StartAsync(string queue, bool rabbitMq = false, Func<MessageTransport, MessageTransport>? wrap = null)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });

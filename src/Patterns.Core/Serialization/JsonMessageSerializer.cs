@@ -130,6 +130,6 @@ public sealed class JsonMessageSerializer : IMessageSerializer
 
     [UnconditionalSuppressMessage("Trimming", "IL2026", Justification = "Only used when the application keeps reflection-based serialization enabled; trimmed and AOT apps pass a JsonSerializerContext.")]
     [UnconditionalSuppressMessage("AOT", "IL3050", Justification = "Only used when the application keeps reflection-based serialization enabled; trimmed and AOT apps pass a JsonSerializerContext.")]
-    private static IJsonTypeInfoResolver? ReflectionResolver() =>
+    internal static IJsonTypeInfoResolver? ReflectionResolver() =>
         JsonSerializer.IsReflectionEnabledByDefault ? new DefaultJsonTypeInfoResolver() : null;
 }

@@ -1,0 +1,351 @@
+using System.Text.Json.Serialization.Metadata;
+using Patterns.Streaming;
+
+namespace Patterns.Etl;
+
+/// <summary>
+/// What a holding stage keeps in memory for one pass: keys (a dedupe) or groups (an aggregate), measured against the
+/// byte budget. Every row carries its ordinal (its place in the stage's input), and every output its first row's.
+/// </summary>
+internal abstract class EtlHoldingState<TRow, TKey, TOut>
+{
+    /// <summary>Gets a value indicating whether what is held has passed the budget: from then on no key is added.</summary>
+    public abstract bool Over { get; }
+
+    /// <summary>
+    /// Takes a row whose key is held, or adds its key when <paramref name="mayAdd"/>; puts what it emits at once in
+    /// <paramref name="output"/>. Returns <see langword="false"/> for a row it did not take (a new key, adding not allowed).
+    /// </summary>
+    public abstract bool Offer(long ordinal, TKey key, TRow row, bool mayAdd, List<(long Ordinal, TOut Value)> output);
+
+    /// <summary>What is left to emit at the end of the pass, by ordinal; the state is cleared as it goes.</summary>
+    public abstract IEnumerable<(long Ordinal, TOut Value)> Drain();
+}
+
+/// <summary>
+/// Hybrid hash spilling for the holding stages. One pass keeps what fits in its budget; once the state is over it,
+/// rows of keys already held still go to it, and rows of other keys are written to one of a few partition files by a
+/// hash of the key. At the end the pass emits what it holds, then finishes each partition in a pass of its own (and so
+/// on, with a new hash at each depth, if a partition is still too large), writes each partition's output to a file in
+/// ordinal order, and merges those files by ordinal. Every key held in memory was first seen before the pass went over
+/// its budget, and every spilled key after, so outputs leave in the same order as without spilling: by the ordinal
+/// of their first row.
+/// </summary>
+internal sealed class EtlHashSpill<TRow, TKey, TOut>
+{
+    private const int MaxDepth = 24;
+    private readonly EtlSpillSession _session;
+    private readonly Func<TRow, TKey> _key;
+    private readonly IEqualityComparer<TKey> _comparer;
+    private readonly Func<EtlHoldingState<TRow, TKey, TOut>> _newState;
+    private readonly Lazy<JsonTypeInfo<TRow>> _rowType;
+    private readonly Lazy<JsonTypeInfo<TOut>> _outType;
+
+    public EtlHashSpill(EtlSpillSession session, Func<TRow, TKey> key, IEqualityComparer<TKey> comparer, Func<EtlHoldingState<TRow, TKey, TOut>> newState)
+    {
+        _session = session;
+        _key = key;
+        _comparer = comparer;
+        _newState = newState;
+        _rowType = new(session.TypeInfo<TRow>);
+        _outType = new(session.TypeInfo<TOut>);
+    }
+
+    public Pass Open() => new(this, 0);
+
+    /// <summary>One pass over rows: the top one over the stage's input, or one over a partition file.</summary>
+    internal sealed class Pass(EtlHashSpill<TRow, TKey, TOut> owner, int depth)
+    {
+        private readonly EtlHoldingState<TRow, TKey, TOut> _state = owner._newState();
+        private EtlSpillWriter<TRow>?[]? _partitions;
+
+        /// <summary>Gets a value indicating whether this pass has started writing rows to partition files.</summary>
+        public bool Spilling => _partitions is not null;
+
+        public void Add(long ordinal, TRow row, List<(long Ordinal, TOut Value)> output)
+        {
+            var k = owner._key(row);
+            if (TryHold(ordinal, k, row, output))
+            {
+                return;
+            }
+
+            var index = (int)((uint)HashCode.Combine(k is null ? 0 : owner._comparer.GetHashCode(k), depth) % (uint)_partitions!.Length);
+            var writer = _partitions[index] ??= owner._session.Create(owner._rowType.Value);
+            writer.Write(ordinal, row);
+        }
+
+        /// <summary>What this pass holds, then the outputs of its partitions, by ordinal.</summary>
+        public IEnumerable<(long Ordinal, TOut Value)> Complete()
+        {
+            foreach (var output in _state.Drain())
+            {
+                yield return output;
+            }
+
+            if (_partitions is null)
+            {
+                yield break;
+            }
+
+            var files = new List<string>(_partitions.Length);
+            foreach (var writer in _partitions)
+            {
+                if (writer is not null)
+                {
+                    writer.Dispose();
+                    files.Add(writer.Path);
+                }
+            }
+
+            _partitions = null;
+            if (files.Count == 0)
+            {
+                yield break;
+            }
+
+            if (depth + 1 >= MaxDepth)
+            {
+                throw owner._session.TooDeep(depth + 1);
+            }
+
+            var results = new List<string>(files.Count);
+            var emitted = new List<(long Ordinal, TOut Value)>();
+            foreach (var file in files)
+            {
+                var pass = new Pass(owner, depth + 1);
+                using var writer = owner._session.Create(owner._outType.Value);
+                foreach (var (ordinal, row) in owner._session.Read(file, owner._rowType.Value))
+                {
+                    pass.Add(ordinal, row, emitted);
+                    foreach (var (o, value) in emitted)
+                    {
+                        writer.Write(o, value);
+                    }
+
+                    emitted.Clear();
+                }
+
+                foreach (var (o, value) in pass.Complete())
+                {
+                    writer.Write(o, value);
+                }
+
+                results.Add(writer.Path);
+            }
+
+            foreach (var output in owner._session.Merge(results, owner._outType.Value))
+            {
+                yield return output;
+            }
+        }
+
+        private bool TryHold(long ordinal, TKey k, TRow row, List<(long Ordinal, TOut Value)> output)
+        {
+            if (_state.Offer(ordinal, k, row, _partitions is null, output))
+            {
+                if (_partitions is null && _state.Over)
+                {
+                    _partitions = new EtlSpillWriter<TRow>?[owner._session.Partitions];
+                }
+
+                return true;
+            }
+
+            return false;
+        }
+    }
+}
+
+/// <summary>A dedupe's pass: the keys seen; a row of a new key is emitted at once.</summary>
+internal sealed class EtlDistinctState<T, TKey>(IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget) : EtlHoldingState<T, TKey, T>
+{
+    private HashSet<TKey> _seen = new(comparer);
+    private long _held;
+
+    public override bool Over => _held > budget;
+
+    public long Held => _held;
+
+    public int Count => _seen.Count;
+
+    public override bool Offer(long ordinal, TKey key, T row, bool mayAdd, List<(long Ordinal, T Value)> output)
+    {
+        if (_seen.Contains(key))
+        {
+            return true;
+        }
+
+        if (!mayAdd)
+        {
+            return false;
+        }
+
+        _seen.Add(key);
+        _held += EtlMemory.EntryOverhead + size(key);
+        output.Add((ordinal, row));
+        return true;
+    }
+
+    public override IEnumerable<(long Ordinal, T Value)> Drain()
+    {
+        _seen = new HashSet<TKey>(comparer);
+        _held = 0;
+        return [];
+    }
+}
+
+/// <summary>An aggregate's pass: one accumulator per key, with its first row's ordinal; the results leave at the end.</summary>
+internal sealed class EtlAggregateState<T, TKey, TAcc, TOut>(
+    Func<TKey, TAcc> seed,
+    Func<TAcc, T, TAcc> add,
+    Func<TKey, TAcc, TOut> result,
+    Func<TKey, long> keySize,
+    Func<TAcc, long> accumulatorSize,
+    long budget,
+    Func<long, long, Exception> exceeded) : EtlHoldingState<T, TKey, TOut>
+    where TKey : notnull
+{
+    private Dictionary<TKey, Group> _groups = [];
+    private long _held;
+
+    public override bool Over => _held > budget;
+
+    public override bool Offer(long ordinal, TKey key, T row, bool mayAdd, List<(long Ordinal, TOut Value)> output)
+    {
+        if (_groups.TryGetValue(key, out var group))
+        {
+            group.Accumulator = add(group.Accumulator, row);
+
+            // An accumulator that add changes in place is the same object before and after: only the stored size shows how much it grew.
+            var size = accumulatorSize(group.Accumulator);
+            _held += size - group.Size;
+            var grew = size > group.Size;
+            group.Size = size;
+            if (!mayAdd && grew && _held > budget)
+            {
+                // Past the budget only new keys can go to disk: a held accumulator cannot be split, so one that keeps
+                // growing would take memory without bound.
+                throw exceeded(_held, _groups.Count);
+            }
+
+            return true;
+        }
+
+        if (!mayAdd)
+        {
+            return false;
+        }
+
+        group = new Group(ordinal, add(seed(key), row));
+        group.Size = accumulatorSize(group.Accumulator);
+        _held += EtlMemory.EntryOverhead + keySize(key) + group.Size;
+        _groups.Add(key, group);
+        return true;
+    }
+
+    public override IEnumerable<(long Ordinal, TOut Value)> Drain()
+    {
+        // Insertion order is first-row order: a dictionary nothing was removed from enumerates in insertion order.
+        var groups = _groups;
+        _groups = [];
+        _held = 0;
+        foreach (var (key, group) in groups)
+        {
+            yield return (group.First, result(key, group.Accumulator));
+        }
+    }
+
+    private sealed class Group(long first, TAcc accumulator)
+    {
+        public long First { get; } = first;
+
+        public TAcc Accumulator { get; set; } = accumulator;
+
+        public long Size { get; set; }
+    }
+}
+
+/// <summary>
+/// <c>DistinctBy</c> with a byte budget that spills: rows of new keys pass at once until the keys pass the budget; then
+/// rows of new keys go to partition files and leave, de-duplicated and in source order, when the source ends.
+/// </summary>
+internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, IDisposable
+{
+    private readonly EtlRun _run;
+    private readonly EtlSpillSession _session;
+    private readonly EtlHashSpill<T, TKey, T>.Pass _pass;
+    private readonly List<(long Ordinal, T Value)> _output = new(1);
+    private readonly long _budget;
+    private EtlDistinctState<T, TKey>? _top;
+    private long _ordinal;
+    private bool _spilling;
+    private bool _completed;
+
+    public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill)
+        : base(next)
+    {
+        _run = run;
+        _budget = budget;
+        _session = new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill);
+        var engine = new EtlHashSpill<T, TKey, T>(_session, key, comparer ?? EqualityComparer<TKey>.Default, () =>
+        {
+            var state = new EtlDistinctState<T, TKey>(comparer, size, budget);
+            _top ??= state;
+            return state;
+        });
+        _pass = engine.Open();
+    }
+
+    public override ValueTask OnNextAsync(T item)
+    {
+        _pass.Add(_ordinal++, item, _output);
+        if (!_spilling && _pass.Spilling)
+        {
+            _spilling = true;
+            if (_run.Acknowledgements is not null)
+            {
+                // A queue's messages are acknowledged with the batch that loads their rows: a spilled row's would be acknowledged before it is loaded.
+                throw EtlFlow<T>.DistinctExceeded(_run, _budget, _top!.Held, _top.Count);
+            }
+
+            // Rows of new keys now leave after the source ends: from here on, bookmarks are taken only at the end of the run.
+            _run.PositionsTrackRows = false;
+        }
+
+        if (_output.Count == 0)
+        {
+            return default;
+        }
+
+        var row = _output[0].Value;
+        _output.Clear();
+        return Next.OnNextAsync(row);
+    }
+
+    public override async ValueTask OnCompletedAsync(bool final)
+    {
+        try
+        {
+            if (final && !_completed)
+            {
+                _completed = true;
+                foreach (var (_, row) in _pass.Complete())
+                {
+                    await Next.OnNextAsync(row).ConfigureAwait(false);
+
+                    // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
+                    _run.SourceRowDone?.Invoke();
+                }
+            }
+        }
+        finally
+        {
+            Dispose();
+        }
+
+        await Next.OnCompletedAsync(final).ConfigureAwait(false);
+    }
+
+    public void Dispose() => _session.Dispose();
+}

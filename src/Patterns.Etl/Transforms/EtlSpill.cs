@@ -1,0 +1,405 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+
+namespace Patterns.Etl;
+
+/// <summary>
+/// How a holding stage (<c>DistinctBy</c>, <c>Aggregate</c>) goes on past its byte budget: it spills rows to temporary
+/// files, partitioned by a hash of their key, and finishes each partition after the source ends. Rows are written with
+/// System.Text.Json.
+/// </summary>
+public sealed class EtlSpill
+{
+    /// <summary>Gets the default: spill under the system's temporary folder, rows written with public properties and fields.</summary>
+    public static EtlSpill Default { get; } = new();
+
+    /// <summary>Gets the setting that never spills: a stage past its byte budget fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</summary>
+    public static EtlSpill Off { get; } = new() { Enabled = false };
+
+    /// <summary>Gets a value indicating whether the stage spills (<see langword="true"/>) or fails at its budget.</summary>
+    public bool Enabled { get; init; } = true;
+
+    /// <summary>
+    /// Gets the folder under which each spilling stage makes its own folder (<c>patterns-etl-spill-*</c>), deleted when
+    /// the stage ends, fails or is cancelled; the system's temporary folder by default.
+    /// </summary>
+    public string? TempDirectory { get; init; }
+
+    /// <summary>
+    /// Gets the serializer options for spilled rows. By default, reflection with public fields included (tuples keep their
+    /// items) and NaN and the infinities allowed; under NativeAOT, pass options with a source-generated context for the row
+    /// and result types. A spilled row must come back from JSON equal to what was written (no state outside its public
+    /// properties and fields), and keys must compare by value.
+    /// </summary>
+    public JsonSerializerOptions? SerializerOptions { get; init; }
+
+    /// <summary>Gets the number of files a spilling stage splits its overflow into (by a hash of the key); each is finished on its own, within the same budget.</summary>
+    public int Partitions { get; init; } = 16;
+
+    // The kernel's message serializer's choice: reflection where the application keeps it enabled; none under NativeAOT,
+    // where a spill then fails with a clear error until SerializerOptions carries a source-generated context.
+    internal static JsonSerializerOptions DefaultSerializerOptions { get; } = new()
+    {
+        IncludeFields = true,
+
+        // A spilled row must come back equal: NaN and the infinities are written as "NaN", "Infinity", "-Infinity".
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        TypeInfoResolver = Patterns.Serialization.JsonMessageSerializer.ReflectionResolver() ?? JsonTypeInfoResolver.Combine(),
+    };
+
+    /// <summary>A stage spills only past its byte budget: <c>spill:</c> without <c>maxBytes:</c> would never take effect.</summary>
+    internal static void RequireBudget(EtlSpill? spill, long? maxBytes, string stage)
+    {
+        if (spill is not null && maxBytes is null)
+        {
+            throw new ArgumentException($"{stage} was given spill: but no maxBytes: a stage spills only past its byte budget, and without one it holds every key in memory. Set maxBytes, or leave spill unset.", nameof(spill));
+        }
+    }
+
+    internal void Validate(string parameter)
+    {
+        if (Partitions is < 2 or > 1024)
+        {
+            throw new ArgumentOutOfRangeException(parameter, Partitions, "EtlSpill.Partitions must be between 2 and 1,024.");
+        }
+    }
+}
+
+/// <summary>A holding stage could not write a row to its spill file, or read it back.</summary>
+public sealed class EtlSpillException : InvalidOperationException
+{
+    /// <summary>Initializes a new instance of the <see cref="EtlSpillException"/> class.</summary>
+    public EtlSpillException()
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="EtlSpillException"/> class.</summary>
+    /// <param name="message">What happened.</param>
+    public EtlSpillException(string message)
+        : base(message)
+    {
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="EtlSpillException"/> class.</summary>
+    /// <param name="message">What happened.</param>
+    /// <param name="innerException">The serializer's error.</param>
+    public EtlSpillException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+
+    /// <summary>Gets the stage that spilled: <c>DistinctBy</c> or <c>Aggregate</c>.</summary>
+    public string Stage { get; init; } = string.Empty;
+
+    /// <summary>Gets the type that could not be written or read.</summary>
+    public Type? RowType { get; init; }
+}
+
+/// <summary>One spilling stage's files: a folder of its own, deleted when the stage ends or the run does (success, failure or cancellation).</summary>
+internal sealed class EtlSpillSession : IDisposable
+{
+    private readonly EtlRun _run;
+    private readonly string _parameter;
+    private readonly long _budget;
+    private readonly JsonSerializerOptions _json;
+    private readonly string _directory;
+    /// <summary>Each live spill folder holds this file open, unshared; a folder whose lock file opens is left from a run that crashed.</summary>
+    private const string LockName = "lock";
+    private const string Prefix = "patterns-etl-spill-";
+
+    /// <summary>A folder without a lock file may be one a live run is making: it is swept only past this age.</summary>
+    private static readonly TimeSpan UnlockedAge = TimeSpan.FromHours(1);
+
+    private readonly HashSet<IDisposable> _open = [];
+    private FileStream? _lock;
+    private bool _created;
+    private int _next;
+
+    public EtlSpillSession(EtlRun run, string stage, string parameter, long budget, EtlSpill spill)
+    {
+        _run = run;
+        _budget = budget;
+        Stage = stage;
+        _parameter = parameter;
+        _json = spill.SerializerOptions ?? EtlSpill.DefaultSerializerOptions;
+        Partitions = spill.Partitions;
+        _directory = Path.Combine(spill.TempDirectory ?? Path.GetTempPath(), Prefix + Guid.NewGuid().ToString("N"));
+        run.Own(this);
+    }
+
+    public string Stage { get; }
+
+    public int Partitions { get; }
+
+    /// <summary>Gets the number of files written so far.</summary>
+    public int FilesWritten => _next;
+
+    public JsonTypeInfo<TValue> TypeInfo<TValue>()
+    {
+        try
+        {
+            return (JsonTypeInfo<TValue>)_json.GetTypeInfo(typeof(TValue));
+        }
+        catch (Exception ex) when (ex is NotSupportedException or InvalidOperationException or ArgumentException)
+        {
+            throw Failed<TValue>("write", ex);
+        }
+    }
+
+    public EtlSpillWriter<TValue> Create<TValue>(JsonTypeInfo<TValue> type)
+    {
+        if (!_created)
+        {
+            Directory.CreateDirectory(_directory);
+            _created = true;
+            _lock = new FileStream(Path.Combine(_directory, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            Sweep(Path.GetDirectoryName(_directory)!);
+        }
+
+        var file = Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + ".spill");
+        var writer = new EtlSpillWriter<TValue>(this, file, type);
+        _open.Add(writer);
+        return writer;
+    }
+
+    /// <summary>
+    /// Deletes the spill folders under <paramref name="root"/> that no run holds: left by a process that was killed, so
+    /// its own cleanup never ran. A live folder's lock file is open and unshared, so it cannot be opened here.
+    /// </summary>
+    private void Sweep(string root)
+    {
+        IEnumerable<string> folders;
+        try
+        {
+            folders = Directory.EnumerateDirectories(root, Prefix + "*").ToList();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+
+        foreach (var folder in folders)
+        {
+            if (string.Equals(folder, _directory, StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            try
+            {
+                var lockFile = Path.Combine(folder, LockName);
+                if (File.Exists(lockFile))
+                {
+                    // Throws while the run that made the folder is alive.
+                    new FileStream(lockFile, FileMode.Open, FileAccess.ReadWrite, FileShare.None).Dispose();
+                }
+                else if (DateTime.UtcNow - Directory.GetLastWriteTimeUtc(folder) < UnlockedAge)
+                {
+                    continue;
+                }
+
+                Directory.Delete(folder, recursive: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Held by a live run, or not ours to delete.
+            }
+        }
+    }
+
+    /// <summary>A writer was closed: the session no longer closes it.</summary>
+    public void Closed(IDisposable writer) => _open.Remove(writer);
+
+    /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read.</summary>
+    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(4096);
+        try
+        {
+            using (var reader = new BinaryReader(new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16)))
+            {
+                var stream = reader.BaseStream;
+                while (stream.Position < stream.Length)
+                {
+                    var ordinal = reader.ReadInt64();
+                    var length = reader.ReadInt32();
+                    if (buffer.Length < length)
+                    {
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = ArrayPool<byte>.Shared.Rent(length);
+                    }
+
+                    reader.BaseStream.ReadExactly(buffer, 0, length);
+                    TValue value;
+                    try
+                    {
+                        value = JsonSerializer.Deserialize(buffer.AsSpan(0, length), type)!;
+                    }
+                    catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException)
+                    {
+                        throw Failed<TValue>("read back", ex);
+                    }
+
+                    yield return (ordinal, value);
+                }
+            }
+
+            File.Delete(file);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>Merges files each sorted by ordinal into one sequence sorted by ordinal.</summary>
+    public IEnumerable<(long Ordinal, TValue Value)> Merge<TValue>(IReadOnlyList<string> files, JsonTypeInfo<TValue> type)
+    {
+        if (files.Count == 1)
+        {
+            foreach (var record in Read(files[0], type))
+            {
+                yield return record;
+            }
+
+            yield break;
+        }
+
+        var readers = new List<IEnumerator<(long Ordinal, TValue Value)>>(files.Count);
+        try
+        {
+            var queue = new PriorityQueue<int, long>(files.Count);
+            foreach (var file in files)
+            {
+                var reader = Read(file, type).GetEnumerator();
+                readers.Add(reader);
+                if (reader.MoveNext())
+                {
+                    queue.Enqueue(readers.Count - 1, reader.Current.Ordinal);
+                }
+            }
+
+            while (queue.TryDequeue(out var index, out _))
+            {
+                var reader = readers[index];
+                yield return reader.Current;
+                if (reader.MoveNext())
+                {
+                    queue.Enqueue(index, reader.Current.Ordinal);
+                }
+            }
+        }
+        finally
+        {
+            foreach (var reader in readers)
+            {
+                reader.Dispose();
+            }
+        }
+    }
+
+    /// <summary>A partition was split <paramref name="splits"/> times and still did not fit.</summary>
+    public EtlMemoryBudgetExceededException TooDeep(int splits) =>
+        new(string.Create(
+            CultureInfo.InvariantCulture,
+            $"ETL job '{_run.Job}' stopped: the {Stage} stage split its overflow {splits} times and it still does not fit its memory budget of {_budget:N0} bytes ({_parameter}): the keys' hash codes collide, or the budget holds almost nothing. Raise {_parameter}."))
+        {
+            Stage = Stage,
+            MaxBytes = _budget,
+        };
+
+    public EtlSpillException Failed<TValue>(string what, Exception inner) =>
+        new(
+            string.Create(
+                CultureInfo.InvariantCulture,
+                $"ETL job '{_run.Job}': the {Stage} stage passed its memory budget ({_parameter}) and could not {what} a {typeof(TValue).FullName} in its spill file: {inner.Message} Make the type one System.Text.Json can write and read back (public properties or fields, a constructor it can bind), pass spill: new EtlSpill {{ SerializerOptions = ... }} that can, or raise {_parameter}."),
+            inner)
+        {
+            Stage = Stage,
+            RowType = typeof(TValue),
+        };
+
+    public void Dispose()
+    {
+        // Writers of a pass the run left unfinished (a failure, a cancellation) are closed first: on Windows and some
+        // network file systems a folder with open files cannot be deleted, and on Linux their handles would leak.
+        foreach (var writer in _open.ToArray())
+        {
+            writer.Dispose();
+        }
+
+        _open.Clear();
+        _lock?.Dispose();
+        _lock = null;
+        if (!_created)
+        {
+            return;
+        }
+
+        _created = false;
+        try
+        {
+            Directory.Delete(_directory, recursive: true);
+        }
+        catch (DirectoryNotFoundException)
+        {
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // Cleanup does not replace the run's outcome: the folder is left for a later spill's sweep.
+            EtlLog.SpillCleanupFailed(_run.Logger, ex, _run.Job, _directory);
+        }
+    }
+}
+
+/// <summary>Writes records (an ordinal and a value as JSON) to one spill file.</summary>
+internal sealed class EtlSpillWriter<TValue> : IDisposable
+{
+    private readonly EtlSpillSession _session;
+    private readonly JsonTypeInfo<TValue> _type;
+    private readonly FileStream _file;
+    private readonly ArrayBufferWriter<byte> _buffer = new(256);
+    private readonly Utf8JsonWriter _json;
+    private readonly byte[] _header = new byte[12];
+
+    public EtlSpillWriter(EtlSpillSession session, string path, JsonTypeInfo<TValue> type)
+    {
+        _session = session;
+        _type = type;
+        Path = path;
+        _file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
+        _json = new Utf8JsonWriter(_buffer);
+    }
+
+    public string Path { get; }
+
+    public void Write(long ordinal, TValue value)
+    {
+        _buffer.ResetWrittenCount();
+        _json.Reset(_buffer);
+        try
+        {
+            JsonSerializer.Serialize(_json, value, _type);
+            _json.Flush();
+        }
+        catch (Exception ex) when (ex is NotSupportedException or InvalidOperationException or JsonException or ArgumentException)
+        {
+            throw _session.Failed<TValue>("write", ex);
+        }
+
+        BinaryPrimitives.WriteInt64LittleEndian(_header, ordinal);
+        BinaryPrimitives.WriteInt32LittleEndian(_header.AsSpan(8), _buffer.WrittenCount);
+        _file.Write(_header);
+        _file.Write(_buffer.WrittenSpan);
+    }
+
+    public void Dispose()
+    {
+        _session.Closed(this);
+        _json.Dispose();
+        _file.Dispose();
+    }
+}

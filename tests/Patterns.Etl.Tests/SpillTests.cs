@@ -1,0 +1,353 @@
+using System.Globalization;
+using System.Runtime.CompilerServices;
+
+namespace Patterns.Etl.Tests;
+
+/// <summary>DistinctBy and Aggregate past their byte budget: they spill to temporary files, give what they give in memory, and leave no file behind.</summary>
+public sealed class SpillTests : IDisposable
+{
+    private const int Rows = 20_000;
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private static readonly int DistinctKeys = Generate().Select(r => r.Key).Distinct().Count();
+
+    private EtlSpill Spill => new() { TempDirectory = _dir.Path };
+
+    [Fact]
+    public async Task DistinctBy_TinyBudget_SpillsSeveralTimesAndGivesTheSameRowsInTheSameOrder()
+    {
+        var expected = new ListSink<Row>();
+        var spilled = new ListSink<Row>();
+        var mostFiles = 0;
+        await Etl.From(Generate()).DistinctBy(r => r.Key).To(expected).RunAsync();
+
+        // A key of 6 or 7 characters costs 24 + 2 × length + 32 bytes: about 60 keys fit in 4,000 bytes, of 5,000.
+        var result = await Etl.From(Generate())
+            .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
+            .Select(r =>
+            {
+                mostFiles = Math.Max(mostFiles, SpillFiles());
+                return r;
+            })
+            .To(spilled, "dedupe")
+            .RunAsync();
+
+        expected.Rows.Should().HaveCount(DistinctKeys);
+        spilled.Rows.Should().Equal(expected.Rows);
+        result.RowsLoaded.Should().Be(DistinctKeys);
+        result.RowsRead.Should().Be(Rows);
+        mostFiles.Should().Be(16, "the spilled rows leave from a merge of the 16 partitions' results");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Aggregate_TinyBudget_SpillsSeveralTimesAndGivesTheSameGroupsInTheSameOrder()
+    {
+        var expected = new ListSink<Total>();
+        var spilled = new ListSink<Total>();
+        var filesAtFirstResult = -1;
+        await Etl.From(Generate()).Aggregate(r => r.Key, _ => (Count: 0L, Sum: 0m), (acc, r) => (acc.Count + 1, acc.Sum + r.Amount), (k, acc) => new Total(k, acc.Count, acc.Sum)).To(expected).RunAsync();
+
+        // A group costs 32 + (24 + 2 × 6 or 7) + 24 bytes: about 40 fit in 4,000 bytes, of 5,000.
+        await Etl.From(Generate())
+            .Aggregate(r => r.Key, _ => (Count: 0L, Sum: 0m), (acc, r) => (acc.Count + 1, acc.Sum + r.Amount), (k, acc) => new Total(k, acc.Count, acc.Sum), maxBytes: 4_000, spill: Spill)
+            .Select(t =>
+            {
+                if (filesAtFirstResult < 0)
+                {
+                    filesAtFirstResult = SpillFiles();
+                }
+
+                return t;
+            })
+            .To(spilled, "totals")
+            .RunAsync();
+
+        expected.Rows.Should().HaveCount(DistinctKeys);
+        expected.Rows.Sum(t => t.Count).Should().Be(Rows);
+        spilled.Rows.Should().Equal(expected.Rows);
+        filesAtFirstResult.Should().Be(16, "the top pass wrote its overflow to all 16 partitions before its first result");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Aggregate_TupleKeysAndResults_SurviveTheSpillFiles()
+    {
+        // Tuples keep their items in the spill files (fields are written): the results equal the in-memory run's.
+        var expected = new ListSink<(string Key, long Count)>();
+        var spilled = new ListSink<(string Key, long Count)>();
+        await Etl.From(Generate()).Aggregate(r => (r.Key, r.Id % 2), _ => 0L, (n, r) => n + 1, (k, n) => (k.Key + "/" + k.Item2.ToString(CultureInfo.InvariantCulture), n)).To(expected).RunAsync();
+
+        await Etl.From(Generate()).Aggregate(r => (r.Key, r.Id % 2), _ => 0L, (n, r) => n + 1, (k, n) => (k.Key + "/" + k.Item2.ToString(CultureInfo.InvariantCulture), n), maxBytes: 4_000, keySize: k => 24 + (2L * k.Key.Length) + 8, spill: Spill).To(spilled).RunAsync();
+
+        expected.Rows.Should().HaveCountGreaterThan(DistinctKeys);
+        spilled.Rows.Should().Equal(expected.Rows);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Aggregate_UnderTheBudget_DoesNotSpill()
+    {
+        var sink = new ListSink<Total>();
+
+        await Etl.From(Generate()).Aggregate(r => r.Key, _ => 0L, (n, r) => n + 1, (k, n) => new Total(k, n, 0), maxBytes: 10_000_000, spill: new EtlSpill { TempDirectory = _dir.File("never") }).To(sink).RunAsync();
+
+        sink.Rows.Should().HaveCount(DistinctKeys);
+        Directory.Exists(_dir.File("never")).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task DistinctBy_DownstreamFailsWhileSpilledRowsLeave_DeletesTheSpillFiles()
+    {
+        var filesAtFailure = 0;
+        var run = () => Etl.From(Generate())
+            .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
+            .Select(r =>
+            {
+                if (r.Id >= Rows / 2)
+                {
+                    filesAtFailure = SpillFiles();
+                    throw new InvalidOperationException("downstream failed");
+                }
+
+                return r;
+            })
+            .To(new ListSink<Row>(), "dedupe")
+            .RunAsync();
+
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Be("downstream failed");
+        filesAtFailure.Should().BeGreaterThan(0);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Aggregate_DownstreamFailsOnASpilledGroup_DeletesTheSpillFiles()
+    {
+        var seen = 0;
+        var run = () => Etl.From(Generate())
+            .Aggregate(r => r.Key, _ => 0L, (n, r) => n + 1, (k, n) => new Total(k, n, 0), maxBytes: 4_000, spill: Spill)
+            .Select(t => ++seen == 1_000 ? throw new InvalidOperationException("downstream failed") : t)
+            .To(new ListSink<Total>(), "totals")
+            .RunAsync();
+
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Be("downstream failed");
+        seen.Should().Be(1_000);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Theory]
+    [InlineData("DistinctBy")]
+    [InlineData("Aggregate")]
+    public async Task Cancelled_WhileSpilled_DeletesTheSpillFiles(string stage)
+    {
+        using var cancel = new CancellationTokenSource();
+        var filesAtCancel = 0;
+        var flow = Etl.From(GenerateThenCancel(cancel, () => filesAtCancel = SpillFiles()));
+        var result = stage == "DistinctBy"
+            ? await flow.DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(new ListSink<Row>()).RunAsync(cancellationToken: cancel.Token)
+            : await flow.Aggregate(r => r.Key, _ => 0L, (n, r) => n + 1, (k, n) => n, maxBytes: 4_000, spill: Spill).To(new ListSink<long>()).RunAsync(cancellationToken: cancel.Token);
+
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        filesAtCancel.Should().BeGreaterThanOrEqualTo(16);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        OpenSpillHandles().Should().Be(0, "the partition files open when the run stopped are closed before their folder is deleted");
+    }
+
+    [Theory]
+    [InlineData("DistinctBy")]
+    [InlineData("Aggregate")]
+    public async Task UpstreamFails_WhilePartitionFilesAreOpen_ClosesThemAndTheFailureSurfaces(string stage)
+    {
+        var filesAtFailure = 0;
+        var flow = Etl.From(Generate()).Select(r =>
+        {
+            if (r.Id == Rows * 3 / 4)
+            {
+                filesAtFailure = SpillFiles();
+                throw new InvalidOperationException("upstream failed");
+            }
+
+            return r;
+        });
+        Func<Task<EtlRunResult>> run = stage == "DistinctBy"
+            ? () => flow.DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(new ListSink<Row>()).RunAsync()
+            : () => flow.Aggregate(r => r.Key, _ => 0L, (n, r) => n + 1, (k, n) => n, maxBytes: 4_000, spill: Spill).To(new ListSink<long>()).RunAsync();
+
+        (await run.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Be("upstream failed");
+        filesAtFailure.Should().Be(16);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        OpenSpillHandles().Should().Be(0);
+    }
+
+    [Fact]
+    public async Task DistinctBy_ARowTheSerializerCannotWrite_FailsNamingTheStageAndTheType()
+    {
+        var rows = Enumerable.Range(0, 100).Select(i => new Odd(i, typeof(string)));
+
+        var run = () => Etl.From(rows).DistinctBy(r => r.Id, maxBytes: 500, spill: Spill).To(new ListSink<Odd>(), "odd").RunAsync();
+
+        var error = (await run.Should().ThrowAsync<EtlSpillException>()).Which;
+        error.Message.Should().StartWith("ETL job 'odd': the DistinctBy stage passed its memory budget (maxBytes) and could not write a Patterns.Etl.Tests.SpillTests+Odd in its spill file: ");
+        error.Message.Should().Contain("System.Type");
+        error.Stage.Should().Be("DistinctBy");
+        error.RowType.Should().Be<Odd>();
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Aggregate_AResultTheSerializerCannotReadBack_FailsNamingTheStageAndTheType()
+    {
+        var run = () => Etl.From(Generate()).Aggregate(r => r.Key, _ => 0L, (n, r) => n + 1, (k, n) => new Unreadable(k), maxBytes: 4_000, spill: Spill).To(new ListSink<Unreadable>(), "totals").RunAsync();
+
+        var error = (await run.Should().ThrowAsync<EtlSpillException>()).Which;
+        error.Message.Should().StartWith("ETL job 'totals': the Aggregate stage passed its memory budget (maxBytes) and could not read back a Patterns.Etl.Tests.SpillTests+Unreadable in its spill file: ");
+        error.Stage.Should().Be("Aggregate");
+        error.RowType.Should().Be<Unreadable>();
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task DistinctBy_RowsWithNaNAndInfinity_SpillAndMatchTheInMemoryRun()
+    {
+        var rows = Generate().Select(r => new Reading(r.Id, r.Key, (r.Id % 3) switch { 0 => double.NaN, 1 => double.PositiveInfinity, _ => double.NegativeInfinity })).ToList();
+        var expected = new ListSink<Reading>();
+        var spilled = new ListSink<Reading>();
+        await Etl.From(rows).DistinctBy(r => r.Key).To(expected).RunAsync();
+
+        await Etl.From(rows).DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(spilled).RunAsync();
+
+        spilled.Rows.Should().Equal(expected.Rows);
+        spilled.Rows.Should().Contain(r => double.IsNaN(r.Value)).And.Contain(r => double.IsNegativeInfinity(r.Value));
+    }
+
+    [Fact]
+    public async Task Aggregate_AHeldAccumulatorGrowsWhileSpilling_FailsAtTheBudget()
+    {
+        // A list of ids per key: past the budget a held group that grows cannot be spilled, so it fails the run rather
+        // than grow without bound.
+        var run = () => Etl.From(Generate())
+            .Aggregate(r => r.Key, _ => new List<int>(), (ids, r) => { ids.Add(r.Id); return ids; }, (k, ids) => ids.Count, maxBytes: 4_000, accumulatorSize: ids => 32 + (4L * ids.Count), spill: Spill)
+            .To(new ListSink<int>(), "ids")
+            .RunAsync();
+
+        var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
+        error.Message.Should().StartWith("ETL job 'ids' stopped: the Aggregate stage would hold ");
+        error.Message.Should().EndWith("more than its memory budget of 4,000 bytes (maxBytes). A group held in memory grew while the stage was spilling, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.");
+        error.Stage.Should().Be("Aggregate");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Spill_SweepsFoldersLeftByACrashedRun_AndKeepsLiveOnes()
+    {
+        // A crashed run's folder: its lock file is there but nobody holds it. A live run's: its lock file is held open,
+        // unshared. A folder without a lock file, just made: another run may be creating it.
+        var stale = Directory.CreateDirectory(_dir.File("patterns-etl-spill-stale")).FullName;
+        File.WriteAllText(Path.Combine(stale, "lock"), string.Empty);
+        File.WriteAllText(Path.Combine(stale, "0.spill"), "left behind");
+        var live = Directory.CreateDirectory(_dir.File("patterns-etl-spill-live")).FullName;
+        var fresh = Directory.CreateDirectory(_dir.File("patterns-etl-spill-fresh")).FullName;
+        var spillsSeen = 0;
+        using (new FileStream(Path.Combine(live, "lock"), FileMode.CreateNew, FileAccess.Write, FileShare.None))
+        {
+            await Etl.From(Generate())
+                .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
+                .Select(r =>
+                {
+                    spillsSeen = Math.Max(spillsSeen, SpillFiles());
+                    return r;
+                })
+                .To(new ListSink<Row>())
+                .RunAsync();
+        }
+
+        spillsSeen.Should().BeGreaterThan(0);
+        Directory.Exists(stale).Should().BeFalse("no run held its lock file");
+        Directory.Exists(live).Should().BeTrue("its run holds its lock file");
+        Directory.Exists(fresh).Should().BeTrue("a folder without a lock file is swept only once it is an hour old");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEquivalentTo([live, fresh]);
+    }
+
+    [Fact]
+    public void Spill_WithoutMaxBytes_IsRejected()
+    {
+        var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, spill: Spill);
+        var aggregate = () => Etl.From(new[] { "a" }).Aggregate(k => k, _ => 0, (n, _) => n + 1, (k, n) => n, spill: Spill);
+
+        dedupe.Should().Throw<ArgumentException>().Which.Message.Should().StartWith("DistinctBy was given spill: but no maxBytes: a stage spills only past its byte budget");
+        aggregate.Should().Throw<ArgumentException>().Which.ParamName.Should().Be("spill");
+    }
+
+    [Fact]
+    public void Spill_PartitionsOutOfRange_AreRejected()
+    {
+        var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, maxBytes: 100, spill: new EtlSpill { Partitions = 1 });
+
+        dedupe.Should().Throw<ArgumentOutOfRangeException>().Which.ParamName.Should().Be("spill");
+    }
+
+    /// <summary>Rows with about 4,700 distinct keys in a fixed random order: keys from 2,500 on first appear in the second half.</summary>
+    private static IEnumerable<Row> Generate()
+    {
+        var random = new Random(12);
+        for (var i = 0; i < Rows; i++)
+        {
+            yield return new Row(i, "k" + random.Next(i < Rows / 2 ? 2_500 : 5_000).ToString(CultureInfo.InvariantCulture), random.Next(100_000) / 100m);
+        }
+    }
+
+    private static async IAsyncEnumerable<Row> GenerateThenCancel(CancellationTokenSource cancel, Action beforeCancel, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        foreach (var row in Generate())
+        {
+            yield return row;
+        }
+
+        beforeCancel();
+        await cancel.CancelAsync();
+        await Task.Delay(Timeout.Infinite, cancellationToken);
+    }
+
+    /// <summary>This process's open files under the test's folder (Linux: /proc/self/fd; deleted files still show their path).</summary>
+    private int OpenSpillHandles()
+    {
+        if (!Directory.Exists("/proc/self/fd"))
+        {
+            return 0;
+        }
+
+        return Directory.EnumerateFileSystemEntries("/proc/self/fd").Count(fd =>
+        {
+            try
+            {
+                return new FileInfo(fd).LinkTarget?.StartsWith(_dir.Path, StringComparison.Ordinal) == true;
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+        });
+    }
+
+    private int SpillFiles() => Directory.Exists(_dir.Path) ? Directory.EnumerateFiles(_dir.Path, "*.spill", SearchOption.AllDirectories).Count() : 0;
+
+    public sealed record Row(int Id, string Key, decimal Amount);
+
+    public sealed record Total(string Key, long Count, decimal Sum);
+
+    public sealed record Odd(int Id, Type Kind);
+
+    public sealed record Reading(int Id, string Key, double Value);
+
+    /// <summary>Written as <c>{"Name":...}</c>, but with two constructors and none marked, it cannot be read back.</summary>
+    public sealed class Unreadable
+    {
+        public Unreadable(string name) => Name = name;
+
+        public Unreadable(string name, int copies) => Name = name + copies.ToString(CultureInfo.InvariantCulture);
+
+        public string Name { get; }
+    }
+}
