@@ -313,7 +313,7 @@ public sealed class TransportSourceTests
         using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
         {
             var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
-            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}, which an earlier batch already loaded (patterns_etl_consumed records it)*");
+            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}, which another batch already loaded (patterns_etl_consumed records it;*");
         }
 
         // The next run's check finds it: skipped, and message 2 behind it is loaded.
@@ -324,6 +324,43 @@ public sealed class TransportSourceTests
         }
 
         Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM (SELECT id FROM readings ORDER BY id)").Should().Be(12, "message 1 once, then message 2");
+    }
+
+    [Fact]
+    public async Task ACheckThatMissesARecordedMessage_WithMaxDeliveries1_DeadLettersNoMessageOfTheBatch_AndLoadsEachOnce()
+    {
+        using var dir = new TempDir();
+        var queue = "missed-once-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var id = Guid.NewGuid();
+        var target = Sqlite.Append<Reading>(dir.Sqlite(), "readings");
+        EtlPipeline<Reading> Pipeline(CheckingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1).To(sink, "missed-once");
+
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            (await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        }
+
+        // A copy of message 1 (the check misses it) and message 2: the batch fails on the recorded id. Neither message is
+        // at fault, so neither counts a delivery: with maxDeliveries 1 a counted failure would dead-letter both.
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        await sender.SendAsync(queue, new Reading(2, 2));
+        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
+            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}*handed back without counting a delivery*");
+        }
+
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token);
+        }
+
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty();
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM (SELECT id FROM readings ORDER BY id)").Should().Be(12, "message 1 once, then message 2");
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT count(*) FROM patterns_etl_consumed").Should().Be(2);
     }
 
     [Fact]

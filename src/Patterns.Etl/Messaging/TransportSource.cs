@@ -384,10 +384,12 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
             // Taken but not covered by a commit, or still in the channel: back to the transport, to be delivered again. A
             // message in the batch that failed (or the row a stage failed on, and those before it) counts a failed
-            // delivery and, once delivered maxDeliveries times, is dead-lettered; the others are handed back.
+            // delivery and, once delivered maxDeliveries times, is dead-lettered; the others are handed back. A batch that
+            // failed on a message id already recorded (a copy the check missed) is no message's fault: all are handed back.
+            var blameless = EtlAlreadyConsumedException.Caused(failure);
             foreach (var (position, settled) in back)
             {
-                if (failure is null || position > failedThrough)
+                if (failure is null || blameless || position > failedThrough)
                 {
                     settled.TrySetResult(HandBack);
                 }
