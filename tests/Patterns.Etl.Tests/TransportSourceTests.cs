@@ -398,6 +398,34 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
+    public async Task AMessageWhoseLastRowEndsASplitBatch_IsRecordedAsConsumed_WhenTheSourceGoesIdle()
+    {
+        // 4 rows with BatchSize 2: a batch holds at most 4, so the first ends on the message's last row, inside the
+        // message (its commit covers only the rows before). The message's own commit is an empty one, sealed once the
+        // source is idle: it must record the id before it acknowledges the message.
+        var queue = "split-end-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var sink = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        sink.OnCommit = () =>
+        {
+            if (consumed.Count > 0)
+            {
+                stop.Cancel();
+            }
+        };
+
+        var result = await EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 4)).To(sink, "split-end")
+            .RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        sink.Batches.Should().Equal([4], "the only batch ends on the message's last row");
+        consumed.Should().ContainSingle("the commit that acknowledges the message records its id");
+    }
+
+    [Fact]
     public async Task ExpiredConsumedIds_ArePrunedInBoundedChunks_EachBatchAgainWhileAChunkWasFull()
     {
         using var dir = new TempDir();
