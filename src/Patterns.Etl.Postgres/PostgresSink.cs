@@ -139,35 +139,44 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
             var schema = _options.Schema!;
             var definitions = string.Join(", ", schema.Columns.Select(c => $"{PgText.Quote(c.Name)} {PgText.TypeOf(c.Type)}"));
             var primaryKey = _keys.Length > 0 ? $", PRIMARY KEY ({string.Join(", ", _keys)})" : string.Empty;
-            var ddl = new List<string>
+            // Each object with the name it is looked up by: only the missing ones are created. CREATE ... IF NOT EXISTS
+            // is not enough: on an existing table it still needs the schema's CREATE privilege, and on an existing index
+            // the table's ownership and a SHARE lock (which waits behind every batch in flight), so a role that only
+            // reads and writes the tables could not open a writer.
+            var consumedIndex = _prefix + EtlConsumedRecord.Table + "_at";
+            var ddl = new List<(string Name, string Sql)>
             {
-                // Concurrent partitions create the same tables: one at a time.
-                "SELECT pg_advisory_xact_lock(7319001)",
-                $"CREATE TABLE IF NOT EXISTS {Bookmarks} (job text NOT NULL, partition text NOT NULL, \"offset\" bigint NOT NULL, line bigint NOT NULL, watermark text, completed boolean NOT NULL, run_id text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition))",
-                $"CREATE TABLE IF NOT EXISTS {Quarantine} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL, job text NOT NULL, partition text NOT NULL, stage text NOT NULL, source text NOT NULL, line bigint NOT NULL, \"offset\" bigint NOT NULL, raw text, column_name text, error text NOT NULL, at timestamptz NOT NULL DEFAULT now())",
-                $"CREATE TABLE IF NOT EXISTS {Consumed} (job text NOT NULL, partition text NOT NULL, message_id text NOT NULL, consumed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition, message_id))",
-                $"CREATE INDEX IF NOT EXISTS {EtlConsumedRecord.Table}_at ON {Consumed} (job, partition, consumed_at)",
+                (Bookmarks, $"CREATE TABLE IF NOT EXISTS {Bookmarks} (job text NOT NULL, partition text NOT NULL, \"offset\" bigint NOT NULL, line bigint NOT NULL, watermark text, completed boolean NOT NULL, run_id text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition))"),
+                (Quarantine, $"CREATE TABLE IF NOT EXISTS {Quarantine} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL, job text NOT NULL, partition text NOT NULL, stage text NOT NULL, source text NOT NULL, line bigint NOT NULL, \"offset\" bigint NOT NULL, raw text, column_name text, error text NOT NULL, at timestamptz NOT NULL DEFAULT now())"),
+                (Consumed, $"CREATE TABLE IF NOT EXISTS {Consumed} (job text NOT NULL, partition text NOT NULL, message_id text NOT NULL, consumed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (job, partition, message_id))"),
+                (consumedIndex, $"CREATE INDEX IF NOT EXISTS {EtlConsumedRecord.Table}_at ON {Consumed} (job, partition, consumed_at)"),
             };
             if (_options.CreateTable)
             {
-                ddl.Add($"CREATE TABLE IF NOT EXISTS {_table} ({definitions}{primaryKey})");
+                ddl.Add((_table, $"CREATE TABLE IF NOT EXISTS {_table} ({definitions}{primaryKey})"));
             }
 
             if (_options.Mode == EtlLoadMode.Full)
             {
                 var keyDefinitions = string.Join(", ", _options.Key.Select(k => schema.Columns[schema.Ordinal(k)]).Select(c => $"{PgText.Quote(c.Name)} {PgText.TypeOf(c.Type)}"));
-                ddl.Add($"CREATE TABLE IF NOT EXISTS {_seen} (job text NOT NULL, partition text NOT NULL, {keyDefinitions}, PRIMARY KEY (job, partition, {string.Join(", ", _keys)}))");
+                ddl.Add((_seen, $"CREATE TABLE IF NOT EXISTS {_seen} (job text NOT NULL, partition text NOT NULL, {keyDefinitions}, PRIMARY KEY (job, partition, {string.Join(", ", _keys)}))"));
             }
 
-            var transaction = await _connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-            await using (transaction.ConfigureAwait(false))
+            var missing = await MissingAsync(ddl.Select(d => d.Name).ToArray(), cancellationToken).ConfigureAwait(false);
+            if (missing.Count > 0)
             {
-                foreach (var sql in ddl)
+                var transaction = await _connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+                await using (transaction.ConfigureAwait(false))
                 {
-                    await ExecuteAsync(sql, cancellationToken).ConfigureAwait(false);
-                }
+                    // Concurrent partitions create the same tables: one at a time.
+                    await ExecuteAsync("SELECT pg_advisory_xact_lock(7319001)", cancellationToken).ConfigureAwait(false);
+                    foreach (var (_, sql) in ddl.Where(d => missing.Contains(d.Name)))
+                    {
+                        await ExecuteAsync(sql, cancellationToken).ConfigureAwait(false);
+                    }
 
-                await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                    await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                }
             }
 
             if (_options.Mode != EtlLoadMode.Append)
@@ -398,6 +407,27 @@ internal sealed class PostgresSink<T>(PostgresSinkOptions<T> options) : EtlSink<
             command.Parameters.Add(new NpgsqlParameter<string>("job", _context.Job));
             command.Parameters.Add(new NpgsqlParameter<string>("partition", _context.Partition));
             return command;
+        }
+
+        /// <summary>Returns the names (as written in SQL) that name no table or index yet.</summary>
+        private async Task<HashSet<string>> MissingAsync(string[] names, CancellationToken cancellationToken)
+        {
+            var missing = new HashSet<string>(StringComparer.Ordinal);
+            var command = new NpgsqlCommand("SELECT n FROM unnest($1) AS n WHERE to_regclass(n) IS NULL", _connection);
+            await using (command.ConfigureAwait(false))
+            {
+                command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = names });
+                var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                await using (reader.ConfigureAwait(false))
+                {
+                    while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        missing.Add(reader.GetString(0));
+                    }
+                }
+            }
+
+            return missing;
         }
 
         private async Task ExecuteAsync(string sql, CancellationToken cancellationToken)

@@ -230,6 +230,9 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
             return new EtlLoadCounts(inserted, updated, deleted);
         }
 
+        /// <summary>SQLITE_CONSTRAINT_PRIMARYKEY: the id is recorded already (not another constraint, or a NOT NULL).</summary>
+        private const int PrimaryKeyConflict = 1555;
+
         /// <summary>Records the messages the batch covers, in its transaction, and removes those older than the retention when due.</summary>
         private void RecordConsumed(IReadOnlyList<string> ids)
         {
@@ -249,7 +252,7 @@ internal sealed class SqliteSink<T>(SqliteSinkOptions<T> options) : EtlSink<T>
                     {
                         command.ExecuteNonQuery();
                     }
-                    catch (SqliteException ex) when (ex.SqliteErrorCode == 19)
+                    catch (SqliteException ex) when (ex.SqliteExtendedErrorCode == PrimaryKeyConflict)
                     {
                         throw EtlConsumedRecord.AlreadyConsumed(_context, messageId, ex);
                     }

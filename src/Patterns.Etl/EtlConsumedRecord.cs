@@ -20,13 +20,13 @@ public static class EtlConsumedRecord
 
     /// <summary>
     /// The error of a batch that records a message id already recorded: the check before the batch missed it (a race with
-    /// another copy's commit), so the batch fails rather than load the message twice; its messages are delivered again
-    /// and the next check skips that one.
+    /// another copy's commit), so the batch fails rather than load the message twice. None of its messages is at fault:
+    /// the source hands each back without counting a delivery, and the next check skips that one.
     /// </summary>
-    internal static InvalidOperationException AlreadyConsumed(EtlSinkContext context, string? messageId, Exception inner) =>
+    internal static EtlAlreadyConsumedException AlreadyConsumed(EtlSinkContext context, string? messageId, Exception inner) =>
         new(
-            $"ETL job '{context.Job}'{(context.Partition.Length > 0 ? $" (partition '{context.Partition}')" : string.Empty)}: the batch covers message {messageId ?? "(id in the inner error)"}, which an earlier batch already loaded " +
-            $"({Table} records it). The batch is rolled back and its messages are delivered again; the next run skips the message.",
+            $"ETL job '{context.Job}'{(context.Partition.Length > 0 ? $" (partition '{context.Partition}')" : string.Empty)}: the batch covers message {messageId ?? "(id in the inner error)"}, which another batch already loaded " +
+            $"({Table} records it; the check before this batch missed it). The batch is rolled back and its messages are handed back without counting a delivery; the next run skips that message and loads the others.",
             inner);
 
     /// <summary>Validates a retention option.</summary>
@@ -36,6 +36,27 @@ public static class EtlConsumedRecord
         {
             errors.Add($"{owner}.ConsumedRetention must be positive or Timeout.InfiniteTimeSpan (was {retention}).");
         }
+    }
+}
+
+/// <summary>
+/// A batch failed because it records a message id a committed batch already recorded (see
+/// <see cref="EtlConsumedRecord.AlreadyConsumed"/>): no message of the batch is at fault, so none counts a delivery.
+/// </summary>
+internal sealed class EtlAlreadyConsumedException(string message, Exception inner) : InvalidOperationException(message, inner)
+{
+    /// <summary>Whether <paramref name="failure"/> is, or wraps, this error.</summary>
+    public static bool Caused(Exception? failure)
+    {
+        for (var error = failure; error is not null; error = error.InnerException)
+        {
+            if (error is EtlAlreadyConsumedException)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 }
 

@@ -491,16 +491,16 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     return;
                 }
 
-                // No row to load: those since the last batch were filtered out or quarantined. The quarantined ones are
-                // stored (by a sink that stores them, with the bookmark, in one transaction) before they are acknowledged.
-                if (empty.Quarantined.Count > 0)
+                // No row to load: those since the last batch were filtered out or quarantined, or the batch before ended on
+                // the last row of a message (split inside it, so its commit did not cover the message). The quarantined
+                // rows and the messages' ids are stored (by a sink that stores them, with the bookmark, in one transaction)
+                // before the messages are acknowledged: an id acknowledged but not recorded would be loaded again if the
+                // transport delivered its message again.
+                await StoreQuarantineAsync(empty, CancellationToken.None).ConfigureAwait(false);
+                if ((empty.Quarantined.Count > 0 && _writer.StoresQuarantine) || empty.Consumed.Count > 0)
                 {
-                    await StoreQuarantineAsync(empty, CancellationToken.None).ConfigureAwait(false);
-                    if (_writer.StoresQuarantine)
-                    {
-                        await _writer.WriteAsync(ReadOnlyMemory<T>.Empty, empty, CancellationToken.None).ConfigureAwait(false);
-                        _lastBookmark = empty.Bookmark ?? _lastBookmark;
-                    }
+                    await _writer.WriteAsync(ReadOnlyMemory<T>.Empty, empty, CancellationToken.None).ConfigureAwait(false);
+                    _lastBookmark = empty.Bookmark ?? _lastBookmark;
                 }
 
                 if (empty.Position is { } position)

@@ -67,7 +67,7 @@ internal static partial class EtlLog
     [LoggerMessage(7, LogLevel.Information, "ETL job '{Job}' handed {Count} messages of {Source} back to the transport: no committed batch covered them; they will be delivered again.")]
     public static partial void HandedBack(ILogger logger, string job, int count, string source);
 
-    [LoggerMessage(8, LogLevel.Information, "ETL job '{Job}' acknowledged {Count} messages of {Source} without loading them: a committed batch already recorded them (delivered again after a crash), or the run holds another copy.")]
+    [LoggerMessage(8, LogLevel.Information, "ETL job '{Job}' acknowledged {Count} messages of {Source} without loading them: a committed batch already recorded them (delivered again after a crash).")]
     public static partial void SkippedConsumed(ILogger logger, string job, int count, string source);
 
     [LoggerMessage(9, LogLevel.Warning, "ETL job '{Job}' could not delete its spill files at {Path}; a later spill removes the folder once no run holds it.")]

@@ -163,4 +163,38 @@ public sealed class PostgresLoadTests : IAsyncLifetime
 
         found.Should().Equal(bad);
     }
+
+    [Fact]
+    public async Task AWriterOpens_AsARoleThatDoesNotOwnTheTables_OnceTheyExist()
+    {
+        // CREATE TABLE / INDEX IF NOT EXISTS on existing objects would need the schema's CREATE privilege and the
+        // table's ownership: a writer creates only what is missing.
+        var table = $"{_schema}.orders";
+        var rows = SqliteLoadTests.Generated(10);
+        (await Etl.From(rows.Take(5)).To(Postgres.Append<Order>(Pg.ConnectionString, table), "owner").RunAsync()).RowsInserted.Should().Be(5);
+        var role = "etl_role_" + Guid.NewGuid().ToString("N")[..12];
+        var password = Guid.NewGuid().ToString("N");
+        await ExecuteAsync($"CREATE ROLE {role} LOGIN PASSWORD '{password}'");
+        try
+        {
+            await ExecuteAsync($"GRANT USAGE ON SCHEMA {_schema} TO {role}; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {_schema} TO {role}");
+            var asRole = new Npgsql.NpgsqlConnectionStringBuilder(Pg.ConnectionString) { Username = role, Password = password, Pooling = false }.ConnectionString;
+
+            var result = await Etl.From(rows.Skip(5)).To(Postgres.Append<Order>(asRole, table), "not-owner").RunAsync();
+
+            result.RowsInserted.Should().Be(5);
+            (await Pg.ScalarAsync($"SELECT count(*) FROM {table}")).Should().Be(10);
+            (await Pg.ScalarAsync($"SELECT \"offset\" FROM {_schema}.patterns_etl_bookmarks WHERE job = 'not-owner'")).Should().Be(5);
+        }
+        finally
+        {
+            await ExecuteAsync($"DROP OWNED BY {role}; DROP ROLE {role}");
+        }
+    }
+
+    private static async Task ExecuteAsync(string sql)
+    {
+        await using var command = (await Pg.RequireAsync()).CreateCommand(sql);
+        await command.ExecuteNonQueryAsync();
+    }
 }

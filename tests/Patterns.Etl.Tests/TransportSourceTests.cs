@@ -313,7 +313,7 @@ public sealed class TransportSourceTests
         using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
         {
             var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
-            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}, which an earlier batch already loaded (patterns_etl_consumed records it)*");
+            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}, which another batch already loaded (patterns_etl_consumed records it;*");
         }
 
         // The next run's check finds it: skipped, and message 2 behind it is loaded.
@@ -324,6 +324,43 @@ public sealed class TransportSourceTests
         }
 
         Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM (SELECT id FROM readings ORDER BY id)").Should().Be(12, "message 1 once, then message 2");
+    }
+
+    [Fact]
+    public async Task ACheckThatMissesARecordedMessage_WithMaxDeliveries1_DeadLettersNoMessageOfTheBatch_AndLoadsEachOnce()
+    {
+        using var dir = new TempDir();
+        var queue = "missed-once-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var id = Guid.NewGuid();
+        var target = Sqlite.Append<Reading>(dir.Sqlite(), "readings");
+        EtlPipeline<Reading> Pipeline(CheckingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1).To(sink, "missed-once");
+
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            (await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        }
+
+        // A copy of message 1 (the check misses it) and message 2: the batch fails on the recorded id. Neither message is
+        // at fault, so neither counts a delivery: with maxDeliveries 1 a counted failure would dead-letter both.
+        await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
+        await sender.SendAsync(queue, new Reading(2, 2));
+        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        {
+            var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
+            (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}*handed back without counting a delivery*");
+        }
+
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(cancellationToken: stop.Token);
+        }
+
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty();
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM (SELECT id FROM readings ORDER BY id)").Should().Be(12, "message 1 once, then message 2");
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT count(*) FROM patterns_etl_consumed").Should().Be(2);
     }
 
     [Fact]
@@ -358,6 +395,34 @@ public sealed class TransportSourceTests
         second.Rows.Should().HaveCount(5);
         consumed.Should().ContainSingle();
         first.Rows.Count.Should().Be(4, "the 4 rows of the first batch are loaded again: at least once");
+    }
+
+    [Fact]
+    public async Task AMessageWhoseLastRowEndsASplitBatch_IsRecordedAsConsumed_WhenTheSourceGoesIdle()
+    {
+        // 4 rows with BatchSize 2: a batch holds at most 4, so the first ends on the message's last row, inside the
+        // message (its commit covers only the rows before). The message's own commit is an empty one, sealed once the
+        // source is idle: it must record the id before it acknowledges the message.
+        var queue = "split-end-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var sink = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        sink.OnCommit = () =>
+        {
+            if (consumed.Count > 0)
+            {
+                stop.Cancel();
+            }
+        };
+
+        var result = await EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 4)).To(sink, "split-end")
+            .RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        sink.Batches.Should().Equal([4], "the only batch ends on the message's last row");
+        consumed.Should().ContainSingle("the commit that acknowledges the message records its id");
     }
 
     [Fact]

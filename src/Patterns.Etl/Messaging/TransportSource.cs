@@ -313,9 +313,11 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                     }
                 }
 
-                skipped++;
                 if (now is { } settlement)
                 {
+                    // Only an acknowledged copy is skipped: a kept copy is settled with its held message, a handed-back
+                    // one is delivered again.
+                    skipped += settlement.Kind == SettlementKind.Ack ? 1 : 0;
                     settled.TrySetResult(settlement);
                 }
             }
@@ -367,7 +369,9 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                 _consumed.Clear();
                 _holding.Clear();
 
-                // Copies of held or queued messages: handed back, never counted (the held copy counts the failure).
+                // Copies of held or queued messages: handed back with Release, which counts no delivery (the held copy
+                // counts the failure). On RabbitMQ, one the subscription's stop cannot settle before its drain deadline goes
+                // back with the closing channel instead, and the broker's redelivered flag then counts a delivery.
                 back.AddRange(_copies.Values.SelectMany(c => c).Select(c => (long.MaxValue, c)));
                 _copies.Clear();
             }
@@ -384,10 +388,12 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
 
             // Taken but not covered by a commit, or still in the channel: back to the transport, to be delivered again. A
             // message in the batch that failed (or the row a stage failed on, and those before it) counts a failed
-            // delivery and, once delivered maxDeliveries times, is dead-lettered; the others are handed back.
+            // delivery and, once delivered maxDeliveries times, is dead-lettered; the others are handed back. A batch that
+            // failed on a message id already recorded (a copy the check missed) is no message's fault: all are handed back.
+            var blameless = EtlAlreadyConsumedException.Caused(failure);
             foreach (var (position, settled) in back)
             {
-                if (failure is null || position > failedThrough)
+                if (failure is null || blameless || position > failedThrough)
                 {
                     settled.TrySetResult(HandBack);
                 }
