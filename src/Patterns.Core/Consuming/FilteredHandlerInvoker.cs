@@ -62,6 +62,9 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
 
         if (!pending.IsCompletedSuccessfully)
         {
+            // The message finishes elsewhere: its context leaves this thread's slot now, so this thread's next message does
+            // not find it busy and make a new one, and goes to the slot of the thread it finishes on.
+            context.Detach();
             return AwaitThenReleaseAsync(pending, context);
         }
 
@@ -136,6 +139,19 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
                 // A context made because the slot was empty or busy takes the slot of the thread it finishes on.
                 _held = true;
                 FreeContexts.Set(slot, this);
+            }
+        }
+
+        /// <summary>Takes this context out of the slot that holds it, if it is this thread's; its release parks it where it finishes.</summary>
+        public void Detach()
+        {
+            if (_held)
+            {
+                _held = false;
+                if (ReferenceEquals(FreeContexts.Get(slot), this))
+                {
+                    FreeContexts.Clear(slot);
+                }
             }
         }
 

@@ -497,6 +497,47 @@ public sealed class ConsumeFilterTests
         seen[3].Context.Should().BeSameAs(seen[2].Context, "a finished context carries the next message");
     }
 
+    [Fact]
+    public async Task Contexts_OfFourLanesWhoseHandlersFinishOnAnotherThread_AreReused_NotMadeForEveryMessage()
+    {
+        // Each handler waits for a completer thread, which finishes it inline: the lane's next message starts there, as a
+        // consumer lane continues on the thread its handler finished on.
+        using var waiting = new System.Collections.Concurrent.BlockingCollection<TaskCompletionSource>();
+        var completer = new Thread(() =>
+        {
+            foreach (var handler in waiting.GetConsumingEnumerable())
+            {
+                handler.SetResult();
+            }
+        }) { IsBackground = true };
+        completer.Start();
+        var contexts = new ConcurrentDictionary<ConsumeContext, byte>(ReferenceEqualityComparer.Instance);
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(message =>
+            {
+                var handler = new TaskCompletionSource();
+                waiting.Add(handler);
+                return new ValueTask(handler.Task);
+            }),
+            [new DelegateFilter((context, next) =>
+            {
+                contexts.TryAdd(context, 0);
+                return next(context);
+            })]);
+
+        var lanes = Enumerable.Range(0, 4).Select(lane => Task.Run(async () =>
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                await invoker.InvokeAsync(new Memo($"{lane}:{i}"), new Envelope(), Reminders, CancellationToken.None).ConfigureAwait(false);
+            }
+        }));
+        await Task.WhenAll(lanes).WaitAsync(TestHost.Wait);
+        waiting.CompleteAdding();
+
+        contexts.Count.Should().BeLessThanOrEqualTo(8, "200 messages on 4 lanes reuse the contexts of finished messages (4 in flight, a few parked on the lanes' first threads)");
+    }
+
     private static Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name, ConcurrentQueue<string> trace) => async (context, next) =>
     {
         trace.Enqueue($"{name}> {context.MessageType.Name} {context.ConsumerGroup}");
