@@ -11,8 +11,9 @@ namespace Patterns.Consuming;
 /// <remarks>
 /// The context a message travels in is reused: each thread keeps one for each message type (in <see cref="FreeContexts"/>),
 /// marked in use while a message travels in it. A message takes it when it is free, and makes a new one when it is busy
-/// (a handler that consumes another message of the same type inline, an asynchronous handler still running, a pipeline
-/// that threw); that new one becomes the thread's once its message is done. So a message whose filters and handler
+/// (a handler that consumes another message of the same type inline); that new one becomes the thread's once its message
+/// is done. A message whose pipeline goes asynchronous, or whose context stays in use after its pipeline returned, takes
+/// its context out of the thread's slot; the context is parked on the thread its message finishes on. So a message whose filters and handler
 /// complete synchronously touches the thread's slot once, to read it. That is why a filter must not keep the context
 /// beyond the task it returns, as <see cref="ConsumeContext"/> says: once that task completes, the context is cleared and
 /// carries the next message.
@@ -56,7 +57,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         }
         catch
         {
-            context.Release();
+            End(context);
             throw;
         }
 
@@ -69,8 +70,21 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         }
 
         // The caller still takes the result (a pooled task source is released by that, not here).
-        context.Release();
+        End(context);
         return pending;
+    }
+
+    /// <summary>
+    /// Ends a message whose pipeline returned on this thread. A context that stays in use (a call it made still runs) leaves
+    /// the thread's slot, so the slot does not keep its message alive and the thread's next message does not find it busy.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void End(Context context)
+    {
+        if (!context.Release())
+        {
+            context.Detach();
+        }
     }
 
     private static async ValueTask AwaitThenReleaseAsync(ValueTask pending, Context context)
@@ -115,8 +129,8 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             }
 
             _message = message;
-            _inUse = true;
             Enter(envelope, consumer.Source, consumer.ConsumerGroup, handlerName, consumer.Services, cancellationToken);
+            _inUse = true;
         }
 
         /// <summary>
@@ -124,11 +138,12 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         /// call made through it still runs (a filter gave up waiting for it, for example on a timeout, and filter code may
         /// still read the context): then it keeps its message and stays in use, and the next message makes a new one.
         /// </summary>
-        public void Release()
+        /// <returns>Whether the context was freed.</returns>
+        public bool Release()
         {
             if (HandlersRunning != 0)
             {
-                return;
+                return false;
             }
 
             _message = default!;
@@ -140,6 +155,8 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
                 _held = true;
                 FreeContexts.Set(slot, this);
             }
+
+            return true;
         }
 
         /// <summary>Takes this context out of the slot that holds it, if it is this thread's; its release parks it where it finishes.</summary>
