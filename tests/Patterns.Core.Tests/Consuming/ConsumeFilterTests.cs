@@ -310,23 +310,70 @@ public sealed class ConsumeFilterTests
     {
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var handled = new ConcurrentQueue<string>();
+        var contexts = new ConcurrentDictionary<string, ConsumeContext>();
         var invoker = FilteredHandlerInvoker<Memo>.Wrap(
             new CompletedInvoker(),
             [new DelegateFilter(async (context, next) =>
             {
                 var text = ((Memo)context.Message).Text;
-                await gate.Task;
+                contexts[text] = context;
+                if (text != "warm")
+                {
+                    await gate.Task;
+                }
+
                 handled.Enqueue($"{text}:{context.Envelope.MessageType}:{((Memo)context.Message).Text}");
                 await next(context);
             })]);
         var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+        await invoker.InvokeAsync(new Memo("warm"), new Envelope { MessageType = "type-warm" }, consumer, CancellationToken.None);
 
         var a = invoker.InvokeAsync(new Memo("a"), new Envelope { MessageType = "type-a" }, consumer, CancellationToken.None).AsTask();
         var b = invoker.InvokeAsync(new Memo("b"), new Envelope { MessageType = "type-b" }, consumer, CancellationToken.None).AsTask();
         gate.SetResult();
         await Task.WhenAll(a, b);
 
-        handled.Should().BeEquivalentTo("a:type-a:a", "b:type-b:b");
+        handled.Should().BeEquivalentTo("warm:type-warm:warm", "a:type-a:a", "b:type-b:b");
+        contexts["a"].Should().BeSameAs(contexts["warm"], "the thread's free context carries its next message");
+        contexts["b"].Should().NotBeSameAs(contexts["a"], "the first message still travels in it");
+    }
+
+    [Fact]
+    public async Task Context_WhoseHandlerFinishesOnAnotherThread_CarriesTheNextMessageOfThatThread()
+    {
+        var gate = new TaskCompletionSource();
+        var contexts = new List<(string Text, ConsumeContext Context, int Thread)>();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new GatedInvoker(gate.Task),
+            [new DelegateFilter((context, next) =>
+            {
+                lock (contexts)
+                {
+                    contexts.Add((((Memo)context.Message).Text, context, Environment.CurrentManagedThreadId));
+                }
+
+                return next(context);
+            })]);
+        var slow = invoker.InvokeAsync(new Memo("slow"), new Envelope(), Reminders, CancellationToken.None).AsTask();
+        var nextOnThisThread = invoker.InvokeAsync(new Memo("here"), new Envelope(), Reminders, CancellationToken.None);
+        ValueTask nextThere = default;
+
+        // The gate's continuations run inline: the slow message finishes on the other thread before it sends its own.
+        var other = new Thread(() =>
+        {
+            gate.SetResult();
+            nextThere = invoker.InvokeAsync(new Memo("there"), new Envelope(), Reminders, CancellationToken.None);
+        });
+        other.Start();
+        other.Join();
+        await slow;
+        await nextOnThisThread;
+        await nextThere;
+
+        contexts.Select(c => c.Text).Should().Equal("slow", "here", "there");
+        contexts[1].Context.Should().NotBeSameAs(contexts[0].Context, "the slow message still ran when this thread sent its next one");
+        contexts[2].Context.Should().BeSameAs(contexts[0].Context, "the slow message's context was parked on the thread it finished on");
+        contexts[2].Thread.Should().NotBe(contexts[0].Thread);
     }
 
     [Fact]
@@ -350,6 +397,8 @@ public sealed class ConsumeFilterTests
                 return next(context);
             })]);
         var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+        await invoker.InvokeAsync(new Memo("warm"), new Envelope { MessageType = "warm" }, consumer, CancellationToken.None);
+        contexts.RemoveAt(0);
 
         await invoker.InvokeAsync(new Memo("slow"), new Envelope { MessageType = "slow" }, consumer, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("fast"), new Envelope { MessageType = "fast" }, consumer, CancellationToken.None);
@@ -487,11 +536,15 @@ public sealed class ConsumeFilterTests
             return next(context);
         })]);
 
+        await invoker.InvokeAsync(new Memo("warm"), new Envelope(), Reminders, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("outer"), new Envelope { MessageType = "outer" }, Reminders, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("after"), new Envelope(), Reminders, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("last"), new Envelope(), Reminders, CancellationToken.None);
 
+        var warm = seen[0].Context;
+        seen.RemoveAt(0);
         seen.Select(s => s.Text).Should().Equal("outer", "inner", "after", "last");
+        seen[0].Context.Should().BeSameAs(warm, "the thread's free context carries its next message");
         seen[1].Context.Should().NotBeSameAs(seen[0].Context, "the outer message still travels in its context");
         seen[2].Context.Should().Match<ConsumeContext>(c => ReferenceEquals(c, seen[0].Context) || ReferenceEquals(c, seen[1].Context));
         seen[3].Context.Should().BeSameAs(seen[2].Context, "a finished context carries the next message");
