@@ -410,6 +410,62 @@ public sealed class ConsumeFilterTests
         contexts[0].Envelope.MessageType.Should().Be("slow");
         release.SetResult();
         await abandoned!;
+        contexts[0].Message.Should().BeNull("the handler call was the last one running through the context, and freed it");
+    }
+
+    [Fact]
+    public async Task Filter_ThatATimeoutFilterGaveUpOn_StillRunsWithItsOwnMessage_WhileTheNextMessageTravelsInAnotherContext()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var limiter = new Dictionary<string, TaskCompletionSource> { ["m1"] = new(), ["m2"] = new() };
+        var trace = new ConcurrentQueue<string>();
+        var contexts = new ConcurrentDictionary<string, ConsumeContext>();
+        Task? abandoned = null;
+        var timeout = new DelegateFilter(async (context, next) =>
+        {
+            var text = ((Memo)context.Message).Text;
+            contexts[text] = context;
+            var call = next(context).AsTask();
+            if (await Task.WhenAny(call, Task.Delay(TimeSpan.FromSeconds(5), time)) != call)
+            {
+                trace.Enqueue($"timed out {text}");
+                abandoned = call;
+                return;
+            }
+
+            await call;
+        });
+        var throttle = new DelegateFilter(async (context, next) =>
+        {
+            await limiter[((Memo)context.Message).Text].Task;
+            await next(context);
+            trace.Enqueue($"after {((Memo)context.Message).Text}");
+        });
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(message =>
+            {
+                trace.Enqueue($"handler {message.Text}");
+                return default;
+            }),
+            [timeout, throttle]);
+
+        // The first message times out while the throttle holds it; the next one is sent where the first one ended (no
+        // synchronization context: each await continues on the thread that completed what it awaited).
+        await Task.Run(async () =>
+        {
+            var first = invoker.InvokeAsync(new Memo("m1"), new Envelope { MessageType = "m1" }, Reminders, CancellationToken.None).AsTask();
+            time.Advance(TimeSpan.FromSeconds(5));
+            await first;
+            var second = invoker.InvokeAsync(new Memo("m2"), new Envelope { MessageType = "m2" }, Reminders, CancellationToken.None).AsTask();
+            limiter["m1"].SetResult();
+            await abandoned!;
+            limiter["m2"].SetResult();
+            await second;
+        }).WaitAsync(TestHost.Wait);
+
+        trace.Should().Equal("timed out m1", "handler m1", "after m1", "handler m2", "after m2");
+        contexts["m2"].Should().NotBeSameAs(contexts["m1"], "the throttle still ran with the first message when the second came");
+        contexts["m1"].Message.Should().BeNull("the throttle's call was the last one running through the first context, and freed it");
     }
 
     [Fact]
@@ -582,11 +638,14 @@ public sealed class ConsumeFilterTests
         {
             for (var i = 0; i < 50; i++)
             {
-                await invoker.InvokeAsync(new Memo($"{lane}:{i}"), new Envelope(), Reminders, CancellationToken.None).ConfigureAwait(false);
+                await invoker.InvokeAsync(new Memo($"{lane}:{i}"), new Envelope(), Reminders, CancellationToken.None);
             }
         }));
         await Task.WhenAll(lanes).WaitAsync(TestHost.Wait);
         waiting.CompleteAdding();
+
+        // The last lane may have finished on the completer thread, which then runs this method: wait for it elsewhere.
+        await Task.Run(() => completer.Join());
 
         contexts.Count.Should().BeLessThanOrEqualTo(8, "200 messages on 4 lanes reuse the contexts of finished messages (4 in flight, a few parked on the lanes' first threads)");
     }
