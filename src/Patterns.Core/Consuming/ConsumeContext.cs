@@ -76,6 +76,15 @@ public abstract class ConsumeContext
     /// <returns>The handler's task.</returns>
     internal abstract ValueTask InvokeHandlerAsync();
 
+    /// <summary>
+    /// Takes the task of a step of the pipeline that did not complete at once (a filter's call with the rest of the chain, or
+    /// the handler's call): a context that is reused counts the steps still running, so it is not freed under them. This one
+    /// passes it on.
+    /// </summary>
+    /// <param name="pending">The step's task.</param>
+    /// <returns>The task the caller of <c>next</c> gets.</returns>
+    internal virtual ValueTask Track(ValueTask pending) => pending;
+
     /// <summary>Gets the message, deserialized.</summary>
     public abstract object Message { get; }
 

@@ -8,16 +8,17 @@ internal static class ConsumeFilterChain
 
     /// <summary>
     /// Chains <paramref name="filters"/> from index <paramref name="start"/> on around <paramref name="terminal"/>: the
-    /// first registered filter runs outermost.
+    /// first registered filter runs outermost. <paramref name="link"/>, when given, makes the step that calls a filter with
+    /// the rest of the chain (by default, the plain call).
     /// </summary>
-    public static ConsumeDelegate Build(IReadOnlyList<IConsumeFilter> filters, ConsumeDelegate terminal, int start = 0)
+    public static ConsumeDelegate Build(
+        IReadOnlyList<IConsumeFilter> filters, ConsumeDelegate terminal, int start = 0, Func<IConsumeFilter, ConsumeDelegate, ConsumeDelegate>? link = null)
     {
+        link ??= static (filter, rest) => context => filter.InvokeAsync(context, rest);
         var next = terminal;
         for (var i = filters.Count - 1; i >= start; i--)
         {
-            var filter = filters[i];
-            var rest = next;
-            next = context => filter.InvokeAsync(context, rest);
+            next = link(filters[i], next);
         }
 
         return next;

@@ -10,17 +10,38 @@ namespace Patterns.Consuming;
 /// </summary>
 /// <remarks>
 /// The context a message travels in is reused: each thread keeps one for each message type (in <see cref="FreeContexts"/>),
-/// marked in use while a message travels in it. A message takes it when it is free, and makes a new one when it is busy
-/// (a handler that consumes another message of the same type inline, an asynchronous handler still running, a pipeline
-/// that threw); that new one becomes the thread's once its message is done. So a message whose filters and handler
-/// complete synchronously touches the thread's slot once, to read it. That is why a filter must not keep the context
-/// beyond the task it returns, as <see cref="ConsumeContext"/> says: once that task completes, the context is cleared and
-/// carries the next message.
+/// in use while a message travels in it. A message takes it when it is free, and makes a new one when it is busy (a handler
+/// that consumes another message of the same type inline); that new one becomes the thread's once its message is done. A
+/// message whose pipeline goes asynchronous, or whose context stays in use after its pipeline returned, takes its context
+/// out of the thread's slot; the context is parked on the thread its message finishes on. So a message whose filters and
+/// handler complete synchronously touches the thread's slot once, to read it.
+/// <para>
+/// A context stays in use until its pipeline has returned and every call of <c>next</c> made through it (each later filter
+/// with its code after <c>await next</c>, and the handler) has completed: a filter that a timeout filter gave up waiting for
+/// still runs with its own message. The last of them frees the context. That is why a filter must call <c>next</c> before
+/// its own task completes and must not keep the context beyond that task, as <see cref="ConsumeContext"/> says: once every
+/// call is done, the context is cleared and carries the next message.
+/// </para>
 /// </remarks>
 internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<TMessage>
 {
     /// <summary>This message type's slot in <see cref="FreeContexts"/>: only its contexts are kept there.</summary>
     private static readonly int s_slot = FreeContexts.NewSlot();
+
+    /// <summary>The end of the pipeline: the handler call, counted while it runs.</summary>
+    private static readonly ConsumeDelegate s_handler = static context =>
+    {
+        var pending = context.InvokeHandlerAsync();
+        return pending.IsCompleted ? pending : context.Track(pending);
+    };
+
+    /// <summary>A step of the pipeline: a filter's call with the rest of the chain, counted while it runs.</summary>
+    private static readonly Func<IConsumeFilter, ConsumeDelegate, ConsumeDelegate> s_link =
+        static (filter, rest) => context =>
+        {
+            var pending = filter.InvokeAsync(context, rest);
+            return pending.IsCompleted ? pending : context.Track(pending);
+        };
 
     private readonly MessageHandlerInvoker<TMessage> _inner;
     private readonly string _handlerName;
@@ -33,9 +54,9 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         _inner = inner;
         _handlerName = inner.HandlerName;
 
-        // The first filter is called directly; the rest is the delegate chain it gets as next.
+        // The first filter is called directly (the pipeline's own call); the rest is the counted chain it gets as next.
         _first = filters[0];
-        _afterFirst = ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler, start: 1);
+        _afterFirst = ConsumeFilterChain.Build(filters, s_handler, start: 1, s_link);
     }
 
     public override string HandlerName => _handlerName;
@@ -56,17 +77,20 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         }
         catch
         {
-            context.Release();
+            context.End();
             throw;
         }
 
         if (!pending.IsCompletedSuccessfully)
         {
+            // The message finishes elsewhere: its context leaves this thread's slot now, so this thread's next message does
+            // not find it busy and make a new one, and goes to the slot of the thread it finishes on.
+            context.Detach();
             return AwaitThenReleaseAsync(pending, context);
         }
 
         // The caller still takes the result (a pooled task source is released by that, not here).
-        context.Release();
+        context.End();
         return pending;
     }
 
@@ -87,16 +111,17 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         private MessageHandlerInvoker<TMessage> _inner = null!;
         private TMessage _message = default!;
         private ConsumerIdentity _consumer = null!;
-        private bool _inUse;
         private bool _held;
-        private int _handlersRunning;
+
+        /// <summary>The pipeline's own call (1 while it runs) plus every call of next made through this context still running; 0 when free.</summary>
+        private int _calls;
 
         public override object Message => _message!;
 
         public override Type MessageType => typeof(TMessage);
 
         /// <summary>Gets a value indicating whether a message travels in this context (read by the thread whose slot holds it, written by any).</summary>
-        public bool InUse => Volatile.Read(ref _inUse);
+        public bool InUse => Volatile.Read(ref _calls) != 0;
 
         public void Enter(MessageHandlerInvoker<TMessage> inner, string handlerName, TMessage message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
         {
@@ -112,52 +137,88 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             }
 
             _message = message;
-            _inUse = true;
             Enter(envelope, consumer.Source, consumer.ConsumerGroup, handlerName, consumer.Services, cancellationToken);
+            _calls = 1;
         }
 
         /// <summary>
-        /// Ends the message's trip: the context is cleared and free for the next message of its thread, unless a handler
-        /// call made through it still runs (a filter gave up waiting for it, for example on a timeout, and filter code may
-        /// still read the context): then it keeps its message and stays in use, and the next message makes a new one.
+        /// Ends a pipeline that returned on the thread it started on. With no call of next still running (the rule), the
+        /// context is freed in place; otherwise (a filter gave up waiting for one, for example on a timeout) it leaves the
+        /// thread's slot, so the slot keeps no message alive, and the last of those calls frees it.
         /// </summary>
-        public void Release()
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void End()
         {
-            if (HandlersRunning != 0)
+            // Nothing but a running call counted through this context can raise the count once the pipeline returned.
+            if (Volatile.Read(ref _calls) == 1)
             {
-                return;
+                Free();
             }
-
-            _message = default!;
-            Exit();
-            Volatile.Write(ref _inUse, false);
-            if (!_held)
+            else
             {
-                // A context made because the slot was empty or busy takes the slot of the thread it finishes on.
-                _held = true;
-                FreeContexts.Set(slot, this);
+                EndWithCallsRunning();
             }
         }
 
-        /// <summary>Gets how many handler calls made through this context have not completed.</summary>
-        public int HandlersRunning => Volatile.Read(ref _handlersRunning);
+        /// <summary>Drops the pipeline's own call, or a counted call of next: the last one frees the context.</summary>
+        public void Release()
+        {
+            if (Interlocked.Decrement(ref _calls) == 0)
+            {
+                Free();
+            }
+        }
+
+        /// <summary>Takes this context out of the slot that holds it, if it is this thread's; its release parks it where it finishes.</summary>
+        public void Detach()
+        {
+            if (_held)
+            {
+                _held = false;
+                if (ReferenceEquals(FreeContexts.Get(slot), this))
+                {
+                    FreeContexts.Clear(slot);
+                }
+            }
+        }
+
+        /// <summary>Counts a call of next while it runs (one that completed at once is not passed here).</summary>
+        internal override ValueTask Track(ValueTask pending)
+        {
+            Interlocked.Increment(ref _calls);
+            return CountedAsync(pending);
+        }
 
         internal override ValueTask InvokeHandlerAsync()
         {
-            if (!_inUse)
+            if (Volatile.Read(ref _calls) == 0)
             {
                 throw new InvalidOperationException(
                     $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
             }
 
-            var pending = _inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken);
-            if (pending.IsCompleted)
-            {
-                return pending;
-            }
+            return _inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken);
+        }
 
-            Interlocked.Increment(ref _handlersRunning);
-            return CountedAsync(pending);
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private void EndWithCallsRunning()
+        {
+            // Out of the slot before the count can reach zero, so the thread that frees it parks it.
+            Detach();
+            Release();
+        }
+
+        private void Free()
+        {
+            _message = default!;
+            Exit();
+            Volatile.Write(ref _calls, 0);
+            if (!_held)
+            {
+                // A context made because the slot was empty or busy, or taken out of it, takes the slot of the thread it finishes on.
+                _held = true;
+                FreeContexts.Set(slot, this);
+            }
         }
 
         private async ValueTask CountedAsync(ValueTask pending)
@@ -168,7 +229,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             }
             finally
             {
-                Interlocked.Decrement(ref _handlersRunning);
+                Release();
             }
         }
     }

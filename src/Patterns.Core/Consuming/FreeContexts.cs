@@ -39,6 +39,16 @@ internal static class FreeContexts
         slots[slot].Context = context;
     }
 
+    /// <summary>Empties <paramref name="slot"/> on this thread.</summary>
+    public static void Clear(int slot)
+    {
+        var slots = t_slots;
+        if (slots is not null && (uint)slot < (uint)slots.Length)
+        {
+            slots[slot].Context = null;
+        }
+    }
+
     private static Slot[] Grow(int slot)
     {
         var grown = new Slot[Math.Max(slot + 1, 8)];

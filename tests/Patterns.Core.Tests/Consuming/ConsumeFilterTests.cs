@@ -310,23 +310,70 @@ public sealed class ConsumeFilterTests
     {
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var handled = new ConcurrentQueue<string>();
+        var contexts = new ConcurrentDictionary<string, ConsumeContext>();
         var invoker = FilteredHandlerInvoker<Memo>.Wrap(
             new CompletedInvoker(),
             [new DelegateFilter(async (context, next) =>
             {
                 var text = ((Memo)context.Message).Text;
-                await gate.Task;
+                contexts[text] = context;
+                if (text != "warm")
+                {
+                    await gate.Task;
+                }
+
                 handled.Enqueue($"{text}:{context.Envelope.MessageType}:{((Memo)context.Message).Text}");
                 await next(context);
             })]);
         var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+        await invoker.InvokeAsync(new Memo("warm"), new Envelope { MessageType = "type-warm" }, consumer, CancellationToken.None);
 
         var a = invoker.InvokeAsync(new Memo("a"), new Envelope { MessageType = "type-a" }, consumer, CancellationToken.None).AsTask();
         var b = invoker.InvokeAsync(new Memo("b"), new Envelope { MessageType = "type-b" }, consumer, CancellationToken.None).AsTask();
         gate.SetResult();
         await Task.WhenAll(a, b);
 
-        handled.Should().BeEquivalentTo("a:type-a:a", "b:type-b:b");
+        handled.Should().BeEquivalentTo("warm:type-warm:warm", "a:type-a:a", "b:type-b:b");
+        contexts["a"].Should().BeSameAs(contexts["warm"], "the thread's free context carries its next message");
+        contexts["b"].Should().NotBeSameAs(contexts["a"], "the first message still travels in it");
+    }
+
+    [Fact]
+    public async Task Context_WhoseHandlerFinishesOnAnotherThread_CarriesTheNextMessageOfThatThread()
+    {
+        var gate = new TaskCompletionSource();
+        var contexts = new List<(string Text, ConsumeContext Context, int Thread)>();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new GatedInvoker(gate.Task),
+            [new DelegateFilter((context, next) =>
+            {
+                lock (contexts)
+                {
+                    contexts.Add((((Memo)context.Message).Text, context, Environment.CurrentManagedThreadId));
+                }
+
+                return next(context);
+            })]);
+        var slow = invoker.InvokeAsync(new Memo("slow"), new Envelope(), Reminders, CancellationToken.None).AsTask();
+        var nextOnThisThread = invoker.InvokeAsync(new Memo("here"), new Envelope(), Reminders, CancellationToken.None);
+        ValueTask nextThere = default;
+
+        // The gate's continuations run inline: the slow message finishes on the other thread before it sends its own.
+        var other = new Thread(() =>
+        {
+            gate.SetResult();
+            nextThere = invoker.InvokeAsync(new Memo("there"), new Envelope(), Reminders, CancellationToken.None);
+        });
+        other.Start();
+        other.Join();
+        await slow;
+        await nextOnThisThread;
+        await nextThere;
+
+        contexts.Select(c => c.Text).Should().Equal("slow", "here", "there");
+        contexts[1].Context.Should().NotBeSameAs(contexts[0].Context, "the slow message still ran when this thread sent its next one");
+        contexts[2].Context.Should().BeSameAs(contexts[0].Context, "the slow message's context was parked on the thread it finished on");
+        contexts[2].Thread.Should().NotBe(contexts[0].Thread);
     }
 
     [Fact]
@@ -350,6 +397,8 @@ public sealed class ConsumeFilterTests
                 return next(context);
             })]);
         var consumer = new ConsumerIdentity("reminders", "group", EmptyProvider.Instance, null!);
+        await invoker.InvokeAsync(new Memo("warm"), new Envelope { MessageType = "warm" }, consumer, CancellationToken.None);
+        contexts.RemoveAt(0);
 
         await invoker.InvokeAsync(new Memo("slow"), new Envelope { MessageType = "slow" }, consumer, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("fast"), new Envelope { MessageType = "fast" }, consumer, CancellationToken.None);
@@ -361,6 +410,62 @@ public sealed class ConsumeFilterTests
         contexts[0].Envelope.MessageType.Should().Be("slow");
         release.SetResult();
         await abandoned!;
+        contexts[0].Message.Should().BeNull("the handler call was the last one running through the context, and freed it");
+    }
+
+    [Fact]
+    public async Task Filter_ThatATimeoutFilterGaveUpOn_StillRunsWithItsOwnMessage_WhileTheNextMessageTravelsInAnotherContext()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider();
+        var limiter = new Dictionary<string, TaskCompletionSource> { ["m1"] = new(), ["m2"] = new() };
+        var trace = new ConcurrentQueue<string>();
+        var contexts = new ConcurrentDictionary<string, ConsumeContext>();
+        Task? abandoned = null;
+        var timeout = new DelegateFilter(async (context, next) =>
+        {
+            var text = ((Memo)context.Message).Text;
+            contexts[text] = context;
+            var call = next(context).AsTask();
+            if (await Task.WhenAny(call, Task.Delay(TimeSpan.FromSeconds(5), time)) != call)
+            {
+                trace.Enqueue($"timed out {text}");
+                abandoned = call;
+                return;
+            }
+
+            await call;
+        });
+        var throttle = new DelegateFilter(async (context, next) =>
+        {
+            await limiter[((Memo)context.Message).Text].Task;
+            await next(context);
+            trace.Enqueue($"after {((Memo)context.Message).Text}");
+        });
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(message =>
+            {
+                trace.Enqueue($"handler {message.Text}");
+                return default;
+            }),
+            [timeout, throttle]);
+
+        // The first message times out while the throttle holds it; the next one is sent where the first one ended (no
+        // synchronization context: each await continues on the thread that completed what it awaited).
+        await Task.Run(async () =>
+        {
+            var first = invoker.InvokeAsync(new Memo("m1"), new Envelope { MessageType = "m1" }, Reminders, CancellationToken.None).AsTask();
+            time.Advance(TimeSpan.FromSeconds(5));
+            await first;
+            var second = invoker.InvokeAsync(new Memo("m2"), new Envelope { MessageType = "m2" }, Reminders, CancellationToken.None).AsTask();
+            limiter["m1"].SetResult();
+            await abandoned!;
+            limiter["m2"].SetResult();
+            await second;
+        }).WaitAsync(TestHost.Wait);
+
+        trace.Should().Equal("timed out m1", "handler m1", "after m1", "handler m2", "after m2");
+        contexts["m2"].Should().NotBeSameAs(contexts["m1"], "the throttle still ran with the first message when the second came");
+        contexts["m1"].Message.Should().BeNull("the throttle's call was the last one running through the first context, and freed it");
     }
 
     [Fact]
@@ -487,14 +592,62 @@ public sealed class ConsumeFilterTests
             return next(context);
         })]);
 
+        await invoker.InvokeAsync(new Memo("warm"), new Envelope(), Reminders, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("outer"), new Envelope { MessageType = "outer" }, Reminders, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("after"), new Envelope(), Reminders, CancellationToken.None);
         await invoker.InvokeAsync(new Memo("last"), new Envelope(), Reminders, CancellationToken.None);
 
+        var warm = seen[0].Context;
+        seen.RemoveAt(0);
         seen.Select(s => s.Text).Should().Equal("outer", "inner", "after", "last");
+        seen[0].Context.Should().BeSameAs(warm, "the thread's free context carries its next message");
         seen[1].Context.Should().NotBeSameAs(seen[0].Context, "the outer message still travels in its context");
         seen[2].Context.Should().Match<ConsumeContext>(c => ReferenceEquals(c, seen[0].Context) || ReferenceEquals(c, seen[1].Context));
         seen[3].Context.Should().BeSameAs(seen[2].Context, "a finished context carries the next message");
+    }
+
+    [Fact]
+    public async Task Contexts_OfFourLanesWhoseHandlersFinishOnAnotherThread_AreReused_NotMadeForEveryMessage()
+    {
+        // Each handler waits for a completer thread, which finishes it inline: the lane's next message starts there, as a
+        // consumer lane continues on the thread its handler finished on.
+        using var waiting = new System.Collections.Concurrent.BlockingCollection<TaskCompletionSource>();
+        var completer = new Thread(() =>
+        {
+            foreach (var handler in waiting.GetConsumingEnumerable())
+            {
+                handler.SetResult();
+            }
+        }) { IsBackground = true };
+        completer.Start();
+        var contexts = new ConcurrentDictionary<ConsumeContext, byte>(ReferenceEqualityComparer.Instance);
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(message =>
+            {
+                var handler = new TaskCompletionSource();
+                waiting.Add(handler);
+                return new ValueTask(handler.Task);
+            }),
+            [new DelegateFilter((context, next) =>
+            {
+                contexts.TryAdd(context, 0);
+                return next(context);
+            })]);
+
+        var lanes = Enumerable.Range(0, 4).Select(lane => Task.Run(async () =>
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                await invoker.InvokeAsync(new Memo($"{lane}:{i}"), new Envelope(), Reminders, CancellationToken.None);
+            }
+        }));
+        await Task.WhenAll(lanes).WaitAsync(TestHost.Wait);
+        waiting.CompleteAdding();
+
+        // The last lane may have finished on the completer thread, which then runs this method: wait for it elsewhere.
+        await Task.Run(() => completer.Join());
+
+        contexts.Count.Should().BeLessThanOrEqualTo(8, "200 messages on 4 lanes reuse the contexts of finished messages (4 in flight, a few parked on the lanes' first threads)");
     }
 
     private static Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name, ConcurrentQueue<string> trace) => async (context, next) =>
