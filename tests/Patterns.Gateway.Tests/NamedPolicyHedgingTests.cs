@@ -156,9 +156,16 @@ public sealed class NamedPolicyHedgingTests
     public async Task ConfigPolicy_GetIsHedged_PostIsNot()
     {
         // Delay zero starts the hedge with the first attempt, so no clock is needed: a hedged request gets the fast answer.
+        // b-fast answers only once the primary reached a-slow; otherwise the hedge could win before the primary was sent,
+        // and a-slow would never see (nor be aborted from) the request.
         var held = new Held();
+        var primary = held;
         await using var slow = await Backend.StartAsync("a-slow", held.Handle);
-        await using var fast = await Backend.StartAsync("b-fast");
+        await using var fast = await Backend.StartAsync("b-fast", async c =>
+        {
+            await primary.Arrived.Task.WaitAsync(c.RequestAborted);
+            await c.Response.WriteAsync("b-fast", c.RequestAborted);
+        });
         var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
         {
             ["Routes:r:ClusterId"] = "c",
