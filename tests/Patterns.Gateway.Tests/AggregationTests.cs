@@ -104,10 +104,10 @@ public sealed class AggregationTests
             }), time);
 
         var call = gateway.Client.GetStringAsync("/profile/1", Ct);
-        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
         await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(2), call);
 
-        (await call.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().Be("{\"user\":{\"name\":\"Ada\"},\"partial\":true,\"failed\":[\"recommendations\"]}");
+        (await call.WaitAsync(Waits.Bound, Ct)).Should().Be("{\"user\":{\"name\":\"Ada\"},\"partial\":true,\"failed\":[\"recommendations\"]}");
     }
 
     [Fact]

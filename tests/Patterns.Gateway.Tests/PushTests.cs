@@ -202,7 +202,7 @@ public sealed class PushTests
         reading.IsCompleted.Should().BeFalse("the healthy client is still connected and reading");
 
         await Publish(host, "big", "last");
-        var lastId = await reading.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        var lastId = await reading.WaitAsync(Waits.Bound, Ct);
         lastId.Should().Be(Feed(host, "big").LastId);
         Hub(host).Connections.Should().Be(1);
         var afterDrop = await stalled.ReadToEndAsync();
@@ -304,7 +304,7 @@ public sealed class PushTests
         var held = host.Client.GetStringAsync("/poll/news?lastEventId=0", Ct);
         Waits.Until(() => Feed(host, "news") is not null, "the poll subscribed");
         await Publish(host, "news", "n1");
-        var first = JsonDocument.Parse(await held.WaitAsync(TimeSpan.FromSeconds(10), Ct)).RootElement;
+        var first = JsonDocument.Parse(await held.WaitAsync(Waits.Bound, Ct)).RootElement;
         first.GetProperty("lastEventId").GetInt64().Should().Be(1);
         first.GetProperty("messages")[0].GetProperty("data").GetProperty("text").GetString().Should().Be("n1");
 
@@ -317,7 +317,7 @@ public sealed class PushTests
 
         var idle = host.Client.GetAsync("/poll/news?lastEventId=3", Ct);
         await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(20), idle);
-        using var response = await idle.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        using var response = await idle.WaitAsync(Waits.Bound, Ct);
         response.StatusCode.Should().Be(HttpStatusCode.NoContent);
     }
 
@@ -373,7 +373,7 @@ public sealed class PushTests
         var buffer = new byte[64 * 1024];
         var count = 0;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        timeout.CancelAfter(within ?? TimeSpan.FromSeconds(10));
+        timeout.CancelAfter(within ?? Waits.Bound);
         while (true)
         {
             var result = await socket.ReceiveAsync(new ArraySegment<byte>(buffer, count, buffer.Length - count), timeout.Token);
@@ -419,7 +419,7 @@ internal sealed class SseStream : IDisposable
     public async Task<List<(long Id, string Event, string Data)>> ReadAsync(int count)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        timeout.CancelAfter(Waits.Bound);
         var events = new List<(long, string, string)>();
         long id = 0;
         string type = string.Empty, data = string.Empty;
@@ -465,7 +465,7 @@ internal sealed class SseStream : IDisposable
     public async Task<string> ReadLineAsync()
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        timeout.CancelAfter(Waits.Bound);
         return await _reader.ReadLineAsync(timeout.Token) ?? throw new EndOfStreamException();
     }
 
