@@ -12,7 +12,7 @@ namespace Patterns.PeerLinks.Tests;
 /// <summary>Links that break, peers that go away, receivers that stop, and peers that should not be there.</summary>
 public sealed class PeerLinksFaultTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
     private static readonly int Rounds = int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_RACE_ROUNDS"), out var rounds) ? rounds : 20;
 
     [Fact(Timeout = 180_000)]
