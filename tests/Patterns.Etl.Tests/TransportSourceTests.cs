@@ -275,7 +275,7 @@ public sealed class TransportSourceTests
 
         // Bounded: with the copy acknowledged at once, the message never comes back.
         var second = new RecordingSink(failOnBatch: null, consumed);
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        using var stop = new CancellationTokenSource(Wait);
         second.OnCommit = () =>
         {
             if (second.Rows.Count >= 1)
@@ -310,7 +310,7 @@ public sealed class TransportSourceTests
         // Delivered again (a kill between the commit and the acknowledgement), and the check misses it: the batch records
         // the id a second time, which fails it rather than load the row again.
         await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
-        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        using (var stop = new CancellationTokenSource(Wait))
         {
             var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
             (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}, which another batch already loaded (patterns_etl_consumed records it;*");
@@ -347,7 +347,7 @@ public sealed class TransportSourceTests
         // at fault, so neither counts a delivery: with maxDeliveries 1 a counted failure would dead-letter both.
         await sender.SendAsync(queue, new Reading(1, 1), new MessageOptions { MessageId = id });
         await sender.SendAsync(queue, new Reading(2, 2));
-        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(15)))
+        using (var stop = new CancellationTokenSource(Wait))
         {
             var missed = async () => await Pipeline(new CheckingSink(target, miss: true, stop)).RunAsync(cancellationToken: stop.Token);
             (await missed.Should().ThrowAsync<InvalidOperationException>()).WithMessage($"*covers message {id:N}*handed back without counting a delivery*");
@@ -408,7 +408,7 @@ public sealed class TransportSourceTests
         await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
         var consumed = new HashSet<string>(StringComparer.Ordinal);
         var sink = new RecordingSink(failOnBatch: null, consumed);
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var stop = new CancellationTokenSource(Wait);
         sink.OnCommit = () =>
         {
             if (consumed.Count > 0)

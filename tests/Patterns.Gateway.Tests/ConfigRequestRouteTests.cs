@@ -210,8 +210,8 @@ public sealed class ConfigRequestRouteTests
             response.StatusCode.Should().Be(HttpStatusCode.Accepted);
         }
 
-        (await published.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().Be(new OrderPlaced("o-1", 2));
-        (await sent.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().Be(new OrderPlaced("o-2", 5));
+        (await published.Task.WaitAsync(Waits.Bound, Ct)).Should().Be(new OrderPlaced("o-1", 2));
+        (await sent.Task.WaitAsync(Waits.Bound, Ct)).Should().Be(new OrderPlaced("o-2", 5));
     }
 
     [Fact]

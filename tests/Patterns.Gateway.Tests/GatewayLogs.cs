@@ -55,10 +55,10 @@ internal sealed class GatewayLogs : ILoggerProvider, ILogger
         }
     }
 
-    /// <summary>The first event with <paramref name="eventId"/>, once it is logged; fails after ten seconds.</summary>
+    /// <summary>The first event with <paramref name="eventId"/>, once it is logged; fails after <see cref="Waits.Bound"/>.</summary>
     public Task<string> WaitForAsync(int eventId) => WaitForAsync((id, _) => id == eventId);
 
-    /// <summary>The first event whose text contains <paramref name="text"/>, once it is logged; fails after ten seconds.</summary>
+    /// <summary>The first event whose text contains <paramref name="text"/>, once it is logged; fails after <see cref="Waits.Bound"/>.</summary>
     public Task<string> WaitForAsync(string text) => WaitForAsync((_, t) => t.Contains(text, StringComparison.Ordinal));
 
     private Task<string> WaitForAsync(Func<int, string, bool> match)
@@ -78,7 +78,7 @@ internal sealed class GatewayLogs : ILoggerProvider, ILogger
             _waiters.Add((match, signal));
         }
 
-        return signal.Task.WaitAsync(TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
+        return signal.Task.WaitAsync(Waits.Bound, TestContext.Current.CancellationToken);
     }
 
     public void Dispose()

@@ -76,11 +76,16 @@ internal static class Gateways
         return failed.Which.Message;
     }
 
-    /// <summary>Sends requests until <paramref name="done"/> holds for an answer or the attempts run out (a configuration reload applies asynchronously).</summary>
-    public static async Task<string> EventuallyAsync(HttpClient client, string path, Func<string, bool> done, int attempts = 500)
+    /// <summary>
+    /// Sends requests until <paramref name="done"/> holds for an answer (a configuration reload applies asynchronously),
+    /// failing after <see cref="Waits.Bound"/>. Bounded by time, not by a number of requests: 500 quick requests can all go
+    /// out before YARP, slowed by a loaded machine, has applied the reload on its own thread.
+    /// </summary>
+    public static async Task<string> EventuallyAsync(HttpClient client, string path, Func<string, bool> done)
     {
         var last = string.Empty;
-        for (var i = 0; i < attempts; i++)
+        var deadline = System.Diagnostics.Stopwatch.StartNew();
+        for (var attempts = 1; ; attempts++)
         {
             using var response = await client.GetAsync(path, TestContext.Current.CancellationToken);
             last = await response.Content.ReadAsStringAsync(TestContext.Current.CancellationToken);
@@ -89,9 +94,12 @@ internal static class Gateways
                 return last;
             }
 
+            if (deadline.Elapsed > Waits.Bound)
+            {
+                throw new Xunit.Sdk.XunitException($"The condition did not hold within {Waits.Bound} ({attempts} requests); last answer: '{last}'.");
+            }
+
             await Task.Yield();
         }
-
-        throw new Xunit.Sdk.XunitException($"The condition did not hold within {attempts} requests; last answer: '{last}'.");
     }
 }

@@ -69,15 +69,15 @@ public sealed class NamedPolicyHedgingTests
         try
         {
             var call = gateway.Client.GetAsync("/items/1", Ct);
-            await held.Arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            await held.Arrived.Task.WaitAsync(Waits.Bound, Ct);
             fast.Hits.Should().Be(0, "the hedge waits for the delay, which has not passed on the fake clock");
 
             await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), call);
-            using var response = await call.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            using var response = await call.WaitAsync(Waits.Bound, Ct);
 
             response.StatusCode.Should().Be(HttpStatusCode.OK);
             (await response.Content.ReadAsStringAsync(Ct)).Should().Be("b-fast");
-            await held.Aborted.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            await held.Aborted.Task.WaitAsync(Waits.Bound, Ct);
             slow.Hits.Should().Be(1);
             fast.Hits.Should().Be(1);
             fast.Received.Single().Path.Should().Be("/items/1", "the hedge is the same request, sent to another destination");
@@ -114,9 +114,9 @@ public sealed class NamedPolicyHedgingTests
             });
         try
         {
-            using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct);
             (await response.Content.ReadAsStringAsync(Ct)).Should().Be("b-fast");
-            await held.Aborted.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            await held.Aborted.Task.WaitAsync(Waits.Bound, Ct);
 
             // One failure would eject a-slow (ConsecutiveFailures 1): its attempt was cancelled by the winning hedge, not failed.
             SpinWait.SpinUntil(() => logs.Of(1301).Count > 0, TimeSpan.FromMilliseconds(500)).Should().BeFalse(
@@ -145,7 +145,7 @@ public sealed class NamedPolicyHedgingTests
 
         for (var i = 0; i < 9; i++)
         {
-            using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct);
             response.StatusCode.Should().Be(HttpStatusCode.OK);
         }
 
@@ -181,12 +181,12 @@ public sealed class NamedPolicyHedgingTests
         await using var gateway = await Gateways.FromConfigAsync(config);
         try
         {
-            using (var get = await gateway.Client.GetAsync("/x", Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct))
+            using (var get = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
             {
                 (await get.Content.ReadAsStringAsync(Ct)).Should().Be("b-fast");
             }
 
-            await held.Aborted.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            await held.Aborted.Task.WaitAsync(Waits.Bound, Ct);
             slow.Hits.Should().Be(1);
             fast.Hits.Should().Be(1);
 
@@ -194,9 +194,9 @@ public sealed class NamedPolicyHedgingTests
             held = new Held();
             slow.Behavior = held.Handle;
             var post = gateway.Client.PostAsync("/x", null, Ct);
-            await held.Arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            await held.Arrived.Task.WaitAsync(Waits.Bound, Ct);
             held.Release.SetResult();
-            using var posted = await post.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+            using var posted = await post.WaitAsync(Waits.Bound, Ct);
 
             (await posted.Content.ReadAsStringAsync(Ct)).Should().Be("held");
             slow.Hits.Should().Be(2);

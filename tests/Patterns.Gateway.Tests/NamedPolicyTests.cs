@@ -410,7 +410,7 @@ public sealed class NamedPolicyTests
             config.Reload();
             registry.Current.Find("p").Should().BeSameAs(before, "the policy did not change, so it was not rebuilt");
 
-            using (var second = await gateway.Client.GetAsync("/x", Ct).WaitAsync(TimeSpan.FromSeconds(10), Ct))
+            using (var second = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
             {
                 second.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the permit is still held across the reload");
             }

@@ -202,7 +202,7 @@ public sealed class PushTests
         reading.IsCompleted.Should().BeFalse("the healthy client is still connected and reading");
 
         await Publish(host, "big", "last");
-        var lastId = await reading.WaitAsync(TimeSpan.FromSeconds(30), Ct);
+        var lastId = await reading.WaitAsync(Waits.Bound, Ct);
         lastId.Should().Be(Feed(host, "big").LastId);
         Hub(host).Connections.Should().Be(1);
         var afterDrop = await stalled.ReadToEndAsync();
@@ -247,30 +247,37 @@ public sealed class PushTests
         await using var host = await StartAsync(
             app => app.MapWebSocketTopics("/ws", ["news"], o =>
             {
+                // Real time: long enough that a client with a receive pending answers in time on a busy machine.
                 o.KeepAliveInterval = TimeSpan.FromMilliseconds(200);
-                o.KeepAliveTimeout = TimeSpan.FromSeconds(1);
+                o.KeepAliveTimeout = TimeSpan.FromSeconds(5);
             }),
             logs: logs);
         var uri = new Uri(host.Address.Replace("http://", "ws://", StringComparison.Ordinal) + "/ws");
 
         // Neither client sends frames of its own; a client answers the server's pings only while it has a receive pending.
+        // The live client keeps one pending from its subscription on (also while the silent client connects), so only the
+        // silent one can miss a ping.
         using var live = new ClientWebSocket();
         live.Options.KeepAliveInterval = TimeSpan.Zero;
         using var silent = new ClientWebSocket();
         silent.Options.KeepAliveInterval = TimeSpan.Zero;
+        Task<string> next = null!;
         foreach (var socket in new[] { live, silent })
         {
             await socket.ConnectAsync(uri, Ct);
             await SendFrame(socket, "{\"type\":\"subscribe\",\"topic\":\"news\"}");
             (await ReceiveFrame(socket)).Should().Be("{\"type\":\"subscribed\",\"topic\":\"news\"}");
+            if (socket == live)
+            {
+                next = ReceiveFrame(live, Waits.Bound);
+            }
         }
 
         Hub(host).Connections.Should().Be(2);
-        var next = ReceiveFrame(live, TimeSpan.FromSeconds(30));
 
         // The silent client stops reading, so the server's ping goes unanswered and the server drops it.
         var dropped = await logs.WaitForAsync(1313);
-        dropped.Should().Be("A WebSocket client of '/ws' did not answer a keep-alive ping within 00:00:01 and was disconnected (1 topic subscriptions released).");
+        dropped.Should().Be("A WebSocket client of '/ws' did not answer a keep-alive ping within 00:00:05 and was disconnected (1 topic subscriptions released).");
         Waits.Until(() => Hub(host).Connections == 1, "the silent client's connection slot is released");
         Feed(host, "news").ConnectionCount.Should().Be(1);
 
@@ -304,7 +311,7 @@ public sealed class PushTests
         var held = host.Client.GetStringAsync("/poll/news?lastEventId=0", Ct);
         Waits.Until(() => Feed(host, "news") is not null, "the poll subscribed");
         await Publish(host, "news", "n1");
-        var first = JsonDocument.Parse(await held.WaitAsync(TimeSpan.FromSeconds(10), Ct)).RootElement;
+        var first = JsonDocument.Parse(await held.WaitAsync(Waits.Bound, Ct)).RootElement;
         first.GetProperty("lastEventId").GetInt64().Should().Be(1);
         first.GetProperty("messages")[0].GetProperty("data").GetProperty("text").GetString().Should().Be("n1");
 
@@ -317,7 +324,7 @@ public sealed class PushTests
 
         var idle = host.Client.GetAsync("/poll/news?lastEventId=3", Ct);
         await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(20), idle);
-        using var response = await idle.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        using var response = await idle.WaitAsync(Waits.Bound, Ct);
         response.StatusCode.Should().Be(HttpStatusCode.NoContent);
     }
 
@@ -373,7 +380,7 @@ public sealed class PushTests
         var buffer = new byte[64 * 1024];
         var count = 0;
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(Ct);
-        timeout.CancelAfter(within ?? TimeSpan.FromSeconds(10));
+        timeout.CancelAfter(within ?? Waits.Bound);
         while (true)
         {
             var result = await socket.ReceiveAsync(new ArraySegment<byte>(buffer, count, buffer.Length - count), timeout.Token);
@@ -419,7 +426,7 @@ internal sealed class SseStream : IDisposable
     public async Task<List<(long Id, string Event, string Data)>> ReadAsync(int count)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        timeout.CancelAfter(Waits.Bound);
         var events = new List<(long, string, string)>();
         long id = 0;
         string type = string.Empty, data = string.Empty;
@@ -465,7 +472,7 @@ internal sealed class SseStream : IDisposable
     public async Task<string> ReadLineAsync()
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        timeout.CancelAfter(Waits.Bound);
         return await _reader.ReadLineAsync(timeout.Token) ?? throw new EndOfStreamException();
     }
 

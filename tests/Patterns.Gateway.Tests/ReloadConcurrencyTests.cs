@@ -109,7 +109,7 @@ public sealed class ReloadConcurrencyTests
             s.Services.AddSingleton<Yarp.ReverseProxy.Configuration.IConfigChangeListener>(applied);
             s.Logging.AddProvider(logs);
         });
-        (await applied.Count.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().BeTrue("YARP applied the first configuration");
+        (await applied.Count.WaitAsync(Waits.Bound, Ct)).Should().BeTrue("YARP applied the first configuration");
         var registry = gateway.Services.GetRequiredService<ResiliencePolicyRegistry>();
 
         // Requests all along, on a second client: every one must succeed, whatever version it meets.
@@ -140,7 +140,7 @@ public sealed class ReloadConcurrencyTests
                 var newBackend = v % 2 == 0 ? "b" : "a";
                 var path = $"/held/{v}";
                 var call = gateway.Client.GetAsync(path, Ct);
-                await holds.For(path).Arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+                await holds.For(path).Arrived.Task.WaitAsync(Waits.Bound, Ct);
 
                 Apply(source, v + 1, a, b);
                 source.Reload();
@@ -165,7 +165,7 @@ public sealed class ReloadConcurrencyTests
                 time.Advance(TimeSpan.FromSeconds(3));
                 if (v % 2 == 1)
                 {
-                    using var timedOut = await call.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+                    using var timedOut = await call.WaitAsync(Waits.Bound, Ct);
                     timedOut.StatusCode.Should().Be(HttpStatusCode.GatewayTimeout, $"version {v}'s policy times out after 2 s");
                     System.Text.Json.JsonDocument.Parse(await timedOut.Content.ReadAsStringAsync(Ct)).RootElement.GetProperty("detail").GetString()
                         .Should().Be($"Cluster 'cb' did not answer within 00:00:02, the timeout of resilience policy 'p{v}'.");
@@ -173,7 +173,7 @@ public sealed class ReloadConcurrencyTests
                 else
                 {
                     holds.For(path).Release.SetResult();
-                    using var answered = await call.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+                    using var answered = await call.WaitAsync(Waits.Bound, Ct);
                     answered.StatusCode.Should().Be(HttpStatusCode.OK, $"version {v}'s policy allows 10 s");
                     (await answered.Content.ReadAsStringAsync(Ct)).Should().Be(oldBackend, "the request was routed by the version it started under");
                 }

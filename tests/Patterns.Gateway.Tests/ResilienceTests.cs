@@ -274,13 +274,13 @@ public sealed class ResilienceTests
         await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
 
         var call = gateway.Client.GetStringAsync("/x", Ct);
-        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
         fast.Hits.Should().Be(0);
 
         // Polly arms the hedging delay on its own thread, possibly just after the request reached the backend:
         // advance virtual time until the hedge has been sent.
         await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), call);
-        var body = await call.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        var body = await call.WaitAsync(Waits.Bound, Ct);
         release.TrySetResult();
 
         body.Should().Be("fast");
@@ -339,12 +339,12 @@ public sealed class ResilienceTests
         await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
 
         var call = gateway.Client.GetStringAsync("/x", Ct);
-        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
 
         // The attempt's timer is armed before the request is sent, so one step fires it; a second could time out the retry.
         time.Advance(TimeSpan.FromSeconds(2));
 
-        (await call.WaitAsync(TimeSpan.FromSeconds(10), Ct)).Should().Be("fast");
+        (await call.WaitAsync(Waits.Bound, Ct)).Should().Be("fast");
     }
 
     [Fact]
@@ -362,9 +362,9 @@ public sealed class ResilienceTests
         await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
 
         var call = gateway.Client.GetAsync("/x", Ct);
-        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
         time.Advance(TimeSpan.FromSeconds(3));
-        using var response = await call.WaitAsync(TimeSpan.FromSeconds(10), Ct);
+        using var response = await call.WaitAsync(Waits.Bound, Ct);
 
         response.StatusCode.Should().Be(HttpStatusCode.GatewayTimeout);
     }

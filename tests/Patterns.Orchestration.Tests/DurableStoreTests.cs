@@ -214,7 +214,9 @@ public sealed class DurableStoreTests : IAsyncLifetime
     {
         var location = await LocationAsync(store);
         var log = new CallLog();
-        Action<OrchestrationBuilder> Node(string name) => FourPartitionNode(name, TimeSpan.FromSeconds(6), balance: true);
+        // Leases and membership renewed every 3.3 s, as in the test above: with 6 s (renewed every 2 s) a stall of 4 s on a
+        // busy machine let a lease or a membership lapse, and partitions moved while the test checked where instances ran.
+        Action<OrchestrationBuilder> Node(string name) => FourPartitionNode(name, TimeSpan.FromSeconds(10), balance: true);
         await using var a = await TestHost.StartAsync(Node("node-a"), store, location, log: log, clock: TimeProvider.System);
         a.Runtime.OwnedPartitions.Should().Equal(0, 1, 2, 3);
         await using var b = await TestHost.StartAsync(Node("node-b"), store, location, log: log, clock: TimeProvider.System);
@@ -281,8 +283,11 @@ public sealed class DurableStoreTests : IAsyncLifetime
         }
     }
 
-    /// <summary>Well below the 20 s a standby waits between tries with <see cref="SlowRetryNode"/>'s 60 s lease.</summary>
-    private static readonly TimeSpan PromptTakeOver = TimeSpan.FromSeconds(12);
+    /// <summary>
+    /// Below the 20 s a standby waits between tries with <see cref="SlowRetryNode"/>'s 60 s lease (a take-over that waited
+    /// for the next try comes after it), with room for a busy CI machine above the 3 s a prompt take-over takes.
+    /// </summary>
+    private static readonly TimeSpan PromptTakeOver = TimeSpan.FromSeconds(18);
 
     /// <summary>A node whose standby would try to take a partition only every 20 s (a third of its 60 s lease) if nothing woke it.</summary>
     private static Action<OrchestrationBuilder> SlowRetryNode(string name) => FourPartitionNode(name, TimeSpan.FromSeconds(60));

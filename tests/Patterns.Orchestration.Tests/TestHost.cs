@@ -23,7 +23,7 @@ public enum StoreKind
 /// <summary>A host with the engine on a chosen store and a <see cref="FakeTimeProvider"/>; waits on commit signals, never sleeps.</summary>
 internal sealed class TestHost : IAsyncDisposable
 {
-    public static readonly TimeSpan Wait = TimeSpan.FromSeconds(30);
+    public static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
     private readonly ConcurrentQueue<(string Id, HistoryEvent Event)> _events = new();
     private readonly List<(Func<string, HistoryEvent, bool> Match, TaskCompletionSource Done)> _waits = [];
     private bool _disposed;

@@ -71,7 +71,7 @@ internal sealed class Mesh : IAsyncDisposable
 
     public async Task WaitUpAsync()
     {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         foreach (var node in Nodes)
         {
             await node.Membership.WaitForAllUpAsync(timeout.Token);

@@ -11,7 +11,7 @@ namespace Patterns.PeerLinks.Tests;
 /// </summary>
 public sealed class PeerLinksBatchTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
 
     [Fact(Timeout = 60_000)]
     public async Task BlockingHandlers_FourInOneBatch_RunFourAtOnce()

@@ -7,7 +7,7 @@ namespace Patterns.PeerLinks.Tests;
 /// <summary>Credit beyond concurrency (prefetch), and what a stopping subscription does with what it was sent.</summary>
 public sealed class PeerLinksCreditTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
     [Fact(Timeout = 180_000)]
     public async Task Prefetch_StuckHandlerStopped_UnhandledMessagesComeBackUncounted_TheStuckOneAsARetry()

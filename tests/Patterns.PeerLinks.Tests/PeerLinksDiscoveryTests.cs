@@ -12,7 +12,7 @@ namespace Patterns.PeerLinks.Tests;
 /// <summary>Peers named as services and resolved through Microsoft.Extensions.ServiceDiscovery's configuration provider.</summary>
 public sealed class PeerLinksDiscoveryTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
     [Fact(Timeout = 120_000)]
     public async Task PeersNamedAsServices_AreResolvedThroughServiceDiscovery_AndCarryRequests()

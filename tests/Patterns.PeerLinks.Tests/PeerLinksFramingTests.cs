@@ -142,11 +142,11 @@ public sealed class PeerLinksFramingTests
 
         writer.Acknowledge(41);
         sending.Append(Entry(1, 100));
-        var written = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+        var written = await stream.Next.WaitAsync(TimeSpan.FromSeconds(25));
         while (!Frame(written).Any(f => f.Type == FrameType.Data))
         {
             // The acknowledgement may have gone out alone, just before the message was queued.
-            written = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+            written = await stream.Next.WaitAsync(TimeSpan.FromSeconds(25));
         }
 
         var frames = Frame(written).ToList();
@@ -180,10 +180,10 @@ public sealed class PeerLinksFramingTests
         var running = writer.RunAsync(stream, stop.Token);
 
         // The first gRPC message is being written (held by the stream) when the ping is queued.
-        var first = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+        var first = await stream.Next.WaitAsync(TimeSpan.FromSeconds(25));
         writer.Enqueue(Frames.Int64Frame(FrameType.Ping, 42));
         stream.Release();
-        var second = await stream.Next.WaitAsync(TimeSpan.FromSeconds(10));
+        var second = await stream.Next.WaitAsync(TimeSpan.FromSeconds(25));
 
         var before = Frame(first).Count(f => f.Type == FrameType.Data);
         var next = Frame(second).ToList();

@@ -9,7 +9,7 @@ namespace Patterns.PeerLinks.Tests;
 /// <summary>Request-response between two hosts that chose peer links with one line, and the health check.</summary>
 public sealed class PeerLinksHostingTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
     [Fact(Timeout = 180_000)]
     public async Task Request_HandledOnPeer_RepliesAcrossTheLink_AndFailsFastWhenNoNodeHostsIt()

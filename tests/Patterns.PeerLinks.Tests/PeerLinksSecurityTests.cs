@@ -9,7 +9,7 @@ namespace Patterns.PeerLinks.Tests;
 /// <summary>Links over TLS with client certificates: trusted nodes talk, an untrusted one is refused.</summary>
 public sealed class PeerLinksSecurityTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
     [Fact(Timeout = 180_000)]
     public async Task MutualTls_TrustedNodesExchangeMessages_UntrustedCertificateRefusedAndLogged()

@@ -13,7 +13,7 @@ namespace Patterns.PeerLinks.Tests;
 /// </summary>
 public sealed class PeerLinksSettlementTests
 {
-    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
 
     [Fact(Timeout = 60_000)]
     public async Task MalformedFrameAfterASettlement_TheSettlementReadBeforeItStillCompletesItsMessage()

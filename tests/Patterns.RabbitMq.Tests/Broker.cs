@@ -9,9 +9,25 @@ namespace Patterns.RabbitMq.Tests;
 /// <summary>The local RabbitMQ broker the tests run against (PATTERNS_RABBITMQ), found once per test run.</summary>
 internal static class Broker
 {
-    private static readonly Lazy<Task<string?>> Problem = new(FindProblemAsync);
+    private static readonly Lazy<Task<string?>> Problem = new(() => FindProblemAsync(SharedAddress));
 
-    public static string Address => Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
+    private static readonly Lazy<Task<string?>> FaultsProblem = new(() => FindProblemAsync(FaultsAddress!));
+
+    private static readonly AsyncLocal<bool> OnFaultsBroker = new();
+
+    private static string SharedAddress => Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
+
+    /// <summary>
+    /// A broker of its own for the tests that stop it (PATTERNS_RABBITMQ_FAULTS, with its node name in
+    /// PATTERNS_RABBITMQ_FAULTS_NODE for rabbitmqctl), so stopping it never fails tests of other assemblies that run at
+    /// the same time against the shared broker. CI starts one; without it those tests use the shared broker.
+    /// </summary>
+    private static string? FaultsAddress => Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ_FAULTS") is { Length: > 0 } uri ? uri : null;
+
+    /// <summary>The node rabbitmqctl talks to in the calling test: the faults broker's, or the default node.</summary>
+    public static string? Node => OnFaultsBroker.Value && Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ_FAULTS_NODE") is { Length: > 0 } node ? node : null;
+
+    public static string Address => OnFaultsBroker.Value && FaultsAddress is { } faults ? faults : SharedAddress;
 
     public static Uri Uri => new(Address);
 
@@ -26,6 +42,35 @@ internal static class Broker
         if (await Problem.Value is { } problem)
         {
             Assert.Skip($"RabbitMQ is not reachable at {RabbitMqConnection.Describe(Uri)}: {problem}");
+        }
+    }
+
+    /// <summary>
+    /// Points the calling test (its async flow) at the faults broker when one is configured, then skips, with the reason,
+    /// when that broker does not answer. For tests that stop the broker.
+    /// </summary>
+    public static Task RequireFaultsBrokerAsync()
+    {
+        if (FaultsAddress is null)
+        {
+            return RequireAsync();
+        }
+
+        if (Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ_FAULTS_NODE") is not { Length: > 0 })
+        {
+            throw new InvalidOperationException("PATTERNS_RABBITMQ_FAULTS is set without PATTERNS_RABBITMQ_FAULTS_NODE, the node name rabbitmqctl stops and starts.");
+        }
+
+        // Set here, outside an async method: a value set inside one would not flow back to the calling test.
+        OnFaultsBroker.Value = true;
+        return SkipUnlessFaultsBrokerAnswersAsync();
+    }
+
+    private static async Task SkipUnlessFaultsBrokerAnswersAsync()
+    {
+        if (await FaultsProblem.Value is { } problem)
+        {
+            Assert.Skip($"The RabbitMQ broker for fault tests is not reachable at {RabbitMqConnection.Describe(Uri)}: {problem}");
         }
     }
 
@@ -94,12 +139,15 @@ internal static class Broker
     /// <summary>A raw client connection, for looking at the broker from outside the transport.</summary>
     public static Task<IConnection> ConnectAsync() => new ConnectionFactory { Uri = Uri }.CreateConnectionAsync();
 
-    private static async Task<string?> FindProblemAsync()
+    private static async Task<string?> FindProblemAsync(string address)
     {
         try
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-            await using var connection = await new ConnectionFactory { Uri = Uri }.CreateConnectionAsync(timeout.Token);
+            // A server that is there answers at once unless the machine is overloaded (CI runs every test assembly at once on
+            // two cores), and CI counts a skip as a failure: wait long before deciding it is not there. An absent server refuses
+            // the connection at once anyway.
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await using var connection = await new ConnectionFactory { Uri = new Uri(address) }.CreateConnectionAsync(timeout.Token);
             return null;
         }
         catch (Exception ex)

@@ -9,7 +9,9 @@ namespace Patterns.RabbitMq.Tests;
 
 /// <summary>
 /// Tests that stop the broker (<c>rabbitmqctl stop_app</c>) or kill a consumer process. They run alone, after
-/// every other test of this assembly, because a stopped broker would fail tests running beside them.
+/// every other test of this assembly, because a stopped broker would fail tests running beside them. The tests that stop
+/// the broker stop a broker of their own when one is configured (PATTERNS_RABBITMQ_FAULTS; CI starts one), because test
+/// assemblies run in parallel and other assemblies use the shared broker.
 /// </summary>
 [CollectionDefinition(nameof(BrokerFaults), DisableParallelization = true)]
 public sealed class BrokerFaults;
@@ -22,7 +24,7 @@ public sealed class RabbitMqFaultTests
     [Fact]
     public async Task BrokerRestart_DuringPublishAndConsume_LosesNoConfirmedMessage()
     {
-        await Broker.RequireAsync();
+        await Broker.RequireFaultsBrokerAsync();
         var options = Broker.Options("restart");
         var transport = Broker.Create(options);
         await using var _ = new Cleanup(transport);
@@ -96,7 +98,7 @@ public sealed class RabbitMqFaultTests
     [Fact]
     public async Task BrokerGoesAway_PendingRequestFailsAtOnce_AndRequestsWorkAgainAfterItIsBack()
     {
-        await Broker.RequireAsync();
+        await Broker.RequireFaultsBrokerAsync();
         var handling = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var host = await RabbitHost.StartAsync("rr-fault", b => b.AddRequestResponse(r => r
@@ -186,7 +188,8 @@ internal static class Rabbitmqctl
 {
     public static async Task RunAsync(string arguments)
     {
-        using var process = Process.Start(new ProcessStartInfo("rabbitmqctl", arguments)
+        // On the faults broker when the test runs on it (Broker.RequireFaultsBrokerAsync), on the default node otherwise.
+        using var process = Process.Start(new ProcessStartInfo("rabbitmqctl", Broker.Node is { } node ? $"-n {node} {arguments}" : arguments)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

@@ -285,7 +285,9 @@ public sealed class RabbitMqReliabilityTests : IAsyncLifetime
 
         var first = await RabbitHost.StartWithPrefixAsync(prefix, Configure);
         var firstTransport = first.Get<MessageTransport>();
-        var due = DateTimeOffset.UtcNow.AddSeconds(3);
+        // Due well after the first process stops: the send, the immediate message's delivery and the stop take moments, but
+        // seconds on CI's two busy cores, and a message due before the stop would be handled by the first process.
+        var due = DateTimeOffset.UtcNow.AddSeconds(10);
         await first.Get<Patterns.Queues.IQueueSender>().SendAsync("sched", new WorkItem(1), new MessageOptions { DeliverAt = due });
         await first.Get<Patterns.Queues.IQueueSender>().SendAsync("sched", new WorkItem(2));
         await handled.WaitForAsync(1);
