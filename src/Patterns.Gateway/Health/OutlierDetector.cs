@@ -25,6 +25,14 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         }
 
         var counters = _counters.GetValue(destination, static _ => new Counters());
+        if (!failure && settings.FailureRate is null)
+        {
+            // Consecutive failures only: a success just ends a run of failures. Without a run there is nothing to write, so the
+            // usual request neither takes the lock nor dirties the counters' cache line for the other cores.
+            counters.Succeeded();
+            return;
+        }
+
         var now = timeProvider.GetTimestamp();
         bool eject;
         lock (counters)
@@ -81,6 +89,20 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         private long _windowStart;
         private int _multiplier;
         private long _lastEjectionEnd;
+
+        /// <summary>A success under consecutive-failure detection alone (no window to count in): ends a run of failures, if any.</summary>
+        public void Succeeded()
+        {
+            if (Volatile.Read(ref _consecutive) == 0)
+            {
+                return;
+            }
+
+            lock (this)
+            {
+                _consecutive = 0;
+            }
+        }
 
         public bool Add(bool failure, long now, OutlierSettings settings, TimeProvider time)
         {
