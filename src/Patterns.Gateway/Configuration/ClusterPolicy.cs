@@ -17,6 +17,7 @@ internal sealed class ClusterPolicy
     // The last configuration this thread looked up, and its policy: a request asks for its cluster's policy several times
     // (body buffering, the handoff, the balancer, outlier detection), and a thread mostly serves one cluster at a time, so a
     // reference check answers where a table lookup would. Per thread, so clusters served on other cores do not evict it.
+    // After a reload a thread keeps the old configuration alive only until it looks up another one.
     [ThreadStatic]
     private static Parsed? t_last;
 
