@@ -16,7 +16,7 @@ switch (mode)
         await Servers.RequestResponseAsync(Arg(1, 5000));
         break;
     case "alloc":
-        // alloc [yarp|patterns[:variant] ...] [--requests N] [--concurrency C] [--rounds R]: bytes allocated per request, in process.
+        // alloc [yarp|patterns[:variant] ...] [--requests N (20,000)] [--concurrency C (16)] [--rounds R (5)]: bytes allocated per request, in process.
         await Allocations.RunAsync(args);
         break;
     case "push":
