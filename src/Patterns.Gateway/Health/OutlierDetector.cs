@@ -89,6 +89,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         private long _windowStart;
         private int _multiplier;
         private long _lastEjectionEnd;
+        private OutlierSettings? _settings;
 
         /// <summary>A success under consecutive-failure detection alone (no window to count in): ends a run of failures, if any.</summary>
         public void Succeeded()
@@ -106,6 +107,44 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
 
         public bool Add(bool failure, long now, OutlierSettings settings, TimeProvider time)
         {
+            if (!ReferenceEquals(settings, _settings))
+            {
+                // The cluster's configuration changed: the window counted under other settings starts over (under consecutive
+                // failures alone no window is kept, as a success is not counted there). A run of failures carries on.
+                _settings = settings;
+                _windowStart = 0;
+                _total = 0;
+                _failures = 0;
+            }
+
+            var rate = settings.FailureRate;
+            if (rate is not null)
+            {
+                CountInWindow(now, settings, time);
+            }
+
+            if (!failure)
+            {
+                _consecutive = 0;
+                return false;
+            }
+
+            _consecutive++;
+            if (rate is not null)
+            {
+                _failures++;
+            }
+
+            if (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
+            {
+                return true;
+            }
+
+            return rate is not null && _total >= settings.MinimumRequests && (double)_failures / _total >= rate;
+        }
+
+        private void CountInWindow(long now, OutlierSettings settings, TimeProvider time)
+        {
             if (_windowStart == 0 || time.GetElapsedTime(_windowStart, now) >= settings.Interval)
             {
                 _windowStart = now;
@@ -114,20 +153,6 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             }
 
             _total++;
-            if (!failure)
-            {
-                _consecutive = 0;
-                return false;
-            }
-
-            _failures++;
-            _consecutive++;
-            if (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
-            {
-                return true;
-            }
-
-            return settings.FailureRate is { } rate && _total >= settings.MinimumRequests && (double)_failures / _total >= rate;
         }
 
         /// <summary>The next ejection's length: one more base time per ejection, less one per base time spent healthy since the last.</summary>
