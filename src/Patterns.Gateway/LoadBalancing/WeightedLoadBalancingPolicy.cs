@@ -119,6 +119,7 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
         private readonly Lock _lock = new();
         private Schedule? _schedule;
         private long _position;
+        private int _building;
 
         /// <summary>
         /// The next destination of the schedule for these destinations and weights: one whole cycle of smooth weighted round
@@ -131,8 +132,26 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
             var schedule = Volatile.Read(ref _schedule);
             if (schedule is null || !schedule.For(available, overrides, configured))
             {
-                schedule = Schedule.Build(available, overrides, configured, MaxSchedule);
-                Volatile.Write(ref _schedule, schedule);
+                // One thread computes the new cycle (up to MaxSchedule steps over every destination); the picks that come
+                // meanwhile take the locked path instead of each computing the same cycle on a request thread.
+                if (Interlocked.CompareExchange(ref _building, 1, 0) != 0)
+                {
+                    return Next(available, overrides, configured, exclude: null);
+                }
+
+                try
+                {
+                    schedule = Volatile.Read(ref _schedule);
+                    if (schedule is null || !schedule.For(available, overrides, configured))
+                    {
+                        schedule = Schedule.Build(available, overrides, configured, MaxSchedule);
+                        Volatile.Write(ref _schedule, schedule);
+                    }
+                }
+                finally
+                {
+                    Volatile.Write(ref _building, 0);
+                }
             }
 
             var order = schedule.Order;
