@@ -69,6 +69,19 @@ public sealed class SynchronousTransportTests
         a.Health.Passive.Should().Be(DestinationHealth.Unhealthy, "the throw after the 503 is the second failure in a row");
     }
 
+    [Fact]
+    public async Task Retries_SynchronousNullResponse_TheRequestLeavesTheBudget()
+    {
+        // A transport that breaks its contract (a completed task with no response) fails the request, and the request
+        // still leaves the retry budget it entered: the active count a retry's share is taken of stays right.
+        var transport = new SynchronousTransport((host, attempt) => host == "a" && attempt == 1 ? 0 : 200);
+        await using var gateway = await StartAsync(transport, new() { [GatewayMetadata.RetryMaxRetries] = "1" });
+
+        (await SendUntilAsync(gateway, transport, "a", 1))[^1].Should().Be(HttpStatusCode.BadGateway);
+
+        transport.Handler!.Budget.Active.Should().Be(0);
+    }
+
     /// <summary>Sends requests until <paramref name="host"/> has had <paramref name="attempts"/> attempts (at most ten); the answers' statuses.</summary>
     private static async Task<List<HttpStatusCode>> SendUntilAsync(KestrelHost gateway, SynchronousTransport transport, string host, int attempts)
     {
@@ -132,7 +145,7 @@ public sealed class SynchronousTransportTests
 
     /// <summary>
     /// Answers every request before returning: <paramref name="answer"/> gets the destination's host and its attempt number (from 1)
-    /// and gives the status or throws, which the transport does synchronously.
+    /// and gives the status (0 for no response at all) or throws, which the transport does synchronously.
     /// </summary>
     private sealed class SynchronousTransport(Func<string, int, int> answer) : HttpMessageHandler
     {
@@ -146,7 +159,7 @@ public sealed class SynchronousTransportTests
         {
             var host = request.RequestUri!.Host.Split('.')[0];
             var status = answer(host, _attempts.AddOrUpdate(host, 1, static (_, n) => n + 1));
-            return Task.FromResult(new HttpResponseMessage((HttpStatusCode)status) { RequestMessage = request });
+            return Task.FromResult(status == 0 ? null! : new HttpResponseMessage((HttpStatusCode)status) { RequestMessage = request });
         }
     }
 }

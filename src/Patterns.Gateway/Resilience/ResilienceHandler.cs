@@ -99,17 +99,29 @@ internal sealed class ResilienceHandler(
         HttpRequestMessage request, HttpContext context, ClusterState cluster, ClusterPolicy policy, DestinationState destination, CancellationToken cancellationToken)
     {
         _budget.Enter();
-        var first = SendFirst(request, cancellationToken);
-#pragma warning disable CA1849 // Completed already, so it does not block.
-        if (first.IsCompletedSuccessfully && (int)first.Result.StatusCode < 500)
-#pragma warning restore CA1849
+        var handedOver = false;
+        try
         {
+            var first = SendFirst(request, cancellationToken);
+#pragma warning disable CA1849 // Completed already, so it does not block.
+            if (!first.IsCompletedSuccessfully || first.Result is not { } response || (int)response.StatusCode >= 500)
+#pragma warning restore CA1849
+            {
+                // FirstThenRetryAsync leaves the budget when it ends (an async method: nothing it throws escapes here).
+                handedOver = true;
+                return FirstThenRetryAsync(first, request, context, cluster, policy, destination, cancellationToken);
+            }
+
             outliers.Record(cluster, destination, failure: false);
-            _budget.Exit();
             return first;
         }
-
-        return FirstThenRetryAsync(first, request, context, cluster, policy, destination, cancellationToken);
+        finally
+        {
+            if (!handedOver)
+            {
+                _budget.Exit();
+            }
+        }
     }
 
     /// <summary>Awaits the first attempt (the budget entered by <see cref="FirstThenRetry"/>); keeps only what the first attempt needs, the retry path (<see cref="RetryAfterFirstAsync"/>) finds the rest again.</summary>
@@ -127,6 +139,11 @@ internal sealed class ResilienceHandler(
             {
                 outliers.Record(cluster, destination, failure: true);
                 return await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromException<HttpResponseMessage>(ex), cancellationToken).ConfigureAwait(false);
+            }
+
+            if (response is null)
+            {
+                throw new InvalidOperationException($"The handler under cluster '{clusterId}' returned no response message.");
             }
 
             var failed = (int)response.StatusCode >= 500;
