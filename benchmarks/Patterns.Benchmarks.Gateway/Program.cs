@@ -15,6 +15,10 @@ switch (mode)
     case "rr":
         await Servers.RequestResponseAsync(Arg(1, 5000));
         break;
+    case "alloc":
+        // alloc [yarp|patterns[:variant] ...] [--requests N (20,000)] [--concurrency C (16)] [--rounds R (5)]: bytes allocated per request, in process.
+        await Allocations.RunAsync(args);
+        break;
     case "push":
         await Servers.PushServerAsync(Arg(1, 5000), Arg(2, 1000), Arg(3, 10));
         break;

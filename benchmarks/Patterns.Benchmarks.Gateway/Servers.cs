@@ -37,7 +37,10 @@ internal static class Servers
     }
 
     /// <summary>The backend: 1 KB for every request; with a failure rate, that share of requests answers 503. /stats counts requests.</summary>
-    public static async Task BackendAsync(int port, double failRate)
+    public static async Task BackendAsync(int port, double failRate) => await BuildBackend(port, failRate).RunAsync();
+
+    /// <summary>The backend of <see cref="BackendAsync"/>, built but not started.</summary>
+    public static WebApplication BuildBackend(int port, double failRate)
     {
         long hits = 0;
         var app = Build(port);
@@ -60,11 +63,19 @@ internal static class Servers
             context.Response.ContentLength = Kilobyte.Length;
             return context.Response.Body.WriteAsync(Kilobyte).AsTask();
         });
-        await app.RunAsync();
+        return app;
     }
 
     /// <summary>A gateway in front of the given destinations: plain YARP as its docs set it up, or Patterns with weights, outlier detection and retries.</summary>
     public static async Task GatewayAsync(int port, string mode, string[] destinations, bool masking)
+    {
+        var app = BuildGateway(port, mode, destinations, masking, Environment.GetEnvironmentVariable("PATTERNS_BENCH_VARIANT") ?? "all");
+        Stats(app);
+        await app.RunAsync();
+    }
+
+    /// <summary>The gateway of <see cref="GatewayAsync"/>, built but not started; <paramref name="variant"/> strips Patterns features (bare, weighted, outlier; all keeps them).</summary>
+    public static WebApplication BuildGateway(int port, string mode, string[] destinations, bool masking, string variant)
     {
         var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
         var http = new ForwarderRequestConfig { Version = new Version(1, 1), VersionPolicy = HttpVersionPolicy.RequestVersionExact };
@@ -83,7 +94,6 @@ internal static class Servers
         if (mode == "patterns")
         {
             // PATTERNS_BENCH_VARIANT strips features for a profile's A/B (bare, weighted, outlier); unset, everything is on.
-            var variant = Environment.GetEnvironmentVariable("PATTERNS_BENCH_VARIANT") ?? "all";
             var metadata = new Dictionary<string, string>();
             if (variant is "all")
             {
@@ -121,18 +131,16 @@ internal static class Servers
             }
 
             var app = Build(port, b => b.AddGateway(g => g.LoadFromMemory([route], [cluster])));
-            Stats(app);
             app.MapGateway();
-            await app.RunAsync();
+            return app;
         }
         else
         {
             // Plain YARP 2.3.0 as its documentation sets it up, passive health checks on (transport failures only).
             cluster = cluster with { HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true } } };
             var app = Build(port, b => b.Services.AddReverseProxy().LoadFromMemory([route], [cluster]));
-            Stats(app);
             app.MapReverseProxy();
-            await app.RunAsync();
+            return app;
         }
     }
 

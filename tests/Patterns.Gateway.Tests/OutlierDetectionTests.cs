@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 using Yarp.ReverseProxy;
+using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Model;
 
 namespace Patterns.Gateway.Tests;
@@ -81,6 +82,77 @@ public sealed class OutlierDetectionTests
 
         Waits.Until(() => cluster.DestinationsState.AvailableDestinations.Count == 1, "flaky is ejected at 2 failures in 4");
         cluster.DestinationsState.AvailableDestinations.Single().DestinationId.Should().Be("good");
+    }
+
+    [Fact]
+    public async Task ConsecutiveFailures_ASuccessEndsTheRun()
+    {
+        var time = new FakeTimeProvider();
+        int[] answers = [503, 503, 200, 503, 503, 503];
+        var sent = -1;
+        await using var flaky = await Backend.StartAsync("flaky", c =>
+        {
+            c.Response.StatusCode = answers[Interlocked.Increment(ref sent)];
+            return Task.CompletedTask;
+        });
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.OutlierConsecutiveFailures] = "3",
+                [GatewayMetadata.OutlierMaxEjectionPercent] = "100",
+            },
+            GatewayPolicies.Weighted, (flaky, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var destination = Cluster(gateway).DestinationsState.AllDestinations.Single();
+
+        // Failure, failure, success, failure, failure: never three in a row. The count is taken before each answer reaches
+        // the client, so the state is read right after it.
+        await Send(gateway.Client, 5);
+        destination.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the success ended the first run of failures");
+
+        await Send(gateway.Client, 1);
+        destination.Health.Passive.Should().Be(DestinationHealth.Unhealthy, "the third failure in a row ejects");
+    }
+
+    [Fact]
+    public async Task Reload_TurningOnTheFailureRate_CountsOnlyRequestsUnderIt()
+    {
+        var time = new FakeTimeProvider();
+        var sent = 0;
+        await using var flaky = await Backend.StartAsync("flaky", c =>
+        {
+            c.Response.StatusCode = Interlocked.Increment(ref sent) % 2 == 1 ? 503 : 200;
+            return Task.CompletedTask;
+        });
+        var consecutive = new Dictionary<string, string>
+        {
+            [GatewayMetadata.OutlierConsecutiveFailures] = "3",
+            [GatewayMetadata.OutlierMinimumRequests] = "4",
+            [GatewayMetadata.OutlierMaxEjectionPercent] = "100",
+        };
+        var (routes, clusters) = Gateways.OneCluster(consecutive, GatewayPolicies.Weighted, (flaky, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var cluster = Cluster(gateway);
+        var destination = cluster.DestinationsState.AllDestinations.Single();
+
+        // Failure, success, ... under consecutive failures alone: never two failures in a row.
+        await Send(gateway.Client, 8);
+        destination.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy);
+
+        var (routes2, clusters2) = Gateways.OneCluster(
+            new Dictionary<string, string>(consecutive) { [GatewayMetadata.OutlierFailureRate] = "0.5" }, GatewayPolicies.Weighted, (flaky, null));
+        gateway.Services.GetRequiredService<InMemoryConfigProvider>().Update(routes2, clusters2);
+        Waits.Until(() => cluster.Model.Config.Metadata!.ContainsKey(GatewayMetadata.OutlierFailureRate), "the failure rate is configured");
+
+        await Send(gateway.Client, 1);
+        destination.Health.Passive.Should().NotBe(
+            DestinationHealth.Unhealthy, "one failed request under the failure rate is below its minimum of 4 (the successes before it count as much as the failures)");
+
+        // Success, failure, success: 2 failures in 4 requests, then a third in 5 is over the rate.
+        await Send(gateway.Client, 3);
+        destination.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "a success does not eject");
+        await Send(gateway.Client, 1);
+        destination.Health.Passive.Should().Be(DestinationHealth.Unhealthy, "3 failures in 5 requests since the reload are over the rate of 0.5");
     }
 
     [Fact]

@@ -189,4 +189,47 @@ public sealed class ReloadConcurrencyTests
         failures.Should().BeEmpty();
         count.Should().BeGreaterThan(Versions, "requests ran during the reloads");
     }
+
+    /// <summary>
+    /// The registry takes the configuration's change tokens before it reads the configuration: a change that lands after the read,
+    /// while the set is still being built, has already fired a token the registry holds, so the next read rebuilds. Taking the
+    /// tokens after the read would hold fresh tokens that never fire for that change, and the stale set would stay current for good.
+    /// Deterministic: the change is made from inside the build (a policy defined in code is configured after the sections are read).
+    /// </summary>
+    [Fact]
+    public void PolicySet_AChangeWhileTheSetIsBuilt_IsSeenByTheNextRead()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ResiliencePolicies:p:Timeout"] = "00:00:01",
+        }).Build();
+        string? changeDuringBuild = "00:00:02";
+        var builds = 0;
+        var hook = new ResiliencePolicyConfiguration("hook", _ =>
+        {
+            builds++;
+            if (changeDuringBuild is { } value)
+            {
+                // The sections were read already: this change is "in between" the read and the set's publication.
+                changeDuringBuild = null;
+                config["ResiliencePolicies:p:Timeout"] = value;
+                config.Reload();
+            }
+        });
+        var registry = new ResiliencePolicyRegistry(
+            [new Configuration.GatewaySection(config)], [hook], Microsoft.Extensions.Logging.Abstractions.NullLogger<ResiliencePolicyRegistry>.Instance);
+
+        registry.Current.Find("p")!.Options.Timeout.Should().Be(TimeSpan.FromSeconds(1), "the first build read the section before the change");
+        registry.Current.Find("p")!.Options.Timeout.Should().Be(TimeSpan.FromSeconds(2), "the change made during the first build fired a token the registry held");
+        builds.Should().Be(2);
+
+        // The same on a rebuild: a reload starts it, and another change lands while it runs.
+        changeDuringBuild = "00:00:04";
+        config["ResiliencePolicies:p:Timeout"] = "00:00:03";
+        config.Reload();
+        registry.Current.Find("p")!.Options.Timeout.Should().Be(TimeSpan.FromSeconds(3), "the rebuild read the section before the second change");
+        registry.Current.Find("p")!.Options.Timeout.Should().Be(TimeSpan.FromSeconds(4), "the change made during the rebuild is not missed");
+        registry.Current.Find("p")!.Options.Timeout.Should().Be(TimeSpan.FromSeconds(4));
+        builds.Should().Be(4, "no change since: the last set stays current without a rebuild");
+    }
 }

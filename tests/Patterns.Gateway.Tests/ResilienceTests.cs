@@ -257,6 +257,60 @@ public sealed class ResilienceTests
     }
 
     [Fact]
+    public void RetryBudget_EnteredOnOneThreadLeftOnAnother_CountsBackToZero()
+    {
+        // A request may leave on another core than it entered on (its continuation runs elsewhere): one slot goes up, another
+        // down, and the sum is what counts. The leaving thread may even run first, taking the sum below zero for a while.
+        var budget = new RetryBudget();
+        var entering = new Thread(() =>
+        {
+            for (var i = 0; i < 10_000; i++)
+            {
+                budget.Enter();
+            }
+        });
+        var leaving = new Thread(() =>
+        {
+            for (var i = 0; i < 10_000; i++)
+            {
+                budget.Exit();
+            }
+        });
+        entering.Start();
+        leaving.Start();
+        entering.Join();
+        leaving.Join();
+
+        budget.Active.Should().Be(0);
+        budget.Enter();
+        budget.Active.Should().Be(1, "the sum is back at zero, not below it");
+        budget.Exit();
+
+        // Requests entered on one thread and left on another, one after the other.
+        var entered = new Thread(() =>
+        {
+            for (var i = 0; i < 100; i++)
+            {
+                budget.Enter();
+            }
+        });
+        entered.Start();
+        entered.Join();
+        budget.Active.Should().Be(100);
+        var left = new Thread(() =>
+        {
+            for (var i = 0; i < 100; i++)
+            {
+                budget.Exit();
+            }
+        });
+        left.Start();
+        left.Join();
+        budget.Active.Should().Be(0);
+        budget.TryAcquire(20, 0).Should().BeFalse("no request is active, so no retry is allowed above a floor of 0");
+    }
+
+    [Fact]
     public async Task Hedging_SlowPrimary_SecondDestinationAnswersAfterDelay()
     {
         var time = new FakeTimeProvider();

@@ -28,6 +28,80 @@ public sealed class WeightedRoutingTests
     }
 
     [Fact]
+    public async Task PickDestination_ConcurrentPicks_SameSequenceAsTheLockedAlgorithmAndExactOverWholeCycles()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (v1, 90), (v2, 10));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+        var (policy, cluster) = Resolve(gateway);
+        var available = cluster.DestinationsState.AvailableDestinations;
+
+        // The scheduled picks (the cluster's own list, nothing excluded) against the locked algorithm on a copy of the list,
+        // which takes the locked path: the same order, cycle after cycle.
+        var copy = available.ToList();
+        var scheduled = Enumerable.Range(0, 40).Select(_ => policy.PickDestination(new DefaultHttpContext(), cluster, available)!.DestinationId).ToList();
+        var locked = Enumerable.Range(0, 40).Select(_ => policy.Pick(new DefaultHttpContext(), cluster, copy, exclude: null)!.DestinationId).ToList();
+        scheduled.Should().Equal(locked);
+        scheduled.Count(d => d == "v2").Should().Be(4);
+
+        // Four threads at once, released together: every pick is one step of the schedule, none lost or repeated.
+        var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var threads = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            await start.Task;
+            var mine = new Dictionary<string, int> { ["v1"] = 0, ["v2"] = 0 };
+            for (var i = 0; i < 5_000; i++)
+            {
+                mine[policy.PickDestination(new DefaultHttpContext(), cluster, available)!.DestinationId]++;
+            }
+
+            return mine;
+        }, Ct)).ToList();
+        start.SetResult();
+        var all = await Task.WhenAll(threads);
+        all.Sum(c => c["v1"]).Should().Be(18_000, "20,000 picks are whole cycles of 10");
+        all.Sum(c => c["v2"]).Should().Be(2_000);
+    }
+
+    [Fact]
+    public async Task PickDestination_CycleLongerThanTheKeptSchedule_LockedPathExactOverWholeCycles()
+    {
+        // 4097:1 is a cycle of 4,098 picks, longer than the 4,096 kept as a schedule: every pick takes the locked path.
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (v1, 4097), (v2, 1));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+        var (policy, cluster) = Resolve(gateway);
+        var available = cluster.DestinationsState.AvailableDestinations;
+
+        // One whole cycle from the cluster's own list, then one from a copy (the locked path either way): the same order.
+        var own = Enumerable.Range(0, 4_098).Select(_ => policy.PickDestination(new DefaultHttpContext(), cluster, available)!.DestinationId).ToList();
+        var copy = available.ToList();
+        var locked = Enumerable.Range(0, 4_098).Select(_ => policy.Pick(new DefaultHttpContext(), cluster, copy, exclude: null)!.DestinationId).ToList();
+        own.Should().Equal(locked);
+        own.Count(d => d == "v2").Should().Be(1);
+
+        // Two threads at once, released together: two whole cycles, exact.
+        var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var threads = Enumerable.Range(0, 2).Select(_ => Task.Run(async () =>
+        {
+            await start.Task;
+            var mine = new Dictionary<string, int> { ["v1"] = 0, ["v2"] = 0 };
+            for (var i = 0; i < 4_098; i++)
+            {
+                mine[policy.PickDestination(new DefaultHttpContext(), cluster, available)!.DestinationId]++;
+            }
+
+            return mine;
+        }, Ct)).ToList();
+        start.SetResult();
+        var all = await Task.WhenAll(threads);
+        all.Sum(c => c["v1"]).Should().Be(8_194);
+        all.Sum(c => c["v2"]).Should().Be(2);
+    }
+
+    [Fact]
     public async Task PickDestination_StickyByHeader_SplitWithinHalfAPointAndEachKeyKeepsItsDestination()
     {
         await using var v1 = await Backend.StartAsync("v1");

@@ -12,7 +12,14 @@ namespace Patterns.Gateway.Configuration;
 /// <summary>The parsed <see cref="GatewayMetadata"/> of one cluster configuration, cached per configuration instance.</summary>
 internal sealed class ClusterPolicy
 {
-    private static readonly ConditionalWeakTable<ClusterConfig, ClusterPolicy> Cache = new();
+    private static readonly ConditionalWeakTable<ClusterConfig, Parsed> Cache = new();
+
+    // The last configuration this thread looked up, and its policy: a request asks for its cluster's policy several times
+    // (body buffering, the handoff, the balancer, outlier detection), and a thread mostly serves one cluster at a time, so a
+    // reference check answers where a table lookup would. Per thread, so clusters served on other cores do not evict it.
+    // After a reload a thread keeps the old configuration alive only until it looks up another one.
+    [ThreadStatic]
+    private static Parsed? t_last;
 
     public static readonly ClusterPolicy Default = new();
 
@@ -195,13 +202,35 @@ internal sealed class ClusterPolicy
         };
     }
 
-    public static ClusterPolicy For(ClusterConfig config) =>
-        Cache.GetValue(config, static c =>
+    public static ClusterPolicy For(ClusterConfig config)
+    {
+        var last = t_last;
+        if (last is not null && ReferenceEquals(last.Config, config))
         {
-            var errors = new List<string>();
-            var policy = Parse(c, errors);
-            return errors.Count == 0 ? policy : Default;
-        });
+            return last.Policy;
+        }
+
+        if (!Cache.TryGetValue(config, out last))
+        {
+            last = Cache.GetValue(config, static c =>
+            {
+                var errors = new List<string>();
+                var policy = Parse(c, errors);
+                return new Parsed(c, errors.Count == 0 ? policy : Default);
+            });
+        }
+
+        t_last = last;
+        return last.Policy;
+    }
+
+    /// <summary>A configuration and its parsed policy (the table's value names its key, which the table allows).</summary>
+    private sealed class Parsed(ClusterConfig config, ClusterPolicy policy)
+    {
+        public ClusterConfig Config { get; } = config;
+
+        public ClusterPolicy Policy { get; } = policy;
+    }
 
     /// <summary>The cluster metadata keys of this package: any other key starting with <c>Patterns.</c> is a mistake.</summary>
     private static readonly string[] ClusterKeys =

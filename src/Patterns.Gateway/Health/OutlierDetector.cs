@@ -25,6 +25,14 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         }
 
         var counters = _counters.GetValue(destination, static _ => new Counters());
+        if (!failure && settings.FailureRate is null)
+        {
+            // Consecutive failures only: a success just ends a run of failures. Without a run there is nothing to write, so the
+            // usual request neither takes the lock nor dirties the counters' cache line for the other cores.
+            counters.Succeeded();
+            return;
+        }
+
         var now = timeProvider.GetTimestamp();
         bool eject;
         lock (counters)
@@ -81,8 +89,61 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         private long _windowStart;
         private int _multiplier;
         private long _lastEjectionEnd;
+        private OutlierSettings? _settings;
+
+        /// <summary>A success under consecutive-failure detection alone (no window to count in): ends a run of failures, if any.</summary>
+        public void Succeeded()
+        {
+            if (Volatile.Read(ref _consecutive) == 0)
+            {
+                return;
+            }
+
+            lock (this)
+            {
+                _consecutive = 0;
+            }
+        }
 
         public bool Add(bool failure, long now, OutlierSettings settings, TimeProvider time)
+        {
+            if (!ReferenceEquals(settings, _settings))
+            {
+                // The cluster's configuration changed: the window counted under other settings starts over (under consecutive
+                // failures alone no window is kept, as a success is not counted there). A run of failures carries on.
+                _settings = settings;
+                _windowStart = 0;
+                _total = 0;
+                _failures = 0;
+            }
+
+            var rate = settings.FailureRate;
+            if (rate is not null)
+            {
+                CountInWindow(now, settings, time);
+            }
+
+            if (!failure)
+            {
+                _consecutive = 0;
+                return false;
+            }
+
+            _consecutive++;
+            if (rate is not null)
+            {
+                _failures++;
+            }
+
+            if (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
+            {
+                return true;
+            }
+
+            return rate is not null && _total >= settings.MinimumRequests && (double)_failures / _total >= rate;
+        }
+
+        private void CountInWindow(long now, OutlierSettings settings, TimeProvider time)
         {
             if (_windowStart == 0 || time.GetElapsedTime(_windowStart, now) >= settings.Interval)
             {
@@ -92,20 +153,6 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             }
 
             _total++;
-            if (!failure)
-            {
-                _consecutive = 0;
-                return false;
-            }
-
-            _failures++;
-            _consecutive++;
-            if (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
-            {
-                return true;
-            }
-
-            return settings.FailureRate is { } rate && _total >= settings.MinimumRequests && (double)_failures / _total >= rate;
         }
 
         /// <summary>The next ejection's length: one more base time per ejection, less one per base time spent healthy since the last.</summary>

@@ -32,9 +32,18 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
         var overrides = weights.For(cluster.ClusterId);
         var policy = ClusterPolicy.For(cluster.Model.Config);
         var key = policy.RoutingKey?.Read(context);
-        return key is null
-            ? _state.GetValue(cluster, static _ => new RoundRobinState()).Next(available, overrides, policy.Weights, exclude)
-            : Rendezvous(key, available, overrides, policy.Weights, exclude);
+        if (key is not null)
+        {
+            return Rendezvous(key, available, overrides, policy.Weights, exclude);
+        }
+
+        var state = _state.GetValue(cluster, static _ => new RoundRobinState());
+
+        // The usual pick (YARP's, from the cluster's own list of available destinations, nothing excluded) follows the
+        // precomputed schedule without a lock; a retry's or a hedge's pick, from another list or excluding one, takes the lock.
+        return exclude is null && ReferenceEquals(available, cluster.DestinationsState.AvailableDestinations)
+            ? state.Scheduled(available, overrides, policy.Weights)
+            : state.Next(available, overrides, policy.Weights, exclude);
     }
 
     /// <summary>A destination's weight: the live one if set, else the configured one (parsed once per configuration), else 1.</summary>
@@ -103,8 +112,56 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
     /// <summary>Smooth weighted round robin (the nginx algorithm), one state per cluster.</summary>
     private sealed class RoundRobinState
     {
+        /// <summary>The longest schedule kept (after dividing the weights by their greatest common divisor); a longer cycle picks under the lock.</summary>
+        private const int MaxSchedule = 4096;
+
         private readonly Dictionary<string, long> _current = new(StringComparer.Ordinal);
         private readonly Lock _lock = new();
+        private Schedule? _schedule;
+        private long _position;
+        private int _building;
+
+        /// <summary>
+        /// The next destination of the schedule for these destinations and weights: one whole cycle of smooth weighted round
+        /// robin, computed once when the destinations or the weights change (a new list or dictionary from YARP or
+        /// <see cref="DestinationWeights"/>), then followed by one interlocked step per pick. The same picks as <see cref="Next"/>
+        /// from a fresh state, without a lock that every request of the cluster takes in turn.
+        /// </summary>
+        public DestinationState? Scheduled(IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured)
+        {
+            var schedule = Volatile.Read(ref _schedule);
+            if (schedule is null || !schedule.For(available, overrides, configured))
+            {
+                // One thread computes the new cycle (up to MaxSchedule steps over every destination); the picks that come
+                // meanwhile take the locked path instead of each computing the same cycle on a request thread.
+                if (Interlocked.CompareExchange(ref _building, 1, 0) != 0)
+                {
+                    return Next(available, overrides, configured, exclude: null);
+                }
+
+                try
+                {
+                    schedule = Volatile.Read(ref _schedule);
+                    if (schedule is null || !schedule.For(available, overrides, configured))
+                    {
+                        schedule = Schedule.Build(available, overrides, configured, MaxSchedule);
+                        Volatile.Write(ref _schedule, schedule);
+                    }
+                }
+                finally
+                {
+                    Volatile.Write(ref _building, 0);
+                }
+            }
+
+            var order = schedule.Order;
+            if (order is null)
+            {
+                return Next(available, overrides, configured, exclude: null);
+            }
+
+            return order.Length == 0 ? null : order[(ulong)(Interlocked.Increment(ref _position) - 1) % (ulong)order.Length];
+        }
 
         public DestinationState? Next(
             IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured, DestinationState? exclude)
@@ -140,6 +197,88 @@ internal sealed class WeightedLoadBalancingPolicy(DestinationWeights weights) : 
 
                 return best;
             }
+        }
+    }
+
+    /// <summary>One cycle of smooth weighted round robin over a list of destinations under given weights.</summary>
+    private sealed class Schedule
+    {
+        private readonly IReadOnlyList<DestinationState> _available;
+        private readonly IReadOnlyDictionary<string, int>? _overrides;
+        private readonly IReadOnlyDictionary<string, int>? _configured;
+
+        private Schedule(IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured, DestinationState[]? order)
+        {
+            _available = available;
+            _overrides = overrides;
+            _configured = configured;
+            Order = order;
+        }
+
+        /// <summary>Gets the picks of one cycle (empty when every weight is 0), or <see langword="null"/> when the cycle is too long to keep.</summary>
+        public DestinationState[]? Order { get; }
+
+        public bool For(IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured) =>
+            ReferenceEquals(_available, available) && ReferenceEquals(_overrides, overrides) && ReferenceEquals(_configured, configured);
+
+        public static Schedule Build(IReadOnlyList<DestinationState> available, IReadOnlyDictionary<string, int>? overrides, IReadOnlyDictionary<string, int>? configured, int max)
+        {
+            var weights = new long[available.Count];
+            long gcd = 0;
+            for (var i = 0; i < weights.Length; i++)
+            {
+                weights[i] = WeightOf(available[i], overrides, configured);
+                gcd = Gcd(gcd, weights[i]);
+            }
+
+            long total = 0;
+            for (var i = 0; i < weights.Length && gcd > 0; i++)
+            {
+                weights[i] /= gcd;
+                total += weights[i];
+            }
+
+            if (total > max)
+            {
+                return new Schedule(available, overrides, configured, null);
+            }
+
+            // The nginx algorithm from zero: each pick adds every weight to its destination's current value, takes the highest
+            // (the first on a tie) and takes the total off it. After one cycle every current value is back at zero.
+            var order = new DestinationState[total];
+            var current = new long[weights.Length];
+            for (var step = 0; step < order.Length; step++)
+            {
+                var best = -1;
+                for (var i = 0; i < weights.Length; i++)
+                {
+                    if (weights[i] == 0)
+                    {
+                        continue;
+                    }
+
+                    current[i] += weights[i];
+                    if (best < 0 || current[i] > current[best])
+                    {
+                        best = i;
+                    }
+                }
+
+                current[best] -= total;
+                order[step] = available[best];
+            }
+
+            return new Schedule(available, overrides, configured, order);
+        }
+
+        private static long Gcd(long a, long b)
+        {
+            while (b != 0)
+            {
+                (a, b) = (b, a % b);
+            }
+
+            return a;
         }
     }
 }

@@ -18,13 +18,15 @@ internal static class BodyBufferingMiddleware
 
     public static Task InvokeAsync(HttpContext context, RequestDelegate next)
     {
+        // A request without a body (the usual GET: no length, and the server says it can have none) leaves before any lookup.
         var request = context.Request;
-        if (request.ContentLength == 0
+        var length = request.ContentLength;
+        if (length == 0
+            || (length is null && context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: false })
             || context.Features.Get<IReverseProxyFeature>() is not { } feature
             || feature.Cluster is null
             || ClusterPolicy.Effective(feature, null, context) is not { MaxRetries: > 0 } policy
-            || !ResilienceHandler.IsIdempotent(request.Method)
-            || (request.ContentLength is null && context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: false }))
+            || !ResilienceHandler.IsIdempotent(request.Method))
         {
             return next(context);
         }

@@ -22,6 +22,9 @@ internal static class ContextHandoff
     [ThreadStatic]
     private static HttpContext? t_context;
 
+    [ThreadStatic]
+    private static ClusterPolicy? t_policy;
+
     private static readonly ConcurrentDictionary<HttpRequestMessage, HttpContext> Pending = new(ReferenceEqualityComparer.Instance);
 
     // The entries in Pending, read on every send so that the usual request (nothing pending) does not touch the map:
@@ -31,12 +34,13 @@ internal static class ContextHandoff
     /// <summary>Gets the contexts handed over through the shared map and not taken or removed yet.</summary>
     internal static int PendingCount => Volatile.Read(ref s_pending);
 
-    public static void Give(HttpRequestMessage request, HttpContext context, bool sameThread)
+    public static void Give(HttpRequestMessage request, HttpContext context, ClusterPolicy policy, bool sameThread)
     {
         if (sameThread)
         {
             t_request = request;
             t_context = context;
+            t_policy = policy;
         }
         else
         {
@@ -66,25 +70,34 @@ internal static class ContextHandoff
         return null;
     }
 
-    /// <summary>The context handed over with <paramref name="request"/>, once; <see langword="null"/> when none was (the cluster needs no handler).</summary>
-    public static HttpContext? Take(HttpRequestMessage request)
+    /// <summary>
+    /// The context handed over with <paramref name="request"/>, once; <see langword="null"/> when none was (the cluster needs no handler).
+    /// <paramref name="policy"/> is the policy the transform resolved for it when it came on this thread, else <see langword="null"/>
+    /// (the handler resolves it again: one request sees one policy set either way).
+    /// </summary>
+    public static HttpContext? Take(HttpRequestMessage request, out ClusterPolicy? policy)
     {
         if (ReferenceEquals(t_request, request))
         {
             var context = t_context;
+            policy = t_policy;
             t_request = null;
             t_context = null;
+            t_policy = null;
             return context;
         }
 
+        policy = null;
         return Volatile.Read(ref s_pending) != 0 ? Remove(request) : null;
     }
 
-    /// <summary>True when the request's policy needs the resilience handler: anything to retry, time or count.</summary>
-    public static bool Needed(HttpContext context, ResiliencePolicyRegistry registry) =>
+    /// <summary>The request's policy when it needs the resilience handler (anything to retry, time or count), else <see langword="null"/>.</summary>
+    public static ClusterPolicy? Needed(HttpContext context, ResiliencePolicyRegistry registry) =>
         context.Features.Get<IReverseProxyFeature>() is { Cluster: not null } proxied
         && ClusterPolicy.Effective(proxied, registry, context) is { } policy
-        && (policy.HasResilience || policy.Outlier is not null);
+        && (policy.HasResilience || policy.Outlier is not null)
+            ? policy
+            : null;
 }
 
 /// <summary>Wraps every route's transformer so the context handoff happens after the last request transform, whatever transforms the route has.</summary>
@@ -108,9 +121,9 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
                 return AfterAsync(pending, httpContext, proxyRequest);
             }
 
-            if (ContextHandoff.Needed(httpContext, registry))
+            if (ContextHandoff.Needed(httpContext, registry) is { } policy)
             {
-                ContextHandoff.Give(proxyRequest, httpContext, sameThread: true);
+                ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: true);
             }
 
             return default;
@@ -119,9 +132,9 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
         private async ValueTask AfterAsync(ValueTask pending, HttpContext httpContext, HttpRequestMessage proxyRequest)
         {
             await pending.ConfigureAwait(false);
-            if (ContextHandoff.Needed(httpContext, registry))
+            if (ContextHandoff.Needed(httpContext, registry) is { } policy)
             {
-                ContextHandoff.Give(proxyRequest, httpContext, sameThread: false);
+                ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: false);
             }
         }
 
