@@ -55,7 +55,11 @@ public abstract class ConsumeContext
             _services = services;
         }
 
-        CancellationToken = cancellationToken;
+        // The token too (no write barrier for the same token, or for none after Exit cleared it).
+        if (CancellationToken != cancellationToken)
+        {
+            CancellationToken = cancellationToken;
+        }
     }
 
     /// <summary>

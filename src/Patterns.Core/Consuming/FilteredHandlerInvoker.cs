@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Patterns.Hosting;
 using Patterns.Messaging;
@@ -29,19 +30,11 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     private static readonly int s_slot = FreeContexts.NewSlot();
 
     /// <summary>The end of the pipeline: the handler call, counted while it runs.</summary>
-    private static readonly ConsumeDelegate s_handler = static context =>
-    {
-        var pending = context.InvokeHandlerAsync();
-        return pending.IsCompleted ? pending : context.Track(pending);
-    };
+    private static readonly ConsumeDelegate s_handler = static context => Unsafe.As<Context>(context).CallHandler();
 
     /// <summary>A step of the pipeline: a filter's call with the rest of the chain, counted while it runs.</summary>
     private static readonly Func<IConsumeFilter, ConsumeDelegate, ConsumeDelegate> s_link =
-        static (filter, rest) => context =>
-        {
-            var pending = filter.InvokeAsync(context, rest);
-            return pending.IsCompleted ? pending : context.Track(pending);
-        };
+        static (filter, rest) => new ConsumeFilterChain.CountedStep(filter, rest).Invoke;
 
     private readonly MessageHandlerInvoker<TMessage> _inner;
     private readonly string _handlerName;
@@ -81,7 +74,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             throw;
         }
 
-        if (!pending.IsCompletedSuccessfully)
+        if (pending != default && !pending.IsCompletedSuccessfully)
         {
             // The message finishes elsewhere: its context leaves this thread's slot now, so this thread's next message does
             // not find it busy and make a new one, and goes to the slot of the thread it finishes on.
@@ -189,16 +182,25 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             return CountedAsync(pending);
         }
 
-        internal override ValueTask InvokeHandlerAsync()
+        /// <summary>The pipeline's last step: the handler's call, counted while it runs.</summary>
+        public ValueTask CallHandler()
         {
-            if (Volatile.Read(ref _calls) == 0)
+            // Best effort (a plain read): a call of next after the pipeline completed finds the count at zero as a rule.
+            if (_calls == 0)
             {
-                throw new InvalidOperationException(
-                    $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
+                ThrowNextAfterCompletion();
             }
 
-            return _inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken);
+            return ConsumeFilterChain.Check(_inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken), this);
         }
+
+        internal override ValueTask InvokeHandlerAsync() => CallHandler();
+
+        [DoesNotReturn]
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private static void ThrowNextAfterCompletion() =>
+            throw new InvalidOperationException(
+                $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
 
         [MethodImpl(MethodImplOptions.NoInlining)]
         private void EndWithCallsRunning()
