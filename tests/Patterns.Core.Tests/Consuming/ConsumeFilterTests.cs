@@ -254,6 +254,32 @@ public sealed class ConsumeFilterTests
     }
 
     [Fact]
+    public async Task Filters_AndAHandler_ReturningCompletedTaskObjects_FreeTheContextAtOnce_WhichCarriesTheNextMessage()
+    {
+        // A completed task with an object behind it (not the default one) takes the step's longer check: it is not counted
+        // as still running, so the context is freed when the pipeline returns and the next message travels in it.
+        var seen = new List<(ConsumeContext Context, string Message)>();
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(_ => new ValueTask(Task.CompletedTask)),
+            [
+                new DelegateFilter((context, next) =>
+                {
+                    seen.Add((context, ((Memo)context.Message).Text));
+                    return next(context);
+                }),
+                new DelegateFilter((context, next) => new ValueTask(next(context).AsTask())),
+                new DelegateFilter((context, next) => new ValueTask(next(context).AsTask())),
+            ]);
+
+        await invoker.InvokeAsync(new Memo("a"), new Envelope { MessageId = Guid.NewGuid() }, Reminders, CancellationToken.None);
+        seen[0].Context.Envelope.MessageId.Should().Be(Guid.Empty, "the context was freed when the pipeline returned");
+        await invoker.InvokeAsync(new Memo("b"), new Envelope { MessageId = Guid.NewGuid() }, Reminders, CancellationToken.None);
+
+        seen.Select(s => s.Message).Should().Equal("a", "b");
+        seen[1].Context.Should().BeSameAs(seen[0].Context, "a freed context carries the thread's next message");
+    }
+
+    [Fact]
     public async Task Context_OnceItsMessageIsHandled_IsClearedAndCarriesTheNextMessageAlone()
     {
         ConsumeContext? kept = null;
