@@ -29,8 +29,12 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     /// <summary>This message type's slot in <see cref="FreeContexts"/>: only its contexts are kept there.</summary>
     private static readonly int s_slot = FreeContexts.NewSlot();
 
-    /// <summary>The end of the pipeline: the handler call, counted while it runs.</summary>
-    private static readonly ConsumeDelegate s_handler = static context => Unsafe.As<Context>(context).CallHandler();
+    /// <summary>
+    /// The end of the pipeline: the handler call, counted while it runs. <see cref="ConsumeDelegate"/> is public, so a filter
+    /// may pass its <c>next</c> any context: one of another message type is refused (Context is sealed, so the check is one
+    /// compare), never read as this type's.
+    /// </summary>
+    private static readonly ConsumeDelegate s_handler = static context => context is Context own ? own.CallHandler() : ThrowForeignContext(context);
 
     /// <summary>A step of the pipeline: a filter's call with the rest of the chain, counted while it runs.</summary>
     private static readonly Func<IConsumeFilter, ConsumeDelegate, ConsumeDelegate> s_link =
@@ -86,6 +90,12 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         context.End();
         return pending;
     }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ValueTask ThrowForeignContext(ConsumeContext context) =>
+        throw new InvalidOperationException(
+            $"A consume filter passed next the context of a '{context.MessageType.Name}' message in the pipeline of a '{typeof(TMessage).Name}' message: next must be given the context the filter received.");
 
     private static async ValueTask AwaitThenReleaseAsync(ValueTask pending, Context context)
     {

@@ -512,6 +512,46 @@ public sealed class ConsumeFilterTests
         (await late.Should().ThrowAsync<InvalidOperationException>()).WithMessage("A consume filter called next for a 'Memo' message after the task it returned had completed*");
     }
 
+    [Fact]
+    public async Task Filter_ThatPassesNextTheContextOfAMessageOfAnotherType_GetsAnErrorSayingSo_AndNoHandlerRunsWithIt()
+    {
+        // The Memo message's context is in use (its handler runs the Guid message inline) when the Guid message's filter
+        // passes it to its next: the Guid pipeline must not read it as one of its own contexts.
+        var ids = new List<Guid>();
+        var memos = new List<string>();
+        ConsumeContext? memoContext = null;
+        Exception? error = null;
+        var guids = FilteredHandlerInvoker<Guid>.Wrap(
+            new RecordingGuidInvoker(ids),
+            [new DelegateFilter((context, next) => next(memoContext!))]);
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(async message =>
+            {
+                memos.Add(message.Text);
+                try
+                {
+                    await guids.InvokeAsync(Guid.NewGuid(), new Envelope(), Reminders, CancellationToken.None);
+                }
+                catch (InvalidOperationException e)
+                {
+                    error = e;
+                }
+            }),
+            [new DelegateFilter((context, next) =>
+            {
+                memoContext = context;
+                return next(context);
+            })]);
+
+        await invoker.InvokeAsync(new Memo("outer"), new Envelope(), Reminders, CancellationToken.None);
+
+        error.Should().NotBeNull().And.BeOfType<InvalidOperationException>()
+            .Which.Message.Should().Be(
+                "A consume filter passed next the context of a 'Memo' message in the pipeline of a 'Guid' message: next must be given the context the filter received.");
+        ids.Should().BeEmpty("no handler runs with another message's context");
+        memos.Should().Equal("outer");
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -702,6 +742,17 @@ public sealed class ConsumeFilterTests
 
         public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) =>
             handle(message);
+    }
+
+    private sealed class RecordingGuidInvoker(List<Guid> ids) : MessageHandlerInvoker<Guid>
+    {
+        public override string HandlerName => "ids";
+
+        public override ValueTask InvokeAsync(Guid message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        {
+            ids.Add(message);
+            return default;
+        }
     }
 
     private sealed class CountingFilter : IConsumeFilter
