@@ -195,8 +195,8 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         /// <summary>The pipeline's last step: the handler's call, counted while it runs.</summary>
         public ValueTask CallHandler()
         {
-            // Best effort (a plain read): a call of next after the pipeline completed finds the count at zero as a rule.
-            if (_calls == 0)
+            // Best effort: a call of next after the pipeline completed finds the count at zero as a rule.
+            if (Volatile.Read(ref _calls) == 0)
             {
                 ThrowNextAfterCompletion();
             }
