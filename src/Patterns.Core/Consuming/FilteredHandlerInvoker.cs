@@ -204,6 +204,8 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             return ConsumeFilterChain.Check(_inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken), this);
         }
 
+        /// <summary>The handler's call, counted while it runs, like the pipeline's last step (<see cref="CallHandler"/>).</summary>
+        /// <returns>The handler's task, or the counted one when it may still run.</returns>
         internal override ValueTask InvokeHandlerAsync() => CallHandler();
 
         [DoesNotReturn]
