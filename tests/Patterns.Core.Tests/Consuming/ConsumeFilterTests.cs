@@ -290,6 +290,41 @@ public sealed class ConsumeFilterTests
     }
 
     [Fact]
+    public async Task Context_ReusedForMessagesWithACancelledTokenNoTokenAndAnotherToken_GivesTheHandlerAndEveryFilterTheTokenOfItsMessage()
+    {
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        using var fresh = new CancellationTokenSource();
+        var seen = new List<(string Where, string Message, CancellationToken Token, ConsumeContext? Context)>();
+        Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name) => async (context, next) =>
+        {
+            seen.Add((name, ((Memo)context.Message).Text, context.CancellationToken, context));
+            await next(context);
+        };
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new TokenRecordingInvoker(seen),
+            [new DelegateFilter(Recording("f1")), new DelegateFilter(Recording("f2")), new DelegateFilter(Recording("f3"))]);
+
+        await invoker.InvokeAsync(new Memo("1"), new Envelope(), Reminders, cancelled.Token);
+        await invoker.InvokeAsync(new Memo("2"), new Envelope(), Reminders, CancellationToken.None);
+        await invoker.InvokeAsync(new Memo("3"), new Envelope(), Reminders, fresh.Token);
+
+        seen.Select(s => (s.Where, s.Message)).Should().Equal(
+            ("f1", "1"), ("f2", "1"), ("f3", "1"), ("handler", "1"),
+            ("f1", "2"), ("f2", "2"), ("f3", "2"), ("handler", "2"),
+            ("f1", "3"), ("f2", "3"), ("f3", "3"), ("handler", "3"));
+        var expected = new Dictionary<string, CancellationToken> { ["1"] = cancelled.Token, ["2"] = CancellationToken.None, ["3"] = fresh.Token };
+        foreach (var (where, message, token, _) in seen)
+        {
+            token.Should().Be(expected[message], $"{where} of message {message} sees that message's token");
+        }
+
+        seen.Where(s => s.Message == "1").Should().OnlyContain(s => s.Token.IsCancellationRequested);
+        seen.Where(s => s.Message != "1").Should().OnlyContain(s => !s.Token.IsCancellationRequested);
+        seen.Where(s => s.Context != null).Should().OnlyContain(s => ReferenceEquals(s.Context, seen[0].Context), "the three messages travel in one reused context");
+    }
+
+    [Fact]
     public async Task Context_OnceItsMessageIsHandled_IsClearedAndCarriesTheNextMessageAlone()
     {
         ConsumeContext? kept = null;
@@ -761,6 +796,17 @@ public sealed class ConsumeFilterTests
         public override ValueTask InvokeAsync(Guid message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
         {
             ids.Add(message);
+            return default;
+        }
+    }
+
+    private sealed class TokenRecordingInvoker(List<(string Where, string Message, CancellationToken Token, ConsumeContext? Context)> seen) : MessageHandlerInvoker<Memo>
+    {
+        public override string HandlerName => "tokens";
+
+        public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        {
+            seen.Add(("handler", message.Text, cancellationToken, null));
             return default;
         }
     }
