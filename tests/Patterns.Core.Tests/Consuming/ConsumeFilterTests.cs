@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Tasks.Sources;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Patterns.Batching;
@@ -322,6 +323,62 @@ public sealed class ConsumeFilterTests
         seen.Where(s => s.Message == "1").Should().OnlyContain(s => s.Token.IsCancellationRequested);
         seen.Where(s => s.Message != "1").Should().OnlyContain(s => !s.Token.IsCancellationRequested);
         seen.Where(s => s.Context != null).Should().OnlyContain(s => ReferenceEquals(s.Context, seen[0].Context), "the three messages travel in one reused context");
+    }
+
+    [Theory]
+    [InlineData(0, false)]
+    [InlineData(0, true)]
+    [InlineData(1, false)]
+    [InlineData(1, true)]
+    [InlineData(2, false)]
+    [InlineData(2, true)]
+    [InlineData(3, false)]
+    [InlineData(3, true)]
+    public async Task PooledTask_ReturnedByAFilterOrTheHandler_CompletedAtOnceOrLater_IsConsumedExactlyOnce(int pooledAt, bool later)
+    {
+        // pooledAt: the filter (0-2) or the handler (3) that returns a task backed by one reusable source, which throws when
+        // it is asked about a token it has already given the result of (a second GetResult, or a look after it).
+        var source = new PooledTaskSource();
+        ValueTask Pooled()
+        {
+            var task = source.Start();
+            if (!later)
+            {
+                source.Complete();
+            }
+
+            return task;
+        }
+
+        IConsumeFilter Filter(int index) => new DelegateFilter((context, next) =>
+        {
+            if (index != pooledAt)
+            {
+                return next(context);
+            }
+
+            // The rest of the chain completes at once here (the handler is synchronous); its task is consumed first.
+            var rest = next(context);
+            rest.IsCompleted.Should().BeTrue();
+            rest.GetAwaiter().GetResult();
+            return Pooled();
+        });
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(_ => pooledAt == 3 ? Pooled() : default),
+            [Filter(0), Filter(1), Filter(2)]);
+
+        for (var i = 1; i <= 3; i++)
+        {
+            var pending = invoker.InvokeAsync(new Memo($"m{i}"), new Envelope(), Reminders, CancellationToken.None);
+            pending.IsCompleted.Should().Be(!later);
+            if (later)
+            {
+                source.Complete();
+            }
+
+            await pending.AsTask().WaitAsync(TestHost.Wait);
+            source.Results.Should().Be(i, "each message's pooled task is consumed once");
+        }
     }
 
     [Fact]
@@ -808,6 +865,32 @@ public sealed class ConsumeFilterTests
         {
             seen.Add(("handler", message.Text, cancellationToken, null));
             return default;
+        }
+    }
+
+    /// <summary>One reusable task source, as a pooled one: each task it gives may be asked for its result once.</summary>
+    private sealed class PooledTaskSource : IValueTaskSource
+    {
+        private ManualResetValueTaskSourceCore<bool> _core;
+
+        /// <summary>Gets how many results were taken (one per task).</summary>
+        public int Results { get; private set; }
+
+        public ValueTask Start() => new(this, _core.Version);
+
+        public void Complete() => _core.SetResult(true);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
+
+        public void GetResult(short token)
+        {
+            // Throws for a token whose result was taken (the source was reset since), as a pooled source does.
+            _core.GetResult(token);
+            Results++;
+            _core.Reset();
         }
     }
 
