@@ -55,7 +55,11 @@ public abstract class ConsumeContext
             _services = services;
         }
 
-        CancellationToken = cancellationToken;
+        // The token too (no write barrier for the same token, or for none after Exit cleared it).
+        if (CancellationToken != cancellationToken)
+        {
+            CancellationToken = cancellationToken;
+        }
     }
 
     /// <summary>
@@ -72,8 +76,11 @@ public abstract class ConsumeContext
         }
     }
 
-    /// <summary>Calls the handler: the end of the filter pipeline (a virtual call, so the pipeline's last step needs no cast).</summary>
-    /// <returns>The handler's task.</returns>
+    /// <summary>
+    /// Calls the handler: the end of the batch and request filter pipelines (a virtual call). A pub/sub or queue handler's
+    /// pipeline calls its own context type's handler directly, after checking the context is one (a type test).
+    /// </summary>
+    /// <returns>The handler's task (counted by a context that counts the calls of next while it runs).</returns>
     internal abstract ValueTask InvokeHandlerAsync();
 
     /// <summary>

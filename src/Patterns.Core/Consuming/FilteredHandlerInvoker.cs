@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Patterns.Hosting;
 using Patterns.Messaging;
@@ -28,20 +29,16 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     /// <summary>This message type's slot in <see cref="FreeContexts"/>: only its contexts are kept there.</summary>
     private static readonly int s_slot = FreeContexts.NewSlot();
 
-    /// <summary>The end of the pipeline: the handler call, counted while it runs.</summary>
-    private static readonly ConsumeDelegate s_handler = static context =>
-    {
-        var pending = context.InvokeHandlerAsync();
-        return pending.IsCompleted ? pending : context.Track(pending);
-    };
+    /// <summary>
+    /// The end of the pipeline: the handler call, counted while it runs. <see cref="ConsumeDelegate"/> is public, so a filter
+    /// may pass its <c>next</c> any context: one of another message type is refused (Context is sealed, so the check is one
+    /// compare), never read as this type's.
+    /// </summary>
+    private static readonly ConsumeDelegate s_handler = static context => context is Context own ? own.CallHandler() : ThrowForeignContext(context);
 
     /// <summary>A step of the pipeline: a filter's call with the rest of the chain, counted while it runs.</summary>
     private static readonly Func<IConsumeFilter, ConsumeDelegate, ConsumeDelegate> s_link =
-        static (filter, rest) => context =>
-        {
-            var pending = filter.InvokeAsync(context, rest);
-            return pending.IsCompleted ? pending : context.Track(pending);
-        };
+        static (filter, rest) => new ConsumeFilterChain.CountedStep(filter, rest).Invoke;
 
     private readonly MessageHandlerInvoker<TMessage> _inner;
     private readonly string _handlerName;
@@ -81,7 +78,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             throw;
         }
 
-        if (!pending.IsCompletedSuccessfully)
+        if (pending != default && !pending.IsCompletedSuccessfully)
         {
             // The message finishes elsewhere: its context leaves this thread's slot now, so this thread's next message does
             // not find it busy and make a new one, and goes to the slot of the thread it finishes on.
@@ -93,6 +90,12 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         context.End();
         return pending;
     }
+
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static ValueTask ThrowForeignContext(ConsumeContext context) =>
+        throw new InvalidOperationException(
+            $"A consume filter passed next the context of a '{context.MessageType.Name}' message in the pipeline of a '{typeof(TMessage).Name}' message: next must be given the context the filter received.");
 
     private static async ValueTask AwaitThenReleaseAsync(ValueTask pending, Context context)
     {
@@ -189,16 +192,27 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
             return CountedAsync(pending);
         }
 
-        internal override ValueTask InvokeHandlerAsync()
+        /// <summary>The pipeline's last step: the handler's call, counted while it runs.</summary>
+        public ValueTask CallHandler()
         {
+            // Best effort: a call of next after the pipeline completed finds the count at zero as a rule.
             if (Volatile.Read(ref _calls) == 0)
             {
-                throw new InvalidOperationException(
-                    $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
+                ThrowNextAfterCompletion();
             }
 
-            return _inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken);
+            return ConsumeFilterChain.Check(_inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken), this);
         }
+
+        /// <summary>The handler's call, counted while it runs, like the pipeline's last step (<see cref="CallHandler"/>).</summary>
+        /// <returns>The handler's task, or the counted one when it may still run.</returns>
+        internal override ValueTask InvokeHandlerAsync() => CallHandler();
+
+        [DoesNotReturn]
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private static void ThrowNextAfterCompletion() =>
+            throw new InvalidOperationException(
+                $"A consume filter called next for a '{typeof(TMessage).Name}' message after the task it returned had completed. A filter must await next (or return its task) and must not keep the context.");
 
         [MethodImpl(MethodImplOptions.NoInlining)]
         private void EndWithCallsRunning()

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Tasks.Sources;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Patterns.Batching;
@@ -254,6 +255,133 @@ public sealed class ConsumeFilterTests
     }
 
     [Fact]
+    public async Task Filters_AndAHandler_ReturningCompletedTaskObjects_FreeTheContextAtOnce_WhichCarriesTheNextMessage_AllocatingNothing()
+    {
+        // A completed task with an object behind it (not the default one) takes the step's longer check: it is not counted
+        // as still running (which would wrap it), so the context is freed when the pipeline returns, the next message
+        // travels in it, and nothing is allocated per message.
+        var seen = new List<(ConsumeContext Context, string Message)>(capacity: 110);
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(_ => new ValueTask(Task.CompletedTask)),
+            [
+                new DelegateFilter((context, next) =>
+                {
+                    seen.Add((context, ((Memo)context.Message).Text));
+                    return next(context);
+                }),
+                new DelegateFilter((context, next) => new ValueTask(next(context).AsTask())),
+                new DelegateFilter((context, next) => new ValueTask(next(context).AsTask())),
+            ]);
+        var messages = Enumerable.Range(0, 100).Select(i => new Memo($"m{i}")).ToArray();
+        var envelope = new Envelope { MessageId = Guid.NewGuid() };
+
+        await invoker.InvokeAsync(new Memo("a"), new Envelope { MessageId = Guid.NewGuid() }, Reminders, CancellationToken.None);
+        seen[0].Context.Envelope.MessageId.Should().Be(Guid.Empty, "the context was freed when the pipeline returned");
+        await invoker.InvokeAsync(new Memo("b"), new Envelope { MessageId = Guid.NewGuid() }, Reminders, CancellationToken.None);
+
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        foreach (var message in messages)
+        {
+            await invoker.InvokeAsync(message, envelope, Reminders, CancellationToken.None);
+        }
+
+        (GC.GetAllocatedBytesForCurrentThread() - before).Should().Be(0, "a completed task is passed on as it is, and a finished message's context carries the next one");
+        seen.Select(s => s.Message).Should().Equal(["a", "b", .. messages.Select(m => m.Text)]);
+        seen.Should().OnlyContain(s => ReferenceEquals(s.Context, seen[0].Context), "a freed context carries the thread's next message");
+    }
+
+    [Fact]
+    public async Task Context_ReusedForMessagesWithACancelledTokenNoTokenAndAnotherToken_GivesTheHandlerAndEveryFilterTheTokenOfItsMessage()
+    {
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        using var fresh = new CancellationTokenSource();
+        var seen = new List<(string Where, string Message, CancellationToken Token, ConsumeContext? Context)>();
+        Func<ConsumeContext, ConsumeDelegate, ValueTask> Recording(string name) => async (context, next) =>
+        {
+            seen.Add((name, ((Memo)context.Message).Text, context.CancellationToken, context));
+            await next(context);
+        };
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new TokenRecordingInvoker(seen),
+            [new DelegateFilter(Recording("f1")), new DelegateFilter(Recording("f2")), new DelegateFilter(Recording("f3"))]);
+
+        await invoker.InvokeAsync(new Memo("1"), new Envelope(), Reminders, cancelled.Token);
+        await invoker.InvokeAsync(new Memo("2"), new Envelope(), Reminders, CancellationToken.None);
+        await invoker.InvokeAsync(new Memo("3"), new Envelope(), Reminders, fresh.Token);
+
+        seen.Select(s => (s.Where, s.Message)).Should().Equal(
+            ("f1", "1"), ("f2", "1"), ("f3", "1"), ("handler", "1"),
+            ("f1", "2"), ("f2", "2"), ("f3", "2"), ("handler", "2"),
+            ("f1", "3"), ("f2", "3"), ("f3", "3"), ("handler", "3"));
+        var expected = new Dictionary<string, CancellationToken> { ["1"] = cancelled.Token, ["2"] = CancellationToken.None, ["3"] = fresh.Token };
+        foreach (var (where, message, token, _) in seen)
+        {
+            token.Should().Be(expected[message], $"{where} of message {message} sees that message's token");
+        }
+
+        seen.Where(s => s.Message == "1").Should().OnlyContain(s => s.Token.IsCancellationRequested);
+        seen.Where(s => s.Message != "1").Should().OnlyContain(s => !s.Token.IsCancellationRequested);
+        seen.Where(s => s.Context != null).Should().OnlyContain(s => ReferenceEquals(s.Context, seen[0].Context), "the three messages travel in one reused context");
+    }
+
+    [Theory]
+    [InlineData(0, false)]
+    [InlineData(0, true)]
+    [InlineData(1, false)]
+    [InlineData(1, true)]
+    [InlineData(2, false)]
+    [InlineData(2, true)]
+    [InlineData(3, false)]
+    [InlineData(3, true)]
+    public async Task PooledTask_ReturnedByAFilterOrTheHandler_CompletedAtOnceOrLater_IsConsumedExactlyOnce(int pooledAt, bool later)
+    {
+        // pooledAt: the filter (0-2) or the handler (3) that returns a task backed by one reusable source, which throws when
+        // it is asked about a token it has already given the result of (a second GetResult, or a look after it).
+        var source = new PooledTaskSource();
+        ValueTask Pooled()
+        {
+            var task = source.Start();
+            if (!later)
+            {
+                source.Complete();
+            }
+
+            return task;
+        }
+
+        IConsumeFilter Filter(int index) => new DelegateFilter((context, next) =>
+        {
+            if (index != pooledAt)
+            {
+                return next(context);
+            }
+
+            // The rest of the chain completes at once here (the handler is synchronous); its task is consumed first.
+            var rest = next(context);
+            rest.IsCompleted.Should().BeTrue();
+            rest.GetAwaiter().GetResult();
+            return Pooled();
+        });
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(_ => pooledAt == 3 ? Pooled() : default),
+            [Filter(0), Filter(1), Filter(2)]);
+
+        for (var i = 1; i <= 3; i++)
+        {
+            var pending = invoker.InvokeAsync(new Memo($"m{i}"), new Envelope(), Reminders, CancellationToken.None);
+            pending.IsCompleted.Should().Be(!later);
+            if (later)
+            {
+                source.Complete();
+            }
+
+            await pending.AsTask().WaitAsync(TestHost.Wait);
+            source.Results.Should().Be(i, "each message's pooled task is consumed once");
+        }
+    }
+
+    [Fact]
     public async Task Context_OnceItsMessageIsHandled_IsClearedAndCarriesTheNextMessageAlone()
     {
         ConsumeContext? kept = null;
@@ -486,6 +614,46 @@ public sealed class ConsumeFilterTests
         (await late.Should().ThrowAsync<InvalidOperationException>()).WithMessage("A consume filter called next for a 'Memo' message after the task it returned had completed*");
     }
 
+    [Fact]
+    public async Task Filter_ThatPassesNextTheContextOfAMessageOfAnotherType_GetsAnErrorSayingSo_AndNoHandlerRunsWithIt()
+    {
+        // The Memo message's context is in use (its handler runs the Guid message inline) when the Guid message's filter
+        // passes it to its next: the Guid pipeline must not read it as one of its own contexts.
+        var ids = new List<Guid>();
+        var memos = new List<string>();
+        ConsumeContext? memoContext = null;
+        Exception? error = null;
+        var guids = FilteredHandlerInvoker<Guid>.Wrap(
+            new RecordingGuidInvoker(ids),
+            [new DelegateFilter((context, next) => next(memoContext!))]);
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(async message =>
+            {
+                memos.Add(message.Text);
+                try
+                {
+                    await guids.InvokeAsync(Guid.NewGuid(), new Envelope(), Reminders, CancellationToken.None);
+                }
+                catch (InvalidOperationException e)
+                {
+                    error = e;
+                }
+            }),
+            [new DelegateFilter((context, next) =>
+            {
+                memoContext = context;
+                return next(context);
+            })]);
+
+        await invoker.InvokeAsync(new Memo("outer"), new Envelope(), Reminders, CancellationToken.None);
+
+        error.Should().NotBeNull().And.BeOfType<InvalidOperationException>()
+            .Which.Message.Should().Be(
+                "A consume filter passed next the context of a 'Memo' message in the pipeline of a 'Guid' message: next must be given the context the filter received.");
+        ids.Should().BeEmpty("no handler runs with another message's context");
+        memos.Should().Equal("outer");
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -676,6 +844,54 @@ public sealed class ConsumeFilterTests
 
         public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken) =>
             handle(message);
+    }
+
+    private sealed class RecordingGuidInvoker(List<Guid> ids) : MessageHandlerInvoker<Guid>
+    {
+        public override string HandlerName => "ids";
+
+        public override ValueTask InvokeAsync(Guid message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        {
+            ids.Add(message);
+            return default;
+        }
+    }
+
+    private sealed class TokenRecordingInvoker(List<(string Where, string Message, CancellationToken Token, ConsumeContext? Context)> seen) : MessageHandlerInvoker<Memo>
+    {
+        public override string HandlerName => "tokens";
+
+        public override ValueTask InvokeAsync(Memo message, in Envelope envelope, ConsumerIdentity consumer, CancellationToken cancellationToken)
+        {
+            seen.Add(("handler", message.Text, cancellationToken, null));
+            return default;
+        }
+    }
+
+    /// <summary>One reusable task source, as a pooled one: each task it gives may be asked for its result once.</summary>
+    private sealed class PooledTaskSource : IValueTaskSource
+    {
+        private ManualResetValueTaskSourceCore<bool> _core;
+
+        /// <summary>Gets how many results were taken (one per task).</summary>
+        public int Results { get; private set; }
+
+        public ValueTask Start() => new(this, _core.Version);
+
+        public void Complete() => _core.SetResult(true);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
+
+        public void GetResult(short token)
+        {
+            // Throws for a token whose result was taken (the source was reset since), as a pooled source does.
+            _core.GetResult(token);
+            Results++;
+            _core.Reset();
+        }
     }
 
     private sealed class CountingFilter : IConsumeFilter
