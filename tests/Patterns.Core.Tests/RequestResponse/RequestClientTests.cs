@@ -63,16 +63,24 @@ public abstract class RequestClientTestsBase
     {
         var fake = new FakeTimeProvider();
         var time = new TimerTracker(fake);
+        var handlerStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var handlerCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         using var host = await StartAsync(r => r.AddHandler<Slow, Quote>(async (request, ct) =>
         {
+            handlerStarted.TrySetResult();
             using var registration = ct.Register(() => handlerCancelled.TrySetResult());
             await Task.Delay(Timeout.InfiniteTimeSpan, ct);
             return new Quote("never", 0);
         }), time);
 
+        // Timers the host already runs count too: wait for one more than those, the request's timeout. Waiting for any one
+        // timer could move the clock before the request armed its own, and the request would then never time out.
+        var running = time.PendingTimers;
         var pending = Client(host).SendAsync<Slow, Quote>(new Slow(1), TimeSpan.FromSeconds(5)).AsTask();
-        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        await time.WaitForPendingTimersAsync(running + 1).WaitAsync(TestHost.Wait);
+        // The handler is running before the clock moves: a request that timed out before it reached its handler would
+        // never run it, and there would be nothing to cancel.
+        await handlerStarted.Task.WaitAsync(TestHost.Wait);
         pending.IsCompleted.Should().BeFalse();
         fake.Advance(TimeSpan.FromSeconds(5));
 
