@@ -196,6 +196,93 @@ public sealed class PeerLinksFramingTests
         await running.ContinueWith(static _ => { }, TaskScheduler.Default);
     }
 
+    [Theory(Timeout = 30_000)]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Writer_OnASaturatedLink_ABulkWriterHandsItsThreadBackAfterEachGrpcMessage(bool bulk)
+    {
+        // Every write completes at once and the queue holds twenty gRPC messages (a saturated link). A bulk writer must
+        // not keep its thread until the queue is empty: after each message it queues the rest of its work behind what
+        // is already queued (here, one work item standing for the control streams' pongs and acknowledgements). The
+        // control writer keeps writing (its frames are few and must not wait).
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var writer = new LinkWriter(yieldEachMessage: bulk);
+        var sending = new OutboundSequence(long.MaxValue, writer.Wake);
+        writer.Sequence = sending;
+        const int messages = 20;
+        for (var i = 1; i <= messages; i++)
+        {
+            sending.Append(Entry(i, FrameLimits.MaxChunkBytes - 4));
+        }
+
+        var stream = new CapturingStream();
+        using var stop = new CancellationTokenSource();
+        Task running;
+        var writtenBeforeOther = -1;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            context.Post(_ => writtenBeforeOther = stream.Writes.Count, null);
+            running = writer.RunAsync(stream, stop.Token);
+            context.RunUntilEmpty();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        stream.Writes.Should().HaveCount(messages, "the writer went on after each hand-back until the queue was empty");
+        if (bulk)
+        {
+            writtenBeforeOther.Should().Be(1, "the work already queued ran after the bulk writer's first message, before its second");
+        }
+        else
+        {
+            writtenBeforeOther.Should().Be(messages, "a control writer drains its queue without handing its thread back");
+        }
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task BulkReader_MessagesAlreadyBuffered_AreReadOneAtATimeBehindTheWorkQueuedMeanwhile()
+    {
+        // The receiving end of a saturated bulk stream: every message is buffered before it is asked for. The reader
+        // hands its thread back before each one it gets without waiting, so work already queued (a control stream's
+        // pong) runs before the next bulk message, not after the whole buffer.
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var stream = new BufferedStream(20);
+        var read = 0;
+        var readBeforeOther = -1;
+        Task reading;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            context.Post(_ => readBeforeOther = read, null);
+            reading = ReadAll();
+            context.RunUntilEmpty();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        await reading.WaitAsync(TimeSpan.FromSeconds(10));
+        read.Should().Be(20);
+        readBeforeOther.Should().Be(0, "the reader queued its work behind what was already queued before it took a buffered message");
+
+        async Task ReadAll()
+        {
+            while (await stream.MoveNextFairlyAsync(CancellationToken.None).ConfigureAwait(false))
+            {
+                read++;
+            }
+        }
+    }
+
     private static OutboundSequence Sequence() => new(64 * 1024 * 1024, static () => { });
 
     /// <summary>A message whose payload starts with its marker and goes on with bytes derived from it.</summary>
@@ -290,6 +377,38 @@ public sealed class PeerLinksFramingTests
         {
             _written.Writer.TryWrite(message.Span.ToArray());
             await _gate.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>A gRPC stream whose next messages are always already buffered.</summary>
+    private sealed class BufferedStream(int count) : IAsyncStreamReader<FrameBatch>
+    {
+        private int _left = count;
+
+        public FrameBatch Current { get; private set; } = null!;
+
+        public Task<bool> MoveNext(CancellationToken cancellationToken)
+        {
+            Current = FrameBatch.Wrap([1]);
+            return Task.FromResult(_left-- > 0);
+        }
+    }
+
+    /// <summary>A context that queues what is posted to it and runs it on the test's thread, in order.</summary>
+    private sealed class QueuedContext : SynchronizationContext
+    {
+        private readonly Queue<(SendOrPostCallback Callback, object? State)> _queued = new();
+
+        public override void Post(SendOrPostCallback d, object? state) => _queued.Enqueue((d, state));
+
+        public void RunUntilEmpty()
+        {
+            for (var i = 0; i < 1_000 && _queued.TryDequeue(out var item); i++)
+            {
+                item.Callback(item.State);
+            }
+
+            _queued.Should().BeEmpty("the work ends");
         }
     }
 

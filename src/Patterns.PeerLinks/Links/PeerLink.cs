@@ -24,7 +24,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private readonly GrpcChannel _controlChannel;
     private readonly GrpcChannel _bulkChannel;
     private readonly LinkWriter _controlWriter = new();
-    private readonly LinkWriter _bulkWriter = new();
+    private readonly LinkWriter _bulkWriter = new(yieldEachMessage: true);
     private readonly OutboundSequence _data;
     // Deliveries forwarded and waiting for their settlement, by data sequence number. Added under the sequence's own
     // lock (OnAssigned), taken by the control reader once per gRPC message for all the settlements it carried.
@@ -71,6 +71,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     /// <summary>Gets the most bytes this link ever held unacknowledged at once.</summary>
     public long PeakBufferedBytes => _data.PeakBytes;
+
+    /// <summary>Gets the bytes the bulk stream has written (all connections).</summary>
+    internal long BulkBytesWritten => _bulkWriter.BytesWritten;
 
     /// <summary>Gets the link's window in bytes.</summary>
     public long ReplayCapacity => _data.Capacity;

@@ -227,7 +227,9 @@ internal sealed class PeerSession
         _data.ResetPartial();
         try
         {
-            while (await requests.MoveNext(cancellationToken).ConfigureAwait(false))
+            // A saturated bulk stream's messages are already buffered when asked for: the reader hands its thread back
+            // after each one (see FairShare), so it does not keep it from the control streams' work.
+            while (await requests.MoveNextFairlyAsync(cancellationToken).ConfigureAwait(false))
             {
                 var batch = requests.Current;
                 try
