@@ -247,6 +247,37 @@ public sealed class PeerLinksFramingTests
     }
 
     [Fact(Timeout = 30_000)]
+    public async Task Writer_ALoneBulkMessage_IsWrittenWithoutHandingTheThreadBack()
+    {
+        // A request with nothing queued behind it (one outstanding): the bulk writer writes it and goes back to waiting
+        // for more, without queuing a hand-back on the pool (that would cost a hop on every lone request).
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var writer = new LinkWriter(yieldEachMessage: true);
+        var sending = new OutboundSequence(long.MaxValue, writer.Wake);
+        writer.Sequence = sending;
+        sending.Append(Entry(1, 100));
+        var stream = new CapturingStream();
+        using var stop = new CancellationTokenSource();
+        Task running;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            running = writer.RunAsync(stream, stop.Token);
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        stream.Writes.Should().HaveCount(1);
+        context.Pending.Should().Be(0, "nothing followed the message, so the writer did not hand its thread back");
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    [Fact(Timeout = 30_000)]
     public async Task BulkReader_MessagesAlreadyBuffered_AreReadOneAtATimeBehindTheWorkQueuedMeanwhile()
     {
         // The receiving end of a saturated bulk stream: every message is buffered before it is asked for. The reader
@@ -398,6 +429,8 @@ public sealed class PeerLinksFramingTests
     private sealed class QueuedContext : SynchronizationContext
     {
         private readonly Queue<(SendOrPostCallback Callback, object? State)> _queued = new();
+
+        public int Pending => _queued.Count;
 
         public override void Post(SendOrPostCallback d, object? state) => _queued.Enqueue((d, state));
 

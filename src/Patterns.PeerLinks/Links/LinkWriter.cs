@@ -11,9 +11,9 @@ namespace Patterns.PeerLinks.Links;
 /// so what was not written goes out on the next one.
 /// </summary>
 /// <remarks>
-/// A bulk writer (<paramref name="yieldEachMessage"/>) hands its thread back to the thread pool after each gRPC message
-/// that was written without waiting: while the link is saturated its writes rarely wait, and it would otherwise keep a
-/// pool thread for as long as the queue holds data, with the control streams' work items queued behind it. A gRPC
+/// A bulk writer (<paramref name="yieldEachMessage"/>) hands its thread back to the thread pool between two gRPC messages
+/// when the first was written without waiting: while the link is saturated its writes rarely wait, and it would otherwise
+/// keep a pool thread for as long as the queue holds data, with the control streams' work items queued behind it. A gRPC
 /// message is at most <see cref="FrameBatch.MaxBytes"/>, so the writer holds a thread for one such message at a time.
 /// </remarks>
 internal sealed class LinkWriter(bool yieldEachMessage = false)
@@ -71,6 +71,7 @@ internal sealed class LinkWriter(bool yieldEachMessage = false)
     {
         var batch = FrameBatch.Rent();
         var lastAck = -1L;
+        var ranOn = false;
         try
         {
             while (true)
@@ -93,19 +94,23 @@ internal sealed class LinkWriter(bool yieldEachMessage = false)
                 Sequence?.Fill(batch);
                 if (batch.Length == 0)
                 {
+                    ranOn = false;
                     await _signal.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
                     continue;
                 }
 
+                if (yieldEachMessage && ranOn)
+                {
+                    // The previous message was written without waiting and this one follows it at once: the rest of
+                    // the work goes behind what is queued on the pool (a lone message is written without a hop).
+                    await FairShare.Yield();
+                }
+
                 var writing = stream.WriteAsync(batch, cancellationToken);
-                var waited = !writing.IsCompleted;
+                ranOn = writing.IsCompleted;
                 await writing.ConfigureAwait(false);
                 Volatile.Write(ref _bytesWritten, _bytesWritten + batch.Length);
                 batch.Length = 0;
-                if (yieldEachMessage && !waited)
-                {
-                    await FairShare.Yield();
-                }
             }
         }
         finally
