@@ -203,6 +203,7 @@ public static class Program
 
                 // Bulk bytes the link wrote while each ping was out: the bulk work that went ahead of the control frames
                 // (it depends less on how busy the machine is than the round trip does).
+                Console.WriteLine($"thread pool: {ThreadPool.ThreadCount} threads, {ThreadPool.PendingWorkItemCount} pending, {ThreadPool.CompletedWorkItemCount} completed");
                 var meanAhead = ahead.Average();
                 Array.Sort(ahead);
                 Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: bulk written during a ping: mean {meanAhead:N1} KiB, p50 {ahead[rounds / 2]:N1} KiB, p90 {ahead[rounds * 9 / 10]:N1} KiB");
