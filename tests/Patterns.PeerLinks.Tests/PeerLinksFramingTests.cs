@@ -133,7 +133,7 @@ public sealed class PeerLinksFramingTests
     [Fact(Timeout = 30_000)]
     public async Task Writer_OneMessage_IsWrittenWithoutWaitingForABatch_AndAcksGoFirst()
     {
-        var writer = new LinkWriter();
+        var writer = LinkWriter.ForControl();
         var sending = new OutboundSequence(4 * 1024 * 1024, writer.Wake);
         writer.Sequence = sending;
         var stream = new CapturingStream();
@@ -166,7 +166,7 @@ public sealed class PeerLinksFramingTests
     {
         // A receiving node's one control writer carries its settlements (a sequence) and its pongs and announcements
         // (control frames): a control frame must never wait for the sequence to drain.
-        var writer = new LinkWriter();
+        var writer = LinkWriter.ForControl();
         var sending = new OutboundSequence(long.MaxValue, writer.Wake);
         writer.Sequence = sending;
         const int queued = 2_000;
@@ -207,7 +207,7 @@ public sealed class PeerLinksFramingTests
         // control writer keeps writing (its frames are few and must not wait).
         var context = new QueuedContext();
         var previous = SynchronizationContext.Current;
-        var writer = new LinkWriter(yieldEachMessage: bulk);
+        var writer = bulk ? LinkWriter.ForBulk() : LinkWriter.ForControl();
         var sending = new OutboundSequence(long.MaxValue, writer.Wake);
         writer.Sequence = sending;
         const int messages = 20;
@@ -253,7 +253,7 @@ public sealed class PeerLinksFramingTests
         // for more, without queuing a hand-back on the pool (that would cost a hop on every lone request).
         var context = new QueuedContext();
         var previous = SynchronizationContext.Current;
-        var writer = new LinkWriter(yieldEachMessage: true);
+        var writer = LinkWriter.ForBulk();
         var sending = new OutboundSequence(long.MaxValue, writer.Wake);
         writer.Sequence = sending;
         sending.Append(Entry(1, 100));
@@ -305,13 +305,114 @@ public sealed class PeerLinksFramingTests
         read.Should().Be(20);
         readBeforeOther.Should().Be(0, "the reader queued its work behind what was already queued before it took a buffered message");
 
-        async Task ReadAll()
+        Task ReadAll() => PeerSession.ReadEachFairlyAsync(stream, _ => read++, CancellationToken.None);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task BulkReader_CancelledWhileItHandsItsThreadBack_HandlesNoFurtherMessage()
+    {
+        // The connection goes while the reader waits behind the pool's queue with a message already read: that message
+        // is not handled (its frames would be parsed and acknowledged for a connection that has ended).
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var stream = new BufferedStream(20);
+        var handled = 0;
+        using var stop = new CancellationTokenSource();
+        Task reading;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
         {
-            while (await stream.MoveNextFairlyAsync(CancellationToken.None).ConfigureAwait(false))
-            {
-                read++;
-            }
+            reading = PeerSession.ReadEachFairlyAsync(stream, _ => handled++, stop.Token);
+            context.Pending.Should().Be(1, "the first message was buffered, so the reader handed its thread back before it");
+            stop.Cancel();
+            context.RunUntilEmpty();
         }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        await reading.ContinueWith(static _ => { }, TaskScheduler.Default);
+        reading.IsCanceled.Should().BeTrue();
+        handled.Should().Be(0, "the reader was cancelled before it handled the message it had read");
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task BulkReader_ALoneMessageAfterAWait_IsHandledWithoutHandingTheThreadBack()
+    {
+        // One request at a time: the reader waits for each message. It handles one it waited for at once, on the thread
+        // that delivered it, without queuing a hand-back (that would cost a hop on every lone request).
+        var stream = new WaitingStream();
+        var handled = 0;
+        var previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(null);
+        Task reading;
+        try
+        {
+            reading = PeerSession.ReadEachFairlyAsync(stream, _ => handled++, CancellationToken.None);
+            stream.Deliver(true);
+            handled.Should().Be(1, "the message was handled on the delivering thread, with no hand-back before it");
+            stream.Deliver(true);
+            handled.Should().Be(2);
+            stream.Deliver(false);
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        await reading.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Writer_FramesQueuedWhileABulkWriterHandsItsThreadBack_JoinTheMessageItWritesNext()
+    {
+        // The first gRPC message is written without waiting and a second, not full, follows it: the writer hands its
+        // thread back before it, and a frame queued meanwhile goes out in that second message, not in a third.
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var writer = LinkWriter.ForBulk();
+        var sending = new OutboundSequence(long.MaxValue, writer.Wake);
+        writer.Sequence = sending;
+        const int small = 100;
+        var perMessage = FrameBatch.MaxBytes / (FrameLimits.FrameHeaderBytes + FrameLimits.SequencedHeaderBytes + Entry(0, small).Total);
+        var queued = perMessage + (perMessage / 2);
+        for (var i = 1; i <= queued; i++)
+        {
+            sending.Append(Entry(i, small));
+        }
+
+        var stream = new CapturingStream();
+        using var stop = new CancellationTokenSource();
+        Task running;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            context.Post(_ => sending.Append(Entry(queued + 1, small)), null);
+            running = writer.RunAsync(stream, stop.Token);
+            context.RunUntilEmpty();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        stream.Writes.Should().HaveCount(2, "the frame queued during the hand-back joined the second message");
+        Frame(stream.Writes[1]).Select(Seq).Should().Contain(queued + 1);
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Link_WritesItsBulkStreamWithABulkWriter_AndItsControlStreamWithAControlWriter()
+    {
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        await using var node = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports));
+        var (control, bulk) = node.Links[0].Writers;
+
+        bulk.YieldsEachMessage.Should().BeTrue("the bulk stream hands its thread back between back-to-back messages");
+        control.YieldsEachMessage.Should().BeFalse("the control stream's few frames never wait behind the pool's queue");
     }
 
     private static OutboundSequence Sequence() => new(64 * 1024 * 1024, static () => { });
@@ -422,6 +523,26 @@ public sealed class PeerLinksFramingTests
         {
             Current = FrameBatch.Wrap([1]);
             return Task.FromResult(_left-- > 0);
+        }
+    }
+
+    /// <summary>A gRPC stream whose every message is waited for: the test delivers each one.</summary>
+    private sealed class WaitingStream : IAsyncStreamReader<FrameBatch>
+    {
+        private TaskCompletionSource<bool>? _next;
+
+        public FrameBatch Current { get; private set; } = null!;
+
+        public Task<bool> MoveNext(CancellationToken cancellationToken)
+        {
+            _next = new TaskCompletionSource<bool>();
+            return _next.Task;
+        }
+
+        public void Deliver(bool more)
+        {
+            Current = FrameBatch.Wrap([1]);
+            _next!.SetResult(more);
         }
     }
 

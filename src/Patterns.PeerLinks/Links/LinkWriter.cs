@@ -11,16 +11,24 @@ namespace Patterns.PeerLinks.Links;
 /// so what was not written goes out on the next one.
 /// </summary>
 /// <remarks>
-/// A bulk writer (<paramref name="yieldEachMessage"/>) hands its thread back to the thread pool between two gRPC messages
-/// when the first was written without waiting: while the link is saturated its writes rarely wait, and it would otherwise
-/// keep a pool thread for as long as the queue holds data, with the control streams' work items queued behind it. A gRPC
-/// message is at most <see cref="FrameBatch.MaxBytes"/>, so the writer holds a thread for one such message at a time.
+/// A bulk writer (<see cref="ForBulk"/>) hands its thread back to the thread pool before a gRPC message that follows,
+/// without a wait in between, one written without waiting: while the link is saturated its writes rarely wait, and it
+/// would otherwise keep a pool thread for as long as the queue holds data, with the control streams' work items queued
+/// behind it. A gRPC message is at most <see cref="FrameBatch.MaxBytes"/>, so the writer holds a thread for one such
+/// message at a time. A lone message (nothing queued behind it) is written without a hand-back.
 /// </remarks>
-internal sealed class LinkWriter(bool yieldEachMessage = false)
+internal sealed class LinkWriter
 {
     private readonly ConcurrentQueue<byte[]> _control = new();
     private readonly Channel<bool> _signal = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private long _ack = -1;
+
+    private readonly bool _yieldEachMessage;
+
+    private LinkWriter(bool yieldEachMessage) => _yieldEachMessage = yieldEachMessage;
+
+    /// <summary>Gets whether this writer hands its thread back between back-to-back gRPC messages (a bulk writer).</summary>
+    public bool YieldsEachMessage => _yieldEachMessage;
 
     public OutboundSequence? Sequence { get; set; }
 
@@ -46,6 +54,12 @@ internal sealed class LinkWriter(bool yieldEachMessage = false)
         _control.Enqueue(frame);
         Wake();
     }
+
+    /// <summary>A writer of a control stream: its frames are few and small, and it writes them without handing its thread back.</summary>
+    public static LinkWriter ForControl() => new(yieldEachMessage: false);
+
+    /// <summary>A writer of a bulk stream: it hands its thread back between back-to-back gRPC messages (see the remarks).</summary>
+    public static LinkWriter ForBulk() => new(yieldEachMessage: true);
 
     /// <summary>Sends a cumulative acknowledgement; a later one replaces one not yet written.</summary>
     public void Acknowledge(long seq)
@@ -78,36 +92,33 @@ internal sealed class LinkWriter(bool yieldEachMessage = false)
             {
                 // Taken before draining, so a frame queued after this point wakes the writer again.
                 Interlocked.Exchange(ref _woken, 0);
-                var ack = Volatile.Read(ref _ack);
-                if (ack > lastAck)
-                {
-                    Append(batch, Frames.Int64Frame(FrameType.Ack, ack));
-                    lastAck = ack;
-                }
-
-                while (_control.TryPeek(out var frame) && batch.Length + frame.Length <= FrameBatch.MaxBytes)
-                {
-                    _control.TryDequeue(out _);
-                    Append(batch, frame);
-                }
-
-                Sequence?.Fill(batch);
+                Drain(batch, ref lastAck);
                 if (batch.Length == 0)
                 {
-                    ranOn = false;
-                    await _signal.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                    var waking = _signal.Reader.ReadAsync(cancellationToken);
+                    if (!waking.IsCompleted)
+                    {
+                        // The writer waits for work: the next message does not follow the last one at once. (A wake-up
+                        // already pending, for frames the last drain took, is no wait and keeps the run going.)
+                        ranOn = false;
+                    }
+
+                    await waking.ConfigureAwait(false);
                     continue;
                 }
 
-                if (yieldEachMessage && ranOn)
+                if (ranOn)
                 {
                     // The previous message was written without waiting and this one follows it at once: the rest of
-                    // the work goes behind what is queued on the pool (a lone message is written without a hop).
+                    // the work goes behind what is queued on the pool (a lone message is written without a hop), and
+                    // what was queued for this stream meanwhile joins this message.
                     await FairShare.Yield();
+                    Interlocked.Exchange(ref _woken, 0);
+                    Drain(batch, ref lastAck);
                 }
 
                 var writing = stream.WriteAsync(batch, cancellationToken);
-                ranOn = writing.IsCompleted;
+                ranOn = _yieldEachMessage && writing.IsCompleted;
                 await writing.ConfigureAwait(false);
                 Volatile.Write(ref _bytesWritten, _bytesWritten + batch.Length);
                 batch.Length = 0;
@@ -117,6 +128,25 @@ internal sealed class LinkWriter(bool yieldEachMessage = false)
         {
             batch.Return();
         }
+    }
+
+    /// <summary>Adds to <paramref name="batch"/>, as far as it has room, the latest acknowledgement, queued control frames and the sequence.</summary>
+    private void Drain(FrameBatch batch, ref long lastAck)
+    {
+        var ack = Volatile.Read(ref _ack);
+        if (ack > lastAck && batch.Length + FrameLimits.FrameHeaderBytes + sizeof(long) <= FrameBatch.MaxBytes)
+        {
+            Append(batch, Frames.Int64Frame(FrameType.Ack, ack));
+            lastAck = ack;
+        }
+
+        while (_control.TryPeek(out var frame) && batch.Length + frame.Length <= FrameBatch.MaxBytes)
+        {
+            _control.TryDequeue(out _);
+            Append(batch, frame);
+        }
+
+        Sequence?.Fill(batch);
     }
 
     private static void Append(FrameBatch batch, byte[] frame)
