@@ -410,6 +410,8 @@ public class PeerLinkControlStreamBenchmarks
         _stop.Dispose();
     }
 
+    internal Patterns.PeerLinks.Links.PeerLink Link => _pair.Sender.Links[0];
+
     [Benchmark(Baseline = true)]
     public Task<TimeSpan> Idle() => _pair.Sender.Links[0].ProbeControlAsync();
 

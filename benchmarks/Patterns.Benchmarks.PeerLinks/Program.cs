@@ -192,13 +192,35 @@ public static class Program
                     await bench.Idle();
                 }
 
+                var ahead = new double[rounds];
+                var link = bench.Link;
+                var bulkAtStart = link.BulkBytesWritten;
+                var elapsed = Stopwatch.StartNew();
                 for (var i = 0; i < rounds; i++)
                 {
+                    var before = link.BulkBytesWritten;
                     times[i] = (await bench.Idle()).TotalMicroseconds;
+                    ahead[i] = (link.BulkBytesWritten - before) / 1024.0;
                 }
 
+                elapsed.Stop();
+
+                // Bulk bytes the link wrote while each ping was out: the bulk work that went ahead of the control frames
+                // (it depends less on how busy the machine is than the round trip does).
+                Console.WriteLine($"thread pool: {ThreadPool.ThreadCount} threads, {ThreadPool.PendingWorkItemCount} pending, {ThreadPool.CompletedWorkItemCount} completed");
+                var meanAhead = ahead.Average();
+
+                // The bulk bytes ahead of a ping are roughly the bulk throughput times the round trip, so they drop
+                // whenever the bulk flow slows (a busier machine, or a change that slows bulk): read them against the
+                // bulk throughput of the same rounds, and per millisecond of round trip.
+                var bulkKiBPerMs = (link.BulkBytesWritten - bulkAtStart) / 1024.0 / elapsed.Elapsed.TotalMilliseconds;
+                var aheadPerMsOfRoundTrip = meanAhead / (times.Average() / 1000.0);
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: bulk throughput during the pings {bulkKiBPerMs:N1} KiB/ms ({bulkKiBPerMs * 1000 / 1024:N1} MiB/s); bulk written per ms of round trip {aheadPerMsOfRoundTrip:N1} KiB");
+                Array.Sort(ahead);
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: bulk written during a ping: mean {meanAhead:N1} KiB, p50 {ahead[rounds / 2]:N1} KiB, p90 {ahead[rounds * 9 / 10]:N1} KiB");
+                var mean = times.Average();
                 Array.Sort(times);
-                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: p50 {times[rounds / 2]:N1} us, p99 {times[rounds * 99 / 100]:N1} us ({rounds:N0} pings)");
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: mean {mean:N1} us, p50 {times[rounds / 2]:N1} us, p90 {times[rounds * 9 / 10]:N1} us, p99 {times[rounds * 99 / 100]:N1} us ({rounds:N0} pings)");
             }
             finally
             {

@@ -102,11 +102,32 @@ internal sealed class Mesh : IAsyncDisposable
         }
     }
 
+    // A port the system hands out for port 0 comes from its ephemeral range (32768-60999 on Linux), which every outgoing
+    // connection of every process also draws from: one could take it between this check and the node's bind ("address
+    // already in use" under parallel test runs). So the ports come from below that range, in turn from a random start,
+    // each checked free: only another process choosing the same port in that moment could take it.
+    private const int FirstPort = 20_000;
+    private const int PortCount = 12_000;
+    private static int _nextPort = Random.Shared.Next(PortCount);
+
     public static int FreePort()
     {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
+        for (var attempt = 0; attempt < PortCount; attempt++)
+        {
+            var port = FirstPort + (int)((uint)Interlocked.Increment(ref _nextPort) % PortCount);
+            try
+            {
+                using var listener = new TcpListener(IPAddress.Loopback, port);
+                listener.Start();
+                return port;
+            }
+            catch (SocketException)
+            {
+                // In use: the next one.
+            }
+        }
+
+        throw new InvalidOperationException($"No free port between {FirstPort} and {FirstPort + PortCount}.");
     }
 }
 

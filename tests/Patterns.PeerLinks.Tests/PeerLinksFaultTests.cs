@@ -273,6 +273,7 @@ public sealed class PeerLinksFaultTests
         var relayedWhilePaused = proxy.Forwarded - relayedAtPause;
         relayedWhilePaused.Should().BeLessThanOrEqualTo(16 * 1024, "the relay reads at most the one buffer it was reading when paused");
         sending.IsCompleted.Should().BeFalse("a receiver that reads nothing makes the sender wait");
+        proxy.Accepted.Should().Be(2, "the link kept its two connections: no reconnect went around the pause");
         Volatile.Read(ref sent).Should().BeLessThan(count);
 
         proxy.Resume();
@@ -330,6 +331,7 @@ public sealed class PeerLinksFaultTests
         proxy.ForwardedOn(control).Should().BeGreaterThan(controlBytes, "the ping and the announcement's acknowledgement crossed the control connection");
         link.BufferedBytes.Should().BeGreaterThanOrEqualTo(window - size, "the data is still queued behind the stall");
         sending.IsCompleted.Should().BeFalse("the sender still waits for its window");
+        proxy.Accepted.Should().Be(2, "the link kept its two connections: no reconnect went around the stall");
         queuedAhead.Should().BeGreaterThanOrEqualTo(60, "a full 1 MiB window of 16 KiB messages was queued ahead of the control frames");
 
         proxy.Resume();
@@ -495,6 +497,8 @@ public sealed class PeerLinksFaultTests
     /// <summary>A sender whose one link to the receiver goes through a <see cref="PausableProxy"/>, with a window of the given bytes.</summary>
     private sealed class RelayedPair : IAsyncDisposable
     {
+        private static readonly TimeSpan NoHeartbeatTimeout = TimeSpan.FromHours(1);
+
         public PeerLinksTransport Receiver { get; private init; } = null!;
 
         public PausableProxy Proxy { get; private init; } = null!;
@@ -509,10 +513,14 @@ public sealed class PeerLinksFaultTests
         public static async Task<RelayedPair> StartAsync(int window, int count)
         {
             var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
-            var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+            // The tests stall a connection (or the whole relay) and check that the sender then waits; a heartbeat timeout
+            // on a loaded machine would close the link, reconnect around the stall and release the window, so heartbeats
+            // (tested elsewhere) never time out here.
+            var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports, (_, o) => o.HeartbeatTimeout = NoHeartbeatTimeout));
             var proxy = new PausableProxy(ports[1]);
             var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports, (_, o) =>
             {
+                o.HeartbeatTimeout = NoHeartbeatTimeout;
                 o.ReplayBufferBytes = window;
                 o.Peers.Clear();
                 o.Peers.Add(new Uri($"http://127.0.0.1:{proxy.Port}"));

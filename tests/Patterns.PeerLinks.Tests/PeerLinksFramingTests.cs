@@ -133,7 +133,7 @@ public sealed class PeerLinksFramingTests
     [Fact(Timeout = 30_000)]
     public async Task Writer_OneMessage_IsWrittenWithoutWaitingForABatch_AndAcksGoFirst()
     {
-        var writer = new LinkWriter();
+        var writer = LinkWriter.ForControl();
         var sending = new OutboundSequence(4 * 1024 * 1024, writer.Wake);
         writer.Sequence = sending;
         var stream = new CapturingStream();
@@ -166,7 +166,7 @@ public sealed class PeerLinksFramingTests
     {
         // A receiving node's one control writer carries its settlements (a sequence) and its pongs and announcements
         // (control frames): a control frame must never wait for the sequence to drain.
-        var writer = new LinkWriter();
+        var writer = LinkWriter.ForControl();
         var sending = new OutboundSequence(long.MaxValue, writer.Wake);
         writer.Sequence = sending;
         const int queued = 2_000;
@@ -194,6 +194,225 @@ public sealed class PeerLinksFramingTests
 
         await stop.CancelAsync();
         await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    [Theory(Timeout = 30_000)]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Writer_OnASaturatedLink_ABulkWriterHandsItsThreadBackAfterEachGrpcMessage(bool bulk)
+    {
+        // Every write completes at once and the queue holds twenty gRPC messages (a saturated link). A bulk writer must
+        // not keep its thread until the queue is empty: after each message it queues the rest of its work behind what
+        // is already queued (here, one work item standing for the control streams' pongs and acknowledgements). The
+        // control writer keeps writing (its frames are few and must not wait).
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var writer = bulk ? LinkWriter.ForBulk() : LinkWriter.ForControl();
+        var sending = new OutboundSequence(long.MaxValue, writer.Wake);
+        writer.Sequence = sending;
+        const int messages = 20;
+        for (var i = 1; i <= messages; i++)
+        {
+            sending.Append(Entry(i, FrameLimits.MaxChunkBytes - 4));
+        }
+
+        var stream = new CapturingStream();
+        using var stop = new CancellationTokenSource();
+        Task running;
+        var writtenBeforeOther = -1;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            context.Post(_ => writtenBeforeOther = stream.Writes.Count, null);
+            running = writer.RunAsync(stream, stop.Token);
+            context.RunUntilEmpty();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        stream.Writes.Should().HaveCount(messages, "the writer went on after each hand-back until the queue was empty");
+        if (bulk)
+        {
+            writtenBeforeOther.Should().Be(1, "the work already queued ran after the bulk writer's first message, before its second");
+        }
+        else
+        {
+            writtenBeforeOther.Should().Be(messages, "a control writer drains its queue without handing its thread back");
+        }
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Writer_ALoneBulkMessage_IsWrittenWithoutHandingTheThreadBack()
+    {
+        // A request with nothing queued behind it (one outstanding): the bulk writer writes it and goes back to waiting
+        // for more, without queuing a hand-back on the pool (that would cost a hop on every lone request).
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var writer = LinkWriter.ForBulk();
+        var sending = new OutboundSequence(long.MaxValue, writer.Wake);
+        writer.Sequence = sending;
+        sending.Append(Entry(1, 100));
+        var stream = new CapturingStream();
+        using var stop = new CancellationTokenSource();
+        Task running;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            running = writer.RunAsync(stream, stop.Token);
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        stream.Writes.Should().HaveCount(1);
+        context.Pending.Should().Be(0, "nothing followed the message, so the writer did not hand its thread back");
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task BulkReader_MessagesAlreadyBuffered_AreReadOneAtATimeBehindTheWorkQueuedMeanwhile()
+    {
+        // The receiving end of a saturated bulk stream: every message is buffered before it is asked for. The reader
+        // hands its thread back before each one it gets without waiting, so work already queued (a control stream's
+        // pong) runs before the next bulk message, not after the whole buffer.
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var stream = new BufferedStream(20);
+        var read = 0;
+        var readBeforeOther = -1;
+        Task reading;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            context.Post(_ => readBeforeOther = read, null);
+            reading = ReadAll();
+            context.RunUntilEmpty();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        await reading.WaitAsync(TimeSpan.FromSeconds(10));
+        read.Should().Be(20);
+        readBeforeOther.Should().Be(0, "the reader queued its work behind what was already queued before it took a buffered message");
+
+        Task ReadAll() => PeerSession.ReadEachFairlyAsync(stream, _ => read++, CancellationToken.None);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task BulkReader_CancelledWhileItHandsItsThreadBack_HandlesNoFurtherMessage()
+    {
+        // The connection goes while the reader waits behind the pool's queue with a message already read: that message
+        // is not handled (its frames would be parsed and acknowledged for a connection that has ended).
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var stream = new BufferedStream(20);
+        var handled = 0;
+        using var stop = new CancellationTokenSource();
+        Task reading;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            reading = PeerSession.ReadEachFairlyAsync(stream, _ => handled++, stop.Token);
+            context.Pending.Should().Be(1, "the first message was buffered, so the reader handed its thread back before it");
+            stop.Cancel();
+            context.RunUntilEmpty();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        await reading.ContinueWith(static _ => { }, TaskScheduler.Default);
+        reading.IsCanceled.Should().BeTrue();
+        handled.Should().Be(0, "the reader was cancelled before it handled the message it had read");
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task BulkReader_ALoneMessageAfterAWait_IsHandledWithoutHandingTheThreadBack()
+    {
+        // One request at a time: the reader waits for each message. It handles one it waited for at once, on the thread
+        // that delivered it, without queuing a hand-back (that would cost a hop on every lone request).
+        var stream = new WaitingStream();
+        var handled = 0;
+        var previous = SynchronizationContext.Current;
+        SynchronizationContext.SetSynchronizationContext(null);
+        Task reading;
+        try
+        {
+            reading = PeerSession.ReadEachFairlyAsync(stream, _ => handled++, CancellationToken.None);
+            stream.Deliver(true);
+            handled.Should().Be(1, "the message was handled on the delivering thread, with no hand-back before it");
+            stream.Deliver(true);
+            handled.Should().Be(2);
+            stream.Deliver(false);
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        await reading.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Writer_FramesQueuedWhileABulkWriterHandsItsThreadBack_JoinTheMessageItWritesNext()
+    {
+        // The first gRPC message is written without waiting and a second, not full, follows it: the writer hands its
+        // thread back before it, and a frame queued meanwhile goes out in that second message, not in a third.
+        var context = new QueuedContext();
+        var previous = SynchronizationContext.Current;
+        var writer = LinkWriter.ForBulk();
+        var sending = new OutboundSequence(long.MaxValue, writer.Wake);
+        writer.Sequence = sending;
+        const int small = 100;
+        var perMessage = FrameBatch.MaxBytes / (FrameLimits.FrameHeaderBytes + FrameLimits.SequencedHeaderBytes + Entry(0, small).Total);
+        var queued = perMessage + (perMessage / 2);
+        for (var i = 1; i <= queued; i++)
+        {
+            sending.Append(Entry(i, small));
+        }
+
+        var stream = new CapturingStream();
+        using var stop = new CancellationTokenSource();
+        Task running;
+        SynchronizationContext.SetSynchronizationContext(context);
+        try
+        {
+            context.Post(_ => sending.Append(Entry(queued + 1, small)), null);
+            running = writer.RunAsync(stream, stop.Token);
+            context.RunUntilEmpty();
+        }
+        finally
+        {
+            SynchronizationContext.SetSynchronizationContext(previous);
+        }
+
+        stream.Writes.Should().HaveCount(2, "the frame queued during the hand-back joined the second message");
+        Frame(stream.Writes[1]).Select(Seq).Should().Contain(queued + 1);
+
+        await stop.CancelAsync();
+        await running.ContinueWith(static _ => { }, TaskScheduler.Default);
+    }
+
+    [Fact(Timeout = 30_000)]
+    public async Task Link_WritesItsBulkStreamWithABulkWriter_AndItsControlStreamWithAControlWriter()
+    {
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        await using var node = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports));
+        var (control, bulk) = node.Links[0].Writers;
+
+        bulk.YieldsEachMessage.Should().BeTrue("the bulk stream hands its thread back between back-to-back messages");
+        control.YieldsEachMessage.Should().BeFalse("the control stream's few frames never wait behind the pool's queue");
     }
 
     private static OutboundSequence Sequence() => new(64 * 1024 * 1024, static () => { });
@@ -290,6 +509,60 @@ public sealed class PeerLinksFramingTests
         {
             _written.Writer.TryWrite(message.Span.ToArray());
             await _gate.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>A gRPC stream whose next messages are always already buffered.</summary>
+    private sealed class BufferedStream(int count) : IAsyncStreamReader<FrameBatch>
+    {
+        private int _left = count;
+
+        public FrameBatch Current { get; private set; } = null!;
+
+        public Task<bool> MoveNext(CancellationToken cancellationToken)
+        {
+            Current = FrameBatch.Wrap([1]);
+            return Task.FromResult(_left-- > 0);
+        }
+    }
+
+    /// <summary>A gRPC stream whose every message is waited for: the test delivers each one.</summary>
+    private sealed class WaitingStream : IAsyncStreamReader<FrameBatch>
+    {
+        private TaskCompletionSource<bool>? _next;
+
+        public FrameBatch Current { get; private set; } = null!;
+
+        public Task<bool> MoveNext(CancellationToken cancellationToken)
+        {
+            _next = new TaskCompletionSource<bool>();
+            return _next.Task;
+        }
+
+        public void Deliver(bool more)
+        {
+            Current = FrameBatch.Wrap([1]);
+            _next!.SetResult(more);
+        }
+    }
+
+    /// <summary>A context that queues what is posted to it and runs it on the test's thread, in order.</summary>
+    private sealed class QueuedContext : SynchronizationContext
+    {
+        private readonly Queue<(SendOrPostCallback Callback, object? State)> _queued = new();
+
+        public int Pending => _queued.Count;
+
+        public override void Post(SendOrPostCallback d, object? state) => _queued.Enqueue((d, state));
+
+        public void RunUntilEmpty()
+        {
+            for (var i = 0; i < 1_000 && _queued.TryDequeue(out var item); i++)
+            {
+                item.Callback(item.State);
+            }
+
+            _queued.Should().BeEmpty("the work ends");
         }
     }
 

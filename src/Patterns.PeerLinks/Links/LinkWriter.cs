@@ -10,13 +10,32 @@ namespace Patterns.PeerLinks.Links;
 /// frames and a sequence, packing as many frames as fit into each gRPC message. The queues outlive a connection,
 /// so what was not written goes out on the next one.
 /// </summary>
+/// <remarks>
+/// A bulk writer (<see cref="ForBulk"/>) hands its thread back to the thread pool before a gRPC message that follows,
+/// without a wait in between, one written without waiting: while the link is saturated its writes rarely wait, and it
+/// would otherwise keep a pool thread for as long as the queue holds data, with the control streams' work items queued
+/// behind it. A gRPC message is at most <see cref="FrameBatch.MaxBytes"/>, so the writer holds a thread for one such
+/// message at a time. A lone message (nothing queued behind it) is written without a hand-back.
+/// </remarks>
 internal sealed class LinkWriter
 {
     private readonly ConcurrentQueue<byte[]> _control = new();
     private readonly Channel<bool> _signal = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private long _ack = -1;
 
+    private readonly bool _yieldEachMessage;
+
+    private LinkWriter(bool yieldEachMessage) => _yieldEachMessage = yieldEachMessage;
+
+    /// <summary>Gets whether this writer hands its thread back between back-to-back gRPC messages (a bulk writer).</summary>
+    public bool YieldsEachMessage => _yieldEachMessage;
+
     public OutboundSequence? Sequence { get; set; }
+
+    private long _bytesWritten;
+
+    /// <summary>Gets the bytes of gRPC messages written so far (how much bulk work went ahead of a control frame, in the benchmark).</summary>
+    public long BytesWritten => Volatile.Read(ref _bytesWritten);
 
     // 1 while a wake-up is pending (signalled and not yet taken by the writer): further wakes then cost one read, not
     // the channel's lock, however many senders and settlements queue frames meanwhile.
@@ -35,6 +54,12 @@ internal sealed class LinkWriter
         _control.Enqueue(frame);
         Wake();
     }
+
+    /// <summary>A writer of a control stream: its frames are few and small, and it writes them without handing its thread back.</summary>
+    public static LinkWriter ForControl() => new(yieldEachMessage: false);
+
+    /// <summary>A writer of a bulk stream: it hands its thread back between back-to-back gRPC messages (see the remarks).</summary>
+    public static LinkWriter ForBulk() => new(yieldEachMessage: true);
 
     /// <summary>Sends a cumulative acknowledgement; a later one replaces one not yet written.</summary>
     public void Acknowledge(long seq)
@@ -60,33 +85,42 @@ internal sealed class LinkWriter
     {
         var batch = FrameBatch.Rent();
         var lastAck = -1L;
+        var ranOn = false;
         try
         {
             while (true)
             {
                 // Taken before draining, so a frame queued after this point wakes the writer again.
                 Interlocked.Exchange(ref _woken, 0);
-                var ack = Volatile.Read(ref _ack);
-                if (ack > lastAck)
-                {
-                    Append(batch, Frames.Int64Frame(FrameType.Ack, ack));
-                    lastAck = ack;
-                }
-
-                while (_control.TryPeek(out var frame) && batch.Length + frame.Length <= FrameBatch.MaxBytes)
-                {
-                    _control.TryDequeue(out _);
-                    Append(batch, frame);
-                }
-
-                Sequence?.Fill(batch);
+                Drain(batch, ref lastAck);
                 if (batch.Length == 0)
                 {
-                    await _signal.Reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+                    var waking = _signal.Reader.ReadAsync(cancellationToken);
+                    if (!waking.IsCompleted)
+                    {
+                        // The writer waits for work: the next message does not follow the last one at once. (A wake-up
+                        // already pending, for frames the last drain took, is no wait and keeps the run going.)
+                        ranOn = false;
+                    }
+
+                    await waking.ConfigureAwait(false);
                     continue;
                 }
 
-                await stream.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                if (ranOn)
+                {
+                    // The previous message was written without waiting and this one follows it at once: the rest of
+                    // the work goes behind what is queued on the pool (a lone message is written without a hop), and
+                    // what was queued for this stream meanwhile joins this message.
+                    await FairShare.Yield();
+                    Interlocked.Exchange(ref _woken, 0);
+                    Drain(batch, ref lastAck);
+                }
+
+                var writing = stream.WriteAsync(batch, cancellationToken);
+                ranOn = _yieldEachMessage && writing.IsCompleted;
+                await writing.ConfigureAwait(false);
+                Volatile.Write(ref _bytesWritten, _bytesWritten + batch.Length);
                 batch.Length = 0;
             }
         }
@@ -94,6 +128,25 @@ internal sealed class LinkWriter
         {
             batch.Return();
         }
+    }
+
+    /// <summary>Adds to <paramref name="batch"/>, as far as it has room, the latest acknowledgement, queued control frames and the sequence.</summary>
+    private void Drain(FrameBatch batch, ref long lastAck)
+    {
+        var ack = Volatile.Read(ref _ack);
+        if (ack > lastAck && batch.Length + FrameLimits.FrameHeaderBytes + sizeof(long) <= FrameBatch.MaxBytes)
+        {
+            Append(batch, Frames.Int64Frame(FrameType.Ack, ack));
+            lastAck = ack;
+        }
+
+        while (_control.TryPeek(out var frame) && batch.Length + frame.Length <= FrameBatch.MaxBytes)
+        {
+            _control.TryDequeue(out _);
+            Append(batch, frame);
+        }
+
+        Sequence?.Fill(batch);
     }
 
     private static void Append(FrameBatch batch, byte[] frame)

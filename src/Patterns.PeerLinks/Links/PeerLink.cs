@@ -23,8 +23,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private readonly PeerLinksOptions _options;
     private readonly GrpcChannel _controlChannel;
     private readonly GrpcChannel _bulkChannel;
-    private readonly LinkWriter _controlWriter = new();
-    private readonly LinkWriter _bulkWriter = new();
+    private readonly LinkWriter _controlWriter = LinkWriter.ForControl();
+    private readonly LinkWriter _bulkWriter = LinkWriter.ForBulk();
     private readonly OutboundSequence _data;
     // Deliveries forwarded and waiting for their settlement, by data sequence number. Added under the sequence's own
     // lock (OnAssigned), taken by the control reader once per gRPC message for all the settlements it carried.
@@ -71,6 +71,12 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     /// <summary>Gets the most bytes this link ever held unacknowledged at once.</summary>
     public long PeakBufferedBytes => _data.PeakBytes;
+
+    /// <summary>Gets the bytes the bulk stream has written (all connections).</summary>
+    internal long BulkBytesWritten => _bulkWriter.BytesWritten;
+
+    /// <summary>Gets the writers of the control and the bulk stream (the tests check which kind each is).</summary>
+    internal (LinkWriter Control, LinkWriter Bulk) Writers => (_controlWriter, _bulkWriter);
 
     /// <summary>Gets the link's window in bytes.</summary>
     public long ReplayCapacity => _data.Capacity;

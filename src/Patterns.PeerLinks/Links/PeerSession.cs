@@ -14,7 +14,7 @@ namespace Patterns.PeerLinks.Links;
 internal sealed class PeerSession
 {
     private readonly PeerLinksTransport _transport;
-    private readonly LinkWriter _writer = new();
+    private readonly LinkWriter _writer = LinkWriter.ForControl();
     private readonly OutboundSequence _settlements;
     private readonly InboundSequence _data;
     private readonly Lock _gate = new();
@@ -227,24 +227,7 @@ internal sealed class PeerSession
         _data.ResetPartial();
         try
         {
-            while (await requests.MoveNext(cancellationToken).ConfigureAwait(false))
-            {
-                var batch = requests.Current;
-                try
-                {
-                    Touch();
-                    Frames.Parse(batch.Span, OnBulkFrame);
-                }
-                finally
-                {
-                    batch.Return();
-
-                    // Also after a malformed frame: what was received whole before it is counted as received.
-                    HandArrived();
-                }
-
-                _writer.Acknowledge(_data.LastReceived);
-            }
+            await ReadEachFairlyAsync(requests, HandleBulk, cancellationToken).ConfigureAwait(false);
         }
         catch (MalformedFrameException ex)
         {
@@ -260,6 +243,52 @@ internal sealed class PeerSession
             await CancelQuietly(control).ConfigureAwait(false);
 
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"Malformed frame: {ex.Message}"));
+        }
+    }
+
+    private void HandleBulk(FrameBatch batch)
+    {
+        try
+        {
+            Touch();
+            Frames.Parse(batch.Span, OnBulkFrame);
+        }
+        finally
+        {
+            batch.Return();
+
+            // Also after a malformed frame: what was received whole before it is counted as received.
+            HandArrived();
+        }
+
+        _writer.Acknowledge(_data.LastReceived);
+    }
+
+    /// <summary>
+    /// The bulk reader's loop: hands each gRPC message to <paramref name="handle"/>. A saturated bulk stream's messages
+    /// are already buffered when asked for; when one was (read without waiting), the thread first goes back to the pool
+    /// (see <see cref="FairShare"/>), so the reader holds a thread for one message at a time. A message the reader
+    /// waited for is handled at once: a lone message costs no hop.
+    /// </summary>
+    internal static async Task ReadEachFairlyAsync(IAsyncStreamReader<FrameBatch> requests, Action<FrameBatch> handle, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var reading = requests.MoveNext(cancellationToken);
+            if (reading.IsCompleted)
+            {
+                await FairShare.Yield();
+
+                // Cancelled during the hand-back: the message is not handled (the connection is going).
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            if (!await reading.ConfigureAwait(false))
+            {
+                return;
+            }
+
+            handle(requests.Current);
         }
     }
 
