@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using Patterns.Streaming;
 
@@ -373,32 +374,48 @@ public sealed class EtlFlow<T>
     }
 
     /// <summary>
-    /// Sorts the rows by key. Up to <paramref name="memoryBudgetRows"/> rows are sorted in memory; beyond that, sorted
-    /// runs spill to temporary CSV files (through <paramref name="schema"/>) and are merged as they are read back.
-    /// The bookmark is then committed only at the end of the run.
+    /// Sorts the rows by key. Up to <paramref name="memoryBudgetRows"/> rows (and <paramref name="memoryBudgetBytes"/>,
+    /// when set) are sorted in memory; beyond that, sorted runs spill to CSV files (through <paramref name="schema"/>)
+    /// in a folder of the run's own under <see cref="EtlSpill.TempDirectory"/>, and are merged as they are read back.
+    /// The folder is deleted when the sorted rows have left, or when the run fails or is cancelled; one left by a process
+    /// that died is deleted by the next spill under the same folder. The bookmark is committed only at the end of the run.
     /// </summary>
     /// <typeparam name="TKey">The sort key type.</typeparam>
     /// <param name="key">Gets a row's key.</param>
     /// <param name="schema">Writes spilled rows and reads them back (needs a create function).</param>
     /// <param name="memoryBudgetRows">The most rows held in memory.</param>
     /// <param name="comparer">Orders keys.</param>
-    /// <param name="tempDirectory">Where spill files go; the system's temporary folder by default.</param>
+    /// <param name="tempDirectory">Kept for earlier callers: the same as <c>spill: new EtlSpill { TempDirectory = ... }</c>, which it cannot be given with.</param>
     /// <param name="memoryBudgetBytes">The most bytes of rows held in memory (each measured by <see cref="EtlSchema{T}.EstimateSize"/>, plus 32 bytes), or <see langword="null"/> for a bound in rows only: the in-memory run spills when either budget is reached.</param>
+    /// <param name="spill">Where sorted runs spill (<see cref="EtlSpill.TempDirectory"/>; rows are written through <paramref name="schema"/>, so <see cref="EtlSpill.SerializerOptions"/> and <see cref="EtlSpill.Partitions"/> do not apply), or <see cref="EtlSpill.Off"/> to fail the run with <see cref="EtlMemoryBudgetExceededException"/> at the budget; <see cref="EtlSpill.Default"/> when <see langword="null"/>.</param>
     /// <returns>The flow.</returns>
-    public EtlFlow<T> OrderBy<TKey>(Func<T, TKey> key, EtlSchema<T> schema, int memoryBudgetRows = 100_000, IComparer<TKey>? comparer = null, string? tempDirectory = null, long? memoryBudgetBytes = null)
+    /// <exception cref="ArgumentException">Both <paramref name="tempDirectory"/> and <paramref name="spill"/> are given.</exception>
+    public EtlFlow<T> OrderBy<TKey>(Func<T, TKey> key, EtlSchema<T> schema, int memoryBudgetRows = 100_000, IComparer<TKey>? comparer = null, string? tempDirectory = null, long? memoryBudgetBytes = null, EtlSpill? spill = null)
     {
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(schema);
         ArgumentOutOfRangeException.ThrowIfLessThan(memoryBudgetRows, 1);
         EtlMemory.CheckBudget(memoryBudgetBytes, "OrderBy", nameof(memoryBudgetBytes));
-        schema.RequireCreate("OrderBy (to read spilled rows back)");
+        if (tempDirectory is not null && spill is not null)
+        {
+            throw new ArgumentException("OrderBy was given both tempDirectory: and spill:. Pass the folder as spill: new EtlSpill { TempDirectory = ... } alone.", nameof(tempDirectory));
+        }
+
+        spill ??= tempDirectory is null ? EtlSpill.Default : new EtlSpill { TempDirectory = tempDirectory };
+        if (spill.Enabled)
+        {
+            schema.RequireCreate("OrderBy (to read spilled rows back)");
+        }
+
         return Blocking<T>(async (run, upstream, ct) =>
         {
-            var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, memoryBudgetBytes, tempDirectory ?? Path.GetTempPath());
+            var session = new EtlSpillSession(run, "OrderBy", memoryBudgetBytes is null ? "memoryBudgetRows" : "memoryBudgetRows, memoryBudgetBytes", memoryBudgetBytes ?? 0, spill);
+            Func<int, long, Exception>? exceeded = spill.Enabled ? null : (rows, bytes) => SortExceeded(run, memoryBudgetRows, memoryBudgetBytes, rows, bytes);
+            var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, memoryBudgetBytes, session, exceeded);
             try
             {
                 await upstream.To(sorter.Add).RunAsync(ct).ConfigureAwait(false);
-                return sorter.Sorted();
+                return sorter.Sorted(ct);
             }
             catch
             {
@@ -451,6 +468,15 @@ public sealed class EtlFlow<T>
 
         return To(new MulticastSink<T>(name, branches!), name);
     }
+
+    private static EtlMemoryBudgetExceededException SortExceeded(EtlRun run, int maxRows, long? maxBytes, int rows, long bytes) =>
+        new(maxBytes is { } budget && bytes > budget
+            ? string.Create(CultureInfo.InvariantCulture, $"ETL job '{run.Job}' stopped: the OrderBy stage would hold {rows:N0} rows in about {bytes:N0} bytes, more than its memory budget of {budget:N0} bytes (memoryBudgetBytes), and spilling is off (EtlSpill.Off). Let it spill (leave spill unset), or raise memoryBudgetBytes.")
+            : string.Create(CultureInfo.InvariantCulture, $"ETL job '{run.Job}' stopped: the OrderBy stage would hold {rows:N0} rows, more than its memory budget of {maxRows:N0} rows (memoryBudgetRows), and spilling is off (EtlSpill.Off). Let it spill (leave spill unset), or raise memoryBudgetRows."))
+        {
+            Stage = "OrderBy",
+            MaxBytes = maxBytes ?? 0,
+        };
 
     internal static EtlMemoryBudgetExceededException DistinctExceeded(EtlRun run, long budget, long held, long keys) =>
         EtlMemory.Exceeded(run, "DistinctBy", "maxBytes", budget, held, keys, "keys", "De-duplicate in the target instead (a merge on the key keeps the last row), or raise maxBytes.");

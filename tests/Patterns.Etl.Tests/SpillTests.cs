@@ -311,7 +311,10 @@ public sealed class SpillTests : IDisposable
     }
 
     /// <summary>This process's open files under the test's folder (Linux: /proc/self/fd; deleted files still show their path).</summary>
-    private int OpenSpillHandles()
+    private int OpenSpillHandles() => OpenHandlesUnder(_dir.Path);
+
+    /// <summary>This process's open files under <paramref name="path"/> (Linux: /proc/self/fd; deleted files still show their path).</summary>
+    internal static int OpenHandlesUnder(string path)
     {
         if (!Directory.Exists("/proc/self/fd"))
         {
@@ -322,7 +325,7 @@ public sealed class SpillTests : IDisposable
         {
             try
             {
-                return new FileInfo(fd).LinkTarget?.StartsWith(_dir.Path, StringComparison.Ordinal) == true;
+                return new FileInfo(fd).LinkTarget?.StartsWith(path, StringComparison.Ordinal) == true;
             }
             catch (IOException)
             {

@@ -153,7 +153,7 @@ public sealed class StageMemoryTests : IDisposable
         unbounded.SpillFilesAtFirstWrite.Should().Be(0);
         bounded.Rows.Select(o => o.CustomerId).Should().BeInAscendingOrder();
         bounded.Rows.OrderBy(o => o.Id).Should().Equal(orders);
-        Directory.GetFiles(_dir.Path, "patterns-etl-sort-*").Should().BeEmpty();
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty("the run's spill folder goes once the runs are merged");
     }
 
     private static async IAsyncEnumerable<T> Async<T>(IEnumerable<T> rows)
@@ -165,7 +165,7 @@ public sealed class StageMemoryTests : IDisposable
         }
     }
 
-    /// <summary>Counts the sort's spill files when the first batch arrives (they are deleted once merged).</summary>
+    /// <summary>Counts the sort's spill files (in its run's spill folder) when the first batch arrives (they are deleted once merged).</summary>
     private sealed class SpillProbe(string directory) : EtlSink<Order>
     {
         public int? SpillFilesAtFirstWrite { get; private set; }
@@ -180,7 +180,7 @@ public sealed class StageMemoryTests : IDisposable
         {
             public override ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<Order> rows, EtlCommit commit, CancellationToken cancellationToken)
             {
-                probe.SpillFilesAtFirstWrite ??= System.IO.Directory.GetFiles(probe.Folder, "patterns-etl-sort-*").Length;
+                probe.SpillFilesAtFirstWrite ??= System.IO.Directory.GetFiles(probe.Folder, "*.csv", SearchOption.AllDirectories).Length;
                 probe.Rows.AddRange(rows.ToArray());
                 return new(new EtlLoadCounts(rows.Length, 0, 0));
             }

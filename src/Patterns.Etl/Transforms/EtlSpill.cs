@@ -151,6 +151,17 @@ internal sealed class EtlSpillSession : IDisposable
 
     public EtlSpillWriter<TValue> Create<TValue>(JsonTypeInfo<TValue> type)
     {
+        var writer = new EtlSpillWriter<TValue>(this, NewFile(".spill"), type);
+        _open.Add(writer);
+        return writer;
+    }
+
+    /// <summary>
+    /// The path of a new file in the session's folder, made (with its lock file, after sweeping the folders crashed runs
+    /// left beside it) on the first call. The caller creates the file; one it keeps open goes to <see cref="Opened"/>.
+    /// </summary>
+    public string NewFile(string extension)
+    {
         if (!_created)
         {
             Directory.CreateDirectory(_directory);
@@ -159,11 +170,11 @@ internal sealed class EtlSpillSession : IDisposable
             Sweep(Path.GetDirectoryName(_directory)!);
         }
 
-        var file = Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + ".spill");
-        var writer = new EtlSpillWriter<TValue>(this, file, type);
-        _open.Add(writer);
-        return writer;
+        return Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + extension);
     }
+
+    /// <summary>A file of the session's folder is open: the session closes it, if it is still open, before it deletes the folder.</summary>
+    public void Opened(IDisposable file) => _open.Add(file);
 
     /// <summary>
     /// Deletes the spill folders under <paramref name="root"/> that no run holds: left by a process that was killed, so
@@ -210,8 +221,8 @@ internal sealed class EtlSpillSession : IDisposable
         }
     }
 
-    /// <summary>A writer was closed: the session no longer closes it.</summary>
-    public void Closed(IDisposable writer) => _open.Remove(writer);
+    /// <summary>A writer or reader was closed: the session no longer closes it.</summary>
+    public void Closed(IDisposable file) => _open.Remove(file);
 
     /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read.</summary>
     public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type)

@@ -5,12 +5,13 @@ namespace Patterns.Etl;
 
 /// <summary>
 /// Sorts rows within a memory budget: up to the budget they are sorted in memory; each full run is written sorted to a
-/// temporary CSV file (through the schema), and the runs are merged with a priority queue as they are read back. The
-/// budget is in rows, and optionally in bytes (rows measured by the schema's estimate): the run spills at either.
+/// CSV file (through the schema) in the run's spill folder (<see cref="EtlSpillSession"/>: a folder of its own, with a
+/// lock file, swept by a later run if this process dies), and the runs are merged with a priority queue as they are
+/// read back. The budget is in rows, and optionally in bytes (rows measured by the schema's estimate): the run spills at
+/// either, or, when <paramref name="exceeded"/> is given (spilling is off), fails with what it returns.
 /// </summary>
-internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, long? budgetBytes, string directory) : IDisposable
+internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, long? budgetBytes, EtlSpillSession session, Func<int, long, Exception>? exceeded) : IDisposable
 {
-
     private readonly List<(TKey Key, T Row)> _buffer = [];
     private readonly List<string> _spills = [];
     private readonly Comparison<(TKey Key, T Row)> _compare = (a, b) => comparer.Compare(a.Key, b.Key);
@@ -22,25 +23,29 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
     public void Add(T row)
     {
         _buffer.Add((key(row), row));
-        if (budgetBytes is { } bytes)
+        if (budgetBytes is not null)
         {
             _bytes += EtlMemory.EntryOverhead + schema.EstimateSize(row);
-            if (_bytes >= bytes)
-            {
-                Spill();
-                return;
-            }
         }
 
-        if (_buffer.Count >= budget)
+        if (exceeded is not null)
+        {
+            // Not spilling: the rows fail the run only once they pass the budget, not when they reach it.
+            if (_buffer.Count > budget || _bytes > budgetBytes)
+            {
+                throw exceeded(_buffer.Count, _bytes);
+            }
+        }
+        else if (_buffer.Count >= budget || _bytes >= budgetBytes)
         {
             Spill();
         }
     }
 
-    /// <summary>The sorted rows; spill files are deleted when the enumeration ends (or the sorter is disposed).</summary>
-    public IEnumerable<T> Sorted()
+    /// <summary>The sorted rows; spill files are deleted when the enumeration ends (or the run does).</summary>
+    public IEnumerable<T> Sorted(CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         _buffer.Sort(_compare);
         if (_spills.Count == 0)
         {
@@ -60,6 +65,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
             foreach (var file in _spills)
             {
                 var reader = new SpillReader(file, schema);
+                session.Opened(reader);
                 readers.Add(reader);
                 if (reader.MoveNext())
                 {
@@ -76,6 +82,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
 
             while (queue.TryDequeue(out var source, out _))
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 if (source == memoryIndex)
                 {
                     yield return _buffer[memory++].Row;
@@ -99,6 +106,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         {
             foreach (var reader in readers)
             {
+                session.Closed(reader);
                 reader.Dispose();
             }
 
@@ -106,20 +114,18 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         }
     }
 
+    /// <summary>Deletes the spill folder (closing what is open in it) and drops the in-memory run.</summary>
     public void Dispose()
     {
-        foreach (var file in _spills)
-        {
-            File.Delete(file);
-        }
-
         _spills.Clear();
+        _buffer.Clear();
+        session.Dispose();
     }
 
     private void Spill()
     {
         _buffer.Sort(_compare);
-        var file = Path.Combine(directory, $"patterns-etl-sort-{Guid.NewGuid():N}.csv");
+        var file = session.NewFile(".csv");
         using (var writer = new CsvRowWriter<T>(new FileStream(file, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16), schema, ','))
         {
             foreach (var (_, row) in _buffer)
