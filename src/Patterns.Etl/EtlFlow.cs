@@ -247,7 +247,9 @@ public sealed class EtlFlow<T>
 
     /// <summary>
     /// An inner hash join with a second source: the right source is read first into a hash table (at most
-    /// <paramref name="maxBuildRows"/> rows), then each row of this flow is matched with the right rows of its key.
+    /// <paramref name="maxBuildRows"/> rows), then each row of this flow is matched with the right rows of its key: one
+    /// output per pair of a left and a right row with equal keys (duplicate keys on both sides give every pair); a row
+    /// with no match on the other side gives nothing, and a row whose key is <see langword="null"/> matches nothing.
     /// </summary>
     /// <typeparam name="TRight">The right source's record type.</typeparam>
     /// <typeparam name="TKey">The join key type.</typeparam>
@@ -256,12 +258,13 @@ public sealed class EtlFlow<T>
     /// <param name="leftKey">Gets a left row's key.</param>
     /// <param name="rightKey">Gets a right row's key.</param>
     /// <param name="result">Joins a left row with one matching right row.</param>
-    /// <param name="maxBuildRows">The most right rows held; more fails the run with a clear error.</param>
-    /// <param name="maxBuildBytes">The most bytes the right rows may take (each row's size plus 32 bytes), or <see langword="null"/> for no bound; more fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
+    /// <param name="maxBuildRows">The most right rows held; more fails the run with a clear error, or, with <paramref name="maxBuildBytes"/> and spilling on, spills.</param>
+    /// <param name="maxBuildBytes">The most bytes the right rows may take in memory (each row's size plus 32 bytes), or <see langword="null"/> for no bound. Past it the join spills (a grace hash join): both sides are written to partition files by a hash of the key and joined partition by partition after this flow's source ends, so joined rows leave in another order (and the bookmark is committed only at the end of the run). With <see cref="EtlSpill.Off"/>, passing it fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
     /// <param name="rightSize">Measures a right row (for records, <c>r =&gt; Record.Schema.EstimateSize(r)</c>); strings and types without references are measured without it.</param>
+    /// <param name="spill">Where and how both sides spill past <paramref name="maxBuildBytes"/> (left and right rows are written as JSON), or <see cref="EtlSpill.Off"/>; <see cref="EtlSpill.Default"/> when <see langword="null"/>.</param>
     /// <returns>The flow.</returns>
-    /// <exception cref="ArgumentException">A byte budget is set, and the right rows cannot be measured without <paramref name="rightSize"/>.</exception>
-    public EtlFlow<TOut> Join<TRight, TKey, TOut>(EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxBuildRows = 1_000_000, long? maxBuildBytes = null, Func<TRight, long>? rightSize = null)
+    /// <exception cref="ArgumentException">A byte budget is set, and the right rows cannot be measured without <paramref name="rightSize"/>; or <paramref name="spill"/> is given without <paramref name="maxBuildBytes"/>.</exception>
+    public EtlFlow<TOut> Join<TRight, TKey, TOut>(EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxBuildRows = 1_000_000, long? maxBuildBytes = null, Func<TRight, long>? rightSize = null, EtlSpill? spill = null)
         where TKey : notnull
     {
         ArgumentNullException.ThrowIfNull(right);
@@ -271,6 +274,18 @@ public sealed class EtlFlow<T>
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBuildRows, 1);
         EtlMemory.CheckBudget(maxBuildBytes, "Join", nameof(maxBuildBytes));
         var size = maxBuildBytes is null ? null : EtlMemory.SizeOf(rightSize, "Join", "rightSize: r => ...");
+        if (spill is not null && maxBuildBytes is null)
+        {
+            throw new ArgumentException("Join was given spill: but no maxBuildBytes: the join spills only past its byte budget, and without one it holds the whole build side in memory. Set maxBuildBytes, or leave spill unset.", nameof(spill));
+        }
+
+        spill ??= EtlSpill.Default;
+        spill.Validate(nameof(spill));
+        if (maxBuildBytes is { } budget && spill.Enabled)
+        {
+            return Then((run, stream) => new OperatorStream<T, TOut>(stream, "Join", null, (next, context, _) => new SpillingJoinStage<T, TRight, TKey, TOut>(next, run, right, leftKey, rightKey, result, maxBuildRows, budget, size!, spill, context.Run.StopToken), null));
+        }
+
         return new EtlFlow<TOut>(
             SourceName,
             (run, options) =>
@@ -288,7 +303,7 @@ public sealed class EtlFlow<T>
             Resumable,
             Incremental);
 
-        static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, table.TryGetValue(leftKey(row), out var matches) ? matches : null);
+        static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, leftKey(row) is { } key && table.TryGetValue(key, out var matches) ? matches : null);
 
         static async ValueTask<(T, List<TRight>?)> MatchAsync(T row, Task<Dictionary<TKey, List<TRight>>> built, Func<T, TKey> leftKey) => Match(row, await built.ConfigureAwait(false), leftKey);
 
@@ -547,10 +562,16 @@ public sealed class EtlFlow<T>
 
             if (size is not null && (held += EtlMemory.EntryOverhead + size(row)) > budget)
             {
-                throw EtlMemory.Exceeded(run, "Join", "maxBuildBytes", budget, held, count, $"rows of its build side '{right.Name}'", "Join with the smaller source as the right side, raise maxBuildBytes, or sort both sides and merge.");
+                throw EtlMemory.Exceeded(run, "Join", "maxBuildBytes", budget, held, count, $"rows of its build side '{right.Name}'", "Let it spill (leave spill unset), join with the smaller source as the right side, or raise maxBuildBytes.");
             }
 
             var k = rightKey(row);
+            if (k is null)
+            {
+                // A null key matches nothing.
+                continue;
+            }
+
             if (!table.TryGetValue(k, out var list))
             {
                 table[k] = list = new List<TRight>(1);

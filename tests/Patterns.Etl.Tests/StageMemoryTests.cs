@@ -78,7 +78,7 @@ public sealed class StageMemoryTests : IDisposable
         // Each right row of 100 characters costs 24 + 200 + 32 = 256 bytes: 7 fit in 2,000.
         var right = new AsyncEnumerableSource<string>(Async(Enumerable.Range(0, 20).Select(i => i.ToString("D100", System.Globalization.CultureInfo.InvariantCulture))), "dim");
 
-        var run = () => Etl.From(new[] { 1 }).Join(right, l => l, r => r.Length, (l, r) => r, maxBuildBytes: 2_000).To(new ListSink<string>(), "joined").RunAsync();
+        var run = () => Etl.From(new[] { 1 }).Join(right, l => l, r => r.Length, (l, r) => r, maxBuildBytes: 2_000, spill: EtlSpill.Off).To(new ListSink<string>(), "joined").RunAsync();
 
         var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
         error.Message.Should().StartWith("ETL job 'joined' stopped: the Join stage would hold 8 rows of its build side 'dim' in about 2,048 bytes, more than its memory budget of 2,000 bytes (maxBuildBytes).");

@@ -22,6 +22,13 @@ internal abstract class EtlHoldingState<TRow, TKey, TOut>
     public abstract IEnumerable<(long Ordinal, TOut Value)> Drain();
 }
 
+/// <summary>Which spill partition a key goes to: the same for equal keys, with a different spread at each depth of splitting.</summary>
+internal static class EtlSpillHash
+{
+    public static int Partition<TKey>(TKey key, IEqualityComparer<TKey> comparer, int depth, int partitions) =>
+        (int)((uint)HashCode.Combine(key is null ? 0 : comparer.GetHashCode(key), depth) % (uint)partitions);
+}
+
 /// <summary>
 /// Hybrid hash spilling for the holding stages. One pass keeps what fits in its budget; once the state is over it,
 /// rows of keys already held still go to it, and rows of other keys are written to one of a few partition files by a
@@ -70,7 +77,7 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
                 return;
             }
 
-            var index = (int)((uint)HashCode.Combine(k is null ? 0 : owner._comparer.GetHashCode(k), depth) % (uint)_partitions!.Length);
+            var index = EtlSpillHash.Partition(k, owner._comparer, depth, _partitions!.Length);
             var writer = _partitions[index] ??= owner._session.Create(owner._rowType.Value);
             writer.Write(ordinal, row);
         }

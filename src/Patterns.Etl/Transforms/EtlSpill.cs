@@ -7,9 +7,10 @@ using System.Text.Json.Serialization.Metadata;
 namespace Patterns.Etl;
 
 /// <summary>
-/// How a holding stage (<c>DistinctBy</c>, <c>Aggregate</c>) goes on past its byte budget: it spills rows to temporary
-/// files, partitioned by a hash of their key, and finishes each partition after the source ends. Rows are written with
-/// System.Text.Json.
+/// How a holding stage (<c>DistinctBy</c>, <c>Aggregate</c>, <c>OrderBy</c>, a join's build side) goes on past its
+/// budget: it spills rows to temporary files in a folder of the run's own, and finishes them after the source ends.
+/// <c>DistinctBy</c>, <c>Aggregate</c> and the join partition rows by a hash of their key and write them with
+/// System.Text.Json; <c>OrderBy</c> writes sorted runs through its schema.
 /// </summary>
 public sealed class EtlSpill
 {
@@ -91,7 +92,7 @@ public sealed class EtlSpillException : InvalidOperationException
     {
     }
 
-    /// <summary>Gets the stage that spilled: <c>DistinctBy</c> or <c>Aggregate</c>.</summary>
+    /// <summary>Gets the stage that spilled: <c>DistinctBy</c>, <c>Aggregate</c> or <c>Join</c>.</summary>
     public string Stage { get; init; } = string.Empty;
 
     /// <summary>Gets the type that could not be written or read.</summary>
@@ -224,8 +225,8 @@ internal sealed class EtlSpillSession : IDisposable
     /// <summary>A writer or reader was closed: the session no longer closes it.</summary>
     public void Closed(IDisposable file) => _open.Remove(file);
 
-    /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read.</summary>
-    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type)
+    /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read (unless <paramref name="delete"/> is false: it is read again).</summary>
+    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type, bool delete = true)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(4096);
         try
@@ -258,7 +259,10 @@ internal sealed class EtlSpillSession : IDisposable
                 }
             }
 
-            File.Delete(file);
+            if (delete)
+            {
+                File.Delete(file);
+            }
         }
         finally
         {
