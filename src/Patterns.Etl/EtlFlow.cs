@@ -193,7 +193,7 @@ public sealed class EtlFlow<T>
         var budget = maxBytes ?? long.MaxValue;
         if (size is not null && spill.Enabled)
         {
-            return Then((run, stream) => new OperatorStream<T, T>(stream, "DistinctBy", null, (next, _, _) => new SpillingDistinctStage<T, TKey>(next, run, key, comparer, size, budget, spill), null));
+            return Then((run, stream) => new OperatorStream<T, T>(stream, "DistinctBy", null, (next, context, _) => new SpillingDistinctStage<T, TKey>(next, run, key, comparer, size, budget, spill, context.Run.StopToken), null));
         }
 
         return Then((run, stream) =>
@@ -355,7 +355,7 @@ public sealed class EtlFlow<T>
                 long ordinal = 0;
                 List<(long, TOut)> none = [];
                 await upstream.To(row => pass.Add(ordinal++, row, none)).RunAsync(ct).ConfigureAwait(false);
-                return Spilled(pass.Complete(), session);
+                return Spilled(pass.Complete(ct), session);
             });
         }
 

@@ -158,6 +158,37 @@ public sealed class SpillTests : IDisposable
     [Theory]
     [InlineData("DistinctBy")]
     [InlineData("Aggregate")]
+    public async Task CancelledWhileReadingPartitionsBack_StopsAtTheNextRow(string stage)
+    {
+        // After the source ends, the key selector runs again only on rows read back from partition files: the first
+        // such call cancels the run, and no partition row may be taken after it.
+        using var cancel = new CancellationTokenSource();
+        var ended = false;
+        var keysAfterEnd = 0;
+        string Key(Row r)
+        {
+            if (ended && keysAfterEnd++ == 0)
+            {
+                cancel.Cancel();
+            }
+
+            return r.Key;
+        }
+
+        var flow = Etl.From(GenerateThen(() => ended = true));
+        var result = stage == "DistinctBy"
+            ? await flow.DistinctBy(Key, maxBytes: 4_000, spill: Spill).To(new ListSink<Row>()).RunAsync(cancellationToken: cancel.Token)
+            : await flow.Aggregate(Key, _ => 0L, (n, r) => n + 1, (k, n) => n, maxBytes: 4_000, spill: Spill).To(new ListSink<long>()).RunAsync(cancellationToken: cancel.Token);
+
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        keysAfterEnd.Should().Be(1, "the read-back stops at the row after the cancellation, not at the end of the partitions");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        OpenSpillHandles().Should().Be(0);
+    }
+
+    [Theory]
+    [InlineData("DistinctBy")]
+    [InlineData("Aggregate")]
     public async Task UpstreamFails_WhilePartitionFilesAreOpen_ClosesThemAndTheFailureSurfaces(string stage)
     {
         var filesAtFailure = 0;
@@ -296,6 +327,18 @@ public sealed class SpillTests : IDisposable
         {
             yield return new Row(i, "k" + random.Next(i < Rows / 2 ? 2_500 : 5_000).ToString(CultureInfo.InvariantCulture), random.Next(100_000) / 100m);
         }
+    }
+
+#pragma warning disable CS1998 // An iterator that runs an action once its rows are taken.
+    private static async IAsyncEnumerable<Row> GenerateThen(Action ended)
+#pragma warning restore CS1998
+    {
+        foreach (var row in Generate())
+        {
+            yield return row;
+        }
+
+        ended();
     }
 
     private static async IAsyncEnumerable<Row> GenerateThenCancel(CancellationTokenSource cancel, Action beforeCancel, [EnumeratorCancellation] CancellationToken cancellationToken = default)

@@ -217,7 +217,7 @@ internal sealed class SpillingJoinStage<T, TRight, TKey, TOut> : ForwardingStage
     private async Task JoinPartitionAsync(string leftFile, string rightFile)
     {
         var table = new Dictionary<TKey, List<TRight>>();
-        using var rights = _session.Read(rightFile, _rightType.Value, delete: false).GetEnumerator();
+        using var rights = _session.Read(rightFile, _rightType.Value, delete: false, _cancellationToken).GetEnumerator();
         var more = true;
         while (more)
         {
@@ -226,7 +226,6 @@ internal sealed class SpillingJoinStage<T, TRight, TKey, TOut> : ForwardingStage
             var count = 0;
             while (true)
             {
-                _cancellationToken.ThrowIfCancellationRequested();
                 if (!rights.MoveNext())
                 {
                     more = false;
@@ -247,9 +246,8 @@ internal sealed class SpillingJoinStage<T, TRight, TKey, TOut> : ForwardingStage
                 break;
             }
 
-            foreach (var (_, item) in _session.Read(leftFile, _leftType.Value, delete: false))
+            foreach (var (_, item) in _session.Read(leftFile, _leftType.Value, delete: false, _cancellationToken))
             {
-                _cancellationToken.ThrowIfCancellationRequested();
                 if (table.TryGetValue(_leftKey(item), out var matches))
                 {
                     foreach (var match in matches)

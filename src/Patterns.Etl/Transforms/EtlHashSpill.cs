@@ -82,8 +82,8 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
             writer.Write(ordinal, row);
         }
 
-        /// <summary>What this pass holds, then the outputs of its partitions, by ordinal.</summary>
-        public IEnumerable<(long Ordinal, TOut Value)> Complete()
+        /// <summary>What this pass holds, then the outputs of its partitions, by ordinal; stops at the next row read back once <paramref name="cancellationToken"/> is cancelled.</summary>
+        public IEnumerable<(long Ordinal, TOut Value)> Complete(CancellationToken cancellationToken)
         {
             foreach (var output in _state.Drain())
             {
@@ -122,7 +122,7 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
             {
                 var pass = new Pass(owner, depth + 1);
                 using var writer = owner._session.Create(owner._outType.Value);
-                foreach (var (ordinal, row) in owner._session.Read(file, owner._rowType.Value))
+                foreach (var (ordinal, row) in owner._session.Read(file, owner._rowType.Value, cancellationToken: cancellationToken))
                 {
                     pass.Add(ordinal, row, emitted);
                     foreach (var (o, value) in emitted)
@@ -133,7 +133,7 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
                     emitted.Clear();
                 }
 
-                foreach (var (o, value) in pass.Complete())
+                foreach (var (o, value) in pass.Complete(cancellationToken))
                 {
                     writer.Write(o, value);
                 }
@@ -141,7 +141,7 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
                 results.Add(writer.Path);
             }
 
-            foreach (var output in owner._session.Merge(results, owner._outType.Value))
+            foreach (var output in owner._session.Merge(results, owner._outType.Value, cancellationToken))
             {
                 yield return output;
             }
@@ -284,15 +284,17 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
     private readonly EtlHashSpill<T, TKey, T>.Pass _pass;
     private readonly List<(long Ordinal, T Value)> _output = new(1);
     private readonly long _budget;
+    private readonly CancellationToken _cancellationToken;
     private EtlDistinctState<T, TKey>? _top;
     private long _ordinal;
     private bool _spilling;
     private bool _completed;
 
-    public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill)
+    public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill, CancellationToken cancellationToken)
         : base(next)
     {
         _run = run;
+        _cancellationToken = cancellationToken;
         _budget = budget;
         _session = new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill);
         var engine = new EtlHashSpill<T, TKey, T>(_session, key, comparer ?? EqualityComparer<TKey>.Default, () =>
@@ -337,12 +339,21 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
             if (final && !_completed)
             {
                 _completed = true;
-                foreach (var (_, row) in _pass.Complete())
+                try
                 {
-                    await Next.OnNextAsync(row).ConfigureAwait(false);
+                    foreach (var (_, row) in _pass.Complete(_cancellationToken))
+                    {
+                        await Next.OnNextAsync(row).ConfigureAwait(false);
 
-                    // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
-                    _run.SourceRowDone?.Invoke();
+                        // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
+                        _run.SourceRowDone?.Invoke();
+                    }
+                }
+                catch (OperationCanceledException) when (_cancellationToken.IsCancellationRequested)
+                {
+                    // A graceful stop, as while the source is read: the rows that left are loaded, the rest are not, and
+                    // the run ends Stopped (its bookmark stays where the last commit before the spill left it).
+                    final = false;
                 }
             }
         }

@@ -225,8 +225,12 @@ internal sealed class EtlSpillSession : IDisposable
     /// <summary>A writer or reader was closed: the session no longer closes it.</summary>
     public void Closed(IDisposable file) => _open.Remove(file);
 
-    /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read (unless <paramref name="delete"/> is false: it is read again).</summary>
-    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type, bool delete = true)
+    /// <summary>
+    /// Reads a spill file's records back, in the order written, and deletes the file once read (unless
+    /// <paramref name="delete"/> is false: it is read again). Stops with <see cref="OperationCanceledException"/> at the
+    /// next record once <paramref name="cancellationToken"/> is cancelled.
+    /// </summary>
+    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type, bool delete = true, CancellationToken cancellationToken = default)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(4096);
         try
@@ -236,6 +240,7 @@ internal sealed class EtlSpillSession : IDisposable
                 var stream = reader.BaseStream;
                 while (stream.Position < stream.Length)
                 {
+                    cancellationToken.ThrowIfCancellationRequested();
                     var ordinal = reader.ReadInt64();
                     var length = reader.ReadInt32();
                     if (buffer.Length < length)
@@ -271,11 +276,11 @@ internal sealed class EtlSpillSession : IDisposable
     }
 
     /// <summary>Merges files each sorted by ordinal into one sequence sorted by ordinal.</summary>
-    public IEnumerable<(long Ordinal, TValue Value)> Merge<TValue>(IReadOnlyList<string> files, JsonTypeInfo<TValue> type)
+    public IEnumerable<(long Ordinal, TValue Value)> Merge<TValue>(IReadOnlyList<string> files, JsonTypeInfo<TValue> type, CancellationToken cancellationToken)
     {
         if (files.Count == 1)
         {
-            foreach (var record in Read(files[0], type))
+            foreach (var record in Read(files[0], type, cancellationToken: cancellationToken))
             {
                 yield return record;
             }
@@ -289,7 +294,7 @@ internal sealed class EtlSpillSession : IDisposable
             var queue = new PriorityQueue<int, long>(files.Count);
             foreach (var file in files)
             {
-                var reader = Read(file, type).GetEnumerator();
+                var reader = Read(file, type, cancellationToken: cancellationToken).GetEnumerator();
                 readers.Add(reader);
                 if (reader.MoveNext())
                 {
