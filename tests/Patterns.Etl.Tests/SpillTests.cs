@@ -302,6 +302,40 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public void Partitions_LongKeysWithEqualHalves_SpreadOverEveryPartition()
+    {
+        // long.GetHashCode folds its halves with XOR: every key whose two halves are equal hashes to 0.
+        var keys = Enumerable.Range(1, 1_000).Select(i => ((long)i << 32) | (uint)i).ToList();
+        keys.Select(k => k.GetHashCode()).Distinct().Should().Equal([0]);
+
+        for (var depth = 0; depth < 3; depth++)
+        {
+            var counts = keys.GroupBy(k => EtlSpillHash.Partition(k, EqualityComparer<long>.Default, depth, 16)).Select(g => g.Count()).ToList();
+
+            counts.Should().HaveCount(16, "1,000 distinct keys reach all 16 partitions at depth {0}", depth);
+            counts.Max().Should().BeLessThan(125, "no partition takes twice its share (62.5) at depth {0}", depth);
+        }
+
+        EtlSpillHash.Partition(keys[0], EqualityComparer<long>.Default, 0, 16).Should().Be(EtlSpillHash.Partition(keys[0], EqualityComparer<long>.Default, 0, 16));
+    }
+
+    [Fact]
+    public async Task DistinctBy_LongKeysWithEqualHalves_SpillAndMatchTheInMemoryRun()
+    {
+        var rows = Enumerable.Range(0, 6_000).Select(i => ((long)(i % 3_000) << 32) | (uint)(i % 3_000)).ToList();
+        var expected = new ListSink<long>();
+        var spilled = new ListSink<long>();
+        await Etl.From(rows).DistinctBy(k => k).To(expected).RunAsync();
+
+        // A long key costs 8 + 32 bytes: 100 fit in 4,000, of 3,000.
+        await Etl.From(rows).DistinctBy(k => k, maxBytes: 4_000, spill: Spill).To(spilled).RunAsync();
+
+        expected.Rows.Should().HaveCount(3_000);
+        spilled.Rows.Should().Equal(expected.Rows);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
     public void Spill_WithoutMaxBytes_IsRejected()
     {
         var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, spill: Spill);

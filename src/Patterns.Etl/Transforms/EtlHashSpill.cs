@@ -25,8 +25,73 @@ internal abstract class EtlHoldingState<TRow, TKey, TOut>
 /// <summary>Which spill partition a key goes to: the same for equal keys, with a different spread at each depth of splitting.</summary>
 internal static class EtlSpillHash
 {
-    public static int Partition<TKey>(TKey key, IEqualityComparer<TKey> comparer, int depth, int partitions) =>
-        (int)((uint)HashCode.Combine(key is null ? 0 : comparer.GetHashCode(key), depth) % (uint)partitions);
+    public static int Partition<TKey>(TKey key, IEqualityComparer<TKey> comparer, int depth, int partitions)
+    {
+        ulong hash;
+        if (key is null)
+        {
+            hash = 0;
+        }
+        else if (!WholeBits(key, comparer, out hash))
+        {
+            hash = (uint)comparer.GetHashCode(key);
+        }
+
+        return (int)(Mix(hash, depth) % (uint)partitions);
+    }
+
+    /// <summary>
+    /// The 64 bits of a key whose own hash code folds its two halves together with XOR (<c>long</c>, <c>ulong</c>,
+    /// <c>DateTime</c>, <c>TimeSpan</c>, <c>DateTimeOffset</c>): every such key with equal halves hashes to 0, so they
+    /// would all go to one partition at every depth. Only under the default comparer, where equal keys have equal bits.
+    /// </summary>
+    private static bool WholeBits<TKey>(TKey key, IEqualityComparer<TKey> comparer, out ulong bits)
+    {
+        bits = 0;
+        if (!typeof(TKey).IsValueType || !ReferenceEquals(comparer, EqualityComparer<TKey>.Default))
+        {
+            return false;
+        }
+
+        // Each test is a constant for a value type: the JIT keeps only the one that matches, without boxing.
+        if (typeof(TKey) == typeof(long))
+        {
+            bits = (ulong)(long)(object)key!;
+        }
+        else if (typeof(TKey) == typeof(ulong))
+        {
+            bits = (ulong)(object)key!;
+        }
+        else if (typeof(TKey) == typeof(DateTime))
+        {
+            // DateTime equality compares ticks only (not the kind).
+            bits = (ulong)((DateTime)(object)key!).Ticks;
+        }
+        else if (typeof(TKey) == typeof(TimeSpan))
+        {
+            bits = (ulong)((TimeSpan)(object)key!).Ticks;
+        }
+        else if (typeof(TKey) == typeof(DateTimeOffset))
+        {
+            // DateTimeOffset equality compares the instant (UTC ticks), not the offset.
+            bits = (ulong)((DateTimeOffset)(object)key!).UtcTicks;
+        }
+        else
+        {
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Spreads every bit of <paramref name="hash"/> over the result, differently at each depth (a SplitMix64 step).</summary>
+    private static ulong Mix(ulong hash, int depth)
+    {
+        var x = hash + (0x9E3779B97F4A7C15UL * (ulong)(depth + 1));
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9UL;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBUL;
+        return x ^ (x >> 31);
+    }
 }
 
 /// <summary>
