@@ -320,6 +320,44 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public void Partitions_NullableLongKeysWithEqualHalves_SpreadOverEveryPartition()
+    {
+        // long?.GetHashCode is long.GetHashCode for a value: every key whose two halves are equal hashes to 0.
+        var keys = Enumerable.Range(1, 1_000).Select(i => (long?)(((long)i << 32) | (uint)i)).ToList();
+        keys.Select(k => k.GetHashCode()).Distinct().Should().Equal([0]);
+
+        for (var depth = 0; depth < 3; depth++)
+        {
+            var counts = keys.GroupBy(k => EtlSpillHash.Partition(k, EqualityComparer<long?>.Default, depth, 16)).Select(g => g.Count()).ToList();
+
+            counts.Should().HaveCount(16, "1,000 distinct keys reach all 16 partitions at depth {0}", depth);
+            counts.Max().Should().BeLessThan(125, "no partition takes twice its share (62.5) at depth {0}", depth);
+        }
+
+        // Each partitions as its non-nullable value does; a null key goes to one partition of its own choosing.
+        EtlSpillHash.Partition(keys[7], EqualityComparer<long?>.Default, 1, 16).Should().Be(EtlSpillHash.Partition(keys[7]!.Value, EqualityComparer<long>.Default, 1, 16));
+        var moments = new DateTime?[] { new DateTime(2020, 1, 1, 0, 0, 0, DateTimeKind.Utc), DateTime.MaxValue };
+        EtlSpillHash.Partition(moments[0], EqualityComparer<DateTime?>.Default, 0, 16).Should().Be(EtlSpillHash.Partition(moments[0]!.Value, EqualityComparer<DateTime>.Default, 0, 16));
+        EtlSpillHash.Partition((long?)null, EqualityComparer<long?>.Default, 0, 16).Should().BeInRange(0, 15);
+    }
+
+    [Fact]
+    public async Task DistinctBy_NullableLongKeysWithEqualHalves_SpillAndMatchTheInMemoryRun()
+    {
+        var rows = Enumerable.Range(0, 6_000).Select(i => i % 3_000 == 0 ? null : (long?)(((long)(i % 3_000) << 32) | (uint)(i % 3_000))).ToList();
+        var expected = new ListSink<long?>();
+        var spilled = new ListSink<long?>();
+        await Etl.From(rows).DistinctBy(k => k).To(expected).RunAsync();
+
+        // A long? key costs at most 16 + 32 bytes: under 100 fit in 4,000, of 3,000.
+        await Etl.From(rows).DistinctBy(k => k, maxBytes: 4_000, spill: Spill).To(spilled).RunAsync();
+
+        expected.Rows.Should().HaveCount(3_000);
+        spilled.Rows.Should().Equal(expected.Rows);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task DistinctBy_LongKeysWithEqualHalves_SpillAndMatchTheInMemoryRun()
     {
         var rows = Enumerable.Range(0, 6_000).Select(i => ((long)(i % 3_000) << 32) | (uint)(i % 3_000)).ToList();

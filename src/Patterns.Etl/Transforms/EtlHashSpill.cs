@@ -42,7 +42,7 @@ internal static class EtlSpillHash
 
     /// <summary>
     /// The 64 bits of a key whose own hash code folds its two halves together with XOR (<c>long</c>, <c>ulong</c>,
-    /// <c>DateTime</c>, <c>TimeSpan</c>, <c>DateTimeOffset</c>): every such key with equal halves hashes to 0, so they
+    /// <c>DateTime</c>, <c>TimeSpan</c>, <c>DateTimeOffset</c>, and each of them nullable): every such key with equal halves hashes to 0, so they
     /// would all go to one partition at every depth. Only under the default comparer, where equal keys have equal bits.
     /// </summary>
     private static bool WholeBits<TKey>(TKey key, IEqualityComparer<TKey> comparer, out ulong bits)
@@ -76,12 +76,32 @@ internal static class EtlSpillHash
             // DateTimeOffset equality compares the instant (UTC ticks), not the offset.
             bits = (ulong)((DateTimeOffset)(object)key!).UtcTicks;
         }
+        else if (Nullable.GetUnderlyingType(typeof(TKey)) is not null)
+        {
+            // A Nullable<T> key: the caller handles null, so it holds a value, and it boxes as that value.
+            return NullableBits(key!, out bits);
+        }
         else
         {
             return false;
         }
 
         return true;
+    }
+
+    /// <summary>The 64 bits of a nullable key's value (boxed as the value itself), when its type is one <see cref="WholeBits"/> handles.</summary>
+    private static bool NullableBits(object value, out ulong bits)
+    {
+        bits = value switch
+        {
+            long v => (ulong)v,
+            ulong v => v,
+            DateTime v => (ulong)v.Ticks,
+            TimeSpan v => (ulong)v.Ticks,
+            DateTimeOffset v => (ulong)v.UtcTicks,
+            _ => 0,
+        };
+        return value is long or ulong or DateTime or TimeSpan or DateTimeOffset;
     }
 
     /// <summary>Spreads every bit of <paramref name="hash"/> over the result, differently at each depth (a SplitMix64 step).</summary>
