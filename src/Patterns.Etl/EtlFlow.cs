@@ -554,6 +554,13 @@ public sealed class EtlFlow<T>
         var context = new EtlSourceContext(run, EtlBookmark.Start, right.Name);
         await foreach (var row in right.ReadAsync(context, CancellationToken.None).ConfigureAwait(false))
         {
+            var k = rightKey(row);
+            if (k is null)
+            {
+                // A null key matches nothing: the row is not held, so it counts toward neither budget.
+                continue;
+            }
+
             if (++count > maxBuildRows)
             {
                 throw new InvalidOperationException(
@@ -563,13 +570,6 @@ public sealed class EtlFlow<T>
             if (size is not null && (held += EtlMemory.EntryOverhead + size(row)) > budget)
             {
                 throw EtlMemory.Exceeded(run, "Join", "maxBuildBytes", budget, held, count, $"rows of its build side '{right.Name}'", "Let it spill (leave spill unset), join with the smaller source as the right side, or raise maxBuildBytes.");
-            }
-
-            var k = rightKey(row);
-            if (k is null)
-            {
-                // A null key matches nothing.
-                continue;
             }
 
             if (!table.TryGetValue(k, out var list))

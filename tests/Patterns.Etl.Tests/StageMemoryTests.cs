@@ -86,6 +86,23 @@ public sealed class StageMemoryTests : IDisposable
     }
 
     [Fact]
+    public async Task Join_InMemory_NullKeyRightRows_DoNotCountTowardTheBuildBudgets()
+    {
+        // 50 right rows of 100 characters have a null key (they match nothing), 3 have a key: only those 3 are held,
+        // well within 10 rows and 2,000 bytes (each row costs 24 + 200 + 32 = 256 bytes).
+        var text = Enumerable.Range(0, 53).Select(i => i.ToString("D100", System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        var right = new AsyncEnumerableSource<string>(Async(text), "dim");
+        var joined = new ListSink<string>();
+
+        await Etl.From(new[] { text[0], text[26], text[52] })
+            .Join(right, l => l, r => int.Parse(r, System.Globalization.CultureInfo.InvariantCulture) % 26 == 0 ? r : null!, (l, r) => r, maxBuildRows: 10, maxBuildBytes: 2_000, spill: EtlSpill.Off)
+            .To(joined, "joined")
+            .RunAsync();
+
+        joined.Rows.Should().Equal(text[0], text[26], text[52]);
+    }
+
+    [Fact]
     public void ByteBudget_OnATypeItCannotMeasure_AsksForAMeasure()
     {
         var right = new AsyncEnumerableSource<Order>(Async(SqliteLoadTests.Generated(1)), "orders");
