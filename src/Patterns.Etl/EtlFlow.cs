@@ -389,7 +389,7 @@ public sealed class EtlFlow<T>
     }
 
     /// <summary>
-    /// Sorts the rows by key. Up to <paramref name="memoryBudgetRows"/> rows (and <paramref name="memoryBudgetBytes"/>,
+    /// Sorts the rows by key, stably: rows with equal keys keep their input order. Up to <paramref name="memoryBudgetRows"/> rows (and <paramref name="memoryBudgetBytes"/>,
     /// when set) are sorted in memory; beyond that, sorted runs spill to CSV files (through <paramref name="schema"/>)
     /// in a folder of the run's own under <see cref="EtlSpill.TempDirectory"/>, and are merged as they are read back.
     /// The folder is deleted when the sorted rows have left, or when the run fails or is cancelled; one left by a process

@@ -15,6 +15,23 @@ public sealed class SortSpillTests : IDisposable
 
     private EtlSpill Spill => new() { TempDirectory = _dir.Path };
 
+    [Theory]
+    [InlineData(1_000_000)]
+    [InlineData(300)]
+    [InlineData(299)]
+    public async Task OrderBy_IsStable_InMemoryAndSpilled(int budgetRows)
+    {
+        // 3,000 rows over 3 keys: each key's rows keep their source order, whether the sort stays in memory or spills
+        // sorted runs (300 a run: 10 runs and none in memory; 299: 10 runs and 10 rows in memory).
+        var source = SqliteLoadTests.Generated(3_000);
+        var sink = new ListSink<Order>();
+
+        await Etl.From(source).OrderBy(o => o.Id % 3, Order.Schema, memoryBudgetRows: budgetRows, spill: Spill).To(sink).RunAsync();
+
+        sink.Rows.Should().Equal(source.OrderBy(o => o.Id % 3), "LINQ's OrderBy is stable");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
     [Fact]
     public async Task OrderBy_PastItsBudget_SpillsUnderTheRunsOwnFolder_AndDeletesItAfterTheRun()
     {

@@ -8,21 +8,24 @@ namespace Patterns.Etl;
 /// CSV file (through the schema) in the run's spill folder (<see cref="EtlSpillSession"/>: a folder of its own, with a
 /// lock file, swept by a later run if this process dies), and the runs are merged with a priority queue as they are
 /// read back. The budget is in rows, and optionally in bytes (rows measured by the schema's estimate): the run spills at
-/// either, or, when <paramref name="exceeded"/> is given (spilling is off), fails with what it returns.
+/// either, or, when <paramref name="exceeded"/> is given (spilling is off), fails with what it returns. The sort is
+/// stable: rows with equal keys leave in their input order. In memory, ties are broken on each row's input sequence
+/// number; runs are written in input order, so in the merge, ties are broken on the run's index (the in-memory run last).
 /// </summary>
 internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, long? budgetBytes, EtlSpillSession session, Func<int, long, Exception>? exceeded) : IDisposable
 {
-    private readonly List<(TKey Key, T Row)> _buffer = [];
+    private readonly List<(TKey Key, long Sequence, T Row)> _buffer = [];
     private readonly List<string> _spills = [];
-    private readonly Comparison<(TKey Key, T Row)> _compare = (a, b) => comparer.Compare(a.Key, b.Key);
+    private readonly Comparison<(TKey Key, long Sequence, T Row)> _compare = (a, b) => comparer.Compare(a.Key, b.Key) is var c and not 0 ? c : a.Sequence.CompareTo(b.Sequence);
     private long _bytes;
+    private long _sequence;
 
     /// <summary>Gets the number of runs spilled to disk.</summary>
     public int Spills => _spills.Count;
 
     public void Add(T row)
     {
-        _buffer.Add((key(row), row));
+        _buffer.Add((key(row), _sequence++, row));
         if (budgetBytes is not null)
         {
             _bytes += EtlMemory.EntryOverhead + schema.EstimateSize(row);
@@ -49,7 +52,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         _buffer.Sort(_compare);
         if (_spills.Count == 0)
         {
-            foreach (var (_, row) in _buffer)
+            foreach (var (_, _, row) in _buffer)
             {
                 yield return row;
             }
@@ -60,7 +63,8 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         var readers = new List<SpillReader>();
         try
         {
-            var queue = new PriorityQueue<int, TKey>(comparer);
+            // Equal keys leave from the earliest run first: runs hold consecutive stretches of the input, in order.
+            var queue = new PriorityQueue<int, (TKey Key, int Source)>(Comparer<(TKey Key, int Source)>.Create((a, b) => comparer.Compare(a.Key, b.Key) is var c and not 0 ? c : a.Source.CompareTo(b.Source)));
             var memory = 0;
             foreach (var file in _spills)
             {
@@ -69,7 +73,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
                 readers.Add(reader);
                 if (reader.MoveNext())
                 {
-                    queue.Enqueue(readers.Count - 1, key(reader.Current));
+                    queue.Enqueue(readers.Count - 1, (key(reader.Current), readers.Count - 1));
                 }
             }
 
@@ -77,7 +81,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
             var memoryIndex = readers.Count;
             if (_buffer.Count > 0)
             {
-                queue.Enqueue(memoryIndex, _buffer[0].Key);
+                queue.Enqueue(memoryIndex, (_buffer[0].Key, memoryIndex));
             }
 
             while (queue.TryDequeue(out var source, out _))
@@ -88,7 +92,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
                     yield return _buffer[memory++].Row;
                     if (memory < _buffer.Count)
                     {
-                        queue.Enqueue(memoryIndex, _buffer[memory].Key);
+                        queue.Enqueue(memoryIndex, (_buffer[memory].Key, memoryIndex));
                     }
                 }
                 else
@@ -97,7 +101,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
                     yield return reader.Current;
                     if (reader.MoveNext())
                     {
-                        queue.Enqueue(source, key(reader.Current));
+                        queue.Enqueue(source, (key(reader.Current), source));
                     }
                 }
             }
@@ -128,7 +132,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         var file = session.NewFile(".csv");
         using (var writer = new CsvRowWriter<T>(new FileStream(file, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16), schema, ','))
         {
-            foreach (var (_, row) in _buffer)
+            foreach (var (_, _, row) in _buffer)
             {
                 writer.Write(row);
             }
