@@ -302,6 +302,70 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public async Task Spill_LeavesAFolderStillBeingMade_UntilItIsAnHourOld()
+    {
+        // Another run between making its folder and locking its lock file: on Unix the file is opened, then locked, in
+        // two steps, so a sweep could find it free in between. Such a folder has the .creating suffix until it is locked.
+        var making = Directory.CreateDirectory(_dir.File("patterns-etl-spill-making" + ".creating")).FullName;
+        File.WriteAllText(Path.Combine(making, "lock"), string.Empty);
+        var abandoned = Directory.CreateDirectory(_dir.File("patterns-etl-spill-abandoned" + ".creating")).FullName;
+        File.WriteAllText(Path.Combine(abandoned, "lock"), string.Empty);
+        Directory.SetLastWriteTimeUtc(abandoned, DateTime.UtcNow.AddHours(-2));
+        var spillsSeen = 0;
+
+        await Etl.From(Generate())
+            .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
+            .Select(r =>
+            {
+                spillsSeen = Math.Max(spillsSeen, SpillFiles());
+                return r;
+            })
+            .To(new ListSink<Row>())
+            .RunAsync();
+
+        spillsSeen.Should().BeGreaterThan(0);
+        Directory.Exists(making).Should().BeTrue("a folder still being made is not swept, though its lock file is free");
+        Directory.Exists(abandoned).Should().BeFalse("one left half-made for over an hour is");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEquivalentTo([making]);
+    }
+
+    [Fact]
+    public async Task Spill_ASweepWhileAnotherRunSpills_LeavesItsFolder()
+    {
+        // Run A spills and, while its folder is live, run B spills beside it, sweeping: A's folder and files survive.
+        string? folderOfA = null;
+        var filesOfA = 0;
+        var rowsOfB = 0;
+        var result = await Etl.From(Generate())
+            .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
+            .Select(r =>
+            {
+                if (folderOfA is null && SpillFiles() > 0)
+                {
+                    folderOfA = Directory.GetDirectories(_dir.Path).Should().ContainSingle().Subject;
+                    filesOfA = Directory.GetFiles(folderOfA).Length;
+                    var other = new ListSink<Row>();
+
+                    // Off the pipeline's thread, with no synchronization context to wait on.
+                    Task.Run(() => Etl.From(Generate()).DistinctBy(x => x.Key, maxBytes: 4_000, spill: Spill).To(other).RunAsync()).GetAwaiter().GetResult();
+                    rowsOfB = other.Rows.Count;
+                    Directory.Exists(folderOfA).Should().BeTrue("run A holds its lock file");
+                    Directory.GetFiles(folderOfA).Length.Should().Be(filesOfA);
+                }
+
+                return r;
+            })
+            .To(new ListSink<Row>())
+            .RunAsync();
+
+        folderOfA.Should().NotBeNull();
+        filesOfA.Should().BeGreaterThan(1, "the lock file and at least one spill file");
+        rowsOfB.Should().Be(DistinctKeys);
+        result.RowsLoaded.Should().Be(DistinctKeys);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
     public void Partitions_LongKeysWithEqualHalves_SpreadOverEveryPartition()
     {
         // long.GetHashCode folds its halves with XOR: every key whose two halves are equal hashes to 0.

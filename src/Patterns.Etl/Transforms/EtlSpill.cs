@@ -111,7 +111,13 @@ internal sealed class EtlSpillSession : IDisposable
     private const string LockName = "lock";
     private const string Prefix = "patterns-etl-spill-";
 
-    /// <summary>A folder without a lock file may be one a live run is making: it is swept only past this age.</summary>
+    /// <summary>
+    /// A folder is made under its name with this suffix, and renamed once its lock file is held: on Unix, .NET opens a
+    /// file and locks it in two steps, and a sweep in between would find the lock free and delete a live folder.
+    /// </summary>
+    internal const string CreatingSuffix = ".creating";
+
+    /// <summary>A folder without a lock file, or still being made, may be one a live run is making: it is swept only past this age.</summary>
     private static readonly TimeSpan UnlockedAge = TimeSpan.FromHours(1);
 
     private readonly HashSet<IDisposable> _open = [];
@@ -165,13 +171,47 @@ internal sealed class EtlSpillSession : IDisposable
     {
         if (!_created)
         {
-            Directory.CreateDirectory(_directory);
+            CreateLocked();
             _created = true;
-            _lock = new FileStream(Path.Combine(_directory, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
             Sweep(Path.GetDirectoryName(_directory)!);
         }
 
         return Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + extension);
+    }
+
+    /// <summary>Makes the session's folder with its lock file held: the folder appears under its swept name only once it is.</summary>
+    private void CreateLocked()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            // Windows takes the share mode as it opens the file, and a folder with a file open in it cannot be renamed.
+            Directory.CreateDirectory(_directory);
+            _lock = new FileStream(Path.Combine(_directory, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            return;
+        }
+
+        var creating = _directory + CreatingSuffix;
+        Directory.CreateDirectory(creating);
+        try
+        {
+            _lock = new FileStream(Path.Combine(creating, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            Directory.Move(creating, _directory);
+        }
+        catch
+        {
+            _lock?.Dispose();
+            _lock = null;
+            try
+            {
+                Directory.Delete(creating, recursive: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Left for a later sweep, once it is an hour old.
+            }
+
+            throw;
+        }
     }
 
     /// <summary>A file of the session's folder is open: the session closes it, if it is still open, before it deletes the folder.</summary>
@@ -202,6 +242,12 @@ internal sealed class EtlSpillSession : IDisposable
 
             try
             {
+                // A folder still being made is another run's until it is an hour old: its lock may not be held yet.
+                if (folder.EndsWith(CreatingSuffix, StringComparison.Ordinal) && DateTime.UtcNow - Directory.GetLastWriteTimeUtc(folder) < UnlockedAge)
+                {
+                    continue;
+                }
+
                 var lockFile = Path.Combine(folder, LockName);
                 if (File.Exists(lockFile))
                 {
@@ -352,17 +398,34 @@ internal sealed class EtlSpillSession : IDisposable
         }
 
         _open.Clear();
-        _lock?.Dispose();
-        _lock = null;
         if (!_created)
         {
+            _lock?.Dispose();
+            _lock = null;
             return;
         }
 
         _created = false;
+        var lockFile = Path.Combine(_directory, LockName);
         try
         {
-            Directory.Delete(_directory, recursive: true);
+            // The files go first, while the lock is held: a sweep leaves the folder alone until the lock is released.
+            foreach (var entry in Directory.EnumerateFileSystemEntries(_directory).ToList())
+            {
+                if (string.Equals(entry, lockFile, StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                if (Directory.Exists(entry))
+                {
+                    Directory.Delete(entry, recursive: true);
+                }
+                else
+                {
+                    File.Delete(entry);
+                }
+            }
         }
         catch (DirectoryNotFoundException)
         {
@@ -371,6 +434,22 @@ internal sealed class EtlSpillSession : IDisposable
         {
             // Cleanup does not replace the run's outcome: the folder is left for a later spill's sweep.
             EtlLog.SpillCleanupFailed(_run.Logger, ex, _run.Job, _directory);
+        }
+        finally
+        {
+            _lock?.Dispose();
+            _lock = null;
+        }
+
+        try
+        {
+            // Only the lock file is left. A sweep may take it now and delete the folder first: either way it goes.
+            File.Delete(lockFile);
+            Directory.Delete(_directory);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A sweep is deleting it, or it is left, empty but for its free lock file, for a later sweep.
         }
     }
 }
