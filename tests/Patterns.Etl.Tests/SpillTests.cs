@@ -332,37 +332,47 @@ public sealed class SpillTests : IDisposable
     [Fact]
     public async Task Spill_ASweepWhileAnotherRunSpills_LeavesItsFolder()
     {
-        // Run A spills and, while its folder is live, run B spills beside it, sweeping: A's folder and files survive.
-        string? folderOfA = null;
-        var filesOfA = 0;
-        var rowsOfB = 0;
-        var result = await Etl.From(Generate())
-            .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
-            .Select(r =>
-            {
-                if (folderOfA is null && SpillFiles() > 0)
-                {
-                    folderOfA = Directory.GetDirectories(_dir.Path).Should().ContainSingle().Subject;
-                    filesOfA = Directory.GetFiles(folderOfA).Length;
-                    var other = new ListSink<Row>();
+        // Run A spills and waits, its folder live, while run B spills beside it, sweeping: A's folder and files survive.
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sinkOfA = new ListSink<Row>();
+        var runA = Etl.From(Gated()).DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(sinkOfA).RunAsync();
+        try
+        {
+            await reached.Task;
+            var folderOfA = Directory.GetDirectories(_dir.Path).Should().ContainSingle().Subject;
+            var filesOfA = Directory.GetFiles(folderOfA);
+            filesOfA.Should().Contain(Path.Combine(folderOfA, "lock")).And.HaveCountGreaterThan(1, "run A has spilled");
 
-                    // Off the pipeline's thread, with no synchronization context to wait on.
-                    Task.Run(() => Etl.From(Generate()).DistinctBy(x => x.Key, maxBytes: 4_000, spill: Spill).To(other).RunAsync()).GetAwaiter().GetResult();
-                    rowsOfB = other.Rows.Count;
-                    Directory.Exists(folderOfA).Should().BeTrue("run A holds its lock file");
-                    Directory.GetFiles(folderOfA).Length.Should().Be(filesOfA);
+            var sinkOfB = new ListSink<Row>();
+            await Etl.From(Generate()).DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(sinkOfB).RunAsync();
+
+            sinkOfB.Rows.Should().HaveCount(DistinctKeys);
+            Directory.GetFiles(folderOfA).Should().BeEquivalentTo(filesOfA, "run A holds its lock file");
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+
+        (await runA).RowsLoaded.Should().Be(DistinctKeys);
+        sinkOfA.Rows.Should().HaveCount(DistinctKeys);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+
+        async IAsyncEnumerable<Row> Gated()
+        {
+            var n = 0;
+            foreach (var row in Generate())
+            {
+                if (n++ == Rows / 2)
+                {
+                    reached.TrySetResult();
+                    await gate.Task;
                 }
 
-                return r;
-            })
-            .To(new ListSink<Row>())
-            .RunAsync();
-
-        folderOfA.Should().NotBeNull();
-        filesOfA.Should().BeGreaterThan(1, "the lock file and at least one spill file");
-        rowsOfB.Should().Be(DistinctKeys);
-        result.RowsLoaded.Should().Be(DistinctKeys);
-        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+                yield return row;
+            }
+        }
     }
 
     [Fact]
