@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using Patterns.Streaming;
 
@@ -192,7 +193,7 @@ public sealed class EtlFlow<T>
         var budget = maxBytes ?? long.MaxValue;
         if (size is not null && spill.Enabled)
         {
-            return Then((run, stream) => new OperatorStream<T, T>(stream, "DistinctBy", null, (next, _, _) => new SpillingDistinctStage<T, TKey>(next, run, key, comparer, size, budget, spill), null));
+            return Then((run, stream) => new OperatorStream<T, T>(stream, "DistinctBy", null, (next, context, _) => new SpillingDistinctStage<T, TKey>(next, run, key, comparer, size, budget, spill, context.Run.StopToken), null));
         }
 
         return Then((run, stream) =>
@@ -246,7 +247,9 @@ public sealed class EtlFlow<T>
 
     /// <summary>
     /// An inner hash join with a second source: the right source is read first into a hash table (at most
-    /// <paramref name="maxBuildRows"/> rows), then each row of this flow is matched with the right rows of its key.
+    /// <paramref name="maxBuildRows"/> rows), then each row of this flow is matched with the right rows of its key: one
+    /// output per pair of a left and a right row with equal keys (duplicate keys on both sides give every pair); a row
+    /// with no match on the other side gives nothing, and a row whose key is <see langword="null"/> matches nothing.
     /// </summary>
     /// <typeparam name="TRight">The right source's record type.</typeparam>
     /// <typeparam name="TKey">The join key type.</typeparam>
@@ -255,12 +258,13 @@ public sealed class EtlFlow<T>
     /// <param name="leftKey">Gets a left row's key.</param>
     /// <param name="rightKey">Gets a right row's key.</param>
     /// <param name="result">Joins a left row with one matching right row.</param>
-    /// <param name="maxBuildRows">The most right rows held; more fails the run with a clear error.</param>
-    /// <param name="maxBuildBytes">The most bytes the right rows may take (each row's size plus 32 bytes), or <see langword="null"/> for no bound; more fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
+    /// <param name="maxBuildRows">The most right rows held; more fails the run with a clear error, or, with <paramref name="maxBuildBytes"/> and spilling on, spills.</param>
+    /// <param name="maxBuildBytes">The most bytes the right rows may take in memory (each row's size plus 32 bytes), or <see langword="null"/> for no bound. Past it the join spills (a grace hash join): both sides are written to partition files by a hash of the key and joined partition by partition after this flow's source ends, so joined rows leave in another order (and the bookmark is committed only at the end of the run). With <see cref="EtlSpill.Off"/>, passing it fails the run with <see cref="EtlMemoryBudgetExceededException"/>.</param>
     /// <param name="rightSize">Measures a right row (for records, <c>r =&gt; Record.Schema.EstimateSize(r)</c>); strings and types without references are measured without it.</param>
+    /// <param name="spill">Where and how both sides spill past <paramref name="maxBuildBytes"/> (left and right rows are written as JSON), or <see cref="EtlSpill.Off"/>; <see cref="EtlSpill.Default"/> when <see langword="null"/>.</param>
     /// <returns>The flow.</returns>
-    /// <exception cref="ArgumentException">A byte budget is set, and the right rows cannot be measured without <paramref name="rightSize"/>.</exception>
-    public EtlFlow<TOut> Join<TRight, TKey, TOut>(EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxBuildRows = 1_000_000, long? maxBuildBytes = null, Func<TRight, long>? rightSize = null)
+    /// <exception cref="ArgumentException">A byte budget is set, and the right rows cannot be measured without <paramref name="rightSize"/>; or <paramref name="spill"/> is given without <paramref name="maxBuildBytes"/>.</exception>
+    public EtlFlow<TOut> Join<TRight, TKey, TOut>(EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxBuildRows = 1_000_000, long? maxBuildBytes = null, Func<TRight, long>? rightSize = null, EtlSpill? spill = null)
         where TKey : notnull
     {
         ArgumentNullException.ThrowIfNull(right);
@@ -270,6 +274,18 @@ public sealed class EtlFlow<T>
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBuildRows, 1);
         EtlMemory.CheckBudget(maxBuildBytes, "Join", nameof(maxBuildBytes));
         var size = maxBuildBytes is null ? null : EtlMemory.SizeOf(rightSize, "Join", "rightSize: r => ...");
+        if (spill is not null && maxBuildBytes is null)
+        {
+            throw new ArgumentException("Join was given spill: but no maxBuildBytes: the join spills only past its byte budget, and without one it holds the whole build side in memory. Set maxBuildBytes, or leave spill unset.", nameof(spill));
+        }
+
+        spill ??= EtlSpill.Default;
+        spill.Validate(nameof(spill));
+        if (maxBuildBytes is { } budget && spill.Enabled)
+        {
+            return Then((run, stream) => new OperatorStream<T, TOut>(stream, "Join", null, (next, context, _) => new SpillingJoinStage<T, TRight, TKey, TOut>(next, run, right, leftKey, rightKey, result, maxBuildRows, budget, size!, spill, context.Run.StopToken), null));
+        }
+
         return new EtlFlow<TOut>(
             SourceName,
             (run, options) =>
@@ -287,7 +303,7 @@ public sealed class EtlFlow<T>
             Resumable,
             Incremental);
 
-        static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, table.TryGetValue(leftKey(row), out var matches) ? matches : null);
+        static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, leftKey(row) is { } key && table.TryGetValue(key, out var matches) ? matches : null);
 
         static async ValueTask<(T, List<TRight>?)> MatchAsync(T row, Task<Dictionary<TKey, List<TRight>>> built, Func<T, TKey> leftKey) => Match(row, await built.ConfigureAwait(false), leftKey);
 
@@ -339,7 +355,7 @@ public sealed class EtlFlow<T>
                 long ordinal = 0;
                 List<(long, TOut)> none = [];
                 await upstream.To(row => pass.Add(ordinal++, row, none)).RunAsync(ct).ConfigureAwait(false);
-                return Spilled(pass.Complete(), session);
+                return Spilled(pass.Complete(ct), session);
             });
         }
 
@@ -373,32 +389,48 @@ public sealed class EtlFlow<T>
     }
 
     /// <summary>
-    /// Sorts the rows by key. Up to <paramref name="memoryBudgetRows"/> rows are sorted in memory; beyond that, sorted
-    /// runs spill to temporary CSV files (through <paramref name="schema"/>) and are merged as they are read back.
-    /// The bookmark is then committed only at the end of the run.
+    /// Sorts the rows by key, stably: rows with equal keys keep their input order. Up to <paramref name="memoryBudgetRows"/> rows (and <paramref name="memoryBudgetBytes"/>,
+    /// when set) are sorted in memory; beyond that, sorted runs spill to CSV files (through <paramref name="schema"/>)
+    /// in a folder of the run's own under <see cref="EtlSpill.TempDirectory"/>, and are merged as they are read back.
+    /// The folder is deleted when the sorted rows have left, or when the run fails or is cancelled; one left by a process
+    /// that died is deleted by the next spill under the same folder. The bookmark is committed only at the end of the run.
     /// </summary>
     /// <typeparam name="TKey">The sort key type.</typeparam>
     /// <param name="key">Gets a row's key.</param>
     /// <param name="schema">Writes spilled rows and reads them back (needs a create function).</param>
     /// <param name="memoryBudgetRows">The most rows held in memory.</param>
     /// <param name="comparer">Orders keys.</param>
-    /// <param name="tempDirectory">Where spill files go; the system's temporary folder by default.</param>
+    /// <param name="tempDirectory">Kept for earlier callers: the same as <c>spill: new EtlSpill { TempDirectory = ... }</c>, which it cannot be given with.</param>
     /// <param name="memoryBudgetBytes">The most bytes of rows held in memory (each measured by <see cref="EtlSchema{T}.EstimateSize"/>, plus 32 bytes), or <see langword="null"/> for a bound in rows only: the in-memory run spills when either budget is reached.</param>
+    /// <param name="spill">Where sorted runs spill (<see cref="EtlSpill.TempDirectory"/>; rows are written through <paramref name="schema"/>, so <see cref="EtlSpill.SerializerOptions"/> and <see cref="EtlSpill.Partitions"/> do not apply), or <see cref="EtlSpill.Off"/> to fail the run with <see cref="EtlMemoryBudgetExceededException"/> at the budget; <see cref="EtlSpill.Default"/> when <see langword="null"/>.</param>
     /// <returns>The flow.</returns>
-    public EtlFlow<T> OrderBy<TKey>(Func<T, TKey> key, EtlSchema<T> schema, int memoryBudgetRows = 100_000, IComparer<TKey>? comparer = null, string? tempDirectory = null, long? memoryBudgetBytes = null)
+    /// <exception cref="ArgumentException">Both <paramref name="tempDirectory"/> and <paramref name="spill"/> are given.</exception>
+    public EtlFlow<T> OrderBy<TKey>(Func<T, TKey> key, EtlSchema<T> schema, int memoryBudgetRows = 100_000, IComparer<TKey>? comparer = null, string? tempDirectory = null, long? memoryBudgetBytes = null, EtlSpill? spill = null)
     {
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(schema);
         ArgumentOutOfRangeException.ThrowIfLessThan(memoryBudgetRows, 1);
         EtlMemory.CheckBudget(memoryBudgetBytes, "OrderBy", nameof(memoryBudgetBytes));
-        schema.RequireCreate("OrderBy (to read spilled rows back)");
+        if (tempDirectory is not null && spill is not null)
+        {
+            throw new ArgumentException("OrderBy was given both tempDirectory: and spill:. Pass the folder as spill: new EtlSpill { TempDirectory = ... } alone.", nameof(tempDirectory));
+        }
+
+        spill ??= tempDirectory is null ? EtlSpill.Default : new EtlSpill { TempDirectory = tempDirectory };
+        if (spill.Enabled)
+        {
+            schema.RequireCreate("OrderBy (to read spilled rows back)");
+        }
+
         return Blocking<T>(async (run, upstream, ct) =>
         {
-            var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, memoryBudgetBytes, tempDirectory ?? Path.GetTempPath());
+            var session = new EtlSpillSession(run, "OrderBy", memoryBudgetBytes is null ? "memoryBudgetRows" : "memoryBudgetRows, memoryBudgetBytes", memoryBudgetBytes ?? 0, spill);
+            Func<int, long, Exception>? exceeded = spill.Enabled ? null : (rows, bytes) => SortExceeded(run, memoryBudgetRows, memoryBudgetBytes, rows, bytes);
+            var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, memoryBudgetBytes, session, exceeded);
             try
             {
                 await upstream.To(sorter.Add).RunAsync(ct).ConfigureAwait(false);
-                return sorter.Sorted();
+                return sorter.Sorted(ct);
             }
             catch
             {
@@ -451,6 +483,15 @@ public sealed class EtlFlow<T>
 
         return To(new MulticastSink<T>(name, branches!), name);
     }
+
+    private static EtlMemoryBudgetExceededException SortExceeded(EtlRun run, int maxRows, long? maxBytes, int rows, long bytes) =>
+        new(maxBytes is { } budget && bytes > budget
+            ? string.Create(CultureInfo.InvariantCulture, $"ETL job '{run.Job}' stopped: the OrderBy stage would hold {rows:N0} rows in about {bytes:N0} bytes, more than its memory budget of {budget:N0} bytes (memoryBudgetBytes), and spilling is off (EtlSpill.Off). Let it spill (leave spill unset), or raise memoryBudgetBytes.")
+            : string.Create(CultureInfo.InvariantCulture, $"ETL job '{run.Job}' stopped: the OrderBy stage would hold {rows:N0} rows, more than its memory budget of {maxRows:N0} rows (memoryBudgetRows), and spilling is off (EtlSpill.Off). Let it spill (leave spill unset), or raise memoryBudgetRows."))
+        {
+            Stage = "OrderBy",
+            MaxBytes = maxBytes ?? 0,
+        };
 
     internal static EtlMemoryBudgetExceededException DistinctExceeded(EtlRun run, long budget, long held, long keys) =>
         EtlMemory.Exceeded(run, "DistinctBy", "maxBytes", budget, held, keys, "keys", "De-duplicate in the target instead (a merge on the key keeps the last row), or raise maxBytes.");
@@ -513,6 +554,13 @@ public sealed class EtlFlow<T>
         var context = new EtlSourceContext(run, EtlBookmark.Start, right.Name);
         await foreach (var row in right.ReadAsync(context, CancellationToken.None).ConfigureAwait(false))
         {
+            var k = rightKey(row);
+            if (k is null)
+            {
+                // A null key matches nothing: the row is not held, so it counts toward neither budget.
+                continue;
+            }
+
             if (++count > maxBuildRows)
             {
                 throw new InvalidOperationException(
@@ -521,10 +569,9 @@ public sealed class EtlFlow<T>
 
             if (size is not null && (held += EtlMemory.EntryOverhead + size(row)) > budget)
             {
-                throw EtlMemory.Exceeded(run, "Join", "maxBuildBytes", budget, held, count, $"rows of its build side '{right.Name}'", "Join with the smaller source as the right side, raise maxBuildBytes, or sort both sides and merge.");
+                throw EtlMemory.Exceeded(run, "Join", "maxBuildBytes", budget, held, count, $"rows of its build side '{right.Name}'", "Let it spill (leave spill unset), join with the smaller source as the right side, or raise maxBuildBytes.");
             }
 
-            var k = rightKey(row);
             if (!table.TryGetValue(k, out var list))
             {
                 table[k] = list = new List<TRight>(1);

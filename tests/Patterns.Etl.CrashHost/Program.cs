@@ -18,6 +18,12 @@ if (args[0] == "queue-append")
     return;
 }
 
+if (args[0] == "sort")
+{
+    await SortHost.RunAsync(args);
+    return;
+}
+
 if (args[0] == "events")
 {
     await EventsHost.RunAsync(args);

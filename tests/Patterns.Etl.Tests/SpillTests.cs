@@ -158,6 +158,37 @@ public sealed class SpillTests : IDisposable
     [Theory]
     [InlineData("DistinctBy")]
     [InlineData("Aggregate")]
+    public async Task CancelledWhileReadingPartitionsBack_StopsAtTheNextRow(string stage)
+    {
+        // After the source ends, the key selector runs again only on rows read back from partition files: the first
+        // such call cancels the run, and no partition row may be taken after it.
+        using var cancel = new CancellationTokenSource();
+        var ended = false;
+        var keysAfterEnd = 0;
+        string Key(Row r)
+        {
+            if (ended && keysAfterEnd++ == 0)
+            {
+                cancel.Cancel();
+            }
+
+            return r.Key;
+        }
+
+        var flow = Etl.From(GenerateThen(() => ended = true));
+        var result = stage == "DistinctBy"
+            ? await flow.DistinctBy(Key, maxBytes: 4_000, spill: Spill).To(new ListSink<Row>()).RunAsync(cancellationToken: cancel.Token)
+            : await flow.Aggregate(Key, _ => 0L, (n, r) => n + 1, (k, n) => n, maxBytes: 4_000, spill: Spill).To(new ListSink<long>()).RunAsync(cancellationToken: cancel.Token);
+
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        keysAfterEnd.Should().Be(1, "the read-back stops at the row after the cancellation, not at the end of the partitions");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        OpenSpillHandles().Should().Be(0);
+    }
+
+    [Theory]
+    [InlineData("DistinctBy")]
+    [InlineData("Aggregate")]
     public async Task UpstreamFails_WhilePartitionFilesAreOpen_ClosesThemAndTheFailureSurfaces(string stage)
     {
         var filesAtFailure = 0;
@@ -271,6 +302,152 @@ public sealed class SpillTests : IDisposable
     }
 
     [Fact]
+    public async Task Spill_LeavesAFolderStillBeingMade_UntilItIsAnHourOld()
+    {
+        // Another run between making its folder and locking its lock file: on Unix the file is opened, then locked, in
+        // two steps, so a sweep could find it free in between. Such a folder has the .creating suffix until it is locked.
+        var making = Directory.CreateDirectory(_dir.File("patterns-etl-spill-making" + ".creating")).FullName;
+        File.WriteAllText(Path.Combine(making, "lock"), string.Empty);
+        var abandoned = Directory.CreateDirectory(_dir.File("patterns-etl-spill-abandoned" + ".creating")).FullName;
+        File.WriteAllText(Path.Combine(abandoned, "lock"), string.Empty);
+        Directory.SetLastWriteTimeUtc(abandoned, DateTime.UtcNow.AddHours(-2));
+        var spillsSeen = 0;
+
+        await Etl.From(Generate())
+            .DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill)
+            .Select(r =>
+            {
+                spillsSeen = Math.Max(spillsSeen, SpillFiles());
+                return r;
+            })
+            .To(new ListSink<Row>())
+            .RunAsync();
+
+        spillsSeen.Should().BeGreaterThan(0);
+        Directory.Exists(making).Should().BeTrue("a folder still being made is not swept, though its lock file is free");
+        Directory.Exists(abandoned).Should().BeFalse("one left half-made for over an hour is");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEquivalentTo([making]);
+    }
+
+    [Fact]
+    public async Task Spill_ASweepWhileAnotherRunSpills_LeavesItsFolder()
+    {
+        // Run A spills and waits, its folder live, while run B spills beside it, sweeping: A's folder and files survive.
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sinkOfA = new ListSink<Row>();
+        var runA = Etl.From(Gated()).DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(sinkOfA).RunAsync();
+        try
+        {
+            await reached.Task;
+            var folderOfA = Directory.GetDirectories(_dir.Path).Should().ContainSingle().Subject;
+            var filesOfA = Directory.GetFiles(folderOfA);
+            filesOfA.Should().Contain(Path.Combine(folderOfA, "lock")).And.HaveCountGreaterThan(1, "run A has spilled");
+
+            var sinkOfB = new ListSink<Row>();
+            await Etl.From(Generate()).DistinctBy(r => r.Key, maxBytes: 4_000, spill: Spill).To(sinkOfB).RunAsync();
+
+            sinkOfB.Rows.Should().HaveCount(DistinctKeys);
+            Directory.GetFiles(folderOfA).Should().BeEquivalentTo(filesOfA, "run A holds its lock file");
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+
+        (await runA).RowsLoaded.Should().Be(DistinctKeys);
+        sinkOfA.Rows.Should().HaveCount(DistinctKeys);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+
+        async IAsyncEnumerable<Row> Gated()
+        {
+            var n = 0;
+            foreach (var row in Generate())
+            {
+                if (n++ == Rows / 2)
+                {
+                    reached.TrySetResult();
+                    await gate.Task;
+                }
+
+                yield return row;
+            }
+        }
+    }
+
+    [Fact]
+    public void Partitions_LongKeysWithEqualHalves_SpreadOverEveryPartition()
+    {
+        // long.GetHashCode folds its halves with XOR: every key whose two halves are equal hashes to 0.
+        var keys = Enumerable.Range(1, 1_000).Select(i => ((long)i << 32) | (uint)i).ToList();
+        keys.Select(k => k.GetHashCode()).Distinct().Should().Equal([0]);
+
+        for (var depth = 0; depth < 3; depth++)
+        {
+            var counts = keys.GroupBy(k => EtlSpillHash.Partition(k, EqualityComparer<long>.Default, depth, 16)).Select(g => g.Count()).ToList();
+
+            counts.Should().HaveCount(16, "1,000 distinct keys reach all 16 partitions at depth {0}", depth);
+            counts.Max().Should().BeLessThan(125, "no partition takes twice its share (62.5) at depth {0}", depth);
+        }
+
+        EtlSpillHash.Partition(keys[0], EqualityComparer<long>.Default, 0, 16).Should().Be(EtlSpillHash.Partition(keys[0], EqualityComparer<long>.Default, 0, 16));
+    }
+
+    [Fact]
+    public void Partitions_NullableLongKeysWithEqualHalves_SpreadOverEveryPartition()
+    {
+        // long?.GetHashCode is long.GetHashCode for a value: every key whose two halves are equal hashes to 0.
+        var keys = Enumerable.Range(1, 1_000).Select(i => (long?)(((long)i << 32) | (uint)i)).ToList();
+        keys.Select(k => k.GetHashCode()).Distinct().Should().Equal([0]);
+
+        for (var depth = 0; depth < 3; depth++)
+        {
+            var counts = keys.GroupBy(k => EtlSpillHash.Partition(k, EqualityComparer<long?>.Default, depth, 16)).Select(g => g.Count()).ToList();
+
+            counts.Should().HaveCount(16, "1,000 distinct keys reach all 16 partitions at depth {0}", depth);
+            counts.Max().Should().BeLessThan(125, "no partition takes twice its share (62.5) at depth {0}", depth);
+        }
+
+        // Each partitions as its non-nullable value does; a null key goes to one partition of its own choosing.
+        EtlSpillHash.Partition(keys[7], EqualityComparer<long?>.Default, 1, 16).Should().Be(EtlSpillHash.Partition(keys[7]!.Value, EqualityComparer<long>.Default, 1, 16));
+        var moments = new DateTime?[] { new DateTime(2020, 1, 1, 0, 0, 0, DateTimeKind.Utc), DateTime.MaxValue };
+        EtlSpillHash.Partition(moments[0], EqualityComparer<DateTime?>.Default, 0, 16).Should().Be(EtlSpillHash.Partition(moments[0]!.Value, EqualityComparer<DateTime>.Default, 0, 16));
+        EtlSpillHash.Partition((long?)null, EqualityComparer<long?>.Default, 0, 16).Should().BeInRange(0, 15);
+    }
+
+    [Fact]
+    public async Task DistinctBy_NullableLongKeysWithEqualHalves_SpillAndMatchTheInMemoryRun()
+    {
+        var rows = Enumerable.Range(0, 6_000).Select(i => i % 3_000 == 0 ? null : (long?)(((long)(i % 3_000) << 32) | (uint)(i % 3_000))).ToList();
+        var expected = new ListSink<long?>();
+        var spilled = new ListSink<long?>();
+        await Etl.From(rows).DistinctBy(k => k).To(expected).RunAsync();
+
+        // A long? key costs at most 16 + 32 bytes: under 100 fit in 4,000, of 3,000.
+        await Etl.From(rows).DistinctBy(k => k, maxBytes: 4_000, spill: Spill).To(spilled).RunAsync();
+
+        expected.Rows.Should().HaveCount(3_000);
+        spilled.Rows.Should().Equal(expected.Rows);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task DistinctBy_LongKeysWithEqualHalves_SpillAndMatchTheInMemoryRun()
+    {
+        var rows = Enumerable.Range(0, 6_000).Select(i => ((long)(i % 3_000) << 32) | (uint)(i % 3_000)).ToList();
+        var expected = new ListSink<long>();
+        var spilled = new ListSink<long>();
+        await Etl.From(rows).DistinctBy(k => k).To(expected).RunAsync();
+
+        // A long key costs 8 + 32 bytes: 100 fit in 4,000, of 3,000.
+        await Etl.From(rows).DistinctBy(k => k, maxBytes: 4_000, spill: Spill).To(spilled).RunAsync();
+
+        expected.Rows.Should().HaveCount(3_000);
+        spilled.Rows.Should().Equal(expected.Rows);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
     public void Spill_WithoutMaxBytes_IsRejected()
     {
         var dedupe = () => Etl.From(new[] { "a" }).DistinctBy(k => k, spill: Spill);
@@ -298,6 +475,18 @@ public sealed class SpillTests : IDisposable
         }
     }
 
+#pragma warning disable CS1998 // An iterator that runs an action once its rows are taken.
+    private static async IAsyncEnumerable<Row> GenerateThen(Action ended)
+#pragma warning restore CS1998
+    {
+        foreach (var row in Generate())
+        {
+            yield return row;
+        }
+
+        ended();
+    }
+
     private static async IAsyncEnumerable<Row> GenerateThenCancel(CancellationTokenSource cancel, Action beforeCancel, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         foreach (var row in Generate())
@@ -311,7 +500,10 @@ public sealed class SpillTests : IDisposable
     }
 
     /// <summary>This process's open files under the test's folder (Linux: /proc/self/fd; deleted files still show their path).</summary>
-    private int OpenSpillHandles()
+    private int OpenSpillHandles() => OpenHandlesUnder(_dir.Path);
+
+    /// <summary>This process's open files under <paramref name="path"/> (Linux: /proc/self/fd; deleted files still show their path).</summary>
+    internal static int OpenHandlesUnder(string path)
     {
         if (!Directory.Exists("/proc/self/fd"))
         {
@@ -322,7 +514,7 @@ public sealed class SpillTests : IDisposable
         {
             try
             {
-                return new FileInfo(fd).LinkTarget?.StartsWith(_dir.Path, StringComparison.Ordinal) == true;
+                return new FileInfo(fd).LinkTarget?.StartsWith(path, StringComparison.Ordinal) == true;
             }
             catch (IOException)
             {

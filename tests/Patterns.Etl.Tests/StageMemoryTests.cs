@@ -78,11 +78,28 @@ public sealed class StageMemoryTests : IDisposable
         // Each right row of 100 characters costs 24 + 200 + 32 = 256 bytes: 7 fit in 2,000.
         var right = new AsyncEnumerableSource<string>(Async(Enumerable.Range(0, 20).Select(i => i.ToString("D100", System.Globalization.CultureInfo.InvariantCulture))), "dim");
 
-        var run = () => Etl.From(new[] { 1 }).Join(right, l => l, r => r.Length, (l, r) => r, maxBuildBytes: 2_000).To(new ListSink<string>(), "joined").RunAsync();
+        var run = () => Etl.From(new[] { 1 }).Join(right, l => l, r => r.Length, (l, r) => r, maxBuildBytes: 2_000, spill: EtlSpill.Off).To(new ListSink<string>(), "joined").RunAsync();
 
         var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
         error.Message.Should().StartWith("ETL job 'joined' stopped: the Join stage would hold 8 rows of its build side 'dim' in about 2,048 bytes, more than its memory budget of 2,000 bytes (maxBuildBytes).");
         error.Stage.Should().Be("Join");
+    }
+
+    [Fact]
+    public async Task Join_InMemory_NullKeyRightRows_DoNotCountTowardTheBuildBudgets()
+    {
+        // 50 right rows of 100 characters have a null key (they match nothing), 3 have a key: only those 3 are held,
+        // well within 10 rows and 2,000 bytes (each row costs 24 + 200 + 32 = 256 bytes).
+        var text = Enumerable.Range(0, 53).Select(i => i.ToString("D100", System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        var right = new AsyncEnumerableSource<string>(Async(text), "dim");
+        var joined = new ListSink<string>();
+
+        await Etl.From(new[] { text[0], text[26], text[52] })
+            .Join(right, l => l, r => int.Parse(r, System.Globalization.CultureInfo.InvariantCulture) % 26 == 0 ? r : null!, (l, r) => r, maxBuildRows: 10, maxBuildBytes: 2_000, spill: EtlSpill.Off)
+            .To(joined, "joined")
+            .RunAsync();
+
+        joined.Rows.Should().Equal(text[0], text[26], text[52]);
     }
 
     [Fact]
@@ -153,7 +170,7 @@ public sealed class StageMemoryTests : IDisposable
         unbounded.SpillFilesAtFirstWrite.Should().Be(0);
         bounded.Rows.Select(o => o.CustomerId).Should().BeInAscendingOrder();
         bounded.Rows.OrderBy(o => o.Id).Should().Equal(orders);
-        Directory.GetFiles(_dir.Path, "patterns-etl-sort-*").Should().BeEmpty();
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty("the run's spill folder goes once the runs are merged");
     }
 
     private static async IAsyncEnumerable<T> Async<T>(IEnumerable<T> rows)
@@ -165,7 +182,7 @@ public sealed class StageMemoryTests : IDisposable
         }
     }
 
-    /// <summary>Counts the sort's spill files when the first batch arrives (they are deleted once merged).</summary>
+    /// <summary>Counts the sort's spill files (in its run's spill folder) when the first batch arrives (they are deleted once merged).</summary>
     private sealed class SpillProbe(string directory) : EtlSink<Order>
     {
         public int? SpillFilesAtFirstWrite { get; private set; }
@@ -180,7 +197,7 @@ public sealed class StageMemoryTests : IDisposable
         {
             public override ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<Order> rows, EtlCommit commit, CancellationToken cancellationToken)
             {
-                probe.SpillFilesAtFirstWrite ??= System.IO.Directory.GetFiles(probe.Folder, "patterns-etl-sort-*").Length;
+                probe.SpillFilesAtFirstWrite ??= System.IO.Directory.GetFiles(probe.Folder, "*.csv", SearchOption.AllDirectories).Length;
                 probe.Rows.AddRange(rows.ToArray());
                 return new(new EtlLoadCounts(rows.Length, 0, 0));
             }

@@ -508,6 +508,39 @@ public sealed class TransportSourceTests
         error.Stage.Should().Be("DistinctBy");
     }
 
+    [Fact]
+    public async Task QueueSource_ThenJoinPastItsBuildBudget_FailsInsteadOfSpilling()
+    {
+        // An int right row costs 4 + 32 bytes: 12 rows hold 432 bytes, past 400; the join would spill, which a queue's rows cannot.
+        var queue = "join-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var i = 1; i <= 5; i++)
+        {
+            await sender.SendAsync(queue, new Reading(i, i));
+        }
+
+        var right = new AsyncEnumerableSource<int>(Ints(100), "right");
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue)
+            .Join(right, r => r.Id, i => i, (r, i) => r, maxBuildBytes: 400)
+            .To(new RecordingSink(failOnBatch: null), "joined")
+            .RunAsync().WaitAsync(Wait);
+
+        var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
+        error.Message.Should().StartWith("ETL job 'joined' stopped: the Join stage would hold 12 rows of its build side 'right' in about 432 bytes, more than its memory budget of 400 bytes (maxBuildBytes). A queue or subscription source cannot spill");
+        error.Stage.Should().Be("Join");
+
+#pragma warning disable CS1998 // An iterator over a range.
+        static async IAsyncEnumerable<int> Ints(int count)
+#pragma warning restore CS1998
+        {
+            for (var i = 0; i < count; i++)
+            {
+                yield return i;
+            }
+        }
+    }
+
     private static async Task<IHost> StartAsync(string queue, bool rabbitMq = false, Func<MessageTransport, MessageTransport>? wrap = null)
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });

@@ -22,6 +22,98 @@ internal abstract class EtlHoldingState<TRow, TKey, TOut>
     public abstract IEnumerable<(long Ordinal, TOut Value)> Drain();
 }
 
+/// <summary>Which spill partition a key goes to: the same for equal keys, with a different spread at each depth of splitting.</summary>
+internal static class EtlSpillHash
+{
+    public static int Partition<TKey>(TKey key, IEqualityComparer<TKey> comparer, int depth, int partitions)
+    {
+        ulong hash;
+        if (key is null)
+        {
+            hash = 0;
+        }
+        else if (!WholeBits(key, comparer, out hash))
+        {
+            hash = (uint)comparer.GetHashCode(key);
+        }
+
+        return (int)(Mix(hash, depth) % (uint)partitions);
+    }
+
+    /// <summary>
+    /// The 64 bits of a key whose own hash code folds its two halves together with XOR (<c>long</c>, <c>ulong</c>,
+    /// <c>DateTime</c>, <c>TimeSpan</c>, <c>DateTimeOffset</c>, and each of them nullable): every such key with equal halves hashes to 0, so they
+    /// would all go to one partition at every depth. Only under the default comparer, where equal keys have equal bits.
+    /// </summary>
+    private static bool WholeBits<TKey>(TKey key, IEqualityComparer<TKey> comparer, out ulong bits)
+    {
+        bits = 0;
+        if (!typeof(TKey).IsValueType || !ReferenceEquals(comparer, EqualityComparer<TKey>.Default))
+        {
+            return false;
+        }
+
+        // Each test is a constant for a value type: the JIT keeps only the one that matches, without boxing.
+        if (typeof(TKey) == typeof(long))
+        {
+            bits = (ulong)(long)(object)key!;
+        }
+        else if (typeof(TKey) == typeof(ulong))
+        {
+            bits = (ulong)(object)key!;
+        }
+        else if (typeof(TKey) == typeof(DateTime))
+        {
+            // DateTime equality compares ticks only (not the kind).
+            bits = (ulong)((DateTime)(object)key!).Ticks;
+        }
+        else if (typeof(TKey) == typeof(TimeSpan))
+        {
+            bits = (ulong)((TimeSpan)(object)key!).Ticks;
+        }
+        else if (typeof(TKey) == typeof(DateTimeOffset))
+        {
+            // DateTimeOffset equality compares the instant (UTC ticks), not the offset.
+            bits = (ulong)((DateTimeOffset)(object)key!).UtcTicks;
+        }
+        else if (Nullable.GetUnderlyingType(typeof(TKey)) is not null)
+        {
+            // A Nullable<T> key: the caller handles null, so it holds a value, and it boxes as that value.
+            return NullableBits(key!, out bits);
+        }
+        else
+        {
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>The 64 bits of a nullable key's value (boxed as the value itself), when its type is one <see cref="WholeBits"/> handles.</summary>
+    private static bool NullableBits(object value, out ulong bits)
+    {
+        bits = value switch
+        {
+            long v => (ulong)v,
+            ulong v => v,
+            DateTime v => (ulong)v.Ticks,
+            TimeSpan v => (ulong)v.Ticks,
+            DateTimeOffset v => (ulong)v.UtcTicks,
+            _ => 0,
+        };
+        return value is long or ulong or DateTime or TimeSpan or DateTimeOffset;
+    }
+
+    /// <summary>Spreads every bit of <paramref name="hash"/> over the result, differently at each depth (a SplitMix64 step).</summary>
+    private static ulong Mix(ulong hash, int depth)
+    {
+        var x = hash + (0x9E3779B97F4A7C15UL * (ulong)(depth + 1));
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9UL;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBUL;
+        return x ^ (x >> 31);
+    }
+}
+
 /// <summary>
 /// Hybrid hash spilling for the holding stages. One pass keeps what fits in its budget; once the state is over it,
 /// rows of keys already held still go to it, and rows of other keys are written to one of a few partition files by a
@@ -70,13 +162,13 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
                 return;
             }
 
-            var index = (int)((uint)HashCode.Combine(k is null ? 0 : owner._comparer.GetHashCode(k), depth) % (uint)_partitions!.Length);
+            var index = EtlSpillHash.Partition(k, owner._comparer, depth, _partitions!.Length);
             var writer = _partitions[index] ??= owner._session.Create(owner._rowType.Value);
             writer.Write(ordinal, row);
         }
 
-        /// <summary>What this pass holds, then the outputs of its partitions, by ordinal.</summary>
-        public IEnumerable<(long Ordinal, TOut Value)> Complete()
+        /// <summary>What this pass holds, then the outputs of its partitions, by ordinal; stops at the next row read back once <paramref name="cancellationToken"/> is cancelled.</summary>
+        public IEnumerable<(long Ordinal, TOut Value)> Complete(CancellationToken cancellationToken)
         {
             foreach (var output in _state.Drain())
             {
@@ -115,7 +207,7 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
             {
                 var pass = new Pass(owner, depth + 1);
                 using var writer = owner._session.Create(owner._outType.Value);
-                foreach (var (ordinal, row) in owner._session.Read(file, owner._rowType.Value))
+                foreach (var (ordinal, row) in owner._session.Read(file, owner._rowType.Value, cancellationToken: cancellationToken))
                 {
                     pass.Add(ordinal, row, emitted);
                     foreach (var (o, value) in emitted)
@@ -126,7 +218,7 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
                     emitted.Clear();
                 }
 
-                foreach (var (o, value) in pass.Complete())
+                foreach (var (o, value) in pass.Complete(cancellationToken))
                 {
                     writer.Write(o, value);
                 }
@@ -134,7 +226,7 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
                 results.Add(writer.Path);
             }
 
-            foreach (var output in owner._session.Merge(results, owner._outType.Value))
+            foreach (var output in owner._session.Merge(results, owner._outType.Value, cancellationToken))
             {
                 yield return output;
             }
@@ -277,15 +369,17 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
     private readonly EtlHashSpill<T, TKey, T>.Pass _pass;
     private readonly List<(long Ordinal, T Value)> _output = new(1);
     private readonly long _budget;
+    private readonly CancellationToken _cancellationToken;
     private EtlDistinctState<T, TKey>? _top;
     private long _ordinal;
     private bool _spilling;
     private bool _completed;
 
-    public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill)
+    public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill, CancellationToken cancellationToken)
         : base(next)
     {
         _run = run;
+        _cancellationToken = cancellationToken;
         _budget = budget;
         _session = new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill);
         var engine = new EtlHashSpill<T, TKey, T>(_session, key, comparer ?? EqualityComparer<TKey>.Default, () =>
@@ -330,12 +424,21 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
             if (final && !_completed)
             {
                 _completed = true;
-                foreach (var (_, row) in _pass.Complete())
+                try
                 {
-                    await Next.OnNextAsync(row).ConfigureAwait(false);
+                    foreach (var (_, row) in _pass.Complete(_cancellationToken))
+                    {
+                        await Next.OnNextAsync(row).ConfigureAwait(false);
 
-                    // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
-                    _run.SourceRowDone?.Invoke();
+                        // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
+                        _run.SourceRowDone?.Invoke();
+                    }
+                }
+                catch (OperationCanceledException) when (_cancellationToken.IsCancellationRequested)
+                {
+                    // A graceful stop, as while the source is read: the rows that left are loaded, the rest are not, and
+                    // the run ends Stopped (its bookmark stays where the last commit before the spill left it).
+                    final = false;
                 }
             }
         }

@@ -77,9 +77,9 @@ public sealed class EtlMemoryBudgetExceededException : InvalidOperationException
     {
     }
 
-    /// <summary>Gets the stage that ran out of budget: <c>DistinctBy</c>, <c>Aggregate</c> or <c>Join</c>.</summary>
+    /// <summary>Gets the stage that ran out of budget: <c>DistinctBy</c>, <c>Aggregate</c>, <c>OrderBy</c> or <c>Join</c>.</summary>
     public string Stage { get; init; } = string.Empty;
 
-    /// <summary>Gets the stage's budget in bytes.</summary>
+    /// <summary>Gets the stage's budget in bytes (0 for a sort bounded in rows only).</summary>
     public long MaxBytes { get; init; }
 }

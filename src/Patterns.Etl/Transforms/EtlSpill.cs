@@ -7,9 +7,10 @@ using System.Text.Json.Serialization.Metadata;
 namespace Patterns.Etl;
 
 /// <summary>
-/// How a holding stage (<c>DistinctBy</c>, <c>Aggregate</c>) goes on past its byte budget: it spills rows to temporary
-/// files, partitioned by a hash of their key, and finishes each partition after the source ends. Rows are written with
-/// System.Text.Json.
+/// How a holding stage (<c>DistinctBy</c>, <c>Aggregate</c>, <c>OrderBy</c>, a join's build side) goes on past its
+/// budget: it spills rows to temporary files in a folder of the run's own, and finishes them after the source ends.
+/// <c>DistinctBy</c>, <c>Aggregate</c> and the join partition rows by a hash of their key and write them with
+/// System.Text.Json; <c>OrderBy</c> writes sorted runs through its schema.
 /// </summary>
 public sealed class EtlSpill
 {
@@ -91,7 +92,7 @@ public sealed class EtlSpillException : InvalidOperationException
     {
     }
 
-    /// <summary>Gets the stage that spilled: <c>DistinctBy</c> or <c>Aggregate</c>.</summary>
+    /// <summary>Gets the stage that spilled: <c>DistinctBy</c>, <c>Aggregate</c> or <c>Join</c>.</summary>
     public string Stage { get; init; } = string.Empty;
 
     /// <summary>Gets the type that could not be written or read.</summary>
@@ -110,7 +111,13 @@ internal sealed class EtlSpillSession : IDisposable
     private const string LockName = "lock";
     private const string Prefix = "patterns-etl-spill-";
 
-    /// <summary>A folder without a lock file may be one a live run is making: it is swept only past this age.</summary>
+    /// <summary>
+    /// A folder is made under its name with this suffix, and renamed once its lock file is held: on Unix, .NET opens a
+    /// file and locks it in two steps, and a sweep in between would find the lock free and delete a live folder.
+    /// </summary>
+    internal const string CreatingSuffix = ".creating";
+
+    /// <summary>A folder without a lock file, or still being made, may be one a live run is making: it is swept only past this age.</summary>
     private static readonly TimeSpan UnlockedAge = TimeSpan.FromHours(1);
 
     private readonly HashSet<IDisposable> _open = [];
@@ -151,19 +158,64 @@ internal sealed class EtlSpillSession : IDisposable
 
     public EtlSpillWriter<TValue> Create<TValue>(JsonTypeInfo<TValue> type)
     {
-        if (!_created)
-        {
-            Directory.CreateDirectory(_directory);
-            _created = true;
-            _lock = new FileStream(Path.Combine(_directory, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
-            Sweep(Path.GetDirectoryName(_directory)!);
-        }
-
-        var file = Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + ".spill");
-        var writer = new EtlSpillWriter<TValue>(this, file, type);
+        var writer = new EtlSpillWriter<TValue>(this, NewFile(".spill"), type);
         _open.Add(writer);
         return writer;
     }
+
+    /// <summary>
+    /// The path of a new file in the session's folder, made (with its lock file, after sweeping the folders crashed runs
+    /// left beside it) on the first call. The caller creates the file; one it keeps open goes to <see cref="Opened"/>.
+    /// </summary>
+    public string NewFile(string extension)
+    {
+        if (!_created)
+        {
+            CreateLocked();
+            _created = true;
+            Sweep(Path.GetDirectoryName(_directory)!);
+        }
+
+        return Path.Combine(_directory, (_next++).ToString(CultureInfo.InvariantCulture) + extension);
+    }
+
+    /// <summary>Makes the session's folder with its lock file held: the folder appears under its swept name only once it is.</summary>
+    private void CreateLocked()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            // Windows takes the share mode as it opens the file, and a folder with a file open in it cannot be renamed.
+            Directory.CreateDirectory(_directory);
+            _lock = new FileStream(Path.Combine(_directory, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            return;
+        }
+
+        var creating = _directory + CreatingSuffix;
+        Directory.CreateDirectory(creating);
+        try
+        {
+            _lock = new FileStream(Path.Combine(creating, LockName), FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            Directory.Move(creating, _directory);
+        }
+        catch
+        {
+            _lock?.Dispose();
+            _lock = null;
+            try
+            {
+                Directory.Delete(creating, recursive: true);
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                // Left for a later sweep, once it is an hour old.
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>A file of the session's folder is open: the session closes it, if it is still open, before it deletes the folder.</summary>
+    public void Opened(IDisposable file) => _open.Add(file);
 
     /// <summary>
     /// Deletes the spill folders under <paramref name="root"/> that no run holds: left by a process that was killed, so
@@ -190,6 +242,12 @@ internal sealed class EtlSpillSession : IDisposable
 
             try
             {
+                // A folder still being made is another run's until it is an hour old: its lock may not be held yet.
+                if (folder.EndsWith(CreatingSuffix, StringComparison.Ordinal) && DateTime.UtcNow - Directory.GetLastWriteTimeUtc(folder) < UnlockedAge)
+                {
+                    continue;
+                }
+
                 var lockFile = Path.Combine(folder, LockName);
                 if (File.Exists(lockFile))
                 {
@@ -210,11 +268,15 @@ internal sealed class EtlSpillSession : IDisposable
         }
     }
 
-    /// <summary>A writer was closed: the session no longer closes it.</summary>
-    public void Closed(IDisposable writer) => _open.Remove(writer);
+    /// <summary>A writer or reader was closed: the session no longer closes it.</summary>
+    public void Closed(IDisposable file) => _open.Remove(file);
 
-    /// <summary>Reads a spill file's records back, in the order written, and deletes the file once read.</summary>
-    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type)
+    /// <summary>
+    /// Reads a spill file's records back, in the order written, and deletes the file once read (unless
+    /// <paramref name="delete"/> is false: it is read again). Stops with <see cref="OperationCanceledException"/> at the
+    /// next record once <paramref name="cancellationToken"/> is cancelled.
+    /// </summary>
+    public IEnumerable<(long Ordinal, TValue Value)> Read<TValue>(string file, JsonTypeInfo<TValue> type, bool delete = true, CancellationToken cancellationToken = default)
     {
         var buffer = ArrayPool<byte>.Shared.Rent(4096);
         try
@@ -224,6 +286,7 @@ internal sealed class EtlSpillSession : IDisposable
                 var stream = reader.BaseStream;
                 while (stream.Position < stream.Length)
                 {
+                    cancellationToken.ThrowIfCancellationRequested();
                     var ordinal = reader.ReadInt64();
                     var length = reader.ReadInt32();
                     if (buffer.Length < length)
@@ -247,7 +310,10 @@ internal sealed class EtlSpillSession : IDisposable
                 }
             }
 
-            File.Delete(file);
+            if (delete)
+            {
+                File.Delete(file);
+            }
         }
         finally
         {
@@ -256,11 +322,11 @@ internal sealed class EtlSpillSession : IDisposable
     }
 
     /// <summary>Merges files each sorted by ordinal into one sequence sorted by ordinal.</summary>
-    public IEnumerable<(long Ordinal, TValue Value)> Merge<TValue>(IReadOnlyList<string> files, JsonTypeInfo<TValue> type)
+    public IEnumerable<(long Ordinal, TValue Value)> Merge<TValue>(IReadOnlyList<string> files, JsonTypeInfo<TValue> type, CancellationToken cancellationToken)
     {
         if (files.Count == 1)
         {
-            foreach (var record in Read(files[0], type))
+            foreach (var record in Read(files[0], type, cancellationToken: cancellationToken))
             {
                 yield return record;
             }
@@ -274,7 +340,7 @@ internal sealed class EtlSpillSession : IDisposable
             var queue = new PriorityQueue<int, long>(files.Count);
             foreach (var file in files)
             {
-                var reader = Read(file, type).GetEnumerator();
+                var reader = Read(file, type, cancellationToken: cancellationToken).GetEnumerator();
                 readers.Add(reader);
                 if (reader.MoveNext())
                 {
@@ -332,17 +398,34 @@ internal sealed class EtlSpillSession : IDisposable
         }
 
         _open.Clear();
-        _lock?.Dispose();
-        _lock = null;
         if (!_created)
         {
+            _lock?.Dispose();
+            _lock = null;
             return;
         }
 
         _created = false;
+        var lockFile = Path.Combine(_directory, LockName);
         try
         {
-            Directory.Delete(_directory, recursive: true);
+            // The files go first, while the lock is held: a sweep leaves the folder alone until the lock is released.
+            foreach (var entry in Directory.EnumerateFileSystemEntries(_directory).ToList())
+            {
+                if (string.Equals(entry, lockFile, StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                if (Directory.Exists(entry))
+                {
+                    Directory.Delete(entry, recursive: true);
+                }
+                else
+                {
+                    File.Delete(entry);
+                }
+            }
         }
         catch (DirectoryNotFoundException)
         {
@@ -351,6 +434,22 @@ internal sealed class EtlSpillSession : IDisposable
         {
             // Cleanup does not replace the run's outcome: the folder is left for a later spill's sweep.
             EtlLog.SpillCleanupFailed(_run.Logger, ex, _run.Job, _directory);
+        }
+        finally
+        {
+            _lock?.Dispose();
+            _lock = null;
+        }
+
+        try
+        {
+            // Only the lock file is left. A sweep may take it now and delete the folder first: either way it goes.
+            File.Delete(lockFile);
+            Directory.Delete(_directory);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // A sweep is deleting it, or it is left, empty but for its free lock file, for a later sweep.
         }
     }
 }

@@ -5,46 +5,54 @@ namespace Patterns.Etl;
 
 /// <summary>
 /// Sorts rows within a memory budget: up to the budget they are sorted in memory; each full run is written sorted to a
-/// temporary CSV file (through the schema), and the runs are merged with a priority queue as they are read back. The
-/// budget is in rows, and optionally in bytes (rows measured by the schema's estimate): the run spills at either.
+/// CSV file (through the schema) in the run's spill folder (<see cref="EtlSpillSession"/>: a folder of its own, with a
+/// lock file, swept by a later run if this process dies), and the runs are merged with a priority queue as they are
+/// read back. The budget is in rows, and optionally in bytes (rows measured by the schema's estimate): the run spills at
+/// either, or, when <paramref name="exceeded"/> is given (spilling is off), fails with what it returns. The sort is
+/// stable: rows with equal keys leave in their input order. In memory, ties are broken on each row's input sequence
+/// number; runs are written in input order, so in the merge, ties are broken on the run's index (the in-memory run last).
 /// </summary>
-internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, long? budgetBytes, string directory) : IDisposable
+internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey> comparer, EtlSchema<T> schema, int budget, long? budgetBytes, EtlSpillSession session, Func<int, long, Exception>? exceeded) : IDisposable
 {
-
-    private readonly List<(TKey Key, T Row)> _buffer = [];
+    private readonly List<(TKey Key, long Sequence, T Row)> _buffer = [];
     private readonly List<string> _spills = [];
-    private readonly Comparison<(TKey Key, T Row)> _compare = (a, b) => comparer.Compare(a.Key, b.Key);
+    private readonly Comparison<(TKey Key, long Sequence, T Row)> _compare = (a, b) => comparer.Compare(a.Key, b.Key) is var c and not 0 ? c : a.Sequence.CompareTo(b.Sequence);
     private long _bytes;
+    private long _sequence;
 
     /// <summary>Gets the number of runs spilled to disk.</summary>
     public int Spills => _spills.Count;
 
     public void Add(T row)
     {
-        _buffer.Add((key(row), row));
-        if (budgetBytes is { } bytes)
+        _buffer.Add((key(row), _sequence++, row));
+        if (budgetBytes is not null)
         {
             _bytes += EtlMemory.EntryOverhead + schema.EstimateSize(row);
-            if (_bytes >= bytes)
-            {
-                Spill();
-                return;
-            }
         }
 
-        if (_buffer.Count >= budget)
+        if (exceeded is not null)
+        {
+            // Not spilling: the rows fail the run only once they pass the budget, not when they reach it.
+            if (_buffer.Count > budget || _bytes > budgetBytes)
+            {
+                throw exceeded(_buffer.Count, _bytes);
+            }
+        }
+        else if (_buffer.Count >= budget || _bytes >= budgetBytes)
         {
             Spill();
         }
     }
 
-    /// <summary>The sorted rows; spill files are deleted when the enumeration ends (or the sorter is disposed).</summary>
-    public IEnumerable<T> Sorted()
+    /// <summary>The sorted rows; spill files are deleted when the enumeration ends (or the run does).</summary>
+    public IEnumerable<T> Sorted(CancellationToken cancellationToken)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         _buffer.Sort(_compare);
         if (_spills.Count == 0)
         {
-            foreach (var (_, row) in _buffer)
+            foreach (var (_, _, row) in _buffer)
             {
                 yield return row;
             }
@@ -55,15 +63,17 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         var readers = new List<SpillReader>();
         try
         {
-            var queue = new PriorityQueue<int, TKey>(comparer);
+            // Equal keys leave from the earliest run first: runs hold consecutive stretches of the input, in order.
+            var queue = new PriorityQueue<int, (TKey Key, int Source)>(Comparer<(TKey Key, int Source)>.Create((a, b) => comparer.Compare(a.Key, b.Key) is var c and not 0 ? c : a.Source.CompareTo(b.Source)));
             var memory = 0;
             foreach (var file in _spills)
             {
                 var reader = new SpillReader(file, schema);
+                session.Opened(reader);
                 readers.Add(reader);
                 if (reader.MoveNext())
                 {
-                    queue.Enqueue(readers.Count - 1, key(reader.Current));
+                    queue.Enqueue(readers.Count - 1, (key(reader.Current), readers.Count - 1));
                 }
             }
 
@@ -71,17 +81,18 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
             var memoryIndex = readers.Count;
             if (_buffer.Count > 0)
             {
-                queue.Enqueue(memoryIndex, _buffer[0].Key);
+                queue.Enqueue(memoryIndex, (_buffer[0].Key, memoryIndex));
             }
 
             while (queue.TryDequeue(out var source, out _))
             {
+                cancellationToken.ThrowIfCancellationRequested();
                 if (source == memoryIndex)
                 {
                     yield return _buffer[memory++].Row;
                     if (memory < _buffer.Count)
                     {
-                        queue.Enqueue(memoryIndex, _buffer[memory].Key);
+                        queue.Enqueue(memoryIndex, (_buffer[memory].Key, memoryIndex));
                     }
                 }
                 else
@@ -90,7 +101,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
                     yield return reader.Current;
                     if (reader.MoveNext())
                     {
-                        queue.Enqueue(source, key(reader.Current));
+                        queue.Enqueue(source, (key(reader.Current), source));
                     }
                 }
             }
@@ -99,6 +110,7 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         {
             foreach (var reader in readers)
             {
+                session.Closed(reader);
                 reader.Dispose();
             }
 
@@ -106,23 +118,21 @@ internal sealed class ExternalSorter<T, TKey>(Func<T, TKey> key, IComparer<TKey>
         }
     }
 
+    /// <summary>Deletes the spill folder (closing what is open in it) and drops the in-memory run.</summary>
     public void Dispose()
     {
-        foreach (var file in _spills)
-        {
-            File.Delete(file);
-        }
-
         _spills.Clear();
+        _buffer.Clear();
+        session.Dispose();
     }
 
     private void Spill()
     {
         _buffer.Sort(_compare);
-        var file = Path.Combine(directory, $"patterns-etl-sort-{Guid.NewGuid():N}.csv");
+        var file = session.NewFile(".csv");
         using (var writer = new CsvRowWriter<T>(new FileStream(file, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16), schema, ','))
         {
-            foreach (var (_, row) in _buffer)
+            foreach (var (_, _, row) in _buffer)
             {
                 writer.Write(row);
             }
