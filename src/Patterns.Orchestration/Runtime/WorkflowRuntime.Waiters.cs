@@ -24,8 +24,13 @@ internal sealed partial class WorkflowRuntime
         var waiters = AddCloseWaiter(instanceId, waiter);
         try
         {
-            // Registered before reading, so an end committed in between is not missed.
-            var record = await ReadRecordAsync(instanceId).ConfigureAwait(false);
+            // Registered before reading, so an end committed in between is not missed. An instance that runs here and has
+            // not ended needs no read: its end is committed by this process, which then completes the waiter (the fence
+            // orders the registration before the look at the slot, as NotifyClosed's orders clearing it before its look
+            // at the waiters). A store read per wait was a round trip per workflow on a durable store.
+            Interlocked.MemoryBarrier();
+            var live = _slots.TryGetValue(instanceId, out var slot) && slot.Executor is { Final: null } && Owns(instanceId);
+            var record = live ? null : await ReadRecordAsync(instanceId).ConfigureAwait(false);
             if (record is not null && (record.ClosedAt is not null || record.Status == WorkflowStatus.Faulted))
             {
                 return record;
