@@ -116,6 +116,40 @@ public sealed class UnitOfWorkTests : PostgresTestBase
         (await store.AppendAsync("m-after", ExpectedVersion.NoStream, [TestEvents.One()])).FirstPosition.Should().Be(head + 9, "the refused unit took no position");
     }
 
+    /// <summary>
+    /// A unit's document changes go as one upsert and one delete statement: a document changed more than once ends as its
+    /// last change left it, as applying them one by one would; an exact retry of an append in the same unit still resolves.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_UnitChangingDocumentsSeveralTimes_LeavesEachAsItsLastChange()
+    {
+        var store = CreateSut();
+        static byte[] Doc(string text) => Encoding.UTF8.GetBytes($"{{\"v\":\"{text}\"}}");
+        await store.CommitAsync(new UnitOfWork().Upsert("docs", "kept", Doc("old")).Upsert("docs", "removed", Doc("old")).Upsert("docs", "back", Doc("old")));
+        var events = TestEvents.Many(2);
+        var original = await store.AppendAsync("d-existing", ExpectedVersion.NoStream, events);
+        var lease = await store.TryAcquireLeaseAsync("d-owner", "process-a", TimeSpan.FromMinutes(1));
+
+        var result = await store.CommitAsync(new UnitOfWork()
+            .RequireLease(lease!)
+            .Upsert("docs", "kept", Doc("first"))
+            .Delete("docs", "removed")
+            .Upsert("docs", "kept", Doc("second"))
+            .Delete("docs", "back")
+            .Upsert("docs", "back", Doc("again"))
+            .Upsert("docs", "fleeting", Doc("never"))
+            .Delete("docs", "fleeting")
+            .Upsert("other", "kept", Doc("other"))
+            .Append("d-existing", ExpectedVersion.NoStream, events));
+
+        result.Appends[0].Should().Be(original, "the exact retry is resolved after the documents and the savepoint ran in one batch");
+        Encoding.UTF8.GetString((await store.GetAsync("docs", "kept"))!).Should().Be("{\"v\":\"second\"}");
+        (await store.GetAsync("docs", "removed")).Should().BeNull();
+        Encoding.UTF8.GetString((await store.GetAsync("docs", "back"))!).Should().Be("{\"v\":\"again\"}");
+        (await store.GetAsync("docs", "fleeting")).Should().BeNull();
+        Encoding.UTF8.GetString((await store.GetAsync("other", "kept"))!).Should().Be("{\"v\":\"other\"}");
+    }
+
     [Fact]
     public async Task CommitAsync_HundredUnitsNeedingSavepointsQueued_CommitInTransactionsOfAtMost32InQueueOrder()
     {
