@@ -25,6 +25,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private readonly IUnitOfWorkStorage _units;
     private readonly CommitGroup _group;
     private readonly IDocumentStorage _documents;
+    private readonly DocumentReader _records;
     private readonly IMessageSerializer _serializer;
     private readonly MessageBus _bus;
     private readonly TimeProvider _time;
@@ -52,6 +53,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _units = units;
         _group = new CommitGroup(units, 512, OwnCommitted);
         _documents = documents;
+        _records = new DocumentReader(documents, InstanceRecord.Collection, maxInFlight: 4);
         _serializer = serializer;
         _bus = bus;
         _time = time;
@@ -426,7 +428,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
     internal async ValueTask<InstanceRecord?> ReadRecordAsync(string instanceId)
     {
-        var bytes = await _documents.GetAsync(InstanceRecord.Collection, instanceId, _stopping.Token).ConfigureAwait(false);
+        var bytes = await _records.ReadAsync(instanceId, _stopping.Token).ConfigureAwait(false);
         return bytes is null ? null : JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord);
     }
 
