@@ -43,7 +43,8 @@ internal sealed partial class WorkflowRuntime
                 return await PollForEndAsync(instanceId, waiter.Task, cancellationToken).ConfigureAwait(false);
             }
 
-            if (record is null && !_slots.ContainsKey(instanceId))
+            // An instance seen running here exists even if it has ended and left the map since: its end completes the waiter.
+            if (!live && record is null && !_slots.ContainsKey(instanceId))
             {
                 throw new WorkflowNotFoundException(instanceId);
             }

@@ -70,6 +70,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
     public OrchestrationOptions Options { get; }
 
+    /// <summary>Raised when an instance that ended or went idle leaves this process's instance map (tests wait on it instead of sleeping).</summary>
+    public event Action<string>? SlotRemoved;
+
     /// <summary>Raised after each committed workflow task with its events (tests wait on it instead of sleeping).</summary>
     public event Action<string, IReadOnlyList<HistoryEvent>>? Committed;
 
@@ -147,9 +150,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
         }
 
-        if (slot.Executor is null or { Final: not null } && slot.IsIdle)
+        if (slot.Executor is null or { Final: not null } && slot.IsIdle && _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot)))
         {
-            _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
+            SlotRemoved?.Invoke(slot.InstanceId);
         }
     }
 
