@@ -13,11 +13,11 @@ public sealed class DocumentReaderTests
         var store = new GatedDocuments();
         store.Documents["a"] = Encoding.UTF8.GetBytes("A");
         store.Documents["c"] = Encoding.UTF8.GetBytes("C");
-        var reader = new DocumentReader(store, "records", maxInFlight: 2);
+        var reader = new DocumentReader(store, "records", maxInFlight: 2, CancellationToken.None);
 
-        var first = reader.ReadAsync("a", CancellationToken.None);
-        var second = reader.ReadAsync("b", CancellationToken.None);
-        var waiting = new[] { reader.ReadAsync("c", CancellationToken.None), reader.ReadAsync("d", CancellationToken.None), reader.ReadAsync("c", CancellationToken.None) };
+        var first = reader.ReadAsync("a");
+        var second = reader.ReadAsync("b");
+        var waiting = new[] { reader.ReadAsync("c"), reader.ReadAsync("d"), reader.ReadAsync("c") };
 
         store.Singles.Should().Equal("a", "b");
         store.Batches.Should().BeEmpty("two reads are in flight");
@@ -33,7 +33,7 @@ public sealed class DocumentReaderTests
         store.Singles.Should().Equal("a", "b");
 
         // Nothing in flight any more: the next read goes alone at once.
-        (await reader.ReadAsync("d", CancellationToken.None).WaitAsync(TestHost.Wait)).Should().BeNull();
+        (await reader.ReadAsync("d").WaitAsync(TestHost.Wait)).Should().BeNull();
         store.Singles.Should().Equal("a", "b", "d");
     }
 
@@ -41,16 +41,55 @@ public sealed class DocumentReaderTests
     public async Task ABatchThatFails_FailsEachOfItsReads_AndFreesItsPlace()
     {
         var store = new GatedDocuments { FailBatches = true };
-        var reader = new DocumentReader(store, "records", maxInFlight: 1);
+        var reader = new DocumentReader(store, "records", maxInFlight: 1, CancellationToken.None);
 
-        var first = reader.ReadAsync("a", CancellationToken.None);
-        var waiting = reader.ReadAsync("b", CancellationToken.None);
+        var first = reader.ReadAsync("a");
+        var waiting = reader.ReadAsync("b");
         store.Gate.TrySetResult();
         await first.WaitAsync(TestHost.Wait);
 
         await waiting.Invoking(t => t.WaitAsync(TestHost.Wait)).Should().ThrowAsync<InvalidOperationException>();
-        (await reader.ReadAsync("c", CancellationToken.None).WaitAsync(TestHost.Wait)).Should().BeNull();
+        (await reader.ReadAsync("c").WaitAsync(TestHost.Wait)).Should().BeNull();
         store.Singles.Should().Equal("a", "c");
+    }
+
+    [Fact]
+    public async Task ABatchThatFailsOnOneId_ReadsEachIdAgain_AndFailsOnlyThatRead()
+    {
+        var store = new GatedDocuments { BadId = "bad" };
+        store.Documents["b"] = Encoding.UTF8.GetBytes("B");
+        store.Documents["c"] = Encoding.UTF8.GetBytes("C");
+        var reader = new DocumentReader(store, "records", maxInFlight: 1, CancellationToken.None);
+
+        var first = reader.ReadAsync("a");
+        var b = reader.ReadAsync("b");
+        var bad = reader.ReadAsync("bad");
+        var c = reader.ReadAsync("c");
+        store.Gate.TrySetResult();
+        await first.WaitAsync(TestHost.Wait);
+
+        Encoding.UTF8.GetString((await b.WaitAsync(TestHost.Wait))!).Should().Be("B");
+        Encoding.UTF8.GetString((await c.WaitAsync(TestHost.Wait))!).Should().Be("C");
+        await bad.Invoking(t => t.WaitAsync(TestHost.Wait)).Should().ThrowAsync<ArgumentException>();
+        store.Batches.Should().ContainSingle().Which.Should().BeEquivalentTo(new[] { "b", "bad", "c" });
+        (await reader.ReadAsync("d").WaitAsync(TestHost.Wait)).Should().BeNull("the place is free again");
+    }
+
+    [Fact]
+    public async Task ReadsThatWait_GoInBatchesOfAtMostTheLimit_UnderTheReadersToken()
+    {
+        using var stopping = new CancellationTokenSource();
+        var store = new GatedDocuments();
+        var reader = new DocumentReader(store, "records", maxInFlight: 1, stopping.Token);
+
+        var first = reader.ReadAsync("first");
+        var waiting = Enumerable.Range(0, DocumentReader.MaxBatch + 44).Select(i => reader.ReadAsync($"id-{i}")).ToArray();
+        store.Gate.TrySetResult();
+        await first.WaitAsync(TestHost.Wait);
+        await Task.WhenAll(waiting).WaitAsync(TestHost.Wait);
+
+        store.Batches.Select(batch => batch.Length).Should().Equal(DocumentReader.MaxBatch, 44);
+        store.Tokens.Should().HaveCount(3).And.OnlyContain(token => token == stopping.Token);
     }
 
     private sealed class GatedDocuments : IDocumentStorage
@@ -65,14 +104,24 @@ public sealed class DocumentReaderTests
 
         public bool FailBatches { get; init; }
 
+        public string? BadId { get; init; }
+
+        public List<CancellationToken> Tokens { get; } = [];
+
         public async ValueTask<byte[]?> GetAsync(string collection, string id, CancellationToken cancellationToken = default)
         {
             lock (Singles)
             {
                 Singles.Add(id);
+                Tokens.Add(cancellationToken);
             }
 
             await Gate.Task.ConfigureAwait(false);
+            if (id == BadId)
+            {
+                throw new ArgumentException("the store refuses this id", nameof(id));
+            }
+
             return Documents.GetValueOrDefault(id);
         }
 
@@ -81,6 +130,12 @@ public sealed class DocumentReaderTests
             lock (Singles)
             {
                 Batches.Add([.. ids]);
+                Tokens.Add(cancellationToken);
+            }
+
+            if (BadId is not null && ids.Contains(BadId))
+            {
+                throw new ArgumentException("the store refuses this id", nameof(ids));
             }
 
             if (FailBatches)

@@ -53,7 +53,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _units = units;
         _group = new CommitGroup(units, 512, OwnCommitted);
         _documents = documents;
-        _records = new DocumentReader(documents, InstanceRecord.Collection, maxInFlight: 4);
+        _records = new DocumentReader(documents, InstanceRecord.Collection, maxInFlight: 4, _stopping.Token);
         _serializer = serializer;
         _bus = bus;
         _time = time;
@@ -431,7 +431,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
     internal async ValueTask<InstanceRecord?> ReadRecordAsync(string instanceId)
     {
-        var bytes = await _records.ReadAsync(instanceId, _stopping.Token).ConfigureAwait(false);
+        var bytes = await _records.ReadAsync(instanceId).ConfigureAwait(false);
         return bytes is null ? null : JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord);
     }
 
