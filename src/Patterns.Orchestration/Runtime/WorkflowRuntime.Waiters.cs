@@ -27,9 +27,12 @@ internal sealed partial class WorkflowRuntime
             // Registered before reading, so an end committed in between is not missed. An instance that runs here and has
             // not ended needs no read: its end is committed by this process, which then completes the waiter (the fence
             // orders the registration before the look at the slot, as NotifyClosed's orders clearing it before its look
-            // at the waiters). A store read per wait was a round trip per workflow on a durable store.
+            // at the waiters). A store read per wait was a round trip per workflow on a durable store. Only where no other
+            // process can end it: with exclusive ownership (an end elsewhere is pushed through the store, and polled), or
+            // on the in-memory store; without exclusive ownership on a shared store, another process may have ended the
+            // instance while this one still holds it running, and nothing would tell this one.
             Interlocked.MemoryBarrier();
-            var live = _slots.TryGetValue(instanceId, out var slot) && slot.Executor is { Final: null } && Owns(instanceId);
+            var live = (ExclusiveOwnership || _singleProcess) && _slots.TryGetValue(instanceId, out var slot) && slot.Executor is { Final: null } && Owns(instanceId);
             var record = live ? null : await ReadRecordAsync(instanceId).ConfigureAwait(false);
             if (record is not null && (record.ClosedAt is not null || record.Status == WorkflowStatus.Faulted))
             {

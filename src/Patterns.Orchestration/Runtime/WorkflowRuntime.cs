@@ -26,6 +26,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private readonly CommitGroup _group;
     private readonly IDocumentStorage _documents;
     private readonly DocumentReader _records;
+
+    /// <summary>Whether the store lives in this process (in memory), so no other process runs its instances.</summary>
+    private readonly bool _singleProcess;
     private readonly IMessageSerializer _serializer;
     private readonly MessageBus _bus;
     private readonly TimeProvider _time;
@@ -61,7 +64,8 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         Timers = new TimerService(time, DeliverTimer);
         DirectDispatch = bus.Transport.IsInProcess;
         NodeId = options.NodeId ?? $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid().ToString("N")[..8]}";
-        if (options.ExclusiveOwnership && leases is not null && storage is not Patterns.EventSourcing.InMemory.InMemoryEventStorage)
+        _singleProcess = storage is Patterns.EventSourcing.InMemory.InMemoryEventStorage;
+        if (options.ExclusiveOwnership && leases is not null && !_singleProcess)
         {
             _leaseStore = leases;
             _leases = new Lease?[options.Partitions];
