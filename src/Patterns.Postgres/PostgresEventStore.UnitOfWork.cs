@@ -831,15 +831,23 @@ public sealed partial class PostgresEventStore
             last[(changes[i].Collection, changes[i].Id)] = i;
         }
 
+        // In (collection, id) order, ordinal: two units that upsert the same documents lock their rows in the same order
+        // (the rows are locked as the arrays list them), where the order the changes were made in could cross and
+        // deadlock. Upserts run before deletes, so a unit that upserts a document another deletes can still cross it:
+        // PostgreSQL detects that and the losing transaction runs again (RetryDeadlockAsync), as with a statement per document.
+        var kept = new int[last.Count];
+        last.Values.CopyTo(kept, 0);
+        Array.Sort(kept, (a, b) =>
+        {
+            var byCollection = string.CompareOrdinal(changes[a].Collection, changes[b].Collection);
+            return byCollection != 0 ? byCollection : string.CompareOrdinal(changes[a].Id, changes[b].Id);
+        });
+
         List<string>? upsertCollections = null, upsertIds = null, deleteCollections = null, deleteIds = null;
         List<byte[]>? data = null;
-        for (var i = 0; i < changes.Count; i++)
+        foreach (var i in kept)
         {
             var change = changes[i];
-            if (last[(change.Collection, change.Id)] != i)
-            {
-                continue;
-            }
 
             if (change.IsDelete)
             {
