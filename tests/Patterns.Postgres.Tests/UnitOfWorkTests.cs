@@ -150,6 +150,46 @@ public sealed class UnitOfWorkTests : PostgresTestBase
         Encoding.UTF8.GetString((await store.GetAsync("other", "kept"))!).Should().Be("{\"v\":\"other\"}");
     }
 
+    /// <summary>
+    /// Units with several document changes in one group: a unit that fails on a conflict rolls back its own upserts and
+    /// deletes (to its savepoint) and keeps those of the units before and after it in the group.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_ConflictingUnitWithDocumentsInAGroup_RollsBackItsOwnAndKeepsTheOthers()
+    {
+        var store = CreateSut();
+        static byte[] Doc(string text) => Encoding.UTF8.GetBytes($"{{\"v\":\"{text}\"}}");
+        await store.AppendAsync("g-blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.AppendAsync("g-existing", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.CommitAsync(new UnitOfWork().Upsert("docs", "before-kept", Doc("old")).Upsert("docs", "doomed-kept", Doc("old")).Upsert("docs", "after-gone", Doc("old")));
+
+        await using var blocking = await HoldStreamRowAsync("g-blocker");
+        var leader = Commit(store, new UnitOfWork().Append("g-blocker", ExpectedVersion.Any, [TestEvents.One()]));
+        var before = Commit(store, new UnitOfWork().Upsert("docs", "before-kept", Doc("before")).Upsert("docs", "before-new", Doc("before")).Delete("docs", "after-gone"));
+        var doomed = Commit(store, new UnitOfWork()
+            .Upsert("docs", "doomed-new", Doc("doomed"))
+            .Upsert("docs", "before-new", Doc("doomed"))
+            .Delete("docs", "doomed-kept")
+            .Append("g-existing", ExpectedVersion.Exact(5), [TestEvents.One()]));
+        var after = Commit(store, new UnitOfWork().Upsert("docs", "after-new", Doc("after")).Upsert("docs", "after-gone", Doc("after")));
+        store.QueuedUnits.Should().Be(3);
+        await blocking.CommitAsync();
+
+        await leader.WaitAsync(PostgresDatabase.Wait);
+        await before.WaitAsync(PostgresDatabase.Wait);
+        await doomed.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<WrongExpectedVersionException>();
+        await after.WaitAsync(PostgresDatabase.Wait);
+
+        store.UnitGroups.Should().Be(1);
+        async Task<string?> Read(string id) => await store.GetAsync("docs", id) is { } bytes ? Encoding.UTF8.GetString(bytes) : null;
+        (await Read("before-kept")).Should().Be("{\"v\":\"before\"}");
+        (await Read("before-new")).Should().Be("{\"v\":\"before\"}", "the failed unit's upsert of it was rolled back");
+        (await Read("doomed-new")).Should().BeNull();
+        (await Read("doomed-kept")).Should().Be("{\"v\":\"old\"}", "the failed unit's delete was rolled back");
+        (await Read("after-new")).Should().Be("{\"v\":\"after\"}");
+        (await Read("after-gone")).Should().Be("{\"v\":\"after\"}", "deleted by the unit before, stored again by the unit after");
+    }
+
     [Fact]
     public async Task CommitAsync_HundredUnitsNeedingSavepointsQueued_CommitInTransactionsOfAtMost32InQueueOrder()
     {
