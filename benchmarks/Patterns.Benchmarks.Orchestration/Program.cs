@@ -44,6 +44,32 @@ public static class Program
             return;
         }
 
+        if (args is ["--latency", ..])
+        {
+            // A quick stopwatch run (not a report): --latency [inmemory|sqlite|postgres] [workflows]: one 1-activity workflow
+            // at a time, start to result, after a warm-up of a tenth as many.
+            var store = args.Length > 1 ? Enum.Parse<Store>(args[1], ignoreCase: true) : Store.InMemory;
+            var count = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 1_000;
+            await using var engine = await PatternsEngine.StartAsync(store);
+            var times = new double[count];
+            for (var i = -count / 10; i < count; i++)
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                var id = "lat-" + (i + count);
+                await engine.Client.StartAsync(nameof(NoOpChain), id, 1);
+                await engine.Client.GetResultAsync<int>(id);
+                if (i >= 0)
+                {
+                    times[i] = clock.Elapsed.TotalMilliseconds;
+                }
+            }
+
+            Array.Sort(times);
+            Console.WriteLine(System.FormattableString.Invariant(
+                $"{store}: {count} workflows one at a time: p50 {times[count / 2]:N3} ms, p90 {times[count * 9 / 10]:N3} ms, p99 {times[count * 99 / 100]:N3} ms, mean {times.Average():N3} ms"));
+            return;
+        }
+
         if (args is ["--peer", var peer, ..])
         {
             // A quick stopwatch run of a peer (not a report): --peer durabletask|wolverine-sqlite|wolverine-postgres [workflows].

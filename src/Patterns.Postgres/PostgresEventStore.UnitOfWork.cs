@@ -18,6 +18,10 @@ public sealed partial class PostgresEventStore
     /// <summary>How many units that each need a savepoint one group transaction takes (below PostgreSQL's cache of 64 subtransactions).</summary>
     internal const int MaxSavepointsPerTransaction = 32;
 
+    // The savepoints a unit's appends start with: one per append, or one for all of them appended in one statement.
+    private const string AppendSavepoint = "append";
+    private const string AppendsSavepoint = "appends";
+
     private readonly GroupQueue<PendingUnit, UnitOfWorkResult> _unitQueue;
     private long _unitTransactions;
     private long _unitGroups;
@@ -577,19 +581,21 @@ public sealed partial class PostgresEventStore
 
         // Fences, checkpoints and document changes go in one round trip (the document changes in a second one when inbox
         // claims, which may wait for a concurrent claim, come between): a projection's page is one round trip and the
-        // commit, not one per document.
+        // commit, not one per document. The savepoint the appends start with travels in the same round trip.
         var claims = work.InboxClaims.Count > 0;
-        await ApplyStatePartsAsync(connection, transaction, work, documents: !claims, now).ConfigureAwait(false);
+        var appends = work.Appends;
+        var atOnce = CanAppendAllAtOnce(appends);
+        var savepoint = appends.Count == 0 ? null : atOnce ? AppendsSavepoint : AppendSavepoint;
+        var saved = await ApplyStatePartsAsync(connection, transaction, work, documents: !claims, now, claims ? null : savepoint).ConfigureAwait(false);
         if (claims)
         {
             await ClaimInboxAsync(connection, transaction, work.InboxClaims, now).ConfigureAwait(false);
-            await ApplyStatePartsAsync(connection, transaction, work.Documents, now).ConfigureAwait(false);
+            saved = await ApplyStatePartsAsync(connection, transaction, work.Documents, now, savepoint).ConfigureAwait(false);
         }
 
-        var appends = work.Appends;
         var results = new AppendResult[appends.Count];
         long lastPosition = 0;
-        if (await TryAppendAllAtOnceAsync(connection, transaction, appends, results).ConfigureAwait(false))
+        if (atOnce && await TryAppendAllAtOnceAsync(connection, transaction, appends, results, saved).ConfigureAwait(false))
         {
             foreach (var result in results)
             {
@@ -603,15 +609,20 @@ public sealed partial class PostgresEventStore
         {
             var (streamId, expectedVersion, events, inlineProjection) = appends[i];
 
-            // The savepoint lets a refused append (which may be an exact retry) be undone while the unit goes on.
-            await transaction.SaveAsync("append", none).ConfigureAwait(false);
+            // The savepoint lets a refused append (which may be an exact retry) be undone while the unit goes on. The first
+            // one may have been set with the state parts already (nothing ran since).
+            if (i > 0 || !saved || atOnce)
+            {
+                await transaction.SaveAsync(AppendSavepoint, none).ConfigureAwait(false);
+            }
+
             try
             {
                 results[i] = await AppendCoreAsync(connection, transaction, streamId, expectedVersion, events, none).ConfigureAwait(false);
             }
             catch (PostgresException ex) when (IsRefusedAppend(ex))
             {
-                await transaction.RollbackAsync("append", none).ConfigureAwait(false);
+                await transaction.RollbackAsync(AppendSavepoint, none).ConfigureAwait(false);
                 results[i] = await ResolveRefusedAppendAsync(connection, ex, streamId, expectedVersion, events, none).ConfigureAwait(false);
                 continue;
             }
@@ -627,6 +638,26 @@ public sealed partial class PostgresEventStore
         return new AppliedUnit(results.Length == 0 && lastSequence == 0 ? UnitOfWorkResult.Empty : new UnitOfWorkResult(results, lastSequence), lastPosition);
     }
 
+    /// <summary>Gets whether <see cref="TryAppendAllAtOnceAsync"/> takes <paramref name="appends"/>: two or more, to distinct streams, none with an inline projection.</summary>
+    private static bool CanAppendAllAtOnce(IReadOnlyList<UnitOfWorkAppend> appends)
+    {
+        if (appends.Count < 2)
+        {
+            return false;
+        }
+
+        var streams = new HashSet<string>(appends.Count, StringComparer.Ordinal);
+        foreach (var append in appends)
+        {
+            if (append.InlineProjection is not null || !streams.Add(append.StreamId))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
     /// <summary>
     /// Appends to two or more distinct streams (none with an inline projection) in one statement (<c>commit_units</c>) under
     /// one savepoint, in the order they were added: a unit with many appends, such as a group of workflow tasks, takes one round trip and one update of
@@ -635,28 +666,21 @@ public sealed partial class PostgresEventStore
     /// statement refuses any append, everything it did is undone and the caller appends one at a time, which resolves an
     /// exact retry and throws a conflict as before.
     /// </summary>
-    private async ValueTask<bool> TryAppendAllAtOnceAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<UnitOfWorkAppend> appends, AppendResult[] results)
+    private async ValueTask<bool> TryAppendAllAtOnceAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<UnitOfWorkAppend> appends, AppendResult[] results, bool saved)
     {
-        if (appends.Count < 2)
-        {
-            return false;
-        }
-
-        var streams = new HashSet<string>(appends.Count, StringComparer.Ordinal);
         var units = new UnitOfWork[appends.Count];
         for (var i = 0; i < units.Length; i++)
         {
             var append = appends[i];
-            if (append.InlineProjection is not null || !streams.Add(append.StreamId))
-            {
-                return false;
-            }
-
             units[i] = new UnitOfWork().Append(append.StreamId, append.ExpectedVersion, append.Events);
         }
 
         var none = CancellationToken.None;
-        await transaction.SaveAsync("appends", none).ConfigureAwait(false);
+        if (!saved)
+        {
+            await transaction.SaveAsync(AppendsSavepoint, none).ConfigureAwait(false);
+        }
+
         UnitRow[] rows;
         try
         {
@@ -664,7 +688,7 @@ public sealed partial class PostgresEventStore
         }
         catch (PostgresException)
         {
-            await transaction.RollbackAsync("appends", none).ConfigureAwait(false);
+            await transaction.RollbackAsync(AppendsSavepoint, none).ConfigureAwait(false);
             return false;
         }
 
@@ -672,7 +696,7 @@ public sealed partial class PostgresEventStore
         {
             if (row.Status != 0)
             {
-                await transaction.RollbackAsync("appends", none).ConfigureAwait(false);
+                await transaction.RollbackAsync(AppendsSavepoint, none).ConfigureAwait(false);
                 return false;
             }
         }
@@ -689,20 +713,16 @@ public sealed partial class PostgresEventStore
     /// Runs a unit's fences, then its checkpoints, then (with <paramref name="documents"/>) its document changes, as one
     /// batch (one round trip), and throws what the first failing part would throw: <see cref="LeaseLostException"/> for a
     /// fence another owner holds, <see cref="CheckpointConflictException"/> for a checkpoint that is not where it was
-    /// expected. The parts after a failing one ran too, but the caller rolls the unit back.
+    /// expected. The parts after a failing one ran too, but the caller rolls the unit back. With
+    /// <paramref name="savepoint"/>, the batch ends by setting it; returns whether it did (false when there was nothing to run).
     /// </summary>
-    private async ValueTask ApplyStatePartsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, UnitOfWork work, bool documents, DateTimeOffset now)
+    private async ValueTask<bool> ApplyStatePartsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, UnitOfWork work, bool documents, DateTimeOffset now, string? savepoint)
     {
         var fences = work.Fences;
         var checkpoints = work.Checkpoints;
         if (fences.Count == 0 && checkpoints.Count == 0)
         {
-            if (documents)
-            {
-                await ApplyStatePartsAsync(connection, transaction, work.Documents, now).ConfigureAwait(false);
-            }
-
-            return;
+            return documents && await ApplyStatePartsAsync(connection, transaction, work.Documents, now, savepoint).ConfigureAwait(false);
         }
 
         var batch = new NpgsqlBatch(connection, transaction);
@@ -721,6 +741,11 @@ public sealed partial class PostgresEventStore
             if (documents)
             {
                 AddDocumentCommands(batch, work.Documents, now);
+            }
+
+            if (savepoint is not null)
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand("SAVEPOINT " + savepoint));
             }
 
             Lease? lost = null;
@@ -756,31 +781,101 @@ public sealed partial class PostgresEventStore
                 }
             }
         }
+
+        return true;
     }
 
-    /// <summary>Runs document changes as one batch (one round trip).</summary>
-    private async ValueTask ApplyStatePartsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<DocumentChange> changes, DateTimeOffset now)
+    /// <summary>Runs document changes as one batch (one round trip), ending with setting <paramref name="savepoint"/> when given; returns whether it ran (false for no changes).</summary>
+    private async ValueTask<bool> ApplyStatePartsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<DocumentChange> changes, DateTimeOffset now, string? savepoint)
     {
         if (changes.Count == 0)
         {
-            return;
+            return false;
         }
 
         var batch = new NpgsqlBatch(connection, transaction);
         await using (batch.ConfigureAwait(false))
         {
             AddDocumentCommands(batch, changes, now);
+            if (savepoint is not null)
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand("SAVEPOINT " + savepoint));
+            }
+
             await batch.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
         }
+
+        return true;
     }
 
+    /// <summary>
+    /// Adds a unit's document changes: one statement for one change, else one upsert of every stored document and one
+    /// delete of every removed one (arrays, not a statement per document: a group of workflow tasks carries dozens).
+    /// When a document changes more than once, its last change is the one applied, as applying them in order would leave.
+    /// </summary>
     private void AddDocumentCommands(NpgsqlBatch batch, IReadOnlyList<DocumentChange> changes, DateTimeOffset now)
     {
-        foreach (var change in changes)
+        if (changes.Count == 1)
         {
+            var change = changes[0];
             batch.BatchCommands.Add(change.IsDelete
                 ? Command(_schema.DeleteDocument, Parameters.Text(change.Collection), Parameters.Text(change.Id))
                 : Command(_schema.UpsertDocument, Parameters.Text(change.Collection), Parameters.Text(change.Id), Parameters.Bytes(change.Document), Parameters.Timestamp(now)));
+            return;
+        }
+
+        // The last change of each document; one statement may not change a row twice.
+        var last = new Dictionary<(string Collection, string Id), int>(changes.Count);
+        for (var i = 0; i < changes.Count; i++)
+        {
+            last[(changes[i].Collection, changes[i].Id)] = i;
+        }
+
+        // In (collection, id) order, ordinal: two units that upsert the same documents lock their rows in the same order
+        // (the rows are locked as the arrays list them), where the order the changes were made in could cross and
+        // deadlock. Upserts run before deletes, so a unit that upserts a document another deletes can still cross it:
+        // PostgreSQL detects that and the losing transaction runs again (RetryDeadlockAsync), as with a statement per document.
+        var kept = new int[last.Count];
+        last.Values.CopyTo(kept, 0);
+        Array.Sort(kept, (a, b) =>
+        {
+            var byCollection = string.CompareOrdinal(changes[a].Collection, changes[b].Collection);
+            return byCollection != 0 ? byCollection : string.CompareOrdinal(changes[a].Id, changes[b].Id);
+        });
+
+        List<string>? upsertCollections = null, upsertIds = null, deleteCollections = null, deleteIds = null;
+        List<byte[]>? data = null;
+        foreach (var i in kept)
+        {
+            var change = changes[i];
+
+            if (change.IsDelete)
+            {
+                (deleteCollections ??= []).Add(change.Collection);
+                (deleteIds ??= []).Add(change.Id);
+            }
+            else
+            {
+                (upsertCollections ??= []).Add(change.Collection);
+                (upsertIds ??= []).Add(change.Id);
+                (data ??= []).Add(AsArray(change.Document));
+            }
+        }
+
+        if (upsertCollections is not null)
+        {
+            batch.BatchCommands.Add(Command(
+                _schema.UpsertDocuments,
+                Parameters.Array(upsertCollections.ToArray(), NpgsqlDbType.Text),
+                Parameters.Array(upsertIds!.ToArray(), NpgsqlDbType.Text),
+                Parameters.Array(data!.ToArray(), NpgsqlDbType.Bytea),
+                Parameters.Timestamp(now)));
+        }
+
+        if (deleteCollections is not null)
+        {
+            batch.BatchCommands.Add(Command(
+                _schema.DeleteDocuments, Parameters.Array(deleteCollections.ToArray(), NpgsqlDbType.Text), Parameters.Array(deleteIds!.ToArray(), NpgsqlDbType.Text)));
         }
     }
 

@@ -78,6 +78,12 @@ internal sealed class PostgresSchema
             ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
             """;
         DeleteDocument = $"DELETE FROM {s}.documents WHERE collection = $1 AND id = $2";
+        UpsertDocuments = $"""
+            INSERT INTO {s}.documents (collection, id, data, updated_at)
+            SELECT u.collection, u.id, u.data, $4 FROM unnest($1::text[], $2::text[], $3::bytea[]) AS u(collection, id, data)
+            ON CONFLICT (collection, id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at
+            """;
+        DeleteDocuments = $"DELETE FROM {s}.documents d USING unnest($1::text[], $2::text[]) AS u(collection, id) WHERE d.collection = u.collection AND d.id = u.id";
         ListDocuments = $"SELECT id, data FROM {s}.documents WHERE collection = $1 AND id > $2 ORDER BY id LIMIT $3";
         ClearDocuments = $"DELETE FROM {s}.documents WHERE collection = $1";
 
@@ -209,6 +215,12 @@ internal sealed class PostgresSchema
     public string UpsertDocument { get; }
 
     public string DeleteDocument { get; }
+
+    /// <summary>Gets the upsert of the documents $1 (collections), $2 (ids), $3 (data), updated at $4; no document may appear twice.</summary>
+    public string UpsertDocuments { get; }
+
+    /// <summary>Gets the delete of the documents $1 (collections), $2 (ids).</summary>
+    public string DeleteDocuments { get; }
 
     public string ListDocuments { get; }
 

@@ -30,6 +30,31 @@ public sealed class DurableStoreTests : IAsyncLifetime
     [Theory]
     [InlineData(StoreKind.Sqlite)]
     [InlineData(StoreKind.Postgres)]
+    public async Task WithoutExclusiveOwnership_GetResult_WhereTheInstanceIsCachedRunning_SeesItsEndInAnotherProcess(StoreKind store)
+    {
+        var location = await LocationAsync(store);
+        void Shared(OrchestrationBuilder o)
+        {
+            WorkflowEngineTests.All(o);
+            o.Options.ExclusiveOwnership = false;
+        }
+
+        await using var here = await TestHost.StartAsync(Shared, store, location);
+        await using var there = await TestHost.StartAsync(Shared, store, location);
+        await here.Client.StartAsync(nameof(CounterWorkflow), "ended-there", 10);
+        await here.Client.SignalAsync("ended-there", "add", 3);
+        (await here.Client.QueryAsync<int>("ended-there", "sum")).Should().Be(3, "this process holds the instance, still running");
+
+        await there.Client.SignalAsync("ended-there", "add", 7);
+        (await there.ResultAsync<int>("ended-there")).Should().Be(10);
+
+        // Nothing tells this process of an end committed elsewhere in this mode: the client reads the record.
+        (await here.ResultAsync<int>("ended-there")).Should().Be(10);
+    }
+
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
     public async Task Restart_ResumesRunningInstancesFromTheirHistory(StoreKind store)
     {
         var location = await LocationAsync(store);

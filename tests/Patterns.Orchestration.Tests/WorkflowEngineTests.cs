@@ -102,6 +102,36 @@ public sealed class WorkflowEngineTests
     }
 
     [Fact]
+    public async Task GetResult_OfAnInstanceThatEndsAndLeavesWhileTheClientLooks_ReturnsItsResult()
+    {
+        // Without exclusive ownership (in-memory store): the client saw the instance running here, so it read no record;
+        // the instance then ends and leaves the instance map before the client looks at the map again.
+        await using var host = await TestHost.StartAsync(All);
+        await host.Client.StartAsync(nameof(TimerWorkflow), "race", 60);
+        await host.WaitForAsync("race", HistoryEventKind.TimerStarted);
+        var removed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        host.Runtime.SlotRemoved += id =>
+        {
+            if (id == "race")
+            {
+                removed.TrySetResult();
+            }
+        };
+        host.Runtime.WaitingForEnd += id =>
+        {
+            if (id == "race" && !removed.Task.IsCompleted)
+            {
+                // Blocks the client between its look at the instance and its look at the map, while the timer fires and
+                // the instance ends and leaves the map on other threads.
+                host.Time.Advance(TimeSpan.FromMinutes(60));
+                removed.Task.Wait(TestHost.Wait, TestContext.Current.CancellationToken).Should().BeTrue();
+            }
+        };
+
+        (await host.ResultAsync<string>("race")).Should().Be("60");
+    }
+
+    [Fact]
     public async Task Signals_QueryAndUpdate_SeeAndChangeTheWorkflowState()
     {
         await using var host = await TestHost.StartAsync(All);

@@ -116,6 +116,80 @@ public sealed class UnitOfWorkTests : PostgresTestBase
         (await store.AppendAsync("m-after", ExpectedVersion.NoStream, [TestEvents.One()])).FirstPosition.Should().Be(head + 9, "the refused unit took no position");
     }
 
+    /// <summary>
+    /// A unit's document changes go as one upsert and one delete statement: a document changed more than once ends as its
+    /// last change left it, as applying them one by one would; an exact retry of an append in the same unit still resolves.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_UnitChangingDocumentsSeveralTimes_LeavesEachAsItsLastChange()
+    {
+        var store = CreateSut();
+        static byte[] Doc(string text) => Encoding.UTF8.GetBytes($"{{\"v\":\"{text}\"}}");
+        await store.CommitAsync(new UnitOfWork().Upsert("docs", "kept", Doc("old")).Upsert("docs", "removed", Doc("old")).Upsert("docs", "back", Doc("old")));
+        var events = TestEvents.Many(2);
+        var original = await store.AppendAsync("d-existing", ExpectedVersion.NoStream, events);
+        var lease = await store.TryAcquireLeaseAsync("d-owner", "process-a", TimeSpan.FromMinutes(1));
+
+        var result = await store.CommitAsync(new UnitOfWork()
+            .RequireLease(lease!)
+            .Upsert("docs", "kept", Doc("first"))
+            .Delete("docs", "removed")
+            .Upsert("docs", "kept", Doc("second"))
+            .Delete("docs", "back")
+            .Upsert("docs", "back", Doc("again"))
+            .Upsert("docs", "fleeting", Doc("never"))
+            .Delete("docs", "fleeting")
+            .Upsert("other", "kept", Doc("other"))
+            .Append("d-existing", ExpectedVersion.NoStream, events));
+
+        result.Appends[0].Should().Be(original, "the exact retry is resolved after the documents and the savepoint ran in one batch");
+        Encoding.UTF8.GetString((await store.GetAsync("docs", "kept"))!).Should().Be("{\"v\":\"second\"}");
+        (await store.GetAsync("docs", "removed")).Should().BeNull();
+        Encoding.UTF8.GetString((await store.GetAsync("docs", "back"))!).Should().Be("{\"v\":\"again\"}");
+        (await store.GetAsync("docs", "fleeting")).Should().BeNull();
+        Encoding.UTF8.GetString((await store.GetAsync("other", "kept"))!).Should().Be("{\"v\":\"other\"}");
+    }
+
+    /// <summary>
+    /// Units with several document changes in one group: a unit that fails on a conflict rolls back its own upserts and
+    /// deletes (to its savepoint) and keeps those of the units before and after it in the group.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_ConflictingUnitWithDocumentsInAGroup_RollsBackItsOwnAndKeepsTheOthers()
+    {
+        var store = CreateSut();
+        static byte[] Doc(string text) => Encoding.UTF8.GetBytes($"{{\"v\":\"{text}\"}}");
+        await store.AppendAsync("g-blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.AppendAsync("g-existing", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.CommitAsync(new UnitOfWork().Upsert("docs", "before-kept", Doc("old")).Upsert("docs", "doomed-kept", Doc("old")).Upsert("docs", "after-gone", Doc("old")));
+
+        await using var blocking = await HoldStreamRowAsync("g-blocker");
+        var leader = Commit(store, new UnitOfWork().Append("g-blocker", ExpectedVersion.Any, [TestEvents.One()]));
+        var before = Commit(store, new UnitOfWork().Upsert("docs", "before-kept", Doc("before")).Upsert("docs", "before-new", Doc("before")).Delete("docs", "after-gone"));
+        var doomed = Commit(store, new UnitOfWork()
+            .Upsert("docs", "doomed-new", Doc("doomed"))
+            .Upsert("docs", "before-new", Doc("doomed"))
+            .Delete("docs", "doomed-kept")
+            .Append("g-existing", ExpectedVersion.Exact(5), [TestEvents.One()]));
+        var after = Commit(store, new UnitOfWork().Upsert("docs", "after-new", Doc("after")).Upsert("docs", "after-gone", Doc("after")));
+        store.QueuedUnits.Should().Be(3);
+        await blocking.CommitAsync();
+
+        await leader.WaitAsync(PostgresDatabase.Wait);
+        await before.WaitAsync(PostgresDatabase.Wait);
+        await doomed.Invoking(t => t.WaitAsync(PostgresDatabase.Wait)).Should().ThrowAsync<WrongExpectedVersionException>();
+        await after.WaitAsync(PostgresDatabase.Wait);
+
+        store.UnitGroups.Should().Be(1);
+        async Task<string?> Read(string id) => await store.GetAsync("docs", id) is { } bytes ? Encoding.UTF8.GetString(bytes) : null;
+        (await Read("before-kept")).Should().Be("{\"v\":\"before\"}");
+        (await Read("before-new")).Should().Be("{\"v\":\"before\"}", "the failed unit's upsert of it was rolled back");
+        (await Read("doomed-new")).Should().BeNull();
+        (await Read("doomed-kept")).Should().Be("{\"v\":\"old\"}", "the failed unit's delete was rolled back");
+        (await Read("after-new")).Should().Be("{\"v\":\"after\"}");
+        (await Read("after-gone")).Should().Be("{\"v\":\"after\"}", "deleted by the unit before, stored again by the unit after");
+    }
+
     [Fact]
     public async Task CommitAsync_HundredUnitsNeedingSavepointsQueued_CommitInTransactionsOfAtMost32InQueueOrder()
     {

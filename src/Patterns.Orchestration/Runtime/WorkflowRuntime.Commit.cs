@@ -208,6 +208,9 @@ internal sealed partial class WorkflowRuntime
 
     private void NotifyClosed(InstanceRecord record)
     {
+        // A full fence between clearing the slot's executor (before this call) and the look at the waiters: a client that
+        // registered a waiter and then saw the executor still running skipped its read of the record (WaitForEndAsync).
+        Interlocked.MemoryBarrier();
         if (_closeWaiters.TryGetValue(record.Id, out var waiters))
         {
             lock (waiters)

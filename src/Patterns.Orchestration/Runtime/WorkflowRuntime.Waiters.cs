@@ -24,8 +24,16 @@ internal sealed partial class WorkflowRuntime
         var waiters = AddCloseWaiter(instanceId, waiter);
         try
         {
-            // Registered before reading, so an end committed in between is not missed.
-            var record = await ReadRecordAsync(instanceId).ConfigureAwait(false);
+            // Registered before reading, so an end committed in between is not missed. An instance that runs here and has
+            // not ended needs no read: its end is committed by this process, which then completes the waiter (the fence
+            // orders the registration before the look at the slot, as NotifyClosed's orders clearing it before its look
+            // at the waiters). A store read per wait was a round trip per workflow on a durable store. Only where no other
+            // process can end it: with exclusive ownership (an end elsewhere is pushed through the store, and polled), or
+            // on the in-memory store; without exclusive ownership on a shared store, another process may have ended the
+            // instance while this one still holds it running, and nothing would tell this one.
+            Interlocked.MemoryBarrier();
+            var live = (ExclusiveOwnership || _singleProcess) && _slots.TryGetValue(instanceId, out var slot) && slot.Executor is { Final: null } && Owns(instanceId);
+            var record = live ? null : await ReadRecordAsync(instanceId).ConfigureAwait(false);
             if (record is not null && (record.ClosedAt is not null || record.Status == WorkflowStatus.Faulted))
             {
                 return record;
@@ -38,7 +46,8 @@ internal sealed partial class WorkflowRuntime
                 return await PollForEndAsync(instanceId, waiter.Task, cancellationToken).ConfigureAwait(false);
             }
 
-            if (record is null && !_slots.ContainsKey(instanceId))
+            // An instance seen running here exists even if it has ended and left the map since: its end completes the waiter.
+            if (!live && record is null && !_slots.ContainsKey(instanceId))
             {
                 throw new WorkflowNotFoundException(instanceId);
             }

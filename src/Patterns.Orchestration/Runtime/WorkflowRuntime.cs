@@ -25,6 +25,10 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private readonly IUnitOfWorkStorage _units;
     private readonly CommitGroup _group;
     private readonly IDocumentStorage _documents;
+    private readonly DocumentReader _records;
+
+    /// <summary>Whether the store lives in this process (in memory), so no other process runs its instances.</summary>
+    private readonly bool _singleProcess;
     private readonly IMessageSerializer _serializer;
     private readonly MessageBus _bus;
     private readonly TimeProvider _time;
@@ -52,6 +56,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _units = units;
         _group = new CommitGroup(units, 512, OwnCommitted);
         _documents = documents;
+        _records = new DocumentReader(documents, InstanceRecord.Collection, maxInFlight: 4, _stopping.Token);
         _serializer = serializer;
         _bus = bus;
         _time = time;
@@ -59,7 +64,8 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         Timers = new TimerService(time, DeliverTimer);
         DirectDispatch = bus.Transport.IsInProcess;
         NodeId = options.NodeId ?? $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid().ToString("N")[..8]}";
-        if (options.ExclusiveOwnership && leases is not null && storage is not Patterns.EventSourcing.InMemory.InMemoryEventStorage)
+        _singleProcess = storage is Patterns.EventSourcing.InMemory.InMemoryEventStorage;
+        if (options.ExclusiveOwnership && leases is not null && !_singleProcess)
         {
             _leaseStore = leases;
             _leases = new Lease?[options.Partitions];
@@ -67,6 +73,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     }
 
     public OrchestrationOptions Options { get; }
+
+    /// <summary>Raised when an instance that ended or went idle leaves this process's instance map (tests wait on it instead of sleeping).</summary>
+    public event Action<string>? SlotRemoved;
 
     /// <summary>Raised after each committed workflow task with its events (tests wait on it instead of sleeping).</summary>
     public event Action<string, IReadOnlyList<HistoryEvent>>? Committed;
@@ -145,9 +154,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
         }
 
-        if (slot.Executor is null or { Final: not null } && slot.IsIdle)
+        if (slot.Executor is null or { Final: not null } && slot.IsIdle && _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot)))
         {
-            _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
+            SlotRemoved?.Invoke(slot.InstanceId);
         }
     }
 
@@ -426,7 +435,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
     internal async ValueTask<InstanceRecord?> ReadRecordAsync(string instanceId)
     {
-        var bytes = await _documents.GetAsync(InstanceRecord.Collection, instanceId, _stopping.Token).ConfigureAwait(false);
+        var bytes = await _records.ReadAsync(instanceId).ConfigureAwait(false);
         return bytes is null ? null : JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord);
     }
 
