@@ -57,7 +57,7 @@ public sealed class StreamPipeline
                     // first delivery's count, so the source could not tell it from a new message without reading the
                     // inbox for every message. The snapshot that would have counted it twice failed on its inbox
                     // claim; the run released what it held, and starts again from the last committed snapshot, as
-                    // after a crash (the copy comes back as a redelivery, which the source checks). A stop ends here.
+                    // after a crash (the copy comes back marked as released, which the source checks against the inbox). A stop ends here.
                     if (stop.IsCancellationRequested)
                     {
                         return;
