@@ -422,6 +422,27 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
     }
 
     /// <inheritdoc />
+    public ValueTask<IReadOnlySet<string>> ContainsManyAsync(string consumer, IReadOnlyCollection<string> messageIds, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(consumer);
+        ArgumentNullException.ThrowIfNull(messageIds);
+        var found = new HashSet<string>(StringComparer.Ordinal);
+        lock (_gate)
+        {
+            foreach (var id in messageIds)
+            {
+                ArgumentException.ThrowIfNullOrEmpty(id, nameof(messageIds));
+                if (_inbox.ContainsKey((consumer, id)))
+                {
+                    found.Add(id);
+                }
+            }
+        }
+
+        return new ValueTask<IReadOnlySet<string>>(found);
+    }
+
+    /// <inheritdoc />
     public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(consumer);
