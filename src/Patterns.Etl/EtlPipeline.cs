@@ -281,7 +281,8 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             // Where positions track rows, the loader ends each batch once the source has moved past the row that filled it
-            // (a SelectMany or a Join makes several rows of one): a batch may then hold up to twice BatchSize rows.
+            // (a SelectMany or a Join makes several rows of one): a batch may then hold up to twice BatchSize rows. A queue
+            // source's message that makes more fails the run rather than be split across two commits.
             var holds = _run.PositionsTrackRows;
             _holdLimit = holds ? 2 * _batchSize : _batchSize;
             _sealedBookmark = _run.Resume;
@@ -409,6 +410,16 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 if (_rowSize is not null)
                 {
                     _batchBytes += _rowSize(row);
+                }
+
+                if (_inBatch == _holdLimit && _pending is not null && _run.MaxUnacknowledged is not null)
+                {
+                    // A message is acknowledged, and recorded as consumed, with the commit of its last row: split across two
+                    // commits, its first part would be loaded again after a failure between them. It fails the run instead
+                    // (the open batch, with the message's rows, is dropped; nothing of it is committed).
+                    throw new InvalidOperationException(
+                        $"ETL job '{_run.Job}' reads {_run.SourceName}: one message made more rows than a batch holds ({_holdLimit}: twice the batch size {_batchSize}). " +
+                        "A message's rows are loaded with one commit, so that it is loaded exactly once: raise EtlRunOptions.BatchSize (a queue source caps it at half of maxUnacknowledged), or send smaller messages.");
                 }
 
                 if (_inBatch == _holdLimit && _pending is { } full)
