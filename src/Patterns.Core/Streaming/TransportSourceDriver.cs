@@ -136,6 +136,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         Run.Started?.TrySetResult();
 
         var stopping = Task.CompletedTask;
+        Exception? failure = null;
         using (Run.StopToken.Register(() => stopping = held is null ? StopAsync(subscription) : StopHoldingAsync(subscription)))
         {
             try
@@ -147,10 +148,20 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                     await Run.CommitEndAsync().ConfigureAwait(false);
                 }
             }
+            catch (Exception ex)
+            {
+                // Kept for the held messages' settlement: a stage failing with a Stop policy rethrows without failing
+                // the run (that is recorded only once this returns), and the messages must go back counted so that a
+                // poison message is dead-lettered. A cancellation after an abort is not the message's fault (the drain
+                // deadline passed, or the run failed already and says why).
+                failure = ex is OperationCanceledException && Run.AbortToken.IsCancellationRequested ? null : ex;
+                throw;
+            }
             finally
             {
                 writer.TryComplete();
-                held?.ReleaseAll(Run.Failure, counted: Run.Failure is not null && !Run.CommitFailed);
+                failure ??= Run.Failure;
+                held?.ReleaseAll(failure, counted: failure is not null && !Run.CommitFailed);
                 if (held is not null && !Run.StopToken.IsCancellationRequested)
                 {
                     // The run failed: the deliveries the subscription still holds are handed back (released handlers

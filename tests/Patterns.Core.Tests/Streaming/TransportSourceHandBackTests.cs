@@ -90,6 +90,37 @@ public sealed class TransportSourceHandBackTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// An ordinary stage failure (a Stop policy) is the message's fault, not the stream's: the messages held go back with a
+    /// counted delivery, so that a poison message reaches the dead-letter queue instead of coming back uncounted forever.
+    /// </summary>
+    [Fact]
+    public async Task StageFailure_HandsTheMessageBackCounted()
+    {
+        var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions());
+        using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddQueue("clicks")));
+        var harness = host.Harness();
+        var snapshots = new StoreStreamSnapshotStore(storage, storage, host.Services.GetRequiredService<IMessageSerializer>());
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("clicks", C("a", 1));
+
+        for (var run = 1; run <= 2; run++)
+        {
+            var pipeline = DataStream.FromQueue<Click>(host.Services, "clicks", new StreamOptions
+            {
+                Name = "poison",
+                SnapshotStore = snapshots,
+                MaxUnacknowledged = 4,
+            }).Select<Click>(_ => throw new FormatException("poison")).To(_ => { });
+            var failed = async () => await pipeline.RunAsync(CancellationToken.None).WaitAsync(TestHost.Wait);
+            await failed.Should().ThrowAsync<FormatException>();
+            await harness.WaitForDeliveriesAsync(run);
+        }
+
+        harness.Deliveries.Select(d => d.Envelope.DeliveryCount).Should().Equal([0, 1], "each failed handling counts a delivery");
+        harness.Deliveries.Should().OnlyContain(d => d.Outcome != SettlementKind.Ack);
+        await host.StopAsync();
+    }
+
     private static StreamPipeline Pipeline(IServiceProvider services, IStreamSnapshotStore snapshots, Func<Click, CancellationToken, ValueTask> sink) =>
         DataStream.FromQueue<Click>(services, "clicks", new StreamOptions
         {
