@@ -261,9 +261,10 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 Task<Settlement>? original = null;
                 lock (_gate)
                 {
-                    if (_released is { } released)
+                    if (_released is not null)
                     {
-                        return released;
+                        // Released before it entered the pipeline: whatever ended the run, this message had no part in it.
+                        return HandBack;
                     }
 
                     if (inboxConsumer is not null && _heldIds.TryGetValue(id, out var held))
