@@ -265,23 +265,16 @@ internal sealed class RunContext : IDisposable
 
     /// <summary>
     /// Gets a value indicating whether a snapshot's commit failed: the run ends for the store's sake (or because a copy it
-    /// took is committed already), not because of the messages it held, which go back to the transport uncounted.
+    /// took is committed already), not because of the messages it held, which go back to the transport uncounted. Set
+    /// only by the store's I/O: a snapshot that cannot be built (state that does not serialise) fails like a stage, counted.
     /// </summary>
-    public bool CommitFailed { get; private set; }
+    public bool CommitFailed { get; set; }
 
     private async ValueTask CommitAsync(Func<bool, ValueTask> commit, bool endOfRun)
     {
         _endCommitted |= endOfRun;
         var captured = Source?.Capture();
-        try
-        {
-            await commit(endOfRun).ConfigureAwait(false);
-        }
-        catch
-        {
-            CommitFailed = true;
-            throw;
-        }
+        await commit(endOfRun).ConfigureAwait(false);
 
         Commits++;
         StreamingLog.Committed(Logger, Name, Commits, (captured as System.Collections.ICollection)?.Count ?? 0);

@@ -121,6 +121,51 @@ public sealed class TransportSourceHandBackTests
         await host.StopAsync();
     }
 
+    /// <summary>
+    /// A snapshot that cannot be built (window state that does not serialise) fails the same way each time: the messages
+    /// it held go back counted, like a stage failure, instead of coming back uncounted forever as after a store failure.
+    /// </summary>
+    [Fact]
+    public async Task SnapshotThatCannotBeBuilt_HandsTheMessageBackCounted()
+    {
+        var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions());
+        using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddQueue("clicks")));
+        var harness = host.Harness();
+        var snapshots = new StoreStreamSnapshotStore(storage, storage, new UnserialisableState(host.Services.GetRequiredService<IMessageSerializer>()));
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("clicks", C("a", 1));
+
+        for (var run = 1; run <= 2; run++)
+        {
+            var taken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            using var stop = new CancellationTokenSource();
+            var pipeline = DataStream.FromQueue<Click>(host.Services, "clicks", new StreamOptions
+            {
+                Name = "unserialisable",
+                SnapshotStore = snapshots,
+                MaxUnacknowledged = 4,
+            })
+                .Select(c =>
+                {
+                    taken.TrySetResult();
+                    return c;
+                })
+                .WithEventTime(c => c.At, TimeSpan.Zero)
+                .KeyBy(c => c.User)
+                .Window(WindowSpec.Tumbling(TimeSpan.FromSeconds(10)), name: "per-user")
+                .Count()
+                .To(_ => { });
+            var running = pipeline.RunAsync(stop.Token);
+            await Task.WhenAny(taken.Task, running).WaitAsync(TestHost.Wait);
+            await stop.CancelAsync();
+            var failed = async () => await running.WaitAsync(TestHost.Wait);
+            await failed.Should().ThrowAsync<NotSupportedException>();
+            await harness.WaitForDeliveriesAsync(run);
+        }
+
+        harness.Deliveries.Select(d => d.Envelope.DeliveryCount).Should().Equal([0, 1], "a snapshot that cannot be built counts a delivery");
+        await host.StopAsync();
+    }
+
     private static StreamPipeline Pipeline(IServiceProvider services, IStreamSnapshotStore snapshots, Func<Click, CancellationToken, ValueTask> sink) =>
         DataStream.FromQueue<Click>(services, "clicks", new StreamOptions
         {
@@ -182,6 +227,17 @@ public sealed class TransportSourceHandBackTests
         await Task.WhenAny(all.Task, running).WaitAsync(TestHost.Wait);
         await stop.CancelAsync();
         await running.WaitAsync(TestHost.Wait);
+    }
+
+    /// <summary>A serializer for the snapshot store that cannot write state (reading still works).</summary>
+    private sealed class UnserialisableState(IMessageSerializer inner) : IMessageSerializer
+    {
+        public string ContentType => inner.ContentType;
+
+        public void Serialize(System.Buffers.IBufferWriter<byte> writer, object value, Type type) =>
+            throw new NotSupportedException($"{type.Name} does not serialise.");
+
+        public object Deserialize(ReadOnlyMemory<byte> payload, Type type) => inner.Deserialize(payload, type);
     }
 
     /// <summary>A store whose armed commit lands and then reports a failure, as a connection lost after COMMIT would.</summary>
