@@ -182,6 +182,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private readonly SemaphoreSlim? _sealedSlots;
         private bool _sealing;
         private int _inBatch;
+        private int _ofSourceRow;
         private long _batchBytes;
         private T[] _rows = [];
         private long _loaded;
@@ -407,6 +408,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             ValueTask AddHeldAsync(T row, CancellationToken ct)
             {
                 _inBatch++;
+                _ofSourceRow++;
                 if (_rowSize is not null)
                 {
                     _batchBytes += _rowSize(row);
@@ -417,9 +419,13 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     // A message is acknowledged, and recorded as consumed, with the commit of its last row: split across two
                     // commits, its first part would be loaded again after a failure between them. It fails the run instead
                     // (the open batch, with the message's rows, is dropped; nothing of it is committed).
+                    var earlier = _inBatch - _ofSourceRow;
                     throw new InvalidOperationException(
-                        $"ETL job '{_run.Job}' reads {_run.SourceName}: one message made more rows than a batch holds ({_holdLimit}: twice the batch size {_batchSize}). " +
-                        "A message's rows are loaded with one commit, so that it is loaded exactly once: raise EtlRunOptions.BatchSize (a queue source caps it at half of maxUnacknowledged), or send smaller messages.");
+                        $"ETL job '{_run.Job}' reads {_run.SourceName}: message {_run.MessageId ?? "(no id)"} has made {_ofSourceRow} rows so far" +
+                        (earlier > 0 ? $"; with the {earlier} rows of earlier messages in the open batch, that" : ", which") +
+                        $" fills the batch to its limit of {_holdLimit} rows (twice BatchSize, which is {_batchSize}; maxUnacknowledged is {_run.MaxUnacknowledged}). " +
+                        "A message's rows are loaded with one commit, so that it is loaded exactly once: make BatchSize at least the most rows one message makes " +
+                        "(and maxUnacknowledged at least twice BatchSize, since a queue source caps BatchSize at half of it), or send smaller messages.");
                 }
 
                 if (_inBatch == _holdLimit && _pending is { } full)
@@ -457,6 +463,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             // Every row made of the source row is in: a full batch is sealed and handed to the loader (not waited for).
             void SourceRowDone()
             {
+                _ofSourceRow = 0;
                 if (_pending is not { } full)
                 {
                     return;

@@ -411,11 +411,11 @@ public sealed class TransportSourceTests
         {
             var run = async () => await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
             (await run.Should().ThrowAsync<InvalidOperationException>())
-                .WithMessage("ETL job 'too-many' reads queue:*: one message made more rows than a batch holds (4: twice the batch size 2).*");
+                .WithMessage("ETL job 'too-many' reads queue:*: message * has made 4 rows so far, which fills the batch to its limit of 4 rows (twice BatchSize, which is 2; maxUnacknowledged is *).*make BatchSize at least the most rows one message makes*");
         }
 
         var letters = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
-        letters.Should().ContainSingle().Which.Reason.Should().Contain("more rows than a batch holds");
+        letters.Should().ContainSingle().Which.Reason.Should().Contain("fills the batch to its limit");
 
         // The next message loads; none of the first one's rows was committed.
         await sender.SendAsync(queue, new Reading(2, 2));
