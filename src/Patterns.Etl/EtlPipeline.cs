@@ -510,7 +510,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 }
 
                 // No row to load: those since the last batch were filtered out or quarantined, or the batch before ended on
-                // the last row of a message (split inside it, so its commit did not cover the message). The quarantined
+                // the last row of a source row it split (a file source's; a queue source never splits a message). The quarantined
                 // rows and the messages' ids are stored (by a sink that stores them, with the bookmark, in one transaction)
                 // before the messages are acknowledged: an id acknowledged but not recorded would be loaded again if the
                 // transport delivered its message again.
