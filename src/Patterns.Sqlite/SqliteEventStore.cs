@@ -394,13 +394,14 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
             return new(new HashSet<string>(StringComparer.Ordinal));
         }
 
-        return new(Read((consumer, messageIds, _sql), static (session, s) =>
+        return new(Read((consumer, messageIds, _sql, cancellationToken), static (session, s) =>
         {
             var found = new HashSet<string>(StringComparer.Ordinal);
             var command = session.Command(s._sql.InboxContains, "@consumer", "@id");
             command.Parameters[0].Value = s.consumer;
             foreach (var id in s.messageIds)
             {
+                s.cancellationToken.ThrowIfCancellationRequested();
                 command.Parameters[1].Value = id;
                 if (command.ExecuteScalar() is not null)
                 {

@@ -938,6 +938,13 @@ public abstract partial class EventStoreConformanceTests : IAsyncLifetime
         (await inbox.ContainsManyAsync("billing", ids, Timeout)).Should().BeEquivalentTo(["m-1", "m-150", "m-300"], "marked, or claimed in a unit of work, by this consumer");
         (await inbox.ContainsManyAsync("shipping", ["m-1", "m-2", "m-2"], Timeout)).Should().BeEquivalentTo(["m-2"], "another consumer's marks are its own");
         (await inbox.ContainsManyAsync("nobody", ids, Timeout)).Should().BeEmpty();
+
+        var noConsumer = async () => await inbox.ContainsManyAsync(string.Empty, [], Timeout);
+        await noConsumer.Should().ThrowAsync<ArgumentException>("the consumer is checked even when there is no id to look up");
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        var whenCancelled = async () => await inbox.ContainsManyAsync("billing", ids, cancelled.Token);
+        await whenCancelled.Should().ThrowAsync<OperationCanceledException>();
     }
 
     // ----- Inline projections ------------------------------------------------------------------------------

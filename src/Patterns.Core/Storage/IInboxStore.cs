@@ -24,6 +24,7 @@ public interface IInboxStore
     /// <returns>The ids among <paramref name="messageIds"/> marked handled by <paramref name="consumer"/>.</returns>
     async ValueTask<IReadOnlySet<string>> ContainsManyAsync(string consumer, IReadOnlyCollection<string> messageIds, CancellationToken cancellationToken = default)
     {
+        ArgumentException.ThrowIfNullOrEmpty(consumer);
         ArgumentNullException.ThrowIfNull(messageIds);
         var found = new HashSet<string>(StringComparer.Ordinal);
         foreach (var id in messageIds)

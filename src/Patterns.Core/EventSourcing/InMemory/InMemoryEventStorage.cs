@@ -426,12 +426,14 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
     {
         ArgumentException.ThrowIfNullOrEmpty(consumer);
         ArgumentNullException.ThrowIfNull(messageIds);
+        cancellationToken.ThrowIfCancellationRequested();
         var found = new HashSet<string>(StringComparer.Ordinal);
         lock (_gate)
         {
             foreach (var id in messageIds)
             {
                 ArgumentException.ThrowIfNullOrEmpty(id, nameof(messageIds));
+                cancellationToken.ThrowIfCancellationRequested();
                 if (_inbox.ContainsKey((consumer, id)))
                 {
                     found.Add(id);
