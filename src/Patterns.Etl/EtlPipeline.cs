@@ -182,6 +182,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private readonly SemaphoreSlim? _sealedSlots;
         private bool _sealing;
         private int _inBatch;
+        private int _ofSourceRow;
         private long _batchBytes;
         private T[] _rows = [];
         private long _loaded;
@@ -281,7 +282,8 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             // Where positions track rows, the loader ends each batch once the source has moved past the row that filled it
-            // (a SelectMany or a Join makes several rows of one): a batch may then hold up to twice BatchSize rows.
+            // (a SelectMany or a Join makes several rows of one): a batch may then hold up to twice BatchSize rows. A queue
+            // source's message that makes more fails the run rather than be split across two commits.
             var holds = _run.PositionsTrackRows;
             _holdLimit = holds ? 2 * _batchSize : _batchSize;
             _sealedBookmark = _run.Resume;
@@ -406,9 +408,24 @@ public sealed class EtlPipeline<T> : EtlPipeline
             ValueTask AddHeldAsync(T row, CancellationToken ct)
             {
                 _inBatch++;
+                _ofSourceRow++;
                 if (_rowSize is not null)
                 {
                     _batchBytes += _rowSize(row);
+                }
+
+                if (_inBatch == _holdLimit && _pending is not null && _run.MaxUnacknowledged is not null)
+                {
+                    // A message is acknowledged, and recorded as consumed, with the commit of its last row: split across two
+                    // commits, its first part would be loaded again after a failure between them. It fails the run instead
+                    // (the open batch, with the message's rows, is dropped; nothing of it is committed).
+                    var earlier = _inBatch - _ofSourceRow;
+                    throw new InvalidOperationException(
+                        $"ETL job '{_run.Job}' reads {_run.SourceName}: message {_run.MessageId ?? "(no id)"} has made {_ofSourceRow} rows so far" +
+                        (earlier > 0 ? $"; with the {earlier} rows of earlier messages in the open batch, that" : ", which") +
+                        $" fills the batch to its limit of {_holdLimit} rows (twice BatchSize, which is {_batchSize}; maxUnacknowledged is {_run.MaxUnacknowledged}). " +
+                        "A message's rows are loaded with one commit, so that it is loaded exactly once: make BatchSize at least the most rows one message makes " +
+                        "(and maxUnacknowledged at least twice BatchSize, since a queue source caps BatchSize at half of it), or send smaller messages.");
                 }
 
                 if (_inBatch == _holdLimit && _pending is { } full)
@@ -446,6 +463,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             // Every row made of the source row is in: a full batch is sealed and handed to the loader (not waited for).
             void SourceRowDone()
             {
+                _ofSourceRow = 0;
                 if (_pending is not { } full)
                 {
                     return;
@@ -492,7 +510,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 }
 
                 // No row to load: those since the last batch were filtered out or quarantined, or the batch before ended on
-                // the last row of a message (split inside it, so its commit did not cover the message). The quarantined
+                // the last row of a source row it split (a file source's; a queue source never splits a message). The quarantined
                 // rows and the messages' ids are stored (by a sink that stores them, with the bookmark, in one transaction)
                 // before the messages are acknowledged: an id acknowledged but not recorded would be loaded again if the
                 // transport delivered its message again.

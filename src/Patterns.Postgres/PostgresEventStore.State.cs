@@ -195,6 +195,48 @@ public sealed partial class PostgresEventStore
     }
 
     /// <inheritdoc />
+    /// <remarks>One round trip, however many ids.</remarks>
+    public async ValueTask<IReadOnlySet<string>> ContainsManyAsync(string consumer, IReadOnlyCollection<string> messageIds, CancellationToken cancellationToken = default)
+    {
+        Guard.Text(consumer, nameof(consumer));
+        ArgumentNullException.ThrowIfNull(messageIds);
+        var ids = new string[messageIds.Count];
+        var index = 0;
+        foreach (var id in messageIds)
+        {
+            Guard.Text(id, nameof(messageIds));
+            ids[index++] = id;
+        }
+
+        var found = new HashSet<string>(StringComparer.Ordinal);
+        if (ids.Length == 0)
+        {
+            return found;
+        }
+
+        var connection = await OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
+        {
+            var command = new NpgsqlCommand(_schema.InboxContainsMany, connection);
+            await using (command.ConfigureAwait(false))
+            {
+                command.Parameters.Add(Parameters.Text(consumer));
+                command.Parameters.Add(Parameters.Array(ids, NpgsqlDbType.Text));
+                var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                await using (reader.ConfigureAwait(false))
+                {
+                    while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                    {
+                        found.Add(reader.GetString(0));
+                    }
+                }
+            }
+        }
+
+        return found;
+    }
+
+    /// <inheritdoc />
     /// <remarks>The entry is stamped with the store's <see cref="TimeProvider"/>; <see cref="PruneAsync"/> compares against that stamp.</remarks>
     public async ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default)
     {

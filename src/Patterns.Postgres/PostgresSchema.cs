@@ -88,6 +88,7 @@ internal sealed class PostgresSchema
         ClearDocuments = $"DELETE FROM {s}.documents WHERE collection = $1";
 
         InboxContains = $"SELECT EXISTS (SELECT 1 FROM {s}.inbox WHERE consumer = $1 AND message_id = $2)";
+        InboxContainsMany = $"SELECT message_id FROM {s}.inbox WHERE consumer = $1 AND message_id = ANY($2)";
         InboxMark = $"INSERT INTO {s}.inbox (consumer, message_id, handled_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
         InboxPrune = $"DELETE FROM {s}.inbox WHERE handled_at < $1";
         InboxClaim = $"""
@@ -227,6 +228,8 @@ internal sealed class PostgresSchema
     public string ClearDocuments { get; }
 
     public string InboxContains { get; }
+
+    public string InboxContainsMany { get; }
 
     public string InboxMark { get; }
 

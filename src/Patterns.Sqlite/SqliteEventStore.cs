@@ -378,6 +378,42 @@ public sealed partial class SqliteEventStore : IEventStorage, ISnapshotStorage, 
     }
 
     /// <inheritdoc />
+    /// <remarks>One read session: the prepared lookup runs once per id, in process, with no round trip between them.</remarks>
+    ValueTask<IReadOnlySet<string>> IInboxStore.ContainsManyAsync(string consumer, IReadOnlyCollection<string> messageIds, CancellationToken cancellationToken)
+    {
+        SqliteArguments.Key(consumer, nameof(consumer));
+        ArgumentNullException.ThrowIfNull(messageIds);
+        foreach (var id in messageIds)
+        {
+            SqliteArguments.Key(id, nameof(messageIds));
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+        if (messageIds.Count == 0)
+        {
+            return new(new HashSet<string>(StringComparer.Ordinal));
+        }
+
+        return new(Read((consumer, messageIds, _sql, cancellationToken), static (session, s) =>
+        {
+            var found = new HashSet<string>(StringComparer.Ordinal);
+            var command = session.Command(s._sql.InboxContains, "@consumer", "@id");
+            command.Parameters[0].Value = s.consumer;
+            foreach (var id in s.messageIds)
+            {
+                s.cancellationToken.ThrowIfCancellationRequested();
+                command.Parameters[1].Value = id;
+                if (command.ExecuteScalar() is not null)
+                {
+                    found.Add(id);
+                }
+            }
+
+            return found;
+        }));
+    }
+
+    /// <inheritdoc />
     /// <remarks>The mark is stamped with <see cref="SqliteEventStoreOptions.TimeProvider"/>'s current time, which <see cref="IInboxStore.PruneAsync"/> compares.</remarks>
     ValueTask<bool> IInboxStore.TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken)
     {

@@ -918,6 +918,35 @@ public abstract partial class EventStoreConformanceTests : IAsyncLifetime
         (await inbox.ContainsAsync("billing", "m-1", Timeout)).Should().BeFalse();
     }
 
+    [Fact]
+    public async Task Inbox_ContainsMany_ReturnsTheIdsTheConsumerHandled_InOneCall()
+    {
+        var store = await OpenAsync();
+        if (store.Inbox is not { } inbox)
+        {
+            return;
+        }
+
+        (await inbox.ContainsManyAsync("billing", [], Timeout)).Should().BeEmpty();
+        (await inbox.TryMarkHandledAsync("billing", "m-1", Timeout)).Should().BeTrue();
+        (await inbox.TryMarkHandledAsync("billing", "m-300", Timeout)).Should().BeTrue();
+        (await inbox.TryMarkHandledAsync("shipping", "m-2", Timeout)).Should().BeTrue();
+        await Units(store).CommitAsync(new UnitOfWork().ClaimInbox("billing", "m-150"), Timeout);
+
+        // More ids than one statement's parameters would hold one by one; handled and unknown ones mixed.
+        var ids = Enumerable.Range(1, 300).Select(i => $"m-{i}").ToList();
+        (await inbox.ContainsManyAsync("billing", ids, Timeout)).Should().BeEquivalentTo(["m-1", "m-150", "m-300"], "marked, or claimed in a unit of work, by this consumer");
+        (await inbox.ContainsManyAsync("shipping", ["m-1", "m-2", "m-2"], Timeout)).Should().BeEquivalentTo(["m-2"], "another consumer's marks are its own");
+        (await inbox.ContainsManyAsync("nobody", ids, Timeout)).Should().BeEmpty();
+
+        var noConsumer = async () => await inbox.ContainsManyAsync(string.Empty, [], Timeout);
+        await noConsumer.Should().ThrowAsync<ArgumentException>("the consumer is checked even when there is no id to look up");
+        using var cancelled = new CancellationTokenSource();
+        await cancelled.CancelAsync();
+        var whenCancelled = async () => await inbox.ContainsManyAsync("billing", ids, cancelled.Token);
+        await whenCancelled.Should().ThrowAsync<OperationCanceledException>();
+    }
+
     // ----- Inline projections ------------------------------------------------------------------------------
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using FluentAssertions;
+using Patterns.Messaging;
 using Patterns.Transport;
 using Xunit;
 
@@ -77,11 +78,13 @@ public abstract partial class TransportConformanceTests
         var queue = Name("conformance.release");
         await Transport.DeclareQueueAsync(queue, new QueueSettings());
         var counts = new ConcurrentQueue<int>();
+        var marked = new ConcurrentQueue<bool>();
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var released = 0;
         await SubscribeAsync(TransportAddress.Queue(queue), queue, (e, _) =>
         {
             counts.Enqueue(e.DeliveryCount);
+            marked.Enqueue(e.TryGetHeader(EnvelopeHeaders.Released, out var value) && value == "1");
             if (Interlocked.Increment(ref released) <= Releases)
             {
                 return new(Settlement.Release("the consumer is stopping"));
@@ -95,6 +98,7 @@ public abstract partial class TransportConformanceTests
         await done.Task.WaitAsync(WaitTimeout);
 
         counts.Should().Equal(Enumerable.Repeat(0, Releases + 1), "a release is not a delivery: Settlement.NextDelivery keeps the count");
+        marked.Should().Equal([false, .. Enumerable.Repeat(true, Releases)], "a message handed back comes again marked, so a consumer that may have taken it checks its inbox");
         Settlement.Release("x").IsDeferral.Should().BeTrue();
         Settlement.Release("x").Delay.Should().Be(TimeSpan.Zero);
         var blank = () => Settlement.Release(" ");

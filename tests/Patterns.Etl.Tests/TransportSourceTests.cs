@@ -364,46 +364,11 @@ public sealed class TransportSourceTests
     }
 
     [Fact]
-    public async Task OneMessage_MoreRowsThanTwoBatches_IsAtLeastOnce_ItsFirstBatchIsLoadedAgainWhenALaterOneFails()
+    public async Task OneMessage_MoreRowsThanBatchSize_IsLoadedInOneBatchWithItsId()
     {
-        // Documented (docs/etl.md): a batch holds at most 2 × BatchSize rows, so a message that makes more is split, and
-        // its id is recorded only with the batch that holds its last row. A failure before that loads its earlier rows again.
+        // The batch that fills on one of a message's rows takes the rest of them (up to twice BatchSize), so the message
+        // is recorded as consumed, and acknowledged, with all its rows in one commit.
         var queue = "split-" + Guid.NewGuid().ToString("N");
-        using var host = await StartAsync(queue);
-        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
-        var consumed = new HashSet<string>(StringComparer.Ordinal);
-        EtlPipeline<Reading> Pipeline(RecordingSink sink) =>
-            EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 5)).To(sink, "split");
-
-        var first = new RecordingSink(failOnBatch: 2, consumed);
-        var failed = async () => await Pipeline(first).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
-        (await failed.Should().ThrowAsync<InvalidOperationException>()).WithMessage("commit 2 failed");
-        first.Batches.Should().Equal([4], "the batch ends inside the message, at twice BatchSize");
-        consumed.Should().BeEmpty("the message is recorded only with its last row");
-
-        var second = new RecordingSink(failOnBatch: null, consumed);
-        using var stop = new CancellationTokenSource(Wait);
-        second.OnCommit = () =>
-        {
-            if (second.Rows.Count >= 5)
-            {
-                stop.Cancel();
-            }
-        };
-        await Pipeline(second).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
-
-        second.Rows.Should().HaveCount(5);
-        consumed.Should().ContainSingle();
-        first.Rows.Count.Should().Be(4, "the 4 rows of the first batch are loaded again: at least once");
-    }
-
-    [Fact]
-    public async Task AMessageWhoseLastRowEndsASplitBatch_IsRecordedAsConsumed_WhenTheSourceGoesIdle()
-    {
-        // 4 rows with BatchSize 2: a batch holds at most 4, so the first ends on the message's last row, inside the
-        // message (its commit covers only the rows before). The message's own commit is an empty one, sealed once the
-        // source is idle: it must record the id before it acknowledges the message.
-        var queue = "split-end-" + Guid.NewGuid().ToString("N");
         using var host = await StartAsync(queue);
         await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Reading(1, 1));
         var consumed = new HashSet<string>(StringComparer.Ordinal);
@@ -411,18 +376,55 @@ public sealed class TransportSourceTests
         using var stop = new CancellationTokenSource(Wait);
         sink.OnCommit = () =>
         {
-            if (consumed.Count > 0)
+            if (sink.Rows.Count >= 5)
             {
                 stop.Cancel();
             }
         };
 
-        var result = await EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 4)).To(sink, "split-end")
-            .RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+        await EtlTransport.FromQueue<Reading>(host.Services, queue).SelectMany(r => Enumerable.Repeat(r, 5)).To(sink, "split")
+            .RunAsync(new EtlRunOptions { BatchSize = 3 }, stop.Token);
 
-        result.Status.Should().Be(EtlRunStatus.Stopped);
-        sink.Batches.Should().Equal([4], "the only batch ends on the message's last row");
-        consumed.Should().ContainSingle("the commit that acknowledges the message records its id");
+        sink.Batches.Should().Equal([5], "the batch that fills inside the message takes the rest of its rows");
+        consumed.Should().ContainSingle("the message is recorded with the batch that holds all its rows");
+    }
+
+    [Theory]
+    [InlineData(4)]
+    [InlineData(5)]
+    public async Task OneMessage_AsManyRowsAsABatchHolds_FailsTheRunClearly_NothingOfItIsLoaded_DeadLetteredAfterMaxDeliveries(int rows)
+    {
+        // BatchSize 2: a batch holds at most 4 rows. Before, a message of 4 or more rows was split across two commits and
+        // recorded with the second, so a failure between them appended its first part again (at least once). It is not
+        // split any more: the run fails, nothing of the message is committed, and the message counts a failed delivery.
+        using var dir = new TempDir();
+        var queue = "too-many-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(1, 1));
+        var target = Sqlite.Append<Reading>(dir.Sqlite(), "readings");
+        EtlPipeline<Reading> Pipeline(CheckingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+            .SelectMany(r => Enumerable.Range(0, r.Id == 1 ? rows : 1).Select(i => new Reading((r.Id * 10) + i, i)))
+            .To(sink, "too-many");
+
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            var run = async () => await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token);
+            (await run.Should().ThrowAsync<InvalidOperationException>())
+                .WithMessage("ETL job 'too-many' reads queue:*: message * has made 4 rows so far, which fills the batch to its limit of 4 rows (twice BatchSize, which is 2; maxUnacknowledged is *).*make BatchSize at least the most rows one message makes*");
+        }
+
+        var letters = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
+        letters.Should().ContainSingle().Which.Reason.Should().Contain("fills the batch to its limit");
+
+        // The next message loads; none of the first one's rows was committed.
+        await sender.SendAsync(queue, new Reading(2, 2));
+        using (var stop = new CancellationTokenSource(Wait))
+        {
+            (await Pipeline(new CheckingSink(target, miss: false, stop)).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        }
+
+        Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM readings").Should().Be(20, "only message 2's row");
     }
 
     [Fact]

@@ -37,6 +37,14 @@ public static class EnvelopeHeaders
     /// </summary>
     public const string ExpiresAt = "patterns-expires-at";
 
+    /// <summary>
+    /// Marks a message that a consumer handed back without handling it (<see cref="Transport.Settlement.Release"/>): its
+    /// <see cref="Envelope.DeliveryCount"/> did not move, but a consumer that records what it took in a transaction (a
+    /// stream source with a durable snapshot store) may have committed it before handing it back, so it reads its inbox
+    /// for a message that carries this header as it does for a redelivery. The value is <c>1</c>.
+    /// </summary>
+    public const string Released = "patterns-released";
+
     /// <summary>The dead-letter reason of a message whose time to live ended before it was handled.</summary>
     public const string ExpiredReason = "expired";
 

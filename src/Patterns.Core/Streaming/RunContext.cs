@@ -263,11 +263,19 @@ internal sealed class RunContext : IDisposable
     /// <summary>Commits the state saved at the end of the run (a graceful stop or the end of the input) and acknowledges what it includes; once only.</summary>
     public ValueTask CommitEndAsync() => Committer is { } commit && !_endCommitted ? CommitAsync(commit, endOfRun: true) : default;
 
+    /// <summary>
+    /// Gets a value indicating whether a snapshot's commit failed: the run ends for the store's sake (or because a copy it
+    /// took is committed already), not because of the messages it held, which go back to the transport uncounted. Set
+    /// only by the store's I/O: a snapshot that cannot be built (state that does not serialise) fails like a stage, counted.
+    /// </summary>
+    public bool CommitFailed { get; set; }
+
     private async ValueTask CommitAsync(Func<bool, ValueTask> commit, bool endOfRun)
     {
         _endCommitted |= endOfRun;
         var captured = Source?.Capture();
         await commit(endOfRun).ConfigureAwait(false);
+
         Commits++;
         StreamingLog.Committed(Logger, Name, Commits, (captured as System.Collections.ICollection)?.Count ?? 0);
         Source?.Committed(captured);

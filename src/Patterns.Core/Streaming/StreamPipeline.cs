@@ -57,7 +57,7 @@ public sealed class StreamPipeline
                     // first delivery's count, so the source could not tell it from a new message without reading the
                     // inbox for every message. The snapshot that would have counted it twice failed on its inbox
                     // claim; the run released what it held, and starts again from the last committed snapshot, as
-                    // after a crash (the copy comes back as a redelivery, which the source checks). A stop ends here.
+                    // after a crash (the copy comes back marked as released, which the source checks against the inbox). A stop ends here.
                     if (stop.IsCancellationRequested)
                     {
                         return;
@@ -192,21 +192,38 @@ public sealed class StreamPipeline
                     unit.RequireLease(lease);
                 }
 
-                await durable.Units.CommitAsync(unit, run.AbortToken).ConfigureAwait(false);
+                await StoreAsync(run, async () => await durable.Units.CommitAsync(unit, run.AbortToken).ConfigureAwait(false)).ConfigureAwait(false);
             }
         }
         else if (snapshot is not null)
         {
-            await store.SaveAsync(snapshot, run.AbortToken).ConfigureAwait(false);
+            await StoreAsync(run, () => store.SaveAsync(snapshot, run.AbortToken)).ConfigureAwait(false);
         }
         else if (delete)
         {
-            await store.DeleteAsync(run.Name, run.AbortToken).ConfigureAwait(false);
+            await StoreAsync(run, () => store.DeleteAsync(run.Name, run.AbortToken)).ConfigureAwait(false);
         }
 
         if (snapshot is not null && endOfRun)
         {
             StreamingLog.Saved(run.Logger, run.Name, saved.Count);
+        }
+    }
+
+    /// <summary>
+    /// Runs the store's part of a commit: a failure there (the store, or an inbox claim of a copy committed already) is
+    /// the stream's, not its messages', which go back uncounted; building the snapshot stays outside, a failure there counts.
+    /// </summary>
+    private static async ValueTask StoreAsync(RunContext run, Func<ValueTask> io)
+    {
+        try
+        {
+            await io().ConfigureAwait(false);
+        }
+        catch
+        {
+            run.CommitFailed = true;
+            throw;
         }
     }
 }

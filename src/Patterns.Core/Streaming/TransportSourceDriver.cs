@@ -11,6 +11,14 @@ namespace Patterns.Streaming;
 /// written; a full channel holds the transport back) that the pipeline reads like any channel. On a graceful stop the
 /// subscription drains into the channel, and the pipeline finishes what it took.
 /// </summary>
+/// <remarks>
+/// A message the source gives back without a failure of its own (the pipeline stopped, or a snapshot could not take it)
+/// goes back with <see cref="Settlement.Release"/>: no delivery is counted. Such a message comes again marked
+/// (<see cref="Messaging.EnvelopeHeaders.Released"/>), and with a durable store the source reads its inbox for it as for a
+/// redelivery: a snapshot whose commit reported a failure may have landed and include it. A first delivery is not read
+/// against the inbox (that would cost a store round trip per message); a copy sent again with a first delivery's count is
+/// caught by the snapshot's inbox claim instead (see <see cref="StreamPipeline"/>).
+/// </remarks>
 internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 {
     private readonly Channel<T> _channel;
@@ -83,7 +91,8 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                     if (held is not null)
                     {
                         var id = envelope.MessageId.ToString();
-                        var check = inbox is not null && envelope.DeliveryCount > 0;
+                        // Delivered before, or handed back by a run that may have committed it: read the inbox first.
+                        var check = inbox is not null && (envelope.DeliveryCount > 0 || Settlement.WasReleased(envelope));
                         while (true)
                         {
                             var checkedAt = -1L;
@@ -119,14 +128,15 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 }
                 catch (Exception ex) when (ex is ChannelClosedException or OperationCanceledException)
                 {
-                    // The pipeline ended while the message waited for room (or for its snapshot): hand it back.
-                    return Settlement.Retry(TimeSpan.Zero, ex);
+                    // The pipeline ended while the message waited for room (or for its snapshot): hand it back uncounted.
+                    return HandBack;
                 }
             },
             Run.AbortToken).ConfigureAwait(false);
         Run.Started?.TrySetResult();
 
         var stopping = Task.CompletedTask;
+        Exception? failure = null;
         using (Run.StopToken.Register(() => stopping = held is null ? StopAsync(subscription) : StopHoldingAsync(subscription)))
         {
             try
@@ -138,14 +148,24 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                     await Run.CommitEndAsync().ConfigureAwait(false);
                 }
             }
+            catch (Exception ex)
+            {
+                // Kept for the held messages' settlement: a stage failing with a Stop policy rethrows without failing
+                // the run (that is recorded only once this returns), and the messages must go back counted so that a
+                // poison message is dead-lettered. A cancellation after an abort is not the message's fault (the drain
+                // deadline passed, or the run failed already and says why).
+                failure = ex is OperationCanceledException && Run.AbortToken.IsCancellationRequested ? null : ex;
+                throw;
+            }
             finally
             {
                 writer.TryComplete();
-                held?.ReleaseAll(Run.Failure);
+                failure ??= Run.Failure;
+                held?.ReleaseAll(failure, counted: failure is not null && !Run.CommitFailed);
                 if (held is not null && !Run.StopToken.IsCancellationRequested)
                 {
                     // The run failed: the deliveries the subscription still holds are handed back (released handlers
-                    // settle them as Retry at once), not dropped by a hard stop, so that they are delivered again.
+                    // settle them at once), not dropped by a hard stop, so that they are delivered again.
                     await subscription.StopAsync(CancellationToken.None).ConfigureAwait(false);
                 }
 
@@ -154,6 +174,9 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             }
         }
     }
+
+    /// <summary>How a message goes back that the source did not take into a snapshot (the pipeline ended first): uncounted.</summary>
+    private static Settlement HandBack { get; } = Settlement.Release("the stream stopped before a snapshot included the message");
 
     /// <summary>The inbox consumer under which a pipeline records the messages its committed snapshots include.</summary>
     internal static string InboxConsumer(string pipeline) => StreamPipeline.InboxPrefix + pipeline;
@@ -192,7 +215,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
         private long _captured;
         private long _commits;
         private int _held;
-        private bool _released;
+        private Settlement? _released;
 
         /// <summary>Gets a value indicating whether messages were taken into the pipeline that no snapshot includes yet.</summary>
         public bool Uncaptured
@@ -232,15 +255,16 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             {
                 if (!await writer.WaitToWriteAsync(cancellationToken).ConfigureAwait(false))
                 {
-                    return Settlement.Retry(TimeSpan.Zero);
+                    return HandBack;
                 }
 
                 Task<Settlement>? original = null;
                 lock (_gate)
                 {
-                    if (_released)
+                    if (_released is not null)
                     {
-                        return Settlement.Retry(TimeSpan.Zero);
+                        // Released before it entered the pipeline: whatever ended the run, this message had no part in it.
+                        return HandBack;
                     }
 
                     if (inboxConsumer is not null && _heldIds.TryGetValue(id, out var held))
@@ -277,7 +301,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                 driver.RequestCheckpoint();
             }
 
-            using (cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(Settlement.Retry(TimeSpan.Zero)), settled))
+            using (cancellationToken.UnsafeRegister(static s => ((TaskCompletionSource<Settlement>)s!).TrySetResult(HandBack), settled))
             {
                 return await settled.Task.ConfigureAwait(false);
             }
@@ -338,16 +362,19 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
         /// <summary>The run ended: what no committed snapshot includes goes back to the transport, to be redelivered.</summary>
         /// <remarks>
-        /// Handed back with <see cref="Settlement.Retry"/>, which counts a delivery, and not <see cref="Settlement.Release"/>:
-        /// a copy whose <see cref="Messaging.Envelope.DeliveryCount"/> is above 0 is what makes this source read the inbox
-        /// before taking it (a snapshot may already include it).
+        /// Uncounted (<see cref="Settlement.Release"/>) unless <paramref name="counted"/>: a graceful stop, or a snapshot
+        /// whose commit failed, is no failure of the messages. A stage that failed the run may have failed on one of them, so
+        /// those go back with <see cref="Settlement.Retry"/> and the failure. Either way the copy that comes again is read
+        /// against the inbox (a count above 0, or the release mark), since a commit that reported a failure may have landed.
         /// </remarks>
-        public void ReleaseAll(Exception? failure)
+        public void ReleaseAll(Exception? failure, bool counted)
         {
             TaskCompletionSource<Settlement>[] waiting;
+            var settlement = counted ? Settlement.Retry(TimeSpan.Zero, failure) : failure is null ? HandBack : Settlement.Release(
+                $"the stream's snapshot could not be committed ({failure.Message}); the message goes back to be taken again");
             lock (_gate)
             {
-                _released = true;
+                _released = settlement;
                 waiting = [.. _uncommitted.SelectMany(c => c).Select(c => c.Settled), .. _waiting.Select(c => c.Settled)];
                 _waiting.Clear();
                 _uncommitted.Clear();
@@ -356,7 +383,7 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
             foreach (var message in waiting)
             {
-                message.TrySetResult(Settlement.Retry(TimeSpan.Zero, failure));
+                message.TrySetResult(settlement);
             }
         }
     }

@@ -80,7 +80,9 @@ public readonly struct Settlement
     /// Hands the message back to be delivered again at once without counting a delivery: the consumer is stopping (or
     /// let go of the message) before its handler settled it, so no handling was attempted and no retry limit should move
     /// towards dead-lettering it. A transport carries it out like a <see cref="Retry"/> with no delay and the envelope
-    /// <see cref="NextDelivery"/> returns (its <see cref="Envelope.DeliveryCount"/> unchanged); <see cref="IsDeferral"/> is true.
+    /// <see cref="NextDelivery"/> returns (its <see cref="Envelope.DeliveryCount"/> unchanged, with the header
+    /// <see cref="EnvelopeHeaders.Released"/> added, so that a consumer can tell a message it may have taken before from
+    /// a first delivery); <see cref="IsDeferral"/> is true.
     /// </summary>
     /// <param name="reason">Why, for logs.</param>
     /// <returns>The settlement.</returns>
@@ -92,13 +94,22 @@ public readonly struct Settlement
 
     /// <summary>
     /// Returns the envelope a transport delivers again for a <see cref="SettlementKind.Retry"/>: the delivered one with
-    /// <see cref="Envelope.DeliveryCount"/> one higher, or unchanged for a deferral (<see cref="Defer"/>). Every transport
-    /// uses it, so delivery counts mean the same everywhere.
+    /// <see cref="Envelope.DeliveryCount"/> one higher, or unchanged for a deferral (<see cref="Defer"/>); a release
+    /// (<see cref="Release"/>) also carries the header <see cref="EnvelopeHeaders.Released"/>. Every transport uses it, so
+    /// delivery counts and the release mark mean the same everywhere.
     /// </summary>
     /// <param name="delivered">The envelope as it was delivered.</param>
     /// <returns>The envelope to deliver again.</returns>
     public Envelope NextDelivery(in Envelope delivered) =>
-        IsDeferral ? delivered : delivered with { DeliveryCount = delivered.DeliveryCount + 1 };
+        !IsDeferral ? delivered with { DeliveryCount = delivered.DeliveryCount + 1 }
+        : Delay == TimeSpan.Zero ? MarkReleased(delivered)
+        : delivered;
+
+    /// <summary>Gets whether a consumer handed <paramref name="envelope"/> back before (<see cref="Release"/>) without handling it.</summary>
+    internal static bool WasReleased(in Envelope envelope) => envelope.Headers?.ContainsKey(EnvelopeHeaders.Released) == true;
+
+    private static Envelope MarkReleased(in Envelope delivered) =>
+        WasReleased(delivered) ? delivered : delivered.WithHeader(EnvelopeHeaders.Released, "1");
 
     /// <summary>Asks the transport to move the message to its dead-letter queue.</summary>
     /// <param name="reason">Why; recorded on the dead-lettered envelope.</param>

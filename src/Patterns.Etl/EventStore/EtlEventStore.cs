@@ -77,22 +77,11 @@ internal sealed class EventStoreSink<T>(string name, EventStoreTarget target, Fu
         /// <summary>Gets the inbox consumer of this job and partition (the kernel's inbox pruner removes its old entries, after <c>PatternsOptions.InboxRetention</c>).</summary>
         private string Consumer => "etl:" + _bookmarkId;
 
-        public override async ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken)
-        {
-            var found = new HashSet<string>(StringComparer.Ordinal);
-            if (sink.Target.Inbox is { } inbox)
-            {
-                foreach (var id in messageIds)
-                {
-                    if (await inbox.ContainsAsync(Consumer, id, cancellationToken).ConfigureAwait(false))
-                    {
-                        found.Add(id);
-                    }
-                }
-            }
-
-            return found;
-        }
+        /// <summary>One inbox lookup for the whole group (<see cref="IInboxStore.ContainsManyAsync"/>: one round trip on PostgreSQL).</summary>
+        public override ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken) =>
+            sink.Target.Inbox is { } inbox && messageIds.Count > 0
+                ? inbox.ContainsManyAsync(Consumer, messageIds, cancellationToken)
+                : new(new HashSet<string>(StringComparer.Ordinal));
 
         public override async ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken)
         {

@@ -65,6 +65,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
                 context.Offset++;
                 context.Line = context.Offset;
                 held.Take(context.Offset, delivery.Settled);
+                run.MessageId = delivery.Settled.Id;
                 yield return delivery.Message;
 
                 // Back here, the row has passed every stage. Many rows that no batch covers (they were filtered out, or

@@ -122,8 +122,9 @@ public sealed class TransportSourceInboxTests
         await Eventually.HoldsAsync(() => Volatile.Read(ref taken) == 2);
         fake.Advance(TimeSpan.FromSeconds(5));
         await harness.WaitForDeliveriesAsync(3);
-        Settled(harness, 1).Should().Be((0, SettlementKind.Retry), "the snapshot that took the copy failed, and the run handed it back");
-        Settled(harness, 2).Should().Be((1, SettlementKind.Ack), "the run started again, and the redelivered copy is in the inbox");
+        Settled(harness, 1).Should().Be((0, SettlementKind.Retry), "the snapshot that took the copy failed, and the run handed it back uncounted");
+        Settled(harness, 2).Should().Be((0, SettlementKind.Ack), "the run started again, and the copy, marked as released, is in the inbox");
+        harness.Deliveries[2].Envelope.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue();
 
         await sender.SendAsync("clicks", C("a", 12));
         await Eventually.HoldsAsync(() =>

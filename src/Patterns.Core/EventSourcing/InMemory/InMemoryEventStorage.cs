@@ -422,6 +422,29 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
     }
 
     /// <inheritdoc />
+    public ValueTask<IReadOnlySet<string>> ContainsManyAsync(string consumer, IReadOnlyCollection<string> messageIds, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(consumer);
+        ArgumentNullException.ThrowIfNull(messageIds);
+        cancellationToken.ThrowIfCancellationRequested();
+        var found = new HashSet<string>(StringComparer.Ordinal);
+        lock (_gate)
+        {
+            foreach (var id in messageIds)
+            {
+                ArgumentException.ThrowIfNullOrEmpty(id, nameof(messageIds));
+                cancellationToken.ThrowIfCancellationRequested();
+                if (_inbox.ContainsKey((consumer, id)))
+                {
+                    found.Add(id);
+                }
+            }
+        }
+
+        return new ValueTask<IReadOnlySet<string>>(found);
+    }
+
+    /// <inheritdoc />
     public ValueTask<bool> TryMarkHandledAsync(string consumer, string messageId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(consumer);
