@@ -209,6 +209,34 @@ public sealed class OutlierDetectionTests
         state.DestinationsState.AvailableDestinations.Single().DestinationId.Should().Be("good");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task EachRequest_CountedOnce_WithOrWithoutResilience(bool withTimeout)
+    {
+        // Without resilience the route's transformer counts the attempt as its response comes back; with it (a timeout), the
+        // resilience handler counts it. Either way once: two consecutive failures eject, and the first request alone does not.
+        var time = new FakeTimeProvider();
+        await using var bad = await Backend.StartAsync("bad", c => { c.Response.StatusCode = 500; return Task.CompletedTask; });
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "2" };
+        if (withTimeout)
+        {
+            metadata[GatewayMetadata.Timeout] = "00:00:30";
+        }
+
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (bad, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var badState = Cluster(gateway).DestinationsState.AllDestinations.Single();
+
+        await Send(gateway.Client, 1);
+        bad.Hits.Should().Be(1);
+        badState.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "one failure is counted once, before its response reaches the client");
+
+        await Send(gateway.Client, 1);
+        bad.Hits.Should().Be(2);
+        Waits.Until(() => badState.Health.Passive == DestinationHealth.Unhealthy, "the second consecutive failure ejects");
+    }
+
     /// <summary>An address on which nothing listens: a port that was free a moment ago.</summary>
     internal static async Task<string> DeadAddressAsync()
     {

@@ -56,7 +56,8 @@ internal sealed class ResilienceHandler(
         policy ??= ClusterPolicy.Effective(feature, registry, context);
         if (!policy.HasResilience)
         {
-            return SendOnce(cluster, destination, request, context, cancellationToken);
+            // Nothing to retry, time or hedge: the route's transformer counts the one attempt for outlier detection.
+            return base.SendAsync(request, cancellationToken);
         }
 
         // Hedging sends a request more than once: only an idempotent method of the policy's list, and never a body.
@@ -243,7 +244,7 @@ internal sealed class ResilienceHandler(
     private static string Source(ClusterPolicy policy) =>
         policy.PolicyName is { } name ? $"resilience policy '{name}'" : "the cluster's Patterns.* metadata";
 
-    /// <summary>One attempt, counted for outlier detection; a success that completed at once is returned as its own task.</summary>
+    /// <summary>One attempt under a policy with resilience but nothing to do for this request (hedging only, a request that is not hedged), counted for outlier detection; a success that completed at once is returned as its own task.</summary>
     private Task<HttpResponseMessage> SendOnce(ClusterState cluster, DestinationState destination, HttpRequestMessage request, HttpContext context, CancellationToken cancellationToken)
     {
         var sent = SendFirst(request, cancellationToken);
