@@ -4,6 +4,7 @@ using Microsoft.Extensions.Time.Testing;
 using Yarp.ReverseProxy;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Model;
+using Yarp.ReverseProxy.Transforms;
 
 namespace Patterns.Gateway.Tests;
 
@@ -235,6 +236,29 @@ public sealed class OutlierDetectionTests
         await Send(gateway.Client, 1);
         bad.Hits.Should().Be(2);
         Waits.Until(() => badState.Health.Passive == DestinationHealth.Unhealthy, "the second consecutive failure ejects");
+    }
+
+    [Fact]
+    public async Task RequestTransformFailing_BeforeSending_IsNotCounted()
+    {
+        // YARP answers 502 (RequestCreation) and hands the transformer no response: nothing reached the destination, so
+        // nothing is counted against it. A transport error, by contrast, counts (TransportError_CountsAsFailure).
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" }, GatewayPolicies.Weighted, (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time, services: b => b.Services.AddGateway(g => g
+            .AddTransforms(t => t.AddRequestTransform(_ => throw new InvalidOperationException("transform fails")))));
+        var state = Cluster(gateway).DestinationsState.AllDestinations.Single();
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(System.Net.HttpStatusCode.BadGateway);
+        }
+
+        good.Hits.Should().Be(0);
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "a request that was never sent says nothing about its destination");
     }
 
     /// <summary>An address on which nothing listens: a port that was free a moment ago.</summary>
