@@ -1,10 +1,10 @@
 using System.Runtime.CompilerServices;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
-using Patterns.Gateway.Resilience;
-using Yarp.ReverseProxy.Forwarder;
 using Patterns.Gateway.Configuration;
+using Patterns.Gateway.Resilience;
 using Patterns.Gateway.Telemetry;
+using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Health;
 using Yarp.ReverseProxy.Model;
 
