@@ -261,6 +261,44 @@ public sealed class OutlierDetectionTests
         state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "a request that was never sent says nothing about its destination");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ClientBodyPastTheRouteLimit_IsNotCounted(bool withTimeout)
+    {
+        // A chunked body that grows past the route's MaxRequestBodySize is cut off by the gateway's server while YARP streams
+        // it (ForwarderError.RequestBodyClient, 413): the client's fault, which says nothing about the destination, with or
+        // without resilience. A single failure would eject here.
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
+        if (withTimeout)
+        {
+            metadata[GatewayMetadata.Timeout] = "00:00:30";
+        }
+
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (good, null));
+        await using var gateway = await Gateways.FromCodeAsync([routes[0] with { MaxRequestBodySize = 16 }], clusters, time);
+        var state = Cluster(gateway).DestinationsState.AllDestinations.Single();
+
+        using var response = await gateway.Client.PostAsync("/x", new ChunkedContent(new byte[64]), Ct);
+
+        response.StatusCode.Should().Be(System.Net.HttpStatusCode.RequestEntityTooLarge);
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the client's oversize body is not a failure of the destination");
+    }
+
+    /// <summary>A body of unknown length, so it goes chunked and only the server's limit on what it reads can stop it.</summary>
+    private sealed class ChunkedContent(byte[] body) : HttpContent
+    {
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) => stream.WriteAsync(body).AsTask();
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
     /// <summary>An address on which nothing listens: a port that was free a moment ago.</summary>
     internal static async Task<string> DeadAddressAsync()
     {

@@ -23,7 +23,8 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// attempt of a request whose policy has no resilience, so such a request needs neither the resilience handler's
     /// context handoff nor an async layer around its send. A request with resilience is counted attempt by attempt by the
     /// handler instead. Counted as the handler would: a 5xx or a failure to get a response is a failure, unless the client
-    /// aborted the request; a request that failed before it was sent (a request transform threw) is not counted.
+    /// aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault"/>); a request that failed
+    /// before it was sent (a request transform threw) is not counted.
     /// </summary>
     public void RecordResponse(HttpContext context, HttpResponseMessage? response, ResiliencePolicyRegistry registry)
     {
@@ -40,10 +41,28 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             Record(cluster, destination, (int)response.StatusCode >= 500);
         }
         else if (!context.RequestAborted.IsCancellationRequested
-            && context.Features.Get<IForwarderErrorFeature>()?.Error is not (ForwarderError.RequestCreation or ForwarderError.None or null))
+            && context.Features.Get<IForwarderErrorFeature>()?.Error is not (
+                ForwarderError.RequestCreation or ForwarderError.RequestBodyClient or ForwarderError.RequestBodyCanceled or ForwarderError.None or null))
         {
             Record(cluster, destination, failure: true);
         }
+    }
+
+    /// <summary>
+    /// True when <paramref name="exception"/> comes from reading the client's request body, refused by the gateway's own server
+    /// (larger than the route allows, too slow, malformed): the client's fault, which says nothing about the destination.
+    /// </summary>
+    public static bool IsClientBodyFault(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is BadHttpRequestException)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Records one attempt on <paramref name="destination"/>; a failure is a 5xx, a timeout or a transport error.</summary>

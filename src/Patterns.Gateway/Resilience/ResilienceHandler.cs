@@ -138,7 +138,11 @@ internal sealed class ResilienceHandler(
             }
             catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested)
             {
-                outliers.Record(cluster, destination, failure: true);
+                if (!OutlierDetector.IsClientBodyFault(ex))
+                {
+                    outliers.Record(cluster, destination, failure: true);
+                }
+
                 return await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromException<HttpResponseMessage>(ex), cancellationToken).ConfigureAwait(false);
             }
 
@@ -267,7 +271,7 @@ internal sealed class ResilienceHandler(
             outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
             return response;
         }
-        catch (Exception) when (!context.RequestAborted.IsCancellationRequested)
+        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex))
         {
             outliers.Record(cluster, destination, failure: true);
             throw;
@@ -323,10 +327,12 @@ internal sealed class ResilienceHandler(
         {
             throw;
         }
-        catch (Exception) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested))
+        catch (Exception ex) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested)
+            && !OutlierDetector.IsClientBodyFault(ex))
         {
             // An attempt cancelled because another one answered (a hedge that lost) says nothing about its destination; one
-            // cancelled by the request's timeout with no answer yet does, and counts as a failure.
+            // cancelled by the request's timeout with no answer yet does, and counts as a failure. Neither does a client's
+            // body that the gateway's server refused while it streamed.
             outliers.Record(state.Cluster, destination, failure: true);
             throw;
         }
