@@ -287,6 +287,62 @@ public sealed class OutlierDetectionTests
         state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the client's oversize body is not a failure of the destination");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Reload_SwitchingResilienceWhileARequestIsInFlight_CountsItOnce(bool timeoutBefore)
+    {
+        // A request sent under one policy and answered after a reload turned resilience (a timeout) on or off: whoever counts
+        // it (the route's transformer without resilience, the handler with it) decides by the cluster the request started
+        // with, so it is counted once. Not twice: its failure alone does not eject. Not zero times: the next failure does.
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sent = 0;
+        await using var bad = await Backend.StartAsync("bad", async c =>
+        {
+            if (Interlocked.Increment(ref sent) == 1)
+            {
+                arrived.TrySetResult();
+                await release.Task.WaitAsync(Ct);
+            }
+
+            c.Response.StatusCode = 500;
+        });
+        Dictionary<string, string> Metadata(bool timeout)
+        {
+            var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "2" };
+            if (timeout)
+            {
+                metadata[GatewayMetadata.Timeout] = "00:00:30";
+            }
+
+            return metadata;
+        }
+
+        var (routes, clusters) = Gateways.OneCluster(Metadata(timeoutBefore), GatewayPolicies.Weighted, (bad, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var cluster = Cluster(gateway);
+        var destination = cluster.DestinationsState.AllDestinations.Single();
+
+        var first = gateway.Client.GetAsync("/x", Ct);
+        await arrived.Task.WaitAsync(Ct);
+        var (routes2, clusters2) = Gateways.OneCluster(Metadata(!timeoutBefore), GatewayPolicies.Weighted, (bad, null));
+        gateway.Services.GetRequiredService<InMemoryConfigProvider>().Update(routes2, clusters2);
+        Waits.Until(() => cluster.Model.Config.Metadata!.ContainsKey(GatewayMetadata.Timeout) != timeoutBefore, "the reload applies");
+        release.SetResult();
+        using (var response = await first)
+        {
+            response.StatusCode.Should().Be(System.Net.HttpStatusCode.InternalServerError);
+        }
+
+        destination.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the request in flight is counted once");
+
+        await Send(gateway.Client, 1);
+        bad.Hits.Should().Be(2);
+        destination.Health.Passive.Should().Be(DestinationHealth.Unhealthy, "the request in flight was counted, so this second failure in a row ejects");
+    }
+
     /// <summary>A body of unknown length, so it goes chunked and only the server's limit on what it reads can stop it.</summary>
     private sealed class ChunkedContent(byte[] body) : HttpContent
     {
