@@ -287,6 +287,33 @@ public sealed class OutlierDetectionTests
         state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the client's oversize body is not a failure of the destination");
     }
 
+    [Fact]
+    public async Task ClientBodyPastTheRouteLimit_DoesNotOpenTheCircuit()
+    {
+        // Two refused client bodies would be two failures in two attempts, over the ratio: the circuit would open and the
+        // next request get 503 without reaching the healthy destination.
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
+                [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
+                [GatewayMetadata.CircuitBreakerBreakDuration] = "00:00:05",
+            },
+            GatewayPolicies.Weighted, (good, null));
+        await using var gateway = await Gateways.FromCodeAsync([routes[0] with { MaxRequestBodySize = 16 }], clusters, time);
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var refused = await gateway.Client.PostAsync("/x", new ChunkedContent(new byte[64]), Ct);
+            refused.StatusCode.Should().Be(System.Net.HttpStatusCode.RequestEntityTooLarge);
+        }
+
+        using var response = await gateway.Client.GetAsync("/x", Ct);
+        response.StatusCode.Should().Be(System.Net.HttpStatusCode.OK, "the client's oversize bodies are not failures of the destination");
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

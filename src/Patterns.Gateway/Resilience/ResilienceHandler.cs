@@ -624,8 +624,9 @@ internal sealed class ResilienceHandler(
                     MinimumThroughput = b.MinimumThroughput,
                     SamplingDuration = b.SamplingDuration,
                     BreakDuration = b.BreakDuration,
+                    // A client's body refused by the gateway's server says nothing about the destination (as for outlier detection).
                     ShouldHandle = static args => new ValueTask<bool>(
-                        args.Outcome.Exception is HttpRequestException or TimeoutRejectedException
+                        (args.Outcome.Exception is HttpRequestException or TimeoutRejectedException && !OutlierDetector.IsClientBodyFault(args.Outcome.Exception))
                         || (args.Outcome.Result is { } r && (int)r.StatusCode >= 500)),
                 });
             }
