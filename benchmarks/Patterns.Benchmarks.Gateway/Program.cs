@@ -26,6 +26,14 @@ switch (mode)
         var filter = args.SkipWhile(a => a != "--filter").Skip(1).FirstOrDefault() ?? "*";
         var seconds = int.Parse(args.SkipWhile(a => a != "--seconds").Skip(1).FirstOrDefault() ?? "10", CultureInfo.InvariantCulture);
         var output = args.SkipWhile(a => a != "--out").Skip(1).FirstOrDefault() ?? "benchmarks/results";
-        await new Runner(seconds, output).RunAsync(filter);
+        // --rounds: GatewayOverhead's interleaved rounds (each row loaded once per round for --seconds).
+        var rounds = int.Parse(args.SkipWhile(a => a != "--rounds").Skip(1).FirstOrDefault() ?? "5", CultureInfo.InvariantCulture);
+        if (rounds < 1 || seconds < 1)
+        {
+            // Checked before any server starts: no round leaves no median to report.
+            throw new ArgumentOutOfRangeException(nameof(args), "--rounds and --seconds must be at least 1.");
+        }
+
+        await new Runner(seconds, output, rounds).RunAsync(filter);
         break;
 }

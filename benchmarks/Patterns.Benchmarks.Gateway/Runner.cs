@@ -7,7 +7,7 @@ using System.Text.RegularExpressions;
 namespace Patterns.Benchmarks.Gateway;
 
 /// <summary>Starts servers as child processes, loads them with wrk (a second process), and writes the markdown reports.</summary>
-internal sealed partial class Runner(int seconds, string output)
+internal sealed partial class Runner(int seconds, string output, int rounds = 5)
 {
     private const int Connections = 32;
     private readonly List<Process> _children = [];
@@ -46,50 +46,113 @@ internal sealed partial class Runner(int seconds, string output)
 
     private static bool Matches(string filter, string name) => filter == "*" || name.Contains(filter.Trim('*'), StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>
+    /// Direct, Yarp and Patterns side by side: all three servers run for the whole measurement, each gets the same warm-up,
+    /// then <c>rounds</c> rounds of <c>seconds</c> each load every row once, Yarp and Patterns taking turns at going first, so
+    /// a drift of the shared machine falls on both alike. Each row reports the median of its rounds with the min-max; the
+    /// Patterns / Yarp ratios are the ratios of the medians, with the spread of the per-round ratios (paired in the round).
+    /// </summary>
     private async Task OverheadAsync()
     {
         var backendPort = Port();
         var backend = await StartAsync(backendPort, "backend", backendPort.ToString(CultureInfo.InvariantCulture));
         var backendUrl = $"http://127.0.0.1:{backendPort}";
-        var rows = new List<string[]>();
-        var direct = await LoadAsync(backendUrl + "/", [backend]);
-        rows.Add(Row("Direct", direct, direct));
-
         var yarpPort = Port();
         var yarp = await StartAsync(yarpPort, "gateway", yarpPort.ToString(CultureInfo.InvariantCulture), "yarp", $"{backendUrl},{backendUrl}");
-        var yarpResult = await LoadAsync($"http://127.0.0.1:{yarpPort}/", [yarp]);
-        Stop(yarp);
-        rows.Add(Row("Yarp", yarpResult, direct));
-
         var patternsPort = Port();
         var patterns = await StartAsync(patternsPort, "gateway", patternsPort.ToString(CultureInfo.InvariantCulture), "patterns", $"{backendUrl},{backendUrl}");
-        var patternsResult = await LoadAsync($"http://127.0.0.1:{patternsPort}/", [patterns]);
-        Stop(patterns);
-        rows.Add(Row("Patterns", patternsResult, direct));
+        (string Name, string Url, Process Process)[] targets =
+        [
+            ("Direct", backendUrl + "/", backend),
+            ("Yarp", $"http://127.0.0.1:{yarpPort}/", yarp),
+            ("Patterns", $"http://127.0.0.1:{patternsPort}/", patterns),
+        ];
+        foreach (var target in targets)
+        {
+            await WrkAsync(target.Url, Math.Min(3, seconds), script: null);
+        }
 
+        var results = targets.ToDictionary(t => t.Name, _ => new List<LoadResult>());
+        for (var round = 0; round < rounds; round++)
+        {
+            // Direct first in every round; Yarp and Patterns alternate which of them goes next (Y P, P Y, ...).
+            int[] order = round % 2 == 0 ? [0, 1, 2] : [0, 2, 1];
+            foreach (var i in order)
+            {
+                Console.Write($"round {round + 1}/{rounds} ");
+                results[targets[i].Name].Add(await LoadAsync(targets[i].Url, [targets[i].Process], warmup: false));
+            }
+        }
+
+        Stop(patterns);
+        Stop(yarp);
+        var rows = targets.Select(t => t.Name).ToList();
         var nginx = await NginxAsync(backendPort);
         if (nginx is not null)
         {
-            rows.Add(Row("nginx", nginx, direct));
+            results["nginx"] = nginx;
+            rows.Add("nginx");
         }
 
         Stop(backend);
+        var direct = Median(results["Direct"], r => r.RequestsPerSecond);
         var report = new StringBuilder();
         report.AppendLine("# GatewayOverhead");
         report.AppendLine();
-        Header(report, "the gateway process (Direct: the backend process)");
-        report.AppendLine("| Method | Requests/s | Ratio | p50 ms | p90 ms | p99 ms | CPU µs/request | Non-2xx |");
+        Header(report, "the gateway process (Direct: the backend process)", warmup: $"a {Math.Min(3, seconds)} s warm-up of each row");
+        report.AppendLine($"Interleaved: the backend and both gateways run throughout; {rounds} rounds of {seconds} s, each loading Direct, then Yarp and Patterns " +
+            "taking turns at going first. Each cell is the median of the rounds, min-max below it; nginx (when installed) runs after the rounds, " +
+            $"{Math.Min(3, rounds)} times. Per-round ratios pair Patterns with the Yarp run of the same round.");
+        report.AppendLine();
+        report.AppendLine("| Method | Requests/s | Ratio to Direct | p50 ms | p90 ms | p99 ms | CPU µs/request | Non-2xx |");
         report.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var row in rows)
+        foreach (var name in rows)
         {
-            report.AppendLine("| " + string.Join(" | ", row) + " |");
+            var runs = results[name];
+            report.AppendLine($"| {name} | {Spread(runs, r => r.RequestsPerSecond, "N0")} | {Median(runs, r => r.RequestsPerSecond) / direct:F2} " +
+                $"| {Spread(runs, r => r.P50, "F2")} | {Spread(runs, r => r.P90, "F2")} | {Spread(runs, r => r.P99, "F2")} " +
+                $"| {Spread(runs, r => r.CpuMicrosPerRequest, "F1")} | {runs.Sum(r => r.NonSuccess)} |");
         }
 
+        var throughput = RatioOfMedians(results["Patterns"], results["Yarp"], r => r.RequestsPerSecond);
+        var cpu = RatioOfMedians(results["Patterns"], results["Yarp"], r => r.CpuMicrosPerRequest);
         report.AppendLine();
-        report.AppendLine($"Patterns / Yarp: {patternsResult.RequestsPerSecond / yarpResult.RequestsPerSecond:P1} of the requests/s (target ≥ 95%), " +
-            $"{patternsResult.CpuMicrosPerRequest / yarpResult.CpuMicrosPerRequest:F2}× the CPU per request (target ≤ 1.10×).");
+        report.AppendLine("| Patterns / Yarp | Ratio of medians | Per-round ratios (min-max) | Spread | Target | Met |");
+        report.AppendLine("|---|---:|---:|---|---|---|");
+        report.AppendLine($"| Requests/s | {throughput.Ratio:P1} | {throughput.Min:P1}-{throughput.Max:P1} | {Stability(throughput, rounds)} | ≥ 95% | {Met(throughput, throughput.Ratio >= 0.95)} |");
+        report.AppendLine($"| CPU per request | {cpu.Ratio:F2}× | {cpu.Min:F2}×-{cpu.Max:F2}× | {Stability(cpu, rounds)} | ≤ 1.10× | {Met(cpu, cpu.Ratio <= 1.10)} |");
+        report.AppendLine();
+        report.AppendLine("A ratio is marked unstable when a per-round ratio lies more than ±10% from the ratio of the medians; its verdict then says so.");
         await WriteAsync("GatewayOverhead-report-github.md", report.ToString());
     }
+
+    private static double Median(List<LoadResult> runs, Func<LoadResult, double> value)
+    {
+        var sorted = runs.Select(value).Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    private static string Spread(List<LoadResult> runs, Func<LoadResult, double> value, string format)
+    {
+        var median = Median(runs, value).ToString(format, CultureInfo.InvariantCulture);
+        return runs.Count == 1
+            ? median
+            : $"{median}<br>({runs.Min(value).ToString(format, CultureInfo.InvariantCulture)}-{runs.Max(value).ToString(format, CultureInfo.InvariantCulture)})";
+    }
+
+    /// <summary>The ratio of the medians of <paramref name="a"/> and <paramref name="b"/>, and the range of the per-round ratios (round i of one over round i of the other).</summary>
+    private static (double Ratio, double Min, double Max) RatioOfMedians(List<LoadResult> a, List<LoadResult> b, Func<LoadResult, double> value)
+    {
+        var paired = a.Zip(b, (x, y) => value(x) / value(y)).ToArray();
+        return (Median(a, value) / Median(b, value), paired.Min(), paired.Max());
+    }
+
+    private static bool Unstable((double Ratio, double Min, double Max) r) => r.Min < r.Ratio * 0.9 || r.Max > r.Ratio * 1.1;
+
+    private static string Stability((double Ratio, double Min, double Max) r, int rounds) =>
+        rounds < 2 ? "one round: no spread to judge" : Unstable(r) ? "**unstable** (beyond ±10%)" : "within ±10%";
+
+    private static string Met((double Ratio, double Min, double Max) r, bool met) => (met ? "yes" : "no") + (Unstable(r) ? " (unstable)" : string.Empty);
 
     private async Task FailureMaskingAsync()
     {
@@ -174,9 +237,9 @@ internal sealed partial class Runner(int seconds, string output)
         await WriteAsync("PushFanout-report-github.md", report.ToString());
     }
 
-    private void Header(StringBuilder report, string cpuOf)
+    private void Header(StringBuilder report, string cpuOf, string warmup = "a 3 s warm-up")
     {
-        report.AppendLine($"Load: wrk 4.1 (a second process), 1 thread, {Connections} connections, {seconds} s after a 3 s warm-up, HTTP/1.1 keep-alive on 127.0.0.1. " +
+        report.AppendLine($"Load: wrk 4.1 (a second process), 1 thread, {Connections} connections, {seconds} s after {warmup}, HTTP/1.1 keep-alive on 127.0.0.1. " +
             $"Backend: a minimal Kestrel endpoint returning 1 KB. Machine: {Environment.ProcessorCount} cores shared with the load generator; .NET {Environment.Version}. " +
             $"CPU per request is the user+system time of {cpuOf} divided by the requests completed. Measured {DateTimeOffset.UtcNow:yyyy-MM-dd HH:mm} UTC.");
         report.AppendLine();
@@ -194,7 +257,7 @@ internal sealed partial class Runner(int seconds, string output)
         result.NonSuccess.ToString(CultureInfo.InvariantCulture),
     ];
 
-    private async Task<LoadResult?> NginxAsync(int backendPort)
+    private async Task<List<LoadResult>?> NginxAsync(int backendPort)
     {
         if (!File.Exists("/usr/sbin/nginx"))
         {
@@ -229,9 +292,14 @@ internal sealed partial class Runner(int seconds, string output)
         var master = Process.Start(new ProcessStartInfo("/usr/sbin/nginx", ["-c", conf, "-p", dir]) { UseShellExecute = false })!;
         _children.Add(master);
         await WaitForPortAsync(port);
-        var result = await LoadAsync($"http://127.0.0.1:{port}/", [master], includeChildren: true);
+        var results = new List<LoadResult>();
+        for (var i = 0; i < Math.Min(3, rounds); i++)
+        {
+            results.Add(await LoadAsync($"http://127.0.0.1:{port}/", [master], warmup: i == 0, includeChildren: true));
+        }
+
         Stop(master);
-        return result;
+        return results;
     }
 
     private async Task<LoadResult> LoadAsync(string url, IReadOnlyList<Process> measured, bool warmup = true, string? script = null, bool includeChildren = false)

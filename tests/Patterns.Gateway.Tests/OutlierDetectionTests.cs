@@ -4,6 +4,7 @@ using Microsoft.Extensions.Time.Testing;
 using Yarp.ReverseProxy;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Model;
+using Yarp.ReverseProxy.Transforms;
 
 namespace Patterns.Gateway.Tests;
 
@@ -207,6 +208,178 @@ public sealed class OutlierDetectionTests
 
         Waits.Until(() => state.DestinationsState.AvailableDestinations.Count == 1, "the unreachable destination is ejected");
         state.DestinationsState.AvailableDestinations.Single().DestinationId.Should().Be("good");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task EachRequest_CountedOnce_WithOrWithoutResilience(bool withTimeout)
+    {
+        // Without resilience the route's transformer counts the attempt as its response comes back; with it (a timeout), the
+        // resilience handler counts it. Either way once: two consecutive failures eject, and the first request alone does not.
+        var time = new FakeTimeProvider();
+        await using var bad = await Backend.StartAsync("bad", c => { c.Response.StatusCode = 500; return Task.CompletedTask; });
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "2" };
+        if (withTimeout)
+        {
+            metadata[GatewayMetadata.Timeout] = "00:00:30";
+        }
+
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (bad, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var badState = Cluster(gateway).DestinationsState.AllDestinations.Single();
+
+        await Send(gateway.Client, 1);
+        bad.Hits.Should().Be(1);
+        badState.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "one failure is counted once, before its response reaches the client");
+
+        await Send(gateway.Client, 1);
+        bad.Hits.Should().Be(2);
+        Waits.Until(() => badState.Health.Passive == DestinationHealth.Unhealthy, "the second consecutive failure ejects");
+    }
+
+    [Fact]
+    public async Task RequestTransformFailing_BeforeSending_IsNotCounted()
+    {
+        // YARP answers 502 (RequestCreation) and hands the transformer no response: nothing reached the destination, so
+        // nothing is counted against it. A transport error, by contrast, counts (TransportError_CountsAsFailure).
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" }, GatewayPolicies.Weighted, (good, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time, services: b => b.Services.AddGateway(g => g
+            .AddTransforms(t => t.AddRequestTransform(_ => throw new InvalidOperationException("transform fails")))));
+        var state = Cluster(gateway).DestinationsState.AllDestinations.Single();
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct);
+            response.StatusCode.Should().Be(System.Net.HttpStatusCode.BadGateway);
+        }
+
+        good.Hits.Should().Be(0);
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "a request that was never sent says nothing about its destination");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ClientBodyPastTheRouteLimit_IsNotCounted(bool withTimeout)
+    {
+        // A chunked body that grows past the route's MaxRequestBodySize is cut off by the gateway's server while YARP streams
+        // it (ForwarderError.RequestBodyClient, 413): the client's fault, which says nothing about the destination, with or
+        // without resilience. A single failure would eject here.
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
+        if (withTimeout)
+        {
+            metadata[GatewayMetadata.Timeout] = "00:00:30";
+        }
+
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (good, null));
+        await using var gateway = await Gateways.FromCodeAsync([routes[0] with { MaxRequestBodySize = 16 }], clusters, time);
+        var state = Cluster(gateway).DestinationsState.AllDestinations.Single();
+
+        using var response = await gateway.Client.PostAsync("/x", new ChunkedContent(new byte[64]), Ct);
+
+        response.StatusCode.Should().Be(System.Net.HttpStatusCode.RequestEntityTooLarge);
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the client's oversize body is not a failure of the destination");
+    }
+
+    [Fact]
+    public async Task ClientBodyPastTheRouteLimit_DoesNotOpenTheCircuit()
+    {
+        // Two refused client bodies would be two failures in two attempts, over the ratio: the circuit would open and the
+        // next request get 503 without reaching the healthy destination.
+        var time = new FakeTimeProvider();
+        await using var good = await Backend.StartAsync("good");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string>
+            {
+                [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
+                [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
+                [GatewayMetadata.CircuitBreakerBreakDuration] = "00:00:05",
+            },
+            GatewayPolicies.Weighted, (good, null));
+        await using var gateway = await Gateways.FromCodeAsync([routes[0] with { MaxRequestBodySize = 16 }], clusters, time);
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var refused = await gateway.Client.PostAsync("/x", new ChunkedContent(new byte[64]), Ct);
+            refused.StatusCode.Should().Be(System.Net.HttpStatusCode.RequestEntityTooLarge);
+        }
+
+        using var response = await gateway.Client.GetAsync("/x", Ct);
+        response.StatusCode.Should().Be(System.Net.HttpStatusCode.OK, "the client's oversize bodies are not failures of the destination");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Reload_SwitchingResilienceWhileARequestIsInFlight_CountsItOnce(bool timeoutBefore)
+    {
+        // A request sent under one policy and answered after a reload turned resilience (a timeout) on or off: whoever counts
+        // it (the route's transformer without resilience, the handler with it) decides by the cluster the request started
+        // with, so it is counted once. Not twice: its failure alone does not eject. Not zero times: the next failure does.
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var sent = 0;
+        await using var bad = await Backend.StartAsync("bad", async c =>
+        {
+            if (Interlocked.Increment(ref sent) == 1)
+            {
+                arrived.TrySetResult();
+                await release.Task.WaitAsync(Ct);
+            }
+
+            c.Response.StatusCode = 500;
+        });
+        Dictionary<string, string> Metadata(bool timeout)
+        {
+            var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "2" };
+            if (timeout)
+            {
+                metadata[GatewayMetadata.Timeout] = "00:00:30";
+            }
+
+            return metadata;
+        }
+
+        var (routes, clusters) = Gateways.OneCluster(Metadata(timeoutBefore), GatewayPolicies.Weighted, (bad, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time);
+        var cluster = Cluster(gateway);
+        var destination = cluster.DestinationsState.AllDestinations.Single();
+
+        var first = gateway.Client.GetAsync("/x", Ct);
+        await arrived.Task.WaitAsync(Ct);
+        var (routes2, clusters2) = Gateways.OneCluster(Metadata(!timeoutBefore), GatewayPolicies.Weighted, (bad, null));
+        gateway.Services.GetRequiredService<InMemoryConfigProvider>().Update(routes2, clusters2);
+        Waits.Until(() => cluster.Model.Config.Metadata!.ContainsKey(GatewayMetadata.Timeout) != timeoutBefore, "the reload applies");
+        release.SetResult();
+        using (var response = await first)
+        {
+            response.StatusCode.Should().Be(System.Net.HttpStatusCode.InternalServerError);
+        }
+
+        destination.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the request in flight is counted once");
+
+        await Send(gateway.Client, 1);
+        bad.Hits.Should().Be(2);
+        destination.Health.Passive.Should().Be(DestinationHealth.Unhealthy, "the request in flight was counted, so this second failure in a row ejects");
+    }
+
+    /// <summary>A body of unknown length, so it goes chunked and only the server's limit on what it reads can stop it.</summary>
+    private sealed class ChunkedContent(byte[] body) : HttpContent
+    {
+        protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) => stream.WriteAsync(body).AsTask();
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
     }
 
     /// <summary>An address on which nothing listens: a port that was free a moment ago.</summary>

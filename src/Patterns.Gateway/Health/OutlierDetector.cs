@@ -1,7 +1,10 @@
 using System.Runtime.CompilerServices;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Patterns.Gateway.Configuration;
+using Patterns.Gateway.Resilience;
 using Patterns.Gateway.Telemetry;
+using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Health;
 using Yarp.ReverseProxy.Model;
 
@@ -14,6 +17,53 @@ namespace Patterns.Gateway.Health;
 internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUpdater, TimeProvider timeProvider, ILogger<OutlierDetector> logger)
 {
     private readonly ConditionalWeakTable<DestinationState, Counters> _counters = new();
+
+    /// <summary>
+    /// From the route's transformer, as YARP hands it the response (or <see langword="null"/> after a failure): counts the one
+    /// attempt of a request whose policy has no resilience, so such a request needs neither the resilience handler's
+    /// context handoff nor an async layer around its send. A request with resilience is counted attempt by attempt by the
+    /// handler instead. Counted as the handler would: a 5xx or a failure to get a response is a failure, unless the client
+    /// aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault"/>); a request that failed
+    /// before it was sent (a request transform threw) is not counted.
+    /// </summary>
+    public void RecordResponse(HttpContext context, HttpResponseMessage? response, ResiliencePolicyRegistry registry)
+    {
+        if (context.Features.Get<IReverseProxyFeature>() is not { ProxiedDestination: { } destination, Cluster: not null } feature
+            || feature.Route.Cluster is not { } cluster
+            || ClusterPolicy.For(cluster.Model.Config).Outlier is null
+            || ClusterPolicy.Effective(feature, registry, context).HasResilience)
+        {
+            return;
+        }
+
+        if (response is not null)
+        {
+            Record(cluster, destination, (int)response.StatusCode >= 500);
+        }
+        else if (!context.RequestAborted.IsCancellationRequested
+            && context.Features.Get<IForwarderErrorFeature>()?.Error is not (
+                ForwarderError.RequestCreation or ForwarderError.RequestBodyClient or ForwarderError.RequestBodyCanceled or ForwarderError.None or null))
+        {
+            Record(cluster, destination, failure: true);
+        }
+    }
+
+    /// <summary>
+    /// True when <paramref name="exception"/> comes from reading the client's request body, refused by the gateway's own server
+    /// (larger than the route allows, too slow, malformed): the client's fault, which says nothing about the destination.
+    /// </summary>
+    public static bool IsClientBodyFault(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is BadHttpRequestException)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>Records one attempt on <paramref name="destination"/>; a failure is a 5xx, a timeout or a transport error.</summary>
     public void Record(ClusterState cluster, DestinationState destination, bool failure)

@@ -50,7 +50,8 @@ public static class GatewayServiceCollectionExtensions
             services.Remove(transforms);
             services.AddSingleton<ITransformBuilder>(sp => new HandoffTransformBuilder(
                 (ITransformBuilder)(transforms.ImplementationInstance ?? transforms.ImplementationFactory?.Invoke(sp) ?? ActivatorUtilities.CreateInstance(sp, transforms.ImplementationType!)),
-                sp.GetRequiredService<ResiliencePolicyRegistry>()));
+                sp.GetRequiredService<ResiliencePolicyRegistry>(),
+                sp.GetRequiredService<OutlierDetector>()));
             services.TryAddSingleton<ResiliencePolicyRegistry>();
             services.TryAddEnumerable(ServiceDescriptor.Singleton<Yarp.ReverseProxy.Configuration.IConfigChangeListener, PolicyPruner>());
             services.TryAddSingleton(TimeProvider.System);

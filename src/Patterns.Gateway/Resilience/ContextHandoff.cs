@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.AspNetCore.Http;
 using Patterns.Gateway.Configuration;
+using Patterns.Gateway.Health;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Model;
@@ -91,27 +92,34 @@ internal static class ContextHandoff
         return Volatile.Read(ref s_pending) != 0 ? Remove(request) : null;
     }
 
-    /// <summary>The request's policy when it needs the resilience handler (anything to retry, time or count), else <see langword="null"/>.</summary>
+    /// <summary>
+    /// The request's policy when it needs the resilience handler (anything to retry, time or hedge), else <see langword="null"/>.
+    /// A cluster with outlier detection and no resilience does not: its one attempt is counted by the route's transformer when
+    /// the response (or the failure) comes back, see <see cref="OutlierDetector.RecordResponse"/>.
+    /// </summary>
     public static ClusterPolicy? Needed(HttpContext context, ResiliencePolicyRegistry registry) =>
         context.Features.Get<IReverseProxyFeature>() is { Cluster: not null } proxied
-        && ClusterPolicy.Effective(proxied, registry, context) is { } policy
-        && (policy.HasResilience || policy.Outlier is not null)
+        && ClusterPolicy.Effective(proxied, registry, context) is { HasResilience: true } policy
             ? policy
             : null;
 }
 
-/// <summary>Wraps every route's transformer so the context handoff happens after the last request transform, whatever transforms the route has.</summary>
-internal sealed class HandoffTransformBuilder(ITransformBuilder inner, ResiliencePolicyRegistry registry) : ITransformBuilder
+/// <summary>
+/// Wraps every route's transformer so the context handoff happens after the last request transform, whatever transforms the
+/// route has, and so that the one attempt of a request without resilience is counted for outlier detection as its response
+/// comes back, before any response transform.
+/// </summary>
+internal sealed class HandoffTransformBuilder(ITransformBuilder inner, ResiliencePolicyRegistry registry, OutlierDetector outliers) : ITransformBuilder
 {
     public IReadOnlyList<Exception> ValidateRoute(RouteConfig route) => inner.ValidateRoute(route);
 
     public IReadOnlyList<Exception> ValidateCluster(ClusterConfig cluster) => inner.ValidateCluster(cluster);
 
-    public HttpTransformer Build(RouteConfig route, ClusterConfig? cluster) => new Transformer(inner.Build(route, cluster), registry);
+    public HttpTransformer Build(RouteConfig route, ClusterConfig? cluster) => new Transformer(inner.Build(route, cluster), registry, outliers);
 
     public HttpTransformer Create(Action<TransformBuilderContext> action) => inner.Create(action);
 
-    private sealed class Transformer(HttpTransformer inner, ResiliencePolicyRegistry registry) : HttpTransformer
+    private sealed class Transformer(HttpTransformer inner, ResiliencePolicyRegistry registry, OutlierDetector outliers) : HttpTransformer
     {
         public override ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
         {
@@ -138,8 +146,11 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
             }
         }
 
-        public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken) =>
-            inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+        {
+            outliers.RecordResponse(httpContext, proxyResponse, registry);
+            return inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        }
 
         public override ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken) =>
             inner.TransformResponseTrailersAsync(httpContext, proxyResponse, cancellationToken);

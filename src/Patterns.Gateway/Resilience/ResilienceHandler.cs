@@ -56,7 +56,8 @@ internal sealed class ResilienceHandler(
         policy ??= ClusterPolicy.Effective(feature, registry, context);
         if (!policy.HasResilience)
         {
-            return SendOnce(cluster, destination, request, context, cancellationToken);
+            // Nothing to retry, time or hedge: the route's transformer counts the one attempt for outlier detection.
+            return base.SendAsync(request, cancellationToken);
         }
 
         // Hedging sends a request more than once: only an idempotent method of the policy's list, and never a body.
@@ -137,7 +138,11 @@ internal sealed class ResilienceHandler(
             }
             catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested)
             {
-                outliers.Record(cluster, destination, failure: true);
+                if (!OutlierDetector.IsClientBodyFault(ex))
+                {
+                    outliers.Record(cluster, destination, failure: true);
+                }
+
                 return await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromException<HttpResponseMessage>(ex), cancellationToken).ConfigureAwait(false);
             }
 
@@ -243,7 +248,7 @@ internal sealed class ResilienceHandler(
     private static string Source(ClusterPolicy policy) =>
         policy.PolicyName is { } name ? $"resilience policy '{name}'" : "the cluster's Patterns.* metadata";
 
-    /// <summary>One attempt, counted for outlier detection; a success that completed at once is returned as its own task.</summary>
+    /// <summary>One attempt under a policy with resilience but nothing to do for this request (hedging only, a request that is not hedged), counted for outlier detection; a success that completed at once is returned as its own task.</summary>
     private Task<HttpResponseMessage> SendOnce(ClusterState cluster, DestinationState destination, HttpRequestMessage request, HttpContext context, CancellationToken cancellationToken)
     {
         var sent = SendFirst(request, cancellationToken);
@@ -266,7 +271,7 @@ internal sealed class ResilienceHandler(
             outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
             return response;
         }
-        catch (Exception) when (!context.RequestAborted.IsCancellationRequested)
+        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex))
         {
             outliers.Record(cluster, destination, failure: true);
             throw;
@@ -322,10 +327,12 @@ internal sealed class ResilienceHandler(
         {
             throw;
         }
-        catch (Exception) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested))
+        catch (Exception ex) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested)
+            && !OutlierDetector.IsClientBodyFault(ex))
         {
             // An attempt cancelled because another one answered (a hedge that lost) says nothing about its destination; one
-            // cancelled by the request's timeout with no answer yet does, and counts as a failure.
+            // cancelled by the request's timeout with no answer yet does, and counts as a failure. Neither does a client's
+            // body that the gateway's server refused while it streamed.
             outliers.Record(state.Cluster, destination, failure: true);
             throw;
         }
@@ -617,8 +624,9 @@ internal sealed class ResilienceHandler(
                     MinimumThroughput = b.MinimumThroughput,
                     SamplingDuration = b.SamplingDuration,
                     BreakDuration = b.BreakDuration,
+                    // A client's body refused by the gateway's server says nothing about the destination (as for outlier detection).
                     ShouldHandle = static args => new ValueTask<bool>(
-                        args.Outcome.Exception is HttpRequestException or TimeoutRejectedException
+                        (args.Outcome.Exception is HttpRequestException or TimeoutRejectedException && !OutlierDetector.IsClientBodyFault(args.Outcome.Exception))
                         || (args.Outcome.Result is { } r && (int)r.StatusCode >= 500)),
                 });
             }
