@@ -343,6 +343,59 @@ public sealed class PeerLinksFaultTests
     }
 
     [Fact(Timeout = 180_000)]
+    public async Task ConnectionsCut_TheLinkDialsBothConnectionsAgain_AndControlStillCrossesWhileTheNewBulkOneIsStalled()
+    {
+        const int window = 1024 * 1024;
+        const int size = 16 * 1024;
+        const int count = 400;
+        await using var relayed = await RelayedPair.StartAsync(window, count);
+        var (receiver, proxy, sender, queue, deliveries) = (relayed.Receiver, relayed.Proxy, relayed.Sender, relayed.Queue, relayed.Deliveries);
+        var link = sender.Links[0];
+        await Mesh.UntilAsync(() => proxy.Accepted >= 2, "the link's first two connections");
+
+        // Reset both connections at the socket. Both waits are registered before the cut (the link reconnects on its own threads).
+        var (down, up) = WaitForStatesAsync(sender, PeerState.Connecting, PeerState.Up);
+        proxy.Cut().Should().BeGreaterThanOrEqualTo(4, "both connections of the link were live, each relayed by two sockets");
+        await down.WaitAsync(Bound);
+        await up.WaitAsync(Bound);
+
+        // The link dials its control connection again (the third the relay accepts) and, once the hello is answered, its
+        // bulk connection (the fourth): the two streams do not end up sharing one connection after a reconnect.
+        await Mesh.UntilAsync(() => proxy.Accepted >= 4, "the link's new bulk connection");
+        proxy.Accepted.Should().Be(4, "the reconnect dialled exactly one new control and one new bulk connection");
+        const int control = 3;
+        const int bulk = 4;
+        var sending = Task.Run(async () =>
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await sender.SendAsync(queue, Envelope(i, size));
+            }
+        });
+        await Mesh.UntilAsync(() => deliveries.Handled >= 50, "50 deliveries over the new connections");
+
+        // The new bulk connection stops moving: control frames still cross on the new control connection, both ways.
+        await proxy.Pause(bulk).WaitAsync(Bound);
+        await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill behind the stalled bulk connection");
+        var bulkBytes = proxy.ForwardedOn(bulk);
+        var controlBytes = proxy.ForwardedOn(control);
+        await link.ProbeControlAsync().WaitAsync(Bound);
+        var other = $"fault.cut-stalled-other-{Guid.NewGuid():N}";
+        await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(other), ConsumerGroup = other }, static (_, _) => new(Settlement.Ack)).AsTask().WaitAsync(Bound);
+        link.HasQueueConsumer(other).Should().BeTrue("the announcement crossed the new control connection and was applied");
+        proxy.ForwardedOn(bulk).Should().Be(bulkBytes, "no data moved on the stalled bulk connection");
+        proxy.ForwardedOn(control).Should().BeGreaterThan(controlBytes, "the ping and the announcement's acknowledgement crossed the new control connection");
+        sending.IsCompleted.Should().BeFalse("the sender still waits for its window");
+        proxy.Accepted.Should().Be(4, "no reconnect went around the stall");
+
+        proxy.Resume();
+        await sending.WaitAsync(Bound);
+        await deliveries.All.WaitAsync(Bound);
+        deliveries.ShouldBeExactlyOnce();
+    }
+
+    [Fact(Timeout = 180_000)]
     public async Task UnauthenticatedPeer_IsRefusedAndLogged_AndNeverReachesConsumers()
     {
         var logs = new ListLogs();

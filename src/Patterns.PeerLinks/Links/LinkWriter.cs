@@ -25,6 +25,10 @@ internal sealed class LinkWriter
 
     private readonly bool _yieldEachMessage;
 
+    // A traced probe's ping or pong in the gRPC message being built (ControlTrace; the benchmark's diagnostic mode).
+    private int _tracedHop = -1;
+    private long _tracedStamp;
+
     private LinkWriter(bool yieldEachMessage) => _yieldEachMessage = yieldEachMessage;
 
     /// <summary>Gets whether this writer hands its thread back between back-to-back gRPC messages (a bulk writer).</summary>
@@ -120,6 +124,12 @@ internal sealed class LinkWriter
                 var writing = stream.WriteAsync(batch, cancellationToken);
                 ranOn = _yieldEachMessage && writing.IsCompleted;
                 await writing.ConfigureAwait(false);
+                if (_tracedHop >= 0)
+                {
+                    ControlTrace.Mark(_tracedHop + 1, _tracedStamp);
+                    _tracedHop = -1;
+                }
+
                 Volatile.Write(ref _bytesWritten, _bytesWritten + batch.Length);
                 batch.Length = 0;
             }
@@ -144,6 +154,13 @@ internal sealed class LinkWriter
         {
             _control.TryDequeue(out _);
             Append(batch, frame);
+            var hop = ControlTrace.Enabled ? ControlTrace.TakenHop(frame) : -1;
+            if (hop >= 0)
+            {
+                _tracedHop = hop;
+                _tracedStamp = ControlTrace.Stamp(frame);
+                ControlTrace.Mark(hop, _tracedStamp);
+            }
         }
 
         Sequence?.Fill(batch);
