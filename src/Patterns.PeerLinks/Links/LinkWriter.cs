@@ -124,10 +124,9 @@ internal sealed class LinkWriter
                 var writing = stream.WriteAsync(batch, cancellationToken);
                 ranOn = _yieldEachMessage && writing.IsCompleted;
                 await writing.ConfigureAwait(false);
-                if (_tracedHop >= 0)
+                if (ControlTrace.Enabled)
                 {
-                    ControlTrace.Mark(_tracedHop + 1, _tracedStamp);
-                    _tracedHop = -1;
+                    TraceWritten();
                 }
 
                 Volatile.Write(ref _bytesWritten, _bytesWritten + batch.Length);
@@ -154,16 +153,33 @@ internal sealed class LinkWriter
         {
             _control.TryDequeue(out _);
             Append(batch, frame);
-            var hop = ControlTrace.Enabled ? ControlTrace.TakenHop(frame) : -1;
-            if (hop >= 0)
+            if (ControlTrace.Enabled)
             {
-                _tracedHop = hop;
-                _tracedStamp = ControlTrace.Stamp(frame);
-                ControlTrace.Mark(hop, _tracedStamp);
+                TraceTaken(frame);
             }
         }
 
         Sequence?.Fill(batch);
+    }
+
+    // The traced probe's ping or pong went into the gRPC message being built (heartbeats and other frames do not count).
+    private void TraceTaken(byte[] frame)
+    {
+        if (ControlTrace.Taken(frame, out var stamp) is var hop and >= 0)
+        {
+            _tracedHop = hop;
+            _tracedStamp = stamp;
+        }
+    }
+
+    // The gRPC message that carried the traced probe's ping or pong has been written.
+    private void TraceWritten()
+    {
+        if (_tracedHop >= 0)
+        {
+            ControlTrace.Mark(_tracedHop + 1, _tracedStamp);
+            _tracedHop = -1;
+        }
     }
 
     private static void Append(FrameBatch batch, byte[] frame)
