@@ -213,7 +213,7 @@ public static class Program
                     times[i] = (await bench.Idle()).TotalMicroseconds;
                     var resumed = Stopwatch.GetTimestamp();
                     ahead[i] = (link.BulkBytesWritten - before) / 1024.0;
-                    var marks = Patterns.PeerLinks.Links.ControlTrace.Marks;
+                    var marks = Patterns.PeerLinks.Links.ControlTrace.Snapshot();
                     if (Array.TrueForAll(marks, m => m != 0))
                     {
                         for (var h = 1; h < hops.Length; h++)
@@ -228,8 +228,9 @@ public static class Program
 
                 elapsed.Stop();
                 Patterns.PeerLinks.Links.ControlTrace.Enabled = false;
-                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: {traced} pings traced; time from each hop to the next (mean / p50 / p99 us):");
-                for (var h = 0; h < hops.Length; h++)
+                // A ping whose writer's "written" mark came only after the probe completed is left out (see ControlTrace).
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: {traced} of {rounds} pings traced (the rest had a hop not yet marked when the probe completed); time from each hop to the next (mean / p50 / p99 us):");
+                for (var h = 0; h < hops.Length && traced > 0; h++)
                 {
                     var span = spans[h][..traced];
                     Array.Sort(span);
