@@ -194,16 +194,56 @@ public static class Program
 
                 var ahead = new double[rounds];
                 var link = bench.Link;
+
+                // Where each ping's round trip goes, hop by hop (both nodes run in this process, so the marks compare).
+                Patterns.PeerLinks.Links.ControlTrace.Enabled = true;
+                var hops = Patterns.PeerLinks.Links.ControlTrace.Hops;
+                var spans = new double[hops.Length][];
+                for (var h = 0; h < hops.Length; h++)
+                {
+                    spans[h] = new double[rounds];
+                }
+
+                var traced = 0;
                 var bulkAtStart = link.BulkBytesWritten;
                 var elapsed = Stopwatch.StartNew();
                 for (var i = 0; i < rounds; i++)
                 {
                     var before = link.BulkBytesWritten;
                     times[i] = (await bench.Idle()).TotalMicroseconds;
+                    var resumed = Stopwatch.GetTimestamp();
                     ahead[i] = (link.BulkBytesWritten - before) / 1024.0;
+                    var marks = Patterns.PeerLinks.Links.ControlTrace.Snapshot();
+                    if (Array.TrueForAll(marks, m => m != 0))
+                    {
+                        for (var h = 1; h < hops.Length; h++)
+                        {
+                            spans[h - 1][traced] = Stopwatch.GetElapsedTime(marks[h - 1], marks[h]).TotalMicroseconds;
+                        }
+
+                        spans[hops.Length - 1][traced] = Stopwatch.GetElapsedTime(marks[^1], resumed).TotalMicroseconds;
+                        traced++;
+                    }
                 }
 
                 elapsed.Stop();
+                Patterns.PeerLinks.Links.ControlTrace.Enabled = false;
+                // A ping whose writer's "written" mark came only after the probe completed is left out (see ControlTrace).
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: {traced} of {rounds} pings traced (the rest had a hop not yet marked when the probe completed); time from each hop to the next (mean / p50 / p99 us):");
+                for (var h = 0; h < hops.Length && traced > 0; h++)
+                {
+                    var span = spans[h][..traced];
+                    Array.Sort(span);
+                    var to = h + 1 < hops.Length ? hops[h + 1] : "probe resumed";
+                    Console.WriteLine($"  {hops[h]} -> {to}: {span.Average():N1} / {span[traced / 2]:N1} / {span[traced * 99 / 100]:N1}");
+                }
+
+                // The TCP connections to the receiver's port (established; client side, dual-mode sockets show in tcp6):
+                // control and bulk each have their own HTTP/2 connection when this reads 2.
+                var port = link.Address.Port.ToString("X4", System.Globalization.CultureInfo.InvariantCulture);
+                var toReceiver = new[] { "/proc/net/tcp", "/proc/net/tcp6" }.SelectMany(f => File.ReadLines(f).Skip(1)).Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                    .Count(f => f[2].EndsWith(":" + port, StringComparison.Ordinal) && f[3] == "01");
+                Console.WriteLine($"TCP connections to the receiver's port {link.Address.Port}: {toReceiver}");
 
                 // Bulk bytes the link wrote while each ping was out: the bulk work that went ahead of the control frames
                 // (it depends less on how busy the machine is than the round trip does).

@@ -41,10 +41,13 @@ internal sealed class PausableProxy : IAsyncDisposable
     /// <returns>A task that completes once a paused relay has forwarded the read it was in and relays nothing more.</returns>
     public Task Pause(int connection)
     {
-        _parked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        Volatile.Write(ref _pausedConnection, connection);
+        // Both completion sources are in place before the connection number is published: a relay that sees the
+        // number also sees them, and parks at once rather than one read later.
+        var parked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _parked = parked;
         _resumed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        return _parked.Task;
+        Volatile.Write(ref _pausedConnection, connection);
+        return parked.Task;
     }
 
     private TaskCompletionSource _parked = new();

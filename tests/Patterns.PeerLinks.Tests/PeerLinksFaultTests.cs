@@ -253,25 +253,33 @@ public sealed class PeerLinksFaultTests
         await using var relayed = await RelayedPair.StartAsync(window, count); // a queue of capacity 100: SendAsync itself must wait
         var (receiver, proxy, sender, queue, deliveries) = (relayed.Receiver, relayed.Proxy, relayed.Sender, relayed.Queue, relayed.Deliveries);
         var link = sender.Links[0];
+        const int first = 120;
         var sent = 0;
+        for (; sent < first; sent++)
+        {
+            await sender.SendAsync(queue, Envelope(sent, size)).AsTask().WaitAsync(Bound);
+        }
+
+        await Mesh.UntilAsync(() => deliveries.Handled >= 100, "100 deliveries before the receiver stops reading");
+
+        // The rest (over fourteen windows) is sent only once the relay is paused: sent all at once before, it could all
+        // have crossed by then (a slow test thread, a fast link), and the window would never fill.
+        proxy.Pause();
+        var pausedAt = deliveries.Handled;
+        var relayedAtPause = proxy.Forwarded;
         var sending = Task.Run(async () =>
         {
-            for (var i = 0; i < count; i++)
+            for (var i = first; i < count; i++)
             {
                 await sender.SendAsync(queue, Envelope(i, size));
                 Interlocked.Increment(ref sent);
             }
         });
-        await Mesh.UntilAsync(() => deliveries.Handled >= 100, "100 deliveries before the receiver stops reading");
-
-        proxy.Pause();
-        var pausedAt = deliveries.Handled;
-        var relayedAtPause = proxy.Forwarded;
         // Nothing read means nothing acknowledged: the sender fills its window, then waits.
         await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill");
         var stalled = Stopwatch.StartNew();
         var relayedWhilePaused = proxy.Forwarded - relayedAtPause;
-        relayedWhilePaused.Should().BeLessThanOrEqualTo(16 * 1024, "the relay reads at most the one buffer it was reading when paused");
+        relayedWhilePaused.Should().BeLessThanOrEqualTo(2 * 16 * 1024, "the relay reads at most the one buffer each connection was reading when paused");
         sending.IsCompleted.Should().BeFalse("a receiver that reads nothing makes the sender wait");
         proxy.Accepted.Should().Be(2, "the link kept its two connections: no reconnect went around the pause");
         Volatile.Read(ref sent).Should().BeLessThan(count);
@@ -304,16 +312,26 @@ public sealed class PeerLinksFaultTests
         proxy.Accepted.Should().Be(2, "the link's control and bulk streams run on two connections");
         const int control = 1;
         const int bulk = 2;
+        const int first = 60;
+        for (var i = 0; i < first; i++)
+        {
+            await sender.SendAsync(queue, Envelope(i, size)).AsTask().WaitAsync(Bound);
+        }
+
+        await Mesh.UntilAsync(() => deliveries.Handled >= 50, "50 deliveries before the bulk connection stalls");
+
+        // The relay parks at its next read on the bulk connection. The rest of the messages (over five windows) are sent
+        // only now, so that read comes: sent all at once before the pause, they could all have crossed by then (a slow
+        // test thread, a fast link), and the relay would wait in a read no byte ever ends.
+        var parked = proxy.Pause(bulk);
         var sending = Task.Run(async () =>
         {
-            for (var i = 0; i < count; i++)
+            for (var i = first; i < count; i++)
             {
                 await sender.SendAsync(queue, Envelope(i, size));
             }
         });
-        await Mesh.UntilAsync(() => deliveries.Handled >= 50, "50 deliveries before the bulk connection stalls");
-
-        await proxy.Pause(bulk).WaitAsync(Bound);
+        await parked.WaitAsync(Bound);
         await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill behind the stalled bulk connection");
         var bulkBytes = proxy.ForwardedOn(bulk);
         var controlBytes = proxy.ForwardedOn(control);
@@ -325,7 +343,10 @@ public sealed class PeerLinksFaultTests
         var other = $"fault.stalled-other-{Guid.NewGuid():N}";
         await receiver.SubscribeAsync(
             new SubscriptionRequest { Address = TransportAddress.Queue(other), ConsumerGroup = other }, static (_, _) => new(Settlement.Ack)).AsTask().WaitAsync(Bound);
-        link.HasQueueConsumer(other).Should().BeTrue("the announcement crossed the control stream and was applied");
+
+        // The subscription waits for the sender's confirmation only up to the announce timeout (10 s), which a loaded
+        // machine can pass: the bounded wait below, not the subscription's return, says the announcement was applied.
+        await Mesh.UntilAsync(() => link.HasQueueConsumer(other), "the announcement to cross the control stream and be applied");
 
         proxy.ForwardedOn(bulk).Should().Be(bulkBytes, "no data moved: the control frames needed none of the queued messages to drain first");
         proxy.ForwardedOn(control).Should().BeGreaterThan(controlBytes, "the ping and the announcement's acknowledgement crossed the control connection");
@@ -340,6 +361,71 @@ public sealed class PeerLinksFaultTests
         deliveries.ShouldBeExactlyOnce();
         TestContext.Current.TestOutputHelper?.WriteLine(
             $"control round trip {roundTrip.TotalMilliseconds:0.0} ms with {queuedAhead} data messages ({link.PeakBufferedBytes} bytes) queued unacknowledged behind the stalled bulk connection");
+    }
+
+    [Fact(Timeout = 180_000)]
+    public async Task ConnectionsCut_TheLinkDialsBothConnectionsAgain_AndControlStillCrossesWhileTheNewBulkOneIsStalled()
+    {
+        const int window = 1024 * 1024;
+        const int size = 16 * 1024;
+        const int count = 400;
+        await using var relayed = await RelayedPair.StartAsync(window, count);
+        var (receiver, proxy, sender, queue, deliveries) = (relayed.Receiver, relayed.Proxy, relayed.Sender, relayed.Queue, relayed.Deliveries);
+        var link = sender.Links[0];
+        // The relay counts a connection before it registers its sockets; bytes forwarded on the second one (its HTTP/2
+        // preface) mean both are registered and will be reset by the cut.
+        await Mesh.UntilAsync(() => proxy.ForwardedOn(2) > 0, "the link's first two connections");
+        proxy.Accepted.Should().Be(2);
+
+        // Reset both connections at the socket. Both waits are registered before the cut (the link reconnects on its own
+        // threads). A reset socket's relay closes its partner too, so the cut may find some already closed.
+        var (down, up) = WaitForStatesAsync(sender, PeerState.Connecting, PeerState.Up);
+        proxy.Cut().Should().BeGreaterThanOrEqualTo(2, "the cut reset live connections");
+        await down.WaitAsync(Bound);
+        await up.WaitAsync(Bound);
+
+        // The link dials its control connection again (the third the relay accepts) and, once the hello is answered, its
+        // bulk connection (the fourth): the two streams do not end up sharing one connection after a reconnect.
+        await Mesh.UntilAsync(() => proxy.Accepted >= 4, "the link's new bulk connection");
+        proxy.Accepted.Should().Be(4, "the reconnect dialled exactly one new control and one new bulk connection");
+        const int control = 3;
+        const int bulk = 4;
+        const int first = 60;
+        for (var i = 0; i < first; i++)
+        {
+            await sender.SendAsync(queue, Envelope(i, size)).AsTask().WaitAsync(Bound);
+        }
+
+        await Mesh.UntilAsync(() => deliveries.Handled >= 50, "50 deliveries over the new connections");
+
+        // The new bulk connection stops moving: control frames still cross on the new control connection, both ways. The
+        // relay parks at its next read, which the rest of the messages (over five windows) make sure comes.
+        var parked = proxy.Pause(bulk);
+        var sending = Task.Run(async () =>
+        {
+            for (var i = first; i < count; i++)
+            {
+                await sender.SendAsync(queue, Envelope(i, size));
+            }
+        });
+        await parked.WaitAsync(Bound);
+        await Mesh.UntilAsync(() => link.BufferedBytes >= window - size, "the sender's window to fill behind the stalled bulk connection");
+        var bulkBytes = proxy.ForwardedOn(bulk);
+        var controlBytes = proxy.ForwardedOn(control);
+        await link.ProbeControlAsync().WaitAsync(Bound);
+        var other = $"fault.cut-stalled-other-{Guid.NewGuid():N}";
+        await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(other), ConsumerGroup = other }, static (_, _) => new(Settlement.Ack)).AsTask().WaitAsync(Bound);
+        await Mesh.UntilAsync(() => link.HasQueueConsumer(other), "the announcement to cross the new control connection and be applied");
+        proxy.ForwardedOn(bulk).Should().Be(bulkBytes, "no data moved on the stalled bulk connection");
+        proxy.ForwardedOn(control).Should().BeGreaterThan(controlBytes, "the ping and the announcement's acknowledgement crossed the new control connection");
+        sending.IsCompleted.Should().BeFalse("the sender still waits for its window");
+        proxy.Accepted.Should().Be(4, "no reconnect went around the stall");
+
+        proxy.Resume();
+        await sending.WaitAsync(Bound);
+        await deliveries.All.WaitAsync(Bound);
+        deliveries.ShouldBeExactlyOnce();
     }
 
     [Fact(Timeout = 180_000)]

@@ -25,6 +25,10 @@ internal sealed class LinkWriter
 
     private readonly bool _yieldEachMessage;
 
+    // A traced probe's ping or pong in the gRPC message being built (ControlTrace; the benchmark's diagnostic mode).
+    private int _tracedHop = -1;
+    private long _tracedStamp;
+
     private LinkWriter(bool yieldEachMessage) => _yieldEachMessage = yieldEachMessage;
 
     /// <summary>Gets whether this writer hands its thread back between back-to-back gRPC messages (a bulk writer).</summary>
@@ -120,6 +124,11 @@ internal sealed class LinkWriter
                 var writing = stream.WriteAsync(batch, cancellationToken);
                 ranOn = _yieldEachMessage && writing.IsCompleted;
                 await writing.ConfigureAwait(false);
+                if (ControlTrace.Enabled)
+                {
+                    TraceWritten();
+                }
+
                 Volatile.Write(ref _bytesWritten, _bytesWritten + batch.Length);
                 batch.Length = 0;
             }
@@ -144,9 +153,33 @@ internal sealed class LinkWriter
         {
             _control.TryDequeue(out _);
             Append(batch, frame);
+            if (ControlTrace.Enabled)
+            {
+                TraceTaken(frame);
+            }
         }
 
         Sequence?.Fill(batch);
+    }
+
+    // The traced probe's ping or pong went into the gRPC message being built (heartbeats and other frames do not count).
+    private void TraceTaken(byte[] frame)
+    {
+        if (ControlTrace.Taken(frame, out var stamp) is var hop and >= 0)
+        {
+            _tracedHop = hop;
+            _tracedStamp = stamp;
+        }
+    }
+
+    // The gRPC message that carried the traced probe's ping or pong has been written.
+    private void TraceWritten()
+    {
+        if (_tracedHop >= 0)
+        {
+            ControlTrace.Mark(_tracedHop + 1, _tracedStamp);
+            _tracedHop = -1;
+        }
     }
 
     private static void Append(FrameBatch batch, byte[] frame)

@@ -329,6 +329,11 @@ internal sealed partial class PeerLink : IAsyncDisposable
             throw new InvalidOperationException("A control-stream probe is already running on this link.");
         }
 
+        if (ControlTrace.Enabled)
+        {
+            ControlTrace.Begin(probe.Stamp);
+        }
+
         _controlWriter.Enqueue(Frames.Int64Frame(FrameType.Ping, probe.Stamp));
         return probe.Done.Task;
     }
@@ -339,6 +344,11 @@ internal sealed partial class PeerLink : IAsyncDisposable
         {
             case FrameType.Pong:
                 var stamp = Frames.ReadInt64(body);
+                if (ControlTrace.Enabled)
+                {
+                    ControlTrace.Mark(6, stamp);
+                }
+
                 if (Volatile.Read(ref _probe) is { } probe && probe.Stamp == stamp && Interlocked.CompareExchange(ref _probe, null, probe) == probe)
                 {
                     probe.Done.TrySetResult(_transport.TimeProvider.GetElapsedTime(stamp));

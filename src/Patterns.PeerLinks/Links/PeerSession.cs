@@ -297,6 +297,11 @@ internal sealed class PeerSession
         switch (type)
         {
             case FrameType.Ping:
+                if (ControlTrace.Enabled)
+                {
+                    ControlTrace.Mark(3, Frames.ReadInt64(body));
+                }
+
                 _writer.Enqueue(Frames.Int64Frame(FrameType.Pong, Frames.ReadInt64(body)));
                 break;
             case FrameType.Ack:
