@@ -30,9 +30,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     /// <summary>How many times an idle worker spins (see <see cref="SpinForNextBatch"/>) before it parks.</summary>
     private const int WorkerSpins = 20;
 
-    /// <summary>How many times a producer that finds the batcher full spins (see <see cref="SpinForSpace"/>) before it waits; below <see cref="SpinWait"/>'s yield threshold.</summary>
-    private const int ProducerSpins = 10;
-
     private static readonly bool SpinBeforeParking = Environment.ProcessorCount > 1;
 
     private readonly int _maxCount;
@@ -63,7 +60,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     private List<(long Target, TaskCompletionSource Signal)>? _flushWaiters;
     private HashSet<long>? _doneAhead;
     private int _buffered;
-    private int _spinningProducer;
     private int _inFlight;
     private long _handedOff;
     private long _lowestIncomplete = 1;
@@ -288,76 +284,28 @@ internal abstract class BatchEngine<T> : Batcher<T>
             return _keys.AddAsync(this, item, size, envelope, ticket, cancellationToken);
         }
 
-        for (var spun = false; ; spun = true)
-        {
-            AddStatus status;
-            Gate.Enter();
-            try
-            {
-                status = CheckLocked();
-                if (status == AddStatus.Added)
-                {
-                    AppendLocked(ref _open, null, 0, item, size, envelope, ticket);
-                    return new ValueTask<bool>(true);
-                }
-            }
-            finally
-            {
-                Gate.Exit();
-            }
-
-            if (status == AddStatus.Completed)
-            {
-                ThrowCompleted();
-            }
-
-            if (_fullMode != BatchFullMode.Wait)
-            {
-                return new ValueTask<bool>(RejectOrDrop());
-            }
-
-            if (spun || cancellationToken.IsCancellationRequested || !SpinForSpace())
-            {
-                return AddSlowAsync(item, size, envelope, ticket, cancellationToken);
-            }
-        }
-    }
-
-    /// <summary>
-    /// A producer that finds the batcher full watches the count for a few microseconds before it waits on the space
-    /// signal, when a handler worker holds a batch (so space comes without this producer's help) and no other producer
-    /// is watching already. When the handler worker is the slower side, a producer fills the capacity again and again,
-    /// and each wait on the signal costs a thread-pool hop (a task, a queued continuation, often a thread wake-up) where
-    /// the worker frees a batch's worth of space within about the time one batch takes. One watcher at most, so producers
-    /// that outnumber the cores do not spin against the worker; the rounds stay below <see cref="SpinWait"/>'s yield
-    /// threshold (they never yield or sleep), and a single-core machine does not spin.
-    /// </summary>
-    /// <returns><see langword="true"/> when space appeared or the batcher is completing; the caller then tries the add again.</returns>
-    private bool SpinForSpace()
-    {
-        if (!SpinBeforeParking || Volatile.Read(ref _inFlight) == 0 || Interlocked.CompareExchange(ref _spinningProducer, 1, 0) != 0)
-        {
-            return false;
-        }
-
+        AddStatus status;
+        Gate.Enter();
         try
         {
-            var spinner = default(SpinWait);
-            for (var i = 0; i < ProducerSpins; i++)
+            status = CheckLocked();
+            if (status == AddStatus.Added)
             {
-                spinner.SpinOnce(sleep1Threshold: -1);
-                if (Volatile.Read(ref _buffered) < _capacity || Volatile.Read(ref _completing))
-                {
-                    return true;
-                }
+                AppendLocked(ref _open, null, 0, item, size, envelope, ticket);
+                return new ValueTask<bool>(true);
             }
-
-            return false;
         }
         finally
         {
-            Volatile.Write(ref _spinningProducer, 0);
+            Gate.Exit();
         }
+
+        if (status == AddStatus.Completed)
+        {
+            ThrowCompleted();
+        }
+
+        return _fullMode == BatchFullMode.Wait ? AddSlowAsync(item, size, envelope, ticket, cancellationToken) : new ValueTask<bool>(RejectOrDrop());
     }
 
     /// <summary>Whether one more item fits; under pressure with nothing being handled, flushes the open batches so waiters can progress.</summary>

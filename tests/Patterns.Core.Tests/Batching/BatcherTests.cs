@@ -120,8 +120,8 @@ public sealed class BatcherTests
     [InlineData(4)]
     public async Task AddAsync_ProducersOutrunTheHandler_EachProducersItemsStayInOrderAndNoneIsLost(int producers)
     {
-        // The handler is the slower side, so producers keep finding the batcher full: one at a time watches for space
-        // before waiting, the others wait on the signal. Whichever way an add gets in, nothing is lost or reordered.
+        // The handler is the slower side, so producers keep finding the batcher full and waiting for space (the path a
+        // producer takes once per capacity's worth of items when it outruns its handler): nothing is lost or reordered.
         const int perProducer = 3_000;
         var batcher = CreateSut(
             new BatchOptions { MaxCount = 10, Capacity = 20, MaxAge = Timeout.InfiniteTimeSpan },
@@ -152,8 +152,8 @@ public sealed class BatcherTests
     [Fact]
     public async Task CompleteAsync_ProducerFoundTheBatcherFull_ProducerThrowsAndEveryAcceptedItemIsHandled()
     {
-        // The handler holds its batch, so a producer that finds the batcher full watches for space, finds none, and
-        // waits; completing the batcher fails that add, and the items accepted before are all handled.
+        // The handler holds its batch, so a producer that finds the batcher full waits for space; completing the batcher
+        // fails that add, and the items accepted before are all handled.
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var batcher = CreateSut(new BatchOptions { MaxCount = 5, Capacity = 10, MaxAge = Timeout.InfiniteTimeSpan }, onBatchAsync: _ => new ValueTask(release.Task));
 
