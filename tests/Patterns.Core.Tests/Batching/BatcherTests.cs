@@ -115,6 +115,65 @@ public sealed class BatcherTests
         batcher.Completion.IsCompletedSuccessfully.Should().BeTrue();
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    public async Task AddAsync_ProducersOutrunTheHandler_EachProducersItemsStayInOrderAndNoneIsLost(int producers)
+    {
+        // The handler is the slower side, so producers keep finding the batcher full and waiting for space (the path a
+        // producer takes once per capacity's worth of items when it outruns its handler): nothing is lost or reordered.
+        const int perProducer = 3_000;
+        var batcher = CreateSut(
+            new BatchOptions { MaxCount = 10, Capacity = 20, MaxAge = Timeout.InfiniteTimeSpan },
+            onBatch: _ => Thread.SpinWait(2_000));
+
+        await Task.WhenAll(Enumerable.Range(0, producers).Select(p => Task.Run(async () =>
+        {
+            for (var i = 0; i < perProducer; i++)
+            {
+                await batcher.AddAsync((p * perProducer) + i);
+            }
+        })));
+        await batcher.FlushAsync().WaitAsync(TestHost.Wait);
+
+        var handled = _batches.SelectMany(b => b).ToList();
+        handled.Order().Should().Equal(Enumerable.Range(0, producers * perProducer));
+        for (var p = 0; p < producers; p++)
+        {
+            var own = p;
+            handled.Where(i => i / perProducer == own).Should().BeInAscendingOrder();
+        }
+
+        _batches.Should().OnlyContain(b => b.Length >= 1 && b.Length <= 10);
+        batcher.Count.Should().Be(0);
+        await batcher.CompleteAsync().WaitAsync(TestHost.Wait);
+    }
+
+    [Fact]
+    public async Task CompleteAsync_ProducerFoundTheBatcherFull_ProducerThrowsAndEveryAcceptedItemIsHandled()
+    {
+        // The handler holds its batch, so a producer that finds the batcher full waits for space; completing the batcher
+        // fails that add, and the items accepted before are all handled.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var batcher = CreateSut(new BatchOptions { MaxCount = 5, Capacity = 10, MaxAge = Timeout.InfiniteTimeSpan }, onBatchAsync: _ => new ValueTask(release.Task));
+
+        for (var i = 0; i < 10; i++)
+        {
+            (await batcher.AddAsync(i)).Should().BeTrue();
+        }
+
+        var blocked = batcher.AddAsync(10).AsTask();
+        blocked.IsCompleted.Should().BeFalse();
+
+        var completing = batcher.CompleteAsync();
+        var act = () => blocked.WaitAsync(TestHost.Wait);
+        await act.Should().ThrowAsync<InvalidOperationException>();
+
+        release.SetResult();
+        await completing.WaitAsync(TestHost.Wait);
+        _batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 10));
+    }
+
     [Fact]
     public async Task AddAsync_BatchesComeOneAtATime_EachIsHandledWhetherTheWorkerIsSpinningOrParked()
     {
