@@ -125,9 +125,10 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     public ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, CancellationToken cancellationToken = default)
         where TRequest : notnull
     {
-        // The pair's route exists only once the client is initialized and dispatches in process; the default timeout was
-        // validated when the host started. Everything else (no route yet, filters, a pipeline, a context, telemetry
-        // listening, a cancelled token, a null request) takes the general path, which checks and reports it.
+        // The pair's route exists only once the client is initialized and dispatches in process, and it carries the default
+        // timeout (validated with the options), read through the route so that a thread that sees the route sees the
+        // options it was made with. Everything else (no route yet, filters, a pipeline, a context, telemetry listening, a
+        // cancelled token, a null request) takes the general path, which checks and reports it.
         var slots = _slots;
         var slot = Slot<TRequest, TResponse>.Index;
         if ((uint)slot < (uint)slots.Length
@@ -136,7 +137,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             && !cancellationToken.IsCancellationRequested
             && !InstrumentsCalls)
         {
-            return route.SendDirect(this, request, _options.DefaultTimeout, cancellationToken);
+            return route.SendDirect(this, request, route.DefaultTimeout, cancellationToken);
         }
 
         EnsureInitialized();
@@ -326,7 +327,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             throw new HandlerNotFoundException(typeof(TRequest), typeof(TResponse));
         }
 
-        var route = new InlineRoute<TRequest, TResponse>(entry);
+        var route = new InlineRoute<TRequest, TResponse>(entry, _options.DefaultTimeout);
 
         lock (_gate)
         {
@@ -677,13 +678,16 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         public static readonly int Index = Interlocked.Increment(ref s_nextSlot);
     }
 
-    /// <summary>One request/response pair's entry, and whether an in-process call may go straight to its handler.</summary>
-    private sealed class InlineRoute<TRequest, TResponse>(RequestHandlerEntry<TRequest, TResponse> entry)
+    /// <summary>One request/response pair's entry, whether an in-process call may go straight to its handler, and the client's default timeout.</summary>
+    private sealed class InlineRoute<TRequest, TResponse>(RequestHandlerEntry<TRequest, TResponse> entry, TimeSpan defaultTimeout)
         where TRequest : notnull
     {
         public RequestHandlerEntry<TRequest, TResponse> Entry { get; } = entry;
 
         public bool IsDirect { get; } = entry.IsDirect;
+
+        /// <summary>Gets the client's <see cref="RequestResponseOptions.DefaultTimeout"/>, read once the client was initialized.</summary>
+        public TimeSpan DefaultTimeout { get; } = defaultTimeout;
 
         /// <summary>
         /// Calls a direct entry's handler on this thread. The timeout's source is this thread's cached one when it is free (a
