@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -16,12 +17,17 @@ namespace Patterns.RequestResponse;
 /// virtual call and nothing on the heap (the timeout token comes from a per-thread cache and its timer
 /// is only armed if the handler goes asynchronous). Over other transports requests travel as messages.
 /// </summary>
+/// <remarks>
+/// Each request/response pair gets a slot (<see cref="Slot{TRequest, TResponse}"/>) in <see cref="_slots"/>, filled on its
+/// first in-process call with an <see cref="InlineRoute{TRequest, TResponse}"/>: a sealed type, so finding it is one load and
+/// one type compare, and it says whether the call may go straight to the handler.
+/// </remarks>
 internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposable
 {
     private static int s_nextSlot = -1;
 
     [ThreadStatic]
-    private static CancellationTokenSource? t_timeoutSource;
+    private static TimeoutCache? t_timeouts;
 
     private readonly IOptions<MessagingTopology> _topology;
     private readonly IOptions<RequestResponseOptions> _optionsSource;
@@ -30,6 +36,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     private readonly IMessageSerializer _serializer;
     private readonly ILogger _logger;
     private readonly TimeProvider _timeProvider;
+    private readonly bool _systemClock;
     private Dictionary<(Type, Type), RequestHandlerEntry> _entries = [];
     private RequestResponseOptions _options = new();
     private bool _inline;
@@ -56,6 +63,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         _serializer = serializer;
         _logger = loggerFactory.CreateLogger<RequestClient>();
         _timeProvider = bus.TimeProvider;
+        _systemClock = ReferenceEquals(_timeProvider, TimeProvider.System);
     }
 
     internal IEnumerable<RequestHandlerEntry> Entries
@@ -77,13 +85,17 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     }
 
     /// <summary>Reads options and builds handler entries on first use, so that invalid options surface through start-up validation rather than a constructor.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private void EnsureInitialized()
     {
-        if (_initialized)
+        if (!_initialized)
         {
-            return;
+            Initialize();
         }
+    }
 
+    private void Initialize()
+    {
         lock (_gate)
         {
             if (_initialized)
@@ -113,8 +125,23 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     public ValueTask<TResponse> SendAsync<TRequest, TResponse>(TRequest request, CancellationToken cancellationToken = default)
         where TRequest : notnull
     {
+        // The pair's route exists only once the client is initialized and dispatches in process, and it carries the default
+        // timeout (validated with the options), read through the route so that a thread that sees the route sees the
+        // options it was made with. Everything else (no route yet, filters, a pipeline, a context, telemetry listening, a
+        // cancelled token, a null request) takes the general path, which checks and reports it.
+        var slots = _slots;
+        var slot = Slot<TRequest, TResponse>.Index;
+        if ((uint)slot < (uint)slots.Length
+            && slots[slot] is InlineRoute<TRequest, TResponse> { IsDirect: true } route
+            && request is not null
+            && !cancellationToken.IsCancellationRequested
+            && !InstrumentsCalls)
+        {
+            return route.SendDirect(this, request, route.DefaultTimeout, cancellationToken);
+        }
+
         EnsureInitialized();
-        return SendAsync<TRequest, TResponse>(request, _options.DefaultTimeout, cancellationToken);
+        return SendAsync<TRequest, TResponse>(request!, _options.DefaultTimeout, cancellationToken);
     }
 
     public ValueTask<TResponse> SendAsync<TResponse>(IRequest<TResponse> request, CancellationToken cancellationToken = default)
@@ -183,31 +210,49 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             return Unwrap(SendOverTransportAsync<TRequest, TResponse>(request, default, timeout, cancellationToken));
         }
 
-        var entry = GetEntry<TRequest, TResponse>();
-        if (!entry.IsDirect || PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled)
+        var route = GetRoute<TRequest, TResponse>();
+        return route.IsDirect && !InstrumentsCalls
+            ? route.SendDirect(this, request, timeout, cancellationToken)
+            : SendInlineInstrumentedAsync(route.Entry, request, default, null, timeout, cancellationToken);
+    }
+
+    /// <summary>Gets a value indicating whether an activity listener or the operation-duration histogram listens, so a call must go the instrumented way.</summary>
+    private static bool InstrumentsCalls
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => PatternsTelemetry.Source.HasListeners() || PatternsTelemetry.OperationDuration.Enabled;
+    }
+
+    /// <summary>
+    /// Ends a synchronous call's use of its timeout source: reset (<see cref="CancellationTokenSource.TryReset"/> drops the
+    /// registrations the handler left on its token, so another request's cancellation never runs them) and kept for this
+    /// thread's next request, or disposed when it cannot be reset or did not come from the cache.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private void ReleaseTimeoutSource(TimeoutCache? cache, CancellationTokenSource? source)
+    {
+        if (cache is not null && source!.TryReset())
         {
-            return SendInlineInstrumentedAsync(entry, request, default, null, timeout, cancellationToken);
+            cache.InUse = false;
+        }
+        else if (source is not null)
+        {
+            ReleaseTimeoutSourceSlow(cache, source);
+        }
+    }
+
+    private void ReleaseTimeoutSourceSlow(TimeoutCache? cache, CancellationTokenSource source)
+    {
+        if (cache is not null)
+        {
+            // Cancelled or its timer could not be stopped: it cannot serve another request.
+            cache.Source = null;
+            cache.InUse = false;
+            source.Dispose();
+            return;
         }
 
-        var timeoutSource = timeout == Timeout.InfiniteTimeSpan ? null : RentTimeoutSource();
-        ValueTask<TResponse> pending;
-        try
-        {
-            pending = entry.InvokeAsync(request, null, timeoutSource?.Token ?? cancellationToken);
-        }
-        catch (Exception ex)
-        {
-            return ValueTask.FromException<TResponse>(Remote(entry, ex));
-        }
-
-        if (pending.IsCompletedSuccessfully)
-        {
-            ReturnTimeoutSource(timeoutSource);
-            return pending;
-        }
-
-        // The handler went asynchronous and keeps this token: AwaitInlineAsync arms and then recycles it.
-        return AwaitInlineAsync(entry, pending, timeoutSource, timeout, cancellationToken);
+        ReturnTimeoutSource(source);
     }
 
     public async ValueTask DisposeAsync()
@@ -243,6 +288,7 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ValidateTimeout(TimeSpan timeout)
     {
         if (timeout <= TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
@@ -261,11 +307,16 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             : throw new HandlerNotFoundException(requestType, typeof(TResponse));
 
     private RequestHandlerEntry<TRequest, TResponse> GetEntry<TRequest, TResponse>()
+        where TRequest : notnull =>
+        GetRoute<TRequest, TResponse>().Entry;
+
+    /// <summary>Gets the pair's in-process route, making it on the first call. Only the in-process paths call this, so a route in a slot means the client dispatches in process.</summary>
+    private InlineRoute<TRequest, TResponse> GetRoute<TRequest, TResponse>()
         where TRequest : notnull
     {
         var slot = Slot<TRequest, TResponse>.Index;
         var slots = _slots;
-        if ((uint)slot < (uint)slots.Length && slots[slot] is RequestHandlerEntry<TRequest, TResponse> cached)
+        if ((uint)slot < (uint)slots.Length && slots[slot] is InlineRoute<TRequest, TResponse> cached)
         {
             return cached;
         }
@@ -275,6 +326,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
         {
             throw new HandlerNotFoundException(typeof(TRequest), typeof(TResponse));
         }
+
+        var route = new InlineRoute<TRequest, TResponse>(entry, _options.DefaultTimeout);
 
         lock (_gate)
         {
@@ -288,33 +341,19 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
                 current = (object?[])current.Clone();
             }
 
-            current[slot] = entry;
+            current[slot] ??= route;
+            route = (InlineRoute<TRequest, TResponse>)current[slot]!;
             _slots = current;
         }
 
-        return entry;
+        return route;
     }
 
     /// <summary>
-    /// Takes this thread's cached source (so a handler that sends a nested request gets its own), or a new one.
-    /// Its timer is not armed: a handler that completes synchronously never needs it.
-    /// </summary>
-    private CancellationTokenSource RentTimeoutSource()
-    {
-        var source = t_timeoutSource;
-        if (source is null || !ReferenceEquals(_timeProvider, TimeProvider.System))
-        {
-            return new CancellationTokenSource();
-        }
-
-        t_timeoutSource = null;
-        return source;
-    }
-
-    /// <summary>
-    /// Keeps a source for this thread's next request, reset first: <see cref="CancellationTokenSource.TryReset"/> drops the
-    /// registrations the handler left on its token (so another request's cancellation never runs them) and fails once
-    /// the source was cancelled, in which case it is disposed instead.
+    /// Keeps a source that no thread's cache holds for this thread's next request, reset first:
+    /// <see cref="CancellationTokenSource.TryReset"/> drops the registrations the handler left on its token (so another
+    /// request's cancellation never runs them) and fails once the source was cancelled, in which case it is disposed instead.
+    /// A cache that already holds a source (free or in use by a call on this thread's stack) keeps it.
     /// </summary>
     private void ReturnTimeoutSource(CancellationTokenSource? source)
     {
@@ -323,14 +362,17 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             return;
         }
 
-        if (ReferenceEquals(_timeProvider, TimeProvider.System) && source.TryReset())
+        if (_systemClock && source.TryReset())
         {
-            t_timeoutSource = source;
+            var cache = t_timeouts ??= new TimeoutCache();
+            if (cache.Source is null)
+            {
+                cache.Source = source;
+                return;
+            }
         }
-        else
-        {
-            source.Dispose();
-        }
+
+        source.Dispose();
     }
 
     private async ValueTask<TResponse> AwaitInlineAsync<TRequest, TResponse>(
@@ -634,6 +676,80 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     private static class Slot<TRequest, TResponse>
     {
         public static readonly int Index = Interlocked.Increment(ref s_nextSlot);
+    }
+
+    /// <summary>One request/response pair's entry, whether an in-process call may go straight to its handler, and the client's default timeout.</summary>
+    private sealed class InlineRoute<TRequest, TResponse>(RequestHandlerEntry<TRequest, TResponse> entry, TimeSpan defaultTimeout)
+        where TRequest : notnull
+    {
+        public RequestHandlerEntry<TRequest, TResponse> Entry { get; } = entry;
+
+        public bool IsDirect { get; } = entry.IsDirect;
+
+        /// <summary>Gets the client's <see cref="RequestResponseOptions.DefaultTimeout"/>, read once the client was initialized.</summary>
+        public TimeSpan DefaultTimeout { get; } = defaultTimeout;
+
+        /// <summary>
+        /// Calls a direct entry's handler on this thread. The timeout's source is this thread's cached one when it is free (a
+        /// handler that sends a nested request gets a new one); its timer is armed only if the handler goes asynchronous.
+        /// </summary>
+        public ValueTask<TResponse> SendDirect(RequestClient client, TRequest request, TimeSpan timeout, CancellationToken cancellationToken)
+        {
+            var entry = Entry;
+            TimeoutCache? cache = null;
+            CancellationTokenSource? timeoutSource = null;
+            if (timeout != Timeout.InfiniteTimeSpan)
+            {
+                if (client._systemClock && (cache = t_timeouts) is { InUse: false, Source: { } cached })
+                {
+                    cache.InUse = true;
+                    timeoutSource = cached;
+                }
+                else
+                {
+                    cache = null;
+                    timeoutSource = new CancellationTokenSource();
+                }
+            }
+
+            ValueTask<TResponse> pending;
+            try
+            {
+                pending = entry.InvokeAsync(request, null, timeoutSource?.Token ?? cancellationToken);
+            }
+            catch (Exception ex)
+            {
+                client.ReleaseTimeoutSource(cache, timeoutSource);
+                return ValueTask.FromException<TResponse>(client.Remote(entry, ex));
+            }
+
+            if (pending.IsCompletedSuccessfully)
+            {
+                client.ReleaseTimeoutSource(cache, timeoutSource);
+                return pending;
+            }
+
+            // The handler went asynchronous and keeps this token: it leaves this thread's cache, and AwaitInlineAsync arms it
+            // and, once the call is over, recycles it on the thread that finishes.
+            if (cache is not null)
+            {
+                cache.Source = null;
+                cache.InUse = false;
+            }
+
+            return client.AwaitInlineAsync(entry, pending, timeoutSource, timeout, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// A thread's reusable timeout source. <see cref="InUse"/> is set while a synchronous call on this thread holds it, so a
+    /// nested request takes a new source. Touched only by its own thread.
+    /// </summary>
+    private sealed class TimeoutCache
+    {
+        public CancellationTokenSource? Source;
+
+        public bool InUse;
     }
 
     private abstract class PendingReply

@@ -152,6 +152,154 @@ public sealed class InProcessRequestClientTests : RequestClientTestsBase
         pending.IsCompletedSuccessfully.Should().BeTrue("a synchronous handler is called inline, with no thread hop");
         (await pending).Price.Should().Be(42m);
     }
+
+    // The calls below come after a first call, which builds the pair's route: they take the cached direct path.
+    [Fact]
+    public async Task SendAsync_AfterTheFirstCall_HandlerThrowingSynchronously_SurfacesAsRequestFailedWithItsType()
+    {
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>(lifetime: ServiceLifetime.Singleton)));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+        (await client.SendAsync<GetQuote, Quote>(new GetQuote("A"))).Price.Should().Be(42m);
+
+        for (var i = 0; i < 3; i++)
+        {
+            var act = async () => await client.SendAsync<GetQuote, Quote>(new GetQuote("BAD"));
+
+            var failure = (await act.Should().ThrowAsync<RequestFailedException>()).Which;
+            failure.RemoteErrorType.Should().Be(typeof(ArgumentException).FullName);
+            failure.InnerException.Should().BeOfType<ArgumentException>();
+        }
+
+        (await client.SendAsync<GetQuote, Quote>(new GetQuote("B"))).Symbol.Should().Be("B", "a failed call leaves the thread's timeout source usable");
+    }
+
+    [Fact]
+    public async Task SendAsync_AfterTheFirstCall_CancelledCallerToken_ThrowsWithoutCallingTheHandler()
+    {
+        var calls = 0;
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r.AddHandler<GetQuote, Quote>((q, _) =>
+        {
+            Interlocked.Increment(ref calls);
+            return new ValueTask<Quote>(new Quote(q.Symbol, 1m));
+        })));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+        await client.SendAsync<GetQuote, Quote>(new GetQuote("A"));
+        using var cts = new CancellationTokenSource();
+        await cts.CancelAsync();
+
+        var act = async () => await client.SendAsync<GetQuote, Quote>(new GetQuote("B"), cts.Token);
+
+        await act.Should().ThrowAsync<OperationCanceledException>();
+        calls.Should().Be(1);
+    }
+
+    [Fact]
+    public async Task SendAsync_AfterTheFirstCall_NullRequest_ThrowsArgumentNull()
+    {
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r.AddHandler<GetQuote, Quote, GetQuoteHandler>(lifetime: ServiceLifetime.Singleton)));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+        await client.SendAsync<GetQuote, Quote>(new GetQuote("A"));
+
+        var act = () => client.SendAsync<GetQuote, Quote>(null!);
+
+        act.Should().Throw<ArgumentNullException>();
+    }
+
+    [Fact]
+    public async Task SendAsync_AfterTheFirstCall_HandlerThatGoesAsynchronous_IsCancelledByTheCaller_AndItsTokenIsNotReused()
+    {
+        var slowStarted = new TaskCompletionSource<CancellationToken>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var slowCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        CancellationToken lastFast = default;
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r
+            .AddHandler<GetQuote, Quote>((q, ct) =>
+            {
+                lastFast = ct;
+                return new ValueTask<Quote>(new Quote(q.Symbol, 1m));
+            })
+            .AddHandler<Slow, Quote>(async (request, ct) =>
+            {
+                slowStarted.TrySetResult(ct);
+                using var registration = ct.Register(() => slowCancelled.TrySetResult());
+                await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                return new Quote("never", 0);
+            })));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+        await client.SendAsync<GetQuote, Quote>(new GetQuote("A"));
+        using var cts = new CancellationTokenSource();
+
+        // Started on this thread, the slow call takes the token the fast one just used and keeps it.
+        var slow = client.SendAsync<Slow, Quote>(new Slow(1), cts.Token).AsTask();
+        var slowToken = await slowStarted.Task.WaitAsync(TestHost.Wait);
+        var fast = client.SendAsync<GetQuote, Quote>(new GetQuote("B"));
+        fast.IsCompletedSuccessfully.Should().BeTrue();
+        lastFast.Should().NotBe(slowToken, "a token a running handler holds is never handed to another request");
+        await cts.CancelAsync();
+
+        await slow.Invoking(p => p).Should().ThrowAsync<OperationCanceledException>();
+        await slowCancelled.Task.WaitAsync(TestHost.Wait);
+        lastFast.IsCancellationRequested.Should().BeFalse();
+        (await client.SendAsync<GetQuote, Quote>(new GetQuote("C"))).Symbol.Should().Be("C");
+        lastFast.IsCancellationRequested.Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task SendAsync_AfterTheFirstCall_HandlerThatGoesAsynchronous_TimesOut()
+    {
+        var handlerCancelled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r
+            .AddHandler<GetQuote, Quote>((q, ct) => new ValueTask<Quote>(new Quote(q.Symbol, 1m)))
+            .AddHandler<Slow, Quote>(async (request, ct) =>
+            {
+                if (request.Id == 0)
+                {
+                    return new Quote("first", 0);
+                }
+
+                using var registration = ct.Register(() => handlerCancelled.TrySetResult());
+                await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                return new Quote("never", 0);
+            })
+            .Configure(o => o.DefaultTimeout = TimeSpan.FromMilliseconds(50))));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+        await client.SendAsync<GetQuote, Quote>(new GetQuote("A"));
+        await client.SendAsync<Slow, Quote>(new Slow(0));
+
+        var act = async () => await client.SendAsync<Slow, Quote>(new Slow(1));
+
+        (await act.Should().ThrowAsync<RequestTimeoutException>()).Which.Timeout.Should().Be(TimeSpan.FromMilliseconds(50));
+        await handlerCancelled.Task.WaitAsync(TestHost.Wait);
+        (await client.SendAsync<GetQuote, Quote>(new GetQuote("B"))).Symbol.Should().Be("B");
+    }
+
+    [Fact]
+    public async Task SendAsync_NestedRequestInASynchronousHandler_GetsItsOwnToken()
+    {
+        CancellationToken outer = default;
+        CancellationToken inner = default;
+        IRequestClient? client = null;
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r
+            .AddHandler<Slow, Quote>((request, ct) =>
+            {
+                inner = ct;
+                return new ValueTask<Quote>(new Quote("inner", request.Id));
+            })
+            .AddHandler<GetQuote, Quote>((q, ct) =>
+            {
+                outer = ct;
+                var nested = client!.SendAsync<Slow, Quote>(new Slow(7));
+                nested.IsCompletedSuccessfully.Should().BeTrue();
+                return new ValueTask<Quote>(new Quote(q.Symbol, nested.Result.Price));
+            })));
+        client = host.Services.GetRequiredService<IRequestClient>();
+
+        for (var i = 0; i < 3; i++)
+        {
+            (await client.SendAsync<GetQuote, Quote>(new GetQuote("A"))).Price.Should().Be(7m);
+            inner.Should().NotBe(outer);
+            inner.CanBeCanceled.Should().BeTrue("the nested request has its own timeout");
+        }
+    }
 }
 
 public sealed class OverTransportRequestClientTests : RequestClientTestsBase
