@@ -181,9 +181,10 @@ internal sealed class RequestResponseOptionsValidator : IValidateOptions<Request
     public ValidateOptionsResult Validate(string? name, RequestResponseOptions options)
     {
         var errors = new List<string>();
-        if (options.DefaultTimeout <= TimeSpan.Zero && options.DefaultTimeout != Timeout.InfiniteTimeSpan)
+        if ((options.DefaultTimeout <= TimeSpan.Zero || options.DefaultTimeout > RequestResponseOptions.MaxTimeout)
+            && options.DefaultTimeout != Timeout.InfiniteTimeSpan)
         {
-            errors.Add($"RequestResponseOptions.DefaultTimeout must be positive or Timeout.InfiniteTimeSpan (was {options.DefaultTimeout}).");
+            errors.Add($"RequestResponseOptions.DefaultTimeout: {RequestResponseOptions.TimeoutRangeMessage} (was {options.DefaultTimeout}).");
         }
 
         if (string.IsNullOrWhiteSpace(options.RequestQueuePrefix))

@@ -291,9 +291,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void ValidateTimeout(TimeSpan timeout)
     {
-        if (timeout <= TimeSpan.Zero && timeout != Timeout.InfiniteTimeSpan)
+        if ((timeout <= TimeSpan.Zero || timeout > RequestResponseOptions.MaxTimeout) && timeout != Timeout.InfiniteTimeSpan)
         {
-            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, "A request timeout must be positive or Timeout.InfiniteTimeSpan.");
+            throw new ArgumentOutOfRangeException(nameof(timeout), timeout, RequestResponseOptions.TimeoutRangeMessage);
         }
     }
 

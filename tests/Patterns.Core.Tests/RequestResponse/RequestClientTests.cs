@@ -306,3 +306,36 @@ public sealed class OverTransportRequestClientTests : RequestClientTestsBase
 {
     protected override bool InProcess => false;
 }
+
+public sealed class RequestTimeoutRangeTests
+{
+    [Fact]
+    public async Task SendAsync_TimeoutLongerThanATimerCanWait_ThrowsNamingTheLimit_AndTheNextCallWorks()
+    {
+        using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r
+            .AddHandler<GetQuote, Quote>((q, ct) => new ValueTask<Quote>(new Quote(q.Symbol, 1m)))));
+        var client = host.Services.GetRequiredService<IRequestClient>();
+        await client.SendAsync<GetQuote, Quote>(new GetQuote("A"));
+
+        var act = async () => await client.SendAsync<GetQuote, Quote>(new GetQuote("B"), TimeSpan.FromDays(60));
+
+        var failure = (await act.Should().ThrowAsync<ArgumentOutOfRangeException>()).Which;
+        failure.ParamName.Should().Be("timeout");
+        failure.Message.Should().Contain("at most 4,294,967,294 ms");
+        (await client.SendAsync<GetQuote, Quote>(new GetQuote("C"), TimeSpan.FromDays(49))).Symbol.Should().Be("C");
+    }
+
+    [Fact]
+    public async Task DefaultTimeout_LongerThanATimerCanWait_FailsAtStartNamingTheOption()
+    {
+        var act = async () =>
+        {
+            using var host = await TestHost.StartAsync(b => b.AddRequestResponse(r => r
+                .AddHandler<GetQuote, Quote>((q, ct) => new ValueTask<Quote>(new Quote(q.Symbol, 1m)))
+                .Configure(o => o.DefaultTimeout = TimeSpan.FromDays(60))));
+        };
+
+        (await act.Should().ThrowAsync<Microsoft.Extensions.Options.OptionsValidationException>())
+            .Which.Message.Should().Contain("RequestResponseOptions.DefaultTimeout").And.Contain("at most 4,294,967,294 ms");
+    }
+}
