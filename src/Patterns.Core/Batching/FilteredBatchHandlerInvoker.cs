@@ -11,6 +11,14 @@ namespace Patterns.Batching;
 /// </summary>
 internal sealed class FilteredBatchHandlerInvoker<TMessage> : BatchHandlerInvoker<TMessage>
 {
+    /// <summary>
+    /// The end of the pipeline: the batch handler's call. A filter may pass its <c>next</c> any context: one that is not a
+    /// batch context of this pipeline's type is refused (Context is sealed, so the check is one compare), and never runs
+    /// another message's handler.
+    /// </summary>
+    private static readonly ConsumeDelegate s_handler =
+        static context => context is Context own ? own.CallHandler() : ConsumeFilterChain.ThrowForeignContext(context, typeof(Batch<TMessage>));
+
     private readonly BatchHandlerInvoker<TMessage> _inner;
     private readonly ConsumeDelegate _pipeline;
     private readonly string _source;
@@ -23,7 +31,7 @@ internal sealed class FilteredBatchHandlerInvoker<TMessage> : BatchHandlerInvoke
         _source = source;
         _consumerGroup = consumerGroup;
         _services = services;
-        _pipeline = ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler);
+        _pipeline = ConsumeFilterChain.Build(filters, s_handler);
     }
 
     public override string HandlerName => _inner.HandlerName;
@@ -47,6 +55,6 @@ internal sealed class FilteredBatchHandlerInvoker<TMessage> : BatchHandlerInvoke
 
         public override Type MessageType => typeof(Batch<TMessage>);
 
-        internal override ValueTask InvokeHandlerAsync() => owner._inner.InvokeAsync(batch, CancellationToken);
+        public ValueTask CallHandler() => owner._inner.InvokeAsync(batch, CancellationToken);
     }
 }

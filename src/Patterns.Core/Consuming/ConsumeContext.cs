@@ -77,13 +77,6 @@ public abstract class ConsumeContext
     }
 
     /// <summary>
-    /// Calls the handler: the end of the batch and request filter pipelines (a virtual call). A pub/sub or queue handler's
-    /// pipeline calls its own context type's handler directly, after checking the context is one (a type test).
-    /// </summary>
-    /// <returns>The handler's task (counted by a context that counts the calls of next while it runs).</returns>
-    internal abstract ValueTask InvokeHandlerAsync();
-
-    /// <summary>
     /// Takes the task of a step of the pipeline that did not complete at once (a filter's call with the rest of the chain, or
     /// the handler's call): a context that is reused counts the steps still running, so it is not freed under them. This one
     /// passes it on.

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 
 namespace Patterns.Consuming;
@@ -5,9 +6,6 @@ namespace Patterns.Consuming;
 /// <summary>Builds the delegate that runs the registered consume filters, in registration order, around a terminal call.</summary>
 internal static class ConsumeFilterChain
 {
-    /// <summary>The end of every pipeline: the context's handler.</summary>
-    public static readonly ConsumeDelegate Handler = static context => context.InvokeHandlerAsync();
-
     /// <summary>
     /// Chains <paramref name="filters"/> from index <paramref name="start"/> on around <paramref name="terminal"/>: the
     /// first registered filter runs outermost. <paramref name="link"/>, when given, makes the step that calls a filter with
@@ -37,6 +35,33 @@ internal static class ConsumeFilterChain
     /// <summary>The out-of-line rest of <see cref="Check"/>: a task object, complete or still running.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static ValueTask CheckTask(ValueTask pending, ConsumeContext context) => pending.IsCompleted ? pending : context.Track(pending);
+
+    /// <summary>
+    /// Refuses a context a filter passed its <c>next</c> that is not one of this pipeline's own (a filter that kept the
+    /// context of an outer message of another type): each pipeline ends in a type test of its own sealed context type and
+    /// calls this when it fails, so another message's handler never runs with it.
+    /// </summary>
+    /// <param name="context">The context passed to next.</param>
+    /// <param name="messageType">The message type of the pipeline it was passed to (the batch type for a batch pipeline).</param>
+    /// <returns>Never returns.</returns>
+    [DoesNotReturn]
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    public static ValueTask ThrowForeignContext(ConsumeContext context, Type messageType) =>
+        throw new InvalidOperationException(
+            $"A consume filter passed next the context of a '{Describe(context.MessageType)}' message in the pipeline of a '{Describe(messageType)}' message: next must be given the context the filter received.");
+
+    /// <summary>A type's name as C# spells it (<c>Batch&lt;Job&gt;</c>, not <c>Batch`1</c>).</summary>
+    private static string Describe(Type type)
+    {
+        if (!type.IsGenericType)
+        {
+            return type.Name;
+        }
+
+        var name = type.Name;
+        var tick = name.IndexOf('`', StringComparison.Ordinal);
+        return $"{(tick < 0 ? name : name[..tick])}<{string.Join(", ", type.GetGenericArguments().Select(Describe))}>";
+    }
 
     /// <summary>A filter's call with the rest of the chain, counted while it runs: its delegate is the <c>next</c> the filter before it gets.</summary>
     internal sealed class CountedStep(IConsumeFilter filter, ConsumeDelegate rest)

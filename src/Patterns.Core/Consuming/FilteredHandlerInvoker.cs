@@ -34,7 +34,7 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
     /// may pass its <c>next</c> any context: one of another message type is refused (Context is sealed, so the check is one
     /// compare), never read as this type's.
     /// </summary>
-    private static readonly ConsumeDelegate s_handler = static context => context is Context own ? own.CallHandler() : ThrowForeignContext(context);
+    private static readonly ConsumeDelegate s_handler = static context => context is Context own ? own.CallHandler() : ConsumeFilterChain.ThrowForeignContext(context, typeof(TMessage));
 
     /// <summary>A step of the pipeline: a filter's call with the rest of the chain, counted while it runs.</summary>
     private static readonly Func<IConsumeFilter, ConsumeDelegate, ConsumeDelegate> s_link =
@@ -90,12 +90,6 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
         context.End();
         return pending;
     }
-
-    [DoesNotReturn]
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static ValueTask ThrowForeignContext(ConsumeContext context) =>
-        throw new InvalidOperationException(
-            $"A consume filter passed next the context of a '{context.MessageType.Name}' message in the pipeline of a '{typeof(TMessage).Name}' message: next must be given the context the filter received.");
 
     private static async ValueTask AwaitThenReleaseAsync(ValueTask pending, Context context)
     {
@@ -203,10 +197,6 @@ internal sealed class FilteredHandlerInvoker<TMessage> : MessageHandlerInvoker<T
 
             return ConsumeFilterChain.Check(_inner.InvokeAsync(_message, EnvelopeRef, _consumer, CancellationToken), this);
         }
-
-        /// <summary>The handler's call, counted while it runs, like the pipeline's last step (<see cref="CallHandler"/>).</summary>
-        /// <returns>The handler's task, or the counted one when it may still run.</returns>
-        internal override ValueTask InvokeHandlerAsync() => CallHandler();
 
         [DoesNotReturn]
         [MethodImpl(MethodImplOptions.NoInlining)]

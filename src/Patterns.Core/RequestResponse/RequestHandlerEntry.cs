@@ -63,6 +63,14 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
     /// <summary>Gets a value indicating whether the handler takes a <see cref="RequestContext"/>; when not, callers pass <see langword="null"/> and build none.</summary>
     public bool WantsContext { get; } = wantsContext;
 
+    /// <summary>
+    /// The end of the filter pipeline: the handler's call. A filter may pass its <c>next</c> any context: one that is not
+    /// a request context of this entry's types is refused (FilteredRequest is sealed, so the check is one compare), and
+    /// never runs another message's handler.
+    /// </summary>
+    private static readonly ConsumeDelegate s_handler =
+        static context => context is FilteredRequest own ? own.CallHandlerAsync() : ConsumeFilterChain.ThrowForeignContext(context, typeof(TRequest));
+
     private ConsumeDelegate? _filters;
 
     /// <summary>Gets a value indicating whether consume filters run around this handler.</summary>
@@ -77,7 +85,7 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
     public override void Configure(IServiceProvider services, string queue, IReadOnlyList<IConsumeFilter> filters)
     {
         base.Configure(services, queue, filters);
-        _filters = filters.Count == 0 ? null : ConsumeFilterChain.Build(filters, ConsumeFilterChain.Handler);
+        _filters = filters.Count == 0 ? null : ConsumeFilterChain.Build(filters, s_handler);
         IsDirect = Pipeline is null && !WantsContext && _filters is null;
     }
 
@@ -115,7 +123,7 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
 
         public override Type MessageType => typeof(TRequest);
 
-        internal override async ValueTask InvokeHandlerAsync()
+        public async ValueTask CallHandlerAsync()
         {
             Response = await entry.InvokeResilientAsync(request, context, CancellationToken).ConfigureAwait(false);
             Answered = true;

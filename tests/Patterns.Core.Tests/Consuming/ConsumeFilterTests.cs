@@ -654,6 +654,107 @@ public sealed class ConsumeFilterTests
         memos.Should().Equal("outer");
     }
 
+    [Fact]
+    public async Task BatchFilter_ThatPassesNextTheContextOfAMessageOfAnotherType_GetsAnErrorSayingSo_AndNoHandlerRunsWithIt()
+    {
+        // The Memo message's context is in use (its handler runs the batch inline) when the batch's filter passes it to its
+        // next: the batch pipeline must refuse it, not run the Memo handler again with it.
+        var batches = 0;
+        ConsumeContext? memoContext = null;
+        var batchInvoker = FilteredBatchHandlerInvoker<Job>.Wrap(
+            new DelegateBatchHandlerInvoker<Job>((_, _) =>
+            {
+                batches++;
+                return default;
+            }, "jobs"),
+            [new DelegateFilter((context, next) => next(memoContext!))],
+            "batched",
+            "group",
+            EmptyProvider.Instance);
+        var buffer = new BatchBuffer<Job>();
+        buffer.Append(new Job(1), 1, 4, tracked: false, default, null);
+
+        var (memos, error) = await RunInsideAMemoPipelineAsync(
+            context => memoContext = context, () => batchInvoker.InvokeAsync(new Batch<Job>(buffer), CancellationToken.None));
+
+        error.Should().NotBeNull().And.BeOfType<InvalidOperationException>()
+            .Which.Message.Should().Be(
+                "A consume filter passed next the context of a 'Memo' message in the pipeline of a 'Batch<Job>' message: next must be given the context the filter received.");
+        batches.Should().Be(0, "the filter never passed the batch's own context on");
+        memos.Should().Equal(["outer"], "no handler runs with another message's context");
+    }
+
+    [Fact]
+    public async Task RequestFilter_ThatPassesNextTheContextOfAMessageOfAnotherType_GetsAnErrorSayingSo_AndNoHandlerRunsWithIt()
+    {
+        var answered = 0;
+        ConsumeContext? memoContext = null;
+        var entry = new DelegateRequestHandlerEntry<GetQuote, Quote>(
+            (q, _) =>
+            {
+                answered++;
+                return new ValueTask<Quote>(new Quote(q.Symbol, 1m));
+            },
+            "quotes",
+            pipeline: null);
+        entry.Configure(EmptyProvider.Instance, "requests", [new DelegateFilter((context, next) => next(memoContext!))]);
+
+        var (memos, error) = await RunInsideAMemoPipelineAsync(
+            context => memoContext = context,
+            async () => await entry.InvokeFilteredAsync(new GetQuote("ACME"), null, new Envelope(), CancellationToken.None));
+
+        error.Should().NotBeNull().And.BeOfType<InvalidOperationException>()
+            .Which.Message.Should().Be(
+                "A consume filter passed next the context of a 'Memo' message in the pipeline of a 'GetQuote' message: next must be given the context the filter received.");
+        answered.Should().Be(0, "the filter never passed the request's own context on");
+        memos.Should().Equal(["outer"], "no handler runs with another message's context");
+    }
+
+    [Fact]
+    public async Task ConsumeFilter_ThatPassesNextTheContextOfABatch_GetsAnErrorNamingTheBatch()
+    {
+        ConsumeContext? batchContext = null;
+        Exception? error = null;
+        var ids = new List<Guid>();
+        var guids = FilteredHandlerInvoker<Guid>.Wrap(new RecordingGuidInvoker(ids), [new DelegateFilter((context, next) => next(batchContext!))]);
+        var handled = 0;
+        var batchInvoker = FilteredBatchHandlerInvoker<Job>.Wrap(
+            new DelegateBatchHandlerInvoker<Job>(async (_, _) =>
+            {
+                if (++handled > 1)
+                {
+                    return;
+                }
+
+                try
+                {
+                    await guids.InvokeAsync(Guid.NewGuid(), new Envelope(), Reminders, CancellationToken.None);
+                }
+                catch (InvalidOperationException e)
+                {
+                    error = e;
+                }
+            }, "jobs"),
+            [new DelegateFilter((context, next) =>
+            {
+                batchContext = context;
+                return next(context);
+            })],
+            "batched",
+            "group",
+            EmptyProvider.Instance);
+        var buffer = new BatchBuffer<Job>();
+        buffer.Append(new Job(1), 1, 4, tracked: false, default, null);
+
+        await batchInvoker.InvokeAsync(new Batch<Job>(buffer), CancellationToken.None);
+
+        error.Should().NotBeNull().And.BeOfType<InvalidOperationException>()
+            .Which.Message.Should().Be(
+                "A consume filter passed next the context of a 'Batch<Job>' message in the pipeline of a 'Guid' message: next must be given the context the filter received.");
+        ids.Should().BeEmpty();
+        handled.Should().Be(1, "the batch handler ran once, with its own context");
+    }
+
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
@@ -826,6 +927,44 @@ public sealed class ConsumeFilterTests
     };
 
     private static readonly ConsumerIdentity Reminders = new("reminders", "group", EmptyProvider.Instance, null!);
+
+    /// <summary>
+    /// Handles a Memo message through a filter that hands its context to <paramref name="keep"/>; its handler runs
+    /// <paramref name="inline"/> once (a second call of the handler, with the Memo context passed on by a foreign
+    /// pipeline, is recorded but runs nothing) and returns what <paramref name="inline"/> threw.
+    /// </summary>
+    private static async Task<(List<string> Memos, Exception? Error)> RunInsideAMemoPipelineAsync(Action<ConsumeContext> keep, Func<ValueTask> inline)
+    {
+        var memos = new List<string>();
+        Exception? error = null;
+        var invoker = FilteredHandlerInvoker<Memo>.Wrap(
+            new InlineInvoker(async message =>
+            {
+                memos.Add(message.Text);
+                if (memos.Count > 1)
+                {
+                    return;
+                }
+
+                try
+                {
+                    await inline();
+                }
+                catch (InvalidOperationException e)
+                {
+                    error = e;
+                }
+            }),
+            [new DelegateFilter((context, next) =>
+            {
+                keep(context);
+                return next(context);
+            })]);
+
+        await invoker.InvokeAsync(new Memo("outer"), new Envelope(), Reminders, CancellationToken.None);
+        return (memos, error);
+    }
+
 
     private sealed class RecordingInvoker(List<string> trace) : MessageHandlerInvoker<Memo>
     {

@@ -122,7 +122,7 @@ public sealed class MessageQueueTests
         dead.Should().ContainSingle();
         dead[0].ExceptionType.Should().Be(typeof(InvalidOperationException).FullName);
         dead[0].ExceptionMessage.Should().Be("job 1 is poison");
-        dead[0].Reason.Should().Contain("delivery 1").And.Contain("job 1 is poison");
+        dead[0].Reason.Should().StartWith("Handler delegate<Job> failed on delivery 1").And.Contain("job 1 is poison");
         dead[0].Envelope.TryGetHeader(EnvelopeHeaders.DeadLetterReason, out _).Should().BeTrue();
     }
 
@@ -185,6 +185,22 @@ public sealed class MessageQueueTests
     }
 
     [Fact]
+    public async Task AddConsumer_WithAHandlerClass_HandlesTheQueuesJobs_AndItsFailuresNameTheClass()
+    {
+        using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Job, PoisonJobHandler>("classy", o => o.Retry = null)));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        await sender.SendAsync("classy", new Job(1));
+        await sender.SendAsync("classy", new Job(2));
+        await host.Harness().WaitForDeliveriesAsync(2).WaitAsync(TestHost.Wait);
+
+        host.Harness().Deliveries.Select(d => (d.ConsumerGroup, d.Outcome)).Should().BeEquivalentTo(
+            [("classy", SettlementKind.DeadLetter), ("classy", SettlementKind.Ack)], "the class handled both jobs, as the queue's one consumer");
+        (await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "classy", 1)).Should().ContainSingle()
+            .Which.Reason.Should().StartWith("Handler PoisonJobHandler failed on delivery 1");
+    }
+
+    [Fact]
     public async Task Send_RejectModeWhenFull_ThrowsQueueFullException()
     {
         using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddQueue("small", o => { o.Capacity = 1; o.FullMode = QueueFullMode.Reject; })));
@@ -205,4 +221,10 @@ public sealed class MessageQueueTests
 
         (await act.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().StartWith("Queue 'nope' does not exist.");
     }
+}
+
+public sealed class PoisonJobHandler : IMessageHandler<Job>
+{
+    public ValueTask HandleAsync(Job message, MessageContext context, CancellationToken cancellationToken) =>
+        message.Id == 1 ? throw new InvalidOperationException("job 1 is poison") : default;
 }
