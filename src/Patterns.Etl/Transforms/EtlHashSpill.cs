@@ -34,6 +34,7 @@ internal abstract class EtlHoldingState<TRow, TKey, TOut>
 internal static class EtlSpillHash
 {
     private static readonly ConcurrentDictionary<Type, FieldInfo[]?> RecordFields = new();
+    private static readonly ConcurrentDictionary<Type, bool> SystemTuples = new();
 
     public static int Partition<TKey>(TKey key, IEqualityComparer<TKey> comparer, int depth, int partitions) =>
         (int)(Mix(Hash(key, comparer), depth) % (uint)partitions);
@@ -111,7 +112,7 @@ internal static class EtlSpillHash
 
     /// <summary>
     /// The 64-bit hash of a value under default equality: the whole bits of the types <see cref="WholeBits"/> names; for
-    /// a tuple (<see cref="ITuple"/>), a record or an anonymous type (whose equality the compiler wrote: each field by its
+    /// a tuple of the runtime's (<see cref="ValueTuple"/>, <see cref="Tuple"/>), a record or an anonymous type (whose equality the compiler wrote: each field by its
     /// type's default comparer), its components' 64-bit hashes combined; else its hash code.
     /// </summary>
     private static ulong Bits(object? value)
@@ -132,7 +133,7 @@ internal static class EtlSpillHash
                 return (ulong)v.UtcTicks;
             case string or int or uint or short or ushort or byte or sbyte or char or bool or double or float or decimal or Guid:
                 return (uint)value.GetHashCode();
-            case ITuple tuple:
+            case ITuple tuple when SystemTuples.GetOrAdd(value.GetType(), IsSystemTuple):
                 var hash = (ulong)tuple.Length;
                 for (var i = 0; i < tuple.Length; i++)
                 {
@@ -157,6 +158,15 @@ internal static class EtlSpillHash
     }
 
     /// <summary>
+    /// Whether <paramref name="type"/> is one of the runtime's tuples (<see cref="ValueTuple"/> or <see cref="Tuple"/>),
+    /// whose equality compares each item by its default comparer. Another type can implement <see cref="ITuple"/> and
+    /// compare something else.
+    /// </summary>
+    private static bool IsSystemTuple(Type type) =>
+        type.Assembly == typeof(object).Assembly && type.IsGenericType && type.Namespace == "System"
+        && (type.Name.StartsWith("ValueTuple`", StringComparison.Ordinal) || type.Name.StartsWith("Tuple`", StringComparison.Ordinal));
+
+    /// <summary>
     /// The instance fields a type's equality compares, when the compiler wrote that equality: a record (class or struct,
     /// with each record it derives from) whose <c>Equals</c> is not the programmer's, or an anonymous type. Otherwise
     /// <see langword="null"/>: the type's own hash code is the only one sure to agree with its equality.
@@ -166,9 +176,16 @@ internal static class EtlSpillHash
     private static FieldInfo[]? FieldsOf(Type type)
     {
         const BindingFlags Declared = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly;
-        if (type.IsDefined(typeof(CompilerGeneratedAttribute), inherit: false) && type.Name.Contains("AnonymousType", StringComparison.Ordinal))
+        // C#'s anonymous types compare every field; another compiler's (Visual Basic's compare only their Key fields) may not.
+        if (type.IsDefined(typeof(CompilerGeneratedAttribute), inherit: false) && type.Name.StartsWith("<>f__AnonymousType", StringComparison.Ordinal))
         {
             return NoneIsNull(type.GetFields(Declared));
+        }
+
+        // F# marks the equality it writes as compiler-generated too, but compares arrays and collections item by item.
+        if (type.CustomAttributes.Any(a => a.AttributeType.FullName == "Microsoft.FSharp.Core.CompilationMappingAttribute"))
+        {
+            return null;
         }
 
         var fields = new List<FieldInfo>();
