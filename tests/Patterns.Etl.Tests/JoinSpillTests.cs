@@ -113,6 +113,49 @@ public sealed class JoinSpillTests : IDisposable
     }
 
     [Fact]
+    public async Task Join_CancelledOrFailingWhileSplittingAPartitionAgain_DeletesEveryLevelsFiles()
+    {
+        // The crowded first-level partition splits at depth 1, then one of its parts at depth 2: stopping there leaves
+        // files of three levels (the first level's other partitions, depth 1's parts, depth 2's parts) to delete.
+        var keys = CollidingKeys(300);
+        var right = keys.SelectMany((k, i) => new[] { new LongRight(2 * i, k, Payload(i)), new LongRight((2 * i) + 1, k, Payload(i + 1)) }).ToList();
+        var left = keys.Select((k, i) => new LongLeft(i, k)).Concat(OtherPartitionKeys(100).Select((k, i) => new LongLeft(2_000 + i, k))).ToList();
+
+        using var cancel = new CancellationTokenSource();
+        var cancelled = await Etl.From(left)
+            .Join(Source(right), l => l.Key, r => r.Key, LongPair.Of, maxBuildBytes: LongBudget, rightSize: MeasureLong, spill: new EtlSpill
+            {
+                TempDirectory = _dir.Path,
+                Observer = e =>
+                {
+                    if (e is { What: "split", Depth: 2 })
+                    {
+                        cancel.Cancel();
+                    }
+                },
+            })
+            .To(new ListSink<LongPair>())
+            .RunAsync(cancellationToken: cancel.Token);
+
+        cancelled.Status.Should().Be(EtlRunStatus.Stopped);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        SpillTests.OpenHandlesUnder(_dir.Path).Should().Be(0);
+
+        var failing = () => Etl.From(left)
+            .Join(Source(right), l => l.Key, r => r.Key, LongPair.Of, maxBuildBytes: LongBudget, rightSize: MeasureLong, spill: new EtlSpill
+            {
+                TempDirectory = _dir.Path,
+                Observer = e => _ = e is { What: "split", Depth: 2 } ? throw new IOException("disk full") : 0,
+            })
+            .To(new ListSink<LongPair>())
+            .RunAsync();
+
+        (await failing.Should().ThrowAsync<IOException>()).Which.Message.Should().Be("disk full");
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+        SpillTests.OpenHandlesUnder(_dir.Path).Should().Be(0);
+    }
+
+    [Fact]
     public async Task Join_WithinTheBudget_DoesNotSpill_AndKeepsTheLeftOrder()
     {
         var expected = new ListSink<Pair>();
