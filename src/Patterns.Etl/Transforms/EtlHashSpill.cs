@@ -1,3 +1,7 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.CodeAnalysis;
+using System.Reflection;
+using System.Runtime.CompilerServices;
 using System.Text.Json.Serialization.Metadata;
 using Patterns.Streaming;
 
@@ -23,21 +27,38 @@ internal abstract class EtlHoldingState<TRow, TKey, TOut>
 }
 
 /// <summary>Which spill partition a key goes to: the same for equal keys, with a different spread at each depth of splitting.</summary>
+/// <remarks>
+/// Spill files live only as long as the stage that writes them, in one process, so a key's hash need not be the same
+/// in another process; it must only be equal for equal keys and spread distinct keys over all 64 bits.
+/// </remarks>
 internal static class EtlSpillHash
 {
-    public static int Partition<TKey>(TKey key, IEqualityComparer<TKey> comparer, int depth, int partitions)
+    private static readonly ConcurrentDictionary<Type, FieldInfo[]?> RecordFields = new();
+    private static readonly ConcurrentDictionary<Type, bool> SystemTuples = new();
+
+    public static int Partition<TKey>(TKey key, IEqualityComparer<TKey> comparer, int depth, int partitions) =>
+        (int)(Mix(Hash(key, comparer), depth) % (uint)partitions);
+
+    /// <summary>The 64-bit hash of a key: its own bits, its components' hashes combined, or its 32-bit hash code.</summary>
+    internal static ulong Hash<TKey>(TKey key, IEqualityComparer<TKey> comparer)
     {
-        ulong hash;
         if (key is null)
         {
-            hash = 0;
-        }
-        else if (!WholeBits(key, comparer, out hash))
-        {
-            hash = (uint)comparer.GetHashCode(key);
+            return 0;
         }
 
-        return (int)(Mix(hash, depth) % (uint)partitions);
+        if (!ReferenceEquals(comparer, EqualityComparer<TKey>.Default))
+        {
+            // A caller's comparer decides equality: only its hash code is sure to agree with it.
+            return (uint)comparer.GetHashCode(key);
+        }
+
+        if (WholeBits(key, out var bits))
+        {
+            return bits;
+        }
+
+        return typeof(TKey).IsPrimitive || typeof(TKey) == typeof(string) ? (uint)key.GetHashCode() : Bits(key);
     }
 
     /// <summary>
@@ -45,10 +66,10 @@ internal static class EtlSpillHash
     /// <c>DateTime</c>, <c>TimeSpan</c>, <c>DateTimeOffset</c>, and each of them nullable): every such key with equal halves hashes to 0, so they
     /// would all go to one partition at every depth. Only under the default comparer, where equal keys have equal bits.
     /// </summary>
-    private static bool WholeBits<TKey>(TKey key, IEqualityComparer<TKey> comparer, out ulong bits)
+    private static bool WholeBits<TKey>(TKey key, out ulong bits)
     {
         bits = 0;
-        if (!typeof(TKey).IsValueType || !ReferenceEquals(comparer, EqualityComparer<TKey>.Default))
+        if (!typeof(TKey).IsValueType)
         {
             return false;
         }
@@ -79,7 +100,7 @@ internal static class EtlSpillHash
         else if (Nullable.GetUnderlyingType(typeof(TKey)) is not null)
         {
             // A Nullable<T> key: the caller handles null, so it holds a value, and it boxes as that value.
-            return NullableBits(key!, out bits);
+            bits = Bits(key);
         }
         else
         {
@@ -89,19 +110,99 @@ internal static class EtlSpillHash
         return true;
     }
 
-    /// <summary>The 64 bits of a nullable key's value (boxed as the value itself), when its type is one <see cref="WholeBits"/> handles.</summary>
-    private static bool NullableBits(object value, out ulong bits)
+    /// <summary>
+    /// The 64-bit hash of a value under default equality: the whole bits of the types <see cref="WholeBits"/> names; for
+    /// a tuple of the runtime's (<see cref="ValueTuple"/>, <see cref="Tuple"/>), a record or an anonymous type (whose equality the compiler wrote: each field by its
+    /// type's default comparer), its components' 64-bit hashes combined; else its hash code.
+    /// </summary>
+    private static ulong Bits(object? value)
     {
-        bits = value switch
+        switch (value)
         {
-            long v => (ulong)v,
-            ulong v => v,
-            DateTime v => (ulong)v.Ticks,
-            TimeSpan v => (ulong)v.Ticks,
-            DateTimeOffset v => (ulong)v.UtcTicks,
-            _ => 0,
-        };
-        return value is long or ulong or DateTime or TimeSpan or DateTimeOffset;
+            case null:
+                return 0;
+            case long v:
+                return (ulong)v;
+            case ulong v:
+                return v;
+            case DateTime v:
+                return (ulong)v.Ticks;
+            case TimeSpan v:
+                return (ulong)v.Ticks;
+            case DateTimeOffset v:
+                return (ulong)v.UtcTicks;
+            case string or int or uint or short or ushort or byte or sbyte or char or bool or double or float or decimal or Guid:
+                return (uint)value.GetHashCode();
+            case ITuple tuple when SystemTuples.GetOrAdd(value.GetType(), IsSystemTuple):
+                var hash = (ulong)tuple.Length;
+                for (var i = 0; i < tuple.Length; i++)
+                {
+                    hash = Mix(hash ^ Bits(tuple[i]), 0);
+                }
+
+                return hash;
+        }
+
+        if (RecordFields.GetOrAdd(value.GetType(), FieldsOf) is { } fields)
+        {
+            var hash = (ulong)fields.Length;
+            foreach (var field in fields)
+            {
+                hash = Mix(hash ^ Bits(field.GetValue(value)), 0);
+            }
+
+            return hash;
+        }
+
+        return (uint)value.GetHashCode();
+    }
+
+    /// <summary>
+    /// Whether <paramref name="type"/> is one of the runtime's tuples (<see cref="ValueTuple"/> or <see cref="Tuple"/>),
+    /// whose equality compares each item by its default comparer. Another type can implement <see cref="ITuple"/> and
+    /// compare something else.
+    /// </summary>
+    private static bool IsSystemTuple(Type type) =>
+        type.Assembly == typeof(object).Assembly && type.IsGenericType && type.Namespace == "System"
+        && (type.Name.StartsWith("ValueTuple`", StringComparison.Ordinal) || type.Name.StartsWith("Tuple`", StringComparison.Ordinal));
+
+    /// <summary>
+    /// The instance fields a type's equality compares, when the compiler wrote that equality: a record (class or struct,
+    /// with each record it derives from) whose <c>Equals</c> is not the programmer's, or an anonymous type. Otherwise
+    /// <see langword="null"/>: the type's own hash code is the only one sure to agree with its equality.
+    /// </summary>
+    [UnconditionalSuppressMessage("Trimming", "IL2070", Justification = "Fields are read only to hash a key. Where trimming removed the metadata of some, the hash covers those left, still equal for equal keys; where it removed Equals or every field, the key's own hash code is used.")]
+    [UnconditionalSuppressMessage("Trimming", "IL2075", Justification = "As above: the base types of a record are read the same way.")]
+    private static FieldInfo[]? FieldsOf(Type type)
+    {
+        const BindingFlags Declared = BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly;
+        // C#'s anonymous types compare every field; another compiler's (Visual Basic's compare only their Key fields) may not.
+        if (type.IsDefined(typeof(CompilerGeneratedAttribute), inherit: false) && type.Name.StartsWith("<>f__AnonymousType", StringComparison.Ordinal))
+        {
+            return NoneIsNull(type.GetFields(Declared));
+        }
+
+        // F# marks the equality it writes as compiler-generated too, but compares arrays and collections item by item.
+        if (type.CustomAttributes.Any(a => a.AttributeType.FullName == "Microsoft.FSharp.Core.CompilationMappingAttribute"))
+        {
+            return null;
+        }
+
+        var fields = new List<FieldInfo>();
+        for (var t = type; t is not null && t != typeof(object) && t != typeof(ValueType); t = t.BaseType)
+        {
+            var equals = t.GetMethod(nameof(Equals), Declared, [t]);
+            if (equals is null || !equals.IsDefined(typeof(CompilerGeneratedAttribute), inherit: false))
+            {
+                return null;
+            }
+
+            fields.AddRange(t.GetFields(Declared));
+        }
+
+        return NoneIsNull([.. fields]);
+
+        static FieldInfo[]? NoneIsNull(FieldInfo[] fields) => fields.Length == 0 ? null : fields;
     }
 
     /// <summary>Spreads every bit of <paramref name="hash"/> over the result, differently at each depth (a SplitMix64 step).</summary>
@@ -362,27 +463,22 @@ internal sealed class EtlAggregateState<T, TKey, TAcc, TOut>(
 /// <c>DistinctBy</c> with a byte budget that spills: rows of new keys pass at once until the keys pass the budget; then
 /// rows of new keys go to partition files and leave, de-duplicated and in source order, when the source ends.
 /// </summary>
-internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, IDisposable
+internal sealed class SpillingDistinctStage<T, TKey> : EtlSpillingStage<T, T>
 {
     private readonly EtlRun _run;
-    private readonly EtlSpillSession _session;
     private readonly EtlHashSpill<T, TKey, T>.Pass _pass;
     private readonly List<(long Ordinal, T Value)> _output = new(1);
     private readonly long _budget;
-    private readonly CancellationToken _cancellationToken;
     private EtlDistinctState<T, TKey>? _top;
     private long _ordinal;
     private bool _spilling;
-    private bool _completed;
 
     public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill, CancellationToken cancellationToken)
-        : base(next)
+        : base(next, new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill), cancellationToken)
     {
         _run = run;
-        _cancellationToken = cancellationToken;
         _budget = budget;
-        _session = new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill);
-        var engine = new EtlHashSpill<T, TKey, T>(_session, key, comparer ?? EqualityComparer<TKey>.Default, () =>
+        var engine = new EtlHashSpill<T, TKey, T>(Session, key, comparer ?? EqualityComparer<TKey>.Default, () =>
         {
             var state = new EtlDistinctState<T, TKey>(comparer, size, budget);
             _top ??= state;
@@ -417,7 +513,30 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
         return Next.OnNextAsync(row);
     }
 
-    public override async ValueTask OnCompletedAsync(bool final)
+    protected override async Task FinishAsync(CancellationToken cancellationToken)
+    {
+        foreach (var (_, row) in _pass.Complete(cancellationToken))
+        {
+            await Next.OnNextAsync(row).ConfigureAwait(false);
+
+            // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
+            _run.SourceRowDone?.Invoke();
+        }
+    }
+}
+
+/// <summary>
+/// A stage that may spill: when its input ends for good it finishes what it spilled, and whatever happens it deletes its
+/// spill folder before it passes the completion on. A cancellation while finishing is a graceful stop: what left is
+/// loaded, the rest is not, and the run ends Stopped (its bookmark stays where the last commit before the spill left it).
+/// </summary>
+internal abstract class EtlSpillingStage<TIn, TOut>(Stage<TOut> next, EtlSpillSession session, CancellationToken cancellationToken) : ForwardingStage<TIn, TOut>(next), IDisposable
+{
+    private bool _completed;
+
+    protected EtlSpillSession Session { get; } = session;
+
+    public sealed override async ValueTask OnCompletedAsync(bool final)
     {
         try
         {
@@ -426,18 +545,10 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
                 _completed = true;
                 try
                 {
-                    foreach (var (_, row) in _pass.Complete(_cancellationToken))
-                    {
-                        await Next.OnNextAsync(row).ConfigureAwait(false);
-
-                        // The source has ended, so each spilled row stands alone: a batch that filled (in rows or bytes) on it is sealed now.
-                        _run.SourceRowDone?.Invoke();
-                    }
+                    await FinishAsync(cancellationToken).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException) when (_cancellationToken.IsCancellationRequested)
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
                 {
-                    // A graceful stop, as while the source is read: the rows that left are loaded, the rest are not, and
-                    // the run ends Stopped (its bookmark stays where the last commit before the spill left it).
                     final = false;
                 }
             }
@@ -450,5 +561,8 @@ internal sealed class SpillingDistinctStage<T, TKey> : ForwardingStage<T, T>, ID
         await Next.OnCompletedAsync(final).ConfigureAwait(false);
     }
 
-    public void Dispose() => _session.Dispose();
+    public void Dispose() => Session.Dispose();
+
+    /// <summary>Emits what the stage held back or spilled; stops with <see cref="OperationCanceledException"/> once <paramref name="cancellationToken"/> is cancelled.</summary>
+    protected abstract Task FinishAsync(CancellationToken cancellationToken);
 }

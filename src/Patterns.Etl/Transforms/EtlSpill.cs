@@ -40,6 +40,9 @@ public sealed class EtlSpill
     /// <summary>Gets the number of files a spilling stage splits its overflow into (by a hash of the key); each is finished on its own, within the same budget.</summary>
     public int Partitions { get; init; } = 16;
 
+    /// <summary>Gets what tests watch a spilling stage through: what each hash table held and each read-back read; <see langword="null"/> otherwise.</summary>
+    internal Action<EtlSpillEvent>? Observer { get; init; }
+
     // The kernel's message serializer's choice: reflection where the application keeps it enabled; none under NativeAOT,
     // where a spill then fails with a clear error until SerializerOptions carries a source-generated context.
     internal static JsonSerializerOptions DefaultSerializerOptions { get; } = new()
@@ -68,6 +71,9 @@ public sealed class EtlSpill
         }
     }
 }
+
+/// <summary>What a spilling stage did, for tests: <paramref name="What"/> is <c>table</c> (a hash table built, its rows and bytes), <c>probe</c> (a left file read, its rows), <c>split</c> (a partition split again) or <c>slices</c> (a partition that cannot be split, joined in slices).</summary>
+internal readonly record struct EtlSpillEvent(string What, int Depth, long Rows, long Bytes);
 
 /// <summary>A holding stage could not write a row to its spill file, or read it back.</summary>
 public sealed class EtlSpillException : InvalidOperationException
@@ -121,6 +127,7 @@ internal sealed class EtlSpillSession : IDisposable
     private static readonly TimeSpan UnlockedAge = TimeSpan.FromHours(1);
 
     private readonly HashSet<IDisposable> _open = [];
+    private readonly Action<EtlSpillEvent>? _observer;
     private FileStream? _lock;
     private bool _created;
     private int _next;
@@ -133,6 +140,7 @@ internal sealed class EtlSpillSession : IDisposable
         _parameter = parameter;
         _json = spill.SerializerOptions ?? EtlSpill.DefaultSerializerOptions;
         Partitions = spill.Partitions;
+        _observer = spill.Observer;
         _directory = Path.Combine(spill.TempDirectory ?? Path.GetTempPath(), Prefix + Guid.NewGuid().ToString("N"));
         run.Own(this);
     }
@@ -143,6 +151,9 @@ internal sealed class EtlSpillSession : IDisposable
 
     /// <summary>Gets the number of files written so far.</summary>
     public int FilesWritten => _next;
+
+    /// <summary>Tells the test watching this stage (through <see cref="EtlSpill.Observer"/>) what it did.</summary>
+    public void Observe(string what, int depth, long rows, long bytes) => _observer?.Invoke(new EtlSpillEvent(what, depth, rows, bytes));
 
     public JsonTypeInfo<TValue> TypeInfo<TValue>()
     {
