@@ -72,4 +72,65 @@ public sealed class TimerServiceTests
         fired.Should().Equal("overdue", "later");
         timers.Count.Should().Be(0);
     }
+
+    [Fact]
+    public void ManyTimersDueAtOnce_GoAtMostTheBoundAtATime_EarliestFirst_EachOnce()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var handled = new List<(string Id, TaskCompletionSource Done)>();
+        using var timers = new TimerService(time, t =>
+        {
+            var done = new TaskCompletionSource(); // continuations run inline: the next timer goes within SetResult
+            handled.Add((t.InstanceId, done));
+            return done.Task;
+        }, maxInFlight: 2);
+        var start = time.GetUtcNow();
+        for (var i = 0; i < 5; i++)
+        {
+            timers.Schedule(new TimerRecord { InstanceId = $"t{i}", Run = 1, Seq = 1, DueTicks = (start + TimeSpan.FromMilliseconds(10 + i)).UtcTicks });
+        }
+
+        time.Advance(TimeSpan.FromSeconds(1));
+
+        handled.Select(h => h.Id).Should().Equal("t0", "t1");
+        timers.InFlight.Should().Be(2);
+        timers.Count.Should().Be(3, "the others wait in the queue, not in flight");
+
+        handled[1].Done.SetResult();
+        handled.Select(h => h.Id).Should().Equal("t0", "t1", "t2");
+        handled[0].Done.SetException(new InvalidOperationException("a failed workflow task frees its place too"));
+        handled.Select(h => h.Id).Should().Equal("t0", "t1", "t2", "t3");
+        handled[2].Done.SetResult();
+        handled[3].Done.SetResult();
+        handled.Select(h => h.Id).Should().Equal("t0", "t1", "t2", "t3", "t4");
+        handled[4].Done.SetResult();
+
+        timers.InFlight.Should().Be(0);
+        timers.Count.Should().Be(0);
+        time.Advance(TimeSpan.FromMinutes(1));
+        handled.Should().HaveCount(5, "each timer went once");
+    }
+
+    [Fact]
+    public void ATimerScheduledWhileTheBoundIsReached_GoesWhenAPlaceFrees()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var handled = new List<(string Id, TaskCompletionSource Done)>();
+        using var timers = new TimerService(time, t =>
+        {
+            var done = new TaskCompletionSource();
+            handled.Add((t.InstanceId, done));
+            return done.Task;
+        }, maxInFlight: 1);
+        var start = time.GetUtcNow();
+        timers.Schedule(new TimerRecord { InstanceId = "first", Run = 1, Seq = 1, DueTicks = (start + TimeSpan.FromSeconds(1)).UtcTicks });
+        time.Advance(TimeSpan.FromSeconds(1));
+        timers.Schedule(new TimerRecord { InstanceId = "overdue", Run = 1, Seq = 1, DueTicks = start.UtcTicks });
+        time.Advance(TimeSpan.FromSeconds(1));
+        handled.Select(h => h.Id).Should().Equal("first");
+
+        handled[0].Done.SetResult();
+
+        handled.Select(h => h.Id).Should().Equal("first", "overdue");
+    }
 }
