@@ -133,4 +133,31 @@ public sealed class TimerServiceTests
 
         handled.Select(h => h.Id).Should().Equal("first", "overdue");
     }
+
+    [Fact]
+    public void TimersHandledAtOnce_WhileTheBoundIsReached_GoInALoop_NotOneNestedCallEach()
+    {
+        // A timer of an instance this process does not own is handed on at once (no task to wait for): with the bound
+        // reached, each such timer used to free its place by firing the next from inside its own call, so a backlog of
+        // them nested one call deeper each, as deep as the backlog (a stack overflow for a large one).
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var depths = new List<int>();
+        using var timers = new TimerService(time, _ =>
+        {
+            depths.Add(new System.Diagnostics.StackTrace().FrameCount);
+            return null;
+        }, maxInFlight: 2);
+        var start = time.GetUtcNow();
+        for (var i = 0; i < 300; i++)
+        {
+            timers.Schedule(new TimerRecord { InstanceId = $"t{i}", Run = 1, Seq = 1, DueTicks = (start + TimeSpan.FromMilliseconds(1 + i)).UtcTicks });
+        }
+
+        time.Advance(TimeSpan.FromSeconds(1));
+
+        depths.Should().HaveCount(300, "every due timer went");
+        (depths.Max() - depths.Min()).Should().BeLessThan(20, "the stack does not grow with the backlog");
+        timers.InFlight.Should().Be(0);
+        timers.Count.Should().Be(0);
+    }
 }

@@ -123,52 +123,84 @@ internal sealed class TimerService : IDisposable
         Pump();
     }
 
-    /// <summary>Fires what is due, up to the bound; arms the timer for the next due time unless the bound is reached (a landing pumps again then).</summary>
+    /// <summary>
+    /// Fires what is due, up to the bound; arms the timer for the next due time unless the bound is reached (a landing
+    /// pumps again then). Timers handled at once (handed to another process's instance, or already done) free their places
+    /// here and the loop goes on: freeing them by pumping from inside their own call nested one call deeper per timer.
+    /// </summary>
     private void Pump()
     {
-        List<TimerRecord> due = [];
-        lock (_lock)
+        while (true)
         {
-            if (_disposed)
+            List<TimerRecord> due = [];
+            lock (_lock)
+            {
+                if (_disposed)
+                {
+                    return;
+                }
+
+                var now = _time.GetUtcNow().UtcTicks;
+                while (_inFlight < _maxInFlight && _queue.TryPeek(out var timer, out var at) && at <= now)
+                {
+                    _queue.Dequeue();
+                    due.Add(timer);
+                    _inFlight++;
+                }
+
+                _armedFor = long.MaxValue;
+                if (_inFlight < _maxInFlight && _queue.TryPeek(out _, out var next))
+                {
+                    Arm(next);
+                }
+            }
+
+            var freed = false;
+            for (var i = 0; i < due.Count; i++)
+            {
+                Task? handled;
+                try
+                {
+                    handled = _fire(due[i]);
+                }
+                catch
+                {
+                    // This one and those not handed on yet give their places back; those go again at the next tick.
+                    lock (_lock)
+                    {
+                        _inFlight -= due.Count - i;
+                        for (var j = i + 1; j < due.Count; j++)
+                        {
+                            _queue.Enqueue(due[j], due[j].DueTicks);
+                        }
+
+                        if (!_disposed && _queue.TryPeek(out _, out var next) && next < _armedFor)
+                        {
+                            Arm(next);
+                        }
+                    }
+
+                    throw;
+                }
+
+                if (handled is null || handled.IsCompleted)
+                {
+                    lock (_lock)
+                    {
+                        _inFlight--;
+                    }
+
+                    freed = true;
+                }
+                else
+                {
+                    handled.ContinueWith(_landed, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                }
+            }
+
+            if (!freed)
             {
                 return;
-            }
-
-            var now = _time.GetUtcNow().UtcTicks;
-            while (_inFlight < _maxInFlight && _queue.TryPeek(out var timer, out var at) && at <= now)
-            {
-                _queue.Dequeue();
-                due.Add(timer);
-                _inFlight++;
-            }
-
-            _armedFor = long.MaxValue;
-            if (_inFlight < _maxInFlight && _queue.TryPeek(out _, out var next))
-            {
-                Arm(next);
-            }
-        }
-
-        foreach (var timer in due)
-        {
-            Task? handled;
-            try
-            {
-                handled = _fire(timer);
-            }
-            catch
-            {
-                Landed();
-                throw;
-            }
-
-            if (handled is null || handled.IsCompleted)
-            {
-                Landed();
-            }
-            else
-            {
-                handled.ContinueWith(_landed, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             }
         }
     }
