@@ -83,6 +83,7 @@ public sealed class PushedWakeUpTests : IAsyncLifetime
         }
 
         (await b.ResultAsync<string>("ordered")).Should().Be("1,2,3,4,5,6,7,8");
+        await a.WaitForAsync("ordered", HistoryEventKind.Completed); // reported after the end's waiters were told
         a.EventsOf("ordered").Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(8);
     }
 
