@@ -122,16 +122,14 @@ internal sealed partial class WorkflowRuntime
         }
     }
 
-    /// <summary>Hands a due timer to its instance; returns what completes once its workflow task is committed (or refused), which frees its place among the timers in flight.</summary>
-    private Task? DeliverTimer(TimerRecord timer)
+    private void DeliverTimer(TimerRecord timer)
     {
         if (Owns(timer.InstanceId))
         {
-            return Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run });
+            _ = Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run });
         }
 
         // Otherwise the partition's owner fires it, from the due-time index it loaded when it took the partition over.
-        return null;
     }
 
     /// <summary>Removes the index entries of timers that fired after their instance ended or stopped waiting for them.</summary>

@@ -61,7 +61,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _bus = bus;
         _time = time;
         _logger = logger;
-        Timers = new TimerService(time, DeliverTimer, TimerService.DefaultMaxInFlight);
+        Timers = new TimerService(time, DeliverTimer);
         DirectDispatch = bus.Transport.IsInProcess;
         NodeId = options.NodeId ?? $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid().ToString("N")[..8]}";
         _singleProcess = storage is Patterns.EventSourcing.InMemory.InMemoryEventStorage;
