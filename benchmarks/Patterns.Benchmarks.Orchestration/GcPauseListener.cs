@@ -11,7 +11,32 @@ internal sealed class GcPauseListener : EventListener
     private readonly Lock _lock = new();
     private readonly List<(DateTime At, double Milliseconds, int Generation)> _pauses = [];
     private DateTime _suspended;
+    private DateTime _suspendedEnd;
     private int _generation = -1;
+    private double _suspending;
+
+    /// <summary>Gets the time spent stopping the threads (suspend-begin to suspend-end) summed over every pause.</summary>
+    public double SuspendingMilliseconds
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _suspending;
+            }
+        }
+    }
+
+    /// <summary>Gets the time spent stopping the threads in the pauses that began at or after <paramref name="from"/>.</summary>
+    public double SuspendingSince(DateTime from)
+    {
+        lock (_lock)
+        {
+            return _suspendingAfter.Where(p => p.At >= from).Sum(p => p.Milliseconds);
+        }
+    }
+
+    private readonly List<(DateTime At, double Milliseconds)> _suspendingAfter = [];
 
     public IReadOnlyList<(DateTime At, double Milliseconds, int Generation)> Pauses
     {
@@ -50,6 +75,16 @@ internal sealed class GcPauseListener : EventListener
         {
             case { } name when name.StartsWith("GCSuspendEEBegin", StringComparison.Ordinal):
                 _suspended = e.TimeStamp;
+                break;
+            case { } name when name.StartsWith("GCSuspendEEEnd", StringComparison.Ordinal) && _suspended != default:
+                _suspendedEnd = e.TimeStamp;
+                lock (_lock)
+                {
+                    var ms = (_suspendedEnd - _suspended).TotalMilliseconds;
+                    _suspending += ms;
+                    _suspendingAfter.Add((_suspended, ms));
+                }
+
                 break;
             case { } name when name.StartsWith("GCStart", StringComparison.Ordinal):
                 _generation = Convert.ToInt32(e.Payload![e.PayloadNames!.IndexOf("Depth")], System.Globalization.CultureInfo.InvariantCulture);

@@ -9,7 +9,11 @@ public static class Program
         // The timer and memory figures are single long runs, not BenchmarkDotNet's repeated invocations.
         if (args is ["--timers", ..])
         {
-            await TimerBenchmarks.RunAsync(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000);
+            // --timers [count] [inmemory|sqlite|postgres] [start delay in seconds]
+            await TimerBenchmarks.RunAsync(
+                args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000,
+                args.Length > 2 ? Enum.Parse<Store>(args[2], ignoreCase: true) : Store.InMemory,
+                args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 30);
             return;
         }
 

@@ -33,4 +33,7 @@ internal static partial class OrchestrationLog
 
     [LoggerMessage(EventId = 7008, Level = LogLevel.Warning, Message = "A request handed over from another process for instance '{InstanceId}' was refused.")]
     public static partial void HandOffRefused(ILogger logger, string instanceId, Exception exception);
+
+    [LoggerMessage(EventId = 7013, Level = LogLevel.Warning, Message = "A commit of instance '{InstanceId}' reported an error but is in the store; the instance goes on from it.")]
+    public static partial void CommitLandedDespiteError(ILogger logger, string instanceId, Exception exception);
 }

@@ -57,6 +57,10 @@ public sealed class PushedWakeUpTests : IAsyncLifetime
 
         _time.GetUtcNow().Should().Be(before, "no interval elapsed: every wake-up was pushed");
         b.CommittedEvents.Should().Be(0, "the instances ran only on the owner");
+
+        // The owner reports its commits to the test after it has told the waiters of the end: wait for that report.
+        await a.WaitForAsync("pushed", HistoryEventKind.Completed);
+        await a.WaitForAsync("pushed-counter", HistoryEventKind.Completed);
         a.EventsOf("pushed").Count(e => e.Kind == HistoryEventKind.Completed).Should().Be(1);
         a.EventsOf("pushed-counter").Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(1);
     }
@@ -79,6 +83,7 @@ public sealed class PushedWakeUpTests : IAsyncLifetime
         }
 
         (await b.ResultAsync<string>("ordered")).Should().Be("1,2,3,4,5,6,7,8");
+        await a.WaitForAsync("ordered", HistoryEventKind.Completed); // reported after the end's waiters were told
         a.EventsOf("ordered").Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(8);
     }
 

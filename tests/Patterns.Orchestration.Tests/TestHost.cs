@@ -54,7 +54,7 @@ internal sealed class TestHost : IAsyncDisposable
     public IEnumerable<HistoryEvent> EventsOf(string id) => _events.Where(e => e.Id == id).Select(e => e.Event);
 
     public static async Task<TestHost> StartAsync(
-        Action<OrchestrationBuilder> configure, StoreKind store = StoreKind.InMemory, string? location = null, FakeTimeProvider? time = null, CallLog? log = null, TimeProvider? clock = null)
+        Action<OrchestrationBuilder> configure, StoreKind store = StoreKind.InMemory, string? location = null, FakeTimeProvider? time = null, CallLog? log = null, TimeProvider? clock = null, Action<IServiceCollection>? services = null)
     {
         time ??= new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
@@ -78,6 +78,7 @@ internal sealed class TestHost : IAsyncDisposable
             }
         });
         builder.AddOrchestration(configure);
+        services?.Invoke(builder.Services);
         var host = builder.Build();
         await host.StartAsync();
         return new TestHost(host, time);

@@ -23,7 +23,9 @@ internal sealed partial class WorkflowRuntime
             serialized[i] = new SerializedEvent(Guid.NewGuid(), EventTypeOf(events[i].Kind), JsonSerializer.SerializeToUtf8Bytes(events[i], OrchestrationJson.Default.HistoryEvent), now);
         }
 
-        var work = Fence(new UnitOfWork(), id).Append(StreamOf(id, executor.Run), isNew ? ExpectedVersion.NoStream : ExpectedVersion.Exact(executor.Version), serialized);
+        var stream = StreamOf(id, executor.Run);
+        var after = isNew ? 0 : executor.Version;
+        var work = Fence(new UnitOfWork(), id).Append(stream, isNew ? ExpectedVersion.NoStream : ExpectedVersion.Exact(after), serialized);
         foreach (var e in events)
         {
             switch (e.Kind)
@@ -84,16 +86,57 @@ internal sealed partial class WorkflowRuntime
             }
 
             work.Upsert(InstanceRecord.Collection, id, Encode(updated));
-            await _group.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            await CommitGroupedAsync(work, id, stream, after, serialized).ConfigureAwait(false);
             executor.Record = updated;
         }
         else
         {
-            await _group.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            await CommitGroupedAsync(work, id, stream, after, serialized).ConfigureAwait(false);
             executor.Record ??= record;
         }
 
         executor.CustomStatusChanged = false;
+    }
+
+    /// <summary>
+    /// Commits a workflow task's unit in a group. When the store reports an error, the unit may have been committed all the
+    /// same (the connection lost after the commit; a grouped commit that landed and then failed, whose units, committed
+    /// again one by one, each conflict with themselves): its first event is looked for in the stream, and a unit that is
+    /// there counts as committed, so that what it scheduled is sent, armed or started once (<see cref="AfterCommit"/>),
+    /// instead of the instance reloading from a history whose new activities, timers and children nothing would act on
+    /// until a restart. A unit that is not there keeps its error.
+    /// </summary>
+    private async Task CommitGroupedAsync(UnitOfWork work, string instanceId, string stream, long after, SerializedEvent[] events)
+    {
+        try
+        {
+            await _group.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (events.Length > 0 && ex is not (LeaseLostException or OperationCanceledException) && !_stopping.IsCancellationRequested)
+        {
+            StoredEvent? first = null;
+            StoredEvent? last = null;
+            try
+            {
+                await foreach (var stored in _storage.ReadStreamAsync(stream, ReadDirection.Forward, after + 1, events.Length, _stopping.Token).ConfigureAwait(false))
+                {
+                    first ??= stored;
+                    last = stored;
+                }
+            }
+            catch (Exception) when (!_stopping.IsCancellationRequested)
+            {
+                // Not known either way: the original error stands.
+            }
+
+            if (first is null || first.EventId != events[0].EventId)
+            {
+                throw;
+            }
+
+            OrchestrationLog.CommitLandedDespiteError(_logger, instanceId, ex);
+            OwnCommitted(new UnitOfWorkResult([new AppendResult(stream, last!.Version, first.Position, last.Position)], 0));
+        }
     }
 
     private void AfterCommit(InstanceSlot slot, WorkflowExecutor executor, List<HistoryEvent> events)
