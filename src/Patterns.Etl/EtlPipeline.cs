@@ -298,7 +298,8 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             // Where positions track rows, the loader ends each batch once the source has moved past the row that filled it
             // (a SelectMany or a Join makes several rows of one): a batch may then hold up to twice BatchSize rows. A queue
-            // source's message that makes more fails the run rather than be split across two commits.
+            // source's message that would fill it beside earlier messages' rows starts a fresh batch after they commit; one
+            // that makes that many rows on its own fails the run rather than be split across two commits.
             var holds = _run.PositionsTrackRows;
             var messageBound = holds && _run.MaxUnacknowledged is not null;
             _holdLimit = holds ? 2 * _batchSize : _batchSize;
