@@ -585,8 +585,10 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 _pending = null;
 
                 // A stage that started holding rows back (a DistinctBy that spills) after the batch took its commit: the
-                // source's position then covers rows still held, so the batch goes without a bookmark.
-                Enqueue(_run.PositionsTrackRows ? full : full with { Bookmark = null, Position = null });
+                // source's position then covers rows still held, so the batch goes without a bookmark. Otherwise the rows
+                // of this source row quarantined after the batch filled go with it too: the commit covers (and a queue
+                // source acknowledges) the source row, so a later commit would be too late if the run died in between.
+                Enqueue(_run.PositionsTrackRows ? WithLaterQuarantine(full) : full with { Bookmark = null, Position = null });
                 _inBatch = 0;
                 _batchBytes = 0;
                 Flush();
@@ -723,6 +725,13 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             return commit;
+        }
+
+        /// <summary>A held commit with the rows quarantined since it was taken (all of the source row it covers, on the stream's task).</summary>
+        private EtlCommit WithLaterQuarantine(EtlCommit held)
+        {
+            var later = _run.TakeQuarantine();
+            return later.Count == 0 ? held : held with { Quarantined = [.. held.Quarantined, .. later] };
         }
 
         /// <summary>
