@@ -198,6 +198,19 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private EtlBookmark? _sealedBookmark;
         private long? _failedThrough;
 
+        // A queue source's message that joins an open batch holding earlier messages' rows: its rows wait here until it
+        // is done (they then join that batch) or they would fill the batch to its limit (the batch is then committed just
+        // before the message, which starts a fresh one), so a message's rows are never split across two commits.
+        private List<T>? _messageRows;
+        private long _messageBytes;
+        private bool _buffering;
+        private bool _messageDone;
+        private EtlCommit? _messageCommit;
+
+        // The failure of a message too big for a batch of its own, and its position: only that message is blamed.
+        private Exception? _oversized;
+        private long _oversizedAt;
+
         public Loader(EtlRun run, EtlSinkWriter<T> writer, string sinkName, EtlRunOptions options, int preferredBatchSize, Func<T, long>? rowSize, long started)
         {
             _run = run;
@@ -238,7 +251,9 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 {
                     try
                     {
-                        await held.EndAsync(failure, _failedThrough ?? _run.Source.Offset).ConfigureAwait(false);
+                        // A message too big for a batch of its own is the only one to blame: the batch before it committed.
+                        var alone = failure is not null && _oversized is { } oversized && (ReferenceEquals(failure, oversized) || ReferenceEquals(failure.InnerException, oversized));
+                        await held.EndAsync(failure, alone ? _oversizedAt : long.MinValue, alone ? _oversizedAt : _failedThrough ?? _run.Source.Offset).ConfigureAwait(false);
                     }
                     catch (Exception ex) when (failure is not null)
                     {
@@ -283,8 +298,10 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             // Where positions track rows, the loader ends each batch once the source has moved past the row that filled it
             // (a SelectMany or a Join makes several rows of one): a batch may then hold up to twice BatchSize rows. A queue
-            // source's message that makes more fails the run rather than be split across two commits.
+            // source's message that would fill it beside earlier messages' rows starts a fresh batch after they commit; one
+            // that makes that many rows on its own fails the run rather than be split across two commits.
             var holds = _run.PositionsTrackRows;
+            var messageBound = holds && _run.MaxUnacknowledged is not null;
             _holdLimit = holds ? 2 * _batchSize : _batchSize;
             _sealedBookmark = _run.Resume;
             var batcher = Batcher.Create<T>(
@@ -319,6 +336,12 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             var stopped = cancellationToken.IsCancellationRequested || _loadFailure is not null;
+            if (streamFailure is null && (_messageDone || _buffering))
+            {
+                // The last message's rows, held apart from the open batch, join it.
+                await JoinMessageRowsAsync().ConfigureAwait(false);
+            }
+
             if (streamFailure is null && _inBatch != 0)
             {
                 // The open batch: its commit is the position after the last row read.
@@ -407,6 +430,26 @@ public sealed class EtlPipeline<T> : EtlPipeline
             // the rows made of the same source row; SourceRowDone seals it.
             ValueTask AddHeldAsync(T row, CancellationToken ct)
             {
+                if (messageBound)
+                {
+                    if (_messageDone)
+                    {
+                        return JoinThenAddAsync(row, ct);
+                    }
+
+                    if (_ofSourceRow == 0)
+                    {
+                        // A message's first row: alone in the open batch, its rows go straight in; after earlier messages'
+                        // rows, they wait apart until it is known whether they fit beside them.
+                        _buffering = _inBatch > 0;
+                    }
+
+                    if (_buffering)
+                    {
+                        return HoldApartAsync(row);
+                    }
+                }
+
                 _inBatch++;
                 _ofSourceRow++;
                 if (_rowSize is not null)
@@ -414,15 +457,15 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     _batchBytes += _rowSize(row);
                 }
 
-                if (_inBatch == _holdLimit && _pending is not null && _run.MaxUnacknowledged is not null)
+                if (_inBatch == _holdLimit && _pending is not null && messageBound)
                 {
                     // A message is acknowledged, and recorded as consumed, with the commit of its last row: split across two
-                    // commits, its first part would be loaded again after a failure between them. It fails the run instead
-                    // (the open batch, with the message's rows, is dropped; nothing of it is committed).
-                    var earlier = _inBatch - _ofSourceRow;
-                    throw new InvalidOperationException(
-                        $"ETL job '{_run.Job}' reads {_run.SourceName}: message {_run.MessageId ?? "(no id)"} has made {_ofSourceRow} rows so far" +
-                        (earlier > 0 ? $"; with the {earlier} rows of earlier messages in the open batch, that" : ", which") +
+                    // commits, its first part would be loaded again after a failure between them. Alone in its batch (the
+                    // rows of earlier messages were committed before it), it cannot fit in any: it fails the run (the open
+                    // batch, with the message's rows, is dropped; nothing of it is committed), and only it is blamed.
+                    _oversizedAt = _run.Source.Offset;
+                    throw _oversized = new InvalidOperationException(
+                        $"ETL job '{_run.Job}' reads {_run.SourceName}: message {_run.MessageId ?? "(no id)"} has made {_ofSourceRow} rows so far, which" +
                         $" fills the batch to its limit of {_holdLimit} rows (twice BatchSize, which is {_batchSize}; maxUnacknowledged is {_run.MaxUnacknowledged}). " +
                         "A message's rows are loaded with one commit, so that it is loaded exactly once: make BatchSize at least the most rows one message makes " +
                         "(and maxUnacknowledged at least twice BatchSize, since a queue source caps BatchSize at half of it), or send smaller messages.");
@@ -460,10 +503,80 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
             }
 
+            // A row of a message that joins earlier messages' rows in the open batch: held apart. Once the rows would fill
+            // the batch to its limit, the batch is committed just before the message, whose rows then start a fresh one.
+            ValueTask HoldApartAsync(T row)
+            {
+                _inBatch++;
+                _ofSourceRow++;
+                (_messageRows ??= []).Add(row);
+                if (_rowSize is not null)
+                {
+                    var size = _rowSize(row);
+                    _batchBytes += size;
+                    _messageBytes += size;
+                }
+
+                return _inBatch < _holdLimit ? default : StartFreshBatchAsync();
+            }
+
+            async ValueTask StartFreshBatchAsync()
+            {
+                if (_sealedSlots is { } slots)
+                {
+                    await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
+                // The batcher holds only the earlier messages' rows: their commit is the position just before this message,
+                // with the rows quarantined before it (this message's stay for its own commit).
+                var offset = _run.Source.Offset;
+                var before = offset - 1;
+                var bookmark = _options.Bookmarks ? _run.Source.Capture(completed: false) with { Offset = before, Line = before } : null;
+                Enqueue(new EtlCommit(bookmark, _run.TakeQuarantine(offset)) { Position = before });
+                Flush();
+
+                _buffering = false;
+                _inBatch = _ofSourceRow;
+                _batchBytes = _messageBytes;
+                await AddMessageRowsAsync().ConfigureAwait(false);
+
+                // The message is now alone in its batch: held whole, as one that started there is.
+                if (_inBatch >= _batchSize || (_rowSize is not null && _batchBytes >= _maxBatchBytes))
+                {
+                    if (_sealedSlots is { } held)
+                    {
+                        await held.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                    }
+
+                    _pending = Commit(completed: false);
+                }
+            }
+
+            async ValueTask JoinThenAddAsync(T row, CancellationToken ct)
+            {
+                await JoinMessageRowsAsync().ConfigureAwait(false);
+                await AddHeldAsync(row, ct).ConfigureAwait(false);
+            }
+
             // Every row made of the source row is in: a full batch is sealed and handed to the loader (not waited for).
             void SourceRowDone()
             {
                 _ofSourceRow = 0;
+                if (_buffering)
+                {
+                    // A message held apart is done, and fits beside the earlier ones: its rows join the open batch before
+                    // anything else goes in (the next row, a seal, the run's end). A batch it fills is sealed with its
+                    // commit, taken now.
+                    _buffering = false;
+                    _messageDone = true;
+                    if (_inBatch >= _batchSize || (_rowSize is not null && _batchBytes >= _maxBatchBytes))
+                    {
+                        _messageCommit = Commit(completed: false);
+                    }
+
+                    return;
+                }
+
                 if (_pending is not { } full)
                 {
                     return;
@@ -472,10 +585,57 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 _pending = null;
 
                 // A stage that started holding rows back (a DistinctBy that spills) after the batch took its commit: the
-                // source's position then covers rows still held, so the batch goes without a bookmark.
-                Enqueue(_run.PositionsTrackRows ? full : full with { Bookmark = null, Position = null });
+                // source's position then covers rows still held, so the batch goes without a bookmark. Otherwise the rows
+                // of this source row quarantined after the batch filled go with it too: the commit covers (and a queue
+                // source acknowledges) the source row, so a later commit would be too late if the run died in between.
+                Enqueue(_run.PositionsTrackRows ? WithLaterQuarantine(full) : full with { Bookmark = null, Position = null });
                 _inBatch = 0;
                 _batchBytes = 0;
+                Flush();
+            }
+
+            // The rows of a message held apart join the open batch; a batch they fill is sealed with the commit the
+            // message took when it was done.
+            async ValueTask JoinMessageRowsAsync()
+            {
+                _messageDone = false;
+                _buffering = false;
+                await AddMessageRowsAsync().ConfigureAwait(false);
+                if (_messageCommit is { } commit)
+                {
+                    _messageCommit = null;
+                    if (_sealedSlots is { } slots)
+                    {
+                        await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                    }
+
+                    Enqueue(commit);
+                    _inBatch = 0;
+                    _batchBytes = 0;
+                    Flush();
+                }
+            }
+
+            // Not cancelled: the batch never ends on these rows (it holds fewer than its limit), and the loads in flight
+            // make room for them.
+            async ValueTask AddMessageRowsAsync()
+            {
+                if (_messageRows is { Count: > 0 } rows)
+                {
+                    foreach (var row in rows)
+                    {
+                        await batcher.AddAsync(row, CancellationToken.None).ConfigureAwait(false);
+                    }
+
+                    rows.Clear();
+                }
+
+                _messageBytes = 0;
+            }
+
+            // The open batch is handed to the loader (not waited for).
+            void Flush()
+            {
                 var handed = batcher.FlushAsync(CancellationToken.None);
                 if (!handed.IsCompleted)
                 {
@@ -487,6 +647,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
             // batch is sealed and loaded now, so that its messages are acknowledged and the transport delivers more.
             async ValueTask SealOpenBatchAsync()
             {
+                if (_messageDone)
+                {
+                    await JoinMessageRowsAsync().ConfigureAwait(false);
+                }
+
                 EtlCommit? empty = null;
                 if (_inBatch > 0)
                 {
@@ -560,6 +725,13 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             return commit;
+        }
+
+        /// <summary>A held commit with the rows quarantined since it was taken (all of the source row it covers, on the stream's task).</summary>
+        private EtlCommit WithLaterQuarantine(EtlCommit held)
+        {
+            var later = _run.TakeQuarantine();
+            return later.Count == 0 ? held : held with { Quarantined = [.. held.Quarantined, .. later] };
         }
 
         /// <summary>

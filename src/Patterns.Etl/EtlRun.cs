@@ -138,6 +138,21 @@ internal sealed class EtlRun
         }
     }
 
+    /// <summary>Takes the quarantined rows not yet handed to a commit whose source offset is before <paramref name="offset"/>; the others stay (on the pipeline's task).</summary>
+    /// <param name="offset">The first source offset whose rows stay.</param>
+    /// <returns>The rows taken.</returns>
+    public IReadOnlyList<QuarantinedRow> TakeQuarantine(long offset)
+    {
+        if (_pendingQuarantine.Count == 0)
+        {
+            return [];
+        }
+
+        var taken = _pendingQuarantine.Where(r => r.Offset < offset).ToList();
+        _pendingQuarantine = [.. _pendingQuarantine.Where(r => r.Offset >= offset)];
+        return taken;
+    }
+
     /// <summary>Takes the quarantined rows not yet handed to a commit (on the pipeline's task).</summary>
     public IReadOnlyList<QuarantinedRow> TakeQuarantine()
     {

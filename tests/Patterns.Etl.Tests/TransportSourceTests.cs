@@ -427,6 +427,159 @@ public sealed class TransportSourceTests
         Db.ScalarSqlite(dir.Sqlite(), "SELECT group_concat(id, '') FROM readings").Should().Be(20, "only message 2's row");
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMessageThatFitsABatchAlone_ButNotWhatEarlierMessagesLeft_StartsAFreshBatch_AllLoadedOnce_NoneDeadLettered(bool rabbitMq)
+    {
+        // BatchSize 4: a batch holds at most 8 rows. Message 1 makes 2 rows; message 2 makes 7, one of them quarantined,
+        // so 6 reach the loader: alone they fit, after message 1's 2 they would fill the batch to its limit. The open batch
+        // is committed just before message 2, which starts a fresh batch. Before, the run failed and counted a delivery
+        // against message 1 too (maxDeliveries 1: both were dead-lettered).
+        var queue = "fresh-batch-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue, rabbitMq);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(1, 2));
+        await sender.SendAsync(queue, new Reading(2, 7));
+        await sender.SendAsync(queue, new Reading(3, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var sink = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        sink.OnCommit = () =>
+        {
+            if (sink.Rows.Count >= 9)
+            {
+                stop.Cancel();
+            }
+        };
+
+        var result = await EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 10) + i, i)))
+            .Validate(r => r.Id == 22 ? "rejected by the rule" : null, "id", raw: r => r.Id.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            .To(sink, "fresh-batch")
+            .RunAsync(new EtlRunOptions { BatchSize = 4 }, stop.Token);
+
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        if (!rabbitMq)
+        {
+            sink.Rows.Select(r => r.Id).Should().Equal([10, 11, 20, 21, 23, 24, 25, 26, 30], "every row is loaded once, in order");
+            sink.Batches.Should().Equal([2, 6, 1], "message 1's batch is committed before message 2, which takes a batch of its own");
+        }
+        else
+        {
+            // RabbitMQ hands the held messages to concurrent handlers: the stream may take them in another order.
+            sink.Rows.Select(r => r.Id).Should().BeEquivalentTo([10, 11, 20, 21, 23, 24, 25, 26, 30], "every row is loaded once");
+        }
+
+        sink.Commits.Should().OnlyContain(c => c.Rows.Length <= 8, "a batch holds at most twice BatchSize");
+        foreach (var message in new[] { 1, 2, 3 })
+        {
+            sink.Commits.Should().ContainSingle(c => c.Rows.Any(id => id / 10 == message), $"message {message}'s rows are committed together");
+        }
+
+        sink.Commits.Single(c => c.Rows.Contains(20)).Quarantined.Should().Equal([22], "message 2's quarantined row is committed once, with message 2");
+        sink.Quarantined.Should().Equal([22]);
+        consumed.Should().HaveCount(3, "each message is recorded once, with the commit of its rows");
+        result.RowsRead.Should().Be(3);
+        result.RowsLoaded.Should().Be(9);
+        result.RowsInserted.Should().Be(9);
+        result.RowsQuarantined.Should().Be(1);
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("no message is too big for a batch of its own");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMessageWhoseBatchFillsBeforeItsLastRow_CommitsThatRowsQuarantineWithItsRows_NotWithALaterBatch(bool afterAnother)
+    {
+        // BatchSize 4. Message 2 makes 8 rows and its last is quarantined: its batch fills (alone, or after message 1's
+        // rows moved it to a fresh batch) before that row is checked. The message is acknowledged, and recorded as consumed,
+        // with the commit of its rows: a quarantined row of it that waits for a later commit is lost if the process dies
+        // in between (nothing delivers the message again).
+        var queue = "late-quarantine-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        if (afterAnother)
+        {
+            await sender.SendAsync(queue, new Reading(1, 2));
+        }
+
+        await sender.SendAsync(queue, new Reading(2, 8));
+        await sender.SendAsync(queue, new Reading(3, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var sink = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        sink.OnCommit = () =>
+        {
+            if (sink.Rows.Any(r => r.Id == 30))
+            {
+                stop.Cancel();
+            }
+        };
+
+        var result = await EtlTransport.FromQueue<Reading>(host.Services, queue)
+            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 10) + i, i)))
+            .Validate(r => r.Id == 27 ? "rejected by the rule" : null, "id", raw: r => r.Id.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            .To(sink, "late-quarantine")
+            .RunAsync(new EtlRunOptions { BatchSize = 4 }, stop.Token);
+
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        sink.Commits.Single(c => c.Rows.Contains(20)).Quarantined.Should().Equal([27], "message 2's quarantined row goes with the commit that acknowledges message 2");
+        sink.Quarantined.Should().Equal([27], "once");
+        result.RowsQuarantined.Should().Be(1);
+        result.RowsLoaded.Should().Be(afterAnother ? 10 : 8);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMessageTooBigForABatchOfItsOwn_BetweenOthers_OnlyItFailsAndIsDeadLetteredAfterMaxDeliveries_TheOthersLoadOnce(bool rabbitMq)
+    {
+        // BatchSize 2: a batch holds at most 4 rows. Message 2 makes 5: it cannot be loaded in one commit, so each run that
+        // reaches it fails naming it. Message 1 (before it in the open batch) is committed first; message 3 is handed back
+        // uncounted. Only message 2 counts failed deliveries: maxDeliveries 2 dead-letters it on the second run.
+        var queue = "oversized-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue, rabbitMq);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(1, 1));
+        await sender.SendAsync(queue, new Reading(2, 5));
+        await sender.SendAsync(queue, new Reading(3, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var loaded = new List<int>();
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 2)
+            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 10) + i, i)))
+            .To(sink, "oversized");
+
+        for (var attempt = 1; attempt <= 2; attempt++)
+        {
+            var sink = new RecordingSink(failOnBatch: null, consumed);
+            var run = async () => await Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
+            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 2"))
+                .WithMessage("ETL job 'oversized' reads queue:*: message * has made 4 rows so far, which fills the batch to its limit of 4 rows (twice BatchSize, which is 2; *");
+            loaded.AddRange(sink.Rows.Select(r => r.Id));
+        }
+
+        var letters = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
+        letters.Should().ContainSingle("only the message too big for a batch is blamed").Which.Reason.Should().Contain("delivered 2 time(s)").And.Contain("fills the batch to its limit");
+
+        // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
+        await sender.SendAsync(queue, new Reading(4, 1));
+        var last = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        last.OnCommit = () =>
+        {
+            if (last.Rows.Any(r => r.Id == 40))
+            {
+                stop.Cancel();
+            }
+        };
+        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        loaded.AddRange(last.Rows.Select(r => r.Id));
+
+        loaded.Order().Should().Equal([10, 30, 40], "the other messages are loaded exactly once, nothing of message 2");
+        consumed.Should().HaveCount(3);
+    }
+
     [Fact]
     public async Task ExpiredConsumedIds_ArePrunedInBoundedChunks_EachBatchAgainWhileAChunkWasFull()
     {
@@ -606,6 +759,9 @@ public sealed class TransportSourceTests
 
         public List<int> Batches { get; } = [];
 
+        /// <summary>Gets each commit that loaded rows: its rows' ids and the raw ids of the rows it quarantined.</summary>
+        public List<(int[] Rows, int[] Quarantined)> Commits { get; } = [];
+
         public Action? OnCommit { get; set; }
 
         public override string Name => "recording";
@@ -639,10 +795,12 @@ public sealed class TransportSourceTests
                 {
                     sink.Rows.AddRange(rows.ToArray());
                     sink.Consumed?.UnionWith(commit.Consumed);
-                    sink.Quarantined.AddRange(commit.Quarantined.Select(q => int.Parse(q.Raw!, System.Globalization.CultureInfo.InvariantCulture)));
+                    var quarantined = commit.Quarantined.Select(q => int.Parse(q.Raw!, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+                    sink.Quarantined.AddRange(quarantined);
                     if (rows.Length > 0)
                     {
                         sink.Batches.Add(rows.Length);
+                        sink.Commits.Add(([.. rows.ToArray().Select(r => r.Id)], quarantined));
                     }
                 }
 

@@ -354,7 +354,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             }
         }
 
-        public async ValueTask EndAsync(Exception? failure, long failedThrough)
+        public async ValueTask EndAsync(Exception? failure, long failedFrom, long failedThrough)
         {
             // The subscription stops first, so that what is handed back is not delivered to it again (and counted as
             // another failed attempt); its stop waits for the handlers, which the hand-back below releases.
@@ -391,10 +391,11 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             // message in the batch that failed (or the row a stage failed on, and those before it) counts a failed
             // delivery and, once delivered maxDeliveries times, is dead-lettered; the others are handed back. A batch that
             // failed on a message id already recorded (a copy the check missed) is no message's fault: all are handed back.
+            // A message too big for a batch of its own is the only one blamed (failedFrom is its position).
             var blameless = EtlAlreadyConsumedException.Caused(failure);
             foreach (var (position, settled) in back)
             {
-                if (failure is null || blameless || position > failedThrough)
+                if (failure is null || blameless || position < failedFrom || position > failedThrough)
                 {
                     settled.TrySetResult(HandBack);
                 }
