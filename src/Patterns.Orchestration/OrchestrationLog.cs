@@ -36,4 +36,7 @@ internal static partial class OrchestrationLog
 
     [LoggerMessage(EventId = 7013, Level = LogLevel.Warning, Message = "A commit of instance '{InstanceId}' reported an error but is in the store; the instance goes on from it.")]
     public static partial void CommitLandedDespiteError(ILogger logger, string instanceId, Exception exception);
+
+    [LoggerMessage(EventId = 7014, Level = LogLevel.Warning, Message = "The workflow task that records timer {Seq} of instance '{InstanceId}' failed; the timer fires again in {Delay}.")]
+    public static partial void TimerRetried(ILogger logger, string instanceId, int seq, TimeSpan delay);
 }

@@ -73,6 +73,10 @@ internal sealed class TimerRecord
     [JsonPropertyName("due")]
     public long DueTicks { get; init; }
 
+    /// <summary>Gets how many times its firing failed in this process (kept in memory only: it sets the retry's delay).</summary>
+    [JsonIgnore]
+    public int FailedFirings { get; init; }
+
     public static string Key(string instanceId, int run, int seq) => $"{instanceId}|{run}|{seq}";
 }
 

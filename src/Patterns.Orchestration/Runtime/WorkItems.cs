@@ -36,6 +36,9 @@ internal sealed class EventItem(HistoryEvent incoming) : WorkItem
 
     /// <summary>Gets whether the activity was retried: its attempt record goes with the commit.</summary>
     public bool Retried { get; init; }
+
+    /// <summary>Gets the timer that fired, armed again if the workflow task that records its firing fails.</summary>
+    public TimerRecord? Timer { get; init; }
 }
 
 /// <summary>Run a query handler against the instance's state.</summary>

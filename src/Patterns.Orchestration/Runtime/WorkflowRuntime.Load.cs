@@ -126,10 +126,39 @@ internal sealed partial class WorkflowRuntime
     {
         if (Owns(timer.InstanceId))
         {
-            _ = Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run });
+            _ = Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run, Timer = timer });
         }
 
         // Otherwise the partition's owner fires it, from the due-time index it loaded when it took the partition over.
+    }
+
+    /// <summary>
+    /// Arms again the timers of a workflow task that failed (the store unreachable, say): their due-time entries are still in
+    /// the store, but nothing else would fire them before a restart or a takeover, and the instance would wait for ever. The
+    /// delay doubles with each failure, from one second up to a minute. A timer that fires twice is harmless: the second
+    /// finds the timer no longer waited for and removes its entry.
+    /// </summary>
+    private void RetryTimers(string instanceId, List<WorkItem> failed)
+    {
+        foreach (var item in failed)
+        {
+            if (item is EventItem { Timer: { } timer })
+            {
+                var failures = timer.FailedFirings + 1;
+                var delay = TimeSpan.FromSeconds(Math.Min(60, 1 << Math.Min(failures - 1, 6)));
+                var retry = new TimerRecord
+                {
+                    InstanceId = timer.InstanceId,
+                    Run = timer.Run,
+                    Seq = timer.Seq,
+                    DueTicks = _time.GetUtcNow().UtcTicks + delay.Ticks,
+                    FailedFirings = failures,
+                };
+                OrchestrationLog.TimerRetried(_logger, instanceId, timer.Seq, delay);
+                Timers.Schedule(retry);
+                TimerRetried?.Invoke(retry);
+            }
+        }
     }
 
     /// <summary>Removes the index entries of timers that fired after their instance ended or stopped waiting for them.</summary>

@@ -80,6 +80,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     /// <summary>Raised after each committed workflow task with its events (tests wait on it instead of sleeping).</summary>
     public event Action<string, IReadOnlyList<HistoryEvent>>? Committed;
 
+    /// <summary>Raised when a timer whose workflow task failed is armed again (tests wait on it instead of sleeping).</summary>
+    public event Action<TimerRecord>? TimerRetried;
+
     public TimerService Timers { get; }
 
     private int _replays;
@@ -150,6 +153,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 foreach (var item in batch)
                 {
                     item.Fail(ex);
+                }
+
+                if (!_stopping.IsCancellationRequested)
+                {
+                    RetryTimers(slot.InstanceId, batch);
                 }
             }
         }
