@@ -17,8 +17,8 @@ internal interface IEtlAcknowledgements
 
     /// <summary>The run ended: what is not acknowledged goes back to the transport to be delivered again, and the subscription stops.</summary>
     /// <param name="failure">Why the run failed, or <see langword="null"/>.</param>
-    /// <param name="failedFrom">With a failure, the first position to blame: a message before it (a batch committed before the one that failed covers it, or it made no row) is handed back uncounted.</param>
-    /// <param name="failedThrough">With a failure, the last position of the batch that failed (or of the row a stage failed on): the messages up to it count a failed delivery.</param>
+    /// <param name="failedFrom">With a failure, the first position to blame: a message before it (a batch committed before the one that failed covers it, or it made no row, or a stage failed on a later message's row) is handed back uncounted.</param>
+    /// <param name="failedThrough">With a failure, the last position to blame: the last of the batch that failed, or the position of the row a stage failed on (then also <paramref name="failedFrom"/>). The messages between the two count a failed delivery.</param>
     /// <returns>A task that completes when the subscription has stopped.</returns>
     ValueTask EndAsync(Exception? failure, long failedFrom, long failedThrough);
 }

@@ -57,9 +57,11 @@ public static class Etl
                 reported = run.RowsRead;
             }
 
+            run.RowInStages = true;
             yield return row;
 
             // Back here, every row the stages made of this one has reached the loader.
+            run.RowInStages = false;
             run.SourceRowDone?.Invoke();
         }
 

@@ -251,9 +251,8 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 {
                     try
                     {
-                        // A message too big for a batch of its own is the only one to blame: the batch before it committed.
-                        var alone = failure is not null && _oversized is { } oversized && (ReferenceEquals(failure, oversized) || ReferenceEquals(failure.InnerException, oversized));
-                        await held.EndAsync(failure, alone ? _oversizedAt : long.MinValue, alone ? _oversizedAt : _failedThrough ?? _run.Source.Offset).ConfigureAwait(false);
+                        var (from, through) = Blame(failure);
+                        await held.EndAsync(failure, from, through).ConfigureAwait(false);
                     }
                     catch (Exception ex) when (failure is not null)
                     {
@@ -262,6 +261,27 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     }
                 }
             }
+        }
+
+        /// <summary>The source positions a failed run blames (a transport source counts a failed delivery against the messages between them).</summary>
+        private (long From, long Through) Blame(Exception? failure)
+        {
+            // A message too big for a batch of its own is the only one to blame: the batch before it committed.
+            if (failure is not null && _oversized is { } oversized && (ReferenceEquals(failure, oversized) || ReferenceEquals(failure.InnerException, oversized)))
+            {
+                return (_oversizedAt, _oversizedAt);
+            }
+
+            // A stage failed on a row (a transform threw; not a commit): every stage runs on the stream's task one source row
+            // at a time, so that row came from the message at the source's position, the only one to blame. Where rows no
+            // longer track positions (a stage that holds rows and lets them go later) the row may be any held one's: then,
+            // as for a failed commit, every message of the open batch up to the source's position is blamed.
+            if (_failedThrough is null && _run.RowInStages && _run.PositionsTrackRows)
+            {
+                return (_run.Source.Offset, _run.Source.Offset);
+            }
+
+            return (long.MinValue, _failedThrough ?? _run.Source.Offset);
         }
 
         private async Task<EtlRunResult> RunCoreAsync(EtlFlow<T> flow, CancellationToken cancellationToken)

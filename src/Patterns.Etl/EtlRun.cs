@@ -61,6 +61,9 @@ internal sealed class EtlRun
     /// <summary>Gets or sets what the loader does once every row made of the source row at <see cref="EtlSourceContext.Offset"/> has reached it (called on the stream's task): a batch that filled on one of them is sealed then, so that it holds all of them.</summary>
     public Action? SourceRowDone { get; set; }
 
+    /// <summary>Gets or sets a value indicating whether the source row at <see cref="EtlSourceContext.Offset"/> is in the stages (set on the stream's task from the moment the source hands it over until the stream asks for the next): a failure then was raised by a stage (or the loader) on that row, not by the source.</summary>
+    public bool RowInStages { get; set; }
+
     /// <summary>Gets or sets the id of the message a transport source is reading (stream task; null elsewhere), for errors that name it.</summary>
     public string? MessageId { get; set; }
 

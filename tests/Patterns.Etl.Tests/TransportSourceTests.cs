@@ -580,6 +580,83 @@ public sealed class TransportSourceTests
         consumed.Should().HaveCount(3);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AStageThatThrowsOnOneMessagesRow_OnlyThatMessageIsBlamed_DeadLetteredAfterMaxDeliveries_TheOthersInItsBatchLoadOnce(bool rabbitMq)
+    {
+        // Messages 1 to 5 share the open batch; the Select throws on message 3's row, so each run fails before the batch
+        // commits. The run knows the position of the row a stage failed on: only message 3 counts failed deliveries, and
+        // is dead-lettered after maxDeliveries runs; the others (taken before it or after it) are handed back uncounted and
+        // load once when it is gone. Before, every message of the open batch counted a failed delivery with it.
+        // The in-memory queue hands messages buffered before a consumer came to one worker, one at a time (each its own
+        // batch): there the messages are sent once the run has subscribed, so that they are held at once, and
+        // maxDeliveries is 1 (a second run would again take them one at a time).
+        var queue = "stage-poison-" + Guid.NewGuid().ToString("N");
+        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        async Task SendAsync()
+        {
+            for (var id = 1; id <= 5; id++)
+            {
+                await sender.SendAsync(queue, new Reading(id, id));
+            }
+        }
+
+        if (rabbitMq)
+        {
+            await SendAsync();
+        }
+
+        var maxDeliveries = rabbitMq ? 3 : 1;
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var loaded = new List<int>();
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: maxDeliveries)
+            .Select(r => r.Id == 3 ? throw new InvalidOperationException("poison row " + r.Id) : r with { Value = r.Value * 10 })
+            .To(sink, "stage-poison");
+
+        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
+        for (var attempt = 1; attempt <= maxDeliveries; attempt++)
+        {
+            var sink = new RecordingSink(failOnBatch: null, consumed);
+            var running = Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 100 });
+            if (attempt == 1 && !rabbitMq)
+            {
+                await subscribed.Task.WaitAsync(Wait);
+                await SendAsync();
+            }
+
+            var run = async () => await running.WaitAsync(Wait);
+            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 3")).WithMessage("poison row 3");
+            loaded.AddRange(sink.Rows.Select(r => r.Id));
+            if (attempt < maxDeliveries)
+            {
+                (await letters.PeekAsync(queue)).Should().BeEmpty($"no message has been delivered {maxDeliveries} times after run {attempt}");
+            }
+        }
+
+        (await letters.PeekAsync(queue)).Should().ContainSingle("only the message whose row made the stage throw is blamed")
+            .Which.Reason.Should().Contain($"delivered {maxDeliveries} time(s)").And.Contain("poison row 3");
+
+        // A sentinel sent now comes after every message handed back.
+        await sender.SendAsync(queue, new Reading(6, 6));
+        var last = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        last.OnCommit = () =>
+        {
+            if (last.Rows.Any(r => r.Id == 6))
+            {
+                stop.Cancel();
+            }
+        };
+        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        loaded.AddRange(last.Rows.Select(r => r.Id));
+
+        loaded.Order().Should().Equal([1, 2, 4, 5, 6], "every other message's row is loaded exactly once, nothing of message 3");
+        (await letters.PeekAsync(queue)).Should().ContainSingle();
+    }
+
     [Fact]
     public async Task ExpiredConsumedIds_ArePrunedInBoundedChunks_EachBatchAgainWhileAChunkWasFull()
     {
@@ -848,6 +925,37 @@ public sealed class TransportSourceTests
 
                 return await handler(envelope, ct).ConfigureAwait(false);
             }, cancellationToken);
+
+        public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) => inner.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> ReplayDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) => inner.ReplayDeadLettersAsync(queue, maxCount, cancellationToken);
+
+        public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) => inner.PurgeDeadLettersAsync(queue, cancellationToken);
+
+        public override ValueTask DisposeAsync() => inner.DisposeAsync();
+    }
+
+    /// <summary>A transport that reports when a subscription has been made.</summary>
+    private sealed class SignallingTransport(MessageTransport inner, TaskCompletionSource subscribed) : MessageTransport
+    {
+        public override string SystemName => inner.SystemName;
+
+        public override bool IsInProcess => inner.IsInProcess;
+
+        public override int MaxPayloadBytes => inner.MaxPayloadBytes;
+
+        public override ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default) => inner.DeclareQueueAsync(queue, settings, cancellationToken);
+
+        public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default) => inner.SendAsync(queue, envelope, cancellationToken);
+
+        public override ValueTask<bool> PublishAsync(string topic, Envelope envelope, CancellationToken cancellationToken = default) => inner.PublishAsync(topic, envelope, cancellationToken);
+
+        public override async ValueTask<TransportSubscription> SubscribeAsync(SubscriptionRequest request, DeliveryHandler handler, CancellationToken cancellationToken = default)
+        {
+            var subscription = await inner.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false);
+            subscribed.TrySetResult();
+            return subscription;
+        }
 
         public override ValueTask<IReadOnlyList<DeadLetterMessage>> PeekDeadLettersAsync(string queue, int maxCount, CancellationToken cancellationToken = default) => inner.PeekDeadLettersAsync(queue, maxCount, cancellationToken);
 

@@ -388,10 +388,10 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             }
 
             // Taken but not covered by a commit, or still in the channel: back to the transport, to be delivered again. A
-            // message in the batch that failed (or the row a stage failed on, and those before it) counts a failed
-            // delivery and, once delivered maxDeliveries times, is dead-lettered; the others are handed back. A batch that
-            // failed on a message id already recorded (a copy the check missed) is no message's fault: all are handed back.
-            // A message too big for a batch of its own is the only one blamed (failedFrom is its position).
+            // message in the batch that failed counts a failed delivery and, once delivered maxDeliveries times, is
+            // dead-lettered; the others are handed back. A batch that failed on a message id already recorded (a copy the
+            // check missed) is no message's fault: all are handed back. A message too big for a batch of its own, or whose
+            // row a stage failed on, is the only one blamed (failedFrom and failedThrough are its position).
             var blameless = EtlAlreadyConsumedException.Caused(failure);
             foreach (var (position, settled) in back)
             {
