@@ -46,6 +46,56 @@ public sealed class CommitGroupTests
         (await inner.GetStreamStateAsync("taken")).Version.Should().Be(1);
     }
 
+    [Fact]
+    public async Task AGroupThatLandedAndThenFailed_IsNotCommittedAgainUnitByUnit()
+    {
+        var inner = new InMemoryEventStorage();
+        var store = new GatedStore(inner) { FailAfterCommit = 3 };
+        var group = new CommitGroup(store, 512, landed: (work, ct) => LandedAsync(inner, work, ct));
+
+        var first = group.CommitAsync(Append("x", ExpectedVersion.NoStream), CancellationToken.None);
+        await store.Entered.WaitAsync(TestHost.Wait);
+        var waiting = Enumerable.Range(0, 3).Select(i => group.CommitAsync(Append("y" + i, ExpectedVersion.NoStream).Enqueue(Message("y" + i)), CancellationToken.None)).ToList();
+        store.Release();
+        await Task.WhenAll(waiting.Append(first)).WaitAsync(TestHost.Wait);
+
+        store.Commits.Should().Equal([1, 3], "committed again alone, each unit's append would be an idempotent retry and its outbox message stored twice");
+        (await inner.ReadOutboxAsync(0, 10)).Select(m => m.Message.Destination).Should().Equal("y0", "y1", "y2");
+    }
+
+    [Fact]
+    public async Task AConflictInAGroup_WhichTheLookFindsNotCommitted_FailsOnlyItsOwnUnit()
+    {
+        var inner = new InMemoryEventStorage();
+        await inner.CommitAsync(Append("taken", ExpectedVersion.NoStream));
+        var store = new GatedStore(inner);
+        var group = new CommitGroup(store, 512, landed: (work, ct) => LandedAsync(inner, work, ct));
+
+        var first = group.CommitAsync(Append("x", ExpectedVersion.NoStream), CancellationToken.None);
+        await store.Entered.WaitAsync(TestHost.Wait);
+        var good = group.CommitAsync(Append("y", ExpectedVersion.NoStream), CancellationToken.None);
+        var conflict = group.CommitAsync(Append("taken", ExpectedVersion.NoStream), CancellationToken.None);
+        store.Release();
+
+        await Task.WhenAll(first, good).WaitAsync(TestHost.Wait);
+        await conflict.Invoking(t => t.WaitAsync(TestHost.Wait)).Should().ThrowAsync<WrongExpectedVersionException>();
+        store.Commits.Should().Equal(1, 2, 1, 1);
+    }
+
+    /// <summary>What the runtime's look does: the first append's first event, at the version it expected to follow.</summary>
+    private static async ValueTask<bool> LandedAsync(InMemoryEventStorage store, UnitOfWork work, CancellationToken cancellationToken)
+    {
+        var append = work.Appends[0];
+        await foreach (var stored in store.ReadStreamAsync(append.StreamId, ReadDirection.Forward, append.ExpectedVersion.Value + 1, 1, cancellationToken))
+        {
+            return stored.EventId == append.Events[0].EventId;
+        }
+
+        return false;
+    }
+
+    private static OutboxMessage Message(string destination) => new(destination, OutboxMessageKind.Send, new byte[] { 1 });
+
     private static UnitOfWork Append(string stream, ExpectedVersion expected) =>
         new UnitOfWork().Append(stream, expected, [new SerializedEvent(Guid.NewGuid(), "e", new byte[] { 1 }, DateTimeOffset.UnixEpoch)]);
 
@@ -56,6 +106,9 @@ public sealed class CommitGroupTests
         private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public List<int> Commits { get; } = [];
+
+        /// <summary>Gets or sets the number of appends of a commit that lands and then throws (once).</summary>
+        public int FailAfterCommit { get; set; }
 
         public Task Entered => _entered.Task;
 
@@ -70,7 +123,14 @@ public sealed class CommitGroupTests
 
             _entered.TrySetResult();
             await _release.Task;
-            return await inner.CommitAsync(work, cancellationToken);
+            var result = await inner.CommitAsync(work, cancellationToken);
+            if (work.Appends.Count == FailAfterCommit)
+            {
+                FailAfterCommit = 0;
+                throw new IOException("the connection was lost after the commit");
+            }
+
+            return result;
         }
     }
 }

@@ -54,13 +54,21 @@ internal sealed class TestHost : IAsyncDisposable
     public IEnumerable<HistoryEvent> EventsOf(string id) => _events.Where(e => e.Id == id).Select(e => e.Event);
 
     public static async Task<TestHost> StartAsync(
-        Action<OrchestrationBuilder> configure, StoreKind store = StoreKind.InMemory, string? location = null, FakeTimeProvider? time = null, CallLog? log = null, TimeProvider? clock = null, Action<IServiceCollection>? services = null)
+        Action<OrchestrationBuilder> configure, StoreKind store = StoreKind.InMemory, string? location = null, FakeTimeProvider? time = null, CallLog? log = null, TimeProvider? clock = null, Action<IServiceCollection>? services = null,
+        Func<IServiceProvider, Patterns.Transport.MessageTransport>? transport = null)
     {
         time ??= new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
         var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(log ?? new CallLog());
-        builder.AddPatterns(p => p.UseInMemory().UseTimeProvider(clock ?? time));
+        builder.AddPatterns(p =>
+        {
+            p.UseInMemory().UseTimeProvider(clock ?? time);
+            if (transport is not null)
+            {
+                p.UseTransport(transport);
+            }
+        });
         builder.AddEventSourcing(es =>
         {
             switch (store)

@@ -5,9 +5,17 @@ namespace Patterns.Orchestration.Runtime;
 /// <summary>
 /// Group commit: the units of work of many instances' workflow tasks that wait at the same time are merged and committed
 /// as one (one store transaction, one writer turn), while the previous group commits. A group that fails is committed
-/// again unit by unit, so each task gets its own outcome (a conflict fails only the instance that conflicts).
+/// again unit by unit, so each task gets its own outcome (a conflict fails only the instance that conflicts); unless
+/// <paramref name="landed"/> finds that the group was committed all the same (the store reported an error after the
+/// commit): committed again, each unit's append would be an idempotent retry while the rest of the unit commits a second
+/// time, its outbox messages (activity tasks) among it.
 /// </summary>
-internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits, Action<UnitOfWorkResult>? committed = null)
+/// <param name="units">The store.</param>
+/// <param name="maxUnits">How many units one commit carries at most.</param>
+/// <param name="committed">Called with each commit's result.</param>
+/// <param name="landed">Tells whether a unit whose commit failed is in the store all the same (false when not known).</param>
+internal sealed class CommitGroup(
+    IUnitOfWorkStorage units, int maxUnits, Action<UnitOfWorkResult>? committed = null, Func<UnitOfWork, CancellationToken, ValueTask<bool>>? landed = null)
 {
     private readonly Lock _lock = new();
     private List<(UnitOfWork Work, TaskCompletionSource Done)> _pending = [];
@@ -16,18 +24,30 @@ internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits, Action
     /// <summary>Gets how many store commits carried more than one unit (for tests and benchmarks).</summary>
     public long GroupedCommits { get; private set; }
 
+    /// <summary>Raised when a unit joins those waiting for the running commit, with how many wait (tests wait on it instead of sleeping).</summary>
+    public event Action<int>? Queued;
+
     public Task CommitAsync(UnitOfWork work, CancellationToken cancellationToken)
     {
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var waiting = 0;
         lock (_lock)
         {
             _pending.Add((work, done));
             if (_running)
             {
-                return done.Task;
+                waiting = _pending.Count;
             }
+            else
+            {
+                _running = true;
+            }
+        }
 
-            _running = true;
+        if (waiting > 0)
+        {
+            Queued?.Invoke(waiting);
+            return done.Task;
         }
 
         _ = RunAsync(cancellationToken);
@@ -61,10 +81,25 @@ internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits, Action
 
             if (batch.Count > 1)
             {
+                var merged = Merge(batch);
+                bool committedAll;
                 try
                 {
-                    var result = await units.CommitAsync(Merge(batch), cancellationToken).ConfigureAwait(false);
+                    var result = await units.CommitAsync(merged, cancellationToken).ConfigureAwait(false);
                     committed?.Invoke(result);
+                    committedAll = true;
+                }
+                catch (Exception)
+                {
+                    // One unit conflicts, or the store failed, maybe after the commit: a unit is all or nothing, so one
+                    // look tells which. Committed: every unit is done (committed again alone, each would store its
+                    // outbox messages twice). Not committed, or not known: commit each alone below, so each learns its
+                    // own outcome.
+                    committedAll = await LandedAsync(merged, cancellationToken).ConfigureAwait(false);
+                }
+
+                if (committedAll)
+                {
                     GroupedCommits++;
                     foreach (var (_, done) in batch)
                     {
@@ -72,10 +107,6 @@ internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits, Action
                     }
 
                     continue;
-                }
-                catch (Exception)
-                {
-                    // One unit conflicts (or the store failed): commit each alone below, so each learns its own outcome.
                 }
             }
 
@@ -92,6 +123,23 @@ internal sealed class CommitGroup(IUnitOfWorkStorage units, int maxUnits, Action
                     done.TrySetException(ex);
                 }
             }
+        }
+    }
+
+    private async ValueTask<bool> LandedAsync(UnitOfWork merged, CancellationToken cancellationToken)
+    {
+        if (landed is null || cancellationToken.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        try
+        {
+            return await landed(merged, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            return false; // not known: the units are committed again one by one
         }
     }
 

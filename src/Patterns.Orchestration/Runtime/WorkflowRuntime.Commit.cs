@@ -139,6 +139,38 @@ internal sealed partial class WorkflowRuntime
         }
     }
 
+    /// <summary>
+    /// Whether a unit of work whose commit the store reported as failed is in the store all the same: its first append at
+    /// an exact version is looked for (a unit is all or nothing, so one append tells). False when it is not there, when
+    /// the unit has no such append, and when the look fails.
+    /// </summary>
+    private async ValueTask<bool> LandedAsync(UnitOfWork work, CancellationToken cancellationToken)
+    {
+        foreach (var append in work.Appends)
+        {
+            if (append.Events.Count == 0 || !append.ExpectedVersion.IsExact)
+            {
+                continue;
+            }
+
+            try
+            {
+                await foreach (var stored in _storage.ReadStreamAsync(append.StreamId, ReadDirection.Forward, append.ExpectedVersion.Value + 1, 1, cancellationToken).ConfigureAwait(false))
+                {
+                    return stored.EventId == append.Events[0].EventId;
+                }
+            }
+            catch (Exception) when (!cancellationToken.IsCancellationRequested)
+            {
+                // Not known either way: the units are committed again one by one.
+            }
+
+            return false;
+        }
+
+        return false;
+    }
+
     private void AfterCommit(InstanceSlot slot, WorkflowExecutor executor, List<HistoryEvent> events)
     {
         var id = executor.InstanceId;

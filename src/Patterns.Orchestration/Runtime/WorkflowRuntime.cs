@@ -54,7 +54,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _workflows = workflows.ToDictionary(static w => w.Name, StringComparer.Ordinal);
         _storage = storage;
         _units = units;
-        _group = new CommitGroup(units, 512, OwnCommitted);
+        _group = new CommitGroup(units, 512, OwnCommitted, LandedAsync);
         _documents = documents;
         _records = new DocumentReader(documents, InstanceRecord.Collection, maxInFlight: 4, _stopping.Token);
         _serializer = serializer;
@@ -84,6 +84,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     public event Action<TimerRecord>? TimerRetried;
 
     public TimerService Timers { get; }
+
+    /// <summary>Gets the commit group that merges workflow tasks' units of work (tests watch it).</summary>
+    public CommitGroup Group => _group;
 
     private int _replays;
 
