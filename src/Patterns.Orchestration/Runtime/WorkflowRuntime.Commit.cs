@@ -114,28 +114,13 @@ internal sealed partial class WorkflowRuntime
         }
         catch (Exception ex) when (events.Length > 0 && ex is not (LeaseLostException or OperationCanceledException) && !_stopping.IsCancellationRequested)
         {
-            StoredEvent? first = null;
-            StoredEvent? last = null;
-            try
-            {
-                await foreach (var stored in _storage.ReadStreamAsync(stream, ReadDirection.Forward, after + 1, events.Length, _stopping.Token).ConfigureAwait(false))
-                {
-                    first ??= stored;
-                    last = stored;
-                }
-            }
-            catch (Exception) when (!_stopping.IsCancellationRequested)
-            {
-                // Not known either way: the original error stands.
-            }
-
-            if (first is null || first.EventId != events[0].EventId)
+            if (await FindAppendAsync(stream, after, events[0].EventId, events.Length, _stopping.Token).ConfigureAwait(false) is not { } found)
             {
                 throw;
             }
 
             OrchestrationLog.CommitLandedDespiteError(_logger, instanceId, ex);
-            OwnCommitted(new UnitOfWorkResult([new AppendResult(stream, last!.Version, first.Position, last.Position)], 0));
+            OwnCommitted(new UnitOfWorkResult([new AppendResult(stream, found.Last.Version, found.First.Position, found.Last.Position)], 0));
         }
     }
 
@@ -144,31 +129,33 @@ internal sealed partial class WorkflowRuntime
     /// an exact version is looked for (a unit is all or nothing, so one append tells). False when it is not there, when
     /// the unit has no such append, and when the look fails.
     /// </summary>
-    private async ValueTask<bool> LandedAsync(UnitOfWork work, CancellationToken cancellationToken)
+    private async ValueTask<bool> LandedAsync(UnitOfWork work, CancellationToken cancellationToken) =>
+        work.Appends.FirstOrDefault(static a => a.Events.Count > 0 && a.ExpectedVersion.IsExact) is { } append
+        && await FindAppendAsync(append.StreamId, append.ExpectedVersion.Value, append.Events[0].EventId, 1, cancellationToken).ConfigureAwait(false) is not null;
+
+    /// <summary>
+    /// Looks for an append in its stream: up to <paramref name="count"/> events after version <paramref name="after"/>.
+    /// Returns the first and last of them when the first is the append's own (<paramref name="firstEventId"/>); null when it
+    /// is not there, and when the read fails (not known either way).
+    /// </summary>
+    private async ValueTask<(StoredEvent First, StoredEvent Last)?> FindAppendAsync(string stream, long after, Guid firstEventId, int count, CancellationToken cancellationToken)
     {
-        foreach (var append in work.Appends)
+        StoredEvent? first = null;
+        StoredEvent? last = null;
+        try
         {
-            if (append.Events.Count == 0 || !append.ExpectedVersion.IsExact)
+            await foreach (var stored in _storage.ReadStreamAsync(stream, ReadDirection.Forward, after + 1, count, cancellationToken).ConfigureAwait(false))
             {
-                continue;
+                first ??= stored;
+                last = stored;
             }
-
-            try
-            {
-                await foreach (var stored in _storage.ReadStreamAsync(append.StreamId, ReadDirection.Forward, append.ExpectedVersion.Value + 1, 1, cancellationToken).ConfigureAwait(false))
-                {
-                    return stored.EventId == append.Events[0].EventId;
-                }
-            }
-            catch (Exception) when (!cancellationToken.IsCancellationRequested)
-            {
-                // Not known either way: the units are committed again one by one.
-            }
-
-            return false;
+        }
+        catch (Exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            return null;
         }
 
-        return false;
+        return first is not null && first.EventId == firstEventId ? (first, last!) : null;
     }
 
     private void AfterCommit(InstanceSlot slot, WorkflowExecutor executor, List<HistoryEvent> events)
