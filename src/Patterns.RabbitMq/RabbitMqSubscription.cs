@@ -28,6 +28,9 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     private readonly Channel<Delivery>[] _lanes;
     private readonly Task[] _workers;
     private readonly CancellationTokenSource _hardStop = new();
+
+    /// <summary>Cancelled when stopping begins: ends a wait before subscribing again at once.</summary>
+    private readonly CancellationTokenSource _stopRequested = new();
     private readonly Lock _gate = new();
     private IChannel? _channel;
     private Consumer? _consumer;
@@ -141,6 +144,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         // Let StopAsync register the drain deadline before anything waits.
         await Task.Yield();
         _stopping = true;
+        await _stopRequested.CancelAsync().ConfigureAwait(false);
         IChannel? channel;
         Consumer? consumer;
         lock (_gate)
@@ -227,16 +231,31 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
         catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (RabbitMqConnection.IsChannelError(ex.ShutdownReason))
         {
-            channel.ChannelShutdownAsync -= OnChannelShutdownAsync;
-            await RabbitMqPublisher.CloseQuietlyAsync(channel).ConfigureAwait(false);
+            await AbandonAsync(channel).ConfigureAwait(false);
             throw new InvalidOperationException($"RabbitMQ refused to consume from '{_queue}': {ex.ShutdownReason?.ReplyText}", ex);
         }
         catch
         {
-            channel.ChannelShutdownAsync -= OnChannelShutdownAsync;
-            await RabbitMqPublisher.CloseQuietlyAsync(channel).ConfigureAwait(false);
+            await AbandonAsync(channel).ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>Closes a channel whose consume failed, and stops calling it the subscription's channel.</summary>
+    private async Task AbandonAsync(IChannel channel)
+    {
+        lock (_gate)
+        {
+            if (ReferenceEquals(_channel, channel))
+            {
+                // Left in place, stopping (or the next restart) would use a channel that is already disposed.
+                _channel = null;
+                _consumer = null;
+            }
+        }
+
+        channel.ChannelShutdownAsync -= OnChannelShutdownAsync;
+        await RabbitMqPublisher.CloseQuietlyAsync(channel).ConfigureAwait(false);
     }
 
     private Task OnDelivery(Consumer consumer, ulong deliveryTag, bool redelivered, IReadOnlyBasicProperties properties, ReadOnlyMemory<byte> body)
@@ -540,11 +559,12 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
 
         var delay = _transport.Options.NetworkRecoveryInterval;
+        using var waiting = CancellationTokenSource.CreateLinkedTokenSource(_hardStop.Token, _stopRequested.Token);
         while (!_stopping)
         {
             try
             {
-                await Task.Delay(delay, _transport.TimeProvider, _hardStop.Token).ConfigureAwait(false);
+                await Task.Delay(delay, _transport.TimeProvider, waiting.Token).ConfigureAwait(false);
                 if (_stopping)
                 {
                     return;
@@ -561,7 +581,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
                 await OpenAsync(_hardStop.Token).ConfigureAwait(false);
                 return;
             }
-            catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
+            catch (OperationCanceledException) when (waiting.IsCancellationRequested)
             {
                 return;
             }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Channels;
 using Microsoft.Extensions.Options;
 using Patterns.Messaging;
 using Patterns.Storage;
@@ -15,6 +16,8 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
 {
     private readonly List<MessageTransport> _transports = [];
 
+    private readonly List<IConnection> _connections = [];
+
     public ValueTask InitializeAsync() => default;
 
     public async ValueTask DisposeAsync()
@@ -23,6 +26,11 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
         {
             await transport.DisposeAsync();
             await Broker.DeleteTopologyAsync(transport);
+        }
+
+        foreach (var connection in _connections)
+        {
+            await connection.DisposeAsync();
         }
     }
 
@@ -91,6 +99,38 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
 
         await arrived;
         handled.Items[1].Should().BeGreaterThanOrEqualTo(2);
+    }
+
+    [Fact]
+    public async Task ConsumeRefusedWhileSubscribingAgain_ConsumesOnceAllowed()
+    {
+        // A consumer that subscribes again after its queue was deleted can find the queue declared but refused to it
+        // (here another connection consumes it exclusively). It keeps trying, and consumes once allowed.
+        var (transport, clock, handled, subscription, channel) = await RefuseNextSubscribeAsync("refused");
+        var secondWait = await clock.NextAsync().WaitAsync(RabbitHost.Wait);
+
+        await channel.CloseAsync();
+        await channel.DisposeAsync();
+        secondWait.Fire();
+        await transport.SendAsync("locked", Message(2));
+
+        await handled.WaitForAsync(2);
+        await subscription.StopAsync(CancellationToken.None);
+        handled.Items.Should().Equal(1, 2);
+    }
+
+    [Fact]
+    public async Task ConsumeRefusedWhileSubscribingAgain_StopBeforeTheNextTry_ClosesCleanly()
+    {
+        // The channel opened for the refused attempt is closed by then: the subscription must not keep it as its
+        // channel (stopping touched the disposed channel and threw ObjectDisposedException).
+        var (_, clock, handled, subscription, channel) = await RefuseNextSubscribeAsync("refusedstop");
+        await clock.NextAsync().WaitAsync(RabbitHost.Wait);
+
+        await subscription.StopAsync(CancellationToken.None).WaitAsync(RabbitHost.Wait);
+        await channel.CloseAsync();
+        await channel.DisposeAsync();
+        handled.Items.Should().Equal(1);
     }
 
     [Fact]
@@ -263,6 +303,86 @@ public sealed class RabbitMqTransportTests : IAsyncLifetime
         problem.Should().Contain(expected);
     }
 
+    /// <summary>
+    /// Subscribes to "locked", deletes the queue under the consumer, declares it again with another connection
+    /// consuming it exclusively, and lets the consumer try once: that try is refused. Returns the exclusive channel.
+    /// </summary>
+    private async Task<(RabbitMqMessageTransport Transport, HeldDelays Clock, Collector<int> Handled, TransportSubscription Subscription, IChannel Exclusive)> RefuseNextSubscribeAsync(string test)
+    {
+        await Broker.RequireAsync();
+        var logs = new CapturingLoggerFactory();
+        var recovery = TimeSpan.FromMilliseconds(1234);
+        var clock = new HeldDelays(recovery);
+        var transport = (RabbitMqMessageTransport)RabbitMqTransport.Create(
+            Broker.Options(test, o => o.NetworkRecoveryInterval = recovery), timeProvider: clock, loggerFactory: logs);
+        _transports.Add(transport);
+        await transport.DeclareQueueAsync("locked", new QueueSettings());
+        var handled = new Collector<int>();
+        var subscription = await transport.SubscribeAsync(Queue("locked"), (e, _) => { handled.Add(BitConverter.ToInt32(e.Payload.Span)); return new(Settlement.Ack); });
+        await transport.SendAsync("locked", Message(1));
+        await handled.WaitForAsync(1);
+
+        var connection = await Broker.ConnectAsync();
+        _connections.Add(connection);
+        var channel = await connection.CreateChannelAsync();
+        await channel.QueueDeleteAsync(transport.Topology.Queue("locked"), ifUnused: false, ifEmpty: false);
+        var firstWait = await clock.NextAsync().WaitAsync(RabbitHost.Wait);
+
+        // Declared again as the transport declares it, then taken by an exclusive consumer elsewhere.
+        transport.Topology.Forget("locked");
+        await transport.DeclareQueueAsync("locked", new QueueSettings());
+        await channel.BasicConsumeAsync(transport.Topology.Queue("locked"), autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: true, arguments: null, new AsyncDefaultBasicConsumer(channel));
+        var failed = logs.WaitFor(e => e.EventId.Id == 5010);
+        firstWait.Fire();
+        (await failed.WaitAsync(RabbitHost.Wait)).Message.Should().Contain("locked");
+        return (transport, clock, handled, subscription, channel);
+    }
+
     private Task<MessageTransport> CreateSutAsync(Action<RabbitMqTransportOptions>? configure = null) =>
         Broker.CreateAsync(_transports, "transport", configure);
+}
+
+/// <summary>Holds every timer of one due time until the test fires it; other timers run on the system clock.</summary>
+internal sealed class HeldDelays(TimeSpan held) : TimeProvider
+{
+    private readonly Channel<HeldTimer> _pending = Channel.CreateUnbounded<HeldTimer>();
+
+    /// <summary>Completes with the next held timer once one is created.</summary>
+    public async Task<HeldTimer> NextAsync() => await _pending.Reader.ReadAsync();
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        if (dueTime != held)
+        {
+            return System.CreateTimer(callback, state, dueTime, period);
+        }
+
+        var timer = new HeldTimer(callback, state);
+        _pending.Writer.TryWrite(timer);
+        return timer;
+    }
+}
+
+/// <summary>A timer that fires once, when the test says so, unless disposed first.</summary>
+internal sealed class HeldTimer(TimerCallback callback, object? state) : ITimer
+{
+    private int _done;
+
+    public void Fire()
+    {
+        if (Interlocked.Exchange(ref _done, 1) == 0)
+        {
+            callback(state);
+        }
+    }
+
+    public bool Change(TimeSpan dueTime, TimeSpan period) => Volatile.Read(ref _done) == 0;
+
+    public void Dispose() => Volatile.Write(ref _done, 1);
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return default;
+    }
 }
