@@ -36,7 +36,9 @@ public static class Program
 
         if (args.Length > 0 && args[0] == "--rough-control")
         {
-            await RoughControlAsync();
+            // Variants compared in one run, in the order given: "pool" (the control loops on the thread pool, the default)
+            // and "thread" (on each node's control thread of its own).
+            await RoughControlAsync(args.Length > 1 ? args[1].Split(',') : ["pool", "thread"]);
             return;
         }
 
@@ -177,10 +179,12 @@ public static class Program
     }
 
     /// <summary>A quick stopwatch run of control-stream pings: idle, then with the bulk stream saturated by 1 MiB messages (not a report).</summary>
-    private static async Task RoughControlAsync()
+    private static async Task RoughControlAsync(string[] variants)
     {
-        foreach (var saturated in new[] { false, true })
+        foreach (var (variant, saturated) in variants.SelectMany(v => new[] { (v, false), (v, true) }))
         {
+            Patterns.PeerLinks.Links.ControlThread.UsedByNewNodes = variant == "thread";
+            Console.WriteLine($"== {variant}, {(saturated ? "BulkSaturated" : "Idle")}: control loops on {(variant == "thread" ? "the node's control thread" : "the thread pool")}");
             var bench = new PeerLinkControlStreamBenchmarks();
             await (saturated ? bench.SetupBulkAsync() : bench.SetupIdleAsync());
             try

@@ -1,9 +1,11 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Patterns.Messaging;
 using Patterns.PeerLinks;
+using Patterns.Serialization;
 using Patterns.Transport;
 
 namespace Patterns.PeerLinks.Tests;
@@ -20,13 +22,22 @@ internal sealed class Mesh : IAsyncDisposable
         ? NullLoggerFactory.Instance
         : LoggerFactory.Create(b => b.AddProvider(new FileLogs(Environment.GetEnvironmentVariable("PATTERNS_TEST_LOG")!)).SetMinimumLevel(LogLevel.Debug));
 
-    public static async Task<Mesh> StartAsync(int count, Action<int, PeerLinksOptions>? configure = null)
+    public static async Task<Mesh> StartAsync(int count, Action<int, PeerLinksOptions>? configure = null, bool controlThread = false)
     {
         var ports = Enumerable.Range(0, count).Select(_ => FreePort()).ToArray();
         var nodes = new PeerLinksTransport[count];
         for (var i = 0; i < count; i++)
         {
-            nodes[i] = await PeerLinksTransport.StartAsync(Options(i, ports, configure), loggerFactory: Logs);
+            if (controlThread)
+            {
+                // Each node's control loops on a thread of its own (off by default).
+                nodes[i] = new PeerLinksTransport(Options(i, ports, configure), new JsonMessageSerializer(), TimeProvider.System, Logs) { UsesControlThread = true };
+                await nodes[i].StartAsync(CancellationToken.None);
+            }
+            else
+            {
+                nodes[i] = await PeerLinksTransport.StartAsync(Options(i, ports, configure), loggerFactory: Logs);
+            }
         }
 
         var mesh = new Mesh(nodes);
@@ -88,17 +99,24 @@ internal sealed class Mesh : IAsyncDisposable
     }
 
     /// <summary>Polls until <paramref name="condition"/> holds; fails the test instead of hanging when it does not within a minute.</summary>
+    /// <remarks>
+    /// The conditions have no signal of their own (a counter, a link's state), so this looks again after a pause that
+    /// doubles from 1 ms up to 10 ms: no timing is assumed, the pause only keeps the poll from spinning on a core that
+    /// the nodes under test need (a loop on <c>Task.Yield</c> did, on a 2-core machine).
+    /// </remarks>
     public static async Task UntilAsync(Func<bool> condition, string what)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        var waited = Stopwatch.StartNew();
+        var pause = 1;
         while (!condition())
         {
-            if (DateTime.UtcNow > deadline)
+            if (waited.Elapsed > TimeSpan.FromSeconds(60))
             {
                 throw new TimeoutException($"Waited a minute for {what}.");
             }
 
-            await Task.Yield();
+            await Task.Delay(pause);
+            pause = Math.Min(pause * 2, 10);
         }
     }
 

@@ -85,7 +85,14 @@ internal sealed class LinkWriter
     /// <summary>Forgets control frames meant for an earlier connection (their content is resent in full on the next one).</summary>
     public void ClearControl() => _control.Clear();
 
-    public async Task RunAsync(IAsyncStreamWriter<FrameBatch> stream, CancellationToken cancellationToken)
+    /// <summary>Writes until cancelled or the stream fails.</summary>
+    /// <param name="stream">The gRPC stream to write.</param>
+    /// <param name="cancellationToken">Ends the writer (the connection ends).</param>
+    /// <param name="thread">
+    /// Where the writer resumes after each wait (for a wake-up or a write) when not <see langword="null"/>: a control
+    /// writer's thread of its own, so a pong or a heartbeat does not queue on the pool behind bulk work.
+    /// </param>
+    public async Task RunAsync(IAsyncStreamWriter<FrameBatch> stream, CancellationToken cancellationToken, ControlThread? thread = null)
     {
         var batch = FrameBatch.Rent();
         var lastAck = -1L;
@@ -107,7 +114,15 @@ internal sealed class LinkWriter
                         ranOn = false;
                     }
 
-                    await waking.ConfigureAwait(false);
+                    if (thread is null)
+                    {
+                        await waking.ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await thread.Resume(waking);
+                    }
+
                     continue;
                 }
 
@@ -123,7 +138,15 @@ internal sealed class LinkWriter
 
                 var writing = stream.WriteAsync(batch, cancellationToken);
                 ranOn = _yieldEachMessage && writing.IsCompleted;
-                await writing.ConfigureAwait(false);
+                if (thread is null)
+                {
+                    await writing.ConfigureAwait(false);
+                }
+                else
+                {
+                    await thread.Resume(writing);
+                }
+
                 if (ControlTrace.Enabled)
                 {
                     TraceWritten();

@@ -207,8 +207,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _data.Rewind(ack.LastReceived);
         _controlWriter.ClearControl();
         Touch();
-        var reading = ReadControlAsync(control.ResponseStream, token);
-        var controlWriting = _controlWriter.RunAsync(control.RequestStream, token);
+        var thread = _transport.ControlThread;
+        var reading = ReadControlAsync(control.ResponseStream, thread, token);
+        var controlWriting = _controlWriter.RunAsync(control.RequestStream, token, thread);
         await ApplyAnnouncementAsync(ack.Incarnation, ack.Version, ack.Subscriptions, token).ConfigureAwait(false);
         using var bulk = _bulkChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Bulk, null, new CallOptions(headers, cancellationToken: token));
         var bulkWriting = _bulkWriter.RunAsync(bulk.RequestStream, token);
@@ -264,11 +265,11 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
     }
 
-    private async Task ReadControlAsync(IAsyncStreamReader<FrameBatch> responses, CancellationToken cancellationToken)
+    private async Task ReadControlAsync(IAsyncStreamReader<FrameBatch> responses, ControlThread? thread, CancellationToken cancellationToken)
     {
         try
         {
-            while (await responses.MoveNext(cancellationToken).ConfigureAwait(false))
+            while (thread is null ? await responses.MoveNext(cancellationToken).ConfigureAwait(false) : await thread.Resume(responses.MoveNext(cancellationToken)))
             {
                 var batch = responses.Current;
                 try

@@ -122,11 +122,12 @@ internal sealed class PeerSession
         }
 
         Touch();
-        var writing = _writer.RunAsync(responses, cts.Token);
+        var thread = _transport.ControlThread;
+        var writing = _writer.RunAsync(responses, cts.Token, thread);
         var watching = WatchHeartbeatAsync(cts);
         try
         {
-            while (await requests.MoveNext(cts.Token).ConfigureAwait(false))
+            while (thread is null ? await requests.MoveNext(cts.Token).ConfigureAwait(false) : await thread.Resume(requests.MoveNext(cts.Token)))
             {
                 var batch = requests.Current;
                 try
