@@ -91,4 +91,15 @@ public sealed class PeerLinksControlTests
         sender.ControlThread.Ran.Should().BeGreaterThan(senderRan);
         receiver.ControlThread.Ran.Should().BeGreaterThan(receiverRan);
     }
+
+    [Fact(Timeout = 180_000)]
+    public async Task Node_ByDefault_RunsItsControlLoopsOnThePool()
+    {
+        await using var mesh = await Mesh.StartAsync(2);
+
+        await mesh.Nodes[0].Links[0].ProbeControlAsync().WaitAsync(Bound);
+
+        mesh.Nodes[0].ControlThread.Should().BeNull("a thread of its own measured slower than the pool on a busy machine");
+        mesh.Nodes[1].ControlThread.Should().BeNull();
+    }
 }
