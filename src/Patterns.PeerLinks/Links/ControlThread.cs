@@ -25,7 +25,7 @@ internal sealed class ControlThread : SynchronizationContext, IDisposable
     private readonly ConcurrentQueue<(SendOrPostCallback Callback, object? State)> _work = new();
     private readonly SemaphoreSlim _ready = new(0);
     private readonly Thread _thread;
-    private volatile bool _stopped;
+    private int _stopped;
 
     public ControlThread(string name)
     {
@@ -50,7 +50,7 @@ internal sealed class ControlThread : SynchronizationContext, IDisposable
 
     public override void Post(SendOrPostCallback d, object? state)
     {
-        if (_stopped)
+        if (Volatile.Read(ref _stopped) != 0)
         {
             ThreadPool.UnsafeQueueUserWorkItem(static s => s.Callback(s.State), (Callback: d, State: state), preferLocal: false);
             return;
@@ -58,6 +58,13 @@ internal sealed class ControlThread : SynchronizationContext, IDisposable
 
         _work.Enqueue((d, state));
         _ready.Release();
+
+        // Stopped meanwhile: the thread's last look may have come before this item, so it goes to the pool from here
+        // (each item is taken once, by whichever look finds it).
+        if (Volatile.Read(ref _stopped) != 0)
+        {
+            HandToPool();
+        }
     }
 
     public override void Send(SendOrPostCallback d, object? state) => throw new NotSupportedException("The control thread only takes posted work.");
@@ -75,7 +82,7 @@ internal sealed class ControlThread : SynchronizationContext, IDisposable
 
     public void Dispose()
     {
-        _stopped = true;
+        Interlocked.Exchange(ref _stopped, 1);
         _ready.Release();
     }
 
@@ -89,13 +96,18 @@ internal sealed class ControlThread : SynchronizationContext, IDisposable
                 Interlocked.Increment(ref _ran);
                 item.Callback(item.State);
             }
-            else if (_stopped)
+            else if (Volatile.Read(ref _stopped) != 0)
             {
                 break;
             }
         }
 
-        // Posted after the last look: the pool runs it (Post sends new work there already).
+        HandToPool();
+    }
+
+    /// <summary>The thread has stopped: what is still queued runs on the pool.</summary>
+    private void HandToPool()
+    {
         while (_work.TryDequeue(out var item))
         {
             ThreadPool.UnsafeQueueUserWorkItem(static s => s.Callback(s.State), item, preferLocal: false);
