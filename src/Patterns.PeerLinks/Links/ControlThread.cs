@@ -5,8 +5,9 @@ namespace Patterns.PeerLinks.Links;
 
 /// <summary>
 /// A node's thread of its own for its control streams' loops (the writers and the readers of the links it dials and of
-/// the sessions peers dial): a control loop's wait for a wake-up, a read or a write resumes here instead of queuing on
-/// the thread pool, where a saturated bulk flow keeps a queue of work ahead of it.
+/// the sessions peers dial), when the node uses one (off by default, see <see cref="UsedByNewNodes"/>): a control
+/// loop's wait for a wake-up, a read or a write resumes here instead of queuing on the thread pool, where a saturated
+/// bulk flow keeps a queue of work ahead of it.
 /// </summary>
 /// <remarks>
 /// <para>
