@@ -36,9 +36,7 @@ public static class Program
 
         if (args.Length > 0 && args[0] == "--rough-control")
         {
-            // Variants compared in one run, in the order given: "pool" (the control loops on the thread pool, the default)
-            // and "thread" (on each node's control thread of its own).
-            await RoughControlAsync(args.Length > 1 ? args[1].Split(',') : ["pool", "thread"]);
+            await RoughControlAsync();
             return;
         }
 
@@ -179,12 +177,10 @@ public static class Program
     }
 
     /// <summary>A quick stopwatch run of control-stream pings: idle, then with the bulk stream saturated by 1 MiB messages (not a report).</summary>
-    private static async Task RoughControlAsync(string[] variants)
+    private static async Task RoughControlAsync()
     {
-        foreach (var (variant, saturated) in variants.SelectMany(v => new[] { (v, false), (v, true) }))
+        foreach (var saturated in new[] { false, true })
         {
-            Patterns.PeerLinks.Links.ControlThread.UsedByNewNodes = variant == "thread";
-            Console.WriteLine($"== {variant}, {(saturated ? "BulkSaturated" : "Idle")}: control loops on {(variant == "thread" ? "the node's control thread" : "the thread pool")}");
             var bench = new PeerLinkControlStreamBenchmarks();
             await (saturated ? bench.SetupBulkAsync() : bench.SetupIdleAsync());
             try
@@ -236,10 +232,10 @@ public static class Program
                 Patterns.PeerLinks.Links.ControlTrace.Enabled = false;
 
                 // A collection stops every thread, the control loops with the rest: pauses as long as the slowest pings
-                // (and at least 1% of them) would set the p99 whatever thread the control loops run on.
+                // (and at least 1% of them) would set the p99.
                 var pauses = GC.GetTotalPauseDuration() - paused;
                 var gcs = GC.CollectionCount(0) - collections[0];
-                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: garbage collections during the pings: {gcs} (gen1 {GC.CollectionCount(1) - collections[1]}, gen2 {GC.CollectionCount(2) - collections[2]}), paused {pauses.TotalMilliseconds:N1} ms in all, {(gcs > 0 ? pauses.TotalMicroseconds / gcs : 0):N0} us per collection, {GC.GetGCMemoryInfo().PauseDurations[0].TotalMicroseconds:N0} us the last; {100 * pauses.TotalMilliseconds / elapsed.Elapsed.TotalMilliseconds:N1}% of the time; server GC {System.Runtime.GCSettings.IsServerGC}");
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: garbage collections during the pings: {gcs} (gen1 {GC.CollectionCount(1) - collections[1]}, gen2 {GC.CollectionCount(2) - collections[2]}), paused {pauses.TotalMilliseconds:N1} ms in all, {(gcs > 0 ? pauses.TotalMicroseconds / gcs : 0):N0} us per collection, {(gcs > 0 ? GC.GetGCMemoryInfo().PauseDurations[0].TotalMicroseconds : 0):N0} us the last; {100 * pauses.TotalMilliseconds / elapsed.Elapsed.TotalMilliseconds:N1}% of the time; server GC {System.Runtime.GCSettings.IsServerGC}");
                 // A ping whose writer's "written" mark came only after the probe completed is left out (see ControlTrace).
                 Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: {traced} of {rounds} pings traced (the rest had a hop not yet marked when the probe completed); time from each hop to the next (mean / p50 / p99 us):");
                 for (var h = 0; h < hops.Length && traced > 0; h++)

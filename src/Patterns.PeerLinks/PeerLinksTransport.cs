@@ -120,15 +120,6 @@ public sealed class PeerLinksTransport : MessageTransport
 
     internal IReadOnlyList<PeerLink> Links => _links;
 
-    /// <summary>
-    /// Gets the thread the control streams' loops resume on (see <see cref="Patterns.PeerLinks.Links.ControlThread"/>), or
-    /// <see langword="null"/> when they run on the thread pool (the default).
-    /// </summary>
-    internal ControlThread? ControlThread { get; private set; }
-
-    /// <summary>Gets or sets, before the start, whether this node's control loops get a thread of their own (see <see cref="ControlThread.UsedByNewNodes"/>).</summary>
-    internal bool UsesControlThread { get; set; } = Patterns.PeerLinks.Links.ControlThread.UsedByNewNodes;
-
     /// <summary>Creates a node, starts its listener and begins linking to its peers.</summary>
     /// <param name="options">The node's options; validated here.</param>
     /// <param name="serializer">Turns in-process bodies into bytes for peers; JSON when <see langword="null"/>.</param>
@@ -162,11 +153,6 @@ public sealed class PeerLinksTransport : MessageTransport
         if (_server is not null)
         {
             return;
-        }
-
-        if (UsesControlThread)
-        {
-            ControlThread = new ControlThread($"peer-links control {NodeId}");
         }
 
         var builder = WebApplication.CreateSlimBuilder();
@@ -395,7 +381,6 @@ public sealed class PeerLinksTransport : MessageTransport
         }
 
         await _local.DisposeAsync().ConfigureAwait(false);
-        ControlThread?.Dispose();
         _stopping.Dispose();
     }
 

@@ -5,7 +5,6 @@ using System.Net;
 using System.Net.Sockets;
 using Patterns.Messaging;
 using Patterns.PeerLinks;
-using Patterns.Serialization;
 using Patterns.Transport;
 
 namespace Patterns.PeerLinks.Tests;
@@ -22,22 +21,13 @@ internal sealed class Mesh : IAsyncDisposable
         ? NullLoggerFactory.Instance
         : LoggerFactory.Create(b => b.AddProvider(new FileLogs(Environment.GetEnvironmentVariable("PATTERNS_TEST_LOG")!)).SetMinimumLevel(LogLevel.Debug));
 
-    public static async Task<Mesh> StartAsync(int count, Action<int, PeerLinksOptions>? configure = null, bool controlThread = false)
+    public static async Task<Mesh> StartAsync(int count, Action<int, PeerLinksOptions>? configure = null)
     {
         var ports = Enumerable.Range(0, count).Select(_ => FreePort()).ToArray();
         var nodes = new PeerLinksTransport[count];
         for (var i = 0; i < count; i++)
         {
-            if (controlThread)
-            {
-                // Each node's control loops on a thread of its own (off by default).
-                nodes[i] = new PeerLinksTransport(Options(i, ports, configure), new JsonMessageSerializer(), TimeProvider.System, Logs) { UsesControlThread = true };
-                await nodes[i].StartAsync(CancellationToken.None);
-            }
-            else
-            {
-                nodes[i] = await PeerLinksTransport.StartAsync(Options(i, ports, configure), loggerFactory: Logs);
-            }
+            nodes[i] = await PeerLinksTransport.StartAsync(Options(i, ports, configure), loggerFactory: Logs);
         }
 
         var mesh = new Mesh(nodes);

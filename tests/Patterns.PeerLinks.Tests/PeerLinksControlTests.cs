@@ -9,12 +9,10 @@ public sealed class PeerLinksControlTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
 
-    [Theory(Timeout = 180_000)]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Probe_WhileEveryHandlerWaitsOnASignal_GetsItsPong_AndTheLinkStaysUp(bool controlThread)
+    [Fact(Timeout = 180_000)]
+    public async Task Probe_WhileEveryHandlerWaitsOnASignal_GetsItsPong_AndTheLinkStaysUp()
     {
-        await using var mesh = await Mesh.StartAsync(2, controlThread: controlThread);
+        await using var mesh = await Mesh.StartAsync(2);
         var (sender, receiver) = (mesh.Nodes[0], mesh.Nodes[1]);
         var queue = $"control.blocked-{Guid.NewGuid():N}";
         await sender.DeclareQueueAsync(queue, new QueueSettings()); // capacity 1,024: every send is queued at once
@@ -68,37 +66,5 @@ public sealed class PeerLinksControlTests
         await all.Task.WaitAsync(Bound);
         seen.Keys.Should().BeEquivalentTo(sent);
         seen.Values.Should().AllSatisfy(n => n.Should().Be(1));
-    }
-
-    [Fact(Timeout = 180_000)]
-    public async Task Probe_WithControlThreads_RunsThroughBothNodesThreads()
-    {
-        await using var mesh = await Mesh.StartAsync(2, controlThread: true);
-        var (sender, receiver) = (mesh.Nodes[0], mesh.Nodes[1]);
-        sender.ControlThread.Should().NotBeNull();
-        receiver.ControlThread.Should().NotBeNull();
-        var (senderRan, receiverRan) = (sender.ControlThread!.Ran, receiver.ControlThread!.Ran);
-
-        for (var i = 0; i < 20; i++)
-        {
-            await sender.Links[0].ProbeControlAsync().WaitAsync(Bound);
-        }
-
-        // Each ping's writer wakes and each pong is read on the sender's thread; the receiver's session reads each ping
-        // and its writer wakes for the pong on the receiver's (a wait that found its frame already there costs no turn,
-        // so the count is not exact; it stays 0 with the loops on the pool).
-        sender.ControlThread.Ran.Should().BeGreaterThan(senderRan);
-        receiver.ControlThread.Ran.Should().BeGreaterThan(receiverRan);
-    }
-
-    [Fact(Timeout = 180_000)]
-    public async Task Node_ByDefault_RunsItsControlLoopsOnThePool()
-    {
-        await using var mesh = await Mesh.StartAsync(2);
-
-        await mesh.Nodes[0].Links[0].ProbeControlAsync().WaitAsync(Bound);
-
-        mesh.Nodes[0].ControlThread.Should().BeNull("a thread of its own measured slower than the pool on a busy machine");
-        mesh.Nodes[1].ControlThread.Should().BeNull();
     }
 }

@@ -35,7 +35,7 @@ public sealed class PeerLinksSettlementTests
             batch.Length += bad.Length;
 
             var read = (Task)typeof(PeerLink).GetMethod("ReadControlAsync", BindingFlags.NonPublic | BindingFlags.Instance)!
-                .Invoke(link, [new OneMessage(batch), null, CancellationToken.None])!; // no control thread: on the pool
+                .Invoke(link, [new OneMessage(batch), CancellationToken.None])!;
             var reading = async () => await read;
             await reading.Should().ThrowAsync<MalformedFrameException>();
 

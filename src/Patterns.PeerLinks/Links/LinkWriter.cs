@@ -85,14 +85,7 @@ internal sealed class LinkWriter
     /// <summary>Forgets control frames meant for an earlier connection (their content is resent in full on the next one).</summary>
     public void ClearControl() => _control.Clear();
 
-    /// <summary>Writes until cancelled or the stream fails.</summary>
-    /// <param name="stream">The gRPC stream to write.</param>
-    /// <param name="cancellationToken">Ends the writer (the connection ends).</param>
-    /// <param name="thread">
-    /// Where the writer resumes after each wait (for a wake-up or a write) when not <see langword="null"/>: a control
-    /// writer's thread of its own, so a pong or a heartbeat does not queue on the pool behind bulk work.
-    /// </param>
-    public async Task RunAsync(IAsyncStreamWriter<FrameBatch> stream, CancellationToken cancellationToken, ControlThread? thread = null)
+    public async Task RunAsync(IAsyncStreamWriter<FrameBatch> stream, CancellationToken cancellationToken)
     {
         var batch = FrameBatch.Rent();
         var lastAck = -1L;
@@ -114,15 +107,7 @@ internal sealed class LinkWriter
                         ranOn = false;
                     }
 
-                    if (thread is null)
-                    {
-                        await waking.ConfigureAwait(false);
-                    }
-                    else
-                    {
-                        await thread.Resume(waking);
-                    }
-
+                    await waking.ConfigureAwait(false);
                     continue;
                 }
 
@@ -138,15 +123,7 @@ internal sealed class LinkWriter
 
                 var writing = stream.WriteAsync(batch, cancellationToken);
                 ranOn = _yieldEachMessage && writing.IsCompleted;
-                if (thread is null)
-                {
-                    await writing.ConfigureAwait(false);
-                }
-                else
-                {
-                    await thread.Resume(writing);
-                }
-
+                await writing.ConfigureAwait(false);
                 if (ControlTrace.Enabled)
                 {
                     TraceWritten();

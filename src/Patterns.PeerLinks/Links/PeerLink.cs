@@ -207,9 +207,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _data.Rewind(ack.LastReceived);
         _controlWriter.ClearControl();
         Touch();
-        var thread = _transport.ControlThread;
-        var reading = ReadControlAsync(control.ResponseStream, thread, token);
-        var controlWriting = _controlWriter.RunAsync(control.RequestStream, token, thread);
+        var reading = ReadControlAsync(control.ResponseStream, token);
+        var controlWriting = _controlWriter.RunAsync(control.RequestStream, token);
         await ApplyAnnouncementAsync(ack.Incarnation, ack.Version, ack.Subscriptions, token).ConfigureAwait(false);
         using var bulk = _bulkChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Bulk, null, new CallOptions(headers, cancellationToken: token));
         var bulkWriting = _bulkWriter.RunAsync(bulk.RequestStream, token);
@@ -265,11 +264,11 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
     }
 
-    private async Task ReadControlAsync(IAsyncStreamReader<FrameBatch> responses, ControlThread? thread, CancellationToken cancellationToken)
+    private async Task ReadControlAsync(IAsyncStreamReader<FrameBatch> responses, CancellationToken cancellationToken)
     {
         try
         {
-            while (thread is null ? await responses.MoveNext(cancellationToken).ConfigureAwait(false) : await thread.Resume(responses.MoveNext(cancellationToken)))
+            while (await responses.MoveNext(cancellationToken).ConfigureAwait(false))
             {
                 var batch = responses.Current;
                 try

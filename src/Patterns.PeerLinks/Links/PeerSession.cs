@@ -122,12 +122,11 @@ internal sealed class PeerSession
         }
 
         Touch();
-        var thread = _transport.ControlThread;
-        var writing = _writer.RunAsync(responses, cts.Token, thread);
+        var writing = _writer.RunAsync(responses, cts.Token);
         var watching = WatchHeartbeatAsync(cts);
         try
         {
-            while (thread is null ? await requests.MoveNext(cts.Token).ConfigureAwait(false) : await thread.Resume(requests.MoveNext(cts.Token)))
+            while (await requests.MoveNext(cts.Token).ConfigureAwait(false))
             {
                 var batch = requests.Current;
                 try
