@@ -206,6 +206,8 @@ public static class Program
 
                 var traced = 0;
                 var bulkAtStart = link.BulkBytesWritten;
+                var collections = new[] { GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2) };
+                var paused = GC.GetTotalPauseDuration();
                 var elapsed = Stopwatch.StartNew();
                 for (var i = 0; i < rounds; i++)
                 {
@@ -228,6 +230,12 @@ public static class Program
 
                 elapsed.Stop();
                 Patterns.PeerLinks.Links.ControlTrace.Enabled = false;
+
+                // A collection stops every thread, the control loops with the rest: pauses as long as the slowest pings
+                // (and at least 1% of them) would set the p99.
+                var pauses = GC.GetTotalPauseDuration() - paused;
+                var gcs = GC.CollectionCount(0) - collections[0];
+                Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: garbage collections during the pings: {gcs} (gen1 {GC.CollectionCount(1) - collections[1]}, gen2 {GC.CollectionCount(2) - collections[2]}), paused {pauses.TotalMilliseconds:N1} ms in all, {(gcs > 0 ? pauses.TotalMicroseconds / gcs : 0):N0} us per collection, {(gcs > 0 ? GC.GetGCMemoryInfo().PauseDurations[0].TotalMicroseconds : 0):N0} us the last; {100 * pauses.TotalMilliseconds / elapsed.Elapsed.TotalMilliseconds:N1}% of the time; server GC {System.Runtime.GCSettings.IsServerGC}");
                 // A ping whose writer's "written" mark came only after the probe completed is left out (see ControlTrace).
                 Console.WriteLine($"{(saturated ? "BulkSaturated" : "Idle")}: {traced} of {rounds} pings traced (the rest had a hop not yet marked when the probe completed); time from each hop to the next (mean / p50 / p99 us):");
                 for (var h = 0; h < hops.Length && traced > 0; h++)

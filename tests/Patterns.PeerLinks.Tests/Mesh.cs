@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Patterns.Messaging;
@@ -87,18 +88,29 @@ internal sealed class Mesh : IAsyncDisposable
         }
     }
 
-    /// <summary>Polls until <paramref name="condition"/> holds; fails the test instead of hanging when it does not within a minute.</summary>
+    /// <summary>
+    /// Polls until <paramref name="condition"/> holds; fails the test instead of hanging when it does not within a minute,
+    /// and stops at once when the test is cancelled (its own timeout may be shorter than the minute).
+    /// </summary>
+    /// <remarks>
+    /// The conditions have no signal of their own (a counter, a link's state), so this looks again after a pause that
+    /// doubles from 1 ms up to 10 ms: no timing is assumed, the pause only keeps the poll from spinning on a core that
+    /// the nodes under test need (a loop on <c>Task.Yield</c> did, on a 2-core machine). Every condition waited on holds
+    /// once it holds (counts that only grow, a state kept until the test moves on), so no pause can miss it.
+    /// </remarks>
     public static async Task UntilAsync(Func<bool> condition, string what)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        var waited = Stopwatch.StartNew();
+        var pause = 1;
         while (!condition())
         {
-            if (DateTime.UtcNow > deadline)
+            if (waited.Elapsed > TimeSpan.FromSeconds(60))
             {
                 throw new TimeoutException($"Waited a minute for {what}.");
             }
 
-            await Task.Yield();
+            await Task.Delay(pause, TestContext.Current.CancellationToken);
+            pause = Math.Min(pause * 2, 10);
         }
     }
 
