@@ -22,9 +22,10 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// From the route's transformer, as YARP hands it the response (or <see langword="null"/> after a failure): counts the one
     /// attempt of a request whose policy has no resilience, so such a request needs neither the resilience handler's
     /// context handoff nor an async layer around its send. A request with resilience is counted attempt by attempt by the
-    /// handler instead. Counted as the handler would: a 5xx or a failure to get a response is a failure, unless the client
-    /// aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault"/>); a request that failed
-    /// before it was sent (a request transform threw) is not counted.
+    /// handler instead. Counted as the handler would: a 5xx or a failure to get a response (a timeout included) is a failure,
+    /// unless the client aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault"/>); a
+    /// request that failed before it was sent (a request transform threw) is not counted. An answer's body is judged later,
+    /// in <see cref="Completed"/>.
     /// </summary>
     public void RecordResponse(HttpContext context, HttpResponseMessage? response, ResiliencePolicyRegistry registry)
     {
@@ -65,24 +66,22 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         return false;
     }
 
-    /// <summary>Records one attempt on <paramref name="destination"/>; a failure is a 5xx, a timeout or a transport error.</summary>
+    /// <summary>
+    /// Records one attempt on <paramref name="destination"/> as its answer's headers come (or it fails before them); a failure is
+    /// a 5xx, a timeout or a transport error. An answer that is not a failure is counted in the failure-rate window, but does
+    /// not end a run of consecutive failures yet: its body may still break off. <see cref="Completed"/> ends the run once the
+    /// body is through, or counts the answer as a failure after all.
+    /// </summary>
     public void Record(ClusterState cluster, DestinationState destination, bool failure)
     {
         var settings = ClusterPolicy.For(cluster.Model.Config).Outlier;
-        if (settings is null)
+        if (settings is null || (!failure && settings.FailureRate is null))
         {
+            // Consecutive failures only: an answer's headers change nothing (the run ends when its body is through).
             return;
         }
 
         var counters = _counters.GetValue(destination, static _ => new Counters());
-        if (!failure && settings.FailureRate is null)
-        {
-            // Consecutive failures only: a success just ends a run of failures. Without a run there is nothing to write, so the
-            // usual request neither takes the lock nor dirties the counters' cache line for the other cores.
-            counters.Succeeded();
-            return;
-        }
-
         var now = timeProvider.GetTimestamp();
         bool eject;
         lock (counters)
@@ -93,6 +92,49 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         if (eject)
         {
             TryEject(cluster, destination, counters, settings, now);
+        }
+    }
+
+    /// <summary>
+    /// From YARP's passive health hook once the request is done (the response body forwarded, or given up), for the destination
+    /// whose answer went to the client. A body that the destination broke off after its headers (YARP's
+    /// <see cref="ForwarderError.ResponseBodyDestination"/>) turns the answer counted by <see cref="Record"/> into a failure; a
+    /// complete answer that is not a 5xx ends a run of consecutive failures. A client that went away, before or during the body,
+    /// counts for nothing either way, and failures before an answer were counted as they happened.
+    /// </summary>
+    public void Completed(HttpContext context, ClusterState cluster, DestinationState destination)
+    {
+        var settings = ClusterPolicy.For(cluster.Model.Config).Outlier;
+        if (settings is null || context.RequestAborted.IsCancellationRequested)
+        {
+            return;
+        }
+
+        var response = context.Response;
+        switch (context.Features.Get<IForwarderErrorFeature>()?.Error ?? ForwarderError.None)
+        {
+            case ForwarderError.ResponseBodyDestination when !(response.HasStarted && response.StatusCode >= 500):
+                // A 5xx whose headers went out was counted as a failure already; otherwise (YARP answers 502 when nothing had
+                // gone out yet) the answer was counted as one that is not.
+                var counters = _counters.GetValue(destination, static _ => new Counters());
+                var now = timeProvider.GetTimestamp();
+                bool eject;
+                lock (counters)
+                {
+                    eject = counters.BodyFailed(now, settings, timeProvider);
+                }
+
+                if (eject)
+                {
+                    TryEject(cluster, destination, counters, settings, now);
+                }
+
+                break;
+            case ForwarderError.None when response.StatusCode < 500 && _counters.TryGetValue(destination, out var ended):
+                // Without a run there is nothing to write, so the usual request neither takes the lock nor dirties the
+                // counters' cache line for the other cores. (An answer the gateway made itself, 503 or 504, is not a success.)
+                ended.Succeeded();
+                break;
         }
     }
 
@@ -141,7 +183,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         private long _lastEjectionEnd;
         private OutlierSettings? _settings;
 
-        /// <summary>A success under consecutive-failure detection alone (no window to count in): ends a run of failures, if any.</summary>
+        /// <summary>An answer whose body came through: ends a run of failures, if any.</summary>
         public void Succeeded()
         {
             if (Volatile.Read(ref _consecutive) == 0)
@@ -167,31 +209,42 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
                 _failures = 0;
             }
 
-            var rate = settings.FailureRate;
-            if (rate is not null)
+            if (settings.FailureRate is not null)
             {
                 CountInWindow(now, settings, time);
             }
 
-            if (!failure)
-            {
-                _consecutive = 0;
-                return false;
-            }
-
-            _consecutive++;
-            if (rate is not null)
-            {
-                _failures++;
-            }
-
-            if (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
-            {
-                return true;
-            }
-
-            return rate is not null && _total >= settings.MinimumRequests && (double)_failures / _total >= rate;
+            // An answer that is not a failure ends a run of failures only once its body is through (Succeeded).
+            return failure && Failed(settings);
         }
+
+        /// <summary>An answer counted by <see cref="Add"/> as not a failure whose body the destination broke off: a failure after all.</summary>
+        public bool BodyFailed(long now, OutlierSettings settings, TimeProvider time)
+        {
+            if (!ReferenceEquals(settings, _settings) || (settings.FailureRate is not null && (_windowStart == 0 || time.GetElapsedTime(_windowStart, now) >= settings.Interval)))
+            {
+                // The window that counted the answer is over (or was counted under other settings): count it in the new one.
+                return Add(failure: true, now, settings, time);
+            }
+
+            return Failed(settings);
+        }
+
+        /// <summary>One more failure: in the run, and in the window where the attempt is counted already.</summary>
+        private bool Failed(OutlierSettings settings)
+        {
+            _consecutive++;
+            if (settings.FailureRate is not null)
+            {
+                _failures = Math.Min(_failures + 1, _total);
+            }
+
+            return Eject(settings);
+        }
+
+        private bool Eject(OutlierSettings settings) =>
+            (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
+            || (settings.FailureRate is { } rate && _total >= settings.MinimumRequests && (double)_failures / _total >= rate);
 
         private void CountInWindow(long now, OutlierSettings settings, TimeProvider time)
         {

@@ -305,14 +305,25 @@ internal sealed class ResilienceHandler(
     {
         message.Options.Set(RequestOptionKeys.Destination, destination);
         var breaker = state.Policy.HasAttemptPipeline ? AttemptPipeline(state.Policy, destination) : null;
+        ResilienceContext? attemptContext = null;
         try
         {
-            var response = breaker is null
-                ? await base.SendAsync(message, cancellationToken).ConfigureAwait(false)
-                : await breaker.ExecuteAsync(
-                    static (s, ct) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ct)),
-                    (Handler: this, Message: message),
-                    cancellationToken).ConfigureAwait(false);
+            HttpResponseMessage response;
+            if (breaker is null)
+            {
+                response = await base.SendAsync(message, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                // The attempt's state rides in the context, so the breaker can tell a timeout from a client that went away.
+                attemptContext = ResilienceContextPool.Shared.Get(cancellationToken);
+                attemptContext.Properties.Set(StateKey, state);
+                response = await breaker.ExecuteAsync(
+                    static (ctx, s) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ctx.CancellationToken)),
+                    attemptContext,
+                    (Handler: this, Message: message)).ConfigureAwait(false);
+            }
+
             var failed = (int)response.StatusCode >= 500;
             if (!failed)
             {
@@ -327,16 +338,30 @@ internal sealed class ResilienceHandler(
         {
             throw;
         }
-        catch (Exception ex) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested)
-            && !OutlierDetector.IsClientBodyFault(ex))
+        catch (Exception ex) when (IsDestinationFault(ex, state, cancellationToken))
         {
-            // An attempt cancelled because another one answered (a hedge that lost) says nothing about its destination; one
-            // cancelled by the request's timeout with no answer yet does, and counts as a failure. Neither does a client's
-            // body that the gateway's server refused while it streamed.
             outliers.Record(state.Cluster, destination, failure: true);
             throw;
         }
+        finally
+        {
+            if (attemptContext is not null)
+            {
+                ResilienceContextPool.Shared.Return(attemptContext);
+            }
+        }
     }
+
+    /// <summary>
+    /// True when an attempt that threw <paramref name="exception"/> failed on its destination's side. Not when the client went
+    /// away, nor when the attempt was cancelled because another one answered (a hedge that lost), nor for a client's body that
+    /// the gateway's server refused while it streamed: none of these says anything about the destination. An attempt cancelled
+    /// by a timeout (the request's, YARP's activity timeout, the connect timeout) with no answer yet is the destination's failure.
+    /// </summary>
+    private static bool IsDestinationFault(Exception exception, Attempts state, CancellationToken attempt) =>
+        !state.Context.RequestAborted.IsCancellationRequested
+        && !(state.Answered && attempt.IsCancellationRequested)
+        && !OutlierDetector.IsClientBodyFault(exception);
 
     private Task<HttpResponseMessage> SendInnerAsync(HttpRequestMessage message, CancellationToken cancellationToken) => base.SendAsync(message, cancellationToken);
 
@@ -624,10 +649,15 @@ internal sealed class ResilienceHandler(
                     MinimumThroughput = b.MinimumThroughput,
                     SamplingDuration = b.SamplingDuration,
                     BreakDuration = b.BreakDuration,
-                    // A client's body refused by the gateway's server says nothing about the destination (as for outlier detection).
-                    ShouldHandle = static args => new ValueTask<bool>(
-                        (args.Outcome.Exception is HttpRequestException or TimeoutRejectedException && !OutlierDetector.IsClientBodyFault(args.Outcome.Exception))
-                        || (args.Outcome.Result is { } r && (int)r.StatusCode >= 500)),
+                    // As for outlier detection: a 5xx, a transport error or a timeout (Polly's, or a cancellation that neither the
+                    // client nor a winning hedge caused: the request's timeout, YARP's activity timeout) counts; a client that went
+                    // away, a hedge that lost or a client's body refused by the gateway's server does not.
+                    ShouldHandle = static args => new ValueTask<bool>(args.Outcome.Exception is { } ex
+                        ? ex is HttpRequestException or TimeoutRejectedException or OperationCanceledException
+                            && (args.Context.Properties.TryGetValue(StateKey, out var state)
+                                ? IsDestinationFault(ex, state, args.Context.CancellationToken)
+                                : !OutlierDetector.IsClientBodyFault(ex))
+                        : args.Outcome.Result is { } r && (int)r.StatusCode >= 500),
                 });
             }
 
