@@ -47,8 +47,7 @@ internal sealed class ResilienceHandler(
         // lookup by id unless the route has none (it always has, for a proxied request).
         if (ContextHandoff.Take(request, out var policy) is not { } context
             || context.Features.Get<IReverseProxyFeature>() is not { ProxiedDestination: { } destination, Cluster: not null } feature
-            || (feature.Route.Cluster is { } routeCluster && string.Equals(routeCluster.ClusterId, clusterId, StringComparison.Ordinal) ? routeCluster
-                : lookup.TryGetCluster(clusterId, out var found) ? found : null) is not { } cluster)
+            || ClusterOf(feature) is not { } cluster)
         {
             return base.SendAsync(request, cancellationToken);
         }
@@ -110,7 +109,7 @@ internal sealed class ResilienceHandler(
             {
                 // FirstThenRetryAsync leaves the budget when it ends (an async method: nothing it throws escapes here).
                 handedOver = true;
-                return FirstThenRetryAsync(first, request, context, cluster, policy, destination, cancellationToken);
+                return FirstThenRetryAsync(first, request, context, policy, cancellationToken);
             }
 
             outliers.Record(cluster, destination, failure: false);
@@ -125,43 +124,71 @@ internal sealed class ResilienceHandler(
         }
     }
 
-    /// <summary>Awaits the first attempt (the budget entered by <see cref="FirstThenRetry"/>); keeps only what the first attempt needs, the retry path (<see cref="RetryAfterFirstAsync"/>) finds the rest again.</summary>
+    /// <summary>
+    /// Awaits the first attempt (the budget entered by <see cref="FirstThenRetry"/>). This method's state machine is the one
+    /// allocation a successful request makes here, and every parameter and every local live across an await is a field of
+    /// it: the cluster and the destination are found again from the context after the attempt instead of being carried
+    /// across the await, and the catch holds no await (which would keep the exception in a field).
+    /// </summary>
     private async Task<HttpResponseMessage> FirstThenRetryAsync(
-        Task<HttpResponseMessage> first, HttpRequestMessage request, HttpContext context, ClusterState cluster, ClusterPolicy policy, DestinationState destination, CancellationToken cancellationToken)
+        Task<HttpResponseMessage> first, HttpRequestMessage request, HttpContext context, ClusterPolicy policy, CancellationToken cancellationToken)
     {
         try
         {
-            HttpResponseMessage response;
+            // Both written only after the await (no initializer), so neither is a field of the state machine.
+            HttpResponseMessage? response;
+            Exception? error;
             try
             {
                 response = await first.ConfigureAwait(false);
+                error = null;
             }
             catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested)
             {
-                if (!OutlierDetector.IsClientBodyFault(ex))
+                response = null;
+                error = ex;
+            }
+
+            var feature = context.Features.Get<IReverseProxyFeature>()!;
+            var cluster = ClusterOf(feature)!;
+            var destination = feature.ProxiedDestination!;
+            Outcome<HttpResponseMessage> outcome;
+            if (error is not null)
+            {
+                if (!OutlierDetector.IsClientBodyFault(error))
                 {
                     outliers.Record(cluster, destination, failure: true);
                 }
 
-                return await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromException<HttpResponseMessage>(ex), cancellationToken).ConfigureAwait(false);
+                outcome = Outcome.FromException<HttpResponseMessage>(error);
             }
-
-            if (response is null)
+            else if (response is null)
             {
                 throw new InvalidOperationException($"The handler under cluster '{clusterId}' returned no response message.");
             }
+            else if ((int)response.StatusCode < 500)
+            {
+                outliers.Record(cluster, destination, failure: false);
+                return response;
+            }
+            else
+            {
+                outliers.Record(cluster, destination, failure: true);
+                outcome = Outcome.FromResult(response);
+            }
 
-            var failed = (int)response.StatusCode >= 500;
-            outliers.Record(cluster, destination, failed);
-            return failed
-                ? await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromResult(response), cancellationToken).ConfigureAwait(false)
-                : response;
+            return await RetryAfterFirstAsync(request, context, cluster, policy, destination, outcome, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             _budget.Exit();
         }
     }
+
+    /// <summary>The state of this handler's cluster for a proxied request: the route's, unless the route has none (see <see cref="SendAsync"/>).</summary>
+    private ClusterState? ClusterOf(IReverseProxyFeature feature) =>
+        feature.Route.Cluster is { } routeCluster && string.Equals(routeCluster.ClusterId, clusterId, StringComparison.Ordinal) ? routeCluster
+            : lookup.TryGetCluster(clusterId, out var found) ? found : null;
 
     /// <summary>After a failed first attempt: plans a retry and runs the retries through Polly, or returns the failure as it was.</summary>
     private Task<HttpResponseMessage> RetryAfterFirstAsync(
