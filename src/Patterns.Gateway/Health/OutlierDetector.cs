@@ -100,12 +100,15 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// whose answer went to the client. A body that the destination broke off after its headers (YARP's
     /// <see cref="ForwarderError.ResponseBodyDestination"/>) turns the answer counted by <see cref="Record"/> into a failure; a
     /// complete answer that is not a 5xx ends a run of consecutive failures. A client that went away, before or during the body,
-    /// counts for nothing either way, and failures before an answer were counted as they happened.
+    /// counts for nothing either way (YARP reports <see cref="ForwarderError.ResponseBodyClient"/> or
+    /// <see cref="ForwarderError.ResponseBodyCanceled"/>), and failures before an answer were counted as they happened. The
+    /// request's <see cref="HttpContext.RequestAborted"/> says nothing here: YARP aborts the client's connection itself when
+    /// the destination broke off a body that had started, and Kestrel signals that abort on another thread.
     /// </summary>
     public void Completed(HttpContext context, ClusterState cluster, DestinationState destination)
     {
         var settings = ClusterPolicy.For(cluster.Model.Config).Outlier;
-        if (settings is null || context.RequestAborted.IsCancellationRequested)
+        if (settings is null)
         {
             return;
         }
