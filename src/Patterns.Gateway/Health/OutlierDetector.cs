@@ -23,7 +23,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// attempt of a request whose policy has no resilience, so such a request needs neither the resilience handler's
     /// context handoff nor an async layer around its send. A request with resilience is counted attempt by attempt by the
     /// handler instead. Counted as the handler would: a 5xx or a failure to get a response (a timeout included) is a failure,
-    /// unless the client aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault"/>); a
+    /// unless the client aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault(Exception?)"/>); a
     /// request that failed before it was sent (a request transform threw) is not counted. An answer's body is judged later,
     /// in <see cref="Completed"/>.
     /// </summary>
@@ -65,6 +65,14 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
 
         return false;
     }
+
+    /// <summary>
+    /// True when <paramref name="exception"/> comes from the client's request body: refused by the gateway's own server (see
+    /// <see cref="IsClientBodyFault(Exception?)"/>), or a read of it that failed on the client's side, such as a connection reset
+    /// mid-upload (<see cref="ClientBodyStream"/>), before Kestrel signals the request's <c>RequestAborted</c>.
+    /// </summary>
+    public static bool IsClientBodyFault(Exception? exception, HttpContext context) =>
+        IsClientBodyFault(exception) || context.Request.Body is ClientBodyStream { Failed: true };
 
     /// <summary>
     /// Records one attempt on <paramref name="destination"/> as its answer's headers come (or it fails before them); a failure is

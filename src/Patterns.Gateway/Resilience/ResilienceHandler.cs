@@ -155,7 +155,7 @@ internal sealed class ResilienceHandler(
             Outcome<HttpResponseMessage> outcome;
             if (error is not null)
             {
-                if (!OutlierDetector.IsClientBodyFault(error))
+                if (!OutlierDetector.IsClientBodyFault(error, context))
                 {
                     outliers.Record(cluster, destination, failure: true);
                 }
@@ -298,7 +298,7 @@ internal sealed class ResilienceHandler(
             outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
             return response;
         }
-        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex))
+        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex, context))
         {
             outliers.Record(cluster, destination, failure: true);
             throw;
@@ -388,7 +388,7 @@ internal sealed class ResilienceHandler(
     private static bool IsDestinationFault(Exception exception, Attempts state, CancellationToken attempt) =>
         !state.Context.RequestAborted.IsCancellationRequested
         && !(state.Answered && attempt.IsCancellationRequested)
-        && !OutlierDetector.IsClientBodyFault(exception);
+        && !OutlierDetector.IsClientBodyFault(exception, state.Context);
 
     private Task<HttpResponseMessage> SendInnerAsync(HttpRequestMessage message, CancellationToken cancellationToken) => base.SendAsync(message, cancellationToken);
 
