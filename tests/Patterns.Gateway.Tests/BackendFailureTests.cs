@@ -2,6 +2,7 @@ using System.Net;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Yarp.ReverseProxy.Configuration;
 using Yarp.ReverseProxy.Forwarder;
@@ -258,6 +259,42 @@ public sealed class BackendFailureTests
         destination.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "a client that went away mid-body says nothing about the destination");
         Volatile.Write(ref whole, true);
         (await gateway.Client.GetStringAsync("/x", Ct).WaitAsync(Waits.Bound, Ct)).Should().Be("whole");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task FiveHundredWhoseBodyBreaksOffBeforeAnyByte_CountsOnce(bool withTimeout)
+    {
+        // The destination answers 503 with a declared body, then breaks off before any byte of it. The 503 is one failure,
+        // counted when its headers came; the broken-off body is the same answer, not a second failure (YARP answers 502 and
+        // reports ResponseBodyDestination, the gateway's response not started). Two failures would eject here.
+        var completed = Channel.CreateUnbounded<int>();
+        var logs = new GatewayLogs();
+        var headersReached = logs.WaitForAsync("response 503");
+        await using var broken = await Backend.StartAsync("broken", async c =>
+        {
+            c.Response.StatusCode = 503;
+            c.Response.ContentLength = 1000;
+            await c.Response.StartAsync(c.RequestAborted);
+            await c.Response.Body.FlushAsync(c.RequestAborted);
+            await headersReached.WaitAsync(c.RequestAborted);
+            c.Abort();
+        });
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "2" };
+        if (withTimeout)
+        {
+            metadata[GatewayMetadata.Timeout] = "00:00:30";
+        }
+
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (broken, null));
+        await using var gateway = await Gateways.FromCodeAsync(
+            routes, clusters, new FakeTimeProvider(), services: b => b.Logging.AddProvider(logs), app: a => a.Use(Signal(completed)));
+
+        using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct);
+        response.StatusCode.Should().Be(HttpStatusCode.BadGateway, "the body broke off before the gateway's response started");
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        logs.Of(1301).Should().BeEmpty("one answer, a 503 whose body broke off, is one failure");
     }
 
     /// <summary>A gateway middleware around everything, the proxy included, that reports each finished request's status.</summary>

@@ -124,9 +124,10 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         var response = context.Response;
         switch (context.Features.Get<IForwarderErrorFeature>()?.Error ?? ForwarderError.None)
         {
-            case ForwarderError.ResponseBodyDestination when !(response.HasStarted && response.StatusCode >= 500):
-                // A 5xx whose headers went out was counted as a failure already; otherwise (YARP answers 502 when nothing had
-                // gone out yet) the answer was counted as one that is not.
+            case ForwarderError.ResponseBodyDestination when context.Features.Get<FailedAnswer>() is null:
+                // A 5xx was counted as a failure already, when its headers came (whether or not anything had gone out to the
+                // client: YARP answers 502 when nothing had, so the status here does not tell); any other answer was counted
+                // as one that is not.
                 var counters = _counters.GetValue(destination, static _ => new Counters());
                 var now = timeProvider.GetTimestamp();
                 bool eject;
@@ -148,6 +149,12 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
                 break;
         }
     }
+
+    /// <summary>
+    /// Marks a request whose forwarded answer (the one YARP copies to the client) is a 5xx, counted as a failure when its headers
+    /// came, so that <see cref="Completed"/> does not count its broken-off body as a second one. Only a failed answer sets it.
+    /// </summary>
+    public static void MarkFailedAnswer(HttpContext context) => context.Features.Set(FailedAnswer.Instance);
 
     private void TryEject(ClusterState cluster, DestinationState destination, Counters counters, OutlierSettings settings, long now)
     {
@@ -182,6 +189,12 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         GatewayTelemetry.Ejections.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId));
         Log.Ejected(logger, destination.DestinationId, cluster.ClusterId, period);
         healthUpdater.SetPassive(cluster, destination, DestinationHealth.Unhealthy, period);
+    }
+
+    /// <summary>The mark of <see cref="MarkFailedAnswer"/>: one shared instance, the feature's presence is all it says.</summary>
+    private sealed class FailedAnswer
+    {
+        public static readonly FailedAnswer Instance = new();
     }
 
     private sealed class Counters

@@ -163,6 +163,12 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
 
         public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
         {
+            if (proxyResponse is not null && (int)proxyResponse.StatusCode >= 500)
+            {
+                // Counted as a failure already (here or in the resilience handler): a body it breaks off is not another one.
+                OutlierDetector.MarkFailedAnswer(httpContext);
+            }
+
             outliers.RecordResponse(httpContext, proxyResponse, registry);
             return inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         }
