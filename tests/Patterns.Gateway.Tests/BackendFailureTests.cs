@@ -297,6 +297,62 @@ public sealed class BackendFailureTests
         logs.Of(1301).Should().BeEmpty("one answer, a 503 whose body broke off, is one failure");
     }
 
+    [Fact]
+    public async Task StreamEndedByTheClient_EndsARunOfFailures()
+    {
+        // A stream (server-sent events, a long download) usually ends when its client goes away. Its answer and everything it
+        // sent were the destination's success, so it ends a run of failures: 503, a stream the client leaves, 503 is no run
+        // of two, which would eject here.
+        var completed = Channel.CreateUnbounded<int>();
+        var logs = new GatewayLogs();
+        var sent = Channel.CreateUnbounded<bool>();
+        var request = 0;
+        await using var backend = await Backend.StartAsync("b", async c =>
+        {
+            if (Interlocked.Increment(ref request) != 2)
+            {
+                c.Response.StatusCode = 503;
+                return;
+            }
+
+            c.Response.ContentType = "text/event-stream";
+            await c.Response.WriteAsync("data: one\n\n", c.RequestAborted);
+            await c.Response.Body.FlushAsync(c.RequestAborted);
+            sent.Writer.TryWrite(true);
+            await Task.Delay(Timeout.Infinite, c.RequestAborted);
+        });
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "2" };
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (backend, null));
+        await using var gateway = await Gateways.FromCodeAsync(
+            routes, clusters, new FakeTimeProvider(), services: b => b.Logging.AddProvider(logs), app: a => a.Use(Signal(completed)));
+
+        using (var first = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
+        {
+            first.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        }
+
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        using (var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct))
+        {
+            using var stream = await gateway.Client.GetAsync("/x", HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+            await sent.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+            var body = await stream.Content.ReadAsStreamAsync(cancel.Token);
+            (await body.ReadAsync(new byte[64], cancel.Token)).Should().BePositive("the first event came through");
+            var pending = body.ReadAsync(new byte[64], cancel.Token).AsTask();
+            await cancel.CancelAsync();
+            await pending.Invoking(p => p).Should().ThrowAsync<OperationCanceledException>();
+        }
+
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        using (var third = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
+        {
+            third.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable);
+        }
+
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        logs.Of(1301).Should().BeEmpty("the stream between the two 503s ended the run");
+    }
+
     /// <summary>A gateway middleware around everything, the proxy included, that reports each finished request's status.</summary>
     private static Func<HttpContext, RequestDelegate, Task> Signal(Channel<int> completed) => async (context, next) =>
     {

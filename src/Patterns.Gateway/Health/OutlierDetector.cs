@@ -107,9 +107,9 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// From YARP's passive health hook once the request is done (the response body forwarded, or given up), for the destination
     /// whose answer went to the client. A body that the destination broke off after its headers (YARP's
     /// <see cref="ForwarderError.ResponseBodyDestination"/>) turns the answer counted by <see cref="Record"/> into a failure; a
-    /// complete answer that is not a 5xx ends a run of consecutive failures. A client that went away, before or during the body,
-    /// counts for nothing either way (YARP reports <see cref="ForwarderError.ResponseBodyClient"/> or
-    /// <see cref="ForwarderError.ResponseBodyCanceled"/>), and failures before an answer were counted as they happened. The
+    /// complete answer that is not a 5xx ends a run of consecutive failures, and so does one whose client went away during the
+    /// body (YARP reports <see cref="ForwarderError.ResponseBodyClient"/> or <see cref="ForwarderError.ResponseBodyCanceled"/>):
+    /// never a failure. Failures before an answer were counted as they happened. The
     /// request's <see cref="HttpContext.RequestAborted"/> says nothing here: YARP aborts the client's connection itself when
     /// the destination broke off a body that had started, and Kestrel signals that abort on another thread.
     /// </summary>
@@ -142,9 +142,15 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
                 }
 
                 break;
-            case ForwarderError.None when response.StatusCode < 500 && _counters.TryGetValue(destination, out var ended):
-                // Without a run there is nothing to write, so the usual request neither takes the lock nor dirties the
-                // counters' cache line for the other cores. (An answer the gateway made itself, 503 or 504, is not a success.)
+            case ForwarderError.None or ForwarderError.ResponseBodyClient or ForwarderError.ResponseBodyCanceled
+                or ForwarderError.UpgradeRequestClient or ForwarderError.UpgradeResponseClient
+                or ForwarderError.UpgradeRequestCanceled or ForwarderError.UpgradeResponseCanceled
+                when response.StatusCode < 500 && context.Features.Get<FailedAnswer>() is null && _counters.TryGetValue(destination, out var ended):
+                // A complete answer ends a run of failures, and so does one the client left in the middle (a stream, server-sent
+                // events, a WebSocket usually end so): the destination answered and sent all it was asked to until then; without
+                // this a destination that serves streams would never end a run. (YARP answers 502 when the client left before
+                // anything went out; an answer the gateway made itself, 503 or 504, is no success either.) Without a run there
+                // is nothing to write, so the usual request neither takes the lock nor dirties the counters' cache line.
                 ended.Succeeded();
                 break;
         }
