@@ -189,6 +189,14 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         TimeSpan period;
         lock (counters)
         {
+            // Two failures that both reached the limit (on two threads, or one from the passive health hook) both get here
+            // before either's ejection shows in the destination's health: only the first ejects, so the ejection is not
+            // lengthened twice nor counted twice.
+            if (counters.IsEjected(now))
+            {
+                return;
+            }
+
             period = counters.NextEjection(now, settings, timeProvider);
         }
 
@@ -287,6 +295,9 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
 
             _total++;
         }
+
+        /// <summary>True while the last ejection this detector made lasts.</summary>
+        public bool IsEjected(long now) => _lastEjectionEnd != 0 && now < _lastEjectionEnd;
 
         /// <summary>The next ejection's length: one more base time per ejection, less one per base time spent healthy since the last.</summary>
         public TimeSpan NextEjection(long now, OutlierSettings settings, TimeProvider time)
