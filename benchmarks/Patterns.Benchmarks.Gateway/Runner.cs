@@ -318,6 +318,12 @@ internal sealed partial class Runner(int seconds, string output, int rounds = 5)
         return result;
     }
 
+    /// <summary>
+    /// User+system CPU time of <paramref name="processes"/> and, with <paramref name="includeChildren"/>, of all their
+    /// descendants (nginx's workers, which do its work while the master only waits). A process's own figure does not include
+    /// children that are still running, and the workers were not found by process name (nginx rewrites its process title to
+    /// "nginx: worker process"), which left the nginx row at 0.0: the descendants are found by parent pid in /proc instead.
+    /// </summary>
     private static TimeSpan Cpu(IReadOnlyList<Process> processes, bool includeChildren)
     {
         var total = TimeSpan.Zero;
@@ -327,12 +333,9 @@ internal sealed partial class Runner(int seconds, string output, int rounds = 5)
             total += process.TotalProcessorTime;
             if (includeChildren)
             {
-                foreach (var child in Process.GetProcessesByName(process.ProcessName))
+                foreach (var pid in Descendants(process.Id))
                 {
-                    if (child.Id != process.Id && ParentOf(child.Id) == process.Id)
-                    {
-                        total += child.TotalProcessorTime;
-                    }
+                    total += CpuOf(pid);
                 }
             }
         }
@@ -340,11 +343,65 @@ internal sealed partial class Runner(int seconds, string output, int rounds = 5)
         return total;
     }
 
-    private static int ParentOf(int pid)
+    /// <summary>The pids of every process below <paramref name="root"/>, from the parent pid in each /proc/&lt;pid&gt;/stat (none where there is no /proc).</summary>
+    private static List<int> Descendants(int root)
     {
-        var stat = File.ReadAllText($"/proc/{pid}/stat");
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return int.Parse(fields[1], CultureInfo.InvariantCulture);
+        var children = new Dictionary<int, List<int>>();
+        if (!Directory.Exists("/proc"))
+        {
+            return [];
+        }
+
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && ParentOf(pid) is { } parent)
+            {
+                (children.TryGetValue(parent, out var list) ? list : children[parent] = []).Add(pid);
+            }
+        }
+
+        var found = new List<int>();
+        var pending = new Queue<int>([root]);
+        while (pending.TryDequeue(out var pid))
+        {
+            foreach (var child in children.GetValueOrDefault(pid) ?? [])
+            {
+                found.Add(child);
+                pending.Enqueue(child);
+            }
+        }
+
+        return found;
+    }
+
+    /// <summary>The parent pid of <paramref name="pid"/>, or null when it has exited meanwhile.</summary>
+    private static int? ParentOf(int pid)
+    {
+        try
+        {
+            // Fields after the command name, which is in parentheses and may hold spaces: state, then the parent pid.
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return int.Parse(fields[1], CultureInfo.InvariantCulture);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static TimeSpan CpuOf(int pid)
+    {
+        try
+        {
+            using var process = Process.GetProcessById(pid);
+            return process.TotalProcessorTime;
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException or IOException)
+        {
+            // Exited between the scan and the read: its time is lost, as for any process that ends during a measurement.
+            return TimeSpan.Zero;
+        }
     }
 
     private static async Task<string> WrkAsync(string url, int duration, string? script)

@@ -27,7 +27,9 @@ internal static class Gateways
                 a.MapGateway();
             });
 
-    public static Task<KestrelHost> FromCodeAsync(IReadOnlyList<RouteConfig> routes, IReadOnlyList<ClusterConfig> clusters, TimeProvider? time = null, Action<WebApplicationBuilder>? services = null, Action<WebApplication>? app = null) =>
+    public static Task<KestrelHost> FromCodeAsync(
+        IReadOnlyList<RouteConfig> routes, IReadOnlyList<ClusterConfig> clusters, TimeProvider? time = null, Action<WebApplicationBuilder>? services = null, Action<WebApplication>? app = null,
+        Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols? protocols = null) =>
         KestrelHost.StartAsync(
             b =>
             {
@@ -43,7 +45,8 @@ internal static class Gateways
             {
                 app?.Invoke(a);
                 a.MapGateway();
-            });
+            },
+            protocols);
 
     /// <summary>One catch-all route to one cluster of the given backends.</summary>
     public static (RouteConfig[] Routes, ClusterConfig[] Clusters) OneCluster(

@@ -27,10 +27,11 @@ internal sealed class KestrelHost : IAsyncDisposable
 
     public IServiceProvider Services => App.Services;
 
-    public static async Task<KestrelHost> StartAsync(Action<WebApplicationBuilder> configureServices, Action<WebApplication> configureApp)
+    public static async Task<KestrelHost> StartAsync(
+        Action<WebApplicationBuilder> configureServices, Action<WebApplication> configureApp, Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols? protocols = null)
     {
         var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseKestrel(o => o.Listen(System.Net.IPAddress.Loopback, 0));
+        builder.WebHost.UseKestrel(o => o.Listen(System.Net.IPAddress.Loopback, 0, l => l.Protocols = protocols ?? l.Protocols));
         builder.Logging.ClearProviders();
         if (Environment.GetEnvironmentVariable("PATTERNS_TEST_LOG") == "1")
         {

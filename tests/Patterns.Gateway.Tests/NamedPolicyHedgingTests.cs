@@ -131,6 +131,45 @@ public sealed class NamedPolicyHedgingTests
     }
 
     [Fact]
+    public async Task Hedging_TheCancelledLoser_IsNotCountedByTheCircuitBreaker()
+    {
+        // Each request's primary reaches a-slow, which holds it; b-fast answers only then, so the primary loses and is
+        // cancelled. Two cancelled losers would be two failures in two attempts, over the ratio: the third primary would meet
+        // an open circuit and never reach a-slow.
+        var arrived = new SemaphoreSlim(0);
+        await using var slow = await Backend.StartAsync("a-slow", async c =>
+        {
+            arrived.Release();
+            await Task.Delay(Timeout.Infinite, c.RequestAborted);
+        });
+        await using var fast = await Backend.StartAsync("b-fast", async c =>
+        {
+            await arrived.WaitAsync(c.RequestAborted);
+            await c.Response.WriteAsync("b-fast", c.RequestAborted);
+        });
+        var (routes, clusters) = FirstAlphabetical("hedged", slow, fast);
+        await using var gateway = await Gateways.FromCodeAsync(
+            routes, clusters, services: b => b.AddGateway(g => g.AddResiliencePolicy("hedged", p =>
+            {
+                p.Hedging = new GatewayHedgingOptions { Delay = TimeSpan.Zero };
+                p.CircuitBreaker = new Polly.CircuitBreaker.CircuitBreakerStrategyOptions
+                {
+                    FailureRatio = 0.5,
+                    MinimumThroughput = 2,
+                    BreakDuration = TimeSpan.FromMinutes(1),
+                };
+            })));
+
+        for (var i = 0; i < 3; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct);
+            (await response.Content.ReadAsStringAsync(Ct)).Should().Be("b-fast");
+        }
+
+        slow.Hits.Should().Be(3, "a cancelled loser is no failure of its destination, so a-slow's circuit stays closed");
+    }
+
+    [Fact]
     public async Task Hedging_HedgesSpreadOverTheOtherDestinationsByTheBalancer()
     {
         // The primary attempt always goes to a-slow (first by name), which answers only when cancelled; each request's one hedge

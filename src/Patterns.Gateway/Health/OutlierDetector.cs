@@ -22,9 +22,10 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// From the route's transformer, as YARP hands it the response (or <see langword="null"/> after a failure): counts the one
     /// attempt of a request whose policy has no resilience, so such a request needs neither the resilience handler's
     /// context handoff nor an async layer around its send. A request with resilience is counted attempt by attempt by the
-    /// handler instead. Counted as the handler would: a 5xx or a failure to get a response is a failure, unless the client
-    /// aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault"/>); a request that failed
-    /// before it was sent (a request transform threw) is not counted.
+    /// handler instead. Counted as the handler would: a 5xx or a failure to get a response (a timeout included) is a failure,
+    /// unless the client aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault(Exception?)"/>); a
+    /// request that failed before it was sent (a request transform threw) is not counted. An answer's body is judged later,
+    /// in <see cref="Completed"/>.
     /// </summary>
     public void RecordResponse(HttpContext context, HttpResponseMessage? response, ResiliencePolicyRegistry registry)
     {
@@ -65,24 +66,30 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         return false;
     }
 
-    /// <summary>Records one attempt on <paramref name="destination"/>; a failure is a 5xx, a timeout or a transport error.</summary>
+    /// <summary>
+    /// True when <paramref name="exception"/> comes from the client's request body: refused by the gateway's own server (see
+    /// <see cref="IsClientBodyFault(Exception?)"/>), or a read of it that failed on the client's side, such as a connection reset
+    /// mid-upload (<see cref="ClientBodyStream"/>), before Kestrel signals the request's <c>RequestAborted</c>.
+    /// </summary>
+    public static bool IsClientBodyFault(Exception? exception, HttpContext context) =>
+        IsClientBodyFault(exception) || context.Request.Body is ClientBodyStream { Failed: true };
+
+    /// <summary>
+    /// Records one attempt on <paramref name="destination"/> as its answer's headers come (or it fails before them); a failure is
+    /// a 5xx, a timeout or a transport error. An answer that is not a failure is counted in the failure-rate window, but does
+    /// not end a run of consecutive failures yet: its body may still break off. <see cref="Completed"/> ends the run once the
+    /// body is through, or counts the answer as a failure after all.
+    /// </summary>
     public void Record(ClusterState cluster, DestinationState destination, bool failure)
     {
         var settings = ClusterPolicy.For(cluster.Model.Config).Outlier;
-        if (settings is null)
+        if (settings is null || (!failure && settings.FailureRate is null))
         {
+            // Consecutive failures only: an answer's headers change nothing (the run ends when its body is through).
             return;
         }
 
         var counters = _counters.GetValue(destination, static _ => new Counters());
-        if (!failure && settings.FailureRate is null)
-        {
-            // Consecutive failures only: a success just ends a run of failures. Without a run there is nothing to write, so the
-            // usual request neither takes the lock nor dirties the counters' cache line for the other cores.
-            counters.Succeeded();
-            return;
-        }
-
         var now = timeProvider.GetTimestamp();
         bool eject;
         lock (counters)
@@ -95,6 +102,65 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             TryEject(cluster, destination, counters, settings, now);
         }
     }
+
+    /// <summary>
+    /// From YARP's passive health hook once the request is done (the response body forwarded, or given up), for the destination
+    /// whose answer went to the client. A body that the destination broke off after its headers (YARP's
+    /// <see cref="ForwarderError.ResponseBodyDestination"/>) turns the answer counted by <see cref="Record"/> into a failure; a
+    /// complete answer that is not a 5xx ends a run of consecutive failures, and so does one whose client went away during the
+    /// body (YARP reports <see cref="ForwarderError.ResponseBodyClient"/> or <see cref="ForwarderError.ResponseBodyCanceled"/>):
+    /// never a failure. Failures before an answer were counted as they happened. The
+    /// request's <see cref="HttpContext.RequestAborted"/> says nothing here: YARP aborts the client's connection itself when
+    /// the destination broke off a body that had started, and Kestrel signals that abort on another thread.
+    /// </summary>
+    public void Completed(HttpContext context, ClusterState cluster, DestinationState destination)
+    {
+        var settings = ClusterPolicy.For(cluster.Model.Config).Outlier;
+        if (settings is null)
+        {
+            return;
+        }
+
+        var response = context.Response;
+        switch (context.Features.Get<IForwarderErrorFeature>()?.Error ?? ForwarderError.None)
+        {
+            case ForwarderError.ResponseBodyDestination when context.Features.Get<FailedAnswer>() is null:
+                // A 5xx was counted as a failure already, when its headers came (whether or not anything had gone out to the
+                // client: YARP answers 502 when nothing had, so the status here does not tell); any other answer was counted
+                // as one that is not.
+                var counters = _counters.GetValue(destination, static _ => new Counters());
+                var now = timeProvider.GetTimestamp();
+                bool eject;
+                lock (counters)
+                {
+                    eject = counters.BodyFailed(now, settings, timeProvider);
+                }
+
+                if (eject)
+                {
+                    TryEject(cluster, destination, counters, settings, now);
+                }
+
+                break;
+            case ForwarderError.None or ForwarderError.ResponseBodyClient or ForwarderError.ResponseBodyCanceled
+                or ForwarderError.UpgradeRequestClient or ForwarderError.UpgradeResponseClient
+                or ForwarderError.UpgradeRequestCanceled or ForwarderError.UpgradeResponseCanceled
+                when response.StatusCode < 500 && context.Features.Get<FailedAnswer>() is null && _counters.TryGetValue(destination, out var ended):
+                // A complete answer ends a run of failures, and so does one the client left in the middle (a stream, server-sent
+                // events, a WebSocket usually end so): the destination answered and sent all it was asked to until then; without
+                // this a destination that serves streams would never end a run. (YARP answers 502 when the client left before
+                // anything went out; an answer the gateway made itself, 503 or 504, is no success either.) Without a run there
+                // is nothing to write, so the usual request neither takes the lock nor dirties the counters' cache line.
+                ended.Succeeded();
+                break;
+        }
+    }
+
+    /// <summary>
+    /// Marks a request whose forwarded answer (the one YARP copies to the client) is a 5xx, counted as a failure when its headers
+    /// came, so that <see cref="Completed"/> does not count its broken-off body as a second one. Only a failed answer sets it.
+    /// </summary>
+    public static void MarkFailedAnswer(HttpContext context) => context.Features.Set(FailedAnswer.Instance);
 
     private void TryEject(ClusterState cluster, DestinationState destination, Counters counters, OutlierSettings settings, long now)
     {
@@ -123,12 +189,26 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         TimeSpan period;
         lock (counters)
         {
+            // Two failures that both reached the limit (on two threads, or one from the passive health hook) both get here
+            // before either's ejection shows in the destination's health: only the first ejects, so the ejection is not
+            // lengthened twice nor counted twice.
+            if (counters.IsEjected(now))
+            {
+                return;
+            }
+
             period = counters.NextEjection(now, settings, timeProvider);
         }
 
         GatewayTelemetry.Ejections.Add(1, new KeyValuePair<string, object?>(GatewayTelemetry.ClusterTag, cluster.ClusterId));
         Log.Ejected(logger, destination.DestinationId, cluster.ClusterId, period);
         healthUpdater.SetPassive(cluster, destination, DestinationHealth.Unhealthy, period);
+    }
+
+    /// <summary>The mark of <see cref="MarkFailedAnswer"/>: one shared instance, the feature's presence is all it says.</summary>
+    private sealed class FailedAnswer
+    {
+        public static readonly FailedAnswer Instance = new();
     }
 
     private sealed class Counters
@@ -141,7 +221,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         private long _lastEjectionEnd;
         private OutlierSettings? _settings;
 
-        /// <summary>A success under consecutive-failure detection alone (no window to count in): ends a run of failures, if any.</summary>
+        /// <summary>An answer whose body came through: ends a run of failures, if any.</summary>
         public void Succeeded()
         {
             if (Volatile.Read(ref _consecutive) == 0)
@@ -167,31 +247,42 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
                 _failures = 0;
             }
 
-            var rate = settings.FailureRate;
-            if (rate is not null)
+            if (settings.FailureRate is not null)
             {
                 CountInWindow(now, settings, time);
             }
 
-            if (!failure)
-            {
-                _consecutive = 0;
-                return false;
-            }
-
-            _consecutive++;
-            if (rate is not null)
-            {
-                _failures++;
-            }
-
-            if (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
-            {
-                return true;
-            }
-
-            return rate is not null && _total >= settings.MinimumRequests && (double)_failures / _total >= rate;
+            // An answer that is not a failure ends a run of failures only once its body is through (Succeeded).
+            return failure && Failed(settings);
         }
+
+        /// <summary>An answer counted by <see cref="Add"/> as not a failure whose body the destination broke off: a failure after all.</summary>
+        public bool BodyFailed(long now, OutlierSettings settings, TimeProvider time)
+        {
+            if (!ReferenceEquals(settings, _settings) || (settings.FailureRate is not null && (_windowStart == 0 || time.GetElapsedTime(_windowStart, now) >= settings.Interval)))
+            {
+                // The window that counted the answer is over (or was counted under other settings): count it in the new one.
+                return Add(failure: true, now, settings, time);
+            }
+
+            return Failed(settings);
+        }
+
+        /// <summary>One more failure: in the run, and in the window where the attempt is counted already.</summary>
+        private bool Failed(OutlierSettings settings)
+        {
+            _consecutive++;
+            if (settings.FailureRate is not null)
+            {
+                _failures = Math.Min(_failures + 1, _total);
+            }
+
+            return Eject(settings);
+        }
+
+        private bool Eject(OutlierSettings settings) =>
+            (settings.ConsecutiveFailures is { } limit && _consecutive >= limit)
+            || (settings.FailureRate is { } rate && _total >= settings.MinimumRequests && (double)_failures / _total >= rate);
 
         private void CountInWindow(long now, OutlierSettings settings, TimeProvider time)
         {
@@ -204,6 +295,9 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
 
             _total++;
         }
+
+        /// <summary>True while the last ejection this detector made lasts.</summary>
+        public bool IsEjected(long now) => _lastEjectionEnd != 0 && now < _lastEjectionEnd;
 
         /// <summary>The next ejection's length: one more base time per ejection, less one per base time spent healthy since the last.</summary>
         public TimeSpan NextEjection(long now, OutlierSettings settings, TimeProvider time)

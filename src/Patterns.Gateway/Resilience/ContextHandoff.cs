@@ -131,6 +131,7 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
 
             if (ContextHandoff.Needed(httpContext, registry) is { } policy)
             {
+                WatchClientBody(httpContext, proxyRequest);
                 ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: true);
             }
 
@@ -142,12 +143,32 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
             await pending.ConfigureAwait(false);
             if (ContextHandoff.Needed(httpContext, registry) is { } policy)
             {
+                WatchClientBody(httpContext, proxyRequest);
                 ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: false);
+            }
+        }
+
+        /// <summary>
+        /// A request whose body the forwarder streams from the client: the body is read through a <see cref="ClientBodyStream"/>
+        /// (the forwarder reads <c>Request.Body</c> only as it sends), so that the resilience handler can tell a client that went
+        /// away mid-upload from a destination that failed (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext)"/>).
+        /// </summary>
+        private static void WatchClientBody(HttpContext httpContext, HttpRequestMessage proxyRequest)
+        {
+            if (proxyRequest.Content is not null && httpContext.Request.Body is not ClientBodyStream)
+            {
+                httpContext.Request.Body = new ClientBodyStream(httpContext.Request.Body);
             }
         }
 
         public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
         {
+            if (proxyResponse is not null && (int)proxyResponse.StatusCode >= 500)
+            {
+                // Counted as a failure already (here or in the resilience handler): a body it breaks off is not another one.
+                OutlierDetector.MarkFailedAnswer(httpContext);
+            }
+
             outliers.RecordResponse(httpContext, proxyResponse, registry);
             return inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         }

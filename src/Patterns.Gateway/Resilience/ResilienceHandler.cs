@@ -47,8 +47,7 @@ internal sealed class ResilienceHandler(
         // lookup by id unless the route has none (it always has, for a proxied request).
         if (ContextHandoff.Take(request, out var policy) is not { } context
             || context.Features.Get<IReverseProxyFeature>() is not { ProxiedDestination: { } destination, Cluster: not null } feature
-            || (feature.Route.Cluster is { } routeCluster && string.Equals(routeCluster.ClusterId, clusterId, StringComparison.Ordinal) ? routeCluster
-                : lookup.TryGetCluster(clusterId, out var found) ? found : null) is not { } cluster)
+            || ClusterOf(feature) is not { } cluster)
         {
             return base.SendAsync(request, cancellationToken);
         }
@@ -110,7 +109,7 @@ internal sealed class ResilienceHandler(
             {
                 // FirstThenRetryAsync leaves the budget when it ends (an async method: nothing it throws escapes here).
                 handedOver = true;
-                return FirstThenRetryAsync(first, request, context, cluster, policy, destination, cancellationToken);
+                return FirstThenRetryAsync(first, request, context, policy, cancellationToken);
             }
 
             outliers.Record(cluster, destination, failure: false);
@@ -125,43 +124,71 @@ internal sealed class ResilienceHandler(
         }
     }
 
-    /// <summary>Awaits the first attempt (the budget entered by <see cref="FirstThenRetry"/>); keeps only what the first attempt needs, the retry path (<see cref="RetryAfterFirstAsync"/>) finds the rest again.</summary>
+    /// <summary>
+    /// Awaits the first attempt (the budget entered by <see cref="FirstThenRetry"/>). This method's state machine is the one
+    /// allocation a successful request makes here, and every parameter and every local live across an await is a field of
+    /// it: the cluster and the destination are found again from the context after the attempt instead of being carried
+    /// across the await, and the catch holds no await (which would keep the exception in a field).
+    /// </summary>
     private async Task<HttpResponseMessage> FirstThenRetryAsync(
-        Task<HttpResponseMessage> first, HttpRequestMessage request, HttpContext context, ClusterState cluster, ClusterPolicy policy, DestinationState destination, CancellationToken cancellationToken)
+        Task<HttpResponseMessage> first, HttpRequestMessage request, HttpContext context, ClusterPolicy policy, CancellationToken cancellationToken)
     {
         try
         {
-            HttpResponseMessage response;
+            // Both written only after the await (no initializer), so neither is a field of the state machine.
+            HttpResponseMessage? response;
+            Exception? error;
             try
             {
                 response = await first.ConfigureAwait(false);
+                error = null;
             }
             catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested)
             {
-                if (!OutlierDetector.IsClientBodyFault(ex))
+                response = null;
+                error = ex;
+            }
+
+            var feature = context.Features.Get<IReverseProxyFeature>()!;
+            var cluster = ClusterOf(feature)!;
+            var destination = feature.ProxiedDestination!;
+            Outcome<HttpResponseMessage> outcome;
+            if (error is not null)
+            {
+                if (!OutlierDetector.IsClientBodyFault(error, context))
                 {
                     outliers.Record(cluster, destination, failure: true);
                 }
 
-                return await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromException<HttpResponseMessage>(ex), cancellationToken).ConfigureAwait(false);
+                outcome = Outcome.FromException<HttpResponseMessage>(error);
             }
-
-            if (response is null)
+            else if (response is null)
             {
                 throw new InvalidOperationException($"The handler under cluster '{clusterId}' returned no response message.");
             }
+            else if ((int)response.StatusCode < 500)
+            {
+                outliers.Record(cluster, destination, failure: false);
+                return response;
+            }
+            else
+            {
+                outliers.Record(cluster, destination, failure: true);
+                outcome = Outcome.FromResult(response);
+            }
 
-            var failed = (int)response.StatusCode >= 500;
-            outliers.Record(cluster, destination, failed);
-            return failed
-                ? await RetryAfterFirstAsync(request, context, cluster, policy, destination, Outcome.FromResult(response), cancellationToken).ConfigureAwait(false)
-                : response;
+            return await RetryAfterFirstAsync(request, context, cluster, policy, destination, outcome, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             _budget.Exit();
         }
     }
+
+    /// <summary>The state of this handler's cluster for a proxied request: the route's, unless the route has none (see <see cref="SendAsync"/>).</summary>
+    private ClusterState? ClusterOf(IReverseProxyFeature feature) =>
+        feature.Route.Cluster is { } routeCluster && string.Equals(routeCluster.ClusterId, clusterId, StringComparison.Ordinal) ? routeCluster
+            : lookup.TryGetCluster(clusterId, out var found) ? found : null;
 
     /// <summary>After a failed first attempt: plans a retry and runs the retries through Polly, or returns the failure as it was.</summary>
     private Task<HttpResponseMessage> RetryAfterFirstAsync(
@@ -271,7 +298,7 @@ internal sealed class ResilienceHandler(
             outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
             return response;
         }
-        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex))
+        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex, context))
         {
             outliers.Record(cluster, destination, failure: true);
             throw;
@@ -305,14 +332,25 @@ internal sealed class ResilienceHandler(
     {
         message.Options.Set(RequestOptionKeys.Destination, destination);
         var breaker = state.Policy.HasAttemptPipeline ? AttemptPipeline(state.Policy, destination) : null;
+        ResilienceContext? attemptContext = null;
         try
         {
-            var response = breaker is null
-                ? await base.SendAsync(message, cancellationToken).ConfigureAwait(false)
-                : await breaker.ExecuteAsync(
-                    static (s, ct) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ct)),
-                    (Handler: this, Message: message),
-                    cancellationToken).ConfigureAwait(false);
+            HttpResponseMessage response;
+            if (breaker is null)
+            {
+                response = await base.SendAsync(message, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                // The attempt's state rides in the context, so the breaker can tell a timeout from a client that went away.
+                attemptContext = ResilienceContextPool.Shared.Get(cancellationToken);
+                attemptContext.Properties.Set(StateKey, state);
+                response = await breaker.ExecuteAsync(
+                    static (ctx, s) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ctx.CancellationToken)),
+                    attemptContext,
+                    (Handler: this, Message: message)).ConfigureAwait(false);
+            }
+
             var failed = (int)response.StatusCode >= 500;
             if (!failed)
             {
@@ -327,16 +365,30 @@ internal sealed class ResilienceHandler(
         {
             throw;
         }
-        catch (Exception ex) when (!state.Context.RequestAborted.IsCancellationRequested && !(state.Answered && cancellationToken.IsCancellationRequested)
-            && !OutlierDetector.IsClientBodyFault(ex))
+        catch (Exception ex) when (IsDestinationFault(ex, state, cancellationToken))
         {
-            // An attempt cancelled because another one answered (a hedge that lost) says nothing about its destination; one
-            // cancelled by the request's timeout with no answer yet does, and counts as a failure. Neither does a client's
-            // body that the gateway's server refused while it streamed.
             outliers.Record(state.Cluster, destination, failure: true);
             throw;
         }
+        finally
+        {
+            if (attemptContext is not null)
+            {
+                ResilienceContextPool.Shared.Return(attemptContext);
+            }
+        }
     }
+
+    /// <summary>
+    /// True when an attempt that threw <paramref name="exception"/> failed on its destination's side. Not when the client went
+    /// away, nor when the attempt was cancelled because another one answered (a hedge that lost), nor for a client's body that
+    /// the gateway's server refused while it streamed: none of these says anything about the destination. An attempt cancelled
+    /// by a timeout (the request's, YARP's activity timeout, the connect timeout) with no answer yet is the destination's failure.
+    /// </summary>
+    private static bool IsDestinationFault(Exception exception, Attempts state, CancellationToken attempt) =>
+        !state.Context.RequestAborted.IsCancellationRequested
+        && !(state.Answered && attempt.IsCancellationRequested)
+        && !OutlierDetector.IsClientBodyFault(exception, state.Context);
 
     private Task<HttpResponseMessage> SendInnerAsync(HttpRequestMessage message, CancellationToken cancellationToken) => base.SendAsync(message, cancellationToken);
 
@@ -624,10 +676,15 @@ internal sealed class ResilienceHandler(
                     MinimumThroughput = b.MinimumThroughput,
                     SamplingDuration = b.SamplingDuration,
                     BreakDuration = b.BreakDuration,
-                    // A client's body refused by the gateway's server says nothing about the destination (as for outlier detection).
-                    ShouldHandle = static args => new ValueTask<bool>(
-                        (args.Outcome.Exception is HttpRequestException or TimeoutRejectedException && !OutlierDetector.IsClientBodyFault(args.Outcome.Exception))
-                        || (args.Outcome.Result is { } r && (int)r.StatusCode >= 500)),
+                    // As for outlier detection: a 5xx, a transport error or a timeout (Polly's, or a cancellation that neither the
+                    // client nor a winning hedge caused: the request's timeout, YARP's activity timeout) counts; a client that went
+                    // away, a hedge that lost or a client's body refused by the gateway's server does not.
+                    ShouldHandle = static args => new ValueTask<bool>(args.Outcome.Exception is { } ex
+                        ? ex is HttpRequestException or TimeoutRejectedException or OperationCanceledException
+                            && (args.Context.Properties.TryGetValue(StateKey, out var state)
+                                ? IsDestinationFault(ex, state, args.Context.CancellationToken)
+                                : !OutlierDetector.IsClientBodyFault(ex))
+                        : args.Outcome.Result is { } r && (int)r.StatusCode >= 500),
                 });
             }
 

@@ -1,0 +1,95 @@
+namespace Patterns.Gateway.Resilience;
+
+/// <summary>
+/// The client's request body as the forwarder reads it for an attempt under resilience: remembers that a read failed on the
+/// client's side (the connection reset or aborted mid-upload, the server refusing the body), so that the attempt's failure is
+/// not counted against the destination. The request's <c>RequestAborted</c> cannot tell: Kestrel signals it on the thread
+/// pool, after the read has already failed. A read cancelled by the forwarder's own token (the destination stopped taking the
+/// body, or a timeout) is not the client's doing and is not marked.
+/// </summary>
+internal sealed class ClientBodyStream(Stream inner) : Stream
+{
+    private volatile bool _failed;
+
+    /// <summary>Gets a value indicating whether reading the client's body failed on the client's side.</summary>
+    public bool Failed => _failed;
+
+    public override bool CanRead => true;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => false;
+
+    public override long Length => throw new NotSupportedException();
+
+    public override long Position
+    {
+        get => throw new NotSupportedException();
+        set => throw new NotSupportedException();
+    }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        try
+        {
+            return inner.Read(buffer);
+        }
+        catch (Exception ex) when (Mark(ex, default))
+        {
+            throw;
+        }
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        ValueTask<int> read;
+        try
+        {
+            read = inner.ReadAsync(buffer, cancellationToken);
+        }
+        catch (Exception ex) when (Mark(ex, cancellationToken))
+        {
+            throw;
+        }
+
+        return read.IsCompletedSuccessfully ? read : Awaited(read, cancellationToken);
+    }
+
+    private async ValueTask<int> Awaited(ValueTask<int> read, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await read.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (Mark(ex, cancellationToken))
+        {
+            throw;
+        }
+    }
+
+    /// <summary>Marks a failed read as the client's unless the caller's token cancelled it; never catches (an exception filter).</summary>
+    private bool Mark(Exception exception, CancellationToken cancellationToken)
+    {
+        if (!(exception is OperationCanceledException && cancellationToken.IsCancellationRequested))
+        {
+            _failed = true;
+        }
+
+        return false;
+    }
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}
