@@ -93,6 +93,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     /// <summary>Gets how many times an instance was loaded by replaying its history (the cold path).</summary>
     public int Replays => Volatile.Read(ref _replays);
 
+    private int _released;
+
+    /// <summary>Gets how many ended runs' executors let go of their last task's objects (<see cref="WorkflowExecutor.Release"/>; tests watch it).</summary>
+    public int ReleasedExecutors => Volatile.Read(ref _released);
+
     /// <summary>Gets whether activity tasks go straight to an in-process transport after the commit (an outbox adds nothing there: both are lost with the process, and recovery re-sends them).</summary>
     public bool DirectDispatch { get; }
 
@@ -362,6 +367,12 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             AfterCommit(slot, executor, events);
             Committed?.Invoke(slot.InstanceId, events);
             Answer(executor, pending);
+            if (executor.Final is not null && !ReferenceEquals(slot.Executor, executor))
+            {
+                executor.Release(); // the run ended and the slot dropped it: nothing reads it again
+                Interlocked.Increment(ref _released);
+            }
+
             return;
         }
     }
@@ -416,7 +427,10 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     }
 
     private WorkflowExecutor CreateExecutor(WorkflowDefinition definition, InstanceSlot slot, int run) =>
-        new(definition, _services, _serializer, slot.InstanceId, run, Options.ContinueAsNewSuggestedAfter, () => Enqueue(slot.InstanceId, new EscapeItem()));
+        new(definition, _services, _serializer, slot.InstanceId, run, Options.ContinueAsNewSuggestedAfter, () => Enqueue(slot.InstanceId, new EscapeItem()))
+        {
+            Stream = StreamOf(slot.InstanceId, run),
+        };
 
     private async Task FaultAsync(InstanceSlot slot, Exception error, List<WorkItem> items)
     {
