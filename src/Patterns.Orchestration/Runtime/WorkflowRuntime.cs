@@ -199,7 +199,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 pending.RemoveAll(static i => i is EscapeItem && i.Done.IsCompleted is false && Complete(i));
             }
 
-            if (pending.OfType<TerminateItem>().FirstOrDefault() is { } terminate)
+            if (pending.Find(static i => i is TerminateItem) is TerminateItem terminate)
             {
                 await TerminateAsync(slot, terminate.Reason).ConfigureAwait(false);
                 foreach (var item in pending)
@@ -230,7 +230,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             var isNew = false;
             if (executor is null)
             {
-                var start = pending.OfType<StartItem>().FirstOrDefault()
+                var start = pending.Find(static i => i is StartItem) as StartItem
                     ?? (record is { NextInput: not null, ClosedAt: null } next ? new StartItem(next.Type, next.NextInput.Length == 0 ? null : next.NextInput, next.ParentId, next.ParentSeq) : null);
                 if (start is null)
                 {
@@ -351,7 +351,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 slot.Executor = null;
                 if (ex is DuplicateMessageException duplicate)
                 {
-                    pending.RemoveAll(i => claimed.Any(c => c.Item == i && c.MessageId == duplicate.MessageId) && Complete(i));
+                    RemoveDuplicate(pending, claimed, duplicate.MessageId);
                 }
 
                 if (isNew && ex is WrongExpectedVersionException)
@@ -376,6 +376,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             return;
         }
     }
+
+    // A method of its own: a lambda here that captured the batch's claims would make every workflow task allocate their
+    // closure up front (they are declared at the top of each attempt), duplicate or not.
+    private static void RemoveDuplicate(List<WorkItem> pending, List<(WorkItem Item, string MessageId)> claimed, string messageId) =>
+        pending.RemoveAll(i => claimed.Any(c => c.Item == i && c.MessageId == messageId) && Complete(i));
 
     private static bool Complete(WorkItem item)
     {
