@@ -291,7 +291,7 @@ internal sealed partial class WorkflowRuntime
 
     // Every kind's name is a constant: a name built for each event would be one more string per event, kept for ever by an
     // in-memory store with the event.
-    private static string EventTypeOf(HistoryEventKind kind) => kind switch
+    internal static string EventTypeOf(HistoryEventKind kind) => kind switch
     {
         HistoryEventKind.Started => "wf.Started",
         HistoryEventKind.ActivityCompleted => "wf.ActivityCompleted",
