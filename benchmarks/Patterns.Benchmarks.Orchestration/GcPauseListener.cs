@@ -37,6 +37,21 @@ internal sealed class GcPauseListener : EventListener
     }
 
     private readonly List<(DateTime At, double Milliseconds)> _suspendingAfter = [];
+    private readonly List<(DateTime At, long SurvivedGen0, long SurvivedGen1)> _survivals = [];
+
+    /// <summary>
+    /// Gets the bytes that survived generation 0 (moved into generation 1) and generation 1 (moved into generation 2),
+    /// summed over the collections that ended between <paramref name="from"/> and <paramref name="to"/> (the runtime's
+    /// GCHeapStats event, TotalPromotedSize0 and TotalPromotedSize1).
+    /// </summary>
+    public (long SurvivedGen0, long SurvivedGen1) Survived(DateTime from, DateTime to)
+    {
+        lock (_lock)
+        {
+            var window = _survivals.Where(s => s.At >= from && s.At <= to).ToList();
+            return (window.Sum(s => s.SurvivedGen0), window.Sum(s => s.SurvivedGen1));
+        }
+    }
 
     public IReadOnlyList<(DateTime At, double Milliseconds, int Generation)> Pauses
     {
@@ -83,6 +98,16 @@ internal sealed class GcPauseListener : EventListener
                     var ms = (_suspendedEnd - _suspended).TotalMilliseconds;
                     _suspending += ms;
                     _suspendingAfter.Add((_suspended, ms));
+                }
+
+                break;
+            case { } name when name.StartsWith("GCHeapStats", StringComparison.Ordinal):
+                lock (_lock)
+                {
+                    _survivals.Add((
+                        e.TimeStamp,
+                        Convert.ToInt64(e.Payload![e.PayloadNames!.IndexOf("TotalPromotedSize0")], System.Globalization.CultureInfo.InvariantCulture),
+                        Convert.ToInt64(e.Payload![e.PayloadNames!.IndexOf("TotalPromotedSize1")], System.Globalization.CultureInfo.InvariantCulture)));
                 }
 
                 break;

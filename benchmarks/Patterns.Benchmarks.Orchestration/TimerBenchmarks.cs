@@ -50,6 +50,8 @@ public static class TimerBenchmarks
             due["t" + i] = start.AddTicks(TimeSpan.FromSeconds(10).Ticks * i / timers).UtcTicks;
         }
 
+        GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
+        var (liveBeforeStarts, allocatedBeforeStarts) = (GC.GetTotalMemory(forceFullCollection: false), GC.GetTotalAllocatedBytes());
         var starts = new List<Task>(timers);
         for (var i = 0; i < timers; i++)
         {
@@ -59,12 +61,23 @@ public static class TimerBenchmarks
         await Task.WhenAll(starts);
         starts = null!;
         var armedBy = DateTimeOffset.UtcNow;
+        var startAllocated = GC.GetTotalAllocatedBytes() - allocatedBeforeStarts;
         var compacted = Environment.GetEnvironmentVariable("PATTERNS_TIMER_COMPACT") != "0";
         if (compacted)
         {
             // The start burst's survivors go to the old generation now, not in the first collections of the measured window.
             GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
         }
+
+        // What one armed timer costs: its start's allocation, and (after the full collection) what it keeps alive while it waits.
+        var armed = FormattableString.Invariant($"{startAllocated / (double)timers / 1024:N2} KB allocated per start");
+        if (compacted)
+        {
+            armed += FormattableString.Invariant($", {(GC.GetTotalMemory(forceFullCollection: false) - liveBeforeStarts) / (double)timers / 1024:N2} KB live per armed timer (its waiting workflow and its store entries)");
+        }
+
+        Console.WriteLine(FormattableString.Invariant($"{armed}; the first timer is due at {start:HH:mm:ss.fff} UTC"));
+        using var allocations = Environment.GetEnvironmentVariable("PATTERNS_ALLOC_TYPES") == "1" ? new AllocListener() : null;
 
         var overran = DateTimeOffset.UtcNow > start
             ? FormattableString.Invariant($"**Not valid: the starts (and the collection after them) ended {(DateTimeOffset.UtcNow - start).TotalSeconds:N1} s after the first due time; run again with a longer start delay.** ")
@@ -80,9 +93,11 @@ public static class TimerBenchmarks
         var (allocatedBefore, cpuAtFirst, threadsAtFirst) = (GC.GetTotalAllocatedBytes(), Environment.CpuUsage.TotalTime, System.Threading.ThreadPool.ThreadCount);
         await all.Task.WaitAsync(TimeSpan.FromMinutes(5));
         var firedAt = DateTime.UtcNow;
+        allocations?.Print(30);
         var info = GC.GetGCMemoryInfo(GCKind.Ephemeral);
+        var (survived0, survived1) = gc.Survived(start.UtcDateTime, firedAt);
         var perTimer = FormattableString.Invariant(
-            $"{(GC.GetTotalAllocatedBytes() - allocatedBefore) / (double)timers / 1024:N2} KB allocated and {(Environment.CpuUsage.TotalTime - cpuAtFirst).TotalMilliseconds * 1000 / timers:N0} µs CPU per fired timer; thread pool {threadsAtFirst} threads at the first due time, {System.Threading.ThreadPool.ThreadCount} at the end; {gc.SuspendingSince(start.UtcDateTime):N0} ms of the pauses were spent stopping threads");
+            $"{(GC.GetTotalAllocatedBytes() - allocatedBefore) / (double)timers / 1024:N2} KB allocated and {(Environment.CpuUsage.TotalTime - cpuAtFirst).TotalMilliseconds * 1000 / timers:N0} µs CPU per fired timer; thread pool {threadsAtFirst} threads at the first due time, {System.Threading.ThreadPool.ThreadCount} at the end; {gc.SuspendingSince(start.UtcDateTime):N0} ms of the pauses were spent stopping threads; per fired timer {survived0 / (double)timers / 1024:N2} KB survived generation 0 and {survived1 / (double)timers / 1024:N2} KB generation 1");
         if (compacted)
         {
             // What the fired timers left alive (a full collection drops what was only carried by dead old objects).
@@ -118,7 +133,7 @@ public static class TimerBenchmarks
             |---:|---:|---:|---:|---:|---:|
             | {timers:N0} | {P(0.5)} | {P(0.9)} | {P(0.99)} | {lateness[^1].ToString("N1", CultureInfo.InvariantCulture)} | {idleCpu.ToString("N2", CultureInfo.InvariantCulture)} |
 
-            While the timers went off (from the first due time to the last commit): {firing}; {lastGc}; {perTimer}.
+            Armed: {armed}. While the timers went off (from the first due time to the last commit): {firing}; {lastGc}; {perTimer}.
 
             Machine: {Environment.ProcessorCount} cores, .NET {Environment.Version}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.
             """;

@@ -49,7 +49,7 @@ public sealed class WorkflowReplayer
             throw new InvalidOperationException($"The replayer has no workflow '{history.WorkflowType}'; add it with AddWorkflow<T>().");
         }
 
-        var executor = new WorkflowExecutor(definition, _services, _serializer, history.InstanceId, history.Run, int.MaxValue, static () => { });
+        var executor = new WorkflowExecutor(definition, _services, _serializer, history.InstanceId, history.Run, int.MaxValue, static () => { }) { Stream = history.InstanceId };
         executor.Replay(history.Events);
     }
 

@@ -46,7 +46,7 @@ internal sealed partial class WorkflowExecutor
         var completion = new TaskCompletionSource<byte[]?>();
         // When replaying, the recorded event (with its result) stands in for running it again; it still resolves when the
         // live task resolved it, once the code waits, so that the code runs in the same order as it did live.
-        (_operations ??= [])[seq] = new Operation(command, completion);
+        (_operations ??= [])[seq] = new Operation(command, completion) { Owner = this };
         (_locals ??= []).Add(new LocalActivity(command, body));
         return completion.Task;
     }
@@ -58,18 +58,21 @@ internal sealed partial class WorkflowExecutor
             return Task.FromResult(payload);
         }
 
-        var waiter = new SignalWaiter(name, new TaskCompletionSource<byte[]?>());
+        var waiter = new SignalWaiter(name, new TaskCompletionSource<byte[]?>()) { Owner = this };
         (_signalWaiters ??= []).Add(waiter);
         if (cancellationToken.CanBeCanceled)
         {
             // Removed once the signal arrives: a workflow that waits for signals in a loop would pile them up on its token.
-            waiter.Registration = cancellationToken.Register(() =>
-            {
-                if (_signalWaiters?.Remove(waiter) == true)
+            waiter.Registration = cancellationToken.Register(
+                static (state, token) =>
                 {
-                    waiter.Completion.TrySetCanceled(cancellationToken);
-                }
-            });
+                    var waiting = (SignalWaiter)state!;
+                    if (waiting.Owner._signalWaiters?.Remove(waiting) == true)
+                    {
+                        waiting.Completion.TrySetCanceled(token);
+                    }
+                },
+                waiter);
         }
 
         return waiter.Completion.Task;
@@ -178,7 +181,7 @@ internal sealed partial class WorkflowExecutor
     private Task<byte[]?> Wait(HistoryEvent command, CancellationToken cancellationToken)
     {
         var completion = new TaskCompletionSource<byte[]?>();
-        var operation = new Operation(command, completion);
+        var operation = new Operation(command, completion) { Owner = this };
         (_operations ??= [])[command.Seq] = operation;
         if (cancellationToken.CanBeCanceled)
         {
@@ -189,13 +192,19 @@ internal sealed partial class WorkflowExecutor
             }
             else
             {
-                operation.Registration = cancellationToken.Register(() =>
-                {
-                    if (Abandon(command))
+                // A static callback with the operation as its state: a closure and a delegate per wait would live as long
+                // as the wait (every armed timer, every running activity), for a cancellation that rarely comes. Callbacks
+                // still run in registration order (last first), as before.
+                operation.Registration = cancellationToken.Register(
+                    static (state, token) =>
                     {
-                        completion.TrySetCanceled(cancellationToken);
-                    }
-                });
+                        var waiting = (Operation)state!;
+                        if (waiting.Owner.Abandon(waiting.Command))
+                        {
+                            waiting.Completion.TrySetCanceled(token);
+                        }
+                    },
+                    operation);
             }
         }
 

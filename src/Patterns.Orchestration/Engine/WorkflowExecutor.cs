@@ -61,6 +61,9 @@ internal sealed partial class WorkflowExecutor
 
     public string InstanceId { get; }
 
+    /// <summary>Gets the run's stream name (built once: a name built again for every commit would be kept by an in-memory store with each event).</summary>
+    public required string Stream { get; init; }
+
     public int Run { get; }
 
     public WorkflowDefinition Definition => _definition;
@@ -108,6 +111,29 @@ internal sealed partial class WorkflowExecutor
     public bool HasSeenUpdate(string updateId) => _seenMessageIds?.Contains(UpdateKey(updateId)) == true;
 
     private static string UpdateKey(string updateId) => "update:" + updateId;
+
+    /// <summary>Gets whether an activity is scheduled and not yet completed (without allocating: asked after every run's end).</summary>
+    public bool HasPendingActivities
+    {
+        get
+        {
+            if (_operations is null)
+            {
+                return false;
+            }
+
+            // The dictionary's own enumerator: its Values collection would be allocated once and kept by the dictionary.
+            foreach (var (_, operation) in _operations)
+            {
+                if (operation.Command.Kind == HistoryEventKind.ActivityScheduled)
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
 
     /// <summary>Gets the activities scheduled and not yet completed (to re-dispatch after a crash).</summary>
     public IEnumerable<HistoryEvent> PendingActivities => (_operations?.Values ?? Enumerable.Empty<Operation>()).Where(static o => o.Command.Kind == HistoryEventKind.ActivityScheduled).Select(static o => o.Command);
@@ -248,7 +274,36 @@ internal sealed partial class WorkflowExecutor
     public void Committed(int count)
     {
         Version += count;
-        _commands = []; // not kept while the instance waits (nor their buffer: 100,000 waiting instances add up)
+
+        // Not kept while the instance waits (nor their buffer: 100,000 waiting instances add up). The list itself is kept
+        // and only its buffer dropped: a waiting instance's list is in the old generation by the time its next task runs,
+        // and a new list (or a buffer left in the old one) would be young memory that the old, soon dead, executor keeps
+        // alive through every young collection until a full one (see Release).
+        _commands.Clear();
+        _commands.Capacity = 0;
+    }
+
+    /// <summary>
+    /// Lets go of what the run's last task left on the executor, once the run has ended and the runtime has dropped it.
+    /// </summary>
+    /// <remarks>
+    /// A waiting instance's executor has reached the old generation by the time its timer fires (or its signal arrives). When
+    /// that last task ends the run, the executor is garbage, but young collections do not look at old objects' liveness:
+    /// whatever young memory the dead executor still points to (the new instance summary, the final event and its result)
+    /// survives them and is copied into the old generation, where it stays until a full collection. With 100,000 timers
+    /// firing within seconds this was a large part of what each young collection copied.
+    /// </remarks>
+    public void Release()
+    {
+        Record = null;
+        Final = null;
+        CustomStatus = null;
+        _commands.Clear();
+        _commands.Capacity = 0;
+        _held = null;
+        _openUpdates = null;
+        _locals = null;
+        _abandoned = null;
     }
 
     /// <summary>Runs a query handler on the workflow's scheduler.</summary>
@@ -514,12 +569,18 @@ internal sealed partial class WorkflowExecutor
 
     private sealed record Operation(HistoryEvent Command, TaskCompletionSource<byte[]?> Completion)
     {
+        /// <summary>Gets the executor that waits (the state of the static cancellation callback).</summary>
+        public required WorkflowExecutor Owner { get; init; }
+
         /// <summary>Gets or sets the registration on the wait's cancellation token, removed once the operation resolves (a long run would pile them up).</summary>
         public CancellationTokenRegistration Registration { get; set; }
     }
 
     private sealed record SignalWaiter(string Name, TaskCompletionSource<byte[]?> Completion)
     {
+        /// <summary>Gets the executor that waits (the state of the static cancellation callback).</summary>
+        public required WorkflowExecutor Owner { get; init; }
+
         /// <summary>Gets or sets the registration on the wait's cancellation token, removed once the signal arrives.</summary>
         public CancellationTokenRegistration Registration { get; set; }
     }

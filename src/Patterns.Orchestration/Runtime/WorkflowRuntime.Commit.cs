@@ -23,7 +23,7 @@ internal sealed partial class WorkflowRuntime
             serialized[i] = new SerializedEvent(Guid.NewGuid(), EventTypeOf(events[i].Kind), JsonSerializer.SerializeToUtf8Bytes(events[i], OrchestrationJson.Default.HistoryEvent), now);
         }
 
-        var stream = StreamOf(id, executor.Run);
+        var stream = executor.Stream;
         var after = isNew ? 0 : executor.Version;
         var work = Fence(new UnitOfWork(), id).Append(stream, isNew ? ExpectedVersion.NoStream : ExpectedVersion.Exact(after), serialized);
         foreach (var e in events)
@@ -193,7 +193,7 @@ internal sealed partial class WorkflowRuntime
             return;
         }
 
-        if (executor.PendingActivities.Any())
+        if (executor.HasPendingActivities)
         {
             CancelActivities(id, IncarnationOf(executor), executor.Run, null); // the run ended without waiting for them
         }
@@ -289,13 +289,30 @@ internal sealed partial class WorkflowRuntime
         }
     }
 
-    private static string EventTypeOf(HistoryEventKind kind) => kind switch
+    // Every kind's name is a constant: a name built for each event would be one more string per event, kept for ever by an
+    // in-memory store with the event.
+    internal static string EventTypeOf(HistoryEventKind kind) => kind switch
     {
         HistoryEventKind.Started => "wf.Started",
-        HistoryEventKind.ActivityScheduled => "wf.ActivityScheduled",
         HistoryEventKind.ActivityCompleted => "wf.ActivityCompleted",
-        HistoryEventKind.TimerStarted => "wf.TimerStarted",
+        HistoryEventKind.ActivityFailed => "wf.ActivityFailed",
         HistoryEventKind.TimerFired => "wf.TimerFired",
+        HistoryEventKind.SignalReceived => "wf.SignalReceived",
+        HistoryEventKind.ChildCompleted => "wf.ChildCompleted",
+        HistoryEventKind.ChildFailed => "wf.ChildFailed",
+        HistoryEventKind.UpdateRequested => "wf.UpdateRequested",
+        HistoryEventKind.CancelRequested => "wf.CancelRequested",
+        HistoryEventKind.Terminated => "wf.Terminated",
+        HistoryEventKind.ActivityScheduled => "wf.ActivityScheduled",
+        HistoryEventKind.TimerStarted => "wf.TimerStarted",
+        HistoryEventKind.LocalActivityCompleted => "wf.LocalActivityCompleted",
+        HistoryEventKind.ChildStarted => "wf.ChildStarted",
+        HistoryEventKind.PatchMarker => "wf.PatchMarker",
+        HistoryEventKind.UpdateCompleted => "wf.UpdateCompleted",
+        HistoryEventKind.Completed => "wf.Completed",
+        HistoryEventKind.Failed => "wf.Failed",
+        HistoryEventKind.Canceled => "wf.Canceled",
+        HistoryEventKind.ContinuedAsNew => "wf.ContinuedAsNew",
         _ => "wf." + kind,
     };
 }

@@ -93,6 +93,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     /// <summary>Gets how many times an instance was loaded by replaying its history (the cold path).</summary>
     public int Replays => Volatile.Read(ref _replays);
 
+    private int _released;
+
+    /// <summary>Gets how many ended runs' executors let go of their last task's objects (<see cref="WorkflowExecutor.Release"/>; tests watch it).</summary>
+    public int ReleasedExecutors => Volatile.Read(ref _released);
+
     /// <summary>Gets whether activity tasks go straight to an in-process transport after the commit (an outbox adds nothing there: both are lost with the process, and recovery re-sends them).</summary>
     public bool DirectDispatch { get; }
 
@@ -194,7 +199,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 pending.RemoveAll(static i => i is EscapeItem && i.Done.IsCompleted is false && Complete(i));
             }
 
-            if (pending.OfType<TerminateItem>().FirstOrDefault() is { } terminate)
+            if (pending.Find(static i => i is TerminateItem) is TerminateItem terminate)
             {
                 await TerminateAsync(slot, terminate.Reason).ConfigureAwait(false);
                 foreach (var item in pending)
@@ -225,7 +230,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             var isNew = false;
             if (executor is null)
             {
-                var start = pending.OfType<StartItem>().FirstOrDefault()
+                var start = pending.Find(static i => i is StartItem) as StartItem
                     ?? (record is { NextInput: not null, ClosedAt: null } next ? new StartItem(next.Type, next.NextInput.Length == 0 ? null : next.NextInput, next.ParentId, next.ParentSeq) : null);
                 if (start is null)
                 {
@@ -346,7 +351,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 slot.Executor = null;
                 if (ex is DuplicateMessageException duplicate)
                 {
-                    pending.RemoveAll(i => claimed.Any(c => c.Item == i && c.MessageId == duplicate.MessageId) && Complete(i));
+                    RemoveDuplicate(pending, claimed, duplicate.MessageId);
                 }
 
                 if (isNew && ex is WrongExpectedVersionException)
@@ -362,9 +367,20 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             AfterCommit(slot, executor, events);
             Committed?.Invoke(slot.InstanceId, events);
             Answer(executor, pending);
+            if (executor.Final is not null && !ReferenceEquals(slot.Executor, executor))
+            {
+                executor.Release(); // the run ended and the slot dropped it: nothing reads it again
+                Interlocked.Increment(ref _released);
+            }
+
             return;
         }
     }
+
+    // A method of its own: a lambda here that captured the batch's claims would make every workflow task allocate their
+    // closure up front (they are declared at the top of each attempt), duplicate or not.
+    private static void RemoveDuplicate(List<WorkItem> pending, List<(WorkItem Item, string MessageId)> claimed, string messageId) =>
+        pending.RemoveAll(i => claimed.Any(c => c.Item == i && c.MessageId == messageId) && Complete(i));
 
     private static bool Complete(WorkItem item)
     {
@@ -416,7 +432,10 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     }
 
     private WorkflowExecutor CreateExecutor(WorkflowDefinition definition, InstanceSlot slot, int run) =>
-        new(definition, _services, _serializer, slot.InstanceId, run, Options.ContinueAsNewSuggestedAfter, () => Enqueue(slot.InstanceId, new EscapeItem()));
+        new(definition, _services, _serializer, slot.InstanceId, run, Options.ContinueAsNewSuggestedAfter, () => Enqueue(slot.InstanceId, new EscapeItem()))
+        {
+            Stream = StreamOf(slot.InstanceId, run),
+        };
 
     private async Task FaultAsync(InstanceSlot slot, Exception error, List<WorkItem> items)
     {
