@@ -28,6 +28,9 @@ public abstract class EtlBranch<T>
         /// <summary>Gets the rows handed to the branch's sink in the last <see cref="WriteAsync"/> (after its filter and map).</summary>
         public int LastWritten { get; protected set; }
 
+        /// <summary>Gets the index, in the batch of the last <see cref="WriteAsync"/>, of the row the branch's filter or map threw on, or null.</summary>
+        public int? FailedRow { get; protected set; }
+
         public abstract ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken);
 
         public abstract ValueTask ResetAsync(CancellationToken cancellationToken);
@@ -141,7 +144,17 @@ public sealed class EtlBranchBuilder<T, TRow>
 
             public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
             {
-                Take(rows.Span);
+                FailedRow = null;
+                try
+                {
+                    Take(rows.Span);
+                }
+                catch
+                {
+                    _rows.Clear();
+                    throw;
+                }
+
                 LastWritten = _rows.Rows.Length;
                 try
                 {
@@ -159,9 +172,19 @@ public sealed class EtlBranchBuilder<T, TRow>
 
             private void Take(ReadOnlySpan<T> rows)
             {
-                foreach (var row in rows)
+                var i = 0;
+                try
                 {
-                    _take(row);
+                    for (; i < rows.Length; i++)
+                    {
+                        _take(rows[i]);
+                    }
+                }
+                catch
+                {
+                    // The batch's row the filter or map threw on: a queue source blames only the message it came from.
+                    FailedRow = i;
+                    throw;
                 }
             }
         }
@@ -218,6 +241,9 @@ public sealed class EtlBranchException : Exception
 
     /// <summary>Gets the failed branch's name.</summary>
     public string? Branch { get; init; }
+
+    /// <summary>Gets the index, in the batch, of the row the branch's filter or map threw on; null when its sink failed.</summary>
+    internal int? Row { get; init; }
 }
 
 /// <summary>
@@ -354,7 +380,7 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
                 {
                     if (tasks[i].Exception?.InnerException is { } error)
                     {
-                        throw new EtlBranchException($"ETL job '{job}': multicast branch '{_states[i].Writer.Name}' failed: {error.Message}", error) { Branch = _states[i].Writer.Name };
+                        throw new EtlBranchException($"ETL job '{job}': multicast branch '{_states[i].Writer.Name}' failed: {error.Message}", error) { Branch = _states[i].Writer.Name, Row = _states[i].Writer.FailedRow };
                     }
                 }
 
