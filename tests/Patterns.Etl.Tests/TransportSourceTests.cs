@@ -982,7 +982,7 @@ public sealed class TransportSourceTests
         }
 
         var sink = new RecordingSink(failOnBatch: null);
-        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue)
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
             .DistinctBy(r => r.Id, maxBytes: 400)
             .To(sink, "dedupe")
             .RunAsync().WaitAsync(Wait);
@@ -990,6 +990,10 @@ public sealed class TransportSourceTests
         var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
         error.Message.Should().StartWith("ETL job 'dedupe' stopped: the DistinctBy stage would hold 12 keys in about 432 bytes, more than its memory budget of 400 bytes (maxBytes).");
         error.Stage.Should().Be("DistinctBy");
+
+        // Every message's keys filled the budget, not the last one's: none is blamed (before, with maxDeliveries 1, the
+        // message whose key passed it was dead-lettered).
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty();
     }
 
     [Fact]
