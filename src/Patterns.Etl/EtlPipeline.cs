@@ -295,9 +295,15 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             var stage = ReferenceEquals(failure, _run.StageError) ? _run.FailedStage : null;
-            if (ReferenceEquals(failure, _run.RowlessFailure) || (_failedThrough is null && failure is EtlMemoryBudgetExceededException))
+            if (NoMessageCaused(failure))
             {
-                return EtlBlame.Nobody(stage ?? "a stage");
+                // The messages before the one it surfaced on were committed (CommitBeforeFailedMessageAsync), so the next
+                // run starts at that message with the stage empty. Only a DistinctBy that fails on the run's first message
+                // holds that message's keys alone: it is to blame.
+                return failure is EtlMemoryBudgetExceededException { Stage: "DistinctBy" } && !ReferenceEquals(failure, _run.RowlessFailure)
+                    && _run.RowInStages && _run.Source.Offset == _run.Resume.Offset + 1
+                    ? EtlBlame.One(_run.Source.Offset, stage ?? "a stage")
+                    : EtlBlame.Nobody(stage ?? "a stage");
             }
 
             if (_failedThrough is { } through)
@@ -322,6 +328,13 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             return new EtlBlame(long.MinValue, _run.Source.Offset, stage ?? "the run");
         }
+
+        /// <summary>
+        /// Whether a stage failed for a reason no row caused: its build side could not be read (<see cref="EtlRun.RowlessFailure"/>),
+        /// or it passed its memory budget (its keys or groups are every message's of the run, not the last one's).
+        /// </summary>
+        private bool NoMessageCaused(Exception failure) =>
+            _failedThrough is null && (ReferenceEquals(failure, _run.RowlessFailure) || failure is EtlMemoryBudgetExceededException);
 
         private async Task<EtlRunResult> RunCoreAsync(EtlFlow<T> flow, CancellationToken cancellationToken)
         {
@@ -399,6 +412,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
             catch (Exception ex)
             {
                 streamFailure = ex;
+            }
+
+            if (streamFailure is not null && messageBound && Volatile.Read(ref _loadFailure) is null && NoMessageCaused(streamFailure))
+            {
+                await CommitBeforeFailedMessageAsync().ConfigureAwait(false);
             }
 
             var stopped = cancellationToken.IsCancellationRequested || _loadFailure is not null;
@@ -732,6 +750,46 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 }
 
                 _messageBytes = 0;
+            }
+
+            // A stage failed for a reason no message caused, on a message's row: the rows of the messages before it (complete,
+            // and past every stage) are committed, just before it, as when a message starts a fresh batch. Without this, a
+            // run that takes many messages at once would fail with them all every time (a DistinctBy past its budget at
+            // the same message of each run), and none would ever be acknowledged. The failed message's own rows, when they
+            // are in the open batch with nothing before them, are dropped with it.
+            async ValueTask CommitBeforeFailedMessageAsync()
+            {
+                if (_messageDone)
+                {
+                    await JoinMessageRowsAsync().ConfigureAwait(false);
+                }
+
+                if (!_buffering && _ofSourceRow > 0)
+                {
+                    return;
+                }
+
+                var earlier = _buffering ? _inBatch - _ofSourceRow : _inBatch;
+                _messageRows?.Clear();
+                _buffering = false;
+                if (earlier <= 0)
+                {
+                    return;
+                }
+
+                if (_sealedSlots is { } slots)
+                {
+                    await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
+                var offset = _run.Source.Offset;
+                var before = offset - 1;
+                var bookmark = _options.Bookmarks ? _run.Source.Capture(completed: false) with { Offset = before, Line = before } : null;
+                Enqueue(new EtlCommit(bookmark, _run.TakeQuarantine(offset)) { Position = before });
+                _inBatch = 0;
+                _batchBytes = 0;
+                _messageBytes = 0;
+                await batcher.FlushAsync(CancellationToken.None).ConfigureAwait(false);
             }
 
             // The open batch is handed to the loader (not waited for).

@@ -912,6 +912,88 @@ public sealed class TransportSourceTests
         consumed.Should().HaveCount(3);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ADistinctByPastItsBudget_CommitsTheMessagesBeforeTheOneItFailedOn_SoTheNextRunGoesOn_EachLoadedOnce_NoneDeadLettered(bool rabbitMq)
+    {
+        // 20 messages of one key each; the DistinctBy holds 11 keys in its budget and fails at the 12th message of a run.
+        // That is no message's fault, and the run commits the 11 messages before it, so the next run (whose keys start
+        // empty) goes on from there. Before, the open batch was dropped with the failure: with the 20 messages taken at
+        // once, every run failed at its 12th message having committed nothing, and no message was ever acknowledged.
+        var queue = "dedupe-progress-" + Guid.NewGuid().ToString("N");
+        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        async Task SendAsync()
+        {
+            for (var i = 1; i <= 20; i++)
+            {
+                await sender.SendAsync(queue, new Reading(i, i));
+            }
+        }
+
+        if (rabbitMq)
+        {
+            await SendAsync();
+        }
+
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxUnacknowledged: 100, maxDeliveries: 1)
+            .DistinctBy(r => r.Id, maxBytes: 400)
+            .To(sink, "dedupe-progress");
+
+        var first = new RecordingSink(failOnBatch: null);
+        var running = Pipeline(first).RunAsync();
+        if (!rabbitMq)
+        {
+            await subscribed.Task.WaitAsync(Wait);
+            await SendAsync();
+        }
+
+        var run = async () => await running.WaitAsync(Wait);
+        await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>();
+        first.Rows.Should().HaveCount(11, "the messages before the one the budget failed on are committed");
+        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
+        (await letters.PeekAsync(queue)).Should().BeEmpty("no message is to blame for the budget");
+
+        var second = new RecordingSink(failOnBatch: null);
+        using var stop = new CancellationTokenSource(Wait);
+        second.OnCommit = () =>
+        {
+            if (second.Rows.Count >= 9)
+            {
+                stop.Cancel();
+            }
+        };
+        (await Pipeline(second).RunAsync(options: null, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        first.Rows.Concat(second.Rows).Select(r => r.Id).Order().Should().Equal(Enumerable.Range(1, 20), "each message is loaded once");
+        (await letters.PeekAsync(queue)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task AMessageWhoseOwnRowsPassADistinctBysBudget_IsBlamed_AndDeadLetteredAfterMaxDeliveries()
+    {
+        // One message makes 13 rows of distinct keys, more than the DistinctBy's budget holds, at the start of a run: its
+        // rows alone passed the budget, so it is blamed (dead-lettered with maxDeliveries 1). Before, no message was
+        // blamed: every run failed on it, and it was never acknowledged nor dead-lettered.
+        var queue = "dedupe-alone-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(13, 13));
+
+        var sink = new RecordingSink(failOnBatch: null);
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+            .SelectMany(r => Enumerable.Range(1, r.Id).Select(i => new Reading(i, r.Value)))
+            .DistinctBy(r => r.Id, maxBytes: 400)
+            .To(sink, "dedupe-alone")
+            .RunAsync().WaitAsync(Wait);
+
+        await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>();
+        sink.Rows.Should().BeEmpty();
+        var letter = (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().ContainSingle().Which;
+        letter.Reason.Should().StartWith("ETL job 'dedupe-alone': stage 2 (DistinctBy) failed on message ");
+    }
+
     [Fact]
     public async Task ExpiredConsumedIds_ArePrunedInBoundedChunks_EachBatchAgainWhileAChunkWasFull()
     {
