@@ -17,8 +17,26 @@ internal interface IEtlAcknowledgements
 
     /// <summary>The run ended: what is not acknowledged goes back to the transport to be delivered again, and the subscription stops.</summary>
     /// <param name="failure">Why the run failed, or <see langword="null"/>.</param>
-    /// <param name="failedFrom">With a failure, the first position to blame: a message before it (a batch committed before the one that failed covers it, or it made no row, or a stage failed on a later message's row) is handed back uncounted.</param>
-    /// <param name="failedThrough">With a failure, the last position to blame: the last of the batch that failed, or the position of the row a stage failed on (then also <paramref name="failedFrom"/>). The messages between the two count a failed delivery.</param>
+    /// <param name="blame">With a failure, the messages to blame (they count a failed delivery; the others are handed back uncounted) and what failed, for the dead-letter reason.</param>
     /// <returns>A task that completes when the subscription has stopped.</returns>
-    ValueTask EndAsync(Exception? failure, long failedFrom, long failedThrough);
+    ValueTask EndAsync(Exception? failure, EtlBlame blame);
+}
+
+/// <summary>
+/// The messages a failed run blames: those at source positions <see cref="From"/> to <see cref="Through"/> count a failed
+/// delivery (and are dead-lettered after <c>maxDeliveries</c>); the others are handed back uncounted.
+/// </summary>
+/// <param name="From">The first position blamed: a message before it (a batch committed before the one that failed covers it, or it made no row, or a stage failed on a later message's row) is handed back uncounted.</param>
+/// <param name="Through">The last position blamed: the last of the batch that failed, or the position of the message whose row failed (then also <paramref name="From"/>).</param>
+/// <param name="Cause">What failed, as dead-letter reasons name it: <c>stage 2 (Select)</c>, <c>the batch loaded by sink 'orders'</c>.</param>
+internal readonly record struct EtlBlame(long From, long Through, string Cause)
+{
+    /// <summary>Blames the message at <paramref name="position"/> alone.</summary>
+    public static EtlBlame One(long position, string cause) => new(position, position, cause);
+
+    /// <summary>Blames no message.</summary>
+    public static EtlBlame Nobody(string cause) => new(long.MaxValue, long.MinValue, cause);
+
+    /// <summary>Whether the message at <paramref name="position"/> is blamed.</summary>
+    public bool Covers(long position) => position >= From && position <= Through;
 }

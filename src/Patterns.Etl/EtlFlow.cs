@@ -94,13 +94,17 @@ public static class Etl
 /// </remarks>
 public sealed class EtlFlow<T>
 {
-    internal EtlFlow(string sourceName, Func<EtlRun, StreamOptions, DataStream<T>> build, bool resumable, bool incremental)
+    internal EtlFlow(string sourceName, Func<EtlRun, StreamOptions, DataStream<T>> build, bool resumable, bool incremental, int stages = 0)
     {
         SourceName = sourceName;
         Build = build;
         Resumable = resumable;
         Incremental = incremental;
+        Stages = stages;
     }
+
+    /// <summary>Gets how many stages the flow has after its source: the next stage is number <c>Stages + 1</c> in errors.</summary>
+    internal int Stages { get; }
 
     internal bool Incremental { get; }
 
@@ -116,7 +120,7 @@ public sealed class EtlFlow<T>
     public EtlFlow<T> Where(Func<T, bool> predicate)
     {
         ArgumentNullException.ThrowIfNull(predicate);
-        return Then((run, stream) => stream.Where(predicate));
+        return Then("Where", (run, stream) => stream.Where(predicate));
     }
 
     /// <summary>Maps each row.</summary>
@@ -126,7 +130,7 @@ public sealed class EtlFlow<T>
     public EtlFlow<TOut> Select<TOut>(Func<T, TOut> selector)
     {
         ArgumentNullException.ThrowIfNull(selector);
-        return Then((run, stream) => stream.Select(selector));
+        return Then("Select", (run, stream) => stream.Select(selector));
     }
 
     /// <summary>Maps each row to any number of rows (a split of one row into several).</summary>
@@ -136,7 +140,7 @@ public sealed class EtlFlow<T>
     public EtlFlow<TOut> SelectMany<TOut>(Func<T, IEnumerable<TOut>> selector)
     {
         ArgumentNullException.ThrowIfNull(selector);
-        return Then((run, stream) => stream.SelectMany(selector));
+        return Then("SelectMany", (run, stream) => stream.SelectMany(selector));
     }
 
     /// <summary>
@@ -152,7 +156,7 @@ public sealed class EtlFlow<T>
     {
         ArgumentNullException.ThrowIfNull(rule);
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
-        return Then((run, stream) => stream.Where(row =>
+        return Then($"Validate '{name}'", (run, stream) => stream.Where(row =>
         {
             if (rule(row) is not { } error)
             {
@@ -195,10 +199,10 @@ public sealed class EtlFlow<T>
         var budget = maxBytes ?? long.MaxValue;
         if (size is not null && spill.Enabled)
         {
-            return Then((run, stream) => new OperatorStream<T, T>(stream, "DistinctBy", null, (next, context, _) => new SpillingDistinctStage<T, TKey>(next, run, key, comparer, size, budget, spill, context.Run.StopToken), null));
+            return Then("DistinctBy", (run, stream) => new OperatorStream<T, T>(stream, "DistinctBy", null, (next, context, _) => new SpillingDistinctStage<T, TKey>(next, run, key, comparer, size, budget, spill, context.Run.StopToken), null));
         }
 
-        return Then((run, stream) =>
+        return Then("DistinctBy", (run, stream) =>
         {
             var seen = new HashSet<TKey>(comparer);
             long held = 0;
@@ -234,7 +238,7 @@ public sealed class EtlFlow<T>
         ArgumentNullException.ThrowIfNull(lookup);
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(result);
-        return Then((run, stream) =>
+        return Then("Lookup", (run, stream) =>
         {
             var session = lookup.Open();
             return stream.SelectAsync((row, ct) =>
@@ -285,7 +289,7 @@ public sealed class EtlFlow<T>
         spill.Validate(nameof(spill));
         if (maxBuildBytes is { } budget && spill.Enabled)
         {
-            return Then((run, stream) => new OperatorStream<T, TOut>(stream, "Join", null, (next, context, _) => new SpillingJoinStage<T, TRight, TKey, TOut>(next, run, right, leftKey, rightKey, result, maxBuildRows, budget, size!, spill, context.Run.StopToken), null));
+            return Then("Join", (run, stream) => new OperatorStream<T, TOut>(stream, "Join", null, (next, context, _) => new SpillingJoinStage<T, TRight, TKey, TOut>(next, run, right, leftKey, rightKey, result, maxBuildRows, budget, size!, spill, context.Run.StopToken), null));
         }
 
         return new EtlFlow<TOut>(
@@ -293,7 +297,7 @@ public sealed class EtlFlow<T>
             (run, options) =>
             {
                 var table = new Lazy<Task<Dictionary<TKey, List<TRight>>>>(() => BuildAsync(run, right, rightKey, maxBuildRows, maxBuildBytes, size));
-                return Build(run, options).SelectAsync((row, ct) =>
+                return EtlStageTag<T>.Before(Build(run, options), run, StageLabel("Join")).SelectAsync((row, ct) =>
                     {
                         var built = table.Value;
 #pragma warning disable CA1849 // The task has completed.
@@ -303,7 +307,8 @@ public sealed class EtlFlow<T>
                     .SelectMany(pair => JoinRows(pair, result));
             },
             Resumable,
-            Incremental);
+            Incremental,
+            Stages + 1);
 
         static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, leftKey(row) is { } key && table.TryGetValue(key, out var matches) ? matches : null);
 
@@ -514,8 +519,15 @@ public sealed class EtlFlow<T>
         }
     }
 
-    private EtlFlow<TOut> Then<TOut>(Func<EtlRun, DataStream<T>, DataStream<TOut>> stage) =>
-        new(SourceName, (run, options) => stage(run, Build(run, options)), Resumable, Incremental);
+    /// <summary>A stage of the flow, tagged with its kind and place for the dead-letter reasons of a transport source.</summary>
+    private EtlFlow<TOut> Then<TOut>(string kind, Func<EtlRun, DataStream<T>, DataStream<TOut>> stage)
+    {
+        var label = StageLabel(kind);
+        return new(SourceName, (run, options) => stage(run, EtlStageTag<T>.Before(Build(run, options), run, label)), Resumable, Incremental, Stages + 1);
+    }
+
+    /// <summary>How errors name the next stage: its place after the source and its kind (<c>stage 2 (Select)</c>).</summary>
+    private string StageLabel(string kind) => string.Create(CultureInfo.InvariantCulture, $"stage {Stages + 1} ({kind})");
 
     /// <summary>A stage that must see every row before it emits: the upstream runs as its own stream pipeline into it, then its output starts a new one.</summary>
     private EtlFlow<TOut> Blocking<TOut>(Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume) =>
@@ -528,7 +540,8 @@ public sealed class EtlFlow<T>
                 return DataStream.From(EmitAsync(run, upstream, consume), options);
             },
             Resumable,
-            Incremental);
+            Incremental,
+            Stages + 1);
 
     private static async IAsyncEnumerable<TOut> EmitAsync<TOut>(EtlRun run, DataStream<T> upstream, Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
@@ -546,7 +559,21 @@ public sealed class EtlFlow<T>
         }
     }
 
+    /// <summary>Reads the join's build side into memory, at the first left row: a failure is the build side's, not that row's (a transport source blames no message for it).</summary>
     private static async Task<Dictionary<TKey, List<TRight>>> BuildAsync<TRight, TKey>(EtlRun run, EtlSource<TRight> right, Func<TRight, TKey> rightKey, int maxBuildRows, long? maxBuildBytes, Func<TRight, long>? size)
+        where TKey : notnull
+    {
+        try
+        {
+            return await BuildTableAsync(run, right, rightKey, maxBuildRows, maxBuildBytes, size).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (run.FailedWithoutRow(ex))
+        {
+            throw;
+        }
+    }
+
+    private static async Task<Dictionary<TKey, List<TRight>>> BuildTableAsync<TRight, TKey>(EtlRun run, EtlSource<TRight> right, Func<TRight, TKey> rightKey, int maxBuildRows, long? maxBuildBytes, Func<TRight, long>? size)
         where TKey : notnull
     {
         var table = new Dictionary<TKey, List<TRight>>();

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Patterns.Batching;
@@ -211,6 +212,15 @@ public sealed class EtlPipeline<T> : EtlPipeline
         private Exception? _oversized;
         private long _oversizedAt;
 
+        // A queue source's rows, each with the position of the message it came from, in the order they went into batches
+        // (the stream adds, the loader takes each batch's): a branch of a multicast that fails on one row of a batch blames
+        // only that row's message. _messageAt is the position of the message whose rows are held apart.
+        private ConcurrentQueue<long>? _origins;
+        private long[] _rowOrigins = [];
+        private long _messageAt;
+        private long? _failedRowAt;
+        private string? _failedBranch;
+
         public Loader(EtlRun run, EtlSinkWriter<T> writer, string sinkName, EtlRunOptions options, int preferredBatchSize, Func<T, long>? rowSize, long started)
         {
             _run = run;
@@ -251,8 +261,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 {
                     try
                     {
-                        var (from, through) = Blame(failure);
-                        await held.EndAsync(failure, from, through).ConfigureAwait(false);
+                        await held.EndAsync(failure, Blame(failure)).ConfigureAwait(false);
                     }
                     catch (Exception ex) when (failure is not null)
                     {
@@ -263,26 +272,69 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
         }
 
-        /// <summary>The source positions a failed run blames (a transport source counts a failed delivery against the messages between them).</summary>
-        private (long From, long Through) Blame(Exception? failure)
+        /// <summary>The messages a failed run blames (a transport source counts a failed delivery against them), and what failed.</summary>
+        private EtlBlame Blame(Exception? failure)
         {
-            // A message too big for a batch of its own is the only one to blame: the batch before it committed.
-            if (failure is not null && _oversized is { } oversized && (ReferenceEquals(failure, oversized) || ReferenceEquals(failure.InnerException, oversized)))
+            if (failure is null)
             {
-                return (_oversizedAt, _oversizedAt);
+                return EtlBlame.Nobody("the run");
+            }
+
+            // A message too big for a batch of its own is the only one to blame: the batch before it committed.
+            if (_oversized is { } oversized && (ReferenceEquals(failure, oversized) || ReferenceEquals(failure.InnerException, oversized)))
+            {
+                return EtlBlame.One(_oversizedAt, "the loader (the message's rows do not fit in one batch)");
+            }
+
+            // No message is at fault: a batch that records a message id a committed batch already recorded (a copy the check
+            // missed), a stage whose build side could not be read, a stage past its memory budget (its keys or groups are
+            // every message's, not the last one's).
+            if (EtlAlreadyConsumedException.Caused(failure))
+            {
+                return EtlBlame.Nobody($"the batch loaded by sink '{_sinkName}'");
+            }
+
+            var stage = ReferenceEquals(failure, _run.StageError) ? _run.FailedStage : null;
+            if (NoMessageCaused(failure))
+            {
+                // The messages before the one it surfaced on were committed (CommitBeforeFailedMessageAsync), so the next
+                // run starts at that message with the stage empty. Only a DistinctBy that fails on the run's first message
+                // holds that message's keys alone: it is to blame.
+                return failure is EtlMemoryBudgetExceededException { Stage: "DistinctBy" } && !ReferenceEquals(failure, _run.RowlessFailure)
+                    && _run.RowInStages && _run.Source.Offset == _run.Resume.Offset + 1
+                    ? EtlBlame.One(_run.Source.Offset, stage ?? "a stage")
+                    : EtlBlame.Nobody(stage ?? "a stage");
+            }
+
+            if (_failedThrough is { } through)
+            {
+                // A batch failed at the sink. A branch of a multicast that failed in its filter or map names the row: its
+                // message is the only one to blame. Otherwise the sink cannot say which row it failed on: every message of
+                // the batch (and those before it that no commit covers) is blamed.
+                return _failedRowAt is { } row
+                    ? EtlBlame.One(row, $"multicast branch '{_failedBranch}' (its Where, Select or SelectMany)")
+                    : new EtlBlame(long.MinValue, through, $"the batch loaded by sink '{_sinkName}'");
             }
 
             // A stage failed on a row (a transform threw; not a commit): every stage runs on the stream's task one source row
-            // at a time, so that row came from the message at the source's position, the only one to blame. Where rows no
-            // longer track positions (a stage that holds rows and lets them go later) the row may be any held one's: then,
-            // as for a failed commit, every message of the open batch up to the source's position is blamed.
-            if (_failedThrough is null && _run.RowInStages && _run.PositionsTrackRows)
+            // at a time, so that row came from the message at the source's position, the only one to blame. A queue source
+            // refuses the stages that hold rows and let them go later (OrderBy, Aggregate, a spilling DistinctBy or Join),
+            // so its rows always track positions; were it not so, or had the source itself failed (the subscription), every
+            // message of the open batch up to the source's position would be blamed, as for a failed batch.
+            if (_run.RowInStages && _run.PositionsTrackRows)
             {
-                return (_run.Source.Offset, _run.Source.Offset);
+                return EtlBlame.One(_run.Source.Offset, stage ?? "a stage");
             }
 
-            return (long.MinValue, _failedThrough ?? _run.Source.Offset);
+            return new EtlBlame(long.MinValue, _run.Source.Offset, stage ?? "the run");
         }
+
+        /// <summary>
+        /// Whether a stage failed for a reason no row caused: its build side could not be read (<see cref="EtlRun.RowlessFailure"/>),
+        /// or it passed its memory budget (its keys or groups are every message's of the run, not the last one's).
+        /// </summary>
+        private bool NoMessageCaused(Exception failure) =>
+            _failedThrough is null && (ReferenceEquals(failure, _run.RowlessFailure) || failure is EtlMemoryBudgetExceededException);
 
         private async Task<EtlRunResult> RunCoreAsync(EtlFlow<T> flow, CancellationToken cancellationToken)
         {
@@ -309,6 +361,12 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     "every acknowledged message would be lost with the temporary file. Load the messages into a database table (or another queue) and export that to a file.");
             }
 
+            if (stream is not null)
+            {
+                // What the loader raises on the stream's task is not the last stage's.
+                stream = EtlStageTag<T>.Before(stream, _run, "the loader");
+            }
+
             if (_run.MaxUnacknowledged is { } maxUnacknowledged)
             {
                 // A transport source holds each message until the batch that includes it commits: with batches of at most
@@ -322,6 +380,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             // that makes that many rows on its own fails the run rather than be split across two commits.
             var holds = _run.PositionsTrackRows;
             var messageBound = holds && _run.MaxUnacknowledged is not null;
+            _origins = messageBound ? new ConcurrentQueue<long>() : null;
             _holdLimit = holds ? 2 * _batchSize : _batchSize;
             _sealedBookmark = _run.Resume;
             var batcher = Batcher.Create<T>(
@@ -353,6 +412,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
             catch (Exception ex)
             {
                 streamFailure = ex;
+            }
+
+            if (streamFailure is not null && messageBound && Volatile.Read(ref _loadFailure) is null && NoMessageCaused(streamFailure))
+            {
+                await CommitBeforeFailedMessageAsync().ConfigureAwait(false);
             }
 
             var stopped = cancellationToken.IsCancellationRequested || _loadFailure is not null;
@@ -462,6 +526,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                         // A message's first row: alone in the open batch, its rows go straight in; after earlier messages'
                         // rows, they wait apart until it is known whether they fit beside them.
                         _buffering = _inBatch > 0;
+                        _messageAt = _run.Source.Offset;
                     }
 
                     if (_buffering)
@@ -475,6 +540,13 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 if (_rowSize is not null)
                 {
                     _batchBytes += _rowSize(row);
+                    if (messageBound && _batchBytes > _maxBatchBytes)
+                    {
+                        // Alone in its batch (the rows of earlier messages were committed before it), the message's rows pass
+                        // MaxBatchBytes: as for one that fills a batch to its limit in rows, nothing of it is committed, and
+                        // only it is blamed.
+                        throw TooBigInBytes(_batchBytes);
+                    }
                 }
 
                 if (_inBatch == _holdLimit && _pending is not null && messageBound)
@@ -506,8 +578,28 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     return _sealedSlots is { } slots ? HoldAsync(row, slots, ct) : HoldCore(row, ct);
                 }
 
-                var adding = batcher.AddAsync(row, ct);
+                var adding = AddRowAsync(row, _run.Source.Offset, ct);
                 return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
+            }
+
+            // A row goes into the open batch: a queue source's with the position of its message. The position goes in first,
+            // so that it is there when the batch the row seals is loaded; one whose row a stop kept out stays after every
+            // batch's (only the batch it would have ended is loaded after it, and takes only its own rows' positions).
+            ValueTask<bool> AddRowAsync(T row, long origin, CancellationToken ct)
+            {
+                _origins?.Enqueue(origin);
+                return batcher.AddAsync(row, ct);
+            }
+
+            // Alone in its batch, a queue source's message makes rows of more bytes than MaxBatchBytes: the run fails.
+            InvalidOperationException TooBigInBytes(long bytes)
+            {
+                _oversizedAt = _run.Source.Offset;
+                var error = new InvalidOperationException(
+                    string.Create(CultureInfo.InvariantCulture, $"ETL job '{_run.Job}' reads {_run.SourceName}: message {_run.MessageId ?? "(no id)"} has made {_ofSourceRow} rows of {bytes:N0} bytes so far, more than MaxBatchBytes ({_maxBatchBytes:N0} bytes; rows measured by the sink or by WithRowSize). ") +
+                    "A message's rows are loaded with one commit, so that it is loaded exactly once: make MaxBatchBytes at least the size of the largest message's rows, or send smaller messages.");
+                _oversized = error;
+                return error;
             }
 
             async ValueTask HoldAsync(T row, SemaphoreSlim slots, CancellationToken ct)
@@ -519,7 +611,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             ValueTask HoldCore(T row, CancellationToken ct)
             {
                 _pending = Commit(completed: false);
-                var adding = batcher.AddAsync(row, ct);
+                var adding = AddRowAsync(row, _run.Source.Offset, ct);
                 return adding.IsCompletedSuccessfully ? default : AwaitAddAsync(adding);
             }
 
@@ -537,7 +629,8 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     _messageBytes += size;
                 }
 
-                return _inBatch < _holdLimit ? default : StartFreshBatchAsync();
+                // Rows held apart never pass MaxBatchBytes with the earlier messages' rows: the limit holds for a queue source.
+                return _inBatch < _holdLimit && (_rowSize is null || _batchBytes <= _maxBatchBytes) ? default : StartFreshBatchAsync();
             }
 
             async ValueTask StartFreshBatchAsync()
@@ -558,6 +651,12 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 _buffering = false;
                 _inBatch = _ofSourceRow;
                 _batchBytes = _messageBytes;
+                if (_rowSize is not null && _batchBytes > _maxBatchBytes)
+                {
+                    // Alone, the message's rows still pass MaxBatchBytes: it cannot be loaded in one batch.
+                    throw TooBigInBytes(_batchBytes);
+                }
+
                 await AddMessageRowsAsync().ConfigureAwait(false);
 
                 // The message is now alone in its batch: held whole, as one that started there is.
@@ -644,13 +743,53 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 {
                     foreach (var row in rows)
                     {
-                        await batcher.AddAsync(row, CancellationToken.None).ConfigureAwait(false);
+                        await AddRowAsync(row, _messageAt, CancellationToken.None).ConfigureAwait(false);
                     }
 
                     rows.Clear();
                 }
 
                 _messageBytes = 0;
+            }
+
+            // A stage failed for a reason no message caused, on a message's row: the rows of the messages before it (complete,
+            // and past every stage) are committed, just before it, as when a message starts a fresh batch. Without this, a
+            // run that takes many messages at once would fail with them all every time (a DistinctBy past its budget at
+            // the same message of each run), and none would ever be acknowledged. The failed message's own rows, when they
+            // are in the open batch with nothing before them, are dropped with it.
+            async ValueTask CommitBeforeFailedMessageAsync()
+            {
+                if (_messageDone)
+                {
+                    await JoinMessageRowsAsync().ConfigureAwait(false);
+                }
+
+                if (!_buffering && _ofSourceRow > 0)
+                {
+                    return;
+                }
+
+                var earlier = _buffering ? _inBatch - _ofSourceRow : _inBatch;
+                _messageRows?.Clear();
+                _buffering = false;
+                if (earlier <= 0)
+                {
+                    return;
+                }
+
+                if (_sealedSlots is { } slots)
+                {
+                    await slots.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+
+                var offset = _run.Source.Offset;
+                var before = offset - 1;
+                var bookmark = _options.Bookmarks ? _run.Source.Capture(completed: false) with { Offset = before, Line = before } : null;
+                Enqueue(new EtlCommit(bookmark, _run.TakeQuarantine(offset)) { Position = before });
+                _inBatch = 0;
+                _batchBytes = 0;
+                _messageBytes = 0;
+                await batcher.FlushAsync(CancellationToken.None).ConfigureAwait(false);
             }
 
             // The open batch is handed to the loader (not waited for).
@@ -846,6 +985,19 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
 
             batch.Items.CopyTo(_rows);
+            if (_origins is { } origins)
+            {
+                if (_rowOrigins.Length < count)
+                {
+                    _rowOrigins = new long[count];
+                }
+
+                for (var i = 0; i < count; i++)
+                {
+                    _rowOrigins[i] = origins.TryDequeue(out var origin) ? origin : long.MinValue;
+                }
+            }
+
             var began = _run.Time.GetTimestamp();
             try
             {
@@ -873,6 +1025,13 @@ public sealed class EtlPipeline<T> : EtlPipeline
             catch (Exception ex)
             {
                 _failedThrough = commit.Position;
+                if (ex is EtlBranchException { Row: { } row, Branch: var branch } && _origins is not null && row < count && _rowOrigins[row] != long.MinValue)
+                {
+                    // A branch's filter or map failed on one row of the batch: its message is known.
+                    _failedRowAt = _rowOrigins[row];
+                    _failedBranch = branch;
+                }
+
                 Volatile.Write(ref _loadFailure, ex);
                 await _stop.CancelAsync().ConfigureAwait(false);
             }

@@ -70,6 +70,36 @@ internal sealed class EtlRun
     /// <summary>Gets or sets the source position the last sealed batch's commit covers (stream task).</summary>
     public long SealedPosition { get; set; }
 
+    /// <summary>Gets the stage that raised <see cref="StageError"/>: its kind and its place in the flow (<c>Select (stage 2 of the flow)</c>), for the dead-letter reasons of a transport source.</summary>
+    public string? FailedStage { get; private set; }
+
+    /// <summary>Gets the error a stage of the flow raised last (recorded where it was thrown, before it unwinds through the stages above).</summary>
+    public Exception? StageError { get; private set; }
+
+    /// <summary>Gets a failure a stage raised that no row caused (its build side could not be read, a memory budget of the stage was passed): no message is blamed for it.</summary>
+    public Exception? RowlessFailure { get; private set; }
+
+    /// <summary>Records that <paramref name="stage"/> raised <paramref name="error"/> (an exception filter on the stream's task: the innermost stage sees it first, the stages above see the same error and keep the record).</summary>
+    /// <returns>Always false: the error goes on unwinding.</returns>
+    public bool StageFailed(string stage, Exception error)
+    {
+        if (!ReferenceEquals(error, StageError))
+        {
+            StageError = error;
+            FailedStage = stage;
+        }
+
+        return false;
+    }
+
+    /// <summary>Records that a stage failed for a reason no row caused (see <see cref="RowlessFailure"/>).</summary>
+    /// <returns>Always false: the error goes on unwinding.</returns>
+    public bool FailedWithoutRow(Exception error)
+    {
+        RowlessFailure = error;
+        return false;
+    }
+
     /// <summary>Disposes <paramref name="resource"/> when the run ends, however it ends (a stage's spill files).</summary>
     public void Own(IDisposable resource) => (_owned ??= []).Add(resource);
 

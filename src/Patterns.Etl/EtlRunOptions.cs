@@ -25,7 +25,10 @@ public sealed class EtlRunOptions
     /// <see cref="EtlSchema{T}.EstimateSize"/> for table and file sinks) or as <see cref="EtlPipeline{T}.WithRowSize"/> says.
     /// A batch is sealed at <see cref="BatchSize"/> rows or at the row that brings it to this many bytes, whichever comes
     /// first, and at most <c>MaxPendingBatches + 1</c> sealed batches are held: the pipeline then holds at most about
-    /// <c>(MaxPendingBatches + 2) × MaxBatchBytes</c> in its batches, however large the rows are.
+    /// <c>(MaxPendingBatches + 2) × MaxBatchBytes</c> in its batches, however large the rows are. From a queue or
+    /// subscription (whose message's rows are committed together) a batch never passes it: the open batch is committed
+    /// just before a message whose rows would, and a message whose rows alone pass it fails the run and is dead-lettered
+    /// after <c>maxDeliveries</c>.
     /// </summary>
     /// <value>Default <see langword="null"/>: batches are bounded in rows only.</value>
     public long? MaxBatchBytes { get; set; }

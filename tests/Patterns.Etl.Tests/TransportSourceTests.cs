@@ -202,7 +202,8 @@ public sealed class TransportSourceTests
         }
 
         var dead = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
-        dead.Should().ContainSingle().Which.Reason.Should().Contain("failed on the batch that includes this message, delivered 3 time(s)").And.Contain("commit 1 failed");
+        var letter = dead.Should().ContainSingle().Which;
+        letter.Reason.Should().Be($"ETL job 'always-fails': the batch loaded by sink 'recording' failed on message {letter.Envelope.MessageId:N} on delivery 3 with System.InvalidOperationException: commit 1 failed");
     }
 
     [Theory]
@@ -560,7 +561,9 @@ public sealed class TransportSourceTests
         }
 
         var letters = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
-        letters.Should().ContainSingle("only the message too big for a batch is blamed").Which.Reason.Should().Contain("delivered 2 time(s)").And.Contain("fills the batch to its limit");
+        var letter = letters.Should().ContainSingle("only the message too big for a batch is blamed").Which;
+        letter.Reason.Should().StartWith($"ETL job 'oversized': the loader (the message's rows do not fit in one batch) failed on message {letter.Envelope.MessageId:N} on delivery 2 with System.InvalidOperationException: ")
+            .And.Contain("fills the batch to its limit");
 
         // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
         await sender.SendAsync(queue, new Reading(4, 1));
@@ -636,8 +639,10 @@ public sealed class TransportSourceTests
             }
         }
 
-        (await letters.PeekAsync(queue)).Should().ContainSingle("only the message whose row made the stage throw is blamed")
-            .Which.Reason.Should().Contain($"delivered {maxDeliveries} time(s)").And.Contain("poison row 3");
+        var letter = (await letters.PeekAsync(queue)).Should().ContainSingle("only the message whose row made the stage throw is blamed").Which;
+        letter.Reason.Should().Be(
+            $"ETL job 'stage-poison': stage 1 (Select) failed on message {letter.Envelope.MessageId:N} on delivery {maxDeliveries} with System.InvalidOperationException: poison row 3",
+            "the reason names the stage and its place, the message, the delivery and the error");
 
         // A sentinel sent now comes after every message handed back.
         await sender.SendAsync(queue, new Reading(6, 6));
@@ -655,6 +660,338 @@ public sealed class TransportSourceTests
 
         loaded.Order().Should().Equal([1, 2, 4, 5, 6], "every other message's row is loaded exactly once, nothing of message 3");
         (await letters.PeekAsync(queue)).Should().ContainSingle();
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMulticastBranchThatThrowsOnOneMessagesRow_OnlyThatMessageIsBlamed_DeadLetteredAfterMaxDeliveries_TheOthersLoadOnce_NoBranchCommitsTheFailedBatch(bool rabbitMq)
+    {
+        // Messages 1 to 5 share one batch; a multicast's branch 'a' maps the batch's rows and throws on message 3's row, so
+        // each run fails at that batch. The batch holds rows of five messages, but the loader knows which message each row
+        // came from: only message 3 counts failed deliveries and is dead-lettered after maxDeliveries runs, with a reason
+        // naming the branch; the others are handed back uncounted and load once when it is gone. Before, every message of
+        // the batch counted a failed delivery with it (maxDeliveries 1: all five were dead-lettered). Branch 'b' commits
+        // nothing of the batch either: every branch filters and maps its part of a batch before any branch's sink writes it,
+        // so a failing map commits the batch nowhere. Before, 'b' committed the batch in each run that failed on 'a' and
+        // loaded messages 1, 2, 4 and 5 once per run.
+        var queue = "branch-poison-" + Guid.NewGuid().ToString("N");
+        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        async Task SendAsync()
+        {
+            for (var id = 1; id <= 5; id++)
+            {
+                await sender.SendAsync(queue, new Reading(id, id));
+            }
+        }
+
+        if (rabbitMq)
+        {
+            await SendAsync();
+        }
+
+        var maxDeliveries = rabbitMq ? 3 : 1;
+        var loadedA = new List<int>();
+        var loadedB = new List<int>();
+        EtlPipeline<Reading> Pipeline(RecordingSink a, RecordingSink b) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: maxDeliveries)
+            .Multicast(
+                "branch-poison",
+                branch => branch.Select(r => r.Id == 3 ? throw new InvalidOperationException("poison row " + r.Id) : r).To("a", a),
+                branch => branch.To("b", b));
+
+        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
+        for (var attempt = 1; attempt <= maxDeliveries; attempt++)
+        {
+            var (a, b) = (new RecordingSink(failOnBatch: null), new RecordingSink(failOnBatch: null));
+            var running = Pipeline(a, b).RunAsync(new EtlRunOptions { BatchSize = 100 });
+            if (attempt == 1 && !rabbitMq)
+            {
+                await subscribed.Task.WaitAsync(Wait);
+                await SendAsync();
+            }
+
+            var run = async () => await running.WaitAsync(Wait);
+            (await run.Should().ThrowAsync<EtlBranchException>($"run {attempt} reaches message 3")).Which.Branch.Should().Be("a");
+            loadedA.AddRange(a.Rows.Select(r => r.Id));
+            loadedB.AddRange(b.Rows.Select(r => r.Id));
+            b.Rows.Select(r => r.Id).Should().Equal(a.Rows.Select(r => r.Id), $"run {attempt} fails on branch 'a''s map of the batch that holds message 3, before any branch writes it (a batch before it, if the source sealed one, commits in both)");
+            if (attempt < maxDeliveries)
+            {
+                (await letters.PeekAsync(queue)).Should().BeEmpty($"no message has been delivered {maxDeliveries} times after run {attempt}");
+            }
+        }
+
+        var letter = (await letters.PeekAsync(queue)).Should().ContainSingle("only the message whose row made the branch throw is blamed").Which;
+        letter.Reason.Should().Be(
+            $"ETL job 'branch-poison': multicast branch 'a' (its Where, Select or SelectMany) failed on message {letter.Envelope.MessageId:N} on delivery {maxDeliveries} with Patterns.Etl.EtlBranchException: ETL job 'branch-poison': multicast branch 'a' failed: poison row 3");
+
+        // A sentinel sent now comes after every message handed back.
+        await sender.SendAsync(queue, new Reading(6, 6));
+        var (lastA, lastB) = (new RecordingSink(failOnBatch: null), new RecordingSink(failOnBatch: null));
+        using var stop = new CancellationTokenSource(Wait);
+        lastA.OnCommit = () =>
+        {
+            if (lastA.Rows.Any(r => r.Id == 6))
+            {
+                stop.Cancel();
+            }
+        };
+        (await Pipeline(lastA, lastB).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        loadedA.AddRange(lastA.Rows.Select(r => r.Id));
+        loadedB.AddRange(lastB.Rows.Select(r => r.Id));
+
+        loadedA.Order().Should().Equal([1, 2, 4, 5, 6], "branch 'a' loads every other message's row exactly once, nothing of message 3");
+        loadedB.Order().Should().Equal([1, 2, 4, 5, 6], "branch 'b' loads every other message's row exactly once too: the failed batches committed nowhere");
+        (await letters.PeekAsync(queue)).Should().ContainSingle();
+    }
+
+    [Fact]
+    public async Task AJoinWhoseBuildSideFails_BlamesNoMessage_NoneIsDeadLettered_TheNextRunLoadsEachOnce()
+    {
+        // The join reads its build side at the first left row; the build side fails. That is no message's fault: every
+        // message goes back uncounted. Before, the message whose row was first was blamed, so with maxDeliveries 1 it was
+        // dead-lettered (and with more, each run would dead-letter the next first message in turn).
+        var queue = "build-fails-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        for (var id = 1; id <= 3; id++)
+        {
+            await sender.SendAsync(queue, new Reading(id, id));
+        }
+
+        EtlPipeline<Reading> Pipeline(bool fails, RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+            .Join(new AsyncEnumerableSource<int>(Right(fails), "right"), r => r.Id, i => i, (r, i) => r)
+            .To(sink, "build-fails");
+
+        var failing = async () => await Pipeline(fails: true, new RecordingSink(failOnBatch: null)).RunAsync().WaitAsync(Wait);
+        (await failing.Should().ThrowAsync<InvalidOperationException>()).WithMessage("the dimension is unreachable");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("no message is to blame for the build side");
+
+        var sink = new RecordingSink(failOnBatch: null);
+        using var stop = new CancellationTokenSource(Wait);
+        sink.OnCommit = () =>
+        {
+            if (sink.Rows.Count >= 3)
+            {
+                stop.Cancel();
+            }
+        };
+        (await Pipeline(fails: false, sink).RunAsync(options: null, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        sink.Rows.Select(r => r.Id).Order().Should().Equal([1, 2, 3]);
+
+#pragma warning disable CS1998 // An iterator over a range.
+        static async IAsyncEnumerable<int> Right(bool fails)
+#pragma warning restore CS1998
+        {
+            for (var i = 1; i <= 3; i++)
+            {
+                yield return i;
+            }
+
+            if (fails)
+            {
+                throw new InvalidOperationException("the dimension is unreachable");
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task MessagesThatPassMaxBatchBytesTogether_AreCommittedInSeparateBatches_NoBatchPassesTheLimit_AllLoadedOnce(bool rabbitMq)
+    {
+        // MaxBatchBytes 100, each row 10 bytes, BatchSize 100 (no bound in rows here). Message 1 makes 6 rows (60 bytes),
+        // message 2 makes 6 (60): together they pass the limit, so the open batch is committed just before message 2, as
+        // for the bound in rows; message 3's 3 rows (30) fit beside message 2's. Before, message 2 joined message 1's
+        // batch, which held 120 bytes.
+        var queue = "bytes-fresh-" + Guid.NewGuid().ToString("N");
+        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        async Task SendAsync()
+        {
+            await sender.SendAsync(queue, new Reading(1, 6));
+            await sender.SendAsync(queue, new Reading(2, 6));
+            await sender.SendAsync(queue, new Reading(3, 3));
+        }
+
+        if (rabbitMq)
+        {
+            await SendAsync();
+        }
+
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var sink = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        sink.OnCommit = () =>
+        {
+            if (sink.Rows.Count >= 15)
+            {
+                stop.Cancel();
+            }
+        };
+
+        var running = EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 10) + i, i)))
+            .To(sink, "bytes-fresh")
+            .WithRowSize(_ => 10)
+            .RunAsync(new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 100 }, stop.Token);
+        if (!rabbitMq)
+        {
+            await subscribed.Task.WaitAsync(Wait);
+            await SendAsync();
+        }
+
+        var result = await running;
+        result.Status.Should().Be(EtlRunStatus.Stopped);
+        sink.Commits.Should().NotContain(c => c.Rows.Length * 10 > 100, "no batch passes MaxBatchBytes");
+        sink.Rows.Select(r => r.Id).Order().Should().Equal([10, 11, 12, 13, 14, 15, 20, 21, 22, 23, 24, 25, 30, 31, 32], "every row is loaded once");
+        foreach (var message in new[] { 1, 2, 3 })
+        {
+            sink.Commits.Should().ContainSingle(c => c.Rows.Any(id => id / 10 == message), $"message {message}'s rows are committed together");
+        }
+
+        consumed.Should().HaveCount(3);
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("every message fits a batch of its own");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AMessageOverMaxBatchBytesOnItsOwn_BetweenOthers_FailsNamingTheLimitAndSize_DeadLetteredAfterMaxDeliveries_TheOthersLoadOnce(bool rabbitMq)
+    {
+        // MaxBatchBytes 100, each row 10 bytes. Message 2 makes 11 rows (110 bytes): it cannot be loaded in one batch, so
+        // each run that reaches it fails naming the limit and the size. Message 1 is committed first; message 3 is handed
+        // back uncounted. Only message 2 counts failed deliveries: maxDeliveries 2 dead-letters it on the second run.
+        // Before, message 2 was loaded in a batch of 110 bytes or more.
+        var queue = "bytes-oversized-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue, rabbitMq);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(1, 1));
+        await sender.SendAsync(queue, new Reading(2, 11));
+        await sender.SendAsync(queue, new Reading(3, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var loaded = new List<int>();
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 2)
+            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 100) + i, i)))
+            .To(sink, "bytes-oversized")
+            .WithRowSize(_ => 10);
+        var options = new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 100 };
+
+        for (var attempt = 1; attempt <= 2; attempt++)
+        {
+            var sink = new RecordingSink(failOnBatch: null, consumed);
+            var run = async () => await Pipeline(sink).RunAsync(options).WaitAsync(Wait);
+            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 2"))
+                .WithMessage("ETL job 'bytes-oversized' reads queue:*: message * has made 11 rows of 110 bytes so far, more than MaxBatchBytes (100 bytes;*make MaxBatchBytes at least the size of the largest message's rows*");
+            sink.Commits.Should().NotContain(c => c.Rows.Length * 10 > 100, "no batch passes MaxBatchBytes");
+            loaded.AddRange(sink.Rows.Select(r => r.Id));
+        }
+
+        var letter = (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().ContainSingle("only the message too big for a batch is blamed").Which;
+        letter.Reason.Should().StartWith($"ETL job 'bytes-oversized': the loader (the message's rows do not fit in one batch) failed on message {letter.Envelope.MessageId:N} on delivery 2 with System.InvalidOperationException: ")
+            .And.Contain("110 bytes so far, more than MaxBatchBytes (100 bytes");
+
+        // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
+        await sender.SendAsync(queue, new Reading(4, 1));
+        var last = new RecordingSink(failOnBatch: null, consumed);
+        using var stop = new CancellationTokenSource(Wait);
+        last.OnCommit = () =>
+        {
+            if (last.Rows.Any(r => r.Id == 400))
+            {
+                stop.Cancel();
+            }
+        };
+        (await Pipeline(last).RunAsync(options, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        loaded.AddRange(last.Rows.Select(r => r.Id));
+
+        loaded.Order().Should().Equal([100, 300, 400], "the other messages are loaded exactly once, nothing of message 2");
+        consumed.Should().HaveCount(3);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ADistinctByPastItsBudget_CommitsTheMessagesBeforeTheOneItFailedOn_SoTheNextRunGoesOn_EachLoadedOnce_NoneDeadLettered(bool rabbitMq)
+    {
+        // 20 messages of one key each; the DistinctBy holds 11 keys in its budget and fails at the 12th message of a run.
+        // That is no message's fault, and the run commits the 11 messages before it, so the next run (whose keys start
+        // empty) goes on from there. Before, the open batch was dropped with the failure: with the 20 messages taken at
+        // once, every run failed at its 12th message having committed nothing, and no message was ever acknowledged.
+        var queue = "dedupe-progress-" + Guid.NewGuid().ToString("N");
+        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        async Task SendAsync()
+        {
+            for (var i = 1; i <= 20; i++)
+            {
+                await sender.SendAsync(queue, new Reading(i, i));
+            }
+        }
+
+        if (rabbitMq)
+        {
+            await SendAsync();
+        }
+
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxUnacknowledged: 100, maxDeliveries: 1)
+            .DistinctBy(r => r.Id, maxBytes: 400)
+            .To(sink, "dedupe-progress");
+
+        var first = new RecordingSink(failOnBatch: null);
+        var running = Pipeline(first).RunAsync();
+        if (!rabbitMq)
+        {
+            await subscribed.Task.WaitAsync(Wait);
+            await SendAsync();
+        }
+
+        var run = async () => await running.WaitAsync(Wait);
+        await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>();
+        first.Rows.Should().HaveCount(11, "the messages before the one the budget failed on are committed");
+        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
+        (await letters.PeekAsync(queue)).Should().BeEmpty("no message is to blame for the budget");
+
+        var second = new RecordingSink(failOnBatch: null);
+        using var stop = new CancellationTokenSource(Wait);
+        second.OnCommit = () =>
+        {
+            if (second.Rows.Count >= 9)
+            {
+                stop.Cancel();
+            }
+        };
+        (await Pipeline(second).RunAsync(options: null, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        first.Rows.Concat(second.Rows).Select(r => r.Id).Order().Should().Equal(Enumerable.Range(1, 20), "each message is loaded once");
+        (await letters.PeekAsync(queue)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task AMessageWhoseOwnRowsPassADistinctBysBudget_IsBlamed_AndDeadLetteredAfterMaxDeliveries()
+    {
+        // One message makes 13 rows of distinct keys, more than the DistinctBy's budget holds, at the start of a run: its
+        // rows alone passed the budget, so it is blamed (dead-lettered with maxDeliveries 1). Before, no message was
+        // blamed: every run failed on it, and it was never acknowledged nor dead-lettered.
+        var queue = "dedupe-alone-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(13, 13));
+
+        var sink = new RecordingSink(failOnBatch: null);
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+            .SelectMany(r => Enumerable.Range(1, r.Id).Select(i => new Reading(i, r.Value)))
+            .DistinctBy(r => r.Id, maxBytes: 400)
+            .To(sink, "dedupe-alone")
+            .RunAsync().WaitAsync(Wait);
+
+        await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>();
+        sink.Rows.Should().BeEmpty();
+        var letter = (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().ContainSingle().Which;
+        letter.Reason.Should().StartWith("ETL job 'dedupe-alone': stage 2 (DistinctBy) failed on message ");
     }
 
     [Fact]
@@ -730,7 +1067,7 @@ public sealed class TransportSourceTests
         }
 
         var sink = new RecordingSink(failOnBatch: null);
-        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue)
+        var run = () => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
             .DistinctBy(r => r.Id, maxBytes: 400)
             .To(sink, "dedupe")
             .RunAsync().WaitAsync(Wait);
@@ -738,6 +1075,10 @@ public sealed class TransportSourceTests
         var error = (await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>()).Which;
         error.Message.Should().StartWith("ETL job 'dedupe' stopped: the DistinctBy stage would hold 12 keys in about 432 bytes, more than its memory budget of 400 bytes (maxBytes).");
         error.Stage.Should().Be("DistinctBy");
+
+        // Every message's keys filled the budget, not the last one's: none is blamed (before, with maxDeliveries 1, the
+        // message whose key passed it was dead-lettered).
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty();
     }
 
     [Fact]

@@ -72,7 +72,7 @@ public static class EtlTransport
     /// <param name="services">The application's services (with Patterns added).</param>
     /// <param name="queue">The queue.</param>
     /// <param name="maxUnacknowledged">The most messages held unacknowledged (the transport's prefetch); batches hold at most half of it, and an idle source loads its open batch after 100 ms.</param>
-    /// <param name="maxDeliveries">A message in a batch that fails (the sink failed it, or a stage failed on it) is dead-lettered once it has been delivered this many times (every hand-back counts a delivery: a stop, or a later batch's failure, too); otherwise it is handed back.</param>
+    /// <param name="maxDeliveries">A message a failed run blames (every message of a batch the sink failed; only the message whose row a stage or a multicast branch failed on, or that is too big for a batch of its own, or whose rows alone pass a DistinctBy's budget; none for a failure no row caused, after which the messages before it are committed) is dead-lettered once it has been delivered this many times, with a reason naming what failed, the message and the error; otherwise it is handed back. Any other hand-back (a stop, another message's failure) counts no delivery.</param>
     /// <returns>The flow.</returns>
     public static EtlFlow<T> FromQueue<T>(IServiceProvider services, string queue, int maxUnacknowledged = DefaultMaxUnacknowledged, int maxDeliveries = DefaultMaxDeliveries)
     {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Microsoft.Extensions.DependencyInjection;
@@ -354,7 +355,7 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             }
         }
 
-        public async ValueTask EndAsync(Exception? failure, long failedFrom, long failedThrough)
+        public async ValueTask EndAsync(Exception? failure, EtlBlame blame)
         {
             // The subscription stops first, so that what is handed back is not delivered to it again (and counted as
             // another failed attempt); its stop waits for the handlers, which the hand-back below releases.
@@ -388,21 +389,18 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             }
 
             // Taken but not covered by a commit, or still in the channel: back to the transport, to be delivered again. A
-            // message in the batch that failed counts a failed delivery and, once delivered maxDeliveries times, is
-            // dead-lettered; the others are handed back. A batch that failed on a message id already recorded (a copy the
-            // check missed) is no message's fault: all are handed back. A message too big for a batch of its own, or whose
-            // row a stage failed on, is the only one blamed (failedFrom and failedThrough are its position).
-            var blameless = EtlAlreadyConsumedException.Caused(failure);
+            // message the run blames (in the batch that failed; or the only one: too big for a batch of its own, or whose
+            // row a stage failed on) counts a failed delivery and, once delivered maxDeliveries times, is dead-lettered
+            // with a reason that names what failed, the message and the error; the others are handed back uncounted.
             foreach (var (position, settled) in back)
             {
-                if (failure is null || blameless || position < failedFrom || position > failedThrough)
+                if (failure is null || !blame.Covers(position))
                 {
                     settled.TrySetResult(HandBack);
                 }
                 else if (settled.DeliveryCount + 1 >= source.MaxDeliveries)
                 {
-                    settled.TrySetResult(Settlement.DeadLetter(
-                        $"ETL job '{run.Job}' failed on the batch that includes this message, delivered {settled.DeliveryCount + 1} time(s), the last with {failure.GetType().FullName}: {failure.Message}", failure));
+                    settled.TrySetResult(Settlement.DeadLetter(DeadLetterReason(run.Job, blame.Cause, settled, failure), failure));
                 }
                 else
                 {
@@ -431,6 +429,14 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
     private static Settlement HandBack { get; } = Settlement.Release("the ETL run stopped before the batch that includes the message committed");
 
     private int MaxDeliveries => maxDeliveries;
+
+    /// <summary>
+    /// Why a message is dead-lettered: the job, what failed (the stage and its place in the flow, the multicast branch, the
+    /// batch's sink, the loader), the message id, the delivery, and the error's type and message; in the words of the
+    /// kernel's consumers (<c>Handler X failed on delivery N with Type: message</c>).
+    /// </summary>
+    internal static string DeadLetterReason(string job, string cause, Delivery settled, Exception failure) =>
+        string.Create(CultureInfo.InvariantCulture, $"ETL job '{job}': {cause} failed on message {settled.Id ?? "(no id)"} on delivery {settled.DeliveryCount + 1} with {failure.GetType().FullName}: {failure.Message}");
 
     private IServiceProvider Services => services;
 

@@ -69,7 +69,16 @@ internal sealed class SpillingJoinStage<T, TRight, TKey, TOut> : EtlSpillingStag
 
     private async ValueTask BuildThenJoinAsync(T item)
     {
-        await BuildAsync().ConfigureAwait(false);
+        try
+        {
+            await BuildAsync().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (_run.FailedWithoutRow(ex))
+        {
+            // The build side's failure, at the first left row: not that row's (a transport source blames no message for it).
+            throw;
+        }
+
         await JoinAsync(item).ConfigureAwait(false);
     }
 

@@ -28,11 +28,21 @@ public abstract class EtlBranch<T>
         /// <summary>Gets the rows handed to the branch's sink in the last <see cref="WriteAsync"/> (after its filter and map).</summary>
         public int LastWritten { get; protected set; }
 
+        /// <summary>Gets the index, in the batch of the last <see cref="Map"/>, of the row the branch's filter or map threw on, or null.</summary>
+        public int? FailedRow { get; protected set; }
+
+        /// <summary>Filters and maps a batch into the branch's buffer, for the next <see cref="WriteAsync"/>; on a throw the buffer is emptied and <see cref="FailedRow"/> names the row.</summary>
+        public abstract void Map(ReadOnlySpan<T> rows);
+
+        /// <summary>Empties the buffer <see cref="Map"/> filled, when another branch's map failed and the batch is written nowhere.</summary>
+        public abstract void Discard();
+
         public abstract ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken);
 
         public abstract ValueTask ResetAsync(CancellationToken cancellationToken);
 
-        public abstract ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken);
+        /// <summary>Writes the rows the last <see cref="Map"/> put in the buffer, with <paramref name="commit"/>.</summary>
+        public abstract ValueTask<EtlLoadCounts> WriteAsync(EtlCommit commit, CancellationToken cancellationToken);
 
         public abstract ValueTask<EtlLoadCounts> CompleteAsync(EtlCommit commit, CancellationToken cancellationToken);
 
@@ -139,9 +149,25 @@ public sealed class EtlBranchBuilder<T, TRow>
 
             public override ValueTask ResetAsync(CancellationToken cancellationToken) => _writer.ResetAsync(cancellationToken);
 
-            public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
+            public override void Map(ReadOnlySpan<T> rows)
             {
-                Take(rows.Span);
+                FailedRow = null;
+                _rows.Clear();
+                try
+                {
+                    Take(rows);
+                }
+                catch
+                {
+                    _rows.Clear();
+                    throw;
+                }
+            }
+
+            public override void Discard() => _rows.Clear();
+
+            public override async ValueTask<EtlLoadCounts> WriteAsync(EtlCommit commit, CancellationToken cancellationToken)
+            {
                 LastWritten = _rows.Rows.Length;
                 try
                 {
@@ -159,9 +185,19 @@ public sealed class EtlBranchBuilder<T, TRow>
 
             private void Take(ReadOnlySpan<T> rows)
             {
-                foreach (var row in rows)
+                var i = 0;
+                try
                 {
-                    _take(row);
+                    for (; i < rows.Length; i++)
+                    {
+                        _take(rows[i]);
+                    }
+                }
+                catch
+                {
+                    // The batch's row the filter or map threw on: a queue source blames only the message it came from.
+                    FailedRow = i;
+                    throw;
                 }
             }
         }
@@ -218,6 +254,9 @@ public sealed class EtlBranchException : Exception
 
     /// <summary>Gets the failed branch's name.</summary>
     public string? Branch { get; init; }
+
+    /// <summary>Gets the index, in the batch, of the row the branch's filter or map threw on; null when its sink failed.</summary>
+    internal int? Row { get; init; }
 }
 
 /// <summary>
@@ -308,10 +347,33 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
 
         public override async ValueTask<EtlLoadCounts> WriteAsync(ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
         {
+            // Every branch filters and maps its part of the batch before any branch's sink writes: a branch whose Where,
+            // Select or SelectMany throws fails the batch before it is committed anywhere, so that a queue source's
+            // messages, handed back, are not loaded again into the branches that would have committed it.
+            var maps = new Task[_states.Length];
+            for (var i = 0; i < _states.Length; i++)
+            {
+                maps[i] = Skips(_states[i], commit.Bookmark) ? Task.CompletedTask : MapAsync(_states[i].Writer, rows);
+            }
+
+            try
+            {
+                await AllAsync(maps).ConfigureAwait(false);
+            }
+            catch
+            {
+                foreach (var state in _states)
+                {
+                    state.Writer.Discard();
+                }
+
+                throw;
+            }
+
             var writes = new Task<EtlLoadCounts>[_states.Length];
             for (var i = 0; i < _states.Length; i++)
             {
-                writes[i] = WriteAsync(_states[i], rows, For(i, commit), cancellationToken);
+                writes[i] = WriteAsync(_states[i], For(i, commit), cancellationToken);
             }
 
             return await AllAsync(writes).ConfigureAwait(false);
@@ -344,6 +406,18 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
         /// <summary>Waits for every branch (a failed one does not stop the others' writes), then reports the first failure by branch name.</summary>
         private async Task<EtlLoadCounts> AllAsync(Task<EtlLoadCounts>[] tasks)
         {
+            await AllAsync((Task[])tasks).ConfigureAwait(false);
+            var total = default(EtlLoadCounts);
+            foreach (var task in tasks)
+            {
+                total += await task.ConfigureAwait(false);
+            }
+
+            return total;
+        }
+
+        private async Task AllAsync(Task[] tasks)
+        {
             try
             {
                 await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -354,35 +428,37 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
                 {
                     if (tasks[i].Exception?.InnerException is { } error)
                     {
-                        throw new EtlBranchException($"ETL job '{job}': multicast branch '{_states[i].Writer.Name}' failed: {error.Message}", error) { Branch = _states[i].Writer.Name };
+                        throw new EtlBranchException($"ETL job '{job}': multicast branch '{_states[i].Writer.Name}' failed: {error.Message}", error) { Branch = _states[i].Writer.Name, Row = _states[i].Writer.FailedRow };
                     }
                 }
 
                 throw;
             }
-
-            var total = default(EtlLoadCounts);
-            foreach (var task in tasks)
-            {
-                total += await task.ConfigureAwait(false);
-            }
-
-            return total;
         }
 
-        private static async Task<EtlLoadCounts> WriteAsync(BranchState state, ReadOnlyMemory<T> rows, EtlCommit commit, CancellationToken cancellationToken)
+        /// <summary>Whether the branch committed the batch that ends at <paramref name="bookmark"/> before the failure that the run resumes from.</summary>
+        private static bool Skips(BranchState state, EtlBookmark? bookmark) =>
+            bookmark is not null && state.Committed is { } committed && bookmark.Offset <= committed.Offset;
+
+        private static async Task MapAsync(EtlBranch<T>.BranchWriter writer, ReadOnlyMemory<T> rows)
+        {
+            await Task.Yield();
+            writer.Map(rows.Span);
+        }
+
+        private static async Task<EtlLoadCounts> WriteAsync(BranchState state, EtlCommit commit, CancellationToken cancellationToken)
         {
             await Task.Yield();
             var bookmark = commit.Bookmark;
+            if (Skips(state, bookmark))
+            {
+                // The branch committed this batch before the failure that the run resumes from.
+                state.Previous = bookmark!.Offset;
+                return default;
+            }
+
             if (bookmark is not null && state.Committed is { } committed)
             {
-                if (bookmark.Offset <= committed.Offset)
-                {
-                    // The branch committed this batch before the failure that the run resumes from.
-                    state.Previous = bookmark.Offset;
-                    return default;
-                }
-
                 if (state.Previous < committed.Offset)
                 {
                     throw new InvalidOperationException(
@@ -390,7 +466,7 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
                 }
             }
 
-            var counts = await state.Writer.WriteAsync(rows, commit, cancellationToken).ConfigureAwait(false);
+            var counts = await state.Writer.WriteAsync(commit, cancellationToken).ConfigureAwait(false);
             if (bookmark is not null)
             {
                 state.Previous = bookmark.Offset;
