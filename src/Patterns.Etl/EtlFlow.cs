@@ -352,7 +352,7 @@ public sealed class EtlFlow<T>
         {
             return Blocking<TOut>(async (run, upstream, ct) =>
             {
-                var session = new EtlSpillSession(run, "Aggregate", "maxBytes", limit, spill);
+                var session = new EtlSpillSession(run, "Aggregate", "maxBytes", spill);
                 var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit, (held, groups) => Grew(run, limit, held, groups)));
                 var pass = engine.Open();
                 long ordinal = 0;
@@ -432,7 +432,7 @@ public sealed class EtlFlow<T>
 
         return Blocking<T>(async (run, upstream, ct) =>
         {
-            var session = new EtlSpillSession(run, "OrderBy", memoryBudgetBytes is null ? "memoryBudgetRows" : "memoryBudgetRows, memoryBudgetBytes", memoryBudgetBytes ?? 0, spill);
+            var session = new EtlSpillSession(run, "OrderBy", memoryBudgetBytes is null ? "memoryBudgetRows" : "memoryBudgetRows, memoryBudgetBytes", spill);
             Func<int, long, Exception>? exceeded = spill.Enabled ? null : (rows, bytes) => SortExceeded(run, memoryBudgetRows, memoryBudgetBytes, rows, bytes);
             var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, memoryBudgetBytes, session, exceeded);
             try

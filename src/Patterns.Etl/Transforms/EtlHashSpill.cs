@@ -571,7 +571,7 @@ internal sealed class SpillingDistinctStage<T, TKey> : EtlSpillingStage<T, T>
     private bool _spilling;
 
     public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill, CancellationToken cancellationToken)
-        : base(next, new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill), cancellationToken)
+        : base(next, new EtlSpillSession(run, "DistinctBy", "maxBytes", spill), cancellationToken)
     {
         _run = run;
         _budget = budget;

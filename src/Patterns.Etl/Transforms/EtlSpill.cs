@@ -110,7 +110,6 @@ internal sealed class EtlSpillSession : IDisposable
 {
     private readonly EtlRun _run;
     private readonly string _parameter;
-    private readonly long _budget;
     private readonly JsonSerializerOptions _json;
     private readonly string _directory;
     /// <summary>Each live spill folder holds this file open, unshared; a folder whose lock file opens is left from a run that crashed.</summary>
@@ -132,10 +131,9 @@ internal sealed class EtlSpillSession : IDisposable
     private bool _created;
     private int _next;
 
-    public EtlSpillSession(EtlRun run, string stage, string parameter, long budget, EtlSpill spill)
+    public EtlSpillSession(EtlRun run, string stage, string parameter, EtlSpill spill)
     {
         _run = run;
-        _budget = budget;
         Stage = stage;
         _parameter = parameter;
         _json = spill.SerializerOptions ?? EtlSpill.DefaultSerializerOptions;
