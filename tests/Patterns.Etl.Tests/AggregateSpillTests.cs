@@ -139,6 +139,43 @@ public sealed class AggregateSpillTests : IDisposable
     }
 
     [Fact]
+    public async Task Aggregate_APartitionStillTooLargeAfterEightSplits_FinishesInSlices_SameGroupsInTheSameOrder()
+    {
+        // Two partitions a split: 400 keys go to the same one at every depth, and a few keys that part from them at
+        // each depth make every split write two partitions. So the crowded one is split 8 times and then sliced.
+        var rows = CrowdedAtEveryDepth();
+        var events = new ConcurrentQueue<EtlSpillEvent>();
+        var spill = new EtlSpill { TempDirectory = _dir.Path, Partitions = 2, Observer = events.Enqueue };
+        var spilled = new ListSink<Chained>();
+        var expected = new ListSink<Chained>();
+
+        await Etl.From(rows).Aggregate(r => r.Key, _ => default(Chain), Chain.Add, Chained.Of, maxBytes: 1_000, spill: spill).To(spilled).RunAsync();
+        await Etl.From(rows).Aggregate(r => r.Key, _ => default(Chain), Chain.Add, Chained.Of).To(expected).RunAsync();
+
+        spilled.Rows.Should().Equal(expected.Rows, "every row of a group is folded in its order, in one pass or slice");
+        events.Should().Contain(e => e.What == "split" && e.Depth == 7);
+        events.Should().Contain(e => e.What == "slices" && e.Depth == EtlSpillHash.MaxDepth);
+        Tables(events).Should().OnlyContain(e => e.Bytes <= 1_000 + Entry + 8 + 16);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task DistinctBy_APartitionStillTooLargeAfterEightSplits_FinishesInSlices_SameRowsInTheSameOrder()
+    {
+        var rows = CrowdedAtEveryDepth();
+        var events = new ConcurrentQueue<EtlSpillEvent>();
+        var spilled = new ListSink<LongSale>();
+        var expected = new ListSink<LongSale>();
+
+        await Etl.From(rows).DistinctBy(r => r.Key, maxBytes: 1_000, spill: new EtlSpill { TempDirectory = _dir.Path, Partitions = 2, Observer = events.Enqueue }).To(spilled).RunAsync();
+        await Etl.From(rows).DistinctBy(r => r.Key).To(expected).RunAsync();
+
+        spilled.Rows.Should().Equal(expected.Rows);
+        events.Should().Contain(e => e.What == "slices" && e.Depth == EtlSpillHash.MaxDepth);
+        Directory.GetFileSystemEntries(_dir.Path).Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task Aggregate_KeysEachLargerThanTheBudget_HoldsOneGroupAPass()
     {
         // A fold's group is small, but here each key alone (24 + 2 × 1,000 bytes) is over the 1,000-byte budget: a
@@ -286,6 +323,39 @@ public sealed class AggregateSpillTests : IDisposable
     private static List<long> CollidingKeys(int count) =>
         Enumerable.Range(1, 100_000).Select(i => i * 7_919L).Where(k => EtlSpillHash.Partition(k, EqualityComparer<long>.Default, 0, 16) == 3).Take(count).ToList();
 
+    /// <summary>
+    /// Rows of 400 keys that go to partition 0 of 2 at all 8 depths, with, in the middle, two rows each of 3 keys per
+    /// depth that go there down to that depth and then to partition 1.
+    /// </summary>
+    private static List<LongSale> CrowdedAtEveryDepth()
+    {
+        static int Part(long key, int depth) => EtlSpillHash.Partition(key, EqualityComparer<long>.Default, depth, 2);
+
+        static List<long> Keys(long start, int through, int last) =>
+            [.. Enumerable.Range(0, 10_000_000).Select(i => start + (i * 7_919L)).Where(k => Enumerable.Range(0, through).All(d => Part(k, d) == 0) && Part(k, through) == last).Take(through == 7 && last == 0 ? 400 : 3)];
+
+        var crowded = Keys(1, 7, 0);
+        var parting = Enumerable.Range(0, EtlSpillHash.MaxDepth).SelectMany(d => Keys(5_000_000_000L * (d + 1), d, 1)).ToList();
+        var random = new Random(3);
+        var rows = new List<LongSale>();
+        for (var i = 0; i < 4_000; i++)
+        {
+            rows.Add(new LongSale(rows.Count, crowded[random.Next(crowded.Count)], i));
+        }
+
+        foreach (var key in parting.Concat(parting))
+        {
+            rows.Add(new LongSale(rows.Count, key, 0));
+        }
+
+        for (var i = 0; i < 2_000; i++)
+        {
+            rows.Add(new LongSale(rows.Count, crowded[random.Next(crowded.Count)], i));
+        }
+
+        return rows;
+    }
+
     private EtlSpill Watched(ConcurrentQueue<EtlSpillEvent> events) => new() { TempDirectory = _dir.Path, Observer = events.Enqueue };
 
     public interface IAmount
@@ -318,6 +388,17 @@ public sealed class AggregateSpillTests : IDisposable
         public Fold Add(IAmount row) => new(Count + 1, Sum + row.Amount, Count == 0 ? row.Id : First);
 
         public Fold Add(long amount) => new(Count + 1, Sum + amount, First);
+    }
+
+    /// <summary>A fold over every row's id in order (16 bytes): any row folded out of order changes it.</summary>
+    public readonly record struct Chain(long Hash, long Count)
+    {
+        public static Chain Add(Chain c, LongSale s) => new((c.Hash * 31) + s.Id, c.Count + 1);
+    }
+
+    public sealed record Chained(long Key, long Hash, long Count)
+    {
+        public static Chained Of(long key, Chain c) => new(key, c.Hash, c.Count);
     }
 
     /// <summary>A key equal by its id whose hash code is the same for every key: no hash can split such keys.</summary>
