@@ -322,8 +322,9 @@ public sealed class EtlFlow<T>
     /// Aggregates rows by key as they stream past (one accumulator per key in memory) and emits one row per key when
     /// the source ends, in the order of each key's first row. The bookmark is then committed only at the end of the run.
     /// With <paramref name="maxBytes"/>, once the groups pass it, rows of keys not held are spilled to temporary files
-    /// (partitioned by a hash of the key) and aggregated partition by partition after the source ends; the results are
-    /// the same, in the same order. With <see cref="EtlSpill.Off"/>, the run fails with
+    /// (partitioned by a hash of the key) and aggregated partition by partition after the source ends: a partition still
+    /// too large splits again with another hash (up to 8 splits), and one no hash splits is aggregated in slices of the
+    /// budget. The results are the same, in the same order. With <see cref="EtlSpill.Off"/>, the run fails with
     /// <see cref="EtlMemoryBudgetExceededException"/> instead.
     /// </summary>
     /// <typeparam name="TKey">The group key type.</typeparam>
@@ -356,8 +357,8 @@ public sealed class EtlFlow<T>
         {
             return Blocking<TOut>(async (run, upstream, ct) =>
             {
-                var session = new EtlSpillSession(run, "Aggregate", "maxBytes", limit, spill);
-                var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit, (held, groups) => EtlMemory.Exceeded(run, "Aggregate", "maxBytes", limit, held, groups, "groups", "A group held in memory grew while the stage was spilling, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.")));
+                var session = new EtlSpillSession(run, "Aggregate", "maxBytes", spill);
+                var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit, (held, groups) => Grew(run, limit, held, groups)));
                 var pass = engine.Open();
                 long ordinal = 0;
                 List<(long, TOut)> none = [];
@@ -393,6 +394,11 @@ public sealed class EtlFlow<T>
             }).RunAsync(ct).ConfigureAwait(false);
             return groups.Select(g => result(g.Key, g.Value));
         });
+
+        // A pass or slice of one group: that group alone needs more than the budget, and no split or slice can help.
+        static EtlMemoryBudgetExceededException Grew(EtlRun run, long budget, long held, long groups) => groups == 1
+            ? EtlMemory.Exceeded(run, "Aggregate", "maxBytes", budget, held, 1, "group", "One group alone outgrew the budget, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.")
+            : EtlMemory.Exceeded(run, "Aggregate", "maxBytes", budget, held, groups, "groups", "A group held in memory grew while the stage was spilling, and an accumulator cannot be split across spill files: keep accumulators fixed in size (a count, a sum), or raise maxBytes.");
     }
 
     /// <summary>
@@ -431,7 +437,7 @@ public sealed class EtlFlow<T>
 
         return Blocking<T>(async (run, upstream, ct) =>
         {
-            var session = new EtlSpillSession(run, "OrderBy", memoryBudgetBytes is null ? "memoryBudgetRows" : "memoryBudgetRows, memoryBudgetBytes", memoryBudgetBytes ?? 0, spill);
+            var session = new EtlSpillSession(run, "OrderBy", memoryBudgetBytes is null ? "memoryBudgetRows" : "memoryBudgetRows, memoryBudgetBytes", spill);
             Func<int, long, Exception>? exceeded = spill.Enabled ? null : (rows, bytes) => SortExceeded(run, memoryBudgetRows, memoryBudgetBytes, rows, bytes);
             var sorter = new ExternalSorter<T, TKey>(key, comparer ?? Comparer<TKey>.Default, schema, memoryBudgetRows, memoryBudgetBytes, session, exceeded);
             try

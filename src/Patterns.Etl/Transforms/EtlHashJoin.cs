@@ -10,17 +10,15 @@ namespace Patterns.Etl;
 /// files by a hash of its key, and so is every left row as it comes (unless its partition has no right row); after the
 /// left source ends, the partitions are joined one by one. A partition whose right rows fit the budget is read into a
 /// table and its left rows matched against it, read once. One that does not fit is split again, both sides, with
-/// another hash (up to <see cref="MaxDepth"/> levels); a part that no hash splits (its rows all of one key, or of keys
-/// whose hashes collide) is joined in slices: its right rows read into a table as far as the budget allows, its left
-/// rows matched against it, and so on with the next slice (the left file read once per slice). Each pair of a left and
-/// a right row of equal keys is joined exactly once; a row whose key is <see langword="null"/> matches nothing.
+/// another hash (up to <see cref="EtlSpillHash.MaxDepth"/> levels, as <c>DistinctBy</c> and <c>Aggregate</c>); a part
+/// that no hash splits (its rows all of one key, or of keys whose hashes collide) is joined in slices: its right rows
+/// read into a table as far as the budget allows, its left rows matched against it, and so on with the next slice (the
+/// left file read once per slice). Each pair of a left and a right row of equal keys is joined exactly once; a row
+/// whose key is <see langword="null"/> matches nothing.
 /// </summary>
 internal sealed class SpillingJoinStage<T, TRight, TKey, TOut> : EtlSpillingStage<T, TOut>
     where TKey : notnull
 {
-    /// <summary>How many times a partition is split at the most; past it, what is left is joined in slices.</summary>
-    internal const int MaxDepth = 8;
-
     private readonly EtlRun _run;
     private readonly EtlSource<TRight> _right;
     private readonly Func<T, TKey> _leftKey;
@@ -37,7 +35,7 @@ internal sealed class SpillingJoinStage<T, TRight, TKey, TOut> : EtlSpillingStag
     private EtlSpillWriter<TRight>?[]? _rightFiles;
 
     public SpillingJoinStage(Stage<TOut> next, EtlRun run, EtlSource<TRight> right, Func<T, TKey> leftKey, Func<TRight, TKey> rightKey, Func<T, TRight, TOut> result, int maxRows, long budget, Func<TRight, long> size, EtlSpill spill, CancellationToken cancellationToken)
-        : base(next, new EtlSpillSession(run, "Join", "maxBuildBytes", budget, spill), cancellationToken)
+        : base(next, new EtlSpillSession(run, "Join", "maxBuildBytes", spill), cancellationToken)
     {
         _run = run;
         _right = right;
@@ -218,7 +216,7 @@ internal sealed class SpillingJoinStage<T, TRight, TKey, TOut> : EtlSpillingStag
         try
         {
             var fits = Fill(table, rights, depth);
-            if (!fits && depth < MaxDepth)
+            if (!fits && depth < EtlSpillHash.MaxDepth)
             {
                 var parts = SplitRight(table, rights, depth);
                 rights.Dispose();

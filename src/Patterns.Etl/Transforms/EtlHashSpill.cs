@@ -16,6 +16,12 @@ internal abstract class EtlHoldingState<TRow, TKey, TOut>
     /// <summary>Gets a value indicating whether what is held has passed the budget: from then on no key is added.</summary>
     public abstract bool Over { get; }
 
+    /// <summary>Gets the bytes held, as measured against the budget.</summary>
+    public abstract long Held { get; }
+
+    /// <summary>Gets the number of keys (or groups) held.</summary>
+    public abstract int Count { get; }
+
     /// <summary>
     /// Takes a row whose key is held, or adds its key when <paramref name="mayAdd"/>; puts what it emits at once in
     /// <paramref name="output"/>. Returns <see langword="false"/> for a row it did not take (a new key, adding not allowed).
@@ -33,6 +39,13 @@ internal abstract class EtlHoldingState<TRow, TKey, TOut>
 /// </remarks>
 internal static class EtlSpillHash
 {
+    /// <summary>
+    /// How many times a hashing stage (<c>DistinctBy</c>, <c>Aggregate</c>, the join) splits a partition at the most:
+    /// the top pass and up to seven more depths, each with its own hash. Past it, or where a split leaves every row in
+    /// one part (the keys' hashes collide), what is left is finished in slices of the budget.
+    /// </summary>
+    public const int MaxDepth = 8;
+
     private static readonly ConcurrentDictionary<Type, FieldInfo[]?> RecordFields = new();
     private static readonly ConcurrentDictionary<Type, bool> SystemTuples = new();
 
@@ -218,15 +231,18 @@ internal static class EtlSpillHash
 /// <summary>
 /// Hybrid hash spilling for the holding stages. One pass keeps what fits in its budget; once the state is over it,
 /// rows of keys already held still go to it, and rows of other keys are written to one of a few partition files by a
-/// hash of the key. At the end the pass emits what it holds, then finishes each partition in a pass of its own (and so
-/// on, with a new hash at each depth, if a partition is still too large), writes each partition's output to a file in
-/// ordinal order, and merges those files by ordinal. Every key held in memory was first seen before the pass went over
-/// its budget, and every spilled key after, so outputs leave in the same order as without spilling: by the ordinal
-/// of their first row.
+/// hash of the key. At the end the pass emits what it holds, then finishes each partition in a pass of its own, which
+/// splits it again with the hash of the next depth if it is still too large (up to <see cref="EtlSpillHash.MaxDepth"/>
+/// splits, as the join). A partition no hash splits (a pass past the first sent all its overflow to one part: its keys'
+/// hashes collide), or one still too large after the last split, is finished in slices: a pass holds what fits, writes
+/// the rest to one file, emits, and the next slice reads that file; each slice finishes at least one key, so slicing
+/// ends, within the budget, at the cost of reading what is left once a slice. Each partition's output is written to a
+/// file in ordinal order, and those files are merged by ordinal. Every key held in memory was first seen before the
+/// pass went over its budget, and every spilled key after, so outputs leave in the same order as without spilling: by
+/// the ordinal of their first row.
 /// </summary>
 internal sealed class EtlHashSpill<TRow, TKey, TOut>
 {
-    private const int MaxDepth = 24;
     private readonly EtlSpillSession _session;
     private readonly Func<TRow, TKey> _key;
     private readonly IEqualityComparer<TKey> _comparer;
@@ -244,10 +260,61 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
         _outType = new(session.TypeInfo<TOut>);
     }
 
-    public Pass Open() => new(this, 0);
+    public Pass Open() => new(this, 0, _session.Partitions);
 
-    /// <summary>One pass over rows: the top one over the stage's input, or one over a partition file.</summary>
-    internal sealed class Pass(EtlHashSpill<TRow, TKey, TOut> owner, int depth)
+    /// <summary>Finishes one partition file with a pass at <paramref name="depth"/>: split again by that depth's hash, or, past the last split, in slices.</summary>
+    private IEnumerable<(long Ordinal, TOut Value)> Finish(string file, int depth, CancellationToken cancellationToken)
+    {
+        if (depth >= EtlSpillHash.MaxDepth)
+        {
+            foreach (var output in Slices(file, depth, cancellationToken))
+            {
+                yield return output;
+            }
+
+            yield break;
+        }
+
+        var pass = new Pass(this, depth, _session.Partitions);
+        foreach (var output in pass.Read(file, cancellationToken))
+        {
+            yield return output;
+        }
+
+        foreach (var output in pass.Complete(cancellationToken))
+        {
+            yield return output;
+        }
+    }
+
+    /// <summary>
+    /// Finishes a partition in slices: each pass holds what fits and writes the rest, in order, to one file that the next
+    /// pass reads. A slice's keys were all first seen before the keys it left, so the slices' outputs leave in order.
+    /// </summary>
+    private IEnumerable<(long Ordinal, TOut Value)> Slices(string file, int depth, CancellationToken cancellationToken)
+    {
+        _session.Observe("slices", depth, 0, 0);
+        for (string? rest = file; rest is not null;)
+        {
+            var slice = new Pass(this, depth, 1);
+            foreach (var output in slice.Read(rest, cancellationToken))
+            {
+                yield return output;
+            }
+
+            foreach (var output in slice.Drain())
+            {
+                yield return output;
+            }
+
+            // The first row of a slice always starts a group, so each slice leaves fewer keys than it read: slicing ends.
+            var left = slice.Close();
+            rest = left.Count == 0 ? null : left[0];
+        }
+    }
+
+    /// <summary>One pass over rows: the top one over the stage's input, one over a partition file, or one slice of it.</summary>
+    internal sealed class Pass(EtlHashSpill<TRow, TKey, TOut> owner, int depth, int partitions)
     {
         private readonly EtlHoldingState<TRow, TKey, TOut> _state = owner._newState();
         private EtlSpillWriter<TRow>?[]? _partitions;
@@ -263,63 +330,44 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
                 return;
             }
 
-            var index = EtlSpillHash.Partition(k, owner._comparer, depth, _partitions!.Length);
-            var writer = _partitions[index] ??= owner._session.Create(owner._rowType.Value);
+            var index = partitions == 1 ? 0 : EtlSpillHash.Partition(k, owner._comparer, depth, partitions);
+            var writer = _partitions![index] ??= owner._session.Create(owner._rowType.Value);
             writer.Write(ordinal, row);
         }
 
         /// <summary>What this pass holds, then the outputs of its partitions, by ordinal; stops at the next row read back once <paramref name="cancellationToken"/> is cancelled.</summary>
         public IEnumerable<(long Ordinal, TOut Value)> Complete(CancellationToken cancellationToken)
         {
-            foreach (var output in _state.Drain())
+            foreach (var output in Drain())
             {
                 yield return output;
             }
 
-            if (_partitions is null)
-            {
-                yield break;
-            }
-
-            var files = new List<string>(_partitions.Length);
-            foreach (var writer in _partitions)
-            {
-                if (writer is not null)
-                {
-                    writer.Dispose();
-                    files.Add(writer.Path);
-                }
-            }
-
-            _partitions = null;
+            var files = Close();
             if (files.Count == 0)
             {
                 yield break;
             }
 
-            if (depth + 1 >= MaxDepth)
+            if (files.Count == 1)
             {
-                throw owner._session.TooDeep(depth + 1);
-            }
-
-            var results = new List<string>(files.Count);
-            var emitted = new List<(long Ordinal, TOut Value)>();
-            foreach (var file in files)
-            {
-                var pass = new Pass(owner, depth + 1);
-                using var writer = owner._session.Create(owner._outType.Value);
-                foreach (var (ordinal, row) in owner._session.Read(file, owner._rowType.Value, cancellationToken: cancellationToken))
+                // One partition has every spilled key. At the top that may be chance (few keys spilled); past it, the
+                // hash of this depth did not split a partition that the previous one made: the keys' hashes collide.
+                var rest = depth == 0 ? owner.Finish(files[0], depth + 1, cancellationToken) : owner.Slices(files[0], depth + 1, cancellationToken);
+                foreach (var output in rest)
                 {
-                    pass.Add(ordinal, row, emitted);
-                    foreach (var (o, value) in emitted)
-                    {
-                        writer.Write(o, value);
-                    }
-
-                    emitted.Clear();
+                    yield return output;
                 }
 
-                foreach (var (o, value) in pass.Complete(cancellationToken))
+                yield break;
+            }
+
+            owner._session.Observe("split", depth, files.Count, 0);
+            var results = new List<string>(files.Count);
+            foreach (var file in files)
+            {
+                using var writer = owner._session.Create(owner._outType.Value);
+                foreach (var (o, value) in owner.Finish(file, depth + 1, cancellationToken))
                 {
                     writer.Write(o, value);
                 }
@@ -333,13 +381,58 @@ internal sealed class EtlHashSpill<TRow, TKey, TOut>
             }
         }
 
+        /// <summary>Adds the rows of a partition file (deleted once read), handing on what the state emits at once.</summary>
+        internal IEnumerable<(long Ordinal, TOut Value)> Read(string file, CancellationToken cancellationToken)
+        {
+            var emitted = new List<(long Ordinal, TOut Value)>();
+            foreach (var (ordinal, row) in owner._session.Read(file, owner._rowType.Value, cancellationToken: cancellationToken))
+            {
+                Add(ordinal, row, emitted);
+                foreach (var output in emitted)
+                {
+                    yield return output;
+                }
+
+                emitted.Clear();
+            }
+        }
+
+        /// <summary>What the state holds, by ordinal; the state is cleared as it goes.</summary>
+        internal IEnumerable<(long Ordinal, TOut Value)> Drain()
+        {
+            owner._session.Observe("table", depth, _state.Count, _state.Held);
+            return _state.Drain();
+        }
+
+        /// <summary>Closes the partition files this pass wrote and returns them.</summary>
+        internal List<string> Close()
+        {
+            var files = new List<string>();
+            if (_partitions is null)
+            {
+                return files;
+            }
+
+            foreach (var writer in _partitions)
+            {
+                if (writer is not null)
+                {
+                    writer.Dispose();
+                    files.Add(writer.Path);
+                }
+            }
+
+            _partitions = null;
+            return files;
+        }
+
         private bool TryHold(long ordinal, TKey k, TRow row, List<(long Ordinal, TOut Value)> output)
         {
             if (_state.Offer(ordinal, k, row, _partitions is null, output))
             {
                 if (_partitions is null && _state.Over)
                 {
-                    _partitions = new EtlSpillWriter<TRow>?[owner._session.Partitions];
+                    _partitions = new EtlSpillWriter<TRow>?[partitions];
                 }
 
                 return true;
@@ -358,9 +451,9 @@ internal sealed class EtlDistinctState<T, TKey>(IEqualityComparer<TKey>? compare
 
     public override bool Over => _held > budget;
 
-    public long Held => _held;
+    public override long Held => _held;
 
-    public int Count => _seen.Count;
+    public override int Count => _seen.Count;
 
     public override bool Offer(long ordinal, TKey key, T row, bool mayAdd, List<(long Ordinal, T Value)> output)
     {
@@ -403,6 +496,10 @@ internal sealed class EtlAggregateState<T, TKey, TAcc, TOut>(
     private long _held;
 
     public override bool Over => _held > budget;
+
+    public override long Held => _held;
+
+    public override int Count => _groups.Count;
 
     public override bool Offer(long ordinal, TKey key, T row, bool mayAdd, List<(long Ordinal, TOut Value)> output)
     {
@@ -474,7 +571,7 @@ internal sealed class SpillingDistinctStage<T, TKey> : EtlSpillingStage<T, T>
     private bool _spilling;
 
     public SpillingDistinctStage(Stage<T> next, EtlRun run, Func<T, TKey> key, IEqualityComparer<TKey>? comparer, Func<TKey, long> size, long budget, EtlSpill spill, CancellationToken cancellationToken)
-        : base(next, new EtlSpillSession(run, "DistinctBy", "maxBytes", budget, spill), cancellationToken)
+        : base(next, new EtlSpillSession(run, "DistinctBy", "maxBytes", spill), cancellationToken)
     {
         _run = run;
         _budget = budget;

@@ -72,7 +72,7 @@ public sealed class EtlSpill
     }
 }
 
-/// <summary>What a spilling stage did, for tests: <paramref name="What"/> is <c>table</c> (a hash table built, its rows and bytes), <c>probe</c> (a left file read, its rows), <c>split</c> (a partition split again) or <c>slices</c> (a partition that cannot be split, joined in slices).</summary>
+/// <summary>What a spilling stage did, for tests: <paramref name="What"/> is <c>table</c> (a hash table built, its rows and bytes), <c>probe</c> (a left file read, its rows), <c>split</c> (a partition split again; for <c>DistinctBy</c> and <c>Aggregate</c>, a pass that wrote two or more partitions, its <paramref name="Depth"/> the hash used) or <c>slices</c> (a partition that cannot be split, finished in slices). <c>DistinctBy</c> and <c>Aggregate</c> report a <c>table</c> as each pass (or slice) ends: the keys or groups it held and their bytes.</summary>
 internal readonly record struct EtlSpillEvent(string What, int Depth, long Rows, long Bytes);
 
 /// <summary>A holding stage could not write a row to its spill file, or read it back.</summary>
@@ -110,7 +110,6 @@ internal sealed class EtlSpillSession : IDisposable
 {
     private readonly EtlRun _run;
     private readonly string _parameter;
-    private readonly long _budget;
     private readonly JsonSerializerOptions _json;
     private readonly string _directory;
     /// <summary>Each live spill folder holds this file open, unshared; a folder whose lock file opens is left from a run that crashed.</summary>
@@ -132,10 +131,9 @@ internal sealed class EtlSpillSession : IDisposable
     private bool _created;
     private int _next;
 
-    public EtlSpillSession(EtlRun run, string stage, string parameter, long budget, EtlSpill spill)
+    public EtlSpillSession(EtlRun run, string stage, string parameter, EtlSpill spill)
     {
         _run = run;
-        _budget = budget;
         Stage = stage;
         _parameter = parameter;
         _json = spill.SerializerOptions ?? EtlSpill.DefaultSerializerOptions;
@@ -377,16 +375,6 @@ internal sealed class EtlSpillSession : IDisposable
             }
         }
     }
-
-    /// <summary>A partition was split <paramref name="splits"/> times and still did not fit.</summary>
-    public EtlMemoryBudgetExceededException TooDeep(int splits) =>
-        new(string.Create(
-            CultureInfo.InvariantCulture,
-            $"ETL job '{_run.Job}' stopped: the {Stage} stage split its overflow {splits} times and it still does not fit its memory budget of {_budget:N0} bytes ({_parameter}): the keys' hash codes collide, or the budget holds almost nothing. Raise {_parameter}."))
-        {
-            Stage = Stage,
-            MaxBytes = _budget,
-        };
 
     public EtlSpillException Failed<TValue>(string what, Exception inner) =>
         new(
