@@ -280,7 +280,7 @@ public sealed class UnitOfWorkTests : PostgresTestBase
         // (the first unit enqueued) while its second unit waits for x: a deadlock that PostgreSQL breaks.
         await using var other = await HoldStreamRowAsync("x");
         await blocking.CommitAsync();
-        await WaitForLockWaitAsync("append_events");
+        await WaitForLockWaitAsync(other);
         var otherWantsPositions = other.ExecuteAsync($"UPDATE \"{SchemaName}\".log_head SET position = position");
 
         await leader.WaitAsync(PostgresDatabase.Wait);
@@ -429,9 +429,10 @@ public sealed class UnitOfWorkTests : PostgresTestBase
         new UnitOfWork().Upsert("docs", name, Encoding.UTF8.GetBytes("{}")).Enqueue(Message(name)).Append($"stream-{name}", ExpectedVersion.Any, [TestEvents.One()]);
 
     /// <summary>Waits until a backend of this test's schema waits for a row lock while running <paramref name="statement"/>.</summary>
-    private async Task WaitForLockWaitAsync(string statement)
+    /// <summary>Waits until a transaction waits for a lock that <paramref name="holder"/> holds.</summary>
+    private static async Task WaitForLockWaitAsync(RowLock holder)
     {
-        var sql = $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{SchemaName}%{statement}%' AND pid <> pg_backend_pid()";
+        var sql = $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND {holder.ProcessId} = ANY (pg_blocking_pids(pid)) AND pid <> pg_backend_pid()";
         using var timeout = new CancellationTokenSource(PostgresDatabase.Wait);
         while (await PostgresDatabase.ScalarAsync<long>(sql) == 0)
         {
