@@ -151,6 +151,41 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     }
 
     /// <summary>
+    /// A unit without inbox claims sends its fences, checkpoints, documents and appends (to distinct streams, in one
+    /// <c>commit_units</c> call) as one batch: a stale fence, a moved checkpoint and a refused append each still fail the
+    /// whole unit with their own exception and store nothing of it, and the unit that holds commits its appends in order.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_FenceCheckpointDocumentAndAppendsInOneBatch_AFailingPartCommitsNothing()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("b-taken", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var stale = await store.TryAcquireLeaseAsync("b-owner", "process-a", TimeSpan.FromMinutes(1));
+        await store.ReleaseLeaseAsync(stale!);
+        var current = await store.TryAcquireLeaseAsync("b-owner", "process-b", TimeSpan.FromMinutes(1));
+        var head = await store.GetHeadPositionAsync();
+        UnitOfWork Unit(Lease fence, long takenAt, long checkpointAt) => new UnitOfWork()
+            .RequireLease(fence)
+            .SaveCheckpoint("b-proj", 5, checkpointAt)
+            .Upsert("docs", "b-doc", Encoding.UTF8.GetBytes("{}"))
+            .Append("b-fresh", ExpectedVersion.NoStream, TestEvents.Many(2))
+            .Append("b-taken", ExpectedVersion.Exact(takenAt), [TestEvents.One()]);
+
+        await store.Invoking(s => s.CommitAsync(Unit(stale!, 1, 0)).AsTask()).Should().ThrowAsync<LeaseLostException>();
+        await store.Invoking(s => s.CommitAsync(Unit(current!, 1, 3)).AsTask()).Should().ThrowAsync<CheckpointConflictException>();
+        (await store.Invoking(s => s.CommitAsync(Unit(current!, 7, 0)).AsTask()).Should().ThrowAsync<WrongExpectedVersionException>()).Which.StreamId.Should().Be("b-taken");
+        (await store.GetAsync("docs", "b-doc")).Should().BeNull();
+        (await ((ICheckpointStore)store).LoadAsync("b-proj")).Should().BeNull();
+        (await store.ReadAllAsync(head).ToListAsync()).Should().BeEmpty();
+
+        var result = await store.CommitAsync(Unit(current!, 1, 0));
+
+        result.Appends.Select(a => (a.StreamId, a.Version, a.FirstPosition, a.LastPosition)).Should().Equal(("b-fresh", 2L, head + 1, head + 2), ("b-taken", 2L, head + 3, head + 3));
+        (await store.GetAsync("docs", "b-doc")).Should().NotBeNull();
+        (await ((ICheckpointStore)store).LoadAsync("b-proj")).Should().Be(5);
+    }
+
+    /// <summary>
     /// Units with several document changes in one group: a unit that fails on a conflict rolls back its own upserts and
     /// deletes (to its savepoint) and keeps those of the units before and after it in the group.
     /// </summary>
