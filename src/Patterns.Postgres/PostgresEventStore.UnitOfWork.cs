@@ -581,7 +581,8 @@ public sealed partial class PostgresEventStore
 
         // Fences, checkpoints and document changes go in one round trip (the document changes in a second one when inbox
         // claims, which may wait for a concurrent claim, come between): a projection's page is one round trip and the
-        // commit, not one per document. The savepoint the appends start with travels in the same round trip.
+        // commit, not one per document. The savepoint the appends start with travels in the same round trip, and so do
+        // the appends themselves when one commit_units call takes them all and no claims come between.
         var claims = work.InboxClaims.Count > 0;
         var appends = work.Appends;
         var results = new AppendResult[appends.Count];
