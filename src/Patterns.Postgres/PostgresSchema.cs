@@ -714,7 +714,7 @@ internal sealed class PostgresSchema
             -- row lock, an event-id check, an event insert and a stream update each), and the position lock is taken
             -- last, just before the one insert of every event, so it is held for the insert, the outbox messages and the
             -- commit only. Same arguments, results and outcomes as version 3. Stream rows are locked in stream id order
-            -- (missing ones of appends that may create their stream inserted first, in the same order), then log_head.
+            -- (a missing one that an append may create is created where it comes in that order), then log_head.
             CREATE OR REPLACE FUNCTION {{s}}.commit_units(
                 p_stream_ids text[], p_expected bigint[], p_counts integer[], p_event_ids uuid[], p_event_types text[],
                 p_data bytea[], p_metadata bytea[], p_correlation_ids text[], p_causation_ids text[],
@@ -742,6 +742,7 @@ internal sealed class PostgresSchema
                 v_versions bigint[];
                 v_deleteds boolean[];
                 v_stream text;
+                v_id text;
                 v_current bigint;
                 v_deleted boolean;
                 v_ids uuid[];
@@ -784,19 +785,39 @@ internal sealed class PostgresSchema
                 END LOOP;
 
                 IF cardinality(v_lock) > 0 THEN
-                    -- Streams an append may create get their row first (version 0, as an empty stream), then every stream
-                    -- row is locked and read in one statement.
-                    IF cardinality(v_create) > 0 THEN
-                        INSERT INTO {{s}}.streams (stream_id, version)
-                        SELECT DISTINCT c.id, 0::bigint FROM unnest(v_create) AS c(id) ORDER BY 1
-                        ON CONFLICT (stream_id) DO NOTHING;
+                    -- Stream rows are taken in stream id order, as append_events and append_group take them. When every
+                    -- stream an append may create has its row (rows are never deleted), every row is locked and read in
+                    -- one statement. Otherwise each stream is locked, or created (version 0, as an empty stream), where it
+                    -- comes in that order: creating first would hold a new row while waiting for a row before it, which
+                    -- a group holding that row and then creating this one would wait for in turn (a deadlock).
+                    IF cardinality(v_create) > 0 AND EXISTS (
+                        SELECT 1 FROM unnest(v_create) AS c(id)
+                         WHERE NOT EXISTS (SELECT 1 FROM {{s}}.streams s WHERE s.stream_id = c.id)) THEN
+                        v_sids := ARRAY[]::text[];
+                        v_versions := ARRAY[]::bigint[];
+                        v_deleteds := ARRAY[]::boolean[];
+                        FOR v_id IN SELECT l.id FROM unnest(v_lock) AS l(id) GROUP BY l.id ORDER BY l.id COLLATE "C" LOOP
+                            SELECT s.version, s.deleted INTO v_current, v_deleted
+                              FROM {{s}}.streams s WHERE s.stream_id = v_id FOR UPDATE;
+                            IF NOT FOUND AND v_id = ANY (v_create) THEN
+                                INSERT INTO {{s}}.streams (stream_id, version) VALUES (v_id, 0) ON CONFLICT (stream_id) DO NOTHING;
+                                SELECT s.version, s.deleted INTO v_current, v_deleted
+                                  FROM {{s}}.streams s WHERE s.stream_id = v_id FOR UPDATE;
+                            END IF;
+                            IF FOUND THEN
+                                v_sids := v_sids || v_id;
+                                v_versions := v_versions || v_current;
+                                v_deleteds := v_deleteds || v_deleted;
+                            END IF;
+                        END LOOP;
+                    ELSE
+                        SELECT coalesce(array_agg(l.stream_id ORDER BY l.stream_id), ARRAY[]::text[]),
+                               coalesce(array_agg(l.version ORDER BY l.stream_id), ARRAY[]::bigint[]),
+                               coalesce(array_agg(l.deleted ORDER BY l.stream_id), ARRAY[]::boolean[])
+                          INTO v_sids, v_versions, v_deleteds
+                          FROM (SELECT s.stream_id, s.version, s.deleted FROM {{s}}.streams s
+                                 WHERE s.stream_id = ANY (v_lock) ORDER BY s.stream_id FOR UPDATE) AS l;
                     END IF;
-                    SELECT coalesce(array_agg(l.stream_id ORDER BY l.stream_id), ARRAY[]::text[]),
-                           coalesce(array_agg(l.version ORDER BY l.stream_id), ARRAY[]::bigint[]),
-                           coalesce(array_agg(l.deleted ORDER BY l.stream_id), ARRAY[]::boolean[])
-                      INTO v_sids, v_versions, v_deleteds
-                      FROM (SELECT s.stream_id, s.version, s.deleted FROM {{s}}.streams s
-                             WHERE s.stream_id = ANY (v_lock) ORDER BY s.stream_id FOR UPDATE) AS l;
 
                     -- The unit of each event, and the units with an event id their stream already holds (one look).
                     SELECT coalesce(array_agg(u.ord ORDER BY u.ord, g.g), ARRAY[]::integer[]) INTO v_event_unit

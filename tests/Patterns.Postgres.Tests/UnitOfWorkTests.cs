@@ -186,6 +186,33 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     }
 
     /// <summary>
+    /// Stream rows are taken in stream id order, a missing one created where it comes in that order, as
+    /// <c>append_events</c> and <c>append_group</c> take them: a unit that waits for the row of a stream ("o-a") must not
+    /// already hold a stream it creates that sorts after it ("o-b"), or an append to "o-b" in another process waits for
+    /// the unit, and a group of appends that holds "o-a" and then creates "o-b" deadlocks with it.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_UnitWaitsForAStreamRow_HoldsNoStreamItCreatesThatSortsAfter()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("o-a", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await using var holder = await HoldStreamRowAsync("o-a");
+        var unit = Commit(store, new UnitOfWork()
+            .Upsert("docs", "o", Encoding.UTF8.GetBytes("{}"))
+            .Append("o-a", ExpectedVersion.Exact(1), [TestEvents.One()])
+            .Append("o-b", ExpectedVersion.NoStream, [TestEvents.One()]));
+        await WaitForLockWaitAsync(holder);
+
+        var otherProcess = CreateSut();
+        var appended = await otherProcess.AppendAsync("o-b", ExpectedVersion.NoStream, [TestEvents.One()]).AsTask().WaitAsync(PostgresDatabase.Wait);
+
+        appended.Version.Should().Be(1, "the waiting unit holds no row of o-b");
+        await holder.CommitAsync();
+        (await unit.Awaiting(u => u).Should().ThrowAsync<WrongExpectedVersionException>()).Which.StreamId.Should().Be("o-b");
+        (await store.GetAsync("docs", "o")).Should().BeNull();
+    }
+
+    /// <summary>
     /// Units with several document changes in one group: a unit that fails on a conflict rolls back its own upserts and
     /// deletes (to its savepoint) and keeps those of the units before and after it in the group.
     /// </summary>
@@ -463,7 +490,6 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     private static UnitOfWork Doomed(string name) =>
         new UnitOfWork().Upsert("docs", name, Encoding.UTF8.GetBytes("{}")).Enqueue(Message(name)).Append($"stream-{name}", ExpectedVersion.Any, [TestEvents.One()]);
 
-    /// <summary>Waits until a backend of this test's schema waits for a row lock while running <paramref name="statement"/>.</summary>
     /// <summary>Waits until a transaction waits for a lock that <paramref name="holder"/> holds.</summary>
     private static async Task WaitForLockWaitAsync(RowLock holder)
     {
