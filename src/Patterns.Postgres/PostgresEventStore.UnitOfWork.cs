@@ -581,21 +581,35 @@ public sealed partial class PostgresEventStore
 
         // Fences, checkpoints and document changes go in one round trip (the document changes in a second one when inbox
         // claims, which may wait for a concurrent claim, come between): a projection's page is one round trip and the
-        // commit, not one per document. The savepoint the appends start with travels in the same round trip.
+        // commit, not one per document. The savepoint the appends start with travels in the same round trip, and so do
+        // the appends themselves when one commit_units call takes them all and no claims come between.
         var claims = work.InboxClaims.Count > 0;
         var appends = work.Appends;
-        var atOnce = CanAppendAllAtOnce(appends);
-        var savepoint = appends.Count == 0 ? null : atOnce ? AppendsSavepoint : AppendSavepoint;
-        var saved = await ApplyStatePartsAsync(connection, transaction, work, documents: !claims, now, claims ? null : savepoint).ConfigureAwait(false);
-        if (claims)
-        {
-            await ClaimInboxAsync(connection, transaction, work.InboxClaims, now).ConfigureAwait(false);
-            saved = await ApplyStatePartsAsync(connection, transaction, work.Documents, now, savepoint).ConfigureAwait(false);
-        }
-
         var results = new AppendResult[appends.Count];
         long lastPosition = 0;
-        if (atOnce && await TryAppendAllAtOnceAsync(connection, transaction, appends, results, saved).ConfigureAwait(false))
+        bool atOnce, saved, appended;
+        if (!claims && CanAppendAllAtOnce(appends, minimum: 1))
+        {
+            // Without inbox claims nothing has to come between the state parts and the appends: one round trip runs them
+            // all (with the savepoint the appends start with), then the commit is the second.
+            atOnce = saved = true;
+            appended = await ApplyStateAndAppendsAsync(connection, transaction, work, results, now).ConfigureAwait(false);
+        }
+        else
+        {
+            atOnce = CanAppendAllAtOnce(appends, minimum: 2);
+            var savepoint = appends.Count == 0 ? null : atOnce ? AppendsSavepoint : AppendSavepoint;
+            saved = await ApplyStatePartsAsync(connection, transaction, work, documents: !claims, now, claims ? null : savepoint).ConfigureAwait(false);
+            if (claims)
+            {
+                await ClaimInboxAsync(connection, transaction, work.InboxClaims, now).ConfigureAwait(false);
+                saved = await ApplyStatePartsAsync(connection, transaction, work.Documents, now, savepoint).ConfigureAwait(false);
+            }
+
+            appended = atOnce && await TryAppendAllAtOnceAsync(connection, transaction, appends, results, saved).ConfigureAwait(false);
+        }
+
+        if (appended)
         {
             foreach (var result in results)
             {
@@ -638,10 +652,10 @@ public sealed partial class PostgresEventStore
         return new AppliedUnit(results.Length == 0 && lastSequence == 0 ? UnitOfWorkResult.Empty : new UnitOfWorkResult(results, lastSequence), lastPosition);
     }
 
-    /// <summary>Gets whether <see cref="TryAppendAllAtOnceAsync"/> takes <paramref name="appends"/>: two or more, to distinct streams, none with an inline projection.</summary>
-    private static bool CanAppendAllAtOnce(IReadOnlyList<UnitOfWorkAppend> appends)
+    /// <summary>Gets whether <c>commit_units</c> can take <paramref name="appends"/> in one call: at least <paramref name="minimum"/>, to distinct streams, none with an inline projection.</summary>
+    private static bool CanAppendAllAtOnce(IReadOnlyList<UnitOfWorkAppend> appends, int minimum)
     {
-        if (appends.Count < 2)
+        if (appends.Count < minimum)
         {
             return false;
         }
@@ -668,13 +682,7 @@ public sealed partial class PostgresEventStore
     /// </summary>
     private async ValueTask<bool> TryAppendAllAtOnceAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, IReadOnlyList<UnitOfWorkAppend> appends, AppendResult[] results, bool saved)
     {
-        var units = new UnitOfWork[appends.Count];
-        for (var i = 0; i < units.Length; i++)
-        {
-            var append = appends[i];
-            units[i] = new UnitOfWork().Append(append.StreamId, append.ExpectedVersion, append.Events);
-        }
-
+        var units = AppendUnits(appends);
         var none = CancellationToken.None;
         if (!saved)
         {
@@ -697,6 +705,125 @@ public sealed partial class PostgresEventStore
             if (row.Status != 0)
             {
                 await transaction.RollbackAsync(AppendsSavepoint, none).ConfigureAwait(false);
+                return false;
+            }
+        }
+
+        for (var i = 0; i < units.Length; i++)
+        {
+            results[i] = ResultOf(units[i], rows[i]).Appends[0];
+        }
+
+        return true;
+    }
+
+    /// <summary>One unit of work per append, as <c>commit_units</c> takes them.</summary>
+    private static UnitOfWork[] AppendUnits(IReadOnlyList<UnitOfWorkAppend> appends)
+    {
+        var units = new UnitOfWork[appends.Count];
+        for (var i = 0; i < units.Length; i++)
+        {
+            var append = appends[i];
+            units[i] = new UnitOfWork().Append(append.StreamId, append.ExpectedVersion, append.Events);
+        }
+
+        return units;
+    }
+
+    /// <summary>
+    /// Runs a unit's fences, checkpoints, document changes, the savepoint its appends start with and the appends themselves
+    /// (to distinct streams, none with an inline projection, in one <c>commit_units</c> call in the order they were added) as
+    /// one batch: one round trip. Throws what the first failing state part would throw, as
+    /// <see cref="ApplyStatePartsAsync(NpgsqlConnection, NpgsqlTransaction, UnitOfWork, bool, DateTimeOffset, string?)"/> does.
+    /// Returns whether every append was stored (their results in <paramref name="results"/>); when the call refused any
+    /// append or failed, everything it did is undone (back to the savepoint) and the caller appends one at a time.
+    /// </summary>
+    private async ValueTask<bool> ApplyStateAndAppendsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, UnitOfWork work, AppendResult[] results, DateTimeOffset now)
+    {
+        var fences = work.Fences;
+        var checkpoints = work.Checkpoints;
+        var units = AppendUnits(work.Appends);
+        UnitRow[]? rows = null;
+        Lease? lost = null;
+        string? holder = null;
+        var batch = new NpgsqlBatch(connection, transaction);
+        await using (batch.ConfigureAwait(false))
+        {
+            foreach (var fence in fences)
+            {
+                batch.BatchCommands.Add(Command(_schema.LeaseFence, Parameters.Text(fence.Name)));
+            }
+
+            foreach (var change in checkpoints)
+            {
+                batch.BatchCommands.Add(CheckpointCommand(change, now));
+            }
+
+            AddDocumentCommands(batch, work.Documents, now);
+            batch.BatchCommands.Add(new NpgsqlBatchCommand("SAVEPOINT " + AppendsSavepoint));
+            var appendCommand = new NpgsqlBatchCommand(_schema.CommitUnits);
+            var order = AddUnitParameters(appendCommand.Parameters, units, notifyOutbox: false, inOrder: true);
+            batch.BatchCommands.Add(appendCommand);
+            try
+            {
+                var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+                await using (reader.ConfigureAwait(false))
+                {
+                    for (var i = 0; i < fences.Count; i++)
+                    {
+                        if (i > 0)
+                        {
+                            await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
+                        }
+
+                        var (owner, token) = await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false) ? ReadLeaseHolder(reader) : (null, 0);
+                        if (lost is null && (owner != fences[i].Owner || token != fences[i].Token))
+                        {
+                            (lost, holder) = (fences[i], owner);
+                        }
+                    }
+
+                    // Statements without rows (checkpoints, documents, the savepoint) are skipped on the way to the appends' rows.
+                    if (fences.Count > 0)
+                    {
+                        await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
+                    }
+
+                    rows = await ReadUnitRowsAsync(reader, order).ConfigureAwait(false);
+                }
+            }
+            catch (PostgresException ex) when (ex.BatchCommand == appendCommand && !IsDeadlock(ex))
+            {
+                // The appends failed (an event id a concurrent transaction stored first); the state parts ran. A deadlock
+                // victim is not: appended one by one it would wait for the same rows again, so the unit fails as one and
+                // runs again (alone after its group, or as a new transaction).
+                await transaction.RollbackAsync(AppendsSavepoint, CancellationToken.None).ConfigureAwait(false);
+            }
+
+            if (lost is not null)
+            {
+                throw new LeaseLostException(lost, holder);
+            }
+
+            for (var i = 0; i < checkpoints.Count; i++)
+            {
+                if (batch.BatchCommands[fences.Count + i].RecordsAffected == 0)
+                {
+                    await ThrowCheckpointConflictAsync(connection, transaction, checkpoints[i]).ConfigureAwait(false);
+                }
+            }
+        }
+
+        if (rows is null)
+        {
+            return false;
+        }
+
+        foreach (var row in rows)
+        {
+            if (row.Status != 0)
+            {
+                await transaction.RollbackAsync(AppendsSavepoint, CancellationToken.None).ConfigureAwait(false);
                 return false;
             }
         }

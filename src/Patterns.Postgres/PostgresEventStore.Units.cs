@@ -149,6 +149,33 @@ public sealed partial class PostgresEventStore
     /// </summary>
     private async ValueTask<UnitRow[]> ExecuteUnitsAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, IReadOnlyList<UnitOfWork> units, bool notifyOutbox, bool inOrder = false)
     {
+        var command = new NpgsqlCommand(_schema.CommitUnits, connection, transaction);
+        await using (command.ConfigureAwait(false))
+        {
+            var order = AddUnitParameters(command.Parameters, units, notifyOutbox, inOrder);
+            var reader = await command.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            await using (reader.ConfigureAwait(false))
+            {
+                return await ReadUnitRowsAsync(reader, order).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Reads <c>commit_units</c>' rows, on which <paramref name="reader"/> stands, back into input order.</summary>
+    private static async ValueTask<UnitRow[]> ReadUnitRowsAsync(NpgsqlDataReader reader, int[] order)
+    {
+        var rows = new UnitRow[order.Length];
+        for (var slot = 0; slot < order.Length && await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false); slot++)
+        {
+            rows[order[slot]] = new UnitRow { Status = reader.GetInt32(0), Version = reader.GetInt64(1), FirstPosition = reader.GetInt64(2), LastSequence = reader.GetInt64(3) };
+        }
+
+        return rows;
+    }
+
+    /// <summary>Adds <c>commit_units</c>' arguments for <paramref name="units"/>; returns the input index of each slot.</summary>
+    private int[] AddUnitParameters(NpgsqlParameterCollection parameters, IReadOnlyList<UnitOfWork> units, bool notifyOutbox, bool inOrder)
+    {
         // One lock order for every group: stream rows sorted by id (stable, so one stream's units keep their order).
         var order = new int[units.Count];
         for (var i = 0; i < order.Length; i++)
@@ -227,33 +254,18 @@ public sealed partial class PostgresEventStore
             }
         }
 
-        var rows = new UnitRow[units.Count];
-        var command = new NpgsqlCommand(_schema.CommitUnits, connection, transaction);
-        await using (command.ConfigureAwait(false))
-        {
-            var parameters = command.Parameters;
-            AddAppends(parameters, streamIds, expected, counts, columns);
-            parameters.Add(Parameters.Array(claimUnits, NpgsqlDbType.Integer));
-            parameters.Add(Parameters.Array(consumers, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(messageIds, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(messageUnits, NpgsqlDbType.Integer));
-            parameters.Add(Parameters.Array(destinations, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(kinds, NpgsqlDbType.Smallint));
-            parameters.Add(Parameters.Array(partitionKeys, NpgsqlDbType.Text));
-            parameters.Add(Parameters.Array(payloads, NpgsqlDbType.Bytea));
-            parameters.Add(Parameters.Timestamp(_timeProvider.GetUtcNow()));
-            parameters.Add(new NpgsqlParameter<string?> { TypedValue = notifyOutbox && _notifications ? _schema.OutboxChannel : null, NpgsqlDbType = NpgsqlDbType.Text });
-            var reader = await command.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
-            await using (reader.ConfigureAwait(false))
-            {
-                for (var slot = 0; slot < order.Length && await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false); slot++)
-                {
-                    rows[order[slot]] = new UnitRow { Status = reader.GetInt32(0), Version = reader.GetInt64(1), FirstPosition = reader.GetInt64(2), LastSequence = reader.GetInt64(3) };
-                }
-            }
-        }
-
-        return rows;
+        AddAppends(parameters, streamIds, expected, counts, columns);
+        parameters.Add(Parameters.Array(claimUnits, NpgsqlDbType.Integer));
+        parameters.Add(Parameters.Array(consumers, NpgsqlDbType.Text));
+        parameters.Add(Parameters.Array(messageIds, NpgsqlDbType.Text));
+        parameters.Add(Parameters.Array(messageUnits, NpgsqlDbType.Integer));
+        parameters.Add(Parameters.Array(destinations, NpgsqlDbType.Text));
+        parameters.Add(Parameters.Array(kinds, NpgsqlDbType.Smallint));
+        parameters.Add(Parameters.Array(partitionKeys, NpgsqlDbType.Text));
+        parameters.Add(Parameters.Array(payloads, NpgsqlDbType.Bytea));
+        parameters.Add(Parameters.Timestamp(_timeProvider.GetUtcNow()));
+        parameters.Add(new NpgsqlParameter<string?> { TypedValue = notifyOutbox && _notifications ? _schema.OutboxChannel : null, NpgsqlDbType = NpgsqlDbType.Text });
+        return order;
     }
 
     /// <summary>One unit's row from <c>commit_units</c>.</summary>

@@ -119,4 +119,75 @@ public sealed class GapFreeReadingTests : PostgresTestBase
         positions.Count.Should().Be(Total);
         positions.Should().BeInAscendingOrder().And.OnlyHaveUniqueItems();
     }
+    [Fact]
+    public async Task CommitAsync_UnitsFromSeveralStoresAndATailingReader_PositionsGapFreeAndEveryEventSeenOnceInOrder()
+    {
+        // Several store instances stand for several processes (each its own pool and group queue). Each writer commits
+        // units of work: a single append (the one-statement path), and two appends with a document (the general path,
+        // both streams in one commit_units call), so transactions that append race for positions from every side.
+        const int Stores = 4;
+        const int UnitsPerWriter = 30;
+        var stores = Enumerable.Range(0, Stores).Select(_ => CreateSut(o => o.PageSize = 20)).ToArray();
+        await stores[0].MigrateAsync();
+        using var timeout = new CancellationTokenSource(PostgresDatabase.Wait);
+        var token = timeout.Token;
+        var appended = new ConcurrentDictionary<Guid, long>();
+
+        var writers = Enumerable.Range(0, Stores * 2).Select(w => Task.Run(async () =>
+        {
+            var store = stores[w % Stores];
+            for (var i = 0; i < UnitsPerWriter; i++)
+            {
+                var first = TestEvents.Many(1 + (i % 3));
+                var work = new UnitOfWork().Append($"u{w}-{i % 4}", ExpectedVersion.Any, first);
+                SerializedEvent[] second = [];
+                if (i % 2 == 1)
+                {
+                    second = TestEvents.Many(2);
+                    work.Append($"v{w}-{i % 5}", ExpectedVersion.Any, second).Upsert("docs", $"{w}-{i}", new byte[] { 1 });
+                }
+
+                var result = await store.CommitAsync(work, token);
+                for (var k = 0; k < first.Length; k++)
+                {
+                    appended[first[k].EventId] = result.Appends[0].FirstPosition + k;
+                }
+
+                for (var k = 0; k < second.Length; k++)
+                {
+                    appended[second[k].EventId] = result.Appends[1].FirstPosition + k;
+                }
+            }
+        })).ToArray();
+        var allWritten = Task.WhenAll(writers);
+
+        var reader = stores[0];
+        var seen = new List<StoredEvent>();
+        var last = 0L;
+        while (true)
+        {
+            var finished = allWritten.IsCompleted;
+            await foreach (var e in reader.ReadAllAsync(last, cancellationToken: token))
+            {
+                e.Position.Should().Be(last + 1, "positions are gap-free and a reader never sees a higher one before a lower one commits");
+                seen.Add(e);
+                last = e.Position;
+            }
+
+            if (finished)
+            {
+                break;
+            }
+
+            await reader.WaitForEventsAsync(last, token);
+        }
+
+        await allWritten;
+        seen.Count.Should().Be(appended.Count, "a tailing reader that skipped a late-committing lower position would miss events");
+        seen.Should().OnlyContain(e => appended[e.EventId] == e.Position);
+        foreach (var stream in seen.GroupBy(e => e.StreamId))
+        {
+            stream.Select(e => e.Version).Should().Equal(Enumerable.Range(1, stream.Count()).Select(v => (long)v), "each stream's versions follow its commits");
+        }
+    }
 }

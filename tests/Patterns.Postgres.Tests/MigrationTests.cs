@@ -21,7 +21,7 @@ public sealed class MigrationTests : PostgresTestBase
         await Task.WhenAll(migrations).WaitAsync(PostgresDatabase.Wait);
         await stores[0].MigrateAsync();
 
-        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(3);
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(4);
         var tables = await PostgresDatabase.ScalarAsync<string[]>(
             $"SELECT array_agg(table_name::text ORDER BY table_name) FROM information_schema.tables WHERE table_schema = '{SchemaName}'");
         tables.Should().Equal(Tables);
@@ -36,7 +36,7 @@ public sealed class MigrationTests : PostgresTestBase
         var appends = Enumerable.Range(0, 8).Select(i => Task.Run(() => store.AppendAsync($"s{i}", ExpectedVersion.NoStream, [TestEvents.One()]).AsTask()));
 
         (await Task.WhenAll(appends).WaitAsync(PostgresDatabase.Wait)).Should().HaveCount(8);
-        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(3);
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(4);
     }
 
     [Fact]
@@ -62,7 +62,7 @@ public sealed class MigrationTests : PostgresTestBase
 
         var act = () => store.GetHeadPositionAsync().AsTask();
 
-        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 0*needs 3*");
+        await act.Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 0*needs 4*");
     }
 
     [Fact]
@@ -77,7 +77,7 @@ public sealed class MigrationTests : PostgresTestBase
         }
 
         var old = CreateSut(o => o.AutoCreateSchema = false);
-        await old.Invoking(s => s.GetHeadPositionAsync().AsTask()).Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 1*needs 3*");
+        await old.Invoking(s => s.GetHeadPositionAsync().AsTask()).Should().ThrowAsync<InvalidOperationException>().WithMessage("*is at version 1*needs 4*");
         var store = CreateSut();
         await store.AppendAsync("kept", ExpectedVersion.NoStream, [TestEvents.One()]);
 
@@ -87,6 +87,6 @@ public sealed class MigrationTests : PostgresTestBase
         (await store.ReadOutboxAsync(0, 10)).Should().ContainSingle();
         (await store.TryAcquireLeaseAsync("relay", "a", TimeSpan.FromSeconds(1))).Should().NotBeNull();
         (await ((ICheckpointStore)store).LoadAsync("kept")).Should().Be(5, "the upgrade keeps existing rows");
-        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(3);
+        (await PostgresDatabase.ScalarAsync<long>($"SELECT count(*) FROM \"{SchemaName}\".schema_migrations")).Should().Be(4);
     }
 }

@@ -133,6 +133,9 @@ public abstract class PostgresTestBase : IAsyncLifetime
     /// <summary>A row lock held by a transaction on its own connection.</summary>
     protected sealed class RowLock(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
     {
+        /// <summary>Gets the server process that holds the lock.</summary>
+        public int ProcessId => connection.ProcessID;
+
         public Task CommitAsync() => transaction.CommitAsync();
 
         /// <summary>Runs a statement in the lock's transaction.</summary>

@@ -151,6 +151,68 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     }
 
     /// <summary>
+    /// A unit without inbox claims sends its fences, checkpoints, documents and appends (to distinct streams, in one
+    /// <c>commit_units</c> call) as one batch: a stale fence, a moved checkpoint and a refused append each still fail the
+    /// whole unit with their own exception and store nothing of it, and the unit that holds commits its appends in order.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_FenceCheckpointDocumentAndAppendsInOneBatch_AFailingPartCommitsNothing()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("b-taken", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var stale = await store.TryAcquireLeaseAsync("b-owner", "process-a", TimeSpan.FromMinutes(1));
+        await store.ReleaseLeaseAsync(stale!);
+        var current = await store.TryAcquireLeaseAsync("b-owner", "process-b", TimeSpan.FromMinutes(1));
+        var head = await store.GetHeadPositionAsync();
+        UnitOfWork Unit(Lease fence, long takenAt, long checkpointAt) => new UnitOfWork()
+            .RequireLease(fence)
+            .SaveCheckpoint("b-proj", 5, checkpointAt)
+            .Upsert("docs", "b-doc", Encoding.UTF8.GetBytes("{}"))
+            .Append("b-fresh", ExpectedVersion.NoStream, TestEvents.Many(2))
+            .Append("b-taken", ExpectedVersion.Exact(takenAt), [TestEvents.One()]);
+
+        await store.Invoking(s => s.CommitAsync(Unit(stale!, 1, 0)).AsTask()).Should().ThrowAsync<LeaseLostException>();
+        await store.Invoking(s => s.CommitAsync(Unit(current!, 1, 3)).AsTask()).Should().ThrowAsync<CheckpointConflictException>();
+        (await store.Invoking(s => s.CommitAsync(Unit(current!, 7, 0)).AsTask()).Should().ThrowAsync<WrongExpectedVersionException>()).Which.StreamId.Should().Be("b-taken");
+        (await store.GetAsync("docs", "b-doc")).Should().BeNull();
+        (await ((ICheckpointStore)store).LoadAsync("b-proj")).Should().BeNull();
+        (await store.ReadAllAsync(head).ToListAsync()).Should().BeEmpty();
+
+        var result = await store.CommitAsync(Unit(current!, 1, 0));
+
+        result.Appends.Select(a => (a.StreamId, a.Version, a.FirstPosition, a.LastPosition)).Should().Equal(("b-fresh", 2L, head + 1, head + 2), ("b-taken", 2L, head + 3, head + 3));
+        (await store.GetAsync("docs", "b-doc")).Should().NotBeNull();
+        (await ((ICheckpointStore)store).LoadAsync("b-proj")).Should().Be(5);
+    }
+
+    /// <summary>
+    /// Stream rows are taken in stream id order, a missing one created where it comes in that order, as
+    /// <c>append_events</c> and <c>append_group</c> take them: a unit that waits for the row of a stream ("o-a") must not
+    /// already hold a stream it creates that sorts after it ("o-b"), or an append to "o-b" in another process waits for
+    /// the unit, and a group of appends that holds "o-a" and then creates "o-b" deadlocks with it.
+    /// </summary>
+    [Fact]
+    public async Task CommitAsync_UnitWaitsForAStreamRow_HoldsNoStreamItCreatesThatSortsAfter()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("o-a", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await using var holder = await HoldStreamRowAsync("o-a");
+        var unit = Commit(store, new UnitOfWork()
+            .Upsert("docs", "o", Encoding.UTF8.GetBytes("{}"))
+            .Append("o-a", ExpectedVersion.Exact(1), [TestEvents.One()])
+            .Append("o-b", ExpectedVersion.NoStream, [TestEvents.One()]));
+        await WaitForLockWaitAsync(holder);
+
+        var otherProcess = CreateSut();
+        var appended = await otherProcess.AppendAsync("o-b", ExpectedVersion.NoStream, [TestEvents.One()]).AsTask().WaitAsync(PostgresDatabase.Wait);
+
+        appended.Version.Should().Be(1, "the waiting unit holds no row of o-b");
+        await holder.CommitAsync();
+        (await unit.Awaiting(u => u).Should().ThrowAsync<WrongExpectedVersionException>()).Which.StreamId.Should().Be("o-b");
+        (await store.GetAsync("docs", "o")).Should().BeNull();
+    }
+
+    /// <summary>
     /// Units with several document changes in one group: a unit that fails on a conflict rolls back its own upserts and
     /// deletes (to its savepoint) and keeps those of the units before and after it in the group.
     /// </summary>
@@ -280,7 +342,7 @@ public sealed class UnitOfWorkTests : PostgresTestBase
         // (the first unit enqueued) while its second unit waits for x: a deadlock that PostgreSQL breaks.
         await using var other = await HoldStreamRowAsync("x");
         await blocking.CommitAsync();
-        await WaitForLockWaitAsync("append_events");
+        await WaitForLockWaitAsync(other);
         var otherWantsPositions = other.ExecuteAsync($"UPDATE \"{SchemaName}\".log_head SET position = position");
 
         await leader.WaitAsync(PostgresDatabase.Wait);
@@ -428,10 +490,10 @@ public sealed class UnitOfWorkTests : PostgresTestBase
     private static UnitOfWork Doomed(string name) =>
         new UnitOfWork().Upsert("docs", name, Encoding.UTF8.GetBytes("{}")).Enqueue(Message(name)).Append($"stream-{name}", ExpectedVersion.Any, [TestEvents.One()]);
 
-    /// <summary>Waits until a backend of this test's schema waits for a row lock while running <paramref name="statement"/>.</summary>
-    private async Task WaitForLockWaitAsync(string statement)
+    /// <summary>Waits until a transaction waits for a lock that <paramref name="holder"/> holds.</summary>
+    private static async Task WaitForLockWaitAsync(RowLock holder)
     {
-        var sql = $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{SchemaName}%{statement}%' AND pid <> pg_backend_pid()";
+        var sql = $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND {holder.ProcessId} = ANY (pg_blocking_pids(pid)) AND pid <> pg_backend_pid()";
         using var timeout = new CancellationTokenSource(PostgresDatabase.Wait);
         while (await PostgresDatabase.ScalarAsync<long>(sql) == 0)
         {
