@@ -229,29 +229,25 @@ public sealed class BatcherTests
     [Fact]
     public async Task AddAsync_ProducerMovesToAnotherThread_ItsItemsStayInOrderAndNoneIsLost()
     {
-        // One producer adds from one thread (the batcher's lock biases to it), then from a second thread, then from
-        // the first again, while flushes run from the test: every item is handled once, in the order added.
+        // One producer adds from one thread (the batcher's lock biases to it), then from a second thread, then from a
+        // third, with flushes from the test between: every item is handled once, in the order added. The threads are
+        // created up front so that each has an id of its own (ids of ended threads are reused).
         await using var batcher = CreateSut(new BatchOptions { MaxCount = 64, Capacity = 256, MaxAge = Timeout.InfiniteTimeSpan });
         var next = 0;
-
-        void AddOnNewThread(int count)
+        var threads = Enumerable.Range(0, 3).Select(_ => new Thread(() =>
         {
-            var thread = new Thread(() =>
+            for (var i = 0; i < 1_000; i++)
             {
-                for (var i = 0; i < count; i++)
-                {
-                    batcher.AddAsync(next++).AsTask().GetAwaiter().GetResult();
-                }
-            });
-            thread.Start();
-            thread.Join();
-        }
+                batcher.AddAsync(next++).AsTask().GetAwaiter().GetResult();
+            }
+        })).ToList();
 
-        AddOnNewThread(1_000);
-        await batcher.FlushAsync().WaitAsync(TestHost.Wait);
-        AddOnNewThread(1_000);
-        AddOnNewThread(1_000);
-        await batcher.FlushAsync().WaitAsync(TestHost.Wait);
+        foreach (var thread in threads)
+        {
+            thread.Start();
+            thread.Join(TestHost.Wait).Should().BeTrue();
+            await batcher.FlushAsync().WaitAsync(TestHost.Wait);
+        }
 
         _batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 3_000));
         batcher.Count.Should().Be(0);

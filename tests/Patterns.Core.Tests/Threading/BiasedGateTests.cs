@@ -8,8 +8,9 @@ public sealed class BiasedGateTests
     public void EnterAsProducer_SameThreadInARow_BiasesToItAndEntersTheFastWay()
     {
         var sut = CreateSut();
+        using var producer = new StepThread();
 
-        var (biased, lastFast) = OnThread(() =>
+        var (biased, lastFast) = producer.Run(() =>
         {
             BiasedGate.Owner? owner = null;
             for (var i = 0; i <= BiasedGate.BiasAfter; i++)
@@ -29,9 +30,11 @@ public sealed class BiasedGateTests
     public void EnterAsProducer_AnotherThreadAfterTheBias_EndsTheBiasAndTakesTheLock()
     {
         var sut = CreateSut();
-        OnThread(() => Bias(sut));
+        using var first = new StepThread();
+        using var second = new StepThread();
+        first.Run(() => Bias(sut));
 
-        var owner = OnThread(() =>
+        var owner = second.Run(() =>
         {
             var entered = sut.EnterAsProducer();
             sut.Exit(entered);
@@ -46,24 +49,17 @@ public sealed class BiasedGateTests
     public void Enter_NotAProducerWhileBiased_KeepsTheBias()
     {
         var sut = CreateSut();
-        using var ownerReady = new ManualResetEventSlim();
-        using var otherDone = new ManualResetEventSlim();
-        BiasedGate.Owner? afterwards = null;
-        var owner = new Thread(() =>
-        {
-            Bias(sut);
-            ownerReady.Set();
-            otherDone.Wait();
-            afterwards = sut.EnterAsProducer();
-            sut.Exit(afterwards);
-        });
-        owner.Start();
+        using var producer = new StepThread();
+        producer.Run(() => Bias(sut));
 
-        ownerReady.Wait();
-        sut.Enter();
+        sut.Enter(); // from the test's thread, as a timer or a flush would
         sut.Exit();
-        otherDone.Set();
-        owner.Join();
+        var afterwards = producer.Run(() =>
+        {
+            var entered = sut.EnterAsProducer();
+            sut.Exit(entered);
+            return entered;
+        });
 
         sut.IsBiased.Should().BeTrue();
         afterwards.Should().NotBeNull("a timer, flush or worker entry leaves the producer's bias in place");
@@ -74,7 +70,9 @@ public sealed class BiasedGateTests
     {
         var sut = new BiasedGate(biasable: false);
 
-        OnThread(() => Bias(sut));
+        using var producer = new StepThread();
+
+        producer.Run(() => Bias(sut));
 
         sut.IsBiased.Should().BeFalse();
     }
@@ -145,20 +143,52 @@ public sealed class BiasedGateTests
         }
     }
 
-    private static TResult OnThread<TResult>(Func<TResult> body)
+    /// <summary>
+    /// A thread that stays alive for the whole test and runs steps one at a time: managed thread ids are reused once a
+    /// thread ends, and the gate tells threads apart by id.
+    /// </summary>
+    private sealed class StepThread : IDisposable
     {
-        var result = default(TResult);
-        var thread = new Thread(() => result = body());
-        thread.Start();
-        thread.Join();
-        return result!;
-    }
+        private readonly System.Collections.Concurrent.BlockingCollection<Action> _steps = [];
+        private readonly Thread _thread;
 
-    private static void OnThread(Action body)
-    {
-        var thread = new Thread(() => body());
-        thread.Start();
-        thread.Join();
+        public StepThread()
+        {
+            _thread = new Thread(() =>
+            {
+                foreach (var step in _steps.GetConsumingEnumerable())
+                {
+                    step();
+                }
+            });
+            _thread.Start();
+        }
+
+        public TResult Run<TResult>(Func<TResult> body)
+        {
+            var result = default(TResult);
+            using var done = new ManualResetEventSlim();
+            _steps.Add(() =>
+            {
+                result = body();
+                done.Set();
+            });
+            done.Wait(TestHost.Wait).Should().BeTrue();
+            return result!;
+        }
+
+        public void Run(Action body) => Run(() =>
+        {
+            body();
+            return 0;
+        });
+
+        public void Dispose()
+        {
+            _steps.CompleteAdding();
+            _thread.Join();
+            _steps.Dispose();
+        }
     }
 
     private sealed class Shared
