@@ -66,6 +66,35 @@ public sealed class BiasedGateTests
     }
 
     [Fact]
+    public async Task EnterAsProducer_OwnerWhileAnotherThreadHoldsTheLock_WaitsUntilItLeaves()
+    {
+        // The owner's fast way publishes that it is inside and then checks the lock: with the lock held by another
+        // thread it must take the slow way and wait, never enter beside it.
+        var sut = CreateSut();
+        using var producer = new StepThread();
+        producer.Run(() => Bias(sut));
+
+        sut.Enter(); // as a flush or a worker would, from the test's thread
+        var inside = 0;
+        var entering = producer.Start(() =>
+        {
+            var owner = sut.EnterAsProducer();
+            Volatile.Write(ref inside, 1);
+            sut.Exit(owner);
+        });
+
+        // Whatever the owner's thread has done by now, it must not be inside while this thread holds the lock.
+        Thread.Yield();
+        var insideWhileHeld = Volatile.Read(ref inside);
+        sut.Exit();
+
+        await entering.WaitAsync(TestHost.Wait);
+        insideWhileHeld.Should().Be(0);
+        Volatile.Read(ref inside).Should().Be(1);
+        sut.IsBiased.Should().BeTrue("an entry that is not a producer's leaves the bias in place");
+    }
+
+    [Fact]
     public void Gate_NotBiasable_NeverBiases()
     {
         var sut = new BiasedGate(biasable: false);
@@ -104,7 +133,7 @@ public sealed class BiasedGateTests
 
         foreach (var thread in threads)
         {
-            thread.Join();
+            thread.Join(TestHost.Wait).Should().BeTrue();
         }
 
         state.Overlaps.Should().Be(0);
@@ -175,6 +204,18 @@ public sealed class BiasedGateTests
             });
             done.Wait(TestHost.Wait).Should().BeTrue();
             return result!;
+        }
+
+        /// <summary>Queues a step without waiting for it; the returned task completes when it has run.</summary>
+        public Task Start(Action body)
+        {
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _steps.Add(() =>
+            {
+                body();
+                done.SetResult();
+            });
+            return done.Task;
         }
 
         public void Run(Action body) => Run(() =>
