@@ -35,6 +35,9 @@ internal sealed class BatchBuffer<T>
 
     public Exception?[]? Failures { get; private set; }
 
+    /// <summary>The next buffer in its batcher's list of free buffers.</summary>
+    internal BatchBuffer<T>? NextFree;
+
     public int FailedCount { get; private set; }
 
     /// <summary>Transport consumers only: each item's envelope.</summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Patterns.Messaging;
@@ -25,6 +26,14 @@ internal enum AddStatus
 /// unbounded channel, which stays bounded because the batcher never holds more than its capacity of items. Batches
 /// reuse pooled buffers, so a batcher in steady state allocates nothing per batch either.
 /// </summary>
+/// <remarks>
+/// Handler workers never take the producers' lock for a handled batch: they count what they freed on counters of
+/// their own (<see cref="ReleaseCounters"/>), give the buffer back through a lock-free list, and signal a producer
+/// waiting for space or a flush waiter only when one exists. Producers hold the number of items they added and a
+/// cached limit (released + capacity) under the lock, and read the workers' counter only when they reach that
+/// limit. With one handler worker, batches are handled in hand-off order, so "every batch up to sequence n is
+/// handled" is the count of handled batches; with several, a flush is tracked under the lock as before.
+/// </remarks>
 internal abstract class BatchEngine<T> : Batcher<T>
 {
     /// <summary>How many times an idle worker spins (see <see cref="SpinForNextBatch"/>) before it parks.</summary>
@@ -50,17 +59,31 @@ internal abstract class BatchEngine<T> : Batcher<T>
     private readonly CancellationTokenSource _stop = new();
     private readonly ResiliencePipeline? _pipeline;
     private readonly bool _retryOnly;
-    private readonly Stack<BatchBuffer<T>> _pool = new();
     private readonly int _poolLimit;
+    private readonly bool _inOrder;
     private readonly TagList _tags;
     private BatchBuffer<T>? _open;
     private ITimer? _timer;
     private long _timerDue = long.MaxValue;
+
+    // Producers' side, under the gate: items added so far and the most that may be added before the workers'
+    // counter must be read again (released + capacity; long.MinValue once completing).
+    private long _added;
+    private long _addLimit;
+
+    // Workers' side: what they handled, on cache lines of their own.
+    private ReleaseCounters _released;
+
+    // Buffers for new batches: _free under the gate, _returned pushed lock-free by workers, _pooled counts both.
+    private BatchBuffer<T>? _free;
+    private BatchBuffer<T>? _returned;
+    private int _pooled;
+
+    // Set by a producer that waits for space (under the gate); taken and completed by the worker that frees space.
     private TaskCompletionSource? _spaceSignal;
     private List<(long Target, TaskCompletionSource Signal)>? _flushWaiters;
+    private int _flushPending;
     private HashSet<long>? _doneAhead;
-    private int _buffered;
-    private int _inFlight;
     private long _handedOff;
     private long _lowestIncomplete = 1;
     private bool _completing;
@@ -86,6 +109,11 @@ internal abstract class BatchEngine<T> : Batcher<T>
         Logger = logger;
         _tags = PatternsTelemetry.Tags(system, name);
         _poolLimit = (_capacity / _maxCount) + _workers + 2;
+        _addLimit = _capacity;
+        _inOrder = _workers == 1;
+
+        // With several workers a handled batch takes the gate (flush tracking), which would end a bias every time.
+        Gate = new BiasedGate(biasable: _inOrder);
 
         var tags = _tags;
         _pipeline = PipelineFactory.Create(options, timeProvider, args =>
@@ -121,13 +149,21 @@ internal abstract class BatchEngine<T> : Batcher<T>
 
     public sealed override string Name => _name;
 
-    public sealed override int Count => Volatile.Read(ref _buffered);
+    public sealed override int Count
+    {
+        get
+        {
+            // Released first: it never runs ahead of what was added, so the difference is never negative.
+            var released = Volatile.Read(ref _released.Items);
+            return (int)Math.Max(0, Volatile.Read(ref _added) - released);
+        }
+    }
 
     public sealed override int Capacity => _capacity;
 
     public sealed override Task Completion => _completion;
 
-    internal SpinGate Gate { get; } = new();
+    internal BiasedGate Gate { get; }
 
     internal int Workers => _workerPerKey ? _workers : 1;
 
@@ -145,22 +181,24 @@ internal abstract class BatchEngine<T> : Batcher<T>
         {
             // The common case inline: no key, no size, room in the open batch and in the batcher.
             var gate = Gate;
-            gate.Enter();
+            var owner = gate.EnterAsProducer();
             var open = _open;
-            if (open is not null && _buffered < _capacity && !_completing && open.TryAppend(item))
+
+            // _addLimit is long.MinValue once completing, so one comparison covers capacity and completion.
+            if (open is not null && _added < _addLimit && open.TryAppend(item))
             {
-                _buffered++;
+                _added++;
                 if (open.Count >= _maxCount)
                 {
                     HandOffLocked(open);
                     _open = null;
                 }
 
-                gate.Exit();
+                gate.Exit(owner);
                 return new ValueTask<bool>(true);
             }
 
-            gate.Exit();
+            gate.Exit(owner);
         }
 
         return AddCoreAsync(item, SizeOf(item), default, null, cancellationToken);
@@ -174,7 +212,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
             return _keys.TryAdd(this, item, size, default, null);
         }
 
-        Gate.Enter();
+        var owner = Gate.EnterAsProducer();
         try
         {
             if (CheckLocked() != AddStatus.Added)
@@ -187,7 +225,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
         finally
         {
-            Gate.Exit();
+            Gate.Exit(owner);
         }
     }
 
@@ -199,13 +237,20 @@ internal abstract class BatchEngine<T> : Batcher<T>
         {
             HandOffAllOpenLocked();
             var target = _handedOff;
-            if (target < _lowestIncomplete)
+            if (target <= HandledThroughLocked())
             {
                 return Task.CompletedTask;
             }
 
             signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             (_flushWaiters ??= []).Add((target, signal));
+            if (_inOrder)
+            {
+                // The worker reads the flag after counting a handled batch; the full fence here and the re-read
+                // below mean that either it sees the flag or this sees its count.
+                Interlocked.Exchange(ref _flushPending, 1);
+                CompleteFlushWaitersLocked(Volatile.Read(ref _released.Batches))?.ForEach(static s => s.TrySetResult());
+            }
         }
         finally
         {
@@ -224,7 +269,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
             if (!_completing)
             {
                 _completing = true;
-                BatchingLog.Completing(Logger, _name, _buffered);
+                BatchingLog.Completing(Logger, _name, Count);
                 HandOffAllOpenLocked();
                 foreach (var channel in _channels)
                 {
@@ -234,8 +279,8 @@ internal abstract class BatchEngine<T> : Batcher<T>
                 _timer?.Dispose();
                 _timer = null;
                 _timerDue = long.MaxValue;
-                waiting = _spaceSignal;
-                _spaceSignal = null;
+                _addLimit = long.MinValue;
+                waiting = Interlocked.Exchange(ref _spaceSignal, null);
             }
         }
         finally
@@ -261,7 +306,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
     internal void BeginDrain(CancellationToken drainDeadline)
     {
         _drainRegistration = drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), _stop);
-        Gate.Enter();
+        var owner = Gate.EnterAsProducer();
         try
         {
             _draining = true;
@@ -269,7 +314,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
         finally
         {
-            Gate.Exit();
+            Gate.Exit(owner);
         }
     }
 
@@ -316,12 +361,12 @@ internal abstract class BatchEngine<T> : Batcher<T>
             return AddStatus.Completed;
         }
 
-        if (_buffered < _capacity)
+        if (HasSpaceLocked())
         {
             return AddStatus.Added;
         }
 
-        if (_inFlight == 0)
+        if (_handedOff == Volatile.Read(ref _released.Batches))
         {
             // Only open batches hold the capacity (many keys, none full): flush them, or nothing would ever free space.
             HandOffAllOpenLocked();
@@ -345,7 +390,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
 
         buffer.Append(item, size, _maxCount, _tracked, envelope, ticket);
-        _buffered++;
+        _added++;
         if (buffer.Count >= _maxCount || (_hasMaxSize && buffer.Size >= _maxSize))
         {
             HandOffLocked(buffer);
@@ -356,7 +401,6 @@ internal abstract class BatchEngine<T> : Batcher<T>
     internal void HandOffLocked(BatchBuffer<T> buffer)
     {
         buffer.Sequence = ++_handedOff;
-        _inFlight++;
         _channels[buffer.Worker].Writer.TryWrite(buffer);
     }
 
@@ -368,7 +412,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
     internal ValueTask WaitForSpaceAsync(CancellationToken cancellationToken)
     {
         Task signal;
-        Gate.Enter();
+        var owner = Gate.EnterAsProducer();
         try
         {
             if (_completing)
@@ -376,16 +420,33 @@ internal abstract class BatchEngine<T> : Batcher<T>
                 ThrowCompleted();
             }
 
-            if (_buffered < _capacity)
+            if (HasSpaceLocked())
             {
                 return default;
             }
 
-            signal = (_spaceSignal ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+            var source = _spaceSignal;
+            if (source is null)
+            {
+                source = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                Interlocked.Exchange(ref _spaceSignal, source);
+            }
+            else
+            {
+                Interlocked.MemoryBarrier();
+            }
+
+            // A worker that freed space before the signal was visible did not see it: look again after the fence.
+            if (HasSpaceLocked())
+            {
+                return default;
+            }
+
+            signal = source.Task;
         }
         finally
         {
-            Gate.Exit();
+            Gate.Exit(owner);
         }
 
         return new ValueTask(cancellationToken.CanBeCanceled ? signal.WaitAsync(cancellationToken) : signal);
@@ -421,7 +482,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
         while (true)
         {
             await WaitForSpaceAsync(cancellationToken).ConfigureAwait(false);
-            Gate.Enter();
+            var owner = Gate.EnterAsProducer();
             try
             {
                 var status = CheckLocked();
@@ -438,7 +499,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
             }
             finally
             {
-                Gate.Exit();
+                Gate.Exit(owner);
             }
         }
     }
@@ -453,7 +514,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
 
     private BatchBuffer<T> OpenLocked(object? key, int worker)
     {
-        var buffer = _pool.Count > 0 ? _pool.Pop() : new BatchBuffer<T>();
+        var buffer = RentLocked();
         buffer.Key = key;
         buffer.Worker = worker;
         if (_draining)
@@ -506,6 +567,89 @@ internal abstract class BatchEngine<T> : Batcher<T>
         }
 
         _keys?.HandOffAllLocked(this);
+    }
+
+    /// <summary>Whether one more item fits; reads the workers' counter only when the cached limit is reached.</summary>
+    private bool HasSpaceLocked()
+    {
+        if (_added < _addLimit)
+        {
+            return true;
+        }
+
+        if (_completing)
+        {
+            return false;
+        }
+
+        _addLimit = Volatile.Read(ref _released.Items) + _capacity;
+        return _added < _addLimit;
+    }
+
+    /// <summary>The sequence up to which every handed-off batch has been handled.</summary>
+    private long HandledThroughLocked() => _inOrder ? Volatile.Read(ref _released.Batches) : _lowestIncomplete - 1;
+
+    /// <summary>Takes the flush waiters whose batches are all handled; clears the pending flag when none is left.</summary>
+    private List<TaskCompletionSource>? CompleteFlushWaitersLocked(long handledThrough)
+    {
+        List<TaskCompletionSource>? flushed = null;
+        if (_flushWaiters is { Count: > 0 } waiters)
+        {
+            for (var i = waiters.Count - 1; i >= 0; i--)
+            {
+                if (waiters[i].Target <= handledThrough)
+                {
+                    (flushed ??= []).Add(waiters[i].Signal);
+                    waiters.RemoveAt(i);
+                }
+            }
+        }
+
+        if (_flushWaiters is not { Count: > 0 })
+        {
+            Volatile.Write(ref _flushPending, 0);
+        }
+
+        return flushed;
+    }
+
+    /// <summary>A buffer for a new batch: a recycled one when there is one.</summary>
+    private BatchBuffer<T> RentLocked()
+    {
+        var buffer = _free ?? Interlocked.Exchange(ref _returned, null);
+        if (buffer is null)
+        {
+            return new BatchBuffer<T>();
+        }
+
+        _free = buffer.NextFree;
+        buffer.NextFree = null;
+        Interlocked.Decrement(ref _pooled);
+        return buffer;
+    }
+
+    /// <summary>Gives a reset buffer back without the gate (any thread); beyond the pool's limit its arrays go back to the shared pool.</summary>
+    private void Recycle(BatchBuffer<T> buffer)
+    {
+        if (Interlocked.Increment(ref _pooled) > _poolLimit)
+        {
+            Interlocked.Decrement(ref _pooled);
+            buffer.ReturnArrays();
+            return;
+        }
+
+        var head = Volatile.Read(ref _returned);
+        while (true)
+        {
+            buffer.NextFree = head;
+            var seen = Interlocked.CompareExchange(ref _returned, buffer, head);
+            if (seen == head)
+            {
+                return;
+            }
+
+            head = seen;
+        }
     }
 
     private void ArmLocked(long due, long now)
@@ -721,67 +865,64 @@ internal abstract class BatchEngine<T> : Batcher<T>
         Release(buffer);
     }
 
-    /// <summary>Recycles a handled batch and frees its capacity.</summary>
+    /// <summary>Recycles a handled batch and frees its capacity, without the producers' gate unless a flush waits on several workers.</summary>
     private void Release(BatchBuffer<T> buffer)
     {
         var count = buffer.Count;
         var sequence = buffer.Sequence;
         buffer.Reset();
-        TaskCompletionSource? space;
+        Recycle(buffer);
         List<TaskCompletionSource>? flushed = null;
-        var drop = false;
-        Gate.Enter();
-        try
+        if (!_inOrder)
         {
-            _buffered -= count;
-            _inFlight--;
-            if (sequence == _lowestIncomplete)
+            // Several workers finish out of order: the lowest unhandled sequence is tracked under the gate.
+            Gate.Enter();
+            try
             {
-                _lowestIncomplete++;
-                while (_doneAhead is { Count: > 0 } ahead && ahead.Remove(_lowestIncomplete))
+                if (sequence == _lowestIncomplete)
                 {
                     _lowestIncomplete++;
-                }
-            }
-            else
-            {
-                (_doneAhead ??= []).Add(sequence);
-            }
-
-            if (_pool.Count < _poolLimit)
-            {
-                _pool.Push(buffer);
-            }
-            else
-            {
-                drop = true;
-            }
-
-            space = _spaceSignal;
-            _spaceSignal = null;
-            if (_flushWaiters is { Count: > 0 } waiters)
-            {
-                for (var i = waiters.Count - 1; i >= 0; i--)
-                {
-                    if (waiters[i].Target < _lowestIncomplete)
+                    while (_doneAhead is { Count: > 0 } ahead && ahead.Remove(_lowestIncomplete))
                     {
-                        (flushed ??= []).Add(waiters[i].Signal);
-                        waiters.RemoveAt(i);
+                        _lowestIncomplete++;
                     }
                 }
+                else
+                {
+                    (_doneAhead ??= []).Add(sequence);
+                }
+
+                flushed = CompleteFlushWaitersLocked(_lowestIncomplete - 1);
+            }
+            finally
+            {
+                Gate.Exit();
             }
         }
-        finally
+
+        // Both are full fences: a producer that publishes a space signal, or a flush that sets the pending flag,
+        // before these counts are visible is seen by the reads below; one that publishes after sees the counts.
+        Interlocked.Add(ref _released.Items, count);
+        var handled = Interlocked.Increment(ref _released.Batches);
+        if (Volatile.Read(ref _spaceSignal) is not null)
         {
-            Gate.Exit();
+            Interlocked.Exchange(ref _spaceSignal, null)?.TrySetResult();
         }
 
-        space?.TrySetResult();
-        flushed?.ForEach(static s => s.TrySetResult());
-        if (drop)
+        if (_inOrder && Volatile.Read(ref _flushPending) != 0)
         {
-            buffer.ReturnArrays();
+            Gate.Enter();
+            try
+            {
+                flushed = CompleteFlushWaitersLocked(handled);
+            }
+            finally
+            {
+                Gate.Exit();
+            }
         }
+
+        flushed?.ForEach(static s => s.TrySetResult());
     }
 
     private BatchBuffer<T> RentRetryBuffer()
@@ -789,7 +930,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
         Gate.Enter();
         try
         {
-            return _pool.Count > 0 ? _pool.Pop() : new BatchBuffer<T>();
+            return RentLocked();
         }
         finally
         {
@@ -800,21 +941,7 @@ internal abstract class BatchEngine<T> : Batcher<T>
     private void ReturnRetryBuffer(BatchBuffer<T> buffer)
     {
         buffer.Reset();
-        Gate.Enter();
-        try
-        {
-            if (_pool.Count < _poolLimit)
-            {
-                _pool.Push(buffer);
-                return;
-            }
-        }
-        finally
-        {
-            Gate.Exit();
-        }
-
-        buffer.ReturnArrays();
+        Recycle(buffer);
     }
 
     /// <summary>One batch's attempts inside the resilience pipeline: the first on the whole batch, then each retry on a batch of the items still failing.</summary>
@@ -915,4 +1042,18 @@ internal abstract class BatchEngine<T> : Batcher<T>
             }
         }
     }
+}
+
+/// <summary>
+/// What the handler workers have handled: items (capacity they freed) and batches (by hand-off sequence when there
+/// is one worker). Padded to cache lines of their own, so producers adding items do not share a line with them.
+/// </summary>
+[StructLayout(LayoutKind.Explicit, Size = 192)]
+internal struct ReleaseCounters
+{
+    [FieldOffset(64)]
+    public long Items;
+
+    [FieldOffset(72)]
+    public long Batches;
 }

@@ -27,7 +27,7 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
     {
         var key = keySelector(item);
         AddStatus status;
-        engine.Gate.Enter();
+        var owner = engine.Gate.EnterAsProducer();
         try
         {
             status = engine.CheckLocked();
@@ -39,7 +39,7 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
         }
         finally
         {
-            engine.Gate.Exit();
+            engine.Gate.Exit(owner);
         }
 
         if (status == AddStatus.Completed)
@@ -55,7 +55,7 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
     public override bool TryAdd(BatchEngine<T> engine, T item, long size, in Envelope envelope, object? ticket)
     {
         var key = keySelector(item);
-        engine.Gate.Enter();
+        var owner = engine.Gate.EnterAsProducer();
         try
         {
             if (engine.CheckLocked() != AddStatus.Added)
@@ -68,7 +68,7 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
         }
         finally
         {
-            engine.Gate.Exit();
+            engine.Gate.Exit(owner);
         }
     }
 
@@ -129,7 +129,7 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
         while (true)
         {
             await engine.WaitForSpaceAsync(cancellationToken).ConfigureAwait(false);
-            engine.Gate.Enter();
+            var owner = engine.Gate.EnterAsProducer();
             try
             {
                 var status = engine.CheckLocked();
@@ -146,7 +146,7 @@ internal sealed class BatchKeyIndex<T, TKey>(Func<T, TKey> keySelector) : BatchK
             }
             finally
             {
-                engine.Gate.Exit();
+                engine.Gate.Exit(owner);
             }
         }
     }

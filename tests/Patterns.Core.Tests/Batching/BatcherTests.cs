@@ -202,6 +202,119 @@ public sealed class BatcherTests
     }
 
     [Fact]
+    public async Task AddAsync_MaxAgePassesAfterFullBatches_FlushesThePartialBatch()
+    {
+        // Enough adds from one thread that the batcher's lock is biased to it; the age timer then flushes the open
+        // partial batch (whichever thread the timer runs on).
+        var handled = new SemaphoreSlim(0);
+        await using var batcher = CreateSut(new BatchOptions { MaxCount = 100, MaxAge = TimeSpan.FromSeconds(5) }, onBatch: _ => handled.Release());
+
+        for (var i = 0; i < 250; i++)
+        {
+            await batcher.AddAsync(i);
+        }
+
+        await handled.WaitAsync(TestHost.Wait);
+        await handled.WaitAsync(TestHost.Wait);
+        batcher.Count.Should().Be(50);
+        await _time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+
+        _fake.Advance(TimeSpan.FromSeconds(5));
+        await handled.WaitAsync(TestHost.Wait);
+        _batches.Select(b => b.Length).Should().Equal(100, 100, 50);
+        _batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 250));
+        batcher.Count.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task AddAsync_ProducerMovesToAnotherThread_ItsItemsStayInOrderAndNoneIsLost()
+    {
+        // One producer adds from one thread (the batcher's lock biases to it), then from a second thread, then from a
+        // third, with flushes from the test between: every item is handled once, in the order added. The threads are
+        // created up front so that each has an id of its own (ids of ended threads are reused).
+        await using var batcher = CreateSut(new BatchOptions { MaxCount = 64, Capacity = 256, MaxAge = Timeout.InfiniteTimeSpan });
+        var next = 0;
+        var threads = Enumerable.Range(0, 3).Select(_ => new Thread(() =>
+        {
+            for (var i = 0; i < 1_000; i++)
+            {
+                batcher.AddAsync(next++).AsTask().GetAwaiter().GetResult();
+            }
+        })).ToList();
+
+        foreach (var thread in threads)
+        {
+            thread.Start();
+            thread.Join(TestHost.Wait).Should().BeTrue();
+            await batcher.FlushAsync().WaitAsync(TestHost.Wait);
+        }
+
+        _batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 3_000));
+        batcher.Count.Should().Be(0);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task FlushAsync_ABatchIsStillBeingHandled_CompletesOnlyWhenEveryEarlierBatchIsHandled(int workers)
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var batcher = CreateSut(
+            new BatchOptions { MaxCount = 2, Capacity = 10, MaxAge = Timeout.InfiniteTimeSpan, HandlerConcurrency = workers },
+            onBatchAsync: items =>
+            {
+                if (items[0] != 0)
+                {
+                    return default;
+                }
+
+                started.TrySetResult();
+                return new ValueTask(release.Task);
+            });
+
+        await batcher.AddAsync(0);
+        await batcher.AddAsync(1); // full: handed off, and its handler holds it
+        await started.Task.WaitAsync(TestHost.Wait);
+        await batcher.AddAsync(2); // open
+
+        var flushing = batcher.FlushAsync();
+        flushing.IsCompleted.Should().BeFalse("the first batch is still being handled");
+
+        release.SetResult();
+        await flushing.WaitAsync(TestHost.Wait);
+        _batches.SelectMany(b => b).Order().Should().Equal(0, 1, 2);
+        batcher.Count.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task CompleteAsync_SeveralProducersWaitForSpace_EachThrowsAndEveryAcceptedItemIsHandled()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var batcher = CreateSut(new BatchOptions { MaxCount = 5, Capacity = 10, MaxAge = Timeout.InfiniteTimeSpan }, onBatchAsync: _ => new ValueTask(release.Task));
+        for (var i = 0; i < 10; i++)
+        {
+            await batcher.AddAsync(i);
+        }
+
+        var blocked = Enumerable.Range(10, 3).Select(i => batcher.AddAsync(i).AsTask()).ToList();
+        blocked.Should().OnlyContain(t => !t.IsCompleted);
+
+        var completing = batcher.CompleteAsync();
+        foreach (var add in blocked)
+        {
+            var act = () => add.WaitAsync(TestHost.Wait);
+            await act.Should().ThrowAsync<InvalidOperationException>();
+        }
+
+        batcher.TryAdd(99).Should().BeFalse();
+        release.SetResult();
+        await completing.WaitAsync(TestHost.Wait);
+        _batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 10));
+        batcher.Count.Should().Be(0);
+    }
+
+    [Fact]
     public async Task AddAsync_SlowHandler_ProducerWaitsAndBufferedCountStaysWithinCapacity()
     {
         var gate = new SemaphoreSlim(0);
