@@ -1,0 +1,96 @@
+using Patterns.Orchestration.History;
+
+namespace Patterns.Orchestration.Tests;
+
+/// <summary>Idle instances beyond <see cref="OrchestrationOptions.MaxCachedIdleInstances"/> leave the cache and replay on their next item.</summary>
+public sealed class IdleEvictionTests
+{
+    private static void Counter(OrchestrationBuilder o, int limit)
+    {
+        o.Options.MaxCachedIdleInstances = limit;
+        WorkflowEngineTests.All(o);
+    }
+
+    [Fact]
+    public async Task Signal_ToAnEvictedInstance_ReplaysItAndAppliesTheSignalOnce()
+    {
+        await using var host = await TestHost.StartAsync(o => Counter(o, 1));
+        var evicted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        host.Runtime.Evicted += _ =>
+        {
+            if (host.Runtime.Evictions >= 4)
+            {
+                evicted.TrySetResult();
+            }
+        };
+
+        var ids = Enumerable.Range(0, 5).Select(i => $"evict-{i}").ToArray();
+        foreach (var id in ids)
+        {
+            await host.Client.StartAsync(nameof(CounterWorkflow), id, 3);
+        }
+
+        // Five instances idle on a signal with room for one: four leave the cache.
+        await evicted.Task.WaitAsync(TestHost.Wait);
+        host.Runtime.CachedInstances.Should().BeLessThanOrEqualTo(1);
+
+        foreach (var id in ids)
+        {
+            await host.Client.SignalAsync(id, "add", 1);
+        }
+
+        foreach (var id in ids)
+        {
+            (await host.Client.QueryAsync<int>(id, "sum").WaitAsync(TestHost.Wait)).Should().Be(1, id);
+            await host.Client.SignalAsync(id, "add", 2);
+        }
+
+        foreach (var id in ids)
+        {
+            (await host.ResultAsync<int>(id)).Should().Be(3, id);
+            var history = await host.Client.GetHistoryAsync(id);
+            history.Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(2, id);
+            history.Events.Count(e => e.Kind == HistoryEventKind.Started).Should().Be(1, id);
+        }
+
+        host.Runtime.Replays.Should().BeGreaterThanOrEqualTo(4);
+    }
+
+    [Fact]
+    public async Task Update_ToAnEvictedInstance_ReplaysItAndReturnsItsResult()
+    {
+        await using var host = await TestHost.StartAsync(o => Counter(o, 0));
+        var evicted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        host.Runtime.Evicted += id =>
+        {
+            if (id == "evict-update")
+            {
+                evicted.TrySetResult();
+            }
+        };
+
+        await host.Client.StartAsync(nameof(CounterWorkflow), "evict-update", 10);
+        await evicted.Task.WaitAsync(TestHost.Wait);
+
+        (await host.Client.UpdateAsync<int, int>("evict-update", "set", 7).WaitAsync(TestHost.Wait)).Should().Be(7);
+        await host.Client.SignalAsync("evict-update", "add", 3);
+
+        (await host.ResultAsync<int>("evict-update")).Should().Be(10);
+        host.Runtime.Replays.Should().BeGreaterThanOrEqualTo(1);
+    }
+
+    [Fact]
+    public async Task Timer_OfAnInstanceWithNoRoomInTheCache_FindsItLive()
+    {
+        await using var host = await TestHost.StartAsync(o => Counter(o, 0));
+
+        await host.Client.StartAsync(nameof(TimerWorkflow), "evict-timer", 60);
+        await host.WaitForAsync("evict-timer", HistoryEventKind.TimerStarted);
+        host.Time.Advance(TimeSpan.FromMinutes(60));
+
+        // An instance that waits for a timer (or an activity, or a child) is never evicted: its result finds it live.
+        (await host.ResultAsync<string>("evict-timer")).Should().Be("60");
+        host.Runtime.Replays.Should().Be(0);
+        host.Runtime.Evictions.Should().Be(0);
+    }
+}
