@@ -19,7 +19,10 @@ public static class Program
 
         if (args is ["--suspended", ..])
         {
-            await SuspendedMemoryBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000);
+            // --suspended [count] [MaxCachedIdleInstances, the option's default when left out]
+            await SuspendedMemoryBenchmark.RunAsync(
+                args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000,
+                args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : null);
             return;
         }
 

@@ -5,10 +5,10 @@ using Patterns.Orchestration.Runtime;
 
 namespace Patterns.Benchmarks.Orchestration;
 
-/// <summary>Peak memory of 100,000 workflows suspended on a signal, all cached live (in-memory store and transport).</summary>
+/// <summary>Peak memory of 100,000 workflows suspended on a signal (in-memory store and transport), with the default cache of idle instances.</summary>
 public static class SuspendedMemoryBenchmark
 {
-    public static async Task RunAsync(int workflows)
+    public static async Task RunAsync(int workflows, int? maxCachedIdle = null)
     {
         GC.Collect();
         var baseline = GC.GetTotalMemory(forceFullCollection: true);
@@ -16,6 +16,13 @@ public static class SuspendedMemoryBenchmark
         process.Refresh();
         var baselineWorkingSet = process.WorkingSet64;
         await using var engine = await PatternsEngine.StartAsync(Store.InMemory);
+        var runtime = engine.Services.GetRequiredService<WorkflowRuntime>();
+        if (maxCachedIdle is { } limit)
+        {
+            // For comparisons (int.MaxValue caches every instance live, as before idle instances were evicted); read at each eviction.
+            runtime.Options.MaxCachedIdleInstances = limit;
+        }
+
         var clock = Stopwatch.StartNew();
         var starts = new List<Task>(workflows);
         for (var i = 0; i < workflows; i++)
@@ -25,15 +32,17 @@ public static class SuspendedMemoryBenchmark
 
         await Task.WhenAll(starts);
         var elapsed = clock.Elapsed;
-        var cached = engine.Services.GetRequiredService<WorkflowRuntime>().CachedInstances;
+        var cached = runtime.CachedInstances;
+        var evicted = runtime.Evictions;
         var managed = GC.GetTotalMemory(forceFullCollection: true) - baseline;
         process.Refresh();
         var peak = process.PeakWorkingSet64;
         var report = $"""
             # Suspended workflows: memory
 
-            {workflows:N0} `WaitForSignal` workflows started at once (in-memory store and transport), each suspended on a signal and
-            cached live ({cached:N0} cached). Started in {elapsed.TotalSeconds:N1} s.
+            {workflows:N0} `WaitForSignal` workflows started at once (in-memory store and transport), each suspended on a signal:
+            {cached:N0} cached live, {evicted:N0} evicted from the cache (`MaxCachedIdleInstances` {runtime.Options.MaxCachedIdleInstances:N0}; an evicted
+            instance replays its history on its next signal). Started in {elapsed.TotalSeconds:N1} s.
 
             | Workflows | Managed heap after full GC (MB) | Per workflow (KB) | Peak working set (MB) | Working set before start (MB) |
             |---:|---:|---:|---:|---:|
