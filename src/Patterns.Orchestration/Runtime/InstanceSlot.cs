@@ -60,14 +60,17 @@ internal sealed class InstanceSlot(string instanceId)
     }
 
     /// <summary>
-    /// Drops the live executor and retires the slot if nothing was added since <paramref name="generation"/> and nobody
-    /// processes it: the next item for the instance goes to a new slot, which replays the history.
+    /// Drops the live executor and retires the slot if nothing was added since <paramref name="generation"/>, nobody
+    /// processes it and its executor waits only for what a replay rebuilds: the next item for the instance goes to a new
+    /// slot, which replays the history.
     /// </summary>
     public bool TryEvict(int generation)
     {
         lock (this)
         {
-            if (_running || _items is not null || _retired || _generation != generation || Executor is not { Final: null })
+            // Checked again here, where nobody runs the executor: what the caller saw when it went idle may have changed since
+            // (an item that came right after scheduled an activity, whose result must find the instance live).
+            if (_running || _items is not null || _retired || _generation != generation || Executor is not { IsEvictable: true })
             {
                 return false;
             }
