@@ -80,6 +80,31 @@ public sealed class IdleEvictionTests
     }
 
     [Fact]
+    public async Task CorrelatedMessage_DeliveredAgainToAnEvictedInstance_IsAppliedOnce()
+    {
+        await using var host = await TestHost.StartAsync(o =>
+        {
+            o.Options.MaxCachedIdleInstances = 0;
+            o.AddWorkflow<AccountWorkflow>().AddActivities<TestActivities>();
+        });
+        using var evicted = new SemaphoreSlim(0);
+        host.Runtime.Evicted += _ => evicted.Release();
+        await host.Client.StartAsync(nameof(AccountWorkflow), "evict-acct", 2);
+        var id = Guid.NewGuid();
+
+        // Evicted after its start, and again after the first deposit: the copy below finds only the history.
+        (await evicted.WaitAsync(TestHost.Wait)).Should().BeTrue();
+        await host.Runtime.DeliverMessageAsync("evict-acct", new Deposit("evict-acct", 5), id, CancellationToken.None).WaitAsync(TestHost.Wait);
+        (await evicted.WaitAsync(TestHost.Wait)).Should().BeTrue();
+        await host.Runtime.DeliverMessageAsync("evict-acct", new Deposit("evict-acct", 5), id, CancellationToken.None).WaitAsync(TestHost.Wait);
+        await host.Runtime.DeliverMessageAsync("evict-acct", new Deposit("evict-acct", 7), Guid.NewGuid(), CancellationToken.None).WaitAsync(TestHost.Wait);
+
+        (await host.ResultAsync<int>("evict-acct")).Should().Be(12);
+        var history = await host.Client.GetHistoryAsync("evict-acct");
+        history.Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(2);
+    }
+
+    [Fact]
     public async Task Timer_OfAnInstanceWithNoRoomInTheCache_FindsItLive()
     {
         await using var host = await TestHost.StartAsync(o => Counter(o, 0));
