@@ -118,4 +118,70 @@ public sealed class IdleEvictionTests
         host.Runtime.Replays.Should().Be(0);
         host.Runtime.Evictions.Should().Be(0);
     }
+    [Fact]
+    public async Task ConcurrentSignalsAndQueries_WithRoomForOne_AreEachAppliedOnce()
+    {
+        const int Instances = 6;
+        const int Signals = 12;
+        await using var host = await TestHost.StartAsync(o => Counter(o, 1));
+        var ids = Enumerable.Range(0, Instances).Select(i => $"evict-race-{i}").ToArray();
+        foreach (var id in ids)
+        {
+            await host.Client.StartAsync(nameof(CounterWorkflow), id, Signals);
+        }
+
+        // Every signal and query races the others' evictions and reloads: none is lost, none applied twice, every query answers.
+        var work = new List<Task>();
+        for (var round = 0; round < Signals; round++)
+        {
+            foreach (var id in ids)
+            {
+                work.Add(host.Client.SignalAsync(id, "add", 1));
+                work.Add(QueryInRangeAsync(host, id, Signals));
+            }
+        }
+
+        await Task.WhenAll(work).WaitAsync(TestHost.Wait);
+        foreach (var id in ids)
+        {
+            (await host.ResultAsync<int>(id)).Should().Be(Signals, id);
+            var history = await host.Client.GetHistoryAsync(id);
+            history.Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(Signals, id);
+            history.Events.Count(e => e.Kind == HistoryEventKind.Started).Should().Be(1, id);
+        }
+
+        host.Runtime.Evictions.Should().BeGreaterThan(0);
+    }
+
+    [Fact]
+    public async Task ConcurrentUpdates_WithRoomForOne_EachReturnsItsOwnResultOnce()
+    {
+        const int Instances = 4;
+        const int Updates = 8;
+        await using var host = await TestHost.StartAsync(o => Counter(o, 1));
+        var ids = Enumerable.Range(0, Instances).Select(i => $"evict-upd-{i}").ToArray();
+        foreach (var id in ids)
+        {
+            await host.Client.StartAsync(nameof(CounterWorkflow), id, 1_000_000);
+        }
+
+        // No caller waits for ever on a waiter of an evicted slot: each update is answered with its own value.
+        var updates = ids.SelectMany(id => Enumerable.Range(1, Updates).Select(async value =>
+            (await host.Client.UpdateAsync<int, int>(id, "set", value)).Should().Be(value, id))).ToList();
+        await Task.WhenAll(updates).WaitAsync(TestHost.Wait);
+
+        foreach (var id in ids)
+        {
+            await host.Client.SignalAsync(id, "add", 1_000_000);
+            (await host.ResultAsync<int>(id)).Should().BeInRange(1_000_001, 1_000_000 + Updates, id);
+            var history = await host.Client.GetHistoryAsync(id);
+            history.Events.Count(e => e.Kind == HistoryEventKind.UpdateRequested).Should().Be(Updates, id);
+            history.Events.Count(e => e.Kind == HistoryEventKind.UpdateCompleted).Should().Be(Updates, id);
+        }
+
+        host.Runtime.Evictions.Should().BeGreaterThan(0);
+    }
+
+    private static async Task QueryInRangeAsync(TestHost host, string id, int max) =>
+        (await host.Client.QueryAsync<int>(id, "sum")).Should().BeInRange(0, max, id);
 }
