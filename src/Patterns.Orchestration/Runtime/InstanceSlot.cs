@@ -97,21 +97,28 @@ internal sealed class InstanceSlot(string instanceId)
         }
     }
 
+    /// <summary>
+    /// Retires the slot if nobody processes it and nothing waits in it: the next item for the instance goes to a new slot
+    /// (an item added to a slot already out of the map would be processed there, beside the new slot's).
+    /// </summary>
+    public bool TryRetireIdle()
+    {
+        lock (this)
+        {
+            if (_running || _items is not null || _retired)
+            {
+                return false;
+            }
+
+            _retired = true;
+            return true;
+        }
+    }
+
     public enum AddResult
     {
         Queued,
         Start,
         Retired,
-    }
-
-    public bool IsIdle
-    {
-        get
-        {
-            lock (this)
-            {
-                return !_running && _items is null;
-            }
-        }
     }
 }

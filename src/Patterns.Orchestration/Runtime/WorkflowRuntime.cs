@@ -176,8 +176,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
         }
 
-        if (slot.Executor is null or { Final: not null } && slot.IsIdle && _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot)))
+        if (slot.Executor is null or { Final: not null } && slot.TryRetireIdle())
         {
+            // Retired first, so that an item that took the slot from the map just before it left goes to a new slot
+            // instead of being processed here, beside that new slot (two executors for one instance).
+            _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
             SlotRemoved?.Invoke(slot.InstanceId);
         }
         else if (slot.Executor is { IsEvictable: true })
