@@ -182,6 +182,95 @@ public sealed class IdleEvictionTests
         host.Runtime.Evictions.Should().BeGreaterThan(0);
     }
 
+    [Fact]
+    public async Task LateResultOfAnAbandonedActivity_ToAnEvictedInstance_IsDroppedAndTheActivityRunsOnce()
+    {
+        await using var host = await TestHost.StartAsync(o =>
+        {
+            o.Options.MaxCachedIdleInstances = 0;
+            o.AddWorkflow<AbandonActivityWorkflow>().AddActivities<TestActivities>();
+        });
+        using var evicted = new SemaphoreSlim(0);
+        host.Runtime.Evicted += _ => evicted.Release();
+        await host.Client.StartAsync(nameof(AbandonActivityWorkflow), "evict-abandon", "a");
+        await host.Log.WaitForAsync("Blocking:a");
+
+        // The signal wins the race: the activity is abandoned (its worker told to cancel) and the instance, now waiting only
+        // for a signal, is evicted; the cancelled attempt's outcome, whenever it comes, finds only the history.
+        await host.Client.SignalAsync("evict-abandon", "go", 1);
+        (await evicted.WaitAsync(TestHost.Wait)).Should().BeTrue();
+        await host.Log.WaitForAsync("Blocking-canceled:a");
+        await host.Client.SignalAsync("evict-abandon", "done", 2);
+
+        (await host.ResultAsync<string>("evict-abandon")).Should().Be("signal 2");
+        host.Log.Count("Blocking:a").Should().Be(1);
+        var history = await host.Client.GetHistoryAsync("evict-abandon");
+        history.Events.Count(e => e.Kind == HistoryEventKind.ActivityScheduled).Should().Be(1);
+        history.Events.Count(e => e.Kind is HistoryEventKind.ActivityCompleted or HistoryEventKind.ActivityFailed).Should().Be(0);
+        history.Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(2);
+    }
+
+    [Fact]
+    public async Task SignalWithATimeout_ThatCameFirst_KeepsTheInstanceCachedUntilItsTimerFires()
+    {
+        await using var host = await TestHost.StartAsync(o =>
+        {
+            o.Options.MaxCachedIdleInstances = 0;
+            o.AddWorkflow<SignalOrTimeoutWorkflow>();
+        });
+        using var evicted = new SemaphoreSlim(0);
+        host.Runtime.Evicted += _ => evicted.Release();
+        await host.Client.StartAsync(nameof(SignalOrTimeoutWorkflow), "evict-timeout", 5);
+        await host.WaitForAsync("evict-timeout", HistoryEventKind.TimerStarted);
+
+        // The signal comes before the timeout, whose timer is still waited for (a timer is never evicted); once it fires,
+        // the instance waits only for "done" and is evicted.
+        await host.Client.SignalAsync("evict-timeout", "go", 1);
+        await host.WaitForAsync("evict-timeout", HistoryEventKind.SignalReceived);
+        host.Time.Advance(TimeSpan.FromMinutes(5));
+        (await evicted.WaitAsync(TestHost.Wait)).Should().BeTrue();
+
+        await host.Client.SignalAsync("evict-timeout", "done", 2);
+        (await host.ResultAsync<string>("evict-timeout")).Should().Be("go 1, done 2");
+        var history = await host.Client.GetHistoryAsync("evict-timeout");
+        history.Events.Count(e => e.Kind == HistoryEventKind.TimerFired).Should().Be(1);
+        history.Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(2);
+        host.Runtime.Replays.Should().Be(1);
+    }
+
     private static async Task QueryInRangeAsync(TestHost host, string id, int max) =>
         (await host.Client.QueryAsync<int>(id, "sum")).Should().BeInRange(0, max, id);
+}
+
+/// <summary>Races an activity against a signal and cancels the activity when the signal wins, then waits for another signal.</summary>
+public sealed class AbandonActivityWorkflow : Workflow<string, string>
+{
+    public override async Task<string> RunAsync(WorkflowContext context, string input)
+    {
+        using var cancel = new CancellationTokenSource();
+        var activity = context.CallActivityAsync<string>("Blocking", input, new ActivityOptions { CancellationToken = cancel.Token });
+        var go = context.WaitForSignalAsync<int>("go");
+        var first = await Task.WhenAny(activity, go);
+        if (first == go)
+        {
+            // Cancel, not CancelAsync: the callbacks must run here, on the workflow's scheduler.
+#pragma warning disable CA1849
+            cancel.Cancel();
+#pragma warning restore CA1849
+        }
+
+        var done = await context.WaitForSignalAsync<int>("done");
+        return first == go ? $"signal {done}" : "activity";
+    }
+}
+
+/// <summary>Waits for a signal with a timeout, then for another signal without one.</summary>
+public sealed class SignalOrTimeoutWorkflow : Workflow<int, string>
+{
+    public override async Task<string> RunAsync(WorkflowContext context, int minutes)
+    {
+        var go = await context.WaitForSignalAsync<int>("go", TimeSpan.FromMinutes(minutes));
+        var done = await context.WaitForSignalAsync<int>("done");
+        return $"go {go}, done {done}";
+    }
 }
