@@ -19,7 +19,11 @@ public static class Program
 
         if (args is ["--suspended", ..])
         {
-            await SuspendedMemoryBenchmark.RunAsync(args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000);
+            // --suspended [count] [MaxCachedIdleInstances, the option's default when left out or 'default'] [starts in flight, 0 (all at once) by default]
+            await SuspendedMemoryBenchmark.RunAsync(
+                args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000,
+                args.Length > 2 && args[2] != "default" ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : null,
+                args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 0);
             return;
         }
 

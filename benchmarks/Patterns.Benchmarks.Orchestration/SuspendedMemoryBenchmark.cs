@@ -1,14 +1,18 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime;
 using Microsoft.Extensions.DependencyInjection;
 using Patterns.Orchestration.Runtime;
 
 namespace Patterns.Benchmarks.Orchestration;
 
-/// <summary>Peak memory of 100,000 workflows suspended on a signal, all cached live (in-memory store and transport).</summary>
+/// <summary>Peak memory of 100,000 workflows suspended on a signal (in-memory store and transport), with the default cache of idle instances.</summary>
 public static class SuspendedMemoryBenchmark
 {
-    public static async Task RunAsync(int workflows)
+    /// <param name="workflows">How many to start.</param>
+    /// <param name="maxCachedIdle">MaxCachedIdleInstances, the option's default when null.</param>
+    /// <param name="startsInFlight">How many starts are awaited at once (0: all at once, the default).</param>
+    public static async Task RunAsync(int workflows, int? maxCachedIdle = null, int startsInFlight = 0)
     {
         GC.Collect();
         var baseline = GC.GetTotalMemory(forceFullCollection: true);
@@ -16,30 +20,70 @@ public static class SuspendedMemoryBenchmark
         process.Refresh();
         var baselineWorkingSet = process.WorkingSet64;
         await using var engine = await PatternsEngine.StartAsync(Store.InMemory);
-        var clock = Stopwatch.StartNew();
-        var starts = new List<Task>(workflows);
-        for (var i = 0; i < workflows; i++)
+        var runtime = engine.Services.GetRequiredService<WorkflowRuntime>();
+        if (maxCachedIdle is { } limit)
         {
-            starts.Add(engine.Client.StartAsync(nameof(WaitForSignal), "s" + i, i));
+            // For comparisons (int.MaxValue caches every instance live, as before idle instances were evicted); read at each eviction.
+            runtime.Options.MaxCachedIdleInstances = limit;
         }
 
-        await Task.WhenAll(starts);
+        // Samples the managed heap (live objects and garbage not yet collected) while the starts are in flight.
+        using var sampling = new CancellationTokenSource();
+        var sampler = SampleHeapAsync(sampling.Token);
+        var clock = Stopwatch.StartNew();
+        if (startsInFlight <= 0)
+        {
+            var starts = new List<Task>(workflows);
+            for (var i = 0; i < workflows; i++)
+            {
+                starts.Add(engine.Client.StartAsync(nameof(WaitForSignal), "s" + i, i));
+            }
+
+            await Task.WhenAll(starts);
+        }
+        else
+        {
+            // As an application that starts many would: a bounded number of starts in flight at once.
+            using var gate = new SemaphoreSlim(startsInFlight);
+            var starts = new List<Task>(workflows);
+            for (var i = 0; i < workflows; i++)
+            {
+                await gate.WaitAsync();
+                starts.Add(StartOneAsync(engine, gate, "s" + i, i));
+            }
+
+            await Task.WhenAll(starts);
+        }
+
         var elapsed = clock.Elapsed;
-        var cached = engine.Services.GetRequiredService<WorkflowRuntime>().CachedInstances;
-        var managed = GC.GetTotalMemory(forceFullCollection: true) - baseline;
+        await sampling.CancelAsync();
+        var peakHeap = await sampler;
+        var cached = runtime.CachedInstances;
+        var evicted = runtime.Evictions;
         process.Refresh();
         var peak = process.PeakWorkingSet64;
+        var managed = GC.GetTotalMemory(forceFullCollection: true) - baseline;
+
+        // Once every instance is suspended: a full, compacting GC that gives free memory back to the OS, then the working set.
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        process.Refresh();
+        var settled = process.WorkingSet64;
+        var gc = $"{(GCSettings.IsServerGC ? "server" : "workstation")} GC, {(GCSettings.LatencyMode == GCLatencyMode.Batch ? "non-concurrent" : "concurrent")}";
+        static string Mb(long bytes) => (bytes / 1048576.0).ToString("N1", CultureInfo.InvariantCulture);
         var report = $"""
             # Suspended workflows: memory
 
-            {workflows:N0} `WaitForSignal` workflows started at once (in-memory store and transport), each suspended on a signal and
-            cached live ({cached:N0} cached). Started in {elapsed.TotalSeconds:N1} s.
+            {workflows:N0} `WaitForSignal` workflows started {(startsInFlight > 0 ? $"with at most {startsInFlight:N0} starts in flight" : "at once")} (in-memory store and transport), each suspended on a signal:
+            {cached:N0} cached live, {evicted:N0} evicted from the cache (`MaxCachedIdleInstances` {runtime.Options.MaxCachedIdleInstances:N0}; an evicted
+            instance replays its history on its next signal). Started in {elapsed.TotalSeconds:N1} s. {gc}.
 
-            | Workflows | Managed heap after full GC (MB) | Per workflow (KB) | Peak working set (MB) | Working set before start (MB) |
-            |---:|---:|---:|---:|---:|
-            | {workflows:N0} | {(managed / 1048576.0).ToString("N1", CultureInfo.InvariantCulture)} | {(managed / 1024.0 / workflows).ToString("N2", CultureInfo.InvariantCulture)} | {(peak / 1048576.0).ToString("N1", CultureInfo.InvariantCulture)} | {(baselineWorkingSet / 1048576.0).ToString("N1", CultureInfo.InvariantCulture)} |
+            | Workflows | Managed heap after full GC (MB) | Per workflow (KB) | Peak working set, during the starts (MB) | Peak managed heap sampled during the starts (MB) | Working set once all suspended, after a full GC (MB) | Working set before start (MB) |
+            |---:|---:|---:|---:|---:|---:|---:|
+            | {workflows:N0} | {Mb(managed)} | {(managed / 1024.0 / workflows).ToString("N2", CultureInfo.InvariantCulture)} | {Mb(peak)} | {Mb(peakHeap)} | {Mb(settled)} | {Mb(baselineWorkingSet)} |
 
-            The managed heap includes the in-memory store holding every history. Machine: {Environment.ProcessorCount} cores, .NET {Environment.Version}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.
+            The managed heap includes the in-memory store holding every history. The peak is the process's peak working set, reached
+            while the starts are in flight (their tasks, commit batches and the garbage of the burst), not in the suspended state.
+            Machine: {Environment.ProcessorCount} cores, .NET {Environment.Version}; run {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC.
             """;
         Console.WriteLine(report);
         await Reports.WriteAsync("SuspendedMemory", report);
@@ -48,6 +92,38 @@ public static class SuspendedMemoryBenchmark
             // Keeps the instances alive for a heap snapshot (dotnet-gcdump collect -p <pid>).
             Console.WriteLine($"Holding for {hold} s: process {Environment.ProcessId}");
             await Task.Delay(TimeSpan.FromSeconds(int.Parse(hold, CultureInfo.InvariantCulture)));
+        }
+    }
+
+    private static async Task<long> SampleHeapAsync(CancellationToken cancellationToken)
+    {
+        var peak = 0L;
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(50));
+        try
+        {
+            do
+            {
+                peak = Math.Max(peak, GC.GetTotalMemory(forceFullCollection: false));
+            }
+            while (await timer.WaitForNextTickAsync(cancellationToken));
+        }
+        catch (OperationCanceledException)
+        {
+            // The starts are done.
+        }
+
+        return peak;
+    }
+
+    private static async Task StartOneAsync(PatternsEngine engine, SemaphoreSlim gate, string id, int input)
+    {
+        try
+        {
+            await engine.Client.StartAsync(nameof(WaitForSignal), id, input);
+        }
+        finally
+        {
+            gate.Release();
         }
     }
 }

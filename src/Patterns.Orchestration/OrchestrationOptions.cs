@@ -98,6 +98,16 @@ public sealed class OrchestrationOptions
     /// <value>Null by default: the machine name, the process id and a random suffix.</value>
     public string? NodeId { get; set; }
 
+    /// <summary>
+    /// Gets or sets how many idle instances that wait only for signals, updates or conditions keep their live state cached.
+    /// Beyond it, those that went idle longest ago are evicted: their next signal, update, query or cancellation replays
+    /// their history (the cold path) before it is handled, so nothing they hold is lost, and a signal is still applied once.
+    /// Instances that wait for an activity, a timer or a child are never evicted (their results find them live).
+    /// </summary>
+    /// <value>10,000 by default; 0 evicts every such instance as soon as it goes idle.</value>
+    [Range(0, int.MaxValue)]
+    public int MaxCachedIdleInstances { get; set; } = 10_000;
+
     /// <summary>Gets or sets whether this process runs activity workers (false for a process that only runs workflows).</summary>
     /// <value>True by default.</value>
     public bool RunActivityWorkers { get; set; } = true;

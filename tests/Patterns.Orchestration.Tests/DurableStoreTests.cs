@@ -30,6 +30,40 @@ public sealed class DurableStoreTests : IAsyncLifetime
     [Theory]
     [InlineData(StoreKind.Sqlite)]
     [InlineData(StoreKind.Postgres)]
+    public async Task ConcurrentSignals_WithRoomForOneCachedInstance_OnADurableStore_AreEachAppliedOnce(StoreKind store)
+    {
+        const int Instances = 3;
+        const int Signals = 5;
+        var location = await LocationAsync(store);
+        await using var host = await TestHost.StartAsync(
+            o =>
+            {
+                WorkflowEngineTests.All(o);
+                o.Options.MaxCachedIdleInstances = 1;
+            },
+            store,
+            location);
+        var ids = Enumerable.Range(0, Instances).Select(i => $"durable-evict-{i}").ToArray();
+        foreach (var id in ids)
+        {
+            await host.Client.StartAsync(nameof(CounterWorkflow), id, Signals);
+        }
+
+        // The instances evict one another as they go idle, and reload from the store on their next signal.
+        await Task.WhenAll(ids.SelectMany(id => Enumerable.Range(0, Signals).Select(_ => host.Client.SignalAsync(id, "add", 1)))).WaitAsync(TestHost.Wait);
+
+        foreach (var id in ids)
+        {
+            (await host.ResultAsync<int>(id)).Should().Be(Signals, id);
+            (await host.Client.GetHistoryAsync(id)).Events.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(Signals, id);
+        }
+
+        host.Runtime.Evictions.Should().BeGreaterThan(0);
+    }
+
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
     public async Task WithoutExclusiveOwnership_GetResult_WhereTheInstanceIsCachedRunning_SeesItsEndInAnotherProcess(StoreKind store)
     {
         var location = await LocationAsync(store);

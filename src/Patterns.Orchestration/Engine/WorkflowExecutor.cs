@@ -141,6 +141,15 @@ internal sealed partial class WorkflowExecutor
     /// <summary>Gets the children started and not yet completed.</summary>
     public IEnumerable<HistoryEvent> PendingChildren => (_operations?.Values ?? Enumerable.Empty<Operation>()).Where(static o => o.Command.Kind == HistoryEventKind.ChildStarted).Select(static o => o.Command);
 
+    /// <summary>
+    /// Gets whether the run waits only for what a replay of its history rebuilds (signals, updates not yet arrived,
+    /// conditions): no activity, timer or child is outstanding, no update is held or open, nothing is left to send, and the
+    /// code has not escaped its scheduler. Such an instance may leave the cache when idle and replay on its next item.
+    /// </summary>
+    public bool IsEvictable =>
+        Final is null && !_mainDone && _operations is not { Count: > 0 } && _locals is null && _held is not { Count: > 0 }
+        && _openUpdates is not { Count: > 0 } && _abandoned is null && _scheduler.Escape is null && !CustomStatusChanged;
+
     /// <summary>Gets whether an operation with this sequence number is still waiting for its result.</summary>
     public bool IsPending(int seq) => _operations?.ContainsKey(seq) == true;
 

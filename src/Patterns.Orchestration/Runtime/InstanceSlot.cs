@@ -11,25 +11,72 @@ internal sealed class InstanceSlot(string instanceId)
     private List<WorkItem>? _items;
     private bool _running;
 
+    // Counts the batches added, so that an eviction chosen when the instance went idle is dropped if it was used since.
+    private int _generation;
+
+    // Set when the slot was evicted and left the map: an item added now goes to a new slot (see WorkflowRuntime.EnqueueAll).
+    private bool _retired;
+
     public string InstanceId { get; } = instanceId;
 
     public WorkflowExecutor? Executor { get; set; }
 
-    /// <summary>Adds an item; returns true when the caller must start processing (nobody is).</summary>
-    public bool Add(WorkItem item) => Add([item]);
-
-    /// <summary>Adds items at once, so that they are taken in one batch; returns true when the caller must start processing.</summary>
-    public bool Add(ReadOnlySpan<WorkItem> items)
+    /// <summary>Adds items at once, so that they are taken in one batch.</summary>
+    /// <returns>
+    /// <see cref="AddResult.Start"/> when the caller must start processing (nobody is), <see cref="AddResult.Queued"/> when
+    /// the slot's processing will take them, <see cref="AddResult.Retired"/> (nothing added) when the slot was evicted.
+    /// </returns>
+    public AddResult Add(ReadOnlySpan<WorkItem> items)
     {
         lock (this)
         {
+            if (_retired)
+            {
+                return AddResult.Retired;
+            }
+
             (_items ??= []).AddRange(items);
+            _generation++;
             if (_running)
+            {
+                return AddResult.Queued;
+            }
+
+            _running = true;
+            return AddResult.Start;
+        }
+    }
+
+    /// <summary>Gets the number of batches added so far (see <see cref="TryEvict"/>).</summary>
+    public int Generation
+    {
+        get
+        {
+            lock (this)
+            {
+                return _generation;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Drops the live executor and retires the slot if nothing was added since <paramref name="generation"/>, nobody
+    /// processes it and its executor waits only for what a replay rebuilds: the next item for the instance goes to a new
+    /// slot, which replays the history.
+    /// </summary>
+    public bool TryEvict(int generation)
+    {
+        lock (this)
+        {
+            // Checked again here, where nobody runs the executor: what the caller saw when it went idle may have changed since
+            // (an item that came right after scheduled an activity, whose result must find the instance live).
+            if (_running || _items is not null || _retired || _generation != generation || Executor is not { IsEvictable: true })
             {
                 return false;
             }
 
-            _running = true;
+            Executor = null;
+            _retired = true;
             return true;
         }
     }
@@ -50,14 +97,28 @@ internal sealed class InstanceSlot(string instanceId)
         }
     }
 
-    public bool IsIdle
+    /// <summary>
+    /// Retires the slot if nobody processes it and nothing waits in it: the next item for the instance goes to a new slot
+    /// (an item added to a slot already out of the map would be processed there, beside the new slot's).
+    /// </summary>
+    public bool TryRetireIdle()
     {
-        get
+        lock (this)
         {
-            lock (this)
+            if (_running || _items is not null || _retired)
             {
-                return !_running && _items is null;
+                return false;
             }
+
+            _retired = true;
+            return true;
         }
+    }
+
+    public enum AddResult
+    {
+        Queued,
+        Start,
+        Retired,
     }
 }

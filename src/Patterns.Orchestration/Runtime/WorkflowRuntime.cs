@@ -124,10 +124,21 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     /// <summary>Queues items on an instance's mailbox at once: they are handled in one batch (one workflow task), in this order.</summary>
     public void EnqueueAll(string instanceId, params ReadOnlySpan<WorkItem> items)
     {
-        var slot = _slots.GetOrAdd(instanceId, static id => new InstanceSlot(id));
-        if (slot.Add(items))
+        while (true)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+            var slot = _slots.GetOrAdd(instanceId, static id => new InstanceSlot(id));
+            switch (slot.Add(items))
+            {
+                case InstanceSlot.AddResult.Start:
+                    ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+                    return;
+                case InstanceSlot.AddResult.Queued:
+                    return;
+                default:
+                    // Evicted while idle: it leaves the map (if the eviction has not taken it out yet), and a new slot replays the instance.
+                    _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(instanceId, slot));
+                    break;
+            }
         }
     }
 
@@ -170,9 +181,16 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
         }
 
-        if (slot.Executor is null or { Final: not null } && slot.IsIdle && _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot)))
+        if (slot.Executor is null or { Final: not null } && slot.TryRetireIdle())
         {
+            // Retired first, so that an item that took the slot from the map just before it left goes to a new slot
+            // instead of being processed here, beside that new slot (two executors for one instance).
+            _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
             SlotRemoved?.Invoke(slot.InstanceId);
+        }
+        else if (slot.Executor is { IsEvictable: true })
+        {
+            NoteIdle(slot);
         }
     }
 
