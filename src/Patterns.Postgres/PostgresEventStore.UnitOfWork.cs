@@ -296,6 +296,27 @@ public sealed partial class PostgresEventStore
             new OutboxMessage(reader.GetString(1), (OutboxMessageKind)reader.GetInt16(2), reader.GetFieldValue<byte[]>(4)) { PartitionKey = reader.IsDBNull(3) ? null : reader.GetString(3) },
             reader.GetFieldValue<DateTimeOffset>(5));
 
+    /// <summary>Reads the fences' result sets (one row each: the lease's holder now) and finds the first lease no longer held as fenced.</summary>
+    private static async Task<(Lease? Lost, string? Holder)> ReadFencesAsync(NpgsqlDataReader reader, IReadOnlyList<Lease> fences)
+    {
+        (Lease? Lost, string? Holder) result = default;
+        for (var i = 0; i < fences.Count; i++)
+        {
+            if (i > 0)
+            {
+                await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+
+            var (owner, token) = await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false) ? ReadLeaseHolder(reader) : (null, 0);
+            if (result.Lost is null && (owner != fences[i].Owner || token != fences[i].Token))
+            {
+                result = (fences[i], owner);
+            }
+        }
+
+        return result;
+    }
+
     private static (string? Owner, long Token) ReadLeaseHolder(NpgsqlDataReader reader) =>
         (reader.IsDBNull(0) ? null : reader.GetString(0), reader.GetInt64(1));
 
@@ -769,19 +790,7 @@ public sealed partial class PostgresEventStore
                 var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
                 await using (reader.ConfigureAwait(false))
                 {
-                    for (var i = 0; i < fences.Count; i++)
-                    {
-                        if (i > 0)
-                        {
-                            await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
-                        }
-
-                        var (owner, token) = await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false) ? ReadLeaseHolder(reader) : (null, 0);
-                        if (lost is null && (owner != fences[i].Owner || token != fences[i].Token))
-                        {
-                            (lost, holder) = (fences[i], owner);
-                        }
-                    }
+                    (lost, holder) = await ReadFencesAsync(reader, fences).ConfigureAwait(false);
 
                     // Statements without rows (checkpoints, documents, the savepoint) are skipped on the way to the appends' rows.
                     if (fences.Count > 0)
@@ -880,19 +889,7 @@ public sealed partial class PostgresEventStore
             var reader = await batch.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
             await using (reader.ConfigureAwait(false))
             {
-                for (var i = 0; i < fences.Count; i++)
-                {
-                    if (i > 0)
-                    {
-                        await reader.NextResultAsync(CancellationToken.None).ConfigureAwait(false);
-                    }
-
-                    var (owner, token) = await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false) ? ReadLeaseHolder(reader) : (null, 0);
-                    if (lost is null && (owner != fences[i].Owner || token != fences[i].Token))
-                    {
-                        (lost, holder) = (fences[i], owner);
-                    }
-                }
+                (lost, holder) = await ReadFencesAsync(reader, fences).ConfigureAwait(false);
             }
 
             if (lost is not null)
