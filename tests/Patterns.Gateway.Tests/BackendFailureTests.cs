@@ -209,6 +209,90 @@ public sealed class BackendFailureTests
         Waits.Until(() => destination.Health.Passive == DestinationHealth.Unhealthy, "two bodies broken off in a row eject the destination");
     }
 
+    [Fact]
+    public async Task DestinationBreakingOffTheBody_OpensTheCircuit()
+    {
+        // The same broken-off bodies under a circuit breaker that opens only when every attempt in its window failed
+        // (FailureRatio 1, MinimumThroughput 2): two answers whose bodies broke off are two failures in two attempts, so the
+        // third request fails fast with 503 without reaching the destination. Counted by the headers alone they would be two
+        // successes; counted as a success and then a failure, 2 of 4, and the circuit would stay closed either way.
+        var completed = Channel.CreateUnbounded<int>();
+        var breakOff = Channel.CreateUnbounded<bool>();
+        await using var broken = await Backend.StartAsync("broken", async c =>
+        {
+            c.Response.ContentLength = 1000;
+            await c.Response.WriteAsync("the first part", c.RequestAborted);
+            await c.Response.Body.FlushAsync(c.RequestAborted);
+            await breakOff.Reader.ReadAsync(c.RequestAborted);
+            c.Abort();
+        });
+        var metadata = Breaker();
+        metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "1";
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (broken, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, new FakeTimeProvider(), app: a => a.Use(Signal(completed)));
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", HttpCompletionOption.ResponseHeadersRead, Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK, "the headers came through before the body broke off");
+            var stream = await response.Content.ReadAsStreamAsync(Ct);
+            (await stream.ReadAsync(new byte[64], Ct)).Should().BePositive("the first part of the body came through");
+            breakOff.Writer.TryWrite(true);
+            await stream.Invoking(s => s.CopyToAsync(Stream.Null, Ct)).Should().ThrowAsync<IOException>("the body ended before its length");
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        using var third = await gateway.Client.GetAsync("/x", HttpCompletionOption.ResponseHeadersRead, Ct).WaitAsync(Waits.Bound, Ct);
+        third.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "two bodies broken off in two attempts opened the destination's circuit");
+        (await third.Content.ReadAsStringAsync(Ct)).Should().Contain("circuit");
+        broken.Hits.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task ClientAbortingMidBody_DoesNotOpenTheCircuit()
+    {
+        // Downloads the client leaves in the middle (ResponseBodyClient or ResponseBodyCanceled) are no failures of the
+        // destination: with FailureRatio 1 and MinimumThroughput 2, two of them counted would open the circuit.
+        var completed = Channel.CreateUnbounded<int>();
+        var sentPart = Channel.CreateUnbounded<bool>();
+        var whole = false;
+        await using var backend = await Backend.StartAsync("b", async c =>
+        {
+            if (Volatile.Read(ref whole))
+            {
+                await c.Response.WriteAsync("whole", c.RequestAborted);
+                return;
+            }
+
+            await c.Response.WriteAsync("the first part", c.RequestAborted);
+            await c.Response.Body.FlushAsync(c.RequestAborted);
+            sentPart.Writer.TryWrite(true);
+            await Task.Delay(Timeout.Infinite, c.RequestAborted);
+        });
+        var metadata = Breaker();
+        metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "1";
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (backend, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, new FakeTimeProvider(), app: a => a.Use(Signal(completed)));
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            using var response = await gateway.Client.GetAsync("/x", HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+            await sentPart.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+            var stream = await response.Content.ReadAsStreamAsync(cancel.Token);
+            var buffer = new byte[64];
+            (await stream.ReadAsync(buffer, cancel.Token)).Should().BePositive("the first part of the body came through");
+            var pending = stream.ReadAsync(buffer, cancel.Token).AsTask();
+            await cancel.CancelAsync();
+            await pending.Invoking(p => p).Should().ThrowAsync<OperationCanceledException>();
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        Volatile.Write(ref whole, true);
+        (await gateway.Client.GetStringAsync("/x", Ct).WaitAsync(Waits.Bound, Ct)).Should().Be("whole", "downloads the client left opened no circuit");
+        backend.Hits.Should().Be(3);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
