@@ -23,7 +23,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// attempt of a request whose policy has no resilience, so such a request needs neither the resilience handler's
     /// context handoff nor an async layer around its send. A request with resilience is counted attempt by attempt by the
     /// handler instead. Counted as the handler would: a 5xx or a failure to get a response (a timeout included) is a failure,
-    /// unless the client aborted the request or its body failed or stalled on the client's side (<see cref="IsClientBodyFault(Exception?, HttpContext)"/>); a
+    /// unless the client aborted the request or its body failed or stalled on the client's side (<see cref="IsClientBodyFault(Exception?, HttpContext, bool)"/>); a
     /// request that failed before it was sent (a request transform threw) is not counted. An answer's body is judged later,
     /// in <see cref="Completed"/>.
     /// </summary>
@@ -71,15 +71,37 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// <summary>
     /// True when <paramref name="exception"/> comes from the client's request body: refused by the gateway's own server (see
     /// <see cref="IsClientBodyFault(Exception?)"/>), a read of it that failed on the client's side, such as a connection reset
-    /// mid-upload, before Kestrel signals the request's <c>RequestAborted</c>, or a timeout (the request's, the attempt's,
-    /// YARP's activity timeout: a cancellation) that came while the gateway was waiting for the client's next bytes, an upload
-    /// the client stalled (<see cref="ClientBodyStream"/>). The same over HTTP/1.1 and HTTP/2 to the destination: the body is read
-    /// through the same stream. A destination that failed mid-upload (a reset, a closed connection) is still its own failure.
+    /// mid-upload, before Kestrel signals the request's <c>RequestAborted</c>, or an upload the client stalled: the gateway was
+    /// waiting for the client's next bytes (<see cref="ClientBodyStream"/>) when a timeout ended the attempt (the request's,
+    /// the attempt's, YARP's activity timeout: <paramref name="timedOut"/>, a cancellation, or the failed read of the body
+    /// inside the attempt's failure, as the send reports it when the body copy failed first). The same over HTTP/1.1 and
+    /// HTTP/2 to the destination: the body is read through the same stream. A destination that failed mid-upload without a
+    /// timeout (a reset, a closed connection) is still its own failure.
     /// </summary>
-    public static bool IsClientBodyFault(Exception? exception, HttpContext context) =>
+    public static bool IsClientBodyFault(Exception? exception, HttpContext context, bool timedOut = false) =>
         IsClientBodyFault(exception)
         || context.Request.Body is ClientBodyStream body
-            && (body.Failed || (body.WaitingOnClient && exception is OperationCanceledException or Polly.Timeout.TimeoutRejectedException));
+            && (body.Failed
+                || (body.WaitingOnClient
+                    && (timedOut || exception is OperationCanceledException or Polly.Timeout.TimeoutRejectedException || Contains(exception, body.ReadError))));
+
+    private static bool Contains(Exception? exception, Exception? cause)
+    {
+        if (cause is null)
+        {
+            return false;
+        }
+
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (ReferenceEquals(e, cause))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>
     /// True when the destination broke off the body of the answer that went to the client after its headers (YARP's

@@ -12,6 +12,8 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
 {
     private volatile bool _failed;
     private volatile bool _waiting;
+    private volatile Exception? _readError;
+    private long _bytesRead;
 
     /// <summary>Gets a value indicating whether reading the client's body failed on the client's side.</summary>
     public bool Failed => _failed;
@@ -22,6 +24,12 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     /// stalled: the destination had not been given the whole request. False once the body has been read to its end.
     /// </summary>
     public bool WaitingOnClient => _waiting;
+
+    /// <summary>Gets the number of the client's body bytes read so far.</summary>
+    public long BytesRead => Volatile.Read(ref _bytesRead);
+
+    /// <summary>Gets the exception the last failed read threw (a cancellation included), to recognise it inside an attempt's failure.</summary>
+    public Exception? ReadError => _readError;
 
     public override bool CanRead => true;
 
@@ -45,6 +53,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
         try
         {
             var read = inner.Read(buffer);
+            Volatile.Write(ref _bytesRead, _bytesRead + read);
             _waiting = false;
             return read;
         }
@@ -72,6 +81,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
 
         if (read.IsCompletedSuccessfully)
         {
+            Volatile.Write(ref _bytesRead, _bytesRead + read.Result);
             _waiting = false;
             return read;
         }
@@ -84,6 +94,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
         try
         {
             var count = await read.ConfigureAwait(false);
+            Volatile.Write(ref _bytesRead, _bytesRead + count);
             _waiting = false;
             return count;
         }
@@ -96,6 +107,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     /// <summary>Marks a failed read as the client's unless the caller's token cancelled it; never catches (an exception filter).</summary>
     private bool Mark(Exception exception, CancellationToken cancellationToken)
     {
+        _readError = exception;
         if (!(exception is OperationCanceledException && cancellationToken.IsCancellationRequested))
         {
             _failed = true;

@@ -171,7 +171,7 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
         /// <summary>
         /// A request whose body the forwarder streams from the client: the body is read through a <see cref="ClientBodyStream"/>
         /// (the forwarder reads <c>Request.Body</c> only as it sends), so that the resilience handler can tell a client that went
-        /// away or stalled mid-upload from a destination that failed (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext)"/>).
+        /// away or stalled mid-upload from a destination that failed (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext, bool)"/>).
         /// </summary>
         private static void WatchClientBody(HttpContext httpContext, HttpRequestMessage proxyRequest)
         {

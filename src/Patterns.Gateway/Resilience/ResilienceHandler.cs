@@ -155,7 +155,7 @@ internal sealed class ResilienceHandler(
             Outcome<HttpResponseMessage> outcome;
             if (error is not null)
             {
-                if (!OutlierDetector.IsClientBodyFault(error, context))
+                if (!OutlierDetector.IsClientBodyFault(error, context, cancellationToken.IsCancellationRequested))
                 {
                     outliers.Record(cluster, destination, failure: true);
                 }
@@ -196,7 +196,7 @@ internal sealed class ResilienceHandler(
     {
         var feature = context.Features.Get<IReverseProxyFeature>()!;
         var attempts = new Attempts(this, context, feature, cluster, policy, request, destination, sent: 1);
-        if (!IsFailure(failed, context) || !attempts.TryPlanRetry())
+        if (!IsFailure(failed, context, cancellationToken) || !attempts.TryPlanRetry())
         {
             failed.ThrowIfException();
             return Task.FromResult(failed.Result!);
@@ -287,10 +287,10 @@ internal sealed class ResilienceHandler(
             return sent;
         }
 
-        return SendOnceAsync(sent, cluster, destination, context);
+        return SendOnceAsync(sent, cluster, destination, context, cancellationToken);
     }
 
-    private async Task<HttpResponseMessage> SendOnceAsync(Task<HttpResponseMessage> sent, ClusterState cluster, DestinationState destination, HttpContext context)
+    private async Task<HttpResponseMessage> SendOnceAsync(Task<HttpResponseMessage> sent, ClusterState cluster, DestinationState destination, HttpContext context, CancellationToken cancellationToken)
     {
         try
         {
@@ -298,7 +298,7 @@ internal sealed class ResilienceHandler(
             outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
             return response;
         }
-        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex, context))
+        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex, context, cancellationToken.IsCancellationRequested))
         {
             outliers.Record(cluster, destination, failure: true);
             throw;
@@ -325,12 +325,12 @@ internal sealed class ResilienceHandler(
 
     /// <summary>
     /// True when an attempt failed in a way another attempt may mend: not when the client went away, nor when its request body
-    /// failed or stalled on the client's side (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext)"/>).
+    /// failed or stalled on the client's side (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext, bool)"/>).
     /// </summary>
-    private static bool IsFailure(Outcome<HttpResponseMessage> outcome, HttpContext context) =>
+    private static bool IsFailure(Outcome<HttpResponseMessage> outcome, HttpContext context, CancellationToken cancellationToken) =>
         !context.RequestAborted.IsCancellationRequested
         && (outcome.Exception is HttpRequestException or TimeoutRejectedException or BrokenCircuitException or OperationCanceledException
-                && !OutlierDetector.IsClientBodyFault(outcome.Exception, context)
+                && !OutlierDetector.IsClientBodyFault(outcome.Exception, context, cancellationToken.IsCancellationRequested)
             || (outcome.Result is { } r && (int)r.StatusCode >= 500));
 
     private async ValueTask<HttpResponseMessage> AttemptAsync(Attempts state, DestinationState destination, HttpRequestMessage message, CancellationToken cancellationToken)
@@ -401,7 +401,7 @@ internal sealed class ResilienceHandler(
     private static bool IsDestinationFault(Exception exception, Attempts state, CancellationToken attempt) =>
         !state.Context.RequestAborted.IsCancellationRequested
         && !(state.Answered && attempt.IsCancellationRequested)
-        && !OutlierDetector.IsClientBodyFault(exception, state.Context);
+        && !OutlierDetector.IsClientBodyFault(exception, state.Context, attempt.IsCancellationRequested);
 
     private Task<HttpResponseMessage> SendInnerAsync(HttpRequestMessage message, CancellationToken cancellationToken) => base.SendAsync(message, cancellationToken);
 
@@ -635,7 +635,7 @@ internal sealed class ResilienceHandler(
                 {
                     MaxHedgedAttempts = policy.MaxHedges,
                     Delay = delay,
-                    ShouldHandle = static args => new ValueTask<bool>(IsFailure(args.Outcome, args.Context.Properties.GetValue(StateKey, null!).Context)),
+                    ShouldHandle = static args => new ValueTask<bool>(IsFailure(args.Outcome, args.Context.Properties.GetValue(StateKey, null!).Context, args.Context.CancellationToken)),
                     ActionGenerator = static args =>
                     {
                         var state = args.PrimaryContext.Properties.GetValue(StateKey, null!);
@@ -667,7 +667,7 @@ internal sealed class ResilienceHandler(
             ShouldHandle = static args =>
             {
                 var state = args.Context.Properties.GetValue(StateKey, null!);
-                return new ValueTask<bool>(IsFailure(args.Outcome, state.Context) && state.TryPlanRetry());
+                return new ValueTask<bool>(IsFailure(args.Outcome, state.Context, args.Context.CancellationToken) && state.TryPlanRetry());
             },
         };
 
