@@ -249,6 +249,91 @@ public sealed class BackendFailureTests
     }
 
     [Fact]
+    public async Task LongStreamEndingWhileHalfOpen_DoesNotDecideTheTrial()
+    {
+        // A stream that began while the circuit was closed is held by the breaker until it ends. It ends (the client leaves)
+        // while the circuit is half-open and its trial is still in flight: it must not close the circuit (Polly closes a
+        // half-open circuit on any success), so a request meanwhile still meets the half-open circuit, and the failed trial
+        // opens it again.
+        var time = new FakeTimeProvider();
+        var completed = Channel.CreateUnbounded<int>();
+        var streaming = Channel.CreateUnbounded<bool>();
+        var trialArrived = Channel.CreateUnbounded<bool>();
+        var trialAnswer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("b", async c =>
+        {
+            switch (c.Request.Path.Value)
+            {
+                case "/stream":
+                    await c.Response.WriteAsync("data: first\n\n", c.RequestAborted);
+                    await c.Response.Body.FlushAsync(c.RequestAborted);
+                    streaming.Writer.TryWrite(true);
+                    await Task.Delay(Timeout.Infinite, c.RequestAborted);
+                    break;
+                case "/trial":
+                    trialArrived.Writer.TryWrite(true);
+                    await trialAnswer.Task.WaitAsync(c.RequestAborted);
+                    c.Response.StatusCode = 500;
+                    break;
+                case "/fail":
+                    c.Response.StatusCode = 500;
+                    break;
+                default:
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    break;
+            }
+        });
+        var (routes, clusters) = Gateways.OneCluster(Breaker(), GatewayPolicies.Weighted, (backend, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time, app: a => a.Use(Signal(completed)));
+
+        using var leave = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        using var stream = await gateway.Client.GetAsync("/stream", HttpCompletionOption.ResponseHeadersRead, leave.Token);
+        await streaming.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        var body = await stream.Content.ReadAsStreamAsync(leave.Token);
+        (await body.ReadAsync(new byte[64], leave.Token)).Should().BePositive("the stream's first event came through");
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var failed = await gateway.Client.GetAsync("/fail", Ct).WaitAsync(Waits.Bound, Ct);
+            failed.StatusCode.Should().Be(HttpStatusCode.InternalServerError);
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        using (var open = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
+        {
+            open.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "two failures in two attempts opened the circuit");
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        var trial = gateway.Client.GetAsync("/trial", Ct);
+        await trialArrived.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+
+        // The client leaves the stream (a success for the breaker) while the trial is in flight.
+        var pending = body.ReadAsync(new byte[64], leave.Token).AsTask();
+        await leave.CancelAsync();
+        await pending.Invoking(p => p).Should().ThrowAsync<OperationCanceledException>();
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+
+        using (var during = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
+        {
+            during.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the circuit is half-open until its trial ends: the stream's end did not close it");
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        trialAnswer.SetResult();
+        using (var trialResponse = await trial.WaitAsync(Waits.Bound, Ct))
+        {
+            trialResponse.StatusCode.Should().Be(HttpStatusCode.InternalServerError);
+        }
+
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        using var after = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct);
+        after.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the failed trial opened the circuit again, and the stream counted for nothing");
+        backend.Hits.Should().Be(4, "the stream, two failures and the trial reached the destination, nothing else");
+    }
+
+    [Fact]
     public async Task ClientAbortingMidBody_DoesNotOpenTheCircuit()
     {
         // Downloads the client leaves in the middle (ResponseBodyClient or ResponseBodyCanceled) are no failures of the

@@ -13,7 +13,9 @@ namespace Patterns.Gateway.Resilience;
 /// answer once, as a success when its body came through (or the client left during it) and as a failure when the
 /// destination broke it off (<see cref="OutlierDetector.ResponseBodyBrokenOff"/>, the signal outlier detection reads). A trial
 /// in the half-open state is judged by its headers, so that a long stream does not hold the circuit half-open, and so is
-/// an attempt of a request outside the gateway's proxy pipeline (no <see cref="BreakerHolds"/>).
+/// an attempt of a request outside the gateway's proxy pipeline (no <see cref="BreakerHolds"/>). A held answer whose request
+/// ends while the circuit is half-open began before the circuit opened: it waits until the trial has decided (Polly closes a
+/// half-open circuit on any success and opens it on any failure), and the request does not wait for it.
 /// </summary>
 internal sealed class BreakerHold
 {
@@ -22,11 +24,11 @@ internal sealed class BreakerHold
 
     private readonly TaskCompletionSource<Outcome<HttpResponseMessage>> _answer = new();
     private readonly TaskCompletionSource<bool> _body = new();
+    private readonly TaskCompletionSource _settled = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Func<HttpRequestMessage, CancellationToken, Task<HttpResponseMessage>> _send;
     private readonly HttpContext _context;
     private readonly HttpRequestMessage _message;
     private readonly AttemptPipelines _pipelines;
-    private Task? _run;
 
     private BreakerHold(Func<HttpRequestMessage, CancellationToken, Task<HttpResponseMessage>> send, HttpContext context, DestinationState destination, HttpRequestMessage message, AttemptPipelines pipelines)
     {
@@ -39,8 +41,11 @@ internal sealed class BreakerHold
 
     public DestinationState Destination { get; }
 
-    /// <summary>Gets the breaker's execution of this attempt: complete once the breaker has counted it.</summary>
-    public Task Completion => _run ?? Task.CompletedTask;
+    /// <summary>
+    /// Gets a task complete once the breaker has counted this attempt, or once it was released while the circuit is half-open
+    /// (it is then counted after the trial, see <see cref="CircuitTransitions.WhileHalfOpenAsync"/>).
+    /// </summary>
+    public Task Completion => _settled.Task;
 
     /// <summary>
     /// Runs one attempt through the destination's breaker (and its attempt timeout and added strategies, inside it): the
@@ -53,7 +58,7 @@ internal sealed class BreakerHold
         var hold = new BreakerHold(send, context, destination, message, pipelines);
         var resilienceContext = ResilienceContextPool.Shared.Get(cancellationToken);
         resilienceContext.Properties.Set(key, state);
-        hold._run = hold.ExecuteAsync(resilienceContext);
+        _ = hold.ExecuteAsync(resilienceContext); // Never throws: its outcome goes to the answer, its end to Completion.
         return hold._answer.Task;
     }
 
@@ -74,6 +79,7 @@ internal sealed class BreakerHold
         finally
         {
             ResilienceContextPool.Shared.Return(context);
+            _settled.TrySetResult();
         }
     }
 
@@ -94,7 +100,15 @@ internal sealed class BreakerHold
         }
 
         _answer.TrySetResult(outcome);
-        return await _body.Task.ConfigureAwait(false) ? Outcome.FromException<HttpResponseMessage>(BodyBrokenOff) : outcome;
+        var brokenOff = await _body.Task.ConfigureAwait(false);
+        if (_pipelines.Circuit!.CircuitState == CircuitState.HalfOpen)
+        {
+            // Held since before the circuit opened: its trial, not this answer, decides whether the circuit closes again.
+            _settled.TrySetResult();
+            await _pipelines.Transitions!.WhileHalfOpenAsync(_pipelines.Circuit).ConfigureAwait(false);
+        }
+
+        return brokenOff ? Outcome.FromException<HttpResponseMessage>(BodyBrokenOff) : outcome;
     }
 
     private async ValueTask<Outcome<HttpResponseMessage>> SendAsync(ResilienceContext context)
@@ -195,4 +209,36 @@ internal sealed class AttemptPipelines
 
     /// <summary>Gets the attempt timeout and the strategies the policy adds, or <see langword="null"/> when it has neither.</summary>
     public ResiliencePipeline<HttpResponseMessage>? Inner { get; init; }
+
+    /// <summary>Gets the signal of <see cref="Breaker"/>'s circuit opening or closing, or <see langword="null"/> without a breaker.</summary>
+    public CircuitTransitions? Transitions { get; init; }
+}
+
+/// <summary>Signals a circuit opening or closing (its breaker's <c>OnOpened</c> and <c>OnClosed</c>), for held answers that wait out a half-open circuit.</summary>
+internal sealed class CircuitTransitions
+{
+    private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>The circuit opened or closed.</summary>
+    public ValueTask Changed()
+    {
+        Interlocked.Exchange(ref _changed, new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        return default;
+    }
+
+    /// <summary>Completes once <paramref name="circuit"/> is not half-open (its trial has been judged).</summary>
+    public async Task WhileHalfOpenAsync(CircuitBreakerStateProvider circuit)
+    {
+        while (true)
+        {
+            // The signal first, then the state: a transition in between completes the signal read.
+            var changed = Volatile.Read(ref _changed).Task;
+            if (circuit.CircuitState != CircuitState.HalfOpen)
+            {
+                return;
+            }
+
+            await changed.ConfigureAwait(false);
+        }
+    }
 }

@@ -685,9 +685,11 @@ internal sealed class ResilienceHandler(
         {
             ResiliencePipeline<HttpResponseMessage>? breaker = null;
             CircuitBreakerStateProvider? circuit = null;
+            CircuitTransitions? transitions = null;
             if (policy.Breaker is { } b)
             {
                 circuit = new CircuitBreakerStateProvider();
+                var changes = transitions = new CircuitTransitions();
                 breaker = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider }.AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
                 {
                     FailureRatio = b.FailureRatio,
@@ -695,6 +697,8 @@ internal sealed class ResilienceHandler(
                     SamplingDuration = b.SamplingDuration,
                     BreakDuration = b.BreakDuration,
                     StateProvider = circuit,
+                    OnOpened = _ => changes.Changed(),
+                    OnClosed = _ => changes.Changed(),
                     // As for outlier detection: a 5xx, a transport error, a timeout (Polly's, or a cancellation that neither the
                     // client nor a winning hedge caused: the request's timeout, YARP's activity timeout) or an answer whose body the
                     // destination broke off (BreakerHold) counts; a client that went away, a hedge that lost, or a client's body
@@ -728,6 +732,6 @@ internal sealed class ResilienceHandler(
                 inner = builder.Build();
             }
 
-            return new AttemptPipelines { Breaker = breaker, Circuit = circuit, Inner = inner };
+            return new AttemptPipelines { Breaker = breaker, Circuit = circuit, Inner = inner, Transitions = transitions };
         });
 }
