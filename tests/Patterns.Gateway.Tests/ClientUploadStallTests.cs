@@ -146,6 +146,83 @@ public sealed class ClientUploadStallTests
         }
     }
 
+    /// <summary>
+    /// The other side of the stall: while the gateway waits for the client's next bytes, the destination resets the stream
+    /// (h2c). Under resilience (a breaker) that is the destination's failure, not a stalled upload: one failure ejects.
+    /// (Over HTTP/1.1 the gateway does not see a closed connection until it writes again, and with outlier detection alone
+    /// YARP reports the cancelled body copy as the client's, RequestBodyClient, which is not counted.)
+    /// </summary>
+    [Fact]
+    public async Task DestinationResettingWhileTheClientUploads_IsCounted()
+    {
+        var arrivals = Channel.CreateUnbounded<bool>();
+        var breakOff = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            _ => { },
+            app => app.Run(async c =>
+            {
+                if (!c.Request.Headers.ContainsKey("X-Stall"))
+                {
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    return;
+                }
+
+                arrivals.Writer.TryWrite(true);
+                await breakOff.Task.WaitAsync(c.RequestAborted);
+                c.Abort();
+            }),
+            HttpProtocols.Http2);
+
+        var metadata = new Dictionary<string, string>
+        {
+            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
+            [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
+            [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
+            [GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00",
+        };
+
+        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
+        var cluster = new ClusterConfig
+        {
+            ClusterId = "c",
+            LoadBalancingPolicy = GatewayPolicies.Weighted,
+            Metadata = metadata,
+            HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
+            HttpRequest = new ForwarderRequestConfig
+            {
+                Version = HttpVersion.Version20,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            },
+            Destinations = new Dictionary<string, DestinationConfig> { ["b"] = new() { Address = backend.Address } },
+        };
+        HttpContext? current = null;
+        await using var gateway = await Gateways.FromCodeAsync(
+            [route], [cluster], new FakeTimeProvider(),
+            services: b => b.WebHost.ConfigureKestrel(o => o.Limits.MinRequestBodyDataRate = null),
+            app: a => a.Use((context, next) =>
+            {
+                Volatile.Write(ref current, context);
+                return next(context);
+            }),
+            protocols: HttpProtocols.Http2);
+        var destination = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be((HttpStatusCode.OK, "ok"));
+
+        var content = new PartialContent();
+        var call = SendAsync(client, content, stall: true);
+        await content.Sent.WaitAsync(Waits.Bound, Ct);
+        await arrivals.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        Waits.Until(
+            () => Volatile.Read(ref current)?.Request.Body is ClientBodyStream { BytesRead: PartialContent.PartLength, WaitingOnClient: true },
+            "the gateway read the first part and waits for the client's next bytes");
+        breakOff.SetResult();
+        var (status, _) = await call.WaitAsync(Waits.Bound, Ct);
+        status.Should().NotBe(HttpStatusCode.OK);
+        Waits.Until(() => destination.Health.Passive == DestinationHealth.Unhealthy, "the destination that broke off the request is ejected");
+    }
+
     private static async Task<(HttpStatusCode Status, string Body)> SendAsync(HttpClient client, HttpContent content, bool stall = false)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, "/x")
