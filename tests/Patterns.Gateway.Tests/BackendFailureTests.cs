@@ -209,6 +209,175 @@ public sealed class BackendFailureTests
         Waits.Until(() => destination.Health.Passive == DestinationHealth.Unhealthy, "two bodies broken off in a row eject the destination");
     }
 
+    [Fact]
+    public async Task DestinationBreakingOffTheBody_OpensTheCircuit()
+    {
+        // The same broken-off bodies under a circuit breaker that opens only when every attempt in its window failed
+        // (FailureRatio 1, MinimumThroughput 2): two answers whose bodies broke off are two failures in two attempts, so the
+        // third request fails fast with 503 without reaching the destination. Counted by the headers alone they would be two
+        // successes; counted as a success and then a failure, 2 of 4, and the circuit would stay closed either way.
+        var completed = Channel.CreateUnbounded<int>();
+        var breakOff = Channel.CreateUnbounded<bool>();
+        await using var broken = await Backend.StartAsync("broken", async c =>
+        {
+            c.Response.ContentLength = 1000;
+            await c.Response.WriteAsync("the first part", c.RequestAborted);
+            await c.Response.Body.FlushAsync(c.RequestAborted);
+            await breakOff.Reader.ReadAsync(c.RequestAborted);
+            c.Abort();
+        });
+        var metadata = Breaker();
+        metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "1";
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (broken, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, new FakeTimeProvider(), app: a => a.Use(Signal(completed)));
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await gateway.Client.GetAsync("/x", HttpCompletionOption.ResponseHeadersRead, Ct);
+            response.StatusCode.Should().Be(HttpStatusCode.OK, "the headers came through before the body broke off");
+            var stream = await response.Content.ReadAsStreamAsync(Ct);
+            (await stream.ReadAsync(new byte[64], Ct)).Should().BePositive("the first part of the body came through");
+            breakOff.Writer.TryWrite(true);
+            await stream.Invoking(s => s.CopyToAsync(Stream.Null, Ct)).Should().ThrowAsync<IOException>("the body ended before its length");
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        using var third = await gateway.Client.GetAsync("/x", HttpCompletionOption.ResponseHeadersRead, Ct).WaitAsync(Waits.Bound, Ct);
+        third.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "two bodies broken off in two attempts opened the destination's circuit");
+        (await third.Content.ReadAsStringAsync(Ct)).Should().Contain("circuit");
+        broken.Hits.Should().Be(2);
+    }
+
+    [Fact]
+    public async Task LongStreamEndingWhileHalfOpen_DoesNotDecideTheTrial()
+    {
+        // A stream that began while the circuit was closed is held by the breaker until it ends. It ends (the client leaves)
+        // while the circuit is half-open and its trial is still in flight: it must not close the circuit (Polly closes a
+        // half-open circuit on any success), so a request meanwhile still meets the half-open circuit, and the failed trial
+        // opens it again.
+        var time = new FakeTimeProvider();
+        var completed = Channel.CreateUnbounded<int>();
+        var streaming = Channel.CreateUnbounded<bool>();
+        var trialArrived = Channel.CreateUnbounded<bool>();
+        var trialAnswer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await Backend.StartAsync("b", async c =>
+        {
+            switch (c.Request.Path.Value)
+            {
+                case "/stream":
+                    await c.Response.WriteAsync("data: first\n\n", c.RequestAborted);
+                    await c.Response.Body.FlushAsync(c.RequestAborted);
+                    streaming.Writer.TryWrite(true);
+                    await Task.Delay(Timeout.Infinite, c.RequestAborted);
+                    break;
+                case "/trial":
+                    trialArrived.Writer.TryWrite(true);
+                    await trialAnswer.Task.WaitAsync(c.RequestAborted);
+                    c.Response.StatusCode = 500;
+                    break;
+                case "/fail":
+                    c.Response.StatusCode = 500;
+                    break;
+                default:
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    break;
+            }
+        });
+        var (routes, clusters) = Gateways.OneCluster(Breaker(), GatewayPolicies.Weighted, (backend, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, time, app: a => a.Use(Signal(completed)));
+
+        using var leave = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        using var stream = await gateway.Client.GetAsync("/stream", HttpCompletionOption.ResponseHeadersRead, leave.Token);
+        await streaming.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        var body = await stream.Content.ReadAsStreamAsync(leave.Token);
+        (await body.ReadAsync(new byte[64], leave.Token)).Should().BePositive("the stream's first event came through");
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var failed = await gateway.Client.GetAsync("/fail", Ct).WaitAsync(Waits.Bound, Ct);
+            failed.StatusCode.Should().Be(HttpStatusCode.InternalServerError);
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        using (var open = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
+        {
+            open.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "two failures in two attempts opened the circuit");
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        var trial = gateway.Client.GetAsync("/trial", Ct);
+        await trialArrived.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+
+        // The client leaves the stream (a success for the breaker) while the trial is in flight.
+        var pending = body.ReadAsync(new byte[64], leave.Token).AsTask();
+        await leave.CancelAsync();
+        await pending.Invoking(p => p).Should().ThrowAsync<OperationCanceledException>();
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+
+        using (var during = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct))
+        {
+            during.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the circuit is half-open until its trial ends: the stream's end did not close it");
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        trialAnswer.SetResult();
+        using (var trialResponse = await trial.WaitAsync(Waits.Bound, Ct))
+        {
+            trialResponse.StatusCode.Should().Be(HttpStatusCode.InternalServerError);
+        }
+
+        await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        using var after = await gateway.Client.GetAsync("/x", Ct).WaitAsync(Waits.Bound, Ct);
+        after.StatusCode.Should().Be(HttpStatusCode.ServiceUnavailable, "the failed trial opened the circuit again, and the stream counted for nothing");
+        backend.Hits.Should().Be(4, "the stream, two failures and the trial reached the destination, nothing else");
+    }
+
+    [Fact]
+    public async Task ClientAbortingMidBody_DoesNotOpenTheCircuit()
+    {
+        // Downloads the client leaves in the middle (ResponseBodyClient or ResponseBodyCanceled) are no failures of the
+        // destination: with FailureRatio 1 and MinimumThroughput 2, two of them counted would open the circuit.
+        var completed = Channel.CreateUnbounded<int>();
+        var sentPart = Channel.CreateUnbounded<bool>();
+        var whole = false;
+        await using var backend = await Backend.StartAsync("b", async c =>
+        {
+            if (Volatile.Read(ref whole))
+            {
+                await c.Response.WriteAsync("whole", c.RequestAborted);
+                return;
+            }
+
+            await c.Response.WriteAsync("the first part", c.RequestAborted);
+            await c.Response.Body.FlushAsync(c.RequestAborted);
+            sentPart.Writer.TryWrite(true);
+            await Task.Delay(Timeout.Infinite, c.RequestAborted);
+        });
+        var metadata = Breaker();
+        metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "1";
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (backend, null));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters, new FakeTimeProvider(), app: a => a.Use(Signal(completed)));
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var cancel = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+            using var response = await gateway.Client.GetAsync("/x", HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+            await sentPart.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+            var stream = await response.Content.ReadAsStreamAsync(cancel.Token);
+            var buffer = new byte[64];
+            (await stream.ReadAsync(buffer, cancel.Token)).Should().BePositive("the first part of the body came through");
+            var pending = stream.ReadAsync(buffer, cancel.Token).AsTask();
+            await cancel.CancelAsync();
+            await pending.Invoking(p => p).Should().ThrowAsync<OperationCanceledException>();
+            await completed.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        }
+
+        Volatile.Write(ref whole, true);
+        (await gateway.Client.GetStringAsync("/x", Ct).WaitAsync(Waits.Bound, Ct)).Should().Be("whole", "downloads the client left opened no circuit");
+        backend.Hits.Should().Be(3);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -23,7 +23,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// attempt of a request whose policy has no resilience, so such a request needs neither the resilience handler's
     /// context handoff nor an async layer around its send. A request with resilience is counted attempt by attempt by the
     /// handler instead. Counted as the handler would: a 5xx or a failure to get a response (a timeout included) is a failure,
-    /// unless the client aborted the request or its body failed on the client's side (<see cref="IsClientBodyFault(Exception?)"/>); a
+    /// unless the client aborted the request or its body failed or stalled on the client's side (<see cref="IsClientBodyFault(Exception?, HttpContext, bool)"/>); a
     /// request that failed before it was sent (a request transform threw) is not counted. An answer's body is judged later,
     /// in <see cref="Completed"/>.
     /// </summary>
@@ -42,9 +42,11 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             Record(cluster, destination, (int)response.StatusCode >= 500);
         }
         else if (!context.RequestAborted.IsCancellationRequested
-            && context.Features.Get<IForwarderErrorFeature>()?.Error is not (
-                ForwarderError.RequestCreation or ForwarderError.RequestBodyClient or ForwarderError.RequestBodyCanceled or ForwarderError.None or null))
+            && context.Features.Get<IForwarderErrorFeature>() is { Error: not (
+                ForwarderError.RequestCreation or ForwarderError.RequestBodyClient or ForwarderError.RequestBodyCanceled or ForwarderError.None) } error
+            && !IsClientBodyFault(error.Exception, context))
         {
+            // A timeout that came while the client's upload stalled (YARP says RequestTimedOut) is the client's.
             Record(cluster, destination, failure: true);
         }
     }
@@ -68,11 +70,47 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
 
     /// <summary>
     /// True when <paramref name="exception"/> comes from the client's request body: refused by the gateway's own server (see
-    /// <see cref="IsClientBodyFault(Exception?)"/>), or a read of it that failed on the client's side, such as a connection reset
-    /// mid-upload (<see cref="ClientBodyStream"/>), before Kestrel signals the request's <c>RequestAborted</c>.
+    /// <see cref="IsClientBodyFault(Exception?)"/>), a read of it that failed on the client's side, such as a connection reset
+    /// mid-upload, before Kestrel signals the request's <c>RequestAborted</c>, or an upload the client stalled: the gateway was
+    /// waiting for the client's next bytes (<see cref="ClientBodyStream"/>) when a timeout ended the attempt (the request's,
+    /// the attempt's, YARP's activity timeout: <paramref name="timedOut"/>, a cancellation, or the failed read of the body
+    /// inside the attempt's failure, as the send reports it when the body copy failed first). The same over HTTP/1.1 and
+    /// HTTP/2 to the destination: the body is read through the same stream. A destination that failed mid-upload without a
+    /// timeout (a reset, a closed connection) is still its own failure.
     /// </summary>
-    public static bool IsClientBodyFault(Exception? exception, HttpContext context) =>
-        IsClientBodyFault(exception) || context.Request.Body is ClientBodyStream { Failed: true };
+    public static bool IsClientBodyFault(Exception? exception, HttpContext context, bool timedOut = false) =>
+        IsClientBodyFault(exception)
+        || context.Request.Body is ClientBodyStream body
+            && (body.Failed
+                || (body.WaitingOnClient
+                    && (timedOut || exception is OperationCanceledException or Polly.Timeout.TimeoutRejectedException || Contains(exception, body.ReadError))));
+
+    private static bool Contains(Exception? exception, Exception? cause)
+    {
+        if (cause is null)
+        {
+            return false;
+        }
+
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (ReferenceEquals(e, cause))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// True when the destination broke off the body of the answer that went to the client after its headers (YARP's
+    /// <see cref="ForwarderError.ResponseBodyDestination"/>), and that answer was not counted as a failure already (a 5xx, see
+    /// <see cref="MarkFailedAnswer"/>). Read once the request is done, by outlier detection (<see cref="Completed"/>) and by the
+    /// circuit breaker, so that both count the same answers.
+    /// </summary>
+    public static bool ResponseBodyBrokenOff(HttpContext context) =>
+        context.Features.Get<IForwarderErrorFeature>()?.Error == ForwarderError.ResponseBodyDestination && context.Features.Get<FailedAnswer>() is null;
 
     /// <summary>
     /// Records one attempt on <paramref name="destination"/> as its answer's headers come (or it fails before them); a failure is
@@ -124,7 +162,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         var response = context.Response;
         switch (context.Features.Get<IForwarderErrorFeature>()?.Error ?? ForwarderError.None)
         {
-            case ForwarderError.ResponseBodyDestination when context.Features.Get<FailedAnswer>() is null:
+            case ForwarderError.ResponseBodyDestination when ResponseBodyBrokenOff(context):
                 // A 5xx was counted as a failure already, when its headers came (whether or not anything had gone out to the
                 // client: YARP answers 502 when nothing had, so the status here does not tell); any other answer was counted
                 // as one that is not.

@@ -15,7 +15,7 @@ public static class GatewayEndpointRouteBuilderExtensions
 {
     /// <summary>
     /// Maps every configured route through YARP with the gateway's proxy pipeline: declared oversize bodies answered 413, request bodies buffered for retries,
-    /// session affinity, load balancing and passive health checks. Also maps the request routes and aggregate routes of configuration (the
+    /// session affinity, load balancing, passive health checks, and a circuit breaker's judgement of an answer once its body is through. Also maps the request routes and aggregate routes of configuration (the
     /// <c>Requests</c> and <c>Aggregates</c> sections of <see cref="Patterns.Gateway.GatewayBuilder.LoadFromConfig"/>).
     /// </summary>
     /// <exception cref="InvalidOperationException">The configuration is invalid: the message names every route or cluster and field at fault
@@ -26,10 +26,12 @@ public static class GatewayEndpointRouteBuilderExtensions
     public static ReverseProxyConventionBuilder MapGateway(this IEndpointRouteBuilder endpoints, Action<IReverseProxyApplicationBuilder>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(endpoints);
+        ResiliencePolicyRegistry registry;
         try
         {
             // The named resilience policies first: a problem in them is reported as itself, not as every route naming the policy.
-            _ = endpoints.ServiceProvider.GetRequiredService<ResiliencePolicyRegistry>().Current;
+            registry = endpoints.ServiceProvider.GetRequiredService<ResiliencePolicyRegistry>();
+            _ = registry.Current;
         }
         catch (InvalidOperationException ex)
         {
@@ -48,6 +50,9 @@ public static class GatewayEndpointRouteBuilderExtensions
                 pipeline.UseSessionAffinity();
                 pipeline.UseLoadBalancing();
                 pipeline.UsePassiveHealthChecks();
+
+                // Last: runs once the forwarder is done, so a circuit breaker counts an answer whose body broke off (BreakerHold).
+                pipeline.Use(BreakerHolds.Middleware(registry));
             });
         }
         catch (InvalidOperationException ex) when (ex.InnerException is AggregateException invalid)

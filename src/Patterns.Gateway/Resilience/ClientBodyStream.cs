@@ -5,14 +5,31 @@ namespace Patterns.Gateway.Resilience;
 /// client's side (the connection reset or aborted mid-upload, the server refusing the body), so that the attempt's failure is
 /// not counted against the destination. The request's <c>RequestAborted</c> cannot tell: Kestrel signals it on the thread
 /// pool, after the read has already failed. A read cancelled by the forwarder's own token (the destination stopped taking the
-/// body, or a timeout) is not the client's doing and is not marked.
+/// body, or a timeout) is not marked as failed; but the stream remembers that the gateway was waiting on the client when it
+/// was cancelled (<see cref="WaitingOnClient"/>), so that a timeout that ended a stalled upload is not blamed on the destination.
 /// </summary>
 internal sealed class ClientBodyStream(Stream inner) : Stream
 {
     private volatile bool _failed;
+    private volatile bool _waiting;
+    private volatile Exception? _readError;
+    private long _bytesRead;
 
     /// <summary>Gets a value indicating whether reading the client's body failed on the client's side.</summary>
     public bool Failed => _failed;
+
+    /// <summary>
+    /// Gets a value indicating whether the last read of the client's body has not returned: it is still waiting for the client's
+    /// bytes, or it ended without any (cancelled, failed). A timeout that ends the request meanwhile ended an upload the client
+    /// stalled: the destination had not been given the whole request. False once the body has been read to its end.
+    /// </summary>
+    public bool WaitingOnClient => _waiting;
+
+    /// <summary>Gets the number of the client's body bytes read so far.</summary>
+    public long BytesRead => Volatile.Read(ref _bytesRead);
+
+    /// <summary>Gets the exception the last failed read threw (a cancellation included), to recognise it inside an attempt's failure.</summary>
+    public Exception? ReadError => _readError;
 
     public override bool CanRead => true;
 
@@ -32,9 +49,13 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
 
     public override int Read(Span<byte> buffer)
     {
+        _waiting = true;
         try
         {
-            return inner.Read(buffer);
+            var read = inner.Read(buffer);
+            Volatile.Write(ref _bytesRead, _bytesRead + read);
+            _waiting = false;
+            return read;
         }
         catch (Exception ex) when (Mark(ex, default))
         {
@@ -48,6 +69,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
         ValueTask<int> read;
+        _waiting = true;
         try
         {
             read = inner.ReadAsync(buffer, cancellationToken);
@@ -57,14 +79,24 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
             throw;
         }
 
-        return read.IsCompletedSuccessfully ? read : Awaited(read, cancellationToken);
+        if (read.IsCompletedSuccessfully)
+        {
+            Volatile.Write(ref _bytesRead, _bytesRead + read.Result);
+            _waiting = false;
+            return read;
+        }
+
+        return Awaited(read, cancellationToken);
     }
 
     private async ValueTask<int> Awaited(ValueTask<int> read, CancellationToken cancellationToken)
     {
         try
         {
-            return await read.ConfigureAwait(false);
+            var count = await read.ConfigureAwait(false);
+            Volatile.Write(ref _bytesRead, _bytesRead + count);
+            _waiting = false;
+            return count;
         }
         catch (Exception ex) when (Mark(ex, cancellationToken))
         {
@@ -75,6 +107,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     /// <summary>Marks a failed read as the client's unless the caller's token cancelled it; never catches (an exception filter).</summary>
     private bool Mark(Exception exception, CancellationToken cancellationToken)
     {
+        _readError = exception;
         if (!(exception is OperationCanceledException && cancellationToken.IsCancellationRequested))
         {
             _failed = true;

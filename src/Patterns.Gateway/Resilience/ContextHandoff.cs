@@ -134,6 +134,10 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
                 WatchClientBody(httpContext, proxyRequest);
                 ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: true);
             }
+            else if (proxyRequest.Content is not null)
+            {
+                WatchClientBodyForOutliers(httpContext, proxyRequest);
+            }
 
             return default;
         }
@@ -146,12 +150,28 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
                 WatchClientBody(httpContext, proxyRequest);
                 ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: false);
             }
+            else if (proxyRequest.Content is not null)
+            {
+                WatchClientBodyForOutliers(httpContext, proxyRequest);
+            }
+        }
+
+        /// <summary>
+        /// A request without resilience whose cluster has outlier detection: its body is watched too, so that the route's
+        /// transformer can tell a timeout of a stalled upload from one of the destination (<see cref="OutlierDetector.RecordResponse"/>).
+        /// </summary>
+        private static void WatchClientBodyForOutliers(HttpContext httpContext, HttpRequestMessage proxyRequest)
+        {
+            if (httpContext.Features.Get<IReverseProxyFeature>() is { Cluster: { } cluster } && ClusterPolicy.For(cluster.Config).Outlier is not null)
+            {
+                WatchClientBody(httpContext, proxyRequest);
+            }
         }
 
         /// <summary>
         /// A request whose body the forwarder streams from the client: the body is read through a <see cref="ClientBodyStream"/>
         /// (the forwarder reads <c>Request.Body</c> only as it sends), so that the resilience handler can tell a client that went
-        /// away mid-upload from a destination that failed (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext)"/>).
+        /// away or stalled mid-upload from a destination that failed (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext, bool)"/>).
         /// </summary>
         private static void WatchClientBody(HttpContext httpContext, HttpRequestMessage proxyRequest)
         {

@@ -155,7 +155,7 @@ internal sealed class ResilienceHandler(
             Outcome<HttpResponseMessage> outcome;
             if (error is not null)
             {
-                if (!OutlierDetector.IsClientBodyFault(error, context))
+                if (!OutlierDetector.IsClientBodyFault(error, context, cancellationToken.IsCancellationRequested))
                 {
                     outliers.Record(cluster, destination, failure: true);
                 }
@@ -196,7 +196,7 @@ internal sealed class ResilienceHandler(
     {
         var feature = context.Features.Get<IReverseProxyFeature>()!;
         var attempts = new Attempts(this, context, feature, cluster, policy, request, destination, sent: 1);
-        if (!IsFailure(failed, context) || !attempts.TryPlanRetry())
+        if (!IsFailure(failed, context, cancellationToken) || !attempts.TryPlanRetry())
         {
             failed.ThrowIfException();
             return Task.FromResult(failed.Result!);
@@ -287,10 +287,10 @@ internal sealed class ResilienceHandler(
             return sent;
         }
 
-        return SendOnceAsync(sent, cluster, destination, context);
+        return SendOnceAsync(sent, cluster, destination, context, cancellationToken);
     }
 
-    private async Task<HttpResponseMessage> SendOnceAsync(Task<HttpResponseMessage> sent, ClusterState cluster, DestinationState destination, HttpContext context)
+    private async Task<HttpResponseMessage> SendOnceAsync(Task<HttpResponseMessage> sent, ClusterState cluster, DestinationState destination, HttpContext context, CancellationToken cancellationToken)
     {
         try
         {
@@ -298,7 +298,7 @@ internal sealed class ResilienceHandler(
             outliers.Record(cluster, destination, (int)response.StatusCode >= 500);
             return response;
         }
-        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex, context))
+        catch (Exception ex) when (!context.RequestAborted.IsCancellationRequested && !OutlierDetector.IsClientBodyFault(ex, context, cancellationToken.IsCancellationRequested))
         {
             outliers.Record(cluster, destination, failure: true);
             throw;
@@ -323,29 +323,42 @@ internal sealed class ResilienceHandler(
         return response;
     }
 
-    private static bool IsFailure(Outcome<HttpResponseMessage> outcome, HttpContext context) =>
+    /// <summary>
+    /// True when an attempt failed in a way another attempt may mend: not when the client went away, nor when its request body
+    /// failed or stalled on the client's side (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext, bool)"/>).
+    /// </summary>
+    private static bool IsFailure(Outcome<HttpResponseMessage> outcome, HttpContext context, CancellationToken cancellationToken) =>
         !context.RequestAborted.IsCancellationRequested
         && (outcome.Exception is HttpRequestException or TimeoutRejectedException or BrokenCircuitException or OperationCanceledException
+                && !OutlierDetector.IsClientBodyFault(outcome.Exception, context, cancellationToken.IsCancellationRequested)
             || (outcome.Result is { } r && (int)r.StatusCode >= 500));
 
     private async ValueTask<HttpResponseMessage> AttemptAsync(Attempts state, DestinationState destination, HttpRequestMessage message, CancellationToken cancellationToken)
     {
         message.Options.Set(RequestOptionKeys.Destination, destination);
-        var breaker = state.Policy.HasAttemptPipeline ? AttemptPipeline(state.Policy, destination) : null;
+        var pipelines = state.Policy.HasAttemptPipeline ? AttemptPipeline(state.Policy, destination) : null;
         ResilienceContext? attemptContext = null;
         try
         {
             HttpResponseMessage response;
-            if (breaker is null)
+            if (pipelines is null)
             {
                 response = await base.SendAsync(message, cancellationToken).ConfigureAwait(false);
             }
+            else if (pipelines.Breaker is not null)
+            {
+                // The breaker's judgement of an answer that is not a failure waits for its body (BreakerHold); the answer does not.
+                var outcome = await BreakerHold.RunAsync(
+                    _sendInner ??= SendInnerAsync, state.Context, destination, message, pipelines, StateKey, state, cancellationToken).ConfigureAwait(false);
+                outcome.ThrowIfException();
+                response = outcome.Result ?? throw new InvalidOperationException($"The handler under cluster '{clusterId}' returned no response message.");
+            }
             else
             {
-                // The attempt's state rides in the context, so the breaker can tell a timeout from a client that went away.
+                // The attempt's state rides in the context, so the strategies see the request's.
                 attemptContext = ResilienceContextPool.Shared.Get(cancellationToken);
                 attemptContext.Properties.Set(StateKey, state);
-                response = await breaker.ExecuteAsync(
+                response = await pipelines.Inner!.ExecuteAsync(
                     static (ctx, s) => new ValueTask<HttpResponseMessage>(s.Handler.SendInnerAsync(s.Message, ctx.CancellationToken)),
                     attemptContext,
                     (Handler: this, Message: message)).ConfigureAwait(false);
@@ -388,9 +401,12 @@ internal sealed class ResilienceHandler(
     private static bool IsDestinationFault(Exception exception, Attempts state, CancellationToken attempt) =>
         !state.Context.RequestAborted.IsCancellationRequested
         && !(state.Answered && attempt.IsCancellationRequested)
-        && !OutlierDetector.IsClientBodyFault(exception, state.Context);
+        && !OutlierDetector.IsClientBodyFault(exception, state.Context, attempt.IsCancellationRequested);
 
     private Task<HttpResponseMessage> SendInnerAsync(HttpRequestMessage message, CancellationToken cancellationToken) => base.SendAsync(message, cancellationToken);
+
+    // SendInnerAsync as a delegate, made once per handler (a cluster's client) for the breaker's attempts.
+    private Func<HttpRequestMessage, CancellationToken, Task<HttpResponseMessage>>? _sendInner;
 
     private static Uri Retarget(Uri current, DestinationState from, DestinationState to)
     {
@@ -619,7 +635,7 @@ internal sealed class ResilienceHandler(
                 {
                     MaxHedgedAttempts = policy.MaxHedges,
                     Delay = delay,
-                    ShouldHandle = static args => new ValueTask<bool>(IsFailure(args.Outcome, args.Context.Properties.GetValue(StateKey, null!).Context)),
+                    ShouldHandle = static args => new ValueTask<bool>(IsFailure(args.Outcome, args.Context.Properties.GetValue(StateKey, null!).Context, args.Context.CancellationToken)),
                     ActionGenerator = static args =>
                     {
                         var state = args.PrimaryContext.Properties.GetValue(StateKey, null!);
@@ -651,7 +667,7 @@ internal sealed class ResilienceHandler(
             ShouldHandle = static args =>
             {
                 var state = args.Context.Properties.GetValue(StateKey, null!);
-                return new ValueTask<bool>(IsFailure(args.Outcome, state.Context) && state.TryPlanRetry());
+                return new ValueTask<bool>(IsFailure(args.Outcome, state.Context, args.Context.CancellationToken) && state.TryPlanRetry());
             },
         };
 
@@ -659,47 +675,63 @@ internal sealed class ResilienceHandler(
     }
 
     /// <summary>One destination's breaker, attempt timeout and added strategies under <paramref name="policy"/>.</summary>
-    private ResiliencePipeline<HttpResponseMessage> AttemptPipeline(ClusterPolicy policy, DestinationState destination) =>
-        policy.AttemptPipelines.TryGetValue(destination, out var pipeline)
-            ? (ResiliencePipeline<HttpResponseMessage>)pipeline
+    private AttemptPipelines AttemptPipeline(ClusterPolicy policy, DestinationState destination) =>
+        policy.AttemptPipelines.TryGetValue(destination, out var pipelines)
+            ? (AttemptPipelines)pipelines
             : NewAttemptPipeline(policy, destination);
 
-    private ResiliencePipeline<HttpResponseMessage> NewAttemptPipeline(ClusterPolicy policy, DestinationState destination) =>
-        (ResiliencePipeline<HttpResponseMessage>)policy.AttemptPipelines.GetValue(destination, _ =>
+    private AttemptPipelines NewAttemptPipeline(ClusterPolicy policy, DestinationState destination) =>
+        (AttemptPipelines)policy.AttemptPipelines.GetValue(destination, _ =>
         {
-            var builder = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+            ResiliencePipeline<HttpResponseMessage>? breaker = null;
+            CircuitBreakerStateProvider? circuit = null;
+            CircuitTransitions? transitions = null;
             if (policy.Breaker is { } b)
             {
-                builder.AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
+                circuit = new CircuitBreakerStateProvider();
+                var changes = transitions = new CircuitTransitions();
+                breaker = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider }.AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
                 {
                     FailureRatio = b.FailureRatio,
                     MinimumThroughput = b.MinimumThroughput,
                     SamplingDuration = b.SamplingDuration,
                     BreakDuration = b.BreakDuration,
-                    // As for outlier detection: a 5xx, a transport error or a timeout (Polly's, or a cancellation that neither the
-                    // client nor a winning hedge caused: the request's timeout, YARP's activity timeout) counts; a client that went
-                    // away, a hedge that lost or a client's body refused by the gateway's server does not.
+                    StateProvider = circuit,
+                    OnOpened = _ => changes.Changed(),
+                    OnClosed = _ => changes.Changed(),
+                    // As for outlier detection: a 5xx, a transport error, a timeout (Polly's, or a cancellation that neither the
+                    // client nor a winning hedge caused: the request's timeout, YARP's activity timeout) or an answer whose body the
+                    // destination broke off (BreakerHold) counts; a client that went away, a hedge that lost, or a client's body
+                    // refused by the gateway's server or stalled by the client does not.
                     ShouldHandle = static args => new ValueTask<bool>(args.Outcome.Exception is { } ex
-                        ? ex is HttpRequestException or TimeoutRejectedException or OperationCanceledException
-                            && (args.Context.Properties.TryGetValue(StateKey, out var state)
-                                ? IsDestinationFault(ex, state, args.Context.CancellationToken)
-                                : !OutlierDetector.IsClientBodyFault(ex))
+                        ? ReferenceEquals(ex, BreakerHold.BodyBrokenOff)
+                            || (ex is HttpRequestException or TimeoutRejectedException or OperationCanceledException
+                                && (args.Context.Properties.TryGetValue(StateKey, out var state)
+                                    ? IsDestinationFault(ex, state, args.Context.CancellationToken)
+                                    : !OutlierDetector.IsClientBodyFault(ex)))
                         : args.Outcome.Result is { } r && (int)r.StatusCode >= 500),
-                });
+                }).Build();
             }
 
-            if (policy.AttemptTimeout is { } attempt)
+            ResiliencePipeline<HttpResponseMessage>? inner = null;
+            if (policy.AttemptTimeout is not null || policy.ConfigureAttempt is not null)
             {
-                builder.AddTimeout(attempt);
+                var builder = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider };
+                if (policy.AttemptTimeout is { } attempt)
+                {
+                    builder.AddTimeout(attempt);
+                }
+
+                if (policy.ConfigureAttempt is { } configure)
+                {
+                    var added = new ResiliencePipelineBuilder { TimeProvider = timeProvider };
+                    configure(added);
+                    builder.AddPipeline(added.Build());
+                }
+
+                inner = builder.Build();
             }
 
-            if (policy.ConfigureAttempt is { } configure)
-            {
-                var added = new ResiliencePipelineBuilder { TimeProvider = timeProvider };
-                configure(added);
-                builder.AddPipeline(added.Build());
-            }
-
-            return builder.Build();
+            return new AttemptPipelines { Breaker = breaker, Circuit = circuit, Inner = inner, Transitions = transitions };
         });
 }
