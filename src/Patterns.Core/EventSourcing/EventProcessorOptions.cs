@@ -57,10 +57,15 @@ public abstract class EventProcessorOptions : HandlerResilienceOptions
     public int BatchSize { get; set; } = 256;
 
     /// <summary>
-    /// Gets or sets after how many handled events the checkpoint is saved. It is also saved whenever the
-    /// subscription catches up and when it stops, so after a crash at most this many events are handled again.
+    /// Gets or sets after how many handled events the checkpoint is saved. It is also saved at the end of each page of
+    /// <see cref="BatchSize"/> events, whenever the subscription catches up and when it stops, so after a crash at most
+    /// this many events are handled again.
     /// </summary>
-    /// <value>Default 100.</value>
+    /// <value>
+    /// Default 100 for a subscription (whose handler's side effects outside the store are repeated after a crash); 256
+    /// for a projection, the default <see cref="BatchSize"/>: its documents commit with the checkpoint, so a crash
+    /// repeats no effect, and one transaction per page is the cheapest catch-up.
+    /// </value>
     [Range(1, int.MaxValue)]
     public int CheckpointInterval { get; set; } = 100;
 
@@ -105,6 +110,12 @@ public enum ProjectionMode
 /// <summary>Options of one projection.</summary>
 public sealed class ProjectionOptions : EventProcessorOptions
 {
+    /// <summary>The checkpoint interval of a projection: one page of the default <see cref="EventProcessorOptions.BatchSize"/>.</summary>
+    internal const int DefaultCheckpointInterval = 256;
+
+    /// <summary>Initializes a new instance of the <see cref="ProjectionOptions"/> class.</summary>
+    public ProjectionOptions() => CheckpointInterval = DefaultCheckpointInterval;
+
     /// <summary>Gets or sets how the projection runs.</summary>
     /// <value>Default <see cref="ProjectionMode.Async"/>.</value>
     public ProjectionMode Mode { get; set; } = ProjectionMode.Async;
