@@ -34,6 +34,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
+
+    // Slots whose mailbox has items, waiting for one of the places (the lock), and how many places are taken.
+    private readonly Queue<InstanceSlot> _ready = new();
+    private readonly Action<bool> _localActivitiesRunning;
+    private int _processing;
     private Activities.ActivityWorker? _worker;
 
     public WorkflowRuntime(
@@ -62,6 +67,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _time = time;
         _logger = logger;
         Timers = new TimerService(time, DeliverTimer);
+        _localActivitiesRunning = LocalActivitiesRunning;
         DirectDispatch = bus.Transport.IsInProcess;
         NodeId = options.NodeId ?? $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid().ToString("N")[..8]}";
         _singleProcess = storage is Patterns.EventSourcing.InMemory.InMemoryEventStorage;
@@ -107,6 +113,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
     public IMessageSerializer Serializer => _serializer;
 
+    /// <summary>Gets how many instances are in this process's map (cached, queued or being processed; for benchmarks).</summary>
+    public int Slots => _slots.Count;
+
     public int CachedInstances => _slots.Count(static s => s.Value.Executor is not null);
 
     public WorkflowDefinition? FindWorkflow(string name) => _workflows.GetValueOrDefault(name);
@@ -130,7 +139,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             switch (slot.Add(items))
             {
                 case InstanceSlot.AddResult.Start:
-                    ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+                    Schedule(slot);
                     return;
                 case InstanceSlot.AddResult.Queued:
                     return;
@@ -157,7 +166,94 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _stopping.Dispose();
     }
 
+    /// <summary>
+    /// Runs a slot's workflow tasks when fewer than <see cref="OrchestrationOptions.MaxConcurrentWorkflowTasks"/> slots are
+    /// processed; otherwise the slot waits its turn, holding only its mailbox. 100,000 workflows started at once then hold
+    /// a few thousand executors, history buffers and units of work at a time instead of all of them, each waiting behind
+    /// the others in the thread pool's queue until the first of them commits.
+    /// </summary>
+    private void Schedule(InstanceSlot slot)
+    {
+        lock (_ready)
+        {
+            if (_processing >= Options.MaxConcurrentWorkflowTasks)
+            {
+                _ready.Enqueue(slot);
+                return;
+            }
+
+            _processing++;
+        }
+
+        Run(slot);
+    }
+
+    /// <summary>Gets how many instances with work wait for a place (<see cref="OrchestrationOptions.MaxConcurrentWorkflowTasks"/>; tests watch it).</summary>
+    public int WaitingForPlace
+    {
+        get
+        {
+            lock (_ready)
+            {
+                return _ready.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Hands a finished slot's place to the slot that waited longest, or frees it. A place taken beyond the limit (by a
+    /// task whose local activities ended, see <see cref="LocalActivitiesRunning"/>) is freed, not handed over.
+    /// </summary>
+    private void ReleasePlace()
+    {
+        InstanceSlot? next;
+        lock (_ready)
+        {
+            if (_processing > Options.MaxConcurrentWorkflowTasks || !_ready.TryDequeue(out next))
+            {
+                _processing--;
+                return;
+            }
+        }
+
+        Run(next);
+    }
+
+    /// <summary>
+    /// A workflow task gives its place up while its local activities run, and takes one back after them even beyond the
+    /// limit (it holds live state that must commit): a local activity body may wait for another instance (start it and
+    /// wait for its result, signal it), which might otherwise wait for a place that only that body's end would free.
+    /// </summary>
+    private void LocalActivitiesRunning(bool running)
+    {
+        if (running)
+        {
+            ReleasePlace();
+            return;
+        }
+
+        lock (_ready)
+        {
+            _processing++;
+        }
+    }
+
+    private void Run(InstanceSlot slot) =>
+        ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+
     private async Task ProcessAsync(InstanceSlot slot)
+    {
+        try
+        {
+            await ProcessBatchesAsync(slot).ConfigureAwait(false);
+        }
+        finally
+        {
+            ReleasePlace();
+        }
+    }
+
+    private async Task ProcessBatchesAsync(InstanceSlot slot)
     {
         while (slot.Take() is { } batch)
         {
@@ -453,6 +549,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         new(definition, _services, _serializer, slot.InstanceId, run, Options.ContinueAsNewSuggestedAfter, () => Enqueue(slot.InstanceId, new EscapeItem()))
         {
             Stream = StreamOf(slot.InstanceId, run),
+            LocalActivitiesRunning = _localActivitiesRunning,
         };
 
     private async Task FaultAsync(InstanceSlot slot, Exception error, List<WorkItem> items)
