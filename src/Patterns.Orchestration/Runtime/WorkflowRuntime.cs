@@ -169,8 +169,8 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     /// <summary>
     /// Runs a slot's workflow tasks when fewer than <see cref="OrchestrationOptions.MaxConcurrentWorkflowTasks"/> slots are
     /// processed; otherwise the slot waits its turn, holding only its mailbox. 100,000 workflows started at once then hold
-    /// a few thousand executors, history buffers and units of work at a time instead of all of them, each waiting behind
-    /// the others in the thread pool's queue until the first of them commits.
+    /// about that many executors, histories and units of work at a time, instead of all of them: each used to load, run
+    /// and queue its commit before the first committed task got back from behind them in the thread pool's queue.
     /// </summary>
     private void Schedule(InstanceSlot slot)
     {
@@ -245,48 +245,43 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     {
         try
         {
-            await ProcessBatchesAsync(slot).ConfigureAwait(false);
+            while (slot.Take() is { } batch)
+            {
+                try
+                {
+                    await HandleBatchAsync(slot, batch).ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    slot.Executor = null;
+                    OrchestrationLog.WorkflowTaskFailed(_logger, slot.InstanceId, ex);
+                    foreach (var item in batch)
+                    {
+                        item.Fail(ex);
+                    }
+
+                    if (!_stopping.IsCancellationRequested)
+                    {
+                        RetryTimers(slot.InstanceId, batch);
+                    }
+                }
+            }
+
+            if (slot.Executor is null or { Final: not null } && slot.TryRetireIdle())
+            {
+                // Retired first, so that an item that took the slot from the map just before it left goes to a new slot
+                // instead of being processed here, beside that new slot (two executors for one instance).
+                _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
+                SlotRemoved?.Invoke(slot.InstanceId);
+            }
+            else if (slot.Executor is { IsEvictable: true })
+            {
+                NoteIdle(slot);
+            }
         }
         finally
         {
             ReleasePlace();
-        }
-    }
-
-    private async Task ProcessBatchesAsync(InstanceSlot slot)
-    {
-        while (slot.Take() is { } batch)
-        {
-            try
-            {
-                await HandleBatchAsync(slot, batch).ConfigureAwait(false);
-            }
-            catch (Exception ex)
-            {
-                slot.Executor = null;
-                OrchestrationLog.WorkflowTaskFailed(_logger, slot.InstanceId, ex);
-                foreach (var item in batch)
-                {
-                    item.Fail(ex);
-                }
-
-                if (!_stopping.IsCancellationRequested)
-                {
-                    RetryTimers(slot.InstanceId, batch);
-                }
-            }
-        }
-
-        if (slot.Executor is null or { Final: not null } && slot.TryRetireIdle())
-        {
-            // Retired first, so that an item that took the slot from the map just before it left goes to a new slot
-            // instead of being processed here, beside that new slot (two executors for one instance).
-            _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
-            SlotRemoved?.Invoke(slot.InstanceId);
-        }
-        else if (slot.Executor is { IsEvictable: true })
-        {
-            NoteIdle(slot);
         }
     }
 
