@@ -113,9 +113,11 @@ public sealed class OrchestrationOptions
     /// time). An instance with work beyond it waits its turn holding only its queued requests, oldest first: a burst of
     /// starts, signals or fired timers for many instances then holds that many live workflow tasks (their executors,
     /// history and units of work) at a time instead of one per instance. Enough for commits to group (up to 512 units
-    /// each). A workflow task occupies its place while its local activities run, so long local activities count against it.
+    /// each). An instance with more work after a task goes behind those that wait. A workflow task gives its place up while
+    /// its local activities run (they may wait for another instance) and takes one back after them, even beyond the limit,
+    /// so instances in local activities are not counted (nor bounded) by it.
     /// </summary>
-    /// <value>1,024 by default.</value>
+    /// <value>1,024 by default; from 1 to 1,000,000.</value>
     [Range(1, 1_000_000)]
     public int MaxConcurrentWorkflowTasks { get; set; } = 1_024;
 

@@ -1,5 +1,8 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Patterns.Orchestration.Tests;
 
@@ -72,6 +75,18 @@ public sealed class HeldWorkflow(HeldTasks held) : Workflow<int, int>
     }
 }
 
+/// <summary>Holds its first workflow task, waits for signal "more", then holds the task that handles it.</summary>
+public sealed class HeldTwiceWorkflow(HeldTasks held) : Workflow<int, int>
+{
+    public override async Task<int> RunAsync(WorkflowContext context, int input)
+    {
+        held.Enter(context.InstanceId);
+        var more = await context.WaitForSignalAsync<int>("more");
+        held.Enter(context.InstanceId + "/more");
+        return input + more;
+    }
+}
+
 /// <summary>A local activity that starts another instance and waits for its result.</summary>
 public sealed class StartsAnotherLocallyWorkflow(IWorkflowClient client) : Workflow<int, int>
 {
@@ -91,7 +106,7 @@ public sealed class WorkflowTaskPlacesTests
         o =>
         {
             o.Options.MaxConcurrentWorkflowTasks = places;
-            o.AddWorkflow<HeldWorkflow>().AddWorkflow<StartsAnotherLocallyWorkflow>();
+            o.AddWorkflow<HeldWorkflow>().AddWorkflow<HeldTwiceWorkflow>().AddWorkflow<StartsAnotherLocallyWorkflow>();
         },
         services: s => s.AddSingleton(held));
 
@@ -151,5 +166,52 @@ public sealed class WorkflowTaskPlacesTests
         (await host.ResultAsync<int>("caller")).Should().Be(42);
         (await host.ResultAsync<int>("caller-callee")).Should().Be(42);
         host.Runtime.WaitingForPlace.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task InstanceWithMoreWork_WhileOthersWait_GoesBehindThem()
+    {
+        // One place, held by the first task of "fair-a". "fair-b" starts and waits for the place; then a signal for
+        // "fair-a" arrives. "fair-b" waited longer: it runs before "fair-a" handles the signal, else an instance whose
+        // mailbox keeps refilling would keep its place while the others wait for good.
+        var held = new HeldTasks();
+        await using var host = await StartAsync(held, 1);
+        var startA = host.Client.StartAsync(nameof(HeldTwiceWorkflow), "fair-a", 1);
+        held.Next().Should().Be("fair-a");
+        var startB = host.Client.StartAsync(nameof(HeldWorkflow), "fair-b", 2);
+        host.Runtime.WaitingForPlace.Should().Be(1);
+        var signal = host.Client.SignalAsync("fair-a", "more", 40);
+
+        held.Release("fair-a");
+        var next = held.Next();
+        held.Release("fair-b");
+        held.Release("fair-a/more");
+        await Task.WhenAll(startA, startB, signal).WaitAsync(TestHost.Wait);
+        (await host.ResultAsync<int>("fair-a")).Should().Be(41);
+        (await host.ResultAsync<int>("fair-b")).Should().Be(2);
+
+        next.Should().Be("fair-b", "it waited for a place before the signal reached the instance that held it");
+        host.Runtime.WaitingForPlace.Should().Be(0);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    [InlineData(int.MaxValue)]
+    public async Task MaxConcurrentWorkflowTasks_OutOfRange_FailsAtStartNamingIt(int places)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.ClearProviders();
+        builder.AddOrchestration(o =>
+        {
+            o.Options.MaxConcurrentWorkflowTasks = places;
+            o.AddWorkflow<HeldWorkflow>();
+        });
+        using var host = builder.Build();
+
+        var start = () => host.StartAsync(TestContext.Current.CancellationToken);
+
+        var error = (await start.Should().ThrowAsync<OptionsValidationException>()).Which;
+        error.Failures.Should().Contain(f => f.Contains("MaxConcurrentWorkflowTasks", StringComparison.Ordinal) && f.Contains("1000000", StringComparison.Ordinal));
     }
 }

@@ -241,8 +241,43 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private void Run(InstanceSlot slot) =>
         ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
 
+    /// <summary>
+    /// Puts a slot with more work behind the slots that wait for a place, and hands its place to the one that waited
+    /// longest (or frees it, if it was one taken beyond the limit): an instance whose mailbox keeps refilling would
+    /// otherwise keep its place for as long as its requests keep coming, while the others wait. False when none waits.
+    /// </summary>
+    private bool YieldPlace(InstanceSlot slot)
+    {
+        InstanceSlot? next = null;
+        lock (_ready)
+        {
+            if (_ready.Count == 0)
+            {
+                return false;
+            }
+
+            _ready.Enqueue(slot);
+            if (_processing > Options.MaxConcurrentWorkflowTasks)
+            {
+                _processing--;
+            }
+            else
+            {
+                next = _ready.Dequeue();
+            }
+        }
+
+        if (next is not null)
+        {
+            Run(next);
+        }
+
+        return true;
+    }
+
     private async Task ProcessAsync(InstanceSlot slot)
     {
+        var yielded = false;
         try
         {
             while (slot.Take() is { } batch)
@@ -265,6 +300,12 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                         RetryTimers(slot.InstanceId, batch);
                     }
                 }
+
+                if (slot.HasItems && YieldPlace(slot))
+                {
+                    yielded = true; // its next batch runs when its turn comes, with the place it is handed then
+                    return;
+                }
             }
 
             if (slot.Executor is null or { Final: not null } && slot.TryRetireIdle())
@@ -281,7 +322,10 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         }
         finally
         {
-            ReleasePlace();
+            if (!yielded)
+            {
+                ReleasePlace();
+            }
         }
     }
 
