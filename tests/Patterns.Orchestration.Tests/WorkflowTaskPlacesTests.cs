@@ -166,6 +166,20 @@ public sealed class WorkflowTaskPlacesTests
         (await host.ResultAsync<int>("caller")).Should().Be(42);
         (await host.ResultAsync<int>("caller-callee")).Should().Be(42);
         host.Runtime.WaitingForPlace.Should().Be(0);
+        held.Next().Should().Be("caller-callee");
+
+        // The place taken back after the local activity (beyond the limit, the callee held the only one) was returned:
+        // one place again, neither more nor fewer.
+        held.Hold = true;
+        var first = host.Client.StartAsync(nameof(HeldWorkflow), "after-a", 1);
+        held.Next().Should().Be("after-a");
+        var second = host.Client.StartAsync(nameof(HeldWorkflow), "after-b", 2);
+        host.Runtime.WaitingForPlace.Should().Be(1);
+        held.Release("after-a");
+        held.Next().Should().Be("after-b");
+        held.Release("after-b");
+        await Task.WhenAll(first, second).WaitAsync(TestHost.Wait);
+        host.Runtime.WaitingForPlace.Should().Be(0);
     }
 
     [Fact]
