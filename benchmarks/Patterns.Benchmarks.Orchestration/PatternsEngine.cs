@@ -93,6 +93,11 @@ public sealed class PatternsEngine : IAsyncDisposable
         {
             o.Options.ActivityConcurrency = 64;
             o.Options.ResultConcurrency = 128;
+            if (Environment.GetEnvironmentVariable("PATTERNS_MAX_TASKS") is { Length: > 0 } places)
+            {
+                // For comparisons (e.g. 1000000: every instance's workflow task at once, as before the bound).
+                o.Options.MaxConcurrentWorkflowTasks = int.Parse(places, System.Globalization.CultureInfo.InvariantCulture);
+            }
             o.AddWorkflow<NoOpChain>().AddWorkflow<WaitForSignal>().AddWorkflow<SleepOnce>()
                 .AddActivity<int, int>("NoOp", static (i, _) => Task.FromResult(i));
         });

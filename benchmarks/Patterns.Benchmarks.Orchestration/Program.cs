@@ -20,10 +20,12 @@ public static class Program
         if (args is ["--suspended", ..])
         {
             // --suspended [count] [MaxCachedIdleInstances, the option's default when left out or 'default'] [starts in flight, 0 (all at once) by default]
+            //   [MaxConcurrentWorkflowTasks, the option's default when left out or 'default']
             await SuspendedMemoryBenchmark.RunAsync(
                 args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 100_000,
                 args.Length > 2 && args[2] != "default" ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : null,
-                args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 0);
+                args.Length > 3 ? int.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 0,
+                args.Length > 4 && args[4] != "default" ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : null);
             return;
         }
 

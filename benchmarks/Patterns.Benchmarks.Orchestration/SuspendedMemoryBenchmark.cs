@@ -12,7 +12,8 @@ public static class SuspendedMemoryBenchmark
     /// <param name="workflows">How many to start.</param>
     /// <param name="maxCachedIdle">MaxCachedIdleInstances, the option's default when null.</param>
     /// <param name="startsInFlight">How many starts are awaited at once (0: all at once, the default).</param>
-    public static async Task RunAsync(int workflows, int? maxCachedIdle = null, int startsInFlight = 0)
+    /// <param name="maxTasks">MaxConcurrentWorkflowTasks, the option's default when null.</param>
+    public static async Task RunAsync(int workflows, int? maxCachedIdle = null, int startsInFlight = 0, int? maxTasks = null)
     {
         GC.Collect();
         var baseline = GC.GetTotalMemory(forceFullCollection: true);
@@ -27,9 +28,21 @@ public static class SuspendedMemoryBenchmark
             runtime.Options.MaxCachedIdleInstances = limit;
         }
 
+        if (maxTasks is { } tasks)
+        {
+            runtime.Options.MaxConcurrentWorkflowTasks = tasks; // read at each start of a slot's processing
+        }
+
         // Samples the managed heap (live objects and garbage not yet collected) while the starts are in flight.
         using var sampling = new CancellationTokenSource();
-        var sampler = SampleHeapAsync(sampling.Token);
+        var trace = Environment.GetEnvironmentVariable("PATTERNS_MEMORY_TRACE") == "1" ? runtime : null;
+        var committed = 0;
+        if (trace is not null)
+        {
+            trace.Committed += (_, _) => Interlocked.Increment(ref committed);
+        }
+
+        var sampler = SampleHeapAsync(trace, () => Volatile.Read(ref committed), sampling.Token);
         var clock = Stopwatch.StartNew();
         if (startsInFlight <= 0)
         {
@@ -75,7 +88,7 @@ public static class SuspendedMemoryBenchmark
 
             {workflows:N0} `WaitForSignal` workflows started {(startsInFlight > 0 ? $"with at most {startsInFlight:N0} starts in flight" : "at once")} (in-memory store and transport), each suspended on a signal:
             {cached:N0} cached live, {evicted:N0} evicted from the cache (`MaxCachedIdleInstances` {runtime.Options.MaxCachedIdleInstances:N0}; an evicted
-            instance replays its history on its next signal). Started in {elapsed.TotalSeconds:N1} s. {gc}.
+            instance replays its history on its next signal; `MaxConcurrentWorkflowTasks` {runtime.Options.MaxConcurrentWorkflowTasks:N0}). Started in {elapsed.TotalSeconds:N1} s. {gc}.
 
             | Workflows | Managed heap after full GC (MB) | Per workflow (KB) | Peak working set, during the starts (MB) | Peak managed heap sampled during the starts (MB) | Working set once all suspended, after a full GC (MB) | Working set before start (MB) |
             |---:|---:|---:|---:|---:|---:|---:|
@@ -95,15 +108,26 @@ public static class SuspendedMemoryBenchmark
         }
     }
 
-    private static async Task<long> SampleHeapAsync(CancellationToken cancellationToken)
+    private static async Task<long> SampleHeapAsync(WorkflowRuntime? trace, Func<int> committed, CancellationToken cancellationToken)
     {
         var peak = 0L;
+        var clock = Stopwatch.StartNew();
         using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(50));
         try
         {
             do
             {
-                peak = Math.Max(peak, GC.GetTotalMemory(forceFullCollection: false));
+                var heap = GC.GetTotalMemory(forceFullCollection: false);
+                peak = Math.Max(peak, heap);
+                if (trace is not null && clock.ElapsedMilliseconds % 250 < 50)
+                {
+                    // PATTERNS_MEMORY_TRACE=1: what the burst holds over time (the heap with its garbage, the generations'
+                    // sizes after the last collection, the instances in the map and cached live, the workflow tasks committed).
+                    var info = GC.GetGCMemoryInfo();
+                    var gens = string.Join(" ", info.GenerationInfo.ToArray().Select(static g => (g.SizeAfterBytes / 1048576.0).ToString("N0", CultureInfo.InvariantCulture)));
+                    Console.WriteLine(FormattableString.Invariant(
+                        $"{clock.ElapsedMilliseconds,6} ms heap {heap / 1048576.0,6:N1} MB, committed {info.TotalCommittedBytes / 1048576.0,6:N1} MB, gens after last GC [{gens}] MB (gen{info.Generation}, #{info.Index}), gc {GC.CollectionCount(0)}/{GC.CollectionCount(1)}/{GC.CollectionCount(2)}, slots {trace.Slots}, tasks committed {committed()}, pending commits {trace.Group.Pending}"));
+                }
             }
             while (await timer.WaitForNextTickAsync(cancellationToken));
         }

@@ -108,6 +108,19 @@ public sealed class OrchestrationOptions
     [Range(0, int.MaxValue)]
     public int MaxCachedIdleInstances { get; set; } = 10_000;
 
+    /// <summary>
+    /// Gets or sets how many instances this process runs workflow tasks for at once (each instance is still one task at a
+    /// time). An instance with work beyond it waits its turn holding only its queued requests, oldest first: a burst of
+    /// starts, signals or fired timers for many instances then holds that many live workflow tasks (their executors,
+    /// history and units of work) at a time instead of one per instance. Enough for commits to group (up to 512 units
+    /// each). An instance with more work after a task goes behind those that wait. A workflow task gives its place up while
+    /// its local activities run (they may wait for another instance) and takes one back after them, even beyond the limit,
+    /// so instances in local activities are not counted (nor bounded) by it.
+    /// </summary>
+    /// <value>1,024 by default; from 1 to 1,000,000.</value>
+    [Range(1, 1_000_000)]
+    public int MaxConcurrentWorkflowTasks { get; set; } = 1_024;
+
     /// <summary>Gets or sets whether this process runs activity workers (false for a process that only runs workflows).</summary>
     /// <value>True by default.</value>
     public bool RunActivityWorkers { get; set; } = true;

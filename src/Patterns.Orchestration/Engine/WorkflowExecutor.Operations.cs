@@ -399,17 +399,25 @@ internal sealed partial class WorkflowExecutor
 
     private async Task RunLocalActivitiesAsync(List<LocalActivity> locals, CancellationToken cancellationToken)
     {
-        foreach (var local in locals)
+        LocalActivitiesRunning?.Invoke(true);
+        try
         {
-            try
+            foreach (var local in locals)
             {
-                local.Command.Payload = await local.Body(cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    local.Command.Payload = await local.Body(cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+                {
+                    local.Command.Error = ex.Message;
+                    local.Command.ErrorType = ex.GetType().FullName;
+                }
             }
-            catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-            {
-                local.Command.Error = ex.Message;
-                local.Command.ErrorType = ex.GetType().FullName;
-            }
+        }
+        finally
+        {
+            LocalActivitiesRunning?.Invoke(false);
         }
     }
 }

@@ -68,6 +68,9 @@ internal sealed partial class WorkflowExecutor
 
     public WorkflowDefinition Definition => _definition;
 
+    /// <summary>Gets what is told when a live task starts running local activity bodies (true) and when they are done (false): user code that may wait for other instances.</summary>
+    public Action<bool>? LocalActivitiesRunning { get; init; }
+
     public WorkflowContext Context { get; }
 
     public WorkflowScheduler Scheduler => _scheduler;

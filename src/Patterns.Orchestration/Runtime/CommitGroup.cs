@@ -24,6 +24,18 @@ internal sealed class CommitGroup(
     /// <summary>Gets how many store commits carried more than one unit (for tests and benchmarks).</summary>
     public long GroupedCommits { get; private set; }
 
+    /// <summary>Gets how many units wait for the running commit (for benchmarks).</summary>
+    public int Pending
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _pending.Count;
+            }
+        }
+    }
+
     /// <summary>Raised when a unit joins those waiting for the running commit, with how many wait (tests wait on it instead of sleeping).</summary>
     public event Action<int>? Queued;
 

@@ -81,6 +81,18 @@ internal sealed class InstanceSlot(string instanceId)
         }
     }
 
+    /// <summary>Gets whether items wait to be taken (the slot's processing yields its place to older waiters if so).</summary>
+    public bool HasItems
+    {
+        get
+        {
+            lock (this)
+            {
+                return _items is not null;
+            }
+        }
+    }
+
     /// <summary>Takes every waiting item, or returns null and marks the slot idle.</summary>
     public List<WorkItem>? Take()
     {

@@ -34,6 +34,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
+
+    // Slots whose mailbox has items, waiting for one of the places (the lock), and how many places are taken.
+    private readonly Queue<InstanceSlot> _ready = new();
+    private readonly Action<bool> _localActivitiesRunning;
+    private int _processing;
     private Activities.ActivityWorker? _worker;
 
     public WorkflowRuntime(
@@ -62,6 +67,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _time = time;
         _logger = logger;
         Timers = new TimerService(time, DeliverTimer);
+        _localActivitiesRunning = LocalActivitiesRunning;
         DirectDispatch = bus.Transport.IsInProcess;
         NodeId = options.NodeId ?? $"{Environment.MachineName}/{Environment.ProcessId}/{Guid.NewGuid().ToString("N")[..8]}";
         _singleProcess = storage is Patterns.EventSourcing.InMemory.InMemoryEventStorage;
@@ -107,6 +113,9 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
 
     public IMessageSerializer Serializer => _serializer;
 
+    /// <summary>Gets how many instances are in this process's map (cached, queued or being processed; for benchmarks).</summary>
+    public int Slots => _slots.Count;
+
     public int CachedInstances => _slots.Count(static s => s.Value.Executor is not null);
 
     public WorkflowDefinition? FindWorkflow(string name) => _workflows.GetValueOrDefault(name);
@@ -130,7 +139,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             switch (slot.Add(items))
             {
                 case InstanceSlot.AddResult.Start:
-                    ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+                    Schedule(slot);
                     return;
                 case InstanceSlot.AddResult.Queued:
                     return;
@@ -157,40 +166,166 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         _stopping.Dispose();
     }
 
+    /// <summary>
+    /// Runs a slot's workflow tasks when fewer than <see cref="OrchestrationOptions.MaxConcurrentWorkflowTasks"/> slots are
+    /// processed; otherwise the slot waits its turn, holding only its mailbox. 100,000 workflows started at once then hold
+    /// about that many executors, histories and units of work at a time, instead of all of them: each used to load, run
+    /// and queue its commit before the first committed task got back from behind them in the thread pool's queue.
+    /// </summary>
+    private void Schedule(InstanceSlot slot)
+    {
+        lock (_ready)
+        {
+            if (_processing >= Options.MaxConcurrentWorkflowTasks)
+            {
+                _ready.Enqueue(slot);
+                return;
+            }
+
+            _processing++;
+        }
+
+        Run(slot);
+    }
+
+    /// <summary>Gets how many instances with work wait for a place (<see cref="OrchestrationOptions.MaxConcurrentWorkflowTasks"/>; tests watch it).</summary>
+    public int WaitingForPlace
+    {
+        get
+        {
+            lock (_ready)
+            {
+                return _ready.Count;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Hands a finished slot's place to the slot that waited longest, or frees it. A place taken beyond the limit (by a
+    /// task whose local activities ended, see <see cref="LocalActivitiesRunning"/>) is freed, not handed over.
+    /// </summary>
+    private void ReleasePlace()
+    {
+        InstanceSlot? next;
+        lock (_ready)
+        {
+            if (_processing > Options.MaxConcurrentWorkflowTasks || !_ready.TryDequeue(out next))
+            {
+                _processing--;
+                return;
+            }
+        }
+
+        Run(next);
+    }
+
+    /// <summary>
+    /// A workflow task gives its place up while its local activities run, and takes one back after them even beyond the
+    /// limit (it holds live state that must commit): a local activity body may wait for another instance (start it and
+    /// wait for its result, signal it), which might otherwise wait for a place that only that body's end would free.
+    /// </summary>
+    private void LocalActivitiesRunning(bool running)
+    {
+        if (running)
+        {
+            ReleasePlace();
+            return;
+        }
+
+        lock (_ready)
+        {
+            _processing++;
+        }
+    }
+
+    private void Run(InstanceSlot slot) =>
+        ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+
+    /// <summary>
+    /// Puts a slot with more work behind the slots that wait for a place, and hands its place to the one that waited
+    /// longest (or frees it, if it was one taken beyond the limit): an instance whose mailbox keeps refilling would
+    /// otherwise keep its place for as long as its requests keep coming, while the others wait. False when none waits.
+    /// </summary>
+    private bool YieldPlace(InstanceSlot slot)
+    {
+        InstanceSlot? next = null;
+        lock (_ready)
+        {
+            if (_ready.Count == 0)
+            {
+                return false;
+            }
+
+            _ready.Enqueue(slot);
+            if (_processing > Options.MaxConcurrentWorkflowTasks)
+            {
+                _processing--;
+            }
+            else
+            {
+                next = _ready.Dequeue();
+            }
+        }
+
+        if (next is not null)
+        {
+            Run(next);
+        }
+
+        return true;
+    }
+
     private async Task ProcessAsync(InstanceSlot slot)
     {
-        while (slot.Take() is { } batch)
+        var yielded = false;
+        try
         {
-            try
+            while (slot.Take() is { } batch)
             {
-                await HandleBatchAsync(slot, batch).ConfigureAwait(false);
-            }
-            catch (Exception ex)
-            {
-                slot.Executor = null;
-                OrchestrationLog.WorkflowTaskFailed(_logger, slot.InstanceId, ex);
-                foreach (var item in batch)
+                try
                 {
-                    item.Fail(ex);
+                    await HandleBatchAsync(slot, batch).ConfigureAwait(false);
+                }
+                catch (Exception ex)
+                {
+                    slot.Executor = null;
+                    OrchestrationLog.WorkflowTaskFailed(_logger, slot.InstanceId, ex);
+                    foreach (var item in batch)
+                    {
+                        item.Fail(ex);
+                    }
+
+                    if (!_stopping.IsCancellationRequested)
+                    {
+                        RetryTimers(slot.InstanceId, batch);
+                    }
                 }
 
-                if (!_stopping.IsCancellationRequested)
+                if (slot.HasItems && YieldPlace(slot))
                 {
-                    RetryTimers(slot.InstanceId, batch);
+                    yielded = true; // its next batch runs when its turn comes, with the place it is handed then
+                    return;
                 }
             }
-        }
 
-        if (slot.Executor is null or { Final: not null } && slot.TryRetireIdle())
-        {
-            // Retired first, so that an item that took the slot from the map just before it left goes to a new slot
-            // instead of being processed here, beside that new slot (two executors for one instance).
-            _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
-            SlotRemoved?.Invoke(slot.InstanceId);
+            if (slot.Executor is null or { Final: not null } && slot.TryRetireIdle())
+            {
+                // Retired first, so that an item that took the slot from the map just before it left goes to a new slot
+                // instead of being processed here, beside that new slot (two executors for one instance).
+                _slots.TryRemove(new KeyValuePair<string, InstanceSlot>(slot.InstanceId, slot));
+                SlotRemoved?.Invoke(slot.InstanceId);
+            }
+            else if (slot.Executor is { IsEvictable: true })
+            {
+                NoteIdle(slot);
+            }
         }
-        else if (slot.Executor is { IsEvictable: true })
+        finally
         {
-            NoteIdle(slot);
+            if (!yielded)
+            {
+                ReleasePlace();
+            }
         }
     }
 
@@ -453,6 +588,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         new(definition, _services, _serializer, slot.InstanceId, run, Options.ContinueAsNewSuggestedAfter, () => Enqueue(slot.InstanceId, new EscapeItem()))
         {
             Stream = StreamOf(slot.InstanceId, run),
+            LocalActivitiesRunning = _localActivitiesRunning,
         };
 
     private async Task FaultAsync(InstanceSlot slot, Exception error, List<WorkItem> items)
