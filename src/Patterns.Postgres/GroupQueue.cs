@@ -10,6 +10,9 @@ namespace Patterns.Postgres;
 internal sealed class GroupQueue<TItem, TResult>
     where TItem : GroupQueue<TItem, TResult>.Pending
 {
+    /// <summary>The most turns of the thread pool <see cref="GatherAsync"/> waits for callers to come back.</summary>
+    private const int MaxGatherYields = 8;
+
     private readonly Lock _gate = new();
     private readonly Func<List<TItem>, Task> _runGroup;
     private List<TItem> _queued = [];
@@ -101,8 +104,14 @@ internal sealed class GroupQueue<TItem, TResult>
 
     private async Task DrainAsync()
     {
+        var previous = 0;
         while (true)
         {
+            if (previous > 1)
+            {
+                await GatherAsync(previous).ConfigureAwait(false);
+            }
+
             List<TItem> group;
             lock (_gate)
             {
@@ -116,7 +125,30 @@ internal sealed class GroupQueue<TItem, TResult>
                 _queued = [];
             }
 
+            previous = group.Count;
             await _runGroup(group).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// After a group of <paramref name="completed"/> operations, lets their callers (whose continuations were just
+    /// queued to the thread pool) come back with their next operation before the next group is taken, while the queue
+    /// keeps growing and is smaller than that group, for at most <see cref="MaxGatherYields"/> turns of the thread pool.
+    /// Without it, callers that append in a loop split into a large group and a small one that each wait for a commit.
+    /// </summary>
+    private async ValueTask GatherAsync(int completed)
+    {
+        var seen = Count;
+        for (var turn = 0; turn < MaxGatherYields && seen < completed; turn++)
+        {
+            await Task.Yield();
+            var now = Count;
+            if (now == seen && turn > 0)
+            {
+                return;
+            }
+
+            seen = now;
         }
     }
 

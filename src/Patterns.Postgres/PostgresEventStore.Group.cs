@@ -6,7 +6,8 @@ namespace Patterns.Postgres;
 
 /// <summary>
 /// Group commit: appends (without inline projections) that arrive while another append is running queue up, and
-/// the queue is committed as one transaction by the schema's <c>append_group</c> function. Positions commit one
+/// the queue is committed as one transaction by the schema's <c>commit_units</c> function (without inbox claims or
+/// outbox messages; the older <c>append_group</c> stays in the schema for processes of earlier versions). Positions commit one
 /// transaction at a time (see docs/stores/postgres.md), so sharing a transaction, and its WAL flush, is what lets
 /// concurrent appenders go faster than one commit each.
 /// </summary>
@@ -175,11 +176,14 @@ public sealed partial class PostgresEventStore
         var connection = await OpenAsync(CancellationToken.None).ConfigureAwait(false);
         await using (connection.ConfigureAwait(false))
         {
-            var command = new NpgsqlCommand(_schema.AppendGroup, connection);
+            // commit_units without inbox claims or outbox messages: the set-based group append (a few statements for the
+            // whole group, where append_group runs four per append while it holds the position lock).
+            var command = new NpgsqlCommand(_schema.CommitUnits, connection);
             await using (command.ConfigureAwait(false))
             {
                 var parameters = command.Parameters;
                 AddAppends(parameters, streamIds, expected, counts, columns);
+                AddUnitParts(parameters, [], [], [], [], [], [], [], [], notifyOutbox: false);
                 var reader = await command.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
                 await using (reader.ConfigureAwait(false))
                 {
@@ -194,7 +198,7 @@ public sealed partial class PostgresEventStore
         return outcomes;
     }
 
-    /// <summary>Adds the parameters <c>append_group</c> and <c>commit_units</c> start with: per batch its stream (null: none), expected version and event count, then the events and the channel.</summary>
+    /// <summary>Adds the parameters <c>commit_units</c> starts with: per batch its stream (null: none), expected version and event count, then the events and the channel.</summary>
     private void AddAppends(NpgsqlParameterCollection parameters, string?[] streamIds, long[] expected, int[] counts, EventColumns columns)
     {
         parameters.Add(Parameters.Array(streamIds, NpgsqlDbType.Text));

@@ -255,6 +255,23 @@ public sealed partial class PostgresEventStore
         }
 
         AddAppends(parameters, streamIds, expected, counts, columns);
+        AddUnitParts(parameters, claimUnits, consumers, messageIds, messageUnits, destinations, kinds, partitionKeys, payloads, notifyOutbox);
+        return order;
+    }
+
+    /// <summary>Adds <c>commit_units</c>' arguments after the appends': the inbox claims, the outbox messages, the time and the outbox channel.</summary>
+    private void AddUnitParts(
+        NpgsqlParameterCollection parameters,
+        int[] claimUnits,
+        string[] consumers,
+        string[] messageIds,
+        int[] messageUnits,
+        string[] destinations,
+        short[] kinds,
+        string?[] partitionKeys,
+        byte[][] payloads,
+        bool notifyOutbox)
+    {
         parameters.Add(Parameters.Array(claimUnits, NpgsqlDbType.Integer));
         parameters.Add(Parameters.Array(consumers, NpgsqlDbType.Text));
         parameters.Add(Parameters.Array(messageIds, NpgsqlDbType.Text));
@@ -265,7 +282,6 @@ public sealed partial class PostgresEventStore
         parameters.Add(Parameters.Array(payloads, NpgsqlDbType.Bytea));
         parameters.Add(Parameters.Timestamp(_timeProvider.GetUtcNow()));
         parameters.Add(new NpgsqlParameter<string?> { TypedValue = notifyOutbox && _notifications ? _schema.OutboxChannel : null, NpgsqlDbType = NpgsqlDbType.Text });
-        return order;
     }
 
     /// <summary>One unit's row from <c>commit_units</c>.</summary>

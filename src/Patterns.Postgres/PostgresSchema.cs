@@ -32,7 +32,6 @@ internal sealed class PostgresSchema
         Migrations = BuildMigrations(s);
 
         Append = $"SELECT new_version, first_position FROM {s}.append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        AppendGroup = $"SELECT status, new_version, first_position FROM {s}.append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         CommitUnits = $"""
             SELECT status, new_version, first_position, last_sequence
             FROM {s}.commit_units($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
@@ -169,8 +168,6 @@ internal sealed class PostgresSchema
     public IReadOnlyList<(int Version, string Sql)> Migrations { get; }
 
     public string Append { get; }
-
-    public string AppendGroup { get; }
 
     /// <summary>
     /// Commits whole units of work that hold at most one append (without inline projections), inbox claims and outbox

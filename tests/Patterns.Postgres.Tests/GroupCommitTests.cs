@@ -106,4 +106,79 @@ public sealed class GroupCommitTests : PostgresTestBase
         log.Select(e => e.Position).Should().Equal(Enumerable.Range(1, 320).Select(i => (long)i));
         log.GroupBy(e => e.StreamId).Should().OnlyContain(s => s.Select(e => e.Version).SequenceEqual(Enumerable.Range(1, 20).Select(v => (long)v)));
     }
+
+    /// <summary>
+    /// A rolling deploy: a process of an earlier version commits its groups with <c>append_group</c> (migration 1) while
+    /// this one uses <c>commit_units</c>. Both take stream rows in stream id order (a missing one created in its turn), then
+    /// the position lock, so a group of each on the same streams, one waiting behind the other, never deadlocks: both
+    /// commit as groups, one after the other, with gap-free positions.
+    /// </summary>
+    [Fact]
+    public async Task AppendAsync_GroupAlongsideAnEarlierVersionsAppendGroup_TakesRowsInTheSameOrder()
+    {
+        var store = CreateSut();
+        await store.AppendAsync("blocker", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.AppendAsync("d-a", ExpectedVersion.NoStream, [TestEvents.One()]);
+        await store.AppendAsync("d-b", ExpectedVersion.NoStream, [TestEvents.One()]);
+        var head = await store.GetHeadPositionAsync();
+
+        await using var holder = await HoldStreamRowAsync("d-a");
+        var earlier = EarlierVersionAppendGroupAsync(["d-a", "d-b", "d-c"], [-1, -1, 0]);
+        await WaitForLockWaitAsync("append_group");
+
+        await using (var blocking = await HoldStreamRowAsync("blocker"))
+        {
+            var leader = store.AppendAsync("blocker", ExpectedVersion.Any, [TestEvents.One()]).AsTask();
+            var appends = new[] { "d-c", "d-b", "d-a" }.Select(s => store.AppendAsync(s, ExpectedVersion.Any, [TestEvents.One()]).AsTask()).ToArray();
+            store.QueuedAppends.Should().Be(3);
+            await blocking.CommitAsync();
+            await leader.WaitAsync(PostgresDatabase.Wait);
+            await WaitForLockWaitAsync("commit_units");
+            await holder.CommitAsync();
+
+            (await earlier.WaitAsync(PostgresDatabase.Wait)).Should().Equal((0, 2L), (0, 2L), (0, 1L));
+            (await Task.WhenAll(appends).WaitAsync(PostgresDatabase.Wait)).Select(r => (r.StreamId, r.Version)).Should().Equal(("d-c", 2L), ("d-b", 3L), ("d-a", 3L));
+        }
+
+        store.Groups.Should().Be(1, "the group committed as one, without a deadlock and a retry one by one");
+        (await store.ReadAllAsync(head).ToListAsync()).Select(e => e.Position).Should().Equal(Enumerable.Range(1, 7).Select(i => head + i));
+    }
+
+    /// <summary>Calls <c>append_group</c> as a process of an earlier version does: one event per append, streams in ordinal order.</summary>
+    private async Task<(int Status, long Version)[]> EarlierVersionAppendGroupAsync(string[] streamIds, long[] expected)
+    {
+        await using var connection = await DataSource.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand(
+            $"SELECT status, new_version FROM \"{SchemaName}\".append_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL)", connection);
+        var n = streamIds.Length;
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = streamIds });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = expected });
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = Enumerable.Repeat(1, n).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter<Guid[]> { TypedValue = Enumerable.Range(0, n).Select(_ => Guid.NewGuid()).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = Enumerable.Repeat("thing-happened", n).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter<byte[][]> { TypedValue = Enumerable.Range(0, n).Select(_ => "{}"u8.ToArray()).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter<byte[]?[]> { TypedValue = new byte[]?[n], NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Array | NpgsqlTypes.NpgsqlDbType.Bytea });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = new string?[n], NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Array | NpgsqlTypes.NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = new string?[n], NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Array | NpgsqlTypes.NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<DateTime[]> { TypedValue = Enumerable.Repeat(TestEvents.Epoch.UtcDateTime, n).ToArray() });
+        var outcomes = new List<(int, long)>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            outcomes.Add((reader.GetInt32(0), reader.GetInt64(1)));
+        }
+
+        return [.. outcomes];
+    }
+
+    /// <summary>Waits until a call of <paramref name="function"/> in this test's schema waits for a lock.</summary>
+    private async Task WaitForLockWaitAsync(string function)
+    {
+        var sql = $"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{SchemaName}%.{function}(%'";
+        using var timeout = new CancellationTokenSource(PostgresDatabase.Wait);
+        while (await PostgresDatabase.ScalarAsync<long>(sql) == 0)
+        {
+            await Task.Delay(10, timeout.Token);
+        }
+    }
 }
