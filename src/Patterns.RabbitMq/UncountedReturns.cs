@@ -11,8 +11,9 @@ namespace Patterns.RabbitMq;
 /// <remarks>
 /// Kept in memory, per transport (shared by its subscriptions, so a new subscription after a stop finds what the old
 /// one returned), keyed by the consumer group's queue and message id. It does not survive a restart of the process,
-/// and a copy taken by a consumer in another process is counted; both are bounded to one extra count per requeue. At
-/// most <see cref="Capacity"/> entries are kept: the oldest are forgotten first (their copies, if they come, are counted).
+/// and a copy taken by a consumer in another process is counted; both are bounded to one extra count per requeue. Only
+/// the last <see cref="Capacity"/> returns are kept (one taken already still holds its place until it is the oldest):
+/// older ones are forgotten, and their copies, if they come, are counted.
 /// </remarks>
 internal sealed class UncountedReturns
 {
