@@ -21,7 +21,16 @@ public sealed class RabbitMqStreamHandBackTests
     private const int Stops = 5;
 
     [Fact]
-    public async Task GracefulStops_WithMessagesInFlight_HandThemBackUncountedAndApplyEachOnce()
+    public Task GracefulStops_WithMessagesInFlight_HandThemBackUncountedAndApplyEachOnce() => StopAgainAndAgainAsync(refuseEveryOtherCopy: false);
+
+    /// <summary>
+    /// The same, with every other hand-back's copy refused by the broker (a test hook), so those messages go back by a
+    /// plain requeue, which the broker marks redelivered: they still come again uncounted and marked, and apply once.
+    /// </summary>
+    [Fact]
+    public Task GracefulStops_WhenHandBacksFallBackToARequeue_StillUncountedAndApplyEachOnce() => StopAgainAndAgainAsync(refuseEveryOtherCopy: true);
+
+    private static async Task StopAgainAndAgainAsync(bool refuseEveryOtherCopy)
     {
         await Broker.RequireAsync();
         var prefix = Broker.Prefix("stream-handback");
@@ -32,6 +41,12 @@ public sealed class RabbitMqStreamHandBackTests
         });
         await using var sender = await RabbitHost.StartWithPrefixAsync(prefix, b => b.AddPatterns());
         var harness = receiver.Get<PatternsTestHarness>();
+        var copies = 0;
+        if (refuseEveryOtherCopy)
+        {
+            ((RabbitMqMessageTransport)receiver.Get<MessageTransport>()).RedeliveryFault = _ => Interlocked.Increment(ref copies) % 2 == 0;
+        }
+
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions());
         var snapshots = new StoreStreamSnapshotStore(storage, storage, receiver.Get<IMessageSerializer>());
         for (var i = 0; i < Messages; i++)
@@ -91,6 +106,10 @@ public sealed class RabbitMqStreamHandBackTests
             d => d.Envelope.DeliveryCount == 0 && d.Outcome != SettlementKind.DeadLetter,
             "a message given back on a graceful stop was not handled: no delivery is counted, no retry budget burned");
         (await receiver.Get<IDeadLetterQueue>().PeekAsync("work")).Should().BeEmpty();
+        if (refuseEveryOtherCopy)
+        {
+            Volatile.Read(ref copies).Should().BeGreaterThan(0, "the first hand-back fell back to a requeue");
+        }
     }
 
     private static StreamPipeline Pipeline(IServiceProvider services, StoreStreamSnapshotStore snapshots, Func<WorkItem, CancellationToken, ValueTask> sink) =>
