@@ -65,12 +65,6 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     /// <summary>Gets the messages handed back uncounted by a plain requeue, whose redelivered flag is not counted when they come again.</summary>
     internal UncountedReturns UncountedReturns { get; } = new();
 
-    /// <summary>
-    /// For tests: called before a message is handed back to its retry or delay queue. Returning <see langword="false"/>
-    /// makes it as if the broker refused the copy (a negative confirm); throwing, as if the publish failed.
-    /// </summary>
-    internal Func<Envelope, bool>? RedeliveryFault { get; set; }
-
     public override async ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(queue);
@@ -279,7 +273,7 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     internal async ValueTask<bool> RedeliverAsync(string queue, Envelope envelope, Settlement settlement, CancellationToken cancellationToken)
     {
         var next = settlement.NextDelivery(envelope);
-        if (RedeliveryFault is { } fault && !fault(next))
+        if (Options.RedeliveryFault is { } fault && !fault(next))
         {
             return false;
         }

@@ -289,7 +289,11 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
 
         // When the lanes are closed (stopping) the delivery stays unacknowledged and the broker takes it back.
-        _ = PickLane(delivery.Envelope.PartitionKey).Writer.TryWrite(delivery);
+        if (!PickLane(delivery.Envelope.PartitionKey).Writer.TryWrite(delivery))
+        {
+            RememberNeverHandled(delivery);
+        }
+
         return Task.CompletedTask;
     }
 
@@ -381,12 +385,31 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
     }
 
-    private Task RunOneAsync(Delivery delivery) =>
-        // After the deadline, or when the delivery came on a channel that has since closed, the message is left
-        // alone: the broker delivers it again.
-        _hardStop.IsCancellationRequested || delivery.Generation != Volatile.Read(ref _generation)
-            ? Task.CompletedTask
-            : ProcessAsync(delivery);
+    private Task RunOneAsync(Delivery delivery)
+    {
+        if (_hardStop.IsCancellationRequested || delivery.Generation != Volatile.Read(ref _generation))
+        {
+            // After the deadline, or when the delivery came on a channel that has since closed, the message is left
+            // alone: the broker delivers it again.
+            RememberNeverHandled(delivery);
+            return Task.CompletedTask;
+        }
+
+        return ProcessAsync(delivery);
+    }
+
+    /// <summary>
+    /// A delivery left unsettled without reaching a handler goes back to the broker as it came: remembered, so that it is
+    /// not counted again when it comes back (it may be a hand-back that came straight back to this stopping consumer).
+    /// </summary>
+    private void RememberNeverHandled(in Delivery delivery)
+    {
+        if (delivery.Problem is null && delivery.Envelope.MessageId != Guid.Empty)
+        {
+            var envelope = delivery.Envelope;
+            _transport.UncountedReturns.Add(_queue, envelope.MessageId, envelope.DeliveryCount, envelope.Headers?.ContainsKey(EnvelopeHeaders.Released) == true);
+        }
+    }
 
     private async Task ProcessAsync(Delivery delivery)
     {

@@ -4,7 +4,8 @@ namespace Patterns.RabbitMq;
 /// The messages a consumer of this transport returned to the broker by a plain requeue (nack with requeue, or leaving
 /// them unacknowledged on a channel that then closed) where it meant to hand them back uncounted: a release or a
 /// deferral whose copy could not be published (the drain deadline had passed, the broker refused the copy, the publish
-/// failed, or the channel the message came on had closed). AMQP 0-9-1 cannot change a message's headers on a requeue,
+/// failed, or the channel the message came on had closed), and deliveries it received but never handed to a handler
+/// (the drain deadline had passed, or their channel had closed). AMQP 0-9-1 cannot change a message's headers on a requeue,
 /// and marks it redelivered, which the transport counts as a delivery; so when such a message comes again to a
 /// consumer of this transport, its count is set back to the one it was handed back with, and a release gets its mark.
 /// </summary>

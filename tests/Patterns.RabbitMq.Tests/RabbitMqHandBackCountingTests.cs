@@ -65,7 +65,7 @@ public sealed class RabbitMqHandBackCountingTests : IAsyncLifetime
     {
         var transport = await CreateSutAsync();
         var refusals = 0;
-        transport.RedeliveryFault = _ => Interlocked.Increment(ref refusals) > 1;
+        transport.Options.RedeliveryFault = _ => Interlocked.Increment(ref refusals) > 1;
         var sent = Message(1);
         await transport.SendAsync("work", sent);
 
@@ -83,7 +83,7 @@ public sealed class RabbitMqHandBackCountingTests : IAsyncLifetime
     {
         var transport = await CreateSutAsync();
         var failures = 0;
-        transport.RedeliveryFault = _ => Interlocked.Increment(ref failures) > 1 ? true : throw new InvalidOperationException("injected publish failure");
+        transport.Options.RedeliveryFault = _ => Interlocked.Increment(ref failures) > 1 ? true : throw new InvalidOperationException("injected publish failure");
         var sent = Message(1);
         await transport.SendAsync("work", sent);
 
@@ -139,7 +139,7 @@ public sealed class RabbitMqHandBackCountingTests : IAsyncLifetime
         // original (taken back with the channel), the same message twice, which at-least-once allows.
         var closed = 0;
         var publishing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        transport.RedeliveryFault = _ =>
+        transport.Options.RedeliveryFault = _ =>
         {
             if (Interlocked.Exchange(ref closed, 1) == 0)
             {
@@ -179,7 +179,7 @@ public sealed class RabbitMqHandBackCountingTests : IAsyncLifetime
     {
         var transport = await CreateSutAsync();
         var refusals = 0;
-        transport.RedeliveryFault = _ => Interlocked.Increment(ref refusals) > 1;
+        transport.Options.RedeliveryFault = _ => Interlocked.Increment(ref refusals) > 1;
         var sent = Message(1) with { DeliveryCount = 2 };
         await transport.SendAsync("work", sent);
 
@@ -195,7 +195,7 @@ public sealed class RabbitMqHandBackCountingTests : IAsyncLifetime
     {
         var transport = await CreateSutAsync();
         var refusals = 0;
-        transport.RedeliveryFault = _ => Interlocked.Increment(ref refusals) > 1;
+        transport.Options.RedeliveryFault = _ => Interlocked.Increment(ref refusals) > 1;
         var sent = Message(1);
         await transport.SendAsync("work", sent);
         var again = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);

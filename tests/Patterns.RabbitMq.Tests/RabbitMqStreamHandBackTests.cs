@@ -34,19 +34,17 @@ public sealed class RabbitMqStreamHandBackTests
     {
         await Broker.RequireAsync();
         var prefix = Broker.Prefix("stream-handback");
-        await using var receiver = await RabbitHost.StartWithPrefixAsync(prefix, b =>
-        {
-            b.AddPatterns(p => p.UseTestHarness());
-            b.AddMessageQueue(q => q.AddQueue("work"));
-        });
+        var copies = 0;
+        await using var receiver = await RabbitHost.StartWithPrefixAsync(
+            prefix,
+            b =>
+            {
+                b.AddPatterns(p => p.UseTestHarness());
+                b.AddMessageQueue(q => q.AddQueue("work"));
+            },
+            o => o.RedeliveryFault = refuseEveryOtherCopy ? _ => Interlocked.Increment(ref copies) % 2 == 0 : null);
         await using var sender = await RabbitHost.StartWithPrefixAsync(prefix, b => b.AddPatterns());
         var harness = receiver.Get<PatternsTestHarness>();
-        var copies = 0;
-        if (refuseEveryOtherCopy)
-        {
-            ((RabbitMqMessageTransport)receiver.Get<MessageTransport>()).RedeliveryFault = _ => Interlocked.Increment(ref copies) % 2 == 0;
-        }
-
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions());
         var snapshots = new StoreStreamSnapshotStore(storage, storage, receiver.Get<IMessageSerializer>());
         for (var i = 0; i < Messages; i++)
