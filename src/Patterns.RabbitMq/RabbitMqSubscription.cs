@@ -159,7 +159,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             consumer = _consumer;
         }
 
-        if (channel is { IsOpen: true } && consumer is { ConsumerTags: { Length: > 0 } tags })
+        if (channel is { IsOpen: true } && consumer?.StartedTags is { Length: > 0 } tags)
         {
             try
             {
@@ -228,11 +228,11 @@ internal sealed class RabbitMqSubscription : TransportSubscription
                 _consumer = consumer;
             }
 
-            await channel.BasicConsumeAsync(_queue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false);
+            consumer.Started(await channel.BasicConsumeAsync(_queue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false));
             if (_retryQueue is not null)
             {
                 // Retries that are due arrive here; handled like any other delivery, on the same channel and lanes.
-                await channel.BasicConsumeAsync(_retryQueue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false);
+                consumer.Started(await channel.BasicConsumeAsync(_retryQueue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false));
             }
         }
         catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (RabbitMqConnection.IsChannelError(ex.ShutdownReason))
@@ -678,6 +678,17 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     internal sealed class Consumer(RabbitMqSubscription owner, IChannel channel) : AsyncDefaultBasicConsumer(channel)
     {
         private readonly System.Collections.Concurrent.ConcurrentDictionary<string, TaskCompletionSource> _cancelled = new(StringComparer.Ordinal);
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _started = new();
+
+        /// <summary>
+        /// Gets the consumer tags the broker confirmed to basic.consume. (The client adds a tag to
+        /// <see cref="AsyncDefaultBasicConsumer.ConsumerTags"/> only once its dispatcher has run the consume-ok, which can
+        /// be after basic.consume returned: a stop right after the start would leave that consumer running, and what the
+        /// broker sends it while the channel closes would come back counted.)
+        /// </summary>
+        public string[] StartedTags => [.. _started];
+
+        public void Started(string consumerTag) => _started.Enqueue(consumerTag);
 
         /// <summary>Completes once the consumer saw the cancel-ok of one of its consumer tags.</summary>
         public Task CancelledAsync(string consumerTag) => CancelOk(consumerTag).Task;
