@@ -686,7 +686,11 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         /// be after basic.consume returned: a stop right after the start would leave that consumer running, and what the
         /// broker sends it while the channel closes would come back counted.)
         /// </summary>
-        public string[] StartedTags => [.. _started];
+        /// <remarks>
+        /// A tag the broker cancelled (its queue was deleted) is left out: the client forgot that consumer, so the cancel-ok
+        /// of a basic.cancel sent for it would go to the client's fallback consumer, and a stop would wait for it in vain.
+        /// </remarks>
+        public string[] StartedTags => [.. _started.Where(tag => !CancelOk(tag).Task.IsCompleted)];
 
         public void Started(string consumerTag) => _started.Enqueue(consumerTag);
 
@@ -709,6 +713,10 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         public override async Task HandleBasicCancelAsync(string consumerTag, CancellationToken cancellationToken = default)
         {
             await base.HandleBasicCancelAsync(consumerTag, cancellationToken).ConfigureAwait(false);
+
+            // No delivery follows the broker's cancel either: a stop that already sent its own basic.cancel for this tag
+            // (whose cancel-ok the client gives its fallback consumer) is done waiting for it.
+            CancelOk(consumerTag).TrySetResult();
             owner.OnBrokerCancel();
         }
 

@@ -219,6 +219,41 @@ public sealed class RabbitMqHandBackCountingTests : IAsyncLifetime
         (copy.Headers?.ContainsKey(EnvelopeHeaders.Released) ?? false).Should().BeFalse();
     }
 
+    [Fact]
+    public async Task Consumer_WhoseConsumeTheBrokerCancelled_IsNotWaitedOnByAStop()
+    {
+        var transport = await CreateSutAsync();
+        var owner = (RabbitMqSubscription)await transport.SubscribeAsync(Request(), (_, _) => new(Settlement.Ack));
+        await owner.StopAsync(CancellationToken.None).WaitAsync(Wait);
+        await owner.DisposeAsync();
+
+        // A consumer of two queues, as a subscription with a retry queue has; its owner is stopping, so a cancel from the
+        // broker starts no new consumer.
+        await using var connection = await Broker.ConnectAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        var kept = (await channel.QueueDeclareAsync(string.Empty, durable: false, exclusive: true, autoDelete: true)).QueueName;
+        var deleted = (await channel.QueueDeclareAsync(string.Empty, durable: false, exclusive: true, autoDelete: true)).QueueName;
+        var consumer = new RabbitMqSubscription.Consumer(owner, channel);
+        var keptTag = await channel.BasicConsumeAsync(kept, autoAck: false, consumer);
+        consumer.Started(keptTag);
+        var deletedTag = await channel.BasicConsumeAsync(deleted, autoAck: false, consumer);
+        consumer.Started(deletedTag);
+
+        // The broker cancels the consumer of a deleted queue: the client forgets it, so the cancel-ok of a basic.cancel the
+        // stop would send for it goes to the client's fallback consumer, and a stop waiting for it would wait until its
+        // deadline (for ever without one).
+        await using (var other = await connection.CreateChannelAsync())
+        {
+            await other.QueueDeleteAsync(deleted);
+        }
+
+        await consumer.CancelledAsync(deletedTag).WaitAsync(Wait);
+
+        consumer.StartedTags.Should().Equal([keptTag], "a consumer the broker cancelled is not cancelled again");
+        await channel.BasicCancelAsync(keptTag, noWait: false);
+        await consumer.CancelledAsync(keptTag).WaitAsync(Wait);
+    }
+
     private static SubscriptionRequest Request() => Queue("work") with { Concurrency = 2 };
 
     /// <summary>Subscribes with a handler that releases the first delivery and returns the next one.</summary>
