@@ -34,4 +34,21 @@ public sealed class UncountedReturnsTests
         returns.TryTake("q", ids[1], out _, out _).Should().BeTrue();
         returns.TryTake("q", ids[^1], out _, out _).Should().BeTrue();
     }
+
+    [Fact]
+    public void Add_OfOneMessageTooOften_CountsItsCopiesAgain()
+    {
+        var returns = new UncountedReturns();
+        var id = Guid.NewGuid();
+        for (var i = 0; i < UncountedReturns.MaxReturnsPerMessage; i++)
+        {
+            returns.Add("q", id, deliveryCount: 1, released: false).Should().BeTrue();
+            returns.TryTake("q", id, out _, out _).Should().BeTrue();
+        }
+
+        returns.Add("q", id, deliveryCount: 1, released: false).Should().BeFalse("a copy refused every time must not loop uncounted for ever");
+        returns.TryTake("q", id, out _, out _).Should().BeFalse();
+        returns.Count.Should().Be(0);
+        returns.Add("q", Guid.NewGuid(), 0, released: false).Should().BeTrue("the limit is per message");
+    }
 }
