@@ -62,6 +62,9 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
 
     internal RabbitMqTopology Topology { get; }
 
+    /// <summary>Gets the messages handed back uncounted by a plain requeue, whose redelivered flag is not counted when they come again.</summary>
+    internal UncountedReturns UncountedReturns { get; } = new();
+
     public override async ValueTask DeclareQueueAsync(string queue, QueueSettings settings, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(queue);
@@ -270,6 +273,11 @@ internal sealed class RabbitMqMessageTransport : MessageTransport
     internal async ValueTask<bool> RedeliverAsync(string queue, Envelope envelope, Settlement settlement, CancellationToken cancellationToken)
     {
         var next = settlement.NextDelivery(envelope);
+        if (Options.RedeliveryFault is { } fault && !fault(next))
+        {
+            return false;
+        }
+
         var delay = settlement.Delay;
         var properties = AmqpEnvelope.ToProperties(next, next.ContentType, Options.PersistentMessages);
         string routingKey;

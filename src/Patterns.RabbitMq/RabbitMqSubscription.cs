@@ -29,6 +29,9 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     private readonly Task[] _workers;
     private readonly CancellationTokenSource _hardStop = new();
 
+    /// <summary>Adds the release mark to a message that comes again after a release that fell back to a requeue.</summary>
+    private static readonly Settlement HandedBack = Settlement.Release("handed back by a requeue");
+
     /// <summary>Cancelled when stopping begins: ends a wait before subscribing again at once.</summary>
     private readonly CancellationTokenSource _stopRequested = new();
     private readonly Lock _gate = new();
@@ -64,6 +67,9 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     }
 
     public override SubscriptionRequest Request { get; }
+
+    /// <summary>Gets the channel the subscription consumes on (for tests).</summary>
+    internal IChannel? CurrentChannel => Volatile.Read(ref _channel);
 
     public override ComponentHealth GetHealth()
     {
@@ -153,7 +159,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             consumer = _consumer;
         }
 
-        if (channel is { IsOpen: true } && consumer is { ConsumerTags: { Length: > 0 } tags })
+        if (channel is { IsOpen: true } && consumer?.StartedTags is { Length: > 0 } tags)
         {
             try
             {
@@ -222,11 +228,11 @@ internal sealed class RabbitMqSubscription : TransportSubscription
                 _consumer = consumer;
             }
 
-            await channel.BasicConsumeAsync(_queue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false);
+            consumer.Started(await channel.BasicConsumeAsync(_queue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false));
             if (_retryQueue is not null)
             {
                 // Retries that are due arrive here; handled like any other delivery, on the same channel and lanes.
-                await channel.BasicConsumeAsync(_retryQueue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false);
+                consumer.Started(await channel.BasicConsumeAsync(_retryQueue, autoAck: false, consumerTag: string.Empty, noLocal: false, exclusive: false, arguments: null, consumer, cancellationToken).ConfigureAwait(false));
             }
         }
         catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (RabbitMqConnection.IsChannelError(ex.ShutdownReason))
@@ -266,7 +272,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         try
         {
             delivery = AmqpEnvelope.TryRead(properties, copy, redelivered, out var envelope, out var problem)
-                ? new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), envelope, null, null)
+                ? new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), redelivered ? Uncounted(envelope) : envelope, null, null)
                 : new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), default, problem, new BasicProperties(properties)) { RawBody = copy };
         }
         catch (Exception ex)
@@ -283,7 +289,11 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
 
         // When the lanes are closed (stopping) the delivery stays unacknowledged and the broker takes it back.
-        _ = PickLane(delivery.Envelope.PartitionKey).Writer.TryWrite(delivery);
+        if (!PickLane(delivery.Envelope.PartitionKey).Writer.TryWrite(delivery))
+        {
+            RememberNeverHandled(delivery);
+        }
+
         return Task.CompletedTask;
     }
 
@@ -299,6 +309,25 @@ internal sealed class RabbitMqSubscription : TransportSubscription
             RabbitMqLog.Malformed(_transport.Logger, _logical, $"the delivery could not be queued for a worker ({ex.Message}); it is returned to the broker");
             return NackAsync(new Delivery(consumer, deliveryTag, Volatile.Read(ref _generation), default, null, null));
         }
+    }
+
+    /// <summary>
+    /// A redelivered message this transport handed back uncounted by a plain requeue (its copy could not be published)
+    /// shows the count it was handed back with, and a release its mark, as the copy would have.
+    /// </summary>
+    private Envelope Uncounted(Envelope envelope) =>
+        !_transport.UncountedReturns.TryTake(_queue, envelope.MessageId, out var count, out var released) ? envelope
+        : released ? HandedBack.NextDelivery(envelope with { DeliveryCount = count })
+        : envelope with { DeliveryCount = count };
+
+    /// <summary>
+    /// Returns a message that was to be handed back uncounted (a release or a deferral) to the broker by a plain requeue
+    /// (now, or when its channel closes), remembering it so that the redelivered flag it comes back with is not counted.
+    /// </summary>
+    private void RememberUncounted(in Delivery delivery, Settlement settlement)
+    {
+        var next = settlement.NextDelivery(delivery.Envelope);
+        _transport.UncountedReturns.Add(_queue, next.MessageId, next.DeliveryCount, next.Headers?.ContainsKey(EnvelopeHeaders.Released) == true);
     }
 
     private Channel<Delivery> PickLane(string? partitionKey)
@@ -356,12 +385,31 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
     }
 
-    private Task RunOneAsync(Delivery delivery) =>
-        // After the deadline, or when the delivery came on a channel that has since closed, the message is left
-        // alone: the broker delivers it again.
-        _hardStop.IsCancellationRequested || delivery.Generation != Volatile.Read(ref _generation)
-            ? Task.CompletedTask
-            : ProcessAsync(delivery);
+    private Task RunOneAsync(Delivery delivery)
+    {
+        if (_hardStop.IsCancellationRequested || delivery.Generation != Volatile.Read(ref _generation))
+        {
+            // After the deadline, or when the delivery came on a channel that has since closed, the message is left
+            // alone: the broker delivers it again.
+            RememberNeverHandled(delivery);
+            return Task.CompletedTask;
+        }
+
+        return ProcessAsync(delivery);
+    }
+
+    /// <summary>
+    /// A delivery left unsettled without reaching a handler goes back to the broker as it came: remembered, so that it is
+    /// not counted again when it comes back (it may be a hand-back that came straight back to this stopping consumer).
+    /// </summary>
+    private void RememberNeverHandled(in Delivery delivery)
+    {
+        if (delivery.Problem is null && delivery.Envelope.MessageId != Guid.Empty)
+        {
+            var envelope = delivery.Envelope;
+            _transport.UncountedReturns.Add(_queue, envelope.MessageId, envelope.DeliveryCount, envelope.Headers?.ContainsKey(EnvelopeHeaders.Released) == true);
+        }
+    }
 
     private async Task ProcessAsync(Delivery delivery)
     {
@@ -395,12 +443,20 @@ internal sealed class RabbitMqSubscription : TransportSubscription
 
     private async Task SettleAsync(Delivery delivery, Settlement settlement)
     {
+        // A release or deferral that ends in a plain requeue instead of its copy: remembered, so that it is not counted
+        // when it comes again (see UncountedReturns). A retry after a failure is counted either way.
+        var uncounted = settlement is { Kind: SettlementKind.Retry, IsDeferral: true };
         try
         {
             if (settlement.Kind != SettlementKind.Ack && delivery.Generation != Volatile.Read(ref _generation))
             {
                 // The channel it came on has closed, so the broker delivers it again: a retry or dead letter published
                 // now would be a second copy.
+                if (uncounted)
+                {
+                    RememberUncounted(delivery, settlement);
+                }
+
                 return;
             }
 
@@ -414,11 +470,18 @@ internal sealed class RabbitMqSubscription : TransportSubscription
                     if (_hardStop.IsCancellationRequested || Request.Temporary
                         || !await _transport.RedeliverAsync(_logical, delivery.Envelope, settlement, _hardStop.Token).ConfigureAwait(false))
                     {
+                        if (uncounted)
+                        {
+                            RememberUncounted(delivery, settlement);
+                        }
+
                         await NackAsync(delivery).ConfigureAwait(false);
                     }
-                    else
+                    else if ((!await AckAsync(delivery).ConfigureAwait(false) || delivery.Generation != Volatile.Read(ref _generation)) && uncounted)
                     {
-                        await AckAsync(delivery).ConfigureAwait(false);
+                        // The copy is out, but the channel closed around the acknowledgement, which may be lost: the
+                        // original may come back as well, redelivered.
+                        RememberUncounted(delivery, settlement);
                     }
 
                     break;
@@ -442,11 +505,21 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         catch (OperationCanceledException) when (_hardStop.IsCancellationRequested)
         {
             // Past the drain deadline: the channel closes with the subscription and the broker takes the message back.
+            // (If the copy's confirm was what the deadline cut short, the broker may hold the copy too: both are uncounted.)
+            if (uncounted)
+            {
+                RememberUncounted(delivery, settlement);
+            }
         }
         catch (Exception ex)
         {
             // Nothing was acknowledged, and on a live channel nothing ever would be: the message would hold a prefetch
             // slot until the channel closes. Close it now, so the broker delivers the message again.
+            if (uncounted)
+            {
+                RememberUncounted(delivery, settlement);
+            }
+
             RabbitMqLog.SettleFailed(_transport.Logger, ex, delivery.Envelope.MessageId, _logical);
             RecycleChannel(delivery, $"settling a message failed ({ex.GetType().Name}: {ex.Message})");
         }
@@ -465,15 +538,18 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         RestartConsumer(reason, afterAnyRestart: true);
     }
 
-    private async Task AckAsync(Delivery delivery)
+    /// <returns><see langword="false"/> when the channel was gone (the broker has taken the message back).</returns>
+    private async Task<bool> AckAsync(Delivery delivery)
     {
         try
         {
             await delivery.Consumer.Channel.BasicAckAsync(delivery.Tag, multiple: false).ConfigureAwait(false);
+            return true;
         }
         catch (Exception ex) when (RabbitMqConnection.IsConnectivity(ex) || ex is RabbitMQ.Client.Exceptions.OperationInterruptedException)
         {
             // The channel is gone: the broker has taken the message back and delivers it again.
+            return false;
         }
     }
 
@@ -602,6 +678,21 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     internal sealed class Consumer(RabbitMqSubscription owner, IChannel channel) : AsyncDefaultBasicConsumer(channel)
     {
         private readonly System.Collections.Concurrent.ConcurrentDictionary<string, TaskCompletionSource> _cancelled = new(StringComparer.Ordinal);
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _started = new();
+
+        /// <summary>
+        /// Gets the consumer tags the broker confirmed to basic.consume. (The client adds a tag to
+        /// <see cref="AsyncDefaultBasicConsumer.ConsumerTags"/> only once its dispatcher has run the consume-ok, which can
+        /// be after basic.consume returned: a stop right after the start would leave that consumer running, and what the
+        /// broker sends it while the channel closes would come back counted.)
+        /// </summary>
+        /// <remarks>
+        /// A tag the broker cancelled (its queue was deleted) is left out: the client forgot that consumer, so the cancel-ok
+        /// of a basic.cancel sent for it would go to the client's fallback consumer, and a stop would wait for it in vain.
+        /// </remarks>
+        public string[] StartedTags => [.. _started.Where(tag => !CancelOk(tag).Task.IsCompleted)];
+
+        public void Started(string consumerTag) => _started.Enqueue(consumerTag);
 
         /// <summary>Completes once the consumer saw the cancel-ok of one of its consumer tags.</summary>
         public Task CancelledAsync(string consumerTag) => CancelOk(consumerTag).Task;
@@ -622,6 +713,10 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         public override async Task HandleBasicCancelAsync(string consumerTag, CancellationToken cancellationToken = default)
         {
             await base.HandleBasicCancelAsync(consumerTag, cancellationToken).ConfigureAwait(false);
+
+            // No delivery follows the broker's cancel either: a stop that already sent its own basic.cancel for this tag
+            // (whose cancel-ok the client gives its fallback consumer) is done waiting for it.
+            CancelOk(consumerTag).TrySetResult();
             owner.OnBrokerCancel();
         }
 

@@ -117,4 +117,10 @@ public sealed class RabbitMqTransportOptions
     /// <summary>Gets or sets a callback that adjusts the RabbitMQ.Client connection factory (TLS, credentials, endpoints) after the options above are applied.</summary>
     /// <value>Default <see langword="null"/>.</value>
     public Action<ConnectionFactory>? ConfigureConnectionFactory { get; set; }
+
+    /// <summary>
+    /// For tests: called before a message is handed back to its retry or delay queue. Returning <see langword="false"/>
+    /// makes it as if the broker refused the copy (a negative confirm); throwing, as if the publish failed.
+    /// </summary>
+    internal Func<Patterns.Messaging.Envelope, bool>? RedeliveryFault { get; set; }
 }

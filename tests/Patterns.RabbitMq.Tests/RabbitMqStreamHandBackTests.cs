@@ -21,15 +21,28 @@ public sealed class RabbitMqStreamHandBackTests
     private const int Stops = 5;
 
     [Fact]
-    public async Task GracefulStops_WithMessagesInFlight_HandThemBackUncountedAndApplyEachOnce()
+    public Task GracefulStops_WithMessagesInFlight_HandThemBackUncountedAndApplyEachOnce() => StopAgainAndAgainAsync(refuseEveryOtherCopy: false);
+
+    /// <summary>
+    /// The same, with every other hand-back's copy refused by the broker (a test hook), so those messages go back by a
+    /// plain requeue, which the broker marks redelivered: they still come again uncounted and marked, and apply once.
+    /// </summary>
+    [Fact]
+    public Task GracefulStops_WhenHandBacksFallBackToARequeue_StillUncountedAndApplyEachOnce() => StopAgainAndAgainAsync(refuseEveryOtherCopy: true);
+
+    private static async Task StopAgainAndAgainAsync(bool refuseEveryOtherCopy)
     {
         await Broker.RequireAsync();
         var prefix = Broker.Prefix("stream-handback");
-        await using var receiver = await RabbitHost.StartWithPrefixAsync(prefix, b =>
-        {
-            b.AddPatterns(p => p.UseTestHarness());
-            b.AddMessageQueue(q => q.AddQueue("work"));
-        });
+        var copies = 0;
+        await using var receiver = await RabbitHost.StartWithPrefixAsync(
+            prefix,
+            b =>
+            {
+                b.AddPatterns(p => p.UseTestHarness());
+                b.AddMessageQueue(q => q.AddQueue("work"));
+            },
+            o => o.RedeliveryFault = refuseEveryOtherCopy ? _ => Interlocked.Increment(ref copies) % 2 == 0 : null);
         await using var sender = await RabbitHost.StartWithPrefixAsync(prefix, b => b.AddPatterns());
         var harness = receiver.Get<PatternsTestHarness>();
         var storage = new InMemoryEventStorage(new InMemoryEventStorageOptions());
@@ -91,6 +104,10 @@ public sealed class RabbitMqStreamHandBackTests
             d => d.Envelope.DeliveryCount == 0 && d.Outcome != SettlementKind.DeadLetter,
             "a message given back on a graceful stop was not handled: no delivery is counted, no retry budget burned");
         (await receiver.Get<IDeadLetterQueue>().PeekAsync("work")).Should().BeEmpty();
+        if (refuseEveryOtherCopy)
+        {
+            Volatile.Read(ref copies).Should().BeGreaterThan(0, "the first hand-back fell back to a requeue");
+        }
     }
 
     private static StreamPipeline Pipeline(IServiceProvider services, StoreStreamSnapshotStore snapshots, Func<WorkItem, CancellationToken, ValueTask> sink) =>

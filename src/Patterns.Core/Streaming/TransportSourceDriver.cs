@@ -135,9 +135,13 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
             Run.AbortToken).ConfigureAwait(false);
         Run.Started?.TrySetResult();
 
-        var stopping = Task.CompletedTask;
+        // The stop's drain, set by the stop callback. StopToken reads as cancelled before its callback has run, so the end
+        // of the run waits for the callback's task instead of reading a variable the callback may not have set yet: read
+        // too early, it would dispose the subscription (a hard stop, past which deliveries go back unsettled and are
+        // counted) while the subscription drains.
+        var stopping = new TaskCompletionSource<Task>(TaskCreationOptions.RunContinuationsAsynchronously);
         Exception? failure = null;
-        using (Run.StopToken.Register(() => stopping = held is null ? StopAsync(subscription) : StopHoldingAsync(subscription)))
+        using (Run.StopToken.Register(() => stopping.TrySetResult(StartStopping(held is null, subscription))))
         {
             try
             {
@@ -169,7 +173,11 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
                     await subscription.StopAsync(CancellationToken.None).ConfigureAwait(false);
                 }
 
-                await stopping.ConfigureAwait(false);
+                if (Run.StopToken.IsCancellationRequested)
+                {
+                    await (await stopping.Task.ConfigureAwait(false)).ConfigureAwait(false);
+                }
+
                 await subscription.DisposeAsync().ConfigureAwait(false);
             }
         }
@@ -180,6 +188,18 @@ internal sealed class TransportSourceDriver<T> : ChannelDriver<T>
 
     /// <summary>The inbox consumer under which a pipeline records the messages its committed snapshots include.</summary>
     internal static string InboxConsumer(string pipeline) => StreamPipeline.InboxPrefix + pipeline;
+
+    private Task StartStopping(bool drain, TransportSubscription subscription)
+    {
+        try
+        {
+            return drain ? StopAsync(subscription) : StopHoldingAsync(subscription);
+        }
+        catch (Exception ex)
+        {
+            return Task.FromException(ex);
+        }
+    }
 
     private async Task StopAsync(TransportSubscription subscription)
     {
