@@ -243,12 +243,38 @@ public sealed class EtlFlow<T>
             var session = lookup.Open();
             return stream.SelectAsync((row, ct) =>
             {
-                var found = session.FindAsync(key(row), ct);
-                return found.IsCompletedSuccessfully ? new ValueTask<TOut>(result(row, found.Result)) : AwaitAsync(row, found, result);
+                // The key and result selectors are the row's: a throw there blames its message. A failure reading the
+                // dimension that is an outage (see EtlLookup) blames no message: a queue source hands the messages back
+                // uncounted and commits those before the one it surfaced on.
+                var k = key(row);
+                ValueTask<TValue?> found;
+                try
+                {
+                    found = session.FindAsync(k, ct);
+                }
+                catch (Exception ex) when (session.Unreachable(run, ex))
+                {
+                    throw;
+                }
+
+                return found.IsCompletedSuccessfully ? new ValueTask<TOut>(result(row, found.Result)) : AwaitAsync(run, session, row, found, result);
             });
         });
 
-        static async ValueTask<TOut> AwaitAsync(T row, ValueTask<TValue?> found, Func<T, TValue?, TOut> result) => result(row, await found.ConfigureAwait(false));
+        static async ValueTask<TOut> AwaitAsync(EtlRun run, EtlLookup<TKey, TValue>.LookupSession session, T row, ValueTask<TValue?> found, Func<T, TValue?, TOut> result)
+        {
+            TValue? value;
+            try
+            {
+                value = await found.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (session.Unreachable(run, ex))
+            {
+                throw;
+            }
+
+            return result(row, value);
+        }
     }
 
     /// <summary>
