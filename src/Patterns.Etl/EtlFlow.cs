@@ -225,6 +225,13 @@ public sealed class EtlFlow<T>
     }
 
     /// <summary>Looks each row's key up in a dimension and maps the row with what was found.</summary>
+    /// <remarks>
+    /// From a queue or subscription, a failure reading the dimension blames no message (the messages are handed back
+    /// uncounted, and those before it committed): any failure of a <see cref="EtlLookup.Full{TKey, TValue}"/> load, and a
+    /// failure of an LRU or uncached <c>find</c> that is an outage (a timeout, a socket or I/O error, an HTTP error
+    /// without a status or with 408, 429 or 5xx, a transient database error, SQLite busy, locked or unable to open). A
+    /// throwing <paramref name="key"/> or <paramref name="result"/>, or any other failure of <c>find</c>, blames the row's message.
+    /// </remarks>
     /// <typeparam name="TKey">The dimension's key type.</typeparam>
     /// <typeparam name="TValue">The dimension's value type.</typeparam>
     /// <typeparam name="TOut">The result type.</typeparam>
