@@ -96,8 +96,10 @@ public abstract class EtlLookup<TKey, TValue>
 /// Tells a dimension that is down from one that refuses a key, for lookups read key by key: a failure is an outage when
 /// it, or an error inside it, is one the kernel's <see cref="StorageErrors"/> deems worth retrying (a timeout, a busy or
 /// locked database, a <see cref="System.Data.Common.DbException"/> its driver reports transient: a dropped connection),
-/// a <see cref="System.Net.Sockets.SocketException"/>, an <see cref="IOException"/>, or an
-/// <see cref="HttpRequestException"/> without a status code or with 408, 429 or 5xx. Anything else is the key's.
+/// a <see cref="System.Net.Sockets.SocketException"/>, an <see cref="IOException"/> other than a missing file, folder or
+/// too long a path, an <see cref="HttpRequestException"/> without a status code or with 408, 429 or 5xx, or a client's
+/// own timeout reported as a cancellation (HttpClient: a <see cref="TaskCanceledException"/> around a
+/// <see cref="TimeoutException"/>). Any other cancellation is a stop, not an outage. Anything else is the key's.
 /// </summary>
 internal static class EtlDimensionOutage
 {
@@ -107,6 +109,14 @@ internal static class EtlDimensionOutage
         {
             if (e is OperationCanceledException)
             {
+                // A cancellation is a stop, unless it is a client's own timeout: HttpClient reports its Timeout as a
+                // TaskCanceledException around a TimeoutException.
+                return e.InnerException is TimeoutException;
+            }
+
+            if (e is FileNotFoundException or DirectoryNotFoundException or PathTooLongException)
+            {
+                // IOExceptions that name what is missing: the key's file or folder, every time, not an outage.
                 return false;
             }
 
@@ -160,7 +170,8 @@ internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnu
         }
 
         // The load reads the whole dimension, whatever the row: its failure is never the row's.
-        protected override bool IsOutage(Exception error) => error is not OperationCanceledException;
+        // A cancellation is a stop, unless it is a client's own timeout (HttpClient: a TaskCanceledException around a TimeoutException).
+        protected override bool IsOutage(Exception error) => error is not OperationCanceledException || error.InnerException is TimeoutException;
     }
 }
 
