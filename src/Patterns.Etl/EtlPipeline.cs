@@ -414,13 +414,13 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 streamFailure = ex;
             }
 
-            if (messageBound && _run.RowInStages && cancellationToken.IsCancellationRequested && streamFailure is null or OperationCanceledException)
+            if (messageBound && cancellationToken.IsCancellationRequested && streamFailure is null or OperationCanceledException
+                && _run.RowInStages && _run.StageError is OperationCanceledException cut && _run.FailedStage != "the loader")
             {
-                // The stop cut a message short inside the stages (a stage that honours the token, such as a Lookup's find,
-                // or the loader's wait): its rows did not all reach the loader, so no commit may cover it. No message is at
-                // fault: the complete messages before it commit, it and the others go back uncounted, and the run reports
-                // the cancellation.
-                streamFailure ??= new OperationCanceledException($"ETL job '{_run.Job}' was stopped while a message was in its stages.", cancellationToken);
+                // The stop cut a message short inside a stage that honours the token (a Lookup's find): its rows did not
+                // all reach the loader, so no commit may cover it. No message is at fault: the complete messages before it
+                // commit, it and the others go back uncounted, and the run reports the cancellation.
+                streamFailure ??= cut;
                 _run.FailedWithoutRow(streamFailure);
             }
 
