@@ -98,8 +98,9 @@ public abstract class EtlLookup<TKey, TValue>
 /// locked database, a <see cref="System.Data.Common.DbException"/> its driver reports transient: a dropped connection),
 /// a <see cref="System.Net.Sockets.SocketException"/>, an <see cref="IOException"/> other than a missing file, folder or
 /// too long a path, an <see cref="HttpRequestException"/> without a status code or with 408, 429 or 5xx, or a client's
-/// own timeout reported as a cancellation (HttpClient: a <see cref="TaskCanceledException"/> around a
-/// <see cref="TimeoutException"/>). Any other cancellation is a stop, not an outage. Anything else is the key's.
+/// cancellation (a client's own timeout: HttpClient's is a <see cref="TaskCanceledException"/> around a
+/// <see cref="TimeoutException"/>, a find bounded by its own <c>CancelAfter</c> ends with a bare one; or a stop, after
+/// which the message goes back uncounted too). Anything else is the key's.
 /// </summary>
 internal static class EtlDimensionOutage
 {
@@ -109,9 +110,10 @@ internal static class EtlDimensionOutage
         {
             if (e is OperationCanceledException)
             {
-                // A cancellation is a stop, unless it is a client's own timeout: HttpClient reports its Timeout as a
-                // TaskCanceledException around a TimeoutException.
-                return e.InnerException is TimeoutException;
+                // Never the key's fault: a client's own timeout (HttpClient reports its Timeout as a TaskCanceledException
+                // around a TimeoutException; a find bounded by its own CancelAfter ends with a bare cancellation), or a stop
+                // (the run's, or the application's), after which the message goes back uncounted too.
+                return true;
             }
 
             if (e is FileNotFoundException or DirectoryNotFoundException or PathTooLongException)
@@ -170,8 +172,9 @@ internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnu
         }
 
         // The load reads the whole dimension, whatever the row: its failure is never the row's.
-        // A cancellation is a stop, unless it is a client's own timeout (HttpClient: a TaskCanceledException around a TimeoutException).
-        protected override bool IsOutage(Exception error) => error is not OperationCanceledException || error.InnerException is TimeoutException;
+        // The load reads the whole dimension, whatever the row: its failure, a cancellation included (a client's own timeout
+        // or a stop), is never the row's.
+        protected override bool IsOutage(Exception error) => true;
     }
 }
 
