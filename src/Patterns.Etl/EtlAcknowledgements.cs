@@ -12,8 +12,9 @@ internal interface IEtlAcknowledgements
 
     /// <summary>Takes the ids of the messages handed over up to <paramref name="position"/> that no earlier commit took (stream task, in commit order).</summary>
     /// <param name="position">The source position the commit covers.</param>
+    /// <param name="positions">The source position of each message, in the order of the ids.</param>
     /// <returns>The message ids.</returns>
-    IReadOnlyList<string> TakeConsumed(long position);
+    IReadOnlyList<string> TakeConsumed(long position, out IReadOnlyList<long> positions);
 
     /// <summary>The run ended: what is not acknowledged goes back to the transport to be delivered again, and the subscription stops.</summary>
     /// <param name="failure">Why the run failed, or <see langword="null"/>.</param>

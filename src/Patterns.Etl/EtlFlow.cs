@@ -225,6 +225,13 @@ public sealed class EtlFlow<T>
     }
 
     /// <summary>Looks each row's key up in a dimension and maps the row with what was found.</summary>
+    /// <remarks>
+    /// From a queue or subscription, a failure reading the dimension blames no message (the messages are handed back
+    /// uncounted, and those before it committed): any failure of a <see cref="EtlLookup.Full{TKey, TValue}"/> load, and a
+    /// failure of an LRU or uncached <c>find</c> that is an outage (a timeout, a socket or I/O error, an HTTP error
+    /// without a status or with 408, 429 or 5xx, a transient database error, SQLite busy, locked or unable to open). A
+    /// throwing <paramref name="key"/> or <paramref name="result"/>, or any other failure of <c>find</c>, blames the row's message.
+    /// </remarks>
     /// <typeparam name="TKey">The dimension's key type.</typeparam>
     /// <typeparam name="TValue">The dimension's value type.</typeparam>
     /// <typeparam name="TOut">The result type.</typeparam>
@@ -243,12 +250,38 @@ public sealed class EtlFlow<T>
             var session = lookup.Open();
             return stream.SelectAsync((row, ct) =>
             {
-                var found = session.FindAsync(key(row), ct);
-                return found.IsCompletedSuccessfully ? new ValueTask<TOut>(result(row, found.Result)) : AwaitAsync(row, found, result);
+                // The key and result selectors are the row's: a throw there blames its message. A failure reading the
+                // dimension that is an outage (see EtlLookup) blames no message: a queue source hands the messages back
+                // uncounted and commits those before the one it surfaced on.
+                var k = key(row);
+                ValueTask<TValue?> found;
+                try
+                {
+                    found = session.FindAsync(k, ct);
+                }
+                catch (Exception ex) when (session.Unreachable(run, ex))
+                {
+                    throw;
+                }
+
+                return found.IsCompletedSuccessfully ? new ValueTask<TOut>(result(row, found.Result)) : AwaitAsync(run, session, row, found, result);
             });
         });
 
-        static async ValueTask<TOut> AwaitAsync(T row, ValueTask<TValue?> found, Func<T, TValue?, TOut> result) => result(row, await found.ConfigureAwait(false));
+        static async ValueTask<TOut> AwaitAsync(EtlRun run, EtlLookup<TKey, TValue>.LookupSession session, T row, ValueTask<TValue?> found, Func<T, TValue?, TOut> result)
+        {
+            TValue? value;
+            try
+            {
+                value = await found.ConfigureAwait(false);
+            }
+            catch (Exception ex) when (session.Unreachable(run, ex))
+            {
+                throw;
+            }
+
+            return result(row, value);
+        }
     }
 
     /// <summary>

@@ -414,6 +414,16 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 streamFailure = ex;
             }
 
+            if (messageBound && cancellationToken.IsCancellationRequested && streamFailure is null or OperationCanceledException
+                && _run.RowInStages && _run.StageError is OperationCanceledException cut && _run.FailedStage != "the loader")
+            {
+                // The stop cut a message short inside a stage that honours the token (a Lookup's find): its rows did not
+                // all reach the loader, so no commit may cover it. No message is at fault: the complete messages before it
+                // commit, it and the others go back uncounted, and the run reports the cancellation.
+                streamFailure ??= cut;
+                _run.FailedWithoutRow(streamFailure);
+            }
+
             if (streamFailure is not null && messageBound && Volatile.Read(ref _loadFailure) is null && NoMessageCaused(streamFailure))
             {
                 await CommitBeforeFailedMessageAsync().ConfigureAwait(false);
@@ -897,10 +907,16 @@ public sealed class EtlPipeline<T> : EtlPipeline
         /// The commit with the ids of the messages it covers, recorded with it by a sink that stores them (stream task):
         /// taken once the commit's position is final, so a message whose rows span two batches goes with the second.
         /// </summary>
-        private EtlCommit WithConsumed(EtlCommit commit) =>
-            commit.Position is { } through && _run.Acknowledgements is { } source
-                ? commit with { Consumed = source.TakeConsumed(through) }
-                : commit;
+        private EtlCommit WithConsumed(EtlCommit commit)
+        {
+            if (commit.Position is not { } through || _run.Acknowledgements is not { } source)
+            {
+                return commit;
+            }
+
+            var ids = source.TakeConsumed(through, out var positions);
+            return commit with { Consumed = ids, ConsumedAt = positions };
+        }
 
         /// <summary>A sealed batch's commit goes in before the batch, so the handler finds it (stream task).</summary>
         private void Enqueue(EtlCommit commit)
@@ -996,6 +1012,12 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 {
                     _rowOrigins[i] = origins.TryDequeue(out var origin) ? origin : long.MinValue;
                 }
+            }
+
+            if (_origins is not null && commit.Consumed.Count > 0)
+            {
+                // Which message each row came from: a multicast branch that already recorded a message skips its rows.
+                commit = commit with { RowOrigins = _rowOrigins.AsMemory(0, count) };
             }
 
             var began = _run.Time.GetTimestamp();

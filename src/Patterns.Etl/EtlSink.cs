@@ -49,6 +49,12 @@ public sealed record EtlCommit(EtlBookmark? Bookmark, IReadOnlyList<QuarantinedR
     /// the batch, so a message delivered again after the commit (a crash before its acknowledgement) is skipped.
     /// </summary>
     public IReadOnlyList<string> Consumed { get; init; } = [];
+
+    /// <summary>Gets the source position of each message in <see cref="Consumed"/>, in the same order.</summary>
+    internal IReadOnlyList<long> ConsumedAt { get; init; } = [];
+
+    /// <summary>Gets, for a queue or subscription source's batch, the source position of the message each row came from (valid during the write), or empty.</summary>
+    internal ReadOnlyMemory<long> RowOrigins { get; init; }
 }
 
 /// <summary>Writes the batches of one run. Called by one task at a time, batches in source order.</summary>

@@ -13,7 +13,7 @@ namespace Patterns.Etl.Tests;
 /// sink fails leaves every message of the batches it did not commit (and of the rows behind them) on the queue, and the
 /// next run loads each of them once.
 /// </summary>
-public sealed class TransportSourceTests
+public sealed partial class TransportSourceTests
 {
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
 

@@ -206,17 +206,21 @@ internal sealed class TransportSource<T>(IServiceProvider services, TransportAdd
             }
         }
 
-        public IReadOnlyList<string> TakeConsumed(long position)
+        public IReadOnlyList<string> TakeConsumed(long position, out IReadOnlyList<long> positions)
         {
             List<string>? ids = null;
+            List<long>? at = null;
             lock (_gate)
             {
                 while (_consumed.TryPeek(out var next) && next.Position <= position)
                 {
-                    (ids ??= []).Add(_consumed.Dequeue().Id);
+                    var (taken, id) = _consumed.Dequeue();
+                    (ids ??= []).Add(id);
+                    (at ??= []).Add(taken);
                 }
             }
 
+            positions = (IReadOnlyList<long>?)at ?? [];
             return (IReadOnlyList<string>?)ids ?? [];
         }
 

@@ -1,3 +1,5 @@
+using Patterns.Storage;
+
 namespace Patterns.Etl;
 
 /// <summary>Creates dimension lookups for <see cref="EtlFlow{T}.Lookup{TKey, TValue, TOut}"/>.</summary>
@@ -77,7 +79,71 @@ public abstract class EtlLookup<TKey, TValue>
         public int Loads { get; protected set; }
 
         public abstract ValueTask<TValue?> FindAsync(TKey key, CancellationToken cancellationToken);
+
+        /// <summary>
+        /// Whether <paramref name="error"/>, raised by <see cref="FindAsync"/>, means the dimension could not be read rather
+        /// than that it refused the key; if so the run records it as a failure no row caused (<see cref="EtlRun.FailedWithoutRow"/>).
+        /// </summary>
+        /// <returns>Always false: the error goes on unwinding (an exception filter).</returns>
+        public bool Unreachable(EtlRun run, Exception error) => IsOutage(error) && run.FailedWithoutRow(error);
+
+        /// <summary>Whether a failure of <see cref="FindAsync"/> is the dimension's (its source is down), not the key's.</summary>
+        protected abstract bool IsOutage(Exception error);
     }
+}
+
+/// <summary>
+/// Tells a dimension that is down from one that refuses a key, for lookups read key by key: a failure is an outage when
+/// it, or an error inside it, is one the kernel's <see cref="StorageErrors"/> deems worth retrying (a timeout, a busy or
+/// locked database, a <see cref="System.Data.Common.DbException"/> its driver reports transient: a dropped connection),
+/// a <see cref="System.Net.Sockets.SocketException"/>, an <see cref="IOException"/> other than a missing file, folder or
+/// too long a path, an <see cref="HttpRequestException"/> without a status code or with 408, 429 or 5xx, or a client's
+/// cancellation (a client's own timeout: HttpClient's is a <see cref="TaskCanceledException"/> around a
+/// <see cref="TimeoutException"/>, a find bounded by its own <c>CancelAfter</c> ends with a bare one; or a stop, after
+/// which the message goes back uncounted too). Anything else is the key's.
+/// </summary>
+internal static class EtlDimensionOutage
+{
+    public static bool Is(Exception error)
+    {
+        for (var e = error; e is not null; e = e.InnerException)
+        {
+            if (e is OperationCanceledException)
+            {
+                // Never the key's fault: a client's own timeout (HttpClient reports its Timeout as a TaskCanceledException
+                // around a TimeoutException; a find bounded by its own CancelAfter ends with a bare cancellation), or a stop
+                // (the run's, or the application's), after which the message goes back uncounted too.
+                return true;
+            }
+
+            if (e is FileNotFoundException or DirectoryNotFoundException or PathTooLongException)
+            {
+                // IOExceptions that name what is missing: the key's file or folder, every time, not an outage.
+                return false;
+            }
+
+            if (e is System.Net.Sockets.SocketException or IOException || StorageErrors.IsRetryable(e) || SqliteUnavailable(e)
+                || (e is HttpRequestException http && (http.StatusCode is null or System.Net.HttpStatusCode.RequestTimeout or System.Net.HttpStatusCode.TooManyRequests || (int)http.StatusCode >= 500)))
+            {
+                return true;
+            }
+
+            if (e is AggregateException { InnerExceptions.Count: > 1 } aggregate)
+            {
+                return aggregate.InnerExceptions.Any(Is);
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// SQLite's busy (5), locked (6), I/O error (10) and cannot-open (14) codes, which Microsoft.Data.Sqlite does not report
+    /// as <see cref="System.Data.Common.DbException.IsTransient"/>: its exception carries the code in
+    /// <see cref="System.Runtime.InteropServices.ExternalException.ErrorCode"/> (this package does not depend on the driver).
+    /// </summary>
+    private static bool SqliteUnavailable(Exception error) =>
+        error is System.Data.Common.DbException db && db.GetType().FullName == "Microsoft.Data.Sqlite.SqliteException" && (db.ErrorCode & 0xFF) is 5 or 6 or 10 or 14;
 }
 
 internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnumerable<KeyValuePair<TKey, TValue>>> load) : EtlLookup<TKey, TValue>
@@ -104,6 +170,11 @@ internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnu
             _entries = entries;
             return entries.TryGetValue(key, out var value) ? value : default;
         }
+
+        // The load reads the whole dimension, whatever the row: its failure is never the row's.
+        // The load reads the whole dimension, whatever the row: its failure, a cancellation included (a client's own timeout
+        // or a stop), is never the row's.
+        protected override bool IsOutage(Exception error) => true;
     }
 }
 
@@ -151,6 +222,8 @@ internal sealed class LruLookup<TKey, TValue>(Func<TKey, CancellationToken, Valu
             _bytes += bytes;
             return value;
         }
+
+        protected override bool IsOutage(Exception error) => EtlDimensionOutage.Is(error);
     }
 }
 
@@ -166,5 +239,7 @@ internal sealed class UncachedLookup<TKey, TValue>(Func<TKey, CancellationToken,
             Loads++;
             return find(key, cancellationToken);
         }
+
+        protected override bool IsOutage(Exception error) => EtlDimensionOutage.Is(error);
     }
 }

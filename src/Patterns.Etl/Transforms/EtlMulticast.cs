@@ -25,14 +25,24 @@ public abstract class EtlBranch<T>
 
         public abstract bool CommitsEachBatch { get; }
 
+        /// <summary>Gets a value indicating whether the branch's sink records the ids of the messages it loaded (with the job's name and the branch's, <c>job/branch</c>).</summary>
+        public abstract bool StoresConsumed { get; }
+
         /// <summary>Gets the rows handed to the branch's sink in the last <see cref="WriteAsync"/> (after its filter and map).</summary>
         public int LastWritten { get; protected set; }
 
         /// <summary>Gets the index, in the batch of the last <see cref="Map"/>, of the row the branch's filter or map threw on, or null.</summary>
         public int? FailedRow { get; protected set; }
 
-        /// <summary>Filters and maps a batch into the branch's buffer, for the next <see cref="WriteAsync"/>; on a throw the buffer is emptied and <see cref="FailedRow"/> names the row.</summary>
-        public abstract void Map(ReadOnlySpan<T> rows);
+        /// <summary>
+        /// Filters and maps a batch into the branch's buffer, for the next <see cref="WriteAsync"/>, leaving out the rows
+        /// whose message (its source position in <paramref name="origins"/>) is in <paramref name="skip"/>; on a throw the
+        /// buffer is emptied and <see cref="FailedRow"/> names the row.
+        /// </summary>
+        public abstract void Map(ReadOnlySpan<T> rows, ReadOnlySpan<long> origins, HashSet<long>? skip);
+
+        /// <summary>Returns which of <paramref name="messageIds"/> the branch's sink recorded as loaded.</summary>
+        public abstract ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken);
 
         /// <summary>Empties the buffer <see cref="Map"/> filled, when another branch's map failed and the batch is written nowhere.</summary>
         public abstract void Discard();
@@ -145,17 +155,22 @@ public sealed class EtlBranchBuilder<T, TRow>
 
             public override bool CommitsEachBatch => _writer.CommitsEachBatch;
 
+            public override bool StoresConsumed => _writer.StoresConsumed;
+
+            public override ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken) =>
+                _writer.ReadConsumedAsync(messageIds, cancellationToken);
+
             public override ValueTask<EtlBookmark?> ReadBookmarkAsync(CancellationToken cancellationToken) => _writer.ReadBookmarkAsync(cancellationToken);
 
             public override ValueTask ResetAsync(CancellationToken cancellationToken) => _writer.ResetAsync(cancellationToken);
 
-            public override void Map(ReadOnlySpan<T> rows)
+            public override void Map(ReadOnlySpan<T> rows, ReadOnlySpan<long> origins, HashSet<long>? skip)
             {
                 FailedRow = null;
                 _rows.Clear();
                 try
                 {
-                    Take(rows);
+                    Take(rows, origins, skip);
                 }
                 catch
                 {
@@ -183,13 +198,20 @@ public sealed class EtlBranchBuilder<T, TRow>
 
             public override ValueTask DisposeAsync() => _writer.DisposeAsync();
 
-            private void Take(ReadOnlySpan<T> rows)
+            private void Take(ReadOnlySpan<T> rows, ReadOnlySpan<long> origins, HashSet<long>? skip)
             {
                 var i = 0;
                 try
                 {
                     for (; i < rows.Length; i++)
                     {
+                        if (skip is not null && i < origins.Length && skip.Contains(origins[i]))
+                        {
+                            // The branch committed this row's message before (a run that failed in another branch, or a
+                            // kill before the acknowledgement): its rows are there already.
+                            continue;
+                        }
+
                         _take(rows[i]);
                     }
                 }
@@ -298,11 +320,65 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
         // The rows quarantined before a batch commit with the first branch that stores quarantine, once.
         private readonly int _quarantineBranch = branches.FindIndex(b => b.StoresQuarantine);
 
+        // Messages a queue source delivered that some branches, not all, recorded as loaded: which branches have them. Found
+        // by the source's check (its task), used by the write of the batch that holds them (the loader's).
+        private readonly Dictionary<string, bool[]> _partly = new(StringComparer.Ordinal);
+        private readonly Lock _gate = new();
+
         public override bool StoresBookmarks => branches.TrueForAll(b => b.StoresBookmarks);
 
         public override bool StoresQuarantine => _quarantineBranch >= 0;
 
         public override bool CommitsEachBatch => branches.TrueForAll(b => b.CommitsEachBatch);
+
+        /// <summary>
+        /// Gets a value indicating whether a branch records the messages it loaded: each such branch records, in the
+        /// transaction of its write, the ids of the messages the batch covers, under <c>job/branch</c>. A message every
+        /// branch recorded is skipped by the source; one only some recorded is loaded into the others alone.
+        /// </summary>
+        public override bool StoresConsumed => branches.Exists(b => b.StoresConsumed);
+
+        public override async ValueTask<IReadOnlySet<string>> ReadConsumedAsync(IReadOnlyList<string> messageIds, CancellationToken cancellationToken)
+        {
+            var found = new IReadOnlySet<string>?[_states.Length];
+            for (var i = 0; i < _states.Length; i++)
+            {
+                var writer = _states[i].Writer;
+                found[i] = writer.StoresConsumed ? await writer.ReadConsumedAsync(messageIds, cancellationToken).ConfigureAwait(false) : null;
+            }
+
+            var everywhere = new HashSet<string>(StringComparer.Ordinal);
+            lock (_gate)
+            {
+                foreach (var id in messageIds)
+                {
+                    bool[]? had = null;
+                    var all = true;
+                    for (var i = 0; i < found.Length; i++)
+                    {
+                        if (found[i]?.Contains(id) == true)
+                        {
+                            (had ??= new bool[found.Length])[i] = true;
+                        }
+                        else
+                        {
+                            all = false;
+                        }
+                    }
+
+                    if (all)
+                    {
+                        everywhere.Add(id);
+                    }
+                    else if (had is not null)
+                    {
+                        _partly[id] = had;
+                    }
+                }
+            }
+
+            return everywhere;
+        }
 
         public IReadOnlyList<EtlBranchResult> Branches =>
             [.. _states.Select(s => new EtlBranchResult(s.Writer.Name, s.Loaded, s.Counts.Inserted, s.Counts.Updated, s.Counts.Deleted))];
@@ -350,10 +426,11 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
             // Every branch filters and maps its part of the batch before any branch's sink writes: a branch whose Where,
             // Select or SelectMany throws fails the batch before it is committed anywhere, so that a queue source's
             // messages, handed back, are not loaded again into the branches that would have committed it.
+            var skips = Committed(commit);
             var maps = new Task[_states.Length];
             for (var i = 0; i < _states.Length; i++)
             {
-                maps[i] = Skips(_states[i], commit.Bookmark) ? Task.CompletedTask : MapAsync(_states[i].Writer, rows);
+                maps[i] = Skips(_states[i], commit.Bookmark) ? Task.CompletedTask : MapAsync(_states[i].Writer, rows, commit.RowOrigins, skips?[i].Positions);
             }
 
             try
@@ -373,10 +450,54 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
             var writes = new Task<EtlLoadCounts>[_states.Length];
             for (var i = 0; i < _states.Length; i++)
             {
-                writes[i] = WriteAsync(_states[i], For(i, commit), cancellationToken);
+                var own = For(i, commit);
+                if (skips?[i].Ids is { Count: > 0 } had)
+                {
+                    // The branch recorded these messages already: it records only the others.
+                    own = own with { Consumed = [.. own.Consumed.Where(id => !had.Contains(id))] };
+                }
+
+                writes[i] = WriteAsync(_states[i], own, cancellationToken);
             }
 
             return await AllAsync(writes).ConfigureAwait(false);
+        }
+
+        /// <summary>
+        /// For each branch, the messages of <paramref name="commit"/> it recorded before (their ids and source positions),
+        /// or null when no branch has any; they are no longer looked for.
+        /// </summary>
+        private (HashSet<string>? Ids, HashSet<long>? Positions)[]? Committed(EtlCommit commit)
+        {
+            (HashSet<string>? Ids, HashSet<long>? Positions)[]? skips = null;
+            lock (_gate)
+            {
+                if (_partly.Count == 0)
+                {
+                    return null;
+                }
+
+                for (var j = 0; j < commit.Consumed.Count; j++)
+                {
+                    var id = commit.Consumed[j];
+                    if (!_partly.Remove(id, out var had))
+                    {
+                        continue;
+                    }
+
+                    skips ??= new (HashSet<string>?, HashSet<long>?)[_states.Length];
+                    for (var i = 0; i < had.Length; i++)
+                    {
+                        if (had[i])
+                        {
+                            (skips[i].Ids ??= new HashSet<string>(StringComparer.Ordinal)).Add(id);
+                            (skips[i].Positions ??= []).Add(commit.ConsumedAt[j]);
+                        }
+                    }
+                }
+            }
+
+            return skips;
         }
 
         public override async ValueTask<EtlLoadCounts> CompleteAsync(EtlCommit commit, CancellationToken cancellationToken)
@@ -440,10 +561,10 @@ internal sealed class MulticastSink<T>(string name, IReadOnlyList<EtlBranch<T>> 
         private static bool Skips(BranchState state, EtlBookmark? bookmark) =>
             bookmark is not null && state.Committed is { } committed && bookmark.Offset <= committed.Offset;
 
-        private static async Task MapAsync(EtlBranch<T>.BranchWriter writer, ReadOnlyMemory<T> rows)
+        private static async Task MapAsync(EtlBranch<T>.BranchWriter writer, ReadOnlyMemory<T> rows, ReadOnlyMemory<long> origins, HashSet<long>? skip)
         {
             await Task.Yield();
-            writer.Map(rows.Span);
+            writer.Map(rows.Span, skip is null ? default : origins.Span, skip);
         }
 
         private static async Task<EtlLoadCounts> WriteAsync(BranchState state, EtlCommit commit, CancellationToken cancellationToken)
