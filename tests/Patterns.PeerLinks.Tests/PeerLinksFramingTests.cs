@@ -14,6 +14,40 @@ public sealed class PeerLinksFramingTests
 {
     private const int Subscription = 7;
 
+    [Theory]
+    [InlineData(1L)]
+    [InlineData(123_456_789_012L)]
+    public void AckSettlement_WrittenWhenItsFrameIsCut_IsTheSameFrameAsTheEncodedOne(long dataSeq)
+    {
+        // A plain acknowledgement's settlement is written into the batch without an array of its own; a peer must see
+        // exactly the bytes of the encoded settlement (the wire format does not change).
+        var written = FillOne(OutEntry.AckSettlement(dataSeq));
+        var encoded = FillOne(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(dataSeq, Patterns.Transport.Settlement.Ack), ReadOnlySequence<byte>.Empty, null));
+
+        written.Should().Equal(encoded);
+        PeerSession.SettlementEntry(dataSeq, Patterns.Transport.Settlement.Ack).HeadLength.Should().Be(Frames.AckSettlementHeadBytes, "a plain acknowledgement takes the array-free entry");
+        PeerSession.SettlementEntry(dataSeq, Patterns.Transport.Settlement.Release("later")).HeadLength.Should().BeGreaterThan(Frames.AckSettlementHeadBytes, "any other settlement is encoded with its fields");
+        var record = default(SettlementRecord);
+        Frames.Parse(written, (type, body) => new InboundSequence(1024).Accept(body, (_, _, head, _) => record = Frames.ReadSettlement(head)));
+        record.Should().Be(new SettlementRecord(dataSeq, Patterns.Transport.SettlementKind.Ack, TimeSpan.Zero, null, null, null));
+    }
+
+    private static byte[] FillOne(OutEntry entry)
+    {
+        var sequence = new OutboundSequence(long.MaxValue, () => { });
+        sequence.Append(entry);
+        var batch = FrameBatch.Rent();
+        try
+        {
+            sequence.Fill(batch);
+            return batch.Span.ToArray();
+        }
+        finally
+        {
+            batch.Return();
+        }
+    }
+
     [Fact]
     public void SmallMessages_ManyPerBatch_ArriveOnceInOrder()
     {

@@ -45,6 +45,10 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private long _lastHeard;
     private Task _running = Task.CompletedTask;
 
+    // Made once: a method group passed as a delegate allocates one at every call (once per settlement received).
+    private readonly FrameReceived _onControlFrame;
+    private readonly MessageReceived _onSettlement;
+
     public PeerLink(PeerLinksTransport transport, Uri address)
     {
         _transport = transport;
@@ -56,6 +60,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _controlChannel = CreateChannel();
         _bulkChannel = CreateChannel();
         State = PeerState.Connecting;
+        _onControlFrame = OnControlFrame;
+        _onSettlement = OnSettlement;
     }
 
     public Uri Address { get; }
@@ -274,7 +280,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 try
                 {
                     Touch();
-                    Frames.Parse(batch.Span, OnControlFrame);
+                    Frames.Parse(batch.Span, _onControlFrame);
                 }
                 finally
                 {
@@ -359,7 +365,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 _data.Ack(Frames.ReadInt64(body));
                 break;
             case FrameType.Settlement:
-                _settlements.Accept(body, OnSettlement);
+                _settlements.Accept(body, _onSettlement);
                 break;
             case FrameType.Announce:
                 var (version, subscriptions) = Frames.ReadAnnounce(body);
@@ -419,7 +425,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     private void OnAssigned(OutEntry entry)
     {
-        if (entry.State is PendingDelivery pending)
+        if (entry is PendingDelivery pending)
         {
             lock (_pendingGate)
             {
@@ -530,17 +536,18 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private static string Describe(Exception ex) => ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
 
     /// <summary>
-    /// A message forwarded to the peer, waiting for its settlement: the value task the proxy's handler returns, without
-    /// a task, a completion source or a cancellation promise per message. Continuations run on the thread pool, so the
-    /// control reader only hands settlements on.
+    /// A message forwarded to the peer, waiting for its settlement: the link's queue entry itself (one object per message)
+    /// and the value task the proxy's handler returns, without a task, a completion source or a cancellation promise per
+    /// message. Continuations run on the thread pool, so the control reader only hands settlements on.
     /// </summary>
-    private sealed class PendingDelivery : IValueTaskSource<Settlement>
+    private sealed class PendingDelivery : OutEntry, IValueTaskSource<Settlement>
     {
         private ManualResetValueTaskSourceCore<Settlement> _core = new() { RunContinuationsAsynchronously = true };
         private CancellationTokenRegistration _cancellation;
         private int _done;
 
-        public PendingDelivery(CancellationToken cancellationToken)
+        public PendingDelivery(long subscription, byte[] head, ReadOnlySequence<byte> payload, CancellationToken cancellationToken)
+            : base(FrameType.Data, subscription, head, payload, null)
         {
             if (cancellationToken.CanBeCanceled)
             {
@@ -551,7 +558,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         public ValueTask<Settlement> Task => new(this, _core.Version);
 
         /// <summary>Sets the settlement; <paramref name="inline"/> resumes the waiting handler on this thread (a thread-pool thread).</summary>
-        public void Complete(SettlementRecord record, bool inline)
+        public void Complete(in SettlementRecord record, bool inline)
         {
             Exception? exception = record.ExceptionType is { } type ? new RemoteHandlerException(type, record.ExceptionMessage ?? string.Empty) : null;
             Set(record.Kind switch
