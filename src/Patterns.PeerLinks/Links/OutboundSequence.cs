@@ -15,7 +15,7 @@ internal class OutEntry
     private readonly byte[]? _head;
     private readonly long _ackedSeq;
 
-    public OutEntry(FrameType type, long subscription, byte[] head, ReadOnlySequence<byte> payload, object? state)
+    public OutEntry(FrameType type, long subscription, byte[] head, ReadOnlySequence<byte> payload)
     {
         Type = type;
         Subscription = subscription;
@@ -23,7 +23,6 @@ internal class OutEntry
         HeadLength = head.Length;
         Payload = payload;
         Total = head.Length + (int)payload.Length;
-        State = state;
     }
 
     private OutEntry(long ackedSeq)
@@ -47,9 +46,6 @@ internal class OutEntry
 
     /// <summary>Gets the head's and the payload's bytes together (fixed when the entry is made: read on every chunk and acknowledgement).</summary>
     public int Total { get; }
-
-    /// <summary>What the owner needs when the entry is settled or dropped.</summary>
-    public object? State { get; }
 
     /// <summary>The settlement of data frame <paramref name="dataSeq"/> as a plain acknowledgement (the common case).</summary>
     public static OutEntry AckSettlement(long dataSeq) => new(dataSeq);

@@ -388,13 +388,21 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
 
         var count = _settled.Count;
-        var found = new (PendingDelivery?, SettlementRecord)[count];
+
+        // The deliveries, and the records only when one is more than a plain acknowledgement (8 bytes per settlement
+        // in the common case, rather than a copy of every record).
+        var found = new PendingDelivery?[count];
+        SettlementRecord[]? records = null;
         lock (_pendingGate)
         {
             for (var i = 0; i < count; i++)
             {
                 var record = _settled[i];
-                found[i] = (_pending.Remove(record.DataSeq, out var pending) ? pending : null, record);
+                found[i] = _pending.Remove(record.DataSeq, out var pending) ? pending : null;
+                if (!record.IsPlainAck)
+                {
+                    (records ??= new SettlementRecord[count])[i] = record;
+                }
             }
         }
 
@@ -406,19 +414,30 @@ internal sealed partial class PeerLink : IAsyncDisposable
         var size = (count + parts - 1) / parts;
         for (var start = 0; start < count; start += size)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(new SettledRun(found, start, Math.Min(start + size, count)), preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(new SettledRun(found, records, start, Math.Min(start + size, count)), preferLocal: false);
         }
     }
 
     /// <summary>A share of one gRPC message's settlements, completed on one thread-pool thread.</summary>
-    private sealed class SettledRun((PendingDelivery?, SettlementRecord)[] settled, int start, int end) : IThreadPoolWorkItem
+    private sealed class SettledRun(PendingDelivery?[] found, SettlementRecord[]? records, int start, int end) : IThreadPoolWorkItem
     {
         public void Execute()
         {
             for (var i = start; i < end; i++)
             {
-                var (pending, record) = settled[i];
-                pending?.Complete(record, inline: true);
+                if (found[i] is not { } pending)
+                {
+                    continue;
+                }
+
+                if (records is not null && !records[i].IsEmpty)
+                {
+                    pending.Complete(records[i], inline: true);
+                }
+                else
+                {
+                    pending.CompleteAck(inline: true);
+                }
             }
         }
     }
@@ -547,7 +566,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         private int _done;
 
         public PendingDelivery(long subscription, byte[] head, ReadOnlySequence<byte> payload, CancellationToken cancellationToken)
-            : base(FrameType.Data, subscription, head, payload, null)
+            : base(FrameType.Data, subscription, head, payload)
         {
             if (cancellationToken.CanBeCanceled)
             {
@@ -570,6 +589,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 _ => Settlement.DeadLetter(record.Reason ?? "dead-lettered by the remote handler", exception),
             }, inline);
         }
+
+        /// <summary>Sets a plain acknowledgement (see <see cref="Complete"/>).</summary>
+        public void CompleteAck(bool inline) => Set(Settlement.Ack, inline);
 
         public void Fail(Exception reason) => Set(Settlement.Retry(TimeSpan.Zero, reason), inline: false);
 

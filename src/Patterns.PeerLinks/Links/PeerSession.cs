@@ -35,6 +35,9 @@ internal sealed class PeerSession
     private readonly FrameReceived _onBulkFrame;
     private readonly MessageReceived _onData;
 
+    // The bulk reader's last message type, content type and reply-to (one reader at a time per session).
+    private readonly DecodedStrings _strings = new();
+
     public PeerSession(PeerLinksTransport transport, string nodeId, Guid id)
     {
         _transport = transport;
@@ -65,7 +68,7 @@ internal sealed class PeerSession
     public static OutEntry SettlementEntry(long seq, in Settlement settlement) =>
         settlement.Kind == SettlementKind.Ack && settlement.Reason is null && settlement.Exception is null && settlement.Delay == TimeSpan.Zero && !settlement.IsDeferral
             ? OutEntry.AckSettlement(seq)
-            : new(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null);
+            : new(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty);
 
     /// <summary>
     /// Waits until the peer has acknowledged every settlement queued so far (this node stops gracefully), or until the
@@ -338,7 +341,7 @@ internal sealed class PeerSession
 
     private void OnData(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload)
     {
-        var envelope = EnvelopeCodec.Read(head, payload);
+        var envelope = EnvelopeCodec.Read(head, payload, _strings);
         if (_transport.TryGetSubscription(subscription, out var target))
         {
             if (!ReferenceEquals(target, _arrivedFor))

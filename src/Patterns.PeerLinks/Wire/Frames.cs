@@ -14,7 +14,14 @@ internal sealed record Hello(string NodeId, Guid Incarnation, long LastReceived)
 
 internal sealed record HelloAck(string NodeId, Guid Incarnation, bool Resumed, long LastReceived, long Version, IReadOnlyList<SubscriptionInfo> Subscriptions);
 
-internal readonly record struct SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage, bool Deferred = false);
+internal readonly record struct SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage, bool Deferred = false)
+{
+    /// <summary>Gets a value indicating whether this is an acknowledgement (it completes as <see cref="Settlement.Ack"/>, whatever else it carries).</summary>
+    public bool IsPlainAck => Kind == SettlementKind.Ack;
+
+    /// <summary>Gets a value indicating whether this is the default record (a slot no record was put in).</summary>
+    public bool IsEmpty => DataSeq == 0;
+}
 
 /// <summary>Called for each frame of a batch.</summary>
 internal delegate void FrameReceived(FrameType type, ReadOnlySpan<byte> body);
