@@ -104,12 +104,14 @@ public static class Program
                 });
             await pair.Sender.DeclareQueueAsync(queue, new Patterns.Transport.QueueSettings { Capacity = 8192 });
             var payload = new byte[100];
+            using var sampler = Environment.GetEnvironmentVariable("PEERLINKS_ALLOCATIONS") == "1" ? new AllocationSampler() : null;
             using var process = Process.GetCurrentProcess();
             var sent = 0L;
             var allocated = GC.GetTotalAllocatedBytes(true);
             var collections = GC.CollectionCount(0);
             var cpuBefore = process.TotalProcessorTime;
             var watch = Stopwatch.StartNew();
+            sampler?.Start();
             while (watch.Elapsed.TotalSeconds < seconds)
             {
                 for (var i = 0; i < 1000; i++)
@@ -126,9 +128,11 @@ public static class Program
             }
 
             var elapsed = watch.Elapsed;
+            sampler?.Stop();
             process.Refresh();
             var cpu = (process.TotalProcessorTime - cpuBefore).TotalMicroseconds / sent;
             Console.WriteLine($"{(tls ? "mutual TLS" : "plaintext ")}: {sent / elapsed.TotalSeconds:N0} msg/s, {cpu:N2} us CPU per message ({sent:N0} messages), {(GC.GetTotalAllocatedBytes(true) - allocated) / (double)sent:N0} B allocated per message, {GC.CollectionCount(0) - collections} gen-0 collections");
+            sampler?.Print(sent);
         }
     }
 

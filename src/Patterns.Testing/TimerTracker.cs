@@ -89,10 +89,13 @@ public sealed class TimerTracker : TimeProvider
 
         public void Start(TimeProvider inner, TimeSpan dueTime, TimeSpan period)
         {
+            // Armed first, counted after: a test that sees the timer pending and moves the clock at once must find it
+            // armed (counted first, it could be armed after the move, due one delay later). If it fires at once, its
+            // Fire waits for this lock and uncounts it after.
             lock (_gate)
             {
-                Set(dueTime, period);
                 _timer = inner.CreateTimer(static s => ((TrackedTimer)s!).Fire(), this, dueTime, period);
+                Set(dueTime, period);
             }
         }
 
@@ -100,8 +103,10 @@ public sealed class TimerTracker : TimeProvider
         {
             lock (_gate)
             {
+                // Re-armed before counted, as in Start.
+                var changed = _timer!.Change(dueTime, period);
                 Set(dueTime, period);
-                return _timer!.Change(dueTime, period);
+                return changed;
             }
         }
 

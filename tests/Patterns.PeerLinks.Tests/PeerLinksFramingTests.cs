@@ -14,6 +14,65 @@ public sealed class PeerLinksFramingTests
 {
     private const int Subscription = 7;
 
+    [Theory]
+    [InlineData(1L)]
+    [InlineData(123_456_789_012L)]
+    public void AckSettlement_WrittenWhenItsFrameIsCut_IsTheSameFrameAsTheEncodedOne(long dataSeq)
+    {
+        // A plain acknowledgement's settlement is written into the batch without an array of its own; a peer must see
+        // exactly the bytes of the encoded settlement (the wire format does not change).
+        var written = FillOne(OutEntry.AckSettlement(dataSeq));
+        var encoded = FillOne(new OutEntry(FrameType.Settlement, 0, Frames.SettlementHead(dataSeq, Patterns.Transport.Settlement.Ack), ReadOnlySequence<byte>.Empty));
+
+        written.Should().Equal(encoded);
+        PeerSession.SettlementEntry(dataSeq, Patterns.Transport.Settlement.Ack).HeadLength.Should().Be(Frames.AckSettlementHeadBytes, "a plain acknowledgement takes the array-free entry");
+        PeerSession.SettlementEntry(dataSeq, Patterns.Transport.Settlement.Release("later")).HeadLength.Should().BeGreaterThan(Frames.AckSettlementHeadBytes, "any other settlement is encoded with its fields");
+        var record = default(SettlementRecord);
+        Frames.Parse(written, (type, body) => new InboundSequence(1024).Accept(body, (_, _, head, _) => record = Frames.ReadSettlement(head)));
+        record.Should().Be(new SettlementRecord(dataSeq, Patterns.Transport.SettlementKind.Ack, TimeSpan.Zero, null, null, null));
+    }
+
+    [Fact]
+    public void RepeatedMessageTypes_AreDecodedOnce_AndAChangedOneIsDecodedAgain()
+    {
+        var strings = new DecodedStrings();
+        static byte[] Header(string type, string? replyTo)
+        {
+            var buffer = new ArrayBufferWriter<byte>();
+            EnvelopeCodec.WriteHeader(buffer, new Patterns.Messaging.Envelope { MessageId = Guid.NewGuid(), MessageType = type, ReplyTo = replyTo }, "application/json");
+            return buffer.WrittenSpan.ToArray();
+        }
+
+        var first = EnvelopeCodec.Read(Header("orders.placed", "replies.a"), ReadOnlySequence<byte>.Empty, strings);
+        var second = EnvelopeCodec.Read(Header("orders.placed", "replies.a"), ReadOnlySequence<byte>.Empty, strings);
+        var other = EnvelopeCodec.Read(Header("orders.shipped", "replies.b"), ReadOnlySequence<byte>.Empty, strings);
+        var back = EnvelopeCodec.Read(Header("orders.placed", null), ReadOnlySequence<byte>.Empty, strings);
+
+        second.MessageType.Should().BeSameAs(first.MessageType, "the same bytes reuse the string decoded last");
+        second.ContentType.Should().BeSameAs(first.ContentType);
+        second.ReplyTo.Should().BeSameAs(first.ReplyTo);
+        other.MessageType.Should().Be("orders.shipped");
+        other.ReplyTo.Should().Be("replies.b");
+        back.MessageType.Should().Be("orders.placed");
+        back.ReplyTo.Should().BeNull();
+    }
+
+    private static byte[] FillOne(OutEntry entry)
+    {
+        var sequence = new OutboundSequence(long.MaxValue, () => { });
+        sequence.Append(entry);
+        var batch = FrameBatch.Rent();
+        try
+        {
+            sequence.Fill(batch);
+            return batch.Span.ToArray();
+        }
+        finally
+        {
+            batch.Return();
+        }
+    }
+
     [Fact]
     public void SmallMessages_ManyPerBatch_ArriveOnceInOrder()
     {
@@ -428,7 +487,7 @@ public sealed class PeerLinksFramingTests
         }
 
         // [headLength:4][head]: an empty head.
-        return new OutEntry(FrameType.Data, Subscription, new byte[4], new ReadOnlySequence<byte>(payload), null);
+        return new OutEntry(FrameType.Data, Subscription, new byte[4], new ReadOnlySequence<byte>(payload));
     }
 
     private static List<byte[]> FillAll(OutboundSequence sequence)

@@ -5,25 +5,64 @@ using Patterns.PeerLinks.Wire;
 namespace Patterns.PeerLinks.Links;
 
 /// <summary>
-/// One message queued on a link: a small head (already encoded) followed by a payload that is never copied into a bigger
-/// buffer: it stays in the segments it came in (at most 64 KiB each when the link serialized it), and chunks are cut from them.
+/// One message queued on a link: a small head followed by a payload that is never copied into a bigger buffer: it stays
+/// in the segments it came in (at most 64 KiB each when the link serialized it), and chunks are cut from them. The head
+/// is encoded already (a byte array), or, for a plain acknowledgement's settlement, written only when its frame is cut
+/// (<see cref="AckSettlement"/>: no array per settlement).
 /// </summary>
-internal sealed class OutEntry(FrameType type, long subscription, byte[] head, ReadOnlySequence<byte> payload, object? state)
+internal class OutEntry
 {
+    private readonly byte[]? _head;
+    private readonly long _ackedSeq;
+
+    public OutEntry(FrameType type, long subscription, byte[] head, ReadOnlySequence<byte> payload)
+    {
+        Type = type;
+        Subscription = subscription;
+        _head = head;
+        HeadLength = head.Length;
+        Payload = payload;
+        Total = head.Length + (int)payload.Length;
+    }
+
+    private OutEntry(long ackedSeq)
+    {
+        Type = FrameType.Settlement;
+        _ackedSeq = ackedSeq;
+        HeadLength = Frames.AckSettlementHeadBytes;
+        Payload = ReadOnlySequence<byte>.Empty;
+        Total = Frames.AckSettlementHeadBytes;
+    }
+
     public long Seq { get; set; }
 
-    public FrameType Type { get; } = type;
+    public FrameType Type { get; }
 
-    public long Subscription { get; } = subscription;
+    public long Subscription { get; }
 
-    public byte[] Head { get; } = head;
+    public int HeadLength { get; }
 
-    public ReadOnlySequence<byte> Payload { get; } = payload;
+    public ReadOnlySequence<byte> Payload { get; }
 
-    public int Total => Head.Length + (int)Payload.Length;
+    /// <summary>Gets the head's and the payload's bytes together (fixed when the entry is made: read on every chunk and acknowledgement).</summary>
+    public int Total { get; }
 
-    /// <summary>What the owner needs when the entry is settled or dropped (a pending delivery).</summary>
-    public object? State { get; } = state;
+    /// <summary>The settlement of data frame <paramref name="dataSeq"/> as a plain acknowledgement (the common case).</summary>
+    public static OutEntry AckSettlement(long dataSeq) => new(dataSeq);
+
+    /// <summary>Copies the head's bytes from <paramref name="offset"/> into <paramref name="target"/> (as many as it holds).</summary>
+    public void CopyHead(int offset, Span<byte> target)
+    {
+        if (_head is { } head)
+        {
+            head.AsSpan(offset, target.Length).CopyTo(target);
+            return;
+        }
+
+        Span<byte> written = stackalloc byte[Frames.AckSettlementHeadBytes];
+        Frames.WriteAckSettlementHead(written, _ackedSeq);
+        written.Slice(offset, target.Length).CopyTo(target);
+    }
 }
 
 /// <summary>
@@ -313,18 +352,18 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         BinaryPrimitives.WriteInt32LittleEndian(span[21..], entry.Total);
         BinaryPrimitives.WriteInt32LittleEndian(span[25..], offset);
         var target = span.Slice(FrameLimits.FrameHeaderBytes + FrameLimits.SequencedHeaderBytes, length);
-        var head = entry.Head;
+        var headLength = entry.HeadLength;
         var written = 0;
-        if (offset < head.Length)
+        if (offset < headLength)
         {
-            var fromHead = Math.Min(head.Length - offset, length);
-            head.AsSpan(offset, fromHead).CopyTo(target);
+            var fromHead = Math.Min(headLength - offset, length);
+            entry.CopyHead(offset, target[..fromHead]);
             written = fromHead;
         }
 
         if (written < length)
         {
-            var payloadOffset = offset + written - head.Length;
+            var payloadOffset = offset + written - headLength;
             entry.Payload.Slice(payloadOffset, length - written).CopyTo(target[written..]);
         }
 

@@ -173,8 +173,8 @@ internal sealed partial class PeerLink
             return ValueTask.FromCanceled<Settlement>(cancellationToken);
         }
 
-        var pending = new PendingDelivery(cancellationToken);
-        var appended = _data.AppendAsync(new OutEntry(FrameType.Data, proxy.Info.Id, head, payload, pending), cancellationToken);
+        var pending = new PendingDelivery(proxy.Info.Id, head, payload, cancellationToken);
+        var appended = _data.AppendAsync(pending, cancellationToken);
         return appended.IsCompletedSuccessfully ? pending.Task : WaitForSpaceAsync(appended, pending);
     }
 

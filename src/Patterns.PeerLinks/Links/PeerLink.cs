@@ -45,6 +45,10 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private long _lastHeard;
     private Task _running = Task.CompletedTask;
 
+    // Made once: a method group passed as a delegate allocates one at every call (once per settlement received).
+    private readonly FrameReceived _onControlFrame;
+    private readonly MessageReceived _onSettlement;
+
     public PeerLink(PeerLinksTransport transport, Uri address)
     {
         _transport = transport;
@@ -56,6 +60,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _controlChannel = CreateChannel();
         _bulkChannel = CreateChannel();
         State = PeerState.Connecting;
+        _onControlFrame = OnControlFrame;
+        _onSettlement = OnSettlement;
     }
 
     public Uri Address { get; }
@@ -274,7 +280,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 try
                 {
                     Touch();
-                    Frames.Parse(batch.Span, OnControlFrame);
+                    Frames.Parse(batch.Span, _onControlFrame);
                 }
                 finally
                 {
@@ -359,7 +365,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 _data.Ack(Frames.ReadInt64(body));
                 break;
             case FrameType.Settlement:
-                _settlements.Accept(body, OnSettlement);
+                _settlements.Accept(body, _onSettlement);
                 break;
             case FrameType.Announce:
                 var (version, subscriptions) = Frames.ReadAnnounce(body);
@@ -382,13 +388,21 @@ internal sealed partial class PeerLink : IAsyncDisposable
         }
 
         var count = _settled.Count;
-        var found = new (PendingDelivery?, SettlementRecord)[count];
+
+        // The deliveries, and the records only when one is more than a plain acknowledgement (8 bytes per settlement
+        // in the common case, rather than a copy of every record).
+        var found = new PendingDelivery?[count];
+        SettlementRecord[]? records = null;
         lock (_pendingGate)
         {
             for (var i = 0; i < count; i++)
             {
                 var record = _settled[i];
-                found[i] = (_pending.Remove(record.DataSeq, out var pending) ? pending : null, record);
+                found[i] = _pending.Remove(record.DataSeq, out var pending) ? pending : null;
+                if (!record.IsPlainAck)
+                {
+                    (records ??= new SettlementRecord[count])[i] = record;
+                }
             }
         }
 
@@ -400,26 +414,37 @@ internal sealed partial class PeerLink : IAsyncDisposable
         var size = (count + parts - 1) / parts;
         for (var start = 0; start < count; start += size)
         {
-            ThreadPool.UnsafeQueueUserWorkItem(new SettledRun(found, start, Math.Min(start + size, count)), preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(new SettledRun(found, records, start, Math.Min(start + size, count)), preferLocal: false);
         }
     }
 
     /// <summary>A share of one gRPC message's settlements, completed on one thread-pool thread.</summary>
-    private sealed class SettledRun((PendingDelivery?, SettlementRecord)[] settled, int start, int end) : IThreadPoolWorkItem
+    private sealed class SettledRun(PendingDelivery?[] found, SettlementRecord[]? records, int start, int end) : IThreadPoolWorkItem
     {
         public void Execute()
         {
             for (var i = start; i < end; i++)
             {
-                var (pending, record) = settled[i];
-                pending?.Complete(record, inline: true);
+                if (found[i] is not { } pending)
+                {
+                    continue;
+                }
+
+                if (records is not null && !records[i].IsEmpty)
+                {
+                    pending.Complete(records[i], inline: true);
+                }
+                else
+                {
+                    pending.CompleteAck(inline: true);
+                }
             }
         }
     }
 
     private void OnAssigned(OutEntry entry)
     {
-        if (entry.State is PendingDelivery pending)
+        if (entry is PendingDelivery pending)
         {
             lock (_pendingGate)
             {
@@ -530,17 +555,18 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private static string Describe(Exception ex) => ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
 
     /// <summary>
-    /// A message forwarded to the peer, waiting for its settlement: the value task the proxy's handler returns, without
-    /// a task, a completion source or a cancellation promise per message. Continuations run on the thread pool, so the
-    /// control reader only hands settlements on.
+    /// A message forwarded to the peer, waiting for its settlement: the link's queue entry itself (one object per message)
+    /// and the value task the proxy's handler returns, without a task, a completion source or a cancellation promise per
+    /// message. Continuations run on the thread pool, so the control reader only hands settlements on.
     /// </summary>
-    private sealed class PendingDelivery : IValueTaskSource<Settlement>
+    private sealed class PendingDelivery : OutEntry, IValueTaskSource<Settlement>
     {
         private ManualResetValueTaskSourceCore<Settlement> _core = new() { RunContinuationsAsynchronously = true };
         private CancellationTokenRegistration _cancellation;
         private int _done;
 
-        public PendingDelivery(CancellationToken cancellationToken)
+        public PendingDelivery(long subscription, byte[] head, ReadOnlySequence<byte> payload, CancellationToken cancellationToken)
+            : base(FrameType.Data, subscription, head, payload)
         {
             if (cancellationToken.CanBeCanceled)
             {
@@ -551,7 +577,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         public ValueTask<Settlement> Task => new(this, _core.Version);
 
         /// <summary>Sets the settlement; <paramref name="inline"/> resumes the waiting handler on this thread (a thread-pool thread).</summary>
-        public void Complete(SettlementRecord record, bool inline)
+        public void Complete(in SettlementRecord record, bool inline)
         {
             Exception? exception = record.ExceptionType is { } type ? new RemoteHandlerException(type, record.ExceptionMessage ?? string.Empty) : null;
             Set(record.Kind switch
@@ -563,6 +589,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
                 _ => Settlement.DeadLetter(record.Reason ?? "dead-lettered by the remote handler", exception),
             }, inline);
         }
+
+        /// <summary>Sets a plain acknowledgement (see <see cref="Complete"/>).</summary>
+        public void CompleteAck(bool inline) => Set(Settlement.Ack, inline);
 
         public void Fail(Exception reason) => Set(Settlement.Retry(TimeSpan.Zero, reason), inline: false);
 

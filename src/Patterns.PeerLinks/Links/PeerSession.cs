@@ -29,6 +29,15 @@ internal sealed class PeerSession
     private readonly List<RemoteDelivery> _arrived = [];
     private LocalSubscription? _arrivedFor;
 
+    // The frame and message callbacks, made once: a method group passed as a delegate allocates one at every call,
+    // which was once per received message.
+    private readonly FrameReceived _onControlFrame;
+    private readonly FrameReceived _onBulkFrame;
+    private readonly MessageReceived _onData;
+
+    // The bulk reader's last message type, content type and reply-to (one reader at a time per session).
+    private readonly DecodedStrings _strings = new();
+
     public PeerSession(PeerLinksTransport transport, string nodeId, Guid id)
     {
         _transport = transport;
@@ -38,6 +47,9 @@ internal sealed class PeerSession
         _writer.Sequence = _settlements;
         _data = new InboundSequence(transport.Options.MaxMessageBytes);
         DetachedAt = transport.TimeProvider.GetUtcNow();
+        _onControlFrame = OnControlFrame;
+        _onBulkFrame = OnBulkFrame;
+        _onData = OnData;
     }
 
     public string NodeId { get; }
@@ -54,7 +66,9 @@ internal sealed class PeerSession
     public void Settle(List<OutEntry> settlements) => _settlements.AppendRange(settlements);
 
     public static OutEntry SettlementEntry(long seq, in Settlement settlement) =>
-        new(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty, null);
+        settlement.Kind == SettlementKind.Ack && settlement.Reason is null && settlement.Exception is null && settlement.Delay == TimeSpan.Zero && !settlement.IsDeferral
+            ? OutEntry.AckSettlement(seq)
+            : new(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty);
 
     /// <summary>
     /// Waits until the peer has acknowledged every settlement queued so far (this node stops gracefully), or until the
@@ -132,7 +146,7 @@ internal sealed class PeerSession
                 try
                 {
                     Touch();
-                    Frames.Parse(batch.Span, OnControlFrame);
+                    Frames.Parse(batch.Span, _onControlFrame);
                 }
                 finally
                 {
@@ -251,7 +265,7 @@ internal sealed class PeerSession
         try
         {
             Touch();
-            Frames.Parse(batch.Span, OnBulkFrame);
+            Frames.Parse(batch.Span, _onBulkFrame);
         }
         finally
         {
@@ -322,12 +336,12 @@ internal sealed class PeerSession
             throw new MalformedFrameException($"a {type} frame on the bulk stream");
         }
 
-        _data.Accept(body, OnData);
+        _data.Accept(body, _onData);
     }
 
     private void OnData(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload)
     {
-        var envelope = EnvelopeCodec.Read(head, payload);
+        var envelope = EnvelopeCodec.Read(head, payload, _strings);
         if (_transport.TryGetSubscription(subscription, out var target))
         {
             if (!ReferenceEquals(target, _arrivedFor))

@@ -68,7 +68,7 @@ internal static class EnvelopeCodec
         }
     }
 
-    public static Envelope Read(ReadOnlySpan<byte> header, ReadOnlySequence<byte> payload)
+    public static Envelope Read(ReadOnlySpan<byte> header, ReadOnlySequence<byte> payload, DecodedStrings? strings = null)
     {
         var r = new WireReader(header);
         var id = r.Guid();
@@ -80,16 +80,16 @@ internal static class EnvelopeCodec
             throw new MalformedFrameException($"an envelope header with sent-at ticks {sentTicks} and delivery count {deliveryCount}");
         }
 
-        var correlation = fields.HasFlag(Fields.Correlation) ? r.Guid() : (Guid?)null;
-        var causation = fields.HasFlag(Fields.Causation) ? r.Guid() : (Guid?)null;
-        var type = ReadIf(ref r, fields, Fields.Type);
-        var contentType = ReadIf(ref r, fields, Fields.ContentType);
+        var correlation = (fields & Fields.Correlation) != 0 ? r.Guid() : (Guid?)null;
+        var causation = (fields & Fields.Causation) != 0 ? r.Guid() : (Guid?)null;
+        var type = ReadIf(ref r, fields, Fields.Type, strings?.Type);
+        var contentType = ReadIf(ref r, fields, Fields.ContentType, strings?.ContentType);
         var traceParent = ReadIf(ref r, fields, Fields.TraceParent);
         var traceState = ReadIf(ref r, fields, Fields.TraceState);
         var partitionKey = ReadIf(ref r, fields, Fields.PartitionKey);
-        var replyTo = ReadIf(ref r, fields, Fields.ReplyTo);
+        var replyTo = ReadIf(ref r, fields, Fields.ReplyTo, strings?.ReplyTo);
         Dictionary<string, string>? headers = null;
-        if (fields.HasFlag(Fields.Headers))
+        if ((fields & Fields.Headers) != 0)
         {
             var count = r.Int32();
             if (count < 0 || count > r.Remaining / 8)
@@ -136,6 +136,51 @@ internal static class EnvelopeCodec
         }
     }
 
-    private static string? ReadIf(ref WireReader r, Fields fields, Fields flag) =>
-        fields.HasFlag(flag) ? r.String() ?? throw new MalformedFrameException($"a null {flag} that was flagged present") : null;
+    // A bit test, not Enum.HasFlag: code that is not fully optimized yet (the first tiers) boxes both of HasFlag's
+    // operands, which cost two allocations per field per received message.
+    private static string? ReadIf(ref WireReader r, Fields fields, Fields flag, LastString? last = null) =>
+        (fields & flag) != 0 ? (last is null ? r.String() : r.String(last)) ?? throw NullField(flag) : null;
+
+    private static MalformedFrameException NullField(Fields flag) => new($"a null {flag} that was flagged present");
+}
+
+/// <summary>
+/// The strings of the envelopes one reader decodes that usually repeat from message to message (the message type, the
+/// content type, the reply-to address): each is decoded again only when its bytes differ from the last one's, so a
+/// stream of one message type allocates no string per message. One reader only (not thread-safe).
+/// </summary>
+internal sealed class DecodedStrings
+{
+    public LastString Type { get; } = new();
+
+    public LastString ContentType { get; } = new();
+
+    public LastString ReplyTo { get; } = new();
+}
+
+/// <summary>The last string decoded in one field, with its UTF-8 bytes.</summary>
+internal sealed class LastString
+{
+    /// <summary>Longer strings are decoded every time (they are not worth keeping a copy of).</summary>
+    public const int MaxBytes = 256;
+
+    private byte[] _bytes = [];
+    private string? _value;
+
+    public string Get(ReadOnlySpan<byte> utf8)
+    {
+        if (_value is { } value && utf8.SequenceEqual(_bytes))
+        {
+            return value;
+        }
+
+        value = System.Text.Encoding.UTF8.GetString(utf8);
+        if (utf8.Length <= MaxBytes)
+        {
+            _bytes = utf8.ToArray();
+            _value = value;
+        }
+
+        return value;
+    }
 }

@@ -14,7 +14,14 @@ internal sealed record Hello(string NodeId, Guid Incarnation, long LastReceived)
 
 internal sealed record HelloAck(string NodeId, Guid Incarnation, bool Resumed, long LastReceived, long Version, IReadOnlyList<SubscriptionInfo> Subscriptions);
 
-internal sealed record SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage, bool Deferred = false);
+internal readonly record struct SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage, bool Deferred = false)
+{
+    /// <summary>Gets a value indicating whether this is an acknowledgement (it completes as <see cref="Settlement.Ack"/>, whatever else it carries).</summary>
+    public bool IsPlainAck => Kind == SettlementKind.Ack;
+
+    /// <summary>Gets a value indicating whether this is the default record (a slot no record was put in).</summary>
+    public bool IsEmpty => DataSeq == 0;
+}
 
 /// <summary>Called for each frame of a batch.</summary>
 internal delegate void FrameReceived(FrameType type, ReadOnlySpan<byte> body);
@@ -77,6 +84,21 @@ internal static class Frames
 
     public static long ReadInt64(ReadOnlySpan<byte> body) =>
         body.Length == 8 ? BinaryPrimitives.ReadInt64LittleEndian(body) : throw new MalformedFrameException($"an 8-byte frame of {body.Length} bytes");
+
+    /// <summary>The bytes of a plain acknowledgement's settlement head (<see cref="SettlementHead"/> of <see cref="Settlement.Ack"/>).</summary>
+    public const int AckSettlementHeadBytes = 4 + 8 + 1 + 8 + (3 * 4);
+
+    /// <summary>Writes what <see cref="SettlementHead"/> encodes for <see cref="Settlement.Ack"/>, byte for byte, without an array.</summary>
+    public static void WriteAckSettlementHead(Span<byte> target, long dataSeq)
+    {
+        BinaryPrimitives.WriteInt32LittleEndian(target, AckSettlementHeadBytes - 4);
+        BinaryPrimitives.WriteInt64LittleEndian(target[4..], dataSeq);
+        target[12] = (byte)SettlementKind.Ack;
+        BinaryPrimitives.WriteInt64LittleEndian(target[13..], 0);
+        BinaryPrimitives.WriteInt32LittleEndian(target[21..], -1);
+        BinaryPrimitives.WriteInt32LittleEndian(target[25..], -1);
+        BinaryPrimitives.WriteInt32LittleEndian(target[29..], -1);
+    }
 
     /// <summary>The head of a sequenced settlement entry: <c>[length:4][record]</c>.</summary>
     public static byte[] SettlementHead(long dataSeq, in Settlement settlement)

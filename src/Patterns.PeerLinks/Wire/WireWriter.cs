@@ -78,6 +78,23 @@ internal ref struct WireReader(ReadOnlySpan<byte> span)
         return Encoding.UTF8.GetString(Take(length));
     }
 
+    /// <summary>Reads a string as <see cref="String()"/> does, reusing <paramref name="last"/>'s when the bytes are the same.</summary>
+    public string? String(LastString last)
+    {
+        var length = Int32();
+        if (length == -1)
+        {
+            return null;
+        }
+
+        if (length < 0)
+        {
+            throw new MalformedFrameException($"a string length of {length}");
+        }
+
+        return last.Get(Take(length));
+    }
+
     public ReadOnlySpan<byte> Take(int count)
     {
         if (count < 0 || count > Remaining)

@@ -118,6 +118,30 @@ public sealed class TimerTrackerTests
     }
 
     [Fact]
+    public async Task PendingTimers_CountsATimerOnlyOnceItIsArmed_SoMovingTheClockThenFiresIt()
+    {
+        // A test waits for a pending timer, then moves the clock. The timer used to be counted before the wrapped clock
+        // armed it: a test that moved the clock in between armed it at the new time, due one delay later, and it never
+        // fired (Consumer_MaxRedeliveries_RedeliversAfterDelayThenDeadLetters timed out so, now and then).
+        var fake = new FakeTimeProvider();
+        var inner = new GatedTimeProvider(fake);
+        var time = new TimerTracker(inner);
+        var fired = 0;
+        var creating = Task.Run(() => time.CreateTimer(_ => Interlocked.Increment(ref fired), null, TimeSpan.FromSeconds(1), Timeout.InfiniteTimeSpan));
+        await inner.Entered.Task.WaitAsync(TestHost.Wait);
+
+        time.PendingTimers.Should().Be(0, "the wrapped clock has not armed the timer yet");
+        var waiting = time.WaitForPendingTimersAsync();
+        waiting.IsCompleted.Should().BeFalse();
+
+        inner.Release.SetResult();
+        using var timer = await creating.WaitAsync(TestHost.Wait);
+        await waiting.WaitAsync(TestHost.Wait);
+        fake.Advance(TimeSpan.FromSeconds(1));
+        Volatile.Read(ref fired).Should().Be(1);
+    }
+
+    [Fact]
     public void PendingTimers_CountsScheduledTimersUntilTheyFireOrAreDisposed()
     {
         var fake = new FakeTimeProvider();
@@ -137,5 +161,29 @@ public sealed class TimerTrackerTests
         idle.Change(TimeSpan.FromSeconds(2), Timeout.InfiniteTimeSpan).Should().BeTrue();
         time.PendingTimers.Should().Be(1);
         time.GetUtcNow().Should().Be(fake.GetUtcNow());
+    }
+}
+
+/// <summary>A clock whose <see cref="CreateTimer"/> stops, once, until released: the moment between a timer asked for and armed.</summary>
+internal sealed class GatedTimeProvider(TimeProvider inner) : TimeProvider
+{
+    public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public override DateTimeOffset GetUtcNow() => inner.GetUtcNow();
+
+    public override long GetTimestamp() => inner.GetTimestamp();
+
+    public override long TimestampFrequency => inner.TimestampFrequency;
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        if (Entered.TrySetResult())
+        {
+            Release.Task.Wait(TestHost.Wait);
+        }
+
+        return inner.CreateTimer(callback, state, dueTime, period);
     }
 }
