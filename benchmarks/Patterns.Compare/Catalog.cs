@@ -46,7 +46,7 @@ public static class Catalog
         new("stream-rabbitmq", "windowed stream", "RabbitMQ", Requirement.RabbitMq,
             $"the same pipeline over a RabbitMQ subscription; {Rabbit}", () => new WindowedStreamScenario(TransportKind.RabbitMq)),
         new("es-inmemory", "event sourcing + async projection", "in-memory", Requirement.None,
-            $"16 writers, one event per append; async document projection (pages of 256, checkpoint every 100); {InMemory}",
+            $"16 writers, one event per append; async document projection (pages of 256, checkpoint per page); {InMemory}",
             () => new EventSourcingScenario(StoreKind.InMemory)),
         new("es-sqlite", "event sourcing + async projection", "SQLite", Requirement.None,
             "the same on a SQLite file: WAL, synchronous=FULL (every commit fsynced), appends group-committed by the single writer",
