@@ -171,7 +171,6 @@ internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnu
             return entries.TryGetValue(key, out var value) ? value : default;
         }
 
-        // The load reads the whole dimension, whatever the row: its failure is never the row's.
         // The load reads the whole dimension, whatever the row: its failure, a cancellation included (a client's own timeout
         // or a stop), is never the row's.
         protected override bool IsOutage(Exception error) => true;
