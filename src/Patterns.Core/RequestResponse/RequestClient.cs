@@ -682,6 +682,9 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
     private sealed class InlineRoute<TRequest, TResponse>(RequestHandlerEntry<TRequest, TResponse> entry, TimeSpan defaultTimeout)
         where TRequest : notnull
     {
+        // The handler's call without context, filters or pipeline; made only for a direct entry.
+        private readonly Func<TRequest, CancellationToken, ValueTask<TResponse>>? _direct = entry.IsDirect ? entry.CreateDirectCall() : null;
+
         public RequestHandlerEntry<TRequest, TResponse> Entry { get; } = entry;
 
         public bool IsDirect { get; } = entry.IsDirect;
@@ -715,7 +718,8 @@ internal sealed class RequestClient : IRequestClient, IAsyncDisposable, IDisposa
             ValueTask<TResponse> pending;
             try
             {
-                pending = entry.InvokeAsync(request, null, timeoutSource?.Token ?? cancellationToken);
+                var token = timeoutSource?.Token ?? cancellationToken;
+                pending = _direct is { } direct ? direct(request, token) : entry.InvokeAsync(request, null, token);
             }
             catch (Exception ex)
             {

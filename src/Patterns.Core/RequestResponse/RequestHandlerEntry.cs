@@ -136,6 +136,15 @@ internal abstract class RequestHandlerEntry<TRequest, TResponse>(string handlerN
     /// <summary>Calls the handler once; may throw synchronously.</summary>
     public abstract ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Makes the call a direct in-process request uses (only when <see cref="IsDirect"/>: no context, filters or pipeline),
+    /// the same as <see cref="InvokeAsync"/> without a context. Entries whose handler is fixed hand out the handler's own
+    /// method, so a call is one delegate invocation rather than a virtual call and an interface dispatch; the others
+    /// (a handler resolved per call) return <see langword="null"/> and are called through <see cref="InvokeAsync"/>.
+    /// </summary>
+    /// <returns>The call, or <see langword="null"/>.</returns>
+    public virtual Func<TRequest, CancellationToken, ValueTask<TResponse>>? CreateDirectCall() => null;
+
     /// <summary>Calls the handler through its resilience pipeline when it has one.</summary>
     public ValueTask<TResponse> InvokeResilientAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken) =>
         Pipeline is null
@@ -149,6 +158,8 @@ internal sealed class DelegateRequestHandlerEntry<TRequest, TResponse>(
     where TRequest : notnull
 {
     public override ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken) => handler(request, cancellationToken);
+
+    public override Func<TRequest, CancellationToken, ValueTask<TResponse>>? CreateDirectCall() => handler;
 }
 
 internal sealed class ContextDelegateRequestHandlerEntry<TRequest, TResponse>(
@@ -165,6 +176,9 @@ internal sealed class SingletonRequestHandlerEntry<TRequest, TResponse>(IRequest
 {
     public override ValueTask<TResponse> InvokeAsync(TRequest request, RequestContext? context, CancellationToken cancellationToken) =>
         RequestHandlerCall.Invoke(handler, request, context, cancellationToken);
+
+    // Without a context RequestHandlerCall.Invoke calls HandleAsync: bound here once, the implementation is resolved now.
+    public override Func<TRequest, CancellationToken, ValueTask<TResponse>>? CreateDirectCall() => handler.HandleAsync;
 }
 
 internal sealed class ScopedRequestHandlerEntry<TRequest, TResponse, [DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicConstructors)] THandler>(
