@@ -107,6 +107,15 @@ public static class TimerBenchmarks
 
         Console.WriteLine(perTimer);
         var firing = gc.Summary(start.UtcDateTime, firedAt);
+        var collections = gc.Pauses.Count(p => p.At >= start.UtcDateTime && p.At <= firedAt);
+        if (collections > 0)
+        {
+            // How far apart the collections were: the generation 0 budget, which the runtime sizes from the CPU's last-level
+            // cache unless GCgen0size says otherwise. A young collection's pause grows with what survived since the one
+            // before, so a larger budget (or less allocated per timer) means fewer pauses, each longer.
+            firing += FormattableString.Invariant($", one every {(GC.GetTotalAllocatedBytes() - allocatedBefore) / 1e6 / collections:N0} MB allocated ({timers / (double)collections:N0} fired timers)");
+        }
+
         var lastGc = FormattableString.Invariant($"the last young-generation collection (gen{info.Generation}) promoted {info.PromotedBytes / 1e6:N1} MB of a {info.HeapSizeBytes / 1e6:N0} MB heap");
         foreach (var (at, ms, gen) in gc.Pauses.Where(p => p.At >= start.UtcDateTime && p.At <= firedAt).OrderByDescending(p => p.Milliseconds).Take(8))
         {

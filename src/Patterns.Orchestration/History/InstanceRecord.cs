@@ -2,7 +2,12 @@ using System.Text.Json.Serialization;
 
 namespace Patterns.Orchestration.History;
 
-/// <summary>The instance index document: one per instance, written in the same unit of work as the history it summarizes.</summary>
+/// <summary>
+/// The instance index document: one per instance, written in the same unit of work as the history it summarizes. Fields
+/// that are null (and a parent sequence of 0) are left out of the JSON and read back as null (0): an in-memory store keeps
+/// every record, each fired timer, completion or custom status writes a new one, and the young collections copy every
+/// byte of it (the empty fields were about 110 of a running instance's 240 bytes).
+/// </summary>
 internal sealed class InstanceRecord
 {
     public const string Collection = "orchestration-instances";
@@ -27,28 +32,36 @@ internal sealed class InstanceRecord
     public long Incarnation { get; set; }
 
     [JsonPropertyName("closed")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public DateTimeOffset? ClosedAt { get; set; }
 
     [JsonPropertyName("custom")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public byte[]? CustomStatus { get; set; }
 
     [JsonPropertyName("result")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public byte[]? Result { get; set; }
 
     [JsonPropertyName("error")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? Error { get; set; }
 
     [JsonPropertyName("errorType")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? ErrorType { get; set; }
 
     [JsonPropertyName("parent")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? ParentId { get; set; }
 
     [JsonPropertyName("parentSeq")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public int ParentSeq { get; set; }
 
     /// <summary>The input of a run that was continued-as-new but not started yet (a crash in between is recovered from it).</summary>
     [JsonPropertyName("next")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public byte[]? NextInput { get; set; }
 
     public WorkflowInstanceInfo ToInfo() => new(Id, Type, Run, Status, CreatedAt, ClosedAt, Error) { CustomStatusPayload = CustomStatus };
