@@ -141,6 +141,42 @@ public sealed class PeerLinksSettlementFrameTests
         reading.Should().Throw<MalformedFrameException>();
     }
 
+    [Theory(Timeout = 120_000)]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task NodesOfProtocols1And2_Link_AndEverySettlementComesBack(int older)
+    {
+        // Node 0 dials node 1 and sends; the older node (dialler or listener) speaks protocol 1 and, like a node of that
+        // version, closes the link on a Settlements frame. With a concurrency of one the credit is one, so every
+        // message after the first is forwarded only once the previous one's settlement came back.
+        await using var mesh = await Mesh.StartAsync(2, (i, o) => o.Protocol = i == older ? LinkProtocol.V1 : LinkProtocol.V2);
+        var (sender, receiver) = (mesh.Nodes[0], mesh.Nodes[1]);
+        var queue = $"protocol-{Guid.NewGuid():N}";
+        const int count = 200;
+        var handled = 0;
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = count });
+        await receiver.SubscribeAsync(
+            new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue, Concurrency = 1 },
+            (_, _) =>
+            {
+                if (Interlocked.Increment(ref handled) == count)
+                {
+                    done.TrySetResult();
+                }
+
+                return new(Settlement.Ack);
+            });
+
+        for (var i = 0; i < count; i++)
+        {
+            await sender.SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "protocol.message", Payload = new byte[16] });
+        }
+
+        await done.Task.WaitAsync(Bound);
+        handled.Should().Be(count, "a node of protocol 1 given a Settlements frame closes the link and the credit is never freed");
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task Dialer_OneSettlementsFrame_CompletesEveryMessageItAcknowledges()
     {

@@ -194,7 +194,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         var token = connection.Token;
         var headers = _transport.Security.Headers(_transport.NodeId, _session);
         using var control = _controlChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Control, null, new CallOptions(headers, cancellationToken: token));
-        await WriteSingleAsync(control.RequestStream, Frames.Hello(new Hello(_transport.NodeId, _session, _settlements.LastReceived, LinkProtocol.Current)), token).ConfigureAwait(false);
+        await WriteSingleAsync(control.RequestStream, Frames.Hello(new Hello(_transport.NodeId, _session, _settlements.LastReceived, _options.Protocol)), token).ConfigureAwait(false);
         if (!await control.ResponseStream.MoveNext(token).ConfigureAwait(false))
         {
             throw new IOException("The peer closed the link before answering the hello.");
@@ -369,7 +369,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
             case FrameType.Settlement:
                 _settlements.Accept(body, _onSettlement);
                 break;
-            case FrameType.Settlements:
+            case FrameType.Settlements when _options.Protocol >= LinkProtocol.V2:
                 _settlements.Accept(body, _onAckRun);
                 break;
             case FrameType.Announce:

@@ -183,7 +183,7 @@ internal sealed class PeerSession
         }
 
         await CancelQuietly(previous).ConfigureAwait(false);
-        UseProtocol(hello.Protocol);
+        UseProtocol(Math.Min(hello.Protocol, _transport.Options.Protocol));
         _settlements.Rewind(resumed ? hello.LastReceived : 0);
         _writer.ClearControl();
         var (version, subscriptions) = _transport.Attach(this, () =>
