@@ -141,6 +141,24 @@ public sealed class PeerLinksSettlementFrameTests
         reading.Should().Throw<MalformedFrameException>();
     }
 
+    [Fact]
+    public void AckRun_WithAnInvalidSequenceNumber_IsMalformed_AndSettlesNone()
+    {
+        // Count and length are right; the second sequence number is not. The frame counts as received (the peer does not
+        // send it again), so settling the numbers read before the bad one would apply half a malformed frame.
+        var head = new byte[5 + 16];
+        head[0] = (byte)SettlementKind.Ack;
+        BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(1), 2);
+        BinaryPrimitives.WriteInt64LittleEndian(head.AsSpan(5), 7);
+        BinaryPrimitives.WriteInt64LittleEndian(head.AsSpan(13), 0);
+        var records = new List<SettlementRecord>();
+
+        var reading = () => Frames.ReadAckRun(head, records);
+
+        reading.Should().Throw<MalformedFrameException>();
+        records.Should().BeEmpty("a malformed frame is refused whole");
+    }
+
     [Theory(Timeout = 120_000)]
     [InlineData(0)]
     [InlineData(1)]

@@ -185,15 +185,20 @@ internal static class Frames
             throw new MalformedFrameException($"a run of {count} settlements of kind {kind} in {head.Length} bytes");
         }
 
-        for (var i = 0; i < count; i++)
+        // Checked whole before any is added: the frame already counts as received, so a bad one must settle none.
+        var seqs = r.Take(8 * count);
+        for (var at = 0; at < seqs.Length; at += 8)
         {
-            var seq = r.Int64();
+            var seq = BinaryPrimitives.ReadInt64LittleEndian(seqs[at..]);
             if (seq < 1)
             {
                 throw new MalformedFrameException($"a settlement of data message {seq}");
             }
+        }
 
-            records.Add(new SettlementRecord(seq, SettlementKind.Ack, TimeSpan.Zero, null, null, null));
+        for (var at = 0; at < seqs.Length; at += 8)
+        {
+            records.Add(new SettlementRecord(BinaryPrimitives.ReadInt64LittleEndian(seqs[at..]), SettlementKind.Ack, TimeSpan.Zero, null, null, null));
         }
     }
 
