@@ -245,7 +245,8 @@ public sealed class PeerLinksSettlementFrameTests
 
         first.Next.SetResult(false);
         await third.Called.Task.WaitAsync(Bound);
-        await PeerSession.Quietly(secondCall).WaitAsync(Bound);
+        var overtaken = async () => await secondCall.WaitAsync(Bound);
+        (await overtaken.Should().ThrowAsync<RpcException>()).Which.StatusCode.Should().Be(StatusCode.Aborted, "an overtaken call ends with a clear status, not an OperationCanceledException the gRPC host logs as a handler error");
         await PeerSession.Quietly(firstCall).WaitAsync(Bound);
 
         second.Calls.Should().Be(0, "the second call was overtaken before it read: reading then would make two readers with the third");

@@ -241,8 +241,9 @@ internal sealed class PeerSession
 
     /// <summary>
     /// Reads a bulk connection of this session. A newer call ends the one before it and starts reading only once that
-    /// one's reader has returned; a call overtaken by a newer one while it waited does not read at all. So however
-    /// calls overlap, one reader at a time touches the session's partial message and delivery run.
+    /// one's reader has returned; a call overtaken by a newer one while it waited does not read at all and ends with an
+    /// <see cref="RpcException"/> of status <see cref="StatusCode.Aborted"/>. So however calls overlap, one reader at a
+    /// time touches the session's partial message and delivery run.
     /// </summary>
     public async Task RunBulkAsync(IAsyncStreamReader<FrameBatch> requests, CancellationToken callCancelled)
     {
@@ -263,7 +264,14 @@ internal sealed class PeerSession
         {
             await CancelQuietly(previousCancel).ConfigureAwait(false);
             await Quietly(previous).ConfigureAwait(false);
-            cts.Token.ThrowIfCancellationRequested();
+            if (cts.IsCancellationRequested && !callCancelled.IsCancellationRequested)
+            {
+                // Overtaken while it waited: a clear status for the abandoned call, not an exception the gRPC host logs as
+                // a handler error (it does so for an OperationCanceledException while the request itself is alive).
+                throw new RpcException(new Status(StatusCode.Aborted, "A newer bulk connection of this session, or this node stopping, ended this one before it read."));
+            }
+
+            callCancelled.ThrowIfCancellationRequested();
             await ReadBulkAsync(requests, cts.Token).ConfigureAwait(false);
         }
         finally
