@@ -116,4 +116,10 @@ public sealed class PeerLinksOptions
     /// </summary>
     /// <value>Default 30 seconds.</value>
     public TimeSpan DiscoveryRefreshInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Gets or sets the highest link protocol this node speaks (<see cref="Wire.LinkProtocol"/>); always the current one
+    /// outside tests, which set an older one to check that nodes of different versions link.
+    /// </summary>
+    internal int Protocol { get; set; } = Wire.LinkProtocol.Current;
 }

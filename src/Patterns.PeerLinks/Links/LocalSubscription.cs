@@ -184,7 +184,7 @@ internal sealed class LocalSubscription : TransportSubscription
     {
         var stop = _hardStop.Token;
         var reader = _intake.Reader;
-        var settled = new List<OutEntry>();
+        var settled = new List<SettledItem>();
         var shared = Request.Concurrency > 1;
         while (true)
         {
@@ -243,7 +243,7 @@ internal sealed class LocalSubscription : TransportSubscription
 
                 // A batch comes from one link: its settlements are queued on that link together, at the latest every
                 // FlushEvery messages so a long run does not hold the sender's credit back.
-                settled.Add(PeerSession.SettlementEntry(delivery.Seq, settlement));
+                settled.Add(PeerSession.Settled(delivery.Seq, settlement));
                 if (settled.Count >= FlushEvery)
                 {
                     Flush(delivery.Session, settled);
@@ -254,7 +254,7 @@ internal sealed class LocalSubscription : TransportSubscription
         }
     }
 
-    private static void Flush(PeerSession session, List<OutEntry> settled)
+    private static void Flush(PeerSession session, List<SettledItem> settled)
     {
         if (settled.Count > 0)
         {

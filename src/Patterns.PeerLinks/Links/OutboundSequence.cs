@@ -25,6 +25,15 @@ internal class OutEntry
         Total = head.Length + (int)payload.Length;
     }
 
+    /// <summary>An entry whose head a subclass writes (<see cref="CopyHead"/>) and sizes.</summary>
+    protected OutEntry(FrameType type, int headLength)
+    {
+        Type = type;
+        HeadLength = headLength;
+        Payload = ReadOnlySequence<byte>.Empty;
+        Total = headLength;
+    }
+
     private OutEntry(long ackedSeq)
     {
         Type = FrameType.Settlement;
@@ -40,18 +49,21 @@ internal class OutEntry
 
     public long Subscription { get; }
 
-    public int HeadLength { get; }
+    public int HeadLength { get; protected set; }
 
     public ReadOnlySequence<byte> Payload { get; }
 
     /// <summary>Gets the head's and the payload's bytes together (fixed when the entry is made: read on every chunk and acknowledgement).</summary>
-    public int Total { get; }
+    public int Total { get; protected set; }
+
+    /// <summary>Gets or sets a value indicating whether a chunk of it was written (its bytes may be on the wire: they must not change).</summary>
+    public bool Written { get; set; }
 
     /// <summary>The settlement of data frame <paramref name="dataSeq"/> as a plain acknowledgement (the common case).</summary>
     public static OutEntry AckSettlement(long dataSeq) => new(dataSeq);
 
     /// <summary>Copies the head's bytes from <paramref name="offset"/> into <paramref name="target"/> (as many as it holds).</summary>
-    public void CopyHead(int offset, Span<byte> target)
+    public virtual void CopyHead(int offset, Span<byte> target)
     {
         if (_head is { } head)
         {
@@ -62,6 +74,53 @@ internal class OutEntry
         Span<byte> written = stackalloc byte[Frames.AckSettlementHeadBytes];
         Frames.WriteAckSettlementHead(written, _ackedSeq);
         written.Slice(offset, target.Length).CopyTo(target);
+    }
+}
+
+/// <summary>
+/// Plain acknowledgements of many delivered messages in one <see cref="FrameType.Settlements"/> entry (protocol 2): the
+/// settling side adds to the newest one until a chunk of it is written or it holds <see cref="FrameLimits.MaxAcksPerFrame"/>,
+/// so settlements queued by several workers while the writer is busy go out as one frame.
+/// </summary>
+internal sealed class AckRun : OutEntry
+{
+    private long[] _seqs = new long[16];
+    private int _count;
+
+    public AckRun(long dataSeq)
+        : base(FrameType.Settlements, Frames.AckRunPrefixBytes + 8)
+    {
+        _seqs[0] = dataSeq;
+        _count = 1;
+    }
+
+    public int Count => _count;
+
+    /// <summary>Adds one acknowledgement (only while <see cref="OutEntry.Written"/> is false, under the sequence's lock).</summary>
+    public void Add(long dataSeq)
+    {
+        if (_count == _seqs.Length)
+        {
+            Array.Resize(ref _seqs, Math.Min(_seqs.Length * 2, FrameLimits.MaxAcksPerFrame));
+        }
+
+        _seqs[_count++] = dataSeq;
+        HeadLength += 8;
+        Total += 8;
+    }
+
+    public override void CopyHead(int offset, Span<byte> target)
+    {
+        if (offset == 0 && target.Length == HeadLength)
+        {
+            Frames.AckRunHead(target, _seqs.AsSpan(0, _count));
+            return;
+        }
+
+        // Never cut (it is smaller than a chunk); kept correct for any cut all the same.
+        var whole = new byte[HeadLength];
+        Frames.AckRunHead(whole, _seqs.AsSpan(0, _count));
+        whole.AsSpan(offset, target.Length).CopyTo(target);
     }
 }
 
@@ -85,6 +144,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     private long _peakBytes;
     private Exception? _closed;
     private TaskCompletionSource? _drained;
+    private AckRun? _openRun;
 
     public long Capacity => capacity;
 
@@ -192,6 +252,43 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         wakeWriter();
     }
 
+    /// <summary>
+    /// Queues plain acknowledgements of the data messages <paramref name="dataSeqs"/> without waiting (protocol 2): added
+    /// to the last <see cref="AckRun"/> queued while no chunk of it is written and it has room (other entries may follow
+    /// it: the order of settlements does not matter, each names its message), else to new ones.
+    /// </summary>
+    public void AppendAcks(ReadOnlySpan<long> dataSeqs)
+    {
+        if (dataSeqs.IsEmpty)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            if (_closed is not null)
+            {
+                return;
+            }
+
+            foreach (var seq in dataSeqs)
+            {
+                if (_openRun is not { Written: false } run || run.Count == FrameLimits.MaxAcksPerFrame)
+                {
+                    _openRun = new AckRun(seq);
+                    Add(_openRun);
+                    continue;
+                }
+
+                run.Add(seq);
+                _bytes += 8;
+                _peakBytes = Math.Max(_peakBytes, _bytes);
+            }
+        }
+
+        wakeWriter();
+    }
+
     /// <summary>The other side has everything up to <paramref name="seq"/>: drop it and let waiting senders in.</summary>
     public void Ack(long seq)
     {
@@ -265,6 +362,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
             }
 
             Array.Clear(_ring);
+            _openRun = null;
             _head = 0;
             _count = 0;
             _bytes = 0;
@@ -332,6 +430,7 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
                 }
 
                 WriteChunk(batch, entry, _cursorOffset, chunk);
+                entry.Written = true;
                 _cursorOffset += chunk;
                 if (_cursorOffset == entry.Total)
                 {

@@ -48,6 +48,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
     // Made once: a method group passed as a delegate allocates one at every call (once per settlement received).
     private readonly FrameReceived _onControlFrame;
     private readonly MessageReceived _onSettlement;
+    private readonly MessageReceived _onAckRun;
 
     public PeerLink(PeerLinksTransport transport, Uri address)
     {
@@ -62,6 +63,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         State = PeerState.Connecting;
         _onControlFrame = OnControlFrame;
         _onSettlement = OnSettlement;
+        _onAckRun = OnAckRun;
     }
 
     public Uri Address { get; }
@@ -192,7 +194,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         var token = connection.Token;
         var headers = _transport.Security.Headers(_transport.NodeId, _session);
         using var control = _controlChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Control, null, new CallOptions(headers, cancellationToken: token));
-        await WriteSingleAsync(control.RequestStream, Frames.Hello(new Hello(_transport.NodeId, _session, _settlements.LastReceived)), token).ConfigureAwait(false);
+        await WriteSingleAsync(control.RequestStream, Frames.Hello(new Hello(_transport.NodeId, _session, _settlements.LastReceived, _options.Protocol)), token).ConfigureAwait(false);
         if (!await control.ResponseStream.MoveNext(token).ConfigureAwait(false))
         {
             throw new IOException("The peer closed the link before answering the hello.");
@@ -367,6 +369,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
             case FrameType.Settlement:
                 _settlements.Accept(body, _onSettlement);
                 break;
+            case FrameType.Settlements when _options.Protocol >= LinkProtocol.V2:
+                _settlements.Accept(body, _onAckRun);
+                break;
             case FrameType.Announce:
                 var (version, subscriptions) = Frames.ReadAnnounce(body);
                 _ = ApplyAnnouncementAsync(_remoteIncarnation, version, subscriptions, _stopping.Token);
@@ -378,6 +383,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     private void OnSettlement(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload) =>
         _settled.Add(Frames.ReadSettlement(head));
+
+    private void OnAckRun(long seq, long subscription, ReadOnlySpan<byte> head, ReadOnlySequence<byte> payload) =>
+        Frames.ReadAckRun(head, _settled);
 
     /// <summary>Completes the deliveries whose settlements the last gRPC message carried: one lock for all of them.</summary>
     private void CompleteSettled()

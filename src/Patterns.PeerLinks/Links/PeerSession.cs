@@ -24,6 +24,7 @@ internal sealed class PeerSession
     private CancellationTokenSource? _bulkCancel;
     private long _lastHeard;
     private long _acknowledgedVersion;
+    private int _protocol;
 
     // Deliveries parsed from the bulk message being read, for one subscription: handed over together (read loop only).
     private readonly List<RemoteDelivery> _arrived = [];
@@ -60,15 +61,84 @@ internal sealed class PeerSession
 
     public DateTimeOffset DetachedAt { get; private set; }
 
-    public void Settle(long seq, in Settlement settlement) => _settlements.Append(SettlementEntry(seq, settlement));
+    /// <summary>Gets the protocol version this session speaks (fixed by the dialer's first hello; see <see cref="LinkProtocol"/>).</summary>
+    public int Protocol => Volatile.Read(ref _protocol) is var p and > 0 ? p : LinkProtocol.V1;
 
-    /// <summary>Queues settlements made together (see <see cref="SettlementEntry"/>) at once.</summary>
-    public void Settle(List<OutEntry> settlements) => _settlements.AppendRange(settlements);
+    /// <summary>Gets the sequence the session's settlements are queued in (the tests read what it would send).</summary>
+    internal OutboundSequence Settlements => _settlements;
+
+    public void Settle(long seq, in Settlement settlement)
+    {
+        if (IsPlainAck(settlement) && Protocol >= LinkProtocol.V2)
+        {
+            _settlements.AppendAcks([seq]);
+            return;
+        }
+
+        _settlements.Append(SettlementEntry(seq, settlement));
+    }
+
+    /// <summary>
+    /// Queues settlements made together (see <see cref="Settled"/>) at once: from protocol 2 on, the plain
+    /// acknowledgements among them share <see cref="FrameType.Settlements"/> frames (with any queued just before and
+    /// not yet written), the others keep a frame each.
+    /// </summary>
+    public void Settle(List<SettledItem> settlements)
+    {
+        if (Protocol < LinkProtocol.V2)
+        {
+            var entries = new List<OutEntry>(settlements.Count);
+            foreach (var item in settlements)
+            {
+                entries.Add(item.Entry ?? OutEntry.AckSettlement(item.Seq));
+            }
+
+            _settlements.AppendRange(entries);
+            return;
+        }
+
+        Span<long> acks = stackalloc long[Math.Min(settlements.Count, 64)];
+        var count = 0;
+        List<OutEntry>? others = null;
+        foreach (var item in settlements)
+        {
+            if (item.Entry is { } entry)
+            {
+                (others ??= []).Add(entry);
+                continue;
+            }
+
+            if (count == acks.Length)
+            {
+                _settlements.AppendAcks(acks);
+                count = 0;
+            }
+
+            acks[count++] = item.Seq;
+        }
+
+        _settlements.AppendAcks(acks[..count]);
+        if (others is not null)
+        {
+            _settlements.AppendRange(others);
+        }
+    }
+
+    /// <summary>A settlement to queue with others (<see cref="Settle(List{SettledItem})"/>): no object for a plain acknowledgement.</summary>
+    public static SettledItem Settled(long seq, in Settlement settlement) =>
+        IsPlainAck(settlement) ? new(seq, null) : new(seq, SettlementEntry(seq, settlement));
 
     public static OutEntry SettlementEntry(long seq, in Settlement settlement) =>
-        settlement.Kind == SettlementKind.Ack && settlement.Reason is null && settlement.Exception is null && settlement.Delay == TimeSpan.Zero && !settlement.IsDeferral
+        IsPlainAck(settlement)
             ? OutEntry.AckSettlement(seq)
             : new(FrameType.Settlement, 0, Frames.SettlementHead(seq, settlement), ReadOnlySequence<byte>.Empty);
+
+    /// <summary>Fixes the protocol version from the dialer's first hello (later hellos of the session are the same dialer).</summary>
+    internal void UseProtocol(int dialer) =>
+        Interlocked.CompareExchange(ref _protocol, Math.Clamp(dialer, LinkProtocol.V1, LinkProtocol.Current), 0);
+
+    private static bool IsPlainAck(in Settlement settlement) =>
+        settlement.Kind == SettlementKind.Ack && settlement.Reason is null && settlement.Exception is null && settlement.Delay == TimeSpan.Zero && !settlement.IsDeferral;
 
     /// <summary>
     /// Waits until the peer has acknowledged every settlement queued so far (this node stops gracefully), or until the
@@ -113,6 +183,7 @@ internal sealed class PeerSession
         }
 
         await CancelQuietly(previous).ConfigureAwait(false);
+        UseProtocol(Math.Min(hello.Protocol, _transport.Options.Protocol));
         _settlements.Rewind(resumed ? hello.LastReceived : 0);
         _writer.ClearControl();
         var (version, subscriptions) = _transport.Attach(this, () =>
@@ -125,7 +196,7 @@ internal sealed class PeerSession
         var first = FrameBatch.Rent();
         try
         {
-            var ack = Frames.HelloAck(new HelloAck(_transport.NodeId, _transport.Incarnation, resumed, _data.LastReceived, version, subscriptions));
+            var ack = Frames.HelloAck(new HelloAck(_transport.NodeId, _transport.Incarnation, resumed, _data.LastReceived, version, subscriptions, Protocol));
             ack.CopyTo(first.Buffer, 0);
             first.Length = ack.Length;
             await responses.WriteAsync(first, cts.Token).ConfigureAwait(false);
@@ -168,29 +239,40 @@ internal sealed class PeerSession
         }
     }
 
+    /// <summary>
+    /// Reads a bulk connection of this session. A newer call ends the one before it and starts reading only once that
+    /// one's reader has returned; a call overtaken by a newer one while it waited does not read at all and ends with an
+    /// <see cref="RpcException"/> of status <see cref="StatusCode.Aborted"/>. So however calls overlap, one reader at a
+    /// time touches the session's partial message and delivery run.
+    /// </summary>
     public async Task RunBulkAsync(IAsyncStreamReader<FrameBatch> requests, CancellationToken callCancelled)
     {
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(callCancelled);
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         Task previous;
         CancellationTokenSource? previousCancel;
         lock (_gate)
         {
+            // Claimed in one step: the next call waits for this one, whatever happens between here and the read.
             previous = _bulk;
             previousCancel = _bulkCancel;
+            _bulk = done.Task;
             _bulkCancel = cts;
-        }
-
-        await CancelQuietly(previousCancel).ConfigureAwait(false);
-        await Quietly(previous).ConfigureAwait(false);
-        var running = ReadBulkAsync(requests, cts.Token);
-        lock (_gate)
-        {
-            _bulk = running;
         }
 
         try
         {
-            await running.ConfigureAwait(false);
+            await CancelQuietly(previousCancel).ConfigureAwait(false);
+            await Quietly(previous).ConfigureAwait(false);
+            if (cts.IsCancellationRequested && !callCancelled.IsCancellationRequested)
+            {
+                // Overtaken while it waited: a clear status for the abandoned call, not an exception the gRPC host logs as
+                // a handler error (it does so for an OperationCanceledException while the request itself is alive).
+                throw new RpcException(new Status(StatusCode.Aborted, "A newer bulk connection of this session, or this node stopping, ended this one before it read."));
+            }
+
+            callCancelled.ThrowIfCancellationRequested();
+            await ReadBulkAsync(requests, cts.Token).ConfigureAwait(false);
         }
         finally
         {
@@ -201,6 +283,8 @@ internal sealed class PeerSession
                     _bulkCancel = null;
                 }
             }
+
+            done.TrySetResult();
         }
     }
 
@@ -445,3 +529,6 @@ internal sealed class PeerSession
         }
     }
 }
+
+/// <summary>A settlement queued with others: <see cref="Entry"/> is null for a plain acknowledgement of <see cref="Seq"/>.</summary>
+internal readonly record struct SettledItem(long Seq, OutEntry? Entry);

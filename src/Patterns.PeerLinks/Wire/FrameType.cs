@@ -29,6 +29,29 @@ internal enum FrameType : byte
 
     /// <summary>Listener to dialer: how a delivered envelope was settled.</summary>
     Settlement = 9,
+
+    /// <summary>
+    /// Listener to dialer, protocol 2 and later: plain acknowledgements of many delivered envelopes in one sequenced
+    /// frame (see <see cref="Frames.AckRunHead"/>).
+    /// </summary>
+    Settlements = 10,
+}
+
+/// <summary>
+/// The link protocol's versions. The dialer names the highest it reads in its hello; the listener answers with the one
+/// the session uses (the lower of the two), and sends nothing the dialer could not read. A peer of protocol 1 sends
+/// no version (the field is absent, which both ends read as 1) and ignores the one it is sent.
+/// </summary>
+internal static class LinkProtocol
+{
+    /// <summary>Every settlement in its own <see cref="FrameType.Settlement"/> frame.</summary>
+    public const int V1 = 1;
+
+    /// <summary>Plain acknowledgements may share one <see cref="FrameType.Settlements"/> frame.</summary>
+    public const int V2 = 2;
+
+    /// <summary>The highest version this node reads.</summary>
+    public const int Current = V2;
 }
 
 /// <summary>Sizes shared by both ends of a link.</summary>
@@ -44,4 +67,7 @@ internal static class FrameLimits
 
     /// <summary>The largest encoded envelope header (everything but the payload); it must fit in the first chunk.</summary>
     public const int MaxEnvelopeHeaderBytes = 16 * 1024;
+
+    /// <summary>The most acknowledgements one <see cref="FrameType.Settlements"/> frame carries (8 KiB of sequence numbers).</summary>
+    public const int MaxAcksPerFrame = 1024;
 }

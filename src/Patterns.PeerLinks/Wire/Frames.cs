@@ -10,9 +10,9 @@ namespace Patterns.PeerLinks.Wire;
 /// </summary>
 internal sealed record SubscriptionInfo(long Id, AddressKind Kind, string Address, string Group, int Credit, bool Temporary, int Capacity = 1024, QueueFullMode FullMode = QueueFullMode.Wait);
 
-internal sealed record Hello(string NodeId, Guid Incarnation, long LastReceived);
+internal sealed record Hello(string NodeId, Guid Incarnation, long LastReceived, int Protocol = LinkProtocol.V1);
 
-internal sealed record HelloAck(string NodeId, Guid Incarnation, bool Resumed, long LastReceived, long Version, IReadOnlyList<SubscriptionInfo> Subscriptions);
+internal sealed record HelloAck(string NodeId, Guid Incarnation, bool Resumed, long LastReceived, long Version, IReadOnlyList<SubscriptionInfo> Subscriptions, int Protocol = LinkProtocol.V1);
 
 internal readonly record struct SettlementRecord(long DataSeq, SettlementKind Kind, TimeSpan Delay, string? Reason, string? ExceptionType, string? ExceptionMessage, bool Deferred = false)
 {
@@ -36,12 +36,18 @@ internal static class Frames
         w.String(h.NodeId);
         w.Guid(h.Incarnation);
         w.Int64(h.LastReceived);
+
+        // Protocol 2 on: appended, so a node of protocol 1 (which reads no further) ignores it.
+        w.Int32(h.Protocol);
     });
 
     public static Hello ReadHello(ReadOnlySpan<byte> body)
     {
         var r = new WireReader(body);
-        return new Hello(r.String() ?? throw new MalformedFrameException("a hello without a node id"), r.Guid(), r.Int64());
+        var node = r.String() ?? throw new MalformedFrameException("a hello without a node id");
+        var incarnation = r.Guid();
+        var last = r.Int64();
+        return new Hello(node, incarnation, last, ReadProtocol(ref r));
     }
 
     public static byte[] HelloAck(HelloAck ack) => Build(FrameType.HelloAck, ack, static (w, a) =>
@@ -51,6 +57,7 @@ internal static class Frames
         w.Byte(a.Resumed ? (byte)1 : (byte)0);
         w.Int64(a.LastReceived);
         WriteSubscriptions(w, a.Version, a.Subscriptions);
+        w.Int32(a.Protocol);
     });
 
     public static HelloAck ReadHelloAck(ReadOnlySpan<byte> body)
@@ -61,7 +68,19 @@ internal static class Frames
         var resumed = r.Byte() == 1;
         var last = r.Int64();
         var (version, subscriptions) = ReadSubscriptions(ref r);
-        return new HelloAck(node, incarnation, resumed, last, version, subscriptions);
+        return new HelloAck(node, incarnation, resumed, last, version, subscriptions, ReadProtocol(ref r));
+    }
+
+    /// <summary>The protocol version a hello or its answer ends with; absent (a node of protocol 1), it is 1.</summary>
+    private static int ReadProtocol(ref WireReader r)
+    {
+        if (r.Remaining == 0)
+        {
+            return LinkProtocol.V1;
+        }
+
+        var protocol = r.Int32();
+        return protocol >= LinkProtocol.V1 ? protocol : throw new MalformedFrameException($"protocol version {protocol}");
     }
 
     public static byte[] Announce(long version, IReadOnlyList<SubscriptionInfo> subscriptions) =>
@@ -135,6 +154,54 @@ internal static class Frames
         return new SettlementRecord(seq, kind, TimeSpan.FromTicks(delay), r.String(), r.String(), r.String(), deferred);
     }
 
+    /// <summary>The bytes of an acknowledgement run's head before its sequence numbers: <c>[length:4][kind:1][count:4]</c>.</summary>
+    public const int AckRunPrefixBytes = 4 + 1 + 4;
+
+    /// <summary>
+    /// Writes the head of a <see cref="FrameType.Settlements"/> message: <c>[length:4][kind:1][count:4][dataSeq:8]*count</c>,
+    /// the kind always <see cref="SettlementKind.Ack"/> (anything else goes in its own <see cref="FrameType.Settlement"/>).
+    /// </summary>
+    public static void AckRunHead(Span<byte> target, ReadOnlySpan<long> dataSeqs)
+    {
+        BinaryPrimitives.WriteInt32LittleEndian(target, AckRunPrefixBytes - 4 + (8 * dataSeqs.Length));
+        target[4] = (byte)SettlementKind.Ack;
+        BinaryPrimitives.WriteInt32LittleEndian(target[5..], dataSeqs.Length);
+        var at = target[AckRunPrefixBytes..];
+        foreach (var seq in dataSeqs)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(at, seq);
+            at = at[8..];
+        }
+    }
+
+    /// <summary>Reads what <see cref="AckRunHead"/> wrote (its head without the length), adding a plain acknowledgement per sequence number.</summary>
+    public static void ReadAckRun(ReadOnlySpan<byte> head, List<SettlementRecord> records)
+    {
+        var r = new WireReader(head);
+        var kind = r.Byte();
+        var count = r.Int32();
+        if (kind != (byte)SettlementKind.Ack || count < 1 || count > FrameLimits.MaxAcksPerFrame || r.Remaining != 8L * count)
+        {
+            throw new MalformedFrameException($"a run of {count} settlements of kind {kind} in {head.Length} bytes");
+        }
+
+        // Checked whole before any is added: the frame already counts as received, so a bad one must settle none.
+        var seqs = r.Take(8 * count);
+        for (var at = 0; at < seqs.Length; at += 8)
+        {
+            var seq = BinaryPrimitives.ReadInt64LittleEndian(seqs[at..]);
+            if (seq < 1)
+            {
+                throw new MalformedFrameException($"a settlement of data message {seq}");
+            }
+        }
+
+        for (var at = 0; at < seqs.Length; at += 8)
+        {
+            records.Add(new SettlementRecord(BinaryPrimitives.ReadInt64LittleEndian(seqs[at..]), SettlementKind.Ack, TimeSpan.Zero, null, null, null));
+        }
+    }
+
     /// <summary>Calls <paramref name="received"/> for each frame in a batch.</summary>
     public static void Parse(ReadOnlySpan<byte> batch, FrameReceived received)
     {
@@ -152,7 +219,7 @@ internal static class Frames
                 throw new MalformedFrameException($"a {type} frame claiming {length} bytes where {batch.Length - FrameLimits.FrameHeaderBytes} remain");
             }
 
-            if (type is < FrameType.Hello or > FrameType.Settlement)
+            if (type is < FrameType.Hello or > FrameType.Settlements)
             {
                 throw new MalformedFrameException($"unknown frame type {(byte)type}");
             }
