@@ -84,7 +84,8 @@ internal class OutEntry
 /// </summary>
 internal sealed class AckRun : OutEntry
 {
-    private long[] _seqs = new long[16];
+    // Small at first: at low load most runs hold one acknowledgement; under load the array doubles as acknowledgements join.
+    private long[] _seqs = new long[4];
     private int _count;
 
     public AckRun(long dataSeq)
