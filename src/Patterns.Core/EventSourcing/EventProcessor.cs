@@ -375,6 +375,9 @@ internal sealed class EventProcessor : IDisposable
     {
         var dirty = false;
         long cursor = 0;
+
+        // The next page, read while the previous one commits (see FetchPageAsync).
+        Task<(long Head, List<StoredEvent> Page)>? next = null;
         try
         {
             _documents.Clear();
@@ -384,13 +387,22 @@ internal sealed class EventProcessor : IDisposable
             while (true)
             {
                 stopping.ThrowIfCancellationRequested();
-                var head = await _services.Storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
-                var read = 0;
-                await foreach (var stored in ReadBatch(cursor, stopping).ConfigureAwait(false))
+                var fetch = next ?? FetchPageAsync(cursor, stopping);
+                next = null;
+                var (head, page) = await fetch.ConfigureAwait(false);
+                if (_registration.ReadAhead is { } readAhead)
                 {
+                    await ReadAheadAsync(page, readAhead, stopping).ConfigureAwait(false);
+                }
+
+                var read = page.Count;
+                var full = read >= _options.BatchSize;
+                for (var i = 0; i < page.Count; i++)
+                {
+                    var stored = page[i];
+
                     // Stopping: the event in hand was finished; the next one is left for the next run.
                     stopping.ThrowIfCancellationRequested();
-                    read++;
                     Volatile.Write(ref _current, stored.Position);
                     var selection = _selector.Select(stored.StreamId, stored.EventType);
                     if (selection == EventSelection.Unknown)
@@ -412,6 +424,11 @@ internal sealed class EventProcessor : IDisposable
                     dirty = true;
                     if (++sinceCheckpoint >= _options.CheckpointInterval)
                     {
+                        if (full && i == page.Count - 1)
+                        {
+                            next = FetchPageAsync(cursor, stopping);
+                        }
+
                         await CommitAsync(cursor, SubscriptionState.CatchingUp, aborting).ConfigureAwait(false);
                         dirty = false;
                         sinceCheckpoint = 0;
@@ -448,7 +465,9 @@ internal sealed class EventProcessor : IDisposable
                 }
                 else if (dirty)
                 {
-                    // One transaction per page: the page's read-model writes and its checkpoint commit together.
+                    // One transaction per page: the page's read-model writes and its checkpoint commit together. The
+                    // next page is read meanwhile.
+                    next ??= FetchPageAsync(cursor, stopping);
                     await CommitAsync(cursor, SubscriptionState.CatchingUp, aborting).ConfigureAwait(false);
                     dirty = false;
                     sinceCheckpoint = 0;
@@ -474,6 +493,8 @@ internal sealed class EventProcessor : IDisposable
         }
         finally
         {
+            // A page read ahead of a commit that failed, or of a stop, is not handled: the next run reads it again.
+            ObserveAbandoned(next);
             if (dirty)
             {
                 await SaveFinalCheckpointAsync(cursor).ConfigureAwait(false);
@@ -642,26 +663,43 @@ internal sealed class EventProcessor : IDisposable
         EventSourcingLog.RebuildSwapped(_logger, Name, cursor);
     }
 
-    private IAsyncEnumerable<StoredEvent> ReadBatch(long cursor, CancellationToken stopping)
+    /// <summary>
+    /// Reads the head, then the page after <paramref name="cursor"/>, whole. The head is read first: every selected
+    /// event at or below it was committed when the page's read began. A page depends on nothing but the cursor, so the
+    /// loop reads the next one while the previous page's documents and checkpoint commit (one round trip less per page
+    /// on a store over a network); the documents the page folds into are read only after that commit
+    /// (<see cref="ReadAheadAsync"/>), so they include it.
+    /// </summary>
+    private async Task<(long Head, List<StoredEvent> Page)> FetchPageAsync(long cursor, CancellationToken stopping)
     {
+        var head = await _services.Storage.GetHeadPositionAsync(stopping).ConfigureAwait(false);
         var events = _streamId is null
             ? _services.Storage.ReadAllAsync(cursor, _selector.ReadFilter, _options.BatchSize, stopping)
             : _services.Storage.ReadStreamAsync(_streamId, ReadDirection.Forward, cursor + 1, _options.BatchSize, stopping);
-        return _registration.ReadAhead is { } readAhead ? ReadAheadAsync(events, readAhead, stopping) : events;
-    }
-
-    /// <summary>
-    /// A document projection's page: read whole, then the documents its events fold into are read in one call (one round
-    /// trip on a store over a network instead of one per event), then the events are handed out.
-    /// </summary>
-    private async IAsyncEnumerable<StoredEvent> ReadAheadAsync(IAsyncEnumerable<StoredEvent> events, DocumentReadAhead readAhead, [EnumeratorCancellation] CancellationToken stopping)
-    {
-        var page = new List<StoredEvent>();
+        var page = new List<StoredEvent>(Math.Min(_options.BatchSize, 1024));
         await foreach (var stored in events.ConfigureAwait(false))
         {
             page.Add(stored);
         }
 
+        return (head, page);
+    }
+
+    /// <summary>Lets a page read that nothing awaits any more end unobserved (its failure, if any, is dropped with it).</summary>
+    private static void ObserveAbandoned(Task? read)
+    {
+        if (read is not null && !read.IsCompletedSuccessfully)
+        {
+            _ = read.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    /// <summary>
+    /// A document projection's page: the documents its events fold into are read in one call (one round trip on a store
+    /// over a network instead of one per event) before the events are handed out.
+    /// </summary>
+    private async ValueTask ReadAheadAsync(List<StoredEvent> page, DocumentReadAhead readAhead, CancellationToken stopping)
+    {
         _decoded.Clear();
         var ids = new HashSet<string>(StringComparer.Ordinal);
         foreach (var stored in page)
@@ -689,11 +727,6 @@ internal sealed class EventProcessor : IDisposable
         if (ids.Count > 0)
         {
             await _documents.PrefetchAsync(_writer.Map(readAhead.Collection), ids, stopping).ConfigureAwait(false);
-        }
-
-        foreach (var stored in page)
-        {
-            yield return stored;
         }
     }
 

@@ -2,10 +2,28 @@ using Patterns.Storage;
 
 namespace Patterns.Core.Tests.EventSourcing;
 
-/// <summary>Passes every call to another storage; tests override one behaviour through the delegates.</summary>
-public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage
+/// <summary>Passes every call to another storage (its units of work too, when it has them); tests override one behaviour through the delegates.</summary>
+public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage, IUnitOfWorkStorage
 {
     public Func<long, CancellationToken, ValueTask>? OnWaitForEvents { get; init; }
+
+    /// <summary>Gets or sets what runs when a read of the log starts (with the position it reads after).</summary>
+    public Action<long>? OnReadAll { get; init; }
+
+    /// <summary>Gets or sets what runs before a unit of work is passed on; the commit waits for it.</summary>
+    public Func<UnitOfWork, ValueTask>? OnCommit { get; init; }
+
+    public bool NumbersOutboxConsecutively => inner is IUnitOfWorkStorage { NumbersOutboxConsecutively: true };
+
+    public async ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default)
+    {
+        if (OnCommit is { } onCommit)
+        {
+            await onCommit(work);
+        }
+
+        return await ((IUnitOfWorkStorage)inner).CommitAsync(work, cancellationToken);
+    }
 
     /// <summary>Gets every append's stream and whether it carried an inline projection, in call order.</summary>
     public System.Collections.Concurrent.ConcurrentQueue<(string StreamId, bool WithProjection)> Appends { get; } = new();
@@ -21,8 +39,11 @@ public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage
     public IAsyncEnumerable<StoredEvent> ReadStreamAsync(string streamId, ReadDirection direction = ReadDirection.Forward, long? fromVersion = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default) =>
         inner.ReadStreamAsync(streamId, direction, fromVersion, maxCount, cancellationToken);
 
-    public IAsyncEnumerable<StoredEvent> ReadAllAsync(long afterPosition = 0, EventFilter? filter = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default) =>
-        inner.ReadAllAsync(afterPosition, filter, maxCount, cancellationToken);
+    public IAsyncEnumerable<StoredEvent> ReadAllAsync(long afterPosition = 0, EventFilter? filter = null, long maxCount = long.MaxValue, CancellationToken cancellationToken = default)
+    {
+        OnReadAll?.Invoke(afterPosition);
+        return inner.ReadAllAsync(afterPosition, filter, maxCount, cancellationToken);
+    }
 
     public ValueTask<StreamState> GetStreamStateAsync(string streamId, CancellationToken cancellationToken = default) => inner.GetStreamStateAsync(streamId, cancellationToken);
 

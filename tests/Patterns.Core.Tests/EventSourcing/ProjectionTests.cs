@@ -141,6 +141,55 @@ public sealed class ProjectionTests
     }
 
     [Fact]
+    public async Task AsyncProjection_ReadsTheNextPageWhileAPageCommits()
+    {
+        // The commit of the first page waits until the page after it is being read: a projection that read its next
+        // page only after the commit would never get there, and the commit would time out.
+        var storage = new InMemoryEventStorage();
+        var secondPageRead = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var gated = 0;
+        var events = new DelegatingEventStorage(storage)
+        {
+            OnReadAll = after =>
+            {
+                if (after == 2)
+                {
+                    secondPageRead.TrySetResult();
+                }
+            },
+            OnCommit = async work =>
+            {
+                if (work.Checkpoints.Count > 0 && Interlocked.Exchange(ref gated, 1) == 0)
+                {
+                    await secondPageRead.Task.WaitAsync(TestHost.Wait);
+                }
+            },
+        };
+        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
+        using var host = await EventSourcingHost.StartAsync(es => es
+            .UseStorage(_ => fixture.AsSingleStore())
+            .AddDocumentProjection<BalanceView>("paged", "paged", e => e.StreamId, (view, e) => e.Data switch
+            {
+                AccountOpened => new BalanceView(e.StreamId, 0m, 1),
+                Deposited d => view! with { Balance = view.Balance + d.Amount, Events = view.Events + 1 },
+                _ => view,
+            }, o =>
+            {
+                o.BatchSize = 2;
+                o.CheckpointInterval = 2;
+            }));
+        var store = host.Store();
+
+        var result = await store.AppendAsync("account-1", ExpectedVersion.NoStream, [new AccountOpened("ada"), new Deposited(1m), new Deposited(2m), new Deposited(3m), new Deposited(4m)]);
+        await host.Subscriptions().WaitForPositionAsync("paged", result.LastPosition).WaitAsync(TestHost.Wait);
+
+        secondPageRead.Task.IsCompleted.Should().BeTrue();
+        (await ReadModels(host).GetAsync<BalanceView>("paged", "account-1")).Should().Be(new BalanceView("account-1", 10m, 5));
+        host.Subscriptions().GetStatus("paged").Checkpoint.Should().Be(5);
+        host.Subscriptions().GetStatus("paged").State.Should().Be(SubscriptionState.Live);
+    }
+
+    [Fact]
     public async Task RebuildAsync_AsyncProjection_ClearsItsCollectionAndReplaysFromZero()
     {
         var storage = new InMemoryEventStorage();
