@@ -60,7 +60,8 @@ public static class OrchestrationServiceCollectionExtensions
             sp.GetRequiredService<IDocumentStorage>(),
             sp.GetRequiredService<OrchestrationOptions>(),
             sp.GetRequiredService<TimeProvider>(),
-            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration.Activities")));
+            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration.Activities"),
+            handBackOnStop: !sp.GetRequiredService<MessageBus>().Transport.IsInProcess));
         services.AddMessageQueue(q =>
         {
             q.AddConsumer<ActivityResult>(

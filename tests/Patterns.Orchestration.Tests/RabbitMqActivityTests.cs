@@ -151,9 +151,10 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// The owner stops while its worker runs the third activity of a workflow: the attempt is stopped unacknowledged, the
-    /// other host takes the partitions over, resumes the instance from its history, and its worker runs the third activity
-    /// again from the broker, then the last two. The workflow completes once, each step completed once, and the stop caused
+    /// The owner stops while its worker runs the third activity of a workflow: the attempt is stopped and its task put back
+    /// on the activity queue, the other host takes the partitions over, resumes the instance from its history, and its
+    /// worker runs the third activity again from the broker, then the last two. (Before, the stopped attempt counted as a
+    /// failed delivery: the task was dead-lettered and the workflow waited for ever.) The workflow completes once, each step completed once, and the stop caused
     /// one extra execution: the interrupted attempt.
     /// </summary>
     [Theory]
@@ -177,9 +178,22 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
             await using var b = await StartNodeAsync("node-b", store, location, logB, new StepGate());
             b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
 
-            await a.DisposeAsync(); // stops the held attempt unacknowledged and releases the partitions
+            await a.DisposeAsync(); // stops the held attempt, puts its task back on the queue, releases the partitions
 
-            (await b.ResultAsync<int>("mid")).Should().Be(15);
+            int result;
+            try
+            {
+                result = await b.ResultAsync<int>("mid");
+            }
+            catch (TimeoutException)
+            {
+                var history = (await b.Client.GetHistoryAsync("mid")).Events.Select(e => $"{e.Kind} {e.Name} #{e.Seq}");
+                throw new TimeoutException(
+                    $"The second host did not finish the workflow. First host ran [{string.Join(", ", logA.Calls)}]; second host ran [{string.Join(", ", logB.Calls)}], "
+                    + $"owns partitions [{string.Join(", ", b.Runtime.OwnedPartitions)}] (the instance's is {b.Runtime.PartitionOf("mid")}); history [{string.Join(", ", history)}].");
+            }
+
+            result.Should().Be(15);
             await AssertCompletedOnceAsync(b, "mid");
             logA.Calls.Should().Equal("Step:mid|1:1", "Step:mid|2:1", "Step:mid|3:1");
             logB.Calls.Should().Equal("Step:mid|3:1", "Step:mid|4:1", "Step:mid|5:1");
