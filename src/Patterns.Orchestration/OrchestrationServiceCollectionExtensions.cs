@@ -60,8 +60,7 @@ public static class OrchestrationServiceCollectionExtensions
             sp.GetRequiredService<IDocumentStorage>(),
             sp.GetRequiredService<OrchestrationOptions>(),
             sp.GetRequiredService<TimeProvider>(),
-            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration.Activities"),
-            handBackOnStop: !sp.GetRequiredService<MessageBus>().Transport.IsInProcess));
+            PatternsServiceCollectionExtensions.LoggerFactory(sp).CreateLogger("Patterns.Orchestration.Activities")));
         services.AddMessageQueue(q =>
         {
             q.AddConsumer<ActivityResult>(

@@ -29,8 +29,7 @@ internal sealed class ActivityWorker(
     IDocumentStorage documents,
     OrchestrationOptions options,
     TimeProvider time,
-    ILogger logger,
-    bool handBackOnStop = false) : IDisposable
+    ILogger logger) : IDisposable
 {
     private readonly ConcurrentDictionary<(string InstanceId, int Run, int Seq), CancellationTokenSource> _running = new();
     private readonly CancellationTokenSource _hostStopping = new();
@@ -54,26 +53,7 @@ internal sealed class ActivityWorker(
 
     public async ValueTask HandleAsync(ActivityTask task, MessageContext context, CancellationToken cancellationToken)
     {
-        if (handBackOnStop && _hostStopping.IsCancellationRequested)
-        {
-            await HandBackAsync(task, cancellationToken).ConfigureAwait(false); // arrived after the stop: never started here
-            return;
-        }
-
-        ActivityResult? result;
-        bool retried;
-        try
-        {
-            (result, retried) = await RunAsync(task, task.Resent || context.DeliveryCount > 0, cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (handBackOnStop && _hostStopping.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-        {
-            // The host stops while the attempt runs, before the consumer does: thrown to the consumer, this would count as
-            // a failed delivery (retried here, then dead-lettered), and the workflow would wait for ever.
-            await HandBackAsync(task, cancellationToken).ConfigureAwait(false);
-            return;
-        }
-
+        var (result, retried) = await RunAsync(task, task.Resent || context.DeliveryCount > 0, cancellationToken).ConfigureAwait(false);
         if (result is null)
         {
             Dropped?.Invoke(task);
@@ -83,19 +63,7 @@ internal sealed class ActivityWorker(
         await sender.SendAsync(options.ResultQueue, retried ? result with { Retried = true } : result, new MessageOptions { PartitionKey = task.InstanceId }, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>
-    /// On a durable transport, puts a task the stopping host will not finish back on the activity queue, for another
-    /// process's workers (or this one's after its restart); the delivery is then acknowledged. Marked as sent again, so the
-    /// worker that takes it goes on from the attempt the retries reached.
-    /// </summary>
-    private ValueTask HandBackAsync(ActivityTask task, CancellationToken cancellationToken) =>
-        sender.SendAsync(options.ActivityQueue, task.Resent ? task : task with { Resent = true }, new MessageOptions { PartitionKey = task.InstanceId }, cancellationToken);
-
-    /// <summary>
-    /// Stops every running attempt as the host stops. On a durable transport their tasks go back to the activity queue
-    /// (<see cref="HandBackAsync"/>) and run again elsewhere or after the restart; in process they are lost with the
-    /// process, and the restart re-sends them.
-    /// </summary>
+    /// <summary>Stops every running attempt as the host stops: their tasks are not acknowledged and run again after the restart (or elsewhere).</summary>
     public void Stop() => _hostStopping.Cancel();
 
     public void Dispose() => _hostStopping.Dispose();
