@@ -68,8 +68,15 @@ public sealed class ShippingWorkflow : Workflow<string, string>
     }
 }
 
-public sealed class SagaTests
+/// <summary>The sagas on the in-process transport and on RabbitMQ (correlated messages, activities and their results all cross the broker).</summary>
+public sealed class SagaTests : IAsyncLifetime
 {
+    private Rabbit? _rabbit;
+
+    public ValueTask InitializeAsync() => ValueTask.CompletedTask;
+
+    public ValueTask DisposeAsync() => _rabbit?.DisposeAsync() ?? ValueTask.CompletedTask;
+
     private static void Register(OrchestrationBuilder o) => o
         .AddWorkflow<CompensatingWorkflow>()
         .AddWorkflow<AccountWorkflow>()
@@ -79,12 +86,15 @@ public sealed class SagaTests
         .CorrelateMessage<Shipped>("shipments", s => "ship-" + s.OrderId);
 
     [Theory]
-    [InlineData("B", new[] { "do-A", "undo-A" })]
-    [InlineData("D", new[] { "do-A", "do-B", "do-C", "undo-C", "undo-B", "undo-A" })]
-    [InlineData("none", new[] { "do-A", "do-B", "do-C", "do-D" })]
-    public async Task Compensation_AfterAFailure_RunsInReverseOrder(string failAt, string[] expected)
+    [InlineData(TransportKind.InMemory, "B", new[] { "do-A", "undo-A" })]
+    [InlineData(TransportKind.InMemory, "D", new[] { "do-A", "do-B", "do-C", "undo-C", "undo-B", "undo-A" })]
+    [InlineData(TransportKind.InMemory, "none", new[] { "do-A", "do-B", "do-C", "do-D" })]
+    [InlineData(TransportKind.RabbitMq, "B", new[] { "do-A", "undo-A" })]
+    [InlineData(TransportKind.RabbitMq, "D", new[] { "do-A", "do-B", "do-C", "undo-C", "undo-B", "undo-A" })]
+    [InlineData(TransportKind.RabbitMq, "none", new[] { "do-A", "do-B", "do-C", "do-D" })]
+    public async Task Compensation_AfterAFailure_RunsInReverseOrder(TransportKind transport, string failAt, string[] expected)
     {
-        await using var host = await TestHost.StartAsync(Register);
+        await using var host = await StartAsync(transport);
 
         await host.Client.StartAsync(nameof(CompensatingWorkflow), "saga", failAt);
         var result = await host.ResultAsync<string>("saga");
@@ -93,10 +103,12 @@ public sealed class SagaTests
         host.Log.Calls.Where(c => c.StartsWith("do-", StringComparison.Ordinal) || c.StartsWith("undo-", StringComparison.Ordinal)).Should().Equal(expected);
     }
 
-    [Fact]
-    public async Task CorrelatedMessages_ArrivingConcurrently_AreAllAppliedWithNoLostUpdate()
+    [Theory]
+    [InlineData(TransportKind.InMemory)]
+    [InlineData(TransportKind.RabbitMq)]
+    public async Task CorrelatedMessages_ArrivingConcurrently_AreAllAppliedWithNoLostUpdate(TransportKind transport)
     {
-        await using var host = await TestHost.StartAsync(Register);
+        await using var host = await StartAsync(transport);
         var publisher = host.Host.Services.GetRequiredService<IPublisher>();
         const int count = 200;
         await host.Client.StartAsync(nameof(AccountWorkflow), "acct-1", count);
@@ -108,10 +120,12 @@ public sealed class SagaTests
         history.Events.Count(e => e.Kind == History.HistoryEventKind.SignalReceived).Should().Be(count);
     }
 
-    [Fact]
-    public async Task CorrelatedMessage_DeliveredTwice_IsAppliedOnce()
+    [Theory]
+    [InlineData(TransportKind.InMemory)]
+    [InlineData(TransportKind.RabbitMq)]
+    public async Task CorrelatedMessage_DeliveredTwice_IsAppliedOnce(TransportKind transport)
     {
-        await using var host = await TestHost.StartAsync(Register);
+        await using var host = await StartAsync(transport);
         var publisher = host.Host.Services.GetRequiredService<IPublisher>();
         await host.Client.StartAsync(nameof(AccountWorkflow), "acct-2", 2);
         var id = Guid.NewGuid();
@@ -124,10 +138,12 @@ public sealed class SagaTests
         (await host.ResultAsync<int>("acct-2")).Should().Be(12);
     }
 
-    [Fact]
-    public async Task MessageWait_WithDurableTimeout_CompensatesWhenNoMessageComes()
+    [Theory]
+    [InlineData(TransportKind.InMemory)]
+    [InlineData(TransportKind.RabbitMq)]
+    public async Task MessageWait_WithDurableTimeout_CompensatesWhenNoMessageComes(TransportKind transport)
     {
-        await using var host = await TestHost.StartAsync(Register);
+        await using var host = await StartAsync(transport);
         var publisher = host.Host.Services.GetRequiredService<IPublisher>();
 
         await host.Client.StartAsync(nameof(ShippingWorkflow), "ship-1", "1");
@@ -141,5 +157,17 @@ public sealed class SagaTests
         (await host.ResultAsync<string>("ship-1")).Should().Be("timed out");
         host.Log.Calls.Where(c => c.StartsWith("charge-", StringComparison.Ordinal) || c.StartsWith("refund-", StringComparison.Ordinal))
             .Should().BeEquivalentTo("charge-1", "charge-2", "refund-1");
+    }
+
+    /// <summary>A host on the in-memory store and the chosen transport; on RabbitMQ with a name prefix of this test's own, deleted when it ends.</summary>
+    private async Task<TestHost> StartAsync(TransportKind transport)
+    {
+        if (transport == TransportKind.InMemory)
+        {
+            return await TestHost.StartAsync(Register);
+        }
+
+        _rabbit = await Rabbit.RequireAsync("wf-saga");
+        return await TestHost.StartAsync(Register, transport: _rabbit.Transport());
     }
 }

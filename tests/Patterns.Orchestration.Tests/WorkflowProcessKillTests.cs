@@ -13,8 +13,10 @@ namespace Patterns.Orchestration.Tests;
 /// PostgreSQL: 5 sequential activities, or a saga whose activities retry and whose compensations run. Each child resumes
 /// the unfinished instances, then starts one more; it is killed after a random number of activity attempts. Afterwards
 /// every instance completed exactly once, ran every step, and the kills caused at most one extra activity execution each.
-/// <c>PATTERNS_KILL_ITERATIONS</c> sets the kills per store (default 20; the children stop being started after
-/// <see cref="TimeBudget"/>), <c>PATTERNS_KILL_SEED</c> replays a run.
+/// <c>PATTERNS_KILL_ITERATIONS</c> sets the kills per store (default 20), <c>PATTERNS_KILL_SEED</c> replays a run. In CI
+/// (<c>CI=true</c>) and whenever <c>PATTERNS_KILL_ITERATIONS</c> is set (<c>scripts/soak.sh</c>), every iteration runs and
+/// the test fails unless all of them did; each child is bounded by <see cref="ChildTimeout"/>. Otherwise (a developer's
+/// machine) no more children are started after <see cref="TimeBudget"/>, with at least two.
 /// </summary>
 public sealed class WorkflowProcessKillTests : IAsyncLifetime
 {
@@ -26,6 +28,11 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
 
     private static int Iterations =>
         int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_KILL_ITERATIONS"), CultureInfo.InvariantCulture, out var n) && n > 0 ? n : 20;
+
+    private static bool InCi => string.Equals(Environment.GetEnvironmentVariable("CI"), "true", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Gets whether every one of <see cref="Iterations"/> must run: in CI, and when the iterations were asked for.</summary>
+    private static bool AllIterationsRequired => InCi || Environment.GetEnvironmentVariable("PATTERNS_KILL_ITERATIONS") is { Length: > 0 };
 
     public ValueTask InitializeAsync()
     {
@@ -136,9 +143,13 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         var instances = new List<string>();
         var launched = new List<string> { "final" };
         var deadline = Stopwatch.StartNew();
-        // At least two children run whatever the time budget (a loaded machine starts them slowly), so more than one instance is killed.
-        for (var i = 0; i < Iterations && (i < 2 || deadline.Elapsed < TimeBudget); i++)
+        var required = AllIterationsRequired;
+        var iterations = 0;
+        // At least two children run whatever the time budget (a loaded machine starts them slowly), so more than one instance
+        // is killed; in CI, and when the iterations were asked for, every one runs.
+        for (var i = 0; i < Iterations && (required || i < 2 || deadline.Elapsed < TimeBudget); i++)
         {
+            iterations++;
             // A child killed while it still resumes an earlier instance never starts its own: only a start that
             // became durable (the child printed STARTED) names an instance that must complete. Every other child counts
             // its steps only once it has started its instance, so instances are started (and killed) whatever the seed;
@@ -149,6 +160,17 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
             {
                 kills++;
             }
+        }
+
+        TestContext.Current.TestOutputHelper?.WriteLine($"{store} {mode}: {iterations} iterations ({kills} kills) in {deadline.Elapsed.TotalSeconds:F1} s, seed {seed}");
+        if (required)
+        {
+            iterations.Should().Be(Iterations, $"CI (CI=true) and PATTERNS_KILL_ITERATIONS require every iteration to run (seed {seed})");
+        }
+
+        if (InCi)
+        {
+            iterations.Should().BeGreaterThanOrEqualTo(20, "CI runs at least 20 kill iterations per case (PATTERNS_KILL_ITERATIONS may raise it, not lower it)");
         }
 
         kills.Should().BePositive($"children are killed mid-way (seed {seed})");
