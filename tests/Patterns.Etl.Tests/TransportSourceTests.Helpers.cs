@@ -1,7 +1,7 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Data.Sqlite;
-using System.Runtime.CompilerServices;
 using Patterns.Queues;
 
 namespace Patterns.Etl.Tests;

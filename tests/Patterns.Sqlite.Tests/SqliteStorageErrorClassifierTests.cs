@@ -17,8 +17,8 @@ public sealed class SqliteStorageErrorClassifierTests : IAsyncLifetime
     [Fact]
     public void AFileAnotherConnectionHoldsExclusively_IsBusy_Transient()
     {
-        // A real SQLITE_BUSY: another connection holds an exclusive lock on the file, and the reader does not wait.
-        var connectionString = $"Data Source={_db.File("locked.db")};Pooling=False;Default Timeout=0";
+        // A real SQLITE_BUSY: another connection holds an exclusive lock on the file, and the reader waits 1 s for it.
+        var connectionString = $"Data Source={_db.File("locked.db")};Pooling=False;Default Timeout=1";
         using var locker = new SqliteConnection(connectionString);
         locker.Open();
         Execute(locker, "CREATE TABLE t (id INTEGER PRIMARY KEY); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);");

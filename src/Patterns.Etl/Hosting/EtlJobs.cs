@@ -44,7 +44,7 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
             {
                 result = await job.Pipeline(services).RunAsync(run, cancellationToken).ConfigureAwait(false);
             }
-            catch (Exception ex) when (EtlOutage.Is(ex))
+            catch (Exception ex) when (EtlOutage.Is(ex) && !cancellationToken.IsCancellationRequested)
             {
                 var now = _time.GetUtcNow();
                 var since = state.Outage(now, ex);
@@ -65,11 +65,11 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
             }
             catch (Exception) when (!cancellationToken.IsCancellationRequested)
             {
-                state.Clear();
+                state.Clear(succeeded: false);
                 throw;
             }
 
-            state.Clear();
+            state.Clear(succeeded: true);
             _last[name] = result;
             return result;
         }
@@ -132,7 +132,7 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
                     return;
                 }
             }
-            catch (Exception ex) when (EtlOutage.Is(ex))
+            catch (Exception ex) when (EtlOutage.Is(ex) && !stoppingToken.IsCancellationRequested)
             {
                 // Logged as an outage run (a warning); the schedule goes on, and the next run tries again.
             }
@@ -176,17 +176,21 @@ internal sealed class EtlJobState
         }
     }
 
-    /// <summary>Ends the series: a run ended without an outage. A stopped job's schedule resumes.</summary>
-    public void Clear()
+    /// <summary>Ends the series: a run ended without an outage. When it <paramref name="succeeded"/>, a stopped job is healthy again and its schedule resumes.</summary>
+    public void Clear(bool succeeded)
     {
         TaskCompletionSource? resumed = null;
         lock (_gate)
         {
             _since = null;
-            _error = null;
-            if (_stopped)
+            if (!_stopped)
+            {
+                _error = null;
+            }
+            else if (succeeded)
             {
                 _stopped = false;
+                _error = null;
                 resumed = _resumed;
                 _resumed = new(TaskCreationOptions.RunContinuationsAsynchronously);
             }
