@@ -47,8 +47,8 @@ public sealed partial class TransportSourceTests
         (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("no message is to blame for a dimension that cannot be read");
 
         // The lock is gone. A sentinel sent now comes after every message handed back.
-        await SentinelLoadsTheRestOnceAsync(host, queue, Pipeline, first);
-        first.Rows.Should().OnlyContain(r => r.Value == r.Id * 100, "each row carries what the dimension holds for it");
+        var loaded = await SentinelLoadsTheRestOnceAsync(host, queue, Pipeline, first);
+        loaded.Should().OnlyContain(r => r.Value == r.Id * 100, "each row carries what the dimension holds for it");
     }
 
     [Fact]

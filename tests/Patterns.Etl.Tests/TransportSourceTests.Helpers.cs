@@ -64,13 +64,68 @@ public sealed partial class TransportSourceTests
         return sink;
     }
 
+    /// <summary>
+    /// Sends message 1 (one row), message 2 (<paramref name="rows"/> rows, too many for one commit) and message 3 (one
+    /// row); runs twice with maxDeliveries 2, each run failing on message 2 with <paramref name="error"/> (a wildcard
+    /// pattern), after <paramref name="eachRun"/> checks its sink; then checks that only message 2 is dead-lettered (its
+    /// reason containing <paramref name="reason"/>) and that messages 1, 3 and a sentinel 4 load exactly once. Row ids are
+    /// the message id × <paramref name="factor"/> plus the row's index.
+    /// </summary>
+    private static async Task AnOversizedMessageIsBlamedAloneAsync(
+        bool rabbitMq,
+        string job,
+        int rows,
+        int factor,
+        EtlRunOptions options,
+        Func<EtlPipeline<Reading>, EtlPipeline<Reading>> measure,
+        string error,
+        string reason,
+        Action<RecordingSink>? eachRun = null)
+    {
+        var queue = job + "-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue, rabbitMq);
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+        await sender.SendAsync(queue, new Reading(1, 1));
+        await sender.SendAsync(queue, new Reading(2, rows));
+        await sender.SendAsync(queue, new Reading(3, 1));
+        var consumed = new HashSet<string>(StringComparer.Ordinal);
+        var loaded = new List<int>();
+        EtlPipeline<Reading> Pipeline(RecordingSink sink) => measure(EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 2)
+            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * factor) + i, i)))
+            .To(sink, job));
+
+        for (var attempt = 1; attempt <= 2; attempt++)
+        {
+            var sink = new RecordingSink(failOnBatch: null, consumed);
+            var run = async () => await Pipeline(sink).RunAsync(options).WaitAsync(Wait);
+            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 2")).WithMessage(error);
+            eachRun?.Invoke(sink);
+            loaded.AddRange(sink.Rows.Select(r => r.Id));
+        }
+
+        var letter = (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().ContainSingle("only the message too big for a batch is blamed").Which;
+        letter.Reason.Should().StartWith($"ETL job '{job}': the loader (the message's rows do not fit in one batch) failed on message {letter.Envelope.MessageId:N} on delivery 2 with System.InvalidOperationException: ")
+            .And.Contain(reason);
+
+        // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
+        await sender.SendAsync(queue, new Reading(4, 1));
+        var last = await RunUntilLoadedAsync(Pipeline, sentinel: 4 * factor, options, consumed);
+        loaded.AddRange(last.Rows.Select(r => r.Id));
+
+        loaded.Order().Should().Equal([1 * factor, 3 * factor, 4 * factor], "the other messages are loaded exactly once, nothing of message 2");
+        consumed.Should().HaveCount(3);
+    }
+
     /// <summary>Sends the sentinel reading (id 6), runs until it is loaded, and checks that what both runs loaded is readings 1 to 6 once each, and that nothing was dead-lettered.</summary>
-    private static async Task SentinelLoadsTheRestOnceAsync(IHost host, string queue, Func<RecordingSink, EtlPipeline<Reading>> pipeline, RecordingSink first)
+    /// <returns>Every row the first and the last run loaded.</returns>
+    private static async Task<List<Reading>> SentinelLoadsTheRestOnceAsync(IHost host, string queue, Func<RecordingSink, EtlPipeline<Reading>> pipeline, RecordingSink first)
     {
         await SendReadingsAsync(host, queue, 6, 6);
         var last = await RunUntilLoadedAsync(pipeline, sentinel: 6);
-        first.Rows.Concat(last.Rows).Select(r => r.Id).Order().Should().Equal([1, 2, 3, 4, 5, 6], "every message loads exactly once once the dimension is back");
+        var loaded = first.Rows.Concat(last.Rows).ToList();
+        loaded.Select(r => r.Id).Order().Should().Equal([1, 2, 3, 4, 5, 6], "every message loads exactly once once the dimension is back");
         (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty();
+        return loaded;
     }
 
     /// <summary>

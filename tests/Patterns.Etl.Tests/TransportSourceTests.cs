@@ -539,39 +539,15 @@ public sealed partial class TransportSourceTests
         // BatchSize 2: a batch holds at most 4 rows. Message 2 makes 5: it cannot be loaded in one commit, so each run that
         // reaches it fails naming it. Message 1 (before it in the open batch) is committed first; message 3 is handed back
         // uncounted. Only message 2 counts failed deliveries: maxDeliveries 2 dead-letters it on the second run.
-        var queue = "oversized-" + Guid.NewGuid().ToString("N");
-        using var host = await StartAsync(queue, rabbitMq);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        await sender.SendAsync(queue, new Reading(1, 1));
-        await sender.SendAsync(queue, new Reading(2, 5));
-        await sender.SendAsync(queue, new Reading(3, 1));
-        var consumed = new HashSet<string>(StringComparer.Ordinal);
-        var loaded = new List<int>();
-        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 2)
-            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 10) + i, i)))
-            .To(sink, "oversized");
-
-        for (var attempt = 1; attempt <= 2; attempt++)
-        {
-            var sink = new RecordingSink(failOnBatch: null, consumed);
-            var run = async () => await Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
-            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 2"))
-                .WithMessage("ETL job 'oversized' reads queue:*: message * has made 4 rows so far, which fills the batch to its limit of 4 rows (twice BatchSize, which is 2; *");
-            loaded.AddRange(sink.Rows.Select(r => r.Id));
-        }
-
-        var letters = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
-        var letter = letters.Should().ContainSingle("only the message too big for a batch is blamed").Which;
-        letter.Reason.Should().StartWith($"ETL job 'oversized': the loader (the message's rows do not fit in one batch) failed on message {letter.Envelope.MessageId:N} on delivery 2 with System.InvalidOperationException: ")
-            .And.Contain("fills the batch to its limit");
-
-        // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
-        await sender.SendAsync(queue, new Reading(4, 1));
-        var last = await RunUntilLoadedAsync(Pipeline, sentinel: 40, new EtlRunOptions { BatchSize = 2 }, consumed);
-        loaded.AddRange(last.Rows.Select(r => r.Id));
-
-        loaded.Order().Should().Equal([10, 30, 40], "the other messages are loaded exactly once, nothing of message 2");
-        consumed.Should().HaveCount(3);
+        await AnOversizedMessageIsBlamedAloneAsync(
+            rabbitMq,
+            "oversized",
+            rows: 5,
+            factor: 10,
+            new EtlRunOptions { BatchSize = 2 },
+            pipeline => pipeline,
+            "ETL job 'oversized' reads queue:*: message * has made 4 rows so far, which fills the batch to its limit of 4 rows (twice BatchSize, which is 2; *",
+            "fills the batch to its limit");
     }
 
     [Theory]
@@ -817,41 +793,16 @@ public sealed partial class TransportSourceTests
         // each run that reaches it fails naming the limit and the size. Message 1 is committed first; message 3 is handed
         // back uncounted. Only message 2 counts failed deliveries: maxDeliveries 2 dead-letters it on the second run.
         // Before, message 2 was loaded in a batch of 110 bytes or more.
-        var queue = "bytes-oversized-" + Guid.NewGuid().ToString("N");
-        using var host = await StartAsync(queue, rabbitMq);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        await sender.SendAsync(queue, new Reading(1, 1));
-        await sender.SendAsync(queue, new Reading(2, 11));
-        await sender.SendAsync(queue, new Reading(3, 1));
-        var consumed = new HashSet<string>(StringComparer.Ordinal);
-        var loaded = new List<int>();
-        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 2)
-            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 100) + i, i)))
-            .To(sink, "bytes-oversized")
-            .WithRowSize(_ => 10);
-        var options = new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 100 };
-
-        for (var attempt = 1; attempt <= 2; attempt++)
-        {
-            var sink = new RecordingSink(failOnBatch: null, consumed);
-            var run = async () => await Pipeline(sink).RunAsync(options).WaitAsync(Wait);
-            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 2"))
-                .WithMessage("ETL job 'bytes-oversized' reads queue:*: message * has made 11 rows of 110 bytes so far, more than MaxBatchBytes (100 bytes;*make MaxBatchBytes at least the size of the largest message's rows*");
-            sink.Commits.Should().NotContain(c => c.Rows.Length * 10 > 100, "no batch passes MaxBatchBytes");
-            loaded.AddRange(sink.Rows.Select(r => r.Id));
-        }
-
-        var letter = (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().ContainSingle("only the message too big for a batch is blamed").Which;
-        letter.Reason.Should().StartWith($"ETL job 'bytes-oversized': the loader (the message's rows do not fit in one batch) failed on message {letter.Envelope.MessageId:N} on delivery 2 with System.InvalidOperationException: ")
-            .And.Contain("110 bytes so far, more than MaxBatchBytes (100 bytes");
-
-        // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
-        await sender.SendAsync(queue, new Reading(4, 1));
-        var last = await RunUntilLoadedAsync(Pipeline, sentinel: 400, options, consumed);
-        loaded.AddRange(last.Rows.Select(r => r.Id));
-
-        loaded.Order().Should().Equal([100, 300, 400], "the other messages are loaded exactly once, nothing of message 2");
-        consumed.Should().HaveCount(3);
+        await AnOversizedMessageIsBlamedAloneAsync(
+            rabbitMq,
+            "bytes-oversized",
+            rows: 11,
+            factor: 100,
+            new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 100 },
+            pipeline => pipeline.WithRowSize(_ => 10),
+            "ETL job 'bytes-oversized' reads queue:*: message * has made 11 rows of 110 bytes so far, more than MaxBatchBytes (100 bytes;*make MaxBatchBytes at least the size of the largest message's rows*",
+            "110 bytes so far, more than MaxBatchBytes (100 bytes",
+            sink => sink.Commits.Should().NotContain(c => c.Rows.Length * 10 > 100, "no batch passes MaxBatchBytes"));
     }
 
     [Theory]
