@@ -122,6 +122,44 @@ public sealed class EtlJobOutageTests
     }
 
     [Fact]
+    public async Task AScheduledJob_StoppedByARunOnDemand_RunsNoMoreOnItsSchedule_UntilARunOnDemandSucceeds()
+    {
+        // The limit is passed by runs on demand while the schedule waits for its next time: the job is stopped all the
+        // same, so when that time comes the schedule does not run it. Before, the schedule ran it once more.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var dimension = new Dimension();
+        using var host = Build(time, new LogCapture(), o =>
+        {
+            o.Interval = TimeSpan.FromMinutes(60);
+            o.MaxOutageDuration = TimeSpan.FromMinutes(2);
+        }, dimension);
+        var jobs = host.Services.GetRequiredService<EtlJobs>();
+        var waiting = jobs.NextWaitAsync();
+        await host.StartAsync();
+        await waiting.WaitAsync(Wait);
+
+        await FluentActions.Awaiting(() => jobs.RunAsync("enrich")).Should().ThrowAsync<TimeoutException>();
+        time.Advance(TimeSpan.FromMinutes(2));
+        await FluentActions.Awaiting(() => jobs.RunAsync("enrich")).Should().ThrowAsync<EtlOutageLimitExceededException>();
+        var finds = dimension.Finds;
+
+        // The schedule's time comes while the job is stopped: it does not run.
+        time.Advance(TimeSpan.FromMinutes(60));
+        await Task.Delay(TimeSpan.FromMilliseconds(500));
+        dimension.Finds.Should().Be(finds, "a stopped job's schedule waits");
+
+        // A run on demand succeeds: the schedule resumes an interval later.
+        dimension.Up = true;
+        waiting = jobs.NextWaitAsync();
+        await jobs.RunAsync("enrich");
+        await waiting.WaitAsync(Wait);
+        var loads = dimension.Finds;
+        time.Advance(TimeSpan.FromMinutes(60));
+        await dimension.FoundAfterAsync(loads).WaitAsync(Wait);
+        await host.StopAsync();
+    }
+
+    [Fact]
     public async Task AJobOnAHostWithTheSqliteStore_TakesALockedSqliteDimensionForAnOutage_WithoutItForTheRowsFault()
     {
         // UseSqlite registers SQLite's error classifier; an AddEtl job hands it to its runs, so SQLITE_BUSY from the

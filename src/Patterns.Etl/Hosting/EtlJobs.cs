@@ -116,6 +116,24 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
             }
 
             first = false;
+
+            // A job stopped by its outage limit (by a run on demand, or by a scheduled run while it was stopped) is not
+            // run by its schedule: the schedule waits until a run on demand succeeds, then goes on an interval later.
+            var resumed = _states.GetOrAdd(job.Name, static _ => new EtlJobState()).ResumedAsync();
+            if (!resumed.IsCompleted)
+            {
+                try
+                {
+                    await resumed.WaitAsync(stoppingToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+
+                continue;
+            }
+
             try
             {
                 await RunAsync(job.Name, null, stoppingToken).ConfigureAwait(false);
