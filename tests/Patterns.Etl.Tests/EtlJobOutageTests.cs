@@ -160,11 +160,11 @@ public sealed class EtlJobOutageTests
     }
 
     [Fact]
-    public async Task AJobOnAHostWithTheSqliteStore_TakesALockedSqliteDimensionForAnOutage_WithoutItForTheRowsFault()
+    public async Task ALockedSqliteDimension_IsAnOutage_WithTheSqliteStoresClassifier_AndWithoutIt()
     {
         // UseSqlite registers SQLite's error classifier; an AddEtl job hands it to its runs, so SQLITE_BUSY from the
-        // dimension is an outage (the job is degraded). Without the store, nothing classifies SQLite's codes: the same
-        // failure is the row's (the job is not counted as failing on an outage).
+        // dimension is an outage (the job is degraded). Without the store, the lookup's fallback still knows SQLite's
+        // busy code: the same failure is an outage there too.
         using var dir = new TempDir();
         var dimension = SqliteDimension.Create(dir);
         foreach (var withStore in new[] { true, false })
@@ -184,7 +184,7 @@ public sealed class EtlJobOutageTests
                 await FluentActions.Awaiting(() => host.Services.GetRequiredService<IEtlJobs>().RunAsync("enrich")).Should().ThrowAsync<SqliteException>();
             }
 
-            (await CheckAsync(host.Services.GetRequiredService<EtlJobsHealthCheck>())).Status.Should().Be(withStore ? HealthStatus.Degraded : HealthStatus.Healthy);
+            (await CheckAsync(host.Services.GetRequiredService<EtlJobsHealthCheck>())).Status.Should().Be(HealthStatus.Degraded, withStore ? "the store's classifier knows SQLITE_BUSY" : "the fallback knows SQLITE_BUSY");
         }
     }
 

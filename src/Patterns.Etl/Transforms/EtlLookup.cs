@@ -150,8 +150,18 @@ internal static class EtlDimensionOutage
             }
         }
 
-        return StorageErrors.IsRetryable(error);
+        return StorageErrors.IsRetryable(error) || SqliteUnavailable(error);
     }
+
+    /// <summary>
+    /// When no registered classifier knows the error (a lookup that queries SQLite itself, in an application that does not
+    /// call <c>UseSqlite</c>): SQLite's busy (5), locked (6), I/O error (10) and cannot-open (14) codes, which
+    /// Microsoft.Data.Sqlite does not report as <see cref="System.Data.Common.DbException.IsTransient"/>. This package does
+    /// not depend on the driver, so the exception is recognised by its type name; its primary code is in
+    /// <see cref="System.Runtime.InteropServices.ExternalException.ErrorCode"/>.
+    /// </summary>
+    private static bool SqliteUnavailable(Exception error) =>
+        error is System.Data.Common.DbException db && db.GetType().FullName == "Microsoft.Data.Sqlite.SqliteException" && (db.ErrorCode & 0xFF) is 5 or 6 or 10 or 14;
 }
 
 internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnumerable<KeyValuePair<TKey, TValue>>> load) : EtlLookup<TKey, TValue>
