@@ -249,6 +249,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
             catch (Exception ex)
             {
                 failure = ex;
+                if (NoMessageCaused(ex) && Blame(ex).From == long.MaxValue)
+                {
+                    EtlOutage.Mark(ex);
+                }
+
                 throw;
             }
             finally

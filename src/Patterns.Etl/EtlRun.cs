@@ -37,6 +37,9 @@ internal sealed class EtlRun
 
     public System.Diagnostics.TagList Tags { get; }
 
+    /// <summary>Gets the store drivers' error classifiers (<see cref="EtlRunOptions.StorageErrorClassifiers"/>), or an empty list.</summary>
+    public IReadOnlyList<Patterns.Storage.IStorageErrorClassifier> StorageErrorClassifiers => _options.StorageErrorClassifiers ?? [];
+
     /// <summary>Gets or sets a value indicating whether source positions still match rows at the sink: false after a stage that reorders or holds rows (sort, aggregate), so bookmarks are taken only at the end.</summary>
     public bool PositionsTrackRows { get; set; } = true;
 
@@ -198,4 +201,18 @@ internal sealed class EtlRun
         _pendingQuarantine = [];
         return rows;
     }
+}
+
+/// <summary>
+/// Marks the errors a run failed with that no row or message caused (a dimension or build side that cannot be read, a
+/// stage past its memory budget): an <c>AddEtl</c> job counts how long its runs keep failing so
+/// (<see cref="EtlJobOptions.MaxOutageDuration"/>).
+/// </summary>
+internal static class EtlOutage
+{
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Exception, object> Marked = [];
+
+    public static void Mark(Exception error) => Marked.AddOrUpdate(error, Marked);
+
+    public static bool Is(Exception error) => Marked.TryGetValue(error, out _);
 }

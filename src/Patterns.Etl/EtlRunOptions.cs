@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Patterns.Storage;
 
 namespace Patterns.Etl;
 
@@ -74,6 +75,20 @@ public sealed class EtlRunOptions
     /// <summary>Gets or sets where the run logs.</summary>
     /// <value>Default <see langword="null"/>: nowhere (on the host, the host's logging).</value>
     public ILoggerFactory? LoggerFactory { get; set; }
+
+    /// <summary>
+    /// Gets or sets the store drivers' error classifiers a <c>Lookup</c> asks whether a failure of its dimension is an
+    /// outage (the dimension is down: the message looked up is not to blame) or the row's fault. The first classifier that
+    /// knows an error decides (any kind but <see cref="StorageErrorKind.Permanent"/> is an outage); an error none knows
+    /// goes to the generic rules (a timeout, a socket or I/O error, a transient <see cref="System.Data.Common.DbException"/>...).
+    /// Patterns.Sqlite's <c>SqliteStorageErrorClassifier</c> knows SQLite's busy, locked, I/O and cannot-open codes;
+    /// Patterns.Postgres's <c>PostgresStorageErrorClassifier</c> knows PostgreSQL's connection, resource and shutdown states.
+    /// </summary>
+    /// <value>
+    /// Default <see langword="null"/>: none (on the host, an <c>AddEtl</c> job uses every <see cref="IStorageErrorClassifier"/>
+    /// service: <c>UseSqlite</c> and <c>UsePostgres</c> register theirs).
+    /// </value>
+    public IReadOnlyList<IStorageErrorClassifier>? StorageErrorClassifiers { get; set; }
 
     internal List<string> Validate()
     {

@@ -75,4 +75,10 @@ internal static partial class EtlLog
 
     [LoggerMessage(10, LogLevel.Warning, "ETL job '{Job}' could not release a resource of its stages when the run ended.")]
     public static partial void DisposeFailed(ILogger logger, Exception exception, string job);
+
+    [LoggerMessage(11, LogLevel.Warning, "ETL job '{Job}' failed on an outage no message caused (a dimension or build side that cannot be read, a stage past its budget), failing since {Since:o}; its messages stay on the queue and the next run tries again.")]
+    public static partial void OutageRun(ILogger logger, Exception exception, string job, DateTimeOffset since);
+
+    [LoggerMessage(12, LogLevel.Error, "ETL job '{Job}' stopped: its runs have failed on an outage no message caused since {Since:o}, longer than MaxOutageDuration ({Limit}). It runs again only on demand (IEtlJobs.RunAsync), and its schedule resumes once such a run succeeds; its messages stay on the queue, none is dead-lettered.")]
+    public static partial void OutageLimitExceeded(ILogger logger, Exception exception, string job, DateTimeOffset since, TimeSpan limit);
 }

@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Patterns.Storage;
 using Patterns.Postgres;
 
 namespace Patterns.EventSourcing;
@@ -21,6 +22,7 @@ public static class PostgresEventSourcingBuilderExtensions
     /// use unless <see cref="PostgresEventStoreOptions.AutoCreateSchema"/> is off. Unless
     /// <see cref="PostgresEventStoreOptions.TimeProvider"/> is set, the store uses the application's <see cref="TimeProvider"/>.
     /// The container disposes the store (its listening connection and its data source) when the host stops.
+    /// It also registers <see cref="PostgresStorageErrorClassifier"/> as an <see cref="IStorageErrorClassifier"/> service.
     /// </remarks>
     public static EventSourcingBuilder UsePostgres(this EventSourcingBuilder builder, string connectionString, Action<PostgresEventStoreOptions>? configure = null)
     {
@@ -43,6 +45,7 @@ public static class PostgresEventSourcingBuilderExtensions
         ArgumentNullException.ThrowIfNull(configure);
         builder.Services.AddOptions<PostgresEventStoreOptions>().Configure(configure).ValidateOnStart();
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<PostgresEventStoreOptions>, PostgresEventStoreOptionsValidator>());
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IStorageErrorClassifier>(PostgresStorageErrorClassifier.Instance));
         return builder.UseStorage(static sp => new PostgresEventStore(
             sp.GetRequiredService<IOptions<PostgresEventStoreOptions>>().Value,
             sp.GetRequiredService<TimeProvider>(),

@@ -320,7 +320,7 @@ public sealed partial class PostgresEventStore
     private static (string? Owner, long Token) ReadLeaseHolder(NpgsqlDataReader reader) =>
         (reader.IsDBNull(0) ? null : reader.GetString(0), reader.GetInt64(1));
 
-    private static bool IsDeadlock(Exception exception) => PostgresStorageErrors.IsConflict(exception);
+    private static bool IsDeadlock(Exception exception) => PostgresStorageErrorClassifier.IsConflict(exception);
 
     /// <summary>
     /// Runs a transaction again when PostgreSQL chose it as a deadlock victim (it rolled back, so nothing of it is

@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Patterns.Storage;
 using Patterns.Sqlite;
 
 namespace Patterns.EventSourcing;
@@ -22,6 +23,7 @@ public static class SqliteEventSourcingBuilderExtensions
     /// schema created, on first use. Unless <see cref="SqliteEventStoreOptions.TimeProvider"/> is set, the store uses
     /// the application's <see cref="TimeProvider"/>. The container disposes the store when the host stops, after the
     /// writes still queued have committed.
+    /// It also registers <see cref="SqliteStorageErrorClassifier"/> as an <see cref="IStorageErrorClassifier"/> service.
     /// </remarks>
     public static EventSourcingBuilder UseSqlite(this EventSourcingBuilder builder, string connectionString, Action<SqliteEventStoreOptions>? configure = null)
     {
@@ -44,6 +46,7 @@ public static class SqliteEventSourcingBuilderExtensions
         ArgumentNullException.ThrowIfNull(configure);
         builder.Services.AddOptions<SqliteEventStoreOptions>().Configure(configure).ValidateOnStart();
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<SqliteEventStoreOptions>, SqliteEventStoreOptionsValidator>());
+        builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IStorageErrorClassifier>(SqliteStorageErrorClassifier.Instance));
         return builder.UseStorage(static sp => SqliteEventStore.Create(
             sp.GetRequiredService<IOptions<SqliteEventStoreOptions>>().Value,
             sp.GetRequiredService<TimeProvider>(),

@@ -641,7 +641,7 @@ internal sealed partial class SqliteWriter : IAsyncDisposable
                 _commit.ExecuteNonQuery();
             }
         }
-        catch (SqliteException ex) when (mayRetry && StorageErrors.Classify(ex, SqliteStorageErrors.Instance) == StorageErrorKind.Transient)
+        catch (SqliteException ex) when (mayRetry && SqliteStorageErrorClassifier.IsBusy(ex))
         {
             TryRollback();
             Head = startHead;

@@ -1,5 +1,4 @@
 using Microsoft.Extensions.DependencyInjection;
-using Patterns.Messaging;
 using Patterns.Queues;
 
 namespace Patterns.Etl.Tests;
@@ -22,11 +21,7 @@ public sealed partial class TransportSourceTests
         // dead-lettered, and each message loads once when the dimension answers again.
         var queue = "dimension-http-timeout-" + Guid.NewGuid().ToString("N");
         using var host = await StartAsync(queue);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        for (var id = 1; id <= 5; id++)
-        {
-            await sender.SendAsync(queue, new Reading(id, 0));
-        }
+        await SendReadingsAsync(host, queue, 1, 5);
 
         var up = false;
         Exception HttpTimeout() => timeout == "http"
@@ -60,23 +55,10 @@ public sealed partial class TransportSourceTests
         var first = new RecordingSink(failOnBatch: null);
         var down = async () => await Pipeline(first).RunAsync(new EtlRunOptions { BatchSize = 100 }).WaitAsync(Wait);
         await down.Should().ThrowAsync<TaskCanceledException>();
-        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
-        (await letters.PeekAsync(queue)).Should().BeEmpty("an HttpClient timeout is the dimension's outage, not the message's fault");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("an HttpClient timeout is the dimension's outage, not the message's fault");
 
         Volatile.Write(ref up, true);
-        await sender.SendAsync(queue, new Reading(6, 0));
-        var last = new RecordingSink(failOnBatch: null);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 6))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
-        first.Rows.Concat(last.Rows).Select(r => r.Id).Order().Should().Equal([1, 2, 3, 4, 5, 6]);
-        (await letters.PeekAsync(queue)).Should().BeEmpty();
+        await SentinelLoadsTheRestOnceAsync(host, queue, Pipeline, first);
     }
 
     [Theory]
@@ -89,9 +71,8 @@ public sealed partial class TransportSourceTests
         // would ever get past message 3 and nothing would be dead-lettered. It is blamed (maxDeliveries 1) and the others
         // load once.
         var queue = "dimension-missing-file-" + Guid.NewGuid().ToString("N");
-        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(queue, rabbitMq: false, inner => new SignallingTransport(inner, subscribed));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var (host, subscribed) = await StartSignallingAsync(queue);
+        using var disposeHost = host;
         var dimension = EtlLookup.Uncached<int, long>((key, _) => key != 3
             ? new(key * 100L)
             : throw (missing == "file" ? new FileNotFoundException("no dimension file for key 3", "dim/3.json") : new DirectoryNotFoundException("no dimension folder for key 3")));
@@ -101,11 +82,8 @@ public sealed partial class TransportSourceTests
 
         var sink = new RecordingSink(failOnBatch: null);
         var running = Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 100 });
-        await subscribed.Task.WaitAsync(Wait);
-        for (var id = 1; id <= 5; id++)
-        {
-            await sender.SendAsync(queue, new Reading(id, 0));
-        }
+        await subscribed.WaitAsync(Wait);
+        await SendReadingsAsync(host, queue, 1, 5);
 
         var run = async () => await running.WaitAsync(Wait);
         await run.Should().ThrowAsync<IOException>();
@@ -113,17 +91,8 @@ public sealed partial class TransportSourceTests
         (await letters.PeekAsync(queue)).Should().ContainSingle("the message whose key has no file is to blame")
             .Which.Reason.Should().StartWith("ETL job 'dimension-missing-file': stage 1 (Lookup) failed on message ");
 
-        await sender.SendAsync(queue, new Reading(6, 0));
-        var last = new RecordingSink(failOnBatch: null);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 6))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        await SendReadingsAsync(host, queue, 6, 6);
+        var last = await RunUntilLoadedAsync(Pipeline, sentinel: 6);
         sink.Rows.Concat(last.Rows).Select(r => r.Id).Order().Should().Equal([1, 2, 4, 5, 6]);
     }
 
@@ -138,11 +107,7 @@ public sealed partial class TransportSourceTests
         // message once.
         var queue = "dimension-stop-" + Guid.NewGuid().ToString("N");
         using var host = await StartAsync(queue);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        for (var id = 1; id <= 5; id++)
-        {
-            await sender.SendAsync(queue, new Reading(id, 0));
-        }
+        await SendReadingsAsync(host, queue, 1, 5);
 
         var hanging = true;
         using var cancel = new CancellationTokenSource();
@@ -180,22 +145,9 @@ public sealed partial class TransportSourceTests
             }
         }
 
-        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
-        (await letters.PeekAsync(queue)).Should().BeEmpty("a stop blames no message");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("a stop blames no message");
 
         Volatile.Write(ref hanging, false);
-        await sender.SendAsync(queue, new Reading(6, 0));
-        var last = new RecordingSink(failOnBatch: null);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 6))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
-        first.Rows.Concat(last.Rows).Select(r => r.Id).Order().Should().Equal([1, 2, 3, 4, 5, 6]);
-        (await letters.PeekAsync(queue)).Should().BeEmpty();
+        await SentinelLoadsTheRestOnceAsync(host, queue, Pipeline, first);
     }
 }

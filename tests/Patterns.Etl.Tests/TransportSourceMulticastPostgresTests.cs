@@ -31,38 +31,14 @@ public sealed partial class TransportSourceTests
             EtlPipeline<Reading> Pipeline(EtlSink<Reading> toA, EtlSink<Reading> toB) => EtlTransport.FromQueue<Reading>(host.Services, queue)
                 .Multicast("branch-pg", branch => branch.To("a", toA), branch => branch.To("b", toB));
 
-            var committedA = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            var failing = Pipeline(
-                new HookSink(a) { AfterWrite = _ => committedA.TrySetResult() },
-                new HookSink(b)
-                {
-                    BeforeWrite = async _ =>
-                    {
-                        await committedA.Task.WaitAsync(Wait);
-                        throw new InvalidOperationException("sink b is down");
-                    },
-                });
-            var run = async () => await failing.RunAsync(new EtlRunOptions { BatchSize = 100 }).WaitAsync(Wait);
-            (await run.Should().ThrowAsync<EtlBranchException>()).Which.Branch.Should().Be("b");
+            await HookSink.FailBranchBAfterBranchACommittedAsync(Pipeline, a, b);
             var inA = await Pg.ScalarAsync($"SELECT count(*) FROM {schema}.readings_a");
             inA.Should().BePositive("branch 'a' committed the batch before 'b' failed");
 
             async Task RunUntilBGetsAsync(int rows)
             {
                 using var stop = new CancellationTokenSource(Wait);
-                var written = 0;
-                var retry = Pipeline(
-                    a,
-                    new HookSink(b)
-                    {
-                        AfterWrite = n =>
-                        {
-                            if ((written += n) >= rows)
-                            {
-                                stop.Cancel();
-                            }
-                        },
-                    });
+                var retry = Pipeline(a, HookSink.StoppingAfter(b, rows, stop));
                 (await retry.RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
             }
 

@@ -1,8 +1,8 @@
-using System.Runtime.CompilerServices;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Patterns.Messaging;
 using Patterns.Queues;
+using Patterns.Sqlite;
 
 namespace Patterns.Etl.Tests;
 
@@ -23,59 +23,54 @@ public sealed partial class TransportSourceTests
     public async Task ALookupWhoseDimensionIsLocked_BlamesNoMessage_NoneIsDeadLettered_OnceItIsBackEachLoadsOnce(string cache, bool rabbitMq)
     {
         // The dimension is a SQLite file another connection holds an exclusive lock on: every read of it fails with
-        // SQLITE_BUSY (after a 1 s busy timeout). That is an outage, not the fault of the message being looked up: with
-        // maxDeliveries 1 no message is dead-lettered, and once the lock is gone every message loads exactly once. Before,
-        // the message whose row was looked up counted a failed delivery and was dead-lettered.
+        // SQLITE_BUSY (after a 1 s busy timeout). With SQLite's classifier (which an AddEtl job gets from UseSqlite) that is
+        // an outage, not the fault of the message being looked up: with maxDeliveries 1 no message is dead-lettered, and
+        // once the lock is gone every message loads exactly once. Before, the message whose row was looked up counted a
+        // failed delivery and was dead-lettered.
         using var dir = new TempDir();
-        var dimension = CreateDimension(dir);
+        var dimension = SqliteDimension.Create(dir);
         var queue = "dimension-down-" + Guid.NewGuid().ToString("N");
         using var host = await StartAsync(queue, rabbitMq);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        for (var id = 1; id <= 5; id++)
-        {
-            await sender.SendAsync(queue, new Reading(id, 0));
-        }
-
+        await SendReadingsAsync(host, queue, 1, 5);
+        var options = new EtlRunOptions { BatchSize = 100, StorageErrorClassifiers = [SqliteStorageErrorClassifier.Instance] };
         EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
-            .Lookup(Dimension(cache, dimension), r => r.Id, (r, value) => r with { Value = value })
+            .Lookup(SqliteDimension.Lookup(cache, dimension), r => r.Id, (r, value) => r with { Value = value })
             .To(sink, "dimension-down");
 
-        var loaded = new List<Reading>();
-        using (var locker = new SqliteConnection(dimension))
+        var first = new RecordingSink(failOnBatch: null);
+        using (SqliteDimension.Lock(dimension))
         {
-            locker.Open();
-            using (var exclusive = locker.CreateCommand())
-            {
-                exclusive.CommandText = "BEGIN EXCLUSIVE";
-                exclusive.ExecuteNonQuery();
-            }
-
-            var sink = new RecordingSink(failOnBatch: null);
-            var down = async () => await Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 100 }).WaitAsync(Wait);
+            var down = async () => await Pipeline(first).RunAsync(options).WaitAsync(Wait);
             (await down.Should().ThrowAsync<SqliteException>()).Which.SqliteErrorCode.Should().Be(5, "the dimension is locked (SQLITE_BUSY)");
-            loaded.AddRange(sink.Rows);
         }
 
-        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
-        (await letters.PeekAsync(queue)).Should().BeEmpty("no message is to blame for a dimension that cannot be read");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("no message is to blame for a dimension that cannot be read");
 
         // The lock is gone. A sentinel sent now comes after every message handed back.
-        await sender.SendAsync(queue, new Reading(6, 0));
-        var last = new RecordingSink(failOnBatch: null);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 6))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
-        loaded.AddRange(last.Rows);
-
-        loaded.Select(r => r.Id).Order().Should().Equal([1, 2, 3, 4, 5, 6], "every message loads exactly once once the dimension is back");
+        var loaded = await SentinelLoadsTheRestOnceAsync(host, queue, Pipeline, first);
         loaded.Should().OnlyContain(r => r.Value == r.Id * 100, "each row carries what the dimension holds for it");
-        (await letters.PeekAsync(queue)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task ALookupWhoseSqliteDimensionIsLocked_WithoutSqlitesClassifier_BlamesNoMessage()
+    {
+        // A run given no classifier (no store registered one: a lookup querying SQLite itself) still takes SQLITE_BUSY
+        // for an outage: the lookup's fallback recognises SQLite's busy, locked, I/O and cannot-open codes.
+        using var dir = new TempDir();
+        var dimension = SqliteDimension.Create(dir);
+        var queue = "dimension-unclassified-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await SendReadingsAsync(host, queue, 1, 1);
+        using (SqliteDimension.Lock(dimension))
+        {
+            var down = async () => await EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+                .Lookup(SqliteDimension.Lookup("none", dimension), r => r.Id, (r, value) => r with { Value = value })
+                .To(new RecordingSink(failOnBatch: null), "dimension-unclassified")
+                .RunAsync(new EtlRunOptions { BatchSize = 100 }).WaitAsync(Wait);
+            await down.Should().ThrowAsync<SqliteException>();
+        }
+
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("without a classifier the busy error is still an outage, not the row's");
     }
 
     [Fact]
@@ -87,9 +82,8 @@ public sealed partial class TransportSourceTests
         // dimension back, loads the rest. (The in-memory queue's handlers race, so the order they are taken in is the
         // order the dimension was asked in.)
         var queue = "dimension-timeout-" + Guid.NewGuid().ToString("N");
-        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(queue, rabbitMq: false, inner => new SignallingTransport(inner, subscribed));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var (host, subscribed) = await StartSignallingAsync(queue);
+        using var disposeHost = host;
         var up = false;
         var asked = new List<int>();
         var dimension = EtlLookup.Uncached<int, long>((key, _) =>
@@ -103,33 +97,17 @@ public sealed partial class TransportSourceTests
 
         var first = new RecordingSink(failOnBatch: null);
         var running = Pipeline(first).RunAsync(new EtlRunOptions { BatchSize = 100 });
-        await subscribed.Task.WaitAsync(Wait);
-        for (var id = 1; id <= 5; id++)
-        {
-            await sender.SendAsync(queue, new Reading(id, 0));
-        }
+        await subscribed.WaitAsync(Wait);
+        await SendReadingsAsync(host, queue, 1, 5);
 
         var down = async () => await running.WaitAsync(Wait);
         await down.Should().ThrowAsync<TimeoutException>();
-        var letters = host.Services.GetRequiredService<IDeadLetterQueue>();
-        (await letters.PeekAsync(queue)).Should().BeEmpty("no message is to blame for the outage");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("no message is to blame for the outage");
         asked.Should().EndWith(3);
         first.Rows.Select(r => r.Id).Should().Equal(asked[..^1], "the messages before the one the outage surfaced on are committed");
 
         Volatile.Write(ref up, true);
-        await sender.SendAsync(queue, new Reading(6, 0));
-        var last = new RecordingSink(failOnBatch: null);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 6))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
-        first.Rows.Concat(last.Rows).Select(r => r.Id).Order().Should().Equal([1, 2, 3, 4, 5, 6]);
-        (await letters.PeekAsync(queue)).Should().BeEmpty();
+        await SentinelLoadsTheRestOnceAsync(host, queue, Pipeline, first);
     }
 
     [Theory]
@@ -142,25 +120,21 @@ public sealed partial class TransportSourceTests
         // The key selector, the result selector, or the dimension refusing the row's key (not an outage: a permanent error)
         // throws on message 3's row: that message is to blame, dead-lettered alone (maxDeliveries 1); the others load once.
         using var dir = new TempDir();
-        var dimension = CreateDimension(dir);
+        var dimension = SqliteDimension.Create(dir);
         var queue = "lookup-poison-" + Guid.NewGuid().ToString("N");
-        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(queue, rabbitMq: false, inner => new SignallingTransport(inner, subscribed));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
+        var (host, subscribed) = await StartSignallingAsync(queue);
+        using var disposeHost = host;
         EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
             .Lookup(
-                Dimension(cache, dimension, rejects: fails == "dimension" ? 3 : null),
+                SqliteDimension.Lookup(cache, dimension, rejects: fails == "dimension" ? 3 : null),
                 r => fails == "key" && r.Id == 3 ? throw new InvalidOperationException("poison row 3") : r.Id,
                 (r, value) => fails == "result" && r.Id == 3 ? throw new InvalidOperationException("poison row 3") : r with { Value = value })
             .To(sink, "lookup-poison");
 
         var sink = new RecordingSink(failOnBatch: null);
         var running = Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 100 });
-        await subscribed.Task.WaitAsync(Wait);
-        for (var id = 1; id <= 5; id++)
-        {
-            await sender.SendAsync(queue, new Reading(id, 0));
-        }
+        await subscribed.WaitAsync(Wait);
+        await SendReadingsAsync(host, queue, 1, 5);
 
         var run = async () => await running.WaitAsync(Wait);
         (await run.Should().ThrowAsync<InvalidOperationException>()).WithMessage("poison row 3");
@@ -168,17 +142,8 @@ public sealed partial class TransportSourceTests
         var letter = (await letters.PeekAsync(queue)).Should().ContainSingle("only the message whose row failed is blamed").Which;
         letter.Reason.Should().StartWith("ETL job 'lookup-poison': stage 1 (Lookup) failed on message ");
 
-        await sender.SendAsync(queue, new Reading(6, 0));
-        var last = new RecordingSink(failOnBatch: null);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 6))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        await SendReadingsAsync(host, queue, 6, 6);
+        var last = await RunUntilLoadedAsync(Pipeline, sentinel: 6);
         sink.Rows.Concat(last.Rows).Select(r => r.Id).Order().Should().Equal([1, 2, 4, 5, 6], "every other message loads exactly once, nothing of message 3");
         (await letters.PeekAsync(queue)).Should().ContainSingle();
     }
@@ -194,47 +159,19 @@ public sealed partial class TransportSourceTests
         using var dir = new TempDir();
         var queue = "branch-sink-" + Guid.NewGuid().ToString("N");
         using var host = await StartAsync(queue, rabbitMq);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        for (var id = 1; id <= 5; id++)
-        {
-            await sender.SendAsync(queue, new Reading(id, id));
-        }
+        await SendReadingsAsync(host, queue, 1, 5, id => id);
 
         var (a, b) = (Sqlite.Append<Reading>(dir.Sqlite("a.db"), "readings"), Sqlite.Append<Reading>(dir.Sqlite("b.db"), "readings"));
         EtlPipeline<Reading> Pipeline(EtlSink<Reading> toA, EtlSink<Reading> toB) => EtlTransport.FromQueue<Reading>(host.Services, queue)
             .Multicast("branch-sink", branch => branch.To("a", toA), branch => branch.To("b", toB));
 
-        var committedA = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var failing = Pipeline(
-            new HookSink(a) { AfterWrite = _ => committedA.TrySetResult() },
-            new HookSink(b)
-            {
-                BeforeWrite = async _ =>
-                {
-                    await committedA.Task.WaitAsync(Wait);
-                    throw new InvalidOperationException("sink b is down");
-                },
-            });
-        var run = async () => await failing.RunAsync(new EtlRunOptions { BatchSize = 100 }).WaitAsync(Wait);
-        (await run.Should().ThrowAsync<EtlBranchException>()).Which.Branch.Should().Be("b");
+        await HookSink.FailBranchBAfterBranchACommittedAsync(Pipeline, a, b);
         var inA = Db.ScalarSqlite(dir.Sqlite("a.db"), "SELECT count(*) FROM readings");
         inA.Should().BePositive("branch 'a' committed the batch before 'b' failed");
         Db.ScalarSqlite(dir.Sqlite("b.db"), "SELECT count(*) FROM readings").Should().Be(0);
 
         using var stop = new CancellationTokenSource(Wait);
-        var written = 0;
-        var retry = Pipeline(
-            a,
-            new HookSink(b)
-            {
-                AfterWrite = rows =>
-                {
-                    if ((written += rows) >= 5)
-                    {
-                        stop.Cancel();
-                    }
-                },
-            });
+        var retry = Pipeline(a, HookSink.StoppingAfter(b, rows: 5, stop));
         var result = await retry.RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token);
         result.Status.Should().Be(EtlRunStatus.Stopped);
         result.Branches.Single(x => x.Name == "a").RowsLoaded.Should().Be(5 - inA, "branch 'a' skips the messages it committed");
@@ -265,20 +202,10 @@ public sealed partial class TransportSourceTests
         async Task RunUntilAsync(int rows)
         {
             using var stop = new CancellationTokenSource(Wait);
-            var written = 0;
             var pipeline = EtlTransport.FromQueue<Reading>(host.Services, queue).Multicast(
                 "branch-again",
                 branch => branch.To("a", a),
-                branch => branch.To("b", new HookSink(b)
-                {
-                    AfterWrite = n =>
-                    {
-                        if ((written += n) >= rows)
-                        {
-                            stop.Cancel();
-                        }
-                    },
-                }));
+                branch => branch.To("b", HookSink.StoppingAfter(b, rows, stop)));
             (await pipeline.RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
         }
 
@@ -296,56 +223,43 @@ public sealed partial class TransportSourceTests
         }
     }
 
-    /// <summary>A SQLite dimension (key to key × 100, keys 1 to 6), read with a 1 s busy timeout.</summary>
-    private static string CreateDimension(TempDir dir)
-    {
-        var connectionString = $"Data Source={dir.File("dimension.db")};Pooling=False;Default Timeout=1";
-        using var connection = new SqliteConnection(connectionString);
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = "CREATE TABLE dim (id INTEGER PRIMARY KEY, value INTEGER NOT NULL); INSERT INTO dim VALUES (1, 100), (2, 200), (3, 300), (4, 400), (5, 500), (6, 600);";
-        command.ExecuteNonQuery();
-        return connectionString;
-    }
-
-    private static EtlLookup<int, long> Dimension(string cache, string connectionString, int? rejects = null) => cache switch
-    {
-        "full" => EtlLookup.Full<int, long>(ct => ReadDimensionAsync(connectionString, ct)),
-        "lru" => EtlLookup.Lru<int, long>((key, ct) => FindAsync(connectionString, key, rejects, ct), capacity: 2),
-        _ => EtlLookup.Uncached<int, long>((key, ct) => FindAsync(connectionString, key, rejects, ct)),
-    };
-
-    private static async IAsyncEnumerable<KeyValuePair<int, long>> ReadDimensionAsync(string connectionString, [EnumeratorCancellation] CancellationToken cancellationToken)
-    {
-        await using var connection = new SqliteConnection(connectionString);
-        await connection.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT id, value FROM dim";
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            yield return new(reader.GetInt32(0), reader.GetInt64(1));
-        }
-    }
-
-    private static async ValueTask<long> FindAsync(string connectionString, int key, int? rejects, CancellationToken cancellationToken)
-    {
-        if (key == rejects)
-        {
-            throw new InvalidOperationException("poison row 3");
-        }
-
-        await using var connection = new SqliteConnection(connectionString);
-        await connection.OpenAsync(cancellationToken);
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT value FROM dim WHERE id = $id";
-        command.Parameters.AddWithValue("$id", key);
-        return Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
-    }
-
     /// <summary>A sink that runs hooks around each write of rows (before: may fail it; after: the rows written).</summary>
     private sealed class HookSink(EtlSink<Reading> inner) : EtlSink<Reading>
     {
+        /// <summary>Runs a multicast into branches 'a' and 'b' whose 'b' sink fails its first batch once 'a' committed it; checks that the run fails naming branch 'b'.</summary>
+        public static async Task FailBranchBAfterBranchACommittedAsync(Func<EtlSink<Reading>, EtlSink<Reading>, EtlPipeline<Reading>> pipeline, EtlSink<Reading> a, EtlSink<Reading> b)
+        {
+            var committedA = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var failing = pipeline(
+                new HookSink(a) { AfterWrite = _ => committedA.TrySetResult() },
+                new HookSink(b)
+                {
+                    BeforeWrite = async _ =>
+                    {
+                        await committedA.Task.WaitAsync(Wait);
+                        throw new InvalidOperationException("sink b is down");
+                    },
+                });
+            var run = async () => await failing.RunAsync(new EtlRunOptions { BatchSize = 100 }).WaitAsync(Wait);
+            (await run.Should().ThrowAsync<EtlBranchException>()).Which.Branch.Should().Be("b");
+        }
+
+        /// <summary>A sink that stops its run (cancels <paramref name="stop"/>) once it has written <paramref name="rows"/> rows.</summary>
+        public static HookSink StoppingAfter(EtlSink<Reading> inner, int rows, CancellationTokenSource stop)
+        {
+            var written = 0;
+            return new HookSink(inner)
+            {
+                AfterWrite = n =>
+                {
+                    if ((written += n) >= rows)
+                    {
+                        stop.Cancel();
+                    }
+                },
+            };
+        }
+
         public Func<int, Task>? BeforeWrite { get; init; }
 
         public Action<int>? AfterWrite { get; init; }

@@ -539,48 +539,15 @@ public sealed partial class TransportSourceTests
         // BatchSize 2: a batch holds at most 4 rows. Message 2 makes 5: it cannot be loaded in one commit, so each run that
         // reaches it fails naming it. Message 1 (before it in the open batch) is committed first; message 3 is handed back
         // uncounted. Only message 2 counts failed deliveries: maxDeliveries 2 dead-letters it on the second run.
-        var queue = "oversized-" + Guid.NewGuid().ToString("N");
-        using var host = await StartAsync(queue, rabbitMq);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        await sender.SendAsync(queue, new Reading(1, 1));
-        await sender.SendAsync(queue, new Reading(2, 5));
-        await sender.SendAsync(queue, new Reading(3, 1));
-        var consumed = new HashSet<string>(StringComparer.Ordinal);
-        var loaded = new List<int>();
-        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 2)
-            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 10) + i, i)))
-            .To(sink, "oversized");
-
-        for (var attempt = 1; attempt <= 2; attempt++)
-        {
-            var sink = new RecordingSink(failOnBatch: null, consumed);
-            var run = async () => await Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 2 }).WaitAsync(Wait);
-            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 2"))
-                .WithMessage("ETL job 'oversized' reads queue:*: message * has made 4 rows so far, which fills the batch to its limit of 4 rows (twice BatchSize, which is 2; *");
-            loaded.AddRange(sink.Rows.Select(r => r.Id));
-        }
-
-        var letters = await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue);
-        var letter = letters.Should().ContainSingle("only the message too big for a batch is blamed").Which;
-        letter.Reason.Should().StartWith($"ETL job 'oversized': the loader (the message's rows do not fit in one batch) failed on message {letter.Envelope.MessageId:N} on delivery 2 with System.InvalidOperationException: ")
-            .And.Contain("fills the batch to its limit");
-
-        // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
-        await sender.SendAsync(queue, new Reading(4, 1));
-        var last = new RecordingSink(failOnBatch: null, consumed);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 40))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 2 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
-        loaded.AddRange(last.Rows.Select(r => r.Id));
-
-        loaded.Order().Should().Equal([10, 30, 40], "the other messages are loaded exactly once, nothing of message 2");
-        consumed.Should().HaveCount(3);
+        await AnOversizedMessageIsBlamedAloneAsync(
+            rabbitMq,
+            "oversized",
+            rows: 5,
+            factor: 10,
+            new EtlRunOptions { BatchSize = 2 },
+            pipeline => pipeline,
+            "ETL job 'oversized' reads queue:*: message * has made 4 rows so far, which fills the batch to its limit of 4 rows (twice BatchSize, which is 2; *",
+            "fills the batch to its limit");
     }
 
     [Theory]
@@ -596,21 +563,15 @@ public sealed partial class TransportSourceTests
         // batch): there the messages are sent once the run has subscribed, so that they are held at once, and
         // maxDeliveries is 1 (a second run would again take them one at a time).
         var queue = "stage-poison-" + Guid.NewGuid().ToString("N");
-        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        async Task SendAsync()
+        var (host, held) = await StartHoldingAsync(queue, rabbitMq, async to =>
         {
             for (var id = 1; id <= 5; id++)
             {
-                await sender.SendAsync(queue, new Reading(id, id));
+                await to.SendAsync(queue, new Reading(id, id));
             }
-        }
-
-        if (rabbitMq)
-        {
-            await SendAsync();
-        }
+        });
+        using var disposeHost = host;
+        var sender = host.Services.GetRequiredService<IQueueSender>();
 
         var maxDeliveries = rabbitMq ? 3 : 1;
         var consumed = new HashSet<string>(StringComparer.Ordinal);
@@ -624,11 +585,7 @@ public sealed partial class TransportSourceTests
         {
             var sink = new RecordingSink(failOnBatch: null, consumed);
             var running = Pipeline(sink).RunAsync(new EtlRunOptions { BatchSize = 100 });
-            if (attempt == 1 && !rabbitMq)
-            {
-                await subscribed.Task.WaitAsync(Wait);
-                await SendAsync();
-            }
+            await held.SendOnceSubscribedAsync();
 
             var run = async () => await running.WaitAsync(Wait);
             (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 3")).WithMessage("poison row 3");
@@ -646,16 +603,7 @@ public sealed partial class TransportSourceTests
 
         // A sentinel sent now comes after every message handed back.
         await sender.SendAsync(queue, new Reading(6, 6));
-        var last = new RecordingSink(failOnBatch: null, consumed);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 6))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(new EtlRunOptions { BatchSize = 100 }, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
+        var last = await RunUntilLoadedAsync(Pipeline, sentinel: 6, new EtlRunOptions { BatchSize = 100 }, consumed);
         loaded.AddRange(last.Rows.Select(r => r.Id));
 
         loaded.Order().Should().Equal([1, 2, 4, 5, 6], "every other message's row is loaded exactly once, nothing of message 3");
@@ -676,21 +624,15 @@ public sealed partial class TransportSourceTests
         // so a failing map commits the batch nowhere. Before, 'b' committed the batch in each run that failed on 'a' and
         // loaded messages 1, 2, 4 and 5 once per run.
         var queue = "branch-poison-" + Guid.NewGuid().ToString("N");
-        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        async Task SendAsync()
+        var (host, held) = await StartHoldingAsync(queue, rabbitMq, async to =>
         {
             for (var id = 1; id <= 5; id++)
             {
-                await sender.SendAsync(queue, new Reading(id, id));
+                await to.SendAsync(queue, new Reading(id, id));
             }
-        }
-
-        if (rabbitMq)
-        {
-            await SendAsync();
-        }
+        });
+        using var disposeHost = host;
+        var sender = host.Services.GetRequiredService<IQueueSender>();
 
         var maxDeliveries = rabbitMq ? 3 : 1;
         var loadedA = new List<int>();
@@ -706,11 +648,7 @@ public sealed partial class TransportSourceTests
         {
             var (a, b) = (new RecordingSink(failOnBatch: null), new RecordingSink(failOnBatch: null));
             var running = Pipeline(a, b).RunAsync(new EtlRunOptions { BatchSize = 100 });
-            if (attempt == 1 && !rabbitMq)
-            {
-                await subscribed.Task.WaitAsync(Wait);
-                await SendAsync();
-            }
+            await held.SendOnceSubscribedAsync();
 
             var run = async () => await running.WaitAsync(Wait);
             (await run.Should().ThrowAsync<EtlBranchException>($"run {attempt} reaches message 3")).Which.Branch.Should().Be("a");
@@ -807,20 +745,13 @@ public sealed partial class TransportSourceTests
         // for the bound in rows; message 3's 3 rows (30) fit beside message 2's. Before, message 2 joined message 1's
         // batch, which held 120 bytes.
         var queue = "bytes-fresh-" + Guid.NewGuid().ToString("N");
-        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        async Task SendAsync()
+        var (host, held) = await StartHoldingAsync(queue, rabbitMq, async to =>
         {
-            await sender.SendAsync(queue, new Reading(1, 6));
-            await sender.SendAsync(queue, new Reading(2, 6));
-            await sender.SendAsync(queue, new Reading(3, 3));
-        }
-
-        if (rabbitMq)
-        {
-            await SendAsync();
-        }
+            await to.SendAsync(queue, new Reading(1, 6));
+            await to.SendAsync(queue, new Reading(2, 6));
+            await to.SendAsync(queue, new Reading(3, 3));
+        });
+        using var disposeHost = host;
 
         var consumed = new HashSet<string>(StringComparer.Ordinal);
         var sink = new RecordingSink(failOnBatch: null, consumed);
@@ -838,11 +769,7 @@ public sealed partial class TransportSourceTests
             .To(sink, "bytes-fresh")
             .WithRowSize(_ => 10)
             .RunAsync(new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 100 }, stop.Token);
-        if (!rabbitMq)
-        {
-            await subscribed.Task.WaitAsync(Wait);
-            await SendAsync();
-        }
+        await held.SendOnceSubscribedAsync();
 
         var result = await running;
         result.Status.Should().Be(EtlRunStatus.Stopped);
@@ -866,50 +793,16 @@ public sealed partial class TransportSourceTests
         // each run that reaches it fails naming the limit and the size. Message 1 is committed first; message 3 is handed
         // back uncounted. Only message 2 counts failed deliveries: maxDeliveries 2 dead-letters it on the second run.
         // Before, message 2 was loaded in a batch of 110 bytes or more.
-        var queue = "bytes-oversized-" + Guid.NewGuid().ToString("N");
-        using var host = await StartAsync(queue, rabbitMq);
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        await sender.SendAsync(queue, new Reading(1, 1));
-        await sender.SendAsync(queue, new Reading(2, 11));
-        await sender.SendAsync(queue, new Reading(3, 1));
-        var consumed = new HashSet<string>(StringComparer.Ordinal);
-        var loaded = new List<int>();
-        EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 2)
-            .SelectMany(r => Enumerable.Range(0, (int)r.Value).Select(i => new Reading((r.Id * 100) + i, i)))
-            .To(sink, "bytes-oversized")
-            .WithRowSize(_ => 10);
-        var options = new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 100 };
-
-        for (var attempt = 1; attempt <= 2; attempt++)
-        {
-            var sink = new RecordingSink(failOnBatch: null, consumed);
-            var run = async () => await Pipeline(sink).RunAsync(options).WaitAsync(Wait);
-            (await run.Should().ThrowAsync<InvalidOperationException>($"run {attempt} reaches message 2"))
-                .WithMessage("ETL job 'bytes-oversized' reads queue:*: message * has made 11 rows of 110 bytes so far, more than MaxBatchBytes (100 bytes;*make MaxBatchBytes at least the size of the largest message's rows*");
-            sink.Commits.Should().NotContain(c => c.Rows.Length * 10 > 100, "no batch passes MaxBatchBytes");
-            loaded.AddRange(sink.Rows.Select(r => r.Id));
-        }
-
-        var letter = (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().ContainSingle("only the message too big for a batch is blamed").Which;
-        letter.Reason.Should().StartWith($"ETL job 'bytes-oversized': the loader (the message's rows do not fit in one batch) failed on message {letter.Envelope.MessageId:N} on delivery 2 with System.InvalidOperationException: ")
-            .And.Contain("110 bytes so far, more than MaxBatchBytes (100 bytes");
-
-        // Nothing else is left but message 3 (if the second run did not load it): a sentinel sent now comes after it.
-        await sender.SendAsync(queue, new Reading(4, 1));
-        var last = new RecordingSink(failOnBatch: null, consumed);
-        using var stop = new CancellationTokenSource(Wait);
-        last.OnCommit = () =>
-        {
-            if (last.Rows.Any(r => r.Id == 400))
-            {
-                stop.Cancel();
-            }
-        };
-        (await Pipeline(last).RunAsync(options, stop.Token)).Status.Should().Be(EtlRunStatus.Stopped);
-        loaded.AddRange(last.Rows.Select(r => r.Id));
-
-        loaded.Order().Should().Equal([100, 300, 400], "the other messages are loaded exactly once, nothing of message 2");
-        consumed.Should().HaveCount(3);
+        await AnOversizedMessageIsBlamedAloneAsync(
+            rabbitMq,
+            "bytes-oversized",
+            rows: 11,
+            factor: 100,
+            new EtlRunOptions { BatchSize = 100, MaxBatchBytes = 100 },
+            pipeline => pipeline.WithRowSize(_ => 10),
+            "ETL job 'bytes-oversized' reads queue:*: message * has made 11 rows of 110 bytes so far, more than MaxBatchBytes (100 bytes;*make MaxBatchBytes at least the size of the largest message's rows*",
+            "110 bytes so far, more than MaxBatchBytes (100 bytes",
+            sink => sink.Commits.Should().NotContain(c => c.Rows.Length * 10 > 100, "no batch passes MaxBatchBytes"));
     }
 
     [Theory]
@@ -922,21 +815,15 @@ public sealed partial class TransportSourceTests
         // empty) goes on from there. Before, the open batch was dropped with the failure: with the 20 messages taken at
         // once, every run failed at its 12th message having committed nothing, and no message was ever acknowledged.
         var queue = "dedupe-progress-" + Guid.NewGuid().ToString("N");
-        var subscribed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await StartAsync(queue, rabbitMq, rabbitMq ? null : inner => new SignallingTransport(inner, subscribed));
-        var sender = host.Services.GetRequiredService<IQueueSender>();
-        async Task SendAsync()
+        var (host, held) = await StartHoldingAsync(queue, rabbitMq, async to =>
         {
             for (var i = 1; i <= 20; i++)
             {
-                await sender.SendAsync(queue, new Reading(i, i));
+                await to.SendAsync(queue, new Reading(i, i));
             }
-        }
-
-        if (rabbitMq)
-        {
-            await SendAsync();
-        }
+        });
+        using var disposeHost = host;
+        var sender = host.Services.GetRequiredService<IQueueSender>();
 
         EtlPipeline<Reading> Pipeline(RecordingSink sink) => EtlTransport.FromQueue<Reading>(host.Services, queue, maxUnacknowledged: 100, maxDeliveries: 1)
             .DistinctBy(r => r.Id, maxBytes: 400)
@@ -944,11 +831,7 @@ public sealed partial class TransportSourceTests
 
         var first = new RecordingSink(failOnBatch: null);
         var running = Pipeline(first).RunAsync();
-        if (!rabbitMq)
-        {
-            await subscribed.Task.WaitAsync(Wait);
-            await SendAsync();
-        }
+        await held.SendOnceSubscribedAsync();
 
         var run = async () => await running.WaitAsync(Wait);
         await run.Should().ThrowAsync<EtlMemoryBudgetExceededException>();

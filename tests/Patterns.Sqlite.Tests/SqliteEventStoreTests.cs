@@ -25,8 +25,10 @@ public sealed class SqliteEventStoreTests : IAsyncLifetime
     [InlineData(6, StorageErrorKind.Transient)] // SQLITE_LOCKED
     [InlineData(261, StorageErrorKind.Transient)] // SQLITE_BUSY_RECOVERY
     [InlineData(19, StorageErrorKind.Permanent)] // SQLITE_CONSTRAINT
-    [InlineData(13, StorageErrorKind.Permanent)] // SQLITE_FULL
-    public async Task Classify_SqliteErrors_BusyAndLockedAreTransient(int errorCode, StorageErrorKind kind)
+    [InlineData(13, StorageErrorKind.Transient)] // SQLITE_FULL: the disk may have room later
+    [InlineData(14, StorageErrorKind.Transient)] // SQLITE_CANTOPEN
+    [InlineData(11, StorageErrorKind.Permanent)] // SQLITE_CORRUPT
+    public async Task Classify_SqliteErrors_BusyLockedAndUnavailableAreTransient(int errorCode, StorageErrorKind kind)
     {
         await using var store = new SqliteEventStore(_db.File());
 

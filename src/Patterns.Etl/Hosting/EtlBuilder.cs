@@ -58,6 +58,11 @@ public sealed class EtlBuilder
             }
         }
 
+        if (options.MaxOutageDuration is { } outage && outage <= TimeSpan.Zero)
+        {
+            errors.Add($"ETL job '{name}': MaxOutageDuration must be positive (was {outage}).");
+        }
+
         errors.AddRange(options.RunOptions.Validate().Select(e => $"ETL job '{name}': {e}"));
         if (errors.Count > 0)
         {
@@ -87,6 +92,20 @@ public sealed class EtlJobOptions
     /// <summary>Gets or sets a value indicating whether a scheduled job also runs once when the host starts.</summary>
     /// <value>Default <see langword="false"/>.</value>
     public bool RunOnStart { get; set; }
+
+    /// <summary>
+    /// Gets or sets how long the job's runs may keep failing on an outage no message caused (a <c>Lookup</c>'s dimension
+    /// or a join's build side that cannot be read, a stage past its memory budget) before the job stops. Such a failure
+    /// blames no message: the messages stay on the queue (none counts a delivery or is dead-lettered) and the next run
+    /// tries again, so an outage that never ends would hold the queue for ever. Once the first of an unbroken series of
+    /// such runs failed longer ago than this, the failing run throws <see cref="EtlOutageLimitExceededException"/> (the
+    /// outage's error inside), the job logs it as an error and stops: its schedule waits, and <see cref="EtlJobsHealthCheck"/>
+    /// reports it unhealthy (degraded while it fails on an outage within the limit). A run started on demand
+    /// (<see cref="IEtlJobs.RunAsync"/>) still runs it; once one succeeds, the job is healthy and its schedule resumes. A
+    /// run that ends any other way (completed, stopped, failed for another reason) ends the series.
+    /// </summary>
+    /// <value>Default <see langword="null"/>: no limit (the job keeps trying, degraded, for as long as the outage lasts).</value>
+    public TimeSpan? MaxOutageDuration { get; set; }
 
     /// <summary>Gets the options of each run (partition, batch size, error budget, progress).</summary>
     public EtlRunOptions RunOptions { get; } = new();

@@ -7,7 +7,7 @@ namespace Microsoft.Extensions.DependencyInjection;
 /// <summary>Registers ETL jobs.</summary>
 public static class EtlServiceCollectionExtensions
 {
-    /// <summary>Adds ETL jobs: <see cref="IEtlJobs"/> runs them on demand, and a hosted service runs the scheduled ones. Calls add to the same set of jobs.</summary>
+    /// <summary>Adds ETL jobs: <see cref="IEtlJobs"/> runs them on demand, and a hosted service runs the scheduled ones; <see cref="EtlJobsHealthCheck"/> reports them. Calls add to the same set of jobs.</summary>
     /// <param name="services">The services.</param>
     /// <param name="configure">Adds the jobs.</param>
     /// <returns>The builder, to add more jobs.</returns>
@@ -19,6 +19,7 @@ public static class EtlServiceCollectionExtensions
         services.TryAddSingleton<EtlJobs>();
         services.TryAddSingleton<IEtlJobs>(static sp => sp.GetRequiredService<EtlJobs>());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, EtlJobs>(static sp => sp.GetRequiredService<EtlJobs>()));
+        services.TryAddSingleton(static sp => new EtlJobsHealthCheck(sp.GetRequiredService<EtlJobs>()));
         var builder = new EtlBuilder(services, jobs);
         configure?.Invoke(builder);
         return builder;

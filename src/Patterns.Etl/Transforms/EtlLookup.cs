@@ -85,18 +85,20 @@ public abstract class EtlLookup<TKey, TValue>
         /// than that it refused the key; if so the run records it as a failure no row caused (<see cref="EtlRun.FailedWithoutRow"/>).
         /// </summary>
         /// <returns>Always false: the error goes on unwinding (an exception filter).</returns>
-        public bool Unreachable(EtlRun run, Exception error) => IsOutage(error) && run.FailedWithoutRow(error);
+        public bool Unreachable(EtlRun run, Exception error) => IsOutage(error, run.StorageErrorClassifiers) && run.FailedWithoutRow(error);
 
         /// <summary>Whether a failure of <see cref="FindAsync"/> is the dimension's (its source is down), not the key's.</summary>
-        protected abstract bool IsOutage(Exception error);
+        protected abstract bool IsOutage(Exception error, IReadOnlyList<IStorageErrorClassifier> classifiers);
     }
 }
 
 /// <summary>
 /// Tells a dimension that is down from one that refuses a key, for lookups read key by key: a failure is an outage when
-/// it, or an error inside it, is one the kernel's <see cref="StorageErrors"/> deems worth retrying (a timeout, a busy or
-/// locked database, a <see cref="System.Data.Common.DbException"/> its driver reports transient: a dropped connection),
-/// a <see cref="System.Net.Sockets.SocketException"/>, an <see cref="IOException"/> other than a missing file, folder or
+/// it, or an error inside it, is one the kernel's <see cref="StorageErrors"/> deems worth retrying, asking the store
+/// drivers' classifiers first (<see cref="EtlRunOptions.StorageErrorClassifiers"/>: SQLite's busy, locked, I/O and
+/// cannot-open codes, PostgreSQL's connection, resource and shutdown states) and otherwise the generic rules (a timeout, a
+/// <see cref="System.Data.Common.DbException"/> its driver reports transient: a dropped connection), a
+/// <see cref="System.Net.Sockets.SocketException"/>, an <see cref="IOException"/> other than a missing file, folder or
 /// too long a path, an <see cref="HttpRequestException"/> without a status code or with 408, 429 or 5xx, or a client's
 /// cancellation (a client's own timeout: HttpClient's is a <see cref="TaskCanceledException"/> around a
 /// <see cref="TimeoutException"/>, a find bounded by its own <c>CancelAfter</c> ends with a bare one; or a stop, after
@@ -104,7 +106,7 @@ public abstract class EtlLookup<TKey, TValue>
 /// </summary>
 internal static class EtlDimensionOutage
 {
-    public static bool Is(Exception error)
+    public static bool Is(Exception error, IReadOnlyList<IStorageErrorClassifier> classifiers)
     {
         for (var e = error; e is not null; e = e.InnerException)
         {
@@ -122,7 +124,7 @@ internal static class EtlDimensionOutage
                 return false;
             }
 
-            if (e is System.Net.Sockets.SocketException or IOException || StorageErrors.IsRetryable(e) || SqliteUnavailable(e)
+            if (e is System.Net.Sockets.SocketException or IOException || Retryable(e, classifiers)
                 || (e is HttpRequestException http && (http.StatusCode is null or System.Net.HttpStatusCode.RequestTimeout or System.Net.HttpStatusCode.TooManyRequests || (int)http.StatusCode >= 500)))
             {
                 return true;
@@ -130,17 +132,33 @@ internal static class EtlDimensionOutage
 
             if (e is AggregateException { InnerExceptions.Count: > 1 } aggregate)
             {
-                return aggregate.InnerExceptions.Any(Is);
+                return aggregate.InnerExceptions.Any(inner => Is(inner, classifiers));
             }
         }
 
         return false;
     }
 
+    /// <summary>Whether the first classifier that knows <paramref name="error"/> (or, when none does, the kernel's generic rules) deems it worth retrying.</summary>
+    private static bool Retryable(Exception error, IReadOnlyList<IStorageErrorClassifier> classifiers)
+    {
+        foreach (var classifier in classifiers)
+        {
+            if (classifier.Classify(error) is not null)
+            {
+                return StorageErrors.IsRetryable(error, classifier);
+            }
+        }
+
+        return StorageErrors.IsRetryable(error) || SqliteUnavailable(error);
+    }
+
     /// <summary>
-    /// SQLite's busy (5), locked (6), I/O error (10) and cannot-open (14) codes, which Microsoft.Data.Sqlite does not report
-    /// as <see cref="System.Data.Common.DbException.IsTransient"/>: its exception carries the code in
-    /// <see cref="System.Runtime.InteropServices.ExternalException.ErrorCode"/> (this package does not depend on the driver).
+    /// When no registered classifier knows the error (a lookup that queries SQLite itself, in an application that does not
+    /// call <c>UseSqlite</c>): SQLite's busy (5), locked (6), I/O error (10) and cannot-open (14) codes, which
+    /// Microsoft.Data.Sqlite does not report as <see cref="System.Data.Common.DbException.IsTransient"/>. This package does
+    /// not depend on the driver, so the exception is recognised by its type name; its primary code is in
+    /// <see cref="System.Runtime.InteropServices.ExternalException.ErrorCode"/>.
     /// </summary>
     private static bool SqliteUnavailable(Exception error) =>
         error is System.Data.Common.DbException db && db.GetType().FullName == "Microsoft.Data.Sqlite.SqliteException" && (db.ErrorCode & 0xFF) is 5 or 6 or 10 or 14;
@@ -173,7 +191,7 @@ internal sealed class FullLookup<TKey, TValue>(Func<CancellationToken, IAsyncEnu
 
         // The load reads the whole dimension, whatever the row: its failure, a cancellation included (a client's own timeout
         // or a stop), is never the row's.
-        protected override bool IsOutage(Exception error) => true;
+        protected override bool IsOutage(Exception error, IReadOnlyList<IStorageErrorClassifier> classifiers) => true;
     }
 }
 
@@ -222,7 +240,7 @@ internal sealed class LruLookup<TKey, TValue>(Func<TKey, CancellationToken, Valu
             return value;
         }
 
-        protected override bool IsOutage(Exception error) => EtlDimensionOutage.Is(error);
+        protected override bool IsOutage(Exception error, IReadOnlyList<IStorageErrorClassifier> classifiers) => EtlDimensionOutage.Is(error, classifiers);
     }
 }
 
@@ -239,6 +257,6 @@ internal sealed class UncachedLookup<TKey, TValue>(Func<TKey, CancellationToken,
             return find(key, cancellationToken);
         }
 
-        protected override bool IsOutage(Exception error) => EtlDimensionOutage.Is(error);
+        protected override bool IsOutage(Exception error, IReadOnlyList<IStorageErrorClassifier> classifiers) => EtlDimensionOutage.Is(error, classifiers);
     }
 }
