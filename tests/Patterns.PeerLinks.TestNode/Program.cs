@@ -4,10 +4,19 @@
 // - queue "work": each message is answered to its ReplyTo with header kind=work (a queue whose other consumers are on
 //   other nodes).
 // Every answer carries the message's id as its CorrelationId and header node=<node id>. It prints "ready" once its
-// subscriptions are announced, then runs until killed.
+// subscriptions are announced, then runs until killed, or until its standard input ends: the test process holds the
+// other end of that pipe, so a test process that dies (a crash, a hang killed by the runner) takes this node with it
+// instead of leaving it running, holding its port.
 using Patterns.Messaging;
 using Patterns.PeerLinks;
 using Patterns.Transport;
+
+_ = Task.Run(async () =>
+{
+    // From the start, not only once ready: a node whose peer never comes up waits for it without end.
+    await Console.In.ReadToEndAsync();
+    Environment.Exit(0);
+});
 
 var options = new PeerLinksOptions
 {

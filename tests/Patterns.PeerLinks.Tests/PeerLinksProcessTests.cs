@@ -184,7 +184,8 @@ public sealed class PeerLinksProcessTests
             var tests = output.Parent!.Parent!.Parent!.Parent!.FullName;
             var dll = Path.Combine(tests, "Patterns.PeerLinks.TestNode", "bin", output.Parent.Name, output.Name, "Patterns.PeerLinks.TestNode.dll");
             File.Exists(dll).Should().BeTrue($"the node process is built to {dll}");
-            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, UseShellExecute = false };
+            // Its standard input stays open while this process lives: the node ends when it closes (see its Program.cs).
+            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
             foreach (var argument in new[] { dll, nodeId, port.ToString(System.Globalization.CultureInfo.InvariantCulture), peerPort.ToString(System.Globalization.CultureInfo.InvariantCulture) })
             {
                 start.ArgumentList.Add(argument);
