@@ -48,4 +48,7 @@ internal static partial class PeerLinksLog
 
     [LoggerMessage(EventId = 7015, Level = LogLevel.Warning, Message = "Resolving the peers through service discovery again failed ({Reason}); the links stay as they are.")]
     public static partial void RefreshFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 7016, Level = LogLevel.Debug, Message = "A bulk connection from {RemoteNode} was ended while it read: a newer one of the same link replaces it, or this node stops.")]
+    public static partial void BulkReaderReplaced(ILogger logger, string remoteNode);
 }

@@ -107,6 +107,19 @@ internal sealed class PausableProxy : IAsyncDisposable
         return cut;
     }
 
+    /// <summary>
+    /// Gets or sets a value indicating whether the relay resets every new connection at once instead of relaying it (a
+    /// peer that stays unreachable: each dial fails with a reset, not a refusal, so the link keeps retrying through its
+    /// grace). Existing connections are not touched: <see cref="Cut"/> them.
+    /// </summary>
+    public bool Refusing
+    {
+        get => Volatile.Read(ref _refusing);
+        set => Volatile.Write(ref _refusing, value);
+    }
+
+    private bool _refusing;
+
     public async ValueTask DisposeAsync()
     {
         Resume();
@@ -128,6 +141,13 @@ internal sealed class PausableProxy : IAsyncDisposable
         while (!_stop.IsCancellationRequested)
         {
             var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+            if (Refusing)
+            {
+                client.LingerState = new LingerOption(true, 0);
+                client.Dispose();
+                continue;
+            }
+
             var server = new TcpClient { NoDelay = true };
             await server.ConnectAsync(IPAddress.Loopback, targetPort, _stop.Token);
             client.NoDelay = true;

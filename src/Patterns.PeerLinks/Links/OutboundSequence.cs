@@ -291,12 +291,22 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     }
 
     /// <summary>The other side has everything up to <paramref name="seq"/>: drop it and let waiting senders in.</summary>
+    /// <exception cref="MalformedFrameException">
+    /// <paramref name="seq"/> is beyond the last sequence number handed out: a peer that says it received what was never
+    /// sent breaks the protocol. Nothing changes (taken as said, it would drop entries and move the cursor past frames
+    /// queued later, which would then never be written), and the caller closes the link.
+    /// </exception>
     public void Ack(long seq)
     {
         List<SpaceWaiter>? granted = null;
         TaskCompletionSource? drained = null;
         lock (_gate)
         {
+            if (seq >= _nextSeq)
+            {
+                throw new MalformedFrameException($"an acknowledgement of sequence number {seq}, but only up to {_nextSeq - 1} was sent");
+            }
+
             while (_count > 0 && _ring[_head].Seq <= seq)
             {
                 _bytes -= _ring[_head].Total;

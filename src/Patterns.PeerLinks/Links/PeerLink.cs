@@ -212,7 +212,16 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _sessionUsed = true;
         _settlements.ResetPartial();
         _settled.Clear();
-        _data.Rewind(ack.LastReceived);
+        try
+        {
+            _data.Rewind(ack.LastReceived);
+        }
+        catch (MalformedFrameException ex)
+        {
+            PeerLinksLog.Malformed(_transport.Logger, "control", ack.NodeId, ex.Message);
+            throw;
+        }
+
         _controlWriter.ClearControl();
         Touch();
         var reading = ReadControlAsync(control.ResponseStream, token);

@@ -184,7 +184,17 @@ internal sealed class PeerSession
 
         await CancelQuietly(previous).ConfigureAwait(false);
         UseProtocol(Math.Min(hello.Protocol, _transport.Options.Protocol));
-        _settlements.Rewind(resumed ? hello.LastReceived : 0);
+        try
+        {
+            _settlements.Rewind(resumed ? hello.LastReceived : 0);
+        }
+        catch (MalformedFrameException ex)
+        {
+            PeerLinksLog.Malformed(_transport.Logger, "control", NodeId, ex.Message);
+            Detach(cts);
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"Malformed frame: {ex.Message}"));
+        }
+
         _writer.ClearControl();
         var (version, subscriptions) = _transport.Attach(this, () =>
         {
@@ -273,6 +283,13 @@ internal sealed class PeerSession
 
             callCancelled.ThrowIfCancellationRequested();
             await ReadBulkAsync(requests, cts.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cts.IsCancellationRequested && !callCancelled.IsCancellationRequested)
+        {
+            // Ended mid-read by a newer call (or this node stopping) while the request itself is alive: the same clear
+            // status as an overtaken call, logged by the gRPC host at information level rather than as a handler error.
+            PeerLinksLog.BulkReaderReplaced(_transport.Logger, NodeId);
+            throw new RpcException(new Status(StatusCode.Aborted, "A newer bulk connection of this session, or this node stopping, ended this one."));
         }
         finally
         {
