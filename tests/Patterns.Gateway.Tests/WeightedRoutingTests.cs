@@ -230,6 +230,77 @@ public sealed class WeightedRoutingTests
         v1.Hits.Should().Be(before);
     }
 
+    [Fact(Timeout = 300_000)]
+    public async Task Gateway_50To30To20_20000RequestsThroughKestrel_SplitWithinHalfAPoint()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        await using var v3 = await Backend.StartAsync("v3");
+        var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (v1, 50), (v2, 30), (v3, 20));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        // 20,000 HTTP requests through the gateway, 16 at a time: each answer names its destination.
+        var answers = await SendConcurrently(gateway.Client, 20_000, _ => null);
+
+        var counts = answers.GroupBy(a => a).ToDictionary(g => g.Key, g => g.Count());
+        Share(counts, "v1").Should().BeApproximately(50.0, 0.5);
+        Share(counts, "v2").Should().BeApproximately(30.0, 0.5);
+        Share(counts, "v3").Should().BeApproximately(20.0, 0.5);
+
+        // Smooth weighted round robin is deterministic: 20,000 requests are 2,000 whole cycles of 10 (5, 3, 2), whatever
+        // order the concurrent requests took their steps in, and each backend saw exactly the requests it answered.
+        counts.Should().BeEquivalentTo(new Dictionary<string, int> { ["v1"] = 10_000, ["v2"] = 6_000, ["v3"] = 4_000 });
+        (v1.Hits, v2.Hits, v3.Hits).Should().Be((10_000, 6_000, 4_000));
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task Gateway_StickyByHeader_20000RequestsThroughKestrel_EachKeyKeepsItsDestinationAndKeysSplitByWeight()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        await using var v3 = await Backend.StartAsync("v3");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RoutingKey] = "header:X-User" }, GatewayPolicies.Weighted, (v1, 50), (v2, 30), (v3, 20));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        // 20,000 users, one request each: the split over users.
+        const int users = 20_000;
+        var first = await SendConcurrently(gateway.Client, users, i => $"user-{i}");
+        var counts = first.GroupBy(a => a).ToDictionary(g => g.Key, g => g.Count());
+        Share(counts, "v1").Should().BeApproximately(50.0, 0.5);
+        Share(counts, "v2").Should().BeApproximately(30.0, 0.5);
+        Share(counts, "v3").Should().BeApproximately(20.0, 0.5);
+
+        // The same 20,000 users again, in another order and concurrently: every user reaches the destination it reached first.
+        var order = Enumerable.Range(0, users).Select(i => (int)((i * 7_919L) % users)).ToArray();
+        var again = await SendConcurrently(gateway.Client, users, i => $"user-{order[i]}");
+        var moved = Enumerable.Range(0, users).Count(i => again[i] != first[order[i]]);
+        moved.Should().Be(0, "a routing key always reaches the same destination while the weights stay put");
+        (v1.Hits, v2.Hits, v3.Hits).Should().Be((2 * counts["v1"], 2 * counts["v2"], 2 * counts["v3"]));
+    }
+
+    /// <summary>
+    /// Sends <paramref name="count"/> GETs through <paramref name="client"/>, 16 in flight at a time, with <c>X-User</c> set
+    /// to <paramref name="user"/>(i) when not null; returns the destination that answered each, by index.
+    /// </summary>
+    private static async Task<string[]> SendConcurrently(HttpClient client, int count, Func<int, string?> user)
+    {
+        var answers = new string[count];
+        await Parallel.ForAsync(0, count, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = Ct }, async (i, ct) =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/x");
+            if (user(i) is { } key)
+            {
+                request.Headers.Add("X-User", key);
+            }
+
+            using var response = await client.SendAsync(request, ct);
+            response.EnsureSuccessStatusCode();
+            answers[i] = await response.Content.ReadAsStringAsync(ct);
+        });
+        return answers;
+    }
+
     private static async Task SendMany(HttpClient client, int count)
     {
         for (var i = 0; i < count; i++)
