@@ -115,15 +115,41 @@ public sealed class PeerLinkTranslationTests
         await consumers.StopAsync(Ct);
     }
 
+    [Fact(Timeout = 180_000)]
+    public async Task MapRequest_HandlersNodeDoesNotLinkBack_TheRequestIsHandledButItsReplyHasNoWayBack_504()
+    {
+        var handled = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var ports = Ports.Pick();
+
+        // The handlers' node listens but does not list the gateway among its peers: only the gateway dials.
+        using var handlers = await StartHandlersAsync(
+            ports,
+            b => b.AddRequestResponse(r => r.AddHandler<GetQuote, Quote>((q, _) =>
+            {
+                handled.TrySetResult(q.Symbol);
+                return ValueTask.FromResult(new Quote(q.Symbol, 1m));
+            })),
+            linkBack: false);
+
+        // The timeout is generous so that the request reaches the handler before its deadline even on a slow machine
+        // (a request that arrives after its deadline is dead-lettered unhandled); the answer is a 504 whatever it is.
+        await using var gateway = await StartGatewayAsync(ports, handlers, app => app.MapRequest<GetQuote, Quote>("/quotes", o => o.Timeout = TimeSpan.FromSeconds(10)));
+
+        var pending = Post(gateway, "/quotes", "{\"symbol\":\"ACME\"}");
+        (await handled.Task.WaitAsync(Waits.Bound, Ct)).Should().Be("ACME", "the gateway's link to the handlers' node carries the request");
+        await ProtocolTranslationTests.ExpectProblem(await pending, 504, "The handler did not answer in time");
+    }
+
     /// <summary>
     /// Starts the host with the handlers or consumers: a plain host on peer links, listening on a loopback port and linked
-    /// to the gateway's (peer links are a full mesh: the handlers' node sends the replies, so it links to the gateway too).
+    /// to the gateway's (peer links are a full mesh: the handlers' node sends the replies, so it links to the gateway too),
+    /// or, with <paramref name="linkBack"/> false, only listening: the gateway dials it, it does not dial the gateway.
     /// </summary>
-    private static async Task<IHost> StartHandlersAsync(Ports ports, Action<HostApplicationBuilder> services)
+    private static async Task<IHost> StartHandlersAsync(Ports ports, Action<HostApplicationBuilder> services, bool linkBack = true)
     {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.ClearProviders();
-        builder.AddPatterns(p => p.UsePeerLinks(o => Link(o, "handlers", ports.Handlers, ports.Gateway)));
+        builder.AddPatterns(p => p.UsePeerLinks(o => Link(o, "handlers", ports.Handlers, linkBack ? ports.Gateway : null)));
         services(builder);
         var host = builder.Build();
         await host.StartAsync(Ct);
@@ -147,11 +173,15 @@ public sealed class PeerLinkTranslationTests
         return gateway;
     }
 
-    private static void Link(PeerLinksOptions options, string node, int port, int peer)
+    private static void Link(PeerLinksOptions options, string node, int port, int? peer)
     {
         options.NodeId = node;
         options.ListenUri = new Uri($"http://127.0.0.1:{port}");
-        options.Peers.Add(new Uri($"http://127.0.0.1:{peer}"));
+        if (peer is { } p)
+        {
+            options.Peers.Add(new Uri($"http://127.0.0.1:{p}"));
+        }
+
         options.SharedSecret = "gateway-tests";
         options.MaxReconnectDelay = TimeSpan.FromMilliseconds(250);
     }
