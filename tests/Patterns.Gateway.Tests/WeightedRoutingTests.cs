@@ -1,4 +1,5 @@
 using System.Security.Claims;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -228,6 +229,107 @@ public sealed class WeightedRoutingTests
         await SendMany(gateway.Client, 50);
 
         v1.Hits.Should().Be(before);
+    }
+
+    [Fact(Timeout = 300_000)]
+    public async Task Gateway_50To30To20_20000RequestsThroughKestrel_SplitWithinHalfAPoint()
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        await using var v3 = await Backend.StartAsync("v3");
+        var (routes, clusters) = Gateways.OneCluster(null, GatewayPolicies.Weighted, (v1, 50), (v2, 30), (v3, 20));
+        await using var gateway = await Gateways.FromCodeAsync(routes, clusters);
+
+        // 20,000 HTTP requests through the gateway: each answer names its destination. The first goes alone: it computes
+        // the cycle of picks, and the 19,999 others, 16 at a time, each take its next step. (Requests that came while the
+        // cycle was being computed would take the step-by-step path instead, whose picks are not steps of the cycle: a
+        // pick or two more or less per destination, which the share allows but an exact count would not.)
+        var answers = new List<string> { await gateway.Client.GetStringAsync("/x", Ct) };
+        answers.AddRange(await SendConcurrently(gateway.Client, 19_999, _ => null));
+
+        var counts = answers.GroupBy(a => a).ToDictionary(g => g.Key, g => g.Count());
+        Share(counts, "v1").Should().BeApproximately(50.0, 0.5);
+        Share(counts, "v2").Should().BeApproximately(30.0, 0.5);
+        Share(counts, "v3").Should().BeApproximately(20.0, 0.5);
+
+        // Smooth weighted round robin is deterministic: 20,000 requests are 2,000 whole cycles of 10 (5, 3, 2), whatever
+        // order the concurrent requests took their steps in, and each backend saw exactly the requests it answered.
+        counts.Should().BeEquivalentTo(new Dictionary<string, int> { ["v1"] = 10_000, ["v2"] = 6_000, ["v3"] = 4_000 });
+        (v1.Hits, v2.Hits, v3.Hits).Should().Be((10_000, 6_000, 4_000));
+    }
+
+    [Theory(Timeout = 300_000)]
+    [InlineData("header:X-User")]
+    [InlineData("cookie:session")]
+    [InlineData("claim:sub")]
+    public async Task Gateway_Sticky_20000RequestsThroughKestrel_EachKeyKeepsItsDestinationAndKeysSplitByWeight(string routingKey)
+    {
+        await using var v1 = await Backend.StartAsync("v1");
+        await using var v2 = await Backend.StartAsync("v2");
+        await using var v3 = await Backend.StartAsync("v3");
+        var (routes, clusters) = Gateways.OneCluster(
+            new Dictionary<string, string> { [GatewayMetadata.RoutingKey] = routingKey }, GatewayPolicies.Weighted, (v1, 50), (v2, 30), (v3, 20));
+
+        // The same 20,000 keys, user-0 to user-19999, whichever way they come: an X-User header, a session cookie, or the
+        // sub claim of an API key's client (key-N signs in user-N).
+        const int users = 20_000;
+        await using var gateway = await Gateways.FromCodeAsync(
+            routes,
+            clusters,
+            services: b => b.Services.AddAuthentication(ApiKeyAuthenticationOptions.DefaultScheme).AddApiKeys(o =>
+            {
+                for (var i = 0; i < users; i++)
+                {
+                    o.Keys[$"key-{i}"] = $"user-{i}";
+                }
+            }),
+            app: a => a.UseAuthentication());
+        (string Name, string Value) Key(int user) => routingKey.Split(':')[0] switch
+        {
+            "header" => ("X-User", $"user-{user}"),
+            "cookie" => ("Cookie", $"session=user-{user}"),
+            _ => ("X-Api-Key", $"key-{user}"),
+        };
+
+        // Every user once: the split over users.
+        var first = await SendConcurrently(gateway.Client, users, i => Key(i));
+        var counts = first.GroupBy(a => a).ToDictionary(g => g.Key, g => g.Count());
+        Share(counts, "v1").Should().BeApproximately(50.0, 0.5);
+        Share(counts, "v2").Should().BeApproximately(30.0, 0.5);
+        Share(counts, "v3").Should().BeApproximately(20.0, 0.5);
+
+        // The key alone decides (a stable hash, whatever carried it): the split is the one the header, the cookie and the
+        // claim all give, 10,019 / 5,990 / 3,991.
+        counts.Should().BeEquivalentTo(new Dictionary<string, int> { ["v1"] = 10_019, ["v2"] = 5_990, ["v3"] = 3_991 });
+
+        // The same 20,000 users again, in another order and concurrently: every user reaches the destination it reached first.
+        var order = Enumerable.Range(0, users).Select(i => (int)((i * 7_919L) % users)).ToArray();
+        var again = await SendConcurrently(gateway.Client, users, i => Key(order[i]));
+        var moved = Enumerable.Range(0, users).Count(i => again[i] != first[order[i]]);
+        moved.Should().Be(0, "a routing key always reaches the same destination while the weights stay put");
+        (v1.Hits, v2.Hits, v3.Hits).Should().Be((2 * counts["v1"], 2 * counts["v2"], 2 * counts["v3"]));
+    }
+
+    /// <summary>
+    /// Sends <paramref name="count"/> GETs through <paramref name="client"/>, 16 in flight at a time, with the header
+    /// <paramref name="header"/>(i) when not null; returns the destination that answered each, by index.
+    /// </summary>
+    private static async Task<string[]> SendConcurrently(HttpClient client, int count, Func<int, (string Name, string Value)?> header)
+    {
+        var answers = new string[count];
+        await Parallel.ForAsync(0, count, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = Ct }, async (i, ct) =>
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/x");
+            if (header(i) is { } h)
+            {
+                request.Headers.Add(h.Name, h.Value);
+            }
+
+            using var response = await client.SendAsync(request, ct);
+            response.EnsureSuccessStatusCode();
+            answers[i] = await response.Content.ReadAsStringAsync(ct);
+        });
+        return answers;
     }
 
     private static async Task SendMany(HttpClient client, int count)
