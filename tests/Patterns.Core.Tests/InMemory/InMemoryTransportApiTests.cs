@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging;
 using Patterns.InMemory;
 using Patterns.Messaging;
 using Patterns.Transport;
@@ -129,6 +130,45 @@ public sealed class InMemoryTransportApiTests
         (await transport.PurgeDeadLettersAsync("dl")).Should().Be(1);
         (await transport.PeekDeadLettersAsync("dl", 10)).Should().BeEmpty();
         (await transport.PurgeDeadLettersAsync("dl")).Should().Be(0);
+    }
+
+    [Fact]
+    public async Task Dispose_MessagesBufferedWithNoConsumer_AreReportedLostOnceWithTheirCount()
+    {
+        var logs = new CapturedLogs();
+        using var loggerFactory = new LoggerFactory([logs]);
+        var transport = InMemoryTransport.Create(loggerFactory: loggerFactory);
+        await transport.DeclareQueueAsync("buffered", new QueueSettings());
+        await transport.DeclareQueueAsync("empty", new QueueSettings());
+        foreach (var body in new[] { "a", "b", "c" })
+        {
+            await transport.SendAsync("buffered", Message(body));
+        }
+
+        await transport.DisposeAsync();
+
+        logs.Entries.Where(e => e.EventId.Id == 1102).Select(e => e.Message).Should().Equal(
+            "3 message(s) buffered for 'buffered' were not handled before the drain deadline and are lost (the in-memory transport does not persist).");
+    }
+
+    [Fact]
+    public async Task DeadLetters_PastTheCapacity_LogTheEvictionOnce()
+    {
+        var logs = new CapturedLogs();
+        using var loggerFactory = new LoggerFactory([logs]);
+        await using var transport = InMemoryTransport.Create(loggerFactory: loggerFactory);
+        var request = new SubscriptionRequest { Address = TransportAddress.Queue("evicting"), ConsumerGroup = "evicting", DeadLetterCapacity = 2 };
+        var subscription = await transport.SubscribeAsync(request, static (_, _) => new(Settlement.DeadLetter("refused")));
+        foreach (var body in new[] { "a", "b", "c" })
+        {
+            await transport.SendAsync("evicting", Message(body));
+        }
+
+        await WaitForDeadLettersAsync(transport, "evicting", l => l.Count == 2 && (string)l[1].Envelope.Body! == "c");
+        await subscription.DisposeAsync(); // waits for the worker, so its last settlement has been logged
+
+        logs.Entries.Where(e => e.EventId.Id == 1103).Select(e => e.Message).Should().Equal(
+            "The dead-letter queue of 'evicting' is full (capacity 2); its 1 oldest message(s) were discarded.");
     }
 
     private static async Task<IReadOnlyList<DeadLetterMessage>> WaitForDeadLettersAsync(
