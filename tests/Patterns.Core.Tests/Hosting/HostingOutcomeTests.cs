@@ -1,10 +1,12 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Time.Testing;
 using Patterns.Hosting;
 using Patterns.InMemory;
 using Patterns.Messaging;
 using Patterns.Queues;
+using Patterns.Testing;
 using Patterns.Transport;
 
 namespace Patterns.Core.Tests.Hosting;
@@ -30,6 +32,38 @@ public sealed class HostingOutcomeTests
 
         var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "gives-up", 1);
         dead[0].Reason.Should().Be("Handler delegate<Memo> failed on delivery 1 with System.OperationCanceledException: the downstream call gave up");
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Consume_WithAnAttemptTimeout_RunsTheHandlerInsideThePipeline_WhichTimesItOut()
+    {
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(
+            b => b.AddMessageQueue(q => q.AddConsumer<Memo>(
+                "timed",
+                async (_, _, ct) =>
+                {
+                    started.TrySetResult();
+                    await Task.Delay(Timeout.InfiniteTimeSpan, ct);
+                },
+                o =>
+                {
+                    o.Retry = null;
+                    o.MaxRedeliveries = 0;
+                    o.AttemptTimeout = TimeSpan.FromMinutes(1);
+                })),
+            time);
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("timed", new Memo(1));
+        await started.Task.WaitAsync(TestHost.Wait);
+        await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+        fake.Advance(TimeSpan.FromMinutes(1));
+
+        var dead = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "timed", 1);
+        dead[0].Reason.Should().StartWith("Handler delegate<Memo> failed on delivery 1 with Polly.Timeout.TimeoutRejectedException");
         await host.StopAsync();
     }
 
