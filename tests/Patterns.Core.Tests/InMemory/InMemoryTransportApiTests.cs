@@ -1,6 +1,9 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Patterns.InMemory;
 using Patterns.Messaging;
+using Patterns.Telemetry;
 using Patterns.Transport;
 using static Patterns.Core.Tests.InMemory.InMemoryTransportDefectTests;
 
@@ -169,6 +172,52 @@ public sealed class InMemoryTransportApiTests
 
         logs.Entries.Where(e => e.EventId.Id == 1103).Select(e => e.Message).Should().Equal(
             "The dead-letter queue of 'evicting' is full (capacity 2); its 1 oldest message(s) were discarded.");
+    }
+
+    [Fact]
+    public async Task Metrics_DeadLettersEvictionsAndMessagesLostAtStop_AreCountedForTheirQueue()
+    {
+        var counted = new ConcurrentDictionary<(string Instrument, string Queue), long>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == PatternsDiagnostics.MeterName
+                && instrument.Name is "patterns.messages.dead_lettered" or "patterns.messages.dropped")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "messaging.destination.name" && tag.Value is string queue && queue.StartsWith("metered.", StringComparison.Ordinal))
+                {
+                    counted.AddOrUpdate((instrument.Name, queue), value, (_, total) => total + value);
+                }
+            }
+        });
+        listener.Start();
+        var transport = InMemoryTransport.Create();
+        var request = new SubscriptionRequest { Address = TransportAddress.Queue("metered.dl"), ConsumerGroup = "metered.dl", DeadLetterCapacity = 2 };
+        var subscription = await transport.SubscribeAsync(request, static (_, _) => new(Settlement.DeadLetter("refused")));
+        await transport.DeclareQueueAsync("metered.buffered", new QueueSettings());
+        foreach (var body in new[] { "a", "b", "c" })
+        {
+            await transport.SendAsync("metered.dl", Message(body));
+            await transport.SendAsync("metered.buffered", Message(body));
+        }
+
+        await WaitForDeadLettersAsync(transport, "metered.dl", l => l.Count == 2 && (string)l[1].Envelope.Body! == "c");
+        await subscription.DisposeAsync(); // waits for the worker, so its last settlement has been counted
+        await transport.DisposeAsync();
+
+        counted.Should().BeEquivalentTo(new Dictionary<(string, string), long>
+        {
+            [("patterns.messages.dead_lettered", "metered.dl")] = 3,
+            [("patterns.messages.dropped", "metered.dl")] = 1,
+            [("patterns.messages.dropped", "metered.buffered")] = 3,
+        });
     }
 
     private static async Task<IReadOnlyList<DeadLetterMessage>> WaitForDeadLettersAsync(
