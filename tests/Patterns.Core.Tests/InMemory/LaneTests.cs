@@ -233,6 +233,42 @@ public sealed class LaneTests
         lastPerWriter.Should().OnlyContain(v => v % perWriter == perWriter - 1);
     }
 
+    [Fact]
+    public void Capacity_BelowOne_IsRefused()
+    {
+        var create = () => new Lane(0, owner: null);
+        var shrink = () => new Lane(1, owner: null).SetCapacity(0);
+
+        create.Should().Throw<ArgumentOutOfRangeException>();
+        shrink.Should().Throw<ArgumentOutOfRangeException>();
+    }
+
+    [Fact]
+    public async Task SetCapacity_Growing_LetsAWaitingWriterIn()
+    {
+        var lane = new Lane(1, owner: null);
+        lane.TryWrite(Item(0)).Should().BeTrue();
+        var write = lane.WriteAsync(Item(1), CancellationToken.None).AsTask();
+        write.IsCompleted.Should().BeFalse("the lane is full");
+
+        lane.SetCapacity(2);
+
+        await write.WaitAsync(TestHost.Wait);
+        lane.TryTake(out var batch, out var count).Should().BeTrue();
+        Bodies(batch, count).Should().Equal(0, 1);
+    }
+
+    [Fact]
+    public async Task WriteAsync_CancelledBeforeItStarts_ThrowsAndWritesNothing()
+    {
+        var lane = new Lane(4, owner: null);
+
+        var write = async () => await lane.WriteAsync(Item(0), new CancellationToken(canceled: true));
+
+        await write.Should().ThrowAsync<OperationCanceledException>();
+        lane.TryTake(out _, out _).Should().BeFalse("a cancelled write adds nothing, although the lane had room");
+    }
+
     private static Envelope Item(int value) => new() { MessageId = Guid.NewGuid(), Body = value };
 
     private static IEnumerable<int> Bodies(Envelope[] batch, int count) => batch.Take(count).Select(e => (int)e.Body!);
