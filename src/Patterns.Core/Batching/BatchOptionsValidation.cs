@@ -46,7 +46,7 @@ internal static class BatchOptionsValidation
             errors.Add($"{what}: ConsumerGroup must not be blank.");
         }
 
-        TopologyValidator.ValidateResilience(errors, what, options);
+        TopologyValidator.ValidateResilience(errors, what, options, !data.Failed);
         return errors;
     }
 }

@@ -156,7 +156,7 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"{what}: the name is also used by {names[processor.Name].Describe()}; subscription and projection names are checkpoint names and must be unique.");
             }
 
-            TopologyValidator.AddFailures(errors, what, processor.Options switch
+            var optionsValid = TopologyValidator.AddFailures(errors, what, processor.Options switch
             {
                 SubscriptionOptions subscription => new SubscriptionOptionsDataValidator().Validate(null, subscription),
                 ProjectionOptions projection => new ProjectionOptionsDataValidator().Validate(null, projection),
@@ -182,7 +182,7 @@ internal sealed class EventSourcingTopologyValidator : IValidateOptions<EventSou
                 errors.Add($"{what}: Collections contains a blank name.");
             }
 
-            TopologyValidator.ValidateResilience(errors, what, processor.Options);
+            TopologyValidator.ValidateResilience(errors, what, processor.Options, optionsValid);
             if (processor.Options is ProjectionOptions { Mode: ProjectionMode.Inline } inline && InapplicableInlineOptions(inline) is { Count: > 0 } inapplicable)
             {
                 errors.Add($"{what}: an inline projection runs inside each append, so {string.Join(", ", inapplicable)} cannot apply to it (a failure fails the append; there is no checkpoint, batch or start position). Leave them at their defaults, or make the projection async.");

@@ -54,7 +54,8 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
                 errors.Add($"{what}: the queue name is empty.");
             }
 
-            AddFailures(errors, what, new ConsumerOptionsDataValidator().Validate(consumer.ConsumerGroup, consumer.Options));
+            // Named by the options type, as for every other handler: the group is already in `what`.
+            var optionsValid = AddFailures(errors, what, new ConsumerOptionsDataValidator().Validate(null, consumer.Options));
             if (consumer.Options.RedeliveryDelay < TimeSpan.Zero)
             {
                 errors.Add($"{what}: RedeliveryDelay must not be negative (was {consumer.Options.RedeliveryDelay}).");
@@ -65,7 +66,7 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
                 errors.Add($"{what}: ConsumerGroup must not be blank.");
             }
 
-            ValidateResilience(errors, what, consumer.Options);
+            ValidateResilience(errors, what, consumer.Options, optionsValid);
             if (groups.TryGetValue(consumer.ConsumerGroup, out var other))
             {
                 if (consumer.Kind == AddressKind.Topic && other.Kind == AddressKind.Topic
@@ -103,18 +104,31 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
                 errors.Add($"{what}: request type '{handler.RequestType.FullName}' already has handler {requestTypes[handler.RequestType].HandlerName}; a request has exactly one handler.");
             }
 
-            AddFailures(errors, what, new RequestHandlerOptionsDataValidator().Validate(null, handler.Options));
-            ValidateResilience(errors, what, handler.Options);
+            var optionsValid = AddFailures(errors, what, new RequestHandlerOptionsDataValidator().Validate(null, handler.Options));
+            ValidateResilience(errors, what, handler.Options, optionsValid);
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 
-    internal static void ValidateResilience(List<string> errors, string what, HandlerResilienceOptions options)
+    /// <summary>Checks the resilience options, building the pipeline once to let Polly check its own.</summary>
+    /// <param name="errors">Where the problems go.</param>
+    /// <param name="what">Names the handler in each problem.</param>
+    /// <param name="options">The options.</param>
+    /// <param name="optionsValid">
+    /// Whether the options passed their data-annotation checks; when they did not, the pipeline is not built, since a value
+    /// already reported (MaxConcurrentCalls of 0, say) would be reported again in the words of whatever refuses it.
+    /// </param>
+    internal static void ValidateResilience(List<string> errors, string what, HandlerResilienceOptions options, bool optionsValid)
     {
         if (options.AttemptTimeout is { } timeout && timeout <= TimeSpan.Zero)
         {
             errors.Add($"{what}: AttemptTimeout must be positive (was {timeout}).");
+            return;
+        }
+
+        if (!optionsValid)
+        {
             return;
         }
 
@@ -129,11 +143,14 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
         }
         catch (ArgumentException ex)
         {
-            errors.Add($"{what}: {ex.Message}");
+            // ArgumentOutOfRangeException puts its actual value on a line of its own.
+            errors.Add($"{what}: {ex.Message.ReplaceLineEndings(" ")}");
         }
     }
 
-    internal static void AddFailures(List<string> errors, string what, ValidateOptionsResult result)
+    /// <summary>Adds the failures of <paramref name="result"/>, each prefixed by <paramref name="what"/>.</summary>
+    /// <returns><see langword="true"/> when <paramref name="result"/> did not fail.</returns>
+    internal static bool AddFailures(List<string> errors, string what, ValidateOptionsResult result)
     {
         if (result.Failed)
         {
@@ -142,6 +159,8 @@ internal sealed class TopologyValidator : IValidateOptions<MessagingTopology>
                 errors.Add($"{what}: {failure}");
             }
         }
+
+        return !result.Failed;
     }
 }
 

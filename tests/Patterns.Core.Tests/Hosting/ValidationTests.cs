@@ -142,6 +142,38 @@ public sealed class ValidationTests
     }
 
     [Fact]
+    public async Task Start_ZeroMaxConcurrentCallsOnAConsumer_FailsOnceWithTheOptionsMessage()
+    {
+        var thrown = await StartExceptionAsync(b => b.AddMessageQueue(q => q.AddConsumer<Memo>(
+            "limited", (_, _, _) => default, o => o.MaxConcurrentCalls = 0)));
+
+        // The options check fails first; the pipeline is not built as well, which would repeat the problem as SemaphoreSlim's message.
+        thrown.Should().BeOfType<OptionsValidationException>().Which.Failures.Should().Equal(
+            "queue consumer 'limited' (delegate<Memo> on queue 'limited'): MaxConcurrentCalls: The field ConsumerOptions.MaxConcurrentCalls must be between 1 and 2147483647.");
+    }
+
+    [Fact]
+    public async Task Start_ZeroMaxConcurrentCallsOnARequestHandler_FailsOnceWithTheOptionsMessage()
+    {
+        var thrown = await StartExceptionAsync(b => b.AddRequestResponse(r => r
+            .AddHandler<Memo, int>((m, _) => new(m.Id), o => o.MaxConcurrentCalls = 0)));
+
+        thrown.Should().BeOfType<OptionsValidationException>().Which.Failures.Should().Equal(
+            "Request handler delegate<Memo> for 'Patterns.Core.Tests.Hosting.Memo': MaxConcurrentCalls: The field RequestHandlerOptions.MaxConcurrentCalls must be between 1 and 2147483647.");
+    }
+
+    [Fact]
+    public async Task Start_APipelineThatRefusesItsArgumentsOnTwoLines_FailsWithTheMessageOnOneLine()
+    {
+        var messages = await StartFailuresAsync(b => b.AddMessageQueue(q => q.AddConsumer<Memo>(
+            "configured", (_, _, _) => default, o => o.ConfigurePipeline = _ => throw new ArgumentOutOfRangeException("permits", 0, "Must be positive."))));
+
+        // ArgumentOutOfRangeException puts "Actual value was 0." on a line of its own.
+        messages.Should().ContainSingle().Which.Should().Be(
+            "queue consumer 'configured' (delegate<Memo> on queue 'configured'): Must be positive. (Parameter 'permits') Actual value was 0.");
+    }
+
+    [Fact]
     public async Task Start_InvalidTransportConcurrency_FailsNamingTheOption()
     {
         var messages = await StartFailuresAsync(b => b.AddRequestResponse(r => r.Configure(o => o.TransportConcurrency = 0)));
@@ -173,7 +205,10 @@ public sealed class ValidationTests
         new ServiceCollection().AddRequestResponse().Services.Should().Contain(d => d.ServiceType == typeof(IRequestClient));
     }
 
-    private static async Task<List<string>> StartFailuresAsync(Action<HostApplicationBuilder> configure)
+    private static async Task<List<string>> StartFailuresAsync(Action<HostApplicationBuilder> configure) =>
+        Failures(await StartExceptionAsync(configure));
+
+    private static async Task<Exception> StartExceptionAsync(Action<HostApplicationBuilder> configure)
     {
         using var host = TestHost.Build(configure);
         Exception? thrown = null;
@@ -187,7 +222,7 @@ public sealed class ValidationTests
         }
 
         thrown.Should().NotBeNull("invalid options must fail the host's start");
-        return Failures(thrown!);
+        return thrown!;
     }
 
     private static List<string> Failures(Exception exception) => exception switch
