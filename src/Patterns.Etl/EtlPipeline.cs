@@ -153,7 +153,17 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
             catch (Exception ex)
             {
-                EtlLog.Failed(logger, ex, Name, partition, runId, run.RowsRead);
+                // A run that failed on an outage no message caused (a dimension that is down) is no failure of its own: an
+                // AddEtl job warns once per such run and logs an error only when the outage outlasts MaxOutageDuration.
+                if (EtlOutage.Is(ex))
+                {
+                    EtlLog.FailedOnOutage(logger, ex, Name, partition, runId, run.RowsRead);
+                }
+                else
+                {
+                    EtlLog.Failed(logger, ex, Name, partition, runId, run.RowsRead);
+                }
+
                 activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
                 throw;
             }
@@ -251,7 +261,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 failure = ex;
                 if (NoMessageCaused(ex) && Blame(ex).From == long.MaxValue)
                 {
-                    EtlOutage.Mark(ex);
+                    EtlOutage.Mark(ex, queue: _run.MaxUnacknowledged is not null);
                 }
 
                 throw;

@@ -206,13 +206,25 @@ internal sealed class EtlRun
 /// <summary>
 /// Marks the errors a run failed with that no row or message caused (a dimension or build side that cannot be read, a
 /// stage past its memory budget): an <c>AddEtl</c> job counts how long its runs keep failing so
-/// (<see cref="EtlJobOptions.MaxOutageDuration"/>).
+/// (<see cref="EtlJobOptions.MaxOutageDuration"/>), and words what happens to the source's data by its kind (a queue's
+/// messages stay on the queue; another source is read again from the last committed bookmark).
 /// </summary>
 internal static class EtlOutage
 {
+    private static readonly object FromQueueMark = new();
+    private static readonly object OtherMark = new();
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Exception, object> Marked = [];
 
-    public static void Mark(Exception error) => Marked.AddOrUpdate(error, Marked);
+    /// <summary>Marks <paramref name="error"/> as an outage of a run whose source is a queue or subscription (<paramref name="queue"/>) or another source.</summary>
+    public static void Mark(Exception error, bool queue) => Marked.AddOrUpdate(error, queue ? FromQueueMark : OtherMark);
 
     public static bool Is(Exception error) => Marked.TryGetValue(error, out _);
+
+    /// <summary>Whether the run that failed with the outage <paramref name="error"/> read a queue or subscription.</summary>
+    public static bool FromQueue(Exception error) => Marked.TryGetValue(error, out var mark) && ReferenceEquals(mark, FromQueueMark);
+
+    /// <summary>What happens to the source's data while the job fails on an outage, worded by the source's kind.</summary>
+    public static string Consequence(Exception error) => FromQueue(error)
+        ? "its messages stay on the queue (none counts a delivery or is dead-lettered)"
+        : "the next run reads its source again from its last committed bookmark";
 }

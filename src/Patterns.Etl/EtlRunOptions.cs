@@ -82,13 +82,16 @@ public sealed class EtlRunOptions
     /// knows an error decides (any kind but <see cref="StorageErrorKind.Permanent"/> is an outage); an error none knows
     /// goes to the generic rules (a timeout, a socket or I/O error, a transient <see cref="System.Data.Common.DbException"/>...).
     /// Patterns.Sqlite's <c>SqliteStorageErrorClassifier</c> knows SQLite's busy, locked, I/O and cannot-open codes;
-    /// Patterns.Postgres's <c>PostgresStorageErrorClassifier</c> knows PostgreSQL's connection, resource and shutdown states.
+    /// Patterns.Postgres's <c>PostgresStorageErrorClassifier</c> knows PostgreSQL's connection, resource, shutdown and statement-timeout states.
     /// </summary>
     /// <value>
     /// Default <see langword="null"/>: none (on the host, an <c>AddEtl</c> job uses every <see cref="IStorageErrorClassifier"/>
     /// service: <c>UseSqlite</c> and <c>UsePostgres</c> register theirs).
     /// </value>
     public IReadOnlyList<IStorageErrorClassifier>? StorageErrorClassifiers { get; set; }
+
+    /// <summary>A shallow copy: the same quarantine, progress, clock, logging and classifiers.</summary>
+    internal EtlRunOptions Clone() => (EtlRunOptions)MemberwiseClone();
 
     internal List<string> Validate()
     {

@@ -76,9 +76,12 @@ internal static partial class EtlLog
     [LoggerMessage(10, LogLevel.Warning, "ETL job '{Job}' could not release a resource of its stages when the run ended.")]
     public static partial void DisposeFailed(ILogger logger, Exception exception, string job);
 
-    [LoggerMessage(11, LogLevel.Warning, "ETL job '{Job}' failed on an outage no message caused (a dimension or build side that cannot be read, a stage past its budget), failing since {Since:o}; its messages stay on the queue and the next run tries again.")]
-    public static partial void OutageRun(ILogger logger, Exception exception, string job, DateTimeOffset since);
+    [LoggerMessage(11, LogLevel.Warning, "ETL job '{Job}' failed on an outage no message caused (a dimension or build side that cannot be read, a stage past its budget), failing since {Since:o}; {Consequence}, and the next run tries again.")]
+    public static partial void OutageRun(ILogger logger, Exception exception, string job, DateTimeOffset since, string consequence);
 
-    [LoggerMessage(12, LogLevel.Error, "ETL job '{Job}' stopped: its runs have failed on an outage no message caused since {Since:o}, longer than MaxOutageDuration ({Limit}). It runs again only on demand (IEtlJobs.RunAsync), and its schedule resumes once such a run succeeds; its messages stay on the queue, none is dead-lettered.")]
-    public static partial void OutageLimitExceeded(ILogger logger, Exception exception, string job, DateTimeOffset since, TimeSpan limit);
+    [LoggerMessage(12, LogLevel.Error, "ETL job '{Job}' stopped: its runs have failed on an outage no message caused since {Since:o}, longer than MaxOutageDuration ({Limit}). It runs again only on demand (IEtlJobs.RunAsync), and its schedule resumes once such a run succeeds; {Consequence}.")]
+    public static partial void OutageLimitExceeded(ILogger logger, Exception exception, string job, DateTimeOffset since, TimeSpan limit, string consequence);
+
+    [LoggerMessage(13, LogLevel.Information, "ETL job '{Job}' partition '{Partition}' run {RunId} failed on an outage no message caused after {Read} rows read; the next run resumes at the last committed batch.")]
+    public static partial void FailedOnOutage(ILogger logger, Exception exception, string job, string partition, string runId, long read);
 }
