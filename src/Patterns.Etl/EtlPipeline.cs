@@ -116,7 +116,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         var time = options.TimeProvider ?? TimeProvider.System;
         var logger = options.LoggerFactory?.CreateLogger("Patterns.Etl." + Name) ?? (ILogger)NullLogger.Instance;
         var runId = Guid.CreateVersion7(time.GetUtcNow()).ToString("N");
-        var run = new EtlRun(Name, runId, _flow.SourceName, options, logger, time);
+        var run = new EtlRun(Name, runId, _flow.SourceName, options, logger, time) { StageCounts = new EtlStageCounts(_flow.StageLabels) };
         var partition = options.Partition ?? string.Empty;
         var started = time.GetTimestamp();
         using var activity = EtlTelemetry.Source.StartActivity("etl " + Name);
@@ -379,7 +379,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
             if (stream is not null)
             {
                 // What the loader raises on the stream's task is not the last stage's.
-                stream = EtlStageTag<T>.Before(stream, _run, "the loader");
+                stream = EtlStageTag<T>.Before(stream, _run, "the loader", flow.Stages + 1);
             }
 
             if (_run.MaxUnacknowledged is { } maxUnacknowledged)
@@ -1089,6 +1089,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
         private void Report(TimeSpan elapsed)
         {
+            _run.StageCounts.Record(_loaded, _run.Tags);
             if (_options.Progress is not { } progress)
             {
                 return;
@@ -1104,7 +1105,10 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 eta = TimeSpan.FromSeconds(Math.Max(0, length - source.BytesRead) / bytesPerSecond);
             }
 
-            progress.Report(new EtlProgress(_run.RunId, _run.Job, read, _loaded, _run.Quarantined, source?.BytesRead ?? 0, source?.Length, elapsed, rate, eta));
+            progress.Report(new EtlProgress(_run.RunId, _run.Job, read, _loaded, _run.Quarantined, source?.BytesRead ?? 0, source?.Length, elapsed, rate, eta)
+            {
+                Stages = _run.StageCounts.Snapshot(read, _loaded),
+            });
         }
 
         private static void Record(EtlLoadCounts counts, TagList tags)

@@ -37,6 +37,9 @@ internal sealed class EtlRun
 
     public System.Diagnostics.TagList Tags { get; }
 
+    /// <summary>Gets the rows that reached each stage and those each quarantined, for progress and metrics.</summary>
+    public EtlStageCounts StageCounts { get; init; } = new([]);
+
     /// <summary>Gets the store drivers' error classifiers (<see cref="EtlRunOptions.StorageErrorClassifiers"/>), or an empty list.</summary>
     public IReadOnlyList<Patterns.Storage.IStorageErrorClassifier> StorageErrorClassifiers => _options.StorageErrorClassifiers ?? [];
 
@@ -133,10 +136,13 @@ internal sealed class EtlRun
     public long Quarantined => Volatile.Read(ref _quarantined);
 
     /// <summary>Sets a row aside (on the pipeline's task) and checks the error budget.</summary>
-    public void Quarantine(QuarantinedRow row)
+    /// <param name="row">The row.</param>
+    /// <param name="stage">The stage that set it aside: 0 for the source, n for the flow's stage n.</param>
+    public void Quarantine(QuarantinedRow row, int stage = 0)
     {
         row = row with { Raw = QuarantineText.Clip(row.Raw) };
         _pendingQuarantine.Add(row);
+        StageCounts.Quarantined(stage);
         var count = Interlocked.Increment(ref _quarantined);
         EtlTelemetry.RowsQuarantined.Add(1, Tags);
         EtlLog.Quarantined(Logger, Job, RunId, row.Line, row.Source, row.Stage, row.Error);

@@ -31,6 +31,8 @@ internal static class EtlTelemetry
 
     public static readonly Counter<long> RowsQuarantined = Meter.CreateCounter<long>("patterns.etl.rows.quarantined", "{row}", "Rows set aside as malformed or invalid.");
 
+    public static readonly Counter<long> StageRows = Meter.CreateCounter<long>("patterns.etl.stage.rows", "{row}", "Rows each stage handed on (tag patterns.etl.stage: source, stage n (kind), sink), added as each batch is loaded.");
+
     public static readonly Histogram<double> BatchDuration = Meter.CreateHistogram<double>("patterns.etl.batch.duration", "s", "Time to load and commit one batch.");
 
     public static readonly Histogram<double> RunDuration = Meter.CreateHistogram<double>("patterns.etl.run.duration", "s", "Time a run took.");
@@ -40,6 +42,8 @@ internal static class EtlTelemetry
     public const string ChangeTag = "patterns.etl.change";
 
     public const string StatusTag = "patterns.etl.status";
+
+    public const string StageTag = "patterns.etl.stage";
 
     public static TagList Tags(string job) => new() { { JobTag, job } };
 }
