@@ -376,10 +376,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     "every acknowledged message would be lost with the temporary file. Load the messages into a database table (or another queue) and export that to a file.");
             }
 
-            if (stream is not null)
+            if (stream is not null && _run.MaxUnacknowledged is not null)
             {
-                // What the loader raises on the stream's task is not the last stage's.
-                stream = EtlStageTag<T>.Before(stream, _run, "the loader", flow.Stages + 1);
+                // What the loader raises on the stream's task is not the last stage's. The tag only names the loader: the
+                // loader counts the rows that reach it itself (AddAsync), so a run that blames no message has no stage here.
+                stream = EtlStageTag<T>.Tagged(stream, _run, "the loader");
             }
 
             if (_run.MaxUnacknowledged is { } maxUnacknowledged)
@@ -500,6 +501,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             ValueTask AddAsync(T row, CancellationToken ct)
             {
+                _run.StageCounts.InSink();
                 if (_run.SourceRowDone is not null)
                 {
                     return AddHeldAsync(row, ct);

@@ -3,8 +3,10 @@ using Patterns.Streaming;
 namespace Patterns.Etl;
 
 /// <summary>
-/// Placed just before a stage of the flow (or the loader): counts the rows that reach it, for the run's per-stage
-/// progress (<see cref="EtlStageProgress"/>), and, when the run reads a transport source, names the stage that raised an
+/// Placed just before a stage of the flow: counts the rows that reach it, for the run's per-stage progress
+/// (<see cref="EtlStageProgress"/>), a synchronous call in the stream's chain that allocates nothing per row (the loader
+/// counts the rows that reach the sink itself), and, when the run reads a transport source, names the stage (or the
+/// loader) that raised an
 /// error, for the dead-letter reasons: it sees that stage's errors (and those of the stages after it, which the tag
 /// nearer to them saw first) with an exception filter, which records them without catching them.
 /// </summary>
@@ -21,9 +23,17 @@ internal sealed class EtlStageTag<T>(Stage<T> next, EtlRun run, string? stage, i
     public static DataStream<T> Counted(DataStream<T> stream, EtlRun run, int index) =>
         new OperatorStream<T, T>(stream, null, null, (next, _, _) => new EtlStageTag<T>(next, run, null, index), null);
 
+    /// <summary>Tags <paramref name="stage"/> without counting its rows (the loader counts its own).</summary>
+    public static DataStream<T> Tagged(DataStream<T> stream, EtlRun run, string stage) =>
+        new OperatorStream<T, T>(stream, null, null, (next, _, _) => new EtlStageTag<T>(next, run, stage, -1), null);
+
     public override ValueTask OnNextAsync(T item)
     {
-        _counts.In(index);
+        if (index >= 0)
+        {
+            _counts.In(index);
+        }
+
         if (stage is null)
         {
             return Next.OnNextAsync(item);
@@ -93,6 +103,9 @@ internal sealed class EtlStageCounts
 
     /// <summary>Counts a row that reached stage <paramref name="index"/> (on the task that runs it).</summary>
     public void In(int index) => _in[index]++;
+
+    /// <summary>Counts a row that reached the sink (on the stream's task, as the loader takes it).</summary>
+    public void InSink() => _in[^1]++;
 
     /// <summary>Counts a row stage <paramref name="index"/> set aside.</summary>
     public void Quarantined(int index) => Interlocked.Increment(ref _quarantined[index]);
