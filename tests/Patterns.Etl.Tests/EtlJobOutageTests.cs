@@ -180,7 +180,9 @@ public sealed class EtlJobOutageTests
 
         // Stopped: the schedule waits for its next time as ever; when it comes, the job does not run.
         await waiting.WaitAsync(Wait);
+        var parked = jobs.NextParkAsync();
         time.Advance(TimeSpan.FromMinutes(30));
+        await parked.WaitAsync(Wait);
         dimension.Finds.Should().Be(3, "a stopped job's schedule waits");
 
         // The dimension is back; an operator runs the job once. The schedule resumes: the next run comes an interval later.
@@ -217,9 +219,10 @@ public sealed class EtlJobOutageTests
         await FluentActions.Awaiting(() => jobs.RunAsync("enrich")).Should().ThrowAsync<EtlOutageLimitExceededException>();
         var finds = dimension.Finds;
 
-        // The schedule's time comes while the job is stopped: it does not run.
+        // The schedule's time comes while the job is stopped: it does not run, but waits for a run on demand to succeed.
+        var parked = jobs.NextParkAsync();
         time.Advance(TimeSpan.FromMinutes(60));
-        await Task.Delay(TimeSpan.FromMilliseconds(500));
+        await parked.WaitAsync(Wait);
         dimension.Finds.Should().Be(finds, "a stopped job's schedule waits");
 
         // A run on demand succeeds: the schedule resumes an interval later.

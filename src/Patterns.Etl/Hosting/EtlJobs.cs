@@ -18,6 +18,7 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
     private readonly ILogger _logger = loggers?.CreateLogger("Patterns.Etl") ?? NullLogger.Instance;
     private readonly IStorageErrorClassifier[] _classifiers = [.. services.GetServices<IStorageErrorClassifier>()];
     private TaskCompletionSource _waiting = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private TaskCompletionSource _parked = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public IReadOnlyList<string> Names => [.. _jobs.Keys.Order(StringComparer.Ordinal)];
 
@@ -88,6 +89,9 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
     /// <summary>Completes when a scheduled job next starts waiting on the clock (for tests on virtual time).</summary>
     internal Task NextWaitAsync() => Volatile.Read(ref _waiting).Task;
 
+    /// <summary>Completes when a scheduled job's time next comes while it is stopped, and its schedule starts waiting for a run on demand to succeed (for tests).</summary>
+    internal Task NextParkAsync() => Volatile.Read(ref _parked).Task;
+
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
         Task.WhenAll(_jobs.Values.Where(j => j.Scheduled).Select(j => ScheduleAsync(j, stoppingToken)));
 
@@ -125,6 +129,7 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
             var resumed = _states.GetOrAdd(job.Name, static _ => new EtlJobState()).ResumedAsync();
             if (!resumed.IsCompleted)
             {
+                Interlocked.Exchange(ref _parked, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                 try
                 {
                     await resumed.WaitAsync(stoppingToken).ConfigureAwait(false);
