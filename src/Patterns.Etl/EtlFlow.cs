@@ -94,17 +94,20 @@ public static class Etl
 /// </remarks>
 public sealed class EtlFlow<T>
 {
-    internal EtlFlow(string sourceName, Func<EtlRun, StreamOptions, DataStream<T>> build, bool resumable, bool incremental, int stages = 0)
+    internal EtlFlow(string sourceName, Func<EtlRun, StreamOptions, DataStream<T>> build, bool resumable, bool incremental, string[]? stageLabels = null)
     {
         SourceName = sourceName;
         Build = build;
         Resumable = resumable;
         Incremental = incremental;
-        Stages = stages;
+        StageLabels = stageLabels ?? [];
     }
 
     /// <summary>Gets how many stages the flow has after its source: the next stage is number <c>Stages + 1</c> in errors.</summary>
-    internal int Stages { get; }
+    internal int Stages => StageLabels.Length;
+
+    /// <summary>Gets the label of each stage after the source, in order (<c>stage 2 (Select)</c>): stage <c>n</c> is at index <c>n - 1</c>.</summary>
+    internal string[] StageLabels { get; }
 
     internal bool Incremental { get; }
 
@@ -156,6 +159,7 @@ public sealed class EtlFlow<T>
     {
         ArgumentNullException.ThrowIfNull(rule);
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        var index = Stages + 1;
         return Then($"Validate '{name}'", (run, stream) => stream.Where(row =>
         {
             if (rule(row) is not { } error)
@@ -164,7 +168,7 @@ public sealed class EtlFlow<T>
             }
 
             var source = run.Source;
-            run.Quarantine(new QuarantinedRow(run.RunId, run.Job, name, run.SourceName, source.Line, source.Offset, raw is null ? row?.ToString() : raw(row), column, error));
+            run.Quarantine(new QuarantinedRow(run.RunId, run.Job, name, run.SourceName, source.Line, source.Offset, raw is null ? row?.ToString() : raw(row), column, error), index);
             return false;
         }));
     }
@@ -330,7 +334,7 @@ public sealed class EtlFlow<T>
             (run, options) =>
             {
                 var table = new Lazy<Task<Dictionary<TKey, List<TRight>>>>(() => BuildAsync(run, right, rightKey, maxBuildRows, maxBuildBytes, size));
-                return EtlStageTag<T>.Before(Build(run, options), run, StageLabel("Join")).SelectAsync((row, ct) =>
+                return EtlStageTag<T>.Before(Build(run, options), run, StageLabel("Join"), Stages + 1).SelectAsync((row, ct) =>
                     {
                         var built = table.Value;
 #pragma warning disable CA1849 // The task has completed.
@@ -341,7 +345,7 @@ public sealed class EtlFlow<T>
             },
             Resumable,
             Incremental,
-            Stages + 1);
+            [.. StageLabels, StageLabel("Join")]);
 
         static (T, List<TRight>?) Match(T row, Dictionary<TKey, List<TRight>> table, Func<T, TKey> leftKey) => (row, leftKey(row) is { } key && table.TryGetValue(key, out var matches) ? matches : null);
 
@@ -388,7 +392,7 @@ public sealed class EtlFlow<T>
         spill.Validate(nameof(spill));
         if (maxBytes is { } limit && spill.Enabled)
         {
-            return Blocking<TOut>(async (run, upstream, ct) =>
+            return Blocking<TOut>("Aggregate", async (run, upstream, ct) =>
             {
                 var session = new EtlSpillSession(run, "Aggregate", "maxBytes", spill);
                 var engine = new EtlHashSpill<T, TKey, TOut>(session, key, EqualityComparer<TKey>.Default, () => new EtlAggregateState<T, TKey, TAcc, TOut>(seed, add, result, sizeOfKey!, sizeOfAccumulator!, limit, (held, groups) => Grew(run, limit, held, groups)));
@@ -400,7 +404,7 @@ public sealed class EtlFlow<T>
             });
         }
 
-        return Blocking<TOut>(async (run, upstream, ct) =>
+        return Blocking<TOut>("Aggregate", async (run, upstream, ct) =>
         {
             var groups = new Dictionary<TKey, TAcc>();
 
@@ -468,7 +472,7 @@ public sealed class EtlFlow<T>
             schema.RequireCreate("OrderBy (to read spilled rows back)");
         }
 
-        return Blocking<T>(async (run, upstream, ct) =>
+        return Blocking<T>("OrderBy", async (run, upstream, ct) =>
         {
             var session = new EtlSpillSession(run, "OrderBy", memoryBudgetBytes is null ? "memoryBudgetRows" : "memoryBudgetRows, memoryBudgetBytes", spill);
             Func<int, long, Exception>? exceeded = spill.Enabled ? null : (rows, bytes) => SortExceeded(run, memoryBudgetRows, memoryBudgetBytes, rows, bytes);
@@ -562,25 +566,30 @@ public sealed class EtlFlow<T>
     private EtlFlow<TOut> Then<TOut>(string kind, Func<EtlRun, DataStream<T>, DataStream<TOut>> stage)
     {
         var label = StageLabel(kind);
-        return new(SourceName, (run, options) => stage(run, EtlStageTag<T>.Before(Build(run, options), run, label)), Resumable, Incremental, Stages + 1);
+        var index = Stages + 1;
+        return new(SourceName, (run, options) => stage(run, EtlStageTag<T>.Before(Build(run, options), run, label, index)), Resumable, Incremental, [.. StageLabels, label]);
     }
 
     /// <summary>How errors name the next stage: its place after the source and its kind (<c>stage 2 (Select)</c>).</summary>
     private string StageLabel(string kind) => string.Create(CultureInfo.InvariantCulture, $"stage {Stages + 1} ({kind})");
 
     /// <summary>A stage that must see every row before it emits: the upstream runs as its own stream pipeline into it, then its output starts a new one.</summary>
-    private EtlFlow<TOut> Blocking<TOut>(Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume) =>
-        new(
+    private EtlFlow<TOut> Blocking<TOut>(string kind, Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume)
+    {
+        var label = StageLabel(kind);
+        var index = Stages + 1;
+        return new(
             SourceName,
             (run, options) =>
             {
                 run.PositionsTrackRows = false;
-                var upstream = Build(run, options);
+                var upstream = EtlStageTag<T>.Counted(Build(run, options), run, index);
                 return DataStream.From(EmitAsync(run, upstream, consume), options);
             },
             Resumable,
             Incremental,
-            Stages + 1);
+            [.. StageLabels, label]);
+    }
 
     private static async IAsyncEnumerable<TOut> EmitAsync<TOut>(EtlRun run, DataStream<T> upstream, Func<EtlRun, DataStream<T>, CancellationToken, Task<IEnumerable<TOut>>> consume, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {

@@ -116,7 +116,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
         var time = options.TimeProvider ?? TimeProvider.System;
         var logger = options.LoggerFactory?.CreateLogger("Patterns.Etl." + Name) ?? (ILogger)NullLogger.Instance;
         var runId = Guid.CreateVersion7(time.GetUtcNow()).ToString("N");
-        var run = new EtlRun(Name, runId, _flow.SourceName, options, logger, time);
+        var run = new EtlRun(Name, runId, _flow.SourceName, options, logger, time) { StageCounts = new EtlStageCounts(_flow.StageLabels) };
         var partition = options.Partition ?? string.Empty;
         var started = time.GetTimestamp();
         using var activity = EtlTelemetry.Source.StartActivity("etl " + Name);
@@ -153,7 +153,17 @@ public sealed class EtlPipeline<T> : EtlPipeline
             }
             catch (Exception ex)
             {
-                EtlLog.Failed(logger, ex, Name, partition, runId, run.RowsRead);
+                // A run that failed on an outage no message caused (a dimension that is down) is no failure of its own: an
+                // AddEtl job warns once per such run and logs an error only when the outage outlasts MaxOutageDuration.
+                if (EtlOutage.Is(ex))
+                {
+                    EtlLog.FailedOnOutage(logger, ex, Name, partition, runId, run.RowsRead);
+                }
+                else
+                {
+                    EtlLog.Failed(logger, ex, Name, partition, runId, run.RowsRead);
+                }
+
                 activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
                 throw;
             }
@@ -251,7 +261,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 failure = ex;
                 if (NoMessageCaused(ex) && Blame(ex).From == long.MaxValue)
                 {
-                    EtlOutage.Mark(ex);
+                    EtlOutage.Mark(ex, queue: _run.MaxUnacknowledged is not null);
                 }
 
                 throw;
@@ -366,10 +376,11 @@ public sealed class EtlPipeline<T> : EtlPipeline
                     "every acknowledged message would be lost with the temporary file. Load the messages into a database table (or another queue) and export that to a file.");
             }
 
-            if (stream is not null)
+            if (stream is not null && _run.MaxUnacknowledged is not null)
             {
-                // What the loader raises on the stream's task is not the last stage's.
-                stream = EtlStageTag<T>.Before(stream, _run, "the loader");
+                // What the loader raises on the stream's task is not the last stage's. The tag only names the loader: the
+                // loader counts the rows that reach it itself (AddAsync), so a run that blames no message has no stage here.
+                stream = EtlStageTag<T>.Tagged(stream, _run, "the loader");
             }
 
             if (_run.MaxUnacknowledged is { } maxUnacknowledged)
@@ -490,6 +501,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
             ValueTask AddAsync(T row, CancellationToken ct)
             {
+                _run.StageCounts.InSink();
                 if (_run.SourceRowDone is not null)
                 {
                     return AddHeldAsync(row, ct);
@@ -1079,6 +1091,7 @@ public sealed class EtlPipeline<T> : EtlPipeline
 
         private void Report(TimeSpan elapsed)
         {
+            _run.StageCounts.Record(_loaded, _run.Tags);
             if (_options.Progress is not { } progress)
             {
                 return;
@@ -1094,7 +1107,10 @@ public sealed class EtlPipeline<T> : EtlPipeline
                 eta = TimeSpan.FromSeconds(Math.Max(0, length - source.BytesRead) / bytesPerSecond);
             }
 
-            progress.Report(new EtlProgress(_run.RunId, _run.Job, read, _loaded, _run.Quarantined, source?.BytesRead ?? 0, source?.Length, elapsed, rate, eta));
+            progress.Report(new EtlProgress(_run.RunId, _run.Job, read, _loaded, _run.Quarantined, source?.BytesRead ?? 0, source?.Length, elapsed, rate, eta)
+            {
+                Stages = _run.StageCounts.Snapshot(read, _loaded),
+            });
         }
 
         private static void Record(EtlLoadCounts counts, TagList tags)

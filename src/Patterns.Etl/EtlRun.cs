@@ -37,6 +37,9 @@ internal sealed class EtlRun
 
     public System.Diagnostics.TagList Tags { get; }
 
+    /// <summary>Gets the rows that reached each stage and those each quarantined, for progress and metrics.</summary>
+    public EtlStageCounts StageCounts { get; init; } = new([]);
+
     /// <summary>Gets the store drivers' error classifiers (<see cref="EtlRunOptions.StorageErrorClassifiers"/>), or an empty list.</summary>
     public IReadOnlyList<Patterns.Storage.IStorageErrorClassifier> StorageErrorClassifiers => _options.StorageErrorClassifiers ?? [];
 
@@ -133,10 +136,13 @@ internal sealed class EtlRun
     public long Quarantined => Volatile.Read(ref _quarantined);
 
     /// <summary>Sets a row aside (on the pipeline's task) and checks the error budget.</summary>
-    public void Quarantine(QuarantinedRow row)
+    /// <param name="row">The row.</param>
+    /// <param name="stage">The stage that set it aside: 0 for the source, n for the flow's stage n.</param>
+    public void Quarantine(QuarantinedRow row, int stage = 0)
     {
         row = row with { Raw = QuarantineText.Clip(row.Raw) };
         _pendingQuarantine.Add(row);
+        StageCounts.Quarantined(stage);
         var count = Interlocked.Increment(ref _quarantined);
         EtlTelemetry.RowsQuarantined.Add(1, Tags);
         EtlLog.Quarantined(Logger, Job, RunId, row.Line, row.Source, row.Stage, row.Error);
@@ -206,13 +212,25 @@ internal sealed class EtlRun
 /// <summary>
 /// Marks the errors a run failed with that no row or message caused (a dimension or build side that cannot be read, a
 /// stage past its memory budget): an <c>AddEtl</c> job counts how long its runs keep failing so
-/// (<see cref="EtlJobOptions.MaxOutageDuration"/>).
+/// (<see cref="EtlJobOptions.MaxOutageDuration"/>), and words what happens to the source's data by its kind (a queue's
+/// messages stay on the queue; another source is read again from the last committed bookmark).
 /// </summary>
 internal static class EtlOutage
 {
+    private static readonly object FromQueueMark = new();
+    private static readonly object OtherMark = new();
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Exception, object> Marked = [];
 
-    public static void Mark(Exception error) => Marked.AddOrUpdate(error, Marked);
+    /// <summary>Marks <paramref name="error"/> as an outage of a run whose source is a queue or subscription (<paramref name="queue"/>) or another source.</summary>
+    public static void Mark(Exception error, bool queue) => Marked.AddOrUpdate(error, queue ? FromQueueMark : OtherMark);
 
     public static bool Is(Exception error) => Marked.TryGetValue(error, out _);
+
+    /// <summary>Whether the run that failed with the outage <paramref name="error"/> read a queue or subscription.</summary>
+    public static bool FromQueue(Exception error) => Marked.TryGetValue(error, out var mark) && ReferenceEquals(mark, FromQueueMark);
+
+    /// <summary>What happens to the source's data while the job fails on an outage, worded by the source's kind.</summary>
+    public static string Consequence(Exception error) => FromQueue(error)
+        ? "its messages stay on the queue (none counts a delivery or is dead-lettered)"
+        : "the next run reads its source again from its last committed bookmark";
 }

@@ -82,13 +82,16 @@ public sealed class EtlRunOptions
     /// knows an error decides (any kind but <see cref="StorageErrorKind.Permanent"/> is an outage); an error none knows
     /// goes to the generic rules (a timeout, a socket or I/O error, a transient <see cref="System.Data.Common.DbException"/>...).
     /// Patterns.Sqlite's <c>SqliteStorageErrorClassifier</c> knows SQLite's busy, locked, I/O and cannot-open codes;
-    /// Patterns.Postgres's <c>PostgresStorageErrorClassifier</c> knows PostgreSQL's connection, resource and shutdown states.
+    /// Patterns.Postgres's <c>PostgresStorageErrorClassifier</c> knows PostgreSQL's connection, resource, shutdown and statement-timeout states.
     /// </summary>
     /// <value>
     /// Default <see langword="null"/>: none (on the host, an <c>AddEtl</c> job uses every <see cref="IStorageErrorClassifier"/>
     /// service: <c>UseSqlite</c> and <c>UsePostgres</c> register theirs).
     /// </value>
     public IReadOnlyList<IStorageErrorClassifier>? StorageErrorClassifiers { get; set; }
+
+    /// <summary>A shallow copy: the same quarantine, progress, clock, logging and classifiers.</summary>
+    internal EtlRunOptions Clone() => (EtlRunOptions)MemberwiseClone();
 
     internal List<string> Validate()
     {
@@ -206,7 +209,23 @@ public sealed record EtlProgress(
 {
     /// <summary>Gets the share of the source read, from 0 to 1, when its size is known.</summary>
     public double? Fraction => Length is > 0 ? Math.Min(1.0, (double)BytesRead / Length.Value) : null;
+
+    /// <summary>
+    /// Gets the rows through each stage so far: the source first, then each stage of the flow in order (as errors name
+    /// them: <c>stage 2 (Select)</c>), then the sink. A stage's rows out are the next one's rows in; counts of the stages
+    /// before the loader run a little ahead of what is loaded, since rows in flight have passed them.
+    /// </summary>
+    /// <value>Default empty.</value>
+    public IReadOnlyList<EtlStageProgress> Stages { get; init; } = [];
 }
+
+/// <summary>The rows through one stage of a run so far (<see cref="EtlProgress.Stages"/>).</summary>
+/// <param name="Index">The stage's place: 0 for the source, then 1, 2... for the stages of the flow in order, and the last for the sink.</param>
+/// <param name="Stage">The stage: <c>source</c>, the flow's stage as errors name it (<c>stage 1 (Where)</c>, <c>stage 3 (Validate 'amount')</c>), or <c>sink</c>.</param>
+/// <param name="RowsIn">The rows that reached it; for the source, the rows read (those it quarantined included).</param>
+/// <param name="RowsOut">The rows it handed on; for the sink, the rows loaded (committed).</param>
+/// <param name="RowsQuarantined">The rows it set aside (the source: rows it could not read; a <c>Validate</c> stage: rows that failed its rule).</param>
+public sealed record EtlStageProgress(int Index, string Stage, long RowsIn, long RowsOut, long RowsQuarantined);
 
 /// <summary>A run quarantined more rows than its error budget allows (<see cref="EtlRunOptions.MaxErrors"/>, <see cref="EtlRunOptions.MaxErrorRate"/>).</summary>
 public sealed class EtlErrorBudgetExceededException : Exception

@@ -31,6 +31,8 @@ internal static class EtlTelemetry
 
     public static readonly Counter<long> RowsQuarantined = Meter.CreateCounter<long>("patterns.etl.rows.quarantined", "{row}", "Rows set aside as malformed or invalid.");
 
+    public static readonly Counter<long> StageRows = Meter.CreateCounter<long>("patterns.etl.stage.rows", "{row}", "Rows each stage handed on (tag patterns.etl.stage: source, stage n (kind), sink), added as each batch is loaded.");
+
     public static readonly Histogram<double> BatchDuration = Meter.CreateHistogram<double>("patterns.etl.batch.duration", "s", "Time to load and commit one batch.");
 
     public static readonly Histogram<double> RunDuration = Meter.CreateHistogram<double>("patterns.etl.run.duration", "s", "Time a run took.");
@@ -40,6 +42,8 @@ internal static class EtlTelemetry
     public const string ChangeTag = "patterns.etl.change";
 
     public const string StatusTag = "patterns.etl.status";
+
+    public const string StageTag = "patterns.etl.stage";
 
     public static TagList Tags(string job) => new() { { JobTag, job } };
 }
@@ -76,9 +80,12 @@ internal static partial class EtlLog
     [LoggerMessage(10, LogLevel.Warning, "ETL job '{Job}' could not release a resource of its stages when the run ended.")]
     public static partial void DisposeFailed(ILogger logger, Exception exception, string job);
 
-    [LoggerMessage(11, LogLevel.Warning, "ETL job '{Job}' failed on an outage no message caused (a dimension or build side that cannot be read, a stage past its budget), failing since {Since:o}; its messages stay on the queue and the next run tries again.")]
-    public static partial void OutageRun(ILogger logger, Exception exception, string job, DateTimeOffset since);
+    [LoggerMessage(11, LogLevel.Warning, "ETL job '{Job}' failed on an outage no message caused (a dimension or build side that cannot be read, a stage past its budget), failing since {Since:o}; {Consequence}, and the next run tries again.")]
+    public static partial void OutageRun(ILogger logger, Exception exception, string job, DateTimeOffset since, string consequence);
 
-    [LoggerMessage(12, LogLevel.Error, "ETL job '{Job}' stopped: its runs have failed on an outage no message caused since {Since:o}, longer than MaxOutageDuration ({Limit}). It runs again only on demand (IEtlJobs.RunAsync), and its schedule resumes once such a run succeeds; its messages stay on the queue, none is dead-lettered.")]
-    public static partial void OutageLimitExceeded(ILogger logger, Exception exception, string job, DateTimeOffset since, TimeSpan limit);
+    [LoggerMessage(12, LogLevel.Error, "ETL job '{Job}' stopped: its runs have failed on an outage no message caused since {Since:o}, longer than MaxOutageDuration ({Limit}). It runs again only on demand (IEtlJobs.RunAsync), and its schedule resumes once such a run succeeds; {Consequence}.")]
+    public static partial void OutageLimitExceeded(ILogger logger, Exception exception, string job, DateTimeOffset since, TimeSpan limit, string consequence);
+
+    [LoggerMessage(13, LogLevel.Information, "ETL job '{Job}' partition '{Partition}' run {RunId} failed on an outage no message caused after {Read} rows read; the next run resumes at the last committed batch.")]
+    public static partial void FailedOnOutage(ILogger logger, Exception exception, string job, string partition, string runId, long read);
 }

@@ -8,7 +8,11 @@ namespace Patterns.Postgres;
 /// (40P01) or serialization failure (40001) aborted the transaction to resolve a conflict, so it is a
 /// <see cref="StorageErrorKind.Conflict"/> that is safe to run again; a connection exception (class 08), insufficient
 /// resources (class 53: a full disk, out of memory, too many connections) and an administrator's or crash shutdown, or a
-/// server still starting (57P01, 57P02, 57P03) are <see cref="StorageErrorKind.Transient"/>. Any other
+/// server still starting (57P01, 57P02, 57P03) are <see cref="StorageErrorKind.Transient"/>, and so is a statement the
+/// server cancelled (57014, query_canceled: its <c>statement_timeout</c> passed, or an administrator cancelled it): the
+/// statement was stopped, not refused, and may succeed later. A statement cancelled through the caller's own
+/// <see cref="CancellationToken"/> is not: Npgsql reports that as an <see cref="OperationCanceledException"/> (the
+/// 57014 inside), which the kernel's rules deem permanent before any classifier is asked. Any other
 /// <see cref="NpgsqlException"/> (no server reply: a dropped connection, a timeout) is transient when Npgsql reports
 /// <see cref="NpgsqlException.IsTransient"/>. Other errors are left to the kernel's rules.
 /// </summary>
@@ -32,7 +36,7 @@ public sealed class PostgresStorageErrorClassifier : IStorageErrorClassifier
     public StorageErrorKind? Classify(Exception exception) => exception switch
     {
         PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure } => StorageErrorKind.Conflict,
-        PostgresException { SqlState: PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow } => StorageErrorKind.Transient,
+        PostgresException { SqlState: PostgresErrorCodes.AdminShutdown or PostgresErrorCodes.CrashShutdown or PostgresErrorCodes.CannotConnectNow or PostgresErrorCodes.QueryCanceled } => StorageErrorKind.Transient,
         PostgresException postgres when postgres.SqlState.StartsWith("08", StringComparison.Ordinal) || postgres.SqlState.StartsWith("53", StringComparison.Ordinal) => StorageErrorKind.Transient,
         PostgresException => null,
         NpgsqlException { IsTransient: true } => StorageErrorKind.Transient,

@@ -5,6 +5,9 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Patterns.EventSourcing;
+using Patterns.InMemory;
+using Patterns.Messaging;
+using Patterns.Queues;
 
 namespace Patterns.Etl.Tests;
 
@@ -43,19 +46,88 @@ public sealed class EtlJobOutageTests
         stopped.Job.Should().Be("enrich");
         stopped.Since.Should().Be(start);
         stopped.InnerException.Should().BeOfType<TimeoutException>();
-        stopped.Message.Should().Be("ETL job 'enrich' stopped: its runs have failed on an outage no message caused since 2026-01-01T00:00:00.0000000+00:00, longer than MaxOutageDuration (00:10:00); its messages stay on the queue. Last error: TimeoutException: the dimension did not answer");
+        stopped.Message.Should().Be("ETL job 'enrich' stopped: its runs have failed on an outage no message caused since 2026-01-01T00:00:00.0000000+00:00, longer than MaxOutageDuration (00:10:00); the next run reads its source again from its last committed bookmark. Last error: TimeoutException: the dimension did not answer");
         var unhealthy = await CheckAsync(health);
         unhealthy.Status.Should().Be(HealthStatus.Unhealthy);
         unhealthy.Description.Should().Be(stopped.Message);
         unhealthy.Data["enrich"].Should().Be("Unhealthy: " + stopped.Message);
         logs.Records.Should().ContainSingle(r => r.Level == LogLevel.Error && r.EventId == 12)
-            .Which.Message.Should().Contain("ETL job 'enrich' stopped").And.Contain("none is dead-lettered");
+            .Which.Message.Should().Contain("ETL job 'enrich' stopped").And.Contain("the next run reads its source again from its last committed bookmark").And.NotContain("queue", "the job reads an in-memory list, not a queue");
         logs.Records.Count(r => r.Level == LogLevel.Warning && r.EventId == 11).Should().Be(2, "each outage run before the limit is logged as a warning");
 
         // The dimension is back: a run on demand succeeds, and the job is healthy again.
         dimension.Up = true;
         (await jobs.RunAsync("enrich")).RowsLoaded.Should().Be(3);
         (await CheckAsync(health)).Status.Should().Be(HealthStatus.Healthy);
+    }
+
+    [Fact]
+    public async Task AnOutageRun_IsLoggedOnceAsAWarning_NotAsAnError_UntilTheLimitStopsTheJob()
+    {
+        // Each run failing on the outage is one warning (the job's, event 11); the pipeline notes it as information (event
+        // 13), so an alert on errors fires only when the job stops (event 12). Before, the pipeline also logged each such
+        // run as an error (event 3): the alert fired every interval. A failure of the run's own is still an error.
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var logs = new LogCapture();
+        using var host = Build(time, logs, o => o.MaxOutageDuration = TimeSpan.FromMinutes(10), new Dimension());
+        var jobs = host.Services.GetRequiredService<IEtlJobs>();
+
+        await FluentActions.Awaiting(() => jobs.RunAsync("enrich")).Should().ThrowAsync<TimeoutException>();
+        time.Advance(TimeSpan.FromMinutes(5));
+        await FluentActions.Awaiting(() => jobs.RunAsync("enrich")).Should().ThrowAsync<TimeoutException>();
+
+        logs.Records.Where(r => r.Level >= LogLevel.Error).Should().BeEmpty("an outage within the limit is no error");
+        logs.Records.Where(r => r.Level == LogLevel.Warning).Select(r => r.EventId).Should().Equal([11, 11], "one warning per outage run");
+        logs.Records.Count(r => r.Level == LogLevel.Information && r.EventId == 13).Should().Be(2);
+
+        time.Advance(TimeSpan.FromMinutes(5));
+        await FluentActions.Awaiting(() => jobs.RunAsync("enrich")).Should().ThrowAsync<EtlOutageLimitExceededException>();
+        logs.Records.Where(r => r.Level >= LogLevel.Error).Select(r => r.EventId).Should().Equal([12], "the stop is the one error");
+        logs.Records.Count(r => r.Level == LogLevel.Warning).Should().Be(2, "the stopping run is logged as the stop, not also as a warning");
+
+        var failing = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
+        var failingLogs = new LogCapture();
+        failing.Logging.AddProvider(failingLogs);
+        failing.AddEtl(etl => etl.AddJob("broken", _ => Etl.From(new[] { 1, 2, 3 })
+            .Select<int>(k => k == 2 ? throw new InvalidOperationException("row 2 is broken") : k)
+            .To(new DiscardSink())));
+        using var failingHost = failing.Build();
+        await FluentActions.Awaiting(() => failingHost.Services.GetRequiredService<IEtlJobs>().RunAsync("broken")).Should().ThrowAsync<InvalidOperationException>();
+        failingLogs.Records.Should().ContainSingle(r => r.Level == LogLevel.Error && r.EventId == 3, "a run's own failure is an error");
+        failingLogs.Records.Should().NotContain(r => r.EventId == 11 || r.EventId == 13);
+    }
+
+    [Fact]
+    public async Task AQueueJobsOutage_SaysItsMessagesStayOnTheQueue()
+    {
+        // The job's messages are worded by its source: a queue's stay on the queue (the other tests' list source is read
+        // again from its bookmark). MaxOutageDuration of one tick: the second outage run passes it (system clock).
+        var queue = "outage-words-" + Guid.NewGuid().ToString("N");
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true, EnvironmentName = "Testing" });
+        var logs = new LogCapture();
+        builder.Logging.AddProvider(logs);
+        builder.AddPatterns(p => p.UseInMemory());
+        builder.AddMessageQueue(q => q.AddQueue(queue));
+        var dimension = new Dimension();
+        builder.AddEtl(etl => etl.AddJob(
+            "enrich-queue",
+            sp => EtlTransport.FromQueue<TransportSourceTests.Reading>(sp, queue, maxDeliveries: 1)
+                .Lookup(EtlLookup.Uncached<int, int>(dimension.FindAsync), r => r.Id, (r, v) => r with { Value = v })
+                .To(new ListSink<TransportSourceTests.Reading>(), "enrich-queue"),
+            o => o.MaxOutageDuration = TimeSpan.FromTicks(1)));
+        using var host = builder.Build();
+        await host.StartAsync();
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new TransportSourceTests.Reading(1, 0));
+        var jobs = host.Services.GetRequiredService<IEtlJobs>();
+
+        await FluentActions.Awaiting(() => jobs.RunAsync("enrich-queue").WaitAsync(Wait)).Should().ThrowAsync<TimeoutException>();
+        var stopped = (await FluentActions.Awaiting(() => jobs.RunAsync("enrich-queue").WaitAsync(Wait)).Should().ThrowAsync<EtlOutageLimitExceededException>()).Which;
+
+        logs.Records.Should().ContainSingle(r => r.EventId == 11).Which.Message.Should().Contain("its messages stay on the queue (none counts a delivery or is dead-lettered)");
+        stopped.Message.Should().Contain("its messages stay on the queue").And.NotContain("bookmark");
+        logs.Records.Should().ContainSingle(r => r.EventId == 12).Which.Message.Should().Contain("its messages stay on the queue");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty();
+        await host.StopAsync();
     }
 
     [Fact]
@@ -106,12 +178,16 @@ public sealed class EtlJobOutageTests
         (await CheckAsync(host.Services.GetRequiredService<EtlJobsHealthCheck>())).Status.Should().Be(HealthStatus.Unhealthy);
         dimension.Finds.Should().Be(3);
 
-        // Stopped: time passes, nothing runs.
+        // Stopped: the schedule waits for its next time as ever; when it comes, the job does not run.
+        await waiting.WaitAsync(Wait);
+        var parked = jobs.NextParkAsync();
         time.Advance(TimeSpan.FromMinutes(30));
+        await parked.WaitAsync(Wait);
         dimension.Finds.Should().Be(3, "a stopped job's schedule waits");
 
         // The dimension is back; an operator runs the job once. The schedule resumes: the next run comes an interval later.
         dimension.Up = true;
+        waiting = jobs.NextWaitAsync();
         await host.Services.GetRequiredService<IEtlJobs>().RunAsync("enrich");
         await waiting.WaitAsync(Wait);
         var loads = dimension.Finds;
@@ -143,9 +219,10 @@ public sealed class EtlJobOutageTests
         await FluentActions.Awaiting(() => jobs.RunAsync("enrich")).Should().ThrowAsync<EtlOutageLimitExceededException>();
         var finds = dimension.Finds;
 
-        // The schedule's time comes while the job is stopped: it does not run.
+        // The schedule's time comes while the job is stopped: it does not run, but waits for a run on demand to succeed.
+        var parked = jobs.NextParkAsync();
         time.Advance(TimeSpan.FromMinutes(60));
-        await Task.Delay(TimeSpan.FromMilliseconds(500));
+        await parked.WaitAsync(Wait);
         dimension.Finds.Should().Be(finds, "a stopped job's schedule waits");
 
         // A run on demand succeeds: the schedule resumes an interval later.
@@ -277,7 +354,8 @@ public sealed class EtlJobOutageTests
             }
         }
 
-        public ILogger CreateLogger(string categoryName) => categoryName == "Patterns.Etl" ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
+        // The job's logger (Patterns.Etl) and each pipeline's (Patterns.Etl.<job>).
+        public ILogger CreateLogger(string categoryName) => categoryName.StartsWith("Patterns.Etl", StringComparison.Ordinal) ? this : Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance;
 
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull => null;

@@ -77,6 +77,31 @@ public sealed class EtlJobsTests
     }
 
     [Fact]
+    public async Task RunAsync_LeavesTheCallersOptionsAndTheJobsOwnUnchanged()
+    {
+        // The host's clock, logging and classifiers go into a copy. Before, they were written into the caller's options
+        // (and, for a run without options, into the job's own).
+        EtlRunOptions? jobOptions = null;
+        var builder = Host.CreateApplicationBuilder();
+        builder.AddEtl(etl => etl.AddJob("manual", _ => Etl.From(new[] { 1, 2 }).To(new ListSink<int>()), o => jobOptions = o.RunOptions));
+        using var host = builder.Build();
+        var jobs = host.Services.GetRequiredService<IEtlJobs>();
+        var mine = new EtlRunOptions { BatchSize = 1 };
+
+        (await jobs.RunAsync("manual", mine)).RowsLoaded.Should().Be(2);
+        (await jobs.RunAsync("manual")).RowsLoaded.Should().Be(2);
+
+        foreach (var options in new[] { mine, jobOptions! })
+        {
+            options.TimeProvider.Should().BeNull();
+            options.LoggerFactory.Should().BeNull();
+            options.StorageErrorClassifiers.Should().BeNull();
+        }
+
+        mine.BatchSize.Should().Be(1);
+    }
+
+    [Fact]
     public void AddJob_InvalidSchedule_ListsEveryProblem()
     {
         var services = new ServiceCollection();

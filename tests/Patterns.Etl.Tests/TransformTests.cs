@@ -174,6 +174,102 @@ public sealed class TransformTests : IDisposable
     }
 
     [Fact]
+    public async Task Progress_ReportsRowsInOutAndQuarantinedPerStage_AndTheMeterCountsRowsOutPerStage()
+    {
+        // 1 to 10: Where keeps the even ones (5), Validate refuses 4 (quarantined: 4 left), SelectMany makes two rows of
+        // each (8), Select maps them (8), and the sink loads 8.
+        var job = "stages-" + Guid.NewGuid().ToString("N");
+        var measured = new Dictionary<string, long>(StringComparer.Ordinal);
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == EtlDiagnostics.MeterName && instrument.Name == "patterns.etl.stage.rows")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
+        {
+            string? ofJob = null, stage = null;
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "patterns.etl.job")
+                {
+                    ofJob = (string?)tag.Value;
+                }
+                else if (tag.Key == "patterns.etl.stage")
+                {
+                    stage = (string?)tag.Value;
+                }
+            }
+
+            if (ofJob == job)
+            {
+                lock (measured)
+                {
+                    measured[stage!] = measured.GetValueOrDefault(stage!) + value;
+                }
+            }
+        });
+        listener.Start();
+        var reports = new List<EtlProgress>();
+
+        var result = await Etl.From(Enumerable.Range(1, 10))
+            .Where(i => i % 2 == 0)
+            .Validate(i => i == 4 ? "four is refused" : null, name: "not-four")
+            .SelectMany(i => new[] { i, i * 10 })
+            .Select(i => i + 1)
+            .To(new ListSink<int>(), job)
+            .RunAsync(new EtlRunOptions { BatchSize = 3, Progress = new SyncProgress(reports.Add) });
+
+        result.RowsLoaded.Should().Be(8);
+        reports[^1].Stages.Select(s => (s.Index, s.Stage, s.RowsIn, s.RowsOut, s.RowsQuarantined)).Should().Equal(
+            (0, "source", 10L, 10L, 0L),
+            (1, "stage 1 (Where)", 10L, 5L, 0L),
+            (2, "stage 2 (Validate 'not-four')", 5L, 4L, 1L),
+            (3, "stage 3 (SelectMany)", 4L, 8L, 0L),
+            (4, "stage 4 (Select)", 8L, 8L, 0L),
+            (5, "sink", 8L, 8L, 0L));
+        reports.Should().AllSatisfy(r => r.Stages[^1].RowsOut.Should().Be(r.RowsLoaded, "the sink's rows out are the rows loaded"));
+        reports.Select(r => r.Stages[1].RowsIn).Should().BeInAscendingOrder();
+        lock (measured)
+        {
+            measured.Should().BeEquivalentTo(new Dictionary<string, long>
+            {
+                ["source"] = 10,
+                ["stage 1 (Where)"] = 5,
+                ["stage 2 (Validate 'not-four')"] = 4,
+                ["stage 3 (SelectMany)"] = 8,
+                ["stage 4 (Select)"] = 8,
+                ["sink"] = 8,
+            });
+        }
+    }
+
+    [Fact]
+    public async Task Progress_PerStage_CountsTheSourcesBadRows_AndAStageThatHoldsRows()
+    {
+        // 100 CSV rows, every tenth malformed: the source reads 100, quarantines 10 and hands on 90; the aggregate takes
+        // the 90 and hands on one row per region.
+        var csv = _dir.File("orders.csv");
+        OrderData.Write(csv, 100, badEvery: 10);
+        var reports = new List<EtlProgress>();
+        var sink = new ListSink<(string Region, int Count)>();
+
+        await Etl.From(Csv.Read<Order>(csv))
+            .Aggregate(o => o.Region, _ => 0, (n, _) => n + 1, (region, n) => (region, n))
+            .To(sink)
+            .RunAsync(new EtlRunOptions { Progress = new SyncProgress(reports.Add) });
+
+        var groups = sink.Rows.Count;
+        sink.Rows.Sum(r => r.Count).Should().Be(90);
+        reports[^1].Stages.Select(s => (s.Stage, s.RowsIn, s.RowsOut, s.RowsQuarantined)).Should().Equal(
+            ("source", 100L, 90L, 10L),
+            ("stage 1 (Aggregate)", 90L, (long)groups, 0L),
+            ("sink", (long)groups, (long)groups, 0L));
+    }
+
+    [Fact]
     public async Task Memory_StaysFlat_WhileALargeSourceStreamsThroughASink()
     {
         const int rows = 1_000_000;

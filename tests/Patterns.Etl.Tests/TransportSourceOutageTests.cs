@@ -74,6 +74,35 @@ public sealed partial class TransportSourceTests
     }
 
     [Fact]
+    public async Task ALookupWhosePostgresDimensionPassesItsStatementTimeout_BlamesNoMessage()
+    {
+        // A PostgreSQL dimension that is too slow: the server cancels the lookup's query at its statement_timeout (57014).
+        // With PostgreSQL's classifier that is an outage, so with maxDeliveries 1 no message is dead-lettered. Before, 57014
+        // was permanent: the message looked up was blamed and dead-lettered.
+        await Pg.RequireAsync();
+        var queue = "dimension-slow-" + Guid.NewGuid().ToString("N");
+        using var host = await StartAsync(queue);
+        await SendReadingsAsync(host, queue, 1, 1);
+        var connectionString = new Npgsql.NpgsqlConnectionStringBuilder(Pg.ConnectionString) { Pooling = false }.ConnectionString;
+        var dimension = EtlLookup.Uncached<int, long>(async (key, ct) =>
+        {
+            await using var connection = new Npgsql.NpgsqlConnection(connectionString);
+            await connection.OpenAsync(ct);
+            await using var command = new Npgsql.NpgsqlCommand("SET statement_timeout = '50ms'; SELECT pg_sleep(30)", connection);
+            await command.ExecuteNonQueryAsync(ct);
+            return key * 100L;
+        });
+
+        var down = async () => await EtlTransport.FromQueue<Reading>(host.Services, queue, maxDeliveries: 1)
+            .Lookup(dimension, r => r.Id, (r, value) => r with { Value = value })
+            .To(new RecordingSink(failOnBatch: null), "dimension-slow")
+            .RunAsync(new EtlRunOptions { BatchSize = 100, StorageErrorClassifiers = [Patterns.Postgres.PostgresStorageErrorClassifier.Instance] }).WaitAsync(Wait);
+
+        (await down.Should().ThrowAsync<Npgsql.PostgresException>()).Which.SqlState.Should().Be("57014", "the server cancelled the query at its statement_timeout");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync(queue)).Should().BeEmpty("a dimension too slow to answer is an outage, not the message's fault");
+    }
+
+    [Fact]
     public async Task ALookupWhoseDimensionFailsTransientlyUntilASignal_BlamesNoMessage_AndTheMessagesBeforeTheFailingOneAreCommitted()
     {
         // An uncached dimension times out (an outage) on key 3 until it is back. Messages 1 to 5 share the open batch: the

@@ -18,6 +18,7 @@ public sealed class PostgresStorageErrorClassifierTests
     [InlineData("57P01", StorageErrorKind.Transient)]
     [InlineData("57P02", StorageErrorKind.Transient)]
     [InlineData("57P03", StorageErrorKind.Transient)]
+    [InlineData("57014", StorageErrorKind.Transient)]
     [InlineData("23505", StorageErrorKind.Permanent)]
     [InlineData("42P01", StorageErrorKind.Permanent)]
     public async Task AnErrorTheServerRaises_IsClassifiedByItsSqlState(string sqlState, StorageErrorKind expected)
@@ -45,6 +46,44 @@ public sealed class PostgresStorageErrorClassifierTests
 
         error.SqlState.Should().Be(PostgresErrorCodes.AdminShutdown);
         PostgresStorageErrorClassifier.Instance.Classify(error).Should().Be(StorageErrorKind.Transient);
+    }
+
+    [Fact]
+    public async Task AStatementPastItsStatementTimeout_IsQueryCanceled_Transient()
+    {
+        // The server cancels a statement that runs past statement_timeout with 57014 (query_canceled): the statement was
+        // stopped, not refused, and may succeed later. Before, 57014 was left to the kernel's rules, which made it permanent.
+        await PostgresDatabase.RequireAsync();
+        var builder = new NpgsqlConnectionStringBuilder(PostgresDatabase.ConnectionString) { Pooling = false };
+        await using var connection = new NpgsqlConnection(builder.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SET statement_timeout = '50ms'; SELECT pg_sleep(30)", connection);
+
+        var error = (await FluentActions.Awaiting(() => command.ExecuteNonQueryAsync()).Should().ThrowAsync<PostgresException>()).Which;
+
+        error.SqlState.Should().Be(PostgresErrorCodes.QueryCanceled);
+        error.MessageText.Should().Contain("statement timeout");
+        StorageErrors.Classify(error, PostgresStorageErrorClassifier.Instance).Should().Be(StorageErrorKind.Transient);
+    }
+
+    [Fact]
+    public async Task AStatementCancelledThroughTheCallersToken_StaysPermanent()
+    {
+        // The caller's own cancellation also ends in 57014 on the server, but Npgsql reports it as an
+        // OperationCanceledException (the 57014 inside): a stop the caller asked for, never worth retrying.
+        await PostgresDatabase.RequireAsync();
+        var builder = new NpgsqlConnectionStringBuilder(PostgresDatabase.ConnectionString) { Pooling = false };
+        await using var connection = new NpgsqlConnection(builder.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("SELECT pg_sleep(30)", connection);
+        using var cancel = new CancellationTokenSource();
+        var running = command.ExecuteNonQueryAsync(cancel.Token);
+        await cancel.CancelAsync();
+
+        var error = (await FluentActions.Awaiting(() => running).Should().ThrowAsync<OperationCanceledException>()).Which;
+
+        StorageErrors.Classify(error, PostgresStorageErrorClassifier.Instance).Should().Be(StorageErrorKind.Permanent);
+        PostgresStorageErrorClassifier.Instance.Classify(error).Should().BeNull("not the driver's error itself: left to the kernel's rules");
     }
 
     [Fact]

@@ -35,10 +35,14 @@ public interface IStorageErrorClassifier
 /// The one place that decides whether a storage error is worth retrying. The kernel's rules come first: the store
 /// SPI's own outcomes (<see cref="WrongExpectedVersionException"/>, <see cref="StreamDeletedException"/>,
 /// <see cref="DuplicateEventException"/>, <see cref="DuplicateMessageException"/>, <see cref="CheckpointConflictException"/>,
-/// <see cref="LeaseLostException"/>), cancellation and argument errors are permanent. Then the store's
-/// <see cref="IStorageErrorClassifier"/> decides for its driver's errors (SQLite: busy or locked; PostgreSQL: deadlock
-/// and serialization failures). Otherwise a <see cref="TimeoutException"/>, or a <see cref="DbException"/> whose driver
-/// reports <see cref="DbException.IsTransient"/>, is transient, and anything else permanent.
+/// <see cref="LeaseLostException"/>), cancellation, argument errors, a disposed object and an unsupported call are
+/// permanent. Then the store's <see cref="IStorageErrorClassifier"/> decides for its driver's errors. Patterns.Sqlite's
+/// makes SQLite's busy, locked, out-of-memory, I/O-error, disk-full, cannot-open and lock-protocol codes transient.
+/// Patterns.Postgres's deems a deadlock and a serialization failure a conflict, and these transient: a connection
+/// exception, insufficient resources, a shutdown or a server still starting, a statement the server cancelled (its
+/// statement timeout), and any other Npgsql error the driver reports transient. Each leaves the rest of its driver's
+/// errors to the rules that follow. Otherwise a <see cref="TimeoutException"/>, or a <see cref="DbException"/> whose driver reports
+/// <see cref="DbException.IsTransient"/>, is transient, and anything else permanent.
 /// </summary>
 public static class StorageErrors
 {

@@ -96,8 +96,9 @@ public sealed class EtlJobOptions
     /// <summary>
     /// Gets or sets how long the job's runs may keep failing on an outage no message caused (a <c>Lookup</c>'s dimension
     /// or a join's build side that cannot be read, a stage past its memory budget) before the job stops. Such a failure
-    /// blames no message: the messages stay on the queue (none counts a delivery or is dead-lettered) and the next run
-    /// tries again, so an outage that never ends would hold the queue for ever. Once the first of an unbroken series of
+    /// blames no message: a queue's or subscription's messages stay on the queue (none counts a delivery or is
+    /// dead-lettered), another source is read again from the last committed bookmark, and the next run tries again, so
+    /// an outage that never ends would hold the queue (or the load) for ever. Each such run is logged once, as a warning. Once the first of an unbroken series of
     /// such runs failed longer ago than this, the failing run throws <see cref="EtlOutageLimitExceededException"/> (the
     /// outage's error inside), the job logs it as an error and stops: its schedule waits, and <see cref="EtlJobsHealthCheck"/>
     /// reports it unhealthy (degraded while it fails on an outage within the limit). A run started on demand

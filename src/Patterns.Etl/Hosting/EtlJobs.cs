@@ -18,6 +18,7 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
     private readonly ILogger _logger = loggers?.CreateLogger("Patterns.Etl") ?? NullLogger.Instance;
     private readonly IStorageErrorClassifier[] _classifiers = [.. services.GetServices<IStorageErrorClassifier>()];
     private TaskCompletionSource _waiting = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private TaskCompletionSource _parked = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public IReadOnlyList<string> Names => [.. _jobs.Keys.Order(StringComparer.Ordinal)];
 
@@ -34,7 +35,9 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
         await gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var run = options ?? job.Options.RunOptions;
+            // A copy: the host's clock, logging and classifiers fill what the caller left unset, never the caller's object
+            // (nor the job's own options, which a later run with other services would then keep).
+            var run = (options ?? job.Options.RunOptions).Clone();
             run.TimeProvider ??= _time;
             run.LoggerFactory ??= loggers;
             run.StorageErrorClassifiers ??= _classifiers;
@@ -52,15 +55,15 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
                 {
                     var stopped = new EtlOutageLimitExceededException(
                         $"ETL job '{name}' stopped: its runs have failed on an outage no message caused since {since:o}, longer than MaxOutageDuration ({limit}); " +
-                        $"its messages stay on the queue. Last error: {ex.GetType().Name}: {ex.Message}",
+                        $"{EtlOutage.Consequence(ex)}. Last error: {ex.GetType().Name}: {ex.Message}",
                         ex)
                     { Job = name, Since = since };
                     state.Stop(stopped);
-                    EtlLog.OutageLimitExceeded(_logger, ex, name, since, limit);
+                    EtlLog.OutageLimitExceeded(_logger, ex, name, since, limit, EtlOutage.Consequence(ex));
                     throw stopped;
                 }
 
-                EtlLog.OutageRun(_logger, ex, name, since);
+                EtlLog.OutageRun(_logger, ex, name, since, EtlOutage.Consequence(ex));
                 throw;
             }
             catch (Exception) when (!cancellationToken.IsCancellationRequested)
@@ -85,6 +88,9 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
 
     /// <summary>Completes when a scheduled job next starts waiting on the clock (for tests on virtual time).</summary>
     internal Task NextWaitAsync() => Volatile.Read(ref _waiting).Task;
+
+    /// <summary>Completes when a scheduled job's time next comes while it is stopped, and its schedule starts waiting for a run on demand to succeed (for tests).</summary>
+    internal Task NextParkAsync() => Volatile.Read(ref _parked).Task;
 
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
         Task.WhenAll(_jobs.Values.Where(j => j.Scheduled).Select(j => ScheduleAsync(j, stoppingToken)));
@@ -117,11 +123,13 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
 
             first = false;
 
-            // A job stopped by its outage limit (by a run on demand, or by a scheduled run while it was stopped) is not
-            // run by its schedule: the schedule waits until a run on demand succeeds, then goes on an interval later.
+            // A job stopped by its outage limit (by a run on demand, or by a scheduled run) is not run by its schedule:
+            // when its time comes, the schedule waits until a run on demand succeeds, then goes on from then (the next
+            // run comes an interval, or at the cron's next occurrence, later).
             var resumed = _states.GetOrAdd(job.Name, static _ => new EtlJobState()).ResumedAsync();
             if (!resumed.IsCompleted)
             {
+                Interlocked.Exchange(ref _parked, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
                 try
                 {
                     await resumed.WaitAsync(stoppingToken).ConfigureAwait(false);
@@ -140,15 +148,7 @@ internal sealed class EtlJobs(IEnumerable<EtlJobList> lists, IServiceProvider se
             }
             catch (EtlOutageLimitExceededException)
             {
-                // Logged as the job stopped. The schedule waits until a run on demand succeeds (or the host stops).
-                try
-                {
-                    await _states[job.Name].ResumedAsync().WaitAsync(stoppingToken).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
+                // Logged as the job stopped. The check above makes the schedule wait until a run on demand succeeds.
             }
             catch (Exception ex) when (EtlOutage.Is(ex) && !stoppingToken.IsCancellationRequested)
             {

@@ -55,7 +55,8 @@ public sealed class EtlJobsHealthCheck : IHealthCheck
 
 /// <summary>
 /// An <c>AddEtl</c> job's runs failed on an outage no message caused for longer than its
-/// <see cref="EtlJobOptions.MaxOutageDuration"/>: the job stopped. Its messages stay on the queue.
+/// <see cref="EtlJobOptions.MaxOutageDuration"/>: the job stopped. A queue job's messages stay on the queue; another
+/// job's next run reads its source again from the last committed bookmark.
 /// </summary>
 public sealed class EtlOutageLimitExceededException : Exception
 {

@@ -96,7 +96,7 @@ public abstract class EtlLookup<TKey, TValue>
 /// Tells a dimension that is down from one that refuses a key, for lookups read key by key: a failure is an outage when
 /// it, or an error inside it, is one the kernel's <see cref="StorageErrors"/> deems worth retrying, asking the store
 /// drivers' classifiers first (<see cref="EtlRunOptions.StorageErrorClassifiers"/>: SQLite's busy, locked, I/O and
-/// cannot-open codes, PostgreSQL's connection, resource and shutdown states) and otherwise the generic rules (a timeout, a
+/// cannot-open codes, PostgreSQL's connection, resource, shutdown and statement-timeout states) and otherwise the generic rules (a timeout, a
 /// <see cref="System.Data.Common.DbException"/> its driver reports transient: a dropped connection), a
 /// <see cref="System.Net.Sockets.SocketException"/>, an <see cref="IOException"/> other than a missing file, folder or
 /// too long a path, an <see cref="HttpRequestException"/> without a status code or with 408, 429 or 5xx, or a client's
