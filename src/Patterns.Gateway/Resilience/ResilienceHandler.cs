@@ -42,6 +42,12 @@ internal sealed class ResilienceHandler(
 
     protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
+        if (ClientBodyStream.Take(request) is { } upload)
+        {
+            // Down the send (this request's attempts), the destination's connection tells the upload what the destination did.
+            DestinationConnection.Upload.Value = upload;
+        }
+
         // The context comes only for a request whose policy has something to retry, time or count (see ContextHandoff), with
         // that policy when the handoff happened on this thread. The route's cluster state is the one YARP proxied to: no
         // lookup by id unless the route has none (it always has, for a proxied request).
