@@ -90,7 +90,7 @@ public sealed class UploadBlameTests
         act.TrySetResult();
 
         // The destination's answer or its end of the connection has reached the gateway's socket before the timeout passes.
-        Waits.Until(() => connection.Socket.Poll(0, SelectMode.SelectRead), "the destination's answer or close reached the gateway");
+        Waits.Until(() => Readable(connection), "the destination's answer or close reached the gateway");
         if (timeout == "request")
         {
             await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
@@ -134,24 +134,16 @@ public sealed class UploadBlameTests
                     return;
                 }
 
-                // Reads the first chunk, then decides the body comes too slowly: answers 408 and closes (as Kestrel's own minimum
-                // data rate does).
+                // Reads the first bytes, then decides the body comes too slowly: answers 408 and closes (as Kestrel's own minimum
+                // data rate does: over HTTP/1.1 with Connection: close).
                 var buffer = new byte[Chunk];
-                var read = 0;
-                while (read < Chunk)
+                (await c.Request.Body.ReadAsync(buffer, c.RequestAborted)).Should().BePositive();
+                c.Response.StatusCode = StatusCodes.Status408RequestTimeout;
+                if (outgoing == "h1")
                 {
-                    var n = await c.Request.Body.ReadAsync(buffer, c.RequestAborted);
-                    if (n == 0)
-                    {
-                        break;
-                    }
-
-                    read += n;
+                    c.Response.Headers.Connection = "close";
                 }
 
-                c.Response.StatusCode = StatusCodes.Status408RequestTimeout;
-                await c.Response.CompleteAsync();
-                c.Abort();
                 gaveUp.TrySetResult();
             }),
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
@@ -176,13 +168,21 @@ public sealed class UploadBlameTests
         var call = SendAsync(client, content, "X-Slow");
         await content.WriteAsync(new byte[Chunk]);
         await gaveUp.Task.WaitAsync(Waits.Bound, Ct);
+        if (outgoing == "h1")
+        {
+            // The answer reached the gateway's connection (where .NET's client reads it only after the whole body). (Over HTTP/2
+            // it reaches the client: the request may be over already.)
+            DestinationConnection? connection = null;
+            Waits.Until(() => (connection = BodyOf(Volatile.Read(ref current))?.Connection) is not null, "the upload goes over a connection to the destination");
+            Waits.Until(() => Readable(connection!), "the destination's answer reached the gateway");
+        }
 
         // The client goes on sending, a chunk at a time, each once the gateway has read the one before, until the request ends.
         long sent = Chunk;
         for (var i = 0; i < 64 && !call.IsCompleted; i++)
         {
             Waits.Until(
-                () => call.IsCompleted || Volatile.Read(ref current)?.Request.Body is ClientBodyStream { WaitingOnClient: true } body && body.BytesRead == sent,
+                () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
                 "the gateway read the last chunk, or the request ended");
             if (call.IsCompleted)
             {
@@ -198,6 +198,103 @@ public sealed class UploadBlameTests
         status.Should().NotBe(HttpStatusCode.OK);
         state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the destination answered 408: the body came too slowly for it");
         (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+    }
+
+    /// <summary>
+    /// A slow upload (chunks keep coming, the clock moving a little between them) to an HTTP/1.1 destination that stopped
+    /// reading: once its transport stops taking bytes the gateway is blocked writing to it, and the timeout that then passes is
+    /// the destination's (one failure ejects), not a body still arriving.
+    /// </summary>
+    [Fact]
+    public async Task DestinationThatStopsReadingASlowUpload_IsCounted()
+    {
+        const int Chunk = 256 * 1024;
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            b => b.WebHost.ConfigureKestrel(o => o.Limits.MaxRequestBufferSize = 64 * 1024),
+            app => app.Run(async c =>
+            {
+                if (!c.Request.Headers.ContainsKey("X-Slow"))
+                {
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    return;
+                }
+
+                // Takes the request and never reads its body.
+                arrived.TrySetResult();
+                await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
+            }),
+            HttpProtocols.Http1);
+
+        var metadata = new Dictionary<string, string>
+        {
+            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
+            [GatewayMetadata.Timeout] = "00:00:03",
+        };
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new ChunkedContent();
+        var call = SendAsync(client, content, "X-Slow");
+        await content.WriteAsync(new byte[Chunk]);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
+
+        // A chunk at a time, each once the gateway has passed on the one before, 10 ms of the 3 s timeout apart, until the
+        // gateway's write to the destination does not complete: the destination's buffers are full.
+        long sent = Chunk;
+        DestinationConnection? connection = null;
+        for (var i = 0; i < 200; i++)
+        {
+            Waits.Until(
+                () => Volatile.Read(ref current)?.Request.Body is ClientBodyStream { Connection: { } c } body
+                    && ((body.WaitingOnClient && body.BytesRead == sent) || c.WritePending),
+                "the gateway passed the last chunk on, or is blocked writing it");
+            connection = ((ClientBodyStream)Volatile.Read(ref current)!.Request.Body).Connection!;
+            if (connection.WritePending)
+            {
+                break;
+            }
+
+            time.Advance(TimeSpan.FromMilliseconds(10));
+            _ = content.WriteAsync(new byte[Chunk]);
+            sent += Chunk;
+        }
+
+        connection!.WritePending.Should().BeTrue("the destination's transport stopped taking the body");
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
+        (await call.WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.GatewayTimeout);
+        Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that stopped reading is ejected");
+    }
+
+    /// <summary>The request's body as the gateway reads it, or <see langword="null"/> (not yet wrapped, or the request is over).</summary>
+    private static ClientBodyStream? BodyOf(HttpContext? context)
+    {
+        try
+        {
+            return context?.Request.Body as ClientBodyStream;
+        }
+        catch (ObjectDisposedException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>True when the destination wrote to or closed <paramref name="connection"/>, or the gateway has disposed it.</summary>
+    private static bool Readable(DestinationConnection connection)
+    {
+        try
+        {
+            return connection.Socket.Poll(0, SelectMode.SelectRead);
+        }
+        catch (ObjectDisposedException)
+        {
+            return true;
+        }
     }
 
     private static Task<KestrelHost> StartGatewayAsync(

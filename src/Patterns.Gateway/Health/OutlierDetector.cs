@@ -49,11 +49,6 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
                 if (UploadBrokenByDestination(error.Exception, context, timedOut))
                 {
                     Record(cluster, destination, failure: true);
-                    if (!context.Response.HasStarted)
-                    {
-                        // YARP answered 400 for the client's body; it was the destination that broke the exchange off.
-                        context.Response.StatusCode = StatusCodes.Status502BadGateway;
-                    }
                 }
             }
             else if (!IsClientBodyFault(error.Exception, context))
@@ -126,7 +121,23 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     }
 
     /// <summary>
-    /// For a request without resilience that YARP reports as <see cref="ForwarderError.RequestBodyClient"/> (the read of the
+    /// From the route's transformer after a failure without an answer: YARP answers 400 when it reports the client's body as
+    /// failing (<see cref="ForwarderError.RequestBodyClient"/>); when it was the destination that broke the upload off
+    /// (<see cref="UploadBrokenByDestination"/>), the client gets 502 instead.
+    /// </summary>
+    public static void CorrectUploadStatus(HttpContext context, bool timedOut)
+    {
+        if (!context.Response.HasStarted
+            && !context.RequestAborted.IsCancellationRequested
+            && context.Features.Get<IForwarderErrorFeature>() is { Error: ForwarderError.RequestBodyClient } error
+            && UploadBrokenByDestination(error.Exception, context, timedOut))
+        {
+            context.Response.StatusCode = StatusCodes.Status502BadGateway;
+        }
+    }
+
+    /// <summary>
+    /// For a request that YARP reports as <see cref="ForwarderError.RequestBodyClient"/> (the read of the
     /// client's body failed): true when it was the destination that broke the upload off. YARP says the client's body failed
     /// whenever the copy of it ends in a failed read, and a read is also cancelled when the destination ends the upload: an
     /// HTTP/2 destination resetting the stream (or closing the connection) cancels the body's copy, which then fails on the

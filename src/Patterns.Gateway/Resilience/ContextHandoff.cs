@@ -198,6 +198,11 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
 
             // YARP hands its activity token: cancelled when its activity timeout ended the exchange (or the client left).
             outliers.RecordResponse(httpContext, proxyResponse, registry, cancellationToken.IsCancellationRequested);
+            if (proxyResponse is null && httpContext.Request.Body is ClientBodyStream)
+            {
+                OutlierDetector.CorrectUploadStatus(httpContext, cancellationToken.IsCancellationRequested);
+            }
+
             return inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         }
 

@@ -20,6 +20,7 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
     public static readonly AsyncLocal<ClientBodyStream?> Upload = new();
 
     private ClientBodyStream? _upload;
+    private volatile bool _writing;
 
     /// <summary>The cluster client's connect callback: the connection SocketsHttpHandler makes itself, as this stream.</summary>
     public static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
@@ -58,7 +59,27 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
         Link();
-        return base.WriteAsync(buffer, cancellationToken);
+        var write = base.WriteAsync(buffer, cancellationToken);
+        return write.IsCompleted || _upload is null ? write : Pending(write);
+    }
+
+    /// <summary>
+    /// Gets a value indicating whether a write of an upload to the destination has not completed: its transport stopped taking
+    /// bytes (its TCP window is full: it stopped reading).
+    /// </summary>
+    public bool WritePending => _writing;
+
+    private async ValueTask Pending(ValueTask write)
+    {
+        _writing = true;
+        try
+        {
+            await write.ConfigureAwait(false);
+        }
+        finally
+        {
+            _writing = false;
+        }
     }
 
     protected override void Dispose(bool disposing)
