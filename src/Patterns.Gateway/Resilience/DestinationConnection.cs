@@ -5,11 +5,13 @@ namespace Patterns.Gateway.Resilience;
 /// <summary>
 /// A TCP connection to a destination (the cluster client's connect callback makes every one): a plain
 /// <see cref="NetworkStream"/> that also tells the client's request body being uploaded over it (<see cref="ClientBodyStream"/>,
-/// carried by <see cref="Upload"/> down the send) what the destination did meanwhile. Over HTTP/1.1 the client's handler reads
-/// the destination's answer only once the whole request body has gone, so a destination that closes its connection, or answers
-/// early (a 413, a 408 of its own timeout) while the upload is stalled or slow, shows only here: its bytes wait on the socket,
-/// and its end of the connection reads as closed. The upload is told when the gateway writes to the destination and when the
-/// handler disposes the connection (after a failure, a timeout or a cancellation, before the attempt is judged).
+/// carried by <see cref="Upload"/> down the send) what the destination did meanwhile. Over HTTP/1.1 the client's handler hands
+/// the destination's answer to the request only once the whole request body has gone, so a destination that closes its
+/// connection, or answers early (a 413, a 408 of its own timeout) while the upload is stalled or slow, shows only here. It is
+/// noted as it arrives, never by a later look at the socket: a destination that answers and then closes a connection whose
+/// request body it did not read resets it, and the reset discards the answer still waiting unread on the gateway's socket.
+/// Two watchers see it: the handler's own reads (a pooled connection is read ahead while idle, so that read is already waiting
+/// when the next request's upload starts), and, when no read is waiting, a peek at the socket started when the upload begins.
 /// </summary>
 internal sealed class DestinationConnection(Socket socket) : NetworkStream(socket, ownsSocket: true)
 {
@@ -19,8 +21,13 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
     /// </summary>
     public static readonly AsyncLocal<ClientBodyStream?> Upload = new();
 
-    private ClientBodyStream? _upload;
+    // "HTTP/1.1 413"
+    private const int StatusLineHead = 12;
+
+    private volatile ClientBodyStream? _upload;
     private volatile bool _writing;
+    private int _reads;
+    private int _peeking;
 
     /// <summary>The cluster client's connect callback: the connection SocketsHttpHandler makes itself, as this stream.</summary>
     public static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
@@ -37,6 +44,12 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
             throw;
         }
     }
+
+    /// <summary>
+    /// Gets a value indicating whether a write of an upload to the destination has not completed: its transport stopped taking
+    /// bytes (its TCP window is full: it stopped reading).
+    /// </summary>
+    public bool WritePending => _writing;
 
     public override void Write(byte[] buffer, int offset, int count)
     {
@@ -63,11 +76,79 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
         return write.IsCompleted || _upload is null ? write : Pending(write);
     }
 
-    /// <summary>
-    /// Gets a value indicating whether a write of an upload to the destination has not completed: its transport stopped taking
-    /// bytes (its TCP window is full: it stopped reading).
-    /// </summary>
-    public bool WritePending => _writing;
+    public override int Read(Span<byte> buffer)
+    {
+        Interlocked.Increment(ref _reads);
+        try
+        {
+            var read = base.Read(buffer);
+            Seen(buffer[..read], buffer.Length);
+            return read;
+        }
+        catch (Exception ex) when (ex is IOException or SocketException)
+        {
+            Failed();
+            throw;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _reads);
+        }
+    }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        Interlocked.Increment(ref _reads);
+        ValueTask<int> read;
+        try
+        {
+            read = base.ReadAsync(buffer, cancellationToken);
+        }
+        catch
+        {
+            Interlocked.Decrement(ref _reads);
+            throw;
+        }
+
+        if (read.IsCompletedSuccessfully)
+        {
+            Interlocked.Decrement(ref _reads);
+            var count = read.Result;
+            Seen(buffer.Span[..count], buffer.Length);
+            return read;
+        }
+
+        return Awaited(read, buffer);
+    }
+
+    private async ValueTask<int> Awaited(ValueTask<int> read, Memory<byte> buffer)
+    {
+        int count;
+        try
+        {
+            count = await read.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or SocketException)
+        {
+            Interlocked.Decrement(ref _reads);
+            Failed();
+            throw;
+        }
+        catch
+        {
+            Interlocked.Decrement(ref _reads);
+            throw;
+        }
+
+        Interlocked.Decrement(ref _reads);
+        Seen(buffer.Span[..count], buffer.Length);
+        return count;
+    }
 
     private async ValueTask Pending(ValueTask write)
     {
@@ -87,77 +168,113 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
         if (disposing && _upload is { } upload)
         {
             _upload = null;
-            Tell(upload);
+            if (Watching(upload))
+            {
+                try
+                {
+                    // Readable with nothing waiting: the destination ended its side (an answer would have been seen as it came).
+                    if (Socket.Available == 0 && Socket.Poll(0, SelectMode.SelectRead))
+                    {
+                        upload.DestinationClosed();
+                    }
+                }
+                catch (SocketException)
+                {
+                    upload.DestinationClosed();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // Closed already: nothing to tell.
+                }
+            }
         }
 
         base.Dispose(disposing);
     }
 
-    /// <summary>A write of the send in progress: links its upload to this connection, and tells it an answer already waiting.</summary>
+    /// <summary>A write of the send in progress: links its upload to this connection, and watches it when nothing reads.</summary>
     private void Link()
     {
-        if (Upload.Value is not { } upload)
+        if (Upload.Value is not { } upload || ReferenceEquals(_upload, upload))
         {
             return;
         }
 
-        if (!ReferenceEquals(_upload, upload))
+        _upload = upload;
+        upload.Linked(this);
+        if (Volatile.Read(ref _reads) == 0 && Interlocked.Exchange(ref _peeking, 1) == 0)
         {
-            _upload = upload;
-            upload.Linked(this);
-        }
-        else if (upload.Uploading && Socket.Available > 0)
-        {
-            // The destination wrote while it was still being sent the body: an early answer (its bytes stay for the handler).
-            Tell(upload);
+            _ = PeekAsync();
         }
     }
 
-    /// <summary>Tells <paramref name="upload"/>, if it is still uploading over this connection, what the destination did: answered, closed, or nothing.</summary>
-    private void Tell(ClientBodyStream upload)
+    /// <summary>Waits, without taking them, for the destination's first bytes or its end of the connection.</summary>
+    private async Task PeekAsync()
     {
-        if (!upload.Uploading || !upload.IsOver(this))
+        var head = new byte[StatusLineHead];
+        try
+        {
+            var read = await Socket.ReceiveAsync(head, SocketFlags.Peek).ConfigureAwait(false);
+            Seen(head.AsSpan(0, read), head.Length);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+        {
+            // Reset by the destination, or disposed by the handler (an upload that ended on the gateway's side is judged by then).
+            if (ex is SocketException)
+            {
+                Failed();
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _peeking, 0);
+        }
+    }
+
+    /// <summary>True when <paramref name="upload"/> is still being sent over this connection.</summary>
+    private bool Watching(ClientBodyStream upload) => upload.Uploading && upload.IsOver(this);
+
+    /// <summary>Bytes from the destination (<paramref name="bytes"/>, empty at its end of the connection) while the upload is in progress.</summary>
+    private void Seen(ReadOnlySpan<byte> bytes, int room)
+    {
+        if (_upload is not { } upload || !Watching(upload))
         {
             return;
         }
 
-        try
+        if (bytes.IsEmpty)
         {
-            var socket = Socket;
-            if (socket.Available > 0)
+            // A zero-byte read (only waiting for data) says nothing; an empty read into room is the destination's end.
+            if (room > 0)
             {
-                upload.DestinationAnswered(PeekStatus(socket));
-            }
-            else if (socket.Poll(0, SelectMode.SelectRead))
-            {
-                // Readable with nothing to read: the destination ended its side of the connection (or reset it).
                 upload.DestinationClosed();
             }
         }
-        catch (SocketException)
+        else
         {
-            // Reset by the destination.
-            upload.DestinationClosed();
-        }
-        catch (ObjectDisposedException)
-        {
-            // Closed already: nothing to tell.
+            upload.DestinationAnswered(Status(bytes));
         }
     }
 
-    /// <summary>The status of an HTTP/1.x answer waiting on the socket, or 0 when the bytes are not one (HTTP/2 frames, TLS records).</summary>
-    private static int PeekStatus(Socket socket)
+    /// <summary>A read failed while the upload was in progress: the destination reset the connection.</summary>
+    private void Failed()
     {
-        // "HTTP/1.1 413"
-        Span<byte> head = stackalloc byte[12];
-        var read = socket.Receive(head, SocketFlags.Peek);
-        if (read < head.Length || !head[..7].SequenceEqual("HTTP/1."u8) || head[8] != (byte)' ')
+        if (_upload is { } upload && Watching(upload))
+        {
+            upload.DestinationClosed();
+        }
+    }
+
+    /// <summary>The status of an HTTP/1.x answer that <paramref name="head"/> starts, or 0 when it is not one (HTTP/2 frames, TLS records).</summary>
+    private static int Status(ReadOnlySpan<byte> head)
+    {
+        if (head.Length < StatusLineHead || !head[..7].SequenceEqual("HTTP/1."u8) || head[8] != (byte)' ')
         {
             return 0;
         }
 
         var status = 0;
-        foreach (var digit in head[9..12])
+        foreach (var digit in head[9..StatusLineHead])
         {
             if (digit is < (byte)'0' or > (byte)'9')
             {
