@@ -36,8 +36,8 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     public bool Uploading => !_ended;
 
     /// <summary>
-    /// Gets the status of an answer the destination sent before the whole body had gone to it (over HTTP/1.1, seen waiting on
-    /// its connection by <see cref="DestinationConnection"/>: the client's handler reads it only after the body), or 0.
+    /// Gets the status of an answer the destination sent before the whole body had gone to it (over HTTP/1.1, seen arriving on
+    /// its connection by <see cref="DestinationConnection"/>: the client's handler hands it over only after the body), or 0.
     /// </summary>
     public int DestinationAnswer => _answer;
 
