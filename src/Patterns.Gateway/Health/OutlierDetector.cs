@@ -51,7 +51,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
                     Record(cluster, destination, failure: true);
                 }
             }
-            else if (!IsClientBodyFault(error.Exception, context))
+            else if (!IsClientBodyFault(error.Exception, context, error.Error == ForwarderError.RequestTimedOut))
             {
                 // A timeout that came while the client's upload stalled (YARP says RequestTimedOut) is the client's.
                 Record(cluster, destination, failure: true);
@@ -103,6 +103,12 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             return true;
         }
 
+        var gatewayTimeout = timedOut || exception is Polly.Timeout.TimeoutRejectedException;
+        if (gatewayTimeout)
+        {
+            body.TimedOut();
+        }
+
         // What the destination did while the upload was in progress, over HTTP/1.1 (DestinationConnection): it answered (a 413,
         // a 408 of its own timeout waiting for a body still coming): judged by the answer's status; it closed its connection
         // unanswered: its failure, even when the attempt then ended by a timeout while the gateway waited on the client.
@@ -116,8 +122,14 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             return false;
         }
 
+        // Waiting on the client: a timeout of the gateway is the client's (its body was still coming). A read of the body that
+        // was cancelled, not failed, without a timeout and with the client still there, was cancelled by the destination's
+        // end of the exchange (an HTTP/2 reset cancels the body's copy): whichever of the two failures the send reports, that
+        // is the destination's.
         return body.WaitingOnClient
-            && (timedOut || exception is OperationCanceledException or Polly.Timeout.TimeoutRejectedException || Contains(exception, body.ReadError));
+            && (gatewayTimeout
+                || (body.ReadError is not OperationCanceledException
+                    && (exception is OperationCanceledException || Contains(exception, body.ReadError))));
     }
 
     /// <summary>
@@ -151,7 +163,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
         && context.Request.Body is ClientBodyStream { Failed: false } body
         && (body.DestinationAnswer is var status and > 0
             ? status >= 500
-            : body.DestinationHasClosed || (!timedOut && body.ReadError is OperationCanceledException));
+            : body.DestinationHasClosed || (!timedOut && !body.GatewayTimedOut && body.ReadError is OperationCanceledException));
 
     private static bool Contains(Exception? exception, Exception? cause)
     {

@@ -17,6 +17,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     private volatile DestinationConnection? _connection;
     private volatile int _answer;
     private volatile bool _closed;
+    private volatile bool _timedOut;
     private long _bytesRead;
 
     /// <summary>Gets a value indicating whether reading the client's body failed on the client's side.</summary>
@@ -78,6 +79,15 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
             _closed = true;
         }
     }
+
+    /// <summary>
+    /// Gets a value indicating whether a timeout of the gateway (an attempt's or the request's) ended an attempt of this request:
+    /// a read of the body cancelled then was cancelled by the gateway, not by a destination breaking the upload off.
+    /// </summary>
+    public bool GatewayTimedOut => _timedOut;
+
+    /// <summary>A timeout of the gateway ended an attempt of this request.</summary>
+    internal void TimedOut() => _timedOut = true;
 
     /// <summary>Gets the exception the last failed read threw (a cancellation included), to recognise it inside an attempt's failure.</summary>
     public Exception? ReadError => _readError;

@@ -236,6 +236,12 @@ internal sealed class ResilienceHandler(
         }
         catch (TimeoutRejectedException ex) when (!attempts.Context.RequestAborted.IsCancellationRequested)
         {
+            if (attempts.Context.Request.Body is ClientBodyStream body)
+            {
+                // The gateway's timeout cancelled the body's copy too: not a destination breaking the upload off.
+                body.TimedOut();
+            }
+
             return Synthesized(
                 HttpStatusCode.GatewayTimeout, "Gateway Timeout", attempts,
                 $"Cluster '{attempts.Cluster.ClusterId}' did not answer within {ex.Timeout:c}, the timeout of {Source(attempts.Policy)}.");
