@@ -73,7 +73,7 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
     {
         Link();
         var write = base.WriteAsync(buffer, cancellationToken);
-        return write.IsCompleted || _upload is null ? write : Pending(write);
+        return write.IsCompleted || _upload is not { } upload || !Watching(upload) ? write : Pending(write);
     }
 
     public override int Read(Span<byte> buffer)
@@ -103,6 +103,16 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
 
     public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        if (!Watched)
+        {
+            // No upload in flight, on this connection or in the send that reads (every request without a body): the read is
+            // NetworkStream's own, with no state machine of ours around it. A read the handler starts for an upload (the
+            // read-ahead of a pooled connection, taken in the request's own send) is watched; one it started before, outside
+            // it (the idle connection's zero-byte read), takes nothing from the socket, so the peek started with the upload,
+            // and the real read that follows it, see what the destination sends.
+            return base.ReadAsync(buffer, cancellationToken);
+        }
+
         Interlocked.Increment(ref _reads);
         ValueTask<int> read;
         try
@@ -230,6 +240,13 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
             Volatile.Write(ref _peeking, 0);
         }
     }
+
+    /// <summary>
+    /// Gets a value indicating whether a read now can see what the destination does during an upload: the send in progress
+    /// carries one still being read (<see cref="Upload"/>), or one goes over this connection now.
+    /// </summary>
+    private bool Watched =>
+        Upload.Value is { Uploading: true, Failed: false } || (_upload is { } upload && Watching(upload));
 
     /// <summary>True when <paramref name="upload"/> is still being sent over this connection.</summary>
     private bool Watching(ClientBodyStream upload) => upload.Uploading && upload.IsOver(this);
