@@ -64,6 +64,48 @@ public sealed class DestinationConnectionTests
         }
     }
 
+    /// <summary>
+    /// Only HTTP/1.x without TLS is watched: a TLS handshake or an HTTP/2 preface is written in the flow of the request that
+    /// caused the connection (its upload in <see cref="DestinationConnection.Upload"/>), which another connection may serve.
+    /// </summary>
+    [Theory]
+    [InlineData("http", "1.1", HttpVersionPolicy.RequestVersionOrLower, true)]
+    [InlineData("http", "2.0", HttpVersionPolicy.RequestVersionOrLower, true)]
+    [InlineData("http", "2.0", HttpVersionPolicy.RequestVersionExact, false)]
+    [InlineData("https", "1.1", HttpVersionPolicy.RequestVersionOrLower, false)]
+    [InlineData("https", "2.0", HttpVersionPolicy.RequestVersionOrLower, false)]
+    public async Task TheConnectCallback_WatchesPlainHttp11Connections_Only(string scheme, string version, HttpVersionPolicy policy, bool watched)
+    {
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        listener.Listen(1);
+        var made = new TaskCompletionSource<Stream>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var handler = new SocketsHttpHandler
+        {
+            ConnectCallback = async (context, ct) =>
+            {
+                var connection = await DestinationConnection.ConnectAsync(context, ct);
+                made.TrySetResult(connection);
+
+                // What the client does with it next (a request, a handshake, a preface) is not the point: stop there.
+                await connection.DisposeAsync();
+                throw new HttpRequestException("stop");
+            },
+        };
+        using var client = new HttpMessageInvoker(handler);
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"{scheme}://127.0.0.1:{((IPEndPoint)listener.LocalEndPoint!).Port}/")
+        {
+            Version = Version.Parse(version),
+            VersionPolicy = policy,
+        };
+
+        await FluentActions.Awaiting(() => client.SendAsync(request, Ct)).Should().ThrowAsync<HttpRequestException>();
+
+        var stream = await made.Task.WaitAsync(Ct);
+        (stream is DestinationConnection).Should().Be(watched, "only a connection that speaks HTTP/1.x without TLS is watched");
+        stream.Should().BeAssignableTo<NetworkStream>();
+    }
+
     private static async Task<(DestinationConnection Connection, Socket Destination)> PairAsync()
     {
         using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

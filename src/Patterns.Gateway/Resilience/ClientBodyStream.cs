@@ -56,7 +56,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
         _closed = false;
     }
 
-    /// <summary>Gets the connection to the destination the body goes over now, when it is one the gateway made (HTTP/1.1 or HTTP/2 without TLS or with).</summary>
+    /// <summary>Gets the connection to the destination the body goes over now, when it is one the gateway watches (HTTP/1.x without TLS).</summary>
     internal DestinationConnection? Connection => _connection;
 
     /// <summary>True when <paramref name="connection"/> is the connection the body goes over now.</summary>

@@ -3,9 +3,10 @@ using System.Net.Sockets;
 namespace Patterns.Gateway.Resilience;
 
 /// <summary>
-/// A TCP connection to a destination (the cluster client's connect callback makes every one): a plain
-/// <see cref="NetworkStream"/> that also tells the client's request body being uploaded over it (<see cref="ClientBodyStream"/>,
-/// carried by <see cref="Upload"/> down the send) what the destination did meanwhile. Over HTTP/1.1 the client's handler hands
+/// A TCP connection to a destination over HTTP/1.x without TLS (the cluster client's connect callback makes every connection,
+/// and this one for those, see <see cref="Watches"/>): a plain <see cref="NetworkStream"/> that also tells the client's
+/// request body being uploaded over it (<see cref="ClientBodyStream"/>, carried by <see cref="Upload"/> down the send) what
+/// the destination did meanwhile. Over HTTP/1.1 the client's handler hands
 /// the destination's answer to the request only once the whole request body has gone, so a destination that closes its
 /// connection, or answers early (a 413, a 408 of its own timeout) while the upload is stalled or slow, shows only here. It is
 /// noted as it arrives, never by a later look at the socket: a destination that answers and then closes a connection whose
@@ -36,7 +37,7 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
         try
         {
             await socket.ConnectAsync(context.DnsEndPoint, cancellationToken).ConfigureAwait(false);
-            return new DestinationConnection(socket);
+            return Watches(context.InitialRequestMessage) ? new DestinationConnection(socket) : new NetworkStream(socket, ownsSocket: true);
         }
         catch
         {
@@ -44,6 +45,18 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
             throw;
         }
     }
+
+    /// <summary>
+    /// True when the connection made for <paramref name="request"/> speaks HTTP/1.x without TLS: the only one watched. Every
+    /// write on it is a request's, made in that request's send. A TLS handshake or an HTTP/2 preface is written by the handler
+    /// in the flow of the request that caused the connection, which another connection may serve meanwhile: watching it would
+    /// link that request's upload to a connection it does not go over, and take this one's close for its own. Over HTTP/2 a
+    /// destination's answer and its reset reach the request as they come anyway, and through TLS an early answer is not
+    /// readable here.
+    /// </summary>
+    internal static bool Watches(HttpRequestMessage request) =>
+        request.RequestUri is { Scheme: "http" }
+        && (request.Version.Major < 2 || request.VersionPolicy == HttpVersionPolicy.RequestVersionOrLower);
 
     /// <summary>
     /// Gets a value indicating whether a write of an upload to the destination has not completed: its transport stopped taking
