@@ -25,17 +25,29 @@ public sealed class ClientUploadAbortTests
         [GatewayMetadata.OutlierConsecutiveFailures] = "1",
     };
 
+    /// <summary><paramref name="how"/>: the client's protocol and how it goes; "-outlier": outlier detection alone (no resilience), to HTTP/2 (h2c) destinations.</summary>
     [Theory]
     [InlineData("http1-reset")]
     [InlineData("http1-close")]
     [InlineData("http2-cancel")]
+    [InlineData("http1-reset-outlier")]
+    [InlineData("http2-cancel-outlier")]
     public async Task ClientGoingAwayMidUpload_IsNotCounted(string how)
     {
         // The destination reads the body, which never ends; the client goes away after part of it. Two such requests would be
         // two failures in two attempts for the breaker, and one is enough for outlier detection here.
         var completed = Channel.CreateUnbounded<int>();
-        await using var backend = await Backend.StartAsync("b", c => c.Response.WriteAsync("answer", c.RequestAborted));
-        var (routes, clusters) = Gateways.OneCluster(Counting(), GatewayPolicies.Weighted, (backend, null));
+        var outlierOnly = how.EndsWith("-outlier", StringComparison.Ordinal);
+        await using var backend = await Backend.StartAsync(
+            "b", c => c.Response.WriteAsync("answer", c.RequestAborted), outlierOnly ? Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2 : null);
+        var metadata = outlierOnly ? new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" } : Counting();
+        var (routes, clusters) = Gateways.OneCluster(metadata, GatewayPolicies.Weighted, (backend, null));
+        if (outlierOnly)
+        {
+            // To the destination over h2c, where a reset of the stream by either side cancels the body's copy.
+            clusters = [clusters[0] with { HttpRequest = new Yarp.ReverseProxy.Forwarder.ForwarderRequestConfig { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact } }];
+        }
+
         await using var gateway = await Gateways.FromCodeAsync(
             routes, clusters, new FakeTimeProvider(),
             app: a => a.Use(async (context, next) =>

@@ -148,12 +148,15 @@ public sealed class ClientUploadStallTests
 
     /// <summary>
     /// The other side of the stall: while the gateway waits for the client's next bytes, the destination resets the stream
-    /// (h2c). Under resilience (a breaker) that is the destination's failure, not a stalled upload: one failure ejects.
-    /// (Over HTTP/1.1 the gateway does not see a closed connection until it writes again, and with outlier detection alone
-    /// YARP reports the cancelled body copy as the client's, RequestBodyClient, which is not counted.)
+    /// (h2c). That is the destination's failure, not a stalled upload: one failure ejects. <paramref name="policy"/>: "breaker"
+    /// (resilience, judged by the resilience handler) or "outlier" (outlier detection alone, judged by the route's transformer,
+    /// where YARP reports the cancelled body copy as the client's body failing, RequestBodyClient). Over HTTP/1.1 see
+    /// <see cref="UploadBlameTests"/>.
     /// </summary>
-    [Fact]
-    public async Task DestinationResettingWhileTheClientUploads_IsCounted()
+    [Theory]
+    [InlineData("breaker")]
+    [InlineData("outlier")]
+    public async Task DestinationResettingWhileTheClientUploads_IsCounted(string policy)
     {
         var arrivals = Channel.CreateUnbounded<bool>();
         var breakOff = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -173,13 +176,13 @@ public sealed class ClientUploadStallTests
             }),
             HttpProtocols.Http2);
 
-        var metadata = new Dictionary<string, string>
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
+        if (policy == "breaker")
         {
-            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
-            [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
-            [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
-            [GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00",
-        };
+            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
+            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
+            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
+        }
 
         var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
         var cluster = new ClusterConfig
@@ -220,6 +223,7 @@ public sealed class ClientUploadStallTests
         breakOff.SetResult();
         var (status, _) = await call.WaitAsync(Waits.Bound, Ct);
         status.Should().NotBe(HttpStatusCode.OK);
+        status.Should().NotBe(HttpStatusCode.BadRequest, "the client's request was not at fault");
         Waits.Until(() => destination.Health.Passive == DestinationHealth.Unhealthy, "the destination that broke off the request is ejected");
     }
 

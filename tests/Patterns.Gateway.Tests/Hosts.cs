@@ -80,10 +80,10 @@ internal sealed class Backend : IAsyncDisposable
         return c.Response.WriteAsync(json);
     };
 
-    public static async Task<Backend> StartAsync(string name, Func<HttpContext, Task>? behavior = null)
+    public static async Task<Backend> StartAsync(string name, Func<HttpContext, Task>? behavior = null, Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols? protocols = null)
     {
         var backend = new Backend(name) { Behavior = behavior };
-        backend._host = await KestrelHost.StartAsync(_ => { }, app => app.Run(backend.HandleAsync));
+        backend._host = await KestrelHost.StartAsync(_ => { }, app => app.Run(backend.HandleAsync), protocols);
         return backend;
     }
 

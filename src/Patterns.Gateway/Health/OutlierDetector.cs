@@ -27,7 +27,7 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// request that failed before it was sent (a request transform threw) is not counted. An answer's body is judged later,
     /// in <see cref="Completed"/>.
     /// </summary>
-    public void RecordResponse(HttpContext context, HttpResponseMessage? response, ResiliencePolicyRegistry registry)
+    public void RecordResponse(HttpContext context, HttpResponseMessage? response, ResiliencePolicyRegistry registry, bool timedOut = false)
     {
         if (context.Features.Get<IReverseProxyFeature>() is not { ProxiedDestination: { } destination, Cluster: not null } feature
             || feature.Route.Cluster is not { } cluster
@@ -42,12 +42,20 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
             Record(cluster, destination, (int)response.StatusCode >= 500);
         }
         else if (!context.RequestAborted.IsCancellationRequested
-            && context.Features.Get<IForwarderErrorFeature>() is { Error: not (
-                ForwarderError.RequestCreation or ForwarderError.RequestBodyClient or ForwarderError.RequestBodyCanceled or ForwarderError.None) } error
-            && !IsClientBodyFault(error.Exception, context))
+            && context.Features.Get<IForwarderErrorFeature>() is { Error: not (ForwarderError.RequestCreation or ForwarderError.RequestBodyCanceled or ForwarderError.None) } error)
         {
-            // A timeout that came while the client's upload stalled (YARP says RequestTimedOut) is the client's.
-            Record(cluster, destination, failure: true);
+            if (error.Error == ForwarderError.RequestBodyClient)
+            {
+                if (UploadBrokenByDestination(error.Exception, context, timedOut))
+                {
+                    Record(cluster, destination, failure: true);
+                }
+            }
+            else if (!IsClientBodyFault(error.Exception, context, error.Error == ForwarderError.RequestTimedOut))
+            {
+                // A timeout that came while the client's upload stalled (YARP says RequestTimedOut) is the client's.
+                Record(cluster, destination, failure: true);
+            }
         }
     }
 
@@ -78,12 +86,84 @@ internal sealed partial class OutlierDetector(IDestinationHealthUpdater healthUp
     /// HTTP/2 to the destination: the body is read through the same stream. A destination that failed mid-upload without a
     /// timeout (a reset, a closed connection) is still its own failure.
     /// </summary>
-    public static bool IsClientBodyFault(Exception? exception, HttpContext context, bool timedOut = false) =>
-        IsClientBodyFault(exception)
-        || context.Request.Body is ClientBodyStream body
-            && (body.Failed
-                || (body.WaitingOnClient
-                    && (timedOut || exception is OperationCanceledException or Polly.Timeout.TimeoutRejectedException || Contains(exception, body.ReadError))));
+    public static bool IsClientBodyFault(Exception? exception, HttpContext context, bool timedOut = false)
+    {
+        if (IsClientBodyFault(exception))
+        {
+            return true;
+        }
+
+        if (context.Request.Body is not ClientBodyStream body)
+        {
+            return false;
+        }
+
+        if (body.Failed)
+        {
+            return true;
+        }
+
+        var gatewayTimeout = timedOut || exception is Polly.Timeout.TimeoutRejectedException;
+        if (gatewayTimeout)
+        {
+            body.TimedOut();
+        }
+
+        // What the destination did while the upload was in progress, over HTTP/1.1 (DestinationConnection): it answered (a 413,
+        // a 408 of its own timeout waiting for a body still coming): judged by the answer's status; it closed its connection
+        // unanswered: its failure, even when the attempt then ended by a timeout while the gateway waited on the client.
+        if (body.DestinationAnswer is var status and > 0)
+        {
+            return status < 500;
+        }
+
+        if (body.DestinationHasClosed)
+        {
+            return false;
+        }
+
+        // Waiting on the client: a timeout of the gateway is the client's (its body was still coming). A read of the body that
+        // was cancelled, not failed, without a timeout and with the client still there, was cancelled by the destination's
+        // end of the exchange (an HTTP/2 reset cancels the body's copy): whichever of the two failures the send reports, that
+        // is the destination's.
+        return body.WaitingOnClient
+            && (gatewayTimeout
+                || (body.ReadError is not OperationCanceledException
+                    && (exception is OperationCanceledException || Contains(exception, body.ReadError))));
+    }
+
+    /// <summary>
+    /// From the route's transformer after a failure without an answer: YARP answers 400 when it reports the client's body as
+    /// failing (<see cref="ForwarderError.RequestBodyClient"/>); when it was the destination that broke the upload off
+    /// (<see cref="UploadBrokenByDestination"/>), the client gets 502 instead.
+    /// </summary>
+    public static void CorrectUploadStatus(HttpContext context, bool timedOut)
+    {
+        if (!context.Response.HasStarted
+            && !context.RequestAborted.IsCancellationRequested
+            && context.Features.Get<IForwarderErrorFeature>() is { Error: ForwarderError.RequestBodyClient } error
+            && UploadBrokenByDestination(error.Exception, context, timedOut))
+        {
+            context.Response.StatusCode = StatusCodes.Status502BadGateway;
+        }
+    }
+
+    /// <summary>
+    /// For a request that YARP reports as <see cref="ForwarderError.RequestBodyClient"/> (the read of the
+    /// client's body failed): true when it was the destination that broke the upload off. YARP says the client's body failed
+    /// whenever the copy of it ends in a failed read, and a read is also cancelled when the destination ends the upload: an
+    /// HTTP/2 destination resetting the stream (or closing the connection) cancels the body's copy, which then fails on the
+    /// read it was waiting in. So it is the destination's failure when the read did not fail on the client's side, the client
+    /// is still there, no timeout ended the copy (<paramref name="timedOut"/>: YARP's activity timeout, which also ends a
+    /// stalled upload) and the read was cancelled; or when the destination closed its connection unanswered (HTTP/1.1,
+    /// <see cref="DestinationConnection"/>). An answer it sent first is judged by its status.
+    /// </summary>
+    private static bool UploadBrokenByDestination(Exception? exception, HttpContext context, bool timedOut) =>
+        !IsClientBodyFault(exception)
+        && context.Request.Body is ClientBodyStream { Failed: false } body
+        && (body.DestinationAnswer is var status and > 0
+            ? status >= 500
+            : body.DestinationHasClosed || (!timedOut && !body.GatewayTimedOut && body.ReadError is OperationCanceledException));
 
     private static bool Contains(Exception? exception, Exception? cause)
     {

@@ -13,6 +13,11 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     private volatile bool _failed;
     private volatile bool _waiting;
     private volatile Exception? _readError;
+    private volatile bool _ended;
+    private volatile DestinationConnection? _connection;
+    private volatile int _answer;
+    private volatile bool _closed;
+    private volatile bool _timedOut;
     private long _bytesRead;
 
     /// <summary>Gets a value indicating whether reading the client's body failed on the client's side.</summary>
@@ -28,8 +33,95 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     /// <summary>Gets the number of the client's body bytes read so far.</summary>
     public long BytesRead => Volatile.Read(ref _bytesRead);
 
+    /// <summary>Gets a value indicating whether the body has not been read to its end yet (an upload in progress, or one that failed).</summary>
+    public bool Uploading => !_ended;
+
+    /// <summary>
+    /// Gets the status of an answer the destination sent before the whole body had gone to it (over HTTP/1.1, seen arriving on
+    /// its connection by <see cref="DestinationConnection"/>: the client's handler hands it over only after the body), or 0.
+    /// </summary>
+    public int DestinationAnswer => _answer;
+
+    /// <summary>
+    /// Gets a value indicating whether the destination closed (or reset) its connection, unanswered, before the whole body had
+    /// gone to it (over HTTP/1.1, seen by <see cref="DestinationConnection"/>).
+    /// </summary>
+    public bool DestinationHasClosed => _closed;
+
+    /// <summary>The connection the body goes over now: what an earlier one told (an attempt before a retry) is forgotten.</summary>
+    internal void Linked(DestinationConnection connection)
+    {
+        _connection = connection;
+        _answer = 0;
+        _closed = false;
+    }
+
+    /// <summary>Gets the connection to the destination the body goes over now, when it is one the gateway watches (HTTP/1.x without TLS).</summary>
+    internal DestinationConnection? Connection => _connection;
+
+    /// <summary>True when <paramref name="connection"/> is the connection the body goes over now.</summary>
+    internal bool IsOver(DestinationConnection connection) => ReferenceEquals(_connection, connection);
+
+    /// <summary>The destination's answer, with <paramref name="status"/> (0 when the bytes are not an HTTP/1.x status line: nothing is noted).</summary>
+    internal void DestinationAnswered(int status)
+    {
+        if (status > 0 && _answer == 0)
+        {
+            _answer = status;
+        }
+    }
+
+    /// <summary>The destination closed its connection, unanswered.</summary>
+    internal void DestinationClosed()
+    {
+        if (_answer == 0)
+        {
+            _closed = true;
+        }
+    }
+
+    /// <summary>
+    /// Gets a value indicating whether a timeout of the gateway (an attempt's or the request's) ended an attempt of this request:
+    /// a read of the body cancelled then was cancelled by the gateway, not by a destination breaking the upload off.
+    /// </summary>
+    public bool GatewayTimedOut => _timedOut;
+
+    /// <summary>A timeout of the gateway ended an attempt of this request.</summary>
+    internal void TimedOut() => _timedOut = true;
+
     /// <summary>Gets the exception the last failed read threw (a cancellation included), to recognise it inside an attempt's failure.</summary>
     public Exception? ReadError => _readError;
+
+    [ThreadStatic]
+    private static HttpRequestMessage? t_offeredFor;
+
+    [ThreadStatic]
+    private static ClientBodyStream? t_offered;
+
+    /// <summary>
+    /// Hands <paramref name="body"/> from the route's transformer to the cluster's handler, which sends <paramref name="request"/>
+    /// on this thread when the transforms finished synchronously (as <see cref="ContextHandoff"/>), so that the connection the
+    /// body goes over can tell it what the destination did (<see cref="DestinationConnection.Upload"/>).
+    /// </summary>
+    public static void Offer(HttpRequestMessage request, ClientBodyStream body)
+    {
+        t_offeredFor = request;
+        t_offered = body;
+    }
+
+    /// <summary>The body offered with <paramref name="request"/> on this thread, once; else <see langword="null"/>.</summary>
+    public static ClientBodyStream? Take(HttpRequestMessage request)
+    {
+        if (!ReferenceEquals(t_offeredFor, request))
+        {
+            return null;
+        }
+
+        var body = t_offered;
+        t_offeredFor = null;
+        t_offered = null;
+        return body;
+    }
 
     public override bool CanRead => true;
 
@@ -53,8 +145,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
         try
         {
             var read = inner.Read(buffer);
-            Volatile.Write(ref _bytesRead, _bytesRead + read);
-            _waiting = false;
+            Count(read, buffer.Length);
             return read;
         }
         catch (Exception ex) when (Mark(ex, default))
@@ -81,21 +172,31 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
 
         if (read.IsCompletedSuccessfully)
         {
-            Volatile.Write(ref _bytesRead, _bytesRead + read.Result);
-            _waiting = false;
+            Count(read.Result, buffer.Length);
             return read;
         }
 
-        return Awaited(read, cancellationToken);
+        return Awaited(read, buffer.Length, cancellationToken);
     }
 
-    private async ValueTask<int> Awaited(ValueTask<int> read, CancellationToken cancellationToken)
+    /// <summary>A read that returned <paramref name="count"/> bytes into a buffer of <paramref name="length"/>: none into a buffer with room is the body's end.</summary>
+    private void Count(int count, int length)
+    {
+        Volatile.Write(ref _bytesRead, _bytesRead + count);
+        if (count == 0 && length > 0)
+        {
+            _ended = true;
+        }
+
+        _waiting = false;
+    }
+
+    private async ValueTask<int> Awaited(ValueTask<int> read, int length, CancellationToken cancellationToken)
     {
         try
         {
             var count = await read.ConfigureAwait(false);
-            Volatile.Write(ref _bytesRead, _bytesRead + count);
-            _waiting = false;
+            Count(count, length);
             return count;
         }
         catch (Exception ex) when (Mark(ex, cancellationToken))

@@ -175,10 +175,17 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
         /// </summary>
         private static void WatchClientBody(HttpContext httpContext, HttpRequestMessage proxyRequest)
         {
-            if (proxyRequest.Content is not null && httpContext.Request.Body is not ClientBodyStream)
+            if (proxyRequest.Content is null)
             {
-                httpContext.Request.Body = new ClientBodyStream(httpContext.Request.Body);
+                return;
             }
+
+            if (httpContext.Request.Body is not ClientBodyStream body)
+            {
+                httpContext.Request.Body = body = new ClientBodyStream(httpContext.Request.Body);
+            }
+
+            ClientBodyStream.Offer(proxyRequest, body);
         }
 
         public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
@@ -189,7 +196,13 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
                 OutlierDetector.MarkFailedAnswer(httpContext);
             }
 
-            outliers.RecordResponse(httpContext, proxyResponse, registry);
+            // YARP hands its activity token: cancelled when its activity timeout ended the exchange (or the client left).
+            outliers.RecordResponse(httpContext, proxyResponse, registry, cancellationToken.IsCancellationRequested);
+            if (proxyResponse is null && httpContext.Request.Body is ClientBodyStream)
+            {
+                OutlierDetector.CorrectUploadStatus(httpContext, cancellationToken.IsCancellationRequested);
+            }
+
             return inner.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
         }
 

@@ -11,6 +11,14 @@ internal sealed class GatewayForwarderHttpClientFactory(
     ILogger<ForwarderHttpClientFactory> logger, IServiceProvider services, WeightedLoadBalancingPolicy balancer, OutlierDetector outliers, ResiliencePolicyRegistry registry, TimeProvider timeProvider)
     : ForwarderHttpClientFactory(logger)
 {
+    protected override void ConfigureHandler(ForwarderHttpClientContext context, SocketsHttpHandler handler)
+    {
+        base.ConfigureHandler(context, handler);
+
+        // Connections that can tell an upload what the destination did while the client's body was still coming (HTTP/1.1).
+        handler.ConnectCallback ??= DestinationConnection.ConnectAsync;
+    }
+
     protected override HttpMessageHandler WrapHandler(ForwarderHttpClientContext context, HttpMessageHandler handler)
     {
         var lookup = (IProxyStateLookup)services.GetService(typeof(IProxyStateLookup))!;

@@ -42,6 +42,12 @@ internal sealed class ResilienceHandler(
 
     protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
+        if (ClientBodyStream.Take(request) is { } upload)
+        {
+            // Down the send (this request's attempts), the destination's connection tells the upload what the destination did.
+            DestinationConnection.Upload.Value = upload;
+        }
+
         // The context comes only for a request whose policy has something to retry, time or count (see ContextHandoff), with
         // that policy when the handoff happened on this thread. The route's cluster state is the one YARP proxied to: no
         // lookup by id unless the route has none (it always has, for a proxied request).
@@ -230,6 +236,12 @@ internal sealed class ResilienceHandler(
         }
         catch (TimeoutRejectedException ex) when (!attempts.Context.RequestAborted.IsCancellationRequested)
         {
+            if (attempts.Context.Request.Body is ClientBodyStream body)
+            {
+                // The gateway's timeout cancelled the body's copy too: not a destination breaking the upload off.
+                body.TimedOut();
+            }
+
             return Synthesized(
                 HttpStatusCode.GatewayTimeout, "Gateway Timeout", attempts,
                 $"Cluster '{attempts.Cluster.ClusterId}' did not answer within {ex.Timeout:c}, the timeout of {Source(attempts.Policy)}.");

@@ -1,0 +1,382 @@
+using System.Net;
+using System.Threading.Channels;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.Time.Testing;
+using Patterns.Gateway.Resilience;
+using Yarp.ReverseProxy.Configuration;
+using Yarp.ReverseProxy.Forwarder;
+using Yarp.ReverseProxy.Model;
+
+namespace Patterns.Gateway.Tests;
+
+/// <summary>
+/// Who is to blame when an upload ends early, over HTTP/1.1 to the destination, where the gateway's client reads the
+/// destination's answer only after the whole body has gone: a destination that closes its connection unanswered while the
+/// client's upload is stalled is at fault; one that answered first (a 413, or a 408 because the body came too slowly for it)
+/// is not, whether the attempt then ends by the gateway's timeout or by a write to the closed connection.
+/// </summary>
+public sealed class UploadBlameTests
+{
+    private static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    /// <summary>
+    /// <paramref name="timeout"/>: "request" (<c>Patterns.Timeout</c> on a fake clock, with a breaker and outlier detection) or
+    /// "activity" (YARP's activity timeout with outlier detection alone). <paramref name="destination"/>: "close" (the destination
+    /// aborts its connection, unanswered, while the client's upload is stalled) or "answer" (it answers 413 at once and waits).
+    /// </summary>
+    [Theory]
+    [InlineData("request", "close")]
+    [InlineData("activity", "close")]
+    [InlineData("request", "answer")]
+    [InlineData("activity", "answer")]
+    public async Task DestinationEndingAStalledHttp11Upload_IsJudgedByWhatItDid(string timeout, string destination)
+    {
+        var time = new FakeTimeProvider();
+        var arrivals = Channel.CreateUnbounded<bool>();
+        var act = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            _ => { },
+            app => app.Run(async c =>
+            {
+                if (!c.Request.Headers.ContainsKey("X-Stall"))
+                {
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    return;
+                }
+
+                if (destination == "answer")
+                {
+                    c.Response.StatusCode = StatusCodes.Status413PayloadTooLarge;
+                    await c.Response.CompleteAsync();
+                    arrivals.Writer.TryWrite(true);
+                    await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
+                    return;
+                }
+
+                arrivals.Writer.TryWrite(true);
+                await act.Task.WaitAsync(c.RequestAborted);
+                c.Abort();
+            }),
+            HttpProtocols.Http1);
+
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
+        if (timeout == "request")
+        {
+            metadata[GatewayMetadata.Timeout] = "00:00:03";
+            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
+            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
+            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
+        }
+
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version11, timeout == "activity" ? TimeSpan.FromSeconds(3) : null, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new ChunkedContent();
+        var call = SendAsync(client, content, "X-Stall");
+        await content.WriteAsync(new byte[100]);
+        await arrivals.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        Waits.Until(
+            () => Volatile.Read(ref current)?.Request.Body is ClientBodyStream { BytesRead: 100, WaitingOnClient: true, Connection: not null },
+            "the gateway read the first part and waits for the client's next bytes");
+        var body = (ClientBodyStream)Volatile.Read(ref current)!.Request.Body;
+        act.TrySetResult();
+
+        // The gateway has seen the destination's answer or its end of the connection before the timeout passes.
+        Waits.Until(() => body.DestinationAnswer > 0 || body.DestinationHasClosed, "the gateway saw the destination's answer or close");
+        if (timeout == "request")
+        {
+            await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
+        }
+
+        var status = await call.WaitAsync(Waits.Bound, Ct);
+        status.Should().NotBe(HttpStatusCode.OK);
+        if (destination == "close")
+        {
+            Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that closed its connection unanswered is ejected");
+        }
+        else
+        {
+            state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the destination answered (413) before the upload ended");
+            (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+        }
+    }
+
+    /// <summary>
+    /// A slow upload (chunks keep coming) that the destination gives up on: it answers 408 and closes its connection. Over
+    /// HTTP/1.1 the gateway learns it only when its next write of the body fails; the destination answered, so it is not counted.
+    /// Over HTTP/2 the answer comes as it is sent, and is judged by its status. <paramref name="policy"/>: "outlier" (outlier
+    /// detection alone) or "breaker" (with a circuit breaker, so the resilience handler judges the attempt).
+    /// </summary>
+    [Theory]
+    [InlineData("h2", "outlier")]
+    [InlineData("h2", "breaker")]
+    [InlineData("h1", "outlier")]
+    [InlineData("h1", "breaker")]
+    public async Task DestinationGivingUpOnASlowUpload_WithAnAnswer_IsNotCounted(string outgoing, string policy)
+    {
+        const int Chunk = 64 * 1024;
+        var gaveUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            _ => { },
+            app => app.Run(async c =>
+            {
+                if (!c.Request.Headers.ContainsKey("X-Slow"))
+                {
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    return;
+                }
+
+                // Reads the first bytes, then decides the body comes too slowly: answers 408 and closes (as Kestrel's own minimum
+                // data rate does: over HTTP/1.1 with Connection: close).
+                var buffer = new byte[Chunk];
+                (await c.Request.Body.ReadAsync(buffer, c.RequestAborted)).Should().BePositive();
+                c.Response.StatusCode = StatusCodes.Status408RequestTimeout;
+                if (outgoing == "h1")
+                {
+                    c.Response.Headers.Connection = "close";
+                }
+
+                gaveUp.TrySetResult();
+            }),
+            outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
+
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
+        if (policy == "breaker")
+        {
+            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
+            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
+            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
+        }
+
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(
+            backend, metadata, new FakeTimeProvider(), outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new ChunkedContent();
+        var call = SendAsync(client, content, "X-Slow");
+        await content.WriteAsync(new byte[Chunk]);
+        await gaveUp.Task.WaitAsync(Waits.Bound, Ct);
+        if (outgoing == "h1")
+        {
+            // The answer reached the gateway's connection (where .NET's client reads it only after the whole body). (Over HTTP/2
+            // it reaches the client: the request may be over already.)
+            Waits.Until(() => BodyOf(Volatile.Read(ref current)) is { DestinationAnswer: 408 }, "the gateway saw the destination's answer");
+        }
+
+        // The client goes on sending, a chunk at a time, each once the gateway has read the one before, until the request ends.
+        long sent = Chunk;
+        for (var i = 0; i < 64 && !call.IsCompleted; i++)
+        {
+            Waits.Until(
+                () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
+                "the gateway read the last chunk, or the request ended");
+            if (call.IsCompleted)
+            {
+                break;
+            }
+
+            await content.WriteAsync(new byte[Chunk]);
+            sent += Chunk;
+        }
+
+        content.Complete();
+        var status = await call.WaitAsync(Waits.Bound, Ct);
+        status.Should().NotBe(HttpStatusCode.OK);
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the destination answered 408: the body came too slowly for it");
+        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+    }
+
+    /// <summary>
+    /// A slow upload (chunks keep coming, the clock moving a little between them) to an HTTP/1.1 destination that stopped
+    /// reading: once its transport stops taking bytes the gateway is blocked writing to it, and the timeout that then passes is
+    /// the destination's (one failure ejects), not a body still arriving.
+    /// </summary>
+    [Fact]
+    public async Task DestinationThatStopsReadingASlowUpload_IsCounted()
+    {
+        const int Chunk = 256 * 1024;
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            b => b.WebHost.ConfigureKestrel(o => o.Limits.MaxRequestBufferSize = 64 * 1024),
+            app => app.Run(async c =>
+            {
+                if (!c.Request.Headers.ContainsKey("X-Slow"))
+                {
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    return;
+                }
+
+                // Takes the request and never reads its body.
+                arrived.TrySetResult();
+                await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
+            }),
+            HttpProtocols.Http1);
+
+        var metadata = new Dictionary<string, string>
+        {
+            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
+            [GatewayMetadata.Timeout] = "00:00:03",
+        };
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new ChunkedContent();
+        var call = SendAsync(client, content, "X-Slow");
+        await content.WriteAsync(new byte[Chunk]);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
+
+        // A chunk at a time, each once the gateway has passed on the one before, 10 ms of the 3 s timeout apart, until the
+        // gateway's write to the destination does not complete: the destination's buffers are full.
+        long sent = Chunk;
+        DestinationConnection? connection = null;
+        for (var i = 0; i < 200; i++)
+        {
+            Waits.Until(
+                () => Volatile.Read(ref current)?.Request.Body is ClientBodyStream { Connection: { } c } body
+                    && ((body.WaitingOnClient && body.BytesRead == sent) || c.WritePending),
+                "the gateway passed the last chunk on, or is blocked writing it");
+            connection = ((ClientBodyStream)Volatile.Read(ref current)!.Request.Body).Connection!;
+            if (connection.WritePending)
+            {
+                break;
+            }
+
+            time.Advance(TimeSpan.FromMilliseconds(10));
+            _ = content.WriteAsync(new byte[Chunk]);
+            sent += Chunk;
+        }
+
+        connection!.WritePending.Should().BeTrue("the destination's transport stopped taking the body");
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
+        (await call.WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.GatewayTimeout);
+        Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that stopped reading is ejected");
+    }
+
+    /// <summary>The request's body as the gateway reads it, or <see langword="null"/> (not yet wrapped, or the request is over).</summary>
+    private static ClientBodyStream? BodyOf(HttpContext? context)
+    {
+        try
+        {
+            return context?.Request.Body as ClientBodyStream;
+        }
+        catch (ObjectDisposedException)
+        {
+            return null;
+        }
+    }
+
+    private static Task<KestrelHost> StartGatewayAsync(
+        KestrelHost backend, Dictionary<string, string> metadata, FakeTimeProvider time, Version outgoing, TimeSpan? activityTimeout, Action<HttpContext> seen)
+    {
+        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
+        var cluster = new ClusterConfig
+        {
+            ClusterId = "c",
+            LoadBalancingPolicy = GatewayPolicies.Weighted,
+            Metadata = metadata,
+            HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
+            HttpRequest = new ForwarderRequestConfig
+            {
+                Version = outgoing,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+                ActivityTimeout = activityTimeout,
+            },
+            Destinations = new Dictionary<string, DestinationConfig> { ["b"] = new() { Address = backend.Address } },
+        };
+
+        // The client speaks HTTP/2 to the gateway, so the gateway's answer comes while the body is still open; Kestrel's own
+        // minimum body data rate is off: only what the test does ends the request.
+        return Gateways.FromCodeAsync(
+            [route], [cluster], time,
+            services: b => b.WebHost.ConfigureKestrel(o => o.Limits.MinRequestBodyDataRate = null),
+            app: a => a.Use((context, next) =>
+            {
+                if (context.Request.Headers.ContainsKey("X-Stall") || context.Request.Headers.ContainsKey("X-Slow"))
+                {
+                    seen(context);
+                }
+
+                return next(context);
+            }),
+            protocols: HttpProtocols.Http2);
+    }
+
+    private static async Task<HttpStatusCode> SendAsync(HttpClient client, HttpContent content, string? header = null)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/x")
+        {
+            Version = HttpVersion.Version20,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Content = content,
+        };
+        if (header is not null)
+        {
+            request.Headers.Add(header, "1");
+        }
+
+        using var response = await client.SendAsync(request, Ct);
+        await response.Content.ReadAsStringAsync(Ct);
+        return response.StatusCode;
+    }
+
+    /// <summary>A request body the test writes chunk by chunk (each flushed), until it completes it or the request ends.</summary>
+    private sealed class ChunkedContent : HttpContent
+    {
+        private readonly Channel<byte[]> _chunks = Channel.CreateUnbounded<byte[]>();
+        private readonly Channel<bool> _written = Channel.CreateUnbounded<bool>();
+
+        /// <summary>Sends <paramref name="chunk"/> and waits until it is flushed (or the request ended).</summary>
+        public async Task WriteAsync(byte[] chunk)
+        {
+            _chunks.Writer.TryWrite(chunk);
+            if (await _written.Reader.WaitToReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct))
+            {
+                _written.Reader.TryRead(out _);
+            }
+        }
+
+        public void Complete() => _chunks.Writer.TryComplete();
+
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context, CancellationToken cancellationToken)
+        {
+            try
+            {
+                await foreach (var chunk in _chunks.Reader.ReadAllAsync(cancellationToken))
+                {
+                    await stream.WriteAsync(chunk, cancellationToken);
+                    await stream.FlushAsync(cancellationToken);
+                    _written.Writer.TryWrite(true);
+                }
+            }
+            finally
+            {
+                // A write that failed (the request ended) releases the test's wait too.
+                _written.Writer.TryComplete();
+            }
+        }
+
+        protected override Task SerializeToStreamAsync(Stream stream, TransportContext? context) => SerializeToStreamAsync(stream, context, CancellationToken.None);
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+}
