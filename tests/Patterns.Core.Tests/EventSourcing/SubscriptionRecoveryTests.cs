@@ -124,6 +124,24 @@ public sealed class SubscriptionRecoveryTests
         (await host.Services.GetRequiredService<EventSubscriptionsHealthCheck>().CheckHealthAsync(new HealthCheckContext())).Status.Should().Be(HealthStatus.Unhealthy);
     }
 
+    [Fact]
+    public async Task Start_StoreRetryDelaysOutOfRange_FailsNamingBoth()
+    {
+        using var host = TestHost.Build(
+            b => b.AddEventSourcing(es => es.Configure(o =>
+            {
+                o.StoreRetryDelay = TimeSpan.Zero;
+                o.StoreRetryMaxDelay = TimeSpan.FromHours(2);
+            })),
+            harness: false);
+
+        var act = () => host.StartAsync();
+
+        var thrown = await act.Should().ThrowAsync<Microsoft.Extensions.Options.OptionsValidationException>();
+        thrown.Which.Failures.Should().Contain(f => f.Contains("StoreRetryDelay must be between"))
+            .And.Contain(f => f.Contains("StoreRetryMaxDelay must be at least"));
+    }
+
     private static SerializedEvent Deposit(int amount) =>
         new(Guid.NewGuid(), "bank.deposited", System.Text.Encoding.UTF8.GetBytes(string.Create(CultureInfo.InvariantCulture, $"{{\"amount\":{amount}}}")), DateTimeOffset.UnixEpoch);
 
