@@ -104,6 +104,65 @@ public sealed class SubscriptionRecoveryTests
     }
 
     [Fact]
+    public async Task Projection_CommitStoredButItsReplyLost_ResumesFromTheStoredCheckpointAndFoldsEachEventOnce()
+    {
+        // The commit's outcome is unknown to the projection (a connection that broke after the database committed): the
+        // next run must take its place from the store, not from what it last knew, or it folds a page twice (or, comparing
+        // the checkpoint with a stale one, fails).
+        var storage = new InMemoryEventStorage();
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
+        var commits = 0;
+        var lost = new SemaphoreSlim(0);
+        var events = new DelegatingEventStorage(storage)
+        {
+            AfterCommit = _ =>
+            {
+                // The second page's commit (checkpoint 2 to 4) is stored, and its reply never comes.
+                if (Interlocked.Increment(ref commits) == 2)
+                {
+                    lost.Release();
+                    throw new TimeoutException("The reply to the commit did not arrive in time.");
+                }
+
+                return ValueTask.CompletedTask;
+            },
+        };
+        await storage.AppendAsync("a", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 5).Select(Deposit)]);
+        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
+        using var host = await TestHost.StartAsync(
+            b =>
+            {
+                b.AddEventSourcing(es => es
+                    .UseStorage(_ => fixture.AsSingleStore())
+                    .AddEvent<Deposited>()
+                    .Configure(o =>
+                    {
+                        o.ExclusiveOwnership = false;
+                        o.StoreRetryDelay = FirstDelay;
+                        o.StoreRetryMaxDelay = MaxDelay;
+                    })
+                    .AddDocumentProjection<Tally>("tallies", "tallies", e => e.StreamId, (t, e) => (t ?? Tally.Empty).Apply(e.Data), o => o.BatchSize = 2));
+                b.Services.Configure<PatternsOptions>(o => o.InboxRetention = Timeout.InfiniteTimeSpan);
+            },
+            time,
+            harness: false);
+        var subscriptions = host.Subscriptions();
+
+        (await lost.WaitAsync(TestHost.Wait)).Should().BeTrue("the second page's commit is stored and its reply lost");
+        await time.WaitForPendingTimersAsync(1).WaitAsync(TestHost.Wait);
+        subscriptions.GetStatus("tallies").State.Should().Be(SubscriptionState.Recovering);
+        (await ((ICheckpointStore)storage).LoadAsync("tallies")).Should().Be(4, "the commit whose reply was lost is stored");
+        fake.Advance(FirstDelay);
+
+        await subscriptions.WaitForPositionAsync("tallies", 5).WaitAsync(TestHost.Wait);
+        subscriptions.GetStatus("tallies").State.Should().Be(SubscriptionState.Live);
+        subscriptions.GetStatus("tallies").Error.Should().BeNull("the next run starts from the stored checkpoint, so its compare holds");
+        (await host.Services.GetRequiredService<IReadModels>().GetAsync<Tally>("tallies", "a")).Should().Be(
+            new Tally(5, 15m), "the page whose commit was stored is not folded again");
+    }
+
+    [Fact]
     public async Task Projection_StoreFailsWithAPermanentError_FaultsAsBefore_AndReportsUnhealthy()
     {
         var storage = new InMemoryEventStorage();
