@@ -337,7 +337,7 @@ public abstract class ProcessKillTests : IAsyncLifetime
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            Assert.Skip($"RabbitMQ is not reachable at {broker} (PATTERNS_RABBITMQ): {ex.Message}");
+            Assert.Skip($"RabbitMQ is not reachable at {WithoutCredentials(broker)} (PATTERNS_RABBITMQ): {ex.Message}");
             throw;
         }
 
@@ -394,7 +394,7 @@ public abstract class ProcessKillTests : IAsyncLifetime
                     var left = owner.Acknowledged.Select(Id).ToList();
                     await consumed.WaitUntilAsync(
                         () => left.All(arrivals.ContainsKey),
-                        () => $"iteration {i}, seed {seed}: the messages {owner.Name} committed to arrive through {standby.Name}'s relay; missing: {string.Join(", ", left.Where(id => !arrivals.ContainsKey(id)).Take(10))}");
+                        () => $"iteration {i}, seed {seed}: the messages {owner.Name} committed to arrive through {standby.Name}'s relay; missing: {string.Join(", ", left.Where(id => !arrivals.ContainsKey(id)).Take(10))}", Timeout);
                     await spare.GoAsync(StepTimeout, Timeout);
                     children.Add(spare);
                     spare = Next();
@@ -430,13 +430,13 @@ public abstract class ProcessKillTests : IAsyncLifetime
                 var expected = acknowledged.Select(Id).ToList();
                 await consumed.WaitUntilAsync(
                     () => expected.All(arrivals.ContainsKey),
-                    () => $"seed {seed}: every acknowledged message to arrive; missing {expected.Count(id => !arrivals.ContainsKey(id))} of {expected.Count}");
+                    () => $"seed {seed}: every acknowledged message to arrive; missing {expected.Count(id => !arrivals.ContainsKey(id))} of {expected.Count}", Timeout);
             }
 
             // The consumer settles what arrived last.
             await consumed.WaitUntilAsync(
                 () => Volatile.Read(ref settled) >= arrivals.Values.Sum(),
-                () => $"seed {seed}: the consumer to settle every arrival");
+                () => $"seed {seed}: the consumer to settle every arrival", Timeout);
         }
 
         acknowledged.Should().NotBeEmpty($"seed {seed}: the children committed before they were killed");
@@ -569,7 +569,7 @@ public abstract class ProcessKillTests : IAsyncLifetime
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            Assert.Skip($"RabbitMQ is not reachable at {broker} (PATTERNS_RABBITMQ): {ex.Message}");
+            Assert.Skip($"RabbitMQ is not reachable at {WithoutCredentials(broker)} (PATTERNS_RABBITMQ): {ex.Message}");
             throw;
         }
 
@@ -728,6 +728,10 @@ public abstract class ProcessKillTests : IAsyncLifetime
         }
     }
 
+    /// <summary>The broker's address for a message: without the user name and password the URI may carry.</summary>
+    private static string WithoutCredentials(string uri) =>
+        Uri.TryCreate(uri, UriKind.Absolute, out var parsed) ? $"{parsed.Scheme}://{parsed.Host}:{parsed.Port}{parsed.AbsolutePath}" : "(an invalid URI)";
+
     /// <summary>A signal the test's consumer raises after each message; waits re-check their condition on it.</summary>
     private sealed class Pulse
     {
@@ -746,9 +750,15 @@ public abstract class ProcessKillTests : IAsyncLifetime
             raised.TrySetResult();
         }
 
-        /// <summary>Waits until <paramref name="condition"/> holds, at most <see cref="StepTimeout"/> without a signal.</summary>
-        public async Task WaitUntilAsync(Func<bool> condition, Func<string> what, CancellationToken cancellationToken = default)
+        /// <summary>
+        /// Waits until <paramref name="condition"/> holds, re-checking it on each signal, at most <see cref="StepTimeout"/>
+        /// in all: the children keep committing and the consumer keeps signalling, so a message that never arrives must
+        /// not keep the wait alive.
+        /// </summary>
+        public async Task WaitUntilAsync(Func<bool> condition, Func<string> what, CancellationToken cancellationToken)
         {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(StepTimeout);
             while (true)
             {
                 Task next;
@@ -764,11 +774,12 @@ public abstract class ProcessKillTests : IAsyncLifetime
 
                 try
                 {
-                    await next.WaitAsync(StepTimeout, cancellationToken);
+                    await next.WaitAsync(bounded.Token);
                 }
-                catch (TimeoutException ex)
+                catch (OperationCanceledException ex) when (bounded.IsCancellationRequested)
                 {
-                    throw new TimeoutException($"Waited {StepTimeout} without progress for {what()}.", ex);
+                    throw new TimeoutException(
+                        $"Waited {(cancellationToken.IsCancellationRequested ? "until the case's timeout" : StepTimeout.ToString())} for {what()}.", ex);
                 }
             }
         }
