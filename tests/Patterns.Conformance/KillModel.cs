@@ -161,3 +161,94 @@ public static class KillStream
             .Where(r => r.Key != End)
             .SendToOutbox(Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Queues.IQueueSender>(services), Results);
 }
+
+/// <summary>
+/// The outbox relay takeover test's model: children commit store sessions that append to <c>kill-relay-&lt;id&gt;</c> and
+/// send a <see cref="KillDeposit"/> with message id <c>id</c> through the outbox to <see cref="Queue"/> on RabbitMQ, and
+/// run the relay; a consumer in the test process records each arrival and, claiming the message in its inbox, appends
+/// one event to <see cref="ReceivedStream"/> in the same unit of work.
+/// </summary>
+public static class KillRelay
+{
+    /// <summary>The prefix of the children's streams (one per committed message).</summary>
+    public const string StreamPrefix = "kill-relay-";
+
+    /// <summary>The prefix of the consumer's streams (one event per message it handled, if its inbox works).</summary>
+    public const string ReceivedPrefix = "kill-relay-recv-";
+
+    /// <summary>The stream of the commits that must fail (a wrong expected version): it must never exist.</summary>
+    public const string ConflictStream = "kill-relay-conflict";
+
+    /// <summary>The lease the relay takes (the children report whether they hold it).</summary>
+    public const string Lease = "outbox-relay";
+
+    /// <summary>The queue of a test database: one per file or schema, so that parallel cases do not share it.</summary>
+    /// <param name="target">The file or schema.</param>
+    /// <returns>The queue name.</returns>
+    public static string Queue(string target) =>
+        "kill-relay-" + Patterns.Messaging.PartitionHash.OfString(target).ToString("x8", System.Globalization.CultureInfo.InvariantCulture);
+
+    /// <summary>The stream the consumer appends to for message <paramref name="id"/>.</summary>
+    /// <param name="id">The message id.</param>
+    /// <returns>The stream id.</returns>
+    public static string ReceivedStream(Guid id) => ReceivedPrefix + id.ToString("N");
+}
+
+/// <summary>
+/// A lease store that prints <c>state Live</c> when this process takes <see cref="KillRelay.Lease"/> and <c>state Standby</c>
+/// when it cannot or loses it (only on a change), so that the test knows which child runs the relay.
+/// </summary>
+/// <param name="inner">The store's leases.</param>
+/// <param name="print">Prints a line to the test.</param>
+public sealed class KillReportingLeases(ILeaseStore inner, Action<string> print) : ILeaseStore, ILeaseWatch
+{
+    private readonly Lock _gate = new();
+    private string? _last;
+
+    /// <inheritdoc />
+    public async ValueTask<Lease?> TryAcquireLeaseAsync(string name, string owner, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        var lease = await inner.TryAcquireLeaseAsync(name, owner, duration, cancellationToken);
+        if (name == KillRelay.Lease)
+        {
+            Report(lease is null ? "state Standby" : "state Live");
+        }
+
+        return lease;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<Lease?> RenewLeaseAsync(Lease lease, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(lease);
+        var renewed = await inner.RenewLeaseAsync(lease, duration, cancellationToken);
+        if (lease.Name == KillRelay.Lease && renewed is null)
+        {
+            Report("state Standby");
+        }
+
+        return renewed;
+    }
+
+    /// <inheritdoc />
+    public ValueTask ReleaseLeaseAsync(Lease lease, CancellationToken cancellationToken = default) => inner.ReleaseLeaseAsync(lease, cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask WaitForLeaseAsync(string name, TimeSpan timeout, CancellationToken cancellationToken = default) =>
+        inner is ILeaseWatch watch ? watch.WaitForLeaseAsync(name, timeout, cancellationToken) : new ValueTask(Task.Delay(timeout, cancellationToken));
+
+    private void Report(string line)
+    {
+        lock (_gate)
+        {
+            if (line == _last)
+            {
+                return;
+            }
+
+            _last = line;
+        }
+
+        print(line);
+    }
+}

@@ -4,6 +4,7 @@ using FluentAssertions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Patterns.EventSourcing;
+using Patterns.Outbox;
 using Patterns.Storage;
 using Xunit;
 
@@ -273,6 +274,194 @@ public abstract class ProcessKillTests : IAsyncLifetime
     }
 
     /// <summary>
+    /// Two processes share the store and RabbitMQ (the broker at PATTERNS_RABBITMQ); both commit store sessions that
+    /// append an event and send a message through the outbox, and both run the relay, which one at a time owns (the
+    /// <c>outbox-relay</c> lease, 1 second). The owner is killed at a random point, with committed messages pending (its
+    /// own not yet handed over, and the other's, which wait for a relay until the takeover); the other must take the
+    /// lease over once it expires and hand every pending message over, and a new process replaces the dead one. A
+    /// consumer in this process, which is never killed, records each arrival and claims the message in its inbox with
+    /// one event per message in the same unit of work. Every committed message must arrive at least once (a kill between
+    /// a hand-over and its removal sends it again) and take effect exactly once; none from a failed commit arrives.
+    /// </summary>
+    /// <returns>A task that completes when the test has run.</returns>
+    [Fact]
+    public async Task Kill_OutboxRelayOwnerKilledWithMessagesPending_OtherProcessTakesOverAndEveryCommittedMessageTakesEffectOnce()
+    {
+        var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
+        var seed = NewSeed();
+        var random = new Random(seed);
+        var target = await CreateDatabaseAsync("relay");
+        var queue = KillRelay.Queue(target);
+        var arrivals = new System.Collections.Concurrent.ConcurrentDictionary<Guid, int>();
+        var amounts = new System.Collections.Concurrent.ConcurrentDictionary<Guid, long>();
+        var duplicates = 0;
+        var settled = 0;
+        var consumed = new Pulse();
+        var services = new ServiceCollection();
+        services.AddEventSourcing(es =>
+        {
+            UseStore(es, target);
+            es.AddEvent<KillDeposit>();
+        });
+        services.AddPatterns(p => p.UseRabbitMq(broker));
+
+        // This process only consumes: its relay does not run until the children are gone.
+        services.AddOutbox(o => o.RunRelay = false);
+        services.AddMessageQueue(q => q.AddQueue(queue).AddConsumer<KillDeposit>(queue, async (m, context, ct) =>
+        {
+            arrivals.AddOrUpdate(context.MessageId, 1, static (_, n) => n + 1);
+            amounts[context.MessageId] = m.Amount;
+            try
+            {
+                var session = context.Services.GetRequiredService<IStoreSession>();
+                session.Handles(context);
+                session.Append(KillRelay.ReceivedStream(context.MessageId), ExpectedVersion.Any, [new EventData(m)]);
+                await session.CommitAsync(ct);
+            }
+            catch (DuplicateMessageException)
+            {
+                Interlocked.Increment(ref duplicates);
+            }
+            finally
+            {
+                // A commit that failed otherwise is delivered again, and counted again among the arrivals.
+                Interlocked.Increment(ref settled);
+                consumed.Signal();
+            }
+        }));
+        await using var provider = services.BuildServiceProvider();
+        HostedServices consuming;
+        try
+        {
+            consuming = await HostedServices.StartAsync(provider, Timeout);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            Assert.Skip($"RabbitMQ is not reachable at {WithoutCredentials(broker)} (PATTERNS_RABBITMQ): {ex.Message}");
+            throw;
+        }
+
+        var acknowledged = new List<KillAck>();
+        var pendingAtKills = 0;
+        var watch = Stopwatch.StartNew();
+        await using (consuming)
+        {
+            var started = 0;
+            KillChild Next() => KillChild.Start($"relay child {started++} (seed {seed})", StoreKind, target, "relay", random.Next().ToString(CultureInfo.InvariantCulture), "gated");
+            var children = new List<KillChild> { Next(), Next() };
+            KillChild? spare = null;
+            try
+            {
+                foreach (var child in children)
+                {
+                    await child.GoAsync(StepTimeout, Timeout);
+                }
+
+                spare = Next();
+                var outbox = provider.GetRequiredService<IOutboxStore>();
+                for (var i = 0; i < Iterations; i++)
+                {
+                    // The kill point is counted in the owner's commits since the iteration began.
+                    var killAfter = random.Next(1, 40);
+                    var since = children.ToDictionary(c => c, c => c.AckCount);
+                    KillChild? found = null;
+                    await KillChild.WaitUntilAsync(
+                        children,
+                        () =>
+                        {
+                            var owners = children.Where(c => c.IsOwner).ToList();
+                            found = owners.Count == 1 && owners[0].AckCount >= since[owners[0]] + killAfter ? owners[0] : null;
+                            return found is not null;
+                        },
+                        $"iteration {i}, seed {seed}: one process to own the relay and commit {killAfter} more messages",
+                        StepTimeout,
+                        Timeout);
+                    var owner = found ?? throw new InvalidOperationException("The wait ended without an owner.");
+                    var standby = children.Single(c => c != owner);
+                    owner.Kill();
+                    await owner.DisposeAsync();
+                    acknowledged.AddRange(owner.Acknowledged);
+                    children.Remove(owner);
+                    pendingAtKills += (await outbox.ReadOutboxAsync(0, int.MaxValue, Timeout)).Count;
+
+                    // The standby takes the lease once the dead owner's expires, and hands over what the dead one left.
+                    await KillChild.WaitUntilAsync(
+                        children,
+                        () => standby.IsOwner,
+                        $"iteration {i}, seed {seed}: {standby.Name} to take the relay over from {owner.Name}, killed",
+                        StepTimeout,
+                        Timeout);
+                    var left = owner.Acknowledged.Select(Id).ToList();
+                    await consumed.WaitUntilAsync(
+                        () => left.All(arrivals.ContainsKey),
+                        () => $"iteration {i}, seed {seed}: the messages {owner.Name} committed to arrive through {standby.Name}'s relay; missing: {string.Join(", ", left.Where(id => !arrivals.ContainsKey(id)).Take(10))}", Timeout);
+                    await spare.GoAsync(StepTimeout, Timeout);
+                    children.Add(spare);
+                    spare = Next();
+                }
+            }
+            finally
+            {
+                if (spare is not null)
+                {
+                    children.Add(spare);
+                }
+
+                foreach (var child in children)
+                {
+                    await child.DisposeAsync();
+                    acknowledged.AddRange(child.Acknowledged);
+                }
+            }
+
+            // The children are gone: a relay in this process takes over last and sends what they left.
+            var drain = new ServiceCollection();
+            drain.AddEventSourcing(es =>
+            {
+                UseStore(es, target);
+                es.AddEvent<KillDeposit>();
+            });
+            drain.AddPatterns(p => p.UseRabbitMq(broker));
+            drain.AddMessageQueue(q => q.AddQueue(queue));
+            drain.AddOutbox(o => o.LeaseDuration = KillProjection.LeaseDuration);
+            await using var drainProvider = drain.BuildServiceProvider();
+            await using (await HostedServices.StartAsync(drainProvider, Timeout))
+            {
+                var expected = acknowledged.Select(Id).ToList();
+                await consumed.WaitUntilAsync(
+                    () => expected.All(arrivals.ContainsKey),
+                    () => $"seed {seed}: every acknowledged message to arrive; missing {expected.Count(id => !arrivals.ContainsKey(id))} of {expected.Count}", Timeout);
+            }
+
+            // The consumer settles what arrived last.
+            await consumed.WaitUntilAsync(
+                () => Volatile.Read(ref settled) >= arrivals.Values.Sum(),
+                () => $"seed {seed}: the consumer to settle every arrival", Timeout);
+        }
+
+        acknowledged.Should().NotBeEmpty($"seed {seed}: the children committed before they were killed");
+        pendingAtKills.Should().BeGreaterThan(0, $"seed {seed}: committed messages were pending in the outbox when owners were killed");
+        amounts.Values.Should().NotContain(-1, $"seed {seed}: a message from a failed commit is never sent");
+        foreach (var ack in acknowledged)
+        {
+            arrivals.Should().ContainKey(Id(ack), $"seed {seed}: a message whose commit was acknowledged arrives at least once");
+            amounts[Id(ack)].Should().Be(ack.Sum, $"seed {seed}: the message that arrives is the one committed");
+        }
+
+        var effects = new Dictionary<string, int>();
+        await foreach (var e in provider.GetRequiredService<IEventStorage>().ReadAllAsync(0, new EventFilter { StreamPrefix = KillRelay.ReceivedPrefix }, long.MaxValue, Timeout))
+        {
+            effects[e.StreamId] = effects.GetValueOrDefault(e.StreamId) + 1;
+        }
+
+        effects.Should().HaveCount(arrivals.Count, $"seed {seed}: every message that arrived took effect ({arrivals.Values.Sum()} arrivals, {Volatile.Read(ref duplicates)} refused by the inbox, in {watch.Elapsed})");
+        effects.Should().OnlyContain(pair => pair.Value == 1, $"seed {seed}: the inbox lets each message take effect once, however often it arrived");
+        (await provider.GetRequiredService<IEventStore>().GetStreamStateAsync(KillRelay.ConflictStream, Timeout)).Exists.Should().BeFalse($"seed {seed}: the failed commits stored nothing");
+
+        static Guid Id(KillAck ack) => Guid.ParseExact(ack.StreamId[KillRelay.StreamPrefix.Length..], "N");
+    }
+
+    /// <summary>
     /// Two processes handle the same messages at once, as two consumers given the same deliveries do: each handles
     /// message ids in order, as one unit of work of an inbox claim, an append (at any version) and an outbox message.
     /// One of them, chosen at random, is killed at a random point, and a replacement starts a little before the highest
@@ -380,7 +569,7 @@ public abstract class ProcessKillTests : IAsyncLifetime
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
-            Assert.Skip($"RabbitMQ is not reachable at {broker} (PATTERNS_RABBITMQ): {ex.Message}");
+            Assert.Skip($"RabbitMQ is not reachable at {WithoutCredentials(broker)} (PATTERNS_RABBITMQ): {ex.Message}");
             throw;
         }
 
@@ -536,6 +725,63 @@ public abstract class ProcessKillTests : IAsyncLifetime
             (await readModels.GetAsync<KillTotal>(KillProjection.Collection, account, Timeout)).Should().Be(
                 total,
                 $"seed {seed} ({run}): the fold of {account} applies each of its {total.Count} deposits exactly once");
+        }
+    }
+
+    /// <summary>The broker's address for a message: without the user name and password the URI may carry.</summary>
+    private static string WithoutCredentials(string uri) =>
+        Uri.TryCreate(uri, UriKind.Absolute, out var parsed) ? $"{parsed.Scheme}://{parsed.Host}:{parsed.Port}{parsed.AbsolutePath}" : "(an invalid URI)";
+
+    /// <summary>A signal the test's consumer raises after each message; waits re-check their condition on it.</summary>
+    private sealed class Pulse
+    {
+        private readonly Lock _gate = new();
+        private TaskCompletionSource _next = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Signal()
+        {
+            TaskCompletionSource raised;
+            lock (_gate)
+            {
+                raised = _next;
+                _next = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+
+            raised.TrySetResult();
+        }
+
+        /// <summary>
+        /// Waits until <paramref name="condition"/> holds, re-checking it on each signal, at most <see cref="StepTimeout"/>
+        /// in all: the children keep committing and the consumer keeps signalling, so a message that never arrives must
+        /// not keep the wait alive.
+        /// </summary>
+        public async Task WaitUntilAsync(Func<bool> condition, Func<string> what, CancellationToken cancellationToken)
+        {
+            using var bounded = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            bounded.CancelAfter(StepTimeout);
+            while (true)
+            {
+                Task next;
+                lock (_gate)
+                {
+                    next = _next.Task;
+                }
+
+                if (condition())
+                {
+                    return;
+                }
+
+                try
+                {
+                    await next.WaitAsync(bounded.Token);
+                }
+                catch (OperationCanceledException ex) when (bounded.IsCancellationRequested)
+                {
+                    throw new TimeoutException(
+                        $"Waited {(cancellationToken.IsCancellationRequested ? "until the case's timeout" : StepTimeout.ToString())} for {what()}.", ex);
+                }
+            }
         }
     }
 

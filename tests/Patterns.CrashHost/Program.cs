@@ -9,7 +9,7 @@ using Patterns.Postgres;
 using Patterns.Sqlite;
 using Patterns.Storage;
 
-// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox|inbox|stream> <seed> [gated]
+// Usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox|inbox|relay|stream> <seed> [gated]
 // Runs the process-kill tests' event sourcing (see KillProjection) on a SQLite file or a PostgreSQL schema (server
 // from PATTERNS_POSTGRES, or the local default) until the process is killed:
 //   project  runs the fold projection, printing "state <SubscriptionState>" whenever its state changes;
@@ -23,15 +23,19 @@ using Patterns.Storage;
 //            claims the message id in the inbox, appends an event to kill-inbox-<id> (any version, so only the inbox
 //            stops a second copy) and sends a message through the outbox; prints "ack kill-inbox-<id> <version> 1 1"
 //            after a commit returned and "ack kill-inbox-<id> 0 1 0" when the claim found the message handled already;
+//   relay    runs the outbox relay (lease "outbox-relay", 1 second) on RabbitMQ at PATTERNS_RABBITMQ and commits store
+//            sessions as "outbox" does, to kill-relay-<id> and the queue KillRelay.Queue(target) (see KillRelay), printing
+//            "state Live" / "state Standby" when it takes or cannot take the relay's lease, and "ack kill-relay-<id> 1 1
+//            <amount>" after each commit returned; every fourth session also tries a commit that fails, amount -1;
 //   stream   runs the KillStream pipeline (clicks from a RabbitMQ queue at PATTERNS_RABBITMQ, windowed counts sent
 //            through the outbox with the store snapshots), printing "ack click <n> 1 1" as clicks enter it.
 // It prints "started" once the host is up. With "gated", it first prints "ready" once the runtime is up and its services
 // built, and waits for a line on standard input before it starts: a test starts its next child ahead of time and lets it
 // go when it needs it. The tests kill it (kill -9) at random points and check the totals.
-if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append" or "outbox" or "inbox" or "stream")
+if (args.Length is < 4 or > 5 || (args.Length == 5 && args[4] != "gated") || args[0] is not ("sqlite" or "postgres") || args[2] is not ("run" or "project" or "append" or "outbox" or "inbox" or "relay" or "stream")
     || !int.TryParse(args[3], CultureInfo.InvariantCulture, out var seed))
 {
-    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox|inbox|stream> <seed> [gated]");
+    await Console.Error.WriteLineAsync("usage: Patterns.CrashHost <sqlite|postgres> <database file|schema> <run|project|append|outbox|inbox|relay|stream> <seed> [gated]");
     return 2;
 }
 
@@ -52,11 +56,30 @@ services.AddEventSourcing(es =>
         es.UsePostgres(connectionString, o => o.Schema = target);
     }
 
-    KillProjection.Configure(es);
+    if (role == "relay")
+    {
+        es.AddEvent<KillDeposit>();
+    }
+    else
+    {
+        KillProjection.Configure(es);
+    }
 });
 if (role == "outbox")
 {
     services.AddOutbox(o => o.RunRelay = false);
+}
+
+if (role == "relay")
+{
+    var broker = Environment.GetEnvironmentVariable("PATTERNS_RABBITMQ") is { Length: > 0 } uri ? uri : "amqp://guest:guest@127.0.0.1:5672/";
+    services.AddPatterns(p => p.UseRabbitMq(broker));
+    services.AddMessageQueue(q => q.AddQueue(KillRelay.Queue(target)));
+    services.AddOutbox(o => o.LeaseDuration = KillProjection.LeaseDuration);
+    services.AddLogging(b => b.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace).SetMinimumLevel(LogLevel.Warning));
+
+    // The store's leases, reporting whether this process holds the relay's.
+    services.AddSingleton<ILeaseStore>(sp => new KillReportingLeases((ILeaseStore)sp.GetRequiredService<IEventStorage>(), line => RelayOutput.Print(line)));
 }
 
 if (role == "stream")
@@ -75,15 +98,7 @@ if (role == "stream")
 }
 
 await using var provider = services.BuildServiceProvider();
-var gate = new Lock();
-void Print(string line)
-{
-    lock (gate)
-    {
-        Console.Out.WriteLine(line);
-        Console.Out.Flush();
-    }
-}
+void Print(string line) => RelayOutput.Print(line);
 
 var subscriptions = provider.GetRequiredService<IEventSubscriptions>();
 var store = provider.GetRequiredService<IEventStore>();
@@ -141,6 +156,48 @@ if (role == "inbox")
         {
             Print($"ack {KillInbox.Stream(id)} 0 1 0");
         }
+    }
+}
+
+if (role == "relay")
+{
+    foreach (var service in provider.GetServices<IHostedService>())
+    {
+        await service.StartAsync(CancellationToken.None);
+    }
+
+    Print("started");
+    var queue = KillRelay.Queue(target);
+    var random = new Random(seed);
+    for (var n = 0; ; n++)
+    {
+        await using var scope = provider.CreateAsyncScope();
+        if (n % 4 == 3)
+        {
+            var doomed = scope.ServiceProvider.GetRequiredService<IStoreSession>();
+            doomed.Append(KillRelay.ConflictStream, ExpectedVersion.Exact(999), [new EventData(new KillDeposit(-1))]);
+            doomed.Send(queue, new KillDeposit(-1));
+            try
+            {
+                await doomed.CommitAsync();
+                await Console.Error.WriteLineAsync("a commit that had to fail committed");
+                return 4;
+            }
+            catch (WrongExpectedVersionException)
+            {
+            }
+        }
+
+        var id = Guid.NewGuid();
+        var amount = random.Next(1, 1000);
+        var session = scope.ServiceProvider.GetRequiredService<IStoreSession>();
+        session.Append(KillRelay.StreamPrefix + id.ToString("N"), ExpectedVersion.NoStream, [new EventData(new KillDeposit(amount))]);
+        session.Send(queue, new KillDeposit(amount), new Patterns.Messaging.MessageOptions { MessageId = id });
+        await session.CommitAsync();
+        Print(string.Create(CultureInfo.InvariantCulture, $"ack {KillRelay.StreamPrefix}{id:N} 1 1 {amount}"));
+
+        // A few hundred commits a second at most: the other process and the test's consumer share the store.
+        await Task.Delay(3);
     }
 }
 
@@ -234,3 +291,18 @@ if (role != "project")
 
 await Task.WhenAll(tasks);
 return 0;
+
+/// <summary>Standard output, one whole line at a time, shared by the main flow and the lease reports.</summary>
+internal static class RelayOutput
+{
+    private static readonly Lock Gate = new();
+
+    public static void Print(string line)
+    {
+        lock (Gate)
+        {
+            Console.Out.WriteLine(line);
+            Console.Out.Flush();
+        }
+    }
+}

@@ -31,6 +31,27 @@ internal sealed record EventProcessorServices(
 
     /// <summary>Gets this process's owner id for leases.</summary>
     public string Owner { get; init; } = EventProcessorOwner.Create();
+
+    /// <summary>
+    /// Gets the classifiers that tell a transient store error (an outage: a subscription retries it with back-off) from a
+    /// permanent one (it faults): the store's own, when it is an <see cref="IStorageErrorClassifier"/>, then the registered ones.
+    /// </summary>
+    public IReadOnlyList<IStorageErrorClassifier> Classifiers { get; init; } = [];
+
+    /// <summary>Whether a store call that failed with <paramref name="exception"/> may succeed later (<see cref="StorageErrors.IsRetryable"/>).</summary>
+    public bool IsTransient(Exception exception)
+    {
+        // The kernel's rules come first (StorageErrors.Classify), then the first classifier that knows the error.
+        foreach (var classifier in Classifiers)
+        {
+            if (classifier.Classify(exception) is not null)
+            {
+                return StorageErrors.IsRetryable(exception, classifier);
+            }
+        }
+
+        return StorageErrors.IsRetryable(exception);
+    }
 }
 
 internal static class EventProcessorOwner
@@ -80,6 +101,9 @@ internal sealed class EventProcessor : IDisposable
     private long _liveSaved;
     private Lease? _lease;
     private SubscriptionFaultedException? _error;
+    private Exception? _storeError;
+    private Exception? _leaseStoreError;
+    private int _storeFailures;
     private int _disposed;
 
     public EventProcessor(ProcessorRegistration registration, EventProcessorServices services, EventProcessorHandler handler)
@@ -114,7 +138,7 @@ internal sealed class EventProcessor : IDisposable
         {
             lock (_gate)
             {
-                return new SubscriptionStatus(Name, _state, _checkpoint, _processed, _error);
+                return new SubscriptionStatus(Name, _state, _checkpoint, _processed, _error) { StoreError = _state == SubscriptionState.Recovering ? _storeError : null };
             }
         }
     }
@@ -247,6 +271,9 @@ internal sealed class EventProcessor : IDisposable
         lock (_gate)
         {
             _error = null;
+            _storeError = null;
+            _leaseStoreError = null;
+            _storeFailures = 0;
 
             // With leases, the run owns nothing until it takes its lease: it reports Standby until then, never a
             // CatchingUp that another process may be the one doing.
@@ -332,7 +359,7 @@ internal sealed class EventProcessor : IDisposable
 
         if (_services.Leases is not { } leases || !_services.Options.ExclusiveOwnership)
         {
-            await RunOwnedAsync(stopping, aborting).ConfigureAwait(false);
+            await RunRecoveringAsync(stopping, aborting).ConfigureAwait(false);
             return;
         }
 
@@ -342,10 +369,15 @@ internal sealed class EventProcessor : IDisposable
             async (lease, owned) =>
             {
                 _lease = lease;
+                lock (_gate)
+                {
+                    _leaseStoreError = null;
+                }
+
                 try
                 {
                     SetState(SubscriptionState.CatchingUp);
-                    await RunOwnedAsync(owned, aborting).ConfigureAwait(false);
+                    await RunRecoveringAsync(owned, aborting).ConfigureAwait(false);
                 }
                 finally
                 {
@@ -354,25 +386,120 @@ internal sealed class EventProcessor : IDisposable
 
                 return Status.State == SubscriptionState.Faulted ? LeaseRunner.Outcome.Done : LeaseRunner.Outcome.Lost;
             },
-            () => SetState(SubscriptionState.Standby),
+            () =>
+            {
+                lock (_gate)
+                {
+                    // The lease could not be taken because the store failed (an outage): that is no standby, the
+                    // subscription is recovering. Without a failure another process holds the lease.
+                    if (_leaseStoreError is { } error)
+                    {
+                        _leaseStoreError = null;
+                        EnterRecoveryLocked(error);
+                    }
+                    else if (_state != SubscriptionState.Faulted)
+                    {
+                        _storeError = null;
+                        _state = SubscriptionState.Standby;
+                    }
+                }
+            },
             lease => EventSourcingLog.OwnershipLost(_logger, Name, lease.Token),
-            ex => EventSourcingLog.StoreFailed(_logger, ex, Name),
+            ex =>
+            {
+                if (_services.IsTransient(ex))
+                {
+                    EventSourcingLog.LeaseStoreUnavailable(_logger, ex, Name);
+                    lock (_gate)
+                    {
+                        _leaseStoreError = ex;
+                    }
+                }
+                else
+                {
+                    EventSourcingLog.StoreFailed(_logger, ex, Name);
+                }
+            },
             stopping).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Runs <see cref="RunOwnedAsync"/> again, from the checkpoint, each time it ends on a transient store error (an
+    /// outage), after a back-off that doubles from <see cref="EventSourcingOptions.StoreRetryDelay"/> up to
+    /// <see cref="EventSourcingOptions.StoreRetryMaxDelay"/> and starts again once a commit succeeds. The state is
+    /// <see cref="SubscriptionState.Recovering"/> from the failure until a commit succeeds or the run is caught up.
+    /// </summary>
+    private async Task RunRecoveringAsync(CancellationToken stopping, CancellationToken aborting)
+    {
+        while (await RunOwnedAsync(stopping, aborting).ConfigureAwait(false) is { } error)
+        {
+            TimeSpan delay;
+            int failures;
+            lock (_gate)
+            {
+                failures = ++_storeFailures;
+                EnterRecoveryLocked(error);
+                delay = RetryDelay(failures);
+            }
+
+            EventSourcingLog.StoreUnavailable(_logger, error, Name, failures, delay);
+            try
+            {
+                await Task.Delay(delay, _services.TimeProvider, stopping).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private TimeSpan RetryDelay(int failures)
+    {
+        var first = _services.Options.StoreRetryDelay;
+        var max = _services.Options.StoreRetryMaxDelay;
+        var ticks = first.Ticks * Math.Pow(2, Math.Min(failures - 1, 30));
+        return ticks >= max.Ticks ? max : TimeSpan.FromTicks((long)ticks);
+    }
+
+    private void EnterRecoveryLocked(Exception error)
+    {
+        if (_state != SubscriptionState.Faulted)
+        {
+            _storeError = error;
+            _state = SubscriptionState.Recovering;
+        }
+    }
+
+    /// <summary>A commit succeeded or the run caught up: the store is back.</summary>
+    private void Recovered()
+    {
+        lock (_gate)
+        {
+            _storeFailures = 0;
+            _storeError = null;
+            if (_state == SubscriptionState.Recovering)
+            {
+                _state = SubscriptionState.CatchingUp;
+            }
+        }
     }
 
     private void SetState(SubscriptionState state)
     {
         lock (_gate)
         {
-            if (_state != SubscriptionState.Faulted)
+            if (_state is not (SubscriptionState.Faulted or SubscriptionState.Recovering))
             {
                 _state = state;
             }
         }
     }
 
-    private async Task RunOwnedAsync(CancellationToken stopping, CancellationToken aborting)
+    /// <summary>Runs from the checkpoint until stopped or faulted; returns the transient store error it ended on, if it did.</summary>
+    private async Task<Exception?> RunOwnedAsync(CancellationToken stopping, CancellationToken aborting)
     {
+        Exception? transient = null;
         var dirty = false;
         long cursor = 0;
 
@@ -411,12 +538,12 @@ internal sealed class EventProcessor : IDisposable
                         // has not registered (a newer process appended it): it stops before the event rather than skip
                         // one it may select. Registering the type (deploying this process's new version) resumes it.
                         FaultUnknown(stored);
-                        return;
+                        return null;
                     }
 
                     if (selection == EventSelection.Handle && !await HandleAsync(stored, aborting).ConfigureAwait(false))
                     {
-                        return;
+                        return null;
                     }
 
                     cursor = _streamId is null ? stored.Position : stored.Version;
@@ -459,6 +586,7 @@ internal sealed class EventProcessor : IDisposable
                         await SwapAsync(cursor, aborting).ConfigureAwait(false);
                     }
 
+                    Recovered();
                     Progress(cursor, head, SubscriptionState.Live);
                     EventSourcingLog.CaughtUp(_logger, Name, head);
                     await _services.Storage.WaitForEventsAsync(Math.Max(head, Volatile.Read(ref _current)), stopping).ConfigureAwait(false);
@@ -485,6 +613,13 @@ internal sealed class EventProcessor : IDisposable
             EventSourcingLog.StoreFailed(_logger, ex, Name);
             dirty = false;
         }
+        catch (Exception ex) when (_services.IsTransient(ex))
+        {
+            // An outage: what this run had not committed is dropped (its read-model writes commit with the checkpoint,
+            // so none of it is stored), and the next run resumes from the checkpoint the store has.
+            transient = ex;
+            dirty = false;
+        }
         catch (Exception ex)
         {
             EventSourcingLog.StoreFailed(_logger, ex, Name);
@@ -503,6 +638,8 @@ internal sealed class EventProcessor : IDisposable
             _documents.Clear();
             EventSourcingLog.SubscriptionStopped(_logger, Name, cursor);
         }
+
+        return transient;
     }
 
     /// <summary>
@@ -514,6 +651,7 @@ internal sealed class EventProcessor : IDisposable
     {
         await WriteBufferAsync(cursor, cancellationToken).ConfigureAwait(false);
         _saved = cursor;
+        Recovered();
 
         // While rebuilding, the live model has not moved: nothing new is processed for waiters until the swap.
         Progress(cursor, _rebuilding ? 0 : _pendingPosition, state);
@@ -878,7 +1016,7 @@ internal sealed class EventProcessor : IDisposable
         lock (_gate)
         {
             _checkpoint = checkpoint;
-            if (state is { } next && _state != SubscriptionState.Faulted)
+            if (state is { } next && _state is not (SubscriptionState.Faulted or SubscriptionState.Recovering))
             {
                 _state = next;
             }

@@ -149,4 +149,19 @@ public sealed class EventSourcingOptions
     /// </summary>
     /// <value>Default <see langword="true"/>; has no effect on a store without leases.</value>
     public bool ExclusiveOwnership { get; set; } = true;
+
+    /// <summary>
+    /// Gets or sets how long a subscription or async projection waits after its first store call in a row that failed
+    /// with a transient error (an outage: a lost connection, a timeout, a busy or locked database, as
+    /// <see cref="Storage.StorageErrors"/> and the store's <see cref="Storage.IStorageErrorClassifier"/> classify it)
+    /// before it runs again from its checkpoint. Each further failure in a row doubles the wait, up to
+    /// <see cref="StoreRetryMaxDelay"/>; the subscription reports <see cref="SubscriptionState.Recovering"/> meanwhile. A
+    /// permanent error faults it.
+    /// </summary>
+    /// <value>Default 1 second; between 1 millisecond and 1 hour.</value>
+    public TimeSpan StoreRetryDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Gets or sets the longest wait between a subscription's runs while the store keeps failing with transient errors (see <see cref="StoreRetryDelay"/>).</summary>
+    /// <value>Default 30 seconds; at least <see cref="StoreRetryDelay"/> and at most 1 hour.</value>
+    public TimeSpan StoreRetryMaxDelay { get; set; } = TimeSpan.FromSeconds(30);
 }

@@ -53,10 +53,12 @@ public sealed partial class EventSourcingBuilder
         {
             Units = sp.GetService<IUnitOfWorkStorage>(),
             Leases = sp.GetService<ILeaseStore>(),
+            Classifiers = [.. new[] { sp.GetRequiredService<IEventStorage>() as IStorageErrorClassifier }.OfType<IStorageErrorClassifier>(), .. sp.GetServices<IStorageErrorClassifier>()],
         });
         Services.TryAddSingleton(static sp => new SubscriptionManager(
             sp.GetRequiredService<IOptions<EventSourcingTopology>>().Value, sp, sp.GetRequiredService<InlineProjector>(), sp.GetRequiredService<EventProcessorServices>()));
         Services.TryAddSingleton<IEventSubscriptions>(static sp => sp.GetRequiredService<SubscriptionManager>());
+        Services.TryAddSingleton(static sp => new EventSubscriptionsHealthCheck(sp.GetRequiredService<IEventSubscriptions>()));
         Services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, EventSourcingHostedService>(static sp => new EventSourcingHostedService(
             sp.GetRequiredService<SubscriptionManager>(),
             sp.GetRequiredService<IOptions<Hosting.PatternsOptions>>(),

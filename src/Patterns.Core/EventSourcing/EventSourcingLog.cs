@@ -60,4 +60,10 @@ internal static partial class EventSourcingLog
 
     [LoggerMessage(EventId = 4019, Level = LogLevel.Information, Message = "Rebuild of '{Name}' runs from shadow checkpoint {Checkpoint}; the live read model is served unchanged until the swap.")]
     public static partial void RebuildResumed(ILogger logger, string name, long checkpoint);
+
+    [LoggerMessage(EventId = 4020, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' could not reach the store (failure {Failures} in a row, a transient error); it runs again from its checkpoint in {Delay}.")]
+    public static partial void StoreUnavailable(ILogger logger, Exception exception, string subscription, int failures, TimeSpan delay);
+
+    [LoggerMessage(EventId = 4021, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' could not take or renew its lease: the store failed with a transient error. It tries again a third of the lease duration later.")]
+    public static partial void LeaseStoreUnavailable(ILogger logger, Exception exception, string subscription);
 }

@@ -99,7 +99,7 @@ internal sealed partial class ProjectionOptionsDataValidator : IValidateOptions<
 [OptionsValidator]
 internal sealed partial class EventSourcingOptionsAttributesValidator : IValidateOptions<EventSourcingOptions>;
 
-/// <summary>Checks <see cref="EventSourcingOptions"/>: its attributes, and the lease duration's range.</summary>
+/// <summary>Checks <see cref="EventSourcingOptions"/>: its attributes, the lease duration's range and the store retry delays.</summary>
 internal sealed class EventSourcingOptionsValidator : IValidateOptions<EventSourcingOptions>
 {
     private readonly EventSourcingOptionsAttributesValidator _attributes = new();
@@ -109,6 +109,15 @@ internal sealed class EventSourcingOptionsValidator : IValidateOptions<EventSour
         var result = _attributes.Validate(name, options);
         var errors = result.Failed ? [.. result.Failures] : new List<string>();
         Storage.LeaseRunner.ValidateDuration(errors, "EventSourcingOptions.LeaseDuration", options.LeaseDuration);
+        if (options.StoreRetryDelay < TimeSpan.FromMilliseconds(1) || options.StoreRetryDelay > TimeSpan.FromHours(1))
+        {
+            errors.Add($"EventSourcingOptions.StoreRetryDelay must be between 1 millisecond and 1 hour (was {options.StoreRetryDelay}).");
+        }
+
+        if (options.StoreRetryMaxDelay < options.StoreRetryDelay || options.StoreRetryMaxDelay > TimeSpan.FromHours(1))
+        {
+            errors.Add($"EventSourcingOptions.StoreRetryMaxDelay must be at least StoreRetryDelay ({options.StoreRetryDelay}) and at most 1 hour (was {options.StoreRetryMaxDelay}).");
+        }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }

@@ -29,7 +29,11 @@ public enum SubscriptionState
     /// <summary>Caught up, waiting for new events.</summary>
     Live,
 
-    /// <summary>Stopped by an error (see <see cref="SubscriptionStatus.Error"/>); restart it with <see cref="IEventSubscriptions.RestartAsync"/>.</summary>
+    /// <summary>
+    /// Stopped by an error (see <see cref="SubscriptionStatus.Error"/>): a handler's failure, an event it cannot read, or a
+    /// permanent store error (a transient one makes it <see cref="Recovering"/> instead); restart it with
+    /// <see cref="IEventSubscriptions.RestartAsync"/>.
+    /// </summary>
     Faulted,
 
     /// <summary>An inline projection: it runs inside each append and is always up to date.</summary>
@@ -37,6 +41,13 @@ public enum SubscriptionState
 
     /// <summary>Waiting to run: another process holds the subscription's lease (see <see cref="EventSourcingOptions.LeaseDuration"/>).</summary>
     Standby,
+
+    /// <summary>
+    /// The store failed with a transient error (an outage; see <see cref="SubscriptionStatus.StoreError"/>): it runs again
+    /// from its checkpoint after a back-off (<see cref="EventSourcingOptions.StoreRetryDelay"/>, doubling up to
+    /// <see cref="EventSourcingOptions.StoreRetryMaxDelay"/>), and is back to catching up or live once a commit succeeds.
+    /// </summary>
+    Recovering,
 }
 
 /// <summary>A snapshot of one subscription's or projection's progress.</summary>
@@ -45,7 +56,12 @@ public enum SubscriptionState
 /// <param name="Checkpoint">The last position handled (a stream version for a one-stream subscription).</param>
 /// <param name="ProcessedPosition">The global position up to which every selected event has been handled.</param>
 /// <param name="Error">Why it faulted, when <paramref name="State"/> is <see cref="SubscriptionState.Faulted"/>.</param>
-public sealed record SubscriptionStatus(string Name, SubscriptionState State, long Checkpoint, long ProcessedPosition, SubscriptionFaultedException? Error);
+public sealed record SubscriptionStatus(string Name, SubscriptionState State, long Checkpoint, long ProcessedPosition, SubscriptionFaultedException? Error)
+{
+    /// <summary>Gets the transient store error the subscription is recovering from, when <see cref="State"/> is <see cref="SubscriptionState.Recovering"/>.</summary>
+    /// <value>The last such error, or <see langword="null"/>.</value>
+    public Exception? StoreError { get; init; }
+}
 
 /// <summary>A subscription stopped because an event could not be handled (or read) and its failure mode is <see cref="SubscriptionFailureMode.Stop"/>.</summary>
 public sealed class SubscriptionFaultedException : Exception

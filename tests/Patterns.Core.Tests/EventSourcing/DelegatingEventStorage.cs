@@ -13,6 +13,9 @@ public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage,
     /// <summary>Gets or sets what runs before a unit of work is passed on; the commit waits for it.</summary>
     public Func<UnitOfWork, ValueTask>? OnCommit { get; init; }
 
+    /// <summary>Gets or sets what runs after a unit of work committed, before its result is returned (it may throw, as a reply lost on the way back).</summary>
+    public Func<UnitOfWork, ValueTask>? AfterCommit { get; init; }
+
     public bool NumbersOutboxConsecutively => inner is IUnitOfWorkStorage { NumbersOutboxConsecutively: true };
 
     public async ValueTask<UnitOfWorkResult> CommitAsync(UnitOfWork work, CancellationToken cancellationToken = default)
@@ -22,7 +25,13 @@ public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage,
             await onCommit(work);
         }
 
-        return await ((IUnitOfWorkStorage)inner).CommitAsync(work, cancellationToken);
+        var result = await ((IUnitOfWorkStorage)inner).CommitAsync(work, cancellationToken);
+        if (AfterCommit is { } afterCommit)
+        {
+            await afterCommit(work);
+        }
+
+        return result;
     }
 
     /// <summary>Gets every append's stream and whether it carried an inline projection, in call order.</summary>
