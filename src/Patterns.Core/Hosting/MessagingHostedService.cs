@@ -8,8 +8,13 @@ using Patterns.Transport;
 
 namespace Patterns.Hosting;
 
-/// <summary>Starts every registered consumer with the host and drains them, within a deadline, when it stops.</summary>
-internal sealed class MessagingHostedService : IHostedService
+/// <summary>
+/// Starts every registered consumer with the host and drains them, within a deadline, when it stops. As the host begins
+/// to stop (before any hosted service's <see cref="IHostedService.StopAsync"/>), its in-memory consumers keep what their
+/// handlers release until they are unbound, so that a message released by a component that stopped first does not come
+/// straight back to it.
+/// </summary>
+internal sealed class MessagingHostedService : IHostedLifecycleService
 {
     private readonly IOptions<MessagingTopology> _topology;
     private readonly IServiceProvider _services;
@@ -140,9 +145,26 @@ internal sealed class MessagingHostedService : IHostedService
         HostingLog.Started(_logger, _subscriptions.Count, transport.SystemName);
     }
 
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        lock (_subscriptions)
+        {
+            InMemorySubscription.BeginDrain(_subscriptions);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         _phase = HostPhase.Stopped;
+        await StoppingAsync(cancellationToken).ConfigureAwait(false);
         var timeout = _options.Value.ShutdownTimeout;
         HostingLog.Draining(_logger, _subscriptions.Count, timeout);
         using var deadline = new CancellationTokenSource(timeout, _bus.TimeProvider);

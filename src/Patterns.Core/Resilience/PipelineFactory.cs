@@ -74,8 +74,9 @@ internal static class PipelineFactory
             UseJitter = retry.UseJitter,
             Delay = retry.Delay,
             MaxDelay = retry.MaxDelay,
-            // A message already handled (its inbox entry exists) is settled, not retried.
-            ShouldHandle = args => args.Outcome.Exception is Storage.DuplicateMessageException ? PredicateResult.False() : retry.ShouldHandle(args),
+            // A message already handled (its inbox entry exists) is settled, not retried; one whose handler stopped because
+            // its host stops is released, not retried.
+            ShouldHandle = args => args.Outcome.Exception is Storage.DuplicateMessageException or Messaging.HandlerStoppedException ? PredicateResult.False() : retry.ShouldHandle(args),
             DelayGenerator = retry.DelayGenerator,
             Randomizer = retry.Randomizer,
             OnRetry = args =>
