@@ -1,8 +1,9 @@
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
 using Patterns.Consuming;
-using Patterns.Queues;
 using Patterns.Orchestration.History;
+using Patterns.PubSub;
+using Patterns.Queues;
 
 namespace Patterns.Orchestration.Tests;
 
@@ -250,6 +251,55 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
             logA.Calls.Should().Equal("Step:held|1:1", "Step:held|2:1", "Step:held|3:1");
             logB.Calls.Should().Equal("Step:held|4:1", "Step:held|5:1");
             await AssertNothingDeadLetteredAsync(b);
+        }
+        finally
+        {
+            await a.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// The owner stops while a correlated message is in its hands: its consumer holds the deposit until the owner's engine
+    /// has stopped, then hands it on. The engine refuses it as stopped, the delivery is released (uncounted), and the other
+    /// host (the same consumer group) takes it and, once it owns the partitions, applies it: the workflow completes once
+    /// with the deposit applied once, and nothing is dead-lettered.
+    /// </summary>
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task TheOwnerStopsWithACorrelatedMessageInHand_TheOtherHostAppliesItOnce(StoreKind store)
+    {
+        var location = await _locations.NewAsync(store);
+        _rabbit = await Rabbit.RequireAsync("wf-corr");
+        var inHand = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var holdDeposit = new DelegateFilter(async (context, next) =>
+        {
+            if (context.Message is Deposit { AccountId: "acct-held" } && inHand.TrySetResult())
+            {
+                await stopped.Task.WaitAsync(TestHost.Wait); // the owner's engine has stopped (the consumers still run)
+            }
+
+            await next(context);
+        });
+        static void Accounts(OrchestrationBuilder o) => o.AddWorkflow<AccountWorkflow>().CorrelateMessage<Deposit>("deposits", d => d.AccountId);
+        var a = await StartNodeAsync("node-a", store, location, new CallLog(), new StepGate(), Accounts, extra: s => s.AddSingleton<IConsumeFilter>(holdDeposit));
+        _ = a.Runtime.Stopped.ContinueWith(_ => stopped.TrySetResult(), TaskScheduler.Default);
+        try
+        {
+            await a.Client.StartAsync(nameof(AccountWorkflow), "acct-held", 1);
+            await a.Host.Services.GetRequiredService<IPublisher>().PublishAsync("deposits", new Deposit("acct-held", 42));
+            await inHand.Task.WaitAsync(TestHost.Wait);
+            await using var b = await StartNodeAsync("node-b", store, location, new CallLog(), new StepGate(), Accounts);
+            b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
+
+            await a.DisposeAsync();
+
+            (await b.ResultAsync<int>("acct-held")).Should().Be(42);
+            var history = (await b.Client.GetHistoryAsync("acct-held")).Events;
+            history.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(1, "the deposit is applied once");
+            history.Count(e => e.Kind == HistoryEventKind.Completed).Should().Be(1);
+            (await b.Host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync("orchestration.Deposit", 10)).Should().BeEmpty("a stop releases the message, it does not fail it");
         }
         finally
         {

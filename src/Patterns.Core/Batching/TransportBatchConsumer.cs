@@ -123,12 +123,14 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
 
     private Settlement OnFailed(in Envelope envelope, Exception exception, int attempts)
     {
-        PatternsTelemetry.Failed.Add(1, _tags);
-        if (exception is OperationCanceledException && StopToken.IsCancellationRequested)
+        if (exception is Messaging.HandlerStoppedException || (exception is OperationCanceledException && StopToken.IsCancellationRequested))
         {
-            // Cancelled because the consumer is stopping: hand it back so it is delivered again.
-            return Settlement.Retry(TimeSpan.Zero, exception);
+            // Stopped, not failed (the consumer is stopping, or the handler said its host is): handed back uncounted, so
+            // a stop never moves the message towards the dead-letter queue.
+            return Settlement.Release(exception is Messaging.HandlerStoppedException ? exception.Message : "the batch consumer stopped at its drain deadline");
         }
+
+        PatternsTelemetry.Failed.Add(1, _tags);
 
         if (envelope.DeliveryCount < _options.MaxRedeliveries)
         {
