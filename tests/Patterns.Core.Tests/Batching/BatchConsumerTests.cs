@@ -188,6 +188,37 @@ public sealed class BatchConsumerTests
         attempts.Where(a => a.Key % 3 != 0).Should().OnlyContain(a => a.Value == 1, "only failed items are retried");
     }
 
+    /// <summary>
+    /// A batch handler that stops because its host stops (<see cref="Patterns.Messaging.HandlerStoppedException"/>) is not
+    /// retried, and its messages are released uncounted: delivered again with the count unchanged, never dead-lettered for it.
+    /// </summary>
+    [Fact]
+    public async Task AddBatchHandler_HandlerStopped_MessagesReleasedUncounted_NotRetried_NorDeadLettered()
+    {
+        var calls = 0;
+        var again = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(b => b.AddBatching(x => x.AddBatchHandler<Job>(
+            TransportAddress.Queue("stopped-batch"),
+            (batch, _) =>
+            {
+                if (Interlocked.Increment(ref calls) == 1)
+                {
+                    throw new Patterns.Messaging.HandlerStoppedException();
+                }
+
+                again.TrySetResult(batch.Envelopes[0].DeliveryCount);
+                return default;
+            },
+            o => { o.MaxCount = 1; o.MaxAge = Timeout.InfiniteTimeSpan; o.Retry!.Delay = TimeSpan.Zero; o.Retry.MaxRetryAttempts = 2; })));
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("stopped-batch", new Job(1));
+        var deliveryCount = await again.Task.WaitAsync(TestHost.Wait);
+
+        deliveryCount.Should().Be(0, "a release counts no delivery");
+        Volatile.Read(ref calls).Should().Be(2, "the stopped batch is not retried; the release delivers it once more");
+        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync("stopped-batch")).Should().BeEmpty();
+    }
+
     [Fact]
     public async Task AddBatchHandler_SubscriptionWithHandlerType_ReceivesPublishedMessagesWithEnvelopes()
     {
