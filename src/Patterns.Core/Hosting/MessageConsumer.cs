@@ -23,6 +23,7 @@ internal sealed class MessageConsumer<TMessage>
     private readonly IMessageSerializer _serializer;
     private readonly ILogger _logger;
     private readonly string _system;
+    private readonly ConsumerStop? _stop;
 
     public MessageConsumer(
         MessageHandlerInvoker<TMessage> invoker,
@@ -30,8 +31,10 @@ internal sealed class MessageConsumer<TMessage>
         ConsumerOptions options,
         ResiliencePipeline? pipeline,
         IMessageSerializer serializer,
-        ILogger logger)
+        ILogger logger,
+        ConsumerStop? stop = null)
     {
+        _stop = stop;
         _invoker = invoker;
         _identity = identity;
         _options = options;
@@ -137,7 +140,7 @@ internal sealed class MessageConsumer<TMessage>
     private async ValueTask<Settlement> ContinueAfterFailureAsync(
         TMessage message, Envelope envelope, ExceptionDispatchInfo firstFailure, CancellationToken cancellationToken)
     {
-        if (_pipeline is null || cancellationToken.IsCancellationRequested || firstFailure.SourceException is HandlerStoppedException)
+        if (_pipeline is null || cancellationToken.IsCancellationRequested || IsStop(firstFailure.SourceException, cancellationToken))
         {
             return OnFailed(envelope, firstFailure.SourceException, cancellationToken);
         }
@@ -182,6 +185,12 @@ internal sealed class MessageConsumer<TMessage>
 
         if (IsStop(exception, cancellationToken))
         {
+            if (exception is HandlerStoppedException)
+            {
+                // Its handler gives messages up because the host stops: a broker would hand this one straight back.
+                _stop?.StopTakingDeliveries();
+            }
+
             // Stopped, not failed: the consumer is stopping (its token was cancelled at the drain deadline) or the handler
             // said its host is stopping. The message goes back uncounted, to another consumer or to this one after the
             // restart, so a stop never moves it towards the dead-letter queue.
@@ -208,11 +217,14 @@ internal sealed class MessageConsumer<TMessage>
 
     /// <summary>
     /// Whether <paramref name="exception"/> ended the handler because of a stop rather than a failure: a
-    /// <see cref="HandlerStoppedException"/>, or a cancellation while the consumer's own token is cancelled. Any other
-    /// <see cref="OperationCanceledException"/> (a timeout, a call the handler cancelled) is a failed attempt.
+    /// <see cref="HandlerStoppedException"/> while the host stops, or a cancellation while the consumer's own token is
+    /// cancelled. Any other <see cref="OperationCanceledException"/> (a timeout, a call the handler cancelled), and a
+    /// <see cref="HandlerStoppedException"/> thrown while the host is not stopping (it could otherwise come back forever,
+    /// never counted), is a failed attempt.
     /// </summary>
-    private static bool IsStop(Exception exception, CancellationToken cancellationToken) =>
-        exception is HandlerStoppedException || (exception is OperationCanceledException && cancellationToken.IsCancellationRequested);
+    private bool IsStop(Exception exception, CancellationToken cancellationToken) =>
+        (exception is HandlerStoppedException && _stop is { HostStopping: true })
+        || (exception is OperationCanceledException && cancellationToken.IsCancellationRequested);
 
     private void OnConsumed()
     {

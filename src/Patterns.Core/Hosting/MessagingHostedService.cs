@@ -25,6 +25,7 @@ internal sealed class MessagingHostedService : IHostedLifecycleService
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly List<TransportSubscription> _subscriptions = [];
+    private volatile bool _hostStopping;
     private volatile HostPhase _phase;
 
     public MessagingHostedService(
@@ -105,7 +106,8 @@ internal sealed class MessagingHostedService : IHostedLifecycleService
                 _bus.Registry.GetName(registration.MessageType);
                 var group = registration.ConsumerGroup;
                 var logger = _loggerFactory.CreateLogger("Patterns.Consumers." + group);
-                var handler = registration.CreateHandler(new ConsumerFactoryContext(_services, _bus, _serializer, logger, registration.Address, group));
+                var stop = new ConsumerStop(() => _hostStopping);
+                var handler = registration.CreateHandler(new ConsumerFactoryContext(_services, _bus, _serializer, logger, registration.Address, group, stop));
                 var request = new SubscriptionRequest
                 {
                     Address = new TransportAddress(registration.Kind, registration.Address),
@@ -115,7 +117,9 @@ internal sealed class MessagingHostedService : IHostedLifecycleService
                     FullMode = registration.Options.FullMode,
                     DeadLetterCapacity = registration.Options.DeadLetterCapacity,
                 };
-                Track(await _bus.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
+                var subscription = await _bus.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false);
+                stop.Bind(subscription);
+                Track(subscription);
             }
 
             if (!(transport.IsInProcess && requestOptions.PreferInProcessDispatch))
@@ -149,8 +153,15 @@ internal sealed class MessagingHostedService : IHostedLifecycleService
 
     public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
+    /// <summary>
+    /// Gets whether the host has begun to stop (set before any hosted service stops): from then on a handler's
+    /// <see cref="Messaging.HandlerStoppedException"/> releases its message; before, it is a failed delivery.
+    /// </summary>
+    internal bool HostStopping => _hostStopping;
+
     public Task StoppingAsync(CancellationToken cancellationToken)
     {
+        _hostStopping = true;
         lock (_subscriptions)
         {
             InMemorySubscription.BeginDrain(_subscriptions);

@@ -75,7 +75,8 @@ internal static class PipelineFactory
             Delay = retry.Delay,
             MaxDelay = retry.MaxDelay,
             // A message already handled (its inbox entry exists) is settled, not retried; one whose handler stopped because
-            // its host stops is released, not retried.
+            // its host stops is released, not retried (thrown while the host is not stopping, it counts as a failed
+            // delivery, still not retried in process: a retry would only stop again).
             ShouldHandle = args => args.Outcome.Exception is Storage.DuplicateMessageException or Messaging.HandlerStoppedException ? PredicateResult.False() : retry.ShouldHandle(args),
             DelayGenerator = retry.DelayGenerator,
             Randomizer = retry.Randomizer,

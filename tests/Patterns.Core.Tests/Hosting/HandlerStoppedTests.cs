@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Patterns.Batching;
 using Patterns.Messaging;
 using Patterns.Queues;
 using Patterns.Transport;
@@ -15,37 +16,89 @@ namespace Patterns.Core.Tests.Hosting;
 public sealed class HandlerStoppedTests
 {
     /// <summary>
-    /// With no redeliveries allowed and a retry pipeline of three attempts, a handler that throws the exception once sees
-    /// the message once more: the pipeline did not retry it, the release did not count a delivery (the count stays 0 and
-    /// the release mark is on it), and nothing is dead-lettered.
+    /// With no redeliveries allowed and a retry pipeline of three attempts, a handler that throws the exception while its
+    /// host stops is not retried (it ran once), the release counts no delivery (the other host's consumer gets it with the
+    /// count still 0 and the release mark), and nothing is dead-lettered.
     /// </summary>
     [Fact]
     public async Task HandlerStopped_ReleasesTheDeliveryUncounted_NotRetriedByThePipeline_NorDeadLettered()
     {
+        await using var transport = Patterns.InMemory.InMemoryTransport.Create();
+        var inHand = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var component = new StoppingComponent();
         var calls = 0;
-        var again = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Note>("stop-release", (_, context, _) =>
-        {
-            if (Interlocked.Increment(ref calls) == 1)
+        using var first = await StartOnAsync(
+            transport,
+            async (_, _, _) =>
             {
+                Interlocked.Increment(ref calls);
+                inHand.TrySetResult();
+                await component.Stopped.WaitAsync(TestHost.Wait);
                 throw new HandlerStoppedException();
+            },
+            s => s.AddSingleton<IHostedService>(component),
+            o => o.Retry = new Polly.Retry.RetryStrategyOptions { MaxRetryAttempts = 3, Delay = TimeSpan.Zero, ShouldHandle = _ => Polly.PredicateResult.True() });
+        await first.Services.GetRequiredService<IQueueSender>().SendAsync("handover", new Note(1));
+        await inHand.Task.WaitAsync(TestHost.Wait);
+        await first.StopAsync().WaitAsync(TestHost.Wait);
+
+        var received = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var next = await StartOnAsync(transport, (_, context, _) =>
+        {
+            received.TrySetResult(context.Envelope);
+            return default;
+        });
+        var redelivered = await received.Task.WaitAsync(TestHost.Wait);
+
+        Volatile.Read(ref calls).Should().Be(1, "the retry pipeline does not retry a stopped handler");
+        redelivered.DeliveryCount.Should().Be(0, "a release counts no delivery");
+        redelivered.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue("a released message carries the release mark");
+        (await transport.PeekDeadLettersAsync("handover", 10)).Should().BeEmpty();
+        await next.StopAsync();
+    }
+
+    /// <summary>
+    /// A handler that throws <see cref="HandlerStoppedException"/> while its host is NOT stopping (misuse, or a component
+    /// that stopped on its own) fails the delivery: counted, redelivered up to <see cref="ConsumerOptions.MaxRedeliveries"/>,
+    /// then dead-lettered. Released uncounted, it would come back forever. It is still not retried in process.
+    /// </summary>
+    [Fact]
+    public async Task HandlerStopped_WhileTheHostIsNotStopping_CountsAsAFailedDelivery_AndIsDeadLettered()
+    {
+        var counts = new List<int>();
+        var looped = new TaskCompletionSource<IReadOnlyList<DeadLetterMessage>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Note>("stopped-misuse", (_, context, _) =>
+        {
+            lock (counts)
+            {
+                counts.Add(context.DeliveryCount);
+                if (counts.Count >= 5)
+                {
+                    // Bounded: without counting it would never end.
+                    looped.TrySetResult([]);
+                    return default;
+                }
             }
 
-            again.TrySetResult(context.Envelope);
-            return default;
+            throw new HandlerStoppedException("not stopping at all");
         }, o =>
         {
-            o.MaxRedeliveries = 0;
+            o.MaxRedeliveries = 1;
+            o.RedeliveryDelay = TimeSpan.Zero;
             o.Retry = new Polly.Retry.RetryStrategyOptions { MaxRetryAttempts = 3, Delay = TimeSpan.Zero, ShouldHandle = _ => Polly.PredicateResult.True() };
         })), harness: false);
 
-        await host.Services.GetRequiredService<IQueueSender>().SendAsync("stop-release", new Note(1));
-        var redelivered = await again.Task.WaitAsync(TestHost.Wait);
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("stopped-misuse", new Note(1));
+        var deadLettered = DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "stopped-misuse", 1);
+        var letters = await (await Task.WhenAny(deadLettered, looped.Task)).WaitAsync(TestHost.Wait);
 
-        Volatile.Read(ref calls).Should().Be(2, "the retry pipeline does not retry a stopped handler; the release delivers it once more");
-        redelivered.DeliveryCount.Should().Be(0, "a release counts no delivery");
-        redelivered.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue("a released message carries the release mark");
-        (await host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync("stop-release")).Should().BeEmpty();
+        letters.Should().ContainSingle("the message was dead-lettered, not handed back uncounted again and again");
+        letters[0].Reason.Should().Contain(nameof(HandlerStoppedException)).And.Contain("delivery 2");
+        lock (counts)
+        {
+            counts.Should().Equal([0, 1], "each attempt counted a delivery, and the pipeline retried none");
+        }
+
         await host.StopAsync();
     }
 
@@ -161,12 +214,65 @@ public sealed class HandlerStoppedTests
         await next.StopAsync();
     }
 
+    /// <summary>
+    /// A batch handler that throws the exception while its host stops is not retried in process; its message is released
+    /// uncounted (kept while the host drains, not handed straight back to the stopping handler), never dead-lettered, and
+    /// the consumer of a host started later gets it with the count still 0 and the release mark.
+    /// </summary>
+    [Fact]
+    public async Task Batch_HandlerStoppedWhileItsHostStops_ReleasedUncounted_NotRetried_NorDeadLettered()
+    {
+        await using var transport = Patterns.InMemory.InMemoryTransport.Create();
+        var inHand = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var component = new StoppingComponent();
+        var calls = 0;
+        using var first = await TestHost.StartAsync(
+            b =>
+            {
+                b.AddBatching(x => x.AddBatchHandler<Note>(
+                    TransportAddress.Queue("handover"),
+                    async (_, _) =>
+                    {
+                        Interlocked.Increment(ref calls);
+                        inHand.TrySetResult();
+                        await component.Stopped.WaitAsync(TestHost.Wait);
+                        throw new HandlerStoppedException("the component stopped");
+                    },
+                    o => { o.MaxCount = 1; o.MaxAge = Timeout.InfiniteTimeSpan; o.MaxRedeliveries = 0; o.Retry!.Delay = TimeSpan.Zero; o.Retry.MaxRetryAttempts = 2; }));
+                b.Services.AddSingleton<IHostedService>(component);
+            },
+            patterns: p => p.UseTransport(_ => new SharedTransport(transport)),
+            harness: false);
+        await first.Services.GetRequiredService<IQueueSender>().SendAsync("handover", new Note(9));
+        await inHand.Task.WaitAsync(TestHost.Wait);
+        await first.StopAsync().WaitAsync(TestHost.Wait);
+
+        var received = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var next = await StartOnAsync(transport, (_, context, _) =>
+        {
+            received.TrySetResult(context.Envelope);
+            return default;
+        });
+
+        var envelope = await received.Task.WaitAsync(TestHost.Wait);
+        Volatile.Read(ref calls).Should().Be(1, "not retried in process, and the release was not handed straight back to the stopping handler");
+        envelope.DeliveryCount.Should().Be(0);
+        envelope.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue();
+        (await transport.PeekDeadLettersAsync("handover", 10)).Should().BeEmpty();
+        await next.StopAsync();
+    }
+
     /// <summary>A host on a shared transport (not disposed with the host) with one consumer of "handover" that allows no redelivery.</summary>
-    private static Task<IHost> StartOnAsync(MessageTransport transport, Func<Note, MessageContext, CancellationToken, ValueTask> handler, Action<IServiceCollection>? services = null) =>
+    private static Task<IHost> StartOnAsync(
+        MessageTransport transport, Func<Note, MessageContext, CancellationToken, ValueTask> handler, Action<IServiceCollection>? services = null, Action<ConsumerOptions>? configure = null) =>
         TestHost.StartAsync(
             b =>
             {
-                b.AddMessageQueue(q => q.AddConsumer("handover", handler, o => o.MaxRedeliveries = 0));
+                b.AddMessageQueue(q => q.AddConsumer("handover", handler, o =>
+                {
+                    o.MaxRedeliveries = 0;
+                    configure?.Invoke(o);
+                }));
                 services?.Invoke(b.Services);
             },
             patterns: p => p.UseTransport(_ => new SharedTransport(transport)),
