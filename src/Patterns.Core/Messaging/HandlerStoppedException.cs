@@ -8,10 +8,14 @@ namespace Patterns.Messaging;
 /// a failure, and is not retried by the consumer's resilience pipeline.
 /// </summary>
 /// <remarks>
-/// Throw it only for a stop. Any other exception, an <see cref="OperationCanceledException"/> included (a timeout, a
-/// cancelled call), is a failed attempt, retried and then dead-lettered as configured. The consumer's own stop (its token
-/// cancelled at the drain deadline) needs no such exception: a handler that throws <see cref="OperationCanceledException"/>
-/// for that token is released the same way.
+/// Throw it only for a stop. It is honoured only once the host has begun to stop: thrown while the host runs, it is a failed
+/// attempt (counted and dead-lettered as configured, not retried in process), so that it can never bring a message back
+/// forever uncounted. After the first such release, the consumer takes no more deliveries for the rest of the stop (a
+/// broker would hand the message straight back). Any other exception, an <see cref="OperationCanceledException"/> included
+/// (a timeout, a cancelled call), is a failed attempt, retried and then dead-lettered as configured. The consumer's own stop
+/// (its token cancelled at the drain deadline) needs no such exception: a handler that throws
+/// <see cref="OperationCanceledException"/> for that token is released the same way. Request handlers do not recognise it
+/// (their caller gets the exception).
 /// </remarks>
 public sealed class HandlerStoppedException : OperationCanceledException
 {
