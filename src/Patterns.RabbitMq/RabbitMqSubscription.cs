@@ -137,6 +137,25 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         return WaitAsync(stopped, drainDeadline);
     }
 
+    /// <summary>
+    /// Cancels the broker consumer now, so that a message a handler released for its host's stop stays on the broker for
+    /// another process instead of coming straight back here. The stop begins without a deadline; the host's own
+    /// <see cref="StopAsync"/> waits for the same stop and brings its drain deadline.
+    /// </summary>
+    internal override void StopTakingDeliveries()
+    {
+        Task stopped;
+        lock (_gate)
+        {
+            _stopped ??= StopCoreAsync();
+            stopped = _stopped;
+        }
+
+        // Not awaited (a handler of this subscription calls it, and the stop waits for the handlers); a failure is observed
+        // by the host's StopAsync, which awaits the same task.
+        _ = stopped.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
     private async Task WaitAsync(Task stopped, CancellationToken drainDeadline)
     {
         using (drainDeadline.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), _hardStop))

@@ -1,6 +1,9 @@
 using System.Globalization;
 using Microsoft.Extensions.DependencyInjection;
+using Patterns.Consuming;
 using Patterns.Orchestration.History;
+using Patterns.PubSub;
+using Patterns.Queues;
 
 namespace Patterns.Orchestration.Tests;
 
@@ -38,6 +41,12 @@ public sealed class RelaySteps(CallLog log, StepGate gate)
 
         return int.Parse(input[(input.IndexOf('|', StringComparison.Ordinal) + 1)..], CultureInfo.InvariantCulture);
     }
+}
+
+/// <summary>A consume filter made of a delegate (a test's hook into one host's consumers).</summary>
+internal sealed class DelegateFilter(Func<ConsumeContext, ConsumeDelegate, ValueTask> filter) : IConsumeFilter
+{
+    public ValueTask InvokeAsync(ConsumeContext context, ConsumeDelegate next) => filter(context, next);
 }
 
 /// <summary>
@@ -155,6 +164,175 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
         logA.Calls.Concat(logB.Calls).Should().BeEquivalentTo(ids.SelectMany(id => Enumerable.Range(1, 5).Select(step => $"Step:{id}|{step}:1")), "each activity ran once in all");
     }
 
+    /// <summary>
+    /// The owner stops while its worker runs the third activity of a workflow. Its engine stops first and stops the attempt:
+    /// the delivery is released (uncounted), not failed, so the broker gives the task to the other host, which takes the
+    /// partitions over, resumes the instance from its history, runs the third activity again, then the last two. The workflow
+    /// completes once, each step completed once, the stop caused one extra execution (the interrupted attempt), and nothing
+    /// is dead-lettered. (Before, the stopped attempt counted as a failed delivery: with no redeliveries configured the task
+    /// was dead-lettered and the workflow waited until it was replayed.)
+    /// </summary>
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task TheOwnerStopsMidActivity_TheOtherHostFinishesTheWorkflowOnce_WithOneExtraExecution_AndNothingDeadLettered(StoreKind store)
+    {
+        var location = await _locations.NewAsync(store);
+        _rabbit = await Rabbit.RequireAsync("wf-stop");
+        var logA = new CallLog();
+        var logB = new CallLog();
+        var holdThird = new StepGate
+        {
+            Hold = (input, cancellationToken) => input == "mid|3" ? Task.Delay(Timeout.Infinite, cancellationToken) : Task.CompletedTask,
+        };
+        var a = await StartNodeAsync("node-a", store, location, logA, holdThird);
+        try
+        {
+            await a.Client.StartAsync(nameof(FiveStepWorkflow), "mid", "mid");
+            await logA.WaitForAsync("Step:mid|3:1"); // the first host's worker runs (and holds) the third step
+            await using var b = await StartNodeAsync("node-b", store, location, logB, new StepGate());
+            b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
+
+            await a.DisposeAsync(); // stops the held attempt (its delivery is released) and hands the partitions over
+
+            (await ResultOrExplainAsync(b, "mid", logA, logB)).Should().Be(15);
+            await AssertCompletedOnceAsync(b, "mid");
+            logA.Calls.Should().Equal("Step:mid|1:1", "Step:mid|2:1", "Step:mid|3:1");
+            logB.Calls.Should().Equal("Step:mid|3:1", "Step:mid|4:1", "Step:mid|5:1");
+            b.EventsOf("mid").Count(e => e.Kind == HistoryEventKind.Completed).Should().Be(1, "the second host completed it");
+            await AssertNothingDeadLetteredAsync(b);
+        }
+        finally
+        {
+            await a.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// The owner stops while an activity result is in its hands: its result consumer holds the third step's result until
+    /// the owner's engine has stopped, then hands it on. The engine refuses it as stopped, the delivery is released
+    /// (uncounted), and the other host, which takes the partitions over, commits it; the workflow completes once with every
+    /// step run once, and nothing is dead-lettered. (Before, the refused hand-off counted as a failed delivery and the result
+    /// was dead-lettered, leaving the workflow waiting.)
+    /// </summary>
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task TheOwnerStopsWithAResultInHand_TheOtherHostCommitsIt_AndTheWorkflowCompletesOnce(StoreKind store)
+    {
+        var location = await _locations.NewAsync(store);
+        _rabbit = await Rabbit.RequireAsync("wf-result");
+        var logA = new CallLog();
+        var logB = new CallLog();
+        var inHand = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var holdResult = new DelegateFilter(async (context, next) =>
+        {
+            if (context.Message is ActivityResult { InstanceId: "held", Seq: 3 } && inHand.TrySetResult())
+            {
+                await stopped.Task.WaitAsync(TestHost.Wait); // the owner's engine has stopped (the consumers still run)
+            }
+
+            await next(context);
+        });
+        var a = await StartNodeAsync("node-a", store, location, logA, new StepGate(), extra: s => s.AddSingleton<IConsumeFilter>(holdResult));
+        _ = a.Runtime.Stopped.ContinueWith(_ => stopped.TrySetResult(), TaskScheduler.Default);
+        try
+        {
+            await a.Client.StartAsync(nameof(FiveStepWorkflow), "held", "held");
+            await inHand.Task.WaitAsync(TestHost.Wait); // the third step ran on the first host, and its result is in that host's hands
+            await using var b = await StartNodeAsync("node-b", store, location, logB, new StepGate());
+            b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
+
+            await a.DisposeAsync();
+
+            (await ResultOrExplainAsync(b, "held", logA, logB)).Should().Be(15);
+            await AssertCompletedOnceAsync(b, "held");
+            logA.Calls.Should().Equal("Step:held|1:1", "Step:held|2:1", "Step:held|3:1");
+            logB.Calls.Should().Equal("Step:held|4:1", "Step:held|5:1");
+            await AssertNothingDeadLetteredAsync(b);
+        }
+        finally
+        {
+            await a.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// The owner stops while a correlated message is in its hands: its consumer holds the deposit until the owner's engine
+    /// has stopped, then hands it on. The engine refuses it as stopped, the delivery is released (uncounted), and the other
+    /// host (the same consumer group) takes it and, once it owns the partitions, applies it: the workflow completes once
+    /// with the deposit applied once, and nothing is dead-lettered.
+    /// </summary>
+    [Theory]
+    [InlineData(StoreKind.Sqlite)]
+    [InlineData(StoreKind.Postgres)]
+    public async Task TheOwnerStopsWithACorrelatedMessageInHand_TheOtherHostAppliesItOnce(StoreKind store)
+    {
+        var location = await _locations.NewAsync(store);
+        _rabbit = await Rabbit.RequireAsync("wf-corr");
+        var inHand = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var holdDeposit = new DelegateFilter(async (context, next) =>
+        {
+            if (context.Message is Deposit { AccountId: "acct-held" } && inHand.TrySetResult())
+            {
+                await stopped.Task.WaitAsync(TestHost.Wait); // the owner's engine has stopped (the consumers still run)
+            }
+
+            await next(context);
+        });
+        static void Accounts(OrchestrationBuilder o) => o.AddWorkflow<AccountWorkflow>().CorrelateMessage<Deposit>("deposits", d => d.AccountId);
+        var a = await StartNodeAsync("node-a", store, location, new CallLog(), new StepGate(), Accounts, extra: s => s.AddSingleton<IConsumeFilter>(holdDeposit));
+        _ = a.Runtime.Stopped.ContinueWith(_ => stopped.TrySetResult(), TaskScheduler.Default);
+        try
+        {
+            await a.Client.StartAsync(nameof(AccountWorkflow), "acct-held", 1);
+            await a.Host.Services.GetRequiredService<IPublisher>().PublishAsync("deposits", new Deposit("acct-held", 42));
+            await inHand.Task.WaitAsync(TestHost.Wait);
+            await using var b = await StartNodeAsync("node-b", store, location, new CallLog(), new StepGate(), Accounts);
+            b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
+
+            await a.DisposeAsync();
+
+            (await b.ResultAsync<int>("acct-held")).Should().Be(42);
+            var history = (await b.Client.GetHistoryAsync("acct-held")).Events;
+            history.Count(e => e.Kind == HistoryEventKind.SignalReceived).Should().Be(1, "the deposit is applied once");
+            history.Count(e => e.Kind == HistoryEventKind.Completed).Should().Be(1);
+            (await b.Host.Services.GetRequiredService<IDeadLetterQueue>().PeekAsync("orchestration.Deposit", 10)).Should().BeEmpty("a stop releases the message, it does not fail it");
+        }
+        finally
+        {
+            await a.DisposeAsync();
+        }
+    }
+
+    private static async Task<int> ResultOrExplainAsync(TestHost b, string id, CallLog logA, CallLog logB)
+    {
+        try
+        {
+            return await b.ResultAsync<int>(id);
+        }
+        catch (TimeoutException)
+        {
+            var history = (await b.Client.GetHistoryAsync(id)).Events.Select(e => $"{e.Kind} {e.Name} #{e.Seq}");
+            var deadLetters = b.Host.Services.GetRequiredService<IDeadLetterQueue>();
+            var options = b.Host.Services.GetRequiredService<OrchestrationOptions>();
+            var dead = (await deadLetters.PeekAsync(options.ActivityQueue, 10)).Concat(await deadLetters.PeekAsync(options.ResultQueue, 10)).Select(d => d.Reason);
+            throw new TimeoutException(
+                $"The second host did not finish the workflow. First host ran [{string.Join(", ", logA.Calls)}]; second host ran [{string.Join(", ", logB.Calls)}], "
+                + $"owns partitions [{string.Join(", ", b.Runtime.OwnedPartitions)}]; history [{string.Join(", ", history)}]; dead letters [{string.Join(" | ", dead)}].");
+        }
+    }
+
+    private static async Task AssertNothingDeadLetteredAsync(TestHost host)
+    {
+        var deadLetters = host.Host.Services.GetRequiredService<IDeadLetterQueue>();
+        var options = host.Host.Services.GetRequiredService<OrchestrationOptions>();
+        (await deadLetters.PeekAsync(options.ActivityQueue, 10)).Should().BeEmpty("a stop releases the activity task, it does not fail it");
+        (await deadLetters.PeekAsync(options.ResultQueue, 10)).Should().BeEmpty("a stop releases the result, it does not fail it");
+    }
+
     private static async Task AssertCompletedOnceAsync(TestHost host, string id)
     {
         var history = (await host.Client.GetHistoryAsync(id)).Events;
@@ -167,7 +345,8 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
     /// A host on the test's RabbitMQ prefix and the shared store, four partitions, leases renewed every 3.3 s (a loaded
     /// machine never lets them lapse; a graceful stop hands over at once), requests handed over every 50 ms.
     /// </summary>
-    private Task<TestHost> StartNodeAsync(string name, StoreKind store, string? location, CallLog log, StepGate gate, Action<OrchestrationBuilder>? configure = null, bool prefetchOne = false) =>
+    private Task<TestHost> StartNodeAsync(
+        string name, StoreKind store, string? location, CallLog log, StepGate gate, Action<OrchestrationBuilder>? configure = null, bool prefetchOne = false, Action<IServiceCollection>? extra = null) =>
         TestHost.StartAsync(
             o =>
             {
@@ -182,6 +361,10 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
             location,
             log: log,
             clock: TimeProvider.System,
-            services: s => s.AddSingleton(gate),
+            services: s =>
+            {
+                s.AddSingleton(gate);
+                extra?.Invoke(s);
+            },
             transport: _rabbit!.Transport(prefetchOne ? o => o.PrefetchCount = 1 : null));
 }

@@ -144,6 +144,13 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         var launched = new List<string> { "final" };
         var deadline = Stopwatch.StartNew();
         var required = AllIterationsRequired;
+        if (InCi)
+        {
+            // Checked before the children run: in CI every iteration runs (the loop below has no other exit), so only the
+            // number asked for can fall short of the 20.
+            Iterations.Should().BeGreaterThanOrEqualTo(20, "CI runs at least 20 kill iterations per case (PATTERNS_KILL_ITERATIONS may raise it, not lower it)");
+        }
+
         var iterations = 0;
         // At least two children run whatever the time budget (a loaded machine starts them slowly), so more than one instance
         // is killed; in CI, and when the iterations were asked for, every one runs.
@@ -163,16 +170,6 @@ public sealed class WorkflowProcessKillTests : IAsyncLifetime
         }
 
         TestContext.Current.TestOutputHelper?.WriteLine($"{store} {mode}: {iterations} iterations ({kills} kills) in {deadline.Elapsed.TotalSeconds:F1} s, seed {seed}");
-        if (required)
-        {
-            iterations.Should().Be(Iterations, $"CI (CI=true) and PATTERNS_KILL_ITERATIONS require every iteration to run (seed {seed})");
-        }
-
-        if (InCi)
-        {
-            iterations.Should().BeGreaterThanOrEqualTo(20, "CI runs at least 20 kill iterations per case (PATTERNS_KILL_ITERATIONS may raise it, not lower it)");
-        }
-
         kills.Should().BePositive($"children are killed mid-way (seed {seed})");
         instances.Should().HaveCountGreaterThan(1, $"children live long enough to start their instance (seed {seed})");
         (await RunChildAsync(store, target, log, "final", mode, killAfter: int.MaxValue, seed, instances)).Should().BeFalse($"the last child runs to the end (seed {seed})");

@@ -203,7 +203,7 @@ public sealed class BatchingBuilder
                     source.Name,
                     context.ConsumerGroup,
                     context.Services),
-                options, sizeOf, context.Bus, context.Serializer, context.Logger, source.Name, context.ConsumerGroup)),
+                options, sizeOf, context.Bus, context.Serializer, context.Logger, source.Name, context.ConsumerGroup, context.Stop)),
         }));
         return this;
     }

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -17,7 +18,7 @@ internal sealed class BatchingHostedService(
     MessageBus bus,
     IMessageSerializer serializer,
     IOptions<PatternsOptions> options,
-    ILoggerFactory loggerFactory) : IHostedService
+    ILoggerFactory loggerFactory) : IHostedLifecycleService
 {
     private readonly ILogger _logger = loggerFactory.CreateLogger<BatchingHostedService>();
     private readonly List<(TransportSubscription Subscription, IBatchConsumer Consumer)> _consumers = [];
@@ -38,7 +39,9 @@ internal sealed class BatchingHostedService(
             {
                 var group = registration.ConsumerGroup;
                 var logger = loggerFactory.CreateLogger("Patterns.Batching." + group);
-                var consumer = registration.Create(new BatchConsumerContext(services, bus, serializer, logger, group));
+                // Stopping is the host's (MessagingHostedService learns it first, before any hosted service stops).
+                var stop = services.GetService<MessagingHostedService>() is { } messaging ? new ConsumerStop(() => messaging.HostStopping) : null;
+                var consumer = registration.Create(new BatchConsumerContext(services, bus, serializer, logger, group, stop));
                 var o = registration.Options;
                 var request = new SubscriptionRequest
                 {
@@ -61,6 +64,7 @@ internal sealed class BatchingHostedService(
                     throw;
                 }
 
+                stop?.Bind(subscription);
                 _consumers.Add((subscription, consumer));
             }
         }
@@ -75,6 +79,22 @@ internal sealed class BatchingHostedService(
             BatchingLog.ConsumersStarted(_logger, _consumers.Count, transport.SystemName);
         }
     }
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// As the host begins to stop, the in-memory subscriptions keep what the batch handlers release until they are unbound,
+    /// so that a message released by a handler whose component stopped first does not come straight back to it.
+    /// </summary>
+    public Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        Patterns.InMemory.InMemorySubscription.BeginDrain(_consumers.Select(c => c.Subscription));
+        return Task.CompletedTask;
+    }
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {

@@ -47,7 +47,7 @@ internal sealed class BatchConsumerRegistration
     public string Describe() => $"batch consumer '{ConsumerGroup}' ({HandlerName} on {Address})";
 }
 
-internal sealed record BatchConsumerContext(IServiceProvider Services, MessageBus Bus, IMessageSerializer Serializer, ILogger Logger, string ConsumerGroup);
+internal sealed record BatchConsumerContext(IServiceProvider Services, MessageBus Bus, IMessageSerializer Serializer, ILogger Logger, string ConsumerGroup, ConsumerStop? Stop = null);
 
 /// <summary>A running batch consumer, without its message type.</summary>
 internal interface IBatchConsumer

@@ -25,6 +25,7 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
     private readonly string _system;
     private readonly ConcurrentQueue<SettlementSource> _settlements = new();
     private readonly TagList _tags;
+    private readonly ConsumerStop? _stop;
 
     public TransportBatchConsumer(
         BatchHandlerInvoker<TMessage> invoker,
@@ -34,10 +35,12 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
         IMessageSerializer serializer,
         ILogger logger,
         string source,
-        string consumerGroup)
+        string consumerGroup,
+        ConsumerStop? stop = null)
         : base(options, keys: null, tracked: true, bus.TimeProvider, logger, consumerGroup, bus.Transport.SystemName)
     {
         _invoker = invoker;
+        _stop = stop;
         _options = options;
         _sizeOf = sizeOf;
         _bus = bus;
@@ -123,12 +126,22 @@ internal sealed class TransportBatchConsumer<TMessage> : BatchEngine<TMessage>
 
     private Settlement OnFailed(in Envelope envelope, Exception exception, int attempts)
     {
-        PatternsTelemetry.Failed.Add(1, _tags);
-        if (exception is OperationCanceledException && StopToken.IsCancellationRequested)
+        var handlerStopped = exception is Messaging.HandlerStoppedException && _stop is { HostStopping: true };
+        if (handlerStopped || (exception is OperationCanceledException && StopToken.IsCancellationRequested))
         {
-            // Cancelled because the consumer is stopping: hand it back so it is delivered again.
-            return Settlement.Retry(TimeSpan.Zero, exception);
+            // Stopped, not failed (the consumer is stopping, or the handler said its host is, and it is): handed back
+            // uncounted, so a stop never moves the message towards the dead-letter queue. A HandlerStoppedException while
+            // the host is not stopping is a failure like any other: never counted, it could come back forever.
+            if (handlerStopped)
+            {
+                // A broker would hand the message straight back to this consumer, whose handler stops again.
+                _stop!.StopTakingDeliveries();
+            }
+
+            return Settlement.Release(exception is Messaging.HandlerStoppedException ? exception.Message : "the batch consumer stopped at its drain deadline");
         }
+
+        PatternsTelemetry.Failed.Add(1, _tags);
 
         if (envelope.DeliveryCount < _options.MaxRedeliveries)
         {

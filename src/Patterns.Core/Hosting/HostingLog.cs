@@ -33,4 +33,7 @@ internal static partial class HostingLog
 
     [LoggerMessage(EventId = 1010, Level = LogLevel.Warning, Message = "A message was published to topic '{Topic}' before the host has started; no consumer has subscribed yet, so it reached no subscription and was dropped. Publish after IHost.StartAsync (or from a hosted service that starts after AddPatterns').")]
     public static partial void PublishedBeforeStart(ILogger logger, string topic);
+
+    [LoggerMessage(EventId = 1011, Level = LogLevel.Information, Message = "Handler {Handler} stopped with message {MessageId} from '{Source}' unhandled ({Reason}); the message is released, to be delivered again without counting a delivery.")]
+    public static partial void Released(ILogger logger, string handler, Guid messageId, string source, string reason);
 }

@@ -23,6 +23,7 @@ internal sealed class MessageConsumer<TMessage>
     private readonly IMessageSerializer _serializer;
     private readonly ILogger _logger;
     private readonly string _system;
+    private readonly ConsumerStop? _stop;
 
     public MessageConsumer(
         MessageHandlerInvoker<TMessage> invoker,
@@ -30,8 +31,10 @@ internal sealed class MessageConsumer<TMessage>
         ConsumerOptions options,
         ResiliencePipeline? pipeline,
         IMessageSerializer serializer,
-        ILogger logger)
+        ILogger logger,
+        ConsumerStop? stop = null)
     {
+        _stop = stop;
         _invoker = invoker;
         _identity = identity;
         _options = options;
@@ -137,7 +140,7 @@ internal sealed class MessageConsumer<TMessage>
     private async ValueTask<Settlement> ContinueAfterFailureAsync(
         TMessage message, Envelope envelope, ExceptionDispatchInfo firstFailure, CancellationToken cancellationToken)
     {
-        if (_pipeline is null || cancellationToken.IsCancellationRequested)
+        if (_pipeline is null || cancellationToken.IsCancellationRequested || IsStop(firstFailure.SourceException, cancellationToken))
         {
             return OnFailed(envelope, firstFailure.SourceException, cancellationToken);
         }
@@ -180,14 +183,24 @@ internal sealed class MessageConsumer<TMessage>
             return Settlement.Ack;
         }
 
+        if (IsStop(exception, cancellationToken))
+        {
+            if (exception is HandlerStoppedException)
+            {
+                // Its handler gives messages up because the host stops: a broker would hand this one straight back.
+                _stop?.StopTakingDeliveries();
+            }
+
+            // Stopped, not failed: the consumer is stopping (its token was cancelled at the drain deadline) or the handler
+            // said its host is stopping. The message goes back uncounted, to another consumer or to this one after the
+            // restart, so a stop never moves it towards the dead-letter queue.
+            var reason = exception is HandlerStoppedException ? exception.Message : "the consumer stopped at its drain deadline";
+            HostingLog.Released(_logger, _invoker.HandlerName, envelope.MessageId, _identity.Source, reason);
+            return Settlement.Release(reason);
+        }
+
         var tags = PatternsTelemetry.Tags(_system, _identity.Source, _identity.ConsumerGroup);
         PatternsTelemetry.Failed.Add(1, tags);
-        if (exception is OperationCanceledException && cancellationToken.IsCancellationRequested)
-        {
-            // Cancelled because the consumer is stopping: hand it back so it is delivered again
-            // (a broker redelivers it; in-process it is counted as dropped).
-            return Settlement.Retry(TimeSpan.Zero, exception);
-        }
 
         if (envelope.DeliveryCount < _options.MaxRedeliveries)
         {
@@ -201,6 +214,17 @@ internal sealed class MessageConsumer<TMessage>
             $"Handler {_invoker.HandlerName} failed on delivery {envelope.DeliveryCount + 1} with {exception.GetType().FullName}: {exception.Message}",
             exception);
     }
+
+    /// <summary>
+    /// Whether <paramref name="exception"/> ended the handler because of a stop rather than a failure: a
+    /// <see cref="HandlerStoppedException"/> while the host stops, or a cancellation while the consumer's own token is
+    /// cancelled. Any other <see cref="OperationCanceledException"/> (a timeout, a call the handler cancelled), and a
+    /// <see cref="HandlerStoppedException"/> thrown while the host is not stopping (it could otherwise come back forever,
+    /// never counted), is a failed attempt.
+    /// </summary>
+    private bool IsStop(Exception exception, CancellationToken cancellationToken) =>
+        (exception is HandlerStoppedException && _stop is { HostStopping: true })
+        || (exception is OperationCanceledException && cancellationToken.IsCancellationRequested);
 
     private void OnConsumed()
     {

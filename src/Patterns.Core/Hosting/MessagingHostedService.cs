@@ -8,8 +8,13 @@ using Patterns.Transport;
 
 namespace Patterns.Hosting;
 
-/// <summary>Starts every registered consumer with the host and drains them, within a deadline, when it stops.</summary>
-internal sealed class MessagingHostedService : IHostedService
+/// <summary>
+/// Starts every registered consumer with the host and drains them, within a deadline, when it stops. As the host begins
+/// to stop (before any hosted service's <see cref="IHostedService.StopAsync"/>), its in-memory consumers keep what their
+/// handlers release until they are unbound, so that a message released by a component that stopped first does not come
+/// straight back to it.
+/// </summary>
+internal sealed class MessagingHostedService : IHostedLifecycleService
 {
     private readonly IOptions<MessagingTopology> _topology;
     private readonly IServiceProvider _services;
@@ -20,6 +25,7 @@ internal sealed class MessagingHostedService : IHostedService
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private readonly List<TransportSubscription> _subscriptions = [];
+    private volatile bool _hostStopping;
     private volatile HostPhase _phase;
 
     public MessagingHostedService(
@@ -100,7 +106,8 @@ internal sealed class MessagingHostedService : IHostedService
                 _bus.Registry.GetName(registration.MessageType);
                 var group = registration.ConsumerGroup;
                 var logger = _loggerFactory.CreateLogger("Patterns.Consumers." + group);
-                var handler = registration.CreateHandler(new ConsumerFactoryContext(_services, _bus, _serializer, logger, registration.Address, group));
+                var stop = new ConsumerStop(() => _hostStopping);
+                var handler = registration.CreateHandler(new ConsumerFactoryContext(_services, _bus, _serializer, logger, registration.Address, group, stop));
                 var request = new SubscriptionRequest
                 {
                     Address = new TransportAddress(registration.Kind, registration.Address),
@@ -110,7 +117,9 @@ internal sealed class MessagingHostedService : IHostedService
                     FullMode = registration.Options.FullMode,
                     DeadLetterCapacity = registration.Options.DeadLetterCapacity,
                 };
-                Track(await _bus.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false));
+                var subscription = await _bus.SubscribeAsync(request, handler, cancellationToken).ConfigureAwait(false);
+                stop.Bind(subscription);
+                Track(subscription);
             }
 
             if (!(transport.IsInProcess && requestOptions.PreferInProcessDispatch))
@@ -140,9 +149,33 @@ internal sealed class MessagingHostedService : IHostedService
         HostingLog.Started(_logger, _subscriptions.Count, transport.SystemName);
     }
 
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Gets whether the host has begun to stop (set before any hosted service stops): from then on a handler's
+    /// <see cref="Messaging.HandlerStoppedException"/> releases its message; before, it is a failed delivery.
+    /// </summary>
+    internal bool HostStopping => _hostStopping;
+
+    public Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        _hostStopping = true;
+        lock (_subscriptions)
+        {
+            InMemorySubscription.BeginDrain(_subscriptions);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         _phase = HostPhase.Stopped;
+        await StoppingAsync(cancellationToken).ConfigureAwait(false);
         var timeout = _options.Value.ShutdownTimeout;
         HostingLog.Draining(_logger, _subscriptions.Count, timeout);
         using var deadline = new CancellationTokenSource(timeout, _bus.TimeProvider);

@@ -74,7 +74,7 @@ internal sealed class ConsumerRegistration
                     callers: options.Concurrency);
                 var filters = context.Services.GetServices<Consuming.IConsumeFilter>().ToArray();
                 var invoker = Consuming.FilteredHandlerInvoker<TMessage>.Wrap(invokerFactory(context.Services), filters);
-                var consumer = new MessageConsumer<TMessage>(invoker, identity, options, pipeline, context.Serializer, context.Logger);
+                var consumer = new MessageConsumer<TMessage>(invoker, identity, options, pipeline, context.Serializer, context.Logger, context.Stop);
                 return consumer.HandleAsync;
             },
         };
@@ -82,7 +82,7 @@ internal sealed class ConsumerRegistration
 }
 
 internal sealed record ConsumerFactoryContext(
-    IServiceProvider Services, MessageBus Bus, IMessageSerializer Serializer, ILogger Logger, string Source, string ConsumerGroup);
+    IServiceProvider Services, MessageBus Bus, IMessageSerializer Serializer, ILogger Logger, string Source, string ConsumerGroup, ConsumerStop? Stop = null);
 
 internal sealed class RequestHandlerRegistration
 {

@@ -14,6 +14,10 @@ internal sealed class InMemorySubscription : TransportSubscription
     private readonly DeliveryHandler _handler;
     private readonly CancellationTokenSource _hardStop = new();
     private Task[] _workers = [];
+    private readonly Lock _heldGate = new();
+    private List<(Envelope Envelope, Settlement Settlement)>? _held;
+    private bool _heldReturned;
+    private int _draining;
     private int _dropped;
     private int _stopped;
 
@@ -102,6 +106,8 @@ internal sealed class InMemorySubscription : TransportSubscription
         {
             _queue.Detach(this);
         }
+
+        ReturnHeld();
 
         var workers = Task.WhenAll(_workers);
         if (!workers.IsCompleted)
@@ -277,12 +283,71 @@ internal sealed class InMemorySubscription : TransportSubscription
         {
             case SettlementKind.Ack:
                 break;
+            case SettlementKind.Retry when settlement.IsDeferral && settlement.Delay == TimeSpan.Zero && IsDraining():
+                Hold(envelope, settlement);
+                break;
             case SettlementKind.Retry:
                 _queue.Retry(envelope, settlement);
                 break;
             default:
                 _queue.DeadLetter(envelope, settlement);
                 break;
+        }
+    }
+
+    /// <summary>
+    /// Marks every in-memory subscription among <paramref name="subscriptions"/> as draining: their host is stopping, so a
+    /// message a handler releases now is kept until the subscription is unbound (<see cref="Hold"/>).
+    /// </summary>
+    internal static void BeginDrain(IEnumerable<TransportSubscription> subscriptions)
+    {
+        foreach (var subscription in subscriptions.OfType<InMemorySubscription>())
+        {
+            Volatile.Write(ref subscription._draining, 1);
+        }
+    }
+
+    /// <summary>Gets whether the host that runs this subscription is stopping while it is still bound.</summary>
+    private bool IsDraining() =>
+        Volatile.Read(ref _draining) != 0 && Volatile.Read(ref _stopped) == 0; // unbound: a release goes straight to the group's other consumers, or waits for the next one
+
+    /// <summary>
+    /// Keeps a message released (<see cref="Settlement.Release"/>) while its host drains this subscription until the
+    /// subscription stops: handed back at once, it would come straight back to this subscription, whose handler is stopping
+    /// and would release it again, in a loop that keeps the drain from ever seeing it idle. Once the subscription is unbound
+    /// (<see cref="ReturnHeld"/>), it goes to the group's other consumers, or waits in the queue for the next one.
+    /// </summary>
+    private void Hold(in Envelope envelope, in Settlement settlement)
+    {
+        lock (_heldGate)
+        {
+            if (!_heldReturned)
+            {
+                (_held ??= []).Add((envelope, settlement));
+                return;
+            }
+        }
+
+        _queue.Retry(envelope, settlement);
+    }
+
+    /// <summary>Hands back the messages released during the drain, once this subscription is unbound.</summary>
+    private void ReturnHeld()
+    {
+        List<(Envelope Envelope, Settlement Settlement)>? held;
+        lock (_heldGate)
+        {
+            _heldReturned = true;
+            held = _held;
+            _held = null;
+        }
+
+        if (held is not null)
+        {
+            foreach (var (envelope, settlement) in held)
+            {
+                _queue.Retry(envelope, settlement);
+            }
         }
     }
 

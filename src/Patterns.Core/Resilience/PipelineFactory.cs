@@ -74,8 +74,10 @@ internal static class PipelineFactory
             UseJitter = retry.UseJitter,
             Delay = retry.Delay,
             MaxDelay = retry.MaxDelay,
-            // A message already handled (its inbox entry exists) is settled, not retried.
-            ShouldHandle = args => args.Outcome.Exception is Storage.DuplicateMessageException ? PredicateResult.False() : retry.ShouldHandle(args),
+            // A message already handled (its inbox entry exists) is settled, not retried; one whose handler stopped because
+            // its host stops is released, not retried (thrown while the host is not stopping, it counts as a failed
+            // delivery, still not retried in process: a retry would only stop again).
+            ShouldHandle = args => args.Outcome.Exception is Storage.DuplicateMessageException or Messaging.HandlerStoppedException ? PredicateResult.False() : retry.ShouldHandle(args),
             DelayGenerator = retry.DelayGenerator,
             Randomizer = retry.Randomizer,
             OnRetry = args =>

@@ -15,6 +15,16 @@ public abstract class TransportSubscription : IAsyncDisposable
     /// <returns>A task that completes when every handler has returned.</returns>
     public abstract Task StopAsync(CancellationToken drainDeadline);
 
+    /// <summary>
+    /// Stops taking new messages, without waiting and without a deadline, because a handler gave a message up for its
+    /// host's stop (see <see cref="Messaging.HandlerStoppedException"/>): a broker would otherwise hand the released message
+    /// straight back. <see cref="StopAsync"/> still drains, under its deadline, later. Nothing by default (the in-memory
+    /// transport holds such releases until the subscription is unbound instead).
+    /// </summary>
+    internal virtual void StopTakingDeliveries()
+    {
+    }
+
     /// <summary>Reports whether this consumer is taking messages. A transport reports a consumer that stopped, lost its channel or is re-subscribing as degraded.</summary>
     /// <returns>Its health; healthy by default.</returns>
     public virtual ComponentHealth GetHealth() => ComponentHealth.Healthy(Request.ConsumerGroup, "consuming");

@@ -51,9 +51,32 @@ internal sealed class ActivityWorker(
     /// <summary>Raised once an attempt's timeout and heartbeat timers are armed.</summary>
     public event Action<ActivityTask, int>? AttemptStarted;
 
+    /// <summary>
+    /// Runs a task from the activity queue and sends its outcome. When the host stops (<see cref="Stop"/>) before the task
+    /// is done, it throws <see cref="HandlerStoppedException"/>: the consumer releases the task, uncounted, and another
+    /// process's workers (or this one's after the restart) run it.
+    /// </summary>
     public async ValueTask HandleAsync(ActivityTask task, MessageContext context, CancellationToken cancellationToken)
     {
-        var (result, retried) = await RunAsync(task, task.Resent || context.DeliveryCount > 0, cancellationToken).ConfigureAwait(false);
+        if (_hostStopping.IsCancellationRequested)
+        {
+            throw new HandlerStoppedException($"The activity workers stopped before activity '{task.Activity}' of instance '{task.InstanceId}' started; its task is released.");
+        }
+
+        ActivityResult? result;
+        bool retried;
+        try
+        {
+            // A task delivered before (counted, or released by a host that stopped) goes on from the attempt its retries reached.
+            var delivered = task.Resent || context.DeliveryCount > 0 || context.Envelope.TryGetHeader(EnvelopeHeaders.Released, out _);
+            (result, retried) = await RunAsync(task, delivered, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException ex) when (ex is not HandlerStoppedException && _hostStopping.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            // The host's stop ended the attempt, not a failure of the task (the consumer's own stop is recognised by its token).
+            throw new HandlerStoppedException($"The activity workers stopped while activity '{task.Activity}' of instance '{task.InstanceId}' ran; its task is released.", ex);
+        }
+
         if (result is null)
         {
             Dropped?.Invoke(task);
@@ -63,7 +86,10 @@ internal sealed class ActivityWorker(
         await sender.SendAsync(options.ResultQueue, retried ? result with { Retried = true } : result, new MessageOptions { PartitionKey = task.InstanceId }, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Stops every running attempt as the host stops: their tasks are not acknowledged and run again after the restart (or elsewhere).</summary>
+    /// <summary>
+    /// Stops every running attempt as the host stops, and refuses tasks that arrive afterwards: their deliveries are
+    /// released (<see cref="HandlerStoppedException"/>), not counted as failed, and run again elsewhere or after the restart.
+    /// </summary>
     public void Stop() => _hostStopping.Cancel();
 
     public void Dispose() => _hostStopping.Dispose();

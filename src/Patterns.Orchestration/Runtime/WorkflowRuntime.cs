@@ -34,6 +34,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _stopping = new();
+    private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     // Slots whose mailbox has items, waiting for one of the places (the lock), and how many places are taken.
     private readonly Queue<InstanceSlot> _ready = new();
@@ -151,12 +152,22 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         }
     }
 
+    /// <summary>Gets a task that completes once <see cref="StopAsync"/> has run (tests wait for it).</summary>
+    internal Task Stopped => _stopped.Task;
+
     public async Task StopAsync()
     {
-        (_worker ??= _services.GetRequiredService<Activities.ActivityWorker>()).Stop();
-        Timers.Dispose();
-        await _stopping.CancelAsync().ConfigureAwait(false);
-        await StopOwnershipAsync().ConfigureAwait(false);
+        try
+        {
+            (_worker ??= _services.GetRequiredService<Activities.ActivityWorker>()).Stop();
+            Timers.Dispose();
+            await _stopping.CancelAsync().ConfigureAwait(false);
+            await StopOwnershipAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _stopped.TrySetResult();
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -188,6 +188,40 @@ public sealed class BatchConsumerTests
         attempts.Where(a => a.Key % 3 != 0).Should().OnlyContain(a => a.Value == 1, "only failed items are retried");
     }
 
+    /// <summary>
+    /// A batch handler that throws <see cref="Patterns.Messaging.HandlerStoppedException"/> while its host is not stopping
+    /// fails its messages like any other exception (released uncounted, they could come back forever): with no redeliveries
+    /// allowed they are dead-lettered. It is not retried in process. (The release during a stop:
+    /// <c>HandlerStoppedTests.Batch_HandlerStoppedWhileItsHostStops_ReleasedUncounted_NotRetried_NorDeadLettered</c>.)
+    /// </summary>
+    [Fact]
+    public async Task AddBatchHandler_HandlerStoppedWhileTheHostRuns_IsAFailure_DeadLettered_NotRetried()
+    {
+        var calls = 0;
+        var looped = new TaskCompletionSource<IReadOnlyList<DeadLetterMessage>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(b => b.AddBatching(x => x.AddBatchHandler<Job>(
+            TransportAddress.Queue("stopped-batch"),
+            (batch, _) =>
+            {
+                if (Interlocked.Increment(ref calls) >= 5)
+                {
+                    // Bounded: without counting it would never end.
+                    looped.TrySetResult([]);
+                    return default;
+                }
+
+                throw new Patterns.Messaging.HandlerStoppedException("not stopping at all");
+            },
+            o => { o.MaxCount = 1; o.MaxAge = Timeout.InfiniteTimeSpan; o.MaxRedeliveries = 0; o.Retry!.Delay = TimeSpan.Zero; o.Retry.MaxRetryAttempts = 2; })));
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync("stopped-batch", new Job(1));
+        var deadLettered = DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "stopped-batch", 1);
+        var letters = await (await Task.WhenAny(deadLettered, looped.Task)).WaitAsync(TestHost.Wait);
+
+        letters.Should().ContainSingle("the message was dead-lettered, not handed back uncounted again and again");
+        Volatile.Read(ref calls).Should().Be(1, "a stopped batch is not retried in process");
+    }
+
     [Fact]
     public async Task AddBatchHandler_SubscriptionWithHandlerType_ReceivesPublishedMessagesWithEnvelopes()
     {
