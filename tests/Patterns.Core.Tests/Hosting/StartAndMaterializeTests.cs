@@ -116,6 +116,20 @@ public sealed class StartAndMaterializeTests
         handled.Should().BeEquivalentTo(["untyped", "typed"], "a payload with no type name is read as the handler's type, and one with a known name as that type");
     }
 
+    [Fact]
+    public async Task UseInMemory_WithOptions_AppliesThem()
+    {
+        using var host = await TestHost.StartAsync(
+            b => b.AddPubSub(ps => ps.Subscribe<OrderPlaced>((_, _, _) => default, "orders.small", o => o.ConsumerGroup = "small")),
+            patterns: p => p.UseInMemory(o => o.MaxPayloadBytes = 16));
+        var transport = host.Services.GetRequiredService<MessageTransport>();
+
+        var publish = async () => await transport.PublishAsync("orders.small", new Envelope { MessageId = Guid.NewGuid(), MessageType = "orders.placed", Payload = new byte[17] });
+
+        await publish.Should().ThrowAsync<MessageTooLargeException>();
+        transport.MaxPayloadBytes.Should().Be(16);
+    }
+
     /// <summary>The in-memory transport, presented as one that crosses a process boundary.</summary>
     private sealed class OutOfProcessTransport(MessageTransport inner) : MessageTransport
     {
