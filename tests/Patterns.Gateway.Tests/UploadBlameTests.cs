@@ -268,6 +268,272 @@ public sealed class UploadBlameTests
         Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that stopped reading is ejected");
     }
 
+    /// <summary>
+    /// A slow upload whose bytes still trickle in (a chunk at a time, the clock moving a second between them) when the request's
+    /// timeout (<c>Patterns.Timeout</c>, with a breaker and outlier detection) ends it: the gateway was waiting on the client, the
+    /// destination reading all it was given, so the timeout is not counted (one failure would eject, and a success and a failure
+    /// would open the circuit). <paramref name="outgoing"/>: "h1" or "h2" (h2c) to the destination.
+    /// </summary>
+    [Theory]
+    [InlineData("h1")]
+    [InlineData("h2")]
+    public async Task ClientTricklingAnUpload_UntilTheTimeout_IsNotCounted(string outgoing)
+    {
+        const int Chunk = 1024;
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            _ => { },
+            app => app.Run(async c =>
+            {
+                if (c.Request.Headers.ContainsKey("X-Slow"))
+                {
+                    arrived.TrySetResult();
+                }
+
+                // Reads the whole body, as long as it comes.
+                var buffer = new byte[4096];
+                while (await c.Request.Body.ReadAsync(buffer, c.RequestAborted) > 0)
+                {
+                }
+
+                await c.Response.WriteAsync("ok", c.RequestAborted);
+            }),
+            outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
+
+        var metadata = new Dictionary<string, string>
+        {
+            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
+            [GatewayMetadata.Timeout] = "00:00:03",
+            [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
+            [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
+            [GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00",
+        };
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(
+            backend, metadata, time, outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new ChunkedContent();
+        var call = SendAsync(client, content, "X-Slow");
+        await content.WriteAsync(new byte[Chunk]);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
+
+        // A chunk a second, each once the gateway has read the one before, until the request's timeout ends the request: it
+        // passes while the gateway waits for the next chunk.
+        long sent = Chunk;
+        for (var i = 0; i < 10 && !call.IsCompleted; i++)
+        {
+            Waits.Until(
+                () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
+                "the gateway read the last chunk and waits for the next, or the request ended");
+            if (call.IsCompleted)
+            {
+                break;
+            }
+
+            time.Advance(TimeSpan.FromSeconds(1));
+            if (call.IsCompleted)
+            {
+                break;
+            }
+
+            await content.WriteAsync(new byte[Chunk]);
+            sent += Chunk;
+        }
+
+        var status = await call.WaitAsync(Waits.Bound, Ct);
+        content.Complete();
+        status.Should().Be(HttpStatusCode.GatewayTimeout);
+        sent.Should().BeGreaterThan(Chunk, "the upload went on for a while before the timeout");
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the body was still arriving when the timeout passed");
+        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+    }
+
+    /// <summary>
+    /// The destination answers 503 after the first bytes of an upload, before the body is through. Its answer is a failure of
+    /// its own, whatever then ends the upload: over HTTP/1.1, where the gateway learns of the answer before .NET's client
+    /// hands it over, the upload is stalled and the destination waits (the gateway's timeout ends it: <c>Patterns.Timeout</c>
+    /// with a breaker, YARP's activity timeout with outlier detection alone); over HTTP/2 the answer comes as it is sent, the
+    /// destination then resets the stream, and the client's upload goes on until the request ends. One failure ejects. <paramref name="outgoing"/>: "h1" or "h2" (h2c) to the destination.
+    /// <paramref name="policy"/>: "breaker" or "outlier".
+    /// </summary>
+    [Theory]
+    [InlineData("h1", "breaker")]
+    [InlineData("h1", "outlier")]
+    [InlineData("h2", "breaker")]
+    [InlineData("h2", "outlier")]
+    public async Task DestinationAnsweringA5xxMidUpload_IsCounted(string outgoing, string policy)
+    {
+        var time = new FakeTimeProvider();
+        var answered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            _ => { },
+            app => app.Run(async c =>
+            {
+                if (!c.Request.Headers.ContainsKey("X-Slow"))
+                {
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    return;
+                }
+
+                // Reads the first bytes, then answers 503 at once, the rest of the body unread: over HTTP/1.1 it then waits, over
+                // HTTP/2 it ends the exchange (Kestrel resets the stream whose body is still coming).
+                var buffer = new byte[4096];
+                (await c.Request.Body.ReadAsync(buffer, c.RequestAborted)).Should().BePositive();
+                c.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+                await c.Response.CompleteAsync();
+                answered.TrySetResult();
+                if (outgoing == "h2")
+                {
+                    return;
+                }
+
+                await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
+            }),
+            outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
+
+        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
+        if (policy == "breaker")
+        {
+            metadata[GatewayMetadata.Timeout] = "00:00:03";
+            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
+            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
+            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
+        }
+
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(
+            backend, metadata, time, outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11,
+            outgoing == "h1" && policy == "outlier" ? TimeSpan.FromSeconds(3) : null, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new ChunkedContent();
+        var call = SendAsync(client, content, "X-Slow");
+
+        // A first chunk large enough that the gateway passes it on at once (its writes to the destination are buffered).
+        await content.WriteAsync(new byte[64 * 1024]);
+        await answered.Task.WaitAsync(Waits.Bound, Ct);
+        if (outgoing == "h1")
+        {
+            // The answer reached the gateway's connection, while the upload is stalled; then the gateway's timeout ends it.
+            Waits.Until(() => BodyOf(Volatile.Read(ref current)) is { DestinationAnswer: 503 }, "the gateway saw the destination's answer");
+            if (policy == "breaker")
+            {
+                await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
+            }
+        }
+        else
+        {
+            // The answer comes as it is sent; the client goes on sending, a chunk at a time, each once the gateway has read the
+            // one before, until the request ends.
+            long sent = 64 * 1024;
+            for (var i = 0; i < 64 && !call.IsCompleted; i++)
+            {
+                Waits.Until(
+                    () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
+                    "the gateway read the last chunk, or the request ended");
+                if (call.IsCompleted)
+                {
+                    break;
+                }
+
+                await content.WriteAsync(new byte[64 * 1024]);
+                sent += 64 * 1024;
+            }
+        }
+
+        var status = await call.WaitAsync(Waits.Bound, Ct);
+        content.Complete();
+        status.Should().NotBe(HttpStatusCode.OK);
+        Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that answered 503 mid-upload is ejected");
+    }
+
+    /// <summary>
+    /// A slow upload to an HTTP/2 (h2c) destination that stopped reading, its windows at HTTP/2's smallest (65,535 bytes): once
+    /// the gateway has read more of the client's body than the windows let through, its copy is blocked writing to the
+    /// destination for good (its flow control pushes back), and the request's timeout (<c>Patterns.Timeout</c>) that then passes is the destination's (one
+    /// failure ejects), not a body still arriving.
+    /// </summary>
+    [Fact]
+    public async Task Http2DestinationThatStopsReadingASlowUpload_IsCounted()
+    {
+        const int Chunk = 16 * 1024;
+        const int Window = 65_535;
+
+        var time = new FakeTimeProvider();
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await KestrelHost.StartAsync(
+            b => b.WebHost.ConfigureKestrel(o =>
+            {
+                o.Limits.Http2.InitialStreamWindowSize = Window;
+                o.Limits.Http2.InitialConnectionWindowSize = Window;
+            }),
+            app => app.Run(async c =>
+            {
+                if (!c.Request.Headers.ContainsKey("X-Slow"))
+                {
+                    await c.Response.WriteAsync("ok", c.RequestAborted);
+                    return;
+                }
+
+                // Takes the request and never reads its body.
+                arrived.TrySetResult();
+                await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
+            }),
+            HttpProtocols.Http2);
+
+        var metadata = new Dictionary<string, string>
+        {
+            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
+            [GatewayMetadata.Timeout] = "00:00:03",
+        };
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version20, null, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new ChunkedContent();
+        var call = SendAsync(client, content, "X-Slow");
+        await content.WriteAsync(new byte[Chunk]);
+        await arrived.Task.WaitAsync(Waits.Bound, Ct);
+
+        // A chunk at a time, each once the gateway has read the one before, 10 ms of the 3 s timeout apart, until the gateway
+        // has read more than the destination's windows let through (the destination never reads, so it never opens them again):
+        // every read is followed by its write, which .NET's client completes only within the windows, so the copy cannot come
+        // back to reading the client's body; it waits on the destination's flow control.
+        long sent = Chunk;
+        for (var i = 0; i < 4 * Window / Chunk; i++)
+        {
+            Waits.Until(
+                () => BodyOf(Volatile.Read(ref current)) is { } body
+                    && ((body.WaitingOnClient && body.BytesRead == sent) || (!body.WaitingOnClient && body.BytesRead > Window)),
+                "the gateway read the last chunk, or is blocked writing to the destination");
+            if (BodyOf(Volatile.Read(ref current))!.BytesRead > Window)
+            {
+                break;
+            }
+
+            time.Advance(TimeSpan.FromMilliseconds(10));
+            _ = content.WriteAsync(new byte[Chunk]);
+            sent += Chunk;
+        }
+
+        BodyOf(Volatile.Read(ref current))!.BytesRead.Should().BeGreaterThan(Window, "the destination's flow control stopped taking the body");
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
+        (await call.WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.GatewayTimeout);
+        content.Complete();
+        Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that stopped reading is ejected");
+    }
+
     /// <summary>The request's body as the gateway reads it, or <see langword="null"/> (not yet wrapped, or the request is over).</summary>
     private static ClientBodyStream? BodyOf(HttpContext? context)
     {
