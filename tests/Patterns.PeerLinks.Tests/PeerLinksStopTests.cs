@@ -53,6 +53,7 @@ public sealed class PeerLinksStopTests
         using var restarted = RequestHost(ports, 1, withHandler: true);
         await restarted.StartAsync(TestContext.Current.CancellationToken);
         await client.Services.GetRequiredService<PeerMembership>().WaitForAllUpAsync().WaitAsync(Bound, TestContext.Current.CancellationToken);
+        await restarted.Services.GetRequiredService<PeerMembership>().WaitForAllUpAsync().WaitAsync(Bound, TestContext.Current.CancellationToken); // the reply's way back
         (await requests.SendAsync<Square, Squared>(new Square(5), TestContext.Current.CancellationToken)).Value.Should().Be(25);
 
         await restarted.StopAsync(TestContext.Current.CancellationToken);
