@@ -18,10 +18,23 @@ internal sealed class PeerLinksHealthCheck(PeerLinksTransport transport) : IHeal
     }
 }
 
-/// <summary>Starts the node's listener and links with the host, and stops them with it.</summary>
-internal sealed class PeerLinksHostedService(PeerLinksTransport transport) : Microsoft.Extensions.Hosting.IHostedService
+/// <summary>
+/// Starts the node's listener and links with the host, and leaves the mesh when the host stops: in
+/// <see cref="StoppedAsync"/>, after every hosted service's <c>StopAsync</c>, so the host's drain (its consumers
+/// finishing or handing back what they hold, the request client's stop) has settled with the peers before the links
+/// close. Leaving on the host's dispose only (as before) left a stopped node up for its peers.
+/// </summary>
+internal sealed class PeerLinksHostedService(PeerLinksTransport transport) : Microsoft.Extensions.Hosting.IHostedLifecycleService
 {
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public Task StartAsync(CancellationToken cancellationToken) => transport.StartAsync(cancellationToken);
 
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => transport.LeaveAsync();
 }

@@ -51,4 +51,7 @@ internal static partial class PeerLinksLog
 
     [LoggerMessage(EventId = 7016, Level = LogLevel.Debug, Message = "A bulk connection from {RemoteNode} was ended while it read: a newer one of the same link replaces it, or this node stops.")]
     public static partial void BulkReaderReplaced(ILogger logger, string remoteNode);
+
+    [LoggerMessage(EventId = 7017, Level = LogLevel.Information, Message = "Node {NodeId} stopped: it told its peers it is leaving and closed its links.")]
+    public static partial void Left(ILogger logger, string nodeId);
 }

@@ -63,6 +63,8 @@ public sealed class PeerLinksTransport : MessageTransport
     private WebApplication? _server;
     private ITimer? _reaper;
     private int _disposed;
+    private Task? _leaving;
+    private volatile bool _left;
 
     internal PeerLinksTransport(PeerLinksOptions options, IMessageSerializer serializer, TimeProvider timeProvider, ILoggerFactory loggerFactory, ServiceEndpointResolver? discovery = null)
     {
@@ -153,6 +155,11 @@ public sealed class PeerLinksTransport : MessageTransport
         if (_server is not null)
         {
             return;
+        }
+
+        if (Volatile.Read(ref _leaving) is not null)
+        {
+            throw new InvalidOperationException($"Node {NodeId} has stopped and left its peers; a stopped node does not start again (start a new host or node with the same node id to rejoin).");
         }
 
         var builder = WebApplication.CreateSlimBuilder();
@@ -339,6 +346,9 @@ public sealed class PeerLinksTransport : MessageTransport
     public override ValueTask<int> PurgeDeadLettersAsync(string queue, CancellationToken cancellationToken = default) =>
         _local.PurgeDeadLettersAsync(queue, cancellationToken);
 
+    /// <summary>Gets whether this node is leaving its peers or has left them (see <see cref="LeaveAsync"/>).</summary>
+    internal bool HasLeft => _left;
+
     /// <inheritdoc />
     public override async ValueTask DisposeAsync()
     {
@@ -347,6 +357,29 @@ public sealed class PeerLinksTransport : MessageTransport
             return;
         }
 
+        await LeaveAsync().ConfigureAwait(false);
+        await _local.DisposeAsync().ConfigureAwait(false);
+        _stopping.Dispose();
+    }
+
+    /// <summary>
+    /// Leaves the mesh (the host stops, or the node is disposed): a graceful stop (see <see cref="StopGracefullyAsync"/>),
+    /// then every peer's calls end with the leaving status (<see cref="LinkService.LeavingTrailer"/>), so each peer
+    /// marks this node down at once, hands back what it had in flight here and forgets its consumers; then the links
+    /// close and the listener stops (its port is free for a new node). Calls that arrive meanwhile are refused the same
+    /// way. Once only: later calls wait for the first.
+    /// </summary>
+    internal Task LeaveAsync()
+    {
+        lock (_linksGate)
+        {
+            return _leaving ??= LeaveCoreAsync();
+        }
+    }
+
+    private async Task LeaveCoreAsync()
+    {
+        await Task.Yield(); // never under the lock
         if (_reaper is not null)
         {
             await _reaper.DisposeAsync().ConfigureAwait(false);
@@ -355,14 +388,15 @@ public sealed class PeerLinksTransport : MessageTransport
         await _stopping.CancelAsync().ConfigureAwait(false);
         await PeerSession.Quietly(_refreshing).ConfigureAwait(false);
         await StopGracefullyAsync().ConfigureAwait(false);
-        foreach (var link in _links)
-        {
-            await link.DisposeAsync().ConfigureAwait(false);
-        }
-
+        _left = true;
         foreach (var session in _sessions.Values)
         {
             await session.CloseAsync().ConfigureAwait(false);
+        }
+
+        foreach (var link in _links)
+        {
+            await link.DisposeAsync().ConfigureAwait(false);
         }
 
         if (_server is not null)
@@ -380,8 +414,10 @@ public sealed class PeerLinksTransport : MessageTransport
             await _server.DisposeAsync().ConfigureAwait(false);
         }
 
-        await _local.DisposeAsync().ConfigureAwait(false);
-        _stopping.Dispose();
+        if (ListenUri is not null)
+        {
+            PeerLinksLog.Left(Logger, NodeId);
+        }
     }
 
     /// <summary>

@@ -9,7 +9,10 @@ public enum PeerState
     /// <summary>Linked: messages flow.</summary>
     Up,
 
-    /// <summary>Gone: nothing listens, or the link stayed broken longer than the grace. Its consumers are forgotten until it is back.</summary>
+    /// <summary>
+    /// Gone: it left (its host stopped, or it was disposed), nothing listens, or the link stayed broken longer than the
+    /// grace. Its consumers are forgotten until it is back.
+    /// </summary>
     Down,
 }
 

@@ -16,7 +16,9 @@ public static class PeerLinksPatternsBuilderExtensions
     /// <summary>
     /// Uses peer links: this node listens on <see cref="PeerLinksOptions.ListenUri"/> and links to
     /// <see cref="PeerLinksOptions.Peers"/>; request-response, pub/sub and queues run across the nodes with the same
-    /// handlers. The options are validated when the host starts; the listener starts with the host. Registers a
+    /// handlers. The options are validated when the host starts; the listener starts with the host, and when the host
+    /// stops (after its drain) the node tells its peers it leaves, so they mark it down at once, and closes its links and
+    /// listener; a stopped node does not start again (a new host with the same node id rejoins). Registers a
     /// <c>peer-links</c> health check and <see cref="PeerMembership"/>. When service discovery is registered
     /// (<c>services.AddServiceDiscovery()</c>, Microsoft.Extensions.ServiceDiscovery), each peer is a service name resolved
     /// through it when the node starts, for example <c>http://billing</c> with the configuration provider's

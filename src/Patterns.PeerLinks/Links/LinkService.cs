@@ -15,9 +15,46 @@ internal sealed class LinkService(PeerLinksTransport transport)
     public static readonly Method<FrameBatch, FrameBatch> Bulk =
         new(MethodType.DuplexStreaming, ServiceName, "Bulk", FrameBatch.Marshaller, FrameBatch.Marshaller);
 
-    public async Task RunControlAsync(IAsyncStreamReader<FrameBatch> requests, IServerStreamWriter<FrameBatch> responses, ServerCallContext context)
+    /// <summary>
+    /// The trailer a leaving node ends its peers' calls with (status <see cref="StatusCode.Unavailable"/>): the dialer
+    /// marks the node down at once instead of dialling it again for the reconnect grace. A dialer that does not know
+    /// it sees a broken link, then a refused connection once the listener has stopped: down too, a moment later.
+    /// </summary>
+    public const string LeavingTrailer = "patterns-peer-leaving";
+
+    public Task RunControlAsync(IAsyncStreamReader<FrameBatch> requests, IServerStreamWriter<FrameBatch> responses, ServerCallContext context) =>
+        UnlessLeavingAsync(RunControlCoreAsync(requests, responses, context));
+
+    public Task RunBulkAsync(IAsyncStreamReader<FrameBatch> requests, IServerStreamWriter<FrameBatch> responses, ServerCallContext context) =>
+        UnlessLeavingAsync(RunBulkCoreAsync(requests, context));
+
+    /// <summary>A call that ends (or arrives) while this node leaves ends with the leaving status, whatever ended it.</summary>
+    private async Task UnlessLeavingAsync(Task call)
+    {
+        try
+        {
+            await call.ConfigureAwait(false);
+        }
+        catch (Exception) when (transport.HasLeft)
+        {
+            // Falls through to the leaving status below.
+        }
+
+        if (transport.HasLeft)
+        {
+            throw new RpcException(
+                new Status(StatusCode.Unavailable, $"Node {transport.NodeId} is leaving (it stopped)."),
+                new Metadata { { LeavingTrailer, transport.NodeId } });
+        }
+    }
+
+    private async Task RunControlCoreAsync(IAsyncStreamReader<FrameBatch> requests, IServerStreamWriter<FrameBatch> responses, ServerCallContext context)
     {
         var (node, sessionId) = Authenticate(context, "control");
+        if (transport.HasLeft)
+        {
+            return;
+        }
         if (!await requests.MoveNext(context.CancellationToken).ConfigureAwait(false))
         {
             return;
@@ -57,9 +94,14 @@ internal sealed class LinkService(PeerLinksTransport transport)
         await session.RunControlAsync(hello, resumed, requests, responses, context.CancellationToken).ConfigureAwait(false);
     }
 
-    public async Task RunBulkAsync(IAsyncStreamReader<FrameBatch> requests, IServerStreamWriter<FrameBatch> responses, ServerCallContext context)
+    private async Task RunBulkCoreAsync(IAsyncStreamReader<FrameBatch> requests, ServerCallContext context)
     {
         var (node, sessionId) = Authenticate(context, "bulk");
+        if (transport.HasLeft)
+        {
+            return;
+        }
+
         if (!transport.TryGetSession(node, sessionId, out var session))
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, "Open the control stream first."));

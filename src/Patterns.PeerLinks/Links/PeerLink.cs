@@ -124,6 +124,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         {
             string reason;
             var refused = false;
+            var left = false;
             try
             {
                 await ConnectAndRunAsync().ConfigureAwait(false);
@@ -132,6 +133,12 @@ internal sealed partial class PeerLink : IAsyncDisposable
             catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
             {
                 return;
+            }
+            catch (RpcException ex) when (IsLeaving(ex))
+            {
+                // A graceful stop of the peer: down at once, without dialling it for the reconnect grace first.
+                reason = $"{RemoteNodeId ?? Address.ToString()} left (it stopped)";
+                left = true;
             }
             catch (RpcException ex) when (ex.StatusCode == StatusCode.Unauthenticated)
             {
@@ -150,11 +157,14 @@ internal sealed partial class PeerLink : IAsyncDisposable
             {
                 attempt = 0;
                 brokenSince = null;
-                Report(PeerState.Connecting, reason);
+                if (!left)
+                {
+                    Report(PeerState.Connecting, reason);
+                }
             }
 
             brokenSince ??= _transport.TimeProvider.GetTimestamp();
-            if (State != PeerState.Down && (refused || _transport.TimeProvider.GetElapsedTime(brokenSince.Value) > _options.ReconnectGrace))
+            if (State != PeerState.Down && (refused || left || _transport.TimeProvider.GetElapsedTime(brokenSince.Value) > _options.ReconnectGrace))
             {
                 PeerLinksLog.PeerDown(_transport.Logger, Address, reason);
                 await LoseSessionAsync(reason).ConfigureAwait(false);
@@ -239,6 +249,15 @@ internal sealed partial class PeerLink : IAsyncDisposable
         foreach (var task in all)
         {
             await PeerSession.Quietly(task).ConfigureAwait(false);
+        }
+
+        // The peer ends both calls when it leaves; whichever ended first, the leaving status wins over the other's end.
+        foreach (var task in all)
+        {
+            if (task.Exception?.InnerException is RpcException rpc && IsLeaving(rpc))
+            {
+                throw rpc;
+            }
         }
 
         await first.ConfigureAwait(false);
@@ -568,6 +587,8 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
         return ex is RpcException { StatusCode: StatusCode.Unavailable } rpc && rpc.Status.DebugException is { } inner && IsRefused(inner);
     }
+
+    private static bool IsLeaving(RpcException ex) => ex.Trailers.Get(LinkService.LeavingTrailer) is not null;
 
     private static string Describe(Exception ex) => ex is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : ex.Message;
 
