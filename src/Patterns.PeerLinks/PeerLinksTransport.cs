@@ -152,14 +152,15 @@ public sealed class PeerLinksTransport : MessageTransport
     /// <summary>Starts the listener and the links; a second call changes nothing.</summary>
     internal async Task StartAsync(CancellationToken cancellationToken)
     {
-        if (_server is not null)
-        {
-            return;
-        }
-
+        // Before the started check: a node that had started and then left keeps its (stopped) listener.
         if (Volatile.Read(ref _leaving) is not null)
         {
             throw new InvalidOperationException($"Node {NodeId} has stopped and left its peers; a stopped node does not start again (start a new host or node with the same node id to rejoin).");
+        }
+
+        if (_server is not null)
+        {
+            return;
         }
 
         var builder = WebApplication.CreateSlimBuilder();

@@ -137,6 +137,20 @@ public sealed class PeerLinksStopTests
         return down.Task;
     }
 
+    [Fact(Timeout = 60_000)]
+    public async Task StoppedNode_DoesNotStartAgain_EvenAfterItHadStarted()
+    {
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort(), Mesh.FreePort() };
+        using var node = RequestHost(ports, 0, withHandler: false);
+        await node.StartAsync(TestContext.Current.CancellationToken);
+        await node.StopAsync(TestContext.Current.CancellationToken);
+
+        // Only the node's own hosted service: a start after the leave must fail loudly, not run a node cut off its peers.
+        var peerLinks = node.Services.GetServices<IHostedService>().Single(s => s.GetType().Name == "PeerLinksHostedService");
+        var again = async () => await peerLinks.StartAsync(TestContext.Current.CancellationToken);
+        (await again.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("does not start again");
+    }
+
     private static IHost RequestHost(int[] ports, int index, bool withHandler)
     {
         var builder = Host.CreateApplicationBuilder();
