@@ -533,7 +533,7 @@ public sealed class PeerLinksTransport : MessageTransport
             ? null
             : new TransportUnavailableException(
                 $"Queue '{queue}' has no consumer on this node or on any peer that is up; the peers that consumed it cannot be reached now "
-                + $"({string.Join(", ", gone.Select(l => $"{l.RemoteNodeId ?? "?"} at {l.Address}: {l.State}"))}). Retry once they are back.");
+                + $"({string.Join(", ", gone.Select(l => $"{l.RemoteNodeId ?? "?"} at {l.Address}: {l.State}, {l.Reason}"))}). Retry once they are back.");
     }
 
     private bool HasRemoteConsumer(string queue)

@@ -114,7 +114,7 @@ public sealed class PeerLinksFaultTests
             await down.WaitAsync(Bound);
 
             var act = async () => await sender.SendAsync(queue, Envelope(2));
-            (await act.Should().ThrowAsync<QueueNotFoundException>()).Which.Message.Should().Contain(queue).And.Contain("no consumer");
+            (await act.Should().ThrowAsync<TransportUnavailableException>()).Which.Message.Should().Contain(queue).And.Contain("no consumer").And.Contain("cannot be reached");
 
             receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
             var again = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);

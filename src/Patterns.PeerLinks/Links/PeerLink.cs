@@ -75,6 +75,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     public PeerState State { get; private set; }
 
+    /// <summary>Gets why the link is in its <see cref="State"/> (null when up).</summary>
+    public string? Reason { get; private set; }
+
     public string? RemoteNodeId { get; private set; }
 
     /// <summary>Gets the bytes held unacknowledged on this link (the replay buffer).</summary>
@@ -551,6 +554,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     private void Report(PeerState state, string? reason)
     {
+        Reason = reason;
         State = state;
         _transport.Membership.Set(new PeerInfo(Address, RemoteNodeId, state, _transport.TimeProvider.GetUtcNow(), reason));
     }
