@@ -80,6 +80,53 @@ public sealed class EarlyAnswerTests
         (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
     }
 
+    /// <summary>
+    /// Over TLS, a destination that closes its connection unanswered while the client's upload is stalled is seen closing (by the
+    /// connection's read-ahead above the TLS stream), so the timeout that follows is counted against it, not taken for the
+    /// client's stall.
+    /// </summary>
+    [Fact]
+    public async Task TlsDestinationClosingDuringAStalledUpload_IsSeenAndCounted()
+    {
+        var time = new FakeTimeProvider();
+        var arrived = Channel.CreateUnbounded<bool>();
+        var close = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var backend = await StartBackendAsync(tls: true, async c =>
+        {
+            if (!c.Request.Headers.ContainsKey("X-Stall"))
+            {
+                await c.Response.WriteAsync("ok", c.RequestAborted);
+                return;
+            }
+
+            arrived.Writer.TryWrite(true);
+            await close.Task.WaitAsync(c.RequestAborted);
+            c.Abort();
+        });
+
+        HttpContext? current = null;
+        await using var gateway = await StartGatewayAsync(backend.Address, time, asyncTransform: false, c => Volatile.Write(ref current, c));
+        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
+        using var handler = new SocketsHttpHandler();
+        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
+
+        var content = new StalledContent();
+        var call = SendAsync(client, content, "X-Stall");
+        await content.Sent.Task.WaitAsync(Waits.Bound, Ct);
+        await arrived.Reader.ReadAsync(Ct).AsTask().WaitAsync(Waits.Bound, Ct);
+        Waits.Until(
+            () => BodyOf(Volatile.Read(ref current)) is { BytesRead: 100, WaitingOnClient: true },
+            "the gateway read the first part and waits for the client's next bytes");
+        close.TrySetResult();
+
+        Waits.Until(() => BodyOf(Volatile.Read(ref current)) is { DestinationHasClosed: true }, "the gateway saw the destination close");
+        await Clock.AdvanceUntilAsync(time, TimeSpan.FromSeconds(3), call);
+        (await call.WaitAsync(Waits.Bound, Ct)).Should().NotBe(HttpStatusCode.OK);
+        content.Release();
+        Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that closed its connection unanswered is ejected");
+    }
+
     private static ClientBodyStream? BodyOf(HttpContext? context)
     {
         try
