@@ -292,14 +292,15 @@ public sealed class PeerLinksTransport : MessageTransport
     }
 
     /// <inheritdoc />
-    /// <exception cref="QueueNotFoundException">The queue is not declared on this node and no peer that consumes it is up (a request to a handler that no running node hosts fails here, fast).</exception>
+    /// <exception cref="QueueNotFoundException">The queue is not declared on this node and no peer consumes it (a request to a handler that no running node hosts fails here, fast).</exception>
+    /// <exception cref="TransportUnavailableException">The queue is not declared on this node, no peer that is up consumes it, and a peer that consumed it since its link last came up is down or reconnecting.</exception>
     public override ValueTask SendAsync(string queue, Envelope envelope, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(queue);
         ValidateOutgoing(queue, envelope);
         if (!_declared.ContainsKey(queue) && !HasRemoteConsumer(queue))
         {
-            throw new QueueNotFoundException(
+            throw (Exception?)UnreachableConsumers(queue) ?? new QueueNotFoundException(
                 queue,
                 $"Queue '{queue}' has no consumer on this node or on any peer that is up (node {NodeId}, peers: {string.Join(", ", _links.Select(l => $"{l.Address} {l.State}"))}). Declare it here to buffer messages until a consumer appears.");
         }
@@ -512,6 +513,28 @@ public sealed class PeerLinksTransport : MessageTransport
     internal bool TryGetSubscription(long id, [NotNullWhen(true)] out LocalSubscription? subscription) => _subscriptions.TryGetValue(id, out subscription);
 
     internal void Unregister(LocalSubscription subscription) => _subscriptions.TryRemove(subscription.Id, out _);
+
+    /// <summary>
+    /// The error of a send to a queue that no node that is up consumes, when peers that consumed it since their link last came
+    /// up are down or reconnecting: the consumers are out of reach rather than absent (null when no such peer is known).
+    /// </summary>
+    private TransportUnavailableException? UnreachableConsumers(string queue)
+    {
+        List<PeerLink>? gone = null;
+        foreach (var link in _links)
+        {
+            if (link.ConsumedWhileUp(queue))
+            {
+                (gone ??= []).Add(link);
+            }
+        }
+
+        return gone is null
+            ? null
+            : new TransportUnavailableException(
+                $"Queue '{queue}' has no consumer on this node or on any peer that is up; the peers that consumed it cannot be reached now "
+                + $"({string.Join(", ", gone.Select(l => $"{l.RemoteNodeId ?? "?"} at {l.Address}: {l.State}, {l.Reason}"))}). Retry once they are back.");
+    }
 
     private bool HasRemoteConsumer(string queue)
     {

@@ -19,7 +19,7 @@ public sealed class PeerLinkTranslationTests
     private static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact(Timeout = 180_000)]
-    public async Task MapRequest_HandlerOnAPeer_AnswersAcrossTheLink_ErrorsMapToTheirStatus_AndAStoppedPeerFailsFast()
+    public async Task MapRequest_HandlerOnAPeer_AnswersAcrossTheLink_ErrorsMapToTheirStatus_AndAStoppedPeerFailsFastWith503()
     {
         var never = new TaskCompletionSource<Quote>(TaskCreationOptions.RunContinuationsAsynchronously);
         var handledOn = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -68,17 +68,18 @@ public sealed class PeerLinkTranslationTests
         never.TrySetResult(new Quote("SLOW", 0m));
 
         // The handlers' host stops and goes away (its node closes when the host is disposed): once the gateway sees the
-        // peer down, a request fails fast with 404 (no running node hosts the handler) instead of waiting for its timeout.
+        // peer down, a request fails fast instead of waiting for its timeout, with 503 and Retry-After (the node that
+        // handled it is unreachable, it may come back), while a request type no node ever handled is still a 404.
         var membership = gateway.Services.GetRequiredService<PeerMembership>();
         await handlers.StopAsync(Ct);
         handlers.Dispose();
         await WaitUntilAsync(membership, PeerState.Down);
-        var gone = await ProtocolTranslationTests.ExpectProblem(await Post(gateway, "/quotes", "{\"symbol\":\"ACME\"}"), 404, "No handler for this message");
-        gone.GetProperty("detail").GetString().Should().Contain("GetQuote");
+        await ExpectUnavailable(await Post(gateway, "/quotes", "{\"symbol\":\"ACME\"}"), "GetQuote");
+        await ProtocolTranslationTests.ExpectProblem(await Post(gateway, "/unhandled", "{\"text\":\"x\"}"), 404, "No handler for this message");
     }
 
     [Fact(Timeout = 180_000)]
-    public async Task MapPublishAndMapSend_ConsumersOnAPeer_Answer202AndTheMessagesCrossTheLink()
+    public async Task MapPublishAndMapSend_ConsumersOnAPeer_Answer202AndTheMessagesCrossTheLink_AndA503OnceThatPeerIsDown()
     {
         var published = new TaskCompletionSource<OrderPlaced>(TaskCreationOptions.RunContinuationsAsynchronously);
         var sent = new TaskCompletionSource<Ping>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -112,7 +113,14 @@ public sealed class PeerLinkTranslationTests
         // A queue no node consumes is refused at once, not accepted and lost.
         await ProtocolTranslationTests.ExpectProblem(await Post(gateway, "/nowhere", "{\"text\":\"lost\"}"), 404, "No handler for this message");
         await ProtocolTranslationTests.ExpectProblem(await Post(gateway, "/orders", "[1,2"), 400, "The request body is not a valid message");
+
+        // The consumers' node goes down: a send to its queue is a 503 (its consumer is out of reach, not absent), a send to a
+        // queue no node ever consumed is still a 404.
+        var membership = gateway.Services.GetRequiredService<PeerMembership>();
         await consumers.StopAsync(Ct);
+        await WaitUntilAsync(membership, PeerState.Down);
+        await ExpectUnavailable(await Post(gateway, "/pings", "{\"text\":\"late\"}"), "pings");
+        await ProtocolTranslationTests.ExpectProblem(await Post(gateway, "/nowhere", "{\"text\":\"lost\"}"), 404, "No handler for this message");
     }
 
     [Fact(Timeout = 180_000)]
@@ -236,6 +244,14 @@ public sealed class PeerLinkTranslationTests
         }
 
         await reached.Task.WaitAsync(Waits.Bound, Ct);
+    }
+
+    /// <summary>A 503 problem with Retry-After whose detail names <paramref name="queue"/> and says its consumers cannot be reached.</summary>
+    private static async Task ExpectUnavailable(HttpResponseMessage response, string queue)
+    {
+        response.Headers.RetryAfter.Should().NotBeNull("a 503 says when to try again");
+        var problem = await ProtocolTranslationTests.ExpectProblem(response, 503, "The transport is unavailable");
+        problem.GetProperty("detail").GetString().Should().Contain(queue).And.Contain("cannot be reached");
     }
 
     private static Task<HttpResponseMessage> Post(KestrelHost host, string path, string body) =>

@@ -80,6 +80,46 @@ public sealed class PeerLinksFaultTests
     }
 
     [Fact(Timeout = 180_000)]
+    public async Task PeerDown_ItsQueueIsUnavailable_ButNotItsTemporaryQueue_NorAQueueItNoLongerConsumedWhenItCameBack()
+    {
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports));
+        var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+        try
+        {
+            var queue = $"fault.comeback-{Guid.NewGuid():N}";
+            var reply = $"fault.reply-{Guid.NewGuid():N}";
+            await receiver.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (_, _) => new(Settlement.Ack));
+            await receiver.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(reply), ConsumerGroup = reply, Temporary = true }, (_, _) => new(Settlement.Ack));
+            await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+            await Mesh.UntilAsync(() => sender.Links[0].HasQueueConsumer(queue) && sender.Links[0].HasQueueConsumer(reply), "both consumers to be announced");
+
+            // Down: its queue's consumer is out of reach (it may come back); its temporary queue went with it.
+            var down = WaitForStateAsync(sender, PeerState.Down);
+            await receiver.DisposeAsync();
+            await down.WaitAsync(Bound);
+            var toQueue = async () => await sender.SendAsync(queue, Envelope(1));
+            await toQueue.Should().ThrowAsync<TransportUnavailableException>();
+            var toReply = async () => await sender.SendAsync(reply, Envelope(2));
+            await toReply.Should().ThrowAsync<QueueNotFoundException>("a temporary queue is never waited for");
+
+            // Back without the consumer, then down again: the queue is no longer one it consumed since its link came up.
+            receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
+            await sender.Membership.WaitForAllUpAsync().WaitAsync(Bound);
+            await toQueue.Should().ThrowAsync<QueueNotFoundException>("the peer is up and does not consume it");
+            down = WaitForStateAsync(sender, PeerState.Down);
+            await receiver.DisposeAsync();
+            await down.WaitAsync(Bound);
+            await toQueue.Should().ThrowAsync<QueueNotFoundException>("the peer came back without the consumer");
+        }
+        finally
+        {
+            await sender.DisposeAsync();
+            await receiver.DisposeAsync();
+        }
+    }
+
+    [Fact(Timeout = 180_000)]
     public async Task PeerStoppedAndRestarted_SendsFailFastThenRecover()
     {
         var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
@@ -114,7 +154,7 @@ public sealed class PeerLinksFaultTests
             await down.WaitAsync(Bound);
 
             var act = async () => await sender.SendAsync(queue, Envelope(2));
-            (await act.Should().ThrowAsync<QueueNotFoundException>()).Which.Message.Should().Contain(queue).And.Contain("no consumer");
+            (await act.Should().ThrowAsync<TransportUnavailableException>()).Which.Message.Should().Contain(queue).And.Contain("no consumer").And.Contain("cannot be reached");
 
             receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports));
             var again = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);

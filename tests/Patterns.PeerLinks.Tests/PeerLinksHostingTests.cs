@@ -3,6 +3,7 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 using Patterns.Messaging;
 using Patterns.RequestResponse;
+using Patterns.Transport;
 
 namespace Patterns.PeerLinks.Tests;
 
@@ -35,7 +36,8 @@ public sealed class PeerLinksHostingTests
         await Mesh.UntilAsync(() => down.Peers.Single().State == PeerState.Down, "the stopped peer to be down");
 
         var act = async () => await requests.SendAsync<Square, Squared>(new Square(3));
-        (await act.Should().ThrowAsync<HandlerNotFoundException>()).Which.Message.Should().Contain("tests.square");
+        // The handler's node is down, not gone for good: unavailable (a gateway answers 503), not "no handler" (404).
+        (await act.Should().ThrowAsync<TransportUnavailableException>()).Which.Message.Should().Contain("tests.square").And.Contain("cannot be reached");
         (await client.Services.GetRequiredService<HealthCheckService>().CheckHealthAsync()).Entries["peer-links"].Status.Should().Be(HealthStatus.Unhealthy);
         await client.StopAsync();
     }

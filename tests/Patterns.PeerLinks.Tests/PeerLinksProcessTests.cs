@@ -49,7 +49,7 @@ public sealed class PeerLinksProcessTests
 
         var failing = Stopwatch.StartNew();
         var act = async () => await RequestAsync(2);
-        (await act.Should().ThrowAsync<QueueNotFoundException>()).Which.Message.Should().Contain("echo");
+        (await act.Should().ThrowAsync<TransportUnavailableException>()).Which.Message.Should().Contain("echo").And.Contain("Down");
         // "At once" against the 60 s the request would otherwise wait (Bound); a busy machine gets a third of that.
         failing.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(20), "a request to a handler no running node hosts fails at once, not at its timeout");
 
@@ -134,7 +134,7 @@ public sealed class PeerLinksProcessTests
 
         // Killed (SIGKILL): requests fail fast, and the queue carries on with the consumer that is left.
         var act = async () => await node.SendAsync("echo", Message("echo", 8));
-        await act.Should().ThrowAsync<QueueNotFoundException>();
+        await act.Should().ThrowAsync<TransportUnavailableException>();
         var afterKill = Enumerable.Range(0, 20).Select(i => Message("work", i)).ToList();
         foreach (var message in afterKill)
         {

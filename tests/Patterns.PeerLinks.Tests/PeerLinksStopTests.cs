@@ -4,6 +4,7 @@ using Microsoft.Extensions.Hosting;
 using Patterns.Messaging;
 using Patterns.Queues;
 using Patterns.RequestResponse;
+using Patterns.Transport;
 
 namespace Patterns.PeerLinks.Tests;
 
@@ -47,7 +48,7 @@ public sealed class PeerLinksStopTests
         (await seenDownByClient.WaitAsync(Bound, TestContext.Current.CancellationToken)).Reason.Should().Contain("left");
         (await seenDownByOther.WaitAsync(Bound, TestContext.Current.CancellationToken)).Reason.Should().Contain("left");
         var act = async () => await requests.SendAsync<Square, Squared>(new Square(3), TestContext.Current.CancellationToken);
-        (await act.Should().ThrowAsync<HandlerNotFoundException>()).Which.Message.Should().Contain("tests.square");
+        (await act.Should().ThrowAsync<TransportUnavailableException>()).Which.Message.Should().Contain("tests.square").And.Contain("left");
 
         // A new host on the same node id and address rejoins: the peers link to it again and route to its handler.
         using var restarted = RequestHost(ports, 1, withHandler: true);

@@ -136,7 +136,9 @@ public sealed class MessageTooLargeException : Exception
 
 /// <summary>
 /// Thrown when a transport cannot reach its broker or server, or lost the connection while an operation
-/// (a send, or a request waiting for its response) was in flight.
+/// (a send, or a request waiting for its response) was in flight; on a broker-less transport (peer links), also when a
+/// send's only consumers are on nodes that cannot be reached now (down or reconnecting). The condition is expected to pass:
+/// retry later (the gateway answers it with 503 and <c>Retry-After</c>).
 /// </summary>
 public sealed class TransportUnavailableException : Exception
 {

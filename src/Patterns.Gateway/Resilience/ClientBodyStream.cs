@@ -1,3 +1,6 @@
+using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Http;
+
 namespace Patterns.Gateway.Resilience;
 
 /// <summary>
@@ -14,7 +17,7 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     private volatile bool _waiting;
     private volatile Exception? _readError;
     private volatile bool _ended;
-    private volatile DestinationConnection? _connection;
+    private volatile Stream? _connection;
     private volatile int _answer;
     private volatile bool _closed;
     private volatile bool _timedOut;
@@ -49,18 +52,18 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     public bool DestinationHasClosed => _closed;
 
     /// <summary>The connection the body goes over now: what an earlier one told (an attempt before a retry) is forgotten.</summary>
-    internal void Linked(DestinationConnection connection)
+    internal void Linked(Stream connection)
     {
         _connection = connection;
         _answer = 0;
         _closed = false;
     }
 
-    /// <summary>Gets the connection to the destination the body goes over now, when it is one the gateway watches (HTTP/1.x without TLS).</summary>
-    internal DestinationConnection? Connection => _connection;
+    /// <summary>Gets the connection to the destination the body goes over now, when it is a watched one without TLS (HTTP/1.x).</summary>
+    internal DestinationConnection? Connection => _connection as DestinationConnection;
 
     /// <summary>True when <paramref name="connection"/> is the connection the body goes over now.</summary>
-    internal bool IsOver(DestinationConnection connection) => ReferenceEquals(_connection, connection);
+    internal bool IsOver(Stream connection) => ReferenceEquals(_connection, connection);
 
     /// <summary>The destination's answer, with <paramref name="status"/> (0 when the bytes are not an HTTP/1.x status line: nothing is noted).</summary>
     internal void DestinationAnswered(int status)
@@ -98,29 +101,61 @@ internal sealed class ClientBodyStream(Stream inner) : Stream
     [ThreadStatic]
     private static ClientBodyStream? t_offered;
 
+    // Bodies offered by a transform that completed asynchronously: YARP may then send on another thread than the one that
+    // offered. Read only when an entry is there (s_pending), so that the usual request does not touch the map.
+    private static readonly ConcurrentDictionary<HttpRequestMessage, ClientBodyStream> Pending = new(ReferenceEqualityComparer.Instance);
+    private static int s_pending;
+
     /// <summary>
-    /// Hands <paramref name="body"/> from the route's transformer to the cluster's handler, which sends <paramref name="request"/>
-    /// on this thread when the transforms finished synchronously (as <see cref="ContextHandoff"/>), so that the connection the
-    /// body goes over can tell it what the destination did (<see cref="DestinationConnection.Upload"/>).
+    /// Hands <paramref name="body"/> from the route's transformer to the cluster's handler, so that the connection the body goes
+    /// over can tell it what the destination did (<see cref="DestinationConnection.Upload"/>). When the transforms finished
+    /// synchronously (<paramref name="sameThread"/>), YARP sends <paramref name="request"/> on this thread and a thread-static slot
+    /// carries it without allocating (as <see cref="ContextHandoff"/>); otherwise a shared map does, its entry removed when the
+    /// request ends if the handler never took it (YARP did not send).
     /// </summary>
-    public static void Offer(HttpRequestMessage request, ClientBodyStream body)
+    public static void Offer(HttpRequestMessage request, ClientBodyStream body, HttpContext context, bool sameThread)
     {
-        t_offeredFor = request;
-        t_offered = body;
+        if (sameThread)
+        {
+            t_offeredFor = request;
+            t_offered = body;
+            return;
+        }
+
+        if (Pending.TryAdd(request, body))
+        {
+            Interlocked.Increment(ref s_pending);
+            context.Response.OnCompleted(static r =>
+            {
+                Remove((HttpRequestMessage)r);
+                return Task.CompletedTask;
+            }, request);
+        }
     }
 
-    /// <summary>The body offered with <paramref name="request"/> on this thread, once; else <see langword="null"/>.</summary>
+    /// <summary>The body offered with <paramref name="request"/>, once; else <see langword="null"/>.</summary>
     public static ClientBodyStream? Take(HttpRequestMessage request)
     {
         if (!ReferenceEquals(t_offeredFor, request))
         {
-            return null;
+            return Volatile.Read(ref s_pending) != 0 ? Remove(request) : null;
         }
 
         var body = t_offered;
         t_offeredFor = null;
         t_offered = null;
         return body;
+    }
+
+    private static ClientBodyStream? Remove(HttpRequestMessage request)
+    {
+        if (Pending.TryRemove(request, out var body))
+        {
+            Interlocked.Decrement(ref s_pending);
+            return body;
+        }
+
+        return null;
     }
 
     public override bool CanRead => true;

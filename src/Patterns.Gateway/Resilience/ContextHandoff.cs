@@ -131,12 +131,12 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
 
             if (ContextHandoff.Needed(httpContext, registry) is { } policy)
             {
-                WatchClientBody(httpContext, proxyRequest);
+                WatchClientBody(httpContext, proxyRequest, sameThread: true);
                 ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: true);
             }
             else if (proxyRequest.Content is not null)
             {
-                WatchClientBodyForOutliers(httpContext, proxyRequest);
+                WatchClientBodyForOutliers(httpContext, proxyRequest, sameThread: true);
             }
 
             return default;
@@ -147,12 +147,12 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
             await pending.ConfigureAwait(false);
             if (ContextHandoff.Needed(httpContext, registry) is { } policy)
             {
-                WatchClientBody(httpContext, proxyRequest);
+                WatchClientBody(httpContext, proxyRequest, sameThread: false);
                 ContextHandoff.Give(proxyRequest, httpContext, policy, sameThread: false);
             }
             else if (proxyRequest.Content is not null)
             {
-                WatchClientBodyForOutliers(httpContext, proxyRequest);
+                WatchClientBodyForOutliers(httpContext, proxyRequest, sameThread: false);
             }
         }
 
@@ -160,11 +160,11 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
         /// A request without resilience whose cluster has outlier detection: its body is watched too, so that the route's
         /// transformer can tell a timeout of a stalled upload from one of the destination (<see cref="OutlierDetector.RecordResponse"/>).
         /// </summary>
-        private static void WatchClientBodyForOutliers(HttpContext httpContext, HttpRequestMessage proxyRequest)
+        private static void WatchClientBodyForOutliers(HttpContext httpContext, HttpRequestMessage proxyRequest, bool sameThread)
         {
             if (httpContext.Features.Get<IReverseProxyFeature>() is { Cluster: { } cluster } && ClusterPolicy.For(cluster.Config).Outlier is not null)
             {
-                WatchClientBody(httpContext, proxyRequest);
+                WatchClientBody(httpContext, proxyRequest, sameThread);
             }
         }
 
@@ -173,7 +173,7 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
         /// (the forwarder reads <c>Request.Body</c> only as it sends), so that the resilience handler can tell a client that went
         /// away or stalled mid-upload from a destination that failed (<see cref="OutlierDetector.IsClientBodyFault(Exception?, HttpContext, bool)"/>).
         /// </summary>
-        private static void WatchClientBody(HttpContext httpContext, HttpRequestMessage proxyRequest)
+        private static void WatchClientBody(HttpContext httpContext, HttpRequestMessage proxyRequest, bool sameThread)
         {
             if (proxyRequest.Content is null)
             {
@@ -185,7 +185,7 @@ internal sealed class HandoffTransformBuilder(ITransformBuilder inner, Resilienc
                 httpContext.Request.Body = body = new ClientBodyStream(httpContext.Request.Body);
             }
 
-            ClientBodyStream.Offer(proxyRequest, body);
+            ClientBodyStream.Offer(proxyRequest, body, httpContext, sameThread);
         }
 
         public override ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)

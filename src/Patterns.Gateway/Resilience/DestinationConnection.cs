@@ -23,7 +23,7 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
     public static readonly AsyncLocal<ClientBodyStream?> Upload = new();
 
     // "HTTP/1.1 413"
-    private const int StatusLineHead = 12;
+    internal const int StatusLineHead = 12;
 
     private volatile ClientBodyStream? _upload;
     private volatile bool _writing;
@@ -52,7 +52,7 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
     /// in the flow of the request that caused the connection, which another connection may serve meanwhile: watching it would
     /// link that request's upload to a connection it does not go over, and take this one's close for its own. Over HTTP/2 a
     /// destination's answer and its reset reach the request as they come anyway, and through TLS an early answer is not
-    /// readable here.
+    /// readable here: <see cref="TlsDestinationConnection"/> watches such a connection above its TLS stream instead.
     /// </summary>
     internal static bool Watches(HttpRequestMessage request) =>
         request.RequestUri is { Scheme: "http" }
@@ -296,7 +296,7 @@ internal sealed class DestinationConnection(Socket socket) : NetworkStream(socke
     }
 
     /// <summary>The status of an HTTP/1.x answer that <paramref name="head"/> starts, or 0 when it is not one (HTTP/2 frames, TLS records).</summary>
-    private static int Status(ReadOnlySpan<byte> head)
+    internal static int Status(ReadOnlySpan<byte> head)
     {
         if (head.Length < StatusLineHead || !head[..7].SequenceEqual("HTTP/1."u8) || head[8] != (byte)' ')
         {

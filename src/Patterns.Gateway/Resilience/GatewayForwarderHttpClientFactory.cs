@@ -17,6 +17,9 @@ internal sealed class GatewayForwarderHttpClientFactory(
 
         // Connections that can tell an upload what the destination did while the client's body was still coming (HTTP/1.1).
         handler.ConnectCallback ??= DestinationConnection.ConnectAsync;
+
+        // And the same through TLS, on the decrypted stream (HTTP/1.1 with TLS).
+        handler.PlaintextStreamFilter ??= TlsDestinationConnection.FilterAsync;
     }
 
     protected override HttpMessageHandler WrapHandler(ForwarderHttpClientContext context, HttpMessageHandler handler)

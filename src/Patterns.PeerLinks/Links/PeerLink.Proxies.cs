@@ -14,7 +14,7 @@ internal sealed partial class PeerLink
     /// hello acknowledgement's snapshot and an announcement sent right after it are applied concurrently, and applying
     /// the older one last removed consumers the newer one had added (a confirmed subscription unknown to the sender).
     /// </summary>
-    private async Task ApplyAnnouncementAsync(Guid incarnation, long version, IReadOnlyList<SubscriptionInfo> subscriptions, CancellationToken cancellationToken)
+    private async Task ApplyAnnouncementAsync(Guid incarnation, long version, IReadOnlyList<SubscriptionInfo> subscriptions, CancellationToken cancellationToken, bool linking = false)
     {
         List<Proxy> removed = [];
         await _announceGate.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -73,6 +73,24 @@ internal sealed partial class PeerLink
                 if (info.Kind == AddressKind.Queue)
                 {
                     _queueConsumers.AddOrUpdate(info.Address, 1, static (_, n) => n + 1);
+                    if (!info.Temporary)
+                    {
+                        // A temporary queue goes with its subscriber (a reply queue): never worth waiting for.
+                        _queuesConsumedSinceUp.TryAdd(info.Address, 0);
+                    }
+                }
+            }
+
+            if (linking)
+            {
+                // The link comes up: what the peer consumed before (a previous session, a previous incarnation) no longer
+                // counts; what it consumes now does (proxies kept by a resumed session included).
+                foreach (var queue in _queuesConsumedSinceUp.Keys)
+                {
+                    if (!HasQueueConsumer(queue))
+                    {
+                        _queuesConsumedSinceUp.TryRemove(queue, out _);
+                    }
                 }
             }
         }

@@ -33,6 +33,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private readonly List<SettlementRecord> _settled = [];
     private readonly ConcurrentDictionary<long, Proxy> _proxies = new();
     private readonly ConcurrentDictionary<string, int> _queueConsumers = new(StringComparer.Ordinal);
+    // The queues the peer consumed at some point since the link last came up: while it is not up, a send to one of them
+    // that no other node takes is refused as unavailable (it may come back), not as addressed to no consumer at all.
+    private readonly ConcurrentDictionary<string, byte> _queuesConsumedSinceUp = new(StringComparer.Ordinal);
     private static readonly TimeSpan StopBound = TimeSpan.FromSeconds(10);
     private readonly SemaphoreSlim _announceGate = new(1, 1);
     private readonly CancellationTokenSource _stopping = new();
@@ -72,6 +75,9 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     public PeerState State { get; private set; }
 
+    /// <summary>Gets why the link is in its <see cref="State"/> (null when up).</summary>
+    public string? Reason { get; private set; }
+
     public string? RemoteNodeId { get; private set; }
 
     /// <summary>Gets the bytes held unacknowledged on this link (the replay buffer).</summary>
@@ -90,6 +96,12 @@ internal sealed partial class PeerLink : IAsyncDisposable
     public long ReplayCapacity => _data.Capacity;
 
     public bool HasQueueConsumer(string queue) => _queueConsumers.TryGetValue(queue, out var n) && n > 0;
+
+    /// <summary>
+    /// Gets whether the peer consumed <paramref name="queue"/> since the link last came up and the link is not up now: the
+    /// consumer is out of reach (the peer stopped, crashed or is cut off) rather than unknown.
+    /// </summary>
+    public bool ConsumedWhileUp(string queue) => State != PeerState.Up && _queuesConsumedSinceUp.ContainsKey(queue);
 
     public void Start()
     {
@@ -236,7 +248,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
         Touch();
         var reading = ReadControlAsync(control.ResponseStream, token);
         var controlWriting = _controlWriter.RunAsync(control.RequestStream, token);
-        await ApplyAnnouncementAsync(ack.Incarnation, ack.Version, ack.Subscriptions, token).ConfigureAwait(false);
+        await ApplyAnnouncementAsync(ack.Incarnation, ack.Version, ack.Subscriptions, token, linking: true).ConfigureAwait(false);
         using var bulk = _bulkChannel.CreateCallInvoker().AsyncDuplexStreamingCall(LinkService.Bulk, null, new CallOptions(headers, cancellationToken: token));
         var bulkWriting = _bulkWriter.RunAsync(bulk.RequestStream, token);
         var bulkReading = DrainAsync(bulk.ResponseStream, token);
@@ -542,6 +554,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     private void Report(PeerState state, string? reason)
     {
+        Reason = reason;
         State = state;
         _transport.Membership.Set(new PeerInfo(Address, RemoteNodeId, state, _transport.TimeProvider.GetUtcNow(), reason));
     }
