@@ -6,8 +6,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Time.Testing;
 using Patterns.Gateway.Resilience;
-using Yarp.ReverseProxy.Configuration;
-using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Model;
 
 namespace Patterns.Gateway.Tests;
@@ -37,16 +35,10 @@ public sealed class UploadBlameTests
         var time = new FakeTimeProvider();
         var arrivals = Channel.CreateUnbounded<bool>();
         var act = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            _ => { },
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Stall",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Stall"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 if (destination == "answer")
                 {
                     c.Response.StatusCode = StatusCodes.Status413PayloadTooLarge;
@@ -59,23 +51,15 @@ public sealed class UploadBlameTests
                 arrivals.Writer.TryWrite(true);
                 await act.Task.WaitAsync(c.RequestAborted);
                 c.Abort();
-            }),
+            },
             HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (timeout == "request")
-        {
-            metadata[GatewayMetadata.Timeout] = "00:00:03";
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
+        var metadata = UploadSetup.Metadata(breaker: timeout == "request", timeout: timeout == "request");
 
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version11, timeout == "activity" ? TimeSpan.FromSeconds(3) : null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -123,16 +107,10 @@ public sealed class UploadBlameTests
     {
         const int Chunk = 64 * 1024;
         var gaveUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            _ => { },
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Reads the first bytes, then decides the body comes too slowly: answers 408 and closes (as Kestrel's own minimum
                 // data rate does: over HTTP/1.1 with Connection: close).
                 var buffer = new byte[Chunk];
@@ -144,23 +122,16 @@ public sealed class UploadBlameTests
                 }
 
                 gaveUp.TrySetResult();
-            }),
+            },
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (policy == "breaker")
-        {
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
+        var metadata = UploadSetup.Metadata(breaker: policy == "breaker");
 
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(
-            backend, metadata, new FakeTimeProvider(), outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+            backend, metadata, new FakeTimeProvider(), UploadSetup.Outgoing(outgoing), null, c => Volatile.Write(ref current, c));
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -208,32 +179,22 @@ public sealed class UploadBlameTests
         const int Chunk = 256 * 1024;
         var time = new FakeTimeProvider();
         var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            b => b.WebHost.ConfigureKestrel(o => o.Limits.MaxRequestBufferSize = 64 * 1024),
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Takes the request and never reads its body.
                 arrived.TrySetResult();
                 await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
-            }),
-            HttpProtocols.Http1);
+            },
+            HttpProtocols.Http1,
+            configure: b => b.WebHost.ConfigureKestrel(o => o.Limits.MaxRequestBufferSize = 64 * 1024));
 
-        var metadata = new Dictionary<string, string>
-        {
-            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
-            [GatewayMetadata.Timeout] = "00:00:03",
-        };
+        var metadata = UploadSetup.Metadata(timeout: true);
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -301,20 +262,12 @@ public sealed class UploadBlameTests
             }),
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string>
-        {
-            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
-            [GatewayMetadata.Timeout] = "00:00:03",
-            [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
-            [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
-            [GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00",
-        };
+        var metadata = UploadSetup.Metadata(breaker: true, timeout: true);
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(
-            backend, metadata, time, outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+            backend, metadata, time, UploadSetup.Outgoing(outgoing), null, c => Volatile.Write(ref current, c));
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -370,16 +323,10 @@ public sealed class UploadBlameTests
     {
         var time = new FakeTimeProvider();
         var answered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            _ => { },
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Reads the first bytes, then answers 503 at once, the rest of the body unread: over HTTP/1.1 it then waits, over
                 // HTTP/2 it ends the exchange (Kestrel resets the stream whose body is still coming).
                 var buffer = new byte[4096];
@@ -393,25 +340,17 @@ public sealed class UploadBlameTests
                 }
 
                 await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
-            }),
+            },
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (policy == "breaker")
-        {
-            metadata[GatewayMetadata.Timeout] = "00:00:03";
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
+        var metadata = UploadSetup.Metadata(breaker: policy == "breaker", timeout: policy == "breaker");
 
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(
-            backend, metadata, time, outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11,
+            backend, metadata, time, UploadSetup.Outgoing(outgoing),
             outgoing == "h1" && policy == "outlier" ? TimeSpan.FromSeconds(3) : null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -469,36 +408,26 @@ public sealed class UploadBlameTests
 
         var time = new FakeTimeProvider();
         var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            b => b.WebHost.ConfigureKestrel(o =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                o.Limits.Http2.InitialStreamWindowSize = Window;
-                o.Limits.Http2.InitialConnectionWindowSize = Window;
-            }),
-            app => app.Run(async c =>
-            {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Takes the request and never reads its body.
                 arrived.TrySetResult();
                 await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
-            }),
-            HttpProtocols.Http2);
+            },
+            HttpProtocols.Http2,
+            configure: b => b.WebHost.ConfigureKestrel(o =>
+            {
+                o.Limits.Http2.InitialStreamWindowSize = Window;
+                o.Limits.Http2.InitialConnectionWindowSize = Window;
+            }));
 
-        var metadata = new Dictionary<string, string>
-        {
-            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
-            [GatewayMetadata.Timeout] = "00:00:03",
-        };
+        var metadata = UploadSetup.Metadata(timeout: true);
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version20, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -547,41 +476,16 @@ public sealed class UploadBlameTests
         }
     }
 
+    /// <summary>A gateway (<see cref="UploadSetup.StartGatewayAsync"/>) that hands the test's uploads (X-Stall or X-Slow) to <paramref name="seen"/>.</summary>
     private static Task<KestrelHost> StartGatewayAsync(
-        KestrelHost backend, Dictionary<string, string> metadata, FakeTimeProvider time, Version outgoing, TimeSpan? activityTimeout, Action<HttpContext> seen)
-    {
-        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
-        var cluster = new ClusterConfig
+        KestrelHost backend, Dictionary<string, string> metadata, FakeTimeProvider time, Version outgoing, TimeSpan? activityTimeout, Action<HttpContext> seen) =>
+        UploadSetup.StartGatewayAsync(backend, metadata, time, outgoing, activityTimeout, context =>
         {
-            ClusterId = "c",
-            LoadBalancingPolicy = GatewayPolicies.Weighted,
-            Metadata = metadata,
-            HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
-            HttpRequest = new ForwarderRequestConfig
+            if (context.Request.Headers.ContainsKey("X-Stall") || context.Request.Headers.ContainsKey("X-Slow"))
             {
-                Version = outgoing,
-                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-                ActivityTimeout = activityTimeout,
-            },
-            Destinations = new Dictionary<string, DestinationConfig> { ["b"] = new() { Address = backend.Address } },
-        };
-
-        // The client speaks HTTP/2 to the gateway, so the gateway's answer comes while the body is still open; Kestrel's own
-        // minimum body data rate is off: only what the test does ends the request.
-        return Gateways.FromCodeAsync(
-            [route], [cluster], time,
-            services: b => b.WebHost.ConfigureKestrel(o => o.Limits.MinRequestBodyDataRate = null),
-            app: a => a.Use((context, next) =>
-            {
-                if (context.Request.Headers.ContainsKey("X-Stall") || context.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    seen(context);
-                }
-
-                return next(context);
-            }),
-            protocols: HttpProtocols.Http2);
-    }
+                seen(context);
+            }
+        });
 
     private static async Task<HttpStatusCode> SendAsync(HttpClient client, HttpContent content, string? header = null)
     {
