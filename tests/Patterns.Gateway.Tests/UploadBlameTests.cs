@@ -87,8 +87,7 @@ public sealed class UploadBlameTests
         }
         else
         {
-            state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the destination answered (413) before the upload ended");
-            (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+            await ShouldNotBeBlamedAsync(state, client, "the destination answered (413) before the upload ended");
         }
     }
 
@@ -146,26 +145,12 @@ public sealed class UploadBlameTests
         }
 
         // The client goes on sending, a chunk at a time, each once the gateway has read the one before, until the request ends.
-        long sent = Chunk;
-        for (var i = 0; i < 64 && !call.IsCompleted; i++)
-        {
-            Waits.Until(
-                () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
-                "the gateway read the last chunk, or the request ended");
-            if (call.IsCompleted)
-            {
-                break;
-            }
-
-            await content.WriteAsync(new byte[Chunk]);
-            sent += Chunk;
-        }
+        await KeepUploadingAsync(content, call, () => Volatile.Read(ref current), sent: Chunk, chunk: Chunk, chunks: 64);
 
         content.Complete();
         var status = await call.WaitAsync(Waits.Bound, Ct);
         status.Should().NotBe(HttpStatusCode.OK);
-        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the destination answered 408: the body came too slowly for it");
-        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+        await ShouldNotBeBlamedAsync(state, client, "the destination answered 408: the body came too slowly for it");
     }
 
     /// <summary>
@@ -277,33 +262,13 @@ public sealed class UploadBlameTests
 
         // A chunk a second, each once the gateway has read the one before, until the request's timeout ends the request: it
         // passes while the gateway waits for the next chunk.
-        long sent = Chunk;
-        for (var i = 0; i < 10 && !call.IsCompleted; i++)
-        {
-            Waits.Until(
-                () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
-                "the gateway read the last chunk and waits for the next, or the request ended");
-            if (call.IsCompleted)
-            {
-                break;
-            }
-
-            time.Advance(TimeSpan.FromSeconds(1));
-            if (call.IsCompleted)
-            {
-                break;
-            }
-
-            await content.WriteAsync(new byte[Chunk]);
-            sent += Chunk;
-        }
+        var sent = await KeepUploadingAsync(content, call, () => Volatile.Read(ref current), sent: Chunk, chunk: Chunk, chunks: 10, beforeEach: () => time.Advance(TimeSpan.FromSeconds(1)));
 
         var status = await call.WaitAsync(Waits.Bound, Ct);
         content.Complete();
         status.Should().Be(HttpStatusCode.GatewayTimeout);
         sent.Should().BeGreaterThan(Chunk, "the upload went on for a while before the timeout");
-        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the body was still arriving when the timeout passed");
-        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+        await ShouldNotBeBlamedAsync(state, client, "the body was still arriving when the timeout passed");
     }
 
     /// <summary>
@@ -372,20 +337,7 @@ public sealed class UploadBlameTests
         {
             // The answer comes as it is sent; the client goes on sending, a chunk at a time, each once the gateway has read the
             // one before, until the request ends.
-            long sent = 64 * 1024;
-            for (var i = 0; i < 64 && !call.IsCompleted; i++)
-            {
-                Waits.Until(
-                    () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
-                    "the gateway read the last chunk, or the request ended");
-                if (call.IsCompleted)
-                {
-                    break;
-                }
-
-                await content.WriteAsync(new byte[64 * 1024]);
-                sent += 64 * 1024;
-            }
+            await KeepUploadingAsync(content, call, () => Volatile.Read(ref current), sent: 64 * 1024, chunk: 64 * 1024, chunks: 64);
         }
 
         var status = await call.WaitAsync(Waits.Bound, Ct);
@@ -461,6 +413,48 @@ public sealed class UploadBlameTests
         (await call.WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.GatewayTimeout);
         content.Complete();
         Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that stopped reading is ejected");
+    }
+
+    /// <summary>
+    /// Goes on with an upload of which <paramref name="sent"/> bytes have gone: <paramref name="chunk"/> bytes at a time, each
+    /// once the gateway has read all before it and waits for more, at most <paramref name="chunks"/> more, until the request
+    /// ends. <paramref name="beforeEach"/> runs before each chunk (the clock moving, say). Returns how many bytes went in all.
+    /// </summary>
+    private static async Task<long> KeepUploadingAsync(
+        ChunkedContent content, Task call, Func<HttpContext?> current, long sent, int chunk, int chunks, Action? beforeEach = null)
+    {
+        for (var i = 0; i < chunks && !call.IsCompleted; i++)
+        {
+            var expected = sent;
+            Waits.Until(
+                () => call.IsCompleted || (BodyOf(current()) is { WaitingOnClient: true } upload && upload.BytesRead == expected),
+                "the gateway read the last chunk and waits for the next, or the request ended");
+            if (call.IsCompleted)
+            {
+                break;
+            }
+
+            if (beforeEach is not null)
+            {
+                beforeEach();
+                if (call.IsCompleted)
+                {
+                    break;
+                }
+            }
+
+            await content.WriteAsync(new byte[chunk]);
+            sent += chunk;
+        }
+
+        return sent;
+    }
+
+    /// <summary>The destination was not blamed: it is not ejected (<paramref name="because"/>), and a whole upload goes through (no circuit opened).</summary>
+    private static async Task ShouldNotBeBlamedAsync(DestinationState state, HttpClient client, string because)
+    {
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, because);
+        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
     }
 
     /// <summary>The request's body as the gateway reads it, or <see langword="null"/> (not yet wrapped, or the request is over).</summary>
