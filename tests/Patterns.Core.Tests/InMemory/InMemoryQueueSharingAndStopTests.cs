@@ -56,15 +56,18 @@ public sealed class InMemoryQueueSharingAndStopTests
         var staying = new BlockingHandler();
         var request = RejectingQueue(queue, capacity: 10);
         await using var leaving = await transport.SubscribeAsync(request, static (_, _) => new(Settlement.Ack));
-        await using var stays = await transport.SubscribeAsync(request, staying.Handle);
+        await using var stays = await transport.SubscribeAsync(request with { Concurrency = 2 }, staying.Handle);
         try
         {
             await leaving.StopAsync(CancellationToken.None);
 
-            await transport.SendAsync(queue, Message("held"));
-            await staying.WaitForStartedAsync(1);
+            // One message per worker left: both block.
+            await transport.SendAsync(queue, Message("held-0"));
+            await transport.SendAsync(queue, Message("held-1"));
+            await staying.WaitForStartedAsync(2);
 
-            (await FillAsync(transport, queue)).Should().Be(10, "the one worker left buffers the whole queue's bound again");
+            // Ten shared by three workers was four each; shared by the two left, it is five each again.
+            (await FillAsync(transport, queue)).Should().Be(10, "the workers left share the whole queue's bound again");
         }
         finally
         {
