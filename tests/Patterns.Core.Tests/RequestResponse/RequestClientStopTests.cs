@@ -45,15 +45,18 @@ public sealed class RequestClientStopTests
 
         if (disposeAsync)
         {
+            // As the host's services are disposed (the host disposes them asynchronously).
             await ((IAsyncDisposable)host).DisposeAsync();
         }
         else
         {
-            host.Dispose();
+            // As a service provider disposed synchronously disposes it.
+            ((IDisposable)client).Dispose();
         }
 
         var waited = async () => await call.WaitAsync(TestHost.Wait);
         (await waited.Should().ThrowAsync<ObjectDisposedException>()).Which.Message.Should().Contain("stopped before the response arrived");
         await remote.DisposeAsync();
+        await ((IAsyncDisposable)host).DisposeAsync();
     }
 }
