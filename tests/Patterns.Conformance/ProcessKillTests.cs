@@ -128,19 +128,9 @@ public abstract class ProcessKillTests : IAsyncLifetime
         var acknowledged = new List<KillAck>();
         var watch = Stopwatch.StartNew();
         var started = 0;
-        KillChild Next() => StartChild($"child {started++} (seed {seed})", target, random.Next());
-        var children = new List<KillChild> { Next(), Next() };
-
-        // The next replacement is started (gated) ahead of time and let go once the standby has taken over.
-        KillChild? spare = null;
-        try
+        await using (var pair = await KillPair.StartAsync(() => StartChild($"child {started++} (seed {seed})", target, random.Next()), acknowledged, Timeout))
         {
-            foreach (var child in children)
-            {
-                await child.GoAsync(StepTimeout, Timeout);
-            }
-
-            spare = Next();
+            var children = pair.Children;
 
             // The kill point is counted in the owner's acknowledgements since it took over, so that the wait for it
             // overlaps the replacement's start.
@@ -165,36 +155,12 @@ public abstract class ProcessKillTests : IAsyncLifetime
                     StepTimeout,
                     Timeout);
                 var owner = found ?? throw new InvalidOperationException("The wait ended without an owner.");
-                var standby = children.Single(c => c != owner);
-                owner.Kill();
-                await owner.DisposeAsync();
-                acknowledged.AddRange(owner.Acknowledged);
-                children.Remove(owner);
+                var standby = await pair.KillAsync(owner);
 
                 // The replacement starts only once the standby has taken over, or it could win the lease instead.
-                await KillChild.WaitUntilAsync(
-                    children,
-                    () => standby.IsOwner,
-                    $"iteration {i}, seed {seed}: {standby.Name} to take over from {owner.Name}, killed",
-                    StepTimeout,
-                    Timeout);
+                await pair.WaitForTakeOverAsync(standby, $"iteration {i}, seed {seed}: {standby.Name} to take over from {owner.Name}, killed");
                 ownerSince = standby.AckCount;
-                await spare.GoAsync(StepTimeout, Timeout);
-                children.Add(spare);
-                spare = Next();
-            }
-        }
-        finally
-        {
-            if (spare is not null)
-            {
-                children.Add(spare);
-            }
-
-            foreach (var child in children)
-            {
-                await child.DisposeAsync();
-                acknowledged.AddRange(child.Acknowledged);
+                await pair.ReplaceAsync();
             }
         }
 
@@ -347,17 +313,12 @@ public abstract class ProcessKillTests : IAsyncLifetime
         await using (consuming)
         {
             var started = 0;
-            KillChild Next() => KillChild.Start($"relay child {started++} (seed {seed})", StoreKind, target, "relay", random.Next().ToString(CultureInfo.InvariantCulture), "gated");
-            var children = new List<KillChild> { Next(), Next() };
-            KillChild? spare = null;
-            try
+            await using (var pair = await KillPair.StartAsync(
+                () => KillChild.Start($"relay child {started++} (seed {seed})", StoreKind, target, "relay", random.Next().ToString(CultureInfo.InvariantCulture), "gated"),
+                acknowledged,
+                Timeout))
             {
-                foreach (var child in children)
-                {
-                    await child.GoAsync(StepTimeout, Timeout);
-                }
-
-                spare = Next();
+                var children = pair.Children;
                 var outbox = provider.GetRequiredService<IOutboxStore>();
                 for (var i = 0; i < Iterations; i++)
                 {
@@ -377,40 +338,16 @@ public abstract class ProcessKillTests : IAsyncLifetime
                         StepTimeout,
                         Timeout);
                     var owner = found ?? throw new InvalidOperationException("The wait ended without an owner.");
-                    var standby = children.Single(c => c != owner);
-                    owner.Kill();
-                    await owner.DisposeAsync();
-                    acknowledged.AddRange(owner.Acknowledged);
-                    children.Remove(owner);
+                    var standby = await pair.KillAsync(owner);
                     pendingAtKills += (await outbox.ReadOutboxAsync(0, int.MaxValue, Timeout)).Count;
 
                     // The standby takes the lease once the dead owner's expires, and hands over what the dead one left.
-                    await KillChild.WaitUntilAsync(
-                        children,
-                        () => standby.IsOwner,
-                        $"iteration {i}, seed {seed}: {standby.Name} to take the relay over from {owner.Name}, killed",
-                        StepTimeout,
-                        Timeout);
+                    await pair.WaitForTakeOverAsync(standby, $"iteration {i}, seed {seed}: {standby.Name} to take the relay over from {owner.Name}, killed");
                     var left = owner.Acknowledged.Select(Id).ToList();
                     await consumed.WaitUntilAsync(
                         () => left.All(arrivals.ContainsKey),
                         () => $"iteration {i}, seed {seed}: the messages {owner.Name} committed to arrive through {standby.Name}'s relay; missing: {string.Join(", ", left.Where(id => !arrivals.ContainsKey(id)).Take(10))}", Timeout);
-                    await spare.GoAsync(StepTimeout, Timeout);
-                    children.Add(spare);
-                    spare = Next();
-                }
-            }
-            finally
-            {
-                if (spare is not null)
-                {
-                    children.Add(spare);
-                }
-
-                foreach (var child in children)
-                {
-                    await child.DisposeAsync();
-                    acknowledged.AddRange(child.Acknowledged);
+                    await pair.ReplaceAsync();
                 }
             }
 
@@ -679,6 +616,92 @@ public abstract class ProcessKillTests : IAsyncLifetime
         int.TryParse(Environment.GetEnvironmentVariable("PATTERNS_KILL_SEED"), CultureInfo.InvariantCulture, out var seed) ? seed : Random.Shared.Next();
 
     /// <summary>Starts a child that runs the projection and appends, gated: it waits for <see cref="KillChild.GoAsync"/>.</summary>
+    /// <summary>
+    /// Two children let go on one database, and the next one started (gated) ahead of time, to be let go once the standby
+    /// has taken over from an owner that was killed. Disposing it disposes every child left, the spare among them, and
+    /// keeps what each acknowledged.
+    /// </summary>
+    private sealed class KillPair : IAsyncDisposable
+    {
+        private readonly Func<KillChild> _next;
+        private readonly List<KillAck> _acknowledged;
+        private readonly CancellationToken _timeout;
+        private KillChild? _spare;
+
+        private KillPair(Func<KillChild> next, List<KillAck> acknowledged, CancellationToken timeout)
+        {
+            _next = next;
+            _acknowledged = acknowledged;
+            _timeout = timeout;
+            Children = [next(), next()];
+        }
+
+        /// <summary>Gets the children running now: the owner and its standby, once both are let go.</summary>
+        public List<KillChild> Children { get; }
+
+        /// <summary>Starts two children with <paramref name="next"/> and lets them go, then starts the spare.</summary>
+        public static async Task<KillPair> StartAsync(Func<KillChild> next, List<KillAck> acknowledged, CancellationToken timeout)
+        {
+            var pair = new KillPair(next, acknowledged, timeout);
+            try
+            {
+                foreach (var child in pair.Children)
+                {
+                    await child.GoAsync(StepTimeout, timeout);
+                }
+
+                pair._spare = next();
+                return pair;
+            }
+            catch
+            {
+                await pair.DisposeAsync();
+                throw;
+            }
+        }
+
+        /// <summary>Kills <paramref name="owner"/> with SIGKILL, keeps what it acknowledged, and returns the child left (its standby).</summary>
+        public async Task<KillChild> KillAsync(KillChild owner)
+        {
+            var standby = Children.Single(c => c != owner);
+            owner.Kill();
+            await owner.DisposeAsync();
+            _acknowledged.AddRange(owner.Acknowledged);
+            Children.Remove(owner);
+            return standby;
+        }
+
+        /// <summary>Waits, bounded, until <paramref name="standby"/> owns what the killed owner held.</summary>
+        public Task WaitForTakeOverAsync(KillChild standby, string what) =>
+            KillChild.WaitUntilAsync(Children, () => standby.IsOwner, what, StepTimeout, _timeout);
+
+        /// <summary>Lets the spare go as the new standby, and starts the next spare.</summary>
+        public async Task ReplaceAsync()
+        {
+            var spare = _spare ?? throw new InvalidOperationException("No spare child was started.");
+            await spare.GoAsync(StepTimeout, _timeout);
+            Children.Add(spare);
+            _spare = _next();
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_spare is not null)
+            {
+                Children.Add(_spare);
+                _spare = null;
+            }
+
+            foreach (var child in Children)
+            {
+                await child.DisposeAsync();
+                _acknowledged.AddRange(child.Acknowledged);
+            }
+
+            Children.Clear();
+        }
+    }
+
     private KillChild StartChild(string name, string target, int seed) =>
         KillChild.Start(name, StoreKind, target, "run", seed.ToString(CultureInfo.InvariantCulture), "gated");
 

@@ -1,12 +1,9 @@
 using System.Net;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Time.Testing;
-using Yarp.ReverseProxy.Configuration;
-using Yarp.ReverseProxy.Forwarder;
 using Patterns.Gateway.Resilience;
 using Yarp.ReverseProxy.Model;
 
@@ -61,51 +58,15 @@ public sealed class ClientUploadStallTests
             }),
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (timeout != "activity-outlier")
-        {
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
+        var metadata = UploadSetup.Metadata(breaker: timeout != "activity-outlier", timeout: timeout == "request");
 
-        if (timeout == "request")
-        {
-            metadata[GatewayMetadata.Timeout] = "00:00:03";
-        }
-
-        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
-        var cluster = new ClusterConfig
-        {
-            ClusterId = "c",
-            LoadBalancingPolicy = GatewayPolicies.Weighted,
-            Metadata = metadata,
-            HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
-            HttpRequest = new ForwarderRequestConfig
-            {
-                Version = outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11,
-                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-                // Long enough for the first request on a busy machine (JIT, connecting): it runs on real time.
-                ActivityTimeout = timeout == "request" ? null : TimeSpan.FromSeconds(5),
-            },
-            Destinations = new Dictionary<string, DestinationConfig> { ["b"] = new() { Address = backend.Address } },
-        };
-
-        // The client speaks HTTP/2 to the gateway, so the gateway's answer comes while the body is still open. Kestrel's own
-        // minimum body data rate is off: only the timeout under test ends the request.
+        // The activity timeout is long enough for the first request on a busy machine (JIT, connecting): it runs on real time.
+        // Kestrel's own minimum body data rate is off: only the timeout under test ends the request.
         HttpContext? current = null;
-        await using var gateway = await Gateways.FromCodeAsync(
-            [route], [cluster], time,
-            services: b => b.WebHost.ConfigureKestrel(o => o.Limits.MinRequestBodyDataRate = null),
-            app: a => a.Use((context, next) =>
-            {
-                Volatile.Write(ref current, context);
-                return next(context);
-            }),
-            protocols: HttpProtocols.Http2);
-        var destination = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        await using var gateway = await UploadSetup.StartGatewayAsync(
+            backend, metadata, time, UploadSetup.Outgoing(outgoing), timeout == "request" ? null : TimeSpan.FromSeconds(5), c => Volatile.Write(ref current, c));
+        var destination = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
 
         // One whole upload first: the connection to the destination is open before the stalls, so an activity timeout cannot
         // fire while the gateway is still connecting.
@@ -160,57 +121,22 @@ public sealed class ClientUploadStallTests
     {
         var arrivals = Channel.CreateUnbounded<bool>();
         var breakOff = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            _ => { },
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Stall",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Stall"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 arrivals.Writer.TryWrite(true);
                 await breakOff.Task.WaitAsync(c.RequestAborted);
                 c.Abort();
-            }),
+            },
             HttpProtocols.Http2);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (policy == "breaker")
-        {
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
-
-        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
-        var cluster = new ClusterConfig
-        {
-            ClusterId = "c",
-            LoadBalancingPolicy = GatewayPolicies.Weighted,
-            Metadata = metadata,
-            HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
-            HttpRequest = new ForwarderRequestConfig
-            {
-                Version = HttpVersion.Version20,
-                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            },
-            Destinations = new Dictionary<string, DestinationConfig> { ["b"] = new() { Address = backend.Address } },
-        };
+        var metadata = UploadSetup.Metadata(breaker: policy == "breaker");
         HttpContext? current = null;
-        await using var gateway = await Gateways.FromCodeAsync(
-            [route], [cluster], new FakeTimeProvider(),
-            services: b => b.WebHost.ConfigureKestrel(o => o.Limits.MinRequestBodyDataRate = null),
-            app: a => a.Use((context, next) =>
-            {
-                Volatile.Write(ref current, context);
-                return next(context);
-            }),
-            protocols: HttpProtocols.Http2);
-        var destination = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        await using var gateway = await UploadSetup.StartGatewayAsync(
+            backend, metadata, new FakeTimeProvider(), HttpVersion.Version20, null, c => Volatile.Write(ref current, c));
+        var destination = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be((HttpStatusCode.OK, "ok"));
 
         var content = new PartialContent();

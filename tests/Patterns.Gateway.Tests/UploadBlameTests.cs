@@ -6,8 +6,6 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Time.Testing;
 using Patterns.Gateway.Resilience;
-using Yarp.ReverseProxy.Configuration;
-using Yarp.ReverseProxy.Forwarder;
 using Yarp.ReverseProxy.Model;
 
 namespace Patterns.Gateway.Tests;
@@ -37,16 +35,10 @@ public sealed class UploadBlameTests
         var time = new FakeTimeProvider();
         var arrivals = Channel.CreateUnbounded<bool>();
         var act = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            _ => { },
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Stall",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Stall"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 if (destination == "answer")
                 {
                     c.Response.StatusCode = StatusCodes.Status413PayloadTooLarge;
@@ -59,23 +51,15 @@ public sealed class UploadBlameTests
                 arrivals.Writer.TryWrite(true);
                 await act.Task.WaitAsync(c.RequestAborted);
                 c.Abort();
-            }),
+            },
             HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (timeout == "request")
-        {
-            metadata[GatewayMetadata.Timeout] = "00:00:03";
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
+        var metadata = UploadSetup.Metadata(breaker: timeout == "request", timeout: timeout == "request");
 
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version11, timeout == "activity" ? TimeSpan.FromSeconds(3) : null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -103,8 +87,7 @@ public sealed class UploadBlameTests
         }
         else
         {
-            state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the destination answered (413) before the upload ended");
-            (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+            await ShouldNotBeBlamedAsync(state, client, "the destination answered (413) before the upload ended");
         }
     }
 
@@ -123,16 +106,10 @@ public sealed class UploadBlameTests
     {
         const int Chunk = 64 * 1024;
         var gaveUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            _ => { },
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Reads the first bytes, then decides the body comes too slowly: answers 408 and closes (as Kestrel's own minimum
                 // data rate does: over HTTP/1.1 with Connection: close).
                 var buffer = new byte[Chunk];
@@ -144,23 +121,16 @@ public sealed class UploadBlameTests
                 }
 
                 gaveUp.TrySetResult();
-            }),
+            },
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (policy == "breaker")
-        {
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
+        var metadata = UploadSetup.Metadata(breaker: policy == "breaker");
 
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(
-            backend, metadata, new FakeTimeProvider(), outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+            backend, metadata, new FakeTimeProvider(), UploadSetup.Outgoing(outgoing), null, c => Volatile.Write(ref current, c));
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -175,26 +145,12 @@ public sealed class UploadBlameTests
         }
 
         // The client goes on sending, a chunk at a time, each once the gateway has read the one before, until the request ends.
-        long sent = Chunk;
-        for (var i = 0; i < 64 && !call.IsCompleted; i++)
-        {
-            Waits.Until(
-                () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
-                "the gateway read the last chunk, or the request ended");
-            if (call.IsCompleted)
-            {
-                break;
-            }
-
-            await content.WriteAsync(new byte[Chunk]);
-            sent += Chunk;
-        }
+        await KeepUploadingAsync(content, call, () => Volatile.Read(ref current), sent: Chunk, chunk: Chunk, chunks: 64);
 
         content.Complete();
         var status = await call.WaitAsync(Waits.Bound, Ct);
         status.Should().NotBe(HttpStatusCode.OK);
-        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the destination answered 408: the body came too slowly for it");
-        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+        await ShouldNotBeBlamedAsync(state, client, "the destination answered 408: the body came too slowly for it");
     }
 
     /// <summary>
@@ -208,32 +164,22 @@ public sealed class UploadBlameTests
         const int Chunk = 256 * 1024;
         var time = new FakeTimeProvider();
         var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            b => b.WebHost.ConfigureKestrel(o => o.Limits.MaxRequestBufferSize = 64 * 1024),
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Takes the request and never reads its body.
                 arrived.TrySetResult();
                 await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
-            }),
-            HttpProtocols.Http1);
+            },
+            HttpProtocols.Http1,
+            configure: b => b.WebHost.ConfigureKestrel(o => o.Limits.MaxRequestBufferSize = 64 * 1024));
 
-        var metadata = new Dictionary<string, string>
-        {
-            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
-            [GatewayMetadata.Timeout] = "00:00:03",
-        };
+        var metadata = UploadSetup.Metadata(timeout: true);
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -301,20 +247,12 @@ public sealed class UploadBlameTests
             }),
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string>
-        {
-            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
-            [GatewayMetadata.Timeout] = "00:00:03",
-            [GatewayMetadata.CircuitBreakerFailureRatio] = "0.5",
-            [GatewayMetadata.CircuitBreakerMinimumThroughput] = "2",
-            [GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00",
-        };
+        var metadata = UploadSetup.Metadata(breaker: true, timeout: true);
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(
-            backend, metadata, time, outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+            backend, metadata, time, UploadSetup.Outgoing(outgoing), null, c => Volatile.Write(ref current, c));
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -324,33 +262,13 @@ public sealed class UploadBlameTests
 
         // A chunk a second, each once the gateway has read the one before, until the request's timeout ends the request: it
         // passes while the gateway waits for the next chunk.
-        long sent = Chunk;
-        for (var i = 0; i < 10 && !call.IsCompleted; i++)
-        {
-            Waits.Until(
-                () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
-                "the gateway read the last chunk and waits for the next, or the request ended");
-            if (call.IsCompleted)
-            {
-                break;
-            }
-
-            time.Advance(TimeSpan.FromSeconds(1));
-            if (call.IsCompleted)
-            {
-                break;
-            }
-
-            await content.WriteAsync(new byte[Chunk]);
-            sent += Chunk;
-        }
+        var sent = await KeepUploadingAsync(content, call, () => Volatile.Read(ref current), sent: Chunk, chunk: Chunk, chunks: 10, beforeEach: () => time.Advance(TimeSpan.FromSeconds(1)));
 
         var status = await call.WaitAsync(Waits.Bound, Ct);
         content.Complete();
         status.Should().Be(HttpStatusCode.GatewayTimeout);
         sent.Should().BeGreaterThan(Chunk, "the upload went on for a while before the timeout");
-        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, "the body was still arriving when the timeout passed");
-        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+        await ShouldNotBeBlamedAsync(state, client, "the body was still arriving when the timeout passed");
     }
 
     /// <summary>
@@ -370,16 +288,10 @@ public sealed class UploadBlameTests
     {
         var time = new FakeTimeProvider();
         var answered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            _ => { },
-            app => app.Run(async c =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Reads the first bytes, then answers 503 at once, the rest of the body unread: over HTTP/1.1 it then waits, over
                 // HTTP/2 it ends the exchange (Kestrel resets the stream whose body is still coming).
                 var buffer = new byte[4096];
@@ -393,25 +305,17 @@ public sealed class UploadBlameTests
                 }
 
                 await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
-            }),
+            },
             outgoing == "h2" ? HttpProtocols.Http2 : HttpProtocols.Http1);
 
-        var metadata = new Dictionary<string, string> { [GatewayMetadata.OutlierConsecutiveFailures] = "1" };
-        if (policy == "breaker")
-        {
-            metadata[GatewayMetadata.Timeout] = "00:00:03";
-            metadata[GatewayMetadata.CircuitBreakerFailureRatio] = "0.5";
-            metadata[GatewayMetadata.CircuitBreakerMinimumThroughput] = "2";
-            metadata[GatewayMetadata.CircuitBreakerBreakDuration] = "00:01:00";
-        }
+        var metadata = UploadSetup.Metadata(breaker: policy == "breaker", timeout: policy == "breaker");
 
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(
-            backend, metadata, time, outgoing == "h2" ? HttpVersion.Version20 : HttpVersion.Version11,
+            backend, metadata, time, UploadSetup.Outgoing(outgoing),
             outgoing == "h1" && policy == "outlier" ? TimeSpan.FromSeconds(3) : null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -433,20 +337,7 @@ public sealed class UploadBlameTests
         {
             // The answer comes as it is sent; the client goes on sending, a chunk at a time, each once the gateway has read the
             // one before, until the request ends.
-            long sent = 64 * 1024;
-            for (var i = 0; i < 64 && !call.IsCompleted; i++)
-            {
-                Waits.Until(
-                    () => call.IsCompleted || (BodyOf(Volatile.Read(ref current)) is { WaitingOnClient: true } upload && upload.BytesRead == sent),
-                    "the gateway read the last chunk, or the request ended");
-                if (call.IsCompleted)
-                {
-                    break;
-                }
-
-                await content.WriteAsync(new byte[64 * 1024]);
-                sent += 64 * 1024;
-            }
+            await KeepUploadingAsync(content, call, () => Volatile.Read(ref current), sent: 64 * 1024, chunk: 64 * 1024, chunks: 64);
         }
 
         var status = await call.WaitAsync(Waits.Bound, Ct);
@@ -469,36 +360,26 @@ public sealed class UploadBlameTests
 
         var time = new FakeTimeProvider();
         var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var backend = await KestrelHost.StartAsync(
-            b => b.WebHost.ConfigureKestrel(o =>
+        await using var backend = await UploadSetup.StartDestinationAsync(
+            "X-Slow",
+            async c =>
             {
-                o.Limits.Http2.InitialStreamWindowSize = Window;
-                o.Limits.Http2.InitialConnectionWindowSize = Window;
-            }),
-            app => app.Run(async c =>
-            {
-                if (!c.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    await c.Response.WriteAsync("ok", c.RequestAborted);
-                    return;
-                }
-
                 // Takes the request and never reads its body.
                 arrived.TrySetResult();
                 await Task.Delay(Timeout.Infinite, c.RequestAborted).ContinueWith(_ => { }, TaskScheduler.Default);
-            }),
-            HttpProtocols.Http2);
+            },
+            HttpProtocols.Http2,
+            configure: b => b.WebHost.ConfigureKestrel(o =>
+            {
+                o.Limits.Http2.InitialStreamWindowSize = Window;
+                o.Limits.Http2.InitialConnectionWindowSize = Window;
+            }));
 
-        var metadata = new Dictionary<string, string>
-        {
-            [GatewayMetadata.OutlierConsecutiveFailures] = "1",
-            [GatewayMetadata.Timeout] = "00:00:03",
-        };
+        var metadata = UploadSetup.Metadata(timeout: true);
         HttpContext? current = null;
         await using var gateway = await StartGatewayAsync(backend, metadata, time, HttpVersion.Version20, null, c => Volatile.Write(ref current, c));
-        var state = OutlierDetectionTests.Cluster(gateway).DestinationsState.AllDestinations.Single();
-        using var handler = new SocketsHttpHandler();
-        using var client = new HttpClient(handler) { BaseAddress = new Uri(gateway.Address) };
+        var state = UploadSetup.Destination(gateway);
+        using var client = UploadSetup.Client(gateway);
         (await SendAsync(client, new StringContent("warm")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK);
 
         var content = new ChunkedContent();
@@ -534,6 +415,48 @@ public sealed class UploadBlameTests
         Waits.Until(() => state.Health.Passive == DestinationHealth.Unhealthy, "the destination that stopped reading is ejected");
     }
 
+    /// <summary>
+    /// Goes on with an upload of which <paramref name="sent"/> bytes have gone: <paramref name="chunk"/> bytes at a time, each
+    /// once the gateway has read all before it and waits for more, at most <paramref name="chunks"/> more, until the request
+    /// ends. <paramref name="beforeEach"/> runs before each chunk (the clock moving, say). Returns how many bytes went in all.
+    /// </summary>
+    private static async Task<long> KeepUploadingAsync(
+        ChunkedContent content, Task call, Func<HttpContext?> current, long sent, int chunk, int chunks, Action? beforeEach = null)
+    {
+        for (var i = 0; i < chunks && !call.IsCompleted; i++)
+        {
+            var expected = sent;
+            Waits.Until(
+                () => call.IsCompleted || (BodyOf(current()) is { WaitingOnClient: true } upload && upload.BytesRead == expected),
+                "the gateway read the last chunk and waits for the next, or the request ended");
+            if (call.IsCompleted)
+            {
+                break;
+            }
+
+            if (beforeEach is not null)
+            {
+                beforeEach();
+                if (call.IsCompleted)
+                {
+                    break;
+                }
+            }
+
+            await content.WriteAsync(new byte[chunk]);
+            sent += chunk;
+        }
+
+        return sent;
+    }
+
+    /// <summary>The destination was not blamed: it is not ejected (<paramref name="because"/>), and a whole upload goes through (no circuit opened).</summary>
+    private static async Task ShouldNotBeBlamedAsync(DestinationState state, HttpClient client, string because)
+    {
+        state.Health.Passive.Should().NotBe(DestinationHealth.Unhealthy, because);
+        (await SendAsync(client, new StringContent("whole")).WaitAsync(Waits.Bound, Ct)).Should().Be(HttpStatusCode.OK, "no circuit opened");
+    }
+
     /// <summary>The request's body as the gateway reads it, or <see langword="null"/> (not yet wrapped, or the request is over).</summary>
     private static ClientBodyStream? BodyOf(HttpContext? context)
     {
@@ -547,41 +470,16 @@ public sealed class UploadBlameTests
         }
     }
 
+    /// <summary>A gateway (<see cref="UploadSetup.StartGatewayAsync"/>) that hands the test's uploads (X-Stall or X-Slow) to <paramref name="seen"/>.</summary>
     private static Task<KestrelHost> StartGatewayAsync(
-        KestrelHost backend, Dictionary<string, string> metadata, FakeTimeProvider time, Version outgoing, TimeSpan? activityTimeout, Action<HttpContext> seen)
-    {
-        var route = new RouteConfig { RouteId = "all", ClusterId = "c", Match = new RouteMatch { Path = "{**rest}" } };
-        var cluster = new ClusterConfig
+        KestrelHost backend, Dictionary<string, string> metadata, FakeTimeProvider time, Version outgoing, TimeSpan? activityTimeout, Action<HttpContext> seen) =>
+        UploadSetup.StartGatewayAsync(backend, metadata, time, outgoing, activityTimeout, context =>
         {
-            ClusterId = "c",
-            LoadBalancingPolicy = GatewayPolicies.Weighted,
-            Metadata = metadata,
-            HealthCheck = new HealthCheckConfig { Passive = new PassiveHealthCheckConfig { Enabled = true, Policy = GatewayPolicies.OutlierDetection } },
-            HttpRequest = new ForwarderRequestConfig
+            if (context.Request.Headers.ContainsKey("X-Stall") || context.Request.Headers.ContainsKey("X-Slow"))
             {
-                Version = outgoing,
-                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-                ActivityTimeout = activityTimeout,
-            },
-            Destinations = new Dictionary<string, DestinationConfig> { ["b"] = new() { Address = backend.Address } },
-        };
-
-        // The client speaks HTTP/2 to the gateway, so the gateway's answer comes while the body is still open; Kestrel's own
-        // minimum body data rate is off: only what the test does ends the request.
-        return Gateways.FromCodeAsync(
-            [route], [cluster], time,
-            services: b => b.WebHost.ConfigureKestrel(o => o.Limits.MinRequestBodyDataRate = null),
-            app: a => a.Use((context, next) =>
-            {
-                if (context.Request.Headers.ContainsKey("X-Stall") || context.Request.Headers.ContainsKey("X-Slow"))
-                {
-                    seen(context);
-                }
-
-                return next(context);
-            }),
-            protocols: HttpProtocols.Http2);
-    }
+                seen(context);
+            }
+        });
 
     private static async Task<HttpStatusCode> SendAsync(HttpClient client, HttpContent content, string? header = null)
     {

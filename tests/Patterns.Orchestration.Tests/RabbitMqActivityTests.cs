@@ -190,10 +190,9 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
         {
             await a.Client.StartAsync(nameof(FiveStepWorkflow), "mid", "mid");
             await logA.WaitForAsync("Step:mid|3:1"); // the first host's worker runs (and holds) the third step
-            await using var b = await StartNodeAsync("node-b", store, location, logB, new StepGate());
-            b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
 
-            await a.DisposeAsync(); // stops the held attempt (its delivery is released) and hands the partitions over
+            // The first host's stop stops the held attempt (its delivery is released) and hands the partitions over.
+            await using var b = await TakeOverAsync(a, store, location, logB);
 
             (await ResultOrExplainAsync(b, "mid", logA, logB)).Should().Be(15);
             await AssertCompletedOnceAsync(b, "mid");
@@ -224,27 +223,14 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
         _rabbit = await Rabbit.RequireAsync("wf-result");
         var logA = new CallLog();
         var logB = new CallLog();
-        var inHand = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var holdResult = new DelegateFilter(async (context, next) =>
-        {
-            if (context.Message is ActivityResult { InstanceId: "held", Seq: 3 } && inHand.TrySetResult())
-            {
-                await stopped.Task.WaitAsync(TestHost.Wait); // the owner's engine has stopped (the consumers still run)
-            }
-
-            await next(context);
-        });
-        var a = await StartNodeAsync("node-a", store, location, logA, new StepGate(), extra: s => s.AddSingleton<IConsumeFilter>(holdResult));
-        _ = a.Runtime.Stopped.ContinueWith(_ => stopped.TrySetResult(), TaskScheduler.Default);
+        var holdResult = new HoldUntilEngineStops(m => m is ActivityResult { InstanceId: "held", Seq: 3 });
+        var a = await StartNodeAsync("node-a", store, location, logA, new StepGate(), extra: holdResult.AddTo);
+        holdResult.Watch(a);
         try
         {
             await a.Client.StartAsync(nameof(FiveStepWorkflow), "held", "held");
-            await inHand.Task.WaitAsync(TestHost.Wait); // the third step ran on the first host, and its result is in that host's hands
-            await using var b = await StartNodeAsync("node-b", store, location, logB, new StepGate());
-            b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
-
-            await a.DisposeAsync();
+            await holdResult.InHand.WaitAsync(TestHost.Wait); // the third step ran on the first host, and its result is in that host's hands
+            await using var b = await TakeOverAsync(a, store, location, logB);
 
             (await ResultOrExplainAsync(b, "held", logA, logB)).Should().Be(15);
             await AssertCompletedOnceAsync(b, "held");
@@ -271,29 +257,16 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
     {
         var location = await _locations.NewAsync(store);
         _rabbit = await Rabbit.RequireAsync("wf-corr");
-        var inHand = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var holdDeposit = new DelegateFilter(async (context, next) =>
-        {
-            if (context.Message is Deposit { AccountId: "acct-held" } && inHand.TrySetResult())
-            {
-                await stopped.Task.WaitAsync(TestHost.Wait); // the owner's engine has stopped (the consumers still run)
-            }
-
-            await next(context);
-        });
+        var holdDeposit = new HoldUntilEngineStops(m => m is Deposit { AccountId: "acct-held" });
         static void Accounts(OrchestrationBuilder o) => o.AddWorkflow<AccountWorkflow>().CorrelateMessage<Deposit>("deposits", d => d.AccountId);
-        var a = await StartNodeAsync("node-a", store, location, new CallLog(), new StepGate(), Accounts, extra: s => s.AddSingleton<IConsumeFilter>(holdDeposit));
-        _ = a.Runtime.Stopped.ContinueWith(_ => stopped.TrySetResult(), TaskScheduler.Default);
+        var a = await StartNodeAsync("node-a", store, location, new CallLog(), new StepGate(), Accounts, extra: holdDeposit.AddTo);
+        holdDeposit.Watch(a);
         try
         {
             await a.Client.StartAsync(nameof(AccountWorkflow), "acct-held", 1);
             await a.Host.Services.GetRequiredService<IPublisher>().PublishAsync("deposits", new Deposit("acct-held", 42));
-            await inHand.Task.WaitAsync(TestHost.Wait);
-            await using var b = await StartNodeAsync("node-b", store, location, new CallLog(), new StepGate(), Accounts);
-            b.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
-
-            await a.DisposeAsync();
+            await holdDeposit.InHand.WaitAsync(TestHost.Wait);
+            await using var b = await TakeOverAsync(a, store, location, new CallLog(), Accounts);
 
             (await b.ResultAsync<int>("acct-held")).Should().Be(42);
             var history = (await b.Client.GetHistoryAsync("acct-held")).Events;
@@ -304,6 +277,26 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
         finally
         {
             await a.DisposeAsync();
+        }
+    }
+
+    /// <summary>
+    /// Starts the second host ("node-b") while the first still owns every partition, then stops the first (disposes it),
+    /// which releases what it holds and hands its partitions over; returns the second host.
+    /// </summary>
+    private async Task<TestHost> TakeOverAsync(TestHost first, StoreKind store, string? location, CallLog log, Action<OrchestrationBuilder>? configure = null)
+    {
+        var second = await StartNodeAsync("node-b", store, location, log, new StepGate(), configure);
+        try
+        {
+            second.Runtime.OwnedPartitions.Should().BeEmpty("the first host owns every partition");
+            await first.DisposeAsync();
+            return second;
+        }
+        catch
+        {
+            await second.DisposeAsync();
+            throw;
         }
     }
 
@@ -367,4 +360,31 @@ public sealed class RabbitMqActivityTests : IAsyncLifetime
                 extra?.Invoke(s);
             },
             transport: _rabbit!.Transport(prefetchOne ? o => o.PrefetchCount = 1 : null));
+
+    /// <summary>
+    /// A consume filter for one host that holds the first message <paramref name="matches"/> accepts until that host's engine has
+    /// stopped (its consumers still run), then hands it on: the engine then refuses it as stopped.
+    /// </summary>
+    private sealed class HoldUntilEngineStops(Func<object?, bool> matches)
+    {
+        private readonly TaskCompletionSource _inHand = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>Gets a task that completes when the message is in the host's hands.</summary>
+        public Task InHand => _inHand.Task;
+
+        /// <summary>Registers the filter with the host's services.</summary>
+        public void AddTo(IServiceCollection services) => services.AddSingleton<IConsumeFilter>(new DelegateFilter(async (context, next) =>
+        {
+            if (matches(context.Message) && _inHand.TrySetResult())
+            {
+                await _stopped.Task.WaitAsync(TestHost.Wait);
+            }
+
+            await next(context);
+        }));
+
+        /// <summary>Lets the held message go once <paramref name="host"/>'s engine has stopped.</summary>
+        public void Watch(TestHost host) => _ = host.Runtime.Stopped.ContinueWith(_ => _stopped.TrySetResult(), TaskScheduler.Default);
+    }
 }

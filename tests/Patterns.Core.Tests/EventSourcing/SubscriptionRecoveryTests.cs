@@ -46,27 +46,7 @@ public sealed class SubscriptionRecoveryTests
                 return ValueTask.CompletedTask;
             },
         };
-        await storage.AppendAsync("a", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 5).Select(Deposit)]);
-        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
-        using var host = await TestHost.StartAsync(
-            b =>
-            {
-                b.Logging.AddProvider(logs);
-                b.AddEventSourcing(es => es
-                    .UseStorage(_ => fixture.AsSingleStore())
-                    .AddEvent<Deposited>()
-                    .Configure(o =>
-                    {
-                        // One process, no lease: the back-off is the only timer while the store is down.
-                        o.ExclusiveOwnership = false;
-                        o.StoreRetryDelay = FirstDelay;
-                        o.StoreRetryMaxDelay = MaxDelay;
-                    })
-                    .AddDocumentProjection<Tally>("tallies", "tallies", e => e.StreamId, (t, e) => (t ?? Tally.Empty).Apply(e.Data), o => o.BatchSize = 2));
-                b.Services.Configure<PatternsOptions>(o => o.InboxRetention = Timeout.InfiniteTimeSpan);
-            },
-            time,
-            harness: false);
+        using var host = await StartTalliesAsync(storage, events, time, logs);
         var subscriptions = host.Subscriptions();
         var health = host.Services.GetRequiredService<EventSubscriptionsHealthCheck>();
 
@@ -128,25 +108,7 @@ public sealed class SubscriptionRecoveryTests
                 return ValueTask.CompletedTask;
             },
         };
-        await storage.AppendAsync("a", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 5).Select(Deposit)]);
-        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
-        using var host = await TestHost.StartAsync(
-            b =>
-            {
-                b.AddEventSourcing(es => es
-                    .UseStorage(_ => fixture.AsSingleStore())
-                    .AddEvent<Deposited>()
-                    .Configure(o =>
-                    {
-                        o.ExclusiveOwnership = false;
-                        o.StoreRetryDelay = FirstDelay;
-                        o.StoreRetryMaxDelay = MaxDelay;
-                    })
-                    .AddDocumentProjection<Tally>("tallies", "tallies", e => e.StreamId, (t, e) => (t ?? Tally.Empty).Apply(e.Data), o => o.BatchSize = 2));
-                b.Services.Configure<PatternsOptions>(o => o.InboxRetention = Timeout.InfiniteTimeSpan);
-            },
-            time,
-            harness: false);
+        using var host = await StartTalliesAsync(storage, events, time);
         var subscriptions = host.Subscriptions();
 
         (await lost.WaitAsync(TestHost.Wait)).Should().BeTrue("the second page's commit is stored and its reply lost");
@@ -199,6 +161,39 @@ public sealed class SubscriptionRecoveryTests
         var thrown = await act.Should().ThrowAsync<Microsoft.Extensions.Options.OptionsValidationException>();
         thrown.Which.Failures.Should().Contain(f => f.Contains("StoreRetryDelay must be between"))
             .And.Contain(f => f.Contains("StoreRetryMaxDelay must be at least"));
+    }
+
+    /// <summary>
+    /// Appends five deposits to stream "a" and starts a host whose "tallies" projection (pages of two) reads them through
+    /// <paramref name="events"/>, the store that fails as the test says. One process, no lease: the back-off (from
+    /// <see cref="FirstDelay"/>, capped at <see cref="MaxDelay"/>) is the only timer while the store is down.
+    /// </summary>
+    private static async Task<IHost> StartTalliesAsync(InMemoryEventStorage storage, DelegatingEventStorage events, TimeProvider time, ILoggerProvider? logs = null)
+    {
+        await storage.AppendAsync("a", ExpectedVersion.NoStream, [.. Enumerable.Range(1, 5).Select(Deposit)]);
+        var fixture = new Patterns.Conformance.EventStoreFixture(events, storage, storage, storage, storage);
+        return await TestHost.StartAsync(
+            b =>
+            {
+                if (logs is not null)
+                {
+                    b.Logging.AddProvider(logs);
+                }
+
+                b.AddEventSourcing(es => es
+                    .UseStorage(_ => fixture.AsSingleStore())
+                    .AddEvent<Deposited>()
+                    .Configure(o =>
+                    {
+                        o.ExclusiveOwnership = false;
+                        o.StoreRetryDelay = FirstDelay;
+                        o.StoreRetryMaxDelay = MaxDelay;
+                    })
+                    .AddDocumentProjection<Tally>("tallies", "tallies", e => e.StreamId, (t, e) => (t ?? Tally.Empty).Apply(e.Data), o => o.BatchSize = 2));
+                b.Services.Configure<PatternsOptions>(o => o.InboxRetention = Timeout.InfiniteTimeSpan);
+            },
+            time,
+            harness: false);
     }
 
     private static SerializedEvent Deposit(int amount) =>

@@ -43,17 +43,11 @@ public sealed class HandlerStoppedTests
         await first.StopAsync().WaitAsync(TestHost.Wait);
 
         var received = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var next = await StartOnAsync(transport, (_, context, _) =>
-        {
-            received.TrySetResult(context.Envelope);
-            return default;
-        });
+        using var next = await StartReceiverAsync(transport, received);
         var redelivered = await received.Task.WaitAsync(TestHost.Wait);
 
         Volatile.Read(ref calls).Should().Be(1, "the retry pipeline does not retry a stopped handler");
-        redelivered.DeliveryCount.Should().Be(0, "a release counts no delivery");
-        redelivered.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue("a released message carries the release mark");
-        (await transport.PeekDeadLettersAsync("handover", 10)).Should().BeEmpty();
+        await ShouldBeReleasedUncountedAsync(redelivered, transport);
         await next.StopAsync();
     }
 
@@ -65,41 +59,20 @@ public sealed class HandlerStoppedTests
     [Fact]
     public async Task HandlerStopped_WhileTheHostIsNotStopping_CountsAsAFailedDelivery_AndIsDeadLettered()
     {
-        var counts = new List<int>();
-        var looped = new TaskCompletionSource<IReadOnlyList<DeadLetterMessage>>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Note>("stopped-misuse", (_, context, _) =>
-        {
-            lock (counts)
-            {
-                counts.Add(context.DeliveryCount);
-                if (counts.Count >= 5)
-                {
-                    // Bounded: without counting it would never end.
-                    looped.TrySetResult([]);
-                    return default;
-                }
-            }
-
-            throw new HandlerStoppedException("not stopping at all");
-        }, o =>
-        {
-            o.MaxRedeliveries = 1;
-            o.RedeliveryDelay = TimeSpan.Zero;
-            o.Retry = new Polly.Retry.RetryStrategyOptions { MaxRetryAttempts = 3, Delay = TimeSpan.Zero, ShouldHandle = _ => Polly.PredicateResult.True() };
-        })), harness: false);
-
-        await host.Services.GetRequiredService<IQueueSender>().SendAsync("stopped-misuse", new Note(1));
-        var deadLettered = DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "stopped-misuse", 1);
-        var letters = await (await Task.WhenAny(deadLettered, looped.Task)).WaitAsync(TestHost.Wait);
+        using var consumer = await StartFailingAsync(
+            "stopped-misuse",
+            () => throw new HandlerStoppedException("not stopping at all"),
+            new Polly.Retry.RetryStrategyOptions { MaxRetryAttempts = 3, Delay = TimeSpan.Zero, ShouldHandle = _ => Polly.PredicateResult.True() });
+        var letters = await consumer.Outcome;
 
         letters.Should().ContainSingle("the message was dead-lettered, not handed back uncounted again and again");
         letters[0].Reason.Should().Contain(nameof(HandlerStoppedException)).And.Contain("delivery 2");
-        lock (counts)
+        lock (consumer.Counts)
         {
-            counts.Should().Equal([0, 1], "each attempt counted a delivery, and the pipeline retried none");
+            consumer.Counts.Should().Equal([0, 1], "each attempt counted a delivery, and the pipeline retried none");
         }
 
-        await host.StopAsync();
+        await consumer.Host.StopAsync();
     }
 
     /// <summary>
@@ -110,35 +83,24 @@ public sealed class HandlerStoppedTests
     [Fact]
     public async Task OperationCanceled_NotCausedByAStop_CountsAsAFailedDelivery_AndIsDeadLettered()
     {
-        var counts = new List<int>();
-        using var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Note>("cancelled", (_, context, _) =>
-        {
-            lock (counts)
+        using var consumer = await StartFailingAsync(
+            "cancelled",
+            () =>
             {
-                counts.Add(context.DeliveryCount);
-            }
-
-            using var own = new CancellationTokenSource();
-            own.Cancel();
-            own.Token.ThrowIfCancellationRequested();
-            return default;
-        }, o =>
-        {
-            o.MaxRedeliveries = 1;
-            o.RedeliveryDelay = TimeSpan.Zero;
-            o.Retry = null;
-        })), harness: false);
-
-        await host.Services.GetRequiredService<IQueueSender>().SendAsync("cancelled", new Note(1));
-        var letters = await DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), "cancelled", 1);
+                using var own = new CancellationTokenSource();
+                own.Cancel();
+                own.Token.ThrowIfCancellationRequested();
+            },
+            retry: null);
+        var letters = await consumer.Outcome;
 
         letters[0].Reason.Should().Contain(nameof(OperationCanceledException)).And.Contain("delivery 2");
-        lock (counts)
+        lock (consumer.Counts)
         {
-            counts.Should().Equal([0, 1], "each cancelled attempt counted a delivery");
+            consumer.Counts.Should().Equal([0, 1], "each cancelled attempt counted a delivery");
         }
 
-        await host.StopAsync();
+        await consumer.Host.StopAsync();
     }
 
     /// <summary>
@@ -165,18 +127,12 @@ public sealed class HandlerStoppedTests
         await inHand.Task.WaitAsync(TestHost.Wait);
 
         var received = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var second = await StartOnAsync(transport, (_, context, _) =>
-        {
-            received.TrySetResult(context.Envelope);
-            return default;
-        });
+        using var second = await StartReceiverAsync(transport, received);
         await first.StopAsync().WaitAsync(TestHost.Wait);
 
         var envelope = await received.Task.WaitAsync(TestHost.Wait);
-        envelope.DeliveryCount.Should().Be(0);
-        envelope.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue();
         Volatile.Read(ref firstCalls).Should().Be(1, "the release was kept while the first host drained, not handed straight back to it");
-        (await transport.PeekDeadLettersAsync("handover", 10)).Should().BeEmpty();
+        await ShouldBeReleasedUncountedAsync(envelope, transport);
         await second.StopAsync();
     }
 
@@ -201,16 +157,10 @@ public sealed class HandlerStoppedTests
         await first.StopAsync().WaitAsync(TestHost.Wait);
 
         var received = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var next = await StartOnAsync(transport, (_, context, _) =>
-        {
-            received.TrySetResult(context.Envelope);
-            return default;
-        });
+        using var next = await StartReceiverAsync(transport, received);
 
         var envelope = await received.Task.WaitAsync(TestHost.Wait);
-        envelope.DeliveryCount.Should().Be(0);
-        envelope.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue();
-        (await transport.PeekDeadLettersAsync("handover", 10)).Should().BeEmpty();
+        await ShouldBeReleasedUncountedAsync(envelope, transport);
         await next.StopAsync();
     }
 
@@ -248,18 +198,70 @@ public sealed class HandlerStoppedTests
         await first.StopAsync().WaitAsync(TestHost.Wait);
 
         var received = new TaskCompletionSource<Envelope>(TaskCreationOptions.RunContinuationsAsynchronously);
-        using var next = await StartOnAsync(transport, (_, context, _) =>
+        using var next = await StartReceiverAsync(transport, received);
+
+        var envelope = await received.Task.WaitAsync(TestHost.Wait);
+        Volatile.Read(ref calls).Should().Be(1, "not retried in process, and the release was not handed straight back to the stopping handler");
+        await ShouldBeReleasedUncountedAsync(envelope, transport);
+        await next.StopAsync();
+    }
+
+    /// <summary>A host on a shared transport whose consumer of "handover" hands the first envelope it gets to <paramref name="received"/>.</summary>
+    private static Task<IHost> StartReceiverAsync(MessageTransport transport, TaskCompletionSource<Envelope> received) =>
+        StartOnAsync(transport, (_, context, _) =>
         {
             received.TrySetResult(context.Envelope);
             return default;
         });
 
-        var envelope = await received.Task.WaitAsync(TestHost.Wait);
-        Volatile.Read(ref calls).Should().Be(1, "not retried in process, and the release was not handed straight back to the stopping handler");
-        envelope.DeliveryCount.Should().Be(0);
-        envelope.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue();
-        (await transport.PeekDeadLettersAsync("handover", 10)).Should().BeEmpty();
-        await next.StopAsync();
+    /// <summary>What a release leaves: no delivery counted, the release mark, and nothing dead-lettered.</summary>
+    private static async Task ShouldBeReleasedUncountedAsync(Envelope envelope, MessageTransport transport)
+    {
+        envelope.DeliveryCount.Should().Be(0, "a release counts no delivery");
+        envelope.TryGetHeader(EnvelopeHeaders.Released, out _).Should().BeTrue("a released message carries the release mark");
+        (await transport.PeekDeadLettersAsync("handover", 10)).Should().BeEmpty("a released message is never dead-lettered");
+    }
+
+    /// <summary>
+    /// Starts a host whose consumer of <paramref name="queue"/> records each delivery's count and then runs
+    /// <paramref name="fail"/> (one redelivery allowed, at once), and sends it one message. Its outcome is the queue's dead
+    /// letters once there is one, or an empty list after five deliveries: a failure that is never counted would come
+    /// back forever.
+    /// </summary>
+    private static async Task<FailingConsumer> StartFailingAsync(string queue, Action fail, Polly.Retry.RetryStrategyOptions? retry)
+    {
+        var counts = new List<int>();
+        var looped = new TaskCompletionSource<IReadOnlyList<DeadLetterMessage>>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var host = await TestHost.StartAsync(b => b.AddMessageQueue(q => q.AddConsumer<Note>(queue, (_, context, _) =>
+        {
+            lock (counts)
+            {
+                counts.Add(context.DeliveryCount);
+                if (counts.Count >= 5)
+                {
+                    looped.TrySetResult([]);
+                    return default;
+                }
+            }
+
+            fail();
+            return default;
+        }, o =>
+        {
+            o.MaxRedeliveries = 1;
+            o.RedeliveryDelay = TimeSpan.Zero;
+            o.Retry = retry;
+        })), harness: false);
+
+        await host.Services.GetRequiredService<IQueueSender>().SendAsync(queue, new Note(1));
+        var deadLettered = DeadLetters.WaitForAsync(host.Services.GetRequiredService<IDeadLetterQueue>(), queue, 1);
+        return new FailingConsumer(host, counts, Task.WhenAny(deadLettered, looped.Task).Unwrap().WaitAsync(TestHost.Wait));
+    }
+
+    /// <summary>A host with a consumer that fails every delivery, the counts its deliveries carried, and its outcome.</summary>
+    private sealed record FailingConsumer(IHost Host, List<int> Counts, Task<IReadOnlyList<DeadLetterMessage>> Outcome) : IDisposable
+    {
+        public void Dispose() => Host.Dispose();
     }
 
     /// <summary>A host on a shared transport (not disposed with the host) with one consumer of "handover" that allows no redelivery.</summary>
