@@ -296,16 +296,10 @@ internal sealed class InMemorySubscription : TransportSubscription
     }
 
     /// <summary>
-    /// Marks every in-memory subscription among <paramref name="subscriptions"/> as draining: their host is stopping, so a
-    /// message a handler releases now is kept until the subscription is unbound (<see cref="Hold"/>).
+    /// Marks this subscription as draining: its host is stopping, so a message a handler releases now is kept until the
+    /// subscription is unbound (<see cref="Hold"/>).
     /// </summary>
-    internal static void BeginDrain(IEnumerable<TransportSubscription> subscriptions)
-    {
-        foreach (var subscription in subscriptions.OfType<InMemorySubscription>())
-        {
-            Volatile.Write(ref subscription._draining, 1);
-        }
-    }
+    internal override void BeginDrain() => Volatile.Write(ref _draining, 1);
 
     /// <summary>Gets whether the host that runs this subscription is stopping while it is still bound.</summary>
     private bool IsDraining() =>
