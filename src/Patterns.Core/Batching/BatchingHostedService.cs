@@ -52,6 +52,7 @@ internal sealed class BatchingHostedService(
                     Capacity = o.Capacity,
                     FullMode = QueueFullMode.Wait,
                     DeadLetterCapacity = o.DeadLetterCapacity,
+                    SettlesLater = true,
                 };
                 TransportSubscription subscription;
                 try

@@ -21,11 +21,20 @@ internal sealed class InMemorySubscription : TransportSubscription
     private int _dropped;
     private int _stopped;
 
+    // For a handler that settles later (SubscriptionRequest.SettlesLater): deliveries handed out and not settled yet,
+    // the signal a worker waits on when it has handed out as many as Concurrency, and a settlement's failure for the
+    // worker to report.
+    private readonly bool _settlesLater;
+    private int _unsettled;
+    private TaskCompletionSource? _settled;
+    private Exception? _settleFailure;
+
     public InMemorySubscription(InMemoryQueue queue, SubscriptionRequest request, DeliveryHandler handler)
     {
         _queue = queue;
         Request = request;
         _handler = handler;
+        _settlesLater = request.SettlesLater;
     }
 
     public override SubscriptionRequest Request { get; }
@@ -190,6 +199,12 @@ internal sealed class InMemorySubscription : TransportSubscription
 
                 if (!await waiting.ConfigureAwait(false))
                 {
+                    if (_settlesLater)
+                    {
+                        // The worker ends once what it handed out is settled, so a stop still waits for those handlers.
+                        await WaitForSettlementsAsync(0).ConfigureAwait(false);
+                    }
+
                     return;
                 }
 
@@ -246,14 +261,99 @@ internal sealed class InMemorySubscription : TransportSubscription
             if (!pending.IsCompletedSuccessfully)
             {
                 cursor.Next = i + 1;
-                return cursor.SettleWhenHandled(this, envelope, pending, stop);
-            }
+                if (!_settlesLater)
+                {
+                    return cursor.SettleWhenHandled(this, envelope, pending, stop);
+                }
 
-            Settle(envelope, pending.Result);
+                // A handler that settles later (a batch consumer) took the message: hand out the next one meanwhile,
+                // up to Concurrency unsettled. Waiting here would hold the messages behind it back from the batch
+                // this one waits for, which with no MaxAge might never fill.
+                SettleLater(envelope, pending, stop);
+                if (Volatile.Read(ref _unsettled) >= Request.Concurrency)
+                {
+                    return new ValueTask(WaitForSettlementsAsync(Request.Concurrency - 1));
+                }
+            }
+            else
+            {
+                Settle(envelope, pending.Result);
+            }
         }
 
         cursor.Next = count;
         return default;
+    }
+
+    /// <summary>Settles a message whose handler settles later once its settlement is there, without the worker waiting for it.</summary>
+    private void SettleLater(in Envelope envelope, ValueTask<Settlement> pending, CancellationToken stop)
+    {
+        Interlocked.Increment(ref _unsettled);
+        var handled = pending.ConfigureAwait(false).GetAwaiter();
+        if (handled.IsCompleted)
+        {
+            SettledLater(envelope, handled, stop);
+            return;
+        }
+
+        var later = new LaterSettlement(this, envelope, handled, stop);
+
+        // OnCompleted, not UnsafeOnCompleted: the settlement runs in the worker's execution context, as it does when the
+        // worker waits for it.
+        handled.OnCompleted(later.OnHandled);
+    }
+
+    private void SettledLater(in Envelope envelope, in ConfiguredValueTaskAwaitable<Settlement>.ConfiguredValueTaskAwaiter handled, CancellationToken stop)
+    {
+        try
+        {
+            SettleHandled(envelope, handled, stop);
+        }
+        catch (Exception ex)
+        {
+            // As when the worker waits for it: the worker fails with it (it reports it when it next waits, or ends).
+            Interlocked.CompareExchange(ref _settleFailure, ex, null);
+        }
+        finally
+        {
+            // Both are full fences (see WaitForSettlementsAsync): a worker that published its signal before this count is
+            // seen here; one that publishes after sees the count.
+            Interlocked.Decrement(ref _unsettled);
+            if (Volatile.Read(ref _settled) is not null)
+            {
+                Interlocked.Exchange(ref _settled, null)?.TrySetResult();
+            }
+        }
+    }
+
+    /// <summary>Waits until at most <paramref name="atMost"/> deliveries handed out to a handler that settles later are unsettled.</summary>
+    private async Task WaitForSettlementsAsync(int atMost)
+    {
+        while (true)
+        {
+            var signal = Volatile.Read(ref _settled);
+            if (signal is null)
+            {
+                var created = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                signal = Interlocked.CompareExchange(ref _settled, created, null) ?? created;
+            }
+            else
+            {
+                Interlocked.MemoryBarrier();
+            }
+
+            if (Volatile.Read(ref _settleFailure) is { } failure)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+            }
+
+            if (Volatile.Read(ref _unsettled) <= atMost)
+            {
+                return;
+            }
+
+            await signal.Task.ConfigureAwait(false);
+        }
     }
 
     /// <summary>Settles a message whose handler went asynchronous, once its settlement is there.</summary>
@@ -343,6 +443,12 @@ internal sealed class InMemorySubscription : TransportSubscription
                 _queue.Retry(envelope, settlement);
             }
         }
+    }
+
+    /// <summary>One delivery handed to a handler that settles later, waiting for its settlement.</summary>
+    private sealed class LaterSettlement(InMemorySubscription owner, Envelope envelope, ConfiguredValueTaskAwaitable<Settlement>.ConfiguredValueTaskAwaiter handled, CancellationToken stop)
+    {
+        public void OnHandled() => owner.SettledLater(envelope, handled, stop);
     }
 
     /// <summary>
