@@ -52,7 +52,7 @@ internal sealed class BatchingHostedService(
                     Capacity = o.Capacity,
                     FullMode = QueueFullMode.Wait,
                     DeadLetterCapacity = o.DeadLetterCapacity,
-                    SettlesLater = false,
+                    SettlesLater = true,
                 };
                 TransportSubscription subscription;
                 try
