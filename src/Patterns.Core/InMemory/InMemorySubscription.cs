@@ -29,6 +29,9 @@ internal sealed class InMemorySubscription : TransportSubscription
     private TaskCompletionSource? _settled;
     private Exception? _settleFailure;
 
+    // The deliveries whose settlement is still awaited (a drain that gives up reports each of them as abandoned).
+    private readonly HashSet<LaterSettlement> _later = [];
+
     public InMemorySubscription(InMemoryQueue queue, SubscriptionRequest request, DeliveryHandler handler)
     {
         _queue = queue;
@@ -163,10 +166,32 @@ internal sealed class InMemorySubscription : TransportSubscription
 
             var (inFlight, behind) = lanes[i].Abandon();
             waiting += behind;
-            if (inFlight is { } id)
+
+            // A worker whose handler settles later has moved on from the envelope it handed out last: what its handler
+            // still holds is reported below, every delivery once.
+            if (inFlight is { } id && !_settlesLater)
             {
                 InMemoryLog.HandlerAbandoned(_queue.Transport.Logger, id, _queue.Name);
                 _queue.RecordDroppedQuietly(1);
+            }
+        }
+
+        if (_settlesLater)
+        {
+            Guid[] held;
+            lock (_later)
+            {
+                held = [.. _later.Select(l => l.MessageId)];
+            }
+
+            foreach (var id in held)
+            {
+                InMemoryLog.HandlerAbandoned(_queue.Transport.Logger, id, _queue.Name);
+            }
+
+            if (held.Length > 0)
+            {
+                _queue.RecordDroppedQuietly(held.Length);
             }
         }
 
@@ -234,10 +259,29 @@ internal sealed class InMemorySubscription : TransportSubscription
         var stop = _hardStop.Token;
         for (var i = cursor.Next; i < count; i++)
         {
+            // A handler that settles later holds at most Concurrency deliveries unsettled: a worker reserves its place before
+            // it hands one out, so workers that reach the limit together cannot each hand out one more.
+            var reserved = false;
+            if (_settlesLater && !stop.IsCancellationRequested)
+            {
+                if (!TryReserve())
+                {
+                    cursor.Next = i;
+                    return new ValueTask(WaitForSettlementsAsync(Request.Concurrency - 1));
+                }
+
+                reserved = true;
+            }
+
             ref readonly var envelope = ref batch[i];
             lane.MarkHandedOut(i + 1);
             if (stop.IsCancellationRequested)
             {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
                 Interlocked.Increment(ref _dropped);
                 continue;
             }
@@ -249,11 +293,21 @@ internal sealed class InMemorySubscription : TransportSubscription
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
                 Interlocked.Increment(ref _dropped);
                 continue;
             }
             catch (Exception ex)
             {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
                 Settle(envelope, Settlement.HandlerThrew(ex));
                 continue;
             }
@@ -267,16 +321,17 @@ internal sealed class InMemorySubscription : TransportSubscription
                 }
 
                 // A handler that settles later (a batch consumer) took the message: hand out the next one meanwhile,
-                // up to Concurrency unsettled. Waiting here would hold the messages behind it back from the batch
-                // this one waits for, which with no MaxAge might never fill.
+                // up to Concurrency unsettled (reserved above; its settlement gives the place back). Waiting here would
+                // hold the messages behind it back from the batch this one waits for, which with no MaxAge might never fill.
                 SettleLater(envelope, pending, stop);
-                if (Volatile.Read(ref _unsettled) >= Request.Concurrency)
-                {
-                    return new ValueTask(WaitForSettlementsAsync(Request.Concurrency - 1));
-                }
             }
             else
             {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
                 Settle(envelope, pending.Result);
             }
         }
@@ -288,7 +343,6 @@ internal sealed class InMemorySubscription : TransportSubscription
     /// <summary>Settles a message whose handler settles later once its settlement is there, without the worker waiting for it.</summary>
     private void SettleLater(in Envelope envelope, ValueTask<Settlement> pending, CancellationToken stop)
     {
-        Interlocked.Increment(ref _unsettled);
         var handled = pending.ConfigureAwait(false).GetAwaiter();
         if (handled.IsCompleted)
         {
@@ -297,6 +351,10 @@ internal sealed class InMemorySubscription : TransportSubscription
         }
 
         var later = new LaterSettlement(this, envelope, handled, stop);
+        lock (_later)
+        {
+            _later.Add(later);
+        }
 
         // OnCompleted, not UnsafeOnCompleted: the settlement runs in the worker's execution context, as it does when the
         // worker waits for it.
@@ -316,13 +374,38 @@ internal sealed class InMemorySubscription : TransportSubscription
         }
         finally
         {
-            // Both are full fences (see WaitForSettlementsAsync): a worker that published its signal before this count is
-            // seen here; one that publishes after sees the count.
-            Interlocked.Decrement(ref _unsettled);
-            if (Volatile.Read(ref _settled) is not null)
+            Unreserve();
+        }
+    }
+
+    /// <summary>Takes a place among the Concurrency deliveries a handler that settles later may hold unsettled, if one is free.</summary>
+    private bool TryReserve()
+    {
+        var limit = Request.Concurrency;
+        var current = Volatile.Read(ref _unsettled);
+        while (current < limit)
+        {
+            var seen = Interlocked.CompareExchange(ref _unsettled, current + 1, current);
+            if (seen == current)
             {
-                Interlocked.Exchange(ref _settled, null)?.TrySetResult();
+                return true;
             }
+
+            current = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Gives a place back (the delivery was settled, or never reached the handler) and wakes the workers waiting for one.</summary>
+    private void Unreserve()
+    {
+        // Both are full fences (see WaitForSettlementsAsync): a worker that published its signal before this count is seen
+        // here; one that publishes after sees the count.
+        Interlocked.Decrement(ref _unsettled);
+        if (Volatile.Read(ref _settled) is not null)
+        {
+            Interlocked.Exchange(ref _settled, null)?.TrySetResult();
         }
     }
 
@@ -448,7 +531,17 @@ internal sealed class InMemorySubscription : TransportSubscription
     /// <summary>One delivery handed to a handler that settles later, waiting for its settlement.</summary>
     private sealed class LaterSettlement(InMemorySubscription owner, Envelope envelope, ConfiguredValueTaskAwaitable<Settlement>.ConfiguredValueTaskAwaiter handled, CancellationToken stop)
     {
-        public void OnHandled() => owner.SettledLater(envelope, handled, stop);
+        public Guid MessageId => envelope.MessageId;
+
+        public void OnHandled()
+        {
+            lock (owner._later)
+            {
+                owner._later.Remove(this);
+            }
+
+            owner.SettledLater(envelope, handled, stop);
+        }
     }
 
     /// <summary>
