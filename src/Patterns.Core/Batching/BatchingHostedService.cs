@@ -52,6 +52,7 @@ internal sealed class BatchingHostedService(
                     Capacity = o.Capacity,
                     FullMode = QueueFullMode.Wait,
                     DeadLetterCapacity = o.DeadLetterCapacity,
+                    SettlesLater = true,
                 };
                 TransportSubscription subscription;
                 try
@@ -85,12 +86,17 @@ internal sealed class BatchingHostedService(
     public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>
-    /// As the host begins to stop, the in-memory subscriptions keep what the batch handlers release until they are unbound,
-    /// so that a message released by a handler whose component stopped first does not come straight back to it.
+    /// As the host begins to stop, each subscription is told (<see cref="TransportSubscription.BeginDrain"/>): the in-memory
+    /// ones keep what the batch handlers release until they are unbound, so that a message released by a handler whose
+    /// component stopped first does not come straight back to it.
     /// </summary>
     public Task StoppingAsync(CancellationToken cancellationToken)
     {
-        Patterns.InMemory.InMemorySubscription.BeginDrain(_consumers.Select(c => c.Subscription));
+        foreach (var (subscription, _) in _consumers)
+        {
+            subscription.BeginDrain();
+        }
+
         return Task.CompletedTask;
     }
 

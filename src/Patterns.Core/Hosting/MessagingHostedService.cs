@@ -164,7 +164,10 @@ internal sealed class MessagingHostedService : IHostedLifecycleService
         _hostStopping = true;
         lock (_subscriptions)
         {
-            InMemorySubscription.BeginDrain(_subscriptions);
+            foreach (var subscription in _subscriptions)
+            {
+                subscription.BeginDrain();
+            }
         }
 
         return Task.CompletedTask;

@@ -21,11 +21,23 @@ internal sealed class InMemorySubscription : TransportSubscription
     private int _dropped;
     private int _stopped;
 
+    // For a handler that settles later (SubscriptionRequest.SettlesLater): deliveries handed out and not settled yet,
+    // the signal a worker waits on when it has handed out as many as Concurrency, and a settlement's failure for the
+    // worker to report.
+    private readonly bool _settlesLater;
+    private int _unsettled;
+    private TaskCompletionSource? _settled;
+    private Exception? _settleFailure;
+
+    // The deliveries whose settlement is still awaited (a drain that gives up reports each of them as abandoned).
+    private readonly HashSet<LaterSettlement> _later = [];
+
     public InMemorySubscription(InMemoryQueue queue, SubscriptionRequest request, DeliveryHandler handler)
     {
         _queue = queue;
         Request = request;
         _handler = handler;
+        _settlesLater = request.SettlesLater;
     }
 
     public override SubscriptionRequest Request { get; }
@@ -154,10 +166,32 @@ internal sealed class InMemorySubscription : TransportSubscription
 
             var (inFlight, behind) = lanes[i].Abandon();
             waiting += behind;
-            if (inFlight is { } id)
+
+            // A worker whose handler settles later has moved on from the envelope it handed out last: what its handler
+            // still holds is reported below, every delivery once.
+            if (inFlight is { } id && !_settlesLater)
             {
                 InMemoryLog.HandlerAbandoned(_queue.Transport.Logger, id, _queue.Name);
                 _queue.RecordDroppedQuietly(1);
+            }
+        }
+
+        if (_settlesLater)
+        {
+            Guid[] held;
+            lock (_later)
+            {
+                held = [.. _later.Select(l => l.MessageId)];
+            }
+
+            foreach (var id in held)
+            {
+                InMemoryLog.HandlerAbandoned(_queue.Transport.Logger, id, _queue.Name);
+            }
+
+            if (held.Length > 0)
+            {
+                _queue.RecordDroppedQuietly(held.Length);
             }
         }
 
@@ -190,6 +224,12 @@ internal sealed class InMemorySubscription : TransportSubscription
 
                 if (!await waiting.ConfigureAwait(false))
                 {
+                    if (_settlesLater)
+                    {
+                        // The worker ends once what it handed out is settled, so a stop still waits for those handlers.
+                        await WaitForSettlementsAsync(0).ConfigureAwait(false);
+                    }
+
                     return;
                 }
 
@@ -219,10 +259,29 @@ internal sealed class InMemorySubscription : TransportSubscription
         var stop = _hardStop.Token;
         for (var i = cursor.Next; i < count; i++)
         {
+            // A handler that settles later holds at most Concurrency deliveries unsettled: a worker reserves its place before
+            // it hands one out, so workers that reach the limit together cannot each hand out one more.
+            var reserved = false;
+            if (_settlesLater && !stop.IsCancellationRequested)
+            {
+                if (!TryReserve())
+                {
+                    cursor.Next = i;
+                    return new ValueTask(WaitForSettlementsAsync(Request.Concurrency - 1));
+                }
+
+                reserved = true;
+            }
+
             ref readonly var envelope = ref batch[i];
             lane.MarkHandedOut(i + 1);
             if (stop.IsCancellationRequested)
             {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
                 Interlocked.Increment(ref _dropped);
                 continue;
             }
@@ -234,11 +293,21 @@ internal sealed class InMemorySubscription : TransportSubscription
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
                 Interlocked.Increment(ref _dropped);
                 continue;
             }
             catch (Exception ex)
             {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
                 Settle(envelope, Settlement.HandlerThrew(ex));
                 continue;
             }
@@ -246,14 +315,128 @@ internal sealed class InMemorySubscription : TransportSubscription
             if (!pending.IsCompletedSuccessfully)
             {
                 cursor.Next = i + 1;
-                return cursor.SettleWhenHandled(this, envelope, pending, stop);
-            }
+                if (!_settlesLater)
+                {
+                    return cursor.SettleWhenHandled(this, envelope, pending, stop);
+                }
 
-            Settle(envelope, pending.Result);
+                // A handler that settles later (a batch consumer) took the message: hand out the next one meanwhile,
+                // up to Concurrency unsettled (reserved above; its settlement gives the place back). Waiting here would
+                // hold the messages behind it back from the batch this one waits for, which with no MaxAge might never fill.
+                SettleLater(envelope, pending, stop);
+            }
+            else
+            {
+                if (reserved)
+                {
+                    Unreserve();
+                }
+
+                Settle(envelope, pending.Result);
+            }
         }
 
         cursor.Next = count;
         return default;
+    }
+
+    /// <summary>Settles a message whose handler settles later once its settlement is there, without the worker waiting for it.</summary>
+    private void SettleLater(in Envelope envelope, ValueTask<Settlement> pending, CancellationToken stop)
+    {
+        var handled = pending.ConfigureAwait(false).GetAwaiter();
+        if (handled.IsCompleted)
+        {
+            SettledLater(envelope, handled, stop);
+            return;
+        }
+
+        var later = new LaterSettlement(this, envelope, handled, stop);
+        lock (_later)
+        {
+            _later.Add(later);
+        }
+
+        // OnCompleted, not UnsafeOnCompleted: the settlement runs in the worker's execution context, as it does when the
+        // worker waits for it.
+        handled.OnCompleted(later.OnHandled);
+    }
+
+    private void SettledLater(in Envelope envelope, in ConfiguredValueTaskAwaitable<Settlement>.ConfiguredValueTaskAwaiter handled, CancellationToken stop)
+    {
+        try
+        {
+            SettleHandled(envelope, handled, stop);
+        }
+        catch (Exception ex)
+        {
+            // As when the worker waits for it: the worker fails with it (it reports it when it next waits, or ends).
+            Interlocked.CompareExchange(ref _settleFailure, ex, null);
+        }
+        finally
+        {
+            Unreserve();
+        }
+    }
+
+    /// <summary>Takes a place among the Concurrency deliveries a handler that settles later may hold unsettled, if one is free.</summary>
+    private bool TryReserve()
+    {
+        var limit = Request.Concurrency;
+        var current = Volatile.Read(ref _unsettled);
+        while (current < limit)
+        {
+            var seen = Interlocked.CompareExchange(ref _unsettled, current + 1, current);
+            if (seen == current)
+            {
+                return true;
+            }
+
+            current = seen;
+        }
+
+        return false;
+    }
+
+    /// <summary>Gives a place back (the delivery was settled, or never reached the handler) and wakes the workers waiting for one.</summary>
+    private void Unreserve()
+    {
+        // Both are full fences (see WaitForSettlementsAsync): a worker that published its signal before this count is seen
+        // here; one that publishes after sees the count.
+        Interlocked.Decrement(ref _unsettled);
+        if (Volatile.Read(ref _settled) is not null)
+        {
+            Interlocked.Exchange(ref _settled, null)?.TrySetResult();
+        }
+    }
+
+    /// <summary>Waits until at most <paramref name="atMost"/> deliveries handed out to a handler that settles later are unsettled.</summary>
+    private async Task WaitForSettlementsAsync(int atMost)
+    {
+        while (true)
+        {
+            var signal = Volatile.Read(ref _settled);
+            if (signal is null)
+            {
+                var created = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                signal = Interlocked.CompareExchange(ref _settled, created, null) ?? created;
+            }
+            else
+            {
+                Interlocked.MemoryBarrier();
+            }
+
+            if (Volatile.Read(ref _settleFailure) is { } failure)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+            }
+
+            if (Volatile.Read(ref _unsettled) <= atMost)
+            {
+                return;
+            }
+
+            await signal.Task.ConfigureAwait(false);
+        }
     }
 
     /// <summary>Settles a message whose handler went asynchronous, once its settlement is there.</summary>
@@ -296,16 +479,10 @@ internal sealed class InMemorySubscription : TransportSubscription
     }
 
     /// <summary>
-    /// Marks every in-memory subscription among <paramref name="subscriptions"/> as draining: their host is stopping, so a
-    /// message a handler releases now is kept until the subscription is unbound (<see cref="Hold"/>).
+    /// Marks this subscription as draining: its host is stopping, so a message a handler releases now is kept until the
+    /// subscription is unbound (<see cref="Hold"/>).
     /// </summary>
-    internal static void BeginDrain(IEnumerable<TransportSubscription> subscriptions)
-    {
-        foreach (var subscription in subscriptions.OfType<InMemorySubscription>())
-        {
-            Volatile.Write(ref subscription._draining, 1);
-        }
-    }
+    internal override void BeginDrain() => Volatile.Write(ref _draining, 1);
 
     /// <summary>Gets whether the host that runs this subscription is stopping while it is still bound.</summary>
     private bool IsDraining() =>
@@ -348,6 +525,22 @@ internal sealed class InMemorySubscription : TransportSubscription
             {
                 _queue.Retry(envelope, settlement);
             }
+        }
+    }
+
+    /// <summary>One delivery handed to a handler that settles later, waiting for its settlement.</summary>
+    private sealed class LaterSettlement(InMemorySubscription owner, Envelope envelope, ConfiguredValueTaskAwaitable<Settlement>.ConfiguredValueTaskAwaiter handled, CancellationToken stop)
+    {
+        public Guid MessageId => envelope.MessageId;
+
+        public void OnHandled()
+        {
+            lock (owner._later)
+            {
+                owner._later.Remove(this);
+            }
+
+            owner.SettledLater(envelope, handled, stop);
         }
     }
 

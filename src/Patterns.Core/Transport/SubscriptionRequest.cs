@@ -46,6 +46,15 @@ public sealed record SubscriptionRequest
     /// <value>Default <see langword="null"/>: nobody is told.</value>
     public Action<Exception>? ConnectionLost { get; init; }
 
+    /// <summary>
+    /// Gets a value indicating whether the handler takes each delivery at once and settles it later, together with
+    /// others (a batch consumer: a delivery's settlement waits for its batch to fill). A transport whose workers take
+    /// their next delivery only once the previous one is settled then hands out the next one meanwhile, keeping up to
+    /// <see cref="Concurrency"/> deliveries unsettled, as a broker's prefetch does: otherwise messages queued behind a
+    /// worker's unsettled delivery could never join the batch it waits for.
+    /// </summary>
+    internal bool SettlesLater { get; init; }
+
     /// <summary>Gets the name of the queue that holds this group's messages.</summary>
     public string QueueName => Address.Kind == AddressKind.Queue ? Address.Name : ConsumerGroup;
 }

@@ -25,6 +25,15 @@ public abstract class TransportSubscription : IAsyncDisposable
     {
     }
 
+    /// <summary>
+    /// Tells this subscription that its host has begun to stop (before any hosted service stops), while it is still bound.
+    /// Nothing by default; the in-memory transport then keeps what a handler releases until the subscription is unbound,
+    /// since a message handed straight back would come back to this same subscription, whose handler is stopping.
+    /// </summary>
+    internal virtual void BeginDrain()
+    {
+    }
+
     /// <summary>Reports whether this consumer is taking messages. A transport reports a consumer that stopped, lost its channel or is re-subscribing as degraded.</summary>
     /// <returns>Its health; healthy by default.</returns>
     public virtual ComponentHealth GetHealth() => ComponentHealth.Healthy(Request.ConsumerGroup, "consuming");

@@ -25,9 +25,12 @@ public sealed class ReadingBatchHandler(ReadingLog log) : IBatchHandler<Reading>
 
 public sealed class ReadingLog
 {
+    // One lock for the count and the wanted count: with a volatile write of one and a read of the other on each side, both
+    // could read the old value (a store may be ordered after a later load), and the wait would never be signalled.
+    private readonly Lock _gate = new();
     private readonly ConcurrentQueue<(Reading[] Items, Guid[] Ids)> _batches = new();
+    private readonly TaskCompletionSource _signal = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _items;
-    private TaskCompletionSource _signal = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _want = int.MaxValue;
 
     public IReadOnlyCollection<(Reading[] Items, Guid[] Ids)> Batches => _batches;
@@ -35,16 +38,30 @@ public sealed class ReadingLog
     public void Add(Reading[] items, Guid[] ids)
     {
         _batches.Enqueue((items, ids));
-        if (Interlocked.Add(ref _items, items.Length) >= Volatile.Read(ref _want))
+        lock (_gate)
         {
-            _signal.TrySetResult();
+            _items += items.Length;
+            if (_items < _want)
+            {
+                return;
+            }
         }
+
+        _signal.TrySetResult();
     }
 
     public Task WaitForItemsAsync(int count)
     {
-        Volatile.Write(ref _want, count);
-        return Volatile.Read(ref _items) >= count ? Task.CompletedTask : _signal.Task.WaitAsync(TestHost.Wait);
+        lock (_gate)
+        {
+            _want = count;
+            if (_items >= count)
+            {
+                return Task.CompletedTask;
+            }
+        }
+
+        return _signal.Task.WaitAsync(TestHost.Wait);
     }
 }
 
@@ -246,6 +263,42 @@ public sealed class BatchConsumerTests
         log.Batches.Should().HaveCount(4).And.OnlyContain(b => b.Items.Length == 5 && b.Ids.Length == 5 && b.Ids.All(id => id != Guid.Empty));
         log.Batches.SelectMany(b => b.Items).Select(r => r.Value).Order().Should().Equal(Enumerable.Range(0, 20).Select(i => (double)i));
         host.Harness().Deliveries.Should().OnlyContain(d => d.ConsumerGroup == "sensors.*:ReadingBatchHandler");
+    }
+
+    [Fact]
+    public async Task AddBatchHandler_MessagesQueuedBehindOneWorker_StillFillBatchesByCount()
+    {
+        // Messages of one partition key all go to one worker's lane on the in-memory transport. That worker used to wait
+        // for each delivery's settlement before it handed out the next one, while the settlement waited for the batch to
+        // fill: the batch held the first message and, with no MaxAge, waited for ever for the ones queued behind it. (The
+        // same happened without keys when a worker that started late took several messages of the tail at once.)
+        var batches = new ConcurrentQueue<int[]>();
+        var handled = 0;
+        var allHandled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(b => b.AddBatching(x => x.AddBatchHandler<Job>(
+            TransportAddress.Queue("one-key"),
+            (batch, _) =>
+            {
+                batches.Enqueue(batch.ToArray().Select(j => j.Id).ToArray());
+                if (Interlocked.Add(ref handled, batch.Count) == 6)
+                {
+                    allHandled.TrySetResult();
+                }
+
+                return default;
+            },
+            o => { o.MaxCount = 3; o.MaxAge = Timeout.InfiniteTimeSpan; })));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        for (var i = 0; i < 6; i++)
+        {
+            await sender.SendAsync("one-key", new Job(i), new Patterns.Messaging.MessageOptions { PartitionKey = "k" });
+        }
+
+        await allHandled.Task.WaitAsync(TestHost.Wait);
+        batches.Select(b => string.Join(",", b)).Should().Equal(["0,1,2", "3,4,5"], "one key's messages fill the batches in order");
+        await host.Harness().WaitForDeliveriesAsync(6).WaitAsync(TestHost.Wait);
+        host.Harness().Deliveries.Should().OnlyContain(d => d.Outcome == SettlementKind.Ack);
     }
 
     [Fact]

@@ -191,6 +191,125 @@ public sealed class InMemoryTransportDefectTests
         logs.WaitForAsync(1105).IsCompleted.Should().BeTrue("a delayed redelivery still pending when the transport closes is lost, and that must be logged");
     }
 
+    [Fact]
+    public async Task SettlesLater_WorkersReachTheLimitTogether_NeverMoreThanConcurrencyUnsettled()
+    {
+        // Two workers; the handler settles later. The first two messages (one per lane, sent in turn) take both places;
+        // each of the next two goes to one lane. A worker used to hand out a message before it looked at the count, so
+        // the one that had parked on its lane handed out a third.
+        var transport = InMemoryTransport.Create();
+        await using (transport.ConfigureAwait(false))
+        {
+            var outstanding = 0;
+            var most = 0;
+            var calls = System.Threading.Channels.Channel.CreateUnbounded<TaskCompletionSource<Settlement>>();
+            var subscription = await transport.SubscribeAsync(
+                new SubscriptionRequest { Address = TransportAddress.Queue("limited"), ConsumerGroup = "limited", Concurrency = 2, SettlesLater = true },
+                (_, _) =>
+                {
+                    var now = Interlocked.Increment(ref outstanding);
+                    InterlockedMax(ref most, now);
+                    var settlement = new TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously);
+                    calls.Writer.TryWrite(settlement);
+                    return new ValueTask<Settlement>(settlement.Task);
+                });
+
+            await transport.SendAsync("limited", Message("m0"));
+            await transport.SendAsync("limited", Message("m1"));
+            var held = new List<TaskCompletionSource<Settlement>>
+            {
+                await calls.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait),
+                await calls.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait),
+            };
+
+            await transport.SendAsync("limited", Message("m2"));
+            await transport.SendAsync("limited", Message("m3"));
+            for (var settled = 0; settled < 4; settled++)
+            {
+                if (held.Count == settled)
+                {
+                    held.Add(await calls.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait));
+                }
+
+                Interlocked.Decrement(ref outstanding);
+                held[settled].SetResult(Settlement.Ack);
+                if (settled < 2)
+                {
+                    held.Add(await calls.Reader.ReadAsync().AsTask().WaitAsync(TestHost.Wait));
+                }
+            }
+
+            await subscription.StopAsync(CancellationToken.None).WaitAsync(TestHost.Wait);
+            Volatile.Read(ref most).Should().BeLessThanOrEqualTo(2, "a handler that settles later holds at most Concurrency deliveries");
+        }
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        var current = Volatile.Read(ref target);
+        while (value > current)
+        {
+            var seen = Interlocked.CompareExchange(ref target, value, current);
+            if (seen == current)
+            {
+                return;
+            }
+
+            current = seen;
+        }
+    }
+
+    [Fact]
+    public async Task Stop_HandlerThatSettlesLaterIgnoresItsToken_EveryDeliveryItHeldIsReportedAbandoned()
+    {
+        // A handler that settles later (a batch consumer) holds several deliveries of one worker at once: at the deadline
+        // each of them is abandoned, not only the one the worker handed out last.
+        var fake = new FakeTimeProvider();
+        var time = new TimerTracker(fake);
+        var abandoned = new AbandonedLog();
+        using var loggerFactory = LoggerFactory.Create(b => b.AddProvider(abandoned));
+        var transport = InMemoryTransport.Create(timeProvider: time, loggerFactory: loggerFactory);
+        await using (transport.ConfigureAwait(false))
+        {
+            var never = new TaskCompletionSource<Settlement>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var taken = 0;
+            var allTaken = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var subscription = await transport.SubscribeAsync(
+                new SubscriptionRequest { Address = TransportAddress.Queue("held"), ConsumerGroup = "held", Concurrency = 4, SettlesLater = true },
+                (_, _) =>
+                {
+                    if (Interlocked.Increment(ref taken) == 3)
+                    {
+                        allTaken.TrySetResult();
+                    }
+
+                    return new ValueTask<Settlement>(never.Task);
+                });
+
+            for (var i = 0; i < 3; i++)
+            {
+                await transport.SendAsync("held", Message($"m{i}") with { PartitionKey = "k" });
+            }
+
+            await allTaken.Task.WaitAsync(TestHost.Wait);
+            using var deadline = new CancellationTokenSource();
+            await deadline.CancelAsync();
+            var stopping = subscription.StopAsync(deadline.Token);
+            await time.WaitForPendingTimersAsync().WaitAsync(TestHost.Wait);
+            fake.Advance(InMemorySubscription.AbandonGrace);
+            try
+            {
+                await stopping.WaitAsync(TestHost.Wait);
+            }
+            finally
+            {
+                never.TrySetResult(Settlement.Ack);
+            }
+
+            abandoned.Count.Should().Be(3, "each of the three deliveries the handler still held was abandoned");
+        }
+    }
+
     internal static SubscriptionRequest TopicRequest(string topic, string group) =>
         new() { Address = TransportAddress.Topic(topic), ConsumerGroup = group };
 
@@ -253,6 +372,36 @@ public sealed class InMemoryTransportDefectTests
             }
 
             _go = true;
+        }
+    }
+
+    /// <summary>Counts the handlers reported abandoned (event 1106).</summary>
+    private sealed class AbandonedLog : ILoggerProvider
+    {
+        private int _count;
+
+        public int Count => Volatile.Read(ref _count);
+
+        public ILogger CreateLogger(string categoryName) => new Logger(this);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Logger(AbandonedLog owner) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                if (eventId.Id == 1106)
+                {
+                    Interlocked.Increment(ref owner._count);
+                }
+            }
         }
     }
 }
