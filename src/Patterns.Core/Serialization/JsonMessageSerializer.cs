@@ -57,9 +57,33 @@ public sealed class JsonMessageSerializer : IMessageSerializer
         ArgumentNullException.ThrowIfNull(writer);
         ArgumentNullException.ThrowIfNull(value);
         ArgumentNullException.ThrowIfNull(type);
-        using var json = new Utf8JsonWriter(writer);
-        JsonSerializer.Serialize(json, value, GetTypeInfo(type));
+        // A writer kept by the thread and lent out for the call (a converter that serializes within it finds it taken and
+        // gets its own): a new writer for each message was a good part of what serializing a small message allocated.
+        var json = t_writer;
+        t_writer = null;
+        if (json is null)
+        {
+            json = new Utf8JsonWriter(writer);
+        }
+        else
+        {
+            json.Reset(writer);
+        }
+
+        try
+        {
+            JsonSerializer.Serialize(json, value, GetTypeInfo(type));
+            json.Flush();
+        }
+        finally
+        {
+            json.Reset(); // lets go of the caller's buffer writer
+            t_writer = json;
+        }
     }
+
+    [ThreadStatic]
+    private static Utf8JsonWriter? t_writer;
 
     /// <inheritdoc />
     public object Deserialize(ReadOnlyMemory<byte> payload, Type type)
