@@ -190,7 +190,7 @@ internal sealed partial class WorkflowRuntime
                     Timers.Schedule(new TimerRecord { InstanceId = id, Run = executor.Run, Seq = e.Seq, DueTicks = e.At });
                     break;
                 case HistoryEventKind.ChildStarted:
-                    _ = Enqueue(e.Id!, new StartItem(e.Name!, e.Payload, id, e.Seq));
+                    EnqueueAll(e.Id!, new StartItem(e.Name!, e.Payload, id, e.Seq));
                     break;
                 case HistoryEventKind.UpdateCompleted when _updateWaiters.TryRemove(e.Id!, out var waiter):
                     waiter.TrySetResult(e);
@@ -219,7 +219,7 @@ internal sealed partial class WorkflowRuntime
         slot.Executor = null;
         if (final.Kind == HistoryEventKind.ContinuedAsNew)
         {
-            _ = Enqueue(id, new ResumeItem());
+            EnqueueAll(id, new ResumeItem());
             return;
         }
 
@@ -241,7 +241,7 @@ internal sealed partial class WorkflowRuntime
         var outcome = final.Kind == HistoryEventKind.Completed
             ? new HistoryEvent { Kind = HistoryEventKind.ChildCompleted, Seq = parentSeq, Payload = final.Payload, Id = childId }
             : new HistoryEvent { Kind = HistoryEventKind.ChildFailed, Seq = parentSeq, Id = childId, Error = final.Error ?? $"the child ended {final.Kind}", ErrorType = final.ErrorType };
-        _ = Enqueue(parentId, new EventItem(outcome));
+        EnqueueAll(parentId, new EventItem(outcome));
     }
 
     private static long IncarnationOf(WorkflowExecutor executor) => executor.Record?.Incarnation ?? 0;

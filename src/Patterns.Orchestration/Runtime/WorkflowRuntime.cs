@@ -131,7 +131,11 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         return item.Done;
     }
 
-    /// <summary>Queues items on an instance's mailbox at once: they are handled in one batch (one workflow task), in this order.</summary>
+    /// <summary>
+    /// Queues items on an instance's mailbox at once: they are handled in one batch (one workflow task), in this order. Items
+    /// whose outcome nobody waits for (a fired timer, a child's outcome or start) go this way rather than through
+    /// <see cref="Enqueue"/>, whose task would be created for nothing.
+    /// </summary>
     public void EnqueueAll(string instanceId, params ReadOnlySpan<WorkItem> items)
     {
         while (true)
