@@ -77,13 +77,26 @@ public sealed class JsonMessageSerializer : IMessageSerializer
         }
         finally
         {
-            json.Reset(); // lets go of the caller's buffer writer
+            // Reset() alone keeps the caller's buffer writer (and its array) alive with the thread until its next message.
+            json.Reset(NoOutput.Instance);
             t_writer = json;
         }
     }
 
     [ThreadStatic]
     private static Utf8JsonWriter? t_writer;
+
+    /// <summary>Where the writer the thread keeps points between messages: nowhere (it is never written to there).</summary>
+    private sealed class NoOutput : IBufferWriter<byte>
+    {
+        public static readonly NoOutput Instance = new();
+
+        public void Advance(int count) => throw new InvalidOperationException("The serializer's idle writer was written to.");
+
+        public Memory<byte> GetMemory(int sizeHint = 0) => throw new InvalidOperationException("The serializer's idle writer was written to.");
+
+        public Span<byte> GetSpan(int sizeHint = 0) => throw new InvalidOperationException("The serializer's idle writer was written to.");
+    }
 
     /// <inheritdoc />
     public object Deserialize(ReadOnlyMemory<byte> payload, Type type)

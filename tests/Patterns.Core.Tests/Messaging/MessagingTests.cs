@@ -144,6 +144,26 @@ public sealed class JsonMessageSerializerWriterTests
 
         System.Text.Encoding.UTF8.GetString(next.WrittenSpan).Should().Be("\"next{}\"");
     }
+
+    [Fact]
+    public void TheWriterKeptByTheThread_DoesNotKeepTheCallersBufferAlive()
+    {
+        var buffer = SerializeIntoBufferNobodyKeeps();
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+
+        buffer.IsAlive.Should().BeFalse("a large message's buffer must not live on with the thread's writer until its next message");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference SerializeIntoBufferNobodyKeeps()
+    {
+        var buffer = new ArrayBufferWriter<byte>(1024 * 1024);
+        Shared.Serialize(buffer, new Wrapper("big", null), typeof(Wrapper));
+        return new WeakReference(buffer);
+    }
 }
 
 /// <summary>Written as a string: its name, then its inner value serialized by the same serializer within the converter.</summary>
