@@ -17,6 +17,15 @@ public static class Program
             return;
         }
 
+        if (args is ["--timer-alloc", ..])
+        {
+            // --timer-alloc [count] [inmemory|sqlite|postgres]: bytes allocated (exactly) per timer workflow, start and firing.
+            await TimerAllocation.RunAsync(
+                args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 10_000,
+                args.Length > 2 ? Enum.Parse<Store>(args[2], ignoreCase: true) : Store.InMemory);
+            return;
+        }
+
         if (args is ["--suspended", ..])
         {
             // --suspended [count] [MaxCachedIdleInstances, the option's default when left out or 'default'] [starts in flight, 0 (all at once) by default]

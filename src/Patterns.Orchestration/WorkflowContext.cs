@@ -269,35 +269,39 @@ public sealed class WorkflowContext
     {
         // Completed by a task queued on the workflow's scheduler: an await that keeps the context then resumes inline on
         // the scheduler, while one with ConfigureAwait(false) is sent to the thread pool, so it leaves the scheduler
-        // visibly (and is caught) instead of continuing inline by chance.
-        var typed = new TaskCompletionSource<T>();
-        var executor = _executor;
-        raw.ContinueWith(
-            t =>
-            {
-                if (t.IsCanceled)
-                {
-                    typed.TrySetCanceled();
-                }
-                else if (t.Exception is { } error)
-                {
-                    typed.TrySetException(error.InnerException ?? error);
-                }
-                else
-                {
-                    try
-                    {
-                        typed.TrySetResult(t is Task<byte[]?> withPayload ? executor.Deserialize<T>(withPayload.Result) : default!);
-                    }
-                    catch (Exception ex)
-                    {
-                        typed.TrySetException(ex);
-                    }
-                }
-            },
-            CancellationToken.None,
-            TaskContinuationOptions.None,
-            executor.Scheduler);
+        // visibly (and is caught) instead of continuing inline by chance. A static continuation with the completion as its
+        // state: a closure and a delegate for each wait lived as long as the wait (every armed timer).
+        var typed = new TypedCompletion<T>(_executor);
+        raw.ContinueWith(TypedCompletion<T>.Continuation, typed, CancellationToken.None, TaskContinuationOptions.None, _executor.Scheduler);
         return typed.Task;
+    }
+
+    /// <summary>A wait's typed outcome, with the executor that reads its payload.</summary>
+    private sealed class TypedCompletion<T>(WorkflowExecutor executor) : TaskCompletionSource<T>
+    {
+        public static readonly Action<Task, object?> Continuation = static (t, state) => ((TypedCompletion<T>)state!).SetFrom(t);
+
+        private void SetFrom(Task t)
+        {
+            if (t.IsCanceled)
+            {
+                TrySetCanceled();
+            }
+            else if (t.Exception is { } error)
+            {
+                TrySetException(error.InnerException ?? error);
+            }
+            else
+            {
+                try
+                {
+                    TrySetResult(t is Task<byte[]?> withPayload ? executor.Deserialize<T>(withPayload.Result) : default!);
+                }
+                catch (Exception ex)
+                {
+                    TrySetException(ex);
+                }
+            }
+        }
     }
 }

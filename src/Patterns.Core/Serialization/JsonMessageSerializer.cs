@@ -57,8 +57,45 @@ public sealed class JsonMessageSerializer : IMessageSerializer
         ArgumentNullException.ThrowIfNull(writer);
         ArgumentNullException.ThrowIfNull(value);
         ArgumentNullException.ThrowIfNull(type);
-        using var json = new Utf8JsonWriter(writer);
-        JsonSerializer.Serialize(json, value, GetTypeInfo(type));
+        // A writer kept by the thread and lent out for the call (a converter that serializes within it finds it taken and
+        // gets its own): a new writer for each message was a good part of what serializing a small message allocated.
+        var json = t_writer;
+        t_writer = null;
+        if (json is null)
+        {
+            json = new Utf8JsonWriter(writer);
+        }
+        else
+        {
+            json.Reset(writer);
+        }
+
+        try
+        {
+            JsonSerializer.Serialize(json, value, GetTypeInfo(type));
+            json.Flush();
+        }
+        finally
+        {
+            // Reset() alone keeps the caller's buffer writer (and its array) alive with the thread until its next message.
+            json.Reset(NoOutput.Instance);
+            t_writer = json;
+        }
+    }
+
+    [ThreadStatic]
+    private static Utf8JsonWriter? t_writer;
+
+    /// <summary>Where the writer the thread keeps points between messages: nowhere (it is never written to there).</summary>
+    private sealed class NoOutput : IBufferWriter<byte>
+    {
+        public static readonly NoOutput Instance = new();
+
+        public void Advance(int count) => throw new InvalidOperationException("The serializer's idle writer was written to.");
+
+        public Memory<byte> GetMemory(int sizeHint = 0) => throw new InvalidOperationException("The serializer's idle writer was written to.");
+
+        public Span<byte> GetSpan(int sizeHint = 0) => throw new InvalidOperationException("The serializer's idle writer was written to.");
     }
 
     /// <inheritdoc />

@@ -14,8 +14,28 @@ internal static class Payloads
             return null;
         }
 
-        var buffer = new ArrayBufferWriter<byte>(128);
-        serializer.Serialize(buffer, value, type == typeof(object) ? value.GetType() : type);
-        return buffer.WrittenSpan.ToArray();
+        // A buffer kept by the thread and lent out for the call (a serializer that serializes a payload within one finds it
+        // taken and gets its own): a new one for each payload, and its 128 bytes, were half of what a payload allocated.
+        var buffer = t_buffer ?? new ArrayBufferWriter<byte>(128);
+        t_buffer = null;
+        try
+        {
+            serializer.Serialize(buffer, value, type == typeof(object) ? value.GetType() : type);
+            return buffer.WrittenSpan.ToArray();
+        }
+        finally
+        {
+            if (buffer.Capacity <= MaxKeptBuffer)
+            {
+                buffer.Clear(); // no payload lingers in a buffer the thread keeps
+                t_buffer = buffer;
+            }
+        }
     }
+
+    // A payload larger than this leaves its buffer to the collector instead of keeping it on the thread.
+    private const int MaxKeptBuffer = 16 * 1024;
+
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_buffer;
 }

@@ -323,16 +323,25 @@ internal sealed partial class WorkflowExecutor
     /// </summary>
     private void FailUnfinishedUpdates(HistoryEventKind end)
     {
-        foreach (var request in _held ?? [])
+        // Looked at only when there are any: "?? []" made an empty list for every run's end.
+        if (_held is { } held)
         {
-            if (request.Kind == HistoryEventKind.UpdateRequested)
+            foreach (var request in held)
             {
-                Emit(UpdateFailure(request, $"Workflow instance '{InstanceId}' ended ({end}) before update '{request.Name}' completed."));
+                if (request.Kind == HistoryEventKind.UpdateRequested)
+                {
+                    Emit(UpdateFailure(request, $"Workflow instance '{InstanceId}' ended ({end}) before update '{request.Name}' completed."));
+                }
             }
         }
 
         _held = null;
-        foreach (var request in _openUpdates ?? [])
+        if (_openUpdates is not { Count: > 0 } open)
+        {
+            return;
+        }
+
+        foreach (var request in open)
         {
             var failure = UpdateFailure(request, $"Workflow instance '{InstanceId}' ended ({end}) before update '{request.Name}' completed.");
             if (!IsReplaying || (_expectedPosition < _expected!.Count && _expected[_expectedPosition].Event is { Kind: HistoryEventKind.UpdateCompleted } recorded && recorded.Id == request.Id))

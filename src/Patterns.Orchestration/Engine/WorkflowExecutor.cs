@@ -234,19 +234,23 @@ internal sealed partial class WorkflowExecutor
     }
 
     /// <summary>Runs one live workflow task: applies <paramref name="incoming"/>, runs the code until it waits, runs its local activities.</summary>
-    /// <returns>The task's events: the incoming ones, then the commands, in order.</returns>
+    /// <returns>The task's events: the incoming ones (<paramref name="incoming"/> itself), then the commands, in order.</returns>
     public async ValueTask<List<HistoryEvent>> RunTaskAsync(List<HistoryEvent> incoming, DateTimeOffset now, CancellationToken cancellationToken)
     {
         TaskNumber++;
         Now = now;
         _commands.Clear();
         incoming[0].At = now.UtcTicks;
-        var stamped = new List<HistoryEvent>(incoming.Count);
+
+        // Stamped in place, as the time above: each incoming event was made for this delivery (a copy of each, and a list
+        // for the copies, were a good part of what a timer's firing allocated). A task that fails leaves them stamped with
+        // its number; the next attempt stamps them again.
         foreach (var e in incoming)
         {
-            stamped.Add(e.Task == TaskNumber ? e : Restamp(e, TaskNumber));
+            e.Stamp(TaskNumber);
         }
 
+        var stamped = incoming;
         ApplyAndRun(stamped);
         do
         {
@@ -332,20 +336,6 @@ internal sealed partial class WorkflowExecutor
         return result;
     }
 
-    private static HistoryEvent Restamp(HistoryEvent e, int task) => new()
-    {
-        Kind = e.Kind,
-        Task = task,
-        Seq = e.Seq,
-        Name = e.Name,
-        Payload = e.Payload,
-        Error = e.Error,
-        ErrorType = e.ErrorType,
-        Id = e.Id,
-        At = e.At,
-        Options = e.Options,
-    };
-
     private static ulong Seed(string instanceId, int run)
     {
         var hash = 14695981039346656037UL;
@@ -359,22 +349,24 @@ internal sealed partial class WorkflowExecutor
 
     private void ApplyAndRun(List<HistoryEvent> incoming)
     {
-        _scheduler.RunUntilIdle(() =>
-        {
-            foreach (var e in incoming)
-            {
-                if (_held is not null || (e.Kind == HistoryEventKind.UpdateRequested && !HasUpdateHandler(e.Name!) && !RejectedAsRecorded(e)))
-                {
-                    // No handler yet (an update that came with the start, before the body registered its handlers): held
-                    // until the code waits, with everything after it, so the task's events still apply in arrival order.
-                    (_held ??= []).Add(e);
-                    continue;
-                }
-
-                Apply(e);
-            }
-        });
+        _scheduler.RunUntilIdle(static s => s.Executor.ApplyAll(s.Incoming), (Executor: this, Incoming: incoming));
         Settle();
+    }
+
+    private void ApplyAll(List<HistoryEvent> incoming)
+    {
+        foreach (var e in incoming)
+        {
+            if (_held is not null || (e.Kind == HistoryEventKind.UpdateRequested && !HasUpdateHandler(e.Name!) && !RejectedAsRecorded(e)))
+            {
+                // No handler yet (an update that came with the start, before the body registered its handlers): held
+                // until the code waits, with everything after it, so the task's events still apply in arrival order.
+                (_held ??= []).Add(e);
+                continue;
+            }
+
+            Apply(e);
+        }
     }
 
     /// <summary>Applies the events held back for a missing update handler, now that the code has run until it waits.</summary>

@@ -49,7 +49,13 @@ internal sealed class WorkflowScheduler : TaskScheduler
     public override int MaximumConcurrencyLevel => 1;
 
     /// <summary>Runs <paramref name="action"/> and then every continuation it queues, until none is left.</summary>
-    public void RunUntilIdle(Action? action = null)
+    public void RunUntilIdle(Action? action = null) => RunUntilIdle(static a => a?.Invoke(), action);
+
+    /// <summary>
+    /// Runs <paramref name="action"/> with <paramref name="state"/> and then every continuation it queues, until none is
+    /// left (a static action with its state: a closure and a delegate for each workflow task add up over 100,000 timers).
+    /// </summary>
+    public void RunUntilIdle<TState>(Action<TState> action, TState state)
     {
         var previous = SynchronizationContext.Current;
         _thread = Thread.CurrentThread;
@@ -64,7 +70,7 @@ internal sealed class WorkflowScheduler : TaskScheduler
 
         try
         {
-            action?.Invoke();
+            action(state);
             while (true)
             {
                 (SendOrPostCallback Callback, object? State, Task? Task) item;

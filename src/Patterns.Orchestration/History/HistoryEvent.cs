@@ -75,13 +75,15 @@ public enum HistoryEventKind
 /// <summary>One event of a workflow instance's history, as stored in its event stream.</summary>
 public sealed class HistoryEvent
 {
+    private int _task;
+
     /// <summary>Gets the kind.</summary>
     [JsonPropertyName("k")]
     public HistoryEventKind Kind { get; init; }
 
     /// <summary>Gets the workflow task the event belongs to: the events a single run of the workflow code received and produced.</summary>
     [JsonPropertyName("t")]
-    public int Task { get; init; }
+    public int Task { get => _task; init => _task = value; }
 
     /// <summary>Gets the operation's sequence number within the run (activities, timers, local activities, children), or 0.</summary>
     [JsonPropertyName("s")]
@@ -130,6 +132,9 @@ public sealed class HistoryEvent
     /// <summary>Gets whether the event ends the run.</summary>
     [JsonIgnore]
     public bool IsFinal => Kind >= HistoryEventKind.Completed || Kind == HistoryEventKind.Terminated;
+
+    /// <summary>Records the workflow task an incoming event was delivered to (the event was made for that delivery).</summary>
+    internal void Stamp(int task) => _task = task;
 
     /// <inheritdoc />
     public override string ToString()

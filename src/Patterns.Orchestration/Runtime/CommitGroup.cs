@@ -19,6 +19,10 @@ internal sealed class CommitGroup(
 {
     private readonly Lock _lock = new();
     private List<(UnitOfWork Work, TaskCompletionSource Done)> _pending = [];
+
+    // The list of the last batch, emptied, taken as the next pending list (only the running commit loop gives one back):
+    // a new list for each commit grew its array again from scratch, for every one of them.
+    private List<(UnitOfWork Work, TaskCompletionSource Done)>? _spare;
     private bool _running;
 
     /// <summary>Gets how many store commits carried more than one unit (for tests and benchmarks).</summary>
@@ -82,7 +86,8 @@ internal sealed class CommitGroup(
                 if (_pending.Count <= maxUnits)
                 {
                     batch = _pending;
-                    _pending = [];
+                    _pending = _spare ?? [];
+                    _spare = null;
                 }
                 else
                 {
@@ -118,6 +123,7 @@ internal sealed class CommitGroup(
                         done.TrySetResult();
                     }
 
+                    Recycle(batch);
                     continue;
                 }
             }
@@ -135,6 +141,17 @@ internal sealed class CommitGroup(
                     done.TrySetException(ex);
                 }
             }
+
+            Recycle(batch);
+        }
+    }
+
+    private void Recycle(List<(UnitOfWork Work, TaskCompletionSource Done)> batch)
+    {
+        batch.Clear(); // drops the units and their completions
+        lock (_lock)
+        {
+            _spare = batch;
         }
     }
 
@@ -155,19 +172,24 @@ internal sealed class CommitGroup(
         }
     }
 
+    // Index loops over the units' lists: a foreach over an IReadOnlyList boxes its enumerator, five of them per unit.
     private static UnitOfWork Merge(List<(UnitOfWork Work, TaskCompletionSource Done)> batch)
     {
         var merged = new UnitOfWork();
         HashSet<Lease>? fences = null;
         foreach (var (work, _) in batch)
         {
-            foreach (var append in work.Appends)
+            var appends = work.Appends;
+            for (var i = 0; i < appends.Count; i++)
             {
+                var append = appends[i];
                 merged.Append(append.StreamId, append.ExpectedVersion, append.Events, append.InlineProjection);
             }
 
-            foreach (var change in work.Documents)
+            var documents = work.Documents;
+            for (var i = 0; i < documents.Count; i++)
             {
+                var change = documents[i];
                 if (change.IsDelete)
                 {
                     merged.Delete(change.Collection, change.Id);
@@ -178,21 +200,24 @@ internal sealed class CommitGroup(
                 }
             }
 
-            foreach (var claim in work.InboxClaims)
+            var claims = work.InboxClaims;
+            for (var i = 0; i < claims.Count; i++)
             {
-                merged.ClaimInbox(claim.Consumer, claim.MessageId);
+                merged.ClaimInbox(claims[i].Consumer, claims[i].MessageId);
             }
 
-            foreach (var message in work.Outbox)
+            var outbox = work.Outbox;
+            for (var i = 0; i < outbox.Count; i++)
             {
-                merged.Enqueue(message);
+                merged.Enqueue(outbox[i]);
             }
 
-            foreach (var fence in work.Fences)
+            var leases = work.Fences;
+            for (var i = 0; i < leases.Count; i++)
             {
-                if ((fences ??= []).Add(fence))
+                if ((fences ??= []).Add(leases[i]))
                 {
-                    merged.RequireLease(fence);
+                    merged.RequireLease(leases[i]);
                 }
             }
         }

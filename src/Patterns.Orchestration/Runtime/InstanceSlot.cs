@@ -3,7 +3,7 @@ using Patterns.Orchestration.Engine;
 namespace Patterns.Orchestration.Runtime;
 
 /// <summary>One instance in this process: its mailbox and, while cached, its live executor (the warm path never replays).</summary>
-internal sealed class InstanceSlot(string instanceId)
+internal sealed class InstanceSlot(string instanceId, WorkflowRuntime runtime) : IThreadPoolWorkItem
 {
     // Null while empty: a cached instance that waits keeps no buffer (100,000 suspended instances add up), and a batch is
     // handed over whole instead of copied. The slot itself is the lock (it is never handed outside the runtime), so it
@@ -21,6 +21,9 @@ internal sealed class InstanceSlot(string instanceId)
 
     public WorkflowExecutor? Executor { get; set; }
 
+    /// <summary>Runs the slot's workflow tasks (queued to the thread pool when the slot gets a place).</summary>
+    void IThreadPoolWorkItem.Execute() => _ = runtime.ProcessAsync(this);
+
     /// <summary>Adds items at once, so that they are taken in one batch.</summary>
     /// <returns>
     /// <see cref="AddResult.Start"/> when the caller must start processing (nobody is), <see cref="AddResult.Queued"/> when
@@ -35,7 +38,7 @@ internal sealed class InstanceSlot(string instanceId)
                 return AddResult.Retired;
             }
 
-            (_items ??= []).AddRange(items);
+            (_items ??= new List<WorkItem>(items.Length)).AddRange(items);
             _generation++;
             if (_running)
             {

@@ -3,15 +3,84 @@ using Patterns.Orchestration.History;
 namespace Patterns.Orchestration.Runtime;
 
 /// <summary>Something for one instance's workflow task to do; completes once its effect is committed (or refused).</summary>
+/// <remarks>
+/// The task that reports the outcome is created only when someone asks for it (<see cref="Done"/>): a fired timer, a
+/// child's outcome for its parent or a child's start are never awaited, and a completion source with its task for each
+/// was a good part of what a timer's firing allocated.
+/// </remarks>
 internal abstract class WorkItem
 {
-    private readonly TaskCompletionSource<object?> _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    // Null while pending and unobserved; the completion source once observed; otherwise the outcome, when it came first
+    // (Succeeded for a null result, a Failure, or a Result holding any other result).
+    private static readonly object Succeeded = new();
+    private object? _state;
 
-    public Task<object?> Done => _done.Task;
+    public Task<object?> Done
+    {
+        get
+        {
+            while (true)
+            {
+                switch (Volatile.Read(ref _state))
+                {
+                    case TaskCompletionSource<object?> observed:
+                        return observed.Task;
+                    case Failure failure:
+                        return Task.FromException<object?>(failure.Error);
+                    case Result result:
+                        return Task.FromResult<object?>(result.Value);
+                    case { }:
+                        return Task.FromResult<object?>(null);
+                }
 
-    public void Complete(object? result = null) => _done.TrySetResult(result);
+                var completion = new TaskCompletionSource<object?>(TaskCreationOptions.RunContinuationsAsynchronously);
+                if (Interlocked.CompareExchange(ref _state, completion, null) is null)
+                {
+                    return completion.Task;
+                }
+            }
+        }
+    }
 
-    public void Fail(Exception error) => _done.TrySetException(error);
+    public void Complete(object? result = null) => Settle(result is null ? Succeeded : new Result(result), result, null);
+
+    public void Fail(Exception error) => Settle(new Failure(error), null, error);
+
+    private void Settle(object outcome, object? result, Exception? error)
+    {
+        while (true)
+        {
+            var state = Volatile.Read(ref _state);
+            if (state is TaskCompletionSource<object?> observed)
+            {
+                if (error is null)
+                {
+                    observed.TrySetResult(result);
+                }
+                else
+                {
+                    observed.TrySetException(error);
+                }
+
+                return;
+            }
+
+            if (state is not null || Interlocked.CompareExchange(ref _state, outcome, null) is null)
+            {
+                return; // settled already (the first outcome wins, as with TrySet), or settled now
+            }
+        }
+    }
+
+    private sealed class Result(object value)
+    {
+        public object Value { get; } = value;
+    }
+
+    private sealed class Failure(Exception error)
+    {
+        public Exception Error { get; } = error;
+    }
 }
 
 /// <summary>Start a run (idempotent: an existing instance is left as it is).</summary>

@@ -13,7 +13,7 @@ internal sealed partial class WorkflowRuntime
 {
     private const string SignalInbox = "orchestration.signals";
 
-    private async Task CommitAsync(WorkflowExecutor executor, List<HistoryEvent> events, bool isNew, InstanceRecord? record, List<(WorkItem Item, string MessageId)> claimed, List<int>? retried)
+    private async Task CommitAsync(WorkflowExecutor executor, List<HistoryEvent> events, bool isNew, InstanceRecord? record, List<(WorkItem Item, string MessageId)>? claimed, List<int>? retried)
     {
         var now = _time.GetUtcNow();
         var id = executor.InstanceId;
@@ -44,19 +44,27 @@ internal sealed partial class WorkflowRuntime
             }
         }
 
-        foreach (var seq in retried ?? [])
+        // Looked at only when there are any: "?? []" made an empty list for every workflow task.
+        if (retried is not null)
         {
-            work.Delete(AttemptRecord.Collection, TimerRecord.Key(id, executor.Run, seq));
+            foreach (var seq in retried)
+            {
+                work.Delete(AttemptRecord.Collection, TimerRecord.Key(id, executor.Run, seq));
+            }
         }
 
-        foreach (var (_, messageId) in claimed)
+        if (claimed is not null)
         {
-            work.ClaimInbox(SignalInbox, $"{id}|{messageId}");
+            foreach (var (_, messageId) in claimed)
+            {
+                work.ClaimInbox(SignalInbox, $"{id}|{messageId}");
+            }
         }
 
+        InstanceRecord? updated = null;
         if (record is not null && (isNew || executor.Final is not null || executor.CustomStatusChanged || record.Status == WorkflowStatus.Faulted))
         {
-            var updated = record.Clone();
+            updated = record.Clone();
             updated.CustomStatus = executor.CustomStatus;
             updated.Status = WorkflowStatus.Running;
             updated.Error = null;
@@ -86,12 +94,28 @@ internal sealed partial class WorkflowRuntime
             }
 
             work.Upsert(InstanceRecord.Collection, id, Encode(updated));
-            await CommitGroupedAsync(work, id, stream, after, serialized).ConfigureAwait(false);
+        }
+
+        // The group commit's error handling is here rather than in a method of its own: one state machine less for every
+        // workflow task (see LandedDespiteErrorAsync).
+        try
+        {
+            await _group.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (serialized.Length > 0 && ex is not (LeaseLostException or OperationCanceledException) && !_stopping.IsCancellationRequested)
+        {
+            if (!await LandedDespiteErrorAsync(ex, id, stream, after, serialized).ConfigureAwait(false))
+            {
+                throw;
+            }
+        }
+
+        if (updated is not null)
+        {
             executor.Record = updated;
         }
         else
         {
-            await CommitGroupedAsync(work, id, stream, after, serialized).ConfigureAwait(false);
             executor.Record ??= record;
         }
 
@@ -99,29 +123,23 @@ internal sealed partial class WorkflowRuntime
     }
 
     /// <summary>
-    /// Commits a workflow task's unit in a group. When the store reports an error, the unit may have been committed all the
-    /// same (the connection lost after the commit; a grouped commit that landed and then failed, whose units, committed
-    /// again one by one, each conflict with themselves): its first event is looked for in the stream, and a unit that is
-    /// there counts as committed, so that what it scheduled is sent, armed or started once (<see cref="AfterCommit"/>),
-    /// instead of the instance reloading from a history whose new activities, timers and children nothing would act on
-    /// until a restart. A unit that is not there keeps its error.
+    /// Tells whether a workflow task's unit, whose group commit failed, was committed all the same (the connection lost after
+    /// the commit; a grouped commit that landed and then failed, whose units, committed again one by one, each conflict with
+    /// themselves): its first event is looked for in the stream, and a unit that is there counts as committed, so that what
+    /// it scheduled is sent, armed or started once (<see cref="AfterCommit"/>), instead of the instance reloading from a
+    /// history whose new activities, timers and children nothing would act on until a restart. A unit that is not there
+    /// keeps its error.
     /// </summary>
-    private async Task CommitGroupedAsync(UnitOfWork work, string instanceId, string stream, long after, SerializedEvent[] events)
+    private async ValueTask<bool> LandedDespiteErrorAsync(Exception error, string instanceId, string stream, long after, SerializedEvent[] events)
     {
-        try
+        if (await FindAppendAsync(stream, after, events[0].EventId, events.Length, _stopping.Token).ConfigureAwait(false) is not { } found)
         {
-            await _group.CommitAsync(work, _stopping.Token).ConfigureAwait(false);
+            return false;
         }
-        catch (Exception ex) when (events.Length > 0 && ex is not (LeaseLostException or OperationCanceledException) && !_stopping.IsCancellationRequested)
-        {
-            if (await FindAppendAsync(stream, after, events[0].EventId, events.Length, _stopping.Token).ConfigureAwait(false) is not { } found)
-            {
-                throw;
-            }
 
-            OrchestrationLog.CommitLandedDespiteError(_logger, instanceId, ex);
-            OwnCommitted(new UnitOfWorkResult([new AppendResult(stream, found.Last.Version, found.First.Position, found.Last.Position)], 0));
-        }
+        OrchestrationLog.CommitLandedDespiteError(_logger, instanceId, error);
+        OwnCommitted(new UnitOfWorkResult([new AppendResult(stream, found.Last.Version, found.First.Position, found.Last.Position)], 0));
+        return true;
     }
 
     /// <summary>
@@ -172,7 +190,7 @@ internal sealed partial class WorkflowRuntime
                     Timers.Schedule(new TimerRecord { InstanceId = id, Run = executor.Run, Seq = e.Seq, DueTicks = e.At });
                     break;
                 case HistoryEventKind.ChildStarted:
-                    _ = Enqueue(e.Id!, new StartItem(e.Name!, e.Payload, id, e.Seq));
+                    EnqueueAll(e.Id!, new StartItem(e.Name!, e.Payload, id, e.Seq));
                     break;
                 case HistoryEventKind.UpdateCompleted when _updateWaiters.TryRemove(e.Id!, out var waiter):
                     waiter.TrySetResult(e);
@@ -201,7 +219,7 @@ internal sealed partial class WorkflowRuntime
         slot.Executor = null;
         if (final.Kind == HistoryEventKind.ContinuedAsNew)
         {
-            _ = Enqueue(id, new ResumeItem());
+            EnqueueAll(id, new ResumeItem());
             return;
         }
 
@@ -223,7 +241,7 @@ internal sealed partial class WorkflowRuntime
         var outcome = final.Kind == HistoryEventKind.Completed
             ? new HistoryEvent { Kind = HistoryEventKind.ChildCompleted, Seq = parentSeq, Payload = final.Payload, Id = childId }
             : new HistoryEvent { Kind = HistoryEventKind.ChildFailed, Seq = parentSeq, Id = childId, Error = final.Error ?? $"the child ended {final.Kind}", ErrorType = final.ErrorType };
-        _ = Enqueue(parentId, new EventItem(outcome));
+        EnqueueAll(parentId, new EventItem(outcome));
     }
 
     private static long IncarnationOf(WorkflowExecutor executor) => executor.Record?.Incarnation ?? 0;

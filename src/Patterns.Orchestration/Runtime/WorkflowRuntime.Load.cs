@@ -66,7 +66,7 @@ internal sealed partial class WorkflowRuntime
             var childRecord = await ReadRecordAsync(child.Id!).ConfigureAwait(false);
             if (childRecord is null)
             {
-                _ = Enqueue(child.Id!, new StartItem(child.Name!, child.Payload, executor.InstanceId, child.Seq));
+                EnqueueAll(child.Id!, new StartItem(child.Name!, child.Payload, executor.InstanceId, child.Seq));
             }
             else if (childRecord.ClosedAt is not null)
             {
@@ -126,7 +126,7 @@ internal sealed partial class WorkflowRuntime
     {
         if (Owns(timer.InstanceId))
         {
-            _ = Enqueue(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run, Timer = timer });
+            EnqueueAll(timer.InstanceId, new EventItem(new HistoryEvent { Kind = HistoryEventKind.TimerFired, Seq = timer.Seq }) { Run = timer.Run, Timer = timer });
         }
 
         // Otherwise the partition's owner fires it, from the due-time index it loaded when it took the partition over.
@@ -188,7 +188,7 @@ internal sealed partial class WorkflowRuntime
         {
             if (owned(id) && JsonSerializer.Deserialize(bytes, OrchestrationJson.Default.InstanceRecord) is { ClosedAt: null } record && FindWorkflow(record.Type) is not null)
             {
-                _ = Enqueue(id, new ResumeItem());
+                EnqueueAll(id, new ResumeItem());
             }
         }
     }

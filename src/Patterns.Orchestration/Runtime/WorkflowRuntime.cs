@@ -131,12 +131,16 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         return item.Done;
     }
 
-    /// <summary>Queues items on an instance's mailbox at once: they are handled in one batch (one workflow task), in this order.</summary>
+    /// <summary>
+    /// Queues items on an instance's mailbox at once: they are handled in one batch (one workflow task), in this order. Items
+    /// whose outcome nobody waits for (a fired timer, a child's outcome or start) go this way rather than through
+    /// <see cref="Enqueue"/>, whose task would be created for nothing.
+    /// </summary>
     public void EnqueueAll(string instanceId, params ReadOnlySpan<WorkItem> items)
     {
         while (true)
         {
-            var slot = _slots.GetOrAdd(instanceId, static id => new InstanceSlot(id));
+            var slot = _slots.GetOrAdd(instanceId, static (id, runtime) => new InstanceSlot(id, runtime), this);
             switch (slot.Add(items))
             {
                 case InstanceSlot.AddResult.Start:
@@ -249,8 +253,8 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         }
     }
 
-    private void Run(InstanceSlot slot) =>
-        ThreadPool.UnsafeQueueUserWorkItem(static s => _ = s.Runtime.ProcessAsync(s.Slot), (Runtime: this, Slot: slot), preferLocal: false);
+    // The slot is the work item: a state object for each workflow task was one more allocation for every timer's firing.
+    private static void Run(InstanceSlot slot) => ThreadPool.UnsafeQueueUserWorkItem(slot, preferLocal: false);
 
     /// <summary>
     /// Puts a slot with more work behind the slots that wait for a place, and hands its place to the one that waited
@@ -286,7 +290,8 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
         return true;
     }
 
-    private async Task ProcessAsync(InstanceSlot slot)
+    /// <summary>Runs a slot's workflow tasks until its mailbox is empty (the slot's work item, see <see cref="Run"/>).</summary>
+    internal async Task ProcessAsync(InstanceSlot slot)
     {
         var yielded = false;
         try
@@ -352,7 +357,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
             }
 
             var executor = slot.Executor;
-            if (executor?.Scheduler.Escape is not null || pending.Any(static i => i is EscapeItem))
+            if (executor?.Scheduler.Escape is not null || pending.Exists(static i => i is EscapeItem))
             {
                 if (executor?.Scheduler.Escape is { } escape)
                 {
@@ -437,7 +442,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 await RedispatchAsync(executor).ConfigureAwait(false);
             }
 
-            var claimed = new List<(WorkItem Item, string MessageId)>();
+            List<(WorkItem Item, string MessageId)>? claimed = null;
             List<int>? retried = null;
             List<WorkItem>? stale = null;
             foreach (var item in pending)
@@ -453,7 +458,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                         incoming.Add(e);
                         if (e is { Kind: HistoryEventKind.SignalReceived, Id: { } messageId })
                         {
-                            claimed.Add((item, messageId));
+                            (claimed ??= []).Add((item, messageId));
                         }
                         else if (eventItem.Retried)
                         {
@@ -515,7 +520,7 @@ internal sealed partial class WorkflowRuntime : IAsyncDisposable
                 slot.Executor = null;
                 if (ex is DuplicateMessageException duplicate)
                 {
-                    RemoveDuplicate(pending, claimed, duplicate.MessageId);
+                    RemoveDuplicate(pending, claimed ?? [], duplicate.MessageId);
                 }
 
                 if (isNew && ex is WrongExpectedVersionException)

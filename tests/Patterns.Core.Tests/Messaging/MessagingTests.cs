@@ -113,3 +113,82 @@ public sealed class EnvelopeTests
         ids.Distinct().Should().HaveCount(80_000);
     }
 }
+
+/// <summary>The JSON serializer keeps a writer per thread: a message serialized while another is (by a converter) gets its own.</summary>
+public sealed class JsonMessageSerializerWriterTests
+{
+    internal static readonly JsonMessageSerializer Shared = new();
+
+    [Fact]
+    public void AMessageSerializedWithinAnother_AndOneAfterIt_EachGetTheirOwnBytes()
+    {
+        var outer = new ArrayBufferWriter<byte>();
+        var after = new ArrayBufferWriter<byte>();
+
+        Shared.Serialize(outer, new Wrapper("outer", new Wrapper("inner", null)), typeof(Wrapper));
+        Shared.Serialize(after, new Wrapper("after", null), typeof(Wrapper));
+
+        System.Text.Encoding.UTF8.GetString(outer.WrittenSpan).Should().Be("\"outer{\\u0022inner{}\\u0022}\"");
+        System.Text.Encoding.UTF8.GetString(after.WrittenSpan).Should().Be("\"after{}\"");
+    }
+
+    [Fact]
+    public void AMessageThatFailsToSerialize_LeavesTheNextOneWhole()
+    {
+        var failed = new ArrayBufferWriter<byte>();
+        var next = new ArrayBufferWriter<byte>();
+
+        var act = () => Shared.Serialize(failed, new Wrapper("fail", null), typeof(Wrapper));
+        act.Should().Throw<InvalidOperationException>();
+        Shared.Serialize(next, new Wrapper("next", null), typeof(Wrapper));
+
+        System.Text.Encoding.UTF8.GetString(next.WrittenSpan).Should().Be("\"next{}\"");
+    }
+
+    [Fact]
+    public void TheWriterKeptByTheThread_DoesNotKeepTheCallersBufferAlive()
+    {
+        var buffer = SerializeIntoBufferNobodyKeeps();
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+
+        buffer.IsAlive.Should().BeFalse("a large message's buffer must not live on with the thread's writer until its next message");
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static WeakReference SerializeIntoBufferNobodyKeeps()
+    {
+        var buffer = new ArrayBufferWriter<byte>(1024 * 1024);
+        Shared.Serialize(buffer, new Wrapper("big", null), typeof(Wrapper));
+        return new WeakReference(buffer);
+    }
+}
+
+/// <summary>Written as a string: its name, then its inner value serialized by the same serializer within the converter.</summary>
+[JsonConverter(typeof(WrapperConverter))]
+public sealed record Wrapper(string Name, Wrapper? Inner);
+
+public sealed class WrapperConverter : JsonConverter<Wrapper>
+{
+    public override Wrapper Read(ref System.Text.Json.Utf8JsonReader reader, Type typeToConvert, System.Text.Json.JsonSerializerOptions options) =>
+        throw new NotSupportedException();
+
+    public override void Write(System.Text.Json.Utf8JsonWriter writer, Wrapper value, System.Text.Json.JsonSerializerOptions options)
+    {
+        if (value.Name == "fail")
+        {
+            writer.WriteStartObject();
+            throw new InvalidOperationException("fails halfway");
+        }
+
+        var inner = new ArrayBufferWriter<byte>();
+        if (value.Inner is not null)
+        {
+            JsonMessageSerializerWriterTests.Shared.Serialize(inner, value.Inner, typeof(Wrapper));
+        }
+
+        writer.WriteStringValue(value.Name + "{" + System.Text.Encoding.UTF8.GetString(inner.WrittenSpan) + "}");
+    }
+}

@@ -28,7 +28,8 @@ public sealed partial class InMemoryEventStorage
             {
                 lock (_gate)
                 {
-                    var pending = new PendingAppends(_log.Count);
+                    // Versions and the head as the unit's earlier appends leave them: only needed when there are several.
+                    var pending = appends.Count > 1 ? new PendingAppends(_log.Count) : null;
                     for (var i = 0; i < appends.Count; i++)
                     {
                         var a = appends[i];
@@ -39,14 +40,16 @@ public sealed partial class InMemoryEventStorage
             }
 
             // Appends are serialized by _writer, so the versions and positions taken above stay free while inline
-            // projections run; nothing is visible until the commit below.
+            // projections run; nothing is visible until the commit below. Without them the unit's document changes are
+            // applied in order below (the last change to a document wins all the same), without a buffer.
+            var changes = work.Documents;
             DocumentBuffer? documents = null;
-            if (work.Documents.Count > 0 || HasInline(appends, prepared))
+            if (HasInline(appends, prepared))
             {
                 documents = new DocumentBuffer(this);
-                foreach (var change in work.Documents)
+                for (var i = 0; i < changes.Count; i++)
                 {
-                    documents.Record(change);
+                    documents.Record(changes[i]);
                 }
 
                 for (var i = 0; i < appends.Count; i++)
@@ -67,13 +70,17 @@ public sealed partial class InMemoryEventStorage
             {
                 // Everything that other writers (checkpoint saves, inbox marks, lease calls) can change is checked
                 // under the same lock that publishes the unit, so the checks and the writes are one step.
-                foreach (var fence in work.Fences)
+                // Index loops: a foreach over an IReadOnlyList boxes its enumerator.
+                var fences = work.Fences;
+                for (var i = 0; i < fences.Count; i++)
                 {
-                    CheckFenceLocked(fence);
+                    CheckFenceLocked(fences[i]);
                 }
 
-                foreach (var change in work.Checkpoints)
+                var checkpoints = work.Checkpoints;
+                for (var i = 0; i < checkpoints.Count; i++)
                 {
+                    var change = checkpoints[i];
                     if (change.ExpectedPosition is { } expected)
                     {
                         var actual = _checkpoints.GetValueOrDefault(change.Name);
@@ -102,19 +109,40 @@ public sealed partial class InMemoryEventStorage
                     }
                 }
 
-                documents?.CommitLocked();
-                foreach (var change in work.Checkpoints)
+                if (documents is not null)
                 {
-                    _checkpoints[change.Name] = change.Position;
+                    documents.CommitLocked();
+                }
+                else
+                {
+                    for (var i = 0; i < changes.Count; i++)
+                    {
+                        var change = changes[i];
+                        if (change.IsDelete)
+                        {
+                            DeleteLocked(change.Collection, change.Id);
+                        }
+                        else
+                        {
+                            UpsertLocked(change.Collection, change.Id, change.Document.ToArray());
+                        }
+                    }
                 }
 
-                foreach (var claim in claims)
+                for (var i = 0; i < checkpoints.Count; i++)
                 {
-                    _inbox.Add((claim.Consumer, claim.MessageId), now);
+                    _checkpoints[checkpoints[i].Name] = checkpoints[i].Position;
                 }
 
-                foreach (var message in work.Outbox)
+                for (var i = 0; i < claims.Count; i++)
                 {
+                    _inbox.Add((claims[i].Consumer, claims[i].MessageId), now);
+                }
+
+                var outbox = work.Outbox;
+                for (var i = 0; i < outbox.Count; i++)
+                {
+                    var message = outbox[i];
                     lastSequence = ++_outboxSequence;
                     _outbox.Add(new StoredOutboxMessage(lastSequence, message with { Payload = message.Payload.ToArray() }, now));
                 }

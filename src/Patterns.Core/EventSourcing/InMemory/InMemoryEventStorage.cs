@@ -541,8 +541,9 @@ public sealed partial class InMemoryEventStorage : IEventStorage, ICheckpointSto
     {
         Guid? firstKnown = null;
         var known = 0;
-        foreach (var e in events)
+        for (var i = 0; i < events.Count; i++) // not foreach: it boxes the list's enumerator, for every append
         {
+            var e = events[i];
             if (stream.TryFind(e.EventId, out _))
             {
                 firstKnown ??= e.EventId;
