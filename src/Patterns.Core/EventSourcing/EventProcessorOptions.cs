@@ -164,4 +164,20 @@ public sealed class EventSourcingOptions
     /// <summary>Gets or sets the longest wait between a subscription's runs while the store keeps failing with transient errors (see <see cref="StoreRetryDelay"/>).</summary>
     /// <value>Default 30 seconds; at least <see cref="StoreRetryDelay"/> and at most 1 hour.</value>
     public TimeSpan StoreRetryMaxDelay { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Gets or sets how long a subscription or async projection keeps recovering from an outage (see
+    /// <see cref="StoreRetryDelay"/>) before it gives up. The outage starts with the first of an unbroken series of
+    /// transient store failures (a run's read or commit, or taking or renewing its lease); a commit that succeeds, or a
+    /// run that catches up, ends the series. Once a failure comes this long or longer after the series started, the
+    /// subscription stops as <see cref="SubscriptionState.Faulted"/> with the last store error
+    /// (the <see cref="SubscriptionStatus.Error"/>'s inner exception), logs it as an error, and
+    /// <see cref="EventSubscriptionsHealthCheck"/> reports it unhealthy; <see cref="IEventSubscriptions.RestartAsync"/>
+    /// resumes it from its checkpoint.
+    /// </summary>
+    /// <value>
+    /// Default <see langword="null"/>: no limit (it keeps trying, degraded, for as long as the outage lasts), as an ETL
+    /// job's <c>MaxOutageDuration</c>. <see cref="Timeout.InfiniteTimeSpan"/> also means no limit; any other value must be positive.
+    /// </value>
+    public TimeSpan? MaxOutageDuration { get; set; }
 }
