@@ -138,7 +138,9 @@ public sealed class EventSourcingOptions
     /// has leases (<see cref="Storage.ILeaseStore"/>). Each subscription runs in one process at a time across every
     /// process that shares the store; the owner renews its lease every third of this time, and a standby polls as
     /// often, so a standby takes over within about 4/3 of this time after the owner dies. A graceful stop releases the
-    /// lease at once.
+    /// lease at once. A take or renewal that fails with a transient store error is tried again after the
+    /// <see cref="StoreRetryDelay"/> back-off instead; a renewal only while the lease is sure to be held (two thirds of
+    /// this time after the last renewal began), after which the subscription's handlers stop before the lease can expire.
     /// </summary>
     /// <value>Default 15 seconds; between 1 second and 1 hour.</value>
     public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(15);
