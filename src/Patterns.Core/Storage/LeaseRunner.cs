@@ -11,8 +11,9 @@ namespace Patterns.Storage;
 /// back-off (by the number of failures in a row) instead of a third of the duration: a failed take waits the back-off
 /// before the next try; a failed renewal is tried again after the back-off while the work goes on, but only while the
 /// lease is sure to be held (until two thirds of the duration after the last renewal that succeeded, counted from
-/// before its call): the work is cancelled before the next try would come later than that, so the lease never
-/// expires under work that still runs, and another owner can take it only once this one stopped.
+/// before its call): the work is cancelled before the next try would come later than that, and at that time at the
+/// latest while a retry's call is still in flight, so the lease never expires under work that still runs (as far as the
+/// work honours its token), and another owner can take it only once this one stopped.
 /// </remarks>
 internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner, TimeSpan duration, TimeProvider timeProvider)
 {
@@ -207,6 +208,10 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
     private async Task RenewAsync(Lease lease, TimeSpan interval, DateTimeOffset renewed, CancellationTokenSource owned, Action<Exception> onError)
     {
         var wait = interval;
+
+        // Armed while a failed renewal is being retried: cancels the work when the lease is no longer sure to be held,
+        // even while a retry's call is still in flight (a call that hangs must not keep the work going past expiry).
+        ITimer? deadline = null;
         try
         {
             while (true)
@@ -223,6 +228,7 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
 
                     renewed = renewing;
                     wait = interval;
+                    deadline?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
                     Volatile.Write(ref _storeFailures, 0);
                 }
                 catch (Exception ex) when (!owned.IsCancellationRequested)
@@ -233,7 +239,17 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
                     // The lease is sure to be held until two thirds of its duration after the last renewal's call began
                     // (a third is left for clocks and calls in flight): try again after the back-off only if that comes
                     // before then, else stop working now. Without a back-off, stop at the first failure.
-                    if (StoreRetryDelay is not { } backoff || timeProvider.GetUtcNow() + (wait = backoff(failures)) >= renewed + duration - interval)
+                    var sure = renewed + duration - interval;
+                    var left = sure - timeProvider.GetUtcNow();
+                    if (StoreRetryDelay is not { } backoff || left <= TimeSpan.Zero)
+                    {
+                        await owned.CancelAsync().ConfigureAwait(false);
+                        return;
+                    }
+
+                    deadline ??= timeProvider.CreateTimer(static state => CancelOwned((CancellationTokenSource)state!), owned, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                    deadline.Change(left, Timeout.InfiniteTimeSpan);
+                    if (timeProvider.GetUtcNow() + (wait = backoff(failures)) >= sure)
                     {
                         await owned.CancelAsync().ConfigureAwait(false);
                         return;
@@ -243,6 +259,23 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
         }
         catch (Exception) when (owned.IsCancellationRequested)
         {
+        }
+        finally
+        {
+            deadline?.Dispose();
+        }
+    }
+
+    private static void CancelOwned(CancellationTokenSource owned)
+    {
+        try
+        {
+            // Not on the timer's thread: the work's cancellation callbacks run on their own.
+            _ = owned.CancelAsync();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The work ended meanwhile.
         }
     }
 
