@@ -23,8 +23,9 @@ namespace Patterns.Consuming;
 /// cancelled at its deadline; if the deadline passes before it is handled, it is dead-lettered the same way.</item>
 /// <item>With de-duplication, a copy of a message that is being handled in this process waits for it; then a message whose
 /// id the group's inbox holds is acknowledged without running the handler. If the inbox cannot be read, the message is put
-/// off (<see cref="PatternsOptions.InboxRetryDelay"/>), not counted as a delivery. After a successful handler the id is
-/// recorded; if that fails, the message is delivered again.</item>
+/// off (<see cref="PatternsOptions.InboxRetryDelay"/>), not counted as a delivery. A store session the handler commits
+/// claims the id in the same transaction as its writes (<see cref="InboxDelivery"/>), so of two copies handled at once only
+/// one commits. After a successful handler the id is recorded; if that fails, the message is delivered again.</item>
 /// <item>A handler that throws has the message dead-lettered with the exception (<see cref="Settlement.DeadLetter"/>).</item>
 /// </list>
 /// <para>Messages with none of these headers, without de-duplication, pass straight through.</para>
@@ -199,7 +200,23 @@ internal sealed class ConsumerPath
                 return Settlement.Ack;
             }
 
-            var settlement = await Invoke(envelope, cancellationToken).ConfigureAwait(false);
+            // The handler's store session claims the message in the same transaction as its writes (InboxDelivery): two
+            // copies past the check above at once (in two processes) cannot both commit.
+            Settlement settlement;
+            var outer = InboxDelivery.Current;
+            var delivery = new InboxDelivery(_group, key);
+            InboxDelivery.Enter(delivery);
+            try
+            {
+                settlement = await Invoke(envelope, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                // Work the handler started and left running (its flow keeps the ambient delivery) claims nothing later.
+                delivery.Claimed = true;
+                InboxDelivery.Enter(outer);
+            }
+
             if (settlement.Kind != SettlementKind.Ack)
             {
                 return settlement;

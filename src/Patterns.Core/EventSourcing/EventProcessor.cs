@@ -104,6 +104,9 @@ internal sealed class EventProcessor : IDisposable
     private Exception? _storeError;
     private Exception? _leaseStoreError;
     private int _storeFailures;
+
+    // When the unbroken series of transient store failures began (EventSourcingOptions.MaxOutageDuration), or null.
+    private DateTimeOffset? _outageSince;
     private int _disposed;
 
     public EventProcessor(ProcessorRegistration registration, EventProcessorServices services, EventProcessorHandler handler)
@@ -274,6 +277,7 @@ internal sealed class EventProcessor : IDisposable
             _storeError = null;
             _leaseStoreError = null;
             _storeFailures = 0;
+            _outageSince = null;
 
             // With leases, the run owns nothing until it takes its lease: it reports Standby until then, never a
             // CatchingUp that another process may be the one doing.
@@ -363,8 +367,14 @@ internal sealed class EventProcessor : IDisposable
             return;
         }
 
-        // Single active owner: run only while holding the lease; on losing it, go back to standby.
-        var runner = new LeaseRunner(leases, "subscription/" + Name, _services.Owner, _services.Options.LeaseDuration, _services.TimeProvider);
+        // Single active owner: run only while holding the lease; on losing it, go back to standby. A transient store
+        // error while taking or renewing the lease is retried with the subscription's back-off; an outage past
+        // MaxOutageDuration while taking it faults the subscription and ends the runner (outaged).
+        using var outaged = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        var runner = new LeaseRunner(leases, "subscription/" + Name, _services.Owner, _services.Options.LeaseDuration, _services.TimeProvider)
+        {
+            StoreRetryDelay = RetryDelay,
+        };
         await runner.RunAsync(
             async (lease, owned) =>
             {
@@ -388,20 +398,39 @@ internal sealed class EventProcessor : IDisposable
             },
             () =>
             {
+                (Exception Error, DateTimeOffset Since, TimeSpan Limit)? fault = null;
                 lock (_gate)
                 {
                     // The lease could not be taken because the store failed (an outage): that is no standby, the
                     // subscription is recovering. Without a failure another process holds the lease.
-                    if (_leaseStoreError is { } error)
+                    // (A renewal's failure is no reason: a take that answered since then reset the runner's count.)
+                    if (_leaseStoreError is { } error && runner.StoreFailures > 0)
                     {
                         _leaseStoreError = null;
-                        EnterRecoveryLocked(error);
+                        if (OutageExceededLocked(error) is { } exceeded)
+                        {
+                            fault = exceeded;
+                        }
+                        else
+                        {
+                            EnterRecoveryLocked(error);
+                        }
                     }
                     else if (_state != SubscriptionState.Faulted)
                     {
+                        _leaseStoreError = null;
+
+                        // Another process holds the lease: the store answers, and the outage (if any) is over for this one.
                         _storeError = null;
+                        _outageSince = null;
                         _state = SubscriptionState.Standby;
                     }
+                }
+
+                if (fault is not null)
+                {
+                    FaultOnOutage(fault.Value);
+                    outaged.Cancel();
                 }
             },
             lease => EventSourcingLog.OwnershipLost(_logger, Name, lease.Token),
@@ -409,7 +438,7 @@ internal sealed class EventProcessor : IDisposable
             {
                 if (_services.IsTransient(ex))
                 {
-                    EventSourcingLog.LeaseStoreUnavailable(_logger, ex, Name);
+                    EventSourcingLog.LeaseStoreUnavailable(_logger, ex, Name, runner.StoreFailures);
                     lock (_gate)
                     {
                         _leaseStoreError = ex;
@@ -420,7 +449,7 @@ internal sealed class EventProcessor : IDisposable
                     EventSourcingLog.StoreFailed(_logger, ex, Name);
                 }
             },
-            stopping).ConfigureAwait(false);
+            outaged.Token).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -435,11 +464,23 @@ internal sealed class EventProcessor : IDisposable
         {
             TimeSpan delay;
             int failures;
+            (Exception Error, DateTimeOffset Since, TimeSpan Limit)? fault;
             lock (_gate)
             {
                 failures = ++_storeFailures;
-                EnterRecoveryLocked(error);
+                fault = OutageExceededLocked(error);
+                if (fault is null)
+                {
+                    EnterRecoveryLocked(error);
+                }
+
                 delay = RetryDelay(failures);
+            }
+
+            if (fault is not null)
+            {
+                FaultOnOutage(fault.Value);
+                return;
             }
 
             EventSourcingLog.StoreUnavailable(_logger, error, Name, failures, delay);
@@ -462,6 +503,33 @@ internal sealed class EventProcessor : IDisposable
         return ticks >= max.Ticks ? max : TimeSpan.FromTicks((long)ticks);
     }
 
+    /// <summary>
+    /// Counts a transient store failure into the outage (starting it, when it is the first in a row); returns what to
+    /// fault with when the outage has now lasted <see cref="EventSourcingOptions.MaxOutageDuration"/> or longer.
+    /// </summary>
+    private (Exception Error, DateTimeOffset Since, TimeSpan Limit)? OutageExceededLocked(Exception error)
+    {
+        var now = _services.TimeProvider.GetUtcNow();
+        var since = _outageSince ??= now;
+        return _services.Options.MaxOutageDuration is { } limit && limit != Timeout.InfiniteTimeSpan && now - since >= limit && _state != SubscriptionState.Faulted
+            ? (error, since, limit)
+            : null;
+    }
+
+    /// <summary>Gives up on an outage that outlasted <see cref="EventSourcingOptions.MaxOutageDuration"/>: faulted, with the last store error.</summary>
+    private void FaultOnOutage((Exception Error, DateTimeOffset Since, TimeSpan Limit) outage)
+    {
+        var (error, since, limit) = outage;
+        var checkpoint = Status.Checkpoint;
+        EventSourcingLog.OutageLimitExceeded(_logger, error, Name, since, limit, checkpoint);
+        Fault(new SubscriptionFaultedException(
+            Name,
+            string.Create(
+                CultureInfo.InvariantCulture,
+                $"Subscription '{Name}' stopped: the store has failed with transient errors since {since:o}, longer than EventSourcingOptions.MaxOutageDuration ({limit}). Last error: {error.GetType().FullName}: {error.Message}. It resumes from its checkpoint ({checkpoint}) when restarted."),
+            error));
+    }
+
     private void EnterRecoveryLocked(Exception error)
     {
         if (_state != SubscriptionState.Faulted)
@@ -478,6 +546,7 @@ internal sealed class EventProcessor : IDisposable
         {
             _storeFailures = 0;
             _storeError = null;
+            _outageSince = null;
             if (_state == SubscriptionState.Recovering)
             {
                 _state = SubscriptionState.CatchingUp;

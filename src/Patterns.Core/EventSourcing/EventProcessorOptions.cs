@@ -138,7 +138,9 @@ public sealed class EventSourcingOptions
     /// has leases (<see cref="Storage.ILeaseStore"/>). Each subscription runs in one process at a time across every
     /// process that shares the store; the owner renews its lease every third of this time, and a standby polls as
     /// often, so a standby takes over within about 4/3 of this time after the owner dies. A graceful stop releases the
-    /// lease at once.
+    /// lease at once. A take or renewal that fails with a transient store error is tried again after the
+    /// <see cref="StoreRetryDelay"/> back-off instead; a renewal only while the lease is sure to be held (two thirds of
+    /// this time after the last renewal began), after which the subscription's handlers stop before the lease can expire.
     /// </summary>
     /// <value>Default 15 seconds; between 1 second and 1 hour.</value>
     public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(15);
@@ -164,4 +166,20 @@ public sealed class EventSourcingOptions
     /// <summary>Gets or sets the longest wait between a subscription's runs while the store keeps failing with transient errors (see <see cref="StoreRetryDelay"/>).</summary>
     /// <value>Default 30 seconds; at least <see cref="StoreRetryDelay"/> and at most 1 hour.</value>
     public TimeSpan StoreRetryMaxDelay { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Gets or sets how long a subscription or async projection keeps recovering from an outage (see
+    /// <see cref="StoreRetryDelay"/>) before it gives up. The outage starts with the first of an unbroken series of
+    /// transient store failures (a run's read or commit, or taking or renewing its lease); a commit that succeeds, or a
+    /// run that catches up, ends the series. Once a failure comes this long or longer after the series started, the
+    /// subscription stops as <see cref="SubscriptionState.Faulted"/> with the last store error
+    /// (the <see cref="SubscriptionStatus.Error"/>'s inner exception), logs it as an error, and
+    /// <see cref="EventSubscriptionsHealthCheck"/> reports it unhealthy; <see cref="IEventSubscriptions.RestartAsync"/>
+    /// resumes it from its checkpoint.
+    /// </summary>
+    /// <value>
+    /// Default <see langword="null"/>: no limit (it keeps trying, degraded, for as long as the outage lasts), as an ETL
+    /// job's <c>MaxOutageDuration</c>. <see cref="Timeout.InfiniteTimeSpan"/> also means no limit; any other value must be positive.
+    /// </value>
+    public TimeSpan? MaxOutageDuration { get; set; }
 }

@@ -64,6 +64,9 @@ internal static partial class EventSourcingLog
     [LoggerMessage(EventId = 4020, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' could not reach the store (failure {Failures} in a row, a transient error); it runs again from its checkpoint in {Delay}.")]
     public static partial void StoreUnavailable(ILogger logger, Exception exception, string subscription, int failures, TimeSpan delay);
 
-    [LoggerMessage(EventId = 4021, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' could not take or renew its lease: the store failed with a transient error. It tries again a third of the lease duration later.")]
-    public static partial void LeaseStoreUnavailable(ILogger logger, Exception exception, string subscription);
+    [LoggerMessage(EventId = 4021, Level = LogLevel.Warning, Message = "Subscription '{Subscription}' could not take or renew its lease (failure {Failures} in a row, a transient error). It tries again after a back-off from StoreRetryDelay doubling up to StoreRetryMaxDelay, and stops handling events before a lease it could not renew may expire.")]
+    public static partial void LeaseStoreUnavailable(ILogger logger, Exception exception, string subscription, int failures);
+
+    [LoggerMessage(EventId = 4022, Level = LogLevel.Error, Message = "Subscription '{Subscription}' stopped: the store has failed with transient errors since {Since:o}, longer than MaxOutageDuration ({Limit}). It stays faulted at checkpoint {Checkpoint} until it is restarted (IEventSubscriptions.RestartAsync).")]
+    public static partial void OutageLimitExceeded(ILogger logger, Exception exception, string subscription, DateTimeOffset since, TimeSpan limit, long checkpoint);
 }

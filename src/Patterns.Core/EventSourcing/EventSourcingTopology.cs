@@ -99,7 +99,7 @@ internal sealed partial class ProjectionOptionsDataValidator : IValidateOptions<
 [OptionsValidator]
 internal sealed partial class EventSourcingOptionsAttributesValidator : IValidateOptions<EventSourcingOptions>;
 
-/// <summary>Checks <see cref="EventSourcingOptions"/>: its attributes, the lease duration's range and the store retry delays.</summary>
+/// <summary>Checks <see cref="EventSourcingOptions"/>: its attributes, the lease duration's range, the store retry delays and the outage limit.</summary>
 internal sealed class EventSourcingOptionsValidator : IValidateOptions<EventSourcingOptions>
 {
     private readonly EventSourcingOptionsAttributesValidator _attributes = new();
@@ -117,6 +117,11 @@ internal sealed class EventSourcingOptionsValidator : IValidateOptions<EventSour
         if (options.StoreRetryMaxDelay < options.StoreRetryDelay || options.StoreRetryMaxDelay > TimeSpan.FromHours(1))
         {
             errors.Add($"EventSourcingOptions.StoreRetryMaxDelay must be at least StoreRetryDelay ({options.StoreRetryDelay}) and at most 1 hour (was {options.StoreRetryMaxDelay}).");
+        }
+
+        if (options.MaxOutageDuration is { } outage && outage != Timeout.InfiniteTimeSpan && outage <= TimeSpan.Zero)
+        {
+            errors.Add($"EventSourcingOptions.MaxOutageDuration must be positive, or null or Timeout.InfiniteTimeSpan for no limit (was {outage}).");
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

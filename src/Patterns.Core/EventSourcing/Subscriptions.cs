@@ -31,7 +31,8 @@ public enum SubscriptionState
 
     /// <summary>
     /// Stopped by an error (see <see cref="SubscriptionStatus.Error"/>): a handler's failure, an event it cannot read, or a
-    /// permanent store error (a transient one makes it <see cref="Recovering"/> instead); restart it with
+    /// permanent store error (a transient one makes it <see cref="Recovering"/> instead, until the outage outlasts
+    /// <see cref="EventSourcingOptions.MaxOutageDuration"/>); restart it with
     /// <see cref="IEventSubscriptions.RestartAsync"/>.
     /// </summary>
     Faulted,
@@ -79,6 +80,13 @@ public sealed class SubscriptionFaultedException : Exception
         Position = position;
         StreamId = streamId;
         Version = version;
+    }
+
+    /// <summary>Initializes a new instance of the <see cref="SubscriptionFaultedException"/> class for a failure that is about no event.</summary>
+    internal SubscriptionFaultedException(string subscription, string message, Exception innerException)
+        : base(message, innerException)
+    {
+        Subscription = subscription;
     }
 
     /// <summary>Gets the subscription.</summary>

@@ -14,7 +14,10 @@ public sealed class PatternsOptions
     /// <summary>
     /// Gets or sets a value indicating whether every consumer group skips messages whose id it has handled before (inbox
     /// de-duplication), for effectively-once handling on top of a broker's at-least-once delivery. It works the same on
-    /// every transport: the kernel's consumer path checks the inbox before the handler and records the id after it.
+    /// every transport: the kernel's consumer path checks the inbox before the handler and records the id after it. A
+    /// handler's <see cref="Outbox.IStoreSession"/> claims the id in the same transaction as its writes (its first commit),
+    /// so of two copies handled at once in two processes only one commits its writes; effects outside the store are not
+    /// covered by that and can happen twice.
     /// </summary>
     /// <value>
     /// Default <see langword="false"/>. The ids are kept in the <see cref="Storage.IInboxStore"/> registered in the container

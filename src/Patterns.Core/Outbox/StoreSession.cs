@@ -73,6 +73,25 @@ internal sealed class StoreSession(IServiceProvider services) : IStoreSession
             return UnitOfWorkResult.Empty;
         }
 
+        // In a handler of the kernel's de-duplicating consumer path, the first commit claims the message in the same
+        // transaction as the handler's writes, so a copy handled at the same moment elsewhere cannot commit too.
+        var delivery = Consuming.InboxDelivery.Current is { Claimed: false } current ? current : null;
+        if (delivery is not null && !work.InboxClaims.Contains(new InboxClaim(delivery.Group, delivery.MessageId)))
+        {
+            work.ClaimInbox(delivery.Group, delivery.MessageId);
+        }
+
+        var result = await CommitCoreAsync(work, cancellationToken).ConfigureAwait(false);
+        if (delivery is not null)
+        {
+            delivery.Claimed = true;
+        }
+
+        return result;
+    }
+
+    private async ValueTask<UnitOfWorkResult> CommitCoreAsync(UnitOfWork work, CancellationToken cancellationToken)
+    {
         if (_handoff is null || work.Outbox.Count == 0)
         {
             var committed = await _units.CommitAsync(work, cancellationToken).ConfigureAwait(false);

@@ -44,6 +44,14 @@ internal sealed class RequestResponder<TRequest, TResponse>(
                 Headers = context?.ResponseHeadersOrNull,
             };
         }
+        catch (Storage.DuplicateMessageException ex) when (ex.MessageId == envelope.MessageId.ToString())
+        {
+            // With de-duplication, the handler's store session claimed this request in its commit, and a copy handled at
+            // the same time (in another process) committed first: that copy answers. An error reply from this one could
+            // reach the caller first and fail a request that was handled.
+            HostingLog.Duplicate(logger, envelope.MessageId, ex.Consumer, entry.Queue);
+            return Settlement.Ack;
+        }
         catch (Exception ex)
         {
             reply = new Envelope

@@ -6,8 +6,25 @@ namespace Patterns.Storage;
 /// its duration, cancels the work when it is lost, and releases it when the work ends for good. One mechanism for every
 /// single-active-owner runner (subscriptions, projections, the outbox relay, pipelines).
 /// </summary>
+/// <remarks>
+/// With <see cref="StoreRetryDelay"/> set, a store error while taking or renewing the lease is retried after that
+/// back-off (by the number of failures in a row) instead of a third of the duration: a failed take waits the back-off
+/// before the next try; a failed renewal is tried again after the back-off while the work goes on, but only while the
+/// lease is sure to be held (until two thirds of the duration after the last renewal that succeeded, counted from
+/// before its call): the work is cancelled before the next try would come later than that, and at that time at the
+/// latest while a retry's call is still in flight, so the lease never expires under work that still runs (as far as the
+/// work honours its token), and another owner can take it only once this one stopped.
+/// </remarks>
 internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner, TimeSpan duration, TimeProvider timeProvider)
 {
+    private int _storeFailures;
+
+    /// <summary>Gets the back-off after the given number of store failures in a row, or null to wait a third of the duration (the default).</summary>
+    public Func<int, TimeSpan>? StoreRetryDelay { get; init; }
+
+    /// <summary>Gets how many store calls for the lease (take or renew) failed in a row; 0 after one succeeds.</summary>
+    public int StoreFailures => Volatile.Read(ref _storeFailures);
+
     /// <summary>Adds an error to <paramref name="errors"/> unless <paramref name="duration"/> is a lease duration options accept (1 second to 1 hour).</summary>
     public static void ValidateDuration(List<string> errors, string option, TimeSpan duration)
     {
@@ -65,9 +82,12 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
             }
 
             Lease? lease;
+            var taking = timeProvider.GetUtcNow();
+            var failed = false;
             try
             {
                 lease = await leases.TryAcquireLeaseAsync(name, owner, duration, stopping).ConfigureAwait(false);
+                Volatile.Write(ref _storeFailures, 0);
             }
             catch (Exception) when (stopping.IsCancellationRequested)
             {
@@ -75,15 +95,20 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
             }
             catch (Exception ex)
             {
-                // The store is unreachable: try again after a renewal interval rather than give up for good.
+                // The store is unreachable: try again after the back-off (or a renewal interval) rather than give up for good.
+                Interlocked.Increment(ref _storeFailures);
                 onError(ex);
                 lease = null;
+                failed = true;
             }
 
             if (lease is null)
             {
                 onStandby();
-                if (!await StandByAsync(interval, onError, stopping).ConfigureAwait(false))
+                var standingBy = failed && StoreRetryDelay is { } backoff
+                    ? DelayAsync(backoff(StoreFailures), stopping)
+                    : StandByAsync(interval, onError, stopping);
+                if (!await standingBy.ConfigureAwait(false))
                 {
                     return;
                 }
@@ -92,7 +117,7 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
             }
 
             using var owned = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-            var renewal = RenewAsync(lease, interval, owned, onError);
+            var renewal = RenewAsync(lease, interval, taking, owned, onError);
             var outcome = Outcome.Lost;
             try
             {
@@ -165,28 +190,92 @@ internal sealed class LeaseRunner(ILeaseStore leases, string name, string owner,
         }
     }
 
-    private async Task RenewAsync(Lease lease, TimeSpan interval, CancellationTokenSource owned, Action<Exception> onError)
+    /// <summary>Waits <paramref name="delay"/>; false when the runner stops meanwhile.</summary>
+    private async Task<bool> DelayAsync(TimeSpan delay, CancellationToken stopping)
     {
+        try
+        {
+            await Task.Delay(delay, timeProvider, stopping).ConfigureAwait(false);
+            return true;
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Renews the lease (taken, or last renewed, by a call that started at <paramref name="renewed"/>) every <paramref name="interval"/> until the work ends; cancels the work when it is lost.</summary>
+    private async Task RenewAsync(Lease lease, TimeSpan interval, DateTimeOffset renewed, CancellationTokenSource owned, Action<Exception> onError)
+    {
+        var wait = interval;
+
+        // Armed while a failed renewal is being retried: cancels the work when the lease is no longer sure to be held,
+        // even while a retry's call is still in flight (a call that hangs must not keep the work going past expiry).
+        ITimer? deadline = null;
         try
         {
             while (true)
             {
-                await Task.Delay(interval, timeProvider, owned.Token).ConfigureAwait(false);
-                if (await leases.RenewLeaseAsync(lease, duration, owned.Token).ConfigureAwait(false) is null)
+                await Task.Delay(wait, timeProvider, owned.Token).ConfigureAwait(false);
+                var renewing = timeProvider.GetUtcNow();
+                try
                 {
-                    await owned.CancelAsync().ConfigureAwait(false);
-                    return;
+                    if (await leases.RenewLeaseAsync(lease, duration, owned.Token).ConfigureAwait(false) is null)
+                    {
+                        await owned.CancelAsync().ConfigureAwait(false);
+                        return;
+                    }
+
+                    renewed = renewing;
+                    wait = interval;
+                    deadline?.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                    Volatile.Write(ref _storeFailures, 0);
+                }
+                catch (Exception ex) when (!owned.IsCancellationRequested)
+                {
+                    var failures = Interlocked.Increment(ref _storeFailures);
+                    onError(ex);
+
+                    // The lease is sure to be held until two thirds of its duration after the last renewal's call began
+                    // (a third is left for clocks and calls in flight): try again after the back-off only if that comes
+                    // before then, else stop working now. Without a back-off, stop at the first failure.
+                    var sure = renewed + duration - interval;
+                    var left = sure - timeProvider.GetUtcNow();
+                    if (StoreRetryDelay is not { } backoff || left <= TimeSpan.Zero)
+                    {
+                        await owned.CancelAsync().ConfigureAwait(false);
+                        return;
+                    }
+
+                    deadline ??= timeProvider.CreateTimer(static state => CancelOwned((CancellationTokenSource)state!), owned, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+                    deadline.Change(left, Timeout.InfiniteTimeSpan);
+                    if (timeProvider.GetUtcNow() + (wait = backoff(failures)) >= sure)
+                    {
+                        await owned.CancelAsync().ConfigureAwait(false);
+                        return;
+                    }
                 }
             }
         }
         catch (Exception) when (owned.IsCancellationRequested)
         {
         }
-        catch (Exception ex)
+        finally
         {
-            // The store cannot be reached: stop working before the lease may have expired; the work resumes once it is back.
-            onError(ex);
-            await owned.CancelAsync().ConfigureAwait(false);
+            deadline?.Dispose();
+        }
+    }
+
+    private static void CancelOwned(CancellationTokenSource owned)
+    {
+        try
+        {
+            // Not on the timer's thread: the work's cancellation callbacks run on their own.
+            _ = owned.CancelAsync();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The work ended meanwhile.
         }
     }
 

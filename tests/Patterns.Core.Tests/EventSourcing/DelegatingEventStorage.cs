@@ -2,9 +2,37 @@ using Patterns.Storage;
 
 namespace Patterns.Core.Tests.EventSourcing;
 
-/// <summary>Passes every call to another storage (its units of work too, when it has them); tests override one behaviour through the delegates.</summary>
-public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage, IUnitOfWorkStorage
+/// <summary>Passes every call to another storage (its units of work and leases too, when it has them); tests override one behaviour through the delegates.</summary>
+public sealed class DelegatingEventStorage(IEventStorage inner) : IEventStorage, IUnitOfWorkStorage, ILeaseStore
 {
+    /// <summary>Gets or sets what runs before a lease is taken (with the lease's name); it may throw, as a store that is down.</summary>
+    public Func<string, ValueTask>? OnAcquireLease { get; init; }
+
+    /// <summary>Gets or sets what runs before a lease is renewed; it may throw, as a store that is down.</summary>
+    public Func<Lease, ValueTask>? OnRenewLease { get; init; }
+
+    public async ValueTask<Lease?> TryAcquireLeaseAsync(string name, string owner, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        if (OnAcquireLease is { } onAcquire)
+        {
+            await onAcquire(name);
+        }
+
+        return await ((ILeaseStore)inner).TryAcquireLeaseAsync(name, owner, duration, cancellationToken);
+    }
+
+    public async ValueTask<Lease?> RenewLeaseAsync(Lease lease, TimeSpan duration, CancellationToken cancellationToken = default)
+    {
+        if (OnRenewLease is { } onRenew)
+        {
+            await onRenew(lease);
+        }
+
+        return await ((ILeaseStore)inner).RenewLeaseAsync(lease, duration, cancellationToken);
+    }
+
+    public ValueTask ReleaseLeaseAsync(Lease lease, CancellationToken cancellationToken = default) => ((ILeaseStore)inner).ReleaseLeaseAsync(lease, cancellationToken);
+
     public Func<long, CancellationToken, ValueTask>? OnWaitForEvents { get; init; }
 
     /// <summary>Gets or sets what runs when a read of the log starts (with the position it reads after).</summary>
