@@ -122,6 +122,9 @@ public sealed class PeerLinksTransport : MessageTransport
 
     internal IReadOnlyList<PeerLink> Links => _links;
 
+    /// <summary>Gets the sessions of the peers linked to this node (the tests read what each has settled and had acknowledged).</summary>
+    internal ICollection<PeerSession> Sessions => _sessions.Values;
+
     /// <summary>Creates a node, starts its listener and begins linking to its peers.</summary>
     /// <param name="options">The node's options; validated here.</param>
     /// <param name="serializer">Turns in-process bodies into bytes for peers; JSON when <see langword="null"/>.</param>

@@ -173,6 +173,18 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         }
     }
 
+    /// <summary>Gets the last sequence number handed out (0 while none is).</summary>
+    public long LastAssigned
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _nextSeq - 1;
+            }
+        }
+    }
+
     public bool HasUnsent
     {
         get

@@ -498,6 +498,11 @@ internal sealed partial class PeerLink : IAsyncDisposable
         _sessionUsed = false;
         _settlements = new InboundSequence(FrameLimits.MaxChunkBytes);
 
+        // The control writer's acknowledgement counted the old session's settlements: written first on the new session's
+        // first connection, it acknowledged numbers the peer's new session had not sent yet (closed as malformed), or,
+        // once it had, settlements this end had not received (dropped from the peer's replay buffer).
+        _controlWriter.ResetAcknowledgement();
+
         // Settlements of the old session must never complete deliveries of the new one (sequence numbers restart at 1).
         _settled.Clear();
         var failure = new TransportUnavailableException($"The link to {Address} lost its session ({reason}); the message is delivered again.");
