@@ -16,6 +16,8 @@ internal sealed partial class PeerLink
     /// </summary>
     private async Task ApplyAnnouncementAsync(Guid incarnation, long version, IReadOnlyList<SubscriptionInfo> subscriptions, CancellationToken cancellationToken)
     {
+        // The session the announcement came on: its confirmation goes to that session only (see Confirm).
+        var session = CurrentSession;
         List<Proxy> removed = [];
         await _announceGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -83,14 +85,37 @@ internal sealed partial class PeerLink
 
         if (removed.Count == 0)
         {
-            _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+            Confirm(session, version);
             return;
         }
 
-        _ = DrainThenConfirmAsync(removed, version);
+        Volatile.Write(ref _confirming, DrainThenConfirmAsync(removed, session, version));
     }
 
-    private async Task DrainThenConfirmAsync(List<Proxy> removed, long version)
+    /// <summary>
+    /// Confirms that the announcement <paramref name="version"/> of <paramref name="session"/> is applied, unless that
+    /// session is lost meanwhile (a removed proxy can drain for as long as the announce timeout). A peer's new incarnation
+    /// numbers its announcements from 1 again: the old session's confirmation, sent on the new one, had it take its own
+    /// announcements up to that version as applied, so it never sent them (their subscriptions stayed unknown here). Under
+    /// the lock that changes the session: a confirmation queued before the change is cleared by the next connection.
+    /// </summary>
+    private void Confirm(Guid session, long version)
+    {
+        lock (_sessionGate)
+        {
+            if (session == _session)
+            {
+                _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+            }
+        }
+    }
+
+    private Task _confirming = Task.CompletedTask;
+
+    /// <summary>Gets the confirmation of the last announcement that removed proxies: done once they drained and it was queued or dropped (the tests wait for it).</summary>
+    internal Task Confirming => Volatile.Read(ref _confirming);
+
+    private async Task DrainThenConfirmAsync(List<Proxy> removed, Guid session, long version)
     {
         using var deadline = new CancellationTokenSource(_options.AnnounceTimeout, _transport.TimeProvider);
         foreach (var proxy in removed)
@@ -98,7 +123,7 @@ internal sealed partial class PeerLink
             await PeerSession.Quietly(proxy.Subscription!.StopAsync(deadline.Token)).ConfigureAwait(false);
         }
 
-        _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+        Confirm(session, version);
     }
 
     /// <summary>Encodes an envelope as <c>[headLength:4][head]</c> plus its payload (serializing an in-process body).</summary>

@@ -38,6 +38,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private InboundSequence _settlements;
     private Guid _session = Guid.NewGuid();
+    private readonly Lock _sessionGate = new();
     private Guid _remoteIncarnation;
     private Guid _appliedIncarnation;
     private long _appliedVersion = -1;
@@ -90,6 +91,18 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     /// <summary>Gets the link's window in bytes.</summary>
     public long ReplayCapacity => _data.Capacity;
+
+    /// <summary>Gets the current session (changed only by <see cref="LoseSessionAsync"/>, under <c>_sessionGate</c>).</summary>
+    private Guid CurrentSession
+    {
+        get
+        {
+            lock (_sessionGate)
+            {
+                return _session;
+            }
+        }
+    }
 
     public bool HasQueueConsumer(string queue) => _queueConsumers.TryGetValue(queue, out var n) && n > 0;
 
@@ -538,7 +551,11 @@ internal sealed partial class PeerLink : IAsyncDisposable
     /// <summary>The peer's session is gone (it restarted, the grace passed, or this node stops): everything in flight is handed back.</summary>
     private async Task LoseSessionAsync(string reason, CancellationToken stopToken = default)
     {
-        _session = Guid.NewGuid();
+        lock (_sessionGate)
+        {
+            _session = Guid.NewGuid();
+        }
+
         _sessionUsed = false;
         _settlements = new InboundSequence(FrameLimits.MaxChunkBytes);
 
