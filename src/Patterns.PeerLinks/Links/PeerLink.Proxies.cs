@@ -33,7 +33,9 @@ internal sealed partial class PeerLink
             var wanted = subscriptions.ToDictionary(s => s.Id);
             foreach (var (id, proxy) in _proxies)
             {
-                if (!wanted.ContainsKey(id) && _proxies.TryRemove(id, out _))
+                // A proxy of an earlier session (added by an announcement applied as the session was lost) is replaced:
+                // the id may now name another subscription of the peer's new incarnation.
+                if ((!wanted.ContainsKey(id) || proxy.Session != session) && _proxies.TryRemove(id, out _))
                 {
                     removed.Add(proxy);
                     if (proxy.Info.Kind == AddressKind.Queue)
@@ -50,7 +52,7 @@ internal sealed partial class PeerLink
                     continue;
                 }
 
-                var proxy = new Proxy(this, info);
+                var proxy = new Proxy(this, info, session);
                 try
                 {
                     proxy.Subscription = await _transport.Local.SubscribeAsync(
@@ -158,10 +160,17 @@ internal sealed partial class PeerLink
         return (bytes, payload);
     }
 
-    /// <summary>One of the peer's subscriptions, mirrored here as an in-memory subscription with the peer's credit as its concurrency.</summary>
-    private sealed class Proxy(PeerLink link, SubscriptionInfo info)
+    /// <summary>
+    /// One of the peer's subscriptions, mirrored here as an in-memory subscription with the peer's credit as its
+    /// concurrency. Its id is valid only in <see cref="Session"/>: the peer's next incarnation numbers its subscriptions
+    /// from 1 again.
+    /// </summary>
+    private sealed class Proxy(PeerLink link, SubscriptionInfo info, Guid session)
     {
         public SubscriptionInfo Info { get; } = info;
+
+        /// <summary>Gets the session of the announcement that added the proxy: its messages go on that session only.</summary>
+        public Guid Session { get; } = session;
 
         public TransportSubscription? Subscription { get; set; }
 
@@ -199,9 +208,30 @@ internal sealed partial class PeerLink
         }
 
         var pending = new PendingDelivery(proxy.Info.Id, head, payload, cancellationToken);
-        var appended = _data.AppendAsync(pending, cancellationToken);
+        ValueTask appended;
+
+        // Checked and queued under the lock that changes the session: a handler of a proxy that was removed (so never
+        // marked dead), or that read it alive just before the session was lost, can still get here afterwards. Its
+        // message, queued on the next session under its id, reached whatever subscription of the peer's new
+        // incarnation had that id. Queued before the change, it is handed back by the reset that follows the change.
+        lock (_sessionGate)
+        {
+            if (proxy.Session != _session)
+            {
+                var stale = new TransportUnavailableException(
+                    $"The link to {Address} lost the session on which the subscription {proxy.Info.Kind}:{proxy.Info.Address} was announced; the message was not sent and is delivered again.");
+                pending.Fail(stale);
+                return new(Released(stale));
+            }
+
+            appended = _data.AppendAsync(pending, cancellationToken);
+        }
+
         return appended.IsCompletedSuccessfully ? pending.Task : WaitForSpaceAsync(appended, pending);
     }
+
+    /// <summary>A message never sent to the peer: handed back without counting a delivery (nothing was attempted).</summary>
+    private static Settlement Released(TransportUnavailableException reason) => Settlement.Release(reason.Message);
 
     /// <summary>The link's window was full: the settlement is awaited once the message is queued.</summary>
     private static async ValueTask<Settlement> WaitForSpaceAsync(ValueTask appended, PendingDelivery pending)
@@ -212,8 +242,9 @@ internal sealed partial class PeerLink
         }
         catch (TransportUnavailableException ex)
         {
+            // The session was lost (or the link closed) while it waited for room: it was never queued, nor sent.
             pending.Fail(ex);
-            return Settlement.Retry(TimeSpan.Zero, ex);
+            return Released(ex);
         }
         catch (OperationCanceledException)
         {

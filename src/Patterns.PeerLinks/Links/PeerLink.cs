@@ -92,7 +92,10 @@ internal sealed partial class PeerLink : IAsyncDisposable
     /// <summary>Gets the link's window in bytes.</summary>
     public long ReplayCapacity => _data.Capacity;
 
-    /// <summary>Gets the current session (changed only by <see cref="LoseSessionAsync"/>, under <c>_sessionGate</c>).</summary>
+    /// <summary>
+    /// Gets the current session (changed only by <see cref="LoseSessionAsync"/>, under <c>_sessionGate</c>, which also
+    /// covers a proxy's check of its session and the queuing of its message: see <see cref="ForwardAsync"/>).
+    /// </summary>
     private Guid CurrentSession
     {
         get
@@ -601,7 +604,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     private void FailInFlight(Exception failure)
     {
-        _data.Reset();
+        _data.Reset(failure);
         PendingDelivery[] failed;
         lock (_pendingGate)
         {
