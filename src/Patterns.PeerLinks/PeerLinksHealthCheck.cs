@@ -36,5 +36,6 @@ internal sealed class PeerLinksHostedService(PeerLinksTransport transport) : Mic
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public Task StoppedAsync(CancellationToken cancellationToken) => transport.LeaveAsync();
+    /// <summary>Leaves, waiting no longer than the host's stop token allows (see <see cref="PeerLinksTransport.LeaveAsync"/>).</summary>
+    public Task StoppedAsync(CancellationToken cancellationToken) => transport.LeaveAsync(cancellationToken);
 }

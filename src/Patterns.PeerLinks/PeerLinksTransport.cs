@@ -49,7 +49,6 @@ public sealed class PeerLinksTransport : MessageTransport
     private readonly ConcurrentDictionary<long, LocalSubscription> _subscriptions = new();
     private readonly ConcurrentDictionary<(string Node, Guid Session), PeerSession> _sessions = new();
     private readonly ServiceEndpointResolver? _discovery;
-    private static readonly TimeSpan GracefulStopBound = TimeSpan.FromSeconds(5);
 
     // Replaced (never changed in place) when the node starts or service discovery adds or removes peers; readers
     // iterate whichever list they read.
@@ -122,6 +121,9 @@ public sealed class PeerLinksTransport : MessageTransport
 
     internal IReadOnlyList<PeerLink> Links => _links;
 
+    /// <summary>Gets the sessions of the peers linked to this node (the tests read what each has settled and had acknowledged).</summary>
+    internal ICollection<PeerSession> Sessions => _sessions.Values;
+
     /// <summary>Creates a node, starts its listener and begins linking to its peers.</summary>
     /// <param name="options">The node's options; validated here.</param>
     /// <param name="serializer">Turns in-process bodies into bytes for peers; JSON when <see langword="null"/>.</param>
@@ -149,18 +151,21 @@ public sealed class PeerLinksTransport : MessageTransport
         return node;
     }
 
-    /// <summary>Starts the listener and the links; a second call changes nothing.</summary>
+    /// <summary>
+    /// Starts the listener and the links; a second call changes nothing. A leave that overtakes the start wins: the
+    /// listener the start brought up is stopped again, no link starts, and the start throws (whether it was decided is
+    /// checked under the same lock as the leave's start, so a stop racing the start never leaves a listener running).
+    /// </summary>
     internal async Task StartAsync(CancellationToken cancellationToken)
     {
-        // Before the started check: a node that had started and then left keeps its (stopped) listener.
-        if (Volatile.Read(ref _leaving) is not null)
+        lock (_linksGate)
         {
-            throw new InvalidOperationException($"Node {NodeId} has stopped and left its peers; a stopped node does not start again (start a new host or node with the same node id to rejoin).");
-        }
-
-        if (_server is not null)
-        {
-            return;
+            // Before the started check: a node that had started and then left keeps its (stopped) listener.
+            ThrowIfLeft();
+            if (_server is not null)
+            {
+                return;
+            }
         }
 
         var builder = WebApplication.CreateSlimBuilder();
@@ -176,27 +181,76 @@ public sealed class PeerLinksTransport : MessageTransport
         builder.Services.TryAddEnumerable(ServiceDescriptor.Singleton<IServiceMethodProvider<LinkService>, LinkServiceMethods>());
         var app = builder.Build();
         app.MapGrpcService<LinkService>();
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
-        _server = app;
-        var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        ListenUri = new Uri(bound.Replace("[::]", "localhost", StringComparison.Ordinal).Replace("0.0.0.0", "localhost", StringComparison.Ordinal));
-        PeerLinksLog.Listening(Logger, NodeId, ListenUri.ToString());
-        _reaper = TimeProvider.CreateTimer(static s => ((PeerLinksTransport)s!).ReapSessions(), this, Options.ReconnectGrace, Options.ReconnectGrace);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        bool left;
+        bool already;
+        lock (_linksGate)
+        {
+            left = _leaving is not null;
+            already = !left && _server is not null;
+            if (!left && !already)
+            {
+                // The leave reads these after it is decided (under this lock), so it sees them and stops them.
+                _server = app;
+                var bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+                ListenUri = new Uri(bound.Replace("[::]", "localhost", StringComparison.Ordinal).Replace("0.0.0.0", "localhost", StringComparison.Ordinal));
+                _reaper = TimeProvider.CreateTimer(static s => ((PeerLinksTransport)s!).ReapSessions(), this, Options.ReconnectGrace, Options.ReconnectGrace);
+            }
+        }
+
+        if (left || already)
+        {
+            // Left while the listener started (or another start got there first): this listener is nobody's to stop.
+            await StopListenerAsync(app, CancellationToken.None).ConfigureAwait(false);
+            ThrowIfLeft();
+            return;
+        }
+
+        PeerLinksLog.Listening(Logger, NodeId, ListenUri!.ToString());
+        IReadOnlyList<PeerLink>? resolved = null;
         if (_discovery is not null)
         {
             var peers = await PeerDiscovery.ResolveAsync(_discovery, Options.Peers, Logger, log: true, cancellationToken).ConfigureAwait(false);
-            _links = [.. peers!.Select(peer => new PeerLink(this, peer))]; // at start a failed lookup dials the name as written
-
+            resolved = [.. peers!.Select(peer => new PeerLink(this, peer))]; // at start a failed lookup dials the name as written
         }
 
-        foreach (var link in _links)
+        IReadOnlyList<PeerLink> links;
+        lock (_linksGate)
+        {
+            // A leave decided meanwhile closes the links it finds: none may start after it looked.
+            ThrowIfLeft();
+            if (resolved is not null)
+            {
+                _links = resolved;
+            }
+
+            links = _links;
+            if (_discovery is not null)
+            {
+                _refreshing = RefreshPeersAsync(_discovery, _stopping.Token);
+            }
+        }
+
+        foreach (var link in links)
         {
             link.Start();
         }
+    }
 
-        if (_discovery is not null)
+    private void ThrowIfLeft()
+    {
+        if (_leaving is not null)
         {
-            _refreshing = RefreshPeersAsync(_discovery, _stopping.Token);
+            throw new InvalidOperationException($"Node {NodeId} has stopped and left its peers; a stopped node does not start again (start a new host or node with the same node id to rejoin).");
         }
     }
 
@@ -240,6 +294,12 @@ public sealed class PeerLinksTransport : MessageTransport
         List<PeerLink> removed;
         lock (_linksGate)
         {
+            if (_leaving is not null)
+            {
+                // The leave closes the links it finds: none may be added or started after it looked.
+                return;
+            }
+
             var wanted = peers.ToHashSet();
             var current = _links;
             var known = current.Select(l => l.Address).ToHashSet();
@@ -352,6 +412,11 @@ public sealed class PeerLinksTransport : MessageTransport
     internal bool HasLeft => _left;
 
     /// <inheritdoc />
+    /// <remarks>
+    /// Leaves the mesh (see <see cref="LeaveAsync"/>), then disposes the node's in-memory queues, whatever the leave did:
+    /// a step of the leave that fails does not keep the others, or the rest of the disposal, from running; the failure
+    /// is thrown at the end.
+    /// </remarks>
     public override async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -359,66 +424,124 @@ public sealed class PeerLinksTransport : MessageTransport
             return;
         }
 
-        await LeaveAsync().ConfigureAwait(false);
-        await _local.DisposeAsync().ConfigureAwait(false);
-        _stopping.Dispose();
+        try
+        {
+            await LeaveAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            await _local.DisposeAsync().ConfigureAwait(false);
+            _stopping.Dispose();
+        }
     }
 
     /// <summary>
     /// Leaves the mesh (the host stops, or the node is disposed): a graceful stop (see <see cref="StopGracefullyAsync"/>),
     /// then every peer's calls end with the leaving status (<see cref="LinkService.LeavingTrailer"/>), so each peer
     /// marks this node down at once, hands back what it had in flight here and forgets its consumers; then the links
-    /// close and the listener stops (its port is free for a new node). Calls that arrive meanwhile are refused the same
-    /// way. Once only: later calls wait for the first.
+    /// close, all at once, and the listener stops (its port is free for a new node). Calls that arrive meanwhile are
+    /// refused the same way. Each wait is bounded (<see cref="LeaveBounds"/>), and none outlasts
+    /// <paramref name="stopToken"/> (the host's stop token): once it is cancelled the leave waits for nothing more,
+    /// still ending the peers' calls, closing the links and stopping the listener. Every step runs even when an earlier
+    /// one failed; the failures are thrown at the end. Once only: later calls wait for the first.
     /// </summary>
-    internal Task LeaveAsync()
+    internal Task LeaveAsync(CancellationToken stopToken = default)
     {
         lock (_linksGate)
         {
-            return _leaving ??= LeaveCoreAsync();
+            return _leaving ??= LeaveCoreAsync(stopToken);
         }
     }
 
-    private async Task LeaveCoreAsync()
+    /// <summary>Gets or sets the bounds of a leave's waits (the tests set longer ones to see the stop token honoured).</summary>
+    internal LeaveBounds Bounds { get; set; } = LeaveBounds.Default;
+
+    private async Task LeaveCoreAsync(CancellationToken stopToken)
     {
         await Task.Yield(); // never under the lock
-        if (_reaper is not null)
+        List<Exception>? failures = null;
+        async Task Step(Func<Task> step)
         {
-            await _reaper.DisposeAsync().ConfigureAwait(false);
-        }
-
-        await _stopping.CancelAsync().ConfigureAwait(false);
-        await PeerSession.Quietly(_refreshing).ConfigureAwait(false);
-        await StopGracefullyAsync().ConfigureAwait(false);
-        _left = true;
-        foreach (var session in _sessions.Values)
-        {
-            await session.CloseAsync().ConfigureAwait(false);
-        }
-
-        foreach (var link in _links)
-        {
-            await link.DisposeAsync().ConfigureAwait(false);
-        }
-
-        if (_server is not null)
-        {
-            using var quick = new CancellationTokenSource(TimeSpan.FromSeconds(2), TimeProvider);
             try
             {
-                await _server.StopAsync(quick.Token).ConfigureAwait(false);
+                await step().ConfigureAwait(false);
             }
-            catch (OperationCanceledException)
+            catch (Exception ex)
             {
-                // Streams that do not end within the grace are cut.
+                (failures ??= []).Add(ex);
             }
+        }
 
-            await _server.DisposeAsync().ConfigureAwait(false);
+        // Read once the leave is decided: a start that has not set them by then never will (it stops its own listener).
+        var reaper = _reaper;
+        var server = _server;
+        await Step(async () =>
+        {
+            if (reaper is not null)
+            {
+                await reaper.DisposeAsync().ConfigureAwait(false);
+            }
+        }).ConfigureAwait(false);
+        await Step(() => _stopping.CancelAsync()).ConfigureAwait(false);
+        await PeerSession.Quietly(_refreshing).ConfigureAwait(false);
+        await Step(() => StopGracefullyAsync(stopToken)).ConfigureAwait(false);
+        _left = true;
+        await Step(() => Task.WhenAll(_sessions.Values.Select(s => s.CloseAsync()))).ConfigureAwait(false);
+        await Step(() => CloseLinksAsync(stopToken)).ConfigureAwait(false);
+        if (server is not null)
+        {
+            await Step(() => StopListenerAsync(server, stopToken)).ConfigureAwait(false);
         }
 
         if (ListenUri is not null)
         {
             PeerLinksLog.Left(Logger, NodeId);
+        }
+
+        if (failures is { Count: 1 })
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failures[0]);
+        }
+
+        if (failures is not null)
+        {
+            throw new AggregateException($"Node {NodeId} left its peers, but {failures.Count} steps of the leave failed.", failures);
+        }
+    }
+
+    /// <summary>Closes every link at once, all within one bound and no longer than <paramref name="stopToken"/>.</summary>
+    private async Task CloseLinksAsync(CancellationToken stopToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopToken);
+        deadline.CancelAfter(Bounds.Links);
+        var closing = Task.WhenAll(_links.Select(link => link.CloseAsync(deadline.Token)));
+        try
+        {
+            await closing.WaitAsync(deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            // Each link cancelled what still ran when the deadline passed; the leave waits no longer for them.
+            Logger.LogWarning("The links of node {Node} did not all close within {Bound} or before the host's stop token; leaving without waiting for them.", NodeId, Bounds.Links);
+        }
+    }
+
+    /// <summary>Stops a listener, cutting the streams that do not end within the bound or before <paramref name="stopToken"/>.</summary>
+    private async Task StopListenerAsync(WebApplication server, CancellationToken stopToken)
+    {
+        using var quick = CancellationTokenSource.CreateLinkedTokenSource(stopToken);
+        quick.CancelAfter(Bounds.Listener);
+        try
+        {
+            await server.StopAsync(quick.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            // Streams that do not end within the grace are cut.
+        }
+        finally
+        {
+            await server.DisposeAsync().ConfigureAwait(false);
         }
     }
 
@@ -427,13 +550,22 @@ public sealed class PeerLinksTransport : MessageTransport
     /// routed), then the settlements of everything handled here reach their senders before the links close. Without it a
     /// message handled just before the stop was settled only after the link had closed, and its sender delivered it
     /// again (seen as a flaky restart test: the restarted node first received the message handled before the stop).
-    /// Bounded in real time, so a stop never depends on a peer or a test clock.
+    /// Bounded in real time, so a stop never depends on a peer or a test clock, and no longer than
+    /// <paramref name="stopToken"/>: once it is cancelled, the subscriptions are told to stop at once and the leave goes on.
     /// </summary>
-    private async Task StopGracefullyAsync()
+    private async Task StopGracefullyAsync(CancellationToken stopToken)
     {
-        using var deadline = new CancellationTokenSource(GracefulStopBound);
-        await Task.WhenAll(_subscriptions.Values.Select(s => PeerSession.Quietly(s.StopAsync(deadline.Token)))).ConfigureAwait(false);
-        await Task.WhenAll(_sessions.Values.Select(s => s.FlushSettlementsAsync(deadline.Token))).ConfigureAwait(false);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopToken);
+        deadline.CancelAfter(Bounds.Graceful);
+        try
+        {
+            await Task.WhenAll(_subscriptions.Values.Select(s => PeerSession.Quietly(s.StopAsync(deadline.Token)))).WaitAsync(stopToken).ConfigureAwait(false);
+            await Task.WhenAll(_sessions.Values.Select(s => s.FlushSettlementsAsync(deadline.Token))).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (stopToken.IsCancellationRequested)
+        {
+            // The host's stop token: its handlers were told to stop; what they still settle is delivered again elsewhere.
+        }
     }
 
     /// <summary>Tells every attached peer the current subscriptions and waits until they applied them (or dropped).</summary>
@@ -611,4 +743,10 @@ public sealed class PeerLinksTransport : MessageTransport
             }
         });
     }
+}
+
+/// <summary>The bounds of a leave's waits: the graceful stop, closing the links (all at once), stopping the listener.</summary>
+internal sealed record LeaveBounds(TimeSpan Graceful, TimeSpan Links, TimeSpan Listener)
+{
+    public static LeaveBounds Default { get; } = new(TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(2));
 }

@@ -1,8 +1,10 @@
 using System.Buffers.Binary;
 using Grpc.Core;
 using Grpc.Net.Client;
+using Patterns.Messaging;
 using Patterns.PeerLinks.Links;
 using Patterns.PeerLinks.Wire;
+using Patterns.Transport;
 
 namespace Patterns.PeerLinks.Tests;
 
@@ -51,6 +53,49 @@ public sealed class PeerLinksProtocolErrorTests
         (await logs.WaitForAsync("malformed frame", Bound)).Should().Contain("buggy").And.Contain("sequence number 1000");
     }
 
+    [Fact(Timeout = 180_000)]
+    public async Task PeerRestarted_TheNewSessionsAcknowledgementsStartAgain_SoNoLinkIsClosedAsMalformed()
+    {
+        // Seen in the sample's CI log on every restart: "an acknowledgement of sequence number 4, but only up to 0 was
+        // sent". The dialler's control writer kept the last acknowledgement of the lost session and wrote it first on the
+        // new session's first connection, where the peer had sent nothing yet.
+        var ports = new[] { Mesh.FreePort(), Mesh.FreePort() };
+        var senderLogs = new ListLogs();
+        var receiverLogs = new ListLogs();
+        var queue = $"restart-acks-{Guid.NewGuid():N}";
+        await using var sender = await PeerLinksTransport.StartAsync(Mesh.Options(0, ports), loggerFactory: senderLogs.Factory);
+        await sender.DeclareQueueAsync(queue, new QueueSettings { Capacity = 100 });
+        var receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports), loggerFactory: receiverLogs.Factory);
+        try
+        {
+            await HandleThreeAsync(sender, receiver, queue);
+            var down = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            sender.Membership.PeerChanged += (_, changed) =>
+            {
+                if (changed.Peer.State == PeerState.Down)
+                {
+                    down.TrySetResult();
+                }
+            };
+            await receiver.DisposeAsync();
+            await down.Task.WaitAsync(Bound);
+
+            // The same node id at the same address, a new incarnation: the sender's link starts a new session there.
+            receiverLogs = new ListLogs();
+            receiver = await PeerLinksTransport.StartAsync(Mesh.Options(1, ports), loggerFactory: receiverLogs.Factory);
+            await HandleThreeAsync(sender, receiver, queue);
+
+            // The restarted node read every control frame of the new session up to an acknowledgement of all it settled,
+            // so a stale acknowledgement written ahead of them would have closed the link and been logged by now.
+            receiverLogs.Lines.Should().NotContain(l => l.Contains("malformed", StringComparison.OrdinalIgnoreCase));
+            senderLogs.Lines.Should().NotContain(l => l.Contains("malformed", StringComparison.OrdinalIgnoreCase));
+        }
+        finally
+        {
+            await receiver.DisposeAsync();
+        }
+    }
+
     [Fact(Timeout = 60_000)]
     public async Task BulkReader_EndedMidReadByANewerCall_EndsAborted_NotWithAnErrorTheHostLogs()
     {
@@ -72,6 +117,35 @@ public sealed class PeerLinksProtocolErrorTests
         (await replaced.Should().ThrowAsync<RpcException>()).Which.StatusCode.Should().Be(StatusCode.Aborted);
         second.End();
         await secondCall.WaitAsync(Bound);
+    }
+
+    /// <summary>
+    /// Sends three messages from <paramref name="sender"/> to a consumer on <paramref name="receiver"/> once it is known, waits
+    /// until they are handled and until the receiver has had every settlement it sent the sender acknowledged.
+    /// </summary>
+    private static async Task HandleThreeAsync(PeerLinksTransport sender, PeerLinksTransport receiver, string queue)
+    {
+        var handled = 0;
+        var all = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await receiver.SubscribeAsync(new SubscriptionRequest { Address = TransportAddress.Queue(queue), ConsumerGroup = queue }, (_, _) =>
+        {
+            if (Interlocked.Increment(ref handled) == 3)
+            {
+                all.TrySetResult();
+            }
+
+            return new(Settlement.Ack);
+        });
+        await Mesh.UntilAsync(() => sender.Links[0].HasQueueConsumer(queue), "the receiver's consumer to be known to the sender");
+        for (var i = 0; i < 3; i++)
+        {
+            await sender.SendAsync(queue, new Envelope { MessageId = Guid.NewGuid(), MessageType = "restart.acks", Payload = new byte[8] });
+        }
+
+        await all.Task.WaitAsync(Bound);
+        await Mesh.UntilAsync(
+            () => receiver.Sessions.Any(s => s.NodeId == sender.NodeId && s.Settlements.LastAssigned > 0 && s.Settlements.Bytes == 0),
+            "the receiver's settlements to be acknowledged by the sender");
     }
 
     private static async Task WriteAsync(IClientStreamWriter<FrameBatch> stream, byte[] frame)

@@ -70,7 +70,8 @@ public sealed class PeerLinksSettlementTests
     private static ValueTask<Settlement> Forward(PeerLink link, CancellationToken cancellationToken)
     {
         var proxyType = typeof(PeerLink).GetNestedType("Proxy", BindingFlags.NonPublic)!;
-        var proxy = Activator.CreateInstance(proxyType, link, new SubscriptionInfo(5, AddressKind.Queue, "settle.q", "settle.q", 1, false))!;
+        var session = typeof(PeerLink).GetField("_session", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(link)!; // a proxy of the current session
+        var proxy = Activator.CreateInstance(proxyType, link, new SubscriptionInfo(5, AddressKind.Queue, "settle.q", "settle.q", 1, false), session)!;
         var envelope = new Envelope { MessageId = Guid.NewGuid(), MessageType = "settle.message", Payload = new byte[100] };
         return (ValueTask<Settlement>)proxyType.GetMethod("Handler")!.Invoke(proxy, [envelope, cancellationToken])!;
     }

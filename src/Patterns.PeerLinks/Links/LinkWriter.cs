@@ -82,6 +82,14 @@ internal sealed class LinkWriter
         Wake();
     }
 
+    /// <summary>
+    /// Forgets the acknowledgement of a session that is over: the next session numbers its frames from 1 again, and its
+    /// first connection must not carry an acknowledgement of the old numbers (the peer, having sent the new session
+    /// nothing or less, closes such a link as malformed; had it sent as much, the acknowledgement would drop frames the
+    /// new session never delivered). Only while no connection runs (the writer is not running).
+    /// </summary>
+    public void ResetAcknowledgement() => Volatile.Write(ref _ack, -1);
+
     /// <summary>Forgets control frames meant for an earlier connection (their content is resent in full on the next one).</summary>
     public void ClearControl() => _control.Clear();
 

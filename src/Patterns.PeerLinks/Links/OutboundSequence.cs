@@ -173,6 +173,18 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         }
     }
 
+    /// <summary>Gets the last sequence number handed out (0 while none is).</summary>
+    public long LastAssigned
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _nextSeq - 1;
+            }
+        }
+    }
+
     public bool HasUnsent
     {
         get
@@ -359,12 +371,16 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
         wakeWriter();
     }
 
-    /// <summary>The other side lost the session: every entry is dropped and handed back; numbering starts again.</summary>
-    public List<OutEntry> Reset()
+    /// <summary>
+    /// The other side lost the session: every entry is dropped and handed back; numbering starts again. The senders
+    /// waiting for room fail with <paramref name="failure"/>: they belong to the lost session, and admitted into the new
+    /// numbering their entries could be sent on the next session (to a subscription that took the id meanwhile).
+    /// </summary>
+    public List<OutEntry> Reset(Exception failure)
     {
         var dropped = new List<OutEntry>();
-        List<SpaceWaiter> granted = [];
-        TaskCompletionSource? drained = null;
+        List<SpaceWaiter> waiting;
+        TaskCompletionSource? drained;
         lock (_gate)
         {
             for (var i = 0; i < _count; i++)
@@ -380,23 +396,15 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
             _nextSeq = 1;
             _cursorSeq = 1;
             _cursorOffset = 0;
-            while (_waiters.First is { } first && Fits(first.Value.Entry.Total))
-            {
-                _waiters.RemoveFirst();
-                Add(first.Value.Entry);
-                granted.Add(first.Value);
-            }
-
-            if (_count == 0)
-            {
-                (drained, _drained) = (_drained, null);
-            }
+            waiting = [.. _waiters];
+            _waiters.Clear();
+            (drained, _drained) = (_drained, null);
         }
 
         drained?.TrySetResult();
-        foreach (var waiter in granted)
+        foreach (var waiter in waiting)
         {
-            waiter.Completion.TrySetResult();
+            waiter.Completion.TrySetException(failure);
         }
 
         wakeWriter();
@@ -406,20 +414,12 @@ internal sealed class OutboundSequence(long capacity, Action wakeWriter, Action<
     /// <summary>Closes the sequence: waiting and later senders fail with <paramref name="reason"/>.</summary>
     public List<OutEntry> Close(Exception reason)
     {
-        List<SpaceWaiter> waiting;
         lock (_gate)
         {
             _closed = reason;
-            waiting = [.. _waiters];
-            _waiters.Clear();
         }
 
-        foreach (var waiter in waiting)
-        {
-            waiter.Completion.TrySetException(reason);
-        }
-
-        return Reset();
+        return Reset(reason);
     }
 
     /// <summary>Writes frames from the cursor into <paramref name="batch"/> until it is full or nothing is left.</summary>

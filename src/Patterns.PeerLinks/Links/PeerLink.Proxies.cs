@@ -16,6 +16,8 @@ internal sealed partial class PeerLink
     /// </summary>
     private async Task ApplyAnnouncementAsync(Guid incarnation, long version, IReadOnlyList<SubscriptionInfo> subscriptions, CancellationToken cancellationToken, bool linking = false)
     {
+        // The session the announcement came on: its confirmation goes to that session only (see Confirm).
+        var session = CurrentSession;
         List<Proxy> removed = [];
         await _announceGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -31,7 +33,9 @@ internal sealed partial class PeerLink
             var wanted = subscriptions.ToDictionary(s => s.Id);
             foreach (var (id, proxy) in _proxies)
             {
-                if (!wanted.ContainsKey(id) && _proxies.TryRemove(id, out _))
+                // A proxy of an earlier session (added by an announcement applied as the session was lost) is replaced:
+                // the id may now name another subscription of the peer's new incarnation.
+                if ((!wanted.ContainsKey(id) || proxy.Session != session) && _proxies.TryRemove(id, out _))
                 {
                     removed.Add(proxy);
                     if (proxy.Info.Kind == AddressKind.Queue)
@@ -48,7 +52,7 @@ internal sealed partial class PeerLink
                     continue;
                 }
 
-                var proxy = new Proxy(this, info);
+                var proxy = new Proxy(this, info, session);
                 try
                 {
                     proxy.Subscription = await _transport.Local.SubscribeAsync(
@@ -101,14 +105,37 @@ internal sealed partial class PeerLink
 
         if (removed.Count == 0)
         {
-            _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+            Confirm(session, version);
             return;
         }
 
-        _ = DrainThenConfirmAsync(removed, version);
+        Volatile.Write(ref _confirming, DrainThenConfirmAsync(removed, session, version));
     }
 
-    private async Task DrainThenConfirmAsync(List<Proxy> removed, long version)
+    /// <summary>
+    /// Confirms that the announcement <paramref name="version"/> of <paramref name="session"/> is applied, unless that
+    /// session is lost meanwhile (a removed proxy can drain for as long as the announce timeout). A peer's new incarnation
+    /// numbers its announcements from 1 again: the old session's confirmation, sent on the new one, had it take its own
+    /// announcements up to that version as applied, so it never sent them (their subscriptions stayed unknown here). Under
+    /// the lock that changes the session: a confirmation queued before the change is cleared by the next connection.
+    /// </summary>
+    private void Confirm(Guid session, long version)
+    {
+        lock (_sessionGate)
+        {
+            if (session == _session)
+            {
+                _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+            }
+        }
+    }
+
+    private Task _confirming = Task.CompletedTask;
+
+    /// <summary>Gets the confirmation of the last announcement that removed proxies: done once they drained and it was queued or dropped (the tests wait for it).</summary>
+    internal Task Confirming => Volatile.Read(ref _confirming);
+
+    private async Task DrainThenConfirmAsync(List<Proxy> removed, Guid session, long version)
     {
         using var deadline = new CancellationTokenSource(_options.AnnounceTimeout, _transport.TimeProvider);
         foreach (var proxy in removed)
@@ -116,7 +143,7 @@ internal sealed partial class PeerLink
             await PeerSession.Quietly(proxy.Subscription!.StopAsync(deadline.Token)).ConfigureAwait(false);
         }
 
-        _controlWriter.Enqueue(Frames.Int64Frame(FrameType.AnnounceAck, version));
+        Confirm(session, version);
     }
 
     /// <summary>Encodes an envelope as <c>[headLength:4][head]</c> plus its payload (serializing an in-process body).</summary>
@@ -151,10 +178,17 @@ internal sealed partial class PeerLink
         return (bytes, payload);
     }
 
-    /// <summary>One of the peer's subscriptions, mirrored here as an in-memory subscription with the peer's credit as its concurrency.</summary>
-    private sealed class Proxy(PeerLink link, SubscriptionInfo info)
+    /// <summary>
+    /// One of the peer's subscriptions, mirrored here as an in-memory subscription with the peer's credit as its
+    /// concurrency. Its id is valid only in <see cref="Session"/>: the peer's next incarnation numbers its subscriptions
+    /// from 1 again.
+    /// </summary>
+    private sealed class Proxy(PeerLink link, SubscriptionInfo info, Guid session)
     {
         public SubscriptionInfo Info { get; } = info;
+
+        /// <summary>Gets the session of the announcement that added the proxy: its messages go on that session only.</summary>
+        public Guid Session { get; } = session;
 
         public TransportSubscription? Subscription { get; set; }
 
@@ -192,9 +226,30 @@ internal sealed partial class PeerLink
         }
 
         var pending = new PendingDelivery(proxy.Info.Id, head, payload, cancellationToken);
-        var appended = _data.AppendAsync(pending, cancellationToken);
+        ValueTask appended;
+
+        // Checked and queued under the lock that changes the session: a handler of a proxy that was removed (so never
+        // marked dead), or that read it alive just before the session was lost, can still get here afterwards. Its
+        // message, queued on the next session under its id, reached whatever subscription of the peer's new
+        // incarnation had that id. Queued before the change, it is handed back by the reset that follows the change.
+        lock (_sessionGate)
+        {
+            if (proxy.Session != _session)
+            {
+                var stale = new TransportUnavailableException(
+                    $"The link to {Address} lost the session on which the subscription {proxy.Info.Kind}:{proxy.Info.Address} was announced; the message was not sent and is delivered again.");
+                pending.Fail(stale);
+                return new(Released(stale));
+            }
+
+            appended = _data.AppendAsync(pending, cancellationToken);
+        }
+
         return appended.IsCompletedSuccessfully ? pending.Task : WaitForSpaceAsync(appended, pending);
     }
+
+    /// <summary>A message never sent to the peer: handed back without counting a delivery (nothing was attempted).</summary>
+    private static Settlement Released(TransportUnavailableException reason) => Settlement.Release(reason.Message);
 
     /// <summary>The link's window was full: the settlement is awaited once the message is queued.</summary>
     private static async ValueTask<Settlement> WaitForSpaceAsync(ValueTask appended, PendingDelivery pending)
@@ -205,8 +260,9 @@ internal sealed partial class PeerLink
         }
         catch (TransportUnavailableException ex)
         {
+            // The session was lost (or the link closed) while it waited for room: it was never queued, nor sent.
             pending.Fail(ex);
-            return Settlement.Retry(TimeSpan.Zero, ex);
+            return Released(ex);
         }
         catch (OperationCanceledException)
         {

@@ -41,12 +41,15 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private InboundSequence _settlements;
     private Guid _session = Guid.NewGuid();
+    private readonly Lock _sessionGate = new();
     private Guid _remoteIncarnation;
     private Guid _appliedIncarnation;
     private long _appliedVersion = -1;
     private bool _sessionUsed;
     private long _lastHeard;
     private Task _running = Task.CompletedTask;
+    private readonly Lock _lifecycle = new();
+    private bool _closed;
 
     // Made once: a method group passed as a delegate allocates one at every call (once per settlement received).
     private readonly FrameReceived _onControlFrame;
@@ -95,6 +98,21 @@ internal sealed partial class PeerLink : IAsyncDisposable
     /// <summary>Gets the link's window in bytes.</summary>
     public long ReplayCapacity => _data.Capacity;
 
+    /// <summary>
+    /// Gets the current session (changed only by <see cref="LoseSessionAsync"/>, under <c>_sessionGate</c>, which also
+    /// covers a proxy's check of its session and the queuing of its message: see <see cref="ForwardAsync"/>).
+    /// </summary>
+    private Guid CurrentSession
+    {
+        get
+        {
+            lock (_sessionGate)
+            {
+                return _session;
+            }
+        }
+    }
+
     public bool HasQueueConsumer(string queue) => _queueConsumers.TryGetValue(queue, out var n) && n > 0;
 
     /// <summary>
@@ -103,29 +121,71 @@ internal sealed partial class PeerLink : IAsyncDisposable
     /// </summary>
     public bool ConsumedWhileUp(string queue) => State != PeerState.Up && _queuesConsumedSinceUp.ContainsKey(queue);
 
+    /// <summary>Starts dialling the peer; a link already closed (the node left meanwhile) does not start.</summary>
     public void Start()
     {
-        Report(PeerState.Connecting, "not linked yet");
-        _running = Task.Run(RunAsync);
+        lock (_lifecycle)
+        {
+            if (_closed)
+            {
+                return;
+            }
+
+            Report(PeerState.Connecting, "not linked yet");
+            _running = Task.Run(RunAsync);
+        }
     }
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync() => new(CloseAsync(CancellationToken.None));
+
+    /// <summary>
+    /// Closes the link: ends its connection, hands back what it had in flight and disposes its channels. Each wait is
+    /// bounded (<see cref="StopBound"/>), and none outlasts <paramref name="stopToken"/>: once it is cancelled, what still
+    /// runs is cancelled and abandoned.
+    /// </summary>
+    public async Task CloseAsync(CancellationToken stopToken)
     {
+        Task running;
+        lock (_lifecycle)
+        {
+            if (_closed)
+            {
+                return;
+            }
+
+            _closed = true;
+            running = _running;
+        }
+
         await _stopping.CancelAsync().ConfigureAwait(false);
         try
         {
             // The connection ends at once on cancellation; the bound only keeps a stuck call from holding the stop.
-            await PeerSession.Quietly(_running).WaitAsync(StopBound).ConfigureAwait(false);
+            await PeerSession.Quietly(running).WaitAsync(StopBound, stopToken).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {
             _transport.Logger.LogWarning("The link to {Address} did not end within {Bound} of the stop; stopping without it.", Address, StopBound);
         }
+        catch (OperationCanceledException) when (stopToken.IsCancellationRequested)
+        {
+            _transport.Logger.LogWarning("The link to {Address} had not ended when the host's stop token was cancelled; stopping without it.", Address);
+        }
 
-        await LoseSessionAsync("the node is stopping").ConfigureAwait(false);
-        _controlChannel.Dispose();
-        _bulkChannel.Dispose();
-        _stopping.Dispose();
+        try
+        {
+            await LoseSessionAsync("the node is stopping", stopToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _controlChannel.Dispose();
+            _bulkChannel.Dispose();
+            if (running.IsCompleted)
+            {
+                // An abandoned connection still reads the token: kept for it otherwise.
+                _stopping.Dispose();
+            }
+        }
     }
 
     private async Task RunAsync()
@@ -504,11 +564,20 @@ internal sealed partial class PeerLink : IAsyncDisposable
     private void Touch() => Volatile.Write(ref _lastHeard, _transport.TimeProvider.GetTimestamp());
 
     /// <summary>The peer's session is gone (it restarted, the grace passed, or this node stops): everything in flight is handed back.</summary>
-    private async Task LoseSessionAsync(string reason)
+    private async Task LoseSessionAsync(string reason, CancellationToken stopToken = default)
     {
-        _session = Guid.NewGuid();
+        lock (_sessionGate)
+        {
+            _session = Guid.NewGuid();
+        }
+
         _sessionUsed = false;
         _settlements = new InboundSequence(FrameLimits.MaxChunkBytes);
+
+        // The control writer's acknowledgement counted the old session's settlements: written first on the new session's
+        // first connection, it acknowledged numbers the peer's new session had not sent yet (closed as malformed), or,
+        // once it had, settlements this end had not received (dropped from the peer's replay buffer).
+        _controlWriter.ResetAcknowledgement();
 
         // Settlements of the old session must never complete deliveries of the new one (sequence numbers restart at 1).
         _settled.Clear();
@@ -524,12 +593,21 @@ internal sealed partial class PeerLink : IAsyncDisposable
         FailInFlight(failure);
 
         // Bounded: past the deadline the proxies cancel what still runs and abandon it (their messages stay queued here).
-        using var deadline = new CancellationTokenSource(StopBound);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(stopToken);
+        deadline.CancelAfter(StopBound);
         var stopping = Task.WhenAll(proxies.Select(p => p.Subscription!.StopAsync(deadline.Token)));
         while (!stopping.IsCompleted)
         {
+            if (stopToken.IsCancellationRequested)
+            {
+                // The host's stop token: the proxies were told to stop at once; the leave waits no longer for them.
+                FailInFlight(failure);
+                _ = PeerSession.Quietly(stopping);
+                return;
+            }
+
             // A handler that read the proxy as alive just before it died may still queue a message: hand it back too.
-            await Task.WhenAny(stopping, Task.Delay(TimeSpan.FromMilliseconds(20), _transport.TimeProvider)).ConfigureAwait(false);
+            await Task.WhenAny(stopping, Task.Delay(TimeSpan.FromMilliseconds(20), _transport.TimeProvider, stopToken)).ConfigureAwait(false);
             FailInFlight(failure);
         }
 
@@ -538,7 +616,7 @@ internal sealed partial class PeerLink : IAsyncDisposable
 
     private void FailInFlight(Exception failure)
     {
-        _data.Reset();
+        _data.Reset(failure);
         PendingDelivery[] failed;
         lock (_pendingGate)
         {

@@ -64,6 +64,18 @@ internal sealed class PeerSession
     /// <summary>Gets the protocol version this session speaks (fixed by the dialer's first hello; see <see cref="LinkProtocol"/>).</summary>
     public int Protocol => Volatile.Read(ref _protocol) is var p and > 0 ? p : LinkProtocol.V1;
 
+    /// <summary>Gets the latest announcement version the peer confirmed it applied in this session (the tests read it).</summary>
+    internal long AcknowledgedVersion
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _acknowledgedVersion;
+            }
+        }
+    }
+
     /// <summary>Gets the sequence the session's settlements are queued in (the tests read what it would send).</summary>
     internal OutboundSequence Settlements => _settlements;
 
