@@ -15,8 +15,10 @@ namespace Patterns.RabbitMq.Tests;
 /// </summary>
 public sealed class RabbitMqHandlerStoppedTests
 {
-    [Fact]
-    public async Task AHandlerStoppedWithItsHost_StopsItsConsumer_TheReleasedMessageIsNotDeliveredAgainAndAgain()
+    [Theory]
+    [InlineData(1)] // handled inline, in the client's consumer dispatcher
+    [InlineData(4)] // handled by the subscription's workers
+    public async Task AHandlerStoppedWithItsHost_StopsItsConsumer_TheReleasedMessageIsNotDeliveredAgainAndAgain(int concurrency)
     {
         await Broker.RequireAsync();
         var prefix = Broker.Prefix("stop-loop");
@@ -34,7 +36,11 @@ public sealed class RabbitMqHandlerStoppedTests
 
                 // The component this handler needs has stopped (the message is sent only once it has).
                 throw new HandlerStoppedException("the component stopped");
-            }, o => o.MaxRedeliveries = 0));
+            }, o =>
+            {
+                o.MaxRedeliveries = 0;
+                o.Concurrency = concurrency;
+            }));
             b.Services.AddSingleton<IHostedService>(component);
         });
         component.Sender = first.Get<IQueueSender>();
