@@ -43,6 +43,7 @@ internal sealed class RabbitMqSubscription : TransportSubscription
     private volatile bool _stopping;
     private Task? _resubscribing;
     private Task? _stopped;
+    private Task<(Consumer? Consumer, string[] Tags)>? _cancelling;
 
     public RabbitMqSubscription(RabbitMqMessageTransport transport, SubscriptionRequest request, DeliveryHandler handler)
     {
@@ -170,31 +171,22 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         await Task.Yield();
         _stopping = true;
         await _stopRequested.CancelAsync().ConfigureAwait(false);
-        IChannel? channel;
-        Consumer? consumer;
-        lock (_gate)
+        try
         {
-            channel = _channel;
-            consumer = _consumer;
+            // No new deliveries; every delivery the broker sent before the cancel-ok has reached a lane
+            // once the consumer sees the cancel-ok (the client dispatches them in order).
+            var (consumer, tags) = await CancelConsumersAsync().WaitAsync(_hardStop.Token).ConfigureAwait(false);
+            foreach (var tag in tags)
+            {
+                await consumer!.CancelledAsync(tag).WaitAsync(_hardStop.Token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The deadline passed: whatever is not settled goes back to the broker.
         }
 
-        if (channel is { IsOpen: true } && consumer?.StartedTags is { Length: > 0 } tags)
-        {
-            try
-            {
-                // No new deliveries; every delivery the broker sent before the cancel-ok has reached a lane
-                // once the consumer sees the cancel-ok (the client dispatches them in order).
-                foreach (var tag in tags)
-                {
-                    await channel.BasicCancelAsync(tag, noWait: false, _hardStop.Token).ConfigureAwait(false);
-                    await consumer.CancelledAsync(tag).WaitAsync(_hardStop.Token).ConfigureAwait(false);
-                }
-            }
-            catch (Exception ex) when (ex is OperationCanceledException || RabbitMqConnection.IsConnectivity(ex) || ex is RabbitMQ.Client.Exceptions.OperationInterruptedException)
-            {
-                // The deadline passed or the connection is gone: whatever is not settled goes back to the broker.
-            }
-        }
+        IChannel? channel;
 
         foreach (var lane in _lanes)
         {
@@ -222,6 +214,52 @@ internal sealed class RabbitMqSubscription : TransportSubscription
         }
 
         _transport.Remove(this);
+    }
+
+    /// <summary>
+    /// Cancels the broker consumers of the current channel, once, for a stop: completes when the broker confirmed every
+    /// basic.cancel (its cancel-ok, which the client's reader completes without the consumer's dispatcher, so a delivery
+    /// handled inline may wait for it), after which the broker hands this consumer nothing more.
+    /// </summary>
+    /// <returns>The consumer and the tags that were cancelled (none when the channel was closed or the connection gone).</returns>
+    private Task<(Consumer? Consumer, string[] Tags)> CancelConsumersAsync()
+    {
+        IChannel? channel;
+        Consumer? consumer;
+        lock (_gate)
+        {
+            if (_cancelling is { } cancelling)
+            {
+                return cancelling;
+            }
+
+            channel = _channel;
+            consumer = _consumer;
+            _cancelling = channel is { IsOpen: true } && consumer?.StartedTags is { Length: > 0 } tags
+                ? CancelAsync(channel, consumer, tags)
+                : Task.FromResult<(Consumer?, string[])>((null, []));
+            return _cancelling;
+        }
+
+        async Task<(Consumer?, string[])> CancelAsync(IChannel channel, Consumer consumer, string[] tags)
+        {
+            await Task.Yield(); // not under the lock
+            try
+            {
+                foreach (var tag in tags)
+                {
+                    await channel.BasicCancelAsync(tag, noWait: false, _hardStop.Token).ConfigureAwait(false);
+                }
+
+                return (consumer, tags);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException || RabbitMqConnection.IsConnectivity(ex) || ex is RabbitMQ.Client.Exceptions.OperationInterruptedException)
+            {
+                // The deadline passed or the connection is gone: the channel closes with the subscription, and the broker
+                // takes back whatever is not settled.
+                return (null, []);
+            }
+        }
     }
 
     private async Task OpenAsync(CancellationToken cancellationToken)
@@ -486,6 +524,15 @@ internal sealed class RabbitMqSubscription : TransportSubscription
                     break;
 
                 case SettlementKind.Retry:
+                    if (Volatile.Read(ref _stopped) is not null)
+                    {
+                        // Stopping (a handler may have released the message for its host's stop): the copy goes to the
+                        // retry queue, and a requeue to the queue, only once the broker confirmed the cancel of this
+                        // consumer's basic.consume on both. Before, the broker could hand the message straight back to
+                        // this consumer, which would release it again, and again, until the cancel came through.
+                        await CancelConsumersAsync().WaitAsync(_hardStop.Token).ConfigureAwait(false);
+                    }
+
                     if (_hardStop.IsCancellationRequested || Request.Temporary
                         || !await _transport.RedeliverAsync(_logical, delivery.Envelope, settlement, _hardStop.Token).ConfigureAwait(false))
                     {
