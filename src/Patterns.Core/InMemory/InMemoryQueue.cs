@@ -157,11 +157,11 @@ internal sealed class InMemoryQueue
             }
 
             var current = _lanes;
-            var workers = subscription.Request.Concurrency;
+            var workers = subscription.Workers;
             var totalWorkers = workers;
             foreach (var s in _subscriptions)
             {
-                totalWorkers += s.Request.Concurrency;
+                totalWorkers += s.Workers;
             }
 
             var laneCapacity = Math.Max(1, (Capacity + totalWorkers - 1) / totalWorkers);

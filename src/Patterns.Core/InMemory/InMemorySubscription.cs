@@ -44,6 +44,15 @@ internal sealed class InMemorySubscription : TransportSubscription
 
     internal Lane[] Lanes { get; set; } = [];
 
+    /// <summary>
+    /// Gets how many workers (each with its own lane) the subscription runs: <see cref="SubscriptionRequest.Concurrency"/>,
+    /// or one for a handler that settles later. Such a worker does not wait for a settlement before it hands out the next
+    /// message (it holds up to Concurrency unsettled instead), so one worker is enough, and it hands the messages out in
+    /// the order they were sent: with a worker per lane, a worker that started late handed out its lane's first message
+    /// after the others had handed out many more, and a batch consumer's batches no longer followed the queue's order.
+    /// </summary>
+    internal int Workers => _settlesLater ? 1 : Request.Concurrency;
+
     public override ComponentHealth GetHealth()
     {
         if (Volatile.Read(ref _stopped) != 0)

@@ -266,6 +266,39 @@ public sealed class BatchConsumerTests
     }
 
     [Fact]
+    public async Task AddBatchHandler_Queue_BatchesFollowTheOrderTheMessagesWereSent()
+    {
+        // A worker per lane let one that started late hand its lane's first message out after the others had handed out
+        // a whole batch more (the Streaming sample's poison reading moved from the first batch to the last).
+        var batches = new ConcurrentQueue<int[]>();
+        var handled = 0;
+        var allHandled = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var host = await TestHost.StartAsync(b => b.AddBatching(x => x.AddBatchHandler<Job>(
+            TransportAddress.Queue("in-order"),
+            (batch, _) =>
+            {
+                batches.Enqueue(batch.ToArray().Select(j => j.Id).ToArray());
+                if (Interlocked.Add(ref handled, batch.Count) == 300)
+                {
+                    allHandled.TrySetResult();
+                }
+
+                return default;
+            },
+            o => { o.MaxCount = 100; o.MaxAge = Timeout.InfiniteTimeSpan; })));
+        var sender = host.Services.GetRequiredService<IQueueSender>();
+
+        for (var i = 0; i < 300; i++)
+        {
+            await sender.SendAsync("in-order", new Job(i));
+        }
+
+        await allHandled.Task.WaitAsync(TestHost.Wait);
+        batches.Select(b => (b[0], b[^1], b.Length)).Should().Equal([(0, 99, 100), (100, 199, 100), (200, 299, 100)]);
+        batches.SelectMany(b => b).Should().Equal(Enumerable.Range(0, 300), "one worker hands the messages out in send order");
+    }
+
+    [Fact]
     public async Task AddBatchHandler_MessagesQueuedBehindOneWorker_StillFillBatchesByCount()
     {
         // Messages of one partition key all go to one worker's lane on the in-memory transport. That worker used to wait
